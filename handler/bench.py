@@ -1,0 +1,109 @@
+"""`fh bench engine`: the C book engine on one core, in the same run as a parse-only pass (the floor) and,
+when the PyPI package itch-book is installed, itch-book on the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+
+def _pin(cpu: int | None) -> int | None:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        target = cpus[-1] if cpu is None else cpu
+        os.sched_setaffinity(0, {target})
+        return target
+    except OSError:
+        return None
+
+
+def _time(fn, repeats: int, before=None) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        if before:
+            before()
+        t0 = time.perf_counter_ns()
+        fn()
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+def _stats(ns: list[float], messages: int) -> dict:
+    per = [t / messages for t in ns]
+    med = statistics.median(per)
+    return {"min_ns_per_msg": round(min(per), 2), "median_ns_per_msg": round(med, 2),
+            "msgs_per_s": round(1e9 / med)}
+
+
+def bench_engine(a) -> int:
+    from . import native
+
+    cpu = _pin(a.cpu)
+    t0 = time.perf_counter()
+    if a.itch:
+        with open(a.itch, "rb") as f:
+            data = f.read()
+        source = a.itch
+    else:
+        data = native.synth_bytes(a.messages, a.instruments, a.seed)
+        source = f"synth: {a.messages} messages, {a.instruments} instruments, seed {a.seed}"
+    gen_s = time.perf_counter() - t0
+    messages, _ = native.itch_scan(data)
+
+    eng = native.Engine()
+    eng.apply_blocks(data)  # warm-up: faults in every page the day touches
+    res = {"source": source, "bytes": len(data), "messages": messages, "cpu": cpu, "repeats": a.repeats,
+           "generate_s": round(gen_s, 2)}
+    res["parse_only"] = _stats(_time(lambda: native.itch_scan(data), a.repeats), messages)
+    res["engine"] = _stats(_time(lambda: eng.apply_blocks(data), a.repeats, eng.reset), messages)
+    counters = eng.counters()
+    res["engine"].update({
+        "live_orders_at_end": eng.live_orders,
+        "levels_peak": eng.levels_peak,
+        "footprint_mb": round(eng.footprint / 2**20, 1),
+        "anomalies": {k: v for k, v in counters.items() if v and not k.startswith("type_") and k != "messages"},
+    })
+    try:
+        import itch_book
+        from itch_book._core import Session
+    except ImportError:
+        itch_book = None
+    if itch_book is not None and not a.no_itch_book:
+        arr = __import__("numpy").frombuffer(data, dtype="uint8")
+        sessions = []
+
+        def new_session():
+            sessions.clear()
+            s = Session(tables=["bbo"], depth=0, symbols=[])
+            s.reserve(messages)
+            sessions.append(s)
+
+        ib = _stats(_time(lambda: sessions[0].feed(arr), a.repeats, new_session), messages)
+        ib["version"] = itch_book.__version__
+        ib["messages_decoded"] = sessions[0].stats()["messages"]
+        res["itch_book"] = ib
+        res["speedup_vs_itch_book"] = round(ib["median_ns_per_msg"] / res["engine"]["median_ns_per_msg"], 2)
+    res["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    if a.json:
+        print(json.dumps(res))
+        return 0
+    w = sys.stdout.write
+    w(f"input: {source} ({len(data) / 2**20:.1f} MiB, {messages} messages; generated in {gen_s:.1f} s)\n")
+    w(f"cpu: {cpu}, repeats: {a.repeats}\n")
+    w(f"{'':14} {'min ns/msg':>11} {'median':>9} {'msgs/s':>14}\n")
+    for name in ("parse_only", "engine", "itch_book"):
+        if name in res:
+            r = res[name]
+            w(f"{name:14} {r['min_ns_per_msg']:>11.2f} {r['median_ns_per_msg']:>9.2f} {r['msgs_per_s']:>14,}\n")
+    if "speedup_vs_itch_book" in res:
+        w(f"engine vs itch-book {res['itch_book']['version']}: {res['speedup_vs_itch_book']}x the throughput\n")
+    e = res["engine"]
+    w(f"engine memory: {e['footprint_mb']} MiB preallocated; {e['live_orders_at_end']} live orders at the end, "
+      f"{e['levels_peak']} levels at the peak; process max RSS {res['max_rss_mb']} MiB\n")
+    w(f"anomalies: {e['anomalies'] or 'none'}\n")
+    return 0

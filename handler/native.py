@@ -1,0 +1,227 @@
+"""The C core through cffi: the book engine, the ITCH decoder and the day generator.
+
+Errors from C arrive as NativeError carrying the C side's message (function, line, cause); this module
+is the one place where they become Python exceptions.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ._native import ffi, lib
+
+BID, ASK = 0, 1
+
+
+class NativeError(RuntimeError):
+    """A call into the C core failed; the message is the core's own."""
+
+
+def _errmsg() -> str:
+    return ffi.string(lib.fh_errmsg()).decode(errors="replace")
+
+
+def _counter_names() -> list[str]:
+    names, i = [], 0
+    while (p := lib.fh_counter_name(i)) != ffi.NULL:
+        names.append(ffi.string(p).decode())
+        i += 1
+    return names
+
+
+COUNTER_NAMES = _counter_names()
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Capacities of a book engine; memory is allocated once, from these."""
+
+    instruments: int = 65535
+    orders: int = 8 << 20
+    levels: int = 4 << 20
+
+    @classmethod
+    def for_input(cls, nbytes: int) -> "EngineConfig":
+        """Capacities that an input of nbytes cannot exceed (every add takes at least 38 bytes), capped at the
+        defaults: small inputs get small engines."""
+        adds = nbytes // 38 + 1
+        return cls(orders=min(cls.orders, max(1024, adds)), levels=min(cls.levels, max(4096, 4 * adds)))
+
+
+class Engine:
+    """One C book engine (native/include/fh/book.h). Not thread-safe."""
+
+    def __init__(self, cfg: EngineConfig | None = None):
+        self.cfg = cfg or EngineConfig()
+        c = ffi.new("fh_engine_cfg_t *", (self.cfg.instruments, self.cfg.orders, self.cfg.levels))
+        self.footprint = lib.fh_engine_footprint(c)
+        e = lib.fh_engine_create(c)
+        if e == ffi.NULL:
+            raise NativeError(_errmsg())
+        self._e = ffi.gc(e, lib.fh_engine_destroy)
+
+    def reset(self) -> None:
+        lib.fh_engine_reset(self._e)
+
+    def apply(self, msg: bytes) -> None:
+        lib.fh_engine_apply(self._e, ffi.from_buffer(msg), len(msg))
+
+    def apply_blocks(self, data) -> int:
+        """Apply 2-byte-length blocks (a daily file); returns the bytes consumed (less than len on a truncated
+        tail, which is counted)."""
+        return lib.fh_engine_apply_blocks(self._e, ffi.from_buffer(data), len(data))
+
+    def apply_mold(self, payload) -> int:
+        return lib.fh_engine_apply_mold(self._e, ffi.from_buffer(payload), len(payload))
+
+    def apply_file(self, path: str | os.PathLike) -> int:
+        """Apply a whole daily file, mapped rather than read. Returns the bytes consumed."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return 0
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return self.apply_blocks(m)
+
+    def apply_pcap(self, path: str | os.PathLike) -> dict[str, int]:
+        """Apply every UDP datagram of a pcap as MoldUDP64, in capture order. Returns the reader's counters."""
+        from .pcapfile import PcapReader
+
+        reader = PcapReader(path)
+        for d in reader.datagrams():
+            self.apply_mold(d.payload)
+        return dict(reader.counters)
+
+    @property
+    def live_orders(self) -> int:
+        return lib.fh_engine_live_orders(self._e)
+
+    @property
+    def levels_peak(self) -> int:
+        return lib.fh_engine_levels_used(self._e)
+
+    def counters(self) -> dict[str, int]:
+        """Anomaly counters by name (all of them) and message counts by type as type_X (non-zero ones)."""
+        c = ffi.new("uint64_t[]", len(COUNTER_NAMES))
+        lib.fh_engine_counters(self._e, c)
+        out = {name: int(c[i]) for i, name in enumerate(COUNTER_NAMES)}
+        t = lib.fh_engine_type_counts(self._e)
+        for i in range(256):
+            if t[i]:
+                out[f"type_{chr(i)}"] = int(t[i])
+        return out
+
+    def locates(self) -> list[int]:
+        n = lib.fh_engine_locates(self._e, ffi.NULL, 0)
+        buf = ffi.new("uint16_t[]", max(n, 1))
+        lib.fh_engine_locates(self._e, buf, n)
+        return list(buf[0:n])
+
+    def info(self, locate: int) -> dict | None:
+        bi = ffi.new("fh_book_info_t *")
+        if lib.fh_engine_book_info(self._e, locate, bi):
+            return None
+        return {
+            "locate": bi.locate,
+            "symbol": ffi.unpack(bi.symbol, bi.symbol_len).decode("latin-1"),
+            "trading_state": bi.trading_state.decode("latin-1"),
+            "levels": (bi.levels[0], bi.levels[1]),
+            "last_trade": (bi.last_price, bi.last_shares) if bi.last_shares else None,
+            "updates": bi.updates,
+        }
+
+    def levels(self, locate: int, side: int, depth: int | None = None) -> list[list[int]]:
+        info = self.info(locate)
+        if info is None:
+            return []
+        n = info["levels"][side] if depth is None else min(depth, info["levels"][side])
+        if n == 0:
+            return []
+        buf = ffi.new("fh_level_t[]", n)
+        n = lib.fh_engine_levels(self._e, locate, side, buf, n)
+        return [[buf[i].price, buf[i].shares, buf[i].orders] for i in range(n)]
+
+    def book(self, locate: int, depth: int | None = None) -> dict | None:
+        info = self.info(locate)
+        if info is None:
+            return None
+        return {
+            "locate": locate,
+            "symbol": info["symbol"],
+            "bids": self.levels(locate, BID, depth),
+            "asks": self.levels(locate, ASK, depth),
+        }
+
+    def dump(self, depth: int | None = None) -> list[dict]:
+        """The canonical dump (docs/book-semantics.md): non-empty books, by locate."""
+        out = []
+        for loc in self.locates():
+            info = self.info(loc)
+            if info["levels"][0] or info["levels"][1]:
+                out.append(self.book(loc, depth))
+        return out
+
+
+def itch_json(msg: bytes) -> str | None:
+    """One message as a JSON object (docs/decode-format.md), or None if short or of an unknown type."""
+    out = ffi.new("char[]", lib.FH_ITCH_JSON_MAX)
+    n = lib.fh_itch_to_json(ffi.from_buffer(msg), len(msg), out, lib.FH_ITCH_JSON_MAX)
+    return ffi.unpack(out, n).decode("ascii") if n > 0 else None
+
+
+def itch_spec_length(type_byte: int) -> int:
+    return lib.fh_itch_len[type_byte]
+
+
+def itch_scan(data) -> tuple[int, int]:
+    """Parse-only pass over daily-file blocks: (messages, checksum)."""
+    s = ffi.new("uint64_t *")
+    n = lib.fh_itch_scan(ffi.from_buffer(data), len(data), s)
+    return n, s[0]
+
+
+def synth_min_messages(instruments: int) -> int:
+    return lib.fh_synth_min_messages(instruments)
+
+
+def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int):
+    if not 1 <= instruments <= 65535:
+        raise ValueError(f"instruments must be 1..65535, not {instruments}")
+    low = synth_min_messages(instruments)
+    if messages < low:
+        raise ValueError(f"{instruments} instruments need at least {low} messages (the prelude alone), not {messages}")
+    return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm))
+
+
+def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0) -> bytes:
+    """A generated day in the daily file format."""
+    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm)
+    out, n = ffi.new("uint8_t **"), ffi.new("size_t *")
+    if lib.fh_synth_buffer(cfg, out, n):
+        raise NativeError(_errmsg())
+    try:
+        return ffi.unpack(ffi.cast("char *", out[0]), n[0])
+    finally:
+        lib.fh_synth_free(out[0])
+
+
+def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0) -> None:
+    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm)
+    if lib.fh_synth_file(cfg, os.fsencode(Path(path))):
+        raise NativeError(_errmsg())
+
+
+def iter_blocks(data) -> Iterator[tuple[int, memoryview]]:
+    """(offset, message) for each 2-byte-length block; stops at a truncated tail (offset == len otherwise)."""
+    mv = memoryview(data)
+    off, end = 0, len(mv)
+    while end - off >= 2:
+        n = (mv[off] << 8) | mv[off + 1]
+        if n > end - off - 2:
+            break
+        yield off, mv[off + 2 : off + 2 + n]
+        off += 2 + n

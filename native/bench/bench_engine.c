@@ -1,0 +1,82 @@
+/* fh-bench-engine FILE [REPEATS] [MODE]: apply a daily ITCH file to the C book engine, REPEATS times,
+ * and print ns/message (min and median). MODE "scan" runs the parse-only pass instead. Used by
+ * bench/callgrind.sh (valgrind --tool=callgrind --toggle-collect=fh_engine_apply_blocks), where the
+ * instruction count per message is the repeatable figure; `fh bench engine` is the wall-clock benchmark. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fh/book.h"
+#include "fh/itch.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FILE [REPEATS] [engine|scan]\n", argv[0]);
+        return 2;
+    }
+    int repeats = argc > 2 ? atoi(argv[2]) : 3;
+    int scan = argc > 3 && strcmp(argv[3], "scan") == 0;
+    if (repeats < 1 || repeats > 1000) {
+        fprintf(stderr, "%s: REPEATS must be 1..1000\n", argv[0]);
+        return 2;
+    }
+    int fd = open(argv[1], O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
+        fprintf(stderr, "%s: cannot read %s (missing or empty)\n", argv[0], argv[1]);
+        return 2;
+    }
+    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (data == MAP_FAILED) {
+        perror("mmap");
+        return 2;
+    }
+    size_t len = (size_t)st.st_size;
+    fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
+    fh_engine_t *e = fh_engine_create(&cfg);
+    if (!e) {
+        fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
+        return 2;
+    }
+    uint64_t t[1000], msgs = 0, sum = 0;
+    for (int r = 0; r < repeats; r++) {
+        fh_engine_reset(e);
+        uint64_t t0 = now_ns();
+        if (scan) {
+            msgs = fh_itch_scan(data, len, &sum);
+        } else {
+            fh_engine_apply_blocks(e, data, len);
+            uint64_t c[FH_C_COUNT];
+            fh_engine_counters(e, c);
+            msgs = c[FH_C_messages];
+        }
+        t[r] = now_ns() - t0;
+    }
+    qsort(t, (size_t)repeats, sizeof t[0], cmp_u64);
+    printf("{\"mode\": \"%s\", \"messages\": %llu, \"min_ns_per_msg\": %.2f, \"median_ns_per_msg\": %.2f, "
+           "\"live_orders\": %llu, \"checksum\": %llu}\n",
+           scan ? "scan" : "engine", (unsigned long long)msgs, (double)t[0] / (double)msgs,
+           (double)t[repeats / 2] / (double)msgs, (unsigned long long)fh_engine_live_orders(e),
+           (unsigned long long)sum);
+    fh_engine_destroy(e);
+    return 0;
+}

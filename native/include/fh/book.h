@@ -1,0 +1,100 @@
+/* fh/book.h: the order-by-order book engine for NASDAQ TotalView-ITCH 5.0.
+ *
+ * One engine holds every instrument of a feed: an order table keyed by order reference number, and per
+ * instrument the aggregated price levels of each side. Semantics: docs/book-semantics.md.
+ *
+ * Memory: everything is sized from fh_engine_cfg_t and laid out in one block that the caller provides
+ * (fh_engine_footprint / fh_engine_new, after Firedancer's align/footprint/new) or that
+ * fh_engine_create maps (hugepages when it can); nothing is allocated after that. The engine is
+ * single-writer and not thread-safe: one thread applies messages; readers of its books either run on that
+ * thread or read the published copies in shared memory.
+ *
+ * Hot path: fh_engine_apply (one message) and fh_engine_apply_blocks (a run of 2-byte-length blocks, as
+ * in a MoldUDP64 datagram or a daily file; it prefetches ahead). They never fail: bad input is counted in
+ * the engine's counters by cause and skipped. */
+#ifndef FH_BOOK_H
+#define FH_BOOK_H
+
+#include "fh/common.h"
+
+#define FH_SIDE_BID 0
+#define FH_SIDE_ASK 1
+#define FH_MAX_LOCATE 65535
+
+/* Anomaly and event counters: index into fh_engine_counters(). Names: fh_counter_name(). */
+#define FH_COUNTERS(X) \
+    X(messages) X(unknown_type) X(short_message) X(long_message) X(truncated) X(mold_malformed) \
+    X(unknown_locate) X(instrument_capacity) X(bad_side) X(zero_shares) X(duplicate_ref) X(unknown_ref) \
+    X(overexecution) X(overcancel) X(locate_mismatch) X(order_capacity) X(level_capacity)
+typedef enum fh_counter {
+#define FH_X(n) FH_C_##n,
+    FH_COUNTERS(FH_X)
+#undef FH_X
+    FH_C_COUNT
+} fh_counter_t;
+
+typedef struct fh_engine_cfg {
+    uint32_t max_instruments; /* books; 1..65535 */
+    uint32_t max_orders;      /* live orders at once; the table has at least twice as many slots */
+    uint32_t max_levels;      /* price levels over all books and sides */
+} fh_engine_cfg_t;
+
+typedef struct fh_level {
+    uint32_t price;  /* 1/10000 */
+    uint32_t orders;
+    uint64_t shares;
+} fh_level_t;
+
+/* A book's summary, for readers (fh_engine_book_info). */
+typedef struct fh_book_info {
+    uint16_t locate;
+    char symbol[9];      /* trailing spaces stripped, NUL-padded */
+    uint8_t symbol_len;  /* bytes of symbol (a symbol may hold a NUL) */
+    char trading_state;  /* 'T', 'H', 'P', 'Q' */
+    uint32_t levels[2];  /* number of levels per side */
+    uint32_t last_price; /* last trade; 0 if none */
+    uint32_t last_shares;
+    uint64_t updates;    /* messages that changed this book */
+} fh_book_info_t;
+
+typedef struct fh_engine fh_engine_t;
+
+/* 0 with an error message when cfg is invalid. */
+size_t fh_engine_footprint(const fh_engine_cfg_t *cfg);
+size_t fh_engine_align(void);
+/* Format an engine in mem (fh_engine_align-aligned, fh_engine_footprint bytes). NULL on bad cfg. */
+fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg);
+/* Map, fault in and format an engine (2 MB hugepages when the host has free ones). NULL on failure. */
+fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg);
+void fh_engine_destroy(fh_engine_t *e);
+/* Forget every order and book; keeps the configuration and memory. */
+void fh_engine_reset(fh_engine_t *e);
+
+/* Apply one message of len bytes (checked against its type's length before any field is read). */
+void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
+/* Apply the 2-byte-length blocks in [p, p+len). Returns the bytes consumed: len, or less when the last
+ * block is truncated (counted in `truncated`). */
+size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
+/* Apply the messages of one MoldUDP64 datagram, in order, without sequencing. Returns its message count
+ * (0 heartbeat, 0xFFFF end of session) or -1 if malformed (counted; the blocks that fit were applied). */
+int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *dgram, size_t len);
+
+/* Counters: copy the FH_C_COUNT counters to out (`messages` = the per-type counts + unknown_type +
+ * short_message, derived here rather than counted on the hot path). Per message type: indexed by the
+ * type byte, 256 of them, counting the messages that passed the length check. */
+void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT]);
+const uint64_t *fh_engine_type_counts(const fh_engine_t *e);
+const char *fh_counter_name(int c);
+
+/* Readers. Locates with a book, ascending: writes up to cap of them to out and returns how many exist. */
+uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap);
+/* 0, or -1 if the locate has no book. */
+int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *out);
+/* Up to cap levels of one side, best first. Returns the number written (0 for no book). */
+uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap);
+/* Live orders in the table. */
+uint64_t fh_engine_live_orders(const fh_engine_t *e);
+/* Highest number of levels in use at once (of max_levels). */
+uint64_t fh_engine_levels_used(const fh_engine_t *e);
+
+#endif

@@ -1,0 +1,133 @@
+/* fh/synth.h: a deterministic synthetic TotalView-ITCH 5.0 trading day.
+ *
+ * Output is in the NASDAQ daily file format: every message is preceded by its length as a 2-byte
+ * big-endian integer; all message fields are big-endian; timestamps are 6-byte nanoseconds since
+ * midnight (docs/decode-format.md lists the layouts).
+ *
+ * The day, in order:
+ *   prelude  S 'O' (03:59:00); one R per instrument, locates 1..instruments, symbols in alphabetical
+ *            order of locate (real tickers first, then made-up ones: 1..8 uppercase letters, all
+ *            distinct, independent of the seed); S 'S' (04:00:00); one H per instrument: 'T', or 'H'
+ *            with reason "IPO1" for a few quiet instruments that are released by an H 'T' in the
+ *            body; S 'Q' (09:30:00).
+ *   body     09:30 to 16:00, timestamps non-decreasing with a U-shaped intensity (busy open and
+ *            close). Message mix by count: U 8 %, X 3 %, E 2 % (10 % of them C), other types 2 %
+ *            (P, I, N, Q, L, Y, J, B, K, h, V, W, and H pauses/halts each followed by its
+ *            resumption), held to within a few messages of those shares; the remaining 85 % are
+ *            A (5 % of them F) and D, about 44 % and 41 %. The add/delete split is steered per
+ *            instrument so that the number of live orders stays near a target (about 50 per
+ *            instrument in all, weighted by the square root of activity; at most messages/32): a
+ *            steady state needs adds = deletes + executions that fill an order, so adds cannot stay
+ *            at 45 % with deletes at 40 %.
+ *   end      S 'M' (16:00:00), S 'E' (20:00:00), S 'C' (20:05:00): the last three messages.
+ *
+ * Orders (clean stream, anomaly_ppm == 0):
+ *   - references are 1, 2, 3, ... in the order A/F/U introduce them; D/X/E/C/U name only live
+ *     orders, with the order's own stock locate; X cancels fewer shares than remain; E/C execute at
+ *     most what remains; match numbers (E, C, P, Q) are 1, 2, 3, ...; B names an earlier match.
+ *   - instrument activity is Zipf-like (weight 1/(rank+3)); the real tickers are the busiest.
+ *   - prices are multiples of 100 (one cent in 1/10000 units), each instrument's reference price is
+ *     between $1 and $500 (log-uniform); the mid walks in one-cent steps (mean-reverting, within
+ *     +-5 % of the reference and at most 400 cents); bids are at mid - k cents and asks at mid + k
+ *     cents, k = 1 + geometric (P(k = 1) = 35 %, mostly 1..4), 2 % of them 10..99 cents away.
+ *     Every live bid is below the mid and every live ask above it, so the book is never crossed or
+ *     locked: before the mid steps, the orders resting at the new mid are executed (E/C) or deleted
+ *     (D) by messages that count toward the total.
+ *   - executions take the oldest order of the best level within 4 cents of the mid when there is
+ *     one (else a random order); halted or paused instruments get no executions and no mid moves.
+ *   - sizes: mostly round lots 100..1000, ~10 % odd lots, a few mixed lots and blocks.
+ *
+ * Anomalies (anomaly_ppm > 0): each body message, with probability anomaly_ppm / 10^6, owes one
+ * anomaly, written as the next message; its kind is drawn uniformly from fh_synth_anomaly_t (falling
+ * back to an unknown type byte when the drawn instrument has too few live orders). Anomalies do not
+ * count toward the mix above. The generator keeps its own book as docs/book-semantics.md says the
+ * engine does, so after any anomaly the clean messages stay valid. The counter each kind raises in
+ * the engine is named beside it.
+ *
+ * Determinism: the output is a pure function of the cfg (integer arithmetic only; no libm, no
+ * rand(), no global state), byte-identical on any machine the code builds for (64-bit GCC or Clang:
+ * it uses unsigned __int128; little-endian, as fh/common.h's byte-order helpers assume). Functions are thread-safe (no shared
+ * mutable state); they return 0 or a negative errno and never exit. On failure they also set the
+ * thread-local message of fh/common.h when error.c is linked in (a weak reference otherwise).
+ *
+ * Cost: O(1) per message, all memory allocated up front, no malloc per message. Tables: 24 bytes per
+ * order slot (2 * target + 4 per instrument), 64 bytes per instrument, and per instrument dense level
+ * arrays over the prices its orders can reach (mapped lazily); about 75 MB resident for 8000
+ * instruments. On a 2-core VM 20 million messages / 8000 instruments take about 2-3 s (buffer mode
+ * additionally holds the ~610 MB output). */
+#ifndef FH_SYNTH_H
+#define FH_SYNTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fh_synth_cfg {
+    uint64_t messages;      /* total messages written, prelude included; must be >= fh_synth_min_messages(instruments) */
+    uint32_t instruments;   /* 1..65535; locates 1..instruments */
+    uint64_t seed;          /* same cfg => byte-identical output, on any machine */
+    uint32_t anomaly_ppm;   /* 0: a clean, consistent stream. >0: about this many per million messages are anomalies (values above 10^6 act as 10^6) */
+} fh_synth_cfg_t;
+
+/* Anomaly kinds, and the docs/book-semantics.md counter each raises in the engine. */
+typedef enum fh_synth_anomaly {
+    FH_SYNTH_AN_UNKNOWN_REF_D = 0, /* D of an order that is not live (deleted earlier, or never issued): unknown_ref */
+    FH_SYNTH_AN_UNKNOWN_REF_E,     /* E of an order that is not live: unknown_ref */
+    FH_SYNTH_AN_UNKNOWN_REF_X,     /* X of an order that is not live: unknown_ref */
+    FH_SYNTH_AN_UNKNOWN_REF_U,     /* U whose original is not live (its new reference is used up, never live): unknown_ref */
+    FH_SYNTH_AN_DUPLICATE_ADD,     /* A whose reference is live: duplicate_ref (book unchanged) */
+    FH_SYNTH_AN_OVEREXECUTION,     /* E of more shares than remain: overexecution (order removed) */
+    FH_SYNTH_AN_OVERCANCEL,        /* X of more shares than remain: overcancel (order removed) */
+    FH_SYNTH_AN_BAD_SIDE,          /* A with side not 'B'/'S' (fresh reference, never live): bad_side */
+    FH_SYNTH_AN_ZERO_SHARES,       /* A with 0 shares (fresh reference, never live): zero_shares */
+    FH_SYNTH_AN_REPLACE_ONTO_LIVE, /* U from live order a onto live order b's reference: duplicate_ref (a removed, b unchanged) */
+    FH_SYNTH_AN_UNKNOWN_TYPE,      /* a block whose type byte is not an ITCH 5.0 type (11..40 bytes): unknown_type */
+    FH_SYNTH_AN_SHORT_MESSAGE,     /* a prefix (possibly empty) of an A/D/E/X/U/S, shorter than the spec length: short_message (not applied) */
+    FH_SYNTH_AN_COUNT
+} fh_synth_anomaly_t;
+
+/* What a run produced; filled by the *_ex functions when their stats argument is not NULL. */
+typedef struct fh_synth_stats {
+    uint64_t messages;            /* blocks written (== cfg->messages) */
+    uint64_t bytes;               /* bytes written, length prefixes included */
+    uint64_t type_count[256];     /* blocks by first byte (anomalies included; empty blocks not counted) */
+    uint64_t anomalies[FH_SYNTH_AN_COUNT];
+    uint64_t anomalies_total;
+    uint64_t live_orders_peak;    /* most orders live at once, as the engine would hold them */
+    uint64_t live_orders_end;     /* live at the end of the day */
+    uint64_t last_ref;            /* highest order reference issued */
+    uint64_t last_match;          /* highest match number issued */
+    uint64_t mid_moves;           /* one-cent steps of the mids */
+    uint64_t clearing_messages;   /* E/C/D sent to clear a level before its mid stepped */
+    uint64_t halts;               /* H pauses/halts in the body (each is resumed later) */
+} fh_synth_stats_t;
+
+/* Messages the fixed parts of a day need: 2 * instruments + 6 + the number of instruments that start
+ * halted (0 below 10 instruments, else min(2 + instruments / 1000, 12)). 0 if instruments is 0 or
+ * above 65535. */
+uint64_t fh_synth_min_messages(uint32_t instruments);
+
+/* Generate a day into a malloc'd buffer (*out, *out_len); release it with fh_synth_free.
+ * Preconditions (else -EINVAL, nothing allocated): cfg, out, out_len not NULL; cfg->instruments in
+ * 1..65535; cfg->messages >= fh_synth_min_messages(cfg->instruments). -ENOMEM if memory runs out
+ * (about 30 bytes per message plus the generator's tables). On failure *out is NULL, *out_len 0. */
+int fh_synth_buffer(const fh_synth_cfg_t *cfg, uint8_t **out, size_t *out_len);
+int fh_synth_buffer_ex(const fh_synth_cfg_t *cfg, uint8_t **out, size_t *out_len, fh_synth_stats_t *stats);
+
+/* Free a buffer from fh_synth_buffer (NULL is fine). */
+void fh_synth_free(uint8_t *p);
+
+/* Generate a day into the file at path (created or truncated, mode 0644), streamed through a 1 MiB
+ * buffer, so any number of messages fits. Same preconditions as fh_synth_buffer (path not NULL);
+ * -errno from open/write/close, and the partial file is removed on failure. */
+int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
+int fh_synth_file_ex(const fh_synth_cfg_t *cfg, const char *path, fh_synth_stats_t *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

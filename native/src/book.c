@@ -1,0 +1,819 @@
+/* The book engine: docs/book-semantics.md in C, for speed.
+ *
+ * Orders: a direct-mapped table of 2^k 16-byte slots (at least twice max_orders), slot = reference & mask,
+ * tagged with reference >> k. NASDAQ assigns references in increasing order, so consecutive adds fill
+ * consecutive slots (four to a cache line) and an add, a lookup and a delete each touch one slot, with no
+ * probing and no clean-up on delete. Only an order that outlives 2^k later references meets a newer one
+ * on its slot; the newer one then goes to a small spill table (open addressing with multiplicative
+ * hashing), which is consulted only while it holds anything.
+ *
+ * Levels: per side, a sorted array ending with the best price, in a preallocated arena carved into
+ * power-of-two blocks (free lists per size). Asks are stored under the key ~price so both sides sort
+ * ascending and share one code path. Most activity is at or near the inside, so searches start at the
+ * end; deep prices fall back to a binary search. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#include "fh/book.h"
+#include "fh/itch.h"
+#include "fh/mold.h"
+
+typedef struct order {
+    uint32_t tag;    /* reference >> k (in the spill table: unused, the full reference is beside it) */
+    uint32_t key;    /* level key: price for bids, ~price for asks */
+    uint32_t shares; /* remaining; 0 marks an empty slot */
+    uint16_t book;
+    uint8_t side;
+    uint8_t spilled; /* lives in the spill table */
+} order_t;
+_Static_assert(sizeof(order_t) == 16, "four orders per cache line");
+
+typedef struct spill {
+    uint64_t ref;
+    order_t o;
+} spill_t;
+
+typedef struct side {
+    uint32_t off; /* first level in the arena */
+    uint32_t n;   /* levels in use */
+    uint32_t cls; /* size class: capacity 4 << cls; NO_BLOCK when none */
+} side_t;
+
+#define NO_BLOCK 0xFFFFFFFFu
+#define NCLASS 15 /* up to 65536 levels per side */
+#define CLASS_CAP(c) (4u << (c))
+
+typedef struct book {
+    side_t side[2];
+    uint32_t last_price;
+    uint32_t last_shares;
+    uint64_t updates;
+    uint16_t locate;
+    char trading_state;
+    char symbol[9];
+    uint8_t symbol_len;
+    uint8_t pad[11];
+} book_t;
+_Static_assert(sizeof(book_t) == 64, "one book per cache line");
+
+struct fh_engine {
+    /* read on every message */
+    order_t *orders;
+    uint64_t mask;
+    uint32_t shift; /* k: slots = 2^k */
+    uint32_t spill_live;
+    spill_t *spill;
+    uint64_t spill_mask;
+    book_t *books;
+    uint32_t *lkey;
+    struct agg *lagg;
+    uint16_t *loc2book; /* locate -> book index + 1; 0: no book */
+    uint64_t live;
+    uint32_t nbooks;
+    uint32_t arena_top;
+    uint64_t levels_used;
+    uint64_t levels_peak;
+    uint32_t free_head[NCLASS]; /* offset + 1 of the first free block of each class; 0: none */
+    fh_engine_cfg_t cfg;
+    size_t map_len; /* fh_engine_create's mapping, 0 when the caller owns the memory */
+    uint64_t counters[FH_C_COUNT] FH_ALIGNED;
+    uint64_t type_counts[256];
+};
+
+static const char *const counter_names[FH_C_COUNT] = {
+#define FH_X(n) #n,
+    FH_COUNTERS(FH_X)
+#undef FH_X
+};
+
+const char *fh_counter_name(int c) { return c >= 0 && c < FH_C_COUNT ? counter_names[c] : NULL; }
+
+/* ---- layout ---------------------------------------------------------------------------------------- */
+
+static uint64_t order_slots(uint32_t max_orders)
+{
+    uint64_t n = 1024;
+    while (n < 2ull * max_orders)
+        n <<= 1;
+    return n;
+}
+
+/* The spill table holds up to an eighth of max_orders at a load of at most one half. */
+static uint64_t spill_slots(uint32_t max_orders) { return order_slots(max_orders / 8 + 1); }
+
+static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
+
+typedef struct layout {
+    size_t books, loc2book, orders, spill, lkey, lagg, total;
+} layout_t;
+
+static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
+{
+    if (!cfg || cfg->max_instruments < 1 || cfg->max_instruments > FH_MAX_LOCATE)
+        return FH_ERR("max_instruments must be 1..%d", FH_MAX_LOCATE);
+    if (cfg->max_orders < 1 || cfg->max_orders > (1u << 30))
+        return FH_ERR("max_orders must be 1..%u", 1u << 30);
+    if (cfg->max_levels < 8 || cfg->max_levels > (1u << 30))
+        return FH_ERR("max_levels must be 8..%u", 1u << 30);
+    size_t off = align_up(sizeof(fh_engine_t), FH_CACHE_LINE);
+    l->books = off;
+    off = align_up(off + (size_t)cfg->max_instruments * sizeof(book_t), FH_CACHE_LINE);
+    l->loc2book = off;
+    off = align_up(off + (FH_MAX_LOCATE + 1) * sizeof(uint16_t), FH_CACHE_LINE);
+    l->orders = off;
+    off = align_up(off + order_slots(cfg->max_orders) * sizeof(order_t), FH_CACHE_LINE);
+    l->spill = off;
+    off = align_up(off + spill_slots(cfg->max_orders) * sizeof(spill_t), FH_CACHE_LINE);
+    l->lkey = off;
+    off = align_up(off + (size_t)cfg->max_levels * sizeof(uint32_t), FH_CACHE_LINE);
+    l->lagg = off;
+    off = align_up(off + (size_t)cfg->max_levels * 16, FH_CACHE_LINE); /* sizeof(agg_t) */
+    l->total = off;
+    return 0;
+}
+
+size_t fh_engine_align(void) { return FH_CACHE_LINE; }
+
+size_t fh_engine_footprint(const fh_engine_cfg_t *cfg)
+{
+    layout_t l;
+    return layout(cfg, &l) ? 0 : l.total;
+}
+
+void fh_engine_reset(fh_engine_t *e)
+{
+    memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
+    memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
+    e->spill_live = 0;
+    memset(e->loc2book, 0, (FH_MAX_LOCATE + 1) * sizeof(uint16_t));
+    e->live = 0;
+    e->nbooks = 0;
+    e->arena_top = 0;
+    e->levels_used = 0;
+    e->levels_peak = 0;
+    memset(e->free_head, 0, sizeof e->free_head);
+    memset(e->counters, 0, sizeof e->counters);
+    memset(e->type_counts, 0, sizeof e->type_counts);
+}
+
+fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg)
+{
+    layout_t l;
+    if (!mem || ((uintptr_t)mem & (FH_CACHE_LINE - 1))) {
+        FH_ERR("memory must be %d-byte aligned", FH_CACHE_LINE);
+        return NULL;
+    }
+    if (layout(cfg, &l))
+        return NULL;
+    uint8_t *base = mem;
+    fh_engine_t *e = mem;
+    memset(e, 0, sizeof *e);
+    e->cfg = *cfg;
+    e->books = (book_t *)(base + l.books);
+    e->loc2book = (uint16_t *)(base + l.loc2book);
+    e->orders = (order_t *)(base + l.orders);
+    e->mask = order_slots(cfg->max_orders) - 1;
+    e->shift = (uint32_t)__builtin_ctzll(e->mask + 1);
+    e->spill = (spill_t *)(base + l.spill);
+    e->spill_mask = spill_slots(cfg->max_orders) - 1;
+    e->lkey = (uint32_t *)(base + l.lkey);
+    e->lagg = (struct agg *)(base + l.lagg);
+    fh_engine_reset(e);
+    return e;
+}
+
+fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg)
+{
+    size_t fp = fh_engine_footprint(cfg);
+    if (!fp)
+        return NULL;
+    size_t huge = 2u << 20, len = align_up(fp, huge);
+    void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE,
+                     -1, 0);
+    if (mem == MAP_FAILED) {
+        mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) {
+            FH_ERR("cannot map %zu bytes for the book engine: %s; lower the capacities or free memory", len,
+                   strerror(errno));
+            return NULL;
+        }
+        madvise(mem, len, MADV_HUGEPAGE); /* transparent hugepages where enabled; harmless otherwise */
+        memset(mem, 0, len);              /* fault every page in now, not on the hot path */
+    }
+    fh_engine_t *e = fh_engine_new(mem, cfg);
+    if (!e) {
+        munmap(mem, len);
+        return NULL;
+    }
+    e->map_len = len;
+    return e;
+}
+
+void fh_engine_destroy(fh_engine_t *e)
+{
+    if (e && e->map_len)
+        munmap(e, e->map_len);
+}
+
+/* ---- level arena ----------------------------------------------------------------------------------- */
+
+/* Levels are stored as two parallel arrays in the arena: keys (searched, 16 to a cache line) and
+ * aggregates (updated once found). */
+typedef struct agg {
+    uint64_t shares;
+    uint32_t orders;
+    uint32_t next_free; /* free-list link of a free block (first level of the block), + 1 */
+} agg_t;
+_Static_assert(sizeof(agg_t) == 16, "layout() counts 16 bytes a level aggregate");
+
+static int block_alloc(fh_engine_t *e, uint32_t cls, uint32_t *off)
+{
+    uint32_t head = e->free_head[cls];
+    if (head) {
+        *off = head - 1;
+        e->free_head[cls] = e->lagg[head - 1].next_free;
+        return 0;
+    }
+    if (CLASS_CAP(cls) > e->cfg.max_levels - e->arena_top)
+        return -1;
+    *off = e->arena_top;
+    e->arena_top += CLASS_CAP(cls);
+    return 0;
+}
+
+static void block_free(fh_engine_t *e, uint32_t off, uint32_t cls)
+{
+    e->lagg[off].next_free = e->free_head[cls];
+    e->free_head[cls] = off + 1;
+}
+
+/* Make room for one more level on side s. 0, or -1 when the arena is exhausted. */
+static __attribute__((noinline)) int side_grow(fh_engine_t *e, side_t *s)
+{
+    uint32_t cls = s->cls == NO_BLOCK ? 0 : s->cls + 1, off;
+    if (cls >= NCLASS || block_alloc(e, cls, &off))
+        return -1;
+    if (s->cls != NO_BLOCK) {
+        memcpy(e->lkey + off, e->lkey + s->off, s->n * sizeof(uint32_t));
+        memcpy(e->lagg + off, e->lagg + s->off, s->n * sizeof(agg_t));
+        block_free(e, s->off, s->cls);
+    }
+    s->off = off;
+    s->cls = cls;
+    return 0;
+}
+
+/* Index of the first key >= key in the ascending k[0..n) (n if none), searching from the best end: most
+ * prices are within a few levels of the inside. Four keys per step with SSE2; past 16 levels, a binary
+ * search. */
+static inline uint32_t level_lower_bound(const uint32_t *k, uint32_t n, uint32_t key)
+{
+    uint32_t i = n, stop = n > 16 ? n - 16 : 0;
+#ifdef __SSE2__
+    const __m128i bias = _mm_set1_epi32((int)0x80000000u); /* unsigned order through signed compares */
+    const __m128i vk = _mm_xor_si128(_mm_set1_epi32((int)key), bias);
+    while (i >= stop + 4) {
+        __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(k + i - 4)), bias);
+        int lt = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmplt_epi32(v, vk))); /* a prefix of the 4 lanes */
+        if (lt)
+            return i - 4 + (uint32_t)__builtin_ctz(~(unsigned)lt); /* lt is 0b1, 0b11 or 0b111 */
+        i -= 4;
+    }
+#endif
+    while (i > stop && k[i - 1] >= key)
+        i--;
+    if (i > stop || i == 0 || k[i - 1] < key)
+        return i;
+    uint32_t lo = 0, hi = stop;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (k[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Shift [i, n) of both arrays by one level: up (open a hole at i) or down (close the hole at i). Near the
+ * inside that is a few elements: moved inline, without a library call. */
+static inline void levels_open(uint32_t *k, agg_t *g, uint32_t i, uint32_t n)
+{
+    if (n - i > 8) {
+        memmove(k + i + 1, k + i, (n - i) * sizeof *k);
+        memmove(g + i + 1, g + i, (n - i) * sizeof *g);
+        return;
+    }
+    for (uint32_t j = n; j > i; j--) {
+        k[j] = k[j - 1];
+        g[j] = g[j - 1];
+    }
+}
+
+static inline void levels_close(uint32_t *k, agg_t *g, uint32_t i, uint32_t n)
+{
+    if (n - i > 9) {
+        memmove(k + i, k + i + 1, (n - i - 1) * sizeof *k);
+        memmove(g + i, g + i + 1, (n - i - 1) * sizeof *g);
+        return;
+    }
+    for (uint32_t j = i; j + 1 < n; j++) {
+        k[j] = k[j + 1];
+        g[j] = g[j + 1];
+    }
+}
+
+/* Add shares (one order) at key on side s. 0, or -1 when out of level memory. */
+static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares)
+{
+    uint32_t *k = e->lkey + s->off;
+    uint32_t n = s->n;
+    uint32_t i = n && k[n - 1] < key ? n : level_lower_bound(k, n, key);
+    if (i < n && k[i] == key) {
+        agg_t *g = e->lagg + s->off + i;
+        g->orders++;
+        g->shares += shares;
+        return 0;
+    }
+    if (FH_UNLIKELY(s->cls == NO_BLOCK || n == CLASS_CAP(s->cls))) {
+        if (side_grow(e, s))
+            return -1;
+        k = e->lkey + s->off;
+    }
+    agg_t *g = e->lagg + s->off;
+    if (i < n)
+        levels_open(k, g, i, n);
+    k[i] = key;
+    g[i] = (agg_t){ .shares = shares, .orders = 1 };
+    s->n = n + 1;
+    if (++e->levels_used > e->levels_peak)
+        e->levels_peak = e->levels_used;
+    return 0;
+}
+
+/* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
+ * its level. */
+static inline __attribute__((always_inline)) void level_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares, bool order_gone)
+{
+    uint32_t *k = e->lkey + s->off;
+    agg_t *g = e->lagg + s->off;
+    uint32_t n = s->n;
+    uint32_t i = k[n - 1] == key ? n - 1 : level_lower_bound(k, n, key);
+    g[i].shares -= shares;
+    if (order_gone && --g[i].orders == 0) {
+        levels_close(k, g, i, n);
+        s->n = n - 1;
+        e->levels_used--;
+    }
+}
+
+/* ---- order table ----------------------------------------------------------------------------------- */
+
+/* Spill table: linear probing from a multiplicative hash, backward-shift deletion. */
+static inline uint64_t spill_home(const fh_engine_t *e, uint64_t ref)
+{
+    return (ref * 0x9E3779B97F4A7C15ull) >> (64 - __builtin_ctzll(e->spill_mask + 1));
+}
+
+/* Slot of ref in the spill table, or the empty slot where it would go. */
+static inline uint64_t spill_slot(const fh_engine_t *e, uint64_t ref)
+{
+    uint64_t i = spill_home(e, ref);
+    while (e->spill[i].o.shares && e->spill[i].ref != ref)
+        i = (i + 1) & e->spill_mask;
+    return i;
+}
+
+static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
+{
+    spill_t *t = e->spill;
+    uint64_t mask = e->spill_mask, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!t[j].o.shares)
+            break;
+        uint64_t home = spill_home(e, t[j].ref);
+        /* t[j] may move to i unless its home lies cyclically in (i, j]. */
+        if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+            t[i] = t[j];
+            i = j;
+        }
+    }
+    t[i].o.shares = 0;
+    e->spill_live--;
+}
+
+/* The live order ref, or NULL. */
+static inline order_t *order_find(fh_engine_t *e, uint64_t ref)
+{
+    order_t *o = &e->orders[ref & e->mask];
+    if (FH_LIKELY(o->shares && o->tag == (ref >> e->shift)))
+        return o;
+    if (FH_LIKELY(!e->spill_live))
+        return NULL;
+    spill_t *s = &e->spill[spill_slot(e, ref)];
+    return s->o.shares ? &s->o : NULL;
+}
+
+/* Where a new order ref would go (an empty slot; nothing is written), or NULL when ref is live already
+ * (*dup = 1) or the spill table is full (*dup = 0). */
+static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
+{
+    order_t *o = &e->orders[ref & e->mask];
+    uint64_t tag = ref >> e->shift;
+    *dup = 0;
+    if (FH_LIKELY(!o->shares && !e->spill_live && tag <= UINT32_MAX))
+        return o;
+    if (o->shares && o->tag == tag) {
+        *dup = 1;
+        return NULL;
+    }
+    spill_t *sp = &e->spill[spill_slot(e, ref)];
+    if (sp->o.shares) {
+        *dup = 1;
+        return NULL;
+    }
+    if (!o->shares && tag <= UINT32_MAX)
+        return o;
+    if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
+        return NULL;
+    return &sp->o;
+}
+
+static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
+
+/* Fill slot o (from order_place) with order ref. */
+static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t key, uint32_t shares,
+                                uint16_t book, uint8_t side)
+{
+    bool spilled = o != &e->orders[ref & e->mask]; /* order_place gives the home slot or a spill slot */
+    *o = (order_t){ .tag = (uint32_t)(ref >> e->shift), .key = key, .shares = shares, .book = book, .side = side,
+                    .spilled = spilled };
+    if (FH_UNLIKELY(spilled)) {
+        spill_of(o)->ref = ref;
+        e->spill_live++;
+    }
+    e->live++;
+}
+
+static inline void order_free(fh_engine_t *e, order_t *o)
+{
+    e->live--;
+    if (FH_LIKELY(!o->spilled))
+        o->shares = 0;
+    else
+        spill_erase(e, (uint64_t)(spill_of(o) - e->spill));
+}
+
+/* ---- books ----------------------------------------------------------------------------------------- */
+
+static void set_symbol(book_t *b, const uint8_t *stock)
+{
+    int w = 8;
+    while (w > 0 && stock[w - 1] == ' ')
+        w--;
+    memcpy(b->symbol, stock, (size_t)w);
+    memset(b->symbol + w, 0, sizeof b->symbol - (size_t)w);
+    b->symbol_len = (uint8_t)w;
+}
+
+static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t locate, const uint8_t *stock)
+{
+    if (e->nbooks >= e->cfg.max_instruments) {
+        e->counters[FH_C_instrument_capacity]++;
+        return NULL;
+    }
+    book_t *b = &e->books[e->nbooks];
+    memset(b, 0, sizeof *b);
+    b->side[0].cls = b->side[1].cls = NO_BLOCK;
+    b->locate = locate;
+    b->trading_state = 'T';
+    set_symbol(b, stock);
+    e->loc2book[locate] = (uint16_t)(++e->nbooks);
+    return b;
+}
+
+/* The book of a message that names its stock (A, F, H): created on first sight, counted. */
+static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock)
+{
+    uint16_t bi = e->loc2book[locate];
+    if (FH_LIKELY(bi))
+        return &e->books[bi - 1];
+    book_t *b = book_create(e, locate, stock); /* counts instrument_capacity when full */
+    if (b)
+        e->counters[FH_C_unknown_locate]++;
+    return b;
+}
+
+/* Add an order to book b, or (b == NULL, for A and F) to the book of locate, created from stock on first
+ * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book. */
+static inline __attribute__((always_inline)) void add_order(fh_engine_t *e, book_t *b, uint16_t locate, const uint8_t *stock, uint64_t ref,
+                             uint8_t side_ch, uint32_t shares, uint32_t price)
+{
+    if (FH_UNLIKELY(side_ch != 'B' && side_ch != 'S')) {
+        e->counters[FH_C_bad_side]++;
+        return;
+    }
+    if (FH_UNLIKELY(shares == 0)) {
+        e->counters[FH_C_zero_shares]++;
+        return;
+    }
+    int dup;
+    order_t *o = order_place(e, ref, &dup);
+    if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
+        e->counters[dup ? FH_C_duplicate_ref : FH_C_order_capacity]++;
+        return;
+    }
+    if (!b && FH_UNLIKELY(!(b = book_for(e, locate, stock))))
+        return;
+    int side = side_ch == 'S';
+    uint32_t key = side ? ~price : price;
+    if (FH_UNLIKELY(level_add(e, &b->side[side], key, shares))) {
+        e->counters[FH_C_level_capacity]++;
+        return;
+    }
+    order_commit(e, o, ref, key, shares, (uint16_t)(b - e->books), (uint8_t)side);
+    b->updates++;
+}
+
+/* The live order a message refers to, checked against the message's locate; NULL if unknown. */
+static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, const uint8_t *m, uint64_t ref)
+{
+    order_t *o = order_find(e, ref);
+    if (FH_UNLIKELY(!o)) {
+        e->counters[FH_C_unknown_ref]++;
+        return NULL;
+    }
+    if (FH_UNLIKELY(e->books[o->book].locate != fh_itch_locate(m)))
+        e->counters[FH_C_locate_mismatch]++;
+    return o;
+}
+
+static inline __attribute__((always_inline)) void remove_order(fh_engine_t *e, book_t *b, order_t *o)
+{
+    level_sub(e, &b->side[o->side], o->key, o->shares, true);
+    b->updates++;
+    order_free(e, o);
+}
+
+/* Reduce order o by shares (E, C, X); over: the counter for taking more than remains. */
+static inline __attribute__((always_inline)) void reduce_order(fh_engine_t *e, order_t *o, uint32_t shares, fh_counter_t over)
+{
+    book_t *b = &e->books[o->book];
+    if (shares >= o->shares) {
+        if (FH_UNLIKELY(shares > o->shares))
+            e->counters[over]++;
+        remove_order(e, b, o);
+        return;
+    }
+    o->shares -= shares;
+    level_sub(e, &b->side[o->side], o->key, shares, false);
+    b->updates++;
+}
+
+static inline uint32_t order_price(const order_t *o) { return o->side ? ~o->key : o->key; }
+
+/* ---- messages -------------------------------------------------------------------------------------- */
+
+static __attribute__((noinline)) bool check_slow(fh_engine_t *e, const uint8_t *m, size_t len)
+{
+    switch (fh_itch_check(m, len)) {
+    case FH_ITCH_LONG:
+        e->counters[FH_C_long_message]++;
+        return true;
+    case FH_ITCH_UNKNOWN:
+        e->counters[FH_C_unknown_type]++;
+        return false;
+    case FH_ITCH_SHORT:
+        e->counters[FH_C_short_message]++;
+        return false;
+    default:
+        return true;
+    }
+}
+
+static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *m)
+{
+    uint16_t locate = fh_itch_locate(m);
+    switch (m[0]) {
+    case 'R': {
+        uint16_t bi = e->loc2book[locate];
+        if (bi)
+            set_symbol(&e->books[bi - 1], m + FH_ITCH_OFF_R_STOCK);
+        else
+            book_create(e, locate, m + FH_ITCH_OFF_R_STOCK);
+        break;
+    }
+    case 'H': {
+        book_t *b = book_for(e, locate, m + FH_ITCH_OFF_H_STOCK);
+        if (b) {
+            b->trading_state = (char)m[FH_ITCH_OFF_H_STATE];
+            b->updates++;
+        }
+        break;
+    }
+    case 'P': {
+        uint16_t bi = e->loc2book[locate];
+        if (bi) {
+            book_t *b = &e->books[bi - 1];
+            b->last_price = fh_be32(m + FH_ITCH_OFF_P_PRICE);
+            b->last_shares = fh_be32(m + FH_ITCH_OFF_P_SHARES);
+            b->updates++;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. */
+static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len)
+{
+    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
+    if (FH_UNLIKELY(len == 0 || len != fh_itch_len[m[0]]) && !check_slow(e, m, len))
+        return;
+    e->type_counts[m[0]]++;
+    order_t *o;
+    switch (m[0]) {
+    case 'A':
+    case 'F':
+        add_order(e, NULL, fh_itch_locate(m), m + FH_ITCH_OFF_A_STOCK, fh_be64(m + FH_ITCH_OFF_REF),
+                  m[FH_ITCH_OFF_A_SIDE], fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE));
+        break;
+    case 'D':
+        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            remove_order(e, &e->books[o->book], o);
+        break;
+    case 'U':
+        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
+            book_t *b = &e->books[o->book];
+            uint8_t side_ch = o->side ? 'S' : 'B';
+            remove_order(e, b, o);
+            add_order(e, b, 0, NULL, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch, fh_be32(m + FH_ITCH_OFF_U_SHARES),
+                      fh_be32(m + FH_ITCH_OFF_U_PRICE));
+        }
+        break;
+    case 'X':
+        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            reduce_order(e, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel);
+        break;
+    case 'E':
+        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
+            book_t *b = &e->books[o->book];
+            b->last_price = order_price(o);
+            b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
+            reduce_order(e, o, b->last_shares, FH_C_overexecution);
+        }
+        break;
+    case 'C':
+        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
+            uint32_t shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
+            if (m[FH_ITCH_OFF_C_PRINTABLE] == 'Y') {
+                book_t *b = &e->books[o->book];
+                b->last_price = fh_be32(m + FH_ITCH_OFF_C_PRICE);
+                b->last_shares = shares;
+            }
+            reduce_order(e, o, shares, FH_C_overexecution);
+        }
+        break;
+    default:
+        apply_rare(e, m);
+        break;
+    }
+}
+
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len); }
+
+/* Prefetch what the message at q will touch; return the next block. */
+static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t *q, const uint8_t *end)
+{
+    size_t n = fh_be16(q);
+    if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
+        return end;
+    const uint8_t *m = q + 2;
+    if (n >= 19) {
+        switch (m[0]) {
+        case 'D': case 'U': case 'X': case 'E': case 'C':
+            __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
+            break;
+        case 'A': case 'F':
+            __builtin_prefetch(&e->books[e->loc2book[fh_itch_locate(m)] - 1u], 1);
+            break;
+        default:
+            break;
+        }
+    }
+    return m + n;
+}
+
+#define PREFETCH_AHEAD 12
+
+size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
+{
+    const uint8_t *start = p, *end = p + len, *q = p;
+    for (int k = 0; k < PREFETCH_AHEAD && end - q >= 2; k++)
+        q = prefetch_block(e, q, end);
+    while (end - p >= 2) {
+        size_t n = fh_be16(p);
+        if (FH_UNLIKELY(n > (size_t)(end - p) - 2))
+            break;
+        apply_one(e, p + 2, n);
+        p += 2 + n;
+        if (end - q >= 2)
+            q = prefetch_block(e, q, end);
+    }
+    if (p != end)
+        e->counters[FH_C_truncated]++;
+    return (size_t)(p - start);
+}
+
+int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *d, size_t len)
+{
+    fh_mold_hdr_t h;
+    if (fh_mold_parse_hdr(d, len, &h)) {
+        e->counters[FH_C_mold_malformed]++;
+        return -1;
+    }
+    if (h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)
+        return h.count; /* no blocks follow */
+    fh_blocks_t w = { d + FH_MOLD_HDR_LEN, d + len };
+    const uint8_t *m;
+    size_t n;
+    for (unsigned i = 0; i < h.count; i++) {
+        if (fh_blocks_next(&w, &m, &n) != FH_BLOCK_OK) {
+            e->counters[FH_C_mold_malformed]++;
+            return -1;
+        }
+        fh_engine_apply(e, m, n);
+    }
+    return h.count;
+}
+
+/* ---- readers --------------------------------------------------------------------------------------- */
+
+void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT])
+{
+    memcpy(out, e->counters, sizeof e->counters);
+    uint64_t n = e->counters[FH_C_unknown_type] + e->counters[FH_C_short_message];
+    for (int t = 0; t < 256; t++)
+        n += e->type_counts[t];
+    out[FH_C_messages] = n;
+}
+const uint64_t *fh_engine_type_counts(const fh_engine_t *e) { return e->type_counts; }
+uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->live; }
+uint64_t fh_engine_levels_used(const fh_engine_t *e) { return e->levels_peak; }
+
+uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        if (e->loc2book[loc]) {
+            if (n < cap)
+                out[n] = (uint16_t)loc;
+            n++;
+        }
+    return n;
+}
+
+int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *out)
+{
+    uint16_t bi = e->loc2book[locate];
+    if (!bi)
+        return -1;
+    const book_t *b = &e->books[bi - 1];
+    memset(out, 0, sizeof *out);
+    out->locate = locate;
+    memcpy(out->symbol, b->symbol, sizeof out->symbol);
+    out->symbol_len = b->symbol_len;
+    out->trading_state = b->trading_state;
+    out->levels[0] = b->side[0].n;
+    out->levels[1] = b->side[1].n;
+    out->last_price = b->last_price;
+    out->last_shares = b->last_shares;
+    out->updates = b->updates;
+    return 0;
+}
+
+uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap)
+{
+    uint16_t bi = e->loc2book[locate];
+    if (!bi || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
+        return 0;
+    const side_t *s = &e->books[bi - 1].side[side];
+    const uint32_t *k = e->lkey + s->off;
+    const agg_t *g = e->lagg + s->off;
+    uint32_t n = s->n < cap ? s->n : cap;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t i = s->n - 1 - j;
+        out[j] = (fh_level_t){ .price = side == FH_SIDE_ASK ? ~k[i] : k[i], .orders = g[i].orders,
+                               .shares = g[i].shares };
+    }
+    return n;
+}

@@ -1,0 +1,327 @@
+/* Unit tests of the book engine: every message type's effect and every anomaly counter
+ * (docs/book-semantics.md). Exit 0 on success, 1 on failure. */
+#include "fh/book.h"
+#include "fh/itch.h"
+#include "msg.h"
+
+static fh_engine_t *e;
+static uint8_t b[64];
+static uint64_t ctr(fh_counter_t c)
+{
+    uint64_t all[FH_C_COUNT];
+    fh_engine_counters(e, all);
+    return all[c];
+}
+#define APPLY(builder) fh_engine_apply(e, b, builder)
+
+/* Level k (best first) of side s of locate loc. */
+static fh_level_t lvl(uint16_t loc, int s, uint32_t k)
+{
+    fh_level_t out[256] = { 0 };
+    uint32_t n = fh_engine_levels(e, loc, s, out, 256);
+    return k < n ? out[k] : (fh_level_t){ 0 };
+}
+
+static uint32_t nlevels(uint16_t loc, int s)
+{
+    fh_book_info_t bi;
+    return fh_engine_book_info(e, loc, &bi) ? 0 : bi.levels[s];
+}
+
+static void fresh(uint32_t instruments, uint32_t orders, uint32_t levels)
+{
+    fh_engine_destroy(e);
+    e = fh_engine_create(&(fh_engine_cfg_t){ instruments, orders, levels });
+    if (!e) {
+        fprintf(stderr, "engine: %s\n", fh_errmsg());
+        exit(1);
+    }
+}
+
+static void test_add_levels(void)
+{
+    fresh(16, 1000, 1024);
+    APPLY(m_R(b, 1, "AAPL"));
+    APPLY(m_A(b, 1, 1, 'B', 100, "AAPL", 1000000));
+    APPLY(m_A(b, 1, 2, 'B', 200, "AAPL", 1000000));
+    APPLY(m_A(b, 1, 3, 'B', 50, "AAPL", 1010000));
+    APPLY(m_A(b, 1, 4, 'B', 70, "AAPL", 990000));
+    APPLY(m_A(b, 1, 5, 'S', 10, "AAPL", 1020000));
+    APPLY(m_F(b, 1, 6, 'S', 20, "AAPL", 1030000, "GSCO"));
+    APPLY(m_A(b, 1, 7, 'S', 30, "AAPL", 1020000));
+    CHECK_EQ(nlevels(1, FH_SIDE_BID), 3);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 0).price, 1010000);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 1).price, 1000000);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 1).shares, 300);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 1).orders, 2);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 2).price, 990000);
+    CHECK_EQ(nlevels(1, FH_SIDE_ASK), 2);
+    CHECK_EQ(lvl(1, FH_SIDE_ASK, 0).price, 1020000);
+    CHECK_EQ(lvl(1, FH_SIDE_ASK, 0).shares, 40);
+    CHECK_EQ(lvl(1, FH_SIDE_ASK, 1).price, 1030000);
+    CHECK_EQ(fh_engine_live_orders(e), 7);
+    CHECK_EQ(ctr(FH_C_unknown_locate), 0);
+    CHECK_EQ(fh_engine_type_counts(e)['A'], 6);
+    CHECK_EQ(fh_engine_type_counts(e)['F'], 1);
+    fh_book_info_t bi;
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0);
+    CHECK(strcmp(bi.symbol, "AAPL") == 0);
+    CHECK_EQ(bi.trading_state, 'T');
+}
+
+static void test_execute_cancel_delete(void)
+{
+    fresh(16, 1000, 1024);
+    APPLY(m_R(b, 2, "MSFT"));
+    APPLY(m_A(b, 2, 10, 'B', 100, "MSFT", 500));
+    APPLY(m_A(b, 2, 11, 'B', 100, "MSFT", 500));
+    APPLY(m_E(b, 2, 10, 40, 1)); /* partial */
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).shares, 160);
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).orders, 2);
+    fh_book_info_t bi;
+    fh_engine_book_info(e, 2, &bi);
+    CHECK_EQ(bi.last_price, 500);
+    CHECK_EQ(bi.last_shares, 40);
+    APPLY(m_E(b, 2, 10, 60, 2)); /* full */
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).shares, 100);
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).orders, 1);
+    APPLY(m_E(b, 2, 10, 1, 3)); /* gone */
+    CHECK_EQ(ctr(FH_C_unknown_ref), 1);
+    APPLY(m_C(b, 2, 11, 10, 4, 'N', 600)); /* non-printable: reduces, no last trade */
+    fh_engine_book_info(e, 2, &bi);
+    CHECK_EQ(bi.last_price, 500);
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).shares, 90);
+    APPLY(m_C(b, 2, 11, 10, 5, 'Y', 610));
+    fh_engine_book_info(e, 2, &bi);
+    CHECK_EQ(bi.last_price, 610);
+    CHECK_EQ(bi.last_shares, 10);
+    APPLY(m_X(b, 2, 11, 30));
+    CHECK_EQ(lvl(2, FH_SIDE_BID, 0).shares, 50);
+    APPLY(m_X(b, 2, 11, 51)); /* overcancel removes */
+    CHECK_EQ(ctr(FH_C_overcancel), 1);
+    CHECK_EQ(nlevels(2, FH_SIDE_BID), 0);
+    APPLY(m_A(b, 2, 12, 'S', 100, "MSFT", 700));
+    APPLY(m_E(b, 2, 12, 101, 6)); /* overexecution removes */
+    CHECK_EQ(ctr(FH_C_overexecution), 1);
+    CHECK_EQ(nlevels(2, FH_SIDE_ASK), 0);
+    APPLY(m_A(b, 2, 13, 'S', 100, "MSFT", 700));
+    APPLY(m_D(b, 2, 13));
+    CHECK_EQ(nlevels(2, FH_SIDE_ASK), 0);
+    APPLY(m_D(b, 2, 13));
+    CHECK_EQ(ctr(FH_C_unknown_ref), 2);
+    APPLY(m_X(b, 2, 99, 1));
+    APPLY(m_C(b, 2, 99, 1, 7, 'Y', 1));
+    APPLY(m_U(b, 2, 99, 100, 1, 1));
+    CHECK_EQ(ctr(FH_C_unknown_ref), 5);
+    CHECK_EQ(fh_engine_live_orders(e), 0);
+}
+
+static void test_replace(void)
+{
+    fresh(16, 1000, 1024);
+    APPLY(m_R(b, 3, "IBM"));
+    APPLY(m_A(b, 3, 1, 'S', 100, "IBM", 1500));
+    APPLY(m_A(b, 3, 2, 'S', 100, "IBM", 1500));
+    APPLY(m_U(b, 3, 1, 3, 70, 1400)); /* new ref, price, shares; same side */
+    CHECK_EQ(nlevels(3, FH_SIDE_ASK), 2);
+    CHECK_EQ(lvl(3, FH_SIDE_ASK, 0).price, 1400);
+    CHECK_EQ(lvl(3, FH_SIDE_ASK, 0).shares, 70);
+    CHECK_EQ(lvl(3, FH_SIDE_ASK, 1).orders, 1);
+    APPLY(m_D(b, 3, 1));
+    CHECK_EQ(ctr(FH_C_unknown_ref), 1); /* the original is gone */
+    APPLY(m_U(b, 3, 3, 2, 10, 1300));   /* new ref already live: original removed, new not added */
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 1);
+    CHECK_EQ(nlevels(3, FH_SIDE_ASK), 1);
+    CHECK_EQ(lvl(3, FH_SIDE_ASK, 0).price, 1500);
+    APPLY(m_U(b, 3, 2, 4, 0, 1300)); /* zero shares: original removed */
+    CHECK_EQ(ctr(FH_C_zero_shares), 1);
+    CHECK_EQ(nlevels(3, FH_SIDE_ASK), 0);
+    CHECK_EQ(fh_engine_live_orders(e), 0);
+}
+
+static void test_anomalies(void)
+{
+    fresh(2, 3, 1024);
+    APPLY(m_A(b, 5, 1, 'B', 100, "ZZZ", 100)); /* no R: book created, counted */
+    CHECK_EQ(ctr(FH_C_unknown_locate), 1);
+    fh_book_info_t bi;
+    CHECK(fh_engine_book_info(e, 5, &bi) == 0);
+    CHECK(strcmp(bi.symbol, "ZZZ") == 0);
+    APPLY(m_A(b, 5, 1, 'B', 100, "ZZZ", 100));
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 1);
+    APPLY(m_A(b, 5, 2, 'Q', 100, "ZZZ", 100));
+    CHECK_EQ(ctr(FH_C_bad_side), 1);
+    APPLY(m_A(b, 5, 2, 'B', 0, "ZZZ", 100));
+    CHECK_EQ(ctr(FH_C_zero_shares), 1);
+    APPLY(m_R(b, 6, "YYY"));
+    APPLY(m_R(b, 7, "XXX")); /* third instrument: capacity 2 */
+    CHECK_EQ(ctr(FH_C_instrument_capacity), 1);
+    APPLY(m_A(b, 8, 3, 'B', 1, "WWW", 1));
+    CHECK_EQ(ctr(FH_C_instrument_capacity), 2);
+    CHECK_EQ(ctr(FH_C_unknown_locate), 1); /* one cause per skipped message */
+    APPLY(m_A(b, 6, 3, 'B', 1, "YYY", 1));
+    APPLY(m_A(b, 6, 4, 'B', 1, "YYY", 2));
+    APPLY(m_A(b, 6, 5, 'B', 1, "YYY", 3)); /* fourth live order: capacity 3 */
+    CHECK_EQ(ctr(FH_C_order_capacity), 1);
+    CHECK_EQ(fh_engine_live_orders(e), 3);
+    APPLY(m_D(b, 5, 3)); /* order of locate 6 deleted through locate 5 */
+    CHECK_EQ(ctr(FH_C_locate_mismatch), 1);
+    CHECK_EQ(nlevels(6, FH_SIDE_BID), 1);
+    /* framing anomalies */
+    uint8_t junk[8] = { 'Z', 0, 1 };
+    fh_engine_apply(e, junk, 8);
+    CHECK_EQ(ctr(FH_C_unknown_type), 1);
+    fh_engine_apply(e, b, 0);
+    size_t n = m_D(b, 6, 4);
+    fh_engine_apply(e, b, n - 1);
+    CHECK_EQ(ctr(FH_C_short_message), 2);
+    CHECK_EQ(nlevels(6, FH_SIDE_BID), 1); /* the short delete was not applied */
+    b[n] = 0xAA;
+    fh_engine_apply(e, b, n + 1);
+    CHECK_EQ(ctr(FH_C_long_message), 1);
+    CHECK_EQ(nlevels(6, FH_SIDE_BID), 0); /* the long one was */
+    APPLY(m_H(b, 6, "YYY", 'H'));
+    CHECK(fh_engine_book_info(e, 6, &bi) == 0);
+    CHECK_EQ(bi.trading_state, 'H');
+    APPLY(m_P(b, 6, "YYY", 300, 4242));
+    fh_engine_book_info(e, 6, &bi);
+    CHECK_EQ(bi.last_price, 4242);
+    CHECK_EQ(bi.last_shares, 300);
+    CHECK_EQ(ctr(FH_C_messages), 17);
+}
+
+static void test_level_capacity(void)
+{
+    fresh(4, 100000, 64);
+    APPLY(m_R(b, 1, "A"));
+    uint64_t placed = 0;
+    for (uint32_t i = 0; i < 200; i++) {
+        APPLY(m_A(b, 1, i + 1, 'B', 10, "A", 100 + i));
+        placed = fh_engine_live_orders(e);
+    }
+    CHECK(ctr(FH_C_level_capacity) > 0);
+    CHECK_EQ(placed + ctr(FH_C_level_capacity), 200);
+    CHECK_EQ(nlevels(1, FH_SIDE_BID), placed);
+}
+
+/* Many levels and orders in random order against a brute-force model of one book. */
+static void test_random_against_model(void)
+{
+    enum { N = 20000, P = 300 };
+    fresh(4, N, 1 << 16);
+    APPLY(m_R(b, 1, "RND"));
+    static uint32_t mshares[N + 1], mprice[N + 1];
+    static char mside[N + 1];
+    uint64_t x = 88172645463325252ull;
+    for (int step = 0; step < 200000; step++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        uint32_t ref = 1 + (uint32_t)(x % N), r = (uint32_t)(x >> 32);
+        if (!mshares[ref]) {
+            mside[ref] = (r & 1) ? 'S' : 'B';
+            mprice[ref] = 10000 + (r >> 8) % P * 100 + ((r >> 1) & 1) * 1000000;
+            mshares[ref] = 1 + (r >> 20) % 500;
+            APPLY(m_A(b, 1, ref, mside[ref], mshares[ref], "RND", mprice[ref]));
+        } else if (r % 3 == 0) {
+            uint32_t s = 1 + (r >> 4) % mshares[ref];
+            APPLY(m_X(b, 1, ref, s));
+            mshares[ref] -= s;
+        } else {
+            APPLY(m_D(b, 1, ref));
+            mshares[ref] = 0;
+        }
+    }
+    /* aggregate the model and compare */
+    for (int s = 0; s < 2; s++) {
+        static fh_level_t got[1 << 16];
+        uint32_t n = fh_engine_levels(e, 1, s, got, 1 << 16);
+        uint32_t k = 0;
+        uint32_t prev = s ? 0 : 0xFFFFFFFFu;
+        for (uint32_t i = 0; i < n; i++) {
+            CHECK(s ? got[i].price > prev : got[i].price < prev);
+            prev = got[i].price;
+            uint64_t sh = 0;
+            uint32_t cnt = 0;
+            for (uint32_t ref = 1; ref <= N; ref++)
+                if (mshares[ref] && mside[ref] == (s ? 'S' : 'B') && mprice[ref] == got[i].price) {
+                    sh += mshares[ref];
+                    cnt++;
+                }
+            CHECK_EQ(got[i].shares, sh);
+            CHECK_EQ(got[i].orders, cnt);
+            k += cnt;
+        }
+        uint32_t live = 0;
+        for (uint32_t ref = 1; ref <= N; ref++)
+            live += mshares[ref] && mside[ref] == (s ? 'S' : 'B');
+        CHECK_EQ(k, live);
+    }
+    CHECK_EQ(ctr(FH_C_unknown_ref), 0);
+}
+
+/* Blocks, truncation and MoldUDP64 datagrams. */
+static void test_framing(void)
+{
+    fresh(16, 1000, 1024);
+    uint8_t buf[512];
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t n = m_A(buf + off + 2, 1, 100 + (uint64_t)i, 'B', 10, "BLK", 500);
+        fh_put_be16(buf + off, (uint16_t)n);
+        off += 2 + n;
+    }
+    CHECK_EQ(fh_engine_apply_blocks(e, buf, off), off);
+    CHECK_EQ(fh_engine_live_orders(e), 3);
+    CHECK_EQ(fh_engine_apply_blocks(e, buf, off - 5), off - 38);
+    CHECK_EQ(ctr(FH_C_truncated), 1);
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 2);
+
+    uint8_t d[256];
+    memcpy(d, "SESSION001", 10);
+    fh_put_be64(d + 10, 1);
+    fh_put_be16(d + 18, 2);
+    size_t p = 20;
+    size_t n = m_D(d + p + 2, 1, 100);
+    fh_put_be16(d + p, (uint16_t)n);
+    p += 2 + n;
+    n = m_D(d + p + 2, 1, 101);
+    fh_put_be16(d + p, (uint16_t)n);
+    p += 2 + n;
+    CHECK_EQ(fh_engine_apply_mold(e, d, p), 2);
+    CHECK_EQ(fh_engine_live_orders(e), 1);
+    fh_put_be16(d + 18, 0);
+    CHECK_EQ(fh_engine_apply_mold(e, d, 20), 0);
+    fh_put_be16(d + 18, 0xFFFF);
+    CHECK_EQ(fh_engine_apply_mold(e, d, 20), 0xFFFF);
+    CHECK(fh_engine_apply_mold(e, d, 19) == -1);
+    fh_put_be16(d + 18, 3); /* claims 3, holds 2 */
+    fh_put_be16(d + 20, 19);
+    CHECK(fh_engine_apply_mold(e, d, p) == -1);
+    CHECK_EQ(ctr(FH_C_mold_malformed), 2);
+}
+
+static void test_bad_cfg(void)
+{
+    CHECK(fh_engine_create(&(fh_engine_cfg_t){ 0, 10, 10 }) == NULL);
+    CHECK(strstr(fh_errmsg(), "max_instruments") != NULL);
+    CHECK(fh_engine_footprint(&(fh_engine_cfg_t){ 10, 0, 10 }) == 0);
+    CHECK(fh_engine_footprint(&(fh_engine_cfg_t){ 10, 10, 1 }) == 0);
+}
+
+int main(void)
+{
+    test_add_levels();
+    test_execute_cancel_delete();
+    test_replace();
+    test_anomalies();
+    test_level_capacity();
+    test_random_against_model();
+    test_framing();
+    test_bad_cfg();
+    fh_engine_destroy(e);
+    if (test_failures) {
+        fprintf(stderr, "test_book: %d failures\n", test_failures);
+        return 1;
+    }
+    printf("test_book: ok\n");
+    return 0;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Make this checkout ready: Debian packages (as root, only those missing), a virtualenv in .venv with
+# the Python dependencies, and an editable build of fh (C core + cffi binding). Safe to run again: it only
+# does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: missing Debian packages: ${missing[*]}; run this script as root, or: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv"
+    "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.fh-deps
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: installing Python packages into .venv"
+    "$VPY" -m pip install -q --upgrade pip
+    # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
+    "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
+        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7"
+    "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
+    echo "$want" > "$stamp"
+fi
+# Build now (an editable install also rebuilds on import when sources change).
+"$VPY" -c "import handler._native" >/dev/null

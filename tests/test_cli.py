@@ -1,0 +1,88 @@
+"""The fh command line end to end, in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from conftest import ROOT, fh, real_itch_pcaps
+from handler import reference as ref
+
+
+def test_synth_is_deterministic(tmp_path):
+    a, b, c = tmp_path / "a.itch", tmp_path / "b.itch", tmp_path / "c.itch"
+    fh("synth", "itch", a, "--messages", "20000", "--instruments", "30", "--seed", "7")
+    fh("synth", "itch", b, "--messages", "20000", "--instruments", "30", "--seed", "7")
+    fh("synth", "itch", c, "--messages", "20000", "--instruments", "30", "--seed", "8")
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    msgs, trunc = ref.split_daily_file(a.read_bytes())
+    assert len(msgs) == 20000 and trunc is None
+
+
+def test_synth_rejects_bad_arguments(tmp_path):
+    p = fh("synth", "itch", tmp_path / "x", "--messages", "10", "--instruments", "1000", check=False)
+    assert p.returncode == 2 and "need at least" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = fh("synth", "itch", tmp_path / "x", "--instruments", "70000", check=False)
+    assert p.returncode == 2 and "65535" in p.stderr
+    p = fh("synth", "itch", tmp_path / "x", "--messages", "-5", check=False)
+    assert p.returncode == 2 and ">= 1" in p.stderr
+
+
+def test_book_dump_c_equals_reference(tmp_path):
+    day = tmp_path / "d.itch"
+    fh("synth", "itch", day, "--messages", "50000", "--instruments", "40", "--seed", "3")
+    c = fh("book", "dump", "--itch", day).stdout
+    r = fh("book", "dump", "--itch", day, "--engine", "reference").stdout
+    assert c == r
+    rows = [json.loads(line) for line in c.splitlines()]
+    assert [list(row) for row in rows[:1]] == [["locate", "symbol", "bids", "asks"]]
+    assert [row["locate"] for row in rows] == sorted(row["locate"] for row in rows)
+    for row in rows:
+        assert row["bids"] or row["asks"]
+        assert [lv[0] for lv in row["bids"]] == sorted((lv[0] for lv in row["bids"]), reverse=True)
+        assert [lv[0] for lv in row["asks"]] == sorted(lv[0] for lv in row["asks"])
+        if row["bids"] and row["asks"]:
+            assert row["bids"][0][0] < row["asks"][0][0], f"crossed book {row}"
+    d2 = [json.loads(line) for line in fh("book", "dump", "--itch", day, "--depth", "2").stdout.splitlines()]
+    assert all(len(x["bids"]) <= 2 and len(x["asks"]) <= 2 for x in d2)
+    assert [x["bids"] for x in d2] == [x["bids"][:2] for x in rows]
+
+
+def test_book_dump_stats_and_errors(tmp_path):
+    day = tmp_path / "d.itch"
+    fh("synth", "itch", day, "--messages", "5000", "--instruments", "5")
+    p = fh("book", "dump", "--itch", day, "--stats")
+    assert "counters: " in p.stderr and "messages=5000" in p.stderr
+    p = fh("book", "dump", "--itch", tmp_path / "missing.itch", check=False)
+    assert p.returncode == 2 and p.stderr.strip() == f"fh: {tmp_path / 'missing.itch'}: no such file; check the path"
+    p = fh("book", "dump", "--pcap", day, check=False)  # not a pcap
+    assert p.returncode == 2 and "pcap" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", real_itch_pcaps()[:4], ids=lambda p: p.name)
+def test_book_dump_pcap(path, real):
+    c = fh("book", "dump", "--pcap", path).stdout
+    r = fh("book", "dump", "--pcap", path, "--engine", "reference").stdout
+    assert c == r
+
+
+def test_bundled_day_matches_manifest():
+    manifest = json.loads((ROOT / "pcaps" / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        path = ROOT / "pcaps" / entry["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], f"{path} changed"
+        if entry["kind"] == "itch":
+            books = fh("book", "dump", "--itch", path).stdout
+            assert hashlib.sha256(books.encode()).hexdigest() == entry["books_sha256"]
+            assert len(books.splitlines()) == entry["books"]
+
+
+def test_bench_engine_small_json():
+    p = fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "2", "--json",
+           "--no-itch-book")
+    res = json.loads(p.stdout)
+    assert res["messages"] == 30000
+    assert res["engine"]["median_ns_per_msg"] > 0 and res["parse_only"]["median_ns_per_msg"] > 0
+    assert res["engine"]["anomalies"] == {}

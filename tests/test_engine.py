@@ -1,0 +1,141 @@
+"""Differential tests: the C book engine against the pure-Python reference model, book for book and level for
+level, counter for counter, on generated days, anomaly-heavy streams, capacity limits and the real data."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from conftest import real_itch_files, real_itch_pcaps
+from handler import native
+from handler import reference as ref
+from handler.native import Engine, EngineConfig
+
+
+def c_engine(data: bytes, cfg: EngineConfig | None = None) -> Engine:
+    eng = Engine(cfg or EngineConfig.for_input(len(data)))
+    assert eng.apply_blocks(data) <= len(data)
+    return eng
+
+
+def ref_engine(data: bytes, **caps) -> ref.ReferenceBook:
+    r = ref.ReferenceBook(**caps)
+    r.apply_daily_file(data)
+    return r
+
+
+def assert_same(c: Engine, r: ref.ReferenceBook, depth=None) -> None:
+    cd, rd = c.dump(depth), r.books(depth)
+    if cd != rd:
+        rmap = {b["locate"]: b for b in rd}
+        for b in cd:
+            if rmap.get(b["locate"]) != b:
+                raise AssertionError(f"first differing book: C {b} vs reference {rmap.get(b['locate'])}")
+        raise AssertionError(f"C has {len(cd)} books, reference {len(rd)}")
+    rc = {k: v for k, v in r.counters.items() if v}
+    cc = {k: v for k, v in c.counters().items() if v}
+    assert cc == rc
+
+
+@pytest.mark.parametrize("seed,instruments,messages", [
+    (1, 1, 20_000), (2, 10, 50_000), (3, 100, 100_000), (4, 500, 150_000), (5, 5000, 200_000),
+])
+def test_generated_days(seed, instruments, messages):
+    data = native.synth_bytes(messages, instruments, seed)
+    c, r = c_engine(data), ref_engine(data)
+    assert_same(c, r)
+    assert_same(c, r, depth=3)
+    counters = c.counters()
+    assert counters["messages"] == messages
+    # a clean day has no anomaly at all, and books exist for many instruments
+    assert all(counters[k] == 0 for k in native.COUNTER_NAMES if k != "messages")
+    assert len(c.dump()) >= min(instruments, 5)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_anomaly_heavy_days(seed):
+    data = native.synth_bytes(100_000, 50, seed, anomaly_ppm=20_000)
+    c, r = c_engine(data), ref_engine(data)
+    assert_same(c, r)
+    counters = c.counters()
+    for k in ("unknown_ref", "duplicate_ref", "overexecution", "overcancel", "bad_side", "zero_shares",
+              "unknown_type", "short_message"):
+        assert counters[k] > 0, f"an anomaly-heavy day should exercise {k}"
+
+
+def test_capacity_limits_agree():
+    data = native.synth_bytes(60_000, 40, 21)
+    c = c_engine(data, EngineConfig(instruments=25, orders=300, levels=1 << 16))
+    r = ref_engine(data, max_instruments=25, max_orders=300)
+    assert_same(c, r)
+    assert c.counters()["instrument_capacity"] > 0 and c.counters()["order_capacity"] > 0
+
+
+def test_prefix_by_prefix():
+    """The books agree not just at the end: after every chunk of a day."""
+    data = native.synth_bytes(30_000, 20, 31)
+    msgs, _ = ref.split_daily_file(data)
+    c, r = Engine(EngineConfig.for_input(len(data))), ref.ReferenceBook()
+    for i, m in enumerate(msgs):
+        c.apply(m)
+        r.apply(m)
+        if i % 2_500 == 0:
+            assert_same(c, r)
+    assert_same(c, r)
+
+
+def test_random_garbage_is_counted_never_fatal():
+    """Random bytes framed as blocks and as MoldUDP64 datagrams: the engines agree on what they count."""
+    rng = random.Random(5)
+    blocks = []
+    for _ in range(3000):
+        t = rng.choice(b"SRHYLVWKJhAFECXDUPQBINOZ\x00")
+        n = rng.choice([0, 1, 5, 11, 19, 23, 31, 35, 36, 40, 44, 50, 60])
+        blocks.append(bytes([t]) + rng.randbytes(max(0, n - 1)) if n else b"")
+    data = b"".join(struct.pack(">H", len(b)) + b for b in blocks)
+    c, r = c_engine(data), ref_engine(data)
+    assert_same(c, r)
+    for _ in range(500):
+        dg = rng.randbytes(rng.randrange(0, 120))
+        c.apply_mold(dg)
+        r.apply_mold(dg)
+    assert_same(c, r)
+
+
+@pytest.mark.parametrize("path", real_itch_files(), ids=lambda p: p.name)
+def test_real_itch_files(path, real):
+    data = path.read_bytes()
+    c, r = c_engine(data), ref_engine(data)
+    assert_same(c, r)
+    if "0930" in path.name:
+        assert c.counters()["unknown_ref"] == 399
+    if "truncated" in path.name:
+        assert c.counters()["truncated"] == 1 and c.counters()["messages"] == 16
+
+
+@pytest.mark.parametrize("path", real_itch_pcaps(), ids=lambda p: p.name)
+def test_real_pcaps(path, real):
+    c = Engine(EngineConfig.for_input(path.stat().st_size))
+    c.apply_pcap(path)
+    r = ref.ReferenceBook()
+    r.apply_pcap(str(path))
+    assert_same(c, r)
+
+
+def test_engine_config_errors():
+    with pytest.raises(native.NativeError, match="max_instruments"):
+        Engine(EngineConfig(instruments=0))
+    with pytest.raises(native.NativeError, match="max_orders"):
+        Engine(EngineConfig(orders=0))
+
+
+def test_engine_reset():
+    data = native.synth_bytes(20_000, 10, 41)
+    c = c_engine(data)
+    first = c.dump()
+    c.reset()
+    assert c.dump() == [] and c.live_orders == 0 and c.counters()["messages"] == 0
+    c.apply_blocks(data)
+    assert c.dump() == first
