@@ -7,6 +7,9 @@
  * on its slot; the newer one then goes to a small spill table (open addressing with multiplicative
  * hashing), which is consulted only while it holds anything.
  *
+ * Books: an array indexed by stock locate (65,536 x 64 bytes; only the books in use are ever touched), so
+ * an order stores its locate and no lookup table stands between a message and its book.
+ *
  * Levels: per side, a sorted array ending with the best price, in a preallocated arena carved into
  * power-of-two blocks (free lists per size). Asks are stored under the key ~price so both sides sort
  * ascending and share one code path. Most activity is at or near the inside, so searches start at the
@@ -58,7 +61,8 @@ typedef struct book {
     char trading_state;
     char symbol[9];
     uint8_t symbol_len;
-    uint8_t pad[11];
+    uint8_t present; /* a book exists for this locate */
+    uint8_t pad[10];
 } book_t;
 _Static_assert(sizeof(book_t) == 64, "one book per cache line");
 
@@ -73,7 +77,6 @@ struct fh_engine {
     book_t *books;
     uint32_t *lkey;
     struct agg *lagg;
-    uint16_t *loc2book; /* locate -> book index + 1; 0: no book */
     uint64_t live;
     uint32_t nbooks;
     uint32_t arena_top;
@@ -110,7 +113,7 @@ static uint64_t spill_slots(uint32_t max_orders) { return order_slots(max_orders
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 
 typedef struct layout {
-    size_t books, loc2book, orders, spill, lkey, lagg, total;
+    size_t books, orders, spill, lkey, lagg, total;
 } layout_t;
 
 static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
@@ -122,10 +125,8 @@ static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
     if (cfg->max_levels < 8 || cfg->max_levels > (1u << 30))
         return FH_ERR("max_levels must be 8..%u", 1u << 30);
     size_t off = align_up(sizeof(fh_engine_t), FH_CACHE_LINE);
-    l->books = off;
-    off = align_up(off + (size_t)cfg->max_instruments * sizeof(book_t), FH_CACHE_LINE);
-    l->loc2book = off;
-    off = align_up(off + (FH_MAX_LOCATE + 1) * sizeof(uint16_t), FH_CACHE_LINE);
+    l->books = off; /* indexed by locate: only the books in use are ever touched */
+    off = align_up(off + (FH_MAX_LOCATE + 1) * sizeof(book_t), FH_CACHE_LINE);
     l->orders = off;
     off = align_up(off + order_slots(cfg->max_orders) * sizeof(order_t), FH_CACHE_LINE);
     l->spill = off;
@@ -151,7 +152,8 @@ void fh_engine_reset(fh_engine_t *e)
     memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
     memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
     e->spill_live = 0;
-    memset(e->loc2book, 0, (FH_MAX_LOCATE + 1) * sizeof(uint16_t));
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        e->books[loc].present = 0;
     e->live = 0;
     e->nbooks = 0;
     e->arena_top = 0;
@@ -176,7 +178,6 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg)
     memset(e, 0, sizeof *e);
     e->cfg = *cfg;
     e->books = (book_t *)(base + l.books);
-    e->loc2book = (uint16_t *)(base + l.loc2book);
     e->orders = (order_t *)(base + l.orders);
     e->mask = order_slots(cfg->max_orders) - 1;
     e->shift = (uint32_t)__builtin_ctzll(e->mask + 1);
@@ -489,23 +490,24 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
         e->counters[FH_C_instrument_capacity]++;
         return NULL;
     }
-    book_t *b = &e->books[e->nbooks];
+    book_t *b = &e->books[locate];
     memset(b, 0, sizeof *b);
     b->side[0].cls = b->side[1].cls = NO_BLOCK;
     b->locate = locate;
     b->trading_state = 'T';
+    b->present = 1;
     set_symbol(b, stock);
-    e->loc2book[locate] = (uint16_t)(++e->nbooks);
+    e->nbooks++;
     return b;
 }
 
 /* The book of a message that names its stock (A, F, H): created on first sight, counted. */
 static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock)
 {
-    uint16_t bi = e->loc2book[locate];
-    if (FH_LIKELY(bi))
-        return &e->books[bi - 1];
-    book_t *b = book_create(e, locate, stock); /* counts instrument_capacity when full */
+    book_t *b = &e->books[locate];
+    if (FH_LIKELY(b->present))
+        return b;
+    b = book_create(e, locate, stock); /* counts instrument_capacity when full */
     if (b)
         e->counters[FH_C_unknown_locate]++;
     return b;
@@ -550,7 +552,7 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
         e->counters[FH_C_unknown_ref]++;
         return NULL;
     }
-    if (FH_UNLIKELY(e->books[o->book].locate != fh_itch_locate(m)))
+    if (FH_UNLIKELY(o->book != fh_itch_locate(m))) /* o->book is the order's locate */
         e->counters[FH_C_locate_mismatch]++;
     return o;
 }
@@ -603,9 +605,8 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
     uint16_t locate = fh_itch_locate(m);
     switch (m[0]) {
     case 'R': {
-        uint16_t bi = e->loc2book[locate];
-        if (bi)
-            set_symbol(&e->books[bi - 1], m + FH_ITCH_OFF_R_STOCK);
+        if (e->books[locate].present)
+            set_symbol(&e->books[locate], m + FH_ITCH_OFF_R_STOCK);
         else
             book_create(e, locate, m + FH_ITCH_OFF_R_STOCK);
         break;
@@ -619,9 +620,8 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
         break;
     }
     case 'P': {
-        uint16_t bi = e->loc2book[locate];
-        if (bi) {
-            book_t *b = &e->books[bi - 1];
+        if (e->books[locate].present) {
+            book_t *b = &e->books[locate];
             b->last_price = fh_be32(m + FH_ITCH_OFF_P_PRICE);
             b->last_shares = fh_be32(m + FH_ITCH_OFF_P_SHARES);
             b->updates++;
@@ -704,7 +704,7 @@ static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t 
             __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
             break;
         case 'A': case 'F':
-            __builtin_prefetch(&e->books[e->loc2book[fh_itch_locate(m)] - 1u], 1);
+            __builtin_prefetch(&e->books[fh_itch_locate(m)], 1);
             break;
         default:
             break;
@@ -774,7 +774,7 @@ uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
 {
     uint32_t n = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        if (e->loc2book[loc]) {
+        if (e->books[loc].present) {
             if (n < cap)
                 out[n] = (uint16_t)loc;
             n++;
@@ -784,10 +784,9 @@ uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
 
 int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *out)
 {
-    uint16_t bi = e->loc2book[locate];
-    if (!bi)
+    const book_t *b = &e->books[locate];
+    if (!b->present)
         return -1;
-    const book_t *b = &e->books[bi - 1];
     memset(out, 0, sizeof *out);
     out->locate = locate;
     memcpy(out->symbol, b->symbol, sizeof out->symbol);
@@ -803,10 +802,9 @@ int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *o
 
 uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap)
 {
-    uint16_t bi = e->loc2book[locate];
-    if (!bi || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
+    if (!e->books[locate].present || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
         return 0;
-    const side_t *s = &e->books[bi - 1].side[side];
+    const side_t *s = &e->books[locate].side[side];
     const uint32_t *k = e->lkey + s->off;
     const agg_t *g = e->lagg + s->off;
     uint32_t n = s->n < cap ? s->n : cap;
