@@ -17,6 +17,7 @@ extern const uint8_t fh_itch_len[256];
 int fh_itch_to_json(const uint8_t *m, size_t len, char *out, size_t cap);
 #define FH_ITCH_JSON_MAX 4096
 uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum);
+size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes);
 
 /* book.h */
 typedef struct fh_engine fh_engine_t;
@@ -35,13 +36,33 @@ typedef struct fh_book_info {
     char symbol[9];
     uint8_t symbol_len;
     char trading_state;
+    uint8_t status;
     uint32_t levels[2];
     uint32_t last_price;
     uint32_t last_shares;
     uint64_t updates;
 } fh_book_info_t;
+typedef struct fh_seg fh_seg_t;
+typedef struct fh_seg_cfg {
+    const char *path;
+    const char *name;
+    uint32_t max_levels;
+    uint32_t event_capacity;
+    uint32_t depth;
+    int gid;
+} fh_seg_cfg_t;
+size_t fh_seg_footprint(const fh_seg_cfg_t *cfg);
+fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg);
+void fh_seg_close(fh_seg_t *s, int unlink_files);
+void fh_seg_heartbeat(fh_seg_t *s);
+
 size_t fh_engine_footprint(const fh_engine_cfg_t *cfg);
 fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg);
+fh_engine_t *fh_engine_create_on(const fh_engine_cfg_t *cfg, fh_seg_t *seg);
+void fh_engine_set_publish(fh_engine_t *e, bool on);
+void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc);
+void fh_engine_publish_stats(fh_engine_t *e);
+int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
 void fh_engine_destroy(fh_engine_t *e);
 void fh_engine_reset(fh_engine_t *e);
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
@@ -73,6 +94,7 @@ SOURCE = """
 #include "fh/common.h"
 #include "fh/itch.h"
 #include "fh/book.h"
+#include "fh/seg.h"
 #include "fh/synth.h"
 """
 

@@ -159,6 +159,66 @@ def cmd_decode(a) -> int:
     return 1 if bad or malformed else 0
 
 
+# ---- fh publish ---------------------------------------------------------------------------------------
+
+
+def default_segment_path(name: str) -> str:
+    return f"/dev/shm/fh-{name}"
+
+
+def cmd_publish(a) -> int:
+    """Apply a daily ITCH file into a shared segment that readers follow (for tests, demos and labs; the
+    data plane publishes live feeds the same way)."""
+    import signal
+    import time
+
+    from . import native
+
+    path = _existing(a.itch)
+    seg_path = a.segment or default_segment_path(a.name)
+    data = path.read_bytes()
+    seg = native.Segment(seg_path, a.name, max_levels=a.max_levels, event_capacity=a.events, depth=a.depth)
+    stop = False
+
+    def on_signal(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+        print(f"fh publish: {seg_path}: applying {path} ({len(data)} bytes)", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        for _ in range(a.loop):
+            eng.reset()
+            off = 0
+            while off < len(data) and not stop:
+                n = native.blocks_prefix(memoryview(data)[off:], a.chunk) if a.pace else len(data) - off
+                if n == 0:
+                    break
+                eng.apply_blocks(memoryview(data)[off:off + n])
+                off += n
+                if a.pace:
+                    eng.publish_stats()
+                    time.sleep(a.pace)
+            if stop:
+                break
+        eng.publish_stats()
+        secs = time.perf_counter() - t0
+        c = eng.counters()
+        print(f"fh publish: {c['messages']} messages in {secs:.2f} s; {len(eng.locates())} books; "
+              f"{eng.live_orders} live orders", file=sys.stderr, flush=True)
+        if a.ready_file:
+            Path(a.ready_file).write_text(str(os.getpid()))
+        while a.hold and not stop:
+            seg.heartbeat()
+            time.sleep(0.2)
+    finally:
+        seg.close(unlink=not a.keep)
+    return 0
+
+
 # ---- fh bench engine ----------------------------------------------------------------------------------
 
 
@@ -202,6 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
     dsrc.add_argument("--itch", metavar="FILE")
     dsrc.add_argument("--pcap", metavar="FILE")
     d.set_defaults(func=cmd_decode)
+
+    pb = sub.add_parser("publish", help="apply a daily ITCH file into a shared-memory segment for readers")
+    pb.add_argument("--itch", metavar="FILE", required=True)
+    pb.add_argument("--name", default="fh", help="instance name (segment /dev/shm/fh-NAME)")
+    pb.add_argument("--segment", metavar="PATH", help="segment file (default: /dev/shm/fh-NAME)")
+    pb.add_argument("--depth", type=_positive, default=10, help="top-N levels readers show by default")
+    pb.add_argument("--events", type=_positive, default=1 << 16, help="event ring capacity (a power of two)")
+    pb.add_argument("--max-levels", type=_positive, default=4 << 20)
+    pb.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
+                    help="sleep this long after every chunk (default: full speed, one pass)")
+    pb.add_argument("--chunk", type=_positive, default=64 << 10, metavar="BYTES", help="chunk size with --pace")
+    pb.add_argument("--loop", type=_positive, default=1, help="apply the day this many times (reset between)")
+    pb.add_argument("--hold", action="store_true", help="keep the segment (and heartbeat) until SIGINT/SIGTERM")
+    pb.add_argument("--keep", action="store_true", help="leave the segment file behind on exit")
+    pb.add_argument("--ready-file", metavar="PATH", help="write the pid here once the day is applied")
+    pb.set_defaults(func=cmd_publish)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

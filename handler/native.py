@@ -52,17 +52,63 @@ class EngineConfig:
         return cls(orders=min(cls.orders, max(1024, adds)), levels=min(cls.levels, max(4096, 4 * adds)))
 
 
-class Engine:
-    """One C book engine (native/include/fh/book.h). Not thread-safe."""
+class Segment:
+    """The writer's side of a shared-memory segment (native/include/fh/seg.h): created, locked and mapped
+    here; readers join it with handler.shm. Close it (or let it be collected) to mark the writer stopped."""
 
-    def __init__(self, cfg: EngineConfig | None = None):
+    def __init__(self, path: str | os.PathLike, name: str = "fh", max_levels: int = 4 << 20,
+                 event_capacity: int = 1 << 16, depth: int = 10, gid: int = -1):
+        self._s = None
+        self.path = os.fspath(path)
+        self._keep = (ffi.new("char[]", os.fsencode(self.path)), ffi.new("char[]", name.encode()))
+        c = ffi.new("fh_seg_cfg_t *", (self._keep[0], self._keep[1], max_levels, event_capacity, depth, gid))
+        self.size = lib.fh_seg_footprint(c)
+        s = lib.fh_seg_create(c)
+        if s == ffi.NULL:
+            raise NativeError(_errmsg())
+        self._s = s
+
+    def heartbeat(self) -> None:
+        lib.fh_seg_heartbeat(self._s)
+
+    def close(self, unlink: bool = False) -> None:
+        if self._s is not None:
+            lib.fh_seg_close(self._s, int(unlink))
+            self._s = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(unlink=True)
+
+    def __del__(self):
+        self.close()
+
+
+class Engine:
+    """One C book engine (native/include/fh/book.h). Not thread-safe. With a Segment, it keeps its books
+    there and publishes every change to its readers; without one, in private memory."""
+
+    def __init__(self, cfg: EngineConfig | None = None, segment: Segment | None = None):
         self.cfg = cfg or EngineConfig()
         c = ffi.new("fh_engine_cfg_t *", (self.cfg.instruments, self.cfg.orders, self.cfg.levels))
         self.footprint = lib.fh_engine_footprint(c)
-        e = lib.fh_engine_create(c)
+        self.segment = segment
+        e = lib.fh_engine_create_on(c, segment._s) if segment else lib.fh_engine_create(c)
         if e == ffi.NULL:
             raise NativeError(_errmsg())
         self._e = ffi.gc(e, lib.fh_engine_destroy)
+
+    def set_publish(self, on: bool) -> None:
+        lib.fh_engine_set_publish(self._e, on)
+
+    def publish_stats(self) -> None:
+        lib.fh_engine_publish_stats(self._e)
+
+    def set_status(self, locate: int, stale: bool) -> None:
+        if lib.fh_engine_set_status(self._e, locate, 2 if stale else 1, ffi.NULL):
+            raise ValueError(f"locate {locate} has no book")
 
     def reset(self) -> None:
         lib.fh_engine_reset(self._e)
@@ -129,6 +175,7 @@ class Engine:
             "locate": bi.locate,
             "symbol": ffi.unpack(bi.symbol, bi.symbol_len).decode("latin-1"),
             "trading_state": bi.trading_state.decode("latin-1"),
+            "status": "stale" if bi.status == 2 else "live",
             "levels": (bi.levels[0], bi.levels[1]),
             "last_trade": (bi.last_price, bi.last_shares) if bi.last_shares else None,
             "updates": bi.updates,
@@ -213,6 +260,11 @@ def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: i
     cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm)
     if lib.fh_synth_file(cfg, os.fsencode(Path(path))):
         raise NativeError(_errmsg())
+
+
+def blocks_prefix(data, max_bytes: int) -> int:
+    """Length of the longest run of whole blocks at the start of data that fits in max_bytes."""
+    return lib.fh_blocks_prefix(ffi.from_buffer(data), len(data), max_bytes)
 
 
 def iter_blocks(data) -> Iterator[tuple[int, memoryview]]:

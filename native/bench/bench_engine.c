@@ -1,5 +1,7 @@
 /* fh-bench-engine FILE [REPEATS] [MODE]: apply a daily ITCH file to the C book engine, REPEATS times,
- * and print ns/message (min and median). MODE "scan" runs the parse-only pass instead. Used by
+ * and print ns/message (min and median). MODE "engine" (default): private books, no publishing;
+ * "publish": books in a shared segment (/dev/shm/fh-bench-engine), seqlocks and events on; "scan": the
+ * parse-only pass. Used by
  * bench/callgrind.sh (valgrind --tool=callgrind --toggle-collect=fh_engine_apply_blocks), where the
  * instruction count per message is the repeatable figure; `fh bench engine` is the wall-clock benchmark. */
 #define _GNU_SOURCE
@@ -13,6 +15,7 @@
 
 #include "fh/book.h"
 #include "fh/itch.h"
+#include "fh/seg.h"
 
 static uint64_t now_ns(void)
 {
@@ -35,6 +38,7 @@ int main(int argc, char **argv)
     }
     int repeats = argc > 2 ? atoi(argv[2]) : 3;
     int scan = argc > 3 && strcmp(argv[3], "scan") == 0;
+    int publish = argc > 3 && strcmp(argv[3], "publish") == 0;
     if (repeats < 1 || repeats > 1000) {
         fprintf(stderr, "%s: REPEATS must be 1..1000\n", argv[0]);
         return 2;
@@ -52,7 +56,15 @@ int main(int argc, char **argv)
     }
     size_t len = (size_t)st.st_size;
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
-    fh_engine_t *e = fh_engine_create(&cfg);
+    fh_seg_t *seg = NULL;
+    if (publish) {
+        fh_seg_cfg_t sc = { "/dev/shm/fh-bench-engine", "bench", cfg.max_levels, 1u << 16, 10, -1 };
+        if (!(seg = fh_seg_create(&sc))) {
+            fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
+            return 2;
+        }
+    }
+    fh_engine_t *e = seg ? fh_engine_create_on(&cfg, seg) : fh_engine_create(&cfg);
     if (!e) {
         fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
         return 2;
@@ -74,9 +86,11 @@ int main(int argc, char **argv)
     qsort(t, (size_t)repeats, sizeof t[0], cmp_u64);
     printf("{\"mode\": \"%s\", \"messages\": %llu, \"min_ns_per_msg\": %.2f, \"median_ns_per_msg\": %.2f, "
            "\"live_orders\": %llu, \"checksum\": %llu}\n",
-           scan ? "scan" : "engine", (unsigned long long)msgs, (double)t[0] / (double)msgs,
+           scan ? "scan" : publish ? "publish" : "engine", (unsigned long long)msgs, (double)t[0] / (double)msgs,
            (double)t[repeats / 2] / (double)msgs, (unsigned long long)fh_engine_live_orders(e),
            (unsigned long long)sum);
     fh_engine_destroy(e);
+    if (seg)
+        fh_seg_close(seg, 1);
     return 0;
 }

@@ -10,6 +10,11 @@
  * Books: an array indexed by stock locate (65,536 x 64 bytes; only the books in use are ever touched), so
  * an order stores its locate and no lookup table stands between a message and its book.
  *
+ * Publishing: books and levels live in the shared-memory segment (fh/shm.h) itself. A change to a book
+ * is made between two bumps of its seqlock, and a change of a best price or size, a trade and a trading
+ * state change each append an event to the ring; readers copy whatever depth they want. So publishing
+ * adds no copy to the hot path. A private segment (no readers) turns the seqlock and events off.
+ *
  * Levels: per side, a sorted array ending with the best price, in a preallocated arena carved into
  * power-of-two blocks (free lists per size). Asks are stored under the key ~price so both sides sort
  * ascending and share one code path. Most activity is at or near the inside, so searches start at the
@@ -18,7 +23,9 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -26,12 +33,13 @@
 #include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
+#include "fh/seg.h"
 
 typedef struct order {
     uint32_t tag;    /* reference >> k (in the spill table: unused, the full reference is beside it) */
     uint32_t key;    /* level key: price for bids, ~price for asks */
     uint32_t shares; /* remaining; 0 marks an empty slot */
-    uint16_t book;
+    uint16_t book;   /* the order's stock locate */
     uint8_t side;
     uint8_t spilled; /* lives in the spill table */
 } order_t;
@@ -42,29 +50,13 @@ typedef struct spill {
     order_t o;
 } spill_t;
 
-typedef struct side {
-    uint32_t off; /* first level in the arena */
-    uint32_t n;   /* levels in use */
-    uint32_t cls; /* size class: capacity 4 << cls; NO_BLOCK when none */
-} side_t;
+typedef fh_shm_side_t side_t;
+typedef fh_shm_book_t book_t;
+_Static_assert(sizeof(book_t) == 64, "one book per cache line");
 
-#define NO_BLOCK 0xFFFFFFFFu
+#define NO_BLOCK 0xFFu
 #define NCLASS 15 /* up to 65536 levels per side */
 #define CLASS_CAP(c) (4u << (c))
-
-typedef struct book {
-    side_t side[2];
-    uint32_t last_price;
-    uint32_t last_shares;
-    uint64_t updates;
-    uint16_t locate;
-    char trading_state;
-    char symbol[9];
-    uint8_t symbol_len;
-    uint8_t present; /* a book exists for this locate */
-    uint8_t pad[10];
-} book_t;
-_Static_assert(sizeof(book_t) == 64, "one book per cache line");
 
 struct fh_engine {
     /* read on every message */
@@ -76,15 +68,25 @@ struct fh_engine {
     uint64_t spill_mask;
     book_t *books;
     uint32_t *lkey;
-    struct agg *lagg;
+    fh_shm_agg_t *lagg;
     uint64_t live;
+    bool publish;   /* seqlocks and events on: the segment has readers */
+    /* events */
+    fh_shm_event_t *events;
+    uint64_t ev_mask;
+    uint64_t head;  /* last event published */
+    uint64_t woken; /* head at the last fh_seg_wake */
+    uint64_t rx_tsc, now_tsc;
+    fh_seg_t *seg;
+    bool owns_seg;
+    /* levels */
     uint32_t nbooks;
     uint32_t arena_top;
     uint64_t levels_used;
     uint64_t levels_peak;
     uint32_t free_head[NCLASS]; /* offset + 1 of the first free block of each class; 0: none */
     fh_engine_cfg_t cfg;
-    size_t map_len; /* fh_engine_create's mapping, 0 when the caller owns the memory */
+    size_t map_len; /* fh_engine_create's mapping of this struct and the order tables */
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
 };
@@ -113,7 +115,7 @@ static uint64_t spill_slots(uint32_t max_orders) { return order_slots(max_orders
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 
 typedef struct layout {
-    size_t books, orders, spill, lkey, lagg, total;
+    size_t orders, spill, total;
 } layout_t;
 
 static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
@@ -125,16 +127,10 @@ static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
     if (cfg->max_levels < 8 || cfg->max_levels > (1u << 30))
         return FH_ERR("max_levels must be 8..%u", 1u << 30);
     size_t off = align_up(sizeof(fh_engine_t), FH_CACHE_LINE);
-    l->books = off; /* indexed by locate: only the books in use are ever touched */
-    off = align_up(off + (FH_MAX_LOCATE + 1) * sizeof(book_t), FH_CACHE_LINE);
     l->orders = off;
     off = align_up(off + order_slots(cfg->max_orders) * sizeof(order_t), FH_CACHE_LINE);
     l->spill = off;
     off = align_up(off + spill_slots(cfg->max_orders) * sizeof(spill_t), FH_CACHE_LINE);
-    l->lkey = off;
-    off = align_up(off + (size_t)cfg->max_levels * sizeof(uint32_t), FH_CACHE_LINE);
-    l->lagg = off;
-    off = align_up(off + (size_t)cfg->max_levels * 16, FH_CACHE_LINE); /* sizeof(agg_t) */
     l->total = off;
     return 0;
 }
@@ -153,7 +149,12 @@ void fh_engine_reset(fh_engine_t *e)
     memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
     e->spill_live = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        e->books[loc].present = 0;
+        if (e->books[loc].status != FH_BOOK_EMPTY) {
+            book_t *b = &e->books[loc];
+            uint32_t seq = b->seq;
+            memset(b, 0, sizeof *b);
+            b->seq = seq + 2;
+        }
     e->live = 0;
     e->nbooks = 0;
     e->arena_top = 0;
@@ -164,11 +165,15 @@ void fh_engine_reset(fh_engine_t *e)
     memset(e->type_counts, 0, sizeof e->type_counts);
 }
 
-fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg)
+fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
 {
     layout_t l;
     if (!mem || ((uintptr_t)mem & (FH_CACHE_LINE - 1))) {
         FH_ERR("memory must be %d-byte aligned", FH_CACHE_LINE);
+        return NULL;
+    }
+    if (!seg) {
+        FH_ERR("no segment for the books");
         return NULL;
     }
     if (layout(cfg, &l))
@@ -177,19 +182,26 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg)
     fh_engine_t *e = mem;
     memset(e, 0, sizeof *e);
     e->cfg = *cfg;
-    e->books = (book_t *)(base + l.books);
+    e->cfg.max_levels = seg->hdr->max_levels; /* the segment's arena decides */
     e->orders = (order_t *)(base + l.orders);
     e->mask = order_slots(cfg->max_orders) - 1;
     e->shift = (uint32_t)__builtin_ctzll(e->mask + 1);
     e->spill = (spill_t *)(base + l.spill);
     e->spill_mask = spill_slots(cfg->max_orders) - 1;
-    e->lkey = (uint32_t *)(base + l.lkey);
-    e->lagg = (struct agg *)(base + l.lagg);
+    e->seg = seg;
+    e->books = seg->books;
+    e->lkey = seg->lkey;
+    e->lagg = seg->lagg;
+    e->events = seg->events;
+    e->ev_mask = seg->hdr->event_capacity - 1;
+    e->head = atomic_load_explicit(&seg->hdr->head, memory_order_relaxed);
+    e->woken = e->head;
+    e->publish = seg->fd >= 0;
     fh_engine_reset(e);
     return e;
 }
 
-fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg)
+static fh_engine_t *engine_map(const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool owns)
 {
     size_t fp = fh_engine_footprint(cfg);
     if (!fp)
@@ -200,38 +212,61 @@ fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg)
     if (mem == MAP_FAILED) {
         mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (mem == MAP_FAILED) {
-            FH_ERR("cannot map %zu bytes for the book engine: %s; lower the capacities or free memory", len,
+            FH_ERR("cannot map %zu bytes for the order table: %s; lower max_orders or free memory", len,
                    strerror(errno));
             return NULL;
         }
         madvise(mem, len, MADV_HUGEPAGE); /* transparent hugepages where enabled; harmless otherwise */
         memset(mem, 0, len);              /* fault every page in now, not on the hot path */
     }
-    fh_engine_t *e = fh_engine_new(mem, cfg);
+    fh_engine_t *e = fh_engine_new(mem, cfg, seg);
     if (!e) {
         munmap(mem, len);
         return NULL;
     }
     e->map_len = len;
+    e->owns_seg = owns;
     return e;
+}
+
+fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg)
+{
+    if (fh_engine_footprint(cfg) == 0)
+        return NULL;
+    fh_seg_cfg_t sc = { .path = NULL, .name = "private", .max_levels = cfg->max_levels, .event_capacity = 64,
+                        .depth = 10, .gid = -1 };
+    fh_seg_t *seg = fh_seg_create(&sc);
+    if (!seg)
+        return NULL;
+    fh_engine_t *e = engine_map(cfg, seg, true);
+    if (!e)
+        fh_seg_close(seg, 0);
+    return e;
+}
+
+fh_engine_t *fh_engine_create_on(const fh_engine_cfg_t *cfg, fh_seg_t *seg)
+{
+    return engine_map(cfg, seg, false);
 }
 
 void fh_engine_destroy(fh_engine_t *e)
 {
-    if (e && e->map_len)
+    if (!e)
+        return;
+    fh_seg_t *seg = e->owns_seg ? e->seg : NULL;
+    if (e->map_len)
         munmap(e, e->map_len);
+    if (seg)
+        fh_seg_close(seg, 0);
 }
+
+void fh_engine_set_publish(fh_engine_t *e, bool on) { e->publish = on; }
 
 /* ---- level arena ----------------------------------------------------------------------------------- */
 
-/* Levels are stored as two parallel arrays in the arena: keys (searched, 16 to a cache line) and
- * aggregates (updated once found). */
-typedef struct agg {
-    uint64_t shares;
-    uint32_t orders;
-    uint32_t next_free; /* free-list link of a free block (first level of the block), + 1 */
-} agg_t;
-_Static_assert(sizeof(agg_t) == 16, "layout() counts 16 bytes a level aggregate");
+/* Levels are stored as two parallel arrays in the segment: keys (searched, 16 to a cache line) and
+ * aggregates (updated once found); fh_shm_agg_t.next_free links free blocks. */
+typedef fh_shm_agg_t agg_t;
 
 static int block_alloc(fh_engine_t *e, uint32_t cls, uint32_t *off)
 {
@@ -254,19 +289,20 @@ static void block_free(fh_engine_t *e, uint32_t off, uint32_t cls)
     e->free_head[cls] = off + 1;
 }
 
-/* Make room for one more level on side s. 0, or -1 when the arena is exhausted. */
-static __attribute__((noinline)) int side_grow(fh_engine_t *e, side_t *s)
+/* Make room for one more level on side s (whose size class is *cls). 0, or -1 when the arena is
+ * exhausted. */
+static __attribute__((noinline)) int side_grow(fh_engine_t *e, side_t *s, uint8_t *cls_p)
 {
-    uint32_t cls = s->cls == NO_BLOCK ? 0 : s->cls + 1, off;
+    uint32_t cls = *cls_p == NO_BLOCK ? 0 : *cls_p + 1u, off;
     if (cls >= NCLASS || block_alloc(e, cls, &off))
         return -1;
-    if (s->cls != NO_BLOCK) {
+    if (*cls_p != NO_BLOCK) {
         memcpy(e->lkey + off, e->lkey + s->off, s->n * sizeof(uint32_t));
         memcpy(e->lagg + off, e->lagg + s->off, s->n * sizeof(agg_t));
-        block_free(e, s->off, s->cls);
+        block_free(e, s->off, *cls_p);
     }
     s->off = off;
-    s->cls = cls;
+    *cls_p = (uint8_t)cls;
     return 0;
 }
 
@@ -330,9 +366,12 @@ static inline void levels_close(uint32_t *k, agg_t *g, uint32_t i, uint32_t n)
     }
 }
 
-/* Add shares (one order) at key on side s. 0, or -1 when out of level memory. */
-static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares)
+/* Add shares (one order) at key on side `side` of book b. Returns 1 if the side's best level changed, 0
+ * if not, -1 when out of level memory. */
+static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_t *b, int side, uint32_t key,
+                                                           uint32_t shares)
 {
+    side_t *s = &b->side[side];
     uint32_t *k = e->lkey + s->off;
     uint32_t n = s->n;
     uint32_t i = n && k[n - 1] < key ? n : level_lower_bound(k, n, key);
@@ -340,10 +379,10 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, side_
         agg_t *g = e->lagg + s->off + i;
         g->orders++;
         g->shares += shares;
-        return 0;
+        return i == n - 1;
     }
-    if (FH_UNLIKELY(s->cls == NO_BLOCK || n == CLASS_CAP(s->cls))) {
-        if (side_grow(e, s))
+    if (FH_UNLIKELY(b->cls[side] == NO_BLOCK || n == CLASS_CAP(b->cls[side]))) {
+        if (side_grow(e, s, &b->cls[side]))
             return -1;
         k = e->lkey + s->off;
     }
@@ -355,12 +394,13 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, side_
     s->n = n + 1;
     if (++e->levels_used > e->levels_peak)
         e->levels_peak = e->levels_used;
-    return 0;
+    return i == n;
 }
 
 /* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
- * its level. */
-static inline __attribute__((always_inline)) void level_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares, bool order_gone)
+ * its level. Returns whether the side's best level changed. */
+static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares,
+                                                            bool order_gone)
 {
     uint32_t *k = e->lkey + s->off;
     agg_t *g = e->lagg + s->off;
@@ -372,6 +412,7 @@ static inline __attribute__((always_inline)) void level_sub(fh_engine_t *e, side
         s->n = n - 1;
         e->levels_used--;
     }
+    return i == n - 1;
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -472,76 +513,159 @@ static inline void order_free(fh_engine_t *e, order_t *o)
         spill_erase(e, (uint64_t)(spill_of(o) - e->spill));
 }
 
-/* ---- books ----------------------------------------------------------------------------------------- */
+/* ---- books and publishing ------------------------------------------------------------------------- */
+
+/* The writer's half of a book's seqlock (fh/shm.h): odd while the book changes. */
+static inline void book_begin(fh_engine_t *e, book_t *b)
+{
+    if (e->publish) {
+        atomic_store_explicit((_Atomic uint32_t *)&b->seq, b->seq + 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+    }
+}
+
+static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m)
+{
+    if (e->publish) {
+        b->updates++;
+        b->itch_ts = fh_itch_timestamp(m);
+        atomic_store_explicit((_Atomic uint32_t *)&b->seq, b->seq + 1, memory_order_release);
+    }
+}
+
+/* Append an event: the slot's seq is cleared first so that a reader of the previous lap sees it change. */
+static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
+{
+    fh_shm_event_t *ev = &e->events[(e->head + 1) & e->ev_mask];
+    atomic_store_explicit((_Atomic uint64_t *)&ev->seq, UINT64_MAX, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    ev->type = type;
+    ev->trading_state = b->trading_state;
+    ev->locate = b->locate;
+    ev->status = b->status;
+    ev->itch_ts = fh_itch_timestamp(m);
+    ev->rx_tsc = e->rx_tsc;
+    ev->pub_tsc = e->now_tsc;
+    return ev;
+}
+
+static inline void event_end(fh_engine_t *e, fh_shm_event_t *ev)
+{
+    e->head++;
+    atomic_store_explicit((_Atomic uint64_t *)&ev->seq, e->head, memory_order_release);
+    atomic_store_explicit(&e->seg->hdr->head, e->head, memory_order_release);
+}
+
+static __attribute__((noinline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)
+{
+    fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, m);
+    const side_t *bid = &b->side[FH_SIDE_BID], *ask = &b->side[FH_SIDE_ASK];
+    ev->a = bid->n ? e->lagg[bid->off + bid->n - 1].shares : 0;
+    ev->b = ask->n ? e->lagg[ask->off + ask->n - 1].shares : 0;
+    ev->c = bid->n ? e->lkey[bid->off + bid->n - 1] : 0;
+    ev->d = ask->n ? ~e->lkey[ask->off + ask->n - 1] : 0;
+    event_end(e, ev);
+}
+
+static __attribute__((noinline)) void emit_trade(fh_engine_t *e, const book_t *b, const uint8_t *m, uint64_t match)
+{
+    fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, m);
+    ev->a = b->last_shares;
+    ev->b = match;
+    ev->c = b->last_price;
+    ev->d = 0;
+    event_end(e, ev);
+}
+
+static __attribute__((noinline)) void emit_simple(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
+{
+    fh_shm_event_t *ev = event_begin(e, type, b, m);
+    ev->a = ev->b = 0;
+    ev->c = ev->d = 0;
+    event_end(e, ev);
+}
 
 static void set_symbol(book_t *b, const uint8_t *stock)
 {
     int w = 8;
     while (w > 0 && stock[w - 1] == ' ')
         w--;
+    memset(b->symbol, 0, sizeof b->symbol);
     memcpy(b->symbol, stock, (size_t)w);
-    memset(b->symbol + w, 0, sizeof b->symbol - (size_t)w);
     b->symbol_len = (uint8_t)w;
 }
 
-static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t locate, const uint8_t *stock)
+static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t locate, const uint8_t *stock,
+                                                     const uint8_t *m)
 {
     if (e->nbooks >= e->cfg.max_instruments) {
         e->counters[FH_C_instrument_capacity]++;
         return NULL;
     }
     book_t *b = &e->books[locate];
+    book_begin(e, b);
+    uint32_t seq = b->seq;
     memset(b, 0, sizeof *b);
-    b->side[0].cls = b->side[1].cls = NO_BLOCK;
+    b->seq = seq;
+    b->cls[0] = b->cls[1] = NO_BLOCK;
     b->locate = locate;
     b->trading_state = 'T';
-    b->present = 1;
+    b->status = FH_BOOK_LIVE;
     set_symbol(b, stock);
+    book_end(e, b, m);
     e->nbooks++;
     return b;
 }
 
 /* The book of a message that names its stock (A, F, H): created on first sight, counted. */
-static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock)
+static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock, const uint8_t *m)
 {
     book_t *b = &e->books[locate];
-    if (FH_LIKELY(b->present))
+    if (FH_LIKELY(b->status != FH_BOOK_EMPTY))
         return b;
-    b = book_create(e, locate, stock); /* counts instrument_capacity when full */
+    b = book_create(e, locate, stock, m); /* counts instrument_capacity when full */
     if (b)
         e->counters[FH_C_unknown_locate]++;
     return b;
 }
 
 /* Add an order to book b, or (b == NULL, for A and F) to the book of locate, created from stock on first
- * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book. */
-static inline __attribute__((always_inline)) void add_order(fh_engine_t *e, book_t *b, uint16_t locate, const uint8_t *stock, uint64_t ref,
-                             uint8_t side_ch, uint32_t shares, uint32_t price)
+ * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
+ * Returns 1 if a best level changed. The caller holds b's seqlock when b != NULL. */
+static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint16_t locate,
+                                                           const uint8_t *m, uint64_t ref, uint8_t side_ch,
+                                                           uint32_t shares, uint32_t price)
 {
     if (FH_UNLIKELY(side_ch != 'B' && side_ch != 'S')) {
         e->counters[FH_C_bad_side]++;
-        return;
+        return 0;
     }
     if (FH_UNLIKELY(shares == 0)) {
         e->counters[FH_C_zero_shares]++;
-        return;
+        return 0;
     }
     int dup;
     order_t *o = order_place(e, ref, &dup);
     if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
         e->counters[dup ? FH_C_duplicate_ref : FH_C_order_capacity]++;
-        return;
+        return 0;
     }
-    if (!b && FH_UNLIKELY(!(b = book_for(e, locate, stock))))
-        return;
+    bool own = !b;
+    if (own) {
+        if (FH_UNLIKELY(!(b = book_for(e, locate, m + FH_ITCH_OFF_A_STOCK, m))))
+            return 0;
+        book_begin(e, b);
+    }
     int side = side_ch == 'S';
     uint32_t key = side ? ~price : price;
-    if (FH_UNLIKELY(level_add(e, &b->side[side], key, shares))) {
+    int top = level_add(e, b, side, key, shares);
+    if (FH_LIKELY(top >= 0))
+        order_commit(e, o, ref, key, shares, b->locate, (uint8_t)side);
+    else
         e->counters[FH_C_level_capacity]++;
-        return;
-    }
-    order_commit(e, o, ref, key, shares, (uint16_t)(b - e->books), (uint8_t)side);
-    b->updates++;
+    if (own)
+        book_end(e, b, m);
+    return top > 0;
 }
 
 /* The live order a message refers to, checked against the message's locate; NULL if unknown. */
@@ -557,26 +681,24 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
     return o;
 }
 
-static inline __attribute__((always_inline)) void remove_order(fh_engine_t *e, book_t *b, order_t *o)
+static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o)
 {
-    level_sub(e, &b->side[o->side], o->key, o->shares, true);
-    b->updates++;
+    bool top = level_sub(e, &b->side[o->side], o->key, o->shares, true);
     order_free(e, o);
+    return top;
 }
 
 /* Reduce order o by shares (E, C, X); over: the counter for taking more than remains. */
-static inline __attribute__((always_inline)) void reduce_order(fh_engine_t *e, order_t *o, uint32_t shares, fh_counter_t over)
+static inline __attribute__((always_inline)) bool reduce_order(fh_engine_t *e, book_t *b, order_t *o,
+                                                               uint32_t shares, fh_counter_t over)
 {
-    book_t *b = &e->books[o->book];
     if (shares >= o->shares) {
         if (FH_UNLIKELY(shares > o->shares))
             e->counters[over]++;
-        remove_order(e, b, o);
-        return;
+        return remove_order(e, b, o);
     }
     o->shares -= shares;
-    level_sub(e, &b->side[o->side], o->key, shares, false);
-    b->updates++;
+    return level_sub(e, &b->side[o->side], o->key, shares, false);
 }
 
 static inline uint32_t order_price(const order_t *o) { return o->side ? ~o->key : o->key; }
@@ -603,31 +725,36 @@ static __attribute__((noinline)) bool check_slow(fh_engine_t *e, const uint8_t *
 static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *m)
 {
     uint16_t locate = fh_itch_locate(m);
+    book_t *b = &e->books[locate];
     switch (m[0]) {
-    case 'R': {
-        if (e->books[locate].present)
-            set_symbol(&e->books[locate], m + FH_ITCH_OFF_R_STOCK);
-        else
-            book_create(e, locate, m + FH_ITCH_OFF_R_STOCK);
-        break;
-    }
-    case 'H': {
-        book_t *b = book_for(e, locate, m + FH_ITCH_OFF_H_STOCK);
-        if (b) {
-            b->trading_state = (char)m[FH_ITCH_OFF_H_STATE];
-            b->updates++;
+    case 'R':
+        if (b->status != FH_BOOK_EMPTY) {
+            book_begin(e, b);
+            set_symbol(b, m + FH_ITCH_OFF_R_STOCK);
+            book_end(e, b, m);
+        } else {
+            book_create(e, locate, m + FH_ITCH_OFF_R_STOCK, m);
         }
         break;
-    }
-    case 'P': {
-        if (e->books[locate].present) {
-            book_t *b = &e->books[locate];
+    case 'H':
+        if ((b = book_for(e, locate, m + FH_ITCH_OFF_H_STOCK, m))) {
+            book_begin(e, b);
+            b->trading_state = (char)m[FH_ITCH_OFF_H_STATE];
+            book_end(e, b, m);
+            if (e->publish)
+                emit_simple(e, FH_EV_STATE, b, m);
+        }
+        break;
+    case 'P':
+        if (b->status != FH_BOOK_EMPTY) {
+            book_begin(e, b);
             b->last_price = fh_be32(m + FH_ITCH_OFF_P_PRICE);
             b->last_shares = fh_be32(m + FH_ITCH_OFF_P_SHARES);
-            b->updates++;
+            book_end(e, b, m);
+            if (e->publish)
+                emit_trade(e, b, m, fh_be64(m + 36));
         }
         break;
-    }
     default:
         break;
     }
@@ -641,55 +768,136 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         return;
     e->type_counts[m[0]]++;
     order_t *o;
+    book_t *b;
+    bool top = false;
     switch (m[0]) {
     case 'A':
     case 'F':
-        add_order(e, NULL, fh_itch_locate(m), m + FH_ITCH_OFF_A_STOCK, fh_be64(m + FH_ITCH_OFF_REF),
-                  m[FH_ITCH_OFF_A_SIDE], fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE));
-        break;
+        top = add_order(e, NULL, fh_itch_locate(m), m, fh_be64(m + FH_ITCH_OFF_REF), m[FH_ITCH_OFF_A_SIDE],
+                        fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE));
+        if (top && e->publish)
+            emit_bbo(e, &e->books[fh_itch_locate(m)], m);
+        return;
     case 'D':
-        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
-            remove_order(e, &e->books[o->book], o);
+        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            return;
+        b = &e->books[o->book];
+        book_begin(e, b);
+        top = remove_order(e, b, o);
         break;
     case 'U':
-        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
-            book_t *b = &e->books[o->book];
+        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            return;
+        b = &e->books[o->book];
+        book_begin(e, b);
+        {
             uint8_t side_ch = o->side ? 'S' : 'B';
-            remove_order(e, b, o);
-            add_order(e, b, 0, NULL, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch, fh_be32(m + FH_ITCH_OFF_U_SHARES),
-                      fh_be32(m + FH_ITCH_OFF_U_PRICE));
+            top = remove_order(e, b, o);
+            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
+                             fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE));
         }
         break;
     case 'X':
-        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
-            reduce_order(e, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel);
+        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            return;
+        b = &e->books[o->book];
+        book_begin(e, b);
+        top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel);
         break;
     case 'E':
-        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
-            book_t *b = &e->books[o->book];
-            b->last_price = order_price(o);
-            b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
-            reduce_order(e, o, b->last_shares, FH_C_overexecution);
+        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            return;
+        b = &e->books[o->book];
+        book_begin(e, b);
+        b->last_price = order_price(o);
+        b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
+        top = reduce_order(e, b, o, b->last_shares, FH_C_overexecution);
+        book_end(e, b, m);
+        if (e->publish) {
+            emit_trade(e, b, m, fh_be64(m + FH_ITCH_OFF_E_MATCH));
+            if (top)
+                emit_bbo(e, b, m);
         }
-        break;
+        return;
     case 'C':
-        if ((o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF)))) {
+        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+            return;
+        b = &e->books[o->book];
+        book_begin(e, b);
+        {
             uint32_t shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
-            if (m[FH_ITCH_OFF_C_PRINTABLE] == 'Y') {
-                book_t *b = &e->books[o->book];
+            bool printable = m[FH_ITCH_OFF_C_PRINTABLE] == 'Y';
+            if (printable) {
                 b->last_price = fh_be32(m + FH_ITCH_OFF_C_PRICE);
                 b->last_shares = shares;
             }
-            reduce_order(e, o, shares, FH_C_overexecution);
+            top = reduce_order(e, b, o, shares, FH_C_overexecution);
+            book_end(e, b, m);
+            if (e->publish) {
+                if (printable)
+                    emit_trade(e, b, m, fh_be64(m + FH_ITCH_OFF_E_MATCH));
+                if (top)
+                    emit_bbo(e, b, m);
+            }
         }
-        break;
+        return;
     default:
         apply_rare(e, m);
-        break;
+        return;
     }
+    book_end(e, b, m);
+    if (top && e->publish)
+        emit_bbo(e, b, m);
 }
 
 void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len); }
+
+static inline uint64_t tsc_now(void)
+{
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
+
+/* End of a batch: wake readers that sleep on the event ring, if any event was published. */
+static inline void batch_end(fh_engine_t *e)
+{
+    if (e->publish && e->head != e->woken) {
+        fh_seg_wake(e->seg);
+        e->woken = e->head;
+    }
+}
+
+void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc) { e->rx_tsc = tsc; }
+
+void fh_engine_publish_stats(fh_engine_t *e)
+{
+    uint64_t c[FH_C_COUNT];
+    fh_engine_counters(e, c);
+    fh_seg_publish_stats(e->seg, c, FH_C_COUNT, e->type_counts);
+    fh_seg_heartbeat(e->seg);
+}
+
+int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m)
+{
+    book_t *b = &e->books[locate];
+    if (b->status == FH_BOOK_EMPTY || (status != FH_BOOK_LIVE && status != FH_BOOK_STALE))
+        return -1;
+    if (b->status == status)
+        return 0;
+    static const uint8_t none[FH_ITCH_HDR_LEN];
+    m = m ? m : none;
+    book_begin(e, b);
+    b->status = (uint8_t)status;
+    book_end(e, b, m);
+    if (e->publish) {
+        emit_simple(e, status == FH_BOOK_STALE ? FH_EV_STALE : FH_EV_RECOVERED, b, m);
+        batch_end(e);
+    }
+    return 0;
+}
 
 /* Prefetch what the message at q will touch; return the next block. */
 static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t *q, const uint8_t *end)
@@ -715,11 +923,18 @@ static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t 
 
 #define PREFETCH_AHEAD 12
 
+/* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
+ * stats and heartbeat refreshed, so that a reader follows even a single call over a whole day. */
+#define BATCH_SHIFT 8
+#define STATS_SHIFT 16
+
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
 {
     const uint8_t *start = p, *end = p + len, *q = p;
     for (int k = 0; k < PREFETCH_AHEAD && end - q >= 2; k++)
         q = prefetch_block(e, q, end);
+    e->now_tsc = tsc_now();
+    uint64_t count = 0;
     while (end - p >= 2) {
         size_t n = fh_be16(p);
         if (FH_UNLIKELY(n > (size_t)(end - p) - 2))
@@ -728,15 +943,23 @@ size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
         p += 2 + n;
         if (end - q >= 2)
             q = prefetch_block(e, q, end);
+        if (FH_UNLIKELY((++count & ((1u << BATCH_SHIFT) - 1)) == 0) && e->publish) {
+            batch_end(e);
+            e->now_tsc = tsc_now();
+            if ((count & ((1u << STATS_SHIFT) - 1)) == 0)
+                fh_engine_publish_stats(e);
+        }
     }
     if (p != end)
         e->counters[FH_C_truncated]++;
+    batch_end(e);
     return (size_t)(p - start);
 }
 
 int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *d, size_t len)
 {
     fh_mold_hdr_t h;
+    e->now_tsc = tsc_now();
     if (fh_mold_parse_hdr(d, len, &h)) {
         e->counters[FH_C_mold_malformed]++;
         return -1;
@@ -749,10 +972,12 @@ int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *d, size_t len)
     for (unsigned i = 0; i < h.count; i++) {
         if (fh_blocks_next(&w, &m, &n) != FH_BLOCK_OK) {
             e->counters[FH_C_mold_malformed]++;
+            batch_end(e);
             return -1;
         }
-        fh_engine_apply(e, m, n);
+        apply_one(e, m, n);
     }
+    batch_end(e);
     return h.count;
 }
 
@@ -774,7 +999,7 @@ uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
 {
     uint32_t n = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        if (e->books[loc].present) {
+        if (e->books[loc].status != FH_BOOK_EMPTY) {
             if (n < cap)
                 out[n] = (uint16_t)loc;
             n++;
@@ -785,12 +1010,14 @@ uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
 int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *out)
 {
     const book_t *b = &e->books[locate];
-    if (!b->present)
+    if (b->status == FH_BOOK_EMPTY)
         return -1;
     memset(out, 0, sizeof *out);
     out->locate = locate;
-    memcpy(out->symbol, b->symbol, sizeof out->symbol);
+    memcpy(out->symbol, b->symbol, sizeof b->symbol);
+    out->symbol[8] = 0;
     out->symbol_len = b->symbol_len;
+    out->status = b->status;
     out->trading_state = b->trading_state;
     out->levels[0] = b->side[0].n;
     out->levels[1] = b->side[1].n;
@@ -802,7 +1029,7 @@ int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *o
 
 uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap)
 {
-    if (!e->books[locate].present || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
+    if (e->books[locate].status == FH_BOOK_EMPTY || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
         return 0;
     const side_t *s = &e->books[locate].side[side];
     const uint32_t *k = e->lkey + s->off;

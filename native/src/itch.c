@@ -202,3 +202,17 @@ uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum)
     *sum = acc;
     return count;
 }
+
+size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes)
+{
+    fh_blocks_t w = { p, p + len };
+    const uint8_t *m;
+    size_t n, done = 0;
+    while (fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK) {
+        size_t next = (size_t)(w.p - p);
+        if (next > max_bytes && done)
+            break;
+        done = next;
+    }
+    return done;
+}

@@ -3,17 +3,20 @@
  * One engine holds every instrument of a feed: an order table keyed by order reference number, and per
  * instrument the aggregated price levels of each side. Semantics: docs/book-semantics.md.
  *
- * Memory: everything is sized from fh_engine_cfg_t and laid out in one block that the caller provides
- * (fh_engine_footprint / fh_engine_new, after Firedancer's align/footprint/new) or that
- * fh_engine_create maps (hugepages when it can); nothing is allocated after that. The engine is
- * single-writer and not thread-safe: one thread applies messages; readers of its books either run on that
- * thread or read the published copies in shared memory.
+ * Memory: the order table is sized from fh_engine_cfg_t and laid out in one private block that the caller
+ * provides (fh_engine_footprint / fh_engine_new, after Firedancer's align/footprint/new) or that
+ * fh_engine_create maps (hugepages when it can). Books and price levels live in a segment (fh/seg.h):
+ * a shared one that readers join (fh_engine_create_on), or a private one (fh_engine_create). Nothing is
+ * allocated after that. The engine is single-writer and not thread-safe: one thread applies messages;
+ * other threads and processes read the segment (fh/shm.h).
  *
  * Hot path: fh_engine_apply (one message) and fh_engine_apply_blocks (a run of 2-byte-length blocks, as
  * in a MoldUDP64 datagram or a daily file; it prefetches ahead). They never fail: bad input is counted in
  * the engine's counters by cause and skipped. */
 #ifndef FH_BOOK_H
 #define FH_BOOK_H
+
+#include <stdbool.h>
 
 #include "fh/common.h"
 
@@ -51,24 +54,41 @@ typedef struct fh_book_info {
     char symbol[9];      /* trailing spaces stripped, NUL-padded */
     uint8_t symbol_len;  /* bytes of symbol (a symbol may hold a NUL) */
     char trading_state;  /* 'T', 'H', 'P', 'Q' */
+    uint8_t status;      /* FH_BOOK_LIVE or FH_BOOK_STALE */
     uint32_t levels[2];  /* number of levels per side */
     uint32_t last_price; /* last trade; 0 if none */
     uint32_t last_shares;
-    uint64_t updates;    /* messages that changed this book */
+    uint64_t updates;    /* messages that changed this book (counted while publishing) */
 } fh_book_info_t;
 
 typedef struct fh_engine fh_engine_t;
+typedef struct fh_seg fh_seg_t;
 
 /* 0 with an error message when cfg is invalid. */
 size_t fh_engine_footprint(const fh_engine_cfg_t *cfg);
 size_t fh_engine_align(void);
-/* Format an engine in mem (fh_engine_align-aligned, fh_engine_footprint bytes). NULL on bad cfg. */
-fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg);
-/* Map, fault in and format an engine (2 MB hugepages when the host has free ones). NULL on failure. */
+/* Format an engine in mem (fh_engine_align-aligned, fh_engine_footprint bytes) keeping its books in seg
+ * (whose max_levels overrides cfg's). NULL on bad cfg. */
+fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg);
+/* Map, fault in and format an engine (2 MB hugepages when the host has free ones) with a private segment
+ * of cfg->max_levels levels, or on a shared segment that outlives it. NULL on failure. */
 fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg);
+fh_engine_t *fh_engine_create_on(const fh_engine_cfg_t *cfg, fh_seg_t *seg);
 void fh_engine_destroy(fh_engine_t *e);
-/* Forget every order and book; keeps the configuration and memory. */
+/* Forget every order and book; keeps the configuration and memory. Not while readers read. */
 void fh_engine_reset(fh_engine_t *e);
+
+/* Publishing (on for a shared segment, off for a private one): seqlocks and events. Turning it off on a
+ * shared segment is for measuring its cost only. */
+void fh_engine_set_publish(fh_engine_t *e, bool on);
+/* The TSC of the packet being applied, stamped on the events it causes (0 offline). */
+void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc);
+/* Copy the counters to the segment's stats region and beat the heartbeat (done every 65,536 messages by
+ * fh_engine_apply_blocks; the data plane calls it when idle). */
+void fh_engine_publish_stats(fh_engine_t *e);
+/* Mark a book FH_BOOK_STALE or FH_BOOK_LIVE, with a stale / recovered event. m: the message that caused it
+ * (for its timestamp), or NULL. 0, or -1 if the locate has no book or status is not one of the two. */
+int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
 
 /* Apply one message of len bytes (checked against its type's length before any field is read). */
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);

@@ -82,4 +82,8 @@ int fh_itch_to_json(const uint8_t *m, size_t len, char *out, size_t cap);
  * *sum receives a checksum of the fields (so that the work cannot be optimised away). */
 uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum);
 
+/* The length of the longest run of whole 2-byte-length blocks at p that fits in max_bytes (at least one
+ * block when the first is whole, whatever its size): for splitting a day into chunks. */
+size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes);
+
 #endif

@@ -1,0 +1,50 @@
+/* fh/seg.h: the writer's side of the shared-memory segment (layout and reader contract: fh/shm.h).
+ *
+ * A segment is a file (in hugetlbfs or /dev/shm) that the writer creates, locks and maps read-write, or a
+ * private anonymous mapping for offline engines that publish to no one. The book engine keeps its books
+ * and levels in it (fh_engine_create_on). */
+#ifndef FH_SEG_H
+#define FH_SEG_H
+
+#include "fh/common.h"
+#include "fh/shm.h"
+
+typedef struct fh_seg_cfg {
+    const char *path;        /* segment file; NULL: private anonymous memory */
+    const char *name;        /* instance name recorded in the header */
+    uint32_t max_levels;     /* price levels over all books and sides: 8 .. 2^30 */
+    uint32_t event_capacity; /* events kept in the ring: a power of two, 64 .. 2^26 */
+    uint32_t depth;          /* top-N that readers show by default: 1 .. 64 */
+    int gid;                 /* group of the files (mode 0640, .wake 0660); -1: the writer's own */
+} fh_seg_cfg_t;
+
+typedef struct fh_seg {
+    fh_shm_hdr_t *hdr;
+    fh_shm_book_t *books;
+    uint32_t *lkey;
+    fh_shm_agg_t *lagg;
+    fh_shm_event_t *events;
+    fh_shm_stats_t *stats;
+    fh_shm_wake_t *wake; /* a private segment has its own */
+    size_t size;
+    int fd; /* -1 for a private segment */
+    char path[4096];
+} fh_seg_t;
+
+/* Bytes of a segment for cfg (0 with an error message if cfg is invalid). */
+size_t fh_seg_footprint(const fh_seg_cfg_t *cfg);
+/* Create, lock and map a segment. A segment file held by a live writer is refused (the error names its
+ * pid); a stale one (its writer gone) is replaced. NULL with an error message on failure. */
+fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg);
+/* Mark the writer stopped, unmap, unlock, and (if unlink_files) remove the files. */
+void fh_seg_close(fh_seg_t *s, int unlink_files);
+
+/* Writer's signs of life and wake-ups; cheap, but not per message. */
+void fh_seg_heartbeat(fh_seg_t *s);
+/* After publishing events: wake readers blocked in fh_shm_wait, if any (a full barrier, then one load;
+ * a syscall only when someone waits). */
+void fh_seg_wake(fh_seg_t *s);
+/* Copy counters into the stats region under its seqlock. */
+void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, const uint64_t *type_counts);
+
+#endif

@@ -1,0 +1,368 @@
+/* fh/shm.h: the shared-memory segment of an fh instance, and the whole contract of its readers.
+ *
+ * Header-only: a trading process includes this file and nothing else of fh. It joins a segment read-only,
+ * reads books consistently and follows the event stream, with no syscall and no lock on the read path.
+ *
+ * One writer (the data plane) owns the segment; any number of readers map it read-only. The writer's
+ * book engine keeps its books and price levels *in* the segment, so publishing a change costs a seqlock
+ * bump and readers may read any depth:
+ *
+ *   header      magic, layout version, sizes and offsets of every region, writer pid, start time,
+ *               heartbeat; then, each on its own cache line, the event ring's head and its futex word.
+ *   books       fh_shm_book_t[65536], indexed by stock locate: per book a seqlock, symbol, trading state,
+ *               book status (live / stale), last trade, and where its levels lie in the level arena.
+ *   level keys  uint32_t[max_levels]: per side, a sorted run ending with the best price (bids: key =
+ *   level aggs  fh_shm_agg_t[max_levels]  price; asks: key = ~price), so level j from the best of a side
+ *               with `off` and `n` is index off + n - 1 - j.
+ *   events      fh_shm_event_t[2^k]: BBO changes, trades, trading-state and stale / recovered notices,
+ *               each with a sequence number; a reader that falls 2^k behind is overrun and knows it.
+ *   stats       counters by cause (fh_counter_name order), under a seqlock.
+ *
+ * Beside it, PATH.wake (mode 0660) holds the futex word and the waiter count: the one page a reader
+ * writes, so that the segment itself can be mapped read-only. The writer holds an exclusive flock on the
+ * segment for its lifetime: a second writer is refused, and a reader that can take a shared lock knows the
+ * writer is gone.
+ *
+ * Seqlock protocol (book and stats): the writer makes `seq` odd, writes, makes it even again; a reader
+ * copies between two reads of `seq` and retries unless both are equal and even. Readers never block the
+ * writer; the writer never waits for a reader. */
+#ifndef FH_SHM_H
+#define FH_SHM_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FH_SHM_MAGIC 0x31304d4853484646ull /* "FFHSHM01" */
+#define FH_SHM_LAYOUT_VERSION 1u
+#define FH_SHM_BOOKS 65536u /* one per stock locate */
+
+/* fh_shm_book_t.status */
+#define FH_BOOK_EMPTY 0 /* no instrument at this locate */
+#define FH_BOOK_LIVE 1  /* built from a gap-free stream */
+#define FH_BOOK_STALE 2 /* a gap may have been applied across: do not trust until recovered */
+
+/* fh_shm_event_t.type */
+#define FH_EV_BBO 1       /* a: bid shares, b: ask shares, c: bid price, d: ask price (0 = no level) */
+#define FH_EV_TRADE 2     /* a: shares, b: match number, c: price */
+#define FH_EV_STATE 3     /* trading_state changed (event.trading_state) */
+#define FH_EV_STALE 4     /* the book's status became stale */
+#define FH_EV_RECOVERED 5 /* the book's status became live again */
+
+typedef struct fh_shm_side {
+    uint32_t off; /* first level of the side's run in the arena */
+    uint32_t n;   /* levels in use; the best is at off + n - 1 */
+} fh_shm_side_t;
+
+/* One instrument; 64 bytes, one cache line. Fields other than seq are valid only inside a seqlock read. */
+typedef struct fh_shm_book {
+    uint32_t seq;            /* seqlock: odd while the writer changes the book */
+    uint16_t locate;
+    char trading_state;      /* 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only */
+    uint8_t status;          /* FH_BOOK_* */
+    fh_shm_side_t side[2];   /* [0] bids, [1] asks */
+    uint8_t cls[2];          /* writer's private: size class of each side's run */
+    uint8_t symbol_len;
+    char symbol[8];          /* trailing spaces stripped; not NUL-terminated when 8 long */
+    uint8_t pad0[5];
+    uint32_t last_price;     /* last trade; last_shares == 0: none yet */
+    uint32_t last_shares;
+    uint64_t itch_ts;        /* ITCH timestamp (ns since midnight) of the last change */
+    uint32_t updates;        /* changes so far (wraps) */
+    uint8_t pad1[4];
+} fh_shm_book_t;
+
+typedef struct fh_shm_agg {
+    uint64_t shares;
+    uint32_t orders;
+    uint32_t next_free; /* writer's private */
+} fh_shm_agg_t;
+
+/* One event; 64 bytes. Valid when `seq` read before and after the copy is the sequence asked for. */
+typedef struct fh_shm_event {
+    uint64_t seq;      /* 1, 2, 3, ...; 0: never written */
+    uint8_t type;      /* FH_EV_* */
+    char trading_state;
+    uint16_t locate;
+    uint8_t status;
+    uint8_t pad[3];
+    uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
+    uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
+    uint64_t pub_tsc;  /* TSC when the event was published */
+    uint64_t a, b;
+    uint32_t c, d;
+} fh_shm_event_t;
+
+typedef struct fh_shm_hdr {
+    /* identity and layout: written once, before magic */
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t hdr_size;
+    uint64_t size;              /* of the whole segment */
+    uint64_t books_off;         /* FH_SHM_BOOKS fh_shm_book_t */
+    uint64_t lkey_off;          /* max_levels uint32_t */
+    uint64_t lagg_off;          /* max_levels fh_shm_agg_t */
+    uint64_t events_off;        /* event_capacity fh_shm_event_t */
+    uint64_t stats_off;         /* fh_shm_stats_t */
+    uint32_t max_levels;
+    uint32_t event_capacity;    /* a power of two */
+    uint32_t depth;             /* the configured top-N that readers show by default */
+    uint32_t writer_pid;
+    uint64_t start_ns;          /* CLOCK_REALTIME when the writer started */
+    uint64_t tsc_hz;            /* to turn the TSC stamps of events into ns (0: unknown) */
+    char name[32];              /* instance name */
+    /* liveness: rewritten by the writer */
+    _Alignas(64) _Atomic uint64_t heartbeat_ns; /* CLOCK_REALTIME of the writer's last sign of life */
+    _Atomic uint32_t writer_state;               /* 1 running, 2 stopped cleanly */
+    /* event ring head: written by the writer only */
+    _Alignas(64) _Atomic uint64_t head;          /* sequence of the last event published */
+} fh_shm_hdr_t;
+
+/* PATH.wake: the futex word is bumped and woken by the writer only while waiters != 0. */
+typedef struct fh_shm_wake {
+    _Alignas(64) _Atomic uint32_t futex;
+    _Atomic uint32_t waiters;
+} fh_shm_wake_t;
+
+#define FH_SHM_MAX_COUNTERS 64
+typedef struct fh_shm_stats {
+    _Alignas(64) _Atomic uint32_t seq;
+    uint32_t count;                 /* counters in use */
+    uint64_t counter[FH_SHM_MAX_COUNTERS];
+    uint64_t type_count[256];       /* messages by ITCH type byte */
+} fh_shm_stats_t;
+
+/* ---- reader ------------------------------------------------------------------------------------------ */
+
+typedef struct fh_shm_reader {
+    const uint8_t *base;
+    size_t size;
+    const fh_shm_hdr_t *hdr;
+    const fh_shm_book_t *books;
+    const uint32_t *lkey;
+    const fh_shm_agg_t *lagg;
+    const fh_shm_event_t *events;
+    const fh_shm_stats_t *stats;
+    fh_shm_wake_t *wake; /* NULL when PATH.wake cannot be opened for writing: fh_shm_wait then polls */
+} fh_shm_reader_t;
+
+/* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EPROTO (not
+ * an fh segment, or a layout version other than FH_SHM_LAYOUT_VERSION), or mmap's error. */
+static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) || (size_t)st.st_size < sizeof(fh_shm_hdr_t)) {
+        close(fd);
+        return -EPROTO;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    int err = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return -err;
+    const fh_shm_hdr_t *h = (const fh_shm_hdr_t *)p;
+    if (h->magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > (uint64_t)st.st_size) {
+        munmap(p, (size_t)st.st_size);
+        return -EPROTO;
+    }
+    r->base = (const uint8_t *)p;
+    r->size = (size_t)st.st_size;
+    r->hdr = h;
+    r->books = (const fh_shm_book_t *)(r->base + h->books_off);
+    r->lkey = (const uint32_t *)(r->base + h->lkey_off);
+    r->lagg = (const fh_shm_agg_t *)(r->base + h->lagg_off);
+    r->events = (const fh_shm_event_t *)(r->base + h->events_off);
+    r->stats = (const fh_shm_stats_t *)(r->base + h->stats_off);
+    r->wake = NULL;
+    char wpath[4096];
+    size_t n = strlen(path);
+    if (n + 6 < sizeof wpath) {
+        memcpy(wpath, path, n);
+        memcpy(wpath + n, ".wake", 6);
+        int wfd = open(wpath, O_RDWR | O_CLOEXEC);
+        if (wfd >= 0) {
+            void *w = mmap(NULL, sizeof(fh_shm_wake_t), PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0);
+            close(wfd);
+            if (w != MAP_FAILED)
+                r->wake = (fh_shm_wake_t *)w;
+        }
+    }
+    return 0;
+}
+
+/* 1 if the writer still holds the segment, 0 if it is gone (died or stopped), -errno on error. */
+static inline int fh_shm_writer_alive(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int alive = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd); /* releases a shared lock we may have taken */
+    return alive;
+}
+
+static inline void fh_shm_leave(fh_shm_reader_t *r)
+{
+    if (r->base)
+        munmap((void *)r->base, r->size);
+    if (r->wake)
+        munmap(r->wake, sizeof(fh_shm_wake_t));
+    memset(r, 0, sizeof *r);
+}
+
+typedef struct fh_shm_level {
+    uint32_t price;
+    uint32_t orders;
+    uint64_t shares;
+} fh_shm_level_t;
+
+/* A consistent copy of one book's top `depth` levels per side. */
+typedef struct fh_shm_snapshot {
+    fh_shm_book_t book;  /* the book's fields at the time of the copy (seq even) */
+    uint32_t nbids, nasks;
+    fh_shm_level_t bids[64]; /* best first */
+    fh_shm_level_t asks[64];
+} fh_shm_snapshot_t;
+
+/* Copy the top `depth` (<= 64) levels of each side of book `locate` into *out, retrying while the writer
+ * changes the book. Returns the number of retries (>= 0), or -1 if the locate has no instrument. Hot:
+ * no check of depth beyond clamping. */
+static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
+{
+    const fh_shm_book_t *b = &r->books[locate];
+    const _Atomic uint32_t *seqp = (const _Atomic uint32_t *)&b->seq;
+    uint32_t max = r->hdr->max_levels;
+    if (depth > 64)
+        depth = 64;
+    for (int tries = 0;; tries++) {
+        uint32_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
+        if (s1 & 1) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        memcpy(&out->book, b, sizeof *b);
+        int ok = out->book.status != FH_BOOK_EMPTY;
+        for (int s = 0; s < 2 && ok; s++) {
+            fh_shm_side_t sd = out->book.side[s];
+            uint32_t n = sd.n < depth ? sd.n : depth;
+            if (sd.off > max || sd.n > max - sd.off) /* torn: off/n from different writes */
+                n = 0;
+            fh_shm_level_t *lv = s ? out->asks : out->bids;
+            for (uint32_t j = 0; j < n; j++) {
+                uint32_t i = sd.off + sd.n - 1 - j;
+                uint32_t k = r->lkey[i];
+                lv[j].price = s ? ~k : k;
+                lv[j].orders = r->lagg[i].orders;
+                lv[j].shares = r->lagg[i].shares;
+            }
+            if (s)
+                out->nasks = n;
+            else
+                out->nbids = n;
+        }
+        atomic_thread_fence(memory_order_acquire);
+        uint32_t s2 = atomic_load_explicit(seqp, memory_order_relaxed);
+        if (s1 == s2)
+            return ok ? tries : -1;
+    }
+}
+
+/* Events: a reader keeps the sequence of the next event it wants (start at fh_shm_head(r) + 1 for new
+ * events only). */
+static inline uint64_t fh_shm_head(const fh_shm_reader_t *r)
+{
+    return atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+}
+
+#define FH_SHM_EV_NONE 0    /* not published yet */
+#define FH_SHM_EV_OK 1      /* *out holds event `seq` */
+#define FH_SHM_EV_OVERRUN 2 /* event `seq` was overwritten: events were lost; resynchronise from the books
+                               and go on from *next (the oldest event still in the ring) */
+
+/* Read event *next into *out. On FH_SHM_EV_OK, *next advances by one. */
+static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out)
+{
+    uint64_t want = *next;
+    uint64_t cap = r->hdr->event_capacity;
+    const fh_shm_event_t *slot = &r->events[want & (cap - 1)];
+    const _Atomic uint64_t *seqp = (const _Atomic uint64_t *)&slot->seq;
+    uint64_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
+    if (s1 == want) {
+        memcpy(out, slot, sizeof *out);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(seqp, memory_order_relaxed) == want) {
+            *next = want + 1;
+            return FH_SHM_EV_OK;
+        }
+    } else if (s1 < want && s1 != UINT64_MAX) {
+        uint64_t head = fh_shm_head(r);
+        if (head < want)
+            return FH_SHM_EV_NONE;
+    }
+    /* overwritten (or being overwritten) by a later lap of the ring */
+    uint64_t head = fh_shm_head(r);
+    *next = head >= cap ? head - cap + 2 : 1; /* leave one slot of margin for the one being written */
+    return FH_SHM_EV_OVERRUN;
+}
+
+/* Block until the head passes `seen` or timeout_ns elapses (0: forever). Spins briefly, then sleeps on the
+ * futex of PATH.wake, which the writer wakes only because this function raised `waiters` (or, without
+ * PATH.wake, sleeps 50 us at a time). Returns the head. */
+static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns)
+{
+    for (int i = 0; i < 2000; i++) {
+        uint64_t head = fh_shm_head(r);
+        if (head > seen)
+            return head;
+        __builtin_ia32_pause();
+    }
+    struct timespec now, end;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    uint64_t end_ns = timeout_ns ? now_ns + timeout_ns : UINT64_MAX;
+    (void)end;
+    for (;;) {
+        uint64_t head;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        if (now_ns >= end_ns)
+            return fh_shm_head(r);
+        uint64_t left = end_ns - now_ns;
+        if (!r->wake) {
+            if ((head = fh_shm_head(r)) > seen)
+                return head;
+            struct timespec nap = { 0, 50000 };
+            nanosleep(&nap, NULL);
+            continue;
+        }
+        /* Raise waiters (a full barrier), then re-check the head: the writer either published before our
+         * increment (we see its head) or will see waiters != 0 after its own barrier and wake us. */
+        atomic_fetch_add_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
+        uint32_t f = atomic_load_explicit(&r->wake->futex, memory_order_seq_cst);
+        if ((head = fh_shm_head(r)) > seen) {
+            atomic_fetch_sub_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
+            return head;
+        }
+        struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
+        if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
+            ts = (struct timespec){ 0, 100000000 };
+        syscall(SYS_futex, &r->wake->futex, FUTEX_WAIT, f, &ts, NULL, 0);
+        atomic_fetch_sub_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
+        if ((head = fh_shm_head(r)) > seen)
+            return head;
+    }
+}
+
+#endif

@@ -1,0 +1,270 @@
+/* The writer's side of the shared-memory segment: create, lock, lay out, heartbeat, wake, stats. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fh/seg.h"
+
+static size_t up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
+
+typedef struct seg_layout {
+    size_t books, lkey, lagg, events, stats, total;
+} seg_layout_t;
+
+static int seg_layout(const fh_seg_cfg_t *c, seg_layout_t *l)
+{
+    if (!c)
+        return FH_ERR("no segment configuration");
+    if (c->max_levels < 8 || c->max_levels > (1u << 30))
+        return FH_ERR("max_levels must be 8..%u, not %u", 1u << 30, c->max_levels);
+    if (c->event_capacity < 64 || c->event_capacity > (1u << 26) || (c->event_capacity & (c->event_capacity - 1)))
+        return FH_ERR("event_capacity must be a power of two in 64..%u, not %u", 1u << 26, c->event_capacity);
+    if (c->depth < 1 || c->depth > 64)
+        return FH_ERR("depth must be 1..64, not %u", c->depth);
+    size_t off = up(sizeof(fh_shm_hdr_t), 4096);
+    l->books = off;
+    off = up(off + FH_SHM_BOOKS * sizeof(fh_shm_book_t), 4096);
+    l->lkey = off;
+    off = up(off + (size_t)c->max_levels * sizeof(uint32_t), 4096);
+    l->lagg = off;
+    off = up(off + (size_t)c->max_levels * sizeof(fh_shm_agg_t), 4096);
+    l->events = off;
+    off = up(off + (size_t)c->event_capacity * sizeof(fh_shm_event_t), 4096);
+    l->stats = off;
+    off = up(off + sizeof(fh_shm_stats_t), 4096);
+    l->total = up(off, 2u << 20); /* whole hugepages, so that hugetlbfs takes it too */
+    return 0;
+}
+
+size_t fh_seg_footprint(const fh_seg_cfg_t *cfg)
+{
+    seg_layout_t l;
+    return seg_layout(cfg, &l) ? 0 : l.total;
+}
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* TSC frequency from a 20 ms calibration against CLOCK_MONOTONIC (0 where there is no TSC). */
+static uint64_t tsc_hz(void)
+{
+#if defined(__x86_64__)
+    struct timespec a, b, nap = { 0, 20000000 };
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uint64_t t0 = __builtin_ia32_rdtsc();
+    nanosleep(&nap, NULL);
+    uint64_t t1 = __builtin_ia32_rdtsc();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+    return ns > 0 ? (uint64_t)((double)(t1 - t0) * 1e9 / ns) : 0;
+#else
+    return 0;
+#endif
+}
+
+/* Open path for a new writer: refuse a live writer's file, replace a stale one. */
+static int open_locked(const char *path, int *fd_out)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        if (flock(fd, LOCK_EX | LOCK_NB)) {
+            int pid = 0;
+            fh_shm_hdr_t h;
+            if (pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == FH_SHM_MAGIC)
+                pid = (int)h.writer_pid;
+            close(fd);
+            return FH_ERR("segment %s is held by another writer (pid %d): stop that instance (kill %d) or give "
+                          "this one another name", path, pid, pid);
+        }
+        /* stale: its writer is gone. Unlink it (readers still mapping it see a dead writer) and start anew. */
+        unlink(path);
+        close(fd);
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return FH_ERR("cannot create segment %s: %s%s", path, strerror(errno),
+                      errno == EEXIST ? " (another writer is starting on it)"
+                      : errno == ENOENT ? " (the directory does not exist: mount hugetlbfs or use /dev/shm)" : "");
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        close(fd);
+        return FH_ERR("segment %s was locked by another writer as it was created", path);
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+static void *map_file(int fd, size_t size, const char *path)
+{
+    if (ftruncate(fd, (off_t)size)) {
+        FH_ERR("cannot size segment %s to %zu bytes: %s%s", path, size, strerror(errno),
+               errno == EINVAL || errno == ENOMEM ? " (no free hugepages? use /dev/shm or raise vm.nr_hugepages)" : "");
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) {
+        FH_ERR("cannot map segment %s (%zu bytes): %s", path, size, strerror(errno));
+        return NULL;
+    }
+    return p;
+}
+
+fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
+{
+    seg_layout_t l;
+    if (seg_layout(cfg, &l))
+        return NULL;
+    fh_seg_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        FH_ERR("out of memory");
+        return NULL;
+    }
+    s->fd = -1;
+    s->size = l.total;
+    uint8_t *base;
+    if (cfg->path) {
+        if (strlen(cfg->path) + 6 > sizeof s->path) {
+            FH_ERR("segment path too long: %s", cfg->path);
+            goto fail;
+        }
+        strcpy(s->path, cfg->path);
+        if (open_locked(cfg->path, &s->fd))
+            goto fail;
+        if (cfg->gid >= 0 && fchown(s->fd, (uid_t)-1, (gid_t)cfg->gid)) {
+            FH_ERR("cannot give segment %s to group %d: %s", cfg->path, cfg->gid, strerror(errno));
+            goto fail_unlink;
+        }
+        fchmod(s->fd, 0640);
+        if (!(base = map_file(s->fd, l.total, cfg->path)))
+            goto fail_unlink;
+        char wpath[sizeof s->path + 8];
+        snprintf(wpath, sizeof wpath, "%s.wake", cfg->path);
+        unlink(wpath);
+        int wfd = open(wpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+        if (wfd < 0 || (cfg->gid >= 0 && fchown(wfd, (uid_t)-1, (gid_t)cfg->gid)) || fchmod(wfd, 0660) ||
+            ftruncate(wfd, 4096)) {
+            FH_ERR("cannot create %s: %s", wpath, strerror(errno));
+            if (wfd >= 0)
+                close(wfd);
+            munmap(base, l.total);
+            goto fail_unlink;
+        }
+        void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0);
+        close(wfd);
+        if (w == MAP_FAILED) {
+            FH_ERR("cannot map %s: %s", wpath, strerror(errno));
+            munmap(base, l.total);
+            goto fail_unlink;
+        }
+        s->wake = w;
+    } else {
+        base = mmap(NULL, l.total + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) {
+            FH_ERR("cannot map %zu bytes: %s; lower the capacities or free memory", l.total, strerror(errno));
+            goto fail;
+        }
+        madvise(base, l.total, MADV_HUGEPAGE);
+        memset(base, 0, l.total + 4096); /* fault every page in now, not on the hot path */
+        s->wake = (fh_shm_wake_t *)(base + l.total);
+    }
+    fh_shm_hdr_t *h = (fh_shm_hdr_t *)base;
+    s->hdr = h;
+    s->books = (fh_shm_book_t *)(base + l.books);
+    s->lkey = (uint32_t *)(base + l.lkey);
+    s->lagg = (fh_shm_agg_t *)(base + l.lagg);
+    s->events = (fh_shm_event_t *)(base + l.events);
+    s->stats = (fh_shm_stats_t *)(base + l.stats);
+    h->layout_version = FH_SHM_LAYOUT_VERSION;
+    h->hdr_size = sizeof *h;
+    h->size = l.total;
+    h->books_off = l.books;
+    h->lkey_off = l.lkey;
+    h->lagg_off = l.lagg;
+    h->events_off = l.events;
+    h->stats_off = l.stats;
+    h->max_levels = cfg->max_levels;
+    h->event_capacity = cfg->event_capacity;
+    h->depth = cfg->depth;
+    h->writer_pid = (uint32_t)getpid();
+    h->start_ns = realtime_ns();
+    h->tsc_hz = cfg->path ? tsc_hz() : 0;
+    snprintf(h->name, sizeof h->name, "%s", cfg->name ? cfg->name : "");
+    atomic_store_explicit(&h->heartbeat_ns, h->start_ns, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_state, 1, memory_order_relaxed);
+    atomic_store_explicit((_Atomic uint64_t *)&h->magic, FH_SHM_MAGIC, memory_order_release); /* last */
+    return s;
+
+fail_unlink:
+    unlink(cfg->path);
+fail:
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+    return NULL;
+}
+
+void fh_seg_close(fh_seg_t *s, int unlink_files)
+{
+    if (!s)
+        return;
+    atomic_store_explicit(&s->hdr->writer_state, 2, memory_order_release);
+    fh_seg_heartbeat(s);
+    if (s->fd >= 0) {
+        /* wake any sleeper so that it notices the writer has stopped */
+        atomic_fetch_add_explicit(&s->wake->futex, 1, memory_order_seq_cst);
+        syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        munmap(s->wake, 4096);
+        munmap(s->hdr, s->size);
+        if (unlink_files) {
+            char wpath[sizeof s->path + 8];
+            snprintf(wpath, sizeof wpath, "%s.wake", s->path);
+            unlink(s->path);
+            unlink(wpath);
+        }
+        close(s->fd); /* releases the lock */
+    } else {
+        munmap(s->hdr, s->size + 4096);
+    }
+    free(s);
+}
+
+void fh_seg_heartbeat(fh_seg_t *s)
+{
+    atomic_store_explicit(&s->hdr->heartbeat_ns, realtime_ns(), memory_order_release);
+}
+
+void fh_seg_wake(fh_seg_t *s)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* our head store before our load of waiters */
+    if (FH_LIKELY(!atomic_load_explicit(&s->wake->waiters, memory_order_relaxed)))
+        return;
+    atomic_fetch_add_explicit(&s->wake->futex, 1, memory_order_seq_cst);
+    syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, const uint64_t *type_counts)
+{
+    fh_shm_stats_t *st = s->stats;
+    uint32_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
+    atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    if (n > FH_SHM_MAX_COUNTERS)
+        n = FH_SHM_MAX_COUNTERS;
+    st->count = n;
+    memcpy(st->counter, counters, n * sizeof *counters);
+    memcpy(st->type_count, type_counts, sizeof st->type_count);
+    atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+}
