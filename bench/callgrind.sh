@@ -10,7 +10,8 @@
 #   FH_BENCH_DIR      keep the generated day in this directory and reuse it on later runs (the file is
 #                     day-MESSAGES-INSTRUMENTS-sSEED.itch); default: a temporary directory, removed at exit
 #   FH_BENCH_SEED     generator seed (default 1, as `fh bench engine`)
-#   FH_BENCH_PROGRAM  the benchmark program (default: build/cp3*/native/fh-bench-engine, built by meson)
+#   FH_BENCH_PROGRAM  the benchmark program (default: the newest build/cp3*/native/[bench/]fh-bench-engine,
+#                     built by meson)
 #   FH_BENCH_KEEP     set to 1 to keep callgrind's output files (callgrind.engine.out, callgrind.scan.out)
 #                     beside the day, for callgrind_annotate
 #
@@ -46,9 +47,10 @@ if [[ -n ${FH_BENCH_PROGRAM:-} ]]; then
     [[ -x $PROGRAM ]] || die "FH_BENCH_PROGRAM=$PROGRAM is not an executable file"
 else
     shopt -s nullglob
-    candidates=("$ROOT"/build/cp3*/native/fh-bench-engine)
+    # native/fh-bench-engine until 6255b96 moved it to native/bench/
+    candidates=("$ROOT"/build/cp3*/native/fh-bench-engine "$ROOT"/build/cp3*/native/bench/fh-bench-engine)
     shopt -u nullglob
-    ((${#candidates[@]})) || die "no benchmark program at $ROOT/build/cp3*/native/fh-bench-engine; build it with: bash scripts/setup.sh"
+    ((${#candidates[@]})) || die "no benchmark program at $ROOT/build/cp3*/native/[bench/]fh-bench-engine; build it with: bash scripts/setup.sh"
     PROGRAM=${candidates[0]} # the newest, if there are builds for several Pythons
     for c in "${candidates[@]}"; do [[ $c -nt $PROGRAM ]] && PROGRAM=$c; done
     [[ -x $PROGRAM ]] || die "$PROGRAM is not executable; rebuild with: bash scripts/setup.sh"
@@ -100,12 +102,25 @@ fi
 # ---- the program, checked and copied ----
 # After the day: `fh` rebuilds an editable install on import, so this is when the build is current. A copy
 # keeps both runs on one binary even if the build is replaced meanwhile.
-# Warn (do not fail) when a C source is newer than the program: the figures would be those of an old build.
-newer=$(find "$ROOT/native/src" "$ROOT/native/include" "$ROOT/native/bench" -name '*.[ch]' -newer "$PROGRAM" \
-        -printf '%P ' 2>/dev/null || true)
-if [[ -n $newer ]]; then
-    echo "callgrind.sh: warning: sources newer than $PROGRAM: ${newer% }; the figures may be for an old" \
-         "build. Rebuild with: bash scripts/setup.sh" >&2
+# Warn (do not fail) when the program is out of date: the figures would be those of an old build. ninja
+# knows (a dry run builds nothing); without it, compare times with the C sources.
+if [[ -z ${FH_BENCH_PROGRAM:-} ]]; then
+    BUILDDIR=${PROGRAM%/native/*} # build/cp3XX
+    NINJA=$(command -v "$ROOT/.venv/bin/ninja" ninja 2>/dev/null | head -n1 || true)
+    if [[ -n $NINJA && -f $BUILDDIR/build.ninja ]]; then
+        plan=$("$NINJA" -C "$BUILDDIR" -n "${PROGRAM#"$BUILDDIR"/}" 2>&1 || true)
+        if ! grep -q 'no work to do' <<<"$plan"; then
+            echo "callgrind.sh: warning: $PROGRAM is out of date (ninja would rebuild it); the figures are" \
+                 "for the old build. Rebuild with: bash scripts/setup.sh" >&2
+        fi
+    else
+        newer=$(find "$ROOT/native/src" "$ROOT/native/include" "$ROOT/native/bench" -name '*.[ch]' \
+                -newer "$PROGRAM" -printf '%P ' 2>/dev/null || true)
+        if [[ -n $newer ]]; then
+            echo "callgrind.sh: warning: sources newer than $PROGRAM: ${newer% }; the figures may be for an" \
+                 "old build. Rebuild with: bash scripts/setup.sh" >&2
+        fi
+    fi
 fi
 # The functions callgrind toggles on must be real symbols (not stripped, not inlined into main).
 if command -v nm >/dev/null; then

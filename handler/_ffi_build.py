@@ -77,6 +77,18 @@ uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_le
 uint64_t fh_engine_live_orders(const fh_engine_t *e);
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 
+/* mold.h: a feed's sequencing */
+typedef struct fh_mold_feed {
+    char session[10];
+    int have_session;
+    uint64_t next_seq;
+    uint64_t counters[10];
+    uint64_t line_datagrams[16];
+    uint64_t line_won[16];
+} fh_mold_feed_t;
+int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line);
+const char *fh_mold_counter_name(int c);
+
 /* synth.h */
 typedef struct fh_synth_cfg {
     uint64_t messages;
@@ -88,14 +100,152 @@ uint64_t fh_synth_min_messages(uint32_t instruments);
 int fh_synth_buffer(const fh_synth_cfg_t *cfg, uint8_t **out, size_t *out_len);
 void fh_synth_free(uint8_t *p);
 int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
+
+/* shm.h: the segment as a reader sees it. Plain integers stand for the _Atomic fields of the same size;
+ * the header and stats are partial (`...;`: cffi takes their layout from the compiler, and their padding
+ * and _Alignas have no names to declare); the wake page is opaque. Read the _Atomic fields through the
+ * wrappers of native/src/shm_reader.c, which are the exported forms of the header's static inline readers. */
+#define FH_SHM_MAGIC 0x31304d4853484646
+#define FH_SHM_LAYOUT_VERSION 1
+#define FH_SHM_BOOKS 65536
+#define FH_SHM_MAX_COUNTERS 64
+#define FH_BOOK_EMPTY 0
+#define FH_BOOK_LIVE 1
+#define FH_BOOK_STALE 2
+#define FH_EV_BBO 1
+#define FH_EV_TRADE 2
+#define FH_EV_STATE 3
+#define FH_EV_STALE 4
+#define FH_EV_RECOVERED 5
+#define FH_SHM_EV_NONE 0
+#define FH_SHM_EV_OK 1
+#define FH_SHM_EV_OVERRUN 2
+typedef struct fh_shm_side {
+    uint32_t off;
+    uint32_t n;
+} fh_shm_side_t;
+typedef struct fh_shm_book {
+    uint32_t seq;
+    uint16_t locate;
+    char trading_state;
+    uint8_t status;
+    fh_shm_side_t side[2];
+    uint8_t cls[2];
+    uint8_t symbol_len;
+    char symbol[8];
+    uint8_t pad0[5];
+    uint32_t last_price;
+    uint32_t last_shares;
+    uint64_t itch_ts;
+    uint32_t updates;
+    uint8_t pad1[4];
+} fh_shm_book_t;
+typedef struct fh_shm_agg {
+    uint64_t shares;
+    uint32_t orders;
+    uint32_t next_free;
+} fh_shm_agg_t;
+typedef struct fh_shm_event {
+    uint64_t seq;
+    uint8_t type;
+    char trading_state;
+    uint16_t locate;
+    uint8_t status;
+    uint8_t pad[3];
+    uint64_t itch_ts;
+    uint64_t rx_tsc;
+    uint64_t pub_tsc;
+    uint64_t a, b;
+    uint32_t c, d;
+} fh_shm_event_t;
+typedef struct fh_shm_hdr {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t hdr_size;
+    uint64_t size;
+    uint64_t books_off;
+    uint64_t lkey_off;
+    uint64_t lagg_off;
+    uint64_t events_off;
+    uint64_t stats_off;
+    uint32_t max_levels;
+    uint32_t event_capacity;
+    uint32_t depth;
+    uint32_t writer_pid;
+    uint64_t start_ns;
+    uint64_t tsc_hz;
+    char name[32];
+    uint64_t heartbeat_ns;
+    uint32_t writer_state;
+    uint64_t head;
+    ...;
+} fh_shm_hdr_t;
+typedef struct fh_shm_wake fh_shm_wake_t;
+typedef struct fh_shm_stats {
+    uint32_t seq;
+    uint32_t count;
+    uint64_t counter[64];
+    uint64_t type_count[256];
+    ...;
+} fh_shm_stats_t;
+typedef struct fh_shm_reader {
+    const uint8_t *base;
+    size_t size;
+    const fh_shm_hdr_t *hdr;
+    const fh_shm_book_t *books;
+    const uint32_t *lkey;
+    const fh_shm_agg_t *lagg;
+    const fh_shm_event_t *events;
+    const fh_shm_stats_t *stats;
+    fh_shm_wake_t *wake;
+} fh_shm_reader_t;
+typedef struct fh_shm_level {
+    uint32_t price;
+    uint32_t orders;
+    uint64_t shares;
+} fh_shm_level_t;
+typedef struct fh_shm_snapshot {
+    fh_shm_book_t book;
+    uint32_t nbids, nasks;
+    fh_shm_level_t bids[64];
+    fh_shm_level_t asks[64];
+} fh_shm_snapshot_t;
+#define FH_SHM_READER_BUSY -2
+int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
+void fh_shm_reader_leave(fh_shm_reader_t *r);
+int fh_shm_reader_writer_alive(const char *path);
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
+uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
+int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
+uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
+uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns);
+int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
+uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
+uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
 """
 
 SOURCE = """
 #include "fh/common.h"
 #include "fh/itch.h"
 #include "fh/book.h"
+#include "fh/mold.h"
 #include "fh/seg.h"
 #include "fh/synth.h"
+#include "fh/shm.h"
+
+/* native/src/shm_reader.c (exported wrappers of the static inline readers of fh/shm.h) */
+#define FH_SHM_READER_BUSY -2
+int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
+void fh_shm_reader_leave(fh_shm_reader_t *r);
+int fh_shm_reader_writer_alive(const char *path);
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
+uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
+int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
+uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
+uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns);
+int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
+uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
+uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
 """
 
 

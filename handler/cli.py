@@ -65,11 +65,12 @@ def cmd_synth_itch(a) -> int:
 def _dump_reference(a) -> tuple[list[dict], dict]:
     from . import reference
 
+    if a.pcap:  # sequenced as the C engine and the data plane do
+        from .replay import reference_books
+
+        return reference_books(_existing(a.pcap), depth=a.depth)
     ref = reference.ReferenceBook()
-    if a.itch:
-        ref.apply_daily_file(str(_existing(a.itch)))
-    else:
-        ref.apply_pcap(str(_existing(a.pcap)))
+    ref.apply_daily_file(str(_existing(a.itch)))
     return ref.books(a.depth), dict(ref.counters)
 
 
@@ -219,6 +220,330 @@ def cmd_publish(a) -> int:
     return 0
 
 
+# ---- readers of a segment: fh book SYMBOL, fh top, fh events, fh stats ---------------------------------
+
+EXIT_WRITER_DEAD = 3
+
+
+def _join(a):
+    """Join the segment named by --name (an instance name or a path); its errors become one-line CliErrors."""
+    from . import shm
+
+    try:
+        return shm.Reader(a.name)
+    except shm.ShmError as e:
+        raise CliError(str(e)) from None
+
+
+def _warn_if_dead(r) -> bool:
+    st = r.writer_status()
+    if st.state == "dead":
+        print(f"fh: warning: {r.dead_text(st)}", file=sys.stderr)
+        return True
+    return False
+
+
+def _dollars(price: int) -> str:
+    return f"{price // 10000}.{price % 10000:04d}"
+
+
+def _clock(ns: int) -> str:
+    """An ITCH timestamp (ns since midnight) as HH:MM:SS.nnnnnnnnn."""
+    s, frac = divmod(ns, 1_000_000_000)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}"
+
+
+def _book_text(b: dict) -> str:
+    from .shm import TRADING_STATES
+
+    state = TRADING_STATES.get(b["trading_state"], repr(b["trading_state"]))
+    last = f"last {_dollars(b['last_trade'][0])} x {b['last_trade'][1]}" if b["last_trade"] else "no trade yet"
+    lines = [f"{b['symbol']}  locate {b['locate']}  {b['status']}  {state}  {last}  "
+             f"levels {b['levels'][0]} x {b['levels'][1]}  updates {b['updates']}  at {_clock(b['itch_ts'])}",
+             f"{'orders':>7} {'shares':>10} {'bid':>11} | {'ask':<11} {'shares':>10} {'orders':>7}"]
+    bids, asks = b["bids"], b["asks"]
+    for i in range(max(len(bids), len(asks), 1)):
+        left = f"{bids[i][2]:>7} {bids[i][1]:>10} {_dollars(bids[i][0]):>11}" if i < len(bids) else " " * 30
+        right = f"{_dollars(asks[i][0]):<11} {asks[i][1]:>10} {asks[i][2]:>7}" if i < len(asks) else ""
+        if not bids and not asks:
+            left, right = f"{'(empty)':>30}", ""
+        lines.append(f"{left} | {right}".rstrip())
+    return "\n".join(lines)
+
+
+def cmd_book_show(a) -> int:
+    import time
+
+    from . import shm
+
+    r = _join(a)
+    try:
+        depth = a.depth or r.depth
+        try:
+            loc = r.locate_of(a.symbol)
+        except shm.UnknownInstrument:
+            if not a.symbol.isdigit():
+                raise
+            loc = int(a.symbol)
+        dead = _warn_if_dead(r)
+        seen = None
+        clear = a.watch and sys.stdout.isatty()
+        while True:
+            b = r.book(loc, depth)
+            if (b["updates"], b["status"], b["trading_state"]) != seen:
+                if a.json:
+                    sys.stdout.write(json.dumps({"locate": b["locate"], "symbol": b["symbol"], "bids": b["bids"],
+                                                 "asks": b["asks"]}) + "\n")
+                else:
+                    sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + _book_text(b) + "\n"
+                                     + ("\n" if a.watch and not clear else ""))
+                sys.stdout.flush()
+                seen = (b["updates"], b["status"], b["trading_state"])
+            if not a.watch:
+                return EXIT_WRITER_DEAD if dead and a.strict else 0
+            time.sleep(a.interval)
+            if not dead and r.writer_status().state != "running":
+                dead = _warn_if_dead(r)
+                if not dead:
+                    print("fh: the writer stopped; the book is final", file=sys.stderr)
+                    return 0
+    except shm.ShmError as e:
+        raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        r.close()
+
+
+def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, float]:
+    """The `count` busiest books by updates/s since the sample (prev, prev_t), and a new sample."""
+    import time
+
+    import numpy as np
+
+    from . import shm
+
+    now = time.monotonic()
+    locs = np.flatnonzero(r.books["status"] != shm.EMPTY)
+    upd = r.books["updates"][locs].astype(np.int64)
+    if prev is None:
+        rate = np.zeros(len(locs))
+    else:
+        d = (upd - prev[locs]) % (1 << 32)
+        d = np.where(d > (1 << 31), upd, d)  # a book that started over (a new day)
+        rate = d / max(now - prev_t, 1e-9)
+    rows = []
+    for i in np.lexsort((locs, -upd, -rate))[:count]:  # busiest first, then most updates, then by locate
+        s = r.snapshot(int(locs[i]), 1)
+        bid = s.bids[0] if len(s.bids) else None
+        ask = s.asks[0] if len(s.asks) else None
+        rows.append({"symbol": s.symbol, "locate": int(locs[i]), "status": s.status, "state": s.trading_state,
+                     "bid_shares": None if bid is None else int(bid["shares"]),
+                     "bid": None if bid is None else int(bid["price"]),
+                     "ask": None if ask is None else int(ask["price"]),
+                     "ask_shares": None if ask is None else int(ask["shares"]),
+                     "last_trade": s.last_trade, "updates": int(upd[i]), "rate": float(rate[i])})
+    sample = np.zeros(1 << 16, np.int64)
+    sample[locs] = upd
+    return rows, sample, now
+
+
+def _top_frame(r, rows: list[dict]) -> str:
+    import time
+
+    from .shm import age_text, utc_text
+
+    st = r.writer_status()
+    n = int((r.books["status"] != 0).sum())
+    head = (f"fh top: {r.name or '?'} ({r.path})  writer pid {st.pid} {st.state}, heartbeat "
+            f"{age_text(st.heartbeat_age)} ago  {n} instruments  events {r.head}  {utc_text(time.time_ns())}")
+    lines = [head, "", f"{'SYMBOL':<8} {'BIDSZ':>9} {'BID':>11} {'ASK':>11} {'ASKSZ':>9} {'LAST':>11} "
+                         f"{'LASTSZ':>8} {'UPD/S':>9}"]
+
+    def num(v, f=str) -> str:
+        return "-" if v is None else f(v)
+
+    for x in rows:
+        flag = "" if x["status"] == "live" else f"  {x['status']}"
+        flag += "" if x["state"] == "T" else f"  state {x['state']}"
+        lt = x["last_trade"] or (None, None)
+        lines.append(f"{x['symbol']:<8} {num(x['bid_shares']):>9} {num(x['bid'], _dollars):>11} "
+                     f"{num(x['ask'], _dollars):>11} {num(x['ask_shares']):>9} {num(lt[0], _dollars):>11} "
+                     f"{num(lt[1]):>8} {x['rate']:>9.0f}{flag}")
+    return "\n".join(lines)
+
+
+def cmd_top(a) -> int:
+    import time
+
+    from . import shm
+
+    r = _join(a)
+    try:
+        dead = _warn_if_dead(r)
+        tty = sys.stdout.isatty() and not a.once
+        _, prev, t = _top_rows(r, None, 0.0, 0)
+        while True:
+            time.sleep(a.interval)
+            rows, prev, t = _top_rows(r, prev, t, a.count)
+            frame = _top_frame(r, rows)
+            sys.stdout.write(("\x1b[H\x1b[2J" if tty else "") + frame + "\n" + ("" if tty or a.once else "\n"))
+            sys.stdout.flush()
+            if a.once:
+                return 0
+            if not dead:
+                dead = _warn_if_dead(r)
+    except shm.ShmError as e:
+        raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        r.close()
+
+
+def _event_text(e: dict) -> str:
+    t = e["type"]
+    head = f"{e['seq']:>10} {_clock(e['itch_ts'])} {e['symbol']:<8} {t:<9}"
+    if t == "bbo":
+        bid = f"{e['bid_shares']} @ {_dollars(e['bid_price'])}" if e["bid_price"] else "-"
+        ask = f"{e['ask_shares']} @ {_dollars(e['ask_price'])}" if e["ask_price"] else "-"
+        return f"{head} bid {bid}  ask {ask}"
+    if t == "trade":
+        return f"{head} {e['shares']} @ {_dollars(e['price'])}  match {e['match']}"
+    if t == "state":
+        return f"{head} trading state {e['trading_state']}"
+    return f"{head} book {e['status']}"
+
+
+def cmd_events(a) -> int:
+    from . import shm
+
+    r = _join(a)
+    try:
+        dead = _warn_if_dead(r)
+        if a.start is not None:
+            start = a.start
+        elif a.follow:
+            start = r.head + 1
+        else:
+            start = max(r.oldest(), r.head - (a.count or 20) + 1)
+        limit = a.count if a.count else (None if a.follow else 20)
+        n = 0
+        out = sys.stdout
+        for e in r.events(start, follow=a.follow and not dead):
+            if isinstance(e, shm.Overrun):
+                if a.json:
+                    out.write(json.dumps(e.to_dict()) + "\n")
+                else:
+                    out.write(f"-- overrun: {e.lost} events lost; going on at {e.next} (resynchronise from the "
+                              f"books)\n")
+                continue
+            out.write((json.dumps(e) if a.json else _event_text(e)) + "\n")
+            if a.follow:
+                out.flush()
+            n += 1
+            if limit is not None and n >= limit:
+                break
+        if a.follow and n != limit:
+            st = r.writer_status()
+            if st.state == "dead":
+                print(f"fh: {r.dead_text(st)}", file=sys.stderr)
+                return EXIT_WRITER_DEAD
+            if st.state == "stopped":
+                print(f"fh: the writer (pid {st.pid}) stopped; no more events", file=sys.stderr)
+        return 0
+    except shm.ShmError as e:
+        raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        r.close()
+
+
+def cmd_stats(a) -> int:
+    from . import shm
+    from .native import COUNTER_NAMES
+
+    r = _join(a)
+    try:
+        st = r.writer_status()
+        counters = r.stats()
+        names = set(COUNTER_NAMES)
+        plain = {k: v for k, v in counters.items() if not k.startswith("type_")}
+        types = {k[5:]: v for k, v in counters.items() if k.startswith("type_")}
+        status = r.books["status"]
+        live, stale = int((status == shm.LIVE).sum()), int((status == shm.STALE).sum())
+        writer = {"state": st.state, "pid": st.pid, "alive": st.alive, "heartbeat_ns": st.heartbeat_ns,
+                  "heartbeat_utc": shm.utc_text(st.heartbeat_ns), "heartbeat_age_s": round(st.heartbeat_age, 3),
+                  "started_utc": shm.utc_text(st.started_ns), "replaced": st.replaced}
+        head = r.head
+        if a.json:
+            print(json.dumps({"segment": r.path, "name": r.name, "layout_version": int(r.header["layout_version"]),
+                              "size": r.size, "writer": writer,
+                              "events": {"head": head, "capacity": r.event_capacity, "oldest": r.oldest()},
+                              "books": {"instruments": live + stale, "live": live, "stale": stale,
+                                        "max_levels": r.max_levels, "depth": r.depth},
+                              "counters": plain, "types": types}))
+        else:
+            print(f"segment   {r.path}  instance {r.name!r}  layout {int(r.header['layout_version'])}  "
+                  f"{r.size / (1 << 20):.0f} MiB")
+            print(f"writer    pid {st.pid} {st.state}; started {writer['started_utc']}; last heartbeat "
+                  f"{writer['heartbeat_utc']} ({shm.age_text(st.heartbeat_age)} ago)")
+            print(f"events    head {head}  capacity {r.event_capacity}  oldest {r.oldest()}")
+            print(f"books     {live + stale} instruments ({live} live, {stale} stale)  levels {r.max_levels}  "
+                  f"depth {r.depth}")
+            width = max(map(len, plain), default=0)
+            print("counters")
+            for k, v in plain.items():
+                mark = "" if k in names else "  (unnamed)"
+                print(f"  {k:<{width}} {v:>14}{mark}")
+            print("types     " + (" ".join(f"{k}={v}" for k, v in sorted(types.items())) or "none"))
+        if st.state == "dead":
+            print(f"fh: warning: {r.dead_text(st)}", file=sys.stderr)
+            return EXIT_WRITER_DEAD
+        return 0
+    except shm.ShmError as e:
+        raise CliError(str(e)) from None
+    finally:
+        r.close()
+
+
+def _register_readers(sub, book_sub) -> None:
+    name_help = "instance name (segment /dev/shm/fh-NAME) or a segment path"
+
+    bsh = book_sub.add_parser("show", help="one live book from a segment (also: fh book SYMBOL)")
+    bsh.add_argument("symbol", metavar="SYMBOL", help="a symbol (or a stock locate)")
+    bsh.add_argument("--name", default="fh", help=name_help)
+    bsh.add_argument("--depth", type=_positive, default=None, help="levels per side (default: the segment's)")
+    bsh.add_argument("--watch", action="store_true", help="redraw as the book changes, until Ctrl-C")
+    bsh.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="with --watch")
+    bsh.add_argument("--json", action="store_true", help="the canonical dump line (as fh book dump)")
+    bsh.add_argument("--strict", action="store_true", help="exit 3 if the writer is dead")
+    bsh.set_defaults(func=cmd_book_show)
+
+    t = sub.add_parser("top", help="the most active instruments of a segment, live")
+    t.add_argument("--name", default="fh", help=name_help)
+    t.add_argument("--count", type=_positive, default=20, help="rows")
+    t.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="between refreshes")
+    t.add_argument("--once", action="store_true", help="print one frame (after one interval) and exit")
+    t.set_defaults(func=cmd_top)
+
+    e = sub.add_parser("events", help="the event stream of a segment: BBO changes, trades, states")
+    e.add_argument("--name", default="fh", help=name_help)
+    e.add_argument("--follow", "-f", action="store_true", help="wait for new events (until Ctrl-C or the writer ends)")
+    e.add_argument("--count", "-n", type=_positive, default=None,
+                   help="print this many (default: the last 20; with --follow, no limit)")
+    e.add_argument("--from", dest="start", type=_positive, default=None, metavar="SEQ",
+                   help="start at this sequence (1: the first; an overrun is reported if it is gone)")
+    e.add_argument("--json", action="store_true", help="one JSON object per line")
+    e.set_defaults(func=cmd_events)
+
+    st = sub.add_parser("stats", help="a segment's counters, writer status and event head")
+    st.add_argument("--name", default="fh", help=name_help)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+
+
 # ---- fh bench engine ----------------------------------------------------------------------------------
 
 
@@ -246,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inject about this many anomalies per million messages (default 0: a clean day)")
     si.set_defaults(func=cmd_synth_itch)
 
-    b = sub.add_parser("book", help="order books")
+    b = sub.add_parser("book", help="order books: fh book SYMBOL (a live one), fh book dump (offline)",
+                       description="fh book SYMBOL [...] is short for fh book show SYMBOL [...]")
     bs = b.add_subparsers(dest="what", required=True, metavar="WHAT")
     bd = bs.add_parser("dump", help="build the books of a file offline and print them as JSON lines")
     src = bd.add_mutually_exclusive_group(required=True)
@@ -256,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--engine", choices=("c", "reference"), default="c")
     bd.add_argument("--stats", action="store_true", help="print the counters on stderr")
     bd.set_defaults(func=cmd_book_dump)
+    _register_readers(sub, bs)
 
     d = sub.add_parser("decode", help="print every ITCH message as a JSON line")
     dsrc = d.add_mutually_exclusive_group(required=True)
@@ -279,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--ready-file", metavar="PATH", help="write the pid here once the day is applied")
     pb.set_defaults(func=cmd_publish)
 
+    from .cli_dataplane import register as register_dataplane
+
+    register_dataplane(sub, _positive, _nonneg)
+
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
     beng = bes.add_parser("engine", help="the C book engine on one core, against a parse-only pass and itch-book")
@@ -294,7 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+BOOK_COMMANDS = ("dump", "show")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "book" and argv[1] not in (*BOOK_COMMANDS, "-h", "--help"):
+        argv.insert(1, "show")  # fh book SYMBOL: a live book
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -133,14 +133,30 @@ class Engine:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                 return self.apply_blocks(m)
 
-    def apply_pcap(self, path: str | os.PathLike) -> dict[str, int]:
-        """Apply every UDP datagram of a pcap as MoldUDP64, in capture order. Returns the reader's counters."""
+    def apply_pcap(self, path: str | os.PathLike, lines: list[tuple[str, int]] | None = None) -> dict[str, int]:
+        """Apply the MoldUDP64 datagrams of a pcap in capture order, sequenced as the data plane does (the
+        first copy of each sequence number wins across lines; sequence 0 is applied unsequenced). lines:
+        the (destination, port) flows to take (default: every UDP flow, in order of appearance). Returns
+        the reader's and the sequencer's counters."""
         from .pcapfile import PcapReader
 
+        feed = ffi.new("fh_mold_feed_t *")
+        index: dict[tuple[str, int], int] = {k: i for i, k in enumerate(lines)} if lines is not None else {}
         reader = PcapReader(path)
         for d in reader.datagrams():
-            self.apply_mold(d.payload)
-        return dict(reader.counters)
+            key = (d.dst, d.dport)
+            line = index.get(key)
+            if line is None:
+                if lines is not None:
+                    continue
+                line = index[key] = len(index)
+            lib.fh_mold_feed_apply(feed, self._e, ffi.from_buffer(d.payload), len(d.payload), min(line, 15))
+        out = dict(reader.counters)
+        i = 0
+        while (p := lib.fh_mold_counter_name(i)) != ffi.NULL:
+            out[f"mold_{ffi.string(p).decode()}"] = int(feed.counters[i])
+            i += 1
+        return out
 
     @property
     def live_orders(self) -> int:

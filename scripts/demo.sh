@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then build the order books of the bundled generated ITCH day with the C
-# engine and show them (top 5 levels of the most active instruments).
+# Set up (scripts/setup.sh), then replay the bundled MoldUDP64 capture (A and B lines) through the real
+# DPDK data plane (net_pcap: no NIC and no hugepages needed), read the books it published in shared
+# memory, show the deepest five, and check them all against the reference model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-day=pcaps/synth-100k.itch
-echo "== fh book dump --itch $day --depth 5 --stats"
-fh book dump --itch "$day" --depth 5 --stats > /tmp/fh-demo-books.jsonl
+pcap=pcaps/synth-ab-40k.pcap
+echo "== fh replay $pcap --dump-books /tmp/fh-demo-books.jsonl --depth 5"
+fh replay "$pcap" --dump-books /tmp/fh-demo-books.jsonl --depth 5
 python - /tmp/fh-demo-books.jsonl <<'PY'
 import json, sys
 books = [json.loads(l) for l in open(sys.argv[1])]
@@ -23,3 +24,6 @@ for b in sorted(books, key=lambda b: -(len(b["bids"]) + len(b["asks"])))[:5]:
         print(f"  {left} | {right}")
 print("\nAll books as JSON lines: /tmp/fh-demo-books.jsonl")
 PY
+echo
+echo "== fh verify $pcap"
+fh verify "$pcap" | tail -n 1

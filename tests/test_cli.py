@@ -73,10 +73,9 @@ def test_bundled_day_matches_manifest():
     for entry in manifest["files"]:
         path = ROOT / "pcaps" / entry["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], f"{path} changed"
-        if entry["kind"] == "itch":
-            books = fh("book", "dump", "--itch", path).stdout
-            assert hashlib.sha256(books.encode()).hexdigest() == entry["books_sha256"]
-            assert len(books.splitlines()) == entry["books"]
+        books = fh("book", "dump", f"--{entry['kind']}", path).stdout
+        assert hashlib.sha256(books.encode()).hexdigest() == entry["books_sha256"]
+        assert len(books.splitlines()) == entry["books"]
 
 
 def test_bench_engine_small_json():

@@ -53,6 +53,7 @@ typedef struct spill {
 typedef fh_shm_side_t side_t;
 typedef fh_shm_book_t book_t;
 _Static_assert(sizeof(book_t) == 64, "one book per cache line");
+_Static_assert(offsetof(book_t, seq) == 0, "fh_engine_reset clears what follows seq");
 
 #define NO_BLOCK 0xFFu
 #define NCLASS 15 /* up to 65536 levels per side */
@@ -151,9 +152,11 @@ void fh_engine_reset(fh_engine_t *e)
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
         if (e->books[loc].status != FH_BOOK_EMPTY) {
             book_t *b = &e->books[loc];
-            uint32_t seq = b->seq;
-            memset(b, 0, sizeof *b);
-            b->seq = seq + 2;
+            uint32_t seq = b->seq | 1; /* odd while the book is cleared */
+            atomic_store_explicit((_Atomic uint32_t *)&b->seq, seq, memory_order_relaxed);
+            atomic_thread_fence(memory_order_release);
+            memset((uint8_t *)b + sizeof b->seq, 0, sizeof *b - sizeof b->seq);
+            atomic_store_explicit((_Atomic uint32_t *)&b->seq, seq + 1, memory_order_release);
         }
     e->live = 0;
     e->nbooks = 0;
@@ -872,6 +875,14 @@ static inline void batch_end(fh_engine_t *e)
 
 void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc) { e->rx_tsc = tsc; }
 
+void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc)
+{
+    e->rx_tsc = rx_tsc;
+    e->now_tsc = tsc_now();
+}
+
+void fh_engine_batch_end(fh_engine_t *e) { batch_end(e); }
+
 void fh_engine_publish_stats(fh_engine_t *e)
 {
     uint64_t c[FH_C_COUNT];
@@ -899,25 +910,19 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
     return 0;
 }
 
-/* Prefetch what the message at q will touch; return the next block. */
+/* Prefetch the order slot that the message at q will touch (C D E U X: the ones that find an order; adds
+ * write consecutive slots, which the hardware prefetcher already follows); return the next block. */
+#define ORDER_MSGS ((1ull << ('C' - 'A')) | (1ull << ('D' - 'A')) | (1ull << ('E' - 'A')) | (1ull << ('U' - 'A')) | \
+                    (1ull << ('X' - 'A')))
 static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t *q, const uint8_t *end)
 {
     size_t n = fh_be16(q);
     if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
         return end;
     const uint8_t *m = q + 2;
-    if (n >= 19) {
-        switch (m[0]) {
-        case 'D': case 'U': case 'X': case 'E': case 'C':
-            __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
-            break;
-        case 'A': case 'F':
-            __builtin_prefetch(&e->books[fh_itch_locate(m)], 1);
-            break;
-        default:
-            break;
-        }
-    }
+    unsigned t = (unsigned)m[0] - 'A';
+    if (t < 64 && ((ORDER_MSGS >> t) & 1) && n >= 19)
+        __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
     return m + n;
 }
 
@@ -931,8 +936,10 @@ static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t 
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
 {
     const uint8_t *start = p, *end = p + len, *q = p;
-    for (int k = 0; k < PREFETCH_AHEAD && end - q >= 2; k++)
+    for (int k = 0; k < PREFETCH_AHEAD && end - q >= 2; k++) {
         q = prefetch_block(e, q, end);
+        __asm__ volatile("" : "+r"(q)); /* GCC treats the walker as pure and would delete it as dead code */
+    }
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (end - p >= 2) {
@@ -941,8 +948,10 @@ size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
             break;
         apply_one(e, p + 2, n);
         p += 2 + n;
-        if (end - q >= 2)
+        if (end - q >= 2) {
             q = prefetch_block(e, q, end);
+            __asm__ volatile("" : "+r"(q));
+        }
         if (FH_UNLIKELY((++count & ((1u << BATCH_SHIFT) - 1)) == 0) && e->publish) {
             batch_end(e);
             e->now_tsc = tsc_now();

@@ -83,6 +83,11 @@ void fh_engine_reset(fh_engine_t *e);
 void fh_engine_set_publish(fh_engine_t *e, bool on);
 /* The TSC of the packet being applied, stamped on the events it causes (0 offline). */
 void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc);
+/* Around a run of fh_engine_apply calls (a datagram): stamp events with the packet's TSC, then wake readers
+ * blocked on the event ring if any event was published. fh_engine_apply_blocks and _apply_mold do this
+ * themselves. */
+void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc);
+void fh_engine_batch_end(fh_engine_t *e);
 /* Copy the counters to the segment's stats region and beat the heartbeat (done every 65,536 messages by
  * fh_engine_apply_blocks; the data plane calls it when idle). */
 void fh_engine_publish_stats(fh_engine_t *e);

@@ -59,4 +59,37 @@ static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, 
     return FH_BLOCK_OK;
 }
 
+/* ---- a feed's sequencing (first copy wins across its lines) ------------------------------------------ */
+
+typedef struct fh_engine fh_engine_t;
+
+#define FH_MOLD_COUNTERS(X) \
+    X(datagrams) X(heartbeats) X(end_of_session) X(malformed) X(unsequenced) X(applied) X(duplicates) \
+    X(gaps) X(gap_messages) X(session_changes)
+typedef enum fh_mold_counter {
+#define FH_X(n) FH_M_##n,
+    FH_MOLD_COUNTERS(FH_X)
+#undef FH_X
+    FH_M_COUNT
+} fh_mold_counter_t;
+
+#define FH_MOLD_MAX_LINES 16
+
+typedef struct fh_mold_feed {
+    char session[FH_MOLD_SESSION_LEN];
+    int have_session;
+    uint64_t next_seq;                  /* sequence of the next message to apply */
+    uint64_t counters[FH_M_COUNT];
+    uint64_t line_datagrams[FH_MOLD_MAX_LINES];
+    uint64_t line_won[FH_MOLD_MAX_LINES]; /* messages first seen on this line */
+} fh_mold_feed_t;
+
+/* Apply one datagram that arrived on `line`: each message whose sequence is the next expected one (or
+ * later: the skipped ones are counted as a gap) is applied, a message seen before (on any line) is
+ * counted as a duplicate and skipped. Sequence 0 (not a valid MoldUDP64 sequence; anonymised captures
+ * have it) is applied unsequenced. A new session restarts the sequence at its first datagram. Returns
+ * the number of messages applied, or -1 if the datagram is malformed (counted). */
+int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line);
+const char *fh_mold_counter_name(int c);
+
 #endif

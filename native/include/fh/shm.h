@@ -173,9 +173,17 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     if (p == MAP_FAILED)
         return -err;
     const fh_shm_hdr_t *h = (const fh_shm_hdr_t *)p;
-    if (h->magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > (uint64_t)st.st_size) {
+    uint64_t magic = atomic_load_explicit((const _Atomic uint64_t *)&h->magic, memory_order_acquire);
+    uint64_t size = (uint64_t)st.st_size;
+    if (magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > size ||
+        h->hdr_size != sizeof *h || h->event_capacity == 0 || (h->event_capacity & (h->event_capacity - 1)) ||
+        h->books_off + (uint64_t)FH_SHM_BOOKS * sizeof(fh_shm_book_t) > size ||
+        h->lkey_off + (uint64_t)h->max_levels * sizeof(uint32_t) > size ||
+        h->lagg_off + (uint64_t)h->max_levels * sizeof(fh_shm_agg_t) > size ||
+        h->events_off + (uint64_t)h->event_capacity * sizeof(fh_shm_event_t) > size ||
+        h->stats_off + sizeof(fh_shm_stats_t) > size) {
         munmap(p, (size_t)st.st_size);
-        return -EPROTO;
+        return -EPROTO; /* not an fh segment, another layout version, or one still being created */
     }
     r->base = (const uint8_t *)p;
     r->size = (size_t)st.st_size;
@@ -237,8 +245,10 @@ typedef struct fh_shm_snapshot {
 } fh_shm_snapshot_t;
 
 /* Copy the top `depth` (<= 64) levels of each side of book `locate` into *out, retrying while the writer
- * changes the book. Returns the number of retries (>= 0), or -1 if the locate has no instrument. Hot:
- * no check of depth beyond clamping. */
+ * changes the book. Returns the number of retries (>= 0), -1 if the locate has no instrument, or -2 if the
+ * book stayed mid-change for FH_SHM_SPIN_LIMIT tries (a writer that died inside an update: check
+ * fh_shm_writer_alive). Hot: no check of depth beyond clamping. */
+#define FH_SHM_SPIN_LIMIT (1 << 22)
 static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
     const fh_shm_book_t *b = &r->books[locate];
@@ -247,12 +257,15 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
     if (depth > 64)
         depth = 64;
     for (int tries = 0;; tries++) {
+        if (tries > FH_SHM_SPIN_LIMIT)
+            return -2;
         uint32_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
         if (s1 & 1) {
             __builtin_ia32_pause();
             continue;
         }
         memcpy(&out->book, b, sizeof *b);
+        out->nbids = out->nasks = 0;
         int ok = out->book.status != FH_BOOK_EMPTY;
         for (int s = 0; s < 2 && ok; s++) {
             fh_shm_side_t sd = out->book.side[s];
@@ -291,30 +304,36 @@ static inline uint64_t fh_shm_head(const fh_shm_reader_t *r)
 #define FH_SHM_EV_OVERRUN 2 /* event `seq` was overwritten: events were lost; resynchronise from the books
                                and go on from *next (the oldest event still in the ring) */
 
-/* Read event *next into *out. On FH_SHM_EV_OK, *next advances by one. */
+/* Read event *next into *out. On FH_SHM_EV_OK, *next advances by one. Lock-free: a slot caught between
+ * two laps of the writer is simply read again. */
 static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out)
 {
     uint64_t want = *next;
     uint64_t cap = r->hdr->event_capacity;
     const fh_shm_event_t *slot = &r->events[want & (cap - 1)];
     const _Atomic uint64_t *seqp = (const _Atomic uint64_t *)&slot->seq;
-    uint64_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
-    if (s1 == want) {
-        memcpy(out, slot, sizeof *out);
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(seqp, memory_order_relaxed) == want) {
-            *next = want + 1;
-            return FH_SHM_EV_OK;
+    for (;;) {
+        uint64_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
+        if (s1 == want) {
+            memcpy(out, slot, sizeof *out);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(seqp, memory_order_relaxed) == want) {
+                *next = want + 1;
+                return FH_SHM_EV_OK;
+            }
         }
-    } else if (s1 < want && s1 != UINT64_MAX) {
         uint64_t head = fh_shm_head(r);
-        if (head < want)
-            return FH_SHM_EV_NONE;
+        if (want > head)
+            return FH_SHM_EV_NONE; /* not published yet */
+        if (want + cap <= head + 1) {
+            /* the slot holds (or is being filled with) a later lap: event `want` is gone. Go on from the
+             * oldest event that cannot be overwritten before it is read (one slot of margin). */
+            *next = head + 2 > cap ? head + 2 - cap : 1;
+            return FH_SHM_EV_OVERRUN;
+        }
+        /* published between our two loads, or being rewritten for this lap: read it again */
+        __builtin_ia32_pause();
     }
-    /* overwritten (or being overwritten) by a later lap of the ring */
-    uint64_t head = fh_shm_head(r);
-    *next = head >= cap ? head - cap + 2 : 1; /* leave one slot of margin for the one being written */
-    return FH_SHM_EV_OVERRUN;
 }
 
 /* Block until the head passes `seen` or timeout_ns elapses (0: forever). Spins briefly, then sleeps on the
@@ -328,11 +347,10 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
             return head;
         __builtin_ia32_pause();
     }
-    struct timespec now, end;
+    struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
     uint64_t end_ns = timeout_ns ? now_ns + timeout_ns : UINT64_MAX;
-    (void)end;
     for (;;) {
         uint64_t head;
         clock_gettime(CLOCK_MONOTONIC, &now);

@@ -1,0 +1,54 @@
+/* fh/net.h: from an Ethernet frame to a feed line's UDP payload.
+ *
+ * Ethernet II, any number of 802.1Q / 802.1ad tags, IPv4 (options allowed, fragments refused), UDP; the
+ * (destination address, destination port) pair picks the feed line. Every frame that is not one of ours
+ * is dropped with its cause counted, never silently. No DPDK dependency: the data plane hands each mbuf's
+ * bytes here, tests hand bytes from pcaps. */
+#ifndef FH_NET_H
+#define FH_NET_H
+
+#include "fh/common.h"
+
+#define FH_NET_MAX_LINES 16
+
+#define FH_NET_DROPS(X) \
+    X(truncated_frame) X(not_ipv4) X(bad_ip_header) X(ip_fragment) X(not_udp) X(bad_udp_length) X(other_group)
+typedef enum fh_net_drop {
+#define FH_X(n) FH_NET_##n,
+    FH_NET_DROPS(FH_X)
+#undef FH_X
+    FH_NET_DROP_COUNT
+} fh_net_drop_t;
+
+typedef struct fh_net_line {
+    uint32_t dst_ip;   /* host byte order; a multicast group or a unicast address */
+    uint16_t dst_port; /* host byte order */
+    uint32_t src_ip;   /* 0: any source; else only this one (source-specific filter) */
+} fh_net_line_t;
+
+typedef struct fh_net {
+    fh_net_line_t line[FH_NET_MAX_LINES];
+    uint32_t nlines;
+    uint64_t drops[FH_NET_DROP_COUNT];
+    uint64_t frames;
+} fh_net_t;
+
+/* One frame's result. */
+typedef struct fh_net_pkt {
+    const uint8_t *payload; /* UDP payload */
+    uint32_t len;
+    int line;               /* index into fh_net_t.line */
+    uint32_t src_ip;
+    uint16_t vlan;          /* outermost VLAN id, 0 if none */
+} fh_net_pkt_t;
+
+/* Add a line; returns its index, or -1 (with an error message) when full. */
+int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip);
+
+/* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or -1 after counting the
+ * drop by cause. Hot: reads at most the headers, each bounds-checked against len. */
+int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
+
+const char *fh_net_drop_name(int cause);
+
+#endif

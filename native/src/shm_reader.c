@@ -1,0 +1,134 @@
+/* Exported wrappers of the reader functions of fh/shm.h, for callers that cannot use `static inline`
+ * (cffi, other FFIs): after liburing's separate symbol map for FFI. Each is a thin call into the header,
+ * plus a time bound on a snapshot of a book whose writer died in the middle of changing it (its seqlock
+ * stays odd): fh_shm_reader_snapshot gives up after FH_SHM_READER_BUSY_NS and says so. And what the
+ * header leaves to each reader: the stats under their seqlock, the liveness words. */
+#define _GNU_SOURCE
+#include <time.h>
+
+#include "fh/shm.h"
+
+/* How long a book's seqlock may stay odd before a snapshot gives up: a live writer holds it for
+ * nanoseconds (a descheduled one, for a time slice or so). */
+#define FH_SHM_READER_BUSY_NS 200000000ull
+#define FH_SHM_READER_BUSY -2
+
+int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
+void fh_shm_reader_leave(fh_shm_reader_t *r);
+int fh_shm_reader_writer_alive(const char *path);
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
+uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
+int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
+uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
+uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns);
+int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
+uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
+uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
+
+int fh_shm_reader_join(fh_shm_reader_t *r, const char *path)
+{
+    memset(r, 0, sizeof *r);
+    return fh_shm_join(r, path);
+}
+
+void fh_shm_reader_leave(fh_shm_reader_t *r) { fh_shm_leave(r); }
+
+int fh_shm_reader_writer_alive(const char *path) { return fh_shm_writer_alive(path); }
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* fh_shm_snapshot: >= 0 retries, -1 no instrument at locate, FH_SHM_READER_BUSY if the book's seqlock
+ * stayed odd for FH_SHM_READER_BUSY_NS (its writer died while changing it, or is stopped). */
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
+{
+    const _Atomic uint32_t *seqp = (const _Atomic uint32_t *)&r->books[locate].seq;
+    if (__builtin_expect(atomic_load_explicit(seqp, memory_order_relaxed) & 1, 0)) {
+        uint64_t t0 = 0;
+        for (uint32_t i = 1; atomic_load_explicit(seqp, memory_order_relaxed) & 1; i++) {
+            __builtin_ia32_pause();
+            if ((i & 1023) == 0) {
+                uint64_t now = mono_ns();
+                if (!t0)
+                    t0 = now;
+                else if (now - t0 > FH_SHM_READER_BUSY_NS)
+                    return FH_SHM_READER_BUSY;
+            }
+        }
+    }
+    return fh_shm_snapshot(r, locate, depth, out);
+}
+
+uint64_t fh_shm_reader_head(const fh_shm_reader_t *r) { return fh_shm_head(r); }
+
+int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out)
+{
+    return fh_shm_event_next(r, next, out);
+}
+
+/* Up to cap events from *next into out; returns how many. *rc: FH_SHM_EV_OK when cap were read,
+ * FH_SHM_EV_NONE when the reader caught up, FH_SHM_EV_OVERRUN when it stopped at a loss (then *next is the
+ * oldest event still in the ring, and the events before the loss are in out). */
+uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc)
+{
+    uint32_t n = 0;
+    *rc = FH_SHM_EV_OK;
+    while (n < cap) {
+        int s = fh_shm_reader_event_next(r, next, &out[n]);
+        if (s != FH_SHM_EV_OK) {
+            *rc = s;
+            break;
+        }
+        n++;
+    }
+    return n;
+}
+
+uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns)
+{
+    return fh_shm_wait(r, seen, timeout_ns);
+}
+
+/* The stats under their seqlock: copies min(count, cap) counters and (if type_counts) the 256 counts by
+ * message type. Returns the writer's counter count, or FH_SHM_READER_BUSY as a snapshot does. */
+int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts)
+{
+    const fh_shm_stats_t *st = r->stats;
+    uint64_t t0 = 0;
+    for (uint32_t i = 1;; i++) {
+        uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+        if (!(s1 & 1)) {
+            uint32_t n = st->count;
+            if (n > FH_SHM_MAX_COUNTERS)
+                n = FH_SHM_MAX_COUNTERS;
+            memcpy(counters, st->counter, (n < cap ? n : cap) * sizeof *counters);
+            if (type_counts)
+                memcpy(type_counts, st->type_count, sizeof st->type_count);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
+                return (int)n;
+        }
+        __builtin_ia32_pause();
+        if ((i & 1023) == 0) {
+            uint64_t now = mono_ns();
+            if (!t0)
+                t0 = now;
+            else if (now - t0 > FH_SHM_READER_BUSY_NS)
+                return FH_SHM_READER_BUSY;
+        }
+    }
+}
+
+uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r)
+{
+    return atomic_load_explicit(&r->hdr->heartbeat_ns, memory_order_acquire);
+}
+
+uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r)
+{
+    return atomic_load_explicit(&r->hdr->writer_state, memory_order_acquire);
+}
