@@ -322,7 +322,11 @@ int main(int argc, char **argv)
             struct rte_mbuf *mb = bufs[i];
             fh_net_pkt_t pkt;
             packets++;
-            if (mb->nb_segs != 1 || fh_net_parse(&o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0)
+            if (FH_UNLIKELY(mb->nb_segs != 1)) {
+                o.net.drops[FH_NET_multi_segment]++;
+                continue;
+            }
+            if (fh_net_parse(&o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0)
                 continue;
             fh_engine_batch_begin(e, rx);
             int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line);

@@ -12,7 +12,8 @@
 #define FH_NET_MAX_LINES 16
 
 #define FH_NET_DROPS(X) \
-    X(truncated_frame) X(not_ipv4) X(bad_ip_header) X(ip_fragment) X(not_udp) X(bad_udp_length) X(other_group)
+    X(truncated_frame) X(not_ipv4) X(bad_ip_header) X(ip_fragment) X(not_udp) X(bad_udp_length) X(other_group) \
+    X(multi_segment) /* a frame in chained buffers (larger than one mbuf): counted by the data plane */
 typedef enum fh_net_drop {
 #define FH_X(n) FH_NET_##n,
     FH_NET_DROPS(FH_X)
