@@ -544,6 +544,15 @@ def _register_readers(sub, book_sub) -> None:
     st.set_defaults(func=cmd_stats)
 
 
+# ---- fh run --------------------------------------------------------------------------------------------
+
+
+def cmd_run(a) -> int:
+    from .run import run
+
+    return run(a.config, a.keep_segment, a.json)
+
+
 # ---- fh bench engine ----------------------------------------------------------------------------------
 
 
@@ -606,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--ready-file", metavar="PATH", help="write the pid here once the day is applied")
     pb.set_defaults(func=cmd_publish)
 
+    rn = sub.add_parser("run", help="run the data plane from a configuration file (docs/config.md)")
+    rn.add_argument("--config", required=True, metavar="FILE")
+    rn.add_argument("--keep-segment", action="store_true", help="leave the segment behind when it stops")
+    rn.add_argument("--json", action="store_true", help="print the final statistics as one JSON object")
+    rn.set_defaults(func=cmd_run)
+
     from .cli_dataplane import register as register_dataplane
 
     register_dataplane(sub, _positive, _nonneg)
@@ -644,10 +659,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"fh: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # the C core's errors carry their own context
+    except Exception as e:  # the C core's and the data plane's errors carry their own context
         from .native import NativeError
+        from .replay import DataplaneError
 
-        if isinstance(e, NativeError):
+        if isinstance(e, (NativeError, DataplaneError)):
             print(f"fh: {e}", file=sys.stderr)
             return 2
         raise
