@@ -22,24 +22,22 @@ def _existing(path: str) -> Path:
     return p
 
 
-def _positive(text: str) -> int:
+def _whole(text: str, low: int) -> int:
     try:
         v = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {v}")
     return v
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1)
 
 
 def _nonneg(text: str) -> int:
-    try:
-        v = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
+    return _whole(text, 0)
 
 
 def _print_counters(counters: dict[str, int], file=sys.stderr) -> None:

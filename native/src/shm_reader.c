@@ -6,25 +6,11 @@
 #define _GNU_SOURCE
 #include <time.h>
 
-#include "fh/shm.h"
+#include "fh/shm_reader.h"
 
 /* How long a book's seqlock may stay odd before a snapshot gives up: a live writer holds it for
  * nanoseconds (a descheduled one, for a time slice or so). */
 #define FH_SHM_READER_BUSY_NS 200000000ull
-#define FH_SHM_READER_BUSY -2
-
-int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
-void fh_shm_reader_leave(fh_shm_reader_t *r);
-int fh_shm_reader_writer_alive(const char *path);
-int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
-uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
-int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
-uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
-uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns);
-int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
-uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
-uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
-
 int fh_shm_reader_join(fh_shm_reader_t *r, const char *path)
 {
     memset(r, 0, sizeof *r);
