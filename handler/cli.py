@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+class CliError(ValueError):
+    """A user-facing error: printed as one line, exit status 2. A ValueError, so that it is reported the
+    same way when raised from a module that imported a second copy of this one (python -m handler.cli)."""
 
 
 def _existing(path: str) -> Path:
@@ -622,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_dataplane import register as register_dataplane
 
     register_dataplane(sub, _positive, _nonneg)
+    from .cli_host import register as register_host
+
+    register_host(sub, _positive, _nonneg)
+    from .cli_ops import register as register_ops
+
+    register_ops(sub, _positive, _nonneg)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

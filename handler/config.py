@@ -51,6 +51,28 @@ _SCHEMA = {
 }
 
 
+def _parse_ranges(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _ranges(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def online_cpus(root: str = "/") -> set[int]:
+    """The online CPUs (not this process's affinity: isolated cores are outside the default affinity, and the
+    data plane's EAL moves itself onto them)."""
+    try:
+        return _parse_ranges(Path(root, "sys/devices/system/cpu/online").read_text())
+    except OSError:
+        return set(range(os.cpu_count() or 1))
+
+
 def _err(path: str, key: str, value, what: str) -> ConfigError:
     shown = f" = {value!r}" if value is not None else ""
     return ConfigError(f"{path}: {key}{shown}: {what}")
@@ -119,9 +141,10 @@ def load(path: str | os.PathLike) -> Config:
     rx = cores.get("rx", "auto")
     if rx != "auto":
         rx = _int(p, "cores.rx", rx, 0, 4095)
-        if rx not in os.sched_getaffinity(0):
-            raise _err(p, "cores.rx", rx, f"this process may not run on CPU {rx} (allowed: "
-                       f"{sorted(os.sched_getaffinity(0))}); pick one of those or \"auto\"")
+        online = online_cpus()
+        if rx not in online:
+            raise _err(p, "cores.rx", rx, f"no such CPU online (online: {_ranges(online)}); pick one of those or "
+                       "\"auto\" (fh plan chooses an isolated core on the NIC's node)")
     huge = mem.get("hugepages", False)
     if not isinstance(huge, bool):
         raise _err(p, "memory.hugepages", huge, "must be true or false")

@@ -1,14 +1,21 @@
-"""`fh run --config fh.toml`: start the data plane in the foreground from a validated configuration,
-forward SIGINT/SIGTERM to it, and report why and how it stopped."""
+"""`fh run --config fh.toml`: start the data plane in the foreground from a validated configuration, keep the
+instance's pidfile (one `fh run` per instance name: handler/supervise.py), forward SIGINT/SIGTERM to the
+data plane, and report why and how it stopped, on stderr and in RUN_DIR/NAME.exit.json (read by
+`fh status`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 
-from . import config, replay
+from . import config, replay, supervise
+
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
@@ -22,36 +29,100 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     cmd = [replay.find_dataplane(), *config.eal_args(cfg), "--", *config.app_args(cfg)]
     if keep_segment:
         cmd.append("--keep-segment")
-    print(f"fh run: {cfg.name}: {len(cfg.lines)} line(s) "
-          f"({', '.join(f'{l.name} {l.group}:{l.port}' for l in cfg.lines)}) on "
-          f"{cfg.nic_pci or cfg.nic_vdev}; segment {cfg.segment}", file=sys.stderr, flush=True)
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        pf = supervise.Pidfile(cfg.name, {
+            "config": os.path.abspath(cfg.path), "segment": cfg.segment,
+            "lines": [{"name": l.name, "group": l.group, "port": l.port} for l in cfg.lines]})
+    except supervise.AlreadyRunning as e:
+        print(f"fh: {e}", file=sys.stderr)
+        return 2
+    with pf:
+        if pf.previous:
+            prev = pf.previous
+            print(f"fh run: {cfg.name}: took over the stale pidfile {pf.path} of pid {prev.get('pid', '?')} "
+                  f"(a run that did not stop cleanly)", file=sys.stderr, flush=True)
+        print(f"fh run: {cfg.name}: {len(cfg.lines)} line(s) "
+              f"({', '.join(f'{l.name} {l.group}:{l.port}' for l in cfg.lines)}) on "
+              f"{cfg.nic_pci or cfg.nic_vdev}; segment {cfg.segment}; pidfile {pf.path}", file=sys.stderr, flush=True)
+        return _supervise(cfg, cmd, pf, json_out)
+
+
+def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool) -> int:
+    forwarded: list[int] = []
+    child: subprocess.Popen | None = None
 
     def forward(signum, frame):
-        child.send_signal(signum)
+        forwarded.append(signum)
+        if child is not None:
+            child.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, forward) for s in FORWARDED}
     try:
-        out, _ = child.communicate()
+        # The data plane inherits the pidfile's lock: the instance stays locked while it lives, even if this
+        # process is killed.
+        # Its stdout (the final statistics) goes to a file, not a pipe: a data plane whose fh run was killed
+        # still writes them, and stops cleanly, instead of dying of SIGPIPE.
+        out_path = supervise.stdout_path(pf.path)
+        with open(out_path, "w") as out:
+            child = subprocess.Popen(cmd, stdout=out, pass_fds=(pf.fileno(),))
+        if forwarded:  # a signal that came while it was being started
+            child.send_signal(forwarded[-1])
+        pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path))
+        child.wait()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     rc = child.returncode
-    if rc < 0:
-        print(f"fh run: the data plane was killed by signal {signal.Signals(-rc).name}", file=sys.stderr)
-        return 1
-    if rc != 0:
-        print(f"fh run: the data plane exited with status {rc} (its message is above)", file=sys.stderr)
-        return rc
+    stats = supervise.final_stats(out_path) if rc == 0 else None
+    reason, status = _why(cfg, rc, forwarded, stats)
+    rec = pf.record
+    now = time.time_ns()
     try:
-        stats = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        print("fh run: the data plane stopped without final statistics", file=sys.stderr)
-        return 1
-    if json_out:
-        print(json.dumps(stats))
-    else:
-        print("fh run: stopped cleanly")
-        for line in replay.summary_lines(stats):
-            print(line)
-    return 0
+        supervise.write_exit_record(pf.path, {
+            "name": cfg.name, "pid": rec["pid"], "dataplane_pid": child.pid, "config": rec.get("config"),
+            "segment": cfg.segment, "started_ns": rec["started_ns"], "stopped_ns": now,
+            "uptime_s": round((now - rec["started_ns"]) / 1e9, 3), "rc": rc,
+            "signal": signal.Signals(-rc).name if rc < 0 else None, "reason": reason, "stats": stats})
+        out_path.unlink(missing_ok=True)
+    except OSError as e:
+        print(f"fh run: {cfg.name}: cannot write the exit record next to {pf.path}: {e}", file=sys.stderr)
+    print(f"fh run: {cfg.name}: {reason}", file=sys.stderr)
+    if stats is not None:
+        if json_out:
+            print(json.dumps(stats))
+        else:
+            for line in replay.summary_lines(stats):
+                print(line)
+    return status
+
+
+def _why(cfg: config.Config, rc: int, forwarded: list[int], stats: dict | None) -> tuple[str, int]:
+    """Why the data plane stopped, in words, and the exit status of fh run."""
+    asked = f" on {signal.Signals(forwarded[0]).name}" if forwarded else ""
+    if rc == 0 and stats is not None:
+        if forwarded:
+            return f"the data plane stopped cleanly{asked}", 0
+        if cfg.exit_idle_ms:
+            return (f"the data plane stopped cleanly after {cfg.exit_idle_ms} ms without traffic "
+                    f"(run.exit_idle_ms)"), 0
+        return "the data plane stopped cleanly by itself", 0
+    if rc == 0:
+        return "the data plane stopped without final statistics", 1
+    if rc < 0:
+        sig = signal.Signals(-rc)
+        if sig in forwarded:
+            return f"the data plane was stopped by {sig.name} before it could stop cleanly (still starting?)", 0
+        if sig == signal.SIGKILL:
+            return ("the data plane was killed by SIGKILL, not sent by fh run (the OOM killer? kill -9? "
+                    "see dmesg and journalctl -k)"), 1
+        if sig in CRASH_SIGNALS:
+            return (f"the data plane crashed ({sig.name}); a core dump, if enabled: coredumpctl list "
+                    f"fh-dataplane"), 1
+        return f"the data plane was killed by signal {sig.name}{_after(forwarded)}", 1
+    return f"the data plane exited with status {rc} (its message is above){_after(forwarded)}", rc
+
+
+def _after(forwarded: list[int]) -> str:
+    if not forwarded:
+        return ""
+    return f" (fh run had forwarded {', '.join(sorted({signal.Signals(s).name for s in forwarded}))} to it)"

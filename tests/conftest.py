@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# fh run keeps pidfiles and exit records in FH_RUN_DIR: keep the tests' out of /run/fh.
+os.environ.setdefault("FH_RUN_DIR", f"/tmp/fh-test-run-{os.getuid()}")
 REAL = (ROOT / ".." / "shared" / "data" / "real").resolve()
 
 

@@ -66,7 +66,7 @@ def test_good_config_and_arguments(tmp_path):
     (lambda t: t.replace('hugepages = false', 'hugepages = "no"'), "memory.hugepages", "true or false"),
     (lambda t: t.replace('name = "cfgtest"', 'name = "a b"'), "instance.name", "letters, digits"),
     (lambda t: t.replace('protocol = "moldudp64-itch50"', 'protocol = "pitch"'), "feed.protocol", "only protocol"),
-    (lambda t: t + "\n[cores]\nrx = 4000\n", "cores.rx = 4000", "may not run on CPU"),
+    (lambda t: t + "\n[cores]\nrx = 4000\n", "cores.rx = 4000", "no such CPU online"),
     (lambda t: t + "\n[shm]\nevents = 1000\n", "shm.events = 1000", "power of two"),
     (lambda t: t.replace("[[feed.lines]]", "[[feed.lines]]\ncolor = 1", 1), "feed.lines[0].color", "unknown key"),
     (lambda t: t + "\n[run\n", "not valid TOML", ""),

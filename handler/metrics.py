@@ -1,0 +1,279 @@
+"""`fh metrics`: an instance's counters and states in the Prometheus text exposition format (version 0.0.4),
+over HTTP (GET /metrics) and as a node-exporter textfile (written atomically).
+
+Everything comes from the shared-memory segment (handler.shm.Reader) and the pidfile (handler.supervise);
+nothing is computed that the data plane does not publish. The rx->publish latency histogram is not in
+shared memory yet (fh-dataplane prints it in its final statistics only), so it is not exported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_LISTEN = "127.0.0.1:9377"
+WRITER_STATES = ("running", "stopped", "dead", "absent")
+
+
+# ---- the text format -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Family:
+    """One metric family: a name (counters end in _total), a type, a help text and its samples."""
+
+    name: str
+    type: str  # counter, gauge
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> "Family":
+        self.samples.append((labels, value))
+        return self
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(v: float) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+def render(families: list[Family], base_labels: dict[str, str] | None = None) -> str:
+    """The exposition text: per family a # HELP and a # TYPE line, then its samples. Families without
+    samples are left out."""
+    out = []
+    base = base_labels or {}
+    for f in families:
+        if not f.samples:
+            continue
+        out.append(f"# HELP {f.name} {_escape_help(f.help)}")
+        out.append(f"# TYPE {f.name} {f.type}")
+        for labels, v in f.samples:
+            lab = {**base, **labels}
+            text = ",".join(f'{k}="{_escape_label(str(x))}"' for k, x in lab.items())
+            out.append(f"{f.name}{{{text}}} {_value(v)}" if text else f"{f.name} {_value(v)}")
+    return "\n".join(out) + "\n"
+
+
+# ---- collecting --------------------------------------------------------------------------------------------
+
+
+class Collector:
+    """Reads one instance for each scrape; keeps its Reader between scrapes and joins again when the
+    segment is replaced (a restart) or appears. Safe to call from several threads."""
+
+    def __init__(self, name: str):
+        from . import shm
+
+        self.target = name
+        self.path = shm.segment_path(name)
+        self.name = name if "/" not in name else Path(name).name.removeprefix("fh-")
+        self._reader = None
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _join(self):
+        from . import shm
+
+        r = self._reader
+        if r is not None:
+            try:
+                if not r.writer_status().replaced:
+                    return r
+            except shm.ShmError:
+                pass
+            r.close()
+            self._reader = None
+        try:
+            self._reader = shm.Reader(self.path, wait_s=0.2)
+        except shm.ShmError:
+            self._reader = None
+        return self._reader
+
+    def families(self) -> list[Family]:
+        from . import shm, supervise
+
+        with self._lock:
+            fams: list[Family] = []
+            _, _, locked = supervise.lookup(self.name) if "/" not in self.target else (None, None, False)
+            fams.append(Family("fh_supervisor_up", "gauge", "1 while fh run supervises the instance (it, or its "
+                                                           "data plane, holds the pidfile's lock)").add(int(locked)))
+            r = self._join()
+            up = Family("fh_writer_up", "gauge", "1 while the segment's writer (the data plane) runs and holds "
+                                                 "its lock")
+            state = Family("fh_writer_state", "gauge", "the segment writer's state: 1 for the current one "
+                                                       "(absent: no segment)")
+            fams += [up, state]
+            if r is None:
+                up.add(0)
+                for s in WRITER_STATES:
+                    state.add(int(s == "absent"), state=s)
+                return fams
+            try:
+                st = r.writer_status()
+                counters = r.stats()
+                status = r.books["status"]
+                live, stale = int((status == shm.LIVE).sum()), int((status == shm.STALE).sum())
+                head = r.head
+            except shm.ShmError as e:
+                self.errors += 1
+                print(f"fh metrics: {self.path}: {e}", file=sys.stderr)
+                up.add(0)
+                fams.append(Family("fh_collect_errors_total", "counter", "scrapes that could not read the "
+                                                                         "segment").add(self.errors))
+                return fams
+            up.add(int(st.state == "running"))
+            for s in WRITER_STATES:
+                state.add(int(s == st.state), state=s)
+            fams.append(Family("fh_writer_start_time_seconds", "gauge", "when the writer started (Unix time)")
+                        .add(r.start_ns / 1e9))
+            fams.append(Family("fh_heartbeat_age_seconds", "gauge", "seconds since the writer's last heartbeat")
+                        .add(round(st.heartbeat_age, 6)))
+            fams.append(Family("fh_event_head", "gauge", "sequence of the last event published to the ring")
+                        .add(head))
+            fams.append(Family("fh_event_capacity", "gauge", "event ring capacity").add(r.event_capacity))
+            fams.append(Family("fh_books", "gauge", "instruments with a book (live or stale)").add(live + stale))
+            fams.append(Family("fh_books_stale", "gauge", "books marked stale (a gap not yet recovered)").add(stale))
+            fams.append(Family("fh_books_live", "gauge", "books that are live").add(live))
+            fams.append(Family("fh_messages_applied_total", "counter", "ITCH messages the book engine applied")
+                        .add(counters.get("messages", 0)))
+            types = Family("fh_messages_total", "counter", "ITCH messages by message type")
+            for k, v in sorted(counters.items()):
+                if k.startswith("type_"):
+                    types.add(v, type=k[5:])
+            anomalies = Family("fh_anomalies_total", "counter", "messages the engine counted as anomalous, by "
+                                                                "cause (docs/book-semantics.md)")
+            for k, v in counters.items():
+                if k != "messages" and not k.startswith("type_"):
+                    anomalies.add(v, cause=k)
+            fams += [types, anomalies]
+            return fams
+
+    def text(self) -> str:
+        return render(self.families(), {"instance": self.name})
+
+
+# ---- outputs ---------------------------------------------------------------------------------------------
+
+
+def write_textfile(path: str | os.PathLike, text: str) -> None:
+    """Write text to path atomically: a temporary file in the same directory, flushed, then renamed over
+    it (node-exporter's textfile collector must never read half a file)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN} (or :9377 for every "
+                         f"address)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def make_server(collector: Collector, listen: str) -> ThreadingHTTPServer:
+    """An HTTP server answering GET /metrics (and 404 elsewhere); serve_forever() it, or use .server_address."""
+    host, port = parse_listen(listen)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "fh-metrics"
+
+        def do_GET(self):
+            if self.path.split("?", 1)[0] != "/metrics":
+                body = b"not found: the metrics are at /metrics\n"
+                self.send_response(404)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+            else:
+                body = collector.text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):  # no access log: Prometheus scrapes every few seconds
+            pass
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+        allow_reuse_address = True
+
+    return Server((host, port), Handler)
+
+
+def serve(name: str, listen: str | None, textfile: str | None, once: bool, interval: float) -> int:
+    collector = Collector(name)
+    try:
+        if once:
+            text = collector.text()
+            if textfile:
+                write_textfile(textfile, text)
+            else:
+                sys.stdout.write(text)
+            return 0
+        server = None
+        if listen:
+            server = make_server(collector, listen)
+            host, port = server.server_address[:2]
+            print(f"fh metrics: {collector.name}: serving http://{host}:{port}/metrics", file=sys.stderr, flush=True)
+            threading.Thread(target=server.serve_forever, name="fh-metrics-http", daemon=True).start()
+        if textfile:
+            print(f"fh metrics: {collector.name}: writing {textfile} every {interval:g} s", file=sys.stderr,
+                  flush=True)
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+        try:
+            while True:
+                if textfile:
+                    write_textfile(textfile, collector.text())
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+    finally:
+        collector.close()

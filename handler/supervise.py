@@ -1,0 +1,514 @@
+"""Supervision of an instance: the pidfile that keeps `fh run` to one per name, `fh stop`, `fh status`.
+
+The pidfile RUN_DIR/NAME.pid (RUN_DIR: $FH_RUN_DIR, else /run/fh, else $XDG_RUNTIME_DIR/fh, else
+/tmp/fh-run: the first that can be written) is locked with flock(LOCK_EX) by `fh run` for as long as it
+lives, and the lock is inherited by the data plane, so it stays held while either process lives. The lock,
+not the pid written in the file, says whether an instance runs: a pidfile left by a run that was killed is
+unlocked, and the next `fh run` takes it over. The file holds the supervisor's pid on its first line (as
+PIDFile= readers expect) and a JSON record on the second (config, lines, segment, data-plane pid, start).
+
+When the supervisor ends it writes RUN_DIR/NAME.exit.json: why the data plane stopped, and its final
+statistics (the drop counters live there, not in shared memory).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+DEFAULT_RUN_DIR = "/run/fh"
+FALLBACK_RUN_DIR = "/tmp/fh-run"
+
+
+class AlreadyRunning(Exception):
+    """Another `fh run` (or its data plane) holds the instance's pidfile."""
+
+
+# ---- where pidfiles live -------------------------------------------------------------------------------
+
+
+def run_dirs() -> list[Path]:
+    """Candidate directories, in order of preference. $FH_RUN_DIR, when set, is the only one."""
+    env = os.environ.get("FH_RUN_DIR")
+    if env:
+        return [Path(env)]
+    dirs = [Path(DEFAULT_RUN_DIR)]
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        dirs.append(Path(xdg) / "fh")
+    dirs.append(Path(FALLBACK_RUN_DIR))
+    return dirs
+
+
+def writable_run_dir() -> Path:
+    """The first candidate directory that exists (or can be made) and can be written."""
+    tried = []
+    for d in run_dirs():
+        try:
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as e:
+            tried.append(f"{d} ({e.strerror})")
+            continue
+        if os.access(d, os.W_OK | os.X_OK):
+            return d
+        tried.append(f"{d} (not writable)")
+    raise PermissionError(f"no directory for the pidfile: tried {', '.join(tried)}; set FH_RUN_DIR to a "
+                          f"writable directory")
+
+
+def pidfile_paths(name: str) -> list[Path]:
+    return [d / f"{name}.pid" for d in run_dirs()]
+
+
+# ---- processes ------------------------------------------------------------------------------------------
+
+
+def boot_s() -> float:
+    """Seconds since boot (CLOCK_BOOTTIME), the clock /proc/PID/stat's start time is counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _proc_start_s(pid: int) -> float | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_is(pid: int | None, not_after_boot_s: float | None) -> bool:
+    """pid is alive and is the process that was there at not_after_boot_s (it started no later: a pid
+    reused by a newer process is not it)."""
+    if not pid or pid <= 0:
+        return False
+    start = _proc_start_s(pid)
+    if start is None:
+        return False
+    return not_after_boot_s is None or start <= not_after_boot_s + 0.05
+
+
+# ---- the pidfile ----------------------------------------------------------------------------------------
+
+
+def read_record(path: Path) -> dict | None:
+    """The JSON record of a pidfile (None: no file, or not one of ours). A writer rewrites the file in place,
+    so an empty or half-written read is retried briefly."""
+    for _ in range(20):
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        lines = text.splitlines()
+        if len(lines) >= 2:
+            try:
+                rec = json.loads(lines[1])
+                if isinstance(rec, dict) and "pid" in rec:
+                    return rec
+            except json.JSONDecodeError:
+                pass
+        elif len(lines) == 1 and lines[0].strip().isdigit() and text.endswith("\n"):
+            return {"pid": int(lines[0])}  # a bare pidfile (written by hand, or by something else)
+        time.sleep(0.01)
+    return None
+
+
+def is_locked(path: Path) -> bool:
+    """Whether some process holds the pidfile's lock (an instance lives). Probes with a shared lock that is
+    dropped at once."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
+def _utc(ns: int | None) -> str:
+    from .shm import utc_text
+
+    return utc_text(ns) if ns else "at an unknown time"
+
+
+def already_running_text(name: str, rec: dict | None) -> str:
+    rec = rec or {}
+    pid = rec.get("pid", "?")
+    return (f"instance {name} is already running (pid {pid}, started {_utc(rec.get('started_ns'))}"
+            f"{', config ' + rec['config'] if rec.get('config') else ''}): fh stop --name {name} first")
+
+
+class Pidfile:
+    """RUN_DIR/NAME.pid, locked for the life of this process (and of children given its fd)."""
+
+    def __init__(self, name: str, record: dict):
+        self.name = name
+        self.fd = -1
+        self.previous: dict | None = None  # the record of a stale pidfile that was taken over
+        for other in pidfile_paths(name):  # one started by another user may sit in another directory
+            if is_locked(other):
+                raise AlreadyRunning(already_running_text(name, read_record(other)))
+        self.path = writable_run_dir() / f"{name}.pid"
+        busy = 0
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                busy += 1
+                if busy < 4:  # a reader probing the lock holds it for microseconds
+                    time.sleep(0.05)
+                    continue
+                raise AlreadyRunning(already_running_text(name, read_record(self.path))) from None
+            try:  # the file may have been removed by its last owner between our open and our lock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        if os.fstat(fd).st_size:
+            self.previous = read_record(self.path)
+        self.record = {"pid": os.getpid(), "name": name, "started_ns": time.time_ns(), "boot_s": boot_s(),
+                       "dataplane_pid": None, "dataplane_boot_s": None, **record}
+        self._write()
+
+    def _write(self) -> None:
+        data = f"{self.record['pid']}\n{json.dumps(self.record)}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def update(self, **fields) -> None:
+        self.record.update(fields)
+        self._write()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def release(self) -> None:
+        """Remove the pidfile and drop the lock (in that order: no one can take a lock on a file that is
+        about to vanish)."""
+        if self.fd < 0:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def stdout_path(pidfile: Path) -> Path:
+    """Where the data plane's stdout (its final statistics, one JSON line) goes."""
+    return pidfile.with_name(pidfile.name[: -len(".pid")] + ".dataplane.out")
+
+
+def final_stats(path: Path) -> dict | None:
+    """The data plane's final statistics: the last line of its stdout, if that is a JSON object."""
+    try:
+        lines = path.read_text().strip().splitlines()
+        stats = json.loads(lines[-1])
+    except (OSError, IndexError, json.JSONDecodeError):
+        return None
+    return stats if isinstance(stats, dict) else None
+
+
+def exit_path(pidfile: Path) -> Path:
+    return pidfile.with_name(pidfile.name[: -len(".pid")] + ".exit.json")
+
+
+def write_exit_record(pidfile: Path, rec: dict) -> None:
+    p = exit_path(pidfile)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rec) + "\n")
+    os.replace(tmp, p)
+
+
+def read_exit_record(name: str) -> dict | None:
+    """The newest NAME.exit.json among the run directories."""
+    best = None
+    for pf in pidfile_paths(name):
+        try:
+            rec = json.loads(exit_path(pf).read_text())
+        except (FileNotFoundError, PermissionError, json.JSONDecodeError):
+            continue
+        if best is None or rec.get("stopped_ns", 0) > best.get("stopped_ns", 0):
+            best = rec
+    return best
+
+
+# ---- looking an instance up -----------------------------------------------------------------------------
+
+
+def lookup(name: str) -> tuple[Path | None, dict | None, bool]:
+    """(pidfile, its record, locked): a locked pidfile first, else the first one found, else (None, None,
+    False)."""
+    found = None
+    for p in pidfile_paths(name):
+        if not p.exists():
+            continue
+        if is_locked(p):
+            return p, read_record(p), True
+        found = found or p
+    if found is None:
+        return None, None, False
+    return found, read_record(found), False
+
+
+def _live_pids(rec: dict) -> tuple[int | None, int | None]:
+    """(supervisor pid, data-plane pid) of a record, each None unless that very process still lives."""
+    sup = rec.get("pid")
+    dp = rec.get("dataplane_pid")
+    return (sup if pid_is(sup, rec.get("boot_s")) else None,
+            dp if pid_is(dp, rec.get("dataplane_boot_s")) else None)
+
+
+# ---- fh stop --------------------------------------------------------------------------------------------
+
+
+def _wait_unlocked(path: Path, pids: list[int], deadline: float) -> bool:
+    while True:
+        for p in pids:  # reap if they are our children (tests); harmless otherwise
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if not is_locked(path):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _remove_unlocked(path: Path) -> None:
+    """Remove a pidfile no one holds (under its lock, so that a new fh run's file is never removed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(name: str, timeout: float = 10.0) -> tuple[int, str]:
+    """Stop instance NAME: SIGTERM to `fh run` (which forwards it to the data plane), SIGKILL to both once
+    `timeout` seconds pass. (exit status, one-line message). Stopping an instance that does not run is not
+    an error."""
+    path, rec, locked = lookup(name)
+    if path is None:
+        return _stop_unsupervised(name, timeout)
+    rec = rec or {}
+    if not locked:
+        return 0, (f"instance {name} is not running (its pidfile {path}, of pid {rec.get('pid', '?')}, was left "
+                   f"by a run that did not stop cleanly; the next fh run replaces it)")
+    sup, dp = _live_pids(rec)
+    target = sup or dp
+    if target is None:
+        return 1, (f"instance {name}: {path} is locked but neither pid {rec.get('pid')} nor data-plane pid "
+                   f"{rec.get('dataplane_pid')} is alive: find the holder with: fuser -v {path}")
+    t0 = time.monotonic()
+    _signal(target, signal.SIGTERM)
+    if _wait_unlocked(path, [p for p in (sup, dp) if p], t0 + timeout):
+        took = time.monotonic() - t0
+        who = f"pid {sup}" if sup else f"its data plane, pid {dp}, whose fh run was gone"
+        msg = f"instance {name} stopped ({who}, in {took:.1f} s)"
+        if not sup:  # no fh run to tell why: say it here, with the statistics the data plane left
+            out = Path(rec["stdout"]) if rec.get("stdout") else stdout_path(path)
+            stats = final_stats(out)
+            reason = (f"the data plane, whose fh run was gone, stopped "
+                      f"{'cleanly' if stats else 'without final statistics'} on SIGTERM from fh stop")
+            write_exit_record(path, {**_exit_base(rec), "stopped_ns": time.time_ns(), "rc": None, "signal": None,
+                                     "reason": reason, "stats": stats,
+                                     "uptime_s": _uptime(rec)})
+            out.unlink(missing_ok=True)
+            _remove_unlocked(path)
+        ex = read_exit_record(name)
+        if ex and ex.get("started_ns") == rec.get("started_ns") and ex.get("reason"):
+            msg += f": {ex['reason']}"
+        return 0, msg
+    killed = [p for p in (sup, dp) if p and _signal(p, signal.SIGKILL)]
+    gone = _wait_unlocked(path, killed, time.monotonic() + 5.0)
+    write_exit_record(path, {**_exit_base(rec), "stopped_ns": time.time_ns(), "rc": None, "signal": "SIGKILL",
+                             "uptime_s": _uptime(rec),
+                             "reason": f"killed by fh stop (SIGKILL) after not stopping within {timeout:g} s of "
+                                       f"SIGTERM", "stats": None})
+    text = (f"instance {name} did not stop within {timeout:g} s of SIGTERM; killed pid"
+            f"{'s' if len(killed) > 1 else ''} {', '.join(map(str, killed)) or '(none left)'} with SIGKILL")
+    if not gone:
+        return 1, text + f"; {path} is still locked: find the holder with: fuser -v {path}"
+    _remove_unlocked(path)
+    return 1, text + (f"; its segment {rec['segment']} may be left behind (the next fh run replaces it)"
+                      if rec.get("segment") else "")
+
+
+def _stop_unsupervised(name: str, timeout: float) -> tuple[int, str]:
+    """No fh run for NAME: a writer that holds the segment without one (fh publish, a replay) is stopped
+    the same way."""
+    from . import shm
+
+    try:
+        with shm.Reader(name, wait_s=0.2) as r:
+            st = r.writer_status()
+    except shm.ShmError:
+        return 0, f"instance {name} is not running (no pidfile in {', '.join(map(str, run_dirs()))}, no segment)"
+    if st.state != "running":
+        return 0, f"instance {name} is not running (its segment's writer pid {st.pid} is {st.state})"
+    t0 = time.monotonic()
+    _signal(st.pid, signal.SIGTERM)
+    while time.monotonic() - t0 < timeout:
+        try:
+            os.waitpid(st.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not pid_is(st.pid, None):
+            return 0, (f"instance {name} stopped (pid {st.pid}, the segment's writer, not under fh run; in "
+                       f"{time.monotonic() - t0:.1f} s)")
+        time.sleep(0.05)
+    _signal(st.pid, signal.SIGKILL)
+    return 1, (f"instance {name}: the segment's writer pid {st.pid} (not under fh run) did not stop within "
+               f"{timeout:g} s of SIGTERM; killed it with SIGKILL")
+
+
+def _uptime(rec: dict) -> float | None:
+    return round((time.time_ns() - rec["started_ns"]) / 1e9, 3) if rec.get("started_ns") else None
+
+
+def _exit_base(rec: dict) -> dict:
+    keys = ("name", "pid", "dataplane_pid", "config", "segment", "started_ns")
+    return {k: rec.get(k) for k in keys}
+
+
+# ---- fh status ------------------------------------------------------------------------------------------
+
+
+def status(name: str, sample_s: float = 0.5) -> dict:
+    """Everything `fh status` shows, as one dict (its --json). state: running, stopped or dead."""
+    from . import shm
+
+    path, rec, locked = lookup(name)
+    rec = rec or {}
+    out: dict = {"name": name, "state": None, "pid": None, "dataplane_pid": None, "supervised": locked,
+                 "pidfile": str(path) if path else None, "config": rec.get("config"), "lines": rec.get("lines"),
+                 "segment": rec.get("segment") or shm.segment_path(name), "uptime_s": None, "started_utc": None,
+                 "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
+                 "drops": None, "last_exit": None, "notes": []}
+    sup = dp = None
+    if locked:
+        sup, dp = _live_pids(rec)
+        out["pid"], out["dataplane_pid"] = sup, dp
+        if sup is None and dp:
+            out["notes"].append(f"fh run (pid {rec.get('pid')}) is gone; its data plane (pid {dp}) runs unsupervised")
+    reader = None
+    try:
+        reader = shm.Reader(out["segment"], wait_s=0.2)
+    except shm.ShmError as e:
+        if locked:
+            out["notes"].append(f"no segment yet ({e})")
+    try:
+        if reader is not None:
+            _segment_status(reader, out, sample_s)
+    finally:
+        if reader is not None:
+            reader.close()
+    w = out["writer"]
+    if locked:
+        out["state"] = "dead" if w and w["state"] == "dead" else "running"
+        if w and w["state"] == "stopped":
+            out["notes"].append("the data plane has stopped; fh run is finishing")
+    elif path is not None:
+        out["state"] = "dead"
+        out["pid"] = rec.get("pid")
+        out["notes"].append(f"fh run (pid {rec.get('pid')}) ended without cleaning up (killed?); {path} is stale")
+    elif w is not None:
+        out["state"] = w["state"]
+        if w["state"] == "running":
+            out["pid"] = w["pid"]
+            out["notes"].append("the segment's writer does not run under fh run (fh publish, a replay?)")
+    else:
+        out["state"] = "stopped"
+    if out["state"] != "running":
+        ex = read_exit_record(name)
+        if ex and path is not None and not locked and ex.get("started_ns") != rec.get("started_ns"):
+            ex = None  # from an earlier run than the one whose stale pidfile is there
+        if ex:
+            out["last_exit"] = {k: ex.get(k) for k in ("reason", "rc", "signal", "stopped_ns", "uptime_s", "pid")}
+            out["last_exit"]["stopped_utc"] = _utc(ex.get("stopped_ns"))
+            stats = ex.get("stats") or {}
+            if stats:
+                out["drops"] = {"net": stats.get("drops"), "nic_missed": (stats.get("nic") or {}).get("imissed"),
+                                "nic_errors": (stats.get("nic") or {}).get("ierrors"),
+                                "mold_gaps": (stats.get("mold") or {}).get("gaps")}
+    if out["state"] == "running" and out["drops"] is None:
+        out["notes"].append("drop counters are in the data plane's final statistics only (fh status shows them "
+                            "once it stops)")
+    if out["lines"] is None and out["config"]:
+        try:
+            from . import config
+
+            cfg = config.load(out["config"])
+            out["lines"] = [{"name": l.name, "group": l.group, "port": l.port} for l in cfg.lines]
+        except (ValueError, OSError):
+            pass
+    return out
+
+
+def _segment_status(r, out: dict, sample_s: float) -> None:
+    from . import shm
+
+    st = r.writer_status()
+    out["writer"] = {"state": st.state, "pid": st.pid, "alive": st.alive, "heartbeat_age_s": round(st.heartbeat_age, 3),
+                     "replaced": st.replaced}
+    out["uptime_s"] = round(max(0.0, (time.time_ns() - r.start_ns) / 1e9), 3)
+    out["started_utc"] = shm.utc_text(r.start_ns)
+    if out["dataplane_pid"] is None and st.alive:
+        out["dataplane_pid"] = st.pid
+    try:
+        c0, h0, t0 = r.stats(types=False), r.head, time.monotonic()
+        status = r.books["status"]
+        live, stale = int((status == shm.LIVE).sum()), int((status == shm.STALE).sum())
+        out["books"] = {"count": live + stale, "live": live, "stale": stale}
+        if sample_s > 0 and st.state == "running":
+            time.sleep(sample_s)
+            c1, h1, t1 = r.stats(types=False), r.head, time.monotonic()
+            dt = t1 - t0
+            out["rates"] = {"messages_per_s": round((c1.get("messages", 0) - c0.get("messages", 0)) / dt, 1),
+                            "events_per_s": round((h1 - h0) / dt, 1), "over_s": round(dt, 3)}
+            c0, h0 = c1, h1
+        out["messages"] = c0.get("messages", 0)
+        out["anomalies"] = {k: v for k, v in c0.items() if k != "messages"}
+        out["events"] = {"head": h0, "capacity": r.event_capacity}
+    except shm.ShmError as e:
+        out["notes"].append(str(e))

@@ -1,0 +1,341 @@
+"""`fh run` supervision (one instance per name through a locked pidfile, stale pidfiles taken over, the
+exit record), `fh stop`, `fh status`, and the systemd unit. The data plane runs on the bundled capture
+(net_pcap, --no-huge, backoff idle) and is held alive with run.exit_idle_ms = 0 until it is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, fh
+from handler import replay, shm, supervise
+
+CONFIG = """
+[instance]
+name = "{name}"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = {exit_idle_ms}
+"""
+PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
+DAY = ROOT / "pcaps" / "synth-100k.itch"
+
+
+def _dataplane_or_skip() -> None:
+    try:
+        replay.find_dataplane()
+    except replay.DataplaneError as e:
+        pytest.skip(str(e))
+
+
+needs_dataplane = pytest.mark.usefixtures("dataplane")
+
+
+@pytest.fixture(scope="module")
+def dataplane():
+    _dataplane_or_skip()
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(d))  # for this process and every fh it starts
+    return d
+
+
+@pytest.fixture
+def name() -> str:
+    n = f"sv{os.getpid() % 100000}{uuid.uuid4().hex[:6]}"
+    yield n
+    for p in (f"/dev/shm/fh-{n}", f"/dev/shm/fh-{n}.wake"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def write_config(tmp_path: Path, name: str, exit_idle_ms: int = 0) -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(CONFIG.format(name=name, pcap=PCAP, exit_idle_ms=exit_idle_ms))
+    return p
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _kill_pid(pid: int | None) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def fh_run(cfg: Path, name: str, timeout: float = 60.0):
+    """`fh run --config cfg` in the background; yields (process, pidfile record) once its data plane
+    publishes the whole capture. Whatever happens, the supervisor and its data plane end on the way out."""
+    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "run", "--config", str(cfg)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rec = None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"fh run exited {proc.returncode}: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "fh run did not get ready in time"
+            path, rec, locked = supervise.lookup(name)
+            if locked and rec and rec.get("dataplane_pid"):
+                try:
+                    with shm.Reader(name, wait_s=0.1) as r:
+                        if r.writer_status().state == "running" and r.stats(types=False).get("messages") == 40000:
+                            break
+                except shm.ShmError:
+                    pass
+            time.sleep(0.05)
+        yield proc, rec
+    finally:
+        _stop(proc)
+        if rec:
+            _kill_pid(rec.get("dataplane_pid") if supervise.pid_is(rec.get("dataplane_pid"),
+                                                                    rec.get("dataplane_boot_s")) else None)
+        for f in (proc.stdout, proc.stderr):
+            f.close()
+
+
+# ---- the pidfile ------------------------------------------------------------------------------------------
+
+
+@needs_dataplane
+def test_second_run_of_the_same_name_is_refused(tmp_path, run_dir, name):
+    cfg = write_config(tmp_path, name)
+    with fh_run(cfg, name) as (proc, rec):
+        assert rec["pid"] == proc.pid and (run_dir / f"{name}.pid").read_text().split("\n")[0] == str(proc.pid)
+        p = fh("run", "--config", cfg, check=False)
+        assert p.returncode == 2
+        msg = p.stderr.strip()
+        assert msg.startswith(f"fh: instance {name} is already running (pid {proc.pid}, started ")
+        assert msg.endswith(f"fh stop --name {name} first") and "\n" not in msg
+        assert proc.poll() is None  # the first one is untouched
+        with shm.Reader(name) as r:
+            assert r.writer_status().state == "running" and r.writer_pid == rec["dataplane_pid"]
+
+
+@needs_dataplane
+def test_stale_pidfile_is_taken_over(tmp_path, run_dir, name):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run_dir.mkdir(parents=True)
+    stale = {"pid": gone.pid, "name": name, "started_ns": time.time_ns() - 10**9, "boot_s": 0.0}
+    (run_dir / f"{name}.pid").write_text(f"{gone.pid}\n{json.dumps(stale)}\n")
+    st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+    assert st["state"] == "dead" and st["pid"] == gone.pid and "stale" in " ".join(st["notes"])
+    p = fh("run", "--config", write_config(tmp_path, name, exit_idle_ms=300), "--json")
+    assert f"took over the stale pidfile {run_dir / name}.pid of pid {gone.pid}" in p.stderr
+    assert "stopped cleanly after 300 ms without traffic (run.exit_idle_ms)" in p.stderr
+    assert json.loads(p.stdout)["messages_applied"] == 40000
+    assert not (run_dir / f"{name}.pid").exists() and not (run_dir / f"{name}.dataplane.out").exists()
+    ex = json.loads((run_dir / f"{name}.exit.json").read_text())
+    assert ex["rc"] == 0 and ex["stats"]["messages_applied"] == 40000 and ex["pid"] != gone.pid
+    st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+    assert st["state"] == "stopped" and "run.exit_idle_ms" in st["last_exit"]["reason"]
+
+
+def test_pidfile_lock_and_release(run_dir, name):
+    """In-process: the lock is what counts; release removes the file; a pidfile of a live lock refuses."""
+    with supervise.Pidfile(name, {"config": "/x.toml"}) as pf:
+        assert supervise.is_locked(pf.path) and supervise.read_record(pf.path)["config"] == "/x.toml"
+        with pytest.raises(supervise.AlreadyRunning, match=rf"instance {name} is already running \(pid {os.getpid()}"):
+            supervise.Pidfile(name, {})
+    assert not pf.path.exists()
+
+
+def test_run_dir_fallback(tmp_path, monkeypatch):
+    monkeypatch.delenv("FH_RUN_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    monkeypatch.setattr(supervise, "DEFAULT_RUN_DIR", str(tmp_path / "ro" / "fh"))
+    (tmp_path / "ro").mkdir(mode=0o555)
+    try:
+        d = supervise.writable_run_dir()
+        if os.geteuid() == 0:  # root writes anywhere: the first candidate wins
+            assert d == tmp_path / "ro" / "fh"
+        else:
+            assert d == tmp_path / "xdg" / "fh"
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
+# ---- fh stop ----------------------------------------------------------------------------------------------
+
+
+@needs_dataplane
+def test_stop(tmp_path, run_dir, name):
+    with fh_run(write_config(tmp_path, name), name) as (proc, rec):
+        p = fh("stop", "--name", name)
+        assert p.stdout.startswith(f"fh stop: instance {name} stopped (pid {proc.pid}, in ")
+        assert "the data plane stopped cleanly on SIGTERM" in p.stdout
+        assert proc.wait(10) == 0
+        err = proc.stderr.read()
+        assert f"fh run: {name}: the data plane stopped cleanly on SIGTERM" in err
+        assert "messages applied 40000" in proc.stdout.read()
+    assert not (run_dir / f"{name}.pid").exists()
+    assert not os.path.exists(f"/dev/shm/fh-{name}")  # a clean stop removes the segment
+    p = fh("stop", "--name", name)
+    assert p.returncode == 0 and f"instance {name} is not running" in p.stdout
+    p = fh("status", "--name", name, check=False)
+    assert p.returncode == 1 and f"instance  {name}: stopped" in p.stdout and "on SIGTERM" in p.stdout
+
+
+@needs_dataplane
+def test_stop_kills_after_the_timeout(tmp_path, run_dir, name):
+    with fh_run(write_config(tmp_path, name), name) as (proc, rec):
+        dp = rec["dataplane_pid"]
+        os.kill(dp, signal.SIGSTOP)  # a data plane that does not answer SIGTERM
+        t0 = time.monotonic()
+        p = fh("stop", "--name", name, "--timeout", "1", check=False)
+        assert p.returncode == 1 and time.monotonic() - t0 < 10
+        assert f"did not stop within 1 s of SIGTERM; killed pids {proc.pid}, {dp} with SIGKILL" in p.stderr
+        assert proc.wait(5) == -signal.SIGKILL
+        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+        assert st["state"] == "dead"  # the segment was left mid-run
+        assert st["last_exit"]["signal"] == "SIGKILL" and "killed by fh stop" in st["last_exit"]["reason"]
+
+
+@needs_dataplane
+def test_killed_supervisor_leaves_the_instance_locked(tmp_path, run_dir, name):
+    """A data plane whose fh run was killed keeps the instance locked (it inherited the lock), is shown as
+    unsupervised, still refuses a second run, and fh stop stops it cleanly (its statistics are kept)."""
+    cfg = write_config(tmp_path, name)
+    with fh_run(cfg, name) as (proc, rec):
+        proc.kill()
+        proc.wait()
+        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0").stdout)
+        assert st["state"] == "running" and st["pid"] is None and st["dataplane_pid"] == rec["dataplane_pid"]
+        assert any("runs unsupervised" in n for n in st["notes"])
+        assert fh("run", "--config", cfg, check=False).returncode == 2
+        p = fh("stop", "--name", name)
+        assert f"its data plane, pid {rec['dataplane_pid']}, whose fh run was gone" in p.stdout
+        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+        assert st["state"] == "stopped" and st["drops"]["nic_missed"] == 0
+        assert "stopped cleanly on SIGTERM from fh stop" in st["last_exit"]["reason"]
+
+
+# ---- fh status --------------------------------------------------------------------------------------------
+
+
+@needs_dataplane
+def test_status_json(tmp_path, run_dir, name):
+    cfg = write_config(tmp_path, name)
+    with fh_run(cfg, name) as (proc, rec):
+        p = fh("status", "--name", name, "--json")
+        s = json.loads(p.stdout)
+        assert p.returncode == 0 and s["state"] == "running" and s["supervised"]
+        assert s["pid"] == proc.pid and s["dataplane_pid"] == rec["dataplane_pid"]
+        assert s["config"] == str(cfg) and s["segment"] == f"/dev/shm/fh-{name}"
+        assert [(l["name"], l["group"], l["port"]) for l in s["lines"]] == [("A", "233.54.12.111", 26477),
+                                                                             ("B", "233.49.196.111", 26477)]
+        with shm.Reader(name) as r:
+            status = r.books["status"]
+            assert s["books"] == {"count": int((status != shm.EMPTY).sum()), "live": int((status == shm.LIVE).sum()),
+                                  "stale": int((status == shm.STALE).sum())}
+            assert s["events"] == {"head": r.head, "capacity": r.event_capacity}
+            assert 0 < s["uptime_s"] < 120 and abs(s["uptime_s"] - (time.time_ns() - r.start_ns) / 1e9) < 5
+            counters = r.stats(types=False)
+        assert s["messages"] == counters["messages"] == 40000
+        assert s["anomalies"] == {k: v for k, v in counters.items() if k != "messages"}
+        assert s["rates"]["messages_per_s"] == 0 and 0.4 < s["rates"]["over_s"] < 5  # the capture is over
+        assert s["writer"]["state"] == "running" and s["writer"]["heartbeat_age_s"] < 5
+        assert s["drops"] is None and s["last_exit"] is None
+        text = fh("status", "--name", name, "--sample", "0").stdout
+        assert f"instance  {name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
+        assert "lines     A 233.54.12.111:26477, B 233.49.196.111:26477" in text
+        m = fh("metrics", "--name", name, "--once").stdout
+        assert f'fh_supervisor_up{{instance="{name}"}} 1' in m and f'fh_writer_up{{instance="{name}"}} 1' in m
+
+
+def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
+    """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
+    ready = run_dir.parent / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name,
+                             "--hold", "--pace", "0.01", "--chunk", "4096", "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # status while it is still applying the day (paced): the rate is not zero
+            try:
+                with shm.Reader(name, wait_s=0.1):
+                    break
+            except shm.ShmError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        s = json.loads(fh("status", "--name", name, "--json").stdout)
+        assert s["state"] == "running" and s["pid"] == proc.pid and not s["supervised"] and s["config"] is None
+        if not ready.exists():
+            assert s["rates"]["messages_per_s"] > 0
+        assert any("does not run under fh run" in n for n in s["notes"])
+        p = fh("stop", "--name", name)
+        assert f"stopped (pid {proc.pid}, the segment's writer, not under fh run" in p.stdout
+        assert proc.wait(10) == 0
+        p = fh("status", "--name", name, check=False)
+        assert p.returncode == 1 and "stopped" in p.stdout
+    finally:
+        _stop(proc)
+        proc.stderr.close()
+
+
+def test_status_of_an_unknown_instance(run_dir, name):
+    p = fh("status", "--name", name, "--json", check=False)
+    s = json.loads(p.stdout)
+    assert p.returncode == 1 and s["state"] == "stopped" and s["writer"] is None and s["last_exit"] is None
+    p = fh("status", "--name", "bad name", check=False)
+    assert p.returncode == 2 and "--name 'bad name'" in p.stderr
+
+
+# ---- the systemd unit -------------------------------------------------------------------------------------
+
+
+def test_systemd_unit_verifies(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed")
+    text = (ROOT / "deploy" / "fh@.service").read_text()
+    assert "ExecStart=/usr/local/bin/fh run --config /etc/fh/%i.toml" in text
+    for key in ("Restart=on-failure", "LimitMEMLOCK=infinity", "KillSignal=SIGTERM", "CPUAffinity=",
+                "TimeoutStopSec=", "AmbientCapabilities="):
+        assert key in text
+    # verify checks that ExecStart's program exists; fh is not installed in /usr/local/bin here
+    unit = tmp_path / "fh@.service"
+    unit.write_text(text.replace("/usr/local/bin/fh", shutil.which("true") or "/bin/true"))
+    p = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    complaints = [l for l in (p.stdout + p.stderr).splitlines() if "fh@" in l]
+    assert p.returncode == 0 and not complaints, p.stdout + p.stderr
