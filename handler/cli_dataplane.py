@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 
-def _cli_error(msg: str):
-    from .cli import CliError
+class DataplaneCliError(ValueError):
+    """A user-facing error of these commands. A ValueError, which cli.main prints as `fh: ...` with exit status
+    2, as it does CliError: under `python -m handler.cli` that module runs as __main__, so a CliError imported
+    here from handler.cli would be another class, and escape its handler as a traceback."""
 
-    return CliError(msg)
+
+def _cli_error(msg: str):
+    return DataplaneCliError(msg)
 
 
 def _existing(path: str) -> Path:
@@ -20,14 +24,81 @@ def _existing(path: str) -> Path:
     return p
 
 
-def cmd_replay(a) -> int:
-    from . import replay
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn with \\r at most ten times a second: percent, frames per
+    second, ETA. It shows only once a replay looks longer than `after_s`, and never when off (stderr not a
+    terminal, or --quiet)."""
 
-    if a.speed != "max":
-        raise _cli_error(f"--speed {a.speed}: only 'max' (net_pcap at top speed) is implemented yet; paced replay "
-                         "over a veth pair comes with the live-traffic work")
+    def __init__(self, label: str = "replay", stream=None, enabled: bool | None = None, after_s: float = 2.0):
+        self.stream = stream or sys.stderr
+        self.enabled = (self.stream.isatty() if enabled is None else enabled)
+        self.label, self.after_s = label, after_s
+        self.shown = False
+        self._last = -1.0
+        self._last_done = -1
+
+    def __call__(self, done: int, total: int, elapsed: float, eta: float | None = None) -> None:
+        """done of total frames after elapsed seconds; eta, when the caller knows it (a paced replay follows a
+        schedule), is the time left, and the percentage is then of the time."""
+        if not self.enabled or total <= 0:
+            return
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if eta is None:
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            frac = done / total
+        else:
+            frac = elapsed / (elapsed + eta) if elapsed + eta > 0 else 1.0
+        if not self.shown and (elapsed < 0.5 or elapsed + eta < self.after_s or (done == 0 and elapsed < self.after_s)):
+            return
+        if self.shown and (self._last_done >= total or (elapsed - self._last < 0.1 and done < total)):
+            return
+        self._last_done = done
+        self._last = elapsed
+        frac = min(1.0, frac)
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        eta_text = "--:--" if eta == float("inf") else f"{int(eta) // 60:d}:{int(eta) % 60:02d}"
+        self.stream.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}%  {done}/{total} frames  {rate:,.0f}/s  "
+                          f"ETA {eta_text}  ")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False
+
+
+def cmd_replay(a) -> int:
+    from . import replay, sender
+
     pcap = _existing(a.pcap)
-    stats, books = replay.replay(pcap, depth=a.depth, want_books=bool(a.dump_books))
+    try:
+        pace = sender.parse_pace(a.speed, a.pps)
+    except sender.SenderError as e:
+        raise _cli_error(str(e)) from None
+    bar = ProgressBar(enabled=False if a.quiet else None)
+    want = bool(a.dump_books)
+    try:
+        if pace.paced:
+            def plan(frames: int, secs: float) -> None:
+                if not a.quiet:
+                    print(f"fh replay: {frames} frames at {pace} over a veth pair to net_af_packet: about "
+                          f"{secs:.1f} s", file=sys.stderr)
+
+            stats, books = replay.replay_live(pcap, pace, loop=a.loop, depth=a.depth, want_books=want, progress=bar,
+                                              realtime=a.realtime, plan=plan)
+        else:
+            stats, books = replay.replay(pcap, depth=a.depth, want_books=want, loop=a.loop, progress=bar)
+    except sender.SenderError as e:
+        raise _cli_error(str(e)) from None
+    except KeyboardInterrupt:
+        bar.close()
+        print("fh replay: interrupted (the data plane, the sender and their namespace are gone)", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
     if books is not None:
         Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
     if a.json:
@@ -97,12 +168,29 @@ def cmd_pcap_inspect(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
-    r = sub.add_parser("replay", help="replay a pcap through the DPDK data plane (net_pcap) into shared memory")
+    r = sub.add_parser(
+        "replay", help="replay a pcap through the DPDK data plane into shared memory",
+        description="Replay a capture through the DPDK data plane. --speed max (the default) runs it on net_pcap "
+                    "at top speed, deterministically. --speed recorded|xN and --pps N pace it as a feed arrives: a "
+                    "sender in a network namespace of its own sends the frames over a veth pair to the data plane "
+                    "on net_af_packet (root, iproute2 and DPDK's af_packet driver needed; all of it is removed "
+                    "afterwards).")
     r.add_argument("pcap")
-    r.add_argument("--speed", default="max", help="max (top speed; the only one so far)")
+    r.add_argument("--speed", default="max",
+                   help="max (net_pcap, top speed), recorded (the capture's own inter-packet times) or xN (those "
+                        "times divided by N, e.g. x100)")
+    r.add_argument("--pps", type=float, default=None, metavar="N", help="paced at N packets per second instead")
+    r.add_argument("--loop", type=positive, default=1, metavar="K",
+                   help="send the capture K times in a row (at max speed net_pcap reads it K times through a FIFO; "
+                        "paced, the sender loops). The same sequence numbers come again, so the data plane counts "
+                        "the repeats as duplicates and the books are those of one pass")
     r.add_argument("--dump-books", metavar="FILE", help="write the final books, read from shared memory, here")
     r.add_argument("--depth", type=positive, default=None)
     r.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    r.add_argument("--realtime", action="store_true",
+                   help="paced: run the sender under SCHED_FIFO, so that other tasks on its CPU do not delay frames "
+                        "by milliseconds")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no notes on stderr")
     r.set_defaults(func=cmd_replay)
 
     v = sub.add_parser("verify", help="replay a pcap and compare the books with the reference model's")

@@ -1,13 +1,22 @@
-"""`fh replay` and `fh verify`: a pcap through the real DPDK data plane (net_pcap), its books read back
-from shared memory, and the reference model's books for the same datagrams."""
+"""`fh replay` and `fh verify`: a pcap through the real DPDK data plane, its books read back from shared
+memory, and the reference model's books for the same datagrams.
+
+Two ways in: `replay` runs the data plane on net_pcap, which reads the capture at top speed (deterministic;
+`loop` feeds it the capture K times through a FIFO); `replay_live` paces it instead: a sender
+(handler.sender) in a network namespace sends the frames over a veth pair to the data plane on
+net_af_packet, as a feed would arrive."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +42,25 @@ def find_dataplane() -> str:
                          "then bash scripts/setup.sh), or set FH_DATAPLANE")
 
 
+def pmd_available(driver: str) -> bool:
+    """Whether DPDK can load this poll-mode driver (e.g. "net_af_packet"): linked into fh-dataplane, or a
+    plugin in one of the usual DPDK driver directories. A heuristic: the data plane's own start-up is the
+    final word."""
+    lib = "librte_" + driver
+    try:
+        p = subprocess.run(["ldd", find_dataplane()], capture_output=True, text=True, timeout=20)
+        if lib in p.stdout:
+            return True
+    except (OSError, subprocess.SubprocessError, DataplaneError):
+        pass
+    for pattern in ("/usr/lib*/*/dpdk/pmds-*/", "/usr/lib*/dpdk/pmds-*/", "/usr/local/lib*/*/dpdk/pmds-*/",
+                    "/usr/local/lib*/dpdk/pmds-*/"):
+        for d in Path("/").glob(pattern.lstrip("/")):
+            if any(d.glob(lib + ".so*")):
+                return True
+    return False
+
+
 def pcap_lines(path: str | Path) -> list[tuple[str, int]]:
     """The (destination, port) of each UDP flow of a capture, in order of first appearance."""
     from .pcapfile import PcapReader
@@ -50,14 +78,13 @@ def poll_core() -> int:
 
 def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256) -> list[str]:
     return ["--no-pci", "--no-shconf", "--no-huge", "-m", str(memory_mb), "--file-prefix", f"fh-{name}",
-            "-l", str(poll_core() if core is None else core), "--log-level", "lib.eal:error",
+            "-l", str(poll_core() if core is None else core), "--log-level", "lib.eal:error", "--no-telemetry",
             "--log-level", "pmd.net.pcap:error", "--vdev", vdev]
 
 
-def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
+def dataplane_cmd(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
                   idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
-                  max_levels: int = 1 << 20, events: int = 1 << 16, timeout: float | None = None) -> dict:
-    """Run fh-dataplane to the end of its input; return its final statistics."""
+                  max_levels: int = 1 << 20, events: int = 1 << 16) -> list[str]:
     if not lines:
         raise DataplaneError("no UDP flow to listen to: the capture holds no UDP datagram")
     cmd = [find_dataplane(), *eal, "--", "--segment", segment, "--idle", idle, "--exit-idle-ms", str(exit_idle_ms),
@@ -66,14 +93,128 @@ def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *,
         cmd += ["--line", f"{dst}:{port}"]
     if keep:
         cmd.append("--keep-segment")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        err = [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane") or "EAL" in l]
-        raise DataplaneError((err[-1] if err else p.stderr.strip()[-400:]) or f"exit status {p.returncode}")
+    return cmd
+
+
+def _with_parent(sig: int):
+    """A preexec_fn: the child gets sig when this process dies (PR_SET_PDEATHSIG), so that a data plane, which
+    polls forever without --exit-idle-ms, does not outlive an fh that was killed."""
+    import ctypes
+
     try:
-        return json.loads(p.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise DataplaneError(f"fh-dataplane printed no statistics: {p.stderr.strip()[-400:]}") from None
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, ctypes.c_ulong(sig), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+    return arm
+
+
+class Dataplane:
+    """One fh-dataplane process: started, seen to print its "running" line, stopped (SIGINT, or on its own with
+    --exit-idle-ms), its final statistics parsed. `close` ends it if it still runs."""
+
+    def __init__(self, cmd: list[str]):
+        self.cmd = cmd
+        self.err: list[str] = []
+        self._running = threading.Event()
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, preexec_fn=_with_parent(signal.SIGINT))
+        self._out: list[str] = []
+        self._threads = [threading.Thread(target=self._drain_err, daemon=True),
+                         threading.Thread(target=lambda: self._out.extend(self.p.stdout), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _drain_err(self) -> None:
+        for line in self.p.stderr:
+            self.err.append(line.rstrip("\n"))
+            if line.startswith("fh-dataplane") and line.rstrip().endswith(": running"):
+                self._running.set()
+        self._running.set()  # it exited: wake whoever waits
+
+    def _failure(self) -> DataplaneError:
+        err = [l for l in self.err if l.startswith("fh-dataplane") or "EAL" in l]
+        msg = err[-1] if err else "\n".join(self.err)[-400:]
+        if "no DPDK port" in msg and any("net_af_packet" in a for a in self.cmd):
+            msg = ("the net_af_packet PMD did not create a port (is librte_net_af_packet installed, e.g. "
+                   f"apt-get install dpdk? {' | '.join(self.err[-3:])})")
+        return DataplaneError(msg or f"exit status {self.p.returncode}")
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        """Until the poll loop runs; raises the data plane's own error if it exits first."""
+        if not self._running.wait(timeout):
+            raise DataplaneError(f"fh-dataplane printed no 'running' line in {timeout:g} s: "
+                                 f"{' | '.join(self.err[-3:]) or 'no output'}")
+        if self.p.poll() is not None:
+            self.p.wait()
+            for t in self._threads:
+                t.join(5)
+            raise self._failure()
+
+    def wait(self, timeout: float | None = None, progress=None) -> dict:
+        """Until it exits (calling progress() every 0.1 s meanwhile); its final statistics."""
+        t_end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self.p.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if t_end is not None and time.monotonic() > t_end:
+                    raise subprocess.TimeoutExpired(self.cmd, timeout) from None
+                if progress is not None:
+                    progress()
+        for t in self._threads:
+            t.join(5)
+        if self.p.returncode != 0:
+            raise self._failure()
+        try:
+            return json.loads([l for l in self._out if l.strip()][-1])
+        except (IndexError, json.JSONDecodeError):
+            raise DataplaneError(f"fh-dataplane printed no statistics: {' | '.join(self.err[-3:])}") from None
+
+    def stop(self, timeout: float = 30.0) -> dict:
+        """SIGINT: it leaves its loop, prints its statistics and exits."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._remove_runtime_dir()
+
+    def _remove_runtime_dir(self) -> None:
+        """EAL leaves an empty runtime directory per --file-prefix behind; every replay has a prefix of its own,
+        so they would pile up. Only an empty one goes (rmdir)."""
+        if "--file-prefix" not in self.cmd:
+            return
+        prefix = self.cmd[self.cmd.index("--file-prefix") + 1]
+        base = "/var/run/dpdk" if os.geteuid() == 0 else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
+        try:
+            os.rmdir(os.path.join(base, prefix))
+        except OSError:
+            pass
+
+
+def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
+                  idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
+                  max_levels: int = 1 << 20, events: int = 1 << 16, timeout: float | None = None,
+                  progress=None) -> dict:
+    """Run fh-dataplane to the end of its input; return its final statistics."""
+    dp = Dataplane(dataplane_cmd(eal, segment, lines, keep=keep, idle=idle, exit_idle_ms=exit_idle_ms,
+                                 max_orders=max_orders, max_levels=max_levels, events=events))
+    try:
+        return dp.wait(timeout, progress)
+    finally:
+        dp.close()
 
 
 def remove_segment(path: str) -> None:
@@ -95,22 +236,279 @@ def segment_books(path: str, depth: int | None = None) -> list[dict]:
         r.close()
 
 
+def pcap_extent(path: str | Path) -> tuple[int, int]:
+    """(whole records, offset just past the last whole one) of a classic pcap: a record cut off at the end is
+    left out, as PcapReader leaves it."""
+    from .pcapfile import PcapReader
+
+    r = PcapReader(path)
+    fmt = ("<" if r.byteorder == "little" else ">") + "8xI4x"
+    rec = struct.Struct(fmt)
+    size = os.path.getsize(path)
+    n, pos = 0, 24
+    with open(path, "rb") as f:
+        while True:
+            f.seek(pos)
+            h = f.read(16)
+            if len(h) < 16:
+                break
+            (incl,) = rec.unpack(h)
+            if pos + 16 + incl > size:
+                break
+            pos += 16 + incl
+            n += 1
+    return n, pos
+
+
+class _FifoFeed:
+    """Writes a capture `loop` times, as one capture, into a FIFO that net_pcap reads: a finite loop at top
+    speed, with no copy on disk. The writer opens the FIFO once the data plane has (and gives up if the data
+    plane exits first); `done` counts the bytes written, for progress."""
+
+    def __init__(self, fifo: str, pcap: str, loop: int, end: int, dp: "Dataplane"):
+        self.fifo, self.pcap, self.loop, self.end, self.dp = fifo, pcap, loop, end, dp
+        self.done = 0
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        import errno
+
+        try:
+            while True:
+                try:
+                    fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENXIO or self.dp.p.poll() is not None:
+                        return
+                    time.sleep(0.005)
+            os.set_blocking(fd, True)
+            try:
+                with open(self.pcap, "rb") as f:
+                    self._write(fd, f.read(24))
+                    for _ in range(self.loop):
+                        f.seek(24)
+                        left = self.end - 24
+                        while left > 0:
+                            chunk = f.read(min(left, 1 << 20))
+                            if not chunk:
+                                break
+                            left -= len(chunk)
+                            self._write(fd, chunk)
+            finally:
+                os.close(fd)
+        except BrokenPipeError:
+            pass  # the data plane went away: its own error says why
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            self.error = e
+
+    def _write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            self.done += n
+
+
+def _fd_position(pid: int, path: str, cache: dict) -> int | None:
+    """Where process pid has read file path up to (its file offset), from /proc: net_pcap's progress."""
+    fd = cache.get("fd")
+    try:
+        if fd is None:
+            for e in os.scandir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(e.path) == path:
+                        cache["fd"] = fd = e.name
+                        break
+                except OSError:
+                    continue
+            else:
+                return None
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("pos:"):
+                    return int(line.split()[1])
+    except OSError:
+        cache.pop("fd", None)
+    return None
+
+
 def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = None, want_books: bool = False,
-           lines: list[tuple[str, int]] | None = None) -> tuple[dict, list[dict] | None]:
-    """Replay a capture through the data plane at top speed; return (statistics, books or None)."""
+           lines: list[tuple[str, int]] | None = None, loop: int = 1, progress=None,
+           timeout: float | None = None) -> tuple[dict, list[dict] | None]:
+    """Replay a capture through the data plane on net_pcap at top speed; return (statistics, books or None).
+    loop > 1 sends the capture that many times in a row (through a FIFO); progress(done, total, elapsed_s),
+    in frames, is called about ten times a second."""
+    if loop < 1:
+        raise DataplaneError(f"loop {loop}: must be at least 1")
     pcap = str(Path(pcap).resolve())
     name = name or f"replay-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
     lines = lines if lines is not None else pcap_lines(pcap)
+    frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
+    total = frames * loop
+    tmp = tempfile.mkdtemp(prefix="fh-loop-") if loop > 1 else None
+    source = os.path.join(tmp, "loop.pcap") if tmp else pcap
     t0 = time.perf_counter()
+    dp = feed = None
     try:
-        stats = run_dataplane(eal_args(name, f"net_pcap0,rx_pcap={pcap}"), segment, lines)
+        if tmp:
+            os.mkfifo(source, 0o600)
+        dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines))
+        if tmp:
+            feed = _FifoFeed(source, pcap, loop, end, dp)
+        fdcache: dict = {}
+
+        def tick() -> None:
+            if feed is not None:
+                frac = feed.done / max(1, 24 + loop * (end - 24))
+            else:
+                pos = _fd_position(dp.p.pid, pcap, fdcache)
+                frac = (pos or 0) / max(1, end)
+            progress(min(total, round(frac * total)), total, time.perf_counter() - t0)
+
+        stats = dp.wait(timeout, tick if progress is not None else None)
+        if feed is not None and feed.error is not None:
+            raise DataplaneError(f"feeding {pcap} to net_pcap: {feed.error}")
+        if progress is not None:
+            progress(total, total, time.perf_counter() - t0)
         stats["wall_s"] = round(time.perf_counter() - t0, 3)
         stats["lines_listened"] = [f"{d}:{p}" for d, p in lines]
+        if loop > 1:
+            stats["loop"] = loop
         books = segment_books(segment, depth) if want_books else None
     finally:
+        if dp is not None:
+            dp.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
         remove_segment(segment)
     return stats, books
+
+
+def _settle(segment: str, dp: Dataplane, quiet_s: float = 0.25, limit_s: float = 10.0) -> None:
+    """Wait until the data plane has taken what is in its ring. It publishes its counters only when a poll
+    finds the ring empty (at most every 0.1 s), each publish moving the stats seqlock on by 2: settled is two
+    publishes, and quiet_s, with the message count unchanged."""
+    from .shm import Reader, ShmError
+
+    t_end = time.monotonic() + limit_s
+    try:
+        r = Reader(segment)
+    except ShmError:
+        time.sleep(quiet_s)
+        return
+    try:
+        last = seq_then = None
+        since = time.monotonic()
+        while time.monotonic() < t_end and dp.p.poll() is None:
+            seq = int(r.stats_region["seq"])
+            try:
+                msgs = r.stats(types=False).get("messages")
+            except ShmError:
+                msgs = None
+            if msgs != last or seq_then is None:
+                last, seq_then, since = msgs, seq, time.monotonic()
+            elif time.monotonic() - since >= quiet_s and (seq - seq_then) & 0xFFFFFFFF >= 4:
+                return
+            time.sleep(0.05)
+    finally:
+        r.close()
+
+
+def other_cpu() -> int | None:
+    """A CPU for the sender that is not the data plane's poll core, if there is one."""
+    cpus = sorted(os.sched_getaffinity(0) - {poll_core()})
+    return cpus[-1] if cpus else None
+
+
+def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = None, depth: int | None = None,
+                want_books: bool = False, lines: list[tuple[str, int]] | None = None, progress=None,
+                lab_id: str | None = None, ring_frames: int = 4096, realtime: bool = False,
+                timeout: float | None = None, plan=None) -> tuple[dict, list[dict] | None]:
+    """Replay a capture live: a sender in a network namespace sends its frames, paced (sender.Pace), over a
+    veth pair to the data plane on net_af_packet. Returns (statistics, books or None); the statistics carry
+    the sender's summary ("sender") and what the kernel counted on the data plane's veth end ("link").
+    realtime runs the sender under SCHED_FIFO (see handler.sender). timeout bounds the wait for the data plane
+    to stop once the sender is done. plan(frames, seconds), if given, hears what is about to be sent and how
+    long the schedule lasts, before anything is set up."""
+    from . import sender as snd
+
+    if loop < 1:
+        raise DataplaneError(f"loop {loop}: must be at least 1")
+    pcap = str(Path(pcap).resolve())
+    cap = snd.read_frames(pcap)  # refuses what cannot be sent before anything is set up
+    lines = lines if lines is not None else pcap_lines(pcap)
+    name = name or f"live-{uuid.uuid4().hex[:8]}"
+    segment = f"/dev/shm/fh-{name}"
+    biggest = max((len(f) for f in cap.frames), default=0)
+    if plan is not None:
+        plan(len(cap.frames) * loop, snd.planned_s(*snd.schedule(cap, pace), loop))
+    lab = snd.Lab(lab_id, mtu=max(1500, biggest - 14))
+    del cap
+    dp = sp = None
+    t0 = time.perf_counter()
+    old_term = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM, like ^C, tears the lab down
+        old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    try:
+        lab.up()
+        before = lab.link_counters()
+        vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={ring_frames}"
+        dp = Dataplane(dataplane_cmd(eal_args(name, vdev), segment, lines, exit_idle_ms=0))
+        dp.wait_running()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        sp = subprocess.Popen(lab.sender_argv(pcap, pace, loop, other_cpu(), realtime), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              preexec_fn=_with_parent(signal.SIGTERM))
+        summary = None
+        for line in sp.stdout:  # a line every 0.1 s at least: progress, then the summary
+            if dp.p.poll() is not None:  # the data plane died under the sender: its own error says why
+                sp.kill()
+                dp.wait(5)
+                raise DataplaneError(f"fh-dataplane exited while the sender ran: {' | '.join(dp.err[-3:])}")
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "summary" in msg:
+                summary = msg["summary"]
+            elif progress is not None:
+                progress(msg["sent"], msg["total"], msg["elapsed_s"], msg.get("eta_s"))
+        err = sp.stderr.read()
+        if sp.wait() != 0 or summary is None:
+            raise snd.SenderError(err.strip().splitlines()[-1] if err.strip() else f"the sender exited {sp.returncode}")
+        _settle(segment, dp)
+        stats = dp.stop(timeout or 30.0)
+        after = lab.link_counters()
+        stats["wall_s"] = round(time.perf_counter() - t0, 3)
+        stats["lines_listened"] = [f"{d}:{p}" for d, p in lines]
+        stats["sender"] = summary
+        link = {k: after[k] - before[k] for k in after}
+        # Every frame the veth took in from the sender's side, and every one the root kernel sent out on it,
+        # reaches the data plane's packet socket, except those the data plane sent itself (IGMP joins, which
+        # bypass the taps). What it did not count was lost in the kernel's packet ring: net_af_packet does not
+        # report that as imissed, so it is worked out here.
+        seen = link["rx_packets"] + link["tx_packets"] - stats["nic"].get("opackets", 0)
+        stats["link"] = {"iface": lab.dp_if, **link, "unseen": max(0, seen - stats["packets"])}
+        books = segment_books(segment, depth) if want_books else None
+    finally:
+        if sp is not None and sp.poll() is None:
+            sp.kill()
+            sp.wait()
+        if dp is not None:
+            dp.close()
+        lab.down()
+        remove_segment(segment)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return stats, books
+
+
+def _term_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
@@ -172,12 +570,29 @@ def summary_lines(stats: dict) -> list[str]:
     drops = {k: v for k, v in stats["drops"].items() if v}
     lat = stats["latency_ns"]
     mold = stats["mold"]
-    return [
+    out = [
         f"packets {stats['packets']} ({stats['nic']['ipackets']} at the NIC, {stats['nic']['imissed']} missed), "
-        f"messages applied {stats['messages_applied']} in {stats.get('wall_s', 0)} s",
+        f"messages applied {stats['messages_applied']} in {stats.get('wall_s', 0)} s"
+        + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
         f"drops: {', '.join(f'{k}={v}' for k, v in drops.items()) or 'none'}",
         f"moldudp64: datagrams {mold['datagrams']}, duplicates {mold['duplicates']}, gaps {mold['gaps']} "
         f"({mold['gap_messages']} messages), heartbeats {mold['heartbeats']}, end of session {mold['end_of_session']}",
         f"latency rx->publish (ns): p50 {lat['p50']}, p99 {lat['p99']}, p99.9 {lat['p99.9']}, max {lat['max']} "
         f"over {lat['count']} messages",
     ]
+    s = stats.get("sender")
+    if s:
+        errs = ", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"
+        line = (f"sender ({s['pace']}, {s['loop']} loop(s)): {s['sent']} of {s['frames']} frames in "
+                f"{s['elapsed_s']:.3f} s, {s['achieved_pps'] or 0:.0f} pps")
+        if s.get("late_ns"):
+            late = s["late_ns"]
+            line += (f" (requested {s['requested_pps'] or 0:.0f} pps over {s['scheduled_s']:.3f} s); frames late by "
+                     f"p50 <= {late['p50']} ns, p99 <= {late['p99']} ns, max <= {late['max']} ns")
+        out.append(line + f"; send errors: {errs}")
+    link = stats.get("link")
+    if link:
+        out.append(f"veth {link['iface']}: kernel counted rx {link['rx_packets']}, tx {link['tx_packets']}, "
+                   f"dropped rx {link['rx_dropped']} tx {link['tx_dropped']}; lost before the data plane saw them "
+                   f"(its packet ring full): {link['unseen']}")
+    return out

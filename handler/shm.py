@@ -325,6 +325,8 @@ class Reader:
             raise NoSegment(f"no segment at {self.path}: {_instance_hint(self.path)}")
         if err == errno.EPROTO:
             raise NotASegment(f"{self.path} changed while joining (replaced by a new writer?): try again")
+        if err == errno.EAGAIN:
+            raise NoSegment(f"{self.path} is still being created by its writer: try again in a moment")
         raise ShmError(f"cannot join {self.path}: {os.strerror(err)}")
 
     def _build_views(self) -> None:

@@ -249,10 +249,22 @@ void fh_seg_heartbeat(fh_seg_t *s)
 void fh_seg_wake(fh_seg_t *s)
 {
     atomic_thread_fence(memory_order_seq_cst); /* our head store before our load of waiters */
-    if (FH_LIKELY(!atomic_load_explicit(&s->wake->waiters, memory_order_relaxed)))
+    if (FH_LIKELY(!atomic_load_explicit(&s->wake->waiters, memory_order_relaxed))) {
+        s->idle_wakes = 0;
         return;
+    }
+    /* A reader killed while asleep leaves `waiters` raised for good. After 64 wakes in a row that woke no
+     * one, wake at most once a millisecond: a real sleeper then waits up to 1 ms longer (it re-checks
+     * every 100 ms anyway), and the writer makes at most 1,000 syscalls a second for the stale count. */
+    if (s->idle_wakes >= 64) {
+        uint64_t now = realtime_ns();
+        if (now - s->last_wake_ns < 1000000)
+            return;
+        s->last_wake_ns = now;
+    }
     atomic_fetch_add_explicit(&s->wake->futex, 1, memory_order_seq_cst);
-    syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    long woken = syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    s->idle_wakes = woken > 0 ? 0 : s->idle_wakes + 1;
 }
 
 void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, const uint64_t *type_counts)

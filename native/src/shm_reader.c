@@ -1,16 +1,12 @@
 /* Exported wrappers of the reader functions of fh/shm.h, for callers that cannot use `static inline`
  * (cffi, other FFIs): after liburing's separate symbol map for FFI. Each is a thin call into the header,
- * plus a time bound on a snapshot of a book whose writer died in the middle of changing it (its seqlock
- * stays odd): fh_shm_reader_snapshot gives up after FH_SHM_READER_BUSY_NS and says so. And what the
- * header leaves to each reader: the stats under their seqlock, the liveness words. */
+ * plus what the header leaves to each reader: the stats under their seqlock (given up, like a snapshot,
+ * after FH_SHM_BUSY_NS mid-change), the liveness words. */
 #define _GNU_SOURCE
 #include <time.h>
 
 #include "fh/shm_reader.h"
 
-/* How long a book's seqlock may stay odd before a snapshot gives up: a live writer holds it for
- * nanoseconds (a descheduled one, for a time slice or so). */
-#define FH_SHM_READER_BUSY_NS 200000000ull
 int fh_shm_reader_join(fh_shm_reader_t *r, const char *path)
 {
     memset(r, 0, sizeof *r);
@@ -19,34 +15,12 @@ int fh_shm_reader_join(fh_shm_reader_t *r, const char *path)
 
 void fh_shm_reader_leave(fh_shm_reader_t *r) { fh_shm_leave(r); }
 
+
 int fh_shm_reader_writer_alive(const char *path) { return fh_shm_writer_alive(path); }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* fh_shm_snapshot: >= 0 retries, -1 no instrument at locate, FH_SHM_READER_BUSY if the book's seqlock
- * stayed odd for FH_SHM_READER_BUSY_NS (its writer died while changing it, or is stopped). */
 int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
-    const _Atomic uint32_t *seqp = (const _Atomic uint32_t *)&r->books[locate].seq;
-    if (__builtin_expect(atomic_load_explicit(seqp, memory_order_relaxed) & 1, 0)) {
-        uint64_t t0 = 0;
-        for (uint32_t i = 1; atomic_load_explicit(seqp, memory_order_relaxed) & 1; i++) {
-            __builtin_ia32_pause();
-            if ((i & 1023) == 0) {
-                uint64_t now = mono_ns();
-                if (!t0)
-                    t0 = now;
-                else if (now - t0 > FH_SHM_READER_BUSY_NS)
-                    return FH_SHM_READER_BUSY;
-            }
-        }
-    }
-    return fh_shm_snapshot(r, locate, depth, out);
+    return fh_shm_snapshot(r, locate, depth, out); /* -2 (FH_SHM_READER_BUSY) after FH_SHM_BUSY_NS mid-change */
 }
 
 uint64_t fh_shm_reader_head(const fh_shm_reader_t *r) { return fh_shm_head(r); }
@@ -100,10 +74,10 @@ int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t c
         }
         __builtin_ia32_pause();
         if ((i & 1023) == 0) {
-            uint64_t now = mono_ns();
+            uint64_t now = fh_shm_mono_ns();
             if (!t0)
                 t0 = now;
-            else if (now - t0 > FH_SHM_READER_BUSY_NS)
+            else if (now - t0 > FH_SHM_BUSY_NS)
                 return FH_SHM_READER_BUSY;
         }
     }

@@ -28,6 +28,8 @@ typedef struct fh_seg {
     fh_shm_wake_t *wake; /* a private segment has its own */
     size_t size;
     int fd; /* -1 for a private segment */
+    uint32_t idle_wakes;   /* consecutive wakes that woke no one (fh_seg_wake) */
+    uint64_t last_wake_ns;
     char path[4096];
 } fh_seg_t;
 

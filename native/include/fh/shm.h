@@ -97,7 +97,7 @@ typedef struct fh_shm_event {
     uint8_t pad[3];
     uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
     uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
-    uint64_t pub_tsc;  /* TSC when the event was published */
+    uint64_t pub_tsc;  /* TSC when the batch that made it was applied: a datagram (or 256 messages of a file) */
     uint64_t a, b;
     uint32_t c, d;
 } fh_shm_event_t;
@@ -155,10 +155,12 @@ typedef struct fh_shm_reader {
     fh_shm_wake_t *wake; /* NULL when PATH.wake cannot be opened for writing: fh_shm_wait then polls */
 } fh_shm_reader_t;
 
-/* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EPROTO (not
- * an fh segment, or a layout version other than FH_SHM_LAYOUT_VERSION), or mmap's error. */
+/* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EAGAIN (its
+ * writer is still creating it: try again), -EPROTO (not an fh segment, or a layout version other than
+ * FH_SHM_LAYOUT_VERSION), or mmap's error. */
 static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
 {
+    memset(r, 0, sizeof *r); /* so that fh_shm_leave is safe after a failed join */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -175,6 +177,10 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     const fh_shm_hdr_t *h = (const fh_shm_hdr_t *)p;
     uint64_t magic = atomic_load_explicit((const _Atomic uint64_t *)&h->magic, memory_order_acquire);
     uint64_t size = (uint64_t)st.st_size;
+    if (magic == 0) {
+        munmap(p, (size_t)st.st_size);
+        return -EAGAIN;
+    }
     if (magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > size ||
         h->hdr_size != sizeof *h || h->event_capacity == 0 || (h->event_capacity & (h->event_capacity - 1)) ||
         h->books_off + (uint64_t)FH_SHM_BOOKS * sizeof(fh_shm_book_t) > size ||
@@ -183,7 +189,7 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
         h->events_off + (uint64_t)h->event_capacity * sizeof(fh_shm_event_t) > size ||
         h->stats_off + sizeof(fh_shm_stats_t) > size) {
         munmap(p, (size_t)st.st_size);
-        return -EPROTO; /* not an fh segment, another layout version, or one still being created */
+        return -EPROTO; /* not an fh segment, or another layout version */
     }
     r->base = (const uint8_t *)p;
     r->size = (size_t)st.st_size;
@@ -245,10 +251,19 @@ typedef struct fh_shm_snapshot {
 } fh_shm_snapshot_t;
 
 /* Copy the top `depth` (<= 64) levels of each side of book `locate` into *out, retrying while the writer
- * changes the book. Returns the number of retries (>= 0), -1 if the locate has no instrument, or -2 if the
- * book stayed mid-change for FH_SHM_SPIN_LIMIT tries (a writer that died inside an update: check
- * fh_shm_writer_alive). Hot: no check of depth beyond clamping. */
-#define FH_SHM_SPIN_LIMIT (1 << 22)
+ * changes the book. Returns the number of copies retried (>= 0), -1 if the locate has no instrument, or -2
+ * if the book stayed mid-change for FH_SHM_BUSY_NS (a writer that died inside an update, or is stopped:
+ * check fh_shm_writer_alive). Hot: no check of depth beyond clamping; the clock is read only while the
+ * book stays mid-change. */
+#define FH_SHM_BUSY_NS 200000000ull
+
+static inline uint64_t fh_shm_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
     const fh_shm_book_t *b = &r->books[locate];
@@ -256,13 +271,19 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
     uint32_t max = r->hdr->max_levels;
     if (depth > 64)
         depth = 64;
+    uint64_t busy_since = 0;
     for (int tries = 0;; tries++) {
-        if (tries > FH_SHM_SPIN_LIMIT)
-            return -2;
         uint32_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
-        if (s1 & 1) {
+        for (uint32_t spin = 1; s1 & 1; spin++) {
             __builtin_ia32_pause();
-            continue;
+            if ((spin & 1023) == 0) {
+                uint64_t now = fh_shm_mono_ns();
+                if (!busy_since)
+                    busy_since = now;
+                else if (now - busy_since > FH_SHM_BUSY_NS)
+                    return -2;
+            }
+            s1 = atomic_load_explicit(seqp, memory_order_acquire);
         }
         memcpy(&out->book, b, sizeof *b);
         out->nbids = out->nasks = 0;
@@ -336,9 +357,11 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
     }
 }
 
-/* Block until the head passes `seen` or timeout_ns elapses (0: forever). Spins briefly, then sleeps on the
- * futex of PATH.wake, which the writer wakes only because this function raised `waiters` (or, without
- * PATH.wake, sleeps 50 us at a time). Returns the head. */
+/* Block until the head passes `seen`, the writer stops (writer_state 2), or timeout_ns elapses (0: no
+ * limit). Spins briefly, then sleeps on the futex of PATH.wake, which the writer wakes only because this
+ * function raised `waiters` (or, without PATH.wake, sleeps 50 us at a time), re-checking at least every
+ * 100 ms. A writer that dies cannot say so: a caller that waits without a limit should check
+ * fh_shm_writer_alive when this returns with nothing new. Returns the head. */
 static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns)
 {
     for (int i = 0; i < 2000; i++) {
@@ -353,6 +376,8 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
     uint64_t end_ns = timeout_ns ? now_ns + timeout_ns : UINT64_MAX;
     for (;;) {
         uint64_t head;
+        if (atomic_load_explicit(&r->hdr->writer_state, memory_order_acquire) == 2)
+            return fh_shm_head(r);
         clock_gettime(CLOCK_MONOTONIC, &now);
         now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
         if (now_ns >= end_ns)
