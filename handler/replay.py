@@ -526,7 +526,7 @@ def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None
             continue
         dg = iter_mold(d.payload)
         h = dg.header
-        if h is None or dg.malformed or h.count == 0xFFFF:
+        if h is None or h.count == 0xFFFF:  # a malformed datagram: the blocks that fit are used
             continue
         if h.sequence and h.session != session:
             session, nxt = h.session, h.sequence

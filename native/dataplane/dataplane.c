@@ -3,6 +3,7 @@
  *   fh-dataplane [EAL args] -- --segment PATH --line GROUP:PORT [--line GROUP:PORT ...]
  *                [--name NAME] [--port N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--idle spin|backoff] [--exit-idle-ms MS] [--keep-segment]
+ *                [--igmp v2|v3|off] [--src-ip A.B.C.D] [--mode full|rx-only]
  *
  * One rx queue of one port carries every line of the feed (told apart by destination group and port);
  * the loop runs on the main lcore, which EAL pins (-l). Frames go net -> MoldUDP64 sequencing -> book
@@ -10,6 +11,16 @@
  * datagram is applied feed a log-linear latency histogram. SIGINT/SIGTERM stop it cleanly, as does, with
  * --exit-idle-ms, a port that stays silent that long after traffic (a net_pcap capture that has run
  * out). On exit it prints one JSON line of final statistics on stdout.
+ *
+ * IGMP (igmp.h): for every multicast group among the lines, a membership report goes out on tx queue 0
+ * right after the port starts and again when a membership query arrives (a general query: every group; a
+ * group-specific one: that group), so that a snooping switch keeps forwarding the groups. Queries are
+ * found among the frames fh_net_parse refuses as not UDP, so they cost the hot path nothing and are
+ * counted as IGMP rather than as drops. Reports never block the loop: a frame the tx queue refuses is
+ * counted and retried a millisecond later until the query's response time runs out.
+ *
+ * --mode rx-only receives and frees, nothing else: the PMD's own cost, to subtract from a full run's
+ * (both report busy_cycles, the TSC cycles spent in non-empty bursts; fh bench dataplane).
  *
  * Every start-up call is checked and fails with a message naming the port and the error; nothing exits
  * once the loop runs (after DPDK's examples/skeleton). */
@@ -35,18 +46,20 @@
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
+#include "igmp.h"
 
 #define BURST 32
 #define RX_RING 1024
 #define TX_RING 256
 #define NB_MBUF 8191
 #define MBUF_CACHE 256
+#define NB_TX_MBUF 63 /* IGMP reports only; a pool of their own so that rx can never starve them */
 
 static volatile sig_atomic_t quit;
 static void on_signal(int sig) { (void)sig; quit = 1; }
 
-/* Log-linear latency histogram (HdrHistogram-style): exact below 64 ns, then 16 sub-buckets per power of
- * two, up to 2^40 ns. */
+/* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: exact
+ * below 64 ticks, then 16 sub-buckets per power of two (6% wide), up to 2^40 ticks. */
 #define HIST_SUB 16
 #define HIST_BUCKETS (64 + (40 - 6) * HIST_SUB)
 static uint64_t hist[HIST_BUCKETS];
@@ -89,6 +102,9 @@ typedef struct opts {
     bool spin;
     uint32_t exit_idle_ms;
     bool keep;
+    bool rx_only;
+    int igmp;        /* 0 (off), 2 or 3 */
+    uint32_t src_ip; /* host byte order: the source of IGMP reports */
     fh_net_t net;
 } opts_t;
 
@@ -97,7 +113,8 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s [EAL args] -- --segment PATH --line GROUP:PORT [--line ...] [--name NAME] [--port N]\n"
             "       [--max-orders N] [--max-levels N] [--events N] [--depth N] [--idle spin|backoff]\n"
-            "       [--exit-idle-ms MS] [--keep-segment]\n",
+            "       [--exit-idle-ms MS] [--keep-segment] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
+            "       [--mode full|rx-only]\n",
             prog);
 }
 
@@ -122,10 +139,12 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "max-orders", required_argument, 0, 'o' }, { "max-levels", required_argument, 0, 'v' },
         { "events", required_argument, 0, 'e' },    { "depth", required_argument, 0, 'd' },
         { "idle", required_argument, 0, 'i' },      { "exit-idle-ms", required_argument, 0, 'x' },
-        { "keep-segment", no_argument, 0, 'k' },    { 0, 0, 0, 0 },
+        { "keep-segment", no_argument, 0, 'k' },    { "igmp", required_argument, 0, 'g' },
+        { "src-ip", required_argument, 0, 'S' },    { "mode", required_argument, 0, 'm' },
+        { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
-                   .depth = 10, .spin = true };
+                   .depth = 10, .spin = true, .igmp = 2 };
     int c;
     uint32_t v;
     optind = 1;
@@ -151,6 +170,30 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             }
             o->spin = !strcmp(optarg, "spin");
             break;
+        case 'g':
+            if (!strcmp(optarg, "v2") || !strcmp(optarg, "v3") || !strcmp(optarg, "off")) {
+                o->igmp = optarg[0] == 'v' ? optarg[1] - '0' : 0;
+            } else {
+                fprintf(stderr, "fh-dataplane: --igmp must be v2, v3 or off, not '%s'\n", optarg);
+                return -1;
+            }
+            break;
+        case 'S': {
+            struct in_addr a;
+            if (inet_pton(AF_INET, optarg, &a) != 1) {
+                fprintf(stderr, "fh-dataplane: --src-ip '%s': expected an IPv4 address, e.g. 10.0.0.2\n", optarg);
+                return -1;
+            }
+            o->src_ip = ntohl(a.s_addr);
+            break;
+        }
+        case 'm':
+            if (strcmp(optarg, "full") && strcmp(optarg, "rx-only")) {
+                fprintf(stderr, "fh-dataplane: --mode must be full or rx-only, not '%s'\n", optarg);
+                return -1;
+            }
+            o->rx_only = !strcmp(optarg, "rx-only");
+            break;
         case 'L': {
             char buf[64];
             snprintf(buf, sizeof buf, "%s", optarg);
@@ -172,7 +215,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             return -1;
         }
     }
-    if (!o->segment || !o->net.nlines) {
+    if (!o->rx_only && (!o->segment || !o->net.nlines)) {
         fprintf(stderr, "fh-dataplane: --segment and at least one --line are required\n");
         usage(argv[0]);
         return -1;
@@ -215,10 +258,262 @@ static int port_init(uint16_t port, struct rte_mempool *pool)
         fprintf(stderr, "fh-dataplane: port %u (%s): start: %s\n", port, info.driver_name, rte_strerror(-rc));
         return -1;
     }
-    /* Multicast groups: accept them all here (the filter picks ours); a switch still needs IGMP joins. */
+    /* Multicast groups: accept them all here (the filter picks ours; a switch still needs the IGMP joins).
+     * Not promiscuous: unicast feeds are addressed to this port. Undone at stop. */
     rte_eth_allmulticast_enable(port);
-    rte_eth_promiscuous_enable(port);
     return 0;
+}
+
+/* ---- IGMP: membership reports for the lines' groups ---------------------------------------------------- */
+
+typedef struct igmp {
+    int version;                          /* 0: off, 2 or 3 */
+    uint16_t port;
+    struct rte_mempool *pool;
+    uint8_t mac[6];
+    uint32_t src_ip;
+    uint32_t group[FH_NET_MAX_LINES];     /* the distinct multicast groups of the lines */
+    unsigned ngroups;
+    uint32_t join, answer;                /* groups whose report is pending: unsolicited / answer to a query */
+    uint64_t due, deadline;               /* TSC: send at or after due; give up retrying after deadline */
+    uint64_t link_wait_until;             /* TSC: unsolicited reports wait this long for the link to come up */
+    uint64_t hz;
+    uint16_t ip_id;
+    /* counters */
+    uint64_t frames, queries, general_queries, group_queries, unknown_group_queries, bad, other;
+    uint64_t reports, records, tx_failed, expired;
+} igmp_t;
+
+static int igmp_init(igmp_t *g, const opts_t *o, uint16_t port, struct rte_mempool *pool, uint64_t now)
+{
+    memset(g, 0, sizeof *g);
+    g->version = o->igmp;
+    g->port = port;
+    g->pool = pool;
+    g->src_ip = o->src_ip;
+    g->hz = rte_get_tsc_hz();
+    struct rte_ether_addr mac;
+    memset(&mac, 0, sizeof mac);
+    int rc = rte_eth_macaddr_get(port, &mac);
+    if (rc && g->version) {
+        fprintf(stderr, "fh-dataplane: port %u: cannot read its MAC address for IGMP reports: %s (or --igmp off)\n",
+                port, rte_strerror(-rc));
+        return -1;
+    }
+    memcpy(g->mac, mac.addr_bytes, 6);
+    for (uint32_t i = 0; i < o->net.nlines; i++) {
+        uint32_t ip = o->net.line[i].dst_ip;
+        unsigned k = 0;
+        while (k < g->ngroups && g->group[k] != ip)
+            k++;
+        if (fh_igmp_is_multicast(ip) && k == g->ngroups)
+            g->group[g->ngroups++] = ip;
+    }
+    if (g->version && g->ngroups) {
+        g->join = (uint32_t)((1ull << g->ngroups) - 1);
+        g->due = now;
+        g->link_wait_until = now + 3 * g->hz;  /* a NIC's link takes a second or two to come up */
+        g->deadline = g->link_wait_until + g->hz;
+    }
+    return 0;
+}
+
+static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* Queue the answer to a query that arrived at TSC now; true if there is one to send. */
+static bool igmp_query(igmp_t *g, const fh_igmp_msg_t *m, uint64_t now)
+{
+    g->queries++;
+    uint32_t want = 0;
+    if (m->group == 0) {
+        g->general_queries++;
+        want = (uint32_t)((1ull << g->ngroups) - 1);
+    } else {
+        g->group_queries++;
+        for (unsigned k = 0; k < g->ngroups; k++)
+            if (g->group[k] == m->group)
+                want |= 1u << k;
+        if (!want)
+            g->unknown_group_queries++;
+    }
+    if (!g->version || !want)
+        return false;
+    if (!(g->join | g->answer))
+        g->due = now;
+    g->answer |= want;
+    g->deadline = max_u64(g->deadline, now + (uint64_t)(m->max_resp_ms ? m->max_resp_ms : 100) * g->hz / 1000);
+    return true;
+}
+
+static void igmp_flush(igmp_t *g, uint64_t now);
+
+/* A frame fh_net_parse refused as not UDP: if it is IGMP, it is no drop. Cold. */
+static __attribute__((noinline, cold)) void igmp_rx(igmp_t *g, fh_net_t *net, const uint8_t *f, size_t len,
+                                                     uint64_t now)
+{
+    fh_igmp_msg_t m;
+    fh_igmp_kind_t k = fh_igmp_parse(f, len, &m);
+    if (k == FH_IGMP_NOT)
+        return;
+    net->drops[FH_NET_not_udp]--;
+    g->frames++;
+    if (k == FH_IGMP_BAD)
+        g->bad++;
+    else if (k == FH_IGMP_OTHER)
+        g->other++;
+    else if (igmp_query(g, &m, now))
+        igmp_flush(g, now); /* answer at once, inside the burst: well within any response time (>= 100 ms) */
+}
+
+static struct rte_mbuf *igmp_frame(igmp_t *g, const uint32_t *groups, unsigned n, uint8_t record_type)
+{
+    struct rte_mbuf *mb = rte_pktmbuf_alloc(g->pool);
+    if (!mb)
+        return NULL;
+    size_t len = g->version == 2 ? FH_IGMP_V2_FRAME_LEN : FH_IGMP_V3_FRAME_LEN(n);
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(mb, (uint16_t)len);
+    if (!p) {
+        rte_pktmbuf_free(mb);
+        return NULL;
+    }
+    g->ip_id++;
+    if (g->version == 2)
+        fh_igmp_v2_report(p, g->mac, g->src_ip, groups[0], g->ip_id);
+    else
+        fh_igmp_v3_report(p, g->mac, g->src_ip, groups, n, record_type, g->ip_id);
+    return mb;
+}
+
+/* Send the pending reports if they are due: one IGMPv2 report per group, or one IGMPv3 report for the joins
+ * and one for the answers. Never blocks: what the tx queue refuses stays pending for a retry 1 ms later. */
+static __attribute__((noinline)) void igmp_flush(igmp_t *g, uint64_t now)
+{
+    if (now < g->due)
+        return;
+    if (now > g->deadline) {
+        g->expired += (uint64_t)__builtin_popcount(g->join | g->answer);
+        g->join = g->answer = 0;
+        return;
+    }
+    if (g->join && now < g->link_wait_until) {
+        struct rte_eth_link link;
+        if (rte_eth_link_get_nowait(g->port, &link) == 0 && link.link_status == RTE_ETH_LINK_DOWN) {
+            g->due = now + g->hz / 100;
+            return;
+        }
+        g->link_wait_until = 0;
+    }
+    struct rte_mbuf *tx[FH_NET_MAX_LINES];
+    uint32_t clear_join[FH_NET_MAX_LINES], clear_answer[FH_NET_MAX_LINES]; /* what each frame, once sent, settles */
+    unsigned nrec[FH_NET_MAX_LINES], k = 0;
+    if (g->version == 2) {
+        uint32_t all = g->join | g->answer;
+        for (unsigned i = 0; i < g->ngroups; i++)
+            if ((all >> i) & 1) {
+                if (!(tx[k] = igmp_frame(g, &g->group[i], 1, 0)))
+                    break;
+                clear_join[k] = clear_answer[k] = 1u << i, nrec[k] = 1;
+                k++;
+            }
+    } else {
+        uint32_t recs[FH_NET_MAX_LINES];
+        uint32_t ans = g->answer & ~g->join; /* a join record answers a query too */
+        for (int j = 0; j < 2; j++) {
+            uint32_t m = j ? ans : g->join;
+            if (!m)
+                continue;
+            unsigned n = 0;
+            for (unsigned i = 0; i < g->ngroups; i++)
+                if ((m >> i) & 1)
+                    recs[n++] = g->group[i];
+            if (!(tx[k] = igmp_frame(g, recs, n, j ? FH_IGMP_MODE_IS_EXCLUDE : FH_IGMP_CHANGE_TO_EXCLUDE)))
+                break;
+            clear_join[k] = j ? 0 : m, clear_answer[k] = m, nrec[k] = n;
+            k++;
+        }
+    }
+    uint16_t ok = k ? rte_eth_tx_burst(g->port, 0, tx, (uint16_t)k) : 0;
+    for (unsigned i = 0; i < k; i++) {
+        if (i < ok) {
+            g->reports++;
+            g->records += nrec[i];
+            g->join &= ~clear_join[i];
+            g->answer &= ~clear_answer[i];
+        } else {
+            rte_pktmbuf_free(tx[i]);
+            g->tx_failed++;
+        }
+    }
+    if (g->join | g->answer)
+        g->due = now + g->hz / 1000; /* refused, or no mbuf: again in a millisecond */
+}
+
+static void igmp_json(const igmp_t *g)
+{
+    printf("\"igmp\": {\"version\": \"%s\", \"groups\": %u, \"frames\": %" PRIu64 ", \"queries\": %" PRIu64
+           ", \"general_queries\": %" PRIu64 ", \"group_queries\": %" PRIu64 ", \"unknown_group_queries\": %" PRIu64
+           ", \"bad\": %" PRIu64 ", \"other\": %" PRIu64 ", \"reports_sent\": %" PRIu64 ", \"records_sent\": %" PRIu64
+           ", \"tx_failed\": %" PRIu64 ", \"expired\": %" PRIu64 "}",
+           g->version == 2 ? "v2" : g->version == 3 ? "v3" : "off", g->ngroups, g->frames, g->queries,
+           g->general_queries, g->group_queries, g->unknown_group_queries, g->bad, g->other, g->reports, g->records,
+           g->tx_failed, g->expired);
+}
+
+/* ---- the poll loops -------------------------------------------------------------------------------------- */
+
+typedef struct loop_stats {
+    uint64_t packets, bytes;
+    uint64_t busy_cycles, busy_bursts; /* TSC cycles from before rx_burst to the end of non-empty bursts */
+    uint64_t first_tsc, last_tsc;      /* start of the first non-empty burst, end of the last */
+} loop_stats_t;
+
+/* Idle: publish stats now and then; stop after exit_idle cycles of silence following traffic; pause or nap.
+ * Returns false to stop. */
+static inline bool idle(const opts_t *o, fh_engine_t *e, uint64_t now, uint64_t *last_stats, uint64_t stats_every,
+                        uint64_t last_rx, uint64_t exit_idle, const loop_stats_t *ls, unsigned *empty)
+{
+    if (e && now - *last_stats > stats_every) {
+        fh_engine_publish_stats(e);
+        *last_stats = now;
+    }
+    if (exit_idle && ls->packets && now - last_rx > exit_idle)
+        return false;
+    if (o->spin || ++*empty < 1000) {
+        rte_pause();
+    } else {
+        struct timespec nap = { 0, *empty < 100000 ? 1000 : 50000 };
+        nanosleep(&nap, NULL);
+    }
+    return true;
+}
+
+/* --mode rx-only: receive and free, counting packets and bytes. */
+static void rx_only_loop(const opts_t *o, uint16_t port, loop_stats_t *ls)
+{
+    const uint64_t hz = rte_get_tsc_hz();
+    uint64_t last_rx = rte_rdtsc(), last_stats = last_rx, exit_idle = (uint64_t)o->exit_idle_ms * hz / 1000;
+    unsigned empty = 0;
+    struct rte_mbuf *bufs[BURST];
+    while (!quit) {
+        uint64_t t0 = rte_rdtsc();
+        uint16_t n = rte_eth_rx_burst(port, 0, bufs, BURST);
+        if (n == 0) {
+            if (!idle(o, NULL, t0, &last_stats, hz, last_rx, exit_idle, ls, &empty))
+                break;
+            continue;
+        }
+        empty = 0;
+        for (uint16_t i = 0; i < n; i++)
+            ls->bytes += bufs[i]->pkt_len;
+        ls->packets += n;
+        rte_pktmbuf_free_bulk(bufs, n);
+        uint64_t t1 = rte_rdtsc();
+        if (!ls->first_tsc)
+            ls->first_tsc = t0;
+        ls->busy_cycles += t1 - t0;
+        ls->busy_bursts++;
+        ls->last_tsc = last_rx = t1;
+    }
 }
 
 int main(int argc, char **argv)
@@ -257,15 +552,48 @@ int main(int argc, char **argv)
         fprintf(stderr, "fh-dataplane: warning: port %u is on NUMA node %d but the poll lcore %u is on node %u: "
                         "pick an lcore on node %d (fh plan) for lower latency\n",
                 port, socket, rte_lcore_id(), rte_socket_id(), socket);
+    int pool_socket = socket < 0 ? (int)rte_socket_id() : socket;
     struct rte_mempool *pool = rte_pktmbuf_pool_create("fh_rx", NB_MBUF, MBUF_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                                       socket < 0 ? (int)rte_socket_id() : socket);
+                                                       pool_socket);
     if (!pool) {
         fprintf(stderr, "fh-dataplane: port %u: mbuf pool of %d on socket %d: %s\n", port, NB_MBUF, socket,
                 rte_strerror(rte_errno));
         return 2;
     }
+    struct rte_mempool *tx_pool = NULL;
+    if (!o.rx_only && o.igmp &&
+        !(tx_pool = rte_pktmbuf_pool_create("fh_tx", NB_TX_MBUF, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, pool_socket))) {
+        fprintf(stderr, "fh-dataplane: port %u: tx mbuf pool of %d on socket %d: %s\n", port, NB_TX_MBUF, socket,
+                rte_strerror(rte_errno));
+        return 2;
+    }
     if (port_init(port, pool))
         return 2;
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    const uint64_t hz = rte_get_tsc_hz();
+    const double ns_per_tsc = 1e9 / (double)hz;
+    loop_stats_t ls;
+    memset(&ls, 0, sizeof ls);
+    struct rte_eth_stats st;
+
+    if (o.rx_only) {
+        fprintf(stderr, "fh-dataplane: port %u, lcore %u: running rx-only\n", port, rte_lcore_id());
+        rx_only_loop(&o, port, &ls);
+        memset(&st, 0, sizeof st);
+        rte_eth_stats_get(port, &st);
+        printf("{\"mode\": \"rx-only\", \"packets\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"nic\": {\"ipackets\": %" PRIu64
+               ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64 ", \"rx_nombuf\": %" PRIu64 "}, \"busy_cycles\": %" PRIu64
+               ", \"busy_bursts\": %" PRIu64 ", \"tsc_hz\": %" PRIu64 ", \"active_ns\": %" PRIu64 "}\n",
+               ls.packets, ls.bytes, st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, ls.busy_cycles, ls.busy_bursts,
+               hz, (uint64_t)((double)(ls.last_tsc - ls.first_tsc) * ns_per_tsc));
+        fflush(stdout);
+        rte_eth_dev_stop(port);
+        rte_eth_dev_close(port);
+        rte_eal_cleanup();
+        return 0;
+    }
 
     fh_seg_cfg_t sc = { .path = o.segment, .name = o.name, .max_levels = o.max_levels, .event_capacity = o.events,
                         .depth = o.depth, .gid = -1 };
@@ -281,78 +609,96 @@ int main(int argc, char **argv)
         fh_seg_close(seg, 1);
         return 2;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
 
     fh_mold_feed_t feed;
     memset(&feed, 0, sizeof feed);
-    const uint64_t hz = rte_get_tsc_hz();
-    const double ns_per_tsc = 1e9 / (double)hz;
-    uint64_t packets = 0, msgs_total = 0, hist_total = 0, last_rx = rte_rdtsc(), last_stats = last_rx;
+    uint64_t msgs_total = 0, last_rx = rte_rdtsc(), last_stats = last_rx;
     uint64_t exit_idle = (uint64_t)o.exit_idle_ms * hz / 1000, stats_every = hz / 10;
     unsigned empty = 0;
     struct rte_mbuf *bufs[BURST];
+    igmp_t ig;
+    if (igmp_init(&ig, &o, port, tx_pool, last_rx)) {
+        fh_engine_destroy(e);
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    uint64_t seen_not_udp = 0; /* o.net.drops[FH_NET_not_udp] as of the last refused frame */
 
-    fprintf(stderr, "fh-dataplane: port %u, %u line(s), lcore %u, segment %s: running\n", port, o.net.nlines,
-            rte_lcore_id(), o.segment);
-    while (!quit) {
+    fprintf(stderr, "fh-dataplane: port %u, %u line(s), lcore %u, segment %s, igmp %s (%u group(s)): running\n",
+            port, o.net.nlines, rte_lcore_id(), o.segment, o.igmp ? (o.igmp == 2 ? "v2" : "v3") : "off",
+            ig.ngroups);
+    if (ig.join)
+        igmp_flush(&ig, rte_rdtsc()); /* the joins, right after the port started */
+    /* On SIGINT/SIGTERM the loop drains what the rx queue already holds (up to 4,096 bursts) so that every
+     * frame that reached the port is applied or counted, then stops. */
+    for (uint32_t drained = 0;;) {
+        uint64_t t0 = rte_rdtsc();
         uint16_t n = rte_eth_rx_burst(port, 0, bufs, BURST);
         if (n == 0) {
-            uint64_t now = rte_rdtsc();
-            if (now - last_stats > stats_every) {
-                fh_engine_publish_stats(e);
-                last_stats = now;
-            }
-            if (exit_idle && packets && now - last_rx > exit_idle)
+            if (quit)
                 break;
-            if (o.spin || ++empty < 1000) {
-                rte_pause();
-            } else {
-                struct timespec nap = { 0, empty < 100000 ? 1000 : 50000 };
-                nanosleep(&nap, NULL);
-            }
+            if (FH_UNLIKELY(ig.join | ig.answer))
+                igmp_flush(&ig, t0);
+            if (!idle(&o, e, t0, &last_stats, stats_every, last_rx, exit_idle, &ls, &empty))
+                break;
             continue;
         }
         empty = 0;
         uint64_t rx = rte_rdtsc();
-        last_rx = rx;
         for (uint16_t i = 0; i < n; i++) {
             if (i + 1 < n)
                 rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void *));
             struct rte_mbuf *mb = bufs[i];
             fh_net_pkt_t pkt;
-            packets++;
+            ls.bytes += mb->pkt_len;
             if (FH_UNLIKELY(mb->nb_segs != 1)) {
                 o.net.drops[FH_NET_multi_segment]++;
                 continue;
             }
-            if (fh_net_parse(&o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0)
+            if (fh_net_parse(&o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0) {
+                if (FH_UNLIKELY(o.net.drops[FH_NET_not_udp] != seen_not_udp)) {
+                    igmp_rx(&ig, &o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, rx);
+                    seen_not_udp = o.net.drops[FH_NET_not_udp];
+                }
                 continue;
-            fh_engine_batch_begin(e, rx);
+            }
+            fh_engine_batch_begin(e, rx); /* stamps the events of this datagram */
             int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line);
-            fh_engine_batch_end(e);
             if (applied > 0) {
-                uint64_t lat = (uint64_t)((double)(rte_rdtsc() - rx) * ns_per_tsc);
-                hist[hist_index(lat)] += (uint64_t)applied;
-                hist_total += (uint64_t)applied;
+                hist[hist_index(rte_rdtsc() - rx)] += (uint64_t)applied;
                 msgs_total += (uint64_t)applied;
             }
         }
+        fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
+        ls.packets += n;
         rte_pktmbuf_free_bulk(bufs, n);
+        if (FH_UNLIKELY(ig.join | ig.answer))
+            igmp_flush(&ig, rx);
+        uint64_t t1 = rte_rdtsc();
+        if (FH_UNLIKELY(!ls.first_tsc))
+            ls.first_tsc = t0;
+        ls.busy_cycles += t1 - t0;
+        ls.busy_bursts++;
+        ls.last_tsc = last_rx = t1;
+        if (FH_UNLIKELY(quit) && ++drained > 4096)
+            break;
     }
 
     fh_engine_publish_stats(e);
-    struct rte_eth_stats st;
     memset(&st, 0, sizeof st);
     rte_eth_stats_get(port, &st);
     uint64_t c[FH_C_COUNT];
     fh_engine_counters(e, c);
-    printf("{\"packets\": %" PRIu64 ", \"messages_applied\": %" PRIu64 ", \"nic\": {\"ipackets\": %" PRIu64
-           ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64 ", \"rx_nombuf\": %" PRIu64 "}, \"drops\": {",
-           packets, msgs_total, st.ipackets, st.imissed, st.ierrors, st.rx_nombuf);
+    printf("{\"mode\": \"full\", \"packets\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"messages_applied\": %" PRIu64
+           ", \"nic\": {\"ipackets\": %" PRIu64 ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64
+           ", \"rx_nombuf\": %" PRIu64 ", \"opackets\": %" PRIu64 ", \"oerrors\": %" PRIu64 "}, \"drops\": {",
+           ls.packets, ls.bytes, msgs_total, st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, st.opackets,
+           st.oerrors);
     for (int i = 0; i < FH_NET_DROP_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_net_drop_name(i), o.net.drops[i]);
-    printf("}, \"mold\": {");
+    printf("}, ");
+    igmp_json(&ig);
+    printf(", \"mold\": {");
     for (int i = 0; i < FH_M_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_mold_counter_name(i), feed.counters[i]);
     printf("}, \"lines\": [");
@@ -363,12 +709,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
     printf("}, \"latency_ns\": {\"count\": %" PRIu64 ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64
-           ", \"p99.9\": %" PRIu64 ", \"max\": %" PRIu64 "}}\n",
-           hist_total, hist_pct(0.5, hist_total), hist_pct(0.99, hist_total), hist_pct(0.999, hist_total),
-           hist_pct(1.0, hist_total));
+           ", \"p99.9\": %" PRIu64 ", \"max\": %" PRIu64 "}, \"busy_cycles\": %" PRIu64 ", \"busy_bursts\": %" PRIu64
+           ", \"tsc_hz\": %" PRIu64 ", \"active_ns\": %" PRIu64 "}\n",
+           msgs_total, (uint64_t)((double)hist_pct(0.5, msgs_total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(0.99, msgs_total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(0.999, msgs_total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(1.0, msgs_total) * ns_per_tsc), ls.busy_cycles, ls.busy_bursts, hz,
+           (uint64_t)((double)(ls.last_tsc - ls.first_tsc) * ns_per_tsc));
     fflush(stdout);
     fh_engine_destroy(e);
     fh_seg_close(seg, !o.keep);
+    rte_eth_allmulticast_disable(port);
     rte_eth_dev_stop(port);
     rte_eth_dev_close(port);
     rte_eal_cleanup();

@@ -87,8 +87,9 @@ typedef struct fh_mold_feed {
 /* Apply one datagram that arrived on `line`: each message whose sequence is the next expected one (or
  * later: the skipped ones are counted as a gap) is applied, a message seen before (on any line) is
  * counted as a duplicate and skipped. Sequence 0 (not a valid MoldUDP64 sequence; anonymised captures
- * have it) is applied unsequenced. A new session restarts the sequence at its first datagram. Returns
- * the number of messages applied, or -1 if the datagram is malformed (counted). */
+ * have it) is applied unsequenced. A new session restarts the sequence at its first datagram. A datagram
+ * whose blocks do not all fit is counted malformed, and the whole blocks before the fault are used.
+ * Returns the number of messages applied. */
 int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line);
 const char *fh_mold_counter_name(int c);
 
