@@ -162,8 +162,11 @@ def cmd_decode(a) -> int:
 # ---- fh publish ---------------------------------------------------------------------------------------
 
 
-def default_segment_path(name: str) -> str:
-    return f"/dev/shm/fh-{name}"
+def default_segment_path(name: str, max_levels: int = 4 << 20, events: int = 1 << 16) -> str:
+    from .native import segment_footprint
+    from .segments import writer_path
+
+    return writer_path(name, segment_footprint(max_levels, events))
 
 
 def cmd_publish(a) -> int:
@@ -175,7 +178,7 @@ def cmd_publish(a) -> int:
     from . import native
 
     path = _existing(a.itch)
-    seg_path = a.segment or default_segment_path(a.name)
+    seg_path = a.segment or default_segment_path(a.name, a.max_levels, a.events)
     data = path.read_bytes()
     seg = native.Segment(seg_path, a.name, max_levels=a.max_levels, event_capacity=a.events, depth=a.depth)
     stop = False
@@ -600,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pb = sub.add_parser("publish", help="apply a daily ITCH file into a shared-memory segment for readers")
     pb.add_argument("--itch", metavar="FILE", required=True)
-    pb.add_argument("--name", default="fh", help="instance name (segment /dev/shm/fh-NAME)")
-    pb.add_argument("--segment", metavar="PATH", help="segment file (default: /dev/shm/fh-NAME)")
+    pb.add_argument("--name", default="fh", help="instance name (segment fh-NAME in hugetlbfs or /dev/shm)")
+    pb.add_argument("--segment", metavar="PATH",
+                    help="segment file (default: fh-NAME in a hugetlbfs mount with room for it, else /dev/shm)")
     pb.add_argument("--depth", type=_positive, default=10, help="top-N levels readers show by default")
     pb.add_argument("--events", type=_positive, default=1 << 16, help="event ring capacity (a power of two)")
     pb.add_argument("--max-levels", type=_positive, default=4 << 20)

@@ -38,6 +38,7 @@ class Config:
     idle: str
     exit_idle_ms: int
     segment: str = field(default="")
+    gid: int = -1
 
 
 _SCHEMA = {
@@ -46,7 +47,7 @@ _SCHEMA = {
     "nic": {"pci", "vdev"},
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
-    "shm": {"depth", "events", "max_levels", "max_orders"},
+    "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms"},
 }
 
@@ -106,7 +107,7 @@ def load(path: str | os.PathLike) -> Config:
 
     name = inst.get("name", "fh")
     if not isinstance(name, str) or not name or len(name) > 31 or not all(c.isalnum() or c in "-_" for c in name):
-        raise _err(p, "instance.name", name, "must be 1-31 letters, digits, '-' or '_' (it names /dev/shm/fh-NAME)")
+        raise _err(p, "instance.name", name, "must be 1-31 letters, digits, '-' or '_' (it names the segment fh-NAME)")
     proto = feed.get("protocol", "moldudp64-itch50")
     if proto != "moldudp64-itch50":
         raise _err(p, "feed.protocol", proto, "the only protocol is \"moldudp64-itch50\"")
@@ -154,14 +155,32 @@ def load(path: str | os.PathLike) -> Config:
     events = _int(p, "shm.events", shm.get("events", 1 << 16), 64, 1 << 26)
     if events & (events - 1):
         raise _err(p, "shm.events", events, "must be a power of two")
+    shm_dir = shm.get("dir", "auto")
+    if not isinstance(shm_dir, str) or (shm_dir != "auto" and not os.path.isdir(shm_dir)):
+        raise _err(p, "shm.dir", shm_dir, "must be \"auto\" (hugetlbfs when mounted with room, else /dev/shm) or "
+                   "an existing directory")
+    gid = -1
+    group = shm.get("group")
+    if group is not None:
+        import grp
+
+        try:
+            gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else grp.getgrgid(group).gr_gid
+        except (KeyError, TypeError, OverflowError):
+            raise _err(p, "shm.group", group, "no such group: create it (groupadd) or name an existing one; readers "
+                       "in that group may read the segment (mode 0640)") from None
+    max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
+    from .native import segment_footprint
+    from .segments import writer_path
+
     return Config(
         path=p, name=name, lines=tuple(lines), nic_pci=pci, nic_vdev=vdev, rx_core=None if rx == "auto" else rx,
         hugepages=huge, memory_mb=_int(p, "memory.mb", mem.get("mb", 512), 64, 1 << 20),
         depth=_int(p, "shm.depth", shm.get("depth", 10), 1, 64), events=events,
-        max_levels=_int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30),
+        max_levels=max_levels,
         max_orders=_int(p, "shm.max_orders", shm.get("max_orders", 8 << 20), 1, 1 << 30),
         idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
-        segment=f"/dev/shm/fh-{name}",
+        segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
     )
 
 
@@ -187,6 +206,8 @@ def app_args(cfg: Config) -> list[str]:
          "--max-levels", str(cfg.max_levels), "--events", str(cfg.events), "--depth", str(cfg.depth)]
     if cfg.exit_idle_ms:
         a += ["--exit-idle-ms", str(cfg.exit_idle_ms)]
+    if cfg.gid >= 0:
+        a += ["--group", str(cfg.gid)]
     for l in cfg.lines:
         a += ["--line", f"{l.group}:{l.port}"]
     return a

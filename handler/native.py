@@ -52,6 +52,12 @@ class EngineConfig:
         return cls(orders=min(cls.orders, max(1024, adds)), levels=min(cls.levels, max(4096, 4 * adds)))
 
 
+def segment_footprint(max_levels: int = 4 << 20, event_capacity: int = 1 << 16, depth: int = 10) -> int:
+    """Bytes of a segment with these capacities (0 if they are invalid)."""
+    c = ffi.new("fh_seg_cfg_t *", (ffi.NULL, ffi.NULL, max_levels, event_capacity, depth, -1))
+    return lib.fh_seg_footprint(c)
+
+
 class Segment:
     """The writer's side of a shared-memory segment (native/include/fh/seg.h): created, locked and mapped
     here; readers join it with handler.shm. Close it (or let it be collected) to mark the writer stopped."""

@@ -218,11 +218,9 @@ def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *,
 
 
 def remove_segment(path: str) -> None:
-    for p in (path, path + ".wake"):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
+    from .segments import remove
+
+    remove(path)
 
 
 def segment_books(path: str, depth: int | None = None) -> list[dict]:

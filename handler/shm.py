@@ -133,9 +133,12 @@ _check_layout()
 
 
 def segment_path(path_or_name: str | os.PathLike) -> str:
-    """A bare instance name maps to /dev/shm/fh-NAME; anything with a slash is a path."""
+    """A bare instance name maps to its segment, fh-NAME in a hugetlbfs mount or /dev/shm (handler.segments);
+    anything with a slash is a path."""
+    from .segments import reader_path
+
     s = os.fspath(path_or_name)
-    return s if "/" in s else f"{DEFAULT_DIR}/fh-{s}"
+    return s if "/" in s else reader_path(s)
 
 
 def _instance_hint(path: str) -> str:

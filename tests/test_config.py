@@ -70,12 +70,21 @@ def test_good_config_and_arguments(tmp_path):
     (lambda t: t + "\n[shm]\nevents = 1000\n", "shm.events = 1000", "power of two"),
     (lambda t: t.replace("[[feed.lines]]", "[[feed.lines]]\ncolor = 1", 1), "feed.lines[0].color", "unknown key"),
     (lambda t: t + "\n[run\n", "not valid TOML", ""),
+    (lambda t: t + '\n[shm]\ngroup = "no-such-group-fh"\n', "shm.group", "no such group"),
+    (lambda t: t + '\n[shm]\ndir = "/no/such/dir"\n', "shm.dir", "existing directory"),
 ])
 def test_config_errors_name_the_key_and_the_fix(tmp_path, mutate, key, fix):
     with pytest.raises(config.ConfigError) as e:
         config.load(write(tmp_path, mutate(good(tmp_path))))
     msg = str(e.value)
     assert key in msg and fix in msg and "\n" not in msg
+
+
+def test_segment_group_and_directory(tmp_path):
+    c = config.load(write(tmp_path, good(tmp_path) + f'\n[shm]\ngroup = "root"\ndir = "{tmp_path}"\n'))
+    assert c.gid == 0 and c.segment == f"{tmp_path}/fh-cfgtest"
+    app = config.app_args(c)
+    assert app[app.index("--group") + 1] == "0"
 
 
 def test_missing_config_file(tmp_path):

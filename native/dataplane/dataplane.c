@@ -2,7 +2,7 @@
  *
  *   fh-dataplane [EAL args] -- --segment PATH --line GROUP:PORT [--line GROUP:PORT ...]
  *                [--name NAME] [--port N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
- *                [--idle spin|backoff] [--exit-idle-ms MS] [--keep-segment]
+ *                [--idle spin|backoff] [--exit-idle-ms MS] [--keep-segment] [--group GID]
  *                [--igmp v2|v3|off] [--src-ip A.B.C.D] [--mode full|rx-only]
  *
  * One rx queue of one port carries every line of the feed (told apart by destination group and port);
@@ -102,6 +102,7 @@ typedef struct opts {
     bool spin;
     uint32_t exit_idle_ms;
     bool keep;
+    int gid; /* group of the segment files, -1: ours */
     bool rx_only;
     int igmp;        /* 0 (off), 2 or 3 */
     uint32_t src_ip; /* host byte order: the source of IGMP reports */
@@ -113,7 +114,7 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s [EAL args] -- --segment PATH --line GROUP:PORT [--line ...] [--name NAME] [--port N]\n"
             "       [--max-orders N] [--max-levels N] [--events N] [--depth N] [--idle spin|backoff]\n"
-            "       [--exit-idle-ms MS] [--keep-segment] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
+            "       [--exit-idle-ms MS] [--keep-segment] [--group GID] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
             "       [--mode full|rx-only]\n",
             prog);
 }
@@ -139,11 +140,11 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "max-orders", required_argument, 0, 'o' }, { "max-levels", required_argument, 0, 'v' },
         { "events", required_argument, 0, 'e' },    { "depth", required_argument, 0, 'd' },
         { "idle", required_argument, 0, 'i' },      { "exit-idle-ms", required_argument, 0, 'x' },
-        { "keep-segment", no_argument, 0, 'k' },    { "igmp", required_argument, 0, 'g' },
+        { "keep-segment", no_argument, 0, 'k' },    { "group", required_argument, 0, 'G' },    { "igmp", required_argument, 0, 'g' },
         { "src-ip", required_argument, 0, 'S' },    { "mode", required_argument, 0, 'm' },
         { 0, 0, 0, 0 },
     };
-    *o = (opts_t){ .name = "fh", .port = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
+    *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
                    .depth = 10, .spin = true, .igmp = 2 };
     int c;
     uint32_t v;
@@ -153,6 +154,11 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 's': o->segment = optarg; break;
         case 'n': o->name = optarg; break;
         case 'k': o->keep = true; break;
+        case 'G':
+            if (parse_u32(optarg, &v, "--group"))
+                return -1;
+            o->gid = (int)v;
+            break;
         case 'p':
             if (parse_u32(optarg, &v, "--port"))
                 return -1;
@@ -596,7 +602,7 @@ int main(int argc, char **argv)
     }
 
     fh_seg_cfg_t sc = { .path = o.segment, .name = o.name, .max_levels = o.max_levels, .event_capacity = o.events,
-                        .depth = o.depth, .gid = -1 };
+                        .depth = o.depth, .gid = o.gid };
     fh_seg_t *seg = fh_seg_create(&sc);
     if (!seg) {
         fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());

@@ -18,8 +18,9 @@
  *               each with a sequence number; a reader that falls 2^k behind is overrun and knows it.
  *   stats       counters by cause (fh_counter_name order), under a seqlock.
  *
- * Beside it, PATH.wake (mode 0660) holds the futex word and the waiter count: the one page a reader
- * writes, so that the segment itself can be mapped read-only. The writer holds an exclusive flock on the
+ * With it, /dev/shm/BASENAME.wake (mode 0660; fh_shm_wake_path) holds the futex word and the waiter count:
+ * the one page a reader writes, so that the segment itself can be mapped read-only. It lives in /dev/shm
+ * even when the segment is in hugetlbfs, where a 4 KiB file cannot be sized or mapped. The writer holds an exclusive flock on the
  * segment for its lifetime: a second writer is refused, and a reader that can take a shared lock knows the
  * writer is gone.
  *
@@ -141,6 +142,20 @@ typedef struct fh_shm_stats {
     uint64_t type_count[256];       /* messages by ITCH type byte */
 } fh_shm_stats_t;
 
+/* The wake page of the segment at path: /dev/shm/BASENAME.wake. 0, or -1 if it does not fit in cap. */
+static inline int fh_shm_wake_path(const char *path, char *out, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n + sizeof "/dev/shm/" + sizeof ".wake" > cap)
+        return -1;
+    memcpy(out, "/dev/shm/", 9);
+    memcpy(out + 9, base, n);
+    memcpy(out + 9 + n, ".wake", 6);
+    return 0;
+}
+
 /* ---- reader ------------------------------------------------------------------------------------------ */
 
 typedef struct fh_shm_reader {
@@ -152,7 +167,7 @@ typedef struct fh_shm_reader {
     const fh_shm_agg_t *lagg;
     const fh_shm_event_t *events;
     const fh_shm_stats_t *stats;
-    fh_shm_wake_t *wake; /* NULL when PATH.wake cannot be opened for writing: fh_shm_wait then polls */
+    fh_shm_wake_t *wake; /* NULL when the wake page cannot be opened for writing: fh_shm_wait then polls */
 } fh_shm_reader_t;
 
 /* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EAGAIN (its
@@ -201,10 +216,7 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     r->stats = (const fh_shm_stats_t *)(r->base + h->stats_off);
     r->wake = NULL;
     char wpath[4096];
-    size_t n = strlen(path);
-    if (n + 6 < sizeof wpath) {
-        memcpy(wpath, path, n);
-        memcpy(wpath + n, ".wake", 6);
+    if (fh_shm_wake_path(path, wpath, sizeof wpath) == 0) {
         int wfd = open(wpath, O_RDWR | O_CLOEXEC);
         if (wfd >= 0) {
             void *w = mmap(NULL, sizeof(fh_shm_wake_t), PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0);

@@ -1,0 +1,72 @@
+"""Where an instance's shared-memory segment lives: in a hugetlbfs mount with enough free hugepages (fewer
+TLB misses for readers and writer alike), else in /dev/shm. Writers choose; readers find."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHM_DIR = "/dev/shm"
+
+
+def hugetlbfs_mounts(root: str = "/") -> list[tuple[str, int]]:
+    """(mount point, page size in bytes) of every hugetlbfs mount, from /proc/mounts."""
+    out = []
+    try:
+        lines = Path(root, "proc/mounts").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "hugetlbfs":
+            size = 2 << 20
+            for opt in parts[3].split(","):
+                if opt.startswith("pagesize="):
+                    v = opt.split("=", 1)[1].upper()
+                    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(v[-1:], 1)
+                    size = int(v.rstrip("KMG") or 0) * mult
+            out.append((parts[1], size))
+    return out
+
+
+def free_hugepage_bytes(page_size: int, root: str = "/") -> int:
+    try:
+        free = int(Path(root, f"sys/kernel/mm/hugepages/hugepages-{page_size >> 10}kB/free_hugepages").read_text())
+    except (OSError, ValueError):
+        return 0
+    return free * page_size
+
+
+def writer_path(name: str, size: int, directory: str = "auto", root: str = "/") -> str:
+    """The segment file for a new writer of `size` bytes: `directory` if one is given, else the first
+    writable hugetlbfs mount with room for it, else /dev/shm."""
+    if directory != "auto":
+        return str(Path(directory, f"fh-{name}"))
+    for mount, page in hugetlbfs_mounts(root):
+        if os.access(mount, os.W_OK) and free_hugepage_bytes(page, root) >= size:
+            return str(Path(mount, f"fh-{name}"))
+    return f"{SHM_DIR}/fh-{name}"
+
+
+def reader_path(name: str, root: str = "/") -> str:
+    """The segment of instance `name`: the one that exists, in a hugetlbfs mount or /dev/shm (the /dev/shm
+    path when there is none, for the error message)."""
+    for mount, _ in hugetlbfs_mounts(root):
+        p = Path(mount, f"fh-{name}")
+        if p.exists():
+            return str(p)
+    return f"{SHM_DIR}/fh-{name}"
+
+
+def wake_path(segment: str) -> str:
+    """The wake page of a segment (fh_shm_wake_path in fh/shm.h): /dev/shm/BASENAME.wake."""
+    return f"{SHM_DIR}/{os.path.basename(segment)}.wake"
+
+
+def remove(segment: str) -> None:
+    """Remove a segment and its wake page (after its writer is gone)."""
+    for p in (segment, wake_path(segment)):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
