@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "bench_util.h"
 
 static const char *prog = "fh-bench-shm-read";
 
@@ -38,11 +39,6 @@ static inline uint64_t tsc_end(void)
     return t;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static inline uint64_t rng(void)

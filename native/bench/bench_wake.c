@@ -26,6 +26,7 @@
 #include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/seg.h"
+#include "bench_util.h"
 
 static const char *prog = "fh-bench-wake";
 
@@ -41,11 +42,6 @@ static int pin(int cpu)
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 static uint64_t rng(void)
