@@ -18,6 +18,25 @@ CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, s
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
+def eal_args(cfg: config.Config) -> list[str]:
+    """A NIC (nic.pci) runs where `fh plan` places it: lcores on its node, hugepage memory there. The plan's
+    warnings are printed; its failures refuse the start, with their fixes. A virtual device (labs, replays)
+    keeps the simple arguments of config.eal_args."""
+    if not cfg.nic_pci:
+        return config.eal_args(cfg)
+    from . import plan
+    from .topology import read_host
+
+    host = read_host("/")
+    p = plan.plan(host, cfg)
+    for f in p.findings:
+        print(f"fh run: {f.level} {f.item}: {f.message}; fix: {f.fix}", file=sys.stderr)
+    if p.refused:
+        raise config.ConfigError(f"{cfg.path}: this host cannot run it as configured (fh plan --config {cfg.path} "
+                                 "shows the failures and their fixes)")
+    return [*p.eal_args, "--log-level", "lib.eal:error", "--no-telemetry"]
+
+
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
     cfg = config.load(cfg_path)
     if cfg.nic_vdev and "rx_pcap=" in cfg.nic_vdev:
@@ -26,7 +45,7 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
 
         if not Path(pcap).is_file():
             raise config.ConfigError(f"{cfg.path}: nic.vdev = {cfg.nic_vdev!r}: rx_pcap file {pcap} does not exist")
-    cmd = [replay.find_dataplane(), *config.eal_args(cfg), "--", *config.app_args(cfg)]
+    cmd = [replay.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg)]
     if keep_segment:
         cmd.append("--keep-segment")
     try:

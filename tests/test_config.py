@@ -105,3 +105,13 @@ def test_fh_run_replays_the_configured_capture(tmp_path):
     bad = write(tmp_path, good(tmp_path).replace("synth-ab-40k.pcap", "missing.pcap"))
     p = fh("run", "--config", bad, check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_fh_run_with_a_nic_goes_through_the_plan(tmp_path):
+    """A PCI NIC is placed by fh plan: on this host the named device does not exist, so the run is refused
+    before anything starts, with the plan's failure and its fix."""
+    text = good(tmp_path).replace('vdev = "', 'pci = "0000:99:00.0"\n# vdev = "')
+    p = fh("run", "--config", write(tmp_path, text), check=False)
+    assert p.returncode == 2
+    assert "FAIL nic: there is no PCI device 0000:99:00.0" in p.stderr and "fix:" in p.stderr
+    assert "fh plan --config" in p.stderr
