@@ -106,7 +106,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
  * and _Alignas have no names to declare); the wake page is opaque. Read the _Atomic fields through the
  * wrappers of native/src/shm_reader.c, which are the exported forms of the header's static inline readers. */
 #define FH_SHM_MAGIC 0x31304d4853484646
-#define FH_SHM_LAYOUT_VERSION 1
+#define FH_SHM_LAYOUT_VERSION 2
 #define FH_SHM_BOOKS 65536
 #define FH_SHM_MAX_COUNTERS 64
 #define FH_BOOK_EMPTY 0
@@ -181,11 +181,38 @@ typedef struct fh_shm_hdr {
     ...;
 } fh_shm_hdr_t;
 typedef struct fh_shm_wake fh_shm_wake_t;
+#define FH_SHM_DP_MAX_DROPS ...
+#define FH_SHM_DP_MAX_MOLD ...
+#define FH_SHM_DP_MAX_LINES ...
+#define FH_SHM_DP_NAME ...
+#define FH_SHM_LAT_SUB ...
+#define FH_SHM_LAT_BUCKETS ...
+typedef struct fh_shm_dp_line {
+    uint64_t datagrams;
+    uint64_t won;
+} fh_shm_dp_line_t;
+typedef struct fh_shm_dp_stats {
+    uint32_t present;
+    uint32_t ndrops;
+    uint32_t nmold;
+    uint32_t nlines;
+    uint64_t packets;
+    uint64_t bytes;
+    uint64_t next_seq;
+    uint64_t drops[16];
+    uint64_t mold[16];
+    fh_shm_dp_line_t line[16];
+    char drop_name[16][24];
+    char mold_name[16][24];
+    uint64_t lat_count;
+    uint64_t lat_bucket[608];
+} fh_shm_dp_stats_t;
 typedef struct fh_shm_stats {
     uint32_t seq;
     uint32_t count;
     uint64_t counter[64];
     uint64_t type_count[256];
+    fh_shm_dp_stats_t dp;
     ...;
 } fh_shm_stats_t;
 typedef struct fh_shm_reader {
@@ -220,6 +247,8 @@ int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_ev
 uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
 uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns);
 int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
+int fh_shm_stats_copy(const fh_shm_reader_t *r, fh_shm_stats_t *out);
+uint64_t fh_shm_lat_upper(unsigned i);
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
 """

@@ -479,13 +479,18 @@ def cmd_stats(a) -> int:
                   "heartbeat_utc": shm.utc_text(st.heartbeat_ns), "heartbeat_age_s": round(st.heartbeat_age, 3),
                   "started_utc": shm.utc_text(st.started_ns), "replaced": st.replaced}
         head = r.head
+        dp = r.dataplane_stats()
+        if not dp.pop("dataplane"):
+            dp = None  # an engine-only writer (fh publish): no data plane section
         if a.json:
+            if dp is not None:
+                dp["latency"]["buckets"] = [list(b) for b in dp["latency"]["buckets"]]
             print(json.dumps({"segment": r.path, "name": r.name, "layout_version": int(r.header["layout_version"]),
                               "size": r.size, "writer": writer,
                               "events": {"head": head, "capacity": r.event_capacity, "oldest": r.oldest()},
                               "books": {"instruments": live + stale, "live": live, "stale": stale,
                                         "max_levels": r.max_levels, "depth": r.depth},
-                              "counters": plain, "types": types}))
+                              "counters": plain, "types": types, "dataplane": dp}))
         else:
             print(f"segment   {r.path}  instance {r.name!r}  layout {int(r.header['layout_version'])}  "
                   f"{r.size / (1 << 20):.0f} MiB")
@@ -500,6 +505,17 @@ def cmd_stats(a) -> int:
                 mark = "" if k in names else "  (unnamed)"
                 print(f"  {k:<{width}} {v:>14}{mark}")
             print("types     " + (" ".join(f"{k}={v}" for k, v in sorted(types.items())) or "none"))
+            if dp is None:
+                print("dataplane none (engine-only writer)")
+            else:
+                lat = dp["latency"]
+                print(f"dataplane packets {dp['packets']}  bytes {dp['bytes']}")
+                print("drops     " + (" ".join(f"{k}={v}" for k, v in dp["drops"].items() if v) or "none"))
+                print("mold      " + " ".join(f"{k}={v}" for k, v in dp["mold"].items()))
+                print("lines     " + (" ".join(f"{i}:datagrams={l['datagrams']},won={l['won']}"
+                                               for i, l in enumerate(dp["lines"])) or "none"))
+                print(f"latency   rx->publish ns: count {lat['count']}  p50 {lat['p50']}  p99 {lat['p99']}  "
+                      f"p99.9 {lat['p99.9']}  max {lat['max']}")
         if st.state == "dead":
             print(f"fh: warning: {r.dead_text(st)}", file=sys.stderr)
             return EXIT_WRITER_DEAD

@@ -2,8 +2,13 @@
 over HTTP (GET /metrics) and as a node-exporter textfile (written atomically).
 
 Everything comes from the shared-memory segment (handler.shm.Reader) and the pidfile (handler.supervise);
-nothing is computed that the data plane does not publish. The rx->publish latency histogram is not in
-shared memory yet (fh-dataplane prints it in its final statistics only), so it is not exported.
+nothing is computed that the data plane does not publish. The data plane's section of the stats region
+(fh/shm.h fh_shm_dp_stats_t; absent for engine-only writers such as fh publish) gives drops by cause,
+MoldUDP64 counters, per-line figures, packets, bytes, and the rx->publish latency histogram, exported as the
+Prometheus histogram fh_latency_seconds: its log-linear ns buckets (exact below 64 ns, 16 per power of two)
+are summed into a fixed set of cumulative `le` bounds (LATENCY_LE_BUCKETS: 4 per power of two, each the
+exact upper bound of a log-linear bucket, so no count is split), then +Inf (= _count). _sum is an
+approximation: each bucket's count times its midpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class Family:
         self.samples.append((labels, value))
         return self
 
+    def add_suffixed(self, suffix: str, value: float, **labels: str) -> "Family":
+        """A sample named NAME + suffix (a histogram's _bucket, _sum, _count)."""
+        self.samples.append((labels, value, suffix))
+        return self
+
 
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
@@ -71,11 +81,68 @@ def render(families: list[Family], base_labels: dict[str, str] | None = None) ->
             continue
         out.append(f"# HELP {f.name} {_escape_help(f.help)}")
         out.append(f"# TYPE {f.name} {f.type}")
-        for labels, v in f.samples:
+        for labels, v, *suffix in f.samples:
+            name = f.name + (suffix[0] if suffix else "")
             lab = {**base, **labels}
             text = ",".join(f'{k}="{_escape_label(str(x))}"' for k, x in lab.items())
-            out.append(f"{f.name}{{{text}}} {_value(v)}" if text else f"{f.name} {_value(v)}")
+            out.append(f"{name}{{{text}}} {_value(v)}" if text else f"{name} {_value(v)}")
     return "\n".join(out) + "\n"
+
+
+# ---- the latency histogram ----------------------------------------------------------------------------------
+
+
+def _latency_le_buckets() -> list[int]:
+    """Indices of the log-linear buckets (fh/shm.h) whose upper bounds are the `le` of fh_latency_seconds:
+    15, 31, 47, 63 ns, then 4 per power of two (sub-buckets 3, 7, 11, 15), leaving out the last bucket
+    (which also holds everything above 2^40 ns: +Inf covers it)."""
+    from .shm import LAT_BUCKETS
+
+    return [15, 31, 47, 63] + [i for i in range(64, LAT_BUCKETS - 1) if (i - 64) % 16 % 4 == 3]
+
+
+def latency_histogram(buckets) -> tuple[list[tuple[float, int]], float, int]:
+    """From the log-linear ns counts: cumulative (le seconds, count) at LATENCY_LE_BUCKETS, the approximate
+    sum in seconds (each count at its bucket's midpoint) and the count."""
+    import numpy as np
+
+    from .shm import LAT_BUCKETS, lat_lower_ns, lat_upper_ns
+
+    b = np.asarray(buckets, dtype=np.uint64)
+    cum = np.cumsum(b)
+    le = [(lat_upper_ns(i) / 1e9, int(cum[i])) for i in _latency_le_buckets()]
+    mids = np.array([(lat_lower_ns(i) + lat_upper_ns(i)) / 2 for i in range(LAT_BUCKETS)])
+    return le, float((b.astype(np.float64) * mids).sum() / 1e9), int(cum[-1])
+
+
+def dataplane_families(dp: dict, buckets) -> list[Family]:
+    """The data plane's section (handler.shm.Reader.dataplane_stats) as metric families."""
+    fams = [Family("fh_packets_total", "counter", "frames the data plane received").add(dp["packets"]),
+            Family("fh_bytes_total", "counter", "bytes of the frames the data plane received").add(dp["bytes"])]
+    drops = Family("fh_drops_total", "counter", "frames the data plane dropped, by cause")
+    for k, v in dp["drops"].items():
+        drops.add(v, cause=k)
+    mold = Family("fh_mold_total", "counter", "MoldUDP64 counters of the feed (datagrams, duplicates, gaps, ...)")
+    nxt = Family("fh_mold_next_sequence", "gauge", "MoldUDP64 sequence of the next message the feed expects")
+    for k, v in dp["mold"].items():
+        if k == "next_seq":
+            nxt.add(v)
+        else:
+            mold.add(v, counter=k)
+    ldg = Family("fh_line_datagrams_total", "counter", "MoldUDP64 datagrams per line (--line order)")
+    lwon = Family("fh_line_won_total", "counter", "messages first seen on the line (the arbitration it won)")
+    for i, l in enumerate(dp["lines"]):
+        ldg.add(l["datagrams"], line=str(i))
+        lwon.add(l["won"], line=str(i))
+    lat = Family("fh_latency_seconds", "histogram", "rx->publish latency per message (TSC at rx to TSC after "
+                                                    "its datagram was applied)")
+    le, total, count = latency_histogram(buckets)
+    for bound, n in le:
+        lat.add_suffixed("_bucket", n, le=repr(bound))
+    lat.add_suffixed("_bucket", count, le="+Inf")
+    lat.add_suffixed("_sum", total)
+    lat.add_suffixed("_count", count)
+    return fams + [drops, mold, nxt, ldg, lwon, lat]
 
 
 # ---- collecting --------------------------------------------------------------------------------------------
@@ -141,6 +208,8 @@ class Collector:
             try:
                 st = r.writer_status()
                 counters = r.stats()
+                rec = r.stats_copy()
+                dp = r.dataplane_stats(rec)
                 status = r.books["status"]
                 live, stale = int((status == shm.LIVE).sum()), int((status == shm.STALE).sum())
                 head = r.head
@@ -176,6 +245,8 @@ class Collector:
                 if k != "messages" and not k.startswith("type_"):
                     anomalies.add(v, cause=k)
             fams += [types, anomalies]
+            if dp["dataplane"]:
+                fams += dataplane_families(dp, rec["dp"]["lat_bucket"])
             return fams
 
     def text(self) -> str:

@@ -95,10 +95,54 @@ HDR_DTYPE = _struct([
     ("writer_pid", "<u4", 76), ("start_ns", "<u8", 80), ("tsc_hz", "<u8", 88), ("name", "S32", 96),
     ("heartbeat_ns", "<u8", 128), ("writer_state", "<u4", 136), ("head", "<u8", 192),
 ], 256)
+DP_LINE_DTYPE = _struct([("datagrams", "<u8", 0), ("won", "<u8", 8)], 16)
+_NDROP, _NMOLD, _NLINE, _NAME = (lib.FH_SHM_DP_MAX_DROPS, lib.FH_SHM_DP_MAX_MOLD, lib.FH_SHM_DP_MAX_LINES,
+                                 lib.FH_SHM_DP_NAME)
+LAT_BUCKETS = lib.FH_SHM_LAT_BUCKETS
+DP_DTYPE = _struct([
+    ("present", "<u4", 0), ("ndrops", "<u4", 4), ("nmold", "<u4", 8), ("nlines", "<u4", 12),
+    ("packets", "<u8", 16), ("bytes", "<u8", 24), ("next_seq", "<u8", 32),
+    ("drops", ("<u8", (_NDROP,)), 40), ("mold", ("<u8", (_NMOLD,)), 40 + 8 * _NDROP),
+    ("line", (DP_LINE_DTYPE, (_NLINE,)), 40 + 8 * (_NDROP + _NMOLD)),
+    ("drop_name", (f"S{_NAME}", (_NDROP,)), 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE),
+    ("mold_name", (f"S{_NAME}", (_NMOLD,)), 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * _NDROP),
+    ("lat_count", "<u8", 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * (_NDROP + _NMOLD)),
+    ("lat_bucket", ("<u8", (LAT_BUCKETS,)), 48 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * (_NDROP + _NMOLD)),
+], ffi.sizeof("fh_shm_dp_stats_t"))
 STATS_DTYPE = _struct([
     ("seq", "<u4", 0), ("count", "<u4", 4), ("counter", ("<u8", (lib.FH_SHM_MAX_COUNTERS,)), 8),
     ("type_count", ("<u8", (256,)), 8 + 8 * lib.FH_SHM_MAX_COUNTERS),
+    ("dp", DP_DTYPE, ffi.offsetof("fh_shm_stats_t", "dp")),
 ], ffi.sizeof("fh_shm_stats_t"))
+
+
+def lat_upper_ns(i: int) -> int:
+    """Inclusive upper bound, in ns, of latency bucket i (fh/shm.h fh_shm_lat_upper): exact below 64, then 16
+    sub-buckets per power of two; the last bucket also holds everything above it."""
+    if i < 64:
+        return i
+    e, sub = (i - 64) // lib.FH_SHM_LAT_SUB + 6, (i - 64) % lib.FH_SHM_LAT_SUB
+    return ((lib.FH_SHM_LAT_SUB + sub + 1) << (e - 4)) - 1
+
+
+def lat_lower_ns(i: int) -> int:
+    """Inclusive lower bound, in ns, of latency bucket i."""
+    return i if i < 64 else lat_upper_ns(i - 1) + 1
+
+
+LAT_UPPER_NS = np.array([lat_upper_ns(i) for i in range(LAT_BUCKETS)], dtype=np.uint64)
+
+
+def lat_percentile(buckets, q: float) -> int:
+    """The q-quantile (0 < q <= 1) of a latency histogram, in ns: the upper bound of the bucket where the
+    cumulative count reaches round(q * count) (at least 1), as fh-dataplane computes its own; 0 if empty."""
+    b = np.asarray(buckets, dtype=np.uint64)
+    total = int(b.sum())
+    if not total:
+        return 0
+    want = max(1, int(q * total + 0.5))
+    i = int(np.searchsorted(np.cumsum(b), want))
+    return int(LAT_UPPER_NS[min(i, LAT_BUCKETS - 1)])
 # fh_shm_level_t is (price u32, orders u32, shares u64); the fields are named in the order of the canonical
 # dump, [price, shares, orders], so that a level reads as it prints.
 LEVEL_DTYPE = _struct([("price", "<u4", 0), ("shares", "<u8", 8), ("orders", "<u4", 4)], 16)
@@ -112,7 +156,7 @@ def _check_layout() -> None:
     against fh/shm.h, and cffi verified its declarations there)."""
     pairs = [(BOOK_DTYPE, "fh_shm_book_t"), (AGG_DTYPE, "fh_shm_agg_t"), (EVENT_DTYPE, "fh_shm_event_t"),
              (HDR_DTYPE, "fh_shm_hdr_t"), (STATS_DTYPE, "fh_shm_stats_t"), (LEVEL_DTYPE, "fh_shm_level_t"),
-             (SIDE_DTYPE, "fh_shm_side_t")]
+             (SIDE_DTYPE, "fh_shm_side_t"), (DP_DTYPE, "fh_shm_dp_stats_t"), (DP_LINE_DTYPE, "fh_shm_dp_line_t")]
     for dt, ctype in pairs:
         if dt.itemsize != ffi.sizeof(ctype):
             raise ImportError(f"{ctype}: numpy {dt.itemsize} bytes, C {ffi.sizeof(ctype)}")
@@ -122,6 +166,8 @@ def _check_layout() -> None:
             if (off, fdt.itemsize) != (cf.offset, ffi.sizeof(cf.type)):
                 raise ImportError(f"{ctype}.{name}: numpy offset {off} size {fdt.itemsize}, "
                                   f"C offset {cf.offset} size {ffi.sizeof(cf.type)}")
+    if [lat_upper_ns(i) for i in range(LAT_BUCKETS)] != [lib.fh_shm_lat_upper(i) for i in range(LAT_BUCKETS)]:
+        raise ImportError("latency buckets: lat_upper_ns disagrees with fh_shm_lat_upper")
     if ffi.offsetof("fh_shm_snapshot_t", "nbids") != BOOK_DTYPE.itemsize:
         raise ImportError("fh_shm_snapshot_t: the book is not its first 64 bytes")
 
@@ -634,9 +680,16 @@ class Reader:
 
     # -- stats and the writer
 
-    def stats(self, types: bool = True) -> dict[str, int]:
+    def stats(self, types: bool = True, sections: bool = False) -> dict:
         """The writer's counters by name (handler.native.COUNTER_NAMES), read under the stats seqlock, and
-        (types) message counts by ITCH type as type_X (non-zero ones)."""
+        (types) message counts by ITCH type as type_X (non-zero ones).
+
+        sections: also the data plane's section, read in the same consistent copy (dataplane_stats): keys
+        "dataplane" (True when a data plane published it; engine-only writers leave it out and all zero),
+        "packets", "bytes", "drops" {cause: n}, "mold" {counter: n, ..., "next_seq": n}, "lines" [{datagrams,
+        won}], "latency" {count, p50, p99, p99.9, max (ns), buckets [(upper_ns, n) non-zero]}."""
+        if sections:
+            return self._stats_copy(types)
         from .native import COUNTER_NAMES
 
         r = self._joined()
@@ -652,6 +705,50 @@ class Reader:
             for i in range(256):
                 if t[i]:
                     out[f"type_{chr(i)}"] = int(t[i])
+        return out
+
+    def stats_copy(self) -> np.void:
+        """A consistent copy (one seqlock read) of the whole stats region, as a STATS_DTYPE record."""
+        r = self._joined()
+        buf = ffi.new("fh_shm_stats_t *")
+        if lib.fh_shm_stats_copy(r, buf) < 0:
+            raise BookBusy(f"the stats of {self.path} have been changing for over 0.2 s: is writer pid "
+                           f"{self.writer_pid} stopped?")
+        return np.frombuffer(ffi.buffer(buf), STATS_DTYPE)[0].copy()
+
+    def dataplane_stats(self, rec: np.void | None = None) -> dict:
+        """The data plane's section of the stats region (see stats(sections=True)); all zero and "dataplane":
+        False when no data plane wrote the segment."""
+        d = (self.stats_copy() if rec is None else rec)["dp"]
+        nd, nm, nl = (min(int(d["ndrops"]), _NDROP), min(int(d["nmold"]), _NMOLD), min(int(d["nlines"]), _NLINE))
+        b = np.asarray(d["lat_bucket"], dtype=np.uint64)
+        mold = {bytes(d["mold_name"][i]).decode("ascii", "replace"): int(d["mold"][i]) for i in range(nm)}
+        mold["next_seq"] = int(d["next_seq"])
+        nz = np.flatnonzero(b)
+        return {
+            "dataplane": bool(d["present"]),
+            "packets": int(d["packets"]), "bytes": int(d["bytes"]),
+            "drops": {bytes(d["drop_name"][i]).decode("ascii", "replace"): int(d["drops"][i]) for i in range(nd)},
+            "mold": mold,
+            "lines": [{"datagrams": int(d["line"][i]["datagrams"]), "won": int(d["line"][i]["won"])}
+                      for i in range(nl)],
+            "latency": {"count": int(d["lat_count"]), "p50": lat_percentile(b, 0.5), "p99": lat_percentile(b, 0.99),
+                        "p99.9": lat_percentile(b, 0.999), "max": lat_percentile(b, 1.0),
+                        "buckets": [(int(LAT_UPPER_NS[i]), int(b[i])) for i in nz]},
+        }
+
+    def _stats_copy(self, types: bool) -> dict:
+        from .native import COUNTER_NAMES
+
+        rec = self.stats_copy()
+        n = min(int(rec["count"]), lib.FH_SHM_MAX_COUNTERS)
+        out: dict = {(COUNTER_NAMES[i] if i < len(COUNTER_NAMES) else f"counter_{i}"): int(rec["counter"][i])
+                     for i in range(n)}
+        if types:
+            t = rec["type_count"]
+            for i in np.flatnonzero(t):
+                out[f"type_{chr(i)}"] = int(t[i])
+        out.update(self.dataplane_stats(rec))
         return out
 
     def _writer_alive(self) -> bool:

@@ -473,13 +473,63 @@ typedef struct loop_stats {
     uint64_t first_tsc, last_tsc;      /* start of the first non-empty burst, end of the last */
 } loop_stats_t;
 
+/* What the data plane publishes besides the engine's counters (fh_shm_dp_stats_t). */
+typedef struct dp_pub {
+    fh_seg_t *seg;
+    const fh_net_t *net;
+    const fh_mold_feed_t *feed;
+    const loop_stats_t *ls;
+    double ns_per_tsc;
+} dp_pub_t;
+
+static fh_shm_dp_stats_t dp_out; /* 5.6 KiB: static, not on the stack */
+
+/* Fill the data plane's section of the stats region and publish it (fh_seg_publish_dataplane). Cold: from
+ * idle() every 100 ms and at exit. The tick histogram is re-bucketed into the ns scheme of fh/shm.h, each
+ * tick bucket by its upper bound (as hist_pct reports it). */
+static __attribute__((noinline, cold)) void dp_publish(const dp_pub_t *p)
+{
+    fh_shm_dp_stats_t *d = &dp_out;
+    memset(d, 0, sizeof *d);
+    d->packets = p->ls->packets;
+    d->bytes = p->ls->bytes;
+    d->next_seq = p->feed->next_seq;
+    d->ndrops = FH_NET_DROP_COUNT < FH_SHM_DP_MAX_DROPS ? FH_NET_DROP_COUNT : FH_SHM_DP_MAX_DROPS;
+    for (uint32_t i = 0; i < d->ndrops; i++) {
+        d->drops[i] = p->net->drops[i];
+        snprintf(d->drop_name[i], FH_SHM_DP_NAME, "%s", fh_net_drop_name((int)i));
+    }
+    d->nmold = FH_M_COUNT < FH_SHM_DP_MAX_MOLD ? FH_M_COUNT : FH_SHM_DP_MAX_MOLD;
+    for (uint32_t i = 0; i < d->nmold; i++) {
+        d->mold[i] = p->feed->counters[i];
+        snprintf(d->mold_name[i], FH_SHM_DP_NAME, "%s", fh_mold_counter_name((int)i));
+    }
+    d->nlines = p->net->nlines < FH_SHM_DP_MAX_LINES ? p->net->nlines : FH_SHM_DP_MAX_LINES;
+    for (uint32_t i = 0; i < d->nlines && i < FH_MOLD_MAX_LINES; i++) {
+        d->line[i].datagrams = p->feed->line_datagrams[i];
+        d->line[i].won = p->feed->line_won[i];
+    }
+    uint64_t total = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        if (!hist[i])
+            continue;
+        d->lat_bucket[fh_shm_lat_index((uint64_t)((double)hist_value(i) * p->ns_per_tsc))] += hist[i];
+        total += hist[i];
+    }
+    d->lat_count = total;
+    fh_seg_publish_dataplane(p->seg, d);
+}
+
 /* Idle: publish stats now and then; stop after exit_idle cycles of silence following traffic; pause or nap.
  * Returns false to stop. */
-static inline bool idle(const opts_t *o, fh_engine_t *e, uint64_t now, uint64_t *last_stats, uint64_t stats_every,
-                        uint64_t last_rx, uint64_t exit_idle, const loop_stats_t *ls, unsigned *empty)
+static inline bool idle(const opts_t *o, fh_engine_t *e, const dp_pub_t *pub, uint64_t now, uint64_t *last_stats,
+                        uint64_t stats_every, uint64_t last_rx, uint64_t exit_idle, const loop_stats_t *ls,
+                        unsigned *empty)
 {
     if (e && now - *last_stats > stats_every) {
         fh_engine_publish_stats(e);
+        if (pub)
+            dp_publish(pub);
         *last_stats = now;
     }
     if (exit_idle && ls->packets && now - last_rx > exit_idle)
@@ -504,7 +554,7 @@ static void rx_only_loop(const opts_t *o, uint16_t port, loop_stats_t *ls)
         uint64_t t0 = rte_rdtsc();
         uint16_t n = rte_eth_rx_burst(port, 0, bufs, BURST);
         if (n == 0) {
-            if (!idle(o, NULL, t0, &last_stats, hz, last_rx, exit_idle, ls, &empty))
+            if (!idle(o, NULL, NULL, t0, &last_stats, hz, last_rx, exit_idle, ls, &empty))
                 break;
             continue;
         }
@@ -629,6 +679,7 @@ int main(int argc, char **argv)
         return 2;
     }
     uint64_t seen_not_udp = 0; /* o.net.drops[FH_NET_not_udp] as of the last refused frame */
+    dp_pub_t pub = { .seg = seg, .net = &o.net, .feed = &feed, .ls = &ls, .ns_per_tsc = ns_per_tsc };
 
     fprintf(stderr, "fh-dataplane: port %u, %u line(s), lcore %u, segment %s, igmp %s (%u group(s)): running\n",
             port, o.net.nlines, rte_lcore_id(), o.segment, o.igmp ? (o.igmp == 2 ? "v2" : "v3") : "off",
@@ -645,7 +696,7 @@ int main(int argc, char **argv)
                 break;
             if (FH_UNLIKELY(ig.join | ig.answer))
                 igmp_flush(&ig, t0);
-            if (!idle(&o, e, t0, &last_stats, stats_every, last_rx, exit_idle, &ls, &empty))
+            if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx, exit_idle, &ls, &empty))
                 break;
             continue;
         }
@@ -686,11 +737,17 @@ int main(int argc, char **argv)
         ls.busy_cycles += t1 - t0;
         ls.busy_bursts++;
         ls.last_tsc = last_rx = t1;
+        if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
+            fh_engine_publish_stats(e);
+            dp_publish(&pub);
+            last_stats = t1;
+        }
         if (FH_UNLIKELY(quit) && ++drained > 4096)
             break;
     }
 
     fh_engine_publish_stats(e);
+    dp_publish(&pub);
     memset(&st, 0, sizeof st);
     rte_eth_stats_get(port, &st);
     uint64_t c[FH_C_COUNT];

@@ -280,3 +280,20 @@ void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, con
     memcpy(st->type_count, type_counts, sizeof st->type_count);
     atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
 }
+
+void fh_seg_publish_dataplane(fh_seg_t *s, const fh_shm_dp_stats_t *dp)
+{
+    fh_shm_stats_t *st = s->stats;
+    uint32_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
+    atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    memcpy(&st->dp, dp, sizeof st->dp);
+    st->dp.present = 1;
+    if (st->dp.ndrops > FH_SHM_DP_MAX_DROPS)
+        st->dp.ndrops = FH_SHM_DP_MAX_DROPS;
+    if (st->dp.nmold > FH_SHM_DP_MAX_MOLD)
+        st->dp.nmold = FH_SHM_DP_MAX_MOLD;
+    if (st->dp.nlines > FH_SHM_DP_MAX_LINES)
+        st->dp.nlines = FH_SHM_DP_MAX_LINES;
+    atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+}

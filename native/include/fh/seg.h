@@ -48,5 +48,8 @@ void fh_seg_heartbeat(fh_seg_t *s);
 void fh_seg_wake(fh_seg_t *s);
 /* Copy counters into the stats region under its seqlock. */
 void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, const uint64_t *type_counts);
+/* Copy the data plane's section (fh_shm_dp_stats_t: drops, MoldUDP64, lines, latency, packets, bytes) into
+ * the stats region under the same seqlock, marking it present. Cold: every 100 ms at most, never per packet. */
+void fh_seg_publish_dataplane(fh_seg_t *s, const fh_shm_dp_stats_t *dp);
 
 #endif

@@ -16,7 +16,9 @@
  *               with `off` and `n` is index off + n - 1 - j.
  *   events      fh_shm_event_t[2^k]: BBO changes, trades, trading-state and stale / recovered notices,
  *               each with a sequence number; a reader that falls 2^k behind is overrun and knows it.
- *   stats       counters by cause (fh_counter_name order), under a seqlock.
+ *   stats       counters by cause (fh_counter_name order), messages by type and, from the data plane
+ *               only, its section (fh_shm_dp_stats_t: drops by cause, MoldUDP64 counters, per-line figures,
+ *               packets, bytes and the rx->publish latency histogram), all under one seqlock.
  *
  * With it, /dev/shm/BASENAME.wake (mode 0660; fh_shm_wake_path) holds the futex word and the waiter count:
  * the one page a reader writes, so that the segment itself can be mapped read-only. It lives in /dev/shm
@@ -44,7 +46,7 @@
 #include <unistd.h>
 
 #define FH_SHM_MAGIC 0x31304d4853484646ull /* "FFHSHM01" */
-#define FH_SHM_LAYOUT_VERSION 1u
+#define FH_SHM_LAYOUT_VERSION 2u /* 2: fh_shm_stats_t.dp */
 #define FH_SHM_BOOKS 65536u /* one per stock locate */
 
 /* fh_shm_book_t.status */
@@ -135,12 +137,83 @@ typedef struct fh_shm_wake {
 } fh_shm_wake_t;
 
 #define FH_SHM_MAX_COUNTERS 64
+
+/* The data plane's section of the stats region. Only the data plane (fh-dataplane) fills it, every 100 ms
+ * while the port is idle and once at exit (fh_seg_publish_dataplane); engine-only writers (fh publish)
+ * leave it all zero, `present` included. Names travel with the counts, so that a reader needs nothing but
+ * this header: drop causes are fh_net_drop_name's, MoldUDP64 counters fh_mold_counter_name's, each a
+ * NUL-terminated string.
+ *
+ * Latency: rx->publish, per message, in ns: TSC at the burst's rx to TSC after its datagram was applied,
+ * converted with the data plane's TSC rate. A log-linear (HdrHistogram-style) histogram of
+ * FH_SHM_LAT_BUCKETS counts: bucket i < 64 counts exactly i ns; from 64 on, each power of two [2^e,
+ * 2^(e+1)), e = 6 .. 39, is cut into FH_SHM_LAT_SUB = 16 sub-buckets of 2^(e-4) ns (6.25 % of 2^e):
+ *
+ *     i = 64 + (e - 6) * 16 + sub            e = (i - 64) / 16 + 6, sub = (i - 64) % 16
+ *     bucket i holds [(16 + sub) << (e - 4), ((16 + sub + 1) << (e - 4)) - 1]   (inclusive, in ns)
+ *
+ * fh_shm_lat_upper(i) is the inclusive upper bound; the last bucket also holds everything >= 2^40 ns
+ * (18 min). Its counts sum to lat_count, which equals the messages the data plane applied. The data plane
+ * counts in TSC ticks on its hot path and re-buckets into ns when it publishes (each tick bucket by its
+ * upper bound), so a percentile read here is at most one ns bucket (6.25 %) above the one fh-dataplane
+ * prints from its tick histogram. */
+#define FH_SHM_DP_MAX_DROPS 16
+#define FH_SHM_DP_MAX_MOLD 16
+#define FH_SHM_DP_MAX_LINES 16
+#define FH_SHM_DP_NAME 24
+#define FH_SHM_LAT_SUB 16
+#define FH_SHM_LAT_BUCKETS (64 + (40 - 6) * FH_SHM_LAT_SUB) /* 608 */
+
+typedef struct fh_shm_dp_line {
+    uint64_t datagrams;            /* MoldUDP64 datagrams that arrived on the line */
+    uint64_t won;                  /* messages first seen on this line (applied from it) */
+} fh_shm_dp_line_t;
+
+typedef struct fh_shm_dp_stats {
+    uint32_t present;              /* 1 once a data plane has published; 0: no data plane (all zero) */
+    uint32_t ndrops;               /* entries of drops / drop_name in use */
+    uint32_t nmold;                /* entries of mold / mold_name in use */
+    uint32_t nlines;               /* entries of line in use: the --line order */
+    uint64_t packets;              /* frames received */
+    uint64_t bytes;                /* their bytes */
+    uint64_t next_seq;             /* MoldUDP64: sequence of the next message expected */
+    uint64_t drops[FH_SHM_DP_MAX_DROPS];   /* frames dropped, by cause */
+    uint64_t mold[FH_SHM_DP_MAX_MOLD];     /* MoldUDP64 counters */
+    fh_shm_dp_line_t line[FH_SHM_DP_MAX_LINES];
+    char drop_name[FH_SHM_DP_MAX_DROPS][FH_SHM_DP_NAME];
+    char mold_name[FH_SHM_DP_MAX_MOLD][FH_SHM_DP_NAME];
+    uint64_t lat_count;            /* sum of lat_bucket */
+    uint64_t lat_bucket[FH_SHM_LAT_BUCKETS]; /* see above */
+} fh_shm_dp_stats_t;
+
 typedef struct fh_shm_stats {
     _Alignas(64) _Atomic uint32_t seq;
     uint32_t count;                 /* counters in use */
     uint64_t counter[FH_SHM_MAX_COUNTERS];
     uint64_t type_count[256];       /* messages by ITCH type byte */
+    /* layout version 2 */
+    fh_shm_dp_stats_t dp;           /* the data plane's section (above) */
 } fh_shm_stats_t;
+
+/* Inclusive upper bound, in ns, of latency bucket i (the scheme above). */
+static inline uint64_t fh_shm_lat_upper(unsigned i)
+{
+    if (i < 64)
+        return i;
+    unsigned e = (i - 64) / FH_SHM_LAT_SUB + 6, sub = (i - 64) % FH_SHM_LAT_SUB;
+    return ((uint64_t)(FH_SHM_LAT_SUB + sub + 1) << (e - 4)) - 1;
+}
+
+/* The bucket of a latency of v ns. */
+static inline unsigned fh_shm_lat_index(uint64_t v)
+{
+    if (v < 64)
+        return (unsigned)v;
+    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
+    if (e >= 40)
+        return FH_SHM_LAT_BUCKETS - 1;
+    return 64 + (e - 6) * FH_SHM_LAT_SUB + (unsigned)((v >> (e - 4)) & (FH_SHM_LAT_SUB - 1));
+}
 
 /* The wake page of the segment at path: /dev/shm/BASENAME.wake. 0, or -1 if it does not fit in cap. */
 static inline int fh_shm_wake_path(const char *path, char *out, size_t cap)
@@ -417,6 +490,34 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
         atomic_fetch_sub_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
         if ((head = fh_shm_head(r)) > seen)
             return head;
+    }
+}
+
+
+/* A consistent copy of the whole stats region, retrying while the writer publishes. 0, or -2 if it stayed
+ * mid-change for FH_SHM_BUSY_NS (a writer stopped inside a publish). */
+static inline int fh_shm_stats_copy(const fh_shm_reader_t *r, fh_shm_stats_t *out)
+{
+    const fh_shm_stats_t *st = r->stats;
+    uint64_t t0 = 0;
+    for (uint32_t i = 1;; i++) {
+        uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+        if (!(s1 & 1)) {
+            memcpy((void *)out, (const void *)st, sizeof *out);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1) {
+                atomic_store_explicit(&out->seq, s1, memory_order_relaxed);
+                return 0;
+            }
+        }
+        __builtin_ia32_pause();
+        if ((i & 1023) == 0) {
+            uint64_t now = fh_shm_mono_ns();
+            if (!t0)
+                t0 = now;
+            else if (now - t0 > FH_SHM_BUSY_NS)
+                return -2;
+        }
     }
 }
 
