@@ -140,10 +140,42 @@ def cmd_pcap_synth(a) -> int:
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A, vlan=a.vlan)]
     if not a.a_only:
         lines.append(pcapgen.Line(*pcapgen.DEFAULT_B, vlan=a.vlan, delay_ns=3000))
+    if a.faults:
+        return _synth_with_faults(a, data, lines)
     s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns)
     print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s) "
           f"({', '.join(f'{l.group}:{l.port}' for l in lines)}), session {a.session}", file=sys.stderr)
     return 0
+
+
+def _synth_with_faults(a, data: bytes, lines) -> int:
+    from . import faults, pcapgen
+
+    try:
+        plan = faults.load_plan(a.faults)
+        s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
+                                           burst_ns=a.burst_ns)
+    except faults.FaultPlanError as e:
+        raise _cli_error(str(e)) from None
+    print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s), "
+          f"{s['frames']} frames with the faults of {a.faults}", file=sys.stderr)
+    if a.json:
+        dest = Path(str(a.out) + ".faults.json")
+        dest.write_text(json.dumps(inj, indent=1) + "\n")
+        print(f"injected faults: {dest}", file=sys.stderr)
+        return 0
+    for line in faults.summary_lines(inj):
+        print(line)
+    return 0
+
+
+def cmd_retransmit_server(a) -> int:
+    from . import retransmit
+
+    try:
+        return retransmit.serve_cli(a)
+    except retransmit.RetransmitError as e:
+        raise _cli_error(str(e)) from None
 
 
 def cmd_pcap_inspect(a) -> int:
@@ -213,7 +245,28 @@ def register(sub, positive, nonneg) -> None:
                    help="only messages this close in ITCH time share a datagram (default: fill to the MTU)")
     s.add_argument("--vlan", type=int, default=None, help="tag frames with this 802.1Q VLAN id")
     s.add_argument("--a-only", action="store_true", help="the A line only")
+    s.add_argument("--faults", metavar="PLAN",
+                   help="apply this fault plan (TOML or JSON, docs/fault-plans.md) to the lines and print what was "
+                        "injected")
+    s.add_argument("--json", action="store_true",
+                   help="with --faults: write the injected summary to OUT.faults.json instead of printing it")
     s.set_defaults(func=cmd_pcap_synth)
+    rt = sub.add_parser(
+        "retransmit-server", help="answer MoldUDP64 retransmission requests from a recorded capture",
+        description="Load the messages of a capture by session and sequence (the first copy of each wins) and "
+                    "answer MoldUDP64 request packets on UDP as the exchange's re-request server does: the "
+                    "requested messages in downstream packets, unicast to the address that asked. Counters are "
+                    "printed on SIGINT/SIGTERM.")
+    rt.add_argument("--pcap", required=True, metavar="DAY.pcap", help="the capture to serve (a clean one)")
+    rt.add_argument("--listen", default="127.0.0.1:26478", metavar="ADDR:PORT",
+                    help="where to listen (default 127.0.0.1:26478; port 0 takes a free one, printed at start)")
+    rt.add_argument("--max-count", type=positive, default=1000, metavar="N",
+                    help="at most N messages per request, however many are asked for (default 1000)")
+    rt.add_argument("--mtu", type=positive, default=1500, help="each response datagram fits this MTU")
+    rt.add_argument("--stats-json", metavar="FILE", help="write the counters here on exit (and every second)")
+    rt.add_argument("--ready-file", metavar="FILE", help="write the listening ADDR:PORT here once ready")
+    rt.set_defaults(func=cmd_retransmit_server)
+
     i = ps.add_parser("inspect", help="packets, sessions, sequence ranges, gaps and message types of a capture")
     i.add_argument("pcap")
     i.add_argument("--json", action="store_true")

@@ -136,6 +136,29 @@ def synth_pcap(out: str | Path, data: bytes, lines: list[Line], session: str = D
     return {"datagrams": len(grams), "messages": seq - 1, "lines": len(lines), "next_sequence": seq}
 
 
+def synth_faulty_pcap(out: str | Path, data: bytes, lines: list[Line], plan, session: str = DEFAULT_SESSION,
+                      mtu: int = MTU, burst_ns: int | None = None) -> tuple[dict, dict]:
+    """synth_pcap with a fault plan (handler.faults) applied to each line's datagrams before framing. Returns
+    the summary and the injected faults. Lines are A, B in that order (at most two)."""
+    from . import faults
+
+    if isinstance(plan, (str, Path)):
+        plan = faults.load_plan(plan)
+    grams = packetize(data, mtu, burst_ns)
+    if not grams:
+        raise ValueError("no messages to write")
+    per_line, injected = faults.apply_plan(grams, plan, session, len(lines))
+    framers = [Framer(l) for l in lines]
+    w = PcapWriter(out)
+    written = 0
+    for li, it in faults.emission_order(per_line):
+        w.write(BASE_EPOCH_NS + it.t + lines[li].delay_ns, framers[li].frame(it.payload()))
+        written += 1
+    w.close()
+    return ({"datagrams": len(grams), "messages": injected["messages"], "lines": len(lines), "frames": written},
+            injected)
+
+
 @dataclass
 class Inspection:
     packets: int = 0
