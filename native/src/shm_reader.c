@@ -57,30 +57,14 @@ uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t ti
  * message type. Returns the writer's counter count, or FH_SHM_READER_BUSY as a snapshot does. */
 int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts)
 {
-    const fh_shm_stats_t *st = r->stats;
-    uint64_t t0 = 0;
-    for (uint32_t i = 1;; i++) {
-        uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
-        if (!(s1 & 1)) {
-            uint32_t n = st->count;
-            if (n > FH_SHM_MAX_COUNTERS)
-                n = FH_SHM_MAX_COUNTERS;
-            memcpy(counters, st->counter, (n < cap ? n : cap) * sizeof *counters);
-            if (type_counts)
-                memcpy(type_counts, st->type_count, sizeof st->type_count);
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1)
-                return (int)n;
-        }
-        __builtin_ia32_pause();
-        if ((i & 1023) == 0) {
-            uint64_t now = fh_shm_mono_ns();
-            if (!t0)
-                t0 = now;
-            else if (now - t0 > FH_SHM_BUSY_NS)
-                return FH_SHM_READER_BUSY;
-        }
-    }
+    fh_shm_stats_t st; /* the whole region, under its seqlock (fh_shm_stats_copy) */
+    if (fh_shm_stats_copy(r, &st))
+        return FH_SHM_READER_BUSY;
+    uint32_t n = st.count < FH_SHM_MAX_COUNTERS ? st.count : FH_SHM_MAX_COUNTERS;
+    memcpy(counters, st.counter, (n < cap ? n : cap) * sizeof *counters);
+    if (type_counts)
+        memcpy(type_counts, st.type_count, sizeof st.type_count);
+    return (int)n;
 }
 
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r)
