@@ -1,6 +1,10 @@
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,3 +42,44 @@ def fh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     if check and p.returncode != 0:
         raise AssertionError(f"fh {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+def _unique() -> str:
+    return f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True, timeout: float = 120.0):
+    """`fh publish` of a day into a segment (default: a unique /dev/shm/fh-test-*); yields (name, process) once
+    the day is applied. The process is stopped and the segment removed on the way out, whatever happened."""
+    from handler import segments, shm
+
+    name = name or _unique()
+    path = shm.segment_path(name)
+    ready = Path(f"/tmp/fh-{name}.ready")
+    ready.unlink(missing_ok=True)
+    args = [sys.executable, "-m", "handler.cli", "publish", "--itch", str(day), "--name", name,
+            "--ready-file", str(ready), *(("--hold",) if hold else ()), *extra]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None and not ready.exists():
+                raise AssertionError(f"fh publish exited {proc.returncode}: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("fh publish did not get ready in time")
+            time.sleep(0.02)
+        yield name, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        ready.unlink(missing_ok=True)
+        segments.remove(path)

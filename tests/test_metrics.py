@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, publisher
 from handler import metrics, shm
 
 DAY = ROOT / "pcaps" / "synth-100k.itch"
@@ -81,36 +81,6 @@ def _unique() -> str:
     return f"mt{os.getpid() % 100000}{uuid.uuid4().hex[:6]}"
 
 
-@contextmanager
-def publisher(name: str):
-    ready = Path(f"/tmp/fh-{name}.ready")
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name,
-                             "--hold", "--ready-file", str(ready)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "fh publish did not get ready"
-            time.sleep(0.02)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stderr.close()
-        ready.unlink(missing_ok=True)
-        for p in (f"/dev/shm/fh-{name}", f"/dev/shm/fh-{name}.wake"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-
-
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
@@ -120,7 +90,7 @@ def run_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def live():
     name = _unique()
-    with publisher(name) as proc:
+    with publisher(DAY, name=name) as (_, proc):
         yield name, proc
 
 

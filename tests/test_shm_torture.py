@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh
+from handler import segments
 
 pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
 
@@ -102,8 +103,7 @@ class Instance:
             if p.poll() is None:
                 p.kill()
             p.wait()
-        for p in (self.seg, Path(f"{self.seg}.wake")):
-            p.unlink(missing_ok=True)
+        segments.remove(str(self.seg))
 
 
 def info(torture: Path, seg: Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh
-from handler import replay, shm, supervise
+from handler import replay, segments, shm, supervise
 
 CONFIG = """
 [instance]
@@ -70,11 +70,7 @@ def run_dir(tmp_path, monkeypatch) -> Path:
 def name() -> str:
     n = f"sv{os.getpid() % 100000}{uuid.uuid4().hex[:6]}"
     yield n
-    for p in (f"/dev/shm/fh-{n}", f"/dev/shm/fh-{n}.wake"):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
+    segments.remove(f"/dev/shm/fh-{n}")
 
 
 def write_config(tmp_path: Path, name: str, exit_idle_ms: int = 0) -> Path:
