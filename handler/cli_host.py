@@ -1,4 +1,5 @@
-"""The host commands of `fh`: plan (NUMA placement and EAL arguments) and check (is this host ready)."""
+"""The host commands of `fh`: plan (NUMA placement and EAL arguments), check (is this host ready) and ports (what
+DPDK sees)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,42 @@ def cmd_check(a) -> int:
     return check.status(results)
 
 
+def cmd_ports(a) -> int:
+    from . import ports
+
+    vdev, pci, no_huge = list(a.vdev or []), list(a.pci or []), a.no_huge
+    if a.config:
+        from . import config
+
+        cvdev, cpci, cno_huge = ports.config_devices(config.load(a.config))
+        if not vdev and not pci:  # --vdev/--pci replace the configuration's NIC, as --pci does for fh plan
+            vdev, pci = cvdev, cpci
+        no_huge = no_huge or cno_huge
+    pci = [ports.check_pci(x) for x in pci]
+    r = ports.read(ports.eal_args(vdev, pci, no_huge), start_s=a.start)
+    if a.json:
+        import json
+
+        print(json.dumps({"ports": r.ports, "warnings": r.warnings}))
+    else:
+        print(ports.table(r.ports))
+    for w in r.warnings:
+        print(f"fh ports: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"expected 0 to 3600 seconds, got {text}")
+    return v
+
+
 def register(sub, positive, nonneg) -> None:
     root_help = "read sysfs and proc under this directory (default /: this host)"
     p = sub.add_parser("plan", help="NUMA placement: the NIC's node, lcores, hugepage memory and the EAL arguments",
@@ -70,3 +107,21 @@ def register(sub, positive, nonneg) -> None:
     c.add_argument("--root", default="/", metavar="DIR", help=root_help)
     c.add_argument("--json", action="store_true", help="print the results as one JSON object")
     c.set_defaults(func=cmd_check)
+
+    pt = sub.add_parser("ports", help="the DPDK ports: id, name, driver, NUMA socket, MAC, link, rx/tx counters",
+                        description="Start DPDK's EAL in a child process with the devices given (its own file prefix, "
+                        "so never in the way of a running data plane), read every port, print a table, exit. "
+                        "Exit 0, or 2 with one line naming the cause and the fix (no port, a bad device, no "
+                        "hugepages, DPDK bindings not built).")
+    pt.add_argument("--config", metavar="FILE", help="fh.toml: the NIC (nic.pci or nic.vdev) and memory.hugepages")
+    pt.add_argument("--vdev", action="append", metavar="SPEC",
+                    help="a virtual device, e.g. net_pcap0,rx_pcap=day.pcap or net_af_packet0,iface=eth1 "
+                    "(repeatable; replaces the configuration's NIC)")
+    pt.add_argument("--pci", action="append", metavar="ADDR",
+                    help="a NIC bound to vfio-pci, e.g. 0000:01:00.0 (repeatable; replaces the configuration's NIC)")
+    pt.add_argument("--no-huge", action="store_true", help="ordinary pages instead of hugepages (labs)")
+    pt.add_argument("--start", type=_seconds, default=0, metavar="SECONDS",
+                    help="start each port (one rx and one tx queue) and receive for SECONDS before reading link and "
+                    "counters; never on a port a data plane uses")
+    pt.add_argument("--json", action="store_true", help="print {ports: [...], warnings: [...]} as one JSON object")
+    pt.set_defaults(func=cmd_ports)
