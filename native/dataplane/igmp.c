@@ -1,4 +1,5 @@
-/* IGMPv2 / IGMPv3 membership reports out, membership queries in (igmp.h). */
+/* IGMPv1 / IGMPv2 / IGMPv3 membership reports and leaves out, membership queries in, and the host
+ * compatibility mode (igmp.h). */
 #include "igmp.h"
 
 #include <string.h>
@@ -60,15 +61,32 @@ static size_t pad(uint8_t *b, size_t len)
     return len;
 }
 
-size_t fh_igmp_v2_report(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, uint32_t group, uint16_t ip_id)
+/* An 8-byte IGMPv1 / IGMPv2 message of type about group, sent to dst. */
+static size_t v12(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, uint32_t dst, uint8_t type,
+                  uint32_t group, uint16_t ip_id)
 {
-    uint8_t *g = buf + eth_ip(buf, src_mac, src_ip, group, 8, ip_id) + 24;
-    g[0] = FH_IGMP_V2_REPORT;
-    g[1] = 0; /* max response time: 0 in a report */
+    uint8_t *g = buf + eth_ip(buf, src_mac, src_ip, dst, 8, ip_id) + 24;
+    g[0] = type;
+    g[1] = 0; /* max response time: 0 in a report or a leave (v1: unused) */
     put16(g + 2, 0);
     put32(g + 4, group);
     put16(g + 2, fh_igmp_csum(g, 8));
     return pad(buf, 14 + 24 + 8);
+}
+
+size_t fh_igmp_v2_report(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, uint32_t group, uint16_t ip_id)
+{
+    return v12(buf, src_mac, src_ip, group, FH_IGMP_V2_REPORT, group, ip_id);
+}
+
+size_t fh_igmp_v1_report(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, uint32_t group, uint16_t ip_id)
+{
+    return v12(buf, src_mac, src_ip, group, FH_IGMP_V1_REPORT, group, ip_id);
+}
+
+size_t fh_igmp_v2_leave(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, uint32_t group, uint16_t ip_id)
+{
+    return v12(buf, src_mac, src_ip, FH_IGMP_ALL_ROUTERS, FH_IGMP_V2_LEAVE, group, ip_id);
 }
 
 size_t fh_igmp_v3_report(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip, const uint32_t *groups, unsigned n,
@@ -92,14 +110,14 @@ size_t fh_igmp_v3_report(uint8_t *buf, const uint8_t src_mac[6], uint32_t src_ip
     return pad(buf, 14 + 24 + glen);
 }
 
-/* RFC 3376 4.1.1: a code below 128 is the time itself; above, a float (mantissa 4 bits, exponent 3). */
-static uint32_t max_resp_ms(uint8_t code, int v3)
+/* RFC 3376 4.1.1 and 4.1.7: a code below 128 is the value itself; above, a float (mantissa 4 bits, exponent
+ * 3). Max Resp Code counts tenths of a second, QQIC seconds. */
+static uint32_t v3_float(uint8_t code)
 {
-    uint32_t tenths = code;
-    if (v3 && code >= 128)
-        tenths = ((uint32_t)(code & 0x0f) | 0x10) << (((code >> 4) & 7) + 3);
-    return tenths * 100;
+    return code < 128 ? code : ((uint32_t)(code & 0x0f) | 0x10) << (((code >> 4) & 7) + 3);
 }
+
+static uint32_t max_resp_ms(uint8_t code, int v3) { return (v3 ? v3_float(code) : code) * 100u; }
 
 fh_igmp_kind_t fh_igmp_parse(const uint8_t *f, size_t len, fh_igmp_msg_t *out)
 {
@@ -130,6 +148,8 @@ fh_igmp_kind_t fh_igmp_parse(const uint8_t *f, size_t len, fh_igmp_msg_t *out)
     size_t glen = total - ihl;
     out->src_ip = be32(ip + 12);
     out->dst_ip = be32(ip + 16);
+    out->qrv = 0;
+    out->qqi_s = 0;
     if (glen < 8 || fh_igmp_csum(g, glen) != 0)
         return FH_IGMP_BAD;
     out->type = g[0];
@@ -142,8 +162,57 @@ fh_igmp_kind_t fh_igmp_parse(const uint8_t *f, size_t len, fh_igmp_msg_t *out)
     } else if (glen >= 12) {
         out->version = 3;
         out->max_resp_ms = max_resp_ms(g[1], 1);
+        out->qrv = g[8] & 7;
+        out->qqi_s = v3_float(g[9]);
     } else {
         return FH_IGMP_BAD; /* 9..11 bytes: no version of IGMP sends this (RFC 3376 7.1) */
     }
     return FH_IGMP_Q;
+}
+
+void fh_igmp_compat_init(fh_igmp_compat_t *c, int max_version, uint64_t hz)
+{
+    memset(c, 0, sizeof *c);
+    c->max_version = max_version;
+    c->hz = hz;
+    c->qrv = FH_IGMP_ROBUSTNESS;
+    c->qi_s = FH_IGMP_QUERY_INTERVAL_S;
+}
+
+int fh_igmp_compat_mode(const fh_igmp_compat_t *c, uint64_t now)
+{
+    if (c->max_version < 2)
+        return c->max_version;
+    if (now < c->v1_until)
+        return 1;
+    if (c->max_version >= 3 && now < c->v2_until)
+        return 2;
+    return c->max_version;
+}
+
+uint64_t fh_igmp_compat_timeout(const fh_igmp_compat_t *c, const fh_igmp_msg_t *q)
+{
+    if (c->max_version == 2)
+        return FH_IGMP_V1_ROUTER_PRESENT_S * c->hz;
+    return (uint64_t)c->qrv * c->qi_s * c->hz + (uint64_t)q->max_resp_ms * c->hz / 1000;
+}
+
+int fh_igmp_compat_query(fh_igmp_compat_t *c, const fh_igmp_msg_t *q, uint64_t now)
+{
+    int before = fh_igmp_compat_mode(c, now);
+    if (c->max_version < 2)
+        return before;
+    if (q->version == 3) {
+        /* RFC 3376 4.1.6 / 4.1.7: 0 means the querier did not say (QRV above 7 does not fit) */
+        c->qrv = q->qrv ? q->qrv : FH_IGMP_ROBUSTNESS;
+        c->qi_s = q->qqi_s ? q->qqi_s : FH_IGMP_QUERY_INTERVAL_S;
+    } else if (q->version == 1) {
+        c->v1_until = now + fh_igmp_compat_timeout(c, q);
+    } else if (q->version == 2 && q->group == 0 && c->max_version >= 3) {
+        c->v2_until = now + fh_igmp_compat_timeout(c, q);
+    }
+    int after = fh_igmp_compat_mode(c, now);
+    if (after < before)
+        c->fallbacks++;
+    return after;
 }
