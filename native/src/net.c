@@ -1,4 +1,10 @@
-/* Ethernet / VLAN / IPv4 / UDP to feed line (fh/net.h). */
+/* Ethernet / VLAN / IPv4 / UDP to feed line (fh/net.h).
+ *
+ * Two parsers with one meaning. The fast one takes the common shape, an option-less IPv4 header (IHL 5)
+ * behind any VLAN tags, with a few wide loads and combined checks: the frame is one of ours, or from an
+ * unknown group (other_group, counted here), or anything else, which it hands to the full parser
+ * (parse_full, cold) to find and count the drop's cause in the documented order, or to take a datagram
+ * whose IPv4 header has options. native/tests/test_net.c checks both against a reference parser. */
 #include "fh/net.h"
 
 static const char *const drop_names[FH_NET_DROP_COUNT] = {
@@ -9,11 +15,30 @@ static const char *const drop_names[FH_NET_DROP_COUNT] = {
 
 const char *fh_net_drop_name(int cause) { return cause >= 0 && cause < FH_NET_DROP_COUNT ? drop_names[cause] : NULL; }
 
+/* Unaligned loads in wire (memory) order, compared with constants built the same way. */
+static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint64_t wire64(const uint8_t b[8]) { uint64_t v; memcpy(&v, b, 8); return v; }
+static inline uint16_t wire16(uint16_t host) { return __builtin_bswap16(host); } /* host order -> wire */
+
+/* A line's key: bytes 16..23 of an option-less IPv4 header (destination address, UDP source port, UDP
+ * destination port), the source port's two bytes set to 0xff on both sides of the compare. A zeroed slot
+ * can never match, so the lookup scans every slot without looking at nlines. */
+#define KEY_ANY_SPORT(w) ((w) | wire64((const uint8_t[8]){ 0, 0, 0, 0, 0xff, 0xff, 0, 0 }))
+
 int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip)
 {
     if (n->nlines >= FH_NET_MAX_LINES)
         return FH_ERR("at most %d feed lines", FH_NET_MAX_LINES);
-    n->line[n->nlines] = (fh_net_line_t){ dst_ip, dst_port, src_ip };
+    uint32_t i = n->nlines;
+    uint8_t k[8] = { 0 };
+    fh_put_be32(k, dst_ip);
+    fh_put_be16(k + 6, dst_port);
+    n->key[i] = KEY_ANY_SPORT(wire64(k));
+    n->src_key[i] = __builtin_bswap32(src_ip);
+    n->src_mask[i] = src_ip ? UINT32_MAX : 0;
+    n->line[i] = (fh_net_line_t){ dst_ip, dst_port, src_ip };
     return (int)n->nlines++;
 }
 
@@ -23,10 +48,10 @@ static inline int drop(fh_net_t *n, fh_net_drop_t cause)
     return -1;
 }
 
-int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
+/* Every check in order, for whatever the fast path does not take: the drop's cause is the first failed. */
+__attribute__((noinline, cold)) static int parse_full(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
 {
-    n->frames++;
-    if (FH_UNLIKELY(len < 14))
+    if (len < 14)
         return drop(n, FH_NET_truncated_frame);
     size_t off = 12;
     uint16_t type = fh_be16(f + off);
@@ -34,7 +59,7 @@ int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
     while (type == 0x8100 || type == 0x88a8 || type == 0x9100) {
         if (len < off + 6)
             return drop(n, FH_NET_truncated_frame);
-        if (!out->vlan)
+        if (off == 12) /* the outermost tag's, even when it is 0 (a priority tag) */
             out->vlan = fh_be16(f + off + 2) & 0x0fff;
         off += 4;
         type = fh_be16(f + off);
@@ -73,5 +98,56 @@ int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
             return (int)i;
         }
     }
+    return drop(n, FH_NET_other_group);
+}
+
+static inline int is_tag(uint16_t wire_type)
+{
+    return wire_type == wire16(0x8100) || wire_type == wire16(0x88a8) || wire_type == wire16(0x9100);
+}
+
+int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
+{
+    n->frames++;
+    /* 42 = Ethernet 14 + IPv4 20 + UDP 8: the shortest frame of ours, and all the fast path reads of an
+     * untagged one. */
+    if (FH_UNLIKELY(len < 42))
+        return parse_full(n, f, len, out);
+    size_t off = 12; /* of the EtherType (the last one, after the tags) */
+    uint16_t type = ld16(f + off), vlan = 0;
+    if (FH_UNLIKELY(type != wire16(0x0800))) {
+        vlan = fh_be16(f + 14) & 0x0fff; /* kept only if it is a tag */
+        do {
+            if (!is_tag(type))
+                return parse_full(n, f, len, out);
+            off += 4;
+            if (len < off + 30) /* the next EtherType, IPv4 and UDP headers */
+                return parse_full(n, f, len, out);
+            type = ld16(f + off);
+        } while (type != wire16(0x0800));
+    }
+    const uint8_t *ip = f + off + 2;
+    /* Version 4, IHL 5; no MF flag, no fragment offset (DF may be set); protocol UDP. */
+    static const uint8_t hdr_mask[8] = { 0xff, 0, 0, 0, 0, 0, 0x3f, 0xff }, hdr_want[8] = { 0x45 };
+    if (FH_UNLIKELY(((ld64(ip) & wire64(hdr_mask)) ^ wire64(hdr_want)) | (uint64_t)(ip[9] ^ 17)))
+        return parse_full(n, f, len, out);
+    /* 28 <= total <= the bytes from the IPv4 header on; 8 <= UDP length <= total - 20. Unsigned: below the
+     * minimum wraps above any maximum. */
+    size_t total = fh_be16(ip + 2), ulen = fh_be16(ip + 24), room = len - off - 2;
+    if (FH_UNLIKELY((total - 28 > room - 28) | (ulen - 8 > total - 28)))
+        return parse_full(n, f, len, out);
+    uint64_t key = KEY_ANY_SPORT(ld64(ip + 16));
+    uint32_t src = ld32(ip + 12);
+    for (uint32_t i = 0; i < FH_NET_MAX_LINES; i++) {
+        if (n->key[i] == key && (src & n->src_mask[i]) == n->src_key[i]) {
+            out->payload = ip + 28;
+            out->len = (uint32_t)ulen - 8;
+            out->line = (int)i;
+            out->src_ip = __builtin_bswap32(src);
+            out->vlan = vlan;
+            return (int)i;
+        }
+    }
+    out->vlan = vlan;
     return drop(n, FH_NET_other_group);
 }

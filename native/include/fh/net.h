@@ -27,7 +27,15 @@ typedef struct fh_net_line {
     uint32_t src_ip;   /* 0: any source; else only this one (source-specific filter) */
 } fh_net_line_t;
 
+/* Zero it before the first fh_net_add_line (= {0} or memset): slots past nlines must stay zero. */
 typedef struct fh_net {
+    /* What fh_net_parse compares, made by fh_net_add_line from line[] (never written elsewhere): per line
+     * the 8 bytes of an option-less IPv4 header from its destination address on (address, UDP source port,
+     * UDP destination port) as they lie on the wire, the source-port bytes set to 0xff (so a zero slot never
+     * matches a frame); and the source address on the wire with its mask (0 and 0: any source). */
+    uint64_t key[FH_NET_MAX_LINES];
+    uint32_t src_key[FH_NET_MAX_LINES];
+    uint32_t src_mask[FH_NET_MAX_LINES];
     fh_net_line_t line[FH_NET_MAX_LINES];
     uint32_t nlines;
     uint64_t drops[FH_NET_DROP_COUNT];
@@ -47,7 +55,9 @@ typedef struct fh_net_pkt {
 int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip);
 
 /* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or -1 after counting the
- * drop by cause. Hot: reads at most the headers, each bounds-checked against len. */
+ * drop by cause. Hot: reads at most the headers, each bounds-checked against len. The IPv4 header checksum
+ * is not verified (the NIC does; a frame from a capture is taken as it is). When several lines fit a
+ * frame, the first added wins. */
 int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
 
 const char *fh_net_drop_name(int cause);
