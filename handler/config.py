@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,53 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Device:
+    """A DPDK port: a NIC by PCI address (bound to vfio-pci, or a Mellanox on mlx5_core) or a virtual device."""
+    spec: str  # what EAL is given: "0000:3b:00.0" (-a), or a vdev spec "net_pcap0,rx_pcap=day.pcap" (--vdev)
+    name: str  # DPDK's name for it: the PCI address with its domain, lower case, or the vdev's name ("net_pcap0")
+    pci: bool
+
+
+@dataclass(frozen=True)
 class Line:
     name: str
     group: str
     port: int
+    dev: str = ""  # Device.name of the port it arrives on; "" (older callers): the first
+
+
+@dataclass(frozen=True)
+class Retransmission:
+    """feed.retransmission: MoldUDP64 gap recovery through the feed's request server."""
+    server: tuple[str, int]
+    source: tuple[str, int]
+    mac: str | None  # None: fh run reads it from the neighbour table (handler/neigh.py)
+    dev: str  # Device.name the requests go out on
+    gap_wait_us: int = 2000
+    timeout_ms: int = 100
+    retries: int = 4
+    max_messages: int = 1000
+    max_outstanding: int = 4
+    hold_messages: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class Replication:
+    """[replication]: validated now, used by the replication work (not passed to the data plane yet)."""
+    role: str = "off"  # off, primary, standby
+    transport: str = "tcp"  # rdma, tcp
+    peer: tuple[str, int] | None = None  # the standby a primary sends to
+    listen: tuple[str, int] | None = None  # where a standby accepts its primary
+    device: str | None = None  # RDMA device (rdma only); None: the first
+    max_lag_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """[metrics]: defaults for `fh metrics`."""
+    listen: str | None = None  # HOST:PORT
+    textfile: str | None = None
+    interval_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -39,17 +83,33 @@ class Config:
     exit_idle_ms: int
     segment: str = field(default="")
     gid: int = -1
+    devices: tuple[Device, ...] = ()  # every distinct port, the [nic] one first
+    retransmission: Retransmission | None = None
+    on_unrecoverable: str = "resume"
+    line_stale_ms: int = 3000
+    line_down_ms: int = 10000
+    replication: Replication = field(default_factory=Replication)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 _SCHEMA = {
     "instance": {"name"},
-    "feed": {"protocol", "lines"},
+    "feed": {"protocol", "lines", "retransmission", "on_unrecoverable", "line_stale_ms", "line_down_ms"},
     "nic": {"pci", "vdev"},
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
     "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms"},
+    "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
+    "metrics": {"listen", "textfile", "interval_s"},
 }
+_LINE_KEYS = {"name", "group", "port", "nic"}
+_RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
+                 "max_outstanding", "hold_messages"}
+_PCI = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+_VDEV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+DEFAULT_LINE_STALE_MS, DEFAULT_LINE_DOWN_MS, DEFAULT_UNRECOVERABLE = 3000, 10000, "resume"
 
 
 def _parse_ranges(text: str) -> set[int]:
@@ -120,9 +180,9 @@ def load(path: str | os.PathLike) -> Config:
         key = f"feed.lines[{i}]"
         if not isinstance(l, dict):
             raise _err(p, key, l, "must be a table with name, group and port")
-        extra = set(l) - {"name", "group", "port"}
+        extra = set(l) - _LINE_KEYS
         if extra:
-            raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group and port")
+            raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group, port and nic")
         try:
             ipaddress.IPv4Address(l.get("group"))
         except (ipaddress.AddressValueError, ValueError, TypeError):
@@ -139,6 +199,34 @@ def load(path: str | os.PathLike) -> Config:
                    "or nic.vdev (e.g. \"net_pcap0,rx_pcap=day.pcap\")")
     if pci is not None and (not isinstance(pci, str) or pci.count(":") != 2 or "." not in pci):
         raise _err(p, "nic.pci", pci, "must be a PCI address DDDD:BB:DD.F, as lspci -D or dpdk-devbind.py -s shows")
+    if vdev is not None and not isinstance(vdev, str):
+        raise _err(p, "nic.vdev", vdev, "must be a DPDK virtual device, e.g. \"net_pcap0,rx_pcap=day.pcap\"")
+    first = Device(pci.strip().lower(), pci.strip().lower(), True) if pci else Device(vdev, vdev.split(",", 1)[0], False)
+    devices = {first.name: (first, "nic.pci" if pci else "nic.vdev")}
+
+    def device(key: str, v) -> Device:
+        d = _device(p, key, v)
+        if d.name in devices and devices[d.name][0] != d:
+            other, where = devices[d.name]
+            raise _err(p, key, v, f"DPDK would name it {d.name}, as it names {where} = {other.spec!r}: give one "
+                       f"of them another name (net_pcap1, ...), or write the same device the same way")
+        devices.setdefault(d.name, (d, key))
+        return d
+
+    lines = [Line(l.name, l.group, l.port, device(f"feed.lines[{i}].nic", raw_lines[i]["nic"]).name
+                  if "nic" in raw_lines[i] else first.name) for i, l in enumerate(lines)]
+    retrans = _retransmission(p, feed.get("retransmission"), lines, device)
+    unrec = feed.get("on_unrecoverable", DEFAULT_UNRECOVERABLE)
+    if unrec not in ("resume", "snapshot"):
+        raise _err(p, "feed.on_unrecoverable", unrec, "must be \"resume\" (mark the gap and go on from the next "
+                   "message) or \"snapshot\" (resynchronise the books from a snapshot)")
+    stale = _int(p, "feed.line_stale_ms", feed.get("line_stale_ms", DEFAULT_LINE_STALE_MS), 1, 3_600_000)
+    down = _int(p, "feed.line_down_ms", feed.get("line_down_ms", DEFAULT_LINE_DOWN_MS), 1, 3_600_000)
+    if down <= stale:
+        raise _err(p, "feed.line_down_ms", down, f"must be more than feed.line_stale_ms ({stale}): a line is "
+                   "stale first, down later; raise line_down_ms or lower line_stale_ms")
+    replication = _replication(p, raw.get("replication", {}))
+    metrics = _metrics(p, raw.get("metrics", {}))
     rx = cores.get("rx", "auto")
     if rx != "auto":
         rx = _int(p, "cores.rx", rx, 0, 4095)
@@ -181,7 +269,145 @@ def load(path: str | os.PathLike) -> Config:
         max_orders=_int(p, "shm.max_orders", shm.get("max_orders", 8 << 20), 1, 1 << 30),
         idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
+        devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
+        line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics,
     )
+
+
+def _device(path, key, v) -> Device:
+    """A PCI address (with or without its domain) or a vdev spec."""
+    if isinstance(v, str) and v.strip():
+        a = v.strip().lower()
+        a = "0000:" + a if a.count(":") == 1 else a
+        if _PCI.fullmatch(a):
+            return Device(a, a, True)
+        name = v.split(",", 1)[0]
+        if _VDEV_NAME.fullmatch(name):
+            return Device(v, name, False)
+    raise _err(path, key, v, "must be a PCI address DDDD:BB:DD.F (lspci -D shows them; e.g. \"0000:3b:00.1\") or a "
+               "DPDK virtual device (e.g. \"net_pcap1,rx_pcap=b.pcap\")")
+
+
+def _host_port(path, key, v, example: str, kind: str) -> tuple[str, int]:
+    """HOST:PORT. kind: "unicast" (an IPv4 unicast address), "bind" (an IPv4 address of this host or 0.0.0.0;
+    empty means 0.0.0.0), "name" (a host name or an IPv4 address)."""
+    want = {"unicast": "IPV4:PORT", "bind": "IPV4:PORT", "name": "HOST:PORT"}[kind]
+    if v is None:
+        raise _err(path, key, None, f"missing; set it to {want}, e.g. \"{example}\"")
+    host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
+    ok = bool(sep) and port.isdigit() and 1 <= int(port) <= 65535
+    if ok and kind == "bind" and not host:
+        host = "0.0.0.0"
+    try:
+        a = ipaddress.IPv4Address(host)
+    except ValueError:
+        a = None
+        ok = ok and kind == "name" and not host.replace(".", "").isdigit() and re.fullmatch(
+            r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", host) is not None
+    if not ok:
+        raise _err(path, key, v, f"must be {want} (port 1-65535), e.g. \"{example}\"")
+    if kind == "unicast" and (a.is_multicast or a.is_unspecified or a.is_loopback or a == ipaddress.IPv4Address(
+            "255.255.255.255")):
+        raise _err(path, key, v, f"must be a unicast address of a host on the network, e.g. \"{example}\"")
+    if kind == "bind" and (a.is_multicast or a == ipaddress.IPv4Address("255.255.255.255")):
+        raise _err(path, key, v, f"must be an address of this host, or 0.0.0.0 for all, e.g. \"{example}\"")
+    return host, int(port)
+
+
+def _unknown(path, section: str, table, keys: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise _err(path, section, table, f"must be a table ([{section}])")
+    for k in table:
+        if k not in keys:
+            raise _err(path, f"{section}.{k}", None, f"unknown key; {section} takes {', '.join(sorted(keys))}")
+    return table
+
+
+def _retransmission(path, rt, lines: list[Line], device) -> Retransmission | None:
+    if rt is None:
+        return None
+    k = "feed.retransmission"
+    rt = _unknown(path, k, rt, _RETRANS_KEYS)
+    server = _host_port(path, f"{k}.server", rt.get("server"), "10.20.0.5:26400", "unicast")
+    source = _host_port(path, f"{k}.source", rt.get("source"), "10.20.0.9:26401", "unicast")
+    for i, l in enumerate(lines):
+        if (l.group, l.port) == source:
+            raise _err(path, f"{k}.source", rt["source"], f"is feed.lines[{i}] ({l.group}:{l.port}): replies and the "
+                       "line would be one stream; give the requests a port of their own")
+    mac = rt.get("mac")
+    if mac is not None:
+        if not isinstance(mac, str) or not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1 or not int(
+                re.sub("[:-]", "", mac), 16):
+            raise _err(path, f"{k}.mac", mac, "must be the unicast MAC of the next hop to the server, e.g. "
+                       "\"0c:42:a1:3b:00:01\" (ip neigh show shows it), or leave it out: fh run then reads it from "
+                       "this host's neighbour table")
+        mac = mac.lower().replace("-", ":")
+    dev = device(f"{k}.nic", rt["nic"]).name if "nic" in rt else lines[0].dev
+    hold = _int(path, f"{k}.hold_messages", rt.get("hold_messages", 1 << 20), 1024, 1 << 26)
+    if hold & (hold - 1):
+        raise _err(path, f"{k}.hold_messages", hold, f"must be a power of two, e.g. {1 << (hold.bit_length() - 1)} "
+                   f"or {1 << hold.bit_length()}")
+    return Retransmission(
+        server=server, source=source, mac=mac, dev=dev,
+        gap_wait_us=_int(path, f"{k}.gap_wait_us", rt.get("gap_wait_us", 2000), 0, 1_000_000),
+        timeout_ms=_int(path, f"{k}.timeout_ms", rt.get("timeout_ms", 100), 1, 60_000),
+        retries=_int(path, f"{k}.retries", rt.get("retries", 4), 0, 100),
+        max_messages=_int(path, f"{k}.max_messages", rt.get("max_messages", 1000), 1, 65534),
+        max_outstanding=_int(path, f"{k}.max_outstanding", rt.get("max_outstanding", 4), 1, 64),
+        hold_messages=hold)
+
+
+def _replication(path, r: dict) -> Replication:
+    role = r.get("role", "off")
+    if role not in ("off", "primary", "standby"):
+        raise _err(path, "replication.role", role, "must be \"off\", \"primary\" (sends its segment to a standby) or "
+                   "\"standby\" (mirrors a primary's)")
+    transport = r.get("transport", "tcp")
+    if transport not in ("rdma", "tcp"):
+        raise _err(path, "replication.transport", transport, "must be \"rdma\" (an RDMA device on both hosts) or "
+                   "\"tcp\"")
+    peer = r.get("peer")
+    if peer is not None or role == "primary":
+        if peer is None:
+            raise _err(path, "replication.peer", None, "a primary needs its standby: set replication.peer = "
+                       "\"HOST:PORT\" (the standby's replication.listen), e.g. \"fh-standby:7400\"")
+        peer = _host_port(path, "replication.peer", peer, "fh-standby:7400", "name")
+    listen = r.get("listen")
+    if listen is not None or role == "standby":
+        if listen is None:
+            raise _err(path, "replication.listen", None, "a standby needs an address to accept its primary on: set "
+                       "replication.listen = \"IP:PORT\", e.g. \"0.0.0.0:7400\"")
+        listen = _host_port(path, "replication.listen", listen, "0.0.0.0:7400", "bind")
+    device = r.get("device")
+    if device is not None:
+        if transport != "rdma":
+            raise _err(path, "replication.device", device, f"an RDMA device is for transport = \"rdma\" (transport "
+                       f"is \"{transport}\"): set transport = \"rdma\" or remove device")
+        if not isinstance(device, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", device):
+            raise _err(path, "replication.device", device, "must be an RDMA device name, e.g. \"mlx5_0\" (ibv_devices "
+                       "or ls /sys/class/infiniband lists them)")
+    lag = _int(path, "replication.max_lag_ms", r.get("max_lag_ms", 1000), 1, 3_600_000)
+    return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag)
+
+
+def _metrics(path, m: dict) -> Metrics:
+    listen = m.get("listen")
+    if listen is not None:
+        host, port = _host_port(path, "metrics.listen", listen, "127.0.0.1:9377", "bind")
+        listen = f"{host}:{port}"
+    textfile = m.get("textfile")
+    if textfile is not None:
+        if not isinstance(textfile, str) or not textfile or textfile.endswith("/") or os.path.isdir(textfile):
+            raise _err(path, "metrics.textfile", textfile, "must be a file path, e.g. "
+                       "\"/var/lib/prometheus/node-exporter/fh.prom\"")
+        d = os.path.dirname(os.path.abspath(textfile))
+        if not os.path.isdir(d):
+            raise _err(path, "metrics.textfile", textfile, f"its directory {d} does not exist: create it (mkdir -p "
+                       f"{d}) or name a file in an existing one (node-exporter's --collector.textfile.directory)")
+    interval = m.get("interval_s", 15.0)
+    if not isinstance(interval, (int, float)) or isinstance(interval, bool) or not 0.1 <= interval <= 86_400:
+        raise _err(path, "metrics.interval_s", interval, "must be a number of seconds from 0.1 to 86400")
+    return Metrics(listen=listen, textfile=textfile, interval_s=float(interval))
 
 
 def eal_args(cfg: Config) -> list[str]:
@@ -194,20 +420,74 @@ def eal_args(cfg: Config) -> list[str]:
             str(cfg.memory_mb)]
     if not cfg.hugepages:
         args += ["--no-huge", "--no-shconf"]
-    if cfg.nic_pci:
-        args += ["-a", cfg.nic_pci]
-    else:
-        args += ["--no-pci", "--vdev", cfg.nic_vdev]
-    return args
+    return args + device_args(cfg)
 
 
-def app_args(cfg: Config) -> list[str]:
+def devices(cfg: Config) -> tuple[Device, ...]:
+    if cfg.devices:
+        return cfg.devices
+    return (Device(cfg.nic_pci, cfg.nic_pci, True) if cfg.nic_pci else  # a Config built by hand
+            Device(cfg.nic_vdev, cfg.nic_vdev.split(",", 1)[0], False),)
+
+
+def device_args(cfg: Config) -> list[str]:
+    """EAL's device arguments: -a for each PCI device (only those: EAL probes no other), --vdev for each virtual
+    one; --no-pci when there is no PCI device at all."""
+    devs = devices(cfg)
+    args = [x for d in devs if d.pci for x in ("-a", d.spec)]
+    if not args:
+        args.append("--no-pci")
+    return args + [x for d in devs if not d.pci for x in ("--vdev", d.spec)]
+
+
+def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
+    """The data plane's arguments (after `--`). A line names its port (--line GROUP:PORT@DEV) only when there
+    is more than one; line health (--unrecoverable, --line-stale-ms, --line-down-ms) is given when the feed
+    recovers gaps or when it is not the data plane's default; the retransmission arguments only with
+    [feed.retransmission], whose MAC is retrans_mac when the configuration leaves it out (fh run reads it from
+    the neighbour table: resolve_retrans_mac)."""
     a = ["--segment", cfg.segment, "--name", cfg.name, "--idle", cfg.idle, "--max-orders", str(cfg.max_orders),
          "--max-levels", str(cfg.max_levels), "--events", str(cfg.events), "--depth", str(cfg.depth)]
     if cfg.exit_idle_ms:
         a += ["--exit-idle-ms", str(cfg.exit_idle_ms)]
     if cfg.gid >= 0:
         a += ["--group", str(cfg.gid)]
+    several = len(devices(cfg)) > 1
     for l in cfg.lines:
-        a += ["--line", f"{l.group}:{l.port}"]
+        a += ["--line", f"{l.group}:{l.port}" + (f"@{l.dev or devices(cfg)[0].name}" if several else "")]
+    r = cfg.retransmission
+    if r is not None or (cfg.on_unrecoverable, cfg.line_stale_ms, cfg.line_down_ms) != (
+            DEFAULT_UNRECOVERABLE, DEFAULT_LINE_STALE_MS, DEFAULT_LINE_DOWN_MS):
+        a += ["--unrecoverable", cfg.on_unrecoverable, "--line-stale-ms", str(cfg.line_stale_ms), "--line-down-ms",
+              str(cfg.line_down_ms)]
+    if r is not None:
+        mac = r.mac or retrans_mac
+        if not mac:
+            raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set and not read from the neighbour table "
+                              "(fh run reads it); set it")
+        a += ["--retrans-server", f"{r.server[0]}:{r.server[1]}", "--retrans-mac", mac, "--retrans-dev", r.dev,
+              "--src-ip", r.source[0], "--src-port", str(r.source[1]), "--gap-wait-us", str(r.gap_wait_us),
+              "--request-timeout-ms", str(r.timeout_ms), "--request-retries", str(r.retries),
+              "--request-max", str(r.max_messages), "--max-outstanding", str(r.max_outstanding),
+              "--hold", str(r.hold_messages)]
     return a
+
+
+def resolve_retrans_mac(cfg: Config, netns: str | None = None) -> str | None:
+    """feed.retransmission.mac, or when it is left out the MAC of the next hop to the server from this host's
+    neighbour table (handler/neigh.py); None without [feed.retransmission]. ConfigError (one line, with the
+    fix) when the table has no entry."""
+    r = cfg.retransmission
+    if r is None or r.mac:
+        return r.mac if r else None
+    from . import neigh
+
+    server = f"{r.server[0]}:{r.server[1]}"
+    try:
+        mac, hop, iface = neigh.next_hop_mac(r.server[0], netns)
+    except neigh.NeighError as e:
+        hop = e.hop or r.server[0]
+        raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and {e}: ping {hop} once from this host "
+                          f"(ping -c1 {hop}) so that the kernel learns it, or set feed.retransmission.mac = "
+                          f"\"MAC\" (the next hop to {server})") from None
+    return mac

@@ -338,8 +338,13 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
     summary: dict[str, str] = {}
     name = cfg.name if cfg else "fh"
     where = f" in {cfg.path}" if cfg else ""
-    pci = normalize_pci(pci) if pci else (cfg.nic_pci and normalize_pci(cfg.nic_pci) if cfg else None)
+    devs = config.devices(cfg) if cfg else ()
+    if pci and devs:  # --pci stands for the [nic] device
+        devs = devs[1:]
+    cfg_pcis = [normalize_pci(d.name) for d in devs if d.pci]
+    pci = normalize_pci(pci) if pci else (cfg_pcis[0] if cfg_pcis else None)
     vdev = None if pci else (cfg.nic_vdev if cfg else None)
+    others = [a for a in cfg_pcis if a != pci]  # more ports (feed.lines[].nic, feed.retransmission.nic)
     rx = cfg.rx_core if cfg else None
     mb = cfg.memory_mb if cfg else DEFAULT_MB
     huge = cfg.hugepages if cfg else True
@@ -385,6 +390,17 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
         group = f", IOMMU group {nic.iommu_group}" if nic.iommu_group is not None else ""
         summary["nic"] = f"{_nic_text(host, nic)}, {node_txt}{group}"
     summary.setdefault("nic", "none")
+    other_nics = []
+    for a in others:
+        d = host.pci.get(a)
+        if d is None:
+            findings.append(Finding("nic", "FAIL", f"there is no PCI device {a} on this host (Ethernet NICs: "
+                                    f"{listing})", f"set feed.lines[].nic or feed.retransmission.nic{where} to one of "
+                                    "those (lspci -D -d ::0200 lists them)"))
+            continue
+        _nic_findings(host, d, findings, kargs)
+        other_nics.append(d)
+        summary["nic"] += f"; also {_nic_text(host, d)}, node {d.numa_node if d.numa_node >= 0 else 'unknown'}"
 
     # ---- the node
     node_known = True
@@ -533,6 +549,13 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
         free_txt = f"{pool.free} of {pool.total} free" if pool else "none reserved"
         summary["hugepages"] = (f"{mb_r} MB on node {node} from {size_text(page_kb)} hugepages ({free_txt}; hugetlbfs "
                                 f"{', '.join(m.path for m in mounts) or 'not mounted'})")
+    for d in other_nics:
+        if nic is not None and node_known and 0 <= d.numa_node != node and d.numa_node in host.nodes:
+            findings.append(Finding(
+                "nic", "WARN", f"{d.addr} is on node {d.numa_node} but the data plane is placed on node {node} "
+                f"(the node of {pci}, the first NIC): every packet from {d.addr} crosses the socket interconnect",
+                f"use two ports of one NIC, or NICs in slots of one node (lspci -D -d ::0200 and "
+                f"/sys/bus/pci/devices/ADDR/numa_node show where each is){where}"))
     if not node_known and nic is None and not vdev:  # (a NIC that hides its node has a finding of its own)
         findings.append(Finding("cores", "WARN", f"the NIC's NUMA node is unknown on this {len(host.nodes)}-node "
                                 f"host; placed on node {node}", "name the NIC (--pci, nic.pci), or set cores.rx to a "
@@ -541,10 +564,13 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
     eal = ["-l", ",".join(map(str, sorted(chosen))), *eal_mem] if chosen else list(eal_mem)
     if chosen and chosen[0] != min(chosen):  # DPDK's main lcore (the poll loop) is the lowest unless told otherwise
         eal += ["--main-lcore", str(chosen[0])]
-    if pci:
-        eal += ["-a", pci]
-    elif vdev:
-        eal += ["--no-pci", "--vdev", vdev]
+    for a in [pci, *others] if pci else []:
+        eal += ["-a", a]
+    vdevs = [d.spec for d in devs if not d.pci]
+    if vdevs and not pci:
+        eal.append("--no-pci")
+    for v in vdevs:
+        eal += ["--vdev", v]
     eal += ["--file-prefix", f"fh-{name}"]
     return Plan(root=host.root, name=name, pci=pci, vdev=vdev, nic=nic, node=node, node_known=node_known,
                 lcores=chosen, memory_mb=mb, hugepages=huge, page_kb=page_kb, socket_mem=socket_mem, eal_args=eal,

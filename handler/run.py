@@ -19,10 +19,11 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
 def eal_args(cfg: config.Config) -> list[str]:
-    """A NIC (nic.pci) runs where `fh plan` places it: lcores on its node, hugepage memory there. The plan's
-    warnings are printed; its failures refuse the start, with their fixes. A virtual device (labs, replays)
-    keeps the simple arguments of config.eal_args."""
-    if not cfg.nic_pci:
+    """A NIC (nic.pci, or a PCI address in feed.lines[].nic) runs where `fh plan` places it: lcores on the first
+    NIC's node, hugepage memory there (a second NIC on another node is a warning). The plan's warnings are
+    printed; its failures refuse the start, with their fixes. Virtual devices only (labs, replays) keep the
+    simple arguments of config.eal_args."""
+    if not any(d.pci for d in config.devices(cfg)):
         return config.eal_args(cfg)
     from . import plan
     from .topology import read_host
@@ -39,13 +40,21 @@ def eal_args(cfg: config.Config) -> list[str]:
 
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
     cfg = config.load(cfg_path)
-    if cfg.nic_vdev and "rx_pcap=" in cfg.nic_vdev:
-        pcap = cfg.nic_vdev.split("rx_pcap=", 1)[1].split(",", 1)[0]
-        from pathlib import Path
+    for d in config.devices(cfg):
+        if not d.pci and "rx_pcap=" in d.spec:
+            pcap = d.spec.split("rx_pcap=", 1)[1].split(",", 1)[0]
+            from pathlib import Path
 
-        if not Path(pcap).is_file():
-            raise config.ConfigError(f"{cfg.path}: nic.vdev = {cfg.nic_vdev!r}: rx_pcap file {pcap} does not exist")
-    cmd = [replay.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg)]
+            if not Path(pcap).is_file():
+                key = "nic.vdev" if d.spec == cfg.nic_vdev else next(
+                    (f"feed.lines[{i}].nic" for i, l in enumerate(cfg.lines) if l.dev == d.name),
+                    "feed.retransmission.nic")
+                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} does not exist")
+    mac = config.resolve_retrans_mac(cfg)  # before anything starts: a missing neighbour refuses the run
+    if cfg.retransmission and not cfg.retransmission.mac:
+        print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "
+              "the neighbour table)", file=sys.stderr, flush=True)
+    cmd = [replay.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
     try:
@@ -62,7 +71,8 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
                   f"(a run that did not stop cleanly)", file=sys.stderr, flush=True)
         print(f"fh run: {cfg.name}: {len(cfg.lines)} line(s) "
               f"({', '.join(f'{l.name} {l.group}:{l.port}' for l in cfg.lines)}) on "
-              f"{cfg.nic_pci or cfg.nic_vdev}; segment {cfg.segment}; pidfile {pf.path}", file=sys.stderr, flush=True)
+              f"{' and '.join(d.name for d in config.devices(cfg))}; segment {cfg.segment}; pidfile {pf.path}",
+              file=sys.stderr, flush=True)
         return _supervise(cfg, cmd, pf, json_out)
 
 

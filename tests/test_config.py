@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+import uuid
 
 import pytest
 
 from conftest import ROOT, fh
-from handler import config, replay
+from handler import config, neigh, replay
 
 GOOD = """
 [instance]
@@ -115,3 +119,282 @@ def test_fh_run_with_a_nic_goes_through_the_plan(tmp_path):
     assert p.returncode == 2
     assert "FAIL nic: there is no PCI device 0000:99:00.0" in p.stderr and "fix:" in p.stderr
     assert "fh plan --config" in p.stderr
+
+
+# ---- retransmission, two ports, replication, metrics (issue 6) ----------------------------------------------
+
+EXAMPLE = ROOT / "examples" / "fh.toml"
+
+RETRANS = """
+[feed.retransmission]
+server = "10.20.0.5:26400"
+source = "10.20.0.9:26401"
+mac = "0C-42-A1-3B-00-01"
+"""
+
+
+def test_example_loads_and_is_the_one_in_the_docs(tmp_path):
+    text = EXAMPLE.read_text()
+    # the one host-specific path: node-exporter's textfile directory, absent here
+    c = config.load(write(tmp_path, text.replace("/var/lib/prometheus/node-exporter", str(tmp_path))))
+    assert c.name == "nasdaq" and [(l.name, l.dev) for l in c.lines] == [("A", "0000:3b:00.0"), ("B", "0000:3b:00.1")]
+    assert [d.name for d in c.devices] == ["0000:3b:00.0", "0000:3b:00.1"]
+    r = c.retransmission
+    assert (r.server, r.source, r.mac, r.dev) == (("10.20.0.5", 26400), ("10.20.0.9", 26401), "0c:42:a1:3b:00:01",
+                                                  "0000:3b:00.0")
+    assert c.replication == config.Replication("primary", "rdma", ("fh-standby", 7400), None, "mlx5_0", 100)
+    assert c.metrics == config.Metrics("127.0.0.1:9377", str(tmp_path / "fh-nasdaq.prom"), 15.0)
+    # docs/config.md shows this very file
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert text.strip() in doc
+
+
+def test_example_maps_to_the_data_plane_arguments(tmp_path):
+    c = config.load(write(tmp_path, EXAMPLE.read_text().replace("/var/lib/prometheus/node-exporter", str(tmp_path))))
+    app = config.app_args(c)
+    tail = app[app.index("--depth") + 2:]
+    assert tail == [
+        "--line", "233.54.12.111:26477@0000:3b:00.0", "--line", "233.49.196.111:26477@0000:3b:00.1",
+        "--unrecoverable", "resume", "--line-stale-ms", "3000", "--line-down-ms", "10000",
+        "--retrans-server", "10.20.0.5:26400", "--retrans-mac", "0c:42:a1:3b:00:01", "--retrans-dev", "0000:3b:00.0",
+        "--src-ip", "10.20.0.9", "--src-port", "26401", "--gap-wait-us", "2000", "--request-timeout-ms", "100",
+        "--request-retries", "4", "--request-max", "1000", "--max-outstanding", "4", "--hold", "1048576"]
+    eal = config.eal_args(c)
+    assert eal[eal.index("-a"):] == ["-a", "0000:3b:00.0", "-a", "0000:3b:00.1"]
+
+
+def test_one_port_keeps_the_old_arguments(tmp_path):
+    """One device: --line GROUP:PORT without @DEV, and no line-health or retransmission arguments at their
+    defaults, so a data plane without them still runs such a configuration."""
+    c = config.load(write(tmp_path, good(tmp_path)))
+    app = config.app_args(c)
+    assert [a for a in app if "@" in a] == [] and "--unrecoverable" not in app and "--retrans-server" not in app
+    assert c.retransmission is None and c.replication.role == "off" and c.metrics == config.Metrics()
+    text = good(tmp_path).replace('protocol = "moldudp64-itch50"', 'protocol = "moldudp64-itch50"\nline_down_ms = 20000')
+    app = config.app_args(config.load(write(tmp_path, text)))
+    assert app[app.index("--unrecoverable"):] == ["--unrecoverable", "resume", "--line-stale-ms", "3000",
+                                                  "--line-down-ms", "20000"]
+
+
+def test_two_virtual_devices(tmp_path):
+    text = good(tmp_path).replace('group = "233.49.196.111"', 'group = "233.49.196.111"\nnic = "net_pcap1,rx_pcap=b.pcap"')
+    c = config.load(write(tmp_path, text + RETRANS + 'nic = "net_null0"\n'))
+    assert [l.dev for l in c.lines] == ["net_pcap0", "net_pcap1"] and c.retransmission.dev == "net_null0"
+    eal = config.eal_args(c)
+    assert eal[eal.index("--no-pci"):] == ["--no-pci", "--vdev", c.nic_vdev, "--vdev", "net_pcap1,rx_pcap=b.pcap",
+                                           "--vdev", "net_null0"]
+    app = config.app_args(c)
+    assert [app[i + 1] for i, a in enumerate(app) if a == "--line"] == ["233.54.12.111:26477@net_pcap0",
+                                                                        "233.49.196.111:26477@net_pcap1"]
+    assert app[app.index("--retrans-dev") + 1] == "net_null0"
+    # a PCI port beside a virtual one: -a for it, no --no-pci; a short address gets its domain
+    text = good(tmp_path).replace('group = "233.49.196.111"', 'group = "233.49.196.111"\nnic = "3B:00.1"')
+    c = config.load(write(tmp_path, text))
+    eal = config.device_args(c)
+    assert eal == ["-a", "0000:3b:00.1", "--vdev", c.nic_vdev] and c.lines[1].dev == "0000:3b:00.1"
+    # the same device named twice is one device
+    text = good(tmp_path).replace('group = "233.49.196.111"', f'group = "233.49.196.111"\nnic = "{c.nic_vdev}"')
+    c = config.load(write(tmp_path, text))
+    assert len(c.devices) == 1 and "@" not in " ".join(config.app_args(c))
+
+
+def _retrans(t: str, key: str, value: str) -> str:
+    return t + RETRANS.replace(f"\n{key} = ", f"\n#{key} = ") + f"{key} = {value}\n"
+
+
+def _feed(t: str, extra: str) -> str:
+    return t.replace('protocol = "moldudp64-itch50"', f'protocol = "moldudp64-itch50"\n{extra}')
+
+
+def _line_b(t: str, extra: str) -> str:
+    return t.replace('group = "233.49.196.111"', f'group = "233.49.196.111"\n{extra}')
+
+
+@pytest.mark.parametrize("mutate,key,fix", [
+    # [feed.retransmission]
+    (lambda t: t + RETRANS.replace('server = "10.20.0.5:26400"\n', ""), "feed.retransmission.server:",
+     "missing; set it to IPV4:PORT"),
+    (lambda t: _retrans(t, "server", '"10.20.0.5"'), "feed.retransmission.server = '10.20.0.5'", "IPV4:PORT"),
+    (lambda t: _retrans(t, "server", '"10.20.0.5:0"'), "feed.retransmission.server", "port 1-65535"),
+    (lambda t: _retrans(t, "server", '"10.20.0:26400"'), "feed.retransmission.server", "IPV4:PORT"),
+    (lambda t: _retrans(t, "server", '"233.54.12.1:26400"'), "feed.retransmission.server", "unicast address"),
+    (lambda t: _retrans(t, "server", "26400"), "feed.retransmission.server = 26400", "IPV4:PORT"),
+    (lambda t: _retrans(t, "source", '"10.20.0.9:port"'), "feed.retransmission.source", "IPV4:PORT"),
+    (lambda t: _retrans(t, "source", '"233.54.12.111:26477"'), "feed.retransmission.source", "unicast"),
+    (lambda t: _retrans(t, "source", '"10.20.0.9:26477"').replace('233.54.12.111', '10.20.0.9'),
+     "feed.retransmission.source", "port of their own"),
+    (lambda t: _retrans(t, "mac", '"0c:42:a1:3b:00"'), "feed.retransmission.mac = '0c:42:a1:3b:00'",
+     "neighbour table"),
+    (lambda t: _retrans(t, "mac", '"0c:42:a1:3b:00:zz"'), "feed.retransmission.mac", "unicast MAC"),
+    (lambda t: _retrans(t, "mac", '"01:00:5e:00:00:01"'), "feed.retransmission.mac", "unicast MAC"),
+    (lambda t: _retrans(t, "mac", '"00:00:00:00:00:00"'), "feed.retransmission.mac", "unicast MAC"),
+    (lambda t: _retrans(t, "mac", "12"), "feed.retransmission.mac = 12", "unicast MAC"),
+    (lambda t: _retrans(t, "nic", '"3b:00"'), "feed.retransmission.nic", "PCI address DDDD:BB:DD.F"),
+    (lambda t: _retrans(t, "gap_wait_us", '"2ms"'), "feed.retransmission.gap_wait_us = '2ms'", "whole number"),
+    (lambda t: _retrans(t, "gap_wait_us", "2000.5"), "feed.retransmission.gap_wait_us", "whole number"),
+    (lambda t: _retrans(t, "timeout_ms", "0"), "feed.retransmission.timeout_ms = 0", "from 1 to 60000"),
+    (lambda t: _retrans(t, "retries", "-1"), "feed.retransmission.retries = -1", "from 0 to 100"),
+    (lambda t: _retrans(t, "retries", "true"), "feed.retransmission.retries = True", "whole number"),
+    (lambda t: _retrans(t, "max_messages", "65535"), "feed.retransmission.max_messages", "from 1 to 65534"),
+    (lambda t: _retrans(t, "max_messages", "0"), "feed.retransmission.max_messages", "from 1 to 65534"),
+    (lambda t: _retrans(t, "max_outstanding", "0"), "feed.retransmission.max_outstanding", "from 1 to 64"),
+    (lambda t: _retrans(t, "hold_messages", "1000000"), "feed.retransmission.hold_messages = 1000000",
+     "power of two, e.g. 524288 or 1048576"),
+    (lambda t: _retrans(t, "hold_messages", "512"), "feed.retransmission.hold_messages", "from 1024"),
+    (lambda t: _retrans(t, "servr", '"x"'), "feed.retransmission.servr", "unknown key; feed.retransmission takes "
+     "gap_wait_us, hold_messages, mac"),
+    (lambda t: _feed(t, "retransmission = 5"), "feed.retransmission = 5", "must be a table"),
+    # [feed] line health
+    (lambda t: _feed(t, 'on_unrecoverable = "drop"'), "feed.on_unrecoverable = 'drop'", '"resume"'),
+    (lambda t: _feed(t, "on_unrecoverable = true"), "feed.on_unrecoverable", '"snapshot"'),
+    (lambda t: _feed(t, "line_stale_ms = 10000"), "feed.line_down_ms = 10000", "more than feed.line_stale_ms"),
+    (lambda t: _feed(t, "line_stale_ms = 500\nline_down_ms = 500"), "feed.line_down_ms = 500", "lower line_stale_ms"),
+    (lambda t: _feed(t, "line_stale_ms = 0"), "feed.line_stale_ms = 0", "from 1 to 3600000"),
+    (lambda t: _feed(t, 'line_down_ms = "10s"'), "feed.line_down_ms = '10s'", "whole number"),
+    (lambda t: _feed(t, "gap_ms = 1"), "feed.gap_ms", "unknown key; feed takes line_down_ms"),
+    # two ports
+    (lambda t: _line_b(t, 'nic = "3b:00"'), "feed.lines[1].nic = '3b:00'", "PCI address DDDD:BB:DD.F"),
+    (lambda t: _line_b(t, 'nic = "0000:3b:00.9"'), "feed.lines[1].nic", "net_pcap1,rx_pcap=b.pcap"),
+    (lambda t: _line_b(t, "nic = 1"), "feed.lines[1].nic = 1", "PCI address"),
+    (lambda t: _line_b(t, 'nic = "net_pcap0,rx_pcap=other.pcap"'), "feed.lines[1].nic",
+     "DPDK would name it net_pcap0, as it names nic.vdev"),
+    (lambda t: _line_b(t, 'nics = "net_null0"'), "feed.lines[1].nics", "a line takes name, group, port and nic"),
+    (lambda t: t.replace('vdev = "net_pcap0,rx_pcap=', 'vdev = 5\n#'), "nic.vdev = 5", "virtual device"),
+    # [replication]
+    (lambda t: t + '[replication]\nrole = "master"\n', "replication.role = 'master'", '"primary"'),
+    (lambda t: t + '[replication]\nrole = "primary"\n', "replication.peer:", "a primary needs its standby"),
+    (lambda t: t + '[replication]\nrole = "standby"\n', "replication.listen:", "a standby needs an address"),
+    (lambda t: t + '[replication]\nrole = "primary"\npeer = "fh-standby"\n', "replication.peer = 'fh-standby'",
+     "HOST:PORT"),
+    (lambda t: t + '[replication]\nrole = "primary"\npeer = "-bad-:7400"\n', "replication.peer", "HOST:PORT"),
+    (lambda t: t + '[replication]\nrole = "primary"\npeer = "10.0.2:7400"\n', "replication.peer", "HOST:PORT"),
+    (lambda t: t + '[replication]\nrole = "standby"\nlisten = "10.0.0.1:99999"\n', "replication.listen",
+     "port 1-65535"),
+    (lambda t: t + '[replication]\nrole = "standby"\nlisten = "fh-b:7400"\n', "replication.listen", "IPV4:PORT"),
+    (lambda t: t + '[replication]\ntransport = "ib"\n', "replication.transport = 'ib'", '"rdma"'),
+    (lambda t: t + '[replication]\ntransport = "tcp"\ndevice = "mlx5_0"\n', "replication.device = 'mlx5_0'",
+     'set transport = "rdma" or remove device'),
+    (lambda t: t + '[replication]\ndevice = "mlx5_0"\n', "replication.device", 'transport is "tcp"'),
+    (lambda t: t + '[replication]\ntransport = "rdma"\ndevice = "mlx5 0"\n', "replication.device", "ibv_devices"),
+    (lambda t: t + '[replication]\nmax_lag_ms = 0\n', "replication.max_lag_ms = 0", "whole number"),
+    (lambda t: t + '[replication]\npeers = "a:1"\n', "replication.peers", "unknown key; replication takes"),
+    (lambda t: 'replication = "primary"\n' + t, "replication = 'primary'", "must be a table"),
+    # [metrics]
+    (lambda t: t + '[metrics]\nlisten = "localhost"\n', "metrics.listen = 'localhost'", "IPV4:PORT"),
+    (lambda t: t + '[metrics]\ntextfile = "/no/such/dir/fh.prom"\n', "metrics.textfile",
+     "its directory /no/such/dir does not exist: create it (mkdir -p /no/such/dir)"),
+    (lambda t: t + '[metrics]\ntextfile = "/tmp"\n', "metrics.textfile = '/tmp'", "a file path"),
+    (lambda t: t + '[metrics]\ninterval_s = 0\n', "metrics.interval_s = 0", "from 0.1 to 86400"),
+    (lambda t: t + '[metrics]\ninterval_s = "15s"\n', "metrics.interval_s", "number of seconds"),
+    (lambda t: t + '[metrics]\nport = 9377\n', "metrics.port", "unknown key; metrics takes interval_s, listen, "
+     "textfile"),
+])
+def test_new_sections_errors_name_the_key_and_the_fix(tmp_path, mutate, key, fix):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, mutate(good(tmp_path))))
+    msg = str(e.value)
+    assert key in msg and fix in msg and "\n" not in msg, msg
+    assert msg.startswith(str(tmp_path / "fh.toml") + ": ")
+
+
+def test_replication_and_metrics(tmp_path):
+    c = config.load(write(tmp_path, good(tmp_path) + '[replication]\nrole = "standby"\nlisten = ":7400"\n'
+                          f'[metrics]\nlisten = ":9377"\ntextfile = "{tmp_path}/fh.prom"\ninterval_s = 2.5\n'))
+    assert c.replication == config.Replication(role="standby", listen=("0.0.0.0", 7400))
+    assert c.metrics == config.Metrics("0.0.0.0:9377", f"{tmp_path}/fh.prom", 2.5)
+    c = config.load(write(tmp_path, good(tmp_path) + '[replication]\nrole = "primary"\ntransport = "rdma"\n'
+                          'peer = "10.0.0.2:7400"\n'))
+    assert c.replication.peer == ("10.0.0.2", 7400) and c.replication.device is None
+    assert "--replication" not in " ".join(config.app_args(c))  # not the data plane's business yet
+
+
+# ---- the retransmission server's MAC from the neighbour table, in a network namespace ---------------------
+
+
+def _ip(*args: str) -> str:
+    p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    if p.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+    return p.stdout
+
+
+@pytest.fixture
+def neigh_lab():
+    """Two namespaces joined by a veth pair: ours (fhn-*, 10.77.0.1/24 on n0, a route to 198.51.100.0/24 via
+    10.77.0.254) and the server's (fhm-*, 10.77.0.2/24 on n1). Yields (our namespace, the server's MAC)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates network namespaces and a veth pair")
+    tag = uuid.uuid4().hex[:8]
+    ours, theirs = f"fhn-{tag}", f"fhm-{tag}"
+    made = []
+    try:
+        for ns in (ours, theirs):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        _ip("-n", ours, "link", "add", "n0", "type", "veth", "peer", "name", "n1", "netns", theirs)
+        _ip("-n", ours, "addr", "add", "10.77.0.1/24", "dev", "n0")
+        _ip("-n", theirs, "addr", "add", "10.77.0.2/24", "dev", "n1")
+        for ns, dev in ((ours, "n0"), (theirs, "n1")):
+            _ip("-n", ns, "link", "set", dev, "up")
+        _ip("-n", ours, "route", "add", "198.51.100.0/24", "via", "10.77.0.254")
+        mac = json.loads(_ip("-j", "-n", theirs, "link", "show", "n1"))[0]["address"]
+    except (RuntimeError, FileNotFoundError) as e:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        pytest.skip(f"cannot build a network namespace lab here: {e}")
+    try:
+        yield ours, mac
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
+    ns, server_mac = neigh_lab
+    # a neighbour the kernel learns by itself: one UDP datagram to the server makes it ARP
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
+                    "socket.SOCK_DGRAM); s.sendto(b'x', ('10.77.0.2', 26400))"], check=True, timeout=20)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert neigh.next_hop_mac("10.77.0.2", ns) == (server_mac, "10.77.0.2", "n0")
+            break
+        except neigh.NeighError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    # through a gateway: the gateway's entry, set by hand
+    _ip("-n", ns, "neigh", "replace", "10.77.0.254", "lladdr", "02:00:5e:aa:bb:cc", "dev", "n0", "nud", "permanent")
+    assert neigh.next_hop_mac("198.51.100.7", ns) == ("02:00:5e:aa:bb:cc", "10.77.0.254", "n0")
+    # the configuration's view: the MAC fills --retrans-mac
+    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', "").replace("10.20.0.5", "198.51.100.7")
+    c = config.load(write(tmp_path, text))
+    assert c.retransmission.mac is None
+    mac = config.resolve_retrans_mac(c, netns=ns)
+    app = config.app_args(c, mac)
+    assert app[app.index("--retrans-mac") + 1] == "02:00:5e:aa:bb:cc"
+    with pytest.raises(config.ConfigError, match="retrans.*mac: not set"):
+        config.app_args(c)  # nobody looked it up
+
+
+def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
+    ns, _ = neigh_lab
+    with pytest.raises(neigh.NeighError) as e:
+        neigh.next_hop_mac("10.77.0.3", ns)  # on the link, never heard of
+    assert e.value.hop == "10.77.0.3" and "no MAC for 10.77.0.3 on n0" in str(e.value)
+    with pytest.raises(neigh.NeighError, match="no MAC for 10.77.0.254 \\(the gateway to 198.51.100.9\\)"):
+        neigh.next_hop_mac("198.51.100.9", ns)
+    with pytest.raises(neigh.NeighError, match="no route to 203.0.113.1"):
+        neigh.next_hop_mac("203.0.113.1", ns)  # the namespace has no default route
+    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', "").replace("10.20.0.5", "10.77.0.3")
+    c = config.load(write(tmp_path, text))
+    with pytest.raises(config.ConfigError) as e:
+        config.resolve_retrans_mac(c, netns=ns)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{c.path}: feed.retransmission.mac: not set, and the neighbour table "
+                                              "has no MAC for 10.77.0.3 on n0")
+    assert "ping -c1 10.77.0.3" in msg and 'set feed.retransmission.mac = "MAC"' in msg
+    # fh run refuses before anything starts (run inside the namespace, as the data plane's host)
+    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "handler.cli", "run", "--config", c.path],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and "ping -c1 10.77.0.3" in p.stderr, p.stderr

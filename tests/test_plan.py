@@ -363,3 +363,47 @@ def test_nic_that_hides_its_node(tmp_path):
     (f,) = p.findings
     assert f.item == "nic" and f.level == "WARN" and "numa_node = -1" in f.message and "cores.rx" in f.fix
     assert not p.node_known and p.node == 1  # the node with the isolated CPUs
+
+
+# ---- two ports (feed.lines[].nic) ---------------------------------------------------------------------------
+
+
+def two_port_cfg(tmp_path, first: str, second: str, host: str = TWO) -> config.Config:
+    p = tmp_path / "two.toml"
+    p.write_text(CFG.format(nic=first, rx='"auto"', huge="true", mb=512).replace(
+        "[nic]", f'[[feed.lines]]\nname = "B"\ngroup = "233.49.196.111"\nport = 26477\nnic = "{second}"\n[nic]'))
+    return plan.load_config(p, topology.read_host(host))
+
+
+def test_two_nics_on_two_nodes_warn_and_both_are_allowed(tmp_path):
+    h = topology.read_host(TWO)
+    cfg = two_port_cfg(tmp_path, f'pci = "{E810}"', CX6)
+    p = plan.plan(h, cfg)
+    assert p.node == 1 and h.cpus[p.lcores[0]].node == 1  # placed by the first NIC
+    (f,) = p.findings
+    assert (f.item, f.level) == ("nic", "WARN")
+    assert f"{CX6} is on node 0 but the data plane is placed on node 1 (the node of {E810}" in f.message
+    assert "two ports of one NIC" in f.fix
+    assert not p.refused and plan.plan(h, cfg, strict=True).refused
+    assert p.eal_args[p.eal_args.index("-a"):] == ["-a", E810, "-a", CX6, "--file-prefix", "fh-nasdaq"]
+    assert f"also {CX6}" in p.summary["nic"]
+    assert config.app_args(cfg)[-4:] == ["--line", f"233.54.12.111:26477@{E810}", "--line",
+                                         f"233.49.196.111:26477@{CX6}"]
+
+
+def test_second_nic_dpdk_cannot_use_refuses(tmp_path):
+    h = topology.read_host(TWO)
+    p = plan.plan(h, two_port_cfg(tmp_path, f'pci = "{CX6}"', CX6_VFIO))  # one card, port 1 wrongly on vfio-pci
+    (f,) = [f for f in p.findings if f.item == "nic"]
+    assert f.level == "FAIL" and f.fix == f"dpdk-devbind.py -b mlx5_core {CX6_VFIO}" and p.refused
+    p = plan.plan(h, two_port_cfg(tmp_path, f'pci = "{E810}"', "0000:99:00.1"))
+    (f,) = p.findings
+    assert f.level == "FAIL" and "there is no PCI device 0000:99:00.1" in f.message and "feed.lines[].nic" in f.fix
+
+
+def test_vdev_first_and_a_nic_second_is_placed_by_the_nic(tmp_path):
+    h = topology.read_host(TWO)
+    cfg = two_port_cfg(tmp_path, 'vdev = "net_null0"', E810)
+    p = plan.plan(h, cfg)
+    assert p.pci == E810 and p.node == 1 and not p.findings
+    assert p.eal_args[p.eal_args.index("-a"):] == ["-a", E810, "--vdev", "net_null0", "--file-prefix", "fh-nasdaq"]
