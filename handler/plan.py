@@ -554,8 +554,8 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
             findings.append(Finding(
                 "nic", "WARN", f"{d.addr} is on node {d.numa_node} but the data plane is placed on node {node} "
                 f"(the node of {pci}, the first NIC): every packet from {d.addr} crosses the socket interconnect",
-                f"use two ports of one NIC, or NICs in slots of one node (lspci -D -d ::0200 and "
-                f"/sys/bus/pci/devices/ADDR/numa_node show where each is){where}"))
+                f"give the lines ports on one node (feed.lines[].nic{where}; two ports of one NIC), or move the "
+                f"cards to slots of one node (/sys/bus/pci/devices/ADDR/numa_node shows each one's)"))
     if not node_known and nic is None and not vdev:  # (a NIC that hides its node has a finding of its own)
         findings.append(Finding("cores", "WARN", f"the NIC's NUMA node is unknown on this {len(host.nodes)}-node "
                                 f"host; placed on node {node}", "name the NIC (--pci, nic.pci), or set cores.rx to a "
