@@ -65,6 +65,8 @@ void fh_engine_publish_stats(fh_engine_t *e);
 int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
 void fh_engine_destroy(fh_engine_t *e);
 void fh_engine_reset(fh_engine_t *e);
+void fh_engine_clear_books(fh_engine_t *e);
+int fh_engine_set_new_book_status(fh_engine_t *e, int status);
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
 int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *dgram, size_t len);
@@ -78,15 +80,61 @@ uint64_t fh_engine_live_orders(const fh_engine_t *e);
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 
 /* mold.h: a feed's sequencing */
+typedef struct fh_mold_cfg {
+    uint64_t gap_wait;
+    uint64_t request_timeout;
+    uint32_t retries;
+    uint32_t request_max;
+    uint32_t max_outstanding;
+    uint32_t hold;
+    bool can_request;
+    int policy;
+    uint64_t line_stale;
+    uint64_t line_down;
+    uint32_t recovery_lines;
+    void *hold_mem;
+} fh_mold_cfg_t;
+typedef struct fh_mold_request {
+    char session[10];
+    uint64_t seq;
+    uint16_t count;
+} fh_mold_request_t;
+typedef struct fh_mold_line {
+    uint64_t datagrams, messages, won, duplicates, late, lost, next, last_rx;
+    int state;
+} fh_mold_line_t;
+typedef struct fh_snapshot_source {
+    int (*request)(void *ctx, const char *session, uint64_t after_seq);
+    void *ctx;
+} fh_snapshot_source_t;
 typedef struct fh_mold_feed {
     char session[10];
     int have_session;
+    int state;
     uint64_t next_seq;
-    uint64_t counters[10];
-    uint64_t line_datagrams[16];
-    uint64_t line_won[16];
+    uint64_t known_hi;
+    int gap_open;
+    uint32_t held_now;
+    int snap_pending;
+    int stale;
+    int ended;
+    uint32_t outstanding;
+    uint64_t counters[...];
+    fh_mold_line_t line[16];
+    ...;
 } fh_mold_feed_t;
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line);
+void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms);
+int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
+void fh_mold_feed_free(fh_mold_feed_t *f);
+void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
+int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now);
+int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap);
+size_t fh_mold_request_encode(uint8_t *out, const fh_mold_request_t *r);
+void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e);
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len);
+void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq);
+const char *fh_line_state_name(int s);
+const char *fh_feed_state_name(int s);
 const char *fh_mold_counter_name(int c);
 
 /* synth.h */
@@ -106,7 +154,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
  * and _Alignas have no names to declare); the wake page is opaque. Read the _Atomic fields through the
  * wrappers of native/src/shm_reader.c, which are the exported forms of the header's static inline readers. */
 #define FH_SHM_MAGIC 0x31304d4853484646
-#define FH_SHM_LAYOUT_VERSION 2
+#define FH_SHM_LAYOUT_VERSION 3
 #define FH_SHM_BOOKS 65536
 #define FH_SHM_MAX_COUNTERS 64
 #define FH_BOOK_EMPTY 0
@@ -187,9 +235,26 @@ typedef struct fh_shm_wake fh_shm_wake_t;
 #define FH_SHM_DP_NAME ...
 #define FH_SHM_LAT_SUB ...
 #define FH_SHM_LAT_BUCKETS ...
+#define FH_SHM_LINE_DOWN ...
+#define FH_SHM_LINE_LIVE ...
+#define FH_SHM_LINE_STALE ...
+#define FH_SHM_LINE_FEED ...
+#define FH_SHM_LINE_RETRANS ...
+#define FH_SHM_FEED_WAITING ...
+#define FH_SHM_FEED_LIVE ...
+#define FH_SHM_FEED_RECOVERING ...
+#define FH_SHM_FEED_STALE ...
+#define FH_SHM_FEED_ENDED ...
 typedef struct fh_shm_dp_line {
     uint64_t datagrams;
+    uint64_t messages;
     uint64_t won;
+    uint64_t duplicates;
+    uint64_t late;
+    uint64_t lost;
+    uint64_t silent_ns;
+    uint32_t state;
+    uint32_t kind;
 } fh_shm_dp_line_t;
 typedef struct fh_shm_dp_stats {
     uint32_t present;
@@ -199,11 +264,15 @@ typedef struct fh_shm_dp_stats {
     uint64_t packets;
     uint64_t bytes;
     uint64_t next_seq;
+    uint32_t feed_state;
+    uint32_t held;
+    uint32_t outstanding;
+    char session[12];
     uint64_t drops[16];
-    uint64_t mold[16];
+    uint64_t mold[32];
     fh_shm_dp_line_t line[16];
     char drop_name[16][24];
-    char mold_name[16][24];
+    char mold_name[32][24];
     uint64_t lat_count;
     uint64_t lat_bucket[608];
 } fh_shm_dp_stats_t;

@@ -126,10 +126,11 @@ def engine_pass(data: bytes, dgrams: list[bytes], core: int, tsc_hz: int) -> dic
     def mold(items):
         def run(eng) -> int:
             feed = ffi.new("fh_mold_feed_t *")
+            lib.fh_mold_feed_init(feed, ffi.NULL)
             apply, e = lib.fh_mold_feed_apply, eng._e
             t = time.perf_counter_ns()
             for p, n in items:
-                apply(feed, e, p, n, 0)
+                apply(feed, e, p, n, 0, 0)
             return time.perf_counter_ns() - t
         return run
 

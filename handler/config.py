@@ -353,7 +353,7 @@ def _retransmission(path, rt, lines: list[Line], device) -> Retransmission | Non
         timeout_ms=_int(path, f"{k}.timeout_ms", rt.get("timeout_ms", 100), 1, 60_000),
         retries=_int(path, f"{k}.retries", rt.get("retries", 4), 0, 100),
         max_messages=_int(path, f"{k}.max_messages", rt.get("max_messages", 1000), 1, 65534),
-        max_outstanding=_int(path, f"{k}.max_outstanding", rt.get("max_outstanding", 4), 1, 64),
+        max_outstanding=_int(path, f"{k}.max_outstanding", rt.get("max_outstanding", 4), 1, 16),
         hold_messages=hold)
 
 

@@ -147,6 +147,7 @@ class Engine:
         from .pcapfile import PcapReader
 
         feed = ffi.new("fh_mold_feed_t *")
+        lib.fh_mold_feed_init(feed, ffi.NULL)
         index: dict[tuple[str, int], int] = {k: i for i, k in enumerate(lines)} if lines is not None else {}
         reader = PcapReader(path)
         for d in reader.datagrams():
@@ -156,7 +157,7 @@ class Engine:
                 if lines is not None:
                     continue
                 line = index[key] = len(index)
-            lib.fh_mold_feed_apply(feed, self._e, ffi.from_buffer(d.payload), len(d.payload), min(line, 15))
+            lib.fh_mold_feed_apply(feed, self._e, ffi.from_buffer(d.payload), len(d.payload), min(line, 15), 0)
         out = dict(reader.counters)
         i = 0
         while (p := lib.fh_mold_counter_name(i)) != ffi.NULL:

@@ -84,16 +84,18 @@ def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256
 
 def dataplane_cmd(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
                   idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
-                  max_levels: int = 1 << 20, events: int = 1 << 16) -> list[str]:
+                  max_levels: int = 1 << 20, events: int = 1 << 16, extra: list[str] | tuple = ()) -> list[str]:
+    """extra: more fh-dataplane arguments (retransmission, line devices ...); a line given as (dst, port, dev)
+    is taken on that DPDK device."""
     if not lines:
         raise DataplaneError("no UDP flow to listen to: the capture holds no UDP datagram")
     cmd = [find_dataplane(), *eal, "--", "--segment", segment, "--idle", idle, "--exit-idle-ms", str(exit_idle_ms),
            "--max-orders", str(max_orders), "--max-levels", str(max_levels), "--events", str(events)]
-    for dst, port in lines:
-        cmd += ["--line", f"{dst}:{port}"]
+    for line in lines:
+        cmd += ["--line", f"{line[0]}:{line[1]}" + (f"@{line[2]}" if len(line) > 2 else "")]
     if keep:
         cmd.append("--keep-segment")
-    return cmd
+    return [*cmd, *extra]
 
 
 def _with_parent(sig: int):
@@ -207,10 +209,10 @@ class Dataplane:
 def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
                   idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
                   max_levels: int = 1 << 20, events: int = 1 << 16, timeout: float | None = None,
-                  progress=None) -> dict:
+                  progress=None, extra: list[str] | tuple = ()) -> dict:
     """Run fh-dataplane to the end of its input; return its final statistics."""
     dp = Dataplane(dataplane_cmd(eal, segment, lines, keep=keep, idle=idle, exit_idle_ms=exit_idle_ms,
-                                 max_orders=max_orders, max_levels=max_levels, events=events))
+                                 max_orders=max_orders, max_levels=max_levels, events=events, extra=extra))
     try:
         return dp.wait(timeout, progress)
     finally:
@@ -511,33 +513,49 @@ def _term_as_interrupt(signum, frame):
 
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
                     depth: int | None = None) -> tuple[list[dict], dict]:
-    """The reference model's books for the datagrams the data plane would take, sequenced the same way:
-    the first copy of each sequence number wins across lines; sequence 0 is applied unsequenced."""
+    """The reference model's books for the datagrams the data plane would take, sequenced as a MoldUDP64
+    handler with a hold-back buffer does: the first copy of each sequence number wins across lines, and the
+    messages of a session are applied in sequence order, whatever order they came in (a late copy fills its
+    gap); a sequence no line carried is skipped (lost). Sessions follow in the order they first appear,
+    and a datagram of a session the feed has left is ignored; sequence 0 is applied unsequenced, in arrival order."""
     from .pcapfile import PcapReader
     from .reference import ReferenceBook, iter_mold
 
     want = set(lines if lines is not None else pcap_lines(pcap))
     ref = ReferenceBook()
-    session, nxt = None, 0
+    sessions: dict[str, dict[int, bytes]] = {}
+    left: set[str] = set()
+    current = None
+
+    def flush(name):
+        for seq in sorted(sessions.get(name, {})):
+            ref.apply(sessions[name][seq])
+        sessions[name] = {}
+
     for d in PcapReader(pcap).datagrams():
         if (d.dst, d.dport) not in want:
             continue
         dg = iter_mold(d.payload)
         h = dg.header
-        if h is None or h.count == 0xFFFF:  # a malformed datagram: the blocks that fit are used
+        if h is None or h.count in (0, 0xFFFF):  # a malformed datagram: the blocks that fit are used
             continue
-        if h.sequence and h.session != session:
-            session, nxt = h.session, h.sequence
-        if h.count == 0:
-            nxt = max(nxt, h.sequence) if h.sequence else nxt
+        if not h.sequence:
+            for m in dg.messages:
+                ref.apply(m)
             continue
+        if h.session != current:
+            if h.session in left:  # a line still on a session the feed has left: ignored
+                continue
+            if current is not None:
+                flush(current)
+                left.add(current)
+            current = h.session
+            sessions[h.session] = {}
+        got = sessions[h.session]
         for i, m in enumerate(dg.messages):
-            if h.sequence:
-                seq = h.sequence + i
-                if seq < nxt:
-                    continue
-                nxt = seq + 1
-            ref.apply(m)
+            got.setdefault(h.sequence + i, m)
+    if current is not None:
+        flush(current)
     return ref.books(depth), dict(ref.counters)
 
 

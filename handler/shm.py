@@ -95,25 +95,49 @@ HDR_DTYPE = _struct([
     ("writer_pid", "<u4", 76), ("start_ns", "<u8", 80), ("tsc_hz", "<u8", 88), ("name", "S32", 96),
     ("heartbeat_ns", "<u8", 128), ("writer_state", "<u4", 136), ("head", "<u8", 192),
 ], 256)
-DP_LINE_DTYPE = _struct([("datagrams", "<u8", 0), ("won", "<u8", 8)], 16)
+def _off(t: str, f: str) -> int:
+    return ffi.offsetof(t, f)
+
+
+DP_LINE_DTYPE = _struct([(f, "<u8", _off("fh_shm_dp_line_t", f)) for f in
+                         ("datagrams", "messages", "won", "duplicates", "late", "lost", "silent_ns")] +
+                        [(f, "<u4", _off("fh_shm_dp_line_t", f)) for f in ("state", "kind")],
+                        ffi.sizeof("fh_shm_dp_line_t"))
 _NDROP, _NMOLD, _NLINE, _NAME = (lib.FH_SHM_DP_MAX_DROPS, lib.FH_SHM_DP_MAX_MOLD, lib.FH_SHM_DP_MAX_LINES,
                                  lib.FH_SHM_DP_NAME)
 LAT_BUCKETS = lib.FH_SHM_LAT_BUCKETS
+_DP = "fh_shm_dp_stats_t"
 DP_DTYPE = _struct([
-    ("present", "<u4", 0), ("ndrops", "<u4", 4), ("nmold", "<u4", 8), ("nlines", "<u4", 12),
-    ("packets", "<u8", 16), ("bytes", "<u8", 24), ("next_seq", "<u8", 32),
-    ("drops", ("<u8", (_NDROP,)), 40), ("mold", ("<u8", (_NMOLD,)), 40 + 8 * _NDROP),
-    ("line", (DP_LINE_DTYPE, (_NLINE,)), 40 + 8 * (_NDROP + _NMOLD)),
-    ("drop_name", (f"S{_NAME}", (_NDROP,)), 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE),
-    ("mold_name", (f"S{_NAME}", (_NMOLD,)), 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * _NDROP),
-    ("lat_count", "<u8", 40 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * (_NDROP + _NMOLD)),
-    ("lat_bucket", ("<u8", (LAT_BUCKETS,)), 48 + 8 * (_NDROP + _NMOLD) + 16 * _NLINE + _NAME * (_NDROP + _NMOLD)),
-], ffi.sizeof("fh_shm_dp_stats_t"))
+    ("present", "<u4", _off(_DP, "present")), ("ndrops", "<u4", _off(_DP, "ndrops")),
+    ("nmold", "<u4", _off(_DP, "nmold")), ("nlines", "<u4", _off(_DP, "nlines")),
+    ("packets", "<u8", _off(_DP, "packets")), ("bytes", "<u8", _off(_DP, "bytes")),
+    ("next_seq", "<u8", _off(_DP, "next_seq")), ("feed_state", "<u4", _off(_DP, "feed_state")),
+    ("held", "<u4", _off(_DP, "held")), ("outstanding", "<u4", _off(_DP, "outstanding")),
+    ("session", "S12", _off(_DP, "session")),
+    ("drops", ("<u8", (_NDROP,)), _off(_DP, "drops")), ("mold", ("<u8", (_NMOLD,)), _off(_DP, "mold")),
+    ("line", (DP_LINE_DTYPE, (_NLINE,)), _off(_DP, "line")),
+    ("drop_name", (f"S{_NAME}", (_NDROP,)), _off(_DP, "drop_name")),
+    ("mold_name", (f"S{_NAME}", (_NMOLD,)), _off(_DP, "mold_name")),
+    ("lat_count", "<u8", _off(_DP, "lat_count")),
+    ("lat_bucket", ("<u8", (LAT_BUCKETS,)), _off(_DP, "lat_bucket")),
+], ffi.sizeof(_DP))
+LINE_STATES = {lib.FH_SHM_LINE_DOWN: "down", lib.FH_SHM_LINE_LIVE: "live", lib.FH_SHM_LINE_STALE: "stale"}
+FEED_STATES = {lib.FH_SHM_FEED_WAITING: "waiting", lib.FH_SHM_FEED_LIVE: "live",
+               lib.FH_SHM_FEED_RECOVERING: "recovering", lib.FH_SHM_FEED_STALE: "stale",
+               lib.FH_SHM_FEED_ENDED: "ended"}
 STATS_DTYPE = _struct([
     ("seq", "<u4", 0), ("count", "<u4", 4), ("counter", ("<u8", (lib.FH_SHM_MAX_COUNTERS,)), 8),
     ("type_count", ("<u8", (256,)), 8 + 8 * lib.FH_SHM_MAX_COUNTERS),
     ("dp", DP_DTYPE, ffi.offsetof("fh_shm_stats_t", "dp")),
 ], ffi.sizeof("fh_shm_stats_t"))
+
+
+def _line(l) -> dict:
+    silent = int(l["silent_ns"])
+    return {"kind": "retransmission" if int(l["kind"]) == lib.FH_SHM_LINE_RETRANS else "feed",
+            "state": LINE_STATES.get(int(l["state"]), str(int(l["state"]))),
+            **{k: int(l[k]) for k in ("datagrams", "messages", "won", "duplicates", "late", "lost")},
+            "silent_ms": None if silent == 2**64 - 1 else silent / 1e6}
 
 
 def lat_upper_ns(i: int) -> int:
@@ -686,8 +710,9 @@ class Reader:
 
         sections: also the data plane's section, read in the same consistent copy (dataplane_stats): keys
         "dataplane" (True when a data plane published it; engine-only writers leave it out and all zero),
-        "packets", "bytes", "drops" {cause: n}, "mold" {counter: n, ..., "next_seq": n}, "lines" [{datagrams,
-        won}], "latency" {count, p50, p99, p99.9, max (ns), buckets [(upper_ns, n) non-zero]}."""
+        "packets", "bytes", "drops" {cause: n}, "mold" {counter: n, ..., "next_seq": n}, "feed" {state, session,
+        next_seq, held, outstanding}, "lines" [{kind, state, datagrams, messages, won, duplicates, late, lost,
+        silent_ms}], "latency" {count, p50, p99, p99.9, max (ns), buckets [(upper_ns, n) non-zero]}."""
         if sections:
             return self._stats_copy(types)
         from .native import COUNTER_NAMES
@@ -730,8 +755,10 @@ class Reader:
             "packets": int(d["packets"]), "bytes": int(d["bytes"]),
             "drops": {bytes(d["drop_name"][i]).decode("ascii", "replace"): int(d["drops"][i]) for i in range(nd)},
             "mold": mold,
-            "lines": [{"datagrams": int(d["line"][i]["datagrams"]), "won": int(d["line"][i]["won"])}
-                      for i in range(nl)],
+            "feed": {"state": FEED_STATES.get(int(d["feed_state"]), str(int(d["feed_state"]))),
+                     "session": bytes(d["session"]).rstrip(b"\0").decode("ascii", "replace"),
+                     "next_seq": int(d["next_seq"]), "held": int(d["held"]), "outstanding": int(d["outstanding"])},
+            "lines": [_line(d["line"][i]) for i in range(nl)],
             "latency": {"count": int(d["lat_count"]), "p50": lat_percentile(b, 0.5), "p99": lat_percentile(b, 0.99),
                         "p99.9": lat_percentile(b, 0.999), "max": lat_percentile(b, 1.0),
                         "buckets": [(int(LAT_UPPER_NS[i]), int(b[i])) for i in nz]},

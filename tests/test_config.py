@@ -237,7 +237,7 @@ def _line_b(t: str, extra: str) -> str:
     (lambda t: _retrans(t, "retries", "true"), "feed.retransmission.retries = True", "whole number"),
     (lambda t: _retrans(t, "max_messages", "65535"), "feed.retransmission.max_messages", "from 1 to 65534"),
     (lambda t: _retrans(t, "max_messages", "0"), "feed.retransmission.max_messages", "from 1 to 65534"),
-    (lambda t: _retrans(t, "max_outstanding", "0"), "feed.retransmission.max_outstanding", "from 1 to 64"),
+    (lambda t: _retrans(t, "max_outstanding", "0"), "feed.retransmission.max_outstanding", "from 1 to 16"),
     (lambda t: _retrans(t, "hold_messages", "1000000"), "feed.retransmission.hold_messages = 1000000",
      "power of two, e.g. 524288 or 1048576"),
     (lambda t: _retrans(t, "hold_messages", "512"), "feed.retransmission.hold_messages", "from 1024"),

@@ -47,7 +47,7 @@ def _run(pcap, tmp_name, lines=None):
 
 def _check_equal(segment: str, js: dict) -> dict:
     with shm.Reader(segment) as r:
-        assert int(r.header["layout_version"]) == 2
+        assert int(r.header["layout_version"]) == 3
         st = r.stats(sections=True)
         plain = r.stats()
     assert st["dataplane"] is True
@@ -57,7 +57,8 @@ def _check_equal(segment: str, js: dict) -> dict:
     mold = dict(st["mold"])
     next_seq = mold.pop("next_seq")
     assert mold == js["mold"]
-    assert st["lines"] == js["lines"]
+    assert [{k: v for k, v in l.items() if k != "silent_ms"} for l in st["lines"]] == js["lines"]
+    assert st["feed"] == js["feed"]
     assert {k: st[k] for k in plain} == plain
     lat, want = st["latency"], js["latency_ns"]
     assert lat["count"] == want["count"] == js["messages_applied"]
@@ -110,7 +111,7 @@ def test_segment_stats_equal_final_json(ab_run):
 def test_fh_stats_shows_the_dataplane(ab_run):
     name, segment, js = ab_run
     got = json.loads(fh("stats", "--name", segment, "--json").stdout)
-    assert got["layout_version"] == 2
+    assert got["layout_version"] == 3
     assert got["dataplane"]["drops"] == js["drops"] and got["dataplane"]["packets"] == js["packets"]
     assert got["dataplane"]["latency"]["count"] == js["messages_applied"]
     text = fh("stats", "--name", segment).stdout
@@ -181,7 +182,7 @@ def test_engine_only_writer_leaves_the_section_zero():
 
 
 def test_reader_of_version_1_refused(tmp_path):
-    """A segment of layout version 1 gets the layout-version error (and version 2 is what we write)."""
+    """A segment of layout version 1 gets the layout-version error (and version 3 is what we write)."""
     from test_shm import DAY, publisher
 
     with publisher(DAY) as (name, _):
@@ -190,5 +191,5 @@ def test_reader_of_version_1_refused(tmp_path):
     raw[8:12] = struct.pack("<I", 1)
     fake = tmp_path / "v1"
     fake.write_bytes(bytes(raw) + bytes(1 << 20))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 2"):
+    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 3"):
         shm.Reader(str(fake))

@@ -113,7 +113,7 @@ def test_views_are_readonly_views_of_the_segment(live):
         s = r.snapshot(loc, 1)
         assert int(r.level_keys[best]) == int(s.bids[0]["price"])
         assert int(r.level_aggs[best]["shares"]) == int(s.bids[0]["shares"])
-        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 2
+        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 3
         assert r.name == live and r.writer_pid > 0
 
 
@@ -266,7 +266,7 @@ def test_cli_top_events_stats(live):
     st = json.loads(p.stdout)
     assert st["writer"]["state"] == "running" and st["counters"]["messages"] == 100_000
     assert st["events"]["head"] == head and st["books"]["live"] == st["books"]["instruments"] > 0
-    assert st["name"] == live and st["layout_version"] == 2
+    assert st["name"] == live and st["layout_version"] == 3
     p = fh("stats", "--name", live)
     assert "messages" in p.stdout and "running" in p.stdout and p.stderr == ""
 
@@ -291,12 +291,12 @@ def test_layout_mismatch_and_foreign_files(tmp_path):
     hdr["magic"] = 0x31304D4853484646
     hdr["layout_version"] = 7
     fake.write_bytes(hdr.tobytes() + bytes(4096))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 7, this fh reads 2: upgrade the reader or the "):
+    with pytest.raises(shm.LayoutMismatch, match="layout version 7, this fh reads 3: upgrade the reader or the "):
         shm.Reader(str(fake))
     p = fh("stats", "--name", fake, check=False)
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "layout version 7" in p.stderr
 
-    hdr["layout_version"] = 2  # the current one
+    hdr["layout_version"] = 3  # the current one
     hdr["size"] = 1 << 30  # larger than the file
     fake.write_bytes(hdr.tobytes() + bytes(4096))
     with pytest.raises(shm.LayoutMismatch, match="broken header"):

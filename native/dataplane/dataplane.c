@@ -40,6 +40,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_malloc.h>
 #include <rte_prefetch.h>
 
 #include "fh/book.h"
@@ -105,8 +106,19 @@ typedef struct opts {
     int gid; /* group of the segment files, -1: ours */
     bool rx_only;
     int igmp;        /* 0 (off), 2 or 3 */
-    uint32_t src_ip; /* host byte order: the source of IGMP reports */
+    uint32_t src_ip; /* host byte order: the source of IGMP reports and retransmission requests */
     fh_net_t net;
+    uint32_t nfeed;  /* the feed's lines: net.line[0 .. nfeed); net.line[nfeed] receives retransmissions */
+    char line_dev[FH_NET_MAX_LINES][64]; /* DPDK device of each line; "": the first port (or --port) */
+    /* retransmission */
+    uint32_t retrans_ip;   /* host byte order; 0: no request server */
+    uint16_t retrans_port, src_port;
+    uint8_t retrans_mac[6];
+    bool have_retrans_mac;
+    char retrans_dev[64];
+    uint32_t gap_wait_us, request_timeout_ms, request_retries, request_max, max_outstanding, hold;
+    uint32_t line_stale_ms, line_down_ms;
+    int unrecoverable; /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
 } opts_t;
 
 static void usage(const char *prog)
@@ -115,7 +127,12 @@ static void usage(const char *prog)
             "usage: %s [EAL args] -- --segment PATH --line GROUP:PORT [--line ...] [--name NAME] [--port N]\n"
             "       [--max-orders N] [--max-levels N] [--events N] [--depth N] [--idle spin|backoff]\n"
             "       [--exit-idle-ms MS] [--keep-segment] [--group GID] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
-            "       [--mode full|rx-only]\n",
+            "       [--mode full|rx-only]\n"
+            "       lines: --line GROUP:PORT[@DEV] (DEV: a DPDK device name, e.g. 0000:3b:00.1 or net_pcap1)\n"
+            "       recovery: [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] --src-ip A.B.C.D\n"
+            "       [--src-port N]] [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N]\n"
+            "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
+            "       [--line-stale-ms N] [--line-down-ms N]\n",
             prog);
 }
 
@@ -142,10 +159,19 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "idle", required_argument, 0, 'i' },      { "exit-idle-ms", required_argument, 0, 'x' },
         { "keep-segment", no_argument, 0, 'k' },    { "group", required_argument, 0, 'G' },    { "igmp", required_argument, 0, 'g' },
         { "src-ip", required_argument, 0, 'S' },    { "mode", required_argument, 0, 'm' },
+        { "retrans-server", required_argument, 0, 256 }, { "retrans-mac", required_argument, 0, 257 },
+        { "retrans-dev", required_argument, 0, 258 },    { "src-port", required_argument, 0, 259 },
+        { "gap-wait-us", required_argument, 0, 260 },    { "request-timeout-ms", required_argument, 0, 261 },
+        { "request-retries", required_argument, 0, 262 }, { "request-max", required_argument, 0, 263 },
+        { "max-outstanding", required_argument, 0, 264 }, { "hold", required_argument, 0, 265 },
+        { "unrecoverable", required_argument, 0, 266 },  { "line-stale-ms", required_argument, 0, 267 },
+        { "line-down-ms", required_argument, 0, 268 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
-                   .depth = 10, .spin = true, .igmp = 2 };
+                   .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
+                   .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
+                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000 };
     int c;
     uint32_t v;
     optind = 1;
@@ -200,9 +226,72 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             }
             o->rx_only = !strcmp(optarg, "rx-only");
             break;
-        case 'L': {
+        case 256: {
             char buf[64];
             snprintf(buf, sizeof buf, "%s", optarg);
+            char *colon = strrchr(buf, ':');
+            struct in_addr a;
+            if (!colon || (*colon = 0, inet_pton(AF_INET, buf, &a) != 1) || parse_u32(colon + 1, &v, "--retrans-server port") ||
+                v == 0 || v > 65535) {
+                fprintf(stderr, "fh-dataplane: --retrans-server '%s': expected IPV4:PORT of the feed's request server, "
+                                "e.g. 10.1.2.3:18000\n", optarg);
+                return -1;
+            }
+            o->retrans_ip = ntohl(a.s_addr);
+            o->retrans_port = (uint16_t)v;
+            break;
+        }
+        case 257: {
+            unsigned m[6];
+            char end;
+            if (sscanf(optarg, "%x:%x:%x:%x:%x:%x%c", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &end) != 6 ||
+                m[0] > 255 || m[1] > 255 || m[2] > 255 || m[3] > 255 || m[4] > 255 || m[5] > 255) {
+                fprintf(stderr, "fh-dataplane: --retrans-mac '%s': expected a MAC address, e.g. 02:00:00:00:00:01\n",
+                        optarg);
+                return -1;
+            }
+            for (int i = 0; i < 6; i++)
+                o->retrans_mac[i] = (uint8_t)m[i];
+            o->have_retrans_mac = true;
+            break;
+        }
+        case 258: snprintf(o->retrans_dev, sizeof o->retrans_dev, "%s", optarg); break;
+        case 259:
+            if (parse_u32(optarg, &v, "--src-port") || v == 0 || v > 65535) {
+                fprintf(stderr, "fh-dataplane: --src-port must be 1 to 65535\n");
+                return -1;
+            }
+            o->src_port = (uint16_t)v;
+            break;
+        case 260: if (parse_u32(optarg, &o->gap_wait_us, "--gap-wait-us")) return -1; break;
+        case 261: if (parse_u32(optarg, &o->request_timeout_ms, "--request-timeout-ms")) return -1; break;
+        case 262: if (parse_u32(optarg, &o->request_retries, "--request-retries")) return -1; break;
+        case 263: if (parse_u32(optarg, &o->request_max, "--request-max")) return -1; break;
+        case 264: if (parse_u32(optarg, &o->max_outstanding, "--max-outstanding")) return -1; break;
+        case 265: if (parse_u32(optarg, &o->hold, "--hold")) return -1; break;
+        case 266:
+            if (strcmp(optarg, "resume") && strcmp(optarg, "snapshot")) {
+                fprintf(stderr, "fh-dataplane: --unrecoverable must be resume or snapshot, not '%s'\n", optarg);
+                return -1;
+            }
+            o->unrecoverable = strcmp(optarg, "resume") ? FH_MOLD_SNAPSHOT : FH_MOLD_RESUME;
+            break;
+        case 267: if (parse_u32(optarg, &o->line_stale_ms, "--line-stale-ms")) return -1; break;
+        case 268: if (parse_u32(optarg, &o->line_down_ms, "--line-down-ms")) return -1; break;
+        case 'L': {
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", optarg);
+            char *at = strchr(buf, '@');
+            if (at) {
+                *at = 0;
+                if (!at[1] || strlen(at + 1) >= sizeof o->line_dev[0]) {
+                    fprintf(stderr, "fh-dataplane: --line '%s': name a DPDK device after @, e.g. "
+                                    "233.54.12.111:26477@0000:3b:00.1\n", optarg);
+                    return -1;
+                }
+                if (o->net.nlines < FH_NET_MAX_LINES)
+                    snprintf(o->line_dev[o->net.nlines], sizeof o->line_dev[0], "%s", at + 1);
+            }
             char *colon = strrchr(buf, ':');
             struct in_addr a;
             if (!colon || (*colon = 0, inet_pton(AF_INET, buf, &a) != 1) || parse_u32(colon + 1, &v, "--line port") ||
@@ -224,6 +313,29 @@ static int parse_opts(int argc, char **argv, opts_t *o)
     if (!o->rx_only && (!o->segment || !o->net.nlines)) {
         fprintf(stderr, "fh-dataplane: --segment and at least one --line are required\n");
         usage(argv[0]);
+        return -1;
+    }
+    o->nfeed = o->net.nlines;
+    if (o->retrans_ip) {
+        if (!o->src_ip) {
+            fprintf(stderr, "fh-dataplane: --retrans-server needs --src-ip, the address the replies come back to\n");
+            return -1;
+        }
+        if (!o->have_retrans_mac) {
+            fprintf(stderr, "fh-dataplane: --retrans-server needs --retrans-mac, the next hop's MAC address (fh run "
+                            "finds it in the neighbour table, or set feed.retransmission.mac)\n");
+            return -1;
+        }
+        if (o->net.nlines >= FH_NET_MAX_LINES) {
+            fprintf(stderr, "fh-dataplane: at most %d lines with a retransmission server\n", FH_NET_MAX_LINES - 1);
+            return -1;
+        }
+        /* The replies: unicast to our address and port, from the server only. */
+        fh_net_add_line(&o->net, o->src_ip, o->src_port, o->retrans_ip);
+    }
+    if (o->line_down_ms && o->line_stale_ms >= o->line_down_ms) {
+        fprintf(stderr, "fh-dataplane: --line-stale-ms (%u) must be below --line-down-ms (%u)\n", o->line_stale_ms,
+                o->line_down_ms);
         return -1;
     }
     return 0;
@@ -285,6 +397,7 @@ typedef struct dp_pub {
     const fh_mold_feed_t *feed;
     const loop_stats_t *ls;
     double ns_per_tsc;
+    uint32_t nfeed; /* lines of the feed; the one after them (if any) carries retransmissions */
 } dp_pub_t;
 
 static fh_shm_dp_stats_t dp_out; /* 5.6 KiB: static, not on the stack */
@@ -309,10 +422,24 @@ static __attribute__((noinline, cold)) void dp_publish(const dp_pub_t *p)
         d->mold[i] = p->feed->counters[i];
         snprintf(d->mold_name[i], FH_SHM_DP_NAME, "%s", fh_mold_counter_name((int)i));
     }
+    d->feed_state = (uint32_t)p->feed->state;
+    d->held = p->feed->held_now;
+    d->outstanding = p->feed->outstanding;
+    memcpy(d->session, p->feed->session, FH_MOLD_SESSION_LEN);
     d->nlines = p->net->nlines < FH_SHM_DP_MAX_LINES ? p->net->nlines : FH_SHM_DP_MAX_LINES;
+    uint64_t now = rte_rdtsc();
     for (uint32_t i = 0; i < d->nlines && i < FH_MOLD_MAX_LINES; i++) {
-        d->line[i].datagrams = p->feed->line_datagrams[i];
-        d->line[i].won = p->feed->line_won[i];
+        const fh_mold_line_t *L = &p->feed->line[i];
+        fh_shm_dp_line_t *o = &d->line[i];
+        o->datagrams = L->datagrams;
+        o->messages = L->messages;
+        o->won = L->won;
+        o->duplicates = L->duplicates;
+        o->late = L->late;
+        o->lost = L->lost;
+        o->silent_ns = L->last_rx ? (uint64_t)((double)(now - L->last_rx) * p->ns_per_tsc) : UINT64_MAX;
+        o->kind = i < p->nfeed ? FH_SHM_LINE_FEED : FH_SHM_LINE_RETRANS;
+        o->state = i < p->nfeed ? (uint32_t)L->state : FH_SHM_LINE_LIVE;
     }
     uint64_t total = 0;
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
@@ -377,6 +504,165 @@ static void rx_only_loop(const opts_t *o, uint16_t port, loop_stats_t *ls)
     }
 }
 
+/* ---- retransmission requests and ARP ------------------------------------------------------------------ */
+
+#define MAX_PORTS (FH_NET_MAX_LINES + 1)
+
+static uint16_t ip_csum(const uint8_t *p, size_t len)
+{
+    uint32_t sum = 0;
+    for (size_t i = 0; i + 1 < len; i += 2)
+        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+    if (len & 1)
+        sum += (uint32_t)p[len - 1] << 8;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+/* An Ethernet + IPv4 + UDP frame of payload into p (room for 42 + len, padded to 60). Returns its length.
+ * The UDP checksum is 0 (none: allowed over IPv4), the IPv4 header's is computed. */
+static size_t udp_frame(uint8_t *p, const uint8_t dst_mac[6], const uint8_t src_mac[6], uint32_t src_ip,
+                        uint32_t dst_ip, uint16_t sport, uint16_t dport, const uint8_t *payload, size_t len,
+                        uint16_t ip_id)
+{
+    memcpy(p, dst_mac, 6);
+    memcpy(p + 6, src_mac, 6);
+    p[12] = 0x08, p[13] = 0x00;
+    uint8_t *ip = p + 14;
+    memset(ip, 0, 20);
+    ip[0] = 0x45;
+    fh_put_be16(ip + 2, (uint16_t)(20 + 8 + len));
+    fh_put_be16(ip + 4, ip_id);
+    ip[6] = 0x40; /* DF */
+    ip[8] = 64;
+    ip[9] = 17;
+    fh_put_be32(ip + 12, src_ip);
+    fh_put_be32(ip + 16, dst_ip);
+    fh_put_be16(ip + 10, ip_csum(ip, 20));
+    uint8_t *udp = ip + 20;
+    fh_put_be16(udp, sport);
+    fh_put_be16(udp + 2, dport);
+    fh_put_be16(udp + 4, (uint16_t)(8 + len));
+    fh_put_be16(udp + 6, 0);
+    memcpy(udp + 8, payload, len);
+    size_t n = 14 + 20 + 8 + len;
+    if (n < 60) {
+        memset(p + n, 0, 60 - n);
+        n = 60;
+    }
+    return n;
+}
+
+typedef struct retrans {
+    bool on;
+    uint16_t port;                 /* DPDK port the requests go out on */
+    struct rte_mempool *pool;
+    uint8_t mac[6], dst_mac[6];
+    uint32_t src_ip, dst_ip;
+    uint16_t src_port, dst_port, ip_id;
+    uint64_t sent, tx_failed, no_mbuf;
+} retrans_t;
+
+/* Send the feed's requests (cold: only while a gap is open). A request the tx queue refuses is counted; the
+ * feed resends it after its timeout. */
+static __attribute__((noinline, cold)) void retrans_send(retrans_t *r, const fh_mold_request_t *rq, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!r->on)
+            return;
+        struct rte_mbuf *mb = rte_pktmbuf_alloc(r->pool);
+        if (!mb) {
+            r->no_mbuf++;
+            continue;
+        }
+        uint8_t *p = (uint8_t *)rte_pktmbuf_append(mb, 62);
+        uint8_t payload[20];
+        fh_mold_request_encode(payload, &rq[i]);
+        udp_frame(p, r->dst_mac, r->mac, r->src_ip, r->dst_ip, r->src_port, r->dst_port, payload, 20, ++r->ip_id);
+        if (rte_eth_tx_burst(r->port, 0, &mb, 1) == 1) {
+            r->sent++;
+        } else {
+            rte_pktmbuf_free(mb);
+            r->tx_failed++;
+        }
+    }
+}
+
+typedef struct arp {
+    uint64_t frames, requests_for_us, replies_sent, tx_failed;
+} arp_t;
+
+/* A frame fh_net_parse refused as not IPv4: if it is ARP it is no drop; a request for our address (the
+ * retransmission server's router asks before it sends the replies back) is answered. Cold. */
+static __attribute__((noinline, cold)) void arp_rx(arp_t *a, fh_net_t *net, uint16_t port, struct rte_mempool *pool,
+                                                   uint32_t our_ip, const uint8_t *f, size_t len)
+{
+    size_t off = 12;
+    uint16_t type = len >= 14 ? fh_be16(f + 12) : 0;
+    while ((type == 0x8100 || type == 0x88a8) && len >= off + 6) {
+        off += 4;
+        type = fh_be16(f + off);
+    }
+    if (type != 0x0806)
+        return;
+    net->drops[FH_NET_not_ipv4]--;
+    a->frames++;
+    const uint8_t *arp = f + off + 2;
+    if (len < off + 2 + 28 || fh_be16(arp) != 1 || fh_be16(arp + 2) != 0x0800 || arp[4] != 6 || arp[5] != 4 ||
+        fh_be16(arp + 6) != 1 || !our_ip || fh_be32(arp + 24) != our_ip || !pool)
+        return;
+    a->requests_for_us++;
+    struct rte_ether_addr mac;
+    if (rte_eth_macaddr_get(port, &mac))
+        return;
+    struct rte_mbuf *mb = rte_pktmbuf_alloc(pool);
+    if (!mb) {
+        a->tx_failed++;
+        return;
+    }
+    size_t n = off + 2 + 28 < 60 ? 60 : off + 2 + 28;
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(mb, (uint16_t)n);
+    memset(p, 0, n);
+    memcpy(p, f + 6, 6);                   /* to the asker */
+    memcpy(p + 6, mac.addr_bytes, 6);
+    memcpy(p + 12, f + 12, off + 2 - 12);  /* the same tags and type */
+    uint8_t *r = p + off + 2;
+    memcpy(r, arp, 6);
+    fh_put_be16(r + 6, 2);                 /* reply */
+    memcpy(r + 8, mac.addr_bytes, 6);      /* sender: us */
+    fh_put_be32(r + 14, our_ip);
+    memcpy(r + 18, arp + 8, 10);           /* target: the asker's MAC and IP */
+    if (rte_eth_tx_burst(port, 0, &mb, 1) == 1) {
+        a->replies_sent++;
+    } else {
+        rte_pktmbuf_free(mb);
+        a->tx_failed++;
+    }
+}
+
+/* The DPDK port of a device name ("" or NULL: --port, else the first port). -1 with a message if none. */
+static int port_of(const char *dev, int dflt, const char *what)
+{
+    if (!dev || !dev[0])
+        return dflt;
+    uint16_t id;
+    if (rte_eth_dev_get_port_by_name(dev, &id)) {
+        char names[512] = "";
+        uint16_t p;
+        RTE_ETH_FOREACH_DEV(p)
+        {
+            char n[RTE_ETH_NAME_MAX_LEN];
+            if (!rte_eth_dev_get_name_by_port(p, n))
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", n);
+        }
+        fprintf(stderr, "fh-dataplane: %s: no DPDK device '%s' (the ports are: %s); allow it with -a ADDR or "
+                        "--vdev\n", what, dev, names[0] ? names : "none");
+        return -1;
+    }
+    return id;
+}
+
 int main(int argc, char **argv)
 {
     int eal = rte_eal_init(argc, argv);
@@ -392,8 +678,8 @@ int main(int argc, char **argv)
     if (parse_opts(argc, argv, &o))
         return 2;
 
-    uint16_t nports = rte_eth_dev_count_avail();
-    if (nports == 0) {
+    uint16_t nports_avail = rte_eth_dev_count_avail();
+    if (nports_avail == 0) {
         fprintf(stderr, "fh-dataplane: no DPDK port: bind a NIC to vfio-pci (dpdk-devbind.py) or pass a vdev, e.g. "
                         "--vdev net_pcap0,rx_pcap=FILE\n");
         return 2;
@@ -401,35 +687,64 @@ int main(int argc, char **argv)
     uint16_t port = 0;
     if (o.port >= 0) {
         if (!rte_eth_dev_is_valid_port((uint16_t)o.port)) {
-            fprintf(stderr, "fh-dataplane: --port %d: no such port (%u available)\n", o.port, nports);
+            fprintf(stderr, "fh-dataplane: --port %d: no such port (%u available)\n", o.port, nports_avail);
             return 2;
         }
         port = (uint16_t)o.port;
     } else {
         RTE_ETH_FOREACH_DEV(port) break;
     }
-    int socket = rte_eth_dev_socket_id(port);
-    if (socket >= 0 && (unsigned)socket != rte_socket_id())
-        fprintf(stderr, "fh-dataplane: warning: port %u is on NUMA node %d but the poll lcore %u is on node %u: "
-                        "pick an lcore on node %d (fh plan) for lower latency\n",
-                port, socket, rte_lcore_id(), rte_socket_id(), socket);
-    int pool_socket = socket < 0 ? (int)rte_socket_id() : socket;
-    struct rte_mempool *pool = rte_pktmbuf_pool_create("fh_rx", NB_MBUF, MBUF_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                                       pool_socket);
-    if (!pool) {
-        fprintf(stderr, "fh-dataplane: port %u: mbuf pool of %d on socket %d: %s\n", port, NB_MBUF, socket,
-                rte_strerror(rte_errno));
-        return 2;
+    /* The ports in use: each line's, and the retransmission server's. */
+    uint16_t ports[MAX_PORTS];
+    unsigned nports = 0;
+    int line_port[FH_NET_MAX_LINES];
+    for (uint32_t i = 0; i < o.net.nlines; i++) {
+        char what[48];
+        snprintf(what, sizeof what, "--line %u", i + 1);
+        int p = i < o.nfeed ? port_of(o.line_dev[i], port, what)
+                            : port_of(o.retrans_dev[0] ? o.retrans_dev : o.line_dev[0], port, "--retrans-dev");
+        if (p < 0)
+            return 2;
+        line_port[i] = p;
+        unsigned k = 0;
+        while (k < nports && ports[k] != p)
+            k++;
+        if (k == nports)
+            ports[nports++] = (uint16_t)p;
     }
-    struct rte_mempool *tx_pool = NULL;
-    if (!o.rx_only && o.igmp &&
-        !(tx_pool = rte_pktmbuf_pool_create("fh_tx", NB_TX_MBUF, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, pool_socket))) {
-        fprintf(stderr, "fh-dataplane: port %u: tx mbuf pool of %d on socket %d: %s\n", port, NB_TX_MBUF, socket,
-                rte_strerror(rte_errno));
-        return 2;
+    if (o.rx_only) {
+        ports[0] = port;
+        nports = 1;
     }
-    if (port_init(port, pool))
-        return 2;
+    struct rte_mempool *pool[MAX_PORTS], *tx_pool[MAX_PORTS];
+    bool need_tx = !o.rx_only && (o.igmp || o.retrans_ip || o.src_ip);
+    for (unsigned k = 0; k < nports; k++) {
+        uint16_t pid = ports[k];
+        int socket = rte_eth_dev_socket_id(pid);
+        if (socket >= 0 && (unsigned)socket != rte_socket_id())
+            fprintf(stderr, "fh-dataplane: warning: port %u is on NUMA node %d but the poll lcore %u is on node %u: "
+                            "pick an lcore on node %d (fh plan) for lower latency\n",
+                    pid, socket, rte_lcore_id(), rte_socket_id(), socket);
+        int pool_socket = socket < 0 ? (int)rte_socket_id() : socket;
+        char name[32];
+        snprintf(name, sizeof name, "fh_rx%u", pid);
+        if (!(pool[k] = rte_pktmbuf_pool_create(name, NB_MBUF, MBUF_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                                pool_socket))) {
+            fprintf(stderr, "fh-dataplane: port %u: mbuf pool of %d on socket %d: %s\n", pid, NB_MBUF, socket,
+                    rte_strerror(rte_errno));
+            return 2;
+        }
+        snprintf(name, sizeof name, "fh_tx%u", pid);
+        tx_pool[k] = NULL;
+        if (need_tx && !(tx_pool[k] = rte_pktmbuf_pool_create(name, NB_TX_MBUF, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                                              pool_socket))) {
+            fprintf(stderr, "fh-dataplane: port %u: tx mbuf pool of %d on socket %d: %s\n", pid, NB_TX_MBUF, socket,
+                    rte_strerror(rte_errno));
+            return 2;
+        }
+        if (port_init(pid, pool[k]))
+            return 2;
+    }
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -471,39 +786,142 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* MoldUDP64 sequencing and recovery; the hold-back buffer on the first port's NUMA node. */
+    fh_mold_cfg_t mc;
+    fh_mold_cfg_defaults(&mc, hz / 1000);
+    mc.gap_wait = (uint64_t)o.gap_wait_us * hz / 1000000;
+    mc.request_timeout = (uint64_t)o.request_timeout_ms * hz / 1000;
+    mc.retries = o.request_retries;
+    mc.request_max = o.request_max;
+    mc.max_outstanding = o.max_outstanding;
+    mc.hold = o.hold;
+    mc.can_request = o.retrans_ip != 0;
+    mc.policy = o.unrecoverable;
+    mc.line_stale = (uint64_t)o.line_stale_ms * hz / 1000;
+    mc.line_down = (uint64_t)o.line_down_ms * hz / 1000;
+    mc.recovery_lines = o.retrans_ip ? 1u << o.nfeed : 0;
+    if (o.hold && !(o.hold & (o.hold - 1))) {
+        int sock = rte_eth_dev_socket_id(ports[0]);
+        mc.hold_mem = rte_zmalloc_socket("fh_hold", (size_t)o.hold * sizeof(fh_mold_slot_t), 64,
+                                         sock < 0 ? SOCKET_ID_ANY : sock);
+        if (!mc.hold_mem) {
+            fprintf(stderr, "fh-dataplane: no room for a hold-back buffer of %u messages (%zu MiB): give EAL more "
+                            "memory (-m) or a smaller --hold\n", o.hold, ((size_t)o.hold * sizeof(fh_mold_slot_t)) >> 20);
+            fh_engine_destroy(e);
+            fh_seg_close(seg, 1);
+            return 2;
+        }
+    }
     fh_mold_feed_t feed;
-    memset(&feed, 0, sizeof feed);
-    uint64_t msgs_total = 0, last_rx = rte_rdtsc(), last_stats = last_rx;
-    uint64_t exit_idle = (uint64_t)o.exit_idle_ms * hz / 1000, stats_every = hz / 10;
-    unsigned empty = 0;
-    struct rte_mbuf *bufs[BURST];
-    igmp_t ig;
-    if (igmp_init(&ig, o.igmp, o.src_ip, &o.net, port, tx_pool, last_rx)) {
+    if (o.unrecoverable == FH_MOLD_SNAPSHOT)
+        fprintf(stderr, "fh-dataplane: warning: --unrecoverable snapshot: this build has no snapshot source yet "
+                        "(fh/mold.h defines the interface); gaps that cannot be filled leave the books stale\n");
+    if (fh_mold_feed_init(&feed, &mc)) {
+        fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
         fh_engine_destroy(e);
         fh_seg_close(seg, 1);
         return 2;
     }
-    uint64_t seen_not_udp = 0; /* o.net.drops[FH_NET_not_udp] as of the last refused frame */
-    dp_pub_t pub = { .seg = seg, .net = &o.net, .feed = &feed, .ls = &ls, .ns_per_tsc = ns_per_tsc };
+    retrans_t rt;
+    memset(&rt, 0, sizeof rt);
+    if (o.retrans_ip) {
+        rt.on = true;
+        rt.port = (uint16_t)line_port[o.nfeed];
+        for (unsigned k = 0; k < nports; k++)
+            if (ports[k] == rt.port)
+                rt.pool = tx_pool[k];
+        struct rte_ether_addr mac;
+        int rc = rte_eth_macaddr_get(rt.port, &mac);
+        if (rc) {
+            fprintf(stderr, "fh-dataplane: port %u: cannot read its MAC address for retransmission requests: %s\n",
+                    rt.port, rte_strerror(-rc));
+            return 2;
+        }
+        memcpy(rt.mac, mac.addr_bytes, 6);
+        memcpy(rt.dst_mac, o.retrans_mac, 6);
+        rt.src_ip = o.src_ip;
+        rt.dst_ip = o.retrans_ip;
+        rt.src_port = o.src_port;
+        rt.dst_port = o.retrans_port;
+    }
+    arp_t arp;
+    memset(&arp, 0, sizeof arp);
 
-    fprintf(stderr, "fh-dataplane: port %u, %u line(s), lcore %u, segment %s, igmp %s (%u group(s)): running\n",
-            port, o.net.nlines, rte_lcore_id(), o.segment, o.igmp ? (o.igmp == 2 ? "v2" : "v3") : "off",
-            ig.ngroups);
-    if (ig.join)
-        igmp_flush(&ig, rte_rdtsc()); /* the joins, right after the port started */
-    /* On SIGINT/SIGTERM the loop drains what the rx queue already holds (up to 4,096 bursts) so that every
-     * frame that reached the port is applied or counted, then stops. */
+    uint64_t msgs_total = 0, last_rx = rte_rdtsc(), last_stats = last_rx;
+    uint64_t exit_idle = (uint64_t)o.exit_idle_ms * hz / 1000, stats_every = hz / 10;
+    unsigned empty = 0;
+    struct rte_mbuf *bufs[BURST];
+    /* IGMP per port, for the groups of the lines on it. */
+    igmp_t ig[MAX_PORTS];
+    for (unsigned k = 0; k < nports; k++) {
+        fh_net_t mine;
+        memset(&mine, 0, sizeof mine);
+        for (uint32_t i = 0; i < o.nfeed; i++)
+            if (line_port[i] == ports[k])
+                mine.line[mine.nlines++] = o.net.line[i];
+        if (igmp_init(&ig[k], o.igmp, o.src_ip, &mine, ports[k], tx_pool[k], last_rx)) {
+            fh_engine_destroy(e);
+            fh_seg_close(seg, 1);
+            return 2;
+        }
+    }
+    uint64_t seen_not_udp = 0, seen_not_ipv4 = 0; /* o.net.drops[...] as of the last refused frame */
+    dp_pub_t pub = { .seg = seg, .net = &o.net, .feed = &feed, .ls = &ls, .ns_per_tsc = ns_per_tsc,
+                     .nfeed = o.nfeed };
+    fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
+
+    for (unsigned k = 0; k < nports; k++) {
+        char name[RTE_ETH_NAME_MAX_LEN] = "?";
+        rte_eth_dev_get_name_by_port(ports[k], name);
+        unsigned nl = 0;
+        for (uint32_t i = 0; i < o.nfeed; i++)
+            nl += line_port[i] == ports[k];
+        fprintf(stderr, "fh-dataplane: port %u (%s): %u line(s)%s, igmp %s (%u group(s))\n", ports[k], name, nl,
+                rt.on && rt.port == ports[k] ? " and the retransmission server" : "",
+                o.igmp ? (o.igmp == 2 ? "v2" : "v3") : "off", ig[k].ngroups);
+    }
+    fprintf(stderr, "fh-dataplane: lcore %u, segment %s, hold-back %u messages, %s: running\n", rte_lcore_id(),
+            o.segment, o.hold, o.retrans_ip ? "retransmission requests on" : "no retransmission server");
+    for (unsigned k = 0; k < nports; k++)
+        if (ig[k].join)
+            igmp_flush(&ig[k], rte_rdtsc()); /* the joins, right after the port started */
+    /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts) so that every
+     * frame that reached a port is applied or counted, then stops. */
     for (uint32_t drained = 0;;) {
         uint64_t t0 = rte_rdtsc();
-        uint16_t n = rte_eth_rx_burst(port, 0, bufs, BURST);
+        uint16_t n = 0;
+        unsigned k = 0;
+        for (; k < nports; k++) /* the first port with frames; the others are polled on the next rounds */
+            if ((n = rte_eth_rx_burst(ports[k], 0, bufs, BURST)) > 0)
+                break;
         if (n == 0) {
             if (quit)
                 break;
-            if (FH_UNLIKELY(ig.join | ig.answer))
-                igmp_flush(&ig, t0);
-            if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx, exit_idle, &ls, &empty))
+            for (unsigned j = 0; j < nports; j++)
+                if (FH_UNLIKELY(ig[j].join | ig[j].answer))
+                    igmp_flush(&ig[j], t0);
+            if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
+                int nr = fh_mold_feed_poll(&feed, e, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                if (nr)
+                    retrans_send(&rt, rq, nr);
+                fh_engine_batch_end(e);
+                empty = 0; /* keep polling closely while a gap is open */
+            }
+            if (t0 - last_stats > stats_every)
+                fh_mold_feed_poll(&feed, e, t0, rq, 0); /* line states */
+            if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
+                      fh_mold_feed_busy(&feed) ? 0 : exit_idle, &ls, &empty))
                 break;
             continue;
+        }
+        if (k) { /* round robin: the port that had frames goes last next time */
+            uint16_t first = ports[k];
+            memmove(&ports[k], &ports[k + 1], (nports - k - 1) * sizeof ports[0]);
+            ports[nports - 1] = first;
+            igmp_t t = ig[k];
+            memmove(&ig[k], &ig[k + 1], (nports - k - 1) * sizeof ig[0]);
+            ig[nports - 1] = t;
+            k = nports - 1;
         }
         empty = 0;
         uint64_t rx = rte_rdtsc();
@@ -519,23 +937,32 @@ int main(int argc, char **argv)
             }
             if (fh_net_parse(&o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0) {
                 if (FH_UNLIKELY(o.net.drops[FH_NET_not_udp] != seen_not_udp)) {
-                    igmp_rx(&ig, &o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, rx);
+                    igmp_rx(&ig[k], &o.net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, rx);
                     seen_not_udp = o.net.drops[FH_NET_not_udp];
+                } else if (FH_UNLIKELY(o.net.drops[FH_NET_not_ipv4] != seen_not_ipv4)) {
+                    arp_rx(&arp, &o.net, ports[k], tx_pool[k], o.src_ip, rte_pktmbuf_mtod(mb, const uint8_t *),
+                           mb->data_len);
+                    seen_not_ipv4 = o.net.drops[FH_NET_not_ipv4];
                 }
                 continue;
             }
             fh_engine_batch_begin(e, rx); /* stamps the events of this datagram */
-            int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line);
+            int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) {
                 hist[hist_index(rte_rdtsc() - rx)] += (uint64_t)applied;
                 msgs_total += (uint64_t)applied;
             }
         }
+        if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
+            int nr = fh_mold_feed_poll(&feed, e, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            if (nr)
+                retrans_send(&rt, rq, nr);
+        }
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
         ls.packets += n;
         rte_pktmbuf_free_bulk(bufs, n);
-        if (FH_UNLIKELY(ig.join | ig.answer))
-            igmp_flush(&ig, rx);
+        if (FH_UNLIKELY(ig[k].join | ig[k].answer))
+            igmp_flush(&ig[k], rx);
         uint64_t t1 = rte_rdtsc();
         if (FH_UNLIKELY(!ls.first_tsc))
             ls.first_tsc = t0;
@@ -543,6 +970,7 @@ int main(int argc, char **argv)
         ls.busy_bursts++;
         ls.last_tsc = last_rx = t1;
         if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
+            fh_mold_feed_poll(&feed, e, t1, rq, 0); /* line states */
             fh_engine_publish_stats(e);
             dp_publish(&pub);
             last_stats = t1;
@@ -551,28 +979,61 @@ int main(int argc, char **argv)
             break;
     }
 
+    for (unsigned k = 0; k < nports; k++) /* leave the groups (bounded: a few ms) before the statistics */
+        igmp_leave(&ig[k], rte_rdtsc());
+    fh_mold_feed_poll(&feed, e, rte_rdtsc(), rq, 0);
     fh_engine_publish_stats(e);
     dp_publish(&pub);
-    memset(&st, 0, sizeof st);
-    rte_eth_stats_get(port, &st);
+    struct rte_eth_stats tot;
+    memset(&tot, 0, sizeof tot);
+    for (unsigned k = 0; k < nports; k++) {
+        memset(&st, 0, sizeof st);
+        rte_eth_stats_get(ports[k], &st);
+        tot.ipackets += st.ipackets, tot.imissed += st.imissed, tot.ierrors += st.ierrors;
+        tot.rx_nombuf += st.rx_nombuf, tot.opackets += st.opackets, tot.oerrors += st.oerrors;
+    }
     uint64_t c[FH_C_COUNT];
     fh_engine_counters(e, c);
     printf("{\"mode\": \"full\", \"packets\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"messages_applied\": %" PRIu64
-           ", \"nic\": {\"ipackets\": %" PRIu64 ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64
+           ", \"ports\": %u, \"nic\": {\"ipackets\": %" PRIu64 ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64
            ", \"rx_nombuf\": %" PRIu64 ", \"opackets\": %" PRIu64 ", \"oerrors\": %" PRIu64 "}, \"drops\": {",
-           ls.packets, ls.bytes, msgs_total, st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, st.opackets,
-           st.oerrors);
+           ls.packets, ls.bytes, msgs_total, nports, tot.ipackets, tot.imissed, tot.ierrors, tot.rx_nombuf,
+           tot.opackets, tot.oerrors);
     for (int i = 0; i < FH_NET_DROP_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_net_drop_name(i), o.net.drops[i]);
     printf("}, ");
-    igmp_json(&ig);
-    printf(", \"mold\": {");
+    igmp_json(&ig[0]);
+    for (unsigned k = 1; k < nports; k++) {
+        printf(", \"port%u\": {", ports[k]);
+        igmp_json(&ig[k]);
+        printf("}");
+    }
+    printf(", \"arp\": {\"frames\": %" PRIu64 ", \"requests_for_us\": %" PRIu64 ", \"replies_sent\": %" PRIu64
+           ", \"tx_failed\": %" PRIu64 "}, \"retransmission\": {\"server\": %s, \"requests_sent\": %" PRIu64
+           ", \"tx_failed\": %" PRIu64 ", \"no_mbuf\": %" PRIu64 "}",
+           arp.frames, arp.requests_for_us, arp.replies_sent, arp.tx_failed, rt.on ? "true" : "false", rt.sent,
+           rt.tx_failed, rt.no_mbuf);
+    char session[11];
+    memcpy(session, feed.session, 10);
+    session[10] = 0;
+    for (int i = 0; i < 10; i++)
+        if ((unsigned char)session[i] < 0x20 || session[i] == '"' || session[i] == '\\' || (unsigned char)session[i] > 0x7e)
+            session[i] = '?';
+    printf(", \"feed\": {\"state\": \"%s\", \"session\": \"%s\", \"next_seq\": %" PRIu64 ", \"held\": %u, "
+           "\"outstanding\": %u}, \"mold\": {",
+           fh_feed_state_name(feed.state), feed.have_session ? session : "", feed.next_seq, feed.held_now,
+           feed.outstanding);
     for (int i = 0; i < FH_M_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_mold_counter_name(i), feed.counters[i]);
     printf("}, \"lines\": [");
-    for (uint32_t i = 0; i < o.net.nlines; i++)
-        printf("%s{\"datagrams\": %" PRIu64 ", \"won\": %" PRIu64 "}", i ? ", " : "", feed.line_datagrams[i],
-               feed.line_won[i]);
+    for (uint32_t i = 0; i < o.net.nlines && i < FH_MOLD_MAX_LINES; i++) {
+        const fh_mold_line_t *L = &feed.line[i];
+        printf("%s{\"kind\": \"%s\", \"state\": \"%s\", \"datagrams\": %" PRIu64 ", \"messages\": %" PRIu64
+               ", \"won\": %" PRIu64 ", \"duplicates\": %" PRIu64 ", \"late\": %" PRIu64 ", \"lost\": %" PRIu64 "}",
+               i ? ", " : "", i < o.nfeed ? "feed" : "retransmission",
+               i < o.nfeed ? fh_line_state_name(L->state) : "live", L->datagrams, L->messages, L->won,
+               L->duplicates, L->late, L->lost);
+    }
     printf("], \"engine\": {");
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
@@ -587,9 +1048,14 @@ int main(int argc, char **argv)
     fflush(stdout);
     fh_engine_destroy(e);
     fh_seg_close(seg, !o.keep);
-    rte_eth_allmulticast_disable(port);
-    rte_eth_dev_stop(port);
-    rte_eth_dev_close(port);
+    fh_mold_feed_free(&feed);
+    if (mc.hold_mem)
+        rte_free(mc.hold_mem);
+    for (unsigned k = 0; k < nports; k++) {
+        rte_eth_allmulticast_disable(ports[k]);
+        rte_eth_dev_stop(ports[k]);
+        rte_eth_dev_close(ports[k]);
+    }
     rte_eal_cleanup();
     return 0;
 }

@@ -80,6 +80,7 @@ struct fh_engine {
     uint64_t rx_tsc, now_tsc;
     fh_seg_t *seg;
     bool owns_seg;
+    uint8_t new_status; /* status of a book created from now on: FH_BOOK_LIVE, or STALE after a loss */
     /* levels */
     uint32_t nbooks;
     uint32_t arena_top;
@@ -144,7 +145,7 @@ size_t fh_engine_footprint(const fh_engine_cfg_t *cfg)
     return layout(cfg, &l) ? 0 : l.total;
 }
 
-void fh_engine_reset(fh_engine_t *e)
+void fh_engine_clear_books(fh_engine_t *e)
 {
     memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
     memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
@@ -162,10 +163,24 @@ void fh_engine_reset(fh_engine_t *e)
     e->nbooks = 0;
     e->arena_top = 0;
     e->levels_used = 0;
-    e->levels_peak = 0;
     memset(e->free_head, 0, sizeof e->free_head);
+}
+
+void fh_engine_reset(fh_engine_t *e)
+{
+    fh_engine_clear_books(e);
+    e->levels_peak = 0;
+    e->new_status = FH_BOOK_LIVE;
     memset(e->counters, 0, sizeof e->counters);
     memset(e->type_counts, 0, sizeof e->type_counts);
+}
+
+int fh_engine_set_new_book_status(fh_engine_t *e, int status)
+{
+    if (status != FH_BOOK_LIVE && status != FH_BOOK_STALE)
+        return -1;
+    e->new_status = (uint8_t)status;
+    return 0;
 }
 
 fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
@@ -200,6 +215,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->head = atomic_load_explicit(&seg->hdr->head, memory_order_relaxed);
     e->woken = e->head;
     e->publish = seg->fd >= 0;
+    e->new_status = FH_BOOK_LIVE;
     fh_engine_reset(e);
     return e;
 }
@@ -613,7 +629,7 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     b->cls[0] = b->cls[1] = NO_BLOCK;
     b->locate = locate;
     b->trading_state = 'T';
-    b->status = FH_BOOK_LIVE;
+    b->status = e->new_status;
     set_symbol(b, stock);
     book_end(e, b, m);
     e->nbooks++;

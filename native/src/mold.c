@@ -1,6 +1,10 @@
-/* A MoldUDP64 feed's sequencing across its lines (fh/mold.h). */
+/* A MoldUDP64 feed's sequencing, arbitration and gap recovery across its lines (fh/mold.h). */
+#include <errno.h>
+#include <stdlib.h>
+
 #include "fh/book.h"
 #include "fh/mold.h"
+#include "fh/shm.h"
 
 static const char *const names[FH_M_COUNT] = {
 #define FH_X(n) #n,
@@ -10,37 +14,279 @@ static const char *const names[FH_M_COUNT] = {
 
 const char *fh_mold_counter_name(int c) { return c >= 0 && c < FH_M_COUNT ? names[c] : NULL; }
 
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line)
+const char *fh_line_state_name(int s)
+{
+    static const char *const n[] = { "down", "live", "stale" };
+    return s >= 0 && s < 3 ? n[s] : NULL;
+}
+
+const char *fh_feed_state_name(int s)
+{
+    static const char *const n[] = { "waiting", "live", "recovering", "stale", "ended" };
+    return s >= 0 && s < 5 ? n[s] : NULL;
+}
+
+void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms)
+{
+    memset(c, 0, sizeof *c);
+    c->gap_wait = 2 * ticks_per_ms;
+    c->request_timeout = 100 * ticks_per_ms;
+    c->retries = 4;
+    c->request_max = 1000;
+    c->max_outstanding = 4;
+    c->hold = 1u << 20;
+    c->policy = FH_MOLD_RESUME;
+    c->line_stale = 3000 * ticks_per_ms;
+    c->line_down = 10000 * ticks_per_ms;
+}
+
+int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
+{
+    memset(f, 0, sizeof *f);
+    if (!cfg)
+        return 0;
+    if (cfg->hold && (cfg->hold < 2 || (cfg->hold & (cfg->hold - 1)) || cfg->hold > (1u << 28))) {
+        FH_ERR("hold-back buffer of %u messages: must be 0 or a power of two from 2 to 2^28", cfg->hold);
+        return -1;
+    }
+    if (cfg->can_request && (cfg->request_max < 1 || cfg->request_max > 65534)) {
+        FH_ERR("%u messages per retransmission request: must be 1 to 65534", cfg->request_max);
+        return -1;
+    }
+    if (cfg->can_request && (cfg->max_outstanding < 1 || cfg->max_outstanding > FH_MOLD_MAX_OUTSTANDING)) {
+        FH_ERR("%u outstanding requests: must be 1 to %d", cfg->max_outstanding, FH_MOLD_MAX_OUTSTANDING);
+        return -1;
+    }
+    if (cfg->can_request && !cfg->request_timeout) {
+        FH_ERR("a request timeout of 0: give the retransmission server some time (e.g. 100 ms)");
+        return -1;
+    }
+    if (cfg->can_request && !cfg->hold) {
+        FH_ERR("retransmission needs a hold-back buffer for what arrives after a gap (hold > 0)");
+        return -1;
+    }
+    if (cfg->policy != FH_MOLD_RESUME && cfg->policy != FH_MOLD_SNAPSHOT) {
+        FH_ERR("unknown policy %d after an unrecoverable gap: resume or snapshot", cfg->policy);
+        return -1;
+    }
+    f->cfg = *cfg;
+    if (cfg->hold) {
+        void *mem = cfg->hold_mem;
+        if (!mem) {
+            if (posix_memalign(&mem, 64, (size_t)cfg->hold * sizeof(fh_mold_slot_t))) {
+                FH_ERR("no memory for a hold-back buffer of %u messages (%zu MiB)", cfg->hold,
+                       ((size_t)cfg->hold * sizeof(fh_mold_slot_t)) >> 20);
+                return -1;
+            }
+            memset(mem, 0, (size_t)cfg->hold * sizeof(fh_mold_slot_t));
+            f->own_hold = 1;
+        }
+        f->hold = mem;
+        f->hold_mask = cfg->hold - 1;
+    }
+    return 0;
+}
+
+void fh_mold_feed_free(fh_mold_feed_t *f)
+{
+    if (f->own_hold)
+        free(f->hold);
+    f->hold = NULL;
+    f->own_hold = 0;
+}
+
+void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s) { f->snap = s; }
+
+size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)
+{
+    memcpy(out, r->session, FH_MOLD_SESSION_LEN);
+    for (int i = 0; i < 8; i++)
+        out[10 + i] = (uint8_t)(r->seq >> (56 - 8 * i));
+    out[18] = (uint8_t)(r->count >> 8);
+    out[19] = (uint8_t)r->count;
+    return 20;
+}
+
+static void set_state(fh_mold_feed_t *f)
+{
+    f->state = f->gap_open ? FH_FEED_RECOVERING
+             : f->stale    ? FH_FEED_STALE
+             : f->ended    ? FH_FEED_ENDED
+             : f->have_session ? FH_FEED_LIVE
+                               : FH_FEED_WAITING;
+}
+
+static inline int present(const fh_mold_feed_t *f, uint64_t s)
+{
+    return f->hold && f->hold[s & f->hold_mask].seq == s;
+}
+
+/* Apply the held messages whose turn has come. Returns how many. */
+static unsigned drain(fh_mold_feed_t *f, fh_engine_t *e)
+{
+    unsigned n = 0;
+    while (f->held_now) {
+        fh_mold_slot_t *s = &f->hold[f->next_seq & f->hold_mask];
+        if (s->seq != f->next_seq)
+            break;
+        fh_engine_apply(e, s->data, s->len);
+        s->seq = 0;
+        f->held_now--;
+        f->next_seq++;
+        n++;
+    }
+    f->counters[FH_M_applied] += n;
+    return n;
+}
+
+static void close_if_filled(fh_mold_feed_t *f)
+{
+    if (f->gap_open && f->next_seq >= f->known_hi) {
+        f->gap_open = 0;
+        f->known_hi = f->next_seq;
+        memset(f->req, 0, sizeof f->req);
+        f->outstanding = 0;
+    }
+}
+
+/* Every book of the feed is stale: the lost messages could have touched any of them. Rare: a loop over the
+ * locates. Books created from now on start stale too. */
+static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, fh_engine_t *e)
+{
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+    f->stale = 1;
+}
+
+/* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
+ * apply what follows in order. Returns the messages applied from the hold. */
+static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *e)
+{
+    uint64_t to = f->next_seq + 1;
+    while (to < f->known_hi && !present(f, to))
+        to++;
+    if (to > f->known_hi)
+        to = f->known_hi;
+    if (to <= f->next_seq)
+        return 0;
+    f->counters[FH_M_unrecoverable]++;
+    mark_stale(f, e);
+    if (f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
+        f->snap->request(f->snap->ctx, f->session, f->next_seq - 1) == 0) {
+        /* Hold on: the snapshot will fill the gap (fh_mold_snapshot_end); what comes meanwhile is held. */
+        f->snap_pending = 1;
+        return 0;
+    }
+    f->counters[FH_M_lost] += to - f->next_seq;
+    f->next_seq = to;
+    unsigned n = drain(f, e);
+    close_if_filled(f);
+    return n;
+}
+
+/* Give up every hole below `end`. */
+static unsigned lose_upto(fh_mold_feed_t *f, fh_engine_t *e, uint64_t end)
+{
+    unsigned n = 0;
+    while (f->gap_open && f->next_seq < end && f->next_seq < f->known_hi) {
+        uint64_t before = f->next_seq;
+        n += lose_hole(f, e);
+        if (f->next_seq == before) /* a snapshot was asked for instead */
+            break;
+    }
+    return n;
+}
+
+/* A sequence beyond next_seq is known to exist (held, or named by a heartbeat): what lies between the old
+ * high mark and it is missing. */
+static inline void note_known(fh_mold_feed_t *f, uint64_t hi, uint64_t now)
+{
+    if (hi <= f->known_hi)
+        return;
+    if (f->known_hi < f->next_seq)
+        f->known_hi = f->next_seq;
+    if (!f->gap_open) {
+        f->gap_open = 1;
+        f->gap_since = now;
+        f->counters[FH_M_gaps]++;
+    }
+    f->counters[FH_M_gap_messages] += hi - f->known_hi;
+    f->known_hi = hi;
+}
+
+static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e, const char *session, uint64_t seq)
+{
+    if (f->have_session) {
+        f->counters[FH_M_session_changes]++;
+        if (f->gap_open) /* the old session's missing messages can no longer be asked for */
+            lose_upto(f, e, f->known_hi);
+        if (f->held_now)
+            for (uint64_t s = 0; s <= f->hold_mask; s++)
+                f->hold[s].seq = 0;
+        f->held_now = 0;
+        f->gap_open = 0;
+        memset(f->req, 0, sizeof f->req);
+        f->outstanding = 0;
+        for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
+            f->line[i].next = 0;
+    }
+    if (f->have_session) {
+        memcpy(f->prev_session, f->session, FH_MOLD_SESSION_LEN);
+        f->have_session = 2;
+    } else {
+        f->have_session = 1;
+    }
+    memcpy(f->session, session, FH_MOLD_SESSION_LEN);
+    f->ended = 0;
+    f->next_seq = f->known_hi = seq;
+}
+
+int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
     f->counters[FH_M_datagrams]++;
-    if ((unsigned)line < FH_MOLD_MAX_LINES)
-        f->line_datagrams[line]++;
-    else
-        line = -1;
-    if (fh_mold_parse_hdr(d, len, &h)) {
+    fh_mold_line_t *L = NULL;
+    int recovery = 0;
+    if ((unsigned)line < FH_MOLD_MAX_LINES) {
+        L = &f->line[line];
+        L->datagrams++;
+        L->last_rx = now ? now : 1;
+        recovery = (f->cfg.recovery_lines >> line) & 1;
+    }
+    if (FH_UNLIKELY(fh_mold_parse_hdr(d, len, &h))) {
         f->counters[FH_M_malformed]++;
         return 0;
     }
-    if (h.count == FH_MOLD_END_OF_SESSION) {
-        f->counters[FH_M_end_of_session]++;
-        return 0;
-    }
     int sequenced = h.sequence != 0;
-    if (sequenced && (!f->have_session || memcmp(f->session, h.session, sizeof h.session))) {
-        if (f->have_session)
-            f->counters[FH_M_session_changes]++;
-        memcpy(f->session, h.session, sizeof h.session);
-        f->have_session = 1;
-        f->next_seq = h.sequence;
-    }
-    if (h.count == FH_MOLD_HEARTBEAT) {
-        f->counters[FH_M_heartbeats]++;
-        if (sequenced && h.sequence > f->next_seq) { /* the heartbeat names the next sequence: a gap */
-            f->counters[FH_M_gaps]++;
-            f->counters[FH_M_gap_messages] += h.sequence - f->next_seq;
-            f->next_seq = h.sequence;
+    if (FH_UNLIKELY(sequenced && (!f->have_session || memcmp(f->session, h.session, sizeof h.session)))) {
+        if (recovery || (f->have_session > 1 && !memcmp(f->prev_session, h.session, sizeof h.session))) {
+            f->counters[FH_M_old_session]++; /* a reply never changes the session; a line behind never goes back */
+            return 0;
         }
+        new_session(f, e, h.session, h.sequence);
+    }
+    if (FH_UNLIKELY(h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)) {
+        /* Both name the sequence of the next message the server will send. */
+        f->counters[h.count == FH_MOLD_HEARTBEAT ? FH_M_heartbeats : FH_M_end_of_session]++;
+        if (sequenced) {
+            if (L && !recovery) {
+                if (L->next && h.sequence > L->next)
+                    L->lost += h.sequence - L->next;
+                if (h.sequence > L->next)
+                    L->next = h.sequence;
+            }
+            if (h.sequence > f->next_seq) {
+                note_known(f, h.sequence, now);
+                if (!f->hold) /* nothing can fill it: given up at once */
+                    lose_upto(f, e, h.sequence);
+            } else if (h.sequence < f->next_seq) {
+                f->counters[FH_M_backwards]++;
+            }
+            if (h.count == FH_MOLD_END_OF_SESSION)
+                f->ended = 1;
+        }
+        set_state(f);
         return 0;
     }
     /* Frame the blocks first: the datagram's message count must fit (the part that does is still used). */
@@ -50,41 +296,251 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
     unsigned whole = 0;
     while (whole < h.count && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK)
         whole++;
-    if (whole < h.count)
+    if (FH_UNLIKELY(whole < h.count))
         f->counters[FH_M_malformed]++;
     const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = w.p;
-    unsigned applied = 0;
-    if (sequenced && h.sequence == f->next_seq) {
+    unsigned applied = 0, direct = 0;
+    if (sequenced && L && !recovery) { /* the line's own health */
+        L->messages += whole;
+        if (FH_UNLIKELY(h.sequence != L->next) && L->next) {
+            if (h.sequence > L->next)
+                L->lost += h.sequence - L->next;
+            else
+                L->late += whole < L->next - h.sequence ? whole : L->next - h.sequence;
+        }
+        if (h.sequence + whole > L->next)
+            L->next = h.sequence + whole;
+    }
+    if (FH_LIKELY(sequenced && h.sequence == f->next_seq && !f->gap_open)) {
         /* The common case: the next datagram in order. Apply its blocks in one run (the engine prefetches
          * ahead across them). */
         fh_engine_apply_blocks(e, blocks, (size_t)(end - blocks));
-        applied = whole;
+        applied = direct = whole;
         f->next_seq += whole;
-        if (line >= 0)
-            f->line_won[line] += whole;
+        f->known_hi = f->next_seq;
+        if (L)
+            L->won += whole;
     } else {
         w = (fh_blocks_t){ blocks, end };
         for (unsigned i = 0; i < whole && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK; i++) {
             if (!sequenced) {
                 f->counters[FH_M_unsequenced]++;
-            } else {
-                uint64_t seq = h.sequence + i;
-                if (seq < f->next_seq) {
+                fh_engine_apply(e, m, n);
+                applied++;
+                direct++;
+                continue;
+            }
+            uint64_t seq = h.sequence + i;
+            if (seq < f->next_seq) {
+                f->counters[FH_M_duplicates]++;
+                if (L)
+                    L->duplicates++;
+                continue;
+            }
+            int missing = seq < f->known_hi; /* it fills a known hole */
+            if (seq > f->next_seq) {
+                if (!f->hold) { /* no hold-back buffer: the gap is given up at once */
+                    note_known(f, seq, now);
+                    lose_upto(f, e, seq);
+                } else if (seq - f->next_seq > f->hold_mask) { /* beyond the buffer: give up the oldest holes */
+                    f->counters[FH_M_hold_full]++;
+                    note_known(f, seq, now);
+                    while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi) {
+                        uint64_t before = f->next_seq;
+                        applied += lose_hole(f, e);
+                        if (f->next_seq == before && f->snap_pending)
+                            f->snap_pending = 0; /* the buffer cannot wait for the snapshot: resume */
+                    }
+                    if (seq - f->next_seq > f->hold_mask) { /* nothing held at all: skip straight to it */
+                        f->counters[FH_M_unrecoverable]++;
+                        f->counters[FH_M_lost] += seq - f->next_seq;
+                        f->next_seq = seq;
+                        mark_stale(f, e);
+                    }
+                    missing = 0;
+                }
+            }
+            if (seq > f->next_seq) { /* hold it until the gap before it is filled */
+                fh_mold_slot_t *s = &f->hold[seq & f->hold_mask];
+                if (s->seq == seq) {
                     f->counters[FH_M_duplicates]++;
+                    if (L)
+                        L->duplicates++;
                     continue;
                 }
-                if (seq > f->next_seq) {
-                    f->counters[FH_M_gaps]++;
-                    f->counters[FH_M_gap_messages] += seq - f->next_seq;
+                if (missing)
+                    f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
+                note_known(f, seq, now); /* what lies before it is missing; it is not */
+                if (f->known_hi < seq + 1)
+                    f->known_hi = seq + 1;
+                if (FH_UNLIKELY(n > FH_MOLD_HOLD_MSG)) { /* left missing: asked for again */
+                    f->counters[FH_M_hold_oversize]++;
+                    continue;
                 }
-                f->next_seq = seq + 1;
-                if (line >= 0)
-                    f->line_won[line]++;
+                s->seq = seq;
+                s->len = (uint16_t)n;
+                memcpy(s->data, m, n);
+                f->held_now++;
+                f->counters[FH_M_held]++;
+                if (L)
+                    L->won++;
+                continue;
             }
+            /* seq == next_seq */
+            if (missing && f->gap_open)
+                f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
             fh_engine_apply(e, m, n);
+            f->next_seq++;
             applied++;
+            direct++;
+            if (L)
+                L->won++;
+            if (f->held_now)
+                applied += drain(f, e);
+            if (f->next_seq > f->known_hi)
+                f->known_hi = f->next_seq;
+            close_if_filled(f);
         }
     }
-    f->counters[FH_M_applied] += applied;
+    f->counters[FH_M_applied] += direct;
+    if (FH_UNLIKELY(f->state != FH_FEED_LIVE || f->gap_open))
+        set_state(f);
     return (int)applied;
+}
+
+int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap)
+{
+    for (int i = 0; i < FH_MOLD_MAX_LINES; i++) {
+        fh_mold_line_t *L = &f->line[i];
+        if ((f->cfg.recovery_lines >> i) & 1)
+            continue;
+        uint64_t quiet = now - L->last_rx;
+        L->state = !L->last_rx                                   ? FH_LINE_DOWN
+                 : f->cfg.line_down && quiet >= f->cfg.line_down ? FH_LINE_DOWN
+                 : f->cfg.line_stale && quiet >= f->cfg.line_stale ? FH_LINE_STALE
+                                                                    : FH_LINE_LIVE;
+    }
+    int nout = 0;
+    if (!f->gap_open || f->snap_pending) {
+        set_state(f);
+        return 0;
+    }
+    const fh_mold_cfg_t *c = &f->cfg;
+    /* Requests that are answered (or whose range was given up) free their place. */
+    for (int i = 0; i < FH_MOLD_MAX_OUTSTANDING; i++) {
+        fh_mold_req_state_t *r = &f->req[i];
+        if (r->count && r->seq + r->count <= f->next_seq) {
+            r->count = 0;
+            f->outstanding--;
+        }
+    }
+    /* Timeouts: resend with a doubled timeout, or give the range up. */
+    for (int i = 0; i < FH_MOLD_MAX_OUTSTANDING && f->gap_open; i++) {
+        fh_mold_req_state_t *r = &f->req[i];
+        if (!r->count || now < r->due)
+            continue;
+        if (r->tries > c->retries) {
+            uint64_t end = r->seq + r->count;
+            f->counters[FH_M_request_timeouts]++;
+            r->count = 0;
+            f->outstanding--;
+            lose_upto(f, e, end);
+            continue;
+        }
+        uint64_t from = r->seq > f->next_seq ? r->seq : f->next_seq;
+        if (nout < cap) {
+            out[nout] = (fh_mold_request_t){ .seq = from, .count = (uint16_t)(r->seq + r->count - from) };
+            memcpy(out[nout].session, f->session, FH_MOLD_SESSION_LEN);
+            nout++;
+            r->tries++;
+            r->timeout *= 2;
+            r->due = now + r->timeout;
+            f->counters[FH_M_request_retries]++;
+            f->counters[FH_M_requests]++;
+            f->counters[FH_M_request_messages] += r->seq + r->count - from;
+        }
+    }
+    if (f->gap_open && now - f->gap_since >= c->gap_wait) {
+        if (!c->can_request) {
+            lose_upto(f, e, f->known_hi);
+        } else {
+            /* New requests for the holes no request covers, in order, a bounded scan. */
+            uint64_t s = f->next_seq, budget = 1u << 16;
+            while (s < f->known_hi && f->outstanding < c->max_outstanding && nout < cap && budget--) {
+                if (present(f, s)) {
+                    s++;
+                    continue;
+                }
+                int covered = -1;
+                for (int i = 0; i < FH_MOLD_MAX_OUTSTANDING; i++)
+                    if (f->req[i].count && f->req[i].seq <= s && s < f->req[i].seq + f->req[i].count)
+                        covered = i;
+                if (covered >= 0) {
+                    s = f->req[covered].seq + f->req[covered].count;
+                    continue;
+                }
+                uint64_t h = s;
+                while (s < f->known_hi && !present(f, s) && s - h < c->request_max)
+                    s++;
+                int slot = 0;
+                while (f->req[slot].count)
+                    slot++;
+                f->req[slot] = (fh_mold_req_state_t){ .seq = h, .count = (uint32_t)(s - h), .tries = 1,
+                                                      .timeout = c->request_timeout, .due = now + c->request_timeout };
+                f->outstanding++;
+                out[nout] = (fh_mold_request_t){ .seq = h, .count = (uint16_t)(s - h) };
+                memcpy(out[nout].session, f->session, FH_MOLD_SESSION_LEN);
+                nout++;
+                f->counters[FH_M_requests]++;
+                f->counters[FH_M_request_messages] += s - h;
+            }
+        }
+    }
+    set_state(f);
+    return nout;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------------------- */
+
+void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e)
+{
+    (void)f;
+    fh_engine_set_new_book_status(e, FH_BOOK_STALE); /* live once the snapshot has ended */
+    fh_engine_clear_books(e);
+}
+
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len)
+{
+    (void)f;
+    fh_engine_apply(e, msg, len);
+}
+
+void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq)
+{
+    /* The snapshot holds every message up to seq: skip those (held ones included), apply what follows. */
+    uint64_t too_old = seq + 1 < f->next_seq ? f->next_seq - seq - 1 : 0;
+    if (seq + 1 > f->next_seq) {
+        for (uint64_t s = f->next_seq; s <= seq && f->held_now; s++)
+            if (present(f, s)) {
+                f->hold[s & f->hold_mask].seq = 0;
+                f->held_now--;
+            }
+        f->next_seq = seq + 1;
+        if (f->known_hi < f->next_seq)
+            f->known_hi = f->next_seq;
+    }
+    fh_engine_set_new_book_status(e, FH_BOOK_LIVE);
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_LIVE, NULL);
+    f->stale = 0;
+    f->snap_pending = 0;
+    f->counters[FH_M_snapshots]++;
+    if (too_old) { /* messages after the snapshot were applied before it cleared the books: lost */
+        f->counters[FH_M_unrecoverable]++;
+        f->counters[FH_M_lost] += too_old;
+        mark_stale(f, e);
+    }
+    drain(f, e);
+    close_if_filled(f);
+    set_state(f);
 }

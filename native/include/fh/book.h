@@ -77,6 +77,12 @@ fh_engine_t *fh_engine_create_on(const fh_engine_cfg_t *cfg, fh_seg_t *seg);
 void fh_engine_destroy(fh_engine_t *e);
 /* Forget every order and book; keeps the configuration and memory. Not while readers read. */
 void fh_engine_reset(fh_engine_t *e);
+/* Forget every order and book but keep the counters (a snapshot is about to rebuild them). Each book is
+ * emptied under its seqlock, so readers see it whole before and empty after. */
+void fh_engine_clear_books(fh_engine_t *e);
+/* The status books created from now on get: FH_BOOK_LIVE (the default), or FH_BOOK_STALE after an
+ * unrecoverable loss (a book first seen after it may have lost messages in it too). 0, or -1. */
+int fh_engine_set_new_book_status(fh_engine_t *e, int status);
 
 /* Publishing (on for a shared segment, off for a private one): seqlocks and events. Turning it off on a
  * shared segment is for measuring its cost only. */

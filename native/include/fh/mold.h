@@ -7,6 +7,8 @@
 #ifndef FH_MOLD_H
 #define FH_MOLD_H
 
+#include <stdbool.h>
+
 #include "fh/common.h"
 
 #define FH_MOLD_HDR_LEN 20
@@ -59,38 +61,181 @@ static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, 
     return FH_BLOCK_OK;
 }
 
-/* ---- a feed's sequencing (first copy wins across its lines) ------------------------------------------ */
+/* ---- a feed's sequencing and recovery --------------------------------------------------------------------
+ *
+ * One feed, several lines (A, B, ... and the replies of its retransmission server): the first copy of each
+ * sequence number wins, from whichever line; later copies are duplicates. When the next expected sequence
+ * is missing while later ones arrive (or a heartbeat names a later one), a gap opens: the later messages are
+ * held (a bounded hold-back buffer indexed by sequence) and applied in order once the gap is filled, from
+ * another line within `gap_wait` or by retransmission: fh_mold_feed_poll asks for MoldUDP64 requests
+ * (session, sequence, count, capped per request; at most `max_outstanding` in flight) for the missing
+ * ranges, resends one after `request_timeout` (doubling each time) up to `retries` times. A gap becomes
+ * unrecoverable when there is no request server, when the hold-back buffer cannot hold what comes after it,
+ * or when a request's retries run out; then the missing messages are skipped (counted `lost`), every book
+ * is marked stale (the lost messages could have touched any of them: MoldUDP64 does not say which) with a
+ * stale event, and by the policy the feed either resumes after the gap with the books stale until a snapshot
+ * rebuilds them (FH_MOLD_RESUME), or asks its snapshot source for one (FH_MOLD_SNAPSHOT, below).
+ *
+ * Time: `now` is whatever clock the caller counts in (the data plane: TSC ticks), the same for every call
+ * and for the durations in fh_mold_cfg_t. Nothing here allocates after fh_mold_feed_init, blocks or makes
+ * a system call. */
 
 typedef struct fh_engine fh_engine_t;
 
 #define FH_MOLD_COUNTERS(X) \
     X(datagrams) X(heartbeats) X(end_of_session) X(malformed) X(unsequenced) X(applied) X(duplicates) \
-    X(gaps) X(gap_messages) X(session_changes)
+    X(gaps) X(gap_messages) X(session_changes) X(backwards) X(held) X(hold_full) X(hold_oversize) \
+    X(recovered_lines) X(recovered_retrans) X(requests) X(request_messages) X(request_retries) \
+    X(request_timeouts) X(unrecoverable) X(lost) X(snapshots) X(old_session)
 typedef enum fh_mold_counter {
 #define FH_X(n) FH_M_##n,
     FH_MOLD_COUNTERS(FH_X)
 #undef FH_X
     FH_M_COUNT
 } fh_mold_counter_t;
+/* datagrams .. session_changes as before; and
+ *   gaps               gaps opened (the next expected sequence missing while a later one is known)
+ *   gap_messages       messages that were missing when found missing (filled later or lost)
+ *   backwards          heartbeats / end-of-session markers naming a sequence below the next expected one
+ *                      in the same session (nothing is undone: they are rejected and counted)
+ *   held               messages put in the hold-back buffer (each applied later from it, or skipped)
+ *   hold_full          gaps given up because what came after them did not fit in the hold-back buffer
+ *   hold_oversize      messages too long for a hold-back slot (left to be asked for again)
+ *   recovered_lines    missing messages that came late from a line (the other line covered the gap)
+ *   recovered_retrans  missing messages that came from the retransmission server
+ *   requests           requests sent (first sends and resends); request_messages: messages asked for
+ *   request_retries    resends after a timeout; request_timeouts: requests given up after every retry
+ *   unrecoverable      gaps given up (no server, the buffer full, the retries exhausted, session change)
+ *   lost               messages skipped by those gaps
+ *   snapshots          snapshots applied
+ *   old_session        datagrams of a session the feed has left (a line still behind, a late reply), or
+ *                      replies of a session not yet seen: ignored */
 
 #define FH_MOLD_MAX_LINES 16
+#define FH_MOLD_MAX_OUTSTANDING 16
+#define FH_MOLD_HOLD_MSG 54 /* the longest message a hold-back slot keeps (ITCH 5.0's longest is 50) */
+
+/* Line state, from the time since the line's last datagram (heartbeats count). */
+enum { FH_LINE_DOWN = 0, FH_LINE_LIVE = 1, FH_LINE_STALE = 2 };
+/* Feed state. */
+enum { FH_FEED_WAITING = 0, FH_FEED_LIVE = 1, FH_FEED_RECOVERING = 2, FH_FEED_STALE = 3, FH_FEED_ENDED = 4 };
+/* What an unrecoverable gap leads to. */
+enum { FH_MOLD_RESUME = 0, FH_MOLD_SNAPSHOT = 1 };
+
+typedef struct fh_mold_cfg {
+    uint64_t gap_wait;        /* how long a gap may be filled by another line before requests go out */
+    uint64_t request_timeout; /* before the first resend of a request; doubles with each resend */
+    uint32_t retries;         /* resends of a request before its gap is given up */
+    uint32_t request_max;     /* messages per request, 1..65534 */
+    uint32_t max_outstanding; /* requests in flight at once, 1..FH_MOLD_MAX_OUTSTANDING */
+    uint32_t hold;            /* messages the hold-back buffer holds, a power of two (>= 2); 0: none (a gap is
+                               * given up at once: the old first-copy-wins-and-skip behaviour) */
+    bool can_request;         /* there is a request server */
+    int policy;               /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
+    uint64_t line_stale;      /* silence after which a line is stale; 0: never */
+    uint64_t line_down;       /* silence after which a line is down; 0: never */
+    uint32_t recovery_lines;  /* bit i: line i carries the retransmission server's replies (not a feed line) */
+    void *hold_mem;           /* hold * 64 bytes, 64-aligned, zeroed (e.g. NUMA-local); NULL: allocated */
+} fh_mold_cfg_t;
+
+/* One retransmission request (fh_mold_request_encode makes its 20-byte payload). */
+typedef struct fh_mold_request {
+    char session[FH_MOLD_SESSION_LEN];
+    uint64_t seq;
+    uint16_t count;
+} fh_mold_request_t;
+
+/* The snapshot source (FH_MOLD_SNAPSHOT). After an unrecoverable gap the feed calls request(); the source
+ * answers later, from any thread-free place of the caller's loop, with fh_mold_snapshot_begin, the
+ * snapshot's messages (each the ITCH state of a book as of sequence `seq`: system event, directory, trading
+ * state, adds) through fh_mold_snapshot_apply, and fh_mold_snapshot_end(seq): the books are reset before it
+ * and live after it, the messages up to seq are skipped, the ones held after it applied. NASDAQ GLIMPSE is
+ * such a source. A source that cannot (request returns -1) leaves the feed stale as under FH_MOLD_RESUME. */
+typedef struct fh_snapshot_source {
+    int (*request)(void *ctx, const char session[FH_MOLD_SESSION_LEN], uint64_t after_seq);
+    void *ctx;
+} fh_snapshot_source_t;
+
+typedef struct fh_mold_slot { /* 64 bytes: one held message */
+    uint64_t seq;             /* the slot holds message seq when equal (0: empty) */
+    uint16_t len;
+    uint8_t data[FH_MOLD_HOLD_MSG];
+} fh_mold_slot_t;
+
+typedef struct fh_mold_req_state {
+    uint64_t seq, due, timeout;
+    uint32_t count, tries;    /* tries: sends so far; count 0: a free entry */
+} fh_mold_req_state_t;
+
+typedef struct fh_mold_line {
+    uint64_t datagrams;       /* MoldUDP64 datagrams (heartbeats too) */
+    uint64_t messages;        /* sequenced messages carried */
+    uint64_t won;             /* of them, applied from this line (the first copy) */
+    uint64_t duplicates;      /* of them, already applied when they came */
+    uint64_t late;            /* of them, below the line's own highest sequence (reordered or late) */
+    uint64_t lost;            /* sequences this line skipped when it jumped ahead (a reordering: here, then late) */
+    uint64_t next;            /* one past the line's highest sequence */
+    uint64_t last_rx;         /* `now` of its last datagram; 0: never */
+    int state;                /* FH_LINE_* as of the last fh_mold_feed_poll */
+} fh_mold_line_t;
 
 typedef struct fh_mold_feed {
     char session[FH_MOLD_SESSION_LEN];
-    int have_session;
+    char prev_session[FH_MOLD_SESSION_LEN]; /* the session before the last change (have_session > 1) */
+    int have_session;                   /* 0: none yet, 1: one, 2: a change has happened */
+    int state;                          /* FH_FEED_* */
     uint64_t next_seq;                  /* sequence of the next message to apply */
+    uint64_t known_hi;                  /* one past the highest sequence known to exist (held or named) */
+    uint64_t gap_since;                 /* `now` when the current gap opened (gap_open) */
+    int gap_open;
+    uint32_t held_now;                  /* messages in the hold-back buffer */
+    uint32_t hold_mask;
+    fh_mold_slot_t *hold;
+    int own_hold;
+    fh_mold_cfg_t cfg;
+    fh_mold_req_state_t req[FH_MOLD_MAX_OUTSTANDING];
+    uint32_t outstanding;
+    const fh_snapshot_source_t *snap;
+    int snap_pending;                   /* a snapshot was asked for and has not ended */
+    int stale;                          /* books were marked stale by a loss (until a snapshot) */
+    int ended;                          /* end of session seen */
     uint64_t counters[FH_M_COUNT];
-    uint64_t line_datagrams[FH_MOLD_MAX_LINES];
-    uint64_t line_won[FH_MOLD_MAX_LINES]; /* messages first seen on this line */
+    fh_mold_line_t line[FH_MOLD_MAX_LINES];
 } fh_mold_feed_t;
 
-/* Apply one datagram that arrived on `line`: each message whose sequence is the next expected one (or
- * later: the skipped ones are counted as a gap) is applied, a message seen before (on any line) is
- * counted as a duplicate and skipped. Sequence 0 (not a valid MoldUDP64 sequence; anonymised captures
- * have it) is applied unsequenced. A new session restarts the sequence at its first datagram. A datagram
- * whose blocks do not all fit is counted malformed, and the whole blocks before the fault are used.
- * Returns the number of messages applied. */
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line);
+/* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
+void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms);
+/* 0, or -1 with a message (a bad cfg, or no memory for the hold-back buffer). A zeroed feed with a
+ * zeroed cfg (hold 0, no server) behaves as before recovery existed: gaps are skipped at once. */
+int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
+void fh_mold_feed_free(fh_mold_feed_t *f);
+void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
+
+/* Apply one datagram that arrived on `line` at `now`: the messages whose turn it is are applied (with the
+ * held ones that follow them), later ones are held while a gap is open, copies of applied ones are
+ * counted. Sequence 0 (not a valid MoldUDP64 sequence; anonymised captures have it) is applied
+ * unsequenced. A new session restarts the sequence at its first datagram (a gap still open in the old one
+ * is given up first). A datagram whose blocks do not all fit is counted malformed, and the whole blocks
+ * before the fault are used. Returns the number of messages applied. */
+int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now);
+
+/* Timers: line states, and for an open gap the requests to send now (written to out, at most cap; the
+ * caller sends each as fh_mold_request_encode's payload to the request server) or the gap given up.
+ * Call it after each burst while fh_mold_feed_busy and now and then otherwise (line states). Returns the
+ * number of requests written. */
+int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap);
+static inline int fh_mold_feed_busy(const fh_mold_feed_t *f) { return f->gap_open; }
+
+/* The 20-byte MoldUDP64 request payload (session, sequence, count). Returns 20. */
+size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r);
+
+/* The snapshot source's answer (see fh_snapshot_source_t). */
+void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e);
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len);
+void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq);
+
 const char *fh_mold_counter_name(int c);
+const char *fh_line_state_name(int s);
+const char *fh_feed_state_name(int s);
 
 #endif

@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #define FH_SHM_MAGIC 0x31304d4853484646ull /* "FFHSHM01" */
-#define FH_SHM_LAYOUT_VERSION 2u /* 2: fh_shm_stats_t.dp */
+#define FH_SHM_LAYOUT_VERSION 3u /* 2: fh_shm_stats_t.dp; 3: line health, feed state, 32 MoldUDP64 counters */
 #define FH_SHM_BOOKS 65536u /* one per stock locate */
 
 /* fh_shm_book_t.status */
@@ -158,25 +158,51 @@ typedef struct fh_shm_wake {
  * upper bound), so a percentile read here is at most one ns bucket (6.25 %) above the one fh-dataplane
  * prints from its tick histogram. */
 #define FH_SHM_DP_MAX_DROPS 16
-#define FH_SHM_DP_MAX_MOLD 16
+#define FH_SHM_DP_MAX_MOLD 32
 #define FH_SHM_DP_MAX_LINES 16
 #define FH_SHM_DP_NAME 24
 #define FH_SHM_LAT_SUB 16
 #define FH_SHM_LAT_BUCKETS (64 + (40 - 6) * FH_SHM_LAT_SUB) /* 608 */
 
+/* fh_shm_dp_line_t.state: from the time since the line's last datagram (heartbeats count) */
+#define FH_SHM_LINE_DOWN 0     /* never heard, or silent longer than the down threshold */
+#define FH_SHM_LINE_LIVE 1
+#define FH_SHM_LINE_STALE 2    /* silent longer than the stale threshold */
+/* fh_shm_dp_line_t.kind */
+#define FH_SHM_LINE_FEED 0     /* a line of the feed (A, B, ...) */
+#define FH_SHM_LINE_RETRANS 1  /* the retransmission server's replies */
+/* fh_shm_dp_stats_t.feed_state */
+#define FH_SHM_FEED_WAITING 0    /* no sequenced datagram yet */
+#define FH_SHM_FEED_LIVE 1
+#define FH_SHM_FEED_RECOVERING 2 /* a gap is open: later messages are held while it is filled */
+#define FH_SHM_FEED_STALE 3      /* a gap was given up: the books are stale until a snapshot */
+#define FH_SHM_FEED_ENDED 4      /* end of session */
+
 typedef struct fh_shm_dp_line {
-    uint64_t datagrams;            /* MoldUDP64 datagrams that arrived on the line */
+    uint64_t datagrams;            /* MoldUDP64 datagrams that arrived on the line (heartbeats too) */
+    uint64_t messages;             /* sequenced messages they carried */
     uint64_t won;                  /* messages first seen on this line (applied from it) */
+    uint64_t duplicates;           /* messages already applied when they came */
+    uint64_t late;                 /* messages below the line's own highest sequence (reordered or late) */
+    uint64_t lost;                 /* sequences the line skipped when it jumped ahead (whether or not another line
+                                    * had them; a reordering counts here, then in late when the rest comes) */
+    uint64_t silent_ns;            /* since its last datagram, as of this publication; UINT64_MAX: never */
+    uint32_t state;                /* FH_SHM_LINE_* */
+    uint32_t kind;                 /* FH_SHM_LINE_FEED or FH_SHM_LINE_RETRANS */
 } fh_shm_dp_line_t;
 
 typedef struct fh_shm_dp_stats {
     uint32_t present;              /* 1 once a data plane has published; 0: no data plane (all zero) */
     uint32_t ndrops;               /* entries of drops / drop_name in use */
     uint32_t nmold;                /* entries of mold / mold_name in use */
-    uint32_t nlines;               /* entries of line in use: the --line order */
+    uint32_t nlines;               /* entries of line in use: the --line order, then the retransmission line */
     uint64_t packets;              /* frames received */
     uint64_t bytes;                /* their bytes */
     uint64_t next_seq;             /* MoldUDP64: sequence of the next message expected */
+    uint32_t feed_state;           /* FH_SHM_FEED_* */
+    uint32_t held;                 /* messages in the hold-back buffer now */
+    uint32_t outstanding;          /* retransmission requests in flight */
+    char session[12];              /* the MoldUDP64 session (10 bytes), NUL-padded */
     uint64_t drops[FH_SHM_DP_MAX_DROPS];   /* frames dropped, by cause */
     uint64_t mold[FH_SHM_DP_MAX_MOLD];     /* MoldUDP64 counters */
     fh_shm_dp_line_t line[FH_SHM_DP_MAX_LINES];

@@ -1,0 +1,452 @@
+/* Unit tests of a MoldUDP64 feed's sequencing and recovery (fh/mold.h): arbitration, holding, requests,
+ * timeouts, unrecoverable gaps and stale books, heartbeats, session changes, line states, snapshots. Each
+ * scenario feeds datagrams built from one message stream and compares the books with an engine that got
+ * the stream in order. Exit 0 on success, 1 on failure. */
+#include "fh/book.h"
+#include "fh/itch.h"
+#include "fh/mold.h"
+#include "fh/shm.h"
+#include "msg.h"
+
+#define NMSG 5000
+static uint8_t msg[NMSG + 1][64]; /* message of sequence s (1-based) */
+static size_t mlen[NMSG + 1];
+static fh_engine_t *e, *ref;
+static fh_mold_feed_t f;
+static const char SESSION[] = "SESSION001", OTHER[] = "SESSION002";
+
+/* Sequences 1..3: directory messages of locates 1..3; then adds, executions and deletes over them. */
+static void build_stream(void)
+{
+    const char *sym[] = { "AAA", "BBB", "CCC" };
+    for (int s = 1; s <= NMSG; s++) {
+        uint8_t *b = msg[s];
+        uint16_t loc = (uint16_t)(1 + s % 3);
+        if (s <= 3)
+            mlen[s] = m_R(b, (uint16_t)s, sym[s - 1]);
+        else if (s % 7 == 0 && s > 20)
+            mlen[s] = m_D(b, loc, (uint64_t)(s - 9)); /* an order added 9 earlier (same locate: 9 % 3 == 0) */
+        else
+            mlen[s] = m_A(b, loc, (uint64_t)s, s % 2 ? 'B' : 'S', (uint32_t)(100 + s % 50), sym[loc - 1],
+                          (uint32_t)(1000000 + (s % 2 ? -1 : 1) * (int)(s % 40) * 100));
+    }
+}
+
+/* A datagram of messages [seq, seq+count) of session sess into out. */
+static size_t dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count)
+{
+    memcpy(out, sess, 10);
+    fh_put_be64(out + 10, seq);
+    fh_put_be16(out + 18, count);
+    size_t n = 20;
+    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
+        return n;
+    for (uint64_t s = seq; s < seq + count; s++) {
+        fh_put_be16(out + n, (uint16_t)mlen[s]);
+        memcpy(out + n + 2, msg[s], mlen[s]);
+        n += 2 + mlen[s];
+    }
+    return n;
+}
+
+static uint8_t buf[65536];
+static int send_(int line, uint64_t seq, uint16_t count, uint64_t now)
+{
+    size_t n = dgram(buf, SESSION, seq, count);
+    return fh_mold_feed_apply(&f, e, buf, n, line, now);
+}
+
+static fh_engine_t *mk(void)
+{
+    fh_engine_t *x = fh_engine_create(&(fh_engine_cfg_t){ 16, 1 << 14, 1 << 14 });
+    if (!x) {
+        fprintf(stderr, "engine: %s\n", fh_errmsg());
+        exit(1);
+    }
+    return x;
+}
+
+/* A fresh feed (cfg may be NULL) and engines; the reference gets messages 1..upto in order. */
+static void fresh(const fh_mold_cfg_t *cfg, uint64_t upto)
+{
+    fh_mold_feed_free(&f);
+    if (e)
+        fh_engine_destroy(e);
+    if (ref)
+        fh_engine_destroy(ref);
+    e = mk();
+    ref = mk();
+    if (fh_mold_feed_init(&f, cfg)) {
+        fprintf(stderr, "feed: %s\n", fh_errmsg());
+        exit(1);
+    }
+    for (uint64_t s = 1; s <= upto; s++)
+        fh_engine_apply(ref, msg[s], mlen[s]);
+}
+
+static int books_equal(void)
+{
+    for (uint16_t loc = 1; loc <= 3; loc++)
+        for (int side = 0; side < 2; side++) {
+            fh_level_t a[256], b[256];
+            uint32_t na = fh_engine_levels(e, loc, side, a, 256), nb = fh_engine_levels(ref, loc, side, b, 256);
+            if (na != nb || memcmp(a, b, na * sizeof a[0])) {
+                fprintf(stderr, "  locate %u side %d: %u levels vs %u in the reference\n", loc, side, na, nb);
+                return 0;
+            }
+        }
+    return 1;
+}
+
+static int status(uint16_t loc)
+{
+    fh_book_info_t bi;
+    return fh_engine_book_info(e, loc, &bi) ? -1 : bi.status;
+}
+
+static uint64_t C(fh_mold_counter_t c) { return f.counters[c]; }
+
+static fh_mold_cfg_t cfg_server(void)
+{
+    fh_mold_cfg_t c;
+    fh_mold_cfg_defaults(&c, 1000); /* 1,000 ticks per ms */
+    c.can_request = true;
+    c.hold = 1024;
+    c.recovery_lines = 1u << 2; /* line 2: the server's replies */
+    return c;
+}
+
+static void test_in_order_and_duplicates(void)
+{
+    fresh(NULL, 100);
+    for (uint64_t s = 1; s <= 100; s += 10) {
+        CHECK_EQ(send_(0, s, 10, 0), 10);
+        CHECK_EQ(send_(1, s, 10, 0), 0); /* B: every copy a duplicate */
+    }
+    CHECK(books_equal());
+    CHECK_EQ(C(FH_M_applied), 100);
+    CHECK_EQ(C(FH_M_duplicates), 100);
+    CHECK_EQ(f.line[0].won, 100);
+    CHECK_EQ(f.line[1].won, 0);
+    CHECK_EQ(f.line[1].duplicates, 100);
+    CHECK_EQ(f.line[0].messages, 100);
+    CHECK_EQ(f.next_seq, 101);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+}
+
+/* A drops 31..40, B has them a little later: held, then filled from B; no request, nothing stale. */
+static void test_gap_filled_by_other_line(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 100);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 100; s += 10)
+        if (s != 31)
+            send_(0, s, 10, 10);
+    CHECK_EQ(f.next_seq, 31);
+    CHECK_EQ(f.held_now, 60);
+    CHECK_EQ(f.state, FH_FEED_RECOVERING);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 10 + 1999, rq, 8), 0); /* within the 2 ms wait: no request */
+    for (uint64_t s = 1; s <= 100; s += 10)
+        send_(1, s, 10, 20);
+    CHECK(books_equal());
+    CHECK_EQ(f.next_seq, 101);
+    CHECK_EQ(f.held_now, 0);
+    CHECK_EQ(C(FH_M_gaps), 1);
+    CHECK_EQ(C(FH_M_gap_messages), 10);
+    CHECK_EQ(C(FH_M_recovered_lines), 10);
+    CHECK_EQ(C(FH_M_held), 60);
+    CHECK_EQ(C(FH_M_applied), 100);
+    CHECK_EQ(C(FH_M_requests), 0);
+    CHECK_EQ(C(FH_M_lost), 0);
+    CHECK_EQ(f.line[0].lost, 10);
+    CHECK_EQ(f.line[1].won, 10);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(status(1), FH_BOOK_LIVE);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 10000, rq, 8), 0);
+}
+
+/* Both lines lose 41..2540 (2,500 messages): after the wait, requests of at most 1,000 messages, at most 4 in
+ * flight; the replies fill the gap and the held messages follow in order. */
+static void test_gap_filled_by_retransmission(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.hold = 8192;
+    fresh(&c, 3000);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 3000; s += 10)
+        if (s < 41 || s > 2540) {
+            send_(0, s, 10, 100);
+            send_(1, s, 10, 100);
+        }
+    CHECK_EQ(f.next_seq, 41);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 1000, rq, 8), 0);
+    int n = fh_mold_feed_poll(&f, e, 2100, rq, 8);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(rq[0].seq, 41);
+    CHECK_EQ(rq[0].count, 1000);
+    CHECK_EQ(rq[1].seq, 1041);
+    CHECK_EQ(rq[2].seq, 2041);
+    CHECK_EQ(rq[2].count, 500);
+    CHECK(!memcmp(rq[0].session, SESSION, 10));
+    uint8_t p[20];
+    CHECK_EQ(fh_mold_request_encode(p, &rq[2]), 20);
+    CHECK(!memcmp(p, SESSION, 10) && fh_be64(p + 10) == 2041 && fh_be16(p + 18) == 500);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 2200, rq, 8), 0); /* covered: nothing new */
+    /* The replies (on the recovery line), the last one first. */
+    for (uint64_t s = 2041; s <= 2540; s += 50)
+        send_(2, s, 50, 2300);
+    for (uint64_t s = 41; s <= 2040; s += 50)
+        send_(2, s, 50, 2400);
+    CHECK(books_equal());
+    CHECK_EQ(f.next_seq, 3001);
+    CHECK_EQ(C(FH_M_recovered_retrans), 2500);
+    CHECK_EQ(C(FH_M_requests), 3);
+    CHECK_EQ(C(FH_M_request_messages), 2500);
+    CHECK_EQ(C(FH_M_lost), 0);
+    CHECK_EQ(C(FH_M_applied), 3000);
+    CHECK_EQ(f.line[2].won, 2500);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(f.outstanding, 0);
+    CHECK_EQ(status(2), FH_BOOK_LIVE);
+}
+
+/* No answer: resent after 100, 200, 400, 800 ms (4 retries), then given up: the gap is skipped, every book
+ * marked stale, and the books are the reference's without the lost messages. */
+static void test_retries_exhausted(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 0);
+    for (uint64_t s = 1; s <= 40; s++)
+        fh_engine_apply(ref, msg[s], mlen[s]);
+    for (uint64_t s = 51; s <= 100; s++)
+        fh_engine_apply(ref, msg[s], mlen[s]);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 100; s += 10)
+        if (s != 41)
+            send_(0, s, 10, 0);
+    uint64_t t = 2000, sends = 0, last = 0;
+    sends += (uint64_t)fh_mold_feed_poll(&f, e, t, rq, 8);
+    CHECK_EQ(sends, 1);
+    for (t = 2000; t < 2000 + 4000000 && f.gap_open; t += 1000) {
+        int k = fh_mold_feed_poll(&f, e, t, rq, 8);
+        if (k) {
+            CHECK_EQ(rq[0].seq, 41);
+            CHECK_EQ(rq[0].count, 10);
+            last = t;
+        }
+        sends += (uint64_t)k;
+    }
+    CHECK_EQ(sends, 5);                  /* the first send and 4 retries */
+    CHECK_EQ(last, 2000 + (100 + 200 + 400 + 800) * 1000);
+    CHECK_EQ(C(FH_M_request_retries), 4);
+    CHECK_EQ(C(FH_M_request_timeouts), 1);
+    CHECK_EQ(C(FH_M_unrecoverable), 1);
+    CHECK_EQ(C(FH_M_lost), 10);
+    CHECK_EQ(f.next_seq, 101);
+    CHECK(books_equal());
+    for (uint16_t loc = 1; loc <= 3; loc++)
+        CHECK_EQ(status(loc), FH_BOOK_STALE);
+    CHECK_EQ(f.state, FH_FEED_STALE);
+    /* A book first seen after the loss is stale too (its messages may have been lost). */
+    uint8_t b[64];
+    size_t n = m_R(b, 9, "NEW");
+    fh_engine_apply(e, b, n);
+    CHECK_EQ(status(9), FH_BOOK_STALE);
+}
+
+/* No request server: after the wait the gap is given up at once. A zeroed config gives it up on sight. */
+static void test_no_server(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.can_request = false;
+    fresh(&c, 0);
+    fh_mold_request_t rq[8];
+    send_(0, 1, 10, 0);
+    send_(0, 21, 10, 0);
+    CHECK_EQ(f.next_seq, 11);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 1999, rq, 8), 0);
+    CHECK_EQ(f.next_seq, 11);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 2000, rq, 8), 0);
+    CHECK_EQ(f.next_seq, 31);
+    CHECK_EQ(C(FH_M_lost), 10);
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+
+    fresh(NULL, 0);
+    send_(0, 1, 10, 0);
+    CHECK_EQ(send_(0, 21, 10, 0), 10);
+    CHECK_EQ(C(FH_M_lost), 10);
+    CHECK_EQ(C(FH_M_gap_messages), 10);
+    CHECK_EQ(f.next_seq, 31);
+    CHECK_EQ(status(2), FH_BOOK_STALE);
+}
+
+/* A hold-back buffer of 16: what comes 16 or more after the gap forces the gap to be given up. */
+static void test_hold_full(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.hold = 16;
+    fresh(&c, 0);
+    send_(0, 1, 10, 0);
+    send_(0, 13, 10, 0); /* 11, 12 missing; 13..22 held */
+    CHECK_EQ(f.held_now, 10);
+    send_(0, 23, 10, 0); /* 27.. do not fit: the gap goes */
+    CHECK_EQ(C(FH_M_hold_full), 1);
+    CHECK_EQ(C(FH_M_lost), 2);
+    CHECK_EQ(f.next_seq, 33);
+    CHECK_EQ(f.held_now, 0);
+    CHECK_EQ(C(FH_M_applied), 30);
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+    CHECK(!f.gap_open);
+}
+
+/* Heartbeats name the next sequence: a later one opens a gap, an earlier one is counted backwards. */
+static void test_heartbeats(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 30);
+    fh_mold_request_t rq[8];
+    send_(0, 1, 20, 0);
+    send_(0, 15, FH_MOLD_HEARTBEAT, 0);
+    CHECK_EQ(C(FH_M_backwards), 1);
+    send_(1, 31, FH_MOLD_HEARTBEAT, 0);
+    CHECK_EQ(f.state, FH_FEED_RECOVERING);
+    CHECK_EQ(fh_mold_feed_poll(&f, e, 5000, rq, 8), 1);
+    CHECK_EQ(rq[0].seq, 21);
+    CHECK_EQ(rq[0].count, 10);
+    send_(2, 21, 10, 6000);
+    CHECK(books_equal());
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    send_(0, 31, FH_MOLD_END_OF_SESSION, 7000);
+    CHECK_EQ(f.state, FH_FEED_ENDED);
+}
+
+/* A new session while a gap is open: the old gap is given up, the held messages applied, the new session
+ * starts at its first datagram. A reply of another session is ignored. */
+static void test_session_change(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 0);
+    send_(0, 1, 10, 0);
+    send_(0, 21, 10, 0);
+    size_t n = dgram(buf, OTHER, 31, 10);
+    fh_mold_feed_apply(&f, e, buf, n, 0, 10);
+    CHECK_EQ(C(FH_M_session_changes), 1);
+    CHECK_EQ(C(FH_M_lost), 10);
+    CHECK_EQ(C(FH_M_applied), 30);
+    CHECK_EQ(f.next_seq, 41);
+    CHECK(!memcmp(f.session, OTHER, 10));
+    n = dgram(buf, SESSION, 11, 10);
+    CHECK_EQ(fh_mold_feed_apply(&f, e, buf, n, 2, 20), 0);
+    CHECK_EQ(C(FH_M_old_session), 1);
+    n = dgram(buf, SESSION, 41, 10); /* a line still on the old session */
+    CHECK_EQ(fh_mold_feed_apply(&f, e, buf, n, 1, 30), 0);
+    CHECK_EQ(C(FH_M_old_session), 2);
+    CHECK(!memcmp(f.session, OTHER, 10));
+    CHECK_EQ(C(FH_M_session_changes), 1);
+}
+
+/* Line states from the time since each line's last datagram. */
+static void test_line_states(void)
+{
+    fh_mold_cfg_t c = cfg_server(); /* stale after 3,000 ms, down after 10,000 (1,000 ticks per ms) */
+    fresh(&c, 0);
+    fh_mold_request_t rq[8];
+    send_(0, 1, 10, 1000);
+    fh_mold_feed_poll(&f, e, 2000, rq, 8);
+    CHECK_EQ(f.line[0].state, FH_LINE_LIVE);
+    CHECK_EQ(f.line[1].state, FH_LINE_DOWN); /* never heard */
+    fh_mold_feed_poll(&f, e, 1000 + 3000000, rq, 8);
+    CHECK_EQ(f.line[0].state, FH_LINE_STALE);
+    fh_mold_feed_poll(&f, e, 1000 + 10000000, rq, 8);
+    CHECK_EQ(f.line[0].state, FH_LINE_DOWN);
+    send_(0, 11, FH_MOLD_HEARTBEAT, 1000 + 10000001);
+    fh_mold_feed_poll(&f, e, 1000 + 10000002, rq, 8);
+    CHECK_EQ(f.line[0].state, FH_LINE_LIVE);
+}
+
+/* Policy snapshot: an unrecoverable gap asks the source; what comes meanwhile is held; the snapshot as of
+ * sequence 60 rebuilds the books and the held messages after it follow. */
+static int snap_asked;
+static uint64_t snap_after;
+static int snap_request(void *ctx, const char session[10], uint64_t after)
+{
+    (void)ctx;
+    (void)session;
+    snap_asked++;
+    snap_after = after;
+    return 0;
+}
+
+static void test_snapshot(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.can_request = false;
+    c.policy = FH_MOLD_SNAPSHOT;
+    fresh(&c, 100);
+    fh_snapshot_source_t src = { snap_request, NULL };
+    fh_mold_feed_set_snapshot_source(&f, &src);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 100; s += 10)
+        if (s != 41)
+            send_(0, s, 10, 0);
+    fh_mold_feed_poll(&f, e, 3000, rq, 8);
+    CHECK_EQ(snap_asked, 1);
+    CHECK_EQ(snap_after, 40);
+    CHECK_EQ(f.next_seq, 41); /* waiting for the snapshot, not skipping */
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+    /* The snapshot: the reference's state at 60, as the messages that build it (here: the stream 1..60). */
+    fh_mold_snapshot_begin(&f, e);
+    for (uint64_t s = 1; s <= 60; s++)
+        fh_mold_snapshot_apply(&f, e, msg[s], mlen[s]);
+    fh_mold_snapshot_end(&f, e, 60);
+    CHECK(books_equal());
+    CHECK_EQ(f.next_seq, 101);
+    CHECK_EQ(status(1), FH_BOOK_LIVE);
+    CHECK_EQ(status(3), FH_BOOK_LIVE);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(C(FH_M_snapshots), 1);
+    CHECK_EQ(C(FH_M_lost), 0);
+}
+
+static void test_bad_cfg(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.hold = 1000;
+    CHECK(fh_mold_feed_init(&f, &c) < 0);
+    c = cfg_server();
+    c.request_max = 70000;
+    CHECK(fh_mold_feed_init(&f, &c) < 0);
+    c = cfg_server();
+    c.hold = 0;
+    CHECK(fh_mold_feed_init(&f, &c) < 0);
+    c = cfg_server();
+    c.max_outstanding = 99;
+    CHECK(fh_mold_feed_init(&f, &c) < 0);
+    memset(&f, 0, sizeof f);
+}
+
+int main(void)
+{
+    build_stream();
+    test_in_order_and_duplicates();
+    test_gap_filled_by_other_line();
+    test_gap_filled_by_retransmission();
+    test_retries_exhausted();
+    test_no_server();
+    test_hold_full();
+    test_heartbeats();
+    test_session_change();
+    test_line_states();
+    test_snapshot();
+    test_bad_cfg();
+    fh_mold_feed_free(&f);
+    fh_engine_destroy(e);
+    fh_engine_destroy(ref);
+    if (test_failures) {
+        fprintf(stderr, "test_mold: %d failure(s)\n", test_failures);
+        return 1;
+    }
+    printf("test_mold: ok\n");
+    return 0;
+}

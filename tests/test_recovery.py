@@ -1,0 +1,270 @@
+"""Line reliability through the real data plane: fault plans replayed on net_pcap (no retransmission server:
+losses on both lines are given up and the books marked stale) and live over a veth pair with the
+retransmission server in the sender's network namespace (the data plane asks for what both lines lost and
+ends with the clean stream's books). Also A and B on two ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import fh
+from handler import faults, native, pcapgen, replay, sender
+from handler.shm import Reader
+
+try:
+    replay.find_dataplane()
+    NO_DATAPLANE = None
+except replay.DataplaneError as e:  # built only where DPDK is installed
+    NO_DATAPLANE = str(e)
+
+pytestmark = pytest.mark.skipif(NO_DATAPLANE is not None, reason=NO_DATAPLANE or "")
+
+
+@pytest.fixture(scope="module")
+def day():
+    return native.synth_bytes(20000, 12, 11)
+
+
+@pytest.fixture(scope="module")
+def messages(day):
+    return [bytes(m) for _, m in native.iter_blocks(day)]
+
+
+def _lines():
+    return [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
+
+
+@pytest.fixture(scope="module")
+def clean(day, tmp_path_factory):
+    out = tmp_path_factory.mktemp("recovery") / "clean.pcap"
+    pcapgen.synth_pcap(out, day, _lines())
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean_books(clean):
+    return replay.reference_books(clean)[0]
+
+
+def _synth(tmp_path, day, plan, name="f.pcap"):
+    out = tmp_path / name
+    _, inj = pcapgen.synth_faulty_pcap(out, day, _lines(), faults.parse_plan({"fault": plan}))
+    return out, inj
+
+
+def _seq_of(day, idx):
+    return 1 + sum(len(m) for _, m in pcapgen.packetize(day)[:idx])
+
+
+def _run(pcap, tmp_path, extra=(), lines=None, eal=None, events=1 << 18):
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    seg = f"/dev/shm/fh-{name}"
+    lines = lines if lines is not None else replay.pcap_lines(pcap)
+    eal = eal or replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}")
+    stats = replay.run_dataplane(eal, seg, lines, exit_idle_ms=300, events=events, extra=list(extra), timeout=120)
+    return stats, seg
+
+
+def _segment(seg):
+    r = Reader(seg)
+    try:
+        books = r.dump()
+        status = {b["locate"]: b["status"] for b in (r.book(int(l), 0) for l in r.locates())}
+        events, lost, nxt = [], 0, r.oldest()
+        while True:
+            arr, nxt, l = r.read_events(nxt)
+            lost += l
+            if not len(arr):
+                break
+            events += [{**r.event_dict(e), "book_status": int(e["status"])} for e in arr]
+        dp = r.dataplane_stats()
+    finally:
+        r.close()
+        replay.remove_segment(seg)
+    return books, status, events, lost, dp
+
+
+def test_one_line_faults_are_covered_by_the_other(day, clean_books, tmp_path):
+    """A drops and reorders, B duplicates and is late: the first copy wins, later messages are held until
+    the other line fills the gap, and nothing is lost or stale."""
+    plan = [{"line": "A", "kind": "drop", "at": 10, "count": 3},
+            {"line": "A", "kind": "reorder", "at": 40, "count": 2},
+            {"line": "B", "kind": "duplicate", "at": 60, "count": 2},
+            {"line": "B", "kind": "delay", "at": 80, "count": 2, "delay_us": 200}]
+    pcap, inj = _synth(tmp_path, day, plan)
+    assert inj["lost_on_all_lines"] == []
+    stats, seg = _run(pcap, tmp_path)
+    books, status, _, _, dp = _segment(seg)
+    assert replay.diff_books(books, clean_books) == [] and books == clean_books
+    m = stats["mold"]
+    assert m["lost"] == 0 and m["unrecoverable"] == 0 and m["requests"] == 0
+    assert m["applied"] == 20000
+    assert stats["lines"][1]["won"] >= inj["A"]["dropped"]["messages"]  # B delivered what A lost
+    a = stats["lines"][0]  # the line's own health: a reordering counts as skipped, then late
+    assert a["lost"] - a["late"] == inj["A"]["dropped"]["messages"] and a["late"] > 0
+    assert stats["lines"][0]["won"] + stats["lines"][1]["won"] == 20000
+    assert set(status.values()) == {"live"}
+    assert stats["feed"]["state"] == "ended" and dp["feed"]["state"] == "ended"
+
+
+def test_loss_on_both_lines_without_server_marks_every_book_stale(day, messages, tmp_path):
+    """No retransmission server: after the wait the gap is given up; every book is stale, with a stale event
+    each, and no event after the gap shows a book as live."""
+    first = _seq_of(day, 30)
+    pcap, inj = _synth(tmp_path, day, [{"line": "both", "kind": "drop", "seq": first, "count": 2}])
+    lost = inj["lost_on_all_lines"][0]["messages"]
+    stats, seg = _run(pcap, tmp_path, extra=["--gap-wait-us", "500"])
+    books, status, events, overrun, dp = _segment(seg)
+    assert overrun == 0
+    want, _ = replay.reference_books(pcap)  # the stream without the lost messages
+    assert books == want
+    m = stats["mold"]
+    assert m["lost"] == lost and m["unrecoverable"] == 1 and m["gaps"] == 1 and m["gap_messages"] == lost
+    assert m["applied"] == 20000 - lost
+    assert stats["feed"]["state"] == "stale" and dp["feed"]["state"] == "stale"
+    assert status and set(status.values()) == {"stale"}
+    stale_events = [e for e in events if e["type"] == "stale"]
+    assert sorted(e["locate"] for e in stale_events) == sorted(status)
+    # A reader never sees a book changed by a message after the gap without the stale flag.
+    gap_ts = int.from_bytes(messages[first - 1][5:11], "big")
+    after = [e for e in events if e["type"] not in ("stale", "recovered") and e["itch_ts"] >= gap_ts]
+    assert after and all(e["book_status"] == 2 for e in after)  # FH_BOOK_STALE
+    first_stale = min(e["seq"] for e in stale_events)
+    assert all(e["seq"] > first_stale for e in after)
+
+
+def test_hold_back_buffer_full_gives_the_gap_up(day, tmp_path):
+    first = _seq_of(day, 30)
+    pcap, inj = _synth(tmp_path, day, [{"line": "both", "kind": "drop", "seq": first, "count": 1}])
+    stats, seg = _run(pcap, tmp_path, extra=["--hold", "64", "--gap-wait-us", "1000000"])
+    _, status, _, _, _ = _segment(seg)
+    m = stats["mold"]
+    assert m["hold_full"] == 1 and m["lost"] == inj["lost_on_all_lines"][0]["messages"]
+    assert set(status.values()) == {"stale"}
+
+
+def test_session_change_mid_stream(day, clean_books, tmp_path):
+    pcap, inj = _synth(tmp_path, day, [{"kind": "session_change", "at": 50}])
+    stats, seg = _run(pcap, tmp_path)
+    books, status, _, _, _ = _segment(seg)
+    assert books == clean_books
+    assert stats["mold"]["session_changes"] == 1 and stats["mold"]["lost"] == 0
+    assert set(status.values()) == {"live"}
+
+
+def test_a_and_b_on_two_ports(day, clean_books, tmp_path):
+    """Line A on one DPDK port, B on another (two net_pcap devices, each with its line's frames)."""
+    from scapy.utils import PcapReader as SR, PcapWriter
+
+    pcap = tmp_path / "ab.pcap"
+    pcapgen.synth_pcap(pcap, day, _lines())
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    (ga, pa), (gb, pb) = replay.pcap_lines(pcap)
+    with SR(str(pcap)) as r, PcapWriter(str(a), sync=False) as wa, PcapWriter(str(b), sync=False) as wb:
+        for p in r:
+            (wa if p["IP"].dst == ga else wb).write(p)
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    eal = replay.eal_args(name, f"net_pcap0,rx_pcap={a}") + ["--vdev", f"net_pcap1,rx_pcap={b}"]
+    stats, seg = _run(pcap, tmp_path, lines=[(ga, pa, "net_pcap0"), (gb, pb, "net_pcap1")], eal=eal)
+    books, _, _, _, _ = _segment(seg)
+    assert books == clean_books
+    assert stats["ports"] == 2 and stats["messages_applied"] == 20000
+    assert stats["lines"][0]["messages"] == stats["lines"][1]["messages"] == 20000
+    assert not any(stats["drops"].values())
+
+
+def test_unknown_line_device_is_explained(day, clean, tmp_path):
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+                               [("233.54.12.111", 26477, "net_pcap7")])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "no DPDK device 'net_pcap7'" in p.stderr and "net_pcap0" in p.stderr
+
+
+def test_retransmission_arguments_are_checked(clean):
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    base = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+                                [("233.54.12.111", 26477)])
+    for extra, msg in [(["--retrans-server", "10.0.0.1:18000"], "needs --src-ip"),
+                       (["--retrans-server", "10.0.0.1:18000", "--src-ip", "10.0.0.2"], "needs --retrans-mac"),
+                       (["--retrans-server", "nowhere"], "expected IPV4:PORT"),
+                       (["--retrans-mac", "zz"], "expected a MAC address"),
+                       (["--hold", "1000"], "power of two"),
+                       (["--line-stale-ms", "5000", "--line-down-ms", "100"], "must be below")]:
+        p = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and msg in p.stderr, (extra, p.stderr)
+
+
+# -- live: the retransmission server in the sender's namespace ------------------------------------------------
+
+def _why_no_lab() -> str | None:
+    if os.geteuid() != 0:
+        return "live tests need root: they create a network namespace and a veth pair"
+    if not replay.pmd_available("net_af_packet"):
+        return "DPDK's net_af_packet driver is not installed"
+    return None
+
+
+def _mac(lab) -> str:
+    out = subprocess.run(["ip", "-n", lab.ns, "-o", "link", "show", lab.ns_if], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split("link/ether ")[1].split()[0]
+
+
+@pytest.mark.parametrize("plan_name", ["both_lines", "both_lines_twice_and_a_silent_b"])
+def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, plan_name):
+    why = _why_no_lab()
+    if why:
+        pytest.skip(why)
+    first = _seq_of(day, 30)
+    plan = [{"line": "both", "kind": "drop", "seq": first, "count": 3}]
+    if plan_name != "both_lines":
+        plan += [{"line": "both", "kind": "drop", "seq": _seq_of(day, 200), "count": 40},
+                 {"line": "B", "kind": "silence", "at": 400}]
+    pcap, inj = _synth(tmp_path, day, plan)
+    lost = sum(r["messages"] for r in inj["lost_on_all_lines"])
+    tag = uuid.uuid4().hex[:6]
+    name = f"rec-{tag}"
+    seg = f"/dev/shm/fh-{name}"
+    with sender.Lab(tag) as lab:
+        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
+                                              str(clean), "--listen", "10.77.0.1:18000"]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(replay.Path(__file__).parent.parent)})
+        try:
+            eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l",
+                   str(replay.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
+                   f"net_af_packet0,iface={lab.dp_if}"]
+            extra = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
+                     "--src-port", "40000", "--gap-wait-us", "3000", "--igmp", "off"]
+            dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
+                                                       events=1 << 18, extra=extra))
+            try:
+                time.sleep(1.0)  # the port up and the server listening
+                snd = subprocess.run(lab.sender_argv(pcap, sender.parse_pace("max", 20000)), capture_output=True,
+                                     text=True, timeout=120)
+                assert snd.returncode == 0, snd.stderr
+                stats = dp.wait(120)
+            finally:
+                dp.close()
+        finally:
+            srv.terminate()
+            out, err = srv.communicate(timeout=10)
+    books, status, events, _, dp_stats = _segment(seg)
+    assert replay.diff_books(books, clean_books) == [] and books == clean_books
+    m = stats["mold"]
+    assert m["lost"] == 0 and m["unrecoverable"] == 0
+    assert m["recovered_retrans"] == lost and m["requests"] >= len(inj["lost_on_all_lines"])
+    assert stats["retransmission"]["requests_sent"] == m["requests"]
+    assert stats["arp"]["replies_sent"] >= 1  # the server's kernel asked for our address
+    assert set(status.values()) == {"live"} and not [e for e in events if e["type"] == "stale"]
+    assert stats["lines"][2]["kind"] == "retransmission" and stats["lines"][2]["won"] == lost
+    if plan_name != "both_lines":
+        assert dp_stats["lines"][1]["messages"] < dp_stats["lines"][0]["messages"]
