@@ -512,8 +512,13 @@ def cmd_stats(a) -> int:
                 print(f"dataplane packets {dp['packets']}  bytes {dp['bytes']}")
                 print("drops     " + (" ".join(f"{k}={v}" for k, v in dp["drops"].items() if v) or "none"))
                 print("mold      " + " ".join(f"{k}={v}" for k, v in dp["mold"].items()))
-                print("lines     " + (" ".join(f"{i}:datagrams={l['datagrams']},won={l['won']}"
-                                               for i, l in enumerate(dp["lines"])) or "none"))
+                f = dp["feed"]
+                print(f"feed      {f['state']} session={f['session'] or '-'} next_seq={f['next_seq']} "
+                      f"held={f['held']} outstanding={f['outstanding']}")
+                print("lines     " + (" ".join(
+                    f"{i}:{l['kind']},{l['state']},datagrams={l['datagrams']},won={l['won']},"
+                    f"duplicates={l['duplicates']},late={l['late']},lost={l['lost']}"
+                    for i, l in enumerate(dp["lines"])) or "none"))
                 print(f"latency   rx->publish ns: count {lat['count']}  p50 {lat['p50']}  p99 {lat['p99']}  "
                       f"p99.9 {lat['p99.9']}  max {lat['max']}")
         if st.state == "dead":

@@ -69,6 +69,18 @@ def _status_text(s: dict) -> str:
         bad = {k: v for k, v in (s["anomalies"] or {}).items() if v}
         lines.append(f"messages  {s['messages']} applied; anomalies: "
                      + (", ".join(f"{k}={v}" for k, v in bad.items()) or "none"))
+    f = s.get("feed")
+    if f:
+        lines.append(f"feed      {f['state']}, session {f['session'] or '-'}, next sequence {f['next_seq']}; gaps "
+                     f"{f['gaps']} (filled by the other line {f['recovered_lines']}, by retransmission "
+                     f"{f['recovered_retrans']} messages; {f['requests']} requests), unrecoverable "
+                     f"{f['unrecoverable']} ({f['lost']} messages lost)"
+                     + (f"; holding {f['held']}, {f['outstanding']} requests out" if f["held"] or f["outstanding"]
+                        else ""))
+    for l in s.get("line_state") or []:
+        silent = "never heard" if l["silent_ms"] is None else f"silent {l['silent_ms'] / 1e3:.1f} s"
+        lines.append(f"line      {l['name']}: {l['state']} ({silent}), won {l['won']}, duplicates "
+                     f"{l['duplicates']}, late {l['late']}, lost {l['lost']}")
     if s["rates"]:
         r = s["rates"]
         lines.append(f"rates     {r['messages_per_s']:.0f} messages/s, {r['events_per_s']:.0f} events/s "

@@ -131,9 +131,32 @@ def dataplane_families(dp: dict, buckets) -> list[Family]:
             mold.add(v, counter=k)
     ldg = Family("fh_line_datagrams_total", "counter", "MoldUDP64 datagrams per line (--line order)")
     lwon = Family("fh_line_won_total", "counter", "messages first seen on the line (the arbitration it won)")
+    lmsg = Family("fh_line_messages_total", "counter", "sequenced messages the line carried")
+    ldup = Family("fh_line_duplicates_total", "counter", "messages already applied when they came on the line")
+    llate = Family("fh_line_late_total", "counter", "messages below the line's own highest sequence")
+    llost = Family("fh_line_lost_total", "counter", "sequences the line skipped when it jumped ahead")
+    lstate = Family("fh_line_state", "gauge", "1 for the line's state (live, stale: silent too long, down)")
+    lsilent = Family("fh_line_silent_seconds", "gauge", "time since the line's last datagram")
     for i, l in enumerate(dp["lines"]):
-        ldg.add(l["datagrams"], line=str(i))
-        lwon.add(l["won"], line=str(i))
+        lab = {"line": str(i), "kind": l.get("kind", "feed")}
+        ldg.add(l["datagrams"], **lab)
+        lwon.add(l["won"], **lab)
+        lmsg.add(l.get("messages", 0), **lab)
+        ldup.add(l.get("duplicates", 0), **lab)
+        llate.add(l.get("late", 0), **lab)
+        llost.add(l.get("lost", 0), **lab)
+        for st in ("live", "stale", "down"):
+            lstate.add(int(l.get("state") == st), **lab, state=st)
+        if l.get("silent_ms") is not None:
+            lsilent.add(l["silent_ms"] / 1e3, **lab)
+    feed = dp.get("feed") or {}
+    fstate = Family("fh_feed_state", "gauge", "1 for the feed's state (waiting, live, recovering: a gap is "
+                                              "open, stale: a gap was given up, ended)")
+    for st in ("waiting", "live", "recovering", "stale", "ended"):
+        fstate.add(int(feed.get("state") == st), state=st)
+    held = Family("fh_feed_held_messages", "gauge", "messages in the hold-back buffer").add(feed.get("held", 0))
+    outst = Family("fh_feed_outstanding_requests", "gauge", "retransmission requests in flight").add(
+        feed.get("outstanding", 0))
     lat = Family("fh_latency_seconds", "histogram", "rx->publish latency per message (TSC at rx to TSC after "
                                                     "its datagram was applied)")
     le, total, count = latency_histogram(buckets)
@@ -142,7 +165,7 @@ def dataplane_families(dp: dict, buckets) -> list[Family]:
     lat.add_suffixed("_bucket", count, le="+Inf")
     lat.add_suffixed("_sum", total)
     lat.add_suffixed("_count", count)
-    return fams + [drops, mold, nxt, ldg, lwon, lat]
+    return fams + [drops, mold, nxt, ldg, lwon, lmsg, ldup, llate, llost, lstate, lsilent, fstate, held, outst, lat]
 
 
 # ---- collecting --------------------------------------------------------------------------------------------

@@ -424,7 +424,7 @@ def status(name: str, sample_s: float = 0.5) -> dict:
                  "pidfile": str(path) if path else None, "config": rec.get("config"), "lines": rec.get("lines"),
                  "segment": rec.get("segment") or shm.segment_path(name), "uptime_s": None, "started_utc": None,
                  "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
-                 "drops": None, "last_exit": None, "notes": []}
+                 "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": []}
     sup = dp = None
     if locked:
         sup, dp = _live_pids(rec)
@@ -509,6 +509,16 @@ def _segment_status(r, out: dict, sample_s: float) -> None:
             c0, h0 = c1, h1
         out["messages"] = c0.get("messages", 0)
         out["anomalies"] = {k: v for k, v in c0.items() if k != "messages"}
+        dp = r.dataplane_stats()
+        if dp["dataplane"]:
+            m = dp["mold"]
+            out["feed"] = {**dp["feed"], **{k: m.get(k, 0) for k in (
+                "gaps", "recovered_lines", "recovered_retrans", "requests", "unrecoverable", "lost",
+                "session_changes")}}
+            names = [l.get("name") for l in (out["lines"] or [])]
+            out["line_state"] = [{"name": names[i] if i < len(names) else
+                                  ("retransmission" if l["kind"] == "retransmission" else str(i)), **l}
+                                 for i, l in enumerate(dp["lines"])]
         out["events"] = {"head": h0, "capacity": r.event_capacity}
     except shm.ShmError as e:
         out["notes"].append(str(e))

@@ -271,11 +271,22 @@ def test_status_json(tmp_path, run_dir, name):
         assert s["rates"]["messages_per_s"] == 0 and 0.4 < s["rates"]["over_s"] < 5  # the capture is over
         assert s["writer"]["state"] == "running" and s["writer"]["heartbeat_age_s"] < 5
         assert s["drops"] is None and s["last_exit"] is None
+        # the feed and its lines, from the data plane's section of the segment
+        assert s["feed"]["state"] == "ended" and s["feed"]["next_seq"] == 40001 and s["feed"]["lost"] == 0
+        assert [(l["name"], l["kind"], l["won"]) for l in s["line_state"]] == [("A", "feed", 40000),
+                                                                              ("B", "feed", 0)]
+        # live, or stale once the capture has been over for line_stale_ms (3 s)
+        assert all(l["state"] in ("live", "stale") and l["lost"] == 0 for l in s["line_state"])
         text = fh("status", "--name", name, "--sample", "0").stdout
+        assert "feed      ended, session " in text and "unrecoverable 0 (0 messages lost)" in text
+        assert "line      A: " in text and "(silent " in text and "won 40000" in text
         assert f"instance  {name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
         assert "lines     A 233.54.12.111:26477, B 233.49.196.111:26477" in text
         m = fh("metrics", "--name", name, "--once").stdout
         assert f'fh_supervisor_up{{instance="{name}"}} 1' in m and f'fh_writer_up{{instance="{name}"}} 1' in m
+        assert f'fh_feed_state{{instance="{name}",state="ended"}} 1' in m
+        assert sum(f'fh_line_state{{instance="{name}",line="0",kind="feed",state="{st}"}} 1' in m
+                   for st in ("live", "stale")) == 1
 
 
 def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):

@@ -411,6 +411,7 @@ static void test_snapshot(void)
 
 static void test_bad_cfg(void)
 {
+    fh_mold_feed_free(&f);
     fh_mold_cfg_t c = cfg_server();
     c.hold = 1000;
     CHECK(fh_mold_feed_init(&f, &c) < 0);
