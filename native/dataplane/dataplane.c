@@ -924,7 +924,7 @@ int main(int argc, char **argv)
             k = nports - 1;
         }
         empty = 0;
-        uint64_t rx = rte_rdtsc();
+        uint64_t rx = rte_rdtsc(), now = rx; /* now: the last TSC read, the publish stamp of the next datagram */
         for (uint16_t i = 0; i < n; i++) {
             if (i + 1 < n)
                 rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void *));
@@ -946,10 +946,11 @@ int main(int argc, char **argv)
                 }
                 continue;
             }
-            fh_engine_batch_begin(e, rx); /* stamps the events of this datagram */
+            fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
             int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
-            if (applied > 0) {
-                hist[hist_index(rte_rdtsc() - rx)] += (uint64_t)applied;
+            if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
+                now = rte_rdtsc();
+                hist[hist_index(now - rx)] += (uint64_t)applied;
                 msgs_total += (uint64_t)applied;
             }
         }
@@ -1020,9 +1021,12 @@ int main(int argc, char **argv)
         if ((unsigned char)session[i] < 0x20 || session[i] == '"' || session[i] == '\\' || (unsigned char)session[i] > 0x7e)
             session[i] = '?';
     printf(", \"feed\": {\"state\": \"%s\", \"session\": \"%s\", \"next_seq\": %" PRIu64 ", \"held\": %u, "
-           "\"outstanding\": %u}, \"mold\": {",
+           "\"outstanding\": %u}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
+           ", \"max_ns\": %" PRIu64 ", \"mean_ns\": %" PRIu64 "}, \"mold\": {",
            fh_feed_state_name(feed.state), feed.have_session ? session : "", feed.next_seq, feed.held_now,
-           feed.outstanding);
+           feed.outstanding, feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
+           (uint64_t)((double)feed.fill_max * ns_per_tsc),
+           feed.filled ? (uint64_t)((double)feed.fill_total / (double)feed.filled * ns_per_tsc) : 0);
     for (int i = 0; i < FH_M_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_mold_counter_name(i), feed.counters[i]);
     printf("}, \"lines\": [");

@@ -897,6 +897,12 @@ void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc)
     e->now_tsc = tsc_now();
 }
 
+void fh_engine_batch_begin_at(fh_engine_t *e, uint64_t rx_tsc, uint64_t now_tsc)
+{
+    e->rx_tsc = rx_tsc;
+    e->now_tsc = now_tsc;
+}
+
 void fh_engine_batch_end(fh_engine_t *e) { batch_end(e); }
 
 void fh_engine_publish_stats(fh_engine_t *e)

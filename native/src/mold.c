@@ -142,6 +142,14 @@ static unsigned drain(fh_mold_feed_t *f, fh_engine_t *e)
 static void close_if_filled(fh_mold_feed_t *f)
 {
     if (f->gap_open && f->next_seq >= f->known_hi) {
+        if (!f->gap_lost) {
+            uint64_t t = f->now - f->gap_since;
+            f->filled++;
+            f->fill_last = t;
+            f->fill_total += t;
+            if (t > f->fill_max)
+                f->fill_max = t;
+        }
         f->gap_open = 0;
         f->known_hi = f->next_seq;
         memset(f->req, 0, sizeof f->req);
@@ -171,6 +179,7 @@ static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *
     if (to <= f->next_seq)
         return 0;
     f->counters[FH_M_unrecoverable]++;
+    f->gap_lost = 1;
     mark_stale(f, e);
     if (f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
         f->snap->request(f->snap->ctx, f->session, f->next_seq - 1) == 0) {
@@ -208,6 +217,7 @@ static inline void note_known(fh_mold_feed_t *f, uint64_t hi, uint64_t now)
         f->known_hi = f->next_seq;
     if (!f->gap_open) {
         f->gap_open = 1;
+        f->gap_lost = 0;
         f->gap_since = now;
         f->counters[FH_M_gaps]++;
     }
@@ -245,6 +255,7 @@ static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e,
 int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
+    f->now = now;
     f->counters[FH_M_datagrams]++;
     fh_mold_line_t *L = NULL;
     int recovery = 0;
@@ -287,6 +298,25 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                 f->ended = 1;
         }
         set_state(f);
+        return 0;
+    }
+    if (sequenced && h.sequence + h.count <= f->next_seq && !f->gap_open) {
+        /* A copy of what was applied (the B line, most of the time): counted without walking its blocks. */
+        f->counters[FH_M_duplicates] += h.count;
+        if (L) {
+            L->duplicates += h.count;
+            if (!recovery) {
+                L->messages += h.count;
+                if (L->next && h.sequence != L->next) {
+                    if (h.sequence > L->next)
+                        L->lost += h.sequence - L->next;
+                    else
+                        L->late += h.count < L->next - h.sequence ? h.count : L->next - h.sequence;
+                }
+                if (h.sequence + h.count > L->next)
+                    L->next = h.sequence + h.count;
+            }
+        }
         return 0;
     }
     /* Frame the blocks first: the datagram's message count must fit (the part that does is still used). */
@@ -353,6 +383,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                     }
                     if (seq - f->next_seq > f->hold_mask) { /* nothing held at all: skip straight to it */
                         f->counters[FH_M_unrecoverable]++;
+                        f->gap_lost = 1;
                         f->counters[FH_M_lost] += seq - f->next_seq;
                         f->next_seq = seq;
                         mark_stale(f, e);
@@ -410,6 +441,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
 
 int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap)
 {
+    f->now = now;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++) {
         fh_mold_line_t *L = &f->line[i];
         if ((f->cfg.recovery_lines >> i) & 1)

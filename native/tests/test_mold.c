@@ -206,6 +206,8 @@ static void test_gap_filled_by_retransmission(void)
     CHECK_EQ(C(FH_M_lost), 0);
     CHECK_EQ(C(FH_M_applied), 3000);
     CHECK_EQ(f.line[2].won, 2500);
+    CHECK_EQ(f.filled, 1);
+    CHECK_EQ(f.fill_last, 2400 - 100); /* from the first sign of the gap to the last reply */
     CHECK_EQ(f.state, FH_FEED_LIVE);
     CHECK_EQ(f.outstanding, 0);
     CHECK_EQ(status(2), FH_BOOK_LIVE);
@@ -241,6 +243,7 @@ static void test_retries_exhausted(void)
     CHECK_EQ(last, 2000 + (100 + 200 + 400 + 800) * 1000);
     CHECK_EQ(C(FH_M_request_retries), 4);
     CHECK_EQ(C(FH_M_request_timeouts), 1);
+    CHECK_EQ(f.filled, 0);
     CHECK_EQ(C(FH_M_unrecoverable), 1);
     CHECK_EQ(C(FH_M_lost), 10);
     CHECK_EQ(f.next_seq, 101);

@@ -201,6 +201,11 @@ typedef struct fh_mold_feed {
     int ended;                          /* end of session seen */
     uint64_t counters[FH_M_COUNT];
     fh_mold_line_t line[FH_MOLD_MAX_LINES];
+    /* gaps filled (nothing lost): how long each stayed open, from the first sign of it to the last message
+     * in, in the caller's clock */
+    uint64_t now;                       /* `now` of the last apply or poll */
+    int gap_lost;                       /* the open gap has lost messages already */
+    uint64_t filled, fill_last, fill_max, fill_total;
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */

@@ -100,7 +100,8 @@ typedef struct fh_shm_event {
     uint8_t pad[3];
     uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
     uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
-    uint64_t pub_tsc;  /* TSC when the batch that made it was applied: a datagram (or 256 messages of a file) */
+    uint64_t pub_tsc;  /* TSC when the batch that made it began to be applied: a datagram (or 256 messages of a
+                        * file); the data plane reuses the TSC read after the previous datagram of its burst */
     uint64_t a, b;
     uint32_t c, d;
 } fh_shm_event_t;
