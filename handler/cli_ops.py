@@ -110,6 +110,19 @@ def cmd_status(a) -> int:
 def cmd_metrics(a) -> int:
     from . import metrics
 
+    if a.config:  # the instance and the [metrics] defaults from fh.toml; options still win
+        from . import config
+
+        try:
+            cfg = config.load(a.config)
+        except config.ConfigError as e:
+            raise _cli_error(str(e)) from None
+        a.name = cfg.name if a.name is None else a.name
+        a.listen = cfg.metrics.listen if a.listen is None else a.listen
+        a.textfile = cfg.metrics.textfile if a.textfile is None else a.textfile
+        a.interval = cfg.metrics.interval_s if a.interval is None else a.interval
+    a.name = "fh" if a.name is None else a.name
+    a.interval = 15.0 if a.interval is None else a.interval
     name = a.name if "/" in a.name else _instance(a.name)
     listen = a.listen
     if listen is None and not a.textfile and not a.once:
@@ -149,12 +162,15 @@ def register(sub, positive, nonneg) -> None:
 
     m = sub.add_parser("metrics", help="serve an instance's counters and states to Prometheus, or write a "
                                        "node-exporter textfile")
-    m.add_argument("--name", default="fh", help=name_help + ", or a segment path")
+    m.add_argument("--config", metavar="FH_TOML", help="take the instance name and the [metrics] defaults "
+                                                       "(listen, textfile, interval_s) from this config")
+    m.add_argument("--name", default=None, help=name_help + ", or a segment path")
     m.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help=f"serve GET /metrics here (default {DEFAULT_LISTEN_TEXT} unless --textfile or --once)")
     m.add_argument("--textfile", metavar="PATH", help="write the metrics to this file (atomically), every "
                                                      "--interval seconds, or once with --once")
-    m.add_argument("--interval", type=float, default=15.0, metavar="SECONDS", help="textfile rewrite period")
+    m.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                   help="textfile rewrite period (default 15)")
     m.add_argument("--once", action="store_true", help="print the metrics (or write --textfile) once and exit")
     m.set_defaults(func=cmd_metrics)
 

@@ -202,6 +202,19 @@ def test_textfile_once(live, run_dir, tmp_path):
     assert oct(out.stat().st_mode & 0o777) == "0o644"
 
 
+def test_textfile_once_from_config(live, run_dir, tmp_path):
+    """`fh metrics --config`: the instance name and the textfile come from fh.toml's [instance] and [metrics]."""
+    name, _ = live
+    out = tmp_path / "fh.prom"
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(f'[instance]\nname = "{name}"\n[[feed.lines]]\ngroup = "233.54.12.111"\nport = 26477\n'
+                   f'[nic]\nvdev = "net_null0"\n[metrics]\ntextfile = "{out}"\ninterval_s = 5\n')
+    fh("metrics", "--config", cfg, "--once")
+    check_against_reader(parse(out.read_text()), name)
+    p = fh("metrics", "--config", tmp_path / "none.toml", "--once", check=False)
+    assert p.returncode == 2 and "no such file" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
 def test_textfile_is_never_seen_half_written(live, run_dir, tmp_path):
     """While `fh metrics --textfile` rewrites the file every 50 ms, every read of it is a whole exposition."""
     name, _ = live
