@@ -1,23 +1,36 @@
 /* fh-dataplane: the poll-mode core. EAL arguments, then `--`, then ours:
  *
- *   fh-dataplane [EAL args] -- --segment PATH --line GROUP:PORT [--line GROUP:PORT ...]
+ *   fh-dataplane [EAL args] -- --segment PATH --line GROUP:PORT[@DEV] [--line GROUP:PORT[@DEV] ...]
  *                [--name NAME] [--port N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--idle spin|backoff] [--exit-idle-ms MS] [--keep-segment] [--group GID]
  *                [--igmp v2|v3|off] [--src-ip A.B.C.D] [--mode full|rx-only]
+ *                [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] [--src-port N]]
+ *                [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N] [--request-max N]
+ *                [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]
+ *                [--line-stale-ms N] [--line-down-ms N]
  *
- * One rx queue of one port carries every line of the feed (told apart by destination group and port);
- * the loop runs on the main lcore, which EAL pins (-l). Frames go net -> MoldUDP64 sequencing -> book
- * engine -> the shared segment. Every dropped frame is counted by cause; TSC stamps at rx and after the
- * datagram is applied feed a log-linear latency histogram. SIGINT/SIGTERM stop it cleanly, as does, with
- * --exit-idle-ms, a port that stays silent that long after traffic (a net_pcap capture that has run
- * out). On exit it prints one JSON line of final statistics on stdout.
+ * Each line is taken on its device's port (DEV: DPDK's name for it, a PCI address or a vdev's name; without
+ * @DEV the first port or --port), one rx queue per port, the ports polled in turn by the main lcore, which
+ * EAL pins (-l); A and B may share a port (told apart by destination group and port) or come on two. Frames
+ * go net -> MoldUDP64 sequencing and recovery (fh/mold.h, docs/line-reliability.md) -> book engine -> the
+ * shared segment. Every dropped frame is counted by cause; TSC stamps at rx and after each datagram is
+ * applied feed a log-linear latency histogram. SIGINT/SIGTERM stop it cleanly, as does, with --exit-idle-ms,
+ * a port that stays silent that long after traffic (a net_pcap capture that has run out) while no gap is
+ * open. On exit it prints one JSON line of final statistics on stdout.
  *
- * IGMP (igmp.h): for every multicast group among the lines, a membership report goes out on tx queue 0
- * right after the port starts and again when a membership query arrives (a general query: every group; a
- * group-specific one: that group), so that a snooping switch keeps forwarding the groups. Queries are
- * found among the frames fh_net_parse refuses as not UDP, so they cost the hot path nothing and are
- * counted as IGMP rather than as drops. Reports never block the loop: a frame the tx queue refuses is
- * counted and retried a millisecond later until the query's response time runs out.
+ * Recovery: a gap that the other line does not fill within --gap-wait-us is asked for from the feed's
+ * request server: MoldUDP64 requests as UDP from --src-ip:--src-port to --retrans-server, Ethernet to
+ * --retrans-mac (the next hop: fh run finds it in the neighbour table), sent on the port of --retrans-dev;
+ * the replies come back to --src-ip:--src-port on that port as one more line (from the server only). ARP
+ * requests for --src-ip are answered, so the server's router can reach us. Requests and replies are cold
+ * paths: only while a gap is open.
+ *
+ * IGMP (igmp_port.h): for every multicast group among a port's lines, a membership report goes out on its
+ * tx queue 0 right after the port starts and again when a membership query arrives (in the querier's
+ * version: RFC 3376 host compatibility mode), and a leave when the data plane stops, so that a snooping
+ * switch forwards the groups only while we listen. Queries (like ARP) are found among the frames
+ * fh_net_parse refuses, so they cost the hot path nothing and are counted apart rather than as drops.
+ * Reports never block the loop: a frame the tx queue refuses is counted and retried a millisecond later.
  *
  * --mode rx-only receives and frees, nothing else: the PMD's own cost, to subtract from a full run's
  * (both report busy_cycles, the TSC cycles spent in non-empty bursts; fh bench dataplane).
