@@ -284,15 +284,15 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             if (L && !recovery) {
                 if (L->next && h.sequence > L->next)
                     L->lost += h.sequence - L->next;
-                if (h.sequence > L->next)
+                if (h.sequence < L->next) /* below what this very line has carried: it went backwards */
+                    f->counters[FH_M_backwards]++;
+                else
                     L->next = h.sequence;
             }
             if (h.sequence > f->next_seq) {
                 note_known(f, h.sequence, now);
                 if (!f->hold) /* nothing can fill it: given up at once */
                     lose_upto(f, e, h.sequence);
-            } else if (h.sequence < f->next_seq) {
-                f->counters[FH_M_backwards]++;
             }
             if (h.count == FH_MOLD_END_OF_SESSION)
                 f->ended = 1;

@@ -96,8 +96,9 @@ typedef enum fh_mold_counter {
 /* datagrams .. session_changes as before; and
  *   gaps               gaps opened (the next expected sequence missing while a later one is known)
  *   gap_messages       messages that were missing when found missing (filled later or lost)
- *   backwards          heartbeats / end-of-session markers naming a sequence below the next expected one
- *                      in the same session (nothing is undone: they are rejected and counted)
+ *   backwards          heartbeats / end-of-session markers naming a sequence below what their own line has
+ *                      already carried in the same session (rejected and counted; a line behind the other
+ *                      is not backwards)
  *   held               messages put in the hold-back buffer (each applied later from it, or skipped)
  *   hold_full          gaps given up because what came after them did not fit in the hold-back buffer
  *   hold_oversize      messages too long for a hold-back slot (left to be asked for again)
