@@ -15,7 +15,15 @@ The data plane reports the TSC cycles it spent in non-empty bursts (busy_cycles)
 is what the data plane adds beyond the PMD's and the engine's cost (the issue's target: <= 50). Figures are
 the minimum and the median of the repeats: this is a shared machine, and one run can lose the core. With
 --callgrind, one full and one rx-only run under valgrind count the instructions per packet of each part:
-the same figure without the noise (instructions, not cycles). The capture is cached in $FH_BENCH_CACHE
+the same figure without the noise (instructions, not cycles).
+
+With --ab, each repeat also runs rx-only and full on the same day sent on the A and the B line (each datagram
+on A, then its copy on B), every full run listening to both lines; what the B copies cost is
+
+  arbitration cycles per B packet = ((full A+B - full A) - (rx-only A+B - rx-only A)) / B packets
+
+(busy cycles: the data plane's own handling of a copy of an applied datagram beyond the PMD's receiving it),
+also in ns; with --callgrind, the same difference in instructions per B packet. The capture is cached in $FH_BENCH_CACHE
 (default: a directory in the temp dir) under a name made of the arguments. bench/dataplane.md has figures.
 """
 
@@ -41,11 +49,13 @@ def _cache_dir() -> Path:
     return d
 
 
-def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print) -> tuple[bytes, Path, dict]:
-    """The synthetic day (daily-file bytes) and its A-line pcap, made once and cached by their arguments."""
+def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print,
+                 ab: bool = False) -> tuple[bytes, Path, dict]:
+    """The synthetic day (daily-file bytes) and its A-line pcap (ab: A and B, each datagram on A then at once
+    its copy on B), made once and cached by their arguments."""
     from . import native, pcapgen
 
-    key = f"a-m{messages}-i{instruments}-s{seed}-mtu{mtu}"
+    key = f"{'ab' if ab else 'a'}-m{messages}-i{instruments}-s{seed}-mtu{mtu}"
     d = _cache_dir()
     pcap, meta = d / f"{key}.pcap", d / f"{key}.json"
     t0 = time.perf_counter()
@@ -56,7 +66,7 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
     else:
         log(f"generating {pcap} ({messages} messages, {instruments} instruments, MTU {mtu}) ...")
         tmp = pcap.with_suffix(f".tmp{os.getpid()}")
-        info = pcapgen.synth_pcap(tmp, data, [pcapgen.Line(*pcapgen.DEFAULT_A)], mtu=mtu)
+        info = pcapgen.synth_pcap(tmp, data, _lines(ab), mtu=mtu)
         os.replace(tmp, pcap)
         meta.write_text(json.dumps(info))
         info["cached"] = False
@@ -64,20 +74,33 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
     return data, pcap, info
 
 
+def _lines(ab: bool) -> list:
+    from . import pcapgen
+
+    return [pcapgen.Line(*pcapgen.DEFAULT_A)] + ([pcapgen.Line(*pcapgen.DEFAULT_B)] if ab else [])
+
+
+def _line_args(ab: bool) -> list[str]:
+    out = []
+    for l in _lines(ab):
+        out += ["--line", f"{l.group}:{l.port}"]
+    return out
+
+
 def _eal(name: str, vdev: str, core: int) -> list[str]:
     return ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l", str(core),
             "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error", "--vdev", vdev]
 
 
-def run_dataplane(pcap: Path, mode: str, core: int, idle: str = "spin") -> dict:
-    """One pass of fh-dataplane over the capture; its final statistics."""
-    from . import pcapgen, replay
+def run_dataplane(pcap: Path, mode: str, core: int, idle: str = "spin", ab: bool = False) -> dict:
+    """One pass of fh-dataplane over the capture; its final statistics. ab: listen to the A and the B line
+    (else A only)."""
+    from . import replay
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
-    group, port = pcapgen.DEFAULT_A
     cmd = [replay.find_dataplane(), *_eal(name, f"net_pcap0,rx_pcap={pcap}", core), "--", "--mode", mode,
-           "--segment", segment, "--line", f"{group}:{port}", "--idle", idle, "--exit-idle-ms", "300"]
+           "--segment", segment, *_line_args(ab), "--idle", idle, "--exit-idle-ms", "300"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     finally:
@@ -161,6 +184,9 @@ def _cg_table(out: str, inclusive: bool) -> dict[str, int]:
                        capture_output=True, text=True, check=True)
     t: dict[str, int] = {}
     for line in p.stdout.splitlines():
+        if "PROGRAM TOTALS" in line:  # every instruction of the run, libraries included, under "*total*"
+            t["*total*"] = int(line.split()[0].replace(",", ""))
+            continue
         m = _CG_LINE.match(line)
         if not m:
             continue
@@ -172,40 +198,51 @@ def _cg_table(out: str, inclusive: bool) -> dict[str, int]:
     return t
 
 
-def callgrind_pass(pcap: Path) -> dict:
-    """Instructions per packet under callgrind (deterministic, unlike the clock): the data plane's own loop,
-    its stages and the PMD, from one full and one rx-only run."""
-    from . import pcapgen, replay
+def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False) -> dict:
+    """One fh-dataplane run under callgrind: packets, messages applied, and the instruction tables."""
+    from . import replay
 
+    name = f"cg-{uuid.uuid4().hex[:8]}"
+    out = f"{tmp}/{name}.out"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", replay.find_dataplane(),
+           *_eal(name, f"net_pcap0,rx_pcap={pcap}", replay.poll_core()), "--", "--mode", mode,
+           "--segment", f"/dev/shm/fh-{name}", *_line_args(ab), "--idle", "backoff", "--exit-idle-ms", "500"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    finally:
+        replay.remove_segment(f"/dev/shm/fh-{name}")
+    if p.returncode != 0:
+        raise replay.DataplaneError(p.stderr.strip()[-600:])
+    stats = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+    return {"packets": stats["packets"], "messages": stats.get("messages_applied", 0),
+            "self": _cg_table(out, False), "incl": _cg_table(out, True)}
+
+
+def _need_valgrind() -> None:
     if not shutil.which("valgrind") or not shutil.which("callgrind_annotate"):
         raise _cli_error("--callgrind needs valgrind (apt-get install valgrind)")
-    group, port = pcapgen.DEFAULT_A
+
+
+def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dict:
+    """Instructions per packet under callgrind (deterministic, unlike the clock): the data plane's own loop,
+    its stages and the PMD, from one full and one rx-only run. ab: listen to both lines (for --ab). raw, if
+    given, receives the runs' tables (arbitration_callgrind compares against them)."""
+    _need_valgrind()
     res: dict = {}
     with tempfile.TemporaryDirectory(prefix="fh-cg-") as tmp:
         for mode in ("full", "rx-only"):
-            name = f"cg-{uuid.uuid4().hex[:8]}"
-            out = f"{tmp}/{mode}.out"
-            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", replay.find_dataplane(),
-                   *_eal(name, f"net_pcap0,rx_pcap={pcap}", replay.poll_core()), "--", "--mode", mode,
-                   "--segment", f"/dev/shm/fh-{name}", "--line", f"{group}:{port}", "--idle", "backoff",
-                   "--exit-idle-ms", "500"]
-            try:
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-            finally:
-                replay.remove_segment(f"/dev/shm/fh-{name}")
-            if p.returncode != 0:
-                raise replay.DataplaneError(p.stderr.strip()[-600:])
-            stats = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
-            res[mode] = {"packets": stats["packets"], "messages": stats.get("messages_applied", 0), "self": _cg_table(out, False), "incl": _cg_table(out, True)}
+            res[mode] = _callgrind_run(pcap, mode, tmp, ab)
+    if raw is not None:
+        raw.update(res)
     f, r = res["full"], res["rx-only"]
     pk = f["packets"]
     per = lambda n: round(n / pk, 1)  # noqa: E731
     fi, fs = f["incl"], f["self"]
     own_loop = fs.get("main", 0) - r["self"].get("main", 0) * pk / max(1, r["packets"])
     own = {"loop (main, beyond rx-only's)": per(own_loop), "fh_net_parse": per(fi.get("fh_net_parse", 0)),
-           "fh_engine_batch_begin": per(fi.get("fh_engine_batch_begin", 0)),
+           "fh_engine_batch_begin": per(fi.get("fh_engine_batch_begin", 0) + fi.get("fh_engine_batch_begin_at", 0)),
            "fh_engine_batch_end (+ fh_seg_wake)": per(fi.get("fh_engine_batch_end", 0))}
-    engine = fi.get("fh_engine_apply", 0)
+    engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0)  # one message / a datagram's run
     mold = fs.get("fh_mold_feed_apply", 0)
     m = max(1, f["messages"])
     return {
@@ -218,9 +255,54 @@ def callgrind_pass(pcap: Path) -> dict:
             "own": own,
             "own_total": round(sum(own.values()), 1),
             "mold sequencing (fh_mold_feed_apply self)": per(mold),
-            "engine (fh_engine_apply)": per(engine),
+            "engine (fh_engine_apply + fh_engine_apply_blocks)": per(engine),
         },
     }
+
+
+_ARB_FUNCS = ("fh_net_parse", "fh_mold_feed_apply", "fh_engine_batch_begin_at", "fh_engine_batch_begin",
+              "fh_engine_batch_end", "fh_mold_feed_poll")
+
+
+def arbitration_callgrind(ab_pcap: Path, raw_a: dict) -> dict:
+    """Instructions per B packet: full and rx-only under callgrind on the A+B capture, against the same runs
+    on the A-only capture (raw_a, from callgrind_pass(..., ab=True, raw=...)). Each part is the difference of
+    the two runs over the number of B packets; the data plane's own part is what is left of it beyond the
+    rx-only run's."""
+    _need_valgrind()
+    with tempfile.TemporaryDirectory(prefix="fh-cg-") as tmp:
+        ab = {mode: _callgrind_run(ab_pcap, mode, tmp, True) for mode in ("full", "rx-only")}
+    fa, ra, fb, rb = raw_a["full"], raw_a["rx-only"], ab["full"], ab["rx-only"]
+    nb = fb["packets"] - fa["packets"]
+    if nb <= 0 or rb["packets"] - ra["packets"] != nb:
+        raise replay_error(f"callgrind: {fb['packets']} packets with B against {fa['packets']} without")
+
+    def d(run_b, run_a, table, fn):
+        return (run_b[table].get(fn, 0) - run_a[table].get(fn, 0)) / nb
+
+    own = {"loop (main, beyond rx-only's)": round(d(fb, fa, "self", "main") - d(rb, ra, "self", "main"), 1)}
+    for fn in _ARB_FUNCS:
+        if fn in fb["incl"] or fn in fa["incl"]:
+            own[fn] = round(d(fb, fa, "incl", fn), 1)
+    return {
+        "b_packets": nb,
+        "messages_applied": {"a_only": fa["messages"], "a_and_b": fb["messages"]},
+        "instructions_per_b_packet": {
+            "pmd_rx (net_pcap + libpcap)": round(d(fb, fa, "incl", "pmd"), 1),
+            "rte_pktmbuf_free_bulk": round(d(fb, fa, "incl", "rte_pktmbuf_free_bulk"), 1),
+            "own": own,
+            "own_total": round(sum(own.values()), 1),
+            "engine (fh_engine_apply + _blocks)": round(d(fb, fa, "incl", "fh_engine_apply")
+                                                        + d(fb, fa, "incl", "fh_engine_apply_blocks"), 1),
+            "program, full minus rx-only": round(d(fb, fa, "self", "*total*") - d(rb, ra, "self", "*total*"), 1),
+        },
+    }
+
+
+def replay_error(msg: str):
+    from .replay import DataplaneError
+
+    return DataplaneError(msg)
 
 
 def _drops(full: dict) -> dict:
@@ -251,11 +333,17 @@ def bench_dataplane(a) -> int:
     dgrams = _datagrams(pcap)
     res: dict = {"pcap": str(pcap), "cached": info["cached"], "messages": info["messages"],
                  "datagrams": info["datagrams"], "mtu": a.mtu, "instruments": a.instruments, "seed": a.seed,
-                 "core": core, "repeats": a.repeats, "idle": a.idle, "runs": []}
+                 "core": core, "repeats": a.repeats, "idle": a.idle, "ab": a.ab, "runs": []}
+    if a.ab:
+        _, ab_pcap, ab_info = day_and_pcap(a.messages, a.instruments, a.seed, a.mtu, log, ab=True)
+        res["ab_pcap"], res["ab_cached"] = str(ab_pcap), ab_info["cached"]
     for r in range(a.repeats):
         rx = run_dataplane(pcap, "rx-only", core, a.idle)
-        full = run_dataplane(pcap, "full", core, a.idle)
+        full = run_dataplane(pcap, "full", core, a.idle, ab=a.ab)
         eng = engine_pass(data, dgrams, core, full["tsc_hz"])
+        if a.ab:
+            ab_rx = run_dataplane(ab_pcap, "rx-only", core, a.idle, ab=True)
+            ab_full = run_dataplane(ab_pcap, "full", core, a.idle, ab=True)
         pk = full["packets"]
         run = {
             "rx_only": {"packets": rx["packets"], "bytes": rx["bytes"],
@@ -274,10 +362,14 @@ def bench_dataplane(a) -> int:
         run["messages_per_packet"] = mpp
         run["own_cycles_per_packet"] = base - eng["blocks_cycles_per_msg"] * mpp
         run["own_cycles_per_packet_vs_mold_path"] = base - eng["mold_path_cycles_per_msg"] * mpp
+        if a.ab:
+            run["arbitration"] = _arbitration_run(rx, full, ab_rx, ab_full)
         res["runs"].append(run)
         log(f"run {r + 1}/{a.repeats}: rx-only {run['rx_only']['cycles_per_packet']:.0f} cycles/packet, full "
             f"{run['full']['cycles_per_packet']:.0f}, engine {eng['blocks_cycles_per_msg']:.0f} cycles/message "
-            f"(mold path {eng['mold_path_cycles_per_msg']:.0f}), own {run['own_cycles_per_packet']:.0f} cycles/packet")
+            f"(mold path {eng['mold_path_cycles_per_msg']:.0f}), own {run['own_cycles_per_packet']:.0f} cycles/packet"
+            + (f"; B copies: {run['arbitration']['cycles_per_b_packet']:.0f} cycles/B packet beyond rx-only's "
+               f"{run['arbitration']['rx_only_cycles_per_b_packet']:.0f}" if a.ab else ""))
 
     runs = res["runs"]
     col = lambda f: [f(x) for x in runs]  # noqa: E731
@@ -307,9 +399,15 @@ def bench_dataplane(a) -> int:
         - s["engine_mold_path_cycles_per_msg"]["min"] * s["messages_per_packet"], 1)
     s["target_cycles"] = TARGET_CYCLES
     s["target_met"] = s["own_cycles_per_packet"]["median"] <= TARGET_CYCLES
+    if a.ab:
+        s["arbitration"] = _arbitration_summary(runs)
     if a.callgrind:
         log("callgrind: one full and one rx-only run (about a minute for 5,000,000 messages) ...")
-        res["callgrind"] = callgrind_pass(pcap)
+        raw: dict = {}
+        res["callgrind"] = callgrind_pass(pcap, ab=a.ab, raw=raw)
+        if a.ab:
+            log("callgrind: the same two runs on the A+B capture ...")
+            res["callgrind_arbitration"] = arbitration_callgrind(ab_pcap, raw)
     if a.json:
         print(json.dumps(res))
         return 0
@@ -337,6 +435,15 @@ def bench_dataplane(a) -> int:
     w("* driven from Python, whose interpreter evicts the engine's cache lines between calls: an upper bound\n")
     w(f"drops: {s['drops'] or 'none'}; every message applied: {s['messages_all_applied']}\n")
     w(f"target (<= {TARGET_CYCLES} cycles/packet of its own): {'met' if s['target_met'] else 'NOT met'}\n")
+    if a.ab:
+        ar = s["arbitration"]
+        w(f"B copies (A+B capture, {ar['b_packets']:,} B packets, both lines listened to in every full run):\n")
+        row("  rx-only cycles/B packet", ar["rx_only_cycles_per_b_packet"])
+        row("  full cycles/B packet", ar["full_cycles_per_b_packet"])
+        row("  arbitration cycles/B packet", ar["cycles_per_b_packet"])
+        row("  arbitration ns/B packet", ar["ns_per_b_packet"], "{:.1f}")
+        w(f"{'  arbitration from the minima':34} {ar['cycles_per_b_packet_from_minima']:>12,.0f} cycles\n")
+        w(f"  every B message counted as a duplicate, the same messages applied: {ar['all_duplicates']}\n")
     if "callgrind" in res:
         ipp = res["callgrind"]["instructions_per_packet"]
         w("instructions per packet (callgrind):\n")
@@ -348,7 +455,56 @@ def bench_dataplane(a) -> int:
                 w(f"  {k:49} {v:>10,.1f}\n")
         ipm = res["callgrind"]["instructions_per_message"]
         w(f"instructions per message (callgrind): mold sequencing {ipm['mold sequencing']}, engine {ipm['engine']}\n")
+    if "callgrind_arbitration" in res:
+        ca = res["callgrind_arbitration"]
+        w(f"instructions per B packet (callgrind, {ca['b_packets']:,} B packets):\n")
+        for k, v in ca["instructions_per_b_packet"].items():
+            if isinstance(v, dict):
+                for k2, v2 in v.items():
+                    w(f"  own: {k2:44} {v2:>10,.1f}\n")
+            else:
+                w(f"  {k:49} {v:>10,.1f}\n")
     return 0
+
+
+def _arbitration_run(rx: dict, full: dict, ab_rx: dict, ab_full: dict) -> dict:
+    """What the B copies cost in one repeat: the busy cycles the A+B capture took beyond the A-only one, over
+    the B packets, minus the same difference of the rx-only runs (the PMD's cost of those packets)."""
+    nb = ab_full["packets"] - full["packets"]
+    if nb <= 0 or ab_rx["packets"] - rx["packets"] != nb:
+        raise replay_error(f"the A+B capture gave {ab_full['packets']} packets against {full['packets']} (rx-only: "
+                           f"{ab_rx['packets']} against {rx['packets']})")
+    rx_b = (ab_rx["busy_cycles"] - rx["busy_cycles"]) / nb
+    full_b = (ab_full["busy_cycles"] - full["busy_cycles"]) / nb
+    b_line = ab_full["lines"][1] if len(ab_full.get("lines", [])) > 1 else {}
+    return {"b_packets": nb, "rx_only_cycles_per_b_packet": rx_b, "full_cycles_per_b_packet": full_b,
+            "cycles_per_b_packet": full_b - rx_b, "ns_per_b_packet": (full_b - rx_b) / ab_full["tsc_hz"] * 1e9,
+            "tsc_hz": ab_full["tsc_hz"],
+            "a_and_b": {"packets": ab_full["packets"], "busy_cycles": ab_full["busy_cycles"],
+                        "rx_only_busy_cycles": ab_rx["busy_cycles"], "messages_applied": ab_full["messages_applied"],
+                        "duplicates": ab_full["mold"].get("duplicates", 0), "b_line": b_line,
+                        "drops": _drops(ab_full)},
+            "a_only": {"packets": full["packets"], "busy_cycles": full["busy_cycles"],
+                       "rx_only_busy_cycles": rx["busy_cycles"], "messages_applied": full["messages_applied"]}}
+
+
+def _arbitration_summary(runs: list[dict]) -> dict:
+    ar = [x["arbitration"] for x in runs]
+    col = lambda k: [x[k] for x in ar]  # noqa: E731
+    out = {"b_packets": ar[0]["b_packets"],
+           "rx_only_cycles_per_b_packet": _mm(col("rx_only_cycles_per_b_packet")),
+           "full_cycles_per_b_packet": _mm(col("full_cycles_per_b_packet")),
+           "cycles_per_b_packet": _mm(col("cycles_per_b_packet")),
+           "ns_per_b_packet": _mm(col("ns_per_b_packet"), 2)}
+    # from the least-disturbed pass of each of the four kinds
+    least = lambda run, k: min(x[run][k] for x in ar)  # noqa: E731
+    full_d = least("a_and_b", "busy_cycles") - least("a_only", "busy_cycles")
+    rx_d = least("a_and_b", "rx_only_busy_cycles") - least("a_only", "rx_only_busy_cycles")
+    out["cycles_per_b_packet_from_minima"] = round((full_d - rx_d) / ar[0]["b_packets"], 1)
+    out["all_duplicates"] = all(
+        x["a_and_b"]["messages_applied"] == x["a_only"]["messages_applied"]
+        and x["a_and_b"]["duplicates"] == x["a_only"]["messages_applied"] and not x["a_and_b"]["drops"] for x in ar)
+    return out
 
 
 def _cli_error(msg: str):
@@ -368,5 +524,8 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--cpu", type=int, default=None, help="poll core (default: the last one)")
     b.add_argument("--callgrind", action="store_true",
                    help="also count instructions per packet under callgrind (needs valgrind; about a minute)")
+    b.add_argument("--ab", action="store_true",
+                   help="also the same day on the A and the B line: what the B copies cost (arbitration), in "
+                        "cycles and ns per B packet, and with --callgrind in instructions")
     b.add_argument("--json", action="store_true", help="print the results as one JSON object")
     b.set_defaults(func=bench_dataplane)
