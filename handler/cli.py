@@ -668,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--json", action="store_true", help="print the results as one JSON object")
     beng.set_defaults(func=cmd_bench_engine)
     __import__("handler.bench_dataplane", fromlist=["register"]).register(bes, _positive, _nonneg)
+    __import__("handler.bench_recovery", fromlist=["register"]).register(bes, _positive, _nonneg)
     return p
 
 
