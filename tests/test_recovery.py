@@ -269,3 +269,44 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
     assert stats["gaps_filled"]["count"] == m["gaps"] and stats["gaps_filled"]["max_ns"] > 3_000_000  # the wait
     if plan_name != "both_lines":
         assert dp_stats["lines"][1]["messages"] < dp_stats["lines"][0]["messages"]
+
+
+def test_net_pcap_feed_with_the_server_on_a_second_port(day, clean, clean_books, tmp_path):
+    """The fault plan replayed from net_pcap at top speed; the requests go out, and the replies come back, on a
+    second port (net_af_packet on a veth pair into the server's namespace): the gap is filled while what
+    follows it waits in the hold-back buffer."""
+    why = _why_no_lab()
+    if why:
+        pytest.skip(why)
+    plan = [{"line": "both", "kind": "drop", "seq": _seq_of(day, 30), "count": 3},
+            {"line": "both", "kind": "drop", "seq": _seq_of(day, 300), "count": 5},
+            {"line": "A", "kind": "drop", "at": 100, "count": 4}]
+    pcap, inj = _synth(tmp_path, day, plan)
+    lost = sum(r["messages"] for r in inj["lost_on_all_lines"])
+    tag = uuid.uuid4().hex[:6]
+    name = f"rec-{tag}"
+    with sender.Lab(tag) as lab:
+        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
+                                              str(clean), "--listen", "10.77.0.1:18000"]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(replay.Path(__file__).parent.parent)})
+        try:
+            time.sleep(1.0)  # the server listening
+            eal = replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}") + ["--vdev", f"net_af_packet0,iface={lab.dp_if}"]
+            lines = [(*l, "net_pcap0") for l in replay.pcap_lines(pcap)]
+            extra = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--retrans-dev",
+                     "net_af_packet0", "--src-ip", "10.77.0.2", "--igmp", "off"]
+            stats, seg = _run(pcap, tmp_path, extra=extra, lines=lines, eal=eal)
+        finally:
+            srv.terminate()
+            srv.communicate(timeout=10)
+    books, status, events, _, _ = _segment(seg)
+    assert books == clean_books
+    m = stats["mold"]
+    assert stats["ports"] == 2
+    assert m["lost"] == 0 and m["recovered_retrans"] == lost and m["gap_messages"] >= lost
+    # each line's own losses: what the plan dropped on it (the both-lines drops included)
+    assert stats["lines"][0]["lost"] - stats["lines"][0]["late"] == inj["A"]["dropped"]["messages"]
+    assert stats["lines"][1]["lost"] - stats["lines"][1]["late"] == inj["B"]["dropped"]["messages"] == lost
+    assert set(status.values()) == {"live"} and not [e for e in events if e["type"] == "stale"]
