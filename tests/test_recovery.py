@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
-from conftest import fh
+from conftest import ROOT
 from handler import faults, native, pcapgen, replay, sender
 from handler.shm import Reader
 
@@ -211,6 +212,26 @@ def _why_no_lab() -> str | None:
     return None
 
 
+@contextmanager
+def _server_lab(clean):
+    """A lab (network namespace, veth pair) with `fh retransmit-server` on the clean recording at
+    10.77.0.1:18000 inside it; yields (lab, the data plane's retransmission arguments)."""
+    tag = uuid.uuid4().hex[:6]
+    with sender.Lab(tag) as lab:
+        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
+                                              str(clean), "--listen", "10.77.0.1:18000"]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            time.sleep(1.0)  # the server listening
+            yield lab, ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
+                        "--igmp", "off"]
+        finally:
+            srv.terminate()
+            srv.communicate(timeout=10)
+
+
 def _mac(lab) -> str:
     out = subprocess.run(["ip", "-n", lab.ns, "-o", "link", "show", lab.ns_if], capture_output=True, text=True,
                          check=True).stdout
@@ -229,34 +250,23 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
                  {"line": "B", "kind": "silence", "at": 400}]
     pcap, inj = _synth(tmp_path, day, plan)
     lost = sum(r["messages"] for r in inj["lost_on_all_lines"])
-    tag = uuid.uuid4().hex[:6]
-    name = f"rec-{tag}"
+    name = f"rec-{uuid.uuid4().hex[:8]}"
     seg = f"/dev/shm/fh-{name}"
-    with sender.Lab(tag) as lab:
-        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
-                                              str(clean), "--listen", "10.77.0.1:18000"]),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(replay.Path(__file__).parent.parent)})
+    with _server_lab(clean) as (lab, retrans):
+        eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l",
+               str(replay.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
+               f"net_af_packet0,iface={lab.dp_if}"]
+        extra = [*retrans, "--src-port", "40000", "--gap-wait-us", "3000"]
+        dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
+                                                   events=1 << 18, extra=extra))
         try:
-            eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l",
-                   str(replay.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
-                   f"net_af_packet0,iface={lab.dp_if}"]
-            extra = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
-                     "--src-port", "40000", "--gap-wait-us", "3000", "--igmp", "off"]
-            dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
-                                                       events=1 << 18, extra=extra))
-            try:
-                time.sleep(1.0)  # the port up and the server listening
-                snd = subprocess.run(lab.sender_argv(pcap, sender.parse_pace("max", 20000)), capture_output=True,
-                                     text=True, timeout=120)
-                assert snd.returncode == 0, snd.stderr
-                stats = dp.wait(120)
-            finally:
-                dp.close()
+            time.sleep(0.5)  # the port up
+            snd = subprocess.run(lab.sender_argv(pcap, sender.parse_pace("max", 20000)), capture_output=True,
+                                 text=True, timeout=120)
+            assert snd.returncode == 0, snd.stderr
+            stats = dp.wait(120)
         finally:
-            srv.terminate()
-            out, err = srv.communicate(timeout=10)
+            dp.close()
     books, status, events, _, dp_stats = _segment(seg)
     assert replay.diff_books(books, clean_books) == [] and books == clean_books
     m = stats["mold"]
@@ -283,24 +293,11 @@ def test_net_pcap_feed_with_the_server_on_a_second_port(day, clean, clean_books,
             {"line": "A", "kind": "drop", "at": 100, "count": 4}]
     pcap, inj = _synth(tmp_path, day, plan)
     lost = sum(r["messages"] for r in inj["lost_on_all_lines"])
-    tag = uuid.uuid4().hex[:6]
-    name = f"rec-{tag}"
-    with sender.Lab(tag) as lab:
-        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
-                                              str(clean), "--listen", "10.77.0.1:18000"]),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(replay.Path(__file__).parent.parent)})
-        try:
-            time.sleep(1.0)  # the server listening
-            eal = replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}") + ["--vdev", f"net_af_packet0,iface={lab.dp_if}"]
-            lines = [(*l, "net_pcap0") for l in replay.pcap_lines(pcap)]
-            extra = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--retrans-dev",
-                     "net_af_packet0", "--src-ip", "10.77.0.2", "--igmp", "off"]
-            stats, seg = _run(pcap, tmp_path, extra=extra, lines=lines, eal=eal)
-        finally:
-            srv.terminate()
-            srv.communicate(timeout=10)
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    with _server_lab(clean) as (lab, retrans):
+        eal = replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}") + ["--vdev", f"net_af_packet0,iface={lab.dp_if}"]
+        lines = [(*l, "net_pcap0") for l in replay.pcap_lines(pcap)]
+        stats, seg = _run(pcap, tmp_path, extra=[*retrans, "--retrans-dev", "net_af_packet0"], lines=lines, eal=eal)
     books, status, events, _, _ = _segment(seg)
     assert books == clean_books
     m = stats["mold"]

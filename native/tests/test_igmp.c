@@ -10,27 +10,7 @@
 
 #include "../dataplane/igmp.c"
 
-static int failures;
-
-static void fail_at(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s:%d: FAIL: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (++failures > 50) {
-        fprintf(stderr, "too many failures\n");
-        exit(1);
-    }
-}
-
-#define CHECK(cond, ...)                              \
-    do {                                              \
-        if (!(cond))                                  \
-            fail_at(__FILE__, __LINE__, __VA_ARGS__); \
-    } while (0)
+#include "check.h"
 
 static const uint8_t MAC[6] = { 0x02, 0, 0, 0, 0, 0x42 };
 #define SRC 0x0a010203u  /* 10.1.2.3 */

@@ -13,27 +13,7 @@
 
 #include "fh/synth.h"
 
-static int failures;
-
-static void fail_at(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s:%d: FAIL: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (++failures > 50) {
-        fprintf(stderr, "too many failures\n");
-        exit(1);
-    }
-}
-
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (!(cond))                                      \
-            fail_at(__FILE__, __LINE__, __VA_ARGS__);     \
-    } while (0)
+#include "check.h"
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
