@@ -101,14 +101,15 @@ def _start_server(lab, clean: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
     return srv, stats
 
 
-def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | None) -> dict:
-    """One data plane over the faulty capture, sent paced; its figures."""
+def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | None, planned: int) -> dict:
+    """One data plane over the faulty capture, sent paced; its figures (planned: the messages the plan lost)."""
     from . import replay, sender
 
     name = f"brec-{uuid.uuid4().hex[:8]}"
     seg = f"/dev/shm/fh-{name}"
     eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l", str(core),
-           "--log-level", "lib.eal:error", "--no-telemetry", "--vdev", f"net_af_packet0,iface={lab.dp_if}"]
+           "--log-level", "lib.eal:error", "--no-telemetry",
+           "--vdev", f"net_af_packet0,iface={lab.dp_if},framecnt=4096"]  # the ring `fh replay --live` takes
     extra = ["--retrans-server", f"{SERVER_IP}:{PORT}", "--retrans-mac", mac, "--src-ip", DP_IP, "--src-port",
              "40000", "--gap-wait-us", str(a.gap_wait_us), "--igmp", "off"]
     dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, lines, keep=False, idle="spin", exit_idle_ms=500,
@@ -134,7 +135,9 @@ def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | No
     return {"gaps_filled": gf, "mold": {k: m.get(k, 0) for k in keep},
             "requests_sent": stats["retransmission"]["requests_sent"],
             "retransmission_line": stats["lines"][2] if len(stats["lines"]) > 2 else None,
-            "feed_state": stats["feed"]["state"],
+            "feed_state": stats["feed"]["state"], "nic": stats["nic"],
+            "drops": {k: v for k, v in stats["drops"].items() if v},
+            "only_the_planned_gap": m["recovered_retrans"] == planned and m["request_messages"] == planned,
             "recovery_ns": gf["last_ns"], "beyond_wait_ns": gf["last_ns"] - a.gap_wait_us * 1000,
             "sender": {k: summary.get(k) for k in ("sent", "frames", "achieved_pps", "late_ns", "errors")}}
 
@@ -228,7 +231,7 @@ def bench_recovery(a) -> int:
                 mac = _mac(lab)
                 dp_lines = replay.pcap_lines(faulty)
                 for r in range(a.repeats):
-                    run = one_run(lab, faulty, dp_lines, mac, a, core, sender_cpu)
+                    run = one_run(lab, faulty, dp_lines, mac, a, core, sender_cpu, gap["messages"])
                     res["runs"].append(run)
                     gf, m = run["gaps_filled"], run["mold"]
                     log(f"run {r + 1}/{a.repeats}: gap filled in {gf['last_ns'] / 1e6:.3f} ms "
@@ -253,9 +256,15 @@ def bench_recovery(a) -> int:
         "recovery_ns": _mm(col(lambda x: x["recovery_ns"])),
         "beyond_wait_ns": _mm(col(lambda x: x["beyond_wait_ns"])),
         "requests": _mm(col(lambda x: x["mold"]["requests"])),
-        "all_filled": all(x["mold"]["lost"] == 0 and x["mold"]["recovered_retrans"] == gap["messages"]
-                          and x["gaps_filled"]["count"] == 1 for x in runs),
+        "all_filled": all(x["mold"]["lost"] == 0 and x["mold"]["unrecoverable"] == 0 for x in runs),
+        # a run in which the data plane also missed frames of both lines (a full af_packet ring while its core
+        # was taken, nic.imissed) asked for those too, in the same gap: its time is not the planned gap's alone
+        "runs_only_the_planned_gap": sum(x["only_the_planned_gap"] for x in runs),
     }
+    clean = [x for x in runs if x["only_the_planned_gap"]]
+    if clean and len(clean) < len(runs):
+        s["only_the_planned_gap_recovery_ns"] = _mm([x["recovery_ns"] for x in clean])
+        s["only_the_planned_gap_beyond_wait_ns"] = _mm([x["beyond_wait_ns"] for x in clean])
     base = res["baseline_python_client"]
     if "ns_mm" in base:
         s["baseline_python_client_ns"] = base["ns_mm"]
@@ -274,6 +283,11 @@ def bench_recovery(a) -> int:
     row("gap open, first sign to filled (ms)", s["recovery_ns"])
     row("  beyond the wait (ms)", s["beyond_wait_ns"])
     row("requests", s["requests"], 1, "{:.0f}")
+    if "only_the_planned_gap_recovery_ns" in s:
+        w(f"{s['runs_only_the_planned_gap']} of {a.repeats} runs asked for the planned gap only (the others also for "
+          "frames the data plane missed, nic.imissed); those runs:\n")
+        row("  first sign to filled (ms)", s["only_the_planned_gap_recovery_ns"])
+        row("  beyond the wait (ms)", s["only_the_planned_gap_beyond_wait_ns"])
     if "baseline_python_client_ns" in s:
         row("Python client <-> server, loopback (ms)", s["baseline_python_client_ns"])
         w(f"beyond the wait / Python client's round trip (medians): {s['beyond_wait_over_baseline']}\n")
@@ -282,7 +296,7 @@ def bench_recovery(a) -> int:
     last = runs[-1]["mold"]
     w(f"every gap filled, nothing lost: {s['all_filled']} (last run: requests {last['requests']}, request_messages "
       f"{last['request_messages']}, recovered_retrans {last['recovered_retrans']}, lost {last['lost']}, retries "
-      f"{last['request_retries']})\n")
+      f"{last['request_retries']}, nic imissed {runs[-1]['nic']['imissed']})\n")
     return 0
 
 
