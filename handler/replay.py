@@ -592,10 +592,18 @@ def summary_lines(stats: dict) -> list[str]:
         + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
         f"drops: {', '.join(f'{k}={v}' for k, v in drops.items()) or 'none'}",
         f"moldudp64: datagrams {mold['datagrams']}, duplicates {mold['duplicates']}, gaps {mold['gaps']} "
-        f"({mold['gap_messages']} messages), heartbeats {mold['heartbeats']}, end of session {mold['end_of_session']}",
+        f"({mold['gap_messages']} messages: {mold.get('recovered_lines', 0)} filled by the other line, "
+        f"{mold.get('recovered_retrans', 0)} by retransmission, {mold.get('lost', 0)} lost), heartbeats "
+        f"{mold['heartbeats']}, end of session {mold['end_of_session']}",
         f"latency rx->publish (ns): p50 {lat['p50']}, p99 {lat['p99']}, p99.9 {lat['p99.9']}, max {lat['max']} "
         f"over {lat['count']} messages",
     ]
+    feed = stats.get("feed")
+    if feed:
+        out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
+                                               if feed["state"] == "stale" else "")
+                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {l['won']} lost {l['lost']}"
+                                             for i, l in enumerate(stats.get("lines", []))))
     s = stats.get("sender")
     if s:
         errs = ", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"
