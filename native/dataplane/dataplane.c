@@ -900,11 +900,12 @@ int main(int argc, char **argv)
             igmp_flush(&ig[k], rte_rdtsc()); /* the joins, right after the port started */
     /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts) so that every
      * frame that reached a port is applied or counted, then stops. */
+    unsigned next_port = 0; /* round robin: the port after the last one that had frames is polled first */
     for (uint32_t drained = 0;;) {
         uint64_t t0 = rte_rdtsc();
         uint16_t n = 0;
-        unsigned k = 0;
-        for (; k < nports; k++) /* the first port with frames; the others are polled on the next rounds */
+        unsigned k = next_port;
+        for (unsigned tries = 0; tries < nports; tries++, k = k + 1 == nports ? 0 : k + 1)
             if ((n = rte_eth_rx_burst(ports[k], 0, bufs, BURST)) > 0)
                 break;
         if (n == 0) {
@@ -927,15 +928,7 @@ int main(int argc, char **argv)
                 break;
             continue;
         }
-        if (k) { /* round robin: the port that had frames goes last next time */
-            uint16_t first = ports[k];
-            memmove(&ports[k], &ports[k + 1], (nports - k - 1) * sizeof ports[0]);
-            ports[nports - 1] = first;
-            igmp_t t = ig[k];
-            memmove(&ig[k], &ig[k + 1], (nports - k - 1) * sizeof ig[0]);
-            ig[nports - 1] = t;
-            k = nports - 1;
-        }
+        next_port = k + 1 == nports ? 0 : k + 1;
         empty = 0;
         uint64_t rx = rte_rdtsc(), now = rx; /* now: the last TSC read, the publish stamp of the next datagram */
         for (uint16_t i = 0; i < n; i++) {
