@@ -236,6 +236,7 @@ static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e,
                 f->hold[s].seq = 0;
         f->held_now = 0;
         f->gap_open = 0;
+        f->snap_pending = 0; /* a snapshot of the old session is moot; the books stay stale until one comes */
         memset(f->req, 0, sizeof f->req);
         f->outstanding = 0;
         for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
