@@ -66,6 +66,7 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
 void fh_engine_destroy(fh_engine_t *e);
 void fh_engine_reset(fh_engine_t *e);
 void fh_engine_clear_books(fh_engine_t *e);
+int fh_engine_set_publish_filter(fh_engine_t *e, const char *const *symbols, uint32_t n);
 int fh_engine_set_new_book_status(fh_engine_t *e, int status);
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
@@ -160,6 +161,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
 #define FH_BOOK_EMPTY 0
 #define FH_BOOK_LIVE 1
 #define FH_BOOK_STALE 2
+#define FH_BOOK_F_UNPUBLISHED 1
 #define FH_EV_BBO 1
 #define FH_EV_TRADE 2
 #define FH_EV_STATE 3
@@ -181,7 +183,8 @@ typedef struct fh_shm_book {
     uint8_t cls[2];
     uint8_t symbol_len;
     char symbol[8];
-    uint8_t pad0[5];
+    uint8_t flags;
+    uint8_t pad0[4];
     uint32_t last_price;
     uint32_t last_shares;
     uint64_t itch_ts;

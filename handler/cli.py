@@ -326,7 +326,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
     from . import shm
 
     now = time.monotonic()
-    locs = np.flatnonzero(r.books["status"] != shm.EMPTY)
+    locs = r.locates()  # published instruments only
     upd = r.books["updates"][locs].astype(np.int64)
     if prev is None:
         rate = np.zeros(len(locs))

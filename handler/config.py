@@ -90,6 +90,7 @@ class Config:
     line_down_ms: int = 10000
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
+    publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
 
 
 _SCHEMA = {
@@ -102,6 +103,7 @@ _SCHEMA = {
     "run": {"idle", "exit_idle_ms"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
+    "instruments": {"publish", "publish_file"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -258,6 +260,7 @@ def load(path: str | os.PathLike) -> Config:
             raise _err(p, "shm.group", group, "no such group: create it (groupadd) or name an existing one; readers "
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
+    publish = _instruments(p, raw.get("instruments", {}))
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -270,8 +273,31 @@ def load(path: str | os.PathLike) -> Config:
         idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
-        line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics,
+        line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
     )
+
+
+def _instruments(p: str, ins: dict) -> str | None:
+    """[instruments]: publish = ["AAPL", ...] or publish_file = PATH (one symbol a line): the books to publish
+    (the data plane keeps every instrument's orders; the others get no events and readers do not see them)."""
+    pub, path = ins.get("publish"), ins.get("publish_file")
+    if pub is not None and path is not None:
+        raise _err(p, "instruments", None, "set publish or publish_file, not both")
+    if pub is not None:
+        if not isinstance(pub, list) or not pub:
+            raise _err(p, "instruments.publish", pub, "must be a non-empty list of symbols, e.g. [\"AAPL\", "
+                       "\"MSFT\"] (leave [instruments] out to publish every book)")
+        for sym in pub:
+            if not isinstance(sym, str) or not 1 <= len(sym) <= 8 or not sym.isprintable() or "," in sym \
+                    or sym != sym.strip():
+                raise _err(p, "instruments.publish", sym, "a symbol is 1 to 8 printable characters, no comma or "
+                           "spaces around it, as in ITCH's stock field")
+        return ",".join(pub)
+    if path is not None:
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise _err(p, "instruments.publish_file", path, "no such file: one symbol a line (# comments)")
+        return "@" + os.path.abspath(path)
+    return None
 
 
 def _device(path, key, v) -> Device:
@@ -470,6 +496,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--request-timeout-ms", str(r.timeout_ms), "--request-retries", str(r.retries),
               "--request-max", str(r.max_messages), "--max-outstanding", str(r.max_outstanding),
               "--hold", str(r.hold_messages)]
+    if cfg.publish:
+        a += ["--publish", cfg.publish]
     return a
 
 

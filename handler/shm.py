@@ -80,6 +80,7 @@ SIDE_DTYPE = _struct([("off", "<u4", 0), ("n", "<u4", 4)], 8)
 BOOK_DTYPE = _struct([
     ("seq", "<u4", 0), ("locate", "<u2", 4), ("trading_state", "S1", 6), ("status", "u1", 7),
     ("side", (SIDE_DTYPE, (2,)), 8), ("cls", ("u1", (2,)), 24), ("symbol_len", "u1", 26), ("symbol", "S8", 27),
+    ("flags", "u1", 35),
     ("last_price", "<u4", 40), ("last_shares", "<u4", 44), ("itch_ts", "<u8", 48), ("updates", "<u4", 56),
 ], 64)
 AGG_DTYPE = _struct([("shares", "<u8", 0), ("orders", "<u4", 8), ("next_free", "<u4", 12)], 16)
@@ -464,8 +465,10 @@ class Reader:
     # -- instruments
 
     def locates(self) -> np.ndarray:
-        """Locates that hold an instrument, ascending."""
-        return np.flatnonzero(self.books["status"] != EMPTY)
+        """Locates that hold a published instrument, ascending (the writer's [instruments] publish filter leaves
+        the others out: FH_BOOK_F_UNPUBLISHED)."""
+        b = self.books
+        return np.flatnonzero((b["status"] != EMPTY) & ((b["flags"] & lib.FH_BOOK_F_UNPUBLISHED) == 0))
 
     def symbol_of(self, locate: int) -> str:
         b = self.books[locate]
@@ -608,8 +611,10 @@ class Reader:
                 sides.append([[int(p), int(sh), int(o)] for p, sh, o in zip(prices, aggs["shares"], aggs["orders"])])
             if int(rec["seq"][0]) == s1:
                 break
-        if b["status"] == EMPTY:
-            raise UnknownInstrument(f"no instrument at locate {loc} in {self.path}")
+        if b["status"] == EMPTY or b["flags"] & lib.FH_BOOK_F_UNPUBLISHED:
+            raise UnknownInstrument(f"no instrument at locate {loc} in {self.path}"
+                                    + (" (it is not among the instruments the writer publishes)"
+                                       if b["status"] != EMPTY else ""))
         return self._info(loc, b), sides[0], sides[1]
 
     def _busy_wait(self, loc: int, t0: float | None) -> float:

@@ -158,7 +158,8 @@ def test_example_maps_to_the_data_plane_arguments(tmp_path):
         "--unrecoverable", "resume", "--line-stale-ms", "3000", "--line-down-ms", "10000",
         "--retrans-server", "10.20.0.5:26400", "--retrans-mac", "0c:42:a1:3b:00:01", "--retrans-dev", "0000:3b:00.0",
         "--src-ip", "10.20.0.9", "--src-port", "26401", "--gap-wait-us", "2000", "--request-timeout-ms", "100",
-        "--request-retries", "4", "--request-max", "1000", "--max-outstanding", "4", "--hold", "1048576"]
+        "--request-retries", "4", "--request-max", "1000", "--max-outstanding", "4", "--hold", "1048576",
+        "--publish", "AAPL,MSFT,NVDA,AMZN"]
     eal = config.eal_args(c)
     assert eal[eal.index("-a"):] == ["-a", "0000:3b:00.0", "-a", "0000:3b:00.1"]
 
@@ -398,3 +399,33 @@ def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
     p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "handler.cli", "run", "--config", c.path],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 2 and "ping -c1 10.77.0.3" in p.stderr, p.stderr
+
+
+# ---- [instruments] -------------------------------------------------------------------------------------
+
+
+def test_instruments_publish_list_and_file(tmp_path):
+    cfg = config.load(write(tmp_path, good(tmp_path) + '[instruments]\npublish = ["AAPL", "MSFT"]\n'))
+    assert cfg.publish == "AAPL,MSFT"
+    a = config.app_args(cfg)
+    assert a[a.index("--publish") + 1] == "AAPL,MSFT"
+    lst = tmp_path / "publish.txt"
+    lst.write_text("# the books our strategies trade\nAAPL\nMSFT\n")
+    cfg = config.load(write(tmp_path, good(tmp_path) + f'[instruments]\npublish_file = "{lst}"\n'))
+    assert cfg.publish == f"@{lst}"
+    assert "--publish" not in config.app_args(config.load(write(tmp_path, good(tmp_path))))
+
+
+@pytest.mark.parametrize("section,fix", [
+    ('publish = []', "non-empty list of symbols"),
+    ('publish = "AAPL"', "non-empty list of symbols"),
+    ('publish = ["TOOLONGSYM"]', "1 to 8 printable characters"),
+    ('publish = ["A,B"]', "no comma"),
+    ('publish_file = "/nonexistent/list.txt"', "no such file"),
+    ('publish = ["AAPL"]\npublish_file = "/etc/hostname"', "not both"),
+    ('symbols = ["AAPL"]', "unknown key"),
+])
+def test_instruments_errors(tmp_path, section, fix):
+    with pytest.raises(config.ConfigError, match=fix) as e:
+        config.load(write(tmp_path, good(tmp_path) + f"[instruments]\n{section}\n"))
+    assert "instruments" in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -307,3 +307,25 @@ def test_net_pcap_feed_with_the_server_on_a_second_port(day, clean, clean_books,
     assert stats["lines"][0]["lost"] - stats["lines"][0]["late"] == inj["A"]["dropped"]["messages"]
     assert stats["lines"][1]["lost"] - stats["lines"][1]["late"] == inj["B"]["dropped"]["messages"] == lost
     assert set(status.values()) == {"live"} and not [e for e in events if e["type"] == "stale"]
+
+
+def test_publish_filter(day, clean, clean_books, tmp_path):
+    """--publish: only the named instruments' books are published (events, readers); the others are still
+    built, so the published ones equal the reference's."""
+    stats, seg = _run(clean, tmp_path, extra=["--publish", "AAPL,MSFT"])
+    books, status, events, _, _ = _segment(seg)
+    want = [b for b in clean_books if b["symbol"] in ("AAPL", "MSFT")]
+    assert len(want) == 2 and books == want
+    assert set(status) == {b["locate"] for b in want}
+    assert events and {e["locate"] for e in events} <= set(status)
+    assert stats["messages_applied"] == 20000
+
+
+def test_publish_filter_errors(clean, tmp_path):
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    base = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+                                [("233.54.12.111", 26477)])
+    for extra, msg in [(["--publish", "TOOLONGSYM"], "1 to 8 characters"), (["--publish", " , "], "no symbol"),
+                       (["--publish", "@/nonexistent"], "No such file")]:
+        p = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and msg in p.stderr, (extra, p.stderr)

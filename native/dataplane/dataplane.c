@@ -132,6 +132,7 @@ typedef struct opts {
     uint32_t gap_wait_us, request_timeout_ms, request_retries, request_max, max_outstanding, hold;
     uint32_t line_stale_ms, line_down_ms;
     int unrecoverable; /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
+    const char *publish; /* SYM,SYM,... or @FILE: the instruments to publish; NULL: all */
 } opts_t;
 
 static void usage(const char *prog)
@@ -145,7 +146,7 @@ static void usage(const char *prog)
             "       recovery: [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] --src-ip A.B.C.D\n"
             "       [--src-port N]] [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N]\n"
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
-            "       [--line-stale-ms N] [--line-down-ms N]\n",
+            "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n",
             prog);
 }
 
@@ -178,7 +179,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "request-retries", required_argument, 0, 262 }, { "request-max", required_argument, 0, 263 },
         { "max-outstanding", required_argument, 0, 264 }, { "hold", required_argument, 0, 265 },
         { "unrecoverable", required_argument, 0, 266 },  { "line-stale-ms", required_argument, 0, 267 },
-        { "line-down-ms", required_argument, 0, 268 },
+        { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
@@ -291,6 +292,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             break;
         case 267: if (parse_u32(optarg, &o->line_stale_ms, "--line-stale-ms")) return -1; break;
         case 268: if (parse_u32(optarg, &o->line_down_ms, "--line-down-ms")) return -1; break;
+        case 269: o->publish = optarg; break;
         case 'L': {
             char buf[128];
             snprintf(buf, sizeof buf, "%s", optarg);
@@ -654,6 +656,67 @@ static __attribute__((noinline, cold)) void arp_rx(arp_t *a, fh_net_t *net, uint
     }
 }
 
+/* --publish SYM,SYM,... or @FILE (one symbol a line, # comments): the engine publishes only those. Start-up
+ * only. 0, or -1 with a message. */
+static int set_publish(fh_engine_t *e, const char *spec)
+{
+    static char buf[1 << 20];
+    size_t len = 0;
+    char sep = ',';
+    if (spec[0] == '@') {
+        FILE *fp = fopen(spec + 1, "r");
+        if (!fp) {
+            fprintf(stderr, "fh-dataplane: --publish %s: %s\n", spec, strerror(errno));
+            return -1;
+        }
+        len = fread(buf, 1, sizeof buf - 1, fp);
+        int big = !feof(fp);
+        fclose(fp);
+        if (big) {
+            fprintf(stderr, "fh-dataplane: --publish %s: larger than 1 MiB; one symbol a line is enough\n", spec);
+            return -1;
+        }
+        sep = '\n';
+    } else {
+        len = strlen(spec) < sizeof buf - 1 ? strlen(spec) : sizeof buf - 1;
+        memcpy(buf, spec, len);
+    }
+    buf[len] = 0;
+    static const char *syms[65536];
+    uint32_t n = 0;
+    for (char *p = buf, *next; p && *p; p = next) {
+        next = strchr(p, sep);
+        if (next)
+            *next++ = 0;
+        char *hash = sep == '\n' ? strchr(p, '#') : NULL;
+        if (hash)
+            *hash = 0;
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        char *end = p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+            *--end = 0;
+        if (!*p)
+            continue;
+        if (n == 65536) {
+            fprintf(stderr, "fh-dataplane: --publish: more than 65,536 instruments\n");
+            return -1;
+        }
+        syms[n++] = p;
+    }
+    if (n == 0) {
+        fprintf(stderr, "fh-dataplane: --publish %s: no symbol in it (leave --publish out to publish every book)\n",
+                spec);
+        return -1;
+    }
+    if (fh_engine_set_publish_filter(e, syms, n)) {
+        fprintf(stderr, "fh-dataplane: --publish: %s\n", fh_errmsg());
+        return -1;
+    }
+    fprintf(stderr, "fh-dataplane: publishing %u instrument(s); the others' books are kept but not published\n", n);
+    return 0;
+}
+
 /* The DPDK port of a device name ("" or NULL: --port, else the first port). -1 with a message if none. */
 static int port_of(const char *dev, int dflt, const char *what)
 {
@@ -799,6 +862,11 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (o.publish && set_publish(e, o.publish)) {
+        fh_engine_destroy(e);
+        fh_seg_close(seg, 1);
+        return 2;
+    }
     /* MoldUDP64 sequencing and recovery; the hold-back buffer on the first port's NUMA node. */
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, hz / 1000);

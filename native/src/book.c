@@ -81,6 +81,8 @@ struct fh_engine {
     fh_seg_t *seg;
     bool owns_seg;
     uint8_t new_status; /* status of a book created from now on: FH_BOOK_LIVE, or STALE after a loss */
+    uint32_t nfilter;   /* instruments to publish (0: all), their 8-byte symbols as sorted keys */
+    uint64_t *filter;
     /* levels */
     uint32_t nbooks;
     uint32_t arena_top;
@@ -273,6 +275,8 @@ void fh_engine_destroy(fh_engine_t *e)
     if (!e)
         return;
     fh_seg_t *seg = e->owns_seg ? e->seg : NULL;
+    free(e->filter);
+    e->filter = NULL;
     if (e->map_len)
         munmap(e, e->map_len);
     if (seg)
@@ -577,6 +581,8 @@ static inline void event_end(fh_engine_t *e, fh_shm_event_t *ev)
 
 static __attribute__((noinline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)
 {
+    if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
+        return;
     fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, m);
     const side_t *bid = &b->side[FH_SIDE_BID], *ask = &b->side[FH_SIDE_ASK];
     ev->a = bid->n ? e->lagg[bid->off + bid->n - 1].shares : 0;
@@ -588,6 +594,8 @@ static __attribute__((noinline)) void emit_bbo(fh_engine_t *e, const book_t *b, 
 
 static __attribute__((noinline)) void emit_trade(fh_engine_t *e, const book_t *b, const uint8_t *m, uint64_t match)
 {
+    if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
+        return;
     fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, m);
     ev->a = b->last_shares;
     ev->b = match;
@@ -598,10 +606,77 @@ static __attribute__((noinline)) void emit_trade(fh_engine_t *e, const book_t *b
 
 static __attribute__((noinline)) void emit_simple(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
 {
+    if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
+        return;
     fh_shm_event_t *ev = event_begin(e, type, b, m);
     ev->a = ev->b = 0;
     ev->c = ev->d = 0;
     event_end(e, ev);
+}
+
+static uint64_t symbol_key(const uint8_t *stock8)
+{
+    return fh_be64(stock8); /* ITCH's 8 bytes, space-padded: sorted keys sort like the symbols */
+}
+
+static int in_filter(const fh_engine_t *e, const uint8_t *stock)
+{
+    uint64_t k = symbol_key(stock);
+    uint32_t lo = 0, hi = e->nfilter;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (e->filter[mid] < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < e->nfilter && e->filter[lo] == k;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int fh_engine_set_publish_filter(fh_engine_t *e, const char *const *symbols, uint32_t n)
+{
+    uint64_t *keys = NULL;
+    if (n) {
+        if (!(keys = malloc(n * sizeof *keys))) {
+            FH_ERR("no memory for %u instruments to publish", n);
+            return -1;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            size_t len = strlen(symbols[i]);
+            if (len == 0 || len > 8) {
+                FH_ERR("instrument '%s' to publish: a symbol is 1 to 8 characters", symbols[i]);
+                free(keys);
+                return -1;
+            }
+            uint8_t s8[8];
+            memset(s8, ' ', 8);
+            memcpy(s8, symbols[i], len);
+            keys[i] = symbol_key(s8);
+        }
+        qsort(keys, n, sizeof *keys, cmp_u64);
+    }
+    free(e->filter);
+    e->filter = keys;
+    e->nfilter = n;
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++) { /* books that exist already */
+        book_t *b = &e->books[loc];
+        if (b->status == FH_BOOK_EMPTY)
+            continue;
+        uint8_t s8[8];
+        memset(s8, ' ', 8);
+        memcpy(s8, b->symbol, b->symbol_len);
+        if (n && !in_filter(e, s8))
+            b->flags |= FH_BOOK_F_UNPUBLISHED;
+        else
+            b->flags &= (uint8_t)~FH_BOOK_F_UNPUBLISHED;
+    }
+    return 0;
 }
 
 static void set_symbol(book_t *b, const uint8_t *stock)
@@ -631,6 +706,8 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     b->trading_state = 'T';
     b->status = e->new_status;
     set_symbol(b, stock);
+    if (e->nfilter && !in_filter(e, stock))
+        b->flags |= FH_BOOK_F_UNPUBLISHED;
     book_end(e, b, m);
     e->nbooks++;
     return b;

@@ -103,6 +103,11 @@ void fh_engine_publish_stats(fh_engine_t *e);
  * (for its timestamp), or NULL. 0, or -1 if the locate has no book or status is not one of the two. */
 int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
 
+/* Publish only these instruments (n symbols, 1-8 characters each; n = 0: all). The others' books are built
+ * as ever (orders, levels) but flagged FH_BOOK_F_UNPUBLISHED: no events, and readers treat them as absent.
+ * 0, or -1 with a message. */
+int fh_engine_set_publish_filter(fh_engine_t *e, const char *const *symbols, uint32_t n);
+
 /* Apply one message of len bytes (checked against its type's length before any field is read). */
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 /* Apply the 2-byte-length blocks in [p, p+len). Returns the bytes consumed: len, or less when the last

@@ -51,6 +51,9 @@
 
 /* fh_shm_book_t.status */
 #define FH_BOOK_EMPTY 0 /* no instrument at this locate */
+/* fh_shm_book_t.flags */
+#define FH_BOOK_F_UNPUBLISHED 1 /* not among the instruments the writer publishes ([instruments] publish): the
+                                 * writer keeps its orders but emits no event for it; readers treat it as absent */
 #define FH_BOOK_LIVE 1  /* built from a gap-free stream */
 #define FH_BOOK_STALE 2 /* a gap may have been applied across: do not trust until recovered */
 
@@ -76,7 +79,8 @@ typedef struct fh_shm_book {
     uint8_t cls[2];          /* writer's private: size class of each side's run */
     uint8_t symbol_len;
     char symbol[8];          /* trailing spaces stripped; not NUL-terminated when 8 long */
-    uint8_t pad0[5];
+    uint8_t flags;           /* FH_BOOK_F_* */
+    uint8_t pad0[4];
     uint32_t last_price;     /* last trade; last_shares == 0: none yet */
     uint32_t last_shares;
     uint64_t itch_ts;        /* ITCH timestamp (ns since midnight) of the last change */
@@ -399,7 +403,7 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
         }
         memcpy(&out->book, b, sizeof *b);
         out->nbids = out->nasks = 0;
-        int ok = out->book.status != FH_BOOK_EMPTY;
+        int ok = out->book.status != FH_BOOK_EMPTY && !(out->book.flags & FH_BOOK_F_UNPUBLISHED);
         for (int s = 0; s < 2 && ok; s++) {
             fh_shm_side_t sd = out->book.side[s];
             uint32_t n = sd.n < depth ? sd.n : depth;
