@@ -29,6 +29,7 @@ class Line:
     group: str
     port: int
     dev: str = ""  # Device.name of the port it arrives on; "" (older callers): the first
+    source: str = ""  # take the line from this source address only (source-specific multicast); "": any
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ _SCHEMA = {
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
 }
-_LINE_KEYS = {"name", "group", "port", "nic"}
+_LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
                  "max_outstanding", "hold_messages"}
 _PCI = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
@@ -189,8 +190,15 @@ def load(path: str | os.PathLike) -> Config:
             ipaddress.IPv4Address(l.get("group"))
         except (ipaddress.AddressValueError, ValueError, TypeError):
             raise _err(p, f"{key}.group", l.get("group"), "must be an IPv4 address, e.g. \"233.54.12.111\"") from None
+        src = l.get("source", "")
+        if src != "":
+            try:
+                ipaddress.IPv4Address(src)
+            except (ipaddress.AddressValueError, ValueError, TypeError):
+                raise _err(p, f"{key}.source", src, "must be the IPv4 address the exchange sends the line from, "
+                           "e.g. \"206.200.1.1\" (leave it out to take the line from any source)") from None
         lines.append(Line(str(l.get("name", "AB"[i] if i < 2 else str(i))), l["group"],
-                          _int(p, f"{key}.port", l.get("port"), 1, 65535)))
+                          _int(p, f"{key}.port", l.get("port"), 1, 65535), source=src))
     if len({(l.group, l.port) for l in lines}) != len(lines):
         raise _err(p, "feed.lines", None, "two lines have the same group and port; each line needs its own")
     if len(lines) > 16:
@@ -216,7 +224,7 @@ def load(path: str | os.PathLike) -> Config:
         return d
 
     lines = [Line(l.name, l.group, l.port, device(f"feed.lines[{i}].nic", raw_lines[i]["nic"]).name
-                  if "nic" in raw_lines[i] else first.name) for i, l in enumerate(lines)]
+                  if "nic" in raw_lines[i] else first.name, l.source) for i, l in enumerate(lines)]
     retrans = _retransmission(p, feed.get("retransmission"), lines, device)
     unrec = feed.get("on_unrecoverable", DEFAULT_UNRECOVERABLE)
     if unrec not in ("resume", "snapshot"):
@@ -481,6 +489,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
     several = len(devices(cfg)) > 1
     for l in cfg.lines:
         a += ["--line", f"{l.group}:{l.port}" + (f"@{l.dev or devices(cfg)[0].name}" if several else "")]
+        if l.source:
+            a += ["--line-source", l.source]
     r = cfg.retransmission
     if r is not None or (cfg.on_unrecoverable, cfg.line_stale_ms, cfg.line_down_ms) != (
             DEFAULT_UNRECOVERABLE, DEFAULT_LINE_STALE_MS, DEFAULT_LINE_DOWN_MS):

@@ -429,3 +429,15 @@ def test_instruments_errors(tmp_path, section, fix):
     with pytest.raises(config.ConfigError, match=fix) as e:
         config.load(write(tmp_path, good(tmp_path) + f"[instruments]\n{section}\n"))
     assert "instruments" in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_line_source_filter(tmp_path):
+    text = good(tmp_path).replace('name = "A"\ngroup = "233.54.12.111"', 'name = "A"\ngroup = "233.54.12.111"\n'
+                                  'source = "206.200.1.1"')
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.lines[0].source == "206.200.1.1" and cfg.lines[1].source == ""
+    a = config.app_args(cfg)
+    i = a.index("--line")
+    assert a[i:i + 5] == ["--line", "233.54.12.111:26477", "--line-source", "206.200.1.1", "--line"]
+    with pytest.raises(config.ConfigError, match=r"feed.lines\[0\].source = 'nowhere': must be the IPv4"):
+        config.load(write(tmp_path, text.replace("206.200.1.1", "nowhere")))

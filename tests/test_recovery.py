@@ -329,3 +329,22 @@ def test_publish_filter_errors(clean, tmp_path):
                        (["--publish", "@/nonexistent"], "No such file")]:
         p = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and msg in p.stderr, (extra, p.stderr)
+
+
+def test_line_source_filter(day, clean, clean_books, tmp_path):
+    """--line-source: a line taken from another source than the capture's is dropped as other_group; from the
+    capture's own source it is taken as ever."""
+    from handler.pcapfile import PcapReader
+
+    src = next(PcapReader(clean).datagrams()).src
+    (ga, pa), (gb, pb) = replay.pcap_lines(clean)
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    eal = replay.eal_args(name, f"net_pcap0,rx_pcap={clean}")
+    stats, seg = _run(clean, tmp_path, lines=[(ga, pa)], eal=eal, extra=["--line-source", src])
+    books, _, _, _, _ = _segment(seg)
+    assert books == clean_books and stats["drops"]["other_group"] == stats["packets"] // 2
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    eal = replay.eal_args(name, f"net_pcap0,rx_pcap={clean}")
+    stats, seg = _run(clean, tmp_path, lines=[(ga, pa)], eal=eal, extra=["--line-source", "10.99.99.99"])
+    _segment(seg)
+    assert stats["messages_applied"] == 0 and stats["drops"]["other_group"] == stats["packets"]

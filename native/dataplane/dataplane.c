@@ -146,7 +146,8 @@ static void usage(const char *prog)
             "       recovery: [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] --src-ip A.B.C.D\n"
             "       [--src-port N]] [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N]\n"
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
-            "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n",
+            "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
+            "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n",
             prog);
 }
 
@@ -180,6 +181,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "max-outstanding", required_argument, 0, 264 }, { "hold", required_argument, 0, 265 },
         { "unrecoverable", required_argument, 0, 266 },  { "line-stale-ms", required_argument, 0, 267 },
         { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
+        { "line-source", required_argument, 0, 270 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
@@ -293,6 +295,16 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 267: if (parse_u32(optarg, &o->line_stale_ms, "--line-stale-ms")) return -1; break;
         case 268: if (parse_u32(optarg, &o->line_down_ms, "--line-down-ms")) return -1; break;
         case 269: o->publish = optarg; break;
+        case 270: { /* the source of the --line before it (source-specific multicast) */
+            struct in_addr a;
+            if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
+                fprintf(stderr, "fh-dataplane: --line-source '%s': expected an IPv4 address after a --line, e.g. "
+                                "--line 233.54.12.111:26477 --line-source 206.200.1.1\n", optarg);
+                return -1;
+            }
+            fh_net_set_source(&o->net, o->net.nlines - 1, ntohl(a.s_addr));
+            break;
+        }
         case 'L': {
             char buf[128];
             snprintf(buf, sizeof buf, "%s", optarg);

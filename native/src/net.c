@@ -42,6 +42,16 @@ int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t sr
     return (int)n->nlines++;
 }
 
+int fh_net_set_source(fh_net_t *n, uint32_t i, uint32_t src_ip)
+{
+    if (i >= n->nlines)
+        return FH_ERR("no line %u", i);
+    n->src_key[i] = __builtin_bswap32(src_ip);
+    n->src_mask[i] = src_ip ? UINT32_MAX : 0;
+    n->line[i].src_ip = src_ip;
+    return 0;
+}
+
 static inline int drop(fh_net_t *n, fh_net_drop_t cause)
 {
     n->drops[cause]++;

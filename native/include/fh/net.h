@@ -53,6 +53,8 @@ typedef struct fh_net_pkt {
 
 /* Add a line; returns its index, or -1 (with an error message) when full. */
 int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip);
+/* Take line i's frames from src_ip only (0: from any source). 0, or -1 with a message. */
+int fh_net_set_source(fh_net_t *n, uint32_t i, uint32_t src_ip);
 
 /* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or -1 after counting the
  * drop by cause. Hot: reads at most the headers, each bounds-checked against len. The IPv4 header checksum
