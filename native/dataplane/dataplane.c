@@ -164,6 +164,18 @@ static int parse_u32(const char *s, uint32_t *out, const char *what)
     return 0;
 }
 
+/* "IPV4:PORT" in s (which is cut at the colon) into *ip (host byte order) and *port (<= 65535). 0, or -1
+ * (the caller says what was expected). */
+static int parse_ip_port(char *s, uint32_t *ip, uint32_t *port, const char *what)
+{
+    char *colon = strrchr(s, ':');
+    struct in_addr a;
+    if (!colon || (*colon = 0, inet_pton(AF_INET, s, &a) != 1) || parse_u32(colon + 1, port, what) || *port > 65535)
+        return -1;
+    *ip = ntohl(a.s_addr);
+    return 0;
+}
+
 static int parse_opts(int argc, char **argv, opts_t *o)
 {
     static const struct option lo[] = {
@@ -245,15 +257,11 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 256: {
             char buf[64];
             snprintf(buf, sizeof buf, "%s", optarg);
-            char *colon = strrchr(buf, ':');
-            struct in_addr a;
-            if (!colon || (*colon = 0, inet_pton(AF_INET, buf, &a) != 1) || parse_u32(colon + 1, &v, "--retrans-server port") ||
-                v == 0 || v > 65535) {
+            if (parse_ip_port(buf, &o->retrans_ip, &v, "--retrans-server port") || v == 0) {
                 fprintf(stderr, "fh-dataplane: --retrans-server '%s': expected IPV4:PORT of the feed's request server, "
                                 "e.g. 10.1.2.3:18000\n", optarg);
                 return -1;
             }
-            o->retrans_ip = ntohl(a.s_addr);
             o->retrans_port = (uint16_t)v;
             break;
         }
@@ -319,14 +327,12 @@ static int parse_opts(int argc, char **argv, opts_t *o)
                 if (o->net.nlines < FH_NET_MAX_LINES)
                     snprintf(o->line_dev[o->net.nlines], sizeof o->line_dev[0], "%s", at + 1);
             }
-            char *colon = strrchr(buf, ':');
-            struct in_addr a;
-            if (!colon || (*colon = 0, inet_pton(AF_INET, buf, &a) != 1) || parse_u32(colon + 1, &v, "--line port") ||
-                v > 65535) {
+            uint32_t ip;
+            if (parse_ip_port(buf, &ip, &v, "--line port")) {
                 fprintf(stderr, "fh-dataplane: --line '%s': expected IPV4:PORT, e.g. 233.54.12.111:26477\n", optarg);
                 return -1;
             }
-            if (fh_net_add_line(&o->net, ntohl(a.s_addr), (uint16_t)v, 0) < 0) {
+            if (fh_net_add_line(&o->net, ip, (uint16_t)v, 0) < 0) {
                 fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
                 return -1;
             }
@@ -535,18 +541,6 @@ static void rx_only_loop(const opts_t *o, uint16_t port, loop_stats_t *ls)
 
 #define MAX_PORTS (FH_NET_MAX_LINES + 1)
 
-static uint16_t ip_csum(const uint8_t *p, size_t len)
-{
-    uint32_t sum = 0;
-    for (size_t i = 0; i + 1 < len; i += 2)
-        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (len & 1)
-        sum += (uint32_t)p[len - 1] << 8;
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 /* An Ethernet + IPv4 + UDP frame of payload into p (room for 42 + len, padded to 60). Returns its length.
  * The UDP checksum is 0 (none: allowed over IPv4), the IPv4 header's is computed. */
 static size_t udp_frame(uint8_t *p, const uint8_t dst_mac[6], const uint8_t src_mac[6], uint32_t src_ip,
@@ -566,7 +560,7 @@ static size_t udp_frame(uint8_t *p, const uint8_t dst_mac[6], const uint8_t src_
     ip[9] = 17;
     fh_put_be32(ip + 12, src_ip);
     fh_put_be32(ip + 16, dst_ip);
-    fh_put_be16(ip + 10, ip_csum(ip, 20));
+    fh_put_be16(ip + 10, fh_igmp_csum(ip, 20)); /* the Internet checksum (igmp.h) */
     uint8_t *udp = ip + 20;
     fh_put_be16(udp, sport);
     fh_put_be16(udp + 2, dport);

@@ -262,6 +262,21 @@ static inline int same_session(const void *a, const void *b)
     return x == y && u == v;
 }
 
+/* A feed line carried `count` sequenced messages from seq: its own health (skipped ahead: lost; below its
+ * highest: late). */
+static inline void line_carried(fh_mold_line_t *L, uint64_t seq, uint64_t count)
+{
+    L->messages += count;
+    if (FH_UNLIKELY(seq != L->next) && L->next) {
+        if (seq > L->next)
+            L->lost += seq - L->next;
+        else
+            L->late += count < L->next - seq ? count : L->next - seq;
+    }
+    if (seq + count > L->next)
+        L->next = seq + count;
+}
+
 int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
@@ -315,17 +330,8 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         f->counters[FH_M_duplicates] += h.count;
         if (L) {
             L->duplicates += h.count;
-            if (!recovery) {
-                L->messages += h.count;
-                if (L->next && h.sequence != L->next) {
-                    if (h.sequence > L->next)
-                        L->lost += h.sequence - L->next;
-                    else
-                        L->late += h.count < L->next - h.sequence ? h.count : L->next - h.sequence;
-                }
-                if (h.sequence + h.count > L->next)
-                    L->next = h.sequence + h.count;
-            }
+            if (!recovery)
+                line_carried(L, h.sequence, h.count);
         }
         return 0;
     }
@@ -340,17 +346,8 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         f->counters[FH_M_malformed]++;
     const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = w.p;
     unsigned applied = 0, direct = 0;
-    if (sequenced && L && !recovery) { /* the line's own health */
-        L->messages += whole;
-        if (FH_UNLIKELY(h.sequence != L->next) && L->next) {
-            if (h.sequence > L->next)
-                L->lost += h.sequence - L->next;
-            else
-                L->late += whole < L->next - h.sequence ? whole : L->next - h.sequence;
-        }
-        if (h.sequence + whole > L->next)
-            L->next = h.sequence + whole;
-    }
+    if (sequenced && L && !recovery)
+        line_carried(L, h.sequence, whole);
     if (FH_LIKELY(sequenced && h.sequence == f->next_seq && !f->gap_open)) {
         /* The common case: the next datagram in order. Apply its blocks in one run (the engine prefetches
          * ahead across them). */
