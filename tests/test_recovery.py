@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import ROOT
-from handler import faults, native, pcapgen, replay, sender
+from test_faults import _lines, _synth  # the A/B lines and fault-plan captures of the fault-plan tests
+from handler import native, pcapgen, replay, sender
 from handler.shm import Reader
 
 try:
@@ -37,10 +38,6 @@ def messages(day):
     return [bytes(m) for _, m in native.iter_blocks(day)]
 
 
-def _lines():
-    return [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
-
-
 @pytest.fixture(scope="module")
 def clean(day, tmp_path_factory):
     out = tmp_path_factory.mktemp("recovery") / "clean.pcap"
@@ -51,12 +48,6 @@ def clean(day, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean_books(clean):
     return replay.reference_books(clean)[0]
-
-
-def _synth(tmp_path, day, plan, name="f.pcap"):
-    out = tmp_path / name
-    _, inj = pcapgen.synth_faulty_pcap(out, day, _lines(), faults.parse_plan({"fault": plan}))
-    return out, inj
 
 
 def _seq_of(day, idx):
