@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Make this checkout ready: Debian packages (as root, only those missing), a virtualenv in .venv with
 # the Python dependencies, and an editable build of fh (C core + cffi binding). Safe to run again: it only
-# does what is missing.
+# does what is missing. Works from a fresh Debian 12 with only python3 and git and root's default PATH: every
+# tool the demo and the tests run comes from this list or from .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark)
+# gcc..libdpdk-dev: the build; tshark: pcaps checked by an independent dissector; iproute2: network namespaces
+# and veth pairs of the live tests; valgrind: callgrind figures (fh bench --callgrind and its tests); systemd:
+# systemd-analyze checks the unit file.
+APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -28,6 +32,8 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+# The editable build runs meson and ninja from the venv (at install and again on import): they must be on PATH.
+export PATH="$PWD/.venv/bin:$PATH"
 stamp=.venv/.fh-deps
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then

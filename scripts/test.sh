@@ -18,4 +18,4 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     meson test -C build-asan --print-errorlogs
 
 echo "== Python tests"
-exec python -m pytest -q "$@"
+exec python -m pytest -q -rs "$@"   # -rs: every skip with its reason
