@@ -75,8 +75,9 @@ def choose_gap(day: bytes, target: int, mtu: int) -> dict:
 
 
 def _mac(lab) -> str:
-    out = subprocess.run(["ip", "-n", lab.ns, "-o", "link", "show", lab.ns_if], capture_output=True, text=True,
-                         check=True).stdout
+    from . import sender
+    out = subprocess.run([*sender.netns_argv(lab.ns), "ip", "-o", "link", "show", lab.ns_if], capture_output=True,
+                         text=True, check=True).stdout
     return out.split("link/ether ")[1].split()[0]
 
 
@@ -225,7 +226,7 @@ def bench_recovery(a) -> int:
         log(f"gap: {gap['messages']} messages ({gap['first']}..{gap['last']}, {gap['datagrams']} datagrams) lost "
             f"on both lines in a day of {a.messages} messages; {a.repeats} runs at {a.pps:g} packets/s")
         with sender.Lab(tag) as lab:
-            subprocess.run(["ip", "-n", lab.ns, "addr", "add", f"{SERVER_IP}/24", "dev", lab.ns_if], check=True)
+            subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", f"{SERVER_IP}/24", "dev", lab.ns_if], check=True)
             srv, srv_stats = _start_server(lab, clean, tmp)
             try:
                 mac = _mac(lab)

@@ -19,7 +19,7 @@ veth pair, the other end (``fhd-<id>``) in the root namespace for the data plane
 multicast accepted, IPv6 off on both ends so that neither kernel sends router solicitations or MLD reports
 of its own. `Lab.down` removes all of it.
 
-Run inside the namespace as ``ip netns exec fhs-<id> python -m handler.sender PCAP --iface fhs-<id> ...``;
+Run inside the namespace as ``nsenter --net=/run/netns/fhs-<id> python -m handler.sender PCAP --iface fhs-<id> ...``;
 it prints progress and a final summary as JSON lines on stdout.
 """
 
@@ -313,8 +313,15 @@ def _late_summary(hist: list[int]) -> dict:
 
 # -- the lab topology -------------------------------------------------------------------------------------
 
+def netns_argv(ns: str) -> list[str]:
+    """The argv prefix that runs a command in the network namespace `ns` (made by `ip netns add`). nsenter
+    enters the network namespace only; `ip netns exec` and `ip -n` also remount / and /sys in a private mount
+    namespace, which fails where / is not a mount point (a chroot, a fresh root) and which nothing here needs."""
+    return ["nsenter", f"--net=/run/netns/{ns}", "--"]
+
+
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    cmd = [*(netns_argv(ns) if ns else []), "ip", *args]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except FileNotFoundError:
@@ -364,7 +371,7 @@ class Lab:
             if path.exists():
                 path.write_text("1\n")
             return
-        cmd = ["ip", "netns", "exec", ns, "sh", "-c",
+        cmd = [*netns_argv(ns), "sh", "-c",
                f"[ ! -e /proc/sys/net/ipv6/conf/{iface} ] || echo 1 > /proc/sys/net/ipv6/conf/{iface}/disable_ipv6"]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
         if p.returncode != 0:
@@ -385,7 +392,7 @@ class Lab:
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """argv run inside the namespace."""
-        return ["ip", "netns", "exec", self.ns, *argv]
+        return [*netns_argv(self.ns), *argv]
 
     def link_counters(self) -> dict[str, int]:
         """rx/tx packets of the data plane's end, as the root namespace's kernel counts them."""

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, fh
-from handler import config, neigh, replay
+from handler import config, neigh, replay, sender
 
 GOOD = """
 [instance]
@@ -312,8 +312,9 @@ def test_replication_and_metrics(tmp_path):
 # ---- the retransmission server's MAC from the neighbour table, in a network namespace ---------------------
 
 
-def _ip(*args: str) -> str:
-    p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+def _ip(*args: str, ns: str | None = None) -> str:
+    p = subprocess.run([*(sender.netns_argv(ns) if ns else []), "ip", *args], capture_output=True, text=True,
+                       timeout=20)
     if p.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
     return p.stdout
@@ -332,13 +333,13 @@ def neigh_lab():
         for ns in (ours, theirs):
             _ip("netns", "add", ns)
             made.append(ns)
-        _ip("-n", ours, "link", "add", "n0", "type", "veth", "peer", "name", "n1", "netns", theirs)
-        _ip("-n", ours, "addr", "add", "10.77.0.1/24", "dev", "n0")
-        _ip("-n", theirs, "addr", "add", "10.77.0.2/24", "dev", "n1")
+        _ip("link", "add", "n0", "type", "veth", "peer", "name", "n1", "netns", theirs, ns=ours)
+        _ip("addr", "add", "10.77.0.1/24", "dev", "n0", ns=ours)
+        _ip("addr", "add", "10.77.0.2/24", "dev", "n1", ns=theirs)
         for ns, dev in ((ours, "n0"), (theirs, "n1")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        _ip("-n", ours, "route", "add", "198.51.100.0/24", "via", "10.77.0.254")
-        mac = json.loads(_ip("-j", "-n", theirs, "link", "show", "n1"))[0]["address"]
+            _ip("link", "set", dev, "up", ns=ns)
+        _ip("route", "add", "198.51.100.0/24", "via", "10.77.0.254", ns=ours)
+        mac = json.loads(_ip("-j", "link", "show", "n1", ns=theirs))[0]["address"]
     except (RuntimeError, FileNotFoundError) as e:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -353,7 +354,7 @@ def neigh_lab():
 def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     ns, server_mac = neigh_lab
     # a neighbour the kernel learns by itself: one UDP datagram to the server makes it ARP
-    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
+    subprocess.run([*sender.netns_argv(ns), sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
                     "socket.SOCK_DGRAM); s.sendto(b'x', ('10.77.0.2', 26400))"], check=True, timeout=20)
     deadline = time.monotonic() + 5
     while True:
@@ -365,7 +366,7 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
                 raise
             time.sleep(0.05)
     # through a gateway: the gateway's entry, set by hand
-    _ip("-n", ns, "neigh", "replace", "10.77.0.254", "lladdr", "02:00:5e:aa:bb:cc", "dev", "n0", "nud", "permanent")
+    _ip("neigh", "replace", "10.77.0.254", "lladdr", "02:00:5e:aa:bb:cc", "dev", "n0", "nud", "permanent", ns=ns)
     assert neigh.next_hop_mac("198.51.100.7", ns) == ("02:00:5e:aa:bb:cc", "10.77.0.254", "n0")
     # the configuration's view: the MAC fills --retrans-mac
     text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', "").replace("10.20.0.5", "198.51.100.7")
@@ -396,7 +397,7 @@ def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
                                               "has no MAC for 10.77.0.3 on n0")
     assert "ping -c1 10.77.0.3" in msg and 'set feed.retransmission.mac = "MAC"' in msg
     # fh run refuses before anything starts (run inside the namespace, as the data plane's host)
-    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "handler.cli", "run", "--config", c.path],
+    p = subprocess.run([*sender.netns_argv(ns), sys.executable, "-m", "handler.cli", "run", "--config", c.path],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 2 and "ping -c1 10.77.0.3" in p.stderr, p.stderr
 

@@ -209,7 +209,7 @@ def _server_lab(clean):
     10.77.0.1:18000 inside it; yields (lab, the data plane's retransmission arguments)."""
     tag = uuid.uuid4().hex[:6]
     with sender.Lab(tag) as lab:
-        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
+        subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
         srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
                                               str(clean), "--listen", "10.77.0.1:18000"]),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -224,7 +224,7 @@ def _server_lab(clean):
 
 
 def _mac(lab) -> str:
-    out = subprocess.run(["ip", "-n", lab.ns, "-o", "link", "show", lab.ns_if], capture_output=True, text=True,
+    out = subprocess.run([*sender.netns_argv(lab.ns), "ip", "-o", "link", "show", lab.ns_if], capture_output=True, text=True,
                          check=True).stdout
     return out.split("link/ether ")[1].split()[0]
 
