@@ -8,6 +8,7 @@ patches lengths and the IPv4 checksum itself so that millions of messages pack i
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ MOLD_HDR = 20
 DEFAULT_A = ("233.54.12.111", 26477)
 DEFAULT_B = ("233.49.196.111", 26477)
 DEFAULT_SESSION = "FHSYNTH001"
-BASE_EPOCH_NS = 1_764_806_400 * 10**9  # 2025-12-04 00:00:00 UTC: the capture's trading day
+# The capture's trading day: ITCH timestamps count nanoseconds since midnight US Eastern time, so a capture's
+# clock starts at 2025-12-04 00:00:00 America/New_York (EST, UTC-5) = 05:00:00 UTC.
+BASE_EPOCH_NS = (1_764_806_400 + 5 * 3600) * 10**9
 
 
 @dataclass
@@ -118,20 +121,26 @@ def synth_pcap(out: str | Path, data: bytes, lines: list[Line], session: str = D
                mtu: int = MTU, end_of_session: bool = True, burst_ns: int | None = None) -> dict:
     """Write the day in `data` (daily file format) as MoldUDP64 on every line. Returns a summary."""
     sess = session.encode("ascii").ljust(10)[:10]
-    framers = [Framer(l) for l in lines]
-    w = PcapWriter(out)
-    seq = 1
     grams = packetize(data, mtu, burst_ns)
+    payloads = []  # (ITCH time, payload) of every datagram, the same on every line
+    seq = 1
     for ts, msgs in grams:
-        payload = mold_datagram(sess, seq, msgs)
-        for l, f in zip(lines, framers):
-            w.write(BASE_EPOCH_NS + ts + l.delay_ns, f.frame(payload))
+        payloads.append((ts, mold_datagram(sess, seq, msgs)))
         seq += len(msgs)
     if end_of_session:
         last = grams[-1][0] if grams else 0
-        payload = mold_datagram(sess, seq, [], 0xFFFF)
-        for l, f in zip(lines, framers):
-            w.write(BASE_EPOCH_NS + last + 1000 + l.delay_ns, f.frame(payload))
+        payloads.append((last + 1000, mold_datagram(sess, seq, [], 0xFFFF)))
+
+    def line_frames(li: int):
+        l, f = lines[li], Framer(lines[li])
+        for ts, payload in payloads:
+            yield BASE_EPOCH_NS + ts + l.delay_ns, li, payload, f
+
+    # Each line's times never decrease (ITCH timestamps do not), so merging the lines by time writes the capture
+    # in time order, as a capture card would (the B copy of a datagram may follow A's next one).
+    w = PcapWriter(out)
+    for t, _, payload, f in heapq.merge(*(line_frames(li) for li in range(len(lines))), key=lambda x: x[:2]):
+        w.write(t, f.frame(payload))
     w.close()
     return {"datagrams": len(grams), "messages": seq - 1, "lines": len(lines), "next_sequence": seq}
 
@@ -151,8 +160,11 @@ def synth_faulty_pcap(out: str | Path, data: bytes, lines: list[Line], plan, ses
     framers = [Framer(l) for l in lines]
     w = PcapWriter(out)
     written = 0
-    for li, it in faults.emission_order(per_line):
-        w.write(BASE_EPOCH_NS + it.t + lines[li].delay_ns, framers[li].frame(it.payload()))
+    order = faults.emission_order(per_line)
+    # in time order once each line's delay is added (a stable sort keeps the plan's order among equal times)
+    timed = sorted(((it.t + lines[li].delay_ns, n, li, it) for n, (li, it) in enumerate(order)), key=lambda x: x[:2])
+    for t, _, li, it in timed:
+        w.write(BASE_EPOCH_NS + t, framers[li].frame(it.payload()))
         written += 1
     w.close()
     return ({"datagrams": len(grams), "messages": injected["messages"], "lines": len(lines), "frames": written},
