@@ -110,7 +110,8 @@ def cmd_status(a) -> int:
 def cmd_metrics(a) -> int:
     from . import metrics
 
-    if a.config:  # the instance and the [metrics] defaults from fh.toml; options still win
+    names = None
+    if a.config:  # the instance, its line names and the [metrics] defaults from fh.toml; options still win
         from . import config
 
         try:
@@ -121,6 +122,7 @@ def cmd_metrics(a) -> int:
         a.listen = cfg.metrics.listen if a.listen is None else a.listen
         a.textfile = cfg.metrics.textfile if a.textfile is None else a.textfile
         a.interval = cfg.metrics.interval_s if a.interval is None else a.interval
+        names = [l.name for l in cfg.lines]
     a.name = "fh" if a.name is None else a.name
     a.interval = 15.0 if a.interval is None else a.interval
     name = a.name if "/" in a.name else _instance(a.name)
@@ -138,7 +140,7 @@ def cmd_metrics(a) -> int:
         print(f"fh metrics: warning: {a.textfile}: node-exporter's textfile collector reads *.prom files only",
               file=sys.stderr)
     try:
-        return metrics.serve(name, listen, a.textfile, a.once, a.interval)
+        return metrics.serve(name, listen, a.textfile, a.once, a.interval, names)
     except OSError as e:
         where = f"--listen {listen}" if listen else f"--textfile {a.textfile}"
         raise _cli_error(f"{where}: {e.strerror or e}") from None

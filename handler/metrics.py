@@ -6,9 +6,14 @@ nothing is computed that the data plane does not publish. The data plane's secti
 (fh/shm.h fh_shm_dp_stats_t; absent for engine-only writers such as fh publish) gives drops by cause,
 MoldUDP64 counters, per-line figures, packets, bytes, and the rx->publish latency histogram, exported as the
 Prometheus histogram fh_latency_seconds: its log-linear ns buckets (exact below 64 ns, 16 per power of two)
-are summed into a fixed set of cumulative `le` bounds (LATENCY_LE_BUCKETS: 4 per power of two, each the
+are summed into a fixed set of cumulative `le` bounds (one per power of two from 16 ns to about 1 s, each the
 exact upper bound of a log-linear bucket, so no count is split), then +Inf (= _count). _sum is an
 approximation: each bucket's count times its midpoint.
+
+Labels follow the exporters' conventions: the instance is `fh_instance` (Prometheus adds its own `instance`,
+the target), lines are labelled by their names (fh.toml's [[feed.lines]] name, else A, B, ... in --line
+order; the retransmission server's replies `retransmission`). `fh_build_info` carries the version and the
+segment layout; `fh_scrape_error` is 1 when the segment exists but cannot be read (its `cause` label says why).
 """
 
 from __future__ import annotations
@@ -92,13 +97,31 @@ def render(families: list[Family], base_labels: dict[str, str] | None = None) ->
 # ---- the latency histogram ----------------------------------------------------------------------------------
 
 
+LATENCY_MAX_LE_NS = 1 << 30  # about 1 s: beyond it +Inf
+
+
 def _latency_le_buckets() -> list[int]:
     """Indices of the log-linear buckets (fh/shm.h) whose upper bounds are the `le` of fh_latency_seconds:
-    15, 31, 47, 63 ns, then 4 per power of two (sub-buckets 3, 7, 11, 15), leaving out the last bucket
-    (which also holds everything above 2^40 ns: +Inf covers it)."""
-    from .shm import LAT_BUCKETS
+    one per power of two (the last sub-bucket of each), from 16 ns to LATENCY_MAX_LE_NS, about 27 bounds
+    (fewer series per scrape than one per log-linear bucket, and still exact: no bucket is split)."""
+    from .shm import LAT_BUCKETS, lat_upper_ns
 
-    return [15, 31, 47, 63] + [i for i in range(64, LAT_BUCKETS - 1) if (i - 64) % 16 % 4 == 3]
+    out = [15, 31, 63] + [i for i in range(64, LAT_BUCKETS - 1) if (i - 64) % 16 == 15]
+    return [i for i in out if lat_upper_ns(i) <= LATENCY_MAX_LE_NS]
+
+
+def line_names(lines: list[dict], configured: list[str] | None = None) -> list[str]:
+    """The name of each line of the data plane's section: fh.toml's names when given (feed lines in order),
+    else A, B, C, ...; the retransmission server's replies are `retransmission`."""
+    out, k = [], 0
+    for l in lines:
+        if l.get("kind") == "retransmission":
+            out.append("retransmission")
+            continue
+        out.append(configured[k] if configured and k < len(configured) else
+                   (chr(ord("A") + k) if k < 26 else f"line{k}"))
+        k += 1
+    return out
 
 
 def latency_histogram(buckets) -> tuple[list[tuple[float, int]], float, int]:
@@ -115,7 +138,7 @@ def latency_histogram(buckets) -> tuple[list[tuple[float, int]], float, int]:
     return le, float((b.astype(np.float64) * mids).sum() / 1e9), int(cum[-1])
 
 
-def dataplane_families(dp: dict, buckets) -> list[Family]:
+def dataplane_families(dp: dict, buckets, names: list[str] | None = None) -> list[Family]:
     """The data plane's section (handler.shm.Reader.dataplane_stats) as metric families."""
     fams = [Family("fh_packets_total", "counter", "frames the data plane received").add(dp["packets"]),
             Family("fh_bytes_total", "counter", "bytes of the frames the data plane received").add(dp["bytes"])]
@@ -137,8 +160,8 @@ def dataplane_families(dp: dict, buckets) -> list[Family]:
     llost = Family("fh_line_lost_total", "counter", "sequences the line skipped when it jumped ahead")
     lstate = Family("fh_line_state", "gauge", "1 for the line's state (live, stale: silent too long, down)")
     lsilent = Family("fh_line_silent_seconds", "gauge", "time since the line's last datagram")
-    for i, l in enumerate(dp["lines"]):
-        lab = {"line": str(i), "kind": l.get("kind", "feed")}
+    for l, lname in zip(dp["lines"], line_names(dp["lines"], names)):
+        lab = {"line": lname, "kind": l.get("kind", "feed")}
         ldg.add(l["datagrams"], **lab)
         lwon.add(l["won"], **lab)
         lmsg.add(l.get("messages", 0), **lab)
@@ -175,9 +198,11 @@ class Collector:
     """Reads one instance for each scrape; keeps its Reader between scrapes and joins again when the
     segment is replaced (a restart) or appears. Safe to call from several threads."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, line_names: list[str] | None = None):
         from . import shm
 
+        self.line_names = line_names
+        self.join_error: str | None = None
         self.target = name
         self.path = shm.segment_path(name)
         self.name = name if "/" not in name else Path(name).name.removeprefix("fh-")
@@ -203,10 +228,13 @@ class Collector:
                 pass
             r.close()
             self._reader = None
+        self.join_error = None
         try:
             self._reader = shm.Reader(self.path, wait_s=0.2)
-        except shm.ShmError:
+        except shm.ShmError as e:
             self._reader = None
+            if os.path.exists(self.path):  # there, but not readable: not the same as absent
+                self.join_error = str(e)
         return self._reader
 
     def families(self) -> list[Family]:
@@ -223,8 +251,15 @@ class Collector:
             state = Family("fh_writer_state", "gauge", "the segment writer's state: 1 for the current one "
                                                        "(absent: no segment)")
             fams += [up, state]
+            err = Family("fh_scrape_error", "gauge", "1 when the segment exists but cannot be read (cause: why); "
+                                                     "the other metrics are then missing, not zero")
+            fams.append(err)
             if r is None:
                 up.add(0)
+                if self.join_error:
+                    err.add(1, cause=self.join_error)
+                    return fams
+                err.add(0)
                 for s in WRITER_STATES:
                     state.add(int(s == "absent"), state=s)
                 return fams
@@ -240,10 +275,15 @@ class Collector:
                 self.errors += 1
                 print(f"fh metrics: {self.path}: {e}", file=sys.stderr)
                 up.add(0)
+                err.add(1, cause=str(e))
                 fams.append(Family("fh_collect_errors_total", "counter", "scrapes that could not read the "
                                                                          "segment").add(self.errors))
                 return fams
+            err.add(0)
             up.add(int(st.state == "running"))
+            fams.append(Family("fh_build_info", "gauge", "1, labelled with fh's version and the segment's layout "
+                                                         "version").add(1, version=_version(),
+                                                                        layout=str(_layout_version())))
             for s in WRITER_STATES:
                 state.add(int(s == st.state), state=s)
             fams.append(Family("fh_writer_start_time_seconds", "gauge", "when the writer started (Unix time)")
@@ -269,11 +309,36 @@ class Collector:
                     anomalies.add(v, cause=k)
             fams += [types, anomalies]
             if dp["dataplane"]:
-                fams += dataplane_families(dp, rec["dp"]["lat_bucket"])
+                fams += dataplane_families(dp, rec["dp"]["lat_bucket"], self.line_names)
             return fams
 
     def text(self) -> str:
-        return render(self.families(), {"instance": self.name})
+        return render(self.families(), {"fh_instance": self.name})
+
+
+def _layout_version() -> int:
+    from ._native import lib
+
+    return int(lib.FH_SHM_LAYOUT_VERSION)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fh")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+LANDING = """<!doctype html>
+<html><head><title>fh metrics</title></head>
+<body><h1>fh metrics: {name}</h1>
+<p>The instance's counters, states and rx&rarr;publish latency in the Prometheus text format:
+<a href="/metrics">/metrics</a>.</p>
+<p>Scrape it with a job whose target is this address; the instance is labelled <code>fh_instance</code>.</p>
+</body></html>
+"""
 
 
 # ---- outputs ---------------------------------------------------------------------------------------------
@@ -312,7 +377,12 @@ def make_server(collector: Collector, listen: str) -> ThreadingHTTPServer:
         server_version = "fh-metrics"
 
         def do_GET(self):
-            if self.path.split("?", 1)[0] != "/metrics":
+            path = self.path.split("?", 1)[0]
+            if path == "/":
+                body = LANDING.format(name=collector.name).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+            elif path != "/metrics":
                 body = b"not found: the metrics are at /metrics\n"
                 self.send_response(404)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -335,8 +405,9 @@ def make_server(collector: Collector, listen: str) -> ThreadingHTTPServer:
     return Server((host, port), Handler)
 
 
-def serve(name: str, listen: str | None, textfile: str | None, once: bool, interval: float) -> int:
-    collector = Collector(name)
+def serve(name: str, listen: str | None, textfile: str | None, once: bool, interval: float,
+          line_names: list[str] | None = None) -> int:
+    collector = Collector(name, line_names)
     try:
         if once:
             text = collector.text()

@@ -137,7 +137,7 @@ def check_against_reader(samples: dict, name: str) -> None:
         status = r.books["status"]
         head = r.head
         for (n, lab) in samples:
-            assert dict(lab).get("instance") == name, n
+            assert dict(lab).get("fh_instance") == name and "instance" not in dict(lab), n
         assert value(samples, "fh_writer_up") == 1 and st.state == "running"
         assert value(samples, "fh_writer_state", state="running") == 1
         assert sum(value(samples, "fh_writer_state", state=s) for s in metrics.WRITER_STATES) == 1
@@ -166,7 +166,12 @@ def test_scrape_over_http(live, run_dir):
         samples = parse(text)
         check_against_reader(samples, name)
         assert value(samples, "fh_messages_applied_total") > 0 and value(samples, "fh_messages_total", type="A") > 0
-        for path in ("/", "/metricsx", "/favicon.ico"):
+        with urllib.request.urlopen(url + "/", timeout=10) as resp:  # a landing page, as exporters have
+            assert resp.status == 200 and 'href="/metrics"' in resp.read().decode()
+        assert value(samples, "fh_scrape_error") == 0
+        build = [dict(lab) for (n, lab) in samples if n == "fh_build_info"]
+        assert len(build) == 1 and build[0]["layout"].isdigit() and build[0]["version"]
+        for path in ("/metricsx", "/favicon.ico"):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(url + path, timeout=10)
             assert e.value.code == 404
@@ -175,7 +180,7 @@ def test_scrape_over_http(live, run_dir):
 
         def scrape():
             with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-                results.append(parse(resp.read().decode())[("fh_event_head", (("instance", name),))])
+                results.append(parse(resp.read().decode())[("fh_event_head", (("fh_instance", name),))])
 
         threads = [threading.Thread(target=scrape) for _ in range(8)]
         for t in threads:

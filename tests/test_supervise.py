@@ -283,9 +283,9 @@ def test_status_json(tmp_path, run_dir, name):
         assert f"instance  {name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
         assert "lines     A 233.54.12.111:26477, B 233.49.196.111:26477" in text
         m = fh("metrics", "--name", name, "--once").stdout
-        assert f'fh_supervisor_up{{instance="{name}"}} 1' in m and f'fh_writer_up{{instance="{name}"}} 1' in m
-        assert f'fh_feed_state{{instance="{name}",state="ended"}} 1' in m
-        assert sum(f'fh_line_state{{instance="{name}",line="0",kind="feed",state="{st}"}} 1' in m
+        assert f'fh_supervisor_up{{fh_instance="{name}"}} 1' in m and f'fh_writer_up{{fh_instance="{name}"}} 1' in m
+        assert f'fh_feed_state{{fh_instance="{name}",state="ended"}} 1' in m
+        assert sum(f'fh_line_state{{fh_instance="{name}",line="A",kind="feed",state="{st}"}} 1' in m
                    for st in ("live", "stale")) == 1
 
 
