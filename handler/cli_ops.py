@@ -116,6 +116,8 @@ def cmd_metrics(a) -> int:
 
         try:
             cfg = config.load(a.config)
+            if a.textfile is None:
+                config.check_textfile_dir(cfg)
         except config.ConfigError as e:
             raise _cli_error(str(e)) from None
         a.name = cfg.name if a.name is None else a.name

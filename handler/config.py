@@ -424,6 +424,18 @@ def _replication(path, r: dict) -> Replication:
     return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag)
 
 
+def check_textfile_dir(cfg) -> None:
+    """metrics.textfile's directory must exist when `fh metrics` writes it (and only then: fh plan, check and
+    run do not need it, and node-exporter may be installed later)."""
+    textfile = cfg.metrics.textfile
+    if textfile is None:
+        return
+    d = os.path.dirname(os.path.abspath(textfile))
+    if not os.path.isdir(d):
+        raise _err(cfg.path, "metrics.textfile", textfile, f"its directory {d} does not exist: create it (mkdir -p "
+                   f"{d}) or name a file in an existing one (node-exporter's --collector.textfile.directory)")
+
+
 def _metrics(path, m: dict) -> Metrics:
     listen = m.get("listen")
     if listen is not None:
@@ -434,10 +446,6 @@ def _metrics(path, m: dict) -> Metrics:
         if not isinstance(textfile, str) or not textfile or textfile.endswith("/") or os.path.isdir(textfile):
             raise _err(path, "metrics.textfile", textfile, "must be a file path, e.g. "
                        "\"/var/lib/prometheus/node-exporter/fh.prom\"")
-        d = os.path.dirname(os.path.abspath(textfile))
-        if not os.path.isdir(d):
-            raise _err(path, "metrics.textfile", textfile, f"its directory {d} does not exist: create it (mkdir -p "
-                       f"{d}) or name a file in an existing one (node-exporter's --collector.textfile.directory)")
     interval = m.get("interval_s", 15.0)
     if not isinstance(interval, (int, float)) or isinstance(interval, bool) or not 0.1 <= interval <= 86_400:
         raise _err(path, "metrics.interval_s", interval, "must be a number of seconds from 0.1 to 86400")
