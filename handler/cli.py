@@ -14,13 +14,17 @@ class CliError(ValueError):
     same way when raised from a module that imported a second copy of this one (python -m handler.cli)."""
 
 
-def _existing(path: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise CliError(f"{path}: no such file; check the path")
-    if not p.is_file():
-        raise CliError(f"{path}: not a regular file")
-    return p
+def _itch(path: str) -> Path:
+    """--itch FILE: an ITCH 5.0 daily file, gzipped or not (checked by content: handler/inputs.py)."""
+    from . import inputs
+
+    return inputs.require(path, "itch", "--itch")
+
+
+def _pcap(path: str, option: str = "--pcap") -> Path:
+    from . import inputs
+
+    return inputs.require(path, "pcap", option)
 
 
 def _whole(text: str, low: int) -> int:
@@ -67,16 +71,16 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
     if a.pcap:  # sequenced as the C engine and the data plane do
         from .replay import reference_books
 
-        return reference_books(_existing(a.pcap), depth=a.depth)
+        return reference_books(_pcap(a.pcap), depth=a.depth)
     ref = reference.ReferenceBook()
-    ref.apply_daily_file(str(_existing(a.itch)))
+    ref.apply_daily_file(str(_itch(a.itch)))
     return ref.books(a.depth), dict(ref.counters)
 
 
 def _dump_c(a) -> tuple[list[dict], dict]:
     from . import native
 
-    path = _existing(a.itch or a.pcap)
+    path = _itch(a.itch) if a.itch else _pcap(a.pcap)
     eng = native.Engine(native.EngineConfig.for_input(path.stat().st_size))
     extra = {}
     if a.itch:
@@ -117,7 +121,7 @@ def cmd_decode(a) -> int:
         out.write(text[:-1] + tail + "}\n" if tail else text + "\n")
 
     if a.itch:
-        path = _existing(a.itch)
+        path = _itch(a.itch)
         data = path.read_bytes()
         end = 0
         for off, msg in native.iter_blocks(data):
@@ -133,7 +137,7 @@ def cmd_decode(a) -> int:
 
     from .pcapfile import PcapReader
 
-    reader = PcapReader(_existing(a.pcap))
+    reader = PcapReader(_pcap(a.pcap))
     malformed = 0
     for n, d in enumerate(reader.datagrams(), 1):
         where = f"{a.pcap}: datagram {n} ({d.dst}:{d.dport})"
@@ -177,7 +181,7 @@ def cmd_publish(a) -> int:
 
     from . import native
 
-    path = _existing(a.itch)
+    path = _itch(a.itch)
     seg_path = a.segment or default_segment_path(a.name, a.max_levels, a.events)
     data = path.read_bytes()
     seg = native.Segment(seg_path, a.name, max_levels=a.max_levels, event_capacity=a.events, depth=a.depth)

@@ -17,11 +17,11 @@ def _cli_error(msg: str):
     return DataplaneCliError(msg)
 
 
-def _existing(path: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise _cli_error(f"{path}: no such file; check the path")
-    return p
+def _input(path: str, want: str, option: str) -> Path:
+    """An input file of the kind wanted, checked by content (handler/inputs.py); gzipped ones are inflated."""
+    from . import inputs
+
+    return inputs.require(path, want, option)
 
 
 class ProgressBar:
@@ -73,7 +73,7 @@ class ProgressBar:
 def cmd_replay(a) -> int:
     from . import replay, sender
 
-    pcap = _existing(a.pcap)
+    pcap = _input(a.pcap, "pcap", "PCAP")
     try:
         pace = sender.parse_pace(a.speed, a.pps)
     except sender.SenderError as e:
@@ -114,7 +114,7 @@ def cmd_replay(a) -> int:
 def cmd_verify(a) -> int:
     from . import replay
 
-    pcap = _existing(a.pcap)
+    pcap = _input(a.pcap, "pcap", "PCAP")
     lines = replay.pcap_lines(pcap)
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, _ = replay.reference_books(pcap, lines, a.depth)
@@ -134,7 +134,7 @@ def cmd_pcap_synth(a) -> int:
     from . import native, pcapgen
 
     if a.itch:
-        data = _existing(a.itch).read_bytes()
+        data = _input(a.itch, "itch", "--itch").read_bytes()
     else:
         data = native.synth_bytes(a.messages, a.instruments, a.seed)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A, vlan=a.vlan)]
@@ -181,7 +181,7 @@ def cmd_retransmit_server(a) -> int:
 def cmd_pcap_inspect(a) -> int:
     from . import pcapgen
 
-    ins = pcapgen.inspect_pcap(_existing(a.pcap))
+    ins = pcapgen.inspect_pcap(_input(a.pcap, "pcap", "PCAP"))
     if a.json:
         print(json.dumps({"datagrams": ins.datagrams, "endpoints": dict(ins.endpoints), "sessions": ins.sessions,
                           "gaps": ins.gaps, "types": dict(ins.types), "heartbeats": ins.heartbeats,
