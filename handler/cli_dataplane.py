@@ -199,6 +199,30 @@ def cmd_pcap_inspect(a) -> int:
     return 0
 
 
+def _session(text: str) -> str:
+    """A MoldUDP64 session: 1..10 printable ASCII characters (padded with spaces on the wire)."""
+    import argparse
+
+    if not 1 <= len(text) <= 10 or not all(0x21 <= ord(c) < 0x7F for c in text.rstrip(" ")) or not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: a MoldUDP64 session is 1 to 10 printable ASCII characters "
+                                         "without spaces inside, e.g. FHSYNTH001")
+    return text
+
+
+def _ranged(low: int, high: int, what: str):
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} is a whole number from {low} to {high}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{v}: {what} is a whole number from {low} to {high}")
+        return v
+    return parse
+
+
 def register(sub, positive, nonneg) -> None:
     r = sub.add_parser(
         "replay", help="replay a pcap through the DPDK data plane into shared memory",
@@ -239,11 +263,14 @@ def register(sub, positive, nonneg) -> None:
     s.add_argument("--messages", type=positive, default=100_000)
     s.add_argument("--instruments", type=positive, default=40)
     s.add_argument("--seed", type=nonneg, default=1)
-    s.add_argument("--session", default="FHSYNTH001")
-    s.add_argument("--mtu", type=positive, default=1500)
+    s.add_argument("--session", type=_session, default="FHSYNTH001",
+                   help="the MoldUDP64 session, 1-10 printable ASCII characters (default FHSYNTH001)")
+    s.add_argument("--mtu", type=_ranged(128, 9216, "an MTU"), default=1500,
+                   help="IP packets up to this size, 128-9216 (default 1500): datagrams are filled up to it")
     s.add_argument("--burst-ns", type=positive, default=None,
                    help="only messages this close in ITCH time share a datagram (default: fill to the MTU)")
-    s.add_argument("--vlan", type=int, default=None, help="tag frames with this 802.1Q VLAN id")
+    s.add_argument("--vlan", type=_ranged(1, 4094, "an 802.1Q VLAN id"), default=None,
+                   help="tag frames with this 802.1Q VLAN id, 1-4094 (default: untagged)")
     s.add_argument("--a-only", action="store_true", help="the A line only")
     s.add_argument("--faults", metavar="PLAN",
                    help="apply this fault plan (TOML or JSON, docs/fault-plans.md) to the lines and print what was "

@@ -80,3 +80,16 @@ def test_wrong_kind_is_one_line_naming_the_file(files, cmd, key, want):
 def test_damaged_gzip_is_refused(files):
     p = fh("book", "dump", "--itch", files["bad_gz"], check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "gzip" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("opt, want", [
+    (["--session", "TOOLONGSESSION"], "1 to 10 printable ASCII"),
+    (["--session", "A B"], "1 to 10 printable ASCII"),
+    (["--vlan", "5000"], "from 1 to 4094"),
+    (["--vlan", "0x10"], "from 1 to 4094"),
+    (["--mtu", "50"], "from 128 to 9216"),
+])
+def test_pcap_synth_options_are_range_checked(tmp_path, opt, want):
+    out = tmp_path / "x.pcap"
+    p = fh("pcap", "synth", out, "--messages", "1000", "--instruments", "2", *opt, check=False)
+    assert p.returncode == 2 and want in p.stderr and not out.exists(), p.stderr
