@@ -286,6 +286,14 @@ def _nic_findings(host: Host, d: PciDevice, out: list[Finding], kargs: dict[str,
             out.append(Finding(
                 "nic", "WARN", f"{a} is on {d.driver}: no IOMMU protection and no interrupts; vfio-pci is the "
                 "supported driver", f"modprobe vfio-pci && dpdk-devbind.py -b vfio-pci {a}"))
+        elif any(n in host.default_route for n in d.netdevs):
+            routed = [n for n in d.netdevs if n in host.default_route]
+            out.append(Finding(
+                "nic", "FAIL", f"{a} ({d.vendor_name} {d.ids}) carries this host's default route on "
+                f"{', '.join(routed)}: it is the host's way out (its management connection, likely this very "
+                "session), so it must not be handed to DPDK",
+                "give the feed a NIC of its own: set nic.pci (or --pci) to a port that carries no default route "
+                "(fh check lists the host's NICs), or move the default route to another interface first"))
         else:
             up = [n for n in d.netdevs if host.links.get(n) == "up"]
             one = len(up) == 1

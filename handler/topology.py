@@ -276,6 +276,7 @@ class Host:
     cpu_vendor: str | None  # GenuineIntel, AuthenticAMD
     libs: dict[str, str]  # library name -> path under the root, for rdma-core: libibverbs.so.1, libmlx5.so.1
     unread: list[str] = field(default_factory=list)  # what could not be read, for the report
+    default_route: frozenset[str] = frozenset()  # interfaces that carry a default route (/proc/net/route, ipv6_route)
 
     @property
     def real(self) -> bool:
@@ -455,6 +456,21 @@ def _pci_of(root: str, iface: str) -> str | None:
     return None
 
 
+def _read_default_route(root: str) -> frozenset[str]:
+    """Interfaces with a default route (IPv4 destination and mask 0; IPv6 ::/0): the host's way out, usually
+    its management connection, which must never be handed to DPDK."""
+    out = set()
+    for line in (_read(root, "/proc/net/route") or "").splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000":
+            out.add(f[0])
+    for line in (_read(root, "/proc/net/ipv6_route") or "").splitlines():
+        f = line.split()
+        if len(f) >= 10 and f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo":
+            out.add(f[9])
+    return frozenset(out)
+
+
 def _read_links(root: str, netdevs, real: bool) -> dict[str, str]:
     links = {}
     if real:
@@ -606,4 +622,5 @@ def read_host(root: str = "/") -> Host:
                 irqs=_read_irqs(root), irqbalance_running=running, irqbalance_config=ib_cfg,
                 irqbalance_banned=banned, systemd_affinity=_systemd_affinity(root), memlock=memlock,
                 memlock_known=known, iommu_groups=len(_list(root, "/sys/kernel/iommu_groups")),
-                vfio_noiommu=noiommu, cpu_vendor=vendor, libs=libs, unread=unread)
+                vfio_noiommu=noiommu, cpu_vendor=vendor, libs=libs, unread=unread,
+                default_route=_read_default_route(root))

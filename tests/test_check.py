@@ -161,3 +161,13 @@ def test_real_host_does_not_crash():
     r = fh("check", "--json", check=False)
     d = json.loads(r.stdout)
     assert d["status"] == r.returncode and d["root"] == "/"
+
+
+def test_the_nic_with_the_default_route_is_never_offered_for_binding():
+    """eno1 (0000:17:00.0, i40e) carries the two-socket host's default route: fh check refuses it and does not
+    suggest taking it down or unbinding it."""
+    r = fh("check", "--root", TWO, "--pci", "0000:17:00.0", check=False)
+    assert r.returncode == 2
+    nic = [l for l in r.stdout.splitlines() if l.startswith("FAIL  nic")]
+    assert nic and "default route on eno1" in nic[0] and "must not be handed to DPDK" in nic[0]
+    assert "ip link set eno1 down" not in r.stdout and "dpdk-devbind.py -b vfio-pci 0000:17:00.0" not in r.stdout
