@@ -188,14 +188,23 @@ def cmd_pcap_inspect(a) -> int:
                           "end_of_session": ins.end_of_session, "malformed": ins.malformed,
                           "skipped_frames": ins.reader}))
         return 0
-    print(f"{ins.datagrams} UDP datagrams; skipped frames: {ins.reader or 'none'}")
+    r = dict(ins.reader)
+    frames, grams = r.pop("frames", ins.datagrams), r.pop("datagrams", ins.datagrams)
+    skipped = {k: v for k, v in r.items() if v}
+    print(f"{a.pcap}: {frames:,} frames, {grams:,} UDP datagrams"
+          + (", skipped: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(skipped.items()))
+             if skipped else ", none skipped"))
+    print("destinations:")
     for ep, n in ins.endpoints.most_common():
-        print(f"  {ep}: {n} datagrams")
+        print(f"  {ep:<24} {n:>10,} datagrams")
+    print("sessions:")
     for s, (lo, hi, n) in ins.sessions.items():
-        print(f"session {s!r}: sequences {lo}..{hi}, {n} messages (with repeats across lines)")
-    print(f"heartbeats {ins.heartbeats}, end of session {ins.end_of_session}, malformed {ins.malformed}")
-    print(f"gaps: {len(ins.gaps)}" + "".join(f"\n  {s!r} on {ep}: expected {e}, got {g}" for s, ep, e, g in ins.gaps[:10]))
-    print("message types: " + ", ".join(f"{t}={n}" for t, n in sorted(ins.types.items())))
+        print(f"  {s.rstrip():<10}  sequences {lo:,}..{hi:,}  {n:,} messages (every line's copies)")
+    print(f"heartbeats {ins.heartbeats:,}, end of session {ins.end_of_session:,}, malformed {ins.malformed:,}")
+    print(f"gaps within a destination: {len(ins.gaps):,}"
+          + "".join(f"\n  {s.rstrip()} on {ep}: expected {e:,}, got {g:,}" for s, ep, e, g in ins.gaps[:10])
+          + (f"\n  ... {len(ins.gaps) - 10:,} more (--json lists them all)" if len(ins.gaps) > 10 else ""))
+    print("message types: " + ", ".join(f"{t} {n:,}" for t, n in sorted(ins.types.items())))
     return 0
 
 
