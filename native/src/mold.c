@@ -38,6 +38,9 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms)
     c->policy = FH_MOLD_RESUME;
     c->line_stale = 3000 * ticks_per_ms;
     c->line_down = 10000 * ticks_per_ms;
+    c->max_ahead = 1u << 20;
+    c->confirm = 32;
+    c->recover_max = 1000000;
 }
 
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
@@ -168,26 +171,33 @@ static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, fh_engine_t *e)
 }
 
 /* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
- * apply what follows in order. Returns the messages applied from the hold. */
-static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *e)
+ * apply what follows in order. may_wait: under FH_MOLD_SNAPSHOT, ask for a snapshot and wait for it
+ * instead of skipping (next_seq then stays). Returns the messages applied from the hold. The scan for the
+ * next message present is bounded by the hold-back buffer's size: every held message lies within
+ * hold_mask of next_seq, so with nothing held the hole runs to known_hi, however far that is. */
+static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *e, int may_wait)
 {
-    uint64_t to = f->next_seq + 1;
-    while (to < f->known_hi && !present(f, to))
-        to++;
-    if (to > f->known_hi)
-        to = f->known_hi;
+    uint64_t to = f->known_hi;
+    if (f->held_now) {
+        uint64_t lim = f->next_seq + f->hold_mask + 1 < f->known_hi ? f->next_seq + f->hold_mask + 1 : f->known_hi;
+        to = f->next_seq + 1;
+        while (to < lim && !present(f, to))
+            to++;
+    }
     if (to <= f->next_seq)
         return 0;
     f->counters[FH_M_unrecoverable]++;
     f->gap_lost = 1;
     mark_stale(f, e);
-    if (f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
+    if (may_wait && f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
         f->snap->request(f->snap->ctx, f->session, f->next_seq - 1) == 0) {
         /* Hold on: the snapshot will fill the gap (fh_mold_snapshot_end); what comes meanwhile is held. */
         f->snap_pending = 1;
         return 0;
     }
     f->counters[FH_M_lost] += to - f->next_seq;
+    if (f->next_seq < f->counters[FH_M_joined_at]) /* the part of a late join's gap from 1 that never came */
+        f->counters[FH_M_join_lost] += (to < f->counters[FH_M_joined_at] ? to : f->counters[FH_M_joined_at]) - f->next_seq;
     f->next_seq = to;
     unsigned n = drain(f, e);
     close_if_filled(f);
@@ -200,32 +210,34 @@ static unsigned lose_upto(fh_mold_feed_t *f, fh_engine_t *e, uint64_t end)
     unsigned n = 0;
     while (f->gap_open && f->next_seq < end && f->next_seq < f->known_hi) {
         uint64_t before = f->next_seq;
-        n += lose_hole(f, e);
+        n += lose_hole(f, e, 1);
         if (f->next_seq == before) /* a snapshot was asked for instead */
             break;
     }
     return n;
 }
 
-/* A sequence beyond next_seq is known to exist (held, or named by a heartbeat): what lies between the old
- * high mark and it is missing. */
+/* Sequence hi is known to exist (held, or named by a heartbeat as the next to come): what lies between the
+ * old high mark and it is missing, a new hole (one more gap). */
 static inline void note_known(fh_mold_feed_t *f, uint64_t hi, uint64_t now)
 {
-    if (hi <= f->known_hi)
-        return;
     if (f->known_hi < f->next_seq)
         f->known_hi = f->next_seq;
+    if (hi <= f->known_hi)
+        return;
     if (!f->gap_open) {
         f->gap_open = 1;
         f->gap_lost = 0;
         f->gap_since = now;
-        f->counters[FH_M_gaps]++;
     }
+    f->counters[FH_M_gaps]++;
     f->counters[FH_M_gap_messages] += hi - f->known_hi;
     f->known_hi = hi;
 }
 
-static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e, const char *session, uint64_t seq)
+/* The session at `session` is believed: a change (the old one's open gap given up) or the first. Every
+ * MoldUDP64 session starts at sequence 1: a first datagram above it is a late join, a gap from 1. */
+static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e, const char *session)
 {
     if (f->have_session) {
         f->counters[FH_M_session_changes]++;
@@ -250,7 +262,10 @@ static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e,
     }
     memcpy(f->session, session, FH_MOLD_SESSION_LEN);
     f->ended = 0;
-    f->next_seq = f->known_hi = seq;
+    f->next_seq = f->known_hi = 1;
+    f->fresh_session = 1;
+    f->cand_count = f->jump_count = 0;
+    f->counters[FH_M_joined_at] = f->counters[FH_M_join_lost] = 0;
 }
 
 /* The 10 session bytes at a and b equal: two loads and compares, not a call to memcmp. */
@@ -277,6 +292,99 @@ static inline void line_carried(fh_mold_line_t *L, uint64_t seq, uint64_t count)
         L->next = seq + count;
 }
 
+static inline uint32_t line_bit(int line) { return (unsigned)line < FH_MOLD_MAX_LINES ? 1u << line : 0; }
+
+static inline int confirmed(const fh_mold_feed_t *f, uint32_t lines, uint32_t count)
+{
+    return !f->cfg.confirm || __builtin_popcount(lines) >= 2 || count >= f->cfg.confirm;
+}
+
+/* 1 when the datagram's `count` blocks fill it exactly (and, with cfg.msg_len, each block of a known type
+ * has its type's length): the framing is checked whole before anything of the datagram is used. */
+static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
+{
+    const uint8_t *p = d + FH_MOLD_HDR_LEN, *end = d + len;
+    const uint8_t *ml = f->cfg.msg_len;
+    for (unsigned i = 0; i < count; i++) {
+        if (FH_UNLIKELY(end - p < 2))
+            return 0;
+        size_t n = fh_be16(p);
+        if (FH_UNLIKELY(n > (size_t)(end - p) - 2))
+            return 0;
+        if (ml && n && FH_UNLIKELY(ml[p[2]] && ml[p[2]] != n))
+            return 0;
+        p += 2 + n;
+    }
+    return p == end;
+}
+
+/* A sequenced, well-framed datagram of a session that is not the current one. Returns 1 when it is now
+ * believed (the feed has switched to it), 0 when it is to be ignored (counted). */
+static __attribute__((cold)) int other_session(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, int line,
+                                               int recovery)
+{
+    if (!f->have_session) { /* the first session: nothing to take over */
+        new_session(f, e, (const char *)d);
+        return 1;
+    }
+    if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
+        f->counters[FH_M_old_session]++; /* a reply never changes the session; a line behind never goes back */
+        return 0;
+    }
+    if (f->cand_count && same_session(f->cand, d)) {
+        f->cand_lines |= line_bit(line);
+        f->cand_count++;
+    } else {
+        memcpy(f->cand, d, FH_MOLD_SESSION_LEN);
+        f->cand_lines = line_bit(line);
+        f->cand_count = 1;
+    }
+    if (f->ended || confirmed(f, f->cand_lines, f->cand_count)) {
+        new_session(f, e, (const char *)d);
+        return 1;
+    }
+    f->counters[FH_M_bogus_session]++;
+    return 0;
+}
+
+/* Sequence seq lies more than max_ahead beyond next_seq. Returns 1 to ignore it (suspect), 0 once the jump
+ * is confirmed: by two feed lines or `confirm` datagrams, each within max_ahead of the first one seen. */
+static __attribute__((cold)) int suspect(fh_mold_feed_t *f, uint64_t seq, int line, int recovery)
+{
+    if (!recovery) {
+        uint64_t dist = seq > f->jump_seq ? seq - f->jump_seq : f->jump_seq - seq;
+        if (f->jump_count && dist <= f->cfg.max_ahead) {
+            f->jump_lines |= line_bit(line);
+            f->jump_count++;
+        } else {
+            f->jump_seq = seq;
+            f->jump_lines = line_bit(line);
+            f->jump_count = 1;
+        }
+        if (confirmed(f, f->jump_lines, f->jump_count)) {
+            f->jump_count = 0;
+            return 0;
+        }
+    }
+    f->counters[FH_M_suspect]++;
+    return 1;
+}
+
+static inline int too_far(const fh_mold_feed_t *f, uint64_t seq)
+{
+    return FH_UNLIKELY(seq > f->next_seq && f->cfg.max_ahead && seq - f->next_seq > f->cfg.max_ahead);
+}
+
+/* The first sequence taken of a session: above 1, a late join. */
+static inline void first_of_session(fh_mold_feed_t *f, uint64_t seq)
+{
+    if (FH_UNLIKELY(f->fresh_session)) {
+        f->fresh_session = 0;
+        if (seq > 1)
+            f->counters[FH_M_joined_at] = seq;
+    }
+}
+
 int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
@@ -290,22 +398,34 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         L->last_rx = now ? now : 1;
         recovery = (f->cfg.recovery_lines >> line) & 1;
     }
-    if (FH_UNLIKELY(fh_mold_parse_hdr(d, len, &h))) {
+    /* A sequence in the top quarter of the u64 range is no feed's (a day has well under 2^40 messages): it is
+     * refused, so that no sequence arithmetic below can wrap. */
+    if (FH_UNLIKELY(fh_mold_parse_hdr(d, len, &h) || (h.sequence >> 62))) {
         f->counters[FH_M_malformed]++;
         return 0;
     }
     int sequenced = h.sequence != 0;
+    int control = h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION;
     if (FH_UNLIKELY(sequenced && (!f->have_session || !same_session(f->session, d)))) {
-        if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
-            f->counters[FH_M_old_session]++; /* a reply never changes the session; a line behind never goes back */
+        /* Another session: only a well-framed datagram is evidence of one. */
+        if (control ? len != FH_MOLD_HDR_LEN : !framed(f, d, len, h.count)) {
+            f->counters[FH_M_malformed]++;
             return 0;
         }
-        new_session(f, e, h.session, h.sequence);
+        if (!other_session(f, e, d, line, recovery))
+            return 0;
     }
-    if (FH_UNLIKELY(h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)) {
-        /* Both name the sequence of the next message the server will send. */
+    if (FH_UNLIKELY(control)) {
+        /* Both name the sequence of the next message the server will send; neither carries a block. */
+        if (len != FH_MOLD_HDR_LEN) {
+            f->counters[FH_M_malformed]++;
+            return 0;
+        }
+        if (sequenced && too_far(f, h.sequence) && suspect(f, h.sequence, line, recovery))
+            return 0;
         f->counters[h.count == FH_MOLD_HEARTBEAT ? FH_M_heartbeats : FH_M_end_of_session]++;
         if (sequenced) {
+            first_of_session(f, h.sequence);
             if (L && !recovery) {
                 if (L->next && h.sequence > L->next)
                     L->lost += h.sequence - L->next;
@@ -335,16 +455,21 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         }
         return 0;
     }
-    /* Frame the blocks first: the datagram's message count must fit (the part that does is still used). */
-    fh_blocks_t w = { d + FH_MOLD_HDR_LEN, d + len };
+    /* The framing, whole, before anything is used: a misframed copy neither applies nor wins its sequences. */
+    if (FH_UNLIKELY(!framed(f, d, len, h.count))) {
+        f->counters[FH_M_malformed]++;
+        return 0;
+    }
+    if (sequenced) {
+        if (too_far(f, h.sequence) && suspect(f, h.sequence, line, recovery))
+            return 0;
+        first_of_session(f, h.sequence);
+    }
+    fh_blocks_t w;
     const uint8_t *m;
     size_t n;
-    unsigned whole = 0;
-    while (whole < h.count && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK)
-        whole++;
-    if (FH_UNLIKELY(whole < h.count))
-        f->counters[FH_M_malformed]++;
-    const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = w.p;
+    const unsigned whole = h.count;
+    const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = d + len;
     unsigned applied = 0, direct = 0;
     if (sequenced && L && !recovery)
         line_carried(L, h.sequence, whole);
@@ -382,19 +507,12 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                 } else if (seq - f->next_seq > f->hold_mask) { /* beyond the buffer: give up the oldest holes */
                     f->counters[FH_M_hold_full]++;
                     note_known(f, seq, now);
-                    while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi) {
-                        uint64_t before = f->next_seq;
-                        applied += lose_hole(f, e);
-                        if (f->next_seq == before && f->snap_pending)
-                            f->snap_pending = 0; /* the buffer cannot wait for the snapshot: resume */
-                    }
-                    if (seq - f->next_seq > f->hold_mask) { /* nothing held at all: skip straight to it */
-                        f->counters[FH_M_unrecoverable]++;
-                        f->gap_lost = 1;
-                        f->counters[FH_M_lost] += seq - f->next_seq;
-                        f->next_seq = seq;
-                        mark_stale(f, e);
-                    }
+                    f->snap_pending = 0; /* the buffer cannot wait for a snapshot: resume */
+                    /* Each round gives up one hole (progress guaranteed: known_hi >= seq); a hole with
+                     * nothing held after it runs to known_hi at once, so the rounds are bounded by the
+                     * messages held, not by the distance. */
+                    while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi)
+                        applied += lose_hole(f, e, 0);
                     missing = 0;
                 }
             }
@@ -406,8 +524,11 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                         L->duplicates++;
                     continue;
                 }
-                if (missing)
+                if (missing) {
                     f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
+                    if (!present(f, seq - 1) && seq + 1 < f->known_hi && !present(f, seq + 1))
+                        f->counters[FH_M_gaps]++; /* it lands inside a hole: two holes now */
+                }
                 note_known(f, seq, now); /* what lies before it is missing; it is not */
                 if (f->known_hi < seq + 1)
                     f->known_hi = seq + 1;
@@ -500,8 +621,9 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
         }
     }
     if (f->gap_open && now - f->gap_since >= c->gap_wait) {
-        if (!c->can_request) {
-            lose_upto(f, e, f->known_hi);
+        uint64_t missing = f->known_hi - f->next_seq - f->held_now;
+        if (!c->can_request || (c->recover_max && missing > c->recover_max)) {
+            lose_upto(f, e, f->known_hi); /* nothing to ask, or too much: a snapshot or stale books */
         } else {
             /* New requests for the holes no request covers, in order, a bounded scan. */
             uint64_t s = f->next_seq, budget = 1u << 16;
@@ -559,11 +681,19 @@ void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq)
     /* The snapshot holds every message up to seq: skip those (held ones included), apply what follows. */
     uint64_t too_old = seq + 1 < f->next_seq ? f->next_seq - seq - 1 : 0;
     if (seq + 1 > f->next_seq) {
-        for (uint64_t s = f->next_seq; s <= seq && f->held_now; s++)
-            if (present(f, s)) {
-                f->hold[s & f->hold_mask].seq = 0;
-                f->held_now--;
-            }
+        if (f->held_now && seq + 1 - f->next_seq > f->hold_mask) { /* the whole buffer: one pass over it */
+            for (uint64_t s = 0; s <= f->hold_mask; s++)
+                if (f->hold[s].seq && f->hold[s].seq <= seq) {
+                    f->hold[s].seq = 0;
+                    f->held_now--;
+                }
+        } else {
+            for (uint64_t s = f->next_seq; s <= seq && f->held_now; s++)
+                if (present(f, s)) {
+                    f->hold[s & f->hold_mask].seq = 0;
+                    f->held_now--;
+                }
+        }
         f->next_seq = seq + 1;
         if (f->known_hi < f->next_seq)
             f->known_hi = f->next_seq;
