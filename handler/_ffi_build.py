@@ -94,6 +94,10 @@ typedef struct fh_mold_cfg {
     uint64_t line_down;
     uint32_t recovery_lines;
     void *hold_mem;
+    uint64_t max_ahead;
+    uint32_t confirm;
+    uint64_t recover_max;
+    const uint8_t *msg_len;
 } fh_mold_cfg_t;
 typedef struct fh_mold_request {
     char session[10];

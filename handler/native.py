@@ -147,7 +147,12 @@ class Engine:
         from .pcapfile import PcapReader
 
         feed = ffi.new("fh_mold_feed_t *")
-        lib.fh_mold_feed_init(feed, ffi.NULL)
+        cfg = ffi.new("fh_mold_cfg_t *")
+        lib.fh_mold_cfg_defaults(cfg, 1)
+        cfg.hold = 0  # offline, in capture order: a gap is given up at once (no timer runs here)
+        cfg.msg_len = lib.fh_itch_len  # the data plane's integrity rules: framing, sessions, jumps
+        if lib.fh_mold_feed_init(feed, cfg):
+            raise NativeError(_errmsg())
         index: dict[tuple[str, int], int] = {k: i for i, k in enumerate(lines)} if lines is not None else {}
         reader = PcapReader(path)
         for d in reader.datagrams():
