@@ -528,4 +528,18 @@ def resolve_retrans_mac(cfg: Config, netns: str | None = None) -> str | None:
         raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and {e}: ping {hop} once from this host "
                           f"(ping -c1 {hop}) so that the kernel learns it, or set feed.retransmission.mac = "
                           f"\"MAC\" (the next hop to {server})") from None
+    # The entry is worth something only if the route leaves by the request port itself: another interface's
+    # next hop (eth0's default gateway) would take every request to the wrong MAC, and every gap would be lost.
+    dev = next((d for d in cfg.devices if d.name == r.dev), None)
+    want = neigh.port_interfaces(dev.spec, dev.pci) if dev else []
+    if not want:
+        raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and the request port {r.dev} has no kernel "
+                          f"interface to check the route to {server} against (the neighbour table's hop {hop} is on "
+                          f"{iface}): set feed.retransmission.mac = \"MAC\" (the next hop to {server} on the request "
+                          f"port's network)")
+    if iface not in want:
+        raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and the route to {r.server[0]} leaves by "
+                          f"{iface}, not by the request port's interface {want[0]} ({r.dev}): set "
+                          f"feed.retransmission.mac = \"MAC\" (the next hop on {want[0]}'s network), or route the "
+                          f"server through it (ip route add {r.server[0]}/32 dev {want[0]} [via GATEWAY])")
     return mac

@@ -367,8 +367,9 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     # through a gateway: the gateway's entry, set by hand
     _ip("-n", ns, "neigh", "replace", "10.77.0.254", "lladdr", "02:00:5e:aa:bb:cc", "dev", "n0", "nud", "permanent")
     assert neigh.next_hop_mac("198.51.100.7", ns) == ("02:00:5e:aa:bb:cc", "10.77.0.254", "n0")
-    # the configuration's view: the MAC fills --retrans-mac
-    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', "").replace("10.20.0.5", "198.51.100.7")
+    # the configuration's view: the MAC fills --retrans-mac, the request port being the route's interface n0
+    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', 'nic = "net_af_packet1,iface=n0"\n') \
+        .replace("10.20.0.5", "198.51.100.7")
     c = config.load(write(tmp_path, text))
     assert c.retransmission.mac is None
     mac = config.resolve_retrans_mac(c, netns=ns)
@@ -376,6 +377,13 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     assert app[app.index("--retrans-mac") + 1] == "02:00:5e:aa:bb:cc"
     with pytest.raises(config.ConfigError, match="retrans.*mac: not set"):
         config.app_args(c)  # nobody looked it up
+    # a request port that is not the route's interface: the entry would send every request to a wrong MAC
+    for nic, why in [("net_af_packet1,iface=eth9", "leaves by n0, not by the request port's interface eth9"),
+                     ("net_pcap1,rx_pcap=x.pcap", "has no kernel interface to check the route")]:
+        c = config.load(write(tmp_path, text.replace("net_af_packet1,iface=n0", nic)))
+        with pytest.raises(config.ConfigError) as e:
+            config.resolve_retrans_mac(c, netns=ns)
+        assert why in str(e.value) and "\n" not in str(e.value) and "mac = " in str(e.value), str(e.value)
 
 
 def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
