@@ -22,10 +22,9 @@ def _cli_error(msg: str):
 
 
 def _instance(name: str) -> str:
-    if not name or len(name) > 31 or not all(c.isalnum() or c in "-_" for c in name):
-        raise _cli_error(f"--name {name!r}: an instance name is 1-31 letters, digits, '-' or '_' "
-                         f"(instance.name of its config)")
-    return name
+    from .segments import instance_name
+
+    return instance_name(name)
 
 
 def cmd_stop(a) -> int:

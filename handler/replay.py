@@ -344,7 +344,9 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
     if loop < 1:
         raise DataplaneError(f"loop {loop}: must be at least 1")
     pcap = str(Path(pcap).resolve())
-    name = name or f"replay-{uuid.uuid4().hex[:8]}"
+    from .segments import instance_name
+
+    name = instance_name(name if name is not None else f"replay-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
     lines = lines if lines is not None else pcap_lines(pcap)
     frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
@@ -441,7 +443,9 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
     pcap = str(Path(pcap).resolve())
     cap = snd.read_frames(pcap)  # refuses what cannot be sent before anything is set up
     lines = lines if lines is not None else pcap_lines(pcap)
-    name = name or f"live-{uuid.uuid4().hex[:8]}"
+    from .segments import instance_name
+
+    name = instance_name(name if name is not None else f"live-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
     biggest = max((len(f) for f in cap.frames), default=0)
     if plan is not None:

@@ -61,6 +61,9 @@ def writable_run_dir() -> Path:
 
 
 def pidfile_paths(name: str) -> list[Path]:
+    from .segments import instance_name
+
+    instance_name(name)
     return [d / f"{name}.pid" for d in run_dirs()]
 
 
