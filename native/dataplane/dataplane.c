@@ -933,6 +933,9 @@ int main(int argc, char **argv)
         fh_seg_close(seg, 1);
         return 2;
     }
+    fh_feed_consumer_t books;
+    fh_engine_consumer(e, &books); /* the feed delivers to the engine (a journal would stand in front of it) */
+    fh_mold_feed_set_consumer(&feed, &books);
     retrans_t rt;
     memset(&rt, 0, sizeof rt);
     if (o.retrans_ip) {
@@ -1019,7 +1022,7 @@ int main(int argc, char **argv)
             if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
                 uint64_t before = feed.counters[FH_M_applied];
                 fh_engine_batch_begin_at(e, t0, t0);
-                int nr = fh_mold_feed_poll(&feed, e, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                int nr = fh_mold_feed_poll(&feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     retrans_send(&rt, rq, nr);
                 released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
@@ -1028,7 +1031,7 @@ int main(int argc, char **argv)
             }
             if (t0 - last_stats > stats_every) {
                 uint64_t before = feed.counters[FH_M_applied];
-                fh_mold_feed_poll(&feed, e, t0, rq, 0); /* line states */
+                fh_mold_feed_poll(&feed, t0, rq, 0); /* line states */
                 released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
             }
             if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
@@ -1061,7 +1064,7 @@ int main(int argc, char **argv)
                 continue;
             }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
-            int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
+            int applied = fh_mold_feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
                 now = rte_rdtsc();
                 hist[hist_index(now - rx)] += (uint64_t)applied;
@@ -1070,7 +1073,7 @@ int main(int argc, char **argv)
         }
         if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
             uint64_t before = feed.counters[FH_M_applied];
-            int nr = fh_mold_feed_poll(&feed, e, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            int nr = fh_mold_feed_poll(&feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 retrans_send(&rt, rq, nr);
             released(&msgs_total, feed.counters[FH_M_applied] - before, rx);
@@ -1088,7 +1091,7 @@ int main(int argc, char **argv)
         ls.last_tsc = last_rx = t1;
         if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
             uint64_t before = feed.counters[FH_M_applied];
-            fh_mold_feed_poll(&feed, e, t1, rq, 0); /* line states */
+            fh_mold_feed_poll(&feed, t1, rq, 0); /* line states */
             released(&msgs_total, feed.counters[FH_M_applied] - before, t1);
             fh_engine_publish_stats(e);
             dp_publish(&pub);
@@ -1106,7 +1109,7 @@ int main(int argc, char **argv)
         igmp_leave(&ig[k], rte_rdtsc());
     {
         uint64_t t = rte_rdtsc(), before = feed.counters[FH_M_applied];
-        fh_mold_feed_poll(&feed, e, t, rq, 0);
+        fh_mold_feed_poll(&feed, t, rq, 0);
         released(&msgs_total, feed.counters[FH_M_applied] - before, t);
     }
     fh_engine_publish_stats(e);

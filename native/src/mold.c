@@ -2,9 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "fh/book.h"
 #include "fh/mold.h"
-#include "fh/shm.h"
 
 static const char *const names[FH_M_COUNT] = {
 #define FH_X(n) #n,
@@ -43,9 +41,21 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms)
     c->recover_max = 1000000;
 }
 
+/* The consumer of a feed that has none yet: everything is dropped. */
+static void none_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+{
+    (void)c, (void)s, (void)q, (void)n, (void)p, (void)l;
+}
+static void none_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l) { (void)c, (void)s, (void)q, (void)m, (void)l; }
+static void none_lost(void *c, const char *s, uint64_t a, uint64_t b) { (void)c, (void)s, (void)a, (void)b; }
+static void none_begin(void *c, const char *s) { (void)c, (void)s; }
+static void none_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
+static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end };
+
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
 {
     memset(f, 0, sizeof *f);
+    f->out = no_consumer;
     if (!cfg)
         return 0;
     if (cfg->hold && (cfg->hold < 2 || (cfg->hold & (cfg->hold - 1)) || cfg->hold > (1u << 28))) {
@@ -98,6 +108,8 @@ void fh_mold_feed_free(fh_mold_feed_t *f)
     f->own_hold = 0;
 }
 
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c) { f->out = c ? *c : no_consumer; }
+
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s) { f->snap = s; }
 
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)
@@ -125,14 +137,14 @@ static inline int present(const fh_mold_feed_t *f, uint64_t s)
 }
 
 /* Apply the held messages whose turn has come. Returns how many. */
-static unsigned drain(fh_mold_feed_t *f, fh_engine_t *e)
+static unsigned drain(fh_mold_feed_t *f)
 {
     unsigned n = 0;
     while (f->held_now) {
         fh_mold_slot_t *s = &f->hold[f->next_seq & f->hold_mask];
         if (s->seq != f->next_seq)
             break;
-        fh_engine_apply(e, s->data, s->len);
+        f->out.apply(f->out.ctx, f->session, f->next_seq, s->data, s->len);
         s->seq = 0;
         f->held_now--;
         f->next_seq++;
@@ -160,13 +172,12 @@ static void close_if_filled(fh_mold_feed_t *f)
     }
 }
 
-/* Every book of the feed is stale: the lost messages could have touched any of them. Rare: a loop over the
- * locates. Books created from now on start stale too. */
-static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, fh_engine_t *e)
+/* Sequences [from, to) will never be delivered: the consumer hears it (the engine marks every book stale:
+ * MoldUDP64 does not say which instruments the lost messages touched, and books created from now on start
+ * stale too). */
+static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, uint64_t from, uint64_t to)
 {
-    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
-    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+    f->out.lost(f->out.ctx, f->session, from, to);
     f->stale = 1;
 }
 
@@ -175,7 +186,7 @@ static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, fh_engine_t *e)
  * instead of skipping (next_seq then stays). Returns the messages applied from the hold. The scan for the
  * next message present is bounded by the hold-back buffer's size: every held message lies within
  * hold_mask of next_seq, so with nothing held the hole runs to known_hi, however far that is. */
-static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *e, int may_wait)
+static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
 {
     uint64_t to = f->known_hi;
     if (f->held_now) {
@@ -188,7 +199,7 @@ static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *
         return 0;
     f->counters[FH_M_unrecoverable]++;
     f->gap_lost = 1;
-    mark_stale(f, e);
+    mark_stale(f, f->next_seq, to);
     if (may_wait && f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
         f->snap->request(f->snap->ctx, f->session, f->next_seq - 1) == 0) {
         /* Hold on: the snapshot will fill the gap (fh_mold_snapshot_end); what comes meanwhile is held. */
@@ -199,18 +210,18 @@ static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *
     if (f->next_seq < f->counters[FH_M_joined_at]) /* the part of a late join's gap from 1 that never came */
         f->counters[FH_M_join_lost] += (to < f->counters[FH_M_joined_at] ? to : f->counters[FH_M_joined_at]) - f->next_seq;
     f->next_seq = to;
-    unsigned n = drain(f, e);
+    unsigned n = drain(f);
     close_if_filled(f);
     return n;
 }
 
 /* Give up every hole below `end`. */
-static unsigned lose_upto(fh_mold_feed_t *f, fh_engine_t *e, uint64_t end)
+static unsigned lose_upto(fh_mold_feed_t *f, uint64_t end)
 {
     unsigned n = 0;
     while (f->gap_open && f->next_seq < end && f->next_seq < f->known_hi) {
         uint64_t before = f->next_seq;
-        n += lose_hole(f, e, 1);
+        n += lose_hole(f, 1);
         if (f->next_seq == before) /* a snapshot was asked for instead */
             break;
     }
@@ -237,12 +248,12 @@ static inline void note_known(fh_mold_feed_t *f, uint64_t hi, uint64_t now)
 
 /* The session at `session` is believed: a change (the old one's open gap given up) or the first. Every
  * MoldUDP64 session starts at sequence 1: a first datagram above it is a late join, a gap from 1. */
-static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e, const char *session)
+static __attribute__((cold)) void new_session(fh_mold_feed_t *f, const char *session)
 {
     if (f->have_session) {
         f->counters[FH_M_session_changes]++;
         if (f->gap_open) /* the old session's missing messages can no longer be asked for */
-            lose_upto(f, e, f->known_hi);
+            lose_upto(f, f->known_hi);
         if (f->held_now)
             for (uint64_t s = 0; s <= f->hold_mask; s++)
                 f->hold[s].seq = 0;
@@ -320,11 +331,11 @@ static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, 
 
 /* A sequenced, well-framed datagram of a session that is not the current one. Returns 1 when it is now
  * believed (the feed has switched to it), 0 when it is to be ignored (counted). */
-static __attribute__((cold)) int other_session(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, int line,
+static __attribute__((cold)) int other_session(fh_mold_feed_t *f, const uint8_t *d, int line,
                                                int recovery)
 {
     if (!f->have_session) { /* the first session: nothing to take over */
-        new_session(f, e, (const char *)d);
+        new_session(f, (const char *)d);
         return 1;
     }
     if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
@@ -340,7 +351,7 @@ static __attribute__((cold)) int other_session(fh_mold_feed_t *f, fh_engine_t *e
         f->cand_count = 1;
     }
     if (f->ended || confirmed(f, f->cand_lines, f->cand_count)) {
-        new_session(f, e, (const char *)d);
+        new_session(f, (const char *)d);
         return 1;
     }
     f->counters[FH_M_bogus_session]++;
@@ -385,7 +396,7 @@ static inline void first_of_session(fh_mold_feed_t *f, uint64_t seq)
     }
 }
 
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
     f->now = now;
@@ -412,7 +423,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             f->counters[FH_M_malformed]++;
             return 0;
         }
-        if (!other_session(f, e, d, line, recovery))
+        if (!other_session(f, d, line, recovery))
             return 0;
     }
     if (FH_UNLIKELY(control)) {
@@ -437,7 +448,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             if (h.sequence > f->next_seq) {
                 note_known(f, h.sequence, now);
                 if (!f->hold) /* nothing can fill it: given up at once */
-                    lose_upto(f, e, h.sequence);
+                    lose_upto(f, h.sequence);
             }
             if (h.count == FH_MOLD_END_OF_SESSION)
                 f->ended = 1;
@@ -476,7 +487,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
     if (FH_LIKELY(sequenced && h.sequence == f->next_seq && !f->gap_open)) {
         /* The common case: the next datagram in order. Apply its blocks in one run (the engine prefetches
          * ahead across them). */
-        fh_engine_apply_blocks(e, blocks, (size_t)(end - blocks));
+        f->out.apply_blocks(f->out.ctx, f->session, h.sequence, whole, blocks, (size_t)(end - blocks));
         applied = direct = whole;
         f->next_seq += whole;
         f->known_hi = f->next_seq;
@@ -487,7 +498,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         for (unsigned i = 0; i < whole && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK; i++) {
             if (!sequenced) {
                 f->counters[FH_M_unsequenced]++;
-                fh_engine_apply(e, m, n);
+                f->out.apply(f->out.ctx, f->session, 0, m, n);
                 applied++;
                 direct++;
                 continue;
@@ -503,7 +514,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             if (seq > f->next_seq) {
                 if (!f->hold) { /* no hold-back buffer: the gap is given up at once */
                     note_known(f, seq, now);
-                    lose_upto(f, e, seq);
+                    lose_upto(f, seq);
                 } else if (seq - f->next_seq > f->hold_mask) { /* beyond the buffer: give up the oldest holes */
                     f->counters[FH_M_hold_full]++;
                     note_known(f, seq, now);
@@ -512,7 +523,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                      * nothing held after it runs to known_hi at once, so the rounds are bounded by the
                      * messages held, not by the distance. */
                     while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi)
-                        applied += lose_hole(f, e, 0);
+                        applied += lose_hole(f, 0);
                     missing = 0;
                 }
             }
@@ -548,14 +559,14 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             /* seq == next_seq */
             if (missing && f->gap_open)
                 f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
-            fh_engine_apply(e, m, n);
+            f->out.apply(f->out.ctx, f->session, seq, m, n);
             f->next_seq++;
             applied++;
             direct++;
             if (L)
                 L->won++;
             if (f->held_now)
-                applied += drain(f, e);
+                applied += drain(f);
             if (f->next_seq > f->known_hi)
                 f->known_hi = f->next_seq;
             close_if_filled(f);
@@ -567,7 +578,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
     return (int)applied;
 }
 
-int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap)
+int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap)
 {
     f->now = now;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++) {
@@ -604,7 +615,7 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
             f->counters[FH_M_request_timeouts]++;
             r->count = 0;
             f->outstanding--;
-            lose_upto(f, e, end);
+            lose_upto(f, end);
             continue;
         }
         uint64_t from = r->seq > f->next_seq ? r->seq : f->next_seq;
@@ -623,7 +634,7 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
     if (f->gap_open && now - f->gap_since >= c->gap_wait) {
         uint64_t missing = f->known_hi - f->next_seq - f->held_now;
         if (!c->can_request || (c->recover_max && missing > c->recover_max)) {
-            lose_upto(f, e, f->known_hi); /* nothing to ask, or too much: a snapshot or stale books */
+            lose_upto(f, f->known_hi); /* nothing to ask, or too much: a snapshot or stale books */
         } else {
             /* New requests for the holes no request covers, in order, a bounded scan. */
             uint64_t s = f->next_seq, budget = 1u << 16;
@@ -663,20 +674,17 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
 
 /* ---- snapshots ---------------------------------------------------------------------------------------- */
 
-void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e)
+void fh_mold_snapshot_begin(fh_mold_feed_t *f)
 {
-    (void)f;
-    fh_engine_set_new_book_status(e, FH_BOOK_STALE); /* live once the snapshot has ended */
-    fh_engine_clear_books(e);
+    f->out.snapshot_begin(f->out.ctx, f->session); /* the engine: books cleared, stale until the end */
 }
 
-void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len)
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len)
 {
-    (void)f;
-    fh_engine_apply(e, msg, len);
+    f->out.apply(f->out.ctx, f->session, 0, msg, len);
 }
 
-void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq)
+void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq)
 {
     /* The snapshot holds every message up to seq: skip those (held ones included), apply what follows. */
     uint64_t too_old = seq + 1 < f->next_seq ? f->next_seq - seq - 1 : 0;
@@ -698,18 +706,16 @@ void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq)
         if (f->known_hi < f->next_seq)
             f->known_hi = f->next_seq;
     }
-    fh_engine_set_new_book_status(e, FH_BOOK_LIVE);
-    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_LIVE, NULL);
+    f->out.snapshot_end(f->out.ctx, f->session, seq); /* the engine: every book live again */
     f->stale = 0;
     f->snap_pending = 0;
     f->counters[FH_M_snapshots]++;
     if (too_old) { /* messages after the snapshot were applied before it cleared the books: lost */
         f->counters[FH_M_unrecoverable]++;
         f->counters[FH_M_lost] += too_old;
-        mark_stale(f, e);
+        mark_stale(f, seq + 1, seq + 1 + too_old);
     }
-    drain(f, e);
+    drain(f);
     close_if_filled(f);
     set_state(f);
 }

@@ -1,5 +1,5 @@
-/* fh/mold.h: MoldUDP64 datagrams and the 2-byte-length block framing they share with NASDAQ's daily
- * ITCH files.
+/* fh/mold.h: MoldUDP64 datagrams (their blocks: fh/blocks.h, shared with NASDAQ's daily ITCH files) and a
+ * feed's sequencing, which delivers to a consumer (fh/consumer.h; the book engine is one).
  *
  * A MoldUDP64 datagram: session (10 ASCII bytes), sequence number of its first message (u64 BE),
  * message count (u16 BE; 0 = heartbeat, 0xFFFF = end of session), then `count` blocks, each a u16 BE
@@ -9,7 +9,9 @@
 
 #include <stdbool.h>
 
+#include "fh/blocks.h"
 #include "fh/common.h"
+#include "fh/consumer.h"
 
 #define FH_MOLD_HDR_LEN 20
 #define FH_MOLD_SESSION_LEN 10
@@ -33,34 +35,6 @@ static inline int fh_mold_parse_hdr(const uint8_t *p, size_t len, fh_mold_hdr_t 
     return 0;
 }
 
-/* A walker over 2-byte-length blocks in [p, end). */
-typedef struct fh_blocks {
-    const uint8_t *p;
-    const uint8_t *end;
-} fh_blocks_t;
-
-typedef enum fh_block_rc {
-    FH_BLOCK_OK = 1,        /* *msg, *len hold the next block */
-    FH_BLOCK_END = 0,       /* no bytes left */
-    FH_BLOCK_TRUNCATED = -1 /* bytes left but not a whole block; the walker stays on it */
-} fh_block_rc_t;
-
-static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, size_t *len)
-{
-    size_t left = (size_t)(w->end - w->p);
-    if (left == 0)
-        return FH_BLOCK_END;
-    if (FH_UNLIKELY(left < 2))
-        return FH_BLOCK_TRUNCATED;
-    size_t n = fh_be16(w->p);
-    if (FH_UNLIKELY(n > left - 2))
-        return FH_BLOCK_TRUNCATED;
-    *msg = w->p + 2;
-    *len = n;
-    w->p += 2 + n;
-    return FH_BLOCK_OK;
-}
-
 /* ---- a feed's sequencing and recovery --------------------------------------------------------------------
  *
  * One feed, several lines (A, B, ... and the replies of its retransmission server): the first copy of each
@@ -79,8 +53,6 @@ static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, 
  * Time: `now` is whatever clock the caller counts in (the data plane: TSC ticks), the same for every call
  * and for the durations in fh_mold_cfg_t. Nothing here allocates after fh_mold_feed_init, blocks or makes
  * a system call. */
-
-typedef struct fh_engine fh_engine_t;
 
 #define FH_MOLD_COUNTERS(X) \
     X(datagrams) X(heartbeats) X(end_of_session) X(malformed) X(unsequenced) X(applied) X(duplicates) \
@@ -219,6 +191,7 @@ typedef struct fh_mold_line {
 
 typedef struct fh_mold_feed {
     char session[FH_MOLD_SESSION_LEN];
+    fh_feed_consumer_t out;             /* where the messages go (fh_mold_feed_set_consumer) */
     char prev_session[FH_MOLD_SESSION_LEN]; /* the session before the last change (have_session > 1) */
     int have_session;                   /* 0: none yet, 1: one, 2: a change has happened */
     int state;                          /* FH_FEED_* */
@@ -259,6 +232,9 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms);
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
 void fh_mold_feed_free(fh_mold_feed_t *f);
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
+/* Where the feed delivers (copied; the engine's: fh_engine_consumer). Until set, or with NULL, nothing is
+ * delivered. Every message reaches it with its session and sequence number, in sequence order. */
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
 
 /* Apply one datagram that arrived on `line` at `now`: the messages whose turn it is are applied (with the
  * held ones that follow them), later ones are held while a gap is open, copies of applied ones are
@@ -269,22 +245,22 @@ void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_sourc
  * implausibly far ahead is ignored until confirmed (suspect). Work per call is bounded by the datagram's
  * length and the configuration, never by a sequence distance from the wire. Returns the number of messages
  * applied (held ones released by this datagram included). */
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now);
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now);
 
 /* Timers: line states, and for an open gap the requests to send now (written to out, at most cap; the
  * caller sends each as fh_mold_request_encode's payload to the request server) or the gap given up.
  * Call it after each burst while fh_mold_feed_busy and now and then otherwise (line states). Returns the
  * number of requests written. */
-int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap);
+int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap);
 static inline int fh_mold_feed_busy(const fh_mold_feed_t *f) { return f->gap_open; }
 
 /* The 20-byte MoldUDP64 request payload (session, sequence, count). Returns 20. */
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r);
 
 /* The snapshot source's answer (see fh_snapshot_source_t). */
-void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e);
-void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len);
-void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq);
+void fh_mold_snapshot_begin(fh_mold_feed_t *f);
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len);
+void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq);
 
 const char *fh_mold_counter_name(int c);
 const char *fh_line_state_name(int s);
