@@ -521,8 +521,8 @@ CONFIRM = 32
 
 
 def _framed(p: bytes, count: int) -> bool:
-    """The data plane's framing rule: `count` blocks fill the datagram exactly, and each block of a known ITCH
-    type has that type's length (fh/mold.h, cfg.msg_len)."""
+    """The data plane's framing rule: `count` blocks fill the datagram exactly, none is empty, and each block of
+    a known ITCH type has that type's length (fh/mold.h, cfg.msg_len)."""
     from .reference import MESSAGE_LENGTHS
 
     pos = 20
@@ -530,9 +530,9 @@ def _framed(p: bytes, count: int) -> bool:
         if len(p) - pos < 2:
             return False
         n = int.from_bytes(p[pos:pos + 2], "big")
-        if n > len(p) - pos - 2:
+        if n > len(p) - pos - 2 or n == 0:
             return False
-        if n and MESSAGE_LENGTHS.get(chr(p[pos + 2]), n) != n:
+        if MESSAGE_LENGTHS.get(chr(p[pos + 2]), n) != n:
             return False
         pos += 2 + n
     return pos == len(p)

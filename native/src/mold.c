@@ -310,19 +310,34 @@ static inline int confirmed(const fh_mold_feed_t *f, uint32_t lines, uint32_t co
     return !f->cfg.confirm || __builtin_popcount(lines) >= 2 || count >= f->cfg.confirm;
 }
 
-/* 1 when the datagram's `count` blocks fill it exactly (and, with cfg.msg_len, each block of a known type
- * has its type's length): the framing is checked whole before anything of the datagram is used. */
+/* 1 when the datagram's `count` blocks fill it exactly (and, with cfg.msg_len, each block is non-empty and,
+ * when its type is known, of its type's length): the framing is checked whole before anything of the datagram
+ * is used. One pass, a few instructions a block: the hot path pays it on every datagram it applies. */
 static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
 {
     const uint8_t *p = d + FH_MOLD_HDR_LEN, *end = d + len;
     const uint8_t *ml = f->cfg.msg_len;
-    for (unsigned i = 0; i < count; i++) {
-        if (FH_UNLIKELY(end - p < 2))
+    if (ml) {
+        for (; count; count--) {
+            size_t left = (size_t)(end - p), n;
+            if (FH_UNLIKELY(left < 3))
+                return 0;
+            n = fh_be16(p);
+            if (FH_UNLIKELY(n - 1 >= left - 2)) /* empty, or past the end */
+                return 0;
+            unsigned want = ml[p[2]];
+            if (FH_UNLIKELY(want != n) && want)
+                return 0;
+            p += 2 + n;
+        }
+        return p == end;
+    }
+    for (; count; count--) {
+        size_t left = (size_t)(end - p), n;
+        if (FH_UNLIKELY(left < 2))
             return 0;
-        size_t n = fh_be16(p);
-        if (FH_UNLIKELY(n > (size_t)(end - p) - 2))
-            return 0;
-        if (ml && n && FH_UNLIKELY(ml[p[2]] && ml[p[2]] != n))
+        n = fh_be16(p);
+        if (FH_UNLIKELY(n > left - 2))
             return 0;
         p += 2 + n;
     }

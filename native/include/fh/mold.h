@@ -72,8 +72,8 @@ typedef enum fh_mold_counter {
  *   end_of_session     end-of-session markers (message count 0xFFFF) taken
  *   malformed          datagrams refused whole because their framing is wrong: shorter than the header, a
  *                      heartbeat or end of session with bytes after the header, blocks that do not fill the
- *                      datagram exactly with its message count, or (with cfg.msg_len) a block whose length
- *                      is not its message type's. Nothing of such a datagram is applied or counted as seen:
+ *                      datagram exactly with its message count, or (with cfg.msg_len) an empty block or
+ *                      one whose length is not its message type's. Nothing of such a datagram is applied or counted as seen:
  *                      the other line's copy of its sequences wins.
  *   unsequenced        messages of sequence-0 datagrams (anonymised captures), applied in arrival order
  *   applied            messages applied to the books: on arrival, and released from the hold-back buffer
@@ -143,9 +143,9 @@ typedef struct fh_mold_cfg {
                                * feed lines at once); 0: believed at once */
     uint64_t recover_max;     /* a gap of more missing messages than this is not asked for but given up at once
                                * (a snapshot under FH_MOLD_SNAPSHOT, stale books otherwise); 0: no limit */
-    const uint8_t *msg_len;   /* optional, 256 entries: the exact length of each message type (0: any); a block
-                               * of a known type with another length makes its datagram malformed (ITCH:
-                               * fh_itch_len) */
+    const uint8_t *msg_len;   /* optional, 256 entries: the exact length of each message type (0: any); an
+                               * empty block, or one of a known type with another length, makes its datagram
+                               * malformed (ITCH: fh_itch_len) */
 } fh_mold_cfg_t;
 
 /* One retransmission request (fh_mold_request_encode makes its 20-byte payload). */
