@@ -256,6 +256,9 @@ def test_sigint_is_answered_quickly_under_a_flood_of_jumps(grams, tmp_path):
         assert feed.done >= 4 * end
         t0 = time.monotonic()
         dp.p.send_signal(signal.SIGINT)
+        while not any(l.startswith("{") for l in dp._out) and time.monotonic() - t0 < 10:
+            time.sleep(0.002)
+        answered = time.monotonic() - t0  # the loop left, the queues drained, the statistics printed
         dp.p.wait(10)
         took = time.monotonic() - t0
         stats = dp.wait(5)
@@ -263,8 +266,8 @@ def test_sigint_is_answered_quickly_under_a_flood_of_jumps(grams, tmp_path):
         dp.close()
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"SIGINT to exit under a flood: {took * 1000:.0f} ms")
-    assert took < 1.0
+    print(f"SIGINT under a flood: statistics after {answered * 1000:.0f} ms, exit after {took * 1000:.0f} ms")
+    assert answered < 0.5 and took < 1.0  # generous bounds for a shared machine; the drain itself stops at 50 ms
     assert stats["mold"]["suspect"] > 0 and stats["mold"]["lost"] == 0
 
 

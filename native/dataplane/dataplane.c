@@ -458,6 +458,17 @@ static fh_shm_dp_stats_t dp_out; /* 5.6 KiB: static, not on the stack */
 /* Fill the data plane's section of the stats region and publish it (fh_seg_publish_dataplane). Cold: from
  * idle() every 100 ms and at exit. The tick histogram is re-bucketed into the ns scheme of fh/shm.h, each
  * tick bucket by its upper bound (as hist_pct reports it). */
+/* The feed's and lines' states and counters travel into the segment under the reader contract's names: the
+ * two definitions must agree, and every MoldUDP64 counter must fit. */
+_Static_assert(FH_LINE_DOWN == FH_SHM_LINE_DOWN && FH_LINE_LIVE == FH_SHM_LINE_LIVE &&
+                   FH_LINE_STALE == FH_SHM_LINE_STALE, "fh/mold.h FH_LINE_* must equal fh/shm.h FH_SHM_LINE_*");
+_Static_assert(FH_FEED_WAITING == FH_SHM_FEED_WAITING && FH_FEED_LIVE == FH_SHM_FEED_LIVE &&
+                   FH_FEED_RECOVERING == FH_SHM_FEED_RECOVERING && FH_FEED_STALE == FH_SHM_FEED_STALE &&
+                   FH_FEED_ENDED == FH_SHM_FEED_ENDED, "fh/mold.h FH_FEED_* must equal fh/shm.h FH_SHM_FEED_*");
+_Static_assert(FH_M_COUNT <= FH_SHM_DP_MAX_MOLD, "every MoldUDP64 counter must fit the segment's mold[]");
+_Static_assert(FH_NET_DROP_COUNT <= FH_SHM_DP_MAX_DROPS, "every drop cause must fit the segment's drops[]");
+_Static_assert(FH_MOLD_MAX_LINES >= FH_SHM_DP_MAX_LINES, "every published line has a feed line");
+
 static __attribute__((noinline, cold)) void dp_publish(const dp_pub_t *p)
 {
     fh_shm_dp_stats_t *d = &dp_out;
