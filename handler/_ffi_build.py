@@ -80,6 +80,19 @@ uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_le
 uint64_t fh_engine_live_orders(const fh_engine_t *e);
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 
+/* consumer.h: what a sequenced feed delivers to */
+typedef struct fh_feed_consumer {
+    void *ctx;
+    void (*apply_blocks)(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                         size_t len);
+    void (*apply)(void *ctx, const char *session, uint64_t seq, const uint8_t *msg, size_t len);
+    void (*lost)(void *ctx, const char *session, uint64_t from, uint64_t to);
+    void (*snapshot_begin)(void *ctx, const char *session);
+    void (*snapshot_end)(void *ctx, const char *session, uint64_t seq);
+} fh_feed_consumer_t;
+void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
+int fh_engine_set_all_status(fh_engine_t *e, int status);
+
 /* mold.h: a feed's sequencing */
 typedef struct fh_mold_cfg {
     uint64_t gap_wait;
@@ -94,6 +107,10 @@ typedef struct fh_mold_cfg {
     uint64_t line_down;
     uint32_t recovery_lines;
     void *hold_mem;
+    uint64_t max_ahead;
+    uint32_t confirm;
+    uint64_t recover_max;
+    const uint8_t *msg_len;
 } fh_mold_cfg_t;
 typedef struct fh_mold_request {
     char session[10];
@@ -128,12 +145,13 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms);
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
 void fh_mold_feed_free(fh_mold_feed_t *f);
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now);
-int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap);
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now);
+int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap);
 size_t fh_mold_request_encode(uint8_t *out, const fh_mold_request_t *r);
-void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e);
-void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len);
-void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq);
+void fh_mold_snapshot_begin(fh_mold_feed_t *f);
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len);
+void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq);
 const char *fh_line_state_name(int s);
 const char *fh_feed_state_name(int s);
 const char *fh_mold_counter_name(int c);

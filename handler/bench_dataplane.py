@@ -150,10 +150,13 @@ def engine_pass(data: bytes, dgrams: list[bytes], core: int, tsc_hz: int) -> dic
         def run(eng) -> int:
             feed = ffi.new("fh_mold_feed_t *")
             lib.fh_mold_feed_init(feed, ffi.NULL)
-            apply, e = lib.fh_mold_feed_apply, eng._e
+            books = ffi.new("fh_feed_consumer_t *")
+            lib.fh_engine_consumer(eng._e, books)
+            lib.fh_mold_feed_set_consumer(feed, books)
+            apply = lib.fh_mold_feed_apply
             t = time.perf_counter_ns()
             for p, n in items:
-                apply(feed, e, p, n, 0, 0)
+                apply(feed, p, n, 0, 0)
             return time.perf_counter_ns() - t
         return run
 

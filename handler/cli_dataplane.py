@@ -112,12 +112,15 @@ def cmd_replay(a) -> int:
 
 
 def cmd_verify(a) -> int:
+    """OK only when the books equal the reference's and nothing is missing. When the reference says messages
+    are missing (a late join, a gap no line filled), equal books are not enough: the data plane must have
+    marked the feed stale, and verify says what is missing and exits 1 (the books cannot be verified)."""
     from . import replay
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     lines = replay.pcap_lines(pcap)
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
-    want, _ = replay.reference_books(pcap, lines, a.depth)
+    want, counters = replay.reference_books(pcap, lines, a.depth)
     for line in replay.summary_lines(stats):
         print(line)
     diffs = replay.diff_books(got, want)
@@ -125,6 +128,15 @@ def cmd_verify(a) -> int:
         print(f"FAIL: the data plane's books differ from the reference model's ({len(got)} vs {len(want)} books):")
         for d in diffs:
             print("  " + d)
+        return 1
+    why = replay.stale_reason(counters["sequencing"])
+    if why:
+        state = stats.get("feed", {}).get("state")
+        if state != "stale":
+            print(f"FAIL: {why}, but the data plane's feed is {state}, not stale")
+            return 1
+        print(f"STALE: {len(got)} books equal the reference model's for the messages applied, and every book is "
+              f"marked stale: {why}")
         return 1
     print(f"OK: {len(got)} books equal the reference model's")
     return 0

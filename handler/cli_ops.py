@@ -22,10 +22,9 @@ def _cli_error(msg: str):
 
 
 def _instance(name: str) -> str:
-    if not name or len(name) > 31 or not all(c.isalnum() or c in "-_" for c in name):
-        raise _cli_error(f"--name {name!r}: an instance name is 1-31 letters, digits, '-' or '_' "
-                         f"(instance.name of its config)")
-    return name
+    from .segments import instance_name
+
+    return instance_name(name)
 
 
 def cmd_stop(a) -> int:
@@ -77,6 +76,14 @@ def _status_text(s: dict) -> str:
                      f"{f['unrecoverable']} ({f['lost']} messages lost)"
                      + (f"; holding {f['held']}, {f['outstanding']} requests out" if f["held"] or f["outstanding"]
                         else ""))
+        j = f.get("joined_at", 0)
+        if j > 1:  # the session began before this instance did
+            lines.append(f"join      joined late at {j}; 1..{j - 1} "
+                         + ("missing" if f.get("join_lost") else "being recovered" if f["state"] == "recovering"
+                            else "recovered"))
+        ignored = {k: f.get(k, 0) for k in ("malformed", "bogus_session", "suspect") if f.get(k)}
+        if ignored:
+            lines.append("ignored   " + ", ".join(f"{k} {v} datagrams" for k, v in ignored.items()))
     for l in s.get("line_state") or []:
         silent = "never heard" if l["silent_ms"] is None else f"silent {l['silent_ms'] / 1e3:.1f} s"
         lines.append(f"line      {l['name']}: {l['state']} ({silent}), won {l['won']}, duplicates "

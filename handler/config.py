@@ -92,11 +92,12 @@ class Config:
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
+    integrity: dict = field(default_factory=dict)  # [feed.integrity]: max_ahead, confirm, recover_max (given ones)
 
 
 _SCHEMA = {
     "instance": {"name"},
-    "feed": {"protocol", "lines", "retransmission", "on_unrecoverable", "line_stale_ms", "line_down_ms"},
+    "feed": {"protocol", "lines", "retransmission", "on_unrecoverable", "line_stale_ms", "line_down_ms", "integrity"},
     "nic": {"pci", "vdev"},
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
@@ -169,8 +170,13 @@ def load(path: str | os.PathLike) -> Config:
     cores, mem, shm, run = raw.get("cores", {}), raw.get("memory", {}), raw.get("shm", {}), raw.get("run", {})
 
     name = inst.get("name", "fh")
-    if not isinstance(name, str) or not name or len(name) > 31 or not all(c.isalnum() or c in "-_" for c in name):
-        raise _err(p, "instance.name", name, "must be 1-31 letters, digits, '-' or '_' (it names the segment fh-NAME)")
+    from .segments import InstanceNameError, instance_name
+
+    try:
+        instance_name(name, "instance.name")
+    except InstanceNameError:
+        raise _err(p, "instance.name", name, "must be 1-31 letters, digits, '-' or '_' (it names the segment fh-NAME "
+                   "and the pidfile NAME.pid)") from None
     proto = feed.get("protocol", "moldudp64-itch50")
     if proto != "moldudp64-itch50":
         raise _err(p, "feed.protocol", proto, "the only protocol is \"moldudp64-itch50\"")
@@ -187,9 +193,15 @@ def load(path: str | os.PathLike) -> Config:
         if extra:
             raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group, port and nic")
         try:
-            ipaddress.IPv4Address(l.get("group"))
+            if not isinstance(l.get("group"), str):
+                raise TypeError
+            group = ipaddress.IPv4Address(l["group"])
         except (ipaddress.AddressValueError, ValueError, TypeError):
-            raise _err(p, f"{key}.group", l.get("group"), "must be an IPv4 address, e.g. \"233.54.12.111\"") from None
+            raise _err(p, f"{key}.group", l.get("group"), "must be an IPv4 multicast address as a string, e.g. "
+                       "\"233.54.12.111\"") from None
+        if not group.is_multicast:
+            raise _err(p, f"{key}.group", l["group"], "must be a multicast group (224.0.0.0 to 239.255.255.255), "
+                       "e.g. \"233.54.12.111\": the feed's line, not a host's address")
         src = l.get("source", "")
         if src != "":
             try:
@@ -235,6 +247,7 @@ def load(path: str | os.PathLike) -> Config:
     if down <= stale:
         raise _err(p, "feed.line_down_ms", down, f"must be more than feed.line_stale_ms ({stale}): a line is "
                    "stale first, down later; raise line_down_ms or lower line_stale_ms")
+    integrity = _integrity(p, feed.get("integrity"))
     replication = _replication(p, raw.get("replication", {}))
     metrics = _metrics(p, raw.get("metrics", {}))
     rx = cores.get("rx", "auto")
@@ -281,7 +294,7 @@ def load(path: str | os.PathLike) -> Config:
         idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
-        line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
+        line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
     )
 
 
@@ -389,6 +402,24 @@ def _retransmission(path, rt, lines: list[Line], device) -> Retransmission | Non
         max_messages=_int(path, f"{k}.max_messages", rt.get("max_messages", 1000), 1, 65534),
         max_outstanding=_int(path, f"{k}.max_outstanding", rt.get("max_outstanding", 4), 1, 16),
         hold_messages=hold)
+
+
+# [feed.integrity]: (key, data plane option, bounds, what it does), defaults in fh_mold_cfg_defaults
+_INTEGRITY = {
+    "max_ahead": ("--max-ahead", 0, 0xFFFFFFFF, "a sequence more than this beyond the next expected is suspect until "
+                  "confirmed (0: no limit; default 1048576)"),
+    "confirm": ("--confirm", 0, 1_000_000, "datagrams of one line that make a new session or a jump believed (two "
+                "lines at once; 0: at once; default 32)"),
+    "recover_max": ("--recover-max", 0, 0xFFFFFFFF, "a gap of more missing messages is given up rather than asked "
+                    "for (0: no limit; default 1000000)"),
+}
+
+
+def _integrity(path, t) -> dict:
+    if t is None:
+        return {}
+    t = _unknown(path, "feed.integrity", t, set(_INTEGRITY))
+    return {k: _int(path, f"feed.integrity.{k}", v, _INTEGRITY[k][1], _INTEGRITY[k][2]) for k, v in t.items()}
 
 
 def _replication(path, r: dict) -> Replication:
@@ -504,6 +535,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
             DEFAULT_UNRECOVERABLE, DEFAULT_LINE_STALE_MS, DEFAULT_LINE_DOWN_MS):
         a += ["--unrecoverable", cfg.on_unrecoverable, "--line-stale-ms", str(cfg.line_stale_ms), "--line-down-ms",
               str(cfg.line_down_ms)]
+    for k, v in cfg.integrity.items():
+        a += [_INTEGRITY[k][0], str(v)]
     if r is not None:
         mac = r.mac or retrans_mac
         if not mac:
@@ -536,4 +569,18 @@ def resolve_retrans_mac(cfg: Config, netns: str | None = None) -> str | None:
         raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and {e}: ping {hop} once from this host "
                           f"(ping -c1 {hop}) so that the kernel learns it, or set feed.retransmission.mac = "
                           f"\"MAC\" (the next hop to {server})") from None
+    # The entry is worth something only if the route leaves by the request port itself: another interface's
+    # next hop (eth0's default gateway) would take every request to the wrong MAC, and every gap would be lost.
+    dev = next((d for d in cfg.devices if d.name == r.dev), None)
+    want = neigh.port_interfaces(dev.spec, dev.pci) if dev else []
+    if not want:
+        raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and the request port {r.dev} has no kernel "
+                          f"interface to check the route to {server} against (the neighbour table's hop {hop} is on "
+                          f"{iface}): set feed.retransmission.mac = \"MAC\" (the next hop to {server} on the request "
+                          f"port's network)")
+    if iface not in want:
+        raise ConfigError(f"{cfg.path}: feed.retransmission.mac: not set, and the route to {r.server[0]} leaves by "
+                          f"{iface}, not by the request port's interface {want[0]} ({r.dev}): set "
+                          f"feed.retransmission.mac = \"MAC\" (the next hop on {want[0]}'s network), or route the "
+                          f"server through it (ip route add {r.server[0]}/32 dev {want[0]} [via GATEWAY])")
     return mac

@@ -147,7 +147,15 @@ class Engine:
         from .pcapfile import PcapReader
 
         feed = ffi.new("fh_mold_feed_t *")
-        lib.fh_mold_feed_init(feed, ffi.NULL)
+        cfg = ffi.new("fh_mold_cfg_t *")
+        lib.fh_mold_cfg_defaults(cfg, 1)
+        cfg.hold = 0  # offline, in capture order: a gap is given up at once (no timer runs here)
+        cfg.msg_len = lib.fh_itch_len  # the data plane's integrity rules: framing, sessions, jumps
+        if lib.fh_mold_feed_init(feed, cfg):
+            raise NativeError(_errmsg())
+        books = ffi.new("fh_feed_consumer_t *")
+        lib.fh_engine_consumer(self._e, books)
+        lib.fh_mold_feed_set_consumer(feed, books)
         index: dict[tuple[str, int], int] = {k: i for i, k in enumerate(lines)} if lines is not None else {}
         reader = PcapReader(path)
         for d in reader.datagrams():
@@ -157,7 +165,7 @@ class Engine:
                 if lines is not None:
                     continue
                 line = index[key] = len(index)
-            lib.fh_mold_feed_apply(feed, self._e, ffi.from_buffer(d.payload), len(d.payload), min(line, 15), 0)
+            lib.fh_mold_feed_apply(feed, ffi.from_buffer(d.payload), len(d.payload), min(line, 15), 0)
         out = dict(reader.counters)
         i = 0
         while (p := lib.fh_mold_counter_name(i)) != ffi.NULL:

@@ -59,3 +59,22 @@ def next_hop_mac(dst: str, netns: str | None = None) -> tuple[str, str, str]:
                 return mac.lower(), hop, iface
     via = f" (the gateway to {dst})" if hop != dst else ""
     raise NeighError(f"the neighbour table has no MAC for {hop}{via} on {iface}", hop)
+
+
+def port_interfaces(spec: str, pci: bool, root: str = "/") -> list[str]:
+    """The kernel interfaces behind a DPDK port, against which the route to the request server is checked: a
+    NIC's netdevs (a Mellanox on mlx5_core keeps one; a NIC bound to vfio-pci has none), or the interface a
+    virtual device is opened on (net_af_packet / net_af_xdp / net_pcap `iface=`). [] when there is none."""
+    import os
+
+    if pci:
+        d = os.path.join(root, "sys/bus/pci/devices", spec, "net")
+        try:
+            return sorted(os.listdir(d))
+        except OSError:
+            return []
+    for kv in spec.split(",")[1:]:
+        k, _, v = kv.partition("=")
+        if k.strip() == "iface" and v.strip():
+            return [v.strip()]
+    return []

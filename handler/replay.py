@@ -337,14 +337,16 @@ def _fd_position(pid: int, path: str, cache: dict) -> int | None:
 
 def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = None, want_books: bool = False,
            lines: list[tuple[str, int]] | None = None, loop: int = 1, progress=None,
-           timeout: float | None = None) -> tuple[dict, list[dict] | None]:
+           timeout: float | None = None, extra: list[str] | tuple = ()) -> tuple[dict, list[dict] | None]:
     """Replay a capture through the data plane on net_pcap at top speed; return (statistics, books or None).
     loop > 1 sends the capture that many times in a row (through a FIFO); progress(done, total, elapsed_s),
-    in frames, is called about ten times a second."""
+    in frames, is called about ten times a second. extra: more fh-dataplane arguments."""
     if loop < 1:
         raise DataplaneError(f"loop {loop}: must be at least 1")
     pcap = str(Path(pcap).resolve())
-    name = name or f"replay-{uuid.uuid4().hex[:8]}"
+    from .segments import instance_name
+
+    name = instance_name(name if name is not None else f"replay-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
     lines = lines if lines is not None else pcap_lines(pcap)
     frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
@@ -356,7 +358,7 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
     try:
         if tmp:
             os.mkfifo(source, 0o600)
-        dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines))
+        dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines, extra=extra))
         if tmp:
             feed = _FifoFeed(source, pcap, loop, end, dp)
         fdcache: dict = {}
@@ -441,7 +443,9 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
     pcap = str(Path(pcap).resolve())
     cap = snd.read_frames(pcap)  # refuses what cannot be sent before anything is set up
     lines = lines if lines is not None else pcap_lines(pcap)
-    name = name or f"live-{uuid.uuid4().hex[:8]}"
+    from .segments import instance_name
+
+    name = instance_name(name if name is not None else f"live-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
     biggest = max((len(f) for f in cap.frames), default=0)
     if plan is not None:
@@ -511,52 +515,192 @@ def _term_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# The data plane's integrity defaults (fh-dataplane --max-ahead / --confirm; fh_mold_cfg_defaults).
+MAX_AHEAD = 1 << 20
+CONFIRM = 32
+
+
+def _framed(p: bytes, count: int) -> bool:
+    """The data plane's framing rule: `count` blocks fill the datagram exactly, none is empty, and each block of
+    a known ITCH type has that type's length (fh/mold.h, cfg.msg_len)."""
+    from .reference import MESSAGE_LENGTHS
+
+    pos = 20
+    for _ in range(count):
+        if len(p) - pos < 2:
+            return False
+        n = int.from_bytes(p[pos:pos + 2], "big")
+        if n > len(p) - pos - 2 or n == 0:
+            return False
+        if MESSAGE_LENGTHS.get(chr(p[pos + 2]), n) != n:
+            return False
+        pos += 2 + n
+    return pos == len(p)
+
+
+class Sequencer:
+    """The reference's MoldUDP64 sequencing, written for clarity rather than speed, with the data plane's rules
+    (docs/line-reliability.md): a datagram is used only when its whole framing is valid; the first copy of
+    each sequence wins across lines and a session's messages are applied in sequence order (a late copy fills
+    its gap); a session is believed only on evidence (the first one at once; another after an end of session
+    of the current one, on two lines, or after `confirm` datagrams); every session starts at 1, so a first
+    datagram above 1 is a late join; a sequence more than `max_ahead` beyond the session's highest is suspect
+    until confirmed the same way; sequence 0 is applied unsequenced, in arrival order. A sequence no line
+    carried is missing: the data plane gives it up (no retransmission from a capture) and marks every book
+    stale. Unlike the data plane it waits for the end of the capture rather than a timer before giving a hole
+    up, so for a capture whose holes are filled within --gap-wait-us both end with the same books."""
+
+    def __init__(self, ref, max_ahead: int = MAX_AHEAD, confirm: int = CONFIRM):
+        self.ref, self.max_ahead, self.confirm = ref, max_ahead, confirm
+        self.session: bytes | None = None
+        self.prev: bytes | None = None
+        self.ended = False
+        self.cand: bytes | None = None
+        self.cand_lines, self.cand_count = 0, 0
+        self.jump_seq, self.jump_lines, self.jump_count = 0, 0, 0
+        self.got: dict[int, bytes] = {}
+        self.known_end = 1  # one past the highest sequence known to exist
+        self.fresh = True
+        self.joined_at = 0
+        self.counters = dict.fromkeys(("malformed", "unsequenced", "bogus_session", "suspect", "old_session",
+                                       "session_changes", "lost", "applied"), 0)
+        self.missing: list[tuple[int, int]] = []  # (first, last) sequence ranges never carried, every session
+        self.late_joins: list[tuple[int, int]] = []  # (joined_at, messages of 1..joined_at-1 missing)
+
+    def _confirmed(self, lines: int, count: int) -> bool:
+        return not self.confirm or bin(lines).count("1") >= 2 or count >= self.confirm
+
+    def _flush(self) -> None:
+        """Apply the current session's messages in order; note what it is missing."""
+        if self.session is None:
+            return
+        for seq in sorted(self.got):
+            self.ref.apply(self.got[seq])
+        self.counters["applied"] += len(self.got)
+        lost = self.known_end - 1 - len(self.got)
+        self.counters["lost"] += lost
+        if lost:
+            keys = sorted(self.got)
+            prev = 0
+            for k in keys + [self.known_end]:
+                if k > prev + 1:
+                    self.missing.append((prev + 1, k - 1))
+                prev = k
+        if self.joined_at > 1:
+            self.late_joins.append((self.joined_at, self.joined_at - 1 - sum(1 for k in self.got if k < self.joined_at)))
+        self.got = {}
+
+    def _adopt(self, sess: bytes) -> None:
+        if self.session is not None:
+            self._flush()
+            self.prev = self.session
+            self.counters["session_changes"] += 1
+        self.session, self.ended, self.cand_count, self.jump_count = sess, False, 0, 0
+        self.known_end, self.fresh, self.joined_at = 1, True, 0
+
+    def _suspect(self, seq: int, bit: int) -> bool:
+        if not (self.max_ahead and seq > self.known_end and seq - self.known_end > self.max_ahead):
+            return False
+        if self.jump_count and abs(seq - self.jump_seq) <= self.max_ahead:
+            self.jump_lines |= bit
+            self.jump_count += 1
+        else:
+            self.jump_seq, self.jump_lines, self.jump_count = seq, bit, 1
+        if self._confirmed(self.jump_lines, self.jump_count):
+            self.jump_count = 0
+            return False
+        self.counters["suspect"] += 1
+        return True
+
+    def datagram(self, p: bytes, line: int) -> None:
+        bit = 1 << line if line < 16 else 0
+        if len(p) < 20:
+            self.counters["malformed"] += 1
+            return
+        sess, seq, count = p[:10], int.from_bytes(p[10:18], "big"), int.from_bytes(p[18:20], "big")
+        control = count in (0, 0xFFFF)
+        if (seq >> 62) or not (len(p) == 20 if control else _framed(p, count)):
+            self.counters["malformed"] += 1
+            return
+        from .reference import iter_mold
+
+        msgs = [] if control else iter_mold(p).messages
+        if not seq:
+            for m in msgs:
+                self.ref.apply(m)
+            self.counters["unsequenced"] += len(msgs)
+            return
+        if sess != self.session:
+            if self.session is None:
+                self._adopt(sess)
+            elif sess == self.prev:
+                self.counters["old_session"] += 1
+                return
+            else:
+                if self.cand_count and self.cand == sess:
+                    self.cand_lines |= bit
+                    self.cand_count += 1
+                else:
+                    self.cand, self.cand_lines, self.cand_count = sess, bit, 1
+                if not (self.ended or self._confirmed(self.cand_lines, self.cand_count)):
+                    self.counters["bogus_session"] += 1
+                    return
+                self._adopt(sess)
+        if self._suspect(seq, bit):
+            return
+        if self.fresh:
+            self.fresh = False
+            if seq > 1:
+                self.joined_at = seq
+        if control:
+            self.known_end = max(self.known_end, seq)
+            if count == 0xFFFF:
+                self.ended = True
+            return
+        for i, m in enumerate(msgs):
+            self.got.setdefault(seq + i, m)
+        self.known_end = max(self.known_end, seq + count)
+
+    def finish(self) -> dict:
+        self._flush()
+        return {**self.counters, "missing": self.missing, "late_joins": self.late_joins,
+                "stale": bool(self.counters["lost"])}
+
+
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
-                    depth: int | None = None) -> tuple[list[dict], dict]:
-    """The reference model's books for the datagrams the data plane would take, sequenced as a MoldUDP64
-    handler with a hold-back buffer does: the first copy of each sequence number wins across lines, and the
-    messages of a session are applied in sequence order, whatever order they came in (a late copy fills its
-    gap); a sequence no line carried is skipped (lost). Sessions follow in the order they first appear,
-    and a datagram of a session the feed has left is ignored; sequence 0 is applied unsequenced, in arrival order."""
+                    depth: int | None = None, max_ahead: int = MAX_AHEAD,
+                    confirm: int = CONFIRM) -> tuple[list[dict], dict]:
+    """The reference model's books for the datagrams the data plane would take, sequenced by the data plane's
+    rules (Sequencer). Returns (books, counters): the reference book's counters plus "sequencing", the
+    Sequencer's (malformed, bogus_session, suspect, lost, missing ranges, late joins, stale)."""
     from .pcapfile import PcapReader
-    from .reference import ReferenceBook, iter_mold
+    from .reference import ReferenceBook
 
-    want = set(lines if lines is not None else pcap_lines(pcap))
+    lines = list(lines if lines is not None else pcap_lines(pcap))
+    index = {k: i for i, k in enumerate(lines)}
     ref = ReferenceBook()
-    sessions: dict[str, dict[int, bytes]] = {}
-    left: set[str] = set()
-    current = None
-
-    def flush(name):
-        for seq in sorted(sessions.get(name, {})):
-            ref.apply(sessions[name][seq])
-        sessions[name] = {}
-
+    seq = Sequencer(ref, max_ahead, confirm)
     for d in PcapReader(pcap).datagrams():
-        if (d.dst, d.dport) not in want:
-            continue
-        dg = iter_mold(d.payload)
-        h = dg.header
-        if h is None or h.count in (0, 0xFFFF):  # a malformed datagram: the blocks that fit are used
-            continue
-        if not h.sequence:
-            for m in dg.messages:
-                ref.apply(m)
-            continue
-        if h.session != current:
-            if h.session in left:  # a line still on a session the feed has left: ignored
-                continue
-            if current is not None:
-                flush(current)
-                left.add(current)
-            current = h.session
-            sessions[h.session] = {}
-        got = sessions[h.session]
-        for i, m in enumerate(dg.messages):
-            got.setdefault(h.sequence + i, m)
-    if current is not None:
-        flush(current)
-    return ref.books(depth), dict(ref.counters)
+        line = index.get((d.dst, d.dport))
+        if line is not None:
+            seq.datagram(bytes(d.payload), line)
+    counters = dict(ref.counters)
+    counters["sequencing"] = seq.finish()
+    return ref.books(depth), counters
+
+
+def stale_reason(seqinfo: dict) -> str:
+    """One line: why the reference says the books must be stale ("" when they need not be)."""
+    if not seqinfo.get("stale"):
+        return ""
+    parts = [f"joined late at {j}; 1..{j - 1} missing" for j, n in seqinfo["late_joins"] if n]
+    rest = seqinfo["lost"] - sum(n for _, n in seqinfo["late_joins"])
+    if rest:
+        ranges = [r for r in seqinfo["missing"]][:3]
+        parts.append(f"{rest} message(s) no line carried ("
+                     + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in ranges)
+                     + (", ..." if len(seqinfo["missing"]) > 3 else "") + ")")
+    return "; ".join(parts)
 
 
 def diff_books(got: list[dict], want: list[dict], limit: int = 5) -> list[str]:
@@ -598,7 +742,15 @@ def summary_lines(stats: dict) -> list[str]:
         f"latency rx->publish (ns): p50 {lat['p50']}, p99 {lat['p99']}, p99.9 {lat['p99.9']}, max {lat['max']} "
         f"over {lat['count']} messages",
     ]
+    ignored = {k: mold.get(k, 0) for k in ("malformed", "bogus_session", "suspect", "old_session") if mold.get(k)}
+    if ignored:
+        out.append("ignored datagrams: " + ", ".join(f"{k} {v}" for k, v in ignored.items()))
     feed = stats.get("feed")
+    if feed and feed.get("joined_at", 0) > 1:
+        j = feed["joined_at"]
+        out.append(f"joined late at {j}; " + (f"1..{j - 1} missing" if feed.get("join_lost")
+                                              else f"1..{j - 1} recovered" if feed["state"] != "recovering"
+                                              else f"1..{j - 1} being recovered"))
     if feed:
         out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
                                                if feed["state"] == "stale" else "")

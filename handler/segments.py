@@ -7,6 +7,23 @@ import os
 from pathlib import Path
 
 SHM_DIR = "/dev/shm"
+NAME_MAX = 31
+
+
+class InstanceNameError(ValueError):
+    """An instance name that is not 1-31 letters, digits, '-' or '_'; the message says so and where it came from."""
+
+
+def instance_name(name, what: str = "--name") -> str:
+    """The one check of an instance name, wherever one comes from (instance.name, --name of publish, run,
+    replay, status, stop, metrics ...): it names files (the segment fh-NAME, the pidfile NAME.pid), so it is
+    1-31 letters, digits, '-' or '_' and nothing that could leave their directory. Returns it, or raises
+    InstanceNameError naming `what`."""
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX or not all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in name):
+        raise InstanceNameError(f"{what} {name!r}: an instance name is 1-{NAME_MAX} letters, digits, '-' or '_' "
+                                f"(it names the segment fh-NAME and the pidfile NAME.pid)")
+    return name
 
 
 def hugetlbfs_mounts(root: str = "/") -> list[tuple[str, int]]:
@@ -40,6 +57,7 @@ def free_hugepage_bytes(page_size: int, root: str = "/") -> int:
 def writer_path(name: str, size: int, directory: str = "auto", root: str = "/") -> str:
     """The segment file for a new writer of `size` bytes: `directory` if one is given, else the first
     writable hugetlbfs mount with room for it, else /dev/shm."""
+    instance_name(name)
     if directory != "auto":
         return str(Path(directory, f"fh-{name}"))
     for mount, page in hugetlbfs_mounts(root):
@@ -51,6 +69,7 @@ def writer_path(name: str, size: int, directory: str = "auto", root: str = "/") 
 def reader_path(name: str, root: str = "/") -> str:
     """The segment of instance `name`: the one that exists, in a hugetlbfs mount or /dev/shm (the /dev/shm
     path when there is none, for the error message)."""
+    instance_name(name)
     for mount, _ in hugetlbfs_mounts(root):
         p = Path(mount, f"fh-{name}")
         if p.exists():

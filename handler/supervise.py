@@ -61,6 +61,9 @@ def writable_run_dir() -> Path:
 
 
 def pidfile_paths(name: str) -> list[Path]:
+    from .segments import instance_name
+
+    instance_name(name)
     return [d / f"{name}.pid" for d in run_dirs()]
 
 
@@ -514,7 +517,7 @@ def _segment_status(r, out: dict, sample_s: float) -> None:
             m = dp["mold"]
             out["feed"] = {**dp["feed"], **{k: m.get(k, 0) for k in (
                 "gaps", "recovered_lines", "recovered_retrans", "requests", "unrecoverable", "lost",
-                "session_changes")}}
+                "session_changes", "joined_at", "join_lost", "malformed", "bogus_session", "suspect")}}
             names = [l.get("name") for l in (out["lines"] or [])]
             out["line_state"] = [{"name": names[i] if i < len(names) else
                                   ("retransmission" if l["kind"] == "retransmission" else str(i)), **l}

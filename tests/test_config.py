@@ -62,7 +62,12 @@ def test_good_config_and_arguments(tmp_path):
     (lambda t: t + "\n[shm]\ndepht = 3\n", "shm.depht", "unknown key; shm takes depth"),
     (lambda t: t + "\n[bogus]\n", "bogus", "unknown section"),
     (lambda t: t.replace("port = 26477", "port = 70000", 1), "feed.lines[0].port = 70000", "from 1 to 65535"),
-    (lambda t: t.replace('group = "233.54.12.111"', 'group = "233.54.12"'), "feed.lines[0].group", "IPv4 address"),
+    (lambda t: t.replace('group = "233.54.12.111"', 'group = "233.54.12"'), "feed.lines[0].group", "IPv4 multicast"),
+    (lambda t: t.replace('group = "233.54.12.111"', 'group = 233'), "feed.lines[0].group = 233", "as a string"),
+    (lambda t: t.replace('group = "233.54.12.111"', 'group = "10.1.2.3"'), "feed.lines[0].group", "multicast group"),
+    (lambda t: t.replace("[nic]", "[feed.integrity]\nconfirm = -1\n[nic]"), "feed.integrity.confirm", "0"),
+    (lambda t: t.replace("[nic]", "[feed.integrity]\nwindow = 5\n[nic]"), "feed.integrity.window", "unknown key"),
+    (lambda t: t.replace('name = "cfgtest"', 'name = "../../tmp/x"'), "instance.name", "letters, digits"),
     (lambda t: t.replace('233.49.196.111', '233.54.12.111'), "feed.lines", "same group and port"),
     (lambda t: t.replace('vdev = ', 'pci = "0000:3b:00.0"\nvdev = '), "nic", "exactly one of nic.pci"),
     (lambda t: t.replace('vdev = "net_pcap0', 'pci = "3b:00"\n#'), "nic.pci", "PCI address"),
@@ -82,6 +87,29 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path, mutate, key, fix):
         config.load(write(tmp_path, mutate(good(tmp_path))))
     msg = str(e.value)
     assert key in msg and fix in msg and "\n" not in msg
+
+
+def test_integrity_keys_reach_the_data_plane(tmp_path):
+    text = good(tmp_path).replace("[nic]", "[feed.integrity]\nmax_ahead = 4096\nconfirm = 3\nrecover_max = 0\n[nic]")
+    app = config.app_args(config.load(write(tmp_path, text)))
+    assert app[app.index("--max-ahead") + 1] == "4096" and app[app.index("--confirm") + 1] == "3"
+    assert app[app.index("--recover-max") + 1] == "0"
+    assert "--confirm" not in config.app_args(config.load(write(tmp_path, good(tmp_path))))
+
+
+def test_instance_names_are_checked_in_one_place(tmp_path):
+    from handler import segments, supervise
+
+    for bad in ["../../tmp/x", "", "a/b", "x" * 32, "caf\u00e9", ".."]:
+        for call in (lambda n: segments.writer_path(n, 1 << 20), segments.reader_path, supervise.pidfile_paths,
+                     lambda n: replay.replay("/nonexistent.pcap", name=n)):
+            with pytest.raises(segments.InstanceNameError, match="an instance name is 1-31 letters"):
+                call(bad)
+    p = fh("publish", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--name", "../../tmp/x", check=False)
+    assert p.returncode == 2 and "--name '../../tmp/x': an instance name is" in p.stderr
+    for cmd in (["status"], ["stop"]):  # (readers' --name also takes a segment path: fh stats --name /dev/shm/fh-x)
+        p = fh(*cmd, "--name", "../x", check=False)
+        assert p.returncode == 2 and "an instance name is" in p.stderr, (cmd, p.stderr)
 
 
 def test_segment_group_and_directory(tmp_path):
@@ -241,7 +269,7 @@ def _line_b(t: str, extra: str) -> str:
     (lambda t: _retrans(t, "source", '"10.20.0.9:port"'), "feed.retransmission.source", "IPV4:PORT"),
     (lambda t: _retrans(t, "source", '"233.54.12.111:26477"'), "feed.retransmission.source", "unicast"),
     (lambda t: _retrans(t, "source", '"10.20.0.9:26477"').replace('233.54.12.111', '10.20.0.9'),
-     "feed.retransmission.source", "port of their own"),
+     "feed.lines[0].group", "multicast group"),  # a line is multicast, so it can never be the unicast source
     (lambda t: _retrans(t, "mac", '"0c:42:a1:3b:00"'), "feed.retransmission.mac = '0c:42:a1:3b:00'",
      "neighbour table"),
     (lambda t: _retrans(t, "mac", '"0c:42:a1:3b:00:zz"'), "feed.retransmission.mac", "unicast MAC"),
@@ -270,7 +298,7 @@ def _line_b(t: str, extra: str) -> str:
     (lambda t: _feed(t, "line_stale_ms = 500\nline_down_ms = 500"), "feed.line_down_ms = 500", "lower line_stale_ms"),
     (lambda t: _feed(t, "line_stale_ms = 0"), "feed.line_stale_ms = 0", "from 1 to 3600000"),
     (lambda t: _feed(t, 'line_down_ms = "10s"'), "feed.line_down_ms = '10s'", "whole number"),
-    (lambda t: _feed(t, "gap_ms = 1"), "feed.gap_ms", "unknown key; feed takes line_down_ms"),
+    (lambda t: _feed(t, "gap_ms = 1"), "feed.gap_ms", "unknown key; feed takes integrity, line_down_ms"),
     # two ports
     (lambda t: _line_b(t, 'nic = "3b:00"'), "feed.lines[1].nic = '3b:00'", "PCI address DDDD:BB:DD.F"),
     (lambda t: _line_b(t, 'nic = "0000:3b:00.9"'), "feed.lines[1].nic", "net_pcap1,rx_pcap=b.pcap"),
@@ -384,8 +412,9 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     # through a gateway: the gateway's entry, set by hand
     _ip("neigh", "replace", "10.77.0.254", "lladdr", "02:00:5e:aa:bb:cc", "dev", "n0", "nud", "permanent", ns=ns)
     assert neigh.next_hop_mac("198.51.100.7", ns) == ("02:00:5e:aa:bb:cc", "10.77.0.254", "n0")
-    # the configuration's view: the MAC fills --retrans-mac
-    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', "").replace("10.20.0.5", "198.51.100.7")
+    # the configuration's view: the MAC fills --retrans-mac, the request port being the route's interface n0
+    text = good(tmp_path) + RETRANS.replace('mac = "0C-42-A1-3B-00-01"\n', 'nic = "net_af_packet1,iface=n0"\n') \
+        .replace("10.20.0.5", "198.51.100.7")
     c = config.load(write(tmp_path, text))
     assert c.retransmission.mac is None
     mac = config.resolve_retrans_mac(c, netns=ns)
@@ -393,6 +422,13 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     assert app[app.index("--retrans-mac") + 1] == "02:00:5e:aa:bb:cc"
     with pytest.raises(config.ConfigError, match="retrans.*mac: not set"):
         config.app_args(c)  # nobody looked it up
+    # a request port that is not the route's interface: the entry would send every request to a wrong MAC
+    for nic, why in [("net_af_packet1,iface=eth9", "leaves by n0, not by the request port's interface eth9"),
+                     ("net_pcap1,rx_pcap=x.pcap", "has no kernel interface to check the route")]:
+        c = config.load(write(tmp_path, text.replace("net_af_packet1,iface=n0", nic)))
+        with pytest.raises(config.ConfigError) as e:
+            config.resolve_retrans_mac(c, netns=ns)
+        assert why in str(e.value) and "\n" not in str(e.value) and "mac = " in str(e.value), str(e.value)
 
 
 def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):

@@ -267,7 +267,8 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
     assert stats["arp"]["replies_sent"] >= 1  # the server's kernel asked for our address
     assert set(status.values()) == {"live"} and not [e for e in events if e["type"] == "stale"]
     assert stats["lines"][2]["kind"] == "retransmission" and stats["lines"][2]["won"] == lost
-    assert stats["gaps_filled"]["count"] == m["gaps"] and stats["gaps_filled"]["max_ns"] > 3_000_000  # the wait
+    # gaps counts holes; gaps_filled the periods of recovery that ended with nothing lost (one may span holes)
+    assert 1 <= stats["gaps_filled"]["count"] <= m["gaps"] and stats["gaps_filled"]["max_ns"] > 3_000_000  # the wait
     if plan_name != "both_lines":
         assert dp_stats["lines"][1]["messages"] < dp_stats["lines"][0]["messages"]
 

@@ -7,14 +7,15 @@
  *                [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] [--src-port N]]
  *                [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N] [--request-max N]
  *                [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]
- *                [--line-stale-ms N] [--line-down-ms N]
+ *                [--line-stale-ms N] [--line-down-ms N] [--max-ahead N] [--confirm N] [--recover-max N]
  *
  * Each line is taken on its device's port (DEV: DPDK's name for it, a PCI address or a vdev's name; without
  * @DEV the first port or --port), one rx queue per port, the ports polled in turn by the main lcore, which
  * EAL pins (-l); A and B may share a port (told apart by destination group and port) or come on two. Frames
  * go net -> MoldUDP64 sequencing and recovery (fh/mold.h, docs/line-reliability.md) -> book engine -> the
  * shared segment. Every dropped frame is counted by cause; TSC stamps at rx and after each datagram is
- * applied feed a log-linear latency histogram. SIGINT/SIGTERM stop it cleanly, as does, with --exit-idle-ms,
+ * applied feed a log-linear latency histogram (messages released from the hold-back buffer by a timer count
+ * from that poll's start). SIGINT/SIGTERM stop it within 100 ms whatever arrives, as does, with --exit-idle-ms,
  * a port that stays silent that long after traffic (a net_pcap capture that has run out) while no gap is
  * open. On exit it prints one JSON line of final statistics on stdout.
  *
@@ -57,6 +58,7 @@
 #include <rte_prefetch.h>
 
 #include "fh/book.h"
+#include "fh/itch.h"
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
@@ -109,6 +111,17 @@ static uint64_t hist_pct(double p, uint64_t total)
     return hist_value(HIST_BUCKETS - 1);
 }
 
+/* Messages a timer poll released from the hold-back buffer (a gap given up or closed by it): counted as
+ * applied, their latency from the poll's start (their own arrival is not kept), so that the latency count
+ * equals messages_applied. */
+static inline void released(uint64_t *total, uint64_t n, uint64_t since)
+{
+    if (FH_UNLIKELY(n)) {
+        hist[hist_index(rte_rdtsc() - since)] += n;
+        *total += n;
+    }
+}
+
 typedef struct opts {
     const char *segment, *name;
     int port;
@@ -131,6 +144,7 @@ typedef struct opts {
     char retrans_dev[64];
     uint32_t gap_wait_us, request_timeout_ms, request_retries, request_max, max_outstanding, hold;
     uint32_t line_stale_ms, line_down_ms;
+    uint32_t max_ahead, confirm, recover_max; /* integrity: fh/mold.h */
     int unrecoverable; /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
     const char *publish; /* SYM,SYM,... or @FILE: the instruments to publish; NULL: all */
 } opts_t;
@@ -147,7 +161,8 @@ static void usage(const char *prog)
             "       [--src-port N]] [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N]\n"
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
             "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
-            "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n",
+            "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
+            "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n",
             prog);
 }
 
@@ -193,13 +208,15 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "max-outstanding", required_argument, 0, 264 }, { "hold", required_argument, 0, 265 },
         { "unrecoverable", required_argument, 0, 266 },  { "line-stale-ms", required_argument, 0, 267 },
         { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
-        { "line-source", required_argument, 0, 270 },
+        { "line-source", required_argument, 0, 270 },   { "max-ahead", required_argument, 0, 271 },
+        { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
                    .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
                    .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
-                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000 };
+                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000, .max_ahead = 1u << 20,
+                   .confirm = 32, .recover_max = 1000000 };
     int c;
     uint32_t v;
     optind = 1;
@@ -302,6 +319,9 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             break;
         case 267: if (parse_u32(optarg, &o->line_stale_ms, "--line-stale-ms")) return -1; break;
         case 268: if (parse_u32(optarg, &o->line_down_ms, "--line-down-ms")) return -1; break;
+        case 271: if (parse_u32(optarg, &o->max_ahead, "--max-ahead")) return -1; break;
+        case 272: if (parse_u32(optarg, &o->confirm, "--confirm")) return -1; break;
+        case 273: if (parse_u32(optarg, &o->recover_max, "--recover-max")) return -1; break;
         case 269: o->publish = optarg; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
@@ -438,6 +458,17 @@ static fh_shm_dp_stats_t dp_out; /* 5.6 KiB: static, not on the stack */
 /* Fill the data plane's section of the stats region and publish it (fh_seg_publish_dataplane). Cold: from
  * idle() every 100 ms and at exit. The tick histogram is re-bucketed into the ns scheme of fh/shm.h, each
  * tick bucket by its upper bound (as hist_pct reports it). */
+/* The feed's and lines' states and counters travel into the segment under the reader contract's names: the
+ * two definitions must agree, and every MoldUDP64 counter must fit. */
+_Static_assert(FH_LINE_DOWN == FH_SHM_LINE_DOWN && FH_LINE_LIVE == FH_SHM_LINE_LIVE &&
+                   FH_LINE_STALE == FH_SHM_LINE_STALE, "fh/mold.h FH_LINE_* must equal fh/shm.h FH_SHM_LINE_*");
+_Static_assert(FH_FEED_WAITING == FH_SHM_FEED_WAITING && FH_FEED_LIVE == FH_SHM_FEED_LIVE &&
+                   FH_FEED_RECOVERING == FH_SHM_FEED_RECOVERING && FH_FEED_STALE == FH_SHM_FEED_STALE &&
+                   FH_FEED_ENDED == FH_SHM_FEED_ENDED, "fh/mold.h FH_FEED_* must equal fh/shm.h FH_SHM_FEED_*");
+_Static_assert(FH_M_COUNT <= FH_SHM_DP_MAX_MOLD, "every MoldUDP64 counter must fit the segment's mold[]");
+_Static_assert(FH_NET_DROP_COUNT <= FH_SHM_DP_MAX_DROPS, "every drop cause must fit the segment's drops[]");
+_Static_assert(FH_MOLD_MAX_LINES >= FH_SHM_DP_MAX_LINES, "every published line has a feed line");
+
 static __attribute__((noinline, cold)) void dp_publish(const dp_pub_t *p)
 {
     fh_shm_dp_stats_t *d = &dp_out;
@@ -887,6 +918,10 @@ int main(int argc, char **argv)
     mc.line_stale = (uint64_t)o.line_stale_ms * hz / 1000;
     mc.line_down = (uint64_t)o.line_down_ms * hz / 1000;
     mc.recovery_lines = o.retrans_ip ? 1u << o.nfeed : 0;
+    mc.max_ahead = o.max_ahead;
+    mc.confirm = o.confirm;
+    mc.recover_max = o.recover_max;
+    mc.msg_len = fh_itch_len; /* a block whose length is not its ITCH type's makes its datagram misframed */
     if (o.hold && !(o.hold & (o.hold - 1))) {
         int sock = rte_eth_dev_socket_id(ports[0]);
         mc.hold_mem = rte_zmalloc_socket("fh_hold", (size_t)o.hold * sizeof(fh_mold_slot_t), 64,
@@ -909,6 +944,9 @@ int main(int argc, char **argv)
         fh_seg_close(seg, 1);
         return 2;
     }
+    fh_feed_consumer_t books;
+    fh_engine_consumer(e, &books); /* the feed delivers to the engine (a journal would stand in front of it) */
+    fh_mold_feed_set_consumer(&feed, &books);
     retrans_t rt;
     memset(&rt, 0, sizeof rt);
     if (o.retrans_ip) {
@@ -972,9 +1010,13 @@ int main(int argc, char **argv)
     for (unsigned k = 0; k < nports; k++)
         if (ig[k].join)
             igmp_flush(&ig[k], rte_rdtsc()); /* the joins, right after the port started */
-    /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts) so that every
-     * frame that reached a port is applied or counted, then stops. */
+    /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts, and for at most
+     * 50 ms: a port that never runs dry must not keep it) so that every frame that reached a port is applied
+     * or counted, then stops. Nothing in the loop takes longer than a datagram's blocks or a bounded scan
+     * (fh/mold.h), so it answers within 100 ms whatever arrives. */
     unsigned next_port = 0; /* round robin: the port after the last one that had frames is polled first */
+    const uint64_t drain_limit = hz / 20;
+    uint64_t quit_at = 0;
     for (uint32_t drained = 0;;) {
         uint64_t t0 = rte_rdtsc();
         uint16_t n = 0;
@@ -989,14 +1031,20 @@ int main(int argc, char **argv)
                 if (FH_UNLIKELY(ig[j].join | ig[j].answer))
                     igmp_flush(&ig[j], t0);
             if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
-                int nr = fh_mold_feed_poll(&feed, e, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                uint64_t before = feed.counters[FH_M_applied];
+                fh_engine_batch_begin_at(e, t0, t0);
+                int nr = fh_mold_feed_poll(&feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     retrans_send(&rt, rq, nr);
+                released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
                 fh_engine_batch_end(e);
                 empty = 0; /* keep polling closely while a gap is open */
             }
-            if (t0 - last_stats > stats_every)
-                fh_mold_feed_poll(&feed, e, t0, rq, 0); /* line states */
+            if (t0 - last_stats > stats_every) {
+                uint64_t before = feed.counters[FH_M_applied];
+                fh_mold_feed_poll(&feed, t0, rq, 0); /* line states */
+                released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
+            }
             if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
                       fh_mold_feed_busy(&feed) ? 0 : exit_idle, &ls, &empty))
                 break;
@@ -1027,7 +1075,7 @@ int main(int argc, char **argv)
                 continue;
             }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
-            int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
+            int applied = fh_mold_feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
                 now = rte_rdtsc();
                 hist[hist_index(now - rx)] += (uint64_t)applied;
@@ -1035,9 +1083,11 @@ int main(int argc, char **argv)
             }
         }
         if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
-            int nr = fh_mold_feed_poll(&feed, e, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            uint64_t before = feed.counters[FH_M_applied];
+            int nr = fh_mold_feed_poll(&feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 retrans_send(&rt, rq, nr);
+            released(&msgs_total, feed.counters[FH_M_applied] - before, rx);
         }
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
         ls.packets += n;
@@ -1051,18 +1101,28 @@ int main(int argc, char **argv)
         ls.busy_bursts++;
         ls.last_tsc = last_rx = t1;
         if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
-            fh_mold_feed_poll(&feed, e, t1, rq, 0); /* line states */
+            uint64_t before = feed.counters[FH_M_applied];
+            fh_mold_feed_poll(&feed, t1, rq, 0); /* line states */
+            released(&msgs_total, feed.counters[FH_M_applied] - before, t1);
             fh_engine_publish_stats(e);
             dp_publish(&pub);
             last_stats = t1;
         }
-        if (FH_UNLIKELY(quit) && ++drained > 4096)
-            break;
+        if (FH_UNLIKELY(quit)) {
+            if (!quit_at)
+                quit_at = t1;
+            if (++drained > 4096 || t1 - quit_at > drain_limit)
+                break;
+        }
     }
 
     for (unsigned k = 0; k < nports; k++) /* leave the groups (bounded: a few ms) before the statistics */
         igmp_leave(&ig[k], rte_rdtsc());
-    fh_mold_feed_poll(&feed, e, rte_rdtsc(), rq, 0);
+    {
+        uint64_t t = rte_rdtsc(), before = feed.counters[FH_M_applied];
+        fh_mold_feed_poll(&feed, t, rq, 0);
+        released(&msgs_total, feed.counters[FH_M_applied] - before, t);
+    }
     fh_engine_publish_stats(e);
     dp_publish(&pub);
     struct rte_eth_stats tot;
@@ -1101,10 +1161,10 @@ int main(int argc, char **argv)
         if ((unsigned char)session[i] < 0x20 || session[i] == '"' || session[i] == '\\' || (unsigned char)session[i] > 0x7e)
             session[i] = '?';
     printf(", \"feed\": {\"state\": \"%s\", \"session\": \"%s\", \"next_seq\": %" PRIu64 ", \"held\": %u, "
-           "\"outstanding\": %u}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
+           "\"outstanding\": %u, \"joined_at\": %" PRIu64 ", \"join_lost\": %" PRIu64 "}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
            ", \"max_ns\": %" PRIu64 ", \"mean_ns\": %" PRIu64 "}, \"mold\": {",
            fh_feed_state_name(feed.state), feed.have_session ? session : "", feed.next_seq, feed.held_now,
-           feed.outstanding, feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
+           feed.outstanding, feed.counters[FH_M_joined_at], feed.counters[FH_M_join_lost], feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
            (uint64_t)((double)feed.fill_max * ns_per_tsc),
            feed.filled ? (uint64_t)((double)feed.fill_total / (double)feed.filled * ns_per_tsc) : 0);
     for (int i = 0; i < FH_M_COUNT; i++)

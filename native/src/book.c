@@ -1009,6 +1009,67 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
     return 0;
 }
 
+int fh_engine_set_all_status(fh_engine_t *e, int status)
+{
+    if (status != FH_BOOK_LIVE && status != FH_BOOK_STALE)
+        return -1;
+    static const uint8_t none[FH_ITCH_HDR_LEN];
+    int n = 0;
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++) {
+        book_t *b = &e->books[loc];
+        if (b->status == FH_BOOK_EMPTY || b->status == status)
+            continue;
+        book_begin(e, b);
+        b->status = (uint8_t)status;
+        book_end(e, b, none);
+        if (e->publish)
+            emit_simple(e, status == FH_BOOK_STALE ? FH_EV_STALE : FH_EV_RECOVERED, b, none);
+        n++;
+    }
+    e->new_status = (uint8_t)status;
+    batch_end(e);
+    return n;
+}
+
+/* ---- the engine as a feed's consumer (fh/consumer.h) ------------------------------------------------------ */
+
+static void c_apply_blocks(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                           size_t len)
+{
+    (void)session, (void)first_seq, (void)count;
+    fh_engine_apply_blocks((fh_engine_t *)ctx, p, len);
+}
+
+static void c_apply(void *ctx, const char *session, uint64_t seq, const uint8_t *m, size_t len)
+{
+    (void)session, (void)seq;
+    fh_engine_apply((fh_engine_t *)ctx, m, len);
+}
+
+static void c_lost(void *ctx, const char *session, uint64_t from, uint64_t to)
+{
+    (void)session, (void)from, (void)to;
+    fh_engine_set_all_status((fh_engine_t *)ctx, FH_BOOK_STALE);
+}
+
+static void c_snapshot_begin(void *ctx, const char *session)
+{
+    (void)session;
+    fh_engine_set_new_book_status((fh_engine_t *)ctx, FH_BOOK_STALE); /* live once the snapshot has ended */
+    fh_engine_clear_books((fh_engine_t *)ctx);
+}
+
+static void c_snapshot_end(void *ctx, const char *session, uint64_t seq)
+{
+    (void)session, (void)seq;
+    fh_engine_set_all_status((fh_engine_t *)ctx, FH_BOOK_LIVE);
+}
+
+void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
+{
+    *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end };
+}
+
 /* Prefetch the order slot that the message at q will touch (C D E U X: the ones that find an order; adds
  * write consecutive slots, which the hardware prefetcher already follows); return the next block. */
 #define ORDER_MSGS ((1ull << ('C' - 'A')) | (1ull << ('D' - 'A')) | (1ull << ('E' - 'A')) | (1ull << ('U' - 'A')) | \

@@ -2,7 +2,7 @@
 #include <stdio.h>
 
 #include "fh/itch.h"
-#include "fh/mold.h"
+#include "fh/blocks.h"
 
 const uint8_t fh_itch_len[256] = {
     ['S'] = 12, ['R'] = 39, ['H'] = 25, ['Y'] = 20, ['L'] = 26, ['V'] = 35, ['W'] = 12, ['K'] = 28,

@@ -2,9 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "fh/book.h"
 #include "fh/mold.h"
-#include "fh/shm.h"
 
 static const char *const names[FH_M_COUNT] = {
 #define FH_X(n) #n,
@@ -38,11 +36,26 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms)
     c->policy = FH_MOLD_RESUME;
     c->line_stale = 3000 * ticks_per_ms;
     c->line_down = 10000 * ticks_per_ms;
+    c->max_ahead = 1u << 20;
+    c->confirm = 32;
+    c->recover_max = 1000000;
 }
+
+/* The consumer of a feed that has none yet: everything is dropped. */
+static void none_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+{
+    (void)c, (void)s, (void)q, (void)n, (void)p, (void)l;
+}
+static void none_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l) { (void)c, (void)s, (void)q, (void)m, (void)l; }
+static void none_lost(void *c, const char *s, uint64_t a, uint64_t b) { (void)c, (void)s, (void)a, (void)b; }
+static void none_begin(void *c, const char *s) { (void)c, (void)s; }
+static void none_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
+static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end };
 
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
 {
     memset(f, 0, sizeof *f);
+    f->out = no_consumer;
     if (!cfg)
         return 0;
     if (cfg->hold && (cfg->hold < 2 || (cfg->hold & (cfg->hold - 1)) || cfg->hold > (1u << 28))) {
@@ -95,6 +108,8 @@ void fh_mold_feed_free(fh_mold_feed_t *f)
     f->own_hold = 0;
 }
 
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c) { f->out = c ? *c : no_consumer; }
+
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s) { f->snap = s; }
 
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)
@@ -122,14 +137,14 @@ static inline int present(const fh_mold_feed_t *f, uint64_t s)
 }
 
 /* Apply the held messages whose turn has come. Returns how many. */
-static unsigned drain(fh_mold_feed_t *f, fh_engine_t *e)
+static unsigned drain(fh_mold_feed_t *f)
 {
     unsigned n = 0;
     while (f->held_now) {
         fh_mold_slot_t *s = &f->hold[f->next_seq & f->hold_mask];
         if (s->seq != f->next_seq)
             break;
-        fh_engine_apply(e, s->data, s->len);
+        f->out.apply(f->out.ctx, f->session, f->next_seq, s->data, s->len);
         s->seq = 0;
         f->held_now--;
         f->next_seq++;
@@ -157,80 +172,88 @@ static void close_if_filled(fh_mold_feed_t *f)
     }
 }
 
-/* Every book of the feed is stale: the lost messages could have touched any of them. Rare: a loop over the
- * locates. Books created from now on start stale too. */
-static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, fh_engine_t *e)
+/* Sequences [from, to) will never be delivered: the consumer hears it (the engine marks every book stale:
+ * MoldUDP64 does not say which instruments the lost messages touched, and books created from now on start
+ * stale too). */
+static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, uint64_t from, uint64_t to)
 {
-    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
-    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+    f->out.lost(f->out.ctx, f->session, from, to);
     f->stale = 1;
 }
 
 /* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
- * apply what follows in order. Returns the messages applied from the hold. */
-static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, fh_engine_t *e)
+ * apply what follows in order. may_wait: under FH_MOLD_SNAPSHOT, ask for a snapshot and wait for it
+ * instead of skipping (next_seq then stays). Returns the messages applied from the hold. The scan for the
+ * next message present is bounded by the hold-back buffer's size: every held message lies within
+ * hold_mask of next_seq, so with nothing held the hole runs to known_hi, however far that is. */
+static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
 {
-    uint64_t to = f->next_seq + 1;
-    while (to < f->known_hi && !present(f, to))
-        to++;
-    if (to > f->known_hi)
-        to = f->known_hi;
+    uint64_t to = f->known_hi;
+    if (f->held_now) {
+        uint64_t lim = f->next_seq + f->hold_mask + 1 < f->known_hi ? f->next_seq + f->hold_mask + 1 : f->known_hi;
+        to = f->next_seq + 1;
+        while (to < lim && !present(f, to))
+            to++;
+    }
     if (to <= f->next_seq)
         return 0;
     f->counters[FH_M_unrecoverable]++;
     f->gap_lost = 1;
-    mark_stale(f, e);
-    if (f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
+    mark_stale(f, f->next_seq, to);
+    if (may_wait && f->cfg.policy == FH_MOLD_SNAPSHOT && f->snap && !f->snap_pending &&
         f->snap->request(f->snap->ctx, f->session, f->next_seq - 1) == 0) {
         /* Hold on: the snapshot will fill the gap (fh_mold_snapshot_end); what comes meanwhile is held. */
         f->snap_pending = 1;
         return 0;
     }
     f->counters[FH_M_lost] += to - f->next_seq;
+    if (f->next_seq < f->counters[FH_M_joined_at]) /* the part of a late join's gap from 1 that never came */
+        f->counters[FH_M_join_lost] += (to < f->counters[FH_M_joined_at] ? to : f->counters[FH_M_joined_at]) - f->next_seq;
     f->next_seq = to;
-    unsigned n = drain(f, e);
+    unsigned n = drain(f);
     close_if_filled(f);
     return n;
 }
 
 /* Give up every hole below `end`. */
-static unsigned lose_upto(fh_mold_feed_t *f, fh_engine_t *e, uint64_t end)
+static unsigned lose_upto(fh_mold_feed_t *f, uint64_t end)
 {
     unsigned n = 0;
     while (f->gap_open && f->next_seq < end && f->next_seq < f->known_hi) {
         uint64_t before = f->next_seq;
-        n += lose_hole(f, e);
+        n += lose_hole(f, 1);
         if (f->next_seq == before) /* a snapshot was asked for instead */
             break;
     }
     return n;
 }
 
-/* A sequence beyond next_seq is known to exist (held, or named by a heartbeat): what lies between the old
- * high mark and it is missing. */
+/* Sequence hi is known to exist (held, or named by a heartbeat as the next to come): what lies between the
+ * old high mark and it is missing, a new hole (one more gap). */
 static inline void note_known(fh_mold_feed_t *f, uint64_t hi, uint64_t now)
 {
-    if (hi <= f->known_hi)
-        return;
     if (f->known_hi < f->next_seq)
         f->known_hi = f->next_seq;
+    if (hi <= f->known_hi)
+        return;
     if (!f->gap_open) {
         f->gap_open = 1;
         f->gap_lost = 0;
         f->gap_since = now;
-        f->counters[FH_M_gaps]++;
     }
+    f->counters[FH_M_gaps]++;
     f->counters[FH_M_gap_messages] += hi - f->known_hi;
     f->known_hi = hi;
 }
 
-static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e, const char *session, uint64_t seq)
+/* The session at `session` is believed: a change (the old one's open gap given up) or the first. Every
+ * MoldUDP64 session starts at sequence 1: a first datagram above it is a late join, a gap from 1. */
+static __attribute__((cold)) void new_session(fh_mold_feed_t *f, const char *session)
 {
     if (f->have_session) {
         f->counters[FH_M_session_changes]++;
         if (f->gap_open) /* the old session's missing messages can no longer be asked for */
-            lose_upto(f, e, f->known_hi);
+            lose_upto(f, f->known_hi);
         if (f->held_now)
             for (uint64_t s = 0; s <= f->hold_mask; s++)
                 f->hold[s].seq = 0;
@@ -250,7 +273,10 @@ static __attribute__((cold)) void new_session(fh_mold_feed_t *f, fh_engine_t *e,
     }
     memcpy(f->session, session, FH_MOLD_SESSION_LEN);
     f->ended = 0;
-    f->next_seq = f->known_hi = seq;
+    f->next_seq = f->known_hi = 1;
+    f->fresh_session = 1;
+    f->cand_count = f->jump_count = 0;
+    f->counters[FH_M_joined_at] = f->counters[FH_M_join_lost] = 0;
 }
 
 /* The 10 session bytes at a and b equal: two loads and compares, not a call to memcmp. */
@@ -277,7 +303,115 @@ static inline void line_carried(fh_mold_line_t *L, uint64_t seq, uint64_t count)
         L->next = seq + count;
 }
 
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
+static inline uint32_t line_bit(int line) { return (unsigned)line < FH_MOLD_MAX_LINES ? 1u << line : 0; }
+
+static inline int confirmed(const fh_mold_feed_t *f, uint32_t lines, uint32_t count)
+{
+    return !f->cfg.confirm || __builtin_popcount(lines) >= 2 || count >= f->cfg.confirm;
+}
+
+/* 1 when the datagram's `count` blocks fill it exactly (and, with cfg.msg_len, each block is non-empty and,
+ * when its type is known, of its type's length): the framing is checked whole before anything of the datagram
+ * is used. One pass, a few instructions a block: the hot path pays it on every datagram it applies. */
+static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
+{
+    const uint8_t *p = d + FH_MOLD_HDR_LEN, *end = d + len;
+    const uint8_t *ml = f->cfg.msg_len;
+    if (ml) {
+        for (; count; count--) {
+            size_t left = (size_t)(end - p), n;
+            if (FH_UNLIKELY(left < 3))
+                return 0;
+            n = fh_be16(p);
+            if (FH_UNLIKELY(n - 1 >= left - 2)) /* empty, or past the end */
+                return 0;
+            unsigned want = ml[p[2]];
+            if (FH_UNLIKELY(want != n) && want)
+                return 0;
+            p += 2 + n;
+        }
+        return p == end;
+    }
+    for (; count; count--) {
+        size_t left = (size_t)(end - p), n;
+        if (FH_UNLIKELY(left < 2))
+            return 0;
+        n = fh_be16(p);
+        if (FH_UNLIKELY(n > left - 2))
+            return 0;
+        p += 2 + n;
+    }
+    return p == end;
+}
+
+/* A sequenced, well-framed datagram of a session that is not the current one. Returns 1 when it is now
+ * believed (the feed has switched to it), 0 when it is to be ignored (counted). */
+static __attribute__((cold)) int other_session(fh_mold_feed_t *f, const uint8_t *d, int line,
+                                               int recovery)
+{
+    if (!f->have_session) { /* the first session: nothing to take over */
+        new_session(f, (const char *)d);
+        return 1;
+    }
+    if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
+        f->counters[FH_M_old_session]++; /* a reply never changes the session; a line behind never goes back */
+        return 0;
+    }
+    if (f->cand_count && same_session(f->cand, d)) {
+        f->cand_lines |= line_bit(line);
+        f->cand_count++;
+    } else {
+        memcpy(f->cand, d, FH_MOLD_SESSION_LEN);
+        f->cand_lines = line_bit(line);
+        f->cand_count = 1;
+    }
+    if (f->ended || confirmed(f, f->cand_lines, f->cand_count)) {
+        new_session(f, (const char *)d);
+        return 1;
+    }
+    f->counters[FH_M_bogus_session]++;
+    return 0;
+}
+
+/* Sequence seq lies more than max_ahead beyond next_seq. Returns 1 to ignore it (suspect), 0 once the jump
+ * is confirmed: by two feed lines or `confirm` datagrams, each within max_ahead of the first one seen. */
+static __attribute__((cold)) int suspect(fh_mold_feed_t *f, uint64_t seq, int line, int recovery)
+{
+    if (!recovery) {
+        uint64_t dist = seq > f->jump_seq ? seq - f->jump_seq : f->jump_seq - seq;
+        if (f->jump_count && dist <= f->cfg.max_ahead) {
+            f->jump_lines |= line_bit(line);
+            f->jump_count++;
+        } else {
+            f->jump_seq = seq;
+            f->jump_lines = line_bit(line);
+            f->jump_count = 1;
+        }
+        if (confirmed(f, f->jump_lines, f->jump_count)) {
+            f->jump_count = 0;
+            return 0;
+        }
+    }
+    f->counters[FH_M_suspect]++;
+    return 1;
+}
+
+static inline int too_far(const fh_mold_feed_t *f, uint64_t seq)
+{
+    return FH_UNLIKELY(seq > f->next_seq && f->cfg.max_ahead && seq - f->next_seq > f->cfg.max_ahead);
+}
+
+/* The first sequence taken of a session: above 1, a late join. */
+static inline void first_of_session(fh_mold_feed_t *f, uint64_t seq)
+{
+    if (FH_UNLIKELY(f->fresh_session)) {
+        f->fresh_session = 0;
+        if (seq > 1)
+            f->counters[FH_M_joined_at] = seq;
+    }
+}
+
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
     f->now = now;
@@ -290,22 +424,34 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         L->last_rx = now ? now : 1;
         recovery = (f->cfg.recovery_lines >> line) & 1;
     }
-    if (FH_UNLIKELY(fh_mold_parse_hdr(d, len, &h))) {
+    /* A sequence in the top quarter of the u64 range is no feed's (a day has well under 2^40 messages): it is
+     * refused, so that no sequence arithmetic below can wrap. */
+    if (FH_UNLIKELY(fh_mold_parse_hdr(d, len, &h) || (h.sequence >> 62))) {
         f->counters[FH_M_malformed]++;
         return 0;
     }
     int sequenced = h.sequence != 0;
+    int control = h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION;
     if (FH_UNLIKELY(sequenced && (!f->have_session || !same_session(f->session, d)))) {
-        if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
-            f->counters[FH_M_old_session]++; /* a reply never changes the session; a line behind never goes back */
+        /* Another session: only a well-framed datagram is evidence of one. */
+        if (control ? len != FH_MOLD_HDR_LEN : !framed(f, d, len, h.count)) {
+            f->counters[FH_M_malformed]++;
             return 0;
         }
-        new_session(f, e, h.session, h.sequence);
+        if (!other_session(f, d, line, recovery))
+            return 0;
     }
-    if (FH_UNLIKELY(h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)) {
-        /* Both name the sequence of the next message the server will send. */
+    if (FH_UNLIKELY(control)) {
+        /* Both name the sequence of the next message the server will send; neither carries a block. */
+        if (len != FH_MOLD_HDR_LEN) {
+            f->counters[FH_M_malformed]++;
+            return 0;
+        }
+        if (sequenced && too_far(f, h.sequence) && suspect(f, h.sequence, line, recovery))
+            return 0;
         f->counters[h.count == FH_MOLD_HEARTBEAT ? FH_M_heartbeats : FH_M_end_of_session]++;
         if (sequenced) {
+            first_of_session(f, h.sequence);
             if (L && !recovery) {
                 if (L->next && h.sequence > L->next)
                     L->lost += h.sequence - L->next;
@@ -317,7 +463,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             if (h.sequence > f->next_seq) {
                 note_known(f, h.sequence, now);
                 if (!f->hold) /* nothing can fill it: given up at once */
-                    lose_upto(f, e, h.sequence);
+                    lose_upto(f, h.sequence);
             }
             if (h.count == FH_MOLD_END_OF_SESSION)
                 f->ended = 1;
@@ -335,23 +481,28 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         }
         return 0;
     }
-    /* Frame the blocks first: the datagram's message count must fit (the part that does is still used). */
-    fh_blocks_t w = { d + FH_MOLD_HDR_LEN, d + len };
+    /* The framing, whole, before anything is used: a misframed copy neither applies nor wins its sequences. */
+    if (FH_UNLIKELY(!framed(f, d, len, h.count))) {
+        f->counters[FH_M_malformed]++;
+        return 0;
+    }
+    if (sequenced) {
+        if (too_far(f, h.sequence) && suspect(f, h.sequence, line, recovery))
+            return 0;
+        first_of_session(f, h.sequence);
+    }
+    fh_blocks_t w;
     const uint8_t *m;
     size_t n;
-    unsigned whole = 0;
-    while (whole < h.count && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK)
-        whole++;
-    if (FH_UNLIKELY(whole < h.count))
-        f->counters[FH_M_malformed]++;
-    const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = w.p;
+    const unsigned whole = h.count;
+    const uint8_t *blocks = d + FH_MOLD_HDR_LEN, *end = d + len;
     unsigned applied = 0, direct = 0;
     if (sequenced && L && !recovery)
         line_carried(L, h.sequence, whole);
     if (FH_LIKELY(sequenced && h.sequence == f->next_seq && !f->gap_open)) {
         /* The common case: the next datagram in order. Apply its blocks in one run (the engine prefetches
          * ahead across them). */
-        fh_engine_apply_blocks(e, blocks, (size_t)(end - blocks));
+        f->out.apply_blocks(f->out.ctx, f->session, h.sequence, whole, blocks, (size_t)(end - blocks));
         applied = direct = whole;
         f->next_seq += whole;
         f->known_hi = f->next_seq;
@@ -362,7 +513,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
         for (unsigned i = 0; i < whole && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK; i++) {
             if (!sequenced) {
                 f->counters[FH_M_unsequenced]++;
-                fh_engine_apply(e, m, n);
+                f->out.apply(f->out.ctx, f->session, 0, m, n);
                 applied++;
                 direct++;
                 continue;
@@ -378,23 +529,16 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             if (seq > f->next_seq) {
                 if (!f->hold) { /* no hold-back buffer: the gap is given up at once */
                     note_known(f, seq, now);
-                    lose_upto(f, e, seq);
+                    lose_upto(f, seq);
                 } else if (seq - f->next_seq > f->hold_mask) { /* beyond the buffer: give up the oldest holes */
                     f->counters[FH_M_hold_full]++;
                     note_known(f, seq, now);
-                    while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi) {
-                        uint64_t before = f->next_seq;
-                        applied += lose_hole(f, e);
-                        if (f->next_seq == before && f->snap_pending)
-                            f->snap_pending = 0; /* the buffer cannot wait for the snapshot: resume */
-                    }
-                    if (seq - f->next_seq > f->hold_mask) { /* nothing held at all: skip straight to it */
-                        f->counters[FH_M_unrecoverable]++;
-                        f->gap_lost = 1;
-                        f->counters[FH_M_lost] += seq - f->next_seq;
-                        f->next_seq = seq;
-                        mark_stale(f, e);
-                    }
+                    f->snap_pending = 0; /* the buffer cannot wait for a snapshot: resume */
+                    /* Each round gives up one hole (progress guaranteed: known_hi >= seq); a hole with
+                     * nothing held after it runs to known_hi at once, so the rounds are bounded by the
+                     * messages held, not by the distance. */
+                    while (seq - f->next_seq > f->hold_mask && f->next_seq < f->known_hi)
+                        applied += lose_hole(f, 0);
                     missing = 0;
                 }
             }
@@ -406,8 +550,11 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
                         L->duplicates++;
                     continue;
                 }
-                if (missing)
+                if (missing) {
                     f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
+                    if (!present(f, seq - 1) && seq + 1 < f->known_hi && !present(f, seq + 1))
+                        f->counters[FH_M_gaps]++; /* it lands inside a hole: two holes now */
+                }
                 note_known(f, seq, now); /* what lies before it is missing; it is not */
                 if (f->known_hi < seq + 1)
                     f->known_hi = seq + 1;
@@ -427,14 +574,14 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
             /* seq == next_seq */
             if (missing && f->gap_open)
                 f->counters[recovery ? FH_M_recovered_retrans : FH_M_recovered_lines]++;
-            fh_engine_apply(e, m, n);
+            f->out.apply(f->out.ctx, f->session, seq, m, n);
             f->next_seq++;
             applied++;
             direct++;
             if (L)
                 L->won++;
             if (f->held_now)
-                applied += drain(f, e);
+                applied += drain(f);
             if (f->next_seq > f->known_hi)
                 f->known_hi = f->next_seq;
             close_if_filled(f);
@@ -446,7 +593,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size
     return (int)applied;
 }
 
-int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap)
+int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap)
 {
     f->now = now;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++) {
@@ -483,7 +630,7 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
             f->counters[FH_M_request_timeouts]++;
             r->count = 0;
             f->outstanding--;
-            lose_upto(f, e, end);
+            lose_upto(f, end);
             continue;
         }
         uint64_t from = r->seq > f->next_seq ? r->seq : f->next_seq;
@@ -500,8 +647,9 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
         }
     }
     if (f->gap_open && now - f->gap_since >= c->gap_wait) {
-        if (!c->can_request) {
-            lose_upto(f, e, f->known_hi);
+        uint64_t missing = f->known_hi - f->next_seq - f->held_now;
+        if (!c->can_request || (c->recover_max && missing > c->recover_max)) {
+            lose_upto(f, f->known_hi); /* nothing to ask, or too much: a snapshot or stale books */
         } else {
             /* New requests for the holes no request covers, in order, a bounded scan. */
             uint64_t s = f->next_seq, budget = 1u << 16;
@@ -541,45 +689,48 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_r
 
 /* ---- snapshots ---------------------------------------------------------------------------------------- */
 
-void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e)
+void fh_mold_snapshot_begin(fh_mold_feed_t *f)
 {
-    (void)f;
-    fh_engine_set_new_book_status(e, FH_BOOK_STALE); /* live once the snapshot has ended */
-    fh_engine_clear_books(e);
+    f->out.snapshot_begin(f->out.ctx, f->session); /* the engine: books cleared, stale until the end */
 }
 
-void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len)
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len)
 {
-    (void)f;
-    fh_engine_apply(e, msg, len);
+    f->out.apply(f->out.ctx, f->session, 0, msg, len);
 }
 
-void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq)
+void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq)
 {
     /* The snapshot holds every message up to seq: skip those (held ones included), apply what follows. */
     uint64_t too_old = seq + 1 < f->next_seq ? f->next_seq - seq - 1 : 0;
     if (seq + 1 > f->next_seq) {
-        for (uint64_t s = f->next_seq; s <= seq && f->held_now; s++)
-            if (present(f, s)) {
-                f->hold[s & f->hold_mask].seq = 0;
-                f->held_now--;
-            }
+        if (f->held_now && seq + 1 - f->next_seq > f->hold_mask) { /* the whole buffer: one pass over it */
+            for (uint64_t s = 0; s <= f->hold_mask; s++)
+                if (f->hold[s].seq && f->hold[s].seq <= seq) {
+                    f->hold[s].seq = 0;
+                    f->held_now--;
+                }
+        } else {
+            for (uint64_t s = f->next_seq; s <= seq && f->held_now; s++)
+                if (present(f, s)) {
+                    f->hold[s & f->hold_mask].seq = 0;
+                    f->held_now--;
+                }
+        }
         f->next_seq = seq + 1;
         if (f->known_hi < f->next_seq)
             f->known_hi = f->next_seq;
     }
-    fh_engine_set_new_book_status(e, FH_BOOK_LIVE);
-    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_LIVE, NULL);
+    f->out.snapshot_end(f->out.ctx, f->session, seq); /* the engine: every book live again */
     f->stale = 0;
     f->snap_pending = 0;
     f->counters[FH_M_snapshots]++;
     if (too_old) { /* messages after the snapshot were applied before it cleared the books: lost */
         f->counters[FH_M_unrecoverable]++;
         f->counters[FH_M_lost] += too_old;
-        mark_stale(f, e);
+        mark_stale(f, seq + 1, seq + 1 + too_old);
     }
-    drain(f, e);
+    drain(f);
     close_if_filled(f);
     set_state(f);
 }

@@ -1,5 +1,6 @@
 /* ITCH 5.0 tables and the JSON decoder. Exit 0 on success, 1 on failure. */
 #include "fh/itch.h"
+#include "fh/blocks.h"
 #include "fh/mold.h"
 #include "msg.h"
 

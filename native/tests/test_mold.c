@@ -53,7 +53,17 @@ static uint8_t buf[65536];
 static int send_(int line, uint64_t seq, uint16_t count, uint64_t now)
 {
     size_t n = dgram(buf, SESSION, seq, count);
-    return fh_mold_feed_apply(&f, e, buf, n, line, now);
+    return fh_mold_feed_apply(&f, buf, n, line, now);
+}
+
+/* A datagram claiming sequence seq (anywhere, e.g. 10^12 ahead) that carries messages 10..10+count-1. */
+static int send_far(int line, uint64_t seq, uint16_t count, uint64_t now)
+{
+    size_t n = dgram(buf, SESSION, 10, count);
+    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
+        n = dgram(buf, SESSION, 0, count);
+    fh_put_be64(buf + 10, seq);
+    return fh_mold_feed_apply(&f, buf, n, line, now);
 }
 
 static fh_engine_t *mk(void)
@@ -80,6 +90,9 @@ static void fresh(const fh_mold_cfg_t *cfg, uint64_t upto)
         fprintf(stderr, "feed: %s\n", fh_errmsg());
         exit(1);
     }
+    fh_feed_consumer_t c;
+    fh_engine_consumer(e, &c);
+    fh_mold_feed_set_consumer(&f, &c);
     for (uint64_t s = 1; s <= upto; s++)
         fh_engine_apply(ref, msg[s], mlen[s]);
 }
@@ -146,7 +159,7 @@ static void test_gap_filled_by_other_line(void)
     CHECK_EQ(f.next_seq, 31);
     CHECK_EQ(f.held_now, 60);
     CHECK_EQ(f.state, FH_FEED_RECOVERING);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 10 + 1999, rq, 8), 0); /* within the 2 ms wait: no request */
+    CHECK_EQ(fh_mold_feed_poll(&f, 10 + 1999, rq, 8), 0); /* within the 2 ms wait: no request */
     for (uint64_t s = 1; s <= 100; s += 10)
         send_(1, s, 10, 20);
     CHECK(books_equal());
@@ -163,7 +176,7 @@ static void test_gap_filled_by_other_line(void)
     CHECK_EQ(f.line[1].won, 10);
     CHECK_EQ(f.state, FH_FEED_LIVE);
     CHECK_EQ(status(1), FH_BOOK_LIVE);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 10000, rq, 8), 0);
+    CHECK_EQ(fh_mold_feed_poll(&f, 10000, rq, 8), 0);
 }
 
 /* Both lines lose 41..2540 (2,500 messages): after the wait, requests of at most 1,000 messages, at most 4 in
@@ -180,8 +193,8 @@ static void test_gap_filled_by_retransmission(void)
             send_(1, s, 10, 100);
         }
     CHECK_EQ(f.next_seq, 41);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 1000, rq, 8), 0);
-    int n = fh_mold_feed_poll(&f, e, 2100, rq, 8);
+    CHECK_EQ(fh_mold_feed_poll(&f, 1000, rq, 8), 0);
+    int n = fh_mold_feed_poll(&f, 2100, rq, 8);
     CHECK_EQ(n, 3);
     CHECK_EQ(rq[0].seq, 41);
     CHECK_EQ(rq[0].count, 1000);
@@ -192,7 +205,7 @@ static void test_gap_filled_by_retransmission(void)
     uint8_t p[20];
     CHECK_EQ(fh_mold_request_encode(p, &rq[2]), 20);
     CHECK(!memcmp(p, SESSION, 10) && fh_be64(p + 10) == 2041 && fh_be16(p + 18) == 500);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 2200, rq, 8), 0); /* covered: nothing new */
+    CHECK_EQ(fh_mold_feed_poll(&f, 2200, rq, 8), 0); /* covered: nothing new */
     /* The replies (on the recovery line), the last one first. */
     for (uint64_t s = 2041; s <= 2540; s += 50)
         send_(2, s, 50, 2300);
@@ -228,10 +241,10 @@ static void test_retries_exhausted(void)
         if (s != 41)
             send_(0, s, 10, 0);
     uint64_t t = 2000, sends = 0, last = 0;
-    sends += (uint64_t)fh_mold_feed_poll(&f, e, t, rq, 8);
+    sends += (uint64_t)fh_mold_feed_poll(&f, t, rq, 8);
     CHECK_EQ(sends, 1);
     for (t = 2000; t < 2000 + 4000000 && f.gap_open; t += 1000) {
-        int k = fh_mold_feed_poll(&f, e, t, rq, 8);
+        int k = fh_mold_feed_poll(&f, t, rq, 8);
         if (k) {
             CHECK_EQ(rq[0].seq, 41);
             CHECK_EQ(rq[0].count, 10);
@@ -268,9 +281,9 @@ static void test_no_server(void)
     send_(0, 1, 10, 0);
     send_(0, 21, 10, 0);
     CHECK_EQ(f.next_seq, 11);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 1999, rq, 8), 0);
+    CHECK_EQ(fh_mold_feed_poll(&f, 1999, rq, 8), 0);
     CHECK_EQ(f.next_seq, 11);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 2000, rq, 8), 0);
+    CHECK_EQ(fh_mold_feed_poll(&f, 2000, rq, 8), 0);
     CHECK_EQ(f.next_seq, 31);
     CHECK_EQ(C(FH_M_lost), 10);
     CHECK_EQ(status(1), FH_BOOK_STALE);
@@ -314,7 +327,7 @@ static void test_heartbeats(void)
     CHECK_EQ(C(FH_M_backwards), 1);
     send_(1, 31, FH_MOLD_HEARTBEAT, 0);
     CHECK_EQ(f.state, FH_FEED_RECOVERING);
-    CHECK_EQ(fh_mold_feed_poll(&f, e, 5000, rq, 8), 1);
+    CHECK_EQ(fh_mold_feed_poll(&f, 5000, rq, 8), 1);
     CHECK_EQ(rq[0].seq, 21);
     CHECK_EQ(rq[0].count, 10);
     send_(2, 21, 10, 6000);
@@ -324,29 +337,264 @@ static void test_heartbeats(void)
     CHECK_EQ(f.state, FH_FEED_ENDED);
 }
 
-/* A new session while a gap is open: the old gap is given up, the held messages applied, the new session
- * starts at its first datagram. A reply of another session is ignored. */
+/* A new session while a gap is open, believed once a second line carries it: the old gap is given up, the
+ * held messages applied, the new session starts at 1. A reply of another session is ignored. */
 static void test_session_change(void)
 {
     fh_mold_cfg_t c = cfg_server();
     fresh(&c, 0);
     send_(0, 1, 10, 0);
     send_(0, 21, 10, 0);
-    size_t n = dgram(buf, OTHER, 31, 10);
-    fh_mold_feed_apply(&f, e, buf, n, 0, 10);
+    size_t n = dgram(buf, OTHER, 1, 10);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 10), 0); /* one line, once: not believed yet */
+    CHECK_EQ(C(FH_M_bogus_session), 1);
+    CHECK_EQ(C(FH_M_session_changes), 0);
+    CHECK(!memcmp(f.session, SESSION, 10));
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 1, 10), 10); /* the other line too: believed */
     CHECK_EQ(C(FH_M_session_changes), 1);
     CHECK_EQ(C(FH_M_lost), 10);
     CHECK_EQ(C(FH_M_applied), 30);
-    CHECK_EQ(f.next_seq, 41);
+    CHECK_EQ(f.next_seq, 11);
+    CHECK_EQ(C(FH_M_joined_at), 0);
     CHECK(!memcmp(f.session, OTHER, 10));
     n = dgram(buf, SESSION, 11, 10);
-    CHECK_EQ(fh_mold_feed_apply(&f, e, buf, n, 2, 20), 0);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 2, 20), 0);
     CHECK_EQ(C(FH_M_old_session), 1);
     n = dgram(buf, SESSION, 41, 10); /* a line still on the old session */
-    CHECK_EQ(fh_mold_feed_apply(&f, e, buf, n, 1, 30), 0);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 1, 30), 0);
     CHECK_EQ(C(FH_M_old_session), 2);
     CHECK(!memcmp(f.session, OTHER, 10));
     CHECK_EQ(C(FH_M_session_changes), 1);
+}
+
+/* Strays: one well-framed datagram of another session, a random payload, a heartbeat of another session,
+ * in the middle of the day on one line: each counted and ignored, the books those of the stream. */
+static void test_stray_datagrams(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.msg_len = fh_itch_len;
+    fresh(&c, 100);
+    uint64_t seed = 12345;
+    for (uint64_t s = 1; s <= 100; s += 10) {
+        send_(0, s, 10, 0);
+        if (s == 51) {
+            size_t n = dgram(buf, OTHER, 500, 5);
+            CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0);
+            for (int k = 0; k < 200; k++) { /* random payloads of every length up to 200 */
+                uint8_t r[200];
+                for (int i = 0; i < k; i++)
+                    r[i] = (uint8_t)((seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+                CHECK_EQ(fh_mold_feed_apply(&f, r, (size_t)k, 1, 0), 0);
+            }
+            n = dgram(buf, "STRAYSESS3", 7, FH_MOLD_HEARTBEAT); /* a third session, on the other line */
+            CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 1, 0), 0);
+        }
+    }
+    CHECK(books_equal());
+    CHECK(!memcmp(f.session, SESSION, 10));
+    CHECK_EQ(C(FH_M_session_changes), 0);
+    CHECK(C(FH_M_bogus_session) >= 2);
+    CHECK_EQ(C(FH_M_bogus_session) + C(FH_M_malformed) + C(FH_M_suspect) + C(FH_M_duplicates) > 0, 1);
+    CHECK_EQ(f.next_seq, 101);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(status(1), FH_BOOK_LIVE);
+}
+
+/* On one line alone a new session is believed after `confirm` datagrams, or at once after an end of
+ * session; the datagrams it took to believe it are a gap from 1, filled by retransmission. */
+static void test_session_confirm(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.confirm = 4;
+    fresh(&c, 0);
+    send_(0, 1, 10, 0);
+    for (uint64_t s = 1; s <= 31; s += 10) {
+        size_t n = dgram(buf, OTHER, s, 10);
+        fh_mold_feed_apply(&f, buf, n, 0, 0);
+    }
+    CHECK_EQ(C(FH_M_bogus_session), 3);
+    CHECK_EQ(C(FH_M_session_changes), 1);
+    CHECK(!memcmp(f.session, OTHER, 10));
+    CHECK_EQ(f.next_seq, 1); /* 1..30 were ignored before it was believed: a gap from 1 */
+    CHECK_EQ(C(FH_M_joined_at), 31);
+    fh_mold_request_t rq[8];
+    CHECK_EQ(fh_mold_feed_poll(&f, 3000, rq, 8), 1);
+    CHECK_EQ(rq[0].seq, 1);
+    CHECK_EQ(rq[0].count, 30);
+    CHECK(!memcmp(rq[0].session, OTHER, 10));
+
+    fresh(&c, 0);
+    send_(0, 1, 10, 0);
+    send_(0, 11, FH_MOLD_END_OF_SESSION, 0);
+    CHECK_EQ(f.state, FH_FEED_ENDED);
+    size_t n = dgram(buf, OTHER, 1, 10);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 10); /* after the end of session: believed at once */
+    CHECK_EQ(C(FH_M_bogus_session), 0);
+    CHECK_EQ(C(FH_M_session_changes), 1);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+}
+
+/* A datagram or heartbeat 10^12 (or 10^8) ahead: suspect, ignored, nothing held, and quickly; the feed goes
+ * on live. The same jump on both lines is believed: a real (huge) loss, the books stale. */
+static void test_far_jumps(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 100);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 100; s += 10) {
+        send_(0, s, 10, 0);
+        if (s == 41) {
+            CHECK_EQ(send_far(1, 1000000000000ull, 10, 0), 0);
+            CHECK_EQ(send_far(1, 1000000000000ull, FH_MOLD_HEARTBEAT, 0), 0);
+            CHECK_EQ(send_far(0, 100000000ull, 10, 0), 0);
+            CHECK_EQ(send_far(0, 100000000ull, FH_MOLD_HEARTBEAT, 0), 0);
+            CHECK_EQ(fh_mold_feed_poll(&f, 10000000, rq, 8), 0);
+        }
+    }
+    CHECK(books_equal());
+    CHECK_EQ(C(FH_M_suspect), 4);
+    CHECK_EQ(C(FH_M_gaps), 0);
+    CHECK_EQ(f.held_now, 0);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(status(2), FH_BOOK_LIVE);
+    /* confirmed by the second line: taken, beyond the buffer, the books stale */
+    CHECK_EQ(send_far(1, 5000000000ull, 10, 0), 0);
+    CHECK_EQ(C(FH_M_suspect), 5);
+    send_far(0, 5000000000ull, 10, 0);
+    CHECK_EQ(f.next_seq, 5000000010ull);
+    CHECK_EQ(C(FH_M_lost), 5000000000ull - 101);
+    CHECK_EQ(C(FH_M_unrecoverable), 1);
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+    CHECK(C(FH_M_gaps) >= C(FH_M_unrecoverable));
+}
+
+/* Joining late: the first datagram of the session at 101 opens a gap from 1, asked for in chunks (and
+ * filled); without a server it is given up: stale, "joined late at 101; 1..100 missing"; beyond
+ * recover_max it is not asked for. */
+static void test_late_join(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.request_max = 40;
+    fresh(&c, 200);
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 101; s <= 200; s += 10)
+        send_(0, s, 10, 0);
+    CHECK_EQ(C(FH_M_joined_at), 101);
+    CHECK_EQ(f.next_seq, 1);
+    CHECK_EQ(f.held_now, 100);
+    CHECK_EQ(C(FH_M_gaps), 1);
+    CHECK_EQ(C(FH_M_gap_messages), 100);
+    CHECK_EQ(f.state, FH_FEED_RECOVERING);
+    CHECK_EQ(fh_mold_feed_poll(&f, 3000, rq, 8), 3);
+    CHECK_EQ(rq[0].seq, 1);
+    CHECK_EQ(rq[0].count, 40);
+    CHECK_EQ(rq[2].seq, 81);
+    CHECK_EQ(rq[2].count, 20);
+    for (uint64_t s = 1; s <= 100; s += 20)
+        send_(2, s, 20, 4000);
+    CHECK(books_equal());
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+    CHECK_EQ(C(FH_M_applied), 200);
+    CHECK_EQ(C(FH_M_join_lost), 0);
+
+    c.can_request = false;
+    fresh(&c, 0);
+    for (uint64_t s = 101; s <= 200; s++)
+        fh_engine_apply(ref, msg[s], mlen[s]);
+    for (uint64_t s = 101; s <= 200; s += 10)
+        send_(0, s, 10, 0);
+    CHECK_EQ(fh_mold_feed_poll(&f, 3000, rq, 8), 0);
+    CHECK(books_equal());
+    CHECK_EQ(C(FH_M_joined_at), 101);
+    CHECK_EQ(C(FH_M_join_lost), 100);
+    CHECK_EQ(C(FH_M_lost), 100);
+    CHECK_EQ(C(FH_M_applied), 100);
+    CHECK_EQ(f.state, FH_FEED_STALE);
+    CHECK_EQ(status(2), FH_BOOK_STALE);
+
+    c = cfg_server();
+    c.recover_max = 50;
+    fresh(&c, 0);
+    for (uint64_t s = 101; s <= 200; s += 10)
+        send_(0, s, 10, 0);
+    CHECK_EQ(fh_mold_feed_poll(&f, 3000, rq, 8), 0); /* 100 missing > 50: not asked for */
+    CHECK_EQ(C(FH_M_requests), 0);
+    CHECK_EQ(C(FH_M_join_lost), 100);
+    CHECK_EQ(f.state, FH_FEED_STALE);
+
+    /* A late join named by a heartbeat */
+    c = cfg_server();
+    fresh(&c, 0);
+    CHECK_EQ(send_(0, 51, FH_MOLD_HEARTBEAT, 0), 0);
+    CHECK_EQ(C(FH_M_joined_at), 51);
+    CHECK_EQ(f.state, FH_FEED_RECOVERING);
+}
+
+/* Framing: a copy whose block lengths are corrupted (A only) is refused whole and B's copy wins; truncated
+ * datagrams, counts that overrun the blocks, bytes after the last block, a heartbeat with a body. */
+static void test_misframed(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.msg_len = fh_itch_len;
+    fresh(&c, 100);
+    for (uint64_t s = 1; s <= 100; s += 10) {
+        size_t n = dgram(buf, SESSION, s, 10);
+        uint8_t bad[2048];
+        /* the first block one byte longer, the second one shorter: the datagram still adds up, the messages
+         * do not (only the type lengths tell) */
+        size_t l0 = mlen[s], l1 = mlen[s + 1], k = 20;
+        memcpy(bad, buf, 20);
+        fh_put_be16(bad + k, (uint16_t)(l0 + 1));
+        memcpy(bad + k + 2, msg[s], l0);
+        bad[k + 2 + l0] = 0;
+        k += 3 + l0;
+        fh_put_be16(bad + k, (uint16_t)(l1 - 1));
+        memcpy(bad + k + 2, msg[s + 1], l1 - 1);
+        k += 1 + l1;
+        memcpy(bad + k, buf + k, n - k);
+        CHECK_EQ(fh_mold_feed_apply(&f, bad, n, 0, 0), 0);
+        bad[20] = 0xFF; /* a length past the end */
+        CHECK_EQ(fh_mold_feed_apply(&f, bad, n, 0, 0), 0);
+        CHECK_EQ(fh_mold_feed_apply(&f, buf, n - 1, 0, 0), 0);  /* truncated */
+        buf[n] = 0;
+        CHECK_EQ(fh_mold_feed_apply(&f, buf, n + 1, 0, 0), 0);  /* a byte after the last block */
+        fh_put_be16(buf + 18, 11);
+        CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0);      /* a count that overruns */
+        fh_put_be16(buf + 18, 10);
+        CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 1, 0), 10);     /* B's good copy */
+    }
+    size_t n = dgram(buf, SESSION, 101, FH_MOLD_HEARTBEAT);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n + 5, 0, 0), 0);
+    CHECK(books_equal());
+    CHECK_EQ(C(FH_M_malformed), 51);
+    CHECK_EQ(C(FH_M_applied), 100);
+    CHECK_EQ(C(FH_M_heartbeats), 0);
+    CHECK_EQ(f.line[1].won, 100);
+    CHECK_EQ(f.line[0].won, 0);
+    CHECK_EQ(f.state, FH_FEED_LIVE);
+}
+
+/* Holes: a message inside a hole splits it; every hole ends filled or given up (unrecoverable <= gaps). */
+static void test_gap_counting(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.can_request = false;
+    fresh(&c, 0);
+    fh_mold_request_t rq[8];
+    send_(0, 1, 10, 0);
+    send_(0, 31, 10, 0);  /* hole 11..30 */
+    CHECK_EQ(C(FH_M_gaps), 1);
+    send_(1, 20, 1, 0);   /* splits it: 11..19 and 21..30 */
+    CHECK_EQ(C(FH_M_gaps), 2);
+    send_(1, 30, 1, 0);   /* shrinks 21..30 from the right: no new hole */
+    CHECK_EQ(C(FH_M_gaps), 2);
+    send_(0, 51, 10, 0);  /* 41..50 */
+    CHECK_EQ(C(FH_M_gaps), 3);
+    fh_mold_feed_poll(&f, 5000, rq, 8);
+    CHECK_EQ(C(FH_M_unrecoverable), 3);
+    CHECK_EQ(C(FH_M_lost), 9 + 9 + 10);
+    CHECK_EQ(C(FH_M_applied), 60 - 28);
+    CHECK_EQ(C(FH_M_gap_messages), C(FH_M_lost) + C(FH_M_recovered_lines));
 }
 
 /* Line states from the time since each line's last datagram. */
@@ -356,15 +604,15 @@ static void test_line_states(void)
     fresh(&c, 0);
     fh_mold_request_t rq[8];
     send_(0, 1, 10, 1000);
-    fh_mold_feed_poll(&f, e, 2000, rq, 8);
+    fh_mold_feed_poll(&f, 2000, rq, 8);
     CHECK_EQ(f.line[0].state, FH_LINE_LIVE);
     CHECK_EQ(f.line[1].state, FH_LINE_DOWN); /* never heard */
-    fh_mold_feed_poll(&f, e, 1000 + 3000000, rq, 8);
+    fh_mold_feed_poll(&f, 1000 + 3000000, rq, 8);
     CHECK_EQ(f.line[0].state, FH_LINE_STALE);
-    fh_mold_feed_poll(&f, e, 1000 + 10000000, rq, 8);
+    fh_mold_feed_poll(&f, 1000 + 10000000, rq, 8);
     CHECK_EQ(f.line[0].state, FH_LINE_DOWN);
     send_(0, 11, FH_MOLD_HEARTBEAT, 1000 + 10000001);
-    fh_mold_feed_poll(&f, e, 1000 + 10000002, rq, 8);
+    fh_mold_feed_poll(&f, 1000 + 10000002, rq, 8);
     CHECK_EQ(f.line[0].state, FH_LINE_LIVE);
 }
 
@@ -393,16 +641,16 @@ static void test_snapshot(void)
     for (uint64_t s = 1; s <= 100; s += 10)
         if (s != 41)
             send_(0, s, 10, 0);
-    fh_mold_feed_poll(&f, e, 3000, rq, 8);
+    fh_mold_feed_poll(&f, 3000, rq, 8);
     CHECK_EQ(snap_asked, 1);
     CHECK_EQ(snap_after, 40);
     CHECK_EQ(f.next_seq, 41); /* waiting for the snapshot, not skipping */
     CHECK_EQ(status(1), FH_BOOK_STALE);
     /* The snapshot: the reference's state at 60, as the messages that build it (here: the stream 1..60). */
-    fh_mold_snapshot_begin(&f, e);
+    fh_mold_snapshot_begin(&f);
     for (uint64_t s = 1; s <= 60; s++)
-        fh_mold_snapshot_apply(&f, e, msg[s], mlen[s]);
-    fh_mold_snapshot_end(&f, e, 60);
+        fh_mold_snapshot_apply(&f, msg[s], mlen[s]);
+    fh_mold_snapshot_end(&f, 60);
     CHECK(books_equal());
     CHECK_EQ(f.next_seq, 101);
     CHECK_EQ(status(1), FH_BOOK_LIVE);
@@ -441,6 +689,12 @@ int main(void)
     test_hold_full();
     test_heartbeats();
     test_session_change();
+    test_stray_datagrams();
+    test_session_confirm();
+    test_far_jumps();
+    test_late_join();
+    test_misframed();
+    test_gap_counting();
     test_line_states();
     test_snapshot();
     test_bad_cfg();

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "fh/common.h"
+#include "fh/consumer.h"
 
 #define FH_SIDE_BID 0
 #define FH_SIDE_ASK 1
@@ -102,6 +103,15 @@ void fh_engine_publish_stats(fh_engine_t *e);
 /* Mark a book FH_BOOK_STALE or FH_BOOK_LIVE, with a stale / recovered event. m: the message that caused it
  * (for its timestamp), or NULL. 0, or -1 if the locate has no book or status is not one of the two. */
 int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
+/* Every book with a different status to `status` (FH_BOOK_LIVE or FH_BOOK_STALE), each with its stale /
+ * recovered event, in one pass over the books; and the status of books created from now on. Returns how
+ * many changed, or -1 for another status. */
+int fh_engine_set_all_status(fh_engine_t *e, int status);
+
+/* The engine as a sequenced feed's consumer (fh/consumer.h): apply_blocks / apply apply the messages (the
+ * session and sequence numbers are not needed here), lost marks every book stale (and the books created
+ * after), snapshot_begin clears the books (stale until the end), snapshot_end marks every book live. */
+void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
 
 /* Publish only these instruments (n symbols, 1-8 characters each; n = 0: all). The others' books are built
  * as ever (orders, levels) but flagged FH_BOOK_F_UNPUBLISHED: no events, and readers treat them as absent.

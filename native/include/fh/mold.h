@@ -1,5 +1,5 @@
-/* fh/mold.h: MoldUDP64 datagrams and the 2-byte-length block framing they share with NASDAQ's daily
- * ITCH files.
+/* fh/mold.h: MoldUDP64 datagrams (their blocks: fh/blocks.h, shared with NASDAQ's daily ITCH files) and a
+ * feed's sequencing, which delivers to a consumer (fh/consumer.h; the book engine is one).
  *
  * A MoldUDP64 datagram: session (10 ASCII bytes), sequence number of its first message (u64 BE),
  * message count (u16 BE; 0 = heartbeat, 0xFFFF = end of session), then `count` blocks, each a u16 BE
@@ -9,7 +9,9 @@
 
 #include <stdbool.h>
 
+#include "fh/blocks.h"
 #include "fh/common.h"
+#include "fh/consumer.h"
 
 #define FH_MOLD_HDR_LEN 20
 #define FH_MOLD_SESSION_LEN 10
@@ -33,34 +35,6 @@ static inline int fh_mold_parse_hdr(const uint8_t *p, size_t len, fh_mold_hdr_t 
     return 0;
 }
 
-/* A walker over 2-byte-length blocks in [p, end). */
-typedef struct fh_blocks {
-    const uint8_t *p;
-    const uint8_t *end;
-} fh_blocks_t;
-
-typedef enum fh_block_rc {
-    FH_BLOCK_OK = 1,        /* *msg, *len hold the next block */
-    FH_BLOCK_END = 0,       /* no bytes left */
-    FH_BLOCK_TRUNCATED = -1 /* bytes left but not a whole block; the walker stays on it */
-} fh_block_rc_t;
-
-static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, size_t *len)
-{
-    size_t left = (size_t)(w->end - w->p);
-    if (left == 0)
-        return FH_BLOCK_END;
-    if (FH_UNLIKELY(left < 2))
-        return FH_BLOCK_TRUNCATED;
-    size_t n = fh_be16(w->p);
-    if (FH_UNLIKELY(n > left - 2))
-        return FH_BLOCK_TRUNCATED;
-    *msg = w->p + 2;
-    *len = n;
-    w->p += 2 + n;
-    return FH_BLOCK_OK;
-}
-
 /* ---- a feed's sequencing and recovery --------------------------------------------------------------------
  *
  * One feed, several lines (A, B, ... and the replies of its retransmission server): the first copy of each
@@ -80,37 +54,63 @@ static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, 
  * and for the durations in fh_mold_cfg_t. Nothing here allocates after fh_mold_feed_init, blocks or makes
  * a system call. */
 
-typedef struct fh_engine fh_engine_t;
-
 #define FH_MOLD_COUNTERS(X) \
     X(datagrams) X(heartbeats) X(end_of_session) X(malformed) X(unsequenced) X(applied) X(duplicates) \
     X(gaps) X(gap_messages) X(session_changes) X(backwards) X(held) X(hold_full) X(hold_oversize) \
     X(recovered_lines) X(recovered_retrans) X(requests) X(request_messages) X(request_retries) \
-    X(request_timeouts) X(unrecoverable) X(lost) X(snapshots) X(old_session)
+    X(request_timeouts) X(unrecoverable) X(lost) X(snapshots) X(old_session) X(bogus_session) X(suspect) \
+    X(joined_at) X(join_lost)
 typedef enum fh_mold_counter {
 #define FH_X(n) FH_M_##n,
     FH_MOLD_COUNTERS(FH_X)
 #undef FH_X
     FH_M_COUNT
 } fh_mold_counter_t;
-/* datagrams .. session_changes as before; and
- *   gaps               gaps opened (the next expected sequence missing while a later one is known)
+/* Each counter, once (docs/line-reliability.md has the same list):
+ *   datagrams          MoldUDP64 datagrams of every line (heartbeats, malformed and ignored ones included)
+ *   heartbeats         heartbeats (message count 0) taken
+ *   end_of_session     end-of-session markers (message count 0xFFFF) taken
+ *   malformed          datagrams refused whole because their framing is wrong: shorter than the header, a
+ *                      heartbeat or end of session with bytes after the header, blocks that do not fill the
+ *                      datagram exactly with its message count, or (with cfg.msg_len) an empty block or
+ *                      one whose length is not its message type's. Nothing of such a datagram is applied or counted as seen:
+ *                      the other line's copy of its sequences wins.
+ *   unsequenced        messages of sequence-0 datagrams (anonymised captures), applied in arrival order
+ *   applied            messages applied to the books: on arrival, and released from the hold-back buffer
+ *                      (whatever call released them: fh_mold_feed_apply, _poll or _snapshot_end)
+ *   duplicates         messages already applied (or already held) when they came
+ *   gaps               holes found: runs of missing sequences, each counted once when first seen (a message
+ *                      landing inside a hole splits it and makes one more); every hole ends filled or
+ *                      given up, so unrecoverable <= gaps
  *   gap_messages       messages that were missing when found missing (filled later or lost)
+ *   session_changes    new sessions believed after the first (see bogus_session)
  *   backwards          heartbeats / end-of-session markers naming a sequence below what their own line has
  *                      already carried in the same session (rejected and counted; a line behind the other
  *                      is not backwards)
  *   held               messages put in the hold-back buffer (each applied later from it, or skipped)
- *   hold_full          gaps given up because what came after them did not fit in the hold-back buffer
+ *   hold_full          times what came after a gap did not fit the hold-back buffer (its oldest holes given up)
  *   hold_oversize      messages too long for a hold-back slot (left to be asked for again)
  *   recovered_lines    missing messages that came late from a line (the other line covered the gap)
  *   recovered_retrans  missing messages that came from the retransmission server
  *   requests           requests sent (first sends and resends); request_messages: messages asked for
  *   request_retries    resends after a timeout; request_timeouts: requests given up after every retry
- *   unrecoverable      gaps given up (no server, the buffer full, the retries exhausted, session change)
- *   lost               messages skipped by those gaps
+ *   unrecoverable      holes given up (no server, the buffer full, the retries exhausted, a gap larger than
+ *                      recover_max, session change)
+ *   lost               messages skipped by those holes
  *   snapshots          snapshots applied
  *   old_session        datagrams of a session the feed has left (a line still behind, a late reply), or
- *                      replies of a session not yet seen: ignored */
+ *                      replies of a session not yet seen: ignored
+ *   bogus_session      well-framed datagrams of another session not (yet) believed: a new session is believed
+ *                      only after an end of session of the current one, on two feed lines, or after
+ *                      cfg.confirm datagrams of it; until then its datagrams are ignored (a real change then
+ *                      finds its first messages missing: a gap from 1, filled like any other)
+ *   suspect            datagrams and heartbeats naming a sequence more than cfg.max_ahead beyond the next
+ *                      expected: ignored unless confirmed the same way (two lines, or cfg.confirm datagrams
+ *                      within max_ahead of each other), then taken as a real jump
+ *   joined_at          not a count: the first sequence seen of the current session when it was above 1 (a
+ *                      late join: 1 .. joined_at-1 were missing and opened a gap from 1), else 0
+ *   join_lost          of those, the messages given up (1 .. joined_at-1 never came): the feed is stale,
+ *                      "joined late at joined_at; 1..joined_at-1 missing" */
 
 #define FH_MOLD_MAX_LINES 16
 #define FH_MOLD_MAX_OUTSTANDING 16
@@ -137,6 +137,15 @@ typedef struct fh_mold_cfg {
     uint64_t line_down;       /* silence after which a line is down; 0: never */
     uint32_t recovery_lines;  /* bit i: line i carries the retransmission server's replies (not a feed line) */
     void *hold_mem;           /* hold * 64 bytes, 64-aligned, zeroed (e.g. NUMA-local); NULL: allocated */
+    /* Integrity (a zeroed cfg: none of it, the old trusting behaviour; fh_mold_cfg_defaults sets it). */
+    uint64_t max_ahead;       /* a sequence more than this beyond the next expected is suspect; 0: no limit */
+    uint32_t confirm;         /* datagrams of one line that make a new session or a suspect jump believed (two
+                               * feed lines at once); 0: believed at once */
+    uint64_t recover_max;     /* a gap of more missing messages than this is not asked for but given up at once
+                               * (a snapshot under FH_MOLD_SNAPSHOT, stale books otherwise); 0: no limit */
+    const uint8_t *msg_len;   /* optional, 256 entries: the exact length of each message type (0: any); an
+                               * empty block, or one of a known type with another length, makes its datagram
+                               * malformed (ITCH: fh_itch_len) */
 } fh_mold_cfg_t;
 
 /* One retransmission request (fh_mold_request_encode makes its 20-byte payload). */
@@ -182,6 +191,7 @@ typedef struct fh_mold_line {
 
 typedef struct fh_mold_feed {
     char session[FH_MOLD_SESSION_LEN];
+    fh_feed_consumer_t out;             /* where the messages go (fh_mold_feed_set_consumer) */
     char prev_session[FH_MOLD_SESSION_LEN]; /* the session before the last change (have_session > 1) */
     int have_session;                   /* 0: none yet, 1: one, 2: a change has happened */
     int state;                          /* FH_FEED_* */
@@ -207,6 +217,12 @@ typedef struct fh_mold_feed {
     uint64_t now;                       /* `now` of the last apply or poll */
     int gap_lost;                       /* the open gap has lost messages already */
     uint64_t filled, fill_last, fill_max, fill_total;
+    /* evidence for what is not believed yet: a session (cand) and a jump ahead (jump_seq) */
+    char cand[FH_MOLD_SESSION_LEN];
+    uint32_t cand_lines, cand_count;
+    uint64_t jump_seq;
+    uint32_t jump_lines, jump_count;
+    int fresh_session;                  /* no sequenced datagram of the current session taken yet */
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
@@ -216,29 +232,35 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms);
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
 void fh_mold_feed_free(fh_mold_feed_t *f);
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
+/* Where the feed delivers (copied; the engine's: fh_engine_consumer). Until set, or with NULL, nothing is
+ * delivered. Every message reaches it with its session and sequence number, in sequence order. */
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
 
 /* Apply one datagram that arrived on `line` at `now`: the messages whose turn it is are applied (with the
  * held ones that follow them), later ones are held while a gap is open, copies of applied ones are
  * counted. Sequence 0 (not a valid MoldUDP64 sequence; anonymised captures have it) is applied
- * unsequenced. A new session restarts the sequence at its first datagram (a gap still open in the old one
- * is given up first). A datagram whose blocks do not all fit is counted malformed, and the whole blocks
- * before the fault are used. Returns the number of messages applied. */
-int fh_mold_feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now);
+ * unsequenced. A datagram whose framing is wrong is refused whole (malformed) before anything of it is
+ * used. A new session, once believed (bogus_session), starts at sequence 1: a first datagram above 1 is a
+ * late join and opens a gap from 1 (a gap still open in the old session is given up first). A sequence
+ * implausibly far ahead is ignored until confirmed (suspect). Work per call is bounded by the datagram's
+ * length and the configuration, never by a sequence distance from the wire. Returns the number of messages
+ * applied (held ones released by this datagram included). */
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now);
 
 /* Timers: line states, and for an open gap the requests to send now (written to out, at most cap; the
  * caller sends each as fh_mold_request_encode's payload to the request server) or the gap given up.
  * Call it after each burst while fh_mold_feed_busy and now and then otherwise (line states). Returns the
  * number of requests written. */
-int fh_mold_feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *out, int cap);
+int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap);
 static inline int fh_mold_feed_busy(const fh_mold_feed_t *f) { return f->gap_open; }
 
 /* The 20-byte MoldUDP64 request payload (session, sequence, count). Returns 20. */
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r);
 
 /* The snapshot source's answer (see fh_snapshot_source_t). */
-void fh_mold_snapshot_begin(fh_mold_feed_t *f, fh_engine_t *e);
-void fh_mold_snapshot_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *msg, size_t len);
-void fh_mold_snapshot_end(fh_mold_feed_t *f, fh_engine_t *e, uint64_t seq);
+void fh_mold_snapshot_begin(fh_mold_feed_t *f);
+void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len);
+void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq);
 
 const char *fh_mold_counter_name(int c);
 const char *fh_line_state_name(int s);
