@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ._native import ffi, lib
+from .errors import FhError
 
 DEFAULT_DIR = "/dev/shm"
 PRICE_SCALE = 10_000  # ITCH prices: 1/10000 dollar
@@ -39,7 +40,7 @@ WRITER_STATES = {1: "running", 2: "stopped"}
 # ---- errors ---------------------------------------------------------------------------------------------
 
 
-class ShmError(Exception):
+class ShmError(FhError):
     """A segment cannot be read as asked; the message (one line) names the cause and the fix."""
 
 

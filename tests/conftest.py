@@ -37,7 +37,7 @@ def real_itch_pcaps() -> list[Path]:
 def fh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run the fh command line in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "handler.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "handler", *map(str, args)], capture_output=True, text=True,
                        env=env, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"fh {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
@@ -58,7 +58,7 @@ def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True
     path = shm.segment_path(name)
     ready = Path(f"/tmp/fh-{name}.ready")
     ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "handler.cli", "publish", "--itch", str(day), "--name", name,
+    args = [sys.executable, "-m", "handler", "publish", "--itch", str(day), "--name", name,
             "--ready-file", str(ready), *(("--hold",) if hold else ()), *extra]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

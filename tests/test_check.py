@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import fh
-from handler import check, plan, topology
+from handler.host import check, plan, topology
 from test_plan import CX6, CX6_VFIO, E810, LAPTOP, TWO, VM, cfg_file, copy_host
 
 

@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from conftest import ROOT, fh
-from handler import config, neigh, replay
+from handler import config, process
+from handler.net import neigh
 
 GOOD = """
 [instance]
@@ -96,12 +97,12 @@ def test_missing_config_file(tmp_path):
     assert p.returncode == 2 and "no such file; write one from docs/config.md" in p.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(replay.ROOT / "build") and not os.environ.get("FH_DATAPLANE"),
+@pytest.mark.skipif(not os.path.exists(process.ROOT / "build") and not os.environ.get("FH_DATAPLANE"),
                     reason="fh-dataplane not built")
 def test_fh_run_replays_the_configured_capture(tmp_path):
     try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
+        process.find_dataplane()
+    except process.DataplaneError as e:
         pytest.skip(str(e))
     p = fh("run", "--config", write(tmp_path, good(tmp_path, f"cfgrun{os.getpid()}")), "--json")
     stats = json.loads(p.stdout)
@@ -396,7 +397,7 @@ def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
                                               "has no MAC for 10.77.0.3 on n0")
     assert "ping -c1 10.77.0.3" in msg and 'set feed.retransmission.mac = "MAC"' in msg
     # fh run refuses before anything starts (run inside the namespace, as the data plane's host)
-    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "handler.cli", "run", "--config", c.path],
+    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "handler", "run", "--config", c.path],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 2 and "ping -c1 10.77.0.3" in p.stderr, p.stderr
 

@@ -11,11 +11,12 @@ import uuid
 import pytest
 
 from conftest import fh
-from handler import pcapgen, replay, shm
+from handler import process, replay, shm
+from handler.net import pcapgen
 
 try:
-    DATAPLANE = replay.find_dataplane()
-except replay.DataplaneError:
+    DATAPLANE = process.find_dataplane()
+except process.DataplaneError:
     DATAPLANE = None
 
 needs_dp = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
@@ -41,7 +42,7 @@ def test_bucket_scheme():
 def _run(pcap, tmp_name, lines=None):
     segment = f"/dev/shm/fh-{tmp_name}"
     lines = lines if lines is not None else replay.pcap_lines(pcap)
-    js = replay.run_dataplane(replay.eal_args(tmp_name, f"net_pcap0,rx_pcap={pcap}"), segment, lines, keep=True)
+    js = process.run_dataplane(replay.eal_args(tmp_name, f"net_pcap0,rx_pcap={pcap}"), segment, lines, keep=True)
     return segment, js
 
 
@@ -95,7 +96,7 @@ def ab_run(tmp_path_factory):
     try:
         yield name, segment, js
     finally:
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
 
 
 @needs_dp
@@ -162,7 +163,7 @@ def test_bad_input_drops_in_the_segment(tmp_path):
         assert st["drops"]["other_group"] == 1 and st["mold"]["malformed"] == 1
         assert st["next_seq"] == 2 and st["latency"]["count"] == 1
     finally:
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
 
 
 def test_engine_only_writer_leaves_the_section_zero():

@@ -129,7 +129,7 @@ def test_real_pcaps(path, real):
 
 def test_ab_pcap_sequenced_like_the_data_plane(tmp_path):
     """An A/B capture: the offline C path takes each sequence once, as the data plane and the reference do."""
-    from handler import pcapgen
+    from handler.net import pcapgen
     from handler.replay import reference_books
 
     day = native.synth_bytes(20_000, 10, 3)

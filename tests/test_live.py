@@ -11,12 +11,13 @@ import uuid
 import pytest
 
 from conftest import fh
-from handler import pcapgen, replay, sender
+from handler import process, replay
+from handler.net import pcapgen, sender
 
 try:
-    replay.find_dataplane()
+    process.find_dataplane()
     NO_DATAPLANE = None
-except replay.DataplaneError as e:  # built only where DPDK is installed
+except process.DataplaneError as e:  # built only where DPDK is installed
     NO_DATAPLANE = str(e)
 
 MESSAGES = 20000
@@ -27,7 +28,7 @@ def _why_no_lab() -> str | None:
         return NO_DATAPLANE
     if os.geteuid() != 0:
         return "live tests need root: they create a network namespace and a veth pair"
-    if not replay.pmd_available("net_af_packet"):
+    if not process.pmd_available("net_af_packet"):
         return "DPDK's net_af_packet driver (librte_net_af_packet) is not installed"
     try:
         sender.Lab(f"p{uuid.uuid4().hex[:6]}").up().down()
@@ -98,7 +99,7 @@ def test_schedule():
 
 def test_read_frames_is_byte_exact(day):
     cap = sender.read_frames(day)
-    from handler.pcapfile import PcapReader
+    from handler.net.pcapfile import PcapReader
 
     dgs = list(PcapReader(day).datagrams())
     assert len(cap.frames) == len(dgs) == _frames(day)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fh
-from handler import config, plan, topology
+from handler import config
+from handler.host import plan, topology
 
 HOSTS = Path(__file__).resolve().parent / "fixtures" / "hosts"
 TWO, LAPTOP, VM = (str(HOSTS / n) for n in ("two-socket-32c", "laptop", "vm-2core"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from handler import pcapfile
+from handler.net import pcapfile
 from handler import reference as ref
-from handler.pcapfile import PcapReader, read_udp
+from handler.net.pcapfile import PcapReader, read_udp
 from handler.reference import DecodeError, ReferenceBook, decode_message
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"

@@ -183,7 +183,7 @@ def test_events_follow_a_live_writer():
     it waits at the head (the C wrapper guards fh_shm_event_next against the slot being written)."""
     name = _unique()
     path = shm.segment_path(name)
-    args = [sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name, "--hold",
+    args = [sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name, "--hold",
             "--pace", "0.002", "--chunk", "16384"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

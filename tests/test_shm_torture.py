@@ -50,7 +50,7 @@ def follow() -> Path:
 
 
 def _cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "handler.cli", *map(str, args)]
+    return [sys.executable, "-m", "handler", *map(str, args)]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

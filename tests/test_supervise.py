@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh
-from handler import replay, segments, shm, supervise
+from handler import process, segments, shm, supervise
 
 CONFIG = """
 [instance]
@@ -46,8 +46,8 @@ DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 def _dataplane_or_skip() -> None:
     try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
+        process.find_dataplane()
+    except process.DataplaneError as e:
         pytest.skip(str(e))
 
 
@@ -101,7 +101,7 @@ def _kill_pid(pid: int | None) -> None:
 def fh_run(cfg: Path, name: str, timeout: float = 60.0):
     """`fh run --config cfg` in the background; yields (process, pidfile record) once its data plane
     publishes the whole capture. Whatever happens, the supervisor and its data plane end on the way out."""
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "run", "--config", str(cfg)], text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     rec = None
     try:
@@ -292,7 +292,7 @@ def test_status_json(tmp_path, run_dir, name):
 def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
     """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
     ready = run_dir.parent / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name,
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name,
                              "--hold", "--pace", "0.01", "--chunk", "4096", "--ready-file", str(ready)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
