@@ -152,6 +152,7 @@ def test_unreadable_limits(tmp_path):
     assert worst(results(root, pci=E810), "memlock") == "WARN"
 
 
+@pytest.mark.slow
 def test_real_host_does_not_crash():
     h = topology.read_host("/")
     p, rs = check.run(h)

@@ -10,17 +10,12 @@ import subprocess
 
 import pytest
 
-from conftest import fh, real_itch_pcaps
+from conftest import dataplane_path, fh, real_itch_pcaps
 from handler import process, replay
 from handler.net import pcapgen
 
-try:
-    DATAPLANE = process.find_dataplane()
-except process.DataplaneError as e:  # built only where DPDK is installed
-    DATAPLANE = None
-    WHY = str(e)
-
-pytestmark = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+DATAPLANE = dataplane_path()
+pytestmark = pytest.mark.dpdk
 
 
 @pytest.fixture(scope="module")

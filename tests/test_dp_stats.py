@@ -13,13 +13,7 @@ import pytest
 from conftest import fh
 from handler import process, replay, shm
 from handler.net import pcapgen
-
-try:
-    DATAPLANE = process.find_dataplane()
-except process.DataplaneError:
-    DATAPLANE = None
-
-needs_dp = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+needs_dp = pytest.mark.dpdk
 
 
 def test_bucket_scheme():
@@ -87,8 +81,6 @@ def _samples(text: str) -> list[tuple[str, dict, str]]:
 
 @pytest.fixture(scope="module")
 def ab_run(tmp_path_factory):
-    if DATAPLANE is None:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     pcap = tmp_path_factory.mktemp("dps") / "ab.pcap"
     fh("pcap", "synth", pcap, "--messages", "20000", "--instruments", "20", "--seed", "7")
     name = f"dps-{uuid.uuid4().hex[:8]}"
@@ -166,6 +158,7 @@ def test_bad_input_drops_in_the_segment(tmp_path):
         process.remove_segment(segment)
 
 
+@pytest.mark.slow
 def test_engine_only_writer_leaves_the_section_zero():
     from test_shm import DAY, publisher
 

@@ -159,6 +159,7 @@ def test_bad_plans_are_explained(tmp_path):
     assert p.returncode == 2 and "beyond the day" in p.stderr
 
 
+@pytest.mark.slow
 def test_cli_synth_with_faults(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text('[[fault]]\nline = "both"\nkind = "drop"\nat = 4\n\n[[fault]]\nkind = "session_change"\nat = 9\n')
@@ -319,6 +320,7 @@ def test_cli_server_stops_cleanly_with_counters(clean, messages, tmp_path):
     assert st["requests"] == 3 and st["messages_sent"] == 6 and st["capped"] == 1 and st["malformed"] == 1
 
 
+@pytest.mark.slow
 def test_cli_server_bad_arguments(clean, tmp_path):
     p = fh("retransmit-server", "--pcap", clean, "--listen", "nonsense", check=False)
     assert p.returncode == 2 and "expected ADDRESS:PORT" in p.stderr

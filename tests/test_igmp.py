@@ -15,15 +15,12 @@ import uuid
 
 import pytest
 
+from conftest import dataplane_path
 from handler import process
 from handler.net import pcapgen
 
-try:
-    DATAPLANE = process.find_dataplane()
-except process.DataplaneError:  # built only where DPDK is installed
-    DATAPLANE = None
-
-pytestmark = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+DATAPLANE = dataplane_path()
+pytestmark = pytest.mark.dpdk
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
                                   reason="tshark not installed (apt-get install tshark): the captures are read with it")
 

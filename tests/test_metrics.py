@@ -22,6 +22,8 @@ import pytest
 from conftest import ROOT, fh, publisher
 from handler import metrics, shm
 
+pytestmark = pytest.mark.slow  # each test runs fh publish and fh metrics processes
+
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

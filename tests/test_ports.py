@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 
 from conftest import fh
-from handler import process, replay
+from handler import replay
 from handler.host import ports
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
-NO_DPDK = ports.unavailable()
-needs_dpdk = pytest.mark.skipif(NO_DPDK is not None, reason=str(NO_DPDK))
+needs_dpdk = pytest.mark.dpdk
 
 
 def _ports(*args) -> dict:
@@ -191,13 +190,10 @@ while True:
 
 
 @needs_dpdk
+@pytest.mark.netns
 def test_net_af_packet_on_a_veth_link_up_and_counters():
     from handler.net import sender
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root: a network namespace and a veth pair")
-    if not process.pmd_available("net_af_packet"):
-        pytest.skip("DPDK's net_af_packet driver (librte_net_af_packet) is not installed")
     try:
         lab = sender.Lab(f"pt{uuid.uuid4().hex[:6]}").up()
     except sender.LabError as e:

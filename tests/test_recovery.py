@@ -20,13 +20,7 @@ from handler import native, process, replay
 from handler.net import pcapgen, sender
 from handler.shm import Reader
 
-try:
-    process.find_dataplane()
-    NO_DATAPLANE = None
-except process.DataplaneError as e:  # built only where DPDK is installed
-    NO_DATAPLANE = str(e)
-
-pytestmark = pytest.mark.skipif(NO_DATAPLANE is not None, reason=NO_DATAPLANE or "")
+pytestmark = pytest.mark.dpdk
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +190,6 @@ def test_retransmission_arguments_are_checked(clean):
 
 # -- live: the retransmission server in the sender's namespace ------------------------------------------------
 
-def _why_no_lab() -> str | None:
-    if os.geteuid() != 0:
-        return "live tests need root: they create a network namespace and a veth pair"
-    if not process.pmd_available("net_af_packet"):
-        return "DPDK's net_af_packet driver is not installed"
-    return None
-
-
 @contextmanager
 def _server_lab(clean):
     """A lab (network namespace, veth pair) with `fh retransmit-server` on the clean recording at
@@ -230,11 +216,9 @@ def _mac(lab) -> str:
     return out.split("link/ether ")[1].split()[0]
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("plan_name", ["both_lines", "both_lines_twice_and_a_silent_b"])
 def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, plan_name):
-    why = _why_no_lab()
-    if why:
-        pytest.skip(why)
     first = _seq_of(day, 30)
     plan = [{"line": "both", "kind": "drop", "seq": first, "count": 3}]
     if plan_name != "both_lines":
@@ -273,13 +257,11 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
         assert dp_stats["lines"][1]["messages"] < dp_stats["lines"][0]["messages"]
 
 
+@pytest.mark.netns
 def test_net_pcap_feed_with_the_server_on_a_second_port(day, clean, clean_books, tmp_path):
     """The fault plan replayed from net_pcap at top speed; the requests go out, and the replies come back, on a
     second port (net_af_packet on a veth pair into the server's namespace): the gap is filled while what
     follows it waits in the hold-back buffer."""
-    why = _why_no_lab()
-    if why:
-        pytest.skip(why)
     plan = [{"line": "both", "kind": "drop", "seq": _seq_of(day, 30), "count": 3},
             {"line": "both", "kind": "drop", "seq": _seq_of(day, 300), "count": 5},
             {"line": "A", "kind": "drop", "at": 100, "count": 4}]

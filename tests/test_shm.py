@@ -160,6 +160,7 @@ def test_events_from_the_start(live):
         assert arr.dtype == shm.EVENT_DTYPE and list(arr["seq"]) == list(range(1, 11)) and nxt == 11 and lost == 0
 
 
+@pytest.mark.slow
 def test_events_overrun(big_day):
     with publisher(big_day, "--events", "64") as (name, _):
         with shm.Reader(name) as r:
@@ -178,6 +179,7 @@ def test_events_overrun(big_day):
             assert [x["seq"] for x in lines[1:]] == [first.next, first.next + 1, first.next + 2]
 
 
+@pytest.mark.slow
 def test_events_follow_a_live_writer():
     """A reader that keeps up with a writer sees every event once, in order: no overrun is reported while
     it waits at the head (the C wrapper guards fh_shm_event_next against the slot being written)."""
@@ -225,6 +227,7 @@ def test_events_follow_a_live_writer():
 # ---- the command line ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_book(live):
     want = {row["symbol"]: row for row in _dump(DAY, 10)}
     p = fh("book", "AAPL", "--name", live)
@@ -245,6 +248,7 @@ def test_cli_book(live):
     assert p.returncode == 2 and p.stderr.startswith("fh: no instrument 'NOPE'") and len(p.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_top_events_stats(live):
     p = fh("top", "--name", live, "--once", "--interval", "0.05", "--count", "5")
     lines = p.stdout.splitlines()
@@ -312,6 +316,7 @@ def test_layout_mismatch_and_foreign_files(tmp_path):
         shm.Reader(str(zeros), wait_s=0.05)
 
 
+@pytest.mark.slow
 def test_dead_writer():
     with publisher(DAY) as (name, proc):
         proc.send_signal(signal.SIGKILL)
@@ -335,6 +340,7 @@ def test_dead_writer():
             assert r.snapshot("AAPL").symbol == "AAPL"
 
 
+@pytest.mark.slow
 def test_stopped_writer_and_replaced_segment():
     """A writer that exits cleanly (--keep leaves the segment) is stopped, not dead; a reader of a segment
     whose path now holds another writer's says so."""

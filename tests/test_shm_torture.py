@@ -26,7 +26,7 @@ import pytest
 from conftest import ROOT, fh
 from handler import segments
 
-pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")]
 
 
 def _program(subdir: str, name: str) -> Path:

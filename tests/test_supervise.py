@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh
-from handler import process, segments, shm, supervise
+from handler import segments, shm, supervise
 
 CONFIG = """
 [instance]
@@ -44,19 +44,7 @@ PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 
-def _dataplane_or_skip() -> None:
-    try:
-        process.find_dataplane()
-    except process.DataplaneError as e:
-        pytest.skip(str(e))
-
-
-needs_dataplane = pytest.mark.usefixtures("dataplane")
-
-
-@pytest.fixture(scope="module")
-def dataplane():
-    _dataplane_or_skip()
+needs_dataplane = pytest.mark.dpdk
 
 
 @pytest.fixture
@@ -289,6 +277,7 @@ def test_status_json(tmp_path, run_dir, name):
                    for st in ("live", "stale")) == 1
 
 
+@pytest.mark.slow
 def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
     """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
     ready = run_dir.parent / "ready"
@@ -320,6 +309,7 @@ def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
         proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_status_of_an_unknown_instance(run_dir, name):
     p = fh("status", "--name", name, "--json", check=False)
     s = json.loads(p.stdout)
