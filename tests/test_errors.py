@@ -19,7 +19,6 @@ from handler.host import ports
 from handler.net import neigh, pcapfile, retransmit, sender
 from handler import faults, process, supervise
 
-pytestmark = pytest.mark.unit
 
 
 def test_every_modules_own_error_is_an_fh_error():

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.unit
 
 PKG = ROOT / "handler"
 BUILD_SCRIPTS = {"handler._ffi_build", "handler._dpdk_build"}  # run by meson, not installed, not imported
