@@ -342,7 +342,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
                      "ask": None if ask is None else int(ask["price"]),
                      "ask_shares": None if ask is None else int(ask["shares"]),
                      "last_trade": s.last_trade, "updates": int(upd[i]), "rate": float(rate[i])})
-    sample = np.zeros(1 << 16, np.int64)
+    sample = np.zeros(r.nbooks, np.int64)
     sample[locs] = upd
     return rows, sample, now
 
