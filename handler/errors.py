@@ -52,7 +52,10 @@ _OS_FIXES = {
 
 
 def explain_os_error(e: OSError) -> str | None:
-    """One line naming the file (or address) and the cause and fix of an OS error fh can explain, else None."""
+    """One line naming the file (or address) and the cause and fix of an OS error fh can explain, else None. An
+    OSError without an errno was raised by fh itself with its own message (e.g. no writable run directory)."""
+    if e.errno is None and len(e.args) == 1 and isinstance(e.args[0], str):
+        return e.args[0]
     fix = _OS_FIXES.get(e.errno)
     if fix is None:
         return None

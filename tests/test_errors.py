@@ -48,6 +48,9 @@ def test_main_guard_explains_os_errors_it_knows(capsys):
     assert main_guard(_raise(e)) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("fh: Address already in use; another process listens there") and err.count("\n") == 1
+    # fh's own OSError with a message (supervise.writable_run_dir): the message as it is
+    assert main_guard(_raise(PermissionError("no directory for the pidfile: tried /x; set FH_RUN_DIR"))) == EXIT_ERROR
+    assert capsys.readouterr().err == "fh: no directory for the pidfile: tried /x; set FH_RUN_DIR\n"
 
 
 def test_main_guard_a_bug_shows_its_traceback_and_asks_for_a_report(capsys):
