@@ -404,8 +404,8 @@ def _event_text(e: dict) -> str:
     t = e["type"]
     head = f"{e['seq']:>10} {_clock(e['itch_ts'])} {e['symbol']:<8} {t:<9}"
     if t == "bbo":
-        bid = f"{e['bid_shares']} @ {_dollars(e['bid_price'])}" if e["bid_price"] else "-"
-        ask = f"{e['ask_shares']} @ {_dollars(e['ask_price'])}" if e["ask_price"] else "-"
+        bid = f"{e['bid_shares']} @ {_dollars(e['bid_price'])}" if e["bid_shares"] else "-"
+        ask = f"{e['ask_shares']} @ {_dollars(e['ask_price'])}" if e["ask_shares"] else "-"
         return f"{head} bid {bid}  ask {ask}"
     if t == "trade":
         return f"{head} {e['shares']} @ {_dollars(e['price'])}  match {e['match']}"
