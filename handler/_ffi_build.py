@@ -173,7 +173,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
  * and _Alignas have no names to declare); the wake page is opaque. Read the _Atomic fields through the
  * wrappers of native/src/shm_reader.c, which are the exported forms of the header's static inline readers. */
 #define FH_SHM_MAGIC 0x31304d4853484646
-#define FH_SHM_LAYOUT_VERSION 3
+#define FH_SHM_LAYOUT_VERSION 4
 #define FH_SHM_BOOKS 65536
 #define FH_SHM_MAX_COUNTERS 64
 #define FH_BOOK_EMPTY 0
@@ -194,20 +194,19 @@ typedef struct fh_shm_side {
 } fh_shm_side_t;
 typedef struct fh_shm_book {
     uint32_t seq;
-    uint16_t locate;
+    uint32_t locate;
     char trading_state;
     uint8_t status;
-    fh_shm_side_t side[2];
-    uint8_t cls[2];
-    uint8_t symbol_len;
-    char symbol[8];
     uint8_t flags;
-    uint8_t pad0[4];
-    uint32_t last_price;
+    uint8_t symbol_len;
+    uint8_t cls[2];
+    uint8_t pad0[2];
+    fh_shm_side_t side[2];
+    char symbol[8];
+    int64_t last_price;
     uint32_t last_shares;
-    uint64_t itch_ts;
     uint32_t updates;
-    uint8_t pad1[4];
+    uint64_t itch_ts;
 } fh_shm_book_t;
 typedef struct fh_shm_agg {
     uint64_t shares;
@@ -218,14 +217,15 @@ typedef struct fh_shm_event {
     uint64_t seq;
     uint8_t type;
     char trading_state;
-    uint16_t locate;
     uint8_t status;
-    uint8_t pad[3];
+    uint8_t pad;
+    uint32_t locate;
     uint64_t itch_ts;
     uint64_t rx_tsc;
     uint64_t pub_tsc;
     uint64_t a, b;
-    uint32_t c, d;
+    int64_t c, d;
+    uint64_t reserved[7];
 } fh_shm_event_t;
 typedef struct fh_shm_hdr {
     uint64_t magic;
@@ -244,6 +244,9 @@ typedef struct fh_shm_hdr {
     uint64_t start_ns;
     uint64_t tsc_hz;
     char name[32];
+    uint32_t nbooks;
+    uint32_t key_bits;
+    int32_t price_exp;
     uint64_t heartbeat_ns;
     uint32_t writer_state;
     uint64_t head;
@@ -310,16 +313,19 @@ typedef struct fh_shm_reader {
     size_t size;
     const fh_shm_hdr_t *hdr;
     const fh_shm_book_t *books;
-    const uint32_t *lkey;
+    const void *lkey;
     const fh_shm_agg_t *lagg;
     const fh_shm_event_t *events;
     const fh_shm_stats_t *stats;
     fh_shm_wake_t *wake;
+    uint32_t nbooks;
+    uint32_t key_bits;
 } fh_shm_reader_t;
 typedef struct fh_shm_level {
-    uint32_t price;
-    uint32_t orders;
+    int64_t price;
     uint64_t shares;
+    uint32_t orders;
+    uint32_t pad;
 } fh_shm_level_t;
 typedef struct fh_shm_snapshot {
     fh_shm_book_t book;
@@ -331,7 +337,7 @@ typedef struct fh_shm_snapshot {
 int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
 void fh_shm_reader_leave(fh_shm_reader_t *r);
 int fh_shm_reader_writer_alive(const char *path);
-int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out);
 uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
 int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
 uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);
@@ -339,6 +345,9 @@ uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t ti
 int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
 int fh_shm_stats_copy(const fh_shm_reader_t *r, fh_shm_stats_t *out);
 uint64_t fh_shm_lat_upper(unsigned i);
+unsigned fh_shm_lat_index(uint64_t v);
+uint64_t fh_shm_key(uint32_t key_bits, int side, int64_t price);
+int64_t fh_shm_key_price(uint32_t key_bits, int side, uint64_t key);
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
 """

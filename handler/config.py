@@ -10,8 +10,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import FhError
 
-class ConfigError(ValueError):
+
+class ConfigError(FhError, ValueError):
     """One line: FILE: KEY = VALUE: what is wrong; what to do."""
 
 
@@ -486,7 +488,7 @@ def _metrics(path, m: dict) -> Metrics:
 def eal_args(cfg: Config) -> list[str]:
     """EAL arguments. Memory: -m MB from hugepages, or from ordinary pages with --no-huge (labs); NUMA
     placement of cores and memory (fh plan) refines this later."""
-    from .replay import poll_core
+    from .process import poll_core
 
     core = poll_core() if cfg.rx_core is None else cfg.rx_core
     args = ["--file-prefix", f"fh-{cfg.name}", "-l", str(core), "--log-level", "lib.eal:error", "--no-telemetry", "-m",
@@ -559,7 +561,7 @@ def resolve_retrans_mac(cfg: Config, netns: str | None = None) -> str | None:
     r = cfg.retransmission
     if r is None or r.mac:
         return r.mac if r else None
-    from . import neigh
+    from .net import neigh
 
     server = f"{r.server[0]}:{r.server[1]}"
     try:

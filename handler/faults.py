@@ -22,13 +22,15 @@ import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .errors import FhError
+
 KINDS = ("drop", "duplicate", "reorder", "delay", "silence", "session_change")
 LINE_NAMES = ("A", "B")
 END_OF_SESSION = 0xFFFF
 DEFAULT_SESSION_GAP_US = 1000
 
 
-class FaultPlanError(ValueError):
+class FaultPlanError(FhError, ValueError):
     """A plan that cannot be applied; the message names the fault and the key."""
 
 

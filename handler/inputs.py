@@ -14,14 +14,14 @@ import tempfile
 import zlib
 from pathlib import Path
 
+from .errors import InputError  # noqa: F401  (raised by require(): one line, names the fix)
+
 PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 SNIFF_BYTES = 4096
 
 
-class InputError(ValueError):
-    """The file is missing or not of the kind asked for; the message is one line and names the fix."""
 
 
 def _itch_len(type_byte: int) -> int:

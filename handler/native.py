@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 from ._native import ffi, lib
+from .errors import FhError, InputError
 
 BID, ASK = 0, 1
 
 
-class NativeError(RuntimeError):
+class NativeError(FhError, RuntimeError):
     """A call into the C core failed; the message is the core's own."""
 
 
@@ -144,7 +145,7 @@ class Engine:
         first copy of each sequence number wins across lines; sequence 0 is applied unsequenced). lines:
         the (destination, port) flows to take (default: every UDP flow, in order of appearance). Returns
         the reader's and the sequencer's counters."""
-        from .pcapfile import PcapReader
+        from .net.pcapfile import PcapReader
 
         feed = ffi.new("fh_mold_feed_t *")
         cfg = ffi.new("fh_mold_cfg_t *")
@@ -268,10 +269,10 @@ def synth_min_messages(instruments: int) -> int:
 
 def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int):
     if not 1 <= instruments <= 65535:
-        raise ValueError(f"instruments must be 1..65535, not {instruments}")
+        raise InputError(f"instruments must be 1..65535, not {instruments}")
     low = synth_min_messages(instruments)
     if messages < low:
-        raise ValueError(f"{instruments} instruments need at least {low} messages (the prelude alone), not {messages}")
+        raise InputError(f"{instruments} instruments need at least {low} messages (the prelude alone), not {messages}")
     return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm))
 
 

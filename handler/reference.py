@@ -546,7 +546,7 @@ class ReferenceBook:
 
     def apply_pcap(self, path) -> "ReferenceBook":
         """Apply every UDP datagram of a pcap, parsed as MoldUDP64, in capture order."""
-        from handler.pcapfile import PcapReader
+        from handler.net.pcapfile import PcapReader
         reader = PcapReader(path)
         for dgram in reader.datagrams():
             self.apply_mold(dgram.payload)
@@ -618,7 +618,7 @@ def decode_pcap(path, errors: list | None = None) -> Iterator[dict]:
     """The decoded messages of a MoldUDP64 pcap, each ending with ``session`` and ``sequence``
     (the datagram's sequence + the message's index in it). Problems are appended to ``errors``
     as ``(datagram index, message index or None, reason)``."""
-    from handler.pcapfile import PcapReader
+    from handler.net.pcapfile import PcapReader
     for index, dgram in enumerate(PcapReader(path).datagrams()):
         mold = iter_mold(dgram.payload)
         if mold.malformed and errors is not None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import config, replay, supervise
+from . import config, process, supervise
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -25,8 +25,8 @@ def eal_args(cfg: config.Config) -> list[str]:
     simple arguments of config.eal_args."""
     if not any(d.pci for d in config.devices(cfg)):
         return config.eal_args(cfg)
-    from . import plan
-    from .topology import read_host
+    from .host import plan
+    from .host.topology import read_host
 
     host = read_host("/")
     p = plan.plan(host, cfg)
@@ -54,7 +54,7 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     if cfg.retransmission and not cfg.retransmission.mac:
         print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "
               "the neighbour table)", file=sys.stderr, flush=True)
-    cmd = [replay.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
+    cmd = [process.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
     try:
@@ -120,7 +120,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
         if json_out:
             print(json.dumps(stats))
         else:
-            for line in replay.summary_lines(stats):
+            for line in process.summary_lines(stats):
                 print(line)
     return status
 

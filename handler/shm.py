@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ._native import ffi, lib
+from .errors import FhError
 
 DEFAULT_DIR = "/dev/shm"
 PRICE_SCALE = 10_000  # ITCH prices: 1/10000 dollar
@@ -39,7 +40,7 @@ WRITER_STATES = {1: "running", 2: "stopped"}
 # ---- errors ---------------------------------------------------------------------------------------------
 
 
-class ShmError(Exception):
+class ShmError(FhError):
     """A segment cannot be read as asked; the message (one line) names the cause and the fix."""
 
 
@@ -78,24 +79,24 @@ def _struct(fields: list[tuple[str, object, int]], itemsize: int) -> np.dtype:
 
 SIDE_DTYPE = _struct([("off", "<u4", 0), ("n", "<u4", 4)], 8)
 BOOK_DTYPE = _struct([
-    ("seq", "<u4", 0), ("locate", "<u2", 4), ("trading_state", "S1", 6), ("status", "u1", 7),
-    ("side", (SIDE_DTYPE, (2,)), 8), ("cls", ("u1", (2,)), 24), ("symbol_len", "u1", 26), ("symbol", "S8", 27),
-    ("flags", "u1", 35),
-    ("last_price", "<u4", 40), ("last_shares", "<u4", 44), ("itch_ts", "<u8", 48), ("updates", "<u4", 56),
+    ("seq", "<u4", 0), ("locate", "<u4", 4), ("trading_state", "S1", 8), ("status", "u1", 9), ("flags", "u1", 10),
+    ("symbol_len", "u1", 11), ("cls", ("u1", (2,)), 12), ("side", (SIDE_DTYPE, (2,)), 16), ("symbol", "S8", 32),
+    ("last_price", "<i8", 40), ("last_shares", "<u4", 48), ("updates", "<u4", 52), ("itch_ts", "<u8", 56),
 ], 64)
 AGG_DTYPE = _struct([("shares", "<u8", 0), ("orders", "<u4", 8), ("next_free", "<u4", 12)], 16)
 EVENT_DTYPE = _struct([
-    ("seq", "<u8", 0), ("type", "u1", 8), ("trading_state", "S1", 9), ("locate", "<u2", 10), ("status", "u1", 12),
+    ("seq", "<u8", 0), ("type", "u1", 8), ("trading_state", "S1", 9), ("status", "u1", 10), ("locate", "<u4", 12),
     ("itch_ts", "<u8", 16), ("rx_tsc", "<u8", 24), ("pub_tsc", "<u8", 32), ("a", "<u8", 40), ("b", "<u8", 48),
-    ("c", "<u4", 56), ("d", "<u4", 60),
-], 64)
+    ("c", "<i8", 56), ("d", "<i8", 64),
+], 128)
 HDR_DTYPE = _struct([
     ("magic", "<u8", 0), ("layout_version", "<u4", 8), ("hdr_size", "<u4", 12), ("size", "<u8", 16),
     ("books_off", "<u8", 24), ("lkey_off", "<u8", 32), ("lagg_off", "<u8", 40), ("events_off", "<u8", 48),
     ("stats_off", "<u8", 56), ("max_levels", "<u4", 64), ("event_capacity", "<u4", 68), ("depth", "<u4", 72),
     ("writer_pid", "<u4", 76), ("start_ns", "<u8", 80), ("tsc_hz", "<u8", 88), ("name", "S32", 96),
-    ("heartbeat_ns", "<u8", 128), ("writer_state", "<u4", 136), ("head", "<u8", 192),
-], 256)
+    ("nbooks", "<u4", 128), ("key_bits", "<u4", 132), ("price_exp", "<i4", 136),
+    ("heartbeat_ns", "<u8", 192), ("writer_state", "<u4", 200), ("head", "<u8", 256),
+], 320)
 def _off(t: str, f: str) -> int:
     return ffi.offsetof(t, f)
 
@@ -142,12 +143,19 @@ def _line(l) -> dict:
 
 
 def lat_upper_ns(i: int) -> int:
-    """Inclusive upper bound, in ns, of latency bucket i (fh/shm.h fh_shm_lat_upper): exact below 64, then 16
-    sub-buckets per power of two; the last bucket also holds everything above it."""
-    if i < 64:
-        return i
-    e, sub = (i - 64) // lib.FH_SHM_LAT_SUB + 6, (i - 64) % lib.FH_SHM_LAT_SUB
-    return ((lib.FH_SHM_LAT_SUB + sub + 1) << (e - 4)) - 1
+    """Inclusive upper bound, in ns, of latency bucket i: fh/shm.h's fh_shm_lat_upper itself (the one definition
+    of the histogram), called through cffi. Exact below 64, then 16 sub-buckets per power of two; the last
+    bucket also holds everything above it."""
+    return int(lib.fh_shm_lat_upper(i))
+
+
+def key_prices(keys: np.ndarray, side: int, key_bits: int) -> np.ndarray:
+    """The prices (int64) of level keys (fh/shm.h fh_shm_key_price): 32-bit keys hold an unsigned price, 64-bit
+    keys a signed one with its sign bit flipped; asks (side 1) are complemented."""
+    k = ~keys if side else keys
+    if key_bits == 32:
+        return k.astype(np.int64)
+    return (k ^ np.uint64(1 << 63)).view(np.int64)
 
 
 def lat_lower_ns(i: int) -> int:
@@ -168,9 +176,9 @@ def lat_percentile(buckets, q: float) -> int:
     want = max(1, int(q * total + 0.5))
     i = int(np.searchsorted(np.cumsum(b), want))
     return int(LAT_UPPER_NS[min(i, LAT_BUCKETS - 1)])
-# fh_shm_level_t is (price u32, orders u32, shares u64); the fields are named in the order of the canonical
-# dump, [price, shares, orders], so that a level reads as it prints.
-LEVEL_DTYPE = _struct([("price", "<u4", 0), ("shares", "<u8", 8), ("orders", "<u4", 4)], 16)
+# fh_shm_level_t is (price i64, shares u64, orders u32, pad), in the order of the canonical dump, [price, shares,
+# orders], so that a level reads as it prints.
+LEVEL_DTYPE = _struct([("price", "<i8", 0), ("shares", "<u8", 8), ("orders", "<u4", 16)], 24)
 SNAPSHOT_MAX_DEPTH = 64
 _SNAP_BIDS = ffi.offsetof("fh_shm_snapshot_t", "bids")
 _SNAP_ASKS = ffi.offsetof("fh_shm_snapshot_t", "asks")
@@ -191,8 +199,6 @@ def _check_layout() -> None:
             if (off, fdt.itemsize) != (cf.offset, ffi.sizeof(cf.type)):
                 raise ImportError(f"{ctype}.{name}: numpy offset {off} size {fdt.itemsize}, "
                                   f"C offset {cf.offset} size {ffi.sizeof(cf.type)}")
-    if [lat_upper_ns(i) for i in range(LAT_BUCKETS)] != [lib.fh_shm_lat_upper(i) for i in range(LAT_BUCKETS)]:
-        raise ImportError("latency buckets: lat_upper_ns disagrees with fh_shm_lat_upper")
     if ffi.offsetof("fh_shm_snapshot_t", "nbids") != BOOK_DTYPE.itemsize:
         raise ImportError("fh_shm_snapshot_t: the book is not its first 64 bytes")
 
@@ -381,8 +387,10 @@ class Reader:
         cap = int(h["event_capacity"])
         if cap == 0 or cap & (cap - 1):
             return f"event_capacity {cap} is not a power of two"
-        regions = [("books", "books_off", lib.FH_SHM_BOOKS * BOOK_DTYPE.itemsize),
-                   ("level keys", "lkey_off", int(h["max_levels"]) * 4),
+        if int(h["key_bits"]) not in (32, 64):
+            return f"key_bits {int(h['key_bits'])}, expected 32 or 64"
+        regions = [("books", "books_off", int(h["nbooks"]) * BOOK_DTYPE.itemsize),
+                   ("level keys", "lkey_off", int(h["max_levels"]) * int(h["key_bits"]) // 8),
                    ("level aggregates", "lagg_off", int(h["max_levels"]) * AGG_DTYPE.itemsize),
                    ("events", "events_off", cap * EVENT_DTYPE.itemsize),
                    ("stats", "stats_off", STATS_DTYPE.itemsize)]
@@ -415,8 +423,12 @@ class Reader:
         self.start_ns = int(h["start_ns"])
         self.tsc_hz = int(h["tsc_hz"])
         self.size = int(h["size"])
-        self.books = np.frombuffer(mm, BOOK_DTYPE, lib.FH_SHM_BOOKS, int(h["books_off"]))
-        self.level_keys = np.frombuffer(mm, np.dtype("<u4"), self.max_levels, int(h["lkey_off"]))
+        self.nbooks = int(h["nbooks"])
+        self.key_bits = int(h["key_bits"])
+        self.price_exp = int(h["price_exp"])  # a price p is p * 10**price_exp of the currency
+        self.books = np.frombuffer(mm, BOOK_DTYPE, self.nbooks, int(h["books_off"]))
+        self.level_keys = np.frombuffer(mm, np.dtype(f"<u{self.key_bits // 8}"), self.max_levels,
+                                        int(h["lkey_off"]))
         self.level_aggs = np.frombuffer(mm, AGG_DTYPE, self.max_levels, int(h["lagg_off"]))
         self.events_ring = np.frombuffer(mm, EVENT_DTYPE, self.event_capacity, int(h["events_off"]))
         self.stats_region = np.frombuffer(mm, STATS_DTYPE, 1, int(h["stats_off"]))[0]
@@ -484,8 +496,8 @@ class Reader:
         """The locate of a symbol (cached; rescanned on a miss, since instruments appear during the day); an
         int is taken as a locate. Raises UnknownInstrument."""
         if isinstance(symbol, (int, np.integer)):
-            if not 0 <= symbol < lib.FH_SHM_BOOKS:
-                raise UnknownInstrument(f"locate {symbol} is out of range 0..{lib.FH_SHM_BOOKS - 1}")
+            if not 0 <= symbol < self.nbooks:
+                raise UnknownInstrument(f"locate {symbol} is out of range 0..{self.nbooks - 1}")
             return int(symbol)
         loc = self._symbols.get(symbol)
         if loc is None or self.books[loc]["status"] == EMPTY:
@@ -530,8 +542,8 @@ class Reader:
             raise ShmError(f"reader of {self.path} is closed")
         if depth is not None and (type(depth) is not int or depth < 0):
             raise ValueError(f"depth must be a whole number >= 0, not {depth!r}")
-        if not 0 <= loc < lib.FH_SHM_BOOKS:
-            raise UnknownInstrument(f"locate {loc} is out of range 0..{lib.FH_SHM_BOOKS - 1}")
+        if not 0 <= loc < self.nbooks:
+            raise UnknownInstrument(f"locate {loc} is out of range 0..{self.nbooks - 1}")
         if rc == lib.FH_SHM_READER_BUSY:
             st = self.writer_status()
             if st.state == "dead":
@@ -607,7 +619,7 @@ class Reader:
                 k = n if depth is None else min(depth, n)
                 keys = self.level_keys[off + n - k : off + n][::-1].copy()
                 aggs = self.level_aggs[off + n - k : off + n][::-1].copy()
-                prices = ~keys if s else keys
+                prices = key_prices(keys, s, self.key_bits)
                 sides.append([[int(p), int(sh), int(o)] for p, sh, o in zip(prices, aggs["shares"], aggs["orders"])])
             if int(rec["seq"][0]) == s1:
                 break

@@ -20,11 +20,13 @@ import signal
 import time
 from pathlib import Path
 
+from .errors import FhError
+
 DEFAULT_RUN_DIR = "/run/fh"
 FALLBACK_RUN_DIR = "/tmp/fh-run"
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(FhError):
     """Another `fh run` (or its data plane) holds the instance's pidfile."""
 
 

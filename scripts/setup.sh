@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# gcc..libdpdk-dev: the build; tshark: pcaps checked by an independent dissector; iproute2: network namespaces
+# gcc..libdpdk-dev: the build (g++: the C++ compile tests of fh/shm.h); tshark: pcaps checked by an independent dissector; iproute2: network namespaces
 # and veth pairs of the live tests; valgrind: callgrind figures (fh bench --callgrind and its tests); systemd:
 # systemd-analyze checks the unit file.
-APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd)
+APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

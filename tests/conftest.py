@@ -1,4 +1,6 @@
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +17,86 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FH_RUN_DIR", f"/tmp/fh-test-run-{os.getuid()}")
 REAL = (ROOT / ".." / "shared" / "data" / "real").resolve()
 
+# ---- markers (registered in pyproject.toml) and the one place that decides what a host can run -------------
+#   dpdk       needs fh-dataplane and the DPDK bindings (both built where libdpdk is installed)
+#   netns      needs root and network namespaces with a veth pair (with dpdk: also the net_af_packet PMD)
+#   real_data  needs the real NASDAQ data in ../shared/data/real (also given to every test using `real`)
+#   slow       takes more than a few seconds
+#   unit       everything else, added here: `pytest -m unit` runs in seconds, on any host
+CATEGORIES = ("dpdk", "netns", "real_data", "slow")
+
+
+@functools.cache
+def why_no_dataplane() -> str | None:
+    from handler import process
+    from handler.host import ports
+
+    try:
+        process.find_dataplane()
+    except process.DataplaneError as e:  # built only where DPDK is installed
+        return str(e)
+    return ports.unavailable()
+
+
+def dataplane_path() -> str | None:
+    """The fh-dataplane program, or None where it is not built (tests that run it are marked dpdk)."""
+    from handler import process
+
+    return None if why_no_dataplane() else process.find_dataplane()
+
+
+@functools.cache
+def why_no_netns() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: it creates network namespaces and a veth pair"
+    if shutil.which("ip") is None:
+        return "the ip command is not installed (apt-get install iproute2)"
+    ns = f"fhct-{uuid.uuid4().hex[:8]}"
+    try:
+        for cmd in (["netns", "add", ns], ["-n", ns, "link", "add", "c0", "type", "veth", "peer", "name", "c1"]):
+            p = subprocess.run(["ip", *cmd], capture_output=True, text=True, timeout=20)
+            if p.returncode != 0:
+                return f"cannot create a network namespace and a veth pair here: ip {' '.join(cmd)}: {p.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+    return None
+
+
+@functools.cache
+def why_no_af_packet() -> str | None:
+    from handler import process
+
+    if not process.pmd_available("net_af_packet"):
+        return "DPDK's net_af_packet driver (librte_net_af_packet) is not installed (apt-get install dpdk)"
+    return None
+
+
+def why_no_real() -> str | None:
+    if not REAL.is_dir():
+        return f"real market data not found at {REAL} (it lives beside the project, in ../shared/data/real)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "real" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+        if not any(item.get_closest_marker(m) for m in CATEGORIES):
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_runtest_setup(item):
+    dpdk, netns = item.get_closest_marker("dpdk"), item.get_closest_marker("netns")
+    why = ((dpdk and why_no_dataplane()) or (netns and why_no_netns()) or (dpdk and netns and why_no_af_packet())
+           or (item.get_closest_marker("real_data") and why_no_real()))
+    if why:
+        pytest.skip(why)
+
 
 @pytest.fixture(scope="session")
 def real() -> Path:
-    if not REAL.is_dir():
-        pytest.skip(f"real market data not found at {REAL} (it lives beside the project, in ../shared/data/real)")
+    if why_no_real():
+        pytest.skip(why_no_real())
     return REAL
 
 
@@ -37,7 +114,7 @@ def real_itch_pcaps() -> list[Path]:
 def fh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run the fh command line in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "handler.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "handler", *map(str, args)], capture_output=True, text=True,
                        env=env, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"fh {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
@@ -58,7 +135,7 @@ def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True
     path = shm.segment_path(name)
     ready = Path(f"/tmp/fh-{name}.ready")
     ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "handler.cli", "publish", "--itch", str(day), "--name", name,
+    args = [sys.executable, "-m", "handler", "publish", "--itch", str(day), "--name", name,
             "--ready-file", str(ready), *(("--hold",) if hold else ()), *extra]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -12,20 +12,14 @@ import sys
 
 import pytest
 
-from handler import replay
+from handler import process
 
-try:
-    replay.find_dataplane()
-    NO_DATAPLANE = None
-except replay.DataplaneError as e:  # built only where DPDK is installed
-    NO_DATAPLANE = str(e)
-
-pytestmark = pytest.mark.skipif(NO_DATAPLANE is not None, reason=NO_DATAPLANE or "")
+pytestmark = [pytest.mark.dpdk, pytest.mark.slow]  # without root it checks the one-line skip of the benchmark
 
 
 def _fh(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "handler.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=replay.ROOT, env=env)
+    return subprocess.run([sys.executable, "-m", "handler", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=process.ROOT, env=env)
 
 
 def test_bench_recovery_fills_the_gap():
@@ -34,7 +28,7 @@ def test_bench_recovery_fills_the_gap():
         assert p.returncode == 0 and json.loads(p.stdout)["skipped"].startswith("needs root")
         assert p.stderr.count("\n") == 1 and "skipped" in p.stderr
         pytest.skip("fh bench recovery needs root")
-    if not replay.pmd_available("net_af_packet"):
+    if not process.pmd_available("net_af_packet"):
         pytest.skip("DPDK's net_af_packet driver is not installed")
     p = _fh("bench", "recovery", "--repeats", "1", "--messages", "20000", "--json")
     assert p.returncode == 0, p.stderr

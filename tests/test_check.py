@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import fh
-from handler import check, plan, topology
+from handler.host import check, plan, topology
 from test_plan import CX6, CX6_VFIO, E810, LAPTOP, TWO, VM, cfg_file, copy_host
 
 
@@ -152,6 +152,7 @@ def test_unreadable_limits(tmp_path):
     assert worst(results(root, pci=E810), "memlock") == "WARN"
 
 
+@pytest.mark.slow
 def test_real_host_does_not_crash():
     h = topology.read_host("/")
     p, rs = check.run(h)

@@ -11,6 +11,7 @@ from conftest import ROOT, fh, real_itch_pcaps
 from handler import reference as ref
 
 
+@pytest.mark.slow
 def test_synth_is_deterministic(tmp_path):
     a, b, c = tmp_path / "a.itch", tmp_path / "b.itch", tmp_path / "c.itch"
     fh("synth", "itch", a, "--messages", "20000", "--instruments", "30", "--seed", "7")
@@ -30,6 +31,7 @@ def test_synth_rejects_bad_arguments(tmp_path):
     assert p.returncode == 2 and ">= 1" in p.stderr
 
 
+@pytest.mark.slow
 def test_book_dump_c_equals_reference(tmp_path):
     day = tmp_path / "d.itch"
     fh("synth", "itch", day, "--messages", "50000", "--instruments", "40", "--seed", "3")
@@ -50,6 +52,7 @@ def test_book_dump_c_equals_reference(tmp_path):
     assert [x["bids"] for x in d2] == [x["bids"][:2] for x in rows]
 
 
+@pytest.mark.slow
 def test_book_dump_stats_and_errors(tmp_path):
     day = tmp_path / "d.itch"
     fh("synth", "itch", day, "--messages", "5000", "--instruments", "5")
@@ -68,6 +71,7 @@ def test_book_dump_pcap(path, real):
     assert c == r
 
 
+@pytest.mark.slow
 def test_bundled_day_matches_manifest():
     manifest = json.loads((ROOT / "pcaps" / "manifest.json").read_text())
     for entry in manifest["files"]:
@@ -78,6 +82,7 @@ def test_bundled_day_matches_manifest():
         assert len(books.splitlines()) == entry["books"]
 
 
+@pytest.mark.slow
 def test_bench_engine_small_json():
     p = fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "2", "--json",
            "--no-itch-book")

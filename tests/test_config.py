@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from conftest import ROOT, fh
-from handler import config, neigh, replay, sender
+from handler import config, replay
+from handler.net import neigh, sender
 
 GOOD = """
 [instance]
@@ -124,13 +125,8 @@ def test_missing_config_file(tmp_path):
     assert p.returncode == 2 and "no such file; write one from docs/config.md" in p.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(replay.ROOT / "build") and not os.environ.get("FH_DATAPLANE"),
-                    reason="fh-dataplane not built")
+@pytest.mark.dpdk
 def test_fh_run_replays_the_configured_capture(tmp_path):
-    try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
-        pytest.skip(str(e))
     p = fh("run", "--config", write(tmp_path, good(tmp_path, f"cfgrun{os.getpid()}")), "--json")
     stats = json.loads(p.stdout)
     assert stats["messages_applied"] == 40000 and stats["mold"]["duplicates"] == 40000
@@ -139,6 +135,7 @@ def test_fh_run_replays_the_configured_capture(tmp_path):
     assert p.returncode == 2 and "does not exist" in p.stderr
 
 
+@pytest.mark.slow
 def test_fh_run_with_a_nic_goes_through_the_plan(tmp_path):
     """A PCI NIC is placed by fh plan: on this host the named device does not exist, so the run is refused
     before anything starts, with the plan's failure and its fix."""
@@ -368,8 +365,6 @@ def _ip(*args: str, ns: str | None = None) -> str:
 def neigh_lab():
     """Two namespaces joined by a veth pair: ours (fhn-*, 10.77.0.1/24 on n0, a route to 198.51.100.0/24 via
     10.77.0.254) and the server's (fhm-*, 10.77.0.2/24 on n1). Yields (our namespace, the server's MAC)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces and a veth pair")
     tag = uuid.uuid4().hex[:8]
     ours, theirs = f"fhn-{tag}", f"fhm-{tag}"
     made = []
@@ -395,6 +390,7 @@ def neigh_lab():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+@pytest.mark.netns
 def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
     ns, server_mac = neigh_lab
     # a neighbour the kernel learns by itself: one UDP datagram to the server makes it ARP
@@ -431,6 +427,7 @@ def test_next_hop_mac_from_the_neighbour_table(neigh_lab, tmp_path):
         assert why in str(e.value) and "\n" not in str(e.value) and "mac = " in str(e.value), str(e.value)
 
 
+@pytest.mark.netns
 def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
     ns, _ = neigh_lab
     with pytest.raises(neigh.NeighError) as e:
@@ -449,7 +446,7 @@ def test_missing_neighbour_is_one_line_with_the_fix(neigh_lab, tmp_path):
                                               "has no MAC for 10.77.0.3 on n0")
     assert "ping -c1 10.77.0.3" in msg and 'set feed.retransmission.mac = "MAC"' in msg
     # fh run refuses before anything starts (run inside the namespace, as the data plane's host)
-    p = subprocess.run([*sender.netns_argv(ns), sys.executable, "-m", "handler.cli", "run", "--config", c.path],
+    p = subprocess.run([*sender.netns_argv(ns), sys.executable, "-m", "handler", "run", "--config", c.path],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 2 and "ping -c1 10.77.0.3" in p.stderr, p.stderr
 

@@ -10,16 +10,12 @@ import subprocess
 
 import pytest
 
-from conftest import fh, real_itch_pcaps
-from handler import pcapgen, replay
+from conftest import dataplane_path, fh, real_itch_pcaps
+from handler import process, replay
+from handler.net import pcapgen
 
-try:
-    DATAPLANE = replay.find_dataplane()
-except replay.DataplaneError as e:  # built only where DPDK is installed
-    DATAPLANE = None
-    WHY = str(e)
-
-pytestmark = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+DATAPLANE = dataplane_path()
+pytestmark = pytest.mark.dpdk
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +119,12 @@ def test_bad_input_is_counted_never_fatal(tmp_path):
 
 def test_no_port_and_bad_arguments_are_explained(tmp_path):
     p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-noport",
-                        "-l", str(replay.poll_core()), "--log-level", "lib.eal:error", "--", "--segment",
+                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment",
                         str(tmp_path / "seg"), "--line", "233.1.1.1:1"], capture_output=True, text=True)
     assert p.returncode == 2
     assert "no DPDK port: bind a NIC to vfio-pci" in p.stderr
     p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-badarg",
-                        "-l", str(replay.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
+                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
                         "--line", "not-an-address"], capture_output=True, text=True)
     assert p.returncode == 2 and "expected IPV4:PORT" in p.stderr
 

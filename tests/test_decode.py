@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, fh, real_itch_files, real_itch_pcaps
 from handler import native
 from handler import reference as ref
-from handler.pcapfile import PcapReader
+from handler.net.pcapfile import PcapReader
 
 KIND_WIDTH = {"a": None, "u16": 2, "u32": 4, "u64": 8, "p4": 4, "p8": 8}
 

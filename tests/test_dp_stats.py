@@ -11,14 +11,9 @@ import uuid
 import pytest
 
 from conftest import fh
-from handler import pcapgen, replay, shm
-
-try:
-    DATAPLANE = replay.find_dataplane()
-except replay.DataplaneError:
-    DATAPLANE = None
-
-needs_dp = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+from handler import process, replay, shm
+from handler.net import pcapgen
+needs_dp = pytest.mark.dpdk
 
 
 def test_bucket_scheme():
@@ -41,13 +36,13 @@ def test_bucket_scheme():
 def _run(pcap, tmp_name, lines=None):
     segment = f"/dev/shm/fh-{tmp_name}"
     lines = lines if lines is not None else replay.pcap_lines(pcap)
-    js = replay.run_dataplane(replay.eal_args(tmp_name, f"net_pcap0,rx_pcap={pcap}"), segment, lines, keep=True)
+    js = process.run_dataplane(replay.eal_args(tmp_name, f"net_pcap0,rx_pcap={pcap}"), segment, lines, keep=True)
     return segment, js
 
 
 def _check_equal(segment: str, js: dict) -> dict:
     with shm.Reader(segment) as r:
-        assert int(r.header["layout_version"]) == 3
+        assert int(r.header["layout_version"]) == 4
         st = r.stats(sections=True)
         plain = r.stats()
     assert st["dataplane"] is True
@@ -86,8 +81,6 @@ def _samples(text: str) -> list[tuple[str, dict, str]]:
 
 @pytest.fixture(scope="module")
 def ab_run(tmp_path_factory):
-    if DATAPLANE is None:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     pcap = tmp_path_factory.mktemp("dps") / "ab.pcap"
     fh("pcap", "synth", pcap, "--messages", "20000", "--instruments", "20", "--seed", "7")
     name = f"dps-{uuid.uuid4().hex[:8]}"
@@ -95,7 +88,7 @@ def ab_run(tmp_path_factory):
     try:
         yield name, segment, js
     finally:
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
 
 
 @needs_dp
@@ -111,7 +104,7 @@ def test_segment_stats_equal_final_json(ab_run):
 def test_fh_stats_shows_the_dataplane(ab_run):
     name, segment, js = ab_run
     got = json.loads(fh("stats", "--name", segment, "--json").stdout)
-    assert got["layout_version"] == 3
+    assert got["layout_version"] == 4
     assert got["dataplane"]["drops"] == js["drops"] and got["dataplane"]["packets"] == js["packets"]
     assert got["dataplane"]["latency"]["count"] == js["messages_applied"]
     text = fh("stats", "--name", segment).stdout
@@ -162,9 +155,10 @@ def test_bad_input_drops_in_the_segment(tmp_path):
         assert st["drops"]["other_group"] == 1 and st["mold"]["malformed"] == 1
         assert st["next_seq"] == 2 and st["latency"]["count"] == 1
     finally:
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
 
 
+@pytest.mark.slow
 def test_engine_only_writer_leaves_the_section_zero():
     from test_shm import DAY, publisher
 
@@ -182,7 +176,7 @@ def test_engine_only_writer_leaves_the_section_zero():
 
 
 def test_reader_of_version_1_refused(tmp_path):
-    """A segment of layout version 1 gets the layout-version error (and version 3 is what we write)."""
+    """A segment of layout version 1 gets the layout-version error (and version 4 is what we write)."""
     from test_shm import DAY, publisher
 
     with publisher(DAY) as (name, _):
@@ -191,5 +185,5 @@ def test_reader_of_version_1_refused(tmp_path):
     raw[8:12] = struct.pack("<I", 1)
     fake = tmp_path / "v1"
     fake.write_bytes(bytes(raw) + bytes(1 << 20))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 3"):
+    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 4"):
         shm.Reader(str(fake))

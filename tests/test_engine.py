@@ -42,6 +42,7 @@ def assert_same(c: Engine, r: ref.ReferenceBook, depth=None) -> None:
 @pytest.mark.parametrize("seed,instruments,messages", [
     (1, 1, 20_000), (2, 10, 50_000), (3, 100, 100_000), (4, 500, 150_000), (5, 5000, 200_000),
 ])
+@pytest.mark.slow
 def test_generated_days(seed, instruments, messages):
     data = native.synth_bytes(messages, instruments, seed)
     c, r = c_engine(data), ref_engine(data)
@@ -54,6 +55,7 @@ def test_generated_days(seed, instruments, messages):
     assert len(c.dump()) >= min(instruments, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_anomaly_heavy_days(seed):
     data = native.synth_bytes(100_000, 50, seed, anomaly_ppm=20_000)
@@ -129,7 +131,7 @@ def test_real_pcaps(path, real):
 
 def test_ab_pcap_sequenced_like_the_data_plane(tmp_path):
     """An A/B capture: the offline C path takes each sequence once, as the data plane and the reference do."""
-    from handler import pcapgen
+    from handler.net import pcapgen
     from handler.replay import reference_books
 
     day = native.synth_bytes(20_000, 10, 3)

@@ -15,8 +15,9 @@ import time
 import pytest
 
 from conftest import ROOT, fh
-from handler import faults, native, pcapgen, replay, retransmit
-from handler.pcapfile import PcapReader
+from handler import faults, native, replay
+from handler.net import pcapgen, retransmit
+from handler.net.pcapfile import PcapReader
 from handler.reference import iter_mold
 
 A = "233.54.12.111:26477"
@@ -158,6 +159,7 @@ def test_bad_plans_are_explained(tmp_path):
     assert p.returncode == 2 and "beyond the day" in p.stderr
 
 
+@pytest.mark.slow
 def test_cli_synth_with_faults(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text('[[fault]]\nline = "both"\nkind = "drop"\nat = 4\n\n[[fault]]\nkind = "session_change"\nat = 9\n')
@@ -292,7 +294,7 @@ def test_server_serves_a_faulty_capture_up_to_its_holes(day, tmp_path, messages)
 def test_cli_server_stops_cleanly_with_counters(clean, messages, tmp_path):
     ready, stats = tmp_path / "ready", tmp_path / "stats.json"
     env = {"PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap", str(clean), "--listen",
+    p = subprocess.Popen([sys.executable, "-m", "handler", "retransmit-server", "--pcap", str(clean), "--listen",
                           "127.0.0.1:0", "--max-count", "5", "--ready-file", str(ready), "--stats-json", str(stats)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     try:
@@ -318,6 +320,7 @@ def test_cli_server_stops_cleanly_with_counters(clean, messages, tmp_path):
     assert st["requests"] == 3 and st["messages_sent"] == 6 and st["capped"] == 1 and st["malformed"] == 1
 
 
+@pytest.mark.slow
 def test_cli_server_bad_arguments(clean, tmp_path):
     p = fh("retransmit-server", "--pcap", clean, "--listen", "nonsense", check=False)
     assert p.returncode == 2 and "expected ADDRESS:PORT" in p.stderr

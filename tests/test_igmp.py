@@ -15,14 +15,12 @@ import uuid
 
 import pytest
 
-from handler import pcapgen, replay
+from conftest import dataplane_path
+from handler import process
+from handler.net import pcapgen
 
-try:
-    DATAPLANE = replay.find_dataplane()
-except replay.DataplaneError:  # built only where DPDK is installed
-    DATAPLANE = None
-
-pytestmark = pytest.mark.skipif(DATAPLANE is None, reason="fh-dataplane not built (no DPDK)")
+DATAPLANE = dataplane_path()
+pytestmark = pytest.mark.dpdk
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
                                   reason="tshark not installed (apt-get install tshark): the captures are read with it")
 
@@ -83,7 +81,7 @@ def _cmd(tmp_path, frames, *extra: str, lines=((G1, PORT), (G2, PORT)), exit_idl
     wrpcap(str(rx), frames)
     name = f"igmp-{uuid.uuid4().hex[:8]}"
     cmd = [DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}",
-           "-l", str(replay.poll_core()), "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
+           "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
            "--vdev", f"net_pcap0,rx_pcap={rx},tx_pcap={tx}", "--",
            "--segment", f"/dev/shm/fh-{name}", "--idle", "backoff",
            "--max-orders", "1024", "--max-levels", "1024", *extra]
@@ -325,7 +323,7 @@ def test_bad_options_are_explained(tmp_path):
                       (["--src-ip", "nope"], "expected an IPv4 address"),
                       (["--mode", "fast"], "--mode must be full or rx-only")):
         p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix",
-                            "fh-igmp-badarg", "-l", str(replay.poll_core()), "--log-level", "lib.eal:error", "--",
+                            "fh-igmp-badarg", "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--",
                             "--segment", str(tmp_path / "seg"), "--line", f"{G1}:{PORT}", *args],
                            capture_output=True, text=True)
         assert p.returncode == 2 and msg in p.stderr, p.stderr
@@ -350,9 +348,9 @@ def test_fh_bench_dataplane_smoke(tmp_path):
     import sys
 
     env = {**os.environ, "FH_BENCH_CACHE": str(tmp_path)}
-    p = subprocess.run([sys.executable, "-m", "handler.cli", "bench", "dataplane", "--messages", "20000",
+    p = subprocess.run([sys.executable, "-m", "handler", "bench", "dataplane", "--messages", "20000",
                         "--instruments", "50", "--repeats", "1", "--json"], capture_output=True, text=True, env=env,
-                       timeout=300, cwd=replay.ROOT)
+                       timeout=300, cwd=process.ROOT)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     s = res["summary"]

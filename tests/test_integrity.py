@@ -20,7 +20,8 @@ import pytest
 from conftest import fh
 from test_faults import _lines
 from test_recovery import _mac, _run, _segment, _server_lab, _why_no_lab
-from handler import native, pcapgen, replay
+from handler import native, replay
+from handler.net import pcapgen
 
 try:
     replay.find_dataplane()
@@ -301,7 +302,8 @@ def test_late_join_is_recovered_from_the_server(grams, clean_books, tmp_path):
 
 ROGUE = textwrap.dedent("""
     import socket, struct, sys
-    from handler import native, pcapgen
+    from handler import native
+    from handler.net import pcapgen
     msgs = [bytes(m) for _, m in native.iter_blocks(native.synth_bytes(8000, 10, 23))]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("10.77.0.1", 18000))
@@ -322,7 +324,7 @@ def test_replies_of_another_session_are_ignored(grams, tmp_path):
     import os
 
     from conftest import ROOT
-    from handler import sender
+    from handler.net import sender
 
     frames = _clean(grams)
     k = _at(grams, 0.3)

@@ -11,36 +11,10 @@ import uuid
 import pytest
 
 from conftest import fh
-from handler import pcapgen, replay, sender
-
-try:
-    replay.find_dataplane()
-    NO_DATAPLANE = None
-except replay.DataplaneError as e:  # built only where DPDK is installed
-    NO_DATAPLANE = str(e)
+from handler import replay
+from handler.net import pcapgen, sender
 
 MESSAGES = 20000
-
-
-def _why_no_lab() -> str | None:
-    if NO_DATAPLANE:
-        return NO_DATAPLANE
-    if os.geteuid() != 0:
-        return "live tests need root: they create a network namespace and a veth pair"
-    if not replay.pmd_available("net_af_packet"):
-        return "DPDK's net_af_packet driver (librte_net_af_packet) is not installed"
-    try:
-        sender.Lab(f"p{uuid.uuid4().hex[:6]}").up().down()
-    except sender.LabError as e:
-        return f"cannot create a network namespace and a veth pair here: {e}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def lab_ok():
-    why = _why_no_lab()
-    if why:
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +72,7 @@ def test_schedule():
 
 def test_read_frames_is_byte_exact(day):
     cap = sender.read_frames(day)
-    from handler.pcapfile import PcapReader
+    from handler.net.pcapfile import PcapReader
 
     dgs = list(PcapReader(day).datagrams())
     assert len(cap.frames) == len(dgs) == _frames(day)
@@ -108,7 +82,7 @@ def test_read_frames_is_byte_exact(day):
 
 # -- net_pcap --loop ---------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(NO_DATAPLANE is not None, reason=str(NO_DATAPLANE))
+@pytest.mark.dpdk
 def test_net_pcap_loop_through_a_fifo(day, reference):
     stats, got = replay.replay(day, want_books=True, loop=3)
     assert got == reference
@@ -122,7 +96,9 @@ def test_net_pcap_loop_through_a_fifo(day, reference):
 
 # -- live, over a veth pair --------------------------------------------------------------------------------
 
-def test_live_pps_books_equal_reference(lab_ok, day, reference):
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_live_pps_books_equal_reference(day, reference):
     ticks = []
     stats, got = replay.replay_live(day, sender.Pace("pps", pps=20000), want_books=True,
                                     progress=lambda *a: ticks.append(a))
@@ -147,7 +123,9 @@ def test_live_pps_books_equal_reference(lab_ok, day, reference):
     assert ticks and ticks[-1][0] == n
 
 
-def test_live_loop_and_noise_are_accounted(lab_ok, day, reference, tmp_path):
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_live_loop_and_noise_are_accounted(day, reference, tmp_path):
     """Frames that are not the feed's (ARP, IPv6, TCP, another group) go out with it: each is a drop with
     its cause (ARP is counted apart: the data plane answers the requests for its own address), and the books are still the reference's; a loop repeats the day as duplicates."""
     from scapy.layers.inet import IP, TCP, UDP
@@ -189,7 +167,9 @@ def test_live_loop_and_noise_are_accounted(lab_ok, day, reference, tmp_path):
     assert_accounted(stats)
 
 
-def test_fh_replay_speed_multiplier_cli(lab_ok, day, reference, tmp_path):
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_fh_replay_speed_multiplier_cli(day, reference, tmp_path):
     books = tmp_path / "books.jsonl"
     p = fh("replay", day, "--speed", "x10000", "--json", "--dump-books", books)
     stats = json.loads(p.stdout)
@@ -212,7 +192,9 @@ def test_replay_cli_rejects_bad_pacing(day):
     assert p.returncode == 2 and "expected max, recorded or xN" in p.stderr
 
 
-def test_lab_is_torn_down(lab_ok):
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_lab_is_torn_down():
     lab = sender.Lab(f"t{uuid.uuid4().hex[:6]}")
     with lab:
         assert os.path.exists(f"/sys/class/net/{lab.dp_if}")

@@ -22,6 +22,8 @@ import pytest
 from conftest import ROOT, fh, publisher
 from handler import metrics, shm
 
+pytestmark = pytest.mark.slow  # each test runs fh publish and fh metrics processes
+
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -104,7 +106,7 @@ def _free_port() -> int:
 def metrics_server(name: str):
     """`fh metrics --name NAME --listen 127.0.0.1:PORT` in a subprocess; yields its base URL once it answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "metrics", "--name", name, "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "metrics", "--name", name, "--listen",
                              f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
@@ -224,7 +226,7 @@ def test_textfile_is_never_seen_half_written(live, run_dir, tmp_path):
     """While `fh metrics --textfile` rewrites the file every 50 ms, every read of it is a whole exposition."""
     name, _ = live
     out = tmp_path / "fh.prom"
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "metrics", "--name", name, "--textfile", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "metrics", "--name", name, "--textfile", str(out),
                              "--interval", "0.05"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -4,7 +4,8 @@ import datetime as dt
 import struct
 from pathlib import Path
 
-from handler import native, pcapgen
+from handler import native
+from handler.net import pcapgen
 
 from conftest import ROOT
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fh
-from handler import config, plan, topology
+from handler import config
+from handler.host import plan, topology
 
 HOSTS = Path(__file__).resolve().parent / "fixtures" / "hosts"
 TWO, LAPTOP, VM = (str(HOSTS / n) for n in ("two-socket-32c", "laptop", "vm-2core"))
@@ -165,6 +166,7 @@ def test_two_socket_several_lcores_are_isolated_and_not_siblings():
     assert p.eal_args[p.eal_args.index("--main-lcore") + 1] == str(p.lcores[0])
 
 
+@pytest.mark.slow
 def test_config_core_on_the_wrong_node(tmp_path):
     h = topology.read_host(TWO)
     cfg = plan.load_config(cfg_file(tmp_path, rx=5, mb=1024), h)  # CPU 5 is not on this machine: no matter
@@ -331,6 +333,7 @@ def test_vfio_without_iommu(tmp_path):
     assert f.level == "WARN" and "no-IOMMU" in f.message and "intel_iommu=on iommu=pt" in f.fix
 
 
+@pytest.mark.slow
 def test_cli_json(tmp_path):
     r = fh("plan", "--root", TWO, "--pci", E810, "--json")
     d = json.loads(r.stdout)
@@ -344,6 +347,7 @@ def test_cli_json(tmp_path):
     assert r.returncode == 2 and "--root" in r.stderr and "no such directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_real_host_does_not_crash():
     h = topology.read_host("/")
     assert h.real and h.cpus and h.nodes

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from conftest import fh
-from handler import ports, replay
+from handler import replay
+from handler.host import ports
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
-NO_DPDK = ports.unavailable()
-needs_dpdk = pytest.mark.skipif(NO_DPDK is not None, reason=str(NO_DPDK))
+needs_dpdk = pytest.mark.dpdk
 
 
 def _ports(*args) -> dict:
@@ -163,7 +163,7 @@ mb = 256
 
 @needs_dpdk
 def test_two_readings_at_once_do_not_collide():
-    argv = [sys.executable, "-m", "handler.cli", "ports", "--json", "--no-huge", "--vdev", "net_null0"]
+    argv = [sys.executable, "-m", "handler", "ports", "--json", "--no-huge", "--vdev", "net_null0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -190,13 +190,10 @@ while True:
 
 
 @needs_dpdk
+@pytest.mark.netns
 def test_net_af_packet_on_a_veth_link_up_and_counters():
-    from handler import sender
+    from handler.net import sender
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root: a network namespace and a veth pair")
-    if not replay.pmd_available("net_af_packet"):
-        pytest.skip("DPDK's net_af_packet driver (librte_net_af_packet) is not installed")
     try:
         lab = sender.Lab(f"pt{uuid.uuid4().hex[:6]}").up()
     except sender.LabError as e:
@@ -208,7 +205,7 @@ def test_net_af_packet_on_a_veth_link_up_and_counters():
         snd = subprocess.Popen(lab.exec_argv([sys.executable, "-c", SEND, lab.ns_if]), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         try:
-            reader = subprocess.run([sys.executable, "-m", "handler.cli", "ports", "--json", "--no-huge", "--start",
+            reader = subprocess.run([sys.executable, "-m", "handler", "ports", "--json", "--no-huge", "--start",
                                      "2", "--vdev", f"net_af_packet0,iface={lab.dp_if}"], capture_output=True,
                                     text=True, env=env, timeout=300)
         finally:

@@ -16,16 +16,11 @@ import pytest
 
 from conftest import ROOT
 from test_faults import _lines, _synth  # the A/B lines and fault-plan captures of the fault-plan tests
-from handler import native, pcapgen, replay, sender
+from handler import native, process, replay
+from handler.net import pcapgen, sender
 from handler.shm import Reader
 
-try:
-    replay.find_dataplane()
-    NO_DATAPLANE = None
-except replay.DataplaneError as e:  # built only where DPDK is installed
-    NO_DATAPLANE = str(e)
-
-pytestmark = pytest.mark.skipif(NO_DATAPLANE is not None, reason=NO_DATAPLANE or "")
+pytestmark = pytest.mark.dpdk
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def _run(pcap, tmp_path, extra=(), lines=None, eal=None, events=1 << 18):
     seg = f"/dev/shm/fh-{name}"
     lines = lines if lines is not None else replay.pcap_lines(pcap)
     eal = eal or replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}")
-    stats = replay.run_dataplane(eal, seg, lines, exit_idle_ms=300, events=events, extra=list(extra), timeout=120)
+    stats = process.run_dataplane(eal, seg, lines, exit_idle_ms=300, events=events, extra=list(extra), timeout=120)
     return stats, seg
 
 
@@ -78,7 +73,7 @@ def _segment(seg):
         dp = r.dataplane_stats()
     finally:
         r.close()
-        replay.remove_segment(seg)
+        process.remove_segment(seg)
     return books, status, events, lost, dp
 
 
@@ -173,7 +168,7 @@ def test_a_and_b_on_two_ports(day, clean_books, tmp_path):
 
 def test_unknown_line_device_is_explained(day, clean, tmp_path):
     name = f"rec-{uuid.uuid4().hex[:8]}"
-    cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+    cmd = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
                                [("233.54.12.111", 26477, "net_pcap7")])
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "no DPDK device 'net_pcap7'" in p.stderr and "net_pcap0" in p.stderr
@@ -181,7 +176,7 @@ def test_unknown_line_device_is_explained(day, clean, tmp_path):
 
 def test_retransmission_arguments_are_checked(clean):
     name = f"rec-{uuid.uuid4().hex[:8]}"
-    base = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+    base = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
                                 [("233.54.12.111", 26477)])
     for extra, msg in [(["--retrans-server", "10.0.0.1:18000"], "needs --src-ip"),
                        (["--retrans-server", "10.0.0.1:18000", "--src-ip", "10.0.0.2"], "needs --retrans-mac"),
@@ -195,14 +190,6 @@ def test_retransmission_arguments_are_checked(clean):
 
 # -- live: the retransmission server in the sender's namespace ------------------------------------------------
 
-def _why_no_lab() -> str | None:
-    if os.geteuid() != 0:
-        return "live tests need root: they create a network namespace and a veth pair"
-    if not replay.pmd_available("net_af_packet"):
-        return "DPDK's net_af_packet driver is not installed"
-    return None
-
-
 @contextmanager
 def _server_lab(clean):
     """A lab (network namespace, veth pair) with `fh retransmit-server` on the clean recording at
@@ -210,7 +197,7 @@ def _server_lab(clean):
     tag = uuid.uuid4().hex[:6]
     with sender.Lab(tag) as lab:
         subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler", "retransmit-server", "--pcap",
                                               str(clean), "--listen", "10.77.0.1:18000"]),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -229,11 +216,9 @@ def _mac(lab) -> str:
     return out.split("link/ether ")[1].split()[0]
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("plan_name", ["both_lines", "both_lines_twice_and_a_silent_b"])
 def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, plan_name):
-    why = _why_no_lab()
-    if why:
-        pytest.skip(why)
     first = _seq_of(day, 30)
     plan = [{"line": "both", "kind": "drop", "seq": first, "count": 3}]
     if plan_name != "both_lines":
@@ -245,10 +230,10 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
     seg = f"/dev/shm/fh-{name}"
     with _server_lab(clean) as (lab, retrans):
         eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l",
-               str(replay.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
+               str(process.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
                f"net_af_packet0,iface={lab.dp_if}"]
         extra = [*retrans, "--src-port", "40000", "--gap-wait-us", "3000"]
-        dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
+        dp = process.Dataplane(process.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
                                                    events=1 << 18, extra=extra))
         try:
             time.sleep(0.5)  # the port up
@@ -273,13 +258,11 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
         assert dp_stats["lines"][1]["messages"] < dp_stats["lines"][0]["messages"]
 
 
+@pytest.mark.netns
 def test_net_pcap_feed_with_the_server_on_a_second_port(day, clean, clean_books, tmp_path):
     """The fault plan replayed from net_pcap at top speed; the requests go out, and the replies come back, on a
     second port (net_af_packet on a veth pair into the server's namespace): the gap is filled while what
     follows it waits in the hold-back buffer."""
-    why = _why_no_lab()
-    if why:
-        pytest.skip(why)
     plan = [{"line": "both", "kind": "drop", "seq": _seq_of(day, 30), "count": 3},
             {"line": "both", "kind": "drop", "seq": _seq_of(day, 300), "count": 5},
             {"line": "A", "kind": "drop", "at": 100, "count": 4}]
@@ -315,7 +298,7 @@ def test_publish_filter(day, clean, clean_books, tmp_path):
 
 def test_publish_filter_errors(clean, tmp_path):
     name = f"rec-{uuid.uuid4().hex[:8]}"
-    base = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
+    base = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={clean}"), f"/dev/shm/fh-{name}",
                                 [("233.54.12.111", 26477)])
     for extra, msg in [(["--publish", "TOOLONGSYM"], "1 to 8 characters"), (["--publish", " , "], "no symbol"),
                        (["--publish", "@/nonexistent"], "No such file")]:
@@ -326,7 +309,7 @@ def test_publish_filter_errors(clean, tmp_path):
 def test_line_source_filter(day, clean, clean_books, tmp_path):
     """--line-source: a line taken from another source than the capture's is dropped as other_group; from the
     capture's own source it is taken as ever."""
-    from handler.pcapfile import PcapReader
+    from handler.net.pcapfile import PcapReader
 
     src = next(PcapReader(clean).datagrams()).src
     (ga, pa), (gb, pb) = replay.pcap_lines(clean)

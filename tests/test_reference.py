@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from handler import pcapfile
+from handler.net import pcapfile
 from handler import reference as ref
-from handler.pcapfile import PcapReader, read_udp
+from handler.net.pcapfile import PcapReader, read_udp
 from handler.reference import DecodeError, ReferenceBook, decode_message
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
@@ -888,6 +888,7 @@ def test_apply_pcap_and_decode_pcap(tmp_path):
     assert errors == [(3, None, "mold_malformed")]
 
 
+@pytest.mark.slow
 def test_pcap_reader_is_linear_enough(tmp_path):
     """~20 MB of capture must be read in well under a few seconds."""
     import time
@@ -906,9 +907,7 @@ def test_pcap_reader_is_linear_enough(tmp_path):
 # Real captures (../shared/data/real, see its README.md)
 # ============================================================================================
 
-needs_real = pytest.mark.skipif(
-    not REAL.is_dir(),
-    reason=f"real market data folder ../shared/data/real is absent (looked for {REAL})")
+needs_real = pytest.mark.real_data
 
 # file name part -> message type; more specific names first
 PCAP_TYPES = [

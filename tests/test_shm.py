@@ -97,7 +97,8 @@ def test_views_are_readonly_views_of_the_segment(live):
             while not isinstance(base, mmap.mmap):  # array -> memoryview -> the mmap, no copy in between
                 base = base.base if isinstance(base, np.ndarray) else base.obj
             assert base is r._mm
-        assert len(r.books) == 65536 and r.books.dtype.itemsize == 64 and r.events_ring.dtype.itemsize == 64
+        assert len(r.books) == r.nbooks == 65536 and r.books.dtype.itemsize == 64 and r.events_ring.dtype.itemsize == 128
+        assert (r.key_bits, r.price_exp) == (32, -4)
         assert len(r.level_keys) == len(r.level_aggs) == r.max_levels
         with pytest.raises(ValueError):
             r.books["last_price"][1] = 1
@@ -113,7 +114,7 @@ def test_views_are_readonly_views_of_the_segment(live):
         s = r.snapshot(loc, 1)
         assert int(r.level_keys[best]) == int(s.bids[0]["price"])
         assert int(r.level_aggs[best]["shares"]) == int(s.bids[0]["shares"])
-        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 3
+        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 4
         assert r.name == live and r.writer_pid > 0
 
 
@@ -160,6 +161,7 @@ def test_events_from_the_start(live):
         assert arr.dtype == shm.EVENT_DTYPE and list(arr["seq"]) == list(range(1, 11)) and nxt == 11 and lost == 0
 
 
+@pytest.mark.slow
 def test_events_overrun(big_day):
     with publisher(big_day, "--events", "64") as (name, _):
         with shm.Reader(name) as r:
@@ -178,12 +180,13 @@ def test_events_overrun(big_day):
             assert [x["seq"] for x in lines[1:]] == [first.next, first.next + 1, first.next + 2]
 
 
+@pytest.mark.slow
 def test_events_follow_a_live_writer():
     """A reader that keeps up with a writer sees every event once, in order: no overrun is reported while
     it waits at the head (the C wrapper guards fh_shm_event_next against the slot being written)."""
     name = _unique()
     path = shm.segment_path(name)
-    args = [sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name, "--hold",
+    args = [sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name, "--hold",
             "--pace", "0.002", "--chunk", "16384"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -225,6 +228,7 @@ def test_events_follow_a_live_writer():
 # ---- the command line ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_book(live):
     want = {row["symbol"]: row for row in _dump(DAY, 10)}
     p = fh("book", "AAPL", "--name", live)
@@ -245,6 +249,7 @@ def test_cli_book(live):
     assert p.returncode == 2 and p.stderr.startswith("fh: no instrument 'NOPE'") and len(p.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_top_events_stats(live):
     p = fh("top", "--name", live, "--once", "--interval", "0.05", "--count", "5")
     lines = p.stdout.splitlines()
@@ -266,7 +271,7 @@ def test_cli_top_events_stats(live):
     st = json.loads(p.stdout)
     assert st["writer"]["state"] == "running" and st["counters"]["messages"] == 100_000
     assert st["events"]["head"] == head and st["books"]["live"] == st["books"]["instruments"] > 0
-    assert st["name"] == live and st["layout_version"] == 3
+    assert st["name"] == live and st["layout_version"] == 4
     p = fh("stats", "--name", live)
     assert "messages" in p.stdout and "running" in p.stdout and p.stderr == ""
 
@@ -291,12 +296,12 @@ def test_layout_mismatch_and_foreign_files(tmp_path):
     hdr["magic"] = 0x31304D4853484646
     hdr["layout_version"] = 7
     fake.write_bytes(hdr.tobytes() + bytes(4096))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 7, this fh reads 3: upgrade the reader or the "):
+    with pytest.raises(shm.LayoutMismatch, match="layout version 7, this fh reads 4: upgrade the reader or the "):
         shm.Reader(str(fake))
     p = fh("stats", "--name", fake, check=False)
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "layout version 7" in p.stderr
 
-    hdr["layout_version"] = 3  # the current one
+    hdr["layout_version"] = 4  # the current one
     hdr["size"] = 1 << 30  # larger than the file
     fake.write_bytes(hdr.tobytes() + bytes(4096))
     with pytest.raises(shm.LayoutMismatch, match="broken header"):
@@ -312,6 +317,7 @@ def test_layout_mismatch_and_foreign_files(tmp_path):
         shm.Reader(str(zeros), wait_s=0.05)
 
 
+@pytest.mark.slow
 def test_dead_writer():
     with publisher(DAY) as (name, proc):
         proc.send_signal(signal.SIGKILL)
@@ -335,6 +341,7 @@ def test_dead_writer():
             assert r.snapshot("AAPL").symbol == "AAPL"
 
 
+@pytest.mark.slow
 def test_stopped_writer_and_replaced_segment():
     """A writer that exits cleanly (--keep leaves the segment) is stopped, not dead; a reader of a segment
     whose path now holds another writer's says so."""

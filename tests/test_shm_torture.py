@@ -26,7 +26,7 @@ import pytest
 from conftest import ROOT, fh
 from handler import segments
 
-pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")]
 
 
 def _program(subdir: str, name: str) -> Path:
@@ -50,7 +50,7 @@ def follow() -> Path:
 
 
 def _cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "handler.cli", *map(str, args)]
+    return [sys.executable, "-m", "handler", *map(str, args)]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -222,7 +222,7 @@ def test_follow_wrong_version(follow, tmp_path):
     seg.write_bytes(hdr)
     p = subprocess.run([follow, seg], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert "layout version 99" in p.stderr and "version 3" in p.stderr
+    assert "layout version 99" in p.stderr and "version 4" in p.stderr
     seg.write_bytes(b"\0" * 8192 + b"x")
     p = subprocess.run([follow, seg], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh
-from handler import replay, segments, shm, supervise
+from handler import segments, shm, supervise
 
 CONFIG = """
 [instance]
@@ -44,19 +44,7 @@ PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 
-def _dataplane_or_skip() -> None:
-    try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
-        pytest.skip(str(e))
-
-
-needs_dataplane = pytest.mark.usefixtures("dataplane")
-
-
-@pytest.fixture(scope="module")
-def dataplane():
-    _dataplane_or_skip()
+needs_dataplane = pytest.mark.dpdk
 
 
 @pytest.fixture
@@ -101,7 +89,7 @@ def _kill_pid(pid: int | None) -> None:
 def fh_run(cfg: Path, name: str, timeout: float = 60.0):
     """`fh run --config cfg` in the background; yields (process, pidfile record) once its data plane
     publishes the whole capture. Whatever happens, the supervisor and its data plane end on the way out."""
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "run", "--config", str(cfg)], text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     rec = None
     try:
@@ -289,10 +277,11 @@ def test_status_json(tmp_path, run_dir, name):
                    for st in ("live", "stale")) == 1
 
 
+@pytest.mark.slow
 def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
     """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
     ready = run_dir.parent / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "handler.cli", "publish", "--itch", str(DAY), "--name", name,
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name,
                              "--hold", "--pace", "0.01", "--chunk", "4096", "--ready-file", str(ready)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -320,6 +309,7 @@ def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
         proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_status_of_an_unknown_instance(run_dir, name):
     p = fh("status", "--name", name, "--json", check=False)
     s = json.loads(p.stdout)

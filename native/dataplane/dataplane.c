@@ -74,29 +74,9 @@
 static volatile sig_atomic_t quit;
 static void on_signal(int sig) { (void)sig; quit = 1; }
 
-/* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: exact
- * below 64 ticks, then 16 sub-buckets per power of two (6% wide), up to 2^40 ticks. */
-#define HIST_SUB 16
-#define HIST_BUCKETS (64 + (40 - 6) * HIST_SUB)
-static uint64_t hist[HIST_BUCKETS];
-
-static inline unsigned hist_index(uint64_t v)
-{
-    if (v < 64)
-        return (unsigned)v;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
-    if (e >= 40)
-        return HIST_BUCKETS - 1;
-    return 64 + (e - 6) * HIST_SUB + (unsigned)((v >> (e - 4)) & (HIST_SUB - 1));
-}
-
-static uint64_t hist_value(unsigned i) /* upper bound of bucket i */
-{
-    if (i < 64)
-        return i;
-    unsigned e = (i - 64) / HIST_SUB + 6, sub = (i - 64) % HIST_SUB;
-    return ((uint64_t)(HIST_SUB + sub + 1) << (e - 4)) - 1;
-}
+/* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: the one
+ * scheme of fh/shm.h (fh_shm_lat_index, fh_shm_lat_upper), here applied to ticks. */
+static uint64_t hist[FH_SHM_LAT_BUCKETS];
 
 static uint64_t hist_pct(double p, uint64_t total)
 {
@@ -105,10 +85,10 @@ static uint64_t hist_pct(double p, uint64_t total)
     uint64_t want = (uint64_t)(p * (double)total + 0.5), seen = 0;
     if (want == 0)
         want = 1;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)
         if ((seen += hist[i]) >= want)
-            return hist_value(i);
-    return hist_value(HIST_BUCKETS - 1);
+            return fh_shm_lat_upper(i);
+    return fh_shm_lat_upper(FH_SHM_LAT_BUCKETS - 1);
 }
 
 /* Messages a timer poll released from the hold-back buffer (a gap given up or closed by it): counted as
@@ -506,10 +486,10 @@ static __attribute__((noinline, cold)) void dp_publish(const dp_pub_t *p)
         o->state = i < p->nfeed ? (uint32_t)L->state : FH_SHM_LINE_LIVE;
     }
     uint64_t total = 0;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+    for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++) {
         if (!hist[i])
             continue;
-        d->lat_bucket[fh_shm_lat_index((uint64_t)((double)hist_value(i) * p->ns_per_tsc))] += hist[i];
+        d->lat_bucket[fh_shm_lat_index((uint64_t)((double)fh_shm_lat_upper(i) * p->ns_per_tsc))] += hist[i];
         total += hist[i];
     }
     d->lat_count = total;
@@ -1078,7 +1058,7 @@ int main(int argc, char **argv)
             int applied = fh_mold_feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
                 now = rte_rdtsc();
-                hist[hist_index(now - rx)] += (uint64_t)applied;
+                hist[fh_shm_lat_index(now - rx)] += (uint64_t)applied;
                 msgs_total += (uint64_t)applied;
             }
         }

@@ -40,7 +40,8 @@ static void on_signal(int sig)
 typedef struct follow {
     char **symbols; /* NULL: all */
     int nsymbols;
-    uint8_t state[FH_SHM_BOOKS];
+    uint8_t *state; /* per book index, r->nbooks of them */
+    int price_exp;  /* hdr->price_exp: a price p is p * 10^price_exp */
 } follow_t;
 
 static int symbol_eq(const fh_shm_book_t *b, const char *sym)
@@ -50,7 +51,7 @@ static int symbol_eq(const fh_shm_book_t *b, const char *sym)
 }
 
 /* Classify a locate from its book (a consistent copy); FOLLOW_UNKNOWN while it has no book. */
-static int follows(const fh_shm_reader_t *r, follow_t *f, uint16_t loc)
+static int follows(const fh_shm_reader_t *r, follow_t *f, uint32_t loc)
 {
     if (f->state[loc] != FOLLOW_UNKNOWN)
         return f->state[loc] == FOLLOW_YES;
@@ -78,22 +79,31 @@ static void print_time(uint64_t ns)
     printf("%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%09" PRIu64, s / 3600, s / 60 % 60, s % 60, ns % 1000000000u);
 }
 
-static const char *price_text(char *buf, size_t cap, uint32_t p)
+/* A price in units of 10^exp as a decimal (exp -4: 1850100 -> 185.0100); "-" when the side is empty. */
+static const char *price_text(char *buf, size_t cap, int64_t p, int exp, uint64_t shares)
 {
-    if (p)
-        snprintf(buf, cap, "%u.%04u", p / 10000, p % 10000);
-    else
+    if (!shares) {
         snprintf(buf, cap, "-");
+        return buf;
+    }
+    if (exp >= 0 || exp < -18) {
+        snprintf(buf, cap, "%" PRId64 "e%d", p, exp);
+        return buf;
+    }
+    uint64_t scale = 1, mag = p < 0 ? -(uint64_t)p : (uint64_t)p;
+    for (int i = 0; i < -exp; i++)
+        scale *= 10;
+    snprintf(buf, cap, "%s%" PRIu64 ".%0*" PRIu64, p < 0 ? "-" : "", mag / scale, -exp, mag % scale);
     return buf;
 }
 
 /* "TIME SYMBOL   bidsize x bid - ask x asksize", the two sides aligned on the " - " between them. */
-static void print_bbo(uint64_t itch_ts, const char *sym, size_t symlen, uint64_t bsz, uint32_t bid, uint32_t ask,
-                      uint64_t asz)
+static void print_bbo(const follow_t *f, uint64_t itch_ts, const char *sym, size_t symlen, uint64_t bsz, int64_t bid,
+                      int64_t ask, uint64_t asz)
 {
-    char p[24], bidside[48], askside[48];
-    snprintf(bidside, sizeof bidside, "%" PRIu64 " x %s", bsz, price_text(p, sizeof p, bid));
-    snprintf(askside, sizeof askside, "%s x %" PRIu64, price_text(p, sizeof p, ask), asz);
+    char p[48], bidside[80], askside[80];
+    snprintf(bidside, sizeof bidside, "%" PRIu64 " x %s", bsz, price_text(p, sizeof p, bid, f->price_exp, bsz));
+    snprintf(askside, sizeof askside, "%s x %" PRIu64, price_text(p, sizeof p, ask, f->price_exp, asz), asz);
     print_time(itch_ts);
     printf(" %-8.*s %22s - %-22s", (int)symlen, sym, bidside, askside);
 }
@@ -103,15 +113,15 @@ static void print_books(const fh_shm_reader_t *r, follow_t *f, const char *why)
 {
     fh_shm_snapshot_t s;
     uint32_t n = 0;
-    for (uint32_t loc = 0; loc < FH_SHM_BOOKS; loc++) {
-        if (r->books[loc].status == FH_BOOK_EMPTY || !follows(r, f, (uint16_t)loc))
+    for (uint32_t loc = 0; loc < r->nbooks; loc++) {
+        if (r->books[loc].status == FH_BOOK_EMPTY || !follows(r, f, loc))
             continue;
-        if (fh_shm_snapshot(r, (uint16_t)loc, 1, &s) < 0)
+        if (fh_shm_snapshot(r, loc, 1, &s) < 0)
             continue;
         n++;
         if (!f->symbols)
             continue; /* following everything: a count, not thousands of lines */
-        print_bbo(s.book.itch_ts, s.book.symbol, s.book.symbol_len, s.nbids ? s.bids[0].shares : 0,
+        print_bbo(f, s.book.itch_ts, s.book.symbol, s.book.symbol_len, s.nbids ? s.bids[0].shares : 0,
                   s.nbids ? s.bids[0].price : 0, s.nasks ? s.asks[0].price : 0, s.nasks ? s.asks[0].shares : 0);
         printf(" %s%s\n", why, s.book.status == FH_BOOK_STALE ? " STALE" : "");
     }
@@ -177,6 +187,12 @@ int main(int argc, char **argv)
         join_error(path, rc);
         return 2;
     }
+    f.price_exp = r.hdr->price_exp;
+    if (!(f.state = calloc(r.nbooks, 1))) {
+        fprintf(stderr, "%s: no memory for %u books\n", prog, r.nbooks);
+        fh_shm_leave(&r);
+        return 2;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -200,10 +216,10 @@ int main(int argc, char **argv)
         rc = fh_shm_event_next(&r, &next, &ev);
         if (rc == FH_SHM_EV_OK) {
             events++;
-            if (ev.type != FH_EV_BBO || !follows(&r, &f, ev.locate))
+            if (ev.type != FH_EV_BBO || ev.locate >= r.nbooks || !follows(&r, &f, ev.locate))
                 continue;
             const fh_shm_book_t *b = &r.books[ev.locate]; /* symbol: written once per day, read unguarded */
-            print_bbo(ev.itch_ts, b->symbol, b->symbol_len <= 8 ? b->symbol_len : 8, ev.a, ev.c, ev.d, ev.b);
+            print_bbo(&f, ev.itch_ts, b->symbol, b->symbol_len <= 8 ? b->symbol_len : 8, ev.a, ev.c, ev.d, ev.b);
             if (ns_per_tsc && ev.pub_tsc) {
                 printf(" pub+%.0fns", (double)(rdtsc() - ev.pub_tsc) * ns_per_tsc);
                 if (ev.rx_tsc)
@@ -255,6 +271,7 @@ int main(int argc, char **argv)
     if (stop)
         printf("%s: interrupted; %" PRIu64 " events read, %" PRIu64 " lost\n", prog, events, lost);
     fflush(stdout);
+    free(f.state);
     fh_shm_leave(&r);
     return status;
 }

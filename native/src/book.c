@@ -756,7 +756,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     uint32_t key = side ? ~price : price;
     int top = level_add(e, b, side, key, shares);
     if (FH_LIKELY(top >= 0))
-        order_commit(e, o, ref, key, shares, b->locate, (uint8_t)side);
+        order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
     else
         e->counters[FH_C_level_capacity]++;
     if (own)

@@ -202,6 +202,11 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
     h->start_ns = realtime_ns();
     h->tsc_hz = cfg->path ? tsc_hz() : 0;
     snprintf(h->name, sizeof h->name, "%s", cfg->name ? cfg->name : "");
+    /* the book engine's representation (book.c, ITCH 5.0): a book per stock locate, unsigned 32-bit prices in
+     * 1/10000 as 32-bit level keys. A venue with signed 64-bit prices or more instruments writes its own. */
+    h->nbooks = FH_SHM_BOOKS;
+    h->key_bits = 8 * sizeof *s->lkey;
+    h->price_exp = FH_SEG_PRICE_EXP;
     atomic_store_explicit(&h->heartbeat_ns, h->start_ns, memory_order_relaxed);
     atomic_store_explicit(&h->writer_state, 1, memory_order_relaxed);
     atomic_store_explicit((_Atomic uint64_t *)&h->magic, FH_SHM_MAGIC, memory_order_release); /* last */

@@ -18,7 +18,7 @@ void fh_shm_reader_leave(fh_shm_reader_t *r) { fh_shm_leave(r); }
 
 int fh_shm_reader_writer_alive(const char *path) { return fh_shm_writer_alive(path); }
 
-int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
     return fh_shm_snapshot(r, locate, depth, out); /* -2 (FH_SHM_READER_BUSY) after FH_SHM_BUSY_NS mid-change */
 }

@@ -85,7 +85,7 @@ static void violation(const char *fmt, ...)
 static uint32_t list_books(const fh_shm_reader_t *r, uint16_t *out)
 {
     uint32_t n = 0;
-    for (uint32_t loc = 0; loc < FH_SHM_BOOKS; loc++)
+    for (uint32_t loc = 0; loc < r->nbooks && loc < FH_SHM_BOOKS; loc++)
         if (r->books[loc].status != FH_BOOK_EMPTY)
             out[n++] = (uint16_t)loc;
     return n;
@@ -106,7 +106,7 @@ static void check_side(const fh_shm_snapshot_t *s, int side, uint16_t loc, uint3
         if (lv[j].price == 0)
             violation("locate %u: %s level %u: price 0", loc, name, j);
         if (j && (side ? lv[j].price <= lv[j - 1].price : lv[j].price >= lv[j - 1].price))
-            violation("locate %u: %s levels %u and %u out of order: %u then %u", loc, name, j - 1, j,
+            violation("locate %u: %s levels %u and %u out of order: %" PRId64 " then %" PRId64, loc, name, j - 1, j,
                       lv[j - 1].price, lv[j].price);
     }
 }
@@ -164,7 +164,8 @@ static int run_snap(const fh_shm_reader_t *r, stopper_t *st)
         check_side(&s, 0, loc, depth);
         check_side(&s, 1, loc, depth);
         if (s.nbids && s.nasks && s.bids[0].price >= s.asks[0].price)
-            violation("locate %u: crossed: best bid %u >= best ask %u", loc, s.bids[0].price, s.asks[0].price);
+            violation("locate %u: crossed: best bid %" PRId64 " >= best ask %" PRId64, loc, s.bids[0].price,
+                      s.asks[0].price);
     }
     double secs = (double)(mono_ns() - t0) / 1e9;
     printf("{\"mode\": \"snap\", \"snapshots\": %" PRIu64 ", \"retries\": %" PRIu64 ", \"max_retries\": %" PRIu64
@@ -196,10 +197,10 @@ static int run_events(const fh_shm_reader_t *r, stopper_t *st)
                 violation("event %" PRIu64 ": type %u", ev.seq, ev.type);
             if (ev.type == FH_EV_BBO) {
                 if (ev.c && ev.d && ev.c >= ev.d)
-                    violation("event %" PRIu64 ": BBO crossed, locate %u: bid %u >= ask %u", ev.seq, ev.locate,
+                    violation("event %" PRIu64 ": BBO crossed, locate %u: bid %" PRId64 " >= ask %" PRId64, ev.seq, ev.locate,
                               ev.c, ev.d);
                 if ((ev.c == 0) != (ev.a == 0) || (ev.d == 0) != (ev.b == 0))
-                    violation("event %" PRIu64 ": BBO locate %u: price and size disagree (%" PRIu64 " x %u - %u x "
+                    violation("event %" PRIu64 ": BBO locate %u: price and size disagree (%" PRIu64 " x %" PRId64 " - %" PRId64 " x "
                               "%" PRIu64 ")", ev.seq, ev.locate, ev.a, ev.c, ev.d, ev.b);
             }
             continue;
@@ -278,15 +279,15 @@ static void json_levels(const fh_shm_level_t *lv, uint32_t n)
 {
     putchar('[');
     for (uint32_t j = 0; j < n; j++)
-        printf("%s[%u, %" PRIu64 ", %u]", j ? ", " : "", lv[j].price, lv[j].shares, lv[j].orders);
+        printf("%s[%" PRId64 ", %" PRIu64 ", %u]", j ? ", " : "", lv[j].price, lv[j].shares, lv[j].orders);
     putchar(']');
 }
 
 static int run_dump(const fh_shm_reader_t *r, uint32_t depth)
 {
     fh_shm_snapshot_t s;
-    for (uint32_t loc = 0; loc < FH_SHM_BOOKS; loc++) {
-        int rc = fh_shm_snapshot(r, (uint16_t)loc, depth, &s);
+    for (uint32_t loc = 0; loc < r->nbooks; loc++) {
+        int rc = fh_shm_snapshot(r, loc, depth, &s);
         if (rc < -1) {
             fprintf(stderr, "%s: locate %u: the book stays mid-change (writer dead inside an update?)\n", prog, loc);
             return 1;

@@ -18,10 +18,12 @@ typedef struct fh_seg_cfg {
     int gid;                 /* group of the files (mode 0640, .wake 0660); -1: the writer's own */
 } fh_seg_cfg_t;
 
+#define FH_SEG_PRICE_EXP (-4) /* ITCH prices: 1/10000 of a dollar (fh_shm_hdr_t.price_exp) */
+
 typedef struct fh_seg {
     fh_shm_hdr_t *hdr;
     fh_shm_book_t *books;
-    uint32_t *lkey;
+    uint32_t *lkey;          /* the engine's 32-bit level keys (hdr->key_bits 32) */
     fh_shm_agg_t *lagg;
     fh_shm_event_t *events;
     fh_shm_stats_t *stats;

@@ -9,11 +9,13 @@
  *
  *   header      magic, layout version, sizes and offsets of every region, writer pid, start time,
  *               heartbeat; then, each on its own cache line, the event ring's head and its futex word.
- *   books       fh_shm_book_t[65536], indexed by stock locate: per book a seqlock, symbol, trading state,
- *               book status (live / stale), last trade, and where its levels lie in the level arena.
- *   level keys  uint32_t[max_levels]: per side, a sorted run ending with the best price (bids: key =
- *   level aggs  fh_shm_agg_t[max_levels]  price; asks: key = ~price), so level j from the best of a side
- *               with `off` and `n` is index off + n - 1 - j.
+ *   books       fh_shm_book_t[nbooks], indexed by the venue's instrument index (ITCH: the stock locate,
+ *               nbooks 65536): per book a seqlock, symbol, trading state, book status (live / stale), last
+ *               trade, and where its levels lie in the level arena.
+ *   level keys  key_bits-wide keys [max_levels]: per side, a sorted run ending with the best price (bids:
+ *   level aggs  fh_shm_agg_t[max_levels]  key = fh_shm_key(price); asks: its complement), so level j from
+ *               the best of a side with `off` and `n` is index off + n - 1 - j. Prices are signed 64-bit
+ *               integers in units of 10^price_exp (ITCH: 32-bit keys, price_exp -4, 1/10000 dollars).
  *   events      fh_shm_event_t[2^k]: BBO changes, trades, trading-state and stale / recovered notices,
  *               each with a sequence number; a reader that falls 2^k behind is overrun and knows it.
  *   stats       counters by cause (fh_counter_name order), messages by type and, from the data plane
@@ -28,14 +30,26 @@
  *
  * Seqlock protocol (book and stats): the writer makes `seq` odd, writes, makes it even again; a reader
  * copies between two reads of `seq` and retries unless both are equal and even. Readers never block the
- * writer; the writer never waits for a reader. */
+ * writer; the writer never waits for a reader.
+ *
+ * Languages: C11 (gnu11 or strict -std=c11 -pedantic) and C++17/20, with GCC or Clang on Linux (x86-64 or
+ * AArch64). In C the fields that change under readers are _Atomic; in C++ they are plain integers of the
+ * same size and alignment (the static asserts below hold in both), which the functions here read with the
+ * compilers' __atomic builtins: a C++ reader reads them through these functions (or std::atomic_ref), never
+ * directly. Under strict -std=c11 the POSIX and Linux calls need _DEFAULT_SOURCE: it is defined here when
+ * nothing else was, which works when this header comes before any system header; `pkg-config --cflags
+ * fh-shm` passes -D_DEFAULT_SOURCE so that the order does not matter. */
 #ifndef FH_SHM_H
 #define FH_SHM_H
+
+#if !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
+#define _DEFAULT_SOURCE 1 /* flock, syscall, MAP_*, clock_gettime under strict -std=c11 */
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/file.h>
@@ -45,9 +59,34 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __cplusplus
+#define FH_SHM_ATOMIC(T) T /* read through the functions below (__atomic builtins), or std::atomic_ref */
+#define FH_SHM_ALIGNAS(n) alignas(n)
+#define FH_SHM_STATIC_ASSERT(c, m) static_assert(c, m)
+#else
+#include <stdatomic.h>
+#define FH_SHM_ATOMIC(T) _Atomic T
+#define FH_SHM_ALIGNAS(n) _Alignas(n)
+#define FH_SHM_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+
+/* Atomic access for the reader, the same in C and C++ (GCC/Clang builtins accept _Atomic and plain). */
+#define FH_SHM_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define FH_SHM_LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define FH_SHM_FENCE_ACQ() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#if defined(__x86_64__) || defined(__i386__)
+#define FH_SHM_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define FH_SHM_PAUSE() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define FH_SHM_PAUSE() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+#endif
+
 #define FH_SHM_MAGIC 0x31304d4853484646ull /* "FFHSHM01" */
-#define FH_SHM_LAYOUT_VERSION 3u /* 2: fh_shm_stats_t.dp; 3: line health, feed state, 32 MoldUDP64 counters */
-#define FH_SHM_BOOKS 65536u /* one per stock locate */
+#define FH_SHM_LAYOUT_VERSION 4u /* 2: fh_shm_stats_t.dp; 3: line health, feed state, 32 MoldUDP64 counters;
+                                  * 4: 64-bit signed prices, 32-bit instrument index, nbooks, key_bits, price_exp,
+                                  * 128-byte events */
+#define FH_SHM_BOOKS 65536u /* the ITCH writer's nbooks (one per stock locate); readers use hdr->nbooks */
 
 /* fh_shm_book_t.status */
 #define FH_BOOK_EMPTY 0 /* no instrument at this locate */
@@ -58,7 +97,7 @@
 #define FH_BOOK_STALE 2 /* a gap may have been applied across: do not trust until recovered */
 
 /* fh_shm_event_t.type */
-#define FH_EV_BBO 1       /* a: bid shares, b: ask shares, c: bid price, d: ask price (0 = no level) */
+#define FH_EV_BBO 1       /* a: bid shares, b: ask shares, c: bid price, d: ask price (shares 0 = no level) */
 #define FH_EV_TRADE 2     /* a: shares, b: match number, c: price */
 #define FH_EV_STATE 3     /* trading_state changed (event.trading_state) */
 #define FH_EV_STALE 4     /* the book's status became stale */
@@ -72,20 +111,19 @@ typedef struct fh_shm_side {
 /* One instrument; 64 bytes, one cache line. Fields other than seq are valid only inside a seqlock read. */
 typedef struct fh_shm_book {
     uint32_t seq;            /* seqlock: odd while the writer changes the book */
-    uint16_t locate;
+    uint32_t locate;         /* its index in books[] (ITCH: the stock locate) */
     char trading_state;      /* 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only */
     uint8_t status;          /* FH_BOOK_* */
-    fh_shm_side_t side[2];   /* [0] bids, [1] asks */
-    uint8_t cls[2];          /* writer's private: size class of each side's run */
-    uint8_t symbol_len;
-    char symbol[8];          /* trailing spaces stripped; not NUL-terminated when 8 long */
     uint8_t flags;           /* FH_BOOK_F_* */
-    uint8_t pad0[4];
-    uint32_t last_price;     /* last trade; last_shares == 0: none yet */
+    uint8_t symbol_len;
+    uint8_t cls[2];          /* writer's private: size class of each side's run */
+    uint8_t pad0[2];
+    fh_shm_side_t side[2];   /* [0] bids, [1] asks */
+    char symbol[8];          /* trailing spaces stripped; not NUL-terminated when 8 long */
+    int64_t last_price;      /* last trade; last_shares == 0: none yet */
     uint32_t last_shares;
-    uint64_t itch_ts;        /* ITCH timestamp (ns since midnight) of the last change */
     uint32_t updates;        /* changes so far (wraps) */
-    uint8_t pad1[4];
+    uint64_t itch_ts;        /* exchange timestamp (ITCH: ns since midnight) of the last change */
 } fh_shm_book_t;
 
 typedef struct fh_shm_agg {
@@ -94,20 +132,22 @@ typedef struct fh_shm_agg {
     uint32_t next_free; /* writer's private */
 } fh_shm_agg_t;
 
-/* One event; 64 bytes. Valid when `seq` read before and after the copy is the sequence asked for. */
+/* One event; 128 bytes (two cache lines, the second mostly reserved). Valid when `seq` read before and
+ * after the copy is the sequence asked for. */
 typedef struct fh_shm_event {
     uint64_t seq;      /* 1, 2, 3, ...; 0: never written */
     uint8_t type;      /* FH_EV_* */
     char trading_state;
-    uint16_t locate;
     uint8_t status;
-    uint8_t pad[3];
+    uint8_t pad;
+    uint32_t locate;   /* the book's index */
     uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
     uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
     uint64_t pub_tsc;  /* TSC when the batch that made it began to be applied: a datagram (or 256 messages of a
                         * file); the data plane reuses the TSC read after the previous datagram of its burst */
-    uint64_t a, b;
-    uint32_t c, d;
+    uint64_t a, b;     /* shares (FH_EV_BBO: bid, ask; FH_EV_TRADE: shares, match number) */
+    int64_t c, d;      /* prices, in units of 10^price_exp (FH_EV_BBO: bid, ask; FH_EV_TRADE: c) */
+    uint64_t reserved[7];
 } fh_shm_event_t;
 
 typedef struct fh_shm_hdr {
@@ -128,17 +168,22 @@ typedef struct fh_shm_hdr {
     uint64_t start_ns;          /* CLOCK_REALTIME when the writer started */
     uint64_t tsc_hz;            /* to turn the TSC stamps of events into ns (0: unknown) */
     char name[32];              /* instance name */
+    /* layout version 4: the venue's representation */
+    uint32_t nbooks;            /* books[] entries (ITCH: FH_SHM_BOOKS) */
+    uint32_t key_bits;          /* 32 or 64: width of a level key (fh_shm_key_price) */
+    int32_t price_exp;          /* a price p means p * 10^price_exp of the currency (ITCH: -4) */
+    uint32_t pad0;
     /* liveness: rewritten by the writer */
-    _Alignas(64) _Atomic uint64_t heartbeat_ns; /* CLOCK_REALTIME of the writer's last sign of life */
-    _Atomic uint32_t writer_state;               /* 1 running, 2 stopped cleanly */
+    FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) heartbeat_ns; /* CLOCK_REALTIME of the writer's last sign of life */
+    FH_SHM_ATOMIC(uint32_t) writer_state;               /* 1 running, 2 stopped cleanly */
     /* event ring head: written by the writer only */
-    _Alignas(64) _Atomic uint64_t head;          /* sequence of the last event published */
+    FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) head; /* sequence of the last event published */
 } fh_shm_hdr_t;
 
 /* PATH.wake: the futex word is bumped and woken by the writer only while waiters != 0. */
 typedef struct fh_shm_wake {
-    _Alignas(64) _Atomic uint32_t futex;
-    _Atomic uint32_t waiters;
+    FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint32_t) futex;
+    FH_SHM_ATOMIC(uint32_t) waiters;
 } fh_shm_wake_t;
 
 #define FH_SHM_MAX_COUNTERS 64
@@ -218,13 +263,79 @@ typedef struct fh_shm_dp_stats {
 } fh_shm_dp_stats_t;
 
 typedef struct fh_shm_stats {
-    _Alignas(64) _Atomic uint32_t seq;
+    FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint32_t) seq;
     uint32_t count;                 /* counters in use */
     uint64_t counter[FH_SHM_MAX_COUNTERS];
     uint64_t type_count[256];       /* messages by ITCH type byte */
     /* layout version 2 */
     fh_shm_dp_stats_t dp;           /* the data plane's section (above) */
 } fh_shm_stats_t;
+
+/* The layout claimed above, held by the compiler in C and in C++ (where the _Atomic fields are plain): a change
+ * here is a change of FH_SHM_LAYOUT_VERSION, and of every reader in another language (handler/shm.py builds
+ * its numpy dtypes from the same offsets and checks them against the C compiler's). */
+#define FH_SHM_AT(T, f, off) FH_SHM_STATIC_ASSERT(offsetof(T, f) == (off), #T "." #f " at offset " #off)
+#define FH_SHM_SIZE(T, n) FH_SHM_STATIC_ASSERT(sizeof(T) == (n), "sizeof " #T " is " #n)
+FH_SHM_SIZE(fh_shm_side_t, 8);
+FH_SHM_SIZE(fh_shm_book_t, 64); /* one cache line */
+FH_SHM_AT(fh_shm_book_t, locate, 4);
+FH_SHM_AT(fh_shm_book_t, trading_state, 8);
+FH_SHM_AT(fh_shm_book_t, status, 9);
+FH_SHM_AT(fh_shm_book_t, flags, 10);
+FH_SHM_AT(fh_shm_book_t, symbol_len, 11);
+FH_SHM_AT(fh_shm_book_t, side, 16);
+FH_SHM_AT(fh_shm_book_t, symbol, 32);
+FH_SHM_AT(fh_shm_book_t, last_price, 40);
+FH_SHM_AT(fh_shm_book_t, last_shares, 48);
+FH_SHM_AT(fh_shm_book_t, updates, 52);
+FH_SHM_AT(fh_shm_book_t, itch_ts, 56);
+FH_SHM_SIZE(fh_shm_agg_t, 16);
+FH_SHM_AT(fh_shm_agg_t, orders, 8);
+FH_SHM_SIZE(fh_shm_event_t, 128); /* two cache lines */
+FH_SHM_AT(fh_shm_event_t, type, 8);
+FH_SHM_AT(fh_shm_event_t, status, 10);
+FH_SHM_AT(fh_shm_event_t, locate, 12);
+FH_SHM_AT(fh_shm_event_t, itch_ts, 16);
+FH_SHM_AT(fh_shm_event_t, rx_tsc, 24);
+FH_SHM_AT(fh_shm_event_t, pub_tsc, 32);
+FH_SHM_AT(fh_shm_event_t, a, 40);
+FH_SHM_AT(fh_shm_event_t, b, 48);
+FH_SHM_AT(fh_shm_event_t, c, 56);
+FH_SHM_AT(fh_shm_event_t, d, 64);
+FH_SHM_SIZE(fh_shm_hdr_t, 320);
+FH_SHM_AT(fh_shm_hdr_t, layout_version, 8);
+FH_SHM_AT(fh_shm_hdr_t, size, 16);
+FH_SHM_AT(fh_shm_hdr_t, books_off, 24);
+FH_SHM_AT(fh_shm_hdr_t, stats_off, 56);
+FH_SHM_AT(fh_shm_hdr_t, max_levels, 64);
+FH_SHM_AT(fh_shm_hdr_t, start_ns, 80);
+FH_SHM_AT(fh_shm_hdr_t, tsc_hz, 88);
+FH_SHM_AT(fh_shm_hdr_t, name, 96);
+FH_SHM_AT(fh_shm_hdr_t, nbooks, 128);
+FH_SHM_AT(fh_shm_hdr_t, key_bits, 132);
+FH_SHM_AT(fh_shm_hdr_t, price_exp, 136);
+FH_SHM_AT(fh_shm_hdr_t, heartbeat_ns, 192); /* the writer's liveness on a line of its own */
+FH_SHM_AT(fh_shm_hdr_t, writer_state, 200);
+FH_SHM_AT(fh_shm_hdr_t, head, 256);         /* the event head on a line of its own */
+FH_SHM_SIZE(fh_shm_wake_t, 64);
+FH_SHM_AT(fh_shm_wake_t, waiters, 4);
+FH_SHM_STATIC_ASSERT(FH_SHM_LAT_BUCKETS == 608, "latency buckets: 64 exact + 34 powers of two x 16");
+FH_SHM_SIZE(fh_shm_dp_line_t, 64);
+FH_SHM_SIZE(fh_shm_dp_stats_t, 7496);
+FH_SHM_AT(fh_shm_dp_stats_t, packets, 16);
+FH_SHM_AT(fh_shm_dp_stats_t, session, 52);
+FH_SHM_AT(fh_shm_dp_stats_t, drops, 64);
+FH_SHM_AT(fh_shm_dp_stats_t, mold, 192);
+FH_SHM_AT(fh_shm_dp_stats_t, line, 448);
+FH_SHM_AT(fh_shm_dp_stats_t, drop_name, 1472);
+FH_SHM_AT(fh_shm_dp_stats_t, mold_name, 1856);
+FH_SHM_AT(fh_shm_dp_stats_t, lat_count, 2624);
+FH_SHM_AT(fh_shm_dp_stats_t, lat_bucket, 2632);
+FH_SHM_SIZE(fh_shm_stats_t, 10112);
+FH_SHM_AT(fh_shm_stats_t, count, 4);
+FH_SHM_AT(fh_shm_stats_t, counter, 8);
+FH_SHM_AT(fh_shm_stats_t, type_count, 520);
+FH_SHM_AT(fh_shm_stats_t, dp, 2568);
 
 /* Inclusive upper bound, in ns, of latency bucket i (the scheme above). */
 static inline uint64_t fh_shm_lat_upper(unsigned i)
@@ -244,6 +355,24 @@ static inline unsigned fh_shm_lat_index(uint64_t v)
     if (e >= 40)
         return FH_SHM_LAT_BUCKETS - 1;
     return 64 + (e - 6) * FH_SHM_LAT_SUB + (unsigned)((v >> (e - 4)) & (FH_SHM_LAT_SUB - 1));
+}
+
+/* Level keys: sorted ascending, a side's best last. 32-bit keys (ITCH) hold an unsigned price, bids as is and
+ * asks complemented; 64-bit keys hold a signed price with its sign bit flipped (so that keys sort like
+ * prices), bids as is and asks complemented. side: 0 bids, 1 asks. */
+static inline uint64_t fh_shm_key(uint32_t key_bits, int side, int64_t price)
+{
+    if (key_bits == 32)
+        return side ? (uint32_t)~(uint32_t)price : (uint32_t)price;
+    uint64_t k = (uint64_t)price ^ (1ull << 63);
+    return side ? ~k : k;
+}
+
+static inline int64_t fh_shm_key_price(uint32_t key_bits, int side, uint64_t key)
+{
+    if (key_bits == 32)
+        return (int64_t)(side ? (uint32_t)~(uint32_t)key : (uint32_t)key);
+    return (int64_t)((side ? ~key : key) ^ (1ull << 63));
 }
 
 /* The wake page of the segment at path: /dev/shm/BASENAME.wake. 0, or -1 if it does not fit in cap. */
@@ -267,11 +396,13 @@ typedef struct fh_shm_reader {
     size_t size;
     const fh_shm_hdr_t *hdr;
     const fh_shm_book_t *books;
-    const uint32_t *lkey;
+    const void *lkey;          /* key_bits-wide keys (fh_shm_key_price) */
     const fh_shm_agg_t *lagg;
     const fh_shm_event_t *events;
     const fh_shm_stats_t *stats;
     fh_shm_wake_t *wake; /* NULL when the wake page cannot be opened for writing: fh_shm_wait then polls */
+    uint32_t nbooks;     /* hdr->nbooks: books[] entries, the instrument indexes 0 .. nbooks - 1 */
+    uint32_t key_bits;   /* hdr->key_bits: 32 or 64 */
 } fh_shm_reader_t;
 
 /* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EAGAIN (its
@@ -294,7 +425,7 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     if (p == MAP_FAILED)
         return -err;
     const fh_shm_hdr_t *h = (const fh_shm_hdr_t *)p;
-    uint64_t magic = atomic_load_explicit((const _Atomic uint64_t *)&h->magic, memory_order_acquire);
+    uint64_t magic = FH_SHM_LOAD_ACQ(&h->magic);
     uint64_t size = (uint64_t)st.st_size;
     if (magic == 0) {
         munmap(p, (size_t)st.st_size);
@@ -302,8 +433,9 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     }
     if (magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > size ||
         h->hdr_size != sizeof *h || h->event_capacity == 0 || (h->event_capacity & (h->event_capacity - 1)) ||
-        h->books_off + (uint64_t)FH_SHM_BOOKS * sizeof(fh_shm_book_t) > size ||
-        h->lkey_off + (uint64_t)h->max_levels * sizeof(uint32_t) > size ||
+        (h->key_bits != 32 && h->key_bits != 64) ||
+        h->books_off + (uint64_t)h->nbooks * sizeof(fh_shm_book_t) > size ||
+        h->lkey_off + (uint64_t)h->max_levels * (h->key_bits / 8) > size ||
         h->lagg_off + (uint64_t)h->max_levels * sizeof(fh_shm_agg_t) > size ||
         h->events_off + (uint64_t)h->event_capacity * sizeof(fh_shm_event_t) > size ||
         h->stats_off + sizeof(fh_shm_stats_t) > size) {
@@ -314,7 +446,9 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     r->size = (size_t)st.st_size;
     r->hdr = h;
     r->books = (const fh_shm_book_t *)(r->base + h->books_off);
-    r->lkey = (const uint32_t *)(r->base + h->lkey_off);
+    r->lkey = r->base + h->lkey_off;
+    r->nbooks = h->nbooks;
+    r->key_bits = h->key_bits;
     r->lagg = (const fh_shm_agg_t *)(r->base + h->lagg_off);
     r->events = (const fh_shm_event_t *)(r->base + h->events_off);
     r->stats = (const fh_shm_stats_t *)(r->base + h->stats_off);
@@ -353,9 +487,10 @@ static inline void fh_shm_leave(fh_shm_reader_t *r)
 }
 
 typedef struct fh_shm_level {
-    uint32_t price;
-    uint32_t orders;
+    int64_t price;   /* in units of 10^price_exp */
     uint64_t shares;
+    uint32_t orders;
+    uint32_t pad;
 } fh_shm_level_t;
 
 /* A consistent copy of one book's top `depth` levels per side. */
@@ -365,9 +500,16 @@ typedef struct fh_shm_snapshot {
     fh_shm_level_t bids[64]; /* best first */
     fh_shm_level_t asks[64];
 } fh_shm_snapshot_t;
+FH_SHM_SIZE(fh_shm_level_t, 24);
+FH_SHM_AT(fh_shm_level_t, shares, 8);
+FH_SHM_AT(fh_shm_level_t, orders, 16);
+FH_SHM_AT(fh_shm_snapshot_t, nbids, 64);
+FH_SHM_AT(fh_shm_snapshot_t, bids, 72);
+FH_SHM_AT(fh_shm_snapshot_t, asks, 1608);
 
 /* Copy the top `depth` (<= 64) levels of each side of book `locate` into *out, retrying while the writer
- * changes the book. Returns the number of copies retried (>= 0), -1 if the locate has no instrument, or -2
+ * changes the book. Returns the number of copies retried (>= 0), -1 if the locate has no instrument (or is
+ * not below r->nbooks), or -2
  * if the book stayed mid-change for FH_SHM_BUSY_NS (a writer that died inside an update, or is stopped:
  * check fh_shm_writer_alive). Hot: no check of depth beyond clamping; the clock is read only while the
  * book stays mid-change. */
@@ -380,18 +522,23 @@ static inline uint64_t fh_shm_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out)
+static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
+    if (locate >= r->nbooks)
+        return -1;
     const fh_shm_book_t *b = &r->books[locate];
-    const _Atomic uint32_t *seqp = (const _Atomic uint32_t *)&b->seq;
+    const uint32_t *k32 = (const uint32_t *)r->lkey;
+    const uint64_t *k64 = (const uint64_t *)r->lkey;
+    const uint32_t kb = r->key_bits;
+    const uint32_t *seqp = &b->seq;
     uint32_t max = r->hdr->max_levels;
     if (depth > 64)
         depth = 64;
     uint64_t busy_since = 0;
     for (int tries = 0;; tries++) {
-        uint32_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
+        uint32_t s1 = FH_SHM_LOAD_ACQ(seqp);
         for (uint32_t spin = 1; s1 & 1; spin++) {
-            __builtin_ia32_pause();
+            FH_SHM_PAUSE();
             if ((spin & 1023) == 0) {
                 uint64_t now = fh_shm_mono_ns();
                 if (!busy_since)
@@ -399,7 +546,7 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
                 else if (now - busy_since > FH_SHM_BUSY_NS)
                     return -2;
             }
-            s1 = atomic_load_explicit(seqp, memory_order_acquire);
+            s1 = FH_SHM_LOAD_ACQ(seqp);
         }
         memcpy(&out->book, b, sizeof *b);
         out->nbids = out->nasks = 0;
@@ -412,9 +559,9 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
             fh_shm_level_t *lv = s ? out->asks : out->bids;
             for (uint32_t j = 0; j < n; j++) {
                 uint32_t i = sd.off + sd.n - 1 - j;
-                uint32_t k = r->lkey[i];
-                lv[j].price = s ? ~k : k;
+                lv[j].price = fh_shm_key_price(kb, s, kb == 32 ? k32[i] : k64[i]);
                 lv[j].orders = r->lagg[i].orders;
+                lv[j].pad = 0;
                 lv[j].shares = r->lagg[i].shares;
             }
             if (s)
@@ -422,8 +569,8 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
             else
                 out->nbids = n;
         }
-        atomic_thread_fence(memory_order_acquire);
-        uint32_t s2 = atomic_load_explicit(seqp, memory_order_relaxed);
+        FH_SHM_FENCE_ACQ();
+        uint32_t s2 = FH_SHM_LOAD_RLX(seqp);
         if (s1 == s2)
             return ok ? tries : -1;
     }
@@ -433,7 +580,7 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint16_t locate, uin
  * events only). */
 static inline uint64_t fh_shm_head(const fh_shm_reader_t *r)
 {
-    return atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+    return FH_SHM_LOAD_ACQ(&r->hdr->head);
 }
 
 #define FH_SHM_EV_NONE 0    /* not published yet */
@@ -448,13 +595,13 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
     uint64_t want = *next;
     uint64_t cap = r->hdr->event_capacity;
     const fh_shm_event_t *slot = &r->events[want & (cap - 1)];
-    const _Atomic uint64_t *seqp = (const _Atomic uint64_t *)&slot->seq;
+    const uint64_t *seqp = &slot->seq;
     for (;;) {
-        uint64_t s1 = atomic_load_explicit(seqp, memory_order_acquire);
+        uint64_t s1 = FH_SHM_LOAD_ACQ(seqp);
         if (s1 == want) {
             memcpy(out, slot, sizeof *out);
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(seqp, memory_order_relaxed) == want) {
+            FH_SHM_FENCE_ACQ();
+            if (FH_SHM_LOAD_RLX(seqp) == want) {
                 *next = want + 1;
                 return FH_SHM_EV_OK;
             }
@@ -469,7 +616,7 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
             return FH_SHM_EV_OVERRUN;
         }
         /* published between our two loads, or being rewritten for this lap: read it again */
-        __builtin_ia32_pause();
+        FH_SHM_PAUSE();
     }
 }
 
@@ -484,7 +631,7 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
         uint64_t head = fh_shm_head(r);
         if (head > seen)
             return head;
-        __builtin_ia32_pause();
+        FH_SHM_PAUSE();
     }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -492,7 +639,7 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
     uint64_t end_ns = timeout_ns ? now_ns + timeout_ns : UINT64_MAX;
     for (;;) {
         uint64_t head;
-        if (atomic_load_explicit(&r->hdr->writer_state, memory_order_acquire) == 2)
+        if (FH_SHM_LOAD_ACQ(&r->hdr->writer_state) == 2)
             return fh_shm_head(r);
         clock_gettime(CLOCK_MONOTONIC, &now);
         now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
@@ -508,17 +655,17 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
         }
         /* Raise waiters (a full barrier), then re-check the head: the writer either published before our
          * increment (we see its head) or will see waiters != 0 after its own barrier and wake us. */
-        atomic_fetch_add_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
-        uint32_t f = atomic_load_explicit(&r->wake->futex, memory_order_seq_cst);
+        __atomic_fetch_add(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
+        uint32_t f = __atomic_load_n(&r->wake->futex, __ATOMIC_SEQ_CST);
         if ((head = fh_shm_head(r)) > seen) {
-            atomic_fetch_sub_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
+            __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
             return head;
         }
-        struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
         if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
-            ts = (struct timespec){ 0, 100000000 };
+            left = 100000000u;
+        struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
         syscall(SYS_futex, &r->wake->futex, FUTEX_WAIT, f, &ts, NULL, 0);
-        atomic_fetch_sub_explicit(&r->wake->waiters, 1, memory_order_seq_cst);
+        __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
         if ((head = fh_shm_head(r)) > seen)
             return head;
     }
@@ -532,16 +679,16 @@ static inline int fh_shm_stats_copy(const fh_shm_reader_t *r, fh_shm_stats_t *ou
     const fh_shm_stats_t *st = r->stats;
     uint64_t t0 = 0;
     for (uint32_t i = 1;; i++) {
-        uint32_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+        uint32_t s1 = FH_SHM_LOAD_ACQ(&st->seq);
         if (!(s1 & 1)) {
             memcpy((void *)out, (const void *)st, sizeof *out);
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&st->seq, memory_order_relaxed) == s1) {
-                atomic_store_explicit(&out->seq, s1, memory_order_relaxed);
+            FH_SHM_FENCE_ACQ();
+            if (FH_SHM_LOAD_RLX(&st->seq) == s1) {
+                __atomic_store_n(&out->seq, s1, __ATOMIC_RELAXED);
                 return 0;
             }
         }
-        __builtin_ia32_pause();
+        FH_SHM_PAUSE();
         if ((i & 1023) == 0) {
             uint64_t now = fh_shm_mono_ns();
             if (!t0)

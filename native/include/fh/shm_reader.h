@@ -13,7 +13,7 @@
 int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);
 void fh_shm_reader_leave(fh_shm_reader_t *r);
 int fh_shm_reader_writer_alive(const char *path);
-int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint16_t locate, uint32_t depth, fh_shm_snapshot_t *out);
+int fh_shm_reader_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out);
 uint64_t fh_shm_reader_head(const fh_shm_reader_t *r);
 int fh_shm_reader_event_next(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out);
 uint32_t fh_shm_reader_events(const fh_shm_reader_t *r, uint64_t *next, fh_shm_event_t *out, uint32_t cap, int *rc);

@@ -1,5 +1,5 @@
 """`fh ports`: the DPDK ports a set of EAL arguments gives, read through the project's own bindings
-(handler._dpdk) in a child process (handler.ports_child), so the CLI never holds EAL state.
+(handler._dpdk) in a child process (handler.host.ports_child), so the CLI never holds EAL state.
 
 Each reading uses its own EAL file prefix (fh-ports-PID) and, with hugepages, --in-memory: it leaves no file
 behind and never meets a running data plane's shared configuration. What EAL cannot do (no hugepages, a
@@ -16,6 +16,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from ..errors import FhError
+
 NO_HUGE_MB = 128          # -m with --no-huge: the child allocates at most one small mempool per port
 BUILD_FIX = ("apt-get install libdpdk-dev pkg-config, then rebuild fh (bash scripts/setup.sh, or pip install "
              "--no-build-isolation -e .)")
@@ -23,8 +25,8 @@ SPEC_HELP = ("a --vdev spec is DRIVER<N>[,key=value...] (net_pcap0,rx_pcap=FILE;
              "net_null0), a --pci address DOMAIN:BUS:DEVICE.FUNCTION (0000:01:00.0)")
 
 
-class PortsError(ValueError):
-    """One line: what failed, why, and what to do. A ValueError, so `fh` prints it and exits 2."""
+class PortsError(FhError, ValueError):
+    """One line: what failed, why, and what to do; `fh` prints it and exits 2."""
 
 
 @dataclass
@@ -190,7 +192,7 @@ def diagnose(result: dict | None, stderr: str, eal: list[str], rc: int | None = 
 # -- the reading ------------------------------------------------------------------------------------------
 
 def child_argv(eal: list[str], start_s: float = 0) -> list[str]:
-    argv = [sys.executable, "-m", "handler.ports_child"]
+    argv = [sys.executable, "-m", "handler.host.ports_child"]
     if start_s > 0:
         argv += ["--start-ms", str(max(1, int(start_s * 1000)))]
     return argv + ["--", *eal]

@@ -8,19 +8,19 @@ import sys
 
 
 def _host_and_config(a):
-    from .cli import CliError
-    from .plan import load_config
-    from .topology import read_host
+    from ..errors import FhError
+    from ..host.plan import load_config
+    from ..host.topology import read_host
 
     if not os.path.isdir(a.root):
-        raise CliError(f"--root {a.root}: no such directory; give the root of a host's tree (default /)")
+        raise FhError(f"--root {a.root}: no such directory; give the root of a host's tree (default /)")
     host = read_host(a.root)
     cfg = load_config(a.config, host) if a.config else None
     return host, cfg
 
 
 def cmd_plan(a) -> int:
-    from . import plan
+    from ..host import plan
 
     host, cfg = _host_and_config(a)
     p = plan.plan(host, cfg, pci=a.pci, lcores=a.lcores, strict=a.strict)
@@ -41,7 +41,7 @@ def cmd_plan(a) -> int:
 
 
 def cmd_check(a) -> int:
-    from . import check
+    from ..host import check
 
     host, cfg = _host_and_config(a)
     p, results = check.run(host, cfg, pci=a.pci)
@@ -50,11 +50,11 @@ def cmd_check(a) -> int:
 
 
 def cmd_ports(a) -> int:
-    from . import ports
+    from ..host import ports
 
     vdev, pci, no_huge = list(a.vdev or []), list(a.pci or []), a.no_huge
     if a.config:
-        from . import config
+        from .. import config
 
         cvdev, cpci, cno_huge = ports.config_devices(config.load(a.config))
         if not vdev and not pci:  # --vdev/--pci replace the configuration's NIC, as --pci does for fh plan

@@ -40,7 +40,7 @@ def _stats(ns: list[float], messages: int) -> dict:
 
 
 def bench_engine(a) -> int:
-    from . import native
+    from .. import native
 
     cpu = _pin(a.cpu)
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 lines, through the retransmission server, live.
 
 The lab is the one `tests/test_recovery.py` builds: a network namespace with the sender's end of a veth pair
-(handler.sender.Lab), an address in it for `fh retransmit-server` answering from the clean recording of the
+(handler.net.sender.Lab), an address in it for `fh retransmit-server` answering from the clean recording of the
 day, and fh-dataplane on net_af_packet on the other end (--retrans-server, --retrans-mac, --src-ip). A fault
 plan drops, on both lines, the consecutive datagrams from the middle of the day that carry closest to --gap
 messages (the exact count is reported). The faulty capture is sent paced; the data plane waits --gap-wait-us
@@ -33,20 +33,22 @@ import time
 import uuid
 from pathlib import Path
 
+from ..errors import FhError
+
 SERVER_IP, DP_IP, PORT = "10.77.0.1", "10.77.0.2", 18000
 MAX_COUNT = 1000  # the server's (and the data plane's) largest request
 
 
 def _why_not() -> str | None:
-    from . import replay
+    from .. import process
 
     if os.geteuid() != 0:
         return "needs root: it creates a network namespace and a veth pair"
     try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
+        process.find_dataplane()
+    except process.DataplaneError as e:
         return str(e)
-    if not replay.pmd_available("net_af_packet"):
+    if not process.pmd_available("net_af_packet"):
         return "DPDK's net_af_packet driver is not installed (apt-get install dpdk)"
     return None
 
@@ -55,7 +57,7 @@ def choose_gap(day: bytes, target: int, mtu: int) -> dict:
     """The datagrams to drop on both lines: from the middle of the day, the longest run of consecutive
     datagrams that carries at most `target` messages (at least one datagram). With the default 1,000 (the
     largest request) the gap is asked for in one request."""
-    from . import pcapgen
+    from ..net import pcapgen
 
     grams = pcapgen.packetize(day, mtu)
     at = len(grams) // 2
@@ -67,7 +69,7 @@ def choose_gap(day: bytes, target: int, mtu: int) -> dict:
             break
         best = (n, total)
     if best is None or at + best[0] > len(grams) - 20:
-        raise _cli_error(f"a day of {sum(len(m) for _, m in grams)} messages is too short for a gap of {target} "
+        raise FhError(f"a day of {sum(len(m) for _, m in grams)} messages is too short for a gap of {target} "
                          "from its middle: give more --messages")
     first = 1 + sum(len(m) for _, m in grams[:at])
     return {"target": target, "at_datagram": at, "datagrams": best[0], "messages": best[1], "first": first,
@@ -82,29 +84,30 @@ def _mac(lab) -> str:
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def _start_server(lab, clean: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
     ready, stats = tmp / "server.ready", tmp / "server.json"
-    srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler.cli", "retransmit-server", "--pcap",
+    srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler", "retransmit-server", "--pcap",
                                           str(clean), "--listen", f"{SERVER_IP}:{PORT}", "--ready-file", str(ready),
                                           "--stats-json", str(stats)]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
     t_end = time.monotonic() + 60
     while not ready.exists():
         if srv.poll() is not None:
-            raise _cli_error(f"fh retransmit-server did not start: {srv.stderr.read().strip()[-400:]}")
+            raise FhError(f"fh retransmit-server did not start: {srv.stderr.read().strip()[-400:]}")
         if time.monotonic() > t_end:
             srv.terminate()
-            raise _cli_error("fh retransmit-server did not listen within 60 s")
+            raise FhError("fh retransmit-server did not listen within 60 s")
         time.sleep(0.05)
     return srv, stats
 
 
 def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | None, planned: int) -> dict:
     """One data plane over the faulty capture, sent paced; its figures (planned: the messages the plan lost)."""
-    from . import replay, sender
+    from .. import process
+    from ..net import sender
 
     name = f"brec-{uuid.uuid4().hex[:8]}"
     seg = f"/dev/shm/fh-{name}"
@@ -113,7 +116,7 @@ def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | No
            "--vdev", f"net_af_packet0,iface={lab.dp_if},framecnt=4096"]  # the ring `fh replay --live` takes
     extra = ["--retrans-server", f"{SERVER_IP}:{PORT}", "--retrans-mac", mac, "--src-ip", DP_IP, "--src-port",
              "40000", "--gap-wait-us", str(a.gap_wait_us), "--igmp", "off"]
-    dp = replay.Dataplane(replay.dataplane_cmd(eal, seg, lines, keep=False, idle="spin", exit_idle_ms=500,
+    dp = process.Dataplane(process.dataplane_cmd(eal, seg, lines, keep=False, idle="spin", exit_idle_ms=500,
                                                extra=extra))
     try:
         dp.wait_running(60)
@@ -121,13 +124,13 @@ def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | No
         snd = subprocess.run(lab.sender_argv(pcap, sender.parse_pace("max", a.pps), cpu=sender_cpu),
                              capture_output=True, text=True, timeout=600, env=_env())
         if snd.returncode != 0:
-            raise _cli_error(f"the sender failed: {snd.stderr.strip()[-400:]}")
+            raise FhError(f"the sender failed: {snd.stderr.strip()[-400:]}")
         summary = json.loads([l for l in snd.stdout.splitlines() if l.startswith('{"summary"')][-1])["summary"]
         stats = dp.wait(120)
     finally:
         dp.close()
         try:
-            replay.remove_segment(seg)
+            process.remove_segment(seg)
         except OSError:
             pass
     m, gf = stats["mold"], stats["gaps_filled"]
@@ -149,7 +152,7 @@ def client_times(server: str, session: str, first: int, count: int, repeats: int
     """Ask the server for `count` messages from `first` (at most MAX_COUNT a request, asking again for the
     rest), `repeats` + 1 times (the first a warm-up, not returned); ns from the first request to the last
     message in, each time."""
-    from .retransmit import request
+    from ..net.retransmit import request
 
     host, port = server.rsplit(":", 1)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -177,7 +180,7 @@ def client_times(server: str, session: str, first: int, count: int, repeats: int
 
 
 def _baseline(lab, gap: dict, session: str, repeats: int) -> dict:
-    argv = lab.exec_argv([sys.executable, "-m", "handler.bench_recovery", "client", f"{SERVER_IP}:{PORT}", session,
+    argv = lab.exec_argv([sys.executable, "-m", "handler.bench.recovery", "client", f"{SERVER_IP}:{PORT}", session,
                           str(gap["first"]), str(gap["messages"]), str(repeats)])
     p = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=_env())
     if p.returncode != 0:
@@ -193,7 +196,8 @@ def _mm(xs: list[float]) -> dict:
 
 
 def bench_recovery(a) -> int:
-    from . import faults, native, pcapgen, replay, sender
+    from .. import faults, native, process, replay
+    from ..net import pcapgen, sender
 
     why = _why_not()
     if why:
@@ -202,8 +206,8 @@ def bench_recovery(a) -> int:
         print(f"fh bench recovery: skipped: {why}", file=sys.stderr)
         return 0
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
-    core = replay.poll_core()
-    sender_cpu = replay.other_cpu()
+    core = process.poll_core()
+    sender_cpu = process.other_cpu()
     day = native.synth_bytes(a.messages, a.instruments, a.seed)
     gap = choose_gap(day, a.gap, a.mtu)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
@@ -221,7 +225,7 @@ def bench_recovery(a) -> int:
         _, inj = pcapgen.synth_faulty_pcap(faulty, day, lines, plan, mtu=a.mtu)
         lost = inj["lost_on_all_lines"]
         if len(lost) != 1 or lost[0]["messages"] != gap["messages"]:
-            raise _cli_error(f"the fault plan lost {lost}, not the {gap['messages']} messages planned")
+            raise FhError(f"the fault plan lost {lost}, not the {gap['messages']} messages planned")
         res["gap"]["session"] = session = lost[0]["session"]
         log(f"gap: {gap['messages']} messages ({gap['first']}..{gap['last']}, {gap['datagrams']} datagrams) lost "
             f"on both lines in a day of {a.messages} messages; {a.repeats} runs at {a.pps:g} packets/s")
@@ -301,12 +305,6 @@ def bench_recovery(a) -> int:
     return 0
 
 
-def _cli_error(msg: str):
-    from .cli import CliError
-
-    return CliError(msg)
-
-
 def register(bes, positive, nonneg) -> None:
     b = bes.add_parser("recovery", help="live: a gap of about 1,000 messages lost on both lines, filled through "
                                         "the retransmission server (needs root)")
@@ -324,11 +322,11 @@ def register(bes, positive, nonneg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m handler.bench_recovery client SERVER SESSION FIRST COUNT REPEATS`: the baseline's client, run
+    """`python -m handler.bench.recovery client SERVER SESSION FIRST COUNT REPEATS`: the baseline's client, run
     inside the lab's namespace; prints the times (ns) as a JSON list."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 6 or argv[0] != "client":
-        print("usage: python -m handler.bench_recovery client SERVER SESSION FIRST COUNT REPEATS", file=sys.stderr)
+        print("usage: python -m handler.bench.recovery client SERVER SESSION FIRST COUNT REPEATS", file=sys.stderr)
         return 2
     print(json.dumps(client_times(argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5]))))
     return 0

@@ -8,21 +8,18 @@ import os
 import sys
 from pathlib import Path
 
-
-class CliError(ValueError):
-    """A user-facing error: printed as one line, exit status 2. A ValueError, so that it is reported the
-    same way when raised from a module that imported a second copy of this one (python -m handler.cli)."""
+from ..errors import FhError, main_guard
 
 
 def _itch(path: str) -> Path:
     """--itch FILE: an ITCH 5.0 daily file, gzipped or not (checked by content: handler/inputs.py)."""
-    from . import inputs
+    from .. import inputs
 
     return inputs.require(path, "itch", "--itch")
 
 
 def _pcap(path: str, option: str = "--pcap") -> Path:
-    from . import inputs
+    from .. import inputs
 
     return inputs.require(path, "pcap", option)
 
@@ -54,7 +51,7 @@ def _print_counters(counters: dict[str, int], file=sys.stderr) -> None:
 
 
 def cmd_synth_itch(a) -> int:
-    from . import native
+    from .. import native
 
     native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm)
     size = os.path.getsize(a.out)
@@ -66,10 +63,10 @@ def cmd_synth_itch(a) -> int:
 
 
 def _dump_reference(a) -> tuple[list[dict], dict]:
-    from . import reference
+    from .. import reference
 
     if a.pcap:  # sequenced as the C engine and the data plane do
-        from .replay import reference_books
+        from ..replay import reference_books
 
         return reference_books(_pcap(a.pcap), depth=a.depth)
     ref = reference.ReferenceBook()
@@ -78,7 +75,7 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
 
 
 def _dump_c(a) -> tuple[list[dict], dict]:
-    from . import native
+    from .. import native
 
     path = _itch(a.itch) if a.itch else _pcap(a.pcap)
     eng = native.Engine(native.EngineConfig.for_input(path.stat().st_size))
@@ -104,7 +101,7 @@ def cmd_book_dump(a) -> int:
 
 
 def cmd_decode(a) -> int:
-    from . import native
+    from .. import native
 
     out = sys.stdout
     bad = 0
@@ -135,7 +132,7 @@ def cmd_decode(a) -> int:
 
     import struct
 
-    from .pcapfile import PcapReader
+    from ..net.pcapfile import PcapReader
 
     reader = PcapReader(_pcap(a.pcap))
     malformed = 0
@@ -167,8 +164,8 @@ def cmd_decode(a) -> int:
 
 
 def default_segment_path(name: str, max_levels: int = 4 << 20, events: int = 1 << 16) -> str:
-    from .native import segment_footprint
-    from .segments import writer_path
+    from ..native import segment_footprint
+    from ..segments import writer_path
 
     return writer_path(name, segment_footprint(max_levels, events))
 
@@ -179,7 +176,7 @@ def cmd_publish(a) -> int:
     import signal
     import time
 
-    from . import native
+    from .. import native
 
     path = _itch(a.itch)
     seg_path = a.segment or default_segment_path(a.name, a.max_levels, a.events)
@@ -232,13 +229,13 @@ EXIT_WRITER_DEAD = 3
 
 
 def _join(a):
-    """Join the segment named by --name (an instance name or a path); its errors become one-line CliErrors."""
-    from . import shm
+    """Join the segment named by --name (an instance name or a path); its errors become one-line FhErrors."""
+    from .. import shm
 
     try:
         return shm.Reader(a.name)
     except shm.ShmError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
 
 
 def _warn_if_dead(r) -> bool:
@@ -260,7 +257,7 @@ def _clock(ns: int) -> str:
 
 
 def _book_text(b: dict) -> str:
-    from .shm import TRADING_STATES
+    from ..shm import TRADING_STATES
 
     state = TRADING_STATES.get(b["trading_state"], repr(b["trading_state"]))
     last = f"last {_dollars(b['last_trade'][0])} x {b['last_trade'][1]}" if b["last_trade"] else "no trade yet"
@@ -280,7 +277,7 @@ def _book_text(b: dict) -> str:
 def cmd_book_show(a) -> int:
     import time
 
-    from . import shm
+    from .. import shm
 
     r = _join(a)
     try:
@@ -314,7 +311,7 @@ def cmd_book_show(a) -> int:
                     print("fh: the writer stopped; the book is final", file=sys.stderr)
                     return 0
     except shm.ShmError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     except KeyboardInterrupt:
         return 0
     finally:
@@ -327,7 +324,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
 
     import numpy as np
 
-    from . import shm
+    from .. import shm
 
     now = time.monotonic()
     locs = r.locates()  # published instruments only
@@ -349,7 +346,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
                      "ask": None if ask is None else int(ask["price"]),
                      "ask_shares": None if ask is None else int(ask["shares"]),
                      "last_trade": s.last_trade, "updates": int(upd[i]), "rate": float(rate[i])})
-    sample = np.zeros(1 << 16, np.int64)
+    sample = np.zeros(r.nbooks, np.int64)
     sample[locs] = upd
     return rows, sample, now
 
@@ -357,7 +354,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
 def _top_frame(r, rows: list[dict]) -> str:
     import time
 
-    from .shm import age_text, utc_text
+    from ..shm import age_text, utc_text
 
     st = r.writer_status()
     n = int((r.books["status"] != 0).sum())
@@ -382,7 +379,7 @@ def _top_frame(r, rows: list[dict]) -> str:
 def cmd_top(a) -> int:
     import time
 
-    from . import shm
+    from .. import shm
 
     r = _join(a)
     try:
@@ -400,7 +397,7 @@ def cmd_top(a) -> int:
             if not dead:
                 dead = _warn_if_dead(r)
     except shm.ShmError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     except KeyboardInterrupt:
         return 0
     finally:
@@ -411,8 +408,8 @@ def _event_text(e: dict) -> str:
     t = e["type"]
     head = f"{e['seq']:>10} {_clock(e['itch_ts'])} {e['symbol']:<8} {t:<9}"
     if t == "bbo":
-        bid = f"{e['bid_shares']} @ {_dollars(e['bid_price'])}" if e["bid_price"] else "-"
-        ask = f"{e['ask_shares']} @ {_dollars(e['ask_price'])}" if e["ask_price"] else "-"
+        bid = f"{e['bid_shares']} @ {_dollars(e['bid_price'])}" if e["bid_shares"] else "-"
+        ask = f"{e['ask_shares']} @ {_dollars(e['ask_price'])}" if e["ask_shares"] else "-"
         return f"{head} bid {bid}  ask {ask}"
     if t == "trade":
         return f"{head} {e['shares']} @ {_dollars(e['price'])}  match {e['match']}"
@@ -422,7 +419,7 @@ def _event_text(e: dict) -> str:
 
 
 def cmd_events(a) -> int:
-    from . import shm
+    from .. import shm
 
     r = _join(a)
     try:
@@ -459,7 +456,7 @@ def cmd_events(a) -> int:
                 print(f"fh: the writer (pid {st.pid}) stopped; no more events", file=sys.stderr)
         return 0
     except shm.ShmError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     except KeyboardInterrupt:
         return 0
     finally:
@@ -467,8 +464,8 @@ def cmd_events(a) -> int:
 
 
 def cmd_stats(a) -> int:
-    from . import shm
-    from .native import COUNTER_NAMES
+    from .. import shm
+    from ..native import COUNTER_NAMES
 
     r = _join(a)
     try:
@@ -530,7 +527,7 @@ def cmd_stats(a) -> int:
             return EXIT_WRITER_DEAD
         return 0
     except shm.ShmError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     finally:
         r.close()
 
@@ -575,7 +572,7 @@ def _register_readers(sub, book_sub) -> None:
 
 
 def cmd_run(a) -> int:
-    from .run import run
+    from ..run import run
 
     return run(a.config, a.keep_segment, a.json)
 
@@ -584,7 +581,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench_engine(a) -> int:
-    from .bench import bench_engine
+    from ..bench.engine import bench_engine
 
     return bench_engine(a)
 
@@ -649,13 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--json", action="store_true", help="print the final statistics as one JSON object")
     rn.set_defaults(func=cmd_run)
 
-    from .cli_dataplane import register as register_dataplane
+    from .dataplane import register as register_dataplane
 
     register_dataplane(sub, _positive, _nonneg)
-    from .cli_host import register as register_host
+    from .host import register as register_host
 
     register_host(sub, _positive, _nonneg)
-    from .cli_ops import register as register_ops
+    from .ops import register as register_ops
 
     register_ops(sub, _positive, _nonneg)
 
@@ -671,8 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")
     beng.add_argument("--json", action="store_true", help="print the results as one JSON object")
     beng.set_defaults(func=cmd_bench_engine)
-    __import__("handler.bench_dataplane", fromlist=["register"]).register(bes, _positive, _nonneg)
-    __import__("handler.bench_recovery", fromlist=["register"]).register(bes, _positive, _nonneg)
+    from ..bench.dataplane import register as register_bench_dataplane
+    from ..bench.recovery import register as register_bench_recovery
+
+    register_bench_dataplane(bes, _positive, _nonneg)
+    register_bench_recovery(bes, _positive, _nonneg)
     return p
 
 
@@ -680,30 +680,14 @@ BOOK_COMMANDS = ("dump", "show")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """fh's entry point: FhError and the OS errors fh can explain end as one line `fh: ...` and exit status 2,
+    Ctrl-C as 130, anything else (a bug) with its traceback and a request to report it (errors.main_guard)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) >= 2 and argv[0] == "book" and argv[1] not in (*BOOK_COMMANDS, "-h", "--help"):
         argv.insert(1, "show")  # fh book SYMBOL: a live book
-    args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except CliError as e:
-        print(f"fh: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except (ValueError, OSError) as e:
-        print(f"fh: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # the C core's and the data plane's errors carry their own context
-        from .native import NativeError
-        from .replay import DataplaneError
 
-        if isinstance(e, (NativeError, DataplaneError)):
-            print(f"fh: {e}", file=sys.stderr)
-            return 2
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return main_guard(run)

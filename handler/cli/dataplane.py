@@ -6,20 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-
-class DataplaneCliError(ValueError):
-    """A user-facing error of these commands. A ValueError, which cli.main prints as `fh: ...` with exit status
-    2, as it does CliError: under `python -m handler.cli` that module runs as __main__, so a CliError imported
-    here from handler.cli would be another class, and escape its handler as a traceback."""
-
-
-def _cli_error(msg: str):
-    return DataplaneCliError(msg)
+from ..errors import FhError
 
 
 def _input(path: str, want: str, option: str) -> Path:
     """An input file of the kind wanted, checked by content (handler/inputs.py); gzipped ones are inflated."""
-    from . import inputs
+    from .. import inputs
 
     return inputs.require(path, want, option)
 
@@ -71,13 +63,14 @@ class ProgressBar:
 
 
 def cmd_replay(a) -> int:
-    from . import replay, sender
+    from .. import process, replay
+    from ..net import sender
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     try:
         pace = sender.parse_pace(a.speed, a.pps)
     except sender.SenderError as e:
-        raise _cli_error(str(e)) from None
+        raise FhError(str(e)) from None
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
@@ -92,7 +85,7 @@ def cmd_replay(a) -> int:
         else:
             stats, books = replay.replay(pcap, depth=a.depth, want_books=want, loop=a.loop, progress=bar)
     except sender.SenderError as e:
-        raise _cli_error(str(e)) from None
+        raise FhError(str(e)) from None
     except KeyboardInterrupt:
         bar.close()
         print("fh replay: interrupted (the data plane, the sender and their namespace are gone)", file=sys.stderr)
@@ -104,7 +97,7 @@ def cmd_replay(a) -> int:
     if a.json:
         print(json.dumps(stats))
     else:
-        for line in replay.summary_lines(stats):
+        for line in process.summary_lines(stats):
             print(line)
         if books is not None:
             print(f"books: {len(books)} written to {a.dump_books}")
@@ -115,13 +108,13 @@ def cmd_verify(a) -> int:
     """OK only when the books equal the reference's and nothing is missing. When the reference says messages
     are missing (a late join, a gap no line filled), equal books are not enough: the data plane must have
     marked the feed stale, and verify says what is missing and exits 1 (the books cannot be verified)."""
-    from . import replay
+    from .. import process, replay
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     lines = replay.pcap_lines(pcap)
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, counters = replay.reference_books(pcap, lines, a.depth)
-    for line in replay.summary_lines(stats):
+    for line in process.summary_lines(stats):
         print(line)
     diffs = replay.diff_books(got, want)
     if diffs:
@@ -143,7 +136,8 @@ def cmd_verify(a) -> int:
 
 
 def cmd_pcap_synth(a) -> int:
-    from . import native, pcapgen
+    from .. import native
+    from ..net import pcapgen
 
     if a.itch:
         data = _input(a.itch, "itch", "--itch").read_bytes()
@@ -161,14 +155,15 @@ def cmd_pcap_synth(a) -> int:
 
 
 def _synth_with_faults(a, data: bytes, lines) -> int:
-    from . import faults, pcapgen
+    from .. import faults
+    from ..net import pcapgen
 
     try:
         plan = faults.load_plan(a.faults)
         s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
                                            burst_ns=a.burst_ns)
     except faults.FaultPlanError as e:
-        raise _cli_error(str(e)) from None
+        raise FhError(str(e)) from None
     print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s), "
           f"{s['frames']} frames with the faults of {a.faults}", file=sys.stderr)
     if a.json:
@@ -182,16 +177,16 @@ def _synth_with_faults(a, data: bytes, lines) -> int:
 
 
 def cmd_retransmit_server(a) -> int:
-    from . import retransmit
+    from ..net import retransmit
 
     try:
         return retransmit.serve_cli(a)
     except retransmit.RetransmitError as e:
-        raise _cli_error(str(e)) from None
+        raise FhError(str(e)) from None
 
 
 def cmd_pcap_inspect(a) -> int:
-    from . import pcapgen
+    from ..net import pcapgen
 
     ins = pcapgen.inspect_pcap(_input(a.pcap, "pcap", "PCAP"))
     if a.json:

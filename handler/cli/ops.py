@@ -1,44 +1,36 @@
 """The operations commands of `fh`: status, stop, metrics (docs/operations.md). `fh run` and `fh stats` are
-in handler/cli.py."""
+in handler/cli/main.py."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+from ..errors import FhError
+
 # fh status exit statuses, as scripts and monitoring read them
 STATUS_RUNNING, STATUS_STOPPED, STATUS_DEAD = 0, 1, 3
 DEFAULT_LISTEN_TEXT = "127.0.0.1:9377"  # handler.metrics.DEFAULT_LISTEN (not imported to keep `fh` start-up fast)
 
 
-class OpsCliError(ValueError):
-    """A user-facing error of these commands, printed by cli.main as `fh: ...` with exit status 2. A
-    ValueError, not cli.CliError: under `python -m handler.cli` that module is __main__, and a CliError
-    imported from handler.cli would be another class."""
-
-
-def _cli_error(msg: str):
-    return OpsCliError(msg)
-
-
 def _instance(name: str) -> str:
-    from .segments import instance_name
+    from ..segments import instance_name
 
     return instance_name(name)
 
 
 def cmd_stop(a) -> int:
-    from . import supervise
+    from .. import supervise
 
     if a.timeout < 0:
-        raise _cli_error(f"--timeout {a.timeout:g}: must be 0 or more seconds")
+        raise FhError(f"--timeout {a.timeout:g}: must be 0 or more seconds")
     rc, msg = supervise.stop(_instance(a.name), a.timeout)
     print(f"fh stop: {msg}", file=sys.stderr if rc else sys.stdout)
     return rc
 
 
 def _status_text(s: dict) -> str:
-    from .shm import age_text
+    from ..shm import age_text
 
     lines = []
     who = []
@@ -107,7 +99,7 @@ def _status_text(s: dict) -> str:
 
 
 def cmd_status(a) -> int:
-    from . import supervise
+    from .. import supervise
 
     s = supervise.status(_instance(a.name), a.sample)
     print(json.dumps(s) if a.json else _status_text(s))
@@ -115,18 +107,18 @@ def cmd_status(a) -> int:
 
 
 def cmd_metrics(a) -> int:
-    from . import metrics
+    from .. import metrics
 
     names = None
     if a.config:  # the instance, its line names and the [metrics] defaults from fh.toml; options still win
-        from . import config
+        from .. import config
 
         try:
             cfg = config.load(a.config)
             if a.textfile is None:
                 config.check_textfile_dir(cfg)
         except config.ConfigError as e:
-            raise _cli_error(str(e)) from None
+            raise FhError(str(e)) from None
         a.name = cfg.name if a.name is None else a.name
         a.listen = cfg.metrics.listen if a.listen is None else a.listen
         a.textfile = cfg.metrics.textfile if a.textfile is None else a.textfile
@@ -142,9 +134,9 @@ def cmd_metrics(a) -> int:
         try:
             metrics.parse_listen(listen)
         except ValueError as e:
-            raise _cli_error(str(e)) from None
+            raise FhError(str(e)) from None
     if a.interval <= 0:
-        raise _cli_error(f"--interval {a.interval:g}: must be more than 0 seconds")
+        raise FhError(f"--interval {a.interval:g}: must be more than 0 seconds")
     if a.textfile and not a.textfile.endswith(".prom"):
         print(f"fh metrics: warning: {a.textfile}: node-exporter's textfile collector reads *.prom files only",
               file=sys.stderr)
@@ -152,7 +144,7 @@ def cmd_metrics(a) -> int:
         return metrics.serve(name, listen, a.textfile, a.once, a.interval, names)
     except OSError as e:
         where = f"--listen {listen}" if listen else f"--textfile {a.textfile}"
-        raise _cli_error(f"{where}: {e.strerror or e}") from None
+        raise FhError(f"{where}: {e.strerror or e}") from None
 
 
 def register(sub, positive, nonneg) -> None:

@@ -2,7 +2,7 @@
 one JSON object, clean up and exit. Run by handler.ports, never imported by the CLI, so that EAL state (its
 memory, its devices, its threads) lives and dies with this process:
 
-    python -m handler.ports_child [--start-ms MS] -- EAL-ARGS...
+    python -m handler.host.ports_child [--start-ms MS] -- EAL-ARGS...
 
 stdout carries the JSON object only: EAL prints its usage and some messages on stdout, so this module moves
 its own stdout to a private descriptor and sends everything written to fd 1 to stderr, which the parent keeps

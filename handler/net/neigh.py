@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..errors import FhError
+
 # neighbour states (linux/neighbour.h) whose link-layer address can be used: REACHABLE, STALE, DELAY, PROBE,
 # PERMANENT. INCOMPLETE, FAILED and NOARP have none (or none worth trusting).
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
-class NeighError(LookupError):
+class NeighError(FhError, LookupError):
     """One line: why there is no MAC for the destination. `hop`: the address whose MAC is missing (a gateway,
     or the destination itself)."""
 

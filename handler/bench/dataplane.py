@@ -40,6 +40,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..errors import FhError
+
 TARGET_CYCLES = 50
 
 
@@ -53,7 +55,8 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
                  ab: bool = False) -> tuple[bytes, Path, dict]:
     """The synthetic day (daily-file bytes) and its A-line pcap (ab: A and B, each datagram on A then at once
     its copy on B), made once and cached by their arguments."""
-    from . import native, pcapgen
+    from .. import native
+    from ..net import pcapgen
 
     key = f"{'ab' if ab else 'a'}-m{messages}-i{instruments}-s{seed}-mtu{mtu}"
     d = _cache_dir()
@@ -75,7 +78,7 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
 
 
 def _lines(ab: bool) -> list:
-    from . import pcapgen
+    from ..net import pcapgen
 
     return [pcapgen.Line(*pcapgen.DEFAULT_A)] + ([pcapgen.Line(*pcapgen.DEFAULT_B)] if ab else [])
 
@@ -95,23 +98,23 @@ def _eal(name: str, vdev: str, core: int) -> list[str]:
 def run_dataplane(pcap: Path, mode: str, core: int, idle: str = "spin", ab: bool = False) -> dict:
     """One pass of fh-dataplane over the capture; its final statistics. ab: listen to the A and the B line
     (else A only)."""
-    from . import replay
+    from .. import process
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
-    cmd = [replay.find_dataplane(), *_eal(name, f"net_pcap0,rx_pcap={pcap}", core), "--", "--mode", mode,
+    cmd = [process.find_dataplane(), *_eal(name, f"net_pcap0,rx_pcap={pcap}", core), "--", "--mode", mode,
            "--segment", segment, *_line_args(ab), "--idle", idle, "--exit-idle-ms", "300"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     finally:
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
     if p.returncode != 0:
-        raise replay.DataplaneError(p.stderr.strip()[-600:] or f"exit status {p.returncode}")
+        raise process.DataplaneError(p.stderr.strip()[-600:] or f"exit status {p.returncode}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def _datagrams(pcap: Path) -> list[bytes]:
-    from .pcapfile import PcapReader
+    from ..net.pcapfile import PcapReader
 
     return [bytes(d.payload) for d in PcapReader(pcap).datagrams()]
 
@@ -121,8 +124,8 @@ def engine_pass(data: bytes, dgrams: list[bytes], core: int, tsc_hz: int) -> dic
     plane does (and, like it, on a new engine: no warm-up pass): ns and TSC cycles per message over the day
     (fh_engine_apply_blocks) and over the datagrams (fh_mold_feed_apply, minus the cost of calling it from
     Python, measured on empty datagrams)."""
-    from . import native
-    from ._native import ffi, lib
+    from .. import native
+    from .._native import ffi, lib
 
     messages, _ = native.itch_scan(data)
     keep = [ffi.from_buffer(d) for d in dgrams]
@@ -203,19 +206,19 @@ def _cg_table(out: str, inclusive: bool) -> dict[str, int]:
 
 def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False) -> dict:
     """One fh-dataplane run under callgrind: packets, messages applied, and the instruction tables."""
-    from . import replay
+    from .. import process
 
     name = f"cg-{uuid.uuid4().hex[:8]}"
     out = f"{tmp}/{name}.out"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", replay.find_dataplane(),
-           *_eal(name, f"net_pcap0,rx_pcap={pcap}", replay.poll_core()), "--", "--mode", mode,
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", process.find_dataplane(),
+           *_eal(name, f"net_pcap0,rx_pcap={pcap}", process.poll_core()), "--", "--mode", mode,
            "--segment", f"/dev/shm/fh-{name}", *_line_args(ab), "--idle", "backoff", "--exit-idle-ms", "500"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     finally:
-        replay.remove_segment(f"/dev/shm/fh-{name}")
+        process.remove_segment(f"/dev/shm/fh-{name}")
     if p.returncode != 0:
-        raise replay.DataplaneError(p.stderr.strip()[-600:])
+        raise process.DataplaneError(p.stderr.strip()[-600:])
     stats = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
     return {"packets": stats["packets"], "messages": stats.get("messages_applied", 0),
             "self": _cg_table(out, False), "incl": _cg_table(out, True)}
@@ -223,7 +226,7 @@ def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False) -> dict:
 
 def _need_valgrind() -> None:
     if not shutil.which("valgrind") or not shutil.which("callgrind_annotate"):
-        raise _cli_error("--callgrind needs valgrind (apt-get install valgrind)")
+        raise FhError("--callgrind needs valgrind (apt-get install valgrind)")
 
 
 def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dict:
@@ -303,7 +306,7 @@ def arbitration_callgrind(ab_pcap: Path, raw_a: dict) -> dict:
 
 
 def replay_error(msg: str):
-    from .replay import DataplaneError
+    from ..process import DataplaneError
 
     return DataplaneError(msg)
 
@@ -324,14 +327,14 @@ def _mm(xs: list[float], nd: int = 1) -> dict:
 
 
 def bench_dataplane(a) -> int:
-    from . import replay
+    from .. import process
 
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     try:
-        replay.find_dataplane()
-    except replay.DataplaneError as e:
-        raise _cli_error(str(e)) from None
-    core = replay.poll_core() if a.cpu is None else a.cpu
+        process.find_dataplane()
+    except process.DataplaneError as e:
+        raise FhError(str(e)) from None
+    core = process.poll_core() if a.cpu is None else a.cpu
     data, pcap, info = day_and_pcap(a.messages, a.instruments, a.seed, a.mtu, log)
     dgrams = _datagrams(pcap)
     res: dict = {"pcap": str(pcap), "cached": info["cached"], "messages": info["messages"],
@@ -508,12 +511,6 @@ def _arbitration_summary(runs: list[dict]) -> dict:
         x["a_and_b"]["messages_applied"] == x["a_only"]["messages_applied"]
         and x["a_and_b"]["duplicates"] == x["a_only"]["messages_applied"] and not x["a_and_b"]["drops"] for x in ar)
     return out
-
-
-def _cli_error(msg: str):
-    from .cli import CliError
-
-    return CliError(msg)
 
 
 def register(bes, positive, nonneg) -> None:

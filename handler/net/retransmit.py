@@ -31,12 +31,14 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import FhError
+
 REQUEST_LEN = 20
 IP_UDP = 28
 MOLD_HDR = 20
 
 
-class RetransmitError(ValueError):
+class RetransmitError(FhError, ValueError):
     """A user-facing error (bad address, unreadable capture)."""
 
 
@@ -49,7 +51,7 @@ class Store:
     @classmethod
     def from_pcap(cls, path: str | Path) -> "Store":
         from .pcapfile import PcapReader
-        from .reference import iter_mold
+        from ..reference import iter_mold
 
         if not Path(path).is_file():
             raise RetransmitError(f"{path}: no such capture; check the path")

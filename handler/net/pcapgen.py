@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import native
+from .. import native
+from ..errors import InputError
 
 MTU = 1500
 IP_UDP = 28
@@ -149,13 +150,13 @@ def synth_faulty_pcap(out: str | Path, data: bytes, lines: list[Line], plan, ses
                       mtu: int = MTU, burst_ns: int | None = None) -> tuple[dict, dict]:
     """synth_pcap with a fault plan (handler.faults) applied to each line's datagrams before framing. Returns
     the summary and the injected faults. Lines are A, B in that order (at most two)."""
-    from . import faults
+    from .. import faults
 
     if isinstance(plan, (str, Path)):
         plan = faults.load_plan(plan)
     grams = packetize(data, mtu, burst_ns)
     if not grams:
-        raise ValueError("no messages to write")
+        raise InputError("no messages to write")
     per_line, injected = faults.apply_plan(grams, plan, session, len(lines))
     framers = [Framer(l) for l in lines]
     w = PcapWriter(out)
@@ -187,7 +188,7 @@ class Inspection:
 
 def inspect_pcap(path: str | Path) -> Inspection:
     from .pcapfile import PcapReader
-    from .reference import iter_mold
+    from ..reference import iter_mold
 
     ins = Inspection()
     r = PcapReader(path)

@@ -19,7 +19,7 @@ veth pair, the other end (``fhd-<id>``) in the root namespace for the data plane
 multicast accepted, IPv6 off on both ends so that neither kernel sends router solicitations or MLD reports
 of its own. `Lab.down` removes all of it.
 
-Run inside the namespace as ``nsenter --net=/run/netns/fhs-<id> python -m handler.sender PCAP --iface fhs-<id> ...``;
+Run inside the namespace as ``nsenter --net=/run/netns/fhs-<id> python -m handler.net.sender PCAP --iface fhs-<id> ...``;
 it prints progress and a final summary as JSON lines on stdout.
 """
 
@@ -39,13 +39,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import FhError
+
 SPIN_NS = 200_000          # busy-wait the last 200 µs before a packet's time; sleep before that
 PROGRESS_EVERY_NS = 100_000_000
 RT_PRIORITY = 10           # SCHED_FIFO priority with --realtime
 ENOBUFS_TRIES = 100_000    # a veth peer's backlog full: retries in all before frames are counted lost
 
 
-class SenderError(RuntimeError):
+class SenderError(FhError, RuntimeError):
     """The sender or its lab topology could not do what was asked; the message says what to do."""
 
 
@@ -408,7 +410,7 @@ class Lab:
     def sender_argv(self, pcap: str | os.PathLike, pace: Pace, loop: int = 1, cpu: int | None = None,
                     realtime: bool = False) -> list[str]:
         """The command that runs this module's sender inside the namespace, with progress on stdout."""
-        argv = [sys.executable, "-m", "handler.sender", str(pcap), "--iface", self.ns_if, "--loop", str(loop),
+        argv = [sys.executable, "-m", "handler.net.sender", str(pcap), "--iface", self.ns_if, "--loop", str(loop),
                 "--progress"]
         if pace.mode == "pps":
             argv += ["--pps", repr(pace.pps)]
@@ -424,7 +426,7 @@ class Lab:
 # -- command line (what runs inside the namespace) --------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m handler.sender",
+    ap = argparse.ArgumentParser(prog="python -m handler.net.sender",
                                  description="send a pcap's frames on an interface, paced (see the module doc)")
     ap.add_argument("pcap")
     ap.add_argument("--iface", required=True)

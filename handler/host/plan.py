@@ -15,7 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, topology
+from .. import config
+from . import topology
 from .topology import BIFURCATED, DPDK_DRIVERS, Host, PciDevice, format_cpulist, parse_cpulist, size_text
 
 DEFAULT_MB = 512

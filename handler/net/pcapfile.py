@@ -25,7 +25,7 @@ Every frame that is not yielded is counted in ``counters`` under its cause:
 plus ``frames`` (records read), ``datagrams`` (datagrams yielded) and
 ``truncated_file`` (1 when the last record is cut off: reading stops there; a
 truncated tail never raises). A file that is not a classic pcap at all raises
-``ValueError`` naming the path.
+``PcapError`` (an ``InputError``, a ``ValueError``) naming the path.
 
 Checksums are not verified (anonymised captures carry zero checksums).
 
@@ -45,6 +45,13 @@ import mmap
 import os
 import struct
 from typing import Iterator, NamedTuple
+
+from ..errors import InputError
+
+
+class PcapError(InputError):
+    """A file that is not a classic pcap fh can read; the message names the path and what to do."""
+
 
 __all__ = ["Datagram", "PcapReader", "read_udp", "COUNTER_NAMES",
            "LINKTYPE_ETHERNET", "LINKTYPE_LINUX_SLL"]
@@ -111,12 +118,12 @@ class PcapReader:
             head = f.read(_GLOBAL_HEADER_LEN)
         magic = head[:4]
         if magic == _PCAPNG_MAGIC:
-            raise ValueError(
+            raise PcapError(
                 f"{self.path}: pcapng is not supported: convert with `editcap -F pcap IN OUT`")
         if magic not in _MAGICS:
-            raise ValueError(f"{self.path}: not a pcap file (magic {magic.hex() or 'missing'})")
+            raise PcapError(f"{self.path}: not a pcap file (magic {magic.hex() or 'missing'})")
         if len(head) < _GLOBAL_HEADER_LEN:
-            raise ValueError(f"{self.path}: not a pcap file (global header cut off "
+            raise PcapError(f"{self.path}: not a pcap file (global header cut off "
                              f"at {len(head)} of {_GLOBAL_HEADER_LEN} bytes)")
         order, self.nanosecond = _MAGICS[magic]
         self.byteorder = "little" if order == "<" else "big"
@@ -125,7 +132,7 @@ class PcapReader:
         # The link type is the low 16 bits; the upper bits may carry FCS information.
         self.linktype = network & 0xFFFF
         if self.linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL):
-            raise ValueError(
+            raise PcapError(
                 f"{self.path}: unsupported pcap link type {self.linktype} "
                 f"(supported: 1 Ethernet, 113 Linux cooked SLL)")
         self._record = struct.Struct(order + "IIII")

@@ -1,0 +1,7 @@
+"""`python -m handler ARGS` is `fh ARGS`."""
+
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,257 @@
+"""The fh-dataplane process: finding the program, its command line, starting it, seeing it run, stopping it
+and reading its final statistics. Used by `fh run` (handler/run.py), `fh replay` and `fh verify`
+(handler/replay.py), the benchmarks and the tests; it knows nothing of pcaps or configurations."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .errors import FhError
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (its build/ holds fh-dataplane)
+
+
+class DataplaneError(FhError):
+    """The data plane could not run or exited with an error; the message is its own."""
+
+
+def find_dataplane() -> str:
+    """The fh-dataplane program: $FH_DATAPLANE, then PATH (an installed fh), then this checkout's build."""
+    env = os.environ.get("FH_DATAPLANE")
+    if env:
+        return env
+    found = shutil.which("fh-dataplane")
+    if found:
+        return found
+    for p in sorted(ROOT.glob("build/cp3*/native/dataplane/fh-dataplane")):
+        return str(p)
+    raise DataplaneError("fh-dataplane not found: it is built with DPDK (apt-get install libdpdk-dev pkg-config, "
+                         "then bash scripts/setup.sh), or set FH_DATAPLANE")
+
+
+def pmd_available(driver: str) -> bool:
+    """Whether DPDK can load this poll-mode driver (e.g. "net_af_packet"): linked into fh-dataplane, or a
+    plugin in one of the usual DPDK driver directories. A heuristic: the data plane's own start-up is the
+    final word."""
+    lib = "librte_" + driver
+    try:
+        p = subprocess.run(["ldd", find_dataplane()], capture_output=True, text=True, timeout=20)
+        if lib in p.stdout:
+            return True
+    except (OSError, subprocess.SubprocessError, DataplaneError):
+        pass
+    for pattern in ("/usr/lib*/*/dpdk/pmds-*/", "/usr/lib*/dpdk/pmds-*/", "/usr/local/lib*/*/dpdk/pmds-*/",
+                    "/usr/local/lib*/dpdk/pmds-*/"):
+        for d in Path("/").glob(pattern.lstrip("/")):
+            if any(d.glob(lib + ".so*")):
+                return True
+    return False
+
+
+def poll_core() -> int:
+    """The lcore to poll on: the last CPU this process may use (core 1 on a 2-core lab machine)."""
+    return max(os.sched_getaffinity(0))
+
+
+def dataplane_cmd(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
+                  idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
+                  max_levels: int = 1 << 20, events: int = 1 << 16, extra: list[str] | tuple = ()) -> list[str]:
+    """extra: more fh-dataplane arguments (retransmission, line devices ...); a line given as (dst, port, dev)
+    is taken on that DPDK device."""
+    if not lines:
+        raise DataplaneError("no UDP flow to listen to: the capture holds no UDP datagram")
+    cmd = [find_dataplane(), *eal, "--", "--segment", segment, "--idle", idle, "--exit-idle-ms", str(exit_idle_ms),
+           "--max-orders", str(max_orders), "--max-levels", str(max_levels), "--events", str(events)]
+    for line in lines:
+        cmd += ["--line", f"{line[0]}:{line[1]}" + (f"@{line[2]}" if len(line) > 2 else "")]
+    if keep:
+        cmd.append("--keep-segment")
+    return [*cmd, *extra]
+
+
+def with_parent(sig: int):
+    """A preexec_fn: the child gets sig when this process dies (PR_SET_PDEATHSIG), so that a data plane, which
+    polls forever without --exit-idle-ms, does not outlive an fh that was killed."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, ctypes.c_ulong(sig), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+    return arm
+
+
+class Dataplane:
+    """One fh-dataplane process: started, seen to print its "running" line, stopped (SIGINT, or on its own with
+    --exit-idle-ms), its final statistics parsed. `close` ends it if it still runs."""
+
+    def __init__(self, cmd: list[str]):
+        self.cmd = cmd
+        self.err: list[str] = []
+        self._running = threading.Event()
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, preexec_fn=with_parent(signal.SIGINT))
+        self._out: list[str] = []
+        self._threads = [threading.Thread(target=self._drain_err, daemon=True),
+                         threading.Thread(target=lambda: self._out.extend(self.p.stdout), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _drain_err(self) -> None:
+        for line in self.p.stderr:
+            self.err.append(line.rstrip("\n"))
+            if line.startswith("fh-dataplane") and line.rstrip().endswith(": running"):
+                self._running.set()
+        self._running.set()  # it exited: wake whoever waits
+
+    def _failure(self) -> DataplaneError:
+        err = [l for l in self.err if l.startswith("fh-dataplane") or "EAL" in l]
+        msg = err[-1] if err else "\n".join(self.err)[-400:]
+        if "no DPDK port" in msg and any("net_af_packet" in a for a in self.cmd):
+            msg = ("the net_af_packet PMD did not create a port (is librte_net_af_packet installed, e.g. "
+                   f"apt-get install dpdk? {' | '.join(self.err[-3:])})")
+        return DataplaneError(msg or f"exit status {self.p.returncode}")
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        """Until the poll loop runs; raises the data plane's own error if it exits first."""
+        if not self._running.wait(timeout):
+            raise DataplaneError(f"fh-dataplane printed no 'running' line in {timeout:g} s: "
+                                 f"{' | '.join(self.err[-3:]) or 'no output'}")
+        if self.p.poll() is not None:
+            self.p.wait()
+            for t in self._threads:
+                t.join(5)
+            raise self._failure()
+
+    def wait(self, timeout: float | None = None, progress=None) -> dict:
+        """Until it exits (calling progress() every 0.1 s meanwhile); its final statistics."""
+        t_end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self.p.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if t_end is not None and time.monotonic() > t_end:
+                    raise subprocess.TimeoutExpired(self.cmd, timeout) from None
+                if progress is not None:
+                    progress()
+        for t in self._threads:
+            t.join(5)
+        if self.p.returncode != 0:
+            raise self._failure()
+        try:
+            return json.loads([l for l in self._out if l.strip()][-1])
+        except (IndexError, json.JSONDecodeError):
+            raise DataplaneError(f"fh-dataplane printed no statistics: {' | '.join(self.err[-3:])}") from None
+
+    def stop(self, timeout: float = 30.0) -> dict:
+        """SIGINT: it leaves its loop, prints its statistics and exits."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._remove_runtime_dir()
+
+    def _remove_runtime_dir(self) -> None:
+        """EAL leaves an empty runtime directory per --file-prefix behind; every replay has a prefix of its own,
+        so they would pile up. Only an empty one goes (rmdir)."""
+        if "--file-prefix" not in self.cmd:
+            return
+        prefix = self.cmd[self.cmd.index("--file-prefix") + 1]
+        base = "/var/run/dpdk" if os.geteuid() == 0 else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
+        try:
+            os.rmdir(os.path.join(base, prefix))
+        except OSError:
+            pass
+
+
+def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
+                  idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
+                  max_levels: int = 1 << 20, events: int = 1 << 16, timeout: float | None = None,
+                  progress=None, extra: list[str] | tuple = ()) -> dict:
+    """Run fh-dataplane to the end of its input; return its final statistics."""
+    dp = Dataplane(dataplane_cmd(eal, segment, lines, keep=keep, idle=idle, exit_idle_ms=exit_idle_ms,
+                                 max_orders=max_orders, max_levels=max_levels, events=events, extra=extra))
+    try:
+        return dp.wait(timeout, progress)
+    finally:
+        dp.close()
+
+
+def remove_segment(path: str) -> None:
+    from .segments import remove
+
+    remove(path)
+
+
+def other_cpu() -> int | None:
+    """A CPU for the sender that is not the data plane's poll core, if there is one."""
+    cpus = sorted(os.sched_getaffinity(0) - {poll_core()})
+    return cpus[-1] if cpus else None
+
+
+def summary_lines(stats: dict) -> list[str]:
+    drops = {k: v for k, v in stats["drops"].items() if v}
+    lat = stats["latency_ns"]
+    mold = stats["mold"]
+    out = [
+        f"packets {stats['packets']} ({stats['nic']['ipackets']} at the NIC, {stats['nic']['imissed']} missed), "
+        f"messages applied {stats['messages_applied']} in {stats.get('wall_s', 0)} s"
+        + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
+        f"drops: {', '.join(f'{k}={v}' for k, v in drops.items()) or 'none'}",
+        f"moldudp64: datagrams {mold['datagrams']}, duplicates {mold['duplicates']}, gaps {mold['gaps']} "
+        f"({mold['gap_messages']} messages: {mold.get('recovered_lines', 0)} filled by the other line, "
+        f"{mold.get('recovered_retrans', 0)} by retransmission, {mold.get('lost', 0)} lost), heartbeats "
+        f"{mold['heartbeats']}, end of session {mold['end_of_session']}",
+        f"latency rx->publish (ns): p50 {lat['p50']}, p99 {lat['p99']}, p99.9 {lat['p99.9']}, max {lat['max']} "
+        f"over {lat['count']} messages",
+    ]
+    ignored = {k: mold.get(k, 0) for k in ("malformed", "bogus_session", "suspect", "old_session") if mold.get(k)}
+    if ignored:
+        out.append("ignored datagrams: " + ", ".join(f"{k} {v}" for k, v in ignored.items()))
+    feed = stats.get("feed")
+    if feed and feed.get("joined_at", 0) > 1:
+        j = feed["joined_at"]
+        out.append(f"joined late at {j}; " + (f"1..{j - 1} missing" if feed.get("join_lost")
+                                              else f"1..{j - 1} recovered" if feed["state"] != "recovering"
+                                              else f"1..{j - 1} being recovered"))
+    if feed:
+        out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
+                                               if feed["state"] == "stale" else "")
+                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {l['won']} lost {l['lost']}"
+                                             for i, l in enumerate(stats.get("lines", []))))
+    s = stats.get("sender")
+    if s:
+        errs = ", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"
+        line = (f"sender ({s['pace']}, {s['loop']} loop(s)): {s['sent']} of {s['frames']} frames in "
+                f"{s['elapsed_s']:.3f} s, {s['achieved_pps'] or 0:.0f} pps")
+        if s.get("late_ns"):
+            late = s["late_ns"]
+            line += (f" (requested {s['requested_pps'] or 0:.0f} pps over {s['scheduled_s']:.3f} s); frames late by "
+                     f"p50 <= {late['p50']} ns, p99 <= {late['p99']} ns, max <= {late['max']} ns")
+        out.append(line + f"; send errors: {errs}")
+    link = stats.get("link")
+    if link:
+        out.append(f"veth {link['iface']}: kernel counted rx {link['rx_packets']}, tx {link['tx_packets']}, "
+                   f"dropped rx {link['rx_dropped']} tx {link['tx_dropped']}; lost before the data plane saw them "
+                   f"(its packet ring full): {link['unseen']}")
+    return out
