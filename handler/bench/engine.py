@@ -45,7 +45,7 @@ def bench_engine(a) -> int:
     cpu = _pin(a.cpu)
     t0 = time.perf_counter()
     if a.itch:
-        from . import inputs
+        from .. import inputs
 
         a.itch = str(inputs.require(a.itch, "itch", "--itch"))
         with open(a.itch, "rb") as f:

@@ -97,7 +97,7 @@ static uint64_t hist_pct(double p, uint64_t total)
 static inline void released(uint64_t *total, uint64_t n, uint64_t since)
 {
     if (FH_UNLIKELY(n)) {
-        hist[hist_index(rte_rdtsc() - since)] += n;
+        hist[fh_shm_lat_index(rte_rdtsc() - since)] += n;
         *total += n;
     }
 }
