@@ -53,7 +53,10 @@ def why_no_netns() -> str | None:
         return "the ip command is not installed (apt-get install iproute2)"
     ns = f"fhct-{uuid.uuid4().hex[:8]}"
     try:
-        for cmd in (["netns", "add", ns], ["-n", ns, "link", "add", "c0", "type", "veth", "peer", "name", "c1"]):
+        # (not `ip -n NS ...`: it remounts / in a private mount namespace, which fails in a chroot; the labs use
+        # nsenter --net, handler.net.sender.netns_argv)
+        c0 = f"fhc{ns[5:]}"
+        for cmd in (["netns", "add", ns], ["link", "add", c0, "type", "veth", "peer", "name", "c1", "netns", ns]):
             p = subprocess.run(["ip", *cmd], capture_output=True, text=True, timeout=20)
             if p.returncode != 0:
                 return f"cannot create a network namespace and a veth pair here: ip {' '.join(cmd)}: {p.stderr.strip()}"

@@ -17,19 +17,13 @@ import uuid
 
 import pytest
 
-from conftest import fh
+from conftest import fh, why_no_af_packet, why_no_netns
 from test_faults import _lines
-from test_recovery import _mac, _run, _segment, _server_lab, _why_no_lab
-from handler import native, replay
+from test_recovery import _mac, _run, _segment, _server_lab
+from handler import native, process, replay
 from handler.net import pcapgen
 
-try:
-    replay.find_dataplane()
-    NO_DATAPLANE = None
-except replay.DataplaneError as e:  # built only where DPDK is installed
-    NO_DATAPLANE = str(e)
-
-pytestmark = pytest.mark.skipif(NO_DATAPLANE is not None, reason=NO_DATAPLANE or "")
+pytestmark = pytest.mark.dpdk  # the real data plane (skipped by conftest where DPDK is not built)
 
 SESSION = pcapgen.DEFAULT_SESSION.encode().ljust(10)
 
@@ -244,9 +238,9 @@ def test_sigint_is_answered_quickly_under_a_flood_of_jumps(grams, tmp_path):
     tmp = tempfile.mkdtemp(prefix="fh-int-")
     fifo = os.path.join(tmp, "loop.pcap")
     os.mkfifo(fifo)
-    cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={fifo}"), f"/dev/shm/fh-{name}",
+    cmd = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={fifo}"), f"/dev/shm/fh-{name}",
                                replay.pcap_lines(pcap), exit_idle_ms=0, keep=False)
-    dp = replay.Dataplane(cmd)
+    dp = process.Dataplane(cmd)
     n, end = replay.pcap_extent(pcap)
     feed = replay._FifoFeed(fifo, str(pcap), 10**6, end, dp)
     try:
@@ -277,7 +271,7 @@ def test_sigint_is_answered_quickly_under_a_flood_of_jumps(grams, tmp_path):
 def test_late_join_is_recovered_from_the_server(grams, clean_books, tmp_path):
     """The capture begins at datagram 40: the data plane asks the server for 1..N-1 in chunks (here of 200
     messages) while it holds what comes, and ends with the clean day's books, live."""
-    why = _why_no_lab()
+    why = why_no_netns() or why_no_af_packet()
     if why:
         pytest.skip(why)
     clean = tmp_path / "clean.pcap"
@@ -318,7 +312,7 @@ ROGUE = textwrap.dedent("""
 def test_replies_of_another_session_are_ignored(grams, tmp_path):
     """A server that answers every request with the right messages under another session's name: the replies
     are ignored (old_session), the gap runs out of retries and is given up, every book stale."""
-    why = _why_no_lab()
+    why = why_no_netns() or why_no_af_packet()
     if why:
         pytest.skip(why)
     import os
@@ -334,7 +328,7 @@ def test_replies_of_another_session_are_ignored(grams, tmp_path):
     seq, msgs = grams[0][k]
     name = f"int-{uuid.uuid4().hex[:8]}"
     with sender.Lab(uuid.uuid4().hex[:6]) as lab:
-        subprocess.run(["ip", "-n", lab.ns, "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
+        subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
         srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", ROGUE]), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
