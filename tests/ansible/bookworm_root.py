@@ -1,6 +1,6 @@
 """A Debian 12 (bookworm) root for the Ansible converge test: built once with debootstrap (minbase, plus what a
-bare-metal host has that the roles rely on: python3 for Ansible, systemd for units, ca-certificates), cached as a
-tarball, and unpacked fresh for every test run.
+bare-metal host has that the roles rely on: python3 for Ansible, python3-apt for its apt module in check mode,
+systemd for units, ca-certificates), cached as a tarball, and unpacked fresh for every test run.
 
     python tests/ansible/bookworm_root.py [CACHE_DIR]     # build the cache ahead of the test (as root)
 """
@@ -8,6 +8,7 @@ tarball, and unpacked fresh for every test run.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ import tarfile
 from pathlib import Path
 
 SUITE = "bookworm"
-INCLUDE = "python3,systemd,systemd-sysv,ca-certificates"
-TARBALL = f"{SUITE}-minbase-ansible.tar.gz"
+INCLUDE = "python3,python3-apt,systemd,systemd-sysv,ca-certificates"
+# a new package list is a new tarball
+TARBALL = f"{SUITE}-minbase-{hashlib.sha256(INCLUDE.encode()).hexdigest()[:8]}.tar.gz"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The archive could not be reached: the only reason the test skips.
 UNREACHABLE = ("Failed getting release file", "Couldn't download", "Temporary failure resolving",
@@ -58,6 +60,8 @@ def build(cache: Path, log) -> Path:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed: bash scripts/setup.sh installs it (apt-get install debootstrap)")
     cache.mkdir(parents=True, exist_ok=True)
+    for old in cache.glob(f"{SUITE}-minbase-*.tar.gz"):
+        old.unlink()
     work = Path(cache / f"build-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), mirror()],
