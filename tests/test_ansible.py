@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
+import tempfile
 from pathlib import Path
 
 import importlib.util
@@ -152,7 +152,9 @@ def converged(tmp_path_factory):
     except bookworm_root.ArchiveUnreachable as e:
         pytest.skip(str(e))
     wheelhouse = _wheelhouse(cache)
-    root = tmp_path_factory.mktemp("bookworm") / "root"
+    # not under pytest's basetemp: another pytest run on this machine may prune it while this one works
+    top = Path(tempfile.mkdtemp(prefix="fh-ansible-"))
+    root = top / "root"
     bookworm_root.unpack(tarball, root)
     # a chroot must not start services: what a host's image build does
     (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts in this root\nexit 101\n")
@@ -168,7 +170,8 @@ def converged(tmp_path_factory):
             shutil.copy(d, debs / d.name)
     second = _playbook(root, wheelhouse)
     check = _playbook(root, wheelhouse, "--check", "--diff")
-    return {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
+    yield {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
+    bookworm_root.remove(top)
 
 
 def test_first_converge_changes_the_root(converged):
@@ -259,7 +262,9 @@ def test_driverctl_overrides_cover_the_iommu_group(converged):
 
 def test_rdma_not_installed_for_a_tcp_replication_host_ptp_is(converged):
     r = converged["root"]
-    assert not (r / "etc/security/limits.d/60-fh-memlock.conf").exists()  # fh-nasdaq-1 replicates over tcp
+    # fh-nasdaq-1 replicates over tcp: site.yml skips fh_rdma (test_fh_rdma_for_a_host_replicating_over_rdma runs it)
+    rdma = _results(converged["first"], "Install rdma-core and the ibverbs providers")
+    assert rdma and all(res.get("skipped") for res in rdma)
     assert (r / "usr/sbin/ptp4l").exists()
     assert "slaveOnly               1" in (r / "etc/linuxptp/ptp4l.conf").read_text()
     wants = r / "etc/systemd/system/multi-user.target.wants"
@@ -301,8 +306,15 @@ def test_fh_installed_and_the_unit_enabled(converged):
     assert p.returncode == 0 and "not found" not in p.stdout and "librte_ethdev" in p.stdout, p.stdout
 
 
+def _results(run: dict, task: str) -> list[dict]:
+    """The results of the task named `task` (the JSON callback names a role's task "ROLE : NAME")."""
+    return [res for name, res in run["tasks"] if name == task or name.endswith(" : " + task)]
+
+
 def _facts(run: dict, task: str) -> dict:
-    return next(res.get("ansible_facts", {}) for name, res in run["tasks"] if name == task)
+    res = _results(run, task)
+    assert res, f"no task {task!r} in {[n for n, _ in run['tasks']]}"
+    return res[0].get("ansible_facts", {})
 
 
 def test_reboot_required_only_while_the_running_kernel_lacks_a_parameter(converged):
@@ -324,7 +336,7 @@ def test_reboot_required_only_while_the_running_kernel_lacks_a_parameter(converg
     assert [m for m in booted["msgs"] if m.startswith("fh_kernel: reboot required: the running kernel lacks hugepages=512 ")]
 
 
-def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(tmp_path):
+def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(tmp_path, request):
     """--check against a root no converge has touched: it runs through (check-mode safe), reports changes, and the
     root is left as it was."""
     if os.geteuid() != 0:
@@ -335,14 +347,43 @@ def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(tmp_path):
             tarball = bookworm_root.build(cache, lf)
     except bookworm_root.ArchiveUnreachable as e:
         pytest.skip(str(e))
-    root = tmp_path / "root"
+    top = Path(tempfile.mkdtemp(prefix="fh-ansible-"))
+    root = top / "root"
     bookworm_root.unpack(tarball, root)
+    request.addfinalizer(lambda: bookworm_root.remove(top))
     before = {str(p.relative_to(root)) for p in (root / "etc").rglob("*")}
     r = _playbook(root, _wheelhouse(cache), "--check")
     assert r["rc"] == 0 and r["stats"]["failures"] == 0, r["out"]
     assert r["stats"]["changed"] > 20
     assert {str(p.relative_to(root)) for p in (root / "etc").rglob("*")} == before
     assert not (root / "opt/fh").exists()
+
+
+def test_fh_check_runs_on_the_host_and_a_fail_fails_the_play_with_its_fix(converged):
+    """fh check and fh plan run with the fh installed in the root. The root has no /sys or /proc (never bound into
+    it), so fh finds no NIC and no CPU there: FAILs, which must fail the play with fh's own fixes."""
+    r = _playbook(converged["root"], converged["wheelhouse"], "--tags", "service",
+                  extra={"fh_service_host_checks": True})
+    assert r["rc"] != 0 and r["stats"]["failures"] == 1 and r["stats"]["changed"] == 0
+    msg = next(m for m in r["msgs"] if m.startswith("fh_service: fh-nasdaq-1 is not ready for fh@nasdaq:"))
+    assert "FAIL  nic        there is no PCI device 0000:3b:00.0 on this host" in msg
+    assert "-- fix: set nic.pci or --pci to one of those (lspci -D -d ::0200 lists them)" in msg
+    assert "fh plan: refused:" in msg
+
+
+def test_fh_rdma_for_a_host_replicating_over_rdma(converged):
+    """fh-nasdaq-1 replicates over tcp, so site.yml skipped fh_rdma; with transport rdma it runs, for real."""
+    rdma = {"fh_service_replication": {"role": "primary", "transport": "rdma", "peer": "fh-nasdaq-2:7400"}}
+    r = _playbook(converged["root"], converged["wheelhouse"], "--tags", "rdma", extra=rdma)
+    assert r["rc"] == 0 and r["stats"]["changed"] >= 3, r["out"]
+    assert "fh_rdma: NOT RUN (fh_rdma_apply is false): modprobe rdma_ucm" in r["msgs"]
+    root = converged["root"]
+    assert (root / "usr/bin/ibv_devices").exists() and list((root / "usr/lib/x86_64-linux-gnu/libibverbs").glob("libmlx5*"))
+    assert (root / "etc/security/limits.d/60-fh-memlock.conf").read_text().splitlines()[-2:] == [
+        "@fh soft memlock unlimited", "@fh hard memlock unlimited"]
+    assert (root / "etc/modules-load.d/fh-rdma.conf").read_text().splitlines()[-2:] == ["ib_uverbs", "rdma_ucm"]
+    again = _playbook(root, converged["wheelhouse"], "--tags", "rdma", extra=rdma)
+    assert again["rc"] == 0 and again["stats"]["changed"] == 0
 
 
 def test_refuses_to_bind_the_management_interface(converged):

@@ -78,6 +78,8 @@ def build(cache: Path, log) -> Path:
     for f in host_sources():
         shutil.copy(f, work / "etc/apt/sources.list.d" / Path(f).name)
     (work / "etc/apt/sources.list").unlink(missing_ok=True)
+    for deb in (work / "var/cache/apt/archives").glob("*.deb"):  # what debootstrap downloaded: not the root's
+        deb.unlink()
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, "w:gz") as t:
         t.add(work, arcname=".")
@@ -97,6 +99,14 @@ def unpack(tarball: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball) as t:
         t.extractall(dest, filter="fully_trusted")
+
+
+def remove(top: Path) -> None:
+    """Delete an unpacked root, never through a mount that is still there."""
+    _unmount_below(top)
+    if any(l.split()[1].startswith(str(top) + "/") for l in Path("/proc/mounts").read_text().splitlines()):
+        raise RuntimeError(f"left {top} in place: something is still mounted below it")
+    shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":
