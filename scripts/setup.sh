@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 
 # gcc..libdpdk-dev: the build (g++: the C++ compile tests of fh/shm.h); tshark: pcaps checked by an independent dissector; iproute2: network namespaces
 # and veth pairs of the live tests; valgrind: callgrind figures (fh bench --callgrind and its tests); systemd:
-# systemd-analyze checks the unit file.
-APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd)
+# systemd-analyze checks the unit file; debootstrap: the root the Ansible roles converge into.
+APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd debootstrap)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,7 +41,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     "$VPY" -m pip install -q --upgrade pip
     # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
     "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
-        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7"
+        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7" "ansible>=11" "ansible-lint>=25"
     "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
     echo "$want" > "$stamp"
 fi
