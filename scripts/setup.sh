@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark)
+APT_PACKAGES+=(nats-server)  # fh gateway tests: a real NATS cluster
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -36,6 +37,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
     "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
         "pytest>=7" "scapy>=2.5" "pyroute2>=0.7"
+    "$VPY" -m pip install -q "pyarrow>=14" "duckdb>=1.0" "nats-py>=2.6"  # fh history, fh query, fh gateway
     "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
     echo "$want" > "$stamp"
 fi
