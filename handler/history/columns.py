@@ -73,12 +73,18 @@ class SideMap:
             self.a = b
 
     def set(self, refs: np.ndarray, sides: np.ndarray) -> None:
+        """The first side given for a reference wins, as in the engine, where a second add of a live
+        reference is a duplicate_ref and changes nothing. (A reference used again after its order left the
+        book would keep its first side: ITCH references are unique in a day, so only a corrupt day has it.)"""
         ok = refs <= self.limit
         self.out_of_range += int((~ok).sum())
-        refs, sides = refs[ok], sides[ok]
+        refs, sides = refs[ok].astype(np.int64), sides[ok]
         if len(refs):
             self._grow(int(refs.max()))
-            self.a[refs.astype(np.int64)] = sides
+            refs, first = np.unique(refs, return_index=True)
+            sides = sides[first]
+            new = self.a[refs] == 0
+            self.a[refs[new]] = sides[new]
 
     def get(self, refs: np.ndarray) -> np.ndarray:
         out = np.zeros(len(refs), np.uint8)
@@ -192,10 +198,17 @@ class ItchColumns:
         want = np.zeros(256, np.int64)
         for t, ln in _LEN.items():
             want[ord(t)] = ln
-        full = lens == want[typ]  # whole messages of a known type (the engine skips the others, counted)
+        full = (want[typ] > 0) & (lens >= want[typ])  # known type, not short (the engine skips the others, counted)
         isr = full & (typ == ord("R"))
         if isr.any():
             self.symbols[_be(buf, off[isr] + 1, 2).astype(np.int64)] = _stock(buf, off[isr] + 11)
+        for t, at in (("A", 24), ("F", 24), ("P", 24), ("H", 11)):  # a book the directory did not announce
+            m = full & (typ == ord(t))
+            if m.any():
+                locs = _be(buf, off[m] + 1, 2).astype(np.int64)
+                unnamed = self.symbols[locs] == b""
+                if unnamed.any():
+                    self.symbols[locs[unnamed]] = _stock(buf, off[m][unnamed] + at)
         locate = np.zeros(n, np.uint16)
         locate[hdr] = _be(buf, off[hdr] + 1, 2).astype(np.uint16)
         # sides of resting orders, before the engine runs (references are unique in a day)
@@ -298,8 +311,10 @@ class ItchColumns:
         new_ref[u] = _be(buf, o[u] + 19, 8)
         shares[u] = _be(buf, o[u] + 27, 4).astype(np.int64)
         price[u] = _be(buf, o[u] + 31, 4).astype(np.int64)
-        side = self.sides.get(ref)
+        side = self.sides.get(ref)  # E C X D: the side of the resting order
         side[u] = self.sides.get(new_ref[u])
+        sc = buf[o[a] + 19]  # A F: the message's own
+        side[a] = np.where(sc == ord("B"), 1, np.where(sc == ord("S"), 2, 0))
         mi = np.nonzero(m)[0]
         cols = {"seq": ch.seq[mi], "ts": ch.ts[mi], "locate": locate[m], "type": t.view("S1"),
                 "ref": ref.astype(np.int64), "new_ref": new_ref.astype(np.int64), "side": SIDE_CHAR[side],
