@@ -92,6 +92,7 @@ class Config:
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
+    gateway: object = None  # [gateway]: handler.gateway.settings.Gateway
 
 
 _SCHEMA = {
@@ -105,6 +106,7 @@ _SCHEMA = {
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
+    "gateway": __import__("handler.gateway.settings", fromlist=["KEYS"]).KEYS,
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -282,6 +284,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
+        gateway=__import__("handler.gateway.settings", fromlist=["parse"]).parse(p, raw.get("gateway", {}), _err),
     )
 
 
