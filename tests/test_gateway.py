@@ -119,6 +119,15 @@ def test_every_bbo_through_another_node(cluster, tmp_path):
     assert c["bbo"] == len(want_bbo) and c["trades"] == len(want_trades)
     assert c["bbo_conflated"] == c["trades_dropped"] == c["overrun_events"] == c["publish_errors"] == 0
     assert all(isinstance(d["pub_ns"], int) and d["pub_ns"] <= d["gw_ns"] for s, d in msgs if s.endswith(".bbo"))
+    # a late joiner on the third node: examples/nats_subscriber.py replays the stream from the start
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", cluster.urls[2],
+                        "--feed", name, "--replay", "--count", str(len(want_bbo)), "--seconds", "60"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    replay = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [bbo_tuple(d.pop("subject"), d) for d in replay] == want_bbo
 
 
 def test_node_killed_mid_stream_and_jetstream_replay(tmp_path):
