@@ -97,8 +97,9 @@ def register(sub) -> None:
     h.add_argument("--out", default=default_root(), help="the history tree (default $FH_HISTORY or ./history)")
     h.add_argument("--date", help="the trading date, YYYY-MM-DD (default: from the file name; today with --follow)")
     h.add_argument("--depth", type=int, default=10, help="levels per side in book snapshots (default 10)")
-    h.add_argument("--snapshot-every", type=float, default=60.0, metavar="SECONDS",
-                   help="book snapshots of the changed books every this many seconds of exchange time (0: only at the end)")
+    h.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
+                   help="book snapshots of the changed books every this many seconds of exchange time "
+                        "(default 300; 0: only the end-of-day one)")
     h.add_argument("--flush-every", type=float, default=10.0, metavar="SECONDS", help="--follow: write files this often")
     h.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="--follow: stop after this long without an event (default: until the writer stops)")

@@ -128,7 +128,6 @@ class ItchColumns:
         self.last_seq = 0
         self.last_ts = 0
         self.counters = {"messages": 0, "trades": 0, "bbo": 0, "orders": 0, "snapshots": 0}
-        self._lv = ffi.new("fh_level_t[]", max(depth, 1))
         self._offs = np.zeros(CHUNK_MESSAGES, np.uint32)
         self._used = ffi.new("size_t *")
 
@@ -162,24 +161,26 @@ class ItchColumns:
             hdr = lens >= 11
             ts = np.zeros(n, np.uint64)
             ts[hdr] = _be(buf, off[hdr] + 5, 6)
-            # cut the chunk at the next snapshot boundary, so that the snapshot sees the books as they were
-            cut = n
-            if self.next_snap is not None:
-                over = np.nonzero(hdr & (ts >= np.uint64(self.next_snap)))[0]
-                if len(over):
-                    cut = int(over[0])
-            if cut == 0:  # the books as they were at the boundary, then on to the boundary after ts[0]
-                yield from self._snapshots(self.next_snap)
-                self.next_snap = (int(ts[0]) // self.every + 1) * self.every
-                continue
-            if cut < n:
-                off, ts, lens, hdr, used = off[:cut], ts[:cut], lens[:cut], hdr[:cut], int(off[cut] - 2)
-                buf = buf[:used]
-                n = cut
             sq = (np.arange(self.ordinal + 1, self.ordinal + n + 1, dtype=np.uint64) if seq is None
                   else np.asarray(seq[k:k + n], np.uint64))
             rc = None if recv is None else np.asarray(recv[k:k + n], np.int64)
-            yield self._apply(buf, off, lens, hdr, ts, sq, rc)
+            # cut the chunk at each snapshot boundary, so that a snapshot sees the books as they were then:
+            # the first message at or past a boundary is where the running maximum of the timestamps reaches it
+            tsmax = np.maximum.accumulate(np.where(hdr, ts, 0)) if self.next_snap is not None else None
+            i = 0
+            while i < n:
+                j = n
+                if tsmax is not None:
+                    j = max(i, int(np.searchsorted(tsmax, np.uint64(self.next_snap), "left")))
+                    if j == i:  # the books as they were at the boundary, then on to the boundary after ts[i]
+                        yield from self._snapshots(self.next_snap)
+                        self.next_snap = (int(tsmax[i]) // self.every + 1) * self.every
+                        continue
+                base = int(off[i]) - 2
+                stop = int(off[j]) - 2 if j < n else used
+                yield self._apply(buf[base:stop], off[i:j] - base, lens[i:j], hdr[i:j], ts[i:j], sq[i:j],
+                                  None if rc is None else rc[i:j])
+                i = j
             pos += used
             k += n
         return pos
@@ -331,34 +332,33 @@ class ItchColumns:
         at_ns. Yields one Chunk holding the `books` table (nothing if none)."""
         books = self.reader.books
         upd = books["updates"].astype(np.uint64)
-        live = books["status"] != 0
+        shown = (books["status"] != 0) & ((books["flags"] & lib.FH_BOOK_F_UNPUBLISHED) == 0)
+        side = books["side"]
         if every_book:
-            locs = np.nonzero(live)[0]
+            locs = np.nonzero(shown & ((side[:, 0]["n"] > 0) | (side[:, 1]["n"] > 0)))[0]
         else:
-            locs = np.nonzero(live & (upd != self.last_updates))[0]
+            locs = np.nonzero(shown & (upd != self.last_updates))[0]
         self.last_updates = upd
-        rows = []
-        for loc in locs.tolist():
-            info = self.eng.info(loc)
-            if info is None:
-                continue
-            if every_book and not (info["levels"][0] or info["levels"][1]):
-                continue
-            rows.append((loc, self.eng.levels(loc, native.BID, self.depth), self.eng.levels(loc, native.ASK, self.depth)))
-        if not rows:
+        if not len(locs):
             return
-        self.counters["snapshots"] += len(rows)
-        n = len(rows)
+        n = len(locs)
+        self.counters["snapshots"] += n
         tbl = {"seq": np.full(n, self.last_seq, np.uint64), "ts": np.full(n, at_ns, np.uint64),
-               "locate": np.array([r[0] for r in rows], np.uint16), "kind": np.full(n, b"close" if every_book else b"interval", "S8")}
-        for name, k in (("bid", 1), ("ask", 2)):
-            lv = [r[k] for r in rows]
-            lens = np.array([len(x) for x in lv], np.int64)
-            flat = np.array([lvl for x in lv for lvl in x], np.int64).reshape(-1, 3)
-            tbl[f"{name}_n"] = lens
-            tbl[f"{name}_price"] = flat[:, 0]
-            tbl[f"{name}_shares"] = flat[:, 1]
-            tbl[f"{name}_orders"] = flat[:, 2]
+               "locate": locs.astype(np.uint16), "kind": np.full(n, b"close" if every_book else b"interval", "S8")}
+        keys, aggs = self.reader.level_keys, self.reader.level_aggs
+        for s, name in ((0, "bid"), (1, "ask")):
+            # the top `depth` levels of each book, best first: the run of a side ends with its best level
+            off = side[locs, s]["off"].astype(np.int64)
+            cnt = side[locs, s]["n"].astype(np.int64)
+            k = np.minimum(cnt, self.depth)
+            first = np.cumsum(k) - k
+            j = np.arange(int(k.sum())) - np.repeat(first, k)
+            flat = np.repeat(off + cnt - 1, k) - j
+            kk = keys[flat]
+            tbl[f"{name}_n"] = k
+            tbl[f"{name}_price"] = (~kk if s else kk).astype(np.int64)
+            tbl[f"{name}_shares"] = aggs["shares"][flat].astype(np.int64)
+            tbl[f"{name}_orders"] = aggs["orders"][flat].astype(np.int64)
         ch = Chunk(self.ordinal, np.zeros(0, np.uint64), np.zeros(0, np.uint64), None)
         ch.tables["books"] = tbl
         yield ch

@@ -121,15 +121,16 @@ class PcapSource:
         pass
 
 
-def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot_every_s: float = 60.0,
+def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot_every_s: float = 300.0,
               replace: bool = False, progress=None) -> dict:
     """Write one day from an ItchFileSource or PcapSource. Returns a summary (rows, files, counters, rate)."""
     root = Path(root)
     stale = remove_stale_temporaries(root)
     cols = ItchColumns(max(src.nbytes, 1), depth=depth, snapshot_every_ns=int(snapshot_every_s * 1e9))
+    w = None
     try:
         w = HistoryWriter(root, date, cols.symbols, replace=replace)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         gen = cols.feed(src.data, src.seq, src.recv)
         consumed = 0
         while True:
@@ -152,12 +153,17 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
         if trailing:
             counters["truncated_bytes"] = trailing
         w.close(counters)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    except BaseException:
+        if w is not None:
+            w.abandon()
+        raise
     finally:
         cols.close()
     return {"date": w.date, "root": str(root), "messages": cols.counters["messages"], "rows": w.rows,
             "files": len(w.files), "bytes": w.bytes, "seconds": round(elapsed, 3),
             "messages_per_s": round(cols.counters["messages"] / elapsed) if elapsed > 0 else None,
+            "cpu_seconds": round(cpu, 3),
             "counters": counters}
 
 

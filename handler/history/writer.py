@@ -15,6 +15,8 @@ import datetime as dt
 import json
 import os
 import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,27 +74,36 @@ def write_json_atomic(obj, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _dictionary(inv: np.ndarray, words: list[str | None]) -> pa.Array:
+    """A dictionary-encoded string column (readers see plain strings; Parquet stores it dictionary-encoded
+    either way, and building it this way avoids materialising a string per row). None words: null rows."""
+    nulls = [i for i, w in enumerate(words) if w is None]
+    mask = np.isin(inv, nulls) if nulls else None
+    words = [w if w is not None else "" for w in words]
+    return pa.DictionaryArray.from_arrays(pa.array(inv.astype(np.int32), mask=mask), pa.array(words, pa.string()))
+
+
 def _strs(a: np.ndarray) -> pa.Array:
-    """S1-typed numpy -> Arrow strings (empty -> null)."""
+    """S-typed numpy -> Arrow strings; empty (or, for one byte, a space) -> null."""
     if a.dtype.itemsize == 1:
-        codes = a.view(np.uint8)
-        words = [None if i in (0, 32) else chr(i) for i in range(256)]
-        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words, pa.string())).cast(pa.string())
+        codes = np.ascontiguousarray(a).view(np.uint8)
+        used = np.nonzero(np.bincount(codes, minlength=256))[0]
+        remap = np.zeros(256, np.int32)
+        remap[used] = np.arange(len(used))
+        return _dictionary(remap[codes], [None if i in (0, 32) else chr(i) for i in used.tolist()])
     kind = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(a.dtype.itemsize)
     if kind is not None:  # distinct values by their bytes as an integer: a fast unique
         uniq, inv = np.unique(np.ascontiguousarray(a).view(kind), return_inverse=True)
         uniq = uniq.view(a.dtype)
     else:
         uniq, inv = np.unique(a, return_inverse=True)
-    words = [u.decode("latin-1").rstrip(" ") or None for u in uniq]
-    return pa.DictionaryArray.from_arrays(pa.array(inv.astype(np.int32)), pa.array(words, pa.string())).cast(pa.string())
+    return _dictionary(inv, [u.decode("latin-1").rstrip(" ") or None for u in uniq])
 
 
 def _symbols(symtab: np.ndarray, loc: np.ndarray) -> pa.Array:
     """Symbols of locates (a locate without a directory entry: its number, as 'locate:N')."""
     uniq, inv = np.unique(loc, return_inverse=True)
-    words = [symtab[u].decode("latin-1").rstrip(" ") or f"locate:{u}" for u in uniq.tolist()]
-    return pa.DictionaryArray.from_arrays(pa.array(inv.astype(np.int32)), pa.array(words, pa.string())).cast(pa.string())
+    return _dictionary(inv, [symtab[u].decode("latin-1").rstrip(" ") or f"locate:{u}" for u in uniq.tolist()])
 
 
 class HistoryWriter:
@@ -121,6 +132,8 @@ class HistoryWriter:
             manifest.unlink()
         self.buffers: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
         self.files: list[str] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fh-history-write")
+        self._jobs: deque = deque()
         self.rows = {t: 0 for t in TABLES}
         self.bytes = 0
 
@@ -137,14 +150,31 @@ class HistoryWriter:
                 self.buffers.setdefault((name, int(h)), []).append({k: v[m] for k, v in cols.items()})
 
     def flush_before(self, hour: int) -> None:
+        """Write the partitions of the hours before `hour`: on a worker thread (sorting, encoding and zstd
+        run there without the GIL, beside the decoder), at most two behind, so memory stays bounded."""
         for key in sorted(k for k in self.buffers if k[1] < hour):
-            self._write(*key, self.buffers.pop(key))
+            while len(self._jobs) >= 2:
+                self._jobs.popleft().result()
+            self._jobs.append(self._pool.submit(self._write, *key, self.buffers.pop(key)))
 
     def flush_all(self) -> None:
         self.flush_before(1 << 62)
+        self.wait()
+
+    def wait(self) -> None:
+        while self._jobs:
+            self._jobs.popleft().result()
+
+    def abandon(self) -> None:
+        """After a failure: let the writes under way finish (each is atomic), write nothing more."""
+        self.buffers.clear()
+        for j in self._jobs:
+            j.cancel()
+        self._pool.shutdown(wait=True)
 
     def close(self, counters: dict | None = None) -> None:
         self.flush_all()
+        self._pool.shutdown(wait=True)
         write_json_atomic({"date": self.date, "rows": self.rows, "files": self.files, "bytes": self.bytes,
                            "counters": counters or {}}, self.root / "_manifest" / f"{self.date}.json")
 
@@ -153,9 +183,10 @@ class HistoryWriter:
     def _table(self, name: str, parts: list[dict[str, np.ndarray]]) -> pa.Table:
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         loc = cols["locate"].astype(np.int64)
-        rank = np.empty(65536, np.int64)
+        rank = np.empty(65536, np.uint16)
         rank[np.argsort(self.symbols, kind="stable")] = np.arange(65536)
-        order = np.lexsort((cols["seq"], rank[loc]))
+        # rows arrive in the order they were applied (sequence order): a stable (radix) sort by symbol keeps it
+        order = np.argsort(rank[loc], kind="stable")
         ts = cols["ts"].astype(np.int64)[order]
         out: dict[str, pa.Array] = {
             "symbol": _symbols(self.symbols, loc[order]),
@@ -171,8 +202,9 @@ class HistoryWriter:
                 n = cols[f"{side}_n"]
                 starts = np.concatenate(([0], np.cumsum(n)))
                 # re-lay the flattened levels in the sorted row order
-                idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in order]) if len(order) else np.zeros(0, np.int64)
-                offs = np.concatenate(([0], np.cumsum(n[order]))).astype(np.int32)
+                k = n[order]
+                offs = np.concatenate(([0], np.cumsum(k))).astype(np.int32)
+                idx = np.repeat(starts[:-1][order], k) + (np.arange(int(k.sum())) - np.repeat(offs[:-1], k))
                 for f in ("price", "shares", "orders"):
                     out[f"{side}_{f}"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(cols[f"{side}_{f}"][idx], pa.int64()))
             return pa.table(out)
