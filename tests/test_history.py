@@ -280,3 +280,29 @@ def test_bad_input_one_line(day, tmp_path):
     native.synth_file(f, 5000, 5, seed=1)
     _one_line_error(fh("history", "--itch", f, "--out", tmp_path / "x", check=False), "--date")
     _one_line_error(fh("history", "--itch", f, "--out", root, "--date", DATE, check=False), "already holds", "--replace")
+
+
+def test_follow_a_segment_equals_offline(tmp_path):
+    """fh history --follow: the trades and BBO changes of a published day, from the segment's event ring,
+    equal those of the offline build of the same day (the ring carries no order events and no message
+    sequence: seq there is the event's)."""
+    from conftest import publisher
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 20_000, 20, seed=8080)
+    off = tmp_path / "offline"
+    fh("history", "--itch", day, "--date", DATE, "--out", off)
+    live = tmp_path / "live"
+    with publisher(day, "--events", str(1 << 20)) as (name, _):
+        res = json.loads(fh("history", "--follow", name, "--date", DATE, "--out", live, "--idle-timeout", "1",
+                            "--snapshot-every", "0.2", "--json", timeout=120).stdout)
+    assert res["counters"]["overrun_events"] == 0
+    key_t = lambda r: (r["symbol"], r["ts_ns"], r["price"], r["shares"], r["match"])
+    key_b = lambda r: (r["symbol"], r["ts_ns"], r["bid_price"], r["bid_shares"], r["ask_price"], r["ask_shares"])
+    for t, key in (("trades", key_t), ("bbo", key_b)):
+        a = [key(r) for r in pq.read_table(off / t).to_pylist()]
+        b = [key(r) for r in pq.read_table(live / t).to_pylist()]
+        assert len(a) > 100 and sorted(a) == sorted(b), t
+    books = pq.read_table(live / "books").to_pylist()
+    assert books and all(r["bid_price"] or r["ask_price"] for r in books)
+    assert not (live / "orders").exists()
