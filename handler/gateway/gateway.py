@@ -46,8 +46,9 @@ def subject_token(symbol: str) -> str:
     return _BAD.sub("_", symbol) or "_"
 
 
-def tsc_to_realtime(reader) -> tuple[float, float] | None:
-    """(ns per tick, offset) such that realtime_ns = tsc * a + b, from the segment's tsc_hz and one reading
+def tsc_to_realtime(reader) -> tuple[int, int, float] | None:
+    """(tsc0, ns0, ns per tick) such that realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the segment's
+    tsc_hz and one reading
     of the TSC taken through the C engine (it stamps events with the TSC it reads when a run of messages
     starts); None if the segment does not know its TSC rate."""
     if not reader.tsc_hz:
@@ -67,8 +68,7 @@ def tsc_to_realtime(reader) -> tuple[float, float] | None:
             ev = r.events_ring[(r.head) & (r.event_capacity - 1)]
             tsc = int(ev["pub_tsc"])
         del eng
-    a = 1e9 / reader.tsc_hz
-    return a, (t0 + t1) / 2 - tsc * a
+    return tsc, (t0 + t1) // 2, 1e9 / reader.tsc_hz
 
 
 class Gateway:
@@ -186,41 +186,68 @@ class Gateway:
             s = self._subj[loc] = self.prefix + subject_token(self.r.symbol_of(loc)) + "."
         return s
 
-    def _pub_ns(self, tsc: int) -> int | None:
-        if self.cal is None or not tsc:
-            return None
-        return int(tsc * self.cal[0] + self.cal[1])
-
-    async def _event(self, ev) -> None:
-        t = int(ev["type"])
-        loc = int(ev["locate"])
-        seq, ts = int(ev["seq"]), int(ev["itch_ts"])
-        self._last_seq, self._last_ts = seq, ts
-        if t == lib.FH_EV_BBO:
-            self._dirty_books.add(loc)
-            body = (f'{{"seq":{seq},"ts":{ts},"bid":{int(ev["c"])},"bid_shares":{int(ev["a"])},'
-                    f'"ask":{int(ev["d"])},"ask_shares":{int(ev["b"])},"pub_ns":{self._pub_ns(int(ev["pub_tsc"])) or "null"}')
-            if self.s.conflate_bbo_ms or self._backlogged():
-                if loc in self._pending_bbo:
-                    self.counters["bbo_conflated"] += 1
-                self._pending_bbo[loc] = body
-                return
-            if await self._pub(self._symbol_subject(loc) + "bbo", (body + f',"gw_ns":{time.time_ns()}}}').encode()):
-                self.counters["bbo"] += 1
-        elif t == lib.FH_EV_TRADE:
-            self._dirty_books.add(loc)
-            if self._backlogged():
-                self.counters["trades_dropped"] += 1
-                return
-            body = (f'{{"seq":{seq},"ts":{ts},"price":{int(ev["c"])},"shares":{int(ev["a"])},"match":{int(ev["b"])},'
-                    f'"pub_ns":{self._pub_ns(int(ev["pub_tsc"])) or "null"},"gw_ns":{time.time_ns()}}}')
-            if await self._pub(self._symbol_subject(loc) + "trade", body.encode()):
-                self.counters["trades"] += 1
-        elif t in (lib.FH_EV_STALE, lib.FH_EV_RECOVERED):
-            await self._status({"event": "stale" if t == lib.FH_EV_STALE else "recovered",
-                                "symbol": self.r.symbol_of(loc), "seq": seq, "ts": ts})
-        elif t == lib.FH_EV_STATE:
-            self._dirty_books.add(loc)
+    async def _batch(self, arr: np.ndarray) -> None:
+        """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
+        event would cost more than the publish); the backlog is checked once per batch."""
+        types = arr["type"].tolist()
+        locs = arr["locate"].tolist()
+        seqs = arr["seq"].tolist()
+        tss = arr["itch_ts"].tolist()
+        a, b, c, d = arr["a"].tolist(), arr["b"].tolist(), arr["c"].tolist(), arr["d"].tolist()
+        tsc = arr["pub_tsc"]
+        if self.cal is not None:
+            tsc0, ns0, per = self.cal
+            rel = ((tsc.astype(np.int64) - np.int64(tsc0)).astype(np.float64) * per).astype(np.int64) + np.int64(ns0)
+            pub = np.where(tsc > 0, rel, 0).tolist()
+        else:
+            pub = [0] * len(arr)
+        gw = time.time_ns()
+        held = bool(self.s.conflate_bbo_ms) or self._backlogged()
+        publish = self.nc.publish
+        subj = self._subj
+        pending = self._pending_bbo
+        dirty = self._dirty_books
+        BBO, TRADE = lib.FH_EV_BBO, lib.FH_EV_TRADE
+        k = self.counters
+        for i, t in enumerate(types):
+            loc = locs[i]
+            if t == BBO or t == TRADE:
+                dirty.add(loc)
+                base = subj.get(loc)
+                if base is None:
+                    base = self._symbol_subject(loc)
+                p = pub[i] or "null"
+                if t == BBO:
+                    body = '{"seq":%d,"ts":%d,"bid":%d,"bid_shares":%d,"ask":%d,"ask_shares":%d,"pub_ns":%s' % (
+                        seqs[i], tss[i], c[i], a[i], d[i], b[i], p)
+                    if held:
+                        if loc in pending:
+                            k["bbo_conflated"] += 1
+                        pending[loc] = body
+                        continue
+                    try:
+                        await publish(base + "bbo", (body + ',"gw_ns":%d}' % gw).encode())
+                        k["bbo"] += 1
+                    except Exception:
+                        k["publish_errors"] += 1
+                else:
+                    if held and self._backlogged():
+                        k["trades_dropped"] += 1
+                        continue
+                    body = '{"seq":%d,"ts":%d,"price":%d,"shares":%d,"match":%d,"pub_ns":%s,"gw_ns":%d}' % (
+                        seqs[i], tss[i], c[i], a[i], b[i], p, gw)
+                    try:
+                        await publish(base + "trade", body.encode())
+                        k["trades"] += 1
+                    except Exception:
+                        k["publish_errors"] += 1
+            elif t == lib.FH_EV_STALE or t == lib.FH_EV_RECOVERED:
+                await self._status({"event": "stale" if t == lib.FH_EV_STALE else "recovered",
+                                    "symbol": self.r.symbol_of(loc), "seq": seqs[i], "ts": tss[i]})
+            elif t == lib.FH_EV_STATE:
+                dirty.add(loc)
+        if len(seqs):
+            self._last_seq, self._last_ts = seqs[-1], tss[-1]
 
     async def _flush_bbo(self) -> None:
         if not self._pending_bbo or self._backlogged():
@@ -281,8 +308,8 @@ class Gateway:
             arr, nxt2, lost = self.r.read_events(nxt, self.r.EVENT_BATCH)
             if lost:
                 self.counters["overrun_events"] += lost
-            for ev in arr:
-                await self._event(ev)
+            if len(arr):
+                await self._batch(arr)
             self.counters["events"] += len(arr)
             nxt = nxt2
             now = time.monotonic()
