@@ -114,6 +114,7 @@ class Gateway:
             if why is None:  # once connected, it reconnects (to any node of the cluster) for ever
                 self.nc = await asyncio.wait_for(
                     nats.connect(servers=list(self.s.servers), name=f"fh-gateway-{self.feed}", connect_timeout=2,
+                                 skip_subject_validation=True,
                                  max_reconnect_attempts=-1, reconnect_time_wait=0.25,
                                  pending_size=self.s.max_pending_kb * 1024 * 2, error_cb=on_error,
                                  disconnected_cb=on_disc, reconnected_cb=on_reconn), 15)
@@ -178,12 +179,28 @@ class Gateway:
             self.counters["publish_errors"] += 1
             return False
 
+    async def _send(self, cmds: list[bytes], n: int = 0) -> bool:
+        """Hand a run of PUB commands to the client in one piece. nats-py's publish() costs ~2.5 us a
+        message in Python; its command queue takes the batch for ~0.5 us a message. The queue is the
+        client's own (it flushes it, buffers it across a reconnect, and counts it in pending_data_size)."""
+        if not cmds:
+            return True
+        try:
+            if self.nc.is_closed:
+                raise ConnectionError("closed")
+            await self.nc._send_command(b"".join(cmds))
+            self.nc.stats["out_msgs"] += n
+            return True
+        except Exception:
+            self.counters["publish_errors"] += n or len(cmds)
+            return False
+
     # -- events
 
-    def _symbol_subject(self, loc: int) -> str:
+    def _symbol_subject(self, loc: int) -> bytes:
         s = self._subj.get(loc)
         if s is None:
-            s = self._subj[loc] = self.prefix + subject_token(self.r.symbol_of(loc)) + "."
+            s = self._subj[loc] = (self.prefix + subject_token(self.r.symbol_of(loc)) + ".").encode()
         return s
 
     async def _batch(self, arr: np.ndarray) -> None:
@@ -203,12 +220,13 @@ class Gateway:
             pub = [0] * len(arr)
         gw = time.time_ns()
         held = bool(self.s.conflate_bbo_ms) or self._backlogged()
-        publish = self.nc.publish
+        out: list[bytes] = []  # PUB commands of the batch, handed to the client in one piece
         subj = self._subj
         pending = self._pending_bbo
         dirty = self._dirty_books
         BBO, TRADE = lib.FH_EV_BBO, lib.FH_EV_TRADE
         k = self.counters
+        nbbo = ntrade = 0
         for i, t in enumerate(types):
             loc = locs[i]
             if t == BBO or t == TRADE:
@@ -225,27 +243,27 @@ class Gateway:
                             k["bbo_conflated"] += 1
                         pending[loc] = body
                         continue
-                    try:
-                        await publish(base + "bbo", (body + ',"gw_ns":%d}' % gw).encode())
-                        k["bbo"] += 1
-                    except Exception:
-                        k["publish_errors"] += 1
+                    data = (body + ',"gw_ns":%d}' % gw).encode()
+                    out.append(b"PUB %sbbo %d\r\n%s\r\n" % (base, len(data), data))
+                    nbbo += 1
                 else:
                     if held and self._backlogged():
                         k["trades_dropped"] += 1
                         continue
-                    body = '{"seq":%d,"ts":%d,"price":%d,"shares":%d,"match":%d,"pub_ns":%s,"gw_ns":%d}' % (
-                        seqs[i], tss[i], c[i], a[i], b[i], p, gw)
-                    try:
-                        await publish(base + "trade", body.encode())
-                        k["trades"] += 1
-                    except Exception:
-                        k["publish_errors"] += 1
+                    data = ('{"seq":%d,"ts":%d,"price":%d,"shares":%d,"match":%d,"pub_ns":%s,"gw_ns":%d}' % (
+                        seqs[i], tss[i], c[i], a[i], b[i], p, gw)).encode()
+                    out.append(b"PUB %strade %d\r\n%s\r\n" % (base, len(data), data))
+                    ntrade += 1
             elif t == lib.FH_EV_STALE or t == lib.FH_EV_RECOVERED:
+                await self._send(out)
+                out = []
                 await self._status({"event": "stale" if t == lib.FH_EV_STALE else "recovered",
                                     "symbol": self.r.symbol_of(loc), "seq": seqs[i], "ts": tss[i]})
             elif t == lib.FH_EV_STATE:
                 dirty.add(loc)
+        if await self._send(out, nbbo + ntrade):
+            k["bbo"] += nbbo
+            k["trades"] += ntrade
         if len(seqs):
             self._last_seq, self._last_ts = seqs[-1], tss[-1]
 
@@ -254,7 +272,7 @@ class Gateway:
             return
         pending, self._pending_bbo = self._pending_bbo, {}
         for loc, body in pending.items():
-            if await self._pub(self._symbol_subject(loc) + "bbo", (body + f',"gw_ns":{time.time_ns()}}}').encode()):
+            if await self._pub(self._symbol_subject(loc).decode() + "bbo", (body + f',"gw_ns":{time.time_ns()}}}').encode()):
                 self.counters["bbo"] += 1
 
     async def _books(self) -> None:
@@ -273,7 +291,7 @@ class Gateway:
             body = json.dumps({"seq": self._last_seq, "ts": int(snap.itch_ts), "bids": d["bids"], "asks": d["asks"],
                                "status": snap.status, "trading_state": snap.trading_state,
                                "gw_ns": time.time_ns()}, separators=(",", ":"))
-            if await self._pub(self._symbol_subject(loc) + "book", body.encode()):
+            if await self._pub(self._symbol_subject(loc).decode() + "book", body.encode()):
                 self.counters["books"] += 1
 
     async def _status(self, extra: dict | None = None) -> None:
