@@ -183,14 +183,26 @@ def test_node_killed_mid_stream_and_jetstream_replay(tmp_path):
             live = [bbo_tuple(s, d) for s, d in sub.msgs]
             # late joiner: the whole stream from the start, through JetStream (on the surviving n1)
             replay = []
-            psub = await js.subscribe(f"fh.{name}.*.bbo", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+            deadline = time.monotonic() + 90
+            while True:  # if the killed node led the JetStream meta group, a new leader is elected first
+                try:
+                    psub = await js.subscribe(f"fh.{name}.*.bbo", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "no consumer could be created on the surviving nodes"
+                    await asyncio.sleep(1)
             while len(replay) < len(live):
                 try:
                     m = await psub.next_msg(timeout=5)
                 except Exception:
                     break
                 replay.append(bbo_tuple(m.subject, json.loads(m.data)))
-            info = await js.stream_info(stream)
+            for _ in range(30):
+                try:
+                    info = await js.stream_info(stream)
+                    break
+                except Exception:
+                    await asyncio.sleep(1)
             await nc.close()
             return res, live, replay, killed_at, info
 
