@@ -279,20 +279,23 @@ class Gateway:
         if not self._dirty_books:
             return
         if self._backlogged():
-            self.counters["books_dropped"] += len(self._dirty_books)  # the next tick sends them again
+            self.counters["books_dropped"] += len(self._dirty_books)  # they stay dirty: the next tick sends them
             return
         dirty, self._dirty_books = self._dirty_books, set()
+        gw = time.time_ns()
+        out = []
         for loc in sorted(dirty):
             try:
                 snap = self.r.snapshot(loc, self.s.book_depth)
-            except Exception:
+            except Exception:  # gone, or not published
                 continue
-            d = snap.dump()
-            body = json.dumps({"seq": self._last_seq, "ts": int(snap.itch_ts), "bids": d["bids"], "asks": d["asks"],
-                               "status": snap.status, "trading_state": snap.trading_state,
-                               "gw_ns": time.time_ns()}, separators=(",", ":"))
-            if await self._pub(self._symbol_subject(loc).decode() + "book", body.encode()):
-                self.counters["books"] += 1
+            bids = ",".join("[%d,%d,%d]" % t for t in snap.bids.tolist())
+            asks = ",".join("[%d,%d,%d]" % t for t in snap.asks.tolist())
+            data = ('{"seq":%d,"ts":%d,"bids":[%s],"asks":[%s],"status":"%s","trading_state":"%s","gw_ns":%d}' % (
+                self._last_seq, snap.itch_ts, bids, asks, snap.status, snap.trading_state, gw)).encode()
+            out.append(b"PUB %sbook %d\r\n%s\r\n" % (self._symbol_subject(loc), len(data), data))
+        if await self._send(out, len(out)):
+            self.counters["books"] += len(out)
 
     async def _status(self, extra: dict | None = None) -> None:
         st = self.r.writer_status()
