@@ -306,3 +306,27 @@ def test_follow_a_segment_equals_offline(tmp_path):
     books = pq.read_table(live / "books").to_pylist()
     assert books and all(r["bid_price"] or r["ask_price"] for r in books)
     assert not (live / "orders").exists()
+
+
+@pytest.mark.parametrize("cap", [1, 7, 1 << 20])
+def test_blocks_index_agrees_with_the_block_walker(cap):
+    """fh_blocks_index (C) against handler.native.iter_blocks (Python) on a day with anomalies, a truncated
+    tail and caps that cut the run anywhere."""
+    import numpy as np
+
+    from handler._native import ffi, lib
+
+    data = native.synth_bytes(20_000, 10, seed=31, anomaly_ppm=5000) + b"\x00\x30\x41\x00"  # a block cut short
+    want = [off + 2 for off, _ in native.iter_blocks(data)]
+    got, pos = [], 0
+    offs = np.zeros(cap, np.uint32)
+    used = ffi.new("size_t *")
+    while True:
+        n = lib.fh_blocks_index(ffi.from_buffer(data[pos:]), len(data) - pos, ffi.from_buffer("uint32_t[]", offs), cap, used)
+        if n == 0:
+            break
+        got += (offs[:n].astype(np.int64) + pos).tolist()
+        assert used[0] == int(offs[n - 1]) + ((data[pos + offs[n - 1] - 2] << 8) | data[pos + offs[n - 1] - 1])
+        pos += used[0]
+    assert got == want and len(want) == 20_000
+    assert pos == len(data) - 4  # the truncated block is not indexed

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .writer import HistoryError
+from .common import HistoryError
 
 QUERIES = ("trades", "quotes", "bars", "vwap", "spread", "depth", "movers")
 

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .writer import TABLES, HistoryError
+from .common import TABLES, HistoryError
 
 
 def days(root: Path) -> list[str]:

@@ -24,18 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .columns import Chunk
+from .common import TABLES, HistoryError
 
-TABLES = ("trades", "bbo", "orders", "books")
 # orders: which message types carry each numeric field (null in the others)
 ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares": b"AFECXU"}
 # Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
 DELTA = ("ts_ns", "seq", "recv_ns", "ref", "new_ref", "match")
 HOUR_NS = 3_600_000_000_000
 ROW_GROUP_ROWS = 1 << 16
-
-
-class HistoryError(ValueError):
-    """A user-facing error of fh history / fh query (one line)."""
 
 
 def day_dirs(root: Path, date: str) -> list[Path]:
