@@ -130,7 +130,7 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
     w = None
     try:
         w = HistoryWriter(root, date, cols.symbols, replace=replace)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         gen = cols.feed(src.data, src.seq, src.recv)
         consumed = 0
         while True:
@@ -146,6 +146,7 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
                 progress(cols.counters)
         for ch in cols.finish():
             w.add(ch)
+        decode_cpu = time.thread_time() - m0
         eng = cols.engine_counters()
         trailing = src.nbytes - consumed
         counters = {**{k: v for k, v in eng.items() if v}, **src.counters, **cols.counters,
@@ -164,6 +165,7 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
             "files": len(w.files), "bytes": w.bytes, "seconds": round(elapsed, 3),
             "messages_per_s": round(cols.counters["messages"] / elapsed) if elapsed > 0 else None,
             "cpu_seconds": round(cpu, 3),
+            "decode_cpu_seconds": round(decode_cpu, 3), "write_cpu_seconds": round(w.write_cpu_s, 3),
             "counters": counters}
 
 

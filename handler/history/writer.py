@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ from .common import TABLES, HistoryError
 ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares": b"AFECXU"}
 # Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
 DELTA = ("ts_ns", "seq", "recv_ns", "ref", "new_ref", "match")
+STATS = ("symbol", "ts_ns", "seq", "recv_ns", "locate", "type", "kind", "ref", "match")
 HOUR_NS = 3_600_000_000_000
 ROW_GROUP_ROWS = 1 << 16
 
@@ -52,7 +54,8 @@ def write_atomic(table: pa.Table, path: Path, row_group_rows: int = ROW_GROUP_RO
     names = table.column_names
     delta = {n: "DELTA_BINARY_PACKED" for n in DELTA if n in names}
     dicts = [n for n in names if n not in delta and not pa.types.is_list(table.schema.field(n).type)]
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=True,
+    stats = [n for n in STATS if n in names]  # min/max where readers filter: the rest would only cost time
+    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=stats,
                    use_dictionary=dicts, column_encoding=delta or None)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -130,6 +133,7 @@ class HistoryWriter:
         self.files: list[str] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fh-history-write")
         self._jobs: deque = deque()
+        self.write_cpu_s = 0.0  # CPU time of the worker thread (sorting, Arrow arrays, Parquet encoding, zstd)
         self.rows = {t: 0 for t in TABLES}
         self.bytes = 0
 
@@ -219,6 +223,13 @@ class HistoryWriter:
         return pa.table(out)
 
     def _write(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
+        t0 = time.thread_time()
+        try:
+            self._write_one(name, hour, parts)
+        finally:
+            self.write_cpu_s += time.thread_time() - t0
+
+    def _write_one(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
         table = self._table(name, parts)
         first = int(min(int(p["seq"].min()) for p in parts if len(p["seq"])))
         path = self.root / name / f"date={self.date}" / f"hour={hour:02d}" / f"part-{first:012d}.parquet"
