@@ -124,7 +124,39 @@ seg.close(unlink=True)
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def bench_gateway(day: Path, work: Path, rate: int, seconds: float) -> dict:
+def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    name2 = f"hb2-{os.getpid()}-{rate}"
+    ready = work / "ready"
+    ready.unlink(missing_ok=True)
+    pub = paced_publisher(day, name2, rate, seconds, ready)
+    while not ready.exists():
+        time.sleep(0.05)
+    sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
+                            "--feed", name2, "--kind", "*", "--quiet", "--seconds", str(seconds + 6), "--latency"],
+                           stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+
+    async def run_paced():
+        gw = Gateway(name2, Settings(servers=tuple(c.urls), stream=False), name2, start="head")
+        await gw.connect()
+        t0 = time.perf_counter()
+        res = await gw.run(idle_timeout=1.5)
+        return res, time.perf_counter() - t0 - 1.5
+
+    la = loadavg()
+    res, wall = asyncio.run(run_paced())
+    _, err = sub.communicate()
+    pub.wait()
+    k = res["counters"]
+    return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
+                    "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
+                    "subscriber": err.strip().splitlines()[-1] if err.strip() else None, "loadavg": la}
+
+
+def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> dict:
     from handler import native
     from handler.gateway.gateway import Gateway
     from handler.gateway.natsrv import start_cluster
@@ -161,34 +193,11 @@ def bench_gateway(day: Path, work: Path, rate: int, seconds: float) -> dict:
         out["throughput"] = {"events": k["events"], "published_bbo": k["bbo"], "published_trades": k["trades"],
                              "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events_per_s": round(k["events"] / wall),
                              "events_per_cpu_s": round(k["events"] / cpu), "loadavg": la}
-        # 2. latency at a paced rate, conflation off: publish stamp (the engine's TSC at the start of the
+        # 2. latency at paced rates, conflation off: publish stamp (the engine's TSC at the start of the
         # message run) -> a subscriber process on the same host
-        name2 = f"hb2-{os.getpid()}"
-        ready = work / "ready"
-        ready.unlink(missing_ok=True)
-        pub = paced_publisher(day, name2, rate, seconds, ready)
-        while not ready.exists():
-            time.sleep(0.05)
-        sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                                "--feed", name2, "--kind", "*", "--quiet", "--seconds", str(seconds + 6), "--latency"],
-                               stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
-
-        async def run_paced():
-            gw = Gateway(name2, Settings(servers=tuple(c.urls), stream=False), name2, start="head")
-            await gw.connect()
-            t0 = time.perf_counter()
-            res = await gw.run(idle_timeout=1.5)
-            return res, time.perf_counter() - t0 - 1.5
-
-        la = loadavg()
-        res, wall = asyncio.run(run_paced())
-        _, err = sub.communicate()
-        pub.wait()
-        k = res["counters"]
-        out["paced"] = {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
-                        "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
-                        "subscriber": err.strip().splitlines()[-1] if err.strip() else None, "loadavg": la}
+        out["paced"] = []
+        for rate in rates:
+            out["paced"].append(paced_run(day, work, c, rate, seconds))
     return out
 
 
@@ -200,7 +209,8 @@ def main() -> int:
     p.add_argument("--skip-gzip", action="store_true")
     p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--gateway-messages", type=int, default=2_000_000)
-    p.add_argument("--rate", type=int, default=100_000, help="paced events/s for the latency figure")
+    p.add_argument("--rates", default="10000,100000", help="paced events/s for the latency figures")
+    p.add_argument("--skip-history", action="store_true", help="only the gateway figures")
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
     from handler import native
@@ -208,13 +218,22 @@ def main() -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     day = work / f"day-{a.messages}.itch"
-    if not day.exists():
+    if not day.exists() and not a.skip_history:
         native.synth_file(day, a.messages, a.instruments, seed=2026)
-    res = {"messages": a.messages, "instruments": a.instruments, "raw_bytes": day.stat().st_size, "cpus": os.cpu_count()}
+    res = {"messages": a.messages, "instruments": a.instruments, "raw_bytes": day.stat().st_size if day.exists() else None, "cpus": os.cpu_count()}
+    if a.skip_history:
+        a.skip_gzip = True
     if not a.skip_gzip:
         t0 = time.perf_counter()
         res["gzip6_bytes"] = gzip_size(day)
         res["gzip6_s"] = round(time.perf_counter() - t0, 1)
+    if a.skip_history:
+        gday = work / f"gday-{a.gateway_messages}.itch"
+        if not gday.exists():
+            native.synth_file(gday, a.gateway_messages, 500, seed=2027)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
+        print(json.dumps(res, indent=1))
+        return 0
     res["writer"] = w = bench_writer(day, work / "history")
     res["bytes_per_message"] = {"raw_itch": round(res["raw_bytes"] / a.messages, 2),
                                 "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,
@@ -226,7 +245,7 @@ def main() -> int:
         gday = work / f"gday-{a.gateway_messages}.itch"
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
-        res["gateway"] = bench_gateway(gday, work, a.rate, a.seconds)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
     print(json.dumps(res, indent=1))
     return 0
 
