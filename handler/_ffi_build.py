@@ -18,6 +18,7 @@ int fh_itch_to_json(const uint8_t *m, size_t len, char *out, size_t cap);
 #define FH_ITCH_JSON_MAX 4096
 uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum);
 size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes);
+uint64_t fh_blocks_index(const uint8_t *p, size_t len, uint32_t *off, uint64_t cap, size_t *used);
 
 /* book.h */
 typedef struct fh_engine fh_engine_t;

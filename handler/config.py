@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FhError
+from .gateway import settings as gateway_settings
 
 
 class ConfigError(FhError, ValueError):
@@ -95,6 +96,7 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
     integrity: dict = field(default_factory=dict)  # [feed.integrity]: max_ahead, confirm, recover_max (given ones)
+    gateway: object = None  # [gateway]: handler.gateway.settings.Gateway
 
 
 _SCHEMA = {
@@ -108,6 +110,7 @@ _SCHEMA = {
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
+    "gateway": gateway_settings.KEYS,
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -297,6 +300,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
+        gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err),
     )
 
 

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 # gcc..libdpdk-dev: the build (g++: the C++ compile tests of fh/shm.h); tshark: pcaps checked by an independent dissector; iproute2: network namespaces
 # and veth pairs of the live tests; valgrind: callgrind figures (fh bench --callgrind and its tests); systemd:
-# systemd-analyze checks the unit file; debootstrap: the root the Ansible roles converge into.
-APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd debootstrap)
+# systemd-analyze checks the unit file; debootstrap: the root the Ansible roles converge into;
+# nats-server: the fh gateway tests run a real NATS cluster.
+APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd debootstrap nats-server)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,13 +36,14 @@ VPY=.venv/bin/python
 # The editable build runs meson and ninja from the venv (at install and again on import): they must be on PATH.
 export PATH="$PWD/.venv/bin:$PATH"
 stamp=.venv/.fh-deps
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"  # either changes what is installed
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     echo "setup: installing Python packages into .venv"
     "$VPY" -m pip install -q --upgrade pip
     # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
     "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
-        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7" "ansible>=11" "ansible-lint>=25"
+        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7" "ansible>=11" "ansible-lint>=25" \
+        "pyarrow>=14" "duckdb>=1.0" "nats-py>=2.6"  # fh history, fh query, fh gateway
     "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
     echo "$want" > "$stamp"
 fi

@@ -655,6 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops import register as register_ops
 
     register_ops(sub, _positive, _nonneg)
+    __import__("handler.history.cli", fromlist=["register"]).register(sub)  # fh history, fh query
+    __import__("handler.gateway.cli", fromlist=["register"]).register(sub)  # fh gateway
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -203,6 +203,22 @@ uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum)
     return count;
 }
 
+uint64_t fh_blocks_index(const uint8_t *p, size_t len, uint32_t *off, uint64_t cap, size_t *used)
+{
+    fh_blocks_t w = { p, p + len };
+    const uint8_t *m;
+    size_t n;
+    uint64_t i = 0;
+    const uint8_t *end = p;
+    while (i < cap && fh_blocks_next(&w, &m, &n) == FH_BLOCK_OK) {
+        off[i++] = (uint32_t)(m - p);
+        end = w.p;
+    }
+    if (used)
+        *used = (size_t)(end - p);
+    return i;
+}
+
 size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes)
 {
     fh_blocks_t w = { p, p + len };

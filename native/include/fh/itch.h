@@ -86,4 +86,10 @@ uint64_t fh_itch_scan(const uint8_t *p, size_t len, uint64_t *sum);
  * block when the first is whole, whatever its size): for splitting a day into chunks. */
 size_t fh_blocks_prefix(const uint8_t *p, size_t len, size_t max_bytes);
 
+/* Index the 2-byte-length blocks in [p, p+len) (len < 4 GiB): off[i] receives the offset from p of the i-th
+ * message (the byte after its length), for at most cap messages. Returns how many were written; *used (if
+ * not NULL) receives the bytes of the whole blocks they span. Lets a columnar decoder (fh history) gather
+ * fixed-layout fields with vector code instead of walking the chain itself. */
+uint64_t fh_blocks_index(const uint8_t *p, size_t len, uint32_t *off, uint64_t cap, size_t *used);
+
 #endif

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Figures for bench/history.md: Parquet bytes per message against the raw ITCH day and its gzip, the
+history writer's messages/s (wall and CPU), fh query times (one symbol-hour, whole-day aggregates), and
+fh gateway's events/s and publish-stamp -> subscriber latency at a paced 100 k events/s.
+
+    python bench/history_bench.py --messages 20000000 --instruments 8000 --work /tmp/fh-hb [--skip-gzip]
+
+Everything runs in one process tree on this host: a generated day (fh synth itch), a local nats-server.
+Prints one JSON object (and keeps the files under --work for inspection)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def gzip_size(path: Path) -> int:
+    n = 0
+    co = gzip.compress  # noqa: F841 (the module's default level, 9, is what `gzip FILE` uses? no: gzip(1) uses 6)
+    import zlib
+
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            n += len(z.compress(chunk))
+    return n + len(z.flush())
+
+
+def bench_writer(day: Path, out: Path) -> dict:
+    from handler.history.source import ItchFileSource, build_day
+
+    shutil.rmtree(out, ignore_errors=True)
+    src = ItchFileSource(day)
+    la = loadavg()
+    res = build_day(src, out, "2026-01-02")
+    src.close()
+    per_table = {}
+    for t in ("orders", "bbo", "trades", "books"):
+        per_table[t] = sum(f.stat().st_size for f in (out / t).rglob("*.parquet"))
+    return {"messages": res["messages"], "wall_s": res["seconds"], "cpu_s": res["cpu_seconds"],
+            "messages_per_s_wall": res["messages_per_s"], "messages_per_cpu_s": round(res["messages"] / res["cpu_seconds"]),
+            "rows": res["rows"], "bytes": res["bytes"], "bytes_by_table": per_table, "loadavg_at_start": la}
+
+
+def bench_queries(root: Path, repeats: int = 5) -> dict:
+    from handler.history import query
+
+    con = query.connect(root)
+    sym = con.execute("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    qs = {
+        "symbol_hour_quotes": (f"SELECT count(*), avg(ask_price - bid_price) FROM bbo WHERE date = '2026-01-02' AND hour = 11 "
+                               f"AND symbol = '{sym}'"),
+        "symbol_hour_trades_rows": (f"SELECT * FROM trades WHERE date = '2026-01-02' AND hour = 11 AND symbol = '{sym}' ORDER BY seq"),
+        "symbol_hour_orders_rows": (f"SELECT * FROM orders WHERE date = '2026-01-02' AND hour = 11 AND symbol = '{sym}' ORDER BY seq"),
+        "day_vwap_all_symbols": "SELECT symbol, sum(price * shares) / sum(shares) FROM trades GROUP BY symbol",
+        "day_orders_by_symbol_type": "SELECT symbol, type, count(*), sum(shares) FROM orders GROUP BY ALL",
+        "day_spread_stats": ("SELECT symbol, avg(ask_price - bid_price), median(ask_price - bid_price) FROM bbo "
+                             "WHERE bid_price > 0 AND ask_price > 0 GROUP BY symbol"),
+        "day_1m_bars_all_symbols": ("SELECT symbol, ts_ns // 60000000000 AS m, arg_min(price, seq), max(price), min(price), "
+                                    "arg_max(price, seq), sum(shares) FROM trades GROUP BY ALL"),
+    }
+    out = {"symbol": sym, "loadavg": loadavg()}
+    for name, sql in qs.items():
+        times, rows = [], 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rows = len(con.execute(sql).fetchall())
+            times.append(time.perf_counter() - t0)
+        out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1), "rows": rows}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "handler.cli", "query", "trades", sym, "--from", "11:00", "--to", "12:00",
+                    "--root", str(root)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out["cli_fh_query_trades_symbol_hour_ms"] = round((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def paced_publisher(day: Path, name: str, events_per_s: int, seconds: float, ready: Path) -> subprocess.Popen:
+    """A child that applies the day into a fresh segment at about events_per_s (BBO + trade events), in
+    1 ms steps (sleeping between them: no busy-wait)."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from handler import native
+from handler.segments import writer_path
+from pathlib import Path
+data = Path({str(day)!r}).read_bytes()
+seg = native.Segment(writer_path({name!r}, native.segment_footprint(4 << 20, 1 << 22)), {name!r}, event_capacity=1 << 22)
+eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+Path({str(ready)!r}).write_text('1')
+time.sleep(1.0)  # the gateway joins and starts from the head
+msgs_per_ms = max(1, int({events_per_s} / 0.45 / 1000))  # about 0.45 events a message in these days
+off, t0, step = 0, time.monotonic(), 0
+mv = memoryview(data)
+while off < len(data) and time.monotonic() - t0 < {seconds}:
+    n = native.blocks_prefix(mv[off:], msgs_per_ms * 31)
+    if n == 0:
+        break
+    eng.apply_blocks(mv[off:off + n])
+    off += n
+    step += 1
+    d = t0 + step / 1000 - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+eng.publish_stats()
+time.sleep(3)
+seg.close(unlink=True)
+"""
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    name2 = f"hb2-{os.getpid()}-{rate}"
+    ready = work / "ready"
+    ready.unlink(missing_ok=True)
+    pub = paced_publisher(day, name2, rate, seconds, ready)
+    while not ready.exists():
+        time.sleep(0.05)
+    sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
+                            "--feed", name2, "--kind", "*", "--quiet", "--seconds", str(seconds + 6), "--latency"],
+                           stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+
+    async def run_paced():
+        gw = Gateway(name2, Settings(servers=tuple(c.urls), stream=False), name2, start="head")
+        await gw.connect()
+        t0 = time.perf_counter()
+        res = await gw.run(idle_timeout=1.5)
+        return res, time.perf_counter() - t0 - 1.5
+
+    la = loadavg()
+    res, wall = asyncio.run(run_paced())
+    _, err = sub.communicate()
+    pub.wait()
+    k = res["counters"]
+    return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
+                    "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
+                    "subscriber": err.strip().splitlines()[-1] if err.strip() else None, "loadavg": la}
+
+
+def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> dict:
+    from handler import native
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.natsrv import start_cluster
+    from handler.gateway.settings import Gateway as Settings
+    from handler.segments import writer_path
+
+    out = {}
+    with start_cluster(1, work / "nats") as c:
+        # 1. throughput: a whole published day, from the start of the ring, as fast as the gateway goes
+        name = f"hb-{os.getpid()}"
+        data = day.read_bytes()
+        seg = native.Segment(writer_path(name, native.segment_footprint(4 << 20, 1 << 22)), name, event_capacity=1 << 22)
+        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+        eng.apply_blocks(data)
+        eng.publish_stats()
+        sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
+                                "--feed", name, "--kind", "*", "--quiet", "--seconds", "600", "--latency"],
+                               stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+
+        async def run_all():
+            gw = Gateway(name, Settings(servers=tuple(c.urls), stream=False), name, start="oldest")
+            await gw.connect()
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = await gw.run(idle_timeout=0.5)
+            return res, time.perf_counter() - t0 - 0.5, time.process_time() - c0
+
+        la = loadavg()
+        res, wall, cpu = asyncio.run(run_all())
+        sub.terminate()
+        sub.communicate()
+        seg.close(unlink=True)
+        k = res["counters"]
+        out["throughput"] = {"events": k["events"], "published_bbo": k["bbo"], "published_trades": k["trades"],
+                             "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events_per_s": round(k["events"] / wall),
+                             "events_per_cpu_s": round(k["events"] / cpu), "loadavg": la}
+        # 2. latency at paced rates, conflation off: publish stamp (the engine's TSC at the start of the
+        # message run) -> a subscriber process on the same host
+        out["paced"] = []
+        for rate in rates:
+            out["paced"].append(paced_run(day, work, c, rate, seconds))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--messages", type=int, default=20_000_000)
+    p.add_argument("--instruments", type=int, default=8000)
+    p.add_argument("--work", default="/tmp/fh-history-bench")
+    p.add_argument("--skip-gzip", action="store_true")
+    p.add_argument("--skip-gateway", action="store_true")
+    p.add_argument("--gateway-messages", type=int, default=2_000_000)
+    p.add_argument("--rates", default="10000,100000", help="paced events/s for the latency figures")
+    p.add_argument("--skip-history", action="store_true", help="only the gateway figures")
+    p.add_argument("--seconds", type=float, default=10.0)
+    a = p.parse_args()
+    from handler import native
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    day = work / f"day-{a.messages}.itch"
+    if not day.exists() and not a.skip_history:
+        native.synth_file(day, a.messages, a.instruments, seed=2026)
+    res = {"messages": a.messages, "instruments": a.instruments, "raw_bytes": day.stat().st_size if day.exists() else None, "cpus": os.cpu_count()}
+    if a.skip_history:
+        a.skip_gzip = True
+    if not a.skip_gzip:
+        t0 = time.perf_counter()
+        res["gzip6_bytes"] = gzip_size(day)
+        res["gzip6_s"] = round(time.perf_counter() - t0, 1)
+    if a.skip_history:
+        gday = work / f"gday-{a.gateway_messages}.itch"
+        if not gday.exists():
+            native.synth_file(gday, a.gateway_messages, 500, seed=2027)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
+        print(json.dumps(res, indent=1))
+        return 0
+    res["writer"] = w = bench_writer(day, work / "history")
+    res["bytes_per_message"] = {"raw_itch": round(res["raw_bytes"] / a.messages, 2),
+                                "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,
+                                "parquet_all_tables": round(w["bytes"] / a.messages, 2),
+                                **{f"parquet_{t}": round(b / a.messages, 2) for t, b in w["bytes_by_table"].items()}}
+    res["queries"] = bench_queries(work / "history")
+    print(json.dumps(res), flush=True)
+    if not a.skip_gateway:
+        gday = work / f"gday-{a.gateway_messages}.itch"
+        if not gday.exists():
+            native.synth_file(gday, a.gateway_messages, 500, seed=2027)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""fh gateway: a segment's event ring and books, published to NATS.
+
+Subjects (FEED: [gateway] feed, default the instance name; SYM: the symbol with '.', '*', '>' and spaces
+made '_', since those are special in NATS subjects):
+
+    fh.FEED.SYM.bbo      every BBO change (or the latest per symbol every conflate_bbo_ms)
+    fh.FEED.SYM.trade    every trade
+    fh.FEED.SYM.book     top-N levels of each changed book, at most once per book_interval_ms
+    fh.FEED.status       every status_interval_ms, and at once on a stale / recovered book
+
+Payloads are JSON objects. Each carries `seq` (the event's sequence in the ring; for .book the last event
+applied), `ts` (exchange time, ns since midnight), `pub_ns` (the data plane's publish stamp, as
+CLOCK_REALTIME ns: the event's TSC stamp turned into wall-clock time with the segment's tsc_hz) and `gw_ns`
+(when the gateway handed it to NATS).
+
+The data plane never waits for the gateway (readers follow the ring by sequence). The gateway itself never
+waits for NATS: past max_pending_kb of backlog (a slow or unreachable server), BBO changes conflate to the
+latest per symbol and trades are dropped, each counted; a gateway that falls a whole ring behind counts the
+events it lost (overrun) and goes on from the oldest one left. The counters travel in every status message.
+
+A JetStream stream FH_FEED over fh.FEED.> (replicas from the config) keeps the day so far for late joiners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from .._native import ffi, lib
+from .settings import Gateway as Settings
+
+_BAD = re.compile(r"[.*> \t\x00]")
+
+
+class GatewayError(ValueError):
+    """A user-facing error (one line)."""
+
+
+def subject_token(symbol: str) -> str:
+    return _BAD.sub("_", symbol) or "_"
+
+
+def tsc_to_realtime(reader) -> tuple[int, int, float] | None:
+    """(tsc0, ns0, ns per tick) such that realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the segment's
+    tsc_hz and one reading
+    of the TSC taken through the C engine (it stamps events with the TSC it reads when a run of messages
+    starts); None if the segment does not know its TSC rate."""
+    if not reader.tsc_hz:
+        return None
+    from .. import native
+
+    with native.Segment(f"/dev/shm/fh-gwcal-{os.getpid()}", "gwcal", max_levels=64, event_capacity=64) as seg:
+        eng = native.Engine(native.EngineConfig(instruments=4, orders=1024, levels=64), segment=seg)
+        day = bytes.fromhex("0027") + b"R" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     " + bytes(20)
+        day += bytes.fromhex("0019") + b"H" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     T" + bytes(5)
+        t0 = time.time_ns()
+        eng.apply_blocks(day)
+        t1 = time.time_ns()
+        from ..shm import Reader
+
+        with Reader(seg.path) as r:
+            ev = r.events_ring[(r.head) & (r.event_capacity - 1)]
+            tsc = int(ev["pub_tsc"])
+        del eng
+    return tsc, (t0 + t1) // 2, 1e9 / reader.tsc_hz
+
+
+class Gateway:
+    def __init__(self, segment: str, settings: Settings, feed: str, start: str = "head", log=None):
+        from ..shm import Reader
+
+        self.r = Reader(segment)
+        self.s = settings
+        self.feed = feed
+        self.prefix = f"fh.{feed}."
+        self.start = start
+        self.log = log or (lambda text: None)
+        self.counters = {"events": 0, "bbo": 0, "trades": 0, "books": 0, "status": 0, "bbo_conflated": 0,
+                         "trades_dropped": 0, "books_dropped": 0, "publish_errors": 0, "overrun_events": 0,
+                         "disconnects": 0, "reconnects": 0}
+        self.cal = tsc_to_realtime(self.r)
+        self._subj: dict[int, str] = {}
+        self._pending_bbo: dict[int, bytes] = {}
+        self._dirty_books: set[int] = set()
+        self._last_seq = 0
+        self._last_ts = 0
+        self._closing = False
+        self.nc = None
+
+    # -- NATS
+
+    async def connect(self):
+        import nats
+        from nats.errors import NoServersError
+
+        async def on_error(e):
+            self.log(f"nats: {e}")
+
+        async def on_disc():
+            if not self._closing:
+                self.counters["disconnects"] += 1
+
+        async def on_reconn():
+            self.counters["reconnects"] += 1
+
+        why = await self._reachable()
+        try:
+            if why is None:  # once connected, it reconnects (to any node of the cluster) for ever
+                self.nc = await asyncio.wait_for(
+                    nats.connect(servers=list(self.s.servers), name=f"fh-gateway-{self.feed}", connect_timeout=2,
+                                 skip_subject_validation=True,
+                                 max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+                                 pending_size=self.s.max_pending_kb * 1024 * 2, error_cb=on_error,
+                                 disconnected_cb=on_disc, reconnected_cb=on_reconn), 15)
+        except (NoServersError, OSError, asyncio.TimeoutError) as e:
+            why = str(e) or type(e).__name__
+        if self.nc is None:
+            raise GatewayError(f"no NATS server at {', '.join(self.s.servers)} ({why}); start nats-server or set "
+                               "[gateway] servers / --server") from None
+        if self.s.stream:
+            await self.ensure_stream()
+
+    async def _reachable(self) -> str | None:
+        """None if some server accepts a TCP connection, else why not (the client would retry for ever)."""
+        why = "no server given"
+        for url in self.s.servers:
+            host, _, port = url.split("://", 1)[1].partition(":")
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection(host, int(port or 4222)), 2)
+                w.close()
+                return None
+            except (OSError, asyncio.TimeoutError) as e:
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        return why
+
+    async def ensure_stream(self):
+        from nats.js.api import StreamConfig
+        from nats.js.errors import BadRequestError
+
+        js = self.nc.jetstream()
+        cfg = StreamConfig(name=self.stream_name, subjects=[f"fh.{self.feed}.>"], num_replicas=self.s.stream_replicas,
+                           max_age=float(self.s.stream_max_age_s), storage="file")
+        deadline = time.monotonic() + 20  # a cluster that has just started elects its JetStream leader first
+        while True:
+            try:
+                try:
+                    await js.add_stream(cfg)
+                except BadRequestError as e:
+                    if "already in use" not in str(e):
+                        raise
+                    await js.update_stream(cfg)
+                return
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    why = str(e) or type(e).__name__
+                    raise GatewayError(f"JetStream stream {self.stream_name}: {why}; enable JetStream on the servers "
+                                       "(nats-server -js), lower [gateway] stream_replicas to the cluster's size, "
+                                       "or set [gateway] stream = false") from None
+                await asyncio.sleep(0.25)
+
+    @property
+    def stream_name(self) -> str:
+        return "FH_" + re.sub(r"[^A-Za-z0-9_-]", "_", self.feed)
+
+    def _backlogged(self) -> bool:
+        return self.nc.pending_data_size > self.s.max_pending_kb * 1024 or not self.nc.is_connected
+
+    async def _pub(self, subject: str, payload: bytes) -> bool:
+        try:
+            await self.nc.publish(subject, payload)
+            return True
+        except Exception:  # the outbound buffer is full while reconnecting, or the connection is closing
+            self.counters["publish_errors"] += 1
+            return False
+
+    async def _send(self, cmds: list[bytes], n: int = 0) -> bool:
+        """Hand a run of PUB commands to the client in one piece. nats-py's publish() costs ~2.5 us a
+        message in Python; its command queue takes the batch for ~0.5 us a message. The queue is the
+        client's own (it flushes it, buffers it across a reconnect, and counts it in pending_data_size)."""
+        if not cmds:
+            return True
+        try:
+            if self.nc.is_closed:
+                raise ConnectionError("closed")
+            await self.nc._send_command(b"".join(cmds))
+            self.nc.stats["out_msgs"] += n
+            return True
+        except Exception:
+            self.counters["publish_errors"] += n or len(cmds)
+            return False
+
+    # -- events
+
+    def _symbol_subject(self, loc: int) -> bytes:
+        s = self._subj.get(loc)
+        if s is None:
+            s = self._subj[loc] = (self.prefix + subject_token(self.r.symbol_of(loc)) + ".").encode()
+        return s
+
+    async def _batch(self, arr: np.ndarray) -> None:
+        """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
+        event would cost more than the publish); the backlog is checked once per batch."""
+        types = arr["type"].tolist()
+        locs = arr["locate"].tolist()
+        seqs = arr["seq"].tolist()
+        tss = arr["itch_ts"].tolist()
+        a, b, c, d = arr["a"].tolist(), arr["b"].tolist(), arr["c"].tolist(), arr["d"].tolist()
+        tsc = arr["pub_tsc"]
+        if self.cal is not None:
+            tsc0, ns0, per = self.cal
+            rel = ((tsc.astype(np.int64) - np.int64(tsc0)).astype(np.float64) * per).astype(np.int64) + np.int64(ns0)
+            pub = np.where(tsc > 0, rel, 0).tolist()
+        else:
+            pub = [0] * len(arr)
+        gw = time.time_ns()
+        held = bool(self.s.conflate_bbo_ms) or self._backlogged()
+        out: list[bytes] = []  # PUB commands of the batch, handed to the client in one piece
+        subj = self._subj
+        pending = self._pending_bbo
+        dirty = self._dirty_books
+        BBO, TRADE = lib.FH_EV_BBO, lib.FH_EV_TRADE
+        k = self.counters
+        nbbo = ntrade = 0
+        for i, t in enumerate(types):
+            loc = locs[i]
+            if t == BBO or t == TRADE:
+                dirty.add(loc)
+                base = subj.get(loc)
+                if base is None:
+                    base = self._symbol_subject(loc)
+                p = pub[i] or "null"
+                if t == BBO:
+                    body = '{"seq":%d,"ts":%d,"bid":%d,"bid_shares":%d,"ask":%d,"ask_shares":%d,"pub_ns":%s' % (
+                        seqs[i], tss[i], c[i], a[i], d[i], b[i], p)
+                    if held:
+                        if loc in pending:
+                            k["bbo_conflated"] += 1
+                        pending[loc] = body
+                        continue
+                    data = (body + ',"gw_ns":%d}' % gw).encode()
+                    out.append(b"PUB %sbbo %d\r\n%s\r\n" % (base, len(data), data))
+                    nbbo += 1
+                else:
+                    if held and self._backlogged():
+                        k["trades_dropped"] += 1
+                        continue
+                    data = ('{"seq":%d,"ts":%d,"price":%d,"shares":%d,"match":%d,"pub_ns":%s,"gw_ns":%d}' % (
+                        seqs[i], tss[i], c[i], a[i], b[i], p, gw)).encode()
+                    out.append(b"PUB %strade %d\r\n%s\r\n" % (base, len(data), data))
+                    ntrade += 1
+            elif t == lib.FH_EV_STALE or t == lib.FH_EV_RECOVERED:
+                await self._send(out)
+                out = []
+                await self._status({"event": "stale" if t == lib.FH_EV_STALE else "recovered",
+                                    "symbol": self.r.symbol_of(loc), "seq": seqs[i], "ts": tss[i]})
+            elif t == lib.FH_EV_STATE:
+                dirty.add(loc)
+        if await self._send(out, nbbo + ntrade):
+            k["bbo"] += nbbo
+            k["trades"] += ntrade
+        if len(seqs):
+            self._last_seq, self._last_ts = seqs[-1], tss[-1]
+
+    async def _flush_bbo(self) -> None:
+        if not self._pending_bbo or self._backlogged():
+            return
+        pending, self._pending_bbo = self._pending_bbo, {}
+        for loc, body in pending.items():
+            if await self._pub(self._symbol_subject(loc).decode() + "bbo", (body + f',"gw_ns":{time.time_ns()}}}').encode()):
+                self.counters["bbo"] += 1
+
+    async def _books(self) -> None:
+        if not self._dirty_books:
+            return
+        if self._backlogged():
+            self.counters["books_dropped"] += len(self._dirty_books)  # they stay dirty: the next tick sends them
+            return
+        dirty, self._dirty_books = self._dirty_books, set()
+        gw = time.time_ns()
+        out = []
+        for loc in sorted(dirty):
+            try:
+                snap = self.r.snapshot(loc, self.s.book_depth)
+            except Exception:  # gone, or not published
+                continue
+            bids = ",".join("[%d,%d,%d]" % t for t in snap.bids.tolist())
+            asks = ",".join("[%d,%d,%d]" % t for t in snap.asks.tolist())
+            data = ('{"seq":%d,"ts":%d,"bids":[%s],"asks":[%s],"status":"%s","trading_state":"%s","gw_ns":%d}' % (
+                self._last_seq, snap.itch_ts, bids, asks, snap.status, snap.trading_state, gw)).encode()
+            out.append(b"PUB %sbook %d\r\n%s\r\n" % (self._symbol_subject(loc), len(data), data))
+        if await self._send(out, len(out)):
+            self.counters["books"] += len(out)
+
+    async def _status(self, extra: dict | None = None) -> None:
+        st = self.r.writer_status()
+        msg = {"writer": st.state, "head": self.r.head, "last_seq": self._last_seq, "gw_ns": time.time_ns(),
+               "counters": dict(self.counters)}
+        try:
+            dp = self.r.dataplane_stats()
+            if dp and dp.get("lines"):
+                msg["lines"] = dp["lines"]
+        except Exception:
+            pass
+        if extra:
+            msg.update(extra)
+        if await self._pub(f"fh.{self.feed}.status", json.dumps(msg, separators=(",", ":"), default=str).encode()):
+            self.counters["status"] += 1
+
+    # -- the loop
+
+    async def run(self, idle_timeout: float | None = None, stop: asyncio.Event | None = None) -> dict:
+        if self.nc is None:
+            await self.connect()
+        loop = asyncio.get_running_loop()
+        nxt = self.r.oldest() if self.start == "oldest" else self.r.head + 1
+        book_every = self.s.book_interval_ms / 1000
+        bbo_every = self.s.conflate_bbo_ms / 1000
+        status_every = self.s.status_interval_ms / 1000
+        now = time.monotonic()
+        last_book = last_status = last_bbo = last_event = now
+        await self._status({"event": "start"})
+        while not (stop and stop.is_set()):
+            arr, nxt2, lost = self.r.read_events(nxt, self.r.EVENT_BATCH)
+            if lost:
+                self.counters["overrun_events"] += lost
+            if len(arr):
+                await self._batch(arr)
+            self.counters["events"] += len(arr)
+            nxt = nxt2
+            now = time.monotonic()
+            if len(arr):
+                last_event = now
+            if bbo_every == 0 or now - last_bbo >= bbo_every:
+                await self._flush_bbo()
+                last_bbo = now
+            if now - last_book >= book_every:
+                await self._books()
+                last_book = now
+            if now - last_status >= status_every:
+                await self._status()
+                last_status = now
+            if len(arr) or lost:
+                await asyncio.sleep(0)  # let the NATS client write
+                continue
+            if idle_timeout is not None and now - last_event > idle_timeout:
+                break
+            if self.r.writer_status().state != "running" and self.r.head < nxt:
+                break
+            # nothing new: sleep on the ring's futex in a worker thread (cffi drops the GIL), 20 ms at most
+            await loop.run_in_executor(None, lib.fh_shm_reader_wait, self.r._r, nxt - 1, 20_000_000)
+        await self._flush_bbo()
+        await self._books()
+        await self._status({"event": "stop"})
+        self._closing = True
+        try:  # what is buffered goes out if the server takes it within a few seconds; never wait longer
+            await asyncio.wait_for(self.nc.flush(timeout=5), 6)
+            await asyncio.wait_for(self.nc.drain(), 5)
+        except Exception:
+            self.counters["unsent_bytes_at_exit"] = self.nc.pending_data_size
+            try:
+                await asyncio.wait_for(self.nc.close(), 2)
+            except Exception:
+                pass
+        self.r.close()
+        return {"feed": self.feed, "counters": self.counters, "settings": asdict(self.s)}

@@ -1,0 +1,7 @@
+"""What fh history and fh query share, kept apart so that building the CLI, and fh query, import no pyarrow."""
+
+TABLES = ("trades", "bbo", "orders", "books")
+
+
+class HistoryError(ValueError):
+    """A user-facing error of fh history / fh query (one line)."""

@@ -1,0 +1,294 @@
+"""Where a day's history comes from, and the loop that writes it.
+
+A source yields Chunks (handler.history.columns) in sequence; HistoryWriter turns them into Parquet. Three
+sources today:
+
+* ItchFileSource: a daily ITCH file (the offline builder, `fh history --itch`).
+* PcapSource: the MoldUDP64 datagrams of a capture, sequenced (first copy of a sequence number wins, as
+  the data plane's A/B arbitration does), with each message's capture time as its receive time.
+* SegmentFollower: a running instance's segment, followed through its event ring (`fh history --follow`):
+  trades, BBO changes and book snapshots; no order events (the ring does not carry them).
+
+The applied-message journal (issue 13) will be a fourth: a class that hands ItchColumns.feed() the
+journal's messages with their sequence numbers and receive times, exactly as PcapSource does.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .columns import ItchColumns
+from .writer import HOUR_NS, HistoryError, HistoryWriter, remove_stale_temporaries
+
+
+def date_from_name(path: str | os.PathLike) -> str | None:
+    """The trading date in a daily file's name: 20191230_... or NASDAQ's own 12302019.NASDAQ_ITCH50."""
+    name = Path(path).name
+    m = re.search(r"(?<!\d)(20\d\d)(0[1-9]|1[0-2])([0-3]\d)(?!\d)", name)
+    if m:
+        return f"{m[1]}-{m[2]}-{m[3]}"
+    m = re.search(r"(?<!\d)(0[1-9]|1[0-2])([0-3]\d)(20\d\d)(?!\d)", name)
+    if m:
+        return f"{m[3]}-{m[1]}-{m[2]}"
+    return None
+
+
+class ItchFileSource:
+    """A daily ITCH file, mapped."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = open(self.path, "rb")
+        size = os.fstat(self._f.fileno()).st_size
+        self.data = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.nbytes = size
+        self.seq = self.recv = None
+        self.counters: dict[str, int] = {}
+
+    def close(self) -> None:
+        if isinstance(self.data, mmap.mmap):
+            self.data.close()
+        self._f.close()
+
+
+class PcapSource:
+    """The sequenced messages of a capture's MoldUDP64 datagrams, as one run of daily-file blocks."""
+
+    def __init__(self, path: str | os.PathLike):
+        from .._native import ffi, lib
+        from ..pcapfile import PcapReader
+
+        self.path = Path(path)
+        reader = PcapReader(self.path)
+        sessions: dict[bytes, int] = {}
+        grams = []
+        c = {"datagrams": 0, "duplicate_messages": 0, "gap_messages": 0, "malformed_datagrams": 0,
+             "unsequenced_messages": 0}
+        offs = np.zeros(4096, np.uint32)
+        used = ffi.new("size_t *")
+        for d in reader.datagrams():
+            c["datagrams"] += 1
+            p = d.payload
+            if len(p) < 20:
+                c["malformed_datagrams"] += 1
+                continue
+            session, seq, count = struct.unpack_from(">10sQH", p)
+            if count in (0, 0xFFFF):
+                continue
+            body = p[20:]
+            n = lib.fh_blocks_index(body, len(body), ffi.from_buffer("uint32_t[]", offs), min(count, len(offs)), used)
+            if n != count:
+                c["malformed_datagrams"] += 1
+            if n == 0:
+                continue
+            if seq == 0:
+                c["unsequenced_messages"] += n
+                continue
+            s = sessions.setdefault(session, len(sessions))
+            grams.append((s, seq, n, body[: used[0]], offs[:n].copy(), d.ts_ns))
+        grams.sort(key=lambda g: (g[0], g[1]))  # stable: among copies of a sequence, the first captured wins
+        parts, seqs, recvs = [], [], []
+        nxt = {}
+        for s, seq, n, body, off, ts in grams:
+            want = nxt.get(s, seq)
+            if seq > want:
+                c["gap_messages"] += seq - want
+            skip = max(0, want - seq)
+            if skip >= n:
+                c["duplicate_messages"] += n
+                continue
+            c["duplicate_messages"] += skip
+            start = int(off[skip]) - 2
+            parts.append(body[start:])
+            seqs.append(np.arange(seq + skip, seq + n, dtype=np.uint64))
+            recvs.append(np.full(n - skip, ts, np.int64))
+            nxt[s] = seq + n
+        c.update({f"pcap_{k}": v for k, v in reader.counters.items() if v})
+        self.data = b"".join(parts)
+        self.nbytes = len(self.data)
+        self.seq = np.concatenate(seqs) if seqs else np.zeros(0, np.uint64)
+        self.recv = np.concatenate(recvs) if recvs else np.zeros(0, np.int64)
+        self.counters = c
+
+    def close(self) -> None:
+        pass
+
+
+def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot_every_s: float = 300.0,
+              replace: bool = False, progress=None) -> dict:
+    """Write one day from an ItchFileSource or PcapSource. Returns a summary (rows, files, counters, rate)."""
+    root = Path(root)
+    stale = remove_stale_temporaries(root)
+    cols = ItchColumns(max(src.nbytes, 1), depth=depth, snapshot_every_ns=int(snapshot_every_s * 1e9))
+    w = None
+    try:
+        w = HistoryWriter(root, date, cols.symbols, replace=replace)
+        t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+        gen = cols.feed(src.data, src.seq, src.recv)
+        consumed = 0
+        while True:
+            try:
+                ch = next(gen)
+            except StopIteration as stop:
+                consumed = stop.value or 0
+                break
+            w.add(ch)
+            if len(ch.ts):
+                w.flush_before(int(ch.ts[-1]) // HOUR_NS)
+            if progress:
+                progress(cols.counters)
+        for ch in cols.finish():
+            w.add(ch)
+        decode_cpu = time.thread_time() - m0
+        eng = cols.engine_counters()
+        trailing = src.nbytes - consumed
+        counters = {**{k: v for k, v in eng.items() if v}, **src.counters, **cols.counters,
+                    "side_ref_out_of_range": cols.sides.out_of_range, "stale_temporaries_removed": stale}
+        if trailing:
+            counters["truncated_bytes"] = trailing
+        w.close(counters)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    except BaseException:
+        if w is not None:
+            w.abandon()
+        raise
+    finally:
+        cols.close()
+    return {"date": w.date, "root": str(root), "messages": cols.counters["messages"], "rows": w.rows,
+            "files": len(w.files), "bytes": w.bytes, "seconds": round(elapsed, 3),
+            "messages_per_s": round(cols.counters["messages"] / elapsed) if elapsed > 0 else None,
+            "cpu_seconds": round(cpu, 3),
+            "decode_cpu_seconds": round(decode_cpu, 3), "write_cpu_seconds": round(w.write_cpu_s, 3),
+            "counters": counters}
+
+
+class SegmentFollower:
+    """A running instance's segment, followed through its event ring: trades and BBO changes as they are
+    published, top-`depth` snapshots of the books that changed every `snapshot_every_s`, written every
+    `flush_every_s` as new part files of the current hour. seq is the event's sequence in the ring (the
+    message sequence is not in the event; the journal will bring it), recv_ns the time the follower read it.
+    An overrun (the follower fell a ring behind) is counted, never hidden."""
+
+    def __init__(self, segment: str, root: str | os.PathLike, date: str, depth: int = 10,
+                 snapshot_every_s: float = 60.0, flush_every_s: float = 10.0, replace: bool = False):
+        from ..shm import Reader
+
+        self.r = Reader(segment)
+        self.root = Path(root)
+        self.symbols = np.zeros(65536, "S8")
+        self.w = HistoryWriter(self.root, date, self.symbols, replace=replace)
+        self.depth = depth
+        self.snap_every = snapshot_every_s
+        self.flush_every = flush_every_s
+        self.counters = {"events": 0, "trades": 0, "bbo": 0, "snapshots": 0, "overrun_events": 0}
+        self.changed: set[int] = set()
+
+    def _symbol(self, loc: int) -> None:
+        if not self.symbols[loc]:
+            self.symbols[loc] = self.r.symbol_of(loc).encode("latin-1")[:8]
+
+    def _take(self, ev: np.ndarray, now_ns: int) -> None:
+        from .._native import lib
+        from .columns import Chunk
+
+        if not len(ev):
+            return
+        for loc in np.unique(ev["locate"]).tolist():
+            self._symbol(loc)
+            self.changed.add(loc)
+        ch = Chunk(0, ev["seq"], ev["itch_ts"], None)
+        recv = np.full(len(ev), now_ns, np.int64)
+        for name, t in (("trades", lib.FH_EV_TRADE), ("bbo", lib.FH_EV_BBO)):
+            m = ev["type"] == t
+            if not m.any():
+                continue
+            e = ev[m]
+            cols = {"seq": e["seq"], "ts": e["itch_ts"], "recv": recv[m], "locate": e["locate"]}
+            if name == "trades":
+                cols.update(price=e["c"].astype(np.int64), shares=e["a"].astype(np.int64),
+                            match=e["b"].astype(np.int64), aggressor=np.zeros(len(e), "S1"),
+                            type=np.zeros(len(e), "S1"))
+            else:
+                cols.update(bid_price=e["c"].astype(np.int64), bid_shares=e["a"].astype(np.int64),
+                            ask_price=e["d"].astype(np.int64), ask_shares=e["b"].astype(np.int64))
+            ch.tables[name] = cols
+            self.counters[name] += int(m.sum())
+        self.counters["events"] += len(ev)
+        self.w.add(ch)
+
+    def _snapshot(self, last_seq: int, last_ts: int) -> None:
+        from .columns import Chunk
+
+        rows = []
+        for loc in sorted(self.changed):
+            try:
+                s = self.r.snapshot(loc, self.depth)
+            except Exception:  # an unpublished or vanished book: nothing to record
+                continue
+            d = s.dump()
+            rows.append((loc, d["bids"], d["asks"]))
+        self.changed.clear()
+        if not rows:
+            return
+        n = len(rows)
+        tbl = {"seq": np.full(n, last_seq, np.uint64), "ts": np.full(n, last_ts, np.uint64),
+               "recv": np.full(n, time.time_ns(), np.int64),
+               "locate": np.array([r[0] for r in rows], np.uint16), "kind": np.full(n, b"interval", "S8")}
+        for name, k in (("bid", 1), ("ask", 2)):
+            lv = [r[k] for r in rows]
+            tbl[f"{name}_n"] = np.array([len(x) for x in lv], np.int64)
+            flat = np.array([lvl for x in lv for lvl in x], np.int64).reshape(-1, 3)
+            tbl[f"{name}_price"], tbl[f"{name}_shares"], tbl[f"{name}_orders"] = flat[:, 0], flat[:, 1], flat[:, 2]
+        ch = Chunk(0, tbl["seq"], tbl["ts"], None)
+        ch.tables["books"] = tbl
+        self.counters["snapshots"] += n
+        self.w.add(ch)
+
+    def run(self, start: int | None = None, timeout: float | None = None, stop=lambda: False) -> dict:
+        """Follow until the writer stops, `timeout` seconds pass with no event, or stop() is true."""
+        nxt = self.r.oldest() if start is None else start
+        last_flush = last_snap = last_event = time.monotonic()
+        last_seq = last_ts = 0
+        while not stop():
+            arr, nxt2, lost = self.r.read_events(nxt, self.r.EVENT_BATCH)
+            now = time.monotonic()
+            if lost:
+                self.counters["overrun_events"] += lost
+            if len(arr):
+                self._take(arr, time.time_ns())
+                last_seq, last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
+                last_event = now
+            nxt = nxt2
+            if now - last_snap >= self.snap_every:
+                self._snapshot(last_seq, last_ts)
+                last_snap = now
+            if now - last_flush >= self.flush_every:
+                self.w.flush_all()
+                last_flush = now
+            if len(arr) or lost:
+                continue
+            if timeout is not None and now - last_event > timeout:
+                break
+            if self.r.writer_status().state != "running":
+                break
+            time.sleep(0.01)
+        self._snapshot(last_seq, last_ts)
+        self.w.close(self.counters)
+        self.r.close()
+        return {"date": self.w.date, "root": str(self.root), "rows": self.w.rows, "files": len(self.w.files),
+                "counters": self.counters}
+
+
+def check_input_error(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise HistoryError(f"{path}: no such file; check the path")
+    if not p.is_file():
+        raise HistoryError(f"{path}: not a regular file")

@@ -1,0 +1,253 @@
+"""The history tree: Parquet files (zstd) in hive partitions, one file per table and hour, written atomically.
+
+    ROOT/TABLE/date=YYYY-MM-DD/hour=HH/part-SSSSSSSSSSSS.parquet      (S: the first sequence number in it)
+    ROOT/_manifest/YYYY-MM-DD.json                                       (written last: the day is complete)
+
+Rows of a file are sorted by (symbol, seq), so each row group's min/max statistics on `symbol` let a
+reader skip all but the few row groups of one symbol. A file is written to a hidden `.part-*.parquet.tmp`
+beside its final name, fsynced and renamed: readers (and globs on *.parquet) never see half a file, and a
+killed writer leaves at most a temporary file that the next run removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .columns import Chunk
+from .common import TABLES, HistoryError
+
+# orders: which message types carry each numeric field (null in the others)
+ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares": b"AFECXU"}
+# Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
+DELTA = ("ts_ns", "seq", "recv_ns", "ref", "new_ref", "match")
+STATS = ("symbol", "ts_ns", "seq", "recv_ns", "locate", "type", "kind", "ref", "match")
+HOUR_NS = 3_600_000_000_000
+ROW_GROUP_ROWS = 1 << 16
+
+
+def day_dirs(root: Path, date: str) -> list[Path]:
+    return [root / t / f"date={date}" for t in TABLES]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(table: pa.Table, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    names = table.column_names
+    delta = {n: "DELTA_BINARY_PACKED" for n in DELTA if n in names}
+    dicts = [n for n in names if n not in delta and not pa.types.is_list(table.schema.field(n).type)]
+    stats = [n for n in STATS if n in names]  # min/max where readers filter: the rest would only cost time
+    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=stats,
+                   use_dictionary=dicts, column_encoding=delta or None)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _dictionary(inv: np.ndarray, words: list[str | None]) -> pa.Array:
+    """A dictionary-encoded string column (readers see plain strings; Parquet stores it dictionary-encoded
+    either way, and building it this way avoids materialising a string per row). None words: null rows."""
+    nulls = [i for i, w in enumerate(words) if w is None]
+    mask = np.isin(inv, nulls) if nulls else None
+    words = [w if w is not None else "" for w in words]
+    return pa.DictionaryArray.from_arrays(pa.array(inv.astype(np.int32), mask=mask), pa.array(words, pa.string()))
+
+
+def _strs(a: np.ndarray) -> pa.Array:
+    """S-typed numpy -> Arrow strings; empty (or, for one byte, a space) -> null."""
+    if a.dtype.itemsize == 1:
+        codes = np.ascontiguousarray(a).view(np.uint8)
+        used = np.nonzero(np.bincount(codes, minlength=256))[0]
+        remap = np.zeros(256, np.int32)
+        remap[used] = np.arange(len(used))
+        return _dictionary(remap[codes], [None if i in (0, 32) else chr(i) for i in used.tolist()])
+    kind = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(a.dtype.itemsize)
+    if kind is not None:  # distinct values by their bytes as an integer: a fast unique
+        uniq, inv = np.unique(np.ascontiguousarray(a).view(kind), return_inverse=True)
+        uniq = uniq.view(a.dtype)
+    else:
+        uniq, inv = np.unique(a, return_inverse=True)
+    return _dictionary(inv, [u.decode("latin-1").rstrip(" ") or None for u in uniq])
+
+
+def _symbols(symtab: np.ndarray, loc: np.ndarray) -> pa.Array:
+    """Symbols of locates (a locate without a directory entry: its number, as 'locate:N')."""
+    uniq, inv = np.unique(loc, return_inverse=True)
+    return _dictionary(inv, [symtab[u].decode("latin-1").rstrip(" ") or f"locate:{u}" for u in uniq.tolist()])
+
+
+class HistoryWriter:
+    """Collects Chunks and writes each table's rows, hour by hour, under ROOT for one date.
+
+    The source decides the order of calls: add() chunks in sequence, flush_before(hour) once no more rows of
+    earlier hours can come, close() at the end. symbols: locate -> 8-byte symbol (numpy S8[65536])."""
+
+    def __init__(self, root: str | os.PathLike, date: str, symbols: np.ndarray, replace: bool = False,
+                 row_group_rows: int = ROW_GROUP_ROWS):
+        try:
+            day = dt.date.fromisoformat(date)
+        except ValueError:
+            raise HistoryError(f"date {date!r} is not YYYY-MM-DD; pass --date 2019-12-30 for example") from None
+        self.root = Path(root)
+        self.date = day.isoformat()
+        self.symbols = symbols
+        self.row_group_rows = row_group_rows
+        existing = [d for d in day_dirs(self.root, self.date) if d.exists()]
+        manifest = self.root / "_manifest" / f"{self.date}.json"
+        if (existing or manifest.exists()) and not replace:
+            raise HistoryError(f"{self.root}: the history already holds {self.date}; pass --replace to write it again")
+        for d in existing:
+            shutil.rmtree(d)
+        if manifest.exists():
+            manifest.unlink()
+        self.buffers: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
+        self.files: list[str] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fh-history-write")
+        self._jobs: deque = deque()
+        self.write_cpu_s = 0.0  # CPU time of the worker thread (sorting, Arrow arrays, Parquet encoding, zstd)
+        self.rows = {t: 0 for t in TABLES}
+        self.bytes = 0
+
+    def add(self, ch: Chunk) -> None:
+        for name, cols in ch.tables.items():
+            hours = (cols["ts"] // np.uint64(HOUR_NS)).astype(np.int64)
+            if len(hours) == 0:
+                continue
+            if hours[0] == hours[-1]:
+                self.buffers.setdefault((name, int(hours[0])), []).append(cols)
+                continue
+            for h in np.unique(hours):
+                m = hours == h
+                self.buffers.setdefault((name, int(h)), []).append({k: v[m] for k, v in cols.items()})
+
+    def flush_before(self, hour: int) -> None:
+        """Write the partitions of the hours before `hour`: on a worker thread (sorting, encoding and zstd
+        run there without the GIL, beside the decoder), at most two behind, so memory stays bounded."""
+        for key in sorted(k for k in self.buffers if k[1] < hour):
+            while len(self._jobs) >= 2:
+                self._jobs.popleft().result()
+            self._jobs.append(self._pool.submit(self._write, *key, self.buffers.pop(key)))
+
+    def flush_all(self) -> None:
+        self.flush_before(1 << 62)
+        self.wait()
+
+    def wait(self) -> None:
+        while self._jobs:
+            self._jobs.popleft().result()
+
+    def abandon(self) -> None:
+        """After a failure: let the writes under way finish (each is atomic), write nothing more."""
+        self.buffers.clear()
+        for j in self._jobs:
+            j.cancel()
+        self._pool.shutdown(wait=True)
+
+    def close(self, counters: dict | None = None) -> None:
+        self.flush_all()
+        self._pool.shutdown(wait=True)
+        write_json_atomic({"date": self.date, "rows": self.rows, "files": self.files, "bytes": self.bytes,
+                           "counters": counters or {}}, self.root / "_manifest" / f"{self.date}.json")
+
+    # -- one partition
+
+    def _table(self, name: str, parts: list[dict[str, np.ndarray]]) -> pa.Table:
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        loc = cols["locate"].astype(np.int64)
+        rank = np.empty(65536, np.uint16)
+        rank[np.argsort(self.symbols, kind="stable")] = np.arange(65536)
+        # rows arrive in the order they were applied (sequence order): a stable (radix) sort by symbol keeps it
+        order = np.argsort(rank[loc], kind="stable")
+        ts = cols["ts"].astype(np.int64)[order]
+        out: dict[str, pa.Array] = {
+            "symbol": _symbols(self.symbols, loc[order]),
+            "ts_ns": pa.array(ts, pa.int64()),
+            "seq": pa.array(cols["seq"].astype(np.int64)[order], pa.int64()),
+            "recv_ns": (pa.array(cols["recv"].astype(np.int64)[order], pa.int64()) if "recv" in cols
+                        else pa.nulls(len(order), pa.int64())),
+            "locate": pa.array(loc[order].astype(np.int32), pa.int32()),
+        }
+        if name == "books":
+            out["kind"] = _strs(cols["kind"][order])
+            for side in ("bid", "ask"):
+                n = cols[f"{side}_n"]
+                starts = np.concatenate(([0], np.cumsum(n)))
+                # re-lay the flattened levels in the sorted row order
+                k = n[order]
+                offs = np.concatenate(([0], np.cumsum(k))).astype(np.int32)
+                idx = np.repeat(starts[:-1][order], k) + (np.arange(int(k.sum())) - np.repeat(offs[:-1], k))
+                for f in ("price", "shares", "orders"):
+                    out[f"{side}_{f}"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(cols[f"{side}_{f}"][idx], pa.int64()))
+            return pa.table(out)
+        typ = cols["type"][order].view(np.uint8) if "type" in cols else None
+        for k, v in cols.items():
+            if k in ("seq", "ts", "recv", "locate"):
+                continue
+            v = v[order]
+            if v.dtype.kind == "S":
+                out[k] = _strs(v)
+                continue
+            mask = None
+            if name == "orders" and k in ORDER_FIELD_TYPES:  # a field the message type does not have: null
+                mask = ~np.isin(typ, np.frombuffer(ORDER_FIELD_TYPES[k], np.uint8))
+            out[k] = pa.array(v.astype(np.int64), pa.int64(), mask=mask)
+        return pa.table(out)
+
+    def _write(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
+        t0 = time.thread_time()
+        try:
+            self._write_one(name, hour, parts)
+        finally:
+            self.write_cpu_s += time.thread_time() - t0
+
+    def _write_one(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
+        table = self._table(name, parts)
+        first = int(min(int(p["seq"].min()) for p in parts if len(p["seq"])))
+        path = self.root / name / f"date={self.date}" / f"hour={hour:02d}" / f"part-{first:012d}.parquet"
+        n = 0
+        while path.exists():  # a second flush of the same hour (a live follower) gets its own file
+            n += 1
+            path = path.with_name(f"part-{first:012d}-{n}.parquet")
+        write_atomic(table, path, self.row_group_rows)
+        self.files.append(str(path.relative_to(self.root)))
+        self.rows[name] += table.num_rows
+        self.bytes += path.stat().st_size
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Temporary files a killed writer left (never visible to readers): removed, counted."""
+    n = 0
+    if root.exists():
+        for p in root.rglob(".*.tmp"):
+            p.unlink()
+            n += 1
+    return n

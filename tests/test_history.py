@@ -1,0 +1,332 @@
+"""fh history / fh query: the Parquet of a day equals the reference model's trades, BBO sequence and final
+books; DuckDB answers with results computed independently; a killed writer leaves no half file; bad input
+gives one-line errors."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, fh
+from handler import native, reference
+
+DATE = "2026-03-02"
+
+
+def reference_day(data: bytes, seqs=None) -> dict:
+    """Trades (seq, symbol, price, shares, match, aggressor), BBO changes (seq, symbol, bid, bid shares, ask,
+    ask shares) and final books, from the pure-Python model, message by message."""
+    ref = reference.ReferenceBook()
+    trades, bbo, last = [], [], {}
+    blocks = list(reference.iter_daily_file(data))
+    for i, buf in enumerate(blocks):
+        seq = seqs[i] if seqs is not None else i + 1
+        t = chr(buf[0]) if buf else ""
+        loc, side_rest, mref = None, None, None
+        if t in "ECXDU" and len(buf) >= 19:
+            mref = int.from_bytes(buf[11:19], "big")
+            o = ref.orders.get(mref)
+            if o is not None:
+                loc, side_rest = o.locate, o.side
+        elif t in "AFP" and len(buf) >= 3:
+            loc = int.from_bytes(buf[1:3], "big")
+        book = ref.instruments.get(loc) if loc is not None else None
+        if book is not None:
+            book.last_trade = None
+        msg = ref.apply(buf)
+        if msg is None or loc is None:
+            continue
+        book = ref.instruments.get(loc)
+        if book is None:
+            continue
+        if t in "ECP" and book.last_trade is not None:
+            side = msg["buy_sell_indicator"] if t == "P" else side_rest
+            aggr = {"B": "S", "S": "B"}.get(side)
+            trades.append((seq, book.symbol, book.last_trade[0], book.last_trade[1], msg["match_number"], aggr))
+        bids, asks = book.levels(1)
+        top = (bids[0][0] if bids else 0, bids[0][1] if bids else 0, asks[0][0] if asks else 0, asks[0][1] if asks else 0)
+        if last.get(loc, (0, 0, 0, 0)) != top:
+            last[loc] = top
+            bbo.append((seq, book.symbol, top[0], top[1], top[2], top[3]))
+    return {"trades": trades, "bbo": bbo, "books": ref.books(10)}
+
+
+def parquet_day(root: Path) -> dict:
+    def read(t):
+        return pq.read_table(root / t).to_pylist() if (root / t).exists() else []
+
+    trades = sorted((r["seq"], r["symbol"], r["price"], r["shares"], r["match"], r["aggressor"]) for r in read("trades"))
+    rows = sorted(read("bbo"), key=lambda r: r["seq"])
+    bbo, last = [], {}
+    for r in rows:  # the engine may publish a top-level touch that leaves the BBO as it was: keep changes
+        top = (r["bid_price"], r["bid_shares"], r["ask_price"], r["ask_shares"])
+        if last.get(r["symbol"], (0, 0, 0, 0)) != top:
+            last[r["symbol"]] = top
+            bbo.append((r["seq"], r["symbol"], *top))
+    books = []
+    for r in sorted((r for r in read("books") if r["kind"] == "close"), key=lambda r: r["locate"]):
+        books.append({"locate": r["locate"], "symbol": r["symbol"],
+                      "bids": [list(x) for x in zip(r["bid_price"], r["bid_shares"], r["bid_orders"])],
+                      "asks": [list(x) for x in zip(r["ask_price"], r["ask_shares"], r["ask_orders"])]})
+    return {"trades": trades, "bbo": bbo, "books": books}
+
+
+def assert_same(got: dict, want: dict) -> None:
+    for k in ("trades", "bbo"):
+        assert len(got[k]) == len(want[k]), (k, len(got[k]), len(want[k]))
+        for i, (g, w) in enumerate(zip(got[k], want[k])):
+            assert g == w, f"{k} row {i}: parquet {g} != reference {w}"
+    assert got["books"] == want["books"]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    """A held-out generated day (a seed no other test uses), with anomalies, and its history."""
+    d = tmp_path_factory.mktemp("hist")
+    path = d / "day.itch"
+    native.synth_file(path, 60_000, 40, seed=9191, anomaly_ppm=2000)
+    root = d / "h"
+    res = json.loads(fh("history", "--itch", path, "--date", DATE, "--out", root, "--snapshot-every", "600",
+                        "--json").stdout)
+    return path, root, res
+
+
+def test_parquet_equals_reference(day):
+    path, root, res = day
+    want = reference_day(path.read_bytes())
+    got = parquet_day(root)
+    assert len(want["trades"]) > 500 and len(want["bbo"]) > 5000 and want["books"]
+    assert_same(got, want)
+    assert res["rows"]["orders"] > 50_000
+    assert (root / "_manifest" / f"{DATE}.json").exists()
+
+
+def test_layout_partitions_and_sort(day):
+    _, root, _ = day
+    files = sorted(root.glob("*/date=*/hour=*/*.parquet"))
+    assert {f.parts[-4] for f in files} == {"trades", "bbo", "orders", "books"}
+    for f in files:
+        assert f.parent.name == f"hour={int(f.parent.name[5:]):02d}" and f.parent.parent.name == f"date={DATE}"
+        t = pq.read_table(f, columns=["symbol", "seq", "ts_ns"])
+        hour = int(f.parent.name[5:])
+        assert all(hour * 3600 * 10**9 <= v < (hour + 1) * 3600 * 10**9 for v in t["ts_ns"].to_pylist())
+        keys = list(zip(t["symbol"].to_pylist(), t["seq"].to_pylist()))
+        assert keys == sorted(keys), f"{f}: not sorted by (symbol, seq)"
+        md = pq.ParquetFile(f).metadata
+        assert md.row_group(0).column(0).compression == "ZSTD"
+        assert md.row_group(0).column(0).statistics.has_min_max
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_orders_columns_match_the_messages(day):
+    """Every order message is a row with its own fields; fields a type does not carry are null."""
+    path, root, _ = day
+    rows = {r["seq"]: r for r in pq.read_table(root / "orders").to_pylist()}
+    n = 0
+    for seq, buf in enumerate(reference.iter_daily_file(path.read_bytes()), 1):
+        if not buf or chr(buf[0]) not in "AFECXDU" or reference.check_message(buf) in ("unknown_type", "short_message"):
+            assert seq not in rows
+            continue
+        m = reference.decode_message(buf)
+        r = rows[seq]
+        n += 1
+        assert r["type"] == m["type"] and r["ts_ns"] == m["timestamp"]
+        assert r["ref"] == m.get("order_reference_number", m.get("original_order_reference_number"))
+        if m["type"] in "AF":
+            assert (r["side"], r["shares"], r["price"], r["new_ref"], r["match"]) == (
+                {"B": "B", "S": "S"}.get(m["buy_sell_indicator"]), m["shares"], m["price"], None, None)
+        elif m["type"] == "U":
+            assert (r["new_ref"], r["shares"], r["price"]) == (m["new_order_reference_number"], m["shares"], m["price"])
+        elif m["type"] in "EC":
+            assert (r["shares"], r["match"]) == (m["executed_shares"], m["match_number"])
+        elif m["type"] == "X":
+            assert r["shares"] == m["cancelled_shares"] and r["price"] is None
+        else:
+            assert r["shares"] is None and r["price"] is None
+    assert n == len(rows)
+
+
+def test_real_day_and_pcap_equal_reference(real, tmp_path):
+    f = real / "itch" / "20191230_0930_1000msgs.NASDAQ_ITCH50"
+    out = tmp_path / "real"
+    r = fh("history", "--itch", f, "--out", out, "--json")
+    res = json.loads(r.stdout)
+    assert res["date"] == "2019-12-30"  # from the file name
+    assert_same(parquet_day(out), reference_day(f.read_bytes()))
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    out2 = tmp_path / "pcap"
+    res = json.loads(fh("history", "--pcap", pcap, "--date", DATE, "--out", out2, "--json").stdout)
+    from handler.history.source import PcapSource
+
+    src = PcapSource(pcap)
+    assert src.counters["duplicate_messages"] > 0  # the B line's copies
+    want = reference_day(src.data, src.seq.tolist())
+    assert_same(parquet_day(out2), want)
+    assert res["rows"]["trades"] == len(want["trades"])
+    recv = pq.read_table(out2 / "trades", columns=["recv_ns"])["recv_ns"].to_pylist()
+    assert recv and all(v and v > 1_000_000_000 * 10**9 for v in recv)  # capture times, ns since the epoch
+
+
+def _q(root, *args):
+    return [json.loads(line) for line in fh("query", *args, "--root", root, "--format", "json").stdout.splitlines()]
+
+
+def test_duckdb_queries_known_results(day):
+    path, root, _ = day
+    want = reference_day(path.read_bytes())
+    ts = {}
+    for seq, buf in enumerate(reference.iter_daily_file(path.read_bytes()), 1):
+        if len(buf) >= 11:
+            ts[seq] = int.from_bytes(buf[5:11], "big")
+    by_sym = defaultdict(list)
+    for seq, sym, price, shares, match, aggr in want["trades"]:
+        by_sym[sym].append((seq, price, shares))
+    # VWAP and volume per symbol
+    got = {r["symbol"]: r for r in _q(root, "vwap")}
+    assert set(got) == set(by_sym)
+    for sym, tr in by_sym.items():
+        vol = sum(s for _, _, s in tr)
+        assert got[sym]["volume"] == vol and got[sym]["trades"] == len(tr)
+        assert got[sym]["vwap"] == pytest.approx(round(sum(p * s for _, p, s in tr) / vol / 1e4, 4), abs=1e-4)
+    # OHLCV bars of the busiest symbol, 15-minute bars
+    sym = max(by_sym, key=lambda s: len(by_sym[s]))
+    bars = defaultdict(list)
+    for seq, p, s in by_sym[sym]:
+        bars[ts[seq] // (15 * 60 * 10**9)].append((p, s))
+    rows = _q(root, "bars", sym, "--interval", "15m")
+    assert len(rows) == len(bars)
+    for r, (k, tr) in zip(rows, sorted(bars.items())):
+        h, m = divmod(k * 15, 60)
+        assert r["bar"] == f"{DATE}T{h:02d}:{m:02d}:00"
+        assert (r["open"], r["high"], r["low"], r["close"]) == (tr[0][0] / 1e4, max(p for p, _ in tr) / 1e4,
+                                                                min(p for p, _ in tr) / 1e4, tr[-1][0] / 1e4)
+        assert r["volume"] == sum(s for _, s in tr) and r["trades"] == len(tr)
+    # trades of a symbol in a time range
+    lo, hi = ts[by_sym[sym][len(by_sym[sym]) // 3][0]], ts[by_sym[sym][2 * len(by_sym[sym]) // 3][0]]
+    fmt = lambda ns: f"{ns // 3600_000_000_000:02d}:{ns // 60_000_000_000 % 60:02d}:{ns // 10**9 % 60:02d}.{ns % 10**9:09d}"
+    rows = _q(root, "trades", sym, "--from", fmt(lo), "--to", fmt(hi))
+    assert [r["seq"] for r in rows] == [seq for seq, _, _ in by_sym[sym] if lo <= ts[seq] < hi]
+    # top movers
+    moves = sorted(((round(100.0 * (tr[-1][1] - tr[0][1]) / tr[0][1], 3), s) for s, tr in by_sym.items() if tr[0][1]),
+                   key=lambda x: (-abs(x[0]), x[1]))
+    rows = _q(root, "movers", "--top", "5")
+    assert [(r["change_pct"], r["symbol"]) for r in rows] == moves[:5]
+    # quotes and spread: the BBO sequence of the symbol, and its spread statistics
+    quotes = _q(root, "quotes", sym)
+    assert len(quotes) >= len([b for b in want["bbo"] if b[1] == sym])
+    two = [b for b in want["bbo"] if b[1] == sym and b[2] and b[4]]
+    sp = _q(root, "spread", sym)[0]
+    assert sp["min_spread"] == min(b[4] - b[2] for b in two) / 1e4
+    # SQL straight through
+    n = _q(root, "SELECT count(*) AS n FROM orders WHERE type = 'A' AND side = 'B'")[0]["n"]
+    assert n == sum(1 for buf in reference.iter_daily_file(path.read_bytes())
+                    if buf[:1] == b"A" and len(buf) == 36 and buf[19:20] == b"B")
+
+
+def test_killed_writer_leaves_no_half_file(tmp_path):
+    path = tmp_path / "big.itch"
+    native.synth_file(path, 3_000_000, 500, seed=4242)
+    root = tmp_path / "h"
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    p = subprocess.Popen([sys.executable, "-m", "handler.cli", "history", "--itch", str(path), "--date", DATE,
+                          "--out", str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(root.rglob(".*.tmp")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    assert p.returncode == -signal.SIGKILL, "the writer finished before it could be killed mid-file"
+    for f in root.rglob("*.parquet"):
+        md = pq.read_metadata(f)  # raises on a truncated file
+        assert pq.read_table(f).num_rows == md.num_rows
+    assert not (root / "_manifest" / f"{DATE}.json").exists()  # the day is not complete
+    r = fh("query", "vwap", "--root", root, check=False)
+    assert r.returncode == 2 and "no complete day" in r.stderr
+    # a second run replaces it and sweeps the temporaries
+    fh("history", "--itch", path, "--date", DATE, "--out", root, "--replace", "--snapshot-every", "0")
+    assert not list(root.rglob("*.tmp"))
+    assert (root / "_manifest" / f"{DATE}.json").exists()
+
+
+def _one_line_error(r, *words):
+    assert r.returncode == 2, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_bad_input_one_line(day, tmp_path):
+    _, root, _ = day
+    _one_line_error(fh("query", "vwap", "--date", "2026-03-03", "--root", root, check=False),
+                    "no history for 2026-03-03", "fh history")
+    _one_line_error(fh("query", "SELEKT * FROM trades", "--root", root, check=False), "query failed", "syntax error")
+    _one_line_error(fh("query", "SELECT * FROM nosuch", "--root", root, check=False), "nosuch")
+    _one_line_error(fh("query", "bars", "AAPL", "--interval", "5q", "--root", root, check=False), "interval")
+    _one_line_error(fh("query", "trades", "AAPL", "--from", "25:00", "--root", root, check=False), "HH:MM")
+    _one_line_error(fh("query", "vwap", "--root", tmp_path / "none", check=False), "no history here")
+    _one_line_error(fh("history", "--itch", tmp_path / "missing.itch", "--out", tmp_path / "x", check=False),
+                    "no such file")
+    f = tmp_path / "nodate.itch"
+    native.synth_file(f, 5000, 5, seed=1)
+    _one_line_error(fh("history", "--itch", f, "--out", tmp_path / "x", check=False), "--date")
+    _one_line_error(fh("history", "--itch", f, "--out", root, "--date", DATE, check=False), "already holds", "--replace")
+
+
+def test_follow_a_segment_equals_offline(tmp_path):
+    """fh history --follow: the trades and BBO changes of a published day, from the segment's event ring,
+    equal those of the offline build of the same day (the ring carries no order events and no message
+    sequence: seq there is the event's)."""
+    from conftest import publisher
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 20_000, 20, seed=8080)
+    off = tmp_path / "offline"
+    fh("history", "--itch", day, "--date", DATE, "--out", off)
+    live = tmp_path / "live"
+    with publisher(day, "--events", str(1 << 20)) as (name, _):
+        res = json.loads(fh("history", "--follow", name, "--date", DATE, "--out", live, "--idle-timeout", "1",
+                            "--snapshot-every", "0.2", "--json", timeout=120).stdout)
+    assert res["counters"]["overrun_events"] == 0
+    key_t = lambda r: (r["symbol"], r["ts_ns"], r["price"], r["shares"], r["match"])
+    key_b = lambda r: (r["symbol"], r["ts_ns"], r["bid_price"], r["bid_shares"], r["ask_price"], r["ask_shares"])
+    for t, key in (("trades", key_t), ("bbo", key_b)):
+        a = [key(r) for r in pq.read_table(off / t).to_pylist()]
+        b = [key(r) for r in pq.read_table(live / t).to_pylist()]
+        assert len(a) > 100 and sorted(a) == sorted(b), t
+    books = pq.read_table(live / "books").to_pylist()
+    assert books and all(r["bid_price"] or r["ask_price"] for r in books)
+    assert not (live / "orders").exists()
+
+
+@pytest.mark.parametrize("cap", [1, 7, 1 << 20])
+def test_blocks_index_agrees_with_the_block_walker(cap):
+    """fh_blocks_index (C) against handler.native.iter_blocks (Python) on a day with anomalies, a truncated
+    tail and caps that cut the run anywhere."""
+    import numpy as np
+
+    from handler._native import ffi, lib
+
+    data = native.synth_bytes(20_000, 10, seed=31, anomaly_ppm=5000) + b"\x00\x30\x41\x00"  # a block cut short
+    want = [off + 2 for off, _ in native.iter_blocks(data)]
+    got, pos = [], 0
+    offs = np.zeros(cap, np.uint32)
+    used = ffi.new("size_t *")
+    while True:
+        n = lib.fh_blocks_index(ffi.from_buffer(data[pos:]), len(data) - pos, ffi.from_buffer("uint32_t[]", offs), cap, used)
+        if n == 0:
+            break
+        got += (offs[:n].astype(np.int64) + pos).tolist()
+        assert used[0] == int(offs[n - 1]) + ((data[pos + offs[n - 1] - 2] << 8) | data[pos + offs[n - 1] - 1])
+        pos += used[0]
+    assert got == want and len(want) == 20_000
+    assert pos == len(data) - 4  # the truncated block is not indexed
