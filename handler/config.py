@@ -156,6 +156,12 @@ def load(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{p}: no such file; write one from docs/config.md (an annotated example is there)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): TOML is "
+                          "UTF-8; save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read it ({e.strerror}): give a readable file (fh run reads it as the "
+                          "user that starts it)") from None
     for section, v in raw.items():
         if section not in _SCHEMA:
             raise _err(p, section, None, f"unknown section; the sections are {', '.join(sorted(_SCHEMA))}")

@@ -35,7 +35,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     "$VPY" -m pip install -q --upgrade pip
     # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
     "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
-        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7"
+        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7" "hypothesis>=6"
     "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
     echo "$want" > "$stamp"
 fi
