@@ -92,6 +92,8 @@ class Config:
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
+    run_user: str | None = None  # [run] user/group: fh run starts the data plane as them (handler/privilege.py)
+    run_group: str | None = None
 
 
 _SCHEMA = {
@@ -101,7 +103,7 @@ _SCHEMA = {
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
     "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
-    "run": {"idle", "exit_idle_ms"},
+    "run": {"idle", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
@@ -256,6 +258,9 @@ def load(path: str | os.PathLike) -> Config:
     idle = run.get("idle", "spin")
     if idle not in ("spin", "backoff"):
         raise _err(p, "run.idle", idle, "must be \"spin\" (production: a whole core) or \"backoff\" (tests, labs)")
+    from .privilege import run_identity
+
+    run_user, run_group = run_identity(p, run)
     events = _int(p, "shm.events", shm.get("events", 1 << 16), 64, 1 << 26)
     if events & (events - 1):
         raise _err(p, "shm.events", events, "must be a power of two")
@@ -288,6 +293,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
+        run_user=run_user, run_group=run_group,
     )
 
 
