@@ -654,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_ops import register as register_ops
 
     register_ops(sub, _positive, _nonneg)
+    __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
