@@ -4,8 +4,8 @@ own one-line error (ConfigError naming the file, ValueError naming the pcap, `fh
 no other exception escapes, and what is accepted keeps its invariants (the pcap reader's counters add up,
 every decoded line is a JSON object). The C decoders are fuzzed with libFuzzer: native/fuzz, scripts/fuzz.sh.
 
-Deterministic by default (derandomized, a few hundred examples each); HYPOTHESIS_PROFILE=fuzz runs many more,
-randomly (docs/hardening.md)."""
+Deterministic by default (derandomized, 150 examples each); HYPOTHESIS_PROFILE=fuzz runs more, randomly
+(FH_FUZZ_EXAMPLES each, default 5000; docs/hardening.md)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from handler.pcapfile import COUNTER_NAMES, PcapReader  # noqa: E402
 
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("fuzz", max_examples=20000, deadline=None, database=None,
+settings.register_profile("fuzz", max_examples=int(os.environ.get("FH_FUZZ_EXAMPLES", "5000")), deadline=None,
+                          database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
