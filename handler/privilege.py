@@ -147,6 +147,21 @@ def _has_uid(uid: int) -> bool:
 # ---- fh check ---------------------------------------------------------------------------------------------
 
 
+_CAP_BITS = {"net_admin": 12, "net_raw": 13, "ipc_lock": 14, "sys_admin": 21, "bpf": 39}
+
+
+def _ambient() -> set[str]:
+    """The capabilities in this process's ambient set (what fh run would pass on to the data plane)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapAmb:"):
+                bits = int(line.split()[1], 16)
+                return {c for c, b in _CAP_BITS.items() if bits >> b & 1}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
 def _can(path: Path, uid: int, gids: set[int], want: int) -> bool:
     """Whether uid (with groups gids) has the access bits `want` (4 r, 2 w, 1 x) on path by its mode."""
     try:
@@ -176,14 +191,21 @@ def check(host, cfg, euid: int | None = None) -> list:
         except KeyError:
             return [Result("user", "FAIL", f"uid {euid} has no user name (no passwd entry)",
                            "run fh as a user of /etc/passwd"),
-                    Result("access", "FAIL", "cannot tell what an unnamed user may open", "")] + _metrics(cfg)
+                    Result("access", "FAIL", "cannot tell what an unnamed user may open",
+                           "give the uid a passwd entry (useradd), or run fh as a named user")] + _metrics(cfg)
     pw = pwd.getpwnam(user)
     gid = grp.getgrnam(cfg.run_group).gr_gid if cfg is not None and cfg.run_group else pw.pw_gid
     gids = set(os.getgrouplist(user, gid))
     caps = needed_caps(cfg) if cfg is not None else []
     capnames = ", ".join("CAP_" + c.upper() for c in caps) or "none"
     out = []
-    if pw.pw_uid != 0:
+    missing = [c for c in caps if c not in _ambient()] if pw.pw_uid == euid != 0 else []
+    if missing:  # fh run as this very user passes on only what it holds itself
+        out.append(Result("user", "FAIL", f"the data plane would run as {user} without "
+                          f"{', '.join('CAP_' + c.upper() for c in missing)}, which its devices need",
+                          f"start fh run from the unit (AmbientCapabilities={' '.join('CAP_' + c.upper() for c in caps)}"
+                          f", deploy/fh@.service), or as root with run.user = \"{user}\" in the config"))
+    elif pw.pw_uid != 0:
         out.append(Result("user", "OK", f"the data plane runs as {user} (uid {pw.pw_uid}) with the capabilities "
                           f"{capnames}" + ("" if cfg is not None else " for the config's devices (--config)")))
     elif cfg is None:
@@ -206,7 +228,7 @@ def check(host, cfg, euid: int | None = None) -> list:
     seg_dir = Path(str(root) + os.path.dirname(cfg.segment))
     if seg_dir.exists() and not _can(seg_dir, pw.pw_uid, gids, 3):
         out.append(Result("access", "FAIL", f"{user} cannot create the segment in {os.path.dirname(cfg.segment)}",
-                          f"chgrp {pw.pw_gid} {os.path.dirname(cfg.segment)} && chmod g+rwx "
+                          f"chgrp {grp.getgrgid(gid).gr_name} {os.path.dirname(cfg.segment)} && chmod g+rwx "
                           f"{os.path.dirname(cfg.segment)} (or shm.dir = a directory {user} owns)"))
     if cfg.gid >= 0 and cfg.gid not in gids:
         name = grp.getgrgid(cfg.gid).gr_name

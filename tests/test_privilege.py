@@ -352,3 +352,16 @@ def test_unit_verifies():
     complaints = [l for l in (r.stdout + r.stderr).splitlines()
                   if l.strip() and "/usr/local/bin/fh" not in l and "fh@.service" in l]
     assert not complaints, complaints
+
+
+def test_check_as_the_run_user_without_its_capabilities_fails(tmp_path):
+    """fh check run by the data plane's own user (no run.user: it would run as itself), for af_packet, with none
+    of the ambient capabilities fh run would pass on: FAIL, naming them and the unit's line."""
+    if privilege._ambient():
+        pytest.skip("this test process holds ambient capabilities")
+    p = cfg(tmp_path, vdev="net_af_packet0,iface=veth0", run="", shm="")
+    nobody = pwd.getpwnam(USER)
+    (user,) = [r for r in privilege.check(topology.read_host("/"), config.load(p), euid=nobody.pw_uid)
+               if r.item == "user"]
+    assert user.level == "FAIL" and "without CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW" in user.message
+    assert "AmbientCapabilities=CAP_IPC_LOCK CAP_NET_ADMIN CAP_NET_RAW" in user.fix
