@@ -97,6 +97,8 @@ class Config:
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
     integrity: dict = field(default_factory=dict)  # [feed.integrity]: max_ahead, confirm, recover_max (given ones)
     gateway: object = None  # [gateway]: handler.gateway.settings.Gateway
+    run_user: str | None = None  # [run] user/group: fh run starts the data plane as them (handler/privilege.py)
+    run_group: str | None = None
 
 
 _SCHEMA = {
@@ -106,7 +108,7 @@ _SCHEMA = {
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
     "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
-    "run": {"idle", "exit_idle_ms"},
+    "run": {"idle", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
@@ -162,6 +164,12 @@ def load(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{p}: no such file; write one from docs/config.md (an annotated example is there)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): TOML is "
+                          "UTF-8; save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read it ({e.strerror}): give a readable file (fh run reads it as the "
+                          "user that starts it)") from None
     for section, v in raw.items():
         if section not in _SCHEMA:
             raise _err(p, section, None, f"unknown section; the sections are {', '.join(sorted(_SCHEMA))}")
@@ -268,6 +276,9 @@ def load(path: str | os.PathLike) -> Config:
     idle = run.get("idle", "spin")
     if idle not in ("spin", "backoff"):
         raise _err(p, "run.idle", idle, "must be \"spin\" (production: a whole core) or \"backoff\" (tests, labs)")
+    from .privilege import run_identity
+
+    run_user, run_group = run_identity(p, run)
     events = _int(p, "shm.events", shm.get("events", 1 << 16), 64, 1 << 26)
     if events & (events - 1):
         raise _err(p, "shm.events", events, "must be a power of two")
@@ -300,7 +311,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
-        gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err),
+        gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
     )
 
 

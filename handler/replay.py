@@ -238,13 +238,14 @@ def _settle(segment: str, dp: Dataplane, quiet_s: float = 0.25, limit_s: float =
 def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = None, depth: int | None = None,
                 want_books: bool = False, lines: list[tuple[str, int]] | None = None, progress=None,
                 lab_id: str | None = None, ring_frames: int = 4096, realtime: bool = False,
-                timeout: float | None = None, plan=None) -> tuple[dict, list[dict] | None]:
+                timeout: float | None = None, plan=None, prefix: list[str] | tuple = ()) -> tuple[dict, list[dict] | None]:
     """Replay a capture live: a sender in a network namespace sends its frames, paced (sender.Pace), over a
     veth pair to the data plane on net_af_packet. Returns (statistics, books or None); the statistics carry
     the sender's summary ("sender") and what the kernel counted on the data plane's veth end ("link").
     realtime runs the sender under SCHED_FIFO (see handler.net.sender). timeout bounds the wait for the data plane
     to stop once the sender is done. plan(frames, seconds), if given, hears what is about to be sent and how
-    long the schedule lasts, before anything is set up."""
+    long the schedule lasts, before anything is set up. prefix: a command the data plane is started under
+    (handler.privilege.drop_prefix: as another user, with fewer capabilities)."""
     from .net import sender as snd
 
     if loop < 1:
@@ -270,7 +271,7 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         lab.up()
         before = lab.link_counters()
         vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={ring_frames}"
-        dp = Dataplane(dataplane_cmd(eal_args(name, vdev), segment, lines, exit_idle_ms=0))
+        dp = Dataplane([*prefix, *dataplane_cmd(eal_args(name, vdev), segment, lines, exit_idle_ms=0)])
         dp.wait_running()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         sp = subprocess.Popen(lab.sender_argv(pcap, pace, loop, other_cpu(), realtime), stdin=subprocess.DEVNULL,

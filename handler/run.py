@@ -54,7 +54,10 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     if cfg.retransmission and not cfg.retransmission.mac:
         print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "
               "the neighbour table)", file=sys.stderr, flush=True)
-    cmd = [process.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
+    from .privilege import drop_prefix
+
+    # [run] user: as that user, with only the capabilities its devices need (docs/hardening.md)
+    cmd = [*drop_prefix(cfg), process.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
     try:

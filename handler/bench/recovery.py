@@ -77,7 +77,7 @@ def choose_gap(day: bytes, target: int, mtu: int) -> dict:
 
 
 def _mac(lab) -> str:
-    from . import sender
+    from ..net import sender
     out = subprocess.run([*sender.netns_argv(lab.ns), "ip", "-o", "link", "show", lab.ns_if], capture_output=True,
                          text=True, check=True).stdout
     return out.split("link/ether ")[1].split()[0]

@@ -657,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ops(sub, _positive, _nonneg)
     __import__("handler.history.cli", fromlist=["register"]).register(sub)  # fh history, fh query
     __import__("handler.gateway.cli", fromlist=["register"]).register(sub)  # fh gateway
+    __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -12,7 +12,7 @@ from . import plan as planmod
 from .plan import Finding, Plan, grub_dropin
 from .topology import Host, format_cpulist
 
-ITEMS = ("hugepages", "nic", "cores", "irqs", "governor", "thp", "memlock")
+ITEMS = ("hugepages", "nic", "cores", "irqs", "governor", "thp", "memlock", "user", "access", "metrics")
 LEVELS = {"OK": 0, "WARN": 1, "FAIL": 2}
 
 
@@ -126,13 +126,15 @@ def _from_plan(p: Plan, item: str) -> list[Result]:
     return [Result(item, "OK", p.summary.get(item, "-"))]
 
 
-def check(host: Host, p: Plan) -> list[Result]:
+def check(host: Host, p: Plan, cfg=None) -> list[Result]:
+    from . import privilege
+
     out: list[Result] = []
     for item in ("hugepages", "nic", "cores"):
         out += _from_plan(p, item)
     for fn in (_irqs, _governor, _thp, _memlock):
         out += fn(host, p)
-    return out
+    return out + privilege.check(host, cfg)  # user, access, metrics: a run without root
 
 
 def status(results: list[Result]) -> int:
@@ -141,7 +143,7 @@ def status(results: list[Result]) -> int:
 
 def run(host: Host, cfg=None, pci: str | None = None) -> tuple[Plan, list[Result]]:
     p = planmod.plan(host, cfg, pci=pci)
-    return p, check(host, p)
+    return p, check(host, p, cfg)
 
 
 def kernel_args(p: Plan, results: list[Result]) -> dict[str, str]:

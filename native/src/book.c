@@ -1080,8 +1080,10 @@ static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t 
     if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
         return end;
     const uint8_t *m = q + 2;
+    if (n < 19) /* before reading the type: an empty last block ends exactly at `end` (found by fuzz_book) */
+        return m + n;
     unsigned t = (unsigned)m[0] - 'A';
-    if (t < 64 && ((ORDER_MSGS >> t) & 1) && n >= 19)
+    if (t < 64 && ((ORDER_MSGS >> t) & 1))
         __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
     return m + n;
 }

@@ -62,11 +62,13 @@
 #ifdef __cplusplus
 #define FH_SHM_ATOMIC(T) T /* read through the functions below (__atomic builtins), or std::atomic_ref */
 #define FH_SHM_ALIGNAS(n) alignas(n)
+#define FH_SHM_ALIGNOF(T) alignof(T)
 #define FH_SHM_STATIC_ASSERT(c, m) static_assert(c, m)
 #else
 #include <stdatomic.h>
 #define FH_SHM_ATOMIC(T) _Atomic T
 #define FH_SHM_ALIGNAS(n) _Alignas(n)
+#define FH_SHM_ALIGNOF(T) _Alignof(T)
 #define FH_SHM_STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 
@@ -405,6 +407,13 @@ typedef struct fh_shm_reader {
     uint32_t key_bits;   /* hdr->key_bits: 32 or 64 */
 } fh_shm_reader_t;
 
+/* A region of len bytes at off lies inside a mapping of size bytes, aligned for its type. Written so that no
+ * sum can wrap: a corrupted header (any offset up to 2^64 - 1) is refused, never followed. */
+static inline int fh_shm_region_ok(uint64_t off, uint64_t len, uint64_t align, uint64_t size)
+{
+    return off <= size && len <= size - off && off % align == 0;
+}
+
 /* Join the segment at path read-only. 0, or -errno: -ENOENT (no segment: is fh running?), -EAGAIN (its
  * writer is still creating it: try again), -EPROTO (not an fh segment, or a layout version other than
  * FH_SHM_LAYOUT_VERSION), or mmap's error. */
@@ -434,11 +443,14 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     if (magic != FH_SHM_MAGIC || h->layout_version != FH_SHM_LAYOUT_VERSION || h->size > size ||
         h->hdr_size != sizeof *h || h->event_capacity == 0 || (h->event_capacity & (h->event_capacity - 1)) ||
         (h->key_bits != 32 && h->key_bits != 64) ||
-        h->books_off + (uint64_t)h->nbooks * sizeof(fh_shm_book_t) > size ||
-        h->lkey_off + (uint64_t)h->max_levels * (h->key_bits / 8) > size ||
-        h->lagg_off + (uint64_t)h->max_levels * sizeof(fh_shm_agg_t) > size ||
-        h->events_off + (uint64_t)h->event_capacity * sizeof(fh_shm_event_t) > size ||
-        h->stats_off + sizeof(fh_shm_stats_t) > size) {
+        !fh_shm_region_ok(h->books_off, (uint64_t)h->nbooks * sizeof(fh_shm_book_t), FH_SHM_ALIGNOF(fh_shm_book_t),
+                          size) ||
+        !fh_shm_region_ok(h->lkey_off, (uint64_t)h->max_levels * (h->key_bits / 8), h->key_bits / 8, size) ||
+        !fh_shm_region_ok(h->lagg_off, (uint64_t)h->max_levels * sizeof(fh_shm_agg_t), FH_SHM_ALIGNOF(fh_shm_agg_t),
+                          size) ||
+        !fh_shm_region_ok(h->events_off, (uint64_t)h->event_capacity * sizeof(fh_shm_event_t),
+                          FH_SHM_ALIGNOF(fh_shm_event_t), size) ||
+        !fh_shm_region_ok(h->stats_off, sizeof(fh_shm_stats_t), FH_SHM_ALIGNOF(fh_shm_stats_t), size)) {
         munmap(p, (size_t)st.st_size);
         return -EPROTO; /* not an fh segment, or another layout version */
     }
@@ -586,7 +598,8 @@ static inline uint64_t fh_shm_head(const fh_shm_reader_t *r)
 #define FH_SHM_EV_NONE 0    /* not published yet */
 #define FH_SHM_EV_OK 1      /* *out holds event `seq` */
 #define FH_SHM_EV_OVERRUN 2 /* event `seq` was overwritten: events were lost; resynchronise from the books
-                               and go on from *next (the oldest event still in the ring) */
+                               and go on from *next (the oldest event still in the ring; past a slot that
+                               holds what no writer leaves there, a corrupted segment's, the next one) */
 
 /* Read event *next into *out. On FH_SHM_EV_OK, *next advances by one. Lock-free: a slot caught between
  * two laps of the writer is simply read again. */
@@ -596,7 +609,7 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
     uint64_t cap = r->hdr->event_capacity;
     const fh_shm_event_t *slot = &r->events[want & (cap - 1)];
     const uint64_t *seqp = &slot->seq;
-    for (;;) {
+    for (uint32_t tries = 0;; tries++) {
         uint64_t s1 = FH_SHM_LOAD_ACQ(seqp);
         if (s1 == want) {
             memcpy(out, slot, sizeof *out);
@@ -615,7 +628,14 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
             *next = head + 2 > cap ? head + 2 - cap : 1;
             return FH_SHM_EV_OVERRUN;
         }
-        /* published between our two loads, or being rewritten for this lap: read it again */
+        /* published between our two loads, or being rewritten for this lap: read it again. A writer that
+         * keeps the protocol settles a slot within a try or two (its seq is set before the head moves
+         * past it); one that stays below `want` while the head is past it was not written by one (a
+         * corrupted segment): count it lost rather than wait for ever. */
+        if (tries >= 1024) {
+            *next = want + 1;
+            return FH_SHM_EV_OVERRUN;
+        }
         FH_SHM_PAUSE();
     }
 }

@@ -1,0 +1,181 @@
+/* Fuzz target: a reader joining a corrupted or truncated segment file (fh/shm.h). A real segment is made
+ * once (fh_seg_create, an engine on it, a few hundred messages: eight books with levels on both sides,
+ * trades, a halt, an event ring that has wrapped); each input patches its bytes and may cut the file
+ * short, then a reader joins it and reads everything a reader reads: the header, every book of the first
+ * 512 locates and a few named ones (fh_shm_snapshot), the whole event ring (fh_shm_event_next), the stats
+ * (fh_shm_stats_copy). Nothing may crash, read outside the mapping or hang; join either refuses with
+ * -EPROTO / -EAGAIN or every later read stays in bounds. Books and stats left mid-change (an odd seqlock)
+ * are not read here: a reader waits FH_SHM_BUSY_NS for them by design, then gives up (-2).
+ *
+ * Input: a flags byte (bit 0: cut the file to a u32 length, modulo its size), then patches, each a
+ * selector byte (bits 6-7: the header, the first books, the event ring, anywhere; bits 0-3: 1-16 bytes),
+ * a u32 offset into that region and the bytes. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fh/itch.h"
+#include "fh/seg.h"
+#include "fh/shm.h"
+#include "fuzz.h"
+
+static uint8_t *tmpl;     /* the pristine segment */
+static size_t full;       /* its size */
+static uint8_t *work;     /* the file the reader joins, mapped read-write here */
+static int wfd = -1;
+static int cut;           /* the last input cut the file */
+static struct { size_t off, len; } patched[4096];
+static size_t npatched;
+
+static void make_template(void)
+{
+    char tpath[64];
+    snprintf(tpath, sizeof tpath, "/dev/shm/fh-fuzz-tmpl-%d", (int)getpid());
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ tpath, "fuzz", 256, 64, 10, -1 });
+    fh_engine_t *e = seg ? fh_engine_create_on(&(fh_engine_cfg_t){ 16, 1024, 256 }, seg) : NULL;
+    if (!e) {
+        fprintf(stderr, "fuzz_shm: %s\n", fh_errmsg());
+        abort();
+    }
+    uint8_t m[FH_ITCH_MAX_LEN];
+    for (int loc = 1; loc <= 8; loc++) {
+        memset(m, 0, sizeof m);
+        m[0] = 'R';
+        fh_put_be16(m + 1, (uint16_t)loc);
+        memcpy(m + 11, "SYM     ", 8);
+        m[14] = (uint8_t)('0' + loc);
+        fh_engine_apply(e, m, fh_itch_len['R']);
+    }
+    for (int r = 1; r <= 240; r++) {
+        memset(m, 0, sizeof m);
+        m[0] = 'A';
+        fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
+        fh_put_be48(m + 5, 34200000000000ull + (uint64_t)r);
+        fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r);
+        m[FH_ITCH_OFF_A_SIDE] = r % 2 ? 'B' : 'S';
+        fh_put_be32(m + FH_ITCH_OFF_A_SHARES, (uint32_t)(100 + r));
+        fh_put_be32(m + FH_ITCH_OFF_A_PRICE, (uint32_t)(1000000 + (r % 2 ? -1 : 1) * 100 * (1 + r % 7)));
+        fh_engine_apply(e, m, fh_itch_len['A']);
+        if (r % 5 == 0) {
+            memset(m, 0, sizeof m);
+            m[0] = 'E';
+            fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
+            fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r);
+            fh_put_be32(m + FH_ITCH_OFF_E_SHARES, 10);
+            fh_engine_apply(e, m, fh_itch_len['E']);
+        }
+    }
+    memset(m, 0, sizeof m);
+    m[0] = 'H';
+    fh_put_be16(m + 1, 3);
+    memcpy(m + FH_ITCH_OFF_H_STOCK, "SYM3    ", 8);
+    m[FH_ITCH_OFF_H_STATE] = 'H';
+    fh_engine_apply(e, m, fh_itch_len['H']);
+    fh_engine_publish_stats(e);
+    full = seg->size;
+    tmpl = malloc(full);
+    memcpy(tmpl, seg->hdr, full);
+    fh_engine_destroy(e);
+    fh_seg_close(seg, 1);
+
+    /* the file the reader joins: a memfd, joined as /proc/self/fd/N (no wake page there: none needed) */
+    wfd = memfd_create("fh-fuzz-shm", MFD_CLOEXEC);
+    if (wfd < 0 || ftruncate(wfd, (off_t)full) ||
+        (work = mmap(NULL, full, PROT_READ | PROT_WRITE, MAP_SHARED, wfd, 0)) == MAP_FAILED) {
+        fprintf(stderr, "fuzz_shm: memfd: %s\n", strerror(errno));
+        abort();
+    }
+    memcpy(work, tmpl, full);
+}
+
+static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra)
+{
+    const fh_shm_hdr_t *h = r->hdr;
+    FZ_ASSERT((const uint8_t *)r->books >= r->base && (const uint8_t *)(r->books + FH_SHM_BOOKS) <= r->base + r->size);
+    fh_shm_snapshot_t snap;
+    for (int i = 0; i < 512 + nextra; i++) {
+        uint16_t loc = i < 512 ? (uint16_t)i : extra[i - 512];
+        if (r->books[loc].seq & 1)
+            continue;
+        int rc = fh_shm_snapshot(r, loc, h->depth, &snap);
+        FZ_ASSERT(rc >= -1);
+        FZ_ASSERT(snap.nbids <= 64 && snap.nasks <= 64);
+    }
+    uint64_t head = fh_shm_head(r), cap = h->event_capacity;
+    uint64_t next = head > cap ? head - cap + 1 : 1;
+    fh_shm_event_t ev;
+    for (uint64_t i = 0; i < cap + 4; i++) {
+        int rc = fh_shm_event_next(r, &next, &ev);
+        FZ_ASSERT(rc == FH_SHM_EV_OK || rc == FH_SHM_EV_OVERRUN || rc == FH_SHM_EV_NONE);
+        if (rc == FH_SHM_EV_NONE)
+            break;
+    }
+    if (!(atomic_load_explicit(&r->stats->seq, memory_order_relaxed) & 1)) {
+        static fh_shm_stats_t st;
+        FZ_ASSERT(fh_shm_stats_copy(r, &st) == 0);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!tmpl)
+        make_template();
+    /* undo the last input */
+    if (cut) {
+        FZ_ASSERT(ftruncate(wfd, (off_t)full) == 0);
+        memcpy(work, tmpl, full);
+        cut = 0;
+    } else {
+        for (size_t i = 0; i < npatched; i++)
+            memcpy(work + patched[i].off, tmpl + patched[i].off, patched[i].len);
+    }
+    npatched = 0;
+
+    fz_t in = { data, size };
+    uint8_t flags = fz_u8(&in);
+    size_t len = full;
+    if (flags & 1)
+        len = fz_u32(&in) % (full + 1);
+    const fh_shm_hdr_t *th = (const fh_shm_hdr_t *)tmpl;
+    uint16_t extra[16];
+    int nextra = 0;
+    while (in.n && npatched < sizeof patched / sizeof patched[0]) {
+        uint8_t sel = fz_u8(&in);
+        uint32_t at = fz_u32(&in);
+        size_t n = 1 + (sel & 15), base, span;
+        switch (sel >> 6) {
+        case 0: base = 0, span = sizeof(fh_shm_hdr_t); break;
+        case 1: base = th->books_off, span = 512 * sizeof(fh_shm_book_t); break;
+        case 2: base = th->events_off, span = th->event_capacity * sizeof(fh_shm_event_t); break;
+        default: base = 0, span = full; break;
+        }
+        size_t off = base + at % span;
+        if (off + n > full)
+            n = full - off;
+        for (size_t i = 0; i < n; i++)
+            work[off + i] = fz_u8(&in);
+        patched[npatched].off = off;
+        patched[npatched++].len = n;
+        if (sel & 16 && nextra < 16)
+            extra[nextra++] = (uint16_t)at;
+    }
+    if (len < full) {
+        FZ_ASSERT(ftruncate(wfd, (off_t)len) == 0);
+        cut = 1;
+    }
+
+    /* the reader: a path to the file, as a trading process has */
+    char fdpath[64];
+    snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", wfd);
+    fh_shm_reader_t r;
+    int rc = fh_shm_join(&r, fdpath);
+    if (rc == 0) {
+        read_all(&r, extra, nextra);
+        fh_shm_leave(&r);
+    } else {
+        FZ_ASSERT(rc == -EPROTO || rc == -EAGAIN);
+    }
+    return 0;
+}
