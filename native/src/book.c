@@ -4,8 +4,11 @@
  * tagged with reference >> k. NASDAQ assigns references in increasing order, so consecutive adds fill
  * consecutive slots (four to a cache line) and an add, a lookup and a delete each touch one slot, with no
  * probing and no clean-up on delete. Only an order that outlives 2^k later references meets a newer one
- * on its slot; the newer one then goes to a small spill table (open addressing with multiplicative
- * hashing), which is consulted only while it holds anything.
+ * on its slot; the newer one takes the slot and moves the old one to a small spill table (open addressing
+ * with multiplicative hashing), so the day's new orders always find their home slot. The spill table is
+ * consulted only for references not above the highest one it holds (spill_max): on a real day (references
+ * to ~184 M, many orders resting all day) it fills with old orders early, and the adds and lookups of
+ * current orders, whose references are all above spill_max, never touch it.
  *
  * Books: an array indexed by stock locate (65,536 x 64 bytes; only the books in use are ever touched), so
  * an order stores its locate and no lookup table stands between a message and its book.
@@ -67,6 +70,7 @@ struct fh_engine {
     uint32_t spill_live;
     spill_t *spill;
     uint64_t spill_mask;
+    uint64_t spill_max; /* every reference in the spill table is <= this; 0 when it is empty */
     book_t *books;
     uint32_t *lkey;
     fh_shm_agg_t *lagg;
@@ -152,6 +156,7 @@ void fh_engine_clear_books(fh_engine_t *e)
     memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
     memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
     e->spill_live = 0;
+    e->spill_max = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
         if (e->books[loc].status != FH_BOOK_EMPTY) {
             book_t *b = &e->books[loc];
@@ -471,7 +476,8 @@ static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
         }
     }
     t[i].o.shares = 0;
-    e->spill_live--;
+    if (!--e->spill_live)
+        e->spill_max = 0;
 }
 
 /* The live order ref, or NULL. */
@@ -480,35 +486,59 @@ static inline order_t *order_find(fh_engine_t *e, uint64_t ref)
     order_t *o = &e->orders[ref & e->mask];
     if (FH_LIKELY(o->shares && o->tag == (ref >> e->shift)))
         return o;
-    if (FH_LIKELY(!e->spill_live))
+    if (FH_LIKELY(ref > e->spill_max))
         return NULL;
     spill_t *s = &e->spill[spill_slot(e, ref)];
     return s->o.shares ? &s->o : NULL;
 }
 
-/* Where a new order ref would go (an empty slot; nothing is written), or NULL when ref is live already
- * (*dup = 1) or the spill table is full (*dup = 0). */
-static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
+/* Move the order in home slot o to the spill table, to make room for a newer reference; -1 when the spill
+ * table is full. */
+static int spill_evict(fh_engine_t *e, order_t *o)
+{
+    if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
+        return -1;
+    uint64_t ref = (uint64_t)o->tag << e->shift | (uint64_t)(o - e->orders);
+    spill_t *sp = &e->spill[spill_slot(e, ref)];
+    sp->ref = ref;
+    sp->o = *o;
+    sp->o.spilled = 1;
+    e->spill_live++;
+    if (ref > e->spill_max)
+        e->spill_max = ref;
+    o->shares = 0;
+    return 0;
+}
+
+static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint64_t ref, int *dup)
 {
     order_t *o = &e->orders[ref & e->mask];
     uint64_t tag = ref >> e->shift;
-    *dup = 0;
-    if (FH_LIKELY(!o->shares && !e->spill_live && tag <= UINT32_MAX))
-        return o;
     if (o->shares && o->tag == tag) {
         *dup = 1;
         return NULL;
     }
-    spill_t *sp = &e->spill[spill_slot(e, ref)];
-    if (sp->o.shares) {
+    if (ref <= e->spill_max && e->spill[spill_slot(e, ref)].o.shares) {
         *dup = 1;
         return NULL;
     }
-    if (!o->shares && tag <= UINT32_MAX)
-        return o;
-    if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
+    if (tag > UINT32_MAX) /* too big a tag for the home slot: the order lives in the spill table */
+        return 2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1 ? NULL : &e->spill[spill_slot(e, ref)].o;
+    if (o->shares && spill_evict(e, o))
         return NULL;
-    return &sp->o;
+    return o;
+}
+
+/* Where a new order ref would go (an empty slot: its home slot, after moving an older order there to the
+ * spill table, or a spill slot when its tag does not fit), or NULL when ref is live already (*dup = 1) or
+ * the spill table is full (*dup = 0). Nothing else is written. */
+static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
+{
+    order_t *o = &e->orders[ref & e->mask];
+    *dup = 0;
+    if (FH_LIKELY(!o->shares && ref > e->spill_max && (ref >> e->shift) <= UINT32_MAX))
+        return o;
+    return order_place_slow(e, ref, dup);
 }
 
 static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
@@ -523,6 +553,8 @@ static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32
     if (FH_UNLIKELY(spilled)) {
         spill_of(o)->ref = ref;
         e->spill_live++;
+        if (ref > e->spill_max)
+            e->spill_max = ref;
     }
     e->live++;
 }
@@ -1009,10 +1041,12 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
     return 0;
 }
 
-/* Prefetch the order slot that the message at q will touch (C D E U X: the ones that find an order; adds
- * write consecutive slots, which the hardware prefetcher already follows); return the next block. */
-#define ORDER_MSGS ((1ull << ('C' - 'A')) | (1ull << ('D' - 'A')) | (1ull << ('E' - 'A')) | (1ull << ('U' - 'A')) | \
-                    (1ull << ('X' - 'A')))
+/* Prefetch the order slot that the message at q will touch (A F C D E U X: every message with an order
+ * reference at the same offset; a U's new reference too); return the next block. Adds are prefetched
+ * because a real day's references are interleaved and sparse (fh synth itch --shape real), so consecutive
+ * adds do not fill consecutive slots that the hardware prefetcher would follow. */
+#define ORDER_MSGS ((1ull << ('A' - 'A')) | (1ull << ('C' - 'A')) | (1ull << ('D' - 'A')) | (1ull << ('E' - 'A')) | \
+                    (1ull << ('F' - 'A')) | (1ull << ('U' - 'A')) | (1ull << ('X' - 'A')))
 static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t *q, const uint8_t *end)
 {
     size_t n = fh_be16(q);
@@ -1020,8 +1054,11 @@ static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t 
         return end;
     const uint8_t *m = q + 2;
     unsigned t = (unsigned)m[0] - 'A';
-    if (t < 64 && ((ORDER_MSGS >> t) & 1) && n >= 19)
+    if (t < 64 && ((ORDER_MSGS >> t) & 1) && n >= 19) {
         __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
+        if (m[0] == 'U' && n >= 27)
+            __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & e->mask], 1);
+    }
     return m + n;
 }
 
