@@ -15,6 +15,7 @@
 #                     built by meson)
 #   FH_BENCH_KEEP     set to 1 to keep callgrind's output files (callgrind.engine.out, callgrind.scan.out)
 #                     beside the day, for callgrind_annotate
+#   FH_BENCH_SCAN     set to 0 to skip the parse-only run (it does not depend on the engine's build)
 #   FH_BENCH_CACHE    set to 1 to simulate the caches too (--cache-sim=yes, the host's cache sizes): adds
 #                     last-level misses a message (instruction + data reads + data writes) to the report
 #
@@ -165,8 +166,12 @@ run() {
 
 run engine fh_engine_apply_blocks
 ENGINE_IR=$COLLECTED ENGINE_MSGS=$MSGS ENGINE_LL=${LLMISS:-}
-run scan fh_itch_scan
-SCAN_IR=$COLLECTED SCAN_MSGS=$MSGS SCAN_LL=${LLMISS:-}
+if [[ ${FH_BENCH_SCAN:-1} == 0 ]]; then
+    SCAN_IR=0 SCAN_MSGS=$ENGINE_MSGS SCAN_LL=${ENGINE_LL:+0}
+else
+    run scan fh_itch_scan
+    SCAN_IR=$COLLECTED SCAN_MSGS=$MSGS SCAN_LL=${LLMISS:-}
+fi
 ((ENGINE_MSGS == SCAN_MSGS)) ||
     echo "callgrind.sh: warning: the engine counted $ENGINE_MSGS messages, the scan $SCAN_MSGS" >&2
 
