@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# bench/callgrind.sh [MESSAGES] [INSTRUMENTS]: instructions per message of the C book engine, and of the
-# parse-only pass (the floor), counted by callgrind on a synthetic ITCH day. Unlike wall-clock time on a
+# bench/callgrind.sh [MESSAGES] [INSTRUMENTS] [SHAPE]: instructions per message of the C book engine, and of
+# the parse-only pass (the floor), counted by callgrind on a synthetic ITCH day. Unlike wall-clock time on a
 # shared machine, the count is repeatable: the same build and the same day give the same figure.
 #
 #   MESSAGES     messages in the day (default 20000000)
 #   INSTRUMENTS  instruments in the day (default 8000)
+#   SHAPE        uniform (default) or real: fh synth itch --shape (fh/synth.h)
 #
 # Environment:
 #   FH_BENCH_DIR      keep the generated day in this directory and reuse it on later runs (the file is
@@ -14,6 +15,9 @@
 #                     built by meson)
 #   FH_BENCH_KEEP     set to 1 to keep callgrind's output files (callgrind.engine.out, callgrind.scan.out)
 #                     beside the day, for callgrind_annotate
+#   FH_BENCH_SCAN     set to 0 to skip the parse-only run (it does not depend on the engine's build)
+#   FH_BENCH_CACHE    set to 1 to simulate the caches too (--cache-sim=yes, the host's cache sizes): adds
+#                     last-level misses a message (instruction + data reads + data writes) to the report
 #
 # It builds nothing: run `bash scripts/setup.sh` (or import handler._native in the venv, which rebuilds an
 # editable install) first. The program is run as `PROGRAM DAY 1` (one pass through the engine) under
@@ -25,14 +29,17 @@ set -euo pipefail
 die() { echo "callgrind.sh: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 [[ ${1:-} == -h || ${1:-} == --help ]] && usage
-(($# <= 2)) || usage
+(($# <= 3)) || usage
 MESSAGES=${1:-20000000}
 INSTRUMENTS=${2:-8000}
+SHAPE=${3:-uniform}
+[[ $SHAPE == uniform || $SHAPE == real ]] || die "SHAPE must be uniform or real, not '$SHAPE'"
+CACHE=${FH_BENCH_CACHE:-0}
 SEED=${FH_BENCH_SEED:-1}
 [[ $MESSAGES =~ ^[1-9][0-9]*$ ]] || die "MESSAGES must be a positive integer, not '$MESSAGES'"
 [[ $INSTRUMENTS =~ ^[1-9][0-9]*$ ]] || die "INSTRUMENTS must be a positive integer, not '$INSTRUMENTS'"
@@ -83,6 +90,7 @@ cleanup() {
 }
 trap cleanup EXIT
 DAY=$WORK/day-$MESSAGES-$INSTRUMENTS-s$SEED.itch
+[[ $SHAPE == uniform ]] || DAY=$WORK/day-$MESSAGES-$INSTRUMENTS-s$SEED-$SHAPE.itch
 if [[ -s $DAY ]]; then
     echo "callgrind.sh: reusing $DAY" >&2
 else
@@ -94,7 +102,7 @@ else
         die "no fh command (neither $ROOT/.venv/bin/fh nor fh on PATH); run: bash scripts/setup.sh"
     fi
     echo "callgrind.sh: generating $MESSAGES messages, $INSTRUMENTS instruments, seed $SEED into $DAY" >&2
-    "$FH" synth itch "$DAY.part" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" ||
+    "$FH" synth itch "$DAY.part" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" --shape "$SHAPE" ||
         { rm -f "$DAY.part"; die "fh synth itch failed"; }
     mv "$DAY.part" "$DAY"
 fi
@@ -136,15 +144,19 @@ BIN_SHA=$(sha256sum "$BIN" | cut -c1-12)
 # ---- callgrind ----
 # run MODE FUNCTION: sets COLLECTED (instructions in FUNCTION) and MSGS (messages, from the program's JSON).
 run() {
-    local mode=$1 fn=$2 log=$WORK/callgrind.$1.log out=$WORK/callgrind.$1.out json args=("$DAY" 1)
+    local mode=$1 fn=$2 log=$WORK/callgrind.$1.log out=$WORK/callgrind.$1.out json args=("$DAY" 1) vg=()
     [[ $mode == scan ]] && args+=(scan)
-    echo "callgrind.sh: valgrind --tool=callgrind --toggle-collect=$fn $(basename "$PROGRAM") ${args[*]}" >&2
-    if ! json=$(valgrind --tool=callgrind --toggle-collect="$fn" --callgrind-out-file="$out" \
+    [[ $CACHE == 1 ]] && vg+=(--cache-sim=yes)
+    echo "callgrind.sh: valgrind --tool=callgrind ${vg[*]} --toggle-collect=$fn $(basename "$PROGRAM") ${args[*]}" >&2
+    if ! json=$(valgrind --tool=callgrind "${vg[@]}" --toggle-collect="$fn" --callgrind-out-file="$out" \
                 "$BIN" "${args[@]}" 2>"$log"); then
         tail -n 20 "$log" >&2
         die "valgrind or the program failed in mode $mode (log above, full log: $log)"
     fi
     COLLECTED=$(sed -n 's/^==[0-9]*== Collected : *\([0-9][0-9]*\).*/\1/p' "$log" | tail -n1)
+    # with --cache-sim=yes the line reads: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    LLMISS=$(sed -n 's/^==[0-9]*== Collected : *//p' "$log" | tail -n1 | awk 'NF >= 9 { print $7 + $8 + $9 }')
+    LLCFG=$(grep -m1 -o 'LL cache: .*\|Cache configuration used:.*' "$log" || true)
     [[ -n $COLLECTED ]] || { tail -n 20 "$log" >&2; die "no 'Collected :' line in valgrind's output ($log)"; }
     ((COLLECTED > 0)) || die "callgrind collected 0 instructions in $fn: is the symbol missing or inlined?"
     MSGS=$(sed -n 's/.*"messages": *\([0-9][0-9]*\).*/\1/p' <<<"$json")
@@ -153,23 +165,33 @@ run() {
 }
 
 run engine fh_engine_apply_blocks
-ENGINE_IR=$COLLECTED ENGINE_MSGS=$MSGS
-run scan fh_itch_scan
-SCAN_IR=$COLLECTED SCAN_MSGS=$MSGS
+ENGINE_IR=$COLLECTED ENGINE_MSGS=$MSGS ENGINE_LL=${LLMISS:-}
+if [[ ${FH_BENCH_SCAN:-1} == 0 ]]; then
+    SCAN_IR=0 SCAN_MSGS=$ENGINE_MSGS SCAN_LL=${ENGINE_LL:+0}
+else
+    run scan fh_itch_scan
+    SCAN_IR=$COLLECTED SCAN_MSGS=$MSGS SCAN_LL=${LLMISS:-}
+fi
 ((ENGINE_MSGS == SCAN_MSGS)) ||
     echo "callgrind.sh: warning: the engine counted $ENGINE_MSGS messages, the scan $SCAN_MSGS" >&2
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$ROOT" status --porcelain -- native 2>/dev/null || true)
 awk -v m="$MESSAGES" -v k="$INSTRUMENTS" -v s="$SEED" -v n="$ENGINE_MSGS" -v ei="$ENGINE_IR" -v si="$SCAN_IR" \
-    -v sn="$SCAN_MSGS" -v prog="$PROGRAM (sha256 $BIN_SHA)" -v rev="$rev${dirty:+ (native/ modified)}" 'BEGIN {
+    -v sn="$SCAN_MSGS" -v prog="$PROGRAM (sha256 $BIN_SHA)" -v rev="$rev${dirty:+ (native/ modified)}" \
+    -v shape="$SHAPE" -v el="${ENGINE_LL:-}" -v sl="${SCAN_LL:-}" 'BEGIN {
     e = ei / n; p = si / sn
-    printf "day: %.0f messages, %.0f instruments, seed %.0f (%.0f messages counted)\n", m, k, s, n
+    printf "day: %.0f messages, %.0f instruments, seed %.0f, shape %s (%.0f messages counted)\n", m, k, s, shape, n
     printf "program: %s, commit %s\n", prog, rev
     printf "%-24s %16s %12s\n", "", "instructions", "per message"
     printf "%-24s %16.0f %12.2f\n", "engine (apply_blocks)", ei, e
     printf "%-24s %16.0f %12.2f\n", "parse-only (itch_scan)", si, p
     printf "%-24s %16.0f %12.2f\n", "engine - parse-only", ei - si, e - p
+    if (el != "") {
+        printf "%-24s %16s %12s\n", "(cache simulation)", "LL misses", "per message"
+        printf "%-24s %16.0f %12.4f\n", "engine (apply_blocks)", el, el / n
+        printf "%-24s %16.0f %12.4f\n", "parse-only (itch_scan)", sl, sl / sn
+    }
 }'
 if [[ ${FH_BENCH_KEEP:-0} == 1 ]]; then
     echo "callgrind output kept in $WORK (callgrind_annotate --auto=yes $WORK/callgrind.engine.out)" >&2

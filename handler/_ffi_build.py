@@ -163,6 +163,7 @@ typedef struct fh_synth_cfg {
     uint32_t instruments;
     uint64_t seed;
     uint32_t anomaly_ppm;
+    uint32_t shape;
 } fh_synth_cfg_t;
 uint64_t fh_synth_min_messages(uint32_t instruments);
 int fh_synth_buffer(const fh_synth_cfg_t *cfg, uint8_t **out, size_t *out_len);

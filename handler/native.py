@@ -267,18 +267,23 @@ def synth_min_messages(instruments: int) -> int:
     return lib.fh_synth_min_messages(instruments)
 
 
-def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int):
+SYNTH_SHAPES = {"uniform": 0, "real": 1}  # fh/synth.h: FH_SYNTH_SHAPE_*
+
+
+def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int, shape: str = "uniform"):
     if not 1 <= instruments <= 65535:
         raise InputError(f"instruments must be 1..65535, not {instruments}")
     low = synth_min_messages(instruments)
     if messages < low:
         raise InputError(f"{instruments} instruments need at least {low} messages (the prelude alone), not {messages}")
-    return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm))
+    if shape not in SYNTH_SHAPES:
+        raise InputError(f"shape must be one of {', '.join(SYNTH_SHAPES)}, not {shape!r}")
+    return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm, SYNTH_SHAPES[shape]))
 
 
-def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0) -> bytes:
-    """A generated day in the daily file format."""
-    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm)
+def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0, shape: str = "uniform") -> bytes:
+    """A generated day in the daily file format (shape: "uniform" or "real", fh/synth.h)."""
+    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm, shape)
     out, n = ffi.new("uint8_t **"), ffi.new("size_t *")
     if lib.fh_synth_buffer(cfg, out, n):
         raise NativeError(_errmsg())
@@ -288,8 +293,9 @@ def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int
         lib.fh_synth_free(out[0])
 
 
-def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0) -> None:
-    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm)
+def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0,
+               shape: str = "uniform") -> None:
+    cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm, shape)
     if lib.fh_synth_file(cfg, os.fsencode(Path(path))):
         raise NativeError(_errmsg())
 

@@ -86,7 +86,12 @@ def test_bundled_day_matches_manifest():
 def test_bench_engine_small_json():
     p = fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "2", "--json",
            "--no-itch-book")
-    res = json.loads(p.stdout)
-    assert res["messages"] == 30000
-    assert res["engine"]["median_ns_per_msg"] > 0 and res["parse_only"]["median_ns_per_msg"] > 0
-    assert res["engine"]["anomalies"] == {}
+    days = json.loads(p.stdout)["days"]  # --shape both, the default
+    assert [d["shape"] for d in days] == ["uniform", "real"]
+    for res in days:
+        assert res["messages"] == 30000
+        assert res["engine"]["median_ns_per_msg"] > 0 and res["parse_only"]["median_ns_per_msg"] > 0
+        assert res["engine"]["anomalies"] == {}
+    one = json.loads(fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "1", "--json",
+                        "--no-itch-book", "--shape", "real").stdout)
+    assert one["shape"] == "real" and one["messages"] == 30000

@@ -55,6 +55,19 @@ def test_generated_days(seed, instruments, messages):
     assert len(c.dump()) >= min(instruments, 5)
 
 
+@pytest.mark.parametrize("seed,instruments,messages,ppm", [(6, 20, 60_000, 0), (7, 300, 150_000, 0),
+                                                        (8, 50, 100_000, 20_000)])
+def test_real_shaped_days(seed, instruments, messages, ppm):
+    """fh synth itch --shape real: references to ~184 M, interleaved, orders resting all day (the order table's
+    collisions and spill path), against the reference."""
+    data = native.synth_bytes(messages, instruments, seed, anomaly_ppm=ppm, shape="real")
+    c, r = c_engine(data), ref_engine(data)
+    assert_same(c, r)
+    assert_same(c, r, depth=3)
+    if not ppm:
+        assert all(c.counters()[k] == 0 for k in native.COUNTER_NAMES if k != "messages")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_anomaly_heavy_days(seed):

@@ -40,6 +40,21 @@ def _stats(ns: list[float], messages: int) -> dict:
 
 
 def bench_engine(a) -> int:
+    """One day (--itch, or --shape uniform/real), or both shapes one after the other (--shape both)."""
+    shape = getattr(a, "shape", "uniform")
+    if a.itch or shape != "both":
+        return _bench_one(a, None if a.itch else shape)
+    days = []
+    for s in ("uniform", "real"):
+        days.append(_bench_one(a, s, collect=a.json))
+        if not a.json:
+            sys.stdout.write("\n")
+    if a.json:
+        print(json.dumps({"days": days}))
+    return 0
+
+
+def _bench_one(a, shape: str | None, collect: bool = False):
     from .. import native
 
     cpu = _pin(a.cpu)
@@ -52,15 +67,15 @@ def bench_engine(a) -> int:
             data = f.read()
         source = a.itch
     else:
-        data = native.synth_bytes(a.messages, a.instruments, a.seed)
-        source = f"synth: {a.messages} messages, {a.instruments} instruments, seed {a.seed}"
+        data = native.synth_bytes(a.messages, a.instruments, a.seed, shape=shape)
+        source = f"synth: {a.messages} messages, {a.instruments} instruments, seed {a.seed}, shape {shape}"
     gen_s = time.perf_counter() - t0
     messages, _ = native.itch_scan(data)
 
     eng = native.Engine()
     eng.apply_blocks(data)  # warm-up: faults in every page the day touches
-    res = {"source": source, "bytes": len(data), "messages": messages, "cpu": cpu, "repeats": a.repeats,
-           "generate_s": round(gen_s, 2)}
+    res = {"source": source, "shape": shape or "file", "bytes": len(data), "messages": messages, "cpu": cpu,
+           "repeats": a.repeats, "generate_s": round(gen_s, 2)}
     res["parse_only"] = _stats(_time(lambda: native.itch_scan(data), a.repeats), messages)
     res["engine"] = _stats(_time(lambda: eng.apply_blocks(data), a.repeats, eng.reset), messages)
     counters = eng.counters()
@@ -92,6 +107,8 @@ def bench_engine(a) -> int:
         res["speedup_vs_itch_book"] = round(ib["median_ns_per_msg"] / res["engine"]["median_ns_per_msg"], 2)
     res["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
+    if collect:
+        return res
     if a.json:
         print(json.dumps(res))
         return 0

@@ -53,9 +53,10 @@ def _print_counters(counters: dict[str, int], file=sys.stderr) -> None:
 def cmd_synth_itch(a) -> int:
     from .. import native
 
-    native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm)
+    native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm, a.shape)
     size = os.path.getsize(a.out)
-    print(f"{a.out}: {a.messages} messages, {a.instruments} instruments, seed {a.seed}, {size} bytes", file=sys.stderr)
+    print(f"{a.out}: {a.messages} messages, {a.instruments} instruments, seed {a.seed}, shape {a.shape}, {size} bytes",
+          file=sys.stderr)
     return 0
 
 
@@ -602,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--seed", type=_nonneg, default=1)
     si.add_argument("--anomaly-ppm", type=_nonneg, default=0,
                     help="inject about this many anomalies per million messages (default 0: a clean day)")
+    si.add_argument("--shape", choices=("uniform", "real"), default="uniform",
+                    help="real: a real day's reference range (to ~184 M, interleaved), orders resting from the open "
+                         "to the close, deep books (fh/synth.h); default uniform")
     si.set_defaults(func=cmd_synth_itch)
 
     b = sub.add_parser("book", help="order books: fh book SYMBOL (a live one), fh book dump (offline)",
@@ -665,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--messages", type=_positive, default=20_000_000)
     beng.add_argument("--instruments", type=_positive, default=8000)
     beng.add_argument("--seed", type=_nonneg, default=1)
+    beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
+                      help="day shape of the generated day (fh synth itch --shape); both: one after the other")
     beng.add_argument("--itch", metavar="FILE", help="use this daily file instead of generating a day")
     beng.add_argument("--repeats", type=_positive, default=5)
     beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")

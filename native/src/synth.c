@@ -65,6 +65,14 @@
 #define MAX_OFF_TICKS       100u     /* no quote is further than this from its mid */
 #define MID_RANGE_MAX       400u     /* the mid stays within +-min(5 %, this many ticks) of the reference */
 
+/* FH_SYNTH_SHAPE_REAL (fh/synth.h says where each figure comes from). */
+#define REAL_STREAMS        4u            /* concurrent reference counters */
+#define REAL_REF_OPEN       10000000ull   /* the frontier at 09:30 */
+#define REAL_REF_CLOSE      184000000ull  /* ... and at 16:00 */
+#define REAL_BLOCKS         64u           /* blocks of references between the two */
+#define REAL_NEWREF_PPM     520000u       /* new references per body message (A/F and U), for the step */
+#define REAL_REST_TICKS     200u          /* resting orders: up to this many ticks beyond the mid's range */
+
 enum { L_S = 12, L_R = 39, L_H = 25, L_Y = 20, L_L = 26, L_V = 35, L_W = 12, L_K = 28, L_J = 35, L_h = 21,
        L_A = 36, L_F = 40, L_E = 31, L_C = 36, L_X = 23, L_D = 19, L_U = 35, L_P = 44, L_Q = 40, L_B = 19,
        L_I = 50, L_N = 20 };
@@ -167,8 +175,18 @@ typedef struct out {
     int err;
 } out_t;
 
+typedef struct rstream { uint64_t next, end; } rstream_t;   /* a reference counter and its block */
+
 typedef struct gen {
     rng_t rng;
+    int real;              /* FH_SYNTH_SHAPE_REAL */
+    rstream_t rs[REAL_STREAMS];
+    uint64_t frontier;     /* the next free block of references */
+    uint64_t blk, rq;      /* block size; steps are 4 * (1 + uniform [0, 2 rq - 1)) */
+    uint64_t ref_max;
+    uint64_t rest_left;    /* resting orders still to add at the open */
+    uint32_t rest_loc, rest_k;
+    int nomix;             /* writing resting orders: not counted in the mix */
     uint32_t n_inst;
     uint32_t ppm;
     inst_t *inst;          /* [n_inst + 1], by locate */
@@ -265,7 +283,7 @@ static inline void count_msg(gen_t *g, uint8_t type, uint32_t len)
     g->st.bytes += len + 2u;
     if (len)
         g->st.type_count[type]++;
-    if (!g->anom) {
+    if (!g->anom && !g->nomix) {
         g->cat[TYPE_CAT[type]]++;
         g->catn++;
     }
@@ -699,13 +717,63 @@ static uint32_t part_of(gen_t *g, uint32_t rem)
 
 /* ---- order messages ---------------------------------------------------------------------------- */
 
+/* A new order reference for instrument loc: 1, 2, 3, ... (UNIFORM), or the next of its counter (REAL). */
+static uint64_t new_ref(gen_t *g, uint16_t loc)
+{
+    if (!g->real)
+        return g->next_ref++;
+    rstream_t *s = &g->rs[loc % REAL_STREAMS];
+    uint64_t r = s->next + 4 * (1 + rng_below(&g->rng, 2 * g->rq - 1));
+    if (r >= s->end) { /* the block is used up: the next one at the frontier, same residue mod 4 */
+        r = g->frontier + 4 + (r & 3);
+        s->end = g->frontier + g->blk;
+        g->frontier = s->end;
+    }
+    s->next = r;
+    if (r > g->ref_max)
+        g->ref_max = r;
+    return r;
+}
+
+/* The resting orders of the open (REAL): rest_count(target) per instrument, never touched again. */
+static inline uint32_t rest_count(const inst_t *in) { return 1 + in->target / 4; }
+
+static void do_rest(gen_t *g)
+{
+    while (g->rest_k >= rest_count(&g->inst[g->rest_loc])) {
+        g->rest_loc++;
+        g->rest_k = 0;
+    }
+    uint16_t loc = (uint16_t)g->rest_loc;
+    inst_t *in = &g->inst[loc];
+    uint32_t d = 1 + (uint32_t)rng_below(&g->rng, REAL_REST_TICKS);
+    uint8_t side = (uint8_t)((g->rest_k++ & 1) || in->lo / TICK <= d); /* a bid needs a price above 0 */
+    uint32_t price = side ? in->hi + d * TICK : in->lo - d * TICK;
+    uint32_t shares = draw_shares(g);
+    uint64_t ref = new_ref(g, loc);
+    g->nomix = 1;
+    if (rng_ppm(&g->rng, F_PPM)) {
+        uint8_t *p = msg(g, 'F', L_F, loc);
+        fill_A(p, ref, side ? 'S' : 'B', shares, in->sym, price);
+        memcpy(p + 36, MPIDS[rng_below(&g->rng, N_MPIDS)], 4);
+    } else {
+        fill_A(msg(g, 'A', L_A, loc), ref, side ? 'S' : 'B', shares, in->sym, price);
+    }
+    g->nomix = 0;
+    if (++g->live > g->st.live_orders_peak)
+        g->st.live_orders_peak = g->live;
+    g->st.resting_orders++;
+    g->rest_left--;
+    g->reserved--;
+}
+
 static void do_add(gen_t *g, uint16_t loc)
 {
     inst_t *in = &g->inst[loc];
     uint8_t side = (uint8_t)(rng_u64(&g->rng) & 1);
     uint32_t price = quote(g, in, side);
     uint32_t shares = draw_shares(g);
-    uint64_t ref = g->next_ref++;
+    uint64_t ref = new_ref(g, loc);
     order_new(g, loc, side, price, shares, ref);
     uint8_t sb = side ? 'S' : 'B';
     if (rng_ppm(&g->rng, F_PPM)) {
@@ -729,7 +797,7 @@ static void do_replace(gen_t *g, uint16_t loc)
     inst_t *in = &g->inst[loc];
     uint32_t s = pick(g, in);
     slot_t *sl = &g->slots[s];
-    uint64_t nref = g->next_ref++;
+    uint64_t nref = new_ref(g, loc);
     uint8_t side = sl_side(sl);
     uint32_t price = quote(g, in, side);
     uint32_t shares = rng_ppm(&g->rng, 500000) ? sl->shares : draw_shares(g);
@@ -1100,7 +1168,7 @@ static void anomaly(gen_t *g)
         break;
     case FH_SYNTH_AN_UNKNOWN_REF_U: {
         uint64_t orig = dead_ref(g);
-        fill_U(msg(g, 'U', L_U, loc), orig, g->next_ref++, shares, px);
+        fill_U(msg(g, 'U', L_U, loc), orig, new_ref(g, loc), shares, px);
         break;
     }
     case FH_SYNTH_AN_DUPLICATE_ADD:
@@ -1119,10 +1187,10 @@ static void anomaly(gen_t *g)
         break;
     }
     case FH_SYNTH_AN_BAD_SIDE:
-        fill_A(msg(g, 'A', L_A, loc), g->next_ref++, (uint8_t)"bsX 0"[rng_below(r, 5)], shares, in->sym, px);
+        fill_A(msg(g, 'A', L_A, loc), new_ref(g, loc), (uint8_t)"bsX 0"[rng_below(r, 5)], shares, in->sym, px);
         break;
     case FH_SYNTH_AN_ZERO_SHARES:
-        fill_A(msg(g, 'A', L_A, loc), g->next_ref++, side, 0, in->sym, px);
+        fill_A(msg(g, 'A', L_A, loc), new_ref(g, loc), side, 0, in->sym, px);
         break;
     case FH_SYNTH_AN_REPLACE_ONTO_LIVE: {
         uint32_t ia = (uint32_t)rng_below(r, in->n);
@@ -1151,7 +1219,7 @@ static void anomaly(gen_t *g)
         switch (t) {
         case 0:
             put_hdr(b, 'A', loc, g->ts);
-            fill_A(b, g->next_ref++, side, shares, in->sym, px);
+            fill_A(b, new_ref(g, loc), side, shares, in->sym, px);
             full = L_A;
             break;
         case 1:
@@ -1171,7 +1239,7 @@ static void anomaly(gen_t *g)
             break;
         case 4:
             put_hdr(b, 'U', loc, g->ts);
-            fill_U(b, g->slots[pick(g, in)].ref, g->next_ref++, shares, px);
+            fill_U(b, g->slots[pick(g, in)].ref, new_ref(g, loc), shares, px);
             full = L_U;
             break;
         default:
@@ -1235,7 +1303,9 @@ static void body(gen_t *g)
         time_at(g, j);
         uint64_t room = g->B - j - g->reserved;
         const sched_t *s = sched_peek(g);
-        if (s && (room == 0 || s->due <= j)) {
+        if (g->rest_left) {
+            do_rest(g);
+        } else if (s && (room == 0 || s->due <= j)) {
             sched_emit(g);
         } else if (g->anom_owed) {
             g->anom_owed--;
@@ -1441,6 +1511,27 @@ static int gen_setup(gen_t *g, const fh_synth_cfg_t *cfg)
         g->inst[loc].state = 'H';
     }
     g->reserved = h0;
+    if (cfg->shape == FH_SYNTH_SHAPE_REAL) {
+        g->real = 1;
+        uint64_t newrefs = (uint64_t)(((unsigned __int128)g->B * REAL_NEWREF_PPM) / PPM) + 1;
+        g->rq = (REAL_REF_CLOSE - REAL_REF_OPEN) / (4 * newrefs);
+        g->rq = g->rq ? g->rq : 1;
+        g->blk = (REAL_REF_CLOSE - REAL_REF_OPEN) / REAL_BLOCKS;
+        g->frontier = REAL_REF_OPEN;
+        for (uint32_t k = 0; k < REAL_STREAMS; k++) { /* each part-way through a block below the frontier */
+            uint64_t b0 = REAL_REF_OPEN * k / REAL_STREAMS, len = REAL_REF_OPEN / REAL_STREAMS;
+            g->rs[k].next = b0 + rng_below(&g->rng, len / 2);
+            g->rs[k].end = b0 + len;
+        }
+        uint64_t rest = 0;
+        for (uint32_t loc = 1; loc <= n; loc++)
+            rest += rest_count(&g->inst[loc]);
+        if (rest <= g->B / 8) { /* else too small a day for an open book: none */
+            g->rest_left = rest;
+            g->rest_loc = 1;
+            g->reserved += rest;
+        }
+    }
     for (int i = 0; i < ZQ; i++) {
         g->zq[i] = zipf_draw(g);
         g->zr[i] = rng_u64(&g->zrng);
@@ -1501,6 +1592,9 @@ static int check_cfg(const fh_synth_cfg_t *cfg)
         SYNTH_ERR(-EINVAL, "cfg is NULL");
     if (cfg->instruments == 0 || cfg->instruments > 65535)
         SYNTH_ERR(-EINVAL, "instruments must be 1..65535, not %u", cfg->instruments);
+    if (cfg->shape != FH_SYNTH_SHAPE_UNIFORM && cfg->shape != FH_SYNTH_SHAPE_REAL)
+        SYNTH_ERR(-EINVAL, "shape must be %d (uniform) or %d (real), not %u", FH_SYNTH_SHAPE_UNIFORM,
+                  FH_SYNTH_SHAPE_REAL, cfg->shape);
     uint64_t m = fh_synth_min_messages(cfg->instruments);
     if (cfg->messages < m)
         SYNTH_ERR(-EINVAL, "%u instruments need at least %llu messages, not %llu", cfg->instruments,
@@ -1521,7 +1615,7 @@ static int run(gen_t *g, const fh_synth_cfg_t *cfg, fh_synth_stats_t *stats)
         epilogue(g);
     rc = g->out.err;
     g->st.live_orders_end = g->live;
-    g->st.last_ref = g->next_ref - 1;
+    g->st.last_ref = g->real ? g->ref_max : g->next_ref - 1;
     g->st.last_match = g->match;
     if (!rc && stats)
         *stats = g->st;

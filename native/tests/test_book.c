@@ -204,6 +204,55 @@ static void test_level_capacity(void)
     CHECK_EQ(nlevels(1, FH_SIDE_BID), placed);
 }
 
+/* Orders that outlive 2^k later references (k: the order table's size): the newer order takes the home
+ * slot and the older one moves to the spill table, where it stays findable; duplicates are caught in both
+ * places; a reference too big for a home slot's tag lives in the spill table. 100 orders: 1024 slots. */
+static void test_spill(void)
+{
+    fresh(2, 100, 1024);
+    APPLY(m_R(b, 1, "OLD"));
+    const uint64_t old = 5, newer = 5 + 1024, newest = 5 + 2048, huge = (1ull << 42) + 5;
+    APPLY(m_A(b, 1, old, 'B', 100, "OLD", 1000));
+    APPLY(m_A(b, 1, newer, 'B', 200, "OLD", 1000)); /* same slot: old moves to the spill table */
+    CHECK_EQ(fh_engine_live_orders(e), 2);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 0).orders, 2);
+    APPLY(m_X(b, 1, old, 30)); /* found in the spill table */
+    APPLY(m_X(b, 1, newer, 50)); /* found at home */
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 0).shares, 220);
+    APPLY(m_A(b, 1, old, 'S', 1, "OLD", 2000)); /* live in the spill table */
+    APPLY(m_A(b, 1, newer, 'S', 1, "OLD", 2000)); /* live at home */
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 2);
+    APPLY(m_D(b, 1, newer)); /* home empty, old still spilled */
+    APPLY(m_A(b, 1, old, 'S', 1, "OLD", 2000));
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 3);
+    APPLY(m_A(b, 1, newest, 'B', 7, "OLD", 900)); /* takes the empty home slot */
+    APPLY(m_A(b, 1, huge, 'S', 9, "OLD", 3000)); /* tag beyond 32 bits: spilled */
+    APPLY(m_A(b, 1, huge, 'S', 9, "OLD", 3000));
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 4);
+    CHECK_EQ(fh_engine_live_orders(e), 3);
+    APPLY(m_D(b, 1, old));
+    APPLY(m_D(b, 1, huge));
+    APPLY(m_D(b, 1, old)); /* gone: the spill table is empty again */
+    APPLY(m_D(b, 1, newer));
+    CHECK_EQ(ctr(FH_C_unknown_ref), 2);
+    CHECK_EQ(fh_engine_live_orders(e), 1);
+    CHECK_EQ(nlevels(1, FH_SIDE_ASK), 0);
+    CHECK_EQ(lvl(1, FH_SIDE_BID, 0).price, 900);
+    CHECK_EQ(nlevels(1, FH_SIDE_BID), 1);
+    /* many old orders lapped by newer ones, all found again */
+    for (uint64_t r = 1; r <= 40; r++)
+        APPLY(m_A(b, 1, r + 100, 'B', (uint32_t)r, "OLD", 500));
+    for (uint64_t r = 1; r <= 40; r++)
+        APPLY(m_A(b, 1, r + 100 + 3 * 1024, 'S', (uint32_t)r, "OLD", 5000));
+    for (uint64_t r = 1; r <= 40; r++) {
+        APPLY(m_D(b, 1, r + 100));
+        APPLY(m_D(b, 1, r + 100 + 3 * 1024));
+    }
+    CHECK_EQ(ctr(FH_C_unknown_ref), 2);
+    CHECK_EQ(fh_engine_live_orders(e), 1);
+    CHECK_EQ(ctr(FH_C_order_capacity), 0);
+}
+
 /* Many levels and orders in random order against a brute-force model of one book. */
 static void test_random_against_model(void)
 {
@@ -314,6 +363,7 @@ int main(void)
     test_replace();
     test_anomalies();
     test_level_capacity();
+    test_spill();
     test_random_against_model();
     test_framing();
     test_bad_cfg();

@@ -47,9 +47,13 @@ typedef struct counters {
 
 typedef struct model {
     uint32_t n_inst;
-    int clean;
-    ord_t *ord;
-    uint64_t n_ord;              /* refs < n_ord are tracked; larger ones are never live */
+    int clean, real;             /* real: FH_SYNTH_SHAPE_REAL (references unique, not consecutive) */
+    ord_t *ord;                  /* every reference ever added, by open addressing on key */
+    uint64_t *key;               /* reference + 1; 0: empty */
+    uint64_t mask;
+    uint64_t n_ord;              /* uniform: refs < n_ord are expected */
+    uint64_t refs;               /* distinct references added */
+    uint64_t ref_min, ref_max;
     side_book_t *sb;             /* [(n_inst + 1) * 2] */
     char (*sym)[8];              /* by locate, from R */
     uint8_t *state;              /* trading state by locate */
@@ -114,9 +118,27 @@ static void sb_del(side_book_t *b, uint32_t price, int ask)
 
 static side_book_t *book(model_t *m, uint16_t loc, uint8_t side) { return &m->sb[loc * 2 + (side == 'S')]; }
 
+/* The entry of ref, or the empty one where it would go. */
+static uint64_t m_slot(const model_t *m, uint64_t ref)
+{
+    uint64_t i = (ref * 0x9E3779B97F4A7C15ull) >> 20 & m->mask;
+    while (m->key[i] && m->key[i] != ref + 1)
+        i = (i + 1) & m->mask;
+    return i;
+}
+
 static void m_insert(model_t *m, uint64_t ref, uint16_t loc, uint8_t side, uint32_t shares, uint32_t price)
 {
-    ord_t *o = &m->ord[ref];
+    uint64_t i = m_slot(m, ref);
+    if (!m->key[i]) {
+        if (m->refs >= m->mask / 2) {
+            fprintf(stderr, "test_synth: more references than expected\n");
+            exit(1);
+        }
+        m->key[i] = ref + 1;
+        m->refs++;
+    }
+    ord_t *o = &m->ord[i];
     o->live = 1;
     o->loc = loc;
     o->side = side;
@@ -141,7 +163,7 @@ static void m_insert(model_t *m, uint64_t ref, uint16_t loc, uint8_t side, uint3
 
 static void m_remove(model_t *m, uint64_t ref)
 {
-    ord_t *o = &m->ord[ref];
+    ord_t *o = &m->ord[m_slot(m, ref)];
     o->live = 0;
     sb_del(book(m, o->loc, o->side), o->price, o->side == 'S');
     m->live--;
@@ -149,7 +171,8 @@ static void m_remove(model_t *m, uint64_t ref)
 
 static ord_t *m_find(model_t *m, uint64_t ref)
 {
-    return ref < m->n_ord && m->ord[ref].live ? &m->ord[ref] : NULL;
+    uint64_t i = m_slot(m, ref);
+    return m->key[i] && m->ord[i].live ? &m->ord[i] : NULL;
 }
 
 /* An add per the A checks; returns 1 if the order went live. */
@@ -167,17 +190,22 @@ static int m_add(model_t *m, uint64_t ref, uint16_t loc, uint8_t side, uint32_t 
         m->c.duplicate_ref++;
         return 0;
     }
-    if (ref >= m->n_ord) {
+    if (!m->real && ref >= m->n_ord) {
         fail_at(__FILE__, __LINE__, "reference %llu beyond the expected range", (unsigned long long)ref);
         return 0;
     }
     if (m->clean) {
-        CHECK(ref == m->last_ref + 1, "new reference %llu after %llu", (unsigned long long)ref,
-              (unsigned long long)m->last_ref);
+        if (m->real)
+            CHECK(ref > 0 && !m->key[m_slot(m, ref)], "new reference %llu used before", (unsigned long long)ref);
+        else
+            CHECK(ref == m->last_ref + 1, "new reference %llu after %llu", (unsigned long long)ref,
+                  (unsigned long long)m->last_ref);
         CHECK(price > 0 && price % 100 == 0, "price %u not a positive whole cent", price);
     }
     if (ref > m->last_ref)
         m->last_ref = ref;
+    if (!m->ref_min || ref < m->ref_min)
+        m->ref_min = ref;
     m_insert(m, ref, loc, side, shares, price);
     return 1;
 }
@@ -316,19 +344,25 @@ static void m_apply(model_t *m, const uint8_t *b, uint32_t len)
     }
 }
 
-static void model_init(model_t *m, uint32_t n_inst, uint64_t messages, int clean)
+static void model_init(model_t *m, uint32_t n_inst, uint64_t messages, int clean, int real)
 {
     memset(m, 0, sizeof *m);
     m->n_inst = n_inst;
     m->clean = clean;
+    m->real = real;
     m->n_ord = messages + 16;
-    m->ord = calloc(m->n_ord, sizeof *m->ord);
+    uint64_t cap = 1024;
+    while (cap < 2 * m->n_ord)
+        cap <<= 1;
+    m->mask = cap - 1;
+    m->ord = calloc(cap, sizeof *m->ord);
+    m->key = calloc(cap, sizeof *m->key);
     m->sb = calloc((n_inst + 1) * 2u, sizeof *m->sb);
     for (uint32_t i = 0; i < (n_inst + 1) * 2u; i++)
         m->sb[i].best = -1;
     m->sym = calloc(n_inst + 1, sizeof *m->sym);
     m->state = calloc(n_inst + 1, 1);
-    if (!m->ord || !m->sb || !m->sym || !m->state) {
+    if (!m->ord || !m->key || !m->sb || !m->sym || !m->state) {
         fprintf(stderr, "out of memory\n");
         exit(1);
     }
@@ -340,6 +374,7 @@ static void model_free(model_t *m)
         free(m->sb[i].cnt);
     free(m->sb);
     free(m->ord);
+    free(m->key);
     free(m->sym);
     free(m->state);
 }
@@ -377,7 +412,7 @@ static void check_day(const char *name, const fh_synth_cfg_t *cfg, const uint8_t
 {
     uint32_t n = cfg->instruments;
     int clean = cfg->anomaly_ppm == 0;
-    model_init(m, n, cfg->messages, clean);
+    model_init(m, n, cfg->messages, clean, cfg->shape == FH_SYNTH_SHAPE_REAL);
     memset(d, 0, sizeof *d);
     d->adds_by_loc = calloc(n + 1, sizeof *d->adds_by_loc);
     uint64_t last_ts = 0, first_ts = 0;
@@ -532,6 +567,11 @@ static void check_day(const char *name, const fh_synth_cfg_t *cfg, const uint8_t
         CHECK(sum == st->anomalies_total, "%s: anomaly totals", name);
         CHECK(st->last_match == m->last_match, "%s: last match %llu vs %llu", name, (unsigned long long)st->last_match,
               (unsigned long long)m->last_match);
+        if (clean)
+            CHECK(st->last_ref == m->last_ref, "%s: last reference %llu vs %llu", name,
+                  (unsigned long long)st->last_ref, (unsigned long long)m->last_ref);
+        if (cfg->shape != FH_SYNTH_SHAPE_REAL)
+            CHECK(st->resting_orders == 0, "%s: resting orders on a uniform day", name);
     }
 }
 
@@ -739,6 +779,85 @@ static void test_edges(void)
     printf("edges: ok\n");
 }
 
+/* FH_SYNTH_SHAPE_REAL (fh/synth.h): the reference range and its interleaving, orders resting from the
+ * open to the close, the mix, determinism. */
+static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t seed)
+{
+    fh_synth_cfg_t cfg = { .messages = messages, .instruments = instruments, .seed = seed,
+                           .shape = FH_SYNTH_SHAPE_REAL };
+    char name[64];
+    snprintf(name, sizeof name, "real %llu/%u", (unsigned long long)messages, instruments);
+    uint8_t *buf, *again;
+    size_t len, len2;
+    fh_synth_stats_t st;
+    gen(&cfg, &buf, &len, &st);
+    model_t m;
+    day_t d;
+    check_day(name, &cfg, buf, len, &st, &m, &d); /* consistency, unique references, never crossed */
+    check_mix(name, &d);
+    check_skew(name, &d, instruments);
+
+    /* the range: a real day's, whatever the message count */
+    CHECK(st.last_ref >= 150000000ull && st.last_ref <= 220000000ull, "%s: last reference %llu, not ~184 M", name,
+          (unsigned long long)st.last_ref);
+    CHECK(m.ref_min < 10000000ull, "%s: first references from %llu, not below the 10 M of 09:30", name,
+          (unsigned long long)m.ref_min);
+    /* interleaved counters: not increasing overall, increasing per instrument (one counter each) */
+    uint64_t *last = calloc(instruments + 1u, sizeof *last), prev = 0, down = 0, adds = 0, inst_down = 0;
+    for (size_t off = 0; off + 2 <= len;) {
+        uint32_t bl = be16(buf + off);
+        const uint8_t *b = buf + off + 2;
+        off += 2 + bl;
+        if (!bl || (b[0] != 'A' && b[0] != 'F' && b[0] != 'U'))
+            continue;
+        uint64_t ref = be64(b + (b[0] == 'U' ? 19 : 11));
+        uint16_t loc = be16(b + 1);
+        adds++;
+        down += ref < prev;
+        inst_down += ref <= last[loc];
+        prev = ref;
+        last[loc] = ref;
+    }
+    free(last);
+    printf("  %s: references %llu..%llu, %.1f%% of new ones below the one before, %llu below their instrument's "
+           "previous\n", name, (unsigned long long)m.ref_min, (unsigned long long)st.last_ref, pct(down, adds),
+           (unsigned long long)inst_down);
+    CHECK(pct(down, adds) > 20, "%s: references nearly increasing (%.1f%% down)", name, pct(down, adds));
+    CHECK(inst_down == 0, "%s: %llu references below their instrument's previous one", name,
+          (unsigned long long)inst_down);
+
+    /* lifetimes: orders that outlive 2^24 later references, the resting ones among them */
+    uint64_t long_lived = 0, live_old = 0;
+    for (uint64_t i = 0; i <= m.mask; i++)
+        if (m.key[i] && m.ord[i].live) {
+            uint64_t ref = m.key[i] - 1;
+            long_lived += m.last_ref - ref > (1ull << 24);
+            live_old += ref < 30000000ull;
+        }
+    printf("  %s: %llu resting orders; at the close %llu live orders, %llu of them older than 2^24 references, "
+           "%llu from before reference 30 M\n", name, (unsigned long long)st.resting_orders,
+           (unsigned long long)m.live, (unsigned long long)long_lived, (unsigned long long)live_old);
+    CHECK(st.resting_orders >= instruments, "%s: %llu resting orders for %u instruments", name,
+          (unsigned long long)st.resting_orders, instruments);
+    CHECK(live_old >= st.resting_orders && long_lived >= st.resting_orders,
+          "%s: %llu resting orders, but only %llu live from the open (%llu long-lived) at the close", name,
+          (unsigned long long)st.resting_orders, (unsigned long long)live_old, (unsigned long long)long_lived);
+    model_free(&m);
+    free(d.adds_by_loc);
+
+    /* determinism, and a different day from the uniform shape */
+    gen(&cfg, &again, &len2, NULL);
+    CHECK(len == len2 && !memcmp(buf, again, len), "%s: same cfg, different output", name);
+    fh_synth_free(again);
+    cfg.shape = FH_SYNTH_SHAPE_UNIFORM;
+    gen(&cfg, &again, &len2, NULL);
+    CHECK(len != len2 || memcmp(buf, again, len), "%s: same output as the uniform shape", name);
+    fh_synth_free(again);
+    cfg.shape = 2;
+    CHECK(fh_synth_buffer(&cfg, &again, &len2) == -EINVAL, "%s: shape 2 accepted", name);
+    fh_synth_free(buf);
+}
+
 int main(int argc, char **argv)
 {
     test_args();
@@ -751,6 +870,10 @@ int main(int argc, char **argv)
     day_test("anomalies-dense", (fh_synth_cfg_t){ .messages = 300000, .instruments = 200, .seed = 5, .anomaly_ppm = 50000 }, 0);
     day_test("anomalies-only", (fh_synth_cfg_t){ .messages = 50000, .instruments = 20, .seed = 6, .anomaly_ppm = 4000000 }, 0);
     day_test("many-instruments", (fh_synth_cfg_t){ .messages = 400000, .instruments = 65535, .seed = 8 }, 0);
+    test_real_shape(1000000, 2000, 9);
+    test_real_shape(100000, 50, 10);
+    day_test("real-anomalies", (fh_synth_cfg_t){ .messages = 200000, .instruments = 100, .seed = 11,
+                                                 .anomaly_ppm = 5000, .shape = FH_SYNTH_SHAPE_REAL }, 0);
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         fh_synth_cfg_t cfg = { .messages = 20000000, .instruments = 8000, .seed = 1 };
         day_test("bench", cfg, 1);

@@ -70,7 +70,37 @@ typedef struct fh_synth_cfg {
     uint32_t instruments;   /* 1..65535; locates 1..instruments */
     uint64_t seed;          /* same cfg => byte-identical output, on any machine */
     uint32_t anomaly_ppm;   /* 0: a clean, consistent stream. >0: about this many per million messages are anomalies (values above 10^6 act as 10^6) */
+    uint32_t shape;         /* FH_SYNTH_SHAPE_UNIFORM (0, the default) or FH_SYNTH_SHAPE_REAL; others: -EINVAL */
 } fh_synth_cfg_t;
+
+/* Day shapes. UNIFORM is the day described above. REAL keeps all of it (mix, prices, instruments, book
+ * semantics) and changes what a benchmark's memory sees to what a real NASDAQ day shows:
+ *   - references: not 1, 2, 3, ... but drawn from REAL_STREAMS (4) concurrent counters, as in the real
+ *     09:30 slice of 2019-12-30 (../shared/data/real/itch: four interleaved runs at 5.7 M, 7.5 M, 7.9 M and
+ *     9.9 M, each instrument's orders in one run (289 of 293 instruments), steps within a run multiples of
+ *     4, mostly 4..16). Each instrument is served by one counter (locate % 4); a counter steps by
+ *     4 * (1 + uniform), and when its block of references is used up it takes the next block at the
+ *     day's frontier. Steps are scaled to the day's size, so that whatever the message count the frontier
+ *     is about 10 M at 09:30 (the slice's 9.9 M) and about 184 M at 16:00 (a real day's last reference,
+ *     issue 16): a day of N messages is a slice of a real day's instruments, with its reference range.
+ *     New references are unique (never reused) but not increasing.
+ *   - lifetimes: at the open, before any other body message, every instrument gets resting orders
+ *     (1 + its live-order target / 4, alternating sides, ticks 1..200 beyond the range its mid can reach)
+ *     that are never executed, cancelled, replaced or deleted: they rest from the open to the close, as
+ *     the orders of a real day's open book that no one touches do. With references reaching 184 M, they
+ *     outlive every direct-mapped table of fewer than 2^28 slots. Quiet instruments' ordinary orders
+ *     also live for most of the day (they see few messages), so many orders span tens of millions of
+ *     later references.
+ *   - depth: the resting orders spread over up to 200 ticks per side, so books carry deep levels as real
+ *     ones do (most activity stays within a few ticks of the inside, as in UNIFORM).
+ *   - mix: the resting adds are not counted in the mix steering (they come on top of the shares above;
+ *     about 1 % of a 2 M-message, 8,000-instrument day). The body mix is UNIFORM's, which is the order of
+ *     a real day's (a real day at 09:30 is heavier in U and F: the slice has A 37 %, U 23 %, F 19 %,
+ *     D 17 %, E 3 %; over a whole day adds and deletes dominate). */
+typedef enum fh_synth_shape {
+    FH_SYNTH_SHAPE_UNIFORM = 0,
+    FH_SYNTH_SHAPE_REAL = 1,
+} fh_synth_shape_t;
 
 /* Anomaly kinds, and the docs/book-semantics.md counter each raises in the engine. */
 typedef enum fh_synth_anomaly {
@@ -103,6 +133,7 @@ typedef struct fh_synth_stats {
     uint64_t mid_moves;           /* one-cent steps of the mids */
     uint64_t clearing_messages;   /* E/C/D sent to clear a level before its mid stepped */
     uint64_t halts;               /* H pauses/halts in the body (each is resumed later) */
+    uint64_t resting_orders;      /* REAL: orders resting from the open to the close (0 in UNIFORM) */
 } fh_synth_stats_t;
 
 /* Messages the fixed parts of a day need: 2 * instruments + 6 + the number of instruments that start
