@@ -57,6 +57,7 @@
 #include <rte_prefetch.h>
 
 #include "fh/book.h"
+#include "fh/journal_mold.h"
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
@@ -133,6 +134,8 @@ typedef struct opts {
     uint32_t line_stale_ms, line_down_ms;
     int unrecoverable; /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
     const char *publish; /* SYM,SYM,... or @FILE: the instruments to publish; NULL: all */
+    const char *journal; /* the applied-message journal (fh/journal.h); NULL: none */
+    uint32_t journal_mb; /* its ring, MiB (a power of two) */
 } opts_t;
 
 static void usage(const char *prog)
@@ -147,7 +150,8 @@ static void usage(const char *prog)
             "       [--src-port N]] [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N]\n"
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
             "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
-            "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n",
+            "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
+            "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n",
             prog);
 }
 
@@ -194,12 +198,13 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "unrecoverable", required_argument, 0, 266 },  { "line-stale-ms", required_argument, 0, 267 },
         { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
         { "line-source", required_argument, 0, 270 },
+        { "journal", required_argument, 0, 271 }, { "journal-mb", required_argument, 0, 272 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
                    .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
                    .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
-                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000 };
+                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000, .journal_mb = 256 };
     int c;
     uint32_t v;
     optind = 1;
@@ -303,6 +308,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 267: if (parse_u32(optarg, &o->line_stale_ms, "--line-stale-ms")) return -1; break;
         case 268: if (parse_u32(optarg, &o->line_down_ms, "--line-down-ms")) return -1; break;
         case 269: o->publish = optarg; break;
+        case 271: o->journal = optarg; break;
+        case 272: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
@@ -664,6 +671,29 @@ static __attribute__((noinline, cold)) void arp_rx(arp_t *a, fh_net_t *net, uint
 
 /* --publish SYM,SYM,... or @FILE (one symbol a line, # comments): the engine publishes only those. Start-up
  * only. 0, or -1 with a message. */
+/* The journal (--journal): what the feed applied, after each datagram and each poll, through the tee (fh/journal_mold.h).
+ * NULL: no journal, one predicted branch. The feed's consumer interface will take the tee's place. */
+static fh_journal_tee_t *jtee;
+
+static inline int feed_apply(fh_mold_feed_t *f, fh_engine_t *e, const uint8_t *d, size_t len, int line, uint64_t now)
+{
+    int n = fh_mold_feed_apply(f, e, d, len, line, now);
+    if (jtee)
+        fh_journal_tee(jtee, f, d, len);
+    return n;
+}
+
+static inline int feed_poll(fh_mold_feed_t *f, fh_engine_t *e, uint64_t now, fh_mold_request_t *rq, int cap)
+{
+    int n = fh_mold_feed_poll(f, e, now, rq, cap);
+    if (jtee) {
+        fh_journal_tee(jtee, f, NULL, 0);
+        if (!cap) /* the periodic poll (line states): a sign of life for the journal's followers */
+            fh_journal_heartbeat(jtee->j);
+    }
+    return n;
+}
+
 static int set_publish(fh_engine_t *e, const char *spec)
 {
     static char buf[1 << 20];
@@ -909,6 +939,22 @@ int main(int argc, char **argv)
         fh_seg_close(seg, 1);
         return 2;
     }
+    if (o.journal) {
+        fh_journal_cfg_t jc = { .path = o.journal, .name = o.name, .capacity = (uint64_t)o.journal_mb << 20,
+                                .gid = o.gid };
+        fh_journal_t *j = fh_journal_create(&jc);
+        jtee = j ? malloc(sizeof *jtee) : NULL;
+        if (!jtee) {
+            fprintf(stderr, "fh-dataplane: --journal: %s\n", j ? "out of memory" : fh_errmsg());
+            fh_journal_close(j, 1);
+            fh_mold_feed_free(&feed);
+            fh_engine_destroy(e);
+            fh_seg_close(seg, 1);
+            return 2;
+        }
+        fh_journal_tee_init(jtee, j);
+        fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o.journal, o.journal_mb);
+    }
     retrans_t rt;
     memset(&rt, 0, sizeof rt);
     if (o.retrans_ip) {
@@ -989,14 +1035,14 @@ int main(int argc, char **argv)
                 if (FH_UNLIKELY(ig[j].join | ig[j].answer))
                     igmp_flush(&ig[j], t0);
             if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
-                int nr = fh_mold_feed_poll(&feed, e, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                int nr = feed_poll(&feed, e, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     retrans_send(&rt, rq, nr);
                 fh_engine_batch_end(e);
                 empty = 0; /* keep polling closely while a gap is open */
             }
             if (t0 - last_stats > stats_every)
-                fh_mold_feed_poll(&feed, e, t0, rq, 0); /* line states */
+                feed_poll(&feed, e, t0, rq, 0); /* line states */
             if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
                       fh_mold_feed_busy(&feed) ? 0 : exit_idle, &ls, &empty))
                 break;
@@ -1027,7 +1073,7 @@ int main(int argc, char **argv)
                 continue;
             }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
-            int applied = fh_mold_feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
+            int applied = feed_apply(&feed, e, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
                 now = rte_rdtsc();
                 hist[hist_index(now - rx)] += (uint64_t)applied;
@@ -1035,7 +1081,7 @@ int main(int argc, char **argv)
             }
         }
         if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
-            int nr = fh_mold_feed_poll(&feed, e, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            int nr = feed_poll(&feed, e, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 retrans_send(&rt, rq, nr);
         }
@@ -1051,7 +1097,7 @@ int main(int argc, char **argv)
         ls.busy_bursts++;
         ls.last_tsc = last_rx = t1;
         if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
-            fh_mold_feed_poll(&feed, e, t1, rq, 0); /* line states */
+            feed_poll(&feed, e, t1, rq, 0); /* line states */
             fh_engine_publish_stats(e);
             dp_publish(&pub);
             last_stats = t1;
@@ -1062,7 +1108,7 @@ int main(int argc, char **argv)
 
     for (unsigned k = 0; k < nports; k++) /* leave the groups (bounded: a few ms) before the statistics */
         igmp_leave(&ig[k], rte_rdtsc());
-    fh_mold_feed_poll(&feed, e, rte_rdtsc(), rq, 0);
+    feed_poll(&feed, e, rte_rdtsc(), rq, 0);
     fh_engine_publish_stats(e);
     dp_publish(&pub);
     struct rte_eth_stats tot;
@@ -1132,6 +1178,12 @@ int main(int argc, char **argv)
     fflush(stdout);
     fh_engine_destroy(e);
     fh_seg_close(seg, !o.keep);
+    if (jtee) { /* the file stays for the followers that have not read it all */
+        fprintf(stderr, "fh-dataplane: journal: %" PRIu64 " records, %" PRIu64 " bytes, next sequence %" PRIu64
+                ", %" PRIu64 " missed\n", jtee->j->records, jtee->j->pos, jtee->next, jtee->missed);
+        fh_journal_close(jtee->j, 0);
+        free(jtee);
+    }
     fh_mold_feed_free(&feed);
     if (mc.hold_mem)
         rte_free(mc.hold_mem);
