@@ -167,7 +167,7 @@ class JournalRing:
 
 FILE_MAGIC = b"FHJFILE1"
 FILE_VERSION = 1
-FILE_HDR = struct.Struct("<8sII10s2xIIQQQ4x")  # magic, version, header size, session, day, part, first seq,
+FILE_HDR = struct.Struct("<8sII10s2xIIQQ8x")  # magic, version, header size, session, day, part, first seq,
 FILE_HDR_SIZE = 64                              # created ns, reserved; then the CRC-32 of the first 60 bytes
 assert FILE_HDR.size == 60
 REC_HEAD = struct.Struct("<II")  # payload length, CRC-32 of the payload
@@ -194,14 +194,14 @@ class FileHeader:
 
 def _pack_header(h: FileHeader) -> bytes:
     raw = FILE_HDR.pack(FILE_MAGIC, FILE_VERSION, FILE_HDR_SIZE, h.session.encode("latin-1"), h.day, h.part,
-                        h.first_seq, h.created_ns, 0)
+                        h.first_seq, h.created_ns)
     return raw + struct.pack("<I", zlib.crc32(raw))
 
 
 def _unpack_header(raw: bytes, where: str) -> FileHeader:
     if len(raw) < FILE_HDR_SIZE:
         raise JournalFileError(f"{where}: {len(raw)} bytes, shorter than a journal file header (64): truncated")
-    magic, version, hsize, session, day, part, first, created, _ = FILE_HDR.unpack_from(raw)
+    magic, version, hsize, session, day, part, first, created = FILE_HDR.unpack_from(raw)
     if magic != FILE_MAGIC:
         raise JournalFileError(f"{where}: not an fh journal file (magic {magic!r})")
     if version != FILE_VERSION or hsize != FILE_HDR_SIZE:

@@ -22,9 +22,7 @@ def _next_after(r: J.Record, cur: int) -> int:
         return r.seq + r.count if r.seq else cur
     if r.kind in (J.LOST, J.MISSED):
         return r.seq + r.arg
-    if r.kind == J.END:
-        return r.seq
-    return cur
+    return cur  # marks (heartbeat, end) come in order: they do not move the sequence
 
 
 def resume_state(directory: Path) -> tuple[str | None, int, list[str]]:

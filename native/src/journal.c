@@ -146,7 +146,7 @@ void fh_journal_close(fh_journal_t *j, int unlink_file)
 void fh_journal_append_mark(fh_journal_t *j, int kind, const char session[FH_JOURNAL_SESSION_LEN], uint64_t seq,
                             uint64_t arg)
 {
-    if (kind == FH_JR_HEARTBEAT && j->last_kind == FH_JR_HEARTBEAT && j->last_seq == seq)
+    if ((kind == FH_JR_HEARTBEAT || kind == FH_JR_END) && j->last_kind == kind && j->last_seq == seq)
         return;
     uint64_t pos;
     fh_journal_rec_t *r = (fh_journal_rec_t *)fh_journal__reserve(j, sizeof *r, &pos);

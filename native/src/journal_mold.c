@@ -148,8 +148,12 @@ void fh_journal_tee_slow(fh_journal_tee_t *t, fh_mold_feed_t *f, const uint8_t *
     }
     if (f->have_session && (!t->have_session || memcmp(f->session, t->session, FH_MOLD_SESSION_LEN))) {
         /* A new session (the first, or a change): the new one starts at the datagram that opened it. */
-        if (t->have_session)
+        if (t->have_session) {
             finish_old_session(t, f, f->counters[FH_M_lost] - t->lost);
+            if (t->end_pending) /* the old session's end, after its last messages */
+                fh_journal_append_mark(t->j, FH_JR_END, t->session, t->end_seq, 0);
+            t->end_pending = 0;
+        }
         memcpy(t->session, f->session, FH_MOLD_SESSION_LEN);
         t->have_session = 1;
         t->next = d && h.sequence && !memcmp(d, f->session, FH_MOLD_SESSION_LEN) && h.sequence <= f->next_seq
@@ -166,8 +170,16 @@ void fh_journal_tee_slow(fh_journal_tee_t *t, fh_mold_feed_t *f, const uint8_t *
     }
     t->lost = f->counters[FH_M_lost];
     t->held = f->counters[FH_M_held];
-    if (d && t->have_session && (h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION) &&
-        !memcmp(d, t->session, FH_MOLD_SESSION_LEN))
-        fh_journal_append_mark(t->j, h.count == FH_MOLD_HEARTBEAT ? FH_JR_HEARTBEAT : FH_JR_END, t->session,
-                               h.sequence, 0);
+    if (d && t->have_session && h.sequence && !memcmp(d, t->session, FH_MOLD_SESSION_LEN)) {
+        if (h.count == FH_MOLD_HEARTBEAT && h.sequence == t->next)
+            fh_journal_append_mark(t->j, FH_JR_HEARTBEAT, t->session, h.sequence, 0);
+        else if (h.count == FH_MOLD_END_OF_SESSION && !t->end_pending) {
+            t->end_pending = 1;
+            t->end_seq = h.sequence;
+        }
+    }
+    if (t->end_pending && t->next >= t->end_seq) {
+        fh_journal_append_mark(t->j, FH_JR_END, t->session, t->end_seq, 0);
+        t->end_pending = 0;
+    }
 }

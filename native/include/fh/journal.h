@@ -21,8 +21,9 @@
  *
  *   FH_JR_MSGS       messages seq .. seq + count - 1 of `session`, applied in this order
  *   FH_JR_LOST       messages seq .. seq + arg - 1 of `session` were given up (never applied): a hole
- *   FH_JR_HEARTBEAT  the feed's heartbeat: the next message of `session` is seq
- *   FH_JR_END        end of session: `session` ends before seq
+ *   FH_JR_HEARTBEAT  the feed's heartbeat: the next message of `session` is seq (the journal is complete to
+ *                    seq - 1: heartbeats naming a later sequence while a gap is open are not journaled)
+ *   FH_JR_END        end of session: `session` ends before seq; every message before it is journaled
  *   FH_JR_MISSED     message seq of `session` may have been applied but its bytes are not in the journal
  *                    (see fh/journal_mold.h): a hole for a follower, as FH_JR_LOST
  *   FH_JR_PAD        nothing: skip to the next lap

@@ -9,7 +9,9 @@
  * blocks and costs a few compares beyond fh_journal_append_msgs. Otherwise (a gap filled, messages drained
  * from the hold-back buffer, a loss, a session change) a cold path rebuilds the run: a message is in the
  * datagram, or in the feed's hold-back slot that it was drained from (the tee marks each slot it took with
- * len 0), or it was lost. Unsequenced messages (sequence 0) are journaled with sequence 0.
+ * len 0), or it was lost. Unsequenced messages (sequence 0) are journaled with sequence 0. Marks keep the
+ * journal's order: a heartbeat is journaled only when it names the next sequence to journal, an end of
+ * session once every message before it is journaled.
  *
  * One case is beyond it: a datagram more than the hold-back buffer ahead makes the feed give up the oldest
  * holes, drain what it held after them and hold the new messages, all in one call, possibly in the slots it
@@ -31,6 +33,8 @@ typedef struct fh_journal_tee {
     char session[FH_MOLD_SESSION_LEN];   /* the session journaled */
     int have_session;
     uint64_t missed;                     /* sequences journaled FH_JR_MISSED (see fh_journal_tee_slow) */
+    uint64_t end_seq;                    /* an end of session named while messages before it were missing: */
+    int end_pending;                     /* journaled once they are (applied or lost), so that marks stay in order */
     uint8_t scratch[FH_JOURNAL_MAX_BODY]; /* the cold path's run */
 } fh_journal_tee_t;
 

@@ -44,7 +44,7 @@ fh_journal_t *fh_journal_create(const fh_journal_cfg_t *cfg);
 /* Mark the writer stopped, unmap, unlock, and (if unlink_file) remove the file. */
 void fh_journal_close(fh_journal_t *j, int unlink_file);
 /* Cold: a FH_JR_LOST, FH_JR_HEARTBEAT or FH_JR_END record. A heartbeat equal to the last mark written
- * (same kind and sequence) is not written again. */
+ * (same kind and sequence) is not written again, nor is a repeated end of session. */
 void fh_journal_append_mark(fh_journal_t *j, int kind, const char session[FH_JOURNAL_SESSION_LEN], uint64_t seq,
                             uint64_t arg);
 /* Cold: heartbeat_ns (every 100 ms from the data plane's idle loop, say). */
