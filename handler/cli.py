@@ -83,6 +83,16 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
 def _dump_c(a) -> tuple[list[dict], dict]:
     from . import native
 
+    if getattr(a, "snapshots", None):  # a restart's state: the newest sound snapshot + the journal after it
+        from .snapshot import restore
+
+        eng = native.Engine()
+        got = restore(eng, a.snapshots, a.journal)
+        snap = got["snapshot"]
+        print(f"fh book dump: snapshot {snap['path'] if snap else 'none'} (complete to sequence "
+              f"{snap['next_seq'] - 1 if snap else 0}), then {got['journal_messages']} journaled messages",
+              file=sys.stderr)
+        return eng.dump(a.depth), eng.counters()
     if getattr(a, "journal", None):
         from .journal import MSGS, journal_files, journal_records
 
@@ -633,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file (2-byte length framing)")
     src.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams")
     src.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
+    bd.add_argument("--snapshots", metavar="DIR", help="start from the newest sound snapshot here (fh record "
+                                                       "--snapshot-every), then apply --journal after it")
     bd.add_argument("--depth", type=_positive, default=None, help="levels per side (default: all)")
     bd.add_argument("--engine", choices=("c", "reference"), default="c")
     bd.add_argument("--stats", action="store_true", help="print the counters on stderr")

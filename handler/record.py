@@ -69,15 +69,25 @@ def _trim(r: J.Record, nxt: int) -> J.Record | None:
 
 
 class Recorder:
-    def __init__(self, ring: J.JournalRing, out: J.JournalFileWriter, directory: Path, *, log=sys.stderr):
-        self.ring, self.out, self.dir, self.log = ring, out, directory, log
+    def __init__(self, ring: J.JournalRing, out: J.JournalFileWriter, directory: Path, *, log=sys.stderr,
+                 shadow=None):
+        self.ring, self.out, self.dir, self.log, self.shadow = ring, out, directory, log, shadow
         self.session, self.next, notes = resume_state(directory)
         for n in notes:
             self.note(n)
         self.pos = ring.oldest()
         self.records = self.messages = self.overruns = self.holes = self.hole_messages = 0
         self.started = self.session is not None
+        self._shadowed = 0
         self.pending: list[J.Record] = []
+        if shadow is not None:  # bring the shadow engine to where the files end: newest snapshot + files after it
+            from .snapshot import restore
+
+            got = restore(shadow.engine, shadow.dir, directory if J.journal_files(directory) else None, log=log)
+            if got["snapshot"] or got["journal_messages"]:
+                self.note(f"shadow engine: snapshot {got['snapshot']['path'] if got['snapshot'] else 'none'} "
+                          f"and {got['journal_messages']} journaled messages after it")
+            shadow.session, shadow.next = self.session, self.next
 
     def note(self, text: str) -> None:
         print(f"fh record: {text}", file=self.log, flush=True)
@@ -95,6 +105,9 @@ class Recorder:
         if r.kind == J.MSGS and r.seq == 0:  # unsequenced
             self.pending.append(r)
             self.messages += r.count
+            if self.shadow is not None:
+                self.shadow.apply(r)
+                self._shadowed = len(self.pending)
             return
         if self.session is not None and r.session == self.session:
             t = _trim(r, self.next)
@@ -113,6 +126,15 @@ class Recorder:
         if r.kind == J.MSGS:
             self.messages += r.count
         self._why = "the recorder was overrun"
+        if self.shadow is not None:
+            for x in self.pending[self._shadowed:]:
+                self.shadow.apply(x)
+            self._shadowed = len(self.pending)
+            if self.shadow.due():
+                self._flush()  # the journal on disk reaches the snapshot's sequence first
+                m = self.shadow.save()
+                self.note(f"snapshot {m['path']}: {m['orders']} orders, {m['books']} books, {m['bytes']} bytes "
+                          f"in {m['write_s']} s")
 
     def _flush(self) -> None:
         batch: list[J.Record] = []
@@ -125,6 +147,7 @@ class Recorder:
             self.out.write(batch)
         self.records += len(self.pending)
         self.pending = []
+        self._shadowed = 0
 
     def run(self, *, idle_exit_s: float | None = None, poll_s: float = 0.005, stop=lambda: False) -> dict:
         self._why = "gone from the ring before the recorder started"
@@ -154,7 +177,11 @@ class Recorder:
             time.sleep(poll_s)
         self._flush()
         self.out.close()
-        return {"records": self.records, "messages": self.messages, "session": (self.session or "").strip(),
+        if self.shadow is not None and self.shadow.since and self.shadow.session is not None and self.shadow.every:
+            m = self.shadow.save()  # the state at the end, for a restart
+            self.note(f"snapshot {m['path']}: {m['orders']} orders, {m['books']} books, {m['bytes']} bytes")
+        return {"snapshots": [m["path"] for m in self.shadow.saved] if self.shadow else [],
+                "records": self.records, "messages": self.messages, "session": (self.session or "").strip(),
                 "next_seq": self.next, "overruns": self.overruns, "holes": self.holes,
                 "hole_messages": self.hole_messages, "files_written": self.out.files_written,
                 "bytes_written": self.out.bytes_written, "ring_position": self.pos}
@@ -168,7 +195,13 @@ def cmd_record(a) -> int:
     directory = Path(a.dir)
     out = J.JournalFileWriter(directory, rotate_bytes=a.rotate_mb << 20, fsync=a.fsync, fsync_ms=a.fsync_ms,
                               day=a.day)
-    rec = Recorder(ring, out, directory)
+    shadow = None
+    if a.snapshot_every:
+        from .snapshot import Shadow
+
+        shadow = Shadow(a.snapshots or directory / "snapshots", every=a.snapshot_every, keep=a.snapshot_keep,
+                        day=a.day or time.strftime("%Y%m%d", time.gmtime()))
+    rec = Recorder(ring, out, directory, shadow=shadow)
     if rec.started:
         rec.note(f"resuming session {rec.session.strip()} at sequence {rec.next}")
     stopping = []
@@ -196,5 +229,10 @@ def register(sub, positive, nonneg) -> None:
     r.add_argument("--day", metavar="YYYYMMDD", help="the day the files are named for (default: today, UTC)")
     r.add_argument("--idle-exit-s", type=float, default=None,
                    help="stop after this long with nothing new (default: when the writer is gone)")
+    r.add_argument("--snapshot-every", type=nonneg, default=0, metavar="MESSAGES",
+                   help="a shadow engine applies the journal and saves its whole state every this many messages "
+                        "(and at the end); 0: no snapshots")
+    r.add_argument("--snapshots", metavar="DIR", help="where snapshots go (default: DIR/snapshots)")
+    r.add_argument("--snapshot-keep", type=positive, default=3, help="snapshots kept (the newest)")
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r.set_defaults(func=cmd_record)

@@ -241,3 +241,83 @@ def test_dataplane_journal_under_faults(tmp_path):
     finally:
         if os.path.exists(journal):
             os.unlink(journal)
+
+
+# ---- snapshots: the shadow engine of fh record, and a restart's state ----------------------------------
+
+
+def test_snapshot_round_trip_and_refusals(ring, tmp_path):
+    """Snapshot at message k + the journal after k == the uninterrupted day (the reference's books); a
+    damaged, truncated, other-session or other-day snapshot is refused with one line and the previous one
+    used."""
+    d = tmp_path / "rec"
+    p = fh("record", "--journal", ring, "--dir", d, "--day", "20261203", "--snapshot-every", "20000",
+           "--snapshot-keep", "4", "--json")
+    s = json.loads(p.stdout)
+    snaps = [Path(x) for x in s["snapshots"]]
+    kept = sorted((d / "snapshots").glob("*.snap"))
+    assert len(snaps) == 5 and kept == sorted(snaps[-4:])  # every 20,000 messages, the last at the end; 4 kept
+    whole = _dump("--itch", DAY)
+    want_ref = [json.loads(l) for l in fh("book", "dump", "--itch", DAY, "--engine", "reference").stdout.splitlines()]
+    assert whole == want_ref
+    seqs = [native.snapshot_meta(k)["next_seq"] for k in kept]
+    assert seqs == sorted(seqs) and seqs[-1] == 100001 and all(1 < q <= 100001 for q in seqs)
+
+    def restored():
+        p = fh("book", "dump", "--snapshots", d / "snapshots", "--journal", d, check=False)
+        assert p.returncode == 0, p.stderr
+        return [json.loads(l) for l in p.stdout.splitlines()], p.stderr
+
+    # each kept snapshot alone + the journal after it gives the day's books
+    for k in kept:
+        only = tmp_path / f"only-{k.name}"
+        only.mkdir()
+        (only / k.name).write_bytes(k.read_bytes())
+        p = fh("book", "dump", "--snapshots", only, "--journal", d)
+        assert [json.loads(l) for l in p.stdout.splitlines()] == whole
+        assert f"complete to sequence {native.snapshot_meta(k)['next_seq'] - 1}" in p.stderr
+    # the newest damaged: refused, the previous used
+    data = bytearray(kept[-1].read_bytes())
+    data[len(data) // 2] ^= 0x10
+    kept[-1].write_bytes(bytes(data))
+    got, err = restored()
+    assert got == whole
+    assert "body's CRC does not match" in err and kept[-2].name in err
+    # the next one truncated: refused too
+    kept[-2].write_bytes(kept[-2].read_bytes()[:-7])
+    got, err = restored()
+    assert got == whole and "truncated" in err and kept[-3].name in err
+    # a snapshot of another session or day, newer by name: refused
+    e = native.Engine(native.EngineConfig.for_input(4_000_000))
+    e.apply_file(DAY)
+    e.snapshot_save(d / "snapshots" / "20261203-BENCH00001-000000999999.snap", "OTHER00001", 999999, 20261203)
+    e.snapshot_save(d / "snapshots" / "20261203-BENCH00001-000000999998.snap", "BENCH00001", 999998, 20261202)
+    got, err = restored()
+    assert got == whole
+    assert "of session OTHER00001, not BENCH00001" in err and "of day 20261202, not 20261203" in err
+    assert all(l.startswith("fh: refused") or l.startswith("fh book dump:") for l in err.strip().splitlines())
+
+
+def test_snapshot_load_continues_like_the_uninterrupted_engine(tmp_path):
+    """A snapshot at message k, loaded into a fresh engine that then applies messages k+1..: books, counters
+    and every book's figures equal the engine that never stopped (the order table after a load behaves as
+    before: executions, cancels, replaces of restored orders)."""
+    msgs = _day_messages()
+    k = 41234
+    a = native.Engine(native.EngineConfig.for_input(4_000_000))
+    for m in msgs[:k]:
+        a.apply(m)
+    snap = tmp_path / "k.snap"
+    meta = a.snapshot_save(snap, "BENCH00001", k + 1, 20261203)
+    assert meta["orders"] == a.live_orders and meta["books"] == len(a.locates())
+    b = native.Engine(native.EngineConfig.for_input(4_000_000))
+    b.apply(msgs[0])  # some state that the load must replace
+    assert b.snapshot_load(snap)["next_seq"] == k + 1
+    for m in msgs[k:]:
+        a.apply(m)
+        b.apply(m)
+    assert b.dump() == a.dump() and b.counters() == a.counters()
+    assert [b.info(l) for l in b.locates()] == [a.info(l) for l in a.locates()]
+    small = native.Engine(native.EngineConfig(orders=10, levels=64))
+    with pytest.raises(native.NativeError, match="raise max_orders"):
+        small.snapshot_load(snap)
