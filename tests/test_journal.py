@@ -361,3 +361,24 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
         assert _dump("--journal", d) == _dump("--itch", day)
     finally:
         os.unlink(path)
+
+
+def test_fh_status_shows_the_journal_and_its_recorder(tmp_path):
+    name = f"jst{uuid.uuid4().hex[:6]}"
+    ring = f"/dev/shm/fh-{name}.journal"
+    subprocess.run([str(_program("fh-bench-journal")), str(DAY), "on", "--journal", ring, "--mb", "8"],
+                   capture_output=True, check=True)
+    try:
+        fh("record", "--name", name, "--dir", tmp_path / "rec", "--day", "20261203", "--snapshot-every", "60000")
+        s = json.loads(fh("status", "--name", name, "--json", check=False).stdout)
+        j = s["journal"]
+        assert j["path"] == ring and j["records"] == 2211 and j["writer_alive"] is False
+        r = j["recorder"]
+        assert r["next_seq"] == 100001 and r["lag_bytes"] == 0 and r["alive"] is False
+        assert r["last_snapshot"]["next_seq"] == 100001 and r["last_snapshot"]["bytes"] > 0
+        text = fh("status", "--name", name, check=False).stdout
+        assert "journal   " + ring in text and "0 bytes behind" in text and "last snapshot" in text
+    finally:
+        for p in (ring, ring + ".record"):
+            if os.path.exists(p):
+                os.unlink(p)
