@@ -92,6 +92,7 @@ class Config:
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
+    journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
 
 
 _SCHEMA = {
@@ -105,6 +106,7 @@ _SCHEMA = {
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
+    "journal": {"ring_mb"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -269,6 +271,10 @@ def load(path: str | os.PathLike) -> Config:
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
     publish = _instruments(p, raw.get("instruments", {}))
+    journal_mb = _int(p, "journal.ring_mb", raw.get("journal", {}).get("ring_mb", 256), 1, 1 << 20) \
+        if "journal" in raw else 0
+    if journal_mb & (journal_mb - 1):
+        raise _err(p, "journal.ring_mb", journal_mb, "must be a power of two (MiB), e.g. 256 or 1024")
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -282,6 +288,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
+        journal_mb=journal_mb,
     )
 
 
@@ -508,6 +515,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--hold", str(r.hold_messages)]
     if cfg.publish:
         a += ["--publish", cfg.publish]
+    if cfg.journal_mb:
+        a += ["--journal", f"/dev/shm/fh-{cfg.name}.journal", "--journal-mb", str(cfg.journal_mb)]
     return a
 
 

@@ -382,3 +382,27 @@ def test_fh_status_shows_the_journal_and_its_recorder(tmp_path):
         for p in (ring, ring + ".record"):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def test_config_journal_section(tmp_path):
+    from handler import config
+
+    base = (ROOT / "examples" / "fh.toml").read_text().replace(
+        "/var/lib/prometheus/node-exporter/fh-nasdaq.prom", str(tmp_path / "fh.prom"))
+    assert "[journal]" not in base
+    on = tmp_path / "on.toml"
+    on.write_text(base + "\n[journal]\nring_mb = 512\n")
+    cfg = config.load(on)
+    a = config.app_args(cfg, retrans_mac="02:00:00:00:00:01")
+    assert a[a.index("--journal") + 1] == f"/dev/shm/fh-{cfg.name}.journal" and a[a.index("--journal-mb") + 1] == "512"
+    dflt = tmp_path / "dflt.toml"
+    dflt.write_text(base + "\n[journal]\n")
+    assert config.load(dflt).journal_mb == 256
+    no = tmp_path / "no.toml"
+    no.write_text(base)
+    assert "--journal" not in config.app_args(config.load(no), retrans_mac="02:00:00:00:00:01")
+    for bad, why in (("ring_mb = 300", "power of two"), ("ring_mb = 0", "whole number"), ("size = 1", "unknown key")):
+        f = tmp_path / "bad.toml"
+        f.write_text(base + f"\n[journal]\n{bad}\n")
+        with pytest.raises(config.ConfigError, match=f"journal.*{why}"):
+            config.load(f)
