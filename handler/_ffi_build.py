@@ -80,6 +80,12 @@ int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *o
 uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap);
 uint64_t fh_engine_live_orders(const fh_engine_t *e);
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
+typedef struct fh_snapshot_meta {
+    char session[10]; uint64_t next_seq; uint32_t day; uint32_t flags; uint64_t created_ns; uint64_t orders;
+    uint32_t books;
+} fh_snapshot_meta_t;
+int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, const char *path);
+int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta);
 
 /* consumer.h: what a sequenced feed delivers to */
 typedef struct fh_feed_consumer {

@@ -99,6 +99,7 @@ class Config:
     gateway: object = None  # [gateway]: handler.gateway.settings.Gateway
     run_user: str | None = None  # [run] user/group: fh run starts the data plane as them (handler/privilege.py)
     run_group: str | None = None
+    journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
 
 
 _SCHEMA = {
@@ -113,6 +114,7 @@ _SCHEMA = {
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
+    "journal": {"ring_mb"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -298,6 +300,10 @@ def load(path: str | os.PathLike) -> Config:
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
     publish = _instruments(p, raw.get("instruments", {}))
+    journal_mb = _int(p, "journal.ring_mb", raw.get("journal", {}).get("ring_mb", 256), 1, 1 << 20) \
+        if "journal" in raw else 0
+    if journal_mb & (journal_mb - 1):
+        raise _err(p, "journal.ring_mb", journal_mb, "must be a power of two (MiB), e.g. 256 or 1024")
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -312,6 +318,7 @@ def load(path: str | os.PathLike) -> Config:
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
         gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
+        journal_mb=journal_mb,
     )
 
 
@@ -566,6 +573,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--hold", str(r.hold_messages)]
     if cfg.publish:
         a += ["--publish", cfg.publish]
+    if cfg.journal_mb:
+        a += ["--journal", f"/dev/shm/fh-{cfg.name}.journal", "--journal-mb", str(cfg.journal_mb)]
     return a
 
 

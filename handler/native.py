@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -119,6 +120,23 @@ class Engine:
 
     def reset(self) -> None:
         lib.fh_engine_reset(self._e)
+
+    def snapshot_save(self, path: str | os.PathLike, session: str, next_seq: int, day: int = 0,
+                      flags: int = 0) -> dict:
+        """The engine's whole state to path (written to path.tmp, fsynced, renamed): fh/book.h."""
+        m = ffi.new("fh_snapshot_meta_t *")
+        m.session = session.encode("latin-1")[:10].ljust(10)
+        m.next_seq, m.day, m.flags, m.created_ns = next_seq, day, flags, time.time_ns()
+        if lib.fh_engine_snapshot_save(self._e, m, os.fsencode(path)):
+            raise NativeError(_errmsg())
+        return snapshot_meta(path)
+
+    def snapshot_load(self, path: str | os.PathLike) -> dict:
+        """Replace the state with the snapshot at path, checked whole first; NativeError (one line) if refused."""
+        m = ffi.new("fh_snapshot_meta_t *")
+        if lib.fh_engine_snapshot_load(self._e, os.fsencode(path), m):
+            raise NativeError(_errmsg())
+        return _meta(m)
 
     def apply(self, msg: bytes) -> None:
         lib.fh_engine_apply(self._e, ffi.from_buffer(msg), len(msg))
@@ -315,3 +333,16 @@ def iter_blocks(data) -> Iterator[tuple[int, memoryview]]:
             break
         yield off, mv[off + 2 : off + 2 + n]
         off += 2 + n
+
+
+def _meta(m) -> dict:
+    return {"session": ffi.unpack(m.session, 10).decode("latin-1"), "next_seq": m.next_seq, "day": m.day,
+            "flags": m.flags, "created_ns": m.created_ns, "orders": m.orders, "books": m.books}
+
+
+def snapshot_meta(path: str | os.PathLike) -> dict:
+    """Check a snapshot file whole (header, sizes, CRCs) without loading it; NativeError (one line) if unsound."""
+    m = ffi.new("fh_snapshot_meta_t *")
+    if lib.fh_engine_snapshot_load(ffi.NULL, os.fsencode(path), m):
+        raise NativeError(_errmsg())
+    return _meta(m)

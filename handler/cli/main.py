@@ -66,6 +66,13 @@ def cmd_synth_itch(a) -> int:
 def _dump_reference(a) -> tuple[list[dict], dict]:
     from .. import reference
 
+    if getattr(a, "journal", None):  # fh record's files: the messages in the order they were applied
+        from .journal import journal_messages
+
+        ref = reference.ReferenceBook()
+        for _, _, m in journal_messages(a.journal):
+            ref.apply(m)
+        return ref.books(a.depth), dict(ref.counters)
     if a.pcap:  # sequenced as the C engine and the data plane do
         from ..replay import reference_books
 
@@ -78,6 +85,24 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
 def _dump_c(a) -> tuple[list[dict], dict]:
     from .. import native
 
+    if getattr(a, "snapshots", None):  # a restart's state: the newest sound snapshot + the journal after it
+        from ..snapshot import restore
+
+        eng = native.Engine()
+        got = restore(eng, a.snapshots, a.journal)
+        snap = got["snapshot"]
+        print(f"fh book dump: snapshot {snap['path'] if snap else 'none'} (complete to sequence "
+              f"{snap['next_seq'] - 1 if snap else 0}), then {got['journal_messages']} journaled messages",
+              file=sys.stderr)
+        return eng.dump(a.depth), eng.counters()
+    if getattr(a, "journal", None):
+        from ..journal import MSGS, journal_files, journal_records
+
+        eng = native.Engine(native.EngineConfig.for_input(sum(f.stat().st_size for f in journal_files(a.journal))))
+        for r in journal_records(a.journal):
+            if r.kind == MSGS:
+                eng.apply_blocks(r.body)
+        return eng.dump(a.depth), eng.counters()
     path = _itch(a.itch) if a.itch else _pcap(a.pcap)
     eng = native.Engine(native.EngineConfig.for_input(path.stat().st_size))
     extra = {}
@@ -129,6 +154,13 @@ def cmd_decode(a) -> int:
             print(f"fh decode: {path}: truncated: the block at offset {end} runs past the end of the file "
                   f"({len(data) - end} trailing bytes)", file=sys.stderr)
             return 1
+        return 1 if bad else 0
+    if a.journal:  # fh record's files (docs/journal.md)
+        from .journal import journal_messages
+
+        for session, seq, msg in journal_messages(a.journal):
+            emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}",
+                 f', "session": {json.dumps(session.rstrip(" "))}, "sequence": {seq}')
         return 1 if bad else 0
 
     import struct
@@ -615,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = bd.add_mutually_exclusive_group(required=True)
     src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file (2-byte length framing)")
     src.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams")
+    src.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
+    bd.add_argument("--snapshots", metavar="DIR", help="start from the newest sound snapshot here (fh record "
+                                                       "--snapshot-every), then apply --journal after it")
     bd.add_argument("--depth", type=_positive, default=None, help="levels per side (default: all)")
     bd.add_argument("--engine", choices=("c", "reference"), default="c")
     bd.add_argument("--stats", action="store_true", help="print the counters on stderr")
@@ -625,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsrc = d.add_mutually_exclusive_group(required=True)
     dsrc.add_argument("--itch", metavar="FILE")
     dsrc.add_argument("--pcap", metavar="FILE")
+    dsrc.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
     d.set_defaults(func=cmd_decode)
 
     pb = sub.add_parser("publish", help="apply a daily ITCH file into a shared-memory segment for readers")
@@ -662,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.history.cli", fromlist=["register"]).register(sub)  # fh history, fh query
     __import__("handler.gateway.cli", fromlist=["register"]).register(sub)  # fh gateway
     __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
+    __import__("handler.record", fromlist=["register"]).register(sub, _positive, _nonneg)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -59,6 +59,7 @@
 
 #include "fh/book.h"
 #include "fh/itch.h"
+#include "fh/journal_mold.h"
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
@@ -127,6 +128,8 @@ typedef struct opts {
     uint32_t max_ahead, confirm, recover_max; /* integrity: fh/mold.h */
     int unrecoverable; /* FH_MOLD_RESUME or FH_MOLD_SNAPSHOT */
     const char *publish; /* SYM,SYM,... or @FILE: the instruments to publish; NULL: all */
+    const char *journal; /* the applied-message journal (fh/journal.h); NULL: none */
+    uint32_t journal_mb; /* its ring, MiB (a power of two) */
 } opts_t;
 
 static void usage(const char *prog)
@@ -143,6 +146,7 @@ static void usage(const char *prog)
             "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
             "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n",
+            "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n",
             prog);
 }
 
@@ -190,13 +194,14 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
         { "line-source", required_argument, 0, 270 },   { "max-ahead", required_argument, 0, 271 },
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
+        { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
                    .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
                    .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
                    .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000, .max_ahead = 1u << 20,
-                   .confirm = 32, .recover_max = 1000000 };
+                   .confirm = 32, .recover_max = 1000000, .journal_mb = 256 };
     int c;
     uint32_t v;
     optind = 1;
@@ -303,6 +308,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 272: if (parse_u32(optarg, &o->confirm, "--confirm")) return -1; break;
         case 273: if (parse_u32(optarg, &o->recover_max, "--recover-max")) return -1; break;
         case 269: o->publish = optarg; break;
+        case 274: o->journal = optarg; break;
+        case 275: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
@@ -675,6 +682,29 @@ static __attribute__((noinline, cold)) void arp_rx(arp_t *a, fh_net_t *net, uint
 
 /* --publish SYM,SYM,... or @FILE (one symbol a line, # comments): the engine publishes only those. Start-up
  * only. 0, or -1 with a message. */
+/* The journal (--journal): what the feed applied, after each datagram and each poll, through the tee (fh/journal_mold.h).
+ * NULL: no journal, one predicted branch. The feed's consumer interface will take the tee's place. */
+static fh_journal_tee_t *jtee;
+
+static inline int feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
+{
+    int n = fh_mold_feed_apply(f, d, len, line, now);
+    if (jtee)
+        fh_journal_tee(jtee, f, d, len);
+    return n;
+}
+
+static inline int feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *rq, int cap)
+{
+    int n = fh_mold_feed_poll(f, now, rq, cap);
+    if (jtee) {
+        fh_journal_tee(jtee, f, NULL, 0);
+        if (!cap) /* the periodic poll (line states): a sign of life for the journal's followers */
+            fh_journal_heartbeat(jtee->j);
+    }
+    return n;
+}
+
 static int set_publish(fh_engine_t *e, const char *spec)
 {
     static char buf[1 << 20];
@@ -927,6 +957,22 @@ int main(int argc, char **argv)
     fh_feed_consumer_t books;
     fh_engine_consumer(e, &books); /* the feed delivers to the engine (a journal would stand in front of it) */
     fh_mold_feed_set_consumer(&feed, &books);
+    if (o.journal) {
+        fh_journal_cfg_t jc = { .path = o.journal, .name = o.name, .capacity = (uint64_t)o.journal_mb << 20,
+                                .gid = o.gid };
+        fh_journal_t *j = fh_journal_create(&jc);
+        jtee = j ? malloc(sizeof *jtee) : NULL;
+        if (!jtee) {
+            fprintf(stderr, "fh-dataplane: --journal: %s\n", j ? "out of memory" : fh_errmsg());
+            fh_journal_close(j, 1);
+            fh_mold_feed_free(&feed);
+            fh_engine_destroy(e);
+            fh_seg_close(seg, 1);
+            return 2;
+        }
+        fh_journal_tee_init(jtee, j);
+        fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o.journal, o.journal_mb);
+    }
     retrans_t rt;
     memset(&rt, 0, sizeof rt);
     if (o.retrans_ip) {
@@ -1013,7 +1059,7 @@ int main(int argc, char **argv)
             if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
                 uint64_t before = feed.counters[FH_M_applied];
                 fh_engine_batch_begin_at(e, t0, t0);
-                int nr = fh_mold_feed_poll(&feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                int nr = feed_poll(&feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     retrans_send(&rt, rq, nr);
                 released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
@@ -1022,7 +1068,7 @@ int main(int argc, char **argv)
             }
             if (t0 - last_stats > stats_every) {
                 uint64_t before = feed.counters[FH_M_applied];
-                fh_mold_feed_poll(&feed, t0, rq, 0); /* line states */
+                feed_poll(&feed, t0, rq, 0); /* line states */
                 released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
             }
             if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
@@ -1055,7 +1101,7 @@ int main(int argc, char **argv)
                 continue;
             }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
-            int applied = fh_mold_feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
+            int applied = feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
                 now = rte_rdtsc();
                 hist[fh_shm_lat_index(now - rx)] += (uint64_t)applied;
@@ -1064,7 +1110,7 @@ int main(int argc, char **argv)
         }
         if (FH_UNLIKELY(fh_mold_feed_busy(&feed))) {
             uint64_t before = feed.counters[FH_M_applied];
-            int nr = fh_mold_feed_poll(&feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            int nr = feed_poll(&feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 retrans_send(&rt, rq, nr);
             released(&msgs_total, feed.counters[FH_M_applied] - before, rx);
@@ -1082,7 +1128,7 @@ int main(int argc, char **argv)
         ls.last_tsc = last_rx = t1;
         if (FH_UNLIKELY(t1 - last_stats > stats_every)) { /* every 100 ms under continuous traffic as well */
             uint64_t before = feed.counters[FH_M_applied];
-            fh_mold_feed_poll(&feed, t1, rq, 0); /* line states */
+            feed_poll(&feed, t1, rq, 0); /* line states */
             released(&msgs_total, feed.counters[FH_M_applied] - before, t1);
             fh_engine_publish_stats(e);
             dp_publish(&pub);
@@ -1100,7 +1146,7 @@ int main(int argc, char **argv)
         igmp_leave(&ig[k], rte_rdtsc());
     {
         uint64_t t = rte_rdtsc(), before = feed.counters[FH_M_applied];
-        fh_mold_feed_poll(&feed, t, rq, 0);
+        feed_poll(&feed, t, rq, 0);
         released(&msgs_total, feed.counters[FH_M_applied] - before, t);
     }
     fh_engine_publish_stats(e);
@@ -1172,6 +1218,12 @@ int main(int argc, char **argv)
     fflush(stdout);
     fh_engine_destroy(e);
     fh_seg_close(seg, !o.keep);
+    if (jtee) { /* the file stays for the followers that have not read it all */
+        fprintf(stderr, "fh-dataplane: journal: %" PRIu64 " records, %" PRIu64 " bytes, next sequence %" PRIu64
+                ", %" PRIu64 " missed\n", jtee->j->records, jtee->j->pos, jtee->next, jtee->missed);
+        fh_journal_close(jtee->j, 0);
+        free(jtee);
+    }
     fh_mold_feed_free(&feed);
     if (mc.hold_mem)
         rte_free(mc.hold_mem);

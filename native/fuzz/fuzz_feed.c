@@ -77,19 +77,18 @@ static void table(void)
     }
 }
 
-/* Every call into the feed, in one place: what to adapt when fh/mold.h's consumer interface changes (issue 11
- * takes the engine out of these calls and gives it to the feed once). */
+/* Every call into the feed, in one place (the engine is the feed's consumer: fh_mold_feed_set_consumer). */
 static int feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
 {
-    return fh_mold_feed_apply(f, eng, d, len, line, now);
+    return fh_mold_feed_apply(f, d, len, line, now);
 }
 static int feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap)
 {
-    return fh_mold_feed_poll(f, eng, now, out, cap);
+    return fh_mold_feed_poll(f, now, out, cap);
 }
-static void snap_begin(fh_mold_feed_t *f) { fh_mold_snapshot_begin(f, eng); }
-static void snap_apply(fh_mold_feed_t *f, const uint8_t *m, size_t len) { fh_mold_snapshot_apply(f, eng, m, len); }
-static void snap_end(fh_mold_feed_t *f, uint64_t seq) { fh_mold_snapshot_end(f, eng, seq); }
+static void snap_begin(fh_mold_feed_t *f) { fh_mold_snapshot_begin(f); }
+static void snap_apply(fh_mold_feed_t *f, const uint8_t *m, size_t len) { fh_mold_snapshot_apply(f, m, len); }
+static void snap_end(fh_mold_feed_t *f, uint64_t seq) { fh_mold_snapshot_end(f, seq); }
 
 /* The snapshot source: says yes or no as configured; the program answers with operation 7. */
 static int snap_ok;
@@ -131,6 +130,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.line_down = cfg.line_stale * 2;
     fh_mold_feed_t f;
     FZ_ASSERT(fh_mold_feed_init(&f, &cfg) == 0);
+    fh_feed_consumer_t books;
+    fh_engine_consumer(eng, &books);
+    fh_mold_feed_set_consumer(&f, &books);
     fh_mold_feed_set_snapshot_source(&f, &snap_src);
 
     static const char sess[2][11] = { "SESSION001", "SESSION002" };

@@ -1273,3 +1273,336 @@ uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_le
     }
     return n;
 }
+
+/* ---- snapshots (fh/book.h) ------------------------------------------------------------------------------
+ * File: fh_snap_hdr_t (128 bytes), then the body: counters (FH_C_COUNT u64, the raw ones: `messages` is
+ * derived), type counts (256 u64), books (nbooks fh_snap_book_t), orders (norders fh_snap_order_t), all
+ * little-endian. CRC-32C (Castagnoli; SSE4.2 when the CPU has it) of the body, and of the header's first
+ * 120 bytes. */
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct fh_snap_hdr {
+    uint64_t magic;
+    uint32_t version, hdr_size;
+    char session[10];
+    uint8_t pad0[6];
+    uint64_t next_seq;
+    uint32_t day, flags;
+    uint64_t created_ns;
+    uint32_t nbooks, ncounters;
+    uint64_t norders;
+    uint64_t body_bytes;
+    uint32_t max_orders_hint, pad1; /* the engine's max_orders when saved (information) */
+    uint8_t reserved[32];
+    uint32_t body_crc, hdr_crc;
+} fh_snap_hdr_t;
+_Static_assert(sizeof(fh_snap_hdr_t) == 128, "snapshot header is 128 bytes");
+
+typedef struct fh_snap_book {
+    uint16_t locate;
+    uint8_t symbol_len;
+    char trading_state;
+    uint8_t status, flags;
+    uint8_t pad[2];
+    char symbol[8];
+    uint32_t last_price, last_shares;
+    uint64_t itch_ts;
+    uint32_t updates, pad1;
+} fh_snap_book_t;
+_Static_assert(sizeof(fh_snap_book_t) == 40, "snapshot book is 40 bytes");
+
+typedef struct fh_snap_order {
+    uint64_t ref;
+    uint32_t price, shares;
+    uint16_t locate;
+    uint8_t side;
+    uint8_t pad[5];
+} fh_snap_order_t;
+_Static_assert(sizeof(fh_snap_order_t) == 24, "snapshot order is 24 bytes");
+
+static uint32_t crc32c_table[256];
+
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    if (!crc32c_table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++)
+                c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+            crc32c_table[i] = c;
+        }
+    crc = ~crc;
+    while (n--)
+        crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint64_t c = ~crc & 0xffffffffu;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+#endif
+
+/* CRC-32C of n bytes, continuing from crc (0 to start). */
+static uint32_t crc32c(uint32_t crc, const void *p, size_t n)
+{
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2"))
+        return crc32c_hw(crc, p, n);
+#endif
+    return crc32c_sw(crc, p, n);
+}
+
+typedef struct snap_out {
+    FILE *f;
+    uint32_t crc;
+    uint64_t bytes;
+    int err;
+} snap_out_t;
+
+static void snap_put(snap_out_t *o, const void *p, size_t n)
+{
+    if (o->err)
+        return;
+    if (fwrite(p, 1, n, o->f) != n)
+        o->err = errno ? errno : EIO;
+    o->crc = crc32c(o->crc, p, n);
+    o->bytes += n;
+}
+
+int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, const char *path)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+        return FH_ERR("snapshot path too long");
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return FH_ERR("cannot create snapshot %s: %s", tmp, strerror(errno));
+    static char buf[1 << 20];
+    setvbuf(f, buf, _IOFBF, sizeof buf);
+    fh_snap_hdr_t h;
+    memset(&h, 0, sizeof h);
+    snap_out_t o = { f, 0, 0, 0 };
+    if (fwrite(&h, 1, sizeof h, f) != sizeof h) /* placeholder, rewritten at the end */
+        o.err = errno ? errno : EIO;
+    snap_put(&o, e->counters, sizeof e->counters);
+    snap_put(&o, e->type_counts, sizeof e->type_counts);
+    uint32_t nbooks = 0;
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++) {
+        const book_t *b = &e->books[loc];
+        if (b->status == FH_BOOK_EMPTY)
+            continue;
+        fh_snap_book_t sb = { .locate = (uint16_t)loc, .symbol_len = b->symbol_len, .trading_state = b->trading_state,
+                              .status = b->status, .flags = b->flags, .last_price = b->last_price,
+                              .last_shares = b->last_shares, .itch_ts = b->itch_ts, .updates = b->updates };
+        memcpy(sb.symbol, b->symbol, 8);
+        snap_put(&o, &sb, sizeof sb);
+        nbooks++;
+    }
+    uint64_t norders = 0;
+    for (uint64_t i = 0; i <= e->mask; i++) {
+        const order_t *q = &e->orders[i];
+        if (!q->shares)
+            continue;
+        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << e->shift) | i, .price = order_price(q),
+                               .shares = q->shares, .locate = q->book, .side = q->side };
+        snap_put(&o, &so, sizeof so);
+        norders++;
+    }
+    for (uint64_t i = 0; i <= e->spill_mask; i++) {
+        const spill_t *sp = &e->spill[i];
+        if (!sp->o.shares)
+            continue;
+        fh_snap_order_t so = { .ref = sp->ref, .price = order_price(&sp->o), .shares = sp->o.shares,
+                               .locate = sp->o.book, .side = sp->o.side };
+        snap_put(&o, &so, sizeof so);
+        norders++;
+    }
+    h.magic = FH_SNAPSHOT_MAGIC;
+    h.version = FH_SNAPSHOT_VERSION;
+    h.hdr_size = sizeof h;
+    memcpy(h.session, meta->session, sizeof h.session);
+    h.next_seq = meta->next_seq;
+    h.day = meta->day;
+    h.flags = meta->flags | (e->new_status == FH_BOOK_STALE ? FH_SNAPSHOT_F_STALE : 0);
+    h.created_ns = meta->created_ns;
+    h.nbooks = nbooks;
+    h.ncounters = FH_C_COUNT;
+    h.norders = norders;
+    h.body_bytes = o.bytes;
+    h.max_orders_hint = e->cfg.max_orders;
+    h.body_crc = o.crc;
+    h.hdr_crc = crc32c(0, &h, offsetof(fh_snap_hdr_t, body_crc));
+    if (!o.err && (fflush(f) || fseek(f, 0, SEEK_SET) || fwrite(&h, 1, sizeof h, f) != sizeof h || fflush(f) ||
+                   fsync(fileno(f))))
+        o.err = errno ? errno : EIO;
+    if (fclose(f) && !o.err)
+        o.err = errno ? errno : EIO;
+    if (o.err) {
+        unlink(tmp);
+        return FH_ERR("cannot write snapshot %s: %s (is the disk full?)", tmp, strerror(o.err));
+    }
+    if (rename(tmp, path)) {
+        int err = errno;
+        unlink(tmp);
+        return FH_ERR("cannot rename %s to %s: %s", tmp, path, strerror(err));
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { /* the rename itself on disk */
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FH_ERR("cannot open snapshot %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || (size_t)st.st_size < sizeof(fh_snap_hdr_t)) {
+        close(fd);
+        return FH_ERR("snapshot %s: %lld bytes, shorter than its header (128): truncated", path,
+                      (long long)st.st_size);
+    }
+    size_t size = (size_t)st.st_size;
+    const uint8_t *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return FH_ERR("cannot map snapshot %s: %s", path, strerror(errno));
+    int rc = -1;
+    fh_snap_hdr_t h;
+    memcpy(&h, p, sizeof h);
+    size_t counters = (size_t)FH_C_COUNT * 8 + 256 * 8;
+    if (h.magic != FH_SNAPSHOT_MAGIC) {
+        FH_ERR("%s is not an fh snapshot (bad magic)", path);
+        goto out;
+    }
+    if (h.version != FH_SNAPSHOT_VERSION || h.hdr_size != sizeof h) {
+        FH_ERR("snapshot %s: version %u, this fh reads version %u", path, h.version, FH_SNAPSHOT_VERSION);
+        goto out;
+    }
+    if (h.hdr_crc != crc32c(0, &h, offsetof(fh_snap_hdr_t, body_crc))) {
+        FH_ERR("snapshot %s: its header's CRC does not match: the file is damaged", path);
+        goto out;
+    }
+    if (h.ncounters != FH_C_COUNT ||
+        h.body_bytes != counters + (uint64_t)h.nbooks * sizeof(fh_snap_book_t) + h.norders * sizeof(fh_snap_order_t)) {
+        FH_ERR("snapshot %s: its sizes do not add up (%u counters, %u books, %llu orders): written by another fh?",
+               path, h.ncounters, h.nbooks, (unsigned long long)h.norders);
+        goto out;
+    }
+    if (size != sizeof h + h.body_bytes) {
+        FH_ERR("snapshot %s: %zu bytes, its header says %llu: %s", path, size,
+               (unsigned long long)(sizeof h + h.body_bytes), size < sizeof h + h.body_bytes ? "truncated" : "trailing bytes");
+        goto out;
+    }
+    const uint8_t *body = p + sizeof h;
+    if (h.body_crc != crc32c(0, body, h.body_bytes)) {
+        FH_ERR("snapshot %s: its body's CRC does not match: the file is damaged", path);
+        goto out;
+    }
+    const fh_snap_book_t *sb = (const fh_snap_book_t *)(body + counters);
+    const fh_snap_order_t *so = (const fh_snap_order_t *)(sb + h.nbooks);
+    static uint8_t has_book[FH_MAX_LOCATE + 1];
+    memset(has_book, 0, sizeof has_book);
+    for (uint32_t i = 0; i < h.nbooks; i++)
+        has_book[sb[i].locate] = 1;
+    for (uint64_t i = 0; i < h.norders; i++)
+        if (!has_book[so[i].locate] || so[i].side > 1 || !so[i].shares) {
+            FH_ERR("snapshot %s: order %llu (reference %llu) names no book or is malformed", path,
+                   (unsigned long long)i, (unsigned long long)so[i].ref);
+            goto out;
+        }
+    if (meta) {
+        memset(meta, 0, sizeof *meta);
+        memcpy(meta->session, h.session, sizeof meta->session);
+        meta->next_seq = h.next_seq;
+        meta->day = h.day;
+        meta->flags = h.flags;
+        meta->created_ns = h.created_ns;
+        meta->orders = h.norders;
+        meta->books = h.nbooks;
+    }
+    if (!e) {
+        rc = 0;
+        goto out;
+    }
+    if (h.norders > e->cfg.max_orders || h.nbooks > e->cfg.max_instruments) {
+        FH_ERR("snapshot %s holds %llu orders and %u books; this engine holds %u and %u: raise max_orders / "
+               "max_instruments", path, (unsigned long long)h.norders, h.nbooks, e->cfg.max_orders,
+               e->cfg.max_instruments);
+        goto out;
+    }
+    fh_engine_clear_books(e);
+    uint8_t m[16] = { 0 }; /* a message header that carries a book's timestamp into book_end */
+    for (uint32_t i = 0; i < h.nbooks; i++) {
+        uint8_t stock[8];
+        memset(stock, ' ', 8);
+        memcpy(stock, sb[i].symbol, sb[i].symbol_len <= 8 ? sb[i].symbol_len : 8);
+        fh_put_be48(m + 5, sb[i].itch_ts);
+        book_t *b = book_create(e, sb[i].locate, stock, m);
+        book_begin(e, b);
+        b->trading_state = sb[i].trading_state;
+        b->status = sb[i].status;
+        b->last_price = sb[i].last_price;
+        b->last_shares = sb[i].last_shares;
+        b->updates = sb[i].updates - (e->publish ? 1 : 0);
+        book_end(e, b, m);
+        b->itch_ts = sb[i].itch_ts;
+    }
+    for (uint64_t i = 0; i < h.norders; i++) {
+        book_t *b = &e->books[so[i].locate];
+        int dup;
+        order_t *o = order_place(e, so[i].ref, &dup);
+        uint32_t key = so[i].side ? ~so[i].price : so[i].price;
+        if (!o) {
+            FH_ERR("snapshot %s: order reference %llu %s", path, (unsigned long long)so[i].ref,
+                   dup ? "appears twice" : "does not fit the order table: raise max_orders");
+            fh_engine_clear_books(e);
+            goto out;
+        }
+        book_begin(e, b);
+        int top = level_add(e, b, so[i].side, key, so[i].shares);
+        if (top < 0) {
+            FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
+                   e->cfg.max_levels);
+            fh_engine_clear_books(e);
+            goto out;
+        }
+        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side);
+        b->updates--; /* restoring is not an update */
+        book_end(e, b, m);
+        b->itch_ts = 0;
+    }
+    for (uint32_t i = 0; i < h.nbooks; i++) { /* the books' own figures after their orders */
+        book_t *b = &e->books[sb[i].locate];
+        b->updates = sb[i].updates;
+        b->itch_ts = sb[i].itch_ts;
+    }
+    memcpy(e->counters, body, sizeof e->counters);
+    memcpy(e->type_counts, body + sizeof e->counters, sizeof e->type_counts);
+    e->new_status = (h.flags & FH_SNAPSHOT_F_STALE) ? FH_BOOK_STALE : FH_BOOK_LIVE;
+    rc = 0;
+out:
+    munmap((void *)p, size);
+    return rc;
+}

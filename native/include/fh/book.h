@@ -145,4 +145,37 @@ uint64_t fh_engine_live_orders(const fh_engine_t *e);
 /* Highest number of levels in use at once (of max_levels). */
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 
+
+/* ---- snapshots (docs/journal.md): the engine's whole state in a checksummed file --------------------------
+ *
+ * Every live order (reference, locate, side, price, shares), every book (locate, symbol, trading state,
+ * status, flags, last trade, ITCH timestamp, updates), the counters and the per-type counts, and the feed
+ * position the state is complete to (session, next sequence). A header with its own CRC-32C, then a body
+ * with another. fh_engine_snapshot_save writes PATH.tmp, fsyncs it, renames it to PATH and fsyncs the
+ * directory: a reader sees the old file or the new one, never half of one. fh_engine_snapshot_load checks
+ * the whole file (magic, version, sizes, both CRCs, every order's book) before it touches the engine, so
+ * a refused file leaves the engine as it was. Not on the hot path: the shadow engine of fh record saves,
+ * a restart loads. */
+#define FH_SNAPSHOT_MAGIC 0x3130504e53484646ull /* "FFHSNP01" */
+#define FH_SNAPSHOT_VERSION 1u
+
+typedef struct fh_snapshot_meta {
+    char session[10];   /* the MoldUDP64 session the state belongs to */
+    uint64_t next_seq;  /* the state is complete to next_seq - 1 */
+    uint32_t day;       /* YYYYMMDD */
+    uint32_t flags;     /* FH_SNAPSHOT_F_* */
+    uint64_t created_ns;
+    uint64_t orders;    /* filled in by save / load */
+    uint32_t books;
+} fh_snapshot_meta_t;
+#define FH_SNAPSHOT_F_STALE 1 /* built across a loss: books created from now on start stale */
+
+/* 0, or -1 with a message (the file is left as it was: a failed save removes its temporary file). */
+int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, const char *path);
+/* Check the snapshot at path and, if sound, replace the engine's state with it (fh_engine_reset first);
+ * *meta gets its header. 0, or -1 with a one-line message naming the cause (not a snapshot, another
+ * version, truncated, a CRC that does not match, an order of no book, more orders or levels than the
+ * engine holds). With e NULL, only checks the file. */
+int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta);
+
 #endif

@@ -1,0 +1,134 @@
+"""Snapshots of the engine's whole state (fh_engine_snapshot_save/load, native/include/fh/book.h) kept
+beside the journal files: the shadow engine that fh record feeds from the journal writes them, a restart
+loads the newest sound one and applies the journal after it (docs/journal.md).
+
+Names: DAY-SESSION-NEXTSEQ.snap (NEXTSEQ: the first sequence the snapshot does not hold, 12 digits), so
+name order is time order within a session. Retention by count.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import journal as J
+from . import native
+
+SUFFIX = ".snap"
+
+
+def snapshot_name(day: str, session: str, next_seq: int) -> str:
+    return f"{day}-{session.strip() or '_'}-{next_seq:012d}{SUFFIX}"
+
+
+def list_snapshots(directory: str | Path) -> list[Path]:
+    """Snapshot files, oldest first (by name: day, session, sequence)."""
+    d = Path(directory)
+    return sorted(d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+
+
+def prune(directory: str | Path, keep: int) -> list[Path]:
+    """Keep the newest `keep` snapshots; returns the ones removed. Temporary files of an interrupted save go too."""
+    removed = []
+    for p in list_snapshots(directory)[:-keep] if keep > 0 else []:
+        p.unlink()
+        removed.append(p)
+    for t in Path(directory).glob(f"*{SUFFIX}.tmp"):
+        t.unlink()
+        removed.append(t)
+    return removed
+
+
+class Shadow:
+    """A second engine fed from the journal: its state is the data plane's as of the last record applied,
+    and it is saved without pausing anyone."""
+
+    def __init__(self, directory: str | Path, *, every: int, keep: int, day: str,
+                 cfg: native.EngineConfig | None = None, log=sys.stderr):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.every, self.keep, self.day, self.log = every, keep, day, log
+        self.engine = native.Engine(cfg or native.EngineConfig())
+        self.session: str | None = None
+        self.next = 0
+        self.since = 0
+        self.saved: list[dict] = []
+
+    def apply(self, r: J.Record) -> None:
+        if r.kind == J.MSGS:
+            self.engine.apply_blocks(r.body)
+            self.since += r.count
+        elif r.kind in (J.LOST, J.MISSED):  # the books may have missed anything: stale, as the data plane's
+            for loc in self.engine.locates():
+                self.engine.set_status(loc, True)
+            native.lib.fh_engine_set_new_book_status(self.engine._e, 2)
+        if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
+            self.session = r.session
+            self.next = r.seq + (r.count if r.kind == J.MSGS else r.arg)
+        elif r.session != self.session and r.kind in (J.HEARTBEAT, J.END):
+            self.session = r.session
+
+    def due(self) -> bool:
+        return self.every > 0 and self.since >= self.every and self.session is not None
+
+    def save(self) -> dict:
+        import time
+
+        path = self.dir / snapshot_name(self.day, self.session, self.next)
+        t0 = time.perf_counter()
+        meta = self.engine.snapshot_save(path, self.session, self.next, int(self.day))
+        meta.update(path=str(path), bytes=path.stat().st_size, write_s=round(time.perf_counter() - t0, 4))
+        self.saved.append(meta)
+        self.since = 0
+        prune(self.dir, self.keep)
+        return meta
+
+
+def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | Path | None, *,
+            session: str | None = None, day: int | None = None, log=sys.stderr) -> dict:
+    """Load the newest sound snapshot (of `session` and `day` when given) into engine, then apply the
+    journal files' records of its session after it. A snapshot that is refused (damaged, truncated, another
+    day or session) is named in one line on log and the previous one is tried; with none, the journal is
+    applied from its start. Returns what was used."""
+    used = None
+    if journal and (session is None or day is None):  # by default, the day and session the journal ends in
+        files = J.journal_files(journal)
+        if files:
+            h, _, _ = J.read_journal_file(files[-1], tolerate_tail=True)
+            session = h.session if session is None else session
+            day = h.day if day is None else day
+    for p in reversed(list_snapshots(snapshots) if snapshots else []):
+        try:
+            m = native.snapshot_meta(p)
+            if session is not None and m["session"] != session:
+                raise native.NativeError(f"snapshot {p}: of session {m['session'].strip()}, not "
+                                         f"{session.strip()}")
+            if day is not None and m["day"] != day:
+                raise native.NativeError(f"snapshot {p}: of day {m['day']}, not {day}")
+            engine.snapshot_load(p)
+        except native.NativeError as e:
+            print(f"fh: refused {e}; trying the previous snapshot", file=log)
+            continue
+        used = {**m, "path": str(p)}
+        break
+    start_session, nxt = (used["session"], used["next_seq"]) if used else (None, 0)
+    applied = 0
+    if journal:
+        skipping = used is not None
+        for r in J.journal_records(journal):
+            if skipping:
+                if r.session != start_session:
+                    continue  # an earlier session than the snapshot's
+                skipping = False
+            if r.kind != J.MSGS:
+                continue
+            if r.seq and r.session == start_session and r.seq < nxt:
+                if r.seq + r.count <= nxt:
+                    continue
+                ms = r.messages()[nxt - r.seq:]
+                for m in ms:
+                    engine.apply(m)
+                applied += len(ms)
+                continue
+            engine.apply_blocks(r.body)
+            applied += r.count
+    return {"snapshot": used, "journal_messages": applied}
