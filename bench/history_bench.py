@@ -84,7 +84,7 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
             times.append(time.perf_counter() - t0)
         out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1), "rows": rows}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "handler.cli", "query", "trades", sym, "--from", "11:00", "--to", "12:00",
+    subprocess.run([sys.executable, "-m", "handler", "query", "trades", sym, "--from", "11:00", "--to", "12:00",
                     "--root", str(root)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     out["cli_fh_query_trades_symbol_hour_ms"] = round((time.perf_counter() - t0) * 1e3)
     return out

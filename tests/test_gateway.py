@@ -95,7 +95,7 @@ def test_every_bbo_through_another_node(cluster, tmp_path):
         async def main():
             async with Sub(cluster.urls[0], f"fh.{name}.>") as sub:
                 p = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "handler.cli", "gateway", "--name", name, "--server", cluster.urls[1],
+                    sys.executable, "-m", "handler", "gateway", "--name", name, "--server", cluster.urls[1],
                     "--from-start", "--idle-timeout", "1", "--stream-replicas", "3", "--json",
                     env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE)

@@ -235,7 +235,7 @@ def test_killed_writer_leaves_no_half_file(tmp_path):
     native.synth_file(path, 3_000_000, 500, seed=4242)
     root = tmp_path / "h"
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    p = subprocess.Popen([sys.executable, "-m", "handler.cli", "history", "--itch", str(path), "--date", DATE,
+    p = subprocess.Popen([sys.executable, "-m", "handler", "history", "--itch", str(path), "--date", DATE,
                           "--out", str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

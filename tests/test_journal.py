@@ -215,7 +215,8 @@ def test_dataplane_journal_recorded_equals_the_reference(tmp_path):
 def test_dataplane_journal_under_faults(tmp_path):
     """Drops on one line and on both (lost: the journal says where), reordering, duplicates, a session
     change: the recorded journal rebuilds the data plane's own books, and its LOST records are the feed's."""
-    from handler import faults, pcapgen
+    from handler import faults
+    from handler.net import pcapgen
 
     day = native.synth_bytes(20000, 12, 3)
     plan = [{"line": "A", "kind": "drop", "at": 3, "count": 2}, {"line": "B", "kind": "reorder", "at": 7, "depth": 3},
@@ -338,7 +339,7 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
     try:
         import sys
 
-        cmd = [sys.executable, "-m", "handler.cli", "record", "--journal", path, "--dir", str(d), "--day", "20261203",
+        cmd = [sys.executable, "-m", "handler", "record", "--journal", path, "--dir", str(d), "--day", "20261203",
                "--rotate-mb", "4", "--fsync", "always", "--json"]
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         t0 = time.monotonic()

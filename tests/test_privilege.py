@@ -219,7 +219,7 @@ AF_PACKET_CAPS = ["ipc_lock", "net_admin", "net_raw"]
 
 
 def _lab():
-    from handler import sender
+    from handler.net import sender
 
     if not process.pmd_available("net_af_packet"):
         pytest.skip("DPDK's net_af_packet driver is not installed")
@@ -233,7 +233,7 @@ def _lab():
 def test_dataplane_as_nobody_on_af_packet():
     """Live traffic over a veth pair to net_af_packet, the data plane as nobody with CAP_IPC_LOCK, CAP_NET_RAW
     and CAP_NET_ADMIN only: the books equal the reference model's."""
-    from handler import sender
+    from handler.net import sender
 
     _lab().down()
     nobody = pwd.getpwnam(USER)
