@@ -145,7 +145,7 @@ static void usage(const char *prog)
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
             "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
-            "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n",
+            "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n"
             "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n",
             prog);
 }

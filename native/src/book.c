@@ -1581,14 +1581,15 @@ int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t
             goto out;
         }
         book_begin(e, b);
-        int top = level_add(e, b, so[i].side, key, so[i].shares);
+        uint32_t at;
+        int top = level_add(e, b, so[i].side, key, so[i].shares, &at);
         if (top < 0) {
             FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
                    e->cfg.max_levels);
             fh_engine_clear_books(e);
             goto out;
         }
-        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side);
+        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side, at);
         b->updates--; /* restoring is not an update */
         book_end(e, b, m);
         b->itch_ts = 0;
