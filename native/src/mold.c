@@ -530,6 +530,10 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
                 if (!f->hold) { /* no hold-back buffer: the gap is given up at once */
                     note_known(f, seq, now);
                     lose_upto(f, seq);
+                    if (seq > f->next_seq) { /* a snapshot was asked for instead, and nothing can wait for it */
+                        f->counters[FH_M_hold_full]++;
+                        continue;
+                    }
                 } else if (seq - f->next_seq > f->hold_mask) { /* beyond the buffer: give up the oldest holes */
                     f->counters[FH_M_hold_full]++;
                     note_known(f, seq, now);
