@@ -150,6 +150,7 @@ int main(int argc, char **argv)
         if (jt) {
             fh_journal_t *jj = jt->j;
             fh_journal_tee_init(jt, jj);
+            fh_journal_tee_attach(jt, &feed);
         }
         uint64_t t0 = now_ns();
         run_day(on);

@@ -955,7 +955,7 @@ int main(int argc, char **argv)
         return 2;
     }
     fh_feed_consumer_t books;
-    fh_engine_consumer(e, &books); /* the feed delivers to the engine (a journal would stand in front of it) */
+    fh_engine_consumer(e, &books); /* the feed delivers to the engine (--journal: through the journal's tee) */
     fh_mold_feed_set_consumer(&feed, &books);
     if (o.journal) {
         fh_journal_cfg_t jc = { .path = o.journal, .name = o.name, .capacity = (uint64_t)o.journal_mb << 20,
@@ -971,6 +971,7 @@ int main(int argc, char **argv)
             return 2;
         }
         fh_journal_tee_init(jtee, j);
+        fh_journal_tee_attach(jtee, &feed); /* the journal stands in front of the engine */
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o.journal, o.journal_mb);
     }
     retrans_t rt;
@@ -1220,7 +1221,7 @@ int main(int argc, char **argv)
     fh_seg_close(seg, !o.keep);
     if (jtee) { /* the file stays for the followers that have not read it all */
         fprintf(stderr, "fh-dataplane: journal: %" PRIu64 " records, %" PRIu64 " bytes, next sequence %" PRIu64
-                ", %" PRIu64 " missed\n", jtee->j->records, jtee->j->pos, jtee->next, jtee->missed);
+                ", %" PRIu64 " missed\n", jtee->j->records, jtee->j->pos, jtee->next_seq, jtee->missed);
         fh_journal_close(jtee->j, 0);
         free(jtee);
     }

@@ -346,6 +346,7 @@ static void tee_run(uint64_t seed, uint32_t hold, uint64_t change, unsigned drop
     fh_mold_feed_set_consumer(&f, &books);
     fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ NULL, "jtee", 1ull << 24, -1 });
     fh_journal_tee_init(&jtee, j);
+    fh_journal_tee_attach(&jtee, &f);
     static pending_t q[64];
     int nq = 0;
     uint64_t now = 1000, s = 1;

@@ -1,70 +1,54 @@
-/* fh/journal_mold.h: journal what a MoldUDP64 feed (fh/mold.h) applied, from outside the feed.
+/* fh/journal_mold.h: journal what a MoldUDP64 feed (fh/mold.h) applies, as a consumer in front of the engine.
  *
- * A tee between the feed and the journal for the data plane until the feed hands its messages to a
- * consumer interface: after each fh_mold_feed_apply (with its datagram) and each fh_mold_feed_poll (d =
- * NULL), fh_journal_tee journals the messages the feed applied since the last call, in order, as FH_JR_MSGS
- * runs; the sequences it skipped as FH_JR_LOST; sequenced heartbeats and end of session as marks.
+ * The tee stands between the feed and its consumer (fh/consumer.h): fh_journal_tee_attach takes the feed's
+ * consumer (the engine) as its own next one and installs itself, so every run of messages the feed delivers
+ * is journaled (FH_JR_MSGS: the datagram's own blocks, one record, in the common case; one message at a time
+ * from the hold-back buffer), every range it gives up is journaled (FH_JR_LOST), and then passed on. The
+ * journal is the feed's delivery, exactly, by construction: nothing is inferred from the feed's state.
  *
- * The common case (the next datagram in order, applied whole) is one record made of the datagram's own
- * blocks and costs a few compares beyond fh_journal_append_msgs. Otherwise (a gap filled, messages drained
- * from the hold-back buffer, a loss, a session change) a cold path rebuilds the run: a message is in the
- * datagram, or in the feed's hold-back slot that it was drained from (the tee marks each slot it took with
- * len 0), or it was lost. Unsequenced messages (sequence 0) are journaled with sequence 0. Marks keep the
- * journal's order: a heartbeat is journaled only when it names the next sequence to journal, an end of
- * session once every message before it is journaled.
+ * Marks: after each fh_mold_feed_apply the caller hands the datagram to fh_journal_tee, which journals a
+ * heartbeat of the session being journaled when it names the next sequence to journal (so a follower knows
+ * the journal is complete up to it), and an end of session once every message before it is journaled
+ * (FH_JR_END; pending until then). Unsequenced messages (sequence 0, and a snapshot's messages) are journaled
+ * with sequence 0; a snapshot's begin and end are not journaled (no snapshot source exists yet).
  *
- * One case is beyond it: a datagram more than the hold-back buffer ahead makes the feed give up the oldest
- * holes, drain what it held after them and hold the new messages, all in one call, possibly in the slots it
- * has just drained. A message whose slot was taken again so cannot be journaled: the tee writes FH_JR_MISSED
- * for it (a follower treats it as lost) and counts it in `missed`. The feed's consumer interface (the feed
- * handing each run to the journal as it applies it) removes the case. */
+ * Cost on the hot path: one indirect call and fh_journal_append_msgs (a reservation, a 48-byte header and a
+ * copy of the datagram's blocks) per datagram. */
 #ifndef FH_JOURNAL_MOLD_H
 #define FH_JOURNAL_MOLD_H
 
+#include "fh/consumer.h"
 #include "fh/journal_writer.h"
 #include "fh/mold.h"
 
 typedef struct fh_journal_tee {
     fh_journal_t *j;
-    uint64_t next;                       /* the sequence after the last one journaled (given up ones included) */
-    uint64_t lost;                       /* the feed's `lost` counter as of the last call */
-    uint64_t held;                       /* its `held` counter as of the last cold call: while it stays, and
-                                          * nothing is held, no message can have come from the hold-back */
+    fh_feed_consumer_t next;             /* the consumer after the journal (the engine) */
+    uint64_t next_seq;                   /* the sequence after the last one journaled (given up ones included) */
+    uint64_t lost;                       /* sequences journaled FH_JR_LOST */
+    uint64_t missed;                     /* sequences applied but not journaled: always 0 (the tee sees every run) */
     char session[FH_MOLD_SESSION_LEN];   /* the session journaled */
     int have_session;
-    uint64_t missed;                     /* sequences journaled FH_JR_MISSED (see fh_journal_tee_slow) */
     uint64_t end_seq;                    /* an end of session named while messages before it were missing: */
     int end_pending;                     /* journaled once they are (applied or lost), so that marks stay in order */
-    uint8_t scratch[FH_JOURNAL_MAX_BODY]; /* the cold path's run */
+    uint8_t one[2 + 65535];              /* one message as a block (apply) */
 } fh_journal_tee_t;
 
 void fh_journal_tee_init(fh_journal_tee_t *t, fh_journal_t *j);
-/* The cold path (out of line). */
-void fh_journal_tee_slow(fh_journal_tee_t *t, fh_mold_feed_t *f, const uint8_t *d, size_t len);
+/* Put the tee between the feed and its current consumer (set the engine first: fh_mold_feed_set_consumer). */
+void fh_journal_tee_attach(fh_journal_tee_t *t, fh_mold_feed_t *f);
+/* The consumer that journals, then passes on to t->next. */
+void fh_journal_tee_consumer(fh_journal_tee_t *t, fh_feed_consumer_t *out);
+/* The marks (cold): after fh_mold_feed_apply(f, d, len, ...) of a heartbeat or an end of session. */
+void fh_journal_tee_mark(fh_journal_tee_t *t, const uint8_t *d, size_t len);
 
-/* After fh_mold_feed_apply(f, e, d, len, ...) or fh_mold_feed_poll (d NULL, len 0). f is written to: the
- * hold-back slots the tee took messages from get len 0. */
+/* After fh_mold_feed_apply (with its datagram) or fh_mold_feed_poll (d NULL): the marks a datagram carries. The
+ * messages themselves were journaled as the feed delivered them. */
 static inline void fh_journal_tee(fh_journal_tee_t *t, fh_mold_feed_t *f, const uint8_t *d, size_t len)
 {
-    if (FH_LIKELY(d && len >= FH_MOLD_HDR_LEN && t->have_session)) {
-        uint64_t seq = fh_be64(d + 10);
-        uint16_t count = fh_be16(d + 18);
-        if (FH_LIKELY(seq == t->next && f->next_seq == seq + count && count != FH_MOLD_END_OF_SESSION &&
-                      f->counters[FH_M_lost] == t->lost && f->counters[FH_M_held] == t->held && !f->held_now &&
-                      !memcmp(d, t->session, FH_MOLD_SESSION_LEN))) {
-            if (FH_UNLIKELY(count == 0)) { /* a heartbeat, nothing new */
-                fh_journal_append_mark(t->j, FH_JR_HEARTBEAT, t->session, seq, 0);
-                return;
-            }
-            fh_journal_append_msgs(t->j, t->session, seq, count, d + FH_MOLD_HDR_LEN, len - FH_MOLD_HDR_LEN);
-            t->next = seq + count;
-            return;
-        }
-        if (f->next_seq == t->next && f->counters[FH_M_lost] == t->lost && seq && count &&
-            count != FH_MOLD_END_OF_SESSION && !memcmp(d, t->session, FH_MOLD_SESSION_LEN))
-            return; /* nothing applied: a copy (the B line), or held */
-    }
-    fh_journal_tee_slow(t, f, d, len);
+    (void)f;
+    if (FH_UNLIKELY(d && len == FH_MOLD_HDR_LEN))
+        fh_journal_tee_mark(t, d, len);
 }
 
 #endif
