@@ -18,6 +18,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
+
 # ---- the ring (fh/journal.h) ---------------------------------------------------------------------------
 
 MAGIC = 0x31304C4E524A4646  # "FFJRNL01"
@@ -39,7 +41,7 @@ _OFF_HEARTBEAT, _OFF_STATE, _OFF_RECORDS = 192, 200, 208
 HDR_SIZE = 256
 
 
-class JournalError(ValueError):
+class JournalError(InputError):
     pass
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import InputError
+
 SHM_DIR = "/dev/shm"
 NAME_MAX = 31
 
 
-class InstanceNameError(ValueError):
+class InstanceNameError(InputError):
     """An instance name that is not 1-31 letters, digits, '-' or '_'; the message says so and where it came from."""
 
 

@@ -34,11 +34,12 @@ import numpy as np
 
 from .._native import ffi, lib
 from .settings import Gateway as Settings
+from ..errors import InputError
 
 _BAD = re.compile(r"[.*> \t\x00]")
 
 
-class GatewayError(ValueError):
+class GatewayError(InputError):
     """A user-facing error (one line)."""
 
 

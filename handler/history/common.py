@@ -1,7 +1,9 @@
 """What fh history and fh query share, kept apart so that building the CLI, and fh query, import no pyarrow."""
 
+from ..errors import InputError
+
 TABLES = ("trades", "bbo", "orders", "books")
 
 
-class HistoryError(ValueError):
+class HistoryError(InputError):
     """A user-facing error of fh history / fh query (one line)."""
