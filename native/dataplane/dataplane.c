@@ -1161,10 +1161,10 @@ int main(int argc, char **argv)
         if ((unsigned char)session[i] < 0x20 || session[i] == '"' || session[i] == '\\' || (unsigned char)session[i] > 0x7e)
             session[i] = '?';
     printf(", \"feed\": {\"state\": \"%s\", \"session\": \"%s\", \"next_seq\": %" PRIu64 ", \"held\": %u, "
-           "\"outstanding\": %u, \"joined_at\": %" PRIu64 ", \"join_lost\": %" PRIu64 "}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
+           "\"outstanding\": %u}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
            ", \"max_ns\": %" PRIu64 ", \"mean_ns\": %" PRIu64 "}, \"mold\": {",
            fh_feed_state_name(feed.state), feed.have_session ? session : "", feed.next_seq, feed.held_now,
-           feed.outstanding, feed.counters[FH_M_joined_at], feed.counters[FH_M_join_lost], feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
+           feed.outstanding, feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
            (uint64_t)((double)feed.fill_max * ns_per_tsc),
            feed.filled ? (uint64_t)((double)feed.fill_total / (double)feed.filled * ns_per_tsc) : 0);
     for (int i = 0; i < FH_M_COUNT; i++)
