@@ -515,9 +515,14 @@ def _term_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-# The data plane's integrity defaults (fh-dataplane --max-ahead / --confirm; fh_mold_cfg_defaults).
-MAX_AHEAD = 1 << 20
-CONFIRM = 32
+def mold_defaults() -> dict[str, int]:
+    """The sequencer's integrity defaults, read from the C core (fh_mold_cfg_defaults), which fh-dataplane's
+    --max-ahead / --confirm / --recover-max defaults also come from: one source."""
+    from ._native import ffi, lib
+
+    c = ffi.new("fh_mold_cfg_t *")
+    lib.fh_mold_cfg_defaults(c, 1)
+    return {"max_ahead": int(c.max_ahead), "confirm": int(c.confirm), "recover_max": int(c.recover_max)}
 
 
 def _framed(p: bytes, count: int) -> bool:
@@ -550,8 +555,11 @@ class Sequencer:
     stale. Unlike the data plane it waits for the end of the capture rather than a timer before giving a hole
     up, so for a capture whose holes are filled within --gap-wait-us both end with the same books."""
 
-    def __init__(self, ref, max_ahead: int = MAX_AHEAD, confirm: int = CONFIRM):
-        self.ref, self.max_ahead, self.confirm = ref, max_ahead, confirm
+    def __init__(self, ref, max_ahead: int | None = None, confirm: int | None = None):
+        d = mold_defaults()
+        self.ref = ref
+        self.max_ahead = d["max_ahead"] if max_ahead is None else max_ahead
+        self.confirm = d["confirm"] if confirm is None else confirm
         self.session: bytes | None = None
         self.prev: bytes | None = None
         self.ended = False
@@ -668,8 +676,8 @@ class Sequencer:
 
 
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
-                    depth: int | None = None, max_ahead: int = MAX_AHEAD,
-                    confirm: int = CONFIRM) -> tuple[list[dict], dict]:
+                    depth: int | None = None, max_ahead: int | None = None,
+                    confirm: int | None = None) -> tuple[list[dict], dict]:
     """The reference model's books for the datagrams the data plane would take, sequenced by the data plane's
     rules (Sequencer). Returns (books, counters): the reference book's counters plus "sequencing", the
     Sequencer's (malformed, bogus_session, suspect, lost, missing ranges, late joins, stale)."""

@@ -213,11 +213,14 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { 0, 0, 0, 0 },
     };
+    fh_mold_cfg_t d; /* the feed's defaults, in ms: one source (fh_mold_cfg_defaults), not a copy */
+    fh_mold_cfg_defaults(&d, 1);
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
-                   .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
-                   .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
-                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000, .max_ahead = 1u << 20,
-                   .confirm = 32, .recover_max = 1000000 };
+                   .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = (uint32_t)(d.gap_wait * 1000),
+                   .request_timeout_ms = (uint32_t)d.request_timeout, .request_retries = d.retries,
+                   .request_max = d.request_max, .max_outstanding = d.max_outstanding, .hold = d.hold,
+                   .line_stale_ms = (uint32_t)d.line_stale, .line_down_ms = (uint32_t)d.line_down,
+                   .max_ahead = (uint32_t)d.max_ahead, .confirm = d.confirm, .recover_max = (uint32_t)d.recover_max };
     int c;
     uint32_t v;
     optind = 1;
