@@ -525,6 +525,9 @@ def mold_defaults() -> dict[str, int]:
     return {"max_ahead": int(c.max_ahead), "confirm": int(c.confirm), "recover_max": int(c.recover_max)}
 
 
+JUMP_NEAR = 1 << 16  # FH_MOLD_JUMP_NEAR: a jump corroborates another this close (a datagram's reach)
+
+
 def _framed(p: bytes, count: int) -> bool:
     """The data plane's framing rule: `count` blocks fill the datagram exactly, none is empty, and each block of
     a known ITCH type has that type's length (fh/mold.h, cfg.msg_len)."""
@@ -570,6 +573,9 @@ class Sequencer:
         self.known_end = 1  # one past the highest sequence known to exist
         self.fresh = True
         self.joined_at = 0
+        self.provisional = False  # the first session, taken at once, until a second line or `confirm` datagrams
+        self.sess_lines, self.sess_count = 0, 0
+        self.replaced_provisional = False
         self.counters = dict.fromkeys(("malformed", "unsequenced", "bogus_session", "suspect", "old_session",
                                        "session_changes", "lost", "applied"), 0)
         self.missing: list[tuple[int, int]] = []  # (first, last) sequence ranges never carried, every session
@@ -609,7 +615,7 @@ class Sequencer:
     def _suspect(self, seq: int, bit: int) -> bool:
         if not (self.max_ahead and seq > self.known_end and seq - self.known_end > self.max_ahead):
             return False
-        if self.jump_count and abs(seq - self.jump_seq) <= self.max_ahead:
+        if self.jump_count and abs(seq - self.jump_seq) <= JUMP_NEAR:
             self.jump_lines |= bit
             self.jump_count += 1
         else:
@@ -641,6 +647,7 @@ class Sequencer:
         if sess != self.session:
             if self.session is None:
                 self._adopt(sess)
+                self.provisional, self.sess_lines, self.sess_count = True, bit, 0
             elif sess == self.prev:
                 self.counters["old_session"] += 1
                 return
@@ -653,7 +660,15 @@ class Sequencer:
                 if not (self.ended or self._confirmed(self.cand_lines, self.cand_count)):
                     self.counters["bogus_session"] += 1
                     return
+                if self.provisional:  # the first session was a stray's: the books are stale from here
+                    self.replaced_provisional = True
                 self._adopt(sess)
+                self.provisional = False
+        if self.provisional:
+            self.sess_lines |= bit
+            self.sess_count += 1
+            if self._confirmed(self.sess_lines, self.sess_count):
+                self.provisional = False
         if self._suspect(seq, bit):
             return
         if self.fresh:
@@ -663,7 +678,7 @@ class Sequencer:
         if control:
             self.known_end = max(self.known_end, seq)
             if count == 0xFFFF:
-                self.ended = True
+                self.ended, self.provisional = True, False  # a session that ends was one
             return
         for i, m in enumerate(msgs):
             self.got.setdefault(seq + i, m)
@@ -672,7 +687,8 @@ class Sequencer:
     def finish(self) -> dict:
         self._flush()
         return {**self.counters, "missing": self.missing, "late_joins": self.late_joins,
-                "stale": bool(self.counters["lost"])}
+                "replaced_provisional": self.replaced_provisional,
+                "stale": bool(self.counters["lost"]) or self.replaced_provisional}
 
 
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
@@ -701,7 +717,8 @@ def stale_reason(seqinfo: dict) -> str:
     """One line: why the reference says the books must be stale ("" when they need not be)."""
     if not seqinfo.get("stale"):
         return ""
-    parts = [f"joined late at {j}; 1..{j - 1} missing" for j, n in seqinfo["late_joins"] if n]
+    parts = ["the first session was replaced before it was confirmed"] if seqinfo.get("replaced_provisional") else []
+    parts += [f"joined late at {j}; 1..{j - 1} missing" for j, n in seqinfo["late_joins"] if n]
     rest = seqinfo["lost"] - sum(n for _, n in seqinfo["late_joins"])
     if rest:
         ranges = [r for r in seqinfo["missing"]][:3]
