@@ -412,6 +412,14 @@ static inline int too_far(const fh_mold_feed_t *f, uint64_t seq)
     return FH_UNLIKELY(seq > f->next_seq && f->cfg.max_ahead && seq - f->next_seq > f->cfg.max_ahead);
 }
 
+/* A datagram of the provisional first session: evidence for it (a second line, or `confirm` datagrams). */
+static __attribute__((noinline, cold)) void evidence(fh_mold_feed_t *f, int line, int recovery)
+{
+    f->sess_lines |= recovery ? 0 : line_bit(line);
+    if (confirmed(f, f->sess_lines, ++f->sess_count))
+        f->provisional = 0;
+}
+
 /* The first sequence taken of a session: above 1, a late join. */
 static inline void first_of_session(fh_mold_feed_t *f, uint64_t seq)
 {
@@ -452,11 +460,8 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
         if (!other_session(f, d, line, recovery))
             return 0;
     }
-    if (FH_UNLIKELY(f->provisional) && sequenced) { /* evidence for the first session: a second line, or count */
-        f->sess_lines |= recovery ? 0 : line_bit(line);
-        if (confirmed(f, f->sess_lines, ++f->sess_count))
-            f->provisional = 0;
-    }
+    if (FH_UNLIKELY(f->provisional) && sequenced)
+        evidence(f, line, recovery);
     if (FH_UNLIKELY(control)) {
         /* Both name the sequence of the next message the server will send; neither carries a block. */
         if (len != FH_MOLD_HDR_LEN) {
