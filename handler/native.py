@@ -158,7 +158,8 @@ class Engine:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                 return self.apply_blocks(m)
 
-    def apply_pcap(self, path: str | os.PathLike, lines: list[tuple[str, int]] | None = None) -> dict[str, int]:
+    def apply_pcap(self, path: str | os.PathLike, lines: list[tuple[str, int]] | None = None,
+                   max_ahead: int | None = None, confirm: int | None = None) -> dict[str, int]:
         """Apply the MoldUDP64 datagrams of a pcap in capture order, sequenced as the data plane does (the
         first copy of each sequence number wins across lines; sequence 0 is applied unsequenced). lines:
         the (destination, port) flows to take (default: every UDP flow, in order of appearance). Returns
@@ -170,6 +171,10 @@ class Engine:
         lib.fh_mold_cfg_defaults(cfg, 1)
         cfg.hold = 0  # offline, in capture order: a gap is given up at once (no timer runs here)
         cfg.msg_len = lib.fh_itch_len  # the data plane's integrity rules: framing, sessions, jumps
+        if max_ahead is not None:  # (0: trust any jump, e.g. a capture of a few datagrams from mid-session)
+            cfg.max_ahead = max_ahead
+        if confirm is not None:
+            cfg.confirm = confirm
         if lib.fh_mold_feed_init(feed, cfg):
             raise NativeError(_errmsg())
         books = ffi.new("fh_feed_consumer_t *")

@@ -229,9 +229,9 @@ def summary_lines(stats: dict) -> list[str]:
     if ignored:
         out.append("ignored datagrams: " + ", ".join(f"{k} {v}" for k, v in ignored.items()))
     feed = stats.get("feed")
-    if feed and feed.get("joined_at", 0) > 1:
-        j = feed["joined_at"]
-        out.append(f"joined late at {j}; " + (f"1..{j - 1} missing" if feed.get("join_lost")
+    if feed and mold.get("joined_at", 0) > 1:
+        j = mold["joined_at"]
+        out.append(f"joined late at {j}; " + (f"1..{j - 1} missing" if mold.get("join_lost")
                                               else f"1..{j - 1} recovered" if feed["state"] != "recovering"
                                               else f"1..{j - 1} being recovered"))
     if feed:

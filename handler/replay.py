@@ -325,9 +325,17 @@ def _term_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-# The data plane's integrity defaults (fh-dataplane --max-ahead / --confirm; fh_mold_cfg_defaults).
-MAX_AHEAD = 1 << 20
-CONFIRM = 32
+def mold_defaults() -> dict[str, int]:
+    """The sequencer's integrity defaults, read from the C core (fh_mold_cfg_defaults), which fh-dataplane's
+    --max-ahead / --confirm / --recover-max defaults also come from: one source."""
+    from ._native import ffi, lib
+
+    c = ffi.new("fh_mold_cfg_t *")
+    lib.fh_mold_cfg_defaults(c, 1)
+    return {"max_ahead": int(c.max_ahead), "confirm": int(c.confirm), "recover_max": int(c.recover_max)}
+
+
+JUMP_NEAR = 1 << 16  # FH_MOLD_JUMP_NEAR: a jump corroborates another this close (a datagram's reach)
 
 
 def _framed(p: bytes, count: int) -> bool:
@@ -360,8 +368,11 @@ class Sequencer:
     stale. Unlike the data plane it waits for the end of the capture rather than a timer before giving a hole
     up, so for a capture whose holes are filled within --gap-wait-us both end with the same books."""
 
-    def __init__(self, ref, max_ahead: int = MAX_AHEAD, confirm: int = CONFIRM):
-        self.ref, self.max_ahead, self.confirm = ref, max_ahead, confirm
+    def __init__(self, ref, max_ahead: int | None = None, confirm: int | None = None):
+        d = mold_defaults()
+        self.ref = ref
+        self.max_ahead = d["max_ahead"] if max_ahead is None else max_ahead
+        self.confirm = d["confirm"] if confirm is None else confirm
         self.session: bytes | None = None
         self.prev: bytes | None = None
         self.ended = False
@@ -372,6 +383,9 @@ class Sequencer:
         self.known_end = 1  # one past the highest sequence known to exist
         self.fresh = True
         self.joined_at = 0
+        self.provisional = False  # the first session, taken at once, until a second line or `confirm` datagrams
+        self.sess_lines, self.sess_count = 0, 0
+        self.replaced_provisional = False
         self.counters = dict.fromkeys(("malformed", "unsequenced", "bogus_session", "suspect", "old_session",
                                        "session_changes", "lost", "applied"), 0)
         self.missing: list[tuple[int, int]] = []  # (first, last) sequence ranges never carried, every session
@@ -411,7 +425,7 @@ class Sequencer:
     def _suspect(self, seq: int, bit: int) -> bool:
         if not (self.max_ahead and seq > self.known_end and seq - self.known_end > self.max_ahead):
             return False
-        if self.jump_count and abs(seq - self.jump_seq) <= self.max_ahead:
+        if self.jump_count and abs(seq - self.jump_seq) <= JUMP_NEAR:
             self.jump_lines |= bit
             self.jump_count += 1
         else:
@@ -443,6 +457,7 @@ class Sequencer:
         if sess != self.session:
             if self.session is None:
                 self._adopt(sess)
+                self.provisional, self.sess_lines, self.sess_count = True, bit, 0
             elif sess == self.prev:
                 self.counters["old_session"] += 1
                 return
@@ -455,7 +470,15 @@ class Sequencer:
                 if not (self.ended or self._confirmed(self.cand_lines, self.cand_count)):
                     self.counters["bogus_session"] += 1
                     return
+                if self.provisional:  # the first session was a stray's: the books are stale from here
+                    self.replaced_provisional = True
                 self._adopt(sess)
+                self.provisional = False
+        if self.provisional:
+            self.sess_lines |= bit
+            self.sess_count += 1
+            if self._confirmed(self.sess_lines, self.sess_count):
+                self.provisional = False
         if self._suspect(seq, bit):
             return
         if self.fresh:
@@ -465,7 +488,7 @@ class Sequencer:
         if control:
             self.known_end = max(self.known_end, seq)
             if count == 0xFFFF:
-                self.ended = True
+                self.ended, self.provisional = True, False  # a session that ends was one
             return
         for i, m in enumerate(msgs):
             self.got.setdefault(seq + i, m)
@@ -474,12 +497,13 @@ class Sequencer:
     def finish(self) -> dict:
         self._flush()
         return {**self.counters, "missing": self.missing, "late_joins": self.late_joins,
-                "stale": bool(self.counters["lost"])}
+                "replaced_provisional": self.replaced_provisional,
+                "stale": bool(self.counters["lost"]) or self.replaced_provisional}
 
 
 def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None,
-                    depth: int | None = None, max_ahead: int = MAX_AHEAD,
-                    confirm: int = CONFIRM) -> tuple[list[dict], dict]:
+                    depth: int | None = None, max_ahead: int | None = None,
+                    confirm: int | None = None) -> tuple[list[dict], dict]:
     """The reference model's books for the datagrams the data plane would take, sequenced by the data plane's
     rules (Sequencer). Returns (books, counters): the reference book's counters plus "sequencing", the
     Sequencer's (malformed, bogus_session, suspect, lost, missing ranges, late joins, stale)."""
@@ -503,7 +527,8 @@ def stale_reason(seqinfo: dict) -> str:
     """One line: why the reference says the books must be stale ("" when they need not be)."""
     if not seqinfo.get("stale"):
         return ""
-    parts = [f"joined late at {j}; 1..{j - 1} missing" for j, n in seqinfo["late_joins"] if n]
+    parts = ["the first session was replaced before it was confirmed"] if seqinfo.get("replaced_provisional") else []
+    parts += [f"joined late at {j}; 1..{j - 1} missing" for j, n in seqinfo["late_joins"] if n]
     rest = seqinfo["lost"] - sum(n for _, n in seqinfo["late_joins"])
     if rest:
         ranges = [r for r in seqinfo["missing"]][:3]

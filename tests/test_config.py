@@ -491,3 +491,17 @@ def test_line_source_filter(tmp_path):
     assert a[i:i + 5] == ["--line", "233.54.12.111:26477", "--line-source", "206.200.1.1", "--line"]
     with pytest.raises(config.ConfigError, match=r"feed.lines\[0\].source = 'nowhere': must be the IPv4"):
         config.load(write(tmp_path, text.replace("206.200.1.1", "nowhere")))
+
+
+def test_defaults_agree_with_the_c_core(tmp_path):
+    """The feed's defaults are the C core's (fh_mold_cfg_defaults), which fh-dataplane and the reference's
+    sequencer read: the configuration's copies must not drift from them."""
+    from handler._native import ffi, lib
+
+    c = ffi.new("fh_mold_cfg_t *")
+    lib.fh_mold_cfg_defaults(c, 1)  # in ms
+    r = config.load(write(tmp_path, good(tmp_path) + RETRANS)).retransmission
+    assert (r.gap_wait_us, r.timeout_ms, r.retries, r.max_messages, r.max_outstanding, r.hold_messages) == (
+        c.gap_wait * 1000, c.request_timeout, c.retries, c.request_max, c.max_outstanding, c.hold)
+    assert (config.DEFAULT_LINE_STALE_MS, config.DEFAULT_LINE_DOWN_MS) == (c.line_stale, c.line_down)
+    assert replay.mold_defaults() == {"max_ahead": c.max_ahead, "confirm": c.confirm, "recover_max": c.recover_max}

@@ -75,8 +75,8 @@ def test_real_pcaps_through_dpdk(path, real):
         want, c = replay.reference_books(path, max_ahead=0)
         assert got == want
         info = c["sequencing"]
-        assert info["stale"] and info["late_joins"][0][0] == stats["feed"]["joined_at"] > 1
-        assert stats["feed"]["state"] == "stale" and stats["feed"]["join_lost"] == stats["feed"]["joined_at"] - 1
+        assert info["stale"] and info["late_joins"][0][0] == stats["mold"]["joined_at"] > 1
+        assert stats["feed"]["state"] == "stale" and stats["mold"]["join_lost"] == stats["mold"]["joined_at"] - 1
     assert stats["messages_applied"] > 0
 
 

@@ -155,8 +155,8 @@ def test_late_join_without_server_is_stale_and_says_so(grams, tmp_path):
     _write(pcap, frames)
     stats, books, status, info = _check(pcap, tmp_path)
     assert info["late_joins"] == [(joined, joined - 1)] and info["stale"]
-    f = stats["feed"]
-    assert f["joined_at"] == joined and f["join_lost"] == joined - 1 and f["state"] == "stale"
+    m = stats["mold"]
+    assert m["joined_at"] == joined and m["join_lost"] == joined - 1 and stats["feed"]["state"] == "stale"
     assert stats["mold"]["lost"] == joined - 1 and stats["mold"]["gaps"] == 1
     assert books and set(status.values()) == {"stale"}
     p = fh("verify", pcap, check=False)
@@ -288,7 +288,7 @@ def test_late_join_is_recovered_from_the_server(grams, clean_books, tmp_path):
     books, status, _, _, _ = _segment(seg)
     assert books == clean_books and set(status.values()) == {"live"}
     f, m = stats["feed"], stats["mold"]
-    assert f["joined_at"] == joined and f["join_lost"] == 0 and f["state"] == "ended"
+    assert m["joined_at"] == joined and m["join_lost"] == 0 and f["state"] == "ended"
     assert m["recovered_retrans"] == joined - 1 and m["lost"] == 0
     assert m["request_messages"] >= joined - 1 and m["requests"] >= (joined - 1 + 199) // 200
     assert m["applied"] == stats["messages_applied"] == grams[1] - 1

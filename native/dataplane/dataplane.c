@@ -63,6 +63,7 @@
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
+#include "frames.h"
 #include "igmp_port.h"
 
 #define BURST 32
@@ -197,11 +198,15 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
         { 0, 0, 0, 0 },
     };
+    fh_mold_cfg_t d; /* the feed's defaults, in ms: one source (fh_mold_cfg_defaults), not a copy */
+    fh_mold_cfg_defaults(&d, 1);
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
-                   .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = 2000,
-                   .request_timeout_ms = 100, .request_retries = 4, .request_max = 1000, .max_outstanding = 4,
-                   .hold = 1u << 20, .line_stale_ms = 3000, .line_down_ms = 10000, .max_ahead = 1u << 20,
-                   .confirm = 32, .recover_max = 1000000, .journal_mb = 256 };
+                   .depth = 10, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = (uint32_t)(d.gap_wait * 1000),
+                   .request_timeout_ms = (uint32_t)d.request_timeout, .request_retries = d.retries,
+                   .request_max = d.request_max, .max_outstanding = d.max_outstanding, .hold = d.hold,
+                   .line_stale_ms = (uint32_t)d.line_stale, .line_down_ms = (uint32_t)d.line_down,
+                   .max_ahead = (uint32_t)d.max_ahead, .confirm = d.confirm, .recover_max = (uint32_t)d.recover_max,
+                   .journal_mb = 256 };
     int c;
     uint32_t v;
     optind = 1;
@@ -559,40 +564,6 @@ static void rx_only_loop(const opts_t *o, uint16_t port, loop_stats_t *ls)
 
 #define MAX_PORTS (FH_NET_MAX_LINES + 1)
 
-/* An Ethernet + IPv4 + UDP frame of payload into p (room for 42 + len, padded to 60). Returns its length.
- * The UDP checksum is 0 (none: allowed over IPv4), the IPv4 header's is computed. */
-static size_t udp_frame(uint8_t *p, const uint8_t dst_mac[6], const uint8_t src_mac[6], uint32_t src_ip,
-                        uint32_t dst_ip, uint16_t sport, uint16_t dport, const uint8_t *payload, size_t len,
-                        uint16_t ip_id)
-{
-    memcpy(p, dst_mac, 6);
-    memcpy(p + 6, src_mac, 6);
-    p[12] = 0x08, p[13] = 0x00;
-    uint8_t *ip = p + 14;
-    memset(ip, 0, 20);
-    ip[0] = 0x45;
-    fh_put_be16(ip + 2, (uint16_t)(20 + 8 + len));
-    fh_put_be16(ip + 4, ip_id);
-    ip[6] = 0x40; /* DF */
-    ip[8] = 64;
-    ip[9] = 17;
-    fh_put_be32(ip + 12, src_ip);
-    fh_put_be32(ip + 16, dst_ip);
-    fh_put_be16(ip + 10, fh_igmp_csum(ip, 20)); /* the Internet checksum (igmp.h) */
-    uint8_t *udp = ip + 20;
-    fh_put_be16(udp, sport);
-    fh_put_be16(udp + 2, dport);
-    fh_put_be16(udp + 4, (uint16_t)(8 + len));
-    fh_put_be16(udp + 6, 0);
-    memcpy(udp + 8, payload, len);
-    size_t n = 14 + 20 + 8 + len;
-    if (n < 60) {
-        memset(p + n, 0, 60 - n);
-        n = 60;
-    }
-    return n;
-}
-
 typedef struct retrans {
     bool on;
     uint16_t port;                 /* DPDK port the requests go out on */
@@ -618,7 +589,7 @@ static __attribute__((noinline, cold)) void retrans_send(retrans_t *r, const fh_
         uint8_t *p = (uint8_t *)rte_pktmbuf_append(mb, 62);
         uint8_t payload[20];
         fh_mold_request_encode(payload, &rq[i]);
-        udp_frame(p, r->dst_mac, r->mac, r->src_ip, r->dst_ip, r->src_port, r->dst_port, payload, 20, ++r->ip_id);
+        fh_udp_frame(p, r->dst_mac, r->mac, r->src_ip, r->dst_ip, r->src_port, r->dst_port, payload, 20, ++r->ip_id);
         if (rte_eth_tx_burst(r->port, 0, &mb, 1) == 1) {
             r->sent++;
         } else {
@@ -637,41 +608,28 @@ typedef struct arp {
 static __attribute__((noinline, cold)) void arp_rx(arp_t *a, fh_net_t *net, uint16_t port, struct rte_mempool *pool,
                                                    uint32_t our_ip, const uint8_t *f, size_t len)
 {
-    size_t off = 12;
-    uint16_t type = len >= 14 ? fh_be16(f + 12) : 0;
-    while ((type == 0x8100 || type == 0x88a8) && len >= off + 6) {
-        off += 4;
-        type = fh_be16(f + off);
-    }
-    if (type != 0x0806)
+    struct rte_ether_addr mac;
+    int have_mac = rte_eth_macaddr_get(port, &mac) == 0;
+    if (!have_mac)
+        memset(&mac, 0, sizeof mac);
+    uint8_t reply[FH_ARP_REPLY_MAX];
+    size_t n = 0;
+    fh_arp_kind_t kind = fh_arp_answer(f, len, mac.addr_bytes, our_ip, reply, &n); /* frames.h, no DPDK */
+    if (kind == FH_ARP_NOT)
         return;
     net->drops[FH_NET_not_ipv4]--;
     a->frames++;
-    const uint8_t *arp = f + off + 2;
-    if (len < off + 2 + 28 || fh_be16(arp) != 1 || fh_be16(arp + 2) != 0x0800 || arp[4] != 6 || arp[5] != 4 ||
-        fh_be16(arp + 6) != 1 || !our_ip || fh_be32(arp + 24) != our_ip || !pool)
+    if (kind != FH_ARP_FOR_US || !pool)
         return;
     a->requests_for_us++;
-    struct rte_ether_addr mac;
-    if (rte_eth_macaddr_get(port, &mac))
+    if (!have_mac)
         return;
     struct rte_mbuf *mb = rte_pktmbuf_alloc(pool);
     if (!mb) {
         a->tx_failed++;
         return;
     }
-    size_t n = off + 2 + 28 < 60 ? 60 : off + 2 + 28;
-    uint8_t *p = (uint8_t *)rte_pktmbuf_append(mb, (uint16_t)n);
-    memset(p, 0, n);
-    memcpy(p, f + 6, 6);                   /* to the asker */
-    memcpy(p + 6, mac.addr_bytes, 6);
-    memcpy(p + 12, f + 12, off + 2 - 12);  /* the same tags and type */
-    uint8_t *r = p + off + 2;
-    memcpy(r, arp, 6);
-    fh_put_be16(r + 6, 2);                 /* reply */
-    memcpy(r + 8, mac.addr_bytes, 6);      /* sender: us */
-    fh_put_be32(r + 14, our_ip);
-    memcpy(r + 18, arp + 8, 10);           /* target: the asker's MAC and IP */
+    memcpy(rte_pktmbuf_append(mb, (uint16_t)n), reply, n);
     if (rte_eth_tx_burst(port, 0, &mb, 1) == 1) {
         a->replies_sent++;
     } else {
@@ -1188,10 +1146,10 @@ int main(int argc, char **argv)
         if ((unsigned char)session[i] < 0x20 || session[i] == '"' || session[i] == '\\' || (unsigned char)session[i] > 0x7e)
             session[i] = '?';
     printf(", \"feed\": {\"state\": \"%s\", \"session\": \"%s\", \"next_seq\": %" PRIu64 ", \"held\": %u, "
-           "\"outstanding\": %u, \"joined_at\": %" PRIu64 ", \"join_lost\": %" PRIu64 "}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
+           "\"outstanding\": %u}, \"gaps_filled\": {\"count\": %" PRIu64 ", \"last_ns\": %" PRIu64
            ", \"max_ns\": %" PRIu64 ", \"mean_ns\": %" PRIu64 "}, \"mold\": {",
            fh_feed_state_name(feed.state), feed.have_session ? session : "", feed.next_seq, feed.held_now,
-           feed.outstanding, feed.counters[FH_M_joined_at], feed.counters[FH_M_join_lost], feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
+           feed.outstanding, feed.filled, (uint64_t)((double)feed.fill_last * ns_per_tsc),
            (uint64_t)((double)feed.fill_max * ns_per_tsc),
            feed.filled ? (uint64_t)((double)feed.fill_total / (double)feed.filled * ns_per_tsc) : 0);
     for (int i = 0; i < FH_M_COUNT; i++)

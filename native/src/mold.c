@@ -179,6 +179,7 @@ static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, uint64_t from, u
 {
     f->out.lost(f->out.ctx, f->session, from, to);
     f->stale = 1;
+    set_state(f);
 }
 
 /* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
@@ -275,6 +276,7 @@ static __attribute__((cold)) void new_session(fh_mold_feed_t *f, const char *ses
     f->ended = 0;
     f->next_seq = f->known_hi = 1;
     f->fresh_session = 1;
+    f->provisional = 0;
     f->cand_count = f->jump_count = 0;
     f->counters[FH_M_joined_at] = f->counters[FH_M_join_lost] = 0;
 }
@@ -349,8 +351,11 @@ static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, 
 static __attribute__((cold)) int other_session(fh_mold_feed_t *f, const uint8_t *d, int line,
                                                int recovery)
 {
-    if (!f->have_session) { /* the first session: nothing to take over */
+    if (!f->have_session) { /* the first session: nothing to take over; believed, provisionally */
         new_session(f, (const char *)d);
+        f->provisional = 1;
+        f->sess_lines = line_bit(line);
+        f->sess_count = 0;
         return 1;
     }
     if (recovery || (f->have_session > 1 && same_session(f->prev_session, d))) {
@@ -366,7 +371,13 @@ static __attribute__((cold)) int other_session(fh_mold_feed_t *f, const uint8_t 
         f->cand_count = 1;
     }
     if (f->ended || confirmed(f, f->cand_lines, f->cand_count)) {
+        int was_provisional = f->provisional;
+        uint64_t upto = f->next_seq;
         new_session(f, (const char *)d);
+        if (was_provisional) { /* the first session was a stray's: what it applied may be wrong anywhere */
+            f->counters[FH_M_unrecoverable]++;
+            mark_stale(f, 1, upto);
+        }
         return 1;
     }
     f->counters[FH_M_bogus_session]++;
@@ -379,7 +390,7 @@ static __attribute__((cold)) int suspect(fh_mold_feed_t *f, uint64_t seq, int li
 {
     if (!recovery) {
         uint64_t dist = seq > f->jump_seq ? seq - f->jump_seq : f->jump_seq - seq;
-        if (f->jump_count && dist <= f->cfg.max_ahead) {
+        if (f->jump_count && dist <= FH_MOLD_JUMP_NEAR) {
             f->jump_lines |= line_bit(line);
             f->jump_count++;
         } else {
@@ -399,6 +410,14 @@ static __attribute__((cold)) int suspect(fh_mold_feed_t *f, uint64_t seq, int li
 static inline int too_far(const fh_mold_feed_t *f, uint64_t seq)
 {
     return FH_UNLIKELY(seq > f->next_seq && f->cfg.max_ahead && seq - f->next_seq > f->cfg.max_ahead);
+}
+
+/* A datagram of the provisional first session: evidence for it (a second line, or `confirm` datagrams). */
+static __attribute__((noinline, cold)) void evidence(fh_mold_feed_t *f, int line, int recovery)
+{
+    f->sess_lines |= recovery ? 0 : line_bit(line);
+    if (confirmed(f, f->sess_lines, ++f->sess_count))
+        f->provisional = 0;
 }
 
 /* The first sequence taken of a session: above 1, a late join. */
@@ -441,6 +460,8 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
         if (!other_session(f, d, line, recovery))
             return 0;
     }
+    if (FH_UNLIKELY(f->provisional) && sequenced)
+        evidence(f, line, recovery);
     if (FH_UNLIKELY(control)) {
         /* Both name the sequence of the next message the server will send; neither carries a block. */
         if (len != FH_MOLD_HDR_LEN) {
@@ -466,7 +487,7 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
                     lose_upto(f, h.sequence);
             }
             if (h.count == FH_MOLD_END_OF_SESSION)
-                f->ended = 1;
+                f->ended = 1, f->provisional = 0; /* a session that ends was one */
         }
         set_state(f);
         return 0;

@@ -400,6 +400,36 @@ static void test_stray_datagrams(void)
     CHECK_EQ(status(1), FH_BOOK_LIVE);
 }
 
+/* A stray as the very first datagram is taken, provisionally; the real session, on both lines, replaces it,
+ * and since the stray's messages reached the books every book is stale. A first session that a second line
+ * confirms stays, and strays after it change nothing. */
+static void test_stray_first(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 0);
+    size_t n = dgram(buf, OTHER, 1, 10);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 10);
+    CHECK_EQ(f.provisional, 1);
+    CHECK_EQ(send_(0, 1, 10, 0), 0); /* the real one: a candidate */
+    CHECK_EQ(C(FH_M_bogus_session), 1);
+    CHECK_EQ(send_(1, 1, 10, 0), 10); /* on the second line: believed, the stray's session replaced */
+    CHECK_EQ(C(FH_M_session_changes), 1);
+    CHECK(!memcmp(f.session, SESSION, 10));
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+    CHECK_EQ(f.state, FH_FEED_STALE);
+
+    fresh(&c, 20);
+    send_(0, 1, 10, 0);
+    send_(1, 1, 10, 0); /* the B copy: the first session confirmed */
+    CHECK_EQ(f.provisional, 0);
+    n = dgram(buf, OTHER, 11, 10);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0);
+    send_(0, 11, 10, 0);
+    CHECK(books_equal());
+    CHECK_EQ(status(1), FH_BOOK_LIVE);
+    CHECK_EQ(C(FH_M_session_changes), 0);
+}
+
 /* On one line alone a new session is believed after `confirm` datagrams, or at once after an end of
  * session; the datagrams it took to believe it are a gap from 1, filled by retransmission. */
 static void test_session_confirm(void)
@@ -597,6 +627,134 @@ static void test_gap_counting(void)
     CHECK_EQ(C(FH_M_gap_messages), C(FH_M_lost) + C(FH_M_recovered_lines));
 }
 
+/* Property: random interleavings of real and corrupt datagrams on two lines (drops, reorderings, strays of
+ * other sessions, far jumps, truncations, misframed blocks, random bytes), then every gap given up: the books
+ * equal the reference's for the messages applied when nothing was lost, and every book is stale otherwise;
+ * the counters add up. */
+static uint64_t rng_state;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((rng_state >> 33) % n);
+}
+
+static void corrupt(uint8_t *p, size_t *n)
+{
+    switch (rnd(7)) {
+    case 0: /* random bytes */
+        *n = rnd(120);
+        for (size_t i = 0; i < *n; i++)
+            p[i] = (uint8_t)rnd(256);
+        break;
+    case 1: /* another session, well framed */
+        memcpy(p, "STRAY", 5);
+        for (int i = 5; i < 10; i++)
+            p[i] = (uint8_t)('0' + rnd(10));
+        break;
+    case 2: /* far ahead */
+        fh_put_be64(p + 10, fh_be64(p + 10) + 1000000000ull + rnd(1000000000));
+        break;
+    case 3: /* a heartbeat from the future */
+        fh_put_be64(p + 10, fh_be64(p + 10) + 1000000000ull + rnd(1000000000));
+        fh_put_be16(p + 18, 0);
+        *n = 20;
+        break;
+    case 4: /* truncated */
+        *n -= 1 + rnd(10);
+        break;
+    case 5: /* a count that overruns */
+        fh_put_be16(p + 18, (uint16_t)(fh_be16(p + 18) + 1 + rnd(3)));
+        break;
+    default: /* a block length off by one, the datagram still adding up */
+        fh_put_be16(p + 20, (uint16_t)(fh_be16(p + 20) - 1));
+        break;
+    }
+}
+
+static void test_random_property(void)
+{
+    static uint8_t d[64][1024];
+    int strays_first = 0, stale_rounds = 0;
+    for (int round = 0; round < 60; round++) {
+        rng_state = 0x9e3779b97f4a7c15ull * (uint64_t)(round + 1);
+        int failed_before = test_failures;
+        fh_mold_cfg_t c = cfg_server();
+        c.can_request = false;
+        c.msg_len = fh_itch_len;
+        fresh(&c, 0);
+        uint8_t have[NMSG + 1];
+        memset(have, 0, sizeof have);
+        uint64_t now = 0;
+        size_t q = 0, qlen[64];
+        int qline[64];
+        for (uint64_t s = 1; s <= 2000; s += 10) {
+            for (int line = 0; line < 2; line++) {
+                uint32_t r = rnd(100);
+                if (r < 4)
+                    continue; /* lost on this line */
+                size_t n = dgram(d[q], SESSION, s, 10);
+                if (r < 9)
+                    corrupt(d[q], &n);
+                else
+                    for (uint64_t k = s; k < s + 10; k++)
+                        have[k] = 1;
+                qlen[q] = n, qline[q] = line, q++;
+            }
+            if (rnd(100) < 3) { /* a stray of its own */
+                size_t n = dgram(d[q], SESSION, s, 10);
+                corrupt(d[q], &n);
+                qlen[q] = n, qline[q] = (int)rnd(2), q++;
+            }
+            if (q >= 48 || s + 10 > 2000) { /* flush with local reorderings */
+                for (size_t i = 0; i + 1 < q; i++)
+                    if (rnd(100) < 5) {
+                        uint8_t t[1024];
+                        size_t tl = qlen[i];
+                        int tline = qline[i];
+                        memcpy(t, d[i], 1024), memcpy(d[i], d[i + 1], 1024), memcpy(d[i + 1], t, 1024);
+                        qlen[i] = qlen[i + 1], qline[i] = qline[i + 1], qlen[i + 1] = tl, qline[i + 1] = tline;
+                    }
+                for (size_t i = 0; i < q; i++)
+                    fh_mold_feed_apply(&f, d[i], qlen[i], qline[i], ++now);
+                q = 0;
+            }
+        }
+        fh_mold_request_t rq[8];
+        fh_mold_feed_poll(&f, now + 100000, rq, 8); /* every gap given up */
+        uint64_t missing = 0;
+        for (uint64_t s = 1; s <= 2000; s++)
+            if (have[s])
+                fh_engine_apply(ref, msg[s], mlen[s]);
+            else
+                missing++;
+        CHECK(!f.gap_open && f.held_now == 0);
+        CHECK(!memcmp(f.session, SESSION, 10));
+        CHECK_EQ(C(FH_M_gap_messages), C(FH_M_lost) + C(FH_M_recovered_lines) + C(FH_M_recovered_retrans));
+        CHECK(C(FH_M_unrecoverable) <= C(FH_M_gaps) + C(FH_M_session_changes));
+        if (C(FH_M_session_changes)) { /* a stray came first and was replaced: every book stale */
+            CHECK_EQ(C(FH_M_session_changes), 1);
+            for (uint16_t loc = 1; loc <= 3; loc++)
+                CHECK_EQ(status(loc), FH_BOOK_STALE);
+            strays_first++;
+            continue;
+        }
+        CHECK_EQ(C(FH_M_lost), missing);
+        CHECK_EQ(C(FH_M_applied), 2000 - missing);
+        CHECK(C(FH_M_unrecoverable) <= C(FH_M_gaps));
+        CHECK(books_equal());
+        stale_rounds += missing != 0;
+        for (uint16_t loc = 1; loc <= 3; loc++)
+            CHECK_EQ(status(loc), missing ? FH_BOOK_STALE : FH_BOOK_LIVE);
+        if (test_failures != failed_before)
+            fprintf(stderr, "  (random round %d: %llu messages missing; session %.10s, suspect %llu, bogus %llu)\n",
+                    round, (unsigned long long)missing, f.session, (unsigned long long)C(FH_M_suspect),
+                    (unsigned long long)C(FH_M_bogus_session));
+    }
+    printf("test_mold: random interleavings: 60 rounds, %d with messages lost on both lines (stale), %d begun by a "
+           "stray (stale)\n", stale_rounds, strays_first);
+    CHECK(stale_rounds > 0 && stale_rounds < 60); /* both outcomes were exercised */
+}
+
 /* Line states from the time since each line's last datagram. */
 static void test_line_states(void)
 {
@@ -691,10 +849,12 @@ int main(void)
     test_session_change();
     test_stray_datagrams();
     test_session_confirm();
+    test_stray_first();
     test_far_jumps();
     test_late_join();
     test_misframed();
     test_gap_counting();
+    test_random_property();
     test_line_states();
     test_snapshot();
     test_bad_cfg();

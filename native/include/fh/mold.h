@@ -103,10 +103,12 @@ typedef enum fh_mold_counter {
  *   bogus_session      well-framed datagrams of another session not (yet) believed: a new session is believed
  *                      only after an end of session of the current one, on two feed lines, or after
  *                      cfg.confirm datagrams of it; until then its datagrams are ignored (a real change then
- *                      finds its first messages missing: a gap from 1, filled like any other)
+ *                      finds its first messages missing: a gap from 1, filled like any other). The very first
+ *                      session is taken at once, provisionally: replaced before it had the same evidence,
+ *                      it leaves every book stale (one more unrecoverable)
  *   suspect            datagrams and heartbeats naming a sequence more than cfg.max_ahead beyond the next
- *                      expected: ignored unless confirmed the same way (two lines, or cfg.confirm datagrams
- *                      within max_ahead of each other), then taken as a real jump
+ *                      expected: ignored unless confirmed the same way (two lines, or cfg.confirm datagrams,
+ *                      each within FH_MOLD_JUMP_NEAR of the first), then taken as a real jump
  *   joined_at          not a count: the first sequence seen of the current session when it was above 1 (a
  *                      late join: 1 .. joined_at-1 were missing and opened a gap from 1), else 0
  *   join_lost          of those, the messages given up (1 .. joined_at-1 never came): the feed is stale,
@@ -114,6 +116,7 @@ typedef enum fh_mold_counter {
 
 #define FH_MOLD_MAX_LINES 16
 #define FH_MOLD_MAX_OUTSTANDING 16
+#define FH_MOLD_JUMP_NEAR 65536u /* a jump corroborates another within this distance (a datagram's reach) */
 #define FH_MOLD_HOLD_MSG 54 /* the longest message a hold-back slot keeps (ITCH 5.0's longest is 50) */
 
 /* Line state, from the time since the line's last datagram (heartbeats count). */
@@ -223,6 +226,10 @@ typedef struct fh_mold_feed {
     uint64_t jump_seq;
     uint32_t jump_lines, jump_count;
     int fresh_session;                  /* no sequenced datagram of the current session taken yet */
+    int provisional;                    /* the first session, taken at once, not yet seen on a second line or
+                                         * in `confirm` datagrams: replaced by another, it leaves the books
+                                         * stale (what it applied may have been a stray's) */
+    uint32_t sess_lines, sess_count;
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
