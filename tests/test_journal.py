@@ -406,3 +406,49 @@ def test_config_journal_section(tmp_path):
         f.write_text(base + f"\n[journal]\n{bad}\n")
         with pytest.raises(config.ConfigError, match=f"journal.*{why}"):
             config.load(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_dataplane_restart_from_a_snapshot(tmp_path):
+    """Run 1 journals the day; fh record's shadow engine snapshots it. Run 2 starts from a mid-day snapshot
+    (--restore) and is fed the day again from its start, as a feed that sends its past again would: what
+    the snapshot holds is counted as duplicates, the rest applied; the books equal the reference, and run
+    2's journal goes on from the snapshot's sequence."""
+    journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
+    j2 = journal.replace(".journal", "-2.journal")
+    try:
+        _replay_with_journal(AB, journal)
+        d = tmp_path / "rec"
+        s = json.loads(fh("record", "--journal", journal, "--dir", d, "--snapshot-every", "15000",
+                          "--snapshot-keep", "5", "--json").stdout)
+        mid = Path(s["snapshots"][0])
+        k = native.snapshot_meta(mid)["next_seq"]
+        assert 15000 < k < 40000
+        name = f"jr-{uuid.uuid4().hex[:8]}"
+        segment = f"/dev/shm/fh-{name}"
+        cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={AB}"), segment, replay.pcap_lines(AB),
+                                   keep=True, extra=["--restore", str(mid), "--journal", j2, "--journal-mb", "16"])
+        dp = replay.Dataplane(cmd)
+        try:
+            stats = dp.wait(120)
+            got = replay.segment_books(segment)
+        finally:
+            dp.close()
+            replay.remove_segment(segment)
+        want, _ = replay.reference_books(AB)
+        assert got == want
+        assert stats["mold"]["applied"] == 40000 - (k - 1)
+        assert stats["mold"]["gaps"] == 0 and stats["mold"]["lost"] == 0
+        r = J.JournalRing(j2)
+        st, _, first = r.read(0)
+        assert st == J.OK and first.kind == J.MSGS and first.seq <= k < first.seq + first.count + 1
+        r.close()
+        bad = tmp_path / "bad.snap"
+        bad.write_bytes(mid.read_bytes()[:-3])
+        cmd[cmd.index(str(mid))] = str(bad)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "--restore" in p.stderr and "truncated" in p.stderr
+    finally:
+        for p in (journal, j2):
+            if os.path.exists(p):
+                os.unlink(p)
