@@ -452,3 +452,73 @@ def test_dataplane_restart_from_a_snapshot(tmp_path):
         for p in (journal, j2):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_fh_run_restarts_from_the_recorded_day(tmp_path):
+    """fh run with [journal] dir: today's newest sound snapshot + the journal after it become the data plane's
+    starting state (--restore); the capture fed again ends with the reference's books."""
+    import time
+
+    today = time.strftime("%Y%m%d", time.gmtime())
+    journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
+    name = f"jrun{uuid.uuid4().hex[:6]}"
+    d = tmp_path / "rec"
+    try:
+        _replay_with_journal(AB, journal)
+        fh("record", "--journal", journal, "--dir", d, "--day", today, "--snapshot-every", "15000")
+        # keep the journal files only up to a point, as if the data plane died there: cut the file after
+        # its first third of records; the newest snapshot beyond it is damaged and refused
+        f = J.journal_files(d)[0]
+        _, recs, _ = J.read_journal_file(f)
+        keep = J.FILE_HDR_SIZE + sum(len(J.encode_record(r)) for r in recs[: 2 * len(recs) // 3])
+        f.write_bytes(f.read_bytes()[:keep])
+        snaps = sorted((d / "snapshots").glob("*.snap"))
+        assert len(snaps) >= 2
+        first = native.snapshot_meta(snaps[0])["next_seq"]
+        damaged = bytearray(snaps[1].read_bytes())
+        damaged[200] ^= 0xFF
+        snaps[1].write_bytes(bytes(damaged))
+        for s in snaps[2:]:
+            s.unlink()
+        cfgp = tmp_path / "fh.toml"
+        cfgp.write_text(f"""
+[instance]
+name = "{name}"
+[feed]
+protocol = "moldudp64-itch50"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={AB}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = 300
+[journal]
+ring_mb = 16
+dir = "{d}"
+""")
+        p = fh("run", "--config", cfgp, "--json", "--keep-segment")
+        assert f"restarting from {snaps[0]}" in p.stderr and "complete to sequence" in p.stderr
+        assert "fh: refused" in p.stderr and f"snapshot {snaps[1]}: its body's CRC does not match" in p.stderr
+        stats = json.loads(p.stdout)
+        k = native.snapshot_meta(d / "restart.snap")["next_seq"]
+        assert first < k < 40000
+        assert stats["mold"]["applied"] == 40000 - (k - 1) and stats["mold"]["lost"] == 0
+        got = replay.segment_books(f"/dev/shm/fh-{name}")
+        want, _ = replay.reference_books(AB)
+        assert got == want
+    finally:
+        replay.remove_segment(f"/dev/shm/fh-{name}")
+        for p in (journal, f"/dev/shm/fh-{name}.journal"):
+            if os.path.exists(p):
+                os.unlink(p)
