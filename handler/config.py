@@ -100,6 +100,7 @@ class Config:
     run_user: str | None = None  # [run] user/group: fh run starts the data plane as them (handler/privilege.py)
     run_group: str | None = None
     journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
+    journal_dir: str | None = None  # [journal] dir: fh record's directory, where fh run restarts from
 
 
 _SCHEMA = {
@@ -114,7 +115,7 @@ _SCHEMA = {
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
-    "journal": {"ring_mb"},
+    "journal": {"ring_mb", "dir"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -304,6 +305,9 @@ def load(path: str | os.PathLike) -> Config:
         if "journal" in raw else 0
     if journal_mb & (journal_mb - 1):
         raise _err(p, "journal.ring_mb", journal_mb, "must be a power of two (MiB), e.g. 256 or 1024")
+    journal_dir = raw.get("journal", {}).get("dir")
+    if journal_dir is not None and (not isinstance(journal_dir, str) or not journal_dir):
+        raise _err(p, "journal.dir", journal_dir, "must be a directory path: where fh record --dir writes")
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -318,7 +322,7 @@ def load(path: str | os.PathLike) -> Config:
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
         gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
-        journal_mb=journal_mb,
+        journal_mb=journal_mb, journal_dir=journal_dir,
     )
 
 

@@ -110,6 +110,15 @@ void fh_mold_feed_free(fh_mold_feed_t *f)
 
 void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c) { f->out = c ? *c : no_consumer; }
 
+void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_LEN], uint64_t next_seq)
+{
+    memcpy(f->session, session, FH_MOLD_SESSION_LEN);
+    f->have_session = 1;
+    f->provisional = 0;
+    f->fresh_session = 0;
+    f->next_seq = f->known_hi = next_seq;
+}
+
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s) { f->snap = s; }
 
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)

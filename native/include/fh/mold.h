@@ -242,6 +242,9 @@ void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_sourc
 /* Where the feed delivers (copied; the engine's: fh_engine_consumer). Until set, or with NULL, nothing is
  * delivered. Every message reaches it with its session and sequence number, in sequence order. */
 void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
+/* A restart from a snapshot (before any datagram): the session is believed (not provisional) and the feed goes
+ * on at next_seq; what came before it is the snapshot's, what lies after it is asked for as any gap is. */
+void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_LEN], uint64_t next_seq);
 
 /* Apply one datagram that arrived on `line` at `now`: the messages whose turn it is are applied (with the
  * held ones that follow them), later ones are held while a gap is open, copies of applied ones are
