@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, fh
 from handler import journal as J
-from handler import native, replay
+from handler import native, process, replay
 
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 AB = ROOT / "pcaps" / "synth-ab-40k.pcap"
@@ -173,23 +173,23 @@ def test_damaged_files_are_refused_with_one_line(ring, tmp_path):
 
 
 try:
-    replay.find_dataplane()
+    process.find_dataplane()
     HAVE_DP = True
-except replay.DataplaneError:
+except process.DataplaneError:
     HAVE_DP = False
 
 
 def _replay_with_journal(pcap: Path, journal: str) -> dict:
     name = f"jr-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
-    cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}"), segment, replay.pcap_lines(pcap),
+    cmd = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}"), segment, replay.pcap_lines(pcap),
                                keep=False, extra=["--journal", journal, "--journal-mb", "16"])
-    dp = replay.Dataplane(cmd)
+    dp = process.Dataplane(cmd)
     try:
         return dp.wait(120)
     finally:
         dp.close()
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
@@ -427,15 +427,15 @@ def test_dataplane_restart_from_a_snapshot(tmp_path):
         assert 15000 < k < 40000
         name = f"jr-{uuid.uuid4().hex[:8]}"
         segment = f"/dev/shm/fh-{name}"
-        cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={AB}"), segment, replay.pcap_lines(AB),
+        cmd = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={AB}"), segment, replay.pcap_lines(AB),
                                    keep=True, extra=["--restore", str(mid), "--journal", j2, "--journal-mb", "16"])
-        dp = replay.Dataplane(cmd)
+        dp = process.Dataplane(cmd)
         try:
             stats = dp.wait(120)
             got = replay.segment_books(segment)
         finally:
             dp.close()
-            replay.remove_segment(segment)
+            process.remove_segment(segment)
         want, _ = replay.reference_books(AB)
         assert got == want
         assert stats["mold"]["applied"] == 40000 - (k - 1)
@@ -519,7 +519,7 @@ dir = "{d}"
         want, _ = replay.reference_books(AB)
         assert got == want
     finally:
-        replay.remove_segment(f"/dev/shm/fh-{name}")
+        process.remove_segment(f"/dev/shm/fh-{name}")
         for p in (journal, f"/dev/shm/fh-{name}.journal"):
             if os.path.exists(p):
                 os.unlink(p)
