@@ -47,15 +47,18 @@ async def main(a) -> int:
         await asyncio.wait_for(done.wait(), a.seconds) if a.seconds else await done.wait()
     except asyncio.TimeoutError:
         pass
-    try:
-        await asyncio.wait_for(nc.drain(), 5)
-    except Exception:  # a server too busy to answer the drain in time: the figures below stand anyway
-        await nc.close()
     if a.latency and lat:
         lat.sort()
         pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
         print(f"{len(lat)} messages: publish stamp -> subscriber p50 {pct(0.5):.1f} us, p99 {pct(0.99):.1f} us, "
               f"p99.9 {pct(0.999):.1f} us, max {lat[-1] / 1000:.1f} us", file=sys.stderr)
+    try:
+        await asyncio.wait_for(nc.drain(), 5)
+    except BaseException:  # a server too busy to answer the drain in time: the figures above stand anyway
+        try:
+            await asyncio.wait_for(nc.close(), 5)
+        except BaseException:
+            pass
     return 0
 
 
