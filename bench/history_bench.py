@@ -153,7 +153,7 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
     k = res["counters"]
     return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
                     "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
-                    "subscriber": next((l for l in err.splitlines() if "publish stamp" in l), err.strip()[-300:] or None), "loadavg": la}
+                    "subscriber": [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None, "loadavg": la}
 
 
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> dict:

@@ -21,7 +21,7 @@ async def main(a) -> int:
 
     nc = await nats.connect(servers=a.server, max_reconnect_attempts=-1)
     subject = f"fh.{a.feed}.status" if a.kind == "status" else f"fh.{a.feed}.{a.symbol}.{a.kind}"
-    lat, count = [], 0
+    lat, gwlat, count = [], [], 0
     done = asyncio.Event()
 
     async def on_msg(m):
@@ -31,6 +31,8 @@ async def main(a) -> int:
         count += 1
         if a.latency and d.get("pub_ns"):
             lat.append(now - d["pub_ns"])
+        if a.latency and d.get("gw_ns"):
+            gwlat.append(now - d["gw_ns"])
         if not a.quiet:
             print(json.dumps({"subject": m.subject, **d}), flush=True)
         if a.count and count >= a.count:
@@ -47,11 +49,12 @@ async def main(a) -> int:
         await asyncio.wait_for(done.wait(), a.seconds) if a.seconds else await done.wait()
     except asyncio.TimeoutError:
         pass
-    if a.latency and lat:
-        lat.sort()
-        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
-        print(f"{len(lat)} messages: publish stamp -> subscriber p50 {pct(0.5):.1f} us, p99 {pct(0.99):.1f} us, "
-              f"p99.9 {pct(0.999):.1f} us, max {lat[-1] / 1000:.1f} us", file=sys.stderr)
+    for what, v in (("publish stamp", lat), ("gateway", gwlat)):
+        if a.latency and v:  # publish stamp: the data plane's TSC stamp, as wall time (the gateway converts it)
+            v.sort()
+            pct = lambda q: v[min(len(v) - 1, int(q * len(v)))] / 1000
+            print(f"{len(v)} messages: {what} -> subscriber p50 {pct(0.5):.1f} us, p99 {pct(0.99):.1f} us, "
+                  f"p99.9 {pct(0.999):.1f} us, max {v[-1] / 1000:.1f} us", file=sys.stderr)
     try:
         await asyncio.wait_for(nc.drain(), 5)
     except BaseException:  # a server too busy to answer the drain in time: the figures above stand anyway
