@@ -135,7 +135,7 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
     while not ready.exists():
         time.sleep(0.05)
     sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                            "--feed", name2, "--kind", "*", "--quiet", "--seconds", str(seconds + 6), "--latency"],
+                            "--feed", name2, "--kind", "bbo", "--quiet", "--seconds", str(seconds + 6), "--latency"],
                            stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
 

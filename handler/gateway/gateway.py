@@ -258,9 +258,11 @@ class Gateway:
                         seqs[i], tss[i], c[i], a[i], b[i], p, gw)).encode()
                     out.append(b"PUB %strade %d\r\n%s\r\n" % (base, len(data), data))
                     ntrade += 1
-            elif t == lib.FH_EV_STALE or t == lib.FH_EV_RECOVERED:
-                await self._send(out)
-                out = []
+            elif t == lib.FH_EV_STALE or t == lib.FH_EV_RECOVERED:  # what came before goes first
+                if await self._send(out, nbbo + ntrade):
+                    k["bbo"] += nbbo
+                    k["trades"] += ntrade
+                out, nbbo, ntrade = [], 0, 0
                 await self._status({"event": "stale" if t == lib.FH_EV_STALE else "recovered",
                                     "symbol": self.r.symbol_of(loc), "seq": seqs[i], "ts": tss[i]})
             elif t == lib.FH_EV_STATE:
