@@ -80,7 +80,7 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
         times, rows = [], 0
         for _ in range(repeats):
             t0 = time.perf_counter()
-            rows = len(con.execute(sql).fetchall())
+            rows = con.execute(sql).to_arrow_table().num_rows  # as a program takes it: columns, not Python rows
             times.append(time.perf_counter() - t0)
         out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1), "rows": rows}
     t0 = time.perf_counter()
@@ -135,7 +135,7 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
     while not ready.exists():
         time.sleep(0.05)
     sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                            "--feed", name2, "--kind", "*", "--quiet", "--seconds", str(seconds + 6), "--latency"],
+                            "--feed", name2, "--kind", "bbo", "--quiet", "--seconds", str(seconds + 6), "--latency"],
                            stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
 
@@ -153,7 +153,7 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
     k = res["counters"]
     return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
                     "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
-                    "subscriber": err.strip().splitlines()[-1] if err.strip() else None, "loadavg": la}
+                    "subscriber": [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None, "loadavg": la}
 
 
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> dict:
@@ -211,6 +211,7 @@ def main() -> int:
     p.add_argument("--gateway-messages", type=int, default=2_000_000)
     p.add_argument("--rates", default="10000,100000", help="paced events/s for the latency figures")
     p.add_argument("--skip-history", action="store_true", help="only the gateway figures")
+    p.add_argument("--only-queries", action="store_true", help="only the query figures, over an existing --work history")
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
     from handler import native
@@ -221,7 +222,7 @@ def main() -> int:
     if not day.exists() and not a.skip_history:
         native.synth_file(day, a.messages, a.instruments, seed=2026)
     res = {"messages": a.messages, "instruments": a.instruments, "raw_bytes": day.stat().st_size if day.exists() else None, "cpus": os.cpu_count()}
-    if a.skip_history:
+    if a.skip_history or a.only_queries:
         a.skip_gzip = True
     if not a.skip_gzip:
         t0 = time.perf_counter()
@@ -234,6 +235,10 @@ def main() -> int:
         res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
         print(json.dumps(res, indent=1))
         return 0
+    if a.only_queries:
+        res["queries"] = bench_queries(work / "history")
+        print(json.dumps(res, indent=1))
+        return 0
     res["writer"] = w = bench_writer(day, work / "history")
     res["bytes_per_message"] = {"raw_itch": round(res["raw_bytes"] / a.messages, 2),
                                 "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,
@@ -241,6 +246,8 @@ def main() -> int:
                                 **{f"parquet_{t}": round(b / a.messages, 2) for t, b in w["bytes_by_table"].items()}}
     res["queries"] = bench_queries(work / "history")
     print(json.dumps(res), flush=True)
+    if a.only_queries:
+        return 0
     if not a.skip_gateway:
         gday = work / f"gday-{a.gateway_messages}.itch"
         if not gday.exists():

@@ -10,6 +10,7 @@ percentiles at the end (same host clocks: the gateway turns the data plane's TSC
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -21,20 +22,22 @@ async def main(a) -> int:
 
     nc = await nats.connect(servers=a.server, max_reconnect_attempts=-1)
     subject = f"fh.{a.feed}.status" if a.kind == "status" else f"fh.{a.feed}.{a.symbol}.{a.kind}"
-    lat, count = [], 0
+    lat, gwlat, count = [], [], 0
     done = asyncio.Event()
+
+    stamps = re.compile(rb'"pub_ns":(\d+)|"gw_ns":(\d+)')
 
     async def on_msg(m):
         nonlocal count
         now = time.time_ns()
-        d = json.loads(m.data)
         count += 1
-        if a.latency and d.get("pub_ns"):
-            lat.append(now - d["pub_ns"])
-        if not a.quiet:
-            print(json.dumps({"subject": m.subject, **d}), flush=True)
+        if a.latency:  # the two stamps only, without decoding the whole message
+            for pub, gw in stamps.findall(m.data):
+                (lat if pub else gwlat).append(now - int(pub or gw))
         if a.count and count >= a.count:
             done.set()
+        if not a.quiet:
+            print(json.dumps({"subject": m.subject, **json.loads(m.data)}), flush=True)
 
     if a.replay:  # an ordered push consumer from the first message the stream holds
         await nc.jetstream().subscribe(subject, cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
@@ -47,15 +50,19 @@ async def main(a) -> int:
         await asyncio.wait_for(done.wait(), a.seconds) if a.seconds else await done.wait()
     except asyncio.TimeoutError:
         pass
+    for what, v in (("publish stamp", lat), ("gateway", gwlat)):
+        if a.latency and v:  # publish stamp: the data plane's TSC stamp, as wall time (the gateway converts it)
+            v.sort()
+            pct = lambda q: v[min(len(v) - 1, int(q * len(v)))] / 1000
+            print(f"{len(v)} messages: {what} -> subscriber p50 {pct(0.5):.1f} us, p99 {pct(0.99):.1f} us, "
+                  f"p99.9 {pct(0.999):.1f} us, max {v[-1] / 1000:.1f} us", file=sys.stderr)
     try:
         await asyncio.wait_for(nc.drain(), 5)
-    except Exception:  # a server too busy to answer the drain in time: the figures below stand anyway
-        await nc.close()
-    if a.latency and lat:
-        lat.sort()
-        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
-        print(f"{len(lat)} messages: publish stamp -> subscriber p50 {pct(0.5):.1f} us, p99 {pct(0.99):.1f} us, "
-              f"p99.9 {pct(0.999):.1f} us, max {lat[-1] / 1000:.1f} us", file=sys.stderr)
+    except BaseException:  # a server too busy to answer the drain in time: the figures above stand anyway
+        try:
+            await asyncio.wait_for(nc.close(), 5)
+        except BaseException:
+            pass
     return 0
 
 

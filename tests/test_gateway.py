@@ -273,3 +273,37 @@ def test_gateway_config_section(tmp_path):
         f.write_text(base + "[gateway]\n" + bad + "\n")
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load(f)
+
+
+def test_stale_and_recovered_books_on_status(cluster, tmp_path):
+    """A book marked stale (a gap the data plane could not fill) and then recovered: the gateway says so on
+    fh.<feed>.status at once, in order with the book's BBO changes."""
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+    from handler.segments import writer_path
+
+    name = f"gwst-{os.getpid()}"
+    data = native.synth_bytes(5000, 5, seed=12)
+    seg = native.Segment(writer_path(name, native.segment_footprint(1 << 16, 1 << 16)), name, max_levels=1 << 16,
+                         event_capacity=1 << 16)
+    try:
+        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+        eng.apply_blocks(data)
+        loc = eng.locates()[0]
+        sym = eng.info(loc)["symbol"]
+        eng.set_status(loc, True)
+        eng.set_status(loc, False)
+
+        async def main():
+            async with Sub(cluster.urls[0], f"fh.{name}.status") as sub:
+                gw = Gateway(name, Settings(servers=(cluster.urls[1],), stream=False), name, start="oldest")
+                await gw.connect()
+                await gw.run(idle_timeout=0.5)
+                await sub.settle(0.5)
+                return [d for _, d in sub.msgs]
+
+        msgs = asyncio.run(main())
+    finally:
+        seg.close(unlink=True)
+    events = [(d["event"], d.get("symbol")) for d in msgs if "event" in d]
+    assert events == [("start", None), ("stale", sym), ("recovered", sym), ("stop", None)]
