@@ -185,12 +185,15 @@ awk -v m="$MESSAGES" -v k="$INSTRUMENTS" -v s="$SEED" -v n="$ENGINE_MSGS" -v ei=
     printf "program: %s, commit %s\n", prog, rev
     printf "%-24s %16s %12s\n", "", "instructions", "per message"
     printf "%-24s %16.0f %12.2f\n", "engine (apply_blocks)", ei, e
-    printf "%-24s %16.0f %12.2f\n", "parse-only (itch_scan)", si, p
-    printf "%-24s %16.0f %12.2f\n", "engine - parse-only", ei - si, e - p
+    if (si > 0) {
+        printf "%-24s %16.0f %12.2f\n", "parse-only (itch_scan)", si, p
+        printf "%-24s %16.0f %12.2f\n", "engine - parse-only", ei - si, e - p
+    }
     if (el != "") {
         printf "%-24s %16s %12s\n", "(cache simulation)", "LL misses", "per message"
         printf "%-24s %16.0f %12.4f\n", "engine (apply_blocks)", el, el / n
-        printf "%-24s %16.0f %12.4f\n", "parse-only (itch_scan)", sl, sl / sn
+        if (si > 0)
+            printf "%-24s %16.0f %12.4f\n", "parse-only (itch_scan)", sl, sl / sn
     }
 }'
 if [[ ${FH_BENCH_KEEP:-0} == 1 ]]; then

@@ -44,11 +44,9 @@ typedef struct order {
     uint32_t shares; /* remaining; 0 marks an empty slot */
     uint16_t book;   /* the order's stock locate */
     uint8_t side;
-    uint8_t lvl;     /* where its level was last seen: index in the side's key array from the deep end (the
-                      * end that rarely moves), checked against key before use; NO_LVL: none */
+    uint8_t spilled; /* lives in the spill table */
 } order_t;
 _Static_assert(sizeof(order_t) == 16, "four orders per cache line");
-#define NO_LVL 0xFFu
 
 typedef struct spill {
     uint64_t ref;
@@ -399,13 +397,12 @@ static inline void levels_close(uint32_t *k, agg_t *g, uint32_t i, uint32_t n)
 /* Add shares (one order) at key on side `side` of book b. Returns 1 if the side's best level changed, 0
  * if not, -1 when out of level memory. */
 static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_t *b, int side, uint32_t key,
-                                                           uint32_t shares, uint32_t *at)
+                                                           uint32_t shares)
 {
     side_t *s = &b->side[side];
     uint32_t *k = e->lkey + s->off;
     uint32_t n = s->n;
     uint32_t i = n && k[n - 1] < key ? n : level_lower_bound(k, n, key);
-    *at = i;
     if (i < n && k[i] == key) {
         agg_t *g = e->lagg + s->off + i;
         g->orders++;
@@ -429,17 +426,14 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
 }
 
 /* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
- * its level. *lvl is where the order's level was last seen (an index; levels move, so it is checked) and
- * is updated when the order stays. Returns whether the side's best level changed. */
+ * its level. Returns whether the side's best level changed. */
 static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares,
-                                                            bool order_gone, uint8_t *lvl)
+                                                            bool order_gone)
 {
     uint32_t *k = e->lkey + s->off;
     agg_t *g = e->lagg + s->off;
-    uint32_t n = s->n, h = *lvl;
-    uint32_t i = k[n - 1] == key ? n - 1 : h < n && k[h] == key ? h : level_lower_bound(k, n, key);
-    if (!order_gone)
-        *lvl = (uint8_t)(i < NO_LVL ? i : NO_LVL);
+    uint32_t n = s->n;
+    uint32_t i = k[n - 1] == key ? n - 1 : level_lower_bound(k, n, key);
     g[i].shares -= shares;
     if (order_gone && --g[i].orders == 0) {
         levels_close(k, g, i, n);
@@ -508,6 +502,7 @@ static int spill_evict(fh_engine_t *e, order_t *o)
     spill_t *sp = &e->spill[spill_slot(e, ref)];
     sp->ref = ref;
     sp->o = *o;
+    sp->o.spilled = 1;
     e->spill_live++;
     if (ref > e->spill_max)
         e->spill_max = ref;
@@ -550,11 +545,11 @@ static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - 
 
 /* Fill slot o (from order_place) with order ref. */
 static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t key, uint32_t shares,
-                                uint16_t book, uint8_t side, uint32_t lvl)
+                                uint16_t book, uint8_t side)
 {
     bool spilled = o != &e->orders[ref & e->mask]; /* order_place gives the home slot or a spill slot */
     *o = (order_t){ .tag = (uint32_t)(ref >> e->shift), .key = key, .shares = shares, .book = book, .side = side,
-                    .lvl = (uint8_t)(lvl < NO_LVL ? lvl : NO_LVL) };
+                    .spilled = spilled };
     if (FH_UNLIKELY(spilled)) {
         spill_of(o)->ref = ref;
         e->spill_live++;
@@ -567,7 +562,7 @@ static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32
 static inline void order_free(fh_engine_t *e, order_t *o)
 {
     e->live--;
-    if (FH_LIKELY((uintptr_t)o - (uintptr_t)e->orders <= e->mask * sizeof *o)) /* not in the spill table */
+    if (FH_LIKELY(!o->spilled))
         o->shares = 0;
     else
         spill_erase(e, (uint64_t)(spill_of(o) - e->spill));
@@ -796,10 +791,9 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     int side = side_ch == 'S';
     uint32_t key = side ? ~price : price;
-    uint32_t at;
-    int top = level_add(e, b, side, key, shares, &at);
+    int top = level_add(e, b, side, key, shares);
     if (FH_LIKELY(top >= 0))
-        order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side, at);
+        order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
     else
         e->counters[FH_C_level_capacity]++;
     if (own)
@@ -822,7 +816,7 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
 
 static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o)
 {
-    bool top = level_sub(e, &b->side[o->side], o->key, o->shares, true, &o->lvl);
+    bool top = level_sub(e, &b->side[o->side], o->key, o->shares, true);
     order_free(e, o);
     return top;
 }
@@ -837,7 +831,7 @@ static inline __attribute__((always_inline)) bool reduce_order(fh_engine_t *e, b
         return remove_order(e, b, o);
     }
     o->shares -= shares;
-    return level_sub(e, &b->side[o->side], o->key, shares, false, &o->lvl);
+    return level_sub(e, &b->side[o->side], o->key, shares, false);
 }
 
 static inline uint32_t order_price(const order_t *o) { return o->side ? ~o->key : o->key; }
@@ -904,9 +898,9 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
                                                              bool publish)
 {
     /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
-    uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
-    if (FH_UNLIKELY(len == 0 || len != fh_itch_len[t]) && !check_slow(e, m, len))
+    if (FH_UNLIKELY(len == 0 || len != fh_itch_len[m[0]]) && !check_slow(e, m, len))
         return;
+    uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
     order_t *o;
     book_t *b;
@@ -1581,15 +1575,14 @@ int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t
             goto out;
         }
         book_begin(e, b);
-        uint32_t at;
-        int top = level_add(e, b, so[i].side, key, so[i].shares, &at);
+        int top = level_add(e, b, so[i].side, key, so[i].shares);
         if (top < 0) {
             FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
                    e->cfg.max_levels);
             fh_engine_clear_books(e);
             goto out;
         }
-        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side, at);
+        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side);
         b->updates--; /* restoring is not an update */
         book_end(e, b, m);
         b->itch_ts = 0;
