@@ -60,7 +60,7 @@ static uint64_t spin_ticks(const fh_seg_t *seg)
     for (int rep = 0; rep < 20; rep++) {
         uint64_t t0 = __builtin_ia32_rdtsc(), sink = 0;
         for (int i = 0; i < 2000; i++) {
-            sink += atomic_load_explicit(&seg->hdr->head, memory_order_acquire);
+            sink += __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
             __builtin_ia32_pause();
         }
         uint64_t t = __builtin_ia32_rdtsc() - t0 + (sink & 0);

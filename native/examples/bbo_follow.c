@@ -241,7 +241,7 @@ int main(int argc, char **argv)
             }
         }
         /* nothing new */
-        if (atomic_load_explicit(&h->writer_state, memory_order_acquire) == 2) {
+        if (__atomic_load_n(&h->writer_state, __ATOMIC_ACQUIRE) == 2) {
             if (fh_shm_head(&r) >= next)
                 continue; /* drain what it published before stopping */
             printf("%s: the writer stopped; %" PRIu64 " events read, %" PRIu64 " lost\n", prog, events, lost);

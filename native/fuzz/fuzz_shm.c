@@ -112,7 +112,7 @@ static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra
         if (rc == FH_SHM_EV_NONE)
             break;
     }
-    if (!(atomic_load_explicit(&r->stats->seq, memory_order_relaxed) & 1)) {
+    if (!(__atomic_load_n(&r->stats->seq, __ATOMIC_RELAXED) & 1)) {
         static fh_shm_stats_t st;
         FZ_ASSERT(fh_shm_stats_copy(r, &st) == 0);
     }

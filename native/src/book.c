@@ -161,10 +161,10 @@ void fh_engine_clear_books(fh_engine_t *e)
         if (e->books[loc].status != FH_BOOK_EMPTY) {
             book_t *b = &e->books[loc];
             uint32_t seq = b->seq | 1; /* odd while the book is cleared */
-            atomic_store_explicit((_Atomic uint32_t *)&b->seq, seq, memory_order_relaxed);
+            __atomic_store_n(&b->seq, seq, __ATOMIC_RELAXED);
             atomic_thread_fence(memory_order_release);
             memset((uint8_t *)b + sizeof b->seq, 0, sizeof *b - sizeof b->seq);
-            atomic_store_explicit((_Atomic uint32_t *)&b->seq, seq + 1, memory_order_release);
+            __atomic_store_n(&b->seq, seq + 1, __ATOMIC_RELEASE);
         }
     e->live = 0;
     e->nbooks = 0;
@@ -219,7 +219,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->lagg = seg->lagg;
     e->events = seg->events;
     e->ev_mask = seg->hdr->event_capacity - 1;
-    e->head = atomic_load_explicit(&seg->hdr->head, memory_order_relaxed);
+    e->head = __atomic_load_n(&seg->hdr->head, __ATOMIC_RELAXED);
     e->woken = e->head;
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
@@ -574,7 +574,7 @@ static inline void order_free(fh_engine_t *e, order_t *o)
 static inline void book_begin_if(book_t *b, bool publish)
 {
     if (publish) {
-        atomic_store_explicit((_Atomic uint32_t *)&b->seq, b->seq + 1, memory_order_relaxed);
+        __atomic_store_n(&b->seq, b->seq + 1, __ATOMIC_RELAXED);
         atomic_thread_fence(memory_order_release);
     }
 }
@@ -584,7 +584,7 @@ static inline void book_end_if(book_t *b, const uint8_t *m, bool publish)
     if (publish) {
         b->updates++;
         b->itch_ts = fh_itch_timestamp(m);
-        atomic_store_explicit((_Atomic uint32_t *)&b->seq, b->seq + 1, memory_order_release);
+        __atomic_store_n(&b->seq, b->seq + 1, __ATOMIC_RELEASE);
     }
 }
 
@@ -597,7 +597,7 @@ static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m) { book_
 static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
 {
     fh_shm_event_t *ev = &e->events[(e->head + 1) & e->ev_mask];
-    atomic_store_explicit((_Atomic uint64_t *)&ev->seq, UINT64_MAX, memory_order_relaxed);
+    __atomic_store_n(&ev->seq, UINT64_MAX, __ATOMIC_RELAXED);
     atomic_thread_fence(memory_order_release);
     ev->type = type;
     ev->trading_state = b->trading_state;
@@ -612,8 +612,8 @@ static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const bo
 static inline void event_end(fh_engine_t *e, fh_shm_event_t *ev)
 {
     e->head++;
-    atomic_store_explicit((_Atomic uint64_t *)&ev->seq, e->head, memory_order_release);
-    atomic_store_explicit(&e->seg->hdr->head, e->head, memory_order_release);
+    __atomic_store_n(&ev->seq, e->head, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->seg->hdr->head, e->head, __ATOMIC_RELEASE);
 }
 
 static __attribute__((noinline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)

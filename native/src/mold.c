@@ -659,6 +659,11 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, i
         fh_mold_req_state_t *r = &f->req[i];
         if (!r->count || now < r->due)
             continue;
+        if (r->seq + r->count <= f->next_seq) { /* given up by an earlier request of this loop */
+            r->count = 0;
+            f->outstanding--;
+            continue;
+        }
         if (r->tries > c->retries) {
             uint64_t end = r->seq + r->count;
             f->counters[FH_M_request_timeouts]++;
@@ -717,8 +722,25 @@ int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, i
             }
         }
     }
+    /* A range given up later in this same poll (another request's retries ran out, recover_max) is not asked
+     * for: such requests are trimmed or dropped, and not counted as sent (found by fuzz_feed). */
+    int kept = 0;
+    for (int i = 0; i < nout; i++) {
+        uint64_t end = out[i].seq + out[i].count;
+        if (end <= f->next_seq) {
+            f->counters[FH_M_requests]--;
+            f->counters[FH_M_request_messages] -= out[i].count;
+            continue;
+        }
+        if (out[i].seq < f->next_seq) {
+            f->counters[FH_M_request_messages] -= f->next_seq - out[i].seq;
+            out[i].count = (uint16_t)(end - f->next_seq);
+            out[i].seq = f->next_seq;
+        }
+        out[kept++] = out[i];
+    }
     set_state(f);
-    return nout;
+    return kept;
 }
 
 /* ---- snapshots ---------------------------------------------------------------------------------------- */

@@ -207,9 +207,9 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
     h->nbooks = FH_SHM_BOOKS;
     h->key_bits = 8 * sizeof *s->lkey;
     h->price_exp = FH_SEG_PRICE_EXP;
-    atomic_store_explicit(&h->heartbeat_ns, h->start_ns, memory_order_relaxed);
-    atomic_store_explicit(&h->writer_state, 1, memory_order_relaxed);
-    atomic_store_explicit((_Atomic uint64_t *)&h->magic, FH_SHM_MAGIC, memory_order_release); /* last */
+    __atomic_store_n(&h->heartbeat_ns, h->start_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->writer_state, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->magic, FH_SHM_MAGIC, __ATOMIC_RELEASE); /* last */
     return s;
 
 fail_unlink:
@@ -225,11 +225,11 @@ void fh_seg_close(fh_seg_t *s, int unlink_files)
 {
     if (!s)
         return;
-    atomic_store_explicit(&s->hdr->writer_state, 2, memory_order_release);
+    __atomic_store_n(&s->hdr->writer_state, 2, __ATOMIC_RELEASE);
     fh_seg_heartbeat(s);
     if (s->fd >= 0) {
         /* wake any sleeper so that it notices the writer has stopped */
-        atomic_fetch_add_explicit(&s->wake->futex, 1, memory_order_seq_cst);
+        __atomic_fetch_add(&s->wake->futex, 1, __ATOMIC_SEQ_CST);
         syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
         munmap(s->wake, 4096);
         munmap(s->hdr, s->size);
@@ -248,13 +248,13 @@ void fh_seg_close(fh_seg_t *s, int unlink_files)
 
 void fh_seg_heartbeat(fh_seg_t *s)
 {
-    atomic_store_explicit(&s->hdr->heartbeat_ns, realtime_ns(), memory_order_release);
+    __atomic_store_n(&s->hdr->heartbeat_ns, realtime_ns(), __ATOMIC_RELEASE);
 }
 
 void fh_seg_wake(fh_seg_t *s)
 {
     atomic_thread_fence(memory_order_seq_cst); /* our head store before our load of waiters */
-    if (FH_LIKELY(!atomic_load_explicit(&s->wake->waiters, memory_order_relaxed))) {
+    if (FH_LIKELY(!__atomic_load_n(&s->wake->waiters, __ATOMIC_RELAXED))) {
         s->idle_wakes = 0;
         return;
     }
@@ -267,7 +267,7 @@ void fh_seg_wake(fh_seg_t *s)
             return;
         s->last_wake_ns = now;
     }
-    atomic_fetch_add_explicit(&s->wake->futex, 1, memory_order_seq_cst);
+    __atomic_fetch_add(&s->wake->futex, 1, __ATOMIC_SEQ_CST);
     long woken = syscall(SYS_futex, &s->wake->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
     s->idle_wakes = woken > 0 ? 0 : s->idle_wakes + 1;
 }
@@ -275,22 +275,22 @@ void fh_seg_wake(fh_seg_t *s)
 void fh_seg_publish_stats(fh_seg_t *s, const uint64_t *counters, uint32_t n, const uint64_t *type_counts)
 {
     fh_shm_stats_t *st = s->stats;
-    uint32_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
-    atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+    uint32_t seq = __atomic_load_n(&st->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->seq, seq + 1, __ATOMIC_RELAXED);
     atomic_thread_fence(memory_order_release);
     if (n > FH_SHM_MAX_COUNTERS)
         n = FH_SHM_MAX_COUNTERS;
     st->count = n;
     memcpy(st->counter, counters, n * sizeof *counters);
     memcpy(st->type_count, type_counts, sizeof st->type_count);
-    atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+    __atomic_store_n(&st->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
 void fh_seg_publish_dataplane(fh_seg_t *s, const fh_shm_dp_stats_t *dp)
 {
     fh_shm_stats_t *st = s->stats;
-    uint32_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
-    atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+    uint32_t seq = __atomic_load_n(&st->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->seq, seq + 1, __ATOMIC_RELAXED);
     atomic_thread_fence(memory_order_release);
     memcpy(&st->dp, dp, sizeof st->dp);
     st->dp.present = 1;
@@ -300,5 +300,5 @@ void fh_seg_publish_dataplane(fh_seg_t *s, const fh_shm_dp_stats_t *dp)
         st->dp.nmold = FH_SHM_DP_MAX_MOLD;
     if (st->dp.nlines > FH_SHM_DP_MAX_LINES)
         st->dp.nlines = FH_SHM_DP_MAX_LINES;
-    atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+    __atomic_store_n(&st->seq, seq + 2, __ATOMIC_RELEASE);
 }

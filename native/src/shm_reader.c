@@ -69,10 +69,10 @@ int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t c
 
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r)
 {
-    return atomic_load_explicit(&r->hdr->heartbeat_ns, memory_order_acquire);
+    return __atomic_load_n(&r->hdr->heartbeat_ns, __ATOMIC_ACQUIRE);
 }
 
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r)
 {
-    return atomic_load_explicit(&r->hdr->writer_state, memory_order_acquire);
+    return __atomic_load_n(&r->hdr->writer_state, __ATOMIC_ACQUIRE);
 }

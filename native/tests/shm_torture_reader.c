@@ -55,7 +55,7 @@ typedef struct stopper {
 
 static int should_stop(stopper_t *s)
 {
-    if (atomic_load_explicit(&s->r->hdr->writer_state, memory_order_acquire) == 2)
+    if (__atomic_load_n(&s->r->hdr->writer_state, __ATOMIC_ACQUIRE) == 2)
         s->why = 1;
     else if (s->until && access(s->until, F_OK) == 0)
         s->why = 2;

@@ -33,10 +33,10 @@
  * writer; the writer never waits for a reader.
  *
  * Languages: C11 (gnu11 or strict -std=c11 -pedantic) and C++17/20, with GCC or Clang on Linux (x86-64 or
- * AArch64). In C the fields that change under readers are _Atomic; in C++ they are plain integers of the
- * same size and alignment (the static asserts below hold in both), which the functions here read with the
- * compilers' __atomic builtins: a C++ reader reads them through these functions (or std::atomic_ref), never
- * directly. Under strict -std=c11 the POSIX and Linux calls need _DEFAULT_SOURCE: it is defined here when
+ * AArch64). The fields that change under readers are plain integers (in C as in C++: Clang refuses its
+ * __atomic builtins on _Atomic objects), which the functions here, and the writer, access only with the
+ * compilers' __atomic builtins: a reader reads them through these functions (or std::atomic_ref in C++),
+ * never directly. Under strict -std=c11 the POSIX and Linux calls need _DEFAULT_SOURCE: it is defined here when
  * nothing else was, which works when this header comes before any system header; `pkg-config --cflags
  * fh-shm` passes -D_DEFAULT_SOURCE so that the order does not matter. */
 #ifndef FH_SHM_H
@@ -66,13 +66,13 @@
 #define FH_SHM_STATIC_ASSERT(c, m) static_assert(c, m)
 #else
 #include <stdatomic.h>
-#define FH_SHM_ATOMIC(T) _Atomic T
+#define FH_SHM_ATOMIC(T) T /* as in C++: accessed only through the __atomic builtins (Clang refuses them on _Atomic) */
 #define FH_SHM_ALIGNAS(n) _Alignas(n)
 #define FH_SHM_ALIGNOF(T) _Alignof(T)
 #define FH_SHM_STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 
-/* Atomic access for the reader, the same in C and C++ (GCC/Clang builtins accept _Atomic and plain). */
+/* Atomic access for the reader, the same in C and C++ (GCC's and Clang's __atomic builtins, on plain integers). */
 #define FH_SHM_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define FH_SHM_LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #define FH_SHM_FENCE_ACQ() __atomic_thread_fence(__ATOMIC_ACQUIRE)
