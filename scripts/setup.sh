@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark)
+APT_PACKAGES=(gcc libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark libfabric-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

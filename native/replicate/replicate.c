@@ -1,0 +1,702 @@
+/* fh-replicate: the applied-message journal, primary -> standby, over libfabric (fabric.h).
+ *
+ *   fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]
+ *                [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done] [--status PATH]
+ *   fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--provider ...] [--epoch N]
+ *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
+ *                [--exit-when-done] [--status PATH] [--name NAME]
+ *   fh-replicate --list-devices [--provider auto|verbs|tcp]
+ *
+ * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
+ * (its ring's address and key, size, epoch). The primary follows the journal (fh/journal.h reader, a
+ * separate process: the data plane never waits for it) and ships each record as a frame: fh_repl_frame_t
+ * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
+ * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
+ * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
+ * ring's end (the rest of the lap is skipped). Flow control: at most --max-outstanding writes without a
+ * local completion, and at most a ring of bytes not acknowledged by the standby (ACK: the logical position
+ * applied up to, frames and messages applied), so a write never lands on a frame the standby has not
+ * applied. Control messages (HELLO, ACK, HEARTBEAT, REFUSED, BYE) are plain sends into posted receives.
+ *
+ * Epochs (fencing). Every frame carries the primary's epoch. A standby refuses a frame of an epoch older than
+ * its own, counts it (refused_epoch), applies nothing of it and answers REFUSED with its epoch; the primary
+ * then stops with a one-line error: it has been fenced. A newer epoch is adopted.
+ *
+ * The standby writes every record it applies into its own journal ring (its own followers work the same),
+ * and applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its books and
+ * event sequence equal the primary's. Status of either role: a small file (default /dev/shm/fh-NAME.repl,
+ * fh_repl_status_t) that `fh replicate status` reads. At exit each role prints one JSON line of figures. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "fabric.h"
+#include "fh/book.h"
+#include "fh/journal.h"
+#include "fh/journal_writer.h"
+#include "fh/seg.h"
+
+#define FRAME_MAGIC 0x314d5246u /* "FRM1" */
+typedef struct fh_repl_frame {
+    uint32_t magic;
+    uint32_t epoch;
+    uint64_t frame;    /* 1, 2, ... */
+    uint64_t lpos;     /* the frame's logical ring position (laps counted) */
+    uint64_t sent_ns;  /* CLOCK_REALTIME when the primary shipped it */
+    uint64_t jpos;     /* the record's position in the primary's journal */
+    uint32_t size;     /* the frame's bytes: this header, the record, padding */
+    uint32_t pad;
+} fh_repl_frame_t;
+_Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
+#define FRAME_MAX (sizeof(fh_repl_frame_t) + sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY + 8)
+
+enum { CTL_HELLO = 1, CTL_ACK, CTL_HEARTBEAT, CTL_REFUSED, CTL_BYE };
+typedef struct fh_repl_ctl {
+    uint32_t type, epoch;
+    uint64_t a, b, c, d; /* HELLO: ring addr, key, size, -; ACK: lpos, frames, messages, -;
+                            HEARTBEAT: journal head, now_ns, frames shipped, messages shipped;
+                            BYE: frames shipped, lpos end */
+} fh_repl_ctl_t;
+
+/* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
+ * reader may see fields of two moments; every field is one aligned 8-byte word. */
+#define STATUS_MAGIC 0x31304c5045524646ull /* "FFREPL01" */
+typedef struct fh_repl_status {
+    uint64_t magic, version, role, pid, state, epoch;
+    char provider[32], peer[64], fabric[64];
+    uint64_t frames, messages, bytes, acked_frames, acked_messages, refused_epoch, overruns;
+    uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
+    uint64_t max_outstanding, ring_bytes;
+} fh_repl_status_t;
+enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT };
+
+static volatile sig_atomic_t quit;
+static void on_signal(int s) { (void)s; quit = 1; }
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void idle(int spin)
+{
+    if (!spin)
+        nanosleep(&(struct timespec){ 0, 20000 }, NULL);
+}
+
+typedef struct opts {
+    const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from;
+    uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
+    int exit_when_done, list, spin, connect_timeout_ms;
+} opts_t;
+
+static fh_repl_status_t *status_map(const opts_t *o, const char *role)
+{
+    char path[512];
+    if (o->status)
+        snprintf(path, sizeof path, "%s", o->status);
+    else
+        snprintf(path, sizeof path, "/dev/shm/fh-%s.repl", o->name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 || ftruncate(fd, sizeof(fh_repl_status_t))) {
+        fprintf(stderr, "fh-replicate: status file %s: %s (--status PATH elsewhere)\n", path, strerror(errno));
+        exit(2);
+    }
+    fh_repl_status_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (s == MAP_FAILED) {
+        fprintf(stderr, "fh-replicate: status file %s: mmap: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    memset(s, 0, sizeof *s);
+    s->version = 1;
+    s->role = !strcmp(role, "primary") ? 1 : 2;
+    s->pid = (uint64_t)getpid();
+    s->epoch = o->epoch;
+    snprintf(s->peer, sizeof s->peer, "%s", o->peer ? o->peer : o->listen ? o->listen : "");
+    __atomic_store_n(&s->magic, STATUS_MAGIC, __ATOMIC_RELEASE);
+    return s;
+}
+
+static int split_hostport(const char *hp, char *host, size_t hcap, char *port, size_t pcap, const char *opt)
+{
+    const char *c = hp ? strrchr(hp, ':') : NULL;
+    if (!c || c == hp || !c[1] || (size_t)(c - hp) >= hcap || strlen(c + 1) >= pcap) {
+        fprintf(stderr, "fh-replicate: %s %s: expected HOST:PORT, e.g. 127.0.0.1:7471\n", opt, hp ? hp : "(none)");
+        return -1;
+    }
+    memcpy(host, hp, (size_t)(c - hp));
+    host[c - hp] = 0;
+    strcpy(port, c + 1);
+    return 0;
+}
+
+/* ---- primary ------------------------------------------------------------------------------------------ */
+
+static int send_ctl(fh_fab_t *f, const fh_repl_ctl_t *m)
+{
+    for (int tries = 0; tries < 100000; tries++) {
+        int rc = fh_fab_send(f, m, sizeof *m);
+        if (!rc)
+            return 0;
+        if (rc != -FI_EAGAIN)
+            return -1;
+        fh_fab_op_t *done[64];
+        if (fh_fab_poll_tx(f, done, 64) < 0)
+            return -1;
+        /* writes completed here are not lost to the caller: it counts outstanding by frames acknowledged too */
+    }
+    snprintf((char *)fh_fab_err(), 64, "control send: no free slot");
+    return -1;
+}
+
+static int primary(const opts_t *o)
+{
+    char host[256], port[32];
+    if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
+        return 2;
+    fh_journal_reader_t jr;
+    int rc = fh_journal_join(&jr, o->journal);
+    if (rc) {
+        fprintf(stderr, "fh-replicate: journal %s: %s\n", o->journal,
+                rc == -ENOENT ? "none: is the data plane running with --journal?"
+                : rc == -EPROTO ? "not an fh journal of this layout version" : strerror(-rc));
+        return 2;
+    }
+    fh_repl_status_t *st = status_map(o, "primary");
+    st->state = ST_CONNECTING;
+    st->max_outstanding = o->max_outstanding;
+    fh_fab_t f;
+    if (fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        st->state = ST_FAILED;
+        return 3;
+    }
+    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    /* the standby's HELLO: its ring */
+    fh_repl_ctl_t hello = { 0 };
+    uint64_t t0 = now_ns();
+    for (;;) {
+        fh_fab_rx_t rx[16];
+        int n = fh_fab_poll_rx(&f, rx, 16);
+        if (n < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            return 3;
+        }
+        for (int i = 0; i < n; i++) {
+            if (!rx[i].write && rx[i].len >= sizeof hello)
+                memcpy(&hello, rx[i].msg, sizeof hello);
+            fh_fab_rx_done(&f, &rx[i]);
+        }
+        if (hello.type == CTL_HELLO)
+            break;
+        if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
+            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer, o->connect_timeout_ms);
+            return 3;
+        }
+        idle(0);
+    }
+    if (hello.epoch > o->epoch) {
+        fprintf(stderr, "fh-replicate: fenced: the standby is at epoch %u, this primary at %u (an older primary must "
+                        "not ship; restart it as standby, or with --epoch > %u)\n", hello.epoch, o->epoch, hello.epoch);
+        st->state = ST_FENCED;
+        return 4;
+    }
+    uint64_t raddr = hello.a, rkey = hello.b, ring = hello.c, mask = ring - 1;
+    if (ring < (4 * FRAME_MAX) || (ring & mask)) {
+        fprintf(stderr, "fh-replicate: the standby's ring is %" PRIu64 " bytes: a power of two >= %zu expected\n", ring,
+                4 * FRAME_MAX);
+        return 3;
+    }
+    st->ring_bytes = ring;
+    uint8_t *stage;
+    if (posix_memalign((void **)&stage, 4096, ring)) {
+        fprintf(stderr, "fh-replicate: out of memory for a %" PRIu64 "-byte staging ring\n", ring);
+        return 2;
+    }
+    memset(stage, 0, ring);
+    fh_fab_mr_t smr;
+    if (fh_fab_reg(&f, stage, ring, FI_WRITE, &smr)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        return 3;
+    }
+    fh_fab_op_t *ops = calloc(o->max_outstanding, sizeof *ops);
+    int *freeop = calloc(o->max_outstanding, sizeof *freeop), nfree = (int)o->max_outstanding;
+    for (int i = 0; i < nfree; i++)
+        freeop[i] = i, ops[i].slot = i;
+    st->state = ST_STREAMING;
+
+    uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
+    uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
+    uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
+    int bye_sent = 0, ret = 0;
+    while (!quit) {
+        int busy = 0;
+        fh_fab_op_t *done[64];
+        int nd = fh_fab_poll_tx(&f, done, 64);
+        if (nd < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        for (int i = 0; i < nd; i++)
+            freeop[nfree++] = done[i]->slot;
+        busy |= nd > 0;
+        fh_fab_rx_t rx[16];
+        int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        int fenced = 0;
+        for (int i = 0; i < nr; i++) {
+            fh_repl_ctl_t m = { 0 };
+            if (!rx[i].write && rx[i].len >= sizeof m)
+                memcpy(&m, rx[i].msg, sizeof m);
+            fh_fab_rx_done(&f, &rx[i]);
+            if (m.type == CTL_ACK) {
+                acked = m.a, acked_frames = m.b, acked_msgs = m.c;
+                st->last_ack_ns = now_ns();
+            } else if (m.type == CTL_REFUSED) {
+                fprintf(stderr, "fh-replicate: fenced: the standby refused epoch %u, it is at epoch %u (restart this "
+                                "host as standby, or promote it with a newer epoch)\n", o->epoch, m.epoch);
+                fenced = 1;
+            }
+        }
+        if (fenced) {
+            st->state = ST_FENCED;
+            ret = 4;
+            break;
+        }
+        busy |= nr > 0;
+        /* ship what the journal holds, within the flow-control bounds */
+        while (nfree > 0) {
+            uint64_t off = wpos & mask, skip = ring - off < FRAME_MAX ? ring - off : 0;
+            if (wpos + skip + FRAME_MAX - acked > ring)
+                break; /* the standby has not applied enough yet */
+            uint8_t *w = stage + ((wpos + skip) & mask);
+            fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
+            uint64_t jp = pos;
+            int r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+            if (r == FH_JOURNAL_NONE)
+                break;
+            if (r == FH_JOURNAL_OVERRUN) {
+                overruns++;
+                st->state = ST_BEHIND;
+                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64
+                                "; going on from %" PRIu64 " (the standby will see the sequence jump)\n", jp, pos);
+                continue;
+            }
+            if (r == FH_JOURNAL_CORRUPT) {
+                fprintf(stderr, "fh-replicate: journal position %" PRIu64 " is not on a record\n", jp);
+                ret = 5;
+                goto out;
+            }
+            wpos += skip;
+            uint32_t size = (uint32_t)((sizeof(fh_repl_frame_t) + rec->size + 7) & ~7u);
+            fh_repl_frame_t *fr = (fh_repl_frame_t *)w;
+            *fr = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, now_ns(), jp, size, 0 };
+            int slot = freeop[--nfree];
+            for (;;) {
+                int wr = fh_fab_write(&f, w, size, &smr, raddr + (wpos & mask), rkey, (wpos & mask) >> 3, &ops[slot]);
+                if (!wr)
+                    break;
+                if (wr != -FI_EAGAIN) {
+                    fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+                    ret = 3;
+                    goto out;
+                }
+                int n2 = fh_fab_poll_tx(&f, done, 64);
+                for (int i = 0; i < n2; i++)
+                    freeop[nfree++] = done[i]->slot;
+            }
+            wpos += size;
+            bytes += size;
+            if (rec->kind == FH_JR_MSGS)
+                msgs += rec->count;
+            busy = 1;
+        }
+        uint64_t now = now_ns();
+        if (now - last_hb >= hb_ns) {
+            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
+            if (send_ctl(&f, &hb)) {
+                fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
+                ret = 3;
+                break;
+            }
+            last_hb = now;
+            if (fh_fab_peer_gone(&f)) {
+                fprintf(stderr, "fh-replicate: the standby closed the connection\n");
+                st->state = ST_FAILED;
+                ret = 3;
+                break;
+            }
+        }
+        st->frames = frames, st->messages = msgs, st->bytes = bytes, st->acked_frames = acked_frames;
+        st->acked_messages = acked_msgs, st->lag_messages = msgs - acked_msgs, st->overruns = overruns;
+        st->journal_pos = pos, st->journal_head = fh_journal_head(&jr), st->updated_ns = now;
+        if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done &&
+            fh_journal_writer_alive(o->journal) == 0) {
+            if (!bye_sent) {
+                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0 };
+                if (send_ctl(&f, &bye))
+                    break;
+                bye_sent = 1;
+                continue; /* let the send complete */
+            }
+            break;
+        }
+        if (!busy)
+            idle(o->spin);
+    }
+out:
+    st->state = ret == 0 ? ST_DONE : st->state == ST_FENCED ? ST_FENCED : ST_FAILED;
+    printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
+           ", \"bytes\": %" PRIu64 ", \"acked_frames\": %" PRIu64 ", \"acked_messages\": %" PRIu64 ", \"overruns\": %" PRIu64
+           ", \"exit\": %d}\n",
+           f.provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, ret);
+    fflush(stdout);
+    usleep(20000); /* the BYE on its way before the connection closes */
+    fh_fab_dereg(&smr);
+    fh_fab_close(&f);
+    fh_journal_leave(&jr);
+    free(stage);
+    free(ops);
+    free(freeop);
+    return ret;
+}
+
+/* ---- standby ------------------------------------------------------------------------------------------ */
+
+typedef struct standby_ctx {
+    uint8_t *ring;
+    uint64_t ring_bytes;
+    fh_fab_mr_t rmr;
+} standby_ctx_t;
+
+static int register_ring(fh_fab_t *f, void *arg)
+{
+    standby_ctx_t *c = arg;
+    return fh_fab_reg(f, c->ring, c->ring_bytes, FI_REMOTE_WRITE, &c->rmr);
+}
+
+#define LAG_BUCKETS 100000 /* 1 µs each, up to 100 ms; beyond: the last */
+static uint64_t lag_hist[LAG_BUCKETS];
+
+static double lag_pct(uint64_t n, double q)
+{
+    if (!n)
+        return 0;
+    uint64_t want = (uint64_t)((double)n * q), c = 0;
+    for (int i = 0; i < LAG_BUCKETS; i++) {
+        c += lag_hist[i];
+        if (c > want)
+            return i;
+    }
+    return LAG_BUCKETS;
+}
+
+static int standby(const opts_t *o)
+{
+    char host[256], port[32];
+    if (split_hostport(o->listen, host, sizeof host, port, sizeof port, "--listen"))
+        return 2;
+    if (!o->segment || !o->journal) {
+        fprintf(stderr, "fh-replicate: the standby needs --segment PATH (its books) and --journal PATH (its own journal)\n");
+        return 2;
+    }
+    standby_ctx_t c = { .ring_bytes = (uint64_t)o->ring_mb << 20 };
+    if (c.ring_bytes < 4 * FRAME_MAX || (c.ring_bytes & (c.ring_bytes - 1))) {
+        fprintf(stderr, "fh-replicate: --ring-mb %u: a power of two, at least 1 expected\n", o->ring_mb);
+        return 2;
+    }
+    if (posix_memalign((void **)&c.ring, 4096, c.ring_bytes)) {
+        fprintf(stderr, "fh-replicate: out of memory for a %u MiB ring\n", o->ring_mb);
+        return 2;
+    }
+    memset(c.ring, 0, c.ring_bytes);
+    fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels, .event_capacity = o->events,
+                        .depth = o->depth, .gid = -1 };
+    fh_seg_t *seg = fh_seg_create(&sc);
+    if (!seg) {
+        fprintf(stderr, "fh-replicate: segment: %s\n", fh_errmsg());
+        return 2;
+    }
+    fh_engine_cfg_t ec = { FH_MAX_LOCATE, o->max_orders, o->max_levels };
+    fh_engine_t *e = fh_engine_create_on(&ec, seg);
+    if (!e) {
+        fprintf(stderr, "fh-replicate: engine: %s\n", fh_errmsg());
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ o->journal, o->name, (uint64_t)o->journal_mb << 20, -1 });
+    if (!j) {
+        fprintf(stderr, "fh-replicate: journal: %s\n", fh_errmsg());
+        fh_engine_destroy(e);
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    fh_repl_status_t *st = status_map(o, "standby");
+    st->ring_bytes = c.ring_bytes;
+    st->state = ST_CONNECTING;
+    fh_fab_t f;
+    int ret = 0;
+    if (fh_fab_listen(&f, o->provider, host, port)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
+            f.provider, f.fabric_name, o->ring_mb, o->epoch);
+    if (fh_fab_accept(&f, -1, register_ring, &c)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    uint32_t epoch = o->epoch;
+    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, 0 };
+    if (send_ctl(&f, &hello)) {
+        fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    st->state = ST_STREAMING;
+    uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
+    uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->heartbeat_ms * 5 * 1000000ull, primary_msgs = 0;
+    int bye = 0;
+    while (!quit && !bye) {
+        fh_fab_rx_t rx[16];
+        int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        uint64_t now = now_ns();
+        for (int i = 0; i < nr; i++) {
+            if (!rx[i].write) {
+                fh_repl_ctl_t m = { 0 };
+                if (rx[i].len >= sizeof m)
+                    memcpy(&m, rx[i].msg, sizeof m);
+                fh_fab_rx_done(&f, &rx[i]);
+                if (m.type == CTL_HEARTBEAT) {
+                    last_hb = now;
+                    st->last_heartbeat_ns = now;
+                    primary_msgs = m.d;
+                    st->journal_head = m.a;
+                } else if (m.type == CTL_BYE) {
+                    bye = o->exit_when_done;
+                    primary_msgs = m.c;
+                }
+                continue;
+            }
+            uint64_t off = (rx[i].data << 3) & (c.ring_bytes - 1);
+            fh_fab_rx_done(&f, &rx[i]);
+            const fh_repl_frame_t *fr = (const fh_repl_frame_t *)(c.ring + off);
+            const fh_journal_rec_t *rec = (const fh_journal_rec_t *)(fr + 1);
+            if (fr->magic != FRAME_MAGIC || off + fr->size > c.ring_bytes || (fr->lpos & (c.ring_bytes - 1)) != off ||
+                fr->size < sizeof *fr + sizeof *rec || rec->size + sizeof *fr > fr->size) {
+                fprintf(stderr, "fh-replicate: a malformed frame at ring offset %" PRIu64 " (magic %08x, size %u): "
+                                "stopping; is the primary an fh-replicate of this version?\n", off, fr->magic, fr->size);
+                ret = 5;
+                goto done;
+            }
+            if (fr->epoch < epoch) {
+                refused++;
+                st->refused_epoch = refused;
+                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0 };
+                send_ctl(&f, &no);
+                lpos = fr->lpos + fr->size; /* consumed, not applied */
+                continue;
+            }
+            if (fr->epoch > epoch) {
+                fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
+                epoch = fr->epoch;
+                st->epoch = epoch;
+            }
+            const uint8_t *body = (const uint8_t *)(rec + 1);
+            switch (rec->kind) {
+            case FH_JR_MSGS:
+                fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
+                fh_engine_apply_blocks(e, body, rec->arg);
+                msgs += rec->count;
+                break;
+            case FH_JR_LOST:
+            case FH_JR_MISSED:
+                holes++;
+                /* fallthrough */
+            default:
+                fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
+                break;
+            }
+            frames++;
+            lpos = fr->lpos + fr->size;
+            uint64_t lag = now > fr->sent_ns ? (now - fr->sent_ns) / 1000 : 0;
+            lag_hist[lag < LAG_BUCKETS ? lag : LAG_BUCKETS - 1]++;
+            lag_n++;
+            st->lag_ns = now - fr->sent_ns;
+            if (++unacked >= 64) {
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                if (!send_ctl(&f, &ack))
+                    unacked = 0;
+            }
+        }
+        if (nr == 0) {
+            if (unacked) {
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                if (!send_ctl(&f, &ack))
+                    unacked = 0;
+            }
+            fh_engine_publish_stats(e);
+            fh_journal_heartbeat(j);
+            if (now - last_hb > hb_timeout) {
+                st->state = ST_PEER_SILENT;
+                if (fh_fab_peer_gone(&f)) {
+                    fprintf(stderr, "fh-replicate: the primary closed the connection\n");
+                    break;
+                }
+            }
+            idle(o->spin);
+        } else if (st->state == ST_PEER_SILENT) {
+            st->state = ST_STREAMING;
+        }
+        st->frames = frames, st->messages = msgs, st->acked_frames = frames, st->acked_messages = msgs;
+        st->lag_messages = primary_msgs > msgs ? primary_msgs - msgs : 0;
+        st->last_ack_ns = now, st->journal_pos = lpos, st->updated_ns = now;
+    }
+    fh_engine_publish_stats(e);
+    st->state = ret ? ST_FAILED : ST_DONE;
+    printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
+           ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
+           "\"lag_us_p999\": %.0f, \"lag_us_max\": %.0f, \"exit\": %d}\n",
+           f.provider, epoch, frames, msgs, refused, holes, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
+           lag_pct(lag_n, 0.999), lag_pct(lag_n, 1.0 - 1e-12), ret);
+    fflush(stdout);
+done:
+    fh_fab_dereg(&c.rmr);
+    fh_fab_close(&f);
+    fh_journal_close(j, 0);
+    fh_engine_destroy(e);
+    fh_seg_close(seg, 0); /* the books stay for readers (and tests) until the next writer replaces them */
+    free(c.ring);
+    return ret;
+}
+
+static int parse_u32(const char *s, uint32_t *out, const char *opt)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v > 0xffffffffu) {
+        fprintf(stderr, "fh-replicate: %s %s: a whole number expected\n", opt, s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]\n"
+            "                    [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done]\n"
+            "       fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--ring-mb N]\n"
+            "                    [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N] [--exit-when-done]\n"
+            "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
+            "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N]\n");
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o = { .provider = "auto", .name = "fh", .from = "oldest", .epoch = 1, .ring_mb = 16, .journal_mb = 64,
+                 .max_outstanding = 64, .heartbeat_ms = 100, .max_orders = 8u << 20, .max_levels = 4u << 20,
+                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000 };
+    static const struct option lo[] = {
+        { "role", 1, 0, 'r' }, { "provider", 1, 0, 'p' }, { "journal", 1, 0, 'j' }, { "peer", 1, 0, 'P' },
+        { "listen", 1, 0, 'l' }, { "segment", 1, 0, 's' }, { "status", 1, 0, 'S' }, { "name", 1, 0, 'n' },
+        { "from", 1, 0, 'f' }, { "epoch", 1, 0, 'e' }, { "ring-mb", 1, 0, 'R' }, { "journal-mb", 1, 0, 'J' },
+        { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
+        { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
+        { "list-devices", 0, 0, 'D' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
+    };
+    int ch;
+    uint32_t ct = 5000;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        int bad = 0;
+        switch (ch) {
+        case 'r': o.role = optarg; break;
+        case 'p': o.provider = optarg; break;
+        case 'j': o.journal = optarg; break;
+        case 'P': o.peer = optarg; break;
+        case 'l': o.listen = optarg; break;
+        case 's': o.segment = optarg; break;
+        case 'S': o.status = optarg; break;
+        case 'n': o.name = optarg; break;
+        case 'f': o.from = optarg; break;
+        case 'e': bad = parse_u32(optarg, &o.epoch, "--epoch"); break;
+        case 'R': bad = parse_u32(optarg, &o.ring_mb, "--ring-mb"); break;
+        case 'J': bad = parse_u32(optarg, &o.journal_mb, "--journal-mb"); break;
+        case 'o': bad = parse_u32(optarg, &o.max_outstanding, "--max-outstanding"); break;
+        case 'h': bad = parse_u32(optarg, &o.heartbeat_ms, "--heartbeat-ms"); break;
+        case 'O': bad = parse_u32(optarg, &o.max_orders, "--max-orders"); break;
+        case 'L': bad = parse_u32(optarg, &o.max_levels, "--max-levels"); break;
+        case 'E': bad = parse_u32(optarg, &o.events, "--events"); break;
+        case 'd': bad = parse_u32(optarg, &o.depth, "--depth"); break;
+        case 'c': bad = parse_u32(optarg, &ct, "--connect-timeout-ms"); break;
+        case 'x': o.exit_when_done = 1; break;
+        case 'D': o.list = 1; break;
+        case 'i':
+            if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
+                fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
+                return 2;
+            }
+            o.spin = !strcmp(optarg, "spin");
+            break;
+        default: usage(); return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    o.connect_timeout_ms = (int)ct;
+    if (strcmp(o.provider, "auto") && strcmp(o.provider, "verbs") && strcmp(o.provider, "tcp")) {
+        fprintf(stderr, "fh-replicate: --provider %s: auto, verbs or tcp\n", o.provider);
+        return 2;
+    }
+    if (o.list) {
+        static char out[65536];
+        int n = fh_fab_list(o.provider, out, sizeof out);
+        if (n < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            return 3;
+        }
+        printf("%s\n", out);
+        return 0;
+    }
+    if (o.max_outstanding < 1 || o.max_outstanding > 4096 || o.heartbeat_ms < 1) {
+        fprintf(stderr, "fh-replicate: --max-outstanding 1..4096 and --heartbeat-ms >= 1 expected\n");
+        return 2;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    if (o.role && !strcmp(o.role, "primary") && o.journal && o.peer)
+        return primary(&o);
+    if (o.role && !strcmp(o.role, "standby") && o.listen)
+        return standby(&o);
+    usage();
+    return 2;
+}
