@@ -167,7 +167,14 @@ static int primary(const opts_t *o)
     if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
         return 2;
     fh_journal_reader_t jr;
-    int rc = fh_journal_join(&jr, o->journal);
+    int rc;
+    /* the data plane may be starting: wait for its journal as long as for the standby */
+    for (uint64_t t0 = now_ns();;) {
+        rc = fh_journal_join(&jr, o->journal);
+        if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
+            break;
+        nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+    }
     if (rc) {
         fprintf(stderr, "fh-replicate: journal %s: %s\n", o->journal,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
@@ -208,12 +215,11 @@ static int primary(const opts_t *o)
         }
         idle(0);
     }
-    if (hello.epoch > o->epoch) {
-        fprintf(stderr, "fh-replicate: fenced: the standby is at epoch %u, this primary at %u (an older primary must "
-                        "not ship; restart it as standby, or with --epoch > %u)\n", hello.epoch, o->epoch, hello.epoch);
-        st->state = ST_FENCED;
-        return 4;
-    }
+    /* The standby's epoch is in its HELLO, but the fence is the standby's: it refuses every record of an older
+     * epoch (counted) and answers REFUSED, which stops this primary below. */
+    if (hello.epoch > o->epoch)
+        fprintf(stderr, "fh-replicate: the standby is at epoch %u, this primary at %u: its records will be refused\n",
+                hello.epoch, o->epoch);
     uint64_t raddr = hello.a, rkey = hello.b, ring = hello.c, mask = ring - 1;
     if (ring < (4 * FRAME_MAX) || (ring & mask)) {
         fprintf(stderr, "fh-replicate: the standby's ring is %" PRIu64 " bytes: a power of two >= %zu expected\n", ring,

@@ -1,0 +1,230 @@
+"""Replication to a standby over libfabric, real processes, the tcp provider on loopback: a day replayed through
+fh-dataplane --journal on the primary, fh-replicate shipping its journal to a standby that applies it; the
+standby's books and event sequence equal the primary's, its own journal holds the same records; a primary of
+an older epoch is refused record by record and stops; provider verbs without a device says what is missing."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, fh
+from handler import journal as J
+from handler import replay
+from handler import replicate as R
+
+try:
+    PROG = R.find_program()
+except R.ReplicateError:
+    PROG = None
+try:
+    replay.find_dataplane()
+    HAVE_DP = True
+except replay.DataplaneError:
+    HAVE_DP = False
+
+pytestmark = pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+AB = ROOT / "pcaps" / "synth-ab-40k.pcap"
+DAY = ROOT / "pcaps" / "synth-100k.itch"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Standby:
+    def __init__(self, tag: str, *, epoch: int = 1, events: int = 1 << 18, ring_mb: int = 4):
+        self.name = f"rs-{tag}"
+        self.segment = f"/dev/shm/fh-{self.name}"
+        self.journal = f"/dev/shm/fh-{self.name}.journal"
+        self.status = f"/dev/shm/fh-{self.name}.repl"
+        self.addr = f"127.0.0.1:{_port()}"
+        self.p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", self.addr,
+                                   "--journal", self.journal, "--journal-mb", "16", "--segment", self.segment,
+                                   "--name", self.name, "--epoch", str(epoch), "--ring-mb", str(ring_mb),
+                                   "--max-orders", "1000000", "--max-levels", "400000", "--events", str(events),
+                                   "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # listening once the status file says connecting
+            try:
+                if R.read_status(self.status)["state"] == "connecting":
+                    return
+            except R.ReplicateError:
+                pass
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"the standby did not start: {self.p.communicate()}")
+
+    def wait(self, timeout: float = 60) -> dict:
+        out, err = self.p.communicate(timeout=timeout)
+        assert self.p.returncode == 0, err
+        return json.loads(out.splitlines()[-1])
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        for f in (self.segment, self.segment + ".wake", self.journal, self.status):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=()) -> subprocess.Popen:
+    return subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", peer, "--journal", journal,
+                             "--epoch", str(epoch), "--name", f"rp-{tag}", "--exit-when-done", "--max-outstanding",
+                             "16", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _events(segment: str) -> list[dict]:
+    from handler.shm import Reader
+
+    with Reader(segment) as r:
+        out = []
+        for ev in r.events(start=r.oldest()):
+            assert isinstance(ev, dict), f"the event ring overran: {ev}"
+            ev.pop("rx_to_pub_ns", None)
+            out.append(ev)
+        return out
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_replayed_day_standby_equals_primary():
+    """fh-dataplane replays an A/B day with --journal while fh-replicate ships it: the standby's books, its
+    event sequence (every event, in order) and its journal equal the primary's; status reads back."""
+    tag = uuid.uuid4().hex[:8]
+    sb = Standby(tag)
+    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
+    try:
+        pr = _primary(journal, sb.addr, tag=tag)  # started first: it waits for the data plane's journal
+        cmd = replay.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={AB}"), segment,
+                                   replay.pcap_lines(AB), keep=True, events=1 << 18,
+                                   extra=["--journal", journal, "--journal-mb", "16"])
+        dp = replay.Dataplane(cmd)
+        try:
+            stats = dp.wait(120)
+        finally:
+            dp.close()
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        p = json.loads(out.splitlines()[-1])
+        s = sb.wait()
+        assert stats["messages_applied"] == 40000
+        assert p["messages"] == p["acked_messages"] == s["messages"] == 40000
+        assert s["refused_epoch"] == 0 and s["holes"] == 0 and p["provider"] == s["provider"] == "tcp"
+        want = replay.segment_books(segment)
+        assert want and replay.segment_books(sb.segment) == want
+        ev_p, ev_s = _events(segment), _events(sb.segment)
+        assert len(ev_p) > 10000 and ev_s == ev_p  # same sequence numbers, types, books and values
+        # the standby's own journal: the same records as the primary's (its followers see the same day)
+        strip = lambda recs: [(r.kind, r.session, r.seq, r.count, r.messages() if r.kind == J.MSGS else r.arg)  # noqa
+                              for r in recs]
+        assert strip(_ring_records(sb.journal)) == strip(_ring_records(journal))
+        st = json.loads(fh("replicate", "status", "--name", sb.status, "--json").stdout)
+        assert st["role"] == "standby" and st["state"] == "done" and st["messages"] == 40000
+        assert st["provider"] == "tcp" and st["peer"] == sb.addr
+        st = json.loads(fh("replicate", "status", "--name", f"/dev/shm/fh-rp-{tag}.repl", "--json").stdout)
+        assert st["role"] == "primary" and st["acked_messages"] == 40000 and st["lag_messages"] == 0
+    finally:
+        sb.close()
+        replay.remove_segment(segment)
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def _ring_records(path: str) -> list:
+    r = J.JournalRing(path)
+    pos, out = r.oldest(), []
+    while True:
+        s, pos, rec = r.read(pos)
+        if s == J.NONE:
+            break
+        assert s == J.OK
+        out.append(rec)
+    r.close()
+    return out
+
+
+def _day_journal(tag: str) -> str:
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-journal"))[-1]
+    path = f"/dev/shm/fh-rj-{tag}.journal"
+    subprocess.run([str(prog), str(DAY), "on", "--journal", path, "--mb", "64"], capture_output=True, check=True)
+    return path
+
+
+def test_a_small_ring_wraps_under_flow_control():
+    """100,000 messages (3 MB of frames) through a 1 MiB ring: the primary waits for acknowledgements, every
+    record arrives once and in order (the standby's journal equals the primary's)."""
+    tag = uuid.uuid4().hex[:8]
+    journal = _day_journal(tag)
+    sb = Standby(tag, ring_mb=1, events=1 << 16)
+    try:
+        pr = _primary(journal, sb.addr, tag=tag)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        s = sb.wait()
+        assert json.loads(out)["messages"] == s["messages"] == 100000
+        assert [r.messages() for r in _ring_records(sb.journal)] == [r.messages() for r in _ring_records(journal)]
+    finally:
+        sb.close()
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_a_record_of_an_older_epoch_is_refused():
+    """A standby at epoch 3, a primary at epoch 2 (a returning old primary): every record it ships is refused
+    and counted, nothing is applied or journaled, and the primary stops, fenced, with one line."""
+    tag = uuid.uuid4().hex[:8]
+    journal = _day_journal(tag)
+    sb = Standby(tag, epoch=3, events=1 << 16)
+    try:
+        pr = _primary(journal, sb.addr, epoch=2, tag=tag)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 4, err
+        fenced = [l for l in err.splitlines() if "fenced" in l]
+        assert len(fenced) == 1 and "epoch 2" in fenced[0] and "epoch 3" in fenced[0]
+        deadline = time.monotonic() + 5
+        while R.read_status(sb.status)["refused_epoch"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = R.read_status(sb.status)
+        assert st["refused_epoch"] >= 1 and st["messages"] == 0 and st["epoch"] == 3
+        assert _ring_records(sb.journal) == []
+        assert R.read_status(f"/dev/shm/fh-rp-{tag}.repl")["state"] == "fenced"
+    finally:
+        sb.close()
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_verbs_without_a_device_says_what_is_missing(tmp_path):
+    if R.list_devices("tcp") and any(d["provider"] == "verbs" for d in R.list_devices("auto")):
+        pytest.skip("this host has an RDMA device")
+    for args in (["--role", "primary", "--journal", str(tmp_path / "none"), "--peer", "127.0.0.1:1"],
+                 ["--role", "standby", "--listen", f"127.0.0.1:{_port()}", "--journal", str(tmp_path / "j"),
+                  "--segment", str(tmp_path / "seg"), "--max-orders", "1000", "--max-levels", "1000"]):
+        if args[1] == "primary":  # a journal to follow, so that the provider is what fails
+            args[3] = _day_journal(uuid.uuid4().hex[:8])
+        p = subprocess.run([PROG, *args, "--provider", "verbs", "--status", str(tmp_path / "st"),
+                            "--connect-timeout-ms", "200"], capture_output=True, text=True, timeout=30)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 3 and len(lines) == 1, p.stderr
+        assert "provider verbs: no RDMA device" in lines[0] and "rdma-core" in lines[0]
+        if args[1] == "primary":
+            os.unlink(args[3])
+    p = fh("replicate", "devices", "--provider", "verbs", check=False)
+    assert p.returncode != 0 and "rdma-core" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    devs = json.loads(fh("replicate", "devices", "--provider", "tcp", "--json").stdout)
+    assert any(d["domain"] == "lo" for d in devs)
