@@ -96,6 +96,23 @@ def _events(segment: str) -> list[dict]:
         return out
 
 
+def _replicated_replay(pcap: Path, tag: str, sb: Standby, segment: str, journal: str) -> tuple[dict, dict, dict]:
+    """fh-replicate (primary) started first, waiting for the journal; fh-dataplane replays pcap with --journal.
+    Returns the data plane's, the primary's and the standby's final figures."""
+    pr = _primary(journal, sb.addr, tag=tag)
+    cmd = replay.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={pcap}"), segment,
+                               replay.pcap_lines(pcap), keep=True, events=1 << 18,
+                               extra=["--journal", journal, "--journal-mb", "16"])
+    dp = replay.Dataplane(cmd)
+    try:
+        stats = dp.wait(120)
+    finally:
+        dp.close()
+    out, err = pr.communicate(timeout=60)
+    assert pr.returncode == 0, err
+    return stats, json.loads(out.splitlines()[-1]), sb.wait()
+
+
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
 def test_replayed_day_standby_equals_primary():
     """fh-dataplane replays an A/B day with --journal while fh-replicate ships it: the standby's books, its
@@ -104,19 +121,7 @@ def test_replayed_day_standby_equals_primary():
     sb = Standby(tag)
     segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
     try:
-        pr = _primary(journal, sb.addr, tag=tag)  # started first: it waits for the data plane's journal
-        cmd = replay.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={AB}"), segment,
-                                   replay.pcap_lines(AB), keep=True, events=1 << 18,
-                                   extra=["--journal", journal, "--journal-mb", "16"])
-        dp = replay.Dataplane(cmd)
-        try:
-            stats = dp.wait(120)
-        finally:
-            dp.close()
-        out, err = pr.communicate(timeout=60)
-        assert pr.returncode == 0, err
-        p = json.loads(out.splitlines()[-1])
-        s = sb.wait()
+        stats, p, s = _replicated_replay(AB, tag, sb, segment, journal)
         assert stats["messages_applied"] == 40000
         assert p["messages"] == p["acked_messages"] == s["messages"] == 40000
         assert s["refused_epoch"] == 0 and s["holes"] == 0 and p["provider"] == s["provider"] == "tcp"
@@ -133,6 +138,39 @@ def test_replayed_day_standby_equals_primary():
         assert st["provider"] == "tcp" and st["peer"] == sb.addr
         st = json.loads(fh("replicate", "status", "--name", f"/dev/shm/fh-rp-{tag}.repl", "--json").stdout)
         assert st["role"] == "primary" and st["acked_messages"] == 40000 and st["lag_messages"] == 0
+    finally:
+        sb.close()
+        replay.remove_segment(segment)
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_replayed_faults_standby_equals_primary(tmp_path):
+    """Drops on one line and on both (messages lost: the books go stale), reordering, duplicates and a session
+    change: the standby's books and every event (the stale notices included) equal the primary's."""
+    from handler import faults, native, pcapgen
+
+    day = native.synth_bytes(20000, 12, 3)
+    plan = [{"line": "A", "kind": "drop", "at": 3, "count": 2}, {"line": "B", "kind": "reorder", "at": 7, "depth": 3},
+            {"line": "both", "kind": "drop", "seq": 2000, "count": 5},
+            {"line": "A", "kind": "duplicate", "at": 50, "count": 3}, {"kind": "session_change", "at": 200}]
+    pcap = tmp_path / "f.pcap"
+    pcapgen.synth_faulty_pcap(pcap, day, [pcapgen.Line(*pcapgen.DEFAULT_A),
+                                          pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)],
+                              faults.parse_plan({"fault": plan}))
+    tag = uuid.uuid4().hex[:8]
+    sb = Standby(tag)
+    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
+    try:
+        stats, p, s = _replicated_replay(pcap, tag, sb, segment, journal)
+        assert stats["mold"]["lost"] >= 5 and s["holes"] >= 1
+        assert p["messages"] == s["messages"] == stats["mold"]["applied"]
+        assert replay.segment_books(sb.segment) == replay.segment_books(segment)
+        ev_p = _events(segment)
+        assert sum(e["type"] == "stale" for e in ev_p) >= 10  # the loss marked the books stale, with events
+        assert _events(sb.segment) == ev_p
     finally:
         sb.close()
         replay.remove_segment(segment)

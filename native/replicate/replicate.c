@@ -544,7 +544,12 @@ static int standby(const opts_t *o)
                 break;
             case FH_JR_LOST:
             case FH_JR_MISSED:
+                /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
+                 * the books created from now on, with the same events */
                 holes++;
+                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
                 /* fallthrough */
             default:
                 fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
