@@ -78,7 +78,7 @@ class Standby:
                 os.unlink(f)
 
 
-def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=()) -> subprocess.Popen:
+def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=()) -> subprocess.Popen:  # noqa
     return subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", peer, "--journal", journal,
                              "--epoch", str(epoch), "--name", f"rp-{tag}", "--exit-when-done", "--max-outstanding",
                              "16", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -177,6 +177,61 @@ def test_replayed_faults_standby_equals_primary(tmp_path):
         for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_late_standby_starts_from_a_snapshot(tmp_path):
+    """A standby that joins after the day: the primary ships a mid-day snapshot of fh record's shadow engine
+    (the fh_engine_snapshot file, checked whole first), then its journal; the standby loads the snapshot,
+    skips the journal's records it already holds, applies the rest, and ends with the primary's books."""
+    tag = uuid.uuid4().hex[:8]
+    segment, journal = f"/dev/shm/fh-rpl-{tag}", f"/dev/shm/fh-rpl-{tag}.journal"
+    sb = None
+    try:
+        cmd = replay.dataplane_cmd(replay.eal_args(f"rpl-{tag}", f"net_pcap0,rx_pcap={AB}"), segment,
+                                   replay.pcap_lines(AB), keep=True, events=1 << 18,
+                                   extra=["--journal", journal, "--journal-mb", "16"])
+        dp = replay.Dataplane(cmd)
+        try:
+            assert dp.wait(120)["messages_applied"] == 40000
+        finally:
+            dp.close()
+        d = tmp_path / "rec"
+        fh("record", "--journal", journal, "--dir", d, "--snapshot-every", "15000", "--snapshot-keep", "10")
+        snaps = sorted((d / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
+        assert len(snaps) >= 2
+        sb = Standby(tag)
+        pr = _primary(journal, sb.addr, tag=tag, extra=["--snapshot", str(snaps[0])])
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        s = sb.wait()
+        assert s["snapshot_orders"] > 0 and s["skipped_after_snapshot"] > 0 and s["holes"] == 0
+        assert 0 < s["messages"] < 40000  # only what follows the snapshot was applied
+        assert replay.segment_books(sb.segment) == replay.segment_books(segment)
+    finally:
+        if sb:
+            sb.close()
+        replay.remove_segment(segment)
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_a_damaged_snapshot_is_never_shipped(tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    journal = _day_journal(tag)
+    bad = tmp_path / "bad.snap"
+    bad.write_bytes(b"FFHSNP01" + b"\0" * 200)
+    sb = Standby(tag, events=1 << 16)
+    try:
+        pr = _primary(journal, sb.addr, tag=tag, extra=["--snapshot", str(bad)])
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 5 and len(err.strip().splitlines()) == 1 and str(bad) in err, err
+    finally:
+        sb.close()
+        os.unlink(journal)
+        if os.path.exists(f"/dev/shm/fh-rp-{tag}.repl"):
+            os.unlink(f"/dev/shm/fh-rp-{tag}.repl")
 
 
 def _ring_records(path: str) -> list:

@@ -57,6 +57,12 @@ typedef struct fh_repl_frame {
     uint32_t pad;
 } fh_repl_frame_t;
 _Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
+/* Record kinds of the replication itself (fh_journal_rec_t.kind, beyond the journal's FH_JR_*): a snapshot
+ * (the fh_engine_snapshot_save file) in chunks, seq = the chunk's offset, arg = its bytes, pos = the file's
+ * size; then its end, seq = the sequence the snapshot is complete to + 1. */
+#define FH_RR_SNAP 0x40
+#define FH_RR_SNAP_END 0x41
+#define SNAP_CHUNK 65536u
 #define FRAME_MAX (sizeof(fh_repl_frame_t) + sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY + 8)
 
 enum { CTL_HELLO = 1, CTL_ACK, CTL_HEARTBEAT, CTL_REFUSED, CTL_BYE };
@@ -96,8 +102,9 @@ static void idle(int spin)
 }
 
 typedef struct opts {
-    const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from;
+    const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
+    uint32_t failover_timeout_ms;
     int exit_when_done, list, spin, connect_timeout_ms;
 } opts_t;
 
@@ -220,6 +227,28 @@ static int primary(const opts_t *o)
     if (hello.epoch > o->epoch)
         fprintf(stderr, "fh-replicate: the standby is at epoch %u, this primary at %u: its records will be refused\n",
                 hello.epoch, o->epoch);
+    /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
+    uint8_t *snap = NULL;
+    uint64_t snap_len = 0, snap_off = 0;
+    int snap_end = 1;
+    fh_snapshot_meta_t smeta = { 0 };
+    if (o->snapshot) {
+        if (fh_engine_snapshot_load(NULL, o->snapshot, &smeta)) {
+            fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", o->snapshot, fh_errmsg());
+            return 5;
+        }
+        FILE *sf = fopen(o->snapshot, "rb");
+        if (!sf || fseek(sf, 0, SEEK_END) || (long)(snap_len = (uint64_t)ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
+            !(snap = malloc(snap_len ? snap_len : 1)) || fread(snap, 1, snap_len, sf) != snap_len) {
+            fprintf(stderr, "fh-replicate: --snapshot %s: cannot read it\n", o->snapshot);
+            return 5;
+        }
+        fclose(sf);
+        snap_end = 0;
+        fprintf(stderr, "fh-replicate: shipping snapshot %s (%" PRIu64 " bytes, %" PRIu64 " orders, complete to "
+                        "sequence %" PRIu64 ") before the journal\n", o->snapshot, snap_len, smeta.orders,
+                smeta.next_seq - 1);
+    }
     uint64_t raddr = hello.a, rkey = hello.b, ring = hello.c, mask = ring - 1;
     if (ring < (4 * FRAME_MAX) || (ring & mask)) {
         fprintf(stderr, "fh-replicate: the standby's ring is %" PRIu64 " bytes: a power of two >= %zu expected\n", ring,
@@ -296,7 +325,25 @@ static int primary(const opts_t *o)
             uint8_t *w = stage + ((wpos + skip) & mask);
             fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
             uint64_t jp = pos;
-            int r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+            int r;
+            if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
+                uint64_t n = snap_len - snap_off < SNAP_CHUNK ? snap_len - snap_off : SNAP_CHUNK;
+                memset(rec, 0, sizeof *rec);
+                memcpy(rec->session, smeta.session, FH_JOURNAL_SESSION_LEN);
+                rec->pos = snap_len;
+                if (n) {
+                    rec->kind = FH_RR_SNAP, rec->seq = snap_off, rec->arg = n;
+                    memcpy(rec + 1, snap + snap_off, n);
+                    snap_off += n;
+                } else {
+                    rec->kind = FH_RR_SNAP_END, rec->seq = smeta.next_seq;
+                    snap_end = 1;
+                }
+                rec->size = (uint32_t)((sizeof *rec + n + 7) & ~7ull);
+                r = FH_JOURNAL_OK;
+            } else {
+                r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+            }
             if (r == FH_JOURNAL_NONE)
                 break;
             if (r == FH_JOURNAL_OVERRUN) {
@@ -380,6 +427,7 @@ out:
     fh_fab_close(&f);
     fh_journal_leave(&jr);
     free(stage);
+    free(snap);
     free(ops);
     free(freeop);
     return ret;
@@ -397,6 +445,55 @@ static int register_ring(fh_fab_t *f, void *arg)
 {
     standby_ctx_t *c = arg;
     return fh_fab_reg(f, c->ring, c->ring_bytes, FI_REMOTE_WRITE, &c->rmr);
+}
+
+/* A snapshot arriving in chunks (FH_RR_SNAP), loaded into the engine at its end (FH_RR_SNAP_END); then the
+ * journal's records it already holds are skipped. */
+typedef struct snap_state {
+    char path[4200];
+    int fd;
+    int skipping;
+    char session[FH_JOURNAL_SESSION_LEN];
+    uint64_t next_seq, skipped, orders;
+} snap_state_t;
+
+static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_rec_t *rec, const uint8_t *body,
+                            snap_state_t *ss)
+{
+    if (!ss->path[0])
+        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment);
+    if (rec->kind == FH_RR_SNAP) {
+        if (rec->seq == 0) {
+            if (ss->fd >= 0)
+                close(ss->fd);
+            ss->fd = open(ss->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+            if (ss->fd < 0) {
+                fprintf(stderr, "fh-replicate: snapshot %s: %s\n", ss->path, strerror(errno));
+                return -1;
+            }
+        }
+        if (ss->fd < 0 || pwrite(ss->fd, body, rec->arg, (off_t)rec->seq) != (ssize_t)rec->arg) {
+            fprintf(stderr, "fh-replicate: snapshot %s: cannot write a chunk at %" PRIu64 "\n", ss->path, rec->seq);
+            return -1;
+        }
+        return 0;
+    }
+    if (ss->fd >= 0)
+        close(ss->fd);
+    ss->fd = -1;
+    fh_snapshot_meta_t meta;
+    if (fh_engine_snapshot_load(e, ss->path, &meta)) {
+        fprintf(stderr, "fh-replicate: the primary's snapshot: %s\n", fh_errmsg());
+        return -1;
+    }
+    unlink(ss->path);
+    memcpy(ss->session, meta.session, FH_JOURNAL_SESSION_LEN);
+    ss->next_seq = meta.next_seq;
+    ss->orders = meta.orders;
+    ss->skipping = 1;
+    fprintf(stderr, "fh-replicate: snapshot loaded: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
+            meta.orders, meta.books, meta.next_seq - 1);
+    return 0;
 }
 
 #define LAG_BUCKETS 100000 /* 1 µs each, up to 100 ms; beyond: the last */
@@ -483,8 +580,9 @@ static int standby(const opts_t *o)
     }
     st->state = ST_STREAMING;
     uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
-    uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->heartbeat_ms * 5 * 1000000ull, primary_msgs = 0;
+    uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
     int bye = 0;
+    snap_state_t snapst = { .fd = -1 };
     while (!quit && !bye) {
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
@@ -536,6 +634,50 @@ static int standby(const opts_t *o)
                 st->epoch = epoch;
             }
             const uint8_t *body = (const uint8_t *)(rec + 1);
+            if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
+                if (standby_snapshot(o, e, rec, body, &snapst)) {
+                    ret = 5;
+                    goto done;
+                }
+                frames++;
+                lpos = fr->lpos + fr->size;
+                unacked++;
+                continue;
+            }
+            if (snapst.skipping) { /* after a snapshot: the journal's records it already holds are skipped */
+                if (rec->kind != FH_JR_MSGS || memcmp(rec->session, snapst.session, FH_JOURNAL_SESSION_LEN) ||
+                    rec->seq + rec->count <= snapst.next_seq) {
+                    snapst.skipped++;
+                    frames++;
+                    lpos = fr->lpos + fr->size;
+                    unacked++;
+                    continue;
+                }
+                snapst.skipping = 0;
+                if (rec->seq > snapst.next_seq) { /* the journal no longer holds what follows the snapshot */
+                    fprintf(stderr, "fh-replicate: the primary's journal starts at sequence %" PRIu64 ", after the "
+                                    "snapshot's %" PRIu64 ": messages lost, books stale\n", rec->seq, snapst.next_seq);
+                    holes++;
+                    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                } else if (rec->seq < snapst.next_seq) { /* a record across the snapshot's end: its tail only */
+                    const uint8_t *m[1024];
+                    uint16_t ml[1024];
+                    uint32_t nb = fh_journal_blocks(rec, body, m, ml, 1024), k = (uint32_t)(snapst.next_seq - rec->seq);
+                    if (k < nb && nb <= 1024) {
+                        const uint8_t *from = m[k] - 2;
+                        size_t blen = (size_t)(body + rec->arg - from);
+                        fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
+                        fh_engine_apply_blocks(e, from, blen);
+                        msgs += nb - k;
+                    }
+                    frames++;
+                    lpos = fr->lpos + fr->size;
+                    unacked++;
+                    continue;
+                }
+            }
             switch (rec->kind) {
             case FH_JR_MSGS:
                 fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
@@ -593,9 +735,10 @@ static int standby(const opts_t *o)
     fh_engine_publish_stats(e);
     st->state = ret ? ST_FAILED : ST_DONE;
     printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
-           ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
+           ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"snapshot_orders\": %" PRIu64
+           ", \"skipped_after_snapshot\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
            "\"lag_us_p999\": %.0f, \"lag_us_max\": %.0f, \"exit\": %d}\n",
-           f.provider, epoch, frames, msgs, refused, holes, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
+           f.provider, epoch, frames, msgs, refused, holes, snapst.orders, snapst.skipped, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
            lag_pct(lag_n, 0.999), lag_pct(lag_n, 1.0 - 1e-12), ret);
     fflush(stdout);
 done:
@@ -626,8 +769,10 @@ static void usage(void)
     fprintf(stderr,
             "usage: fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]\n"
             "                    [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done]\n"
+            "                    [--snapshot FILE (a late standby: this fh_engine_snapshot file first)]\n"
             "       fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--ring-mb N]\n"
             "                    [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N] [--exit-when-done]\n"
+            "                    [--failover-timeout-ms N (no heartbeat this long: the primary is silent)]\n"
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N]\n");
 }
@@ -635,7 +780,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     opts_t o = { .provider = "auto", .name = "fh", .from = "oldest", .epoch = 1, .ring_mb = 16, .journal_mb = 64,
-                 .max_outstanding = 64, .heartbeat_ms = 100, .max_orders = 8u << 20, .max_levels = 4u << 20,
+                 .max_outstanding = 64, .heartbeat_ms = 100, .failover_timeout_ms = 1000, .max_orders = 8u << 20, .max_levels = 4u << 20,
                  .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000 };
     static const struct option lo[] = {
         { "role", 1, 0, 'r' }, { "provider", 1, 0, 'p' }, { "journal", 1, 0, 'j' }, { "peer", 1, 0, 'P' },
@@ -643,7 +788,7 @@ int main(int argc, char **argv)
         { "from", 1, 0, 'f' }, { "epoch", 1, 0, 'e' }, { "ring-mb", 1, 0, 'R' }, { "journal-mb", 1, 0, 'J' },
         { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
         { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
-        { "list-devices", 0, 0, 'D' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
+        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
     };
     int ch;
     uint32_t ct = 5000;
@@ -670,6 +815,8 @@ int main(int argc, char **argv)
         case 'd': bad = parse_u32(optarg, &o.depth, "--depth"); break;
         case 'c': bad = parse_u32(optarg, &ct, "--connect-timeout-ms"); break;
         case 'x': o.exit_when_done = 1; break;
+        case 'N': o.snapshot = optarg; break;
+        case 'F': bad = parse_u32(optarg, &o.failover_timeout_ms, "--failover-timeout-ms"); break;
         case 'D': o.list = 1; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
