@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/replication.sh [ITCH_FILE]: replication lag over libfabric's tcp provider on loopback. A journal is
-# written by fh-bench-repl-feed (a day's messages in records of 32, looped, sequences continuing) at a paced
-# rate and at top speed; fh-replicate --role primary follows it and ships each record with fi_writedata to an
+# written by fh-bench-repl-feed (a day's messages in records of 32, looped, sequences continuing; the first
+# record a second after the journal appears, once the primary is connected) at a paced rate and at top speed; fh-replicate --role primary follows it and ships each record with fi_writedata to an
 # fh-replicate --role standby that applies it to its own journal, engine and segment. The standby measures
 # lag per record from the primary's shipping time (CLOCK_REALTIME, same host) to its apply, and prints
 # p50/p99/p99.9/max in µs; the primary prints messages shipped and acknowledged. Both idle by sleeping
@@ -37,7 +37,7 @@ for rate in $RATES; do
     "$REPL" --role primary --provider "$PROVIDER" --peer 127.0.0.1:$port --name $TAG-p --journal /dev/shm/fh-$TAG.journal \
         --from oldest --exit-when-done --connect-timeout-ms 10000 > /tmp/$TAG.primary &
     pr=$!
-    feed=$("$FEED" "$DAY" --journal /dev/shm/fh-$TAG.journal --mb 256 --rate "$rate" --loops "$LOOPS")
+    feed=$("$FEED" "$DAY" --journal /dev/shm/fh-$TAG.journal --mb 256 --rate "$rate" --loops "$LOOPS" --delay-ms 1000)
     wait $pr
     wait $sb
     echo "rate $rate: feed $feed"

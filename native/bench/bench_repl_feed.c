@@ -1,4 +1,4 @@
-/* fh-bench-repl-feed FILE --journal PATH [--mb N] [--rate MSGS_PER_S] [--batch N] [--loops N]: a journal
+/* fh-bench-repl-feed FILE --journal PATH [--mb N] [--rate MSGS_PER_S] [--batch N] [--loops N] [--delay-ms N]: a journal
  * written at a paced rate, for the replication benchmark (bench/replication.sh): the day's messages (a file
  * of 2-byte-length blocks) in records of --batch messages (a datagram's worth), sequences from 1 over all
  * loops, paced to --rate messages a second (0: top speed) by sleeping while ahead of the schedule (never
@@ -15,7 +15,7 @@
 int main(int argc, char **argv)
 {
     const char *file = NULL, *jpath = NULL;
-    uint64_t mb = 64, rate = 0, batch = 32, loops = 1;
+    uint64_t mb = 64, rate = 0, batch = 32, loops = 1, delay_ms = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--journal") && i + 1 < argc)
             jpath = argv[++i];
@@ -25,6 +25,8 @@ int main(int argc, char **argv)
             rate = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
             batch = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--delay-ms") && i + 1 < argc)
+            delay_ms = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--loops") && i + 1 < argc)
             loops = strtoull(argv[++i], NULL, 10);
         else if (!file && argv[i][0] != '-')
@@ -33,7 +35,7 @@ int main(int argc, char **argv)
             file = NULL, i = argc;
     }
     if (!file || !jpath || !batch || batch > 1000 || !loops) {
-        fprintf(stderr, "usage: %s FILE --journal PATH [--mb N] [--rate MSGS_PER_S] [--batch 1..1000] [--loops N]\n",
+        fprintf(stderr, "usage: %s FILE --journal PATH [--mb N] [--rate MSGS_PER_S] [--batch 1..1000] [--loops N] [--delay-ms N]\n",
                 argv[0]);
         return 2;
     }
@@ -56,6 +58,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "fh-bench-repl-feed: %s\n", fh_errmsg());
         return 2;
     }
+    /* the journal exists from here: a follower joins and connects to its standby before the first record */
+    if (delay_ms)
+        nanosleep(&(struct timespec){ (time_t)(delay_ms / 1000), (long)(delay_ms % 1000) * 1000000L }, NULL);
     uint64_t seq = 1, records = 0, t0 = now_ns();
     for (uint64_t l = 0; l < loops; l++) {
         size_t i = 0;
