@@ -394,7 +394,8 @@ static int primary(const opts_t *o)
         uint64_t now = now_ns();
         if (now - last_hb >= hb_ns) {
             fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
-            if (send_ctl(&f, &hb)) {
+            int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
+            if (hr && hr != -FI_EAGAIN) {
                 fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
                 ret = 3;
                 break;
