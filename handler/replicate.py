@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -23,7 +24,7 @@ _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "pee
            "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
            "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes")
 ROLES = {1: "primary", 2: "standby"}
-STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent"]
+STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
 
 
 class ReplicateError(RuntimeError):
@@ -76,7 +77,7 @@ def read_status(name_or_path: str) -> dict:
     d["role"] = ROLES.get(d["role"], str(d["role"]))
     d["state"] = STATES[d["state"]] if d["state"] < len(STATES) else str(d["state"])
     d["alive"] = pid_alive(d["pid"])
-    if not d["alive"] and d["state"] not in ("done", "fenced", "failed"):
+    if not d["alive"] and d["state"] not in ("done", "fenced", "failed", "promoted"):
         d["state"] = "gone"
     now = time.time_ns()
     d["lag_us"] = d["lag_ns"] / 1000
@@ -137,7 +138,44 @@ def cmd_devices(a) -> int:
     return 0
 
 
+def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
+    """Promote a running standby: it takes a new epoch, so every later record of its old primary is refused
+    (the primary stops, fenced). Returns its status once the epoch has changed. Taking the feed lines is not
+    done (docs/replication.md)."""
+    d = read_status(name_or_path)
+    if d["role"] != "standby":
+        raise ReplicateError(f"{d['path']}: a {d['role']}, not a standby: only a standby is promoted")
+    if not d["alive"]:
+        raise ReplicateError(f"{d['path']}: its fh-replicate (pid {d['pid']}) is gone: start the standby again")
+    if d["state"] == "promoted":
+        return d
+    os.kill(d["pid"], signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = read_status(name_or_path)
+        if n["epoch"] > d["epoch"]:
+            return n
+        time.sleep(0.01)
+    raise ReplicateError(f"{d['path']}: the standby (pid {d['pid']}) did not take a new epoch within {timeout_s} s")
+
+
+def cmd_promote(a) -> int:
+    from .cli import CliError
+
+    try:
+        d = promote(a.name)
+    except ReplicateError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(d) if a.json else f"promoted: {d['path']} (pid {d['pid']}) at epoch {d['epoch']}; records of an "
+          f"older epoch are refused")
+    return 0
+
+
 def register(sub, positive=None, nonneg=None) -> None:
+    p = sub.add_parser("promote", help="make a standby fence its primary with a new epoch (fh-replicate)")
+    p.add_argument("--name", default="fh", help="instance name (/dev/shm/fh-NAME.repl) or a status file path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_promote)
     r = sub.add_parser("replicate", help="replication to a standby over libfabric: status, devices")
     rs = r.add_subparsers(dest="what", required=True, metavar="WHAT")
     st = rs.add_parser("status", help="one fh-replicate's peer, provider, state, lag and last acknowledgement")

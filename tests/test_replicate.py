@@ -398,3 +398,38 @@ def test_two_hosts_and_the_link_cut_and_restored(two_hosts):
         for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def test_promote_fences_the_primary():
+    """fh promote in the middle of a paced stream: the standby takes epoch 2, every later record of the
+    primary's epoch 1 is refused (counted, not applied), the primary stops fenced with one line, and what the
+    standby applied is exactly a prefix of the primary's journal."""
+    tag = uuid.uuid4().hex[:8]
+    journal = f"/dev/shm/fh-rq-{tag}.journal"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    sb = Standby(tag, events=1 << 16)
+    try:
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "100000",
+                                 "--loops", "2", "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+        pr = _primary(journal, sb.addr, tag=tag)
+        deadline = time.monotonic() + 10
+        while R.read_status(sb.status)["messages"] < 20000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p = fh("promote", "--name", sb.status, "--json")
+        assert json.loads(p.stdout)["epoch"] == 2
+        out, err = pr.communicate(timeout=30)
+        assert pr.returncode == 4 and "fenced" in err and "epoch 2" in err, err
+        assert feed.wait(30) == 0
+        s = sb.wait()
+        assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 200000
+        st = R.read_status(sb.status)
+        assert st["state"] == "promoted" and st["epoch"] == 2
+        mine = [r.messages() for r in _ring_records(sb.journal)]
+        assert mine == [r.messages() for r in _ring_records(journal)][:len(mine)]
+        p = fh("promote", "--name", f"/dev/shm/fh-rp-{tag}.repl", check=False)
+        assert p.returncode != 0 and "not a standby" in p.stderr
+    finally:
+        sb.close()
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)

@@ -318,6 +318,10 @@ static int cq_error(fh_fab_t *f, struct fid_cq *cq, const char *which)
 {
     struct fi_cq_err_entry err = { 0 };
     fi_cq_readerr(cq, &err, 0);
+    if (err.err == FI_ECANCELED || err.err == FI_ENOTCONN || err.err == FI_ECONNRESET) {
+        fail("the peer closed the connection (%s completion: %s)", which, fi_strerror(err.err));
+        return -2;
+    }
     return fail("%s completion error (provider %s): %s (%s)", which, f->provider, fi_strerror(err.err),
                 fi_cq_strerror(cq, err.prov_errno, err.err_data, NULL, 0));
 }

@@ -91,9 +91,11 @@ int fh_fab_send(fh_fab_t *f, const void *msg, size_t len);
 int fh_fab_write(fh_fab_t *f, const void *local, size_t len, const fh_fab_mr_t *lmr, uint64_t raddr, uint64_t rkey,
                  uint64_t data, fh_fab_op_t *op);
 /* Transmit completions: up to cap, ops of finished writes in done[]; sends free their slots themselves.
- * Returns the number of write completions, or -1 on an error completion. */
+ * Returns the number of write completions, -2 when the peer has closed the connection (operations canceled),
+ * or -1 on another error completion. */
 int fh_fab_poll_tx(fh_fab_t *f, fh_fab_op_t **done, int cap);
-/* Receive completions: up to cap. Returns how many, 0 none, -1 error. Call fh_fab_rx_done on each. */
+/* Receive completions: up to cap. Returns how many, 0 none, -2 the peer has closed the connection, -1 error.
+ * Call fh_fab_rx_done on each. */
 int fh_fab_poll_rx(fh_fab_t *f, fh_fab_rx_t *out, int cap);
 int fh_fab_rx_done(fh_fab_t *f, const fh_fab_rx_t *rx);
 /* 1 if the peer has shut the connection down (FI_SHUTDOWN on the EQ), else 0. */

@@ -84,10 +84,14 @@ typedef struct fh_repl_status {
     uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
     uint64_t max_outstanding, ring_bytes;
 } fh_repl_status_t;
-enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT };
+enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
+       ST_PROMOTED };
 
-static volatile sig_atomic_t quit;
+static volatile sig_atomic_t quit, promote;
 static void on_signal(int s) { (void)s; quit = 1; }
+/* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
+ * refused). Taking the feed lines is not done here (docs/replication.md). */
+static void on_promote(int s) { (void)s; promote = 1; }
 
 static uint64_t now_ns(void)
 {
@@ -314,7 +318,7 @@ static int primary(const opts_t *o)
             if (m.type == CTL_ACK) {
                 acked = m.a, acked_frames = m.b, acked_msgs = m.c;
                 st->last_ack_ns = now_ns();
-            } else if (m.type == CTL_REFUSED) {
+            } else if (m.type == CTL_REFUSED && !fenced) {
                 fprintf(stderr, "fh-replicate: fenced: the standby refused epoch %u, it is at epoch %u (restart this "
                                 "host as standby, or promote it with a newer epoch)\n", o->epoch, m.epoch);
                 fenced = 1;
@@ -594,9 +598,23 @@ static int standby(const opts_t *o)
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
+    int promoted = 0, gone = 0;
     while (!quit && !bye) {
+        if (promote && !promoted) {
+            promoted = 1;
+            epoch++;
+            st->epoch = epoch;
+            st->state = ST_PROMOTED;
+            fprintf(stderr, "fh-replicate: promoted: epoch %u; records of an older epoch are refused from now on\n",
+                    epoch);
+        }
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            gone = 1;
+            break;
+        }
         if (nr < 0) {
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
             ret = 3;
@@ -732,14 +750,16 @@ static int standby(const opts_t *o)
             fh_engine_publish_stats(e);
             fh_journal_heartbeat(j);
             if (now - last_hb > hb_timeout) {
-                st->state = ST_PEER_SILENT;
+                if (!promoted)
+                    st->state = ST_PEER_SILENT;
                 if (fh_fab_peer_gone(&f)) {
                     fprintf(stderr, "fh-replicate: the primary closed the connection\n");
+                    gone = 1;
                     break;
                 }
             }
             idle(o->spin);
-        } else if (st->state == ST_PEER_SILENT) {
+        } else if (st->state == ST_PEER_SILENT && !promoted) {
             st->state = ST_STREAMING;
         }
         st->frames = frames, st->messages = msgs, st->acked_frames = frames, st->acked_messages = msgs;
@@ -747,7 +767,20 @@ static int standby(const opts_t *o)
         st->last_ack_ns = now, st->journal_pos = lpos, st->updated_ns = now;
     }
     fh_engine_publish_stats(e);
-    st->state = ret ? ST_FAILED : ST_DONE;
+    /* The primary gone: the segment carries on for local readers until stopped (or --exit-when-done); fh promote
+     * still fences the old primary with a new epoch should it return. */
+    st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
+    while (gone && !ret && !quit && !o->exit_when_done) {
+        if (promote && !promoted) {
+            promoted = 1;
+            st->epoch = ++epoch;
+            st->state = ST_PROMOTED;
+            fprintf(stderr, "fh-replicate: promoted: epoch %u\n", epoch);
+        }
+        fh_engine_publish_stats(e);
+        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    st->state = ret ? ST_FAILED : promoted ? ST_PROMOTED : gone ? ST_PEER_SILENT : ST_DONE;
     printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"snapshot_orders\": %" PRIu64
            ", \"skipped_after_snapshot\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
@@ -865,6 +898,7 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_promote);
     if (o.role && !strcmp(o.role, "primary") && o.journal && o.peer)
         return primary(&o);
     if (o.role && !strcmp(o.role, "standby") && o.listen)
