@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench/replication.sh [ITCH_FILE]: replication lag over libfabric's tcp provider on loopback. A journal is
 # written by fh-bench-repl-feed (a day's messages in records of 32, looped, sequences continuing; the first
-# record a second after the journal appears, once the primary is connected) at a paced rate and at top speed; fh-replicate --role primary follows it and ships each record with fi_writedata to an
-# fh-replicate --role standby that applies it to its own journal, engine and segment. The standby measures
-# lag per record from the primary's shipping time (CLOCK_REALTIME, same host) to its apply, and prints
-# p50/p99/p99.9/max in µs; the primary prints messages shipped and acknowledged. Both idle by sleeping
-# (--idle backoff, 20 µs naps): the machine is shared, so no role busy-polls here. Figures: bench/replication.md.
+# record a second after the journal appears, once the primary is connected) at a paced rate and at top
+# speed; fh-replicate --role primary follows it and ships each record with fi_writedata to an fh-replicate
+# --role standby that applies it to its own journal, engine and segment. The standby measures lag per record
+# from the primary's shipping time (CLOCK_REALTIME, same host) to its apply, and prints p50/p99/p99.9/max in
+# µs; the primary prints messages shipped and acknowledged. Both idle by sleeping (--idle backoff, 20 µs
+# naps): the machine is shared, so no role busy-polls here. Figures: bench/replication.md.
 #
 # Environment: RATES (default "100000 1000000 0", 0 = top speed), LOOPS (default 20: 2 M messages of the
 # 100,000-message day), PROVIDER (default tcp).

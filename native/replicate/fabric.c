@@ -15,7 +15,7 @@ const char *fh_fab_err(void)
     return errbuf;
 }
 
-static int fail(const char *fmt, ...)
+int fh_fab_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -23,6 +23,8 @@ static int fail(const char *fmt, ...)
     va_end(ap);
     return -1;
 }
+
+#define fail fh_fab_fail
 
 #define MR_MODES (FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT)
 

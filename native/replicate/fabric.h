@@ -74,6 +74,8 @@ typedef struct fh_fab_rx {
 } fh_fab_rx_t;
 
 const char *fh_fab_err(void);
+/* Set the message fh_fab_err returns; -1. */
+int fh_fab_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The devices a provider offers (fi_getinfo, FI_EP_MSG with RMA): writes a JSON list to out. provider: "auto",
  * "verbs" or "tcp"; NULL: all. Number found, or -1. */
 int fh_fab_list(const char *provider, char *out, size_t cap);

@@ -177,8 +177,7 @@ static int send_ctl(fh_fab_t *f, const fh_repl_ctl_t *m)
             return -1;
         /* writes completed here are not lost to the caller: it counts outstanding by frames acknowledged too */
     }
-    snprintf((char *)fh_fab_err(), 64, "control send: no free slot");
-    return -1;
+    return fh_fab_fail("control send: no free slot for 100,000 polls (is the link stalled?)");
 }
 
 static int primary(const opts_t *o)
@@ -294,6 +293,8 @@ static int primary(const opts_t *o)
         int busy = 0;
         fh_fab_op_t *done[64];
         int nd = fh_fab_poll_tx(&f, done, 64);
+        if (nd == -2 && bye_sent)
+            break; /* the standby has everything and has gone: done */
         if (nd < 0) {
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
             ret = 3;
@@ -304,6 +305,8 @@ static int primary(const opts_t *o)
         busy |= nd > 0;
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr == -2 && bye_sent)
+            break;
         if (nr < 0) {
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
             ret = 3;
