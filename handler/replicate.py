@@ -145,8 +145,9 @@ def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
     d = read_status(name_or_path)
     if d["role"] != "standby":
         raise ReplicateError(f"{d['path']}: a {d['role']}, not a standby: only a standby is promoted")
-    if not d["alive"]:
-        raise ReplicateError(f"{d['path']}: its fh-replicate (pid {d['pid']}) is gone: start the standby again")
+    if not d["alive"] or d["state"] in ("done", "failed"):
+        raise ReplicateError(f"{d['path']}: its fh-replicate (pid {d['pid']}) has ended ({d['state']}): start the "
+                             f"standby again")
     if d["state"] == "promoted":
         return d
     os.kill(d["pid"], signal.SIGUSR1)
@@ -155,6 +156,9 @@ def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
         n = read_status(name_or_path)
         if n["epoch"] > d["epoch"]:
             return n
+        if n["state"] in ("done", "failed"):
+            raise ReplicateError(f"{d['path']}: the standby (pid {d['pid']}) ended ({n['state']}) before it was "
+                                 f"promoted: start it again")
         time.sleep(0.01)
     raise ReplicateError(f"{d['path']}: the standby (pid {d['pid']}) did not take a new epoch within {timeout_s} s")
 

@@ -409,25 +409,59 @@ def test_promote_fences_the_primary():
     feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
     sb = Standby(tag, events=1 << 16)
     try:
+        # 6 s of stream: the promotion (a Python process starting on a loaded machine) comes well before its end
         feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "100000",
-                                 "--loops", "2", "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+                                 "--loops", "6", "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
         pr = _primary(journal, sb.addr, tag=tag)
         deadline = time.monotonic() + 10
         while R.read_status(sb.status)["messages"] < 20000 and time.monotonic() < deadline:
             time.sleep(0.01)
-        p = fh("promote", "--name", sb.status, "--json")
+        assert R.read_status(sb.status)["state"] == "streaming", R.read_status(sb.status)
+        p = fh("promote", "--name", sb.status, "--json", check=False)
+        if p.returncode:
+            sb.p.kill()
+            raise AssertionError(f"{p.stderr} / the standby: {sb.p.communicate()}")
         assert json.loads(p.stdout)["epoch"] == 2
         out, err = pr.communicate(timeout=30)
         assert pr.returncode == 4 and "fenced" in err and "epoch 2" in err, err
         assert feed.wait(30) == 0
         s = sb.wait()
-        assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 200000
+        assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 600000
         st = R.read_status(sb.status)
         assert st["state"] == "promoted" and st["epoch"] == 2
         mine = [r.messages() for r in _ring_records(sb.journal)]
         assert mine == [r.messages() for r in _ring_records(journal)][:len(mine)]
         p = fh("promote", "--name", f"/dev/shm/fh-rp-{tag}.repl", check=False)
         assert p.returncode != 0 and "not a standby" in p.stderr
+    finally:
+        sb.close()
+        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_a_primary_that_joins_a_lapped_journal_marks_the_standby_stale():
+    """A 1 MiB journal that has lapped (500,000 messages, 16 MB, written before the primary starts): the primary
+    cannot ship the records before its oldest, says so in one line and ships a hole first; the standby counts
+    it, applies the rest, and its books are stale, not silently wrong."""
+    from handler.shm import Reader
+
+    tag = uuid.uuid4().hex[:8]
+    journal = f"/dev/shm/fh-ro-{tag}.journal"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    subprocess.run([str(feed_prog), str(DAY), "--journal", journal, "--mb", "1", "--loops", "5"], check=True,
+                   capture_output=True)
+    sb = Standby(tag, events=1 << 16, ring_mb=1)
+    try:
+        pr = _primary(journal, sb.addr, tag=tag)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        p, s = json.loads(out), sb.wait()
+        assert p["overruns"] == 1 and s["holes"] == 1 and 0 < s["messages"] < 500000
+        assert len([l for l in err.splitlines() if "lapped" in l]) == 1
+        with Reader(sb.segment) as r:  # every book created after the hole starts stale
+            statuses = {r.book(int(loc), 1)["status"] for loc in r.locates()}
+            assert statuses == {"stale"}
     finally:
         sb.close()
         for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):

@@ -63,6 +63,9 @@ _Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
  * size; then its end, seq = the sequence the snapshot is complete to + 1. */
 #define FH_RR_SNAP 0x40
 #define FH_RR_SNAP_END 0x41
+/* The primary was overrun by its journal (records lost before it could read them): seq = the position it
+ * was at, arg = where it went on. The standby marks every book stale, as for a hole. */
+#define FH_RR_OVERRUN 0x42
 #define SNAP_CHUNK 65536u
 #define FRAME_MAX (sizeof(fh_repl_frame_t) + sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY + 8)
 
@@ -285,8 +288,16 @@ static int primary(const opts_t *o)
         freeop[i] = i, ops[i].slot = i;
     st->state = ST_STREAMING;
 
-    uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
     uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
+    uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
+    /* The journal has lapped before this primary joined: its first records are gone. Without a snapshot the
+     * standby cannot have them: shipped as a hole first, so that its books are stale rather than wrong. */
+    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !o->snapshot;
+    if (lost_at_start) {
+        overruns = 1;
+        fprintf(stderr, "fh-replicate: the journal has lapped (its oldest record is at %" PRIu64 "): what came "
+                        "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
+    }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
     int bye_sent = 0, ret = 0;
     while (!quit) {
@@ -342,7 +353,12 @@ static int primary(const opts_t *o)
             fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
             uint64_t jp = pos;
             int r;
-            if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
+            if (lost_at_start) {
+                lost_at_start = 0;
+                memset(rec, 0, sizeof *rec);
+                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = 0, rec->arg = pos;
+                r = FH_JOURNAL_OK;
+            } else if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
                 uint64_t n = snap_len - snap_off < SNAP_CHUNK ? snap_len - snap_off : SNAP_CHUNK;
                 memset(rec, 0, sizeof *rec);
                 memcpy(rec->session, smeta.session, FH_JOURNAL_SESSION_LEN);
@@ -362,12 +378,13 @@ static int primary(const opts_t *o)
             }
             if (r == FH_JOURNAL_NONE)
                 break;
-            if (r == FH_JOURNAL_OVERRUN) {
+            if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
                 overruns++;
                 st->state = ST_BEHIND;
                 fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64
-                                "; going on from %" PRIu64 " (the standby will see the sequence jump)\n", jp, pos);
-                continue;
+                                "; going on from %" PRIu64 ", the standby's books stale\n", jp, pos);
+                memset(rec, 0, sizeof *rec);
+                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = jp, rec->arg = pos;
             }
             if (r == FH_JOURNAL_CORRUPT) {
                 fprintf(stderr, "fh-replicate: journal position %" PRIu64 " is not on a record\n", jp);
@@ -601,6 +618,7 @@ static int standby(const opts_t *o)
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
+    uint64_t last_frame = 0;
     int promoted = 0, gone = 0;
     while (!quit && !bye) {
         if (promote && !promoted) {
@@ -652,6 +670,14 @@ static int standby(const opts_t *o)
                 ret = 5;
                 goto done;
             }
+            if (fr->frame != last_frame + 1) { /* writes completed out of order: not a provider this can use */
+                fprintf(stderr, "fh-replicate: frame %" PRIu64 " arrived after frame %" PRIu64 ": provider %s does "
+                                "not keep the order of writes (FI_ORDER_WAW); stopping\n", fr->frame, last_frame,
+                        f.provider);
+                ret = 5;
+                goto done;
+            }
+            last_frame = fr->frame;
             if (fr->epoch < epoch) {
                 refused++;
                 st->refused_epoch = refused;
@@ -716,6 +742,12 @@ static int standby(const opts_t *o)
                 fh_engine_apply_blocks(e, body, rec->arg);
                 msgs += rec->count;
                 break;
+            case FH_RR_OVERRUN:
+                holes++;
+                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                break; /* not journaled: the standby's followers see the sequences jump themselves */
             case FH_JR_LOST:
             case FH_JR_MISSED:
                 /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
