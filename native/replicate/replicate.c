@@ -207,10 +207,15 @@ static int primary(const opts_t *o)
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
     fh_fab_t f;
+    memset(&f, 0, sizeof f);
+    uint8_t *snap = NULL, *stage = NULL;
+    fh_fab_mr_t smr = { 0 };
+    fh_fab_op_t *ops = NULL;
+    int *freeop = NULL, streaming = 0, ret = 0;
     if (fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         st->state = ST_FAILED;
-        return 3;
+        { ret = 3; goto out; }
     }
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
@@ -222,7 +227,7 @@ static int primary(const opts_t *o)
         int n = fh_fab_poll_rx(&f, rx, 16);
         if (n < 0) {
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
-            return 3;
+            { ret = 3; goto out; }
         }
         for (int i = 0; i < n; i++) {
             if (!rx[i].write && rx[i].len >= sizeof hello)
@@ -233,7 +238,7 @@ static int primary(const opts_t *o)
             break;
         if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
             fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer, o->connect_timeout_ms);
-            return 3;
+            { ret = 3; goto out; }
         }
         idle(0);
     }
@@ -243,20 +248,21 @@ static int primary(const opts_t *o)
         fprintf(stderr, "fh-replicate: the standby is at epoch %u, this primary at %u: its records will be refused\n",
                 hello.epoch, o->epoch);
     /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
-    uint8_t *snap = NULL;
     uint64_t snap_len = 0, snap_off = 0;
     int snap_end = 1;
     fh_snapshot_meta_t smeta = { 0 };
     if (o->snapshot) {
         if (fh_engine_snapshot_load(NULL, o->snapshot, &smeta)) {
             fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", o->snapshot, fh_errmsg());
-            return 5;
+            { ret = 5; goto out; }
         }
         FILE *sf = fopen(o->snapshot, "rb");
         if (!sf || fseek(sf, 0, SEEK_END) || (long)(snap_len = (uint64_t)ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
             !(snap = malloc(snap_len ? snap_len : 1)) || fread(snap, 1, snap_len, sf) != snap_len) {
             fprintf(stderr, "fh-replicate: --snapshot %s: cannot read it\n", o->snapshot);
-            return 5;
+            if (sf)
+                fclose(sf);
+            { ret = 5; goto out; }
         }
         fclose(sf);
         snap_end = 0;
@@ -268,25 +274,30 @@ static int primary(const opts_t *o)
     if (ring < (4 * FRAME_MAX) || (ring & mask)) {
         fprintf(stderr, "fh-replicate: the standby's ring is %" PRIu64 " bytes: a power of two >= %zu expected\n", ring,
                 4 * FRAME_MAX);
-        return 3;
+        { ret = 3; goto out; }
     }
     st->ring_bytes = ring;
-    uint8_t *stage;
     if (posix_memalign((void **)&stage, 4096, ring)) {
         fprintf(stderr, "fh-replicate: out of memory for a %" PRIu64 "-byte staging ring\n", ring);
-        return 2;
+        { ret = 2; goto out; }
     }
     memset(stage, 0, ring);
-    fh_fab_mr_t smr;
     if (fh_fab_reg(&f, stage, ring, FI_WRITE, &smr)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
-        return 3;
+        { ret = 3; goto out; }
     }
-    fh_fab_op_t *ops = calloc(o->max_outstanding, sizeof *ops);
-    int *freeop = calloc(o->max_outstanding, sizeof *freeop), nfree = (int)o->max_outstanding;
+    ops = calloc(o->max_outstanding, sizeof *ops);
+    freeop = calloc(o->max_outstanding, sizeof *freeop);
+    int nfree = (int)o->max_outstanding;
+    if (!ops || !freeop) {
+        fprintf(stderr, "fh-replicate: out of memory\n");
+        ret = 2;
+        goto out;
+    }
     for (int i = 0; i < nfree; i++)
         freeop[i] = i, ops[i].slot = i;
     st->state = ST_STREAMING;
+    streaming = 1;
 
     uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
     uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
@@ -299,7 +310,7 @@ static int primary(const opts_t *o)
                         "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
     }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
-    int bye_sent = 0, ret = 0;
+    int bye_sent = 0;
     while (!quit) {
         int busy = 0;
         fh_fab_op_t *done[64];
@@ -451,12 +462,14 @@ static int primary(const opts_t *o)
     }
 out:
     st->state = ret == 0 ? ST_DONE : st->state == ST_FENCED ? ST_FENCED : ST_FAILED;
-    printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
+    if (streaming)
+        printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"bytes\": %" PRIu64 ", \"acked_frames\": %" PRIu64 ", \"acked_messages\": %" PRIu64 ", \"overruns\": %" PRIu64
            ", \"cpu_s\": %.3f, \"exit\": %d}\n",
            f.provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, cpu_s(), ret);
     fflush(stdout);
-    usleep(20000); /* the BYE on its way before the connection closes */
+    if (streaming)
+        usleep(20000); /* the BYE on its way before the connection closes */
     fh_fab_dereg(&smr);
     fh_fab_close(&f);
     fh_journal_leave(&jr);
