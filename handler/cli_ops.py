@@ -4,6 +4,7 @@ in handler/cli.py."""
 from __future__ import annotations
 
 import json
+import time
 import sys
 
 # fh status exit statuses, as scripts and monitoring read them
@@ -91,6 +92,20 @@ def _status_text(s: dict) -> str:
         lines.append(f"drops     at the last stop: NIC missed {d.get('nic_missed')}, errors {d.get('nic_errors')}; "
                      f"net: {', '.join(f'{k}={v}' for k, v in net.items()) or 'none'}; MoldUDP64 gaps "
                      f"{d.get('mold_gaps')}")
+    j = s.get("journal")
+    if j and "error" in j:
+        lines.append(f"journal   {j['path']}: {j['error']}")
+    elif j:
+        lines.append(f"journal   {j['path']}: head {j['head']} bytes, {j['records']} records, ring {j['capacity'] >> 20} "
+                     f"MiB, writer {'alive' if j['writer_alive'] else 'gone'}, heartbeat {age_text(j['heartbeat_age_s'])} ago")
+        r = j.get("recorder")
+        if r:
+            snap = r.get("last_snapshot")
+            lines.append(f"recorder  pid {r['pid']} {'running' if r['alive'] else 'gone'}: {r['dir']}, session "
+                         f"{r['session']} next sequence {r['next_seq']}, {r['lag_bytes']} bytes behind, "
+                         f"{r['holes']} holes; last snapshot "
+                         + (f"{snap['path']} (to sequence {snap['next_seq'] - 1}, {snap['bytes']} bytes, "
+                            f"{age_text(time.time() - snap['created_ns'] / 1e9)} old)" if snap else "none"))
     ex = s["last_exit"]
     if ex:
         lines.append(f"last exit {ex['stopped_utc']}: {ex['reason']}")

@@ -96,6 +96,8 @@ class Config:
     replication: Replication = field(default_factory=Replication)
     metrics: Metrics = field(default_factory=Metrics)
     publish: str | None = None  # the data plane's --publish: "SYM,SYM,..." or "@FILE"; None: every book
+    journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
+    journal_dir: str | None = None  # [journal] dir: fh record's directory, where fh run restarts from
 
 
 _SCHEMA = {
@@ -110,6 +112,7 @@ _SCHEMA = {
                     "heartbeat_ms", "failover_timeout_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
+    "journal": {"ring_mb", "dir"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -274,6 +277,13 @@ def load(path: str | os.PathLike) -> Config:
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
     publish = _instruments(p, raw.get("instruments", {}))
+    journal_mb = _int(p, "journal.ring_mb", raw.get("journal", {}).get("ring_mb", 256), 1, 1 << 20) \
+        if "journal" in raw else 0
+    if journal_mb & (journal_mb - 1):
+        raise _err(p, "journal.ring_mb", journal_mb, "must be a power of two (MiB), e.g. 256 or 1024")
+    journal_dir = raw.get("journal", {}).get("dir")
+    if journal_dir is not None and (not isinstance(journal_dir, str) or not journal_dir):
+        raise _err(p, "journal.dir", journal_dir, "must be a directory path: where fh record --dir writes")
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -287,6 +297,7 @@ def load(path: str | os.PathLike) -> Config:
         segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, replication=replication, metrics=metrics, publish=publish,
+        journal_mb=journal_mb, journal_dir=journal_dir,
     )
 
 
@@ -526,6 +537,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--hold", str(r.hold_messages)]
     if cfg.publish:
         a += ["--publish", cfg.publish]
+    if cfg.journal_mb:
+        a += ["--journal", f"/dev/shm/fh-{cfg.name}.journal", "--journal-mb", str(cfg.journal_mb)]
     return a
 
 

@@ -338,3 +338,51 @@ class JournalFileWriter:
             self.sync()
             self.f.close()
             self.f = None
+
+
+# ---- status (fh status): the ring and its recorder ---------------------------------------------------------
+
+def ring_path(name: str) -> str:
+    return f"/dev/shm/fh-{name}.journal"
+
+
+def recorder_state_path(ring: str) -> str:
+    """Where fh record publishes its progress for fh status: beside the ring."""
+    return ring + ".record"
+
+
+def status(name: str) -> dict | None:
+    """The journal of instance name (None when it has none): position, records, writer, and its recorder's
+    lag and last snapshot when fh record follows it."""
+    path = ring_path(name)
+    if not os.path.exists(path):
+        return None
+    try:
+        r = JournalRing(path)
+    except JournalError as e:
+        return {"path": path, "error": str(e)}
+    try:
+        out = r.status()
+    finally:
+        r.close()
+    out["heartbeat_age_s"] = round(max(0, time.time_ns() - out["heartbeat_ns"]) / 1e9, 3)
+    rec = None
+    try:
+        import json
+
+        with open(recorder_state_path(path)) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        pass
+    if rec:
+        rec["lag_bytes"] = max(0, out["head"] - rec.get("ring_position", 0))
+        rec["age_s"] = round(time.time() - rec.get("time", 0), 3)
+        alive = False
+        try:
+            os.kill(int(rec.get("pid", 0)), 0)
+            alive = True
+        except (OSError, ValueError):
+            pass
+        rec["alive"] = alive
+    out["recorder"] = rec
+    return out

@@ -10,6 +10,7 @@ off first, with a note.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,25 @@ class Recorder:
                 self.note(f"snapshot {m['path']}: {m['orders']} orders, {m['books']} books, {m['bytes']} bytes "
                           f"in {m['write_s']} s")
 
+    def publish_state(self, force: bool = False) -> None:
+        """Progress for fh status, beside the ring (at most twice a second)."""
+        now = time.time()
+        if not force and now - getattr(self, "_published", 0) < 0.5:
+            return
+        self._published = now
+        snap = self.shadow.saved[-1] if self.shadow is not None and self.shadow.saved else None
+        state = {"pid": os.getpid(), "time": now, "dir": str(self.dir), "ring_position": self.pos,
+                 "session": (self.session or "").strip(), "next_seq": self.next, "messages": self.messages,
+                 "holes": self.holes, "overruns": self.overruns,
+                 "last_snapshot": {k: snap[k] for k in ("path", "next_seq", "bytes", "created_ns")} if snap else None}
+        p = J.recorder_state_path(self.ring.path)
+        try:
+            with open(p + ".tmp", "w") as f:
+                json.dump(state, f)
+            os.replace(p + ".tmp", p)
+        except OSError:
+            pass  # status is best effort; the files are what matters
+
     def _flush(self) -> None:
         batch: list[J.Record] = []
         for r in self.pending:
@@ -170,6 +190,7 @@ class Recorder:
                 raise J.JournalError(f"{self.ring.path}: position {self.pos} is not on a record of the ring")
             self._flush()
             self.out.sync() if self.out.fsync != "none" else None
+            self.publish_state()
             if not self.ring.writer_alive() and self.pos >= self.ring.head():
                 break  # the writer is gone and everything is on disk
             if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
@@ -180,6 +201,7 @@ class Recorder:
         if self.shadow is not None and self.shadow.since and self.shadow.session is not None and self.shadow.every:
             m = self.shadow.save()  # the state at the end, for a restart
             self.note(f"snapshot {m['path']}: {m['orders']} orders, {m['books']} books, {m['bytes']} bytes")
+        self.publish_state(force=True)
         return {"snapshots": [m["path"] for m in self.shadow.saved] if self.shadow else [],
                 "records": self.records, "messages": self.messages, "session": (self.session or "").strip(),
                 "next_seq": self.next, "overruns": self.overruns, "holes": self.holes,

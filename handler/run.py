@@ -57,6 +57,20 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     cmd = [replay.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
+    if cfg.journal_dir:  # a restart: today's recorded state (newest sound snapshot + the journal after it)
+        import time as _time
+
+        from .snapshot import restart_snapshot
+
+        got = restart_snapshot(cfg.journal_dir, _time.strftime("%Y%m%d", _time.gmtime()))
+        if got:
+            path, info = got
+            snap = info["snapshot"]
+            print(f"fh run: {cfg.name}: restarting from {snap['path'] if snap else 'no snapshot'} and "
+                  f"{info['journal_messages']} journaled messages: complete to sequence "
+                  f"{info['restart']['next_seq'] - 1} of session {info['restart']['session'].strip()}",
+                  file=sys.stderr, flush=True)
+            cmd += ["--restore", str(path)]
     try:
         pf = supervise.Pidfile(cfg.name, {
             "config": os.path.abspath(cfg.path), "segment": cfg.segment,

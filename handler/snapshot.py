@@ -132,3 +132,28 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
             engine.apply_blocks(r.body)
             applied += r.count
     return {"snapshot": used, "journal_messages": applied}
+
+
+def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[Path, dict] | None:
+    """For fh run: the state of today's recorded journal (newest sound snapshot under DIR/snapshots + the
+    journal files of DIR after it) saved as one snapshot, DIR/restart.snap, for fh-dataplane --restore.
+    None when DIR holds nothing of `day` (a new day starts empty)."""
+    d = Path(directory)
+    files = [f for f in J.journal_files(d) if f.name.startswith(day)] if d.is_dir() else []
+    snaps = [p for p in list_snapshots(d / "snapshots") if p.name.startswith(day)]
+    if not files and not snaps:
+        return None
+    e = native.Engine()
+    got = restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
+    if got["snapshot"] is None and not got["journal_messages"]:
+        return None
+    last = None
+    for r in J.journal_records(d):
+        if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
+            last = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
+    session, nxt = last if last else (got["snapshot"]["session"], got["snapshot"]["next_seq"])
+    if got["snapshot"] and got["snapshot"]["next_seq"] > nxt:
+        session, nxt = got["snapshot"]["session"], got["snapshot"]["next_seq"]
+    out = d / "restart.snap"
+    meta = e.snapshot_save(out, session, nxt, int(day))
+    return out, {**got, "restart": meta}

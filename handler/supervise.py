@@ -443,6 +443,9 @@ def status(name: str, sample_s: float = 0.5) -> dict:
     finally:
         if reader is not None:
             reader.close()
+    from .journal import status as journal_status
+
+    out["journal"] = journal_status(name)
     w = out["writer"]
     if locked:
         out["state"] = "dead" if w and w["state"] == "dead" else "running"

@@ -321,3 +321,204 @@ def test_snapshot_load_continues_like_the_uninterrupted_engine(tmp_path):
     small = native.Engine(native.EngineConfig(orders=10, levels=64))
     with pytest.raises(native.NativeError, match="raise max_orders"):
         small.snapshot_load(snap)
+
+
+def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
+    """kill -9 of fh record in the middle of a day (a torn write possible), then fh record again: the files
+    hold every sequence once, and rebuild the day's books."""
+    import signal
+    import time
+
+    day = tmp_path / "day.itch"
+    fh("synth", "itch", day, "--messages", "600000", "--instruments", "200", "--seed", "11")
+    path = f"/dev/shm/fh-test-journal-{uuid.uuid4().hex[:8]}.journal"
+    subprocess.run([str(_program("fh-bench-journal")), str(day), "on", "--journal", path, "--mb", "256"],
+                   capture_output=True, check=True)
+    d = tmp_path / "rec"
+    try:
+        import sys
+
+        cmd = [sys.executable, "-m", "handler.cli", "record", "--journal", path, "--dir", str(d), "--day", "20261203",
+               "--rotate-mb", "4", "--fsync", "always", "--json"]
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30:
+            files = J.journal_files(d) if d.exists() else []
+            if sum(f.stat().st_size for f in files) > 3 << 20:
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert p.returncode == -signal.SIGKILL
+        partial = sum(1 for _ in J.journal_files(d))
+        assert partial >= 1
+        out = fh("record", "--journal", path, "--dir", d, "--day", "20261203", "--rotate-mb", "4", "--json")
+        s = json.loads(out.stdout)
+        assert "resuming session BENCH00001" in out.stderr and s["holes"] == 0
+        assert 0 < s["messages"] < 600000
+        seqs = [seq for _, seq, _ in J.journal_messages(d)]
+        assert seqs == list(range(1, 600001))
+        assert _dump("--journal", d) == _dump("--itch", day)
+    finally:
+        os.unlink(path)
+
+
+def test_fh_status_shows_the_journal_and_its_recorder(tmp_path):
+    name = f"jst{uuid.uuid4().hex[:6]}"
+    ring = f"/dev/shm/fh-{name}.journal"
+    subprocess.run([str(_program("fh-bench-journal")), str(DAY), "on", "--journal", ring, "--mb", "8"],
+                   capture_output=True, check=True)
+    try:
+        fh("record", "--name", name, "--dir", tmp_path / "rec", "--day", "20261203", "--snapshot-every", "60000")
+        s = json.loads(fh("status", "--name", name, "--json", check=False).stdout)
+        j = s["journal"]
+        assert j["path"] == ring and j["records"] == 2211 and j["writer_alive"] is False
+        r = j["recorder"]
+        assert r["next_seq"] == 100001 and r["lag_bytes"] == 0 and r["alive"] is False
+        assert r["last_snapshot"]["next_seq"] == 100001 and r["last_snapshot"]["bytes"] > 0
+        text = fh("status", "--name", name, check=False).stdout
+        assert "journal   " + ring in text and "0 bytes behind" in text and "last snapshot" in text
+    finally:
+        for p in (ring, ring + ".record"):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def test_config_journal_section(tmp_path):
+    from handler import config
+
+    base = (ROOT / "examples" / "fh.toml").read_text().replace(
+        "/var/lib/prometheus/node-exporter/fh-nasdaq.prom", str(tmp_path / "fh.prom"))
+    assert "[journal]" not in base
+    on = tmp_path / "on.toml"
+    on.write_text(base + "\n[journal]\nring_mb = 512\n")
+    cfg = config.load(on)
+    a = config.app_args(cfg, retrans_mac="02:00:00:00:00:01")
+    assert a[a.index("--journal") + 1] == f"/dev/shm/fh-{cfg.name}.journal" and a[a.index("--journal-mb") + 1] == "512"
+    dflt = tmp_path / "dflt.toml"
+    dflt.write_text(base + "\n[journal]\n")
+    assert config.load(dflt).journal_mb == 256
+    no = tmp_path / "no.toml"
+    no.write_text(base)
+    assert "--journal" not in config.app_args(config.load(no), retrans_mac="02:00:00:00:00:01")
+    for bad, why in (("ring_mb = 300", "power of two"), ("ring_mb = 0", "whole number"), ("size = 1", "unknown key")):
+        f = tmp_path / "bad.toml"
+        f.write_text(base + f"\n[journal]\n{bad}\n")
+        with pytest.raises(config.ConfigError, match=f"journal.*{why}"):
+            config.load(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_dataplane_restart_from_a_snapshot(tmp_path):
+    """Run 1 journals the day; fh record's shadow engine snapshots it. Run 2 starts from a mid-day snapshot
+    (--restore) and is fed the day again from its start, as a feed that sends its past again would: what
+    the snapshot holds is counted as duplicates, the rest applied; the books equal the reference, and run
+    2's journal goes on from the snapshot's sequence."""
+    journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
+    j2 = journal.replace(".journal", "-2.journal")
+    try:
+        _replay_with_journal(AB, journal)
+        d = tmp_path / "rec"
+        s = json.loads(fh("record", "--journal", journal, "--dir", d, "--snapshot-every", "15000",
+                          "--snapshot-keep", "5", "--json").stdout)
+        mid = Path(s["snapshots"][0])
+        k = native.snapshot_meta(mid)["next_seq"]
+        assert 15000 < k < 40000
+        name = f"jr-{uuid.uuid4().hex[:8]}"
+        segment = f"/dev/shm/fh-{name}"
+        cmd = replay.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={AB}"), segment, replay.pcap_lines(AB),
+                                   keep=True, extra=["--restore", str(mid), "--journal", j2, "--journal-mb", "16"])
+        dp = replay.Dataplane(cmd)
+        try:
+            stats = dp.wait(120)
+            got = replay.segment_books(segment)
+        finally:
+            dp.close()
+            replay.remove_segment(segment)
+        want, _ = replay.reference_books(AB)
+        assert got == want
+        assert stats["mold"]["applied"] == 40000 - (k - 1)
+        assert stats["mold"]["gaps"] == 0 and stats["mold"]["lost"] == 0
+        r = J.JournalRing(j2)
+        st, _, first = r.read(0)
+        assert st == J.OK and first.kind == J.MSGS and first.seq <= k < first.seq + first.count + 1
+        r.close()
+        bad = tmp_path / "bad.snap"
+        bad.write_bytes(mid.read_bytes()[:-3])
+        cmd[cmd.index(str(mid))] = str(bad)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "--restore" in p.stderr and "truncated" in p.stderr
+    finally:
+        for p in (journal, j2):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_fh_run_restarts_from_the_recorded_day(tmp_path):
+    """fh run with [journal] dir: today's newest sound snapshot + the journal after it become the data plane's
+    starting state (--restore); the capture fed again ends with the reference's books."""
+    import time
+
+    today = time.strftime("%Y%m%d", time.gmtime())
+    journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
+    name = f"jrun{uuid.uuid4().hex[:6]}"
+    d = tmp_path / "rec"
+    try:
+        _replay_with_journal(AB, journal)
+        fh("record", "--journal", journal, "--dir", d, "--day", today, "--snapshot-every", "15000")
+        # keep the journal files only up to a point, as if the data plane died there: cut the file after
+        # its first third of records; the newest snapshot beyond it is damaged and refused
+        f = J.journal_files(d)[0]
+        _, recs, _ = J.read_journal_file(f)
+        keep = J.FILE_HDR_SIZE + sum(len(J.encode_record(r)) for r in recs[: 2 * len(recs) // 3])
+        f.write_bytes(f.read_bytes()[:keep])
+        snaps = sorted((d / "snapshots").glob("*.snap"))
+        assert len(snaps) >= 2
+        first = native.snapshot_meta(snaps[0])["next_seq"]
+        damaged = bytearray(snaps[1].read_bytes())
+        damaged[200] ^= 0xFF
+        snaps[1].write_bytes(bytes(damaged))
+        for s in snaps[2:]:
+            s.unlink()
+        cfgp = tmp_path / "fh.toml"
+        cfgp.write_text(f"""
+[instance]
+name = "{name}"
+[feed]
+protocol = "moldudp64-itch50"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={AB}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = 300
+[journal]
+ring_mb = 16
+dir = "{d}"
+""")
+        p = fh("run", "--config", cfgp, "--json", "--keep-segment")
+        assert f"restarting from {snaps[0]}" in p.stderr and "complete to sequence" in p.stderr
+        assert "fh: refused" in p.stderr and f"snapshot {snaps[1]}: its body's CRC does not match" in p.stderr
+        stats = json.loads(p.stdout)
+        k = native.snapshot_meta(d / "restart.snap")["next_seq"]
+        assert first < k < 40000
+        assert stats["mold"]["applied"] == 40000 - (k - 1) and stats["mold"]["lost"] == 0
+        got = replay.segment_books(f"/dev/shm/fh-{name}")
+        want, _ = replay.reference_books(AB)
+        assert got == want
+    finally:
+        replay.remove_segment(f"/dev/shm/fh-{name}")
+        for p in (journal, f"/dev/shm/fh-{name}.journal"):
+            if os.path.exists(p):
+                os.unlink(p)

@@ -136,6 +136,7 @@ typedef struct opts {
     const char *publish; /* SYM,SYM,... or @FILE: the instruments to publish; NULL: all */
     const char *journal; /* the applied-message journal (fh/journal.h); NULL: none */
     uint32_t journal_mb; /* its ring, MiB (a power of two) */
+    const char *restore; /* a snapshot (fh_engine_snapshot_save) to start from; NULL: empty books */
 } opts_t;
 
 static void usage(const char *prog)
@@ -151,7 +152,8 @@ static void usage(const char *prog)
             "       [--request-max N] [--max-outstanding N] [--hold N] [--unrecoverable resume|snapshot]\n"
             "       [--line-stale-ms N] [--line-down-ms N] [--publish SYM,SYM,...|@FILE]\n"
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
-            "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n",
+            "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n"
+            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n",
             prog);
 }
 
@@ -199,6 +201,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "line-down-ms", required_argument, 0, 268 }, { "publish", required_argument, 0, 269 },
         { "line-source", required_argument, 0, 270 },
         { "journal", required_argument, 0, 271 }, { "journal-mb", required_argument, 0, 272 },
+        { "restore", required_argument, 0, 273 },
         { 0, 0, 0, 0 },
     };
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
@@ -310,6 +313,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 269: o->publish = optarg; break;
         case 271: o->journal = optarg; break;
         case 272: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
+        case 273: o->restore = optarg; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
@@ -939,6 +943,22 @@ int main(int argc, char **argv)
         fh_seg_close(seg, 1);
         return 2;
     }
+    if (o.restore) { /* a restart: the snapshot's books, and the feed goes on after its sequence (what came since
+                      * is asked for again or arrives as the feed's later datagrams; earlier ones are duplicates) */
+        fh_snapshot_meta_t sm;
+        if (fh_engine_snapshot_load(e, o.restore, &sm)) {
+            fprintf(stderr, "fh-dataplane: --restore: %s\n", fh_errmsg());
+            fh_mold_feed_free(&feed);
+            fh_engine_destroy(e);
+            fh_seg_close(seg, 1);
+            return 2;
+        }
+        memcpy(feed.session, sm.session, FH_MOLD_SESSION_LEN);
+        feed.have_session = 1;
+        feed.next_seq = feed.known_hi = sm.next_seq;
+        fprintf(stderr, "fh-dataplane: restored %s: %u books, %" PRIu64 " orders, session %.10s from sequence %" PRIu64 "\n",
+                o.restore, sm.books, sm.orders, sm.session, sm.next_seq);
+    }
     if (o.journal) {
         fh_journal_cfg_t jc = { .path = o.journal, .name = o.name, .capacity = (uint64_t)o.journal_mb << 20,
                                 .gid = o.gid };
@@ -953,6 +973,11 @@ int main(int argc, char **argv)
             return 2;
         }
         fh_journal_tee_init(jtee, j);
+        if (feed.have_session) { /* restored: the journal goes on from the snapshot's position */
+            memcpy(jtee->session, feed.session, FH_MOLD_SESSION_LEN);
+            jtee->have_session = 1;
+            jtee->next = feed.next_seq;
+        }
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o.journal, o.journal_mb);
     }
     retrans_t rt;

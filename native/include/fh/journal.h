@@ -43,6 +43,7 @@
 #define FH_JOURNAL_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -101,6 +102,12 @@ typedef struct fh_journal_hdr {
     uint32_t pad1;
     _Atomic uint64_t records;                    /* records written (pads excluded) */
 } fh_journal_hdr_t;
+
+/* Offsets a reader in another language (handler/journal.py) relies on. */
+_Static_assert(offsetof(fh_journal_hdr_t, reserve) == 128 && offsetof(fh_journal_hdr_t, head) == 136 &&
+                   offsetof(fh_journal_hdr_t, heartbeat_ns) == 192 && offsetof(fh_journal_hdr_t, writer_state) == 200 &&
+                   offsetof(fh_journal_hdr_t, records) == 208 && sizeof(fh_journal_hdr_t) == 256,
+               "journal header layout");
 
 /* ---- reader ------------------------------------------------------------------------------------------ */
 
