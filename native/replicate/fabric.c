@@ -207,7 +207,10 @@ static int open_ep(fh_fab_t *f, struct fi_info *info)
 static int wait_event(fh_fab_t *f, uint32_t want, int timeout_ms, struct fi_eq_cm_entry *entry, const char *what)
 {
     uint32_t event;
-    ssize_t rd = fi_eq_sread(f->eq, &event, entry, sizeof *entry, timeout_ms, 0);
+    ssize_t rd;
+    do /* a signal (fh promote, say) while waiting is not an error */
+        rd = fi_eq_sread(f->eq, &event, entry, sizeof *entry, timeout_ms, 0);
+    while (rd == -FI_EINTR || rd == -EINTR);
     if (rd == -FI_EAVAIL) {
         struct fi_eq_err_entry err = { 0 };
         fi_eq_readerr(f->eq, &err, 0);
