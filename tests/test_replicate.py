@@ -214,7 +214,7 @@ def test_a_late_standby_starts_from_a_snapshot(tmp_path):
         if sb:
             sb.close()
         replay.remove_segment(segment)
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
+        for f in (journal, journal + ".record", f"/dev/shm/fh-rp-{tag}.repl"):  # .record: fh record's progress
             if os.path.exists(f):
                 os.unlink(f)
 
