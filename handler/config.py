@@ -59,6 +59,10 @@ class Replication:
     listen: tuple[str, int] | None = None  # where a standby accepts its primary
     device: str | None = None  # RDMA device (rdma only); None: the first
     max_lag_ms: int = 1000
+    provider: str = "auto"  # libfabric provider: auto (verbs if a device exists, else tcp), verbs, tcp
+    ring_mb: int = 16  # the standby's registered ring (MiB, a power of two)
+    heartbeat_ms: int = 100  # the primary's heartbeat when idle
+    failover_timeout_ms: int = 1000  # heartbeats missing this long: the primary is silent
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,8 @@ _SCHEMA = {
     "memory": {"hugepages", "mb"},
     "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms", "user", "group"},
-    "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms"},
+    "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms", "provider", "ring_mb",
+                    "heartbeat_ms", "failover_timeout_ms"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
@@ -480,7 +485,20 @@ def _replication(path, r: dict) -> Replication:
             raise _err(path, "replication.device", device, "must be an RDMA device name, e.g. \"mlx5_0\" (ibv_devices "
                        "or ls /sys/class/infiniband lists them)")
     lag = _int(path, "replication.max_lag_ms", r.get("max_lag_ms", 1000), 1, 3_600_000)
-    return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag)
+    provider = r.get("provider", "auto")
+    if provider not in ("auto", "verbs", "tcp"):
+        raise _err(path, "replication.provider", provider, "must be \"auto\" (verbs where an RDMA device exists, "
+                   "else tcp), \"verbs\" or \"tcp\"")
+    ring = _int(path, "replication.ring_mb", r.get("ring_mb", 16), 1, 4096)
+    if ring & (ring - 1):
+        raise _err(path, "replication.ring_mb", ring, "must be a power of two, e.g. 16")
+    hb = _int(path, "replication.heartbeat_ms", r.get("heartbeat_ms", 100), 1, 60_000)
+    fo = _int(path, "replication.failover_timeout_ms", r.get("failover_timeout_ms", 1000), 1, 600_000)
+    if fo <= hb:
+        raise _err(path, "replication.failover_timeout_ms", fo, f"must be longer than heartbeat_ms ({hb}), "
+                   f"e.g. {hb * 5}")
+    return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag,
+                       provider=provider, ring_mb=ring, heartbeat_ms=hb, failover_timeout_ms=fo)
 
 
 def check_textfile_dir(cfg) -> None:

@@ -321,6 +321,10 @@ def _line_b(t: str, extra: str) -> str:
     (lambda t: t + '[replication]\ndevice = "mlx5_0"\n', "replication.device", 'transport is "tcp"'),
     (lambda t: t + '[replication]\ntransport = "rdma"\ndevice = "mlx5 0"\n', "replication.device", "ibv_devices"),
     (lambda t: t + '[replication]\nmax_lag_ms = 0\n', "replication.max_lag_ms = 0", "whole number"),
+    (lambda t: t + '[replication]\nprovider = "psm3"\n', "replication.provider = 'psm3'", '"verbs" or "tcp"'),
+    (lambda t: t + '[replication]\nring_mb = 12\n', "replication.ring_mb = 12", "power of two"),
+    (lambda t: t + '[replication]\nheartbeat_ms = 500\nfailover_timeout_ms = 500\n',
+     "replication.failover_timeout_ms = 500", "longer than heartbeat_ms (500), e.g. 2500"),
     (lambda t: t + '[replication]\npeers = "a:1"\n', "replication.peers", "unknown key; replication takes"),
     (lambda t: 'replication = "primary"\n' + t, "replication = 'primary'", "must be a table"),
     # [metrics]

@@ -699,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.gateway.cli", fromlist=["register"]).register(sub)  # fh gateway
     __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.record", fromlist=["register"]).register(sub, _positive, _nonneg)
+    __import__("handler.replicate", fromlist=["register"]).register(sub, _positive, _nonneg)
 
     be = sub.add_parser("bench", help="benchmarks")
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -1,0 +1,192 @@
+"""Replication from Python: the fh-replicate program (native/replicate/), its status file and the RDMA devices
+libfabric offers.
+
+fh-replicate keeps a small status file, /dev/shm/fh-NAME.repl (fh_repl_status_t in native/replicate/replicate.c:
+one aligned 8-byte word a field, plain stores, so a reader may see fields of two moments), which
+`fh replicate status` reads; `fh replicate devices` lists what fi_getinfo offers (FI_EP_MSG with RMA)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
+# magic version role pid state epoch | provider[32] peer[64] fabric[64] | 7 counters | 7 times, lag, positions | 2
+_HEAD = struct.Struct("<6Q32s64s64s7Q7Q2Q")
+_FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "peer", "fabric", "frames", "messages",
+           "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
+           "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes")
+ROLES = {1: "primary", 2: "standby"}
+STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
+
+
+class ReplicateError(RuntimeError):
+    pass
+
+
+def find_program() -> str:
+    """fh-replicate: $FH_REPLICATE, then PATH (an installed fh), then this checkout's build."""
+    env = os.environ.get("FH_REPLICATE")
+    if env:
+        return env
+    found = shutil.which("fh-replicate")
+    if found:
+        return found
+    for p in sorted(ROOT.glob("build/cp3*/native/replicate/fh-replicate")):
+        return str(p)
+    raise ReplicateError("fh-replicate not found: it is built with libfabric (apt-get install libfabric-dev, then "
+                         "bash scripts/setup.sh), or set FH_REPLICATE")
+
+
+def status_path(name_or_path: str) -> str:
+    return name_or_path if "/" in name_or_path else f"/dev/shm/fh-{name_or_path}.repl"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def read_status(name_or_path: str) -> dict:
+    path = status_path(name_or_path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ReplicateError(f"no replication status at {path}: is fh-replicate running for this instance "
+                             f"(--name, or --status PATH)?") from None
+    if len(raw) < _HEAD.size:
+        raise ReplicateError(f"{path}: {len(raw)} bytes, not an fh-replicate status file ({_HEAD.size})")
+    d = dict(zip(_FIELDS, _HEAD.unpack_from(raw)))
+    if d["magic"] != STATUS_MAGIC or d["version"] != 1:
+        raise ReplicateError(f"{path}: not an fh-replicate status file of version 1")
+    for k in ("provider", "peer", "fabric"):
+        d[k] = d[k].split(b"\0", 1)[0].decode(errors="replace")
+    d["path"] = path
+    d["role"] = ROLES.get(d["role"], str(d["role"]))
+    d["state"] = STATES[d["state"]] if d["state"] < len(STATES) else str(d["state"])
+    d["alive"] = pid_alive(d["pid"])
+    if not d["alive"] and d["state"] not in ("done", "fenced", "failed", "promoted"):
+        d["state"] = "gone"
+    now = time.time_ns()
+    d["lag_us"] = d["lag_ns"] / 1000
+    d["last_ack_age_ms"] = (now - d["last_ack_ns"]) / 1e6 if d["last_ack_ns"] else None
+    d["last_heartbeat_age_ms"] = (now - d["last_heartbeat_ns"]) / 1e6 if d["last_heartbeat_ns"] else None
+    del d["magic"]
+    return d
+
+
+def list_devices(provider: str = "auto") -> list[dict]:
+    """The fabric endpoints libfabric offers (FI_EP_MSG with RMA) for provider; a verbs request with no device
+    raises the program's one-line error (what to install)."""
+    p = subprocess.run([find_program(), "--list-devices", "--provider", provider], capture_output=True, text=True)
+    if p.returncode:
+        raise ReplicateError(p.stderr.strip().removeprefix("fh-replicate: "))
+    return json.loads(p.stdout)
+
+
+def cmd_status(a) -> int:
+    from .cli import CliError
+
+    try:
+        d = read_status(a.name)
+    except ReplicateError as e:
+        raise CliError(str(e)) from None
+    if a.json:
+        print(json.dumps(d))
+        return 0
+    age = lambda v: "never" if v is None else f"{v:.0f} ms ago"  # noqa: E731
+    print(f"{d['role']:8} {d['state']}  (pid {d['pid']}{'' if d['alive'] else ', exited'})  epoch {d['epoch']}")
+    print(f"peer     {d['peer']}  provider {d['provider'] or '-'}  fabric {d['fabric'] or '-'}")
+    print(f"shipped  {d['frames']} records, {d['messages']} messages" if d["role"] == "primary" else
+          f"applied  {d['frames']} records, {d['messages']} messages")
+    print(f"lag      {d['lag_messages']} messages, {d['lag_us']:.1f} µs (last record)")
+    print(f"acked    {d['acked_messages']} messages, last ack {age(d['last_ack_age_ms'])}; "
+          f"heartbeat {age(d['last_heartbeat_age_ms'])}")
+    if d["refused_epoch"] or d["overruns"]:
+        print(f"refused  {d['refused_epoch']} records of an older epoch; {d['overruns']} journal overruns")
+    return 0
+
+
+def cmd_devices(a) -> int:
+    from .cli import CliError
+
+    try:
+        devs = list_devices(a.provider)
+    except ReplicateError as e:
+        raise CliError(str(e)) from None
+    if a.json:
+        print(json.dumps(devs))
+        return 0
+    if not devs:
+        print(f"no fabric endpoint for provider {a.provider}")
+        return 1
+    for d in devs:
+        print(f"{d['provider']:6} {d['domain']:12} {d['fabric']:24} mr_mode {d['mr_mode']:#x}  "
+              f"cq_data {d['cq_data_size']} bytes")
+    return 0
+
+
+def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
+    """Promote a running standby: it takes a new epoch, so every later record of its old primary is refused
+    (the primary stops, fenced). Returns its status once the epoch has changed. Taking the feed lines is not
+    done (docs/replication.md)."""
+    d = read_status(name_or_path)
+    if d["role"] != "standby":
+        raise ReplicateError(f"{d['path']}: a {d['role']}, not a standby: only a standby is promoted")
+    if not d["alive"] or d["state"] in ("done", "failed"):
+        raise ReplicateError(f"{d['path']}: its fh-replicate (pid {d['pid']}) has ended ({d['state']}): start the "
+                             f"standby again")
+    if d["state"] == "promoted":
+        return d
+    os.kill(d["pid"], signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = read_status(name_or_path)
+        if n["epoch"] > d["epoch"]:
+            return n
+        if n["state"] in ("done", "failed"):
+            raise ReplicateError(f"{d['path']}: the standby (pid {d['pid']}) ended ({n['state']}) before it was "
+                                 f"promoted: start it again")
+        time.sleep(0.01)
+    raise ReplicateError(f"{d['path']}: the standby (pid {d['pid']}) did not take a new epoch within {timeout_s} s")
+
+
+def cmd_promote(a) -> int:
+    from .cli import CliError
+
+    try:
+        d = promote(a.name)
+    except ReplicateError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(d) if a.json else f"promoted: {d['path']} (pid {d['pid']}) at epoch {d['epoch']}; records of an "
+          f"older epoch are refused")
+    return 0
+
+
+def register(sub, positive=None, nonneg=None) -> None:
+    p = sub.add_parser("promote", help="make a standby fence its primary with a new epoch (fh-replicate)")
+    p.add_argument("--name", default="fh", help="instance name (/dev/shm/fh-NAME.repl) or a status file path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_promote)
+    r = sub.add_parser("replicate", help="replication to a standby over libfabric: status, devices")
+    rs = r.add_subparsers(dest="what", required=True, metavar="WHAT")
+    st = rs.add_parser("status", help="one fh-replicate's peer, provider, state, lag and last acknowledgement")
+    st.add_argument("--name", default="fh", help="instance name (/dev/shm/fh-NAME.repl) or a status file path")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    dv = rs.add_parser("devices", help="the fabric endpoints libfabric offers (fi_getinfo), RDMA devices first")
+    dv.add_argument("--provider", choices=("auto", "verbs", "tcp"), default="auto")
+    dv.add_argument("--json", action="store_true")
+    dv.set_defaults(func=cmd_devices)

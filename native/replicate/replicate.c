@@ -1,0 +1,956 @@
+/* fh-replicate: the applied-message journal, primary -> standby, over libfabric (fabric.h).
+ *
+ *   fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]
+ *                [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done] [--status PATH]
+ *   fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--provider ...] [--epoch N]
+ *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
+ *                [--exit-when-done] [--status PATH] [--name NAME]
+ *   fh-replicate --list-devices [--provider auto|verbs|tcp]
+ *
+ * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
+ * (its ring's address and key, size, epoch). The primary follows the journal (fh/journal.h reader, a
+ * separate process: the data plane never waits for it) and ships each record as a frame: fh_repl_frame_t
+ * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
+ * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
+ * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
+ * ring's end (the rest of the lap is skipped). Flow control: at most --max-outstanding writes without a
+ * local completion, and at most a ring of bytes not acknowledged by the standby (ACK: the logical position
+ * applied up to, frames and messages applied), so a write never lands on a frame the standby has not
+ * applied. Control messages (HELLO, ACK, HEARTBEAT, REFUSED, BYE) are plain sends into posted receives.
+ *
+ * Epochs (fencing). Every frame carries the primary's epoch. A standby refuses a frame of an epoch older than
+ * its own, counts it (refused_epoch), applies nothing of it and answers REFUSED with its epoch; the primary
+ * then stops with a one-line error: it has been fenced. A newer epoch is adopted.
+ *
+ * The standby writes every record it applies into its own journal ring (its own followers work the same),
+ * and applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its books and
+ * event sequence equal the primary's. Status of either role: a small file (default /dev/shm/fh-NAME.repl,
+ * fh_repl_status_t) that `fh replicate status` reads. At exit each role prints one JSON line of figures. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "fabric.h"
+#include "fh/book.h"
+#include "fh/journal.h"
+#include "fh/journal_writer.h"
+#include "fh/seg.h"
+
+#define FRAME_MAGIC 0x314d5246u /* "FRM1" */
+typedef struct fh_repl_frame {
+    uint32_t magic;
+    uint32_t epoch;
+    uint64_t frame;    /* 1, 2, ... */
+    uint64_t lpos;     /* the frame's logical ring position (laps counted) */
+    uint64_t sent_ns;  /* CLOCK_REALTIME when the primary shipped it */
+    uint64_t jpos;     /* the record's position in the primary's journal */
+    uint32_t size;     /* the frame's bytes: this header, the record, padding */
+    uint32_t pad;
+} fh_repl_frame_t;
+_Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
+/* Record kinds of the replication itself (fh_journal_rec_t.kind, beyond the journal's FH_JR_*): a snapshot
+ * (the fh_engine_snapshot_save file) in chunks, seq = the chunk's offset, arg = its bytes, pos = the file's
+ * size; then its end, seq = the sequence the snapshot is complete to + 1. */
+#define FH_RR_SNAP 0x40
+#define FH_RR_SNAP_END 0x41
+/* The primary was overrun by its journal (records lost before it could read them): seq = the position it
+ * was at, arg = where it went on. The standby marks every book stale, as for a hole. */
+#define FH_RR_OVERRUN 0x42
+#define SNAP_CHUNK 65536u
+#define FRAME_MAX (sizeof(fh_repl_frame_t) + sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY + 8)
+
+enum { CTL_HELLO = 1, CTL_ACK, CTL_HEARTBEAT, CTL_REFUSED, CTL_BYE };
+typedef struct fh_repl_ctl {
+    uint32_t type, epoch;
+    uint64_t a, b, c, d; /* HELLO: ring addr, key, size, -; ACK: lpos, frames, messages, -;
+                            HEARTBEAT: journal head, now_ns, frames shipped, messages shipped;
+                            BYE: frames shipped, lpos end */
+} fh_repl_ctl_t;
+
+/* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
+ * reader may see fields of two moments; every field is one aligned 8-byte word. */
+#define STATUS_MAGIC 0x31304c5045524646ull /* "FFREPL01" */
+typedef struct fh_repl_status {
+    uint64_t magic, version, role, pid, state, epoch;
+    char provider[32], peer[64], fabric[64];
+    uint64_t frames, messages, bytes, acked_frames, acked_messages, refused_epoch, overruns;
+    uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
+    uint64_t max_outstanding, ring_bytes;
+} fh_repl_status_t;
+enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
+       ST_PROMOTED };
+
+static volatile sig_atomic_t quit, promote;
+static void on_signal(int s) { (void)s; quit = 1; }
+/* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
+ * refused). Taking the feed lines is not done here (docs/replication.md). */
+static void on_promote(int s) { (void)s; promote = 1; }
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* CPU seconds this process used (user + system): the replication's own cost, in the final JSON line. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void idle(int spin)
+{
+    if (!spin)
+        nanosleep(&(struct timespec){ 0, 20000 }, NULL);
+}
+
+typedef struct opts {
+    const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
+    uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
+    uint32_t failover_timeout_ms;
+    int exit_when_done, list, spin, connect_timeout_ms;
+} opts_t;
+
+static fh_repl_status_t *status_map(const opts_t *o, const char *role)
+{
+    char path[512];
+    if (o->status)
+        snprintf(path, sizeof path, "%s", o->status);
+    else
+        snprintf(path, sizeof path, "/dev/shm/fh-%s.repl", o->name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 || ftruncate(fd, sizeof(fh_repl_status_t))) {
+        fprintf(stderr, "fh-replicate: status file %s: %s (--status PATH elsewhere)\n", path, strerror(errno));
+        exit(2);
+    }
+    fh_repl_status_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (s == MAP_FAILED) {
+        fprintf(stderr, "fh-replicate: status file %s: mmap: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    memset(s, 0, sizeof *s);
+    s->version = 1;
+    s->role = !strcmp(role, "primary") ? 1 : 2;
+    s->pid = (uint64_t)getpid();
+    s->epoch = o->epoch;
+    snprintf(s->peer, sizeof s->peer, "%s", o->peer ? o->peer : o->listen ? o->listen : "");
+    __atomic_store_n(&s->magic, STATUS_MAGIC, __ATOMIC_RELEASE);
+    return s;
+}
+
+static int split_hostport(const char *hp, char *host, size_t hcap, char *port, size_t pcap, const char *opt)
+{
+    const char *c = hp ? strrchr(hp, ':') : NULL;
+    if (!c || c == hp || !c[1] || (size_t)(c - hp) >= hcap || strlen(c + 1) >= pcap) {
+        fprintf(stderr, "fh-replicate: %s %s: expected HOST:PORT, e.g. 127.0.0.1:7471\n", opt, hp ? hp : "(none)");
+        return -1;
+    }
+    memcpy(host, hp, (size_t)(c - hp));
+    host[c - hp] = 0;
+    strcpy(port, c + 1);
+    return 0;
+}
+
+/* ---- primary ------------------------------------------------------------------------------------------ */
+
+static int send_ctl(fh_fab_t *f, const fh_repl_ctl_t *m)
+{
+    for (int tries = 0; tries < 100000; tries++) {
+        int rc = fh_fab_send(f, m, sizeof *m);
+        if (!rc)
+            return 0;
+        if (rc != -FI_EAGAIN)
+            return -1;
+        fh_fab_op_t *done[64];
+        if (fh_fab_poll_tx(f, done, 64) < 0)
+            return -1;
+        /* writes completed here are not lost to the caller: it counts outstanding by frames acknowledged too */
+    }
+    return fh_fab_fail("control send: no free slot for 100,000 polls (is the link stalled?)");
+}
+
+static int primary(const opts_t *o)
+{
+    char host[256], port[32];
+    if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
+        return 2;
+    fh_journal_reader_t jr;
+    int rc;
+    /* the data plane may be starting: wait for its journal as long as for the standby */
+    for (uint64_t t0 = now_ns();;) {
+        rc = fh_journal_join(&jr, o->journal);
+        if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
+            break;
+        nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+    }
+    if (rc) {
+        fprintf(stderr, "fh-replicate: journal %s: %s\n", o->journal,
+                rc == -ENOENT ? "none: is the data plane running with --journal?"
+                : rc == -EPROTO ? "not an fh journal of this layout version" : strerror(-rc));
+        return 2;
+    }
+    fh_repl_status_t *st = status_map(o, "primary");
+    st->state = ST_CONNECTING;
+    st->max_outstanding = o->max_outstanding;
+    fh_fab_t f;
+    memset(&f, 0, sizeof f);
+    uint8_t *snap = NULL, *stage = NULL;
+    fh_fab_mr_t smr = { 0 };
+    fh_fab_op_t *ops = NULL;
+    int *freeop = NULL, streaming = 0, ret = 0;
+    if (fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        st->state = ST_FAILED;
+        { ret = 3; goto out; }
+    }
+    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    /* the standby's HELLO: its ring */
+    fh_repl_ctl_t hello = { 0 };
+    uint64_t t0 = now_ns();
+    for (;;) {
+        fh_fab_rx_t rx[16];
+        int n = fh_fab_poll_rx(&f, rx, 16);
+        if (n < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            { ret = 3; goto out; }
+        }
+        for (int i = 0; i < n; i++) {
+            if (!rx[i].write && rx[i].len >= sizeof hello)
+                memcpy(&hello, rx[i].msg, sizeof hello);
+            fh_fab_rx_done(&f, &rx[i]);
+        }
+        if (hello.type == CTL_HELLO)
+            break;
+        if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
+            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer, o->connect_timeout_ms);
+            { ret = 3; goto out; }
+        }
+        idle(0);
+    }
+    /* The standby's epoch is in its HELLO, but the fence is the standby's: it refuses every record of an older
+     * epoch (counted) and answers REFUSED, which stops this primary below. */
+    if (hello.epoch > o->epoch)
+        fprintf(stderr, "fh-replicate: the standby is at epoch %u, this primary at %u: its records will be refused\n",
+                hello.epoch, o->epoch);
+    /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
+    uint64_t snap_len = 0, snap_off = 0;
+    int snap_end = 1;
+    fh_snapshot_meta_t smeta = { 0 };
+    if (o->snapshot) {
+        if (fh_engine_snapshot_load(NULL, o->snapshot, &smeta)) {
+            fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", o->snapshot, fh_errmsg());
+            { ret = 5; goto out; }
+        }
+        FILE *sf = fopen(o->snapshot, "rb");
+        if (!sf || fseek(sf, 0, SEEK_END) || (long)(snap_len = (uint64_t)ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
+            !(snap = malloc(snap_len ? snap_len : 1)) || fread(snap, 1, snap_len, sf) != snap_len) {
+            fprintf(stderr, "fh-replicate: --snapshot %s: cannot read it\n", o->snapshot);
+            if (sf)
+                fclose(sf);
+            { ret = 5; goto out; }
+        }
+        fclose(sf);
+        snap_end = 0;
+        fprintf(stderr, "fh-replicate: shipping snapshot %s (%" PRIu64 " bytes, %" PRIu64 " orders, complete to "
+                        "sequence %" PRIu64 ") before the journal\n", o->snapshot, snap_len, smeta.orders,
+                smeta.next_seq - 1);
+    }
+    uint64_t raddr = hello.a, rkey = hello.b, ring = hello.c, mask = ring - 1;
+    if (ring < (4 * FRAME_MAX) || (ring & mask)) {
+        fprintf(stderr, "fh-replicate: the standby's ring is %" PRIu64 " bytes: a power of two >= %zu expected\n", ring,
+                4 * FRAME_MAX);
+        { ret = 3; goto out; }
+    }
+    st->ring_bytes = ring;
+    if (posix_memalign((void **)&stage, 4096, ring)) {
+        fprintf(stderr, "fh-replicate: out of memory for a %" PRIu64 "-byte staging ring\n", ring);
+        { ret = 2; goto out; }
+    }
+    memset(stage, 0, ring);
+    if (fh_fab_reg(&f, stage, ring, FI_WRITE, &smr)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        { ret = 3; goto out; }
+    }
+    ops = calloc(o->max_outstanding, sizeof *ops);
+    freeop = calloc(o->max_outstanding, sizeof *freeop);
+    int nfree = (int)o->max_outstanding;
+    if (!ops || !freeop) {
+        fprintf(stderr, "fh-replicate: out of memory\n");
+        ret = 2;
+        goto out;
+    }
+    for (int i = 0; i < nfree; i++)
+        freeop[i] = i, ops[i].slot = i;
+    st->state = ST_STREAMING;
+    streaming = 1;
+
+    uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
+    uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
+    /* The journal has lapped before this primary joined: its first records are gone. Without a snapshot the
+     * standby cannot have them: shipped as a hole first, so that its books are stale rather than wrong. */
+    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !o->snapshot;
+    if (lost_at_start) {
+        overruns = 1;
+        fprintf(stderr, "fh-replicate: the journal has lapped (its oldest record is at %" PRIu64 "): what came "
+                        "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
+    }
+    uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
+    int bye_sent = 0;
+    while (!quit) {
+        int busy = 0;
+        fh_fab_op_t *done[64];
+        int nd = fh_fab_poll_tx(&f, done, 64);
+        if (nd == -2 && bye_sent)
+            break; /* the standby has everything and has gone: done */
+        if (nd < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        for (int i = 0; i < nd; i++)
+            freeop[nfree++] = done[i]->slot;
+        busy |= nd > 0;
+        fh_fab_rx_t rx[16];
+        int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr == -2 && bye_sent)
+            break;
+        if (nr < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        int fenced = 0;
+        for (int i = 0; i < nr; i++) {
+            fh_repl_ctl_t m = { 0 };
+            if (!rx[i].write && rx[i].len >= sizeof m)
+                memcpy(&m, rx[i].msg, sizeof m);
+            fh_fab_rx_done(&f, &rx[i]);
+            if (m.type == CTL_ACK) {
+                acked = m.a, acked_frames = m.b, acked_msgs = m.c;
+                st->last_ack_ns = now_ns();
+            } else if (m.type == CTL_REFUSED && !fenced) {
+                fprintf(stderr, "fh-replicate: fenced: the standby refused epoch %u, it is at epoch %u (restart this "
+                                "host as standby, or promote it with a newer epoch)\n", o->epoch, m.epoch);
+                fenced = 1;
+            }
+        }
+        if (fenced) {
+            st->state = ST_FENCED;
+            ret = 4;
+            break;
+        }
+        busy |= nr > 0;
+        /* ship what the journal holds, within the flow-control bounds */
+        while (nfree > 0) {
+            uint64_t off = wpos & mask, skip = ring - off < FRAME_MAX ? ring - off : 0;
+            if (wpos + skip + FRAME_MAX - acked > ring)
+                break; /* the standby has not applied enough yet */
+            uint8_t *w = stage + ((wpos + skip) & mask);
+            fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
+            uint64_t jp = pos;
+            int r;
+            if (lost_at_start) {
+                lost_at_start = 0;
+                memset(rec, 0, sizeof *rec);
+                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = 0, rec->arg = pos;
+                r = FH_JOURNAL_OK;
+            } else if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
+                uint64_t n = snap_len - snap_off < SNAP_CHUNK ? snap_len - snap_off : SNAP_CHUNK;
+                memset(rec, 0, sizeof *rec);
+                memcpy(rec->session, smeta.session, FH_JOURNAL_SESSION_LEN);
+                rec->pos = snap_len;
+                if (n) {
+                    rec->kind = FH_RR_SNAP, rec->seq = snap_off, rec->arg = n;
+                    memcpy(rec + 1, snap + snap_off, n);
+                    snap_off += n;
+                } else {
+                    rec->kind = FH_RR_SNAP_END, rec->seq = smeta.next_seq;
+                    snap_end = 1;
+                }
+                rec->size = (uint32_t)((sizeof *rec + n + 7) & ~7ull);
+                r = FH_JOURNAL_OK;
+            } else {
+                r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+            }
+            if (r == FH_JOURNAL_NONE)
+                break;
+            if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
+                overruns++;
+                st->state = ST_BEHIND;
+                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64
+                                "; going on from %" PRIu64 ", the standby's books stale\n", jp, pos);
+                memset(rec, 0, sizeof *rec);
+                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = jp, rec->arg = pos;
+            }
+            if (r == FH_JOURNAL_CORRUPT) {
+                fprintf(stderr, "fh-replicate: journal position %" PRIu64 " is not on a record\n", jp);
+                ret = 5;
+                goto out;
+            }
+            wpos += skip;
+            uint32_t size = (uint32_t)((sizeof(fh_repl_frame_t) + rec->size + 7) & ~7u);
+            fh_repl_frame_t *fr = (fh_repl_frame_t *)w;
+            *fr = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, now_ns(), jp, size, 0 };
+            int slot = freeop[--nfree];
+            for (;;) {
+                int wr = fh_fab_write(&f, w, size, &smr, raddr + (wpos & mask), rkey, (wpos & mask) >> 3, &ops[slot]);
+                if (!wr)
+                    break;
+                if (wr != -FI_EAGAIN) {
+                    fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+                    ret = 3;
+                    goto out;
+                }
+                int n2 = fh_fab_poll_tx(&f, done, 64);
+                for (int i = 0; i < n2; i++)
+                    freeop[nfree++] = done[i]->slot;
+            }
+            wpos += size;
+            bytes += size;
+            if (rec->kind == FH_JR_MSGS)
+                msgs += rec->count;
+            busy = 1;
+        }
+        uint64_t now = now_ns();
+        if (now - last_hb >= hb_ns) {
+            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
+            int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
+            if (hr && hr != -FI_EAGAIN) {
+                fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
+                ret = 3;
+                break;
+            }
+            last_hb = now;
+            if (fh_fab_peer_gone(&f)) {
+                fprintf(stderr, "fh-replicate: the standby closed the connection\n");
+                st->state = ST_FAILED;
+                ret = 3;
+                break;
+            }
+        }
+        st->frames = frames, st->messages = msgs, st->bytes = bytes, st->acked_frames = acked_frames;
+        st->acked_messages = acked_msgs, st->lag_messages = msgs - acked_msgs, st->overruns = overruns;
+        st->journal_pos = pos, st->journal_head = fh_journal_head(&jr), st->updated_ns = now;
+        if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done &&
+            fh_journal_writer_alive(o->journal) == 0) {
+            if (!bye_sent) {
+                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0 };
+                if (send_ctl(&f, &bye))
+                    break;
+                bye_sent = 1;
+                continue; /* let the send complete */
+            }
+            break;
+        }
+        if (!busy)
+            idle(o->spin);
+    }
+out:
+    st->state = ret == 0 ? ST_DONE : st->state == ST_FENCED ? ST_FENCED : ST_FAILED;
+    if (streaming)
+        printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
+           ", \"bytes\": %" PRIu64 ", \"acked_frames\": %" PRIu64 ", \"acked_messages\": %" PRIu64 ", \"overruns\": %" PRIu64
+           ", \"cpu_s\": %.3f, \"exit\": %d}\n",
+           f.provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, cpu_s(), ret);
+    fflush(stdout);
+    if (streaming)
+        usleep(20000); /* the BYE on its way before the connection closes */
+    fh_fab_dereg(&smr);
+    fh_fab_close(&f);
+    fh_journal_leave(&jr);
+    free(stage);
+    free(snap);
+    free(ops);
+    free(freeop);
+    return ret;
+}
+
+/* ---- standby ------------------------------------------------------------------------------------------ */
+
+typedef struct standby_ctx {
+    uint8_t *ring;
+    uint64_t ring_bytes;
+    fh_fab_mr_t rmr;
+} standby_ctx_t;
+
+static int register_ring(fh_fab_t *f, void *arg)
+{
+    standby_ctx_t *c = arg;
+    return fh_fab_reg(f, c->ring, c->ring_bytes, FI_REMOTE_WRITE, &c->rmr);
+}
+
+/* A snapshot arriving in chunks (FH_RR_SNAP), loaded into the engine at its end (FH_RR_SNAP_END); then the
+ * journal's records it already holds are skipped. */
+typedef struct snap_state {
+    char path[4200];
+    int fd;
+    int skipping;
+    char session[FH_JOURNAL_SESSION_LEN];
+    uint64_t next_seq, skipped, orders;
+} snap_state_t;
+
+static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_rec_t *rec, const uint8_t *body,
+                            snap_state_t *ss)
+{
+    if (!ss->path[0])
+        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment);
+    if (rec->kind == FH_RR_SNAP) {
+        if (rec->seq == 0) {
+            if (ss->fd >= 0)
+                close(ss->fd);
+            ss->fd = open(ss->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+            if (ss->fd < 0) {
+                fprintf(stderr, "fh-replicate: snapshot %s: %s\n", ss->path, strerror(errno));
+                return -1;
+            }
+        }
+        if (ss->fd < 0 || pwrite(ss->fd, body, rec->arg, (off_t)rec->seq) != (ssize_t)rec->arg) {
+            fprintf(stderr, "fh-replicate: snapshot %s: cannot write a chunk at %" PRIu64 "\n", ss->path, rec->seq);
+            return -1;
+        }
+        return 0;
+    }
+    if (ss->fd >= 0)
+        close(ss->fd);
+    ss->fd = -1;
+    fh_snapshot_meta_t meta;
+    if (fh_engine_snapshot_load(e, ss->path, &meta)) {
+        fprintf(stderr, "fh-replicate: the primary's snapshot: %s\n", fh_errmsg());
+        return -1;
+    }
+    unlink(ss->path);
+    memcpy(ss->session, meta.session, FH_JOURNAL_SESSION_LEN);
+    ss->next_seq = meta.next_seq;
+    ss->orders = meta.orders;
+    ss->skipping = 1;
+    fprintf(stderr, "fh-replicate: snapshot loaded: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
+            meta.orders, meta.books, meta.next_seq - 1);
+    return 0;
+}
+
+#define LAG_BUCKETS 1000000 /* 1 µs each, up to 1 s; beyond: the last */
+static uint64_t lag_hist[LAG_BUCKETS];
+
+static double lag_pct(uint64_t n, double q)
+{
+    if (!n)
+        return 0;
+    uint64_t want = (uint64_t)((double)n * q), c = 0;
+    for (int i = 0; i < LAG_BUCKETS; i++) {
+        c += lag_hist[i];
+        if (c > want)
+            return i;
+    }
+    return LAG_BUCKETS;
+}
+
+static int standby(const opts_t *o)
+{
+    char host[256], port[32];
+    if (split_hostport(o->listen, host, sizeof host, port, sizeof port, "--listen"))
+        return 2;
+    if (!o->segment || !o->journal) {
+        fprintf(stderr, "fh-replicate: the standby needs --segment PATH (its books) and --journal PATH (its own journal)\n");
+        return 2;
+    }
+    standby_ctx_t c = { .ring_bytes = (uint64_t)o->ring_mb << 20 };
+    if (c.ring_bytes < 4 * FRAME_MAX || (c.ring_bytes & (c.ring_bytes - 1))) {
+        fprintf(stderr, "fh-replicate: --ring-mb %u: a power of two, at least 1 expected\n", o->ring_mb);
+        return 2;
+    }
+    if (posix_memalign((void **)&c.ring, 4096, c.ring_bytes)) {
+        fprintf(stderr, "fh-replicate: out of memory for a %u MiB ring\n", o->ring_mb);
+        return 2;
+    }
+    memset(c.ring, 0, c.ring_bytes);
+    fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels, .event_capacity = o->events,
+                        .depth = o->depth, .gid = -1 };
+    fh_seg_t *seg = fh_seg_create(&sc);
+    if (!seg) {
+        fprintf(stderr, "fh-replicate: segment: %s\n", fh_errmsg());
+        return 2;
+    }
+    fh_engine_cfg_t ec = { FH_MAX_LOCATE, o->max_orders, o->max_levels };
+    fh_engine_t *e = fh_engine_create_on(&ec, seg);
+    if (!e) {
+        fprintf(stderr, "fh-replicate: engine: %s\n", fh_errmsg());
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ o->journal, o->name, (uint64_t)o->journal_mb << 20, -1 });
+    if (!j) {
+        fprintf(stderr, "fh-replicate: journal: %s\n", fh_errmsg());
+        fh_engine_destroy(e);
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    fh_repl_status_t *st = status_map(o, "standby");
+    st->ring_bytes = c.ring_bytes;
+    st->state = ST_CONNECTING;
+    fh_fab_t f;
+    int ret = 0;
+    if (fh_fab_listen(&f, o->provider, host, port)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
+            f.provider, f.fabric_name, o->ring_mb, o->epoch);
+    if (fh_fab_accept(&f, -1, register_ring, &c)) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    uint32_t epoch = o->epoch;
+    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, 0 };
+    if (send_ctl(&f, &hello)) {
+        fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    st->state = ST_STREAMING;
+    uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
+    uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
+    int bye = 0;
+    snap_state_t snapst = { .fd = -1 };
+    uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
+    uint64_t last_frame = 0;
+    int promoted = 0, gone = 0;
+    while (!quit && !bye) {
+        if (promote && !promoted) {
+            promoted = 1;
+            epoch++;
+            st->epoch = epoch;
+            st->state = ST_PROMOTED;
+            fprintf(stderr, "fh-replicate: promoted: epoch %u; records of an older epoch are refused from now on\n",
+                    epoch);
+        }
+        fh_fab_rx_t rx[16];
+        int nr = fh_fab_poll_rx(&f, rx, 16);
+        if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            gone = 1;
+            break;
+        }
+        if (nr < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            ret = 3;
+            break;
+        }
+        uint64_t now = now_ns();
+        for (int i = 0; i < nr; i++) {
+            if (!rx[i].write) {
+                fh_repl_ctl_t m = { 0 };
+                if (rx[i].len >= sizeof m)
+                    memcpy(&m, rx[i].msg, sizeof m);
+                fh_fab_rx_done(&f, &rx[i]);
+                if (m.type == CTL_HEARTBEAT) {
+                    last_hb = now;
+                    st->last_heartbeat_ns = now;
+                    primary_msgs = m.d;
+                    st->journal_head = m.a;
+                } else if (m.type == CTL_BYE) {
+                    bye = o->exit_when_done;
+                    primary_msgs = m.c;
+                }
+                continue;
+            }
+            uint64_t off = (rx[i].data << 3) & (c.ring_bytes - 1);
+            fh_fab_rx_done(&f, &rx[i]);
+            const fh_repl_frame_t *fr = (const fh_repl_frame_t *)(c.ring + off);
+            const fh_journal_rec_t *rec = (const fh_journal_rec_t *)(fr + 1);
+            if (fr->magic != FRAME_MAGIC || off + fr->size > c.ring_bytes || (fr->lpos & (c.ring_bytes - 1)) != off ||
+                fr->size < sizeof *fr + sizeof *rec || rec->size + sizeof *fr > fr->size) {
+                fprintf(stderr, "fh-replicate: a malformed frame at ring offset %" PRIu64 " (magic %08x, size %u): "
+                                "stopping; is the primary an fh-replicate of this version?\n", off, fr->magic, fr->size);
+                ret = 5;
+                goto done;
+            }
+            if (fr->frame != last_frame + 1) { /* writes completed out of order: not a provider this can use */
+                fprintf(stderr, "fh-replicate: frame %" PRIu64 " arrived after frame %" PRIu64 ": provider %s does "
+                                "not keep the order of writes (FI_ORDER_WAW); stopping\n", fr->frame, last_frame,
+                        f.provider);
+                ret = 5;
+                goto done;
+            }
+            last_frame = fr->frame;
+            if (fr->epoch < epoch) {
+                refused++;
+                st->refused_epoch = refused;
+                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0 };
+                send_ctl(&f, &no);
+                lpos = fr->lpos + fr->size; /* consumed, not applied */
+                continue;
+            }
+            if (fr->epoch > epoch) {
+                fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
+                epoch = fr->epoch;
+                st->epoch = epoch;
+            }
+            const uint8_t *body = (const uint8_t *)(rec + 1);
+            if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
+                if (standby_snapshot(o, e, rec, body, &snapst)) {
+                    ret = 5;
+                    goto done;
+                }
+                frames++;
+                lpos = fr->lpos + fr->size;
+                unacked++;
+                continue;
+            }
+            if (snapst.skipping) { /* after a snapshot: the journal's records it already holds are skipped */
+                if (rec->kind != FH_JR_MSGS || memcmp(rec->session, snapst.session, FH_JOURNAL_SESSION_LEN) ||
+                    rec->seq + rec->count <= snapst.next_seq) {
+                    snapst.skipped++;
+                    frames++;
+                    lpos = fr->lpos + fr->size;
+                    unacked++;
+                    continue;
+                }
+                snapst.skipping = 0;
+                if (rec->seq > snapst.next_seq) { /* the journal no longer holds what follows the snapshot */
+                    fprintf(stderr, "fh-replicate: the primary's journal starts at sequence %" PRIu64 ", after the "
+                                    "snapshot's %" PRIu64 ": messages lost, books stale\n", rec->seq, snapst.next_seq);
+                    holes++;
+                    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                } else if (rec->seq < snapst.next_seq) { /* a record across the snapshot's end: its tail only */
+                    const uint8_t *m[1024];
+                    uint16_t ml[1024];
+                    uint32_t nb = fh_journal_blocks(rec, body, m, ml, 1024), k = (uint32_t)(snapst.next_seq - rec->seq);
+                    if (k < nb && nb <= 1024) {
+                        const uint8_t *from = m[k] - 2;
+                        size_t blen = (size_t)(body + rec->arg - from);
+                        fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
+                        fh_engine_apply_blocks(e, from, blen);
+                        msgs += nb - k;
+                    }
+                    frames++;
+                    lpos = fr->lpos + fr->size;
+                    unacked++;
+                    continue;
+                }
+            }
+            switch (rec->kind) {
+            case FH_JR_MSGS:
+                fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
+                fh_engine_apply_blocks(e, body, rec->arg);
+                msgs += rec->count;
+                break;
+            case FH_RR_OVERRUN:
+                holes++;
+                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                break; /* not journaled: the standby's followers see the sequences jump themselves */
+            case FH_JR_LOST:
+            case FH_JR_MISSED:
+                /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
+                 * the books created from now on, with the same events */
+                holes++;
+                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                /* fallthrough */
+            default:
+                fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
+                break;
+            }
+            frames++;
+            if (!first_ns)
+                first_ns = now;
+            last_ns = now;
+            lpos = fr->lpos + fr->size;
+            uint64_t lag = now > fr->sent_ns ? (now - fr->sent_ns) / 1000 : 0;
+            lag_hist[lag < LAG_BUCKETS ? lag : LAG_BUCKETS - 1]++;
+            lag_n++;
+            st->lag_ns = now - fr->sent_ns;
+            if (++unacked >= 64) {
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                if (!send_ctl(&f, &ack))
+                    unacked = 0;
+            }
+        }
+        if (nr == 0) {
+            if (unacked) {
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                if (!send_ctl(&f, &ack))
+                    unacked = 0;
+            }
+            fh_engine_publish_stats(e);
+            fh_journal_heartbeat(j);
+            if (now - last_hb > hb_timeout) {
+                if (!promoted)
+                    st->state = ST_PEER_SILENT;
+                if (fh_fab_peer_gone(&f)) {
+                    fprintf(stderr, "fh-replicate: the primary closed the connection\n");
+                    gone = 1;
+                    break;
+                }
+            }
+            idle(o->spin);
+        } else if (st->state == ST_PEER_SILENT && !promoted) {
+            st->state = ST_STREAMING;
+        }
+        st->frames = frames, st->messages = msgs, st->acked_frames = frames, st->acked_messages = msgs;
+        st->lag_messages = primary_msgs > msgs ? primary_msgs - msgs : 0;
+        st->last_ack_ns = now, st->journal_pos = lpos, st->updated_ns = now;
+    }
+    fh_engine_publish_stats(e);
+    /* The primary gone: the segment carries on for local readers until stopped (or --exit-when-done); fh promote
+     * still fences the old primary with a new epoch should it return. */
+    st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
+    while (gone && !ret && !quit && !o->exit_when_done) {
+        if (promote && !promoted) {
+            promoted = 1;
+            st->epoch = ++epoch;
+            st->state = ST_PROMOTED;
+            fprintf(stderr, "fh-replicate: promoted: epoch %u\n", epoch);
+        }
+        fh_engine_publish_stats(e);
+        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    st->state = ret ? ST_FAILED : promoted ? ST_PROMOTED : gone ? ST_PEER_SILENT : ST_DONE;
+    printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
+           ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"snapshot_orders\": %" PRIu64
+           ", \"skipped_after_snapshot\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
+           "\"lag_us_p999\": %.0f, \"lag_us_max\": %.0f, \"cpu_s\": %.3f, \"apply_s\": %.3f, \"exit\": %d}\n",
+           f.provider, epoch, frames, msgs, refused, holes, snapst.orders, snapst.skipped, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
+           lag_pct(lag_n, 0.999), lag_pct(lag_n, 1.0 - 1e-12), cpu_s(), (double)(last_ns - first_ns) / 1e9, ret);
+    fflush(stdout);
+done:
+    fh_fab_dereg(&c.rmr);
+    fh_fab_close(&f);
+    fh_journal_close(j, 0);
+    fh_engine_destroy(e);
+    fh_seg_close(seg, 0); /* the books stay for readers (and tests) until the next writer replaces them */
+    free(c.ring);
+    return ret;
+}
+
+static int parse_u32(const char *s, uint32_t *out, const char *opt)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v > 0xffffffffu) {
+        fprintf(stderr, "fh-replicate: %s %s: a whole number expected\n", opt, s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]\n"
+            "                    [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done]\n"
+            "                    [--snapshot FILE (a late standby: this fh_engine_snapshot file first)]\n"
+            "       fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--ring-mb N]\n"
+            "                    [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N] [--exit-when-done]\n"
+            "                    [--failover-timeout-ms N (no heartbeat this long: the primary is silent)]\n"
+            "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
+            "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N]\n");
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o = { .provider = "auto", .name = "fh", .from = "oldest", .epoch = 1, .ring_mb = 16, .journal_mb = 64,
+                 .max_outstanding = 64, .heartbeat_ms = 100, .failover_timeout_ms = 1000, .max_orders = 8u << 20, .max_levels = 4u << 20,
+                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000 };
+    static const struct option lo[] = {
+        { "role", 1, 0, 'r' }, { "provider", 1, 0, 'p' }, { "journal", 1, 0, 'j' }, { "peer", 1, 0, 'P' },
+        { "listen", 1, 0, 'l' }, { "segment", 1, 0, 's' }, { "status", 1, 0, 'S' }, { "name", 1, 0, 'n' },
+        { "from", 1, 0, 'f' }, { "epoch", 1, 0, 'e' }, { "ring-mb", 1, 0, 'R' }, { "journal-mb", 1, 0, 'J' },
+        { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
+        { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
+        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
+    };
+    int ch;
+    uint32_t ct = 5000;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        int bad = 0;
+        switch (ch) {
+        case 'r': o.role = optarg; break;
+        case 'p': o.provider = optarg; break;
+        case 'j': o.journal = optarg; break;
+        case 'P': o.peer = optarg; break;
+        case 'l': o.listen = optarg; break;
+        case 's': o.segment = optarg; break;
+        case 'S': o.status = optarg; break;
+        case 'n': o.name = optarg; break;
+        case 'f': o.from = optarg; break;
+        case 'e': bad = parse_u32(optarg, &o.epoch, "--epoch"); break;
+        case 'R': bad = parse_u32(optarg, &o.ring_mb, "--ring-mb"); break;
+        case 'J': bad = parse_u32(optarg, &o.journal_mb, "--journal-mb"); break;
+        case 'o': bad = parse_u32(optarg, &o.max_outstanding, "--max-outstanding"); break;
+        case 'h': bad = parse_u32(optarg, &o.heartbeat_ms, "--heartbeat-ms"); break;
+        case 'O': bad = parse_u32(optarg, &o.max_orders, "--max-orders"); break;
+        case 'L': bad = parse_u32(optarg, &o.max_levels, "--max-levels"); break;
+        case 'E': bad = parse_u32(optarg, &o.events, "--events"); break;
+        case 'd': bad = parse_u32(optarg, &o.depth, "--depth"); break;
+        case 'c': bad = parse_u32(optarg, &ct, "--connect-timeout-ms"); break;
+        case 'x': o.exit_when_done = 1; break;
+        case 'N': o.snapshot = optarg; break;
+        case 'F': bad = parse_u32(optarg, &o.failover_timeout_ms, "--failover-timeout-ms"); break;
+        case 'D': o.list = 1; break;
+        case 'i':
+            if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
+                fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
+                return 2;
+            }
+            o.spin = !strcmp(optarg, "spin");
+            break;
+        default: usage(); return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    o.connect_timeout_ms = (int)ct;
+    if (strcmp(o.provider, "auto") && strcmp(o.provider, "verbs") && strcmp(o.provider, "tcp")) {
+        fprintf(stderr, "fh-replicate: --provider %s: auto, verbs or tcp\n", o.provider);
+        return 2;
+    }
+    if (o.list) {
+        static char out[65536];
+        int n = fh_fab_list(o.provider, out, sizeof out);
+        if (n < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            return 3;
+        }
+        printf("%s\n", out);
+        return 0;
+    }
+    if (o.max_outstanding < 1 || o.max_outstanding > 4096 || o.heartbeat_ms < 1) {
+        fprintf(stderr, "fh-replicate: --max-outstanding 1..4096 and --heartbeat-ms >= 1 expected\n");
+        return 2;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_promote);
+    if (o.role && !strcmp(o.role, "primary") && o.journal && o.peer)
+        return primary(&o);
+    if (o.role && !strcmp(o.role, "standby") && o.listen)
+        return standby(&o);
+    usage();
+    return 2;
+}
