@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .errors import FhError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
@@ -27,7 +29,7 @@ ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
 
 
-class ReplicateError(RuntimeError):
+class ReplicateError(FhError):
     pass
 
 
@@ -97,12 +99,11 @@ def list_devices(provider: str = "auto") -> list[dict]:
 
 
 def cmd_status(a) -> int:
-    from .cli import CliError
 
     try:
         d = read_status(a.name)
     except ReplicateError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     if a.json:
         print(json.dumps(d))
         return 0
@@ -120,12 +121,11 @@ def cmd_status(a) -> int:
 
 
 def cmd_devices(a) -> int:
-    from .cli import CliError
 
     try:
         devs = list_devices(a.provider)
     except ReplicateError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     if a.json:
         print(json.dumps(devs))
         return 0
@@ -164,12 +164,11 @@ def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
 
 
 def cmd_promote(a) -> int:
-    from .cli import CliError
 
     try:
         d = promote(a.name)
     except ReplicateError as e:
-        raise CliError(str(e)) from None
+        raise FhError(str(e)) from None
     print(json.dumps(d) if a.json else f"promoted: {d['path']} (pid {d['pid']}) at epoch {d['epoch']}; records of an "
           f"older epoch are refused")
     return 0

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, fh
 from handler import journal as J
-from handler import replay
+from handler import process, replay
 from handler import replicate as R
 
 try:
@@ -24,9 +24,9 @@ try:
 except R.ReplicateError:
     PROG = None
 try:
-    replay.find_dataplane()
+    process.find_dataplane()
     HAVE_DP = True
-except replay.DataplaneError:
+except process.DataplaneError:
     HAVE_DP = False
 
 pytestmark = pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
@@ -102,10 +102,10 @@ def _replicated_replay(pcap: Path, tag: str, sb: Standby, segment: str, journal:
     """fh-replicate (primary) started first, waiting for the journal; fh-dataplane replays pcap with --journal.
     Returns the data plane's, the primary's and the standby's final figures."""
     pr = _primary(journal, sb.addr, tag=tag)
-    cmd = replay.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={pcap}"), segment,
+    cmd = process.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={pcap}"), segment,
                                replay.pcap_lines(pcap), keep=True, events=1 << 18,
                                extra=["--journal", journal, "--journal-mb", "16"])
-    dp = replay.Dataplane(cmd)
+    dp = process.Dataplane(cmd)
     try:
         stats = dp.wait(120)
     finally:
@@ -142,7 +142,7 @@ def test_replayed_day_standby_equals_primary():
         assert st["role"] == "primary" and st["acked_messages"] == 40000 and st["lag_messages"] == 0
     finally:
         sb.close()
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
         for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
@@ -152,7 +152,8 @@ def test_replayed_day_standby_equals_primary():
 def test_replayed_faults_standby_equals_primary(tmp_path):
     """Drops on one line and on both (messages lost: the books go stale), reordering, duplicates and a session
     change: the standby's books and every event (the stale notices included) equal the primary's."""
-    from handler import faults, native, pcapgen
+    from handler import faults, native
+    from handler.net import pcapgen
 
     day = native.synth_bytes(20000, 12, 3)
     plan = [{"line": "A", "kind": "drop", "at": 3, "count": 2}, {"line": "B", "kind": "reorder", "at": 7, "depth": 3},
@@ -175,7 +176,7 @@ def test_replayed_faults_standby_equals_primary(tmp_path):
         assert _events(sb.segment) == ev_p
     finally:
         sb.close()
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
         for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
@@ -190,10 +191,10 @@ def test_a_late_standby_starts_from_a_snapshot(tmp_path):
     segment, journal = f"/dev/shm/fh-rpl-{tag}", f"/dev/shm/fh-rpl-{tag}.journal"
     sb = None
     try:
-        cmd = replay.dataplane_cmd(replay.eal_args(f"rpl-{tag}", f"net_pcap0,rx_pcap={AB}"), segment,
+        cmd = process.dataplane_cmd(replay.eal_args(f"rpl-{tag}", f"net_pcap0,rx_pcap={AB}"), segment,
                                    replay.pcap_lines(AB), keep=True, events=1 << 18,
                                    extra=["--journal", journal, "--journal-mb", "16"])
-        dp = replay.Dataplane(cmd)
+        dp = process.Dataplane(cmd)
         try:
             assert dp.wait(120)["messages_applied"] == 40000
         finally:
@@ -213,7 +214,7 @@ def test_a_late_standby_starts_from_a_snapshot(tmp_path):
     finally:
         if sb:
             sb.close()
-        replay.remove_segment(segment)
+        process.remove_segment(segment)
         for f in (journal, journal + ".record", f"/dev/shm/fh-rp-{tag}.repl"):  # .record: fh record's progress
             if os.path.exists(f):
                 os.unlink(f)
