@@ -3,8 +3,10 @@ error names the key, the value and the fix, and unknown keys are errors (a typo 
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -284,7 +286,6 @@ def load(path: str | os.PathLike) -> Config:
     idle = run.get("idle", "spin")
     if idle not in ("spin", "backoff"):
         raise _err(p, "run.idle", idle, "must be \"spin\" (production: a whole core) or \"backoff\" (tests, labs)")
-    from .privilege import run_identity
 
     run_user, run_group = run_identity(p, run)
     events = _int(p, "shm.events", shm.get("events", 1 << 16), 64, 1 << 26)
@@ -632,3 +633,30 @@ def resolve_retrans_mac(cfg: Config, netns: str | None = None) -> str | None:
                           f"feed.retransmission.mac = \"MAC\" (the next hop on {want[0]}'s network), or route the "
                           f"server through it (ip route add {r.server[0]}/32 dev {want[0]} [via GATEWAY])")
     return mac
+
+
+def run_identity(path: str, run: dict) -> tuple[str | None, str | None]:
+    """[run] user / group, checked to exist (ConfigError naming the key and the fix)."""
+    user, group = run.get("user"), run.get("group")
+    if user is not None:
+        if not isinstance(user, str) or not user:
+            raise _err(path, "run.user", user, "must be a user name, e.g. \"fh\"")
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            raise _err(path, "run.user", user, "no such user: create it (useradd --system --no-create-home "
+                       f"--shell /usr/sbin/nologin {user}) or name an existing one") from None
+        if pw.pw_uid == 0:
+            raise _err(path, "run.user", user, "is root: name the unprivileged user the data plane should run "
+                       "as, or leave run.user out")
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise _err(path, "run.group", group, "must be a group name, e.g. \"fh\"")
+        if user is None:
+            raise _err(path, "run.group", group, "needs run.user: the data plane runs as a user and a group")
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise _err(path, "run.group", group, f"no such group: create it (groupadd --system {group}) or name "
+                       "an existing one") from None
+    return user, group

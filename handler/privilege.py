@@ -28,35 +28,6 @@ from pathlib import Path
 SETPRIV = "setpriv"
 
 
-def run_identity(path: str, run: dict) -> tuple[str | None, str | None]:
-    """[run] user / group, checked to exist (ConfigError naming the key and the fix)."""
-    from .config import _err
-
-    user, group = run.get("user"), run.get("group")
-    if user is not None:
-        if not isinstance(user, str) or not user:
-            raise _err(path, "run.user", user, "must be a user name, e.g. \"fh\"")
-        try:
-            pw = pwd.getpwnam(user)
-        except KeyError:
-            raise _err(path, "run.user", user, "no such user: create it (useradd --system --no-create-home "
-                       f"--shell /usr/sbin/nologin {user}) or name an existing one") from None
-        if pw.pw_uid == 0:
-            raise _err(path, "run.user", user, "is root: name the unprivileged user the data plane should run "
-                       "as, or leave run.user out")
-    if group is not None:
-        if not isinstance(group, str) or not group:
-            raise _err(path, "run.group", group, "must be a group name, e.g. \"fh\"")
-        if user is None:
-            raise _err(path, "run.group", group, "needs run.user: the data plane runs as a user and a group")
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            raise _err(path, "run.group", group, f"no such group: create it (groupadd --system {group}) or name "
-                       "an existing one") from None
-    return user, group
-
-
 def _vdev_kinds(cfg) -> set[str]:
     from .config import devices
 
@@ -180,7 +151,7 @@ def check(host, cfg, euid: int | None = None) -> list:
     it needs (the segment directory, the hugepage mount, the NIC's vfio group, the readers' group), with the
     capabilities fh run or the unit grants; and `metrics`: bound to loopback unless configured. Paths are read
     under host.root."""
-    from .host.check import Result
+    from .host.result import Result
 
     euid = os.geteuid() if euid is None else euid
     root = Path(host.root)
@@ -271,7 +242,7 @@ def check(host, cfg, euid: int | None = None) -> list:
 
 
 def _metrics(cfg) -> list:
-    from .host.check import Result
+    from .host.result import Result
 
     listen = cfg.metrics.listen if cfg is not None else None
     if listen is None:

@@ -6,25 +6,14 @@ serves scripts: 0 all OK, 1 warnings, 2 failures. docs/placement.md explains eac
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from . import plan as planmod
 from .plan import Finding, Plan, grub_dropin
+from .result import Result  # noqa: F401  (fh check's items; privilege.py makes them too)
 from .topology import Host, format_cpulist
 
 ITEMS = ("hugepages", "nic", "cores", "irqs", "governor", "thp", "memlock", "user", "access", "metrics")
 LEVELS = {"OK": 0, "WARN": 1, "FAIL": 2}
-
-
-@dataclass(frozen=True)
-class Result:
-    item: str
-    level: str  # OK, WARN, FAIL
-    message: str
-    fix: str = ""
-
-    def to_dict(self) -> dict:
-        return {"item": self.item, "level": self.level, "message": self.message, "fix": self.fix}
 
 
 def _housekeeping(host: Host, lcores: set[int]) -> frozenset[int]:
@@ -127,7 +116,7 @@ def _from_plan(p: Plan, item: str) -> list[Result]:
 
 
 def check(host: Host, p: Plan, cfg=None) -> list[Result]:
-    from . import privilege
+    from .. import privilege
 
     out: list[Result] = []
     for item in ("hugepages", "nic", "cores"):
