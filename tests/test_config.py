@@ -164,7 +164,7 @@ def test_example_passes_plan_and_check_on_a_tuned_host(cmd):
     tests/fixtures/hosts: WARN at most."""
     host = ROOT / "tests" / "fixtures" / "hosts" / "two-socket-32c"
     p = fh(cmd, "--root", host, "--config", EXAMPLE, check=False)
-    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.returncode in (0, 1), p.stdout + p.stderr  # 1: warnings only (fh check: the data plane as root)
     assert "FAIL" not in p.stdout
 
 

@@ -77,7 +77,7 @@ def test_fh_errors_end_to_end(tmp_path):
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"not a pcap at all, just text\n")
     p = fh("book", "dump", "--pcap", junk, check=False)
-    assert p.returncode == 2 and p.stderr.startswith(f"fh: {junk}: not a pcap file") and p.stderr.count("\n") == 1
+    assert p.returncode == 2 and p.stderr.startswith(f"fh: --pcap {junk}: this file is neither") and p.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

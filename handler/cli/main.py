@@ -67,7 +67,7 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
     from .. import reference
 
     if getattr(a, "journal", None):  # fh record's files: the messages in the order they were applied
-        from .journal import journal_messages
+        from ..journal import journal_messages
 
         ref = reference.ReferenceBook()
         for _, _, m in journal_messages(a.journal):
@@ -156,7 +156,7 @@ def cmd_decode(a) -> int:
             return 1
         return 1 if bad else 0
     if a.journal:  # fh record's files (docs/journal.md)
-        from .journal import journal_messages
+        from ..journal import journal_messages
 
         for session, seq, msg in journal_messages(a.journal):
             emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}",
