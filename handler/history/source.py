@@ -63,7 +63,7 @@ class PcapSource:
 
     def __init__(self, path: str | os.PathLike):
         from .._native import ffi, lib
-        from ..pcapfile import PcapReader
+        from ..net.pcapfile import PcapReader
 
         self.path = Path(path)
         reader = PcapReader(self.path)
