@@ -167,25 +167,27 @@ def converged(cached):
     cache, tarball, wheelhouse = cached
     # not under pytest's basetemp: another pytest run on this machine may prune it while this one works
     top = Path(tempfile.mkdtemp(prefix="fh-ansible-"))
-    root = top / "root"
-    bookworm_root.unpack(tarball, root)
-    # a chroot must not start services: what a host's image build does
-    (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts in this root\nexit 101\n")
-    (root / "usr/sbin/policy-rc.d").chmod(0o755)
-    debs = cache / "debs"
-    for d in debs.glob("*.deb"):  # packages the roles installed last time: not downloaded again
-        shutil.copy(d, root / "var/cache/apt/archives" / d.name)
-    first = _playbook(root, wheelhouse)
-    assert first["rc"] == 0 and first["stats"]["failures"] == 0, first["out"]
-    debs.mkdir(exist_ok=True)
-    for d in (root / "var/cache/apt/archives").glob("*.deb"):
-        if not (debs / d.name).exists():  # copied under another name first: other runs may read the cache
-            shutil.copy(d, debs / f"{d.name}.tmp{os.getpid()}")
-            os.replace(debs / f"{d.name}.tmp{os.getpid()}", debs / d.name)
-    second = _playbook(root, wheelhouse)
-    check = _playbook(root, wheelhouse, "--check", "--diff")
-    yield {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
-    bookworm_root.remove(top)
+    try:
+        root = top / "root"
+        bookworm_root.unpack(tarball, root)
+        # a chroot must not start services: what a host's image build does
+        (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts in this root\nexit 101\n")
+        (root / "usr/sbin/policy-rc.d").chmod(0o755)
+        debs = cache / "debs"
+        for d in debs.glob("*.deb"):  # packages the roles installed last time: not downloaded again
+            shutil.copy(d, root / "var/cache/apt/archives" / d.name)
+        first = _playbook(root, wheelhouse)
+        assert first["rc"] == 0 and first["stats"]["failures"] == 0, first["out"]
+        debs.mkdir(exist_ok=True)
+        for d in (root / "var/cache/apt/archives").glob("*.deb"):
+            if not (debs / d.name).exists():  # copied under another name first: other runs may read the cache
+                shutil.copy(d, debs / f"{d.name}.tmp{os.getpid()}")
+                os.replace(debs / f"{d.name}.tmp{os.getpid()}", debs / d.name)
+        second = _playbook(root, wheelhouse)
+        check = _playbook(root, wheelhouse, "--check", "--diff")
+        yield {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
+    finally:  # also when a converge fails: a root is half a gigabyte
+        bookworm_root.remove(top)
 
 
 def test_first_converge_changes_the_root(converged):
