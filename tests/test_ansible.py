@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import importlib.util
@@ -101,13 +102,19 @@ def _wheelhouse(cache: Path) -> Path:
     """fh's wheel and its dependencies' wheels, built from this checkout (cached by a hash of the sources)."""
     wh = cache / f"wheelhouse-{_source_hash()}"
     if not any(wh.glob("fh-*.whl")):
-        for old in cache.glob("wheelhouse-*"):  # an older checkout's
-            shutil.rmtree(old, ignore_errors=True)
-        tmp = wh.with_suffix(".tmp")
+        # other checkouts on this machine may share the cache: only wheelhouses unused for a week are removed
+        for old in cache.glob("wheelhouse-*"):
+            if time.time() - old.stat().st_mtime > 7 * 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        tmp = cache / f"{wh.name}.tmp{os.getpid()}"
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "-w", str(tmp), str(ROOT)],
                            capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"building the wheelhouse failed: {r.stderr[-3000:]}"
-        tmp.rename(wh)
+        try:
+            tmp.rename(wh)
+        except OSError:  # another run built it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    os.utime(wh)
     return wh
 
 
@@ -141,7 +148,8 @@ def _version(wheelhouse: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def converged(tmp_path_factory):
+def cached(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(cache directory, the bookworm root's tarball, the wheelhouse), built once for the module."""
     if os.geteuid() != 0:
         pytest.skip("the converge needs root (debootstrap and chroot): run the tests as root")
     cache = bookworm_root.cache_dir()
@@ -151,27 +159,35 @@ def converged(tmp_path_factory):
             tarball = bookworm_root.build(cache, lf)
     except bookworm_root.ArchiveUnreachable as e:
         pytest.skip(str(e))
-    wheelhouse = _wheelhouse(cache)
+    return cache, tarball, _wheelhouse(cache)
+
+
+@pytest.fixture(scope="module")
+def converged(cached):
+    cache, tarball, wheelhouse = cached
     # not under pytest's basetemp: another pytest run on this machine may prune it while this one works
     top = Path(tempfile.mkdtemp(prefix="fh-ansible-"))
-    root = top / "root"
-    bookworm_root.unpack(tarball, root)
-    # a chroot must not start services: what a host's image build does
-    (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts in this root\nexit 101\n")
-    (root / "usr/sbin/policy-rc.d").chmod(0o755)
-    debs = cache / "debs"
-    for d in debs.glob("*.deb"):  # packages the roles installed last time: not downloaded again
-        shutil.copy(d, root / "var/cache/apt/archives" / d.name)
-    first = _playbook(root, wheelhouse)
-    assert first["rc"] == 0 and first["stats"]["failures"] == 0, first["out"]
-    debs.mkdir(exist_ok=True)
-    for d in (root / "var/cache/apt/archives").glob("*.deb"):
-        if not (debs / d.name).exists():
-            shutil.copy(d, debs / d.name)
-    second = _playbook(root, wheelhouse)
-    check = _playbook(root, wheelhouse, "--check", "--diff")
-    yield {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
-    bookworm_root.remove(top)
+    try:
+        root = top / "root"
+        bookworm_root.unpack(tarball, root)
+        # a chroot must not start services: what a host's image build does
+        (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts in this root\nexit 101\n")
+        (root / "usr/sbin/policy-rc.d").chmod(0o755)
+        debs = cache / "debs"
+        for d in debs.glob("*.deb"):  # packages the roles installed last time: not downloaded again
+            shutil.copy(d, root / "var/cache/apt/archives" / d.name)
+        first = _playbook(root, wheelhouse)
+        assert first["rc"] == 0 and first["stats"]["failures"] == 0, first["out"]
+        debs.mkdir(exist_ok=True)
+        for d in (root / "var/cache/apt/archives").glob("*.deb"):
+            if not (debs / d.name).exists():  # copied under another name first: other runs may read the cache
+                shutil.copy(d, debs / f"{d.name}.tmp{os.getpid()}")
+                os.replace(debs / f"{d.name}.tmp{os.getpid()}", debs / d.name)
+        second = _playbook(root, wheelhouse)
+        check = _playbook(root, wheelhouse, "--check", "--diff")
+        yield {"root": root, "wheelhouse": wheelhouse, "first": first, "second": second, "check": check}
+    finally:  # also when a converge fails: a root is half a gigabyte
+        bookworm_root.remove(top)
 
 
 def test_first_converge_changes_the_root(converged):
@@ -336,23 +352,16 @@ def test_reboot_required_only_while_the_running_kernel_lacks_a_parameter(converg
     assert [m for m in booted["msgs"] if m.startswith("fh_kernel: reboot required: the running kernel lacks hugepages=512 ")]
 
 
-def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(tmp_path, request):
+def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(cached, request):
     """--check against a root no converge has touched: it runs through (check-mode safe), reports changes, and the
     root is left as it was."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (chroot)")
-    cache = bookworm_root.cache_dir()
-    try:
-        with open(tmp_path / "debootstrap.log", "w") as lf:
-            tarball = bookworm_root.build(cache, lf)
-    except bookworm_root.ArchiveUnreachable as e:
-        pytest.skip(str(e))
+    cache, tarball, wheelhouse = cached
     top = Path(tempfile.mkdtemp(prefix="fh-ansible-"))
     root = top / "root"
     bookworm_root.unpack(tarball, root)
     request.addfinalizer(lambda: bookworm_root.remove(top))
     before = {str(p.relative_to(root)) for p in (root / "etc").rglob("*")}
-    r = _playbook(root, _wheelhouse(cache), "--check")
+    r = _playbook(root, wheelhouse, "--check")
     assert r["rc"] == 0 and r["stats"]["failures"] == 0, r["out"]
     assert r["stats"]["changed"] > 20
     assert {str(p.relative_to(root)) for p in (root / "etc").rglob("*")} == before

@@ -60,8 +60,6 @@ def build(cache: Path, log) -> Path:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed: bash scripts/setup.sh installs it (apt-get install debootstrap)")
     cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob(f"{SUITE}-minbase-*.tar.gz"):
-        old.unlink()
     work = Path(cache / f"build-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), mirror()],
@@ -80,7 +78,7 @@ def build(cache: Path, log) -> Path:
     (work / "etc/apt/sources.list").unlink(missing_ok=True)
     for deb in (work / "var/cache/apt/archives").glob("*.deb"):  # what debootstrap downloaded: not the root's
         deb.unlink()
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     with tarfile.open(tmp, "w:gz") as t:
         t.add(work, arcname=".")
     os.replace(tmp, out)
