@@ -25,6 +25,8 @@ import importlib.util
 
 import pytest
 
+pytestmark = pytest.mark.slow  # lint, and converges into a debootstrap'ed root: minutes, not seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 HERE = Path(__file__).resolve().parent / "ansible"
