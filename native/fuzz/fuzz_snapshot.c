@@ -170,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(work + full, 0, len - full);
     if (flags & 2) {
         uint64_t bb = rd64(work + OFF_BODY_BYTES);
-        if (bb <= len - HDR) {
+        if (len >= HDR && bb <= len - HDR) {
             uint32_t c = crc32c(work + HDR, bb);
             memcpy(work + OFF_BODY_CRC, &c, 4);
         }
