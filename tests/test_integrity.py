@@ -352,6 +352,73 @@ def test_replies_of_another_session_are_ignored(grams, tmp_path):
     assert m["lost"] == len(msgs) and stats["feed"]["state"] == "stale" and set(status.values()) == {"stale"}
 
 
+IMPOSTOR = textwrap.dedent("""
+    import socket, struct, sys
+    from handler import native
+    from handler.net import pcapgen
+    msgs = [bytes(m) for _, m in native.iter_blocks(native.synth_bytes(8000, 10, 23))]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.77.0.1", 18000))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("10.77.0.3", 18000))  # the server's port, another address
+    while True:
+        req, addr = s.recvfrom(64)
+        sess, seq, count = struct.unpack(">10sQH", req[:20])
+        body = msgs[seq - 1:seq - 1 + min(count, 20)]
+        out.sendto(pcapgen.mold_datagram(sess, seq, body), addr)
+        print("sent", flush=True)
+""")
+
+
+def test_replies_from_another_source_are_ignored(grams, tmp_path):
+    """The request reaches the server, but the right replies (the feed's session, the sequences asked for) come
+    from another address than --retrans-server's: the retransmission line takes its server's address only, so
+    they are dropped before MoldUDP64 and counted (drops.other_group); the gap runs out of retries and is given
+    up, every book stale. Without the source filter these replies would recover the gap."""
+    why = why_no_netns() or why_no_af_packet()
+    if why:
+        pytest.skip(why)
+    import os
+
+    from conftest import ROOT
+    from handler.net import sender
+
+    frames = _clean(grams)
+    k = _at(grams, 0.3)
+    del frames[2 * k:2 * k + 2]  # datagram k lost on both lines
+    pcap = tmp_path / "gap.pcap"
+    _write(pcap, frames)
+    seq, msgs = grams[0][k]
+    name = f"int-{uuid.uuid4().hex[:8]}"
+    with sender.Lab(uuid.uuid4().hex[:6]) as lab:
+        for a in ("10.77.0.1/24", "10.77.0.3/24"):
+            subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", a, "dev", lab.ns_if], check=True)
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", IMPOSTOR]), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            time.sleep(1.0)
+            retrans = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
+                       "--igmp", "off"]
+            eal = replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}") + ["--vdev",
+                                                                         f"net_af_packet0,iface={lab.dp_if}"]
+            lines = [(*l, "net_pcap0") for l in replay.pcap_lines(pcap)]
+            stats, seg = _run(pcap, tmp_path, lines=lines, eal=eal,
+                              extra=[*retrans, "--retrans-dev", "net_af_packet0", "--request-timeout-ms", "20",
+                                     "--request-retries", "2", "--exit-idle-ms", "1500"])
+        finally:
+            srv.kill()
+            out, err = srv.communicate(timeout=10)
+    sent = out.split().count("sent")
+    assert sent >= 1, f"the impostor answered nothing: {err}"
+    books, status, _, _, _ = _segment(seg)
+    want, c = replay.reference_books(pcap, lines=[l[:2] for l in lines])
+    assert books == want and c["sequencing"]["missing"] == [(seq, seq + len(msgs) - 1)]
+    m = stats["mold"]
+    assert stats["drops"]["other_group"] >= sent  # every reply dropped at the line filter, counted
+    assert m["old_session"] == 0 and m["recovered_retrans"] == 0 and m["request_timeouts"] == 1
+    assert m["lost"] == len(msgs) and stats["feed"]["state"] == "stale" and set(status.values()) == {"stale"}
+
+
 # -- property: random interleavings of real and corrupt datagrams on two lines -----------------------------------
 
 def _corrupt(p: bytes, rng: random.Random) -> bytes:

@@ -1518,8 +1518,15 @@ int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t
     const fh_snap_order_t *so = (const fh_snap_order_t *)(sb + h.nbooks);
     static uint8_t has_book[FH_MAX_LOCATE + 1];
     memset(has_book, 0, sizeof has_book);
-    for (uint32_t i = 0; i < h.nbooks; i++)
+    for (uint32_t i = 0; i < h.nbooks; i++) {
+        if (has_book[sb[i].locate] || (sb[i].status != FH_BOOK_LIVE && sb[i].status != FH_BOOK_STALE) ||
+            sb[i].symbol_len > 8) {
+            FH_ERR("snapshot %s: book %u (locate %u) %s", path, i, sb[i].locate,
+                   has_book[sb[i].locate] ? "appears twice" : "is malformed (status or symbol length)");
+            goto out;
+        }
         has_book[sb[i].locate] = 1;
+    }
     for (uint64_t i = 0; i < h.norders; i++)
         if (!has_book[so[i].locate] || so[i].side > 1 || !so[i].shares) {
             FH_ERR("snapshot %s: order %llu (reference %llu) names no book or is malformed", path,

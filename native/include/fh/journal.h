@@ -146,7 +146,7 @@ static inline int fh_journal_join(fh_journal_reader_t *r, const char *path)
     }
     if (magic != FH_JOURNAL_MAGIC || h->layout_version != FH_JOURNAL_LAYOUT_VERSION ||
         h->hdr_size != sizeof *h || h->size > (uint64_t)st.st_size || h->capacity < FH_JOURNAL_MIN_CAPACITY ||
-        (h->capacity & (h->capacity - 1)) || h->data_off < sizeof *h || h->data_off + h->capacity > h->size) {
+        (h->capacity & (h->capacity - 1)) || h->data_off < sizeof *h || h->data_off > h->size || h->capacity > h->size - h->data_off) { /* no wrap */
         munmap(p, (size_t)st.st_size);
         return -EPROTO;
     }
@@ -242,7 +242,8 @@ static inline int fh_journal_next(const fh_journal_reader_t *r, uint64_t *pos, f
 static inline uint32_t fh_journal_blocks(const fh_journal_rec_t *rec, const uint8_t *body, const uint8_t **msg,
                                          uint16_t *len, uint32_t cap)
 {
-    uint64_t n = rec->arg, o = 0;
+    uint64_t room = rec->size >= sizeof *rec ? rec->size - sizeof *rec : 0; /* the body copied: never past it */
+    uint64_t n = rec->arg < room ? rec->arg : room, o = 0;
     uint32_t i = 0;
     while (i < rec->count && o + 2 <= n) {
         uint16_t l = (uint16_t)((body[o] << 8) | body[o + 1]);
