@@ -22,18 +22,27 @@ class DataplaneError(FhError):
     """The data plane could not run or exited with an error; the message is its own."""
 
 
-def find_dataplane() -> str:
-    """The fh-dataplane program: $FH_DATAPLANE, then PATH (an installed fh), then this checkout's build."""
-    env = os.environ.get("FH_DATAPLANE")
-    if env:
-        return env
-    found = shutil.which("fh-dataplane")
+def find_program(name: str, env: str, subdir: str) -> str | None:
+    """One of fh's C programs: $ENV, then PATH (an installed fh), then this checkout's build
+    (build/cp3*/native/SUBDIR/NAME); None when there is none."""
+    given = os.environ.get(env)
+    if given:
+        return given
+    found = shutil.which(name)
     if found:
         return found
-    for p in sorted(ROOT.glob("build/cp3*/native/dataplane/fh-dataplane")):
+    for p in sorted(ROOT.glob(f"build/cp3*/native/{subdir}/{name}")):
         return str(p)
-    raise DataplaneError("fh-dataplane not found: it is built with DPDK (apt-get install libdpdk-dev pkg-config, "
-                         "then bash scripts/setup.sh), or set FH_DATAPLANE")
+    return None
+
+
+def find_dataplane() -> str:
+    """The fh-dataplane program: $FH_DATAPLANE, then PATH (an installed fh), then this checkout's build."""
+    found = find_program("fh-dataplane", "FH_DATAPLANE", "dataplane")
+    if found is None:
+        raise DataplaneError("fh-dataplane not found: it is built with DPDK (apt-get install libdpdk-dev pkg-config, "
+                             "then bash scripts/setup.sh), or set FH_DATAPLANE")
+    return found
 
 
 def pmd_available(driver: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -17,7 +16,6 @@ from pathlib import Path
 
 from .errors import FhError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
 # magic version role pid state epoch | provider[32] peer[64] fabric[64] | 7 counters | 7 times, lag, positions | 2
@@ -35,16 +33,13 @@ class ReplicateError(FhError):
 
 def find_program() -> str:
     """fh-replicate: $FH_REPLICATE, then PATH (an installed fh), then this checkout's build."""
-    env = os.environ.get("FH_REPLICATE")
-    if env:
-        return env
-    found = shutil.which("fh-replicate")
-    if found:
-        return found
-    for p in sorted(ROOT.glob("build/cp3*/native/replicate/fh-replicate")):
-        return str(p)
-    raise ReplicateError("fh-replicate not found: it is built with libfabric (apt-get install libfabric-dev, then "
-                         "bash scripts/setup.sh), or set FH_REPLICATE")
+    from .process import find_program as find
+
+    found = find("fh-replicate", "FH_REPLICATE", "replicate")
+    if found is None:
+        raise ReplicateError("fh-replicate not found: it is built with libfabric (apt-get install libfabric-dev, "
+                             "then bash scripts/setup.sh), or set FH_REPLICATE")
+    return found
 
 
 def status_path(name_or_path: str) -> str:
