@@ -33,6 +33,13 @@ def resume_state(directory: Path) -> tuple[str | None, int, list[str]]:
     if not files:
         return None, 0, notes
     last = files[-1]
+    if last.stat().st_size < J.FILE_HDR_SIZE:
+        # killed between creating a file and writing its header: it holds nothing; go on from the one before it
+        # (and write this one again)
+        notes.append(f"{last}: removed an empty file ({last.stat().st_size} bytes) left by an interrupted rotation")
+        last.unlink()
+        session, nxt, more = resume_state(directory)
+        return session, nxt, notes + more
     try:
         h, recs, valid = J.read_journal_file(last, tolerate_tail=True)
     except J.JournalFileError as e:

@@ -43,6 +43,11 @@ def _why_not() -> str | None:
         pwd.getpwnam(USER), grp.getgrnam(READERS)
     except KeyError:
         return f"no user {USER} or group {READERS} on this host"
+    d = Path(process.find_dataplane()).resolve().parent
+    for a in (d, *d.parents):  # another user must be able to reach the program (a checkout under /root cannot)
+        if not os.stat(a).st_mode & 0o001:
+            return (f"fh-dataplane lies inside {a} (mode {os.stat(a).st_mode & 0o777:04o}), which other users cannot "
+                    f"enter, so {USER} cannot run it: clone fh where others may read it (e.g. /opt/fh) to run this")
     return None
 
 

@@ -96,7 +96,8 @@ def _unmount_below(root: Path) -> None:
 def unpack(tarball: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball) as t:
-        t.extractall(dest, filter="fully_trusted")
+        # the filter argument exists from Python 3.11.4 (Debian 12's python3 is 3.11.2): our own tarball
+        t.extractall(dest, **({"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}))
 
 
 def remove(top: Path) -> None:
