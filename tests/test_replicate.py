@@ -18,6 +18,7 @@ from conftest import ROOT, fh
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
+from handler.net import sender
 
 try:
     PROG = R.find_program()
@@ -48,7 +49,7 @@ class Standby:
         self.journal = f"/dev/shm/fh-{self.name}.journal"
         self.status = f"/dev/shm/fh-{self.name}.repl"
         self.addr = f"{host}:{_port()}"
-        self.p = subprocess.Popen([*(["ip", "netns", "exec", ns] if ns else []), PROG, "--role", "standby", "--provider", "tcp", "--listen", self.addr,
+        self.p = subprocess.Popen([*(sender.netns_argv(ns) if ns else []), PROG, "--role", "standby", "--provider", "tcp", "--listen", self.addr,
                                    "--journal", self.journal, "--journal-mb", "16", "--segment", self.segment,
                                    "--name", self.name, "--epoch", str(epoch), "--ring-mb", str(ring_mb),
                                    "--max-orders", "1000000", "--max-levels", "400000", "--events", str(events),
@@ -81,7 +82,7 @@ class Standby:
 
 
 def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=(), ns: str | None = None):
-    return subprocess.Popen([*(["ip", "netns", "exec", ns] if ns else []), PROG, "--role", "primary", "--provider", "tcp", "--peer", peer, "--journal", journal,
+    return subprocess.Popen([*(sender.netns_argv(ns) if ns else []), PROG, "--role", "primary", "--provider", "tcp", "--peer", peer, "--journal", journal,
                              "--epoch", str(epoch), "--name", f"rp-{tag}", "--exit-when-done", "--max-outstanding",
                              "16", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -327,9 +328,13 @@ def test_verbs_without_a_device_says_what_is_missing(tmp_path):
 
 
 def _ip(*args: str) -> str:
-    p = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if args[0] == "-n":  # in a namespace through nsenter: `ip -n` remounts /, which fails in a chroot
+        args = (*sender.netns_argv(args[1]), "ip", *args[2:])
+    else:
+        args = ("ip", *args)
+    p = subprocess.run(list(args), capture_output=True, text=True)
     if p.returncode:
-        raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(args)}: {p.stderr.strip()}")
     return p.stdout
 
 
