@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fh/book.h"
+#include "fh/itch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -61,6 +62,47 @@ static inline uint8_t *fz_take(fz_t *f, size_t want, size_t *got)
  * strictly ordered best first (bids descending, asks ascending), each with at least one order and one share,
  * as many as the book's info says; and the orders on all levels add up to the live orders of the table
  * (an order always has a book: an add that cannot find or create one is skipped). */
+/* A small day into e: 8 directory messages (SYM1..SYM8), 240 adds on both sides with an execution every fifth
+ * (10 shares, or with full_every > 0 the whole order every full_every-th add), then a halt of SYM3. Order r's
+ * reference is r * ref_mult (a multiplier that makes the order table's slots collide exercises its spill). */
+static inline void fz_small_day(fh_engine_t *e, uint64_t ref_mult, int full_every)
+{
+    uint8_t m[FH_ITCH_MAX_LEN];
+    for (int loc = 1; loc <= 8; loc++) {
+        memset(m, 0, sizeof m);
+        m[0] = 'R';
+        fh_put_be16(m + 1, (uint16_t)loc);
+        memcpy(m + 11, "SYM     ", 8);
+        m[14] = (uint8_t)('0' + loc);
+        fh_engine_apply(e, m, fh_itch_len['R']);
+    }
+    for (int r = 1; r <= 240; r++) {
+        memset(m, 0, sizeof m);
+        m[0] = 'A';
+        fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
+        fh_put_be48(m + 5, 34200000000000ull + (uint64_t)r);
+        fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r * ref_mult);
+        m[FH_ITCH_OFF_A_SIDE] = r % 2 ? 'B' : 'S';
+        fh_put_be32(m + FH_ITCH_OFF_A_SHARES, (uint32_t)(100 + r));
+        fh_put_be32(m + FH_ITCH_OFF_A_PRICE, (uint32_t)(1000000 + (r % 2 ? -1 : 1) * 100 * (1 + r % 7)));
+        fh_engine_apply(e, m, fh_itch_len['A']);
+        if (r % 5 == 0) {
+            memset(m, 0, sizeof m);
+            m[0] = 'E';
+            fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
+            fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r * ref_mult);
+            fh_put_be32(m + FH_ITCH_OFF_E_SHARES, full_every && r % full_every == 0 ? (uint32_t)(100 + r) : 10);
+            fh_engine_apply(e, m, fh_itch_len['E']);
+        }
+    }
+    memset(m, 0, sizeof m);
+    m[0] = 'H';
+    fh_put_be16(m + 1, 3);
+    memcpy(m + FH_ITCH_OFF_H_STOCK, "SYM3    ", 8);
+    m[FH_ITCH_OFF_H_STATE] = 'H';
+    fh_engine_apply(e, m, fh_itch_len['H']);
+}
+
 static inline void fz_check_engine(const fh_engine_t *e, uint32_t max_levels)
 {
     static uint16_t locs[65536];

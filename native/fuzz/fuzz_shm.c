@@ -39,40 +39,7 @@ static void make_template(void)
         fprintf(stderr, "fuzz_shm: %s\n", fh_errmsg());
         abort();
     }
-    uint8_t m[FH_ITCH_MAX_LEN];
-    for (int loc = 1; loc <= 8; loc++) {
-        memset(m, 0, sizeof m);
-        m[0] = 'R';
-        fh_put_be16(m + 1, (uint16_t)loc);
-        memcpy(m + 11, "SYM     ", 8);
-        m[14] = (uint8_t)('0' + loc);
-        fh_engine_apply(e, m, fh_itch_len['R']);
-    }
-    for (int r = 1; r <= 240; r++) {
-        memset(m, 0, sizeof m);
-        m[0] = 'A';
-        fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
-        fh_put_be48(m + 5, 34200000000000ull + (uint64_t)r);
-        fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r);
-        m[FH_ITCH_OFF_A_SIDE] = r % 2 ? 'B' : 'S';
-        fh_put_be32(m + FH_ITCH_OFF_A_SHARES, (uint32_t)(100 + r));
-        fh_put_be32(m + FH_ITCH_OFF_A_PRICE, (uint32_t)(1000000 + (r % 2 ? -1 : 1) * 100 * (1 + r % 7)));
-        fh_engine_apply(e, m, fh_itch_len['A']);
-        if (r % 5 == 0) {
-            memset(m, 0, sizeof m);
-            m[0] = 'E';
-            fh_put_be16(m + 1, (uint16_t)(1 + r % 8));
-            fh_put_be64(m + FH_ITCH_OFF_REF, (uint64_t)r);
-            fh_put_be32(m + FH_ITCH_OFF_E_SHARES, 10);
-            fh_engine_apply(e, m, fh_itch_len['E']);
-        }
-    }
-    memset(m, 0, sizeof m);
-    m[0] = 'H';
-    fh_put_be16(m + 1, 3);
-    memcpy(m + FH_ITCH_OFF_H_STOCK, "SYM3    ", 8);
-    m[FH_ITCH_OFF_H_STATE] = 'H';
-    fh_engine_apply(e, m, fh_itch_len['H']);
+    fz_small_day(e, 1, 0);
     fh_engine_publish_stats(e);
     full = seg->size;
     tmpl = malloc(full);
