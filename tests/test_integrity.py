@@ -309,6 +309,18 @@ ROGUE = textwrap.dedent("""
 """)
 
 
+def _gap_on_both_lines(grams, tmp_path):
+    """A clean capture with the datagram at 30% of the day lost on both lines: (pcap, its first sequence, its
+    messages, a fresh instance name)."""
+    frames = _clean(grams)
+    k = _at(grams, 0.3)
+    del frames[2 * k:2 * k + 2]  # datagram k lost on both lines
+    pcap = tmp_path / "gap.pcap"
+    _write(pcap, frames)
+    seq, msgs = grams[0][k]
+    return pcap, seq, msgs, f"int-{uuid.uuid4().hex[:8]}"
+
+
 def test_replies_of_another_session_are_ignored(grams, tmp_path):
     """A server that answers every request with the right messages under another session's name: the replies
     are ignored (old_session), the gap runs out of retries and is given up, every book stale."""
@@ -320,13 +332,7 @@ def test_replies_of_another_session_are_ignored(grams, tmp_path):
     from conftest import ROOT
     from handler.net import sender
 
-    frames = _clean(grams)
-    k = _at(grams, 0.3)
-    del frames[2 * k:2 * k + 2]  # datagram k lost on both lines
-    pcap = tmp_path / "gap.pcap"
-    _write(pcap, frames)
-    seq, msgs = grams[0][k]
-    name = f"int-{uuid.uuid4().hex[:8]}"
+    pcap, seq, msgs, name = _gap_on_both_lines(grams, tmp_path)
     with sender.Lab(uuid.uuid4().hex[:6]) as lab:
         subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
         srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", ROGUE]), stdout=subprocess.PIPE,
@@ -383,13 +389,7 @@ def test_replies_from_another_source_are_ignored(grams, tmp_path):
     from conftest import ROOT
     from handler.net import sender
 
-    frames = _clean(grams)
-    k = _at(grams, 0.3)
-    del frames[2 * k:2 * k + 2]  # datagram k lost on both lines
-    pcap = tmp_path / "gap.pcap"
-    _write(pcap, frames)
-    seq, msgs = grams[0][k]
-    name = f"int-{uuid.uuid4().hex[:8]}"
+    pcap, seq, msgs, name = _gap_on_both_lines(grams, tmp_path)
     with sender.Lab(uuid.uuid4().hex[:6]) as lab:
         for a in ("10.77.0.1/24", "10.77.0.3/24"):
             subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", a, "dev", lab.ns_if], check=True)
