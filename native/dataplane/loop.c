@@ -137,7 +137,6 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
     const uint64_t exit_idle = (uint64_t)o->exit_idle_ms * hz / 1000;
     idle_t w = { .spin = o->spin, .last_stats = start, .stats_every = hz / 10 };
     struct rte_mbuf *bufs[BURST];
-    uint64_t seen_not_udp = 0, seen_not_ipv4 = 0; /* net->drops[...] as of the last refused frame */
     fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
 
     /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts, and for at most
@@ -192,15 +191,13 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                 net->drops[FH_NET_multi_segment]++;
                 continue;
             }
-            if (fh_net_parse(net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt) < 0) {
-                if (FH_UNLIKELY(net->drops[FH_NET_not_udp] != seen_not_udp)) {
+            int r = fh_net_parse(net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt);
+            if (r < 0) { /* dropped and counted; IGMP and ARP are among these, and given back if found */
+                if (FH_UNLIKELY(r == FH_NET_DROPPED(FH_NET_not_udp)))
                     igmp_rx(&ig[k], net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, rx);
-                    seen_not_udp = net->drops[FH_NET_not_udp];
-                } else if (FH_UNLIKELY(net->drops[FH_NET_not_ipv4] != seen_not_ipv4)) {
+                else if (FH_UNLIKELY(r == FH_NET_DROPPED(FH_NET_not_ipv4)))
                     dp_arp_rx(&dp->arp, net, ports[k], dp->tx_pool[k], o->src_ip,
                               rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len);
-                    seen_not_ipv4 = net->drops[FH_NET_not_ipv4];
-                }
                 continue;
             }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
