@@ -278,7 +278,11 @@ class SeenRanges:
         self.starts: list[int] = []
         self.ends: list[int] = []
 
-    def claim(self, lo: int, hi: int) -> list[tuple[int, int]]:
+    def unseen(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of [lo, hi) not seen yet."""
+        return self.claim(lo, hi, mark=False)
+
+    def claim(self, lo: int, hi: int, mark: bool = True) -> list[tuple[int, int]]:
         """Mark [lo, hi) as seen; return its parts that were not seen before."""
         import bisect
 
@@ -293,7 +297,8 @@ class SeenRanges:
             j += 1
         if cur < hi:
             new.append((cur, hi))
-        s[i:j], e[i:j] = [nlo], [nhi]
+        if mark:
+            s[i:j], e[i:j] = [nlo], [nhi]
         return new
 
 
@@ -338,11 +343,15 @@ class _Decoder:
     def done(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
 
+    def learn(self, msg) -> None:
+        """Every message passes here first, wanted or not: a stock directory message (R) of a wanted symbol
+        gives its locate."""
+        if self.symbols and len(msg) >= 19 and msg[0] == 0x52:
+            if bytes(msg[11:19]).decode("latin-1").rstrip(" ") in self.symbols:
+                self.locates.add((msg[1] << 8) | msg[2])
+
     def wanted(self, msg, seq: int | None) -> bool:
         if self.symbols is not None or self.locates:
-            if len(msg) >= 19 and msg[0] == 0x52:  # R, stock directory: learn the locate of a wanted symbol
-                if bytes(msg[11:19]).decode("latin-1").rstrip(" ") in (self.symbols or ()):
-                    self.locates.add((msg[1] << 8) | msg[2])
             if len(msg) < 3 or ((msg[1] << 8) | msg[2]) not in self.locates:
                 return False
         if self.types is not None and (not len(msg) or msg[0] not in self.types):
@@ -350,6 +359,7 @@ class _Decoder:
         return seq is None or self.lo <= seq <= self.hi
 
     def emit(self, msg, where: str, seq: int | None, tail: dict | None = None) -> None:
+        self.learn(msg)
         if not self.wanted(msg, seq):
             self.filtered += 1
             return
@@ -378,7 +388,7 @@ class _Decoder:
             parts.append(f"{fmt_int(self.duplicates)} copies from the other line skipped (--both-lines prints them)")
         if self.filtered:
             parts.append(f"{fmt_int(self.filtered)} not matching the filters")
-        if self.limit is not None and self.printed >= self.limit:
+        if parts and self.limit is not None and self.printed >= self.limit:
             parts.append(f"stopped at --limit {self.limit}")
         if parts:
             print(f"fh decode: {what}: {fmt_int(self.printed)} messages printed; " + "; ".join(parts),
@@ -403,6 +413,7 @@ def cmd_decode(a) -> int:
                     prog.advance(end - done_at)
                     done_at = end
                 if n < dec.lo:
+                    dec.learn(msg)
                     dec.filtered += 1
                     continue
                 if n > dec.hi or dec.done():  # positions only grow: nothing after this is wanted
@@ -432,7 +443,7 @@ def cmd_decode(a) -> int:
     path = _pcap(a.pcap)
     reader = PcapReader(path)
     malformed = 0
-    seen: dict[bytes, SeenRanges] = {}
+    seen: dict[bytes, dict[tuple[str, int], SeenRanges]] = {}  # session -> line -> the sequences it carried
     # capture overhead per datagram for the progress bar: record header 16, Ethernet 14, IPv4 20, UDP 8
     with progress(path.stat().st_size, f"decoding {path.name}") as prog:
         moved = 0
@@ -460,22 +471,36 @@ def cmd_decode(a) -> int:
             if len(msgs) != count:
                 malformed += 1
                 print(f"fh decode: {where}: MoldUDP64 count says {count} messages, {len(msgs)} fit", file=sys.stderr)
-            if sequence > dec.hi or sequence + len(msgs) <= dec.lo:
-                dec.filtered += len(msgs)
-                continue
             session = session_raw.decode("latin-1").rstrip(" ")
             if a.both_lines:
                 fresh = [(sequence, sequence + len(msgs))]
-            else:  # A/B: the first copy of each sequence number is printed, later ones counted
-                fresh = seen.setdefault(session_raw, SeenRanges()).claim(sequence, sequence + len(msgs))
-                dec.duplicates += len(msgs) - sum(hi - lo for lo, hi in fresh)
-            for s in (s for lo, hi in fresh for s in range(lo, hi)):
+            else:  # A/B: a sequence number another line already carried is a copy (counted, not printed); a
+                # repeat on the same line (a sample capture's constant sequence, a duplicate fault) is printed
+                lines = seen.setdefault(session_raw, {})
+                fresh = [(sequence, sequence + len(msgs))]
+                for line, other in lines.items():
+                    if line != (d.dst, d.dport):
+                        fresh = [part for lo, hi in fresh for part in other.unseen(lo, hi)]
+                lines.setdefault((d.dst, d.dport), SeenRanges()).claim(sequence, sequence + len(msgs))
+            k = 0
+            for i, msg in enumerate(msgs):
                 if dec.done():
                     break
+                s = sequence + i
+                while k < len(fresh) and fresh[k][1] <= s:
+                    k += 1
+                if not (k < len(fresh) and fresh[k][0] <= s):
+                    if dec.lo <= s <= dec.hi:
+                        dec.duplicates += 1
+                    continue
+                if not dec.lo <= s <= dec.hi:
+                    dec.learn(msg)
+                    dec.filtered += 1
+                    continue
                 tail = {"session": session, "sequence": s}
                 if a.both_lines:
                     tail["line"] = f"{d.dst}:{d.dport}"
-                dec.emit(msgs[s - sequence], f"{where} message {s - sequence}", s, tail)
+                dec.emit(msg, f"{where} message {i}", s, tail)
     dec.summary(str(a.pcap))
     if reader.counters.get("truncated_file"):
         print(f"fh decode: {a.pcap}: truncated: the last record is cut off", file=sys.stderr)
