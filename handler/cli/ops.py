@@ -3,8 +3,10 @@ in handler/cli/main.py."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import sys
 import time
 
@@ -36,9 +38,6 @@ def _instance(name: str) -> str:
 
 
 def _who(uid: int, gid: int) -> tuple[str, str]:
-    import grp
-    import pwd
-
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -79,7 +78,7 @@ def access_problem(path: str | os.PathLike) -> str | None:
 def _denied(path: str, where: str, st: os.stat_result, group_bit: int, verb: str) -> str:
     user, group = _who(st.st_uid, st.st_gid)
     fix = f"run as {user}" + (f" or join group {group} (usermod -aG {group} $USER, then log in again)"
-                              if st.st_mode & group_bit else " (or root)")
+                              if st.st_mode & group_bit else "" if user == "root" else " (or root)")
     inside = "" if where == path else f" (inside {where}, which this user may not {verb})"
     return (f"cannot read {path}{inside}: permission denied (owner {user}, group {group}, mode "
             f"{st.st_mode & 0o7777:04o}); {fix}")
@@ -233,6 +232,14 @@ def _status_all(a) -> int:
     from ..shm import age_text
 
     rows, docs, worst = [], [], STATUS_RUNNING
+    for d in supervise.run_dirs():  # a run directory this user cannot list hides the instances only it knows
+        if os.path.isdir(d) and not os.access(d, os.R_OK | os.X_OK):
+            st = os.stat(d)
+            user, group = _who(st.st_uid, st.st_gid)
+            print(f"fh status: warning: cannot list {d} (owner {user}, group {group}, mode {st.st_mode & 0o7777:04o}):"
+                  f" an instance known only by its pidfile there is not shown; run as {user} to see it",
+                  file=sys.stderr)
+            worst = STATUS_NO_ACCESS
     for name in instances([str(d) for d in supervise.run_dirs()]):
         try:
             check_access(name)
