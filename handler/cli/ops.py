@@ -26,9 +26,8 @@ class NoAccess(FhError):
 
 
 def _examples(*lines: str) -> str:
-    from .main import examples
-
-    return examples(*lines)
+    """The examples epilog, as handler.cli.main.examples makes it (main imports this module, not the reverse)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _instance(name: str) -> str:
