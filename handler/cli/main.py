@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FhError, main_guard
-from ..ui import add_json_flag, bar, fmt_int, fmt_ns, fmt_rate, print_json, print_table
+from ..ui import add_json_flag, bar, fmt_int, fmt_ns, print_json, print_table
 
 
 def _itch(path: str) -> Path:

@@ -4,7 +4,6 @@ in handler/cli/main.py."""
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import sys
