@@ -29,11 +29,13 @@ from .common import TABLES, HistoryError
 
 # orders: which message types carry each numeric field (null in the others)
 ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares": b"AFECXU"}
+_HAS_FIELD = {k: np.isin(np.arange(256), np.frombuffer(v, np.uint8)) for k, v in ORDER_FIELD_TYPES.items()}
 # Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
 DELTA = ("ts_ns", "seq", "recv_ns", "ref", "new_ref", "match")
 STATS = ("symbol", "ts_ns", "seq", "recv_ns", "locate", "type", "kind", "ref", "match")
 HOUR_NS = 3_600_000_000_000
 ROW_GROUP_ROWS = 1 << 16
+ZSTD_LEVEL = {"*": 1, "bid_price": 6, "bid_shares": 6, "bid_orders": 6, "ask_price": 6, "ask_shares": 6, "ask_orders": 6}
 
 
 def day_dirs(root: Path, date: str) -> list[Path]:
@@ -48,15 +50,62 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(table: pa.Table, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+def row_groups(loc_sorted: np.ndarray, target: int = ROW_GROUP_ROWS) -> list[tuple[int, int]]:
+    """Row groups of rows sorted by symbol, cut only where the symbol changes: whole symbols packed up to
+    `target` rows, a symbol with more rows on its own in groups of `target`. A row group's min/max statistics on
+    `symbol` then name only the symbols it holds, so a reader of one symbol reads its rows and few others."""
+    n = len(loc_sorted)
+    if n == 0:
+        return []
+    runs = np.concatenate(([0], np.flatnonzero(loc_sorted[1:] != loc_sorted[:-1]) + 1, [n]))
+    out, start = [], 0
+    for i in range(1, len(runs)):
+        a, b = int(runs[i - 1]), int(runs[i])
+        if b - start <= target:
+            continue
+        if a > start:  # the group so far ends where this symbol begins
+            out.append((start, a))
+            start = a
+        while b - start > target:  # a symbol too big for one group
+            out.append((start, start + target))
+            start += target
+    out.append((start, n))
+    return out
+
+
+def _local_symbols(col: pa.DictionaryArray) -> pa.DictionaryArray:
+    """A slice of the file's symbol column with a dictionary of its own symbols only: Arrow writes a
+    dictionary column's whole dictionary into every row group (8,000 symbols a group otherwise). The file's
+    dictionary is in row order (see _symbols), so a slice's symbols are one run of it."""
+    idx = col.indices.to_numpy()
+    if len(idx) == 0:
+        return col
+    lo, hi = int(idx[0]), int(idx[-1])
+    return pa.DictionaryArray.from_arrays(pa.array(idx - lo, pa.int32()), col.dictionary.slice(lo, hi - lo + 1))
+
+
+def write_atomic(table: pa.Table, path: Path, groups: list[tuple[int, int]] | None = None) -> None:
+    """table sorted by symbol (its `symbol` column from _symbols), written in `groups` (row_groups)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     names = table.column_names
+    lists = [n for n in names if pa.types.is_list(table.schema.field(n).type)]
     delta = {n: "DELTA_BINARY_PACKED" for n in DELTA if n in names}
-    dicts = [n for n in names if n not in delta and not pa.types.is_list(table.schema.field(n).type)]
+    dicts = [n for n in names if n not in delta and n not in lists]
     stats = [n for n in STATS if n in names]  # min/max where readers filter: the rest would only cost time
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=stats,
-                   use_dictionary=dicts, column_encoding=delta or None)
+    # zstd: level 1 (fast) for the bulk, a higher level where it pays: the book levels (plain int64 lists,
+    # a third smaller at level 6) and the BBO sizes
+    levels = {n: ZSTD_LEVEL.get(n, ZSTD_LEVEL["*"]) for n in names}
+    if groups is None:
+        groups = [(0, table.num_rows)]
+    isym = names.index("symbol")
+    with pq.ParquetWriter(tmp, table.schema, compression="zstd", compression_level=levels, write_statistics=stats,
+                          use_dictionary=dicts, column_encoding=delta or None) as w:
+        for a, b in groups:
+            part = table.slice(a, b - a)
+            if pa.types.is_dictionary(part.schema.field(isym).type):
+                part = part.set_column(isym, "symbol", _local_symbols(part.column(isym).combine_chunks()))
+            w.write_table(part, row_group_size=max(1, b - a))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.rename(tmp, path)
@@ -91,6 +140,15 @@ def _strs(a: np.ndarray) -> pa.Array:
         remap[used] = np.arange(len(used))
         return _dictionary(remap[codes], [None if i in (0, 32) else chr(i) for i in used.tolist()])
     kind = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(a.dtype.itemsize)
+    if kind is not None and a.dtype.itemsize > 2:  # mostly empty (mpid): the distinct values of the others only
+        v = np.ascontiguousarray(a).view(kind)
+        nz = np.flatnonzero(v)
+        if len(nz) < len(v) // 2:
+            uniq, inv_nz = np.unique(v[nz], return_inverse=True)
+            inv = np.zeros(len(v), np.int64)
+            inv[nz] = inv_nz + 1
+            words = [None] + [u.decode("latin-1").rstrip(" ") or None for u in uniq.view(a.dtype)]
+            return _dictionary(inv, words)
     if kind is not None:  # distinct values by their bytes as an integer: a fast unique
         uniq, inv = np.unique(np.ascontiguousarray(a).view(kind), return_inverse=True)
         uniq = uniq.view(a.dtype)
@@ -100,9 +158,15 @@ def _strs(a: np.ndarray) -> pa.Array:
 
 
 def _symbols(symtab: np.ndarray, loc: np.ndarray) -> pa.Array:
-    """Symbols of locates (a locate without a directory entry: its number, as 'locate:N')."""
-    uniq, inv = np.unique(loc, return_inverse=True)
-    return _dictionary(inv, [symtab[u].decode("latin-1").rstrip(" ") or f"locate:{u}" for u in uniq.tolist()])
+    """Symbols of locates grouped by locate (sorted rows), as a dictionary column whose dictionary is in row
+    order: the i-th run of a locate is entry i (a locate without a directory entry: 'locate:N')."""
+    if len(loc) == 0:
+        return _dictionary(np.zeros(0, np.int32), [])
+    start = np.concatenate(([True], loc[1:] != loc[:-1]))
+    inv = np.cumsum(start, dtype=np.int32) - 1
+    uniq = loc[start]
+    names = np.char.rstrip(np.char.decode(symtab[uniq], "latin-1"), " ").tolist()
+    return _dictionary(inv, [w or f"locate:{u}" for w, u in zip(names, uniq.tolist())])
 
 
 class HistoryWriter:
@@ -218,7 +282,7 @@ class HistoryWriter:
                 continue
             mask = None
             if name == "orders" and k in ORDER_FIELD_TYPES:  # a field the message type does not have: null
-                mask = ~np.isin(typ, np.frombuffer(ORDER_FIELD_TYPES[k], np.uint8))
+                mask = ~_HAS_FIELD[k][typ]
             out[k] = pa.array(v.astype(np.int64), pa.int64(), mask=mask)
         return pa.table(out)
 
@@ -237,7 +301,7 @@ class HistoryWriter:
         while path.exists():  # a second flush of the same hour (a live follower) gets its own file
             n += 1
             path = path.with_name(f"part-{first:012d}-{n}.parquet")
-        write_atomic(table, path, self.row_group_rows)
+        write_atomic(table, path, row_groups(table.column("locate").to_numpy(), self.row_group_rows))
         self.files.append(str(path.relative_to(self.root)))
         self.rows[name] += table.num_rows
         self.bytes += path.stat().st_size
