@@ -168,25 +168,34 @@ def _strs(a: np.ndarray) -> pa.Array:
     return _dictionary(inv, [u.decode("latin-1").rstrip(" ") or None for u in uniq])
 
 
-_NAMES: dict[bytes, str] = {}
+class _Names:
+    """Every locate's symbol as one Arrow string array (a locate without a directory entry: 'locate:N'),
+    made again only when the directory changed: a file's symbol dictionary is then a take(), not a string
+    per symbol in Python."""
+
+    def __init__(self, symtab: np.ndarray):
+        self.symtab = symtab
+        self.key = None
+        self.arr = None
+        self.lock = threading.Lock()
+
+    def get(self) -> pa.Array:
+        with self.lock:
+            key = hash(self.symtab.tobytes())
+            if key != self.key:
+                words = [w.decode("latin-1").rstrip(" ") for w in self.symtab.tolist()]
+                self.arr = pa.array([w or f"locate:{i}" for i, w in enumerate(words)], pa.string())
+                self.key = key
+            return self.arr
 
 
-def _name(raw: bytes) -> str:
-    w = _NAMES.get(raw)
-    if w is None:
-        w = _NAMES[raw] = raw.decode("latin-1").rstrip(" ")
-    return w
-
-
-def _symbols(symtab: np.ndarray, loc: np.ndarray) -> pa.Array:
+def _symbols(names: _Names, loc: np.ndarray) -> pa.Array:
     """Symbols of locates grouped by locate (sorted rows), as a dictionary column whose dictionary is in row
-    order: the i-th run of a locate is entry i (a locate without a directory entry: 'locate:N')."""
-    if len(loc) == 0:
-        return _dictionary(np.zeros(0, np.int32), [])
-    start = np.concatenate(([True], loc[1:] != loc[:-1]))
+    order: the i-th run of a locate is entry i."""
+    start = np.concatenate(([True], loc[1:] != loc[:-1])) if len(loc) else np.zeros(0, bool)
     inv = np.cumsum(start, dtype=np.int32) - 1
-    uniq = loc[start]
-    return _dictionary(inv, [_name(w) or f"locate:{u}" for w, u in zip(symtab[uniq].tolist(), uniq.tolist())])
+    uniq = loc[start].astype(np.int64)
+    return pa.DictionaryArray.from_arrays(pa.array(inv, pa.int32()), names.get().take(pa.array(uniq)))
 
 
 class HistoryWriter:
@@ -204,6 +213,7 @@ class HistoryWriter:
         self.root = Path(root)
         self.date = day.isoformat()
         self.symbols = symbols
+        self._names = _Names(symbols)
         self.row_group_rows = row_group_rows
         self.portable = portable
         existing = [d for d in day_dirs(self.root, self.date) if d.exists()]
@@ -279,7 +289,7 @@ class HistoryWriter:
         i64 = lambda v: v[order].view(np.int64) if v.dtype == np.uint64 else v[order].astype(np.int64)  # noqa: E731
         sloc = loc[order]
         out: dict[str, pa.Array] = {
-            "symbol": _symbols(self.symbols, sloc),
+            "symbol": _symbols(self._names, sloc),
             "ts_ns": pa.array(i64(cols["ts"]), pa.int64()),
             "seq": pa.array(i64(cols["seq"]), pa.int64()),
             "recv_ns": pa.array(i64(cols["recv"]), pa.int64()) if "recv" in cols else pa.nulls(len(order), pa.int64()),
