@@ -63,7 +63,7 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
     from handler.history import query
 
     con = query.connect(root)
-    sym = con.execute("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    sym = con.sql("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
     qs = {
         "symbol_hour_quotes": (f"SELECT count(*), avg(ask_price - bid_price) FROM bbo WHERE date = '2026-01-02' AND hour = 11 "
                                f"AND symbol = '{sym}'"),
@@ -276,6 +276,7 @@ def main() -> int:
                                 "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,
                                 "parquet_all_tables": round(w["bytes"] / a.messages, 2),
                                 **{f"parquet_{t}": round(b / a.messages, 2) for t, b in w["bytes_by_table"].items()}}
+    print(json.dumps(res), file=sys.stderr, flush=True)  # the writer's figures, before the queries
     res["queries"] = bench_queries(work / "history")
     print(json.dumps(res), flush=True)
     if a.only_queries:

@@ -381,6 +381,11 @@ typedef struct fh_hist_cols {
 } fh_hist_cols_t;
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);
+
+/* gwfmt.h */
+size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
+                    const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
+                    uint64_t *ntrade);
 """
 
 SOURCE = """
@@ -393,6 +398,7 @@ SOURCE = """
 #include "fh/shm.h"
 #include "fh/shm_reader.h"
 #include "fh/hist.h"
+#include "fh/gwfmt.h"
 """
 
 
