@@ -63,7 +63,7 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
     from handler.history import query
 
     con = query.connect(root)
-    sym = con.sql("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    sym = con.sql("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()[0][0]
     qs = {
         "symbol_hour_quotes": (f"SELECT count(*), avg(ask_price - bid_price) FROM bbo WHERE date = '2026-01-02' AND hour = 11 "
                                f"AND symbol = '{sym}'"),

@@ -140,7 +140,7 @@ def register(sub) -> None:
     h.add_argument("--replace", action="store_true", help="write a day the history already holds again")
     h.add_argument("--portable", action="store_true",
                    help="no byte-stream-split on integer columns, for Parquet readers older than format 2.11 "
-                        "(Spark 3, parquet-java < 1.14); about 5%% bigger")
+                        "(Spark 3, parquet-java < 1.14); about 7%% bigger")
     h.add_argument("--json", action="store_true", help="print the summary as JSON")
     h.set_defaults(func=cmd_history)
 

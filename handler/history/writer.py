@@ -94,7 +94,7 @@ def write_atomic(table: pa.Table, path: Path, groups: list[tuple[int, int]] | No
                  portable: bool = False) -> None:
     """table sorted by symbol (its `symbol` column from _symbols), written in `groups` (row_groups).
     portable: no byte-stream-split on integers (Parquet format 2.11, 2024: parquet-java 1.14 / Spark 4 and
-    later read it), dictionary encoding there instead, for older readers; about 5% bigger."""
+    later read it), dictionary encoding there instead, for older readers; about 7% bigger."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     names = table.column_names
