@@ -45,6 +45,11 @@ def cmd_history(a) -> int:
             f = JournalFollower(a.out, date, ring=J.JournalRing(ring_path), **opts)
             res = f.run(timeout=a.idle_timeout, stop=lambda: bool(stop))
         else:
+            from ..shm import segment_path
+
+            if not os.path.exists(segment_path(a.follow)):
+                raise HistoryError(f"no journal at {ring_path} and no segment at {segment_path(a.follow)}: is fh running "
+                                   f"with instance name {a.follow}? (fh run, with --journal for every table)")
             print(f"fh history: {a.follow} writes no journal ({ring_path}): following its event ring instead "
                   f"(trades, BBO, books; no order events, event sequence numbers); run it with --journal for all",
                   file=sys.stderr)
