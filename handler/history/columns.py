@@ -105,6 +105,15 @@ class ItchColumns:
         from ..shm import Reader
 
         self.reader = Reader(self.seg_path)
+        # private to this process and mapped by both sides now: no name in /dev/shm, so that a killed
+        # fh history leaves nothing behind (its 100s of MB would otherwise stay until reboot)
+        from ..segments import wake_path
+
+        for p in (self.seg_path, wake_path(self.seg_path)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
         self.ring = self.reader.events_ring
         self.mask = self.reader.event_capacity - 1
         self.depth = depth
