@@ -54,6 +54,7 @@ def bench_writer(day: Path, out: Path) -> dict:
     for t in ("orders", "bbo", "trades", "books"):
         per_table[t] = sum(f.stat().st_size for f in (out / t).rglob("*.parquet"))
     return {"messages": res["messages"], "wall_s": res["seconds"], "cpu_s": res["cpu_seconds"],
+            "decode_cpu_s": res["decode_cpu_seconds"], "write_cpu_s": res["write_cpu_seconds"],
             "messages_per_s_wall": res["messages_per_s"], "messages_per_cpu_s": round(res["messages"] / res["cpu_seconds"]),
             "rows": res["rows"], "bytes": res["bytes"], "bytes_by_table": per_table, "loadavg_at_start": la}
 
@@ -62,12 +63,16 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
     from handler.history import query
 
     con = query.connect(root)
-    sym = con.execute("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    sym = con.sql("SELECT symbol FROM trades GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()[0][0]
     qs = {
         "symbol_hour_quotes": (f"SELECT count(*), avg(ask_price - bid_price) FROM bbo WHERE date = '2026-01-02' AND hour = 11 "
                                f"AND symbol = '{sym}'"),
         "symbol_hour_trades_rows": (f"SELECT * FROM trades WHERE date = '2026-01-02' AND hour = 11 AND symbol = '{sym}' ORDER BY seq"),
         "symbol_hour_orders_rows": (f"SELECT * FROM orders WHERE date = '2026-01-02' AND hour = 11 AND symbol = '{sym}' ORDER BY seq"),
+        # the files are sorted by (symbol, seq) and DuckDB keeps the file order: one symbol's rows come in
+        # sequence order without the sort
+        "symbol_hour_orders_rows_file_order": (f"SELECT * FROM orders WHERE date = '2026-01-02' AND hour = 11 "
+                                               f"AND symbol = '{sym}'"),
         "day_vwap_all_symbols": "SELECT symbol, sum(price * shares) / sum(shares) FROM trades GROUP BY symbol",
         "day_orders_by_symbol_type": "SELECT symbol, type, count(*), sum(shares) FROM orders GROUP BY ALL",
         "day_spread_stats": ("SELECT symbol, avg(ask_price - bid_price), median(ask_price - bid_price) FROM bbo "
@@ -77,12 +82,14 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
     }
     out = {"symbol": sym, "loadavg": loadavg()}
     for name, sql in qs.items():
-        times, rows = [], 0
+        times, cpus, rows = [], [], 0
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            rows = con.execute(sql).to_arrow_table().num_rows  # as a program takes it: columns, not Python rows
+            t0, c0 = time.perf_counter(), time.process_time()
+            rows = con.sql(sql).to_arrow_table().num_rows  # as a program takes it: columns, not Python rows
             times.append(time.perf_counter() - t0)
-        out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1), "rows": rows}
+            cpus.append(time.process_time() - c0)
+        out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
+                     "median_cpu_ms": round(statistics.median(cpus) * 1e3, 1), "rows": rows}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "handler", "query", "trades", sym, "--from", "11:00", "--to", "12:00",
                     "--root", str(root)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -124,7 +131,14 @@ seg.close(unlink=True)
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
+def c_subscriber() -> Path | None:
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    found = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-nats-sub"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = False) -> dict:
     from handler.gateway.gateway import Gateway
     from handler.gateway.settings import Gateway as Settings
 
@@ -134,9 +148,14 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
     pub = paced_publisher(day, name2, rate, seconds, ready)
     while not ready.exists():
         time.sleep(0.05)
-    sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                            "--feed", name2, "--kind", "bbo", "--quiet", "--seconds", str(seconds + 6), "--latency"],
-                           stderr=subprocess.PIPE, text=True)
+    if csub:  # the C subscriber: the figure without a Python subscriber in it
+        host, port = c.urls[0].rsplit("/", 1)[-1].rsplit(":", 1)
+        sub = subprocess.Popen([str(c_subscriber()), host, port, f"fh.{name2}.*.bbo", str(seconds + 6)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    else:
+        sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
+                                "--feed", name2, "--kind", "bbo", "--quiet", "--seconds", str(seconds + 6), "--latency"],
+                               stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
 
     async def run_paced():
@@ -147,16 +166,24 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float) -> dict:
         return res, time.perf_counter() - t0 - 1.5
 
     la = loadavg()
+    c0 = time.process_time()
     res, wall = asyncio.run(run_paced())
-    _, err = sub.communicate()
+    gw_cpu = time.process_time() - c0
+    out, err = sub.communicate()
     pub.wait()
     k = res["counters"]
+    if csub:
+        got = json.loads(out) if out.strip() else err.strip()[-300:]
+    else:
+        got = [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None
     return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
-                    "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
-                    "subscriber": [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None, "loadavg": la}
+            "published_bbo": k["bbo"], "gateway_cpu_s": round(gw_cpu, 2),
+            "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
+            "subscriber": "c" if csub else "python", "latency": got, "loadavg": la}
 
 
-def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> dict:
+def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub: bool = False,
+                  throughput: bool = True) -> dict:
     from handler import native
     from handler.gateway.gateway import Gateway
     from handler.gateway.natsrv import start_cluster
@@ -165,39 +192,40 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float) -> di
 
     out = {}
     with start_cluster(1, work / "nats") as c:
-        # 1. throughput: a whole published day, from the start of the ring, as fast as the gateway goes
-        name = f"hb-{os.getpid()}"
-        data = day.read_bytes()
-        seg = native.Segment(writer_path(name, native.segment_footprint(4 << 20, 1 << 22)), name, event_capacity=1 << 22)
-        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
-        eng.apply_blocks(data)
-        eng.publish_stats()
-        sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                                "--feed", name, "--kind", "*", "--quiet", "--seconds", "600", "--latency"],
-                               stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        if throughput:
+            # 1. throughput: a whole published day, from the start of the ring, as fast as the gateway goes
+            name = f"hb-{os.getpid()}"
+            data = day.read_bytes()
+            seg = native.Segment(writer_path(name, native.segment_footprint(4 << 20, 1 << 22)), name, event_capacity=1 << 22)
+            eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+            eng.apply_blocks(data)
+            eng.publish_stats()
+            sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
+                                    "--feed", name, "--kind", "*", "--quiet", "--seconds", "600", "--latency"],
+                                   stderr=subprocess.PIPE, text=True)
+            time.sleep(1.0)
 
-        async def run_all():
-            gw = Gateway(name, Settings(servers=tuple(c.urls), stream=False), name, start="oldest")
-            await gw.connect()
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = await gw.run(idle_timeout=0.5)
-            return res, time.perf_counter() - t0 - 0.5, time.process_time() - c0
+            async def run_all():
+                gw = Gateway(name, Settings(servers=tuple(c.urls), stream=False), name, start="oldest")
+                await gw.connect()
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = await gw.run(idle_timeout=0.5)
+                return res, time.perf_counter() - t0 - 0.5, time.process_time() - c0
 
-        la = loadavg()
-        res, wall, cpu = asyncio.run(run_all())
-        sub.terminate()
-        sub.communicate()
-        seg.close(unlink=True)
-        k = res["counters"]
-        out["throughput"] = {"events": k["events"], "published_bbo": k["bbo"], "published_trades": k["trades"],
-                             "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events_per_s": round(k["events"] / wall),
-                             "events_per_cpu_s": round(k["events"] / cpu), "loadavg": la}
+            la = loadavg()
+            res, wall, cpu = asyncio.run(run_all())
+            sub.terminate()
+            sub.communicate()
+            seg.close(unlink=True)
+            k = res["counters"]
+            out["throughput"] = {"events": k["events"], "published_bbo": k["bbo"], "published_trades": k["trades"],
+                                 "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events_per_s": round(k["events"] / wall),
+                                 "events_per_cpu_s": round(k["events"] / cpu), "loadavg": la}
         # 2. latency at paced rates, conflation off: publish stamp (the engine's TSC at the start of the
         # message run) -> a subscriber process on the same host
         out["paced"] = []
         for rate in rates:
-            out["paced"].append(paced_run(day, work, c, rate, seconds))
+            out["paced"].append(paced_run(day, work, c, rate, seconds, csub))
     return out
 
 
@@ -213,6 +241,9 @@ def main() -> int:
     p.add_argument("--skip-history", action="store_true", help="only the gateway figures")
     p.add_argument("--only-queries", action="store_true", help="only the query figures, over an existing --work history")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--c-subscriber", action="store_true",
+                   help="the latency figures with fh-bench-nats-sub (C) as the subscriber instead of the Python example")
+    p.add_argument("--skip-throughput", action="store_true", help="gateway: only the paced latency figures")
     a = p.parse_args()
     from handler import native
 
@@ -232,7 +263,8 @@ def main() -> int:
         gday = work / f"gday-{a.gateway_messages}.itch"
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
-        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
+                                       not a.skip_throughput)
         print(json.dumps(res, indent=1))
         return 0
     if a.only_queries:
@@ -244,6 +276,7 @@ def main() -> int:
                                 "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,
                                 "parquet_all_tables": round(w["bytes"] / a.messages, 2),
                                 **{f"parquet_{t}": round(b / a.messages, 2) for t, b in w["bytes_by_table"].items()}}
+    print(json.dumps(res), file=sys.stderr, flush=True)  # the writer's figures, before the queries
     res["queries"] = bench_queries(work / "history")
     print(json.dumps(res), flush=True)
     if a.only_queries:
@@ -252,7 +285,8 @@ def main() -> int:
         gday = work / f"gday-{a.gateway_messages}.itch"
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
-        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds)
+        res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
+                                       not a.skip_throughput)
     print(json.dumps(res, indent=1))
     return 0
 

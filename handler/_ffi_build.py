@@ -361,6 +361,34 @@ uint64_t fh_shm_key(uint32_t key_bits, int side, int64_t price);
 int64_t fh_shm_key_price(uint32_t key_bits, int side, uint64_t key);
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
+
+/* hist.h */
+typedef struct fh_hist_state {
+    uint8_t *symbols;
+    uint8_t *sides;
+    uint64_t sides_cap;
+    uint64_t ref_limit;
+    uint64_t out_of_range;
+    uint64_t need;
+} fh_hist_state_t;
+typedef struct fh_hist_cols {
+    uint64_t *ts;
+    uint16_t *locate;
+    uint8_t *type;
+    uint32_t *o_idx;
+    int64_t *o_ref, *o_new_ref, *o_shares, *o_price, *o_match;
+    uint8_t *o_side;
+    uint8_t *o_printable;
+    uint8_t *o_mpid;
+    uint64_t o_rows;
+} fh_hist_cols_t;
+uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
+                        uint64_t ordinal, fh_hist_cols_t *c);
+
+/* gwfmt.h */
+size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
+                    const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
+                    uint64_t *ntrade);
 """
 
 SOURCE = """
@@ -372,6 +400,8 @@ SOURCE = """
 #include "fh/synth.h"
 #include "fh/shm.h"
 #include "fh/shm_reader.h"
+#include "fh/hist.h"
+#include "fh/gwfmt.h"
 """
 
 

@@ -307,3 +307,65 @@ def test_stale_and_recovered_books_on_status(cluster, tmp_path):
         seg.close(unlink=True)
     events = [(d["event"], d.get("symbol")) for d in msgs if "event" in d]
     assert events == [("start", None), ("stale", sym), ("recovered", sym), ("stop", None)]
+
+
+def test_c_formatter_writes_what_python_writes(tmp_path):
+    """fh_gw_format (fh/gwfmt.h), the gateway's fast path, against its Python formatting: the PUB commands of
+    every BBO change and trade of a published day, byte for byte (gw_ns pinned, as both take it per batch)."""
+    import numpy as np
+
+    from handler.gateway import gateway as G
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 30_000, 30, seed=4343)
+    with publisher(day, "--events", str(1 << 20)) as (name, _):
+        gw = Gateway(name, Settings(servers=("nats://127.0.0.1:1",), stream=False), name, start="oldest")
+        parts, nxt = [], gw.r.oldest()
+        while True:
+            a, nxt, lost = gw.r.read_events(nxt, gw.r.EVENT_BATCH)
+            assert lost == 0
+            if not len(a):
+                break
+            parts.append(a)
+        arr = np.empty(sum(len(p) for p in parts), parts[0].dtype)  # the ring's layout (concatenate would pack it)
+        i = 0
+        for p in parts:
+            arr[i:i + len(p)] = p
+            i += len(p)
+        assert len(arr) > 5000 and arr.dtype.itemsize == G.EVENT_SIZE
+        sent: list[bytes] = []
+
+        async def capture(cmds, n=0):
+            sent.append(b"".join(cmds))
+            return True
+
+        gw._send = capture
+        gw._backlogged = lambda: False  # no server here: nothing waits to be sent
+        real_time_ns = G.time.time_ns
+        G.time.time_ns = lambda: 1_700_000_000_123_456_789
+        used = []
+        real_c = gw._batch_c
+
+        async def counted(arr, pub):
+            used.append(await real_c(arr, pub))
+            return used[-1]
+
+        gw._batch_c = counted
+        try:
+            for chunk in np.array_split(arr, 7):
+                asyncio.run(gw._batch(chunk))
+            assert used and all(used), f"the C path was not taken: {used}"
+            fast, sent[:] = b"".join(sent), []
+            async def no_c(arr, pub):
+                return False
+            gw._batch_c = no_c
+            for chunk in np.array_split(arr, 7):
+                asyncio.run(gw._batch(chunk))
+            slow = b"".join(sent)
+        finally:
+            G.time.time_ns = real_time_ns
+        gw.r.close()
+    assert fast.count(b"PUB ") > 5000 and b'"pub_ns":' in fast
+    assert fast == slow

@@ -330,3 +330,42 @@ def test_blocks_index_agrees_with_the_block_walker(cap):
         pos += used[0]
     assert got == want and len(want) == 20_000
     assert pos == len(data) - 4  # the truncated block is not indexed
+
+
+def _table_rows(root: Path, t: str) -> list[tuple]:
+    tb = pq.read_table(root / t)
+    tb = tb.drop_columns([c for c in ("recv_ns", "date", "hour") if c in tb.column_names])
+    return sorted(tuple(str(v) for v in r.values()) for r in tb.to_pylist())
+
+
+def test_journal_ring_and_files_equal_offline(day, tmp_path):
+    """fh history --journal: the applied-message journal (a ring fh-bench-journal wrote through the real tee,
+    then fh record's files of it) gives every table, orders and book snapshots included, equal row for row to
+    the offline build of the same day (sequence numbers: the MoldUDP64 ones, from 1 as the day's positions)."""
+    import uuid
+
+    path, root, _ = day
+    found = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-journal"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        pytest.fail("no fh-bench-journal under build/cp3*/native/bench: build with `ninja -C build/cp311`")
+    ring = f"/dev/shm/fh-test-hist-{uuid.uuid4().hex[:8]}.journal"
+    subprocess.run([str(found[-1]), str(path), "on", "--journal", ring, "--mb", "64"], check=True, capture_output=True)
+    try:
+        live = tmp_path / "live"
+        res = json.loads(fh("history", "--journal", ring, "--date", DATE, "--out", live, "--snapshot-every", "600",
+                            "--json", timeout=300).stdout)
+        rec = tmp_path / "rec"
+        fh("record", "--journal", ring, "--dir", rec, "--day", "20260302")
+    finally:
+        Path(ring).unlink()
+    assert res["source"] == "journal" and res["messages"] == 60_000
+    assert res["counters"]["lost_messages"] == res["counters"]["gap_messages"] == res["counters"]["overruns"] == 0
+    files = tmp_path / "files"
+    res2 = json.loads(fh("history", "--journal", rec, "--out", files, "--snapshot-every", "600", "--json").stdout)
+    assert res2["date"] == DATE  # from the journal files' names
+    for t in ("trades", "bbo", "orders", "books"):
+        want = _table_rows(root, t)
+        assert len(want) > 100
+        assert _table_rows(live, t) == want, t
+        assert _table_rows(files, t) == want, t
+    assert pq.read_table(live / "orders", columns=["recv_ns"])["recv_ns"].null_count == 0  # when it was read

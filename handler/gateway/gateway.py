@@ -36,6 +36,9 @@ from .._native import ffi, lib
 from .settings import Gateway as Settings
 from ..errors import InputError
 
+SUBJ_STRIDE = 128  # bytes a locate's subject prefix may take in the C formatter (longer: the Python path)
+EVENT_SIZE = ffi.sizeof("fh_shm_event_t")
+
 _BAD = re.compile(r"[.*> \t\x00]")
 
 
@@ -88,6 +91,12 @@ class Gateway:
                          "disconnects": 0, "reconnects": 0}
         self.cal = tsc_to_realtime(self.r)
         self._subj: dict[int, str] = {}
+        # the C formatter's subject prefixes: SUBJ_STRIDE bytes per locate, the length beside (0: not yet made)
+        self._csubj = np.zeros(65536 * SUBJ_STRIDE, np.uint8)
+        self._csubj_len = np.zeros(65536, np.uint8)
+        self._cbuf = bytearray(1 << 22)
+        self._cdone = ffi.new("size_t *")
+        self._cn = ffi.new("uint64_t[2]")
         self._pending_bbo: dict[int, bytes] = {}
         self._dirty_books: set[int] = set()
         self._last_seq = 0
@@ -208,23 +217,67 @@ class Gateway:
             s = self._subj[loc] = (self.prefix + subject_token(self.r.symbol_of(loc)) + ".").encode()
         return s
 
+    def _c_prefixes(self, locs: np.ndarray) -> bool:
+        """Make the C formatter's subject prefixes of these locates; False if one does not fit a slot."""
+        for loc in np.unique(locs[self._csubj_len[locs] == 0]).tolist():
+            b = self._symbol_subject(loc)
+            if len(b) > SUBJ_STRIDE - 1:
+                return False
+            self._csubj[loc * SUBJ_STRIDE:loc * SUBJ_STRIDE + len(b)] = np.frombuffer(b, np.uint8)
+            self._csubj_len[loc] = len(b)
+        return True
+
+    async def _batch_c(self, arr: np.ndarray, pub: np.ndarray) -> bool:
+        """The batch's PUB commands formatted in C (fh/gwfmt.h), byte for byte as _batch writes them, for a
+        batch with nothing held back and no stale/recovered event. False: nothing done, take the Python path."""
+        t = arr["type"]
+        ev = (t == lib.FH_EV_BBO) | (t == lib.FH_EV_TRADE)
+        if (~ev & (t != lib.FH_EV_STATE)).any():
+            return False
+        locs = arr["locate"].astype(np.int64)
+        if not self._c_prefixes(locs[ev]):
+            return False
+        self._dirty_books.update(np.unique(locs[ev | (t == lib.FH_EV_STATE)]).tolist())
+        gw = time.time_ns()
+        k = self.counters
+        start, n = 0, len(arr)
+        base = ffi.from_buffer("fh_shm_event_t[]", arr)
+        cpub = ffi.from_buffer("int64_t[]", pub)
+        out = ffi.from_buffer(self._cbuf)
+        while start < n:
+            self._cn[0] = self._cn[1] = 0
+            w = lib.fh_gw_format(base + start, n - start, cpub + start, gw, ffi.from_buffer(self._csubj),
+                                 ffi.from_buffer(self._csubj_len), SUBJ_STRIDE, out, len(self._cbuf), self._cdone,
+                                 self._cn, self._cn + 1)
+            nb, nt = int(self._cn[0]), int(self._cn[1])
+            if await self._send([bytes(self._cbuf[:w])], nb + nt):
+                k["bbo"] += nb
+                k["trades"] += nt
+            start += int(self._cdone[0])
+        self._last_seq, self._last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
+        return True
+
     async def _batch(self, arr: np.ndarray) -> None:
         """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
         event would cost more than the publish); the backlog is checked once per batch."""
+        tsc = arr["pub_tsc"]
+        if self.cal is not None:
+            tsc0, ns0, per = self.cal
+            rel = ((tsc.astype(np.int64) - np.int64(tsc0)).astype(np.float64) * per).astype(np.int64) + np.int64(ns0)
+            pubs = np.where(tsc > 0, rel, 0).astype(np.int64)
+        else:
+            pubs = np.zeros(len(arr), np.int64)
+        held = bool(self.s.conflate_bbo_ms) or self._backlogged()
+        if (not held and len(arr) and arr.flags.c_contiguous and arr.dtype.itemsize == EVENT_SIZE
+                and await self._batch_c(arr, pubs)):
+            return
+        pub = pubs.tolist()
         types = arr["type"].tolist()
         locs = arr["locate"].tolist()
         seqs = arr["seq"].tolist()
         tss = arr["itch_ts"].tolist()
         a, b, c, d = arr["a"].tolist(), arr["b"].tolist(), arr["c"].tolist(), arr["d"].tolist()
-        tsc = arr["pub_tsc"]
-        if self.cal is not None:
-            tsc0, ns0, per = self.cal
-            rel = ((tsc.astype(np.int64) - np.int64(tsc0)).astype(np.float64) * per).astype(np.int64) + np.int64(ns0)
-            pub = np.where(tsc > 0, rel, 0).tolist()
-        else:
-            pub = [0] * len(arr)
         gw = time.time_ns()
-        held = bool(self.s.conflate_bbo_ms) or self._backlogged()
         out: list[bytes] = []  # PUB commands of the batch, handed to the client in one piece
         subj = self._subj
         pending = self._pending_bbo

@@ -1,5 +1,5 @@
 """A day's ITCH messages as columns: the C engine applies them (books, BBO, trades with the engine's own
-semantics) while numpy gathers the fixed-layout fields of the order messages, a chunk at a time.
+semantics) while the C decoder (fh/hist.h) fills the order messages' columns, a chunk at a time.
 
 No Python object is made per message. The message index comes from the C core (fh_blocks_index); each
 event the engine publishes is tied back to the message that caused it by stamping the message's ordinal
@@ -21,10 +21,6 @@ from .._native import ffi, lib
 
 CHUNK_MESSAGES = 1 << 18       # per apply: at most 2 events a message, so the ring below never wraps in one
 EVENT_RING = 1 << 20
-ORDER_TYPES = b"AFECXDU"
-
-# per message type: (ITCH length) for the order messages and the ones the history keeps
-_LEN = {chr(t): lib.fh_itch_len[t] for t in range(256) if lib.fh_itch_len[t]}
 
 
 def _be(buf: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
@@ -34,12 +30,6 @@ def _be(buf: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
     b = np.zeros((len(off), 8), np.uint8)
     b[:, 8 - width:] = buf[off[:, None] + np.arange(width)]
     return b.view(">u8").ravel().astype(np.uint64)
-
-
-def _stock(buf: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """The 8-byte alpha field at each offset, as numpy S8 (trailing spaces kept; stripped by the caller)."""
-    idx = off[:, None] + np.arange(8)
-    return buf[idx].copy().view("S8").ravel()
 
 
 @dataclass
@@ -55,36 +45,34 @@ class Chunk:
 
 
 class SideMap:
-    """Order reference -> side of the book it rests on (0 unknown, 1 buy, 2 sell), dense by reference:
-    a day's references are a compact range. References past `limit` stay unknown (counted)."""
+    """Order reference -> side of the book it rests on (0 unknown, b'B', b'S'), dense by reference (a day's
+    references are a compact range), kept by the C decoder (fh/hist.h): the first side given for a
+    reference wins, as in the engine, where a second add of a live reference is a duplicate_ref; a replace
+    gives its new reference the side of the original. References past `limit` stay unknown (counted)."""
 
-    def __init__(self, limit: int = 1 << 31):
+    def __init__(self, state, limit: int = 1 << 31):
+        self.st = state
         self.a = np.zeros(1 << 20, np.uint8)
-        self.limit = limit
-        self.out_of_range = 0
+        self.st.ref_limit = limit
+        self._point()
 
-    def _grow(self, top: int) -> None:
-        if top >= len(self.a):
-            n = len(self.a)
-            while n <= top:
-                n *= 2
-            b = np.zeros(min(n, self.limit + 1), np.uint8)
-            b[: len(self.a)] = self.a
-            self.a = b
+    def _point(self) -> None:
+        self._cbuf = ffi.from_buffer("uint8_t[]", self.a)
+        self.st.sides = self._cbuf
+        self.st.sides_cap = len(self.a)
 
-    def set(self, refs: np.ndarray, sides: np.ndarray) -> None:
-        """The first side given for a reference wins, as in the engine, where a second add of a live
-        reference is a duplicate_ref and changes nothing. (A reference used again after its order left the
-        book would keep its first side: ITCH references are unique in a day, so only a corrupt day has it.)"""
-        ok = refs <= self.limit
-        self.out_of_range += int((~ok).sum())
-        refs, sides = refs[ok].astype(np.int64), sides[ok]
-        if len(refs):
-            self._grow(int(refs.max()))
-            refs, first = np.unique(refs, return_index=True)
-            sides = sides[first]
-            new = self.a[refs] == 0
-            self.a[refs[new]] = sides[new]
+    @property
+    def out_of_range(self) -> int:
+        return int(self.st.out_of_range)
+
+    def grow(self, top: int) -> None:
+        n = len(self.a)
+        while n <= top:
+            n *= 2
+        b = np.zeros(min(n, self.st.ref_limit + 1), np.uint8)
+        b[: len(self.a)] = self.a
+        self.a = b
+        self._point()
 
     def get(self, refs: np.ndarray) -> np.ndarray:
         out = np.zeros(len(refs), np.uint8)
@@ -93,7 +81,9 @@ class SideMap:
         return out
 
 
-SIDE_CHAR = np.array([b"", b"B", b"S"], dtype="S1")
+# the aggressor of a trade: the side opposite the resting order's
+AGGRESSOR = np.zeros(256, np.uint8)
+AGGRESSOR[ord("B")], AGGRESSOR[ord("S")] = ord("S"), ord("B")
 
 
 class ItchColumns:
@@ -115,6 +105,15 @@ class ItchColumns:
         from ..shm import Reader
 
         self.reader = Reader(self.seg_path)
+        # private to this process and mapped by both sides now: no name in /dev/shm, so that a killed
+        # fh history leaves nothing behind (its 100s of MB would otherwise stay until reboot)
+        from ..segments import wake_path
+
+        for p in (self.seg_path, wake_path(self.seg_path)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
         self.ring = self.reader.events_ring
         self.mask = self.reader.event_capacity - 1
         self.depth = depth
@@ -122,14 +121,32 @@ class ItchColumns:
         self.next_snap = snapshot_every_ns if snapshot_every_ns else None
         self.head = 0
         self.ordinal = 0
-        self.sides = SideMap()
         self.symbols = np.zeros(65536, "S8")
+        self._st = ffi.new("fh_hist_state_t *")
+        self._st.symbols = self._symbuf = ffi.from_buffer("uint8_t[]", self.symbols)
+        self.sides = SideMap(self._st)
         self.last_updates = np.zeros(65536, np.uint64)
         self.last_seq = 0
         self.last_ts = 0
         self.counters = {"messages": 0, "trades": 0, "bbo": 0, "orders": 0, "snapshots": 0}
         self._offs = np.zeros(CHUNK_MESSAGES, np.uint32)
         self._used = ffi.new("size_t *")
+        # the C decoder's output columns (fh_hist_cols_t), reused chunk after chunk
+        N = CHUNK_MESSAGES
+        self._out = {"ts": np.zeros(N, np.uint64), "locate": np.zeros(N, np.uint16), "type": np.zeros(N, np.uint8),
+                     "o_idx": np.zeros(N, np.uint32), "o_ref": np.zeros(N, np.int64), "o_new_ref": np.zeros(N, np.int64),
+                     "o_shares": np.zeros(N, np.int64), "o_price": np.zeros(N, np.int64),
+                     "o_match": np.zeros(N, np.int64), "o_side": np.zeros(N, "S1"), "o_printable": np.zeros(N, "S1"),
+                     "o_mpid": np.zeros(N, "S4")}
+        self._cols = ffi.new("fh_hist_cols_t *")
+        self._keep = []
+        for k, v in self._out.items():
+            ct = {"ts": "uint64_t[]", "locate": "uint16_t[]", "o_idx": "uint32_t[]"}.get(k)
+            if ct is None:
+                ct = "int64_t[]" if v.dtype == np.int64 else "uint8_t[]"
+            b = ffi.from_buffer(ct, v)
+            self._keep.append(b)
+            setattr(self._cols, k, b)
 
     def close(self) -> None:
         if self.reader is not None:
@@ -153,20 +170,19 @@ class ItchColumns:
         pos, k = 0, 0
         while pos < len(mv):
             off, used = self._index(mv[pos:], CHUNK_MESSAGES)
-            if len(off) == 0:
+            n = len(off)
+            if n == 0:
                 break
             buf = np.frombuffer(mv[pos:pos + used], np.uint8).copy()
-            n = len(off)
-            lens = ((buf[off - 2].astype(np.int64) << 8) | buf[off - 1])
-            hdr = lens >= 11
-            ts = np.zeros(n, np.uint64)
-            ts[hdr] = _be(buf, off[hdr] + 5, 6)
+            dec = self._decode(buf, off)
+            ts = dec["ts"]
             sq = (np.arange(self.ordinal + 1, self.ordinal + n + 1, dtype=np.uint64) if seq is None
                   else np.asarray(seq[k:k + n], np.uint64))
             rc = None if recv is None else np.asarray(recv[k:k + n], np.int64)
+            base_ord = self.ordinal
             # cut the chunk at each snapshot boundary, so that a snapshot sees the books as they were then:
             # the first message at or past a boundary is where the running maximum of the timestamps reaches it
-            tsmax = np.maximum.accumulate(np.where(hdr, ts, 0)) if self.next_snap is not None else None
+            tsmax = np.maximum.accumulate(ts) if self.next_snap is not None else None
             i = 0
             while i < n:
                 j = n
@@ -176,64 +192,60 @@ class ItchColumns:
                         yield from self._snapshots(self.next_snap)
                         self.next_snap = (int(tsmax[i]) // self.every + 1) * self.every
                         continue
-                base = int(off[i]) - 2
-                stop = int(off[j]) - 2 if j < n else used
-                yield self._apply(buf[base:stop], off[i:j] - base, lens[i:j], hdr[i:j], ts[i:j], sq[i:j],
-                                  None if rc is None else rc[i:j])
+                yield self._apply(buf, off, dec, base_ord, i, j, used, sq, rc)
                 i = j
             pos += used
             k += n
         return pos
 
-    def _apply(self, buf, off, lens, hdr, ts, sq, rc) -> Chunk:
+    def _decode(self, buf: np.ndarray, off: np.ndarray) -> dict[str, np.ndarray]:
+        """fh_hist_decode over the chunk: header columns, order rows (copies), ordinals stamped into buf."""
         n = len(off)
-        first = self.ordinal
-        ordn = np.arange(first, first + n, dtype=np.uint64)
-        o = off[hdr]
-        v = ordn[hdr]
-        for b in range(6):
-            buf[o + 5 + b] = ((v >> np.uint64(8 * (5 - b))) & np.uint64(0xFF)).astype(np.uint8)
-        typ = np.zeros(n, np.uint8)
-        typ[lens > 0] = buf[off[lens > 0]]
-        # symbols first: a chunk's R messages name the books its other messages use
-        want = np.zeros(256, np.int64)
-        for t, ln in _LEN.items():
-            want[ord(t)] = ln
-        full = (want[typ] > 0) & (lens >= want[typ])  # known type, not short (the engine skips the others, counted)
-        isr = full & (typ == ord("R"))
-        if isr.any():
-            self.symbols[_be(buf, off[isr] + 1, 2).astype(np.int64)] = _stock(buf, off[isr] + 11)
-        for t, at in (("A", 24), ("F", 24), ("P", 24), ("H", 11)):  # a book the directory did not announce
-            m = full & (typ == ord(t))
-            if m.any():
-                locs = _be(buf, off[m] + 1, 2).astype(np.int64)
-                unnamed = self.symbols[locs] == b""
-                if unnamed.any():
-                    self.symbols[locs[unnamed]] = _stock(buf, off[m][unnamed] + at)
-        locate = np.zeros(n, np.uint16)
-        locate[hdr] = _be(buf, off[hdr] + 1, 2).astype(np.uint16)
-        # sides of resting orders, before the engine runs (references are unique in a day)
-        add = full & ((typ == ord("A")) | (typ == ord("F")))
-        if add.any():
-            sidech = buf[off[add] + 19]
-            self.sides.set(_be(buf, off[add] + 11, 8), np.where(sidech == ord("B"), 1, np.where(sidech == ord("S"), 2, 0)).astype(np.uint8))
-        rep = full & (typ == ord("U"))
-        if rep.any():  # in order: a replace of a replace in the same chunk takes the side the first gave
-            ro, rn = _be(buf, off[rep] + 11, 8), _be(buf, off[rep] + 19, 8)
-            for _ in range(64):
-                before = self.sides.get(rn)
-                self.sides.set(rn, self.sides.get(ro))
-                if np.array_equal(before, self.sides.get(rn)):
-                    break
-        consumed = self.eng.apply_blocks(buf)
-        assert consumed == len(buf), (consumed, len(buf))
-        self.ordinal += n
+        offs = self._offs  # off came from here: still the chunk's index
+        c = self._cols
+        c.o_rows = 0
+        cbuf = ffi.from_buffer("uint8_t[]", buf)
+        coff = ffi.from_buffer("uint32_t[]", offs)
+        i = 0
+        while True:
+            i = lib.fh_hist_decode(self._st, cbuf, coff, n, i, self.ordinal, c)
+            if i >= n:
+                break
+            self.sides.grow(int(self._st.need))
+        r = int(c.o_rows)
+        o = self._out
+        dec = {k: o[k][:n].copy() for k in ("ts", "locate", "type")}
+        dec.update({k: o[k][:r].copy() for k in o if k.startswith("o_")})
+        return dec
+
+    def _apply(self, buf, off, dec, base_ord: int, i: int, j: int, used: int, sq, rc) -> Chunk:
+        """Apply messages i .. j-1 of the chunk (ordinals base_ord + i ...) and gather their rows."""
+        start = int(off[i]) - 2
+        stop = int(off[j]) - 2 if j < len(off) else used
+        consumed = self.eng.apply_blocks(buf[start:stop])
+        assert consumed == stop - start, (consumed, stop - start)
+        n = j - i
+        first = base_ord + i
+        self.ordinal = first + n
         self.counters["messages"] += n
-        self.last_seq = int(sq[-1])
-        self.last_ts = int(ts[hdr][-1]) if hdr.any() else self.last_ts
-        ch = Chunk(first, sq, ts, rc)
-        self._events(ch, buf, off, typ)
-        self._orders(ch, buf, off, typ, full, locate)
+        ts = dec["ts"][i:j]
+        self.last_seq = int(sq[j - 1])
+        nz = np.flatnonzero(ts)
+        self.last_ts = int(ts[nz[-1]]) if len(nz) else self.last_ts
+        ch = Chunk(first, sq[i:j], ts, None if rc is None else rc[i:j])
+        self._events(ch, buf, off[i:j], dec["type"][i:j])
+        oi = dec["o_idx"]
+        a, b = (int(x) for x in np.searchsorted(oi, [i, j]))
+        if b > a:
+            mi = oi[a:b].astype(np.int64) - i
+            cols = {"seq": ch.seq[mi], "ts": ts[mi], "locate": dec["locate"][i:j][mi], "type": dec["type"][i:j][mi].view("S1"),
+                    "ref": dec["o_ref"][a:b], "new_ref": dec["o_new_ref"][a:b], "side": dec["o_side"][a:b],
+                    "shares": dec["o_shares"][a:b], "price": dec["o_price"][a:b], "match": dec["o_match"][a:b],
+                    "printable": dec["o_printable"][a:b], "mpid": dec["o_mpid"][a:b]}
+            if ch.recv is not None:
+                cols["recv"] = ch.recv[mi]
+            ch.tables["orders"] = cols
+            self.counters["orders"] += b - a
         return ch
 
     # -- events: trades and BBO changes
@@ -258,14 +270,12 @@ class ItchColumns:
             resting = np.zeros(len(mi), np.uint8)
             isp = mt == ord("P")
             if isp.any():
-                pc = buf[mo[isp] + 19]
-                resting[isp] = np.where(pc == ord("B"), 1, np.where(pc == ord("S"), 2, 0))
+                resting[isp] = buf[mo[isp] + 19]
             if (~isp).any():
                 resting[~isp] = self.sides.get(_be(buf, mo[~isp] + 11, 8))
-            aggressor = np.array([0, 2, 1], np.uint8)[resting]
             ch.tables["trades"] = {**common(tr), "price": ev["c"][tr].astype(np.int64),
                                    "shares": ev["a"][tr].astype(np.int64), "match": ev["b"][tr].astype(np.int64),
-                                   "aggressor": SIDE_CHAR[aggressor], "type": mt.view("S1")}
+                                   "aggressor": AGGRESSOR[resting].view("S1"), "type": mt.view("S1")}
             self.counters["trades"] += int(tr.sum())
         bb = t == lib.FH_EV_BBO
         if bb.any():
@@ -273,57 +283,6 @@ class ItchColumns:
                                 "bid_shares": ev["a"][bb].astype(np.int64), "ask_price": ev["d"][bb].astype(np.int64),
                                 "ask_shares": ev["b"][bb].astype(np.int64)}
             self.counters["bbo"] += int(bb.sum())
-
-    # -- order messages, straight from their layouts
-
-    def _orders(self, ch: Chunk, buf, off, typ, full, locate) -> None:
-        m = full & np.isin(typ, np.frombuffer(ORDER_TYPES, np.uint8))
-        if not m.any():
-            return
-        o = off[m]
-        t = typ[m]
-        cnt = len(o)
-        ref = _be(buf, o + 11, 8)
-        new_ref = np.zeros(cnt, np.uint64)
-        shares = np.zeros(cnt, np.int64)
-        price = np.zeros(cnt, np.int64)
-        match = np.zeros(cnt, np.int64)
-        mpid = np.zeros(cnt, "S4")
-        printable = np.zeros(cnt, "S1")
-
-        def sel(*types):
-            return np.isin(t, np.frombuffer("".join(types).encode(), np.uint8))
-
-        a = sel("A", "F")
-        shares[a] = _be(buf, o[a] + 20, 4).astype(np.int64)
-        price[a] = _be(buf, o[a] + 32, 4).astype(np.int64)
-        f = t == ord("F")
-        if f.any():
-            mpid[f] = buf[(o[f])[:, None] + 36 + np.arange(4)].copy().view("S4").ravel()
-        ec = sel("E", "C")
-        shares[ec] = _be(buf, o[ec] + 19, 4).astype(np.int64)
-        match[ec] = _be(buf, o[ec] + 23, 8).astype(np.int64)
-        c = t == ord("C")
-        price[c] = _be(buf, o[c] + 32, 4).astype(np.int64)
-        printable[c] = buf[o[c] + 31].view("S1")
-        x = t == ord("X")
-        shares[x] = _be(buf, o[x] + 19, 4).astype(np.int64)
-        u = t == ord("U")
-        new_ref[u] = _be(buf, o[u] + 19, 8)
-        shares[u] = _be(buf, o[u] + 27, 4).astype(np.int64)
-        price[u] = _be(buf, o[u] + 31, 4).astype(np.int64)
-        side = self.sides.get(ref)  # E C X D: the side of the resting order
-        side[u] = self.sides.get(new_ref[u])
-        sc = buf[o[a] + 19]  # A F: the message's own
-        side[a] = np.where(sc == ord("B"), 1, np.where(sc == ord("S"), 2, 0))
-        mi = np.nonzero(m)[0]
-        cols = {"seq": ch.seq[mi], "ts": ch.ts[mi], "locate": locate[m], "type": t.view("S1"),
-                "ref": ref.astype(np.int64), "new_ref": new_ref.astype(np.int64), "side": SIDE_CHAR[side],
-                "shares": shares, "price": price, "match": match, "printable": printable, "mpid": mpid}
-        if ch.recv is not None:
-            cols["recv"] = ch.recv[mi]
-        ch.tables["orders"] = cols
-        self.counters["orders"] += cnt
 
     # -- book snapshots
 

@@ -28,6 +28,9 @@ def connect(root: str | Path):
         raise HistoryError(f"{root}: no history here; build one with fh history --itch FILE --out {root}")
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    # a program that keeps the connection reads each file's footer (row-group statistics) once
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET enable_progress_bar = false")
     for t in TABLES:
         if not any((root / t).glob("date=*/hour=*/*.parquet")):
             continue

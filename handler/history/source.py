@@ -1,16 +1,17 @@
 """Where a day's history comes from, and the loop that writes it.
 
-A source yields Chunks (handler.history.columns) in sequence; HistoryWriter turns them into Parquet. Three
-sources today:
+A source yields Chunks (handler.history.columns) in sequence; HistoryWriter turns them into Parquet. The
+sources:
 
 * ItchFileSource: a daily ITCH file (the offline builder, `fh history --itch`).
 * PcapSource: the MoldUDP64 datagrams of a capture, sequenced (first copy of a sequence number wins, as
   the data plane's A/B arbitration does), with each message's capture time as its receive time.
-* SegmentFollower: a running instance's segment, followed through its event ring (`fh history --follow`):
-  trades, BBO changes and book snapshots; no order events (the ring does not carry them).
-
-The applied-message journal (issue 13) will be a fourth: a class that hands ItchColumns.feed() the
-journal's messages with their sequence numbers and receive times, exactly as PcapSource does.
+* JournalFollower: the applied-message journal (fh/journal.h): a running instance's ring (`fh history
+  --follow NAME`, or `--journal RING`) or fh record's files (`--journal DIR`). Every message the data plane
+  applied, in sequence, with its MoldUDP64 sequence number: every table, as the offline build makes it.
+* SegmentFollower: a running instance's segment, followed through its event ring (`fh history --follow`
+  when the instance writes no journal): trades, BBO changes and book snapshots; no order events (the ring
+  does not carry them).
 """
 
 from __future__ import annotations
@@ -122,14 +123,14 @@ class PcapSource:
 
 
 def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot_every_s: float = 300.0,
-              replace: bool = False, progress=None) -> dict:
+              replace: bool = False, progress=None, portable: bool = False) -> dict:
     """Write one day from an ItchFileSource or PcapSource. Returns a summary (rows, files, counters, rate)."""
     root = Path(root)
     stale = remove_stale_temporaries(root)
     cols = ItchColumns(max(src.nbytes, 1), depth=depth, snapshot_every_ns=int(snapshot_every_s * 1e9))
     w = None
     try:
-        w = HistoryWriter(root, date, cols.symbols, replace=replace)
+        w = HistoryWriter(root, date, cols.symbols, replace=replace, portable=portable)
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         gen = cols.feed(src.data, src.seq, src.recv)
         consumed = 0
@@ -169,6 +170,157 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
             "counters": counters}
 
 
+class JournalFollower:
+    """Every applied message from the journal, through the same columns and writer as the offline build.
+
+    ring: a handler.journal.JournalRing to follow live (until its writer stops, `timeout` seconds pass with
+    nothing new, or stop()); or records: an iterable of handler.journal.Record (fh record's files). recv_ns is
+    when the follower read the record (the journal carries no receive time). Holes are counted, never hidden:
+    LOST and MISSED records (`lost_messages`), sequences skipped (`gap_messages`), a ring that went over the
+    follower (`overruns`). Files are written per hour as the day passes, and every `flush_every_s` for the
+    current hour (one more part file each time)."""
+
+    BATCH_BYTES = 4 << 20
+
+    def __init__(self, root: str | os.PathLike, date: str, *, ring=None, records=None, depth: int = 10,
+                 snapshot_every_s: float = 300.0, flush_every_s: float = 10.0, replace: bool = False,
+                 nbytes: int | None = None, portable: bool = False):
+        from .. import native
+
+        self.root = Path(root)
+        self.ring, self.records = ring, records
+        self.stale = remove_stale_temporaries(self.root)
+        self.cols = ItchColumns(nbytes or native.EngineConfig.orders * 38, depth=depth,
+                                snapshot_every_ns=int(snapshot_every_s * 1e9))
+        try:
+            self.w = HistoryWriter(self.root, date, self.cols.symbols, replace=replace, portable=portable)
+        except BaseException:
+            self.cols.close()
+            raise
+        self.flush_every = flush_every_s
+        self.counters = {"records": 0, "lost_messages": 0, "gap_messages": 0, "overruns": 0, "sessions": 0}
+        self._parts: list[bytes] = []
+        self._seqs: list[np.ndarray] = []
+        self._recvs: list[np.ndarray] = []
+        self._bytes = 0
+        self._next: dict[str, int] = {}
+
+    def _take(self, r, now_ns: int) -> None:
+        from .. import journal as J
+
+        self.counters["records"] += 1
+        if r.kind in (J.LOST, J.MISSED):
+            self.counters["lost_messages"] += r.arg
+            if r.seq:
+                self._next[r.session] = max(self._next.get(r.session, 0), r.seq + r.arg)
+            return
+        if r.kind != J.MSGS or not r.count:
+            return
+        if r.session not in self._next:
+            self.counters["sessions"] += 1
+        if r.seq:
+            want = self._next.get(r.session, r.seq)
+            if r.seq > want:
+                self.counters["gap_messages"] += r.seq - want
+            self._next[r.session] = r.seq + r.count
+            self._seqs.append(np.arange(r.seq, r.seq + r.count, dtype=np.uint64))
+        else:
+            self._next.setdefault(r.session, 0)
+            self._seqs.append(np.zeros(r.count, np.uint64))
+        self._parts.append(r.body)
+        self._recvs.append(np.full(r.count, now_ns, np.int64))
+        self._bytes += len(r.body)
+
+    def _feed(self) -> None:
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        seq, recv = np.concatenate(self._seqs), np.concatenate(self._recvs)
+        self._parts, self._seqs, self._recvs, self._bytes = [], [], [], 0
+        gen = self.cols.feed(data, seq, recv)
+        while True:
+            try:
+                ch = next(gen)
+            except StopIteration as stop:
+                left = len(data) - (stop.value or 0)
+                if left:  # a record's blocks are whole: only a damaged record leaves bytes
+                    self.counters["truncated_bytes"] = self.counters.get("truncated_bytes", 0) + left
+                break
+            self.w.add(ch)
+            if len(ch.ts):
+                self.w.flush_before(int(ch.ts[-1]) // HOUR_NS)
+
+    def run(self, timeout: float | None = None, stop=lambda: False) -> dict:
+        from .. import journal as J
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            if self.records is not None:
+                for r in self.records:
+                    self._take(r, 0)
+                    if self._bytes >= self.BATCH_BYTES:
+                        self._feed()
+                self._feed()
+            else:
+                self._follow(timeout, stop)
+            for ch in self.cols.finish():
+                self.w.add(ch)
+            eng = self.cols.engine_counters()
+            counters = {**{k: v for k, v in eng.items() if v}, **self.counters, **self.cols.counters,
+                        "side_ref_out_of_range": self.cols.sides.out_of_range, "stale_temporaries_removed": self.stale}
+            self.w.close(counters)
+        except BaseException:
+            self.w.abandon()
+            raise
+        finally:
+            self.cols.close()
+            if self.ring is not None:
+                self.ring.close()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        n = self.cols.counters["messages"]
+        return {"date": self.w.date, "root": str(self.root), "source": "journal", "messages": n, "rows": self.w.rows,
+                "files": len(self.w.files), "bytes": self.w.bytes, "seconds": round(elapsed, 3),
+                "messages_per_s": round(n / elapsed) if elapsed > 0 else None, "cpu_seconds": round(cpu, 3),
+                "counters": counters}
+
+    def _follow(self, timeout: float | None, stop) -> None:
+        from .. import journal as J
+
+        ring = self.ring
+        pos = ring.oldest()
+        last_new = last_flush = time.monotonic()
+        while not stop():
+            st, nxt, rec = ring.read(pos)
+            if st == J.OK:
+                self._take(rec, time.time_ns())
+                pos = nxt
+                if self._bytes < self.BATCH_BYTES:
+                    continue
+            elif st == J.OVERRUN:
+                self.counters["overruns"] += 1
+                pos = nxt
+                continue
+            elif st == J.CORRUPT:
+                raise HistoryError(f"{ring.path}: position {pos} is not on a record: the journal is damaged "
+                                   f"or was created again under the follower; start fh history again")
+            now = time.monotonic()
+            fed = bool(self._parts)
+            self._feed()
+            if fed:
+                last_new = now
+            if now - last_flush >= self.flush_every:
+                self.w.flush_all()
+                last_flush = now
+            if st == J.OK:
+                continue
+            if timeout is not None and now - last_new > timeout:
+                break
+            if not ring.writer_alive() and ring.head() <= pos:
+                break
+            time.sleep(0.005)
+        self._feed()
+
+
 class SegmentFollower:
     """A running instance's segment, followed through its event ring: trades and BBO changes as they are
     published, top-`depth` snapshots of the books that changed every `snapshot_every_s`, written every
@@ -177,13 +329,14 @@ class SegmentFollower:
     An overrun (the follower fell a ring behind) is counted, never hidden."""
 
     def __init__(self, segment: str, root: str | os.PathLike, date: str, depth: int = 10,
-                 snapshot_every_s: float = 60.0, flush_every_s: float = 10.0, replace: bool = False):
+                 snapshot_every_s: float = 60.0, flush_every_s: float = 10.0, replace: bool = False,
+                 portable: bool = False):
         from ..shm import Reader
 
         self.r = Reader(segment)
         self.root = Path(root)
         self.symbols = np.zeros(65536, "S8")
-        self.w = HistoryWriter(self.root, date, self.symbols, replace=replace)
+        self.w = HistoryWriter(self.root, date, self.symbols, replace=replace, portable=portable)
         self.depth = depth
         self.snap_every = snapshot_every_s
         self.flush_every = flush_every_s

@@ -1,0 +1,151 @@
+/* fh/hist.h: ITCH messages as columns for the history writer. */
+#include "fh/hist.h"
+
+#include <string.h>
+
+#include "fh/itch.h"
+
+static inline int side_code(uint8_t c)
+{
+    return c == 'B' || c == 'S' ? c : 0;
+}
+
+/* Map a reference: 1 mapped (in range), 0 beyond the limit (counted), -1 beyond the map: grow first. */
+static inline int ref_room(fh_hist_state_t *st, uint64_t ref)
+{
+    if (ref > st->ref_limit)
+        return 0;
+    if (ref >= st->sides_cap) {
+        st->need = ref;
+        return -1;
+    }
+    return 1;
+}
+
+static inline uint8_t side_of(const fh_hist_state_t *st, uint64_t ref)
+{
+    return ref < st->sides_cap ? st->sides[ref] : 0;
+}
+
+static inline void name_if_unnamed(fh_hist_state_t *st, uint16_t loc, const uint8_t *stock)
+{
+    uint8_t *s = st->symbols + (size_t)loc * 8;
+    static const uint8_t zero[8];
+    if (!memcmp(s, zero, 8))
+        memcpy(s, stock, 8);
+}
+
+uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
+                        uint64_t ordinal, fh_hist_cols_t *c)
+{
+    uint64_t r = c->o_rows;
+    uint64_t i;
+    for (i = start; i < n; i++) {
+        uint8_t *m = buf + off[i];
+        size_t len = ((size_t)m[-2] << 8) | m[-1];
+        uint8_t t = len ? m[0] : 0;
+        c->type[i] = t;
+        if (len < FH_ITCH_HDR_LEN) {
+            c->ts[i] = 0;
+            c->locate[i] = 0;
+            continue;
+        }
+        uint16_t loc = fh_be16(m + 1);
+        size_t want = fh_itch_len[t];
+        int full = want && len >= want;
+        /* the side map first: a stop here leaves message i untouched, to be done again */
+        uint64_t ref = 0, nref = 0;
+        if (full && (t == 'A' || t == 'F' || t == 'U')) {
+            ref = fh_be64(m + FH_ITCH_OFF_REF);
+            if (t == 'U') {
+                nref = fh_be64(m + FH_ITCH_OFF_U_NEWREF);
+                int k = ref_room(st, nref);
+                if (k < 0)
+                    break;
+                if (k == 0)
+                    st->out_of_range++;
+                else if (!st->sides[nref])
+                    st->sides[nref] = side_of(st, ref);
+            } else {
+                int k = ref_room(st, ref);
+                if (k < 0)
+                    break;
+                if (k == 0)
+                    st->out_of_range++;
+                else if (!st->sides[ref])
+                    st->sides[ref] = (uint8_t)side_code(m[FH_ITCH_OFF_A_SIDE]);
+            }
+        }
+        c->ts[i] = fh_be48(m + 5);
+        c->locate[i] = loc;
+        uint64_t v = ordinal + i;
+        for (int b = 0; b < 6; b++)
+            m[5 + b] = (uint8_t)(v >> (8 * (5 - b)));
+        if (!full)
+            continue;
+        switch (t) {
+        case 'R':
+            memcpy(st->symbols + (size_t)loc * 8, m + FH_ITCH_OFF_R_STOCK, 8);
+            continue;
+        case 'P':
+            name_if_unnamed(st, loc, m + FH_ITCH_OFF_A_STOCK);
+            continue;
+        case 'H':
+            name_if_unnamed(st, loc, m + FH_ITCH_OFF_H_STOCK);
+            continue;
+        case 'A': case 'F': case 'E': case 'C': case 'X': case 'D': case 'U':
+            break;
+        default:
+            continue;
+        }
+        if (t != 'U')
+            ref = fh_be64(m + FH_ITCH_OFF_REF);
+        int64_t shares = 0, price = 0, match = 0;
+        uint8_t side, printable = 0;
+        uint8_t *mpid = c->o_mpid + r * 4;
+        memset(mpid, 0, 4);
+        switch (t) {
+        case 'F':
+            memcpy(mpid, m + 36, 4);
+            /* fall through */
+        case 'A':
+            name_if_unnamed(st, loc, m + FH_ITCH_OFF_A_STOCK);
+            shares = fh_be32(m + FH_ITCH_OFF_A_SHARES);
+            price = fh_be32(m + FH_ITCH_OFF_A_PRICE);
+            side = (uint8_t)side_code(m[FH_ITCH_OFF_A_SIDE]);
+            break;
+        case 'C':
+            price = fh_be32(m + FH_ITCH_OFF_C_PRICE);
+            printable = m[FH_ITCH_OFF_C_PRINTABLE];
+            /* fall through */
+        case 'E':
+            shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
+            match = (int64_t)fh_be64(m + FH_ITCH_OFF_E_MATCH);
+            side = side_of(st, ref);
+            break;
+        case 'X':
+            shares = fh_be32(m + FH_ITCH_OFF_X_SHARES);
+            side = side_of(st, ref);
+            break;
+        case 'D':
+            side = side_of(st, ref);
+            break;
+        default: /* U */
+            shares = fh_be32(m + FH_ITCH_OFF_U_SHARES);
+            price = fh_be32(m + FH_ITCH_OFF_U_PRICE);
+            side = side_of(st, nref);
+            break;
+        }
+        c->o_idx[r] = (uint32_t)i;
+        c->o_ref[r] = (int64_t)ref;
+        c->o_new_ref[r] = (int64_t)nref;
+        c->o_shares[r] = shares;
+        c->o_price[r] = price;
+        c->o_match[r] = match;
+        c->o_side[r] = side;
+        c->o_printable[r] = printable;
+        r++;
+    }
+    c->o_rows = r;
+    return i;
+}
