@@ -39,7 +39,7 @@
 #include "fh/seg.h"
 
 typedef struct order {
-    uint32_t tag;    /* reference >> k (in the spill table: unused, the full reference is beside it) */
+    uint32_t tag;    /* reference >> TAG_SHIFT (in the spill table: unused, the full reference is beside it) */
     uint32_t key;    /* level key: price for bids, ~price for asks */
     uint32_t shares; /* remaining; 0 marks an empty slot */
     uint16_t book;   /* the order's stock locate */
@@ -47,6 +47,14 @@ typedef struct order {
     uint8_t spilled; /* lives in the spill table */
 } order_t;
 _Static_assert(sizeof(order_t) == 16, "four orders per cache line");
+
+/* A home slot's tag holds the reference's bits from TAG_SHIFT up: a constant (the smallest table has 2^10
+ * slots, so the bits between TAG_SHIFT and k repeat the slot's), so that a lookup shifts by a constant. A
+ * reference above REF_TAGGED_MAX (2^42 - 1; NASDAQ's reach ~2^28) does not fit a tag: it lives in the
+ * spill table. */
+#define TAG_SHIFT 10
+#define REF_TAGGED_MAX ((1ull << (32 + TAG_SHIFT)) - 1)
+#define TAG_LOW(i) ((uint64_t)(i) & ((1u << TAG_SHIFT) - 1))
 
 typedef struct spill {
     uint64_t ref;
@@ -65,8 +73,7 @@ _Static_assert(offsetof(book_t, seq) == 0, "fh_engine_reset clears what follows 
 struct fh_engine {
     /* read on every message */
     order_t *orders;
-    uint64_t mask;
-    uint32_t shift; /* k: slots = 2^k */
+    uint64_t mask;  /* slots - 1 (2^k slots, k >= TAG_SHIFT) */
     uint32_t spill_live;
     spill_t *spill;
     uint64_t spill_mask;
@@ -210,7 +217,6 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->cfg.max_levels = seg->hdr->max_levels; /* the segment's arena decides */
     e->orders = (order_t *)(base + l.orders);
     e->mask = order_slots(cfg->max_orders) - 1;
-    e->shift = (uint32_t)__builtin_ctzll(e->mask + 1);
     e->spill = (spill_t *)(base + l.spill);
     e->spill_mask = spill_slots(cfg->max_orders) - 1;
     e->seg = seg;
@@ -484,7 +490,7 @@ static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
 static inline order_t *order_find(fh_engine_t *e, uint64_t ref)
 {
     order_t *o = &e->orders[ref & e->mask];
-    if (FH_LIKELY(o->shares && o->tag == (ref >> e->shift)))
+    if (FH_LIKELY(o->shares && o->tag == (ref >> TAG_SHIFT)))
         return o;
     if (FH_LIKELY(ref > e->spill_max))
         return NULL;
@@ -498,7 +504,7 @@ static int spill_evict(fh_engine_t *e, order_t *o)
 {
     if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
         return -1;
-    uint64_t ref = (uint64_t)o->tag << e->shift | (uint64_t)(o - e->orders);
+    uint64_t ref = (uint64_t)o->tag << TAG_SHIFT | TAG_LOW(o - e->orders);
     spill_t *sp = &e->spill[spill_slot(e, ref)];
     sp->ref = ref;
     sp->o = *o;
@@ -510,11 +516,24 @@ static int spill_evict(fh_engine_t *e, order_t *o)
     return 0;
 }
 
+static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
+
+/* Take spill slot sp for order ref (order_commit fills the rest). */
+static order_t *spill_take(fh_engine_t *e, spill_t *sp, uint64_t ref)
+{
+    sp->ref = ref;
+    sp->o.spilled = 1;
+    e->spill_live++;
+    if (ref > e->spill_max)
+        e->spill_max = ref;
+    return &sp->o;
+}
+
 static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint64_t ref, int *dup)
 {
     order_t *o = &e->orders[ref & e->mask];
-    uint64_t tag = ref >> e->shift;
-    if (o->shares && o->tag == tag) {
+    *dup = 0;
+    if (o->shares && o->tag == (ref >> TAG_SHIFT)) {
         *dup = 1;
         return NULL;
     }
@@ -522,40 +541,42 @@ static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint6
         *dup = 1;
         return NULL;
     }
-    if (tag > UINT32_MAX) /* too big a tag for the home slot: the order lives in the spill table */
-        return 2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1 ? NULL : &e->spill[spill_slot(e, ref)].o;
+    if (ref > REF_TAGGED_MAX) /* too big a tag for the home slot: the order lives in the spill table */
+        return 2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1 ? NULL
+                                                                        : spill_take(e, &e->spill[spill_slot(e, ref)], ref);
     if (o->shares && spill_evict(e, o))
         return NULL;
     return o;
 }
 
-/* Where a new order ref would go (an empty slot: its home slot, after moving an older order there to the
- * spill table, or a spill slot when its tag does not fit), or NULL when ref is live already (*dup = 1) or
- * the spill table is full (*dup = 0). Nothing else is written. */
+/* Where a new order ref goes (an empty slot: its home slot, after moving an older order there to the
+ * spill table, or a spill slot, already counted as the spill table's, when its tag does not fit), or NULL
+ * when ref is live already (*dup = 1) or the spill table is full (*dup = 0; *dup is written only when
+ * NULL is returned). order_commit fills the slot, or order_unplace gives it back. */
 static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
 {
     order_t *o = &e->orders[ref & e->mask];
-    *dup = 0;
-    if (FH_LIKELY(!o->shares && ref > e->spill_max && (ref >> e->shift) <= UINT32_MAX))
-        return o;
+    if (FH_LIKELY(!o->shares && ref > e->spill_max && ref <= REF_TAGGED_MAX))
+        return o; /* a home slot: its `spilled` is 0 */
     return order_place_slow(e, ref, dup);
 }
 
-static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
+/* Give back a slot from order_place that was not filled. */
+static __attribute__((noinline)) void order_unplace(fh_engine_t *e, order_t *o)
+{
+    if (o->spilled && !--e->spill_live)
+        e->spill_max = 0;
+}
 
-/* Fill slot o (from order_place) with order ref. */
+/* Fill slot o (from order_place) with order ref; `spilled` is the slot's already. */
 static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t key, uint32_t shares,
                                 uint16_t book, uint8_t side)
 {
-    bool spilled = o != &e->orders[ref & e->mask]; /* order_place gives the home slot or a spill slot */
-    *o = (order_t){ .tag = (uint32_t)(ref >> e->shift), .key = key, .shares = shares, .book = book, .side = side,
-                    .spilled = spilled };
-    if (FH_UNLIKELY(spilled)) {
-        spill_of(o)->ref = ref;
-        e->spill_live++;
-        if (ref > e->spill_max)
-            e->spill_max = ref;
-    }
+    o->tag = (uint32_t)(ref >> TAG_SHIFT);
+    o->key = key;
+    o->shares = shares;
+    o->book = book;
+    o->side = side;
     e->live++;
 }
 
@@ -780,7 +801,9 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     int dup;
     order_t *o = order_place(e, ref, &dup);
     if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
-        e->counters[dup ? FH_C_duplicate_ref : FH_C_order_capacity]++;
+        if (o)
+            order_unplace(e, o);
+        e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
         return 0;
     }
     bool own = !b;
@@ -789,13 +812,15 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
             return 0;
         book_begin_if(b, publish);
     }
-    int side = side_ch == 'S';
-    uint32_t key = side ? ~price : price;
-    int top = level_add(e, b, side, key, shares);
-    if (FH_LIKELY(top >= 0))
+    uint32_t side = side_ch == 'S';
+    uint32_t key = price ^ (0u - side); /* ~price for asks */
+    int top = level_add(e, b, (int)side, key, shares);
+    if (FH_LIKELY(top >= 0)) {
         order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
-    else
+    } else {
+        order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
+    }
     if (own)
         book_end_if(b, m, publish);
     return top > 0;
@@ -1430,7 +1455,7 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
         const order_t *q = &e->orders[i];
         if (!q->shares)
             continue;
-        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << e->shift) | i, .price = order_price(q),
+        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << TAG_SHIFT) | TAG_LOW(i), .price = order_price(q),
                                .shares = q->shares, .locate = q->book, .side = q->side };
         snap_put(&o, &so, sizeof so);
         norders++;
