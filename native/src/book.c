@@ -104,6 +104,7 @@ struct fh_engine {
     size_t map_len; /* fh_engine_create's mapping of this struct and the order tables */
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
+    uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -229,6 +230,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->woken = e->head;
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
+    memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
     fh_engine_reset(e);
     return e;
 }
@@ -930,7 +932,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
                                                              bool publish)
 {
     /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
-    if (FH_UNLIKELY(len == 0 || len != fh_itch_len[m[0]]) && !check_slow(e, m, len))
+    if (FH_UNLIKELY(len == 0 || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
@@ -1158,9 +1160,13 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
  * hardware prefetcher would follow. */
 #define WALK_CHUNK 16
 
+typedef struct walked {
+    const uint8_t *m;
+    size_t n;
+} walked_t;
+
 static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
-                                                                 const uint8_t *end, const uint8_t **ms,
-                                                                 uint16_t *ns)
+                                                                 const uint8_t *end, walked_t *w)
 {
     const uint8_t *q = *qp;
     const order_t *orders = e->orders;
@@ -1171,8 +1177,8 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
         if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
             break;
         const uint8_t *m = q + 2;
-        ms[c] = m;
-        ns[c] = (uint16_t)n;
+        w[c].m = m;
+        w[c].n = n;
         c++;
         if (FH_LIKELY(n >= 19)) {
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
@@ -1199,17 +1205,15 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
                                                                  bool publish)
 {
     const uint8_t *end = p + len, *q = p;
-    const uint8_t *ms[2][WALK_CHUNK];
-    uint16_t ns[2][WALK_CHUNK];
-    uint32_t x = 0, cur = walk_chunk(e, &q, end, ms[0], ns[0]);
+    walked_t w[2][WALK_CHUNK];
+    uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (cur) {
-        uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, ms[x ^ 1], ns[x ^ 1]) : 0;
-        const uint8_t *const *m = ms[x];
-        const uint16_t *n = ns[x];
+        uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
+        const walked_t *c = w[x];
         for (uint32_t i = 0; i < cur; i++)
-            apply_one(e, m[i], n[i], publish);
+            apply_one(e, c[i].m, c[i].n, publish);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
