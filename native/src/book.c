@@ -38,7 +38,7 @@
 #include "fh/seg.h"
 
 typedef struct order {
-    uint32_t tag;    /* reference >> k (in the spill table: unused, the full reference is beside it) */
+    uint32_t tag;    /* reference >> TAG_SHIFT (in the spill table: unused, the full reference is beside it) */
     uint32_t key;    /* level key: price for bids, ~price for asks */
     uint32_t shares; /* remaining; 0 marks an empty slot */
     uint16_t book;   /* the order's stock locate */
@@ -46,6 +46,14 @@ typedef struct order {
     uint8_t spilled; /* lives in the spill table */
 } order_t;
 _Static_assert(sizeof(order_t) == 16, "four orders per cache line");
+
+/* A home slot's tag holds the reference's bits from TAG_SHIFT up: a constant (the smallest table has 2^10
+ * slots, so the bits between TAG_SHIFT and k repeat the slot's), so that a lookup shifts by a constant. A
+ * reference above REF_TAGGED_MAX (2^42 - 1; NASDAQ's reach ~2^28) does not fit a tag: it lives in the
+ * spill table. */
+#define TAG_SHIFT 10
+#define REF_TAGGED_MAX ((1ull << (32 + TAG_SHIFT)) - 1)
+#define TAG_LOW(i) ((uint64_t)(i) & ((1u << TAG_SHIFT) - 1))
 
 typedef struct spill {
     uint64_t ref;
@@ -64,8 +72,7 @@ _Static_assert(offsetof(book_t, seq) == 0, "fh_engine_reset clears what follows 
 struct fh_engine {
     /* read on every message */
     order_t *orders;
-    uint64_t mask;
-    uint32_t shift; /* k: slots = 2^k */
+    uint64_t mask;  /* slots - 1 (2^k slots, k >= TAG_SHIFT) */
     uint32_t spill_live;
     spill_t *spill;
     uint64_t spill_mask;
@@ -96,6 +103,7 @@ struct fh_engine {
     size_t map_len; /* fh_engine_create's mapping of this struct and the order tables */
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
+    uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -209,7 +217,6 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->cfg.max_levels = seg->hdr->max_levels; /* the segment's arena decides */
     e->orders = (order_t *)(base + l.orders);
     e->mask = order_slots(cfg->max_orders) - 1;
-    e->shift = (uint32_t)__builtin_ctzll(e->mask + 1);
     e->spill = (spill_t *)(base + l.spill);
     e->spill_mask = spill_slots(cfg->max_orders) - 1;
     e->seg = seg;
@@ -222,6 +229,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->woken = e->head;
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
+    memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
     fh_engine_reset(e);
     return e;
 }
@@ -333,12 +341,19 @@ static __attribute__((noinline)) int side_grow(fh_engine_t *e, side_t *s, uint8_
     return 0;
 }
 
-/* Index of the first key >= key in the ascending k[0..n) (n if none), searching from the best end: most
- * prices are within a few levels of the inside. Four keys per step with SSE2; past 16 levels, a binary
- * search. */
+/* Index of the first key >= key in the ascending k[0..n), given n >= 1 and k[n - 1] >= key (the callers
+ * have tested the best level), searching from the best end: most prices are within a few levels of the
+ * inside. The next three levels one by one (no vector set-up for the short sides most books have), then
+ * four keys per step with SSE2 to 16 levels from the best; past them, a binary search. */
 static inline uint32_t level_lower_bound(const uint32_t *k, uint32_t n, uint32_t key)
 {
-    uint32_t i = n, stop = n > 16 ? n - 16 : 0;
+    uint32_t i = n - 1; /* k[i] >= key throughout */
+    for (int j = 0; j < 3; j++) {
+        if (i == 0 || k[i - 1] < key)
+            return i;
+        i--;
+    }
+    uint32_t stop = n > 16 ? n - 16 : 0;
 #ifdef __SSE2__
     const __m128i bias = _mm_set1_epi32((int)0x80000000u); /* unsigned order through signed compares */
     const __m128i vk = _mm_xor_si128(_mm_set1_epi32((int)key), bias);
@@ -401,7 +416,7 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
     side_t *s = &b->side[side];
     uint32_t *k = e->lkey + s->off;
     uint32_t n = s->n;
-    uint32_t i = n && k[n - 1] < key ? n : level_lower_bound(k, n, key);
+    uint32_t i = n == 0 || k[n - 1] < key ? n : level_lower_bound(k, n, key);
     if (i < n && k[i] == key) {
         agg_t *g = e->lagg + s->off + i;
         g->orders++;
@@ -483,7 +498,7 @@ static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
 static inline order_t *order_find(fh_engine_t *e, uint64_t ref)
 {
     order_t *o = &e->orders[ref & e->mask];
-    if (FH_LIKELY(o->shares && o->tag == (ref >> e->shift)))
+    if (FH_LIKELY(o->shares && o->tag == (ref >> TAG_SHIFT)))
         return o;
     if (FH_LIKELY(ref > e->spill_max))
         return NULL;
@@ -497,7 +512,7 @@ static int spill_evict(fh_engine_t *e, order_t *o)
 {
     if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
         return -1;
-    uint64_t ref = (uint64_t)o->tag << e->shift | (uint64_t)(o - e->orders);
+    uint64_t ref = (uint64_t)o->tag << TAG_SHIFT | TAG_LOW(o - e->orders);
     spill_t *sp = &e->spill[spill_slot(e, ref)];
     sp->ref = ref;
     sp->o = *o;
@@ -509,11 +524,24 @@ static int spill_evict(fh_engine_t *e, order_t *o)
     return 0;
 }
 
+static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
+
+/* Take spill slot sp for order ref (order_commit fills the rest). */
+static order_t *spill_take(fh_engine_t *e, spill_t *sp, uint64_t ref)
+{
+    sp->ref = ref;
+    sp->o.spilled = 1;
+    e->spill_live++;
+    if (ref > e->spill_max)
+        e->spill_max = ref;
+    return &sp->o;
+}
+
 static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint64_t ref, int *dup)
 {
     order_t *o = &e->orders[ref & e->mask];
-    uint64_t tag = ref >> e->shift;
-    if (o->shares && o->tag == tag) {
+    *dup = 0;
+    if (o->shares && o->tag == (ref >> TAG_SHIFT)) {
         *dup = 1;
         return NULL;
     }
@@ -521,40 +549,42 @@ static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint6
         *dup = 1;
         return NULL;
     }
-    if (tag > UINT32_MAX) /* too big a tag for the home slot: the order lives in the spill table */
-        return 2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1 ? NULL : &e->spill[spill_slot(e, ref)].o;
+    if (ref > REF_TAGGED_MAX) /* too big a tag for the home slot: the order lives in the spill table */
+        return 2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1 ? NULL
+                                                                        : spill_take(e, &e->spill[spill_slot(e, ref)], ref);
     if (o->shares && spill_evict(e, o))
         return NULL;
     return o;
 }
 
-/* Where a new order ref would go (an empty slot: its home slot, after moving an older order there to the
- * spill table, or a spill slot when its tag does not fit), or NULL when ref is live already (*dup = 1) or
- * the spill table is full (*dup = 0). Nothing else is written. */
+/* Where a new order ref goes (an empty slot: its home slot, after moving an older order there to the
+ * spill table, or a spill slot, already counted as the spill table's, when its tag does not fit), or NULL
+ * when ref is live already (*dup = 1) or the spill table is full (*dup = 0; *dup is written only when
+ * NULL is returned). order_commit fills the slot, or order_unplace gives it back. */
 static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
 {
     order_t *o = &e->orders[ref & e->mask];
-    *dup = 0;
-    if (FH_LIKELY(!o->shares && ref > e->spill_max && (ref >> e->shift) <= UINT32_MAX))
-        return o;
+    if (FH_LIKELY(!o->shares && ref > e->spill_max && ref <= REF_TAGGED_MAX))
+        return o; /* a home slot: its `spilled` is 0 */
     return order_place_slow(e, ref, dup);
 }
 
-static inline spill_t *spill_of(order_t *o) { return (spill_t *)((uint8_t *)o - offsetof(spill_t, o)); }
+/* Give back a slot from order_place that was not filled. */
+static __attribute__((noinline)) void order_unplace(fh_engine_t *e, order_t *o)
+{
+    if (o->spilled && !--e->spill_live)
+        e->spill_max = 0;
+}
 
-/* Fill slot o (from order_place) with order ref. */
+/* Fill slot o (from order_place) with order ref; `spilled` is the slot's already. */
 static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t key, uint32_t shares,
                                 uint16_t book, uint8_t side)
 {
-    bool spilled = o != &e->orders[ref & e->mask]; /* order_place gives the home slot or a spill slot */
-    *o = (order_t){ .tag = (uint32_t)(ref >> e->shift), .key = key, .shares = shares, .book = book, .side = side,
-                    .spilled = spilled };
-    if (FH_UNLIKELY(spilled)) {
-        spill_of(o)->ref = ref;
-        e->spill_live++;
-        if (ref > e->spill_max)
-            e->spill_max = ref;
-    }
+    o->tag = (uint32_t)(ref >> TAG_SHIFT);
+    o->key = key;
+    o->shares = shares;
+    o->book = book;
+    o->side = side;
     e->live++;
 }
 
@@ -779,7 +809,9 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     int dup;
     order_t *o = order_place(e, ref, &dup);
     if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
-        e->counters[dup ? FH_C_duplicate_ref : FH_C_order_capacity]++;
+        if (o)
+            order_unplace(e, o);
+        e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
         return 0;
     }
     bool own = !b;
@@ -788,13 +820,15 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
             return 0;
         book_begin_if(b, publish);
     }
-    int side = side_ch == 'S';
-    uint32_t key = side ? ~price : price;
-    int top = level_add(e, b, side, key, shares);
-    if (FH_LIKELY(top >= 0))
+    uint32_t side = side_ch == 'S';
+    uint32_t key = price ^ (0u - side); /* ~price for asks */
+    int top = level_add(e, b, (int)side, key, shares);
+    if (FH_LIKELY(top >= 0)) {
         order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
-    else
+    } else {
+        order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
+    }
     if (own)
         book_end_if(b, m, publish);
     return top > 0;
@@ -897,7 +931,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
                                                              bool publish)
 {
     /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
-    if (FH_UNLIKELY(len == 0 || len != fh_itch_len[m[0]]) && !check_slow(e, m, len))
+    if (FH_UNLIKELY(len == 0 || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
@@ -1115,64 +1149,83 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
     *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end };
 }
 
-/* Prefetch the order slot that the message at q will touch (A F C D E U X, 98 % of a day, carry an order
- * reference at offset 11; a U's new reference too); return the next block. The type is not tested: the
- * few other messages of 19 bytes or more prefetch a slot for nothing, which costs less than the test.
- * Adds are prefetched because a real day's references are interleaved and sparse (fh synth itch --shape
- * real), so consecutive adds do not fill consecutive slots that the hardware prefetcher would follow. */
-static inline const uint8_t *prefetch_block(const fh_engine_t *e, const uint8_t *q, const uint8_t *end)
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length) and
+ * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
+ * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
+ * which it leaves at *qp: the caller applies only what it recorded, so the block loop itself checks no
+ * bounds. The type is not tested: the few other messages of 19 bytes or more prefetch a slot for nothing,
+ * which costs less than the test. Adds are prefetched because a real day's references are interleaved and
+ * sparse (fh synth itch --shape real), so consecutive adds do not fill consecutive slots that the
+ * hardware prefetcher would follow. */
+#define WALK_CHUNK 16
+
+typedef struct walked {
+    const uint8_t *m;
+    size_t n;
+} walked_t;
+
+static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
+                                                                 const uint8_t *end, walked_t *w)
 {
-    size_t n = fh_be16(q);
-    if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
-        return end;
-    const uint8_t *m = q + 2;
-    if (FH_LIKELY(n >= 19)) {
-        __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_REF) & e->mask], 1);
-        if (m[0] == 'U' && n >= 27)
-            __builtin_prefetch(&e->orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & e->mask], 1);
+    const uint8_t *q = *qp;
+    const order_t *orders = e->orders;
+    uint64_t mask = e->mask;
+    uint32_t c = 0;
+    while (c < WALK_CHUNK && end - q >= 2) {
+        size_t n = fh_be16(q);
+        if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
+            break;
+        const uint8_t *m = q + 2;
+        w[c].m = m;
+        w[c].n = n;
+        c++;
+        if (FH_LIKELY(n >= 19)) {
+            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
+            if (m[0] == 'U' && n >= 27)
+                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+        }
+        q = m + n;
     }
-    return m + n;
+    *qp = q;
+    return c;
 }
 
-#define PREFETCH_AHEAD 12
-
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
- * stats and heartbeat refreshed, so that a reader follows even a single call over a whole day. */
+ * stats and heartbeat refreshed, so that a reader follows even a single call over a whole day. Checked once
+ * a chunk: a multiple of WALK_CHUNK. */
 #define BATCH_SHIFT 8
 #define STATS_SHIFT 16
+_Static_assert((1u << BATCH_SHIFT) % WALK_CHUNK == 0, "the batch counter is checked once a chunk");
 
-/* The block loop, for publish on or off (a constant: two copies, each without the other's tests). */
+/* The block loop, for publish on or off (a constant: two copies, each without the other's tests). The
+ * walker runs one chunk ahead (16 to 32 messages): it records the next chunk, then the loop applies the
+ * current one. */
 static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len,
                                                                  bool publish)
 {
-    const uint8_t *start = p, *end = p + len, *q = p;
-    for (int k = 0; k < PREFETCH_AHEAD && end - q >= 2; k++) {
-        q = prefetch_block(e, q, end);
-        __asm__ volatile("" : "+r"(q)); /* GCC treats the walker as pure and would delete it as dead code */
-    }
+    const uint8_t *end = p + len, *q = p;
+    walked_t w[2][WALK_CHUNK];
+    uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
-    while (end - p >= 2) {
-        size_t n = fh_be16(p);
-        if (FH_UNLIKELY(n > (size_t)(end - p) - 2))
-            break;
-        apply_one(e, p + 2, n, publish);
-        p += 2 + n;
-        if (end - q >= 2) {
-            q = prefetch_block(e, q, end);
-            __asm__ volatile("" : "+r"(q));
-        }
-        if (publish && FH_UNLIKELY((++count & ((1u << BATCH_SHIFT) - 1)) == 0)) {
+    while (cur) {
+        uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
+        const walked_t *c = w[x];
+        for (uint32_t i = 0; i < cur; i++)
+            apply_one(e, c[i].m, c[i].n, publish);
+        if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
             if ((count & ((1u << STATS_SHIFT) - 1)) == 0)
                 fh_engine_publish_stats(e);
         }
+        x ^= 1;
+        cur = next;
     }
-    if (p != end)
+    if (q != end)
         e->counters[FH_C_truncated]++;
     batch_end(e);
-    return (size_t)(p - start);
+    return (size_t)(q - p);
 }
 
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
@@ -1392,7 +1445,7 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
         const order_t *q = &e->orders[i];
         if (!q->shares)
             continue;
-        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << e->shift) | i, .price = order_price(q),
+        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << TAG_SHIFT) | TAG_LOW(i), .price = order_price(q),
                                .shares = q->shares, .locate = q->book, .side = q->side };
         snap_put(&o, &so, sizeof so);
         norders++;
