@@ -328,6 +328,9 @@ def _mm(xs: list[float], nd: int = 1) -> dict:
 
 def bench_dataplane(a) -> int:
     from .. import process
+    from . import plot
+
+    plot.check(a.plot)
 
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     try:
@@ -414,6 +417,8 @@ def bench_dataplane(a) -> int:
         if a.ab:
             log("callgrind: the same two runs on the A+B capture ...")
             res["callgrind_arbitration"] = arbitration_callgrind(ab_pcap, raw)
+    if a.plot:
+        plot.dataplane(res, a.plot)
     if a.json:
         print(json.dumps(res))
         return 0
@@ -514,18 +519,31 @@ def _arbitration_summary(runs: list[dict]) -> dict:
 
 
 def register(bes, positive, nonneg) -> None:
-    b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes")
-    b.add_argument("--messages", type=positive, default=5_000_000)
-    b.add_argument("--instruments", type=positive, default=8000)
-    b.add_argument("--seed", type=nonneg, default=1)
-    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture (default 1500)")
-    b.add_argument("--repeats", type=positive, default=3)
-    b.add_argument("--idle", choices=("spin", "backoff"), default="spin")
+    from ..ui import HelpFormatter, add_json_flag, examples
+    from .plot import add_plot_flag
+
+    b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes",
+                       formatter_class=HelpFormatter,
+                       description="Run fh-dataplane on net_pcap over a generated day: an rx-only pass (the PMD), a "
+                                   "full pass and the engine alone, each --repeats times, and report cycles a packet, "
+                                   "the data plane's own cost beyond the PMD and the engine, packets and messages a "
+                                   "second and rx->publish latency. Busy-polls a core: run it alone on the host.",
+                       epilog=examples("fh bench dataplane --messages 1000000 --repeats 3",
+                                       "fh bench dataplane --idle backoff --callgrind --json > dp.json",
+                                       "fh bench dataplane --plot bench/dataplane.png"))
+    b.add_argument("--messages", type=positive, default=5_000_000, help="messages of the generated day")
+    b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")
+    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
+    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture")
+    b.add_argument("--repeats", type=positive, default=3, help="runs of each pass")
+    b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
+                   help="the poll loop when the ring is empty: spin (as in production) or backoff")
     b.add_argument("--cpu", type=int, default=None, help="poll core (default: the last one)")
     b.add_argument("--callgrind", action="store_true",
                    help="also count instructions per packet under callgrind (needs valgrind; about a minute)")
     b.add_argument("--ab", action="store_true",
                    help="also the same day on the A and the B line: what the B copies cost (arbitration), in "
                         "cycles and ns per B packet, and with --callgrind in instructions")
-    b.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_json_flag(b, "fh bench dataplane")
+    add_plot_flag(b)
     b.set_defaults(func=bench_dataplane)

@@ -41,16 +41,24 @@ def _stats(ns: list[float], messages: int) -> dict:
 
 def bench_engine(a) -> int:
     """One day (--itch, or --shape uniform/real), or both shapes one after the other (--shape both)."""
+    from . import plot
+
     shape = getattr(a, "shape", "uniform")
+    chart = getattr(a, "plot", None)
+    plot.check(chart)
     if a.itch or shape != "both":
-        return _bench_one(a, None if a.itch else shape)
-    days = []
-    for s in ("uniform", "real"):
-        days.append(_bench_one(a, s, collect=a.json))
-        if not a.json:
-            sys.stdout.write("\n")
-    if a.json:
-        print(json.dumps({"days": days}))
+        res = _bench_one(a, None if a.itch else shape)
+    else:
+        days = []
+        for s in ("uniform", "real"):
+            days.append(_bench_one(a, s, collect=a.json))
+            if not a.json:
+                sys.stdout.write("\n")
+        res = {"days": days}
+        if a.json:
+            print(json.dumps(res))
+    if chart:
+        plot.engine(res, chart)
     return 0
 
 
@@ -111,7 +119,7 @@ def _bench_one(a, shape: str | None, collect: bool = False):
         return res
     if a.json:
         print(json.dumps(res))
-        return 0
+        return res
     w = sys.stdout.write
     w(f"input: {source} ({len(data) / 2**20:.1f} MiB, {messages} messages; generated in {gen_s:.1f} s)\n")
     w(f"cpu: {cpu}, repeats: {a.repeats}\n")
@@ -126,4 +134,4 @@ def _bench_one(a, shape: str | None, collect: bool = False):
     w(f"engine memory: {e['footprint_mb']} MiB preallocated; {e['live_orders_at_end']} live orders at the end, "
       f"{e['levels_peak']} levels at the peak; process max RSS {res['max_rss_mb']} MiB\n")
     w(f"anomalies: {e['anomalies'] or 'none'}\n")
-    return 0
+    return res
