@@ -422,6 +422,8 @@ def bench_dataplane(a) -> int:
     if a.json:
         print(json.dumps(res))
         return 0
+    from ..ui import fmt_ns, fmt_rate
+
     w = sys.stdout.write
     w(f"input: {pcap}{' (cached)' if info['cached'] else ''}: {res['messages']} messages in {res['datagrams']} "
       f"datagrams (MTU {a.mtu}, {s['messages_per_packet']} messages/packet), A line only\n")
@@ -429,20 +431,21 @@ def bench_dataplane(a) -> int:
     w(f"{'':34} {'best':>12} {'median':>12}\n")
 
     def row(label, m, fmt="{:,.0f}", best="min"):
-        w(f"{label:34} {fmt.format(m[best]):>12} {fmt.format(m['median']):>12}\n")
+        f = fmt if callable(fmt) else fmt.format
+        w(f"{label:34} {f(m[best]):>12} {f(m['median']):>12}\n")
 
     row("rx-only cycles/packet", s["rx_only_cycles_per_packet"])
-    row("rx-only packets/s", s["rx_only_packets_per_s"], best="max")
+    row("rx-only packets/s", s["rx_only_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
     row("full cycles/packet", s["full_cycles_per_packet"])
-    row("full packets/s", s["full_packets_per_s"], best="max")
-    row("full messages/s", s["full_messages_per_s"], best="max")
+    row("full packets/s", s["full_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
+    row("full messages/s", s["full_messages_per_s"], fmt_rate, best="max")
     row("engine ns/message (apply_blocks)", s["engine_ns_per_msg"], "{:.2f}")
     row("engine cycles/message", s["engine_cycles_per_msg"], "{:.1f}")
     row("  one call a message (mold path)*", s["engine_mold_path_cycles_per_msg"], "{:.1f}")
     row("own cycles/packet (target <= 50)", s["own_cycles_per_packet"])
     w(f"{'own cycles/packet from the minima':34} {s['own_cycles_per_packet_from_minima']:>12,.0f}\n")
     for k in ("p50", "p99", "p99.9", "max"):
-        row(f"latency rx->publish {k} (ns)", s["latency_ns"][k])
+        row(f"latency rx->publish {k}", s["latency_ns"][k], fmt_ns)
     w("* driven from Python, whose interpreter evicts the engine's cache lines between calls: an upper bound\n")
     w(f"drops: {s['drops'] or 'none'}; every message applied: {s['messages_all_applied']}\n")
     w(f"target (<= {TARGET_CYCLES} cycles/packet of its own): {'met' if s['target_met'] else 'NOT met'}\n")
