@@ -172,9 +172,20 @@ def cmd_pcap_synth(a) -> int:
     if a.faults:
         return _synth_with_faults(a, data, lines)
     s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns)
-    print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s) "
+    print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s) "
           f"({', '.join(f'{l.group}:{l.port}' for l in lines)}), session {a.session}", file=sys.stderr)
+    if a.json:
+        from ..ui import print_json
+
+        print_json(_synth_json(a, s, lines, None))
     return 0
+
+
+def _synth_json(a, s: dict, lines, injected: dict | None) -> dict:
+    """fh pcap synth --json (docs/cli.md): what was written and, with --faults, what was injected."""
+    return {"out": str(a.out), "session": a.session, "messages": s["messages"], "datagrams": s["datagrams"],
+            "frames": s.get("frames"), "lines": [f"{l.group}:{l.port}" for l in lines], "mtu": a.mtu,
+            "vlan": a.vlan, "faults": injected}
 
 
 def _synth_with_faults(a, data: bytes, lines) -> int:
@@ -187,12 +198,12 @@ def _synth_with_faults(a, data: bytes, lines) -> int:
                                            burst_ns=a.burst_ns)
     except faults.FaultPlanError as e:
         raise FhError(str(e)) from None
-    print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s), "
-          f"{s['frames']} frames with the faults of {a.faults}", file=sys.stderr)
+    print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s), "
+          f"{s['frames']:,} frames with the faults of {a.faults}", file=sys.stderr)
     if a.json:
-        dest = Path(str(a.out) + ".faults.json")
-        dest.write_text(json.dumps(inj, indent=1) + "\n")
-        print(f"injected faults: {dest}", file=sys.stderr)
+        from ..ui import print_json
+
+        print_json(_synth_json(a, s, lines, inj))
         return 0
     for line in faults.summary_lines(inj):
         print(line)
@@ -378,8 +389,7 @@ def register(sub, positive, nonneg) -> None:
     s.add_argument("--faults", metavar="PLAN",
                    help="apply this fault plan (TOML or JSON, docs/fault-plans.md) to the lines and print what was "
                         "injected")
-    s.add_argument("--json", action="store_true",
-                   help="with --faults: write the injected summary to OUT.faults.json instead of printing it")
+    add_json_flag(s, "fh pcap synth")
     s.set_defaults(func=cmd_pcap_synth)
     rt = sub.add_parser(
         "retransmit-server", help="answer MoldUDP64 retransmission requests from a recorded capture",
