@@ -239,9 +239,9 @@ def cmd_record(a) -> int:
     summary = rec.run(idle_exit_s=a.idle_exit_s, stop=lambda: bool(stopping))
     ring.close()
     print(json.dumps(summary) if a.json else
-          f"fh record: {summary['messages']} messages in {summary['records']} records to {directory} "
-          f"(session {summary['session']}, next sequence {summary['next_seq']}; {summary['holes']} holes, "
-          f"{summary['overruns']} overruns)")
+          f"fh record: {summary['messages']:,} messages in {summary['records']:,} records to {directory} "
+          f"(session {summary['session']}, next sequence {summary['next_seq']:,}; {summary['holes']:,} holes, "
+          f"{summary['overruns']:,} overruns)")
     return 0
 
 

@@ -45,9 +45,11 @@ def cmd_history(a) -> int:
     if a.json:
         print(json.dumps(res))
     else:
-        rate = f", {res['messages_per_s']} messages/s" if res.get("messages_per_s") else ""
+        from ..ui import fmt_rate
+
+        rate = f", {fmt_rate(res['messages_per_s'])}" if res.get("messages_per_s") else ""
         print(f"fh history: {res['root']} {res['date']}: "
-              + ", ".join(f"{k} {v}" for k, v in res["rows"].items()) + f" rows in {res['files']} files{rate}",
+              + ", ".join(f"{k} {v:,}" for k, v in res["rows"].items()) + f" rows in {res['files']:,} files{rate}",
               file=sys.stderr)
     return 0
 
