@@ -290,3 +290,32 @@ def test_replicate_devices_table():
     devs = json.loads(fh("replicate", "devices", "--provider", "tcp", "--json").stdout)
     assert out[0].split() == ["provider", "domain", "fabric", "mr_mode", "cq", "data"]
     assert len(out) == len(devs) + 1 and all(l.split()[:2] == [d["provider"], d["domain"]] for l, d in zip(out[1:], devs))
+
+
+@pytest.mark.dpdk
+def test_replicate_status_table_after_a_replicated_replay():
+    """A real primary and standby (fh-replicate over the tcp provider) ship a replayed day; both status files read
+    back as tables whose figures are the JSON's, in human units."""
+    import test_replicate as T
+
+    if T.PROG is None:
+        pytest.skip("fh-replicate not built (no libfabric-dev)")
+    tag = uuid.uuid4().hex[:8]
+    sb = T.Standby(tag)
+    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
+    try:
+        T._replicated_replay(PCAP, tag, sb, segment, journal)
+        for path, role, what in ((sb.status, "standby", "applied"), (f"/dev/shm/fh-rp-{tag}.repl", "primary",
+                                                                       "shipped")):
+            st = json.loads(fh("replicate", "status", "--name", path, "--json").stdout)
+            rows = {l.split()[0]: l.split(None, 1)[1] for l in
+                    fh("replicate", "status", "--name", path).stdout.splitlines()[1:]}
+            assert rows["role"] == role == st["role"] and rows["state"].startswith(f"{st['state']} (pid {st['pid']}")
+            assert rows[what] == f"{st['frames']:,} records, {st['messages']:,} messages" and st["messages"] == MESSAGES
+            assert rows["provider"] == "tcp" and rows["epoch"] == str(st["epoch"])
+            assert rows["lag"].startswith(f"{st['lag_messages']:,} messages, ")
+    finally:
+        sb.close()
+        for f in (segment, segment + ".wake", journal, f"/dev/shm/fh-rp-{tag}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
