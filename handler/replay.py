@@ -51,6 +51,26 @@ def segment_books(path: str, depth: int | None = None) -> list[dict]:
         r.close()
 
 
+def refuse_if_held(segment: str) -> None:
+    """A replay never touches a segment another writer holds (an instance of that name running): it says so
+    before starting, so that nothing of the other instance is removed afterwards."""
+    if not os.path.exists(segment):
+        return
+    from .shm import Reader, ShmError
+
+    try:
+        r = Reader(segment)
+    except ShmError:
+        return  # not a readable segment: the data plane formats it anew, or says why not
+    try:
+        st = r.writer_status()
+    finally:
+        r.close()
+    if st.state == "running":
+        raise DataplaneError(f"segment {segment} is held by another writer (pid {st.pid}): stop that instance "
+                             f"(kill {st.pid}) or give this replay another --name")
+
+
 def pcap_extent(path: str | Path) -> tuple[int, int]:
     """(whole records, offset just past the last whole one) of a classic pcap: a record cut off at the end is
     left out, as PcapReader leaves it."""
@@ -165,6 +185,7 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
 
     name = instance_name(name if name is not None else f"replay-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
+    refuse_if_held(segment)
     lines = lines if lines is not None else pcap_lines(pcap)
     frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
     total = frames * loop
@@ -264,6 +285,7 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
 
     name = instance_name(name if name is not None else f"live-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
+    refuse_if_held(segment)
     biggest = max((len(f) for f in cap.frames), default=0)
     if plan is not None:
         plan(len(cap.frames) * loop, snd.planned_s(*snd.schedule(cap, pace), loop))

@@ -12,6 +12,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -319,3 +320,29 @@ def test_replicate_status_table_after_a_replicated_replay():
         for f in (segment, segment + ".wake", journal, f"/dev/shm/fh-rp-{tag}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+@pytest.mark.dpdk
+def test_replay_never_touches_a_running_instance_of_its_name(tmp_path):
+    """fh replay --name NAME while an instance NAME runs (here fh publish --hold): one line saying so, and the
+    running instance's segment is left alone."""
+    name = f"t17b-{uuid.uuid4().hex[:6]}"
+    ready = tmp_path / "ready"
+    pub = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", ROOT / "pcaps" / "synth-100k.itch",
+                            "--name", name, "--hold", "--ready-file", ready], cwd=ROOT, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(300):
+            if ready.exists() or pub.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), "fh publish did not start"
+        p = fh("replay", PCAP, "--name", name, "--keep-segment", check=False)
+        assert p.returncode == 2 and p.stderr == (f"fh: segment /dev/shm/fh-{name} is held by another writer (pid "
+                                                  f"{pub.pid}): stop that instance (kill {pub.pid}) or give this "
+                                                  "replay another --name\n")
+        st = json.loads(fh("stats", "--name", name, "--json").stdout)
+        assert st["writer"]["state"] == "running" and st["writer"]["pid"] == pub.pid
+    finally:
+        pub.terminate()
+        pub.wait(10)
