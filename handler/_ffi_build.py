@@ -71,7 +71,9 @@ int fh_engine_set_publish_filter(fh_engine_t *e, const char *const *symbols, uin
 int fh_engine_set_new_book_status(fh_engine_t *e, int status);
 void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
-int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *dgram, size_t len);
+void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc);
+void fh_engine_batch_end(fh_engine_t *e);
+uint64_t *fh_engine_counter_slot(fh_engine_t *e, int c);
 void fh_engine_counters(const fh_engine_t *e, uint64_t *out);
 const uint64_t *fh_engine_type_counts(const fh_engine_t *e);
 const char *fh_counter_name(int c);
@@ -153,6 +155,7 @@ int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg);
 void fh_mold_feed_free(fh_mold_feed_t *f);
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s);
 void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
+int fh_mold_apply_unsequenced(const uint8_t *d, size_t len, const fh_feed_consumer_t *c, uint64_t *malformed);
 int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now);
 int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap);
 size_t fh_mold_request_encode(uint8_t *out, const fh_mold_request_t *r);

@@ -107,6 +107,7 @@ class Engine:
         if e == ffi.NULL:
             raise NativeError(_errmsg())
         self._e = ffi.gc(e, lib.fh_engine_destroy)
+        self._books = None  # the engine as a feed's consumer, made by apply_mold when first needed
 
     def set_publish(self, on: bool) -> None:
         lib.fh_engine_set_publish(self._e, on)
@@ -147,7 +148,17 @@ class Engine:
         return lib.fh_engine_apply_blocks(self._e, ffi.from_buffer(data), len(data))
 
     def apply_mold(self, payload) -> int:
-        return lib.fh_engine_apply_mold(self._e, ffi.from_buffer(payload), len(payload))
+        """One MoldUDP64 datagram without sequencing, through the MoldUDP64 layer into this engine
+        (fh_mold_apply_unsequenced): its message count (0 heartbeat, 0xFFFF end of session), or -1 if
+        malformed, counted in the engine's mold_malformed (the blocks before the fault are applied)."""
+        if self._books is None:
+            self._books = ffi.new("fh_feed_consumer_t *")
+            lib.fh_engine_consumer(self._e, self._books)
+            self._malformed = lib.fh_engine_counter_slot(self._e, COUNTER_NAMES.index("mold_malformed"))
+        lib.fh_engine_batch_begin(self._e, 0)
+        n = lib.fh_mold_apply_unsequenced(ffi.from_buffer(payload), len(payload), self._books, self._malformed)
+        lib.fh_engine_batch_end(self._e)
+        return n
 
     def apply_file(self, path: str | os.PathLike) -> int:
         """Apply a whole daily file, mapped rather than read. Returns the bytes consumed."""

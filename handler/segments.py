@@ -91,3 +91,30 @@ def remove(segment: str) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+def instances(run_dirs=(), root: str = "/") -> list[str]:
+    """The names of every instance this host has a trace of: a segment fh-NAME in /dev/shm or a hugetlbfs mount,
+    or a pidfile NAME.pid in one of `run_dirs` (where fh run keeps them), sorted. Files whose names are not
+    instance names (wake pages, a standby's .repl segment) are not instances."""
+    found = set()
+    dirs = [str(Path(root, SHM_DIR.lstrip("/")))] + [m for m, _ in hugetlbfs_mounts(root)]
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        found.update(n[3:] for n in names if n.startswith("fh-"))
+    for d in run_dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        found.update(n[:-4] for n in names if n.endswith(".pid"))
+    out = []
+    for n in sorted(found):
+        try:
+            out.append(instance_name(n))
+        except InstanceNameError:
+            continue
+    return out

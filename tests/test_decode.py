@@ -78,7 +78,7 @@ def test_real_pcaps_every_field(path, real):
 
 @pytest.mark.parametrize("path", real_itch_pcaps(), ids=lambda p: p.name)
 def test_fh_decode_pcap_matches_reference(path, real):
-    p = fh("decode", "--pcap", path)
+    p = fh("decode", "--pcap", path, "--json")
     got = [json.loads(line) for line in p.stdout.splitlines()]
     want = list(ref.decode_pcap(str(path)))
     assert got == want
@@ -87,7 +87,7 @@ def test_fh_decode_pcap_matches_reference(path, real):
 
 def test_fh_decode_itch_truncated_file(real):
     path = real / "itch" / "truncated_16msgs.NASDAQ_ITCH50"
-    p = fh("decode", "--itch", path, check=False)
+    p = fh("decode", "--itch", path, "--json", check=False)
     assert p.returncode == 1
     assert len(p.stdout.splitlines()) == 16
     assert "truncated" in p.stderr and "offset 497" in p.stderr
@@ -95,7 +95,7 @@ def test_fh_decode_itch_truncated_file(real):
 
 def test_fh_decode_multi_message_datagram_sequences(real):
     path = real / "moldudp64" / "Nasdaq.Equities.TotalView.Itch.v5.0__Multiple.Packets.pcap"
-    rows = [json.loads(line) for line in fh("decode", "--pcap", path).stdout.splitlines()]
+    rows = [json.loads(line) for line in fh("decode", "--pcap", path, "--json").stdout.splitlines()]
     seqs = [r["sequence"] for r in rows]
     assert len(rows) > 38
     # within a datagram, sequences are consecutive; a real gap exists between datagrams
@@ -107,7 +107,7 @@ def test_fh_decode_bad_blocks_are_reported_not_fatal(tmp_path):
     data = b"".join(struct.pack(">H", len(m)) + m for m in (good, b"Zjunk", good[:10], good))
     f = tmp_path / "bad.itch"
     f.write_bytes(data)
-    p = fh("decode", "--itch", f, check=False)
+    p = fh("decode", "--itch", f, "--json", check=False)
     assert p.returncode == 1
     assert len(p.stdout.splitlines()) == 2
     assert "unknown message type (type byte 0x5a" in p.stderr

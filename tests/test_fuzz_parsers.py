@@ -206,7 +206,7 @@ _ITCH = ITCH.read_bytes()[:3000]
 def _decode(args: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(["decode", *args])
+        rc = cli.main(["decode", "--json", *args])
     return rc, out.getvalue(), err.getvalue()
 
 

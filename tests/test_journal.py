@@ -93,7 +93,7 @@ def test_record_writes_files_that_rebuild_the_books(ring, tmp_path):
     assert [f.name for f in files] == ["20261203-BENCH00001-0000.fhj"]
     assert _dump("--journal", d) == _dump("--itch", DAY)
     assert _dump("--journal", files[0], "--engine", "reference") == _dump("--itch", DAY)
-    lines = fh("decode", "--journal", d).stdout.splitlines()
+    lines = fh("decode", "--journal", d, "--json").stdout.splitlines()
     assert len(lines) == 100000
     first = json.loads(lines[0])
     assert first["sequence"] == 1 and first["session"] == "BENCH00001"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,7 +236,8 @@ def test_cli_book(live):
     lines = p.stdout.splitlines()
     assert lines[0].startswith("AAPL  locate 1  live  trading  last ") and p.stderr == ""
     best_bid, best_ask = want["AAPL"]["bids"][0], want["AAPL"]["asks"][0]
-    assert f"{best_bid[0] / 10000:.4f} | {best_ask[0] / 10000:.4f}" in lines[2]
+    assert re.search(rf"{best_bid[0] / 10000:.4f}\s+\|\s+{best_ask[0] / 10000:.4f}", lines[2]), lines[2]
+    assert lines[2].lstrip().startswith("#") and lines[2].rstrip().endswith("#")  # depth bars, plain off a terminal
     assert len(lines) == 2 + max(len(want["AAPL"]["bids"]), len(want["AAPL"]["asks"]))
     for sym in ("AAPL", "MSFT"):
         p = fh("book", sym, "--name", live, "--json")

@@ -267,7 +267,9 @@ def test_status_json(tmp_path, run_dir, name):
         assert all(l["state"] in ("live", "stale") and l["lost"] == 0 for l in s["line_state"])
         text = fh("status", "--name", name, "--sample", "0").stdout
         assert "feed      ended, session " in text and "unrecoverable 0 (0 messages lost)" in text
-        assert "line      A: " in text and "(silent " in text and "won 40000" in text
+        rows = {l.split()[0]: l.split() for l in text.splitlines()[text.splitlines().index("") + 1:]}
+        assert rows["line"][:4] == ["line", "state", "silent", "datagrams"]  # the lines' table, named by fh.toml
+        assert rows["A"][1] in ("live", "stale") and rows["A"][-4:] == ["40,000", "0", "0", "0"]
         assert f"instance  {name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
         assert "lines     A 233.54.12.111:26477, B 233.49.196.111:26477" in text
         m = fh("metrics", "--name", name, "--once").stdout

@@ -41,7 +41,7 @@ def _compare(pcap: Path) -> int:
     number of messages compared."""
     names = _field_names()
     frames = _tshark(pcap, names)
-    decoded = [json.loads(l) for l in fh("decode", "--pcap", pcap).stdout.splitlines()]
+    decoded = [json.loads(l) for l in fh("decode", "--pcap", pcap, "--json", "--both-lines").stdout.splitlines()]
     per_frame = [len(fr["type"]) for fr in frames]
     assert sum(per_frame) == len(decoded), f"{pcap.name}: tshark saw {sum(per_frame)} messages, fh decode {len(decoded)}"
     i = 0

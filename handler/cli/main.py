@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FhError, main_guard
+from ..ui import add_json_flag, bar, fmt_int, fmt_ns, print_json, print_table
 
 
 def _itch(path: str) -> Path:
@@ -42,6 +43,82 @@ def _nonneg(text: str) -> int:
     return _whole(text, 0)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """fh's help: every option's default shown after its text (unless the text already says it, or there is no
+    default worth showing: None, False, a flag), descriptions wrapped, and the examples (an epilog made by
+    `examples`) printed as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:\n"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if (h == argparse.SUPPRESS or "%(default)" in h or "default" in h.lower()
+                or any(action.default is x for x in (None, False, True, argparse.SUPPRESS))
+                or not action.option_strings):
+            return h
+        return h + " (default: %(default)s)"
+
+
+def examples(*lines: str) -> str:
+    """An epilog of examples, one command a line (what every fh command shows under its options)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _use_fh_help(parser: argparse.ArgumentParser) -> None:
+    """Give every parser of the tree that kept argparse's plain formatter fh's (defaults shown, epilogs kept)."""
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _use_fh_help(child)
+
+
+def version_info() -> dict:
+    """What `fh --version` prints: the package version, the build's `git describe` and DPDK version (written
+    by meson into handler/_build_info.py; "unknown" when fh was not built from a git checkout, None where
+    DPDK was not found), and the layout versions of the shared-memory segment and the journal."""
+    from .. import __version__
+
+    try:
+        from .. import _build_info
+
+        git, dpdk = _build_info.GIT_DESCRIBE or "unknown", _build_info.DPDK_VERSION or None
+    except ImportError:  # a source tree used without a build
+        git, dpdk = "unknown", None
+    try:
+        from .._native import lib
+
+        layout = int(lib.FH_SHM_LAYOUT_VERSION)
+    except ImportError:
+        layout = None
+    from ..journal import LAYOUT_VERSION as journal_layout
+
+    return {"version": __version__, "git": git, "dpdk": dpdk, "segment_layout": layout,
+            "journal_layout": journal_layout, "python": sys.version.split()[0]}
+
+
+def version_text() -> str:
+    v = version_info()
+    return (f"fh {v['version']} (git {v['git']})\n"
+            f"DPDK {v['dpdk'] or 'none: fh-dataplane and fh ports were not built (apt-get install libdpdk-dev)'}\n"
+            f"segment layout {v['segment_layout'] if v['segment_layout'] is not None else 'unknown (not built)'}, "
+            f"journal layout {v['journal_layout']}\n"
+            f"Python {v['python']}")
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(0)
+
+
 def _print_counters(counters: dict[str, int], file=sys.stderr) -> None:
     shown = {k: v for k, v in counters.items() if v}
     print("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"), file=file)
@@ -51,12 +128,37 @@ def _print_counters(counters: dict[str, int], file=sys.stderr) -> None:
 
 
 def cmd_synth_itch(a) -> int:
-    from .. import native
+    import threading
+    import time
 
-    native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm, a.shape)
+    from .. import native
+    from ..ui import fmt_bytes, fmt_seconds, is_tty, progress
+
+    t0 = time.perf_counter()
+    if not is_tty(sys.stderr):
+        native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm, a.shape)
+    else:  # the C generator writes the file in one call (the GIL released): follow its size from a thread
+        done = threading.Event()
+        with progress(None, f"writing {a.out} (MiB)") as prog:
+            def watch() -> None:
+                seen = 0
+                while not done.wait(0.2):
+                    try:
+                        size = os.path.getsize(a.out)
+                    except OSError:
+                        continue
+                    prog.advance(max(0, size - seen) >> 20)
+                    seen += (max(0, size - seen) >> 20) << 20
+            th = threading.Thread(target=watch, daemon=True)
+            th.start()
+            try:
+                native.synth_file(a.out, a.messages, a.instruments, a.seed, a.anomaly_ppm, a.shape)
+            finally:
+                done.set()
+                th.join()
     size = os.path.getsize(a.out)
-    print(f"{a.out}: {a.messages} messages, {a.instruments} instruments, seed {a.seed}, shape {a.shape}, {size} bytes",
-          file=sys.stderr)
+    print(f"{a.out}: {fmt_int(a.messages)} messages, {a.instruments} instruments, seed {a.seed}, shape {a.shape}, "
+          f"{fmt_bytes(size)} in {fmt_seconds(time.perf_counter() - t0)}", file=sys.stderr)
     return 0
 
 
@@ -125,72 +227,285 @@ def cmd_book_dump(a) -> int:
 
 # ---- fh decode ------------------------------------------------------------------------------------------
 
+# ITCH 5.0 message types and the short names the text output shows (docs/decode-format.md has the fields)
+ITCH_TYPES = {"S": "system_event", "R": "stock_directory", "H": "trading_action", "Y": "reg_sho", "L": "participant",
+              "V": "mwcb_levels", "W": "mwcb_status", "K": "ipo_quoting", "J": "luld_collar", "h": "op_halt",
+              "A": "add", "F": "add_mpid", "E": "executed", "C": "executed_price", "X": "cancel", "D": "delete",
+              "U": "replace", "P": "trade", "Q": "cross_trade", "B": "broken_trade", "I": "noii", "N": "rpii",
+              "O": "dlcr"}
 
-def cmd_decode(a) -> int:
-    from .. import native
 
-    out = sys.stdout
-    bad = 0
+def _types(text: str) -> frozenset[int]:
+    """--type A,F,E: ITCH message type letters (case matters: H is a trading action, h an operational halt)."""
+    got = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in got if t not in ITCH_TYPES]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(
+            f"{','.join(bad) or repr(text)}: not an ITCH 5.0 message type; give letters from "
+            f"{' '.join(ITCH_TYPES)}, comma-separated (case matters)")
+    return frozenset(ord(t) for t in got)
 
-    def emit(msg, where: str, tail: str = "") -> None:
-        nonlocal bad
+
+def _seq_range(text: str) -> tuple[int, int]:
+    """--seq FROM:TO (both included), FROM: (to the end), :TO, or N (that one)."""
+    lo, sep, hi = text.partition(":")
+    try:
+        a = int(lo.replace("_", "")) if lo.strip() else 1
+        b = (int(hi.replace("_", "")) if hi.strip() else (1 << 64) - 1) if sep else a
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FROM:TO, FROM:, :TO or N (sequence numbers)") from None
+    if a < 0 or b < a:
+        raise argparse.ArgumentTypeError(f"{text!r}: FROM must be 0 or more and not above TO")
+    return a, b
+
+
+def _symbols(text: str) -> tuple[frozenset[str], frozenset[int]]:
+    """--symbol AAPL,MSFT or a stock locate (13): (symbols, locates)."""
+    got = [t.strip() for t in text.split(",") if t.strip()]
+    if not got:
+        raise argparse.ArgumentTypeError("expected symbols (or stock locates), comma-separated")
+    bad = [t for t in got if not t.isdigit() and (len(t) > 8 or not t.isascii() or not t.isprintable())]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r}: an ITCH symbol is 1-8 printable ASCII characters")
+    return (frozenset(t.upper() for t in got if not t.isdigit()), frozenset(int(t) for t in got if t.isdigit()))
+
+
+class SeenRanges:
+    """Which sequence numbers of one session have been printed: sorted, disjoint half-open ranges, merged as
+    they grow (a handful in practice: one, plus one per gap that neither line filled)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def unseen(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of [lo, hi) not seen yet."""
+        return self.claim(lo, hi, mark=False)
+
+    def claim(self, lo: int, hi: int, mark: bool = True) -> list[tuple[int, int]]:
+        """Mark [lo, hi) as seen; return its parts that were not seen before."""
+        import bisect
+
+        s, e = self.starts, self.ends
+        i = bisect.bisect_left(e, lo)  # the first range that ends at or after lo (touching ranges merge)
+        j, cur, new, nlo, nhi = i, lo, [], lo, hi
+        while j < len(s) and s[j] <= hi:
+            if s[j] > cur:
+                new.append((cur, s[j]))
+            cur = max(cur, e[j])
+            nlo, nhi = min(nlo, s[j]), max(nhi, e[j])
+            j += 1
+        if cur < hi:
+            new.append((cur, hi))
+        if mark:
+            s[i:j], e[i:j] = [nlo], [nhi]
+        return new
+
+
+def _price_text(key: str, v) -> str:
+    if key.startswith("level_"):  # Price(8) of the MWCB levels
+        return f"{v // 10**8}.{v % 10**8:08d}"
+    if key.endswith(("price", "collar")):
+        return _dollars(v)
+    return str(v)
+
+
+def decode_text(d: dict, seq: int | None) -> str:
+    """One decoded message (fh decode's JSON object) as one readable line: sequence, time, type, locate, stock,
+    then every other field as key=value (prices in dollars)."""
+    d = dict(d)
+    t = d.pop("type")
+    loc, ts = d.pop("stock_locate"), d.pop("timestamp")
+    d.pop("tracking_number", None)
+    d.pop("session", None)
+    d.pop("sequence", None)
+    stock = d.pop("stock", "")
+    rest = " ".join(f"{k}={_price_text(k, v)}" for k, v in d.items())
+    head = f"{seq:>10} " if seq is not None else ""
+    return f"{head}{_clock(ts)} {t} {ITCH_TYPES.get(t, '?'):<14} {loc:>5} {stock:<8} {rest}".rstrip()
+
+
+class _Decoder:
+    """fh decode's filters, A/B de-duplication, output and counts."""
+
+    def __init__(self, a, out) -> None:
+        from .. import native
+
+        self.native = native
+        self.a, self.out = a, out
+        self.types = a.type
+        self.symbols, self.locates = a.symbol if a.symbol else (None, set())
+        self.locates = set(self.locates)
+        self.lo, self.hi = a.seq if a.seq else (0, (1 << 64) - 1)
+        self.limit = a.limit
+        self.printed = self.bad = self.filtered = self.duplicates = 0
+
+    def done(self) -> bool:
+        return self.limit is not None and self.printed >= self.limit
+
+    def learn(self, msg) -> None:
+        """Every message passes here first, wanted or not: a stock directory message (R) of a wanted symbol
+        gives its locate."""
+        if self.symbols and len(msg) >= 19 and msg[0] == 0x52:
+            if bytes(msg[11:19]).decode("latin-1").rstrip(" ") in self.symbols:
+                self.locates.add((msg[1] << 8) | msg[2])
+
+    def wanted(self, msg, seq: int | None) -> bool:
+        if self.symbols is not None or self.locates:
+            if len(msg) < 3 or ((msg[1] << 8) | msg[2]) not in self.locates:
+                return False
+        if self.types is not None and (not len(msg) or msg[0] not in self.types):
+            return False
+        return seq is None or self.lo <= seq <= self.hi
+
+    def emit(self, msg, where: str, seq: int | None, tail: dict | None = None) -> None:
+        self.learn(msg)
+        if not self.wanted(msg, seq):
+            self.filtered += 1
+            return
+        native = self.native
         text = native.itch_json(bytes(msg))
         if text is None:
-            bad += 1
+            self.bad += 1
             kind = "unknown message type" if len(msg) and native.itch_spec_length(msg[0]) == 0 else "short message"
             first = f"0x{msg[0]:02x}" if len(msg) else "none"
             print(f"fh decode: {where}: {kind} (type byte {first}, {len(msg)} bytes), skipped", file=sys.stderr)
             return
-        out.write(text[:-1] + tail + "}\n" if tail else text + "\n")
+        if self.a.json:
+            extra = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in (tail or {}).items())
+            self.out.write(text[:-1] + extra + "}\n" if extra else text + "\n")
+        else:
+            line = decode_text(json.loads(text), seq)
+            if tail and "line" in tail:
+                line += f"  line={tail['line']}"
+            self.out.write(line + "\n")
+        self.printed += 1
 
+    def summary(self, what: str) -> None:
+        """One line on stderr when anything was left out: what was printed, and why the rest was not."""
+        parts = []
+        if self.duplicates:
+            parts.append(f"{fmt_int(self.duplicates)} copies from the other line skipped (--both-lines prints them)")
+        if self.filtered:
+            parts.append(f"{fmt_int(self.filtered)} not matching the filters")
+        if parts and self.limit is not None and self.printed >= self.limit:
+            parts.append(f"stopped at --limit {self.limit}")
+        if parts:
+            print(f"fh decode: {what}: {fmt_int(self.printed)} messages printed; " + "; ".join(parts),
+                  file=sys.stderr)
+
+
+def cmd_decode(a) -> int:
+    import struct
+
+    from .. import native
+    from ..ui import progress
+
+    dec = _Decoder(a, sys.stdout)
     if a.itch:
         path = _itch(a.itch)
         data = path.read_bytes()
-        end = 0
-        for off, msg in native.iter_blocks(data):
-            emit(msg, f"{path}: offset {off}")
-            end = off + 2 + len(msg)
-        if end != len(data):
-            print(f"fh decode: {path}: truncated: the block at offset {end} runs past the end of the file "
-                  f"({len(data) - end} trailing bytes)", file=sys.stderr)
-            return 1
-        return 1 if bad else 0
+        end = done_at = 0
+        with progress(len(data), f"decoding {path.name}") as prog:
+            for n, (off, msg) in enumerate(native.iter_blocks(data), 1):
+                end = off + 2 + len(msg)
+                if n & 0xFFFF == 0:
+                    prog.advance(end - done_at)
+                    done_at = end
+                if n < dec.lo:
+                    dec.learn(msg)
+                    dec.filtered += 1
+                    continue
+                if n > dec.hi or dec.done():  # positions only grow: nothing after this is wanted
+                    break
+                dec.emit(msg, f"{path}: offset {off}", n)
+            else:
+                if end != len(data):
+                    print(f"fh decode: {path}: truncated: the block at offset {end} runs past the end of the file "
+                          f"({len(data) - end} trailing bytes)", file=sys.stderr)
+                    dec.summary(str(path))
+                    return 1
+        dec.summary(str(path))
+        return 1 if dec.bad else 0
     if a.journal:  # fh record's files (docs/journal.md)
         from ..journal import journal_messages
 
         for session, seq, msg in journal_messages(a.journal):
-            emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}",
-                 f', "session": {json.dumps(session.rstrip(" "))}, "sequence": {seq}')
-        return 1 if bad else 0
-
-    import struct
+            if dec.done():
+                break
+            dec.emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}", seq,
+                     {"session": session.rstrip(" "), "sequence": seq})
+        dec.summary(str(a.journal))
+        return 1 if dec.bad else 0
 
     from ..net.pcapfile import PcapReader
 
-    reader = PcapReader(_pcap(a.pcap))
+    path = _pcap(a.pcap)
+    reader = PcapReader(path)
     malformed = 0
-    for n, d in enumerate(reader.datagrams(), 1):
-        where = f"{a.pcap}: datagram {n} ({d.dst}:{d.dport})"
-        if len(d.payload) < 20:
-            malformed += 1
-            print(f"fh decode: {where}: {len(d.payload)} bytes, shorter than a MoldUDP64 header", file=sys.stderr)
-            continue
-        session_raw, sequence, count = struct.unpack_from(">10sQH", d.payload)
-        session = json.dumps(session_raw.decode("latin-1").rstrip(" "))
-        if count in (0, 0xFFFF):  # heartbeat, end of session
-            continue
-        i = 0
-        for i, (_, msg) in enumerate(native.iter_blocks(d.payload[20:]), 1):
-            emit(msg, f"{where} message {i - 1}", f', "session": {session}, "sequence": {sequence + i - 1}')
-            if i == count:
+    seen: dict[bytes, dict[tuple[str, int], SeenRanges]] = {}  # session -> line -> the sequences it carried
+    # capture overhead per datagram for the progress bar: record header 16, Ethernet 14, IPv4 20, UDP 8
+    with progress(path.stat().st_size, f"decoding {path.name}") as prog:
+        moved = 0
+        for n, d in enumerate(reader.datagrams(), 1):
+            moved += len(d.payload) + 58
+            if n & 0x3FF == 0:
+                prog.advance(moved)
+                moved = 0
+            if dec.done():
                 break
-        if i != count:
-            malformed += 1
-            print(f"fh decode: {where}: MoldUDP64 count says {count} messages, {i} fit", file=sys.stderr)
+            where = f"{a.pcap}: datagram {n} ({d.dst}:{d.dport})"
+            if len(d.payload) < 20:
+                malformed += 1
+                print(f"fh decode: {where}: {len(d.payload)} bytes, shorter than a MoldUDP64 header",
+                      file=sys.stderr)
+                continue
+            session_raw, sequence, count = struct.unpack_from(">10sQH", d.payload)
+            if count in (0, 0xFFFF):  # heartbeat, end of session
+                continue
+            msgs = []
+            for _, msg in native.iter_blocks(d.payload[20:]):
+                msgs.append(msg)
+                if len(msgs) == count:
+                    break
+            if len(msgs) != count:
+                malformed += 1
+                print(f"fh decode: {where}: MoldUDP64 count says {count} messages, {len(msgs)} fit", file=sys.stderr)
+            session = session_raw.decode("latin-1").rstrip(" ")
+            if a.both_lines:
+                fresh = [(sequence, sequence + len(msgs))]
+            else:  # A/B: a sequence number another line already carried is a copy (counted, not printed); a
+                # repeat on the same line (a sample capture's constant sequence, a duplicate fault) is printed
+                lines = seen.setdefault(session_raw, {})
+                fresh = [(sequence, sequence + len(msgs))]
+                for line, other in lines.items():
+                    if line != (d.dst, d.dport):
+                        fresh = [part for lo, hi in fresh for part in other.unseen(lo, hi)]
+                lines.setdefault((d.dst, d.dport), SeenRanges()).claim(sequence, sequence + len(msgs))
+            k = 0
+            for i, msg in enumerate(msgs):
+                if dec.done():
+                    break
+                s = sequence + i
+                while k < len(fresh) and fresh[k][1] <= s:
+                    k += 1
+                if not (k < len(fresh) and fresh[k][0] <= s):
+                    if dec.lo <= s <= dec.hi:
+                        dec.duplicates += 1
+                    continue
+                if not dec.lo <= s <= dec.hi:
+                    dec.learn(msg)
+                    dec.filtered += 1
+                    continue
+                tail = {"session": session, "sequence": s}
+                if a.both_lines:
+                    tail["line"] = f"{d.dst}:{d.dport}"
+                dec.emit(msg, f"{where} message {i}", s, tail)
+    dec.summary(str(a.pcap))
     if reader.counters.get("truncated_file"):
         print(f"fh decode: {a.pcap}: truncated: the last record is cut off", file=sys.stderr)
         return 1
-    return 1 if bad or malformed else 0
+    return 1 if dec.bad or malformed else 0
 
 
 # ---- fh publish ---------------------------------------------------------------------------------------
@@ -289,22 +604,39 @@ def _clock(ns: int) -> str:
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}"
 
 
-def _book_text(b: dict) -> str:
+def _book_head(b: dict) -> str:
     from ..shm import TRADING_STATES
 
     state = TRADING_STATES.get(b["trading_state"], repr(b["trading_state"]))
-    last = f"last {_dollars(b['last_trade'][0])} x {b['last_trade'][1]}" if b["last_trade"] else "no trade yet"
-    lines = [f"{b['symbol']}  locate {b['locate']}  {b['status']}  {state}  {last}  "
-             f"levels {b['levels'][0]} x {b['levels'][1]}  updates {b['updates']}  at {_clock(b['itch_ts'])}",
-             f"{'orders':>7} {'shares':>10} {'bid':>11} | {'ask':<11} {'shares':>10} {'orders':>7}"]
+    last = (f"last {_dollars(b['last_trade'][0])} x {fmt_int(b['last_trade'][1])}" if b["last_trade"]
+            else "no trade yet")
+    return (f"{b['symbol']}  locate {b['locate']}  {b['status']}  {state}  {last}  levels {b['levels'][0]} x "
+            f"{b['levels'][1]}  updates {fmt_int(b['updates'])}  at {_clock(b['itch_ts'])}")
+
+
+BOOK_BAR_WIDTH = 20
+
+
+def print_book(b: dict, out=None) -> None:
+    """A book as fh book shows it: a head line, then one row per level, bids on the left and asks on the right,
+    each with a bar of its shares (one scale for both sides: the largest level shown) growing outwards."""
+    out = out if out is not None else sys.stdout
+    out.write(_book_head(b) + "\n")
     bids, asks = b["bids"], b["asks"]
-    for i in range(max(len(bids), len(asks), 1)):
-        left = f"{bids[i][2]:>7} {bids[i][1]:>10} {_dollars(bids[i][0]):>11}" if i < len(bids) else " " * 30
-        right = f"{_dollars(asks[i][0]):<11} {asks[i][1]:>10} {asks[i][2]:>7}" if i < len(asks) else ""
-        if not bids and not asks:
-            left, right = f"{'(empty)':>30}", ""
-        lines.append(f"{left} | {right}".rstrip())
-    return "\n".join(lines)
+    top = max([lv[1] for lv in bids + asks], default=0)
+    rows = []
+    for i in range(max(len(bids), len(asks))):
+        bid = bids[i] if i < len(bids) else None
+        ask = asks[i] if i < len(asks) else None
+        rows.append([bar(bid[1], top, BOOK_BAR_WIDTH).rjust(BOOK_BAR_WIDTH) if bid else "",
+                     fmt_int(bid[2]) if bid else "", fmt_int(bid[1]) if bid else "",
+                     _dollars(bid[0]) if bid else "", "|",
+                     _dollars(ask[0]) if ask else "", fmt_int(ask[1]) if ask else "",
+                     fmt_int(ask[2]) if ask else "", bar(ask[1], top, BOOK_BAR_WIDTH) if ask else ""])
+    if not rows:
+        rows.append(["", "", "", "(empty)", "|", "(empty)", "", "", ""])
+    print_table(["bids", "orders", "shares", "bid", "|", "ask", "shares", "orders", "asks"], rows,
+                right=[True, True, True, True, False, False, True, True, False], out=out)
 
 
 def cmd_book_show(a) -> int:
@@ -327,12 +659,15 @@ def cmd_book_show(a) -> int:
         while True:
             b = r.book(loc, depth)
             if (b["updates"], b["status"], b["trading_state"]) != seen:
-                if a.json:
-                    sys.stdout.write(json.dumps({"locate": b["locate"], "symbol": b["symbol"], "bids": b["bids"],
-                                                 "asks": b["asks"]}) + "\n")
+                if a.json:  # the canonical dump line; with --watch one per change (JSON Lines)
+                    doc = {"locate": b["locate"], "symbol": b["symbol"], "bids": b["bids"], "asks": b["asks"]}
+                    print_json([doc], lines=True) if a.watch else print_json(doc)
                 else:
-                    sys.stdout.write(("\x1b[H\x1b[2J" if clear else "") + _book_text(b) + "\n"
-                                     + ("\n" if a.watch and not clear else ""))
+                    if clear:
+                        sys.stdout.write("\x1b[H\x1b[2J")
+                    print_book(b)
+                    if a.watch and not clear:
+                        sys.stdout.write("\n")
                 sys.stdout.flush()
                 seen = (b["updates"], b["status"], b["trading_state"])
             if not a.watch:
@@ -384,7 +719,7 @@ def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, f
     return rows, sample, now
 
 
-def _top_frame(r, rows: list[dict]) -> str:
+def _top_head(r) -> tuple[str, dict]:
     import time
 
     from ..shm import age_text, utc_text
@@ -392,21 +727,32 @@ def _top_frame(r, rows: list[dict]) -> str:
     st = r.writer_status()
     n = int((r.books["status"] != 0).sum())
     head = (f"fh top: {r.name or '?'} ({r.path})  writer pid {st.pid} {st.state}, heartbeat "
-            f"{age_text(st.heartbeat_age)} ago  {n} instruments  events {r.head}  {utc_text(time.time_ns())}")
-    lines = [head, "", f"{'SYMBOL':<8} {'BIDSZ':>9} {'BID':>11} {'ASK':>11} {'ASKSZ':>9} {'LAST':>11} "
-                         f"{'LASTSZ':>8} {'UPD/S':>9}"]
+            f"{age_text(st.heartbeat_age)} ago  {fmt_int(n)} instruments  events {fmt_int(r.head)}  "
+            f"{utc_text(time.time_ns())}")
+    doc = {"name": r.name, "segment": r.path, "time_ns": time.time_ns(),
+           "writer": {"pid": st.pid, "state": st.state, "heartbeat_age_s": round(st.heartbeat_age, 3)},
+           "instruments": n, "events_head": r.head}
+    return head, doc
 
-    def num(v, f=str) -> str:
+
+def print_top(r, rows: list[dict], out=None) -> None:
+    """One frame of fh top: a head line, a blank line, then the table (busiest first)."""
+    out = out if out is not None else sys.stdout
+    head, _ = _top_head(r)
+    out.write(head + "\n\n")
+
+    def num(v, f=fmt_int) -> str:
         return "-" if v is None else f(v)
 
+    table = []
     for x in rows:
-        flag = "" if x["status"] == "live" else f"  {x['status']}"
-        flag += "" if x["state"] == "T" else f"  state {x['state']}"
+        flag = "" if x["status"] == "live" else x["status"]
+        flag += "" if x["state"] == "T" else f"{' ' if flag else ''}state {x['state']}"
         lt = x["last_trade"] or (None, None)
-        lines.append(f"{x['symbol']:<8} {num(x['bid_shares']):>9} {num(x['bid'], _dollars):>11} "
-                     f"{num(x['ask'], _dollars):>11} {num(x['ask_shares']):>9} {num(lt[0], _dollars):>11} "
-                     f"{num(lt[1]):>8} {x['rate']:>9.0f}{flag}")
-    return "\n".join(lines)
+        table.append([x["symbol"], num(x["bid_shares"]), num(x["bid"], _dollars), num(x["ask"], _dollars),
+                      num(x["ask_shares"]), num(lt[0], _dollars), num(lt[1]), fmt_int(round(x["rate"])), flag])
+    print_table(["SYMBOL", "BIDSZ", "BID", "ASK", "ASKSZ", "LAST", "LASTSZ", "UPD/S", ""], table,
+                right=[False, True, True, True, True, True, True, True, False], out=out)
 
 
 def cmd_top(a) -> int:
@@ -417,13 +763,22 @@ def cmd_top(a) -> int:
     r = _join(a)
     try:
         dead = _warn_if_dead(r)
-        tty = sys.stdout.isatty() and not a.once
+        tty = sys.stdout.isatty() and not a.once and not a.json
         _, prev, t = _top_rows(r, None, 0.0, 0)
         while True:
             time.sleep(a.interval)
             rows, prev, t = _top_rows(r, prev, t, a.count)
-            frame = _top_frame(r, rows)
-            sys.stdout.write(("\x1b[H\x1b[2J" if tty else "") + frame + "\n" + ("" if tty or a.once else "\n"))
+            if a.json:  # one document a frame: with --once a single document, else JSON Lines
+                _, doc = _top_head(r)
+                doc["rows"] = [{**x, "last_trade": list(x["last_trade"]) if x["last_trade"] else None}
+                               for x in rows]
+                print_json([doc], lines=True) if not a.once else print_json(doc)
+            else:
+                if tty:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                print_top(r, rows)
+                if not tty and not a.once:
+                    sys.stdout.write("\n")
             sys.stdout.flush()
             if a.once:
                 return 0
@@ -496,13 +851,87 @@ def cmd_events(a) -> int:
         r.close()
 
 
+LATENCY_MAX_ROWS = 24
+
+
+def latency_rows(buckets) -> list[tuple[int, int, int]]:
+    """The rx->publish histogram (fh/shm.h's per-bucket counts, every bucket) as (lower ns, upper ns, count) rows
+    for a picture: every bucket from the first non-empty one to the last, or, when that is more than
+    LATENCY_MAX_ROWS, the buckets merged by power of two (each holds 16 of them above 64 ns)."""
+    from ..shm import lat_lower_ns, lat_upper_ns
+
+    counts = [int(c) for c in buckets]
+    nz = [i for i, c in enumerate(counts) if c]
+    if not nz:
+        return []
+    first, last = nz[0], nz[-1]
+    if last - first + 1 <= LATENCY_MAX_ROWS:
+        return [(lat_lower_ns(i), lat_upper_ns(i), counts[i]) for i in range(first, last + 1)]
+    rows: list[list[int]] = []
+    key_of = (lambda i: max(i, 1).bit_length())  # one row per power of two
+    prev = None
+    for i in range(first, last + 1):
+        k = key_of(lat_upper_ns(i))
+        if k != prev:
+            rows.append([lat_lower_ns(i), lat_upper_ns(i), 0])
+            prev = k
+        rows[-1][1] = lat_upper_ns(i)
+        rows[-1][2] += counts[i]
+    return [tuple(r) for r in rows]
+
+
+def print_latency(lat: dict, rows: list[tuple[int, int, int]], out=None) -> None:
+    """The histogram as bars, one line a bucket (its bounds in human units and its count), the bucket holding
+    each percentile marked, then the percentiles."""
+    out = out if out is not None else sys.stdout
+    if not rows:
+        out.write("rx->publish latency: no messages measured yet\n")
+        return
+    top = max(c for _, _, c in rows)
+    marks = {}
+    for q in ("p50", "p99", "p99.9", "max"):
+        for k, (lo, hi, _) in enumerate(rows):
+            if lo <= lat[q] <= hi:
+                marks.setdefault(k, []).append(q)
+    table = [[fmt_ns(lo), fmt_ns(hi), bar(c, top, 40), fmt_int(c), f"{100 * c / lat['count']:.2f}%" if lat["count"]
+              else "-", " ".join(marks.get(k, []))] for k, (lo, hi, c) in enumerate(rows)]
+    print_table(["from", "to", "", "messages", "share", ""], table, right=[True, True, False, True, True, False],
+                out=out, title=f"rx->publish latency of {fmt_int(lat['count'])} messages")
+    out.write(f"p50 {fmt_ns(lat['p50'])}  p99 {fmt_ns(lat['p99'])}  p99.9 {fmt_ns(lat['p99.9'])}  "
+              f"max {fmt_ns(lat['max'])}\n")
+
+
+def _configured_line_names(a, r) -> list[str] | None:
+    """The feed lines' names from --config, else from the configuration of the instance fh run started on this
+    segment (its pidfile record); None when neither names them."""
+    if getattr(a, "config", None):
+        from .. import config
+
+        try:
+            return [l.name for l in config.load(a.config).lines]
+        except config.ConfigError as e:
+            raise FhError(str(e)) from None
+    try:
+        from ..supervise import lookup
+
+        _, rec, _ = lookup(r.name)
+    except (FhError, OSError):
+        return None
+    lines = (rec or {}).get("lines") or []
+    if (rec or {}).get("segment") not in (None, r.path):
+        return None  # that pidfile is for another segment of the same name
+    return [l["name"] for l in lines if isinstance(l, dict) and l.get("name")] or None
+
+
 def cmd_stats(a) -> int:
     from .. import shm
+    from ..metrics import line_names
     from ..native import COUNTER_NAMES
 
     r = _join(a)
     try:
         st = r.writer_status()
+        rec = r.stats_copy()
         counters = r.stats()
         names = set(COUNTER_NAMES)
         plain = {k: v for k, v in counters.items() if not k.startswith("type_")}
@@ -513,48 +942,73 @@ def cmd_stats(a) -> int:
                   "heartbeat_utc": shm.utc_text(st.heartbeat_ns), "heartbeat_age_s": round(st.heartbeat_age, 3),
                   "started_utc": shm.utc_text(st.started_ns), "replaced": st.replaced}
         head = r.head
-        dp = r.dataplane_stats()
+        dp = r.dataplane_stats(rec)
         if not dp.pop("dataplane"):
             dp = None  # an engine-only writer (fh publish): no data plane section
-        if a.json:
+        else:
+            for l, n in zip(dp["lines"], line_names(dp["lines"], _configured_line_names(a, r))):
+                l["name"] = n
+        if a.latency:
+            if dp is None:
+                raise FhError(f"{r.path}: no rx->publish latency: its writer (pid {st.pid}) is not a data plane "
+                              f"(fh publish writes books only); use the segment of fh run or fh replay")
+            lat = dp["latency"]
+            rows = latency_rows(rec["dp"]["lat_bucket"])
+            if a.json:
+                print_json({"segment": r.path, "name": r.name, "count": lat["count"],
+                            **{q: lat[q] for q in ("p50", "p99", "p99.9", "max")},
+                            "buckets": [[lo, hi, c] for lo, hi, c in
+                                        ((shm.lat_lower_ns(i), shm.lat_upper_ns(i), int(c))
+                                         for i, c in enumerate(rec["dp"]["lat_bucket"])) if c]})
+            else:
+                print(f"segment   {r.path}  instance {r.name!r}  writer pid {st.pid} {st.state}")
+                print_latency(lat, rows)
+        elif a.json:
             if dp is not None:
                 dp["latency"]["buckets"] = [list(b) for b in dp["latency"]["buckets"]]
-            print(json.dumps({"segment": r.path, "name": r.name, "layout_version": int(r.header["layout_version"]),
-                              "size": r.size, "writer": writer,
-                              "events": {"head": head, "capacity": r.event_capacity, "oldest": r.oldest()},
-                              "books": {"instruments": live + stale, "live": live, "stale": stale,
-                                        "max_levels": r.max_levels, "depth": r.depth},
-                              "counters": plain, "types": types, "dataplane": dp}))
+            print_json({"segment": r.path, "name": r.name, "layout_version": int(r.header["layout_version"]),
+                        "size": r.size, "writer": writer,
+                        "events": {"head": head, "capacity": r.event_capacity, "oldest": r.oldest()},
+                        "books": {"instruments": live + stale, "live": live, "stale": stale,
+                                  "max_levels": r.max_levels, "depth": r.depth},
+                        "counters": plain, "types": types, "dataplane": dp})
         else:
+            from ..ui import fmt_bytes
+
             print(f"segment   {r.path}  instance {r.name!r}  layout {int(r.header['layout_version'])}  "
-                  f"{r.size / (1 << 20):.0f} MiB")
+                  f"{fmt_bytes(r.size)}")
             print(f"writer    pid {st.pid} {st.state}; started {writer['started_utc']}; last heartbeat "
                   f"{writer['heartbeat_utc']} ({shm.age_text(st.heartbeat_age)} ago)")
-            print(f"events    head {head}  capacity {r.event_capacity}  oldest {r.oldest()}")
-            print(f"books     {live + stale} instruments ({live} live, {stale} stale)  levels {r.max_levels}  "
-                  f"depth {r.depth}")
-            width = max(map(len, plain), default=0)
-            print("counters")
-            for k, v in plain.items():
-                mark = "" if k in names else "  (unnamed)"
-                print(f"  {k:<{width}} {v:>14}{mark}")
-            print("types     " + (" ".join(f"{k}={v}" for k, v in sorted(types.items())) or "none"))
+            print(f"events    head {fmt_int(head)}  capacity {fmt_int(r.event_capacity)}  oldest {fmt_int(r.oldest())}")
+            print(f"books     {fmt_int(live + stale)} instruments ({fmt_int(live)} live, {fmt_int(stale)} stale)  "
+                  f"levels {fmt_int(r.max_levels)}  depth {r.depth}")
+            print("types     " + (" ".join(f"{k}={fmt_int(v)}" for k, v in sorted(types.items())) or "none"))
             if dp is None:
                 print("dataplane none (engine-only writer)")
             else:
                 lat = dp["latency"]
-                print(f"dataplane packets {dp['packets']}  bytes {dp['bytes']}")
-                print("drops     " + (" ".join(f"{k}={v}" for k, v in dp["drops"].items() if v) or "none"))
-                print("mold      " + " ".join(f"{k}={v}" for k, v in dp["mold"].items()))
                 f = dp["feed"]
-                print(f"feed      {f['state']} session={f['session'] or '-'} next_seq={f['next_seq']} "
-                      f"held={f['held']} outstanding={f['outstanding']}")
-                print("lines     " + (" ".join(
-                    f"{i}:{l['kind']},{l['state']},datagrams={l['datagrams']},won={l['won']},"
-                    f"duplicates={l['duplicates']},late={l['late']},lost={l['lost']}"
-                    for i, l in enumerate(dp["lines"])) or "none"))
-                print(f"latency   rx->publish ns: count {lat['count']}  p50 {lat['p50']}  p99 {lat['p99']}  "
-                      f"p99.9 {lat['p99.9']}  max {lat['max']}")
+                print(f"dataplane packets {fmt_int(dp['packets'])}  bytes {fmt_bytes(dp['bytes'])}")
+                print("drops     " + (" ".join(f"{k}={fmt_int(v)}" for k, v in dp["drops"].items() if v) or "none"))
+                print("mold      " + " ".join(f"{k}={fmt_int(v)}" for k, v in dp["mold"].items()))
+                print(f"feed      {f['state']}  session {f['session'] or '-'}  next sequence {fmt_int(f['next_seq'])}"
+                      f"  held {fmt_int(f['held'])}  outstanding {fmt_int(f['outstanding'])}")
+                print(f"latency   rx->publish of {fmt_int(lat['count'])} messages: p50 {fmt_ns(lat['p50'])}  "
+                      f"p99 {fmt_ns(lat['p99'])}  p99.9 {fmt_ns(lat['p99.9'])}  max {fmt_ns(lat['max'])}  "
+                      f"(fh stats --latency: the histogram)")
+            print()
+            print_table(["counter", "value", ""], [[k, fmt_int(v), "" if k in names else "(unnamed)"]
+                                                   for k, v in plain.items()],
+                        right=[False, True, False])
+            if dp is not None and dp["lines"]:
+                print()
+                print_table(["line", "kind", "state", "datagrams", "messages", "won", "duplicates", "late", "lost",
+                             "silent"],
+                            [[l["name"], l["kind"], l["state"], fmt_int(l["datagrams"]), fmt_int(l["messages"]),
+                              fmt_int(l["won"]), fmt_int(l["duplicates"]), fmt_int(l["late"]), fmt_int(l["lost"]),
+                              "never heard" if l["silent_ms"] is None else fmt_ns(l["silent_ms"] * 1e6)]
+                             for l in dp["lines"]],
+                            right=[False, False, False, True, True, True, True, True, True, True])
         if st.state == "dead":
             print(f"fh: warning: {r.dead_text(st)}", file=sys.stderr)
             return EXIT_WRITER_DEAD
@@ -566,38 +1020,61 @@ def cmd_stats(a) -> int:
 
 
 def _register_readers(sub, book_sub) -> None:
-    name_help = "instance name (segment /dev/shm/fh-NAME) or a segment path"
+    name_help = "instance name (segment fh-NAME in /dev/shm or a hugetlbfs mount) or a segment path"
 
-    bsh = book_sub.add_parser("show", help="one live book from a segment (also: fh book SYMBOL)")
+    bsh = book_sub.add_parser(
+        "show", help="one live book from a segment, with depth bars (also: fh book SYMBOL)",
+        description="One instrument's book from a running instance's segment: bids and asks level by level, each "
+                    "with a bar of its shares.",
+        epilog=examples("fh book AAPL --name demo", "fh book show AAPL --name demo --depth 5 --watch",
+                        "fh book 13 --name demo --json          # by stock locate; the canonical dump line"))
     bsh.add_argument("symbol", metavar="SYMBOL", help="a symbol (or a stock locate)")
     bsh.add_argument("--name", default="fh", help=name_help)
     bsh.add_argument("--depth", type=_positive, default=None, help="levels per side (default: the segment's)")
     bsh.add_argument("--watch", action="store_true", help="redraw as the book changes, until Ctrl-C")
-    bsh.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="with --watch")
-    bsh.add_argument("--json", action="store_true", help="the canonical dump line (as fh book dump)")
+    bsh.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="poll period with --watch")
+    add_json_flag(bsh, "fh book show")
     bsh.add_argument("--strict", action="store_true", help="exit 3 if the writer is dead")
     bsh.set_defaults(func=cmd_book_show)
 
-    t = sub.add_parser("top", help="the most active instruments of a segment, live")
+    t = sub.add_parser("top", help="the most active instruments of a segment, live",
+                       description="The busiest books of a running instance by updates a second, refreshed every "
+                                   "--interval until Ctrl-C.",
+                       epilog=examples("fh top --name demo", "fh top --name demo --count 5 --once",
+                                       "fh top --name demo --once --json"))
     t.add_argument("--name", default="fh", help=name_help)
     t.add_argument("--count", type=_positive, default=20, help="rows")
     t.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="between refreshes")
     t.add_argument("--once", action="store_true", help="print one frame (after one interval) and exit")
+    add_json_flag(t, "fh top")
     t.set_defaults(func=cmd_top)
 
-    e = sub.add_parser("events", help="the event stream of a segment: BBO changes, trades, states")
+    e = sub.add_parser("events", help="the event stream of a segment: BBO changes, trades, states",
+                       epilog=examples("fh events --name demo                  # the last 20",
+                                       "fh events --name demo --follow --json  # JSON Lines as they come",
+                                       "fh events --name demo --from 1 --count 100"))
     e.add_argument("--name", default="fh", help=name_help)
     e.add_argument("--follow", "-f", action="store_true", help="wait for new events (until Ctrl-C or the writer ends)")
     e.add_argument("--count", "-n", type=_positive, default=None,
                    help="print this many (default: the last 20; with --follow, no limit)")
     e.add_argument("--from", dest="start", type=_positive, default=None, metavar="SEQ",
-                   help="start at this sequence (1: the first; an overrun is reported if it is gone)")
-    e.add_argument("--json", action="store_true", help="one JSON object per line")
+                   help="start at this sequence (1: the first; an overrun is reported if it is gone; default: the "
+                        "last --count, or the next with --follow)")
+    add_json_flag(e, "fh events")
     e.set_defaults(func=cmd_events)
 
-    st = sub.add_parser("stats", help="a segment's counters, writer status and event head")
+    st = sub.add_parser("stats", help="a segment's counters, writer, lines and rx->publish latency",
+                        description="A segment's counters, writer status, event head and, for a data plane, its "
+                                    "drops, MoldUDP64 counters, lines (named as in the configuration) and "
+                                    "rx->publish latency; --latency draws that histogram.",
+                        epilog=examples("fh stats --name demo", "fh stats --name demo --latency",
+                                        "fh stats --name /dev/shm/fh-demo --config fh.toml --json"))
     st.add_argument("--name", default="fh", help=name_help)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--config", metavar="FH_TOML", help="name the lines as this configuration does (default: as the "
+                                                        "instance's fh run was configured, else A, B, ...)")
+    st.add_argument("--latency", action="store_true", help="draw the rx->publish latency histogram (one bar per "
+                                                           "bucket) with p50/p99/p99.9/max")
+    add_json_flag(st, "fh stats")
     st.set_defaults(func=cmd_stats)
 
 
@@ -623,16 +1100,33 @@ def cmd_bench_engine(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fh", description="fh: MoldUDP64 / NASDAQ TotalView-ITCH 5.0 feed handler")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(
+        prog="fh", formatter_class=HelpFormatter,
+        description="fh: a kernel-bypass MoldUDP64 / NASDAQ TotalView-ITCH 5.0 feed handler. `fh COMMAND --help` "
+                    "shows a command's options, their defaults and examples.",
+        epilog=examples("fh synth itch day.itch --messages 1000000     # a synthetic day",
+                        "fh decode --itch day.itch --type A,E --symbol AAPL --limit 20",
+                        "fh publish --itch day.itch --name demo --hold &  fh book AAPL --name demo",
+                        "fh run --config examples/fh.toml              # the data plane",
+                        "fh status --all                               # every instance on this host"))
+    p.add_argument("--version", action=_Version, help="print fh's version, the build's git describe, its DPDK "
+                                                      "version and the segment layout version, and exit")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    s = sub.add_parser("synth", help="generate deterministic test data")
+    s = sub.add_parser("synth", help="generate deterministic test data",
+                       epilog=examples("fh synth itch day.itch --messages 1000000 --instruments 100"))
     ss = s.add_subparsers(dest="what", required=True, metavar="WHAT")
-    si = ss.add_parser("itch", help="a synthetic ITCH 5.0 day in the NASDAQ daily file format")
+    si = ss.add_parser("itch", help="a synthetic ITCH 5.0 day in the NASDAQ daily file format",
+                       description="A deterministic, realistic synthetic trading day (fh/synth.h) in NASDAQ's daily "
+                                   "file format: the same arguments give the same bytes. A progress bar shows on a "
+                                   "terminal.",
+                       epilog=examples("fh synth itch day.itch --messages 1000000 --instruments 100",
+                                       "fh synth itch real.itch --messages 20000000 --instruments 8000 --shape real",
+                                       "fh synth itch dirty.itch --messages 100000 --anomaly-ppm 500 --seed 7"))
     si.add_argument("out", help="output file")
-    si.add_argument("--messages", type=_positive, default=1_000_000)
-    si.add_argument("--instruments", type=_positive, default=100)
-    si.add_argument("--seed", type=_nonneg, default=1)
+    si.add_argument("--messages", type=_positive, default=1_000_000, help="messages in the day, prelude included")
+    si.add_argument("--instruments", type=_positive, default=100, help="instruments (1-65535)")
+    si.add_argument("--seed", type=_nonneg, default=1, help="random seed: the same seed, the same day")
     si.add_argument("--anomaly-ppm", type=_nonneg, default=0,
                     help="inject about this many anomalies per million messages (default 0: a clean day)")
     si.add_argument("--shape", choices=("uniform", "real"), default="uniform",
@@ -641,36 +1135,70 @@ def build_parser() -> argparse.ArgumentParser:
     si.set_defaults(func=cmd_synth_itch)
 
     b = sub.add_parser("book", help="order books: fh book SYMBOL (a live one), fh book dump (offline)",
-                       description="fh book SYMBOL [...] is short for fh book show SYMBOL [...]")
+                       description="fh book SYMBOL [...] is short for fh book show SYMBOL [...]",
+                       epilog=examples("fh book AAPL --name demo", "fh book dump --itch day.itch --depth 5"))
     bs = b.add_subparsers(dest="what", required=True, metavar="WHAT")
-    bd = bs.add_parser("dump", help="build the books of a file offline and print them as JSON lines")
+    bd = bs.add_parser("dump", help="build the books of a file offline and print them as JSON lines",
+                       description="Every book of a day built offline, one JSON line per instrument with a non-empty "
+                                   "book (the canonical dump format, README.md).",
+                       epilog=examples("fh book dump --itch day.itch --depth 5",
+                                       "fh book dump --pcap pcaps/synth-ab-40k.pcap --engine reference",
+                                       "fh book dump --snapshots rec/snapshots --journal rec --stats"))
     src = bd.add_mutually_exclusive_group(required=True)
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file (2-byte length framing)")
-    src.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams")
+    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file (2-byte length framing), gzipped or not")
+    src.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams, gzipped or not")
     src.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
     bd.add_argument("--snapshots", metavar="DIR", help="start from the newest sound snapshot here (fh record "
                                                        "--snapshot-every), then apply --journal after it")
     bd.add_argument("--depth", type=_positive, default=None, help="levels per side (default: all)")
-    bd.add_argument("--engine", choices=("c", "reference"), default="c")
+    bd.add_argument("--engine", choices=("c", "reference"), default="c",
+                    help="c: the book engine; reference: the pure-Python oracle (slow)")
     bd.add_argument("--stats", action="store_true", help="print the counters on stderr")
     bd.set_defaults(func=cmd_book_dump)
     _register_readers(sub, bs)
 
-    d = sub.add_parser("decode", help="print every ITCH message as a JSON line")
+    d = sub.add_parser(
+        "decode", help="print ITCH messages, filtered by type, symbol and sequence",
+        description="Every ITCH 5.0 message of a daily file, a pcap or fh record's journal, one line each: its "
+                    "sequence, time, type, locate, stock and fields (prices in dollars); --json prints JSON Lines "
+                    "with every field of the spec (docs/decode-format.md). From a pcap with an A and a B line each "
+                    "sequence number is printed once (the first copy), the other copies counted on stderr. A "
+                    "progress bar shows on a terminal.",
+        epilog=examples("fh decode --itch day.itch --limit 20",
+                        "fh decode --itch day.itch --type A,F,E --symbol AAPL,MSFT",
+                        "fh decode --pcap pcaps/synth-ab-40k.pcap --seq 1000:1010 --json",
+                        "fh decode --pcap pcaps/synth-ab-40k.pcap --seq 1000:1001 --both-lines"))
     dsrc = d.add_mutually_exclusive_group(required=True)
-    dsrc.add_argument("--itch", metavar="FILE")
-    dsrc.add_argument("--pcap", metavar="FILE")
+    dsrc.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file, gzipped or not (a message's sequence "
+                                                     "is its position in the file, from 1)")
+    dsrc.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams, gzipped or not")
     dsrc.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
+    d.add_argument("--type", type=_types, default=None, metavar="T[,T...]",
+                   help="only these message types, e.g. A,F,E (case matters: H trading action, h operational halt; "
+                        "default: all)")
+    d.add_argument("--symbol", type=_symbols, default=None, metavar="SYM[,SYM...]",
+                   help="only messages of these instruments (symbols, learnt from the stock directory messages, or "
+                        "stock locates; default: all)")
+    d.add_argument("--seq", type=_seq_range, default=None, metavar="FROM:TO",
+                   help="only sequence numbers FROM to TO, both included (FROM:, :TO or N also; default: all)")
+    d.add_argument("--limit", type=_positive, default=None, metavar="N", help="stop after N messages (default: all)")
+    d.add_argument("--both-lines", action="store_true",
+                   help="from a pcap, print every copy of a message (each line's), with the line it came on")
+    add_json_flag(d, "fh decode")
     d.set_defaults(func=cmd_decode)
 
-    pb = sub.add_parser("publish", help="apply a daily ITCH file into a shared-memory segment for readers")
-    pb.add_argument("--itch", metavar="FILE", required=True)
+    pb = sub.add_parser("publish", help="apply a daily ITCH file into a shared-memory segment for readers",
+                        description="Apply a day into the segment of instance NAME, as the data plane does with a "
+                                    "live feed, for readers (fh book, top, events, stats, C programs) to follow.",
+                        epilog=examples("fh publish --itch day.itch --name demo --hold",
+                                        "fh publish --itch day.itch --name demo --pace 0.01 --loop 10"))
+    pb.add_argument("--itch", metavar="FILE", required=True, help="a daily ITCH 5.0 file, gzipped or not")
     pb.add_argument("--name", default="fh", help="instance name (segment fh-NAME in hugetlbfs or /dev/shm)")
     pb.add_argument("--segment", metavar="PATH",
                     help="segment file (default: fh-NAME in a hugetlbfs mount with room for it, else /dev/shm)")
     pb.add_argument("--depth", type=_positive, default=10, help="top-N levels readers show by default")
     pb.add_argument("--events", type=_positive, default=1 << 16, help="event ring capacity (a power of two)")
-    pb.add_argument("--max-levels", type=_positive, default=4 << 20)
+    pb.add_argument("--max-levels", type=_positive, default=4 << 20, help="price levels the segment holds")
     pb.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
                     help="sleep this long after every chunk (default: full speed, one pass)")
     pb.add_argument("--chunk", type=_positive, default=64 << 10, metavar="BYTES", help="chunk size with --pace")
@@ -680,10 +1208,14 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--ready-file", metavar="PATH", help="write the pid here once the day is applied")
     pb.set_defaults(func=cmd_publish)
 
-    rn = sub.add_parser("run", help="run the data plane from a configuration file (docs/config.md)")
-    rn.add_argument("--config", required=True, metavar="FILE")
+    rn = sub.add_parser("run", help="run the data plane from a configuration file (docs/config.md)",
+                        description="Run the data plane of one instance from its configuration, supervised (one "
+                                    "instance per name: a pidfile), until it stops or fh stop.",
+                        epilog=examples("fh run --config examples/fh.toml",
+                                        "fh run --config fh.toml --keep-segment --json"))
+    rn.add_argument("--config", required=True, metavar="FILE", help="the instance's fh.toml (docs/config.md)")
     rn.add_argument("--keep-segment", action="store_true", help="leave the segment behind when it stops")
-    rn.add_argument("--json", action="store_true", help="print the final statistics as one JSON object")
+    add_json_flag(rn, "fh run")
     rn.set_defaults(func=cmd_run)
 
     from .dataplane import register as register_dataplane
@@ -701,19 +1233,24 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.record", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.replicate", fromlist=["register"]).register(sub, _positive, _nonneg)
 
-    be = sub.add_parser("bench", help="benchmarks")
+    be = sub.add_parser("bench", help="benchmarks", epilog=examples("fh bench engine --messages 2000000"))
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
-    beng = bes.add_parser("engine", help="the C book engine on one core, against a parse-only pass and itch-book")
-    beng.add_argument("--messages", type=_positive, default=20_000_000)
-    beng.add_argument("--instruments", type=_positive, default=8000)
-    beng.add_argument("--seed", type=_nonneg, default=1)
+    beng = bes.add_parser("engine", help="the C book engine on one core, against a parse-only pass and itch-book",
+                          description="The C book engine's speed on one pinned core, against a parse-only pass and "
+                                      "itch-book in the same run (bench/README.md).",
+                          epilog=examples("fh bench engine --messages 2000000 --shape uniform --repeats 3",
+                                          "fh bench engine --itch day.itch --no-itch-book --json"))
+    beng.add_argument("--messages", type=_positive, default=20_000_000, help="messages of the generated day")
+    beng.add_argument("--instruments", type=_positive, default=8000, help="instruments of the generated day")
+    beng.add_argument("--seed", type=_nonneg, default=1, help="seed of the generated day")
     beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
-                      help="day shape of the generated day (fh synth itch --shape); both: one after the other")
+                      help="day shape of the generated day (fh synth itch --shape); both: one after the other; "
+                           "default both")
     beng.add_argument("--itch", metavar="FILE", help="use this daily file instead of generating a day")
-    beng.add_argument("--repeats", type=_positive, default=5)
+    beng.add_argument("--repeats", type=_positive, default=5, help="runs of each measurement (min and median are reported)")
     beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")
-    beng.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_json_flag(beng, "fh bench engine")
     __import__("handler.bench.plot", fromlist=["add_plot_flag"]).add_plot_flag(beng)  # --plot FILE.png
     beng.set_defaults(func=cmd_bench_engine)
     from ..bench.dataplane import register as register_bench_dataplane
@@ -721,6 +1258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_bench_dataplane(bes, _positive, _nonneg)
     register_bench_recovery(bes, _positive, _nonneg)
+    _use_fh_help(p)
     return p
 
 
@@ -735,7 +1273,11 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(1, "show")  # fh book SYMBOL: a live book
 
     def run() -> int:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.cmd is None:  # `fh` alone: the command list, as kubectl does (asking for nothing is not an error)
+            parser.print_help()
+            return 0
         return args.func(args)
 
     return main_guard(run)

@@ -3,15 +3,30 @@ in handler/cli/main.py."""
 
 from __future__ import annotations
 
-import json
-import time
+import grp
+import os
+import pwd
 import sys
+import time
 
 from ..errors import FhError
+from ..ui import add_json_flag, fmt_int, fmt_ns, fmt_rate, print_json, print_table
 
 # fh status exit statuses, as scripts and monitoring read them
-STATUS_RUNNING, STATUS_STOPPED, STATUS_DEAD = 0, 1, 3
+STATUS_RUNNING, STATUS_STOPPED, STATUS_DEAD, STATUS_NO_ACCESS = 0, 1, 3, 4
 DEFAULT_LISTEN_TEXT = "127.0.0.1:9377"  # handler.metrics.DEFAULT_LISTEN (not imported to keep `fh` start-up fast)
+
+
+class NoAccess(FhError):
+    """This user cannot read an instance's pidfile or segment, so it cannot tell its state: said as such (exit
+    status 4), never as "stopped", "not running" or "absent"."""
+
+    exit_status = STATUS_NO_ACCESS
+
+
+def _examples(*lines: str) -> str:
+    """The examples epilog, as handler.cli.main.examples makes it (main imports this module, not the reverse)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _instance(name: str) -> str:
@@ -20,19 +35,106 @@ def _instance(name: str) -> str:
     return instance_name(name)
 
 
+def _who(uid: int, gid: int) -> tuple[str, str]:
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid {uid}"
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = f"gid {gid}"
+    return user, group
+
+
+def access_problem(path: str | os.PathLike) -> str | None:
+    """Why this user cannot read `path`, as one line with the fix ("cannot read P: permission denied (owner X,
+    mode 0640); run as X or join group Y"), or None when it can, or when nothing is there. A directory on the
+    way that this user may not enter is named instead of the file."""
+    path = os.path.abspath(os.fspath(path))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError:  # a directory on the way cannot be searched: name the first one
+        d = os.path.dirname(path)
+        chain = []
+        while True:
+            chain.append(d)
+            if d == os.path.dirname(d):
+                break
+            d = os.path.dirname(d)
+        for d in reversed(chain):
+            if not os.access(d, os.X_OK):
+                return _denied(path, d, os.stat(d), 0o010, "enter")
+        return f"cannot read {path}: permission denied"
+    if os.access(path, os.R_OK):
+        return None
+    return _denied(path, path, st, 0o040, "read")
+
+
+def _denied(path: str, where: str, st: os.stat_result, group_bit: int, verb: str) -> str:
+    user, group = _who(st.st_uid, st.st_gid)
+    fix = f"run as {user}" + (f" or join group {group} (usermod -aG {group} $USER, then log in again)"
+                              if st.st_mode & group_bit else "" if user == "root" else " (or root)")
+    inside = "" if where == path else f" (inside {where}, which this user may not {verb})"
+    return (f"cannot read {path}{inside}: permission denied (owner {user}, group {group}, mode "
+            f"{st.st_mode & 0o7777:04o}); {fix}")
+
+
+def check_access(name: str) -> None:
+    """Raise NoAccess when this user cannot read the files that tell instance (or segment path) `name`'s state:
+    its pidfiles and its segment."""
+    from .. import shm
+
+    paths = []
+    if "/" not in name:
+        from ..supervise import pidfile_paths
+
+        paths += pidfile_paths(name)
+    paths.append(shm.segment_path(name))
+    for p in paths:
+        problem = access_problem(p)
+        if problem:
+            raise NoAccess(problem)
+    if "/" not in name:  # the segment fh run said it uses, when not the default one
+        from ..supervise import lookup
+
+        _, rec, _ = lookup(name)
+        seg = (rec or {}).get("segment")
+        problem = access_problem(seg) if seg else None
+        if problem:
+            raise NoAccess(problem)
+
+
 def cmd_stop(a) -> int:
     from .. import supervise
 
     if a.timeout < 0:
         raise FhError(f"--timeout {a.timeout:g}: must be 0 or more seconds")
-    rc, msg = supervise.stop(_instance(a.name), a.timeout)
+    name = _instance(a.name)
+    check_access(name)
+    rc, msg = supervise.stop(name, a.timeout)
     print(f"fh stop: {msg}", file=sys.stderr if rc else sys.stdout)
     return rc
 
 
-def _status_text(s: dict) -> str:
+def _named_lines(s: dict) -> None:
+    """Name the data plane's lines as the configuration does (A/B where it says nothing: handler.metrics), the
+    same names fh stats and fh metrics use."""
+    from ..metrics import line_names
+
+    ls = s.get("line_state")
+    if ls:
+        configured = [l["name"] for l in (s.get("lines") or []) if isinstance(l, dict) and l.get("name")]
+        for l, n in zip(ls, line_names(ls, configured or None)):
+            l["name"] = n
+
+
+def _status_text(s: dict, out=None) -> None:
     from ..shm import age_text
 
+    out = out if out is not None else sys.stdout
     lines = []
     who = []
     if s["pid"]:
@@ -53,22 +155,22 @@ def _status_text(s: dict) -> str:
     else:
         lines.append(f"segment   {s['segment']}: none")
     if s["events"]:
-        lines.append(f"events    head {s['events']['head']}  capacity {s['events']['capacity']}")
+        lines.append(f"events    head {fmt_int(s['events']['head'])}  capacity {fmt_int(s['events']['capacity'])}")
     if s["books"]:
         b = s["books"]
-        lines.append(f"books     {b['count']} ({b['live']} live, {b['stale']} stale)")
+        lines.append(f"books     {fmt_int(b['count'])} ({fmt_int(b['live'])} live, {fmt_int(b['stale'])} stale)")
     if s["messages"] is not None:
         bad = {k: v for k, v in (s["anomalies"] or {}).items() if v}
-        lines.append(f"messages  {s['messages']} applied; anomalies: "
-                     + (", ".join(f"{k}={v}" for k, v in bad.items()) or "none"))
+        lines.append(f"messages  {fmt_int(s['messages'])} applied; anomalies: "
+                     + (", ".join(f"{k}={fmt_int(v)}" for k, v in bad.items()) or "none"))
     f = s.get("feed")
     if f:
-        lines.append(f"feed      {f['state']}, session {f['session'] or '-'}, next sequence {f['next_seq']}; gaps "
-                     f"{f['gaps']} (filled by the other line {f['recovered_lines']}, by retransmission "
-                     f"{f['recovered_retrans']} messages; {f['requests']} requests), unrecoverable "
-                     f"{f['unrecoverable']} ({f['lost']} messages lost)"
-                     + (f"; holding {f['held']}, {f['outstanding']} requests out" if f["held"] or f["outstanding"]
-                        else ""))
+        lines.append(f"feed      {f['state']}, session {f['session'] or '-'}, next sequence {fmt_int(f['next_seq'])}; "
+                     f"gaps {fmt_int(f['gaps'])} (filled by the other line {fmt_int(f['recovered_lines'])}, by "
+                     f"retransmission {fmt_int(f['recovered_retrans'])} messages; {fmt_int(f['requests'])} requests), "
+                     f"unrecoverable {fmt_int(f['unrecoverable'])} ({fmt_int(f['lost'])} messages lost)"
+                     + (f"; holding {fmt_int(f['held'])}, {fmt_int(f['outstanding'])} requests out"
+                        if f["held"] or f["outstanding"] else ""))
         j = f.get("joined_at", 0)
         if j > 1:  # the session began before this instance did
             lines.append(f"join      joined late at {j}; 1..{j - 1} "
@@ -76,21 +178,17 @@ def _status_text(s: dict) -> str:
                             else "recovered"))
         ignored = {k: f.get(k, 0) for k in ("malformed", "bogus_session", "suspect") if f.get(k)}
         if ignored:
-            lines.append("ignored   " + ", ".join(f"{k} {v} datagrams" for k, v in ignored.items()))
-    for l in s.get("line_state") or []:
-        silent = "never heard" if l["silent_ms"] is None else f"silent {l['silent_ms'] / 1e3:.1f} s"
-        lines.append(f"line      {l['name']}: {l['state']} ({silent}), won {l['won']}, duplicates "
-                     f"{l['duplicates']}, late {l['late']}, lost {l['lost']}")
+            lines.append("ignored   " + ", ".join(f"{k} {fmt_int(v)} datagrams" for k, v in ignored.items()))
     if s["rates"]:
         r = s["rates"]
-        lines.append(f"rates     {r['messages_per_s']:.0f} messages/s, {r['events_per_s']:.0f} events/s "
+        lines.append(f"rates     {fmt_rate(r['messages_per_s'], 'msg')}, {fmt_rate(r['events_per_s'], 'event')} "
                      f"(over {r['over_s']:.1f} s)")
     d = s["drops"]
     if d:
         net = {k: v for k, v in (d.get("net") or {}).items() if v}
-        lines.append(f"drops     at the last stop: NIC missed {d.get('nic_missed')}, errors {d.get('nic_errors')}; "
-                     f"net: {', '.join(f'{k}={v}' for k, v in net.items()) or 'none'}; MoldUDP64 gaps "
-                     f"{d.get('mold_gaps')}")
+        lines.append(f"drops     at the last stop: NIC missed {fmt_int(d.get('nic_missed'))}, errors "
+                     f"{fmt_int(d.get('nic_errors'))}; net: {', '.join(f'{k}={fmt_int(v)}' for k, v in net.items()) or 'none'}; "
+                     f"MoldUDP64 gaps {fmt_int(d.get('mold_gaps'))}")
     j = s.get("journal")
     if j and "error" in j:
         lines.append(f"journal   {j['path']}: {j['error']}")
@@ -110,15 +208,83 @@ def _status_text(s: dict) -> str:
         lines.append(f"last exit {ex['stopped_utc']}: {ex['reason']}")
     for n in s["notes"]:
         lines.append(f"note      {n}")
-    return "\n".join(lines)
+    out.write("\n".join(lines) + "\n")
+    if s.get("line_state"):
+        out.write("\n")
+        print_table(["line", "state", "silent", "datagrams", "won", "duplicates", "late", "lost"],
+                    [[l["name"], l["state"], "never heard" if l["silent_ms"] is None else fmt_ns(l["silent_ms"] * 1e6),
+                      fmt_int(l.get("datagrams")), fmt_int(l["won"]), fmt_int(l["duplicates"]), fmt_int(l["late"]),
+                      fmt_int(l["lost"])] for l in s["line_state"]],
+                    right=[False, False, True, True, True, True, True, True], out=out)
+
+
+def _exit_of(s: dict) -> int:
+    return {"running": STATUS_RUNNING, "stopped": STATUS_STOPPED}.get(s["state"], STATUS_DEAD)
+
+
+def _status_all(a) -> int:
+    """fh status --all: every instance this host has a segment or a pidfile of, one row each."""
+    from .. import supervise
+    from ..segments import instances
+
+    from ..shm import age_text
+
+    rows, docs, worst = [], [], STATUS_RUNNING
+    for d in supervise.run_dirs():  # a run directory this user cannot list hides the instances only it knows
+        if os.path.isdir(d) and not os.access(d, os.R_OK | os.X_OK):
+            st = os.stat(d)
+            user, group = _who(st.st_uid, st.st_gid)
+            print(f"fh status: warning: cannot list {d} (owner {user}, group {group}, mode {st.st_mode & 0o7777:04o}):"
+                  f" an instance known only by its pidfile there is not shown; run as {user} to see it",
+                  file=sys.stderr)
+            worst = STATUS_NO_ACCESS
+    for name in instances([str(d) for d in supervise.run_dirs()]):
+        try:
+            check_access(name)
+            s = supervise.status(name, a.sample)
+            _named_lines(s)
+            code = _exit_of(s)
+        except NoAccess as e:
+            s = {"name": name, "state": "unreadable", "error": str(e)}
+            code = STATUS_NO_ACCESS
+        worst = max(worst, code)
+        docs.append(s)
+        if s["state"] == "unreadable":
+            rows.append([name, "unreadable", "", "", "", "", "", s["error"]])
+            continue
+        r = s.get("rates") or {}
+        b = s.get("books") or {}
+        rows.append([name, s["state"], s["pid"] or "", age_text(s["uptime_s"]) if s["uptime_s"] is not None
+                     and s["state"] == "running" else "", fmt_int(s["messages"]),
+                     f"{fmt_int(b.get('count'))} ({fmt_int(b.get('stale'))} stale)" if b else "",
+                     fmt_rate(r.get("messages_per_s"), "msg") if r else "", s["segment"]])
+    if a.json:
+        print_json({"instances": docs})
+    elif not rows:
+        print("no fh instance on this host (no segment fh-* in /dev/shm or a hugetlbfs mount, no pidfile in "
+              + ", ".join(map(str, supervise.run_dirs())) + ")")
+    else:
+        print_table(["NAME", "STATE", "PID", "UP", "MESSAGES", "BOOKS", "RATE", "SEGMENT"], rows,
+                    right=[False, False, True, True, True, True, True, False])
+    return worst
 
 
 def cmd_status(a) -> int:
     from .. import supervise
 
-    s = supervise.status(_instance(a.name), a.sample)
-    print(json.dumps(s) if a.json else _status_text(s))
-    return {"running": STATUS_RUNNING, "stopped": STATUS_STOPPED}.get(s["state"], STATUS_DEAD)
+    if a.sample < 0:
+        raise FhError(f"--sample {a.sample:g}: must be 0 or more seconds")
+    if a.all:
+        return _status_all(a)
+    name = _instance(a.name)
+    check_access(name)
+    s = supervise.status(name, a.sample)
+    _named_lines(s)
+    if a.json:
+        print_json(s)
+    else:
+        _status_text(s)
+    return _exit_of(s)
 
 
 def cmd_metrics(a) -> int:
@@ -155,6 +321,7 @@ def cmd_metrics(a) -> int:
     if a.textfile and not a.textfile.endswith(".prom"):
         print(f"fh metrics: warning: {a.textfile}: node-exporter's textfile collector reads *.prom files only",
               file=sys.stderr)
+    check_access(name)  # a segment this user cannot read is not "absent"
     try:
         return metrics.serve(name, listen, a.textfile, a.once, a.interval, names)
     except OSError as e:
@@ -163,26 +330,38 @@ def cmd_metrics(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
-    name_help = "instance name (instance.name of its config; default fh)"
+    name_help = "instance name (instance.name of its config)"
 
-    st = sub.add_parser("status", help="is an instance running: state, uptime, lines, books, rates, last exit")
+    st = sub.add_parser("status", help="is an instance running: state, uptime, lines, books, rates, last exit",
+                        description="An instance's state from its pidfile and segment: running (exit 0), stopped "
+                                    "(1), dead (3), or cannot tell because this user may not read them (4, with "
+                                    "the fix). --all: every instance on this host, one row each (exit: the worst).",
+                        epilog=_examples("fh status --name fh", "fh status --all",
+                                         "fh status --name demo --json --sample 0"))
     st.add_argument("--name", default="fh", help=name_help)
-    st.add_argument("--json", action="store_true", help="one JSON object")
+    st.add_argument("--all", action="store_true", help="every instance on this host (segments fh-* in /dev/shm and "
+                                                       "hugetlbfs mounts, pidfiles in the run directories)")
+    add_json_flag(st, "fh status")
     st.add_argument("--sample", type=float, default=0.5, metavar="SECONDS",
                     help="measure rates over this long (0: no rates)")
     st.set_defaults(func=cmd_status)
 
-    sp = sub.add_parser("stop", help="stop a running instance (SIGTERM to fh run, SIGKILL after --timeout)")
+    sp = sub.add_parser("stop", help="stop a running instance (SIGTERM to fh run, SIGKILL after --timeout)",
+                        epilog=_examples("fh stop --name demo", "fh stop --name demo --timeout 30"))
     sp.add_argument("--name", default="fh", help=name_help)
     sp.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                     help="wait this long for a clean stop before SIGKILL (default 10)")
     sp.set_defaults(func=cmd_stop)
 
     m = sub.add_parser("metrics", help="serve an instance's counters and states to Prometheus, or write a "
-                                       "node-exporter textfile")
+                                       "node-exporter textfile",
+                       epilog=_examples("fh metrics --config examples/fh.toml",
+                                        "fh metrics --name demo --listen 0.0.0.0:9377",
+                                        "fh metrics --name demo --textfile /var/lib/node_exporter/fh.prom",
+                                        "fh metrics --name demo --once"))
     m.add_argument("--config", metavar="FH_TOML", help="take the instance name and the [metrics] defaults "
                                                        "(listen, textfile, interval_s) from this config")
-    m.add_argument("--name", default=None, help=name_help + ", or a segment path")
+    m.add_argument("--name", default=None, help=name_help + ", or a segment path (default: fh)")
     m.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help=f"serve GET /metrics here (default {DEFAULT_LISTEN_TEXT} unless --textfile or --once)")
     m.add_argument("--textfile", metavar="PATH", help="write the metrics to this file (atomically), every "
@@ -191,4 +370,3 @@ def register(sub, positive, nonneg) -> None:
                    help="textfile rewrite period (default 15)")
     m.add_argument("--once", action="store_true", help="print the metrics (or write --textfile) once and exit")
     m.set_defaults(func=cmd_metrics)
-

@@ -1,6 +1,6 @@
 /* frames.h: the frames the data plane sends besides IGMP (igmp.h), with no DPDK dependency: a retransmission
  * request as Ethernet + IPv4 + UDP, and the answer to an ARP request for our address. The data plane hands
- * frames in and gets bytes out; its DPDK glue only allocates, copies and transmits (dataplane.c). */
+ * frames in and gets bytes out; its DPDK glue only allocates, copies and transmits (ports.c). */
 #ifndef FH_DP_FRAMES_H
 #define FH_DP_FRAMES_H
 

@@ -1,7 +1,8 @@
 /* Fuzz target: MoldUDP64 framing (fh/mold.h) and the unsequenced path into the engine. Input: one datagram.
  * The header parser and the block walker must agree with a plain reading of the specification; a walker
- * never leaves [p, end) and stays put on a truncated block; fh_engine_apply_mold returns the header's count
- * exactly when its blocks are all whole, else -1 with mold_malformed counted once, and applies the whole
+ * never leaves [p, end) and stays put on a truncated block; fh_mold_apply_unsequenced into the engine's
+ * consumer returns the header's count exactly when its blocks are all whole, else -1 with the engine's
+ * mold_malformed counted once (fh_engine_counter_slot), and applies the whole
  * blocks before the fault (as many messages counted as the walk found); the book invariants hold after;
  * and a request encoded from the header reads back as the same session, sequence and count. */
 #include "fh/itch.h"
@@ -65,7 +66,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(memcmp(back.session, h.session, 10) == 0 && back.sequence == h.sequence && back.count == h.count);
     }
 
-    int r = fh_engine_apply_mold(eng, d, len);
+    fh_feed_consumer_t books;
+    fh_engine_consumer(eng, &books);
+    int r = fh_mold_apply_unsequenced(d, len, &books, fh_engine_counter_slot(eng, FH_C_mold_malformed));
     uint64_t c[FH_C_COUNT];
     fh_engine_counters(eng, c);
     if (hr != 0) {

@@ -35,7 +35,6 @@
 
 #include "fh/book.h"
 #include "fh/itch.h"
-#include "fh/mold.h"
 #include "fh/seg.h"
 
 typedef struct order {
@@ -1181,32 +1180,12 @@ size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
     return e->publish ? apply_blocks(e, p, len, true) : apply_blocks(e, p, len, false);
 }
 
-int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *d, size_t len)
-{
-    fh_mold_hdr_t h;
-    e->now_tsc = tsc_now();
-    if (fh_mold_parse_hdr(d, len, &h)) {
-        e->counters[FH_C_mold_malformed]++;
-        return -1;
-    }
-    if (h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)
-        return h.count; /* no blocks follow */
-    fh_blocks_t w = { d + FH_MOLD_HDR_LEN, d + len };
-    const uint8_t *m;
-    size_t n;
-    for (unsigned i = 0; i < h.count; i++) {
-        if (fh_blocks_next(&w, &m, &n) != FH_BLOCK_OK) {
-            e->counters[FH_C_mold_malformed]++;
-            batch_end(e);
-            return -1;
-        }
-        apply_one(e, m, n, e->publish);
-    }
-    batch_end(e);
-    return h.count;
-}
-
 /* ---- readers --------------------------------------------------------------------------------------- */
+
+uint64_t *fh_engine_counter_slot(fh_engine_t *e, int c)
+{
+    return c >= 0 && c < FH_C_COUNT && c != FH_C_messages ? &e->counters[c] : NULL;
+}
 
 void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT])
 {

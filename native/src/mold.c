@@ -110,6 +110,28 @@ void fh_mold_feed_free(fh_mold_feed_t *f)
 
 void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c) { f->out = c ? *c : no_consumer; }
 
+int fh_mold_apply_unsequenced(const uint8_t *d, size_t len, const fh_feed_consumer_t *c, uint64_t *malformed)
+{
+    fh_mold_hdr_t h;
+    if (fh_mold_parse_hdr(d, len, &h))
+        goto bad;
+    if (h.count == FH_MOLD_HEARTBEAT || h.count == FH_MOLD_END_OF_SESSION)
+        return h.count; /* no blocks follow */
+    fh_blocks_t w = { d + FH_MOLD_HDR_LEN, d + len };
+    const uint8_t *m;
+    size_t n;
+    for (unsigned i = 0; i < h.count; i++) {
+        if (fh_blocks_next(&w, &m, &n) != FH_BLOCK_OK)
+            goto bad;
+        c->apply(c->ctx, h.session, 0, m, n);
+    }
+    return h.count;
+bad:
+    if (malformed)
+        ++*malformed;
+    return -1;
+}
+
 void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_LEN], uint64_t next_seq)
 {
     memcpy(f->session, session, FH_MOLD_SESSION_LEN);

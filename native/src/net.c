@@ -55,7 +55,7 @@ int fh_net_set_source(fh_net_t *n, uint32_t i, uint32_t src_ip)
 static inline int drop(fh_net_t *n, fh_net_drop_t cause)
 {
     n->drops[cause]++;
-    return -1;
+    return FH_NET_DROPPED(cause);
 }
 
 /* Every check in order, for whatever the fast path does not take: the drop's cause is the first failed. */

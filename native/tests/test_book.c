@@ -2,10 +2,23 @@
  * (docs/book-semantics.md). Exit 0 on success, 1 on failure. */
 #include "fh/book.h"
 #include "fh/itch.h"
+#include "fh/mold.h"
 #include "msg.h"
 
 static fh_engine_t *e;
 static uint8_t b[64];
+/* One MoldUDP64 datagram, unsequenced, into the engine: the MoldUDP64 layer delivers to the engine's consumer
+ * and counts a malformed datagram in the engine's mold_malformed. */
+static int apply_mold(fh_engine_t *eng, const uint8_t *d, size_t len)
+{
+    fh_feed_consumer_t books;
+    fh_engine_consumer(eng, &books);
+    fh_engine_batch_begin(eng, 0);
+    int r = fh_mold_apply_unsequenced(d, len, &books, fh_engine_counter_slot(eng, FH_C_mold_malformed));
+    fh_engine_batch_end(eng);
+    return r;
+}
+
 static uint64_t ctr(fh_counter_t c)
 {
     uint64_t all[FH_C_COUNT];
@@ -335,16 +348,20 @@ static void test_framing(void)
     n = m_D(d + p + 2, 1, 101);
     fh_put_be16(d + p, (uint16_t)n);
     p += 2 + n;
-    CHECK_EQ(fh_engine_apply_mold(e, d, p), 2);
+    CHECK_EQ(apply_mold(e, d, p), 2);
     CHECK_EQ(fh_engine_live_orders(e), 1);
     fh_put_be16(d + 18, 0);
-    CHECK_EQ(fh_engine_apply_mold(e, d, 20), 0);
+    CHECK_EQ(apply_mold(e, d, 20), 0);
     fh_put_be16(d + 18, 0xFFFF);
-    CHECK_EQ(fh_engine_apply_mold(e, d, 20), 0xFFFF);
-    CHECK(fh_engine_apply_mold(e, d, 19) == -1);
+    CHECK_EQ(apply_mold(e, d, 20), 0xFFFF);
+    CHECK(apply_mold(e, d, 19) == -1);
     fh_put_be16(d + 18, 3); /* claims 3, holds 2 */
     fh_put_be16(d + 20, 19);
-    CHECK(fh_engine_apply_mold(e, d, p) == -1);
+    CHECK(apply_mold(e, d, p) == -1);
+    CHECK_EQ(ctr(FH_C_mold_malformed), 2);
+    CHECK(fh_engine_counter_slot(e, FH_C_messages) == NULL && fh_engine_counter_slot(e, FH_C_COUNT) == NULL);
+    CHECK(fh_engine_counter_slot(e, -1) == NULL);
+    CHECK(fh_mold_apply_unsequenced(d, 19, NULL, NULL) == -1); /* no counter: nothing counted, no consumer call */
     CHECK_EQ(ctr(FH_C_mold_malformed), 2);
 }
 

@@ -836,9 +836,67 @@ static void test_bad_cfg(void)
     memset(&f, 0, sizeof f);
 }
 
+/* A consumer that records what it is given (fh/consumer.h): the unsequenced path needs no engine. */
+typedef struct rec {
+    int calls;
+    char session[10];
+    uint64_t seq[8];
+    size_t len[8];
+    const uint8_t *msg[8];
+} rec_t;
+
+static void rec_apply(void *ctx, const char *session, uint64_t seq, const uint8_t *m, size_t len)
+{
+    rec_t *r = ctx;
+    memcpy(r->session, session, 10);
+    if (r->calls < 8) {
+        r->seq[r->calls] = seq;
+        r->len[r->calls] = len;
+        r->msg[r->calls] = m;
+    }
+    r->calls++;
+}
+
+/* fh_mold_apply_unsequenced: every block to apply, in order, with the datagram's session and sequence 0;
+ * heartbeats and ends of session deliver nothing; a short header or a block that does not fit is counted
+ * once, after the blocks before it were delivered. */
+static void test_unsequenced(void)
+{
+    rec_t r;
+    memset(&r, 0, sizeof r);
+    fh_feed_consumer_t c = { .ctx = &r, .apply = rec_apply };
+    uint8_t d[256];
+    memcpy(d, OTHER, 10);
+    fh_put_be64(d + 10, 77);
+    fh_put_be16(d + 18, 3);
+    size_t p = 20;
+    for (int s = 1; s <= 3; s++) {
+        fh_put_be16(d + p, (uint16_t)mlen[s]);
+        memcpy(d + p + 2, msg[s], mlen[s]);
+        p += 2 + mlen[s];
+    }
+    uint64_t bad = 0;
+    CHECK_EQ(fh_mold_apply_unsequenced(d, p, &c, &bad), 3);
+    CHECK(r.calls == 3 && bad == 0 && !memcmp(r.session, OTHER, 10));
+    for (int i = 0; i < 3; i++)
+        CHECK(r.seq[i] == 0 && r.len[i] == mlen[i + 1] && !memcmp(r.msg[i], msg[i + 1], mlen[i + 1]));
+    fh_put_be16(d + 18, FH_MOLD_HEARTBEAT);
+    CHECK_EQ(fh_mold_apply_unsequenced(d, p, &c, &bad), 0);
+    fh_put_be16(d + 18, FH_MOLD_END_OF_SESSION);
+    CHECK_EQ(fh_mold_apply_unsequenced(d, 20, &c, &bad), 0xFFFF);
+    CHECK(r.calls == 3 && bad == 0);
+    fh_put_be16(d + 18, 3);
+    CHECK(fh_mold_apply_unsequenced(d, p - 1, &c, &bad) == -1); /* the third block cut by a byte */
+    CHECK(r.calls == 5 && bad == 1);
+    CHECK(fh_mold_apply_unsequenced(d, 19, &c, &bad) == -1);
+    CHECK(fh_mold_apply_unsequenced(d, 19, &c, NULL) == -1);
+    CHECK(r.calls == 5 && bad == 2);
+}
+
 int main(void)
 {
     build_stream();
+    test_unsequenced();
     test_in_order_and_duplicates();
     test_gap_filled_by_other_line();
     test_gap_filled_by_retransmission();

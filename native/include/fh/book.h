@@ -91,8 +91,7 @@ void fh_engine_set_publish(fh_engine_t *e, bool on);
 /* The TSC of the packet being applied, stamped on the events it causes (0 offline). */
 void fh_engine_set_rx_tsc(fh_engine_t *e, uint64_t tsc);
 /* Around a run of fh_engine_apply calls (a datagram): stamp events with the packet's TSC, then wake readers
- * blocked on the event ring if any event was published. fh_engine_apply_blocks and _apply_mold do this
- * themselves. */
+ * blocked on the event ring if any event was published. fh_engine_apply_blocks does this itself. */
 void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc);
 /* The same with the publish stamp given (a TSC the caller has just read): saves a TSC read per batch. */
 void fh_engine_batch_begin_at(fh_engine_t *e, uint64_t rx_tsc, uint64_t now_tsc);
@@ -123,15 +122,18 @@ void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 /* Apply the 2-byte-length blocks in [p, p+len). Returns the bytes consumed: len, or less when the last
  * block is truncated (counted in `truncated`). */
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
-/* Apply the messages of one MoldUDP64 datagram, in order, without sequencing. Returns its message count
- * (0 heartbeat, 0xFFFF end of session) or -1 if malformed (counted; the blocks that fit were applied). */
-int fh_engine_apply_mold(fh_engine_t *e, const uint8_t *dgram, size_t len);
+/* One MoldUDP64 datagram without sequencing is the MoldUDP64 layer's: fh_mold_apply_unsequenced (fh/mold.h)
+ * to the engine's consumer, counting malformed datagrams in fh_engine_counter_slot(e, FH_C_mold_malformed). */
 
 /* Counters: copy the FH_C_COUNT counters to out (`messages` = the per-type counts + unknown_type +
  * short_message, derived here rather than counted on the hot path). Per message type: indexed by the
  * type byte, 256 of them, counting the messages that passed the length check. */
 void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT]);
 const uint64_t *fh_engine_type_counts(const fh_engine_t *e);
+/* Counter c for a layer in front of the engine to count into, so that it is published with the engine's
+ * counters (in the segment's stats, under its name): mold_malformed, which fh_mold_apply_unsequenced counts.
+ * NULL for an unknown index or `messages` (derived, not counted). */
+uint64_t *fh_engine_counter_slot(fh_engine_t *e, int c);
 const char *fh_counter_name(int c);
 
 /* Readers. Locates with a book, ascending: writes up to cap of them to out and returns how many exist. */

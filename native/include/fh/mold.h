@@ -35,6 +35,14 @@ static inline int fh_mold_parse_hdr(const uint8_t *p, size_t len, fh_mold_hdr_t 
     return 0;
 }
 
+/* One datagram without sequencing, for readers that have no feed (an offline capture read datagram by
+ * datagram, tests, fuzzing; the data plane sequences with fh_mold_feed_apply): its messages, in order, each
+ * through c->apply with the datagram's session and sequence 0. Returns its message count (0 heartbeat, 0xFFFF
+ * end of session: no blocks), or -1 if it is malformed: shorter than its 20-byte header, or a block that does
+ * not fit in it (the blocks before that one were delivered); then ++*malformed unless malformed is NULL (the
+ * engine's mold_malformed, fh_engine_counter_slot, publishes it with the engine's counters). */
+int fh_mold_apply_unsequenced(const uint8_t *d, size_t len, const fh_feed_consumer_t *c, uint64_t *malformed);
+
 /* ---- a feed's sequencing and recovery --------------------------------------------------------------------
  *
  * One feed, several lines (A, B, ... and the replies of its retransmission server): the first copy of each

@@ -56,10 +56,16 @@ int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t sr
 /* Take line i's frames from src_ip only (0: from any source). 0, or -1 with a message. */
 int fh_net_set_source(fh_net_t *n, uint32_t i, uint32_t src_ip);
 
-/* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or -1 after counting the
- * drop by cause. Hot: reads at most the headers, each bounds-checked against len. The IPv4 header checksum
- * is not verified (the NIC does; a frame from a capture is taken as it is). When several lines fit a
- * frame, the first added wins. */
+/* What fh_net_parse returns for a frame it dropped because of cause (an fh_net_drop_t): -1 - cause, below 0
+ * like every drop; fh_net_drop_cause gives the cause back. */
+#define FH_NET_DROPPED(cause) (-1 - (int)(cause))
+static inline fh_net_drop_t fh_net_drop_cause(int r) { return (fh_net_drop_t)(-1 - r); }
+
+/* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or, after counting the drop
+ * in drops[cause], FH_NET_DROPPED(cause) (< 0): the caller learns the cause without comparing counters (the
+ * data plane looks for IGMP among not_udp and ARP among not_ipv4). Hot: reads at most the headers, each
+ * bounds-checked against len. The IPv4 header checksum is not verified (the NIC does; a frame from a capture
+ * is taken as it is). When several lines fit a frame, the first added wins. */
 int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
 
 const char *fh_net_drop_name(int cause);

@@ -1,0 +1,289 @@
+/* loop.c: fh-dataplane's poll loop and its idle strategy.
+ *
+ * The ports in use are polled in turn by the main lcore (EAL pins it, -l); a burst's frames go net ->
+ * MoldUDP64 sequencing and recovery (fh/mold.h) -> book engine -> the shared segment. Every dropped frame is
+ * counted by cause; TSC stamps at rx and after each datagram is applied feed a log-linear latency histogram
+ * (messages released from the hold-back buffer by a timer count from that poll's start). IGMP queries and ARP
+ * are found among the frames fh_net_parse refuses, so they cost the hot path nothing. Idle: rte_pause() (--idle
+ * spin), or after 1,000 empty polls short naps (--idle backoff: replay and tests); every 100 ms the line states
+ * and the statistics are published. SIGINT/SIGTERM stop it within 100 ms whatever arrives, as does, with
+ * --exit-idle-ms, a port that stays silent that long after traffic while no gap is open.
+ *
+ * --mode rx-only receives and frees, nothing else: the PMD's own cost, to subtract from a full run's (both
+ * count busy_cycles, the TSC cycles spent in non-empty bursts; fh bench dataplane).
+ *
+ * Nothing here allocates, blocks or exits: a burst costs its frames' parsing, sequencing and applying. */
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_prefetch.h>
+
+#include "dataplane.h"
+
+volatile sig_atomic_t dp_quit;
+static void on_signal(int sig) { (void)sig; dp_quit = 1; }
+
+/* Messages a timer poll released from the hold-back buffer (a gap given up or closed by it): counted as
+ * applied, their latency from the poll's start (their own arrival is not kept), so that the latency count
+ * equals messages_applied. */
+static inline void released(uint64_t *hist, uint64_t *total, uint64_t n, uint64_t since)
+{
+    if (FH_UNLIKELY(n)) {
+        hist[fh_shm_lat_index(rte_rdtsc() - since)] += n;
+        *total += n;
+    }
+}
+
+/* The journal (--journal): what the feed applied, after each datagram and each poll, through the tee
+ * (fh/journal_mold.h). NULL: no journal, one predicted branch. */
+static inline int feed_apply(fh_journal_tee_t *jtee, fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
+                             uint64_t now)
+{
+    int n = fh_mold_feed_apply(f, d, len, line, now);
+    if (jtee)
+        fh_journal_tee(jtee, f, d, len);
+    return n;
+}
+
+static inline int feed_poll(fh_journal_tee_t *jtee, fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *rq, int cap)
+{
+    int n = fh_mold_feed_poll(f, now, rq, cap);
+    if (jtee) {
+        fh_journal_tee(jtee, f, NULL, 0);
+        if (!cap) /* the periodic poll (line states): a sign of life for the journal's followers */
+            fh_journal_heartbeat(jtee->j);
+    }
+    return n;
+}
+
+/* The idle strategy: what an empty poll does. */
+typedef struct idle {
+    bool spin;            /* --idle spin: rte_pause() only; backoff: naps after 1,000 empty polls */
+    unsigned empty;       /* empty polls in a row */
+    uint64_t last_stats;  /* TSC of the last publishing of the statistics */
+    uint64_t stats_every; /* TSC ticks between two */
+} idle_t;
+
+/* Publish stats now and then (full mode); stop after exit_idle ticks of silence following traffic; pause or
+ * nap. Returns false to stop. */
+static inline bool idle(dp_t *dp, idle_t *w, uint64_t now, uint64_t last_rx, uint64_t exit_idle)
+{
+    if (dp->e && now - w->last_stats > w->stats_every) {
+        fh_engine_publish_stats(dp->e);
+        dp_publish(dp);
+        w->last_stats = now;
+    }
+    if (exit_idle && dp->ls.packets && now - last_rx > exit_idle)
+        return false;
+    if (w->spin || ++w->empty < 1000) {
+        rte_pause();
+    } else {
+        struct timespec nap = { 0, w->empty < 100000 ? 1000 : 50000 };
+        nanosleep(&nap, NULL);
+    }
+    return true;
+}
+
+/* --mode rx-only: receive and free, counting packets and bytes. */
+static __attribute__((noinline)) void rx_only_loop(dp_t *dp)
+{
+    const uint16_t port = dp->port;
+    loop_stats_t *ls = &dp->ls;
+    uint64_t last_rx = rte_rdtsc(), exit_idle = (uint64_t)dp->o.exit_idle_ms * dp->hz / 1000;
+    idle_t w = { .spin = dp->o.spin, .last_stats = last_rx, .stats_every = dp->hz };
+    struct rte_mbuf *bufs[BURST];
+    while (!dp_quit) {
+        uint64_t t0 = rte_rdtsc();
+        uint16_t n = rte_eth_rx_burst(port, 0, bufs, BURST);
+        if (n == 0) {
+            if (!idle(dp, &w, t0, last_rx, exit_idle))
+                break;
+            continue;
+        }
+        w.empty = 0;
+        for (uint16_t i = 0; i < n; i++)
+            ls->bytes += bufs[i]->pkt_len;
+        ls->packets += n;
+        rte_pktmbuf_free_bulk(bufs, n);
+        uint64_t t1 = rte_rdtsc();
+        if (!ls->first_tsc)
+            ls->first_tsc = t0;
+        ls->busy_cycles += t1 - t0;
+        ls->busy_bursts++;
+        ls->last_tsc = last_rx = t1;
+    }
+}
+
+/* The full loop, from `start` (the TSC the IGMP state was set up at). */
+static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
+{
+    const opts_t *o = &dp->o;
+    fh_net_t *const net = &dp->o.net;
+    fh_mold_feed_t *const feed = &dp->feed;
+    fh_engine_t *const e = dp->e;
+    fh_journal_tee_t *const jtee = dp->jtee;
+    uint64_t *const hist = dp->hist;
+    loop_stats_t *const ls = &dp->ls;
+    igmp_t *const ig = dp->ig;
+    const uint16_t *const ports = dp->ports;
+    const unsigned nports = dp->nports;
+    const uint64_t hz = dp->hz;
+    uint64_t msgs_total = 0, last_rx = start;
+    const uint64_t exit_idle = (uint64_t)o->exit_idle_ms * hz / 1000;
+    idle_t w = { .spin = o->spin, .last_stats = start, .stats_every = hz / 10 };
+    struct rte_mbuf *bufs[BURST];
+    fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
+
+    /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts, and for at most
+     * 50 ms: a port that never runs dry must not keep it) so that every frame that reached a port is applied
+     * or counted, then stops. Nothing in the loop takes longer than a datagram's blocks or a bounded scan
+     * (fh/mold.h), so it answers within 100 ms whatever arrives. */
+    unsigned next_port = 0; /* round robin: the port after the last one that had frames is polled first */
+    const uint64_t drain_limit = hz / 20;
+    uint64_t quit_at = 0;
+    for (uint32_t drained = 0;;) {
+        uint64_t t0 = rte_rdtsc();
+        uint16_t n = 0;
+        unsigned k = next_port;
+        for (unsigned tries = 0; tries < nports; tries++, k = k + 1 == nports ? 0 : k + 1)
+            if ((n = rte_eth_rx_burst(ports[k], 0, bufs, BURST)) > 0)
+                break;
+        if (n == 0) {
+            if (dp_quit)
+                break;
+            for (unsigned j = 0; j < nports; j++)
+                if (FH_UNLIKELY(ig[j].join | ig[j].answer))
+                    igmp_flush(&ig[j], t0);
+            if (FH_UNLIKELY(fh_mold_feed_busy(feed))) {
+                uint64_t before = feed->counters[FH_M_applied];
+                fh_engine_batch_begin_at(e, t0, t0);
+                int nr = feed_poll(jtee, feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
+                if (nr)
+                    dp_retrans_send(&dp->rt, rq, nr);
+                released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t0);
+                fh_engine_batch_end(e);
+                w.empty = 0; /* keep polling closely while a gap is open */
+            }
+            if (t0 - w.last_stats > w.stats_every) {
+                uint64_t before = feed->counters[FH_M_applied];
+                feed_poll(jtee, feed, t0, rq, 0); /* line states */
+                released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t0);
+            }
+            if (!idle(dp, &w, t0, last_rx, fh_mold_feed_busy(feed) ? 0 : exit_idle))
+                break;
+            continue;
+        }
+        next_port = k + 1 == nports ? 0 : k + 1;
+        w.empty = 0;
+        uint64_t rx = rte_rdtsc(), now = rx; /* now: the last TSC read, the publish stamp of the next datagram */
+        for (uint16_t i = 0; i < n; i++) {
+            if (i + 1 < n)
+                rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void *));
+            struct rte_mbuf *mb = bufs[i];
+            fh_net_pkt_t pkt;
+            ls->bytes += mb->pkt_len;
+            if (FH_UNLIKELY(mb->nb_segs != 1)) {
+                net->drops[FH_NET_multi_segment]++;
+                continue;
+            }
+            int r = fh_net_parse(net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, &pkt);
+            if (r < 0) { /* dropped and counted; IGMP and ARP are among these, and given back if found */
+                if (FH_UNLIKELY(r == FH_NET_DROPPED(FH_NET_not_udp)))
+                    igmp_rx(&ig[k], net, rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len, rx);
+                else if (FH_UNLIKELY(r == FH_NET_DROPPED(FH_NET_not_ipv4)))
+                    dp_arp_rx(&dp->arp, net, ports[k], dp->tx_pool[k], o->src_ip,
+                              rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len);
+                continue;
+            }
+            fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
+            int applied = feed_apply(jtee, feed, pkt.payload, pkt.len, pkt.line, rx);
+            if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
+                now = rte_rdtsc();
+                hist[fh_shm_lat_index(now - rx)] += (uint64_t)applied;
+                msgs_total += (uint64_t)applied;
+            }
+        }
+        if (FH_UNLIKELY(fh_mold_feed_busy(feed))) {
+            uint64_t before = feed->counters[FH_M_applied];
+            int nr = feed_poll(jtee, feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
+            if (nr)
+                dp_retrans_send(&dp->rt, rq, nr);
+            released(hist, &msgs_total, feed->counters[FH_M_applied] - before, rx);
+        }
+        fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
+        ls->packets += n;
+        rte_pktmbuf_free_bulk(bufs, n);
+        if (FH_UNLIKELY(ig[k].join | ig[k].answer))
+            igmp_flush(&ig[k], rx);
+        uint64_t t1 = rte_rdtsc();
+        if (FH_UNLIKELY(!ls->first_tsc))
+            ls->first_tsc = t0;
+        ls->busy_cycles += t1 - t0;
+        ls->busy_bursts++;
+        ls->last_tsc = last_rx = t1;
+        if (FH_UNLIKELY(t1 - w.last_stats > w.stats_every)) { /* every 100 ms under continuous traffic as well */
+            uint64_t before = feed->counters[FH_M_applied];
+            feed_poll(jtee, feed, t1, rq, 0); /* line states */
+            released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t1);
+            fh_engine_publish_stats(e);
+            dp_publish(dp);
+            w.last_stats = t1;
+        }
+        if (FH_UNLIKELY(dp_quit)) {
+            if (!quit_at)
+                quit_at = t1;
+            if (++drained > 4096 || t1 - quit_at > drain_limit)
+                break;
+        }
+    }
+
+    for (unsigned k = 0; k < nports; k++) /* leave the groups (bounded: a few ms) before the statistics */
+        igmp_leave(&ig[k], rte_rdtsc());
+    {
+        uint64_t t = rte_rdtsc(), before = feed->counters[FH_M_applied];
+        feed_poll(jtee, feed, t, rq, 0);
+        released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t);
+    }
+    dp->msgs_total = msgs_total;
+}
+
+int dp_run(dp_t *dp)
+{
+    const opts_t *o = &dp->o;
+    if (o->rx_only) {
+        fprintf(stderr, "fh-dataplane: port %u, lcore %u: running rx-only\n", dp->port, rte_lcore_id());
+        rx_only_loop(dp);
+        return 0;
+    }
+    uint64_t start = rte_rdtsc();
+    if (dp_open_igmp(dp, start))
+        return -1;
+    for (unsigned k = 0; k < dp->nports; k++) {
+        char name[RTE_ETH_NAME_MAX_LEN] = "?";
+        rte_eth_dev_get_name_by_port(dp->ports[k], name);
+        unsigned nl = 0;
+        for (uint32_t i = 0; i < o->nfeed; i++)
+            nl += dp->line_port[i] == dp->ports[k];
+        fprintf(stderr, "fh-dataplane: port %u (%s): %u line(s)%s, igmp %s (%u group(s))\n", dp->ports[k], name, nl,
+                dp->rt.on && dp->rt.port == dp->ports[k] ? " and the retransmission server" : "",
+                o->igmp ? (o->igmp == 2 ? "v2" : "v3") : "off", dp->ig[k].ngroups);
+    }
+    fprintf(stderr, "fh-dataplane: lcore %u, segment %s, hold-back %u messages, %s: running\n", rte_lcore_id(),
+            o->segment, o->hold, o->retrans_ip ? "retransmission requests on" : "no retransmission server");
+    for (unsigned k = 0; k < dp->nports; k++)
+        if (dp->ig[k].join)
+            igmp_flush(&dp->ig[k], rte_rdtsc()); /* the joins, right after the port started */
+    full_loop(dp, start);
+    return 0;
+}
+
+void dp_signals(void)
+{
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+}
