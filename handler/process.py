@@ -218,25 +218,49 @@ def other_cpu() -> int | None:
     return cpus[-1] if cpus else None
 
 
+def replay_rate(stats: dict) -> dict:
+    """The figures tcpreplay ends with: packets and bytes over the elapsed time, as Mbps, pps and msg/s. Paced,
+    what the sender put on the wire over its elapsed time; at top speed (net_pcap), what the data plane took, from
+    its first packet to its last (active_ns). Raw numbers (docs/cli.md, fh replay)."""
+    s = stats.get("sender")
+    if s:
+        packets, nbytes, secs = s["sent"], s.get("bytes", 0), s["elapsed_s"]
+    else:
+        packets, nbytes, secs = stats["packets"], stats.get("bytes", 0), stats.get("active_ns", 0) / 1e9
+    msgs = stats.get("messages_applied", 0)
+
+    def per(x: float, scale: float = 1.0, nd: int = 1) -> float | None:
+        return round(x / secs * scale, nd) if secs > 0 else None
+
+    return {"packets": packets, "bytes": nbytes, "elapsed_s": round(secs, 6), "messages": msgs,
+            "mbps": per(nbytes, 8 / 1e6, 3), "pps": per(packets), "msgs_per_s": per(msgs)}
+
+
 def summary_lines(stats: dict) -> list[str]:
+    """A data plane's final statistics for a person: counts with separators, latency and times in their units."""
+    from .ui import fmt_bps, fmt_bytes, fmt_int, fmt_ns, fmt_rate, fmt_seconds
+
+    n = fmt_int
     drops = {k: v for k, v in stats["drops"].items() if v}
     lat = stats["latency_ns"]
     mold = stats["mold"]
+    wall = stats.get("wall_s")
     out = [
-        f"packets {stats['packets']} ({stats['nic']['ipackets']} at the NIC, {stats['nic']['imissed']} missed), "
-        f"messages applied {stats['messages_applied']} in {stats.get('wall_s', 0)} s"
+        f"packets {n(stats['packets'])} ({n(stats['nic']['ipackets'])} at the NIC, {n(stats['nic']['imissed'])} "
+        f"missed), messages applied {n(stats['messages_applied'])}"
+        + (f" in {fmt_seconds(wall)}" if wall is not None else "")
         + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
-        f"drops: {', '.join(f'{k}={v}' for k, v in drops.items()) or 'none'}",
-        f"moldudp64: datagrams {mold['datagrams']}, duplicates {mold['duplicates']}, gaps {mold['gaps']} "
-        f"({mold['gap_messages']} messages: {mold.get('recovered_lines', 0)} filled by the other line, "
-        f"{mold.get('recovered_retrans', 0)} by retransmission, {mold.get('lost', 0)} lost), heartbeats "
-        f"{mold['heartbeats']}, end of session {mold['end_of_session']}",
-        f"latency rx->publish (ns): p50 {lat['p50']}, p99 {lat['p99']}, p99.9 {lat['p99.9']}, max {lat['max']} "
-        f"over {lat['count']} messages",
+        f"drops: {', '.join(f'{k} {n(v)}' for k, v in drops.items()) or 'none'}",
+        f"moldudp64: datagrams {n(mold['datagrams'])}, duplicates {n(mold['duplicates'])}, gaps {n(mold['gaps'])} "
+        f"({n(mold['gap_messages'])} messages: {n(mold.get('recovered_lines', 0))} filled by the other line, "
+        f"{n(mold.get('recovered_retrans', 0))} by retransmission, {n(mold.get('lost', 0))} lost), heartbeats "
+        f"{n(mold['heartbeats'])}, end of session {n(mold['end_of_session'])}",
+        f"latency rx->publish: p50 {fmt_ns(lat['p50'])}, p99 {fmt_ns(lat['p99'])}, p99.9 {fmt_ns(lat['p99.9'])}, "
+        f"max {fmt_ns(lat['max'])} over {n(lat['count'])} messages",
     ]
     ignored = {k: mold.get(k, 0) for k in ("malformed", "bogus_session", "suspect", "old_session") if mold.get(k)}
     if ignored:
-        out.append("ignored datagrams: " + ", ".join(f"{k} {v}" for k, v in ignored.items()))
+        out.append("ignored datagrams: " + ", ".join(f"{k.replace('_', ' ')} {n(v)}" for k, v in ignored.items()))
     feed = stats.get("feed")
     if feed and mold.get("joined_at", 0) > 1:
         j = mold["joined_at"]
@@ -246,21 +270,27 @@ def summary_lines(stats: dict) -> list[str]:
     if feed:
         out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
                                                if feed["state"] == "stale" else "")
-                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {l['won']} lost {l['lost']}"
+                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
                                              for i, l in enumerate(stats.get("lines", []))))
     s = stats.get("sender")
     if s:
-        errs = ", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"
-        line = (f"sender ({s['pace']}, {s['loop']} loop(s)): {s['sent']} of {s['frames']} frames in "
-                f"{s['elapsed_s']:.3f} s, {s['achieved_pps'] or 0:.0f} pps")
+        from .net.sender import late_text
+
+        errs = ", ".join(f"{k} {n(v)}" for k, v in s["errors"].items()) or "none"
+        line = (f"sender ({s['pace']}, {s['loop']} loop(s)): {n(s['sent'])} of {n(s['frames'])} frames in "
+                f"{fmt_seconds(s['elapsed_s'])}, {fmt_rate(s['achieved_pps'] or 0, 'pkt')}")
         if s.get("late_ns"):
-            late = s["late_ns"]
-            line += (f" (requested {s['requested_pps'] or 0:.0f} pps over {s['scheduled_s']:.3f} s); frames late by "
-                     f"p50 <= {late['p50']} ns, p99 <= {late['p99']} ns, max <= {late['max']} ns")
+            line += (f" (requested {fmt_rate(s['requested_pps'] or 0, 'pkt')} over {fmt_seconds(s['scheduled_s'])}); "
+                     f"frames late by {late_text(s['late_ns'])}")
         out.append(line + f"; send errors: {errs}")
     link = stats.get("link")
     if link:
-        out.append(f"veth {link['iface']}: kernel counted rx {link['rx_packets']}, tx {link['tx_packets']}, "
-                   f"dropped rx {link['rx_dropped']} tx {link['tx_dropped']}; lost before the data plane saw them "
-                   f"(its packet ring full): {link['unseen']}")
+        out.append(f"veth {link['iface']}: kernel counted rx {n(link['rx_packets'])}, tx {n(link['tx_packets'])}, "
+                   f"dropped rx {n(link['rx_dropped'])} tx {n(link['tx_dropped'])}; lost before the data plane saw "
+                   f"them (its packet ring full): {n(link['unseen'])}")
+    r = stats.get("rate")
+    if r:
+        out.append(f"rate: {n(r['packets'])} packets ({fmt_bytes(r['bytes'])}) in {fmt_seconds(r['elapsed_s'])}: "
+                   f"{fmt_bps(None if r['mbps'] is None else r['mbps'] * 1e6)}, {fmt_rate(r['pps'], 'pkt')}, "
+                   f"{fmt_rate(r['msgs_per_s'])}")
     return out

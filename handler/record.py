@@ -239,22 +239,33 @@ def cmd_record(a) -> int:
     summary = rec.run(idle_exit_s=a.idle_exit_s, stop=lambda: bool(stopping))
     ring.close()
     print(json.dumps(summary) if a.json else
-          f"fh record: {summary['messages']} messages in {summary['records']} records to {directory} "
-          f"(session {summary['session']}, next sequence {summary['next_seq']}; {summary['holes']} holes, "
-          f"{summary['overruns']} overruns)")
+          f"fh record: {summary['messages']:,} messages in {summary['records']:,} records to {directory} "
+          f"(session {summary['session']}, next sequence {summary['next_seq']:,}; {summary['holes']:,} holes, "
+          f"{summary['overruns']:,} overruns)")
     return 0
 
 
 def register(sub, positive, nonneg) -> None:
-    r = sub.add_parser("record", help="follow an instance's journal ring and write the day's messages to disk")
+    from .ui import HelpFormatter, add_json_flag, examples
+
+    r = sub.add_parser("record", help="follow an instance's journal ring and write the day's messages to disk",
+                       formatter_class=HelpFormatter,
+                       description="Follow the journal ring of a running instance (fh-dataplane --journal) and write "
+                                   "every applied message to checksummed files per session and day; with "
+                                   "--snapshot-every, a shadow engine saves consistent snapshots for a restart "
+                                   "(docs/journal.md).",
+                       epilog=examples("fh record --name nasdaq --dir /var/lib/fh/journal",
+                                       "fh record --name nasdaq --dir /var/lib/fh/journal --snapshot-every 5000000",
+                                       "fh book dump --journal /var/lib/fh/journal --snapshots "
+                                       "/var/lib/fh/journal/snapshots"))
     src = r.add_mutually_exclusive_group()
     src.add_argument("--name", default="fh", help="instance name: the journal /dev/shm/fh-NAME.journal")
-    src.add_argument("--journal", metavar="PATH", help="the journal ring file")
+    src.add_argument("--journal", metavar="PATH", help="the journal ring file (instead of --name)")
     r.add_argument("--dir", required=True, metavar="DIR", help="where the journal files go (DIR/DAY/...)")
     r.add_argument("--rotate-mb", type=positive, default=1024, help="start a new file past this size (MiB)")
     r.add_argument("--fsync", choices=("always", "interval", "none"), default="interval",
                    help="always: after every write; interval: every --fsync-ms; none: the kernel's choice")
-    r.add_argument("--fsync-ms", type=nonneg, default=1000)
+    r.add_argument("--fsync-ms", type=nonneg, default=1000, help="with --fsync interval: milliseconds between fsyncs")
     r.add_argument("--day", metavar="YYYYMMDD", help="the day the files are named for (default: today, UTC)")
     r.add_argument("--idle-exit-s", type=float, default=None,
                    help="stop after this long with nothing new (default: when the writer is gone)")
@@ -263,5 +274,5 @@ def register(sub, positive, nonneg) -> None:
                         "(and at the end); 0: no snapshots")
     r.add_argument("--snapshots", metavar="DIR", help="where snapshots go (default: DIR/snapshots)")
     r.add_argument("--snapshot-keep", type=positive, default=3, help="snapshots kept (the newest)")
-    r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_json_flag(r, "fh record")
     r.set_defaults(func=cmd_record)

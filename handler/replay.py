@@ -51,6 +51,26 @@ def segment_books(path: str, depth: int | None = None) -> list[dict]:
         r.close()
 
 
+def refuse_if_held(segment: str) -> None:
+    """A replay never touches a segment another writer holds (an instance of that name running): it says so
+    before starting, so that nothing of the other instance is removed afterwards."""
+    if not os.path.exists(segment):
+        return
+    from .shm import Reader, ShmError
+
+    try:
+        r = Reader(segment)
+    except ShmError:
+        return  # not a readable segment: the data plane formats it anew, or says why not
+    try:
+        st = r.writer_status()
+    finally:
+        r.close()
+    if st.state == "running":
+        raise DataplaneError(f"segment {segment} is held by another writer (pid {st.pid}): stop that instance "
+                             f"(kill {st.pid}) or give this replay another --name")
+
+
 def pcap_extent(path: str | Path) -> tuple[int, int]:
     """(whole records, offset just past the last whole one) of a classic pcap: a record cut off at the end is
     left out, as PcapReader leaves it."""
@@ -152,10 +172,12 @@ def _fd_position(pid: int, path: str, cache: dict) -> int | None:
 
 def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = None, want_books: bool = False,
            lines: list[tuple[str, int]] | None = None, loop: int = 1, progress=None,
-           timeout: float | None = None, extra: list[str] | tuple = ()) -> tuple[dict, list[dict] | None]:
+           timeout: float | None = None, extra: list[str] | tuple = (),
+           keep_segment: bool = False) -> tuple[dict, list[dict] | None]:
     """Replay a capture through the data plane on net_pcap at top speed; return (statistics, books or None).
     loop > 1 sends the capture that many times in a row (through a FIFO); progress(done, total, elapsed_s),
-    in frames, is called about ten times a second. extra: more fh-dataplane arguments."""
+    in frames, is called about ten times a second. extra: more fh-dataplane arguments. keep_segment leaves the
+    segment /dev/shm/fh-NAME after a replay that succeeded (readers open it by name)."""
     if loop < 1:
         raise DataplaneError(f"loop {loop}: must be at least 1")
     pcap = str(Path(pcap).resolve())
@@ -163,6 +185,7 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
 
     name = instance_name(name if name is not None else f"replay-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
+    refuse_if_held(segment)
     lines = lines if lines is not None else pcap_lines(pcap)
     frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
     total = frames * loop
@@ -170,10 +193,12 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
     source = os.path.join(tmp, "loop.pcap") if tmp else pcap
     t0 = time.perf_counter()
     dp = feed = None
+    kept = False
     try:
         if tmp:
             os.mkfifo(source, 0o600)
-        dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines, extra=extra))
+        dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines,
+                                     extra=["--name", name, *extra]))
         if tmp:
             feed = _FifoFeed(source, pcap, loop, end, dp)
         fdcache: dict = {}
@@ -196,12 +221,14 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
         if loop > 1:
             stats["loop"] = loop
         books = segment_books(segment, depth) if want_books else None
+        kept = keep_segment
     finally:
         if dp is not None:
             dp.close()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-        remove_segment(segment)
+        if not kept:
+            remove_segment(segment)
     return stats, books
 
 
@@ -238,14 +265,15 @@ def _settle(segment: str, dp: Dataplane, quiet_s: float = 0.25, limit_s: float =
 def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = None, depth: int | None = None,
                 want_books: bool = False, lines: list[tuple[str, int]] | None = None, progress=None,
                 lab_id: str | None = None, ring_frames: int = 4096, realtime: bool = False,
-                timeout: float | None = None, plan=None, prefix: list[str] | tuple = ()) -> tuple[dict, list[dict] | None]:
+                timeout: float | None = None, plan=None, prefix: list[str] | tuple = (),
+                keep_segment: bool = False) -> tuple[dict, list[dict] | None]:
     """Replay a capture live: a sender in a network namespace sends its frames, paced (sender.Pace), over a
     veth pair to the data plane on net_af_packet. Returns (statistics, books or None); the statistics carry
     the sender's summary ("sender") and what the kernel counted on the data plane's veth end ("link").
     realtime runs the sender under SCHED_FIFO (see handler.net.sender). timeout bounds the wait for the data plane
     to stop once the sender is done. plan(frames, seconds), if given, hears what is about to be sent and how
     long the schedule lasts, before anything is set up. prefix: a command the data plane is started under
-    (handler.privilege.drop_prefix: as another user, with fewer capabilities)."""
+    (handler.privilege.drop_prefix: as another user, with fewer capabilities). keep_segment: as in replay."""
     from .net import sender as snd
 
     if loop < 1:
@@ -257,12 +285,14 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
 
     name = instance_name(name if name is not None else f"live-{uuid.uuid4().hex[:8]}")
     segment = f"/dev/shm/fh-{name}"
+    refuse_if_held(segment)
     biggest = max((len(f) for f in cap.frames), default=0)
     if plan is not None:
         plan(len(cap.frames) * loop, snd.planned_s(*snd.schedule(cap, pace), loop))
     lab = snd.Lab(lab_id, mtu=max(1500, biggest - 14))
     del cap
     dp = sp = None
+    kept = False
     t0 = time.perf_counter()
     old_term = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM, like ^C, tears the lab down
@@ -271,7 +301,8 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         lab.up()
         before = lab.link_counters()
         vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={ring_frames}"
-        dp = Dataplane([*prefix, *dataplane_cmd(eal_args(name, vdev), segment, lines, exit_idle_ms=0)])
+        dp = Dataplane([*prefix, *dataplane_cmd(eal_args(name, vdev), segment, lines, exit_idle_ms=0,
+                                                extra=["--name", name])])
         dp.wait_running()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         sp = subprocess.Popen(lab.sender_argv(pcap, pace, loop, other_cpu(), realtime), stdin=subprocess.DEVNULL,
@@ -308,6 +339,7 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         seen = link["rx_packets"] + link["tx_packets"] - stats["nic"].get("opackets", 0)
         stats["link"] = {"iface": lab.dp_if, **link, "unseen": max(0, seen - stats["packets"])}
         books = segment_books(segment, depth) if want_books else None
+        kept = keep_segment
     finally:
         if sp is not None and sp.poll() is None:
             sp.kill()
@@ -315,7 +347,8 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         if dp is not None:
             dp.close()
         lab.down()
-        remove_segment(segment)
+        if not kept:
+            remove_segment(segment)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return stats, books

@@ -94,42 +94,47 @@ def list_devices(provider: str = "auto") -> list[dict]:
 
 
 def cmd_status(a) -> int:
+    from .ui import fmt_int, fmt_ns, print_json, print_table
 
     try:
         d = read_status(a.name)
     except ReplicateError as e:
         raise FhError(str(e)) from None
     if a.json:
-        print(json.dumps(d))
+        print_json(d)
         return 0
-    age = lambda v: "never" if v is None else f"{v:.0f} ms ago"  # noqa: E731
-    print(f"{d['role']:8} {d['state']}  (pid {d['pid']}{'' if d['alive'] else ', exited'})  epoch {d['epoch']}")
-    print(f"peer     {d['peer']}  provider {d['provider'] or '-'}  fabric {d['fabric'] or '-'}")
-    print(f"shipped  {d['frames']} records, {d['messages']} messages" if d["role"] == "primary" else
-          f"applied  {d['frames']} records, {d['messages']} messages")
-    print(f"lag      {d['lag_messages']} messages, {d['lag_us']:.1f} µs (last record)")
-    print(f"acked    {d['acked_messages']} messages, last ack {age(d['last_ack_age_ms'])}; "
-          f"heartbeat {age(d['last_heartbeat_age_ms'])}")
+    age = lambda v: "never" if v is None else f"{fmt_ns(v * 1e6)} ago"  # noqa: E731
+    rows = [("role", d["role"]), ("state", f"{d['state']} (pid {d['pid']}{'' if d['alive'] else ', exited'})"),
+            ("epoch", str(d["epoch"])), ("peer", d["peer"] or "-"), ("provider", d["provider"] or "-"),
+            ("fabric", d["fabric"] or "-"),
+            ("shipped" if d["role"] == "primary" else "applied",
+             f"{fmt_int(d['frames'])} records, {fmt_int(d['messages'])} messages"),
+            ("lag", f"{fmt_int(d['lag_messages'])} messages, {fmt_ns(d['lag_ns'])} (last record)"),
+            ("acked", f"{fmt_int(d['acked_messages'])} messages, last ack {age(d['last_ack_age_ms'])}"),
+            ("heartbeat", age(d["last_heartbeat_age_ms"]))]
     if d["refused_epoch"] or d["overruns"]:
-        print(f"refused  {d['refused_epoch']} records of an older epoch; {d['overruns']} journal overruns")
+        rows.append(("refused", f"{fmt_int(d['refused_epoch'])} records of an older epoch; "
+                                f"{fmt_int(d['overruns'])} journal overruns"))
+    print_table(["replication", d["path"]], rows, right=[False, False])
     return 0
 
 
 def cmd_devices(a) -> int:
+    from .ui import print_json, print_table
 
     try:
         devs = list_devices(a.provider)
     except ReplicateError as e:
         raise FhError(str(e)) from None
     if a.json:
-        print(json.dumps(devs))
+        print_json(devs)
         return 0
     if not devs:
         print(f"no fabric endpoint for provider {a.provider}")
         return 1
-    for d in devs:
-        print(f"{d['provider']:6} {d['domain']:12} {d['fabric']:24} mr_mode {d['mr_mode']:#x}  "
-              f"cq_data {d['cq_data_size']} bytes")
+    print_table(["provider", "domain", "fabric", "mr_mode", "cq data"],
+                [(d["provider"], d["domain"], d["fabric"], f"{d['mr_mode']:#x}", f"{d['cq_data_size']} bytes")
+                 for d in devs])
     return 0
 
 
@@ -170,17 +175,32 @@ def cmd_promote(a) -> int:
 
 
 def register(sub, positive=None, nonneg=None) -> None:
-    p = sub.add_parser("promote", help="make a standby fence its primary with a new epoch (fh-replicate)")
-    p.add_argument("--name", default="fh", help="instance name (/dev/shm/fh-NAME.repl) or a status file path")
-    p.add_argument("--json", action="store_true")
+    from .ui import HelpFormatter, add_json_flag, examples
+
+    name_help = "instance name (/dev/shm/fh-NAME.repl) or a status file path"
+    p = sub.add_parser("promote", help="make a standby fence its primary with a new epoch (fh-replicate)",
+                       formatter_class=HelpFormatter,
+                       description="Signal a running standby fh-replicate to take a new epoch: every later record "
+                                   "of its old primary is refused and the primary stops, fenced (docs/replication.md).",
+                       epilog=examples("fh promote --name nasdaq", "fh promote --name /dev/shm/fh-nasdaq.repl --json"))
+    p.add_argument("--name", default="fh", help=name_help)
+    add_json_flag(p, "fh promote")
     p.set_defaults(func=cmd_promote)
-    r = sub.add_parser("replicate", help="replication to a standby over libfabric: status, devices")
+    r = sub.add_parser("replicate", help="replication to a standby over libfabric: status, devices",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("fh replicate status --name nasdaq", "fh replicate devices --provider verbs"))
     rs = r.add_subparsers(dest="what", required=True, metavar="WHAT")
-    st = rs.add_parser("status", help="one fh-replicate's peer, provider, state, lag and last acknowledgement")
-    st.add_argument("--name", default="fh", help="instance name (/dev/shm/fh-NAME.repl) or a status file path")
-    st.add_argument("--json", action="store_true")
+    st = rs.add_parser("status", help="one fh-replicate's peer, provider, state, lag and last acknowledgement",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("fh replicate status --name nasdaq",
+                                       "fh replicate status --name nasdaq --json | jq .lag_ns"))
+    st.add_argument("--name", default="fh", help=name_help)
+    add_json_flag(st, "fh replicate status")
     st.set_defaults(func=cmd_status)
-    dv = rs.add_parser("devices", help="the fabric endpoints libfabric offers (fi_getinfo), RDMA devices first")
-    dv.add_argument("--provider", choices=("auto", "verbs", "tcp"), default="auto")
-    dv.add_argument("--json", action="store_true")
+    dv = rs.add_parser("devices", help="the fabric endpoints libfabric offers (fi_getinfo), RDMA devices first",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("fh replicate devices", "fh replicate devices --provider tcp --json"))
+    dv.add_argument("--provider", choices=("auto", "verbs", "tcp"), default="auto",
+                    help="auto: verbs where an RDMA device exists, else tcp")
+    add_json_flag(dv, "fh replicate devices")
     dv.set_defaults(func=cmd_devices)

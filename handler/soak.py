@@ -207,10 +207,15 @@ def cmd_soak(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
+    from .ui import HelpFormatter, examples
+
     s = sub.add_parser("soak", help="replay a day in loops under rotating fault plans through the data plane, "
-                       "with a reader attached; books checked after each loop; RSS, drops, overruns over time")
-    s.add_argument("--minutes", type=float, default=None, help="run this long (default 1), whole loops")
-    s.add_argument("--loops", type=positive, default=None, help="run this many loops instead (one per plan: 5)")
-    s.add_argument("--messages", type=positive, default=20000, help="messages in the day (default 20000)")
-    s.add_argument("--instruments", type=positive, default=20, help="instruments in the day (default 20)")
+                       "with a reader attached; books checked after each loop; RSS, drops, overruns over time",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("fh soak --minutes 10", "fh soak --loops 5 --messages 50000"))
+    s.add_argument("--minutes", type=float, default=None, help="run this long, whole loops (default: 1)")
+    s.add_argument("--loops", type=positive, default=None,
+                   help="run this many loops instead of --minutes (one per fault plan: 5 make a round)")
+    s.add_argument("--messages", type=positive, default=20000, help="messages in the day")
+    s.add_argument("--instruments", type=positive, default=20, help="instruments in the day")
     s.set_defaults(func=cmd_soak)

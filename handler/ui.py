@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 __all__ = ["is_tty", "fmt_int", "fmt_ns", "fmt_seconds", "fmt_rate", "fmt_bps", "fmt_bytes", "bar",
-           "print_table", "print_json", "add_json_flag", "progress"]
+           "print_table", "print_json", "add_json_flag", "progress", "HelpFormatter", "examples"]
 
 
 def is_tty(stream: TextIO | None = None) -> bool:
@@ -52,10 +52,10 @@ def fmt_ns(ns: int | float | None) -> str:
 
 
 def fmt_seconds(s: float | None) -> str:
-    """'0.42 s', '12.3 s', '4 min 05 s', '2 h 03 min'."""
+    """'43.2 ms', '0.42 s', '12.3 s', '4 min 05 s', '2 h 03 min' (below 0.1 s as fmt_ns)."""
     if s is None:
         return "-"
-    if s < 0.001 and s != 0:
+    if s < 0.1 and s != 0:
         return fmt_ns(s * 1e9)
     if s < 60:
         return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
@@ -131,10 +131,11 @@ def _plain_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], right: S
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
-                right: Sequence[bool] | None = None, out: TextIO | None = None) -> None:
+                right: Sequence[bool] | None = None, out: TextIO | None = None, wrap_last: bool = False) -> None:
     """Print rows under column headers. Cells are printed as given (format numbers with fmt_* first). Columns
     whose every cell is a number, or as `right` says, are right-aligned. A terminal gets a rich table; anything
-    else a plain one: header line, then one line per row, columns separated by two spaces."""
+    else a plain one: header line, then one line per row, columns separated by two spaces. wrap_last: on a
+    terminal, the last column (prose: a finding, a fix) wraps instead of being cut."""
     out = out if out is not None else sys.stdout
     rows = [list(r) for r in rows]
     if right is None:
@@ -146,8 +147,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     from rich.console import Console
     from rich.table import Table
     t = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for c, r in zip(columns, right):
-        t.add_column(str(c), justify="right" if r else "left", no_wrap=True)
+    for i, (c, r) in enumerate(zip(columns, right)):
+        t.add_column(str(c), justify="right" if r else "left", no_wrap=not (wrap_last and i == len(columns) - 1))
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     Console(file=out, highlight=False).print(t)
@@ -219,3 +220,28 @@ def progress(total: int | None, what: str, *, out: TextIO | None = None) -> Iter
                 p.advance(task, n)
 
         yield _Bar()
+
+
+import argparse as _argparse
+
+
+class HelpFormatter(_argparse.ArgumentDefaultsHelpFormatter):
+    """`fh` help: every option's default shown after its help ("(default: 1500)"; none for flags and options
+    without a default); descriptions wrapped, the examples epilog (ui.examples) kept line by line."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if "%(default)" in h or d is None or d is False or d is _argparse.SUPPRESS or action.nargs == 0:
+            return h  # flags (store_true, count) and options without a default say nothing more
+        return super()._get_help_string(action)
+
+
+def examples(*lines: str) -> str:
+    """An epilog of examples, one command a line: `add_parser(..., epilog=ui.examples("fh replay day.pcap"))`."""
+    return "examples:\n" + "".join(f"  {x}\n" for x in lines)

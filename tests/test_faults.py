@@ -166,8 +166,8 @@ def test_cli_synth_with_faults(tmp_path):
     out = tmp_path / "day.pcap"
     p = fh("pcap", "synth", out, "--faults", plan, "--messages", "3000", "--instruments", "4")
     assert "lost on every line (retransmission needed): FHSYNTH001" in p.stdout and "session change" in p.stdout
-    fh("pcap", "synth", out, "--faults", plan, "--messages", "3000", "--instruments", "4", "--json")
-    inj = json.loads((tmp_path / "day.pcap.faults.json").read_text())
+    inj = json.loads(fh("pcap", "synth", out, "--faults", plan, "--messages", "3000", "--instruments", "4",
+                        "--json").stdout)["faults"]
     assert len(inj["lost_on_all_lines"]) == 1 and inj["session_change"]["new_session"] == "FHSYNTH002"
     js = tmp_path / "plan.json"
     js.write_text(json.dumps({"fault": [{"line": "both", "kind": "drop", "at": 4},

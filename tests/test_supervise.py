@@ -190,7 +190,7 @@ def test_stop(tmp_path, run_dir, name):
         assert proc.wait(10) == 0
         err = proc.stderr.read()
         assert f"fh run: {name}: the data plane stopped cleanly on SIGTERM" in err
-        assert "messages applied 40000" in proc.stdout.read()
+        assert "messages applied 40,000" in proc.stdout.read()
     assert not (run_dir / f"{name}.pid").exists()
     assert not os.path.exists(f"/dev/shm/fh-{name}")  # a clean stop removes the segment
     p = fh("stop", "--name", name)

@@ -336,6 +336,9 @@ def _mm(xs: list[float], nd: int = 1) -> dict:
 
 def bench_dataplane(a) -> int:
     from .. import process
+    from . import plot
+
+    plot.check(a.plot)
 
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     try:
@@ -422,9 +425,13 @@ def bench_dataplane(a) -> int:
         if a.ab:
             log("callgrind: the same two runs on the A+B capture ...")
             res["callgrind_arbitration"] = arbitration_callgrind(ab_pcap, raw)
+    if a.plot:
+        plot.dataplane(res, a.plot)
     if a.json:
         print(json.dumps(res))
         return 0
+    from ..ui import fmt_ns, fmt_rate
+
     w = sys.stdout.write
     w(f"input: {pcap}{' (cached)' if info['cached'] else ''}: {res['messages']} messages in {res['datagrams']} "
       f"datagrams (MTU {a.mtu}, {s['messages_per_packet']} messages/packet), A line only\n")
@@ -432,20 +439,21 @@ def bench_dataplane(a) -> int:
     w(f"{'':34} {'best':>12} {'median':>12}\n")
 
     def row(label, m, fmt="{:,.0f}", best="min"):
-        w(f"{label:34} {fmt.format(m[best]):>12} {fmt.format(m['median']):>12}\n")
+        f = fmt if callable(fmt) else fmt.format
+        w(f"{label:34} {f(m[best]):>12} {f(m['median']):>12}\n")
 
     row("rx-only cycles/packet", s["rx_only_cycles_per_packet"])
-    row("rx-only packets/s", s["rx_only_packets_per_s"], best="max")
+    row("rx-only packets/s", s["rx_only_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
     row("full cycles/packet", s["full_cycles_per_packet"])
-    row("full packets/s", s["full_packets_per_s"], best="max")
-    row("full messages/s", s["full_messages_per_s"], best="max")
+    row("full packets/s", s["full_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
+    row("full messages/s", s["full_messages_per_s"], fmt_rate, best="max")
     row("engine ns/message (apply_blocks)", s["engine_ns_per_msg"], "{:.2f}")
     row("engine cycles/message", s["engine_cycles_per_msg"], "{:.1f}")
     row("  one call a message (mold path)*", s["engine_mold_path_cycles_per_msg"], "{:.1f}")
     row("own cycles/packet (target <= 50)", s["own_cycles_per_packet"])
     w(f"{'own cycles/packet from the minima':34} {s['own_cycles_per_packet_from_minima']:>12,.0f}\n")
     for k in ("p50", "p99", "p99.9", "max"):
-        row(f"latency rx->publish {k} (ns)", s["latency_ns"][k])
+        row(f"latency rx->publish {k}", s["latency_ns"][k], fmt_ns)
     w("* driven from Python, whose interpreter evicts the engine's cache lines between calls: an upper bound\n")
     w(f"drops: {s['drops'] or 'none'}; every message applied: {s['messages_all_applied']}\n")
     w(f"target (<= {TARGET_CYCLES} cycles/packet of its own): {'met' if s['target_met'] else 'NOT met'}\n")
@@ -522,18 +530,31 @@ def _arbitration_summary(runs: list[dict]) -> dict:
 
 
 def register(bes, positive, nonneg) -> None:
-    b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes")
-    b.add_argument("--messages", type=positive, default=5_000_000)
-    b.add_argument("--instruments", type=positive, default=8000)
-    b.add_argument("--seed", type=nonneg, default=1)
-    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture (default 1500)")
-    b.add_argument("--repeats", type=positive, default=3)
-    b.add_argument("--idle", choices=("spin", "backoff"), default="spin")
+    from ..ui import HelpFormatter, add_json_flag, examples
+    from .plot import add_plot_flag
+
+    b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes",
+                       formatter_class=HelpFormatter,
+                       description="Run fh-dataplane on net_pcap over a generated day: an rx-only pass (the PMD), a "
+                                   "full pass and the engine alone, each --repeats times, and report cycles a packet, "
+                                   "the data plane's own cost beyond the PMD and the engine, packets and messages a "
+                                   "second and rx->publish latency. Busy-polls a core: run it alone on the host.",
+                       epilog=examples("fh bench dataplane --messages 1000000 --repeats 3",
+                                       "fh bench dataplane --idle backoff --callgrind --json > dp.json",
+                                       "fh bench dataplane --plot bench/dataplane.png"))
+    b.add_argument("--messages", type=positive, default=5_000_000, help="messages of the generated day")
+    b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")
+    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
+    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture")
+    b.add_argument("--repeats", type=positive, default=3, help="runs of each pass")
+    b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
+                   help="the poll loop when the ring is empty: spin (as in production) or backoff")
     b.add_argument("--cpu", type=int, default=None, help="poll core (default: the last one)")
     b.add_argument("--callgrind", action="store_true",
                    help="also count instructions per packet under callgrind (needs valgrind; about a minute)")
     b.add_argument("--ab", action="store_true",
                    help="also the same day on the A and the B line: what the B copies cost (arbitration), in "
                         "cycles and ns per B packet, and with --callgrind in instructions")
-    b.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_json_flag(b, "fh bench dataplane")
+    add_plot_flag(b)
     b.set_defaults(func=bench_dataplane)

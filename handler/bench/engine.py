@@ -41,16 +41,24 @@ def _stats(ns: list[float], messages: int) -> dict:
 
 def bench_engine(a) -> int:
     """One day (--itch, or --shape uniform/real), or both shapes one after the other (--shape both)."""
+    from . import plot
+
     shape = getattr(a, "shape", "uniform")
+    chart = getattr(a, "plot", None)
+    plot.check(chart)
     if a.itch or shape != "both":
-        return _bench_one(a, None if a.itch else shape)
-    days = []
-    for s in ("uniform", "real"):
-        days.append(_bench_one(a, s, collect=a.json))
-        if not a.json:
-            sys.stdout.write("\n")
-    if a.json:
-        print(json.dumps({"days": days}))
+        res = _bench_one(a, None if a.itch else shape)
+    else:
+        days = []
+        for s in ("uniform", "real"):
+            days.append(_bench_one(a, s, collect=a.json))
+            if not a.json:
+                sys.stdout.write("\n")
+        res = {"days": days}
+        if a.json:
+            print(json.dumps(res))
+    if chart:
+        plot.engine(res, chart)
     return 0
 
 
@@ -111,19 +119,19 @@ def _bench_one(a, shape: str | None, collect: bool = False):
         return res
     if a.json:
         print(json.dumps(res))
-        return 0
+        return res
+    from ..ui import fmt_bytes, fmt_rate, fmt_seconds, print_table
+
     w = sys.stdout.write
-    w(f"input: {source} ({len(data) / 2**20:.1f} MiB, {messages} messages; generated in {gen_s:.1f} s)\n")
+    w(f"input: {source} ({fmt_bytes(len(data))}, {messages:,} messages; generated in {fmt_seconds(gen_s)})\n")
     w(f"cpu: {cpu}, repeats: {a.repeats}\n")
-    w(f"{'':14} {'min ns/msg':>11} {'median':>9} {'msgs/s':>14}\n")
-    for name in ("parse_only", "engine", "itch_book"):
-        if name in res:
-            r = res[name]
-            w(f"{name:14} {r['min_ns_per_msg']:>11.2f} {r['median_ns_per_msg']:>9.2f} {r['msgs_per_s']:>14,}\n")
+    print_table(["pass", "min ns/msg", "median ns/msg", "median rate"],
+                [(name.replace("_", " "), f"{res[name]['min_ns_per_msg']:.2f}", f"{res[name]['median_ns_per_msg']:.2f}",
+                  fmt_rate(res[name]["msgs_per_s"])) for name in ("parse_only", "engine", "itch_book") if name in res])
     if "speedup_vs_itch_book" in res:
         w(f"engine vs itch-book {res['itch_book']['version']}: {res['speedup_vs_itch_book']}x the throughput\n")
     e = res["engine"]
-    w(f"engine memory: {e['footprint_mb']} MiB preallocated; {e['live_orders_at_end']} live orders at the end, "
-      f"{e['levels_peak']} levels at the peak; process max RSS {res['max_rss_mb']} MiB\n")
+    w(f"engine memory: {e['footprint_mb']} MiB preallocated; {e['live_orders_at_end']:,} live orders at the end, "
+      f"{e['levels_peak']:,} levels at the peak; process max RSS {res['max_rss_mb']} MiB\n")
     w(f"anomalies: {e['anomalies'] or 'none'}\n")
-    return 0
+    return res

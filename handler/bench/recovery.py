@@ -198,7 +198,9 @@ def _mm(xs: list[float]) -> dict:
 def bench_recovery(a) -> int:
     from .. import faults, native, process, replay
     from ..net import pcapgen, sender
+    from . import plot
 
+    plot.check(a.plot)
     why = _why_not()
     if why:
         if a.json:
@@ -274,6 +276,8 @@ def bench_recovery(a) -> int:
     if "ns_mm" in base:
         s["baseline_python_client_ns"] = base["ns_mm"]
         s["beyond_wait_over_baseline"] = round(s["beyond_wait_ns"]["median"] / base["ns_mm"]["median"], 2)
+    if a.plot:
+        plot.recovery(res, a.plot)
     if a.json:
         print(json.dumps(res))
         return 0
@@ -306,18 +310,30 @@ def bench_recovery(a) -> int:
 
 
 def register(bes, positive, nonneg) -> None:
+    from ..ui import HelpFormatter, add_json_flag, examples
+    from .plot import add_plot_flag
+
     b = bes.add_parser("recovery", help="live: a gap of about 1,000 messages lost on both lines, filled through "
-                                        "the retransmission server (needs root)")
-    b.add_argument("--messages", type=positive, default=200_000, help="messages in the day (default 200,000)")
-    b.add_argument("--instruments", type=positive, default=500)
-    b.add_argument("--seed", type=nonneg, default=1)
-    b.add_argument("--mtu", type=positive, default=1500)
-    b.add_argument("--gap", type=positive, default=1000, help="messages to lose on both lines (about; default 1000)")
-    b.add_argument("--repeats", type=positive, default=5)
+                                        "the retransmission server (needs root)",
+                       formatter_class=HelpFormatter,
+                       description="A gap lost on both lines, sent paced over a veth pair to the data plane on "
+                                   "net_af_packet, filled by fh retransmit-server: the time from the gap's first "
+                                   "sign to filled, beyond the configured wait, against a Python client's round "
+                                   "trip to the same server. Needs root; without it, says so and exits 0.",
+                       epilog=examples("fh bench recovery --repeats 5",
+                                       "fh bench recovery --gap 500 --pps 50000 --json > rec.json",
+                                       "fh bench recovery --plot bench/recovery.png"))
+    b.add_argument("--messages", type=positive, default=200_000, help="messages in the day")
+    b.add_argument("--instruments", type=positive, default=500, help="instruments of the generated day")
+    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
+    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture")
+    b.add_argument("--gap", type=positive, default=1000, help="messages to lose on both lines (about)")
+    b.add_argument("--repeats", type=positive, default=5, help="runs, each a new data plane")
     b.add_argument("--gap-wait-us", type=nonneg, default=2000,
-                   help="how long the data plane waits for the other line before asking (default 2000)")
-    b.add_argument("--pps", type=float, default=20000, help="the sender's rate, frames per second (default 20000)")
-    b.add_argument("--json", action="store_true", help="print the results as one JSON object")
+                   help="how long the data plane waits for the other line before asking")
+    b.add_argument("--pps", type=float, default=20000, help="the sender's rate, frames per second")
+    add_json_flag(b, "fh bench recovery")
+    add_plot_flag(b)
     b.set_defaults(func=bench_recovery)
 
 

@@ -65,25 +65,32 @@ class ProgressBar:
 def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
+    from ..segments import instance_name
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     try:
-        pace = sender.parse_pace(a.speed, a.pps)
+        pace = sender.parse_pace(a.speed, a.pps, a.mbps, a.maxsleep)
     except sender.SenderError as e:
         raise FhError(str(e)) from None
+    name = instance_name(a.name) if a.name else None
+    if a.keep_segment and name is None:
+        raise FhError("--keep-segment: give the instance a name with --name NAME, to open its segment afterwards "
+                      "(fh book SYMBOL --name NAME)")
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
         if pace.paced:
             def plan(frames: int, secs: float) -> None:
                 if not a.quiet:
-                    print(f"fh replay: {frames} frames at {pace} over a veth pair to net_af_packet: about "
+                    print(f"fh replay: {frames:,} frames at {pace} over a veth pair to net_af_packet: about "
                           f"{secs:.1f} s", file=sys.stderr)
 
-            stats, books = replay.replay_live(pcap, pace, loop=a.loop, depth=a.depth, want_books=want, progress=bar,
-                                              realtime=a.realtime, plan=plan)
+            stats, books = replay.replay_live(pcap, pace, loop=a.loop, name=name, depth=a.depth, want_books=want,
+                                              progress=bar, realtime=a.realtime, plan=plan,
+                                              keep_segment=a.keep_segment)
         else:
-            stats, books = replay.replay(pcap, depth=a.depth, want_books=want, loop=a.loop, progress=bar)
+            stats, books = replay.replay(pcap, name=name, depth=a.depth, want_books=want, loop=a.loop, progress=bar,
+                                         keep_segment=a.keep_segment)
     except sender.SenderError as e:
         raise FhError(str(e)) from None
     except KeyboardInterrupt:
@@ -94,13 +101,21 @@ def cmd_replay(a) -> int:
         bar.close()
     if books is not None:
         Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
+    stats["rate"] = process.replay_rate(stats)
+    if a.keep_segment:
+        stats["segment"] = f"/dev/shm/fh-{name}"
     if a.json:
-        print(json.dumps(stats))
+        from ..ui import print_json
+
+        print_json(stats)
     else:
         for line in process.summary_lines(stats):
             print(line)
         if books is not None:
-            print(f"books: {len(books)} written to {a.dump_books}")
+            print(f"books: {len(books):,} written to {a.dump_books}")
+        if a.keep_segment:
+            print(f"segment kept: /dev/shm/fh-{name}: fh book SYMBOL --name {name}, fh stats --name {name}; "
+                  f"remove it with: rm /dev/shm/fh-{name} /dev/shm/fh-{name}.wake")
     return 0
 
 
@@ -114,25 +129,33 @@ def cmd_verify(a) -> int:
     lines = replay.pcap_lines(pcap)
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, counters = replay.reference_books(pcap, lines, a.depth)
-    for line in process.summary_lines(stats):
-        print(line)
     diffs = replay.diff_books(got, want)
+    why = "" if diffs else replay.stale_reason(counters["sequencing"])
+    state = stats.get("feed", {}).get("state")
     if diffs:
-        print(f"FAIL: the data plane's books differ from the reference model's ({len(got)} vs {len(want)} books):")
-        for d in diffs:
-            print("  " + d)
-        return 1
-    why = replay.stale_reason(counters["sequencing"])
-    if why:
-        state = stats.get("feed", {}).get("state")
-        if state != "stale":
-            print(f"FAIL: {why}, but the data plane's feed is {state}, not stale")
-            return 1
-        print(f"STALE: {len(got)} books equal the reference model's for the messages applied, and every book is "
-              f"marked stale: {why}")
-        return 1
-    print(f"OK: {len(got)} books equal the reference model's")
-    return 0
+        verdict, text = "FAIL", (f"FAIL: the data plane's books differ from the reference model's ({len(got):,} vs "
+                                 f"{len(want):,} books):" + "".join("\n  " + d for d in diffs))
+    elif why and state != "stale":
+        verdict, text = "FAIL", f"FAIL: {why}, but the data plane's feed is {state}, not stale"
+    elif why:
+        verdict, text = "STALE", (f"STALE: {len(got):,} books equal the reference model's for the messages applied, "
+                                  f"and every book is marked stale: {why}")
+    else:
+        verdict, text = "OK", f"OK: {len(got):,} books equal the reference model's"
+    if a.json:
+        from ..ui import print_json
+
+        seq = counters["sequencing"]
+        print_json({"verdict": verdict, "books": len(got), "reference_books": len(want), "differences": diffs,
+                    "stale_reason": why or None, "feed_state": state,
+                    "reference": {k: seq[k] for k in ("applied", "lost", "malformed", "bogus_session", "suspect",
+                                                      "old_session", "session_changes", "unsequenced", "stale")},
+                    "stats": stats})
+    else:
+        for line in process.summary_lines(stats):
+            print(line)
+        print(text)
+    return 0 if verdict == "OK" else 1
 
 
 def cmd_pcap_synth(a) -> int:
@@ -149,9 +172,20 @@ def cmd_pcap_synth(a) -> int:
     if a.faults:
         return _synth_with_faults(a, data, lines)
     s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns)
-    print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s) "
+    print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s) "
           f"({', '.join(f'{l.group}:{l.port}' for l in lines)}), session {a.session}", file=sys.stderr)
+    if a.json:
+        from ..ui import print_json
+
+        print_json(_synth_json(a, s, lines, None))
     return 0
+
+
+def _synth_json(a, s: dict, lines, injected: dict | None) -> dict:
+    """fh pcap synth --json (docs/cli.md): what was written and, with --faults, what was injected."""
+    return {"out": str(a.out), "session": a.session, "messages": s["messages"], "datagrams": s["datagrams"],
+            "frames": s.get("frames"), "lines": [f"{l.group}:{l.port}" for l in lines], "mtu": a.mtu,
+            "vlan": a.vlan, "faults": injected}
 
 
 def _synth_with_faults(a, data: bytes, lines) -> int:
@@ -164,12 +198,12 @@ def _synth_with_faults(a, data: bytes, lines) -> int:
                                            burst_ns=a.burst_ns)
     except faults.FaultPlanError as e:
         raise FhError(str(e)) from None
-    print(f"{a.out}: {s['messages']} messages in {s['datagrams']} datagrams on {s['lines']} line(s), "
-          f"{s['frames']} frames with the faults of {a.faults}", file=sys.stderr)
+    print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s), "
+          f"{s['frames']:,} frames with the faults of {a.faults}", file=sys.stderr)
     if a.json:
-        dest = Path(str(a.out) + ".faults.json")
-        dest.write_text(json.dumps(inj, indent=1) + "\n")
-        print(f"injected faults: {dest}", file=sys.stderr)
+        from ..ui import print_json
+
+        print_json(_synth_json(a, s, lines, inj))
         return 0
     for line in faults.summary_lines(inj):
         print(line)
@@ -187,31 +221,38 @@ def cmd_retransmit_server(a) -> int:
 
 def cmd_pcap_inspect(a) -> int:
     from ..net import pcapgen
+    from ..ui import fmt_int, print_json, print_table
 
     ins = pcapgen.inspect_pcap(_input(a.pcap, "pcap", "PCAP"))
-    if a.json:
-        print(json.dumps({"datagrams": ins.datagrams, "endpoints": dict(ins.endpoints), "sessions": ins.sessions,
-                          "gaps": ins.gaps, "types": dict(ins.types), "heartbeats": ins.heartbeats,
-                          "end_of_session": ins.end_of_session, "malformed": ins.malformed,
-                          "skipped_frames": ins.reader}))
-        return 0
     r = dict(ins.reader)
     frames, grams = r.pop("frames", ins.datagrams), r.pop("datagrams", ins.datagrams)
+    if a.json:
+        print_json({"frames": frames, "datagrams": ins.datagrams, "endpoints": dict(ins.endpoints),
+                    "sessions": ins.sessions, "gaps": ins.gaps, "types": dict(ins.types),
+                    "heartbeats": ins.heartbeats, "end_of_session": ins.end_of_session, "malformed": ins.malformed,
+                    "skipped_frames": ins.reader})
+        return 0
     skipped = {k: v for k, v in r.items() if v}
     print(f"{a.pcap}: {frames:,} frames, {grams:,} UDP datagrams"
           + (", skipped: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(skipped.items()))
              if skipped else ", none skipped"))
-    print("destinations:")
-    for ep, n in ins.endpoints.most_common():
-        print(f"  {ep:<24} {n:>10,} datagrams")
-    print("sessions:")
-    for s, (lo, hi, n) in ins.sessions.items():
-        print(f"  {s.rstrip():<10}  sequences {lo:,}..{hi:,}  {n:,} messages (every line's copies)")
+    print()
+    print_table(["destination", "datagrams"], [(ep, fmt_int(n)) for ep, n in ins.endpoints.most_common()])
+    print()
+    print_table(["session", "sequences", "messages (every line's copies)"],
+                [(s.rstrip(), f"{lo:,}..{hi:,}", fmt_int(n)) for s, (lo, hi, n) in ins.sessions.items()])
+    print()
     print(f"heartbeats {ins.heartbeats:,}, end of session {ins.end_of_session:,}, malformed {ins.malformed:,}")
-    print(f"gaps within a destination: {len(ins.gaps):,}"
-          + "".join(f"\n  {s.rstrip()} on {ep}: expected {e:,}, got {g:,}" for s, ep, e, g in ins.gaps[:10])
-          + (f"\n  ... {len(ins.gaps) - 10:,} more (--json lists them all)" if len(ins.gaps) > 10 else ""))
-    print("message types: " + ", ".join(f"{t} {n:,}" for t, n in sorted(ins.types.items())))
+    print(f"gaps within a destination: {len(ins.gaps):,}")
+    if ins.gaps:
+        print_table(["session", "destination", "expected", "got"],
+                    [(s.rstrip(), ep, fmt_int(e), fmt_int(g)) for s, ep, e, g in ins.gaps[:10]])
+        if len(ins.gaps) > 10:
+            print(f"... {len(ins.gaps) - 10:,} more (--json lists them all)")
+    print()
+    total = sum(ins.types.values()) or 1
+    print_table(["type", "messages", "share"],
+                [(t, fmt_int(n), f"{100 * n / total:.1f} %") for t, n in sorted(ins.types.items())])
     return 0
 
 
@@ -239,50 +280,107 @@ def _ranged(low: int, high: int, what: str):
     return parse
 
 
+def _mbps(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: a line rate in megabits a second, above 0 and at most "
+                                         "1,000,000 (1 Tbps), e.g. 100")
+    return v
+
+
+def _ms(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 3_600_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: milliseconds, above 0 and at most 3,600,000 (an hour), e.g. 10")
+    return v
+
+
 def register(sub, positive, nonneg) -> None:
+    from ..ui import HelpFormatter, add_json_flag, examples
+
     r = sub.add_parser(
-        "replay", help="replay a pcap through the DPDK data plane into shared memory",
+        "replay", help="replay a pcap through the DPDK data plane into shared memory", formatter_class=HelpFormatter,
         description="Replay a capture through the DPDK data plane. --speed max (the default) runs it on net_pcap "
-                    "at top speed, deterministically. --speed recorded|xN and --pps N pace it as a feed arrives: a "
-                    "sender in a network namespace of its own sends the frames over a veth pair to the data plane "
-                    "on net_af_packet (root, iproute2 and DPDK's af_packet driver needed; all of it is removed "
-                    "afterwards).")
-    r.add_argument("pcap")
+                    "at top speed, deterministically. --speed recorded|xN, --pps N and --mbps N pace it as a feed "
+                    "arrives (as tcpreplay does): a sender in a network namespace of its own sends the frames over a "
+                    "veth pair to the data plane on net_af_packet (root, iproute2 and DPDK's af_packet driver "
+                    "needed; all of it is removed afterwards). The summary ends with a rate line as tcpreplay's: "
+                    "packets, bytes, elapsed, Mbps, pps and msg/s.",
+        epilog=examples("fh replay pcaps/synth-ab-40k.pcap",
+                        "fh replay day.pcap --name lab --keep-segment && fh book AAPL --name lab && fh stats --name lab",
+                        "fh replay day.pcap --speed x100 --maxsleep 10",
+                        "fh replay day.pcap --mbps 100 --json"))
+    r.add_argument("pcap", metavar="PCAP", help="a classic pcap of MoldUDP64 datagrams (gzipped or not)")
     r.add_argument("--speed", default="max",
                    help="max (net_pcap, top speed), recorded (the capture's own inter-packet times) or xN (those "
                         "times divided by N, e.g. x100)")
     r.add_argument("--pps", type=float, default=None, metavar="N", help="paced at N packets per second instead")
+    r.add_argument("--mbps", type=_mbps, default=None, metavar="N",
+                   help="paced at a line rate of N megabits per second instead (each frame's bytes as captured), "
+                        "as tcpreplay --mbps")
+    r.add_argument("--maxsleep", type=_ms, default=None, metavar="MS",
+                   help="paced: never wait more than MS milliseconds between two frames (long silences in the "
+                        "capture are cut short), as tcpreplay --maxsleep; default: no cap")
     r.add_argument("--loop", type=positive, default=1, metavar="K",
                    help="send the capture K times in a row (at max speed net_pcap reads it K times through a FIFO; "
                         "paced, the sender loops). The same sequence numbers come again, so the data plane counts "
                         "the repeats as duplicates and the books are those of one pass")
+    r.add_argument("--name", default=None, metavar="NAME",
+                   help="instance name: the segment is /dev/shm/fh-NAME, for fh book/stats/top --name NAME with "
+                        "--keep-segment (default: replay-<random> / live-<random>)")
+    r.add_argument("--keep-segment", action="store_true",
+                   help="leave the segment after the replay, for fh book SYMBOL --name NAME, fh stats --name NAME; "
+                        "remove it with: rm /dev/shm/fh-NAME /dev/shm/fh-NAME.wake")
     r.add_argument("--dump-books", metavar="FILE", help="write the final books, read from shared memory, here")
-    r.add_argument("--depth", type=positive, default=None)
-    r.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    r.add_argument("--depth", type=positive, default=None, help="levels per side in --dump-books (default: all)")
+    add_json_flag(r, "fh replay")
     r.add_argument("--realtime", action="store_true",
                    help="paced: run the sender under SCHED_FIFO, so that other tasks on its CPU do not delay frames "
                         "by milliseconds")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no notes on stderr")
     r.set_defaults(func=cmd_replay)
 
-    v = sub.add_parser("verify", help="replay a pcap and compare the books with the reference model's")
-    v.add_argument("pcap")
-    v.add_argument("--depth", type=positive, default=None)
+    v = sub.add_parser("verify", help="replay a pcap and compare the books with the reference model's",
+                       formatter_class=HelpFormatter,
+                       description="Replay the capture through the data plane at top speed, then compare every book "
+                                   "with the pure-Python reference model's for the same datagrams. Exit 0: OK; 1: "
+                                   "the books differ, or messages are missing (STALE).",
+                       epilog=examples("fh verify pcaps/synth-ab-40k.pcap", "fh verify day.pcap --json | jq .verdict"))
+    v.add_argument("pcap", metavar="PCAP", help="a classic pcap of MoldUDP64 datagrams (gzipped or not)")
+    v.add_argument("--depth", type=positive, default=None, help="levels per side compared (default: all)")
+    add_json_flag(v, "fh verify")
     v.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("pcap", help="MoldUDP64 captures")
+    p = sub.add_parser("pcap", help="MoldUDP64 captures: synth, inspect", formatter_class=HelpFormatter,
+                       epilog=examples("fh pcap synth day.pcap --messages 100000", "fh pcap inspect day.pcap"))
     ps = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    s = ps.add_parser("synth", help="pack an ITCH day into MoldUDP64 datagrams on an A and a B line")
-    s.add_argument("out")
+    s = ps.add_parser("synth", help="pack an ITCH day into MoldUDP64 datagrams on an A and a B line",
+                      formatter_class=HelpFormatter,
+                      description="Pack a day (generated, or --itch) into MoldUDP64 datagrams filled to the MTU, "
+                                  "on an A and a B line, capture times from the ITCH timestamps.",
+                      epilog=examples("fh pcap synth day.pcap --messages 100000 --instruments 40",
+                                      "fh pcap synth day.pcap --itch 01302019.NASDAQ_ITCH50.gz --vlan 100",
+                                      "fh pcap synth faulty.pcap --faults plan.toml"))
+    s.add_argument("out", metavar="OUT", help="the pcap to write")
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH file (default: generate a day)")
-    s.add_argument("--messages", type=positive, default=100_000)
-    s.add_argument("--instruments", type=positive, default=40)
-    s.add_argument("--seed", type=nonneg, default=1)
+    src.add_argument("--itch", metavar="FILE", help="a daily ITCH file, gzipped or not (default: generate a day)")
+    s.add_argument("--messages", type=positive, default=100_000, help="messages of the generated day")
+    s.add_argument("--instruments", type=positive, default=40, help="instruments of the generated day")
+    s.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
     s.add_argument("--session", type=_session, default="FHSYNTH001",
-                   help="the MoldUDP64 session, 1-10 printable ASCII characters (default FHSYNTH001)")
+                   help="the MoldUDP64 session, 1-10 printable ASCII characters")
     s.add_argument("--mtu", type=_ranged(128, 9216, "an MTU"), default=1500,
-                   help="IP packets up to this size, 128-9216 (default 1500): datagrams are filled up to it")
+                   help="IP packets up to this size, 128-9216: datagrams are filled up to it")
     s.add_argument("--burst-ns", type=positive, default=None,
                    help="only messages this close in ITCH time share a datagram (default: fill to the MTU)")
     s.add_argument("--vlan", type=_ranged(1, 4094, "an 802.1Q VLAN id"), default=None,
@@ -291,26 +389,30 @@ def register(sub, positive, nonneg) -> None:
     s.add_argument("--faults", metavar="PLAN",
                    help="apply this fault plan (TOML or JSON, docs/fault-plans.md) to the lines and print what was "
                         "injected")
-    s.add_argument("--json", action="store_true",
-                   help="with --faults: write the injected summary to OUT.faults.json instead of printing it")
+    add_json_flag(s, "fh pcap synth")
     s.set_defaults(func=cmd_pcap_synth)
     rt = sub.add_parser(
         "retransmit-server", help="answer MoldUDP64 retransmission requests from a recorded capture",
+        formatter_class=HelpFormatter,
         description="Load the messages of a capture by session and sequence (the first copy of each wins) and "
                     "answer MoldUDP64 request packets on UDP as the exchange's re-request server does: the "
                     "requested messages in downstream packets, unicast to the address that asked. Counters are "
-                    "printed on SIGINT/SIGTERM.")
+                    "printed on SIGINT/SIGTERM.",
+        epilog=examples("fh retransmit-server --pcap day.pcap --listen 127.0.0.1:0 --ready-file addr"))
     rt.add_argument("--pcap", required=True, metavar="DAY.pcap", help="the capture to serve (a clean one)")
     rt.add_argument("--listen", default="127.0.0.1:26478", metavar="ADDR:PORT",
-                    help="where to listen (default 127.0.0.1:26478; port 0 takes a free one, printed at start)")
+                    help="where to listen (port 0 takes a free one, printed at start)")
     rt.add_argument("--max-count", type=positive, default=1000, metavar="N",
-                    help="at most N messages per request, however many are asked for (default 1000)")
+                    help="at most N messages per request, however many are asked for")
     rt.add_argument("--mtu", type=positive, default=1500, help="each response datagram fits this MTU")
     rt.add_argument("--stats-json", metavar="FILE", help="write the counters here on exit (and every second)")
     rt.add_argument("--ready-file", metavar="FILE", help="write the listening ADDR:PORT here once ready")
     rt.set_defaults(func=cmd_retransmit_server)
 
-    i = ps.add_parser("inspect", help="packets, sessions, sequence ranges, gaps and message types of a capture")
-    i.add_argument("pcap")
-    i.add_argument("--json", action="store_true")
+    i = ps.add_parser("inspect", help="packets, sessions, sequence ranges, gaps and message types of a capture",
+                      formatter_class=HelpFormatter,
+                      epilog=examples("fh pcap inspect pcaps/synth-ab-40k.pcap",
+                                      "fh pcap inspect day.pcap --json | jq .sessions"))
+    i.add_argument("pcap", metavar="PCAP", help="a classic pcap (gzipped or not)")
+    add_json_flag(i, "fh pcap inspect")
     i.set_defaults(func=cmd_pcap_inspect)

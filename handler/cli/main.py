@@ -1251,6 +1251,7 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")
     add_json_flag(beng, "fh bench engine")
+    __import__("handler.bench.plot", fromlist=["add_plot_flag"]).add_plot_flag(beng)  # --plot FILE.png
     beng.set_defaults(func=cmd_bench_engine)
     from ..bench.dataplane import register as register_bench_dataplane
     from ..bench.recovery import register as register_bench_recovery

@@ -63,20 +63,35 @@ def cmd_gateway(a) -> int:
 
 
 def register(sub) -> None:
+    from ..ui import HelpFormatter, add_json_flag, examples
+    from .settings import Gateway as Settings
+
+    d = Settings()
     g = sub.add_parser("gateway", help="publish the books and events of a running instance to NATS (JetStream for late joiners)",
+                       formatter_class=HelpFormatter,
                        description="Follow a segment and publish fh.<feed>.<symbol>.bbo|trade|book and fh.<feed>.status "
-                                   "to NATS; see docs/history.md")
+                                   "to NATS; see docs/history.md",
+                       epilog=examples("fh gateway --name nasdaq --server nats://127.0.0.1:4222",
+                                       "fh gateway --config /etc/fh/nasdaq.toml",
+                                       "fh gateway --name lab --server nats://a:4222 --server nats://b:4222 --no-stream"))
     g.add_argument("--config", metavar="FILE", help="fh.toml: the instance and its [gateway] table")
-    g.add_argument("--name", help="instance name (segment /dev/shm/fh-NAME; default fh)")
+    g.add_argument("--name", help="instance name (segment /dev/shm/fh-NAME; default: the config's, else fh)")
     g.add_argument("--segment", metavar="PATH", help="the segment file, if not /dev/shm/fh-NAME")
-    g.add_argument("--server", action="append", metavar="URL", help="a NATS server (repeat for a cluster); overrides [gateway] servers")
+    g.add_argument("--server", action="append", metavar="URL",
+                   help="a NATS server (repeat for a cluster); overrides [gateway] servers (default: [gateway]'s, "
+                        f"else {' '.join(d.servers)})")
     g.add_argument("--feed", help="the <feed> subject token (default: the instance name)")
-    g.add_argument("--conflate-bbo-ms", type=int, help="publish the latest BBO per symbol this often (0: every change)")
-    g.add_argument("--book-interval-ms", type=int, help=".book: at most once per book per this interval")
-    g.add_argument("--stream-replicas", type=int, help="JetStream replicas of the stream")
+    g.add_argument("--conflate-bbo-ms", type=int, metavar="MS",
+                   help=f"publish the latest BBO per symbol this often, 0: every change (default: [gateway]'s, "
+                        f"else {d.conflate_bbo_ms})")
+    g.add_argument("--book-interval-ms", type=int, metavar="MS",
+                   help=f".book: at most once per book per this interval (default: [gateway]'s, else {d.book_interval_ms})")
+    g.add_argument("--stream-replicas", type=int, metavar="N",
+                   help=f"JetStream replicas of the stream (default: [gateway]'s, else {d.stream_replicas})")
     g.add_argument("--no-stream", action="store_true", help="no JetStream stream")
     g.add_argument("--from-start", action="store_true", help="begin at the oldest event the ring holds (default: the next one)")
-    g.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without an event")
+    g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help="stop after this long without an event (default: never)")
     g.add_argument("--ready-file", metavar="PATH", help="write this file once connected and following")
-    g.add_argument("--json", action="store_true", help="print the final counters as JSON")
+    add_json_flag(g, "fh gateway")
     g.set_defaults(func=cmd_gateway)

@@ -70,9 +70,11 @@ def cmd_history(a) -> int:
     if a.json:
         print(json.dumps(res))
     else:
-        rate = f", {res['messages_per_s']} messages/s" if res.get("messages_per_s") else ""
+        from ..ui import fmt_rate
+
+        rate = f", {fmt_rate(res['messages_per_s'])}" if res.get("messages_per_s") else ""
         print(f"fh history: {res['root']} {res['date']}: "
-              + ", ".join(f"{k} {v}" for k, v in res["rows"].items()) + f" rows in {res['files']} files{rate}",
+              + ", ".join(f"{k} {v:,}" for k, v in res["rows"].items()) + f" rows in {res['files']:,} files{rate}",
               file=sys.stderr)
     return 0
 
@@ -92,23 +94,31 @@ def cmd_query(a) -> int:
     from . import query
 
     what = a.what
-    p = argparse.ArgumentParser(prog=f"fh query {what}" if what in QUERIES else "fh query SQL")
-    p.add_argument("--root", default=a.root, help="the history tree (default $FH_HISTORY or ./history)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default=a.format)
+    from ..ui import HelpFormatter, examples
+
+    ex = {"trades": "fh query trades AAPL --from 09:30 --to 10:00", "quotes": "fh query quotes AAPL --limit 100",
+          "bars": "fh query bars AAPL --interval 5m", "vwap": "fh query vwap --format csv",
+          "spread": "fh query spread MSFT", "depth": "fh query depth AAPL", "movers": "fh query movers --top 20"}
+    p = argparse.ArgumentParser(prog=f"fh query {what}" if what in QUERIES else "fh query SQL",
+                                formatter_class=HelpFormatter,
+                                epilog=examples(ex.get(what, "fh query \"SELECT symbol, count(*) FROM trades GROUP BY "
+                                                             "1 ORDER BY 2 DESC LIMIT 10\"")))
+    p.add_argument("--root", default=a.root, help="the history tree ($FH_HISTORY or ./history)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default=a.format, help="how rows are printed")
     if what in QUERIES:
         if what in ("trades", "quotes", "bars"):
-            p.add_argument("symbol")
+            p.add_argument("symbol", help="a symbol, e.g. AAPL")
         elif what in ("vwap", "spread", "depth"):
-            p.add_argument("symbol", nargs="?")
+            p.add_argument("symbol", nargs="?", help="a symbol (default: every one)")
         p.add_argument("--date", help="YYYY-MM-DD (default: the one day held)")
         p.add_argument("--from", dest="start", metavar="HH:MM[:SS]", help="exchange time, inclusive")
         p.add_argument("--to", dest="end", metavar="HH:MM[:SS]", help="exchange time, exclusive")
         if what in ("trades", "quotes"):
-            p.add_argument("--limit", type=int, default=1_000_000)
+            p.add_argument("--limit", type=int, default=1_000_000, help="at most this many rows")
         if what == "bars":
-            p.add_argument("--interval", default="1m", help="bar length: 500ms, 30s, 5m, 1h ... (default 1m)")
+            p.add_argument("--interval", default="1m", help="bar length: 500ms, 30s, 5m, 1h ...")
         if what == "movers":
-            p.add_argument("--top", type=int, default=10)
+            p.add_argument("--top", type=int, default=10, help="this many instruments each way")
     b = p.parse_args(a.rest)
     root = Path(b.root)
     con = query.connect(root)
@@ -124,8 +134,14 @@ def cmd_query(a) -> int:
 
 
 def register(sub) -> None:
+    from ..ui import HelpFormatter, add_json_flag, examples
+
     h = sub.add_parser("history", help="write a day as Parquet (trades, bbo, orders, book snapshots) for DuckDB, Spark, Trino",
-                       description="Build the day's history: hive-partitioned Parquet (zstd) under --out; see docs/history.md")
+                       formatter_class=HelpFormatter,
+                       description="Build the day's history: hive-partitioned Parquet (zstd) under --out; see docs/history.md",
+                       epilog=examples("fh history --itch 01302019.NASDAQ_ITCH50.gz --out history",
+                                       "fh history --pcap day.pcap --date 2019-01-30",
+                                       "fh history --follow nasdaq --out /var/lib/fh/history"))
     src = h.add_mutually_exclusive_group(required=True)
     src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file")
     src.add_argument("--pcap", metavar="FILE", help="a capture of MoldUDP64 datagrams (sequenced, first copy wins)")
@@ -135,10 +151,10 @@ def register(sub) -> None:
                      "(a directory or a file: a recorded day)")
     h.add_argument("--out", default=default_root(), help="the history tree (default $FH_HISTORY or ./history)")
     h.add_argument("--date", help="the trading date, YYYY-MM-DD (default: from the file name; today with --follow)")
-    h.add_argument("--depth", type=int, default=10, help="levels per side in book snapshots (default 10)")
+    h.add_argument("--depth", type=int, default=10, help="levels per side in book snapshots")
     h.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
                    help="book snapshots of the changed books every this many seconds of exchange time "
-                        "(default 300; 0: only the end-of-day one)")
+                        "(0: only the end-of-day one)")
     h.add_argument("--flush-every", type=float, default=10.0, metavar="SECONDS", help="--follow/--journal RING: write files this often")
     h.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="--follow/--journal RING: stop after this long with nothing new (default: until the writer stops)")
@@ -146,11 +162,16 @@ def register(sub) -> None:
     h.add_argument("--portable", action="store_true",
                    help="no byte-stream-split on integer columns, for Parquet readers older than format 2.11 "
                         "(Spark 3, parquet-java < 1.14); about 7%% bigger")
-    h.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_flag(h, "fh history")
     h.set_defaults(func=cmd_history)
 
     q = sub.add_parser("query", help="SQL over the history through DuckDB, or: " + ", ".join(QUERIES),
-                       description="fh query \"SELECT ...\" | fh query {%s} ... (each with --help)" % ",".join(QUERIES))
+                       formatter_class=HelpFormatter,
+                       description="fh query \"SELECT ...\" | fh query {%s} ... (each with --help); --root DIR "
+                                   "and --format table|csv|json go after the query" % ",".join(QUERIES),
+                       epilog=examples("fh query trades AAPL --from 09:30 --to 09:35",
+                                       "fh query bars AAPL --interval 5m --format csv",
+                                       "fh query \"SELECT count(*) FROM trades\" --root history"))
     q.add_argument("what", metavar="SQL|QUERY", help="an SQL statement over the views trades, bbo, orders, books; or a query name")
     q.add_argument("rest", nargs=argparse.REMAINDER, help="the query's arguments")
     q.add_argument("--root", default=default_root(), help=argparse.SUPPRESS)

@@ -7,6 +7,9 @@ raw socket, paced as tcpreplay paces:
   ``recorded``   the capture's own inter-packet times
   ``xN``         the recorded times divided by N (``x10`` is ten times faster than recorded)
   ``pps``        a fixed rate, N packets per second
+  ``mbps``       a line rate, N megabits per second (each frame's bytes as captured)
+
+with any one wait between two frames capped at ``maxsleep`` (as tcpreplay's --maxsleep) if given,
 
 and ``loop`` K times. Pacing holds an absolute schedule on the monotonic clock (a late packet does not delay
 the ones after it): it sleeps while the next packet is far off (timer slack cut to 1 ns) and busy-waits the
@@ -59,9 +62,11 @@ class LabError(SenderError):
 
 @dataclass(frozen=True)
 class Pace:
-    mode: str                 # max | recorded | pps
+    mode: str                 # max | recorded | pps | mbps
     factor: float = 1.0       # recorded: times divided by this
     pps: float = 0.0          # pps: packets per second
+    mbps: float = 0.0         # mbps: megabits per second
+    maxsleep_ms: float = 0.0  # paced: no wait between two frames longer than this (0: no cap)
 
     @property
     def paced(self) -> bool:
@@ -69,32 +74,54 @@ class Pace:
 
     def __str__(self) -> str:
         if self.mode == "pps":
-            return f"{self.pps:g} pps"
-        if self.mode == "recorded":
-            return "recorded" if self.factor == 1 else f"x{self.factor:g}"
-        return "max"
+            text = f"{self.pps:g} pps"
+        elif self.mode == "mbps":
+            text = f"{self.mbps:g} Mbps"
+        elif self.mode == "recorded":
+            text = "recorded" if self.factor == 1 else f"x{self.factor:g}"
+        else:
+            return "max"
+        return text + (f", maxsleep {self.maxsleep_ms:g} ms" if self.maxsleep_ms else "")
 
 
-def parse_pace(speed: str = "max", pps: float | None = None) -> Pace:
-    """--speed max|recorded|xN and --pps N, as the command line takes them."""
+def _rate(option: str, v: float) -> float:
+    if not (v > 0 and math.isfinite(v)):
+        raise SenderError(f"{option} {v:g}: must be a positive rate")
+    return float(v)
+
+
+def parse_pace(speed: str = "max", pps: float | None = None, mbps: float | None = None,
+               maxsleep_ms: float | None = None) -> Pace:
+    """--speed max|recorded|xN, --pps N, --mbps N and --maxsleep MS, as the command line takes them."""
     speed = (speed or "max").strip().lower()
+    given = [o for o, v in (("--speed " + speed, speed != "max"), (f"--pps {pps:g}" if pps is not None else "",
+                                                                    pps is not None),
+                            (f"--mbps {mbps:g}" if mbps is not None else "", mbps is not None)) if v]
+    if len(given) > 1:
+        raise SenderError(f"{' and '.join(given)}: give one of them")
+    cap = 0.0
+    if maxsleep_ms is not None:
+        if not (maxsleep_ms > 0 and math.isfinite(maxsleep_ms)):
+            raise SenderError(f"--maxsleep {maxsleep_ms:g}: must be a positive number of milliseconds")
+        if not given:
+            raise SenderError(f"--maxsleep {maxsleep_ms:g}: only a paced replay waits between frames: add --speed "
+                              "recorded|xN, --pps N or --mbps N")
+        cap = float(maxsleep_ms)
     if pps is not None:
-        if speed != "max":
-            raise SenderError(f"--pps {pps:g} and --speed {speed}: give one of them")
-        if not (pps > 0 and math.isfinite(pps)):
-            raise SenderError(f"--pps {pps:g}: must be a positive rate")
-        return Pace("pps", pps=float(pps))
+        return Pace("pps", pps=_rate("--pps", pps), maxsleep_ms=cap)
+    if mbps is not None:
+        return Pace("mbps", mbps=_rate("--mbps", mbps), maxsleep_ms=cap)
     if speed == "max":
         return Pace("max")
     if speed in ("recorded", "x1", "1"):
-        return Pace("recorded", 1.0)
+        return Pace("recorded", 1.0, maxsleep_ms=cap)
     if speed.startswith("x"):
         try:
             f = float(speed[1:])
         except ValueError:
             f = -1.0
         if f > 0 and math.isfinite(f):
-            return Pace("recorded", f)
+            return Pace("recorded", f, maxsleep_ms=cap)
     raise SenderError(f"--speed {speed}: expected max, recorded or xN (N > 0, e.g. x10 = ten times the recorded "
                       "rate)")
 
@@ -142,12 +169,20 @@ def schedule(cap: Capture, pace: Pace) -> tuple[list[int] | None, int]:
     n = len(cap.frames)
     if pace.mode == "max" or n == 0:
         return None, 0
+    cap_ns = pace.maxsleep_ms * 1e6 if pace.maxsleep_ms else math.inf
     if pace.mode == "pps":
-        gap = 1e9 / pace.pps
+        gap = min(1e9 / pace.pps, cap_ns)
         return [round(i * gap) for i in range(n)], round(n * gap)
+    if pace.mode == "mbps":  # a frame's bits at the line rate before the next one leaves
+        ns_per_byte = 8e3 / pace.mbps
+        offs, t = [], 0.0
+        for f in cap.frames:
+            offs.append(round(t))
+            t += min(len(f) * ns_per_byte, cap_ns)
+        return offs, round(t)
     offs, t, prev = [], 0.0, cap.ts_ns[0]
     for ts in cap.ts_ns:
-        t += max(0, ts - prev) / pace.factor
+        t += min(max(0, ts - prev) / pace.factor, cap_ns)
         prev = ts
         offs.append(round(t))
     mean_gap = offs[-1] / (n - 1) if n > 1 else 0
@@ -231,7 +266,9 @@ class Sender:
         _timer_slack_1ns()
         frames, offs, period = self.cap.frames, self.offsets, self.period
         n, total = len(frames), self.total
-        late_hist = [0] * 64            # log2 buckets of how late each paced frame left, in ns
+        late_hist = [0] * LATE_BUCKETS  # how late each paced frame left: late_index(ns)
+        late_max = 0
+        nbytes = 0
         errors: dict[str, int] = {}
         sent = 0
         self.retries = 0
@@ -264,7 +301,10 @@ class Sender:
                                 progress(sent, total, (now - t0) / 1e9, eta(now))
                         while mono() < target:
                             pass
-                        late_hist[(mono() - target).bit_length()] += 1
+                        late = mono() - target
+                        late_hist[late_index(late)] += 1
+                        if late > late_max:
+                            late_max = late
                     f = frames[i]
                     try:
                         send(f)
@@ -272,6 +312,7 @@ class Sender:
                         if not self._resend(send, f, e, errors):
                             continue
                     sent += 1
+                    nbytes += len(f)
                     if first is None:
                         first = mono()
                     if progress is not None:
@@ -287,30 +328,71 @@ class Sender:
         # paced: from the schedule's start (frame 0's time), so a late first frame does not flatter the rate
         elapsed = (end - (t0 if offs is not None else (first or end))) / 1e9
         out = {"iface": self.iface, "pace": str(self.pace), "loop": self.loop, "frames": total, "sent": sent,
-               "errors": errors, "enobufs_retries": self.retries, "elapsed_s": round(elapsed, 6),
+               "bytes": nbytes, "errors": errors, "enobufs_retries": self.retries, "elapsed_s": round(elapsed, 6),
                "achieved_pps": round((sent - 1) / elapsed, 1) if elapsed > 0 and sent > 1 else None}
         if offs is not None:
             out["scheduled_s"] = round(self.scheduled_s, 6)
             req = self.requested_pps()
             out["requested_pps"] = round(req, 1) if req else None
-            out["late_ns"] = _late_summary(late_hist)
+            out["late_ns"] = _late_summary(late_hist, late_max)
         return out
 
 
-def _late_summary(hist: list[int]) -> dict:
-    """Percentiles of lateness from log2 buckets: each figure is an upper bound (the bucket's top)."""
+# Lateness histogram: log-linear as fh/shm.h's latency buckets (exact below 64 ns, then 16 sub-buckets per power
+# of two, 6.25 %), up to LATE_LIMIT_NS; the last bucket holds everything beyond, which no percentile can bound.
+LATE_LIMIT_NS = 1 << 24    # 16.8 ms
+LATE_BUCKETS = 64 + (24 - 6) * 16 + 1
+
+
+def late_index(ns: int) -> int:
+    if ns < 64:
+        return ns if ns > 0 else 0
+    if ns >= LATE_LIMIT_NS:
+        return LATE_BUCKETS - 1
+    e = ns.bit_length() - 1
+    return 64 + (e - 6) * 16 + ((ns >> (e - 4)) & 15)
+
+
+def late_upper(i: int) -> int:
+    """Inclusive upper bound (ns) of bucket i; LATE_LIMIT_NS for the last one, which has none."""
+    if i < 64:
+        return i
+    if i == LATE_BUCKETS - 1:
+        return LATE_LIMIT_NS
+    e, sub = (i - 64) // 16 + 6, (i - 64) % 16
+    return ((16 + sub + 1) << (e - 4)) - 1
+
+
+def _late_summary(hist: list[int], late_max: int) -> dict:
+    """Percentiles of lateness: each an upper bound (its bucket's top), or None where it falls beyond the
+    histogram (LATE_LIMIT_NS, "beyond" counts those frames); max is measured exactly."""
     total = sum(hist)
 
-    def pct(p: float) -> int:
+    def pct(p: float) -> int | None:
         want, seen = max(1, math.ceil(p * total)), 0
         for b, c in enumerate(hist):
             seen += c
             if seen >= want:
-                return (1 << b) - 1
+                return None if b == LATE_BUCKETS - 1 else late_upper(b)
         return 0
 
-    return {"count": total, "p50": pct(0.5), "p99": pct(0.99), "p99.9": pct(0.999), "max": pct(1.0),
-            "over_100us": sum(hist[17:]), "over_1ms": sum(hist[20:])}
+    return {"count": total, "p50": pct(0.5), "p99": pct(0.99), "p99.9": pct(0.999), "max": late_max,
+            "limit": LATE_LIMIT_NS, "beyond": hist[-1],
+            # frames in the buckets above the one holding 100 µs (1 ms): certainly later than that
+            "over_100us": sum(hist[late_index(100_000) + 1:]), "over_1ms": sum(hist[late_index(1_000_000) + 1:])}
+
+
+def late_text(late: dict) -> str:
+    """'p50 <= 2.0 µs, p99 <= 40.9 µs, p99.9 > 16.78 ms (beyond the histogram), max 23.40 ms': a percentile is its
+    bucket's top, or only a lower bound once it falls beyond the histogram; max is exact."""
+    from ..ui import fmt_ns
+
+    keys = ("p50", "p99", "p99.9")
+    within = [f"{k} <= {fmt_ns(late[k])}" for k in keys if late.get(k) is not None]
+    beyond = [k for k in keys if late.get(k) is None]
+    if beyond:
+        within.append(f"{', '.join(beyond)} > {fmt_ns(late['limit'])} (beyond the histogram)")
+    return ", ".join(within) + f", max {fmt_ns(late['max'])}"
 
 
 # -- the lab topology -------------------------------------------------------------------------------------
@@ -414,8 +496,12 @@ class Lab:
                 "--progress"]
         if pace.mode == "pps":
             argv += ["--pps", repr(pace.pps)]
+        elif pace.mode == "mbps":
+            argv += ["--mbps", repr(pace.mbps)]
         else:
             argv += ["--speed", "max" if pace.mode == "max" else f"x{pace.factor!r}"]
+        if pace.maxsleep_ms:
+            argv += ["--maxsleep", repr(pace.maxsleep_ms)]
         if cpu is not None:
             argv += ["--cpu", str(cpu)]
         if realtime:
@@ -432,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iface", required=True)
     ap.add_argument("--speed", default="max", help="max, recorded or xN")
     ap.add_argument("--pps", type=float, default=None, help="a fixed rate instead of --speed")
+    ap.add_argument("--mbps", type=float, default=None, help="a line rate in Mbps instead of --speed")
+    ap.add_argument("--maxsleep", type=float, default=None, metavar="MS", help="cap on any one wait")
     ap.add_argument("--loop", type=int, default=1)
     ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     ap.add_argument("--progress", action="store_true", help="JSON progress lines on stdout while sending")
@@ -447,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
             except PermissionError:
                 raise SenderError("--realtime: SCHED_FIFO needs root (or CAP_SYS_NICE)") from None
-        snd = Sender(a.pcap, a.iface, parse_pace(a.speed, a.pps), a.loop)
+        snd = Sender(a.pcap, a.iface, parse_pace(a.speed, a.pps, a.mbps, a.maxsleep), a.loop)
 
         def report(sent: int, total: int, elapsed: float, eta: float | None) -> None:
             print(json.dumps({"sent": sent, "total": total, "elapsed_s": round(elapsed, 3),
