@@ -237,8 +237,9 @@ class HelpFormatter(_argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         h = action.help or ""
         d = action.default
-        if "%(default)" in h or d is None or d is False or d is _argparse.SUPPRESS or action.nargs == 0:
-            return h  # flags (store_true, count) and options without a default say nothing more
+        if ("%(default)" in h or "default" in h.lower() or d is None or d is False or d is _argparse.SUPPRESS
+                or action.nargs == 0):
+            return h  # flags, options without a default, and help that already says its default
         return super()._get_help_string(action)
 
 

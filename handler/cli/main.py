@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FhError, main_guard
-from ..ui import add_json_flag, bar, fmt_int, fmt_ns, print_json, print_table
+from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, print_json, print_table
 
 
 def _itch(path: str) -> Path:
@@ -41,30 +41,6 @@ def _positive(text: str) -> int:
 
 def _nonneg(text: str) -> int:
     return _whole(text, 0)
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """fh's help: every option's default shown after its text (unless the text already says it, or there is no
-    default worth showing: None, False, a flag), descriptions wrapped, and the examples (an epilog made by
-    `examples`) printed as written."""
-
-    def _fill_text(self, text, width, indent):
-        if text.startswith("examples:\n"):
-            return "\n".join(indent + line for line in text.splitlines())
-        return super()._fill_text(text, width, indent)
-
-    def _get_help_string(self, action):
-        h = action.help or ""
-        if (h == argparse.SUPPRESS or "%(default)" in h or "default" in h.lower()
-                or any(action.default is x for x in (None, False, True, argparse.SUPPRESS))
-                or not action.option_strings):
-            return h
-        return h + " (default: %(default)s)"
-
-
-def examples(*lines: str) -> str:
-    """An epilog of examples, one command a line (what every fh command shows under its options)."""
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _use_fh_help(parser: argparse.ArgumentParser) -> None:

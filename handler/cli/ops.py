@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..errors import FhError
-from ..ui import add_json_flag, fmt_int, fmt_ns, fmt_rate, print_json, print_table
+from ..ui import add_json_flag, examples, fmt_int, fmt_ns, fmt_rate, print_json, print_table
 
 # fh status exit statuses, as scripts and monitoring read them
 STATUS_RUNNING, STATUS_STOPPED, STATUS_DEAD, STATUS_NO_ACCESS = 0, 1, 3, 4
@@ -22,11 +22,6 @@ class NoAccess(FhError):
     status 4), never as "stopped", "not running" or "absent"."""
 
     exit_status = STATUS_NO_ACCESS
-
-
-def _examples(*lines: str) -> str:
-    """The examples epilog, as handler.cli.main.examples makes it (main imports this module, not the reverse)."""
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _instance(name: str) -> str:
@@ -336,7 +331,7 @@ def register(sub, positive, nonneg) -> None:
                         description="An instance's state from its pidfile and segment: running (exit 0), stopped "
                                     "(1), dead (3), or cannot tell because this user may not read them (4, with "
                                     "the fix). --all: every instance on this host, one row each (exit: the worst).",
-                        epilog=_examples("fh status --name fh", "fh status --all",
+                        epilog=examples("fh status --name fh", "fh status --all",
                                          "fh status --name demo --json --sample 0"))
     st.add_argument("--name", default="fh", help=name_help)
     st.add_argument("--all", action="store_true", help="every instance on this host (segments fh-* in /dev/shm and "
@@ -347,7 +342,7 @@ def register(sub, positive, nonneg) -> None:
     st.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("stop", help="stop a running instance (SIGTERM to fh run, SIGKILL after --timeout)",
-                        epilog=_examples("fh stop --name demo", "fh stop --name demo --timeout 30"))
+                        epilog=examples("fh stop --name demo", "fh stop --name demo --timeout 30"))
     sp.add_argument("--name", default="fh", help=name_help)
     sp.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                     help="wait this long for a clean stop before SIGKILL (default 10)")
@@ -355,7 +350,7 @@ def register(sub, positive, nonneg) -> None:
 
     m = sub.add_parser("metrics", help="serve an instance's counters and states to Prometheus, or write a "
                                        "node-exporter textfile",
-                       epilog=_examples("fh metrics --config examples/fh.toml",
+                       epilog=examples("fh metrics --config examples/fh.toml",
                                         "fh metrics --name demo --listen 0.0.0.0:9377",
                                         "fh metrics --name demo --textfile /var/lib/node_exporter/fh.prom",
                                         "fh metrics --name demo --once"))

@@ -149,7 +149,7 @@ def register(sub) -> None:
                      "table), or without one its segment's event ring (trades, bbo, books; no orders)")
     src.add_argument("--journal", metavar="PATH", help="a journal ring (followed live) or fh record's journal files "
                      "(a directory or a file: a recorded day)")
-    h.add_argument("--out", default=default_root(), help="the history tree (default $FH_HISTORY or ./history)")
+    h.add_argument("--out", default=default_root(), help="the history tree ($FH_HISTORY when set)")
     h.add_argument("--date", help="the trading date, YYYY-MM-DD (default: from the file name; today with --follow)")
     h.add_argument("--depth", type=int, default=10, help="levels per side in book snapshots")
     h.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
