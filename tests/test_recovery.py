@@ -247,11 +247,13 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
     assert replay.diff_books(books, clean_books) == [] and books == clean_books
     m = stats["mold"]
     assert m["lost"] == 0 and m["unrecoverable"] == 0
-    assert m["recovered_retrans"] == lost and m["requests"] >= len(inj["lost_on_all_lines"])
+    # At least what the plan lost on both lines came from the server: more when a loaded machine's kernel also
+    # dropped frames of both lines on the veth (af_packet's ring), which the same recovery fills.
+    assert m["recovered_retrans"] >= lost and m["requests"] >= len(inj["lost_on_all_lines"])
     assert stats["retransmission"]["requests_sent"] == m["requests"]
     assert stats["arp"]["replies_sent"] >= 1  # the server's kernel asked for our address
     assert set(status.values()) == {"live"} and not [e for e in events if e["type"] == "stale"]
-    assert stats["lines"][2]["kind"] == "retransmission" and stats["lines"][2]["won"] == lost
+    assert stats["lines"][2]["kind"] == "retransmission" and stats["lines"][2]["won"] == m["recovered_retrans"]
     # gaps counts holes; gaps_filled the periods of recovery that ended with nothing lost (one may span holes)
     assert 1 <= stats["gaps_filled"]["count"] <= m["gaps"] and stats["gaps_filled"]["max_ns"] > 3_000_000  # the wait
     if plan_name != "both_lines":
