@@ -60,6 +60,7 @@
 #include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/journal_mold.h"
+#include "standby.h"
 #include "fh/mold.h"
 #include "fh/net.h"
 #include "fh/seg.h"
@@ -73,8 +74,9 @@
 #define MBUF_CACHE 256
 #define NB_TX_MBUF 63 /* IGMP reports only; a pool of their own so that rx can never starve them */
 
-static volatile sig_atomic_t quit;
+static volatile sig_atomic_t quit, promote_sig;
 static void on_signal(int sig) { (void)sig; quit = 1; }
+static void on_promote(int sig) { (void)sig; promote_sig = 1; } /* --standby: take the lines (standby.h) */
 
 /* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: the one
  * scheme of fh/shm.h (fh_shm_lat_index, fh_shm_lat_upper), here applied to ticks. */
@@ -132,6 +134,8 @@ typedef struct opts {
     const char *journal; /* the applied-message journal (fh/journal.h); NULL: none */
     uint32_t journal_mb; /* its ring, MiB (a power of two) */
     const char *restore; /* a snapshot (fh_engine_snapshot_save) to start from; NULL: empty books */
+    const char *standby; /* the standby's journal to follow until promoted (standby.h); NULL: a primary */
+    uint32_t standby_hold; /* datagrams held back while standby */
 } opts_t;
 
 static void usage(const char *prog)
@@ -149,7 +153,9 @@ static void usage(const char *prog)
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
             "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n"
             "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n"
-            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n",
+            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n"
+            "       [--standby JOURNAL [--standby-hold N]] (a standby: apply that journal, hold the lines back; take\n"
+            "       them at its promotion mark or SIGUSR1)\n",
             prog);
 }
 
@@ -199,6 +205,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
         { "restore", required_argument, 0, 276 },
+        { "standby", required_argument, 0, 277 }, { "standby-hold", required_argument, 0, 278 },
         { 0, 0, 0, 0 },
     };
     fh_mold_cfg_t d; /* the feed's defaults, in ms: one source (fh_mold_cfg_defaults), not a copy */
@@ -209,7 +216,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
                    .request_max = d.request_max, .max_outstanding = d.max_outstanding, .hold = d.hold,
                    .line_stale_ms = (uint32_t)d.line_stale, .line_down_ms = (uint32_t)d.line_down,
                    .max_ahead = (uint32_t)d.max_ahead, .confirm = d.confirm, .recover_max = (uint32_t)d.recover_max,
-                   .journal_mb = 256 };
+                   .journal_mb = 256, .standby_hold = 1u << 16 };
     int c;
     uint32_t v;
     optind = 1;
@@ -319,6 +326,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 274: o->journal = optarg; break;
         case 275: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
         case 276: o->restore = optarg; break;
+        case 277: o->standby = optarg; break;
+        case 278: if (parse_u32(optarg, &o->standby_hold, "--standby-hold")) return -1; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
@@ -667,6 +676,24 @@ static inline int feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *
     return n;
 }
 
+/* --standby (standby.h): the held datagrams go through the feed's own path at promotion. */
+static int standby_apply(void *feed, const uint8_t *d, size_t len, int line, uint64_t now)
+{
+    return feed_apply(feed, d, len, line, now);
+}
+
+/* --standby: follow the journal; once promoted, returns NULL (the lines are the data plane's own from then on). */
+static __attribute__((noinline, cold)) fh_standby_t *standby_step(fh_standby_t *sb, fh_mold_feed_t *feed,
+                                                                  uint64_t now, uint64_t *msgs_total)
+{
+    if (promote_sig)
+        fh_standby_promote(sb);
+    if (!fh_standby_poll(sb, feed, now, 256, standby_apply, feed))
+        return sb;
+    *msgs_total += feed->counters[FH_M_applied];
+    return NULL;
+}
+
 static int set_publish(fh_engine_t *e, const char *spec)
 {
     static char buf[1 << 20];
@@ -955,6 +982,15 @@ int main(int argc, char **argv)
         }
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o.journal, o.journal_mb);
     }
+    fh_standby_t *sb = NULL, *following = NULL; /* --standby: while following is set, the lines are held back */
+    if (o.standby && !(following = sb = fh_standby_open(o.standby, o.standby_hold, e, jtee, hz))) {
+        fh_mold_feed_free(&feed);
+        fh_engine_destroy(e);
+        fh_seg_close(seg, 1);
+        return 2;
+    }
+    if (sb)
+        signal(SIGUSR1, on_promote);
     retrans_t rt;
     memset(&rt, 0, sizeof rt);
     if (o.retrans_ip) {
@@ -1053,8 +1089,10 @@ int main(int argc, char **argv)
                 feed_poll(&feed, t0, rq, 0); /* line states */
                 released(&msgs_total, feed.counters[FH_M_applied] - before, t0);
             }
+            if (FH_UNLIKELY(following != NULL) && !(following = standby_step(sb, &feed, t0, &msgs_total)))
+                empty = 0;
             if (!idle(&o, e, &pub, t0, &last_stats, stats_every, last_rx,
-                      fh_mold_feed_busy(&feed) ? 0 : exit_idle, &ls, &empty))
+                      fh_mold_feed_busy(&feed) || following ? 0 : exit_idle, &ls, &empty))
                 break;
             continue;
         }
@@ -1082,6 +1120,10 @@ int main(int argc, char **argv)
                 }
                 continue;
             }
+            if (FH_UNLIKELY(following != NULL)) { /* a standby: held back, applied at promotion */
+                fh_standby_hold(following, pkt.payload, pkt.len, pkt.line);
+                continue;
+            }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
             int applied = feed_apply(&feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
@@ -1098,6 +1140,8 @@ int main(int argc, char **argv)
             released(&msgs_total, feed.counters[FH_M_applied] - before, rx);
         }
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
+        if (FH_UNLIKELY(following != NULL))
+            following = standby_step(sb, &feed, rx, &msgs_total);
         ls.packets += n;
         rte_pktmbuf_free_bulk(bufs, n);
         if (FH_UNLIKELY(ig[k].join | ig[k].answer))
@@ -1186,7 +1230,12 @@ int main(int argc, char **argv)
                i < o.nfeed ? fh_line_state_name(L->state) : "live", L->datagrams, L->messages, L->won,
                L->duplicates, L->late, L->lost);
     }
-    printf("], \"engine\": {");
+    printf("], ");
+    if (sb) {
+        fh_standby_json(sb, stdout);
+        printf(", ");
+    }
+    printf("\"engine\": {");
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
     printf("}, \"latency_ns\": {\"count\": %" PRIu64 ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64
@@ -1206,6 +1255,7 @@ int main(int argc, char **argv)
         fh_journal_close(jtee->j, 0);
         free(jtee);
     }
+    fh_standby_close(sb);
     fh_mold_feed_free(&feed);
     if (mc.hold_mem)
         rte_free(mc.hold_mem);
