@@ -318,7 +318,7 @@ static int primary(const opts_t *o)
                         "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
     }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
-    int bye_sent = 0;
+    int bye_sent = 0, writer_gone = 0;
     while (!quit) {
         int busy = 0;
         fh_fab_op_t *done[64];
@@ -435,7 +435,16 @@ static int primary(const opts_t *o)
             busy = 1;
         }
         uint64_t now = now_ns();
-        if (now - last_hb >= hb_ns) {
+        /* The heartbeat says that this primary's data plane is alive: once its journal's writer is gone (killed,
+         * crashed) and everything it wrote is shipped, no more (unless --exit-when-done: then BYE follows), so
+         * that a standby with --promote-on-silence takes over after its failover timeout. */
+        if (now - last_hb >= hb_ns && !writer_gone && !o->exit_when_done && pos == fh_journal_head(&jr) &&
+            fh_journal_writer_alive(o->journal) == 0) {
+            writer_gone = 1;
+            fprintf(stderr, "fh-replicate: the data plane writing %s is gone: no more heartbeats (a standby with "
+                            "--promote-on-silence takes over after its failover timeout)\n", o->journal);
+        }
+        if (now - last_hb >= hb_ns && !writer_gone) {
             fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
             int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
