@@ -7,6 +7,7 @@ books; a consumer following its event ring from the start sees every event once,
 a data plane that never failed over. See handler/failover_lab.py."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -81,3 +82,101 @@ def test_kill_9_of_the_primary_mid_replay(day):
     assert seqs == list(range(1, len(seqs) + 1))
     assert not any(e["type"] in ("stale", "recovered") for e in r["events"])
     assert r["events"] == _events_of_a_plain_replay(day)
+
+
+CONFIG = """
+[instance]
+name = "{name}"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = 300
+[replication]
+role = "{role}"
+provider = "tcp"
+{addr}
+heartbeat_ms = 50
+failover_timeout_ms = 300
+"""
+
+
+def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
+    """fh run with [replication]: the standby's fh run starts fh-replicate (journal only) and its data plane with
+    --standby; the primary's journals and starts fh-replicate --role primary. The primary replays a capture and
+    stops (its fh-replicate ships everything first, then stops: no more heartbeats); the standby promotes after
+    its failover timeout, its data plane takes the lines (all it held was covered by the journal), and both
+    segments hold the same books and the same events."""
+    from handler import segments, supervise
+    from handler.shm import Reader
+
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    from conftest import ROOT
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    pn, sn = f"frp{tag}", f"frs{tag}"
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfgs = {}
+    for n, role, addr in ((pn, "primary", f'peer = "127.0.0.1:{port}"'), (sn, "standby", f'listen = "127.0.0.1:{port}"')):
+        cfgs[n] = tmp_path / f"{n}.toml"
+        cfgs[n].write_text(CONFIG.format(name=n, pcap=pcap, role=role, addr=addr))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda n: subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]),  # noqa: E731
+                                      "--keep-segment", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+    procs = []
+    try:
+        procs.append(run(sn))
+        import time
+
+        deadline = time.monotonic() + 30
+        while (R.read_status(sn)["state"] if os.path.exists(R.status_path(sn)) else None) != "connecting":
+            assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()
+            time.sleep(0.02)
+        procs.append(run(pn))
+        out_p, err_p = procs[1].communicate(timeout=120)
+        assert procs[1].returncode == 0, err_p
+        assert "replication primary" in err_p and json.loads(out_p)["messages_applied"] == 40000
+        out_s, err_s = procs[0].communicate(timeout=120)
+        assert procs[0].returncode == 0, err_s
+        stats = json.loads(out_s)
+        sb = stats["standby"]
+        assert sb["promoted"] and sb["messages"] == 40000 and sb["resumed_seq"] > 0, sb
+        assert sb["held"] > 0 and sb["released"] + sb["replayed"] == sb["held"]
+        assert stats["messages_applied"] == 0 and sb["replay_applied"] == 0  # the journal had it all
+        assert R.read_status(sn)["state"] == "promoted" and R.read_status(sn)["epoch"] == 2
+        assert replay.segment_books(f"/dev/shm/fh-{sn}") == replay.segment_books(f"/dev/shm/fh-{pn}")
+        evs = []
+        for n in (pn, sn):
+            with Reader(f"/dev/shm/fh-{n}") as r:
+                evs.append([{k: v for k, v in e.items() if k != "rx_to_pub_ns"} for e in r.events(start=1)])
+        assert len(evs[0]) > 10000 and evs[0] == evs[1]
+        assert supervise.read_exit_record(sn)["rc"] == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        for n in (pn, sn):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+                if os.path.exists(f):
+                    os.unlink(f)

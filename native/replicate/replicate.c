@@ -220,7 +220,19 @@ static int primary(const opts_t *o)
     fh_fab_mr_t smr = { 0 };
     fh_fab_op_t *ops = NULL;
     int *freeop = NULL, streaming = 0, ret = 0;
-    if (fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms)) {
+    /* a standby that is still starting (fh run starts both hosts at once): refused is tried again, every 100 ms,
+     * for as long as the connect timeout */
+    int crc;
+    for (uint64_t t1 = now_ns();;) {
+        crc = fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms);
+        if (!crc || quit || !strstr(fh_fab_err(), "refused") ||
+            now_ns() - t1 > (uint64_t)o->connect_timeout_ms * 1000000ull)
+            break;
+        fh_fab_close(&f);
+        memset(&f, 0, sizeof f);
+        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    if (crc) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         st->state = ST_FAILED;
         { ret = 3; goto out; }
@@ -673,7 +685,6 @@ static int standby(const opts_t *o)
     }
     fh_repl_status_t *st = status_map(o, "standby");
     st->ring_bytes = c.ring_bytes;
-    st->state = ST_CONNECTING;
     fh_fab_t f;
     int ret = 0;
     if (fh_fab_listen(&f, o->provider, host, port)) {
@@ -681,6 +692,7 @@ static int standby(const opts_t *o)
         ret = 3;
         goto done;
     }
+    st->state = ST_CONNECTING; /* listening: a primary may connect now */
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
     fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
