@@ -46,7 +46,13 @@ def main() -> int:
             seqs = [e["seq"] for e in r["events"]]
             ok = (r["books"] == want and seqs == list(range(1, len(seqs) + 1)) and not r["overruns"]
                   and sb["messages"] + sb["replay_applied"] + r["stats"]["messages_applied"] == a.messages)
-            row = {"run": i + 1, "ok": ok,
+            why = [k for k, bad in (("books", r["books"] != want), ("event gap", seqs != list(range(1, len(seqs) + 1))),
+                                    ("overrun", bool(r["overruns"])),
+                                    ("messages", sb["messages"] + sb["replay_applied"] + r["stats"]["messages_applied"]
+                                     != a.messages)) if bad]
+            row = {"run": i + 1, "ok": ok, "failed": why, "lost": r["stats"]["mold"]["lost"],
+                   "applied": [sb["messages"], sb["replay_applied"], r["stats"]["messages_applied"]],
+                   "feed_state": r["stats"]["feed"]["state"], "holes": sb["holes"],
                    "kill_to_promoted_ms": (sb["promoted_ns"] - r["kill_ns"]) / 1e6,
                    "kill_to_own_lines_ms": (sb["first_own_ns"] - r["kill_ns"]) / 1e6,
                    "last_heartbeat_before_kill_ms": (r["kill_ns"] - r["status"]["last_heartbeat_ns"]) / 1e6,

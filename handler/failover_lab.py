@@ -77,8 +77,10 @@ class _Consumer(threading.Thread):
 
 
 def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_timeout_ms: int = 300,
-        heartbeat_ms: int = 50, hold: int = 1 << 16, events: int = 1 << 18, tag: str | None = None) -> dict:
-    """One failover (see the module's text). kill_at: the fraction of the capture's frames sent before the kill."""
+        heartbeat_ms: int = 50, hold: int = 1 << 16, events: int = 1 << 18, tag: str | None = None,
+        journal_out: str | None = None) -> dict:
+    """One failover (see the module's text). kill_at: the fraction of the capture's frames sent before the kill.
+    journal_out: the standby data plane's own journal (--journal), left for the caller (who removes it)."""
     prog = R.find_program()
     pcap = str(Path(pcap).resolve())
     tag = tag or uuid.uuid4().hex[:8]
@@ -103,7 +105,9 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
         procs.append(rs)
         _wait(lambda: (_status(st_s) or {}).get("state") == "connecting", 10, "the standby fh-replicate listening")
         dp_s = Dataplane(dataplane_cmd(replay.eal_args(sn, vdev), seg_s, lines, exit_idle_ms=0, events=events,
-                                       extra=["--standby", j_s, "--standby-hold", str(hold)]))
+                                       extra=["--standby", j_s, "--standby-hold", str(hold),
+                                              *(["--journal", journal_out, "--journal-mb", "16"] if journal_out
+                                                else [])]))
         dps.append(dp_s)
         dp_s.wait_running()
         consumer = _Consumer(seg_s)
