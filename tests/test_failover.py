@@ -258,3 +258,58 @@ def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
             for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
                 if os.path.exists(f):
                     os.unlink(f)
+
+
+def test_sigusr1_promotes_a_standby_data_plane_whose_journal_has_everything():
+    """fh-dataplane --standby on a finished primary's journal (no fh-replicate): it builds the primary's books
+    from the journal while holding its own lines (net_pcap, the same capture) back; SIGUSR1 promotes it once the
+    journal is read to its head, and every held datagram is then a duplicate: nothing applied twice, the same
+    books and events as the primary's."""
+    import signal
+    import time
+
+    from conftest import ROOT
+    from handler.shm import Reader
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:8]
+    pseg, sseg = f"/dev/shm/fh-fu-p-{tag}", f"/dev/shm/fh-fu-s-{tag}"
+    journal = f"{pseg}.journal"
+    lines = replay.pcap_lines(pcap)
+    dp = None
+    try:
+        process.run_dataplane(replay.eal_args(f"fu-p-{tag}", f"net_pcap0,rx_pcap={pcap}"), pseg, lines,
+                              events=1 << 18, timeout=120, extra=["--journal", journal, "--journal-mb", "16"])
+        dp = process.Dataplane(process.dataplane_cmd(replay.eal_args(f"fu-s-{tag}", f"net_pcap0,rx_pcap={pcap}"),
+                                                     sseg, lines, events=1 << 18, extra=["--standby", journal]))
+        dp.wait_running()
+        deadline = time.monotonic() + 60
+        while True:  # the journal applied (the engine's count), the capture read and held
+            with Reader(sseg) as r:
+                if r.stats(types=False).get("messages") == 40000:
+                    break
+            assert time.monotonic() < deadline and dp.p.poll() is None, dp.err[-3:]
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert dp.p.poll() is None  # a standby does not stop on idle
+        dp.p.send_signal(signal.SIGUSR1)
+        stats = dp.wait(60)
+        sb = stats["standby"]
+        assert sb["promoted"] and sb["epoch"] == 0 and sb["messages"] == 40000 and sb["resumed_seq"] == 40001
+        assert sb["held"] == 856 * 2  # every datagram of both lines held (synth-ab-40k: 856 on each)
+        assert sb["replay_applied"] == 0 and stats["messages_applied"] == 0 and sb["released"] + sb["replayed"] == \
+            sb["held"]
+        assert any("promoted (epoch 0)" in l for l in dp.err)
+        assert replay.segment_books(sseg) == replay.segment_books(pseg)
+        evs = []
+        for seg in (pseg, sseg):
+            with Reader(seg) as r:
+                evs.append([{k: v for k, v in e.items() if k != "rx_to_pub_ns"} for e in r.events(start=1)])
+        assert len(evs[0]) > 10000 and evs[0] == evs[1]
+    finally:
+        if dp is not None:
+            dp.close()
+        for seg in (pseg, sseg):
+            process.remove_segment(seg)
+        if os.path.exists(journal):
+            os.unlink(journal)

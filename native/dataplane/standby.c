@@ -40,7 +40,7 @@ struct fh_standby {
     uint64_t held[FH_MOLD_MAX_LINES], released[FH_MOLD_MAX_LINES], overwritten[FH_MOLD_MAX_LINES];
     uint64_t too_big[FH_MOLD_MAX_LINES];
     uint64_t replayed, replay_applied;
-    int promote_req, promoted;
+    int promote_req, mark_seen, promoted; /* promote_req: SIGUSR1; mark_seen: FH_JR_PROMOTED read */
     uint64_t epoch, promoted_ns, first_own_ns, resumed_seq;
     fh_journal_rec_t rec;
     uint8_t body[FH_JOURNAL_MAX_BODY];
@@ -217,7 +217,7 @@ static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8
         return;
     case FH_JR_PROMOTED:
         s->epoch = r->arg;
-        s->promote_req = 1;
+        s->mark_seen = 1;
         return;
     default:
         s->other++;
@@ -280,7 +280,7 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
         }
     }
     if (s->joined) {
-        for (uint32_t i = 0; i < max_records && !s->promote_req; i++) {
+        for (uint32_t i = 0; i < max_records && !s->mark_seen; i++) {
             uint64_t at = s->pos;
             int r = fh_journal_next(&s->jr, &s->pos, &s->rec, s->body);
             if (r == FH_JOURNAL_NONE)
@@ -302,9 +302,8 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
         }
         release_covered(s);
     }
-    if (s->promote_req) { /* SIGUSR1: only once the journal is read to its head */
-        if (s->joined && fh_journal_head(&s->jr) != s->pos && !s->epoch)
-            return 0;
+    /* the mark: every record before it is applied; SIGUSR1: once the journal is read to its head */
+    if (s->mark_seen || (s->promote_req && (!s->joined || fh_journal_head(&s->jr) == s->pos))) {
         promote(s, feed, now, apply, ctx);
         return 1;
     }
