@@ -436,7 +436,9 @@ def test_promote_fences_the_primary():
         assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 2000000
         st = R.read_status(sb.status)
         assert st["state"] == "promoted" and st["epoch"] == 2
-        mine = [r.messages() for r in _ring_records(sb.journal)]
+        recs = _ring_records(sb.journal)  # the standby's journal ends with its promotion mark (epoch 2)
+        assert recs[-1].kind == J.PROMOTED and recs[-1].arg == 2 and J.PROMOTED not in {r.kind for r in recs[:-1]}
+        mine = [r.messages() for r in recs[:-1]]
         assert mine == [r.messages() for r in _ring_records(journal)][:len(mine)]
         p = fh("promote", "--name", f"/dev/shm/fh-rp-{tag}.repl", check=False)
         assert p.returncode != 0 and "not a standby" in p.stderr
