@@ -54,7 +54,7 @@ class Retransmission:
 
 @dataclass(frozen=True)
 class Replication:
-    """[replication]: validated now, used by the replication work (not passed to the data plane yet)."""
+    """[replication]: fh run starts fh-replicate from it (handler/replication_run.py)."""
     role: str = "off"  # off, primary, standby
     transport: str = "tcp"  # rdma, tcp
     peer: tuple[str, int] | None = None  # the standby a primary sends to

@@ -140,8 +140,8 @@ def cmd_devices(a) -> int:
 
 def promote(name_or_path: str, timeout_s: float = 5.0) -> dict:
     """Promote a running standby: it takes a new epoch, so every later record of its old primary is refused
-    (the primary stops, fenced). Returns its status once the epoch has changed. Taking the feed lines is not
-    done (docs/replication.md)."""
+    (the primary stops, fenced), and it marks its journal promoted: the data plane following it with --standby
+    takes the feed lines (docs/replication.md, "Failover"). Returns its status once the epoch has changed."""
     d = read_status(name_or_path)
     if d["role"] != "standby":
         raise ReplicateError(f"{d['path']}: a {d['role']}, not a standby: only a standby is promoted")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import config, process, supervise
+from . import config, process, replication_run, supervise
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -90,7 +90,11 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
               f"({', '.join(f'{l.name} {l.group}:{l.port}' for l in cfg.lines)}) on "
               f"{' and '.join(d.name for d in config.devices(cfg))}; segment {cfg.segment}; pidfile {pf.path}",
               file=sys.stderr, flush=True)
-        return _supervise(cfg, cmd, pf, json_out)
+        repl = replication_run.start(cfg, cmd)  # [replication]: fh-replicate beside the data plane
+        try:
+            return _supervise(cfg, cmd, pf, json_out)
+        finally:
+            replication_run.stop(repl, cfg.name)
 
 
 def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool) -> int:

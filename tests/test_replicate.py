@@ -413,11 +413,12 @@ def test_promote_fences_the_primary():
     tag = uuid.uuid4().hex[:8]
     journal = f"/dev/shm/fh-rq-{tag}.journal"
     feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
-    sb = Standby(tag, events=1 << 16)
+    sb = Standby(tag, events=1 << 16, extra=["--journal-mb", "128"])  # a late promotion: its journal must not lap
     try:
-        # 6 s of stream: the promotion (a Python process starting on a loaded machine) comes well before its end
-        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "100000",
-                                 "--loops", "6", "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+        # 20 s of stream: the promotion (a Python process starting on a loaded machine: 6 s was seen not to be
+        # enough at load 16) comes well before its end
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "128", "--rate", "100000",
+                                 "--loops", "20", "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
         pr = _primary(journal, sb.addr, tag=tag)
         deadline = time.monotonic() + 10
         while R.read_status(sb.status)["messages"] < 20000 and time.monotonic() < deadline:
@@ -430,12 +431,14 @@ def test_promote_fences_the_primary():
         assert json.loads(p.stdout)["epoch"] == 2
         out, err = pr.communicate(timeout=30)
         assert pr.returncode == 4 and "fenced" in err and "epoch 2" in err, err
-        assert feed.wait(30) == 0
+        assert feed.wait(90) == 0
         s = sb.wait()
-        assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 600000
+        assert s["epoch"] == 2 and s["refused_epoch"] >= 1 and 20000 <= s["messages"] < 2000000
         st = R.read_status(sb.status)
         assert st["state"] == "promoted" and st["epoch"] == 2
-        mine = [r.messages() for r in _ring_records(sb.journal)]
+        recs = _ring_records(sb.journal)  # the standby's journal ends with its promotion mark (epoch 2)
+        assert recs[-1].kind == J.PROMOTED and recs[-1].arg == 2 and J.PROMOTED not in {r.kind for r in recs[:-1]}
+        mine = [r.messages() for r in recs[:-1]]
         assert mine == [r.messages() for r in _ring_records(journal)][:len(mine)]
         p = fh("promote", "--name", f"/dev/shm/fh-rp-{tag}.repl", check=False)
         assert p.returncode != 0 and "not a standby" in p.stderr

@@ -143,6 +143,8 @@ int dp_open_feed(dp_t *dp)
         }
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o->journal, o->journal_mb);
     }
+    if (o->standby && !(dp->sb = fh_standby_open(o->standby, o->standby_hold, dp->e, dp->jtee, hz)))
+        return -1; /* it said why */
     return 0;
 }
 
@@ -151,6 +153,10 @@ int dp_open_feed(dp_t *dp)
  * failed start-up both are removed. */
 void dp_fini(dp_t *dp)
 {
+    if (dp->sb) {
+        fh_standby_close(dp->sb);
+        dp->sb = NULL;
+    }
     if (dp->jtee) {
         fh_journal_close(dp->jtee->j, !dp->ok);
         free(dp->jtee);

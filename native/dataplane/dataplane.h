@@ -28,6 +28,7 @@
 #include "fh/seg.h"
 #include "fh/shm.h"
 #include "igmp_port.h"
+#include "standby.h"
 
 #define BURST 32
 #define RX_RING 1024
@@ -66,6 +67,8 @@ typedef struct opts {
     const char *journal; /* the applied-message journal (fh/journal.h); NULL: none */
     uint32_t journal_mb; /* its ring, MiB (a power of two) */
     const char *restore; /* a snapshot (fh_engine_snapshot_save) to start from; NULL: empty books */
+    const char *standby; /* the standby's journal to follow until promoted (standby.h); NULL: a primary */
+    uint32_t standby_hold; /* datagrams held back while standby */
 } opts_t;
 
 typedef struct loop_stats {
@@ -106,6 +109,7 @@ typedef struct dp {
     void *hold_mem;                                     /* the feed's hold-back buffer (rte_zmalloc_socket) */
     bool feed_ok;                                       /* fh_mold_feed_init succeeded */
     fh_journal_tee_t *jtee;                             /* --journal: the tee in front of the engine; NULL: none */
+    fh_standby_t *sb;                                   /* --standby: the journal followed until promoted */
     bool ok;                                            /* the run ended normally: keep the journal (and the
                                                          * segment with --keep-segment) */
     /* The loop's state and counters. */

@@ -26,7 +26,9 @@
 #include "dataplane.h"
 
 volatile sig_atomic_t dp_quit;
+static volatile sig_atomic_t promote_sig;
 static void on_signal(int sig) { (void)sig; dp_quit = 1; }
+static void on_promote(int sig) { (void)sig; promote_sig = 1; } /* --standby: take the lines (standby.h) */
 
 /* Messages a timer poll released from the hold-back buffer (a gap given up or closed by it): counted as
  * applied, their latency from the poll's start (their own arrival is not kept), so that the latency count
@@ -59,6 +61,22 @@ static inline int feed_poll(fh_journal_tee_t *jtee, fh_mold_feed_t *f, uint64_t 
             fh_journal_heartbeat(jtee->j);
     }
     return n;
+}
+
+/* --standby (standby.h): the held datagrams go through the feed's own path at promotion. */
+static int standby_apply(void *ctx, const uint8_t *d, size_t len, int line, uint64_t now)
+{
+    dp_t *dp = ctx;
+    return feed_apply(dp->jtee, &dp->feed, d, len, line, now);
+}
+
+/* --standby: follow the journal; once promoted, returns NULL (the lines are the data plane's own from then on;
+ * what the held datagrams gave is counted in the "standby" statistics, not in messages_applied and its latency). */
+static __attribute__((noinline, cold)) fh_standby_t *standby_step(dp_t *dp, uint64_t now)
+{
+    if (promote_sig)
+        fh_standby_promote(dp->sb);
+    return fh_standby_poll(dp->sb, &dp->feed, now, 256, standby_apply, dp) ? NULL : dp->sb;
 }
 
 /* The idle strategy: what an empty poll does. */
@@ -138,6 +156,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
     idle_t w = { .spin = o->spin, .last_stats = start, .stats_every = hz / 10 };
     struct rte_mbuf *bufs[BURST];
     fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
+    fh_standby_t *following = dp->sb; /* --standby: while set, the lines are held back */
 
     /* On SIGINT/SIGTERM the loop drains what the rx queues already hold (up to 4,096 bursts, and for at most
      * 50 ms: a port that never runs dry must not keep it) so that every frame that reached a port is applied
@@ -174,7 +193,9 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                 feed_poll(jtee, feed, t0, rq, 0); /* line states */
                 released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t0);
             }
-            if (!idle(dp, &w, t0, last_rx, fh_mold_feed_busy(feed) ? 0 : exit_idle))
+            if (FH_UNLIKELY(following != NULL) && !(following = standby_step(dp, t0)))
+                w.empty = 0;
+            if (!idle(dp, &w, t0, last_rx, fh_mold_feed_busy(feed) || following ? 0 : exit_idle))
                 break;
             continue;
         }
@@ -200,6 +221,10 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                               rte_pktmbuf_mtod(mb, const uint8_t *), mb->data_len);
                 continue;
             }
+            if (FH_UNLIKELY(following != NULL)) { /* a standby: held back, applied at promotion */
+                fh_standby_hold(following, pkt.payload, pkt.len, pkt.line);
+                continue;
+            }
             fh_engine_batch_begin_at(e, rx, now); /* stamps the events of this datagram (no TSC read) */
             int applied = feed_apply(jtee, feed, pkt.payload, pkt.len, pkt.line, rx);
             if (applied > 0) { /* one TSC read per applied datagram: its latency, the next one's stamp */
@@ -216,6 +241,8 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
             released(hist, &msgs_total, feed->counters[FH_M_applied] - before, rx);
         }
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
+        if (FH_UNLIKELY(following != NULL))
+            following = standby_step(dp, rx);
         ls->packets += n;
         rte_pktmbuf_free_bulk(bufs, n);
         if (FH_UNLIKELY(ig[k].join | ig[k].answer))
@@ -278,6 +305,8 @@ int dp_run(dp_t *dp)
     for (unsigned k = 0; k < dp->nports; k++)
         if (dp->ig[k].join)
             igmp_flush(&dp->ig[k], rte_rdtsc()); /* the joins, right after the port started */
+    if (dp->sb)
+        signal(SIGUSR1, on_promote);
     full_loop(dp, start);
     return 0;
 }

@@ -36,7 +36,9 @@ void dp_usage(const char *prog)
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
             "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n"
             "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n"
-            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n",
+            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n"
+            "       [--standby JOURNAL [--standby-hold N]] (a standby: apply that journal, hold the lines back; take\n"
+            "       them at its promotion mark or SIGUSR1)\n",
             prog);
 }
 
@@ -86,6 +88,7 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
         { "restore", required_argument, 0, 276 },
+        { "standby", required_argument, 0, 277 }, { "standby-hold", required_argument, 0, 278 },
         { 0, 0, 0, 0 },
     };
     fh_mold_cfg_t d; /* the feed's defaults, in ms: one source (fh_mold_cfg_defaults), not a copy */
@@ -96,7 +99,7 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
                    .request_max = d.request_max, .max_outstanding = d.max_outstanding, .hold = d.hold,
                    .line_stale_ms = (uint32_t)d.line_stale, .line_down_ms = (uint32_t)d.line_down,
                    .max_ahead = (uint32_t)d.max_ahead, .confirm = d.confirm, .recover_max = (uint32_t)d.recover_max,
-                   .journal_mb = 256 };
+                   .journal_mb = 256, .standby_hold = 1u << 16 };
     int c;
     uint32_t v;
     optind = 1;
@@ -206,6 +209,8 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         case 274: o->journal = optarg; break;
         case 275: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
         case 276: o->restore = optarg; break;
+        case 277: o->standby = optarg; break;
+        case 278: if (parse_u32(optarg, &o->standby_hold, "--standby-hold")) return -1; break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {

@@ -169,7 +169,12 @@ void dp_report(dp_t *dp)
                i < o->nfeed ? fh_line_state_name(L->state) : "live", L->datagrams, L->messages, L->won,
                L->duplicates, L->late, L->lost);
     }
-    printf("], \"engine\": {");
+    printf("], ");
+    if (dp->sb) {
+        fh_standby_json(dp->sb, stdout);
+        printf(", ");
+    }
+    printf("\"engine\": {");
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
     const uint64_t *h = dp->hist;

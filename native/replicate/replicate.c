@@ -2,9 +2,9 @@
  *
  *   fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]
  *                [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done] [--status PATH]
- *   fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--provider ...] [--epoch N]
+ *   fh-replicate --role standby --listen HOST:PORT --journal PATH [--segment PATH] [--provider ...] [--epoch N]
  *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
- *                [--exit-when-done] [--status PATH] [--name NAME]
+ *                [--failover-timeout-ms N] [--promote-on-silence] [--exit-when-done] [--status PATH] [--name NAME]
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
@@ -23,8 +23,16 @@
  * then stops with a one-line error: it has been fenced. A newer epoch is adopted.
  *
  * The standby writes every record it applies into its own journal ring (its own followers work the same),
- * and applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its books and
- * event sequence equal the primary's. Status of either role: a small file (default /dev/shm/fh-NAME.repl,
+ * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
+ * books and event sequence equal the primary's. Without --segment it only journals: the standby host's data
+ * plane (fh-dataplane --standby JOURNAL) follows that journal into its own engine, and takes its own feed lines
+ * at promotion.
+ *
+ * Promotion (fh promote: SIGUSR1; or, with --promote-on-silence, no heartbeat from the primary for
+ * --failover-timeout-ms, the connection closed or not): the standby takes epoch + 1 (every later record of an
+ * older epoch is refused) and appends a FH_JR_PROMOTED record (arg: the new epoch; the session and next
+ * sequence of the last record applied) to its journal, after every record the primary shipped: the data plane
+ * that follows it then resumes its own lines from there. Status of either role: a small file (default /dev/shm/fh-NAME.repl,
  * fh_repl_status_t) that `fh replicate status` reads. At exit each role prints one JSON line of figures. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -93,7 +101,7 @@ enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENC
 static volatile sig_atomic_t quit, promote;
 static void on_signal(int s) { (void)s; quit = 1; }
 /* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
- * refused). Taking the feed lines is not done here (docs/replication.md). */
+ * refused) and marks its journal promoted: the data plane following it takes the feed lines. */
 static void on_promote(int s) { (void)s; promote = 1; }
 
 static uint64_t now_ns(void)
@@ -121,7 +129,7 @@ typedef struct opts {
     const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
     uint32_t failover_timeout_ms;
-    int exit_when_done, list, spin, connect_timeout_ms;
+    int exit_when_done, list, spin, connect_timeout_ms, promote_on_silence;
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -212,7 +220,19 @@ static int primary(const opts_t *o)
     fh_fab_mr_t smr = { 0 };
     fh_fab_op_t *ops = NULL;
     int *freeop = NULL, streaming = 0, ret = 0;
-    if (fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms)) {
+    /* a standby that is still starting (fh run starts both hosts at once): refused is tried again, every 100 ms,
+     * for as long as the connect timeout */
+    int crc;
+    for (uint64_t t1 = now_ns();;) {
+        crc = fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms);
+        if (!crc || quit || !strstr(fh_fab_err(), "refused") ||
+            now_ns() - t1 > (uint64_t)o->connect_timeout_ms * 1000000ull)
+            break;
+        fh_fab_close(&f);
+        memset(&f, 0, sizeof f);
+        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    if (crc) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         st->state = ST_FAILED;
         { ret = 3; goto out; }
@@ -310,7 +330,7 @@ static int primary(const opts_t *o)
                         "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
     }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
-    int bye_sent = 0;
+    int bye_sent = 0, writer_gone = 0;
     while (!quit) {
         int busy = 0;
         fh_fab_op_t *done[64];
@@ -427,7 +447,16 @@ static int primary(const opts_t *o)
             busy = 1;
         }
         uint64_t now = now_ns();
-        if (now - last_hb >= hb_ns) {
+        /* The heartbeat says that this primary's data plane is alive: once its journal's writer is gone (killed,
+         * crashed) and everything it wrote is shipped, no more (unless --exit-when-done: then BYE follows), so
+         * that a standby with --promote-on-silence takes over after its failover timeout. */
+        if (now - last_hb >= hb_ns && !writer_gone && !o->exit_when_done && pos == fh_journal_head(&jr) &&
+            fh_journal_writer_alive(o->journal) == 0) {
+            writer_gone = 1;
+            fprintf(stderr, "fh-replicate: the data plane writing %s is gone: no more heartbeats (a standby with "
+                            "--promote-on-silence takes over after its failover timeout)\n", o->journal);
+        }
+        if (now - last_hb >= hb_ns && !writer_gone) {
             fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
             int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
@@ -559,13 +588,62 @@ static double lag_pct(uint64_t n, double q)
     return LAG_BUCKETS;
 }
 
+/* Every book stale, and the books created from now on (a hole), as the primary's feed did. e NULL: no engine. */
+static void stale_all(fh_engine_t *e)
+{
+    if (!e)
+        return;
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
+    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+}
+
+/* Promotion: where the journal stands (the session and the sequence after its last message), and what to do. */
+typedef struct promo {
+    fh_journal_t *j;
+    fh_repl_status_t *st;
+    uint32_t *epoch;
+    char session[FH_JOURNAL_SESSION_LEN];
+    uint64_t next_seq;
+} promo_t;
+
+static void promo_at(promo_t *p, const char *session, uint64_t next)
+{
+    if (memcmp(p->session, session, FH_JOURNAL_SESSION_LEN) || next > p->next_seq) {
+        memcpy(p->session, session, FH_JOURNAL_SESSION_LEN);
+        p->next_seq = next;
+    }
+}
+
+/* A new epoch (the old primary's records refused from now on) and FH_JR_PROMOTED in the journal, after every
+ * record applied: the data plane following it takes its own lines from there. Returns 1. */
+static int promote_now(promo_t *p, const char *why, uint32_t timeout_ms)
+{
+    uint32_t e = ++*p->epoch;
+    p->st->epoch = e;
+    p->st->state = ST_PROMOTED;
+    fh_journal_append_mark(p->j, FH_JR_PROMOTED, p->session, p->next_seq, e);
+    fh_journal_heartbeat(p->j);
+    char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
+    memcpy(sess, p->session, FH_JOURNAL_SESSION_LEN);
+    if (!strcmp(why, "fh promote"))
+        fprintf(stderr, "fh-replicate: promoted (fh promote): epoch %u; records of an older epoch are refused from now "
+                        "on; the journal marked promoted at session %s sequence %" PRIu64 "\n", e, sess, p->next_seq);
+    else
+        fprintf(stderr, "fh-replicate: promoted (%s for %u ms): epoch %u; records of an older epoch are refused from "
+                        "now on; the journal marked promoted at session %s sequence %" PRIu64 "\n", why, timeout_ms, e,
+                sess, p->next_seq);
+    return 1;
+}
+
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
     if (split_hostport(o->listen, host, sizeof host, port, sizeof port, "--listen"))
         return 2;
-    if (!o->segment || !o->journal) {
-        fprintf(stderr, "fh-replicate: the standby needs --segment PATH (its books) and --journal PATH (its own journal)\n");
+    if (!o->journal) {
+        fprintf(stderr, "fh-replicate: the standby needs --journal PATH (its own journal) and --segment PATH (its books), "
+                        "or no --segment when its data plane follows the journal (fh-dataplane --standby PATH)\n");
         return 2;
     }
     standby_ctx_t c = { .ring_bytes = (uint64_t)o->ring_mb << 20 };
@@ -578,30 +656,35 @@ static int standby(const opts_t *o)
         return 2;
     }
     memset(c.ring, 0, c.ring_bytes);
-    fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels, .event_capacity = o->events,
-                        .depth = o->depth, .gid = -1 };
-    fh_seg_t *seg = fh_seg_create(&sc);
-    if (!seg) {
-        fprintf(stderr, "fh-replicate: segment: %s\n", fh_errmsg());
-        return 2;
-    }
-    fh_engine_cfg_t ec = { FH_MAX_LOCATE, o->max_orders, o->max_levels };
-    fh_engine_t *e = fh_engine_create_on(&ec, seg);
-    if (!e) {
-        fprintf(stderr, "fh-replicate: engine: %s\n", fh_errmsg());
-        fh_seg_close(seg, 1);
-        return 2;
+    fh_seg_t *seg = NULL;
+    fh_engine_t *e = NULL; /* none without --segment: the data plane applies (fh-dataplane --standby) */
+    if (o->segment) {
+        fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels,
+                            .event_capacity = o->events, .depth = o->depth, .gid = -1 };
+        seg = fh_seg_create(&sc);
+        if (!seg) {
+            fprintf(stderr, "fh-replicate: segment: %s\n", fh_errmsg());
+            return 2;
+        }
+        fh_engine_cfg_t ec = { FH_MAX_LOCATE, o->max_orders, o->max_levels };
+        e = fh_engine_create_on(&ec, seg);
+        if (!e) {
+            fprintf(stderr, "fh-replicate: engine: %s\n", fh_errmsg());
+            fh_seg_close(seg, 1);
+            return 2;
+        }
     }
     fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ o->journal, o->name, (uint64_t)o->journal_mb << 20, -1 });
     if (!j) {
         fprintf(stderr, "fh-replicate: journal: %s\n", fh_errmsg());
-        fh_engine_destroy(e);
-        fh_seg_close(seg, 1);
+        if (e)
+            fh_engine_destroy(e);
+        if (seg)
+            fh_seg_close(seg, 1);
         return 2;
     }
     fh_repl_status_t *st = status_map(o, "standby");
     st->ring_bytes = c.ring_bytes;
-    st->state = ST_CONNECTING;
     fh_fab_t f;
     int ret = 0;
     if (fh_fab_listen(&f, o->provider, host, port)) {
@@ -609,6 +692,7 @@ static int standby(const opts_t *o)
         ret = 3;
         goto done;
     }
+    st->state = ST_CONNECTING; /* listening: a primary may connect now */
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
     fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
@@ -633,15 +717,10 @@ static int standby(const opts_t *o)
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0;
+    promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     while (!quit && !bye) {
-        if (promote && !promoted) {
-            promoted = 1;
-            epoch++;
-            st->epoch = epoch;
-            st->state = ST_PROMOTED;
-            fprintf(stderr, "fh-replicate: promoted: epoch %u; records of an older epoch are refused from now on\n",
-                    epoch);
-        }
+        if (!promoted && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
+            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
         if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
@@ -706,6 +785,13 @@ static int standby(const opts_t *o)
             }
             const uint8_t *body = (const uint8_t *)(rec + 1);
             if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
+                if (!e) {
+                    fprintf(stderr, "fh-replicate: the primary ships a snapshot, which a standby without --segment "
+                                    "cannot load yet: start the standby with its data plane before the primary, or "
+                                    "give --segment\n");
+                    ret = 5;
+                    goto done;
+                }
                 if (standby_snapshot(o, e, rec, body, &snapst)) {
                     ret = 5;
                     goto done;
@@ -729,9 +815,7 @@ static int standby(const opts_t *o)
                     fprintf(stderr, "fh-replicate: the primary's journal starts at sequence %" PRIu64 ", after the "
                                     "snapshot's %" PRIu64 ": messages lost, books stale\n", rec->seq, snapst.next_seq);
                     holes++;
-                    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-                        fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
-                    fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                    stale_all(e);
                 } else if (rec->seq < snapst.next_seq) { /* a record across the snapshot's end: its tail only */
                     const uint8_t *m[1024];
                     uint16_t ml[1024];
@@ -741,6 +825,7 @@ static int standby(const opts_t *o)
                         size_t blen = (size_t)(body + rec->arg - from);
                         fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
                         fh_engine_apply_blocks(e, from, blen);
+                        promo_at(&pm, rec->session, snapst.next_seq + (nb - k));
                         msgs += nb - k;
                     }
                     frames++;
@@ -752,25 +837,27 @@ static int standby(const opts_t *o)
             switch (rec->kind) {
             case FH_JR_MSGS:
                 fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
-                fh_engine_apply_blocks(e, body, rec->arg);
+                if (e)
+                    fh_engine_apply_blocks(e, body, rec->arg);
                 msgs += rec->count;
+                if (rec->seq)
+                    promo_at(&pm, rec->session, rec->seq + rec->count);
                 break;
             case FH_RR_OVERRUN:
                 holes++;
-                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
-                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                stale_all(e);
                 break; /* not journaled: the standby's followers see the sequences jump themselves */
             case FH_JR_LOST:
             case FH_JR_MISSED:
                 /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
                  * the books created from now on, with the same events */
                 holes++;
-                for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-                    fh_engine_set_status(e, (uint16_t)loc, FH_BOOK_STALE, NULL);
-                fh_engine_set_new_book_status(e, FH_BOOK_STALE);
+                stale_all(e);
+                promo_at(&pm, rec->session, rec->seq + (rec->kind == FH_JR_LOST ? rec->arg : 1));
                 /* fallthrough */
             default:
+                if (rec->kind == FH_JR_HEARTBEAT)
+                    promo_at(&pm, rec->session, rec->seq);
                 fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
                 break;
             }
@@ -795,7 +882,8 @@ static int standby(const opts_t *o)
                 if (!send_ctl(&f, &ack))
                     unacked = 0;
             }
-            fh_engine_publish_stats(e);
+            if (e)
+                fh_engine_publish_stats(e);
             fh_journal_heartbeat(j);
             if (now - last_hb > hb_timeout) {
                 if (!promoted)
@@ -814,19 +902,20 @@ static int standby(const opts_t *o)
         st->lag_messages = primary_msgs > msgs ? primary_msgs - msgs : 0;
         st->last_ack_ns = now, st->journal_pos = lpos, st->updated_ns = now;
     }
-    fh_engine_publish_stats(e);
-    /* The primary gone: the segment carries on for local readers until stopped (or --exit-when-done); fh promote
-     * still fences the old primary with a new epoch should it return. */
-    st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
-    while (gone && !ret && !quit && !o->exit_when_done) {
-        if (promote && !promoted) {
-            promoted = 1;
-            st->epoch = ++epoch;
-            st->state = ST_PROMOTED;
-            fprintf(stderr, "fh-replicate: promoted: epoch %u\n", epoch);
-        }
+    if (e)
         fh_engine_publish_stats(e);
-        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    /* The primary gone: the segment carries on for local readers until stopped (or --exit-when-done); fh promote
+     * (or, with --promote-on-silence, the failover timeout since its last heartbeat) promotes, fencing the old
+     * primary with a new epoch should it return, and hands the lines to the data plane following the journal. */
+    st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
+    for (uint64_t k = 0; gone && !ret && !quit && !o->exit_when_done; k++) {
+        if (!promoted && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
+            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
+        if (e && !(k & 127))
+            fh_engine_publish_stats(e);
+        if (!(k & 127))
+            fh_journal_heartbeat(j);
+        nanosleep(&(struct timespec){ 0, 1000000 }, NULL); /* 1 ms: the failover time's granularity here */
     }
     st->state = ret ? ST_FAILED : promoted ? ST_PROMOTED : gone ? ST_PEER_SILENT : ST_DONE;
     printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
@@ -840,8 +929,10 @@ done:
     fh_fab_dereg(&c.rmr);
     fh_fab_close(&f);
     fh_journal_close(j, 0);
-    fh_engine_destroy(e);
-    fh_seg_close(seg, 0); /* the books stay for readers (and tests) until the next writer replaces them */
+    if (e)
+        fh_engine_destroy(e);
+    if (seg)
+        fh_seg_close(seg, 0); /* the books stay for readers (and tests) until the next writer replaces them */
     free(c.ring);
     return ret;
 }
@@ -868,6 +959,8 @@ static void usage(void)
             "       fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--ring-mb N]\n"
             "                    [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N] [--exit-when-done]\n"
             "                    [--failover-timeout-ms N (no heartbeat this long: the primary is silent)]\n"
+            "                    [--promote-on-silence (then promote: the data plane following --journal takes the lines)]\n"
+            "                    (no --segment: journal only, for fh-dataplane --standby JOURNAL)\n"
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N]\n");
 }
@@ -883,7 +976,7 @@ int main(int argc, char **argv)
         { "from", 1, 0, 'f' }, { "epoch", 1, 0, 'e' }, { "ring-mb", 1, 0, 'R' }, { "journal-mb", 1, 0, 'J' },
         { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
         { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
-        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
+        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
     };
     int ch;
     uint32_t ct = 5000;
@@ -913,6 +1006,7 @@ int main(int argc, char **argv)
         case 'N': o.snapshot = optarg; break;
         case 'F': bad = parse_u32(optarg, &o.failover_timeout_ms, "--failover-timeout-ms"); break;
         case 'D': o.list = 1; break;
+        case 'A': o.promote_on_silence = 1; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);

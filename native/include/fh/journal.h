@@ -26,6 +26,9 @@
  *   FH_JR_END        end of session: `session` ends before seq; every message before it is journaled
  *   FH_JR_MISSED     message seq of `session` may have been applied but its bytes are not in the journal
  *                    (see fh/journal_mold.h): a hole for a follower, as FH_JR_LOST
+ *   FH_JR_PROMOTED   (a standby's journal, written by fh-replicate --role standby) the standby was promoted to
+ *                    epoch arg: every record its primary shipped lies before this one; a data plane following
+ *                    the journal with --standby takes its own feed lines from here (docs/replication.md)
  *   FH_JR_PAD        nothing: skip to the next lap
  * Sequence 0 is MoldUDP64's "unsequenced" (anonymised captures have it): such MSGS records carry seq 0.
  *
@@ -67,6 +70,7 @@
 #define FH_JR_HEARTBEAT 3
 #define FH_JR_END 4
 #define FH_JR_MISSED 5
+#define FH_JR_PROMOTED 6
 
 typedef struct fh_journal_rec {
     uint64_t pos;          /* the record's own position: a reader checks that it stands on a record */

@@ -1,0 +1,315 @@
+"""Failover that a consumer does not notice (issue 14), real processes: a paced day on a veth pair taken by two
+fh-dataplane processes, the primary (--journal, shipped by fh-replicate over libfabric's tcp provider) and the
+standby (--standby: it follows the standby fh-replicate's journal and holds its own lines back); kill -9 of the
+primary's data plane and fh-replicate mid-replay. The standby promotes after its failover timeout, takes the
+lines after the last replicated message, fills the hole from what it held back, and ends with the reference's
+books; a consumer following its event ring from the start sees every event once, in sequence, equal to those of
+a data plane that never failed over. See handler/failover_lab.py."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from conftest import fh
+from handler import process, replay
+from handler import replicate as R
+
+try:
+    R.find_program()
+    process.find_dataplane()
+    READY = process.pmd_available("net_af_packet")
+    WHY = "the net_af_packet PMD is not installed"
+except (R.ReplicateError, process.DataplaneError) as e:
+    READY, WHY = False, f"fh-replicate or fh-dataplane not built: {e}"
+
+pytestmark = [pytest.mark.skipif(not READY, reason=WHY),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a network namespace and a veth pair")]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    out = tmp_path_factory.mktemp("failover") / "ab.pcap"
+    fh("pcap", "synth", out, "--messages", 20000, "--instruments", "20", "--seed", "7")
+    return out
+
+
+def _events_of_a_plain_replay(pcap) -> list[dict]:
+    """The events of one data plane that takes the whole capture (net_pcap, no failover)."""
+    from handler.shm import Reader
+
+    name = f"fo-ref-{uuid.uuid4().hex[:8]}"
+    segment = f"/dev/shm/fh-{name}"
+    try:
+        process.run_dataplane(replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}"), segment, replay.pcap_lines(pcap),
+                              events=1 << 18, timeout=120)
+        with Reader(segment) as r:
+            out = []
+            for ev in r.events(start=1):
+                assert isinstance(ev, dict)
+                ev.pop("rx_to_pub_ns", None)
+                out.append(ev)
+            return out
+    finally:
+        process.remove_segment(segment)
+
+
+def _ring_messages(path: str) -> list[tuple[int, bytes]]:
+    from handler import journal as J
+
+    ring = J.JournalRing(path)
+    pos, out = ring.oldest(), []
+    try:
+        while True:
+            s, pos, rec = ring.read(pos)
+            if s == J.NONE:
+                return out
+            assert s == J.OK
+            if rec.kind == J.MSGS:
+                out += [(rec.seq + i, m) for i, m in enumerate(rec.messages())]
+    finally:
+        ring.close()
+
+
+def test_kill_9_of_the_primary_mid_replay(day):
+    """... and the promoted standby's own journal (--journal) holds the whole day, followed and own alike: shipped
+    at the new epoch to the old primary's host restarted as standby (epoch 1), which adopts epoch 2 and ends
+    with the reference's books."""
+    from handler import failover_lab
+
+    timeout_ms, hb_ms = 300, 50
+    j2 = f"/dev/shm/fh-fo-j2-{uuid.uuid4().hex[:8]}.journal"
+    try:
+        r = failover_lab.run(day, pps=300, kill_at=0.4, failover_timeout_ms=timeout_ms, heartbeat_ms=hb_ms,
+                             journal_out=j2)
+        _check_failover(day, r, timeout_ms, hb_ms)
+        got = _ring_messages(j2)
+        assert [s for s, _ in got] == list(range(1, 20001))
+        _ship_to_the_old_primary(day, j2)
+    finally:
+        if os.path.exists(j2):
+            os.unlink(j2)
+
+
+def _ship_to_the_old_primary(day, journal: str) -> None:
+    import json
+    import socket
+    import subprocess
+
+    prog = R.find_program()
+    tag = uuid.uuid4().hex[:8]
+    seg, sj, st, pst = (f"/dev/shm/fh-fo-old-{tag}", f"/dev/shm/fh-fo-old-{tag}.journal",
+                        f"/dev/shm/fh-fo-old-{tag}.repl", f"/dev/shm/fh-fo-new-{tag}.repl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{s.getsockname()[1]}"
+    sb = subprocess.Popen([prog, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal", sj,
+                           "--journal-mb", "16", "--segment", seg, "--status", st, "--epoch", "1", "--ring-mb", "4",
+                           "--max-orders", "1000000", "--max-levels", "400000", "--exit-when-done"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while (R.read_status(st)["state"] if os.path.exists(st) else None) != "connecting":
+            assert sb.poll() is None and time.monotonic() < deadline, sb.communicate()
+            time.sleep(0.02)
+        pr = subprocess.run([prog, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                             "--epoch", "2", "--status", pst, "--exit-when-done"], capture_output=True, text=True,
+                            timeout=60)
+        assert pr.returncode == 0, pr.stderr
+        out, err = sb.communicate(timeout=60)
+        s = json.loads(out.splitlines()[-1])
+        assert sb.returncode == 0 and s["epoch"] == 2 and s["messages"] == 20000 and s["holes"] == 0, err
+        assert "epoch 2 is newer than 1: adopted" in err
+        want, _ = replay.reference_books(day)
+        assert replay.segment_books(seg) == want
+    finally:
+        if sb.poll() is None:
+            sb.kill()
+            sb.communicate()
+        process.remove_segment(seg)
+        for f in (sj, st, pst):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def _check_failover(day, r: dict, timeout_ms: int, hb_ms: int) -> None:
+    sb = r["stats"]["standby"]
+    # the standby promoted: its fh-replicate after the failover timeout with no heartbeat, then its data plane
+    assert r["status"]["state"] == "promoted" and r["status"]["epoch"] == 2 and sb["promoted"] and sb["epoch"] == 2
+    assert "no heartbeat from the primary for 300 ms" in r["replicate_err"]
+    # not before the timeout since the last heartbeat the standby received (which may have come more than one
+    # interval before the kill on a loaded machine), and not before the kill
+    assert sb["promoted_ns"] - r["status"]["last_heartbeat_ns"] >= timeout_ms * 1_000_000
+    assert sb["promoted_ns"] > r["kill_ns"]
+    assert sb["first_own_ns"] >= sb["promoted_ns"]
+    # it followed what was shipped, then took the lines from the next sequence: every message exactly once
+    assert 0 < sb["messages"] < 20000 and sb["resumed_seq"] == sb["messages"] + 1
+    assert sb["messages"] + sb["replay_applied"] + r["stats"]["messages_applied"] == 20000
+    assert sb["holes"] == 0 and sb["overwritten"] == 0 and sb["too_big"] == 0
+    assert r["stats"]["mold"]["lost"] == 0 and r["stats"]["feed"]["state"] in ("live", "ended")
+    # the books equal the reference model's
+    want, _ = replay.reference_books(day)
+    assert r["books"] == want, replay.diff_books(r["books"], want)
+    # the consumer: no gap in event sequence, no stale notice, and the very events of a plain replay
+    assert not r["overruns"]
+    seqs = [e["seq"] for e in r["events"]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert not any(e["type"] in ("stale", "recovered") for e in r["events"])
+    assert r["events"] == _events_of_a_plain_replay(day)
+
+
+CONFIG = """
+[instance]
+name = "{name}"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = 300
+[replication]
+role = "{role}"
+provider = "tcp"
+{addr}
+heartbeat_ms = 50
+failover_timeout_ms = 300
+"""
+
+
+def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
+    """fh run with [replication]: the standby's fh run starts fh-replicate (journal only) and its data plane with
+    --standby; the primary's journals and starts fh-replicate --role primary. The primary replays a capture and
+    stops (its fh-replicate ships everything first, then stops: no more heartbeats); the standby promotes after
+    its failover timeout, its data plane takes the lines (all it held was covered by the journal), and both
+    segments hold the same books and the same events."""
+    from handler import segments, supervise
+    from handler.shm import Reader
+
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    from conftest import ROOT
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    pn, sn = f"frp{tag}", f"frs{tag}"
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfgs = {}
+    for n, role, addr in ((pn, "primary", f'peer = "127.0.0.1:{port}"'), (sn, "standby", f'listen = "127.0.0.1:{port}"')):
+        cfgs[n] = tmp_path / f"{n}.toml"
+        cfgs[n].write_text(CONFIG.format(name=n, pcap=pcap, role=role, addr=addr))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda n: subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]),  # noqa: E731
+                                      "--keep-segment", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+    procs = []
+    try:
+        procs.append(run(sn))
+        import time
+
+        deadline = time.monotonic() + 30
+        while (R.read_status(sn)["state"] if os.path.exists(R.status_path(sn)) else None) != "connecting":
+            assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()
+            time.sleep(0.02)
+        procs.append(run(pn))
+        out_p, err_p = procs[1].communicate(timeout=120)
+        assert procs[1].returncode == 0, err_p
+        assert "replication primary" in err_p and json.loads(out_p)["messages_applied"] == 40000
+        out_s, err_s = procs[0].communicate(timeout=120)
+        assert procs[0].returncode == 0, err_s
+        stats = json.loads(out_s)
+        sb = stats["standby"]
+        assert sb["promoted"] and sb["messages"] == 40000 and sb["resumed_seq"] > 0, sb
+        assert sb["held"] > 0 and sb["released"] + sb["replayed"] == sb["held"]
+        assert stats["messages_applied"] == 0 and sb["replay_applied"] == 0  # the journal had it all
+        assert R.read_status(sn)["state"] == "promoted" and R.read_status(sn)["epoch"] == 2
+        assert replay.segment_books(f"/dev/shm/fh-{sn}") == replay.segment_books(f"/dev/shm/fh-{pn}")
+        evs = []
+        for n in (pn, sn):
+            with Reader(f"/dev/shm/fh-{n}") as r:
+                evs.append([{k: v for k, v in e.items() if k != "rx_to_pub_ns"} for e in r.events(start=1)])
+        assert len(evs[0]) > 10000 and evs[0] == evs[1]
+        assert supervise.read_exit_record(sn)["rc"] == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        for n in (pn, sn):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+                if os.path.exists(f):
+                    os.unlink(f)
+
+
+def test_sigusr1_promotes_a_standby_data_plane_whose_journal_has_everything():
+    """fh-dataplane --standby on a finished primary's journal (no fh-replicate): it builds the primary's books
+    from the journal while holding its own lines (net_pcap, the same capture) back; SIGUSR1 promotes it once the
+    journal is read to its head, and every held datagram is then a duplicate: nothing applied twice, the same
+    books and events as the primary's."""
+    import signal
+    import time
+
+    from conftest import ROOT
+    from handler.shm import Reader
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:8]
+    pseg, sseg = f"/dev/shm/fh-fu-p-{tag}", f"/dev/shm/fh-fu-s-{tag}"
+    journal = f"{pseg}.journal"
+    lines = replay.pcap_lines(pcap)
+    dp = None
+    try:
+        process.run_dataplane(replay.eal_args(f"fu-p-{tag}", f"net_pcap0,rx_pcap={pcap}"), pseg, lines,
+                              events=1 << 18, timeout=120, extra=["--journal", journal, "--journal-mb", "16"])
+        dp = process.Dataplane(process.dataplane_cmd(replay.eal_args(f"fu-s-{tag}", f"net_pcap0,rx_pcap={pcap}"),
+                                                     sseg, lines, events=1 << 18, extra=["--standby", journal]))
+        dp.wait_running()
+        deadline = time.monotonic() + 60
+        while True:  # the journal applied (the engine's count), the capture read and held
+            with Reader(sseg) as r:
+                if r.stats(types=False).get("messages") == 40000:
+                    break
+            assert time.monotonic() < deadline and dp.p.poll() is None, dp.err[-3:]
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert dp.p.poll() is None  # a standby does not stop on idle
+        dp.p.send_signal(signal.SIGUSR1)
+        stats = dp.wait(60)
+        sb = stats["standby"]
+        assert sb["promoted"] and sb["epoch"] == 0 and sb["messages"] == 40000 and sb["resumed_seq"] == 40001
+        assert sb["held"] == 856 * 2  # every datagram of both lines held (synth-ab-40k: 856 on each)
+        assert sb["replay_applied"] == 0 and stats["messages_applied"] == 0 and sb["released"] + sb["replayed"] == \
+            sb["held"]
+        assert any("promoted (epoch 0)" in l for l in dp.err)
+        assert replay.segment_books(sseg) == replay.segment_books(pseg)
+        evs = []
+        for seg in (pseg, sseg):
+            with Reader(seg) as r:
+                evs.append([{k: v for k, v in e.items() if k != "rx_to_pub_ns"} for e in r.events(start=1)])
+        assert len(evs[0]) > 10000 and evs[0] == evs[1]
+    finally:
+        if dp is not None:
+            dp.close()
+        for seg in (pseg, sseg):
+            process.remove_segment(seg)
+        if os.path.exists(journal):
+            os.unlink(journal)
