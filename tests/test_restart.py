@@ -326,7 +326,7 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
             runs.append(_start_run(cfgp, logs[0]))
             _dataplane_up(name, runs[-1])
             _wait_recorder(name)
-            snd = subprocess.Popen(lab.sender_argv(faulty, sender.parse_pace("max", 100)), stdout=subprocess.DEVNULL,
+            snd = subprocess.Popen(lab.sender_argv(faulty, sender.parse_pace("max", 60)), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
             for i, how in enumerate(kills):
                 if how == "random":
