@@ -92,8 +92,8 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
     used = None
     if journal and (session is None or day is None):  # by default, the day and session the journal ends in
         files = J.journal_files(journal)
-        if files:
-            h, _, _ = J.read_journal_file(files[-1], tolerate_tail=True)
+        if files:  # its header says (the records are read once, below)
+            h = _head(files[-1])
             session = h.session if session is None else session
             day = h.day if day is None else day
     for p in reversed(list_snapshots(snapshots) if snapshots else []):
@@ -112,9 +112,17 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
         break
     start_session, nxt = (used["session"], used["next_seq"]) if used else (None, 0)
     applied = 0
+    end = None  # (session, next sequence) after the last record of the journal
     if journal:
         skipping = used is not None
-        for r in J.journal_records(journal):
+        files = J.journal_files(journal)
+        if used:  # a file wholly before the snapshot is not read: the next file of its session starts at or before it
+            heads = [_head(f) for f in files]
+            files = [f for i, f in enumerate(files) if not (
+                i + 1 < len(files) and heads[i + 1].session == start_session and heads[i + 1].first_seq <= nxt)]
+        for r in (r for f in files for r in J.read_journal_file(f)[1]):
+            if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
+                end = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
             if skipping:
                 if r.session != start_session:
                     continue  # an earlier session than the snapshot's
@@ -131,7 +139,12 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
                 continue
             engine.apply_blocks(r.body)
             applied += r.count
-    return {"snapshot": used, "journal_messages": applied}
+    return {"snapshot": used, "journal_messages": applied, "journal_end": end}
+
+
+def _head(path: Path) -> J.FileHeader:
+    with open(path, "rb") as f:
+        return J._unpack_header(f.read(J.FILE_HDR_SIZE), str(path))
 
 
 def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[Path, dict] | None:
@@ -147,10 +160,7 @@ def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[P
     got = restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
     if got["snapshot"] is None and not got["journal_messages"]:
         return None
-    last = None
-    for r in J.journal_records(d):
-        if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
-            last = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
+    last = got["journal_end"]
     session, nxt = last if last else (got["snapshot"]["session"], got["snapshot"]["next_seq"])
     if got["snapshot"] and got["snapshot"]["next_seq"] > nxt:
         session, nxt = got["snapshot"]["session"], got["snapshot"]["next_seq"]
