@@ -120,7 +120,10 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
             heads = [_head(f) for f in files]
             files = [f for i, f in enumerate(files) if not (
                 i + 1 < len(files) and heads[i + 1].session == start_session and heads[i + 1].first_seq <= nxt)]
-        for r in (r for f in files for r in J.read_journal_file(f)[1]):
+        def after(f):  # what the snapshot holds is stepped over unread (in the files of its session)
+            return nxt if used and _head(f).session == start_session else 0
+
+        for r in (r for f in files for r in J.read_journal_file(f, after=after(f))[1]):
             if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
                 end = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
             if skipping:
