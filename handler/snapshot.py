@@ -159,8 +159,7 @@ def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[P
     snaps = [p for p in list_snapshots(d / "snapshots") if p.name.startswith(day)]
     if not files and not snaps:
         return None
-    e = native.Engine(_restart_capacity(snaps, files))
-    got = restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
+    e, got = _restore_sized(snaps, files, d, day, log)
     if got["snapshot"] is None and not got["journal_messages"]:
         return None
     last = got["journal_end"]
@@ -170,6 +169,24 @@ def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[P
     out = d / "restart.snap"
     meta = e.snapshot_save(out, session, nxt, int(day))
     return out, {**got, "restart": meta}
+
+
+def _restore_sized(snaps: list[Path], files: list[Path], d: Path, day: str, log) -> tuple[native.Engine, dict]:
+    """restore() into an engine sized for the state (_restart_capacity); when that was too small (a snapshot
+    refused for its capacity, or the journal's orders or levels not held: order references index the order
+    table, so a count is not enough), again into the default engine."""
+    import io
+
+    cfg = _restart_capacity(snaps, files)
+    buf = io.StringIO()
+    e = native.Engine(cfg)
+    got = restore(e, d / "snapshots", d if files else None, day=int(day), log=buf)
+    c = e.counters()
+    if cfg != native.EngineConfig() and ("raise max_" in buf.getvalue() or c["order_capacity"] or c["level_capacity"]):
+        e = native.Engine()
+        return e, restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
+    log.write(buf.getvalue())
+    return e, got
 
 
 def _restart_capacity(snaps: list[Path], files: list[Path]) -> native.EngineConfig:
