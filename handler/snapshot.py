@@ -193,7 +193,7 @@ def _restart_capacity(snaps: list[Path], files: list[Path]) -> native.EngineConf
     """An engine just large enough for the restart's state: the largest snapshot's orders plus every add the
     journal files could hold (an add takes at least 38 bytes), capped at the defaults. Creating the default
     engine (8 M orders) alone takes most of a second; a restart's state is usually far smaller. Levels never
-    outnumber live orders."""
+    outnumber live orders, but the level arena needs room beyond them (as EngineConfig.for_input gives)."""
     orders = 0
     for p in snaps:
         try:
@@ -202,4 +202,4 @@ def _restart_capacity(snaps: list[Path], files: list[Path]) -> native.EngineConf
             pass  # restore() names it when it refuses it
     n = orders + sum(f.stat().st_size for f in files) // 38 + 1
     dflt = native.EngineConfig()
-    return native.EngineConfig(orders=min(dflt.orders, max(1024, n)), levels=min(dflt.levels, max(4096, n)))
+    return native.EngineConfig(orders=min(dflt.orders, max(1024, n)), levels=min(dflt.levels, max(4096, 4 * n)))
