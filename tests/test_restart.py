@@ -213,7 +213,7 @@ server = "10.77.0.1:18000"
 source = "10.77.0.2:40000"
 mac = "{_mac(lab)}"
 gap_wait_us = 300000
-max_messages = 40
+max_messages = 5
 max_outstanding = 1
 [nic]
 vdev = "net_af_packet0,iface={lab.dp_if}"
