@@ -424,3 +424,26 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
     for i, g in enumerate(gens[1:]):  # each restart: the restored books stale first, then recovered
         assert g["stale_first"] > 0, g
         assert g["recovered"] == (0 if i + 1 < len(kills) and kills[i + 1] == "restoring" else g["stale_first"]), g
+
+
+def test_restart_in_metrics_and_status_text():
+    """fh metrics and fh status show a restart's state and times (the pidfile's `restart`, written by fh run)."""
+    from handler import metrics
+    from handler.cli.ops import _status_text
+
+    rs = {"state": "recovered", "snapshot": "/var/lib/fh/x.snap", "journal_messages": 1234, "session": "S1",
+          "next_seq": 5001, "prepare_s": 0.05, "up_s": 0.7, "recovered_s": 1.3, "started_ns": 1}
+    text = metrics.render(metrics.restart_families(rs), {"fh_instance": "x"})
+    assert 'fh_restart_state{fh_instance="x",state="recovered"} 1' in text
+    assert 'fh_restart_state{fh_instance="x",state="restoring"} 0' in text
+    assert 'fh_restart_seconds{fh_instance="x",phase="recovered"} 1.3' in text
+    assert 'fh_restart_journal_messages{fh_instance="x"} 1234' in text
+    none = metrics.render(metrics.restart_families(None), {})
+    assert 'fh_restart_state{state="none"} 1' in none and "fh_restart_seconds" not in none
+    s = {"name": "x", "state": "running", "pid": 1, "dataplane_pid": 2, "supervised": True, "pidfile": None,
+         "config": None, "lines": None, "segment": "/dev/shm/fh-x", "uptime_s": None, "started_utc": None,
+         "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
+         "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": [], "restart": rs}
+    line = next(l for l in _status_text(s).splitlines() if l.startswith("restart"))
+    assert "recovered: from /var/lib/fh/x.snap + 1234 journaled messages (to sequence 5000 of S1)" in line
+    assert "every book live at 1.3 s" in line
