@@ -260,6 +260,22 @@ def _dataplane_up(name: str, run: subprocess.Popen, timeout: float = 60) -> int:
     raise AssertionError(f"the data plane of {name} was not up within {timeout} s")
 
 
+def _wait_applied(name: str, timeout: float) -> bool:
+    """Until the data plane has applied its first messages (the sender, started in the namespace, is sending)."""
+    from handler import shm
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            with shm.Reader(f"/dev/shm/fh-{name}", wait_s=0) as r:
+                if r.dataplane_stats()["feed"]["next_seq"] > 1:
+                    return True
+        except shm.ShmError:
+            pass
+        time.sleep(0.01)
+    return False
+
+
 def _wait_feed(name: str, state: str, timeout: float) -> bool:
     from handler import shm
 
@@ -367,6 +383,7 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
             _wait_recorder(name)
             snd = subprocess.Popen(lab.sender_argv(faulty, sender.parse_pace("max", 60)), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
+            assert _wait_applied(name, 30), "the sender's first datagrams did not arrive"
             for i, how in enumerate(kills):
                 if how == "random":
                     time.sleep(rng.uniform(0.5, 2.0))
