@@ -461,6 +461,10 @@ def test_restart_in_metrics_and_status_text():
          "config": None, "lines": None, "segment": "/dev/shm/fh-x", "uptime_s": None, "started_utc": None,
          "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
          "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": [], "restart": rs}
-    line = next(l for l in _status_text(s).splitlines() if l.startswith("restart"))
+    import io
+
+    buf = io.StringIO()
+    _status_text(s, buf)
+    line = next(l for l in buf.getvalue().splitlines() if l.startswith("restart"))
     assert "recovered: from /var/lib/fh/x.snap + 1234 journaled messages (to sequence 5000 of S1)" in line
     assert "every book live at 1.3 s" in line
