@@ -409,10 +409,13 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
     finally:
         reader.send_signal(signal.SIGTERM)
         reader.wait(30)
+        _, rec, _ = supervise.lookup(name)  # a failed test leaves no data plane behind (it waits for traffic)
         for r in runs:
             if r.poll() is None:
                 r.kill()
                 r.wait()
+        if rec and rec.get("dataplane_pid") and supervise.pid_is(rec["dataplane_pid"], rec.get("dataplane_boot_s")):
+            os.kill(rec["dataplane_pid"], signal.SIGKILL)
         if snd is not None and snd.poll() is None:
             snd.kill()
         for p in (seg, f"{seg}.journal", f"{seg}.journal.record", f"{seg}.wake"):

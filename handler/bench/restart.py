@@ -3,7 +3,8 @@
 A synthetic day is recorded as `fh record` records it: journal files (one MSGS record per MoldUDP64 datagram,
 handler.journal.JournalFileWriter) and, through the shadow engine (handler.snapshot.Shadow), a snapshot every
 --snapshot-every messages. For each position (a fraction of the day: the data plane died there), a directory
-holds the journal up to that point (files of --rotate-mb) and the snapshots taken before it, and `fh run`'s restart is timed:
+holds the journal up to that point (files of --rotate-mb) and the snapshots taken before it, and `fh run`'s
+restart is timed:
 `handler.snapshot.restart_snapshot` (the newest sound snapshot loaded, the journal after it applied, the state
 saved as restart.snap), split into
 
@@ -112,7 +113,8 @@ def time_restart(d: Path) -> dict:
     e3 = native.Engine(cfg)
     e3.snapshot_load(path)
     t6 = time.perf_counter()
-    return {"engine_orders": cfg.orders, "snapshot_next_seq": used["next_seq"] if used else None, "orders": info["restart"]["orders"],
+    return {"engine_orders": cfg.orders, "snapshot_next_seq": used["next_seq"] if used else None,
+            "orders": info["restart"]["orders"],
             "snapshot_bytes": snaps[-1].stat().st_size if snaps else 0,
             "journal_messages": got["journal_messages"], "load_s": t1 - t0, "apply_s": apply_s,
             "apply_msgs_per_s": got["journal_messages"] / apply_s if got["journal_messages"] else None,
