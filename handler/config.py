@@ -107,6 +107,7 @@ class Config:
     run_group: str | None = None
     journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
     journal_dir: str | None = None  # [journal] dir: fh record's directory, where fh run restarts from
+    journal_record: dict | None = None  # [journal] record = true: fh run starts fh record (snapshot_every, ...)
 
 
 _SCHEMA = {
@@ -122,7 +123,7 @@ _SCHEMA = {
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
-    "journal": {"ring_mb", "dir"},
+    "journal": {"ring_mb", "dir", "record", "snapshot_every", "snapshot_keep", "fsync"},
 }
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
@@ -314,6 +315,7 @@ def load(path: str | os.PathLike) -> Config:
     journal_dir = raw.get("journal", {}).get("dir")
     if journal_dir is not None and (not isinstance(journal_dir, str) or not journal_dir):
         raise _err(p, "journal.dir", journal_dir, "must be a directory path: where fh record --dir writes")
+    journal_record = _journal_record(p, raw.get("journal", {}), journal_dir)
     from .native import segment_footprint
     from .segments import writer_path
 
@@ -328,8 +330,27 @@ def load(path: str | os.PathLike) -> Config:
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
         gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
-        journal_mb=journal_mb, journal_dir=journal_dir,
+        journal_mb=journal_mb, journal_dir=journal_dir, journal_record=journal_record,
     )
+
+
+def _journal_record(p: str, j: dict, journal_dir: str | None) -> dict | None:
+    """[journal] record = true: fh run starts `fh record` on the journal (supervised with the data plane)."""
+    rec = j.get("record", False)
+    if not isinstance(rec, bool):
+        raise _err(p, "journal.record", rec, "must be true or false: true makes fh run start fh record")
+    if not rec:
+        for k in ("snapshot_every", "snapshot_keep", "fsync"):
+            if k in j:
+                raise _err(p, f"journal.{k}", j[k], "applies to the recorder fh run starts: add record = true")
+        return None
+    if journal_dir is None:
+        raise _err(p, "journal.record", rec, "needs journal.dir: the directory fh record writes to")
+    fsync = j.get("fsync", "interval")
+    if fsync not in ("always", "interval", "none"):
+        raise _err(p, "journal.fsync", fsync, "must be always, interval or none")
+    return {"snapshot_every": _int(p, "journal.snapshot_every", j.get("snapshot_every", 1_000_000), 0, 1 << 40),
+            "snapshot_keep": _int(p, "journal.snapshot_keep", j.get("snapshot_keep", 3), 1, 1000), "fsync": fsync}
 
 
 def _instruments(p: str, ins: dict) -> str | None:

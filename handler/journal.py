@@ -218,15 +218,25 @@ def encode_record(r: Record) -> bytes:
     return REC_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_journal_file(path: str | os.PathLike, *, tolerate_tail: bool = False) -> tuple[FileHeader, list[Record], int]:
+def read_journal_file(path: str | os.PathLike, *, tolerate_tail: bool = False,
+                      after: int = 0) -> tuple[FileHeader, list[Record], int]:
     """Header, records and the length of the valid prefix. A damaged record is refused with a
     JournalFileError naming its offset; with tolerate_tail, a torn last record (a write the writer did not
-    finish: a short length or payload at the end) ends the list instead (the recorder's own resume)."""
+    finish: a short length or payload at the end) ends the list instead (the recorder's own resume).
+    after: the sequenced MSGS/LOST/MISSED records wholly before this sequence (a restart's snapshot holds
+    them) are stepped over unread: neither checked nor returned."""
     p = Path(path)
     data = p.read_bytes()
     h = _unpack_header(data[:FILE_HDR_SIZE], str(p))
     recs: list[Record] = []
     off = FILE_HDR_SIZE
+    while after and off + REC_HEAD.size + PAYLOAD.size <= len(data):  # the records before `after`
+        n = REC_HEAD.unpack_from(data, off)[0]
+        kind, _, count, _, seq, arg = PAYLOAD.unpack_from(data, off + REC_HEAD.size)
+        if n < PAYLOAD.size or off + REC_HEAD.size + n > len(data) or not seq or kind not in (MSGS, LOST, MISSED) \
+                or seq + (count if kind == MSGS else arg) > after:
+            break
+        off += REC_HEAD.size + n
     while off < len(data):
         if off + REC_HEAD.size > len(data) or off + REC_HEAD.size + REC_HEAD.unpack_from(data, off)[0] > len(data):
             if tolerate_tail:

@@ -194,6 +194,30 @@ def dataplane_families(dp: dict, buckets, names: list[str] | None = None) -> lis
 # ---- collecting --------------------------------------------------------------------------------------------
 
 
+RESTART_STATES = ("none", "restoring", "recovered", "stale")
+
+
+def restart_families(rs: dict | None) -> list[Family]:
+    """The running instance's restart (fh run's pidfile record, handler/followers.py): its recovery state and
+    how long it took."""
+    st = Family("fh_restart_state", "gauge", "1 for the state of the last restart from snapshot + journal (none: "
+                                             "the instance started empty; restoring: books stale until the lines "
+                                             "deliver what came since; recovered; stale: a gap was given up)")
+    for s in RESTART_STATES:
+        st.add(int(s == (rs["state"] if rs else "none")), state=s)
+    out = [st]
+    if rs:
+        t = Family("fh_restart_seconds", "gauge", "seconds from fh run's start to each point of the restart "
+                                                  "(prepared: snapshot + journal applied; up: the data plane runs "
+                                                  "with the restored books; recovered: every book live)")
+        for phase, key in (("prepared", "prepare_s"), ("up", "up_s"), ("recovered", "recovered_s")):
+            if rs.get(key) is not None:
+                t.add(rs[key], phase=phase)
+        out += [t, Family("fh_restart_journal_messages", "gauge", "journaled messages applied after the snapshot "
+                                                                  "at the last restart").add(rs["journal_messages"])]
+    return out
+
+
 class Collector:
     """Reads one instance for each scrape; keeps its Reader between scrapes and joins again when the
     segment is replaced (a restart) or appears. Safe to call from several threads."""
@@ -242,9 +266,10 @@ class Collector:
 
         with self._lock:
             fams: list[Family] = []
-            _, _, locked = supervise.lookup(self.name) if "/" not in self.target else (None, None, False)
+            _, prec, locked = supervise.lookup(self.name) if "/" not in self.target else (None, None, False)
             fams.append(Family("fh_supervisor_up", "gauge", "1 while fh run supervises the instance (it, or its "
                                                            "data plane, holds the pidfile's lock)").add(int(locked)))
+            fams += restart_families((prec or {}).get("restart") if locked else None)
             r = self._join()
             up = Family("fh_writer_up", "gauge", "1 while the segment's writer (the data plane) runs and holds "
                                                  "its lock")

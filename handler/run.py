@@ -60,6 +60,7 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     cmd = [*drop_prefix(cfg), process.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
+    restart, t_start = None, time.time_ns()
     if cfg.journal_dir:  # a restart: today's recorded state (newest sound snapshot + the journal after it)
         import time as _time
 
@@ -74,6 +75,9 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
                   f"{info['restart']['next_seq'] - 1} of session {info['restart']['session'].strip()}",
                   file=sys.stderr, flush=True)
             cmd += ["--restore", str(path)]
+            restart = {"snapshot": snap["path"] if snap else None, "journal_messages": info["journal_messages"],
+                       "session": info["restart"]["session"].strip(), "next_seq": info["restart"]["next_seq"],
+                       "prepare_s": round((time.time_ns() - t_start) / 1e9, 3), "started_ns": t_start}
     try:
         pf = supervise.Pidfile(cfg.name, {
             "config": os.path.abspath(cfg.path), "segment": cfg.segment,
@@ -92,12 +96,13 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
               file=sys.stderr, flush=True)
         repl = replication_run.start(cfg, cmd)  # [replication]: fh-replicate beside the data plane
         try:
-            return _supervise(cfg, cmd, pf, json_out)
+            return _supervise(cfg, cmd, pf, json_out, restart)
         finally:
             replication_run.stop(repl, cfg.name)
 
 
-def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool) -> int:
+def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool,
+               restart: dict | None = None) -> int:
     forwarded: list[int] = []
     child: subprocess.Popen | None = None
 
@@ -117,8 +122,9 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
             child = subprocess.Popen(cmd, stdout=out, pass_fds=(pf.fileno(),))
         if forwarded:  # a signal that came while it was being started
             child.send_signal(forwarded[-1])
-        pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path))
-        child.wait()
+        pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
+                  restart=restart)
+        _follow(cfg, child, pf, restart)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -132,7 +138,8 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
             "name": cfg.name, "pid": rec["pid"], "dataplane_pid": child.pid, "config": rec.get("config"),
             "segment": cfg.segment, "started_ns": rec["started_ns"], "stopped_ns": now,
             "uptime_s": round((now - rec["started_ns"]) / 1e9, 3), "rc": rc,
-            "signal": signal.Signals(-rc).name if rc < 0 else None, "reason": reason, "stats": stats})
+            "signal": signal.Signals(-rc).name if rc < 0 else None, "reason": reason, "stats": stats,
+            "restart": pf.record.get("restart")})
         out_path.unlink(missing_ok=True)
     except OSError as e:
         print(f"fh run: {cfg.name}: cannot write the exit record next to {pf.path}: {e}", file=sys.stderr)
@@ -144,6 +151,38 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
             for line in process.summary_lines(stats):
                 print(line)
     return status
+
+
+def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, restart: dict | None) -> None:
+    """Wait for the data plane; meanwhile run fh record ([journal] record = true) and watch a restart's
+    recovery (handler/followers.py); after it, let the recorder finish."""
+    from .followers import POLL_S, RecorderProc, RestartWatch
+
+    rec = RecorderProc(cfg.name, cfg.journal_dir, cfg.journal_record) if cfg.journal_record else None
+    watch = RestartWatch(cfg.segment, restart, restart["started_ns"]) if restart else None
+    try:
+        while child.poll() is None:
+            if rec is not None and (pid := rec.poll(child.pid)):
+                pf.update(recorder_pid=pid)
+            if watch is not None and watch.poll(child.pid):
+                pf.update(restart=watch.state)
+                st = watch.state
+                if st["state"] == "recovered":
+                    print(f"fh run: {cfg.name}: restart complete: every book live {st['recovered_s']} s after "
+                          f"the start (snapshot + journal prepared in {st['prepare_s']} s, data plane up at "
+                          f"{st['up_s']} s)", file=sys.stderr, flush=True)
+                elif st["state"] == "stale":
+                    print(f"fh run: {cfg.name}: restart: a gap after the restored state was given up; the books "
+                          "stay stale", file=sys.stderr, flush=True)
+            try:
+                child.wait(POLL_S if rec is not None or (watch and watch.state["state"] == "restoring") else None)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        if watch is not None:
+            watch.close()
+        if rec is not None:
+            rec.finish()
 
 
 def _why(cfg: config.Config, rc: int, forwarded: list[int], stats: dict | None) -> tuple[str, int]:

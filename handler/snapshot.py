@@ -92,8 +92,8 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
     used = None
     if journal and (session is None or day is None):  # by default, the day and session the journal ends in
         files = J.journal_files(journal)
-        if files:
-            h, _, _ = J.read_journal_file(files[-1], tolerate_tail=True)
+        if files:  # its header says (the records are read once, below)
+            h = _head(files[-1])
             session = h.session if session is None else session
             day = h.day if day is None else day
     for p in reversed(list_snapshots(snapshots) if snapshots else []):
@@ -112,9 +112,20 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
         break
     start_session, nxt = (used["session"], used["next_seq"]) if used else (None, 0)
     applied = 0
+    end = None  # (session, next sequence) after the last record of the journal
     if journal:
         skipping = used is not None
-        for r in J.journal_records(journal):
+        files = J.journal_files(journal)
+        if used:  # a file wholly before the snapshot is not read: the next file of its session starts at or before it
+            heads = [_head(f) for f in files]
+            files = [f for i, f in enumerate(files) if not (
+                i + 1 < len(files) and heads[i + 1].session == start_session and heads[i + 1].first_seq <= nxt)]
+        def after(f):  # what the snapshot holds is stepped over unread (in the files of its session)
+            return nxt if used and _head(f).session == start_session else 0
+
+        for r in (r for f in files for r in J.read_journal_file(f, after=after(f))[1]):
+            if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
+                end = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
             if skipping:
                 if r.session != start_session:
                     continue  # an earlier session than the snapshot's
@@ -131,7 +142,12 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
                 continue
             engine.apply_blocks(r.body)
             applied += r.count
-    return {"snapshot": used, "journal_messages": applied}
+    return {"snapshot": used, "journal_messages": applied, "journal_end": end}
+
+
+def _head(path: Path) -> J.FileHeader:
+    with open(path, "rb") as f:
+        return J._unpack_header(f.read(J.FILE_HDR_SIZE), str(path))
 
 
 def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[Path, dict] | None:
@@ -143,17 +159,47 @@ def restart_snapshot(directory: str | Path, day: str, log=sys.stderr) -> tuple[P
     snaps = [p for p in list_snapshots(d / "snapshots") if p.name.startswith(day)]
     if not files and not snaps:
         return None
-    e = native.Engine()
-    got = restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
+    e, got = _restore_sized(snaps, files, d, day, log)
     if got["snapshot"] is None and not got["journal_messages"]:
         return None
-    last = None
-    for r in J.journal_records(d):
-        if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
-            last = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
+    last = got["journal_end"]
     session, nxt = last if last else (got["snapshot"]["session"], got["snapshot"]["next_seq"])
     if got["snapshot"] and got["snapshot"]["next_seq"] > nxt:
         session, nxt = got["snapshot"]["session"], got["snapshot"]["next_seq"]
     out = d / "restart.snap"
     meta = e.snapshot_save(out, session, nxt, int(day))
     return out, {**got, "restart": meta}
+
+
+def _restore_sized(snaps: list[Path], files: list[Path], d: Path, day: str, log) -> tuple[native.Engine, dict]:
+    """restore() into an engine sized for the state (_restart_capacity); when that was too small (a snapshot
+    refused for its capacity, or the journal's orders or levels not held: order references index the order
+    table, so a count is not enough), again into the default engine."""
+    import io
+
+    cfg = _restart_capacity(snaps, files)
+    buf = io.StringIO()
+    e = native.Engine(cfg)
+    got = restore(e, d / "snapshots", d if files else None, day=int(day), log=buf)
+    c = e.counters()
+    if cfg != native.EngineConfig() and ("raise max_" in buf.getvalue() or c["order_capacity"] or c["level_capacity"]):
+        e = native.Engine()
+        return e, restore(e, d / "snapshots", d if files else None, day=int(day), log=log)
+    log.write(buf.getvalue())
+    return e, got
+
+
+def _restart_capacity(snaps: list[Path], files: list[Path]) -> native.EngineConfig:
+    """An engine just large enough for the restart's state: the largest snapshot's orders plus every add the
+    journal files could hold (an add takes at least 38 bytes), capped at the defaults. Creating the default
+    engine (8 M orders) alone takes most of a second; a restart's state is usually far smaller. Levels never
+    outnumber live orders, but the level arena needs room beyond them (as EngineConfig.for_input gives)."""
+    orders = 0
+    for p in snaps:
+        try:
+            orders = max(orders, native.snapshot_meta(p)["orders"])
+        except native.NativeError:
+            pass  # restore() names it when it refuses it
+    n = orders + sum(f.stat().st_size for f in files) // 38 + 1
+    dflt = native.EngineConfig()
+    return native.EngineConfig(orders=min(dflt.orders, max(1024, n)), levels=min(dflt.levels, max(4096, 4 * n)))

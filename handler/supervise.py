@@ -429,7 +429,8 @@ def status(name: str, sample_s: float = 0.5) -> dict:
                  "pidfile": str(path) if path else None, "config": rec.get("config"), "lines": rec.get("lines"),
                  "segment": rec.get("segment") or shm.segment_path(name), "uptime_s": None, "started_utc": None,
                  "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
-                 "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": []}
+                 "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": [],
+                 "restart": rec.get("restart") if locked else None, "recorder_pid": rec.get("recorder_pid")}
     sup = dp = None
     if locked:
         sup, dp = _live_pids(rec)
@@ -472,6 +473,7 @@ def status(name: str, sample_s: float = 0.5) -> dict:
         if ex and path is not None and not locked and ex.get("started_ns") != rec.get("started_ns"):
             ex = None  # from an earlier run than the one whose stale pidfile is there
         if ex:
+            out["restart"] = ex.get("restart")
             out["last_exit"] = {k: ex.get(k) for k in ("reason", "rc", "signal", "stopped_ns", "uptime_s", "pid")}
             out["last_exit"]["stopped_utc"] = _utc(ex.get("stopped_ns"))
             stats = ex.get("stats") or {}

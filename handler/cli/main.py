@@ -1234,6 +1234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_bench_dataplane(bes, _positive, _nonneg)
     register_bench_recovery(bes, _positive, _nonneg)
+    from ..bench.restart import register as register_bench_restart  # fh bench restart
+
+    register_bench_restart(bes, _positive, _nonneg)
     _use_fh_help(p)
     return p
 

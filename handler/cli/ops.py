@@ -198,6 +198,14 @@ def _status_text(s: dict, out=None) -> None:
                          f"{r['holes']} holes; last snapshot "
                          + (f"{snap['path']} (to sequence {snap['next_seq'] - 1}, {snap['bytes']} bytes, "
                             f"{age_text(time.time() - snap['created_ns'] / 1e9)} old)" if snap else "none"))
+    rs = s.get("restart")
+    if rs:
+        lines.append(f"restart   {rs['state']}: from {rs['snapshot'] or 'the journal'} + {rs['journal_messages']} "
+                     f"journaled messages (to sequence {rs['next_seq'] - 1} of {rs['session']}), prepared in "
+                     f"{rs['prepare_s']} s; data plane up at {rs['up_s'] if rs['up_s'] is not None else '-'} s; "
+                     + (f"every book live at {rs['recovered_s']} s" if rs["recovered_s"] is not None else
+                        "books stale until the lines deliver what came since" if rs["state"] == "restoring" else
+                        "a gap was given up: the books stay stale"))
     ex = s["last_exit"]
     if ex:
         lines.append(f"last exit {ex['stopped_utc']}: {ex['reason']}")

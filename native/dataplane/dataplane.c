@@ -122,6 +122,8 @@ int dp_open_feed(dp_t *dp)
             return -1;
         }
         fh_mold_feed_resume(&dp->feed, sm.session, sm.next_seq);
+        fh_engine_set_all_status(dp->e, FH_BOOK_STALE); /* until the lines have delivered what came since */
+        dp->restoring = sm.next_seq, dp->restored_stale = (sm.flags & FH_SNAPSHOT_F_STALE) != 0;
         fprintf(stderr, "fh-dataplane: restored %s: %u books, %" PRIu64 " orders, session %.10s from sequence %" PRIu64 "\n",
                 o->restore, sm.books, sm.orders, sm.session, sm.next_seq);
     }

@@ -119,6 +119,8 @@ typedef struct dp {
     igmp_t ig[MAX_PORTS];
     loop_stats_t ls;
     uint64_t msgs_total;
+    uint64_t restoring;  /* --restore: the restart point until the restored books are settled (loop.c); 0 then */
+    bool restored_stale; /* the snapshot was saved across a loss: its books never recover this way */
     /* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: the
      * one scheme of fh/shm.h (fh_shm_lat_index, fh_shm_lat_upper), here applied to ticks. */
     uint64_t hist[FH_SHM_LAT_BUCKETS];

@@ -79,6 +79,19 @@ static __attribute__((noinline, cold)) fh_standby_t *standby_step(dp_t *dp, uint
     return fh_standby_poll(dp->sb, &dp->feed, now, 256, standby_apply, dp) ? NULL : dp->sb;
 }
 
+/* --restore: the restored books are stale (with events) until the feed has caught up with the lines
+ * (fh_mold_feed_caught_up), then live again, each with its recovered event; a gap given up leaves them stale.
+ * Cold: called only while dp->restoring (the restart point) is set; 0 once settled. */
+static __attribute__((cold, noinline)) void restore_settle(dp_t *dp)
+{
+    int c = fh_mold_feed_caught_up(&dp->feed, dp->restoring);
+    if (!c)
+        return;
+    if (c > 0 && !dp->restored_stale)
+        fh_engine_set_all_status(dp->e, FH_BOOK_LIVE);
+    dp->restoring = 0;
+}
+
 /* The idle strategy: what an empty poll does. */
 typedef struct idle {
     bool spin;            /* --idle spin: rte_pause() only; backoff: naps after 1,000 empty polls */
@@ -185,6 +198,8 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                 if (nr)
                     dp_retrans_send(&dp->rt, rq, nr);
                 released(hist, &msgs_total, feed->counters[FH_M_applied] - before, t0);
+                if (FH_UNLIKELY(dp->restoring))
+                    restore_settle(dp);
                 fh_engine_batch_end(e);
                 w.empty = 0; /* keep polling closely while a gap is open */
             }
@@ -240,6 +255,8 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                 dp_retrans_send(&dp->rt, rq, nr);
             released(hist, &msgs_total, feed->counters[FH_M_applied] - before, rx);
         }
+        if (FH_UNLIKELY(dp->restoring))
+            restore_settle(dp);
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
         if (FH_UNLIKELY(following != NULL))
             following = standby_step(dp, rx);

@@ -141,6 +141,20 @@ void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_L
     f->next_seq = f->known_hi = next_seq;
 }
 
+int fh_mold_feed_caught_up(const fh_mold_feed_t *f, uint64_t from)
+{
+    if (f->stale)
+        return -1;
+    if (f->gap_open || f->snap_pending)
+        return 0;
+    if (f->next_seq > from || f->have_session > 1) /* applied past it, or a new session followed from its start */
+        return 1;
+    for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
+        if (!((f->cfg.recovery_lines >> i) & 1) && f->line[i].next >= from)
+            return 1;
+    return 0;
+}
+
 void fh_mold_feed_set_snapshot_source(fh_mold_feed_t *f, const fh_snapshot_source_t *s) { f->snap = s; }
 
 size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)

@@ -297,6 +297,42 @@ static void test_no_server(void)
     CHECK_EQ(status(2), FH_BOOK_STALE);
 }
 
+/* A restart (fh_mold_feed_resume at 1001): the line still sending its past is no proof of completeness
+ * (0); a datagram beyond the restart point opens a gap (0 while it is filled); filled, the state is complete
+ * (1). A heartbeat naming the restart point proves it at once; a gap given up makes it -1 for good. */
+static void test_resume_caught_up(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    fresh(&c, 0);
+    fh_mold_feed_resume(&f, SESSION, 1001);
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 0);
+    send_(0, 981, 10, 100); /* the past: duplicates */
+    CHECK_EQ(C(FH_M_duplicates), 10);
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 0);
+    send_(0, 1101, 10, 100); /* the live feed is ahead: 1001..1100 missing */
+    CHECK_EQ(f.gap_open, 1);
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 0);
+    send_(2, 1001, 100, 200); /* the retransmission server's reply (a recovery line: not proof by itself) */
+    CHECK_EQ(f.next_seq, 1111);
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 1);
+
+    fresh(&c, 0);
+    fh_mold_feed_resume(&f, SESSION, 1001);
+    send_(2, 991, 10, 100); /* a reply ending at the restart point: a recovery line proves nothing */
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 0);
+    send_(1, 1001, FH_MOLD_HEARTBEAT, 100); /* line B: the next message is 1001 */
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), 1);
+
+    fresh(&c, 0);
+    fh_mold_feed_resume(&f, SESSION, 1001);
+    send_(0, 1101, 10, 100);
+    fh_mold_request_t rq[8];
+    for (uint64_t t = 2000; t < 4000000 && f.gap_open; t += 1000)
+        fh_mold_feed_poll(&f, t, rq, 8);
+    CHECK_EQ(C(FH_M_lost), 100);
+    CHECK_EQ(fh_mold_feed_caught_up(&f, 1001), -1);
+}
+
 /* A hold-back buffer of 16: what comes 16 or more after the gap forces the gap to be given up. */
 static void test_hold_full(void)
 {
@@ -915,6 +951,7 @@ int main(void)
     test_random_property();
     test_line_states();
     test_snapshot();
+    test_resume_caught_up();
     test_bad_cfg();
     fh_mold_feed_free(&f);
     fh_engine_destroy(e);

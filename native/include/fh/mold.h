@@ -253,6 +253,12 @@ void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c);
 /* A restart from a snapshot (before any datagram): the session is believed (not provisional) and the feed goes
  * on at next_seq; what came before it is the snapshot's, what lies after it is asked for as any gap is. */
 void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_LEN], uint64_t next_seq);
+/* After fh_mold_feed_resume(f, .., from): is the restored state complete? 1 once a feed line has carried or
+ * named a sequence at or past `from` (it is no longer behind the restart point) and everything before it has
+ * been applied (no gap open, no snapshot awaited); 0 meanwhile; -1 once a gap was given up (the books are
+ * stale for good, until a snapshot). A restart keeps its books stale until this is 1 (cold path: call it
+ * after a datagram or a poll while the restart is pending). */
+int fh_mold_feed_caught_up(const fh_mold_feed_t *f, uint64_t from);
 
 /* Apply one datagram that arrived on `line` at `now`: the messages whose turn it is are applied (with the
  * held ones that follow them), later ones are held while a gap is open, copies of applied ones are
