@@ -218,7 +218,7 @@ def _mac(lab) -> str:
 
 @pytest.mark.netns
 @pytest.mark.parametrize("plan_name", ["both_lines", "both_lines_twice_and_a_silent_b"])
-def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, plan_name):
+def test_live_gap_filled_by_retransmission(day, messages, clean, clean_books, tmp_path, plan_name):
     first = _seq_of(day, 30)
     plan = [{"line": "both", "kind": "drop", "seq": first, "count": 3}]
     if plan_name != "both_lines":
@@ -233,7 +233,9 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
                str(process.poll_core()), "--log-level", "lib.eal:error", "--no-telemetry", "--vdev",
                f"net_af_packet0,iface={lab.dp_if}"]
         extra = [*retrans, "--src-port", "40000", "--gap-wait-us", "3000"]
-        dp = process.Dataplane(process.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=1500,
+        # exit-idle 6 s: on a loaded machine the sender can stall for over a second, and a data plane that stopped
+        # there would hold a true prefix of the day (live, not stale), not the day's books
+        dp = process.Dataplane(process.dataplane_cmd(eal, seg, replay.pcap_lines(pcap), exit_idle_ms=6000,
                                                    events=1 << 18, extra=extra))
         try:
             time.sleep(0.5)  # the port up
@@ -244,6 +246,7 @@ def test_live_gap_filled_by_retransmission(day, clean, clean_books, tmp_path, pl
         finally:
             dp.close()
     books, status, events, _, dp_stats = _segment(seg)
+    assert stats["feed"]["next_seq"] == len(messages) + 1, "the data plane stopped before the day's end"
     assert replay.diff_books(books, clean_books) == [] and books == clean_books
     m = stats["mold"]
     assert m["lost"] == 0 and m["unrecoverable"] == 0
