@@ -541,3 +541,43 @@ def register(sub, positive, nonneg) -> None:
     f.add_argument("--retries", type=nonneg, default=0)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fetch)
+
+
+# ---- fh run ---------------------------------------------------------------------------------------------------
+
+def dataplane_args(cfg) -> list[str]:
+    """The data plane's snapshot-source arguments for [feed.snapshot] (used under on_unrecoverable = "snapshot");
+    the password goes by a file or the environment, never on the command line."""
+    s = cfg.snapshot
+    a = ["--snapshot-server", f"{s.server[0]}:{s.server[1]}", "--snapshot-user", s.user,
+         "--snapshot-idle-ms", str(s.idle_timeout_ms), "--snapshot-timeout-ms", str(s.total_timeout_ms),
+         "--snapshot-retries", str(s.retries)]
+    if s.password_file:
+        a += ["--snapshot-password-file", s.password_file]
+    return a
+
+
+def restart_from_service(cfg, log=sys.stderr) -> list[str]:
+    """fh run with [feed.snapshot] and no recorded state for today: the book from the snapshot service, saved
+    as RUN_DIR/NAME.glimpse.snap, becomes the data plane's start (--restore); the feed goes on after the 'G'
+    message's sequence (what lies between is asked of the retransmission server as any gap is). [] when
+    at_start is false. A failure is one line (ConfigError) and the run does not start."""
+    from . import config, supervise
+
+    s = cfg.snapshot
+    if not s.at_start:
+        return []
+    password = config.snapshot_password(cfg)
+    out = supervise.writable_run_dir() / f"{cfg.name}.glimpse.snap"
+    server = f"{s.server[0]}:{s.server[1]}"
+    try:
+        got = fetch_to_file(out, server, s.user, password, None, int(time.strftime("%Y%m%d", time.gmtime())),
+                            connect_timeout_ms=s.connect_timeout_ms, idle_timeout_ms=s.idle_timeout_ms,
+                            total_timeout_ms=s.total_timeout_ms, retries=s.retries, retry_delay_ms=s.retry_delay_ms)
+    except GlimpseError as e:
+        raise config.ConfigError(f"fh run: {cfg.name}: no snapshot to start from: {e} (feed.snapshot.at_start = false "
+                                 "starts with empty books instead)") from None
+    print(f"fh run: {cfg.name}: starting from the snapshot service {server}: session {got['session'].strip()}, "
+          f"complete to sequence {got['next_seq'] - 1}, {got['books']} books, {got['orders']} orders "
+          f"({got['messages']} messages in {got['seconds']} s)", file=log, flush=True)
+    return ["--restore", str(out)]

@@ -74,6 +74,10 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
                   f"{info['restart']['next_seq'] - 1} of session {info['restart']['session'].strip()}",
                   file=sys.stderr, flush=True)
             cmd += ["--restore", str(path)]
+    if cfg.snapshot and "--restore" not in cmd:  # nothing recorded of today: the exchange's snapshot service
+        from .glimpse import restart_from_service
+
+        cmd += restart_from_service(cfg)
     try:
         pf = supervise.Pidfile(cfg.name, {
             "config": os.path.abspath(cfg.path), "segment": cfg.segment,

@@ -187,3 +187,164 @@ def test_server_refuses_bad_arguments_in_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("FH_SNAPSHOT_PASSWORD")
     p = fh("snapshot-server", "--pcap", str(AB), "--user", "fh", check=False, timeout=60)
     assert p.returncode != 0 and "FH_SNAPSHOT_PASSWORD" in p.stderr
+
+
+# ---- a restart with nothing recorded: fh run starts from the snapshot service, retransmission fills the rest ----
+
+def _run_config(tmp_path, name, pcap, snap_listen, extra="") -> Path:
+    cfgp = tmp_path / "fh.toml"
+    cfgp.write_text(f"""
+[instance]
+name = "{name}"
+[feed]
+protocol = "moldudp64-itch50"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[feed.snapshot]
+server = "{snap_listen}"
+user = "fh"
+password_file = "{tmp_path / 'pw'}"
+idle_timeout_ms = 2000
+{extra}
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = 1500
+""")
+    return cfgp
+
+
+@pytest.mark.dpdk
+def test_fh_run_without_a_journal_starts_from_the_snapshot_service(tmp_path):
+    """No journal, no snapshot: fh run takes the book at k from fh snapshot-server, starts the data plane from it
+    (--restore) and the capture fed again from its start ends with the reference's books (what the snapshot
+    holds is counted as duplicates)."""
+    from test_journal import HAVE_DP
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    import uuid
+
+    from handler import process, replay
+
+    name = f"gl{uuid.uuid4().hex[:6]}"
+    k = 23456
+    try:
+        with server(tmp_path, "--pcap", str(AB), "--at", str(k)) as s:
+            p = fh("run", "--config", _run_config(tmp_path, name, AB, s["listen"]), "--json", "--keep-segment")
+        assert "starting from the snapshot service" in p.stderr and f"complete to sequence {k - 1}" in p.stderr
+        stats = json.loads(p.stdout)
+        assert stats["mold"]["applied"] == 40000 - (k - 1) and stats["mold"]["lost"] == 0
+        got = replay.segment_books(f"/dev/shm/fh-{name}")
+        want, _ = replay.reference_books(AB)
+        assert got == want
+        # a wrong password: fh run refuses to start, in one line
+        with server(tmp_path, "--pcap", str(AB), "--at", str(k)) as s:
+            (tmp_path / "pw").write_text("nope\n")
+            p = fh("run", "--config", _run_config(tmp_path, name, AB, s["listen"]), check=False)
+        assert p.returncode != 0 and "no snapshot to start from" in p.stderr and "not authorized" in p.stderr
+    finally:
+        process.remove_segment(f"/dev/shm/fh-{name}")
+
+
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_restart_from_the_snapshot_service_and_retransmission(tmp_path):
+    """The data plane died at the day's datagram X and its journal and snapshots are gone. fh run takes the book
+    at k < X from fh snapshot-server; the feed goes on from datagram X (everything before it lost on both
+    lines); the gap k..X is asked of fh retransmit-server (a second port, in a network namespace); the books end
+    equal to the reference's, live."""
+    import uuid
+
+    from test_faults import _lines, _synth
+    from test_recovery import _server_lab, _seq_of
+    from handler import process, replay
+    from handler.net import pcapgen
+
+    day = native.synth_bytes(20000, 12, 11)
+    clean = tmp_path / "clean.pcap"
+    pcapgen.synth_pcap(clean, day, _lines())
+    x = 150
+    tail, inj = _synth(tmp_path, day, [{"kind": "drop", "line": "both", "at": 0, "count": x}], name="tail.pcap")
+    m = _seq_of(day, x)
+    k = _seq_of(day, 60) + 3
+    name = f"gl{uuid.uuid4().hex[:6]}"
+    want, _ = replay.reference_books(clean)
+    try:
+        with _server_lab(clean) as (lab, retrans), server(tmp_path, "--pcap", str(clean), "--at", str(k)) as s:
+            mac = retrans[retrans.index("--retrans-mac") + 1]
+            extra = f"""[feed.retransmission]
+server = "10.77.0.1:18000"
+source = "10.77.0.2:40000"
+mac = "{mac}"
+nic = "net_af_packet0,iface={lab.dp_if}"
+gap_wait_us = 3000
+"""
+            p = fh("run", "--config", _run_config(tmp_path, name, tail, s["listen"], extra), "--json",
+                   "--keep-segment", timeout=180)
+        assert f"complete to sequence {k - 1}" in p.stderr, p.stderr
+        stats = json.loads(p.stdout)
+        mo = stats["mold"]
+        assert mo["lost"] == 0 and mo["unrecoverable"] == 0, mo
+        assert mo["recovered_retrans"] == m - k and mo["applied"] == 20000 - (k - 1)
+        got = replay.segment_books(f"/dev/shm/fh-{name}")
+        assert got == want
+    finally:
+        process.remove_segment(f"/dev/shm/fh-{name}")
+
+
+def test_config_feed_snapshot_is_validated_in_one_line(tmp_path, monkeypatch):
+    from handler import config
+
+    base = """
+[instance]
+name = "glcfg"
+[feed]
+protocol = "moldudp64-itch50"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap=/dev/null"
+[feed.snapshot]
+"""
+    pwf = tmp_path / "pw"
+    pwf.write_text("pw\n")
+    good = base + f'server = "127.0.0.1:26500"\nuser = "fh"\npassword_file = "{pwf}"\n'
+    (tmp_path / "ok.toml").write_text(good + "retries = 5\nidle_timeout_ms = 3000\n")
+    c = config.load(tmp_path / "ok.toml")
+    assert c.snapshot.server == ("127.0.0.1", 26500) and c.snapshot.retries == 5 and c.snapshot.at_start
+    assert config.snapshot_password(c) == "pw"
+    for body, want in [
+        ('server = "nowhere"\nuser = "fh"\n', "feed.snapshot.server = 'nowhere': must be IPV4:PORT"),
+        ('server = "127.0.0.1:1"\nuser = "toolonguser"\n', "feed.snapshot.user = 'toolonguser': must be the SoupBinTCP"),
+        ('server = "127.0.0.1:1"\nuser = "fh"\npassword_file = "/no/such"\n', "feed.snapshot.password_file"),
+        ('server = "127.0.0.1:1"\nuser = "fh"\npassword_file = "' + str(pwf) + '"\npassword_env = "X"\n',
+         "give the password one way"),
+        ('server = "127.0.0.1:1"\nuser = "fh"\nretries = -1\n', "feed.snapshot.retries = -1: must be a whole number"),
+        ('server = "127.0.0.1:1"\nuser = "fh"\nat_start = "yes"\n', "feed.snapshot.at_start"),
+        ('server = "127.0.0.1:1"\nuser = "fh"\nhost = "x"\n', "feed.snapshot.host: unknown key"),
+    ]:
+        (tmp_path / "bad.toml").write_text(base + body)
+        with pytest.raises(config.ConfigError) as ei:
+            config.load(tmp_path / "bad.toml")
+        assert want in str(ei.value) and "\n" not in str(ei.value), (body, str(ei.value))
+    (tmp_path / "env.toml").write_text(base + 'server = "127.0.0.1:1"\nuser = "fh"\npassword_env = "FH_GL_TEST_PW"\n')
+    c = config.load(tmp_path / "env.toml")
+    monkeypatch.delenv("FH_GL_TEST_PW", raising=False)
+    with pytest.raises(config.ConfigError) as ei:
+        config.snapshot_password(c)
+    assert "no password in the environment variable FH_GL_TEST_PW" in str(ei.value)
+    monkeypatch.setenv("FH_GL_TEST_PW", "envpw")
+    assert config.snapshot_password(c) == "envpw"
