@@ -669,6 +669,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--request-timeout-ms", str(r.timeout_ms), "--request-retries", str(r.retries),
               "--request-max", str(r.max_messages), "--max-outstanding", str(r.max_outstanding),
               "--hold", str(r.hold_messages)]
+    if cfg.snapshot and cfg.on_unrecoverable == "snapshot":  # the snapshot service (docs/recovery.md)
+        a += __import__("handler.glimpse", fromlist=["dataplane_args"]).dataplane_args(cfg)
     if cfg.publish:
         a += ["--publish", cfg.publish]
     if cfg.journal_mb:

@@ -546,15 +546,13 @@ def register(sub, positive, nonneg) -> None:
 # ---- fh run ---------------------------------------------------------------------------------------------------
 
 def dataplane_args(cfg) -> list[str]:
-    """The data plane's snapshot-source arguments for [feed.snapshot] (used under on_unrecoverable = "snapshot");
-    the password goes by a file or the environment, never on the command line."""
+    """fh-dataplane's --snapshot-source for [feed.snapshot] (used under on_unrecoverable = "snapshot"); the
+    password goes by its file or its environment variable, never on the command line."""
     s = cfg.snapshot
-    a = ["--snapshot-server", f"{s.server[0]}:{s.server[1]}", "--snapshot-user", s.user,
-         "--snapshot-idle-ms", str(s.idle_timeout_ms), "--snapshot-timeout-ms", str(s.total_timeout_ms),
-         "--snapshot-retries", str(s.retries)]
-    if s.password_file:
-        a += ["--snapshot-password-file", s.password_file]
-    return a
+    spec = (f"{s.server[0]}:{s.server[1]},user={s.user},connect-ms={s.connect_timeout_ms},idle-ms={s.idle_timeout_ms},"
+            f"timeout-ms={s.total_timeout_ms},retries={s.retries},retry-ms={s.retry_delay_ms},")
+    spec += f"password-file={os.path.abspath(s.password_file)}" if s.password_file else f"password-env={s.password_env}"
+    return ["--snapshot-source", spec]
 
 
 def restart_from_service(cfg, log=sys.stderr) -> list[str]:

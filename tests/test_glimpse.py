@@ -191,13 +191,14 @@ def test_server_refuses_bad_arguments_in_one_line(tmp_path, monkeypatch):
 
 # ---- a restart with nothing recorded: fh run starts from the snapshot service, retransmission fills the rest ----
 
-def _run_config(tmp_path, name, pcap, snap_listen, extra="") -> Path:
+def _run_config(tmp_path, name, pcap, snap_listen, extra="", feed_extra="") -> Path:
     cfgp = tmp_path / "fh.toml"
     cfgp.write_text(f"""
 [instance]
 name = "{name}"
 [feed]
 protocol = "moldudp64-itch50"
+{feed_extra}
 [[feed.lines]]
 name = "A"
 group = "233.54.12.111"
@@ -348,3 +349,104 @@ vdev = "net_pcap0,rx_pcap=/dev/null"
     assert "no password in the environment variable FH_GL_TEST_PW" in str(ei.value)
     monkeypatch.setenv("FH_GL_TEST_PW", "envpw")
     assert config.snapshot_password(c) == "envpw"
+
+
+# ---- on_unrecoverable = "snapshot": the live data plane takes the book from the snapshot service ----
+
+def _gap_day(tmp_path):
+    from test_faults import _lines, _synth
+    from test_recovery import _seq_of
+    from handler.net import pcapgen
+
+    day = native.synth_bytes(20000, 12, 11)
+    clean = tmp_path / "clean.pcap"
+    pcapgen.synth_pcap(clean, day, _lines())
+    gapped, inj = _synth(tmp_path, day, [{"kind": "drop", "line": "both", "at": 30, "count": 3}], name="gap.pcap")
+    (lost,) = inj["lost_on_all_lines"]
+    return clean, gapped, lost, _seq_of(day, 33)
+
+
+def _dp_with_source(tmp_path, pcap, listen, extra_spec=""):
+    import uuid
+
+    from test_recovery import _segment
+    from handler import process, replay
+
+    name = f"gl{uuid.uuid4().hex[:6]}"
+    seg = f"/dev/shm/fh-{name}"
+    spec = f"{listen},user=fh,password-file={tmp_path / 'pw'},idle-ms=500,retry-ms=100{extra_spec}"
+    stats = process.run_dataplane(replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}"), seg, replay.pcap_lines(pcap),
+                                  exit_idle_ms=800, events=1 << 18, timeout=120,
+                                  extra=["--unrecoverable", "snapshot", "--hold", "65536", "--snapshot-source", spec])
+    return stats, _segment(seg)
+
+
+@pytest.mark.dpdk
+def test_unrecoverable_gap_is_filled_by_the_snapshot_service(tmp_path):
+    """A gap on both lines and no retransmission server: under on_unrecoverable = "snapshot" the data plane asks
+    fh snapshot-server (polled in its loop while the feed waits, what follows held), the books are rebuilt from
+    the snapshot (stale until its end) and the held messages after it applied: the clean day's books, live."""
+    from test_journal import HAVE_DP
+    from handler import replay
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    clean, gapped, lost, after = _gap_day(tmp_path)
+    k = after + 40  # the service's book is a little past the gap (the exchange's "now")
+    with server(tmp_path, "--pcap", str(clean), "--at", str(k)) as s:
+        stats, (books, status, events, _, _) = _dp_with_source(tmp_path, gapped, s["listen"])
+    want, _ = replay.reference_books(clean)
+    assert books == want
+    m, g = stats["mold"], stats["snapshot_source"]
+    assert m["unrecoverable"] == 1 and m["snapshots"] == 1 and m["lost"] == 0, m
+    assert g["state"] == "done" and g["completed"] == 1 and g["logins"] == 1 and g["messages"] == s["messages"], g
+    assert set(status.values()) == {"live"}
+    kinds = [e["type"] for e in events]
+    assert "stale" in kinds and kinds.index("stale") < max(i for i, k in enumerate(kinds) if k == "recovered")
+
+
+@pytest.mark.dpdk
+def test_snapshot_service_that_fails_leaves_the_books_stale_and_counted(tmp_path):
+    """The service goes silent mid-snapshot on every try: after the retries the gap is given up as under
+    resume (lost, the books stale), the failure named and counted; the data plane runs on to the end."""
+    from test_journal import HAVE_DP
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    clean, gapped, lost, after = _gap_day(tmp_path)
+    with server(tmp_path, "--pcap", str(clean), "--at", str(after + 40), fault="silent:50") as s:
+        stats, (books, status, events, _, _) = _dp_with_source(tmp_path, gapped, s["listen"], ",retries=1")
+    m, g = stats["mold"], stats["snapshot_source"]
+    assert g["state"] == "failed" and g["silent"] == 2 and g["retries"] == 1 and g["failed"] == 1, g
+    assert "silent for 500 ms" in g["error"]
+    assert m["snapshots"] == 0 and m["lost"] == lost["messages"] and m["unrecoverable"] == 1, m
+    assert set(status.values()) == {"stale"}
+
+
+@pytest.mark.dpdk
+def test_fh_run_on_unrecoverable_snapshot_uses_the_service(tmp_path):
+    """The same through fh run's configuration: on_unrecoverable = "snapshot" with [feed.snapshot] (at_start off)
+    gives the data plane its --snapshot-source; the password reaches it by file, not on the command line."""
+    import uuid
+
+    from test_journal import HAVE_DP
+    from handler import config, process, replay
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    clean, gapped, lost, after = _gap_day(tmp_path)
+    name = f"gl{uuid.uuid4().hex[:6]}"
+    try:
+        with server(tmp_path, "--pcap", str(clean), "--at", str(after + 40)) as s:
+            cfgp = _run_config(tmp_path, name, gapped, s["listen"], "at_start = false\n",
+                               'on_unrecoverable = "snapshot"')
+            args = config.app_args(config.load(cfgp))
+            spec = args[args.index("--snapshot-source") + 1]
+            assert f"password-file={tmp_path / 'pw'}" in spec and PW not in " ".join(args)
+            p = fh("run", "--config", cfgp, "--json", "--keep-segment")
+        stats = json.loads(p.stdout)
+        assert stats["mold"]["snapshots"] == 1 and stats["mold"]["lost"] == 0
+        assert stats["snapshot_source"]["completed"] == 1
+        assert replay.segment_books(f"/dev/shm/fh-{name}") == replay.reference_books(clean)[0]
+    finally:
+        process.remove_segment(f"/dev/shm/fh-{name}")

@@ -420,3 +420,78 @@ void fh_glimpse_destroy(fh_glimpse_t *g)
     fh_glimpse_close(g);
     free(g);
 }
+
+int fh_glimpse_parse_spec(fh_glimpse_cfg_t *cfg, const char *spec)
+{
+    char buf[1024];
+    if (strlen(spec) >= sizeof buf)
+        return FH_ERR("--snapshot-source: too long");
+    strcpy(buf, spec);
+    memset(cfg, 0, sizeof *cfg);
+    char *save = NULL, *tok = strtok_r(buf, ",", &save);
+    if (!tok || fh_glimpse_parse_addr(cfg, tok))
+        return tok ? -1 : FH_ERR("--snapshot-source: empty; expected A.B.C.D:PORT,user=U");
+    const char *pwfile = NULL, *pwenv = "FH_SNAPSHOT_PASSWORD";
+    int have_user = 0;
+    while ((tok = strtok_r(NULL, ",", &save))) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return FH_ERR("--snapshot-source: '%s' is not KEY=VALUE", tok);
+        *eq = 0;
+        const char *k = tok, *v = eq + 1;
+        uint32_t *num = !strcmp(k, "connect-ms") ? &cfg->connect_timeout_ms : !strcmp(k, "idle-ms") ? &cfg->idle_timeout_ms
+                      : !strcmp(k, "timeout-ms") ? &cfg->total_timeout_ms : !strcmp(k, "retries") ? &cfg->retries
+                      : !strcmp(k, "retry-ms") ? &cfg->retry_delay_ms : NULL;
+        if (num) {
+            char *end;
+            unsigned long x = strtoul(v, &end, 10);
+            if (!*v || *end || x > UINT32_MAX)
+                return FH_ERR("--snapshot-source: %s=%s is not a whole number", k, v);
+            *num = (uint32_t)x;
+        } else if (!strcmp(k, "user")) {
+            if (!*v || strlen(v) > FH_SOUP_USER_LEN)
+                return FH_ERR("--snapshot-source: user '%s' must be 1 to %d characters", v, FH_SOUP_USER_LEN);
+            strcpy(cfg->user, v);
+            have_user = 1;
+        } else if (!strcmp(k, "password-file")) {
+            pwfile = v;
+        } else if (!strcmp(k, "password-env")) {
+            pwenv = v;
+        } else {
+            return FH_ERR("--snapshot-source: unknown key '%s' (user, password-file, password-env, connect-ms, "
+                          "idle-ms, timeout-ms, retries, retry-ms)", k);
+        }
+    }
+    if (!have_user)
+        return FH_ERR("--snapshot-source: no user=; the snapshot service's SoupBinTCP username");
+    char pw[64] = "";
+    if (pwfile) {
+        FILE *f = fopen(pwfile, "r");
+        if (!f)
+            return FH_ERR("--snapshot-source: password-file %s: %s", pwfile, strerror(errno));
+        if (!fgets(pw, sizeof pw, f))
+            pw[0] = 0;
+        fclose(f);
+        pw[strcspn(pw, "\r\n")] = 0;
+    } else if (getenv(pwenv)) {
+        snprintf(pw, sizeof pw, "%s", getenv(pwenv));
+    }
+    if (!pw[0])
+        return FH_ERR("--snapshot-source: no password (%s%s is empty or unset)", pwfile ? "the file " : "$",
+                      pwfile ? pwfile : pwenv);
+    if (strlen(pw) > FH_SOUP_PASSWORD_LEN)
+        return FH_ERR("--snapshot-source: the password is longer than SoupBinTCP's %d characters", FH_SOUP_PASSWORD_LEN);
+    strcpy(cfg->password, pw);
+    return 0;
+}
+
+void fh_glimpse_json(const fh_glimpse_t *g, FILE *out)
+{
+    static const char *const names[] = { "idle", "connecting", "login", "stream", "wait_retry", "done", "failed" };
+    fprintf(out, "\"state\": \"%s\", \"error\": \"", names[g->state]);
+    for (const char *p = g->err; *p; p++) /* a JSON string: the message is ASCII text from this file */
+        fputc(*p == '"' || *p == '\\' || (unsigned char)*p < 0x20 ? '?' : *p, out);
+    fprintf(out, "\"");
+    for (int i = 0; i < FH_G_COUNT; i++)
+        fprintf(out, ", \"%s\": %" PRIu64, counter_names[i], g->counters[i]);
+}

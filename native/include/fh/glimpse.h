@@ -18,6 +18,8 @@
 #ifndef FH_GLIMPSE_H
 #define FH_GLIMPSE_H
 
+#include <stdio.h>
+
 #include "fh/common.h"
 #include "fh/consumer.h"
 #include "fh/mold.h"
@@ -115,5 +117,12 @@ void fh_glimpse_destroy(fh_glimpse_t *g);
 
 /* Parse "A.B.C.D:PORT" into cfg's ip and port. 0, or -1 with a message. */
 int fh_glimpse_parse_addr(fh_glimpse_cfg_t *cfg, const char *s);
+/* A whole configuration from one argument (fh-dataplane --snapshot-source):
+ * "A.B.C.D:PORT,user=U[,password-file=F|password-env=VAR][,connect-ms=N][,idle-ms=N][,timeout-ms=N]
+ * [,retries=N][,retry-ms=N]". The password is read now: from the file's first line, else from the environment
+ * variable (default FH_SNAPSHOT_PASSWORD), never from the argument. 0, or -1 with a message. */
+int fh_glimpse_parse_spec(fh_glimpse_cfg_t *cfg, const char *spec);
+/* The counters and state as one JSON object's members ("state": ..., "error": ..., counters), for a stats line. */
+void fh_glimpse_json(const fh_glimpse_t *g, FILE *out);
 
 #endif
