@@ -143,6 +143,23 @@ def engine_from_pcap(pcap: str | os.PathLike, at: int | None, session: str | Non
     return e, key.decode("latin-1"), nxt
 
 
+def engine_from_itch(path: str | os.PathLike, at: int | None, session: str | None = None):
+    """An engine holding a NASDAQ daily ITCH file's messages before `at` (the file's k-th message is sequence k,
+    as the day's MoldUDP64 stream numbers it). Returns (engine, session, next_seq); session defaults to
+    ITCH50FILE (a daily file names none)."""
+    from .inputs import require
+
+    data = require(path, "itch", "--itch").read_bytes()
+    msgs = [bytes(m) for _, m in native.iter_blocks(data)]
+    nxt = len(msgs) + 1 if at is None else at
+    if nxt < 1 or nxt > len(msgs) + 1:
+        raise GlimpseError(f"--at {at}: {path} holds messages 1..{len(msgs)}; pick a point in 1..{len(msgs) + 1}")
+    e = native.Engine()
+    for m in msgs[: nxt - 1]:
+        e.apply(m)
+    return e, (session or "ITCH50FILE")[:10].ljust(10), nxt
+
+
 def engine_from_journal(directory: str | os.PathLike, snapshots: str | os.PathLike | None, at: int | None):
     """The recorded state before sequence `at` (None: the end): the newest sound snapshot at or before it, then
     the journal files' records up to it. Returns (engine, session, next_seq)."""
@@ -450,6 +467,9 @@ def cmd_server(args) -> int:
     if args.pcap:
         e, session, nxt = engine_from_pcap(args.pcap, args.at, args.session)
         stream, count, meta = served_state(e, session, nxt)
+    elif args.itch:
+        e, session, nxt = engine_from_itch(args.itch, args.at, args.session)
+        stream, count, meta = served_state(e, session, nxt)
     elif args.journal:
         e, session, nxt = engine_from_journal(args.journal, args.snapshots, args.at)
         stream, count, meta = served_state(e, session, nxt)
@@ -510,12 +530,14 @@ def register(sub, positive, nonneg) -> None:
                                                "GLIMPSE 5.0 does (docs/recovery.md)")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--pcap", metavar="PCAP", help="a MoldUDP64 capture of the day")
+    src.add_argument("--itch", metavar="FILE", help="a NASDAQ daily ITCH 5.0 file (message k is sequence k)")
     src.add_argument("--journal", metavar="DIR", help="fh record's journal files (and DIR/snapshots)")
     src.add_argument("--snapshot", metavar="FILE", help="one snapshot file, served at its own sequence")
     s.add_argument("--snapshots", metavar="DIR", help="with --journal: where its snapshots are (DIR/snapshots)")
     s.add_argument("--at", type=positive, metavar="SEQ",
                    help="serve the state before this sequence (the 'G' message's); default: the whole day")
-    s.add_argument("--session", help="with --pcap: the MoldUDP64 session (when the capture has several)")
+    s.add_argument("--session", help="with --pcap: the MoldUDP64 session (when the capture has several); with --itch: the "
+                   "session to serve it as (default ITCH50FILE)")
     s.add_argument("--listen", default="127.0.0.1:26500", metavar="ADDR:PORT", help="port 0: any free port")
     s.add_argument("--user", required=True, help="the SoupBinTCP username clients must give (up to 6 characters)")
     s.add_argument("--password-file", metavar="FILE",

@@ -450,3 +450,27 @@ def test_fh_run_on_unrecoverable_snapshot_uses_the_service(tmp_path):
         assert replay.segment_books(f"/dev/shm/fh-{name}") == replay.reference_books(clean)[0]
     finally:
         process.remove_segment(f"/dev/shm/fh-{name}")
+
+
+def test_real_days_directory_and_orders_through_the_snapshot_service(tmp_path, real):
+    """Real NASDAQ data: the 30 Dec 2019 open (system event, 993 stock directories, a trading action) and the
+    09:30 slice (adds, executions, replaces, deletes of real orders) served and fetched: every book with its
+    real symbol and trading state, and the books equal the reference model's."""
+    for f, at in [("20191230_open_1000msgs.NASDAQ_ITCH50", 1001), ("20191230_0930_1000msgs.NASDAQ_ITCH50", 1001),
+                  ("20191230_0930_1000msgs.NASDAQ_ITCH50", 500)]:
+        path = real / "itch" / f
+        with server(tmp_path, "--itch", str(path), "--at", str(at), "--session", "NASDAQ2019") as s:
+            e, info = glimpse.fetch(s["listen"], "fh", PW, "NASDAQ2019")
+        assert info["next_seq"] == at
+        msgs = [bytes(m) for _, m in native.iter_blocks(path.read_bytes())][: at - 1]
+        direct, ref = native.Engine(), ReferenceBook()
+        for m in msgs:
+            direct.apply(m)
+            ref.apply(m)
+
+        def books(x):
+            return [(i["locate"], i["symbol"], i["trading_state"]) for i in map(x.info, x.locates())]
+        assert books(e) == books(direct) and len(books(e)) > 0
+        assert e.dump() == ref.books() == direct.dump()
+        if "open" in f:
+            assert len(books(e)) == 993
