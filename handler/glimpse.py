@@ -150,13 +150,19 @@ def engine_from_itch(path: str | os.PathLike, at: int | None, session: str | Non
     from .inputs import require
 
     data = require(path, "itch", "--itch").read_bytes()
-    msgs = [bytes(m) for _, m in native.iter_blocks(data)]
-    nxt = len(msgs) + 1 if at is None else at
-    if nxt < 1 or nxt > len(msgs) + 1:
-        raise GlimpseError(f"--at {at}: {path} holds messages 1..{len(msgs)}; pick a point in 1..{len(msgs) + 1}")
-    e = native.Engine()
-    for m in msgs[: nxt - 1]:
-        e.apply(m)
+    n, off, ends = 0, 0, len(data)
+    while off + 2 <= ends and (at is None or n < at - 1):  # the byte offset of message `at` (whole blocks only)
+        ln = int.from_bytes(data[off:off + 2], "big")
+        if off + 2 + ln > ends:
+            break
+        off += 2 + ln
+        n += 1
+    total = n if at is not None and n < at - 1 else n + sum(1 for _ in native.iter_blocks(data[off:]))
+    nxt = total + 1 if at is None else at
+    if nxt < 1 or nxt > total + 1:
+        raise GlimpseError(f"--at {at}: {path} holds messages 1..{total}; pick a point in 1..{total + 1}")
+    e = native.Engine(native.EngineConfig.for_input(off))
+    e.apply_blocks(data[:off])
     return e, (session or "ITCH50FILE")[:10].ljust(10), nxt
 
 
@@ -321,6 +327,7 @@ class Server:
                 c.sendall(soup(b"J", b"S"))
                 return
             self._count("logins")
+            c.settimeout(self.idle)  # a client that reads nothing for this long is gone (not 0.2 s: it applies)
             c.sendall(soup(b"A", self.session + b"1".rjust(20)))
             self._send_snapshot(c)
             self._after(c, buf)

@@ -474,3 +474,49 @@ def test_real_days_directory_and_orders_through_the_snapshot_service(tmp_path, r
         assert e.dump() == ref.books() == direct.dump()
         if "open" in f:
             assert len(books(e)) == 993
+
+
+def _adds_day(path: Path, n: int, stocks: int = 50) -> None:
+    """A daily file of `stocks` directories and n adds resting on distinct levels (a deep book to serve)."""
+    import struct
+
+    out = bytearray()
+    blk = lambda m: struct.pack(">H", len(m)) + m  # noqa: E731
+    for loc in range(1, stocks + 1):
+        out += blk(b"R" + struct.pack(">HH", loc, 0) + bytes(6) + f"S{loc:05d}".encode().ljust(8) + b"QN" +
+                   struct.pack(">I", 100) + b"NC  P    " + struct.pack(">I", 0) + b"N")
+    for i in range(n):
+        loc, side = 1 + i % stocks, b"B" if i & 1 else b"S"
+        price = 1_000_000 + (i % 3000) * 100 if side == b"S" else 990_000 - (i % 3000) * 100
+        out += blk(b"A" + struct.pack(">HHHI", loc, 0, 0, i) + struct.pack(">Q", i + 1) + side +
+                   struct.pack(">I", 100) + f"S{loc:05d}".encode().ljust(8) + struct.pack(">I", price))
+    path.write_bytes(bytes(out))
+
+
+def test_a_client_that_pauses_is_not_dropped(tmp_path):
+    """A snapshot larger than the sockets' buffers, read by a client that stops reading for a second (it is
+    applying): the server waits for it (up to its idle timeout) and the stream ends with 'G'."""
+    import socket
+    import struct
+
+    day = tmp_path / "adds.itch"
+    _adds_day(day, 300_000)
+    with server(tmp_path, "--itch", str(day)) as s:
+        assert s["bytes"] > 8 << 20
+        host, port = s["listen"].rsplit(":", 1)
+        c = socket.create_connection((host, int(port)), timeout=30)
+        c.sendall(glimpse.soup(b"L", b"fh".ljust(6) + PW.encode().ljust(10) + b" " * 10 + b"1".rjust(20)))
+        time.sleep(1.5)
+        buf = bytearray()
+        while True:
+            got = c.recv(1 << 20)
+            if not got:
+                break
+            buf += got
+            if buf.endswith(glimpse.soup(b"S", glimpse.snapshot_message(300_051))):
+                break
+        c.sendall(glimpse.soup(b"O"))
+        c.close()
+    assert buf.startswith(glimpse.soup(b"A", b"ITCH50FILE" + b"1".rjust(20)))
+    assert buf.endswith(glimpse.soup(b"S", glimpse.snapshot_message(300_051)))
+    assert len(buf) == 33 + s["bytes"] + 24
