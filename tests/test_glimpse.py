@@ -366,7 +366,7 @@ def _gap_day(tmp_path):
     return clean, gapped, lost, _seq_of(day, 33)
 
 
-def _dp_with_source(tmp_path, pcap, listen, extra_spec=""):
+def _dp_with_source(tmp_path, pcap, listen, extra_spec="", extra=()):
     import uuid
 
     from test_recovery import _segment
@@ -377,7 +377,8 @@ def _dp_with_source(tmp_path, pcap, listen, extra_spec=""):
     spec = f"{listen},user=fh,password-file={tmp_path / 'pw'},idle-ms=500,retry-ms=100{extra_spec}"
     stats = process.run_dataplane(replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}"), seg, replay.pcap_lines(pcap),
                                   exit_idle_ms=800, events=1 << 18, timeout=120,
-                                  extra=["--unrecoverable", "snapshot", "--hold", "65536", "--snapshot-source", spec])
+                                  extra=["--unrecoverable", "snapshot", "--hold", "65536", "--snapshot-source", spec,
+                                         *extra])
     return stats, _segment(seg)
 
 
@@ -520,3 +521,39 @@ def test_a_client_that_pauses_is_not_dropped(tmp_path):
     assert buf.startswith(glimpse.soup(b"A", b"ITCH50FILE" + b"1".rjust(20)))
     assert buf.endswith(glimpse.soup(b"S", glimpse.snapshot_message(300_051)))
     assert len(buf) == 33 + s["bytes"] + 24
+
+
+@pytest.mark.dpdk
+def test_a_live_snapshot_is_a_hole_in_the_journal_not_messages(tmp_path):
+    """With --journal: the snapshot's messages are not journaled (a follower cannot rebuild its books from them);
+    the sequences it stands for are journaled lost, so fh record's files have no hole it cannot explain and its
+    shadow engine's books end stale (flagged), while the data plane's are the reference's."""
+    import uuid
+
+    from test_journal import HAVE_DP
+    from handler import journal as J, replay
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    clean, gapped, lost, after = _gap_day(tmp_path)
+    k = after + 40
+    journal = f"/dev/shm/fh-test-gl-{uuid.uuid4().hex[:8]}.journal"
+    try:
+        with server(tmp_path, "--pcap", str(clean), "--at", str(k)) as s:
+            stats, (books, *_) = _dp_with_source(tmp_path, gapped, s["listen"],
+                                                 extra=["--journal", journal, "--journal-mb", "16"])
+        assert books == replay.reference_books(clean)[0] and stats["mold"]["snapshots"] == 1
+        d = tmp_path / "rec"
+        rec = json.loads(fh("record", "--journal", journal, "--dir", d, "--snapshot-every", "5000", "--json").stdout)
+        recs = list(J.journal_records(d))
+        assert not [r for r in recs if r.kind == J.MSGS and r.seq == 0], "a snapshot's messages were journaled"
+        holes = [(r.seq, r.seq + r.arg) for r in recs if r.kind == J.LOST]
+        assert holes and holes[0][0] == lost["first"] and holes[-1][1] == k, holes
+        assert sum(b - a for a, b in holes) == k - lost["first"]
+        seqs = [r for r in recs if r.kind == J.MSGS and r.seq]
+        assert seqs[-1].seq + seqs[-1].count == 20001 and rec["messages"] == 20000 - (k - lost["first"])
+        snap = sorted((d / "snapshots").glob("*.snap"))[-1]
+        assert native.snapshot_meta(snap)["flags"] & 1, "the shadow engine's state was built across the hole"
+    finally:
+        if os.path.exists(journal):
+            os.unlink(journal)
