@@ -114,14 +114,18 @@ static int listener(uint16_t *port)
 /* Poll the client until it is done or failed, or ms pass; the server side runs `script` once connected. */
 enum { S_GOOD, S_REJECT, S_TRUNCATE, S_SILENT, S_SPLIT };
 
+static int client_hbs; /* client heartbeats the scripted server received after the login */
+
 static int run_case(int script, rec_t *r, fh_glimpse_t *g, uint32_t idle_ms)
 {
+    client_hbs = 0;
     uint16_t port;
     int lfd = listener(&port);
     CHECK(lfd >= 0, "cannot listen on loopback: %s", strerror(errno));
     if (lfd < 0)
         return -1;
-    fh_glimpse_cfg_t cfg = { .ip = 0x7f000001, .port = port, .idle_timeout_ms = idle_ms, .retries = 0 };
+    fh_glimpse_cfg_t cfg = { .ip = 0x7f000001, .port = port, .idle_timeout_ms = idle_ms, .retries = 0,
+                             .heartbeat_ms = 40 };
     strcpy(cfg.user, "fh");
     strcpy(cfg.password, "pw");
     fh_feed_consumer_t out = { .ctx = r, .apply = r_apply, .snapshot_begin = r_begin, .snapshot_end = r_end };
@@ -177,6 +181,11 @@ static int run_case(int script, rec_t *r, fh_glimpse_t *g, uint32_t idle_ms)
                     close(cfd), cfd = -2;
                 sent = 1;
             }
+        } else if (cfd >= 0) { /* after the login: count the client's heartbeats (3-byte 'R' packets) */
+            uint8_t in[64];
+            ssize_t got = recv(cfd, in, sizeof in, MSG_DONTWAIT);
+            for (ssize_t i = 0; i + 3 <= got; i += 3)
+                client_hbs += in[i] == 0 && in[i + 1] == 1 && in[i + 2] == 'R';
         }
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 5000)
@@ -220,6 +229,9 @@ static void test_client(void)
     st = run_case(S_SILENT, &r, &g, 200);
     CHECK(st == FH_GLIMPSE_FAILED && g.counters[FH_G_silent] == 1 && strstr(fh_glimpse_error(&g), "silent"),
           "a silent server: state %d, '%s'", st, fh_glimpse_error(&g));
+    /* 200 ms of silence with a heartbeat due every 40 ms without sending: the client kept the link alive */
+    CHECK(g.counters[FH_G_heartbeats_tx] >= 3 && client_hbs >= 3 && (uint64_t)client_hbs <= g.counters[FH_G_heartbeats_tx],
+          "client heartbeats: %" PRIu64 " sent, %d received", g.counters[FH_G_heartbeats_tx], client_hbs);
 
     /* Nobody listening: refused, retried once, then failed. */
     uint16_t port;
