@@ -557,3 +557,29 @@ def test_a_live_snapshot_is_a_hole_in_the_journal_not_messages(tmp_path):
     finally:
         if os.path.exists(journal):
             os.unlink(journal)
+
+
+@pytest.mark.dpdk
+def test_dataplane_snapshot_source_errors_are_one_line(tmp_path, monkeypatch):
+    import uuid
+
+    from test_journal import HAVE_DP
+    from handler import process, replay
+
+    if not HAVE_DP:
+        pytest.skip("fh-dataplane not built (no DPDK)")
+    monkeypatch.delenv("FH_SNAPSHOT_PASSWORD", raising=False)
+    (tmp_path / "long").write_text("elevenchars\n")
+    name = f"gl{uuid.uuid4().hex[:6]}"
+    base = process.dataplane_cmd(replay.eal_args(name, f"net_pcap0,rx_pcap={AB}"), f"/dev/shm/fh-{name}",
+                                 replay.pcap_lines(AB))
+    for spec, want in [("127.0.0.1:1,user=fh", "no password ($FH_SNAPSHOT_PASSWORD is empty or unset)"),
+                       ("localhost:1,user=fh", "is not an IPv4 address"),
+                       ("127.0.0.1:1", "no user="),
+                       ("127.0.0.1:1,user=fh,color=red", "unknown key 'color'"),
+                       (f"127.0.0.1:1,user=fh,password-file={tmp_path / 'long'}", "longer than SoupBinTCP's 10"),
+                       ("127.0.0.1:1,user=fh,retries=x", "retries=x is not a whole number")]:
+        p = subprocess.run([*base, "--unrecoverable", "snapshot", "--snapshot-source", spec], capture_output=True,
+                           text=True, timeout=60)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")]
+        assert p.returncode == 2 and any(want in l for l in lines), (spec, p.stderr)
