@@ -103,9 +103,9 @@ int dp_open_feed(dp_t *dp)
             return -1;
         }
     }
-    if (o->unrecoverable == FH_MOLD_SNAPSHOT)
-        fprintf(stderr, "fh-dataplane: warning: --unrecoverable snapshot: this build has no snapshot source yet "
-                        "(fh/mold.h defines the interface); gaps that cannot be filled leave the books stale\n");
+    if (o->unrecoverable == FH_MOLD_SNAPSHOT && !o->snapshot_source)
+        fprintf(stderr, "fh-dataplane: warning: --unrecoverable snapshot without --snapshot-source: gaps that cannot "
+                        "be filled leave the books stale\n");
     if (fh_mold_feed_init(&dp->feed, &mc)) {
         fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
         return -1;
@@ -143,6 +143,13 @@ int dp_open_feed(dp_t *dp)
         }
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o->journal, o->journal_mb);
     }
+    if (o->snapshot_source) { /* after the journal's tee: a snapshot reaches the engine through it */
+        if (!(dp->glimpse = malloc(sizeof *dp->glimpse)) || fh_glimpse_init(dp->glimpse, &o->snapshot_cfg, NULL)) {
+            fprintf(stderr, "fh-dataplane: --snapshot-source: %s\n", dp->glimpse ? fh_errmsg() : "out of memory");
+            return -1;
+        }
+        fh_glimpse_attach(dp->glimpse, &dp->feed);
+    }
     return 0;
 }
 
@@ -151,6 +158,11 @@ int dp_open_feed(dp_t *dp)
  * failed start-up both are removed. */
 void dp_fini(dp_t *dp)
 {
+    if (dp->glimpse) {
+        fh_glimpse_close(dp->glimpse);
+        free(dp->glimpse);
+        dp->glimpse = NULL;
+    }
     if (dp->jtee) {
         fh_journal_close(dp->jtee->j, !dp->ok);
         free(dp->jtee);

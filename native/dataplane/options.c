@@ -36,7 +36,9 @@ void dp_usage(const char *prog)
             "       [--line-source A.B.C.D] (after a --line: take it from that source only)\n"
             "       integrity: [--max-ahead N] [--confirm N] [--recover-max N] (0: no limit / believed at once)\n"
             "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n"
-            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n",
+            "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n"
+            "       [--snapshot-source A.B.C.D:PORT,user=U[,password-file=F][,idle-ms=N][,retries=N]...] (SoupBinTCP, "
+            "for --unrecoverable snapshot)\n",
             prog);
 }
 
@@ -85,6 +87,7 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         { "line-source", required_argument, 0, 270 },   { "max-ahead", required_argument, 0, 271 },
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
+        { "snapshot-source", required_argument, 0, 277 },
         { "restore", required_argument, 0, 276 },
         { 0, 0, 0, 0 },
     };
@@ -206,6 +209,13 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         case 274: o->journal = optarg; break;
         case 275: if (parse_u32(optarg, &o->journal_mb, "--journal-mb")) return -1; break;
         case 276: o->restore = optarg; break;
+        case 277:
+            o->snapshot_source = optarg;
+            if (fh_glimpse_parse_spec(&o->snapshot_cfg, optarg)) {
+                fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
+                return -1;
+            }
+            break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {
