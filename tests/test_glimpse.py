@@ -131,8 +131,9 @@ def test_served_from_the_journal_files_and_their_snapshots(tmp_path):
             e, info = glimpse.fetch(srv["listen"], "fh", PW)
         assert info["next_seq"] == 40001 and e.dump() == _reference_at(40001)
     finally:
-        if os.path.exists(journal):
-            os.unlink(journal)
+        for p in (journal, journal + ".record"):  # the ring and fh record's status file beside it
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 def test_bad_login_silent_server_truncated_stream_each_one_line_and_counted(tmp_path, monkeypatch):
@@ -555,8 +556,9 @@ def test_a_live_snapshot_is_a_hole_in_the_journal_not_messages(tmp_path):
         snap = sorted((d / "snapshots").glob("*.snap"))[-1]
         assert native.snapshot_meta(snap)["flags"] & 1, "the shadow engine's state was built across the hole"
     finally:
-        if os.path.exists(journal):
-            os.unlink(journal)
+        for p in (journal, journal + ".record"):  # the ring and fh record's status file beside it
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 @pytest.mark.dpdk
