@@ -389,6 +389,38 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
                     const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
                     uint64_t *ntrade);
+
+/* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
+typedef struct fh_glimpse_cfg {
+    uint32_t ip;
+    uint16_t port;
+    char user[7];
+    char password[11];
+    uint32_t connect_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t total_timeout_ms;
+    uint32_t heartbeat_ms;
+    uint32_t retries;
+    uint32_t retry_delay_ms;
+} fh_glimpse_cfg_t;
+typedef struct fh_glimpse {
+    int state;
+    char session[10];
+    uint64_t end_seq;
+    uint64_t counters[...];
+    ...;
+} fh_glimpse_t;
+#define FH_G_COUNT ...
+#define FH_GLIMPSE_DONE ...
+#define FH_GLIMPSE_FAILED ...
+#define FH_GLIMPSE_IDLE ...
+fh_glimpse_t *fh_glimpse_create(const fh_glimpse_cfg_t *cfg, fh_engine_t *e);
+void fh_glimpse_destroy(fh_glimpse_t *g);
+int fh_glimpse_start(fh_glimpse_t *g, const char *session);
+int fh_glimpse_poll(fh_glimpse_t *g);
+const char *fh_glimpse_error(const fh_glimpse_t *g);
+const char *fh_glimpse_counter_name(int c);
+int fh_glimpse_parse_addr(fh_glimpse_cfg_t *cfg, const char *s);
 """
 
 SOURCE = """
@@ -402,6 +434,7 @@ SOURCE = """
 #include "fh/shm_reader.h"
 #include "fh/hist.h"
 #include "fh/gwfmt.h"
+#include "fh/glimpse.h"
 """
 
 

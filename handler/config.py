@@ -53,6 +53,21 @@ class Retransmission:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """feed.snapshot: the exchange's snapshot service (SoupBinTCP, GLIMPSE-style; docs/recovery.md)."""
+    server: tuple[str, int]
+    user: str
+    password_file: str | None  # the password: this file's first line, or
+    password_env: str = "FH_SNAPSHOT_PASSWORD"  # this environment variable (when no file is given)
+    connect_timeout_ms: int = 2000
+    idle_timeout_ms: int = 15000  # the server silent this long (it heartbeats every second): the try fails
+    total_timeout_ms: int = 600000
+    retries: int = 2
+    retry_delay_ms: int = 1000
+    at_start: bool = True  # fh run with no recorded state for today starts from a fetched snapshot
+
+
+@dataclass(frozen=True)
 class Replication:
     """[replication]: fh run starts fh-replicate from it (handler/replication_run.py)."""
     role: str = "off"  # off, primary, standby
@@ -108,11 +123,13 @@ class Config:
     journal_mb: int = 0  # [journal] ring_mb: the applied-message journal /dev/shm/fh-NAME.journal; 0: none
     journal_dir: str | None = None  # [journal] dir: fh record's directory, where fh run restarts from
     journal_record: dict | None = None  # [journal] record = true: fh run starts fh record (snapshot_every, ...)
+    snapshot: Snapshot | None = None  # [feed.snapshot]
 
 
 _SCHEMA = {
     "instance": {"name"},
-    "feed": {"protocol", "lines", "retransmission", "on_unrecoverable", "line_stale_ms", "line_down_ms", "integrity"},
+    "feed": {"protocol", "lines", "retransmission", "on_unrecoverable", "line_stale_ms", "line_down_ms", "integrity",
+             "snapshot"},
     "nic": {"pci", "vdev"},
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
@@ -266,6 +283,7 @@ def load(path: str | os.PathLike) -> Config:
     if unrec not in ("resume", "snapshot"):
         raise _err(p, "feed.on_unrecoverable", unrec, "must be \"resume\" (mark the gap and go on from the next "
                    "message) or \"snapshot\" (resynchronise the books from a snapshot)")
+    snapshot = _snapshot(p, feed.get("snapshot"))
     stale = _int(p, "feed.line_stale_ms", feed.get("line_stale_ms", DEFAULT_LINE_STALE_MS), 1, 3_600_000)
     down = _int(p, "feed.line_down_ms", feed.get("line_down_ms", DEFAULT_LINE_DOWN_MS), 1, 3_600_000)
     if down <= stale:
@@ -330,7 +348,7 @@ def load(path: str | os.PathLike) -> Config:
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
         gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
-        journal_mb=journal_mb, journal_dir=journal_dir, journal_record=journal_record,
+        journal_mb=journal_mb, journal_dir=journal_dir, journal_record=journal_record, snapshot=snapshot,
     )
 
 
@@ -457,6 +475,63 @@ def _retransmission(path, rt, lines: list[Line], device) -> Retransmission | Non
         max_messages=_int(path, f"{k}.max_messages", rt.get("max_messages", 1000), 1, 65534),
         max_outstanding=_int(path, f"{k}.max_outstanding", rt.get("max_outstanding", 4), 1, 16),
         hold_messages=hold)
+
+
+_SNAPSHOT_KEYS = {"server", "user", "password_file", "password_env", "connect_timeout_ms", "idle_timeout_ms",
+                  "total_timeout_ms", "retries", "retry_delay_ms", "at_start"}
+
+
+def _snapshot(path, t) -> Snapshot | None:
+    if t is None:
+        return None
+    k = "feed.snapshot"
+    t = _unknown(path, k, t, _SNAPSHOT_KEYS)
+    server = _host_port(path, f"{k}.server", t.get("server"), "10.20.0.5:26500", "bind")
+    if server[0] == "0.0.0.0":
+        raise _err(path, f"{k}.server", t["server"], "must be the snapshot server's IPV4:PORT, e.g. \"10.20.0.5:26500\"")
+    user = t.get("user")
+    if not isinstance(user, str) or not 1 <= len(user) <= 6 or not user.isascii():
+        raise _err(path, f"{k}.user", user, "must be the SoupBinTCP username, 1 to 6 ASCII characters")
+    pf, env = t.get("password_file"), t.get("password_env")
+    if pf is not None and env is not None:
+        raise _err(path, f"{k}.password_env", env, "give the password one way: password_file or password_env")
+    if pf is not None and (not isinstance(pf, str) or not os.path.isfile(pf)):
+        raise _err(path, f"{k}.password_file", pf, "no such file: a file holding the password (mode 0600)")
+    if env is not None and (not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env)):
+        raise _err(path, f"{k}.password_env", env, "must be an environment variable's name, e.g. \"FH_SNAPSHOT_PASSWORD\"")
+    at_start = t.get("at_start", True)
+    if not isinstance(at_start, bool):
+        raise _err(path, f"{k}.at_start", at_start, "must be true (fh run starts from a snapshot when it has no "
+                   "recorded state for today) or false")
+    return Snapshot(
+        server=server, user=user, password_file=pf, password_env=env or "FH_SNAPSHOT_PASSWORD",
+        connect_timeout_ms=_int(path, f"{k}.connect_timeout_ms", t.get("connect_timeout_ms", 2000), 1, 600_000),
+        idle_timeout_ms=_int(path, f"{k}.idle_timeout_ms", t.get("idle_timeout_ms", 15000), 10, 600_000),
+        total_timeout_ms=_int(path, f"{k}.total_timeout_ms", t.get("total_timeout_ms", 600000), 100, 86_400_000),
+        retries=_int(path, f"{k}.retries", t.get("retries", 2), 0, 100),
+        retry_delay_ms=_int(path, f"{k}.retry_delay_ms", t.get("retry_delay_ms", 1000), 1, 600_000),
+        at_start=at_start)
+
+
+def snapshot_password(cfg: Config) -> str:
+    """[feed.snapshot]'s password, read now (not at load: fh status needs no secret). ConfigError, one line."""
+    s = cfg.snapshot
+    if s.password_file:
+        try:
+            pw = open(s.password_file).readline().strip()
+        except OSError as e:
+            raise ConfigError(f"{cfg.path}: feed.snapshot.password_file = {s.password_file!r}: {e.strerror}; make "
+                              "it readable by fh run") from None
+        where = f"the file {s.password_file}"
+    else:
+        pw, where = os.environ.get(s.password_env, ""), f"the environment variable {s.password_env}"
+    if not pw:
+        raise ConfigError(f"{cfg.path}: feed.snapshot: no password in {where}; put the snapshot service's password "
+                          "there")
+    if len(pw) > 10:
+        raise ConfigError(f"{cfg.path}: feed.snapshot: the password in {where} is longer than SoupBinTCP's 10 "
+                          "characters")
+    return pw
 
 
 # [feed.integrity]: (key, data plane option, bounds, what it does), defaults in fh_mold_cfg_defaults
@@ -615,6 +690,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
               "--request-timeout-ms", str(r.timeout_ms), "--request-retries", str(r.retries),
               "--request-max", str(r.max_messages), "--max-outstanding", str(r.max_outstanding),
               "--hold", str(r.hold_messages)]
+    if cfg.snapshot and cfg.on_unrecoverable == "snapshot":  # the snapshot service (docs/recovery.md)
+        a += __import__("handler.glimpse", fromlist=["dataplane_args"]).dataplane_args(cfg)
     if cfg.publish:
         a += ["--publish", cfg.publish]
     if cfg.journal_mb:

@@ -78,6 +78,10 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
             restart = {"snapshot": snap["path"] if snap else None, "journal_messages": info["journal_messages"],
                        "session": info["restart"]["session"].strip(), "next_seq": info["restart"]["next_seq"],
                        "prepare_s": round((time.time_ns() - t_start) / 1e9, 3), "started_ns": t_start}
+    if cfg.snapshot and "--restore" not in cmd:  # nothing recorded of today: the exchange's snapshot service
+        from .glimpse import restart_from_service
+
+        cmd += restart_from_service(cfg)
     try:
         pf = supervise.Pidfile(cfg.name, {
             "config": os.path.abspath(cfg.path), "segment": cfg.segment,

@@ -20,10 +20,10 @@ cd "$(dirname "$0")/.."
 secs=${1:-15}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(net mold feed book shm journal snapshot)
+((${#targets[@]})) || targets=(net mold feed book shm journal snapshot soupbin)
 [[ $secs =~ ^[0-9]+$ && $secs -gt 0 ]] || { echo "fuzz.sh: SECONDS must be a positive integer, not '$secs'" >&2; exit 2; }
 for t in "${targets[@]}"; do
-    [[ -f native/fuzz/fuzz_$t.c ]] || { echo "fuzz.sh: no target '$t' (there are: net mold feed book shm journal snapshot)" >&2; exit 2; }
+    [[ -f native/fuzz/fuzz_$t.c ]] || { echo "fuzz.sh: no target '$t' (there are: net mold feed book shm journal snapshot soupbin)" >&2; exit 2; }
 done
 
 CC_FUZZ=${CC_FUZZ:-clang-14}

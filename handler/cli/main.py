@@ -1208,6 +1208,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.record", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.replicate", fromlist=["register"]).register(sub, _positive, _nonneg)
+    __import__("handler.glimpse", fromlist=["register"]).register(sub, _positive, _nonneg)  # fh snapshot-server, fh snapshot-fetch
 
     be = sub.add_parser("bench", help="benchmarks", epilog=examples("fh bench engine --messages 2000000"))
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")

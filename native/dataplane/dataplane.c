@@ -103,9 +103,9 @@ int dp_open_feed(dp_t *dp)
             return -1;
         }
     }
-    if (o->unrecoverable == FH_MOLD_SNAPSHOT)
-        fprintf(stderr, "fh-dataplane: warning: --unrecoverable snapshot: this build has no snapshot source yet "
-                        "(fh/mold.h defines the interface); gaps that cannot be filled leave the books stale\n");
+    if (o->unrecoverable == FH_MOLD_SNAPSHOT && !o->snapshot_source)
+        fprintf(stderr, "fh-dataplane: warning: --unrecoverable snapshot without --snapshot-source: gaps that cannot "
+                        "be filled leave the books stale\n");
     if (fh_mold_feed_init(&dp->feed, &mc)) {
         fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
         return -1;
@@ -147,6 +147,13 @@ int dp_open_feed(dp_t *dp)
     }
     if (o->standby && !(dp->sb = fh_standby_open(o->standby, o->standby_hold, dp->e, dp->jtee, hz)))
         return -1; /* it said why */
+    if (o->snapshot_source) { /* after the journal's tee: a snapshot reaches the engine through it */
+        if (!(dp->glimpse = malloc(sizeof *dp->glimpse)) || fh_glimpse_init(dp->glimpse, &o->snapshot_cfg, NULL)) {
+            fprintf(stderr, "fh-dataplane: --snapshot-source: %s\n", dp->glimpse ? fh_errmsg() : "out of memory");
+            return -1;
+        }
+        fh_glimpse_attach(dp->glimpse, &dp->feed);
+    }
     return 0;
 }
 
@@ -158,6 +165,11 @@ void dp_fini(dp_t *dp)
     if (dp->sb) {
         fh_standby_close(dp->sb);
         dp->sb = NULL;
+    }
+    if (dp->glimpse) {
+        fh_glimpse_close(dp->glimpse);
+        free(dp->glimpse);
+        dp->glimpse = NULL;
     }
     if (dp->jtee) {
         fh_journal_close(dp->jtee->j, !dp->ok);

@@ -22,6 +22,7 @@
 #include <rte_mempool.h>
 
 #include "fh/book.h"
+#include "fh/glimpse.h"
 #include "fh/journal_mold.h"
 #include "fh/mold.h"
 #include "fh/net.h"
@@ -69,6 +70,8 @@ typedef struct opts {
     const char *restore; /* a snapshot (fh_engine_snapshot_save) to start from; NULL: empty books */
     const char *standby; /* the standby's journal to follow until promoted (standby.h); NULL: a primary */
     uint32_t standby_hold; /* datagrams held back while standby */
+    const char *snapshot_source;   /* --snapshot-source SPEC (fh/glimpse.h): the snapshot service; NULL: none */
+    fh_glimpse_cfg_t snapshot_cfg; /* ... parsed (its password read) with the other options */
 } opts_t;
 
 typedef struct loop_stats {
@@ -110,6 +113,8 @@ typedef struct dp {
     bool feed_ok;                                       /* fh_mold_feed_init succeeded */
     fh_journal_tee_t *jtee;                             /* --journal: the tee in front of the engine; NULL: none */
     fh_standby_t *sb;                                   /* --standby: the journal followed until promoted */
+    fh_glimpse_t *glimpse;                              /* --snapshot-source: the feed's snapshot source, polled in
+                                                         * the loop only while the feed waits for it; NULL: none */
     bool ok;                                            /* the run ended normally: keep the journal (and the
                                                          * segment with --keep-segment) */
     /* The loop's state and counters. */

@@ -194,6 +194,8 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
             if (FH_UNLIKELY(fh_mold_feed_busy(feed))) {
                 uint64_t before = feed->counters[FH_M_applied];
                 fh_engine_batch_begin_at(e, t0, t0);
+                if (FH_UNLIKELY(feed->snap_pending))
+                    fh_glimpse_poll(dp->glimpse);
                 int nr = feed_poll(jtee, feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     dp_retrans_send(&dp->rt, rq, nr);
@@ -250,6 +252,8 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         }
         if (FH_UNLIKELY(fh_mold_feed_busy(feed))) {
             uint64_t before = feed->counters[FH_M_applied];
+            if (FH_UNLIKELY(feed->snap_pending))
+                fh_glimpse_poll(dp->glimpse);
             int nr = feed_poll(jtee, feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 dp_retrans_send(&dp->rt, rq, nr);

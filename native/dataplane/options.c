@@ -38,7 +38,9 @@ void dp_usage(const char *prog)
             "       [--journal PATH [--journal-mb N]] (every applied message, in order, to a shared-memory ring)\n"
             "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n"
             "       [--standby JOURNAL [--standby-hold N]] (a standby: apply that journal, hold the lines back; take\n"
-            "       them at its promotion mark or SIGUSR1)\n",
+            "       them at its promotion mark or SIGUSR1)\n"
+            "       [--snapshot-source A.B.C.D:PORT,user=U[,password-file=F][,idle-ms=N][,retries=N]...] (SoupBinTCP, "
+            "for --unrecoverable snapshot)\n",
             prog);
 }
 
@@ -87,6 +89,7 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         { "line-source", required_argument, 0, 270 },   { "max-ahead", required_argument, 0, 271 },
         { "confirm", required_argument, 0, 272 },       { "recover-max", required_argument, 0, 273 },
         { "journal", required_argument, 0, 274 }, { "journal-mb", required_argument, 0, 275 },
+        { "snapshot-source", required_argument, 0, 279 },
         { "restore", required_argument, 0, 276 },
         { "standby", required_argument, 0, 277 }, { "standby-hold", required_argument, 0, 278 },
         { 0, 0, 0, 0 },
@@ -211,6 +214,13 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         case 276: o->restore = optarg; break;
         case 277: o->standby = optarg; break;
         case 278: if (parse_u32(optarg, &o->standby_hold, "--standby-hold")) return -1; break;
+        case 279:
+            o->snapshot_source = optarg;
+            if (fh_glimpse_parse_spec(&o->snapshot_cfg, optarg)) {
+                fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
+                return -1;
+            }
+            break;
         case 270: { /* the source of the --line before it (source-specific multicast) */
             struct in_addr a;
             if (inet_pton(AF_INET, optarg, &a) != 1 || !o->net.nlines) {

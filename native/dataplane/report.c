@@ -145,6 +145,11 @@ void dp_report(dp_t *dp)
            ", \"tx_failed\": %" PRIu64 ", \"no_mbuf\": %" PRIu64 "}",
            arp->frames, arp->requests_for_us, arp->replies_sent, arp->tx_failed, rt->on ? "true" : "false", rt->sent,
            rt->tx_failed, rt->no_mbuf);
+    if (dp->glimpse) {
+        printf(", \"snapshot_source\": {");
+        fh_glimpse_json(dp->glimpse, stdout);
+        printf("}");
+    }
     char session[11];
     memcpy(session, feed->session, 10);
     session[10] = 0;

@@ -33,6 +33,7 @@ static void tee_apply_blocks(void *ctx, const char *session, uint64_t first_seq,
 {
     fh_journal_tee_t *t = ctx;
     same_session(t, session);
+    t->in_snapshot &= !first_seq;
     fh_journal_append_msgs(t->j, session, first_seq, (uint16_t)count, p, len);
     if (first_seq)
         advanced(t, first_seq + count);
@@ -43,6 +44,14 @@ static void tee_apply(void *ctx, const char *session, uint64_t seq, const uint8_
 {
     fh_journal_tee_t *t = ctx;
     same_session(t, session);
+    if (FH_UNLIKELY(t->in_snapshot)) {
+        if (!seq) { /* a snapshot's message: passed on only (its end journals what it stands for as lost) */
+            t->snapshot_messages++;
+            t->next.apply(t->next.ctx, session, seq, m, len);
+            return;
+        }
+        t->in_snapshot = 0; /* sequenced messages again: no snapshot under way (it failed) */
+    }
     if (len <= 65535) {
         fh_put_be16(t->one, (uint16_t)len);
         memcpy(t->one + 2, m, len);
@@ -70,6 +79,7 @@ static void tee_lost(void *ctx, const char *session, uint64_t from, uint64_t to)
 static void tee_snapshot_begin(void *ctx, const char *session)
 {
     fh_journal_tee_t *t = ctx;
+    t->in_snapshot = 1;
     t->next.snapshot_begin(t->next.ctx, session);
 }
 
@@ -77,6 +87,12 @@ static void tee_snapshot_end(void *ctx, const char *session, uint64_t seq)
 {
     fh_journal_tee_t *t = ctx;
     same_session(t, session);
+    t->in_snapshot = 0;
+    uint64_t from = t->next_seq ? t->next_seq : 1;
+    if (seq + 1 > from) { /* what the snapshot stands for is not in the journal: a hole for the followers */
+        fh_journal_append_mark(t->j, FH_JR_LOST, session, from, seq + 1 - from);
+        t->lost += seq + 1 - from;
+    }
     advanced(t, seq + 1);
     t->next.snapshot_end(t->next.ctx, session, seq);
 }

@@ -826,3 +826,26 @@ void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq)
     close_if_filled(f);
     set_state(f);
 }
+
+void fh_mold_snapshot_failed(fh_mold_feed_t *f)
+{
+    if (!f->snap_pending)
+        return;
+    f->snap_pending = 0;
+    /* The hole was counted unrecoverable and the books marked stale when the snapshot was asked for: skip it
+     * now (lost) and apply what is held after it; later holes go their usual way. */
+    uint64_t to = f->known_hi;
+    if (f->held_now) {
+        uint64_t lim = f->next_seq + f->hold_mask + 1 < f->known_hi ? f->next_seq + f->hold_mask + 1 : f->known_hi;
+        to = f->next_seq + 1;
+        while (to < lim && !present(f, to))
+            to++;
+    }
+    if (to > f->next_seq) {
+        f->counters[FH_M_lost] += to - f->next_seq;
+        f->next_seq = to;
+    }
+    drain(f);
+    close_if_filled(f);
+    set_state(f);
+}

@@ -854,6 +854,39 @@ static void test_snapshot(void)
     CHECK_EQ(C(FH_M_lost), 0);
 }
 
+/* The source cannot deliver (fh_mold_snapshot_failed): the gap is given up as under resume (lost, the books
+ * stale) and the held messages after it applied; the feed goes on. */
+static void test_snapshot_failed(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.can_request = false;
+    c.policy = FH_MOLD_SNAPSHOT;
+    fresh(&c, 100);
+    fh_snapshot_source_t src = { snap_request, NULL };
+    fh_mold_feed_set_snapshot_source(&f, &src);
+    snap_asked = 0;
+    fh_mold_request_t rq[8];
+    for (uint64_t s = 1; s <= 100; s += 10)
+        if (s != 41)
+            send_(0, s, 10, 0);
+    fh_mold_feed_poll(&f, 3000, rq, 8);
+    CHECK_EQ(snap_asked, 1);
+    CHECK_EQ(f.next_seq, 41);
+    CHECK_EQ(C(FH_M_applied), 40);
+    fh_mold_snapshot_failed(&f);
+    CHECK_EQ(f.next_seq, 101);
+    CHECK_EQ(C(FH_M_lost), 10);
+    CHECK_EQ(C(FH_M_unrecoverable), 1);
+    CHECK_EQ(C(FH_M_applied), 90);
+    CHECK_EQ(C(FH_M_snapshots), 0);
+    CHECK_EQ(status(1), FH_BOOK_STALE);
+    CHECK(!fh_mold_feed_busy(&f));
+    fh_mold_snapshot_failed(&f); /* nothing pending: nothing happens */
+    CHECK_EQ(C(FH_M_lost), 10);
+    fh_mold_feed_poll(&f, 6000, rq, 8);
+    CHECK_EQ(snap_asked, 1); /* not asked again for the same gap */
+}
+
 static void test_bad_cfg(void)
 {
     fh_mold_feed_free(&f);
@@ -952,6 +985,7 @@ int main(void)
     test_line_states();
     test_snapshot();
     test_resume_caught_up();
+    test_snapshot_failed();
     test_bad_cfg();
     fh_mold_feed_free(&f);
     fh_engine_destroy(e);

@@ -9,8 +9,12 @@
  * Marks: after each fh_mold_feed_apply the caller hands the datagram to fh_journal_tee, which journals a
  * heartbeat of the session being journaled when it names the next sequence to journal (so a follower knows
  * the journal is complete up to it), and an end of session once every message before it is journaled
- * (FH_JR_END; pending until then). Unsequenced messages (sequence 0, and a snapshot's messages) are journaled
- * with sequence 0; a snapshot's begin and end are not journaled (no snapshot source exists yet).
+ * (FH_JR_END; pending until then). Unsequenced messages (sequence 0) are journaled with sequence 0.
+ *
+ * A snapshot (fh/glimpse.h) is not journaled: its messages are passed on only, and at its end the sequences it
+ * stands for that were not journaled (from the next to journal up to the snapshot's) are journaled FH_JR_LOST:
+ * a follower (the recorder's shadow engine, a standby) cannot rebuild the snapshot's books from the journal,
+ * so it marks its books stale there rather than apply the snapshot's adds on top of its own state.
  *
  * Cost on the hot path: one indirect call and fh_journal_append_msgs (a reservation, a 48-byte header and a
  * copy of the datagram's blocks) per datagram. */
@@ -31,6 +35,8 @@ typedef struct fh_journal_tee {
     int have_session;
     uint64_t end_seq;                    /* an end of session named while messages before it were missing: */
     int end_pending;                     /* journaled once they are (applied or lost), so that marks stay in order */
+    int in_snapshot;                     /* between a snapshot's begin and its end (or the next sequenced message) */
+    uint64_t snapshot_messages;          /* a snapshot's messages passed on without being journaled */
     uint8_t one[2 + 65535];              /* one message as a block (apply) */
 } fh_journal_tee_t;
 

@@ -285,6 +285,9 @@ size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r);
 void fh_mold_snapshot_begin(fh_mold_feed_t *f);
 void fh_mold_snapshot_apply(fh_mold_feed_t *f, const uint8_t *msg, size_t len);
 void fh_mold_snapshot_end(fh_mold_feed_t *f, uint64_t seq);
+/* The source could not deliver (every retry failed): the gap it was to fill is given up as under
+ * FH_MOLD_RESUME (skipped and counted lost, the books stay stale) and the held messages after it applied. */
+void fh_mold_snapshot_failed(fh_mold_feed_t *f);
 
 const char *fh_mold_counter_name(int c);
 const char *fh_line_state_name(int s);
