@@ -227,12 +227,10 @@ static __attribute__((cold)) void mark_stale(fh_mold_feed_t *f, uint64_t from, u
     set_state(f);
 }
 
-/* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
- * apply what follows in order. may_wait: under FH_MOLD_SNAPSHOT, ask for a snapshot and wait for it
- * instead of skipping (next_seq then stays). Returns the messages applied from the hold. The scan for the
- * next message present is bounded by the hold-back buffer's size: every held message lies within
- * hold_mask of next_seq, so with nothing held the hole runs to known_hi, however far that is. */
-static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
+/* The end of the hole at next_seq: the next message present, or known_hi. The scan is bounded by the hold-back
+ * buffer's size: every held message lies within hold_mask of next_seq, so with nothing held the hole runs to
+ * known_hi, however far that is. */
+static uint64_t hole_end(const fh_mold_feed_t *f)
 {
     uint64_t to = f->known_hi;
     if (f->held_now) {
@@ -241,6 +239,24 @@ static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
         while (to < lim && !present(f, to))
             to++;
     }
+    return to;
+}
+
+/* Skip the hole [next_seq, to): counted lost (and, for the part of a late join's gap from 1, join_lost). */
+static void skip_hole(fh_mold_feed_t *f, uint64_t to)
+{
+    f->counters[FH_M_lost] += to - f->next_seq;
+    if (f->next_seq < f->counters[FH_M_joined_at]) /* the part of a late join's gap from 1 that never came */
+        f->counters[FH_M_join_lost] += (to < f->counters[FH_M_joined_at] ? to : f->counters[FH_M_joined_at]) - f->next_seq;
+    f->next_seq = to;
+}
+
+/* Give up the hole at next_seq: skip to the next message present (or to known_hi), mark the books stale,
+ * apply what follows in order. may_wait: under FH_MOLD_SNAPSHOT, ask for a snapshot and wait for it
+ * instead of skipping (next_seq then stays). Returns the messages applied from the hold. */
+static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
+{
+    uint64_t to = hole_end(f);
     if (to <= f->next_seq)
         return 0;
     f->counters[FH_M_unrecoverable]++;
@@ -252,10 +268,7 @@ static __attribute__((cold)) unsigned lose_hole(fh_mold_feed_t *f, int may_wait)
         f->snap_pending = 1;
         return 0;
     }
-    f->counters[FH_M_lost] += to - f->next_seq;
-    if (f->next_seq < f->counters[FH_M_joined_at]) /* the part of a late join's gap from 1 that never came */
-        f->counters[FH_M_join_lost] += (to < f->counters[FH_M_joined_at] ? to : f->counters[FH_M_joined_at]) - f->next_seq;
-    f->next_seq = to;
+    skip_hole(f, to);
     unsigned n = drain(f);
     close_if_filled(f);
     return n;
@@ -834,17 +847,9 @@ void fh_mold_snapshot_failed(fh_mold_feed_t *f)
     f->snap_pending = 0;
     /* The hole was counted unrecoverable and the books marked stale when the snapshot was asked for: skip it
      * now (lost) and apply what is held after it; later holes go their usual way. */
-    uint64_t to = f->known_hi;
-    if (f->held_now) {
-        uint64_t lim = f->next_seq + f->hold_mask + 1 < f->known_hi ? f->next_seq + f->hold_mask + 1 : f->known_hi;
-        to = f->next_seq + 1;
-        while (to < lim && !present(f, to))
-            to++;
-    }
-    if (to > f->next_seq) {
-        f->counters[FH_M_lost] += to - f->next_seq;
-        f->next_seq = to;
-    }
+    uint64_t to = hole_end(f);
+    if (to > f->next_seq)
+        skip_hole(f, to);
     drain(f);
     close_if_filled(f);
     set_state(f);
