@@ -236,8 +236,11 @@ def replay_rate(stats: dict) -> dict:
             "mbps": per(nbytes, 8 / 1e6, 3), "pps": per(packets), "msgs_per_s": per(msgs)}
 
 
-def summary_lines(stats: dict) -> list[str]:
-    """A data plane's final statistics for a person: counts with separators, latency and times in their units."""
+def summary_lines(stats: dict, line_names: list[str] | None = None) -> list[str]:
+    """A data plane's final statistics for a person: counts with separators, latency and times in their units,
+    lines by name (line_names: the configuration's feed lines, in order; else A, B, ...). "messages applied" is
+    the data plane's count, the engine's: held-then-applied messages included (said when there were any)."""
+    from .metrics import line_names as names_of
     from .ui import fmt_bps, fmt_bytes, fmt_int, fmt_ns, fmt_rate, fmt_seconds
 
     n = fmt_int
@@ -248,6 +251,7 @@ def summary_lines(stats: dict) -> list[str]:
     out = [
         f"packets {n(stats['packets'])} ({n(stats['nic']['ipackets'])} at the NIC, {n(stats['nic']['imissed'])} "
         f"missed), messages applied {n(stats['messages_applied'])}"
+        + (f" ({n(mold['held'])} of them held back until a gap was filled or given up)" if mold.get("held") else "")
         + (f" in {fmt_seconds(wall)}" if wall is not None else "")
         + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
         f"drops: {', '.join(f'{k} {n(v)}' for k, v in drops.items()) or 'none'}",
@@ -270,8 +274,9 @@ def summary_lines(stats: dict) -> list[str]:
     if feed:
         out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
                                                if feed["state"] == "stale" else "")
-                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
-                                             for i, l in enumerate(stats.get("lines", []))))
+                   + "; lines: " + ", ".join(f"{name} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
+                                             for name, l in zip(names_of(stats.get("lines", []), line_names),
+                                                                stats.get("lines", []))))
     s = stats.get("sender")
     if s:
         from .net.sender import late_text

@@ -66,6 +66,7 @@ def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
     from ..segments import instance_name
+    from ..ui import fmt_seconds
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     try:
@@ -83,7 +84,7 @@ def cmd_replay(a) -> int:
             def plan(frames: int, secs: float) -> None:
                 if not a.quiet:
                     print(f"fh replay: {frames:,} frames at {pace} over a veth pair to net_af_packet: about "
-                          f"{secs:.1f} s", file=sys.stderr)
+                          f"{fmt_seconds(secs)}", file=sys.stderr)
 
             stats, books = replay.replay_live(pcap, pace, loop=a.loop, name=name, depth=a.depth, want_books=want,
                                               progress=bar, realtime=a.realtime, plan=plan,
