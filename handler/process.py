@@ -236,11 +236,25 @@ def replay_rate(stats: dict) -> dict:
             "mbps": per(nbytes, 8 / 1e6, 3), "pps": per(packets), "msgs_per_s": per(msgs)}
 
 
-def summary_lines(stats: dict, line_names: list[str] | None = None) -> list[str]:
+def line_names(lines: list[dict], configured: list[str] | None = None) -> list[str]:
+    """The name of each line of the data plane's section: fh.toml's names when given (feed lines in order),
+    else A, B, C, ...; the retransmission server's replies are `retransmission`."""
+    out, k = [], 0
+    for l in lines:
+        if l.get("kind") == "retransmission":
+            out.append("retransmission")
+            continue
+        out.append(configured[k] if configured and k < len(configured) else
+                   (chr(ord("A") + k) if k < 26 else f"line{k}"))
+        k += 1
+    return out
+
+
+
+def summary_lines(stats: dict, names: list[str] | None = None) -> list[str]:
     """A data plane's final statistics for a person: counts with separators, latency and times in their units,
-    lines by name (line_names: the configuration's feed lines, in order; else A, B, ...). "messages applied" is
+    lines by name (names: the configuration's feed lines, in order; else A, B, ...). "messages applied" is
     the data plane's count, the engine's: held-then-applied messages included (said when there were any)."""
-    from .metrics import line_names as names_of
     from .ui import fmt_bps, fmt_bytes, fmt_int, fmt_ns, fmt_rate, fmt_seconds
 
     n = fmt_int
@@ -275,7 +289,7 @@ def summary_lines(stats: dict, line_names: list[str] | None = None) -> list[str]
         out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
                                                if feed["state"] == "stale" else "")
                    + "; lines: " + ", ".join(f"{name} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
-                                             for name, l in zip(names_of(stats.get("lines", []), line_names),
+                                             for name, l in zip(line_names(stats.get("lines", []), names),
                                                                 stats.get("lines", []))))
     s = stats.get("sender")
     if s:
