@@ -287,3 +287,17 @@ def test_events_json_lines(tmp_path):
     assert len(docs) == len(text) == 5  # compact JSON Lines, as ui.print_json(lines=True) writes them
     assert p.stdout.splitlines() == [json.dumps(d, separators=(",", ":")) for d in docs]
     assert [d["seq"] for d in docs] == [int(t.split()[0]) for t in text]
+
+
+def test_query_json_is_its_json_format(tmp_path):
+    root = tmp_path / "history"
+    built = json.loads(fh("history", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--date", "2026-03-02",
+                          "--out", root, "--json").stdout)
+    assert built["rows"]["trades"] > 0
+    as_format = fh("query", "vwap", "--root", root, "--format", "json").stdout
+    assert fh("query", "vwap", "--root", root, "--json").stdout == as_format
+    rows = [json.loads(l) for l in as_format.splitlines()]
+    assert sum(r["trades"] for r in rows) == built["rows"]["trades"]
+    for args in (("--json", "SELECT count(*) AS n FROM trades", "--root", root),
+                 ("SELECT count(*) AS n FROM trades", "--root", root, "--json")):
+        assert json.loads(fh("query", *args).stdout) == {"n": built["rows"]["trades"]}
