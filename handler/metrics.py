@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .process import line_names  # one naming of a data plane's lines, for metrics, fh stats/status and summaries
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_LISTEN = "127.0.0.1:9377"
 WRITER_STATES = ("running", "stopped", "dead", "absent")
@@ -108,20 +110,6 @@ def _latency_le_buckets() -> list[int]:
 
     out = [15, 31, 63] + [i for i in range(64, LAT_BUCKETS - 1) if (i - 64) % 16 == 15]
     return [i for i in out if lat_upper_ns(i) <= LATENCY_MAX_LE_NS]
-
-
-def line_names(lines: list[dict], configured: list[str] | None = None) -> list[str]:
-    """The name of each line of the data plane's section: fh.toml's names when given (feed lines in order),
-    else A, B, C, ...; the retransmission server's replies are `retransmission`."""
-    out, k = [], 0
-    for l in lines:
-        if l.get("kind") == "retransmission":
-            out.append("retransmission")
-            continue
-        out.append(configured[k] if configured and k < len(configured) else
-                   (chr(ord("A") + k) if k < 26 else f"line{k}"))
-        k += 1
-    return out
 
 
 def latency_histogram(buckets) -> tuple[list[tuple[float, int]], float, int]:

@@ -236,8 +236,25 @@ def replay_rate(stats: dict) -> dict:
             "mbps": per(nbytes, 8 / 1e6, 3), "pps": per(packets), "msgs_per_s": per(msgs)}
 
 
-def summary_lines(stats: dict) -> list[str]:
-    """A data plane's final statistics for a person: counts with separators, latency and times in their units."""
+def line_names(lines: list[dict], configured: list[str] | None = None) -> list[str]:
+    """The name of each line of the data plane's section: fh.toml's names when given (feed lines in order),
+    else A, B, C, ...; the retransmission server's replies are `retransmission`."""
+    out, k = [], 0
+    for l in lines:
+        if l.get("kind") == "retransmission":
+            out.append("retransmission")
+            continue
+        out.append(configured[k] if configured and k < len(configured) else
+                   (chr(ord("A") + k) if k < 26 else f"line{k}"))
+        k += 1
+    return out
+
+
+
+def summary_lines(stats: dict, names: list[str] | None = None) -> list[str]:
+    """A data plane's final statistics for a person: counts with separators, latency and times in their units,
+    lines by name (names: the configuration's feed lines, in order; else A, B, ...). "messages applied" is
+    the data plane's count, the engine's: held-then-applied messages included (said when there were any)."""
     from .ui import fmt_bps, fmt_bytes, fmt_int, fmt_ns, fmt_rate, fmt_seconds
 
     n = fmt_int
@@ -248,6 +265,7 @@ def summary_lines(stats: dict) -> list[str]:
     out = [
         f"packets {n(stats['packets'])} ({n(stats['nic']['ipackets'])} at the NIC, {n(stats['nic']['imissed'])} "
         f"missed), messages applied {n(stats['messages_applied'])}"
+        + (f" ({n(mold['held'])} of them held back until a gap was filled or given up)" if mold.get("held") else "")
         + (f" in {fmt_seconds(wall)}" if wall is not None else "")
         + (f" ({stats['loop']} loops)" if stats.get("loop", 1) > 1 else ""),
         f"drops: {', '.join(f'{k} {n(v)}' for k, v in drops.items()) or 'none'}",
@@ -270,8 +288,9 @@ def summary_lines(stats: dict) -> list[str]:
     if feed:
         out.append(f"feed: {feed['state']}" + (" (every book marked stale: a gap could not be filled)"
                                                if feed["state"] == "stale" else "")
-                   + "; lines: " + ", ".join(f"{i}:{l['kind'][0]} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
-                                             for i, l in enumerate(stats.get("lines", []))))
+                   + "; lines: " + ", ".join(f"{name} {l['state']} won {n(l['won'])} lost {n(l['lost'])}"
+                                             for name, l in zip(line_names(stats.get("lines", []), names),
+                                                                stats.get("lines", []))))
     s = stats.get("sender")
     if s:
         from .net.sender import late_text

@@ -5,7 +5,6 @@ data plane, and report why and how it stopped, on stderr and in RUN_DIR/NAME.exi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -149,10 +148,13 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
         print(f"fh run: {cfg.name}: cannot write the exit record next to {pf.path}: {e}", file=sys.stderr)
     print(f"fh run: {cfg.name}: {reason}", file=sys.stderr)
     if stats is not None:
+        stats["wall_s"] = round((now - rec["started_ns"]) / 1e9, 3)  # the whole run, set-up included
         if json_out:
-            print(json.dumps(stats))
+            from .ui import print_json
+
+            print_json(stats)
         else:
-            for line in process.summary_lines(stats):
+            for line in process.summary_lines(stats, [l.name for l in cfg.lines]):
                 print(line)
     return status
 
@@ -161,6 +163,7 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
     """Wait for the data plane; meanwhile run fh record ([journal] record = true) and watch a restart's
     recovery (handler/followers.py); after it, let the recorder finish."""
     from .followers import POLL_S, RecorderProc, RestartWatch
+    from .ui import fmt_seconds
 
     rec = RecorderProc(cfg.name, cfg.journal_dir, cfg.journal_record) if cfg.journal_record else None
     watch = RestartWatch(cfg.segment, restart, restart["started_ns"]) if restart else None
@@ -172,9 +175,9 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                 pf.update(restart=watch.state)
                 st = watch.state
                 if st["state"] == "recovered":
-                    print(f"fh run: {cfg.name}: restart complete: every book live {st['recovered_s']} s after "
-                          f"the start (snapshot + journal prepared in {st['prepare_s']} s, data plane up at "
-                          f"{st['up_s']} s)", file=sys.stderr, flush=True)
+                    print(f"fh run: {cfg.name}: restart complete: every book live {fmt_seconds(st['recovered_s'])} "
+                          f"after the start (snapshot + journal prepared in {fmt_seconds(st['prepare_s'])}, data "
+                          f"plane up at {fmt_seconds(st['up_s'])})", file=sys.stderr, flush=True)
                 elif st["state"] == "stale":
                     print(f"fh run: {cfg.name}: restart: a gap after the restored state was given up; the books "
                           "stay stale", file=sys.stderr, flush=True)

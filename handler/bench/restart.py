@@ -192,7 +192,9 @@ def register(sub, positive, nonneg) -> None:
     b.add_argument("--rotate-mb", type=positive, default=64, help="journal file size (fh record --rotate-mb)")
     b.add_argument("--points", type=positive, default=5, help="positions: 1/N, 2/N, ... of the day")
     b.add_argument("--repeats", type=positive, default=3)
-    b.add_argument("--json", action="store_true")
+    from ..ui import add_json_flag
+
+    add_json_flag(b, "fh bench restart")
     b.set_defaults(func=bench_restart)
 
 

@@ -66,6 +66,7 @@ def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
     from ..segments import instance_name
+    from ..ui import fmt_seconds
 
     pcap = _input(a.pcap, "pcap", "PCAP")
     try:
@@ -83,7 +84,7 @@ def cmd_replay(a) -> int:
             def plan(frames: int, secs: float) -> None:
                 if not a.quiet:
                     print(f"fh replay: {frames:,} frames at {pace} over a veth pair to net_af_packet: about "
-                          f"{secs:.1f} s", file=sys.stderr)
+                          f"{fmt_seconds(secs)}", file=sys.stderr)
 
             stats, books = replay.replay_live(pcap, pace, loop=a.loop, name=name, depth=a.depth, want_books=want,
                                               progress=bar, realtime=a.realtime, plan=plan,
@@ -161,17 +162,20 @@ def cmd_verify(a) -> int:
 def cmd_pcap_synth(a) -> int:
     from .. import native
     from ..net import pcapgen
+    from ..ui import progress
 
     if a.itch:
         data = _input(a.itch, "itch", "--itch").read_bytes()
-    else:
-        data = native.synth_bytes(a.messages, a.instruments, a.seed)
+    else:  # one C call (the GIL released): a bar without a total, moving while it runs
+        with progress(None, f"generating a day of {a.messages:,} messages"):
+            data = native.synth_bytes(a.messages, a.instruments, a.seed)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A, vlan=a.vlan)]
     if not a.a_only:
         lines.append(pcapgen.Line(*pcapgen.DEFAULT_B, vlan=a.vlan, delay_ns=3000))
     if a.faults:
         return _synth_with_faults(a, data, lines)
-    s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns)
+    s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns,
+                           progress=progress)
     print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s) "
           f"({', '.join(f'{l.group}:{l.port}' for l in lines)}), session {a.session}", file=sys.stderr)
     if a.json:
@@ -191,11 +195,12 @@ def _synth_json(a, s: dict, lines, injected: dict | None) -> dict:
 def _synth_with_faults(a, data: bytes, lines) -> int:
     from .. import faults
     from ..net import pcapgen
+    from ..ui import progress
 
     try:
         plan = faults.load_plan(a.faults)
         s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
-                                           burst_ns=a.burst_ns)
+                                           burst_ns=a.burst_ns, progress=progress)
     except faults.FaultPlanError as e:
         raise FhError(str(e)) from None
     print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s), "
@@ -367,7 +372,8 @@ def register(sub, positive, nonneg) -> None:
     s = ps.add_parser("synth", help="pack an ITCH day into MoldUDP64 datagrams on an A and a B line",
                       formatter_class=HelpFormatter,
                       description="Pack a day (generated, or --itch) into MoldUDP64 datagrams filled to the MTU, "
-                                  "on an A and a B line, capture times from the ITCH timestamps.",
+                                  "on an A and a B line, capture times from the ITCH timestamps. A progress bar "
+                                  "shows on a terminal.",
                       epilog=examples("fh pcap synth day.pcap --messages 100000 --instruments 40",
                                       "fh pcap synth day.pcap --itch 01302019.NASDAQ_ITCH50.gz --vlan 100",
                                       "fh pcap synth faulty.pcap --faults plan.toml"))

@@ -800,12 +800,15 @@ def cmd_events(a) -> int:
         for e in r.events(start, follow=a.follow and not dead):
             if isinstance(e, shm.Overrun):
                 if a.json:
-                    out.write(json.dumps(e.to_dict()) + "\n")
+                    print_json([e.to_dict()], out, lines=True)
                 else:
                     out.write(f"-- overrun: {e.lost} events lost; going on at {e.next} (resynchronise from the "
                               f"books)\n")
                 continue
-            out.write((json.dumps(e) if a.json else _event_text(e)) + "\n")
+            if a.json:  # JSON Lines, one compact document an event
+                print_json([e], out, lines=True)
+            else:
+                out.write(_event_text(e) + "\n")
             if a.follow:
                 out.flush()
             n += 1

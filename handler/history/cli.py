@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -68,7 +67,9 @@ def cmd_history(a) -> int:
         finally:
             src.close()
     if a.json:
-        print(json.dumps(res))
+        from ..ui import print_json
+
+        print_json(res)
     else:
         from ..ui import fmt_rate
 
@@ -94,7 +95,7 @@ def cmd_query(a) -> int:
     from . import query
 
     what = a.what
-    from ..ui import HelpFormatter, examples
+    from ..ui import HelpFormatter, add_json_flag, examples
 
     ex = {"trades": "fh query trades AAPL --from 09:30 --to 10:00", "quotes": "fh query quotes AAPL --limit 100",
           "bars": "fh query bars AAPL --interval 5m", "vwap": "fh query vwap --format csv",
@@ -104,7 +105,9 @@ def cmd_query(a) -> int:
                                 epilog=examples(ex.get(what, "fh query \"SELECT symbol, count(*) FROM trades GROUP BY "
                                                              "1 ORDER BY 2 DESC LIMIT 10\"")))
     p.add_argument("--root", default=a.root, help="the history tree ($FH_HISTORY or ./history)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default=a.format, help="how rows are printed")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="json" if a.json else a.format,
+                   help="how rows are printed (json: JSON Lines, one object a row)")
+    add_json_flag(p, "fh history, fh query")
     if what in QUERIES:
         if what in ("trades", "quotes", "bars"):
             p.add_argument("symbol", help="a symbol, e.g. AAPL")
@@ -120,6 +123,8 @@ def cmd_query(a) -> int:
         if what == "movers":
             p.add_argument("--top", type=int, default=10, help="this many instruments each way")
     b = p.parse_args(a.rest)
+    if b.json:
+        b.format = "json"
     root = Path(b.root)
     con = query.connect(root)
     if what in QUERIES:
@@ -168,7 +173,7 @@ def register(sub) -> None:
     q = sub.add_parser("query", help="SQL over the history through DuckDB, or: " + ", ".join(QUERIES),
                        formatter_class=HelpFormatter,
                        description="fh query \"SELECT ...\" | fh query {%s} ... (each with --help); --root DIR "
-                                   "and --format table|csv|json go after the query" % ",".join(QUERIES),
+                                   "and --format table|csv|json (--json: json) go after the query" % ",".join(QUERIES),
                        epilog=examples("fh query trades AAPL --from 09:30 --to 09:35",
                                        "fh query bars AAPL --interval 5m --format csv",
                                        "fh query \"SELECT count(*) FROM trades\" --root history"))
@@ -176,4 +181,5 @@ def register(sub) -> None:
     q.add_argument("rest", nargs=argparse.REMAINDER, help="the query's arguments")
     q.add_argument("--root", default=default_root(), help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table", help=argparse.SUPPRESS)
+    add_json_flag(q, "fh history, fh query")  # --format json, as every command with a table has
     q.set_defaults(func=cmd_query)

@@ -8,6 +8,7 @@ patches lengths and the IPv4 checksum itself so that millions of messages pack i
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import struct
 from collections import Counter
@@ -89,16 +90,36 @@ class Framer:
         return bytes(t) + payload
 
 
-def packetize(data: bytes, mtu: int = MTU, burst_ns: int | None = None) -> list[tuple[int, list[bytes]]]:
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _bar(progress, total: int | None, what: str):
+    """progress: None (nothing shown) or a factory as handler.ui.progress (total, what) -> context manager."""
+    return contextlib.nullcontext(_NoBar()) if progress is None else progress(total, what)
+
+
+def packetize(data: bytes, mtu: int = MTU, burst_ns: int | None = None,
+              progress=None) -> list[tuple[int, list[bytes]]]:
     """Group a day's messages into datagrams: consecutive messages up to the MTU, or (with burst_ns) only
     those within burst_ns of the datagram's first one. Returns (ITCH timestamp of the first message,
-    messages) per datagram."""
+    messages) per datagram. progress: as handler.ui.progress, a bar over the day's bytes."""
+    with _bar(progress, len(data), "packing the day into datagrams (bytes)") as bar:
+        return _packetize(data, mtu, burst_ns, bar)
+
+
+def _packetize(data: bytes, mtu: int, burst_ns: int | None, bar) -> list[tuple[int, list[bytes]]]:
     room = mtu - IP_UDP - MOLD_HDR
     out: list[tuple[int, list[bytes]]] = []
     cur: list[bytes] = []
     size = 0
     t0 = 0
-    for _, m in native.iter_blocks(data):
+    done = 0
+    for k, (off, m) in enumerate(native.iter_blocks(data), 1):
+        if k & 0xFFFF == 0:
+            bar.advance(off - done)
+            done = off
         m = bytes(m)
         ts = int.from_bytes(m[5:11], "big") if len(m) >= 11 else t0
         if cur and (size + 2 + len(m) > room or (burst_ns is not None and ts - t0 > burst_ns)):
@@ -110,6 +131,7 @@ def packetize(data: bytes, mtu: int = MTU, burst_ns: int | None = None) -> list[
         size += 2 + len(m)
     if cur:
         out.append((t0, cur))
+    bar.advance(len(data) - done)
     return out
 
 
@@ -119,10 +141,11 @@ def mold_datagram(session: bytes, seq: int, messages: list[bytes], count: int | 
 
 
 def synth_pcap(out: str | Path, data: bytes, lines: list[Line], session: str = DEFAULT_SESSION,
-               mtu: int = MTU, end_of_session: bool = True, burst_ns: int | None = None) -> dict:
-    """Write the day in `data` (daily file format) as MoldUDP64 on every line. Returns a summary."""
+               mtu: int = MTU, end_of_session: bool = True, burst_ns: int | None = None, progress=None) -> dict:
+    """Write the day in `data` (daily file format) as MoldUDP64 on every line. Returns a summary. progress: as
+    handler.ui.progress (fh pcap synth passes it on a terminal): a bar while packing, one while writing."""
     sess = session.encode("ascii").ljust(10)[:10]
-    grams = packetize(data, mtu, burst_ns)
+    grams = packetize(data, mtu, burst_ns, progress)
     payloads = []  # (ITCH time, payload) of every datagram, the same on every line
     seq = 1
     for ts, msgs in grams:
@@ -140,21 +163,26 @@ def synth_pcap(out: str | Path, data: bytes, lines: list[Line], session: str = D
     # Each line's times never decrease (ITCH timestamps do not), so merging the lines by time writes the capture
     # in time order, as a capture card would (the B copy of a datagram may follow A's next one).
     w = PcapWriter(out)
-    for t, _, payload, f in heapq.merge(*(line_frames(li) for li in range(len(lines))), key=lambda x: x[:2]):
-        w.write(t, f.frame(payload))
+    with _bar(progress, len(payloads) * len(lines), f"writing {Path(out).name} (frames)") as bar:
+        for k, (t, _, payload, f) in enumerate(heapq.merge(*(line_frames(li) for li in range(len(lines))),
+                                                          key=lambda x: x[:2]), 1):
+            w.write(t, f.frame(payload))
+            if k & 0x3FF == 0:
+                bar.advance(0x400)
+        bar.advance(len(payloads) * len(lines) & 0x3FF)
     w.close()
     return {"datagrams": len(grams), "messages": seq - 1, "lines": len(lines), "next_sequence": seq}
 
 
 def synth_faulty_pcap(out: str | Path, data: bytes, lines: list[Line], plan, session: str = DEFAULT_SESSION,
-                      mtu: int = MTU, burst_ns: int | None = None) -> tuple[dict, dict]:
+                      mtu: int = MTU, burst_ns: int | None = None, progress=None) -> tuple[dict, dict]:
     """synth_pcap with a fault plan (handler.faults) applied to each line's datagrams before framing. Returns
-    the summary and the injected faults. Lines are A, B in that order (at most two)."""
+    the summary and the injected faults. Lines are A, B in that order (at most two). progress: as synth_pcap."""
     from .. import faults
 
     if isinstance(plan, (str, Path)):
         plan = faults.load_plan(plan)
-    grams = packetize(data, mtu, burst_ns)
+    grams = packetize(data, mtu, burst_ns, progress)
     if not grams:
         raise InputError("no messages to write")
     per_line, injected = faults.apply_plan(grams, plan, session, len(lines))
@@ -164,9 +192,13 @@ def synth_faulty_pcap(out: str | Path, data: bytes, lines: list[Line], plan, ses
     order = faults.emission_order(per_line)
     # in time order once each line's delay is added (a stable sort keeps the plan's order among equal times)
     timed = sorted(((it.t + lines[li].delay_ns, n, li, it) for n, (li, it) in enumerate(order)), key=lambda x: x[:2])
-    for t, _, li, it in timed:
-        w.write(BASE_EPOCH_NS + t, framers[li].frame(it.payload()))
-        written += 1
+    with _bar(progress, len(timed), f"writing {Path(out).name} (frames)") as bar:
+        for t, _, li, it in timed:
+            w.write(BASE_EPOCH_NS + t, framers[li].frame(it.payload()))
+            written += 1
+            if written & 0x3FF == 0:
+                bar.advance(0x400)
+        bar.advance(written & 0x3FF)
     w.close()
     return ({"datagrams": len(grams), "messages": injected["messages"], "lines": len(lines), "frames": written},
             injected)
