@@ -533,6 +533,7 @@ def cmd_fetch(args) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
+    from .ui import add_json_flag
     s = sub.add_parser("snapshot-server", help="serve a recorded day's book at a point over SoupBinTCP, as NASDAQ "
                                                "GLIMPSE 5.0 does (docs/recovery.md)")
     src = s.add_mutually_exclusive_group(required=True)
@@ -553,7 +554,7 @@ def register(sub, positive, nonneg) -> None:
     s.add_argument("--idle-timeout-ms", type=positive, default=15000, help="a silent client is dropped after this")
     s.add_argument("--fault", metavar="KIND:N", help="for tests: silent:N, close:N or garbage:N after N messages")
     s.add_argument("--ready-file", metavar="PATH", help="write the listening address and state here as JSON when ready")
-    s.add_argument("--json", action="store_true", help="the summary at exit as JSON")
+    add_json_flag(s, "fh snapshot-server")
     s.set_defaults(func=cmd_server)
 
     f = sub.add_parser("snapshot-fetch", help="take a snapshot from a SoupBinTCP/GLIMPSE server into a snapshot file "
@@ -568,7 +569,7 @@ def register(sub, positive, nonneg) -> None:
     f.add_argument("--idle-timeout-ms", type=positive, default=15000)
     f.add_argument("--total-timeout-ms", type=positive, default=600000)
     f.add_argument("--retries", type=nonneg, default=0)
-    f.add_argument("--json", action="store_true")
+    add_json_flag(f, "fh snapshot-fetch")
     f.set_defaults(func=cmd_fetch)
 
 
