@@ -14,7 +14,7 @@
 #include "fh/journal.h"
 #include "fh/journal_file.h"
 
-/* ---- CRC-32 (zlib's): slicing by 8, tables built once at load ---------------------------------------- */
+/* ---- CRC-32 (zlib's): carry-less multiply folding where the CPU has it, else slicing by 8 ---------------------------------------- */
 
 static uint32_t crc_tab[8][256];
 
@@ -31,9 +31,8 @@ __attribute__((constructor)) static void crc_tab_init(void)
             crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
 }
 
-uint32_t fh_crc32(uint32_t crc, const void *buf, size_t n)
+static uint32_t crc32_sw(uint32_t crc, const uint8_t *p, size_t n)
 {
-    const uint8_t *p = buf;
     uint32_t c = ~crc;
     while (n && ((uintptr_t)p & 7)) {
         c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
@@ -53,6 +52,92 @@ uint32_t fh_crc32(uint32_t crc, const void *buf, size_t n)
     while (n--)
         c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
     return ~c;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Carry-less multiplication folding (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ",
+ * 2009; the bit-reflected constants for 0xEDB88320 as zlib-ng and Chromium's zlib use them): 64 bytes a step
+ * in four lanes, folded to 128 bits, then 16 bytes a step, then Barrett reduction to 32 bits. n: a multiple
+ * of 16, at least 64. c: the running CRC in its inverted (internal) form. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_clmul(uint32_t c, const uint8_t *p, size_t n)
+{
+    const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);
+    const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
+    const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124);
+    const __m128i poly = _mm_set_epi64x(0x01f7011641, 0x01db710641);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 0x00)), x2 = _mm_loadu_si128((const __m128i *)(p + 0x10));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 0x20)), x4 = _mm_loadu_si128((const __m128i *)(p + 0x30));
+    __m128i x0 = k1k2, x5, x6, x7, x8;
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)c));
+    p += 64;
+    n -= 64;
+    while (n >= 64) {
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
+        x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
+        x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
+        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+        x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
+        x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
+        x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), _mm_loadu_si128((const __m128i *)(p + 0x00)));
+        x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), _mm_loadu_si128((const __m128i *)(p + 0x10)));
+        x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), _mm_loadu_si128((const __m128i *)(p + 0x20)));
+        x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), _mm_loadu_si128((const __m128i *)(p + 0x30)));
+        p += 64;
+        n -= 64;
+    }
+    x0 = k3k4;
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x2), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x3), x5);
+    x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x4), x5);
+    while (n >= 16) {
+        x2 = _mm_loadu_si128((const __m128i *)p);
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, x0, 0x11), x2), x5);
+        p += 16;
+        n -= 16;
+    }
+    /* 128 bits to 64, then Barrett */
+    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
+    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2);
+    x0 = k5k0;
+    x2 = _mm_srli_si128(x1, 4);
+    x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, x3), x0, 0x00), x2);
+    x0 = poly;
+    x2 = _mm_clmulepi64_si128(_mm_and_si128(x1, x3), x0, 0x10);
+    x2 = _mm_clmulepi64_si128(_mm_and_si128(x2, x3), x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+
+static int have_clmul;
+
+__attribute__((constructor)) static void crc_cpu_init(void)
+{
+    __builtin_cpu_init();
+    have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+}
+#endif
+
+uint32_t fh_crc32(uint32_t crc, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+#if defined(__x86_64__)
+    if (n >= 64 && have_clmul) {
+        size_t k = n & ~(size_t)15;
+        crc = ~crc32_clmul(~crc, p, k);
+        p += k;
+        n -= k;
+    }
+#endif
+    return crc32_sw(crc, p, n);
 }
 
 /* ---- the file ---------------------------------------------------------------------------------------- */
@@ -185,7 +270,7 @@ int fh_jfile_apply(fh_engine_t *e, const char *path, uint64_t after, fh_jfile_re
         close(fd);
         return check_header(hdr, got > 0 ? (size_t)got : 0, path, out);
     }
-    const uint8_t *d = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    const uint8_t *d = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd);
     if (d == MAP_FAILED)

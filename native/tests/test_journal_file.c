@@ -106,13 +106,14 @@ int main(void)
     /* the CRC: the check value, every alignment and length against the bitwise definition, continuation */
     CHECK_EQ(fh_crc32(0, "123456789", 9), 0xCBF43926u);
     CHECK_EQ(fh_crc32(0, "", 0), 0u);
-    uint8_t buf[300];
+    uint8_t buf[3000];
     for (size_t i = 0; i < sizeof buf; i++)
         buf[i] = (uint8_t)(i * 131 + 7);
     for (size_t a = 0; a < 8; a++)
-        for (size_t n = 0; n + a <= sizeof buf; n += 13)
+        for (size_t n = 0; n + a <= sizeof buf; n += n < 300 ? 1 : 61)
             CHECK_EQ(fh_crc32(0, buf + a, n), crc_bitwise(buf + a, n));
     CHECK_EQ(fh_crc32(fh_crc32(0, buf, 101), buf + 101, 199), fh_crc32(0, buf, 300));
+    CHECK_EQ(fh_crc32(fh_crc32(0, buf, 1000), buf + 1000, 2000), crc_bitwise(buf, 3000));
 
     /* a file: a directory message, 3 MSGS records of 10 adds (seq 2..31), a heartbeat, a LOST hole 32..36,
      * 5 adds from 37 */

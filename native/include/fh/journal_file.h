@@ -49,7 +49,8 @@ typedef struct fh_jfile_result {
 int fh_jfile_apply(fh_engine_t *e, const char *path, uint64_t after, fh_jfile_result_t *out);
 
 /* zlib's CRC-32 of n bytes continuing from crc (0 to start): crc32(crc, p, n) of zlib and Python's
- * zlib.crc32. Slicing by 8 bytes. */
+ * zlib.crc32. Carry-less multiplication (PCLMULQDQ) folding for 64 bytes and more where the CPU has it,
+ * slicing by 8 bytes otherwise and for the tail. */
 uint32_t fh_crc32(uint32_t crc, const void *p, size_t n);
 
 #endif
