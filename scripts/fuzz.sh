@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the C decoders (native/fuzz, libFuzzer under ASan + UBSan).
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 15 s each, every target (net mold feed book shm journal snapshot)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 15 s each, every target (net mold feed book shm journal snapshot jfile)
 #
 # Installs clang-14 and libclang-rt-14-dev (Debian) when missing, builds the targets in build-fuzz (clang,
 # -Dfuzz=enabled, -Db_sanitize=address,undefined), makes the seed corpora (scripts/fuzz_seeds.py, from
@@ -20,10 +20,10 @@ cd "$(dirname "$0")/.."
 secs=${1:-15}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(net mold feed book shm journal snapshot)
+((${#targets[@]})) || targets=(net mold feed book shm journal snapshot jfile)
 [[ $secs =~ ^[0-9]+$ && $secs -gt 0 ]] || { echo "fuzz.sh: SECONDS must be a positive integer, not '$secs'" >&2; exit 2; }
 for t in "${targets[@]}"; do
-    [[ -f native/fuzz/fuzz_$t.c ]] || { echo "fuzz.sh: no target '$t' (there are: net mold feed book shm journal snapshot)" >&2; exit 2; }
+    [[ -f native/fuzz/fuzz_$t.c ]] || { echo "fuzz.sh: no target '$t' (there are: net mold feed book shm journal snapshot jfile)" >&2; exit 2; }
 done
 
 CC_FUZZ=${CC_FUZZ:-clang-14}
