@@ -206,7 +206,7 @@ static int walk(fh_engine_t *e, const uint8_t *d, size_t len, const char *path, 
         uint8_t kind = pl[0];
         uint64_t seq = le64(pl + 8), span = kind == FH_JR_MSGS ? (uint64_t)(pl[2] | pl[3] << 8) : le64(pl + 16);
         if (n < FH_JFILE_PAYLOAD || off + FH_JFILE_REC_HEAD + n > len || !seq || !sequenced_hole_or_msgs(kind) ||
-            seq + span > after)
+            span > after || seq > after - span)  /* seq + span > after, without wrapping */
             break;
         off += FH_JFILE_REC_HEAD + n;
         out->stepped++;
