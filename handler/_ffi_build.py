@@ -89,6 +89,14 @@ typedef struct fh_snapshot_meta {
 int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, const char *path);
 int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta);
 
+/* journal_file.h: the journal files read in C (a restart's apply) */
+typedef struct fh_jfile_result {
+    char session[10]; uint32_t day; uint32_t part; uint64_t first_seq; uint64_t stepped; uint64_t records;
+    uint64_t msgs_records; uint64_t holes; uint64_t messages; uint64_t end_seq; uint64_t bytes;
+} fh_jfile_result_t;
+int fh_jfile_apply(fh_engine_t *e, const char *path, uint64_t after, fh_jfile_result_t *out);
+uint32_t fh_crc32(uint32_t crc, const void *p, size_t n);
+
 /* consumer.h: what a sequenced feed delivers to */
 typedef struct fh_feed_consumer {
     void *ctx;
@@ -435,6 +443,7 @@ SOURCE = """
 #include "fh/hist.h"
 #include "fh/gwfmt.h"
 #include "fh/glimpse.h"
+#include "fh/journal_file.h"
 """
 
 

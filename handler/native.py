@@ -362,3 +362,20 @@ def snapshot_meta(path: str | os.PathLike) -> dict:
     if lib.fh_engine_snapshot_load(ffi.NULL, os.fsencode(path), m):
         raise NativeError(_errmsg())
     return _meta(m)
+
+
+def journal_file_apply(engine: "Engine | None", path: str | os.PathLike, after: int = 0) -> dict:
+    """Read a journal file in C (fh_jfile_apply, fh/journal_file.h) and apply its MSGS records to engine (None:
+    check only): the records wholly before sequence `after` stepped over unread, one that straddles it applied
+    from `after` on, every record after them checked (length, CRC-32) and applied in one pass. Returns the
+    header's session, day, part and first_seq, and stepped, records, msgs_records, holes, messages, end_seq (the
+    sequence after the last sequenced record; 0: none), bytes. NativeError with handler/journal.py's own one
+    line when the file is truncated or damaged (the records before the fault are applied by then)."""
+    r = ffi.new("fh_jfile_result_t *")
+    if lib.fh_jfile_apply(engine._e if engine is not None else ffi.NULL, os.fsencode(path), after, r):
+        msg = _errmsg()
+        raise NativeError(msg.split(": ", 1)[1] if msg.startswith("walk:") or msg.startswith("check_header:")
+                          or msg.startswith("fh_jfile_apply:") else msg)
+    return {"session": ffi.unpack(r.session, 10).decode("latin-1"), "day": r.day, "part": r.part,
+            "first_seq": r.first_seq, "stepped": r.stepped, "records": r.records, "msgs_records": r.msgs_records,
+            "holes": r.holes, "messages": r.messages, "end_seq": r.end_seq, "bytes": r.bytes}

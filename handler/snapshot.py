@@ -116,32 +116,28 @@ def restore(engine: native.Engine, snapshots: str | Path | None, journal: str | 
     if journal:
         skipping = used is not None
         files = J.journal_files(journal)
+        heads = [_head(f) for f in files]
         if used:  # a file wholly before the snapshot is not read: the next file of its session starts at or before it
-            heads = [_head(f) for f in files]
-            files = [f for i, f in enumerate(files) if not (
-                i + 1 < len(files) and heads[i + 1].session == start_session and heads[i + 1].first_seq <= nxt)]
-        def after(f):  # what the snapshot holds is stepped over unread (in the files of its session)
-            return nxt if used and _head(f).session == start_session else 0
-
-        for r in (r for f in files for r in J.read_journal_file(f, after=after(f))[1]):
-            if r.seq and r.kind in (J.MSGS, J.LOST, J.MISSED):
-                end = (r.session, r.seq + (r.count if r.kind == J.MSGS else r.arg))
-            if skipping:
-                if r.session != start_session:
-                    continue  # an earlier session than the snapshot's
+            keep = [not (i + 1 < len(files) and heads[i + 1].session == start_session and heads[i + 1].first_seq <= nxt)
+                    for i in range(len(files))]
+            files = [f for f, k in zip(files, keep) if k]
+            heads = [h for h, k in zip(heads, keep) if k]
+        # Each file in C (fh_jfile_apply): every record's length and CRC checked, the MSGS records' messages
+        # applied in one pass; in the files of the snapshot's session what it holds is stepped over unread.
+        # Until the first record of the snapshot's session, the files of earlier sessions are only checked.
+        for f, h in zip(files, heads):
+            mine = used is not None and h.session == start_session
+            quiet = skipping and h.session != start_session
+            try:
+                got = native.journal_file_apply(None if quiet else engine, f, nxt if mine else 0)
+            except native.NativeError as e:
+                raise J.JournalFileError(str(e)) from None
+            if got["end_seq"]:
+                end = (h.session, got["end_seq"])
+            if skipping and got["records"] and h.session == start_session:
                 skipping = False
-            if r.kind != J.MSGS:
-                continue
-            if r.seq and r.session == start_session and r.seq < nxt:
-                if r.seq + r.count <= nxt:
-                    continue
-                ms = r.messages()[nxt - r.seq:]
-                for m in ms:
-                    engine.apply(m)
-                applied += len(ms)
-                continue
-            engine.apply_blocks(r.body)
-            applied += r.count
+            if not quiet:
+                applied += got["messages"]
     return {"snapshot": used, "journal_messages": applied, "journal_end": end}
 
 
