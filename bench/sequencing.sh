@@ -34,7 +34,7 @@ for mode in a ab; do
         || die "valgrind failed: $(tail -3 "$TMP/err.$mode")"
     IR[$mode]=$(grep -E '^(summary|totals):' "$TMP/cg.$mode" | head -1 | awk '{print $2}')
 done
-callgrind_annotate "$TMP/cg.a" 2>/dev/null | grep -E ':(fh_mold_feed_apply|apply_slow|framed_slow) ' >"$TMP/self.a" || true
+callgrind_annotate "$TMP/cg.a" 2>/dev/null | grep -E ':(fh_mold_feed_apply|apply_next|apply_slow|block_slow) ' >"$TMP/self.a" || true
 python3 - "$TMP/out.a" "$TMP/out.ab" "${IR[a]}" "${IR[ab]}" "$TMP/self.a" <<'PY'
 import json, sys
 a, ab = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
