@@ -4,12 +4,15 @@
  *   0-2  a raw datagram (length, bytes) on line 0 (A), 1 (B) or 2 (the retransmission server's replies when
  *        the configuration says so)
  *   3-5  a well-formed datagram on line 0-2: one of two sessions, a sequence near the start (or any 64-bit
- *        one), a count, and messages from a table of valid ITCH messages (directory, adds, executions,
+ *        one, or with bit 3 of the operation byte the next expected or just below it), a count, and messages from a table of valid ITCH messages (directory, adds, executions,
  *        cancels, deletes, replaces over a few order references), or a heartbeat / end of session
  *   6    the timers: time moves on, fh_mold_feed_poll runs; each request asked for must be in the current
  *        session, for 1..request_max messages, inside the range known to be missing
  *   7    a snapshot answer when one was asked for (begin, a few messages, end at some sequence)
  *
+ * Every call goes to a twin feed too, whose datagrams all take the full path (fh_mold_feed_t.fast closed): the
+ * two must agree on what they deliver, return and count (the fast path decides as the full path would). With
+ * bit 6 of the configuration clear, the feed checks ITCH lengths (cfg.msg_len), as the data plane's does.
  * After each operation: the hold-back buffer holds at most its size, the requests in flight at most
  * max_outstanding, the sequence to apply never goes back within a session; at the end the books keep
  * their invariants (fuzz.h). Time only moves forward, as the data plane's TSC does. */
@@ -235,7 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t dg[1500];
     uint64_t now = 1;
     for (int ops = 0; in.n && ops < 4096; ops++) {
-        uint8_t op = fz_u8(&in) & 7;
+        uint8_t opb = fz_u8(&in), op = opb & 7;
         uint64_t next_before = f.next_seq, changes_before = f.counters[FH_M_session_changes];
         if (op <= 2) {
             size_t len;
@@ -246,7 +249,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (op <= 5) {
             uint8_t c = fz_u8(&in);
             memcpy(dg, sess[c & 1], 10);
-            uint64_t seq = c & 2 ? fz_u64(&in) : 1u + fz_u16(&in) % 1024u;
+            uint64_t seq = opb & 8 ? f.next_seq - (opb >> 4) % 4u /* in order, or a copy */
+                         : c & 2   ? fz_u64(&in)
+                                   : 1u + fz_u16(&in) % 1024u;
             fh_put_be64(dg + 10, seq);
             uint16_t count = (c >> 2) == 62 ? FH_MOLD_HEARTBEAT : (c >> 2) == 63 ? FH_MOLD_END_OF_SESSION : (c >> 2) % 12;
             fh_put_be16(dg + 18, count);
