@@ -90,6 +90,8 @@ int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
         memcpy(&raw, be, 2);
         f->frame_len[t] = n && n <= 0xFD ? raw : 0x10000u;
         f->frame_adv[t] = (uint8_t)(n && n <= 0xFD ? n + 2 : 0);
+        if (f->frame_adv[t] > f->frame_max)
+            f->frame_max = f->frame_adv[t];
     }
     if (cfg->hold) {
         void *mem = cfg->hold_mem;
@@ -421,7 +423,26 @@ static __attribute__((noinline, cold)) size_t block_slow(const uint8_t *ml, cons
 static inline int framed_fast(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
 {
     size_t o = FH_MOLD_HDR_LEN, lim = len - 2; /* o < lim: a length and a type byte to read */
+    /* o < lim2: the block at o and, when its type is known, the one after it are readable (two blocks, one
+     * bounds check) */
+    size_t lim2 = len > 2 + f->frame_max ? len - 2 - f->frame_max : 0;
     unsigned k = 0;
+    while (o < lim2) {
+        uint16_t raw;
+        memcpy(&raw, d + o, 2);
+        unsigned t = d[o + 2];
+        if (FH_UNLIKELY(raw != f->frame_len[t]))
+            break;
+        size_t o2 = o + f->frame_adv[t];
+        memcpy(&raw, d + o2, 2);
+        t = d[o2 + 2];
+        k++;
+        o = o2;
+        if (FH_UNLIKELY(raw != f->frame_len[t]))
+            break;
+        o += f->frame_adv[t];
+        k++;
+    }
     while (o < lim) {
         uint16_t raw;
         memcpy(&raw, d + o, 2);

@@ -246,6 +246,7 @@ typedef struct fh_mold_feed {
     uint32_t frame_len[256];            /* cfg.msg_len as a block's 2 length bytes lie in memory (0x10000: no
                                          * known length, the full check decides) */
     uint8_t frame_adv[256];             /* 2 + that length */
+    uint32_t frame_max;                 /* the largest frame_adv */
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
