@@ -735,8 +735,8 @@ static __attribute__((noinline)) int apply_slow(fh_mold_feed_t *f, const uint8_t
                                                 uint64_t now)
 {
     int r = apply_full(f, d, len, line, now);
-    f->fast = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open && !f->snap_pending &&
-              f->state == state_of(f);
+    f->fast = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
+              !f->snap_pending && f->state == state_of(f);
     return r;
 }
 
