@@ -236,7 +236,8 @@ _LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.
 
 # MoldUDP64 sequencing's self instructions: fh_mold_feed_apply and the parts of it mold.c keeps out of line (the
 # in-order path, the full path, a block's full framing check; bench/sequencing.md), and their cold parts.
-_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_slow", "block_slow") for c in ("", ".cold"))
+_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_slow", "block_slow")
+                    for c in ("", ".cold"))
 
 
 def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dict:

@@ -4,7 +4,8 @@
  *   0-2  a raw datagram (length, bytes) on line 0 (A), 1 (B) or 2 (the retransmission server's replies when
  *        the configuration says so)
  *   3-5  a well-formed datagram on line 0-2: one of two sessions, a sequence near the start (or any 64-bit
- *        one, or with bit 3 of the operation byte the next expected or just below it), a count, and messages from a table of valid ITCH messages (directory, adds, executions,
+ *        one, or with bit 3 of the operation byte the next expected or just below it), a count, and
+ *        messages from a table of valid ITCH messages (directory, adds, executions,
  *        cancels, deletes, replaces over a few order references), or a heartbeat / end of session
  *   6    the timers: time moves on, fh_mold_feed_poll runs; each request asked for must be in the current
  *        session, for 1..request_max messages, inside the range known to be missing
