@@ -234,6 +234,11 @@ def _need_valgrind() -> None:
 # latency bucket's index where the compiler keeps it out of line (fh_shm_lat_index.part.0).
 _LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.part.0")
 
+# MoldUDP64 sequencing's self instructions: fh_mold_feed_apply and the parts of it mold.c keeps out of line (the
+# in-order path, the full path, a block's full framing check; bench/sequencing.md), and their cold parts.
+_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_slow", "block_slow")
+                    for c in ("", ".cold"))
+
 
 def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dict:
     """Instructions per packet under callgrind (deterministic, unlike the clock): the data plane's own loop,
@@ -256,7 +261,7 @@ def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dic
            "fh_engine_batch_begin": per(fi.get("fh_engine_batch_begin", 0) + fi.get("fh_engine_batch_begin_at", 0)),
            "fh_engine_batch_end (+ fh_seg_wake)": per(fi.get("fh_engine_batch_end", 0))}
     engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0)  # one message / a datagram's run
-    mold = fs.get("fh_mold_feed_apply", 0)
+    mold = sum(fs.get(fn, 0) for fn in _MOLD_FUNCS)
     m = max(1, f["messages"])
     return {
         "packets": pk,
@@ -267,7 +272,7 @@ def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dic
             "rte_pktmbuf_free_bulk": per(fi.get("rte_pktmbuf_free_bulk", 0)),
             "own": own,
             "own_total": round(sum(own.values()), 1),
-            "mold sequencing (fh_mold_feed_apply self)": per(mold),
+            "mold sequencing (fh_mold_feed_apply and its parts, self)": per(mold),
             "engine (fh_engine_apply + fh_engine_apply_blocks)": per(engine),
         },
     }

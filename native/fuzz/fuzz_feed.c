@@ -4,12 +4,16 @@
  *   0-2  a raw datagram (length, bytes) on line 0 (A), 1 (B) or 2 (the retransmission server's replies when
  *        the configuration says so)
  *   3-5  a well-formed datagram on line 0-2: one of two sessions, a sequence near the start (or any 64-bit
- *        one), a count, and messages from a table of valid ITCH messages (directory, adds, executions,
+ *        one, or with bit 3 of the operation byte the next expected or just below it), a count, and
+ *        messages from a table of valid ITCH messages (directory, adds, executions,
  *        cancels, deletes, replaces over a few order references), or a heartbeat / end of session
  *   6    the timers: time moves on, fh_mold_feed_poll runs; each request asked for must be in the current
  *        session, for 1..request_max messages, inside the range known to be missing
  *   7    a snapshot answer when one was asked for (begin, a few messages, end at some sequence)
  *
+ * Every call goes to a twin feed too, whose datagrams all take the full path (fh_mold_feed_t.fast closed): the
+ * two must agree on what they deliver, return and count (the fast path decides as the full path would). With
+ * bit 6 of the configuration clear, the feed checks ITCH lengths (cfg.msg_len), as the data plane's does.
  * After each operation: the hold-back buffer holds at most its size, the requests in flight at most
  * max_outstanding, the sequence to apply never goes back within a session; at the end the books keep
  * their invariants (fuzz.h). Time only moves forward, as the data plane's TSC does. */
@@ -77,18 +81,107 @@ static void table(void)
     }
 }
 
-/* Every call into the feed, in one place (the engine is the feed's consumer: fh_mold_feed_set_consumer). */
+/* What a feed delivered, as a running hash of every consumer call (kind, sequence, count, bytes). The fuzzed
+ * feed delivers to the engine through it; its twin (below) to the hash only. */
+typedef struct tap {
+    uint64_t h;
+    fh_feed_consumer_t next;
+} tap_t;
+static void mix(tap_t *t, uint64_t v) { t->h = (t->h ^ v) * 0x100000001b3ull; }
+static void mix_bytes(tap_t *t, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mix(t, p[i]);
+}
+static void tap_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+{
+    tap_t *t = c;
+    mix(t, 1), mix(t, q), mix(t, n), mix_bytes(t, (const uint8_t *)s, 10), mix_bytes(t, p, l);
+    if (t->next.apply_blocks)
+        t->next.apply_blocks(t->next.ctx, s, q, n, p, l);
+}
+static void tap_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l)
+{
+    tap_t *t = c;
+    mix(t, 2), mix(t, q), mix_bytes(t, (const uint8_t *)s, 10), mix_bytes(t, m, l);
+    if (t->next.apply)
+        t->next.apply(t->next.ctx, s, q, m, l);
+}
+static void tap_lost(void *c, const char *s, uint64_t a, uint64_t b)
+{
+    tap_t *t = c;
+    mix(t, 3), mix(t, a), mix(t, b);
+    if (t->next.lost)
+        t->next.lost(t->next.ctx, s, a, b);
+}
+static void tap_begin(void *c, const char *s)
+{
+    tap_t *t = c;
+    mix(t, 4);
+    if (t->next.snapshot_begin)
+        t->next.snapshot_begin(t->next.ctx, s);
+}
+static void tap_end(void *c, const char *s, uint64_t q)
+{
+    tap_t *t = c;
+    mix(t, 5), mix(t, q);
+    if (t->next.snapshot_end)
+        t->next.snapshot_end(t->next.ctx, s, q);
+}
+static void tap_consumer(tap_t *t, fh_feed_consumer_t *out)
+{
+    *out = (fh_feed_consumer_t){ t, tap_blocks, tap_apply, tap_lost, tap_begin, tap_end };
+}
+
+/* The twin: the same feed, every datagram on the full path (fh_mold_feed_t.fast closed before each), which
+ * must decide everything exactly as the fuzzed feed does with its fast path. */
+static fh_mold_feed_t twin;
+static tap_t tap_f, tap_t2;
+
+/* The two feeds agree on everything observable. */
+static void same(const fh_mold_feed_t *f)
+{
+    FZ_ASSERT(tap_f.h == tap_t2.h);
+    FZ_ASSERT(memcmp(f->counters, twin.counters, sizeof f->counters) == 0);
+    FZ_ASSERT(memcmp(f->line, twin.line, sizeof f->line) == 0);
+    FZ_ASSERT(f->next_seq == twin.next_seq && f->known_hi == twin.known_hi && f->state == twin.state);
+    FZ_ASSERT(f->gap_open == twin.gap_open && f->held_now == twin.held_now && f->stale == twin.stale);
+    FZ_ASSERT(f->now == twin.now && f->have_session == twin.have_session && f->ended == twin.ended);
+    FZ_ASSERT(memcmp(f->session, twin.session, 10) == 0 && f->snap_pending == twin.snap_pending);
+}
+
+/* Every call into the feed, in one place (the engine is the feed's consumer: fh_mold_feed_set_consumer), and
+ * the same into the twin. */
 static int feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
 {
-    return fh_mold_feed_apply(f, d, len, line, now);
+    twin.fast = 0;
+    int r2 = fh_mold_feed_apply(&twin, d, len, line, now);
+    int r = fh_mold_feed_apply(f, d, len, line, now);
+    FZ_ASSERT(r == r2);
+    same(f);
+    return r;
 }
 static int feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap)
 {
-    return fh_mold_feed_poll(f, now, out, cap);
+    fh_mold_request_t out2[FH_MOLD_MAX_OUTSTANDING];
+    int k2 = fh_mold_feed_poll(&twin, now, out2, cap < FH_MOLD_MAX_OUTSTANDING ? cap : FH_MOLD_MAX_OUTSTANDING);
+    int k = fh_mold_feed_poll(f, now, out, cap);
+    FZ_ASSERT(k == k2);
+    for (int i = 0; i < k; i++)
+        FZ_ASSERT(out[i].seq == out2[i].seq && out[i].count == out2[i].count);
+    same(f);
+    return k;
 }
-static void snap_begin(fh_mold_feed_t *f) { fh_mold_snapshot_begin(f); }
-static void snap_apply(fh_mold_feed_t *f, const uint8_t *m, size_t len) { fh_mold_snapshot_apply(f, m, len); }
-static void snap_end(fh_mold_feed_t *f, uint64_t seq) { fh_mold_snapshot_end(f, seq); }
+static void snap_begin(fh_mold_feed_t *f) { fh_mold_snapshot_begin(&twin), fh_mold_snapshot_begin(f); }
+static void snap_apply(fh_mold_feed_t *f, const uint8_t *m, size_t len)
+{
+    fh_mold_snapshot_apply(&twin, m, len), fh_mold_snapshot_apply(f, m, len);
+}
+static void snap_end(fh_mold_feed_t *f, uint64_t seq)
+{
+    fh_mold_snapshot_end(&twin, seq), fh_mold_snapshot_end(f, seq);
+    same(f);
+}
 
 /* The snapshot source: says yes or no as configured; the program answers with operation 7. */
 static int snap_ok;
@@ -128,18 +221,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.max_outstanding = 1 + fz_u8(&in) % FH_MOLD_MAX_OUTSTANDING;
     cfg.line_stale = fz_u8(&in);
     cfg.line_down = cfg.line_stale * 2;
+    cfg.msg_len = b & 64 ? NULL : fh_itch_len; /* with it, the data plane's fast path is open */
     fh_mold_feed_t f;
     FZ_ASSERT(fh_mold_feed_init(&f, &cfg) == 0);
-    fh_feed_consumer_t books;
-    fh_engine_consumer(eng, &books);
-    fh_mold_feed_set_consumer(&f, &books);
+    FZ_ASSERT(fh_mold_feed_init(&twin, &cfg) == 0);
+    fh_feed_consumer_t c;
+    tap_f = (tap_t){ 0 }, tap_t2 = (tap_t){ 0 };
+    fh_engine_consumer(eng, &tap_f.next);
+    tap_consumer(&tap_f, &c);
+    fh_mold_feed_set_consumer(&f, &c);
+    tap_consumer(&tap_t2, &c);
+    fh_mold_feed_set_consumer(&twin, &c);
     fh_mold_feed_set_snapshot_source(&f, &snap_src);
+    fh_mold_feed_set_snapshot_source(&twin, &snap_src);
 
     static const char sess[2][11] = { "SESSION001", "SESSION002" };
     uint8_t dg[1500];
     uint64_t now = 1;
     for (int ops = 0; in.n && ops < 4096; ops++) {
-        uint8_t op = fz_u8(&in) & 7;
+        uint8_t opb = fz_u8(&in), op = opb & 7;
         uint64_t next_before = f.next_seq, changes_before = f.counters[FH_M_session_changes];
         if (op <= 2) {
             size_t len;
@@ -150,7 +250,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (op <= 5) {
             uint8_t c = fz_u8(&in);
             memcpy(dg, sess[c & 1], 10);
-            uint64_t seq = c & 2 ? fz_u64(&in) : 1u + fz_u16(&in) % 1024u;
+            uint64_t seq = opb & 8 ? f.next_seq - (opb >> 4) % 4u /* in order, or a copy */
+                         : c & 2   ? fz_u64(&in)
+                                   : 1u + fz_u16(&in) % 1024u;
             fh_put_be64(dg + 10, seq);
             uint16_t count = (c >> 2) == 62 ? FH_MOLD_HEARTBEAT : (c >> 2) == 63 ? FH_MOLD_END_OF_SESSION : (c >> 2) % 12;
             fh_put_be16(dg + 18, count);
@@ -193,5 +295,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fz_check_engine(eng, LEVELS);
     fh_mold_feed_free(&f);
+    fh_mold_feed_free(&twin);
     return 0;
 }

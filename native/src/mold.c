@@ -83,6 +83,16 @@ int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
         return -1;
     }
     f->cfg = *cfg;
+    for (int t = 0; t < 256; t++) { /* the fast path's framing tables (framed_fast) */
+        unsigned n = cfg->msg_len ? cfg->msg_len[t] : 0;
+        uint8_t be[2] = { (uint8_t)(n >> 8), (uint8_t)n };
+        uint16_t raw;
+        memcpy(&raw, be, 2);
+        f->frame_len[t] = n && n <= 0xFD ? raw : 0x10000u;
+        f->frame_adv[t] = (uint8_t)(n && n <= 0xFD ? n + 2 : 0);
+        if (f->frame_adv[t] > f->frame_max)
+            f->frame_max = f->frame_adv[t];
+    }
     if (cfg->hold) {
         void *mem = cfg->hold_mem;
         if (!mem) {
@@ -139,6 +149,7 @@ void fh_mold_feed_resume(fh_mold_feed_t *f, const char session[FH_MOLD_SESSION_L
     f->provisional = 0;
     f->fresh_session = 0;
     f->next_seq = f->known_hi = next_seq;
+    f->fast = 0; /* state is not current yet: the next datagram takes the full path */
 }
 
 int fh_mold_feed_caught_up(const fh_mold_feed_t *f, uint64_t from)
@@ -167,14 +178,16 @@ size_t fh_mold_request_encode(uint8_t out[20], const fh_mold_request_t *r)
     return 20;
 }
 
-static void set_state(fh_mold_feed_t *f)
+static inline int state_of(const fh_mold_feed_t *f)
 {
-    f->state = f->gap_open ? FH_FEED_RECOVERING
-             : f->stale    ? FH_FEED_STALE
-             : f->ended    ? FH_FEED_ENDED
-             : f->have_session ? FH_FEED_LIVE
-                               : FH_FEED_WAITING;
+    return f->gap_open ? FH_FEED_RECOVERING
+         : f->stale    ? FH_FEED_STALE
+         : f->ended    ? FH_FEED_ENDED
+         : f->have_session ? FH_FEED_LIVE
+                           : FH_FEED_WAITING;
 }
+
+static void set_state(fh_mold_feed_t *f) { f->state = state_of(f); }
 
 static inline int present(const fh_mold_feed_t *f, uint64_t s)
 {
@@ -404,6 +417,58 @@ static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, 
     return p == end;
 }
 
+/* framed()'s check of the block at offset o (3 bytes or more left): the offset after it, or 0 (misframed). */
+static __attribute__((noinline, cold)) size_t block_slow(const uint8_t *ml, const uint8_t *d, size_t len, size_t o)
+{
+    size_t n = fh_be16(d + o), left = len - o;
+    if (n - 1 >= left - 2) /* empty, or past the end */
+        return 0;
+    if (ml[d[o + 2]] != n && ml[d[o + 2]])
+        return 0;
+    return o + 2 + n;
+}
+
+/* framed() for the fast path (cfg.msg_len set), the same answer: a block of a known type is checked by one
+ * compare of its 2 length bytes, as they lie in memory, with its type's (frame_len) and stepped over by the
+ * type's length (frame_adv); anything else (an unknown type, a wrong length, an empty block) takes framed()'s
+ * check for that one block. The walk runs while 3 bytes are left (offsets, never past len) and counts the
+ * blocks: they must be `count` and end exactly at len. */
+static inline int framed_fast(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
+{
+    size_t o = FH_MOLD_HDR_LEN, lim = len - 2; /* o < lim: a length and a type byte to read */
+    /* o < lim2: the block at o and, when its type is known, the one after it are readable (two blocks, one
+     * bounds check) */
+    size_t lim2 = len > 2 + f->frame_max ? len - 2 - f->frame_max : 0;
+    unsigned k = 0;
+    while (o < lim2) {
+        uint16_t raw;
+        memcpy(&raw, d + o, 2);
+        unsigned t = d[o + 2];
+        if (FH_UNLIKELY(raw != f->frame_len[t]))
+            break;
+        size_t o2 = o + f->frame_adv[t];
+        memcpy(&raw, d + o2, 2);
+        t = d[o2 + 2];
+        k++;
+        o = o2;
+        if (FH_UNLIKELY(raw != f->frame_len[t]))
+            break;
+        o += f->frame_adv[t];
+        k++;
+    }
+    while (o < lim) {
+        uint16_t raw;
+        memcpy(&raw, d + o, 2);
+        unsigned t = d[o + 2];
+        k++;
+        if (FH_LIKELY(raw == f->frame_len[t]))
+            o += f->frame_adv[t];
+        else if (!(o = block_slow(f->cfg.msg_len, d, len, o)))
+            return 0;
+    }
+    return k == count && o == len;
+}
+
 /* A sequenced, well-framed datagram of a session that is not the current one. Returns 1 when it is now
  * believed (the feed has switched to it), 0 when it is to be ignored (counted). */
 static __attribute__((cold)) int other_session(fh_mold_feed_t *f, const uint8_t *d, int line,
@@ -488,7 +553,9 @@ static inline void first_of_session(fh_mold_feed_t *f, uint64_t seq)
     }
 }
 
-int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
+/* The full path: every datagram the fast path (fh_mold_feed_apply) does not take, and the reference for
+ * what it does. */
+static inline int apply_full(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     fh_mold_hdr_t h;
     f->now = now;
@@ -674,6 +741,74 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
     if (FH_UNLIKELY(f->state != FH_FEED_LIVE || f->gap_open))
         set_state(f);
     return (int)applied;
+}
+
+/* The full path, then whether the next datagram may take the fast path (fh_mold_feed_t.fast). */
+static __attribute__((noinline)) int apply_slow(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
+                                                uint64_t now)
+{
+    int r = apply_full(f, d, len, line, now);
+    f->fast = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
+              !f->snap_pending && f->state == state_of(f);
+    return r;
+}
+
+/* The next datagram in order, on the fast path: framed, then applied whole (the full path when misframed). */
+static __attribute__((noinline)) int apply_next(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
+                                                uint64_t now)
+{
+    const uint64_t seq = f->next_seq; /* the datagram's, as fh_mold_feed_apply found */
+    const unsigned count = fh_be16(d + 18);
+    fh_mold_line_t *L = &f->line[line];
+    if (FH_UNLIKELY(!framed_fast(f, d, len, count)))
+        return apply_slow(f, d, len, line, now);
+    f->now = now;
+    f->counters[FH_M_datagrams]++;
+    L->datagrams++;
+    L->last_rx = now ? now : 1;
+    if (FH_LIKELY(L->next == seq)) { /* line_carried, the line in order */
+        L->messages += count;
+        L->next = seq + count;
+    } else {
+        line_carried(L, seq, count);
+    }
+    f->next_seq = f->known_hi = seq + count;
+    f->counters[FH_M_applied] += count;
+    L->won += count;
+    /* the books' work last (a consumer reads nothing of the feed) */
+    f->out.apply_blocks(f->out.ctx, f->session, seq, count, d + FH_MOLD_HDR_LEN, len - FH_MOLD_HDR_LEN);
+    return (int)count;
+}
+
+int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line, uint64_t now)
+{
+    /* The common cases first, each decided by the datagram's own header against the feed's position: the next
+     * datagram in order (applied whole), and a copy of applied ones (the other line's: counted). Nothing else
+     * of the feed's state needs a look while `fast` holds (see fh_mold_feed_t); anything else, or a datagram
+     * whose framing is wrong, takes the full path, which decides as if the fast path did not exist. */
+    if (FH_LIKELY(f->fast) && FH_LIKELY((unsigned)line < FH_MOLD_MAX_LINES && len >= FH_MOLD_HDR_LEN)) {
+        uint64_t seq = fh_be64(d + 10), next = f->next_seq;
+        unsigned count = fh_be16(d + 18);
+        if (FH_LIKELY(count - 1u < 0xFFFEu && !(seq >> 62) && same_session(f->session, d) &&
+                      !((f->cfg.recovery_lines >> line) & 1))) {
+            fh_mold_line_t *L = &f->line[line];
+            if (FH_LIKELY(seq == next))
+                return apply_next(f, d, len, line, now);
+            if (seq - 1 < next - 1 && count <= next - seq) {
+                /* A copy of what was applied (the B line, most of the time): counted without walking its
+                 * blocks. */
+                f->now = now;
+                f->counters[FH_M_datagrams]++;
+                L->datagrams++;
+                L->last_rx = now ? now : 1;
+                f->counters[FH_M_duplicates] += count;
+                L->duplicates += count;
+                line_carried(L, seq, count);
+                return 0;
+            }
+        }
+    }
+    return apply_slow(f, d, len, line, now);
 }
 
 int fh_mold_feed_poll(fh_mold_feed_t *f, uint64_t now, fh_mold_request_t *out, int cap)

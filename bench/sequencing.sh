@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# bench/sequencing.sh [ITCH_FILE] [MTU]: MoldUDP64 sequencing's instructions, counted by callgrind (repeatable).
+# Figures: bench/sequencing.md.
+#
+# ITCH_FILE: a daily ITCH file (default pcaps/synth-100k.itch); MTU: default 340. fh-bench-mold cuts the day into
+# datagrams filled to the MTU and hands each to fh_mold_feed_apply on the A line ("a"), or on A and at once its
+# copy on B ("ab"), with the data plane's feed configuration and a consumer that does nothing. Only instructions
+# inside fh_mold_feed_apply (and what it calls: the consumer's empty calls) are counted (--toggle-collect).
+# Prints: instructions a message in order (A), a B datagram (its duplicate), and fh_mold_feed_apply's self cost.
+#
+# Environment: FH_BENCH_PROGRAM (default: build/cp3*/native/bench/fh-bench-mold, built by meson).
+set -euo pipefail
+die() { echo "sequencing.sh: $*" >&2; exit 1; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DAY=${1:-$ROOT/pcaps/synth-100k.itch}
+MTU=${2:-340}
+[[ -r $DAY ]] || die "cannot read $DAY"
+if [[ -n ${FH_BENCH_PROGRAM:-} ]]; then
+    PROGRAM=$FH_BENCH_PROGRAM
+else
+    shopt -s nullglob
+    c=("$ROOT"/build/cp3*/native/bench/fh-bench-mold)
+    shopt -u nullglob
+    ((${#c[@]})) || die "no fh-bench-mold under $ROOT/build/cp3*/native/bench; build it with: bash scripts/setup.sh"
+    PROGRAM=${c[0]}
+fi
+command -v valgrind >/dev/null || die "valgrind is not installed: apt-get install valgrind"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+declare -A IR
+for mode in a ab; do
+    valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply --callgrind-out-file="$TMP/cg.$mode" \
+        "$PROGRAM" "$DAY" $mode --mtu "$MTU" >"$TMP/out.$mode" 2>"$TMP/err.$mode" \
+        || die "valgrind failed: $(tail -3 "$TMP/err.$mode")"
+    IR[$mode]=$(grep -E '^(summary|totals):' "$TMP/cg.$mode" | head -1 | awk '{print $2}')
+done
+callgrind_annotate "$TMP/cg.a" 2>/dev/null | grep -E ':(fh_mold_feed_apply|apply_next|apply_slow|block_slow) ' >"$TMP/self.a" || true
+python3 - "$TMP/out.a" "$TMP/out.ab" "${IR[a]}" "${IR[ab]}" "$TMP/self.a" <<'PY'
+import json, sys
+a, ab = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+ir_a, ir_ab = int(sys.argv[3]), int(sys.argv[4])
+assert a["ok"] and ab["ok"], "not every message applied once (and every B copy counted a duplicate)"
+self_a = sum(int(l.split()[0].replace(",", "")) for l in open(sys.argv[5]) if l.strip())
+m, d = a["messages"], a["datagrams"]
+print(json.dumps({"mtu": a["mtu"], "messages": m, "datagrams": d, "messages_per_datagram": round(m / d, 2),
+                  "a_instructions_per_message": round(ir_a / m, 2),
+                  "a_instructions_per_datagram": round(ir_a / d, 1),
+                  "a_self_per_message": round(self_a / m, 2),
+                  "b_instructions_per_datagram": round((ir_ab - ir_a) / d, 1)}))
+PY

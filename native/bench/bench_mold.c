@@ -1,0 +1,160 @@
+/* fh-bench-mold FILE [a|ab] [--mtu N]: MoldUDP64 sequencing alone, for callgrind (bench/sequencing.md).
+ *
+ * FILE, a daily ITCH file, is cut into MoldUDP64 datagrams filled to the MTU (blocks up to MTU - 48 bytes, as
+ * fh pcap synth fills them: IPv4 + UDP 28, MoldUDP64 header 20) in memory. run_day() then hands every
+ * datagram to fh_mold_feed_apply on line 0 (A) and, with "ab" (the default), at once its copy on line 1 (B),
+ * with the data plane's configuration (fh_mold_cfg_defaults, a hold-back buffer, fh_itch_len framing) and a
+ * consumer that does nothing, so that
+ *
+ *   valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply fh-bench-mold DAY a    (in order, A only)
+ *   valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply fh-bench-mold DAY ab   (+ the B duplicates)
+ *
+ * count the sequencing's own instructions (the consumer's empty calls included: a call and a return each).
+ * bench/sequencing.sh runs both and prints instructions a message (A) and a B datagram. Prints one JSON line:
+ * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
+ * duplicate), and ns a message (min of the repeats; indicative only on a shared machine). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "fh/itch.h"
+#include "fh/mold.h"
+
+typedef struct dg {
+    uint32_t off, len;
+} dg_t;
+
+static uint8_t *dgrams;
+static dg_t *dg;
+static size_t ndg;
+
+/* Cut the day into datagrams of session BENCH00001, sequences from 1, blocks up to `room` bytes. */
+static uint64_t packetize(const uint8_t *p, size_t len, size_t room)
+{
+    size_t maxdg = len / 3 + 2; /* a block is at least 3 bytes */
+    dgrams = malloc(len + maxdg * 20);
+    dg = malloc(maxdg * sizeof *dg);
+    if (!dgrams || !dg) {
+        fprintf(stderr, "fh-bench-mold: out of memory\n");
+        exit(2);
+    }
+    uint64_t seq = 1;
+    size_t i = 0, w = 0;
+    while (i + 2 <= len) {
+        size_t start = w, used = 0;
+        uint16_t count = 0;
+        memcpy(dgrams + w, "BENCH00001", 10);
+        fh_put_be64(dgrams + w + 10, seq);
+        w += 20;
+        while (i + 2 <= len) {
+            size_t n = fh_be16(p + i);
+            if (i + 2 + n > len || (count && used + 2 + n > room) || count == 0xFFFE)
+                break;
+            memcpy(dgrams + w, p + i, 2 + n);
+            w += 2 + n, used += 2 + n, i += 2 + n;
+            count++;
+        }
+        if (!count)
+            break;
+        fh_put_be16(dgrams + start + 18, count);
+        dg[ndg++] = (dg_t){ (uint32_t)start, (uint32_t)(w - start) };
+        seq += count;
+    }
+    return seq - 1;
+}
+
+static uint64_t sink; /* the consumer's only effect: the compiler cannot drop its calls */
+static __attribute__((noinline)) void c_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
+                                               size_t l)
+{
+    (void)c, (void)s, (void)q, (void)p, (void)l;
+    __asm__ volatile("" ::"r"(n));
+}
+static __attribute__((noinline)) void c_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l)
+{
+    (void)c, (void)s, (void)q, (void)m, (void)l;
+    sink++;
+}
+static void c_lost(void *c, const char *s, uint64_t a, uint64_t b) { (void)c, (void)s, (void)a, (void)b; }
+static void c_begin(void *c, const char *s) { (void)c, (void)s; }
+static void c_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
+
+static fh_mold_feed_t feed;
+
+__attribute__((noinline)) void run_day(int ab)
+{
+    if (ab) {
+        for (size_t k = 0; k < ndg; k++) {
+            fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 0, 2 * k + 1);
+            fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 1, 2 * k + 2);
+        }
+    } else {
+        for (size_t k = 0; k < ndg; k++)
+            fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 0, k + 1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int ab = 1, repeats = 1;
+    unsigned mtu = 340;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "a") || !strcmp(argv[i], "ab"))
+            ab = argv[i][1] == 'b';
+        else if (!strcmp(argv[i], "--mtu") && i + 1 < argc)
+            mtu = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
+            repeats = atoi(argv[++i]);
+        else if (!file && argv[i][0] != '-')
+            file = argv[i];
+        else
+            file = NULL, i = argc;
+    }
+    if (!file || mtu < 120 || mtu > 9000 || repeats < 1 || repeats > 100) {
+        fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100]\n", argv[0]);
+        return 2;
+    }
+    int fd = open(file, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
+        fprintf(stderr, "fh-bench-mold: cannot read %s (missing or empty)\n", file);
+        return 2;
+    }
+    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (data == MAP_FAILED) {
+        perror("mmap");
+        return 2;
+    }
+    uint64_t msgs = packetize(data, (size_t)st.st_size, mtu - 48);
+    fh_mold_cfg_t mc;
+    fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
+    mc.msg_len = fh_itch_len;
+    const fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end };
+    uint64_t best = UINT64_MAX;
+    for (int r = 0; r < repeats; r++) {
+        fh_mold_feed_free(&feed);
+        if (fh_mold_feed_init(&feed, &mc)) {
+            fprintf(stderr, "fh-bench-mold: %s\n", fh_errmsg());
+            return 2;
+        }
+        fh_mold_feed_set_consumer(&feed, &none);
+        uint64_t t0 = now_ns();
+        run_day(ab);
+        uint64_t t = now_ns() - t0;
+        best = t < best ? t : best;
+    }
+    uint64_t applied = feed.counters[FH_M_applied], dups = feed.counters[FH_M_duplicates];
+    int ok = applied == msgs && dups == (ab ? msgs : 0) && !feed.gap_open && feed.next_seq == msgs + 1;
+    printf("{\"mode\": \"%s\", \"mtu\": %u, \"messages\": %llu, \"datagrams\": %zu, \"applied\": %llu, "
+           "\"duplicates\": %llu, \"ok\": %s, \"ns_per_msg_min\": %.2f}\n",
+           ab ? "ab" : "a", mtu, (unsigned long long)msgs, ndg, (unsigned long long)applied,
+           (unsigned long long)dups, ok ? "true" : "false", (double)best / (double)msgs);
+    fh_mold_feed_free(&feed);
+    return ok ? 0 : 1;
+}
