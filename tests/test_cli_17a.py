@@ -307,7 +307,17 @@ def _as_nobody(argv: list[str], env: dict | None = None) -> tuple[int, str, str]
     return tuple(json.loads(data))
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the test reads as nobody what root wrote")
+def _why_not_as_nobody() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: the test reads as nobody what root wrote"
+    for a in (ROOT, *ROOT.parents):  # the editable build is checked on import: nobody must reach the checkout
+        if not os.stat(a).st_mode & 0o001:
+            return (f"the checkout lies inside {a} (mode {os.stat(a).st_mode & 0o777:04o}), which other users cannot "
+                    f"enter, so nobody cannot import fh: clone fh where others may read it (e.g. /opt/fh) to run this")
+    return None
+
+
+needs_root = pytest.mark.skipif(_why_not_as_nobody() is not None, reason=str(_why_not_as_nobody()))
 
 
 @needs_root
