@@ -377,9 +377,9 @@ def test_fh_check_runs_on_the_host_and_a_fail_fails_the_play_with_its_fix(conver
                   extra={"fh_service_host_checks": True})
     assert r["rc"] != 0 and r["stats"]["failures"] == 1 and r["stats"]["changed"] == 0
     msg = next(m for m in r["msgs"] if m.startswith("fh_service: fh-nasdaq-1 is not ready for fh@nasdaq:"))
-    # fh plan's findings table (level, item, finding; the fix on the row under it), as plain text
-    assert re.search(r"FAIL +nic +there is no PCI device 0000:3b:00\.0 on this host", msg), msg
-    assert re.search(r"\n +fix: set nic\.pci or --pci to one of those \(lspci -D -d ::0200 lists them\)", msg), msg
+    # the role's lines: level, item, finding, then " -- fix: ..." (columns padded)
+    assert re.search(r"FAIL +nic +there is no PCI device 0000:3b:00\.0 on this host .*-- fix: set nic\.pci or --pci to "
+                     r"one of those \(lspci -D -d ::0200 lists them\)", msg), msg
     assert "fh plan: refused:" in msg
 
 
