@@ -297,7 +297,7 @@ int main(int argc, char **argv)
 {
     const char *iface = NULL, *itch = NULL, *pcap = NULL, *session = "FHSYNTH001";
     uint64_t rate = 0, limit = 0;
-    uint32_t per_packet = 0xffff, mtu = 1500, group = 0xe9360c6f; /* 233.54.12.111: fh pcap synth's A line */
+    uint32_t per_packet = 0xfffe, mtu = 1500, group = 0xe9360c6f; /* 233.54.12.111: fh pcap synth's A line */
     uint16_t port = 26477;
     int cpu = -1;
     bool realtime = false;
