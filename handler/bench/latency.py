@@ -47,6 +47,7 @@ from pathlib import Path
 
 from ..errors import FhError
 
+RT_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the data plane (the sender's is its own, also 10)
 TARGET_RATE = 1_000_000
 TARGET_P99_NS = 1_000
 TARGET_P999_NS = 5_000
@@ -237,6 +238,8 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
         argv += ["--cpu", str(sender_cpu)]
     if a.realtime:
         argv.append("--realtime")
+    if a.realtime:  # the poll thread (EAL's main lcore) under SCHED_FIFO too: no other task preempts it
+        cmd = ["chrt", "-f", str(RT_PRIORITY), *cmd]
     dp = process.Dataplane(cmd)
     try:
         dp.wait_running()
@@ -308,8 +311,8 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
                            "timer_irq_per_s": round(cpu_d["irq"].get("LOC", 0) / during_s, 1) if during_s else 0.0,
                            "irq_per_s": round(sum(cpu_d["irq"].values()) / during_s, 1) if during_s else 0.0},
             "hiccup_ns": a.hiccup_ns,
-            "expected_messages_delayed": round(expected, 1),
-            "messages_in_backlogs": round(backlog, 1),
+            "expected_messages_delayed": round(min(expected, applied), 1),
+            "messages_in_backlogs": round(min(backlog, applied), 1),
             "measured_messages_above": measured,
             "measured_share_above": round(measured / applied, 7) if applied else 0.0,
             "expected_share": round(expected / applied, 7) if applied else 0.0,
@@ -364,6 +367,7 @@ def bench_latency(a) -> int:
         path = day_file(a.messages or want + 2 * a.instruments + 16, a.instruments, a.seed, a.shape, log)
         source = {"kind": "itch", "path": path, "line": list(pcapgen.DEFAULT_A)}
     res: dict = {"source": {**source, "path": str(source["path"])}, "rates": rates, "seconds": a.seconds,
+                 "realtime": a.realtime,
                  "per_packet": a.per_packet if source["kind"] == "itch" else None,
                  "window_us": a.window_us if source["kind"] == "itch" and not a.per_packet else None,
                  "mtu": a.mtu if source["kind"] == "itch" else None, "idle": a.idle, "core": core,
@@ -495,7 +499,10 @@ def register(bes, positive, nonneg) -> None:
                    help="the data plane's idle strategy: spin (production) or backoff (tests)")
     b.add_argument("--cpu", type=int, default=None, help="the data plane's poll core (default: the last CPU)")
     b.add_argument("--sender-cpu", type=int, default=None, help="the sender's CPU (default: another one)")
-    b.add_argument("--realtime", action="store_true", help="run the sender under SCHED_FIFO")
+    b.add_argument("--realtime", action="store_true",
+                   help="run the data plane and the sender under SCHED_FIFO: other tasks no longer preempt them (as "
+                        "on isolated cores); the kernel's RT throttling still takes what "
+                        "/proc/sys/kernel/sched_rt_runtime_us leaves (50 ms a second by default)")
     b.add_argument("--scan-seconds", type=seconds, default=1.0, help="hiccup scan before each run")
     b.add_argument("--hiccup-ns", type=positive, default=1000, help="a gap longer than this is a hiccup")
     b.add_argument("--ring-frames", type=positive, default=4096, help="net_af_packet's ring (framecnt)")
