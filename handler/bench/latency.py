@@ -185,9 +185,12 @@ def _delta(after: dict, before: dict) -> dict:
 
 # -- the parts of one run -----------------------------------------------------------------------------------
 
-def run_hiccups(core: int, seconds: float, threshold_ns: int) -> dict:
+def run_hiccups(core: int, seconds: float, threshold_ns: int, realtime: bool = False) -> dict:
+    """fh-hiccups on `core` (under SCHED_FIFO as the data plane with --realtime, so that it sees what the data
+    plane would)."""
     prog = find_bench_program("fh-hiccups", "FH_HICCUPS")
-    p = subprocess.run([prog, "--cpu", str(core), "--seconds", repr(seconds), "--threshold-ns", str(threshold_ns)],
+    rt = ["chrt", "-f", str(RT_PRIORITY)] if realtime else []
+    p = subprocess.run([*rt, prog, "--cpu", str(core), "--seconds", repr(seconds), "--threshold-ns", str(threshold_ns)],
                        capture_output=True, text=True, timeout=seconds + 60)
     if p.returncode != 0:
         raise LatencyBenchError(p.stderr.strip() or f"fh-hiccups exited {p.returncode}")
@@ -223,10 +226,10 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     from ..shm import Reader
 
     send = find_bench_program("fh-latency-send", "FH_LATENCY_SEND")
-    scan = run_hiccups(core, a.scan_seconds, a.hiccup_ns)
+    scan = run_hiccups(core, a.scan_seconds, a.hiccup_ns, a.realtime)
     name = f"lat-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
-    vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames}"
+    vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
     cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(source["line"])], idle=a.idle,
                                 exit_idle_ms=0, extra=["--name", name])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
@@ -505,6 +508,7 @@ def register(bes, positive, nonneg) -> None:
                         "/proc/sys/kernel/sched_rt_runtime_us leaves (50 ms a second by default)")
     b.add_argument("--scan-seconds", type=seconds, default=1.0, help="hiccup scan before each run")
     b.add_argument("--hiccup-ns", type=positive, default=1000, help="a gap longer than this is a hiccup")
-    b.add_argument("--ring-frames", type=positive, default=4096, help="net_af_packet's ring (framecnt)")
+    b.add_argument("--ring-frames", type=positive, default=16384,
+                   help="net_af_packet's ring (framecnt): frames the kernel holds while the data plane is away")
     add_json_flag(b, "fh bench latency")
     b.set_defaults(func=bench_latency)
