@@ -230,7 +230,7 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     name = f"lat-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
     vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
-    cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(source["line"])], idle=a.idle,
+    cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]], idle=a.idle,
                                 exit_idle_ms=0, extra=["--name", name])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
     if source["kind"] == "itch":
@@ -366,15 +366,14 @@ def bench_latency(a) -> int:
 
         path = require(a.pcap, "pcap", "--pcap").resolve()
         lines = pcap_lines(path)
-        if len(lines) != 1:
-            raise LatencyBenchError(f"{path}: {len(lines)} UDP flows; fh bench latency sends one line (a capture of "
-                                    "the A line only, e.g. fh pcap synth --a-only)")
-        source = {"kind": "pcap", "path": path, "line": list(lines[0])}
+        if not lines:
+            raise LatencyBenchError(f"{path}: no UDP datagram in it: give a MoldUDP64 capture (fh pcap synth)")
+        source = {"kind": "pcap", "path": path, "lines": [list(l) for l in lines]}
     else:
         # the day opens with its prelude (system event, a directory entry and a trading state per instrument):
         # sent too, as at the start of a real day; the day is made long enough for every run beyond it
         path = day_file(a.messages or want + 2 * a.instruments + 16, a.instruments, a.seed, a.shape, log)
-        source = {"kind": "itch", "path": path, "line": list(pcapgen.DEFAULT_A)}
+        source = {"kind": "itch", "path": path, "lines": [list(pcapgen.DEFAULT_A)]}
     res: dict = {"source": {**source, "path": str(source["path"])}, "rates": rates, "seconds": a.seconds,
                  "realtime": a.realtime,
                  "per_packet": a.per_packet if source["kind"] == "itch" else None,
@@ -418,10 +417,12 @@ def print_report(res: dict, out=None) -> None:
 
     out = out if out is not None else sys.stdout
     src = res["source"]
-    packing = (f"{res['per_packet']} messages a datagram" if res["per_packet"] else
-               f"the messages of {res['window_us']:g} µs a datagram")
-    what = (f"{src['path']} packed {packing} (at most MTU {res['mtu']})"
-            if src["kind"] == "itch" else f"{src['path']} as captured")
+    if src["kind"] == "itch":
+        packing = (f"{res['per_packet']} messages a datagram" if res["per_packet"] else
+                   f"the messages of {res['window_us']:g} µs a datagram")
+        what = f"{src['path']} packed {packing} (at most MTU {res['mtu']})"
+    else:
+        what = f"{src['path']} as captured ({len(src['lines'])} line(s))"
     out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}), sender on CPU "
               f"{res['sender_cpu']}, net_af_packet on a veth pair\n")
     rows = []
@@ -493,7 +494,9 @@ def register(bes, positive, nonneg) -> None:
                                        "fh bench latency --rates 2k --seconds 2 --idle backoff"))
     b.add_argument("--rates", type=rate_list, default="100k,1M,5M", help="messages a second, one run each")
     b.add_argument("--seconds", type=seconds, default=2.0, help="length of each run (rate x seconds messages)")
-    b.add_argument("--pcap", metavar="FILE", help="send this capture (one line) as captured instead of a generated day")
+    b.add_argument("--pcap", metavar="FILE",
+                   help="send this capture as captured (every line; the data plane listens to each) instead of a "
+                        "generated day: e.g. pcaps/synth-ab-40k.pcap")
     b.add_argument("--messages", type=positive, default=None,
                    help="messages of the generated day (default: the largest rate x --seconds)")
     b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")

@@ -5,8 +5,9 @@
  *                   [--port P] [--session S] | --pcap FILE) [--messages N] [--cpu C] [--realtime]
  *
  * Input: a daily ITCH file, packed here into MoldUDP64 datagrams of K messages (default: as many as the MTU
- * holds) on one multicast line, or a classic pcap whose Ethernet frames are sent as captured (a datagram's
- * messages are its MoldUDP64 count). --messages stops after the datagram that reaches N messages. Every frame
+ * holds) on one multicast line, or a classic pcap whose Ethernet frames are sent as captured, every line of it
+ * (a frame's messages are those it is the first to carry: an A/B capture's B copies carry none and follow their
+ * A). --messages stops after the frame that reaches N messages. Every frame
  * is built before the first one leaves, so sending is only waiting and the send call.
  *
  * Pacing holds an absolute schedule in messages: the frame whose first message is the m-th of the stream is
@@ -201,9 +202,16 @@ static void frames_from_itch(frames_t *F, const char *path, uint32_t per_packet,
         die("%s: one byte left over at the end: not a daily ITCH file", path);
 }
 
-/* --pcap: the frames as captured; a frame's messages are its MoldUDP64 count (0 for heartbeats, end of session,
- * and anything that is not IPv4 UDP with a MoldUDP64 header). */
-static uint32_t mold_count(const uint8_t *f, size_t len)
+/* --pcap: the frames as captured. A frame's messages are the MoldUDP64 messages it is the first to carry: those
+ * beyond the highest sequence seen so far in its session (a B line's copy, a duplicate, a heartbeat, an end of
+ * session and anything that is not IPv4 UDP with a MoldUDP64 header carry none, and leave with the frame
+ * before them). A new session starts counting anew. */
+typedef struct mold_seen {
+    uint8_t session[10];
+    uint64_t next; /* one past the highest sequence seen */
+} mold_seen_t;
+
+static uint32_t mold_new(mold_seen_t *seen, const uint8_t *f, size_t len)
 {
     size_t o = 12;
     uint16_t type;
@@ -221,8 +229,23 @@ static uint32_t mold_count(const uint8_t *f, size_t len)
     o += (size_t)(f[o] & 15) * 4 + 8;
     if (o + MOLD_HDR > len)
         return 0;
-    uint32_t c = (uint32_t)(f[o + 18] << 8 | f[o + 19]);
-    return c == 0xffff ? 0 : c;
+    const uint8_t *m = f + o;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++)
+        seq = seq << 8 | m[10 + i];
+    uint32_t c = (uint32_t)(m[18] << 8 | m[19]);
+    if (c == 0xffff || c == 0 || seq == 0)
+        return seq == 0 && c != 0xffff ? c : 0; /* sequence 0: applied unsequenced, every copy */
+    if (memcmp(seen->session, m, 10)) {
+        memcpy(seen->session, m, 10);
+        seen->next = 0;
+    }
+    uint64_t end = seq + c;
+    if (end <= seen->next)
+        return 0;
+    uint32_t n = (uint32_t)(end - (seq > seen->next ? seq : seen->next));
+    seen->next = end;
+    return n;
 }
 
 static void frames_from_pcap(frames_t *F, const char *path, uint64_t limit)
@@ -247,6 +270,8 @@ static void frames_from_pcap(frames_t *F, const char *path, uint64_t limit)
     if (linktype != 1)
         die("%s: link type %u is not Ethernet: its frames cannot be sent as they are", path, linktype);
     size_t pos = 24;
+    mold_seen_t seen = { .next = 0 };
+    memset(seen.session, 0, sizeof seen.session);
     while (pos + 16 <= len && (!limit || F->msgs < limit)) {
         uint32_t incl;
         memcpy(&incl, d + pos + 8, 4);
@@ -256,7 +281,7 @@ static void frames_from_pcap(frames_t *F, const char *path, uint64_t limit)
             break; /* a record cut off at the end ends the capture, as in handler.net.pcapfile */
         uint8_t *f = frame_room(F, incl);
         memcpy(f, d + pos + 16, incl);
-        frame_add(F, incl, mold_count(f, incl));
+        frame_add(F, incl, mold_new(&seen, f, incl));
         pos += 16 + incl;
     }
 }
