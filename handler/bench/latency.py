@@ -359,6 +359,8 @@ def bench_latency(a) -> int:
         raise LatencyBenchError(f"--cpu {core}: not one of this process's CPUs {sorted(os.sched_getaffinity(0))}")
     sender_cpu = a.sender_cpu if a.sender_cpu is not None else next(
         (c for c in sorted(os.sched_getaffinity(0), reverse=True) if c != core), None)
+    if sender_cpu == core:
+        raise LatencyBenchError(f"--sender-cpu {sender_cpu} is the data plane's poll core: give the sender another CPU")
     want = max(int(r * a.seconds) for r in rates)
     if a.pcap:
         from ..inputs import require

@@ -480,5 +480,7 @@ int main(int argc, char **argv)
            err_count, elapsed, (double)scheduled / 1e9, elapsed > 0 ? (double)sent_msgs / elapsed : 0.0,
            elapsed > 0 ? (double)sent / elapsed : 0.0, (double)F.msgs / (double)F.n, nlate, pct(late, nlate, 0.5),
            pct(late, nlate, 0.99), pct(late, nlate, 0.999), late_max);
+    free(F.buf);
+    free(F.f);
     return 0; /* frames given up are in "errors": the caller judges */
 }
