@@ -71,7 +71,9 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     # the kernel handed every frame over and the data plane applied every message sent, in sequence
     assert r["link"]["unseen"] == 0 and r["link"]["rx_packets"] >= s["sent"]
     assert recv["messages_applied"] == s["sent_messages"] and recv["datagrams"] == s["sent"]
-    assert all(v == 0 for v in lost.values()) and r["all_received"] and r["drops"] == {}
+    assert all(v == 0 for v in lost.values()) and r["all_received"]
+    # the data plane dropped nothing of ours: only the kernel's own frames on the veth (IGMP, ARP), if any
+    assert set(r["drops"]) <= {"not_ipv4", "not_udp"} and r["foreign_frames"] == sum(r["drops"].values())
     assert r["dataplane"]["messages_per_datagram"] == 1.0 and r["dataplane"]["feed"] == "live"
     # the histogram: every applied message once, and the percentiles of the final statistics within its buckets
     lat, h = r["latency_ns"], r["histogram"]
