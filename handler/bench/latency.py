@@ -185,7 +185,8 @@ def _delta(after: dict, before: dict) -> dict:
     out = {}
     for k, v in after.items():
         if isinstance(v, dict):
-            out[k] = {kk: vv - before.get(k, {}).get(kk, 0) for kk, vv in v.items() if vv - before.get(k, {}).get(kk, 0)}
+            was = before.get(k, {})
+            out[k] = {kk: vv - was.get(kk, 0) for kk, vv in v.items() if vv - was.get(kk, 0)}
         else:
             out[k] = v - before.get(k, 0)
     return out
@@ -238,8 +239,8 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     name = f"lat-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
     vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
-    cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]], idle=a.idle,
-                                exit_idle_ms=0, extra=["--name", name])
+    cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]],
+                                idle=a.idle, exit_idle_ms=0, extra=["--name", name])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
     if source["kind"] == "itch":
         argv += ["--itch", str(source["path"]), "--per-packet", str(per_packet(a, rate)), "--mtu", str(a.mtu)]
@@ -247,9 +248,8 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
         argv += ["--pcap", str(source["path"])]
     if sender_cpu is not None:
         argv += ["--cpu", str(sender_cpu)]
-    if a.realtime:
+    if a.realtime:  # the sender, and the poll thread (EAL's main lcore): no other task preempts them
         argv.append("--realtime")
-    if a.realtime:  # the poll thread (EAL's main lcore) under SCHED_FIFO too: no other task preempts it
         cmd = ["chrt", "-f", str(RT_PRIORITY), *cmd]
     dp = process.Dataplane(cmd)
     try:
@@ -442,7 +442,8 @@ def print_report(res: dict, out=None) -> None:
     rows = []
     for r in res["runs"]:
         s, lat, lost = r["sender"], r["latency_ns"], r["lost"]
-        rows.append([fmt_rate(r["rate"]), fmt_rate(s["achieved_msgs_per_s"]), f"{r['dataplane']['messages_per_datagram']:.1f}",
+        rows.append([fmt_rate(r["rate"]), fmt_rate(s["achieved_msgs_per_s"]),
+                     f"{r['dataplane']['messages_per_datagram']:.1f}",
                      fmt_int(s["sent_messages"]), fmt_int(r["received"]["messages_applied"]),
                      fmt_int(lost["not_applied"] + lost["not_sent"]), fmt_ns(lat["p50"]), fmt_ns(lat["p99"]),
                      fmt_ns(lat["p99.9"]), fmt_ns(lat["max"]), fmt_ns(s["late_ns"]["p99"])])
@@ -467,12 +468,14 @@ def print_report(res: dict, out=None) -> None:
                      f"{m['messages_in_backlogs']:,.0f}",
                      fmt_int(m["measured_messages_above"])])
     print_table(["rate", "TSC read cycles", "hiccups/s", "hiccup p50", "hiccup max", "core lost", "timer irq/s",
-                 "irq/s", "preempted", "page faults", "steal", "busy", "hit in burst scan/run", "in backlog", "measured >thr"], rows, out=out,
+                 "irq/s", "preempted", "page faults", "steal", "busy", "hit in burst scan/run", "in backlog",
+                 "measured >thr"], rows, out=out,
                 title=f"what the machine adds (hiccup scan on CPU {res['core']} before each run, threshold "
                       f"{fmt_ns(res['hiccup_ns'])}; counters of that CPU during the run)")
     out.write("hit in burst: messages a hiccup would delay by its length, landing while their burst is processed "
               "(hiccups/s x busy share x active s x messages a burst), with the scan's hiccups/s and with the "
-              "interrupts and preemptions counted on the core during the run; in backlog: messages arriving during hiccups "
+              "interrupts and preemptions counted on the core during the run; in backlog: messages arriving during "
+              "hiccups "
               "(hiccups/s x mean hiccup x messages/s x active s), delayed only by the backlog ahead of them; "
               "measured >thr: messages slower than the threshold\n")
     t = res["target"]
@@ -480,7 +483,8 @@ def print_report(res: dict, out=None) -> None:
         out.write(f"target (p99 < {fmt_ns(t['p99_ns'])}, p99.9 < {fmt_ns(t['p99.9_ns'])} at {fmt_rate(t['rate'])}): "
                   "not measured (that rate was not run)\n")
     else:
-        out.write(f"target at {fmt_rate(t['rate'])}: p99 < {fmt_ns(t['p99_ns'])} {'met' if t['p99_met'] else 'NOT met'}, "
+        out.write(f"target at {fmt_rate(t['rate'])}: p99 < {fmt_ns(t['p99_ns'])} "
+                  f"{'met' if t['p99_met'] else 'NOT met'}, "
                   f"p99.9 < {fmt_ns(t['p99.9_ns'])} {'met' if t['p99.9_met'] else 'NOT met'}\n")
 
 
