@@ -1241,6 +1241,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..bench.restart import register as register_bench_restart  # fh bench restart
 
     register_bench_restart(bes, _positive, _nonneg)
+    __import__("handler.bench.latency", fromlist=["register"]).register(bes, _positive, _nonneg)  # fh bench latency
     _use_fh_help(p)
     return p
 

@@ -1,0 +1,116 @@
+"""fh bench latency at a tiny rate with the back-off idle strategy (no core spinning): the sender's, the data
+plane's and the kernel's counts add up, and the rx->publish histogram agrees with the percentiles reported.
+Nothing about time is asserted. Also the rate and packing arithmetic, and the hiccup scan's own output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import fh
+from handler.bench import latency
+from handler.shm import lat_percentile, LAT_UPPER_NS
+
+
+def test_parse_rates():
+    assert latency.parse_rates("100k,1M,5M") == [100_000, 1_000_000, 5_000_000]
+    assert latency.parse_rates(" 2k , 1.5M,750") == [2000, 1_500_000, 750]
+    for bad in ("", "fast", "0", "2G", "1M,,5M", "-5k"):
+        with pytest.raises(latency.LatencyBenchError, match="--rates"):
+            latency.parse_rates(bad)
+
+
+def test_packing_follows_the_window():
+    a = argparse.Namespace(per_packet=None, window_us=4.0)
+    assert [latency.per_packet(a, r) for r in (2000, 100_000, 250_000, 1_000_000, 5_000_000)] == [1, 1, 1, 4, 20]
+    a.per_packet = 7
+    assert latency.per_packet(a, 5_000_000) == 7
+
+
+def test_bad_rates_refused_on_the_command_line():
+    p = fh("bench", "latency", "--rates", "1M,lots", check=False)
+    assert p.returncode == 2 and "--rates" in p.stderr and "lots" in p.stderr
+
+
+def test_hiccup_scan_reports_itself():
+    prog = latency.find_bench_program("fh-hiccups", "FH_HICCUPS")
+    cpu = max(os.sched_getaffinity(0))
+    out = json.loads(subprocess.run([prog, "--cpu", str(cpu), "--seconds", "0.05", "--threshold-ns", "500"],
+                                    capture_output=True, text=True, check=True).stdout)
+    t = out["tsc_read"]
+    assert out["cpu"] == cpu and out["threshold_ns"] == 500 and out["tsc_hz"] > 0
+    assert 0 < t["cycles_min"] <= t["cycles_p50"] and t["cycles_min"] <= t["cycles_mean"]
+    g = out["gaps"]
+    assert sum(c for _, c in g["buckets"]) == g["count"]
+    assert all(upper >= 500 for upper, _ in g["buckets"])  # nothing under the threshold is a gap
+    assert g["count"] == 0 or g["p50"] <= g["p99"] and g["p50"] >= 500
+    assert 0 <= g["lost_share"] <= 1 and out["loops"] > 0
+    bad = subprocess.run([prog, "--cpu", str(cpu), "--seconds", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--seconds" in bad.stderr
+
+
+@pytest.mark.dpdk
+@pytest.mark.netns
+@pytest.mark.slow
+def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("FH_BENCH_CACHE", str(tmp_path))
+    rate, seconds = 2000, 2
+    p = fh("bench", "latency", "--rates", "2k", "--seconds", seconds, "--idle", "backoff", "--scan-seconds", "0.1",
+           "--instruments", "20", "--json")
+    res = json.loads(p.stdout)
+    assert res["rates"] == [rate] and res["idle"] == "backoff" and len(res["runs"]) == 1
+    r = res["runs"][0]
+    s, recv, lost = r["sender"], r["received"], r["lost"]
+    # the sender: every frame of the first rate x seconds messages, packed one a datagram at this rate (4 µs window)
+    assert s["messages"] == s["sent_messages"] == rate * seconds and s["frames"] == s["sent"] == rate * seconds
+    assert s["errors"] == {} and s["late_ns"]["count"] == s["frames"]
+    # the kernel handed every frame over and the data plane applied every message sent, in sequence
+    assert r["link"]["unseen"] == 0 and r["link"]["rx_packets"] >= s["sent"]
+    assert recv["messages_applied"] == s["sent_messages"] and recv["datagrams"] == s["sent"]
+    assert all(v == 0 for v in lost.values()) and r["all_received"]
+    # the data plane dropped nothing of ours: only the kernel's own frames on the veth (IGMP, ARP), if any
+    assert set(r["drops"]) <= {"not_ipv4", "not_udp"} and r["foreign_frames"] == sum(r["drops"].values())
+    assert r["dataplane"]["messages_per_datagram"] == 1.0 and r["dataplane"]["feed"] == "live"
+    # the histogram: every applied message once, and the percentiles of the final statistics within its buckets
+    lat, h = r["latency_ns"], r["histogram"]
+    assert lat["count"] == h["count"] == sum(c for _, c in h["buckets"]) == recv["messages_applied"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    uppers = set(int(u) for u in LAT_UPPER_NS)
+    assert all(u in uppers for u, _ in h["buckets"])
+    counts = [0] * len(LAT_UPPER_NS)
+    for u, c in h["buckets"]:
+        counts[list(LAT_UPPER_NS).index(u)] = c
+    for q, key in ((0.5, "p50"), (0.99, "p99"), (0.999, "p99.9"), (1.0, "max")):
+        assert lat_percentile(counts, q) == h[key]
+        # the segment's histogram re-buckets the data plane's tick buckets by their upper bounds: never below,
+        # at most one ns bucket (6.25 %) above
+        assert lat[key] <= h[key] <= lat[key] * 1.0625 + 1, (key, lat, h)
+    m = r["machine"]
+    assert 0 <= m["measured_messages_above"] <= recv["messages_applied"]
+    assert m["scan"]["cpu"] == res["core"] and m["during_run"]["seconds"] > 0
+    assert res["target"]["met"] is None  # 1M msg/s was not run
+
+
+@pytest.mark.dpdk
+@pytest.mark.netns
+@pytest.mark.slow
+def test_a_capture_is_sent_as_captured():
+    """The bundled A/B capture: both lines sent as captured, the B copies carrying no message of their own (the
+    schedule counts each message once) and counted by the data plane as duplicates."""
+    from conftest import ROOT
+
+    cap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    p = fh("bench", "latency", "--rates", "20k", "--seconds", 1, "--idle", "backoff", "--scan-seconds", "0.1",
+           "--pcap", cap, "--json")
+    res = json.loads(p.stdout)
+    r = res["runs"][0]
+    s = r["sender"]
+    assert len(res["source"]["lines"]) == 2
+    # whole frames up to the 20,000th message; every A frame's B copy follows it in the capture
+    assert s["sent"] == s["frames"] and 20_000 <= s["sent_messages"] == s["messages"] < 20_100
+    assert r["received"]["messages_applied"] == s["sent_messages"] and r["all_received"]
+    assert r["received"]["packets"] >= s["sent"]
