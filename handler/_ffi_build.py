@@ -397,6 +397,28 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
                     const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
                     uint64_t *ntrade);
+#define FH_GW_CAUGHT_UP 0
+#define FH_GW_FULL 1
+#define FH_GW_NEED_PREFIX 2
+#define FH_GW_STALE 3
+#define FH_GW_RECOVERED 4
+typedef struct fh_gw_pump {
+    const char *subj;
+    const uint8_t *subj_len;
+    uint64_t stride;
+    uint8_t *dirty;
+    uint64_t tsc0;
+    int64_t ns0;
+    double ns_per_tick;
+    uint64_t gw_ns;
+    uint64_t next;
+    uint64_t lost;
+    uint64_t events, nbbo, ntrade;
+    uint64_t last_seq, last_ts;
+    uint32_t stop;
+    uint32_t stop_locate;
+} fh_gw_pump_t;
+size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {
