@@ -91,7 +91,7 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
         times, cpus, rows = [], [], 0
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            rows = con.execute(sql, params).fetch_arrow_table().num_rows  # as a program takes it: columns
+            rows = con.sql(sql, params=params).to_arrow_table().num_rows  # as a program takes it: columns
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
