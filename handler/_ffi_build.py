@@ -392,6 +392,22 @@ typedef struct fh_hist_cols {
 } fh_hist_cols_t;
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);
+typedef struct fh_hist_ev_cols {
+    uint64_t *t_seq, *t_ts;
+    int64_t *t_recv;
+    uint16_t *t_locate;
+    int64_t *t_price, *t_shares, *t_match;
+    uint8_t *t_type, *t_aggressor;
+    uint64_t t_rows;
+    uint64_t *b_seq, *b_ts;
+    int64_t *b_recv;
+    uint16_t *b_locate;
+    int64_t *b_bid_price, *b_bid_shares, *b_ask_price, *b_ask_shares;
+    uint64_t b_rows;
+} fh_hist_ev_cols_t;
+int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
+                   uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
+                   const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c);
 
 /* gwfmt.h */
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
