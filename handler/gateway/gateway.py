@@ -307,6 +307,8 @@ class Gateway:
                     p.lost += lost
                     p.events += len(arr)
                     p.next = nxt
+                    if len(arr):
+                        p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
                     await self._batch(arr)
             elif stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
                 await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
