@@ -297,21 +297,40 @@ class HistoryWriter:
 
     def _table(self, name: str, parts: list[dict[str, np.ndarray]]) -> tuple[pa.Table, bool]:
         """The partition's rows sorted by (symbol, arrival), and whether they arrived in non-decreasing seq."""
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        sq = cols["seq"]
-        ascending = bool(len(sq) < 2 or (sq[1:] >= sq[:-1]).all())
-        loc = cols["locate"]
+        seqs = [p["seq"] for p in parts if len(p["seq"])]
+        ascending = all(bool((q[1:] >= q[:-1]).all()) for q in seqs) and all(
+            int(seqs[i][-1]) <= int(seqs[i + 1][0]) for i in range(len(seqs) - 1))
+        loc = np.concatenate([p["locate"] for p in parts])
         rank = np.empty(65536, np.uint16)
         rank[np.argsort(self.symbols, kind="stable")] = np.arange(65536)
         # rows arrive in the order they were applied (sequence order): a stable (radix) sort by symbol keeps it
         order = np.argsort(rank[loc], kind="stable")
-        i64 = lambda v: v[order].view(np.int64) if v.dtype == np.uint64 else v[order].astype(np.int64)  # noqa: E731
+        n_rows = len(order)
+        if name == "books":  # few rows, and lists: concatenated, then gathered
+            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            srt = lambda k: cols[k][order]  # noqa: E731
+        else:
+            # each part's rows scattered straight to their sorted places: no concatenated copy of every column
+            # first (40% less time than concatenate + gather on an hour of orders)
+            dest = np.empty(n_rows, np.intp)
+            dest[order] = np.arange(n_rows)
+
+            def srt(k: str) -> np.ndarray:
+                out = np.empty(n_rows, np.result_type(*[p[k].dtype for p in parts]))
+                base = 0
+                for p in parts:
+                    m = len(p[k])
+                    out[dest[base:base + m]] = p[k]
+                    base += m
+                return out
+
+        i64 = lambda v: v.view(np.int64) if v.dtype == np.uint64 else v.astype(np.int64)  # noqa: E731
         sloc = loc[order]
         out: dict[str, pa.Array] = {
             "symbol": _symbols(self._names, sloc),
-            "ts_ns": pa.array(i64(cols["ts"]), pa.int64()),
-            "seq": pa.array(i64(cols["seq"]), pa.int64()),
-            "recv_ns": pa.array(i64(cols["recv"]), pa.int64()) if "recv" in cols else pa.nulls(len(order), pa.int64()),
+            "ts_ns": pa.array(i64(srt("ts")), pa.int64()),
+            "seq": pa.array(i64(srt("seq")), pa.int64()),
+            "recv_ns": pa.array(i64(srt("recv")), pa.int64()) if "recv" in parts[0] else pa.nulls(n_rows, pa.int64()),
             "locate": pa.array(sloc.astype(np.int32), pa.int32()),
         }
         if name == "books":
@@ -326,11 +345,11 @@ class HistoryWriter:
                 for f in ("price", "shares", "orders"):
                     out[f"{side}_{f}"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(cols[f"{side}_{f}"][idx], pa.int64()))
             return pa.table(out), ascending
-        typ = cols["type"][order].view(np.uint8) if "type" in cols else None
-        for k, v in cols.items():
+        typ = srt("type").view(np.uint8) if "type" in parts[0] else None
+        for k in parts[0]:
             if k in ("seq", "ts", "recv", "locate"):
                 continue
-            v = v[order]
+            v = typ.view("S1") if k == "type" else srt(k)
             if v.dtype.kind == "S":
                 out[k] = _strs(v)
                 continue
