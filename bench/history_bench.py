@@ -80,12 +80,18 @@ def bench_queries(root: Path, repeats: int = 5) -> dict:
         "day_1m_bars_all_symbols": ("SELECT symbol, ts_ns // 60000000000 AS m, arg_min(price, seq), max(price), min(price), "
                                     "arg_max(price, seq), sum(shares) FROM trades GROUP BY ALL"),
     }
-    out = {"symbol": sym, "loadavg": loadavg()}
+    # what `fh query trades|quotes SYM --from 11:00 --to 12:00` runs: with the manifest's seq_order, no sort
+    ordered = query.seq_ordered(root, "2026-01-02")
+    for what in ("trades", "quotes"):
+        a = argparse.Namespace(date="2026-01-02", symbol=sym, start="11:00", end="12:00", limit=10**9)
+        qs[f"fh_query_{what}_symbol_hour"] = query.sql_for(what, a, ordered)[:2]
+    out = {"symbol": sym, "loadavg": loadavg(), "seq_order": ordered}
     for name, sql in qs.items():
+        sql, params = sql if isinstance(sql, tuple) else (sql, None)
         times, cpus, rows = [], [], 0
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            rows = con.sql(sql).to_arrow_table().num_rows  # as a program takes it: columns, not Python rows
+            rows = con.sql(sql, params=params).to_arrow_table().num_rows  # as a program takes it: columns
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         out[name] = {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
@@ -182,6 +188,36 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
             "subscriber": "c" if csub else "python", "latency": got, "loadavg": la}
 
 
+def pump_only(name: str) -> dict:
+    """The gateway's C follow loop alone (fh_gw_pump: read the ring, format the PUB commands) over a whole
+    published day in the ring, no NATS: its CPU a event, the floor under the gateway's own cost."""
+    import numpy as np
+
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+    from handler._native import lib
+
+    gw = Gateway(name, Settings(servers=("nats://127.0.0.1:1",), stream=False), name, start="oldest")
+    p = gw._p
+    best = None
+    for _ in range(3):
+        p.next, p.events = gw.r.oldest(), 0
+        nbytes = 0
+        c0 = time.thread_time()
+        while True:
+            w = lib.fh_gw_pump(gw.r._r, p, gw._cout, len(gw._cbuf))
+            nbytes += w
+            if p.stop == lib.FH_GW_NEED_PREFIX:
+                gw._c_prefixes(np.array([p.stop_locate], np.int64))
+            elif p.stop == lib.FH_GW_CAUGHT_UP:
+                break
+        cpu = time.thread_time() - c0
+        best = cpu if best is None else min(best, cpu)
+    gw.r.close()
+    return {"events": int(p.events), "bytes": nbytes, "cpu_s": round(best, 4),
+            "ns_per_event": round(best * 1e9 / p.events, 1), "events_per_cpu_s": round(p.events / best)}
+
+
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub: bool = False,
                   throughput: bool = True) -> dict:
     from handler import native
@@ -200,9 +236,15 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub:
             eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
             eng.apply_blocks(data)
             eng.publish_stats()
-            sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server", c.urls[0],
-                                    "--feed", name, "--kind", "*", "--quiet", "--seconds", "600", "--latency"],
-                                   stderr=subprocess.PIPE, text=True)
+            out["pump_only"] = pump_only(name)
+            if csub:  # the C subscriber takes the BBOs (the Python one, everything, is slower than the gateway)
+                host, port = c.urls[0].rsplit("/", 1)[-1].rsplit(":", 1)
+                sub = subprocess.Popen([str(c_subscriber()), host, port, f"fh.{name}.*.bbo", "600", "2"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            else:
+                sub = subprocess.Popen([sys.executable, str(ROOT / "examples" / "nats_subscriber.py"), "--server",
+                                        c.urls[0], "--feed", name, "--kind", "*", "--quiet", "--seconds", "600",
+                                        "--latency"], stderr=subprocess.PIPE, text=True)
             time.sleep(1.0)
 
             async def run_all():
@@ -214,13 +256,19 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub:
 
             la = loadavg()
             res, wall, cpu = asyncio.run(run_all())
-            sub.terminate()
-            sub.communicate()
+            if csub:
+                got, _ = sub.communicate()
+                got = json.loads(got)["messages"] if got.strip() else None
+            else:
+                sub.terminate()
+                sub.communicate()
+                got = None
             seg.close(unlink=True)
             k = res["counters"]
             out["throughput"] = {"events": k["events"], "published_bbo": k["bbo"], "published_trades": k["trades"],
                                  "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events_per_s": round(k["events"] / wall),
-                                 "events_per_cpu_s": round(k["events"] / cpu), "loadavg": la}
+                                 "events_per_cpu_s": round(k["events"] / cpu), "conflated": k["bbo_conflated"],
+                                 "subscriber_bbo": got, "loadavg": la}
         # 2. latency at paced rates, conflation off: publish stamp (the engine's TSC at the start of the
         # message run) -> a subscriber process on the same host
         out["paced"] = []

@@ -392,11 +392,49 @@ typedef struct fh_hist_cols {
 } fh_hist_cols_t;
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);
+typedef struct fh_hist_ev_cols {
+    uint64_t *t_seq, *t_ts;
+    int64_t *t_recv;
+    uint16_t *t_locate;
+    int64_t *t_price, *t_shares, *t_match;
+    uint8_t *t_type, *t_aggressor;
+    uint64_t t_rows;
+    uint64_t *b_seq, *b_ts;
+    int64_t *b_recv;
+    uint16_t *b_locate;
+    int64_t *b_bid_price, *b_bid_shares, *b_ask_price, *b_ask_shares;
+    uint64_t b_rows;
+} fh_hist_ev_cols_t;
+int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
+                   uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
+                   const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c);
 
 /* gwfmt.h */
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
                     const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
                     uint64_t *ntrade);
+#define FH_GW_CAUGHT_UP 0
+#define FH_GW_FULL 1
+#define FH_GW_NEED_PREFIX 2
+#define FH_GW_STALE 3
+#define FH_GW_RECOVERED 4
+typedef struct fh_gw_pump {
+    const char *subj;
+    const uint8_t *subj_len;
+    uint64_t stride;
+    uint8_t *dirty;
+    uint64_t tsc0;
+    int64_t ns0;
+    double ns_per_tick;
+    uint64_t gw_ns;
+    uint64_t next;
+    uint64_t lost;
+    uint64_t events, nbbo, ntrade;
+    uint64_t last_seq, last_ts;
+    uint32_t stop;
+    uint32_t stop_locate;
+} fh_gw_pump_t;
+size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {

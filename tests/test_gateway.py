@@ -369,3 +369,73 @@ def test_c_formatter_writes_what_python_writes(tmp_path):
         gw.r.close()
     assert fast.count(b"PUB ") > 5000 and b'"pub_ns":' in fast
     assert fast == slow
+
+
+@pytest.mark.parametrize("long_feed", [False, True])
+def test_c_pump_writes_what_python_writes(tmp_path, long_feed):
+    """fh_gw_pump (fh/gwfmt.h), the gateway's follow loop in C, against the Python path: reading the ring itself,
+    in calls cut short by a small buffer, it writes the PUB commands of every BBO change and trade byte for byte
+    as the Python formatting does, consumes every event, marks the changed books and stops at nothing else.
+    long_feed: subject prefixes too long for the C slots: every event goes through the Python path from the pump."""
+    import numpy as np
+
+    from handler.gateway import gateway as G
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 30_000, 30, seed=4344)
+    with publisher(day, "--events", str(1 << 20)) as (name, _):
+        feed = "f" * 130 if long_feed else name
+        gw = Gateway(name, Settings(servers=("nats://127.0.0.1:1",), stream=False), feed, start="oldest")
+        sent: list[bytes] = []
+
+        async def capture(cmds, n=0):
+            sent.append(b"".join(cmds))
+            return True
+
+        gw._send = capture
+        gw._backlogged = lambda: False
+        gw._pump_cap = 4096  # many calls, each stopped by a full buffer
+        gw._p.gw_ns = 1_700_000_000_123_456_789
+        gw._p.next = first = gw.r.oldest()
+        real_time_ns = G.time.time_ns
+        G.time.time_ns = lambda: 1_700_000_000_123_456_789  # the Python path's gw_ns
+        calls = 0
+        try:
+            while True:
+                calls += 1
+                before = gw._p.events
+                asyncio.run(gw._pump())
+                if gw._p.events == before:
+                    break
+        finally:
+            G.time.time_ns = real_time_ns
+        fast, sent[:] = b"".join(sent), []
+        head = gw.r.head
+        assert gw._p.next == head + 1 and gw.counters["events"] == head - first + 1 and gw.counters["overrun_events"] == 0
+        dirty = set(np.flatnonzero(gw._dirty_map).tolist()) | gw._dirty_books  # C's marks, and the Python path's
+
+        G.time.time_ns = lambda: 1_700_000_000_123_456_789
+        gw._dirty_books.clear()
+
+        async def no_c(arr, pub):
+            return False
+
+        gw._batch_c = no_c
+        try:
+            nxt = first
+            while True:
+                a, nxt, lost = gw.r.read_events(nxt, gw.r.EVENT_BATCH)
+                if not len(a):
+                    break
+                asyncio.run(gw._batch(a))
+        finally:
+            G.time.time_ns = real_time_ns
+        slow = b"".join(sent)
+        gw.r.close()
+    assert (calls > 10 or long_feed) and fast.count(b"PUB ") > 5000 and b'"pub_ns":' in fast
+    assert (b"PUB fh." + b"f" * 130 in fast) == long_feed
+    assert gw._last_seq == head
+    assert fast == slow
+    assert dirty == gw._dirty_books

@@ -369,3 +369,46 @@ def test_journal_ring_and_files_equal_offline(day, tmp_path):
         assert _table_rows(live, t) == want, t
         assert _table_rows(files, t) == want, t
     assert pq.read_table(live / "orders", columns=["recv_ns"])["recv_ns"].null_count == 0  # when it was read
+
+
+def test_seq_order_lets_symbol_queries_skip_the_sort(day, tmp_path):
+    """The manifest says, per table, whether one symbol's rows come in sequence order file after file; fh query
+    then asks for a symbol's trades and quotes without ORDER BY seq (and DuckDB's answer is in seq order, as
+    test_duckdb_queries_known_results checks). A day whose sequence starts again (a new session) keeps the sort."""
+    import numpy as np
+
+    from handler.history import query
+    from handler.history.writer import HOUR_NS, HistoryWriter
+
+    _, root, _ = day
+    ordered = query.seq_ordered(root, DATE)
+    assert ordered["trades"] and ordered["bbo"] and ordered["orders"]
+    a = type("A", (), {"date": DATE, "symbol": "AAPL", "limit": 10})()
+    assert "ORDER BY" not in query.sql_for("trades", a, ordered)[0]
+    assert "ORDER BY seq" in query.sql_for("trades", a, {})[0]
+    a.symbol = None
+    assert "ORDER BY seq" in query.sql_for("trades", a, ordered)[0]
+
+    syms = np.zeros(65536, "S8")
+    syms[1], syms[2] = b"AAA     ", b"BBB     "
+
+    def trades(seq, hour):
+        n = len(seq)
+        return {"seq": np.array(seq, np.uint64), "ts": np.full(n, hour * HOUR_NS + 5, np.uint64),
+                "locate": np.array([1, 2] * (n // 2), np.uint16), "price": np.arange(n, dtype=np.int64),
+                "shares": np.ones(n, np.int64), "match": np.arange(n, dtype=np.int64),
+                "aggressor": np.full(n, b"B", "S1"), "type": np.full(n, b"E", "S1")}
+
+    from handler.history.columns import Chunk
+
+    for name, hours in (("one", [(10, [1, 2, 3, 4]), (11, [5, 6, 7, 8])]),
+                        ("new-session", [(10, [1, 2, 3, 4]), (11, [1, 2, 3, 4])]),  # seq from 1 again
+                        ("unordered", [(10, [3, 4, 1, 2])])):
+        w = HistoryWriter(tmp_path / name, DATE, syms)
+        for hour, seq in hours:
+            ch = Chunk(0, np.array(seq, np.uint64), np.full(len(seq), hour * HOUR_NS, np.uint64), None)
+            ch.tables["trades"] = trades(seq, hour)
+            w.add(ch)
+        w.close()
+        got = query.seq_ordered(tmp_path / name, DATE)["trades"]
+        assert got == (name == "one"), name

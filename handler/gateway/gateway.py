@@ -77,6 +77,8 @@ def tsc_to_realtime(reader) -> tuple[int, int, float] | None:
 
 
 class Gateway:
+    STALL_S = 0.25  # how long a slow NATS is waited for before the gateway conflates (_slow)
+
     def __init__(self, segment: str, settings: Settings, feed: str, start: str = "head", log=None):
         from ..shm import Reader
 
@@ -99,6 +101,19 @@ class Gateway:
         self._cn = ffi.new("uint64_t[2]")
         self._pending_bbo: dict[int, bytes] = {}
         self._dirty_books: set[int] = set()
+        # the C follow loop (fh_gw_pump): reads the ring from p.next and formats every BBO change and trade
+        # into _cbuf in one call; it marks changed books in _dirty_map
+        self._dirty_map = np.zeros(65536, np.uint8)
+        self._p = ffi.new("fh_gw_pump_t *")
+        self._pkeep = [ffi.from_buffer(self._csubj), ffi.from_buffer(self._csubj_len), ffi.from_buffer(self._dirty_map)]
+        self._p.subj, self._p.subj_len, self._p.dirty = self._pkeep
+        self._p.stride = SUBJ_STRIDE
+        if self.cal is not None:
+            self._p.tsc0, self._p.ns0, self._p.ns_per_tick = self.cal
+        self._cout = ffi.from_buffer(self._cbuf)
+        # a quarter of the backlog allowed per call: a pump never takes the client past max_pending_kb alone
+        self._pump_cap = max(4096, min(len(self._cbuf), settings.max_pending_kb * 256))
+        self._stall_since: float | None = None
         self._last_seq = 0
         self._last_ts = 0
         self._closing = False
@@ -179,6 +194,18 @@ class Gateway:
     def stream_name(self) -> str:
         return "FH_" + re.sub(r"[^A-Za-z0-9_-]", "_", self.feed)
 
+    def _slow(self, now: float) -> bool:
+        """True while NATS takes the data more slowly than the gateway makes it (over a quarter of
+        max_pending_kb waits in the client) for less than STALL_S: the gateway then waits for the client's
+        writer rather than conflate at once (the ring holds what comes meanwhile). Longer than that, it goes
+        on and conflates past max_pending_kb, as for a server that is gone."""
+        if self.nc.pending_data_size <= self.s.max_pending_kb * 256:
+            self._stall_since = None
+            return False
+        if self._stall_since is None:
+            self._stall_since = now
+        return now - self._stall_since < self.STALL_S
+
     def _backlogged(self) -> bool:
         return self.nc.pending_data_size > self.s.max_pending_kb * 1024 or not self.nc.is_connected
 
@@ -256,6 +283,41 @@ class Gateway:
             start += int(self._cdone[0])
         self._last_seq, self._last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
         return True
+
+    async def _pump(self) -> int:
+        """Every new event of the ring through fh_gw_pump: one C call reads them and formats the PUB commands
+        of the BBO changes and trades into one buffer, handed to the client in one piece (several if it
+        fills). Stale / recovered notices go out on .status after the commands before them. Returns the
+        events consumed."""
+        p, k = self._p, self.counters
+        e0, l0 = p.events, p.lost
+        while True:
+            b0, t0 = p.nbbo, p.ntrade
+            w = lib.fh_gw_pump(self.r._r, p, self._cout, self._pump_cap)
+            nb, nt = p.nbbo - b0, p.ntrade - t0
+            if w and await self._send([bytes(memoryview(self._cbuf)[:w])], nb + nt):
+                k["bbo"] += nb
+                k["trades"] += nt
+            stop = p.stop
+            if stop in (lib.FH_GW_CAUGHT_UP, lib.FH_GW_FULL):  # full: the loop's ticks and the backlog check first
+                break
+            if stop == lib.FH_GW_NEED_PREFIX:
+                if not self._c_prefixes(np.array([p.stop_locate], np.int64)):  # too long for a slot: Python
+                    arr, nxt, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
+                    p.lost += lost
+                    p.events += len(arr)
+                    p.next = nxt
+                    if len(arr):
+                        p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
+                    await self._batch(arr)
+            elif stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
+                await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
+                                    "symbol": self.r.symbol_of(p.stop_locate), "seq": p.last_seq, "ts": p.last_ts})
+        if p.events != e0:
+            self._last_seq, self._last_ts = p.last_seq, p.last_ts
+        k["overrun_events"] += p.lost - l0
+        k["events"] += p.events - e0
+        return p.events - e0 + p.lost - l0
 
     async def _batch(self, arr: np.ndarray) -> None:
         """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
@@ -336,6 +398,9 @@ class Gateway:
                 self.counters["bbo"] += 1
 
     async def _books(self) -> None:
+        if self._dirty_map.any():
+            self._dirty_books.update(np.flatnonzero(self._dirty_map).tolist())
+            self._dirty_map[:] = 0
         if not self._dirty_books:
             return
         if self._backlogged():
@@ -378,7 +443,8 @@ class Gateway:
         if self.nc is None:
             await self.connect()
         loop = asyncio.get_running_loop()
-        nxt = self.r.oldest() if self.start == "oldest" else self.r.head + 1
+        p = self._p
+        p.next = self.r.oldest() if self.start == "oldest" else self.r.head + 1
         book_every = self.s.book_interval_ms / 1000
         bbo_every = self.s.conflate_bbo_ms / 1000
         status_every = self.s.status_interval_ms / 1000
@@ -386,15 +452,23 @@ class Gateway:
         last_book = last_status = last_bbo = last_event = now
         await self._status({"event": "start"})
         while not (stop and stop.is_set()):
-            arr, nxt2, lost = self.r.read_events(nxt, self.r.EVENT_BATCH)
-            if lost:
-                self.counters["overrun_events"] += lost
-            if len(arr):
-                await self._batch(arr)
-            self.counters["events"] += len(arr)
-            nxt = nxt2
+            if self._slow(time.monotonic()):
+                await asyncio.sleep(0.001)
+                continue
+            if not self.s.conflate_bbo_ms and not self._backlogged():
+                got = await self._pump()  # the whole follow loop in C: nothing is held back
+                lost = 0
+            else:  # conflating (by configuration, or a backlog to NATS): the Python path
+                arr, p.next, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
+                if lost:
+                    self.counters["overrun_events"] += lost
+                if len(arr):
+                    await self._batch(arr)
+                self.counters["events"] += len(arr)
+                got = len(arr)
+            nxt = p.next
             now = time.monotonic()
-            if len(arr):
+            if got:
                 last_event = now
             if bbo_every == 0 or now - last_bbo >= bbo_every:
                 await self._flush_bbo()
@@ -405,7 +479,7 @@ class Gateway:
             if now - last_status >= status_every:
                 await self._status()
                 last_status = now
-            if len(arr) or lost:
+            if got or lost:
                 await asyncio.sleep(0)  # let the NATS client write
                 continue
             if idle_timeout is not None and now - last_event > idle_timeout:

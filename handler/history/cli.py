@@ -129,7 +129,7 @@ def cmd_query(a) -> int:
     con = query.connect(root)
     if what in QUERIES:
         b.date = query.need_day(root, b.date)
-        sql, params, view = query.sql_for(what, b)
+        sql, params, view = query.sql_for(what, b, query.seq_ordered(root, b.date))
         query._need_view(con, view, root)
     else:
         sql, params = what, []

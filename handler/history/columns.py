@@ -23,15 +23,6 @@ CHUNK_MESSAGES = 1 << 18       # per apply: at most 2 events a message, so the r
 EVENT_RING = 1 << 20
 
 
-def _be(buf: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
-    """Big-endian unsigned integers of `width` bytes at each offset."""
-    if width in (2, 4, 8):
-        return buf[off[:, None] + np.arange(width)].view(f">u{width}").ravel().astype(np.uint64)
-    b = np.zeros((len(off), 8), np.uint8)
-    b[:, 8 - width:] = buf[off[:, None] + np.arange(width)]
-    return b.view(">u8").ravel().astype(np.uint64)
-
-
 @dataclass
 class Chunk:
     """The columns of one applied chunk. Message columns are per message (index = ordinal - first);
@@ -74,17 +65,6 @@ class SideMap:
         self.a = b
         self._point()
 
-    def get(self, refs: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(refs), np.uint8)
-        ok = refs < len(self.a)
-        out[ok] = self.a[refs[ok].astype(np.int64)]
-        return out
-
-
-# the aggressor of a trade: the side opposite the resting order's
-AGGRESSOR = np.zeros(256, np.uint8)
-AGGRESSOR[ord("B")], AGGRESSOR[ord("S")] = ord("S"), ord("B")
-
 
 class ItchColumns:
     """Applies a day's messages with the C engine on a private segment and yields Chunks of columns.
@@ -115,6 +95,8 @@ class ItchColumns:
             except FileNotFoundError:
                 pass
         self.ring = self.reader.events_ring
+        self._ring_c = ffi.from_buffer("fh_shm_event_t[]", self.ring)
+        self._evout = None
         self.mask = self.reader.event_capacity - 1
         self.depth = depth
         self.every = snapshot_every_ns
@@ -251,38 +233,66 @@ class ItchColumns:
     # -- events: trades and BBO changes
 
     def _events(self, ch: Chunk, buf, off, typ) -> None:
+        """The chunk's trades and BBO changes from the ring, as columns, in one C pass (fh_hist_events)."""
         head = self.reader.head
-        if head - self.head > self.reader.event_capacity:
-            raise RuntimeError(f"history: {head - self.head} events in one chunk overran a ring of "
-                               f"{self.reader.event_capacity}")
-        idx = np.arange(self.head + 1, head + 1, dtype=np.uint64) & np.uint64(self.mask)
-        ev = self.ring[idx.astype(np.int64)]
+        n = head - self.head
+        if n > self.reader.event_capacity:
+            raise RuntimeError(f"history: {n} events in one chunk overran a ring of {self.reader.event_capacity}")
+        if n == 0:
+            return
+        e = self._ev_cols(n)
+        off = np.ascontiguousarray(off, np.uint32)
+        typ = np.ascontiguousarray(typ, np.uint8)
+        recv = None if ch.recv is None else np.ascontiguousarray(ch.recv, np.int64)
+        seq = np.ascontiguousarray(ch.seq, np.uint64)
+        ts = np.ascontiguousarray(ch.ts, np.uint64)
+        rc = lib.fh_hist_events(self._st, self._ring_c, self.mask, self.head + 1, head, ch.first, len(seq),
+                                ffi.from_buffer("uint64_t[]", seq), ffi.from_buffer("uint64_t[]", ts),
+                                ffi.NULL if recv is None else ffi.from_buffer("int64_t[]", recv),
+                                ffi.from_buffer("uint8_t[]", typ), ffi.from_buffer("uint8_t[]", buf),
+                                ffi.from_buffer("uint32_t[]", off), e)
+        if rc != 0:
+            raise RuntimeError("history: an event names a message outside the chunk just applied")
         self.head = head
-        i = (ev["itch_ts"] - np.uint64(ch.first)).astype(np.int64)
-        t = ev["type"]
-        common = lambda m: {"seq": ch.seq[i[m]], "ts": ch.ts[i[m]], "locate": ev["locate"][m],
-                            **({"recv": ch.recv[i[m]]} if ch.recv is not None else {})}
-        tr = t == lib.FH_EV_TRADE
-        if tr.any():
-            mi = i[tr]
-            mt = typ[mi]
-            mo = off[mi]
-            resting = np.zeros(len(mi), np.uint8)
-            isp = mt == ord("P")
-            if isp.any():
-                resting[isp] = buf[mo[isp] + 19]
-            if (~isp).any():
-                resting[~isp] = self.sides.get(_be(buf, mo[~isp] + 11, 8))
-            ch.tables["trades"] = {**common(tr), "price": ev["c"][tr].astype(np.int64),
-                                   "shares": ev["a"][tr].astype(np.int64), "match": ev["b"][tr].astype(np.int64),
-                                   "aggressor": AGGRESSOR[resting].view("S1"), "type": mt.view("S1")}
-            self.counters["trades"] += int(tr.sum())
-        bb = t == lib.FH_EV_BBO
-        if bb.any():
-            ch.tables["bbo"] = {**common(bb), "bid_price": ev["c"][bb].astype(np.int64),
-                                "bid_shares": ev["a"][bb].astype(np.int64), "ask_price": ev["d"][bb].astype(np.int64),
-                                "ask_shares": ev["b"][bb].astype(np.int64)}
-            self.counters["bbo"] += int(bb.sum())
+        o = self._evout
+        nt, nb = int(e.t_rows), int(e.b_rows)
+
+        def take(prefix: str, names: dict[str, str], rows: int) -> dict[str, np.ndarray]:
+            cols = {out: o[prefix + src][:rows].copy() for out, src in names.items()
+                    if ch.recv is not None or out != "recv"}
+            return cols
+
+        if nt:
+            t = take("t_", {"seq": "seq", "ts": "ts", "locate": "locate", "recv": "recv", "price": "price",
+                            "shares": "shares", "match": "match", "aggressor": "aggressor", "type": "type"}, nt)
+            t["aggressor"], t["type"] = t["aggressor"].view("S1"), t["type"].view("S1")
+            ch.tables["trades"] = t
+            self.counters["trades"] += nt
+        if nb:
+            ch.tables["bbo"] = take("b_", {"seq": "seq", "ts": "ts", "locate": "locate", "recv": "recv",
+                                           "bid_price": "bid_price", "bid_shares": "bid_shares",
+                                           "ask_price": "ask_price", "ask_shares": "ask_shares"}, nb)
+            self.counters["bbo"] += nb
+
+    def _ev_cols(self, n: int):
+        """fh_hist_ev_cols_t over arrays with room for n rows each (kept, grown when a run needs more)."""
+        if self._evout is None or len(self._evout["t_seq"]) < n:
+            cap = max(n, 1 << 16)
+            u64, i64 = ("t_seq", "t_ts", "b_seq", "b_ts"), ("t_recv", "t_price", "t_shares", "t_match", "b_recv",
+                                                           "b_bid_price", "b_bid_shares", "b_ask_price", "b_ask_shares")
+            o = {k: np.zeros(cap, np.uint64) for k in u64}
+            o.update({k: np.zeros(cap, np.int64) for k in i64})
+            o.update({k: np.zeros(cap, np.uint16) for k in ("t_locate", "b_locate")})
+            o.update({k: np.zeros(cap, np.uint8) for k in ("t_type", "t_aggressor")})
+            c = ffi.new("fh_hist_ev_cols_t *")
+            keep = []
+            for k, v in o.items():
+                ct = {np.dtype(np.uint64): "uint64_t[]", np.dtype(np.int64): "int64_t[]",
+                      np.dtype(np.uint16): "uint16_t[]", np.dtype(np.uint8): "uint8_t[]"}[v.dtype]
+                keep.append(ffi.from_buffer(ct, v))
+                setattr(c, k, keep[-1])
+            self._evout, self._evc, self._evkeep = o, c, keep
+        return self._evc
 
     # -- book snapshots
 

@@ -31,6 +31,7 @@ def connect(root: str | Path):
     # a program that keeps the connection reads each file's footer (row-group statistics) once
     con.execute("SET parquet_metadata_cache = true")
     con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = true")  # the default, relied on by sql_for: said here
     for t in TABLES:
         if not any((root / t).glob("date=*/hour=*/*.parquet")):
             continue
@@ -107,15 +108,32 @@ def _need_view(con, t: str, root: Path) -> None:
         raise HistoryError(f"{root}: the history has no {t} table yet")
 
 
-def sql_for(what: str, a) -> tuple[str, list, str]:
-    """(SQL, parameters, the view it needs) for a subcommand."""
+def seq_ordered(root: Path, date: str) -> dict[str, bool]:
+    """Per table, whether the writer found one symbol's rows of the day in sequence order when read file after
+    file (the manifest's seq_order, HistoryWriter.seq_order); absent (an older tree): every table false."""
+    try:
+        return json.loads((Path(root) / "_manifest" / f"{date}.json").read_text()).get("seq_order") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def sql_for(what: str, a, ordered: dict[str, bool] | None = None) -> tuple[str, list, str]:
+    """(SQL, parameters, the view it needs) for a subcommand. ordered: seq_ordered() of the day; where it
+    holds, one symbol's rows are asked for without ORDER BY seq: DuckDB reads the files in path order and keeps
+    it (preserve_insertion_order), which is then sequence order, and the sort (most of the time of a
+    symbol-hour of rows) is saved."""
     where, args = _range(a)
+    ordered = ordered or {}
+
+    def by_seq(table: str) -> str:
+        return "" if getattr(a, "symbol", None) and ordered.get(table) else "ORDER BY seq"
+
     if what == "trades":
         return (f"""SELECT time, symbol, seq, price / 1e4 AS price, shares, aggressor, match FROM trades
-                    WHERE {where} ORDER BY seq LIMIT {int(a.limit)}""", args, "trades")
+                    WHERE {where} {by_seq("trades")} LIMIT {int(a.limit)}""", args, "trades")
     if what == "quotes":
         return (f"""SELECT time, symbol, seq, bid_price / 1e4 AS bid, bid_shares, ask_price / 1e4 AS ask, ask_shares
-                    FROM bbo WHERE {where} ORDER BY seq LIMIT {int(a.limit)}""", args, "bbo")
+                    FROM bbo WHERE {where} {by_seq("bbo")} LIMIT {int(a.limit)}""", args, "bbo")
     if what == "bars":
         us = interval_us(a.interval)
         return (f"""SELECT make_timestamp(epoch_us(CAST(date AS TIMESTAMP)) + (ts_ns // 1000) // {us} * {us}) AS bar,

@@ -4,7 +4,8 @@
  * measurement is the gateway and the server, not a subscriber's interpreter. For every message it takes
  * CLOCK_REALTIME and the message's "pub_ns" (the data plane's publish stamp, as wall time) and "gw_ns" (when the
  * gateway handed it to NATS), and at the end prints one JSON line: messages, and p50/p99/p99.9/max of
- * now - pub_ns and of now - gw_ns in microseconds.
+ * now - pub_ns and of now - gw_ns in microseconds, and of gw_ns - pub_ns (the gateway's own part: from the publish
+ * stamp to the gateway's read of the event).
  *
  *   fh-bench-nats-sub HOST PORT SUBJECT SECONDS [IDLE_SECONDS]
  *
@@ -99,9 +100,10 @@ int main(int argc, char **argv)
         return 1;
     }
     int64_t *lat_pub = malloc(CAP * sizeof(int64_t)), *lat_gw = malloc(CAP * sizeof(int64_t));
-    size_t bufcap = 1 << 22, len = 0, npub = 0, ngw = 0, msgs = 0, nostamp = 0;
+    int64_t *lat_pg = malloc(CAP * sizeof(int64_t));
+    size_t bufcap = 1 << 22, len = 0, npub = 0, ngw = 0, npg = 0, msgs = 0, nostamp = 0;
     char *buf = malloc(bufcap);
-    if (!lat_pub || !lat_gw || !buf) {
+    if (!lat_pub || !lat_gw || !lat_pg || !buf) {
         fprintf(stderr, "fh-bench-nats-sub: out of memory\n");
         return 1;
     }
@@ -142,6 +144,8 @@ int main(int argc, char **argv)
                     nostamp++;
                 if (gw > 0 && ngw < CAP)
                     lat_gw[ngw++] = (int64_t)wall - gw;
+                if (gw > 0 && pub > 0 && npg < CAP)
+                    lat_pg[npg++] = gw - pub;
                 msgs++;
                 last = now_ns(CLOCK_MONOTONIC);
                 off = (size_t)(pay + n + 2 - buf);
@@ -166,6 +170,8 @@ int main(int argc, char **argv)
     pct("pub_to_subscriber", lat_pub, npub);
     printf(",");
     pct("gateway_to_subscriber", lat_gw, ngw);
+    printf(",");
+    pct("pub_to_gateway", lat_pg, npg);
     printf("}\n");
     close(fd);
     return 0;

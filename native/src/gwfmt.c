@@ -2,6 +2,7 @@
 #include "fh/gwfmt.h"
 
 #include <string.h>
+#include <time.h>
 
 static char *put_u64(char *p, uint64_t v)
 {
@@ -35,6 +36,47 @@ static char *put_s(char *p, const char *s, size_t n)
 /* the longest command: "PUB " + prefix (<= stride) + "trade " + 5 digits + CRLF + body (< 400) + CRLF */
 #define ROOM(stride) ((stride) + 512)
 
+/* One BBO change or trade as its PUB command at p (room for ROOM(stride) bytes); returns the end. */
+static char *format_one(char *p, const fh_shm_event_t *e, int64_t pub_ns, uint64_t gw_ns, const char *prefix,
+                        size_t sl)
+{
+    char body[400], *b = body;
+    int bbo = e->type == FH_EV_BBO;
+    b = PUT(b, "{\"seq\":");
+    b = put_u64(b, e->seq);
+    b = PUT(b, ",\"ts\":");
+    b = put_u64(b, e->itch_ts);
+    if (bbo) {
+        b = PUT(b, ",\"bid\":");
+        b = put_i64(b, e->c);
+        b = PUT(b, ",\"bid_shares\":");
+        b = put_u64(b, e->a);
+        b = PUT(b, ",\"ask\":");
+        b = put_i64(b, e->d);
+        b = PUT(b, ",\"ask_shares\":");
+        b = put_u64(b, e->b);
+    } else {
+        b = PUT(b, ",\"price\":");
+        b = put_i64(b, e->c);
+        b = PUT(b, ",\"shares\":");
+        b = put_u64(b, e->a);
+        b = PUT(b, ",\"match\":");
+        b = put_u64(b, e->b);
+    }
+    b = PUT(b, ",\"pub_ns\":");
+    b = pub_ns ? put_i64(b, pub_ns) : PUT(b, "null");
+    b = PUT(b, ",\"gw_ns\":");
+    b = put_u64(b, gw_ns);
+    *b++ = '}';
+    p = PUT(p, "PUB ");
+    p = put_s(p, prefix, sl);
+    p = bbo ? PUT(p, "bbo ") : PUT(p, "trade ");
+    p = put_u64(p, (uint64_t)(b - body));
+    p = PUT(p, "\r\n");
+    p = put_s(p, body, (size_t)(b - body));
+    return PUT(p, "\r\n");
+}
+
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,
                     const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
                     uint64_t *ntrade)
@@ -48,46 +90,69 @@ size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, u
         size_t sl = e->locate < 65536 ? subj_len[e->locate] : 0;
         if (!sl || (size_t)(end - p) < ROOM(stride))
             break;
-        char body[400], *b = body;
-        int bbo = e->type == FH_EV_BBO;
-        b = PUT(b, "{\"seq\":");
-        b = put_u64(b, e->seq);
-        b = PUT(b, ",\"ts\":");
-        b = put_u64(b, e->itch_ts);
-        if (bbo) {
-            b = PUT(b, ",\"bid\":");
-            b = put_i64(b, e->c);
-            b = PUT(b, ",\"bid_shares\":");
-            b = put_u64(b, e->a);
-            b = PUT(b, ",\"ask\":");
-            b = put_i64(b, e->d);
-            b = PUT(b, ",\"ask_shares\":");
-            b = put_u64(b, e->b);
-        } else {
-            b = PUT(b, ",\"price\":");
-            b = put_i64(b, e->c);
-            b = PUT(b, ",\"shares\":");
-            b = put_u64(b, e->a);
-            b = PUT(b, ",\"match\":");
-            b = put_u64(b, e->b);
-        }
-        b = PUT(b, ",\"pub_ns\":");
-        b = pub_ns[i] ? put_i64(b, pub_ns[i]) : PUT(b, "null");
-        b = PUT(b, ",\"gw_ns\":");
-        b = put_u64(b, gw_ns);
-        *b++ = '}';
-        p = PUT(p, "PUB ");
-        p = put_s(p, subj + (size_t)e->locate * stride, sl);
-        p = bbo ? PUT(p, "bbo ") : PUT(p, "trade ");
-        p = put_u64(p, (uint64_t)(b - body));
-        p = PUT(p, "\r\n");
-        p = put_s(p, body, (size_t)(b - body));
-        p = PUT(p, "\r\n");
-        if (bbo)
+        p = format_one(p, e, pub_ns[i], gw_ns, subj + (size_t)e->locate * stride, sl);
+        if (e->type == FH_EV_BBO)
             ++*nbbo;
         else
             ++*ntrade;
     }
     *done = i;
     return (size_t)(p - out);
+}
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap)
+{
+    char *o = out, *end = out + cap;
+    uint64_t gw_ns = p->gw_ns ? p->gw_ns : realtime_ns();
+    p->stop = FH_GW_CAUGHT_UP;
+    for (;;) {
+        if ((size_t)(end - o) < ROOM(p->stride)) {
+            p->stop = FH_GW_FULL;
+            break;
+        }
+        uint64_t want = p->next;
+        fh_shm_event_t e;
+        int rc = fh_shm_event_next(r, &p->next, &e);
+        if (rc == FH_SHM_EV_NONE)
+            break;
+        if (rc == FH_SHM_EV_OVERRUN) {
+            p->lost += p->next - want;
+            continue;
+        }
+        if (e.type == FH_EV_BBO || e.type == FH_EV_TRADE) {
+            size_t sl = p->subj_len[e.locate];
+            if (!sl) { /* no prefix yet: give the event back, the caller makes it and calls again */
+                p->next = want;
+                p->stop = FH_GW_NEED_PREFIX;
+                p->stop_locate = e.locate;
+                break;
+            }
+            int64_t pub = 0;
+            if (e.pub_tsc && p->ns_per_tick != 0.0)
+                pub = (int64_t)((double)((int64_t)e.pub_tsc - (int64_t)p->tsc0) * p->ns_per_tick) + p->ns0;
+            o = format_one(o, &e, pub, gw_ns, p->subj + (size_t)e.locate * p->stride, sl);
+            if (e.type == FH_EV_BBO)
+                p->nbbo++;
+            else
+                p->ntrade++;
+        }
+        p->events++;
+        p->last_seq = e.seq;
+        p->last_ts = e.itch_ts;
+        if (e.type == FH_EV_BBO || e.type == FH_EV_TRADE || e.type == FH_EV_STATE)
+            p->dirty[e.locate] = 1; /* its book goes out at the next book tick */
+        if (e.type == FH_EV_STALE || e.type == FH_EV_RECOVERED) { /* the commands before it go first */
+            p->stop = e.type == FH_EV_STALE ? FH_GW_STALE : FH_GW_RECOVERED;
+            p->stop_locate = e.locate;
+            break;
+        }
+    }
+    return (size_t)(o - out);
 }

@@ -149,3 +149,53 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
     c->o_rows = r;
     return i;
 }
+
+int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
+                   uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
+                   const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c)
+{
+    uint64_t t = 0, b = 0;
+    for (uint64_t q = from; q <= to; q++) {
+        const fh_shm_event_t *e = &ring[q & mask];
+        if (e->type != FH_EV_TRADE && e->type != FH_EV_BBO)
+            continue;
+        uint64_t i = e->itch_ts - first;
+        if (e->itch_ts < first || i >= n)
+            return -1;
+        if (e->type == FH_EV_TRADE) {
+            const uint8_t *m = buf + off[i];
+            uint8_t rest;
+            if (typ[i] == 'P')
+                rest = m[19];
+            else {
+                uint64_t ref = fh_be64(m + 11);
+                rest = ref < st->sides_cap ? st->sides[ref] : 0;
+            }
+            c->t_seq[t] = seq[i];
+            c->t_ts[t] = ts[i];
+            if (recv)
+                c->t_recv[t] = recv[i];
+            c->t_locate[t] = e->locate;
+            c->t_price[t] = e->c;
+            c->t_shares[t] = (int64_t)e->a;
+            c->t_match[t] = (int64_t)e->b;
+            c->t_type[t] = typ[i];
+            c->t_aggressor[t] = rest == 'B' ? 'S' : rest == 'S' ? 'B' : 0;
+            t++;
+        } else {
+            c->b_seq[b] = seq[i];
+            c->b_ts[b] = ts[i];
+            if (recv)
+                c->b_recv[b] = recv[i];
+            c->b_locate[b] = e->locate;
+            c->b_bid_price[b] = e->c;
+            c->b_bid_shares[b] = (int64_t)e->a;
+            c->b_ask_price[b] = e->d;
+            c->b_ask_shares[b] = (int64_t)e->b;
+            b++;
+        }
+    }
+    c->t_rows = t;
+    c->b_rows = b;
+    return 0;
+}

@@ -25,4 +25,37 @@ size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, u
                     const uint8_t *subj_len, size_t stride, char *out, size_t cap, size_t *done, uint64_t *nbbo,
                     uint64_t *ntrade);
 
+/* Why fh_gw_pump returned. */
+#define FH_GW_CAUGHT_UP 0   /* no event left to read */
+#define FH_GW_FULL 1        /* out has no room for another command: send it and call again */
+#define FH_GW_NEED_PREFIX 2 /* event `next` names stop_locate, which has no subject prefix yet (not consumed) */
+#define FH_GW_STALE 3       /* the last event consumed: stop_locate's book became stale (send out, then tell) */
+#define FH_GW_RECOVERED 4   /* the same, recovered */
+
+/* The gateway's follow loop, kept across calls by the caller. */
+typedef struct fh_gw_pump {
+    /* set by the caller */
+    const char *subj;       /* stride bytes per locate: its subject prefix, `fh.<feed>.<symbol>.` */
+    const uint8_t *subj_len;/* 65536: the prefix's length, 0 = not made yet */
+    uint64_t stride;
+    uint8_t *dirty;         /* 65536: set to 1 for each locate with a BBO change, trade or state change */
+    uint64_t tsc0;          /* pub_tsc -> CLOCK_REALTIME ns: ns0 + (pub_tsc - tsc0) * ns_per_tick */
+    int64_t ns0;
+    double ns_per_tick;     /* 0: the TSC rate is unknown, pub_ns is written as null */
+    uint64_t gw_ns;         /* 0: gw_ns is CLOCK_REALTIME read once per call; else this value (tests) */
+    /* kept and advanced by fh_gw_pump */
+    uint64_t next;          /* the next event sequence to read */
+    uint64_t lost;          /* events lost to overruns (the ring went past the gateway) */
+    uint64_t events, nbbo, ntrade;
+    uint64_t last_seq, last_ts; /* of the last event consumed */
+    uint32_t stop;          /* FH_GW_* */
+    uint32_t stop_locate;
+} fh_gw_pump_t;
+
+/* Read every event from p->next up to the ring's head (or until out fills up), writing the PUB commands of the
+ * BBO changes and trades into out (cap bytes, at least stride + 512) in one run, as fh_gw_format writes them,
+ * with gw_ns read once per call; marks dirty books; counts overruns. Returns the bytes written; p->stop says
+ * why it stopped. Never blocks: pair it with fh_shm_reader_wait. Nothing is allocated. */
+size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
+
 #endif

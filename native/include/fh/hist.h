@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "fh/shm.h"
+
 /* Kept across calls, owned by the caller. */
 typedef struct fh_hist_state {
     uint8_t *symbols;       /* 65536 * 8 bytes: locate -> stock (space-padded); all zero = not named yet */
@@ -41,5 +43,33 @@ typedef struct fh_hist_cols {
  * st->ref_limit), whose value is then in st->need: grow the map to more than it and call again from there. */
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);
+
+/* The trades and BBO changes of one applied run, as columns (the caller's arrays, room for every event). */
+typedef struct fh_hist_ev_cols {
+    /* trades: message columns of the message that made each (seq, ts, recv), the event's fields, the message
+     * type (E, C, P) and the aggressor ('B' or 'S': the side opposite the resting order's; 0 unknown) */
+    uint64_t *t_seq, *t_ts;
+    int64_t *t_recv;
+    uint16_t *t_locate;
+    int64_t *t_price, *t_shares, *t_match;
+    uint8_t *t_type, *t_aggressor;
+    uint64_t t_rows;
+    /* BBO changes */
+    uint64_t *b_seq, *b_ts;
+    int64_t *b_recv;
+    uint16_t *b_locate;
+    int64_t *b_bid_price, *b_bid_shares, *b_ask_price, *b_ask_shares;
+    uint64_t b_rows;
+} fh_hist_ev_cols_t;
+
+/* Events from .. to (ring sequences, inclusive) of the ring (mask = capacity - 1), made by applying messages
+ * first .. first + n - 1 of a run, each stamped with its ordinal by fh_hist_decode (an event's itch_ts is the
+ * ordinal of its message). Per message i of the run (0-based): seq[i], ts[i], recv[i] (recv may be NULL: the
+ * recv columns are then not written), typ[i] its type, buf + off[i] its bytes (for the resting order of a trade:
+ * P carries its side, E and C name the order, whose side st->sides holds). Sets c->t_rows and c->b_rows.
+ * Returns 0, or -1 if an event names a message outside the run (not written by this run's apply). */
+int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
+                   uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
+                   const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c);
 
 #endif
