@@ -11,12 +11,8 @@
  * --journal PATH writes the ring to that file (kept after the run, its writer marked stopped) instead of
  * private memory: a journal of a known day for followers' tests (fh record). */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bench_util.h"
 #include "fh/book.h"
@@ -112,18 +108,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s FILE [on|off] [--journal PATH] [--mb N] [--repeats 1..100]\n", argv[0]);
         return 2;
     }
-    int fd = open(file, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "fh-bench-journal: cannot read %s (missing or empty)\n", file);
+    size_t len;
+    const uint8_t *data = bench_map_file("fh-bench-journal", file, &len);
+    if (!data)
         return 2;
-    }
-    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    uint64_t msgs = packetize(data, (size_t)st.st_size);
+    uint64_t msgs = packetize(data, len);
+    bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
     fh_engine_t *e = fh_engine_create(&cfg);
     fh_journal_t *j = NULL;

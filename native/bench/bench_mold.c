@@ -14,12 +14,8 @@
  * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
  * duplicate), and ns a message (min of the repeats; indicative only on a shared machine). */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bench_util.h"
 #include "fh/itch.h"
@@ -120,18 +116,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100]\n", argv[0]);
         return 2;
     }
-    int fd = open(file, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "fh-bench-mold: cannot read %s (missing or empty)\n", file);
+    size_t len;
+    const uint8_t *data = bench_map_file("fh-bench-mold", file, &len);
+    if (!data)
         return 2;
-    }
-    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    uint64_t msgs = packetize(data, (size_t)st.st_size, mtu - 48);
+    uint64_t msgs = packetize(data, len, mtu - 48);
+    bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
     mc.msg_len = fh_itch_len;
