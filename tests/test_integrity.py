@@ -17,8 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import fh, why_no_af_packet, why_no_netns
-from test_faults import _lines
+from conftest import ab_lines, fh, why_no_af_packet, why_no_netns
 from test_recovery import _mac, _run, _segment, _server_lab
 from handler import native, process, replay
 from handler.net import pcapgen
@@ -64,7 +63,7 @@ def _clean(grams, skip: int = 0) -> list[tuple[int, bytes]]:
 
 
 def _write(path, frames) -> None:
-    framers = [pcapgen.Framer(l) for l in _lines()]
+    framers = [pcapgen.Framer(l) for l in ab_lines()]
     w = pcapgen.PcapWriter(path)
     for i, (line, payload) in enumerate(frames):
         w.write(pcapgen.BASE_EPOCH_NS + i * 1000, framers[line].frame(payload))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, run_config
 from handler import journal as J
 from handler import native, process, replay
 
@@ -483,31 +483,7 @@ def test_fh_run_restarts_from_the_recorded_day(tmp_path):
         for s in snaps[2:]:
             s.unlink()
         cfgp = tmp_path / "fh.toml"
-        cfgp.write_text(f"""
-[instance]
-name = "{name}"
-[feed]
-protocol = "moldudp64-itch50"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={AB}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 300
-[journal]
-ring_mb = 16
-dir = "{d}"
-""")
+        cfgp.write_text(run_config(name, AB, extra=f'[journal]\nring_mb = 16\ndir = "{d}"\n'))
         p = fh("run", "--config", cfgp, "--json", "--keep-segment")
         assert f"restarting from {snaps[0]}" in p.stderr and "complete to sequence" in p.stderr
         assert "fh: refused" in p.stderr and f"snapshot {snaps[1]}: its body's CRC does not match" in p.stderr
