@@ -184,9 +184,9 @@ def bench_restart(a) -> int:
 def register(sub, positive, nonneg) -> None:
     b = sub.add_parser("restart", help="restart preparation time (snapshot load + journal apply) by the day's "
                                        "position")
-    b.add_argument("--messages", type=positive, default=2_000_000)
-    b.add_argument("--instruments", type=positive, default=500)
-    b.add_argument("--seed", type=nonneg, default=1)
+    from . import add_day_options
+
+    add_day_options(b, positive, nonneg, messages=2_000_000, instruments=500)
     b.add_argument("--shape", choices=("uniform", "real"), default="uniform")
     b.add_argument("--snapshot-every", type=positive, default=250_000, metavar="MESSAGES")
     b.add_argument("--rotate-mb", type=positive, default=64, help="journal file size (fh record --rotate-mb)")
