@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench_dgrams.h"
 #include "bench_util.h"
 #include "fh/book.h"
 #include "fh/journal_mold.h"
@@ -21,51 +22,9 @@
 
 #define DGRAM_BLOCKS 1400
 
-typedef struct dg {
-    uint32_t off, len;
-} dg_t;
-
 static uint8_t *dgrams;
-static dg_t *dg;
+static bench_dg_t *dg;
 static size_t ndg;
-
-/* Cut the day into datagrams of session SESSION, sequences from 1. Returns the message count. */
-static uint64_t packetize(const uint8_t *p, size_t len)
-{
-    size_t cap = len + (len / 100 + 2) * 64;
-    dgrams = malloc(cap);
-    dg = malloc((len / 100 + 2) * 4 * sizeof *dg + 64 * sizeof *dg);
-    if (!dgrams || !dg) {
-        fprintf(stderr, "fh-bench-journal: out of memory\n");
-        exit(2);
-    }
-    uint64_t seq = 1;
-    size_t i = 0, w = 0;
-    while (i + 2 <= len) {
-        size_t start = w;
-        memcpy(dgrams + w, "BENCH00001", 10);
-        fh_put_be64(dgrams + w + 10, seq);
-        w += 20;
-        uint16_t count = 0;
-        size_t used = 0;
-        while (i + 2 <= len) {
-            size_t n = fh_be16(p + i);
-            if (i + 2 + n > len || (count && used + 2 + n > DGRAM_BLOCKS) || count == 0xFFFE)
-                break;
-            memcpy(dgrams + w, p + i, 2 + n);
-            w += 2 + n;
-            used += 2 + n;
-            i += 2 + n;
-            count++;
-        }
-        if (!count)
-            break;
-        fh_put_be16(dgrams + start + 18, count);
-        dg[ndg++] = (dg_t){ (uint32_t)start, (uint32_t)(w - start) };
-        seq += count;
-    }
-    return seq - 1;
-}
 
 static fh_mold_feed_t feed;
 static fh_journal_tee_t *jt;
@@ -112,7 +71,7 @@ int main(int argc, char **argv)
     const uint8_t *data = bench_map_file("fh-bench-journal", file, &len);
     if (!data)
         return 2;
-    uint64_t msgs = packetize(data, len);
+    uint64_t msgs = bench_packetize("fh-bench-journal", data, len, DGRAM_BLOCKS, &dgrams, &dg, &ndg);
     bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
     fh_engine_t *e = fh_engine_create(&cfg);

@@ -17,52 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench_dgrams.h"
 #include "bench_util.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
 
-typedef struct dg {
-    uint32_t off, len;
-} dg_t;
-
 static uint8_t *dgrams;
-static dg_t *dg;
+static bench_dg_t *dg;
 static size_t ndg;
-
-/* Cut the day into datagrams of session BENCH00001, sequences from 1, blocks up to `room` bytes. */
-static uint64_t packetize(const uint8_t *p, size_t len, size_t room)
-{
-    size_t maxdg = len / 3 + 2; /* a block is at least 3 bytes */
-    dgrams = malloc(len + maxdg * 20);
-    dg = malloc(maxdg * sizeof *dg);
-    if (!dgrams || !dg) {
-        fprintf(stderr, "fh-bench-mold: out of memory\n");
-        exit(2);
-    }
-    uint64_t seq = 1;
-    size_t i = 0, w = 0;
-    while (i + 2 <= len) {
-        size_t start = w, used = 0;
-        uint16_t count = 0;
-        memcpy(dgrams + w, "BENCH00001", 10);
-        fh_put_be64(dgrams + w + 10, seq);
-        w += 20;
-        while (i + 2 <= len) {
-            size_t n = fh_be16(p + i);
-            if (i + 2 + n > len || (count && used + 2 + n > room) || count == 0xFFFE)
-                break;
-            memcpy(dgrams + w, p + i, 2 + n);
-            w += 2 + n, used += 2 + n, i += 2 + n;
-            count++;
-        }
-        if (!count)
-            break;
-        fh_put_be16(dgrams + start + 18, count);
-        dg[ndg++] = (dg_t){ (uint32_t)start, (uint32_t)(w - start) };
-        seq += count;
-    }
-    return seq - 1;
-}
 
 static uint64_t sink; /* the consumer's only effect: the compiler cannot drop its calls */
 static __attribute__((noinline)) void c_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
@@ -120,7 +82,7 @@ int main(int argc, char **argv)
     const uint8_t *data = bench_map_file("fh-bench-mold", file, &len);
     if (!data)
         return 2;
-    uint64_t msgs = packetize(data, len, mtu - 48);
+    uint64_t msgs = bench_packetize("fh-bench-mold", data, len, mtu - 48, &dgrams, &dg, &ndg);
     bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
