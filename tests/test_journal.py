@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, run_config
+from conftest import ROOT, ab_lines, fh, run_config
 from handler import journal as J
 from handler import native, process, replay
 
@@ -223,9 +223,7 @@ def test_dataplane_journal_under_faults(tmp_path):
             {"line": "both", "kind": "drop", "seq": 2000, "count": 5},
             {"line": "A", "kind": "duplicate", "at": 50, "count": 3}, {"kind": "session_change", "at": 200}]
     pcap = tmp_path / "f.pcap"
-    pcapgen.synth_faulty_pcap(pcap, day, [pcapgen.Line(*pcapgen.DEFAULT_A),
-                                          pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)],
-                              faults.parse_plan({"fault": plan}))
+    pcapgen.synth_faulty_pcap(pcap, day, ab_lines(), faults.parse_plan({"fault": plan}))
     journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
     try:
         stats = _replay_with_journal(pcap, journal)
