@@ -130,19 +130,14 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
         procs.append(sp)
         kill_ns = None
         shipped_at_kill = None
-        summary = None
-        for line in sp.stdout:
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "summary" in msg:
-                summary = msg["summary"]
-            elif kill_ns is None and msg["sent"] >= kill_at * msg["total"]:
+        said = snd.Output(sp.stdout)
+        for msg in said:
+            if kill_ns is None and msg["sent"] >= kill_at * msg["total"]:
                 shipped_at_kill = (_status(st_s) or {}).get("messages")
                 kill_ns = time.time_ns()
                 os.kill(dp_p.p.pid, signal.SIGKILL)  # the primary host dies: its data plane and its sender
                 os.kill(rp.pid, signal.SIGKILL)
+        summary = said.summary
         if sp.wait() != 0 or summary is None:
             raise snd.SenderError(f"the sender failed: {sp.stderr.read().strip()[-300:]}")
         if kill_ns is None:

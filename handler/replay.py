@@ -8,7 +8,6 @@ net_af_packet, as a feed would arrive."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -308,20 +307,20 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         sp = subprocess.Popen(lab.sender_argv(pcap, pace, loop, other_cpu(), realtime), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                               preexec_fn=with_parent(signal.SIGTERM))
-        summary = None
-        for line in sp.stdout:  # a line every 0.1 s at least: progress, then the summary
-            if dp.p.poll() is not None:  # the data plane died under the sender: its own error says why
+
+        def check_dataplane() -> None:  # held with exit_idle_ms 0, it ends only on an error, which says why
+            if dp.p.poll() is not None:
                 sp.kill()
                 dp.wait(5)
                 raise DataplaneError(f"fh-dataplane exited while the sender ran: {' | '.join(dp.err[-3:])}")
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "summary" in msg:
-                summary = msg["summary"]
-            elif progress is not None:
+
+        out = snd.Output(sp.stdout)
+        for msg in out:
+            check_dataplane()
+            if progress is not None:
                 progress(msg["sent"], msg["total"], msg["elapsed_s"], msg.get("eta_s"))
+        check_dataplane()
+        summary = out.summary
         err = sp.stderr.read()
         if sp.wait() != 0 or summary is None:
             raise snd.SenderError(err.strip().splitlines()[-1] if err.strip() else f"the sender exited {sp.returncode}")

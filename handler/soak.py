@@ -17,7 +17,6 @@ The plans (docs/fault-plans.md), each checked its own way:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -126,6 +125,7 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
     from . import faults, native, process, replay
     from .net import pcapgen
     from .shm import Reader
+    from .ui import print_json
 
     day = native.synth_bytes(messages, instruments, 7)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
@@ -186,13 +186,13 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
             failures += not rec["ok"]
             if rec.get("dataplane_hwm_kb"):
                 per_plan.setdefault(name, []).append(rec["dataplane_hwm_kb"])
-            print(json.dumps(rec), file=out, flush=True)
+            print_json([rec], out, lines=True, flush=True)
             n += 1
         summary = {"summary": True, "loops": n, "failures": failures, "minutes": round((time.monotonic() - t0) / 60, 2),
                    "dataplane_hwm_kb_by_plan": {k: {"first": v[0], "last": v[-1], "min": min(v), "max": max(v)}
                                                 for k, v in per_plan.items()},
                    "soak_rss_kb": _rss_kb(os.getpid())[0]}
-        print(json.dumps(summary), file=out, flush=True)
+        print_json([summary], out, lines=True, flush=True)
         return 1 if failures else 0
     finally:
         for p in tmp.iterdir():

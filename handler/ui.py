@@ -178,13 +178,16 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def print_json(obj: Any, out: TextIO | None = None, *, lines: bool = False) -> None:
+def print_json(obj: Any, out: TextIO | None = None, *, lines: bool = False, flush: bool = False) -> None:
     """One JSON document (indented on a terminal, compact otherwise), or with lines=True one compact document
-    per item of `obj` (JSON Lines, for streams such as decode and events)."""
+    per item of `obj` (JSON Lines, for streams such as decode and events). flush: each line is flushed as it
+    is written (a stream someone follows while it runs, such as fh soak's loops)."""
     out = out if out is not None else sys.stdout
     if lines:
         for item in obj:
             out.write(json.dumps(item, default=_default, separators=(",", ":")) + "\n")
+            if flush:
+                out.flush()
         return
     indent = 2 if is_tty(out) else None
     out.write(json.dumps(obj, default=_default, indent=indent) + "\n")

@@ -128,6 +128,106 @@ def _unique() -> str:
     return f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM to a process the test started, if it still runs; SIGKILL when it has not ended within `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---- a synthetic day on an A and a B line (test_faults, test_recovery, test_restart) -----------------------
+
+
+def ab_lines() -> list:
+    """The A and B lines of the generated captures (pcapgen's default groups), B 3 µs behind A."""
+    from handler.net import pcapgen
+
+    return [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
+
+
+# For a module that defines `day` (an ITCH day, bytes): its messages, its capture on ab_lines() without faults,
+# and that capture's books as the reference model builds them.
+@pytest.fixture(scope="module")
+def messages(day) -> list[bytes]:
+    from handler import native
+
+    return [bytes(m) for _, m in native.iter_blocks(day)]
+
+
+@pytest.fixture(scope="module")
+def clean(day, tmp_path_factory) -> Path:
+    from handler.net import pcapgen
+
+    out = tmp_path_factory.mktemp("clean") / "clean.pcap"
+    pcapgen.synth_pcap(out, day, ab_lines())
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean_books(clean) -> list[dict]:
+    from handler import replay
+
+    return replay.reference_books(clean)[0]
+
+
+# ---- fh run: an instance, its configuration and its run directory ------------------------------------------
+
+AB_PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"  # the bundled capture: 40,000 messages on an A and a B line
+
+
+def run_config(name: str, pcap: Path = AB_PCAP, *, lines: tuple[str, str] = ("A", "B"), exit_idle_ms: int = 300,
+               feed: str = "", extra: str = "") -> str:
+    """An fh.toml for `fh run` of instance NAME replaying PCAP (net_pcap, no hugepages, 256 MB, backoff idle) on
+    the capture's two lines, named LINES; the data plane ends `exit_idle_ms` after the capture (0: it is held
+    until stopped). FEED: keys and tables added under [feed]; EXTRA: tables appended at the end."""
+    a, b = lines
+    return f"""
+[instance]
+name = "{name}"
+[feed]
+protocol = "moldudp64-itch50"
+{feed}
+[[feed.lines]]
+name = "{a}"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "{b}"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+exit_idle_ms = {exit_idle_ms}
+{extra}"""
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch) -> Path:
+    """FH_RUN_DIR (pidfiles, exit records) in the test's own directory, for this process and every fh it starts."""
+    d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def instance_name() -> str:
+    """A unique instance name (fh-NAME's 31 characters at most); its segment is removed after the test."""
+    from handler import segments
+
+    n = f"i{os.getpid() % 100000}{uuid.uuid4().hex[:8]}"
+    yield n
+    segments.remove(f"/dev/shm/fh-{n}")
+
+
 @contextmanager
 def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True, timeout: float = 120.0):
     """`fh publish` of a day into a segment (default: a unique /dev/shm/fh-test-*); yields (name, process) once
@@ -152,13 +252,7 @@ def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True
             time.sleep(0.02)
         yield name, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         proc.stdout.close()
         proc.stderr.close()
         ready.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, publisher, why_no_dataplane
+from conftest import ROOT, fh, publisher, run_config, why_no_dataplane
 
 PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"  # 40,000 messages, each on an A and a B line
 DAY = ROOT / "pcaps" / "synth-100k.itch"
@@ -359,22 +359,6 @@ def test_unreadable_run_directory_is_named():
 
 # ---- the data plane's segment: line names and the latency histogram -----------------------------------------
 
-CFG = """
-[instance]
-name = "{name}"
-[[feed.lines]]
-name = "east"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "west"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-"""
-
-
 @pytest.fixture(scope="module")
 def dp_segment():
     from handler import process, replay
@@ -395,7 +379,7 @@ def dp_segment():
 def test_stats_names_lines_as_the_configuration(dp_segment, tmp_path):
     name, segment, js = dp_segment
     cfg = tmp_path / "fh.toml"
-    cfg.write_text(CFG.format(name=name, pcap=PCAP))
+    cfg.write_text(run_config(name, PCAP, lines=("east", "west")))
     doc = json.loads(fh("stats", "--name", segment, "--config", cfg, "--json").stdout)
     assert [(l["name"], l["won"]) for l in doc["dataplane"]["lines"]] == [("east", 40_000), ("west", 0)]
     doc = json.loads(fh("stats", "--name", segment, "--json").stdout)  # no configuration: A, B as fh metrics says

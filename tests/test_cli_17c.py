@@ -10,15 +10,13 @@ import ast
 import importlib
 import inspect
 import json
-import os
 import re
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, run_config
 from test_cli_17a import _on_a_terminal
 
 # A day of 200,000 messages (about 4,255 datagrams), then: datagrams 100-104 lost on A (B carries them first);
@@ -112,50 +110,21 @@ def test_messages_applied_include_the_held_ones(faulty):
             in text), text
 
 
-RUN_CONFIG = """
-[instance]
-name = "{name}"
-[[feed.lines]]
-name = "nasdaq-a"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "nasdaq-b"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 300
-"""
-
-
 @pytest.mark.dpdk
-def test_run_summary_has_its_duration_and_line_names(faulty, tmp_path, monkeypatch):
-    from handler import segments
-
+def test_run_summary_has_its_duration_and_line_names(faulty, tmp_path, run_dir, instance_name):
     pcap, inj = faulty
     lost = sum(r["messages"] for r in inj["faults"]["lost_on_all_lines"])
-    name = f"t17c{os.getpid() % 10000}{uuid.uuid4().hex[:6]}"
     cfg = tmp_path / "fh.toml"
-    cfg.write_text(RUN_CONFIG.format(name=name, pcap=pcap))
-    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
-    try:
-        p = fh("run", "--config", cfg, timeout=120)
-        first = p.stdout.splitlines()[0]
-        assert " in 0 s" not in p.stdout
-        assert re.fullmatch(rf"packets [\d,]+ .*, messages applied {MESSAGES - lost:,} \(.* held back .*\) "
-                            rf"in ({DURATION})", first), first
-        assert "lines: nasdaq-a live won " in p.stdout and ", nasdaq-b live won " in p.stdout
-        d = json.loads(fh("run", "--config", cfg, "--json", timeout=120).stdout)
-        assert d["messages_applied"] == d["engine"]["messages"] == d["latency_ns"]["count"] == MESSAGES - lost
-        assert 0 < d["wall_s"] < 120
-    finally:
-        segments.remove(f"/dev/shm/fh-{name}")
+    cfg.write_text(run_config(instance_name, pcap, lines=("nasdaq-a", "nasdaq-b")))
+    p = fh("run", "--config", cfg, timeout=120)
+    first = p.stdout.splitlines()[0]
+    assert " in 0 s" not in p.stdout
+    assert re.fullmatch(rf"packets [\d,]+ .*, messages applied {MESSAGES - lost:,} \(.* held back .*\) "
+                        rf"in ({DURATION})", first), first
+    assert "lines: nasdaq-a live won " in p.stdout and ", nasdaq-b live won " in p.stdout
+    d = json.loads(fh("run", "--config", cfg, "--json", timeout=120).stdout)
+    assert d["messages_applied"] == d["engine"]["messages"] == d["latency_ns"]["count"] == MESSAGES - lost
+    assert 0 < d["wall_s"] < 120
 
 
 def test_durations_are_printed_with_units():

@@ -11,33 +11,9 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, run_config
 from handler import config, replay
 from handler.net import neigh, sender
-
-GOOD = """
-[instance]
-name = "{name}"
-[feed]
-protocol = "moldudp64-itch50"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 300
-"""
-
 
 def write(tmp_path, text: str):
     p = tmp_path / "fh.toml"
@@ -46,7 +22,7 @@ def write(tmp_path, text: str):
 
 
 def good(tmp_path, name="cfgtest"):
-    return GOOD.format(name=name, pcap=ROOT / "pcaps" / "synth-ab-40k.pcap")
+    return run_config(name)
 
 
 def test_good_config_and_arguments(tmp_path):

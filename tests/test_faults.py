@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, ab_lines, fh
 from handler import faults, native, replay
 from handler.net import pcapgen, retransmit
 from handler.net.pcapfile import PcapReader
@@ -29,30 +29,9 @@ def day():
     return native.synth_bytes(8000, 8, 3)
 
 
-@pytest.fixture(scope="module")
-def messages(day):
-    return [bytes(m) for _, m in native.iter_blocks(day)]
-
-
-@pytest.fixture(scope="module")
-def clean(day, tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults") / "clean.pcap"
-    pcapgen.synth_pcap(out, day, _lines())
-    return out
-
-
-@pytest.fixture(scope="module")
-def clean_books(clean):
-    return replay.reference_books(clean)[0]
-
-
-def _lines():
-    return [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
-
-
 def _synth(tmp_path, day, plan, name="f.pcap"):
     out = tmp_path / name
-    s, inj = pcapgen.synth_faulty_pcap(out, day, _lines(), faults.parse_plan({"fault": plan}))
+    s, inj = pcapgen.synth_faulty_pcap(out, day, ab_lines(), faults.parse_plan({"fault": plan}))
     return out, inj
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, run_config
 from handler import glimpse, native
 from handler.net.retransmit import Store
 from handler.reference import ReferenceBook
@@ -194,35 +194,13 @@ def test_server_refuses_bad_arguments_in_one_line(tmp_path, monkeypatch):
 
 def _run_config(tmp_path, name, pcap, snap_listen, extra="", feed_extra="") -> Path:
     cfgp = tmp_path / "fh.toml"
-    cfgp.write_text(f"""
-[instance]
-name = "{name}"
-[feed]
-protocol = "moldudp64-itch50"
-{feed_extra}
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
+    cfgp.write_text(run_config(name, pcap, exit_idle_ms=1500, feed=f"""{feed_extra}
 [feed.snapshot]
 server = "{snap_listen}"
 user = "fh"
 password_file = "{tmp_path / 'pw'}"
 idle_timeout_ms = 2000
-{extra}
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 1500
-""")
+{extra}"""))
     return cfgp
 
 
@@ -268,14 +246,15 @@ def test_restart_from_the_snapshot_service_and_retransmission(tmp_path):
     equal to the reference's, live."""
     import uuid
 
-    from test_faults import _lines, _synth
+    from conftest import ab_lines
+    from test_faults import _synth
     from test_recovery import _server_lab, _seq_of
     from handler import process, replay
     from handler.net import pcapgen
 
     day = native.synth_bytes(20000, 12, 11)
     clean = tmp_path / "clean.pcap"
-    pcapgen.synth_pcap(clean, day, _lines())
+    pcapgen.synth_pcap(clean, day, ab_lines())
     x = 150
     tail, inj = _synth(tmp_path, day, [{"kind": "drop", "line": "both", "at": 0, "count": x}], name="tail.pcap")
     m = _seq_of(day, x)
@@ -355,13 +334,14 @@ vdev = "net_pcap0,rx_pcap=/dev/null"
 # ---- on_unrecoverable = "snapshot": the live data plane takes the book from the snapshot service ----
 
 def _gap_day(tmp_path):
-    from test_faults import _lines, _synth
+    from conftest import ab_lines
+    from test_faults import _synth
     from test_recovery import _seq_of
     from handler.net import pcapgen
 
     day = native.synth_bytes(20000, 12, 11)
     clean = tmp_path / "clean.pcap"
-    pcapgen.synth_pcap(clean, day, _lines())
+    pcapgen.synth_pcap(clean, day, ab_lines())
     gapped, inj = _synth(tmp_path, day, [{"kind": "drop", "line": "both", "at": 30, "count": 3}], name="gap.pcap")
     (lost,) = inj["lost_on_all_lines"]
     return clean, gapped, lost, _seq_of(day, 33)

@@ -6,6 +6,7 @@ the invariant "a book is either equal to the reference for the messages applied,
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import struct
@@ -17,11 +18,10 @@ import uuid
 
 import pytest
 
-from conftest import fh, why_no_af_packet, why_no_netns
-from test_faults import _lines
+from conftest import ROOT, ab_lines, fh, why_no_af_packet, why_no_netns
 from test_recovery import _mac, _run, _segment, _server_lab
 from handler import native, process, replay
-from handler.net import pcapgen
+from handler.net import pcapgen, sender
 
 pytestmark = pytest.mark.dpdk  # the real data plane (skipped by conftest where DPDK is not built)
 
@@ -64,7 +64,7 @@ def _clean(grams, skip: int = 0) -> list[tuple[int, bytes]]:
 
 
 def _write(path, frames) -> None:
-    framers = [pcapgen.Framer(l) for l in _lines()]
+    framers = [pcapgen.Framer(l) for l in ab_lines()]
     w = pcapgen.PcapWriter(path)
     for i, (line, payload) in enumerate(frames):
         w.write(pcapgen.BASE_EPOCH_NS + i * 1000, framers[line].frame(payload))
@@ -222,7 +222,6 @@ def test_sigint_is_answered_quickly_under_a_flood_of_jumps(grams, tmp_path):
     """A capture of real datagrams mixed with 10^12 jumps, fed again and again through a FIFO: SIGINT ends the
     data plane (loop left, statistics printed) well within a second; the loop's own share is bounded at
     50 ms of draining."""
-    import os
     import tempfile
     import threading
 
@@ -321,21 +320,19 @@ def _gap_on_both_lines(grams, tmp_path):
     return pcap, seq, msgs, f"int-{uuid.uuid4().hex[:8]}"
 
 
-def test_replies_of_another_session_are_ignored(grams, tmp_path):
-    """A server that answers every request with the right messages under another session's name: the replies
-    are ignored (old_session), the gap runs out of retries and is given up, every book stale."""
+def _gap_asked_of(script: str, addrs: tuple[str, ...], grams, tmp_path):
+    """The capture of _gap_on_both_lines through the data plane (net_pcap), its retransmission requests going over
+    a veth pair (net_af_packet) to SCRIPT, a Python server run in the lab's namespace on ADDRS, at most 2 retries
+    20 ms apart. Checks that the books equal the reference's for the datagrams the capture holds; returns (the
+    data plane's statistics, each book's status, the lost messages, the server's stdout and stderr)."""
     why = why_no_netns() or why_no_af_packet()
     if why:
         pytest.skip(why)
-    import os
-
-    from conftest import ROOT
-    from handler.net import sender
-
     pcap, seq, msgs, name = _gap_on_both_lines(grams, tmp_path)
     with sender.Lab(uuid.uuid4().hex[:6]) as lab:
-        subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", ROGUE]), stdout=subprocess.PIPE,
+        for a in addrs:
+            subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", a, "dev", lab.ns_if], check=True)
+        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", script]), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             time.sleep(1.0)
@@ -349,10 +346,17 @@ def test_replies_of_another_session_are_ignored(grams, tmp_path):
                                      "--request-retries", "2", "--exit-idle-ms", "1500"])
         finally:
             srv.kill()
-            srv.communicate(timeout=10)
+            out, err = srv.communicate(timeout=10)
     books, status, _, _, _ = _segment(seg)
     want, c = replay.reference_books(pcap, lines=[l[:2] for l in lines])
     assert books == want and c["sequencing"]["missing"] == [(seq, seq + len(msgs) - 1)]
+    return stats, status, msgs, out, err
+
+
+def test_replies_of_another_session_are_ignored(grams, tmp_path):
+    """A server that answers every request with the right messages under another session's name: the replies
+    are ignored (old_session), the gap runs out of retries and is given up, every book stale."""
+    stats, status, msgs, _, _ = _gap_asked_of(ROGUE, ("10.77.0.1/24",), grams, tmp_path)
     m = stats["mold"]
     assert m["old_session"] >= 1 and m["recovered_retrans"] == 0 and m["request_timeouts"] == 1
     assert m["lost"] == len(msgs) and stats["feed"]["state"] == "stale" and set(status.values()) == {"stale"}
@@ -381,38 +385,9 @@ def test_replies_from_another_source_are_ignored(grams, tmp_path):
     from another address than --retrans-server's: the retransmission line takes its server's address only, so
     they are dropped before MoldUDP64 and counted (drops.other_group); the gap runs out of retries and is given
     up, every book stale. Without the source filter these replies would recover the gap."""
-    why = why_no_netns() or why_no_af_packet()
-    if why:
-        pytest.skip(why)
-    import os
-
-    from conftest import ROOT
-    from handler.net import sender
-
-    pcap, seq, msgs, name = _gap_on_both_lines(grams, tmp_path)
-    with sender.Lab(uuid.uuid4().hex[:6]) as lab:
-        for a in ("10.77.0.1/24", "10.77.0.3/24"):
-            subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", a, "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-c", IMPOSTOR]), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        try:
-            time.sleep(1.0)
-            retrans = ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
-                       "--igmp", "off"]
-            eal = replay.eal_args(name, f"net_pcap0,rx_pcap={pcap}") + ["--vdev",
-                                                                         f"net_af_packet0,iface={lab.dp_if}"]
-            lines = [(*l, "net_pcap0") for l in replay.pcap_lines(pcap)]
-            stats, seg = _run(pcap, tmp_path, lines=lines, eal=eal,
-                              extra=[*retrans, "--retrans-dev", "net_af_packet0", "--request-timeout-ms", "20",
-                                     "--request-retries", "2", "--exit-idle-ms", "1500"])
-        finally:
-            srv.kill()
-            out, err = srv.communicate(timeout=10)
+    stats, status, msgs, out, err = _gap_asked_of(IMPOSTOR, ("10.77.0.1/24", "10.77.0.3/24"), grams, tmp_path)
     sent = out.split().count("sent")
     assert sent >= 1, f"the impostor answered nothing: {err}"
-    books, status, _, _, _ = _segment(seg)
-    want, c = replay.reference_books(pcap, lines=[l[:2] for l in lines])
-    assert books == want and c["sequencing"]["missing"] == [(seq, seq + len(msgs) - 1)]
     m = stats["mold"]
     assert stats["drops"]["other_group"] >= sent  # every reply dropped at the line filter, counted
     assert m["old_session"] == 0 and m["recovered_retrans"] == 0 and m["request_timeouts"] == 1

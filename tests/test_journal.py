@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, ab_lines, fh, run_config
 from handler import journal as J
 from handler import native, process, replay
 
@@ -223,9 +223,7 @@ def test_dataplane_journal_under_faults(tmp_path):
             {"line": "both", "kind": "drop", "seq": 2000, "count": 5},
             {"line": "A", "kind": "duplicate", "at": 50, "count": 3}, {"kind": "session_change", "at": 200}]
     pcap = tmp_path / "f.pcap"
-    pcapgen.synth_faulty_pcap(pcap, day, [pcapgen.Line(*pcapgen.DEFAULT_A),
-                                          pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)],
-                              faults.parse_plan({"fault": plan}))
+    pcapgen.synth_faulty_pcap(pcap, day, ab_lines(), faults.parse_plan({"fault": plan}))
     journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
     try:
         stats = _replay_with_journal(pcap, journal)
@@ -483,31 +481,7 @@ def test_fh_run_restarts_from_the_recorded_day(tmp_path):
         for s in snaps[2:]:
             s.unlink()
         cfgp = tmp_path / "fh.toml"
-        cfgp.write_text(f"""
-[instance]
-name = "{name}"
-[feed]
-protocol = "moldudp64-itch50"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={AB}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 300
-[journal]
-ring_mb = 16
-dir = "{d}"
-""")
+        cfgp.write_text(run_config(name, AB, extra=f'[journal]\nring_mb = 16\ndir = "{d}"\n'))
         p = fh("run", "--config", cfgp, "--json", "--keep-segment")
         assert f"restarting from {snaps[0]}" in p.stderr and "complete to sequence" in p.stderr
         assert "fh: refused" in p.stderr and f"snapshot {snaps[1]}: its body's CRC does not match" in p.stderr

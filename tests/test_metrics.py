@@ -83,12 +83,6 @@ def _unique() -> str:
     return f"mt{os.getpid() % 100000}{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
-    return tmp_path / "run"
-
-
 @pytest.fixture(scope="module")
 def live():
     name = _unique()

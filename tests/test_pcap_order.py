@@ -7,7 +7,7 @@ from pathlib import Path
 from handler import native
 from handler.net import pcapgen
 
-from conftest import ROOT
+from conftest import ROOT, ab_lines
 
 
 def _times(path: Path) -> list[int]:
@@ -21,14 +21,10 @@ def _times(path: Path) -> list[int]:
     return out
 
 
-def _lines():
-    return [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
-
-
 def test_synth_pcap_in_time_order_on_eastern_time(tmp_path):
     day = native.synth_bytes(20_000, 10, 3)
     out = tmp_path / "ab.pcap"
-    s = pcapgen.synth_pcap(out, day, _lines(), burst_ns=2000)
+    s = pcapgen.synth_pcap(out, day, ab_lines(), burst_ns=2000)
     t = _times(out)
     assert len(t) == 2 * (s["datagrams"] + 1)
     assert t == sorted(t)
@@ -43,7 +39,7 @@ def test_faulty_pcap_in_time_order(tmp_path):
     plan = faults.parse_plan({"fault": [{"line": "A", "kind": "reorder", "at": 5, "depth": 3},
                                         {"line": "B", "kind": "delay", "at": 8, "delay_us": 50}]})
     out = tmp_path / "f.pcap"
-    pcapgen.synth_faulty_pcap(out, day, _lines(), plan, burst_ns=2000)
+    pcapgen.synth_faulty_pcap(out, day, ab_lines(), plan, burst_ns=2000)
     t = _times(out)
     assert t == sorted(t)
 

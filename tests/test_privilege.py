@@ -172,12 +172,11 @@ def _closed_to_others(segment: str, readers_gid: int) -> None:
 
 
 @needs_root
-def test_fh_run_as_run_user_on_net_pcap(tmp_path, monkeypatch):
+def test_fh_run_as_run_user_on_net_pcap(tmp_path, run_dir):
     """fh run (as root) with run.user: the data plane runs as nobody, its segment is nobody's, 0640, for the
     readers' group only."""
     name = f"priv{uuid.uuid4().hex[:6]}"
     p = cfg(tmp_path, name=name)
-    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
     r = fh("run", "--config", p, "--keep-segment", "--json", check=False)
     segment = f"/dev/shm/fh-{name}"
     try:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import ROOT
-from test_faults import _lines, _synth  # the A/B lines and fault-plan captures of the fault-plan tests
+from conftest import ROOT, ab_lines
+from test_faults import _synth  # the fault-plan captures of the fault-plan tests
 from handler import native, process, replay
 from handler.net import pcapgen, sender
 from handler.shm import Reader
@@ -26,23 +26,6 @@ pytestmark = pytest.mark.dpdk
 @pytest.fixture(scope="module")
 def day():
     return native.synth_bytes(20000, 12, 11)
-
-
-@pytest.fixture(scope="module")
-def messages(day):
-    return [bytes(m) for _, m in native.iter_blocks(day)]
-
-
-@pytest.fixture(scope="module")
-def clean(day, tmp_path_factory):
-    out = tmp_path_factory.mktemp("recovery") / "clean.pcap"
-    pcapgen.synth_pcap(out, day, _lines())
-    return out
-
-
-@pytest.fixture(scope="module")
-def clean_books(clean):
-    return replay.reference_books(clean)[0]
 
 
 def _seq_of(day, idx):
@@ -150,7 +133,7 @@ def test_a_and_b_on_two_ports(day, clean_books, tmp_path):
     from scapy.utils import PcapReader as SR, PcapWriter
 
     pcap = tmp_path / "ab.pcap"
-    pcapgen.synth_pcap(pcap, day, _lines())
+    pcapgen.synth_pcap(pcap, day, ab_lines())
     a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
     (ga, pa), (gb, pb) = replay.pcap_lines(pcap)
     with SR(str(pcap)) as r, PcapWriter(str(a), sync=False) as wa, PcapWriter(str(b), sync=False) as wb:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
-from test_faults import _lines, _synth
+from conftest import ROOT, ab_lines, fh
+from test_faults import _synth
 from test_recovery import _mac, _run, _segment, _seq_of, _server_lab
 from handler import config, native, replay, supervise
 from handler import journal as J
@@ -38,23 +38,6 @@ SESSION = pcapgen.DEFAULT_SESSION
 @pytest.fixture(scope="module")
 def day():
     return native.synth_bytes(20000, 12, 11)
-
-
-@pytest.fixture(scope="module")
-def messages(day):
-    return [bytes(m) for _, m in native.iter_blocks(day)]
-
-
-@pytest.fixture(scope="module")
-def clean(day, tmp_path_factory):
-    out = tmp_path_factory.mktemp("restart") / "clean.pcap"
-    pcapgen.synth_pcap(out, day, _lines())
-    return out
-
-
-@pytest.fixture(scope="module")
-def clean_books(clean):
-    return replay.reference_books(clean)[0]
 
 
 def _snapshot_at(messages, k: int, path: Path) -> tuple[Path, set[int]]:
@@ -357,7 +340,7 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
     day = native.synth_bytes(30000, 12, 100 + seed)
     messages = [bytes(m) for _, m in native.iter_blocks(day)]
     clean = tmp_path / "clean.pcap"
-    pcapgen.synth_pcap(clean, day, _lines())
+    pcapgen.synth_pcap(clean, day, ab_lines())
     n = len(pcapgen.packetize(day))
     plan = [{"line": "both", "kind": "drop", "at": n // 4, "count": 3},
             {"line": "both", "kind": "drop", "at": n // 2, "count": 4},

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, _unique, fh, publisher
+from conftest import ROOT, _unique, fh, publisher, stop_process
 from handler.segments import remove as _remove_segment
 from handler import shm
 
@@ -216,12 +216,7 @@ def test_events_follow_a_live_writer():
             assert overruns == []
             assert seqs == list(range(1, r.head + 1)) and len(seqs) > 1000
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stderr.close()
         _remove_segment(path)
 

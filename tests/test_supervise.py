@@ -11,70 +11,24 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
-from handler import segments, shm, supervise
+from conftest import ROOT, fh, run_config, stop_process
+from handler import shm, supervise
 
-CONFIG = """
-[instance]
-name = "{name}"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = {exit_idle_ms}
-"""
-PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 
 needs_dataplane = pytest.mark.dpdk
 
 
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "run"
-    monkeypatch.setenv("FH_RUN_DIR", str(d))  # for this process and every fh it starts
-    return d
-
-
-@pytest.fixture
-def name() -> str:
-    n = f"sv{os.getpid() % 100000}{uuid.uuid4().hex[:6]}"
-    yield n
-    segments.remove(f"/dev/shm/fh-{n}")
-
-
 def write_config(tmp_path: Path, name: str, exit_idle_ms: int = 0) -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(CONFIG.format(name=name, pcap=PCAP, exit_idle_ms=exit_idle_ms))
+    p.write_text(run_config(name, exit_idle_ms=exit_idle_ms))
     return p
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _kill_pid(pid: int | None) -> None:
@@ -108,7 +62,7 @@ def fh_run(cfg: Path, name: str, timeout: float = 60.0):
             time.sleep(0.05)
         yield proc, rec
     finally:
-        _stop(proc)
+        stop_process(proc, 15)
         if rec:
             _kill_pid(rec.get("dataplane_pid") if supervise.pid_is(rec.get("dataplane_pid"),
                                                                     rec.get("dataplane_boot_s")) else None)
@@ -120,46 +74,47 @@ def fh_run(cfg: Path, name: str, timeout: float = 60.0):
 
 
 @needs_dataplane
-def test_second_run_of_the_same_name_is_refused(tmp_path, run_dir, name):
-    cfg = write_config(tmp_path, name)
-    with fh_run(cfg, name) as (proc, rec):
-        assert rec["pid"] == proc.pid and (run_dir / f"{name}.pid").read_text().split("\n")[0] == str(proc.pid)
+def test_second_run_of_the_same_name_is_refused(tmp_path, run_dir, instance_name):
+    cfg = write_config(tmp_path, instance_name)
+    with fh_run(cfg, instance_name) as (proc, rec):
+        assert rec["pid"] == proc.pid and (run_dir / f"{instance_name}.pid").read_text().split("\n")[0] == str(proc.pid)
         p = fh("run", "--config", cfg, check=False)
         assert p.returncode == 2
         msg = p.stderr.strip()
-        assert msg.startswith(f"fh: instance {name} is already running (pid {proc.pid}, started ")
-        assert msg.endswith(f"fh stop --name {name} first") and "\n" not in msg
+        assert msg.startswith(f"fh: instance {instance_name} is already running (pid {proc.pid}, started ")
+        assert msg.endswith(f"fh stop --name {instance_name} first") and "\n" not in msg
         assert proc.poll() is None  # the first one is untouched
-        with shm.Reader(name) as r:
+        with shm.Reader(instance_name) as r:
             assert r.writer_status().state == "running" and r.writer_pid == rec["dataplane_pid"]
 
 
 @needs_dataplane
-def test_stale_pidfile_is_taken_over(tmp_path, run_dir, name):
+def test_stale_pidfile_is_taken_over(tmp_path, run_dir, instance_name):
     gone = subprocess.Popen(["true"])
     gone.wait()
     run_dir.mkdir(parents=True)
-    stale = {"pid": gone.pid, "name": name, "started_ns": time.time_ns() - 10**9, "boot_s": 0.0}
-    (run_dir / f"{name}.pid").write_text(f"{gone.pid}\n{json.dumps(stale)}\n")
-    st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+    stale = {"pid": gone.pid, "name": instance_name, "started_ns": time.time_ns() - 10**9, "boot_s": 0.0}
+    (run_dir / f"{instance_name}.pid").write_text(f"{gone.pid}\n{json.dumps(stale)}\n")
+    st = json.loads(fh("status", "--name", instance_name, "--json", "--sample", "0", check=False).stdout)
     assert st["state"] == "dead" and st["pid"] == gone.pid and "stale" in " ".join(st["notes"])
-    p = fh("run", "--config", write_config(tmp_path, name, exit_idle_ms=300), "--json")
-    assert f"took over the stale pidfile {run_dir / name}.pid of pid {gone.pid}" in p.stderr
+    p = fh("run", "--config", write_config(tmp_path, instance_name, exit_idle_ms=300), "--json")
+    assert f"took over the stale pidfile {run_dir / instance_name}.pid of pid {gone.pid}" in p.stderr
     assert "stopped cleanly after 300 ms without traffic (run.exit_idle_ms)" in p.stderr
     assert json.loads(p.stdout)["messages_applied"] == 40000
-    assert not (run_dir / f"{name}.pid").exists() and not (run_dir / f"{name}.dataplane.out").exists()
-    ex = json.loads((run_dir / f"{name}.exit.json").read_text())
+    assert not (run_dir / f"{instance_name}.pid").exists() and not (run_dir / f"{instance_name}.dataplane.out").exists()
+    ex = json.loads((run_dir / f"{instance_name}.exit.json").read_text())
     assert ex["rc"] == 0 and ex["stats"]["messages_applied"] == 40000 and ex["pid"] != gone.pid
-    st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+    st = json.loads(fh("status", "--name", instance_name, "--json", "--sample", "0", check=False).stdout)
     assert st["state"] == "stopped" and "run.exit_idle_ms" in st["last_exit"]["reason"]
 
 
-def test_pidfile_lock_and_release(run_dir, name):
+def test_pidfile_lock_and_release(run_dir, instance_name):
     """In-process: the lock is what counts; release removes the file; a pidfile of a live lock refuses."""
-    with supervise.Pidfile(name, {"config": "/x.toml"}) as pf:
+    with supervise.Pidfile(instance_name, {"config": "/x.toml"}) as pf:
         assert supervise.is_locked(pf.path) and supervise.read_record(pf.path)["config"] == "/x.toml"
-        with pytest.raises(supervise.AlreadyRunning, match=rf"instance {name} is already running \(pid {os.getpid()}"):
-            supervise.Pidfile(name, {})
+        with pytest.raises(supervise.AlreadyRunning,
+                           match=rf"instance {instance_name} is already running \(pid {os.getpid()}"):
+            supervise.Pidfile(instance_name, {})
     assert not pf.path.exists()
 
 
@@ -182,53 +137,53 @@ def test_run_dir_fallback(tmp_path, monkeypatch):
 
 
 @needs_dataplane
-def test_stop(tmp_path, run_dir, name):
-    with fh_run(write_config(tmp_path, name), name) as (proc, rec):
-        p = fh("stop", "--name", name)
-        assert p.stdout.startswith(f"fh stop: instance {name} stopped (pid {proc.pid}, in ")
+def test_stop(tmp_path, run_dir, instance_name):
+    with fh_run(write_config(tmp_path, instance_name), instance_name) as (proc, rec):
+        p = fh("stop", "--name", instance_name)
+        assert p.stdout.startswith(f"fh stop: instance {instance_name} stopped (pid {proc.pid}, in ")
         assert "the data plane stopped cleanly on SIGTERM" in p.stdout
         assert proc.wait(10) == 0
         err = proc.stderr.read()
-        assert f"fh run: {name}: the data plane stopped cleanly on SIGTERM" in err
+        assert f"fh run: {instance_name}: the data plane stopped cleanly on SIGTERM" in err
         assert "messages applied 40,000" in proc.stdout.read()
-    assert not (run_dir / f"{name}.pid").exists()
-    assert not os.path.exists(f"/dev/shm/fh-{name}")  # a clean stop removes the segment
-    p = fh("stop", "--name", name)
-    assert p.returncode == 0 and f"instance {name} is not running" in p.stdout
-    p = fh("status", "--name", name, check=False)
-    assert p.returncode == 1 and f"instance  {name}: stopped" in p.stdout and "on SIGTERM" in p.stdout
+    assert not (run_dir / f"{instance_name}.pid").exists()
+    assert not os.path.exists(f"/dev/shm/fh-{instance_name}")  # a clean stop removes the segment
+    p = fh("stop", "--name", instance_name)
+    assert p.returncode == 0 and f"instance {instance_name} is not running" in p.stdout
+    p = fh("status", "--name", instance_name, check=False)
+    assert p.returncode == 1 and f"instance  {instance_name}: stopped" in p.stdout and "on SIGTERM" in p.stdout
 
 
 @needs_dataplane
-def test_stop_kills_after_the_timeout(tmp_path, run_dir, name):
-    with fh_run(write_config(tmp_path, name), name) as (proc, rec):
+def test_stop_kills_after_the_timeout(tmp_path, run_dir, instance_name):
+    with fh_run(write_config(tmp_path, instance_name), instance_name) as (proc, rec):
         dp = rec["dataplane_pid"]
         os.kill(dp, signal.SIGSTOP)  # a data plane that does not answer SIGTERM
         t0 = time.monotonic()
-        p = fh("stop", "--name", name, "--timeout", "1", check=False)
+        p = fh("stop", "--name", instance_name, "--timeout", "1", check=False)
         assert p.returncode == 1 and time.monotonic() - t0 < 10
         assert f"did not stop within 1 s of SIGTERM; killed pids {proc.pid}, {dp} with SIGKILL" in p.stderr
         assert proc.wait(5) == -signal.SIGKILL
-        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+        st = json.loads(fh("status", "--name", instance_name, "--json", "--sample", "0", check=False).stdout)
         assert st["state"] == "dead"  # the segment was left mid-run
         assert st["last_exit"]["signal"] == "SIGKILL" and "killed by fh stop" in st["last_exit"]["reason"]
 
 
 @needs_dataplane
-def test_killed_supervisor_leaves_the_instance_locked(tmp_path, run_dir, name):
+def test_killed_supervisor_leaves_the_instance_locked(tmp_path, run_dir, instance_name):
     """A data plane whose fh run was killed keeps the instance locked (it inherited the lock), is shown as
     unsupervised, still refuses a second run, and fh stop stops it cleanly (its statistics are kept)."""
-    cfg = write_config(tmp_path, name)
-    with fh_run(cfg, name) as (proc, rec):
+    cfg = write_config(tmp_path, instance_name)
+    with fh_run(cfg, instance_name) as (proc, rec):
         proc.kill()
         proc.wait()
-        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0").stdout)
+        st = json.loads(fh("status", "--name", instance_name, "--json", "--sample", "0").stdout)
         assert st["state"] == "running" and st["pid"] is None and st["dataplane_pid"] == rec["dataplane_pid"]
         assert any("runs unsupervised" in n for n in st["notes"])
         assert fh("run", "--config", cfg, check=False).returncode == 2
-        p = fh("stop", "--name", name)
+        p = fh("stop", "--name", instance_name)
         assert f"its data plane, pid {rec['dataplane_pid']}, whose fh run was gone" in p.stdout
-        st = json.loads(fh("status", "--name", name, "--json", "--sample", "0", check=False).stdout)
+        st = json.loads(fh("status", "--name", instance_name, "--json", "--sample", "0", check=False).stdout)
         assert st["state"] == "stopped" and st["drops"]["nic_missed"] == 0
         assert "stopped cleanly on SIGTERM from fh stop" in st["last_exit"]["reason"]
 
@@ -237,17 +192,17 @@ def test_killed_supervisor_leaves_the_instance_locked(tmp_path, run_dir, name):
 
 
 @needs_dataplane
-def test_status_json(tmp_path, run_dir, name):
-    cfg = write_config(tmp_path, name)
-    with fh_run(cfg, name) as (proc, rec):
-        p = fh("status", "--name", name, "--json")
+def test_status_json(tmp_path, run_dir, instance_name):
+    cfg = write_config(tmp_path, instance_name)
+    with fh_run(cfg, instance_name) as (proc, rec):
+        p = fh("status", "--name", instance_name, "--json")
         s = json.loads(p.stdout)
         assert p.returncode == 0 and s["state"] == "running" and s["supervised"]
         assert s["pid"] == proc.pid and s["dataplane_pid"] == rec["dataplane_pid"]
-        assert s["config"] == str(cfg) and s["segment"] == f"/dev/shm/fh-{name}"
+        assert s["config"] == str(cfg) and s["segment"] == f"/dev/shm/fh-{instance_name}"
         assert [(l["name"], l["group"], l["port"]) for l in s["lines"]] == [("A", "233.54.12.111", 26477),
                                                                              ("B", "233.49.196.111", 26477)]
-        with shm.Reader(name) as r:
+        with shm.Reader(instance_name) as r:
             status = r.books["status"]
             assert s["books"] == {"count": int((status != shm.EMPTY).sum()), "live": int((status == shm.LIVE).sum()),
                                   "stale": int((status == shm.STALE).sum())}
@@ -265,25 +220,26 @@ def test_status_json(tmp_path, run_dir, name):
                                                                               ("B", "feed", 0)]
         # live, or stale once the capture has been over for line_stale_ms (3 s)
         assert all(l["state"] in ("live", "stale") and l["lost"] == 0 for l in s["line_state"])
-        text = fh("status", "--name", name, "--sample", "0").stdout
+        text = fh("status", "--name", instance_name, "--sample", "0").stdout
         assert "feed      ended, session " in text and "unrecoverable 0 (0 messages lost)" in text
         rows = {l.split()[0]: l.split() for l in text.splitlines()[text.splitlines().index("") + 1:]}
         assert rows["line"][:4] == ["line", "state", "silent", "datagrams"]  # the lines' table, named by fh.toml
         assert rows["A"][1] in ("live", "stale") and rows["A"][-4:] == ["40,000", "0", "0", "0"]
-        assert f"instance  {name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
+        assert f"instance  {instance_name}: running (pid {proc.pid}, data plane pid {rec['dataplane_pid']})" in text
         assert "lines     A 233.54.12.111:26477, B 233.49.196.111:26477" in text
-        m = fh("metrics", "--name", name, "--once").stdout
-        assert f'fh_supervisor_up{{fh_instance="{name}"}} 1' in m and f'fh_writer_up{{fh_instance="{name}"}} 1' in m
-        assert f'fh_feed_state{{fh_instance="{name}",state="ended"}} 1' in m
-        assert sum(f'fh_line_state{{fh_instance="{name}",line="A",kind="feed",state="{st}"}} 1' in m
+        m = fh("metrics", "--name", instance_name, "--once").stdout
+        assert f'fh_supervisor_up{{fh_instance="{instance_name}"}} 1' in m
+        assert f'fh_writer_up{{fh_instance="{instance_name}"}} 1' in m
+        assert f'fh_feed_state{{fh_instance="{instance_name}",state="ended"}} 1' in m
+        assert sum(f'fh_line_state{{fh_instance="{instance_name}",line="A",kind="feed",state="{st}"}} 1' in m
                    for st in ("live", "stale")) == 1
 
 
 @pytest.mark.slow
-def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
+def test_status_and_stop_of_an_unsupervised_writer(run_dir, instance_name):
     """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
     ready = run_dir.parent / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name,
+    proc = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", instance_name,
                              "--hold", "--pace", "0.01", "--chunk", "4096", "--ready-file", str(ready)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -291,29 +247,29 @@ def test_status_and_stop_of_an_unsupervised_writer(run_dir, name):
         deadline = time.monotonic() + 60
         while True:  # status while it is still applying the day (paced): the rate is not zero
             try:
-                with shm.Reader(name, wait_s=0.1):
+                with shm.Reader(instance_name, wait_s=0.1):
                     break
             except shm.ShmError:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.02)
-        s = json.loads(fh("status", "--name", name, "--json").stdout)
+        s = json.loads(fh("status", "--name", instance_name, "--json").stdout)
         assert s["state"] == "running" and s["pid"] == proc.pid and not s["supervised"] and s["config"] is None
         if not ready.exists():
             assert s["rates"]["messages_per_s"] > 0
         assert any("does not run under fh run" in n for n in s["notes"])
-        p = fh("stop", "--name", name)
+        p = fh("stop", "--name", instance_name)
         assert f"stopped (pid {proc.pid}, the segment's writer, not under fh run" in p.stdout
         assert proc.wait(10) == 0
-        p = fh("status", "--name", name, check=False)
+        p = fh("status", "--name", instance_name, check=False)
         assert p.returncode == 1 and "stopped" in p.stdout
     finally:
-        _stop(proc)
+        stop_process(proc, 15)
         proc.stderr.close()
 
 
 @pytest.mark.slow
-def test_status_of_an_unknown_instance(run_dir, name):
-    p = fh("status", "--name", name, "--json", check=False)
+def test_status_of_an_unknown_instance(run_dir, instance_name):
+    p = fh("status", "--name", instance_name, "--json", check=False)
     s = json.loads(p.stdout)
     assert p.returncode == 1 and s["state"] == "stopped" and s["writer"] is None and s["last_exit"] is None
     p = fh("status", "--name", "bad name", check=False)

@@ -1,1 +1,13 @@
-"""`fh bench`: the book engine (engine.py), the data plane (dataplane.py), gap recovery (recovery.py)."""
+"""`fh bench`: the book engine (engine.py), the data plane (dataplane.py), gap recovery (recovery.py), restart
+preparation (restart.py)."""
+
+
+def add_day_options(b, positive, nonneg, *, messages: int, instruments: int, mtu: int | None = None) -> None:
+    """The options of the synthetic day a bench command generates (fh synth itch's): --messages, --instruments
+    and --seed, and with `mtu` the datagram size limit of its capture (--mtu). `positive`, `nonneg`: the CLI's
+    argument types."""
+    b.add_argument("--messages", type=positive, default=messages, help="messages of the generated day")
+    b.add_argument("--instruments", type=positive, default=instruments, help="instruments of the generated day")
+    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
+    if mtu is not None:
+        b.add_argument("--mtu", type=positive, default=mtu, help="datagram size limit of the capture")

@@ -536,6 +536,7 @@ def _arbitration_summary(runs: list[dict]) -> dict:
 
 def register(bes, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
+    from . import add_day_options
     from .plot import add_plot_flag
 
     b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes",
@@ -547,10 +548,7 @@ def register(bes, positive, nonneg) -> None:
                        epilog=examples("fh bench dataplane --messages 1000000 --repeats 3",
                                        "fh bench dataplane --idle backoff --callgrind --json > dp.json",
                                        "fh bench dataplane --plot bench/dataplane.png"))
-    b.add_argument("--messages", type=positive, default=5_000_000, help="messages of the generated day")
-    b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")
-    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
-    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture")
+    add_day_options(b, positive, nonneg, messages=5_000_000, instruments=8000, mtu=1500)
     b.add_argument("--repeats", type=positive, default=3, help="runs of each pass")
     b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
                    help="the poll loop when the ring is empty: spin (as in production) or backoff")

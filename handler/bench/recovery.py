@@ -311,6 +311,7 @@ def bench_recovery(a) -> int:
 
 def register(bes, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
+    from . import add_day_options
     from .plot import add_plot_flag
 
     b = bes.add_parser("recovery", help="live: a gap of about 1,000 messages lost on both lines, filled through "
@@ -323,10 +324,7 @@ def register(bes, positive, nonneg) -> None:
                        epilog=examples("fh bench recovery --repeats 5",
                                        "fh bench recovery --gap 500 --pps 50000 --json > rec.json",
                                        "fh bench recovery --plot bench/recovery.png"))
-    b.add_argument("--messages", type=positive, default=200_000, help="messages in the day")
-    b.add_argument("--instruments", type=positive, default=500, help="instruments of the generated day")
-    b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
-    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the capture")
+    add_day_options(b, positive, nonneg, messages=200_000, instruments=500, mtu=1500)
     b.add_argument("--gap", type=positive, default=1000, help="messages to lose on both lines (about)")
     b.add_argument("--repeats", type=positive, default=5, help="runs, each a new data plane")
     b.add_argument("--gap-wait-us", type=nonneg, default=2000,

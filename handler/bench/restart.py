@@ -20,7 +20,6 @@ day's bytes), so `apply` reads as a ratio against the engine's own speed. Each p
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -135,6 +134,7 @@ def engine_baseline(day: bytes) -> float:
 
 def bench_restart(a) -> int:
     from .. import native
+    from ..ui import fmt_int, print_json, print_table
 
     day = native.synth_bytes(a.messages, a.instruments, a.seed, shape=a.shape)
     points = [round((i + 1) / a.points, 4) for i in range(a.points)]
@@ -165,28 +165,28 @@ def bench_restart(a) -> int:
     for r in rows:
         r["apply_vs_engine"] = round(r["apply_msgs_per_s"] / base, 4) if r["apply_msgs_per_s"] else None
     if a.json:
-        print(json.dumps(res))
+        print_json(res)
         return 0
     print(f"fh bench restart: a {a.shape} day of {a.messages} messages, {a.instruments} instruments; a snapshot "
           f"every {a.snapshot_every} messages; minimum of {a.repeats} run(s); the C engine from memory: "
           f"{base / 1e6:.2f} M messages/s")
-    print(f"{'position':>8} {'before':>9} {'snapshot':>9} {'orders':>8} {'snap KiB':>9} {'journal':>8} "
-          f"{'load ms':>8} {'apply ms':>9} {'apply M/s':>9} {'vs eng':>7} {'total ms':>9} {'dp load ms':>10}")
-    for r in rows:
-        ms = r["apply_msgs_per_s"]
-        print(f"{r['position']:>8.2f} {r['messages_before']:>9} {r['snapshot_next_seq'] or '-':>9} {r['orders']:>8} "
-              f"{r['snapshot_bytes'] / 1024:>9.0f} {r['journal_messages']:>8} {r['load_s'] * 1e3:>8.1f} "
-              f"{r['apply_s'] * 1e3:>9.1f} {(ms / 1e6 if ms else 0):>9.2f} "
-              f"{(r['apply_vs_engine'] or 0):>7.3f} {r['total_s'] * 1e3:>9.1f} {r['restart_load_s'] * 1e3:>10.1f}")
+    columns = ("position", "before", "snapshot", "orders", "snap KiB", "journal", "load ms", "apply ms", "apply M/s",
+               "vs eng", "total ms", "dp load ms")
+    print_table(columns, [(f"{r['position']:.2f}", fmt_int(r["messages_before"]), fmt_int(r["snapshot_next_seq"]),
+                           fmt_int(r["orders"]), f"{r['snapshot_bytes'] / 1024:.0f}", fmt_int(r["journal_messages"]),
+                           f"{r['load_s'] * 1e3:.1f}", f"{r['apply_s'] * 1e3:.1f}",
+                           f"{(r['apply_msgs_per_s'] or 0) / 1e6:.2f}", f"{r['apply_vs_engine'] or 0:.3f}",
+                           f"{r['total_s'] * 1e3:.1f}", f"{r['restart_load_s'] * 1e3:.1f}") for r in rows],
+                right=[True] * len(columns))
     return 0
 
 
 def register(sub, positive, nonneg) -> None:
     b = sub.add_parser("restart", help="restart preparation time (snapshot load + journal apply) by the day's "
                                        "position")
-    b.add_argument("--messages", type=positive, default=2_000_000)
-    b.add_argument("--instruments", type=positive, default=500)
-    b.add_argument("--seed", type=nonneg, default=1)
+    from . import add_day_options
+
+    add_day_options(b, positive, nonneg, messages=2_000_000, instruments=500)
     b.add_argument("--shape", choices=("uniform", "real"), default="uniform")
     b.add_argument("--snapshot-every", type=positive, default=250_000, metavar="MESSAGES")
     b.add_argument("--rotate-mb", type=positive, default=64, help="journal file size (fh record --rotate-mb)")

@@ -1213,6 +1213,8 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.replicate", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.glimpse", fromlist=["register"]).register(sub, _positive, _nonneg)  # fh snapshot-server, fh snapshot-fetch
 
+    from ..bench import add_day_options
+
     be = sub.add_parser("bench", help="benchmarks", epilog=examples("fh bench engine --messages 2000000"))
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
     beng = bes.add_parser("engine", help="the C book engine on one core, against a parse-only pass and itch-book",
@@ -1220,9 +1222,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "itch-book in the same run (bench/README.md).",
                           epilog=examples("fh bench engine --messages 2000000 --shape uniform --repeats 3",
                                           "fh bench engine --itch day.itch --no-itch-book --json"))
-    beng.add_argument("--messages", type=_positive, default=20_000_000, help="messages of the generated day")
-    beng.add_argument("--instruments", type=_positive, default=8000, help="instruments of the generated day")
-    beng.add_argument("--seed", type=_nonneg, default=1, help="seed of the generated day")
+    add_day_options(beng, _positive, _nonneg, messages=20_000_000, instruments=8000)
     beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
                       help="day shape of the generated day (fh synth itch --shape); both: one after the other; "
                            "default both")

@@ -511,6 +511,28 @@ class Lab:
 
 # -- command line (what runs inside the namespace) --------------------------------------------------------
 
+class Output:
+    """What `python -m handler.net.sender --progress` prints, read from its stdout while it runs: iterating
+    yields the progress messages ({"sent", "total", "elapsed_s", "eta_s"}, at least every 0.1 s); `summary` is
+    the run's summary once its line has come (None before, or when the sender failed). Lines that are not JSON
+    are passed over."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.summary: dict | None = None
+
+    def __iter__(self):
+        for line in self.stream:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "summary" in msg:
+                self.summary = msg["summary"]
+            else:
+                yield msg
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m handler.net.sender",
                                  description="send a pcap's frames on an interface, paced (see the module doc)")

@@ -5,13 +5,9 @@
  * bench/callgrind.sh (valgrind --tool=callgrind --toggle-collect=fh_engine_apply_blocks), where the
  * instruction count per message is the repeatable figure; `fh bench engine` is the wall-clock benchmark. */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "fh/book.h"
 #include "fh/itch.h"
@@ -33,18 +29,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: REPEATS must be 1..1000\n", argv[0]);
         return 2;
     }
-    int fd = open(argv[1], O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "%s: cannot read %s (missing or empty)\n", argv[0], argv[1]);
+    size_t len;
+    const uint8_t *data = bench_map_file(argv[0], argv[1], &len);
+    if (!data)
         return 2;
-    }
-    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    size_t len = (size_t)st.st_size;
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
     fh_seg_t *seg = NULL;
     if (publish) {
@@ -82,5 +70,6 @@ int main(int argc, char **argv)
     fh_engine_destroy(e);
     if (seg)
         fh_seg_close(seg, 1);
+    bench_unmap_file(data, len);
     return 0;
 }

@@ -11,13 +11,10 @@
  * --journal PATH writes the ring to that file (kept after the run, its writer marked stopped) instead of
  * private memory: a journal of a known day for followers' tests (fh record). */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "bench_dgrams.h"
 #include "bench_util.h"
 #include "fh/book.h"
 #include "fh/journal_mold.h"
@@ -25,51 +22,9 @@
 
 #define DGRAM_BLOCKS 1400
 
-typedef struct dg {
-    uint32_t off, len;
-} dg_t;
-
 static uint8_t *dgrams;
-static dg_t *dg;
+static bench_dg_t *dg;
 static size_t ndg;
-
-/* Cut the day into datagrams of session SESSION, sequences from 1. Returns the message count. */
-static uint64_t packetize(const uint8_t *p, size_t len)
-{
-    size_t cap = len + (len / 100 + 2) * 64;
-    dgrams = malloc(cap);
-    dg = malloc((len / 100 + 2) * 4 * sizeof *dg + 64 * sizeof *dg);
-    if (!dgrams || !dg) {
-        fprintf(stderr, "fh-bench-journal: out of memory\n");
-        exit(2);
-    }
-    uint64_t seq = 1;
-    size_t i = 0, w = 0;
-    while (i + 2 <= len) {
-        size_t start = w;
-        memcpy(dgrams + w, "BENCH00001", 10);
-        fh_put_be64(dgrams + w + 10, seq);
-        w += 20;
-        uint16_t count = 0;
-        size_t used = 0;
-        while (i + 2 <= len) {
-            size_t n = fh_be16(p + i);
-            if (i + 2 + n > len || (count && used + 2 + n > DGRAM_BLOCKS) || count == 0xFFFE)
-                break;
-            memcpy(dgrams + w, p + i, 2 + n);
-            w += 2 + n;
-            used += 2 + n;
-            i += 2 + n;
-            count++;
-        }
-        if (!count)
-            break;
-        fh_put_be16(dgrams + start + 18, count);
-        dg[ndg++] = (dg_t){ (uint32_t)start, (uint32_t)(w - start) };
-        seq += count;
-    }
-    return seq - 1;
-}
 
 static fh_mold_feed_t feed;
 static fh_journal_tee_t *jt;
@@ -112,18 +67,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s FILE [on|off] [--journal PATH] [--mb N] [--repeats 1..100]\n", argv[0]);
         return 2;
     }
-    int fd = open(file, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "fh-bench-journal: cannot read %s (missing or empty)\n", file);
+    size_t len;
+    const uint8_t *data = bench_map_file("fh-bench-journal", file, &len);
+    if (!data)
         return 2;
-    }
-    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    uint64_t msgs = packetize(data, (size_t)st.st_size);
+    uint64_t msgs = bench_packetize("fh-bench-journal", data, len, DGRAM_BLOCKS, &dgrams, &dg, &ndg);
+    bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
     fh_engine_t *e = fh_engine_create(&cfg);
     fh_journal_t *j = NULL;

@@ -14,59 +14,17 @@
  * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
  * duplicate), and ns a message (min of the repeats; indicative only on a shared machine). */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "bench_dgrams.h"
 #include "bench_util.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
 
-typedef struct dg {
-    uint32_t off, len;
-} dg_t;
-
 static uint8_t *dgrams;
-static dg_t *dg;
+static bench_dg_t *dg;
 static size_t ndg;
-
-/* Cut the day into datagrams of session BENCH00001, sequences from 1, blocks up to `room` bytes. */
-static uint64_t packetize(const uint8_t *p, size_t len, size_t room)
-{
-    size_t maxdg = len / 3 + 2; /* a block is at least 3 bytes */
-    dgrams = malloc(len + maxdg * 20);
-    dg = malloc(maxdg * sizeof *dg);
-    if (!dgrams || !dg) {
-        fprintf(stderr, "fh-bench-mold: out of memory\n");
-        exit(2);
-    }
-    uint64_t seq = 1;
-    size_t i = 0, w = 0;
-    while (i + 2 <= len) {
-        size_t start = w, used = 0;
-        uint16_t count = 0;
-        memcpy(dgrams + w, "BENCH00001", 10);
-        fh_put_be64(dgrams + w + 10, seq);
-        w += 20;
-        while (i + 2 <= len) {
-            size_t n = fh_be16(p + i);
-            if (i + 2 + n > len || (count && used + 2 + n > room) || count == 0xFFFE)
-                break;
-            memcpy(dgrams + w, p + i, 2 + n);
-            w += 2 + n, used += 2 + n, i += 2 + n;
-            count++;
-        }
-        if (!count)
-            break;
-        fh_put_be16(dgrams + start + 18, count);
-        dg[ndg++] = (dg_t){ (uint32_t)start, (uint32_t)(w - start) };
-        seq += count;
-    }
-    return seq - 1;
-}
 
 static uint64_t sink; /* the consumer's only effect: the compiler cannot drop its calls */
 static __attribute__((noinline)) void c_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
@@ -120,18 +78,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100]\n", argv[0]);
         return 2;
     }
-    int fd = open(file, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "fh-bench-mold: cannot read %s (missing or empty)\n", file);
+    size_t len;
+    const uint8_t *data = bench_map_file("fh-bench-mold", file, &len);
+    if (!data)
         return 2;
-    }
-    const uint8_t *data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    uint64_t msgs = packetize(data, (size_t)st.st_size, mtu - 48);
+    uint64_t msgs = bench_packetize("fh-bench-mold", data, len, mtu - 48, &dgrams, &dg, &ndg);
+    bench_unmap_file(data, len); /* packetize copied the day into datagrams */
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
     mc.msg_len = fh_itch_len;

@@ -14,12 +14,9 @@
  * the medians, and the events published per pass. (fh-bench-engine FILE R engine|publish measures the two
  * modes in separate processes, the "off" one on private, hugepage-backed memory.) */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,18 +52,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: REPEATS must be 1..100\n", prog);
         return 2;
     }
-    int fd = open(file, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || st.st_size == 0) {
-        fprintf(stderr, "%s: cannot read %s (missing or empty)\n", prog, file);
+    size_t len;
+    const uint8_t *data = bench_map_file(prog, file, &len);
+    if (!data)
         return 2;
-    }
-    size_t len = (size_t)st.st_size;
-    const uint8_t *data = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (data == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 }; /* as fh-bench-engine */
     char path[64];
     snprintf(path, sizeof path, "/dev/shm/fh-bench-publish-%d", (int)getpid());
@@ -99,6 +88,7 @@ int main(int argc, char **argv)
     }
     fh_engine_destroy(e);
     fh_seg_close(seg, 1);
+    bench_unmap_file(data, len);
     qsort(t[0], (size_t)repeats, sizeof t[0][0], cmp_u64);
     qsort(t[1], (size_t)repeats, sizeof t[1][0], cmp_u64);
     double m = (double)msgs;

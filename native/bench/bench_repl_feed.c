@@ -39,20 +39,10 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    FILE *f = fopen(file, "rb");
-    if (!f) {
-        fprintf(stderr, "fh-bench-repl-feed: cannot read %s\n", file);
+    size_t len;
+    const uint8_t *day = bench_map_file("fh-bench-repl-feed", file, &len);
+    if (!day)
         return 2;
-    }
-    fseek(f, 0, SEEK_END);
-    size_t len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *day = malloc(len ? len : 1);
-    if (!day || fread(day, 1, len, f) != len) {
-        fprintf(stderr, "fh-bench-repl-feed: cannot read %s\n", file);
-        return 2;
-    }
-    fclose(f);
     fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ jpath, "bench", mb << 20, -1 });
     if (!j) {
         fprintf(stderr, "fh-bench-repl-feed: %s\n", fh_errmsg());
@@ -92,6 +82,6 @@ int main(int argc, char **argv)
     double s = (double)(t1 - t0) / 1e9;
     printf("{\"messages\": %llu, \"records\": %llu, \"seconds\": %.3f, \"rate\": %.0f}\n", (unsigned long long)(seq - 1),
            (unsigned long long)records, s, (double)(seq - 1) / s);
-    free(day);
+    bench_unmap_file(day, len);
     return 0;
 }
