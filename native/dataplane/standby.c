@@ -53,26 +53,29 @@ static uint64_t realtime_ns(void)
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, fh_engine_t *e, fh_journal_tee_t *tee,
-                              uint64_t tsc_hz)
+size_t fh_standby_ring_bytes(uint32_t hold) { return (size_t)hold * sizeof(slot_t); }
+
+fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, void *ring_mem, fh_engine_t *e,
+                              fh_journal_tee_t *tee, uint64_t tsc_hz)
 {
     if (!hold || (hold & (hold - 1))) {
         fprintf(stderr, "fh-dataplane: --standby-hold %u: a power of two (datagrams held back while standby)\n", hold);
+        return NULL;
+    }
+    if (!ring_mem) {
+        fprintf(stderr, "fh-dataplane: --standby: no hold-back ring given\n");
         return NULL;
     }
     if (strlen(journal) >= sizeof(((fh_standby_t *)0)->path)) {
         fprintf(stderr, "fh-dataplane: --standby %s: path too long\n", journal);
         return NULL;
     }
-    fh_standby_t *s = calloc(1, sizeof *s);
-    if (s)
-        s->ring = calloc(hold, sizeof(slot_t));
-    if (!s || !s->ring) {
-        fprintf(stderr, "fh-dataplane: --standby: out of memory for a hold-back ring of %u datagrams (%zu MiB): a "
-                        "smaller --standby-hold\n", hold, ((size_t)hold * sizeof(slot_t)) >> 20);
-        free(s);
+    fh_standby_t *s = calloc(1, sizeof *s); /* the follower's state (a record buffer of 64 KiB): not shared */
+    if (!s) {
+        fprintf(stderr, "fh-dataplane: --standby: out of memory\n");
         return NULL;
     }
+    s->ring = ring_mem;
     strcpy(s->path, journal);
     s->cap = hold, s->mask = hold - 1;
     s->e = e, s->tee = tee, s->tsc_hz = tsc_hz;
@@ -85,7 +88,6 @@ void fh_standby_close(fh_standby_t *s)
         return;
     if (s->joined)
         fh_journal_leave(&s->jr);
-    free(s->ring);
     free(s);
 }
 
