@@ -141,3 +141,136 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
         for f in (journal, sj, st_s, st_p):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+CONFIG = """
+[instance]
+name = "{name}"
+[[feed.lines]]
+name = "A"
+group = "233.54.12.111"
+port = 26477
+[[feed.lines]]
+name = "B"
+group = "233.49.196.111"
+port = 26477
+[nic]
+vdev = "net_pcap0,rx_pcap={pcap}"
+[memory]
+hugepages = false
+mb = 256
+[run]
+idle = "backoff"
+[replication]
+role = "{role}"
+provider = "tcp"
+peer = "127.0.0.1:{peer}"
+listen = "127.0.0.1:{listen}"
+heartbeat_ms = 50
+failover_timeout_ms = 1500
+"""
+
+
+def _fh_json(*args) -> dict:
+    p = fh(*args, "--json", check=False)
+    assert p.stdout.strip(), p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
+    """Two fh run instances, a (configured primary) and b (configured standby), each with the other as peer.
+    a's host dies (kill -9 of fh run, its data plane and fh-replicate); b promotes to epoch 2 and its fh run
+    makes it the primary toward a. a restarted with the same configuration finds b shipping at epoch 2 and joins
+    as standby (one line; role and epoch persisted; fh status and fh replicate status show them), and its books
+    then equal b's. b's fh-replicate killed: fh run restarts it (counted) and a's standby takes it back without
+    a restart (fh run starts it again within a few hundred ms, inside the failover timeout: a longer silence
+    would be a failover, which a standby cannot tell from its primary's host dying)."""
+    from handler.shm import Reader
+
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"fra{tag}", f"frb{tag}"
+    pa, pb = _port(), _port()
+    cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
+    cfgs[a].write_text(CONFIG.format(name=a, pcap=pcap, role="primary", peer=pb, listen=pa))
+    cfgs[b].write_text(CONFIG.format(name=b, pcap=pcap, role="standby", peer=pa, listen=pb))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    errs = {a: tmp_path / "a.err", b: tmp_path / "b.err", a + "2": tmp_path / "a2.err"}
+    procs: list[subprocess.Popen] = []
+
+    def run(n: str, log: str) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]), "--keep-segment",
+                              "--json"], stdout=subprocess.PIPE, stderr=open(errs[log], "w"), text=True, env=env)
+        procs.append(p)
+        return p
+
+    def messages(n: str) -> int:
+        try:
+            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
+                return r.stats(types=False).get("messages", 0)
+        except Exception:  # noqa: BLE001 - not there yet
+            return 0
+
+    from handler import replication_run as RR
+    from handler import segments
+
+    try:
+        rb = run(b, b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        ra = run(a, a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and messages(b) == 40000, 60,
+              f"b following a: {errs[a].read_text()[-500:]}")
+        first = R.read_status(a)
+        assert first["role"] == "primary" and first["epoch"] == 1
+        assert RR.read_state(a)["role"] == "primary" and "nothing" not in errs[a].read_text()
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        for pid in (first["pid"], dp_a, ra.pid):  # a's host dies
+            os.kill(pid, signal.SIGKILL)
+        ra.wait()
+        _wait(lambda: (RR.read_state(b) or {}).get("role") == "primary" and _status(b).get("role") == "primary", 30,
+              f"b promoted and shipping: {errs[b].read_text()[-800:]}")
+        st_b = RR.read_state(b)
+        assert st_b["epoch"] == 2 and "promoted" in st_b["why"]
+        assert "promoted to primary at epoch 2" in errs[b].read_text()
+
+        ra2 = run(a, a + "2")  # the old primary, its configuration still saying primary
+        _wait(lambda: (RR.read_state(a) or {}).get("role") == "standby", 30,
+              f"a joining as standby: {errs[a + '2'].read_text()[-800:]}")
+        _wait(lambda: messages(a) == 40000, 60, f"a's books from b: {errs[a + '2'].read_text()[-800:]}")
+        line = [l for l in errs[a + "2"].read_text().splitlines() if "joining as standby" in l]
+        assert len(line) == 1 and "epoch 2" in line[0] and "newer than this host's 1" in line[0], line
+        assert RR.read_state(a)["epoch"] == 2
+        assert replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}")
+        sa = _fh_json("status", "--name", a)
+        assert sa["state"] == "running" and sa["replication"]["role"] == "standby" and \
+            sa["replication"]["epoch"] == 2, sa["replication"]
+        assert "replication standby at epoch 2" in fh("status", "--name", a, check=False).stdout
+        ra_st = _fh_json("replicate", "status", "--name", a)
+        assert ra_st["role"] == "standby" and ra_st["epoch"] == 2 and ra_st["state"] == "streaming", ra_st
+        assert _fh_json("replicate", "status", "--name", b)["role"] == "primary"
+
+        # b's fh-replicate dies: fh run starts it again; a's standby takes it back, without a restart
+        os.kill(R.read_status(b)["pid"], signal.SIGKILL)
+        _wait(lambda: (_fh_json("status", "--name", b)["replication"].get("supervised") or {}).get("restarts") == 1,
+              30, f"b's fh-replicate restarted: {errs[b].read_text()[-500:]}")
+        _wait(lambda: _status(a).get("connections") == 2 and _status(a).get("state") == "streaming", 30,
+              f"a's standby reconnected: {errs[a + '2'].read_text()[-500:]}")
+        assert ra2.poll() is None and _status(a)["refused_epoch"] == 0
+        assert "exited with status -9" in errs[b].read_text()
+        for p in (ra2, rb):
+            p.send_signal(signal.SIGTERM)
+        for p in (ra2, rb):
+            p.communicate(timeout=60)
+            assert p.returncode == 0, errs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        for n in (a, b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+                if os.path.exists(f):
+                    os.unlink(f)
