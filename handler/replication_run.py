@@ -220,7 +220,7 @@ class Replication:
         self.cmd = standby_cmd(cfg, self.epoch)
         self.say(f"{why}: listening on {r.listen[0]}:{r.listen[1]} for {wait_s:g} s for a primary of an epoch newer "
                  f"than {self.epoch} before taking the lines")
-        self.start()
+        self.start(probe=True)
         deadline, connected_at = time.monotonic() + wait_s, None
         newer = None
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -241,7 +241,7 @@ class Replication:
             old = self.epoch
             self.role, self.epoch = "standby", newer["epoch"]
             self._persist(f"the peer ships at epoch {newer['epoch']}, newer than this host's {old}")
-            self.say(f"configured {r.role}, but the peer ({newer['peer'] or 'connected'}) ships as primary at epoch "
+            self.say(f"configured {r.role}, but the peer ships to this host as primary at epoch "
                      f"{newer['epoch']}, newer than this host's {old} (it was promoted while this host was away): "
                      f"joining as standby, not publishing as primary (no split brain); state in "
                      f"{state_path(cfg.name, self.run_dir)}")
@@ -255,12 +255,15 @@ class Replication:
 
     # -- while the data plane runs --
 
-    def start(self) -> None:
+    def start(self, probe: bool = False) -> None:
+        if self.role == "standby":  # the epoch it holds now (adopted from its primary since the last start)
+            self.cmd = standby_cmd(self.cfg, self.epoch)
         self.proc = self._spawn(self.cmd)
         self.starts += 1
         self.started_at = time.monotonic()
         if self.starts == 1:
-            self.say(f"replication {self.role} at epoch {self.epoch}: {' '.join(self.cmd)}")
+            self.say(f"replication {'probe (as standby)' if probe else self.role} at epoch {self.epoch}: "
+                     f"{' '.join(self.cmd)}")
 
     def record(self) -> dict:
         return {"role": self.role, "epoch": self.epoch, "pid": self.proc.pid if self.proc else None,
@@ -324,6 +327,11 @@ class Replication:
             s = R.read_status(self.cfg.name)
         except R.ReplicateError:
             s = None
+        if s and s["pid"] == p.pid and s["state"] != "promoted" and s["epoch"] > self.epoch:
+            old = self.epoch
+            self.epoch = int(s["epoch"])  # adopted from a newer primary: remembered
+            self._persist(f"adopted its primary's epoch {self.epoch} (was {old})")
+            return True
         if s and s["pid"] == p.pid and s["state"] == "promoted":
             old = self.epoch
             self.role, self.epoch = "primary", int(s["epoch"])

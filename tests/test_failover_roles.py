@@ -63,10 +63,11 @@ def _messages(path: str) -> list[bytes]:
         r.close()
 
 
-def _wait(cond, timeout: float, what: str):
+def _wait(cond, timeout: float, what):
+    """what: the failure's message, or a callable giving it (a log read at the time of the failure)."""
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.02)
 
 
@@ -221,7 +222,7 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
         ra = run(a, a)
         _wait(lambda: _status(b).get("messages", 0) == 40000 and messages(b) == 40000, 60,
-              f"b following a: {errs[a].read_text()[-500:]}")
+              lambda: f"b following a: {errs[a].read_text()[-500:]}")
         first = R.read_status(a)
         assert first["role"] == "primary" and first["epoch"] == 1
         assert RR.read_state(a)["role"] == "primary" and "nothing" not in errs[a].read_text()
@@ -229,15 +230,16 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         for pid in (first["pid"], dp_a, ra.pid):  # a's host dies
             os.kill(pid, signal.SIGKILL)
         ra.wait()
+        _wait(lambda: not R.pid_alive(dp_a) and not R.pid_alive(first["pid"]), 30, "a's processes gone")
         _wait(lambda: (RR.read_state(b) or {}).get("role") == "primary" and _status(b).get("role") == "primary", 30,
-              f"b promoted and shipping: {errs[b].read_text()[-800:]}")
+              lambda: f"b promoted and shipping: {errs[b].read_text()[-800:]}")
         st_b = RR.read_state(b)
         assert st_b["epoch"] == 2 and "promoted" in st_b["why"]
         assert "promoted to primary at epoch 2" in errs[b].read_text()
 
         ra2 = run(a, a + "2")  # the old primary, its configuration still saying primary
         _wait(lambda: (RR.read_state(a) or {}).get("role") == "standby", 30,
-              f"a joining as standby: {errs[a + '2'].read_text()[-800:]}")
+              lambda: f"a joining as standby: {errs[a + '2'].read_text()[-800:]}")
         _wait(lambda: messages(a) == 40000, 60, f"a's books from b: {errs[a + '2'].read_text()[-800:]}")
         line = [l for l in errs[a + "2"].read_text().splitlines() if "joining as standby" in l]
         assert len(line) == 1 and "epoch 2" in line[0] and "newer than this host's 1" in line[0], line
@@ -256,14 +258,28 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         _wait(lambda: (_fh_json("status", "--name", b)["replication"].get("supervised") or {}).get("restarts") == 1,
               30, f"b's fh-replicate restarted: {errs[b].read_text()[-500:]}")
         _wait(lambda: _status(a).get("connections") == 2 and _status(a).get("state") == "streaming", 30,
-              f"a's standby reconnected: {errs[a + '2'].read_text()[-500:]}")
+              lambda: f"a's standby reconnected: {errs[a + '2'].read_text()[-500:]}")
         assert ra2.poll() is None and _status(a)["refused_epoch"] == 0
         assert "exited with status -9" in errs[b].read_text()
+
+        # a's standby fh-replicate dies: fh run starts it again on a new journal at the same path, which resumes
+        # after the old one's last message; a's data plane follows the new journal, applying nothing twice
+        os.kill(R.read_status(a)["pid"], signal.SIGKILL)
+        _wait(lambda: (_fh_json("status", "--name", a)["replication"].get("supervised") or {}).get("restarts") == 1,
+              30, f"a's fh-replicate restarted: {errs[a + '2'].read_text()[-500:]}")
+        _wait(lambda: _status(a).get("state") == "streaming" and "was recreated" in errs[a + "2"].read_text(), 30,
+              lambda: f"a's standby back: {errs[a + '2'].read_text()[-800:]}")
+        assert "ended at session" in errs[a + "2"].read_text() and _status(a)["messages"] == 0  # nothing again
+        assert messages(a) == 40000 and ra2.poll() is None
         for p in (ra2, rb):
             p.send_signal(signal.SIGTERM)
-        for p in (ra2, rb):
-            p.communicate(timeout=60)
+        outs = {}
+        for n, p in ((a, ra2), (b, rb)):
+            outs[n] = p.communicate(timeout=60)[0]
             assert p.returncode == 0, errs
+        sb = json.loads(outs[a])["standby"]
+        assert sb["rejoins"] == 1 and sb["skipped"] == 0 and sb["messages"] == 40000 and not sb["promoted"], sb
+        assert replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}")
     finally:
         for p in procs:
             if p.poll() is None:

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,10 @@ struct fh_standby {
     fh_journal_reader_t jr;
     int joined;
     uint64_t pos, next_join, tsc_hz;
+    /* the journal recreated (its fh-replicate restarted, fh run supervising it): followed again from its oldest,
+     * its records already applied skipped (a record across the point: its tail) */
+    uint64_t ino, next_check, rejoins, skipped;
+    int rejoined;
     fh_engine_t *e;
     fh_journal_tee_t *tee;
     /* what the journal has given: the session and the sequence after its last message */
@@ -185,6 +190,25 @@ static int same_session(const fh_standby_t *s, const char *session)
 static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8_t *body)
 {
     s->records++;
+    if (s->rejoined && r->kind == FH_JR_MSGS && r->seq && same_session(s, r->session) && r->seq < s->next_seq) {
+        if (r->seq + r->count <= s->next_seq) { /* applied before the journal was recreated */
+            s->skipped += r->count;
+            return;
+        }
+        const uint8_t *m[1024]; /* across the point: the messages after it */
+        uint16_t ml[1024];
+        uint32_t nb = fh_journal_blocks(r, body, m, ml, 1024), k = (uint32_t)(s->next_seq - r->seq);
+        if (nb == r->count && k < nb) {
+            const uint8_t *from = m[k] - 2;
+            size_t blen = (size_t)(body + r->arg - from);
+            if (s->tee)
+                fh_journal_append_msgs(s->tee->j, r->session, s->next_seq, (uint16_t)(nb - k), from, blen);
+            fh_engine_apply_blocks(s->e, from, blen);
+            s->messages += nb - k, s->skipped += k;
+            set_session(s, r->session, r->seq + r->count);
+        }
+        return;
+    }
     switch (r->kind) {
     case FH_JR_MSGS:
         if (r->seq && same_session(s, r->session) && r->seq > s->next_seq) /* a jump: the shipper was overrun */
@@ -267,9 +291,11 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
     if (!s->joined && now >= s->next_join) {
         int rc = fh_journal_join(&s->jr, s->path);
         if (!rc) {
+            struct stat st;
             s->joined = 1;
+            s->ino = stat(s->path, &st) ? 0 : (uint64_t)st.st_ino;
             s->pos = fh_journal_oldest(&s->jr);
-            if (s->pos) { /* it has lapped already: what came before is not here */
+            if (s->pos && !s->rejoined) { /* it has lapped already: what came before is not here */
                 s->overruns++;
                 stale_all(s);
             }
@@ -285,8 +311,21 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
         for (uint32_t i = 0; i < max_records && !s->mark_seen; i++) {
             uint64_t at = s->pos;
             int r = fh_journal_next(&s->jr, &s->pos, &s->rec, s->body);
-            if (r == FH_JOURNAL_NONE)
+            if (r == FH_JOURNAL_NONE) {
+                /* idle: every 100 ms, has the journal been recreated (the standby's fh-replicate restarted)? */
+                struct stat st;
+                if (now >= s->next_check) {
+                    s->next_check = now + s->tsc_hz / 10;
+                    if (!stat(s->path, &st) && (uint64_t)st.st_ino != s->ino &&
+                        fh_journal_writer_alive(s->path) == 1) {
+                        fprintf(stderr, "fh-dataplane: standby: %s was recreated (its fh-replicate restarted): "
+                                        "following the new one, what was applied skipped\n", s->path);
+                        fh_journal_leave(&s->jr);
+                        s->joined = 0, s->next_join = 0, s->rejoined = 1, s->rejoins++;
+                    }
+                }
                 break;
+            }
             if (r == FH_JOURNAL_OVERRUN) {
                 s->overruns++;
                 stale_all(s);
@@ -321,10 +360,11 @@ void fh_standby_json(const fh_standby_t *s, FILE *out)
                  ", \"messages\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"overruns\": %" PRIu64 ", \"held\": %" PRIu64
                  ", \"released\": %" PRIu64 ", \"overwritten\": %" PRIu64 ", \"too_big\": %" PRIu64
                  ", \"replayed\": %" PRIu64 ", \"replay_applied\": %" PRIu64 ", \"resumed_seq\": %" PRIu64
-                 ", \"promoted_ns\": %" PRIu64 ", \"first_own_ns\": %" PRIu64 ", \"lines\": [",
+                 ", \"promoted_ns\": %" PRIu64 ", \"first_own_ns\": %" PRIu64 ", \"rejoins\": %" PRIu64
+                 ", \"skipped\": %" PRIu64 ", \"lines\": [",
             s->path, s->promoted ? "true" : "false", s->epoch, s->records, s->messages, s->holes, s->overruns, held,
             released, overwritten, too_big, s->replayed, s->replay_applied, s->resumed_seq, s->promoted_ns,
-            s->first_own_ns);
+            s->first_own_ns, s->rejoins, s->skipped);
     int last = 0;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
         if (s->held[i] || s->too_big[i])

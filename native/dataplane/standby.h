@@ -17,8 +17,13 @@
  * duplicates to MoldUDP64, the rest fill the hole, and what neither holds is a gap like any other
  * (retransmission, or stale with its notices). From then on it is a data plane like the primary's.
  *
- * Nothing here allocates, blocks or makes a syscall after fh_standby_open, except the journal join while the
- * journal does not exist yet (at most every 100 ms). Not DPDK-specific: the caller passes TSC values. */
+ * The journal recreated (the standby's fh-replicate restarted by fh run: a new file at the same path, its writer
+ * alive) is followed again from its oldest record, the messages already applied skipped (counted: skipped,
+ * rejoins).
+ *
+ * Nothing here allocates, blocks or makes a syscall after fh_standby_open, except, while standby and idle, the
+ * journal join while the journal does not exist yet and the check for a recreated journal (stat, and flock
+ * when the file changed), each at most every 100 ms. Not DPDK-specific: the caller passes TSC values. */
 #ifndef FH_DATAPLANE_STANDBY_H
 #define FH_DATAPLANE_STANDBY_H
 

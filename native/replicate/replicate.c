@@ -690,6 +690,36 @@ static int promote_now(promo_t *p, const char *why, uint32_t timeout_ms)
     return 1;
 }
 
+/* The session and the sequence after the last message of a previous standby journal at path whose writer is
+ * gone (nothing there, or promoted: *next 0). */
+static void journal_resume_point(const char *path, char *session, uint64_t *next)
+{
+    fh_journal_reader_t jr;
+    *next = 0;
+    if (fh_journal_writer_alive(path) != 0 || fh_journal_join(&jr, path))
+        return;
+    static uint8_t buf[sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY];
+    fh_journal_rec_t *rec = (fh_journal_rec_t *)buf;
+    uint64_t pos = fh_journal_oldest(&jr);
+    for (int r; (r = fh_journal_next(&jr, &pos, rec, buf + sizeof *rec)) != FH_JOURNAL_NONE;) {
+        if (r == FH_JOURNAL_CORRUPT)
+            break;
+        if (r != FH_JOURNAL_OK || !rec->seq)
+            continue;
+        if (rec->kind == FH_JR_PROMOTED) { /* a promoted host is a primary: nothing to resume */
+            *next = 0;
+            break;
+        }
+        uint64_t after = rec->kind == FH_JR_MSGS ? rec->seq + rec->count : rec->kind == FH_JR_LOST ?
+                         rec->seq + rec->arg : rec->kind == FH_JR_MISSED ? rec->seq + 1 : 0;
+        if (after && (memcmp(session, rec->session, FH_JOURNAL_SESSION_LEN) || after > *next)) {
+            memcpy(session, rec->session, FH_JOURNAL_SESSION_LEN);
+            *next = after;
+        }
+    }
+    fh_journal_leave(&jr);
+}
+
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
@@ -728,6 +758,11 @@ static int standby(const opts_t *o)
             return 2;
         }
     }
+    /* A restart (fh run supervising it): where the previous journal at this path stands, so that the primary
+     * ships only what follows (the data plane following it goes on with the new journal, skipping nothing). */
+    char rs_session[FH_JOURNAL_SESSION_LEN] = { 0 };
+    uint64_t rs_next = 0;
+    journal_resume_point(o->journal, rs_session, &rs_next);
     fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ o->journal, o->name, (uint64_t)o->journal_mb << 20, -1 });
     if (!j) {
         fprintf(stderr, "fh-replicate: journal: %s\n", fh_errmsg());
@@ -760,6 +795,13 @@ static int standby(const opts_t *o)
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0, had_primary = 0;
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
+    if (rs_next) {
+        char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
+        memcpy(sess, rs_session, FH_JOURNAL_SESSION_LEN);
+        promo_at(&pm, rs_session, rs_next);
+        fprintf(stderr, "fh-replicate: the previous journal at %s ended at session %s sequence %" PRIu64 ": a primary "
+                        "ships what follows\n", o->journal, sess, rs_next - 1);
+    }
     /* One primary after another, without a restart: the same primary's fh-replicate restarted, or a new primary
      * (the other host, promoted). While none is connected: promotion (fh promote, or the failover timeout since
      * the last heartbeat of the one before), and the journal's heartbeat. (A goto back here from the end of the
