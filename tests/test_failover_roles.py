@@ -290,3 +290,65 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
             for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
                 if os.path.exists(f):
                     os.unlink(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_standby_without_a_segment_takes_the_late_join_snapshot(tmp_path):
+    """The standby host as fh run sets it up (fh-replicate journal only, its data plane following that journal)
+    joins after the day: the primary ships a mid-day snapshot, then its journal. fh-replicate checks the snapshot
+    whole, leaves it beside its journal and journals a snapshot record with what follows it; the data plane loads
+    it in place of everything before, applies the rest, and holds the primary's books (then, promoted, every
+    datagram it held back is covered: nothing applied twice)."""
+    AB = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:8]
+    seg_p, journal = f"/dev/shm/fh-rlp-{tag}", f"/dev/shm/fh-rlp-{tag}.journal"
+    seg_s, sj, st_s = f"/dev/shm/fh-rls-{tag}", f"/dev/shm/fh-rls-{tag}.standby.journal", f"/dev/shm/fh-rls-{tag}.repl"
+    addr = f"127.0.0.1:{_port()}"
+    lines = replay.pcap_lines(AB)
+    procs, dp = [], None
+    try:
+        process.run_dataplane(replay.eal_args(f"rlp-{tag}", f"net_pcap0,rx_pcap={AB}"), seg_p, lines, events=1 << 18,
+                              timeout=120, extra=["--journal", journal, "--journal-mb", "16"])
+        d = tmp_path / "rec"
+        fh("record", "--journal", journal, "--dir", d, "--snapshot-every", "15000", "--snapshot-keep", "10")
+        snap = sorted((d / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)[0]
+        sb = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal", sj,
+                               "--journal-mb", "16", "--name", f"rls-{tag}", "--status", st_s, "--ring-mb", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(sb)
+        _wait(lambda: _status(st_s).get("state") == "connecting", 10, "the standby listening")
+        dp = process.Dataplane(process.dataplane_cmd(replay.eal_args(f"rls-{tag}", f"net_pcap0,rx_pcap={AB}"), seg_s,
+                                                     lines, events=1 << 18, extra=["--standby", sj]))
+        dp.wait_running()
+        pr = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                               "--name", f"rlp-{tag}", "--status", f"{seg_p}.repl", "--exit-when-done",
+                               "--snapshot", str(snap)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(pr)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        want = replay.segment_books(seg_p)
+        _wait(lambda: replay.segment_books(seg_s) == want, 30, lambda: f"the standby's books: {dp.err[-5:]}")
+        assert not os.path.exists(sj + ".snapshot")  # loaded, then removed
+        dp.p.send_signal(signal.SIGUSR1)
+        stats = dp.wait(60)
+        s = stats["standby"]
+        assert s["snapshots"] == 1 and 0 < s["messages"] < 40000 and s["holes"] == 0, s
+        assert s["promoted"] and s["resumed_seq"] == 40001 and stats["messages_applied"] == 0 and \
+            s["replay_applied"] == 0, stats
+        assert any("loaded the primary's snapshot" in l for l in dp.err)
+        assert replay.segment_books(seg_s) == want
+        sb.send_signal(signal.SIGTERM)
+        o, e = sb.communicate(timeout=30)
+        assert "journaled for the data plane" in e and json.loads(o.splitlines()[-1])["snapshot_orders"] > 0, e
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if dp is not None:
+            dp.close()
+        for seg in (seg_p, seg_s):
+            process.remove_segment(seg)
+        for f in (journal, journal + ".record", sj, sj + ".snapshot", st_s, f"{seg_p}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fh/journal_writer.h"
 #include "fh/shm.h"
@@ -28,7 +29,7 @@ struct fh_standby {
     uint64_t pos, next_join, tsc_hz;
     /* the journal recreated (its fh-replicate restarted, fh run supervising it): followed again from its oldest,
      * its records already applied skipped (a record across the point: its tail) */
-    uint64_t ino, next_check, rejoins, skipped;
+    uint64_t ino, next_check, rejoins, skipped, snapshots;
     int rejoined;
     fh_engine_t *e;
     fh_journal_tee_t *tee;
@@ -187,6 +188,27 @@ static int same_session(const fh_standby_t *s, const char *session)
     return s->have_session && !memcmp(s->session, session, FH_MOLD_SESSION_LEN);
 }
 
+/* FH_JR_SNAPSHOT: JOURNAL.snapshot into the engine; the records after it go on from its sequence (what the
+ * journal holds before it is skipped, as after a recreated journal). A snapshot that does not load: every book
+ * stale, said once. */
+static void load_snapshot(fh_standby_t *s, const fh_journal_rec_t *r)
+{
+    char path[sizeof s->path + 16];
+    snprintf(path, sizeof path, "%s.snapshot", s->path);
+    fh_snapshot_meta_t meta;
+    if (fh_engine_snapshot_load(s->e, path, &meta)) {
+        fprintf(stderr, "fh-dataplane: standby: the primary's snapshot %s: %s: books stale\n", path, fh_errmsg());
+        stale_all(s);
+        return;
+    }
+    unlink(path);
+    s->snapshots++;
+    s->rejoined = 1; /* skip what the snapshot holds */
+    set_session(s, meta.session, meta.next_seq);
+    fprintf(stderr, "fh-dataplane: standby: loaded the primary's snapshot %s (%" PRIu64 " orders, %u books, complete "
+                    "to sequence %" PRIu64 ")\n", path, meta.orders, meta.books, r->seq - 1);
+}
+
 static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8_t *body)
 {
     s->records++;
@@ -244,6 +266,9 @@ static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8
     case FH_JR_PROMOTED:
         s->epoch = r->arg;
         s->mark_seen = 1;
+        return;
+    case FH_JR_SNAPSHOT: /* a late join: the primary's snapshot in place of everything before (cold, once) */
+        load_snapshot(s, r);
         return;
     default:
         s->other++;
@@ -361,10 +386,10 @@ void fh_standby_json(const fh_standby_t *s, FILE *out)
                  ", \"released\": %" PRIu64 ", \"overwritten\": %" PRIu64 ", \"too_big\": %" PRIu64
                  ", \"replayed\": %" PRIu64 ", \"replay_applied\": %" PRIu64 ", \"resumed_seq\": %" PRIu64
                  ", \"promoted_ns\": %" PRIu64 ", \"first_own_ns\": %" PRIu64 ", \"rejoins\": %" PRIu64
-                 ", \"skipped\": %" PRIu64 ", \"lines\": [",
+                 ", \"skipped\": %" PRIu64 ", \"snapshots\": %" PRIu64 ", \"lines\": [",
             s->path, s->promoted ? "true" : "false", s->epoch, s->records, s->messages, s->holes, s->overruns, held,
             released, overwritten, too_big, s->replayed, s->replay_applied, s->resumed_seq, s->promoted_ns,
-            s->first_own_ns, s->rejoins, s->skipped);
+            s->first_own_ns, s->rejoins, s->skipped, s->snapshots);
     int last = 0;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
         if (s->held[i] || s->too_big[i])

@@ -587,11 +587,11 @@ typedef struct snap_state {
     uint64_t next_seq, skipped, orders;
 } snap_state_t;
 
-static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_rec_t *rec, const uint8_t *body,
-                            snap_state_t *ss)
+static int standby_snapshot(const opts_t *o, fh_engine_t *e, fh_journal_t *j, const fh_journal_rec_t *rec,
+                            const uint8_t *body, snap_state_t *ss)
 {
-    if (!ss->path[0])
-        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment);
+    if (!ss->path[0]) /* without a segment: beside the journal, where the data plane following it loads it */
+        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment ? o->segment : o->journal);
     if (rec->kind == FH_RR_SNAP) {
         if (rec->seq == 0) {
             if (ss->fd >= 0)
@@ -612,17 +612,20 @@ static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_re
         close(ss->fd);
     ss->fd = -1;
     fh_snapshot_meta_t meta;
-    if (fh_engine_snapshot_load(e, ss->path, &meta)) {
+    if (fh_engine_snapshot_load(e, ss->path, &meta)) { /* e NULL: checked whole, not loaded */
         fprintf(stderr, "fh-replicate: the primary's snapshot: %s\n", fh_errmsg());
         return -1;
     }
-    unlink(ss->path);
+    if (e)
+        unlink(ss->path);
+    else /* the data plane following the journal loads it (and removes it) when it reads this record */
+        fh_journal_append_mark(j, FH_JR_SNAPSHOT, meta.session, meta.next_seq, meta.orders);
     memcpy(ss->session, meta.session, FH_JOURNAL_SESSION_LEN);
     ss->next_seq = meta.next_seq;
     ss->orders = meta.orders;
     ss->skipping = 1;
-    fprintf(stderr, "fh-replicate: snapshot loaded: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
-            meta.orders, meta.books, meta.next_seq - 1);
+    fprintf(stderr, "fh-replicate: snapshot %s: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
+            e ? "loaded" : "received and journaled for the data plane", meta.orders, meta.books, meta.next_seq - 1);
     return 0;
 }
 
@@ -926,14 +929,7 @@ next_primary:
             }
             const uint8_t *body = (const uint8_t *)(rec + 1);
             if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
-                if (!e) {
-                    fprintf(stderr, "fh-replicate: the primary ships a snapshot, which a standby without --segment "
-                                    "cannot load yet: start the standby with its data plane before the primary, or "
-                                    "give --segment\n");
-                    ret = 5;
-                    goto done;
-                }
-                if (standby_snapshot(o, e, rec, body, &snapst)) {
+                if (standby_snapshot(o, e, j, rec, body, &snapst)) {
                     ret = 5;
                     goto done;
                 }
@@ -965,7 +961,8 @@ next_primary:
                         const uint8_t *from = m[k] - 2;
                         size_t blen = (size_t)(body + rec->arg - from);
                         fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
-                        fh_engine_apply_blocks(e, from, blen);
+                        if (e)
+                            fh_engine_apply_blocks(e, from, blen);
                         promo_at(&pm, rec->session, snapst.next_seq + (nb - k));
                         msgs += nb - k;
                     }
