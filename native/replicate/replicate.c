@@ -8,7 +8,9 @@
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
- * (its ring's address and key, size, epoch). The primary follows the journal (fh/journal.h reader, a
+ * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
+ * skips the records before it). A standby takes one primary after another without a restart (the primary's
+ * fh-replicate restarted, or a promoted peer), counting connections. The primary follows the journal (fh/journal.h reader, a
  * separate process: the data plane never waits for it) and ships each record as a frame: fh_repl_frame_t
  * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
  * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
@@ -26,7 +28,8 @@
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
  * books and event sequence equal the primary's. Without --segment it only journals: the standby host's data
  * plane (fh-dataplane --standby JOURNAL) follows that journal into its own engine, and takes its own feed lines
- * at promotion.
+ * at promotion; a late-join snapshot is then left at JOURNAL.snapshot and announced by a FH_JR_SNAPSHOT record,
+ * which the data plane loads.
  *
  * Promotion (fh promote: SIGUSR1; or, with --promote-on-silence, no heartbeat from the primary for
  * --failover-timeout-ms, the connection closed or not): the standby takes epoch + 1 (every later record of an
