@@ -281,8 +281,13 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         assert sb["rejoins"] == 1 and sb["skipped"] == 0 and sb["messages"] == 40000 and not sb["promoted"], sb
         assert replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}")
     finally:
-        for p in procs:
+        for p in procs:  # fh run stops its data plane and fh-replicate on SIGTERM; killed, it would leave them
             if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
         for n in (a, b):
