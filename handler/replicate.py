@@ -23,7 +23,8 @@ STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
 _HEAD = struct.Struct("<6Q32s64s64s7Q7Q3Q")
 _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "peer", "fabric", "frames", "messages",
            "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
-           "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes", "connections")
+           "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes",
+           "connections")
 ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
 

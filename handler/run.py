@@ -190,8 +190,8 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                     print(f"fh run: {cfg.name}: restart: a gap after the restored state was given up; the books "
                           "stay stale", file=sys.stderr, flush=True)
             try:
-                child.wait(POLL_S if rec is not None or repl is not None or (watch and watch.state["state"] == "restoring")
-                           else None)
+                busy = rec is not None or repl is not None or (watch and watch.state["state"] == "restoring")
+                child.wait(POLL_S if busy else None)
             except subprocess.TimeoutExpired:
                 pass
     finally:

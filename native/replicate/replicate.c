@@ -10,8 +10,9 @@
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
  * skips the records before it). A standby takes one primary after another without a restart (the primary's
- * fh-replicate restarted, or a promoted peer), counting connections. The primary follows the journal (fh/journal.h reader, a
- * separate process: the data plane never waits for it) and ships each record as a frame: fh_repl_frame_t
+ * fh-replicate restarted, or a promoted peer), counting connections. The primary follows the journal
+ * (fh/journal.h reader, a separate process: the data plane never waits for it) and ships each record as a
+ * frame: fh_repl_frame_t
  * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
  * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
  * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
@@ -317,8 +318,9 @@ static int primary(const opts_t *o)
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, hello.session, FH_JOURNAL_SESSION_LEN);
         fprintf(stderr, "fh-replicate: the standby holds session %s up to sequence %" PRIu64 ": %s\n", sess,
-                hello.d - 1, covered ? "resuming after it" : o->snapshot ? "this journal no longer reaches back to "
-                "it: the snapshot first" : "this journal no longer reaches back to it (no --snapshot): its books stale");
+                hello.d - 1, covered ? "resuming after it"
+                : o->snapshot ? "this journal no longer reaches back to it: the snapshot first"
+                              : "this journal no longer reaches back to it (no --snapshot): its books stale");
     }
     /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
     uint64_t snap_len = 0, snap_off = 0;
@@ -815,7 +817,8 @@ static int standby(const opts_t *o)
 next_primary:
     for (uint64_t k = 0;; k++) {
         if (!promoted && (promote || (had_primary && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
-            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
+            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary",
+                                   o->failover_timeout_ms);
         if (quit || (had_primary && o->exit_when_done))
             goto finished;
         int ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
