@@ -29,8 +29,9 @@ assert REC.size == 48
 MIN_CAPACITY = 1 << 18
 MAX_BODY = 65536
 
-PAD, MSGS, LOST, HEARTBEAT, END, MISSED, PROMOTED = 0, 1, 2, 3, 4, 5, 6
-KIND_NAMES = {MSGS: "msgs", LOST: "lost", HEARTBEAT: "heartbeat", END: "end", MISSED: "missed", PROMOTED: "promoted"}
+PAD, MSGS, LOST, HEARTBEAT, END, MISSED, PROMOTED, SNAPSHOT = 0, 1, 2, 3, 4, 5, 6, 7
+KIND_NAMES = {MSGS: "msgs", LOST: "lost", HEARTBEAT: "heartbeat", END: "end", MISSED: "missed", PROMOTED: "promoted",
+              SNAPSHOT: "snapshot"}
 
 NONE, OK, OVERRUN, CORRUPT = 0, 1, 2, 3
 

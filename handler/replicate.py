@@ -19,10 +19,12 @@ from .errors import FhError
 
 STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
 # magic version role pid state epoch | provider[32] peer[64] fabric[64] | 7 counters | 7 times, lag, positions | 2
-_HEAD = struct.Struct("<6Q32s64s64s7Q7Q2Q")
+# | connections (a standby: primaries accepted)
+_HEAD = struct.Struct("<6Q32s64s64s7Q7Q3Q")
 _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "peer", "fabric", "frames", "messages",
            "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
-           "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes")
+           "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes",
+           "connections")
 ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
 
@@ -112,6 +114,8 @@ def cmd_status(a) -> int:
             ("lag", f"{fmt_int(d['lag_messages'])} messages, {fmt_ns(d['lag_ns'])} (last record)"),
             ("acked", f"{fmt_int(d['acked_messages'])} messages, last ack {age(d['last_ack_age_ms'])}"),
             ("heartbeat", age(d["last_heartbeat_age_ms"]))]
+    if d["role"] == "standby" and d["connections"] > 1:
+        rows.append(("connections", f"{d['connections']} primaries accepted (a restarted or a new primary resumes)"))
     if d["refused_epoch"] or d["overruns"]:
         rows.append(("refused", f"{fmt_int(d['refused_epoch'])} records of an older epoch; "
                                 f"{fmt_int(d['overruns'])} journal overruns"))

@@ -97,15 +97,19 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
               f"({', '.join(f'{l.name} {l.group}:{l.port}' for l in cfg.lines)}) on "
               f"{' and '.join(d.name for d in config.devices(cfg))}; segment {cfg.segment}; pidfile {pf.path}",
               file=sys.stderr, flush=True)
-        repl = replication_run.start(cfg, cmd)  # [replication]: fh-replicate beside the data plane
+        # [replication]: fh-replicate beside the data plane, its role decided (and persisted) before it starts
+        repl = replication_run.start(cfg, cmd, pf.path.parent)
+        if repl is not None:
+            pf.update(replication=repl.record())
         try:
-            return _supervise(cfg, cmd, pf, json_out, restart)
+            return _supervise(cfg, cmd, pf, json_out, restart, repl)
         finally:
-            replication_run.stop(repl, cfg.name)
+            if repl is not None:
+                repl.stop()
 
 
 def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool,
-               restart: dict | None = None) -> int:
+               restart: dict | None = None, repl=None) -> int:
     forwarded: list[int] = []
     child: subprocess.Popen | None = None
 
@@ -127,7 +131,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
             child.send_signal(forwarded[-1])
         pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
                   restart=restart)
-        _follow(cfg, child, pf, restart)
+        _follow(cfg, child, pf, restart, repl)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -159,9 +163,11 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
     return status
 
 
-def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, restart: dict | None) -> None:
-    """Wait for the data plane; meanwhile run fh record ([journal] record = true) and watch a restart's
-    recovery (handler/followers.py); after it, let the recorder finish."""
+def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, restart: dict | None,
+            repl=None) -> None:
+    """Wait for the data plane; meanwhile run fh record ([journal] record = true), watch a restart's
+    recovery (handler/followers.py) and supervise fh-replicate (handler/replication_run.py); after it, let the
+    recorder finish."""
     from .followers import POLL_S, RecorderProc, RestartWatch
     from .ui import fmt_seconds
 
@@ -171,6 +177,8 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
         while child.poll() is None:
             if rec is not None and (pid := rec.poll(child.pid)):
                 pf.update(recorder_pid=pid)
+            if repl is not None and repl.poll(child.pid):
+                pf.update(replication=repl.record())
             if watch is not None and watch.poll(child.pid):
                 pf.update(restart=watch.state)
                 st = watch.state
@@ -182,7 +190,8 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                     print(f"fh run: {cfg.name}: restart: a gap after the restored state was given up; the books "
                           "stay stale", file=sys.stderr, flush=True)
             try:
-                child.wait(POLL_S if rec is not None or (watch and watch.state["state"] == "restoring") else None)
+                busy = rec is not None or repl is not None or (watch and watch.state["state"] == "restoring")
+                child.wait(POLL_S if busy else None)
             except subprocess.TimeoutExpired:
                 pass
     finally:

@@ -198,6 +198,19 @@ def _status_text(s: dict, out=None) -> None:
                          f"{r['holes']} holes; last snapshot "
                          + (f"{snap['path']} (to sequence {snap['next_seq'] - 1}, {snap['bytes']} bytes, "
                             f"{age_text(time.time() - snap['created_ns'] / 1e9)} old)" if snap else "none"))
+    rp = s.get("replication")
+    if rp:
+        live, sup = rp.get("replicate"), rp.get("supervised")
+        text = f"replication {rp['role'] or '?'} at epoch {rp['epoch'] or '?'}" + (f" ({rp['why']})" if rp.get("why")
+                                                                                  else "")
+        if live:
+            text += (f"; fh-replicate pid {live['pid']} {live['role']} {live['state']} at epoch {live['epoch']}, "
+                     f"{fmt_int(live['messages'])} messages")
+            if live["refused_epoch"]:
+                text += f", {fmt_int(live['refused_epoch'])} records of an older epoch refused"
+        if sup:
+            text += f"; started {sup['starts']}x, restarted {sup['restarts']}x" + (", fenced" if sup["fenced"] else "")
+        lines.append(text)
     rs = s.get("restart")
     if rs:
         lines.append(f"restart   {rs['state']}: from {rs['snapshot'] or 'the journal'} + {rs['journal_messages']} "

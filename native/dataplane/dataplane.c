@@ -145,8 +145,18 @@ int dp_open_feed(dp_t *dp)
         }
         fprintf(stderr, "fh-dataplane: journal %s (%u MiB ring)\n", o->journal, o->journal_mb);
     }
-    if (o->standby && !(dp->sb = fh_standby_open(o->standby, o->standby_hold, dp->e, dp->jtee, hz)))
-        return -1; /* it said why */
+    if (o->standby) { /* the hold-back ring of datagrams, on the port's node as the feed's hold-back buffer */
+        int sock = rte_eth_dev_socket_id(dp->ports[0]);
+        size_t bytes = fh_standby_ring_bytes(o->standby_hold);
+        if (o->standby_hold && !(o->standby_hold & (o->standby_hold - 1)) &&
+            !(dp->sb_mem = rte_zmalloc_socket("fh_standby_hold", bytes, 64, sock < 0 ? SOCKET_ID_ANY : sock))) {
+            fprintf(stderr, "fh-dataplane: no room for a standby hold-back ring of %u datagrams (%zu MiB): give EAL "
+                            "more memory (-m) or a smaller --standby-hold\n", o->standby_hold, bytes >> 20);
+            return -1;
+        }
+        if (!(dp->sb = fh_standby_open(o->standby, o->standby_hold, dp->sb_mem, dp->e, dp->jtee, hz)))
+            return -1; /* it said why */
+    }
     if (o->snapshot_source) { /* after the journal's tee: a snapshot reaches the engine through it */
         if (!(dp->glimpse = malloc(sizeof *dp->glimpse)) || fh_glimpse_init(dp->glimpse, &o->snapshot_cfg, NULL)) {
             fprintf(stderr, "fh-dataplane: --snapshot-source: %s\n", dp->glimpse ? fh_errmsg() : "out of memory");
@@ -165,6 +175,10 @@ void dp_fini(dp_t *dp)
     if (dp->sb) {
         fh_standby_close(dp->sb);
         dp->sb = NULL;
+    }
+    if (dp->sb_mem) {
+        rte_free(dp->sb_mem);
+        dp->sb_mem = NULL;
     }
     if (dp->glimpse) {
         fh_glimpse_close(dp->glimpse);

@@ -113,6 +113,7 @@ typedef struct dp {
     bool feed_ok;                                       /* fh_mold_feed_init succeeded */
     fh_journal_tee_t *jtee;                             /* --journal: the tee in front of the engine; NULL: none */
     fh_standby_t *sb;                                   /* --standby: the journal followed until promoted */
+    void *sb_mem;                                       /* its hold-back ring (rte_zmalloc_socket) */
     fh_glimpse_t *glimpse;                              /* --snapshot-source: the feed's snapshot source, polled in
                                                          * the loop only while the feed waits for it; NULL: none */
     bool ok;                                            /* the run ended normally: keep the journal (and the

@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fh/journal_writer.h"
 #include "fh/shm.h"
@@ -25,6 +27,10 @@ struct fh_standby {
     fh_journal_reader_t jr;
     int joined;
     uint64_t pos, next_join, tsc_hz;
+    /* the journal recreated (its fh-replicate restarted, fh run supervising it): followed again from its oldest,
+     * its records already applied skipped (a record across the point: its tail) */
+    uint64_t ino, next_check, rejoins, skipped, snapshots;
+    int rejoined;
     fh_engine_t *e;
     fh_journal_tee_t *tee;
     /* what the journal has given: the session and the sequence after its last message */
@@ -53,26 +59,29 @@ static uint64_t realtime_ns(void)
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, fh_engine_t *e, fh_journal_tee_t *tee,
-                              uint64_t tsc_hz)
+size_t fh_standby_ring_bytes(uint32_t hold) { return (size_t)hold * sizeof(slot_t); }
+
+fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, void *ring_mem, fh_engine_t *e,
+                              fh_journal_tee_t *tee, uint64_t tsc_hz)
 {
     if (!hold || (hold & (hold - 1))) {
         fprintf(stderr, "fh-dataplane: --standby-hold %u: a power of two (datagrams held back while standby)\n", hold);
+        return NULL;
+    }
+    if (!ring_mem) {
+        fprintf(stderr, "fh-dataplane: --standby: no hold-back ring given\n");
         return NULL;
     }
     if (strlen(journal) >= sizeof(((fh_standby_t *)0)->path)) {
         fprintf(stderr, "fh-dataplane: --standby %s: path too long\n", journal);
         return NULL;
     }
-    fh_standby_t *s = calloc(1, sizeof *s);
-    if (s)
-        s->ring = calloc(hold, sizeof(slot_t));
-    if (!s || !s->ring) {
-        fprintf(stderr, "fh-dataplane: --standby: out of memory for a hold-back ring of %u datagrams (%zu MiB): a "
-                        "smaller --standby-hold\n", hold, ((size_t)hold * sizeof(slot_t)) >> 20);
-        free(s);
+    fh_standby_t *s = calloc(1, sizeof *s); /* the follower's state (a record buffer of 64 KiB): not shared */
+    if (!s) {
+        fprintf(stderr, "fh-dataplane: --standby: out of memory\n");
         return NULL;
     }
+    s->ring = ring_mem;
     strcpy(s->path, journal);
     s->cap = hold, s->mask = hold - 1;
     s->e = e, s->tee = tee, s->tsc_hz = tsc_hz;
@@ -85,7 +94,6 @@ void fh_standby_close(fh_standby_t *s)
         return;
     if (s->joined)
         fh_journal_leave(&s->jr);
-    free(s->ring);
     free(s);
 }
 
@@ -180,9 +188,49 @@ static int same_session(const fh_standby_t *s, const char *session)
     return s->have_session && !memcmp(s->session, session, FH_MOLD_SESSION_LEN);
 }
 
+/* FH_JR_SNAPSHOT: JOURNAL.snapshot into the engine; the records after it go on from its sequence (what the
+ * journal holds before it is skipped, as after a recreated journal). A snapshot that does not load: every book
+ * stale, said once. */
+static void load_snapshot(fh_standby_t *s, const fh_journal_rec_t *r)
+{
+    char path[sizeof s->path + 16];
+    snprintf(path, sizeof path, "%s.snapshot", s->path);
+    fh_snapshot_meta_t meta;
+    if (fh_engine_snapshot_load(s->e, path, &meta)) {
+        fprintf(stderr, "fh-dataplane: standby: the primary's snapshot %s: %s: books stale\n", path, fh_errmsg());
+        stale_all(s);
+        return;
+    }
+    unlink(path);
+    s->snapshots++;
+    s->rejoined = 1; /* skip what the snapshot holds */
+    set_session(s, meta.session, meta.next_seq);
+    fprintf(stderr, "fh-dataplane: standby: loaded the primary's snapshot %s (%" PRIu64 " orders, %u books, complete "
+                    "to sequence %" PRIu64 ")\n", path, meta.orders, meta.books, r->seq - 1);
+}
+
 static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8_t *body)
 {
     s->records++;
+    if (s->rejoined && r->kind == FH_JR_MSGS && r->seq && same_session(s, r->session) && r->seq < s->next_seq) {
+        if (r->seq + r->count <= s->next_seq) { /* applied before the journal was recreated */
+            s->skipped += r->count;
+            return;
+        }
+        const uint8_t *m[1024]; /* across the point: the messages after it */
+        uint16_t ml[1024];
+        uint32_t nb = fh_journal_blocks(r, body, m, ml, 1024), k = (uint32_t)(s->next_seq - r->seq);
+        if (nb == r->count && k < nb) {
+            const uint8_t *from = m[k] - 2;
+            size_t blen = (size_t)(body + r->arg - from);
+            if (s->tee)
+                fh_journal_append_msgs(s->tee->j, r->session, s->next_seq, (uint16_t)(nb - k), from, blen);
+            fh_engine_apply_blocks(s->e, from, blen);
+            s->messages += nb - k, s->skipped += k;
+            set_session(s, r->session, r->seq + r->count);
+        }
+        return;
+    }
     switch (r->kind) {
     case FH_JR_MSGS:
         if (r->seq && same_session(s, r->session) && r->seq > s->next_seq) /* a jump: the shipper was overrun */
@@ -218,6 +266,9 @@ static void apply_record(fh_standby_t *s, const fh_journal_rec_t *r, const uint8
     case FH_JR_PROMOTED:
         s->epoch = r->arg;
         s->mark_seen = 1;
+        return;
+    case FH_JR_SNAPSHOT: /* a late join: the primary's snapshot in place of everything before (cold, once) */
+        load_snapshot(s, r);
         return;
     default:
         s->other++;
@@ -265,9 +316,11 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
     if (!s->joined && now >= s->next_join) {
         int rc = fh_journal_join(&s->jr, s->path);
         if (!rc) {
+            struct stat st;
             s->joined = 1;
+            s->ino = stat(s->path, &st) ? 0 : (uint64_t)st.st_ino;
             s->pos = fh_journal_oldest(&s->jr);
-            if (s->pos) { /* it has lapped already: what came before is not here */
+            if (s->pos && !s->rejoined) { /* it has lapped already: what came before is not here */
                 s->overruns++;
                 stale_all(s);
             }
@@ -283,8 +336,21 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
         for (uint32_t i = 0; i < max_records && !s->mark_seen; i++) {
             uint64_t at = s->pos;
             int r = fh_journal_next(&s->jr, &s->pos, &s->rec, s->body);
-            if (r == FH_JOURNAL_NONE)
+            if (r == FH_JOURNAL_NONE) {
+                /* idle: every 100 ms, has the journal been recreated (the standby's fh-replicate restarted)? */
+                struct stat st;
+                if (now >= s->next_check) {
+                    s->next_check = now + s->tsc_hz / 10;
+                    if (!stat(s->path, &st) && (uint64_t)st.st_ino != s->ino &&
+                        fh_journal_writer_alive(s->path) == 1) {
+                        fprintf(stderr, "fh-dataplane: standby: %s was recreated (its fh-replicate restarted): "
+                                        "following the new one, what was applied skipped\n", s->path);
+                        fh_journal_leave(&s->jr);
+                        s->joined = 0, s->next_join = 0, s->rejoined = 1, s->rejoins++;
+                    }
+                }
                 break;
+            }
             if (r == FH_JOURNAL_OVERRUN) {
                 s->overruns++;
                 stale_all(s);
@@ -319,10 +385,11 @@ void fh_standby_json(const fh_standby_t *s, FILE *out)
                  ", \"messages\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"overruns\": %" PRIu64 ", \"held\": %" PRIu64
                  ", \"released\": %" PRIu64 ", \"overwritten\": %" PRIu64 ", \"too_big\": %" PRIu64
                  ", \"replayed\": %" PRIu64 ", \"replay_applied\": %" PRIu64 ", \"resumed_seq\": %" PRIu64
-                 ", \"promoted_ns\": %" PRIu64 ", \"first_own_ns\": %" PRIu64 ", \"lines\": [",
+                 ", \"promoted_ns\": %" PRIu64 ", \"first_own_ns\": %" PRIu64 ", \"rejoins\": %" PRIu64
+                 ", \"skipped\": %" PRIu64 ", \"snapshots\": %" PRIu64 ", \"lines\": [",
             s->path, s->promoted ? "true" : "false", s->epoch, s->records, s->messages, s->holes, s->overruns, held,
             released, overwritten, too_big, s->replayed, s->replay_applied, s->resumed_seq, s->promoted_ns,
-            s->first_own_ns);
+            s->first_own_ns, s->rejoins, s->skipped, s->snapshots);
     int last = 0;
     for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
         if (s->held[i] || s->too_big[i])

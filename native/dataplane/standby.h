@@ -17,8 +17,13 @@
  * duplicates to MoldUDP64, the rest fill the hole, and what neither holds is a gap like any other
  * (retransmission, or stale with its notices). From then on it is a data plane like the primary's.
  *
- * Nothing here allocates, blocks or makes a syscall after fh_standby_open, except the journal join while the
- * journal does not exist yet (at most every 100 ms). Not DPDK-specific: the caller passes TSC values. */
+ * The journal recreated (the standby's fh-replicate restarted by fh run: a new file at the same path, its writer
+ * alive) is followed again from its oldest record, the messages already applied skipped (counted: skipped,
+ * rejoins).
+ *
+ * Nothing here allocates, blocks or makes a syscall after fh_standby_open, except, while standby and idle, the
+ * journal join while the journal does not exist yet and the check for a recreated journal (stat, and flock
+ * when the file changed), each at most every 100 ms. Not DPDK-specific: the caller passes TSC values. */
 #ifndef FH_DATAPLANE_STANDBY_H
 #define FH_DATAPLANE_STANDBY_H
 
@@ -38,11 +43,14 @@ typedef struct fh_standby fh_standby_t;
 typedef int (*fh_standby_apply_fn)(void *ctx, const uint8_t *d, size_t len, int line, uint64_t now);
 
 /* journal: the standby fh-replicate's journal (it may not exist yet); hold: datagrams the hold-back ring
- * keeps (a power of two); e: the data plane's engine; tee: its own journal tee (--journal) or NULL, which is
- * then fed the records followed, so that its journal holds the whole day too. NULL with a message on stderr. */
-fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, fh_engine_t *e, fh_journal_tee_t *tee,
-                              uint64_t tsc_hz);
-void fh_standby_close(fh_standby_t *s);
+ * keeps (a power of two); ring_mem: the ring, fh_standby_ring_bytes(hold) zeroed bytes, 64-byte aligned, that
+ * the caller allocates (the data plane: rte_zmalloc_socket on the port's NUMA node) and frees after
+ * fh_standby_close; e: the data plane's engine; tee: its own journal tee (--journal) or NULL, which is then fed
+ * the records followed, so that its journal holds the whole day too. NULL with a message on stderr. */
+size_t fh_standby_ring_bytes(uint32_t hold);
+fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, void *ring_mem, fh_engine_t *e,
+                              fh_journal_tee_t *tee, uint64_t tsc_hz);
+void fh_standby_close(fh_standby_t *s); /* the ring stays the caller's */
 
 /* While standby: hold a datagram the lines delivered (the caller applies nothing of it). */
 void fh_standby_hold(fh_standby_t *s, const uint8_t *d, size_t len, int line);

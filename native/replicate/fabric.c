@@ -260,8 +260,22 @@ int fh_fab_listen(fh_fab_t *f, const char *prov, const char *host, const char *p
 int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, void *), void *arg)
 {
     struct fi_eq_cm_entry entry;
-    if (wait_event(f, FI_CONNREQ, timeout_ms, &entry, "waiting for the primary"))
-        return -1;
+    uint32_t event;
+    ssize_t rd;
+    do { /* events of an earlier connection's endpoint (its FI_SHUTDOWN) are passed over */
+        rd = fi_eq_sread(f->eq, &event, &entry, sizeof entry, timeout_ms, 0);
+        if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT || rd == -FI_EINTR || rd == -EINTR)
+            return 1; /* nothing yet (or a signal): the caller looks at its flags and calls again */
+        if (rd == -FI_EAVAIL) {
+            struct fi_eq_err_entry err = { 0 };
+            fi_eq_readerr(f->eq, &err, 0);
+            if (err.fid != &f->pep->fid)
+                continue; /* an error of the old endpoint */
+            return fail("waiting for the primary (provider %s): %s", f->provider, fi_strerror(err.err));
+        }
+        if (rd < 0)
+            return fail("waiting for the primary: fi_eq_sread: %s", fi_strerror((int)-rd));
+    } while (event != FI_CONNREQ);
     /* the domain and endpoint from the connection request's info */
     fi_freeinfo(f->info);
     f->info = entry.info;
@@ -273,7 +287,7 @@ int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, 
     int rc = fi_accept(f->ep, NULL, 0);
     if (rc)
         return fail("fi_accept (provider %s): %s", f->provider, fi_strerror(-rc));
-    return wait_event(f, FI_CONNECTED, timeout_ms < 0 ? 10000 : timeout_ms, &entry, "accepting the primary");
+    return wait_event(f, FI_CONNECTED, 10000, &entry, "accepting the primary");
 }
 
 int fh_fab_connect(fh_fab_t *f, const char *prov, const char *host, const char *port, int timeout_ms)
@@ -400,6 +414,22 @@ int fh_fab_peer_gone(fh_fab_t *f)
         return 1;
     }
     return rd >= 0 && event == FI_SHUTDOWN;
+}
+
+void fh_fab_hangup(fh_fab_t *f)
+{
+    if (f->ep)
+        fi_close(&f->ep->fid);
+    fh_fab_dereg(&f->ctl_mr);
+    if (f->txcq)
+        fi_close(&f->txcq->fid);
+    if (f->rxcq)
+        fi_close(&f->rxcq->fid);
+    if (f->domain)
+        fi_close(&f->domain->fid);
+    free(f->ctl);
+    f->ep = NULL, f->txcq = f->rxcq = NULL, f->domain = NULL, f->ctl = NULL;
+    f->ntxfree = 0;
 }
 
 void fh_fab_close(fh_fab_t *f)

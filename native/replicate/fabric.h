@@ -79,7 +79,8 @@ int fh_fab_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The devices a provider offers (fi_getinfo, FI_EP_MSG with RMA): writes a JSON list to out. provider: "auto",
  * "verbs" or "tcp"; NULL: all. Number found, or -1. */
 int fh_fab_list(const char *provider, char *out, size_t cap);
-/* Standby: listen on host:port (host may be NULL), accept one connection within timeout_ms (-1: forever). */
+/* Standby: listen on host:port (host may be NULL), accept a connection within timeout_ms (-1: forever): 0
+ * connected, 1 none yet (timeout or a signal: call again), -1 error. After fh_fab_hangup it accepts the next. */
 int fh_fab_listen(fh_fab_t *f, const char *provider, const char *host, const char *port);
 int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, void *), void *arg);
 /* Primary: connect to host:port. */
@@ -102,6 +103,9 @@ int fh_fab_poll_rx(fh_fab_t *f, fh_fab_rx_t *out, int cap);
 int fh_fab_rx_done(fh_fab_t *f, const fh_fab_rx_t *rx);
 /* 1 if the peer has shut the connection down (FI_SHUTDOWN on the EQ), else 0. */
 int fh_fab_peer_gone(fh_fab_t *f);
+/* Standby: close the connection (endpoint, queues, domain; regions on the domain deregistered first by the
+ * caller), keep listening: fh_fab_accept takes the next primary. */
+void fh_fab_hangup(fh_fab_t *f);
 void fh_fab_close(fh_fab_t *f);
 
 #endif

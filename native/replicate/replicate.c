@@ -8,8 +8,11 @@
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
- * (its ring's address and key, size, epoch). The primary follows the journal (fh/journal.h reader, a
- * separate process: the data plane never waits for it) and ships each record as a frame: fh_repl_frame_t
+ * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
+ * skips the records before it). A standby takes one primary after another without a restart (the primary's
+ * fh-replicate restarted, or a promoted peer), counting connections. The primary follows the journal
+ * (fh/journal.h reader, a separate process: the data plane never waits for it) and ships each record as a
+ * frame: fh_repl_frame_t
  * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
  * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
  * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
@@ -26,7 +29,8 @@
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
  * books and event sequence equal the primary's. Without --segment it only journals: the standby host's data
  * plane (fh-dataplane --standby JOURNAL) follows that journal into its own engine, and takes its own feed lines
- * at promotion.
+ * at promotion; a late-join snapshot is then left at JOURNAL.snapshot and announced by a FH_JR_SNAPSHOT record,
+ * which the data plane loads.
  *
  * Promotion (fh promote: SIGUSR1; or, with --promote-on-silence, no heartbeat from the primary for
  * --failover-timeout-ms, the connection closed or not): the standby takes epoch + 1 (every later record of an
@@ -80,10 +84,13 @@ _Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
 enum { CTL_HELLO = 1, CTL_ACK, CTL_HEARTBEAT, CTL_REFUSED, CTL_BYE };
 typedef struct fh_repl_ctl {
     uint32_t type, epoch;
-    uint64_t a, b, c, d; /* HELLO: ring addr, key, size, -; ACK: lpos, frames, messages, -;
+    uint64_t a, b, c, d; /* HELLO: ring addr, key, size, the sequence to resume from (0: from the journal's
+                            start); ACK: lpos, frames, messages, -;
                             HEARTBEAT: journal head, now_ns, frames shipped, messages shipped;
                             BYE: frames shipped, lpos end */
+    char session[16];    /* HELLO: the session of the resume point (a standby that reconnects) */
 } fh_repl_ctl_t;
+_Static_assert(sizeof(fh_repl_ctl_t) <= FH_FAB_CTL_SIZE, "a control message fits its slot");
 
 /* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
  * reader may see fields of two moments; every field is one aligned 8-byte word. */
@@ -94,6 +101,7 @@ typedef struct fh_repl_status {
     uint64_t frames, messages, bytes, acked_frames, acked_messages, refused_epoch, overruns;
     uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
     uint64_t max_outstanding, ring_bytes;
+    uint64_t connections; /* standby: primaries accepted (a new one after a restart or a failover: +1) */
 } fh_repl_status_t;
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED };
@@ -191,6 +199,39 @@ static int send_ctl(fh_fab_t *f, const fh_repl_ctl_t *m)
     return fh_fab_fail("control send: no free slot for 100,000 polls (is the link stalled?)");
 }
 
+/* Has the standby this record already (resume point: session, next_seq)? Records of its session before the
+ * point, and records of other sessions before the first of its session. A record across the point is shipped
+ * (the standby takes its tail). */
+static int held_by_standby(const fh_journal_rec_t *r, const char *session, uint64_t next_seq, int *seen)
+{
+    if (r->kind == FH_JR_PAD)
+        return 1;
+    if (memcmp(r->session, session, FH_JOURNAL_SESSION_LEN))
+        return !*seen; /* a session before the resume point's; one after it is new to the standby */
+    *seen = 1;
+    uint64_t end = r->kind == FH_JR_MSGS ? r->seq + r->count : r->kind == FH_JR_LOST ? r->seq + r->arg : r->seq;
+    return r->kind == FH_JR_MSGS || r->kind == FH_JR_LOST ? end <= next_seq : end < next_seq;
+}
+
+/* Does this journal still hold the standby's resume point: a record of its session at or before next_seq? */
+static int resume_covered(const fh_journal_reader_t *jr0, const char *session, uint64_t next_seq)
+{
+    fh_journal_reader_t jr = *jr0;
+    static uint8_t buf[sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY];
+    fh_journal_rec_t *rec = (fh_journal_rec_t *)buf;
+    uint64_t pos = fh_journal_oldest(&jr);
+    for (;;) {
+        int r = fh_journal_next(&jr, &pos, rec, buf + sizeof *rec);
+        if (r == FH_JOURNAL_OVERRUN)
+            continue;
+        if (r != FH_JOURNAL_OK)
+            return 0;
+        if (rec->kind == FH_JR_PAD || memcmp(rec->session, session, FH_JOURNAL_SESSION_LEN))
+            continue;
+        return rec->seq <= next_seq;
+    }
+}
+
 static int primary(const opts_t *o)
 {
     char host[256], port[32];
@@ -267,11 +308,25 @@ static int primary(const opts_t *o)
     if (hello.epoch > o->epoch)
         fprintf(stderr, "fh-replicate: the standby is at epoch %u, this primary at %u: its records will be refused\n",
                 hello.epoch, o->epoch);
+    /* A standby that has records already (it reconnects: this primary restarted, or it is a new primary) says
+     * where its journal stands: the records before that point are not shipped again. Is that point still in this
+     * journal (a record of its session at or before it)? If not, the journal has lapped it: the snapshot, if
+     * given, else a hole (its books stale). */
+    int resume = hello.d != 0, covered = 0, seen_session = 0;
+    if (resume) {
+        covered = resume_covered(&jr, hello.session, hello.d);
+        char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
+        memcpy(sess, hello.session, FH_JOURNAL_SESSION_LEN);
+        fprintf(stderr, "fh-replicate: the standby holds session %s up to sequence %" PRIu64 ": %s\n", sess,
+                hello.d - 1, covered ? "resuming after it"
+                : o->snapshot ? "this journal no longer reaches back to it: the snapshot first"
+                              : "this journal no longer reaches back to it (no --snapshot): its books stale");
+    }
     /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
     uint64_t snap_len = 0, snap_off = 0;
     int snap_end = 1;
     fh_snapshot_meta_t smeta = { 0 };
-    if (o->snapshot) {
+    if (o->snapshot && !covered) {
         if (fh_engine_snapshot_load(NULL, o->snapshot, &smeta)) {
             fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", o->snapshot, fh_errmsg());
             { ret = 5; goto out; }
@@ -323,7 +378,7 @@ static int primary(const opts_t *o)
     uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
     /* The journal has lapped before this primary joined: its first records are gone. Without a snapshot the
      * standby cannot have them: shipped as a hole first, so that its books are stale rather than wrong. */
-    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !o->snapshot;
+    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !o->snapshot && !resume;
     if (lost_at_start) {
         overruns = 1;
         fprintf(stderr, "fh-replicate: the journal has lapped (its oldest record is at %" PRIu64 "): what came "
@@ -406,6 +461,10 @@ static int primary(const opts_t *o)
                 r = FH_JOURNAL_OK;
             } else {
                 r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+                if (r == FH_JOURNAL_OK && covered && held_by_standby(rec, hello.session, hello.d, &seen_session))
+                    continue; /* the standby has it: not shipped again */
+                if (r == FH_JOURNAL_OK)
+                    covered = 0;
             }
             if (r == FH_JOURNAL_NONE)
                 break;
@@ -457,7 +516,7 @@ static int primary(const opts_t *o)
                             "--promote-on-silence takes over after its failover timeout)\n", o->journal);
         }
         if (now - last_hb >= hb_ns && !writer_gone) {
-            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs };
+            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs, { 0 } };
             int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
                 fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
@@ -478,7 +537,7 @@ static int primary(const opts_t *o)
         if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done &&
             fh_journal_writer_alive(o->journal) == 0) {
             if (!bye_sent) {
-                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0 };
+                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 } };
                 if (send_ctl(&f, &bye))
                     break;
                 bye_sent = 1;
@@ -533,11 +592,11 @@ typedef struct snap_state {
     uint64_t next_seq, skipped, orders;
 } snap_state_t;
 
-static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_rec_t *rec, const uint8_t *body,
-                            snap_state_t *ss)
+static int standby_snapshot(const opts_t *o, fh_engine_t *e, fh_journal_t *j, const fh_journal_rec_t *rec,
+                            const uint8_t *body, snap_state_t *ss)
 {
-    if (!ss->path[0])
-        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment);
+    if (!ss->path[0]) /* without a segment: beside the journal, where the data plane following it loads it */
+        snprintf(ss->path, sizeof ss->path, "%s.snapshot", o->segment ? o->segment : o->journal);
     if (rec->kind == FH_RR_SNAP) {
         if (rec->seq == 0) {
             if (ss->fd >= 0)
@@ -558,17 +617,20 @@ static int standby_snapshot(const opts_t *o, fh_engine_t *e, const fh_journal_re
         close(ss->fd);
     ss->fd = -1;
     fh_snapshot_meta_t meta;
-    if (fh_engine_snapshot_load(e, ss->path, &meta)) {
+    if (fh_engine_snapshot_load(e, ss->path, &meta)) { /* e NULL: checked whole, not loaded */
         fprintf(stderr, "fh-replicate: the primary's snapshot: %s\n", fh_errmsg());
         return -1;
     }
-    unlink(ss->path);
+    if (e)
+        unlink(ss->path);
+    else /* the data plane following the journal loads it (and removes it) when it reads this record */
+        fh_journal_append_mark(j, FH_JR_SNAPSHOT, meta.session, meta.next_seq, meta.orders);
     memcpy(ss->session, meta.session, FH_JOURNAL_SESSION_LEN);
     ss->next_seq = meta.next_seq;
     ss->orders = meta.orders;
     ss->skipping = 1;
-    fprintf(stderr, "fh-replicate: snapshot loaded: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
-            meta.orders, meta.books, meta.next_seq - 1);
+    fprintf(stderr, "fh-replicate: snapshot %s: %" PRIu64 " orders, %u books, complete to sequence %" PRIu64 "\n",
+            e ? "loaded" : "received and journaled for the data plane", meta.orders, meta.books, meta.next_seq - 1);
     return 0;
 }
 
@@ -636,6 +698,36 @@ static int promote_now(promo_t *p, const char *why, uint32_t timeout_ms)
     return 1;
 }
 
+/* The session and the sequence after the last message of a previous standby journal at path whose writer is
+ * gone (nothing there, or promoted: *next 0). */
+static void journal_resume_point(const char *path, char *session, uint64_t *next)
+{
+    fh_journal_reader_t jr;
+    *next = 0;
+    if (fh_journal_writer_alive(path) != 0 || fh_journal_join(&jr, path))
+        return;
+    static uint8_t buf[sizeof(fh_journal_rec_t) + FH_JOURNAL_MAX_BODY];
+    fh_journal_rec_t *rec = (fh_journal_rec_t *)buf;
+    uint64_t pos = fh_journal_oldest(&jr);
+    for (int r; (r = fh_journal_next(&jr, &pos, rec, buf + sizeof *rec)) != FH_JOURNAL_NONE;) {
+        if (r == FH_JOURNAL_CORRUPT)
+            break;
+        if (r != FH_JOURNAL_OK || !rec->seq)
+            continue;
+        if (rec->kind == FH_JR_PROMOTED) { /* a promoted host is a primary: nothing to resume */
+            *next = 0;
+            break;
+        }
+        uint64_t after = rec->kind == FH_JR_MSGS ? rec->seq + rec->count : rec->kind == FH_JR_LOST ?
+                         rec->seq + rec->arg : rec->kind == FH_JR_MISSED ? rec->seq + 1 : 0;
+        if (after && (memcmp(session, rec->session, FH_JOURNAL_SESSION_LEN) || after > *next)) {
+            memcpy(session, rec->session, FH_JOURNAL_SESSION_LEN);
+            *next = after;
+        }
+    }
+    fh_journal_leave(&jr);
+}
+
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
@@ -674,6 +766,11 @@ static int standby(const opts_t *o)
             return 2;
         }
     }
+    /* A restart (fh run supervising it): where the previous journal at this path stands, so that the primary
+     * ships only what follows (the data plane following it goes on with the new journal, skipping nothing). */
+    char rs_session[FH_JOURNAL_SESSION_LEN] = { 0 };
+    uint64_t rs_next = 0;
+    journal_resume_point(o->journal, rs_session, &rs_next);
     fh_journal_t *j = fh_journal_create(&(fh_journal_cfg_t){ o->journal, o->name, (uint64_t)o->journal_mb << 20, -1 });
     if (!j) {
         fprintf(stderr, "fh-replicate: journal: %s\n", fh_errmsg());
@@ -697,27 +794,71 @@ static int standby(const opts_t *o)
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
     fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
             f.provider, f.fabric_name, o->ring_mb, o->epoch);
-    if (fh_fab_accept(&f, -1, register_ring, &c)) {
-        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
-        ret = 3;
-        goto done;
-    }
     uint32_t epoch = o->epoch;
-    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, 0 };
-    if (send_ctl(&f, &hello)) {
-        fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
-        ret = 3;
-        goto done;
-    }
-    st->state = ST_STREAMING;
     uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
     uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
     uint64_t last_frame = 0;
-    int promoted = 0, gone = 0;
+    int promoted = 0, gone = 0, had_primary = 0;
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
+    if (rs_next) {
+        char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
+        memcpy(sess, rs_session, FH_JOURNAL_SESSION_LEN);
+        promo_at(&pm, rs_session, rs_next);
+        fprintf(stderr, "fh-replicate: the previous journal at %s ended at session %s sequence %" PRIu64 ": a primary "
+                        "ships what follows\n", o->journal, sess, rs_next - 1);
+    }
+    /* One primary after another, without a restart: the same primary's fh-replicate restarted, or a new primary
+     * (the other host, promoted). While none is connected: promotion (fh promote, or the failover timeout since
+     * the last heartbeat of the one before), and the journal's heartbeat. (A goto back here from the end of the
+     * streaming loop, rather than a loop around it, keeps that loop as it is.) */
+next_primary:
+    for (uint64_t k = 0;; k++) {
+        if (!promoted && (promote || (had_primary && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
+            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary",
+                                   o->failover_timeout_ms);
+        if (quit || (had_primary && o->exit_when_done))
+            goto finished;
+        int ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
+        if (!ar)
+            break;
+        if (ar < 0) { /* a connection request that failed (not a primary of ours?): said, and the next awaited */
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            fh_fab_dereg(&c.rmr);
+            fh_fab_hangup(&f);
+            nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+        }
+        if (e && !(k & 127))
+            fh_engine_publish_stats(e);
+        if (!(k & 127))
+            fh_journal_heartbeat(j);
+    }
+    /* HELLO: the ring, the epoch, and where this standby's journal stands, so that a primary ships what follows
+     * (the records before it are skipped, here too: a record across it gives its tail only) */
+    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, pm.next_seq, { 0 } };
+    memcpy(hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
+    if (send_ctl(&f, &hello)) {
+        fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
+        ret = 3;
+        goto done;
+    }
+    if (had_primary) {
+        char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
+        memcpy(sess, pm.session, FH_JOURNAL_SESSION_LEN);
+        fprintf(stderr, "fh-replicate: a primary connected again (connection %" PRIu64 "): resuming after session "
+                        "%s sequence %" PRIu64 "%s\n", st->connections + 1, sess, pm.next_seq ? pm.next_seq - 1 : 0,
+                promoted ? "; promoted: its records are refused" : "");
+    }
+    if (pm.next_seq) { /* what the journal holds already: skipped, as after a snapshot */
+        memcpy(snapst.session, pm.session, FH_JOURNAL_SESSION_LEN);
+        snapst.next_seq = pm.next_seq;
+        snapst.skipping = 1;
+    }
+    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, last_hb = now_ns();
+    st->connections++;
+    st->state = promoted ? ST_PROMOTED : ST_STREAMING;
     while (!quit && !bye) {
         if (!promoted && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
@@ -745,6 +886,15 @@ static int standby(const opts_t *o)
                     st->last_heartbeat_ns = now;
                     primary_msgs = m.d;
                     st->journal_head = m.a;
+                    if (m.epoch < epoch || promoted) { /* fenced even with nothing to ship */
+                        fh_repl_ctl_t no = { CTL_REFUSED, epoch, m.epoch, 0, 0, 0, { 0 } };
+                        send_ctl(&f, &no);
+                    } else if (m.epoch > epoch) {
+                        fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", m.epoch,
+                                epoch);
+                        epoch = m.epoch;
+                        st->epoch = epoch;
+                    }
                 } else if (m.type == CTL_BYE) {
                     bye = o->exit_when_done;
                     primary_msgs = m.c;
@@ -770,10 +920,10 @@ static int standby(const opts_t *o)
                 goto done;
             }
             last_frame = fr->frame;
-            if (fr->epoch < epoch) {
+            if (fr->epoch < epoch || promoted) { /* promoted: this host is the primary now */
                 refused++;
                 st->refused_epoch = refused;
-                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0 };
+                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 } };
                 send_ctl(&f, &no);
                 lpos = fr->lpos + fr->size; /* consumed, not applied */
                 continue;
@@ -785,14 +935,7 @@ static int standby(const opts_t *o)
             }
             const uint8_t *body = (const uint8_t *)(rec + 1);
             if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
-                if (!e) {
-                    fprintf(stderr, "fh-replicate: the primary ships a snapshot, which a standby without --segment "
-                                    "cannot load yet: start the standby with its data plane before the primary, or "
-                                    "give --segment\n");
-                    ret = 5;
-                    goto done;
-                }
-                if (standby_snapshot(o, e, rec, body, &snapst)) {
+                if (standby_snapshot(o, e, j, rec, body, &snapst)) {
                     ret = 5;
                     goto done;
                 }
@@ -824,7 +967,8 @@ static int standby(const opts_t *o)
                         const uint8_t *from = m[k] - 2;
                         size_t blen = (size_t)(body + rec->arg - from);
                         fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
-                        fh_engine_apply_blocks(e, from, blen);
+                        if (e)
+                            fh_engine_apply_blocks(e, from, blen);
                         promo_at(&pm, rec->session, snapst.next_seq + (nb - k));
                         msgs += nb - k;
                     }
@@ -871,14 +1015,14 @@ static int standby(const opts_t *o)
             lag_n++;
             st->lag_ns = now - fr->sent_ns;
             if (++unacked >= 64) {
-                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
                 if (!send_ctl(&f, &ack))
                     unacked = 0;
             }
         }
         if (nr == 0) {
             if (unacked) {
-                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0 };
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
                 if (!send_ctl(&f, &ack))
                     unacked = 0;
             }
@@ -908,15 +1052,12 @@ static int standby(const opts_t *o)
      * (or, with --promote-on-silence, the failover timeout since its last heartbeat) promotes, fencing the old
      * primary with a new epoch should it return, and hands the lines to the data plane following the journal. */
     st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
-    for (uint64_t k = 0; gone && !ret && !quit && !o->exit_when_done; k++) {
-        if (!promoted && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
-            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
-        if (e && !(k & 127))
-            fh_engine_publish_stats(e);
-        if (!(k & 127))
-            fh_journal_heartbeat(j);
-        nanosleep(&(struct timespec){ 0, 1000000 }, NULL); /* 1 ms: the failover time's granularity here */
+    if (gone && !ret && !quit && !o->exit_when_done) { /* the connection closed: await the next primary */
+        fh_fab_dereg(&c.rmr);
+        fh_fab_hangup(&f);
+        goto next_primary;
     }
+finished:
     st->state = ret ? ST_FAILED : promoted ? ST_PROMOTED : gone ? ST_PEER_SILENT : ST_DONE;
     printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"snapshot_orders\": %" PRIu64

@@ -29,6 +29,9 @@
  *   FH_JR_PROMOTED   (a standby's journal, written by fh-replicate --role standby) the standby was promoted to
  *                    epoch arg: every record its primary shipped lies before this one; a data plane following
  *                    the journal with --standby takes its own feed lines from here (docs/replication.md)
+ *   FH_JR_SNAPSHOT   (a standby's journal without its own engine) the primary's late-join snapshot, complete to
+ *                    seq - 1 of `session` (arg: its orders), is in the file JOURNAL.snapshot: a follower loads it
+ *                    in place of everything before; the records after this one follow it
  *   FH_JR_PAD        nothing: skip to the next lap
  * Sequence 0 is MoldUDP64's "unsequenced" (anonymised captures have it): such MSGS records carry seq 0.
  *
@@ -71,6 +74,7 @@
 #define FH_JR_END 4
 #define FH_JR_MISSED 5
 #define FH_JR_PROMOTED 6
+#define FH_JR_SNAPSHOT 7
 
 typedef struct fh_journal_rec {
     uint64_t pos;          /* the record's own position: a reader checks that it stands on a record */
