@@ -67,8 +67,8 @@ TMP=$(mktemp -d)
 cleanup() { rm -f /dev/shm/fh-$TAG*; rm -rf "$TMP"; }
 trap cleanup EXIT
 port=$((20000 + $$ % 20000))
-echo "# $(date -u +%FT%TZ) $ncpu cores, load $(cut -d' ' -f1-3 /proc/loadavg), provider $PROVIDER, idle $IDLE"\
-     "${CORES:+ (primary, standby cores $CORES, feed core ${FEED_CORE:-${CORES#*,}})}, $LOOPS x $(basename "$DAY")"
+echo "# $(date -u +%FT%TZ) $ncpu cores, load $(cut -d' ' -f1-3 /proc/loadavg), provider $PROVIDER, idle $IDLE$(
+     )${CORES:+ (primary, standby cores $CORES, feed core ${FEED_CORE:-${CORES#*,}})}, $LOOPS x $(basename "$DAY")"
 # the baseline: one write there and one back, both spinning (the provider's own one-way latency)
 "$PING" --provider "$PROVIDER" --port $((port + 1000)) --rounds 20000 "${PING_CORES[@]}" > "$TMP/ping" \
     || die "the fabric ping-pong failed"
