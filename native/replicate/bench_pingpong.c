@@ -4,8 +4,9 @@
  * Two processes (a fork) on one host, connected over fabric.c exactly as fh-replicate's roles are (FI_EP_MSG,
  * the same provider, memory registration and completion queues): A writes --size bytes with fi_writedata
  * into B's registered buffer; B, polling its receive queue, writes the same back into A's; A sees the
- * completion. Both spin (no nap) on their own core (--cores, default 0,1). One-way = round trip / 2, per round,
- * after 1,000 rounds of warm-up; prints one JSON line: p50, p90, p99, p99.9, max in µs. */
+ * completion. Both spin (no nap) on their own core (--cores, default 0,1; -1: anywhere). One-way = round trip / 2,
+ * per round, after --warmup rounds (default 1,000); prints one JSON line: p50, p90, p99, p99.9, max in µs. Two
+ * spinning processes need two free cores: on a loaded machine each round waits for the scheduler. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
@@ -33,6 +34,8 @@ static uint64_t mono_ns(void)
 
 static int pin(int core)
 {
+    if (core < 0) /* -1: anywhere */
+        return 0;
     cpu_set_t cs;
     CPU_ZERO(&cs);
     CPU_SET(core, &cs);
@@ -55,8 +58,20 @@ typedef struct side {
     size_t size;
     fh_fab_mr_t mr;
     peer_buf_t peer;
-    fh_fab_op_t op;
+    fh_fab_op_t op[16]; /* a write's context stays the provider's until its completion */
+    int busy[16];
+    int arrived; /* the peer's writes seen and not yet answered (one may come with its buffer message) */
 } side_t;
+
+/* Transmit completions: their contexts free again. */
+static int reap(side_t *s)
+{
+    fh_fab_op_t *done[16];
+    int n = fh_fab_poll_tx(&s->f, done, 16);
+    for (int i = 0; i < n; i++)
+        s->busy[done[i] - s->op] = 0;
+    return n < 0 ? -1 : 0;
+}
 
 static int reg_buf(fh_fab_t *f, void *arg)
 {
@@ -75,6 +90,7 @@ static int get_peer(side_t *s)
         for (int i = 0; i < n; i++) {
             if (!rx[i].write && rx[i].len >= sizeof s->peer)
                 memcpy(&s->peer, rx[i].msg, sizeof s->peer);
+            s->arrived += rx[i].write;
             fh_fab_rx_done(&s->f, &rx[i]);
         }
         if (s->peer.type == 1)
@@ -98,35 +114,41 @@ static int send_buf(side_t *s)
     return fh_fab_fail("control send: no free slot");
 }
 
+/* The peer's next write (its completion on our side). */
+static int wait_write(side_t *s)
+{
+    while (!s->arrived) {
+        fh_fab_rx_t rx[16];
+        int n = fh_fab_poll_rx(&s->f, rx, 16);
+        if (n < 0)
+            return -1;
+        for (int i = 0; i < n; i++) {
+            s->arrived += rx[i].write;
+            fh_fab_rx_done(&s->f, &rx[i]);
+        }
+    }
+    s->arrived--;
+    return 0;
+}
+
 /* Unless first: wait for the peer's write (its completion on our side); then one write of the whole buffer. */
 static int write_and_wait(side_t *s, uint64_t data, int first)
 {
-    if (!first) {
-        for (;;) { /* the peer's write */
-            fh_fab_rx_t rx[16];
-            int n = fh_fab_poll_rx(&s->f, rx, 16), got = 0;
-            if (n < 0)
-                return -1;
-            for (int i = 0; i < n; i++) {
-                got |= rx[i].write;
-                fh_fab_rx_done(&s->f, &rx[i]);
-            }
-            if (got)
-                break;
-        }
-    }
+    if (!first && wait_write(s))
+        return -1;
+    int k = (int)(data & 15);
+    while (s->busy[k]) /* its write 16 rounds ago not completed yet */
+        if (reap(s))
+            return -1;
     for (;;) {
-        int rc = fh_fab_write(&s->f, s->buf, s->size, &s->mr, s->peer.addr, s->peer.key, data, &s->op);
+        int rc = fh_fab_write(&s->f, s->buf, s->size, &s->mr, s->peer.addr, s->peer.key, data, &s->op[k]);
         if (!rc)
             break;
-        if (rc != -FI_EAGAIN)
-            return -1;
-        fh_fab_op_t *done[16];
-        if (fh_fab_poll_tx(&s->f, done, 16) < 0)
+        if (rc != -FI_EAGAIN || reap(s))
             return -1;
     }
-    fh_fab_op_t *done[16];
-    return fh_fab_poll_tx(&s->f, done, 16) < 0 ? -1 : 0;
+    s->busy[k] = 1;
+    return reap(s);
 }
 
 int main(int argc, char **argv)
@@ -134,7 +156,7 @@ int main(int argc, char **argv)
     const char *provider = "tcp", *port = "0";
     char portbuf[16];
     size_t size = 1104; /* a record of 32 messages of the synthetic day, with its frame header */
-    long rounds = 20000;
+    long rounds = 20000, warmup = 1000;
     int core_a = 0, core_b = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--provider") && i + 1 < argc)
@@ -145,16 +167,18 @@ int main(int argc, char **argv)
             size = strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = strtol(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
+            warmup = strtol(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--cores") && i + 1 < argc && sscanf(argv[i + 1], "%d,%d", &core_a, &core_b) == 2)
             i++;
         else {
-            fprintf(stderr, "usage: %s [--provider tcp|verbs|auto] [--port N] [--size BYTES] [--rounds N] [--cores A,B]\n",
+            fprintf(stderr, "usage: %s [--provider tcp|verbs|auto] [--port N] [--size BYTES] [--rounds N] [--warmup N] [--cores A,B (-1: any)]\n",
                     argv[0]);
             return 2;
         }
     }
-    if (size < 8 || size > (1u << 20) || rounds < 1 || rounds > 10000000) {
-        fprintf(stderr, "fh-bench-fabric-pingpong: --size 8..1048576 and --rounds 1..10000000 expected\n");
+    if (size < 8 || size > (1u << 20) || rounds < 1 || rounds > 10000000 || warmup < 0 || warmup > 1000000) {
+        fprintf(stderr, "fh-bench-fabric-pingpong: --size 8..1048576, --rounds 1..10000000, --warmup 0..1000000 expected\n");
         return 2;
     }
     if (!strcmp(port, "0")) {
@@ -177,7 +201,7 @@ int main(int argc, char **argv)
         return 2;
     }
     memset(s.buf, 0xab, size);
-    long total = rounds + 1000;
+    long total = rounds + warmup;
     if (child == 0) { /* B: listens, answers every write with one of its own */
         close(sync[0]);
         if (pin(core_b))
@@ -230,21 +254,13 @@ int main(int argc, char **argv)
             kill(child, SIGTERM);
             return 3;
         }
-        for (int got = 0; !got;) {
-            fh_fab_rx_t rx[16];
-            int n = fh_fab_poll_rx(&s.f, rx, 16);
-            if (n < 0) {
-                fprintf(stderr, "fh-bench-fabric-pingpong: A: %s\n", fh_fab_err());
-                kill(child, SIGTERM);
-                return 3;
-            }
-            for (int i = 0; i < n; i++) {
-                got |= rx[i].write;
-                fh_fab_rx_done(&s.f, &rx[i]);
-            }
+        if (wait_write(&s)) {
+            fprintf(stderr, "fh-bench-fabric-pingpong: A: %s\n", fh_fab_err());
+            kill(child, SIGTERM);
+            return 3;
         }
-        if (r >= 1000)
-            oneway[r - 1000] = (mono_ns() - t) / 2;
+        if (r >= warmup)
+            oneway[r - warmup] = (mono_ns() - t) / 2;
     }
     int st = 0;
     waitpid(child, &st, 0);
