@@ -20,11 +20,13 @@
 #                only takes time the standby does not need while the record is not shipped yet).
 # Each run is short (LOOPS x the day; 2 M messages are 2 s at 1 M/s). Figures: bench/replication.md.
 #
-# Environment (or the options): RATES (default "100000 1000000 0"), LOOPS (default 20), PROVIDER (default tcp).
+# Environment (or the options): RATES (default "100000 1000000 0"), LOOPS (default 20), PROVIDER (default tcp),
+# PING_ROUNDS (default 20000: the ping-pong's rounds, after 1,000 of warm-up).
 set -euo pipefail
 die() { echo "replication.sh: $*" >&2; exit 1; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDLE=backoff CORES="" FEED_CORE="" RATES=${RATES:-"100000 1000000 0"} LOOPS=${LOOPS:-20} PROVIDER=${PROVIDER:-tcp}
+PING_ROUNDS=${PING_ROUNDS:-20000}
 DAY=$ROOT/pcaps/synth-100k.itch
 while (($#)); do
     case $1 in
@@ -70,7 +72,7 @@ port=$((20000 + $$ % 20000))
 echo "# $(date -u +%FT%TZ) $ncpu cores, load $(cut -d' ' -f1-3 /proc/loadavg), provider $PROVIDER, idle $IDLE$(
      )${CORES:+ (primary, standby cores $CORES, feed core ${FEED_CORE:-${CORES#*,}})}, $LOOPS x $(basename "$DAY")"
 # the baseline: one write there and one back, both spinning (the provider's own one-way latency)
-"$PING" --provider "$PROVIDER" --port $((port + 1000)) --rounds 20000 "${PING_CORES[@]}" > "$TMP/ping" \
+"$PING" --provider "$PROVIDER" --port $((port + 1000)) --rounds "$PING_ROUNDS" "${PING_CORES[@]}" > "$TMP/ping" \
     || die "the fabric ping-pong failed"
 for rate in $RATES; do
     port=$((port + 1))
