@@ -97,6 +97,7 @@ static void feed_on(fh_mold_feed_t *f, fh_engine_t *e)
     fh_mold_cfg_t c;
     fh_mold_cfg_defaults(&c, 1000);
     c.can_request = false;
+    c.hold = 1024;
     memset(f, 0, sizeof *f);
     if (fh_mold_feed_init(f, &c)) {
         fprintf(stderr, "feed: %s\n", fh_errmsg());
@@ -212,6 +213,9 @@ static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
           (unsigned long long)sfeed.counters[FH_M_gaps]);
     fh_standby_close(s);
     fh_journal_close(j, 1);
+    fh_mold_feed_free(&rfeed);
+    fh_mold_feed_free(&pfeed);
+    fh_mold_feed_free(&sfeed);
     fh_engine_destroy(ref);
     fh_engine_destroy(pe);
     fh_engine_destroy(se);
