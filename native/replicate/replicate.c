@@ -333,11 +333,16 @@ static int primary(const opts_t *o)
                         "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
     }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull, alive_at = 0;
-    int bye_sent = 0, writer_gone = 0;
+    int bye_sent = 0, writer_gone = 0, shipped_first = 0;
     while (!quit) {
         int busy = 0;
         fh_fab_op_t *done[64];
-        int nd = fh_fab_poll_tx(&f, done, 64);
+        /* A record waiting and an operation free: shipped before the completion queues are polled (with the tcp
+         * provider each poll is a poll(2) for progress), at most 4 loops in a row so that acknowledgements and
+         * completions still come in */
+        int ship_first = nfree > 0 && shipped_first < 4 && fh_journal_head(&jr) != pos;
+        shipped_first = ship_first ? shipped_first + 1 : 0;
+        int nd = ship_first ? 0 : fh_fab_poll_tx(&f, done, 64);
         if (nd == -2 && bye_sent)
             break; /* the standby has everything and has gone: done */
         if (nd < 0) {
@@ -349,7 +354,7 @@ static int primary(const opts_t *o)
             freeop[nfree++] = done[i]->slot;
         busy |= nd > 0;
         fh_fab_rx_t rx[16];
-        int nr = fh_fab_poll_rx(&f, rx, 16);
+        int nr = ship_first ? 0 : fh_fab_poll_rx(&f, rx, 16);
         if (nr == -2 && bye_sent)
             break;
         if (nr < 0) {
