@@ -108,17 +108,23 @@ static uint64_t be64(const uint8_t *p)
 }
 
 /* Has the journal covered every message of this datagram? (its session's sequence after it is not beyond
- * the journal's; a datagram of the session before the journal's last change is covered as a whole) */
+ * the journal's; a datagram of the session before the journal's last change is covered as a whole) Or is
+ * there nothing in it the feed could take at promotion: not a MoldUDP64 header, or the heartbeat or end of a
+ * session other than the journal's? Such a datagram is never covered otherwise, and the release stops at the
+ * first one that is not: it would keep every datagram after it held until the ring is full (each then
+ * counted overwritten, as if lost) and have the whole ring replayed at promotion. */
 static int covered(const fh_standby_t *s, const slot_t *sl)
 {
-    if (sl->len < FH_MOLD_HDR_LEN || !s->have_session)
+    if (sl->len < FH_MOLD_HDR_LEN)
+        return 1;
+    uint32_t count = (uint32_t)sl->d[18] << 8 | sl->d[19];
+    if (!s->have_session)
         return 0;
     if (s->have_prev && !memcmp(sl->d, s->prev_session, FH_MOLD_SESSION_LEN))
         return 1;
     if (memcmp(sl->d, s->session, FH_MOLD_SESSION_LEN))
-        return 0;
+        return count == 0 || count == 0xFFFF;
     uint64_t seq = be64(sl->d + 10);
-    uint32_t count = (uint32_t)sl->d[18] << 8 | sl->d[19];
     if (count == 0xFFFF) /* end of session */
         count = 0;
     return seq + count <= s->next_seq;

@@ -6,7 +6,8 @@
  *     its records to the engine exactly as fh-replicate would (messages; holes mark every book stale): the
  *     books and the event sequence equal the primary's;
  *   - receives its own feed lines and holds every datagram back (applied: none) in a bounded ring of
- *     datagrams; a held datagram whose messages the journal has covered is released (counted per line); when
+ *     datagrams; a held datagram whose messages the journal has covered is released (counted per line), as is
+ *     one with nothing the feed could take from it (not MoldUDP64; another session's heartbeat or end); when
  *     the ring is full the oldest is overwritten (counted per line: what it carried must then come from the
  *     retransmission server or the books go stale, as for any gap).
  * Promotion: a FH_JR_PROMOTED record in JOURNAL (fh-replicate writes it on `fh promote` or when the primary's

@@ -41,6 +41,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,7 +68,8 @@ typedef struct fh_repl_frame {
     uint64_t sent_ns;  /* CLOCK_REALTIME when the primary shipped it */
     uint64_t jpos;     /* the record's position in the primary's journal */
     uint32_t size;     /* the frame's bytes: this header, the record, padding */
-    uint32_t pad;
+    uint32_t seen_ago; /* ns from the primary reading the record off its journal to sent_ns (saturated): the
+                          lag's first part, measured (bench/replication.sh --trace) */
 } fh_repl_frame_t;
 _Static_assert(sizeof(fh_repl_frame_t) == 48, "frame header");
 /* Record kinds of the replication itself (fh_journal_rec_t.kind, beyond the journal's FH_JR_*): a snapshot
@@ -136,8 +138,9 @@ static void idle(int spin)
 typedef struct opts {
     const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
-    uint32_t failover_timeout_ms;
-    int exit_when_done, list, spin, connect_timeout_ms, promote_on_silence;
+    uint32_t failover_timeout_ms, trace_max;
+    int exit_when_done, list, spin, connect_timeout_ms, promote_on_silence, core;
+    const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -384,12 +387,17 @@ static int primary(const opts_t *o)
         fprintf(stderr, "fh-replicate: the journal has lapped (its oldest record is at %" PRIu64 "): what came "
                         "before is lost, the standby's books stale (give --snapshot to start it whole)\n", pos);
     }
-    uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull;
-    int bye_sent = 0, writer_gone = 0;
+    uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull, alive_at = 0;
+    int bye_sent = 0, writer_gone = 0, shipped_first = 0;
     while (!quit) {
         int busy = 0;
         fh_fab_op_t *done[64];
-        int nd = fh_fab_poll_tx(&f, done, 64);
+        /* A record waiting and an operation free: shipped before the completion queues are polled (with the tcp
+         * provider each poll is a poll(2) for progress), at most 4 loops in a row so that acknowledgements and
+         * completions still come in */
+        int ship_first = nfree > 0 && shipped_first < 4 && fh_journal_head(&jr) != pos;
+        shipped_first = ship_first ? shipped_first + 1 : 0;
+        int nd = ship_first ? 0 : fh_fab_poll_tx(&f, done, 64);
         if (nd == -2 && bye_sent)
             break; /* the standby has everything and has gone: done */
         if (nd < 0) {
@@ -401,7 +409,7 @@ static int primary(const opts_t *o)
             freeop[nfree++] = done[i]->slot;
         busy |= nd > 0;
         fh_fab_rx_t rx[16];
-        int nr = fh_fab_poll_rx(&f, rx, 16);
+        int nr = ship_first ? 0 : fh_fab_poll_rx(&f, rx, 16);
         if (nr == -2 && bye_sent)
             break;
         if (nr < 0) {
@@ -468,6 +476,7 @@ static int primary(const opts_t *o)
             }
             if (r == FH_JOURNAL_NONE)
                 break;
+            uint64_t seen = now_ns();
             if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
                 overruns++;
                 st->state = ST_BEHIND;
@@ -484,7 +493,9 @@ static int primary(const opts_t *o)
             wpos += skip;
             uint32_t size = (uint32_t)((sizeof(fh_repl_frame_t) + rec->size + 7) & ~7u);
             fh_repl_frame_t *fr = (fh_repl_frame_t *)w;
-            *fr = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, now_ns(), jp, size, 0 };
+            uint64_t sent = now_ns();
+            *fr = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, sent, jp, size,
+                                     sent - seen < UINT32_MAX ? (uint32_t)(sent - seen) : UINT32_MAX };
             int slot = freeop[--nfree];
             for (;;) {
                 int wr = fh_fab_write(&f, w, size, &smr, raddr + (wpos & mask), rkey, (wpos & mask) >> 3, &ops[slot]);
@@ -534,8 +545,9 @@ static int primary(const opts_t *o)
         st->frames = frames, st->messages = msgs, st->bytes = bytes, st->acked_frames = acked_frames;
         st->acked_messages = acked_msgs, st->lag_messages = msgs - acked_msgs, st->overruns = overruns;
         st->journal_pos = pos, st->journal_head = fh_journal_head(&jr), st->updated_ns = now;
-        if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done &&
-            fh_journal_writer_alive(o->journal) == 0) {
+        /* (the writer's flock is asked at most every 1 ms: three syscalls, not in every idle poll) */
+        if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done && now - alive_at >= 1000000 &&
+            (alive_at = now, fh_journal_writer_alive(o->journal) == 0)) {
             if (!bye_sent) {
                 fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 } };
                 if (send_ctl(&f, &bye))
@@ -633,6 +645,11 @@ static int standby_snapshot(const opts_t *o, fh_engine_t *e, fh_journal_t *j, co
             e ? "loaded" : "received and journaled for the data plane", meta.orders, meta.books, meta.next_seq - 1);
     return 0;
 }
+
+/* --trace: one record's times (CLOCK_REALTIME ns), for bench/replication.sh's split of the lag. */
+typedef struct trace {
+    uint64_t seq, seen_ns, sent_ns, cq_ns, applied_ns;
+} trace_t;
 
 #define LAG_BUCKETS 1000000 /* 1 µs each, up to 1 s; beyond: the last */
 static uint64_t lag_hist[LAG_BUCKETS];
@@ -749,6 +766,7 @@ static int standby(const opts_t *o)
     }
     memset(c.ring, 0, c.ring_bytes);
     fh_seg_t *seg = NULL;
+    trace_t *trace = NULL;
     fh_engine_t *e = NULL; /* none without --segment: the data plane applies (fh-dataplane --standby) */
     if (o->segment) {
         fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels,
@@ -800,6 +818,14 @@ static int standby(const opts_t *o)
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
+    uint64_t ack_at = 0, alive_at = 0;    /* the last idle acknowledgement, the last signs of life */
+    trace = o->trace ? calloc(o->trace_max, sizeof *trace) : NULL; /* before the loop: none in it */
+    uint64_t ntrace = 0;
+    if (o->trace && !trace) {
+        fprintf(stderr, "fh-replicate: out of memory for --trace of %u records: a smaller --trace-max\n", o->trace_max);
+        ret = 2;
+        goto done;
+    }
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0, had_primary = 0;
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
@@ -1006,14 +1032,17 @@ next_primary:
                 break;
             }
             frames++;
+            uint64_t applied = now_ns(); /* the lag runs to here: the record in the journal and the books */
             if (!first_ns)
-                first_ns = now;
-            last_ns = now;
+                first_ns = applied;
+            last_ns = applied;
             lpos = fr->lpos + fr->size;
-            uint64_t lag = now > fr->sent_ns ? (now - fr->sent_ns) / 1000 : 0;
+            uint64_t lag = applied > fr->sent_ns ? (applied - fr->sent_ns) / 1000 : 0;
             lag_hist[lag < LAG_BUCKETS ? lag : LAG_BUCKETS - 1]++;
             lag_n++;
-            st->lag_ns = now - fr->sent_ns;
+            st->lag_ns = applied - fr->sent_ns;
+            if (trace && ntrace < o->trace_max) /* the primary's read, its post, the completion seen, applied */
+                trace[ntrace++] = (trace_t){ rec->seq, fr->sent_ns - fr->seen_ago, fr->sent_ns, now, applied };
             if (++unacked >= 64) {
                 fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
                 if (!send_ctl(&f, &ack))
@@ -1021,14 +1050,19 @@ next_primary:
             }
         }
         if (nr == 0) {
-            if (unacked) {
+            /* Idle: acknowledge what is applied (at most every 100 µs: not a send per record when the records
+             * come one at a time), and the signs of life for readers and followers (every 1 ms) */
+            if (unacked && now - ack_at >= 100000) {
                 fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
                 if (!send_ctl(&f, &ack))
-                    unacked = 0;
+                    unacked = 0, ack_at = now;
             }
-            if (e)
-                fh_engine_publish_stats(e);
-            fh_journal_heartbeat(j);
+            if (now - alive_at >= 1000000) {
+                if (e)
+                    fh_engine_publish_stats(e);
+                fh_journal_heartbeat(j);
+                alive_at = now;
+            }
             if (now - last_hb > hb_timeout) {
                 if (!promoted)
                     st->state = ST_PEER_SILENT;
@@ -1066,7 +1100,14 @@ finished:
            f.provider, epoch, frames, msgs, refused, holes, snapst.orders, snapst.skipped, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
            lag_pct(lag_n, 0.999), lag_pct(lag_n, 1.0 - 1e-12), cpu_s(), (double)(last_ns - first_ns) / 1e9, ret);
     fflush(stdout);
+    if (trace) {
+        FILE *tf = fopen(o->trace, "wb");
+        int bad = !tf || fwrite(trace, sizeof *trace, ntrace, tf) != ntrace;
+        if ((tf && fclose(tf)) || bad)
+            fprintf(stderr, "fh-replicate: --trace %s: cannot write it: %s\n", o->trace, strerror(errno));
+    }
 done:
+    free(trace);
     fh_fab_dereg(&c.rmr);
     fh_fab_close(&f);
     fh_journal_close(j, 0);
@@ -1103,21 +1144,23 @@ static void usage(void)
             "                    [--promote-on-silence (then promote: the data plane following --journal takes the lines)]\n"
             "                    (no --segment: journal only, for fh-dataplane --standby JOURNAL)\n"
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
-            "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N]\n");
+            "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
+            "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
 }
 
 int main(int argc, char **argv)
 {
     opts_t o = { .provider = "auto", .name = "fh", .from = "oldest", .epoch = 1, .ring_mb = 16, .journal_mb = 64,
                  .max_outstanding = 64, .heartbeat_ms = 100, .failover_timeout_ms = 1000, .max_orders = 8u << 20, .max_levels = 4u << 20,
-                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000 };
+                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000, .core = -1, .trace_max = 1u << 20 };
     static const struct option lo[] = {
         { "role", 1, 0, 'r' }, { "provider", 1, 0, 'p' }, { "journal", 1, 0, 'j' }, { "peer", 1, 0, 'P' },
         { "listen", 1, 0, 'l' }, { "segment", 1, 0, 's' }, { "status", 1, 0, 'S' }, { "name", 1, 0, 'n' },
         { "from", 1, 0, 'f' }, { "epoch", 1, 0, 'e' }, { "ring-mb", 1, 0, 'R' }, { "journal-mb", 1, 0, 'J' },
         { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
         { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
-        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' }, { 0, 0, 0, 0 }
+        { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' },
+        { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { 0, 0, 0, 0 }
     };
     int ch;
     uint32_t ct = 5000;
@@ -1143,6 +1186,14 @@ int main(int argc, char **argv)
         case 'E': bad = parse_u32(optarg, &o.events, "--events"); break;
         case 'd': bad = parse_u32(optarg, &o.depth, "--depth"); break;
         case 'c': bad = parse_u32(optarg, &ct, "--connect-timeout-ms"); break;
+        case 'C': {
+            uint32_t c;
+            if (!(bad = parse_u32(optarg, &c, "--core")))
+                o.core = (int)c;
+            break;
+        }
+        case 'T': o.trace = optarg; break;
+        case 'M': bad = parse_u32(optarg, &o.trace_max, "--trace-max"); break;
         case 'x': o.exit_when_done = 1; break;
         case 'N': o.snapshot = optarg; break;
         case 'F': bad = parse_u32(optarg, &o.failover_timeout_ms, "--failover-timeout-ms"); break;
@@ -1177,6 +1228,20 @@ int main(int argc, char **argv)
     }
     if (o.max_outstanding < 1 || o.max_outstanding > 4096 || o.heartbeat_ms < 1) {
         fprintf(stderr, "fh-replicate: --max-outstanding 1..4096 and --heartbeat-ms >= 1 expected\n");
+        return 2;
+    }
+    if (o.core >= 0) { /* --core N: this role on its own core (with --idle spin, the lag benchmark's setting) */
+        cpu_set_t cs;
+        CPU_ZERO(&cs);
+        CPU_SET(o.core, &cs);
+        if (o.core >= CPU_SETSIZE || sched_setaffinity(0, sizeof cs, &cs)) {
+            fprintf(stderr, "fh-replicate: --core %d: %s (the cores here: 0..%ld)\n", o.core,
+                    o.core >= CPU_SETSIZE ? "out of range" : strerror(errno), sysconf(_SC_NPROCESSORS_ONLN) - 1);
+            return 2;
+        }
+    }
+    if (o.trace_max < 1) {
+        fprintf(stderr, "fh-replicate: --trace-max 0: at least 1 record\n");
         return 2;
     }
     signal(SIGINT, on_signal);
