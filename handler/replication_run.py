@@ -394,14 +394,19 @@ def stop(p: subprocess.Popen | None, name: str) -> None:
     (up to 5 s), then fh-replicate stops (SIGTERM), or is killed after 10 s."""
     if p is None:
         return
+    # A primary still starting or connecting has shipped nothing yet: it is waited for too (a data plane that
+    # replays a short capture can finish before its fh-replicate has connected; stopping that one at once lost
+    # the whole day for the standby).
     deadline = time.monotonic() + 5
     while p.poll() is None and time.monotonic() < deadline:
         try:
             st = R.read_status(name)
-        except R.ReplicateError:
-            break
-        if st["role"] != "primary" or st["state"] != "streaming" or (
-                st["journal_pos"] == st["journal_head"] and st["acked_messages"] == st["messages"]):
+        except R.ReplicateError:  # not written yet: fh-replicate is starting
+            time.sleep(0.02)
+            continue
+        if st["role"] != "primary" or st["state"] not in ("starting", "connecting", "streaming", "behind") or (
+                st["state"] in ("streaming", "behind") and st["journal_pos"] == st["journal_head"]
+                and st["acked_messages"] == st["messages"]):
             break
         time.sleep(0.02)
     if p.poll() is None:
