@@ -928,10 +928,12 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
 
 /* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. */
 static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len,
-                                                             bool publish)
+                                                             bool publish, bool walked)
 {
-    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
-    if (FH_UNLIKELY(len == 0 || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
+    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A walked
+     * message's first byte is always readable (the walker points an empty block at a byte whose type wants
+     * more), so the block loop needs no test of len == 0. */
+    if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
@@ -1025,7 +1027,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         emit_bbo(e, b, m);
 }
 
-void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish); }
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish, false); }
 
 static inline uint64_t tsc_now(void)
 {
@@ -1149,7 +1151,12 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
     *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end };
 }
 
-/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length) and
+/* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
+ * sends it to check_slow, which counts it short without reading it. */
+static const uint8_t empty_block[1] = { 'A' };
+
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length, then an
+ * entry with m NULL that ends the chunk) and
  * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
  * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
  * which it leaves at *qp: the caller applies only what it recorded, so the block loop itself checks no
@@ -1183,9 +1190,12 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
             if (m[0] == 'U' && n >= 27)
                 __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+        } else if (n == 0) {
+            w[c - 1].m = empty_block;
         }
         q = m + n;
     }
+    w[c].m = NULL;
     *qp = q;
     return c;
 }
@@ -1204,15 +1214,14 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
                                                                  bool publish)
 {
     const uint8_t *end = p + len, *q = p;
-    walked_t w[2][WALK_CHUNK];
+    walked_t w[2][WALK_CHUNK + 1];
     uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (cur) {
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
-        const walked_t *c = w[x];
-        for (uint32_t i = 0; i < cur; i++)
-            apply_one(e, c[i].m, c[i].n, publish);
+        for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
+            apply_one(e, c->m, c->n, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
