@@ -1181,30 +1181,32 @@ typedef struct walked {
 static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
                                                                  const uint8_t *end, walked_t *w)
 {
-    const uint8_t *q = *qp;
+    /* Addresses as integers: a block's claimed end may lie past the buffer's, and is only compared. */
+    uintptr_t q = (uintptr_t)*qp, stop = (uintptr_t)end;
     const order_t *orders = e->orders;
     uint64_t mask = e->mask;
-    uint32_t c = 0;
-    while (c < WALK_CHUNK && end - q >= 2) {
-        size_t n = fh_be16(q);
-        if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
+    walked_t *wp = w, *wend = w + WALK_CHUNK;
+    while (wp < wend && q + 2 <= stop) {
+        size_t n = fh_be16((const uint8_t *)q);
+        uintptr_t next = q + 2 + n;
+        if (FH_UNLIKELY(next > stop))
             break;
-        const uint8_t *m = q + 2;
-        w[c].m = m;
-        w[c].n = n;
-        c++;
+        const uint8_t *m = (const uint8_t *)q + 2;
+        wp->m = m;
+        wp->n = n;
         if (FH_LIKELY(n >= 19)) {
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
             if (m[0] == 'U' && n >= 27)
                 __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
         } else if (n == 0) {
-            w[c - 1].m = empty_block;
+            wp->m = empty_block;
         }
-        q = m + n;
+        wp++;
+        q = next;
     }
-    w[c].m = NULL;
-    *qp = q;
-    return c;
+    wp->m = NULL;
+    *qp = (const uint8_t *)q;
+    return (uint32_t)(wp - w);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
