@@ -105,6 +105,7 @@ struct fh_engine {
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
+    uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -232,6 +233,8 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
+    for (uint32_t c = 0; c < NCLASS; c++)
+        e->class_cap[c] = CLASS_CAP(c);
     fh_engine_reset(e);
     return e;
 }
@@ -425,7 +428,7 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
         g->shares += shares;
         return i == n - 1;
     }
-    if (FH_UNLIKELY(b->cls[side] == NO_BLOCK || n == CLASS_CAP(b->cls[side]))) {
+    if (FH_UNLIKELY(n == e->class_cap[b->cls[side]])) { /* full, or no block yet (n 0, class_cap 0) */
         if (side_grow(e, s, &b->cls[side]))
             return -1;
         k = e->lkey + s->off;
