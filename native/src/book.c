@@ -87,6 +87,7 @@ struct fh_engine {
     uint64_t ev_mask;
     uint64_t head;  /* last event published */
     uint64_t woken; /* head at the last fh_seg_wake */
+    uint64_t *hdr_head; /* &seg->hdr->head: stored once an event, without the two loads */
     uint64_t rx_tsc, now_tsc;
     fh_seg_t *seg;
     bool owns_seg;
@@ -104,6 +105,7 @@ struct fh_engine {
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
+    uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -225,11 +227,14 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->lagg = seg->lagg;
     e->events = seg->events;
     e->ev_mask = seg->hdr->event_capacity - 1;
-    e->head = __atomic_load_n(&seg->hdr->head, __ATOMIC_RELAXED);
+    e->hdr_head = &seg->hdr->head;
+    e->head = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
     e->woken = e->head;
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
+    for (uint32_t c = 0; c < NCLASS; c++)
+        e->class_cap[c] = CLASS_CAP(c);
     fh_engine_reset(e);
     return e;
 }
@@ -423,7 +428,7 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
         g->shares += shares;
         return i == n - 1;
     }
-    if (FH_UNLIKELY(b->cls[side] == NO_BLOCK || n == CLASS_CAP(b->cls[side]))) {
+    if (FH_UNLIKELY(n == e->class_cap[b->cls[side]])) { /* full, or no block yet (n 0, class_cap 0) */
         if (side_grow(e, s, &b->cls[side]))
             return -1;
         k = e->lkey + s->off;
@@ -599,6 +604,10 @@ static inline void order_free(fh_engine_t *e, order_t *o)
 
 /* ---- books and publishing ------------------------------------------------------------------------- */
 
+/* A message's timestamp (fh_itch_timestamp: 6 bytes at offset 5) as one 8-byte load from offset 3 (the
+ * tracking number's bytes shifted out): every message the engine applies has the 11-byte header. */
+static inline uint64_t msg_ts(const uint8_t *m) { return fh_be64(m + 3) & 0xFFFFFFFFFFFFull; }
+
 /* The writer's half of a book's seqlock (fh/shm.h): odd while the book changes. */
 static inline void book_begin_if(book_t *b, bool publish)
 {
@@ -612,7 +621,7 @@ static inline void book_end_if(book_t *b, const uint8_t *m, bool publish)
 {
     if (publish) {
         b->updates++;
-        b->itch_ts = fh_itch_timestamp(m);
+        b->itch_ts = msg_ts(m);
         __atomic_store_n(&b->seq, b->seq + 1, __ATOMIC_RELEASE);
     }
 }
@@ -632,7 +641,7 @@ static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const bo
     ev->trading_state = b->trading_state;
     ev->locate = b->locate;
     ev->status = b->status;
-    ev->itch_ts = fh_itch_timestamp(m);
+    ev->itch_ts = msg_ts(m);
     ev->rx_tsc = e->rx_tsc;
     ev->pub_tsc = e->now_tsc;
     return ev;
@@ -640,12 +649,13 @@ static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const bo
 
 static inline void event_end(fh_engine_t *e, fh_shm_event_t *ev)
 {
-    e->head++;
-    __atomic_store_n(&ev->seq, e->head, __ATOMIC_RELEASE);
-    __atomic_store_n(&e->seg->hdr->head, e->head, __ATOMIC_RELEASE);
+    uint64_t head = e->head + 1;
+    e->head = head;
+    __atomic_store_n(&ev->seq, head, __ATOMIC_RELEASE);
+    __atomic_store_n(e->hdr_head, head, __ATOMIC_RELEASE);
 }
 
-static __attribute__((noinline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)
+static inline __attribute__((always_inline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
@@ -928,10 +938,12 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
 
 /* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. */
 static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len,
-                                                             bool publish)
+                                                             bool publish, bool walked)
 {
-    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. */
-    if (FH_UNLIKELY(len == 0 || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
+    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A walked
+     * message's first byte is always readable (the walker points an empty block at a byte whose type wants
+     * more), so the block loop needs no test of len == 0. */
+    if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
@@ -1025,7 +1037,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         emit_bbo(e, b, m);
 }
 
-void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish); }
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish, false); }
 
 static inline uint64_t tsc_now(void)
 {
@@ -1149,7 +1161,12 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
     *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end };
 }
 
-/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length) and
+/* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
+ * sends it to check_slow, which counts it short without reading it. */
+static const uint8_t empty_block[1] = { 'A' };
+
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length, then an
+ * entry with m NULL that ends the chunk) and
  * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
  * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
  * which it leaves at *qp: the caller applies only what it recorded, so the block loop itself checks no
@@ -1167,27 +1184,32 @@ typedef struct walked {
 static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
                                                                  const uint8_t *end, walked_t *w)
 {
-    const uint8_t *q = *qp;
+    /* Addresses as integers: a block's claimed end may lie past the buffer's, and is only compared. */
+    uintptr_t q = (uintptr_t)*qp, stop = (uintptr_t)end;
     const order_t *orders = e->orders;
     uint64_t mask = e->mask;
-    uint32_t c = 0;
-    while (c < WALK_CHUNK && end - q >= 2) {
-        size_t n = fh_be16(q);
-        if (FH_UNLIKELY(n > (size_t)(end - q) - 2))
+    walked_t *wp = w, *wend = w + WALK_CHUNK;
+    while (wp < wend && q + 2 <= stop) {
+        size_t n = fh_be16((const uint8_t *)q);
+        uintptr_t next = q + 2 + n;
+        if (FH_UNLIKELY(next > stop))
             break;
-        const uint8_t *m = q + 2;
-        w[c].m = m;
-        w[c].n = n;
-        c++;
+        const uint8_t *m = (const uint8_t *)q + 2;
+        wp->m = m;
+        wp->n = n;
         if (FH_LIKELY(n >= 19)) {
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
             if (m[0] == 'U' && n >= 27)
                 __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+        } else if (n == 0) {
+            wp->m = empty_block;
         }
-        q = m + n;
+        wp++;
+        q = next;
     }
-    *qp = q;
-    return c;
+    wp->m = NULL;
+    *qp = (const uint8_t *)q;
+    return (uint32_t)(wp - w);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
@@ -1204,15 +1226,14 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
                                                                  bool publish)
 {
     const uint8_t *end = p + len, *q = p;
-    walked_t w[2][WALK_CHUNK];
+    walked_t w[2][WALK_CHUNK + 1];
     uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (cur) {
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
-        const walked_t *c = w[x];
-        for (uint32_t i = 0; i < cur; i++)
-            apply_one(e, c[i].m, c[i].n, publish);
+        for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
+            apply_one(e, c->m, c->n, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
