@@ -247,6 +247,8 @@ typedef struct fh_mold_feed {
                                          * known length, the full check decides) */
     uint8_t frame_adv[256];             /* 2 + that length */
     uint32_t frame_max;                 /* the largest frame_adv */
+    int consumer_frames;                /* the consumer checks framing with cfg.msg_len (fh/consumer.h's
+                                         * `framing`): the fast path hands it a datagram unchecked */
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
