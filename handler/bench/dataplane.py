@@ -236,7 +236,7 @@ _LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.
 
 # MoldUDP64 sequencing's self instructions: fh_mold_feed_apply and the parts of it mold.c keeps out of line (the
 # in-order path, the full path, a block's full framing check; bench/sequencing.md), and their cold parts.
-_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_slow", "block_slow")
+_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_next_framed", "apply_slow", "block_slow")
                     for c in ("", ".cold"))
 
 
@@ -260,7 +260,9 @@ def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dic
     own = {"loop (beyond rx-only's)": per(own_loop), "fh_net_parse": per(fi.get("fh_net_parse", 0)),
            "fh_engine_batch_begin": per(fi.get("fh_engine_batch_begin", 0) + fi.get("fh_engine_batch_begin_at", 0)),
            "fh_engine_batch_end (+ fh_seg_wake)": per(fi.get("fh_engine_batch_end", 0))}
-    engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0)  # one message / a datagram's run
+    # one message / a run of blocks / a datagram (fh_engine_apply_datagram: its framing checked in the engine's walk;
+    # it calls fh_engine_apply_blocks only beyond 128 messages, which no datagram of an MTU of 1500 carries)
+    engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0) + fi.get("fh_engine_apply_datagram", 0)
     mold = sum(fs.get(fn, 0) for fn in _MOLD_FUNCS)
     m = max(1, f["messages"])
     return {
