@@ -100,12 +100,14 @@ uint32_t fh_crc32(uint32_t crc, const void *p, size_t n);
 /* consumer.h: what a sequenced feed delivers to */
 typedef struct fh_feed_consumer {
     void *ctx;
-    int (*apply_blocks)(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
-                        size_t len);
+    void (*apply_blocks)(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                         size_t len);
     void (*apply)(void *ctx, const char *session, uint64_t seq, const uint8_t *msg, size_t len);
     void (*lost)(void *ctx, const char *session, uint64_t from, uint64_t to);
     void (*snapshot_begin)(void *ctx, const char *session);
     void (*snapshot_end)(void *ctx, const char *session, uint64_t seq);
+    int (*apply_datagram)(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                          size_t len);
     const uint8_t *framing;
 } fh_feed_consumer_t;
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);

@@ -15,8 +15,8 @@
  * checks the framing before the call, framed_fast); "checking" does nothing but declares ITCH framing, so the
  * feed's fast path leaves the check to it (the sequencing's own part when the engine checks); "engine" is the
  * book engine's consumer (fh_engine_consumer: fh_engine_apply_datagram checks the framing in its walk; a private
- * segment, publishing off), "engine-blocks" the same engine behind a consumer that trusts its blocks and calls
- * fh_engine_apply_blocks (the feed checks, the engine walks: the division of labour before the engine checked).
+ * segment, publishing off), "engine-blocks" the same consumer without its apply_datagram: the feed checks, then
+ * fh_engine_apply_blocks walks (the division of labour before the engine checked).
  * With an engine the count is sequencing and engine together, in the same run.
  * bench/sequencing.sh runs both and prints instructions a message (A) and a B datagram. Prints one JSON line:
  * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
@@ -78,19 +78,17 @@ static uint64_t packetize(const uint8_t *p, size_t len, size_t room)
 }
 
 static uint64_t sink; /* the consumer's only effect: the compiler cannot drop its calls */
-static __attribute__((noinline)) int c_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
-                                              size_t l)
+static __attribute__((noinline)) void c_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
+                                               size_t l)
 {
     (void)c, (void)s, (void)q, (void)p, (void)l;
     __asm__ volatile("" ::"r"(n));
-    return 0;
 }
-/* engine-blocks: the engine's block loop behind a consumer that trusts its blocks */
-static __attribute__((noinline)) int e_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
-                                              size_t l)
+static __attribute__((noinline)) int c_datagram(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
+                                                size_t l)
 {
-    (void)s, (void)q, (void)n;
-    fh_engine_apply_blocks(c, p, l);
+    (void)c, (void)s, (void)q, (void)p, (void)l;
+    __asm__ volatile("" ::"r"(n));
     return 0;
 }
 static __attribute__((noinline)) void c_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l)
@@ -159,7 +157,8 @@ int main(int argc, char **argv)
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
     mc.msg_len = fh_itch_len;
-    fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end, kind == 1 ? fh_itch_len : NULL };
+    fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end, kind == 1 ? c_datagram : NULL,
+                                kind == 1 ? fh_itch_len : NULL };
     fh_engine_t *eng = NULL;
     if (kind >= 2) {
         fh_engine_cfg_t ec = { 65535, 8u << 20, 4u << 20 };
@@ -168,8 +167,8 @@ int main(int argc, char **argv)
             return 2;
         }
         fh_engine_consumer(eng, &none);
-        if (kind == 3)
-            none.apply_blocks = e_blocks, none.framing = NULL;
+        if (kind == 3) /* apply_blocks only (fh_engine_apply_blocks): the feed checks the framing first */
+            none.apply_datagram = NULL, none.framing = NULL;
     }
     uint64_t best = UINT64_MAX;
     for (int r = 0; r < repeats; r++) {

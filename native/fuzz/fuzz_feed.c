@@ -95,12 +95,19 @@ static void mix_bytes(tap_t *t, const uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         mix(t, p[i]);
 }
-static int tap_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+static void tap_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
 {
     tap_t *t = c;
-    /* the engine first: it checks the framing of what the fuzzed feed's fast path hands it unchecked, and a
-     * datagram it refuses was not delivered */
-    if (t->next.apply_blocks && t->next.apply_blocks(t->next.ctx, s, q, n, p, l) < 0)
+    mix(t, 1), mix(t, q), mix(t, n), mix_bytes(t, (const uint8_t *)s, 10), mix_bytes(t, p, l);
+    if (t->next.apply_blocks)
+        t->next.apply_blocks(t->next.ctx, s, q, n, p, l);
+}
+/* the same delivery, its framing checked by the engine first (what the fuzzed feed's fast path hands over
+ * unchecked): a datagram it refuses was not delivered */
+static int tap_datagram(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+{
+    tap_t *t = c;
+    if (t->next.apply_datagram(t->next.ctx, s, q, n, p, l) < 0)
         return -1;
     mix(t, 1), mix(t, q), mix(t, n), mix_bytes(t, (const uint8_t *)s, 10), mix_bytes(t, p, l);
     return 0;
@@ -136,7 +143,8 @@ static void tap_end(void *c, const char *s, uint64_t q)
 static void tap_consumer(tap_t *t, fh_feed_consumer_t *out)
 {
     /* the fuzzed feed's: the engine's framing (its fast path leaves the check to the engine); the twin's: none */
-    *out = (fh_feed_consumer_t){ t, tap_blocks, tap_apply, tap_lost, tap_begin, tap_end, t->next.framing };
+    *out = (fh_feed_consumer_t){ t, tap_blocks, tap_apply, tap_lost, tap_begin, tap_end,
+                                 t->next.apply_datagram ? tap_datagram : NULL, t->next.framing };
 }
 
 /* The twin: the same feed, every datagram on the full path (fh_mold_feed_t.fast closed before each), which

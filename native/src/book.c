@@ -1112,8 +1112,15 @@ int fh_engine_set_all_status(fh_engine_t *e, int status)
 
 /* ---- the engine as a feed's consumer (fh/consumer.h) ------------------------------------------------------ */
 
-static int c_apply_blocks(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
-                          size_t len)
+static void c_apply_blocks(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                           size_t len)
+{
+    (void)session, (void)first_seq, (void)count;
+    fh_engine_apply_blocks((fh_engine_t *)ctx, p, len);
+}
+
+static int c_apply_datagram(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                            size_t len)
 {
     (void)session, (void)first_seq;
     return fh_engine_apply_datagram((fh_engine_t *)ctx, p, len, count);
@@ -1146,9 +1153,10 @@ static void c_snapshot_end(void *ctx, const char *session, uint64_t seq)
 
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
 {
-    /* framing: apply_blocks checks a datagram's framing with ITCH's lengths as it walks it (the feed's fast path
+    /* apply_datagram checks a datagram's framing with ITCH's lengths as it walks it (a feed with the same table
      * then does not walk it first) */
-    *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end, fh_itch_len };
+    *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end,
+                                 c_apply_datagram, fh_itch_len };
 }
 
 /* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length) and

@@ -42,19 +42,22 @@ void fh_mold_cfg_defaults(fh_mold_cfg_t *c, uint64_t ticks_per_ms)
 }
 
 /* The consumer of a feed that has none yet: everything is dropped. */
-static int none_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+static void none_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
 {
     (void)c, (void)s, (void)q, (void)n, (void)p, (void)l;
-    return 0;
 }
 static void none_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l) { (void)c, (void)s, (void)q, (void)m, (void)l; }
 static void none_lost(void *c, const char *s, uint64_t a, uint64_t b) { (void)c, (void)s, (void)a, (void)b; }
 static void none_begin(void *c, const char *s) { (void)c, (void)s; }
 static void none_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
-static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end, NULL };
+static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end,
+                                                 NULL, NULL };
 
 /* The consumer checks the framing of what the fast path hands it, with the feed's own table (fh/consumer.h). */
-static void set_framer(fh_mold_feed_t *f) { f->consumer_frames = f->out.framing && f->out.framing == f->cfg.msg_len; }
+static void set_framer(fh_mold_feed_t *f)
+{
+    f->consumer_frames = f->out.apply_datagram && f->out.framing && f->out.framing == f->cfg.msg_len;
+}
 
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
 {
@@ -632,7 +635,7 @@ static inline int apply_full(fh_mold_feed_t *f, const uint8_t *d, size_t len, in
     if (FH_LIKELY(sequenced && h.sequence == f->next_seq && !f->gap_open)) {
         /* The common case: the next datagram in order. Apply its blocks in one run (the engine prefetches
          * ahead across them). */
-        f->out.apply_blocks(f->out.ctx, f->session, h.sequence, whole, blocks, (size_t)(end - blocks)); /* framed */
+        f->out.apply_blocks(f->out.ctx, f->session, h.sequence, whole, blocks, (size_t)(end - blocks));
         applied = direct = whole;
         f->next_seq += whole;
         f->known_hi = f->next_seq;
@@ -732,8 +735,9 @@ static __attribute__((noinline)) int apply_slow(fh_mold_feed_t *f, const uint8_t
                                                 uint64_t now)
 {
     int r = apply_full(f, d, len, line, now);
-    f->fast = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
-              !f->snap_pending && f->state == state_of(f);
+    int open = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
+               !f->snap_pending && f->state == state_of(f);
+    f->fast = open ? ~f->cfg.recovery_lines & ((1u << FH_MOLD_MAX_LINES) - 1) : 0; /* the feed lines */
     return r;
 }
 
@@ -766,8 +770,8 @@ static __attribute__((noinline)) int apply_next(fh_mold_feed_t *f, const uint8_t
     L->datagrams++;
     L->last_rx = now ? now : 1;
     /* the books' work (a consumer reads nothing of the feed; next_seq is the datagram's sequence) */
-    if (FH_UNLIKELY(f->out.apply_blocks(f->out.ctx, f->session, f->next_seq, count, d + FH_MOLD_HDR_LEN,
-                                        len - FH_MOLD_HDR_LEN) < 0)) {
+    if (FH_UNLIKELY(f->out.apply_datagram(f->out.ctx, f->session, f->next_seq, count, d + FH_MOLD_HDR_LEN,
+                                          len - FH_MOLD_HDR_LEN) < 0)) {
         f->counters[FH_M_malformed]++;
         return 0;
     }
@@ -799,11 +803,11 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
      * datagram in order (applied whole), and a copy of applied ones (the other line's: counted). Nothing else
      * of the feed's state needs a look while `fast` holds (see fh_mold_feed_t); anything else, or a datagram
      * whose framing is wrong, takes the full path, which decides as if the fast path did not exist. */
-    if (FH_LIKELY(f->fast) && FH_LIKELY((unsigned)line < FH_MOLD_MAX_LINES && len >= FH_MOLD_HDR_LEN)) {
+    if (FH_LIKELY((unsigned)line < FH_MOLD_MAX_LINES) && FH_LIKELY((f->fast >> line) & 1) &&
+        FH_LIKELY(len >= FH_MOLD_HDR_LEN)) {
         uint64_t seq = fh_be64(d + 10), next = f->next_seq;
         unsigned count = fh_be16(d + 18);
-        if (FH_LIKELY(count - 1u < 0xFFFEu && !(seq >> 62) && same_session(f->session, d) &&
-                      !((f->cfg.recovery_lines >> line) & 1))) {
+        if (FH_LIKELY(count - 1u < 0xFFFEu && !(seq >> 62) && same_session(f->session, d))) {
             fh_mold_line_t *L = &f->line[line];
             if (FH_LIKELY(seq == next))
                 return FH_LIKELY(f->consumer_frames) ? apply_next(f, d, len, L, now, count)
