@@ -106,6 +106,9 @@ typedef struct fh_feed_consumer {
     void (*lost)(void *ctx, const char *session, uint64_t from, uint64_t to);
     void (*snapshot_begin)(void *ctx, const char *session);
     void (*snapshot_end)(void *ctx, const char *session, uint64_t seq);
+    int (*apply_datagram)(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                          size_t len);
+    const uint8_t *framing;
 } fh_feed_consumer_t;
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
 int fh_engine_set_all_status(fh_engine_t *e, int status);

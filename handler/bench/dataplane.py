@@ -204,7 +204,7 @@ def _cg_table(out: str, inclusive: bool) -> dict[str, int]:
     return t
 
 
-def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False) -> dict:
+def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False, exit_idle_ms: int = 500) -> dict:
     """One fh-dataplane run under callgrind: packets, messages applied, and the instruction tables."""
     from .. import process
 
@@ -212,7 +212,7 @@ def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False) -> dict:
     out = f"{tmp}/{name}.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", process.find_dataplane(),
            *_eal(name, f"net_pcap0,rx_pcap={pcap}", process.poll_core()), "--", "--mode", mode,
-           "--segment", f"/dev/shm/fh-{name}", *_line_args(ab), "--idle", "backoff", "--exit-idle-ms", "500"]
+           "--segment", f"/dev/shm/fh-{name}", *_line_args(ab), "--idle", "backoff", "--exit-idle-ms", str(exit_idle_ms)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     finally:
@@ -236,19 +236,21 @@ _LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.
 
 # MoldUDP64 sequencing's self instructions: fh_mold_feed_apply and the parts of it mold.c keeps out of line (the
 # in-order path, the full path, a block's full framing check; bench/sequencing.md), and their cold parts.
-_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_slow", "block_slow")
+_MOLD_FUNCS = tuple(f + c for f in ("fh_mold_feed_apply", "apply_next", "apply_next_framed", "apply_slow", "block_slow")
                     for c in ("", ".cold"))
 
 
-def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dict:
+def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None, exit_idle_ms: int = 500) -> dict:
     """Instructions per packet under callgrind (deterministic, unlike the clock): the data plane's own loop,
     its stages and the PMD, from one full and one rx-only run. ab: listen to both lines (for --ab). raw, if
-    given, receives the runs' tables (arbitration_callgrind compares against them)."""
+    given, receives the runs' tables (arbitration_callgrind compares against them). exit_idle_ms: the runs end
+    after that much silence; 1 keeps the idle polls after the capture (timing-dependent) few, so that the loop's
+    own figure repeats (bench/dataplane.md)."""
     _need_valgrind()
     res: dict = {}
     with tempfile.TemporaryDirectory(prefix="fh-cg-") as tmp:
         for mode in ("full", "rx-only"):
-            res[mode] = _callgrind_run(pcap, mode, tmp, ab)
+            res[mode] = _callgrind_run(pcap, mode, tmp, ab, exit_idle_ms)
     if raw is not None:
         raw.update(res)
     f, r = res["full"], res["rx-only"]
@@ -260,7 +262,9 @@ def callgrind_pass(pcap: Path, ab: bool = False, raw: dict | None = None) -> dic
     own = {"loop (beyond rx-only's)": per(own_loop), "fh_net_parse": per(fi.get("fh_net_parse", 0)),
            "fh_engine_batch_begin": per(fi.get("fh_engine_batch_begin", 0) + fi.get("fh_engine_batch_begin_at", 0)),
            "fh_engine_batch_end (+ fh_seg_wake)": per(fi.get("fh_engine_batch_end", 0))}
-    engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0)  # one message / a datagram's run
+    # one message / a run of blocks / a datagram (fh_engine_apply_datagram: its framing checked in the engine's walk;
+    # it calls fh_engine_apply_blocks only beyond 128 messages, which no datagram of an MTU of 1500 carries)
+    engine = fi.get("fh_engine_apply", 0) + fi.get("fh_engine_apply_blocks", 0) + fi.get("fh_engine_apply_datagram", 0)
     mold = sum(fs.get(fn, 0) for fn in _MOLD_FUNCS)
     m = max(1, f["messages"])
     return {

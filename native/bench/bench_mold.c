@@ -1,4 +1,5 @@
-/* fh-bench-mold FILE [a|ab] [--mtu N]: MoldUDP64 sequencing alone, for callgrind (bench/sequencing.md).
+/* fh-bench-mold FILE [a|ab] [--mtu N] [--consumer none|checking|engine|engine-blocks]: MoldUDP64 sequencing
+ * alone, or with the book engine, for callgrind (bench/sequencing.md).
  *
  * FILE, a daily ITCH file, is cut into MoldUDP64 datagrams filled to the MTU (blocks up to MTU - 48 bytes, as
  * fh pcap synth fills them: IPv4 + UDP 28, MoldUDP64 header 20) in memory. run_day() then hands every
@@ -10,6 +11,13 @@
  *   valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply fh-bench-mold DAY ab   (+ the B duplicates)
  *
  * count the sequencing's own instructions (the consumer's empty calls included: a call and a return each).
+ * --consumer: "none" (the default) does nothing and trusts its blocks (fh/consumer.h's framing NULL: the feed
+ * checks the framing before the call, framed_fast); "checking" does nothing but declares ITCH framing, so the
+ * feed's fast path leaves the check to it (the sequencing's own part when the engine checks); "engine" is the
+ * book engine's consumer (fh_engine_consumer: fh_engine_apply_datagram checks the framing in its walk; a private
+ * segment, publishing off), "engine-blocks" the same consumer without its apply_datagram: the feed checks, then
+ * fh_engine_apply_blocks walks (the division of labour before the engine checked).
+ * With an engine the count is sequencing and engine together, in the same run.
  * bench/sequencing.sh runs both and prints instructions a message (A) and a B datagram. Prints one JSON line:
  * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
  * duplicate), and ns a message (min of the repeats; indicative only on a shared machine). */
@@ -19,6 +27,7 @@
 
 #include "bench_dgrams.h"
 #include "bench_util.h"
+#include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
 
@@ -32,6 +41,13 @@ static __attribute__((noinline)) void c_blocks(void *c, const char *s, uint64_t 
 {
     (void)c, (void)s, (void)q, (void)p, (void)l;
     __asm__ volatile("" ::"r"(n));
+}
+static __attribute__((noinline)) int c_datagram(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p,
+                                                size_t l)
+{
+    (void)c, (void)s, (void)q, (void)p, (void)l;
+    __asm__ volatile("" ::"r"(n));
+    return 0;
 }
 static __attribute__((noinline)) void c_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l)
 {
@@ -61,12 +77,15 @@ int main(int argc, char **argv)
 {
     const char *file = NULL;
     int ab = 1, repeats = 1;
+    const char *consumer = "none";
     unsigned mtu = 340;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "a") || !strcmp(argv[i], "ab"))
             ab = argv[i][1] == 'b';
         else if (!strcmp(argv[i], "--mtu") && i + 1 < argc)
             mtu = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--consumer") && i + 1 < argc)
+            consumer = argv[++i];
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
             repeats = atoi(argv[++i]);
         else if (!file && argv[i][0] != '-')
@@ -74,8 +93,11 @@ int main(int argc, char **argv)
         else
             file = NULL, i = argc;
     }
-    if (!file || mtu < 120 || mtu > 9000 || repeats < 1 || repeats > 100) {
-        fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100]\n", argv[0]);
+    int kind = !strcmp(consumer, "none") ? 0 : !strcmp(consumer, "checking") ? 1 : !strcmp(consumer, "engine") ? 2
+             : !strcmp(consumer, "engine-blocks") ? 3 : -1;
+    if (!file || mtu < 120 || mtu > 9000 || repeats < 1 || repeats > 100 || kind < 0) {
+        fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100] "
+                "[--consumer none|checking|engine|engine-blocks]\n", argv[0]);
         return 2;
     }
     size_t len;
@@ -87,7 +109,19 @@ int main(int argc, char **argv)
     fh_mold_cfg_t mc;
     fh_mold_cfg_defaults(&mc, 1000000); /* ticks: 1 a ns-ish; nothing here waits */
     mc.msg_len = fh_itch_len;
-    const fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end };
+    fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end, kind == 1 ? c_datagram : NULL,
+                                kind == 1 ? fh_itch_len : NULL };
+    fh_engine_t *eng = NULL;
+    if (kind >= 2) {
+        fh_engine_cfg_t ec = { 65535, 8u << 20, 4u << 20 };
+        if (!(eng = fh_engine_create(&ec))) {
+            fprintf(stderr, "fh-bench-mold: %s\n", fh_errmsg());
+            return 2;
+        }
+        fh_engine_consumer(eng, &none);
+        if (kind == 3) /* apply_blocks only (fh_engine_apply_blocks): the feed checks the framing first */
+            none.apply_datagram = NULL, none.framing = NULL;
+    }
     uint64_t best = UINT64_MAX;
     for (int r = 0; r < repeats; r++) {
         fh_mold_feed_free(&feed);
@@ -96,6 +130,8 @@ int main(int argc, char **argv)
             return 2;
         }
         fh_mold_feed_set_consumer(&feed, &none);
+        if (eng)
+            fh_engine_reset(eng);
         uint64_t t0 = now_ns();
         run_day(ab);
         uint64_t t = now_ns() - t0;
@@ -103,10 +139,17 @@ int main(int argc, char **argv)
     }
     uint64_t applied = feed.counters[FH_M_applied], dups = feed.counters[FH_M_duplicates];
     int ok = applied == msgs && dups == (ab ? msgs : 0) && !feed.gap_open && feed.next_seq == msgs + 1;
-    printf("{\"mode\": \"%s\", \"mtu\": %u, \"messages\": %llu, \"datagrams\": %zu, \"applied\": %llu, "
+    if (eng) { /* every message reached the engine, none refused */
+        uint64_t c[FH_C_COUNT];
+        fh_engine_counters(eng, c);
+        ok = ok && c[FH_C_messages] == msgs && feed.counters[FH_M_malformed] == 0;
+    }
+    printf("{\"mode\": \"%s\", \"consumer\": \"%s\", \"mtu\": %u, \"messages\": %llu, \"datagrams\": %zu, \"applied\": %llu, "
            "\"duplicates\": %llu, \"ok\": %s, \"ns_per_msg_min\": %.2f}\n",
-           ab ? "ab" : "a", mtu, (unsigned long long)msgs, ndg, (unsigned long long)applied,
+           ab ? "ab" : "a", consumer, mtu, (unsigned long long)msgs, ndg, (unsigned long long)applied,
            (unsigned long long)dups, ok ? "true" : "false", (double)best / (double)msgs);
+    if (eng)
+        fh_engine_destroy(eng);
     fh_mold_feed_free(&feed);
     return ok ? 0 : 1;
 }

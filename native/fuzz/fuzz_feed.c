@@ -13,6 +13,8 @@
  *
  * Every call goes to a twin feed too, whose datagrams all take the full path (fh_mold_feed_t.fast closed): the
  * two must agree on what they deliver, return and count (the fast path decides as the full path would). With
+ * ITCH lengths, the fuzzed feed's fast path leaves a datagram's framing to the engine's walk
+ * (fh_engine_apply_datagram), the twin checks it itself (framed()): the same answers, or the two disagree. With
  * bit 6 of the configuration clear, the feed checks ITCH lengths (cfg.msg_len), as the data plane's does.
  * After each operation: the hold-back buffer holds at most its size, the requests in flight at most
  * max_outstanding, the sequence to apply never goes back within a session; at the end the books keep
@@ -100,6 +102,16 @@ static void tap_blocks(void *c, const char *s, uint64_t q, uint32_t n, const uin
     if (t->next.apply_blocks)
         t->next.apply_blocks(t->next.ctx, s, q, n, p, l);
 }
+/* the same delivery, its framing checked by the engine first (what the fuzzed feed's fast path hands over
+ * unchecked): a datagram it refuses was not delivered */
+static int tap_datagram(void *c, const char *s, uint64_t q, uint32_t n, const uint8_t *p, size_t l)
+{
+    tap_t *t = c;
+    if (t->next.apply_datagram(t->next.ctx, s, q, n, p, l) < 0)
+        return -1;
+    mix(t, 1), mix(t, q), mix(t, n), mix_bytes(t, (const uint8_t *)s, 10), mix_bytes(t, p, l);
+    return 0;
+}
 static void tap_apply(void *c, const char *s, uint64_t q, const uint8_t *m, size_t l)
 {
     tap_t *t = c;
@@ -130,7 +142,9 @@ static void tap_end(void *c, const char *s, uint64_t q)
 }
 static void tap_consumer(tap_t *t, fh_feed_consumer_t *out)
 {
-    *out = (fh_feed_consumer_t){ t, tap_blocks, tap_apply, tap_lost, tap_begin, tap_end };
+    /* the fuzzed feed's: the engine's framing (its fast path leaves the check to the engine); the twin's: none */
+    *out = (fh_feed_consumer_t){ t, tap_blocks, tap_apply, tap_lost, tap_begin, tap_end,
+                                 t->next.apply_datagram ? tap_datagram : NULL, t->next.framing };
 }
 
 /* The twin: the same feed, every datagram on the full path (fh_mold_feed_t.fast closed before each), which

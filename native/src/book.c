@@ -1131,6 +1131,13 @@ static void c_apply_blocks(void *ctx, const char *session, uint64_t first_seq, u
     fh_engine_apply_blocks((fh_engine_t *)ctx, p, len);
 }
 
+static int c_apply_datagram(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                            size_t len)
+{
+    (void)session, (void)first_seq;
+    return fh_engine_apply_datagram((fh_engine_t *)ctx, p, len, count);
+}
+
 static void c_apply(void *ctx, const char *session, uint64_t seq, const uint8_t *m, size_t len)
 {
     (void)session, (void)seq;
@@ -1158,7 +1165,10 @@ static void c_snapshot_end(void *ctx, const char *session, uint64_t seq)
 
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
 {
-    *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end };
+    /* apply_datagram checks a datagram's framing with ITCH's lengths as it walks it (a feed with the same table
+     * then does not walk it first) */
+    *out = (fh_feed_consumer_t){ e, c_apply_blocks, c_apply, c_lost, c_snapshot_begin, c_snapshot_end,
+                                 c_apply_datagram, fh_itch_len };
 }
 
 /* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
@@ -1252,6 +1262,62 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
 {
     return e->publish ? apply_blocks(e, p, len, true) : apply_blocks(e, p, len, false);
+}
+
+/* walk_chunk for one whole datagram of count <= DATAGRAM_WALK blocks, with its framing checked on the way: each
+ * block non-empty, within [p, end), of its type's length when the type is known (msg_len, ITCH's), and exactly
+ * count of them ending at end (fh_blocks_framed's answer with fh_itch_len). Returns 0, or -1: misframed. */
+static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t *e, const uint8_t *q,
+                                                               const uint8_t *end, uint32_t count, walked_t *w)
+{
+    const order_t *orders = e->orders;
+    uint64_t mask = e->mask;
+    for (uint32_t c = 0; c < count; c++) {
+        if (FH_UNLIKELY(end - q < 3))
+            return -1;
+        size_t n = fh_be16(q), left = (size_t)(end - q) - 2;
+        const uint8_t *m = q + 2;
+        size_t want = e->msg_len[m[0]];
+        if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
+            return -1;
+        w[c].m = m;
+        w[c].n = n;
+        if (FH_LIKELY(n >= 19)) {
+            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
+            if (m[0] == 'U' && n >= 27)
+                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+        }
+        q = m + n;
+    }
+    return q == end ? 0 : -1;
+}
+
+/* fh_engine_apply_datagram: a datagram of up to DATAGRAM_WALK messages (an MTU of 1500 carries at most 105 ITCH
+ * messages) walked (checked, prefetched) once, then applied; a longer one checked by fh_blocks_framed first,
+ * then applied by the block loop. */
+#define DATAGRAM_WALK 128
+static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len,
+                                                                uint32_t count, bool publish)
+{
+    walked_t w[DATAGRAM_WALK];
+    if (FH_UNLIKELY(count > DATAGRAM_WALK)) {
+        if (!fh_blocks_framed(p, len, count, e->msg_len))
+            return -1;
+        fh_engine_apply_blocks(e, p, len);
+        return 0;
+    }
+    if (FH_UNLIKELY(walk_datagram(e, p, p + len, count, w)))
+        return -1;
+    e->now_tsc = tsc_now();
+    for (uint32_t i = 0; i < count; i++)
+        apply_one(e, w[i].m, w[i].n, publish);
+    batch_end(e);
+    return 0;
+}
+
+int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t count)
+{
+    return e->publish ? apply_datagram(e, p, len, count, true) : apply_datagram(e, p, len, count, false);
 }
 
 /* ---- readers --------------------------------------------------------------------------------------- */

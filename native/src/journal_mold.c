@@ -28,16 +28,34 @@ static inline void advanced(fh_journal_tee_t *t, uint64_t next)
     }
 }
 
-static void tee_apply_blocks(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
-                             size_t len)
+static inline void tee_journal_blocks(fh_journal_tee_t *t, const char *session, uint64_t first_seq, uint32_t count,
+                                      const uint8_t *p, size_t len)
 {
-    fh_journal_tee_t *t = ctx;
     same_session(t, session);
     t->in_snapshot &= !first_seq;
     fh_journal_append_msgs(t->j, session, first_seq, (uint16_t)count, p, len);
     if (first_seq)
         advanced(t, first_seq + count);
+}
+
+static void tee_apply_blocks(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                             size_t len)
+{
+    fh_journal_tee_t *t = ctx;
+    tee_journal_blocks(t, session, first_seq, count, p, len);
     t->next.apply_blocks(t->next.ctx, session, first_seq, count, p, len);
+}
+
+/* A datagram whose framing the next consumer (the engine) checks: passed on first; refused, it was not
+ * delivered and is not journaled. */
+static int tee_apply_datagram(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                              size_t len)
+{
+    fh_journal_tee_t *t = ctx;
+    if (FH_UNLIKELY(t->next.apply_datagram(t->next.ctx, session, first_seq, count, p, len) < 0))
+        return -1;
+    tee_journal_blocks(t, session, first_seq, count, p, len);
+    return 0;
 }
 
 static void tee_apply(void *ctx, const char *session, uint64_t seq, const uint8_t *m, size_t len)
@@ -99,7 +117,9 @@ static void tee_snapshot_end(void *ctx, const char *session, uint64_t seq)
 
 void fh_journal_tee_consumer(fh_journal_tee_t *t, fh_feed_consumer_t *out)
 {
-    *out = (fh_feed_consumer_t){ t, tee_apply_blocks, tee_apply, tee_lost, tee_snapshot_begin, tee_snapshot_end };
+    /* the next one's framing check is the tee's */
+    *out = (fh_feed_consumer_t){ t, tee_apply_blocks, tee_apply, tee_lost, tee_snapshot_begin, tee_snapshot_end,
+                                 t->next.apply_datagram ? tee_apply_datagram : NULL, t->next.framing };
 }
 
 void fh_journal_tee_attach(fh_journal_tee_t *t, fh_mold_feed_t *f)

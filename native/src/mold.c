@@ -50,7 +50,14 @@ static void none_apply(void *c, const char *s, uint64_t q, const uint8_t *m, siz
 static void none_lost(void *c, const char *s, uint64_t a, uint64_t b) { (void)c, (void)s, (void)a, (void)b; }
 static void none_begin(void *c, const char *s) { (void)c, (void)s; }
 static void none_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
-static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end };
+static const fh_feed_consumer_t no_consumer = { NULL, none_blocks, none_apply, none_lost, none_begin, none_end,
+                                                 NULL, NULL };
+
+/* The consumer checks the framing of what the fast path hands it, with the feed's own table (fh/consumer.h). */
+static void set_framer(fh_mold_feed_t *f)
+{
+    f->consumer_frames = f->out.apply_datagram && f->out.framing && f->out.framing == f->cfg.msg_len;
+}
 
 int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
 {
@@ -93,6 +100,7 @@ int fh_mold_feed_init(fh_mold_feed_t *f, const fh_mold_cfg_t *cfg)
         if (f->frame_adv[t] > f->frame_max)
             f->frame_max = f->frame_adv[t];
     }
+    set_framer(f);
     if (cfg->hold) {
         void *mem = cfg->hold_mem;
         if (!mem) {
@@ -118,7 +126,11 @@ void fh_mold_feed_free(fh_mold_feed_t *f)
     f->own_hold = 0;
 }
 
-void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c) { f->out = c ? *c : no_consumer; }
+void fh_mold_feed_set_consumer(fh_mold_feed_t *f, const fh_feed_consumer_t *c)
+{
+    f->out = c ? *c : no_consumer;
+    set_framer(f);
+}
 
 int fh_mold_apply_unsequenced(const uint8_t *d, size_t len, const fh_feed_consumer_t *c, uint64_t *malformed)
 {
@@ -385,36 +397,11 @@ static inline int confirmed(const fh_mold_feed_t *f, uint32_t lines, uint32_t co
 
 /* 1 when the datagram's `count` blocks fill it exactly (and, with cfg.msg_len, each block is non-empty and,
  * when its type is known, of its type's length): the framing is checked whole before anything of the datagram
- * is used. One pass, a few instructions a block: the hot path pays it on every datagram it applies. */
+ * is used (fh_blocks_framed). The full path's check; the fast path leaves it to a consumer that checks framing
+ * with the same table (fh/consumer.h), or uses framed_fast. */
 static inline int framed(const fh_mold_feed_t *f, const uint8_t *d, size_t len, unsigned count)
 {
-    const uint8_t *p = d + FH_MOLD_HDR_LEN, *end = d + len;
-    const uint8_t *ml = f->cfg.msg_len;
-    if (ml) {
-        for (; count; count--) {
-            size_t left = (size_t)(end - p), n;
-            if (FH_UNLIKELY(left < 3))
-                return 0;
-            n = fh_be16(p);
-            if (FH_UNLIKELY(n - 1 >= left - 2)) /* empty, or past the end */
-                return 0;
-            unsigned want = ml[p[2]];
-            if (FH_UNLIKELY(want != n) && want)
-                return 0;
-            p += 2 + n;
-        }
-        return p == end;
-    }
-    for (; count; count--) {
-        size_t left = (size_t)(end - p), n;
-        if (FH_UNLIKELY(left < 2))
-            return 0;
-        n = fh_be16(p);
-        if (FH_UNLIKELY(n > left - 2))
-            return 0;
-        p += 2 + n;
-    }
-    return p == end;
+    return fh_blocks_framed(d + FH_MOLD_HDR_LEN, len - FH_MOLD_HDR_LEN, count, f->cfg.msg_len);
 }
 
 /* framed()'s check of the block at offset o (3 bytes or more left): the offset after it, or 0 (misframed). */
@@ -748,14 +735,52 @@ static __attribute__((noinline)) int apply_slow(fh_mold_feed_t *f, const uint8_t
                                                 uint64_t now)
 {
     int r = apply_full(f, d, len, line, now);
-    f->fast = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
-              !f->snap_pending && f->state == state_of(f);
+    int open = f->cfg.msg_len && f->have_session && !f->provisional && !f->fresh_session && !f->gap_open &&
+               !f->snap_pending && f->state == state_of(f);
+    f->fast = open ? ~f->cfg.recovery_lines & ((1u << FH_MOLD_MAX_LINES) - 1) : 0; /* the feed lines */
     return r;
 }
 
-/* The next datagram in order, on the fast path: framed, then applied whole (the full path when misframed). */
-static __attribute__((noinline)) int apply_next(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
-                                                uint64_t now)
+/* The next datagram in order, on the fast path, once handed over: the feed's position and the line's accounting. */
+static inline __attribute__((always_inline)) int took_next(fh_mold_feed_t *f, fh_mold_line_t *L, uint64_t seq,
+                                                           unsigned count)
+{
+    uint64_t next = seq + count;
+    if (FH_LIKELY(L->next == seq)) { /* line_carried, the line in order */
+        L->messages += count;
+        L->next = next;
+    } else {
+        line_carried(L, seq, count);
+    }
+    f->next_seq = f->known_hi = next;
+    f->counters[FH_M_applied] += count;
+    L->won += count;
+    return (int)count;
+}
+
+/* The next datagram in order, on the fast path, the consumer checking its framing as it walks the blocks
+ * (consumer_frames): handed over whole, then counted; refused (misframed, nothing applied), it is counted as
+ * apply_full counts it, and the feed's state is what apply_full leaves. Only f, L and count live across the
+ * call. */
+static __attribute__((noinline)) int apply_next(fh_mold_feed_t *f, const uint8_t *d, size_t len,
+                                                fh_mold_line_t *L, uint64_t now, unsigned count)
+{
+    f->now = now;
+    f->counters[FH_M_datagrams]++;
+    L->datagrams++;
+    L->last_rx = now ? now : 1;
+    /* the books' work (a consumer reads nothing of the feed; next_seq is the datagram's sequence) */
+    if (FH_UNLIKELY(f->out.apply_datagram(f->out.ctx, f->session, f->next_seq, count, d + FH_MOLD_HDR_LEN,
+                                          len - FH_MOLD_HDR_LEN) < 0)) {
+        f->counters[FH_M_malformed]++;
+        return 0;
+    }
+    return took_next(f, L, f->next_seq, count);
+}
+
+/* The same for a consumer that trusts its blocks: framed here first (framed_fast), the full path when misframed. */
+static __attribute__((noinline)) int apply_next_framed(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
+                                                       uint64_t now)
 {
     const uint64_t seq = f->next_seq; /* the datagram's, as fh_mold_feed_apply found */
     const unsigned count = fh_be16(d + 18);
@@ -766,15 +791,7 @@ static __attribute__((noinline)) int apply_next(fh_mold_feed_t *f, const uint8_t
     f->counters[FH_M_datagrams]++;
     L->datagrams++;
     L->last_rx = now ? now : 1;
-    if (FH_LIKELY(L->next == seq)) { /* line_carried, the line in order */
-        L->messages += count;
-        L->next = seq + count;
-    } else {
-        line_carried(L, seq, count);
-    }
-    f->next_seq = f->known_hi = seq + count;
-    f->counters[FH_M_applied] += count;
-    L->won += count;
+    took_next(f, L, seq, count);
     /* the books' work last (a consumer reads nothing of the feed) */
     f->out.apply_blocks(f->out.ctx, f->session, seq, count, d + FH_MOLD_HDR_LEN, len - FH_MOLD_HDR_LEN);
     return (int)count;
@@ -786,14 +803,15 @@ int fh_mold_feed_apply(fh_mold_feed_t *f, const uint8_t *d, size_t len, int line
      * datagram in order (applied whole), and a copy of applied ones (the other line's: counted). Nothing else
      * of the feed's state needs a look while `fast` holds (see fh_mold_feed_t); anything else, or a datagram
      * whose framing is wrong, takes the full path, which decides as if the fast path did not exist. */
-    if (FH_LIKELY(f->fast) && FH_LIKELY((unsigned)line < FH_MOLD_MAX_LINES && len >= FH_MOLD_HDR_LEN)) {
+    if (FH_LIKELY((unsigned)line < FH_MOLD_MAX_LINES) && FH_LIKELY((f->fast >> line) & 1) &&
+        FH_LIKELY(len >= FH_MOLD_HDR_LEN)) {
         uint64_t seq = fh_be64(d + 10), next = f->next_seq;
         unsigned count = fh_be16(d + 18);
-        if (FH_LIKELY(count - 1u < 0xFFFEu && !(seq >> 62) && same_session(f->session, d) &&
-                      !((f->cfg.recovery_lines >> line) & 1))) {
+        if (FH_LIKELY(count - 1u < 0xFFFEu && !(seq >> 62) && same_session(f->session, d))) {
             fh_mold_line_t *L = &f->line[line];
             if (FH_LIKELY(seq == next))
-                return apply_next(f, d, len, line, now);
+                return FH_LIKELY(f->consumer_frames) ? apply_next(f, d, len, L, now, count)
+                                                     : apply_next_framed(f, d, len, line, now);
             if (seq - 1 < next - 1 && count <= next - seq) {
                 /* A copy of what was applied (the B line, most of the time): counted without walking its
                  * blocks. */

@@ -640,6 +640,48 @@ static void test_misframed(void)
     CHECK_EQ(f.state, FH_FEED_LIVE);
 }
 
+/* The fast path with the engine checking the framing (fh/consumer.h's `framing`, fh_engine_apply_datagram): an
+ * in-order datagram is handed over unchecked, and a misframed one is refused by the engine's walk before any of
+ * its messages is applied, counted malformed as the full path counts it; the fast path stays open. */
+static void test_engine_frames(void)
+{
+    fh_mold_cfg_t c = cfg_server();
+    c.msg_len = fh_itch_len;
+    fresh(&c, 40);
+    CHECK(f.consumer_frames);
+    CHECK_EQ(send_(0, 1, 10, 0), 10);
+    CHECK_EQ(send_(1, 1, 10, 0), 0); /* the session seen on two lines: believed, the fast path opens */
+    CHECK(f.fast);
+    uint64_t cnt[FH_C_COUNT];
+    fh_engine_counters(e, cnt);
+    const uint64_t before = cnt[FH_C_messages];
+    size_t n = dgram(buf, SESSION, 11, 10);
+    buf[n] = 0;
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n + 1, 0, 0), 0); /* a byte after the last block */
+    fh_put_be16(buf + 18, 9);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0); /* a block more than the count */
+    fh_put_be16(buf + 18, 11);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0); /* a count that overruns */
+    buf[n] = 0, buf[n + 1] = 0;
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n + 2, 0, 0), 0); /* the eleventh block empty */
+    fh_put_be16(buf + 18, 10);
+    uint8_t t = buf[22];
+    buf[22] = t == 'D' ? 'A' : 'D'; /* the first block's length no longer its type's */
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0);
+    buf[22] = t;
+    fh_engine_counters(e, cnt);
+    CHECK_EQ(cnt[FH_C_messages], before); /* nothing of them applied */
+    CHECK_EQ(C(FH_M_malformed), 5);
+    CHECK(f.fast);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 10);
+    for (uint64_t s = 21; s <= 40; s += 10)
+        CHECK_EQ(send_(0, s, 10, 0), 10);
+    CHECK(books_equal());
+    CHECK_EQ(C(FH_M_applied), 40);
+    CHECK_EQ(f.line[0].won, 40);
+    CHECK_EQ(f.line[0].messages, 40);
+}
+
 /* Holes: a message inside a hole splits it; every hole ends filled or given up (unrecoverable <= gaps). */
 static void test_gap_counting(void)
 {
@@ -980,6 +1022,7 @@ int main(void)
     test_far_jumps();
     test_late_join();
     test_misframed();
+    test_engine_frames();
     test_gap_counting();
     test_random_property();
     test_line_states();

@@ -33,4 +33,24 @@ static inline fh_block_rc_t fh_blocks_next(fh_blocks_t *w, const uint8_t **msg, 
     return FH_BLOCK_OK;
 }
 
+/* 1 when [p, p+len) is exactly `count` blocks, each non-empty and, where msg_len (256 entries, or NULL) gives its
+ * type's (first byte's) length, of that length; else 0. The reference check of a MoldUDP64 datagram's framing
+ * (fh/mold.h, fh/consumer.h's `framing`). msg_len NULL: lengths only (empty blocks allowed). */
+static inline int fh_blocks_framed(const uint8_t *p, size_t len, unsigned count, const uint8_t *msg_len)
+{
+    const uint8_t *end = p + len;
+    for (; count; count--) {
+        size_t left = (size_t)(end - p), n;
+        if (FH_UNLIKELY(left < 2))
+            return 0;
+        n = fh_be16(p);
+        if (FH_UNLIKELY(n > left - 2))
+            return 0;
+        if (msg_len && (n == 0 || (msg_len[p[2]] && msg_len[p[2]] != n)))
+            return 0;
+        p += 2 + n;
+    }
+    return p == end;
+}
+
 #endif

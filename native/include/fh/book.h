@@ -107,8 +107,9 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
  * many changed, or -1 for another status. */
 int fh_engine_set_all_status(fh_engine_t *e, int status);
 
-/* The engine as a sequenced feed's consumer (fh/consumer.h): apply_blocks / apply apply the messages (the
- * session and sequence numbers are not needed here), lost marks every book stale (and the books created
+/* The engine as a sequenced feed's consumer (fh/consumer.h): apply_blocks / apply_datagram (fh_engine_apply_datagram:
+ * it checks the framing, `framing` = fh_itch_len) / apply apply the messages (the session and sequence numbers are not
+ * needed here), lost marks every book stale (and the books created
  * after), snapshot_begin clears the books (stale until the end), snapshot_end marks every book live. */
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
 
@@ -122,6 +123,11 @@ void fh_engine_apply(fh_engine_t *e, const uint8_t *msg, size_t len);
 /* Apply the 2-byte-length blocks in [p, p+len). Returns the bytes consumed: len, or less when the last
  * block is truncated (counted in `truncated`). */
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len);
+/* A MoldUDP64 datagram's count blocks [p, p+len), applied only when their framing is right (fh_blocks_framed
+ * with fh_itch_len: exactly count non-empty blocks filling it, each of a known type of its type's length),
+ * checked whole before any is applied, in the same walk that prefetches their order slots. Returns 0, or -1:
+ * misframed, nothing applied (the caller counts it). The engine's consumer's apply_datagram (fh/consumer.h). */
+int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t count);
 /* One MoldUDP64 datagram without sequencing is the MoldUDP64 layer's: fh_mold_apply_unsequenced (fh/mold.h)
  * to the engine's consumer, counting malformed datagrams in fh_engine_counter_slot(e, FH_C_mold_malformed). */
 

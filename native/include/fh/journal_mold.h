@@ -2,8 +2,9 @@
  *
  * The tee stands between the feed and its consumer (fh/consumer.h): fh_journal_tee_attach takes the feed's
  * consumer (the engine) as its own next one and installs itself, so every run of messages the feed delivers
- * is journaled (FH_JR_MSGS: the datagram's own blocks, one record, in the common case; one message at a time
- * from the hold-back buffer), every range it gives up is journaled (FH_JR_LOST), and then passed on. The
+ * is journaled (FH_JR_MSGS: the datagram's own blocks, one record, in the common case, journaled once the
+ * next consumer has taken them when it checks their framing, apply_datagram in fh/consumer.h; one message at a
+ * time from the hold-back buffer), every range it gives up is journaled (FH_JR_LOST), and then passed on. The
  * journal is the feed's delivery, exactly, by construction: nothing is inferred from the feed's state.
  *
  * Marks: after each fh_mold_feed_apply the caller hands the datagram to fh_journal_tee, which journals a
@@ -43,7 +44,8 @@ typedef struct fh_journal_tee {
 void fh_journal_tee_init(fh_journal_tee_t *t, fh_journal_t *j);
 /* Put the tee between the feed and its current consumer (set the engine first: fh_mold_feed_set_consumer). */
 void fh_journal_tee_attach(fh_journal_tee_t *t, fh_mold_feed_t *f);
-/* The consumer that journals, then passes on to t->next. */
+/* The consumer that journals, then passes on to t->next (apply_datagram: passed on first, journaled once taken;
+ * present, with its `framing`, when t->next has one: set t->next first). */
 void fh_journal_tee_consumer(fh_journal_tee_t *t, fh_feed_consumer_t *out);
 /* The marks (cold): after fh_mold_feed_apply(f, d, len, ...) of a heartbeat or an end of session. */
 void fh_journal_tee_mark(fh_journal_tee_t *t, const uint8_t *d, size_t len);

@@ -238,15 +238,18 @@ typedef struct fh_mold_feed {
                                          * in `confirm` datagrams: replaced by another, it leaves the books
                                          * stale (what it applied may have been a stray's) */
     uint32_t sess_lines, sess_count;
-    /* The in-order fast path of fh_mold_feed_apply: open (1) when nothing but a datagram's own checks stands
-     * between the next datagram in order (or a copy of applied ones) and its outcome: a session believed and not
-     * provisional, its first datagram taken, no gap open, no snapshot awaited, `state` current. Recomputed after
-     * every datagram that took the full path; fh_mold_feed_resume closes it. */
-    int fast;
+    /* The in-order fast path of fh_mold_feed_apply, by line: bit i set (for every feed line, not the recovery
+     * lines) when nothing but a datagram's own checks stands between the next datagram in order (or a copy of
+     * applied ones) and its outcome: a session believed and not provisional, its first datagram taken, no gap
+     * open, no snapshot awaited, `state` current; 0 otherwise. Recomputed after every datagram that took the full
+     * path; fh_mold_feed_resume closes it. */
+    uint32_t fast;
     uint32_t frame_len[256];            /* cfg.msg_len as a block's 2 length bytes lie in memory (0x10000: no
                                          * known length, the full check decides) */
     uint8_t frame_adv[256];             /* 2 + that length */
     uint32_t frame_max;                 /* the largest frame_adv */
+    int consumer_frames;                /* the consumer checks framing with cfg.msg_len (fh/consumer.h's
+                                         * `framing`): the fast path hands it a datagram unchecked */
 } fh_mold_feed_t;
 
 /* Defaults: gap_wait etc. given in ticks_per_ms units (the data plane: TSC ticks per ms). */
