@@ -1310,7 +1310,7 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         return -1;
     e->now_tsc = tsc_now();
     for (uint32_t i = 0; i < count; i++)
-        apply_one(e, w[i].m, w[i].n, publish);
+        apply_one(e, w[i].m, w[i].n, publish, true); /* walked: no empty block gets here */
     batch_end(e);
     return 0;
 }
