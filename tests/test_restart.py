@@ -196,7 +196,9 @@ server = "10.77.0.1:18000"
 source = "10.77.0.2:40000"
 mac = "{_mac(lab)}"
 gap_wait_us = 300000
-max_messages = 5
+timeout_ms = 200
+retries = 7
+max_messages = 20
 max_outstanding = 1
 [nic]
 vdev = "net_af_packet0,iface={lab.dp_if}"
@@ -385,7 +387,8 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
                 _wait_recorder(name)
             status = json.loads(fh("status", "--name", name, "--json", check=False).stdout)
             assert snd.wait(120) == 0, snd.stderr.read()
-            out, _ = runs[-1].communicate(timeout=120)
+            out, _ = runs[-1].communicate(timeout=300)
+            (tmp_path / "stats.json").write_text(out)  # the last data plane's statistics, kept for a failure
             assert runs[-1].returncode == 0, logs[-1].read_text()
         stats = json.loads(out)
         books = replay.segment_books(seg)
