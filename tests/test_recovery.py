@@ -185,12 +185,30 @@ def _server_lab(clean):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
-            time.sleep(1.0)  # the server listening
+            _listening(srv)
             yield lab, ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",
                         "--igmp", "off"]
         finally:
             srv.terminate()
             srv.communicate(timeout=10)
+
+
+def _listening(srv: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `fh retransmit-server` says it is listening. Not a fixed sleep: on a loaded host its start (the
+    interpreter, the capture read) can take seconds, and requests sent before it binds go unanswered until a
+    request's retries run out and its gap is given up."""
+    import select
+
+    t0, seen = time.monotonic(), b""
+    while time.monotonic() - t0 < timeout:
+        if select.select([srv.stderr], [], [], 0.1)[0]:
+            chunk = os.read(srv.stderr.fileno(), 65536)  # raw: what the text wrapper never buffered
+            seen += chunk
+            if b"listening on" in seen:
+                return
+            if not chunk:
+                raise AssertionError(f"fh retransmit-server ended ({srv.wait()}): {seen.decode(errors='replace')}")
+    raise AssertionError(f"fh retransmit-server did not listen within {timeout} s: {seen.decode(errors='replace')}")
 
 
 def _mac(lab) -> str:

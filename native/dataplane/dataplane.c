@@ -117,12 +117,13 @@ int dp_open_feed(dp_t *dp)
     if (o->restore) { /* a restart: the snapshot's books, and the feed goes on after its sequence (what came since
                        * is asked for again or arrives as the feed's later datagrams; earlier ones are duplicates) */
         fh_snapshot_meta_t sm;
-        if (fh_engine_snapshot_load(dp->e, o->restore, &sm)) {
+        if (fh_engine_snapshot_load_stale(dp->e, o->restore, &sm)) { /* stale from the first order loaded */
             fprintf(stderr, "fh-dataplane: --restore: %s\n", fh_errmsg());
             return -1;
         }
         fh_mold_feed_resume(&dp->feed, sm.session, sm.next_seq);
-        fh_engine_set_all_status(dp->e, FH_BOOK_STALE); /* until the lines have delivered what came since */
+        fh_engine_set_all_status(dp->e, FH_BOOK_STALE); /* until the lines have delivered what came since (loaded
+                                                         * stale: this only wakes the readers of the notices) */
         dp->restoring = sm.next_seq, dp->restored_stale = (sm.flags & FH_SNAPSHOT_F_STALE) != 0;
         fprintf(stderr, "fh-dataplane: restored %s: %u books, %" PRIu64 " orders, session %.10s from sequence %" PRIu64 "\n",
                 o->restore, sm.books, sm.orders, sm.session, sm.next_seq);

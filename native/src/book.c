@@ -1585,7 +1585,8 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
     return 0;
 }
 
-int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta)
+/* stale: every book ends stale, each with a stale event when publishing (fh_engine_snapshot_load_stale). */
+static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta, bool stale)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -1682,7 +1683,9 @@ int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t
         book_t *b = book_create(e, sb[i].locate, stock, m);
         book_begin(e, b);
         b->trading_state = sb[i].trading_state;
-        b->status = sb[i].status;
+        /* A published book is never live half-loaded (a reader would trust a book that lacks orders): stale
+         * while its orders come, its status once whole (below). */
+        b->status = e->publish || stale ? FH_BOOK_STALE : sb[i].status;
         b->last_price = sb[i].last_price;
         b->last_shares = sb[i].last_shares;
         b->updates = sb[i].updates - (e->publish ? 1 : 0);
@@ -1713,16 +1716,33 @@ int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t
         book_end(e, b, m);
         b->itch_ts = 0;
     }
-    for (uint32_t i = 0; i < h.nbooks; i++) { /* the books' own figures after their orders */
+    static const uint8_t none[FH_ITCH_HDR_LEN];
+    for (uint32_t i = 0; i < h.nbooks; i++) { /* the books' own figures and status after their orders */
         book_t *b = &e->books[sb[i].locate];
-        b->updates = sb[i].updates;
+        fh_put_be48(m + 5, sb[i].itch_ts);
+        book_begin(e, b);
+        b->status = stale ? FH_BOOK_STALE : sb[i].status;
+        b->updates = sb[i].updates - (e->publish ? 1 : 0);
+        book_end(e, b, m);
         b->itch_ts = sb[i].itch_ts;
+        if (stale && e->publish)
+            emit_simple(e, FH_EV_STALE, b, none);
     }
     memcpy(e->counters, body, sizeof e->counters);
     memcpy(e->type_counts, body + sizeof e->counters, sizeof e->type_counts);
-    e->new_status = (h.flags & FH_SNAPSHOT_F_STALE) ? FH_BOOK_STALE : FH_BOOK_LIVE;
+    e->new_status = stale || (h.flags & FH_SNAPSHOT_F_STALE) ? FH_BOOK_STALE : FH_BOOK_LIVE;
     rc = 0;
 out:
     munmap((void *)p, size);
     return rc;
+}
+
+int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta)
+{
+    return snapshot_load(e, path, meta, false);
+}
+
+int fh_engine_snapshot_load_stale(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta)
+{
+    return snapshot_load(e, path, meta, true);
 }

@@ -559,6 +559,115 @@ static void test_snapshot(void)
     fh_engine_destroy(b);
 }
 
+/* ---- a snapshot loaded into a published segment (a restart, a standby): no reader ever sees a book live with
+ * only part of its orders. A reader thread copies the book while the main thread loads it again and again;
+ * before the fix the book was created with the snapshot's status (live) and filled order by order. ---- */
+#include "fh/seg.h"
+#include "fh/shm_reader.h"
+
+#define LOAD_LOC 7
+typedef struct load_watch {
+    fh_shm_reader_t r;
+    int stop, loading;      /* atomics: set by the main thread */
+    uint32_t want;          /* the bid levels of the whole book */
+    uint64_t during, partial, live_partial, live_during; /* reads during loads: of a book with part of its levels, live */
+} load_watch_t;
+
+static void *watch_load(void *arg)
+{
+    load_watch_t *w = arg;
+    static fh_shm_snapshot_t s;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        int loading = __atomic_load_n(&w->loading, __ATOMIC_ACQUIRE);
+        if (fh_shm_reader_snapshot(&w->r, LOAD_LOC, 1, &s) < 0 || !loading)
+            continue;
+        w->during++;
+        int part = s.book.status != FH_BOOK_EMPTY && s.book.side[0].n != w->want;
+        w->partial += part;
+        if (s.book.status == FH_BOOK_LIVE) {
+            w->live_during++;
+            w->live_partial += part;
+        }
+    }
+    return NULL;
+}
+
+static void add_msg(uint8_t *b, uint64_t ref, uint32_t shares, uint32_t price)
+{
+    memset(b, 0, 36);
+    b[0] = 'A';
+    fh_put_be16(b + 1, LOAD_LOC);
+    fh_put_be48(b + 5, 1000 + ref);
+    fh_put_be64(b + 11, ref);
+    b[19] = 'B';
+    fh_put_be32(b + 20, shares);
+    memcpy(b + 24, "LOADTEST", 8);
+    fh_put_be32(b + 32, price);
+}
+
+static void test_snapshot_load_published(void)
+{
+    fh_engine_cfg_t ec = { FH_MAX_LOCATE, 1u << 17, 1u << 16 };
+    fh_engine_t *a = fh_engine_create(&ec);
+    uint8_t m[36];
+    const uint32_t norders = 60000, nprices = 6000;
+    for (uint32_t i = 1; i <= norders; i++) {
+        add_msg(m, i, 100, 100000 + (i % nprices) * 100);
+        fh_engine_apply(a, m, sizeof m);
+    }
+    char path[128], seg_path[128];
+    snprintf(path, sizeof path, "/tmp/fh-test-load-%d.snap", (int)getpid());
+    snprintf(seg_path, sizeof seg_path, "/dev/shm/fh-test-load-%d", (int)getpid());
+    fh_snapshot_meta_t meta = { .session = "SESSION001", .next_seq = norders + 1, .day = 20261203 }, got;
+    CHECK(fh_engine_snapshot_save(a, &meta, path) == 0, "save: %s", fh_errmsg());
+    fh_seg_cfg_t sc = { .path = seg_path, .name = "load-test", .max_levels = 1u << 16, .event_capacity = 1u << 16,
+                        .depth = 10, .gid = -1 };
+    fh_seg_t *seg = fh_seg_create(&sc);
+    CHECK(seg != NULL, "segment: %s", fh_errmsg());
+    if (!seg)
+        return;
+    fh_engine_t *e = fh_engine_create_on(&ec, seg);
+    static load_watch_t w;
+    w.want = nprices;
+    CHECK(fh_shm_reader_join(&w.r, seg_path) == 0, "join: %s", fh_errmsg());
+    pthread_t th;
+    pthread_create(&th, NULL, watch_load, &w);
+    for (int stale = 0; stale < 2; stale++) {
+        uint64_t d0 = w.during, p0 = w.partial, lp0 = w.live_partial, ld0 = w.live_during;
+        int loads = 0;
+        for (; loads < 300 && w.partial - p0 < 50; loads++) { /* until the reader has caught books half-loaded */
+            uint64_t head = fh_shm_reader_head(&w.r);
+            __atomic_store_n(&w.loading, 1, __ATOMIC_RELEASE);
+            int rc = stale ? fh_engine_snapshot_load_stale(e, path, &got) : fh_engine_snapshot_load(e, path, &got);
+            __atomic_store_n(&w.loading, 0, __ATOMIC_RELEASE);
+            CHECK(rc == 0 && got.orders == norders, "load: %s", fh_errmsg());
+            fh_shm_event_t ev;
+            uint64_t next = head + 1, nstale = 0, other = 0;
+            while (fh_shm_reader_event_next(&w.r, &next, &ev) == 1)
+                ev.type == FH_EV_STALE ? nstale++ : other++;
+            CHECK(nstale == (uint64_t)stale && other == 0, "load %s: %llu stale notices, %llu other events",
+                  stale ? "stale" : "plain", (unsigned long long)nstale, (unsigned long long)other);
+            fh_shm_snapshot_t s;
+            CHECK(fh_shm_reader_snapshot(&w.r, LOAD_LOC, 1, &s) >= 0 && s.book.side[0].n == nprices &&
+                  s.book.status == (stale ? FH_BOOK_STALE : FH_BOOK_LIVE), "after the load: %u levels, status %u",
+                  s.book.side[0].n, s.book.status);
+        }
+        fprintf(stderr, "load %s into a published segment, %d loads: %llu reads during them, %llu of the book "
+                        "half-loaded, %llu live (%llu of the book half-loaded)\n", stale ? "stale" : "plain", loads,
+                (unsigned long long)(w.during - d0), (unsigned long long)(w.partial - p0),
+                (unsigned long long)(w.live_during - ld0), (unsigned long long)(w.live_partial - lp0));
+        CHECK(w.partial - p0 > 0, "the reader thread never read the book half-loaded: inconclusive");
+        CHECK(w.live_partial == lp0, "a reader saw the book live with part of its orders while it loaded");
+    }
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    fh_shm_reader_leave(&w.r);
+    fh_engine_destroy(e);
+    fh_seg_close(seg, 1);
+    fh_engine_destroy(a);
+    unlink(path);
+}
+
 int main(void)
 {
     test_footprint();
@@ -567,6 +676,7 @@ int main(void)
     test_tee();
     test_torture();
     test_snapshot();
+    test_snapshot_load_published();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures != 0;

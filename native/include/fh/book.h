@@ -185,5 +185,9 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
  * version, truncated, a CRC that does not match, an order of no book, more orders or levels than the
  * engine holds). With e NULL, only checks the file. */
 int fh_engine_snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta);
+/* The same for a restart (fh-dataplane --restore): every book loaded stale, each with a stale event when the
+ * engine publishes, and books created from now on start stale, until the caller marks them live (the feed
+ * has caught up). Published books are never seen live while they load, by either function. */
+int fh_engine_snapshot_load_stale(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta);
 
 #endif
