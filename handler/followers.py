@@ -41,16 +41,6 @@ class RecorderProc:
                 "--snapshot-every", str(o["snapshot_every"]), "--snapshot-keep", str(o["snapshot_keep"]),
                 "--fsync", o["fsync"]]
 
-    def _ring_of(self, pid: int) -> bool:
-        try:
-            r = J.JournalRing(self.ring)
-        except (J.JournalError, OSError):
-            return False
-        try:
-            return r.writer_pid == pid
-        finally:
-            r.close()
-
     def poll(self, dataplane_pid: int) -> int | None:
         """Start (or restart) the recorder when the data plane's ring is there. Returns its pid when it was
         started now."""
@@ -60,7 +50,7 @@ class RecorderProc:
             print(f"fh run: {self.name}: fh record (pid {self.proc.pid}) exited with status {self.proc.returncode} "
                   f"while the data plane runs (its output: {self.out_path}); starting it again",
                   file=self.log, flush=True)
-        elif not self._ring_of(dataplane_pid):
+        elif not J.ring_written_by(self.ring, dataplane_pid):
             return None
         os.makedirs(self.dir, exist_ok=True)
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

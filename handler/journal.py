@@ -355,6 +355,19 @@ class JournalFileWriter:
 
 # ---- status (fh status): the ring and its recorder ---------------------------------------------------------
 
+def ring_written_by(path: str, pid: int) -> bool:
+    """Whether the journal ring at PATH is there and was created by process PID (a follower started beside a
+    data plane waits for that data plane's own ring, not a previous run's)."""
+    try:
+        r = JournalRing(path)
+    except (JournalError, OSError):
+        return False
+    try:
+        return r.writer_pid == pid
+    finally:
+        r.close()
+
+
 def ring_path(name: str) -> str:
     return f"/dev/shm/fh-{name}.journal"
 

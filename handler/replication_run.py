@@ -270,24 +270,14 @@ class Replication:
                 "starts": self.starts, "restarts": self.restarts, "fenced": self.fenced, "why": self.why,
                 "state_file": str(state_path(self.cfg.name, self.run_dir))}
 
-    def _journal_of(self, pid: int) -> bool:
-        from . import journal as J
-
-        try:
-            r = J.JournalRing(self.journal)
-        except (J.JournalError, OSError):
-            return False
-        try:
-            return r.writer_pid == pid
-        finally:
-            r.close()
-
     def poll(self, dataplane_pid: int) -> bool:
         """Start a primary's fh-replicate once the data plane's journal is there, restart a dead one (after its
         back-off), switch to primary after a promotion. True when the record changed (the caller writes it to the
         pidfile)."""
         if self.waiting:
-            if not self._journal_of(dataplane_pid):
+            from . import journal as J
+
+            if not J.ring_written_by(self.journal, dataplane_pid):
                 return False
             self.waiting = False
             self.start()

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import fh
+from conftest import fh, run_config
 from handler import process, replay
 from handler import replicate as R
 
@@ -162,32 +162,14 @@ def _check_failover(day, r: dict, timeout_ms: int, hb_ms: int) -> None:
     assert r["events"] == _events_of_a_plain_replay(day)
 
 
-CONFIG = """
-[instance]
-name = "{name}"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-exit_idle_ms = 300
-[replication]
+def _config(name, pcap, role, addr) -> str:
+    return run_config(name, pcap, extra=f"""[replication]
 role = "{role}"
 provider = "tcp"
 {addr}
 heartbeat_ms = 50
 failover_timeout_ms = 300
-"""
+""")
 
 
 def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
@@ -215,7 +197,7 @@ def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
     cfgs = {}
     for n, role, addr in ((pn, "primary", f'peer = "127.0.0.1:{port}"'), (sn, "standby", f'listen = "127.0.0.1:{port}"')):
         cfgs[n] = tmp_path / f"{n}.toml"
-        cfgs[n].write_text(CONFIG.format(name=n, pcap=pcap, role=role, addr=addr))
+        cfgs[n].write_text(_config(n, pcap, role, addr))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = lambda n: subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]),  # noqa: E731
                                       "--keep-segment", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

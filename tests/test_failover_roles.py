@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, run_config
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
@@ -144,32 +144,15 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
                 os.unlink(f)
 
 
-CONFIG = """
-[instance]
-name = "{name}"
-[[feed.lines]]
-name = "A"
-group = "233.54.12.111"
-port = 26477
-[[feed.lines]]
-name = "B"
-group = "233.49.196.111"
-port = 26477
-[nic]
-vdev = "net_pcap0,rx_pcap={pcap}"
-[memory]
-hugepages = false
-mb = 256
-[run]
-idle = "backoff"
-[replication]
+def _config(name, pcap, role, peer, listen) -> str:
+    return run_config(name, pcap, exit_idle_ms=0, extra=f"""[replication]
 role = "{role}"
 provider = "tcp"
 peer = "127.0.0.1:{peer}"
 listen = "127.0.0.1:{listen}"
 heartbeat_ms = 50
 failover_timeout_ms = 1500
-"""
+""")
 
 
 def _fh_json(*args) -> dict:
@@ -195,8 +178,8 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
     a, b = f"fra{tag}", f"frb{tag}"
     pa, pb = _port(), _port()
     cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
-    cfgs[a].write_text(CONFIG.format(name=a, pcap=pcap, role="primary", peer=pb, listen=pa))
-    cfgs[b].write_text(CONFIG.format(name=b, pcap=pcap, role="standby", peer=pa, listen=pb))
+    cfgs[a].write_text(_config(a, pcap, "primary", pb, pa))
+    cfgs[b].write_text(_config(b, pcap, "standby", pa, pb))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     errs = {a: tmp_path / "a.err", b: tmp_path / "b.err", a + "2": tmp_path / "a2.err"}
     procs: list[subprocess.Popen] = []

@@ -238,53 +238,7 @@ static void test_torture(void)
 
 /* ---- the jtee from a MoldUDP64 feed ---- */
 #define NMSG 6000
-static uint8_t msg[NMSG + 1][40];
-static size_t mlen[NMSG + 1];
-
-static void put_add(uint8_t *b, uint16_t loc, uint64_t ref, char side, uint32_t shares, uint32_t price)
-{
-    memset(b, 0, 36);
-    b[0] = 'A';
-    fh_put_be16(b + 1, loc);
-    fh_put_be48(b + 5, ref);
-    fh_put_be64(b + 11, ref);
-    b[19] = (uint8_t)side;
-    fh_put_be32(b + 20, shares);
-    memcpy(b + 24, "SYM     ", 8);
-    b[26] = (uint8_t)('A' + loc);
-    fh_put_be32(b + 32, price);
-}
-
-static void build_stream(void)
-{
-    for (int s = 1; s <= NMSG; s++) {
-        uint8_t *b = msg[s];
-        uint16_t loc = (uint16_t)(1 + s % 5);
-        if (s <= 5) { /* directory */
-            memset(b, ' ', 39);
-            b[0] = 'R';
-            fh_put_be16(b + 1, (uint16_t)s);
-            fh_put_be16(b + 3, 0);
-            fh_put_be48(b + 5, 1);
-            memcpy(b + 11, "SYM", 3);
-            b[13] = (uint8_t)('A' + s);
-            fh_put_be32(b + 21, 100);
-            fh_put_be32(b + 34, 0);
-            mlen[s] = 39;
-        } else if (s % 4 == 0 && s > 20) { /* delete an order added 10 earlier (same locate: 10 % 5 == 0) */
-            b[0] = 'D';
-            fh_put_be16(b + 1, loc);
-            fh_put_be16(b + 3, 0);
-            fh_put_be48(b + 5, (uint64_t)s);
-            fh_put_be64(b + 11, (uint64_t)(s - 10));
-            mlen[s] = 19;
-        } else {
-            put_add(b, loc, (uint64_t)s, s % 2 ? 'B' : 'S', (uint32_t)(100 + s % 50),
-                    (uint32_t)(1000000 + (s % 2 ? -1 : 1) * (int)(s % 40) * 100));
-            mlen[s] = 36;
-        }
-    }
-}
+#include "stream.h"
 
 static size_t dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count, uint64_t msg_base)
 {

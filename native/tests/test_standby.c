@@ -23,48 +23,9 @@
 
 #define NMSG 3000
 #define PER 4 /* messages a datagram */
-static uint8_t msg[NMSG + 1][40];
-static size_t mlen[NMSG + 1];
-static const char *SESS = "SESSION001";
+#include "stream.h"
 
-static void build_stream(void)
-{
-    for (int s = 1; s <= NMSG; s++) {
-        uint8_t *b = msg[s];
-        uint16_t loc = (uint16_t)(1 + s % 5);
-        if (s <= 5) { /* directory */
-            memset(b, ' ', 39);
-            b[0] = 'R';
-            fh_put_be16(b + 1, (uint16_t)s);
-            fh_put_be16(b + 3, 0);
-            fh_put_be48(b + 5, 1);
-            memcpy(b + 11, "SYM", 3);
-            b[13] = (uint8_t)('A' + s);
-            fh_put_be32(b + 21, 100);
-            fh_put_be32(b + 34, 0);
-            mlen[s] = 39;
-        } else if (s % 4 == 0 && s > 20) { /* delete the order added 10 earlier (same locate) */
-            memset(b, 0, 19);
-            b[0] = 'D';
-            fh_put_be16(b + 1, loc);
-            fh_put_be48(b + 5, (uint64_t)s);
-            fh_put_be64(b + 11, (uint64_t)(s - 10));
-            mlen[s] = 19;
-        } else {
-            memset(b, 0, 36);
-            b[0] = 'A';
-            fh_put_be16(b + 1, loc);
-            fh_put_be48(b + 5, (uint64_t)s);
-            fh_put_be64(b + 11, (uint64_t)s);
-            b[19] = s % 2 ? 'B' : 'S';
-            fh_put_be32(b + 20, (uint32_t)(100 + s % 50));
-            memcpy(b + 24, "SYM     ", 8);
-            b[26] = (uint8_t)('A' + loc);
-            fh_put_be32(b + 32, (uint32_t)(1000000 + (s % 2 ? -1 : 1) * (int)(s % 40) * 100));
-            mlen[s] = 36;
-        }
-    }
-}
+static const char *SESS = "SESSION001";
 
 /* Datagram k (0-based): messages k*PER+1 .. k*PER+PER. */
 static size_t dgram(uint8_t *out, uint64_t k)
