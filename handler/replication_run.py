@@ -56,18 +56,16 @@ def standby_journal_of(cfg: config.Config) -> str:
 # ---- the persisted role and epoch ----------------------------------------------------------------------
 
 
-def state_path(name: str, run_dir: Path | None = None) -> Path:
-    """RUN_DIR/NAME.replication.json: run_dir given (fh run: its pidfile's directory), else the first candidate
-    run directory that holds one."""
-    if run_dir is not None:
+def state_path(name: str, run_dir: Path | list[Path]) -> Path:
+    """RUN_DIR/NAME.replication.json: in run_dir (fh run: its pidfile's directory), or in the first of a list of
+    candidate run directories (fh status: supervise.run_dirs()) that holds one."""
+    if not isinstance(run_dir, list):
         return Path(run_dir) / f"{name}.replication.json"
-    from .supervise import run_dirs
-
-    cands = [d / f"{name}.replication.json" for d in run_dirs()]
+    cands = [Path(d) / f"{name}.replication.json" for d in run_dir]
     return next((p for p in cands if p.exists()), cands[0])
 
 
-def read_state(name: str, run_dir: Path | None = None) -> dict | None:
+def read_state(name: str, run_dir: Path | list[Path]) -> dict | None:
     p = state_path(name, run_dir)
     try:
         d = json.loads(p.read_text())
@@ -411,9 +409,10 @@ def stop(p: subprocess.Popen | None, name: str) -> None:
               file=sys.stderr)
 
 
-def status(name: str) -> dict | None:
-    """For fh status: the persisted role and epoch, with the live fh-replicate's state."""
-    st = read_state(name)
+def status(name: str, run_dirs: list[Path]) -> dict | None:
+    """For fh status: the persisted role and epoch (in the first of run_dirs that holds them), with the live
+    fh-replicate's state."""
+    st = read_state(name, run_dirs)
     try:
         live = R.read_status(name)
     except R.ReplicateError:

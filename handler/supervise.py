@@ -454,7 +454,7 @@ def status(name: str, sample_s: float = 0.5) -> dict:
     out["journal"] = journal_status(name)
     from .replication_run import status as replication_status
 
-    out["replication"] = replication_status(name)  # the role held and epoch, fh-replicate's state
+    out["replication"] = replication_status(name, run_dirs())  # the role held and epoch, fh-replicate's state
     if out["replication"] is not None and locked and rec.get("replication"):
         out["replication"]["supervised"] = rec["replication"]
     w = out["writer"]

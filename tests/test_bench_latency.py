@@ -16,6 +16,17 @@ from handler.bench import latency
 from handler.shm import lat_percentile, LAT_UPPER_NS
 
 
+def test_all_received_counts_messages_not_frames_where_two_lines_carry_them():
+    lost = dict.fromkeys(("not_sent", "frames_not_sent", "packet_ring_full_frames", "dataplane_drops",
+                          "gap_messages", "not_applied"), 0)
+    assert latency._all_received(lost, 1) and latency._all_received(lost, 2)
+    ring = {**lost, "packet_ring_full_frames": 3, "gap_messages": 12}
+    assert not latency._all_received(ring, 1)  # one line: the frames' messages are gone
+    assert latency._all_received(ring, 2)  # A and B: the other line carried them (nothing not applied)
+    for k in ("not_sent", "not_applied", "dataplane_drops"):
+        assert not latency._all_received({**ring, k: 1}, 2), k
+
+
 def test_parse_rates():
     assert latency.parse_rates("100k,1M,5M") == [100_000, 1_000_000, 5_000_000]
     assert latency.parse_rates(" 2k , 1.5M,750") == [2000, 1_500_000, 750]

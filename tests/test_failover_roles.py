@@ -172,7 +172,8 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
     would be a failover, which a standby cannot tell from its primary's host dying)."""
     from handler.shm import Reader
 
-    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    run_d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(run_d))
     pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
     tag = uuid.uuid4().hex[:6]
     a, b = f"fra{tag}", f"frb{tag}"
@@ -208,25 +209,26 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
               lambda: f"b following a: {errs[a].read_text()[-500:]}")
         first = R.read_status(a)
         assert first["role"] == "primary" and first["epoch"] == 1
-        assert RR.read_state(a)["role"] == "primary" and "nothing" not in errs[a].read_text()
+        assert RR.read_state(a, run_d)["role"] == "primary" and "nothing" not in errs[a].read_text()
         dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
         for pid in (first["pid"], dp_a, ra.pid):  # a's host dies
             os.kill(pid, signal.SIGKILL)
         ra.wait()
         _wait(lambda: not R.pid_alive(dp_a) and not R.pid_alive(first["pid"]), 30, "a's processes gone")
-        _wait(lambda: (RR.read_state(b) or {}).get("role") == "primary" and _status(b).get("role") == "primary", 30,
+        _wait(lambda: (RR.read_state(b, run_d) or {}).get("role") == "primary"
+              and _status(b).get("role") == "primary", 30,
               lambda: f"b promoted and shipping: {errs[b].read_text()[-800:]}")
-        st_b = RR.read_state(b)
+        st_b = RR.read_state(b, run_d)
         assert st_b["epoch"] == 2 and "promoted" in st_b["why"]
         assert "promoted to primary at epoch 2" in errs[b].read_text()
 
         ra2 = run(a, a + "2")  # the old primary, its configuration still saying primary
-        _wait(lambda: (RR.read_state(a) or {}).get("role") == "standby", 30,
+        _wait(lambda: (RR.read_state(a, run_d) or {}).get("role") == "standby", 30,
               lambda: f"a joining as standby: {errs[a + '2'].read_text()[-800:]}")
         _wait(lambda: messages(a) == 40000, 60, f"a's books from b: {errs[a + '2'].read_text()[-800:]}")
         line = [l for l in errs[a + "2"].read_text().splitlines() if "joining as standby" in l]
         assert len(line) == 1 and "epoch 2" in line[0] and "newer than this host's 1" in line[0], line
-        assert RR.read_state(a)["epoch"] == 2
+        assert RR.read_state(a, run_d)["epoch"] == 2
         assert replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}")
         sa = _fh_json("status", "--name", a)
         assert sa["state"] == "running" and sa["replication"]["role"] == "standby" and \
