@@ -412,3 +412,44 @@ def test_seq_order_lets_symbol_queries_skip_the_sort(day, tmp_path):
         w.close()
         got = query.seq_ordered(tmp_path / name, DATE)["trades"]
         assert got == (name == "one"), name
+
+
+def test_big_partitions_split_into_symbol_range_files(day, tmp_path, monkeypatch):
+    """A partition of more than FILE_ROWS rows is written as several files of consecutive symbol ranges, encoded
+    at once on several threads: the day still equals the reference, each file is sorted by (symbol, seq), a
+    symbol's rows of an hour are in one file, and one symbol's rows still come in sequence order without a sort."""
+    from handler.history import query, writer
+    from handler.history.source import ItchFileSource, build_day
+
+    path, _, _ = day
+    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 300)
+    monkeypatch.setattr(writer, "FILE_ROWS", 1000)
+    root = tmp_path / "h"
+    src = ItchFileSource(path)
+    try:
+        res = build_day(src, root, DATE, snapshot_every_s=600)
+    finally:
+        src.close()
+    assert_same(parquet_day(root), reference_day(path.read_bytes()))
+    split = 0
+    for hour in sorted(root.glob("orders/date=*/hour=*")):
+        files = sorted(hour.glob("*.parquet"))
+        assert sum(pq.read_metadata(f).num_rows for f in files) > 0
+        if len(files) > 1:
+            split += 1
+            assert [f.name.rsplit(".", 2)[1] for f in files] == [f"{i:02d}" for i in range(len(files))]
+        last = None
+        for f in files:
+            t = pq.read_table(f, columns=["symbol", "seq"])
+            keys = list(zip(t["symbol"].to_pylist(), t["seq"].to_pylist()))
+            assert keys == sorted(keys), f"{f}: not sorted by (symbol, seq)"
+            assert last is None or keys[0][0] > last, f"{f}: symbols overlap the file before"
+            last = keys[-1][0]
+    assert split >= 3
+    assert res["files"] == len(list(root.rglob("*.parquet")))
+    ordered = query.seq_ordered(root, DATE)
+    assert ordered["orders"] and ordered["bbo"] and ordered["trades"]
+    con = query.connect(root)
+    for sym, in con.execute("SELECT DISTINCT symbol FROM orders").fetchall()[:10]:
+        seqs = [r[0] for r in con.execute("SELECT seq FROM orders WHERE symbol = ?", [sym]).fetchall()]
+        assert seqs == sorted(seqs) and len(seqs) > 100, sym

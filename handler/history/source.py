@@ -147,7 +147,7 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
                 progress(cols.counters)
         for ch in cols.finish():
             w.add(ch)
-        decode_cpu = time.thread_time() - m0
+        decode_cpu, decoded = time.thread_time() - m0, time.perf_counter() - t0
         eng = cols.engine_counters()
         trailing = src.nbytes - consumed
         counters = {**{k: v for k, v in eng.items() if v}, **src.counters, **cols.counters,
@@ -167,6 +167,10 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
             "messages_per_s": round(cols.counters["messages"] / elapsed) if elapsed > 0 else None,
             "cpu_seconds": round(cpu, 3),
             "decode_cpu_seconds": round(decode_cpu, 3), "write_cpu_seconds": round(w.write_cpu_s, 3),
+            # the stages' overlap: the source decoded by `decoded_seconds` (of which it waited `writer_wait_seconds`
+            # for writers that were behind); the writers finished `tail_seconds` after it
+            "decoded_seconds": round(decoded, 3), "writer_wait_seconds": round(w.wait_s, 3),
+            "tail_seconds": round(elapsed - decoded, 3),
             "counters": counters}
 
 

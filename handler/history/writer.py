@@ -1,10 +1,15 @@
 """The history tree: Parquet files (zstd) in hive partitions, one file per table and hour, written atomically.
 
     ROOT/TABLE/date=YYYY-MM-DD/hour=HH/part-SSSSSSSSSSSS.parquet      (S: the first sequence number in it)
+    ROOT/TABLE/date=YYYY-MM-DD/hour=HH/part-SSSSSSSSSSSS.KK.parquet   (a partition of more than FILE_ROWS rows:
+                                                                        file KK of its symbol ranges)
     ROOT/_manifest/YYYY-MM-DD.json                                       (written last: the day is complete)
 
 Rows of a file are sorted by (symbol, seq), so each row group's min/max statistics on `symbol` let a
-reader skip all but the few row groups of one symbol. A file is written to a hidden `.part-*.parquet.tmp`
+reader skip all but the few row groups of one symbol. A partition of more than FILE_ROWS rows is cut, at
+symbol changes, into files of consecutive symbol ranges that are encoded at once on several threads: one
+symbol's rows of a partition are in one file, and the last hour of a day is not encoded on one thread
+after everything else. A file is written to a hidden `.part-*.parquet.tmp`
 beside its final name, fsynced and renamed: readers (and globs on *.parquet) never see half a file, and a
 killed writer leaves at most a temporary file that the next run removes.
 """
@@ -33,10 +38,15 @@ ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares"
 _HAS_FIELD = {k: np.isin(np.arange(256), np.frombuffer(v, np.uint8)) for k, v in ORDER_FIELD_TYPES.items()}
 # Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
 DELTA = ("ts_ns", "seq", "recv_ns", "new_ref", "match")
-STATS = ("symbol", "ts_ns", "seq", "recv_ns", "locate", "type", "kind", "ref", "match")
+# min/max statistics only where a reader's filter can skip a row group: a symbol's rows are together, time and
+# sequence rise within it; `ref`, `match` and `type` span nearly their whole range in every row group (they
+# cost 6% of the encoding of `orders` and skipped nothing)
+STATS = ("symbol", "ts_ns", "seq", "recv_ns", "locate", "kind")
 HOUR_NS = 3_600_000_000_000
 ROW_GROUP_ROWS = 1 << 16
-WRITERS = 2
+WRITERS = 2       # threads that each sort a partition (and encode its first file)
+ENCODERS = 2      # threads that encode a big partition's other files meanwhile
+FILE_ROWS = 1 << 20
 # byte-stream-split (each byte of the values in a stream of its own, which zstd then takes well) where it beat
 # dictionary and delta on a 20 M-message day: the order references (they jump within a symbol), the BBO's
 # prices and sizes, the book levels (for a list column: its values)
@@ -205,7 +215,7 @@ class HistoryWriter:
     earlier hours can come, close() at the end. symbols: locate -> 8-byte symbol (numpy S8[65536])."""
 
     def __init__(self, root: str | os.PathLike, date: str, symbols: np.ndarray, replace: bool = False,
-                 row_group_rows: int = ROW_GROUP_ROWS, portable: bool = False):
+                 row_group_rows: int | None = None, portable: bool = False, file_rows: int | None = None):
         try:
             day = dt.date.fromisoformat(date)
         except ValueError:
@@ -214,7 +224,8 @@ class HistoryWriter:
         self.date = day.isoformat()
         self.symbols = symbols
         self._names = _Names(symbols)
-        self.row_group_rows = row_group_rows
+        self.row_group_rows = row_group_rows or ROW_GROUP_ROWS
+        self.file_rows = file_rows or FILE_ROWS
         self.portable = portable
         existing = [d for d in day_dirs(self.root, self.date) if d.exists()]
         manifest = self.root / "_manifest" / f"{self.date}.json"
@@ -229,10 +240,12 @@ class HistoryWriter:
         # WRITERS threads encode partitions beside the decoder (numpy sorts, Arrow's encoders and zstd run
         # without the GIL); at most WRITERS + 1 partitions wait, so memory stays bounded
         self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="fh-history-write")
+        self._encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="fh-history-encode")
         self._jobs: deque = deque()
         self._lock = threading.Lock()
         self._taken: set[Path] = set()
         self.write_cpu_s = 0.0  # CPU time of the worker threads (sorting, Arrow arrays, Parquet encoding, zstd)
+        self.wait_s = 0.0       # wall time the source's thread waited for the writers (they were behind)
         self.rows = {t: 0 for t in TABLES}
         self.bytes = 0
         # per file: (table, path, first seq, last seq, its rows came in non-decreasing seq): see seq_order()
@@ -254,8 +267,11 @@ class HistoryWriter:
         """Write the partitions of the hours before `hour`: on a worker thread (sorting, encoding and zstd
         run there without the GIL, beside the decoder), at most two behind, so memory stays bounded."""
         for key in sorted(k for k in self.buffers if k[1] < hour):
-            while len(self._jobs) > WRITERS:
-                self._jobs.popleft().result()
+            if len(self._jobs) > WRITERS:
+                t0 = time.perf_counter()
+                while len(self._jobs) > WRITERS:
+                    self._jobs.popleft().result()
+                self.wait_s += time.perf_counter() - t0
             self._jobs.append(self._pool.submit(self._write, *key, self.buffers.pop(key)))
 
     def flush_all(self) -> None:
@@ -272,10 +288,12 @@ class HistoryWriter:
         for j in self._jobs:
             j.cancel()
         self._pool.shutdown(wait=True)
+        self._encoders.shutdown(wait=True)
 
     def close(self, counters: dict | None = None) -> None:
         self.flush_all()
         self._pool.shutdown(wait=True)
+        self._encoders.shutdown(wait=True)
         write_json_atomic({"date": self.date, "rows": self.rows, "files": self.files, "bytes": self.bytes,
                            "seq_order": self.seq_order(), "counters": counters or {}},
                           self.root / "_manifest" / f"{self.date}.json")
@@ -367,23 +385,65 @@ class HistoryWriter:
             with self._lock:
                 self.write_cpu_s += time.thread_time() - t0
 
+    def _encode(self, table: pa.Table, path: Path, groups: list[tuple[int, int]]) -> int:
+        """One file of a partition (an encoder thread's job): its rows in `groups`, written atomically."""
+        t0 = time.thread_time()
+        try:
+            a, b = groups[0][0], groups[-1][1]
+            write_atomic(table.slice(a, b - a), path, [(x - a, y - a) for x, y in groups], self.portable)
+            return path.stat().st_size
+        finally:
+            with self._lock:
+                self.write_cpu_s += time.thread_time() - t0
+
+    def _paths(self, name: str, hour: int, first: int, k: int) -> list[Path]:
+        """k unused file names for a partition starting at sequence `first` (a live follower's second flush of
+        an hour gets part-S-N...)."""
+        d = self.root / name / f"date={self.date}" / f"hour={hour:02d}"
+        n = 0
+        with self._lock:
+            while True:
+                stem = f"part-{first:012d}" + (f"-{n}" if n else "")
+                paths = [d / f"{stem}.parquet"] if k == 1 else [d / f"{stem}.{i:02d}.parquet" for i in range(k)]
+                if not any(p.exists() or p in self._taken for p in paths):
+                    self._taken.update(paths)
+                    return paths
+                n += 1
+
     def _write_one(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
         table, ascending = self._table(name, parts)
         first = int(min(int(p["seq"].min()) for p in parts if len(p["seq"])))
         last = int(max(int(p["seq"].max()) for p in parts if len(p["seq"])))
-        path = self.root / name / f"date={self.date}" / f"hour={hour:02d}" / f"part-{first:012d}.parquet"
-        n = 0
-        with self._lock:  # a second flush of the same hour (a live follower) gets its own file
-            while path.exists() or path in self._taken:
-                n += 1
-                path = path.with_name(f"part-{first:012d}-{n}.parquet")
-            self._taken.add(path)
-        write_atomic(table, path, row_groups(table.column("locate").to_numpy(), self.row_group_rows), self.portable)
+        loc = table.column("locate").to_numpy()
+        groups = row_groups(loc, self.row_group_rows)
+        files = file_groups(groups, loc, self.file_rows)
+        paths = self._paths(name, hour, first, len(files))
+        # the other files on the encoder threads, the first here meanwhile
+        jobs = [self._encoders.submit(self._encode, table, p, g) for p, g in zip(paths[1:], files[1:])]
+        write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable)
+        sizes = [paths[0].stat().st_size] + [j.result() for j in jobs]
         with self._lock:
-            self.files.append(str(path.relative_to(self.root)))
-            self._spans.append((name, str(path.relative_to(self.root / name)), first, last, ascending))
+            self.files.extend(str(p.relative_to(self.root)) for p in paths)
+            # one span a partition: its files hold disjoint symbols, so one symbol's rows are in one of them
+            self._spans.append((name, str(paths[0].relative_to(self.root / name)), first, last, ascending))
             self.rows[name] += table.num_rows
-            self.bytes += path.stat().st_size
+            self.bytes += sum(sizes)
+
+
+def file_groups(groups: list[tuple[int, int]], loc_sorted: np.ndarray, file_rows: int = FILE_ROWS) \
+        -> list[list[tuple[int, int]]]:
+    """Consecutive row groups (row_groups) packed into files of about file_rows rows, cut only where the symbol
+    changes: the files of a big partition, each a range of whole symbols (a symbol of more rows than file_rows
+    in a file of its own). Read in path order they are the partition's rows in (symbol, seq) order."""
+    files: list[list[tuple[int, int]]] = [[]]
+    rows = 0
+    for a, b in groups:
+        if files[-1] and rows + (b - a) > file_rows and loc_sorted[a - 1] != loc_sorted[a]:
+            files.append([])
+            rows = 0
+        files[-1].append((a, b))
+        rows += b - a
+    return files
 
 
 def remove_stale_temporaries(root: Path) -> int:
