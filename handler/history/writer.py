@@ -56,6 +56,9 @@ BYTE_STREAM_SPLIT = ("ref", "bid_price", "bid_shares", "ask_price", "ask_shares"
 # are 38% smaller than plain at level 1
 ZSTD_LEVEL = 3
 ZSTD_LEVEL_LISTS = 3
+# orders at level 2: 15% less encoding time than 3 for 0.3% more bytes (an hour of the 20 M day: 236 against
+# 277 ns a row, 10.82 against 10.79 bytes); bbo stays at 3 (level 2: 6% less time, 1.4% more bytes)
+ZSTD_LEVEL_TABLE = {"orders": 2}
 
 
 def day_dirs(root: Path, date: str) -> list[Path]:
@@ -101,7 +104,7 @@ def _local_symbols(col: pa.DictionaryArray) -> pa.DictionaryArray:
 
 
 def write_atomic(table: pa.Table, path: Path, groups: list[tuple[int, int]] | None = None,
-                 portable: bool = False) -> None:
+                 portable: bool = False, level: int | None = None) -> None:
     """table sorted by symbol (its `symbol` column from _symbols), written in `groups` (row_groups).
     portable: no byte-stream-split on integers (Parquet format 2.11, 2024: parquet-java 1.14 / Spark 4 and
     later read it), dictionary encoding there instead, for older readers; about 7% bigger."""
@@ -115,7 +118,7 @@ def write_atomic(table: pa.Table, path: Path, groups: list[tuple[int, int]] | No
         enc.update({leaf(n): "BYTE_STREAM_SPLIT" for n in BYTE_STREAM_SPLIT if n in names})
     dicts = [n for n in names if n not in enc and n not in lists]
     stats = [n for n in STATS if n in names]  # min/max where readers filter: the rest would only cost time
-    levels = {leaf(n): ZSTD_LEVEL_LISTS if n in lists else ZSTD_LEVEL for n in names}
+    levels = {leaf(n): ZSTD_LEVEL_LISTS if n in lists else level or ZSTD_LEVEL for n in names}
     if groups is None:
         groups = [(0, table.num_rows)]
     isym = names.index("symbol")
@@ -390,7 +393,8 @@ class HistoryWriter:
         t0 = time.thread_time()
         try:
             a, b = groups[0][0], groups[-1][1]
-            write_atomic(table.slice(a, b - a), path, [(x - a, y - a) for x, y in groups], self.portable)
+            write_atomic(table.slice(a, b - a), path, [(x - a, y - a) for x, y in groups], self.portable,
+                         ZSTD_LEVEL_TABLE.get(path.parts[-4]))
             return path.stat().st_size
         finally:
             with self._lock:
@@ -420,7 +424,8 @@ class HistoryWriter:
         paths = self._paths(name, hour, first, len(files))
         # the other files on the encoder threads, the first here meanwhile
         jobs = [self._encoders.submit(self._encode, table, p, g) for p, g in zip(paths[1:], files[1:])]
-        write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable)
+        write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable,
+                     ZSTD_LEVEL_TABLE.get(name))
         sizes = [paths[0].stat().st_size] + [j.result() for j in jobs]
         with self._lock:
             self.files.extend(str(p.relative_to(self.root)) for p in paths)
