@@ -388,13 +388,12 @@ class HistoryWriter:
             with self._lock:
                 self.write_cpu_s += time.thread_time() - t0
 
-    def _encode(self, table: pa.Table, path: Path, groups: list[tuple[int, int]]) -> int:
+    def _encode(self, table: pa.Table, path: Path, groups: list[tuple[int, int]], level: int | None) -> int:
         """One file of a partition (an encoder thread's job): its rows in `groups`, written atomically."""
         t0 = time.thread_time()
         try:
             a, b = groups[0][0], groups[-1][1]
-            write_atomic(table.slice(a, b - a), path, [(x - a, y - a) for x, y in groups], self.portable,
-                         ZSTD_LEVEL_TABLE.get(path.parts[-4]))
+            write_atomic(table.slice(a, b - a), path, [(x - a, y - a) for x, y in groups], self.portable, level)
             return path.stat().st_size
         finally:
             with self._lock:
@@ -423,9 +422,9 @@ class HistoryWriter:
         files = file_groups(groups, loc, self.file_rows)
         paths = self._paths(name, hour, first, len(files))
         # the other files on the encoder threads, the first here meanwhile
-        jobs = [self._encoders.submit(self._encode, table, p, g) for p, g in zip(paths[1:], files[1:])]
-        write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable,
-                     ZSTD_LEVEL_TABLE.get(name))
+        level = ZSTD_LEVEL_TABLE.get(name)
+        jobs = [self._encoders.submit(self._encode, table, p, g, level) for p, g in zip(paths[1:], files[1:])]
+        write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable, level)
         sizes = [paths[0].stat().st_size] + [j.result() for j in jobs]
         with self._lock:
             self.files.extend(str(p.relative_to(self.root)) for p in paths)
@@ -439,7 +438,7 @@ def file_groups(groups: list[tuple[int, int]], loc_sorted: np.ndarray, file_rows
         -> list[list[tuple[int, int]]]:
     """Consecutive row groups (row_groups) packed into files of about file_rows rows, cut only where the symbol
     changes: the files of a big partition, each a range of whole symbols (a symbol of more rows than file_rows
-    in a file of its own). Read in path order they are the partition's rows in (symbol, seq) order."""
+    makes its file that much bigger). Read in path order they are the partition's rows in (symbol, seq) order."""
     files: list[list[tuple[int, int]]] = [[]]
     rows = 0
     for a, b in groups:
