@@ -438,6 +438,10 @@ typedef struct fh_gw_pump {
     uint32_t stop_locate;
 } fh_gw_pump_t;
 size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
+typedef struct fh_gw_wait {
+    uint64_t max_spin_ns, spin_ns, waits, ready, spin_hits, sleeps, timeouts, spun_ns;
+} fh_gw_wait_t;
+uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {

@@ -19,14 +19,23 @@ latest per symbol and trades are dropped, each counted; a gateway that falls a w
 events it lost (overrun) and goes on from the oldest one left. The counters travel in every status message.
 
 A JetStream stream FH_FEED over fh.FEED.> (replicas from the config) keeps the day so far for late joiners.
+
+Threads: a follower thread of the gateway's own waits for new events (fh_gw_wait: an adaptive spin, then the
+ring's futex), runs the C follow loop (fh_gw_pump) into one of two buffers of at most FOLLOW_CAP bytes (the
+latency budget of a hand-off: about 300 events, 60 us of formatting) and hands the filled buffer to the event
+loop (call_soon_threadsafe, once per wake), which writes it straight to the connection's socket when nats-py has
+nothing queued ahead of it. Both C calls run without the GIL. While conflating (by configuration, or a backlog
+to NATS) the follower only waits, and the loop reads the events itself (the Python path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import asdict
 
@@ -36,6 +45,7 @@ from .._native import ffi, lib
 from .settings import Gateway as Settings
 from ..errors import InputError
 
+FOLLOW_CAP = 64 << 10  # bytes of PUB commands a hand-off holds at most (the follower's buffers)
 SUBJ_STRIDE = 128  # bytes a locate's subject prefix may take in the C formatter (longer: the Python path)
 EVENT_SIZE = ffi.sizeof("fh_shm_event_t")
 
@@ -111,8 +121,24 @@ class Gateway:
         if self.cal is not None:
             self._p.tsc0, self._p.ns0, self._p.ns_per_tick = self.cal
         self._cout = ffi.from_buffer(self._cbuf)
-        # a quarter of the backlog allowed per call: a pump never takes the client past max_pending_kb alone
-        self._pump_cap = max(4096, min(len(self._cbuf), settings.max_pending_kb * 256))
+        # a hand-off: at most FOLLOW_CAP bytes (latency), and a quarter of the backlog allowed (the two buffers in
+        # flight never take the client past max_pending_kb alone)
+        self._pump_cap = max(4096, min(FOLLOW_CAP, settings.max_pending_kb * 256))
+        self._bufs = [bytearray(FOLLOW_CAP), bytearray(FOLLOW_CAP)]
+        self._bufp = [ffi.from_buffer(b) for b in self._bufs]
+        self._wait = ffi.new("fh_gw_wait_t *")
+        self._wait.max_spin_ns = settings.spin_us * 1000
+        # the follower thread and the loop: items in _inbox (the loop is kicked once per wake), buffers back
+        # through _free, the Python path's turn through _resume
+        self._inbox: collections.deque = collections.deque()
+        self._free = threading.Semaphore(len(self._bufs))
+        self._resume = threading.Event()
+        self._mode = "c"  # "c": the follower pumps; "py": it only waits, the loop reads (conflation)
+        self._quit = False
+        self._kicked = False
+        self._waiter: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.follower = {"thread_cpu_s": 0.0, "handoffs": 0}
         self._stall_since: float | None = None
         self._last_seq = 0
         self._last_ts = 0
@@ -284,40 +310,81 @@ class Gateway:
         self._last_seq, self._last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
         return True
 
-    async def _pump(self) -> int:
-        """Every new event of the ring through fh_gw_pump: one C call reads them and formats the PUB commands
-        of the BBO changes and trades into one buffer, handed to the client in one piece (several if it
-        fills). Stale / recovered notices go out on .status after the commands before them. Returns the
-        events consumed."""
-        p, k = self._p, self.counters
-        e0, l0 = p.events, p.lost
+    def _pump_once(self, k: int) -> tuple:
+        """One fh_gw_pump call into buffer k (any thread: the C call drops the GIL). A symbol whose subject prefix
+        is not made yet is made here and the call repeated. Returns the hand-off: ("buf", k, bytes written,
+        BBOs, trades, stop, stop_locate, last_seq, last_ts, events, lost); stop FH_GW_NEED_PREFIX means a
+        prefix too long for the C slots (the loop takes the next events through the Python path)."""
+        p = self._p
+        b0, t0, e0, l0 = p.nbbo, p.ntrade, p.events, p.lost
+        w, out = 0, self._bufp[k]
         while True:
-            b0, t0 = p.nbbo, p.ntrade
-            w = lib.fh_gw_pump(self.r._r, p, self._cout, self._pump_cap)
-            nb, nt = p.nbbo - b0, p.ntrade - t0
-            if w and await self._send([bytes(memoryview(self._cbuf)[:w])], nb + nt):
-                k["bbo"] += nb
-                k["trades"] += nt
-            stop = p.stop
-            if stop in (lib.FH_GW_CAUGHT_UP, lib.FH_GW_FULL):  # full: the loop's ticks and the backlog check first
+            w += lib.fh_gw_pump(self.r._r, p, out + w, self._pump_cap - w)
+            if p.stop != lib.FH_GW_NEED_PREFIX or not self._c_prefixes(np.array([p.stop_locate], np.int64)):
                 break
-            if stop == lib.FH_GW_NEED_PREFIX:
-                if not self._c_prefixes(np.array([p.stop_locate], np.int64)):  # too long for a slot: Python
-                    arr, nxt, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
-                    p.lost += lost
-                    p.events += len(arr)
-                    p.next = nxt
-                    if len(arr):
-                        p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
-                    await self._batch(arr)
-            elif stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
-                await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
-                                    "symbol": self.r.symbol_of(p.stop_locate), "seq": p.last_seq, "ts": p.last_ts})
-        if p.events != e0:
-            self._last_seq, self._last_ts = p.last_seq, p.last_ts
-        k["overrun_events"] += p.lost - l0
-        k["events"] += p.events - e0
-        return p.events - e0 + p.lost - l0
+        return ("buf", k, w, p.nbbo - b0, p.ntrade - t0, p.stop, p.stop_locate, p.last_seq, p.last_ts,
+                p.events - e0, p.lost - l0)
+
+    async def _take(self, item: tuple) -> int:
+        """A hand-off from _pump_once, on the loop: its PUB commands to NATS, then its stale / recovered notice on
+        .status, or the events behind a too-long prefix through the Python path. Returns the events consumed."""
+        _, k, w, nb, nt, stop, loc, last_seq, last_ts, ev, lost = item
+        c = self.counters
+        data = bytes(memoryview(self._bufs[k])[:w]) if w else b""
+        self._free.release()  # copied: the follower may fill it again
+        if w and await self._deliver(data, nb + nt):
+            c["bbo"] += nb
+            c["trades"] += nt
+        c["events"] += ev
+        c["overrun_events"] += lost
+        if ev:
+            self._last_seq, self._last_ts = last_seq, last_ts
+        if stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
+            await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
+                                "symbol": self.r.symbol_of(loc), "seq": last_seq, "ts": last_ts})
+        elif stop == lib.FH_GW_NEED_PREFIX:  # too long for a slot: this batch through Python
+            ev += await self._read_python()
+        return ev + lost
+
+    async def _read_python(self) -> int:
+        """Up to a batch of events from p.next through the Python path (_batch: conflation, long subjects).
+        Only while the follower does not pump."""
+        p = self._p
+        arr, nxt, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
+        p.next = nxt
+        self.counters["overrun_events"] += lost
+        if len(arr):
+            p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
+            await self._batch(arr)
+        self.counters["events"] += len(arr)
+        return len(arr) + lost
+
+    async def _pump(self) -> int:
+        """Every new event of the ring through the C follow loop, on the loop itself (what the follower thread
+        does, without the thread): returns the events consumed."""
+        got = 0
+        while True:
+            self._free.acquire()
+            item = self._pump_once(0)
+            got += await self._take(item)
+            if item[5] in (lib.FH_GW_CAUGHT_UP, lib.FH_GW_FULL):
+                return got
+
+    async def _deliver(self, data: bytes, n: int) -> bool:
+        """A run of PUB commands to NATS with the least latency: straight into the socket's transport when the
+        client is connected, has nothing queued ahead (order) and its transport has nothing unsent (a slow
+        server: then the client's own queue, whose size _backlogged watches); else through _send."""
+        nc = self.nc
+        tr = getattr(getattr(getattr(nc, "_transport", None), "_io_writer", None), "transport", None)
+        if tr is not None and nc.is_connected and not nc._pending and tr.get_write_buffer_size() == 0:
+            try:
+                tr.write(data)
+                nc.stats["out_msgs"] += n
+                nc.stats["out_bytes"] += len(data)
+                return True
+            except Exception:
+                pass
+        return await self._send([data], n)
 
     async def _batch(self, arr: np.ndarray) -> None:
         """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
@@ -437,57 +504,142 @@ class Gateway:
         if await self._pub(f"fh.{self.feed}.status", json.dumps(msg, separators=(",", ":"), default=str).encode()):
             self.counters["status"] += 1
 
+    # -- the follower thread
+
+    def _post(self, item: tuple) -> None:
+        """From the follower: an item for the loop; the loop is kicked once until it has looked at its inbox."""
+        self._inbox.append(item)
+        if not self._kicked:
+            self._kicked = True
+            self._loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _follow(self) -> None:
+        """The follower thread: wait (fh_gw_wait), pump into a free buffer, hand it over; while the loop
+        conflates ("py"), only wait and hand over the turn, then wait for the loop to have read."""
+        p, r, w = self._p, self.r._r, self._wait
+        c0 = time.thread_time()
+        k = 0
+        try:
+            while not self._quit:
+                if self._mode != "c":
+                    if lib.fh_gw_wait(r, p.next - 1, 50_000_000, w) >= p.next and not self._quit:
+                        self._resume.clear()
+                        self._post(("py",))
+                        self._resume.wait()
+                    elif lib.fh_shm_reader_writer_state(r) == 2:
+                        time.sleep(0.01)
+                    continue
+                if not self._free.acquire(timeout=0.05):
+                    continue
+                if (lib.fh_gw_wait(r, p.next - 1, 50_000_000, w) < p.next or self._mode != "c" or self._quit):
+                    self._free.release()
+                    if lib.fh_shm_reader_writer_state(r) == 2:
+                        time.sleep(0.01)
+                    continue
+                item = self._pump_once(k)
+                k ^= 1
+                if item[5] == lib.FH_GW_NEED_PREFIX:  # the loop reads the next events itself: wait for it
+                    self._resume.clear()
+                    self._post(item)
+                    self._resume.wait()
+                else:
+                    self._post(item)
+                self.follower["handoffs"] += 1
+        finally:
+            self.follower["thread_cpu_s"] = time.thread_time() - c0
+
     # -- the loop
+
+    def _want_mode(self) -> str:
+        return "py" if self.s.conflate_bbo_ms or self._backlogged() else "c"
 
     async def run(self, idle_timeout: float | None = None, stop: asyncio.Event | None = None) -> dict:
         if self.nc is None:
             await self.connect()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         p = self._p
         p.next = self.r.oldest() if self.start == "oldest" else self.r.head + 1
         book_every = self.s.book_interval_ms / 1000
         bbo_every = self.s.conflate_bbo_ms / 1000
         status_every = self.s.status_interval_ms / 1000
+        tick = min(book_every, status_every, bbo_every or 0.05, 0.05)
         now = time.monotonic()
         last_book = last_status = last_bbo = last_event = now
         await self._status({"event": "start"})
-        while not (stop and stop.is_set()):
-            if self._slow(time.monotonic()):
-                await asyncio.sleep(0.001)
-                continue
-            if not self.s.conflate_bbo_ms and not self._backlogged():
-                got = await self._pump()  # the whole follow loop in C: nothing is held back
-                lost = 0
-            else:  # conflating (by configuration, or a backlog to NATS): the Python path
-                arr, p.next, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
-                if lost:
-                    self.counters["overrun_events"] += lost
-                if len(arr):
-                    await self._batch(arr)
-                self.counters["events"] += len(arr)
-                got = len(arr)
-            nxt = p.next
-            now = time.monotonic()
-            if got:
-                last_event = now
-            if bbo_every == 0 or now - last_bbo >= bbo_every:
-                await self._flush_bbo()
-                last_bbo = now
-            if now - last_book >= book_every:
-                await self._books()
-                last_book = now
-            if now - last_status >= status_every:
-                await self._status()
-                last_status = now
-            if got or lost:
-                await asyncio.sleep(0)  # let the NATS client write
-                continue
-            if idle_timeout is not None and now - last_event > idle_timeout:
-                break
-            if self.r.writer_status().state != "running" and self.r.head < nxt:
-                break
-            # nothing new: sleep on the ring's futex in a worker thread (cffi drops the GIL), 20 ms at most
-            await loop.run_in_executor(None, lib.fh_shm_reader_wait, self.r._r, nxt - 1, 20_000_000)
+        c0 = time.thread_time()
+
+        def on_tick():
+            self._kick()
+            ticker[0] = loop.call_later(tick, on_tick)
+
+        ticker = [loop.call_later(tick, on_tick)]
+        stopper = asyncio.ensure_future(stop.wait()) if stop else None
+        if stopper:
+            stopper.add_done_callback(lambda _: self._kick())
+        self._mode = self._want_mode()
+        follower = threading.Thread(target=self._follow, name=f"fh-gw-{self.feed}"[:15], daemon=True)
+        follower.start()
+        try:
+            while not (stop and stop.is_set()):
+                if not self._inbox:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    self._waiter = None
+                self._kicked = False  # before reading the inbox: an item posted from now on kicks again
+                while self._inbox:
+                    while self._slow(time.monotonic()):  # a slow NATS: wait for its writer (the ring holds the rest)
+                        await asyncio.sleep(0.001)
+                    item = self._inbox.popleft()
+                    if item[0] == "buf":
+                        got = await self._take(item)
+                        if item[5] == lib.FH_GW_NEED_PREFIX:
+                            self._resume.set()
+                    else:  # "py": the follower waits while the loop reads
+                        got = await self._read_python()
+                        self._mode = self._want_mode()
+                        self._resume.set()
+                    if got:
+                        last_event = time.monotonic()
+                if self._mode == "c" and self._want_mode() == "py":
+                    self._mode = "py"  # the follower hands over the turn after the buffers it has filled
+                elif self._mode == "py" and not self._inbox and self._want_mode() == "c":
+                    self._mode = "c"
+                now = time.monotonic()
+                if bbo_every == 0 or now - last_bbo >= bbo_every:
+                    await self._flush_bbo()
+                    last_bbo = now
+                if now - last_book >= book_every:
+                    await self._books()
+                    last_book = now
+                if now - last_status >= status_every:
+                    await self._status()
+                    last_status = now
+                if self._inbox:
+                    continue
+                if idle_timeout is not None and now - last_event > idle_timeout:
+                    break
+                if self.r.writer_status().state != "running" and self.r.head < p.next and not self._inbox:
+                    break
+        finally:
+            self._quit = True
+            self._resume.set()
+            ticker[0].cancel()
+            if stopper:
+                stopper.cancel()
+            await loop.run_in_executor(None, follower.join)
+        while self._inbox:  # what the follower handed over last
+            item = self._inbox.popleft()
+            if item[0] == "buf":
+                await self._take(item)
+        self.follower["loop_thread_cpu_s"] = time.thread_time() - c0
+        w = self._wait
+        self.follower.update(waits=w.waits, ready=w.ready, spin_hits=w.spin_hits, sleeps=w.sleeps,
+                             timeouts=w.timeouts, spun_ms=round(w.spun_ns / 1e6, 3))
         await self._flush_bbo()
         await self._books()
         await self._status({"event": "stop"})
@@ -502,4 +654,4 @@ class Gateway:
             except Exception:
                 pass
         self.r.close()
-        return {"feed": self.feed, "counters": self.counters, "settings": asdict(self.s)}
+        return {"feed": self.feed, "counters": self.counters, "settings": asdict(self.s), "follower": self.follower}
