@@ -439,3 +439,52 @@ def test_c_pump_writes_what_python_writes(tmp_path, long_feed):
     assert gw._last_seq == head
     assert fast == slow
     assert dirty == gw._dirty_books
+
+
+def test_follower_wait_and_clock(tmp_path):
+    """fh_gw_wait (the follower's wait: adaptive spin, then the ring's futex): returns at once when the head is
+    past `seen`, times out with nothing new, and is woken by the writer's publish from its futex sleep, each
+    counted; a spin that catches nothing shrinks to none. TscClock: after a refresh, a TSC read converts to the
+    wall time read with it within 20 us (the segment's own tsc_hz, off by ~100 ppm on a loaded VM, drifts
+    that much in 0.2 s)."""
+    import threading
+
+    from handler._native import ffi, lib
+    from handler.gateway.gateway import TscClock, clock_pair
+    from handler.segments import writer_path
+    from handler.shm import Reader
+
+    name = f"gwwait-{os.getpid()}"
+    data = native.synth_bytes(2000, 3, seed=3)
+    half = native.blocks_prefix(data, 500)
+    seg = native.Segment(writer_path(name, native.segment_footprint(1 << 16, 1 << 16)), name, max_levels=1 << 16,
+                         event_capacity=1 << 16)
+    try:
+        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+        eng.apply_blocks(data[:half])
+        with Reader(name) as r:
+            w = ffi.new("fh_gw_wait_t *")
+            w.max_spin_ns = w.spin_ns = 20_000
+            head = r.head
+            assert head > 0 and lib.fh_gw_wait(r._r, head - 1, 1_000_000, w) == head and w.ready == 1
+            assert lib.fh_gw_wait(r._r, head, 5_000_000, w) == head
+            assert w.timeouts == 1 and w.sleeps == 1 and w.spin_hits == 0 and w.spin_ns == 10_000  # halved
+            got = []
+            t = threading.Thread(target=lambda: got.append(lib.fh_gw_wait(r._r, head, 5_000_000_000, w)))
+            t.start()
+            time.sleep(0.2)  # asleep on the futex by now
+            eng.apply_blocks(data[half:])
+            t.join(5)
+            assert not t.is_alive() and got and got[0] > head
+            assert w.sleeps == 2 and w.timeouts == 1 and w.waits == 3
+            if r.tsc_hz and clock_pair():
+                clk = TscClock(r.tsc_hz)
+                clk.REFRESH_S = 0.2
+                time.sleep(0.25)
+                assert clk.refresh(time.monotonic())
+                tsc0, ns0, per = clk.cal
+                time.sleep(0.2)
+                tsc, ns = clock_pair()
+                assert abs(ns0 + (tsc - tsc0) * per - ns) < 20_000
+    finally:
+        seg.close(unlink=True)

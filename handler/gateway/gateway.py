@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import re
 import threading
 import time
@@ -60,30 +59,40 @@ def subject_token(symbol: str) -> str:
     return _BAD.sub("_", symbol) or "_"
 
 
-def tsc_to_realtime(reader) -> tuple[int, int, float] | None:
-    """(tsc0, ns0, ns per tick) such that realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the segment's
-    tsc_hz and one reading
-    of the TSC taken through the C engine (it stamps events with the TSC it reads when a run of messages
-    starts); None if the segment does not know its TSC rate."""
-    if not reader.tsc_hz:
-        return None
-    from .. import native
+def clock_pair() -> tuple[int, int] | None:
+    """(TSC, CLOCK_REALTIME ns) read together (fh_gw_clock_pair), or None without a TSC."""
+    t, n = ffi.new("uint64_t *"), ffi.new("int64_t *")
+    return (int(t[0]), int(n[0])) if lib.fh_gw_clock_pair(t, n) >= 0 else None
 
-    with native.Segment(f"/dev/shm/fh-gwcal-{os.getpid()}", "gwcal", max_levels=64, event_capacity=64) as seg:
-        eng = native.Engine(native.EngineConfig(instruments=4, orders=1024, levels=64), segment=seg)
-        day = bytes.fromhex("0027") + b"R" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     " + bytes(20)
-        day += bytes.fromhex("0019") + b"H" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     T" + bytes(5)
-        eng.apply_blocks(day)  # once to fault the memory in: the second call is short, and its TSC read is
-        t0 = time.time_ns()    # taken right at its start
-        eng.apply_blocks(day[41:])
-        t1 = time.time_ns()
-        from ..shm import Reader
 
-        with Reader(seg.path) as r:
-            ev = r.events_ring[(r.head) & (r.event_capacity - 1)]
-            tsc = int(ev["pub_tsc"])
-        del eng
-    return tsc, (t0 + t1) // 2, 1e9 / reader.tsc_hz
+class TscClock:
+    """The events' TSC stamps as CLOCK_REALTIME ns: realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the
+    latest (TSC, realtime) pair. The rate starts as the segment's tsc_hz (its writer's 20 ms calibration, which
+    a preemption on a loaded host puts off by up to a few hundred ppm: as many microseconds a second) and is
+    then measured between the first pair and the latest, a baseline that grows with the run (refresh())."""
+
+    REFRESH_S = 1.0
+
+    def __init__(self, tsc_hz: int):
+        self.first = self.last = clock_pair() if tsc_hz else None
+        self.per = 1e9 / tsc_hz if tsc_hz else 0.0
+        self.at = time.monotonic()
+
+    @property
+    def cal(self) -> tuple[int, int, float] | None:
+        return None if self.last is None else (self.last[0], self.last[1], self.per)
+
+    def refresh(self, now: float) -> bool:
+        """A new pair, and the rate over the whole baseline, once REFRESH_S has passed; True if it changed."""
+        if self.last is None or now - self.at < self.REFRESH_S:
+            return False
+        pair = clock_pair()
+        self.at = now
+        if pair is None or pair[0] <= self.first[0]:
+            return False
+        self.last = pair
+        self.per = (pair[1] - self.first[1]) / (pair[0] - self.first[0])
+        return True
 
 
 class Gateway:
@@ -101,7 +110,8 @@ class Gateway:
         self.counters = {"events": 0, "bbo": 0, "trades": 0, "books": 0, "status": 0, "bbo_conflated": 0,
                          "trades_dropped": 0, "books_dropped": 0, "publish_errors": 0, "overrun_events": 0,
                          "disconnects": 0, "reconnects": 0}
-        self.cal = tsc_to_realtime(self.r)
+        self.clock = TscClock(self.r.tsc_hz)
+        self.cal = self.clock.cal
         self._subj: dict[int, str] = {}
         # the C formatter's subject prefixes: SUBJ_STRIDE bytes per locate, the length beside (0: not yet made)
         self._csubj = np.zeros(65536 * SUBJ_STRIDE, np.uint8)
@@ -526,6 +536,9 @@ class Gateway:
         k = 0
         try:
             while not self._quit:
+                if self.clock.refresh(time.monotonic()):  # between pumps: the C loop reads these fields
+                    self.cal = cal = self.clock.cal
+                    p.tsc0, p.ns0, p.ns_per_tick = cal
                 if self._mode != "c":
                     if lib.fh_gw_wait(r, p.next - 1, 50_000_000, w) >= p.next and not self._quit:
                         self._resume.clear()
@@ -569,7 +582,7 @@ class Gateway:
         status_every = self.s.status_interval_ms / 1000
         tick = min(book_every, status_every, bbo_every or 0.05, 0.05)
         now = time.monotonic()
-        last_book = last_status = last_bbo = last_event = now
+        last_book = last_status = last_bbo = last_event = last_check = now
         await self._status({"event": "start"})
         c0 = time.thread_time()
 
@@ -623,8 +636,10 @@ class Gateway:
                     continue
                 if idle_timeout is not None and now - last_event > idle_timeout:
                     break
-                if self.r.writer_status().state != "running" and self.r.head < p.next and not self._inbox:
-                    break
+                if now - last_check >= tick:  # a stat and a lock probe: once a tick, not once a wake
+                    last_check = now
+                    if self.r.writer_status().state != "running" and self.r.head < p.next and not self._inbox:
+                        break
         finally:
             self._quit = True
             self._resume.set()

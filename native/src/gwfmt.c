@@ -233,3 +233,27 @@ woken:
     }
     return head;
 }
+
+int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns)
+{
+#if defined(__x86_64__)
+    int64_t best = -1;
+    for (int i = 0; i < 16; i++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_REALTIME, &a);
+        uint64_t t = __builtin_ia32_rdtsc();
+        clock_gettime(CLOCK_REALTIME, &b);
+        int64_t na = (int64_t)a.tv_sec * 1000000000 + a.tv_nsec, nb = (int64_t)b.tv_sec * 1000000000 + b.tv_nsec;
+        if (nb >= na && (best < 0 || nb - na < best)) {
+            best = nb - na;
+            *tsc = t;
+            *ns = na + (nb - na) / 2;
+        }
+    }
+    return best;
+#else
+    (void)tsc;
+    (void)ns;
+    return -1;
+#endif
+}

@@ -80,4 +80,11 @@ typedef struct fh_gw_wait {
  * re-checks at least every 100 ms, as fh_shm_wait). Returns the head. Called from one thread per w. */
 uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
 
+/* A (TSC, CLOCK_REALTIME ns) pair read together: the TSC read between two clock reads, the tightest of 16
+ * tries, ns the middle of that bracket. Returns the bracket's width in ns (the pair's uncertainty), or -1
+ * where there is no TSC (not x86-64). Two pairs a second or more apart give the TSC rate to a few ppm, where
+ * the segment's tsc_hz (a 20 ms calibration by its writer) can be off by a few hundred: hundreds of
+ * microseconds a second, in pub_ns. */
+int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
+
 #endif
