@@ -164,11 +164,14 @@ def gateway_module(before: str | None):
     return mod
 
 
-def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = False, before: str | None = None) -> dict:
+def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = False, before: str | None = None,
+              direct: bool = True) -> dict:
     from handler.gateway.settings import Gateway as Settings
 
     Gateway = gateway_module(before).Gateway
-    name2 = f"hb2-{os.getpid()}-{rate}-{'b' if before else 'a'}"
+    if not before:
+        Gateway.DIRECT_WRITE = direct
+    name2 = f"hb2-{os.getpid()}-{rate}-{'b' if before else 'a' if direct else 'q'}"
     ready = work / "ready"
     ready.unlink(missing_ok=True)
     pub = paced_publisher(day, name2, rate, seconds, ready)
@@ -215,7 +218,8 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
     f = res.get("follower")
     if f:  # a wake: the follower's return from a sleep on the ring (or a spin that caught an event)
         wakes[0] = f["sleeps"] - f["timeouts"] + f["spin_hits"]
-    return {"gateway": f"before ({before})" if before else "this tree", "target_events_per_s": rate,
+    return {"gateway": f"before ({before})" if before else "this tree" + ("" if direct else ", nats-py's queue"),
+            "target_events_per_s": rate,
             "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
             "published_bbo": k["bbo"], "gateway_cpu_s": round(gw_cpu, 3), "wall_s": round(wall + 1.5, 2),
             "cpu_share": round(gw_cpu / (wall + 1.5), 3), "wakes": wakes[0],
@@ -257,7 +261,7 @@ def pump_only(name: str) -> dict:
 
 
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub: bool = False,
-                  throughput: bool = True, before: str | None = None) -> dict:
+                  throughput: bool = True, before: str | None = None, queue: bool = False) -> dict:
     from handler import native
     from handler.gateway.gateway import Gateway
     from handler.gateway.natsrv import start_cluster
@@ -314,6 +318,9 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub:
             if before:
                 out["paced"].append(paced_run(day, work, c, rate, seconds, csub, before))
                 print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
+            if queue:
+                out["paced"].append(paced_run(day, work, c, rate, seconds, csub, direct=False))
+                print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
             out["paced"].append(paced_run(day, work, c, rate, seconds, csub))
             print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
     return out
@@ -336,6 +343,8 @@ def main() -> int:
     p.add_argument("--skip-throughput", action="store_true", help="gateway: only the paced latency figures")
     p.add_argument("--before", metavar="REV", help="gateway: also the paced figures of REV's handler/gateway/gateway.py "
                                                     "(e.g. HEAD~1), each rate before this tree's, in one session")
+    p.add_argument("--queue", action="store_true", help="gateway: also this tree's paced figures with every hand-off "
+                                                        "through nats-py's queue and flusher (no direct socket write)")
     a = p.parse_args()
     from handler import native
 
@@ -356,7 +365,7 @@ def main() -> int:
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
         res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
-                                       not a.skip_throughput, a.before)
+                                       not a.skip_throughput, a.before, a.queue)
         print(json.dumps(res, indent=1))
         return 0
     if a.only_queries:
@@ -378,7 +387,7 @@ def main() -> int:
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
         res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
-                                       not a.skip_throughput, a.before)
+                                       not a.skip_throughput, a.before, a.queue)
     print(json.dumps(res, indent=1))
     return 0
 

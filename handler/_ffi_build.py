@@ -436,6 +436,7 @@ typedef struct fh_gw_pump {
     uint64_t last_seq, last_ts;
     uint32_t stop;
     uint32_t stop_locate;
+    uint64_t call_gw_ns;
 } fh_gw_pump_t;
 size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
 typedef struct fh_gw_wait {

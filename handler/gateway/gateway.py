@@ -97,6 +97,7 @@ class TscClock:
 
 class Gateway:
     STALL_S = 0.25  # how long a slow NATS is waited for before the gateway conflates (_slow)
+    DIRECT_WRITE = True  # False: every hand-off through nats-py's queue and flusher task (measured in bench/)
 
     def __init__(self, segment: str, settings: Settings, feed: str, start: str = "head", log=None):
         from ..shm import Reader
@@ -149,6 +150,8 @@ class Gateway:
         self._waiter: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.follower = {"thread_cpu_s": 0.0, "handoffs": 0}
+        self._handoff = np.zeros(1 << 16, np.int64)  # the latest hand-offs' gw_ns -> socket write, ns
+        self._nhandoff = 0
         self._stall_since: float | None = None
         self._last_seq = 0
         self._last_ts = 0
@@ -323,28 +326,32 @@ class Gateway:
     def _pump_once(self, k: int) -> tuple:
         """One fh_gw_pump call into buffer k (any thread: the C call drops the GIL). A symbol whose subject prefix
         is not made yet is made here and the call repeated. Returns the hand-off: ("buf", k, bytes written,
-        BBOs, trades, stop, stop_locate, last_seq, last_ts, events, lost); stop FH_GW_NEED_PREFIX means a
+        BBOs, trades, stop, stop_locate, last_seq, last_ts, events, lost, gw_ns of the first call); stop FH_GW_NEED_PREFIX means a
         prefix too long for the C slots (the loop takes the next events through the Python path)."""
         p = self._p
         b0, t0, e0, l0 = p.nbbo, p.ntrade, p.events, p.lost
-        w, out = 0, self._bufp[k]
+        w, out, gw = 0, self._bufp[k], 0
         while True:
             w += lib.fh_gw_pump(self.r._r, p, out + w, self._pump_cap - w)
+            gw = gw or p.call_gw_ns
             if p.stop != lib.FH_GW_NEED_PREFIX or not self._c_prefixes(np.array([p.stop_locate], np.int64)):
                 break
         return ("buf", k, w, p.nbbo - b0, p.ntrade - t0, p.stop, p.stop_locate, p.last_seq, p.last_ts,
-                p.events - e0, p.lost - l0)
+                p.events - e0, p.lost - l0, gw)
 
     async def _take(self, item: tuple) -> int:
         """A hand-off from _pump_once, on the loop: its PUB commands to NATS, then its stale / recovered notice on
         .status, or the events behind a too-long prefix through the Python path. Returns the events consumed."""
-        _, k, w, nb, nt, stop, loc, last_seq, last_ts, ev, lost = item
+        _, k, w, nb, nt, stop, loc, last_seq, last_ts, ev, lost, gw = item
         c = self.counters
         data = bytes(memoryview(self._bufs[k])[:w]) if w else b""
         self._free.release()  # copied: the follower may fill it again
         if w and await self._deliver(data, nb + nt):
             c["bbo"] += nb
             c["trades"] += nt
+            h = self._handoff
+            h[self._nhandoff & (len(h) - 1)] = time.time_ns() - gw  # the gateway's own latency: pump to socket
+            self._nhandoff += 1
         c["events"] += ev
         c["overrun_events"] += lost
         if ev:
@@ -386,7 +393,8 @@ class Gateway:
         server: then the client's own queue, whose size _backlogged watches); else through _send."""
         nc = self.nc
         tr = getattr(getattr(getattr(nc, "_transport", None), "_io_writer", None), "transport", None)
-        if tr is not None and nc.is_connected and not nc._pending and tr.get_write_buffer_size() == 0:
+        if (self.DIRECT_WRITE and tr is not None and nc.is_connected and not nc._pending
+                and tr.get_write_buffer_size() == 0):
             try:
                 tr.write(data)
                 nc.stats["out_msgs"] += n
@@ -655,6 +663,11 @@ class Gateway:
         w = self._wait
         self.follower.update(waits=w.waits, ready=w.ready, spin_hits=w.spin_hits, sleeps=w.sleeps,
                              timeouts=w.timeouts, spun_ms=round(w.spun_ns / 1e6, 3))
+        h = self._handoff[:min(self._nhandoff, len(self._handoff))]
+        if len(h):
+            q = np.percentile(h, [50, 99, 99.9]) / 1e3
+            self.follower["handoff_us"] = {"p50": round(q[0], 1), "p99": round(q[1], 1), "p999": round(q[2], 1),
+                                           "max": round(h.max() / 1e3, 1), "n": int(len(h))}
         await self._flush_bbo()
         await self._books()
         await self._status({"event": "stop"})

@@ -115,6 +115,7 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
 {
     char *o = out, *end = out + cap;
     uint64_t gw_ns = p->gw_ns ? p->gw_ns : realtime_ns();
+    p->call_gw_ns = gw_ns;
     p->stop = FH_GW_CAUGHT_UP;
     for (;;) {
         if ((size_t)(end - o) < ROOM(p->stride)) {

@@ -50,6 +50,7 @@ typedef struct fh_gw_pump {
     uint64_t last_seq, last_ts; /* of the last event consumed */
     uint32_t stop;          /* FH_GW_* */
     uint32_t stop_locate;
+    uint64_t call_gw_ns;    /* the gw_ns of the last call (what its commands carry) */
 } fh_gw_pump_t;
 
 /* Read every event from p->next up to the ring's head (or until out fills up), writing the PUB commands of the
