@@ -444,6 +444,7 @@ typedef struct fh_gw_wait {
 } fh_gw_wait_t;
 uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
 int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {

@@ -488,3 +488,18 @@ def test_follower_wait_and_clock(tmp_path):
                 assert abs(ns0 + (tsc - tsc0) * per - ns) < 20_000
     finally:
         seg.close(unlink=True)
+
+
+def test_take_dirty():
+    """fh_gw_take_dirty: the marked locates, in order, each unmarked as it is taken (the loop takes the marks
+    the follower thread's fh_gw_pump makes, without a lock)."""
+    import numpy as np
+
+    from handler._native import ffi, lib
+
+    m = np.zeros(65536, np.uint8)
+    m[[0, 7, 300, 65535]] = 1
+    out = np.zeros(65536, np.uint16)
+    n = lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out))
+    assert out[:n].tolist() == [0, 7, 300, 65535] and not m.any()
+    assert lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out)) == 0

@@ -128,6 +128,8 @@ class Gateway:
         self._p = ffi.new("fh_gw_pump_t *")
         self._pkeep = [ffi.from_buffer(self._csubj), ffi.from_buffer(self._csubj_len), ffi.from_buffer(self._dirty_map)]
         self._p.subj, self._p.subj_len, self._p.dirty = self._pkeep
+        self._dirty_out = np.zeros(65536, np.uint16)
+        self._dirty_out_p = ffi.from_buffer("uint16_t[]", self._dirty_out)
         self._p.stride = SUBJ_STRIDE
         if self.cal is not None:
             self._p.tsc0, self._p.ns0, self._p.ns_per_tick = self.cal
@@ -483,9 +485,9 @@ class Gateway:
                 self.counters["bbo"] += 1
 
     async def _books(self) -> None:
-        if self._dirty_map.any():
-            self._dirty_books.update(np.flatnonzero(self._dirty_map).tolist())
-            self._dirty_map[:] = 0
+        n = lib.fh_gw_take_dirty(self._pkeep[2], len(self._dirty_map), self._dirty_out_p)  # the follower marks on
+        if n:
+            self._dirty_books.update(self._dirty_out[:n].tolist())
         if not self._dirty_books:
             return
         if self._backlogged():

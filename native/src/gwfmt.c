@@ -152,7 +152,7 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
         p->last_seq = e.seq;
         p->last_ts = e.itch_ts;
         if (e.type == FH_EV_BBO || e.type == FH_EV_TRADE || e.type == FH_EV_STATE)
-            p->dirty[e.locate] = 1; /* its book goes out at the next book tick */
+            __atomic_store_n(&p->dirty[e.locate], 1, __ATOMIC_RELAXED); /* its book goes out at the next tick */
         if (e.type == FH_EV_STALE || e.type == FH_EV_RECOVERED) { /* the commands before it go first */
             p->stop = e.type == FH_EV_STALE ? FH_GW_STALE : FH_GW_RECOVERED;
             p->stop_locate = e.locate;
@@ -257,4 +257,13 @@ int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns)
     (void)ns;
     return -1;
 #endif
+}
+
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (__atomic_load_n(&dirty[i], __ATOMIC_RELAXED) && __atomic_exchange_n(&dirty[i], 0, __ATOMIC_RELAXED))
+            out[k++] = (uint16_t)i;
+    return k;
 }

@@ -38,7 +38,8 @@ typedef struct fh_gw_pump {
     const char *subj;       /* stride bytes per locate: its subject prefix, `fh.<feed>.<symbol>.` */
     const uint8_t *subj_len;/* 65536: the prefix's length, 0 = not made yet */
     uint64_t stride;
-    uint8_t *dirty;         /* 65536: set to 1 for each locate with a BBO change, trade or state change */
+    uint8_t *dirty;         /* 65536: set to 1 for each locate with a BBO change, trade or state change
+                             * (atomically: another thread takes them with fh_gw_take_dirty) */
     uint64_t tsc0;          /* pub_tsc -> CLOCK_REALTIME ns: ns0 + (pub_tsc - tsc0) * ns_per_tick */
     int64_t ns0;
     double ns_per_tick;     /* 0: the TSC rate is unknown, pub_ns is written as null */
@@ -87,5 +88,10 @@ uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns
  * the segment's tsc_hz (a 20 ms calibration by its writer) can be off by a few hundred: hundreds of
  * microseconds a second, in pub_ns. */
 int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
+
+/* The locates marked in dirty[0, n) (by fh_gw_pump, maybe running in another thread), each unmarked as it is
+ * taken (an atomic exchange: a mark made meanwhile is either taken now or left for the next call, never lost).
+ * Writes them to out (room for n) and returns how many. */
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
 
 #endif
