@@ -216,8 +216,8 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
     else:
         got = [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None
     f = res.get("follower")
-    if f:  # a wake: the follower's return from a sleep on the ring (or a spin that caught an event)
-        wakes[0] = f["sleeps"] - f["timeouts"] + f["spin_hits"]
+    if f:  # a wake: a blocking wait's return (an event, or the 50 ms timeout), as each executor call before
+        wakes[0] = f["sleeps"] + f["spin_hits"]
     return {"gateway": f"before ({before})" if before else "this tree" + ("" if direct else ", nats-py's queue"),
             "target_events_per_s": rate,
             "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),

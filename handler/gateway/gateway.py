@@ -573,6 +573,8 @@ class Gateway:
                 else:
                     self._post(item)
                 self.follower["handoffs"] += 1
+        except Exception as e:  # the loop raises it: a follower that died must not leave a gateway that waits
+            self._post(("error", e))
         finally:
             self.follower["thread_cpu_s"] = time.thread_time() - c0
 
@@ -622,10 +624,17 @@ class Gateway:
                         got = await self._take(item)
                         if item[5] == lib.FH_GW_NEED_PREFIX:
                             self._resume.set()
-                    else:  # "py": the follower waits while the loop reads
-                        got = await self._read_python()
+                    elif item[0] == "py":  # the follower waits while the loop reads (a few batches at most)
+                        got = 0
+                        for _ in range(8):
+                            n = await self._read_python()
+                            got += n
+                            if n < self.r.EVENT_BATCH:
+                                break
                         self._mode = self._want_mode()
                         self._resume.set()
+                    else:  # "error": the follower thread raised
+                        raise item[1]
                     if got:
                         last_event = time.monotonic()
                 if self._mode == "c" and self._want_mode() == "py":
