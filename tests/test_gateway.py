@@ -503,3 +503,28 @@ def test_take_dirty():
     n = lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out))
     assert out[:n].tolist() == [0, 7, 300, 65535] and not m.any()
     assert lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out)) == 0
+
+
+def test_follower_error_reaches_the_loop(cluster, tmp_path):
+    """An error in the follower thread is raised by run() (at once, not after an idle timeout): a gateway
+    whose follower died must not go on waiting as if the ring were quiet."""
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 5000, 5, seed=8)
+    with publisher(day, "--events", str(1 << 16)) as (name, _):
+        gw = Gateway(name, Settings(servers=(cluster.urls[0],), stream=False), name, start="oldest")
+
+        def broken(k):
+            raise ValueError("pump broke")
+
+        gw._pump_once = broken
+
+        async def main():
+            t0 = time.monotonic()
+            with pytest.raises(ValueError, match="pump broke"):
+                await asyncio.wait_for(gw.run(idle_timeout=30), 20)
+            return time.monotonic() - t0
+
+        assert asyncio.run(main()) < 10
