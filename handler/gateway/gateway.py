@@ -677,8 +677,9 @@ class Gateway:
         h = self._handoff[:min(self._nhandoff, len(self._handoff))]
         if len(h):
             q = np.percentile(h, [50, 99, 99.9]) / 1e3
-            self.follower["handoff_us"] = {"p50": round(q[0], 1), "p99": round(q[1], 1), "p999": round(q[2], 1),
-                                           "max": round(h.max() / 1e3, 1), "n": int(len(h))}
+            self.follower["handoff_us"] = {"p50": round(float(q[0]), 1), "p99": round(float(q[1]), 1),
+                                           "p999": round(float(q[2]), 1), "max": round(float(h.max()) / 1e3, 1),
+                                           "n": int(len(h))}
         await self._flush_bbo()
         await self._books()
         await self._status({"event": "stop"})
