@@ -266,10 +266,11 @@ def test_gateway_config_section(tmp_path):
     f.write_text(base + '[gateway]\nservers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]\nconflate_bbo_ms = 5\nstream_replicas = 3\n')
     g = load(f).gateway
     assert g.servers == ("nats://10.0.0.1:4222", "nats://10.0.0.2:4222") and g.conflate_bbo_ms == 5 and g.stream_replicas == 3
+    assert g.spin_us == 50
     f.write_text(base)
     assert load(f).gateway.servers == ("nats://127.0.0.1:4222",)
     for bad, key in (('servers = ["10.0.0.1"]', "gateway.servers"), ("book_depth = 0", "gateway.book_depth"),
-                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour")):
+                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour"), ("spin_us = -1", "gateway.spin_us")):
         f.write_text(base + "[gateway]\n" + bad + "\n")
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load(f)
