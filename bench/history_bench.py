@@ -146,11 +146,34 @@ def c_subscriber() -> Path | None:
     return found[-1] if found else None
 
 
-def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = False) -> dict:
-    from handler.gateway.gateway import Gateway
+def gateway_module(before: str | None):
+    """handler.gateway.gateway, or (before = a git revision) that revision's gateway.py loaded beside it as
+    handler.gateway._gateway_before, on the same native library: the figures before and after a change in one
+    session."""
+    if not before:
+        from handler.gateway import gateway
+        return gateway
+    import importlib.util
+
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{before}:handler/gateway/gateway.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = Path("/tmp") / f"fh-gateway-before-{os.getpid()}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("handler.gateway._gateway_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = False, before: str | None = None,
+              direct: bool = True) -> dict:
     from handler.gateway.settings import Gateway as Settings
 
-    name2 = f"hb2-{os.getpid()}-{rate}"
+    Gateway = gateway_module(before).Gateway
+    if not before:
+        Gateway.DIRECT_WRITE = direct
+    name2 = f"hb2-{os.getpid()}-{rate}-{'b' if before else 'a' if direct else 'q'}"
     ready = work / "ready"
     ready.unlink(missing_ok=True)
     pub = paced_publisher(day, name2, rate, seconds, ready)
@@ -165,10 +188,20 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
                                 "--feed", name2, "--kind", "bbo", "--quiet", "--seconds", str(seconds + 6), "--latency"],
                                stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
+    wakes = [0]
 
     async def run_paced():
         gw = Gateway(name2, Settings(servers=tuple(c.urls), stream=False), name2, start="head")
         await gw.connect()
+        loop = asyncio.get_running_loop()
+        if before:  # the revision before waits in the executor: count its wakes there
+            real = loop.run_in_executor
+
+            def counted(*a):
+                wakes[0] += 1
+                return real(*a)
+
+            loop.run_in_executor = counted
         t0 = time.perf_counter()
         res = await gw.run(idle_timeout=1.5)
         return res, time.perf_counter() - t0 - 1.5
@@ -184,10 +217,19 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
         got = json.loads(out) if out.strip() else err.strip()[-300:]
     else:
         got = [l for l in err.splitlines() if "-> subscriber" in l] or err.strip()[-300:] or None
-    return {"target_events_per_s": rate, "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
-            "published_bbo": k["bbo"], "gateway_cpu_s": round(gw_cpu, 2),
-            "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"], "overrun": k["overrun_events"],
-            "subscriber": "c" if csub else "python", "latency": got, "loadavg": la}
+    f = res.get("follower")
+    if f:  # a wake: a blocking wait's return (an event, or the 50 ms timeout), as each executor call before
+        wakes[0] = f["sleeps"] + f["spin_hits"]
+    return {"gateway": f"before ({before})" if before else "this tree" + ("" if direct else ", nats-py's queue"),
+            "target_events_per_s": rate,
+            "events": k["events"], "achieved_events_per_s": round(k["events"] / wall),
+            "published_bbo": k["bbo"], "gateway_cpu_s": round(gw_cpu, 3), "wall_s": round(wall + 1.5, 2),
+            "cpu_share": round(gw_cpu / (wall + 1.5), 3), "wakes": wakes[0],
+            "cpu_us_per_wake": round(gw_cpu * 1e6 / wakes[0], 1) if wakes[0] else None,
+            "cpu_us_per_event": round(gw_cpu * 1e6 / k["events"], 2) if k["events"] else None,
+            "follower": f, "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"],
+            "overrun": k["overrun_events"], "subscriber": "c" if csub else "python", "latency": got,
+            "loadavg": la, "loadavg_end": loadavg()}
 
 
 def pump_only(name: str) -> dict:
@@ -221,7 +263,7 @@ def pump_only(name: str) -> dict:
 
 
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub: bool = False,
-                  throughput: bool = True) -> dict:
+                  throughput: bool = True, before: str | None = None, queue: bool = False) -> dict:
     from handler import native
     from handler.gateway.gateway import Gateway
     from handler.gateway.natsrv import start_cluster
@@ -274,8 +316,15 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub:
         # 2. latency at paced rates, conflation off: publish stamp (the engine's TSC at the start of the
         # message run) -> a subscriber process on the same host
         out["paced"] = []
-        for rate in rates:
+        for rate in rates:  # with --before: that revision's gateway, then this tree's, at each rate in turn
+            if before:
+                out["paced"].append(paced_run(day, work, c, rate, seconds, csub, before))
+                print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
+            if queue:
+                out["paced"].append(paced_run(day, work, c, rate, seconds, csub, direct=False))
+                print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
             out["paced"].append(paced_run(day, work, c, rate, seconds, csub))
+            print(json.dumps(out["paced"][-1]), file=sys.stderr, flush=True)
     return out
 
 
@@ -294,6 +343,10 @@ def main() -> int:
     p.add_argument("--c-subscriber", action="store_true",
                    help="the latency figures with fh-bench-nats-sub (C) as the subscriber instead of the Python example")
     p.add_argument("--skip-throughput", action="store_true", help="gateway: only the paced latency figures")
+    p.add_argument("--before", metavar="REV", help="gateway: also the paced figures of REV's handler/gateway/gateway.py "
+                                                    "(e.g. HEAD~1), each rate before this tree's, in one session")
+    p.add_argument("--queue", action="store_true", help="gateway: also this tree's paced figures with every hand-off "
+                                                        "through nats-py's queue and flusher (no direct socket write)")
     a = p.parse_args()
     from handler import native
 
@@ -314,7 +367,7 @@ def main() -> int:
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
         res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
-                                       not a.skip_throughput)
+                                       not a.skip_throughput, a.before, a.queue)
         print(json.dumps(res, indent=1))
         return 0
     if a.only_queries:
@@ -336,7 +389,7 @@ def main() -> int:
         if not gday.exists():
             native.synth_file(gday, a.gateway_messages, 500, seed=2027)
         res["gateway"] = bench_gateway(gday, work, [int(r) for r in a.rates.split(",")], a.seconds, a.c_subscriber,
-                                       not a.skip_throughput)
+                                       not a.skip_throughput, a.before, a.queue)
     print(json.dumps(res, indent=1))
     return 0
 

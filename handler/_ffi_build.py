@@ -436,8 +436,15 @@ typedef struct fh_gw_pump {
     uint64_t last_seq, last_ts;
     uint32_t stop;
     uint32_t stop_locate;
+    uint64_t call_gw_ns;
 } fh_gw_pump_t;
 size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
+typedef struct fh_gw_wait {
+    uint64_t max_spin_ns, spin_ns, waits, ready, spin_hits, sleeps, timeouts, spun_ns;
+} fh_gw_wait_t;
+uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
+int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {

@@ -266,10 +266,11 @@ def test_gateway_config_section(tmp_path):
     f.write_text(base + '[gateway]\nservers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]\nconflate_bbo_ms = 5\nstream_replicas = 3\n')
     g = load(f).gateway
     assert g.servers == ("nats://10.0.0.1:4222", "nats://10.0.0.2:4222") and g.conflate_bbo_ms == 5 and g.stream_replicas == 3
+    assert g.spin_us == 50
     f.write_text(base)
     assert load(f).gateway.servers == ("nats://127.0.0.1:4222",)
     for bad, key in (('servers = ["10.0.0.1"]', "gateway.servers"), ("book_depth = 0", "gateway.book_depth"),
-                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour")):
+                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour"), ("spin_us = -1", "gateway.spin_us")):
         f.write_text(base + "[gateway]\n" + bad + "\n")
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load(f)
@@ -439,3 +440,92 @@ def test_c_pump_writes_what_python_writes(tmp_path, long_feed):
     assert gw._last_seq == head
     assert fast == slow
     assert dirty == gw._dirty_books
+
+
+def test_follower_wait_and_clock(tmp_path):
+    """fh_gw_wait (the follower's wait: adaptive spin, then the ring's futex): returns at once when the head is
+    past `seen`, times out with nothing new, and is woken by the writer's publish from its futex sleep, each
+    counted; a spin that catches nothing shrinks to none. TscClock: after a refresh, a TSC read converts to the
+    wall time read with it within 20 us (the segment's own tsc_hz, off by ~100 ppm on a loaded VM, drifts
+    that much in 0.2 s)."""
+    import threading
+
+    from handler._native import ffi, lib
+    from handler.gateway.gateway import TscClock, clock_pair
+    from handler.segments import writer_path
+    from handler.shm import Reader
+
+    name = f"gwwait-{os.getpid()}"
+    data = native.synth_bytes(2000, 3, seed=3)
+    half = native.blocks_prefix(data, 500)
+    seg = native.Segment(writer_path(name, native.segment_footprint(1 << 16, 1 << 16)), name, max_levels=1 << 16,
+                         event_capacity=1 << 16)
+    try:
+        eng = native.Engine(native.EngineConfig.for_input(len(data)), segment=seg)
+        eng.apply_blocks(data[:half])
+        with Reader(name) as r:
+            w = ffi.new("fh_gw_wait_t *")
+            w.max_spin_ns = w.spin_ns = 20_000
+            head = r.head
+            assert head > 0 and lib.fh_gw_wait(r._r, head - 1, 1_000_000, w) == head and w.ready == 1
+            assert lib.fh_gw_wait(r._r, head, 5_000_000, w) == head
+            assert w.timeouts == 1 and w.sleeps == 1 and w.spin_hits == 0 and w.spin_ns == 10_000  # halved
+            got = []
+            t = threading.Thread(target=lambda: got.append(lib.fh_gw_wait(r._r, head, 5_000_000_000, w)))
+            t.start()
+            time.sleep(0.2)  # asleep on the futex by now
+            eng.apply_blocks(data[half:])
+            t.join(5)
+            assert not t.is_alive() and got and got[0] > head
+            assert w.sleeps == 2 and w.timeouts == 1 and w.waits == 3
+            if r.tsc_hz and clock_pair():
+                clk = TscClock(r.tsc_hz)
+                clk.REFRESH_S = 0.2
+                time.sleep(0.25)
+                assert clk.refresh(time.monotonic())
+                tsc0, ns0, per = clk.cal
+                time.sleep(0.2)
+                tsc, ns = clock_pair()
+                assert abs(ns0 + (tsc - tsc0) * per - ns) < 20_000
+    finally:
+        seg.close(unlink=True)
+
+
+def test_take_dirty():
+    """fh_gw_take_dirty: the marked locates, in order, each unmarked as it is taken (the loop takes the marks
+    the follower thread's fh_gw_pump makes, without a lock)."""
+    import numpy as np
+
+    from handler._native import ffi, lib
+
+    m = np.zeros(65536, np.uint8)
+    m[[0, 7, 300, 65535]] = 1
+    out = np.zeros(65536, np.uint16)
+    n = lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out))
+    assert out[:n].tolist() == [0, 7, 300, 65535] and not m.any()
+    assert lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out)) == 0
+
+
+def test_follower_error_reaches_the_loop(cluster, tmp_path):
+    """An error in the follower thread is raised by run() (at once, not after an idle timeout): a gateway
+    whose follower died must not go on waiting as if the ring were quiet."""
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 5000, 5, seed=8)
+    with publisher(day, "--events", str(1 << 16)) as (name, _):
+        gw = Gateway(name, Settings(servers=(cluster.urls[0],), stream=False), name, start="oldest")
+
+        def broken(k):
+            raise ValueError("pump broke")
+
+        gw._pump_once = broken
+
+        async def main():
+            t0 = time.monotonic()
+            with pytest.raises(ValueError, match="pump broke"):
+                await asyncio.wait_for(gw.run(idle_timeout=30), 20)
+            return time.monotonic() - t0
+
+        assert asyncio.run(main()) < 10

@@ -19,14 +19,22 @@ latest per symbol and trades are dropped, each counted; a gateway that falls a w
 events it lost (overrun) and goes on from the oldest one left. The counters travel in every status message.
 
 A JetStream stream FH_FEED over fh.FEED.> (replicas from the config) keeps the day so far for late joiners.
+
+Threads: a follower thread of the gateway's own waits for new events (fh_gw_wait: an adaptive spin, then the
+ring's futex), runs the C follow loop (fh_gw_pump) into one of two buffers of at most FOLLOW_CAP bytes (the
+latency budget of a hand-off: about 300 events, 60 us of formatting) and hands the filled buffer to the event
+loop (call_soon_threadsafe, once per wake), which writes it straight to the connection's socket when nats-py has
+nothing queued ahead of it. Both C calls run without the GIL. While conflating (by configuration, or a backlog
+to NATS) the follower only waits, and the loop reads the events itself (the Python path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
-import os
 import re
+import threading
 import time
 from dataclasses import asdict
 
@@ -36,6 +44,7 @@ from .._native import ffi, lib
 from .settings import Gateway as Settings
 from ..errors import InputError
 
+FOLLOW_CAP = 64 << 10  # bytes of PUB commands a hand-off holds at most (the follower's buffers)
 SUBJ_STRIDE = 128  # bytes a locate's subject prefix may take in the C formatter (longer: the Python path)
 EVENT_SIZE = ffi.sizeof("fh_shm_event_t")
 
@@ -50,34 +59,45 @@ def subject_token(symbol: str) -> str:
     return _BAD.sub("_", symbol) or "_"
 
 
-def tsc_to_realtime(reader) -> tuple[int, int, float] | None:
-    """(tsc0, ns0, ns per tick) such that realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the segment's
-    tsc_hz and one reading
-    of the TSC taken through the C engine (it stamps events with the TSC it reads when a run of messages
-    starts); None if the segment does not know its TSC rate."""
-    if not reader.tsc_hz:
-        return None
-    from .. import native
+def clock_pair() -> tuple[int, int] | None:
+    """(TSC, CLOCK_REALTIME ns) read together (fh_gw_clock_pair), or None without a TSC."""
+    t, n = ffi.new("uint64_t *"), ffi.new("int64_t *")
+    return (int(t[0]), int(n[0])) if lib.fh_gw_clock_pair(t, n) >= 0 else None
 
-    with native.Segment(f"/dev/shm/fh-gwcal-{os.getpid()}", "gwcal", max_levels=64, event_capacity=64) as seg:
-        eng = native.Engine(native.EngineConfig(instruments=4, orders=1024, levels=64), segment=seg)
-        day = bytes.fromhex("0027") + b"R" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     " + bytes(20)
-        day += bytes.fromhex("0019") + b"H" + (1).to_bytes(2, "big") + bytes(8) + b"CAL     T" + bytes(5)
-        eng.apply_blocks(day)  # once to fault the memory in: the second call is short, and its TSC read is
-        t0 = time.time_ns()    # taken right at its start
-        eng.apply_blocks(day[41:])
-        t1 = time.time_ns()
-        from ..shm import Reader
 
-        with Reader(seg.path) as r:
-            ev = r.events_ring[(r.head) & (r.event_capacity - 1)]
-            tsc = int(ev["pub_tsc"])
-        del eng
-    return tsc, (t0 + t1) // 2, 1e9 / reader.tsc_hz
+class TscClock:
+    """The events' TSC stamps as CLOCK_REALTIME ns: realtime_ns = ns0 + (tsc - tsc0) * ns_per_tick, from the
+    latest (TSC, realtime) pair. The rate starts as the segment's tsc_hz (its writer's 20 ms calibration, which
+    a preemption on a loaded host puts off by up to a few hundred ppm: as many microseconds a second) and is
+    then measured between the first pair and the latest, a baseline that grows with the run (refresh())."""
+
+    REFRESH_S = 1.0
+
+    def __init__(self, tsc_hz: int):
+        self.first = self.last = clock_pair() if tsc_hz else None
+        self.per = 1e9 / tsc_hz if tsc_hz else 0.0
+        self.at = time.monotonic()
+
+    @property
+    def cal(self) -> tuple[int, int, float] | None:
+        return None if self.last is None else (self.last[0], self.last[1], self.per)
+
+    def refresh(self, now: float) -> bool:
+        """A new pair, and the rate over the whole baseline, once REFRESH_S has passed; True if it changed."""
+        if self.last is None or now - self.at < self.REFRESH_S:
+            return False
+        pair = clock_pair()
+        self.at = now
+        if pair is None or pair[0] <= self.first[0]:
+            return False
+        self.last = pair
+        self.per = (pair[1] - self.first[1]) / (pair[0] - self.first[0])
+        return True
 
 
 class Gateway:
     STALL_S = 0.25  # how long a slow NATS is waited for before the gateway conflates (_slow)
+    DIRECT_WRITE = True  # False: every hand-off through nats-py's queue and flusher task (measured in bench/)
 
     def __init__(self, segment: str, settings: Settings, feed: str, start: str = "head", log=None):
         from ..shm import Reader
@@ -91,7 +111,8 @@ class Gateway:
         self.counters = {"events": 0, "bbo": 0, "trades": 0, "books": 0, "status": 0, "bbo_conflated": 0,
                          "trades_dropped": 0, "books_dropped": 0, "publish_errors": 0, "overrun_events": 0,
                          "disconnects": 0, "reconnects": 0}
-        self.cal = tsc_to_realtime(self.r)
+        self.clock = TscClock(self.r.tsc_hz)
+        self.cal = self.clock.cal
         self._subj: dict[int, str] = {}
         # the C formatter's subject prefixes: SUBJ_STRIDE bytes per locate, the length beside (0: not yet made)
         self._csubj = np.zeros(65536 * SUBJ_STRIDE, np.uint8)
@@ -107,12 +128,32 @@ class Gateway:
         self._p = ffi.new("fh_gw_pump_t *")
         self._pkeep = [ffi.from_buffer(self._csubj), ffi.from_buffer(self._csubj_len), ffi.from_buffer(self._dirty_map)]
         self._p.subj, self._p.subj_len, self._p.dirty = self._pkeep
+        self._dirty_out = np.zeros(65536, np.uint16)
+        self._dirty_out_p = ffi.from_buffer("uint16_t[]", self._dirty_out)
         self._p.stride = SUBJ_STRIDE
         if self.cal is not None:
             self._p.tsc0, self._p.ns0, self._p.ns_per_tick = self.cal
         self._cout = ffi.from_buffer(self._cbuf)
-        # a quarter of the backlog allowed per call: a pump never takes the client past max_pending_kb alone
-        self._pump_cap = max(4096, min(len(self._cbuf), settings.max_pending_kb * 256))
+        # a hand-off: at most FOLLOW_CAP bytes (latency), and a quarter of the backlog allowed (the two buffers in
+        # flight never take the client past max_pending_kb alone)
+        self._pump_cap = max(4096, min(FOLLOW_CAP, settings.max_pending_kb * 256))
+        self._bufs = [bytearray(FOLLOW_CAP), bytearray(FOLLOW_CAP)]
+        self._bufp = [ffi.from_buffer(b) for b in self._bufs]
+        self._wait = ffi.new("fh_gw_wait_t *")
+        self._wait.max_spin_ns = settings.spin_us * 1000
+        # the follower thread and the loop: items in _inbox (the loop is kicked once per wake), buffers back
+        # through _free, the Python path's turn through _resume
+        self._inbox: collections.deque = collections.deque()
+        self._free = threading.Semaphore(len(self._bufs))
+        self._resume = threading.Event()
+        self._mode = "c"  # "c": the follower pumps; "py": it only waits, the loop reads (conflation)
+        self._quit = False
+        self._kicked = False
+        self._waiter: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.follower = {"thread_cpu_s": 0.0, "handoffs": 0}
+        self._handoff = np.zeros(1 << 16, np.int64)  # the latest hand-offs' gw_ns -> socket write, ns
+        self._nhandoff = 0
         self._stall_since: float | None = None
         self._last_seq = 0
         self._last_ts = 0
@@ -284,40 +325,86 @@ class Gateway:
         self._last_seq, self._last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
         return True
 
-    async def _pump(self) -> int:
-        """Every new event of the ring through fh_gw_pump: one C call reads them and formats the PUB commands
-        of the BBO changes and trades into one buffer, handed to the client in one piece (several if it
-        fills). Stale / recovered notices go out on .status after the commands before them. Returns the
-        events consumed."""
-        p, k = self._p, self.counters
-        e0, l0 = p.events, p.lost
+    def _pump_once(self, k: int) -> tuple:
+        """One fh_gw_pump call into buffer k (any thread: the C call drops the GIL). A symbol whose subject prefix
+        is not made yet is made here and the call repeated. Returns the hand-off: ("buf", k, bytes written,
+        BBOs, trades, stop, stop_locate, last_seq, last_ts, events, lost, gw_ns of the first call); stop FH_GW_NEED_PREFIX means a
+        prefix too long for the C slots (the loop takes the next events through the Python path)."""
+        p = self._p
+        b0, t0, e0, l0 = p.nbbo, p.ntrade, p.events, p.lost
+        w, out, gw = 0, self._bufp[k], 0
         while True:
-            b0, t0 = p.nbbo, p.ntrade
-            w = lib.fh_gw_pump(self.r._r, p, self._cout, self._pump_cap)
-            nb, nt = p.nbbo - b0, p.ntrade - t0
-            if w and await self._send([bytes(memoryview(self._cbuf)[:w])], nb + nt):
-                k["bbo"] += nb
-                k["trades"] += nt
-            stop = p.stop
-            if stop in (lib.FH_GW_CAUGHT_UP, lib.FH_GW_FULL):  # full: the loop's ticks and the backlog check first
+            w += lib.fh_gw_pump(self.r._r, p, out + w, self._pump_cap - w)
+            gw = gw or p.call_gw_ns
+            if p.stop != lib.FH_GW_NEED_PREFIX or not self._c_prefixes(np.array([p.stop_locate], np.int64)):
                 break
-            if stop == lib.FH_GW_NEED_PREFIX:
-                if not self._c_prefixes(np.array([p.stop_locate], np.int64)):  # too long for a slot: Python
-                    arr, nxt, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
-                    p.lost += lost
-                    p.events += len(arr)
-                    p.next = nxt
-                    if len(arr):
-                        p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
-                    await self._batch(arr)
-            elif stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
-                await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
-                                    "symbol": self.r.symbol_of(p.stop_locate), "seq": p.last_seq, "ts": p.last_ts})
-        if p.events != e0:
-            self._last_seq, self._last_ts = p.last_seq, p.last_ts
-        k["overrun_events"] += p.lost - l0
-        k["events"] += p.events - e0
-        return p.events - e0 + p.lost - l0
+        return ("buf", k, w, p.nbbo - b0, p.ntrade - t0, p.stop, p.stop_locate, p.last_seq, p.last_ts,
+                p.events - e0, p.lost - l0, gw)
+
+    async def _take(self, item: tuple) -> int:
+        """A hand-off from _pump_once, on the loop: its PUB commands to NATS, then its stale / recovered notice on
+        .status, or the events behind a too-long prefix through the Python path. Returns the events consumed."""
+        _, k, w, nb, nt, stop, loc, last_seq, last_ts, ev, lost, gw = item
+        c = self.counters
+        data = bytes(memoryview(self._bufs[k])[:w]) if w else b""
+        self._free.release()  # copied: the follower may fill it again
+        if w and await self._deliver(data, nb + nt):
+            c["bbo"] += nb
+            c["trades"] += nt
+            h = self._handoff
+            h[self._nhandoff & (len(h) - 1)] = time.time_ns() - gw  # the gateway's own latency: pump to socket
+            self._nhandoff += 1
+        c["events"] += ev
+        c["overrun_events"] += lost
+        if ev:
+            self._last_seq, self._last_ts = last_seq, last_ts
+        if stop in (lib.FH_GW_STALE, lib.FH_GW_RECOVERED):
+            await self._status({"event": "stale" if stop == lib.FH_GW_STALE else "recovered",
+                                "symbol": self.r.symbol_of(loc), "seq": last_seq, "ts": last_ts})
+        elif stop == lib.FH_GW_NEED_PREFIX:  # too long for a slot: this batch through Python
+            ev += await self._read_python()
+        return ev + lost
+
+    async def _read_python(self) -> int:
+        """Up to a batch of events from p.next through the Python path (_batch: conflation, long subjects).
+        Only while the follower does not pump."""
+        p = self._p
+        arr, nxt, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
+        p.next = nxt
+        self.counters["overrun_events"] += lost
+        if len(arr):
+            p.last_seq, p.last_ts = int(arr["seq"][-1]), int(arr["itch_ts"][-1])
+            await self._batch(arr)
+        self.counters["events"] += len(arr)
+        return len(arr) + lost
+
+    async def _pump(self) -> int:
+        """Every new event of the ring through the C follow loop, on the loop itself (what the follower thread
+        does, without the thread): returns the events consumed."""
+        got = 0
+        while True:
+            self._free.acquire()
+            item = self._pump_once(0)
+            got += await self._take(item)
+            if item[5] in (lib.FH_GW_CAUGHT_UP, lib.FH_GW_FULL):
+                return got
+
+    async def _deliver(self, data: bytes, n: int) -> bool:
+        """A run of PUB commands to NATS with the least latency: straight into the socket's transport when the
+        client is connected, has nothing queued ahead (order) and its transport has nothing unsent (a slow
+        server: then the client's own queue, whose size _backlogged watches); else through _send."""
+        nc = self.nc
+        tr = getattr(getattr(getattr(nc, "_transport", None), "_io_writer", None), "transport", None)
+        if (self.DIRECT_WRITE and tr is not None and nc.is_connected and not nc._pending
+                and tr.get_write_buffer_size() == 0):
+            try:
+                tr.write(data)
+                nc.stats["out_msgs"] += n
+                nc.stats["out_bytes"] += len(data)
+                return True
+            except Exception:
+                pass
+        return await self._send([data], n)
 
     async def _batch(self, arr: np.ndarray) -> None:
         """A batch of events, in order. Columns become Python lists once per batch (a numpy field read per
@@ -398,9 +485,9 @@ class Gateway:
                 self.counters["bbo"] += 1
 
     async def _books(self) -> None:
-        if self._dirty_map.any():
-            self._dirty_books.update(np.flatnonzero(self._dirty_map).tolist())
-            self._dirty_map[:] = 0
+        n = lib.fh_gw_take_dirty(self._pkeep[2], len(self._dirty_map), self._dirty_out_p)  # the follower marks on
+        if n:
+            self._dirty_books.update(self._dirty_out[:n].tolist())
         if not self._dirty_books:
             return
         if self._backlogged():
@@ -437,57 +524,162 @@ class Gateway:
         if await self._pub(f"fh.{self.feed}.status", json.dumps(msg, separators=(",", ":"), default=str).encode()):
             self.counters["status"] += 1
 
+    # -- the follower thread
+
+    def _post(self, item: tuple) -> None:
+        """From the follower: an item for the loop; the loop is kicked once until it has looked at its inbox."""
+        self._inbox.append(item)
+        if not self._kicked:
+            self._kicked = True
+            self._loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _follow(self) -> None:
+        """The follower thread: wait (fh_gw_wait), pump into a free buffer, hand it over; while the loop
+        conflates ("py"), only wait and hand over the turn, then wait for the loop to have read."""
+        p, r, w = self._p, self.r._r, self._wait
+        c0 = time.thread_time()
+        k = 0
+        try:
+            while not self._quit:
+                if self.clock.refresh(time.monotonic()):  # between pumps: the C loop reads these fields
+                    self.cal = cal = self.clock.cal
+                    p.tsc0, p.ns0, p.ns_per_tick = cal
+                if self._mode != "c":
+                    if lib.fh_gw_wait(r, p.next - 1, 50_000_000, w) >= p.next and not self._quit:
+                        self._resume.clear()
+                        self._post(("py",))
+                        self._resume.wait()
+                    elif lib.fh_shm_reader_writer_state(r) == 2:
+                        time.sleep(0.01)
+                    continue
+                if not self._free.acquire(timeout=0.05):
+                    continue
+                if (lib.fh_gw_wait(r, p.next - 1, 50_000_000, w) < p.next or self._mode != "c" or self._quit):
+                    self._free.release()
+                    if lib.fh_shm_reader_writer_state(r) == 2:
+                        time.sleep(0.01)
+                    continue
+                item = self._pump_once(k)
+                k ^= 1
+                if item[5] == lib.FH_GW_NEED_PREFIX:  # the loop reads the next events itself: wait for it
+                    self._resume.clear()
+                    self._post(item)
+                    self._resume.wait()
+                else:
+                    self._post(item)
+                self.follower["handoffs"] += 1
+        except Exception as e:  # the loop raises it: a follower that died must not leave a gateway that waits
+            self._post(("error", e))
+        finally:
+            self.follower["thread_cpu_s"] = time.thread_time() - c0
+
     # -- the loop
+
+    def _want_mode(self) -> str:
+        return "py" if self.s.conflate_bbo_ms or self._backlogged() else "c"
 
     async def run(self, idle_timeout: float | None = None, stop: asyncio.Event | None = None) -> dict:
         if self.nc is None:
             await self.connect()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         p = self._p
         p.next = self.r.oldest() if self.start == "oldest" else self.r.head + 1
         book_every = self.s.book_interval_ms / 1000
         bbo_every = self.s.conflate_bbo_ms / 1000
         status_every = self.s.status_interval_ms / 1000
+        tick = min(book_every, status_every, bbo_every or 0.05, 0.05)
         now = time.monotonic()
-        last_book = last_status = last_bbo = last_event = now
+        last_book = last_status = last_bbo = last_event = last_check = now
         await self._status({"event": "start"})
-        while not (stop and stop.is_set()):
-            if self._slow(time.monotonic()):
-                await asyncio.sleep(0.001)
-                continue
-            if not self.s.conflate_bbo_ms and not self._backlogged():
-                got = await self._pump()  # the whole follow loop in C: nothing is held back
-                lost = 0
-            else:  # conflating (by configuration, or a backlog to NATS): the Python path
-                arr, p.next, lost = self.r.read_events(p.next, self.r.EVENT_BATCH)
-                if lost:
-                    self.counters["overrun_events"] += lost
-                if len(arr):
-                    await self._batch(arr)
-                self.counters["events"] += len(arr)
-                got = len(arr)
-            nxt = p.next
-            now = time.monotonic()
-            if got:
-                last_event = now
-            if bbo_every == 0 or now - last_bbo >= bbo_every:
-                await self._flush_bbo()
-                last_bbo = now
-            if now - last_book >= book_every:
-                await self._books()
-                last_book = now
-            if now - last_status >= status_every:
-                await self._status()
-                last_status = now
-            if got or lost:
-                await asyncio.sleep(0)  # let the NATS client write
-                continue
-            if idle_timeout is not None and now - last_event > idle_timeout:
-                break
-            if self.r.writer_status().state != "running" and self.r.head < nxt:
-                break
-            # nothing new: sleep on the ring's futex in a worker thread (cffi drops the GIL), 20 ms at most
-            await loop.run_in_executor(None, lib.fh_shm_reader_wait, self.r._r, nxt - 1, 20_000_000)
+        c0 = time.thread_time()
+
+        def on_tick():
+            self._kick()
+            ticker[0] = loop.call_later(tick, on_tick)
+
+        ticker = [loop.call_later(tick, on_tick)]
+        stopper = asyncio.ensure_future(stop.wait()) if stop else None
+        if stopper:
+            stopper.add_done_callback(lambda _: self._kick())
+        self._mode = self._want_mode()
+        follower = threading.Thread(target=self._follow, name=f"fh-gw-{self.feed}"[:15], daemon=True)
+        follower.start()
+        try:
+            while not (stop and stop.is_set()):
+                if not self._inbox:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    self._waiter = None
+                self._kicked = False  # before reading the inbox: an item posted from now on kicks again
+                while self._inbox:
+                    while self._slow(time.monotonic()):  # a slow NATS: wait for its writer (the ring holds the rest)
+                        await asyncio.sleep(0.001)
+                    item = self._inbox.popleft()
+                    if item[0] == "buf":
+                        got = await self._take(item)
+                        if item[5] == lib.FH_GW_NEED_PREFIX:
+                            self._resume.set()
+                    elif item[0] == "py":  # the follower waits while the loop reads (a few batches at most)
+                        got = 0
+                        for _ in range(8):
+                            n = await self._read_python()
+                            got += n
+                            if n < self.r.EVENT_BATCH:
+                                break
+                        self._mode = self._want_mode()
+                        self._resume.set()
+                    else:  # "error": the follower thread raised
+                        raise item[1]
+                    if got:
+                        last_event = time.monotonic()
+                if self._mode == "c" and self._want_mode() == "py":
+                    self._mode = "py"  # the follower hands over the turn after the buffers it has filled
+                elif self._mode == "py" and not self._inbox and self._want_mode() == "c":
+                    self._mode = "c"
+                now = time.monotonic()
+                if bbo_every == 0 or now - last_bbo >= bbo_every:
+                    await self._flush_bbo()
+                    last_bbo = now
+                if now - last_book >= book_every:
+                    await self._books()
+                    last_book = now
+                if now - last_status >= status_every:
+                    await self._status()
+                    last_status = now
+                if self._inbox:
+                    continue
+                if idle_timeout is not None and now - last_event > idle_timeout:
+                    break
+                if now - last_check >= tick:  # a stat and a lock probe: once a tick, not once a wake
+                    last_check = now
+                    if self.r.writer_status().state != "running" and self.r.head < p.next and not self._inbox:
+                        break
+        finally:
+            self._quit = True
+            self._resume.set()
+            ticker[0].cancel()
+            if stopper:
+                stopper.cancel()
+            await loop.run_in_executor(None, follower.join)
+        while self._inbox:  # what the follower handed over last
+            item = self._inbox.popleft()
+            if item[0] == "buf":
+                await self._take(item)
+        self.follower["loop_thread_cpu_s"] = time.thread_time() - c0
+        w = self._wait
+        self.follower.update(waits=w.waits, ready=w.ready, spin_hits=w.spin_hits, sleeps=w.sleeps,
+                             timeouts=w.timeouts, spun_ms=round(w.spun_ns / 1e6, 3))
+        h = self._handoff[:min(self._nhandoff, len(self._handoff))]
+        if len(h):
+            q = np.percentile(h, [50, 99, 99.9]) / 1e3
+            self.follower["handoff_us"] = {"p50": round(float(q[0]), 1), "p99": round(float(q[1]), 1),
+                                           "p999": round(float(q[2]), 1), "max": round(float(h.max()) / 1e3, 1),
+                                           "n": int(len(h))}
         await self._flush_bbo()
         await self._books()
         await self._status({"event": "stop"})
@@ -502,4 +694,4 @@ class Gateway:
             except Exception:
                 pass
         self.r.close()
-        return {"feed": self.feed, "counters": self.counters, "settings": asdict(self.s)}
+        return {"feed": self.feed, "counters": self.counters, "settings": asdict(self.s), "follower": self.follower}

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 KEYS = {"servers", "feed", "book_interval_ms", "book_depth", "conflate_bbo_ms", "status_interval_ms", "stream",
-        "stream_replicas", "stream_max_age_s", "max_pending_kb"}
+        "stream_replicas", "stream_max_age_s", "max_pending_kb", "spin_us"}
 _URL = re.compile(r"^(nats|tls)://[^\s/:]+(:\d{1,5})?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -23,6 +23,7 @@ class Gateway:
     stream_replicas: int = 1
     stream_max_age_s: int = 86_400
     max_pending_kb: int = 8192        # above this backlog to NATS: BBOs conflate, trades drop (counted)
+    spin_us: int = 50                 # the follower's longest spin before it sleeps on the ring (adaptive; 0: never)
 
 
 def parse(path: str, g: dict, err) -> Gateway:
@@ -50,4 +51,4 @@ def parse(path: str, g: dict, err) -> Gateway:
                    book_depth=whole("book_depth", 1, 64), conflate_bbo_ms=whole("conflate_bbo_ms", 0, 3_600_000),
                    status_interval_ms=whole("status_interval_ms", 10, 3_600_000), stream=stream,
                    stream_replicas=whole("stream_replicas", 1, 5), stream_max_age_s=whole("stream_max_age_s", 1, 366 * 86_400),
-                   max_pending_kb=whole("max_pending_kb", 64, 1 << 22))
+                   max_pending_kb=whole("max_pending_kb", 64, 1 << 22), spin_us=whole("spin_us", 0, 10_000))

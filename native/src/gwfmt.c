@@ -1,8 +1,12 @@
 /* fh/gwfmt.h: the gateway's PUB commands, formatted in C. */
+#define _GNU_SOURCE
 #include "fh/gwfmt.h"
 
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static char *put_u64(char *p, uint64_t v)
 {
@@ -111,6 +115,7 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
 {
     char *o = out, *end = out + cap;
     uint64_t gw_ns = p->gw_ns ? p->gw_ns : realtime_ns();
+    p->call_gw_ns = gw_ns;
     p->stop = FH_GW_CAUGHT_UP;
     for (;;) {
         if ((size_t)(end - o) < ROOM(p->stride)) {
@@ -147,7 +152,7 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
         p->last_seq = e.seq;
         p->last_ts = e.itch_ts;
         if (e.type == FH_EV_BBO || e.type == FH_EV_TRADE || e.type == FH_EV_STATE)
-            p->dirty[e.locate] = 1; /* its book goes out at the next book tick */
+            __atomic_store_n(&p->dirty[e.locate], 1, __ATOMIC_RELAXED); /* its book goes out at the next tick */
         if (e.type == FH_EV_STALE || e.type == FH_EV_RECOVERED) { /* the commands before it go first */
             p->stop = e.type == FH_EV_STALE ? FH_GW_STALE : FH_GW_RECOVERED;
             p->stop_locate = e.locate;
@@ -155,4 +160,110 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
         }
     }
     return (size_t)(o - out);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w)
+{
+    uint64_t head;
+    w->waits++;
+    if ((head = fh_shm_head(r)) > seen) {
+        w->ready++;
+        return head;
+    }
+    uint64_t t0 = mono_ns(), now = t0;
+    if (w->spin_ns) {
+        uint64_t until = t0 + w->spin_ns;
+        for (uint32_t i = 1;; i++) {
+            if ((head = fh_shm_head(r)) > seen) {
+                w->spin_hits++;
+                w->spun_ns += mono_ns() - t0;
+                return head;
+            }
+            FH_SHM_PAUSE();
+            if ((i & 15) == 0 && (now = mono_ns()) >= until)
+                break;
+        }
+        w->spun_ns += now - t0;
+        w->spin_ns /= 2; /* the spin caught nothing: shorter next time */
+    }
+    uint64_t end = timeout_ns && timeout_ns < UINT64_MAX - t0 ? t0 + timeout_ns : UINT64_MAX;
+    w->sleeps++;
+    for (;;) {
+        if (FH_SHM_LOAD_ACQ(&r->hdr->writer_state) == 2)
+            break;
+        now = mono_ns();
+        if (now >= end)
+            break;
+        uint64_t left = end - now;
+        if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
+            left = 100000000u;
+        if (!r->wake) {
+            if ((head = fh_shm_head(r)) > seen)
+                goto woken;
+            struct timespec nap = { 0, left < 50000 ? (long)left : 50000 };
+            nanosleep(&nap, NULL);
+            continue;
+        }
+        /* as fh_shm_wait: raise waiters (a full barrier), then re-check the head */
+        __atomic_fetch_add(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
+        uint32_t f = __atomic_load_n(&r->wake->futex, __ATOMIC_SEQ_CST);
+        if ((head = fh_shm_head(r)) > seen) {
+            __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
+            goto woken;
+        }
+        struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
+        syscall(SYS_futex, &r->wake->futex, FUTEX_WAIT, f, &ts, NULL, 0);
+        __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
+        if ((head = fh_shm_head(r)) > seen)
+            goto woken;
+    }
+    w->timeouts++;
+    return fh_shm_head(r);
+woken:
+    if (w->max_spin_ns) { /* a gap a spin could have caught: spin twice that long next time */
+        uint64_t gap = mono_ns() - t0;
+        if (gap < w->max_spin_ns)
+            w->spin_ns = gap * 2 < w->max_spin_ns ? gap * 2 : w->max_spin_ns;
+    }
+    return head;
+}
+
+int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns)
+{
+#if defined(__x86_64__)
+    int64_t best = -1;
+    for (int i = 0; i < 16; i++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_REALTIME, &a);
+        uint64_t t = __builtin_ia32_rdtsc();
+        clock_gettime(CLOCK_REALTIME, &b);
+        int64_t na = (int64_t)a.tv_sec * 1000000000 + a.tv_nsec, nb = (int64_t)b.tv_sec * 1000000000 + b.tv_nsec;
+        if (nb >= na && (best < 0 || nb - na < best)) {
+            best = nb - na;
+            *tsc = t;
+            *ns = na + (nb - na) / 2;
+        }
+    }
+    return best;
+#else
+    (void)tsc;
+    (void)ns;
+    return -1;
+#endif
+}
+
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (__atomic_load_n(&dirty[i], __ATOMIC_RELAXED) && __atomic_exchange_n(&dirty[i], 0, __ATOMIC_RELAXED))
+            out[k++] = (uint16_t)i;
+    return k;
 }

@@ -38,7 +38,8 @@ typedef struct fh_gw_pump {
     const char *subj;       /* stride bytes per locate: its subject prefix, `fh.<feed>.<symbol>.` */
     const uint8_t *subj_len;/* 65536: the prefix's length, 0 = not made yet */
     uint64_t stride;
-    uint8_t *dirty;         /* 65536: set to 1 for each locate with a BBO change, trade or state change */
+    uint8_t *dirty;         /* 65536: set to 1 for each locate with a BBO change, trade or state change
+                             * (atomically: another thread takes them with fh_gw_take_dirty) */
     uint64_t tsc0;          /* pub_tsc -> CLOCK_REALTIME ns: ns0 + (pub_tsc - tsc0) * ns_per_tick */
     int64_t ns0;
     double ns_per_tick;     /* 0: the TSC rate is unknown, pub_ns is written as null */
@@ -50,6 +51,7 @@ typedef struct fh_gw_pump {
     uint64_t last_seq, last_ts; /* of the last event consumed */
     uint32_t stop;          /* FH_GW_* */
     uint32_t stop_locate;
+    uint64_t call_gw_ns;    /* the gw_ns of the last call (what its commands carry) */
 } fh_gw_pump_t;
 
 /* Read every event from p->next up to the ring's head (or until out fills up), writing the PUB commands of the
@@ -57,5 +59,39 @@ typedef struct fh_gw_pump {
  * with gw_ns read once per call; marks dirty books; counts overruns. Returns the bytes written; p->stop says
  * why it stopped. Never blocks: pair it with fh_shm_reader_wait. Nothing is allocated. */
 size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
+
+/* The gateway follower's wait for new events: fh_shm_wait's protocol (raise `waiters`, re-check the head, sleep
+ * on PATH.wake's futex, which the writer wakes only while waiters != 0) with an adaptive spin in front instead
+ * of a fixed one. fh_shm_wait spins 2000 pause rounds (~90 us on a VM) before every sleep: at a paced feed
+ * (a datagram each millisecond) the spin never catches the next event and costs 90 us of CPU a wake. Here the
+ * spin lasts spin_ns, which follows the gaps seen: a sleep that ended after a gap shorter than max_spin_ns sets
+ * spin_ns to twice that gap (spinning that long would have caught it); a spin that caught nothing halves it,
+ * down to 0 (straight to the futex). max_spin_ns = 0: never spin. The counters say what each wait did. */
+typedef struct fh_gw_wait {
+    uint64_t max_spin_ns;   /* set by the caller: the longest spin (0: none) */
+    uint64_t spin_ns;       /* the current spin, kept by fh_gw_wait */
+    uint64_t waits;         /* calls */
+    uint64_t ready;         /* returned at once: the head had already passed `seen` */
+    uint64_t spin_hits;     /* an event came during the spin */
+    uint64_t sleeps;        /* went to sleep on the futex (or, without PATH.wake, polled) */
+    uint64_t timeouts;      /* returned with nothing new */
+    uint64_t spun_ns;       /* time spent spinning, in all */
+} fh_gw_wait_t;
+
+/* Block until the head passes `seen`, the writer stops (writer_state 2) or timeout_ns elapses (0: no limit;
+ * re-checks at least every 100 ms, as fh_shm_wait). Returns the head. Called from one thread per w. */
+uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
+
+/* A (TSC, CLOCK_REALTIME ns) pair read together: the TSC read between two clock reads, the tightest of 16
+ * tries, ns the middle of that bracket. Returns the bracket's width in ns (the pair's uncertainty), or -1
+ * where there is no TSC (not x86-64). Two pairs a second or more apart give the TSC rate to a few ppm, where
+ * the segment's tsc_hz (a 20 ms calibration by its writer) can be off by a few hundred: hundreds of
+ * microseconds a second, in pub_ns. */
+int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
+
+/* The locates marked in dirty[0, n) (by fh_gw_pump, maybe running in another thread), each unmarked as it is
+ * taken (an atomic exchange: a mark made meanwhile is either taken now or left for the next call, never lost).
+ * Writes them to out (room for n) and returns how many. */
+size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
 
 #endif
