@@ -79,13 +79,16 @@ static __attribute__((noinline, cold)) void refused(dp_t *dp, unsigned k, int r,
         dp_arp_rx(&dp->arp, &dp->o.net, dp->ports[k], dp->tx_pool[k], dp->o.src_ip, f, len);
 }
 
-/* A frame fh_net_parse_fast did not take: fh_net_parse, and the feed if it is ours (returns what the feed
- * applied, or -1 for a drop: counted by the filter; IGMP and ARP are among these, and given back if found). */
+/* A frame fh_net_parse_fast did not take: the common frame behind one 802.1Q tag (fh_net_parse_fast_vlan), else
+ * fh_net_parse; then the feed if it is ours (returns what the feed applied, or -1 for a drop: counted by the
+ * filter; IGMP and ARP are among these, and given back if found). */
 static __attribute__((noinline)) int other_frame(dp_t *dp, unsigned k, const uint8_t *f, size_t len, uint64_t rx,
                                                  bool journal)
 {
     fh_net_pkt_t pkt;
-    int r = fh_net_parse(&dp->o.net, f, len, &pkt);
+    int r = fh_net_parse_fast_vlan(&dp->o.net, f, len, &pkt);
+    if (r < 0)
+        r = fh_net_parse(&dp->o.net, f, len, &pkt);
     if (FH_UNLIKELY(r < 0)) {
         refused(dp, k, r, f, len, rx);
         return -1;

@@ -3,8 +3,8 @@
  * must agree with the reference parser (native/tests/net_ref.h) on the verdict, the drop cause (returned and
  * counted), and for a frame of ours on the payload's place and length, the line, the source and the VLAN; it
  * counts exactly one frame and at most one drop; and the payload lies inside the frame. fh_net_parse_full (no fast
- * path) gives the same result and counts the same drop; fh_net_parse_fast takes the frame with the same result, or
- * leaves it untouched. */
+ * path) gives the same result and counts the same drop; fh_net_parse_fast and fh_net_parse_fast_vlan take the frame
+ * with the same result, or leave it untouched. */
 #include "fh/net.h"
 #include "fuzz.h"
 #include "net_ref.h"
@@ -54,6 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(slow.payload == got.payload && slow.len == got.len && slow.line == got.line &&
                   slow.src_ip == got.src_ip && slow.vlan == got.vlan);
     int q = fh_net_parse_fast(&full, frame, len, &fast);
+    if (q < 0) {
+        FZ_ASSERT(q == -1 && full.frames == 1);
+        q = fh_net_parse_fast_vlan(&full, frame, len, &fast);
+    }
     FZ_ASSERT(q == -1 ? full.frames == 1 : q == r && full.frames == 2 && fast.payload == got.payload &&
                                                fast.len == got.len && fast.line == got.line);
     free(frame);

@@ -166,12 +166,9 @@ __attribute__((noinline)) static int parse_tagged(fh_net_t *n, const uint8_t *f,
 
 int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
 {
-    int r = fh_net_parse_fast(n, f, len, out);
-    if (FH_LIKELY(r >= 0))
-        return r;
     n->frames++;
-    /* The common shape to any line, or behind tags; then the full parser. 42 = Ethernet 14 + IPv4 20 + UDP 8:
-     * the shortest frame of ours, and all the fast path reads of an untagged one. */
+    /* 42 = Ethernet 14 + IPv4 20 + UDP 8: the shortest frame of ours, and all the fast path reads of an
+     * untagged one. */
     if (FH_UNLIKELY(len < 42))
         return parse_full(n, f, len, out);
     if (FH_LIKELY(common_shape(f + 12)))

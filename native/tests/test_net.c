@@ -555,10 +555,11 @@ static void test_fuzz(long frames)
 
 /* ---- the fast paths against the full parser ----
  *
- * fh_net_parse_fast (inline, the data plane's common frame) and fh_net_parse (fast paths, then the full parser)
+ * fh_net_parse_fast then fh_net_parse_fast_vlan (inline, the data plane's common frame, as the data plane tries
+ * them) and fh_net_parse (its own fast path, then the full parser)
  * against fh_net_parse_full (every check in order, no fast path) on two nets with the same lines: the same
  * verdict, line, payload, length, source and VLAN, the same drop counted, one frame counted each; a frame
- * fh_net_parse_fast does not take leaves its net untouched. Returns fh_net_parse_fast's result. */
+ * the fast paths do not take leaves the net untouched. Returns the fast paths' result (-1: not taken). */
 static long fast_mismatches;
 
 static int check_fast(fh_net_t *a, fh_net_t *b, const uint8_t *f0, size_t len)
@@ -571,14 +572,19 @@ static int check_fast(fh_net_t *a, fh_net_t *b, const uint8_t *f0, size_t len)
     memset(&want, 0xee, sizeof want);
     fh_net_t before;
     memcpy(&before, a, sizeof before);
-    const int fq = fh_net_parse_fast(a, f, len, &fast);
-    int q = fq, bad = 0;
-    if (q < 0) {
-        bad |= q != -1 || memcmp(&before, a, sizeof before) != 0; /* nothing done: the caller's fh_net_parse decides */
-        q = fh_net_parse(a, f, len, &got);
-    } else {
-        got = fast;
+    int fq = fh_net_parse_fast(a, f, len, &fast);
+    int bad = 0;
+    if (fq < 0) {
+        bad |= fq != -1 || memcmp(&before, a, sizeof before) != 0; /* nothing done: the caller goes on */
+        fq = fh_net_parse_fast_vlan(a, f, len, &fast);
+        if (fq < 0)
+            bad |= fq != -1 || memcmp(&before, a, sizeof before) != 0;
     }
+    int q = fq;
+    if (q < 0)
+        q = fh_net_parse(a, f, len, &got);
+    else
+        got = fast;
     int w = fh_net_parse_full(b, f, len, &want);
     bad |= q != w || a->frames != b->frames || memcmp(a->drops, b->drops, sizeof a->drops) != 0;
     if (w >= 0)
@@ -600,7 +606,8 @@ static void add_both(fh_net_t *a, fh_net_t *b, uint32_t dst, uint16_t port, uint
     CHECK_EQ(fh_net_add_line(a, dst, port, src), fh_net_add_line(b, dst, port, src));
 }
 
-/* Every byte of a common frame's headers (to line 0 and to line 1) set to each of 256 values, every length cut,
+/* Every byte of a common frame's headers (to line 0 and to line 1, untagged and behind one 802.1Q tag) set to each
+ * of 256 values, every length cut,
  * then a million fuzzed frames (fuzz_frame: tags, options, fragments, lengths, damaged bytes) against tables of 0
  * to 16 lines; the fast path must have taken frames to both of its lines, and left others to fh_net_parse. */
 static void test_fast_vs_full(long frames)
@@ -611,13 +618,17 @@ static void test_fast_vs_full(long frames)
     memset(&b, 0, sizeof b);
     add_both(&a, &b, 0xe9360c6f, 26477, 0);
     add_both(&a, &b, 0xe931c46f, 26477, 0x0a000001);
-    for (int line = 0; line < 2; line++) {
+    for (int line = 0; line < 2; line++)
+    for (int tagged = 0; tagged < 2; tagged++) {
         spec_t s = ours();
         s.dst = line ? 0xe931c46f : 0xe9360c6f;
         s.frag = line ? 0 : 0x4000;
+        s.ntags = tagged;
+        s.tag_type[0] = 0x8100;
+        s.tag_vid[0] = 0xf123; /* priority bits set: the id is 0x123 */
         size_t n = build(fb, &s);
         CHECK_EQ(check_fast(&a, &b, fb, n), line); /* the fast path's own frame */
-        for (size_t at = 0; at < 42; at++) {
+        for (size_t at = 0; at < 42 + 4 * (size_t)tagged; at++) {
             uint8_t keep = fb[at];
             for (int v = 0; v < 256; v++) {
                 fb[at] = (uint8_t)v;

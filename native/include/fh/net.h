@@ -65,8 +65,8 @@ static inline fh_net_drop_t fh_net_drop_cause(int r) { return (fh_net_drop_t)(-1
  * in drops[cause], FH_NET_DROPPED(cause) (< 0): the caller learns the cause without comparing counters (the
  * data plane looks for IGMP among not_udp and ARP among not_ipv4). Counts the frame in frames. Hot: reads at
  * most the headers, each bounds-checked against len. The IPv4 header checksum is not verified (the NIC does;
- * a frame from a capture is taken as it is). When several lines fit a frame, the first added wins.
- * Its common case is fh_net_parse_fast, below. */
+ * a frame from a capture is taken as it is). When several lines fit a frame, the first added wins. A caller
+ * with a loop of its own tries fh_net_parse_fast (below) first. */
 int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
 
 /* The same without any fast path: every check in the documented order, the cause of a drop the first that
@@ -78,9 +78,9 @@ const char *fh_net_drop_name(int cause);
 
 /* ---- fh_net_parse_fast: the common frame inline, in a caller's loop (the data plane's burst) ----
  *
- * The common frame of a feed: untagged Ethernet II, IPv4 without options or fragments, UDP, the IPv4 datagram
- * filling the frame (no Ethernet padding) and the UDP datagram filling the IPv4 one, to line 0 or 1 (the A and
- * B lines, added first). Its header is compared with what it must be in a few wide loads: one 16-byte masked
+ * The common frame of a feed: Ethernet II untagged or behind one 802.1Q tag, IPv4 without options or fragments,
+ * UDP, the IPv4 datagram filling the frame (no Ethernet padding) and the UDP datagram filling the IPv4 one, to
+ * line 0 or 1 (the A and B lines, added first): fh_net_parse_fast untagged, fh_net_parse_fast_vlan tagged. Its header is compared with what it must be in a few wide loads: one 16-byte masked
  * compare from the EtherType to the protocol, the two lengths against the frame's length (in wire order: no
  * arithmetic on the frame's bytes), the 8 bytes from the destination address to the destination port against
  * the two lines' keys, the source against the line's filter. Anything else is left to fh_net_parse, so the
@@ -120,21 +120,21 @@ static inline int fh_net_common_shape_(const uint8_t *p)
 }
 #endif
 
-/* The common frame to line 0 or 1: counts the frame and returns its line (>= 0) with *out filled, as
- * fh_net_parse would; or returns -1 having done nothing, and the caller hands the frame to fh_net_parse. */
-static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, const uint8_t *f, size_t len,
-                                                                   fh_net_pkt_t *out)
+/* From the EtherType before an IPv4 header of the common shape at f + off (off = 12, or 16 behind one tag), with
+ * len >= off + 30: the lengths, then lines 0 and 1. */
+static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                 const size_t off, fh_net_pkt_t *out)
 {
-    /* 42 = Ethernet 14 + IPv4 20 + UDP 8; plen: the UDP payload's length if the datagrams fill the frame, at most
-     * 65,507 so that the IPv4 total length (plen + 28) fits its 16 bits (a test the compiler drops for a 16-bit
-     * len, as an mbuf's). */
-    const size_t plen = len - 42;
-    if (FH_UNLIKELY(len < 42) || FH_UNLIKELY(len > 65535 + 14) || FH_UNLIKELY(!fh_net_common_shape_(f + 12)) ||
-        FH_UNLIKELY(fh_net_ld16_(f + 16) != __builtin_bswap16((uint16_t)(plen + 28))) ||
-        FH_UNLIKELY(fh_net_ld16_(f + 38) != __builtin_bswap16((uint16_t)(plen + 8))))
+    const uint8_t *const ip = f + off + 2;
+    /* plen: the UDP payload's length if the datagrams fill the frame, at most 65,507 so that the IPv4 total
+     * length (plen + 28) fits its 16 bits (a test the compiler drops for a 16-bit len, as an mbuf's). */
+    const size_t plen = len - off - 30;
+    if (FH_UNLIKELY(len > 65535 + off + 2) ||
+        FH_UNLIKELY(fh_net_ld16_(ip + 2) != __builtin_bswap16((uint16_t)(plen + 28))) ||
+        FH_UNLIKELY(fh_net_ld16_(ip + 24) != __builtin_bswap16((uint16_t)(plen + 8))))
         return -1;
-    const uint64_t key = fh_net_ld64_(f + 30) | FH_NET_KEY_ANY_SPORT;
-    const uint32_t src = fh_net_ld32_(f + 26);
+    const uint64_t key = fh_net_ld64_(ip + 16) | FH_NET_KEY_ANY_SPORT;
+    const uint32_t src = fh_net_ld32_(ip + 12);
     int i;
     if (key == n->key[0] && (src & n->src_mask[0]) == n->src_key[0])
         i = 0;
@@ -143,12 +143,33 @@ static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, 
     else
         return -1;
     n->frames++;
-    out->payload = f + 42;
+    out->payload = ip + 28;
     out->len = (uint32_t)plen;
     out->line = i;
     out->src_ip = __builtin_bswap32(src);
-    out->vlan = 0;
+    out->vlan = off == 12 ? 0 : (uint16_t)(__builtin_bswap16(fh_net_ld16_(f + 14)) & 0x0fff);
     return i;
+}
+
+/* The common frame to line 0 or 1, untagged: counts the frame and returns its line (>= 0) with *out filled, as
+ * fh_net_parse would; or returns -1 having done nothing, and the caller tries fh_net_parse_fast_vlan or hands
+ * the frame to fh_net_parse. */
+static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                   fh_net_pkt_t *out)
+{
+    if (FH_LIKELY(len >= 42) && FH_LIKELY(fh_net_common_shape_(f + 12)))
+        return fh_net_fast_at_(n, f, len, 12, out);
+    return -1;
+}
+
+/* The same behind one 802.1Q tag (0x8100): the data plane tries it out of line, after fh_net_parse_fast, so that
+ * an untagged frame pays nothing for it. */
+static inline __attribute__((always_inline)) int fh_net_parse_fast_vlan(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                        fh_net_pkt_t *out)
+{
+    if (len >= 46 && fh_net_ld16_(f + 12) == __builtin_bswap16(0x8100) && fh_net_common_shape_(f + 16))
+        return fh_net_fast_at_(n, f, len, 16, out);
+    return -1;
 }
 
 #endif
