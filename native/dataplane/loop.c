@@ -98,10 +98,11 @@ static __attribute__((noinline)) int other_frame(dp_t *dp, unsigned k, const uin
 
 /* A burst's frames from port k, received at rx: net filter, sequencing, books. Per frame: the next frame's
  * header prefetched (bufs[n] = bufs[n - 1], so without a test), the common frame's header checked inline
- * (fh_net_parse_fast; any other frame out of line), the datagram handed to the feed. Per applied datagram one TSC read: its latency from
- * rx into the histogram (in ticks), and the publish stamp of the next datagram's events, stored where the
- * engine reads it (stamp[1], fh_engine_stamps) instead of a call per datagram. journal: a constant, so that the
- * loop is made twice, with and without the tee, and tests nothing for it per frame. Returns the burst's bytes. */
+ * (fh_net_parse_fast; any other frame out of line), the datagram handed to the feed. Per applied datagram one
+ * TSC read: its latency from rx into the histogram (in ticks), and the publish stamp of the next datagram's
+ * events, stored where the engine reads it (stamp[1], fh_engine_stamps) instead of a call per datagram.
+ * journal: a constant, so that the loop is made twice, with and without the tee, and tests nothing for it per
+ * frame. Returns the burst's bytes. */
 static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rte_mbuf **bufs, uint16_t n,
                                                               unsigned k, uint64_t rx, uint64_t *stamp,
                                                               const bool journal)

@@ -1,7 +1,8 @@
 /* fh_net_parse (fh/net.h): each drop cause, VLAN / QinQ, IPv4 options, fragments, frames cut at every
  * header boundary, UDP lengths, source-specific lines, the line limit; then 1,000,000 fuzzed frames
  * against a plain reference parser written from the contract; then the fast paths (fh_net_parse_fast, and
- * fh_net_parse's) against the full parser (fh_net_parse_full) on mutated and fuzzed frames. Exit 0 on success, 1 on failure. */
+ * fh_net_parse's) against the full parser (fh_net_parse_full) on mutated and fuzzed frames. Exit 0 on success,
+ * 1 on failure. */
 #include <stdlib.h>
 
 #include "fh/net.h"

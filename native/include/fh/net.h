@@ -80,11 +80,12 @@ const char *fh_net_drop_name(int cause);
  *
  * The common frame of a feed: Ethernet II untagged or behind one 802.1Q tag, IPv4 without options or fragments,
  * UDP, the IPv4 datagram filling the frame (no Ethernet padding) and the UDP datagram filling the IPv4 one, to
- * line 0 or 1 (the A and B lines, added first): fh_net_parse_fast untagged, fh_net_parse_fast_vlan tagged. Its header is compared with what it must be in a few wide loads: one 16-byte masked
- * compare from the EtherType to the protocol, the two lengths against the frame's length (in wire order: no
- * arithmetic on the frame's bytes), the 8 bytes from the destination address to the destination port against
- * the two lines' keys, the source against the line's filter. Anything else is left to fh_net_parse, so the
- * result, the drop counters and their causes are fh_net_parse_full's on every frame. */
+ * line 0 or 1 (the A and B lines, added first): fh_net_parse_fast untagged, fh_net_parse_fast_vlan tagged. Its
+ * header is compared with what it must be in a few wide loads: one 16-byte masked compare from the EtherType to
+ * the protocol, the two lengths against the frame's length (in wire order: no arithmetic on the frame's bytes),
+ * the 8 bytes from the destination address to the destination port against the two lines' keys, the source
+ * against the line's filter. Anything else is left to fh_net_parse, so the result, the drop counters and their
+ * causes are fh_net_parse_full's on every frame. */
 
 static inline uint64_t fh_net_ld64_(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static inline uint32_t fh_net_ld32_(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
