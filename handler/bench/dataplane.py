@@ -229,10 +229,13 @@ def _need_valgrind() -> None:
         raise FhError("--callgrind needs valgrind (apt-get install valgrind)")
 
 
-# The data plane's own loop: main and dp_run (phases) and the loops of loop.c (full_loop, rx_only_loop), by
-# their self instructions (what they call is counted apart; "main" alone before the split into phases), and the
-# latency bucket's index where the compiler keeps it out of line (fh_shm_lat_index.part.0).
-_LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.part.0")
+# The data plane's own loop: main and dp_run (phases) and the loops of loop.c (full_loop, rx_only_loop, and the
+# burst's frames: burst, other_frame, hold_burst, refused), by their self instructions (what they call is counted
+# apart; "main" alone before the split into phases), and the latency bucket's index where the compiler keeps it
+# out of line (fh_shm_lat_index.part.0). The net filter's fast path is inline in burst, so its instructions are
+# the loop's; fh_net_parse counts only the frames it leaves (bench/dataplane.md).
+_LOOP_FUNCS = ("main", "dp_run", "full_loop", "rx_only_loop", "fh_shm_lat_index.part.0", "burst", "other_frame",
+               "hold_burst", "refused")
 
 # MoldUDP64 sequencing's self instructions: fh_mold_feed_apply and the parts of it mold.c keeps out of line (the
 # in-order path, the full path, a block's full framing check; bench/sequencing.md), and their cold parts.

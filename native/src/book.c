@@ -1073,6 +1073,9 @@ void fh_engine_batch_begin_at(fh_engine_t *e, uint64_t rx_tsc, uint64_t now_tsc)
 
 void fh_engine_batch_end(fh_engine_t *e) { batch_end(e); }
 
+_Static_assert(offsetof(fh_engine_t, now_tsc) == offsetof(fh_engine_t, rx_tsc) + 8, "fh_engine_stamps: rx, now");
+uint64_t *fh_engine_stamps(fh_engine_t *e) { return &e->rx_tsc; }
+
 void fh_engine_publish_stats(fh_engine_t *e)
 {
     uint64_t c[FH_C_COUNT];

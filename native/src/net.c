@@ -1,10 +1,11 @@
 /* Ethernet / VLAN / IPv4 / UDP to feed line (fh/net.h).
  *
- * Two parsers with one meaning. The fast one takes the common shape, an option-less IPv4 header (IHL 5)
- * behind any VLAN tags, with a few wide loads and combined checks: the frame is one of ours, or from an
- * unknown group (other_group, counted here), or anything else, which it hands to the full parser
- * (parse_full, cold) to find and count the drop's cause in the documented order, or to take a datagram
- * whose IPv4 header has options. native/tests/test_net.c checks both against a reference parser. */
+ * Three parsers with one meaning. The inline one (fh_net_parse_inline, in fh/net.h) takes the feed's common
+ * frame to its first two lines. The one here takes the common shape, an option-less IPv4 header (IHL 5) behind
+ * any VLAN tags, to any line, with a few wide loads and combined checks: the frame is one of ours, or from an
+ * unknown group (other_group, counted here), or anything else, which it hands to the full parser (parse_full,
+ * cold) to find and count the drop's cause in the documented order, or to take a datagram whose IPv4 header
+ * has options. native/tests/test_net.c checks all of them against a reference parser and against each other. */
 #include "fh/net.h"
 
 static const char *const drop_names[FH_NET_DROP_COUNT] = {
@@ -25,7 +26,7 @@ static inline uint16_t wire16(uint16_t host) { return __builtin_bswap16(host); }
 /* A line's key: bytes 16..23 of an option-less IPv4 header (destination address, UDP source port, UDP
  * destination port), the source port's two bytes set to 0xff on both sides of the compare. A zeroed slot
  * can never match, so the lookup scans every slot without looking at nlines. */
-#define KEY_ANY_SPORT(w) ((w) | wire64((const uint8_t[8]){ 0, 0, 0, 0, 0xff, 0xff, 0, 0 }))
+#define KEY_ANY_SPORT(w) ((w) | FH_NET_KEY_ANY_SPORT)
 
 int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip)
 {
@@ -116,27 +117,7 @@ static inline int is_tag(uint16_t wire_type)
     return wire_type == wire16(0x8100) || wire_type == wire16(0x88a8) || wire_type == wire16(0x9100);
 }
 
-/* The 16 bytes from the last EtherType on: IPv4 (0x0800), version 4 with IHL 5, no MF flag and no fragment
- * offset (DF and the reserved bit may be set), protocol UDP. The other bytes may be anything. */
-#define SHAPE_MASK 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0x3f, 0xff, 0, 0xff, 0, 0, 0, 0
-#define SHAPE_WANT 0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0
-#if defined(__SSE2__) && !defined(FH_NET_NO_SIMD)
-#include <emmintrin.h>
-static inline int common_shape(const uint8_t *p)
-{
-    const __m128i m = _mm_setr_epi8((char)0xff, (char)0xff, (char)0xff, 0, 0, 0, 0, 0, 0x3f, (char)0xff, 0,
-                                    (char)0xff, 0, 0, 0, 0);
-    const __m128i w = _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0);
-    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-    return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(v, m), w)) == 0xffff;
-}
-#else
-static inline int common_shape(const uint8_t *p)
-{
-    static const uint8_t m[16] = { SHAPE_MASK }, w[16] = { SHAPE_WANT };
-    return !(((ld64(p) & wire64(m)) ^ wire64(w)) | ((ld64(p + 8) & wire64(m + 8)) ^ wire64(w + 8)));
-}
-#endif
+static inline int common_shape(const uint8_t *p) { return fh_net_common_shape_(p); }
 
 /* The rest of the fast path, from an IPv4 header of the common shape with room bytes from it to the frame's
  * end (at least 28): the lengths, then the line. */
@@ -193,4 +174,10 @@ int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
     if (FH_LIKELY(common_shape(f + 12)))
         return fast_tail(n, f, len, f + 14, len - 14, 0, out);
     return parse_tagged(n, f, len, out);
+}
+
+int fh_net_parse_full(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out)
+{
+    n->frames++;
+    return parse_full(n, f, len, out);
 }

@@ -1,6 +1,8 @@
 /* fh_net_parse (fh/net.h): each drop cause, VLAN / QinQ, IPv4 options, fragments, frames cut at every
  * header boundary, UDP lengths, source-specific lines, the line limit; then 1,000,000 fuzzed frames
- * against a plain reference parser written from the contract. Exit 0 on success, 1 on failure. */
+ * against a plain reference parser written from the contract; then the fast paths (fh_net_parse_fast, and
+ * fh_net_parse's) against the full parser (fh_net_parse_full) on mutated and fuzzed frames. Exit 0 on success,
+ * 1 on failure. */
 #include <stdlib.h>
 
 #include "fh/net.h"
@@ -552,6 +554,116 @@ static void test_fuzz(long frames)
             CHECK(by_cause[c] > 0);
 }
 
+/* ---- the fast paths against the full parser ----
+ *
+ * fh_net_parse_fast then fh_net_parse_fast_vlan (inline, the data plane's common frame, as the data plane tries
+ * them) and fh_net_parse (its own fast path, then the full parser)
+ * against fh_net_parse_full (every check in order, no fast path) on two nets with the same lines: the same
+ * verdict, line, payload, length, source and VLAN, the same drop counted, one frame counted each; a frame
+ * the fast paths do not take leaves the net untouched. Returns the fast paths' result (-1: not taken). */
+static long fast_mismatches;
+
+static int check_fast(fh_net_t *a, fh_net_t *b, const uint8_t *f0, size_t len)
+{
+    uint8_t *f = malloc(len ? len : 1); /* exactly len bytes: ASan sees a read past the end */
+    memcpy(f, f0, len);
+    fh_net_pkt_t fast, got, want;
+    memset(&fast, 0xee, sizeof fast);
+    memset(&got, 0xee, sizeof got);
+    memset(&want, 0xee, sizeof want);
+    fh_net_t before;
+    memcpy(&before, a, sizeof before);
+    int fq = fh_net_parse_fast(a, f, len, &fast);
+    int bad = 0;
+    if (fq < 0) {
+        bad |= fq != -1 || memcmp(&before, a, sizeof before) != 0; /* nothing done: the caller goes on */
+        fq = fh_net_parse_fast_vlan(a, f, len, &fast);
+        if (fq < 0)
+            bad |= fq != -1 || memcmp(&before, a, sizeof before) != 0;
+    }
+    int q = fq;
+    if (q < 0)
+        q = fh_net_parse(a, f, len, &got);
+    else
+        got = fast;
+    int w = fh_net_parse_full(b, f, len, &want);
+    bad |= q != w || a->frames != b->frames || memcmp(a->drops, b->drops, sizeof a->drops) != 0;
+    if (w >= 0)
+        bad |= got.payload != want.payload || got.len != want.len || got.line != want.line ||
+               got.src_ip != want.src_ip || got.vlan != want.vlan;
+    if (bad && fast_mismatches++ < 10) {
+        fprintf(stderr, "fast/full mismatch on a %zu-byte frame: fast path %d, fh_net_parse_full %d\n", len, q, w);
+        for (size_t i = 0; i < len && i < 64; i++)
+            fprintf(stderr, "%02x%s", f[i], i % 16 == 15 ? "\n" : " ");
+        fprintf(stderr, "\n");
+    }
+    CHECK(!bad);
+    free(f);
+    return fq;
+}
+
+static void add_both(fh_net_t *a, fh_net_t *b, uint32_t dst, uint16_t port, uint32_t src)
+{
+    CHECK_EQ(fh_net_add_line(a, dst, port, src), fh_net_add_line(b, dst, port, src));
+}
+
+/* Every byte of a common frame's headers (to line 0 and to line 1, untagged and behind one 802.1Q tag) set to each
+ * of 256 values, every length cut,
+ * then a million fuzzed frames (fuzz_frame: tags, options, fragments, lengths, damaged bytes) against tables of 0
+ * to 16 lines; the fast path must have taken frames to both of its lines, and left others to fh_net_parse. */
+static void test_fast_vs_full(long frames)
+{
+    fh_net_t a, b;
+    uint64_t taken[2] = { 0, 0 }, left = 0;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    add_both(&a, &b, 0xe9360c6f, 26477, 0);
+    add_both(&a, &b, 0xe931c46f, 26477, 0x0a000001);
+    for (int line = 0; line < 2; line++)
+    for (int tagged = 0; tagged < 2; tagged++) {
+        spec_t s = ours();
+        s.dst = line ? 0xe931c46f : 0xe9360c6f;
+        s.frag = line ? 0 : 0x4000;
+        s.ntags = tagged;
+        s.tag_type[0] = 0x8100;
+        s.tag_vid[0] = 0xf123; /* priority bits set: the id is 0x123 */
+        size_t n = build(fb, &s);
+        CHECK_EQ(check_fast(&a, &b, fb, n), line); /* the fast path's own frame */
+        for (size_t at = 0; at < 42 + 4 * (size_t)tagged; at++) {
+            uint8_t keep = fb[at];
+            for (int v = 0; v < 256; v++) {
+                fb[at] = (uint8_t)v;
+                int q = check_fast(&a, &b, fb, n);
+                q >= 0 ? taken[q]++ : left++;
+            }
+            fb[at] = keep;
+        }
+        for (size_t cut = 0; cut <= n + 8; cut++) { /* shorter frames; longer: what follows is padding */
+            int q = check_fast(&a, &b, fb, cut);
+            q >= 0 ? taken[q]++ : left++;
+        }
+    }
+    for (long i = 0; i < frames; i++) {
+        if (i % 5000 == 0) {
+            memset(&a, 0, sizeof a);
+            memset(&b, 0, sizeof b);
+            int nl = (int)(rnd() % (FH_NET_MAX_LINES + 1));
+            for (int k = 0; k < nl; k++) {
+                uint32_t dst = PICK(groups);
+                uint16_t port = PICK(ports);
+                uint32_t src = rnd() % 3 ? 0 : PICK(sources);
+                add_both(&a, &b, dst, port, src);
+            }
+        }
+        int q = check_fast(&a, &b, fb, fuzz_frame(fb));
+        q >= 0 ? taken[q]++ : left++;
+    }
+    fprintf(stderr, "fast vs full: %llu frames taken by the fast path to line 0, %llu to line 1, %llu left to "
+                    "fh_net_parse; %ld mismatches\n",
+            (unsigned long long)taken[0], (unsigned long long)taken[1], (unsigned long long)left, fast_mismatches);
+    CHECK(taken[0] > 1000 && taken[1] > 1000 && left > 1000);
+}
+
 int main(int argc, char **argv)
 {
     long fuzz = argc > 1 ? atol(argv[1]) : 1000000;
@@ -562,6 +674,7 @@ int main(int argc, char **argv)
     test_short();
     test_lines();
     test_fuzz(fuzz);
+    test_fast_vs_full(fuzz);
     if (test_failures)
         fprintf(stderr, "test_net: %d failures\n", test_failures);
     return test_failures ? 1 : 0;

@@ -63,11 +63,114 @@ static inline fh_net_drop_t fh_net_drop_cause(int r) { return (fh_net_drop_t)(-1
 
 /* Classify frame f of len bytes. Returns the line index (>= 0) with *out filled, or, after counting the drop
  * in drops[cause], FH_NET_DROPPED(cause) (< 0): the caller learns the cause without comparing counters (the
- * data plane looks for IGMP among not_udp and ARP among not_ipv4). Hot: reads at most the headers, each
- * bounds-checked against len. The IPv4 header checksum is not verified (the NIC does; a frame from a capture
- * is taken as it is). When several lines fit a frame, the first added wins. */
+ * data plane looks for IGMP among not_udp and ARP among not_ipv4). Counts the frame in frames. Hot: reads at
+ * most the headers, each bounds-checked against len. The IPv4 header checksum is not verified (the NIC does;
+ * a frame from a capture is taken as it is). When several lines fit a frame, the first added wins. A caller
+ * with a loop of its own tries fh_net_parse_fast (below) first. */
 int fh_net_parse(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
 
+/* The same without any fast path: every check in the documented order, the cause of a drop the first that
+ * fails. The reference the fast paths are tested against (native/tests/test_net.c, native/fuzz/fuzz_net.c);
+ * not for the hot path. */
+int fh_net_parse_full(fh_net_t *n, const uint8_t *f, size_t len, fh_net_pkt_t *out);
+
 const char *fh_net_drop_name(int cause);
+
+/* ---- fh_net_parse_fast: the common frame inline, in a caller's loop (the data plane's burst) ----
+ *
+ * The common frame of a feed: Ethernet II untagged or behind one 802.1Q tag, IPv4 without options or fragments,
+ * UDP, the IPv4 datagram filling the frame (no Ethernet padding) and the UDP datagram filling the IPv4 one, to
+ * line 0 or 1 (the A and B lines, added first): fh_net_parse_fast untagged, fh_net_parse_fast_vlan tagged. Its
+ * header is compared with what it must be in a few wide loads: one 16-byte masked compare from the EtherType to
+ * the protocol, the two lengths against the frame's length (in wire order: no arithmetic on the frame's bytes),
+ * the 8 bytes from the destination address to the destination port against the two lines' keys, the source
+ * against the line's filter. Anything else is left to fh_net_parse, so the result, the drop counters and their
+ * causes are fh_net_parse_full's on every frame. */
+
+static inline uint64_t fh_net_ld64_(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t fh_net_ld32_(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t fh_net_ld16_(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* A line's key (fh_net_t.key) from the 8 bytes at an option-less IPv4 header's destination address, the UDP
+ * source port's two bytes set to 0xff (a zeroed slot never matches). Little-endian: those are bytes 4 and 5. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FH_NET_KEY_ANY_SPORT 0x0000ffff00000000ull
+#else
+#define FH_NET_KEY_ANY_SPORT 0x00000000ffff0000ull
+#endif
+
+/* The 16 bytes from the last EtherType on: IPv4 (0x0800), version 4 with IHL 5, no MF flag and no fragment
+ * offset (DF and the reserved bit may be set), protocol UDP. The other bytes may be anything. */
+#if defined(__SSE2__) && !defined(FH_NET_NO_SIMD)
+#include <emmintrin.h>
+static inline int fh_net_common_shape_(const uint8_t *p)
+{
+    const __m128i m = _mm_setr_epi8((char)0xff, (char)0xff, (char)0xff, 0, 0, 0, 0, 0, 0x3f, (char)0xff, 0,
+                                    (char)0xff, 0, 0, 0, 0);
+    const __m128i w = _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(v, m), w)) == 0xffff;
+}
+#else
+static inline int fh_net_common_shape_(const uint8_t *p)
+{
+    static const uint8_t m[16] = { 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0x3f, 0xff, 0, 0xff, 0, 0, 0, 0 };
+    static const uint8_t w[16] = { 0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0 };
+    return !(((fh_net_ld64_(p) & fh_net_ld64_(m)) ^ fh_net_ld64_(w)) |
+             ((fh_net_ld64_(p + 8) & fh_net_ld64_(m + 8)) ^ fh_net_ld64_(w + 8)));
+}
+#endif
+
+/* From the EtherType before an IPv4 header of the common shape at f + off (off = 12, or 16 behind one tag), with
+ * len >= off + 30: the lengths, then lines 0 and 1. */
+static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                 const size_t off, fh_net_pkt_t *out)
+{
+    const uint8_t *const ip = f + off + 2;
+    /* plen: the UDP payload's length if the datagrams fill the frame, at most 65,507 so that the IPv4 total
+     * length (plen + 28) fits its 16 bits (a test the compiler drops for a 16-bit len, as an mbuf's). */
+    const size_t plen = len - off - 30;
+    if (FH_UNLIKELY(len > 65535 + off + 2) ||
+        FH_UNLIKELY(fh_net_ld16_(ip + 2) != __builtin_bswap16((uint16_t)(plen + 28))) ||
+        FH_UNLIKELY(fh_net_ld16_(ip + 24) != __builtin_bswap16((uint16_t)(plen + 8))))
+        return -1;
+    const uint64_t key = fh_net_ld64_(ip + 16) | FH_NET_KEY_ANY_SPORT;
+    const uint32_t src = fh_net_ld32_(ip + 12);
+    int i;
+    if (key == n->key[0] && (src & n->src_mask[0]) == n->src_key[0])
+        i = 0;
+    else if (key == n->key[1] && (src & n->src_mask[1]) == n->src_key[1])
+        i = 1;
+    else
+        return -1;
+    n->frames++;
+    out->payload = ip + 28;
+    out->len = (uint32_t)plen;
+    out->line = i;
+    out->src_ip = __builtin_bswap32(src);
+    out->vlan = off == 12 ? 0 : (uint16_t)(__builtin_bswap16(fh_net_ld16_(f + 14)) & 0x0fff);
+    return i;
+}
+
+/* The common frame to line 0 or 1, untagged: counts the frame and returns its line (>= 0) with *out filled, as
+ * fh_net_parse would; or returns -1 having done nothing, and the caller tries fh_net_parse_fast_vlan or hands
+ * the frame to fh_net_parse. */
+static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                   fh_net_pkt_t *out)
+{
+    if (FH_LIKELY(len >= 42) && FH_LIKELY(fh_net_common_shape_(f + 12)))
+        return fh_net_fast_at_(n, f, len, 12, out);
+    return -1;
+}
+
+/* The same behind one 802.1Q tag (0x8100): the data plane tries it out of line, after fh_net_parse_fast, so that
+ * an untagged frame pays nothing for it. */
+static inline __attribute__((always_inline)) int fh_net_parse_fast_vlan(fh_net_t *n, const uint8_t *f, size_t len,
+                                                                        fh_net_pkt_t *out)
+{
+    if (len >= 46 && fh_net_ld16_(f + 12) == __builtin_bswap16(0x8100) && fh_net_common_shape_(f + 16))
+        return fh_net_fast_at_(n, f, len, 16, out);
+    return -1;
+}
 
 #endif
