@@ -144,6 +144,75 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
                 os.unlink(f)
 
 
+def test_two_primaries_meet_a_guard():
+    """Two primaries (split brain): a primary's guard (fh-replicate --role standby --guard, as fh run runs it on a
+    primary's listen address) says in its HELLO that this host is primary. A probe learns the peer's role and epoch
+    and whether it beats this host (the newer epoch; on a tie the host with --wins-ties); a primary that does not beat
+    the guard ships nothing and stops fenced (exit 4) with one line; one that does makes the guard yield (one line):
+    from then on a standby that journals everything the new primary ships."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, gj, st_g, st_p = (f"/dev/shm/fh-g{tag}.journal", f"/dev/shm/fh-g{tag}.guard.journal",
+                               f"/dev/shm/fh-g{tag}.guard.repl", f"/dev/shm/fh-gp{tag}.repl")
+    addr = f"127.0.0.1:{_port()}"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    procs: list[subprocess.Popen] = []
+
+    def probe(epoch: int, *extra) -> dict:
+        p = subprocess.run([PROG, "--role", "primary", "--probe", "--provider", "tcp", "--peer", addr, "--epoch",
+                            str(epoch), "--connect-timeout-ms", "5000", *extra], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    def primary(epoch: int) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                              "--epoch", str(epoch), "--name", f"gp{tag}", "--status", st_p, "--heartbeat-ms", "20",
+                              "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    try:
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        g = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr, "--journal",
+                              gj, "--journal-mb", "64", "--status", st_g, "--epoch", "2", "--ring-mb", "4",
+                              "--failover-timeout-ms", "200", "--promote-on-silence"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(g)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        assert probe(1) == {"peer": addr, "role": "primary", "epoch": 2, "peer_wins": True}
+        assert probe(3)["peer_wins"] is False
+        assert probe(2)["peer_wins"] is True and probe(2, "--wins-ties")["peer_wins"] is False  # the tie rule
+        old = primary(1)
+        out, err = old.communicate(timeout=30)
+        assert old.returncode == 4, err
+        line = [l for l in err.splitlines() if "fenced" in l]
+        assert len(line) == 1 and "is primary at epoch 2, this host at 1" in line[0] and "standby" in line[0], err
+        time.sleep(0.5)  # no promotion of a guard by silence: it is the primary
+        s = _status(st_g)
+        assert s["state"] == "guarding" and s["messages"] == 0 and s["epoch"] == 2, s
+        new = primary(3)
+        _wait(lambda: _status(st_g).get("messages", 0) == 100000, 60, "the yielded guard applying the new primary's")
+        out, err = new.communicate(timeout=60)
+        assert new.returncode == 0 and "the peer at" in err and "primary too, at epoch 2" in err, err
+        s = _status(st_g)
+        assert s["state"] in ("streaming", "peer-silent", "promoted") and s["epoch"] >= 3 and s["connections"] >= 5, s
+        g.send_signal(signal.SIGTERM)
+        o, e = g.communicate(timeout=30)
+        assert len([l for l in e.splitlines() if "yields" in l]) == 1, e
+        assert _messages(gj) == _messages(journal)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (journal, gj, st_g, st_p):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 def _config(name, pcap, role, peer, listen) -> str:
     return run_config(name, pcap, exit_idle_ms=0, extra=f"""[replication]
 role = "{role}"
