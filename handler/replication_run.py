@@ -57,10 +57,6 @@ def guard_status_of(cfg: config.Config) -> str:
     return f"/dev/shm/fh-{cfg.name}.guard.repl"
 
 
-def guard_journal_of(cfg: config.Config) -> str:
-    return f"/dev/shm/fh-{cfg.name}.guard.journal"
-
-
 def _addr_key(hp: tuple[str, int]) -> tuple:
     import ipaddress
 
@@ -150,11 +146,10 @@ def primary_cmd(cfg: config.Config, journal: str, epoch: int) -> list[str]:
 
 def guard_cmd(cfg: config.Config, epoch: int) -> list[str]:
     """A primary's guard on its listen address: it tells a connecting primary that this host is primary, refuses one
-    that does not beat it (fenced), and yields to one that does (then fh run demotes this host)."""
-    r = cfg.replication
-    return [R.find_program(), "--role", "standby", "--guard", "--listen", f"{r.listen[0]}:{r.listen[1]}",
-            "--journal", guard_journal_of(cfg), "--journal-mb", "16", "--ring-mb", str(r.ring_mb), "--status",
-            guard_status_of(cfg), *_ties(cfg), *_common(cfg, epoch)]
+    that does not beat it (fenced), and yields to one that does (then fh run demotes this host). It is the standby's
+    fh-replicate in waiting (the standby's journal; its own status file until SIGUSR2 makes it the standby), so that
+    a primary shipping to it is not cut off when this host joins as standby."""
+    return [*standby_cmd(cfg, epoch), "--guard", "--status", guard_status_of(cfg), *_ties(cfg)]
 
 
 def probe_cmd(cfg: config.Config, epoch: int, timeout_ms: int) -> list[str]:
@@ -253,6 +248,8 @@ class Replication:
         if self.role == "primary" and r.peer is None:
             self.say("last held primary but replication.peer is not set: running as standby")
             self.role, why = "standby", "held primary before, no peer to ship to"
+        if self.role == "primary" or "--restore" not in dataplane_cmd:
+            self._fresh_standby_journal()
         if self.role == "primary" and r.listen is not None:
             self._probe(why)
         self.journal = _dataplane_journal(dataplane_cmd, cfg)
@@ -263,21 +260,20 @@ class Replication:
             self.waiting = True
         else:
             dataplane_cmd += ["--standby", standby_journal_of(cfg)]
-            self._fresh_standby_journal(dataplane_cmd)
-            self.cmd = standby_cmd(cfg, self.epoch)
             if self.state is None or self.state["role"] != "standby":
                 self._persist(why)
-            self.start()
+            if self.proc is None:  # (the probe's guard goes on as the standby's fh-replicate)
+                self.cmd = standby_cmd(cfg, self.epoch)
+                self.start()
 
-    def _fresh_standby_journal(self, dataplane_cmd: list[str]) -> None:
+    def _fresh_standby_journal(self) -> None:
         """A data plane that starts empty (no --restore) needs the whole day from the primary: a standby journal left
         by an earlier run would make the standby fh-replicate resume after its end (and the books miss the day)."""
-        if "--restore" not in dataplane_cmd:
-            for p in (standby_journal_of(self.cfg), standby_journal_of(self.cfg) + ".snapshot"):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+        for p in (standby_journal_of(self.cfg), standby_journal_of(self.cfg) + ".snapshot"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     def _guard_status(self) -> dict | None:
         try:
@@ -293,11 +289,18 @@ class Replication:
     def _stop_guard(self) -> None:
         _terminate(self.guard)
         self.guard = None
-        for p in (guard_status_of(self.cfg), guard_journal_of(self.cfg)):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(guard_status_of(self.cfg))
+        except FileNotFoundError:
+            pass
+
+    def _unguard(self) -> None:
+        """This host is standby now: the guard goes on as its standby fh-replicate (SIGUSR2: its status moves to
+        the instance's file), keeping whatever primary ships to it."""
+        g, self.guard = self.guard, None
+        g.send_signal(signal.SIGUSR2)
+        self.proc, self.cmd = g, standby_cmd(self.cfg, self.epoch)
+        self.starts, self.started_at = 1, time.monotonic()
 
     def _guard_yielded(self) -> dict | None:
         """The guard's status once a primary that beats this host ships to it (it is a standby then)."""
@@ -337,8 +340,8 @@ class Replication:
             e = yielded["epoch"] if yielded is not None else answer["epoch"]
             how = (f"newer than this host's {old} (it was promoted while this host was away)" if e > old else
                    f"the same as this host's, and the tie goes to the lower listen address, the peer's")
-            self._stop_guard()
             self.role, self.epoch = "standby", max(e, old)
+            self._unguard()
             self._persist(f"the peer is primary at epoch {e}, {how}")
             self.say(f"configured {r.role}, but the peer at {self.peer} is primary at epoch {e}, {how}: joining as "
                      f"standby, not publishing as primary (no split brain); state in "
@@ -439,8 +442,11 @@ class Replication:
         snapshot, then the journal) has."""
         _terminate(self.proc)
         self.proc = None
-        self._stop_guard()
         self.next_start = None
+        if self.guard is not None and self.guard.poll() is None:
+            self._unguard()  # the standby's fh-replicate from now on (the new primary may ship to it already)
+        else:
+            self._stop_guard()
         old = self.epoch
         self.role, self.epoch = "standby", max(self.epoch, epoch or self.epoch)
         self.demotions += 1
@@ -459,11 +465,12 @@ class Replication:
             i = cmd.index("--restore")
             del cmd[i:i + 2]
         cmd += ["--standby", standby_journal_of(self.cfg)]
-        self._fresh_standby_journal(cmd)
-        self.starts = self.restarts = 0
         self.backoff = BACKOFF_MIN_S
         self.demoting = False
-        self.start()
+        if self.proc is None:  # no guard went on as the standby's fh-replicate
+            self._fresh_standby_journal()
+            self.starts = self.restarts = 0
+            self.start()
         return cmd
 
     def _promoted(self) -> bool:

@@ -411,3 +411,219 @@ def test_a_standby_without_a_segment_takes_the_late_join_snapshot(tmp_path):
         for f in (journal, journal + ".record", sj, sj + ".snapshot", st_s, f"{seg_p}.repl"):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+class _Hosts:
+    """Two fh run instances a and b on loopback, each the other's peer (tcp provider); the run directory, their
+    logs, and what the tests read of them."""
+
+    def __init__(self, tmp_path, monkeypatch, roles=("primary", "standby")):
+        self.tmp = tmp_path
+        self.run_d = tmp_path / "run"
+        self.run_d.mkdir()
+        monkeypatch.setenv("FH_RUN_DIR", str(self.run_d))
+        tag = uuid.uuid4().hex[:6]
+        self.a, self.b = f"fha{tag}", f"fhb{tag}"
+        self.port = {self.a: _port(), self.b: _port()}
+        self.cfg = {}
+        for n, o, role in ((self.a, self.b, roles[0]), (self.b, self.a, roles[1])):
+            self.cfg[n] = tmp_path / f"{n}.toml"
+            self.cfg[n].write_text(_config(n, ROOT / "pcaps" / "synth-ab-40k.pcap", role, self.port[o],
+                                           self.port[n]))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.errs: dict[str, object] = {}
+
+    def run(self, n: str) -> subprocess.Popen:
+        self.errs[n] = self.tmp / f"{n}.{len(self.errs)}.err"
+        p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(self.cfg[n]), "--keep-segment",
+                              "--json"], stdout=subprocess.PIPE, stderr=open(self.errs[n], "w"), text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.procs[n] = p
+        return p
+
+    def err(self, n: str) -> str:
+        return self.errs[n].read_text()
+
+    def messages(self, n: str) -> int:
+        from handler.shm import Reader
+
+        try:
+            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
+                return r.stats(types=False).get("messages", 0)
+        except Exception:  # noqa: BLE001 - not there yet
+            return 0
+
+    def state(self, n: str) -> dict:
+        from handler import replication_run as RR
+
+        return RR.read_state(n, self.run_d) or {}
+
+    def books(self, n: str):
+        return replay.segment_books(f"/dev/shm/fh-{n}")
+
+    def stop(self) -> dict:
+        """SIGTERM to both; their final statistics (fh run --json)."""
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        out = {}
+        for n, p in self.procs.items():
+            o = p.communicate(timeout=60)[0]
+            assert p.returncode == 0, self.err(n)[-1500:]
+            out[n] = json.loads(o)
+        return out
+
+    def close(self) -> None:
+        from handler import replication_run as RR
+        from handler import segments
+
+        for p in self.procs.values():  # fh run stops its data plane and fh-replicate on SIGTERM
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+        for n in (self.a, self.b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
+                      RR.guard_status_of(config_of(self.cfg[n]))):
+                if os.path.exists(f):
+                    os.unlink(f)
+
+
+def config_of(path):
+    from handler import config
+
+    return config.load(str(path))
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.parametrize("epochs", [(1, 2), (1, 1)], ids=["newer-epoch", "tie"])
+def test_both_hosts_restart_at_once_each_holding_primary(tmp_path, monkeypatch, epochs):
+    """Both hosts' state files say primary (a crashed as primary at epoch 1 while b, promoted, held 2; or both at the
+    same epoch) and both fh run start at once. Each guards its listen address and asks the peer: exactly one goes on
+    as primary (the newer epoch; on a tie the lower listen address), the other joins as standby with one line saying
+    why, before its data plane starts: it never applies its own lines, and its books then equal the primary's."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    a, b = h.a, h.b
+    for n, e in zip((a, b), epochs):
+        RR.write_state(n, h.run_d, "primary", e, "held primary (written by the test)")
+    if epochs[0] != epochs[1]:
+        win, lose, why = b, a, "newer than this host's 1"
+    else:
+        win, lose = (a, b) if h.port[a] < h.port[b] else (b, a)
+        why = "the tie goes to the lower listen address, the peer's"
+    try:
+        h.run(a), h.run(b)
+        _wait(lambda: h.state(lose).get("role") == "standby", 30, lambda: f"{lose} standby: {h.err(lose)[-800:]}")
+        _wait(lambda: h.messages(lose) == 40000 and h.messages(win) == 40000, 60,
+              lambda: f"{lose}'s books from {win}: {h.err(lose)[-800:]} {h.err(win)[-800:]}")
+        _wait(lambda: h.books(lose) == h.books(win), 30, "the standby's books equal the primary's")
+        line = [l for l in h.err(lose).splitlines() if "joining as standby" in l]
+        assert len(line) == 1 and f"primary at epoch {epochs[1] if win == b else epochs[0]}" in line[0] and \
+            why in line[0], line
+        assert h.state(win)["role"] == "primary" and h.state(win)["epoch"] == max(epochs)
+        assert h.state(lose)["epoch"] == max(epochs)
+        assert _fh_json("replicate", "status", "--name", win)["role"] == "primary"
+        assert _fh_json("replicate", "status", "--name", lose)["role"] == "standby"
+        assert "joining as standby" not in h.err(win) and "demoted" not in h.err(win) + h.err(lose)
+        stats = h.stop()
+        sb = stats[lose]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[lose]["messages_applied"] == 0, sb
+        assert "standby" not in stats[win] or stats[win]["standby"]["promoted"] is False and \
+            stats[win]["messages_applied"] == 40000
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monkeypatch):
+    """a primary, b its standby. a's replication is cut off (its fh-replicate stopped: no heartbeat, its data plane
+    still publishing): b promotes to epoch 2 and ships to a's listen address, where a's guard yields; the cut
+    healed, a's own fh-replicate meets b's guard and is fenced. a is demoted in one line: its data plane stops
+    cleanly (its books whole) and starts again as standby; its books are rebuilt from b's journal and equal b's;
+    fh status shows it."""
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    try:
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        h.run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
+              lambda: f"b following a: {h.err(a)[-500:]}")
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        rep_a = R.read_status(a)["pid"]
+        os.kill(rep_a, signal.SIGSTOP)  # the cut: a's replication silent, its data plane goes on
+        try:
+            _wait(lambda: h.state(b).get("role") == "primary" and _status(b).get("role") == "primary", 30,
+                  lambda: f"b promoted: {h.err(b)[-800:]}")
+        finally:
+            os.kill(rep_a, signal.SIGCONT)  # healed
+        _wait(lambda: h.state(a).get("role") == "standby", 30, lambda: f"a demoted: {h.err(a)[-1200:]}")
+        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "epoch 2" in line[0], h.err(a)[-1500:]
+        _wait(lambda: _fh_json("status", "--name", a).get("dataplane_pid") not in (None, dp_a), 30, "restarted")
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b: {h.err(a)[-800:]}")
+        st = h.state(a)
+        assert st["epoch"] == 2 and "demoted from primary at epoch 1" in st["why"], st
+        sa = _fh_json("status", "--name", a)
+        assert sa["state"] == "running" and sa["replication"]["role"] == "standby" and \
+            sa["replication"]["supervised"]["demotions"] == 1, sa["replication"]
+        assert "demoted 1x" in fh("status", "--name", a, check=False).stdout
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["epoch"] == 2 and ra["state"] == "streaming", ra
+        stats = h.stop()
+        sb = stats[a]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[a]["messages_applied"] == 0, sb
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_fh_run_gives_a_lapped_standby_the_snapshot(tmp_path, monkeypatch):
+    """a primary with a journal ring too small for the day ([journal] ring_mb = 1, lapped) and fh record's
+    snapshots in [journal] dir; b, its standby, starts after the day: a's fh-replicate picks the newest snapshot the
+    journal still follows, ships it, then the journal after it; b's data plane loads it and its books equal a's,
+    with no hole."""
+    day = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    rec = tmp_path / "rec"
+    seg, jn = f"/dev/shm/fh-rsnap{tag}", f"/dev/shm/fh-rsnap{tag}.journal"
+    try:  # the day's snapshots, as fh record wrote them (named for another day: fh run does not restart from them)
+        process.run_dataplane(replay.eal_args(f"rsnap{tag}", f"net_pcap0,rx_pcap={day}"), seg, replay.pcap_lines(day),
+                              events=1 << 18, timeout=120, extra=["--journal", jn, "--journal-mb", "16"])
+        fh("record", "--journal", jn, "--dir", rec, "--snapshot-every", "8000", "--snapshot-keep", "10", "--day",
+           "20000101")
+    finally:
+        process.remove_segment(seg)
+        for f in (jn, jn + ".record"):
+            if os.path.exists(f):
+                os.unlink(f)
+    assert len(list((rec / "snapshots").glob("*.snap"))) >= 3
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    h.cfg[a].write_text(h.cfg[a].read_text() + f'[journal]\nring_mb = 1\ndir = "{rec}"\n')
+    try:
+        h.run(a)
+        _wait(lambda: h.messages(a) == 40000, 60, lambda: f"a's day: {h.err(a)[-500:]}")
+        r = J.JournalRing(f"/dev/shm/fh-{a}.journal")
+        try:
+            assert r.oldest() > 0, "the day fits the ring: not lapped"
+        finally:
+            r.close()
+        h.run(b)
+        _wait(lambda: h.messages(b) == 40000 and h.books(b) == h.books(a), 60,
+              lambda: f"b's books: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        picked = [l for l in h.err(a).splitlines() if "the newest in" in l]
+        assert len(picked) == 1 and str(rec / "snapshots") in picked[0], h.err(a)[-1500:]
+        assert "loaded the primary's snapshot" in h.err(b)
+        stats = h.stop()
+        sb = stats[b]["standby"]
+        assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["overruns"] == 0 and 0 < sb["messages"] < 40000, sb
+    finally:
+        h.close()

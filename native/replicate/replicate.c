@@ -111,11 +111,14 @@ typedef struct fh_repl_status {
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
-static volatile sig_atomic_t quit, promote;
+static volatile sig_atomic_t quit, promote, unguard;
 static void on_signal(int s) { (void)s; quit = 1; }
 /* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
  * refused) and marks its journal promoted: the data plane following it takes the feed lines. */
 static void on_promote(int s) { (void)s; promote = 1; }
+/* A guard: this host is standby now (fh run decided it): a standby like any other from here, its status moved to
+ * the instance's (/dev/shm/fh-NAME.repl). */
+static void on_unguard(int s) { (void)s; unguard = 1; }
 
 static uint64_t now_ns(void)
 {
@@ -844,6 +847,32 @@ static void journal_resume_point(const char *path, char *session, uint64_t *next
     fh_journal_leave(&jr);
 }
 
+/* SIGUSR2 to a guard: a standby from now on, its status in the instance's file (the guard's own is removed). */
+static void unguard_now(const opts_t *o, int *guard, fh_repl_status_t **st, promo_t *pm)
+{
+    static int moved;
+    unguard = 0;
+    if (!o->guard || moved)
+        return;
+    moved = 1;
+    *guard = 0;
+    if (o->status && o->guard) {
+        opts_t d = *o;
+        d.status = NULL;
+        fh_repl_status_t *n = status_map(&d, "standby"), *old = *st;
+        uint64_t magic = n->magic;
+        memcpy(n, old, sizeof *n);
+        n->magic = magic, n->pid = (uint64_t)getpid();
+        if (n->state == ST_GUARDING)
+            n->state = ST_CONNECTING;
+        munmap(old, sizeof *old);
+        unlink(o->status);
+        *st = pm->st = n;
+    }
+    fprintf(stderr, "fh-replicate: guard: this host is standby now: a standby like any other (status in "
+                    "/dev/shm/fh-%s.repl)\n", o->name);
+}
+
 /* A guard (this host a primary) and a primary connecting at epoch theirs: refused (0), unless it beats this host
  * (1): then this host yields, said in one line, and is a standby from now on (the caller adopts the epoch). */
 static int guard_yields(const opts_t *o, int *guard, uint32_t theirs, uint32_t mine, fh_repl_status_t *st)
@@ -960,6 +989,8 @@ static int standby(const opts_t *o)
      * streaming loop, rather than a loop around it, keeps that loop as it is.) */
 next_primary:
     for (uint64_t k = 0;; k++) {
+        if (unguard)
+            unguard_now(o, &guard, &st, &pm);
         if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary",
                                    o->failover_timeout_ms);
@@ -1009,6 +1040,8 @@ next_primary:
     st->connections++;
     st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_STREAMING;
     while (!quit && !bye) {
+        if (unguard)
+            unguard_now(o, &guard, &st, &pm);
         if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
@@ -1384,6 +1417,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_promote);
+    signal(SIGUSR2, on_unguard);
     if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
     if (o.role && !strcmp(o.role, "standby") && o.listen)
