@@ -342,10 +342,10 @@ class Replication:
                    f"the same as this host's, and the tie goes to the lower listen address, the peer's")
             self.role, self.epoch = "standby", max(e, old)
             self._unguard()
-            self._persist(f"the peer is primary at epoch {e}, {how}")
             self.say(f"configured {r.role}, but the peer at {self.peer} is primary at epoch {e}, {how}: joining as "
                      f"standby, not publishing as primary (no split brain); state in "
                      f"{state_path(cfg.name, self.run_dir)}")
+            self._persist(f"the peer is primary at epoch {e}, {how}")
             return
         if answer and answer["role"] == "primary":
             how = (f"older than this host's {old}" if answer["epoch"] < old else
@@ -450,10 +450,10 @@ class Replication:
         old = self.epoch
         self.role, self.epoch = "standby", max(self.epoch, epoch or self.epoch)
         self.demotions += 1
-        self._persist(f"demoted from primary at epoch {old}: {why}")
         self.say(f"{why}: demoted to standby: stopping the data plane and starting it again as standby on "
                  f"{standby_journal_of(self.cfg)}, its books rebuilt from the new primary (not in place: a standby's "
                  f"books and event sequence must be the primary's); state in {state_path(self.cfg.name, self.run_dir)}")
+        self._persist(f"demoted from primary at epoch {old}: {why}")
         self.demoting = True
         return True
 
