@@ -412,12 +412,14 @@ static int primary(const opts_t *o)
     if (!snapshot && o->snapshot_dir && (resume ? !covered : fh_journal_oldest(&jr) > 0 && !strcmp(o->from, "oldest"))) {
         if (!pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)) {
             snapshot = picked;
-            fprintf(stderr, "fh-replicate: the journal no longer reaches back to the standby's point: snapshot %s "
-                            "(the newest in %s that the journal follows)\n", picked, o->snapshot_dir);
+            fprintf(stderr, "fh-replicate: %s: snapshot %s (the newest in %s that the journal follows), then the "
+                            "journal after it\n", resume ? "the journal no longer reaches back to the standby's point"
+                            : "a new standby and a journal that has lapped", picked, o->snapshot_dir);
         } else
-            fprintf(stderr, "fh-replicate: the journal no longer reaches back to the standby's point and no snapshot in "
-                            "%s is followed by it (fh record's snapshot_every more often, or journal.ring_mb larger)\n",
-                    o->snapshot_dir);
+            fprintf(stderr, "fh-replicate: %s, and no snapshot in %s is followed by the journal (fh record's "
+                            "snapshot_every more often, or journal.ring_mb larger)\n", resume ?
+                            "the journal no longer reaches back to the standby's point" :
+                            "a new standby and a journal that has lapped", o->snapshot_dir);
     }
     if (resume) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
