@@ -17,15 +17,22 @@ The role switch:
     promoted standby fh-replicate is stopped and, with replication.peer set, fh-replicate --role primary at the
     new epoch ships the data plane's own journal to the peer (it connects when the peer listens: the old primary
     restarted as standby);
-  - a primary, before its data plane starts (with replication.listen set), listens as a standby for
-    max(failover_timeout_ms, 1 s): a primary of a newer epoch that connects (the promoted peer) makes it join as
-    standby instead, saying so in one line; nothing connects, or only an older epoch: it starts as primary. It
-    never publishes or ships as primary while a newer epoch ships to it.
+  - a primary with replication.listen runs a guard there while it is primary (fh-replicate --guard): a peer that
+    is primary too finds it. Before its data plane starts it also asks the peer (--probe) for
+    max(failover_timeout_ms, 1 s): a peer primary that beats it (the newer epoch; on a tie the lower listen
+    address, wins_ties) or a primary that ships to its guard and beats it makes it join as standby, saying so in
+    one line (the guard goes on as its standby fh-replicate); else it starts as primary;
+  - a running primary whose guard yields, or whose fh-replicate is fenced (exit 4), is demoted: said in one line,
+    its fh-replicate stopped, the guard its standby from now on, and fh run restarts the data plane as standby
+    (demoted_cmd). A restart rather than in place: a standby's books and event sequence must be its primary's,
+    which an engine built from this host's own lines does not have.
+  - [journal] dir: the primary's fh-replicate gets its snapshots (--snapshot-dir) for a standby its journal no
+    longer reaches.
 
 Supervision: fh-replicate is restarted if it exits while the data plane runs (back-off from 0.1 s doubling to
-5 s, reset after 30 s up; counted), except a primary fenced by a newer epoch (exit 4: said, not restarted); it is
-drained and stopped with the data plane. The pidfile's record (`replication`) holds its pid, role, epoch, starts
-and restarts, which `fh status` shows."""
+5 s, reset after 30 s up; counted), except a fenced primary (demoted instead); it is drained and stopped with the
+data plane. The pidfile's record (`replication`) holds its pid, role, epoch, starts, restarts and demotions,
+which `fh status` shows."""
 from __future__ import annotations
 
 import json
@@ -205,6 +212,7 @@ class Replication:
         self.proc: subprocess.Popen | None = None
         self.guard: subprocess.Popen | None = None
         self.guard_next: float | None = None
+        self.guard_backoff = BACKOFF_MIN_S
         self.starts = self.restarts = self.demotions = 0
         self.started_at = 0.0
         self.next_start: float | None = None
@@ -284,7 +292,7 @@ class Replication:
 
     def _start_guard(self) -> None:
         self.guard = self._spawn(guard_cmd(self.cfg, self.epoch))
-        self.guard_next = None
+        self.guard_next, self.guard_started = None, time.monotonic()
 
     def _stop_guard(self) -> None:
         _terminate(self.guard)
@@ -404,6 +412,11 @@ class Replication:
         self.proc = None
         if rc == FENCED and self.role == "primary":
             self.fenced = True
+            if self.cfg.replication.listen is None:  # no address to be a standby on
+                self.say("fh-replicate was fenced: the peer is primary at a newer epoch, or wins the tie (its line is "
+                         "above); replication.listen is not set, so this host cannot be its standby: not restarted. "
+                         "Its data plane still takes the lines: stop it, or set listen to have it demoted")
+                return True
             return self._demote(f"fh-replicate (pid {p.pid}) was fenced: the peer at {self.peer} is primary at a "
                                 f"newer epoch, or wins the tie (its line is above)")
         self.say(f"fh-replicate (pid {p.pid}) exited with status {rc} while the data plane runs; starting it again in "
@@ -416,7 +429,7 @@ class Replication:
         """A primary's guard: yielded (a primary that beats this host ships to it): demote; gone: started again."""
         if self.guard is None:
             if self.guard_next is None:
-                self.guard_next = time.monotonic() + BACKOFF_MIN_S
+                self.guard_next = time.monotonic() + self.guard_backoff
             elif time.monotonic() >= self.guard_next:
                 self._start_guard()
                 return True
@@ -428,10 +441,15 @@ class Replication:
             return self._demote(f"the peer at {self.peer} ships to this host as primary at epoch {s['epoch']}, this "
                                 f"host primary at epoch {self.epoch} ({how})", s["epoch"])
         rc = self.guard.poll()
-        if rc is not None:
-            self.say(f"the guard fh-replicate (pid {self.guard.pid}) exited with status {rc}; starting it again")
+        if rc is not None:  # (its message is above; a listen address in use: every few seconds, said each time)
+            self.say(f"the guard fh-replicate (pid {self.guard.pid}) on {self.cfg.replication.listen[0]}:"
+                     f"{self.cfg.replication.listen[1]} exited with status {rc}; starting it again in "
+                     f"{self.guard_backoff:g} s")
             self.guard = None
-            self.guard_next = time.monotonic() + BACKOFF_MIN_S
+            self.guard_next = time.monotonic() + self.guard_backoff
+            self.guard_backoff = min(self.guard_backoff * 2, BACKOFF_MAX_S)
+        elif time.monotonic() - self.guard_started > BACKOFF_RESET_S:
+            self.guard_backoff = BACKOFF_MIN_S
         return False
 
     def _demote(self, why: str, epoch: int | None = None) -> bool:

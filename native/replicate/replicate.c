@@ -6,6 +6,7 @@
  *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--failover-timeout-ms N] [--promote-on-silence] [--exit-when-done] [--status PATH] [--name NAME]
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
+ *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard]; both [--wins-ties]
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
@@ -24,6 +25,12 @@
  * Epochs (fencing). Every frame carries the primary's epoch. A standby refuses a frame of an epoch older than
  * its own, counts it (refused_epoch), applies nothing of it and answers REFUSED with its epoch; the primary
  * then stops with a one-line error: it has been fenced. A newer epoch is adopted.
+ *
+ * Two primaries (docs/replication.md). A guard (--guard: a standby listening for a host that is primary) and a
+ * promoted standby say in HELLO that a primary listens; the newer epoch goes on, on a tie the host with
+ * --wins-ties. A primary beaten at HELLO ships nothing and stops fenced; a guard refuses a primary that does not
+ * beat it and yields to one that does (a standby from then on; SIGUSR2: a standby at fh run's word, its status
+ * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped.
  *
  * The standby writes every record it applies into its own journal ring (its own followers work the same),
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
@@ -977,6 +984,7 @@ static int standby(const opts_t *o)
     }
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0, had_primary = 0, heard = 0; /* heard: a heartbeat or a record of a primary */
+    int conn_heard = 0; /* ... on this connection */
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
@@ -1022,7 +1030,7 @@ next_primary:
         ret = 3;
         goto done;
     }
-    if (had_primary) {
+    if (heard) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, pm.session, FH_JOURNAL_SESSION_LEN);
         fprintf(stderr, "fh-replicate: a primary connected again (connection %" PRIu64 "): resuming after session "
@@ -1036,7 +1044,7 @@ next_primary:
     }
     /* (the failover clock is not reset by a connection, only by a heartbeat, once a primary was heard: a connection
      * that says nothing, fh run's --probe, does not delay a failover) */
-    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0;
+    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0;
     if (!heard)
         last_hb = now_ns();
     st->connections++;
@@ -1049,7 +1057,11 @@ next_primary:
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
         if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
-            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            if (conn_heard)
+                fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            else
+                fprintf(stderr, "fh-replicate: a connection closed with nothing accepted from it (a probe asking what "
+                                "listens here, or a primary refused, or stopped at this host's HELLO)\n");
             gone = 1;
             break;
         }
@@ -1075,7 +1087,7 @@ next_primary:
                     if (m.epoch < epoch || promoted || guard) { /* fenced even with nothing to ship */
                         fh_repl_ctl_t no = { CTL_REFUSED, epoch, m.epoch, 0, 0, 0, { 0 }, 0, 0 };
                         send_ctl(&f, &no);
-                    } else if (heard = 1, m.epoch > epoch) { /* a primary heard: the failover clock runs */
+                    } else if (heard = conn_heard = 1, m.epoch > epoch) { /* a primary heard: the failover clock runs */
                         fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", m.epoch,
                                 epoch);
                         epoch = m.epoch;
@@ -1116,7 +1128,7 @@ next_primary:
                 lpos = fr->lpos + fr->size; /* consumed, not applied */
                 continue;
             }
-            heard = 1;
+            heard = conn_heard = 1;
             if (fr->epoch > epoch) {
                 fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
                 epoch = fr->epoch;
