@@ -212,7 +212,7 @@ class Replication:
         self.proc: subprocess.Popen | None = None
         self.guard: subprocess.Popen | None = None
         self.guard_next: float | None = None
-        self.guard_backoff = BACKOFF_MIN_S
+        self.guard_backoff, self.guard_started = BACKOFF_MIN_S, 0.0
         self.starts = self.restarts = self.demotions = 0
         self.started_at = 0.0
         self.next_start: float | None = None
@@ -363,7 +363,7 @@ class Replication:
 
     # -- while the data plane runs --
 
-    def start(self, probe: bool = False) -> None:
+    def start(self) -> None:
         if self.role == "standby":  # the epoch it holds now (adopted from its primary since the last start)
             self.cmd = standby_cmd(self.cfg, self.epoch)
         self.proc = self._spawn(self.cmd)

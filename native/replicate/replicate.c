@@ -292,7 +292,8 @@ static int connect_hello(const opts_t *o, fh_fab_t *f, const char *host, const c
         if (hello->type == CTL_HELLO)
             return 0;
         if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
-            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer, o->connect_timeout_ms);
+            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer,
+                    o->connect_timeout_ms);
             return 3;
         }
         idle(0);
@@ -416,7 +417,8 @@ static int primary(const opts_t *o)
      * has lapped, or a standby whose point the journal no longer holds */
     const char *snapshot = o->snapshot;
     char picked[4200];
-    if (!snapshot && o->snapshot_dir && (resume ? !covered : fh_journal_oldest(&jr) > 0 && !strcmp(o->from, "oldest"))) {
+    int lapped = fh_journal_oldest(&jr) > 0 && !strcmp(o->from, "oldest");
+    if (!snapshot && o->snapshot_dir && (resume ? !covered : lapped)) {
         if (!pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)) {
             snapshot = picked;
             fprintf(stderr, "fh-replicate: %s: snapshot %s (the newest in %s that the journal follows), then the "
@@ -1319,9 +1321,9 @@ static void usage(void)
             "                    [--promote-on-silence (then promote: the data plane following --journal takes the lines)]\n"
             "                    (no --segment: journal only, for fh-dataplane --standby JOURNAL)\n"
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
-            "       two primaries (fh run): primary [--probe (what listens at --peer: one JSON line, nothing shipped)]\n"
+            "       two primaries (fh run): primary [--probe (what listens at --peer: a JSON line, nothing shipped)]\n"
             "                    [--snapshot-dir DIR (the newest *.snap the journal follows, for a lapped standby)];\n"
-            "                    standby [--guard (this host is a primary: refuse, or yield to a primary that beats it)];\n"
+            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)];\n"
             "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
