@@ -664,3 +664,90 @@ def test_fh_run_gives_a_lapped_standby_the_snapshot(tmp_path, monkeypatch):
         assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["overruns"] == 0 and sb["messages"] == after, sb
     finally:
         h.close()
+
+
+def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path):
+    """A standby that falls a whole journal ring behind while streaming (stopped: its primary, held by flow control,
+    is lapped by the journal's writer): with --snapshot-dir (what fh run gives from [journal] dir), the primary ships
+    the newest snapshot the journal follows, then the journal after it, instead of a hole; the standby's books then
+    equal those of a standby that received the whole day, and nothing is stale."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    small, big = f"/dev/shm/fh-lap{tag}.journal", f"/dev/shm/fh-lapb{tag}.journal"
+    rec = tmp_path / "rec"
+    procs: list[subprocess.Popen] = []
+    made = [small, big, big + ".record", f"/dev/shm/fh-lapp{tag}.repl"]
+
+    def standby(name: str, ring_mb: int) -> tuple[subprocess.Popen, str, str]:
+        addr, seg = f"127.0.0.1:{_port()}", f"/dev/shm/fh-{name}"
+        st = f"{seg}.repl"
+        made.extend([seg, seg + ".wake", f"{seg}.journal", st, seg + ".snapshot"])
+        p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal",
+                              f"{seg}.journal", "--journal-mb", "16", "--segment", seg, "--name", name, "--status", st,
+                              "--ring-mb", str(ring_mb), "--max-orders", "1000000", "--max-levels", "400000",
+                              "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        _wait(lambda: _status(st).get("state") == "connecting", 10, "a standby listening")
+        return p, addr, seg
+
+    def primary(journal: str, addr: str, *extra) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                              "--name", f"lapp{tag}", "--status", f"/dev/shm/fh-lapp{tag}.repl", "--exit-when-done",
+                              "--max-outstanding", "16", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        procs.append(p)
+        return p
+
+    try:
+        # the reference: the whole day, shipped from a journal that holds it; fh record's snapshots of it (the same
+        # session and sequences as the day written again below)
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", big, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        ref, raddr, rseg = standby(f"lapr{tag}", 4)
+        out, err = primary(big, raddr).communicate(timeout=60)
+        assert ref.wait(60) == 0, err
+        want = replay.segment_books(rseg)
+        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
+           "20000101")
+        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
+            if int(p.stem.rsplit("-", 1)[1]) > 99500:
+                p.unlink()
+        newest = sorted((rec / "snapshots").glob("*.snap"))[-1]
+        # (the 1 MiB ring below holds the day's last lap, from sequence 97,633)
+        assert int(newest.stem.rsplit("-", 1)[1]) > 97700, newest
+        # the day again, paced, into a 1 MiB ring, shipped to a standby with a 1 MiB ring
+        sb, addr, seg = standby(f"laps{tag}", 1)
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", small, "--mb", "1", "--rate", "40000",
+                                 "--delay-ms", "1000"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        pr = primary(small, addr, "--snapshot-dir", str(rec / "snapshots"))
+        _wait(lambda: _status(f"/dev/shm/fh-laps{tag}.repl").get("messages", 0) >= 10000, 60, "the standby following")
+        os.kill(sb.pid, signal.SIGSTOP)  # it falls behind: its primary, held by flow control, is lapped
+        try:
+            assert feed.wait(60) == 0
+        finally:
+            os.kill(sb.pid, signal.SIGCONT)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        line = [l for l in err.splitlines() if "overrun" in l]
+        assert len(line) == 1 and f"shipping snapshot {newest}" in line[0] and "books stale" not in err, err
+        o, e = sb.communicate(timeout=60)
+        assert sb.returncode == 0, e
+        fig = json.loads(o.splitlines()[-1])
+        assert fig["holes"] == 0 and fig["snapshot_orders"] > 0 and fig["skipped_after_snapshot"] > 0, fig
+        got = replay.segment_books(seg)
+        assert got == want and got, (replay.diff_books(got, want), err)
+        from handler.shm import STALE, Reader
+
+        with Reader(seg) as r:  # nothing stale: no hole was shipped
+            assert not any(r.books[b["locate"]]["status"] == STALE for b in got)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in made:
+            if os.path.exists(f):
+                os.unlink(f)

@@ -346,6 +346,29 @@ static int pick_snapshot(const char *dir, const fh_journal_reader_t *jr, char *p
     return best ? 0 : -1;
 }
 
+/* A snapshot file, checked whole, into *buf (freed first): 0, or -1 said on stderr. */
+static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snapshot_meta_t *meta)
+{
+    if (fh_engine_snapshot_load(NULL, path, meta)) {
+        fprintf(stderr, "fh-replicate: snapshot %s: %s\n", path, fh_errmsg());
+        return -1;
+    }
+    free(*buf);
+    *buf = NULL;
+    FILE *sf = fopen(path, "rb");
+    long n = -1;
+    if (!sf || fseek(sf, 0, SEEK_END) || (n = ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
+        !(*buf = malloc(n ? (size_t)n : 1)) || fread(*buf, 1, (size_t)n, sf) != (size_t)n) {
+        fprintf(stderr, "fh-replicate: snapshot %s: cannot read it\n", path);
+        if (sf)
+            fclose(sf);
+        return -1;
+    }
+    fclose(sf);
+    *len = (uint64_t)n;
+    return 0;
+}
+
 static int primary(const opts_t *o)
 {
     char host[256], port[32];
@@ -443,19 +466,10 @@ static int primary(const opts_t *o)
     int snap_end = 1;
     fh_snapshot_meta_t smeta = { 0 };
     if (snapshot && !covered) {
-        if (fh_engine_snapshot_load(NULL, snapshot, &smeta)) {
-            fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", snapshot, fh_errmsg());
-            { ret = 5; goto out; }
+        if (read_snapshot(snapshot, &snap, &snap_len, &smeta)) {
+            ret = 5;
+            goto out;
         }
-        FILE *sf = fopen(snapshot, "rb");
-        if (!sf || fseek(sf, 0, SEEK_END) || (long)(snap_len = (uint64_t)ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
-            !(snap = malloc(snap_len ? snap_len : 1)) || fread(snap, 1, snap_len, sf) != snap_len) {
-            fprintf(stderr, "fh-replicate: --snapshot %s: cannot read it\n", snapshot);
-            if (sf)
-                fclose(sf);
-            { ret = 5; goto out; }
-        }
-        fclose(sf);
         snap_end = 0;
         fprintf(stderr, "fh-replicate: shipping snapshot %s (%" PRIu64 " bytes, %" PRIu64 " orders, complete to "
                         "sequence %" PRIu64 ") before the journal\n", snapshot, snap_len, smeta.orders,
@@ -590,6 +604,18 @@ static int primary(const opts_t *o)
             if (r == FH_JOURNAL_NONE)
                 break;
             uint64_t seen = now_ns();
+            if (r == FH_JOURNAL_OVERRUN && o->snapshot_dir && !pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)
+                && !read_snapshot(picked, &snap, &snap_len, &smeta)) {
+                /* a standby the journal has lapped (it fell a ring behind): the newest snapshot the journal follows,
+                 * then the journal from its oldest record (the standby skips what the snapshot holds) */
+                overruns++;
+                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64 " (the "
+                                "standby fell that far behind): shipping snapshot %s (complete to sequence %" PRIu64
+                                "), then the journal after it\n", jp, picked, smeta.next_seq - 1);
+                pos = fh_journal_oldest(&jr);
+                snap_off = 0, snap_end = 0;
+                continue;
+            }
             if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
                 overruns++;
                 st->state = ST_BEHIND;
