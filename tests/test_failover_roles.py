@@ -8,7 +8,13 @@ on loopback:
   its peer (a new fh-replicate --role primary at the new epoch on the data plane's own journal); the old primary,
   restarted with `fh run` and its configuration still saying primary, finds the peer shipping at the newer
   epoch and joins as standby (one line saying so; the role and epoch persisted in its run directory and shown
-  by `fh status` / `fh replicate status`); its books then equal the new primary's."""
+  by `fh status` / `fh replicate status`); its books then equal the new primary's;
+- two primaries (docs/replication.md, "Two primaries": the newer epoch goes on, on a tie the lower listen address):
+  a guard and a probe alone; both hosts restarted at once each holding primary; a running primary meeting a
+  restarted peer of a newer epoch; a primary cut off while its standby promoted, demoted (its data plane restarted
+  as standby);
+- a lapped standby given the snapshot, then the journal: under fh run (a new standby after a day that lapped a
+  1 MiB journal), and a standby lapped mid-stream (fh-replicate alone)."""
 from __future__ import annotations
 
 import json
