@@ -64,21 +64,44 @@ def guard_status_of(cfg: config.Config) -> str:
     return f"/dev/shm/fh-{cfg.name}.guard.repl"
 
 
-def _addr_key(hp: tuple[str, int]) -> tuple:
+def _addr_key(host: str, port: int) -> tuple:
     import ipaddress
+    import socket
 
     try:
-        return (0, ipaddress.ip_address(hp[0]).packed, hp[1])
-    except ValueError:  # a host name: compared as text (both hosts' configurations name the same two)
-        return (1, hp[0].encode(), hp[1])
+        host = socket.gethostbyname(host)  # a name and the address it stands for compare the same
+    except OSError:
+        pass
+    try:
+        return (0, ipaddress.ip_address(host).packed, port)
+    except ValueError:  # unresolvable here: compared as text
+        return (1, host.encode(), port)
+
+
+def _own_address(cfg: config.Config) -> str:
+    """This host's address as its peer knows it: the listen address, or with a wildcard listen (0.0.0.0, ":PORT")
+    the local address the kernel uses toward the peer (a UDP connect: nothing is sent)."""
+    import socket
+
+    host = cfg.replication.listen[0]
+    if host not in ("", "0.0.0.0"):
+        return host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((cfg.replication.peer[0], cfg.replication.peer[1]))
+            return s.getsockname()[0]
+    except OSError:
+        return host
 
 
 def wins_ties(cfg: config.Config) -> bool:
-    """Two primaries at the same epoch (both configured primary, no state yet): the host whose listen address is the
-    lower goes on (address, then port); both hosts compute the same from their configurations (each one's peer is
-    the other's listen). Without a listen address a host cannot be asked, and does not win."""
+    """Two primaries at the same epoch (both configured primary, no state yet): the host whose address (its listen
+    address, or with a wildcard listen the address it reaches the peer from) is the lower goes on (address, then
+    port); both hosts compute the same, each from its own address and its peer's. Without a listen address a host
+    cannot be asked, and does not win."""
     r = cfg.replication
-    return r.listen is not None and r.peer is not None and _addr_key(r.listen) < _addr_key(r.peer)
+    return r.listen is not None and r.peer is not None and \
+        _addr_key(_own_address(cfg), r.listen[1]) < _addr_key(r.peer[0], r.peer[1])
 
 
 # ---- the persisted role and epoch ----------------------------------------------------------------------

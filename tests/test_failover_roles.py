@@ -219,6 +219,25 @@ def test_two_primaries_meet_a_guard():
                 os.unlink(f)
 
 
+def test_the_tie_rule_has_one_winner_seen_from_either_host():
+    """Both primaries at the same epoch: exactly one host wins the tie, whichever way each names the other (an address,
+    a host name, or a wildcard listen address, which counts as the address that reaches the peer)."""
+    from types import SimpleNamespace
+
+    from handler import replication_run as RR
+
+    def cfg(listen, peer):
+        return SimpleNamespace(replication=SimpleNamespace(listen=listen, peer=peer))
+
+    for a_listen, b_listen, a_name, b_name in ((("127.0.0.1", 7400), ("127.0.0.2", 7400), "127.0.0.1", "127.0.0.2"),
+                                               (("127.0.0.1", 7401), ("127.0.0.1", 7400), "localhost", "127.0.0.1"),
+                                               (("0.0.0.0", 7400), ("", 7401), "127.0.0.1", "localhost")):
+        a = RR.wins_ties(cfg(a_listen, (b_name, b_listen[1])))
+        b = RR.wins_ties(cfg(b_listen, (a_name, a_listen[1])))
+        assert a != b, (a_listen, b_listen)
+    assert not RR.wins_ties(cfg(None, ("127.0.0.1", 7400)))  # no listen address: cannot be asked, never wins
+
+
 def _config(name, pcap, role, peer, listen) -> str:
     return run_config(name, pcap, exit_idle_ms=0, extra=f"""[replication]
 role = "{role}"
