@@ -26,7 +26,8 @@ _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "pee
            "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes",
            "connections")
 ROLES = {1: "primary", 2: "standby"}
-STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted"]
+STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted",
+          "guarding"]
 
 
 class ReplicateError(FhError):

@@ -17,15 +17,22 @@ The role switch:
     promoted standby fh-replicate is stopped and, with replication.peer set, fh-replicate --role primary at the
     new epoch ships the data plane's own journal to the peer (it connects when the peer listens: the old primary
     restarted as standby);
-  - a primary, before its data plane starts (with replication.listen set), listens as a standby for
-    max(failover_timeout_ms, 1 s): a primary of a newer epoch that connects (the promoted peer) makes it join as
-    standby instead, saying so in one line; nothing connects, or only an older epoch: it starts as primary. It
-    never publishes or ships as primary while a newer epoch ships to it.
+  - a primary with replication.listen runs a guard there while it is primary (fh-replicate --guard): a peer that
+    is primary too finds it. Before its data plane starts it also asks the peer (--probe) for
+    max(failover_timeout_ms, 1 s): a peer primary that beats it (the newer epoch; on a tie the lower listen
+    address, wins_ties) or a primary that ships to its guard and beats it makes it join as standby, saying so in
+    one line (the guard goes on as its standby fh-replicate); else it starts as primary;
+  - a running primary whose guard yields, or whose fh-replicate is fenced (exit 4), is demoted: said in one line,
+    its fh-replicate stopped, the guard its standby from now on, and fh run restarts the data plane as standby
+    (demoted_cmd). A restart rather than in place: a standby's books and event sequence must be its primary's,
+    which an engine built from this host's own lines does not have.
+  - [journal] dir: the primary's fh-replicate gets its snapshots (--snapshot-dir) for a standby its journal no
+    longer reaches.
 
 Supervision: fh-replicate is restarted if it exits while the data plane runs (back-off from 0.1 s doubling to
-5 s, reset after 30 s up; counted), except a primary fenced by a newer epoch (exit 4: said, not restarted); it is
-drained and stopped with the data plane. The pidfile's record (`replication`) holds its pid, role, epoch, starts
-and restarts, which `fh status` shows."""
+5 s, reset after 30 s up; counted), except a fenced primary (demoted instead); it is drained and stopped with the
+data plane. The pidfile's record (`replication`) holds its pid, role, epoch, starts, restarts and demotions,
+which `fh status` shows."""
 from __future__ import annotations
 
 import json
@@ -51,6 +58,50 @@ def journal_of(cfg: config.Config) -> str:
 
 def standby_journal_of(cfg: config.Config) -> str:
     return f"/dev/shm/fh-{cfg.name}.standby.journal"
+
+
+def guard_status_of(cfg: config.Config) -> str:
+    return f"/dev/shm/fh-{cfg.name}.guard.repl"
+
+
+def _addr_key(host: str, port: int) -> tuple:
+    import ipaddress
+    import socket
+
+    try:
+        host = socket.gethostbyname(host)  # a name and the address it stands for compare the same
+    except OSError:
+        pass
+    try:
+        return (0, ipaddress.ip_address(host).packed, port)
+    except ValueError:  # unresolvable here: compared as text
+        return (1, host.encode(), port)
+
+
+def _own_address(cfg: config.Config) -> str:
+    """This host's address as its peer knows it: the listen address, or with a wildcard listen (0.0.0.0, ":PORT")
+    the local address the kernel uses toward the peer (a UDP connect: nothing is sent)."""
+    import socket
+
+    host = cfg.replication.listen[0]
+    if host not in ("", "0.0.0.0"):
+        return host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((cfg.replication.peer[0], cfg.replication.peer[1]))
+            return s.getsockname()[0]
+    except OSError:
+        return host
+
+
+def wins_ties(cfg: config.Config) -> bool:
+    """Two primaries at the same epoch (both configured primary, no state yet): the host whose address (its listen
+    address, or with a wildcard listen the address it reaches the peer from) is the lower goes on (address, then
+    port); both hosts compute the same, each from its own address and its peer's. Without a listen address a host
+    cannot be asked, and does not win."""
+    r = cfg.replication
+    return r.listen is not None and r.peer is not None and \
+        _addr_key(_own_address(cfg), r.listen[1]) < _addr_key(r.peer[0], r.peer[1])
 
 
 # ---- the persisted role and epoch ----------------------------------------------------------------------
@@ -109,11 +160,33 @@ def _common(cfg: config.Config, epoch: int) -> list[str]:
     return ["--provider", cfg.replication.provider, "--name", cfg.name, "--epoch", str(epoch)]
 
 
+def _ties(cfg: config.Config) -> list[str]:
+    return ["--wins-ties"] if wins_ties(cfg) else []
+
+
 def primary_cmd(cfg: config.Config, journal: str, epoch: int) -> list[str]:
+    """[journal] dir (fh record's snapshots): a standby the journal no longer reaches gets the newest snapshot the
+    journal follows, then the journal after it."""
     r = cfg.replication
+    snaps = ["--snapshot-dir", str(Path(cfg.journal_dir) / "snapshots")] if cfg.journal_dir else []
     return [R.find_program(), "--role", "primary", "--peer", f"{r.peer[0]}:{r.peer[1]}", "--journal", journal,
-            "--heartbeat-ms", str(r.heartbeat_ms), "--connect-timeout-ms", str(CONNECT_FOREVER_MS),
-            *_common(cfg, epoch)]
+            "--heartbeat-ms", str(r.heartbeat_ms), "--connect-timeout-ms", str(CONNECT_FOREVER_MS), *snaps,
+            *_ties(cfg), *_common(cfg, epoch)]
+
+
+def guard_cmd(cfg: config.Config, epoch: int) -> list[str]:
+    """A primary's guard on its listen address: it tells a connecting primary that this host is primary, refuses one
+    that does not beat it (fenced), and yields to one that does (then fh run demotes this host). It is the standby's
+    fh-replicate in waiting (the standby's journal; its own status file until SIGUSR2 makes it the standby), so that
+    a primary shipping to it is not cut off when this host joins as standby."""
+    return [*standby_cmd(cfg, epoch), "--guard", "--status", guard_status_of(cfg), *_ties(cfg)]
+
+
+def probe_cmd(cfg: config.Config, epoch: int, timeout_ms: int) -> list[str]:
+    """What listens at the peer (its role and epoch: one JSON line), nothing shipped."""
+    r = cfg.replication
+    return [R.find_program(), "--role", "primary", "--probe", "--peer", f"{r.peer[0]}:{r.peer[1]}",
+            "--connect-timeout-ms", str(timeout_ms), *_ties(cfg), *_common(cfg, epoch)]
 
 
 def standby_cmd(cfg: config.Config, epoch: int) -> list[str]:
@@ -149,8 +222,10 @@ def plan(cfg: config.Config, dataplane_cmd: list[str], role: str | None = None, 
 
 class Replication:
     """fh-replicate under fh run: the role decided before the data plane starts (`decide`), started, restarted
-    with a back-off while the data plane runs (`poll`), switched to primary after a promotion, stopped after
-    the data plane (`stop`)."""
+    with a back-off while the data plane runs (`poll`), switched to primary after a promotion, demoted to standby
+    when a primary that beats this one shows up (`demoting`: fh run restarts the data plane with
+    `demoted_cmd`), stopped after the data plane (`stop`). A primary with replication.listen also runs a guard
+    there (guard_cmd): the peer, should it be primary too, finds this one."""
 
     def __init__(self, cfg: config.Config, run_dir: Path, log=sys.stderr):
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
@@ -158,30 +233,39 @@ class Replication:
         self.cmd: list[str] | None = None
         self.journal: str | None = None
         self.proc: subprocess.Popen | None = None
-        self.starts = self.restarts = 0
+        self.guard: subprocess.Popen | None = None
+        self.guard_next: float | None = None
+        self.guard_backoff, self.guard_started = BACKOFF_MIN_S, 0.0
+        self.starts = self.restarts = self.demotions = 0
         self.started_at = 0.0
         self.next_start: float | None = None
         self.backoff = BACKOFF_MIN_S
         self.fenced = False
+        self.demoting = False  # fh run: stop the data plane, then start it again with demoted_cmd()
         self.state: dict | None = None
         self.waiting = False  # a primary: until the data plane's journal is there (an old one is not shipped)
 
     def say(self, msg: str) -> None:
         print(f"fh run: {self.cfg.name}: {msg}", file=self.log, flush=True)
 
-    def _spawn(self, cmd: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    def _spawn(self, cmd: list[str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
                                 preexec_fn=with_parent(signal.SIGTERM))
 
     def _persist(self, why: str) -> None:
         self.why = why
         self.state = write_state(self.cfg.name, self.run_dir, self.role, self.epoch, why)
 
+    @property
+    def peer(self) -> str:
+        r = self.cfg.replication
+        return f"{r.peer[0]}:{r.peer[1]}" if r.peer else "-"
+
     # -- before the data plane --
 
     def decide(self, dataplane_cmd: list[str]) -> None:
-        """The role and epoch (persisted state, else the configuration; a primary probes for a newer one first),
-        the data plane's arguments for it, and fh-replicate started."""
+        """The role and epoch (persisted state, else the configuration; a primary asks its peer first), the data
+        plane's arguments for it, and fh-replicate started."""
         cfg, r = self.cfg, self.cfg.replication
         st = read_state(cfg.name, self.run_dir)
         self.epoch = max(_status_epoch(cfg.name), st["epoch"] if st else 1)
@@ -195,83 +279,136 @@ class Replication:
         if self.role == "primary" and r.peer is None:
             self.say("last held primary but replication.peer is not set: running as standby")
             self.role, why = "standby", "held primary before, no peer to ship to"
+        if self.role == "primary" or "--restore" not in dataplane_cmd:
+            self._fresh_standby_journal()
         if self.role == "primary" and r.listen is not None:
             self._probe(why)
+        self.journal = _dataplane_journal(dataplane_cmd, cfg)
         if self.role == "primary":  # started once the data plane has created its journal (poll)
-            self.journal = _dataplane_journal(dataplane_cmd, cfg)
             self.cmd = primary_cmd(cfg, self.journal, self.epoch)
-            self._persist(why)
+            if self.state is None or self.state["role"] != "primary":
+                self._persist(why)
             self.waiting = True
         else:
-            self.journal = _dataplane_journal(dataplane_cmd, cfg)
             dataplane_cmd += ["--standby", standby_journal_of(cfg)]
-            if self.proc is None:  # the probe's standby goes on as the standby's fh-replicate
-                self.cmd = standby_cmd(cfg, self.epoch)
+            if self.state is None or self.state["role"] != "standby":
                 self._persist(why)
+            if self.proc is None:  # (the probe's guard goes on as the standby's fh-replicate)
+                self.cmd = standby_cmd(cfg, self.epoch)
                 self.start()
 
+    def _fresh_standby_journal(self) -> None:
+        """A data plane that starts empty (no --restore) needs the whole day from the primary: a standby journal left
+        by an earlier run would make the standby fh-replicate resume after its end (and the books miss the day)."""
+        for p in (standby_journal_of(self.cfg), standby_journal_of(self.cfg) + ".snapshot"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def _guard_status(self) -> dict | None:
+        try:
+            s = R.read_status(guard_status_of(self.cfg))
+        except R.ReplicateError:
+            return None
+        return s if self.guard is not None and s["pid"] == self.guard.pid else None
+
+    def _start_guard(self) -> None:
+        self.guard = self._spawn(guard_cmd(self.cfg, self.epoch))
+        self.guard_next, self.guard_started = None, time.monotonic()
+
+    def _stop_guard(self) -> None:
+        _terminate(self.guard)
+        self.guard = None
+        try:
+            os.unlink(guard_status_of(self.cfg))
+        except FileNotFoundError:
+            pass
+
+    def _unguard(self) -> None:
+        """This host is standby now: the guard goes on as its standby fh-replicate (SIGUSR2: its status moves to
+        the instance's file), keeping whatever primary ships to it."""
+        g, self.guard = self.guard, None
+        g.send_signal(signal.SIGUSR2)
+        self.proc, self.cmd = g, standby_cmd(self.cfg, self.epoch)
+        self.starts, self.started_at = 1, time.monotonic()
+
+    def _guard_yielded(self) -> dict | None:
+        """The guard's status once a primary that beats this host ships to it (it is a standby then)."""
+        s = self._guard_status()
+        return s if s is not None and s["state"] in ("streaming", "behind", "peer-silent") else None
+
     def _probe(self, why: str) -> None:
-        """Listen as a standby for a while: a primary of a newer epoch shipping to us means the peer was promoted
-        while this host was away; then this host joins as standby (the probe's fh-replicate goes on as such)."""
+        """Before the data plane: the guard listens (a primary that ships to this host and beats it: the peer was
+        promoted while this host was away) and a probe asks the peer what it is (both hosts restarted at once, each
+        holding primary: the one of the newer epoch goes on, on a tie the lower listen address). For
+        max(failover_timeout_ms, 1 s), or until the peer has answered. A peer that beats this host: standby."""
         cfg, r = self.cfg, self.cfg.replication
         wait_s = max(r.failover_timeout_ms, 1000) / 1000
-        self.cmd = standby_cmd(cfg, self.epoch)
-        self.say(f"{why}: listening on {r.listen[0]}:{r.listen[1]} for {wait_s:g} s for a primary of an epoch newer "
-                 f"than {self.epoch} before taking the lines")
-        self.start(probe=True)
-        deadline, connected_at = time.monotonic() + wait_s, None
-        newer = None
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                s = R.read_status(cfg.name)
-            except R.ReplicateError:
-                s = None
-            if s and s["pid"] == self.proc.pid:
-                if s["epoch"] > self.epoch:
-                    newer = s
+        self.say(f"{why}: guarding {r.listen[0]}:{r.listen[1]} and asking the peer at {self.peer} for {wait_s:g} s "
+                 f"whether a primary of an epoch newer than {self.epoch} runs there, before taking the lines")
+        self._start_guard()
+        pr = self._spawn(probe_cmd(cfg, self.epoch, int(wait_s * 1000)), stdout=subprocess.PIPE)
+        deadline, answer, yielded = time.monotonic() + wait_s, None, None
+        try:
+            while time.monotonic() < deadline:
+                yielded = self._guard_yielded()
+                if yielded is not None:
                     break
-                if s["state"] == "streaming" and connected_at is None:
-                    connected_at = time.monotonic()  # its heartbeat (with its epoch) follows at once
-                if connected_at is not None and time.monotonic() - connected_at > 0.5:
-                    break
-            time.sleep(0.02)
-        if newer is not None:
-            old = self.epoch
-            self.role, self.epoch = "standby", newer["epoch"]
-            self._persist(f"the peer ships at epoch {newer['epoch']}, newer than this host's {old}")
-            self.say(f"configured {r.role}, but the peer ships to this host as primary at epoch "
-                     f"{newer['epoch']}, newer than this host's {old} (it was promoted while this host was away): "
-                     f"joining as standby, not publishing as primary (no split brain); state in "
+                if answer is None and pr.poll() is not None:
+                    try:
+                        answer = json.loads(pr.stdout.read() or "null")
+                    except ValueError:
+                        answer = None
+                    if answer is not None:
+                        break
+                time.sleep(0.02)
+        finally:
+            _terminate(pr)
+            pr.stdout.close()
+        old = self.epoch
+        if yielded is not None or (answer and answer["peer_wins"]):
+            e = yielded["epoch"] if yielded is not None else answer["epoch"]
+            how = (f"newer than this host's {old} (it was promoted while this host was away)" if e > old else
+                   f"the same as this host's, and the tie goes to the lower listen address, the peer's")
+            self.role, self.epoch = "standby", max(e, old)
+            self._unguard()
+            self.say(f"configured {r.role}, but the peer at {self.peer} is primary at epoch {e}, {how}: joining as "
+                     f"standby, not publishing as primary (no split brain); state in "
                      f"{state_path(cfg.name, self.run_dir)}")
+            self._persist(f"the peer is primary at epoch {e}, {how}")
             return
-        if connected_at is not None:
-            self.say(f"a primary of epoch {self.epoch} or older connected during the probe (refused if older): "
-                     f"starting as primary at epoch {self.epoch}")
-        self._stop_proc()
-        self.proc = None
-        self.starts = 0
+        if answer and answer["role"] == "primary":
+            how = (f"older than this host's {old}" if answer["epoch"] < old else
+                   "the same as this host's, and the tie goes to the lower listen address, this host's")
+            self.say(f"the peer at {self.peer} is primary too, at epoch {answer['epoch']}, {how}: starting as primary "
+                     f"at epoch {old}; the peer joins as standby")
 
     # -- while the data plane runs --
 
-    def start(self, probe: bool = False) -> None:
+    def start(self) -> None:
         if self.role == "standby":  # the epoch it holds now (adopted from its primary since the last start)
             self.cmd = standby_cmd(self.cfg, self.epoch)
         self.proc = self._spawn(self.cmd)
         self.starts += 1
         self.started_at = time.monotonic()
         if self.starts == 1:
-            self.say(f"replication {'probe (as standby)' if probe else self.role} at epoch {self.epoch}: "
-                     f"{' '.join(self.cmd)}")
+            self.say(f"replication {self.role} at epoch {self.epoch}: {' '.join(self.cmd)}")
 
     def record(self) -> dict:
         return {"role": self.role, "epoch": self.epoch, "pid": self.proc.pid if self.proc else None,
-                "starts": self.starts, "restarts": self.restarts, "fenced": self.fenced, "why": self.why,
+                "guard_pid": self.guard.pid if self.guard else None, "starts": self.starts,
+                "restarts": self.restarts, "fenced": self.fenced, "demotions": self.demotions, "why": self.why,
                 "state_file": str(state_path(self.cfg.name, self.run_dir))}
 
     def poll(self, dataplane_pid: int) -> bool:
         """Start a primary's fh-replicate once the data plane's journal is there, restart a dead one (after its
-        back-off), switch to primary after a promotion. True when the record changed (the caller writes it to the
-        pidfile)."""
+        back-off), switch to primary after a promotion, demote a primary that a peer primary beats. True when the
+        record changed (the caller writes it to the pidfile)."""
+        if self.demoting:
+            return False
+        if self.role == "primary" and self.cfg.replication.listen is not None and self._poll_guard():
+            return True
         if self.waiting:
             from . import journal as J
 
@@ -298,14 +435,84 @@ class Replication:
         self.proc = None
         if rc == FENCED and self.role == "primary":
             self.fenced = True
-            self.say("fh-replicate was fenced: the peer is at a newer epoch (its line is above); not restarted. This "
-                     "host's data plane still takes the lines: stop it and run fh run again, which joins as standby")
-            return True
+            if self.cfg.replication.listen is None:  # no address to be a standby on
+                self.say("fh-replicate was fenced: the peer is primary at a newer epoch, or wins the tie (its line is "
+                         "above); replication.listen is not set, so this host cannot be its standby: not restarted. "
+                         "Its data plane still takes the lines: stop it, or set listen to have it demoted")
+                return True
+            return self._demote(f"fh-replicate (pid {p.pid}) was fenced: the peer at {self.peer} is primary at a "
+                                f"newer epoch, or wins the tie (its line is above)")
         self.say(f"fh-replicate (pid {p.pid}) exited with status {rc} while the data plane runs; starting it again in "
                  f"{self.backoff:g} s (restart {self.restarts + 1})")
         self.next_start = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
         return True
+
+    def _poll_guard(self) -> bool:
+        """A primary's guard: yielded (a primary that beats this host ships to it): demote; gone: started again."""
+        if self.guard is None:
+            if self.guard_next is None:
+                self.guard_next = time.monotonic() + self.guard_backoff
+            elif time.monotonic() >= self.guard_next:
+                self._start_guard()
+                return True
+            return False
+        s = self._guard_yielded()
+        if s is not None:
+            how = ("the newer epoch goes on" if s["epoch"] > self.epoch else
+                   "a tie, which goes to the lower listen address, the peer's")
+            return self._demote(f"the peer at {self.peer} ships to this host as primary at epoch {s['epoch']}, this "
+                                f"host primary at epoch {self.epoch} ({how})", s["epoch"])
+        rc = self.guard.poll()
+        if rc is not None:  # (its message is above; a listen address in use: every few seconds, said each time)
+            self.say(f"the guard fh-replicate (pid {self.guard.pid}) on {self.cfg.replication.listen[0]}:"
+                     f"{self.cfg.replication.listen[1]} exited with status {rc}; starting it again in "
+                     f"{self.guard_backoff:g} s")
+            self.guard = None
+            self.guard_next = time.monotonic() + self.guard_backoff
+            self.guard_backoff = min(self.guard_backoff * 2, BACKOFF_MAX_S)
+        elif time.monotonic() - self.guard_started > BACKOFF_RESET_S:
+            self.guard_backoff = BACKOFF_MIN_S
+        return False
+
+    def _demote(self, why: str, epoch: int | None = None) -> bool:
+        """A primary beaten by its peer: its fh-replicate and guard stopped; fh run stops the data plane and starts it
+        again as standby (demoted_cmd). Why a restart rather than in place: the demoted engine's books and event
+        sequence were built from this host's own lines; a standby's must equal its primary's (a consumer that fails
+        over resumes by event sequence), which only a standby built from the new primary's journal (or its
+        snapshot, then the journal) has."""
+        _terminate(self.proc)
+        self.proc = None
+        self.next_start = None
+        if self.guard is not None and self.guard.poll() is None:
+            self._unguard()  # the standby's fh-replicate from now on (the new primary may ship to it already)
+        else:
+            self._stop_guard()
+        old = self.epoch
+        self.role, self.epoch = "standby", max(self.epoch, epoch or self.epoch)
+        self.demotions += 1
+        self.say(f"{why}: demoted to standby: stopping the data plane and starting it again as standby on "
+                 f"{standby_journal_of(self.cfg)}, its books rebuilt from the new primary (not in place: a standby's "
+                 f"books and event sequence must be the primary's); state in {state_path(self.cfg.name, self.run_dir)}")
+        self._persist(f"demoted from primary at epoch {old}: {why}")
+        self.demoting = True
+        return True
+
+    def demoted_cmd(self, dataplane_cmd: list[str]) -> list[str]:
+        """The data plane's command as standby (after _demote: the old one has stopped), the standby fh-replicate
+        started on a fresh journal."""
+        cmd = list(dataplane_cmd)
+        if "--restore" in cmd:  # this host's own recorded state: the new primary's replaces it
+            i = cmd.index("--restore")
+            del cmd[i:i + 2]
+        cmd += ["--standby", standby_journal_of(self.cfg)]
+        self.backoff = BACKOFF_MIN_S
+        self.demoting = False
+        if self.proc is None:  # no guard went on as the standby's fh-replicate
+            self._fresh_standby_journal()
+            self.starts = self.restarts = 0
+            self.start()
+        return cmd
 
     def _promoted(self) -> bool:
         """A standby: its fh-replicate promoted (or dead)."""
@@ -326,6 +533,8 @@ class Replication:
             self._persist(f"promoted from standby at epoch {old}")
             self._stop_proc()  # its work is done: the data plane has taken the lines
             self.proc = None
+            if self.cfg.replication.listen is not None:  # a primary's guard, in its place on the listen address
+                self._start_guard()
             if self.cfg.replication.peer is None:
                 self.say(f"promoted to primary at epoch {self.epoch}; replication.peer is not set: nothing to ship to")
                 self.cmd = None
@@ -334,9 +543,8 @@ class Replication:
             self.starts = self.restarts = 0
             self.backoff = BACKOFF_MIN_S
             self.start()
-            self.say(f"promoted to primary at epoch {self.epoch}: shipping {self.journal} to "
-                     f"{self.cfg.replication.peer[0]}:{self.cfg.replication.peer[1]} (the old primary joins as "
-                     f"standby when it returns)")
+            self.say(f"promoted to primary at epoch {self.epoch}: shipping {self.journal} to {self.peer} (the old "
+                     f"primary joins as standby when it returns)")
             return True
         if rc is None:
             return False
@@ -350,21 +558,25 @@ class Replication:
     # -- after the data plane --
 
     def _stop_proc(self, timeout: float = 10) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        _terminate(self.proc, timeout)
 
     def stop(self) -> None:
         """After the data plane: a primary's fh-replicate first ships what the journal holds and has it
-        acknowledged (up to 5 s), then it stops (SIGTERM), or is killed after 10 s."""
+        acknowledged (up to 5 s), then it stops (SIGTERM), or is killed after 10 s; the guard stops."""
         self.next_start = None
         stop(self.proc, self.cfg.name)
+        self._stop_guard()
+
+
+def _terminate(p: subprocess.Popen | None, timeout: float = 10) -> None:
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def start(cfg: config.Config, dataplane_cmd: list[str], run_dir: Path) -> Replication | None:

@@ -125,13 +125,20 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
         # Its stdout (the final statistics) goes to a file, not a pipe: a data plane whose fh run was killed
         # still writes them, and stops cleanly, instead of dying of SIGPIPE.
         out_path = supervise.stdout_path(pf.path)
-        with open(out_path, "w") as out:
-            child = subprocess.Popen(cmd, stdout=out, pass_fds=(pf.fileno(),))
-        if forwarded:  # a signal that came while it was being started
-            child.send_signal(forwarded[-1])
-        pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
-                  restart=restart)
-        _follow(cfg, child, pf, restart, repl)
+        while True:
+            with open(out_path, "w") as out:
+                child = subprocess.Popen(cmd, stdout=out, pass_fds=(pf.fileno(),))
+            if forwarded:  # a signal that came while it was being started
+                child.send_signal(forwarded[-1])
+            pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
+                      restart=restart)
+            _follow(cfg, child, pf, restart, repl)
+            if repl is None or not repl.demoting or forwarded:
+                break
+            # a primary beaten by its peer (handler/replication_run.py, Replication._demote): the data plane, stopped
+            # cleanly, starts again as standby
+            cmd, restart = repl.demoted_cmd(cmd), None
+            pf.update(replication=repl.record())
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -179,6 +186,10 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                 pf.update(recorder_pid=pid)
             if repl is not None and repl.poll(child.pid):
                 pf.update(replication=repl.record())
+                if repl.demoting:  # stopped cleanly (its books stay whole for readers), then started as standby
+                    child.send_signal(signal.SIGTERM)
+                    child.wait()
+                    break
             if watch is not None and watch.poll(child.pid):
                 pf.update(restart=watch.state)
                 st = watch.state

@@ -8,7 +8,13 @@ on loopback:
   its peer (a new fh-replicate --role primary at the new epoch on the data plane's own journal); the old primary,
   restarted with `fh run` and its configuration still saying primary, finds the peer shipping at the newer
   epoch and joins as standby (one line saying so; the role and epoch persisted in its run directory and shown
-  by `fh status` / `fh replicate status`); its books then equal the new primary's."""
+  by `fh status` / `fh replicate status`); its books then equal the new primary's;
+- two primaries (docs/replication.md, "Two primaries": the newer epoch goes on, on a tie the lower listen address):
+  a guard and a probe alone; both hosts restarted at once each holding primary; a running primary meeting a
+  restarted peer of a newer epoch; a primary cut off while its standby promoted, demoted (its data plane restarted
+  as standby);
+- a lapped standby given the snapshot, then the journal: under fh run (a new standby after a day that lapped a
+  1 MiB journal), and a standby lapped mid-stream (fh-replicate alone)."""
 from __future__ import annotations
 
 import json
@@ -142,6 +148,94 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
         for f in (journal, sj, st_s, st_p):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def test_two_primaries_meet_a_guard():
+    """Two primaries (split brain): a primary's guard (fh-replicate --role standby --guard, as fh run runs it on a
+    primary's listen address) says in its HELLO that this host is primary. A probe learns the peer's role and epoch
+    and whether it beats this host (the newer epoch; on a tie the host with --wins-ties); a primary that does not beat
+    the guard ships nothing and stops fenced (exit 4) with one line; one that does makes the guard yield (one line):
+    from then on a standby that journals everything the new primary ships."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, gj, st_g, st_p = (f"/dev/shm/fh-g{tag}.journal", f"/dev/shm/fh-g{tag}.guard.journal",
+                               f"/dev/shm/fh-g{tag}.guard.repl", f"/dev/shm/fh-gp{tag}.repl")
+    addr = f"127.0.0.1:{_port()}"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    procs: list[subprocess.Popen] = []
+
+    def probe(epoch: int, *extra) -> dict:
+        p = subprocess.run([PROG, "--role", "primary", "--probe", "--provider", "tcp", "--peer", addr, "--epoch",
+                            str(epoch), "--connect-timeout-ms", "5000", *extra], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    def primary(epoch: int) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                              "--epoch", str(epoch), "--name", f"gp{tag}", "--status", st_p, "--heartbeat-ms", "20",
+                              "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    try:
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        g = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr, "--journal",
+                              gj, "--journal-mb", "64", "--status", st_g, "--epoch", "2", "--ring-mb", "4",
+                              "--failover-timeout-ms", "200", "--promote-on-silence"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(g)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        assert probe(1) == {"peer": addr, "role": "primary", "epoch": 2, "peer_wins": True}
+        assert probe(3)["peer_wins"] is False
+        assert probe(2)["peer_wins"] is True and probe(2, "--wins-ties")["peer_wins"] is False  # the tie rule
+        old = primary(1)
+        out, err = old.communicate(timeout=30)
+        assert old.returncode == 4, err
+        line = [l for l in err.splitlines() if "fenced" in l]
+        assert len(line) == 1 and "is primary at epoch 2, this host at 1" in line[0] and "standby" in line[0], err
+        time.sleep(0.5)  # no promotion of a guard by silence: it is the primary
+        s = _status(st_g)
+        assert s["state"] == "guarding" and s["messages"] == 0 and s["epoch"] == 2, s
+        new = primary(3)
+        _wait(lambda: _status(st_g).get("messages", 0) == 100000, 60, "the yielded guard applying the new primary's")
+        out, err = new.communicate(timeout=60)
+        assert new.returncode == 0 and "the peer at" in err and "primary too, at epoch 2" in err, err
+        s = _status(st_g)
+        assert s["state"] in ("streaming", "peer-silent", "promoted") and s["epoch"] >= 3 and s["connections"] >= 5, s
+        g.send_signal(signal.SIGTERM)
+        o, e = g.communicate(timeout=30)
+        assert len([l for l in e.splitlines() if "yields" in l]) == 1, e
+        assert _messages(gj) == _messages(journal)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (journal, gj, st_g, st_p):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_the_tie_rule_has_one_winner_seen_from_either_host():
+    """Both primaries at the same epoch: exactly one host wins the tie, whichever way each names the other (an address,
+    a host name, or a wildcard listen address, which counts as the address that reaches the peer)."""
+    from types import SimpleNamespace
+
+    from handler import replication_run as RR
+
+    def cfg(listen, peer):
+        return SimpleNamespace(replication=SimpleNamespace(listen=listen, peer=peer))
+
+    for a_listen, b_listen, a_name, b_name in ((("127.0.0.1", 7400), ("127.0.0.2", 7400), "127.0.0.1", "127.0.0.2"),
+                                               (("127.0.0.1", 7401), ("127.0.0.1", 7400), "localhost", "127.0.0.1"),
+                                               (("0.0.0.0", 7400), ("", 7401), "127.0.0.1", "localhost")):
+        a = RR.wins_ties(cfg(a_listen, (b_name, b_listen[1])))
+        b = RR.wins_ties(cfg(b_listen, (a_name, a_listen[1])))
+        assert a != b, (a_listen, b_listen)
+    assert not RR.wins_ties(cfg(None, ("127.0.0.1", 7400)))  # no listen address: cannot be asked, never wins
 
 
 def _config(name, pcap, role, peer, listen) -> str:
@@ -340,5 +434,346 @@ def test_a_standby_without_a_segment_takes_the_late_join_snapshot(tmp_path):
         for seg in (seg_p, seg_s):
             process.remove_segment(seg)
         for f in (journal, journal + ".record", sj, sj + ".snapshot", st_s, f"{seg_p}.repl"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+class _Hosts:
+    """Two fh run instances a and b on loopback, each the other's peer (tcp provider); the run directory, their
+    logs, and what the tests read of them."""
+
+    def __init__(self, tmp_path, monkeypatch, roles=("primary", "standby")):
+        self.tmp = tmp_path
+        self.run_d = tmp_path / "run"
+        self.run_d.mkdir()
+        monkeypatch.setenv("FH_RUN_DIR", str(self.run_d))
+        tag = uuid.uuid4().hex[:6]
+        self.a, self.b = f"fha{tag}", f"fhb{tag}"
+        self.port = {self.a: _port(), self.b: _port()}
+        self.cfg = {}
+        for n, o, role in ((self.a, self.b, roles[0]), (self.b, self.a, roles[1])):
+            self.cfg[n] = tmp_path / f"{n}.toml"
+            self.cfg[n].write_text(_config(n, ROOT / "pcaps" / "synth-ab-40k.pcap", role, self.port[o],
+                                           self.port[n]))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.errs: dict[str, object] = {}
+
+    def run(self, n: str) -> subprocess.Popen:
+        self.errs[n] = self.tmp / f"{n}.{len(self.errs)}.err"
+        p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(self.cfg[n]), "--keep-segment",
+                              "--json"], stdout=subprocess.PIPE, stderr=open(self.errs[n], "w"), text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.procs[n] = p
+        return p
+
+    def err(self, n: str) -> str:
+        return self.errs[n].read_text()
+
+    def messages(self, n: str) -> int:
+        from handler.shm import Reader
+
+        try:
+            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
+                return r.stats(types=False).get("messages", 0)
+        except Exception:  # noqa: BLE001 - not there yet
+            return 0
+
+    def state(self, n: str) -> dict:
+        from handler import replication_run as RR
+
+        return RR.read_state(n, self.run_d) or {}
+
+    def books(self, n: str):
+        return replay.segment_books(f"/dev/shm/fh-{n}")
+
+    def stop(self) -> dict:
+        """SIGTERM to both; their final statistics (fh run --json)."""
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        out = {}
+        for n, p in self.procs.items():
+            o = p.communicate(timeout=60)[0]
+            assert p.returncode == 0, self.err(n)[-1500:]
+            out[n] = json.loads(o)
+        return out
+
+    def close(self) -> None:
+        from handler import replication_run as RR
+        from handler import segments
+
+        for p in self.procs.values():  # fh run stops its data plane and fh-replicate on SIGTERM
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+        for n in (self.a, self.b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
+                      RR.guard_status_of(config_of(self.cfg[n]))):
+                if os.path.exists(f):
+                    os.unlink(f)
+
+
+def config_of(path):
+    from handler import config
+
+    return config.load(str(path))
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.parametrize("epochs", [(1, 2), (1, 1)], ids=["newer-epoch", "tie"])
+def test_both_hosts_restart_at_once_each_holding_primary(tmp_path, monkeypatch, epochs):
+    """Both hosts' state files say primary (a crashed as primary at epoch 1 while b, promoted, held 2; or both at the
+    same epoch) and both fh run start at once. Each guards its listen address and asks the peer: exactly one goes on
+    as primary (the newer epoch; on a tie the lower listen address), the other joins as standby with one line saying
+    why, before its data plane starts: it never applies its own lines, and its books then equal the primary's."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    a, b = h.a, h.b
+    for n, e in zip((a, b), epochs):
+        RR.write_state(n, h.run_d, "primary", e, "held primary (written by the test)")
+    if epochs[0] != epochs[1]:
+        win, lose, why = b, a, "newer than this host's 1"
+    else:
+        win, lose = (a, b) if h.port[a] < h.port[b] else (b, a)
+        why = "the tie goes to the lower listen address, the peer's"
+    try:
+        h.run(a), h.run(b)
+        _wait(lambda: h.state(lose).get("role") == "standby", 30, lambda: f"{lose} standby: {h.err(lose)[-800:]}")
+        _wait(lambda: h.messages(lose) == 40000 and h.messages(win) == 40000, 60,
+              lambda: f"{lose}'s books from {win}: {h.err(lose)[-800:]} {h.err(win)[-800:]}")
+        _wait(lambda: h.books(lose) == h.books(win), 30, "the standby's books equal the primary's")
+        line = [l for l in h.err(lose).splitlines() if "joining as standby" in l]
+        assert len(line) == 1 and f"primary at epoch {epochs[1] if win == b else epochs[0]}" in line[0] and \
+            why in line[0], line
+        assert h.state(win)["role"] == "primary" and h.state(win)["epoch"] == max(epochs)
+        assert h.state(lose)["epoch"] == max(epochs)
+        assert _fh_json("replicate", "status", "--name", win)["role"] == "primary"
+        assert _fh_json("replicate", "status", "--name", lose)["role"] == "standby"
+        assert "joining as standby" not in h.err(win) and "demoted" not in h.err(win) + h.err(lose)
+        stats = h.stop()
+        sb = stats[lose]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[lose]["messages_applied"] == 0, sb
+        assert "standby" not in stats[win] and stats[win]["messages_applied"] == 40000, stats[win]
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_running_primary_meets_a_restarted_peer_of_a_newer_epoch(tmp_path, monkeypatch):
+    """The restarts not at once: a (state: primary at epoch 1) runs alone and takes the day; b (state: primary at
+    epoch 2, promoted while a was away) starts later, finds a's guard answering as primary at epoch 1 and goes on
+    as primary; a's own fh-replicate, answered by b's guard, is fenced, and a is demoted: its data plane restarted
+    as standby, its books then b's."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    a, b = h.a, h.b
+    RR.write_state(a, h.run_d, "primary", 1, "held primary (written by the test)")
+    RR.write_state(b, h.run_d, "primary", 2, "promoted (written by the test)")
+    try:
+        h.run(a)
+        _wait(lambda: h.messages(a) == 40000 and _status(a).get("state") == "connecting", 60,
+              lambda: f"a alone: {h.err(a)[-800:]}")
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        h.run(b)
+        _wait(lambda: h.state(a).get("role") == "standby", 30, lambda: f"a demoted: {h.err(a)[-1200:]}")
+        _wait(lambda: _fh_json("status", "--name", a).get("dataplane_pid") not in (None, dp_a), 30, "restarted")
+        _wait(lambda: h.messages(a) == 40000 and h.messages(b) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        assert len([l for l in h.err(a).splitlines() if "demoted to standby" in l]) == 1, h.err(a)[-1500:]
+        assert "is primary too, at epoch 1, older than this host's 2" in h.err(b), h.err(b)[-1500:]
+        assert h.state(b)["role"] == "primary"
+        _wait(lambda: h.state(a)["epoch"] == 2, 10, "a adopting b's epoch")  # (fenced: learnt from b's heartbeat)
+        stats = h.stop()
+        assert stats[a]["messages_applied"] == 0 and stats[a]["standby"]["messages"] == 40000
+        assert stats[b]["messages_applied"] == 40000 and "standby" not in stats[b]
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monkeypatch):
+    """a primary, b its standby. a's replication is cut off (its fh-replicate stopped: no heartbeat, its data plane
+    still publishing): b promotes to epoch 2 and ships to a's listen address, where a's guard yields; the cut
+    healed, a's own fh-replicate meets b's guard and is fenced. a is demoted in one line: its data plane stops
+    cleanly (its books whole) and starts again as standby; its books are rebuilt from b's journal and equal b's;
+    fh status shows it."""
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    try:
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        h.run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
+              lambda: f"b following a: {h.err(a)[-500:]}")
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        rep_a = R.read_status(a)["pid"]
+        os.kill(rep_a, signal.SIGSTOP)  # the cut: a's replication silent, its data plane goes on
+        try:
+            _wait(lambda: h.state(b).get("role") == "primary" and _status(b).get("role") == "primary", 30,
+                  lambda: f"b promoted: {h.err(b)[-800:]}")
+        finally:
+            os.kill(rep_a, signal.SIGCONT)  # healed
+        _wait(lambda: h.state(a).get("role") == "standby", 30, lambda: f"a demoted: {h.err(a)[-1200:]}")
+        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "epoch 2" in line[0], h.err(a)[-1500:]
+        _wait(lambda: _fh_json("status", "--name", a).get("dataplane_pid") not in (None, dp_a), 30, "restarted")
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b: {h.err(a)[-800:]}")
+        st = h.state(a)
+        assert st["epoch"] == 2 and "demoted from primary at epoch 1" in st["why"], st
+        sa = _fh_json("status", "--name", a)
+        assert sa["state"] == "running" and sa["replication"]["role"] == "standby" and \
+            sa["replication"]["supervised"]["demotions"] == 1, sa["replication"]
+        assert "demoted 1x" in fh("status", "--name", a, check=False).stdout
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["epoch"] == 2 and ra["state"] == "streaming", ra
+        stats = h.stop()
+        sb = stats[a]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[a]["messages_applied"] == 0, sb
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_fh_run_gives_a_lapped_standby_the_snapshot(tmp_path, monkeypatch):
+    """a primary with a journal ring too small for the day ([journal] ring_mb = 1, lapped) and fh record's
+    snapshots in [journal] dir; b, its standby, starts after the day: a's fh-replicate picks the newest snapshot the
+    journal still follows, ships it, then the journal after it; b's data plane loads it and its books equal a's,
+    with no hole."""
+    day = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    rec = tmp_path / "rec"
+    seg, jn = f"/dev/shm/fh-rsnap{tag}", f"/dev/shm/fh-rsnap{tag}.journal"
+    try:  # the day's snapshots, as fh record wrote them (named for another day: fh run does not restart from them)
+        process.run_dataplane(replay.eal_args(f"rsnap{tag}", f"net_pcap0,rx_pcap={day}"), seg, replay.pcap_lines(day),
+                              events=1 << 18, timeout=120, extra=["--journal", jn, "--journal-mb", "16"])
+        fh("record", "--journal", jn, "--dir", rec, "--snapshot-every", "3000", "--snapshot-keep", "20", "--day",
+           "20000101")
+    finally:
+        process.remove_segment(seg)
+        for f in (jn, jn + ".record"):
+            if os.path.exists(f):
+                os.unlink(f)
+    for p in (rec / "snapshots").glob("*.snap"):  # the day's end is not in one: the journal after it is shipped too
+        if int(p.stem.rsplit("-", 1)[1]) > 37000:
+            p.unlink()
+    newest = sorted((rec / "snapshots").glob("*.snap"))[-1]  # the 1 MiB ring below holds the day from about 33000
+    assert len(list((rec / "snapshots").glob("*.snap"))) >= 10 and int(newest.stem.rsplit("-", 1)[1]) > 34000
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    h.cfg[a].write_text(h.cfg[a].read_text() + f'[journal]\nring_mb = 1\ndir = "{rec}"\n')
+    try:
+        h.run(a)
+        _wait(lambda: h.messages(a) == 40000, 60, lambda: f"a's day: {h.err(a)[-500:]}")
+        r = J.JournalRing(f"/dev/shm/fh-{a}.journal")
+        try:
+            assert r.oldest() > 0, "the day fits the ring: not lapped"
+        finally:
+            r.close()
+        h.run(b)
+        _wait(lambda: h.messages(b) == 40000 and h.books(b) == h.books(a), 60,
+              lambda: f"b's books: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        picked = [l for l in h.err(a).splitlines() if "the newest in" in l]
+        assert len(picked) == 1 and str(newest) in picked[0], \
+            h.err(a)[-1500:]
+        assert "loaded the primary's snapshot" in h.err(b)
+        stats = h.stop()
+        sb = stats[b]["standby"]
+        after = 40001 - int(newest.stem.rsplit("-", 1)[1])  # the journal's messages after the snapshot
+        assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["overruns"] == 0 and sb["messages"] == after, sb
+    finally:
+        h.close()
+
+
+def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path):
+    """A standby that falls a whole journal ring behind while streaming (stopped: its primary, held by flow control,
+    is lapped by the journal's writer): with --snapshot-dir (what fh run gives from [journal] dir), the primary ships
+    the newest snapshot the journal follows, then the journal after it, instead of a hole; the standby's books then
+    equal those of a standby that received the whole day, and nothing is stale."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    small, big = f"/dev/shm/fh-lap{tag}.journal", f"/dev/shm/fh-lapb{tag}.journal"
+    rec = tmp_path / "rec"
+    procs: list[subprocess.Popen] = []
+    made = [small, big, big + ".record", f"/dev/shm/fh-lapp{tag}.repl"]
+
+    def standby(name: str, ring_mb: int) -> tuple[subprocess.Popen, str, str]:
+        addr, seg = f"127.0.0.1:{_port()}", f"/dev/shm/fh-{name}"
+        st = f"{seg}.repl"
+        made.extend([seg, seg + ".wake", f"{seg}.journal", st, seg + ".snapshot"])
+        p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal",
+                              f"{seg}.journal", "--journal-mb", "16", "--segment", seg, "--name", name, "--status", st,
+                              "--ring-mb", str(ring_mb), "--max-orders", "1000000", "--max-levels", "400000",
+                              "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        _wait(lambda: _status(st).get("state") == "connecting", 10, "a standby listening")
+        return p, addr, seg
+
+    def primary(journal: str, addr: str, *extra) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", journal,
+                              "--name", f"lapp{tag}", "--status", f"/dev/shm/fh-lapp{tag}.repl", "--exit-when-done",
+                              "--max-outstanding", "16", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        procs.append(p)
+        return p
+
+    try:
+        # the reference: the whole day, shipped from a journal that holds it; fh record's snapshots of it (the same
+        # session and sequences as the day written again below)
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", big, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        ref, raddr, rseg = standby(f"lapr{tag}", 4)
+        out, err = primary(big, raddr).communicate(timeout=60)
+        assert ref.wait(60) == 0, err
+        want = replay.segment_books(rseg)
+        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
+           "20000101")
+        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
+            if int(p.stem.rsplit("-", 1)[1]) > 99500:
+                p.unlink()
+        newest = sorted((rec / "snapshots").glob("*.snap"))[-1]
+        # (the 1 MiB ring below holds the day's last lap, from sequence 97,633)
+        assert int(newest.stem.rsplit("-", 1)[1]) > 97700, newest
+        # the day again, paced, into a 1 MiB ring, shipped to a standby with a 1 MiB ring
+        sb, addr, seg = standby(f"laps{tag}", 1)
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", small, "--mb", "1", "--rate", "40000",
+                                 "--delay-ms", "1000"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        pr = primary(small, addr, "--snapshot-dir", str(rec / "snapshots"))
+        _wait(lambda: _status(f"/dev/shm/fh-laps{tag}.repl").get("messages", 0) >= 10000, 60, "the standby following")
+        os.kill(sb.pid, signal.SIGSTOP)  # it falls behind: its primary, held by flow control, is lapped
+        try:
+            assert feed.wait(60) == 0
+        finally:
+            os.kill(sb.pid, signal.SIGCONT)
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        line = [l for l in err.splitlines() if "overrun" in l]
+        assert len(line) == 1 and f"shipping snapshot {newest}" in line[0] and "books stale" not in err, err
+        o, e = sb.communicate(timeout=60)
+        assert sb.returncode == 0, e
+        fig = json.loads(o.splitlines()[-1])
+        assert fig["holes"] == 0 and fig["snapshot_orders"] > 0 and fig["skipped_after_snapshot"] > 0, fig
+        got = replay.segment_books(seg)
+        assert got == want and got, (replay.diff_books(got, want), err)
+        from handler.shm import STALE, Reader
+
+        with Reader(seg) as r:  # nothing stale: no hole was shipped
+            assert not any(r.books[b["locate"]]["status"] == STALE for b in got)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in made:
             if os.path.exists(f):
                 os.unlink(f)

@@ -209,7 +209,8 @@ def _status_text(s: dict, out=None) -> None:
             if live["refused_epoch"]:
                 text += f", {fmt_int(live['refused_epoch'])} records of an older epoch refused"
         if sup:
-            text += f"; started {sup['starts']}x, restarted {sup['restarts']}x" + (", fenced" if sup["fenced"] else "")
+            text += (f"; started {sup['starts']}x, restarted {sup['restarts']}x" + (", fenced" if sup["fenced"] else "")
+                     + (f", demoted {sup['demotions']}x" if sup.get("demotions") else ""))
         lines.append(text)
     rs = s.get("restart")
     if rs:

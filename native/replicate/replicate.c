@@ -6,6 +6,7 @@
  *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--failover-timeout-ms N] [--promote-on-silence] [--exit-when-done] [--status PATH] [--name NAME]
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
+ *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard]; both [--wins-ties]
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
@@ -24,6 +25,12 @@
  * Epochs (fencing). Every frame carries the primary's epoch. A standby refuses a frame of an epoch older than
  * its own, counts it (refused_epoch), applies nothing of it and answers REFUSED with its epoch; the primary
  * then stops with a one-line error: it has been fenced. A newer epoch is adopted.
+ *
+ * Two primaries (docs/replication.md). A guard (--guard: a standby listening for a host that is primary) and a
+ * promoted standby say in HELLO that a primary listens; the newer epoch goes on, on a tie the host with
+ * --wins-ties. A primary beaten at HELLO ships nothing and stops fenced; a guard refuses a primary that does not
+ * beat it and yields to one that does (a standby from then on; SIGUSR2: a standby at fh run's word, its status
+ * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped.
  *
  * The standby writes every record it applies into its own journal ring (its own followers work the same),
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
@@ -52,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <dirent.h>
 
 #include "fabric.h"
 #include "fh/book.h"
@@ -91,7 +99,9 @@ typedef struct fh_repl_ctl {
                             HEARTBEAT: journal head, now_ns, frames shipped, messages shipped;
                             BYE: frames shipped, lpos end */
     char session[16];    /* HELLO: the session of the resume point (a standby that reconnects) */
+    uint32_t flags, pad; /* HELLO: HELLO_PRIMARY, the listener is a primary (a guard, or a promoted standby) */
 } fh_repl_ctl_t;
+#define HELLO_PRIMARY 1u
 _Static_assert(sizeof(fh_repl_ctl_t) <= FH_FAB_CTL_SIZE, "a control message fits its slot");
 
 /* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
@@ -106,13 +116,16 @@ typedef struct fh_repl_status {
     uint64_t connections; /* standby: primaries accepted (a new one after a restart or a failover: +1) */
 } fh_repl_status_t;
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
-       ST_PROMOTED };
+       ST_PROMOTED, ST_GUARDING };
 
-static volatile sig_atomic_t quit, promote;
+static volatile sig_atomic_t quit, promote, unguard;
 static void on_signal(int s) { (void)s; quit = 1; }
 /* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
  * refused) and marks its journal promoted: the data plane following it takes the feed lines. */
 static void on_promote(int s) { (void)s; promote = 1; }
+/* A guard: this host is standby now (fh run decided it): a standby like any other from here, its status moved to
+ * the instance's (/dev/shm/fh-NAME.repl). */
+static void on_unguard(int s) { (void)s; unguard = 1; }
 
 static uint64_t now_ns(void)
 {
@@ -140,6 +153,8 @@ typedef struct opts {
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
     uint32_t failover_timeout_ms, trace_max;
     int exit_when_done, list, spin, connect_timeout_ms, promote_on_silence, core;
+    int guard, wins_ties, probe; /* split brain: docs/replication.md, "Two primaries" */
+    const char *snapshot_dir;    /* primary: the newest sound snapshot here that the journal reaches, when needed */
     const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
 } opts_t;
 
@@ -235,11 +250,132 @@ static int resume_covered(const fh_journal_reader_t *jr0, const char *session, u
     }
 }
 
+/* Two primaries (each host's state says primary): the one that goes on is the newer epoch; on a tie the host with
+ * --wins-ties (fh run gives it to the host whose listen address is the lower). Does a peer primary at epoch
+ * `theirs` beat this host at `mine`? */
+static int peer_wins(uint32_t theirs, uint32_t mine, int wins_ties)
+{
+    return theirs > mine || (theirs == mine && !wins_ties);
+}
+
+/* Connect to --peer (a refused connection is tried again every 100 ms, until --connect-timeout-ms) and wait for the
+ * listener's HELLO as long: 0, or 3 with the cause said on stderr. */
+static int connect_hello(const opts_t *o, fh_fab_t *f, const char *host, const char *port, fh_repl_ctl_t *hello)
+{
+    int crc;
+    for (uint64_t t1 = now_ns();;) {
+        crc = fh_fab_connect(f, o->provider, host, port, o->connect_timeout_ms);
+        if (!crc || quit || !strstr(fh_fab_err(), "refused") ||
+            now_ns() - t1 > (uint64_t)o->connect_timeout_ms * 1000000ull)
+            break;
+        fh_fab_close(f);
+        memset(f, 0, sizeof *f);
+        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+    }
+    if (crc) {
+        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+        return 3;
+    }
+    memset(hello, 0, sizeof *hello);
+    for (uint64_t t0 = now_ns(); !quit;) {
+        fh_fab_rx_t rx[16];
+        int n = fh_fab_poll_rx(f, rx, 16);
+        if (n < 0) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            return 3;
+        }
+        for (int i = 0; i < n; i++) {
+            if (!rx[i].write && rx[i].len >= sizeof *hello)
+                memcpy(hello, rx[i].msg, sizeof *hello);
+            fh_fab_rx_done(f, &rx[i]);
+        }
+        if (hello->type == CTL_HELLO)
+            return 0;
+        if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
+            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer,
+                    o->connect_timeout_ms);
+            return 3;
+        }
+        idle(0);
+    }
+    return 3;
+}
+
+/* --probe (fh run, before a primary's data plane starts): what listens at --peer? One JSON line: its role
+ * (primary: a guard or a promoted standby; standby) and epoch, and whether it beats this host (--epoch,
+ * --wins-ties). Nothing is shipped, no journal is needed. 0, or 3 when nothing answered in time. */
+static int probe(const opts_t *o, const char *host, const char *port)
+{
+    fh_fab_t f;
+    memset(&f, 0, sizeof f);
+    fh_repl_ctl_t hello;
+    int rc = connect_hello(o, &f, host, port, &hello);
+    if (!rc) {
+        int prim = !!(hello.flags & HELLO_PRIMARY);
+        printf("{\"peer\": \"%s\", \"role\": \"%s\", \"epoch\": %u, \"peer_wins\": %s}\n", o->peer,
+               prim ? "primary" : "standby", hello.epoch,
+               prim && peer_wins(hello.epoch, o->epoch, o->wins_ties) ? "true" : "false");
+        fflush(stdout);
+    }
+    fh_fab_close(&f);
+    return rc;
+}
+
+/* --snapshot-dir: the sound snapshot (*.snap) with the highest sequence whose next sequence this journal still
+ * holds (so that the journal after it follows without a hole). path gets it; 0, or -1 with nothing fit. */
+static int pick_snapshot(const char *dir, const fh_journal_reader_t *jr, char *path, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    uint64_t best = 0;
+    struct dirent *de;
+    char p[4200];
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || strcmp(de->d_name + n - 5, ".snap") || de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        fh_snapshot_meta_t m;
+        if (fh_engine_snapshot_load(NULL, p, &m) || m.next_seq <= best || !resume_covered(jr, m.session, m.next_seq))
+            continue;
+        best = m.next_seq;
+        snprintf(path, cap, "%s", p);
+    }
+    closedir(d);
+    return best ? 0 : -1;
+}
+
+/* A snapshot file, checked whole, into *buf (freed first): 0, or -1 said on stderr. */
+static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snapshot_meta_t *meta)
+{
+    if (fh_engine_snapshot_load(NULL, path, meta)) {
+        fprintf(stderr, "fh-replicate: snapshot %s: %s\n", path, fh_errmsg());
+        return -1;
+    }
+    free(*buf);
+    *buf = NULL;
+    FILE *sf = fopen(path, "rb");
+    long n = -1;
+    if (!sf || fseek(sf, 0, SEEK_END) || (n = ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
+        !(*buf = malloc(n ? (size_t)n : 1)) || fread(*buf, 1, (size_t)n, sf) != (size_t)n) {
+        fprintf(stderr, "fh-replicate: snapshot %s: cannot read it\n", path);
+        if (sf)
+            fclose(sf);
+        return -1;
+    }
+    fclose(sf);
+    *len = (uint64_t)n;
+    return 0;
+}
+
 static int primary(const opts_t *o)
 {
     char host[256], port[32];
     if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
         return 2;
+    if (o->probe)
+        return probe(o, host, port);
     fh_journal_reader_t jr;
     int rc;
     /* the data plane may be starting: wait for its journal as long as for the standby */
@@ -265,46 +401,28 @@ static int primary(const opts_t *o)
     fh_fab_op_t *ops = NULL;
     int *freeop = NULL, streaming = 0, ret = 0;
     /* a standby that is still starting (fh run starts both hosts at once): refused is tried again, every 100 ms,
-     * for as long as the connect timeout */
-    int crc;
-    for (uint64_t t1 = now_ns();;) {
-        crc = fh_fab_connect(&f, o->provider, host, port, o->connect_timeout_ms);
-        if (!crc || quit || !strstr(fh_fab_err(), "refused") ||
-            now_ns() - t1 > (uint64_t)o->connect_timeout_ms * 1000000ull)
-            break;
-        fh_fab_close(&f);
-        memset(&f, 0, sizeof f);
-        nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
-    }
-    if (crc) {
-        fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+     * for as long as the connect timeout; then its HELLO: its ring */
+    fh_repl_ctl_t hello;
+    if (connect_hello(o, &f, host, port, &hello)) {
         st->state = ST_FAILED;
         { ret = 3; goto out; }
     }
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
-    /* the standby's HELLO: its ring */
-    fh_repl_ctl_t hello = { 0 };
-    uint64_t t0 = now_ns();
-    for (;;) {
-        fh_fab_rx_t rx[16];
-        int n = fh_fab_poll_rx(&f, rx, 16);
-        if (n < 0) {
-            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
-            { ret = 3; goto out; }
+    /* A primary listens there (the peer's guard, or a promoted standby): two primaries. The newer epoch goes on, on
+     * a tie the host with --wins-ties; the other ships nothing and stops fenced (fh run makes its host standby). */
+    if (hello.flags & HELLO_PRIMARY) {
+        if (peer_wins(hello.epoch, o->epoch, o->wins_ties)) {
+            fprintf(stderr, "fh-replicate: fenced: the peer at %s is primary at epoch %u, this host at %u (%s): not "
+                            "shipping; this host is to join as standby (no split brain)\n", o->peer, hello.epoch,
+                    o->epoch, hello.epoch > o->epoch ? "the newer epoch goes on" : "a tie: the peer wins it");
+            st->state = ST_FENCED;
+            ret = 4;
+            goto out;
         }
-        for (int i = 0; i < n; i++) {
-            if (!rx[i].write && rx[i].len >= sizeof hello)
-                memcpy(&hello, rx[i].msg, sizeof hello);
-            fh_fab_rx_done(&f, &rx[i]);
-        }
-        if (hello.type == CTL_HELLO)
-            break;
-        if (now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull) {
-            fprintf(stderr, "fh-replicate: the standby at %s sent no HELLO within %d ms\n", o->peer, o->connect_timeout_ms);
-            { ret = 3; goto out; }
-        }
-        idle(0);
+        fprintf(stderr, "fh-replicate: the peer at %s is primary too, at epoch %u, this host at %u (%s): shipping; "
+                        "the peer joins as standby\n", o->peer, hello.epoch, o->epoch,
+                hello.epoch < o->epoch ? "the newer epoch goes on" : "a tie: this host wins it");
     }
     /* The standby's epoch is in its HELLO, but the fence is the standby's: it refuses every record of an older
      * epoch (counted) and answers REFUSED, which stops this primary below. */
@@ -316,36 +434,45 @@ static int primary(const opts_t *o)
      * journal (a record of its session at or before it)? If not, the journal has lapped it: the snapshot, if
      * given, else a hole (its books stale). */
     int resume = hello.d != 0, covered = 0, seen_session = 0;
-    if (resume) {
+    if (resume)
         covered = resume_covered(&jr, hello.session, hello.d);
+    /* --snapshot-dir (fh run): a snapshot only where the journal does not reach: a new standby of a journal that
+     * has lapped, or a standby whose point the journal no longer holds */
+    const char *snapshot = o->snapshot;
+    char picked[4200];
+    int lapped = fh_journal_oldest(&jr) > 0 && !strcmp(o->from, "oldest");
+    if (!snapshot && o->snapshot_dir && (resume ? !covered : lapped)) {
+        if (!pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)) {
+            snapshot = picked;
+            fprintf(stderr, "fh-replicate: %s: snapshot %s (the newest in %s that the journal follows), then the "
+                            "journal after it\n", resume ? "the journal no longer reaches back to the standby's point"
+                            : "a new standby and a journal that has lapped", picked, o->snapshot_dir);
+        } else
+            fprintf(stderr, "fh-replicate: %s, and no snapshot in %s is followed by the journal (fh record's "
+                            "snapshot_every more often, or journal.ring_mb larger)\n", resume ?
+                            "the journal no longer reaches back to the standby's point" :
+                            "a new standby and a journal that has lapped", o->snapshot_dir);
+    }
+    if (resume) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, hello.session, FH_JOURNAL_SESSION_LEN);
         fprintf(stderr, "fh-replicate: the standby holds session %s up to sequence %" PRIu64 ": %s\n", sess,
                 hello.d - 1, covered ? "resuming after it"
-                : o->snapshot ? "this journal no longer reaches back to it: the snapshot first"
+                : snapshot ? "this journal no longer reaches back to it: the snapshot first"
                               : "this journal no longer reaches back to it (no --snapshot): its books stale");
     }
     /* a standby that joins late: the snapshot first (checked whole here: a damaged one is never shipped) */
     uint64_t snap_len = 0, snap_off = 0;
     int snap_end = 1;
     fh_snapshot_meta_t smeta = { 0 };
-    if (o->snapshot && !covered) {
-        if (fh_engine_snapshot_load(NULL, o->snapshot, &smeta)) {
-            fprintf(stderr, "fh-replicate: --snapshot %s: %s\n", o->snapshot, fh_errmsg());
-            { ret = 5; goto out; }
+    if (snapshot && !covered) {
+        if (read_snapshot(snapshot, &snap, &snap_len, &smeta)) {
+            ret = 5;
+            goto out;
         }
-        FILE *sf = fopen(o->snapshot, "rb");
-        if (!sf || fseek(sf, 0, SEEK_END) || (long)(snap_len = (uint64_t)ftell(sf)) < 0 || fseek(sf, 0, SEEK_SET) ||
-            !(snap = malloc(snap_len ? snap_len : 1)) || fread(snap, 1, snap_len, sf) != snap_len) {
-            fprintf(stderr, "fh-replicate: --snapshot %s: cannot read it\n", o->snapshot);
-            if (sf)
-                fclose(sf);
-            { ret = 5; goto out; }
-        }
-        fclose(sf);
         snap_end = 0;
         fprintf(stderr, "fh-replicate: shipping snapshot %s (%" PRIu64 " bytes, %" PRIu64 " orders, complete to "
-                        "sequence %" PRIu64 ") before the journal\n", o->snapshot, snap_len, smeta.orders,
+                        "sequence %" PRIu64 ") before the journal\n", snapshot, snap_len, smeta.orders,
                 smeta.next_seq - 1);
     }
     uint64_t raddr = hello.a, rkey = hello.b, ring = hello.c, mask = ring - 1;
@@ -381,7 +508,7 @@ static int primary(const opts_t *o)
     uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
     /* The journal has lapped before this primary joined: its first records are gone. Without a snapshot the
      * standby cannot have them: shipped as a hole first, so that its books are stale rather than wrong. */
-    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !o->snapshot && !resume;
+    int lost_at_start = !strcmp(o->from, "oldest") && pos > 0 && !snapshot && !resume;
     if (lost_at_start) {
         overruns = 1;
         fprintf(stderr, "fh-replicate: the journal has lapped (its oldest record is at %" PRIu64 "): what came "
@@ -477,6 +604,18 @@ static int primary(const opts_t *o)
             if (r == FH_JOURNAL_NONE)
                 break;
             uint64_t seen = now_ns();
+            if (r == FH_JOURNAL_OVERRUN && o->snapshot_dir && !pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)
+                && !read_snapshot(picked, &snap, &snap_len, &smeta)) {
+                /* a standby the journal has lapped (it fell a ring behind): the newest snapshot the journal follows,
+                 * then the journal from its oldest record (the standby skips what the snapshot holds) */
+                overruns++;
+                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64 " (the "
+                                "standby fell that far behind): shipping snapshot %s (complete to sequence %" PRIu64
+                                "), then the journal after it\n", jp, picked, smeta.next_seq - 1);
+                pos = fh_journal_oldest(&jr);
+                snap_off = 0, snap_end = 0;
+                continue;
+            }
             if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
                 overruns++;
                 st->state = ST_BEHIND;
@@ -527,7 +666,7 @@ static int primary(const opts_t *o)
                             "--promote-on-silence takes over after its failover timeout)\n", o->journal);
         }
         if (now - last_hb >= hb_ns && !writer_gone) {
-            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs, { 0 } };
+            fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs, { 0 }, 0, 0 };
             int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
                 fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
@@ -549,7 +688,7 @@ static int primary(const opts_t *o)
         if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done && now - alive_at >= 1000000 &&
             (alive_at = now, fh_journal_writer_alive(o->journal) == 0)) {
             if (!bye_sent) {
-                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 } };
+                fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 }, 0, 0 };
                 if (send_ctl(&f, &bye))
                     break;
                 bye_sent = 1;
@@ -745,6 +884,46 @@ static void journal_resume_point(const char *path, char *session, uint64_t *next
     fh_journal_leave(&jr);
 }
 
+/* SIGUSR2 to a guard: a standby from now on, its status in the instance's file (the guard's own is removed). */
+static void unguard_now(const opts_t *o, int *guard, fh_repl_status_t **st, promo_t *pm)
+{
+    static int moved;
+    unguard = 0;
+    if (!o->guard || moved)
+        return;
+    moved = 1;
+    *guard = 0;
+    if (o->status && o->guard) {
+        opts_t d = *o;
+        d.status = NULL;
+        fh_repl_status_t *n = status_map(&d, "standby"), *old = *st;
+        uint64_t magic = n->magic;
+        memcpy(n, old, sizeof *n);
+        n->magic = magic, n->pid = (uint64_t)getpid();
+        if (n->state == ST_GUARDING)
+            n->state = ST_CONNECTING;
+        munmap(old, sizeof *old);
+        unlink(o->status);
+        *st = pm->st = n;
+    }
+    fprintf(stderr, "fh-replicate: guard: this host is standby now: a standby like any other (status in "
+                    "/dev/shm/fh-%s.repl)\n", o->name);
+}
+
+/* A guard (this host a primary) and a primary connecting at epoch theirs: refused (0), unless it beats this host
+ * (1): then this host yields, said in one line, and is a standby from now on (the caller adopts the epoch). */
+static int guard_yields(const opts_t *o, int *guard, uint32_t theirs, uint32_t mine, fh_repl_status_t *st)
+{
+    if (!peer_wins(theirs, mine, o->wins_ties))
+        return 0;
+    *guard = 0;
+    st->state = ST_STREAMING;
+    fprintf(stderr, "fh-replicate: guard: a primary at epoch %u ships to this host, a primary at epoch %u (%s): this "
+                    "host yields and is a standby from now on (no split brain)\n", theirs, mine,
+            theirs > mine ? "the newer epoch goes on" : "a tie: the peer wins it");
+    return 1;
+}
+
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
@@ -807,11 +986,16 @@ static int standby(const opts_t *o)
         ret = 3;
         goto done;
     }
-    st->state = ST_CONNECTING; /* listening: a primary may connect now */
+    /* --guard: this host is a primary (fh run runs this beside its data plane): HELLO says so, a primary that does
+     * not beat it is refused (it stops fenced), one that does (a newer epoch; a tie without --wins-ties) makes this
+     * host yield: from then on this is a standby like any other (fh run restarts the data plane as standby). No
+     * promotion while guarding: this host is the primary. */
+    int guard = o->guard;
+    st->state = guard ? ST_GUARDING : ST_CONNECTING; /* listening: a primary may connect now */
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
-    fprintf(stderr, "fh-replicate: standby listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n", o->listen,
-            f.provider, f.fabric_name, o->ring_mb, o->epoch);
+    fprintf(stderr, "fh-replicate: %s listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n",
+            guard ? "guard of a primary" : "standby", o->listen, f.provider, f.fabric_name, o->ring_mb, o->epoch);
     uint32_t epoch = o->epoch;
     uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
     uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
@@ -827,7 +1011,8 @@ static int standby(const opts_t *o)
         goto done;
     }
     uint64_t last_frame = 0;
-    int promoted = 0, gone = 0, had_primary = 0;
+    int promoted = 0, gone = 0, had_primary = 0, heard = 0; /* heard: a heartbeat or a record of a primary */
+    int conn_heard = 0; /* ... on this connection */
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
@@ -842,7 +1027,9 @@ static int standby(const opts_t *o)
      * streaming loop, rather than a loop around it, keeps that loop as it is.) */
 next_primary:
     for (uint64_t k = 0;; k++) {
-        if (!promoted && (promote || (had_primary && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
+        if (unguard)
+            unguard_now(o, &guard, &st, &pm);
+        if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary",
                                    o->failover_timeout_ms);
         if (quit || (had_primary && o->exit_when_done))
@@ -863,14 +1050,15 @@ next_primary:
     }
     /* HELLO: the ring, the epoch, and where this standby's journal stands, so that a primary ships what follows
      * (the records before it are skipped, here too: a record across it gives its tail only) */
-    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, pm.next_seq, { 0 } };
+    fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, pm.next_seq, { 0 },
+                            guard || promoted ? HELLO_PRIMARY : 0, 0 };
     memcpy(hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
     if (send_ctl(&f, &hello)) {
         fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
         ret = 3;
         goto done;
     }
-    if (had_primary) {
+    if (heard) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, pm.session, FH_JOURNAL_SESSION_LEN);
         fprintf(stderr, "fh-replicate: a primary connected again (connection %" PRIu64 "): resuming after session "
@@ -882,16 +1070,26 @@ next_primary:
         snapst.next_seq = pm.next_seq;
         snapst.skipping = 1;
     }
-    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, last_hb = now_ns();
+    /* (the failover clock is not reset by a connection, only by a heartbeat, once a primary was heard: a connection
+     * that says nothing, fh run's --probe, does not delay a failover) */
+    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0;
+    if (!heard)
+        last_hb = now_ns();
     st->connections++;
-    st->state = promoted ? ST_PROMOTED : ST_STREAMING;
+    st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_STREAMING;
     while (!quit && !bye) {
-        if (!promoted && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
+        if (unguard)
+            unguard_now(o, &guard, &st, &pm);
+        if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
         int nr = fh_fab_poll_rx(&f, rx, 16);
         if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
-            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            if (conn_heard)
+                fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            else
+                fprintf(stderr, "fh-replicate: a connection closed with nothing accepted from it (a probe asking what "
+                                "listens here, or a primary refused, or stopped at this host's HELLO)\n");
             gone = 1;
             break;
         }
@@ -908,14 +1106,16 @@ next_primary:
                     memcpy(&m, rx[i].msg, sizeof m);
                 fh_fab_rx_done(&f, &rx[i]);
                 if (m.type == CTL_HEARTBEAT) {
+                    if (guard)
+                        guard_yields(o, &guard, m.epoch, epoch, st);
                     last_hb = now;
                     st->last_heartbeat_ns = now;
                     primary_msgs = m.d;
                     st->journal_head = m.a;
-                    if (m.epoch < epoch || promoted) { /* fenced even with nothing to ship */
-                        fh_repl_ctl_t no = { CTL_REFUSED, epoch, m.epoch, 0, 0, 0, { 0 } };
+                    if (m.epoch < epoch || promoted || guard) { /* fenced even with nothing to ship */
+                        fh_repl_ctl_t no = { CTL_REFUSED, epoch, m.epoch, 0, 0, 0, { 0 }, 0, 0 };
                         send_ctl(&f, &no);
-                    } else if (m.epoch > epoch) {
+                    } else if (heard = conn_heard = 1, m.epoch > epoch) { /* a primary heard: the failover clock runs */
                         fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", m.epoch,
                                 epoch);
                         epoch = m.epoch;
@@ -946,14 +1146,17 @@ next_primary:
                 goto done;
             }
             last_frame = fr->frame;
-            if (fr->epoch < epoch || promoted) { /* promoted: this host is the primary now */
+            if (guard)
+                guard_yields(o, &guard, fr->epoch, epoch, st);
+            if (fr->epoch < epoch || promoted || guard) { /* promoted, or guarding: this host is the primary */
                 refused++;
                 st->refused_epoch = refused;
-                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 } };
+                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 }, 0, 0 };
                 send_ctl(&f, &no);
                 lpos = fr->lpos + fr->size; /* consumed, not applied */
                 continue;
             }
+            heard = conn_heard = 1;
             if (fr->epoch > epoch) {
                 fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
                 epoch = fr->epoch;
@@ -1044,7 +1247,7 @@ next_primary:
             if (trace && ntrace < o->trace_max) /* the primary's read, its post, the completion seen, applied */
                 trace[ntrace++] = (trace_t){ rec->seq, fr->sent_ns - fr->seen_ago, fr->sent_ns, now, applied };
             if (++unacked >= 64) {
-                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 }, 0, 0 };
                 if (!send_ctl(&f, &ack))
                     unacked = 0;
             }
@@ -1053,7 +1256,7 @@ next_primary:
             /* Idle: acknowledge what is applied (at most every 100 µs: not a send per record when the records
              * come one at a time), and the signs of life for readers and followers (every 1 ms) */
             if (unacked && now - ack_at >= 100000) {
-                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 } };
+                fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 }, 0, 0 };
                 if (!send_ctl(&f, &ack))
                     unacked = 0, ack_at = now;
             }
@@ -1064,7 +1267,7 @@ next_primary:
                 alive_at = now;
             }
             if (now - last_hb > hb_timeout) {
-                if (!promoted)
+                if (!promoted && !guard)
                     st->state = ST_PEER_SILENT;
                 if (fh_fab_peer_gone(&f)) {
                     fprintf(stderr, "fh-replicate: the primary closed the connection\n");
@@ -1085,7 +1288,7 @@ next_primary:
     /* The primary gone: the segment carries on for local readers until stopped (or --exit-when-done); fh promote
      * (or, with --promote-on-silence, the failover timeout since its last heartbeat) promotes, fencing the old
      * primary with a new epoch should it return, and hands the lines to the data plane following the journal. */
-    st->state = promoted ? ST_PROMOTED : ST_PEER_SILENT;
+    st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_PEER_SILENT;
     if (gone && !ret && !quit && !o->exit_when_done) { /* the connection closed: await the next primary */
         fh_fab_dereg(&c.rmr);
         fh_fab_hangup(&f);
@@ -1144,6 +1347,10 @@ static void usage(void)
             "                    [--promote-on-silence (then promote: the data plane following --journal takes the lines)]\n"
             "                    (no --segment: journal only, for fh-dataplane --standby JOURNAL)\n"
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
+            "       two primaries (fh run): primary [--probe (what listens at --peer: a JSON line, nothing shipped)]\n"
+            "                    [--snapshot-dir DIR (the newest *.snap the journal follows, for a lapped standby)];\n"
+            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)];\n"
+            "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
 }
@@ -1160,7 +1367,8 @@ int main(int argc, char **argv)
         { "max-outstanding", 1, 0, 'o' }, { "heartbeat-ms", 1, 0, 'h' }, { "max-orders", 1, 0, 'O' },
         { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
         { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' },
-        { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { 0, 0, 0, 0 }
+        { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { "guard", 0, 0, 'G' },
+        { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { 0, 0, 0, 0 }
     };
     int ch;
     uint32_t ct = 5000;
@@ -1199,6 +1407,10 @@ int main(int argc, char **argv)
         case 'F': bad = parse_u32(optarg, &o.failover_timeout_ms, "--failover-timeout-ms"); break;
         case 'D': o.list = 1; break;
         case 'A': o.promote_on_silence = 1; break;
+        case 'G': o.guard = 1; break;
+        case 'W': o.wins_ties = 1; break;
+        case 'Q': o.probe = 1; break;
+        case 'Y': o.snapshot_dir = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
@@ -1247,7 +1459,8 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_promote);
-    if (o.role && !strcmp(o.role, "primary") && o.journal && o.peer)
+    signal(SIGUSR2, on_unguard);
+    if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
     if (o.role && !strcmp(o.role, "standby") && o.listen)
         return standby(&o);
