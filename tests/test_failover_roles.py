@@ -587,7 +587,11 @@ def test_a_running_primary_meets_a_restarted_peer_of_a_newer_epoch(tmp_path, mon
         _wait(lambda: h.messages(a) == 40000 and h.messages(b) == 40000 and h.books(a) == h.books(b), 60,
               lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
         assert len([l for l in h.err(a).splitlines() if "demoted to standby" in l]) == 1, h.err(a)[-1500:]
-        assert "is primary too, at epoch 1, older than this host's 2" in h.err(b), h.err(b)[-1500:]
+        # b learns that a runs as primary either from its probe (within its 1.5 s) or not at all: on a starved host
+        # the probe may answer late, and a's fh-replicate, fenced by b's guard at HELLO, demotes a either way
+        probe = [l for l in h.err(b).splitlines() if "is primary too" in l]
+        assert all("at epoch 1, older than this host's 2" in l for l in probe), probe
+        assert "demoted" not in h.err(b) and "joining as standby" not in h.err(b), h.err(b)[-1500:]
         assert h.state(b)["role"] == "primary"
         _wait(lambda: h.state(a)["epoch"] == 2, 10, "a adopting b's epoch")  # (fenced: learnt from b's heartbeat)
         stats = h.stop()
