@@ -24,7 +24,7 @@
 #include <rte_prefetch.h>
 
 #include "dataplane.h"
-#include "lat.h"
+#include "fh/shm.h" /* fh_shm_lat_index */
 
 volatile sig_atomic_t dp_quit;
 static volatile sig_atomic_t promote_sig;
@@ -37,7 +37,7 @@ static void on_promote(int sig) { (void)sig; promote_sig = 1; } /* --standby: ta
 static inline void released(uint64_t *hist, uint64_t n, uint64_t since)
 {
     if (FH_UNLIKELY(n))
-        hist[dp_lat_index(rte_rdtsc() - since)] += n;
+        hist[fh_shm_lat_index(rte_rdtsc() - since)] += n;
 }
 
 /* The journal (--journal): what the feed applied, after each datagram and each poll, through the tee
@@ -135,7 +135,7 @@ static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rt
         if (applied > 0) {
             uint64_t now = __builtin_ia32_rdtsc(); /* rte_rdtsc's instruction, without its two halves' moves */
             stamp[1] = now;
-            dp->hist[dp_lat_index(now - rx)] += (uint64_t)applied;
+            dp->hist[fh_shm_lat_index(now - rx)] += (uint64_t)applied;
         }
     }
     return bytes;

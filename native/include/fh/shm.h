@@ -353,10 +353,11 @@ static inline unsigned fh_shm_lat_index(uint64_t v)
 {
     if (v < 64)
         return (unsigned)v;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
-    if (e >= 40)
+    unsigned e = 63u ^ (unsigned)__builtin_clzll(v); /* the top bit, >= 6 */
+    if (__builtin_expect(e >= 40, 0))
         return FH_SHM_LAT_BUCKETS - 1;
-    return 64 + (e - 6) * FH_SHM_LAT_SUB + (unsigned)((v >> (e - 4)) & (FH_SHM_LAT_SUB - 1));
+    /* 64 + (e - 6) * 16 + (the four bits below the top one): v >> (e - 4) is 16 + those bits, so no mask */
+    return 16 * e - 48 + (unsigned)(v >> (e - 4));
 }
 
 /* Level keys: sorted ascending, a side's best last. 32-bit keys (ITCH) hold an unsigned price, bids as is and
