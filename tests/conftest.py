@@ -46,6 +46,25 @@ def dataplane_path() -> str | None:
 
 
 @functools.cache
+def why_no_replicate() -> str | None:
+    """Why fh-replicate cannot run here (it is built only where libfabric-dev is installed), or None."""
+    from handler import replicate
+
+    try:
+        replicate.find_program()
+    except replicate.ReplicateError as e:
+        return str(e)
+    return None
+
+
+def replicate_path() -> str | None:
+    """The fh-replicate program, or None where it is not built (tests that run it skip with why_no_replicate)."""
+    from handler import replicate
+
+    return None if why_no_replicate() else replicate.find_program()
+
+
+@functools.cache
 def why_no_netns() -> str | None:
     if os.geteuid() != 0:
         return "needs root: it creates network namespaces and a veth pair"

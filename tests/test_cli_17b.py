@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, why_no_replicate
 from handler.cli.main import build_parser, main
 from handler.net import sender
 
@@ -281,12 +281,8 @@ def test_bench_dataplane_plot(tmp_path):
 # -- replication devices ---------------------------------------------------------------------------------------
 
 def test_replicate_devices_table():
-    from handler import replicate
-
-    try:
-        replicate.find_program()
-    except replicate.ReplicateError as e:
-        pytest.skip(str(e))
+    if why_no_replicate():
+        pytest.skip(why_no_replicate())
     out = fh("replicate", "devices", "--provider", "tcp").stdout.splitlines()
     devs = json.loads(fh("replicate", "devices", "--provider", "tcp", "--json").stdout)
     assert out[0].split() == ["provider", "domain", "fabric", "mr_mode", "cq", "data"]
@@ -299,8 +295,8 @@ def test_replicate_status_table_after_a_replicated_replay():
     back as tables whose figures are the JSON's, in human units."""
     import test_replicate as T
 
-    if T.PROG is None:
-        pytest.skip("fh-replicate not built (no libfabric-dev)")
+    if why_no_replicate():
+        pytest.skip(why_no_replicate())
     tag = uuid.uuid4().hex[:8]
     sb = T.Standby(tag)
     segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"

@@ -14,23 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, replicate_path, why_no_replicate
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
 from handler.net import sender
 
-try:
-    PROG = R.find_program()
-except R.ReplicateError:
-    PROG = None
-try:
-    process.find_dataplane()
-    HAVE_DP = True
-except process.DataplaneError:
-    HAVE_DP = False
-
-pytestmark = pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+PROG = replicate_path()
+pytestmark = pytest.mark.skipif(PROG is None, reason=str(why_no_replicate()))
 AB = ROOT / "pcaps" / "synth-ab-40k.pcap"
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
@@ -116,7 +107,7 @@ def _replicated_replay(pcap: Path, tag: str, sb: Standby, segment: str, journal:
     return stats, json.loads(out.splitlines()[-1]), sb.wait()
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_replayed_day_standby_equals_primary():
     """fh-dataplane replays an A/B day with --journal while fh-replicate ships it: the standby's books, its
     event sequence (every event, in order) and its journal equal the primary's; status reads back."""
@@ -149,7 +140,7 @@ def test_replayed_day_standby_equals_primary():
                 os.unlink(f)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_replayed_faults_standby_equals_primary(tmp_path):
     """Drops on one line and on both (messages lost: the books go stale), reordering, duplicates and a session
     change: the standby's books and every event (the stale notices included) equal the primary's."""
@@ -183,7 +174,7 @@ def test_replayed_faults_standby_equals_primary(tmp_path):
                 os.unlink(f)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_a_late_standby_starts_from_a_snapshot(tmp_path):
     """A standby that joins after the day: the primary ships a mid-day snapshot of fh record's shadow engine
     (the fh_engine_snapshot file, checked whole first), then its journal; the standby loads the snapshot,
