@@ -30,17 +30,6 @@
 
 static const char *prog = "fh-bench-wake";
 
-static int pin(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set)) {
-        fprintf(stderr, "%s: cannot pin to CPU %d: %s\n", prog, cpu, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
 
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -72,7 +61,7 @@ static uint64_t spin_ticks(const fh_seg_t *seg)
 /* The reader: wait, stamp, read the newest event, record the latency; until n samples or the writer stops. */
 static int reader(const char *path, int cpu, uint64_t n, int ready_fd)
 {
-    if (pin(cpu))
+    if (bench_pin(prog, cpu))
         return 2;
     fh_shm_reader_t r = { 0 }; /* fh_shm_join leaves it untouched on failure */
     int rc = fh_shm_join(&r, path);
@@ -156,7 +145,7 @@ static int run(const char *mode, uint64_t n, int wcpu, int rcpu)
     }
     fh_engine_cfg_t cfg = { 16, 1024, 1024 };
     fh_engine_t *e = fh_engine_create_on(&cfg, seg);
-    if (!e || pin(wcpu)) {
+    if (!e || bench_pin(prog, wcpu)) {
         fprintf(stderr, "%s: %s\n", prog, fh_errmsg());
         fh_seg_close(seg, 1);
         return 2;
