@@ -289,16 +289,7 @@ int main(int argc, char **argv)
         return run_rounds(e, j, msgs, rounds, core);
     uint64_t ns[100];
     for (int r = 0; r < repeats; r++) {
-        fh_engine_reset(e);
-        memset(&feed, 0, sizeof feed); /* hold 0: in order, nothing is held */
-        fh_feed_consumer_t books;
-        fh_engine_consumer(e, &books);
-        fh_mold_feed_set_consumer(&feed, &books);
-        if (jt) {
-            fh_journal_t *jj = jt->j;
-            fh_journal_tee_init(jt, jj);
-            fh_journal_tee_attach(jt, &feed);
-        }
+        day_setup(e, jt != NULL);
         uint64_t t0 = now_ns();
         run_day(on);
         ns[r] = now_ns() - t0;
