@@ -27,20 +27,12 @@
 #include "fh/itch.h"
 #include "fh/seg.h"
 #include "bench_util.h"
+#include "../tests/shm_join.h"
 
 static const char *prog = "fh-bench-wake";
 
-
-
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
+static uint64_t rng(void) { return shm_xorshift64(&rng_state); }
 
 /* How long fh_shm_wait spins before it sleeps: its 2000 rounds of a head load and a pause, in TSC ticks. */
 static uint64_t spin_ticks(const fh_seg_t *seg)
@@ -63,12 +55,9 @@ static int reader(const char *path, int cpu, uint64_t n, int ready_fd)
 {
     if (bench_pin(prog, cpu))
         return 2;
-    fh_shm_reader_t r = { 0 }; /* fh_shm_join leaves it untouched on failure */
-    int rc = fh_shm_join(&r, path);
-    if (rc) {
-        fprintf(stderr, "%s: reader: cannot join %s: %s\n", prog, path, strerror(-rc));
+    fh_shm_reader_t r;
+    if (shm_join(&r, "fh-bench-wake: reader", path))
         return 2;
-    }
     if (!r.wake)
         fprintf(stderr, "%s: reader: %s.wake not writable: fh_shm_wait polls\n", prog, path);
     uint64_t *lat = calloc(n, sizeof *lat), m = 0, multi = 0, seen = fh_shm_head(&r);
