@@ -3,7 +3,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -133,14 +132,27 @@ def real_itch_pcaps() -> list[Path]:
     return sorted(p for p in (REAL / "moldudp64").glob("*.pcap") if "Itch" in p.name)
 
 
+def fh_env(extra: dict | None = None) -> dict:
+    """The environment the tests run fh in: this one, PYTHONPATH this checkout, and EXTRA."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
 def fh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run the fh command line in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "handler", *map(str, args)], capture_output=True, text=True,
-                       env=env, **kw)
+    from handler.process import fh_argv
+
+    p = subprocess.run(fh_argv(*args), capture_output=True, text=True, env=fh_env(), **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"fh {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+def fh_popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start the fh command line in the background, as fh() runs it (env: variables added to fh_env's); kw as
+    subprocess.Popen's. The caller stops it (stop_process)."""
+    from handler.process import fh_argv
+
+    return subprocess.Popen(fh_argv(*args), env=fh_env(env), **kw)
 
 
 def _unique() -> str:
@@ -257,10 +269,8 @@ def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True
     path = shm.segment_path(name)
     ready = Path(f"/tmp/fh-{name}.ready")
     ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "handler", "publish", "--itch", str(day), "--name", name,
-            "--ready-file", str(ready), *(("--hold",) if hold else ()), *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("publish", "--itch", day, "--name", name, "--ready-file", ready, *(("--hold",) if hold else ()),
+                    *extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
         while not ready.exists():

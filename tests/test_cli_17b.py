@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, why_no_replicate
+from conftest import ROOT, fh, fh_popen, why_no_replicate
 from handler.cli.main import build_parser, main
 from handler.net import sender
 
@@ -324,9 +324,8 @@ def test_replay_never_touches_a_running_instance_of_its_name(tmp_path):
     running instance's segment is left alone."""
     name = f"t17b-{uuid.uuid4().hex[:6]}"
     ready = tmp_path / "ready"
-    pub = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", ROOT / "pcaps" / "synth-100k.itch",
-                            "--name", name, "--hold", "--ready-file", ready], cwd=ROOT, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    pub = fh_popen("publish", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--name", name, "--hold", "--ready-file",
+                   ready, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
             if ready.exists() or pub.poll() is not None:

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import fh, replicate_path, run_config, why_no_af_packet, why_no_dataplane, why_no_replicate
+from conftest import fh, fh_popen, replicate_path, run_config, why_no_af_packet, why_no_dataplane, why_no_replicate
 from handler import process, replay
 from handler import replicate as R
 
@@ -192,10 +192,8 @@ def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
     for n, role, addr in ((pn, "primary", f'peer = "127.0.0.1:{port}"'), (sn, "standby", f'listen = "127.0.0.1:{port}"')):
         cfgs[n] = tmp_path / f"{n}.toml"
         cfgs[n].write_text(_config(n, pcap, role, addr))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = lambda n: subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]),  # noqa: E731
-                                      "--keep-segment", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+    run = lambda n: fh_popen("run", "--config", cfgs[n], "--keep-segment", "--json",  # noqa: E731
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = []
     try:
         procs.append(run(sn))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, run_config
+from conftest import ROOT, fh, fh_popen, run_config
 from handler import glimpse, native
 from handler.net.retransmit import Store
 from handler.reference import ReferenceBook
@@ -30,12 +30,9 @@ def server(tmp_path, *source: str, fault: str | None = None, user: str = "fh", e
     ready = tmp_path / f"ready-{time.monotonic_ns()}.json"
     pwf = tmp_path / "pw"
     pwf.write_text(PW + "\n")
-    cmd = [sys.executable, "-m", "handler", "snapshot-server", *source, "--listen", "127.0.0.1:0", "--user", user,
-           "--password-file", str(pwf), "--ready-file", str(ready), "--json", *extra]
-    if fault:
-        cmd += ["--fault", fault]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = fh_popen("snapshot-server", *source, "--listen", "127.0.0.1:0", "--user", user, "--password-file", pwf,
+                 "--ready-file", ready, "--json", *extra, *(("--fault", fault) if fault else ()),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
             if ready.exists() or p.poll() is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ab_lines, fh, run_config
+from conftest import ROOT, ab_lines, fh, fh_popen, run_config
 from handler import journal as J
 from handler import native, process, replay
 
@@ -328,11 +328,8 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
                    capture_output=True, check=True)
     d = tmp_path / "rec"
     try:
-        import sys
-
-        cmd = [sys.executable, "-m", "handler", "record", "--journal", path, "--dir", str(d), "--day", "20261203",
-               "--rotate-mb", "4", "--fsync", "always", "--json"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = fh_popen("record", "--journal", path, "--dir", d, "--day", "20261203", "--rotate-mb", "4", "--fsync",
+                     "always", "--json", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
             files = J.journal_files(d) if d.exists() else []

@@ -16,14 +16,13 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, fh_popen
 from handler import segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")]
@@ -49,11 +48,6 @@ def follow() -> Path:
     return _program("examples", "fh-bbo-follow")
 
 
-def _cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "handler", *map(str, args)]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 class Instance:
@@ -67,7 +61,7 @@ class Instance:
         args = ["publish", "--itch", day, "--name", self.name, *extra]
         if ready:
             args += ["--ready-file", self.ready]
-        self.proc = subprocess.Popen(_cmd(*args), stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=ENV)
+        self.proc = fh_popen(*args, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         self.others: list[subprocess.Popen] = []
 
     def stderr(self) -> str:

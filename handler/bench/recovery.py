@@ -88,10 +88,11 @@ def _env() -> dict:
 
 
 def _start_server(lab, clean: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
+    from ..process import fh_argv
+
     ready, stats = tmp / "server.ready", tmp / "server.json"
-    srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler", "retransmit-server", "--pcap",
-                                          str(clean), "--listen", f"{SERVER_IP}:{PORT}", "--ready-file", str(ready),
-                                          "--stats-json", str(stats)]),
+    srv = subprocess.Popen(lab.exec_argv(fh_argv("retransmit-server", "--pcap", clean, "--listen",
+                                                 f"{SERVER_IP}:{PORT}", "--ready-file", ready, "--stats-json", stats)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
     t_end = time.monotonic() + 60
     while not ready.exists():
