@@ -297,13 +297,8 @@ def test_replicate_status_table_after_a_replicated_replay():
 
     if why_no_replicate():
         pytest.skip(why_no_replicate())
-    tag = uuid.uuid4().hex[:8]
-    sb = T.Standby(tag)
-    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
-    try:
-        T._replicated_replay(PCAP, tag, sb, segment, journal)
-        for path, role, what in ((sb.status, "standby", "applied"), (f"/dev/shm/fh-rp-{tag}.repl", "primary",
-                                                                       "shipped")):
+    with T.replicated_replay(PCAP) as (tag, sb, _, _, _):
+        for path, role, what in ((sb.status, "standby", "applied"), (T._primary_status(tag), "primary", "shipped")):
             st = json.loads(fh("replicate", "status", "--name", path, "--json").stdout)
             rows = {l.split()[0]: l.split(None, 1)[1] for l in
                     fh("replicate", "status", "--name", path).stdout.splitlines()[1:]}
@@ -311,11 +306,6 @@ def test_replicate_status_table_after_a_replicated_replay():
             assert rows[what] == f"{st['frames']:,} records, {st['messages']:,} messages" and st["messages"] == MESSAGES
             assert rows["provider"] == "tcp" and rows["epoch"] == str(st["epoch"])
             assert rows["lag"].startswith(f"{st['lag_messages']:,} messages, ")
-    finally:
-        sb.close()
-        for f in (segment, segment + ".wake", journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
 
 
 @pytest.mark.dpdk
