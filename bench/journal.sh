@@ -14,15 +14,8 @@ die() { echo "journal.sh: $*" >&2; exit 1; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DAY=${1:-$ROOT/pcaps/synth-100k.itch}
 [[ -r $DAY ]] || die "cannot read $DAY"
-if [[ -n ${FH_BENCH_PROGRAM:-} ]]; then
-    PROGRAM=$FH_BENCH_PROGRAM
-else
-    shopt -s nullglob
-    c=("$ROOT"/build/cp3*/native/bench/fh-bench-journal)
-    shopt -u nullglob
-    ((${#c[@]})) || die "no fh-bench-journal under $ROOT/build/cp3*/native/bench; build it with: bash scripts/setup.sh"
-    PROGRAM=${c[0]}
-fi
+source "$ROOT/bench/lib.sh"
+PROGRAM=${FH_BENCH_PROGRAM:-$(bench_program fh-bench-journal)}
 command -v valgrind >/dev/null || die "valgrind is not installed: apt-get install valgrind"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

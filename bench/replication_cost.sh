@@ -33,11 +33,8 @@ ncpu=$(nproc)
 ((W < ncpu && F < ncpu)) || die "--cores $CORES: this machine has cores 0..$((ncpu - 1))"
 [[ $W != "$F" ]] || die "--cores $CORES: the writer and the follower on two different cores"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 1000)) || die "--rounds $ROUNDS: 1..1000"
-shopt -s nullglob
-c=("$ROOT"/build/cp3*/native/bench/fh-bench-journal)
-shopt -u nullglob
-((${#c[@]})) || die "no fh-bench-journal under $ROOT/build/cp3*/native/bench; build it with: bash scripts/setup.sh"
-PROGRAM=${c[0]}
+source "$ROOT/bench/lib.sh"
+PROGRAM=$(bench_program fh-bench-journal)
 command -v valgrind >/dev/null || die "valgrind is not installed: apt-get install valgrind"
 TMP=$(mktemp -d)
 J=/dev/shm/fh-bench-cost-$$.journal

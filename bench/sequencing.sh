@@ -21,15 +21,8 @@ DAY=${1:-$ROOT/pcaps/synth-100k.itch}
 MTU=${2:-340}
 CONSUMER=${3:-checking}
 [[ -r $DAY ]] || die "cannot read $DAY"
-if [[ -n ${FH_BENCH_PROGRAM:-} ]]; then
-    PROGRAM=$FH_BENCH_PROGRAM
-else
-    shopt -s nullglob
-    c=("$ROOT"/build/cp3*/native/bench/fh-bench-mold)
-    shopt -u nullglob
-    ((${#c[@]})) || die "no fh-bench-mold under $ROOT/build/cp3*/native/bench; build it with: bash scripts/setup.sh"
-    PROGRAM=${c[0]}
-fi
+source "$ROOT/bench/lib.sh"
+PROGRAM=${FH_BENCH_PROGRAM:-$(bench_program fh-bench-mold)}
 command -v valgrind >/dev/null || die "valgrind is not installed: apt-get install valgrind"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

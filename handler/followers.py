@@ -22,6 +22,7 @@ import sys
 import time
 
 from . import journal as J
+from .process import fh_argv
 
 POLL_S = 0.02
 DRAIN_S = 30.0
@@ -37,9 +38,8 @@ class RecorderProc:
 
     def argv(self) -> list[str]:
         o = self.opts
-        return [sys.executable, "-m", "handler", "record", "--journal", self.ring, "--dir", self.dir,
-                "--snapshot-every", str(o["snapshot_every"]), "--snapshot-keep", str(o["snapshot_keep"]),
-                "--fsync", o["fsync"]]
+        return fh_argv("record", "--journal", self.ring, "--dir", self.dir, "--snapshot-every", o["snapshot_every"],
+                       "--snapshot-keep", o["snapshot_keep"], "--fsync", o["fsync"])
 
     def poll(self, dataplane_pid: int) -> int | None:
         """Start (or restart) the recorder when the data plane's ring is there. Returns its pid when it was

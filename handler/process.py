@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,12 @@ from pathlib import Path
 from .errors import FhError
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (its build/ holds fh-dataplane)
+
+
+def fh_argv(*args) -> list[str]:
+    """The command line of `fh ARGS` as this fh runs: this Python, -m handler (fh run's fh record, the
+    benchmarks' servers, the tests)."""
+    return [sys.executable, "-m", "handler", *map(str, args)]
 
 
 class DataplaneError(FhError):

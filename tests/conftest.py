@@ -3,7 +3,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -43,6 +42,25 @@ def dataplane_path() -> str | None:
     from handler import process
 
     return None if why_no_dataplane() else process.find_dataplane()
+
+
+@functools.cache
+def why_no_replicate() -> str | None:
+    """Why fh-replicate cannot run here (it is built only where libfabric-dev is installed), or None."""
+    from handler import replicate
+
+    try:
+        replicate.find_program()
+    except replicate.ReplicateError as e:
+        return str(e)
+    return None
+
+
+def replicate_path() -> str | None:
+    """The fh-replicate program, or None where it is not built (tests that run it skip with why_no_replicate)."""
+    from handler import replicate
+
+    return None if why_no_replicate() else replicate.find_program()
 
 
 @functools.cache
@@ -114,14 +132,27 @@ def real_itch_pcaps() -> list[Path]:
     return sorted(p for p in (REAL / "moldudp64").glob("*.pcap") if "Itch" in p.name)
 
 
+def fh_env(extra: dict | None = None) -> dict:
+    """The environment the tests run fh in: this one, PYTHONPATH this checkout, and EXTRA."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
 def fh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run the fh command line in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "handler", *map(str, args)], capture_output=True, text=True,
-                       env=env, **kw)
+    from handler.process import fh_argv
+
+    p = subprocess.run(fh_argv(*args), capture_output=True, text=True, env=fh_env(), **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"fh {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+def fh_popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start the fh command line in the background, as fh() runs it (env: variables added to fh_env's); kw as
+    subprocess.Popen's. The caller stops it (stop_process)."""
+    from handler.process import fh_argv
+
+    return subprocess.Popen(fh_argv(*args), env=fh_env(env), **kw)
 
 
 def _unique() -> str:
@@ -238,10 +269,8 @@ def publisher(day: Path, *extra: str, name: str | None = None, hold: bool = True
     path = shm.segment_path(name)
     ready = Path(f"/tmp/fh-{name}.ready")
     ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "handler", "publish", "--itch", str(day), "--name", name,
-            "--ready-file", str(ready), *(("--hold",) if hold else ()), *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("publish", "--itch", day, "--name", name, "--ready-file", ready, *(("--hold",) if hold else ()),
+                    *extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
         while not ready.exists():

@@ -5,10 +5,10 @@ bench/dataplane.md)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -18,8 +18,23 @@ pytestmark = [pytest.mark.dpdk, pytest.mark.slow]  # without root it checks the 
 
 
 def _fh(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "handler", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=process.ROOT, env=env)
+    return subprocess.run(process.fh_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=process.ROOT,
+                          env=env)
+
+
+def _report_rows(print_report, res: dict) -> dict[str, list[str]]:
+    """A benchmark's text report of res (its --json) as {label: [best, median]}: the rows of its best/median
+    tables that end where their header ends (columns aligned, as ui.print_table lays them out); the first of a
+    label."""
+    out = io.StringIO()
+    print_report(res, out)
+    rows, width = {}, None
+    for line in out.getvalue().splitlines():
+        if line.split() == ["best", "median"]:
+            width = len(line)
+        elif width is not None and len(line) == width and len(parts := line.rsplit(None, 2)) == 3:
+            rows.setdefault(parts[0].strip(), parts[1:])
+    return rows
 
 
 def test_bench_recovery_fills_the_gap():
@@ -46,6 +61,13 @@ def test_bench_recovery_fills_the_gap():
     assert set(s["recovery_ns"]) == {"min", "median", "max"} and s["beyond_wait_ns"]["min"] > 0
     assert s["baseline_python_client_ns"]["median"] > 0 and s["beyond_wait_over_baseline"] > 0
     assert res["server"]["requests"] >= m["requests"] + 6  # the data plane's and the baseline's (a warm-up + 5)
+    from handler.bench import recovery
+
+    rows = _report_rows(recovery.print_report, res)
+    ms = lambda mm: [f"{mm['min'] / 1e6:.3f}", f"{mm['median'] / 1e6:.3f}"]  # noqa: E731
+    assert rows["gap open, first sign to filled (ms)"] == ms(s["recovery_ns"])
+    assert rows["beyond the wait (ms)"] == ms(s["beyond_wait_ns"])
+    assert rows["Python client <-> server, loopback (ms)"] == ms(s["baseline_python_client_ns"])
 
 
 def test_bench_dataplane_ab_smoke(tmp_path):
@@ -63,3 +85,11 @@ def test_bench_dataplane_ab_smoke(tmp_path):
     run = res["runs"][0]["arbitration"]
     assert run["a_and_b"]["b_line"]["duplicates"] == 5000 and run["a_and_b"]["b_line"]["won"] == 0
     assert "cycles_per_b_packet_from_minima" in ar and "own_cycles_per_packet" in s  # the A-only keys stay
+    from handler.bench import dataplane
+
+    rows = _report_rows(dataplane.print_report, res)
+    cyc = lambda mm: [f"{mm['min']:,.0f}", f"{mm['median']:,.0f}"]  # noqa: E731
+    assert rows["full cycles/packet"] == cyc(s["full_cycles_per_packet"])
+    assert rows["own cycles/packet (target <= 50)"] == cyc(s["own_cycles_per_packet"])
+    assert rows["arbitration cycles/B packet"] == cyc(ar["cycles_per_b_packet"])
+    assert rows["engine ns/message (apply_blocks)"] == [f"{s['engine_ns_per_msg'][k]:.2f}" for k in ("min", "median")]

@@ -13,13 +13,12 @@ import pty
 import pwd
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, publisher, run_config, why_no_dataplane
+from conftest import ROOT, fh, fh_popen, publisher, run_config, why_no_dataplane
 
 PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"  # 40,000 messages, each on an A and a B line
 DAY = ROOT / "pcaps" / "synth-100k.itch"
@@ -179,9 +178,7 @@ def _on_a_terminal(*args: str) -> tuple[int, bytes]:
         master, slave = pty.openpty()
     except OSError as e:  # a chroot with /dev but not /dev/pts mounted, a container without a pts
         pytest.skip(f"no pseudo-terminal here ({e}): mount devpts on /dev/pts to run this")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "100"}
-    proc = subprocess.Popen([sys.executable, "-m", "handler", *args], stdout=subprocess.DEVNULL, stderr=slave,
-                            env=env)
+    proc = fh_popen(*args, env={"TERM": "xterm", "COLUMNS": "100"}, stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     seen = b""
     while True:

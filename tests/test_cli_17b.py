@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, fh_popen, why_no_replicate
 from handler.cli.main import build_parser, main
 from handler.net import sender
 
@@ -281,12 +281,8 @@ def test_bench_dataplane_plot(tmp_path):
 # -- replication devices ---------------------------------------------------------------------------------------
 
 def test_replicate_devices_table():
-    from handler import replicate
-
-    try:
-        replicate.find_program()
-    except replicate.ReplicateError as e:
-        pytest.skip(str(e))
+    if why_no_replicate():
+        pytest.skip(why_no_replicate())
     out = fh("replicate", "devices", "--provider", "tcp").stdout.splitlines()
     devs = json.loads(fh("replicate", "devices", "--provider", "tcp", "--json").stdout)
     assert out[0].split() == ["provider", "domain", "fabric", "mr_mode", "cq", "data"]
@@ -299,15 +295,10 @@ def test_replicate_status_table_after_a_replicated_replay():
     back as tables whose figures are the JSON's, in human units."""
     import test_replicate as T
 
-    if T.PROG is None:
-        pytest.skip("fh-replicate not built (no libfabric-dev)")
-    tag = uuid.uuid4().hex[:8]
-    sb = T.Standby(tag)
-    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
-    try:
-        T._replicated_replay(PCAP, tag, sb, segment, journal)
-        for path, role, what in ((sb.status, "standby", "applied"), (f"/dev/shm/fh-rp-{tag}.repl", "primary",
-                                                                       "shipped")):
+    if why_no_replicate():
+        pytest.skip(why_no_replicate())
+    with T.replicated_replay(PCAP) as (tag, sb, _, _, _):
+        for path, role, what in ((sb.status, "standby", "applied"), (T._primary_status(tag), "primary", "shipped")):
             st = json.loads(fh("replicate", "status", "--name", path, "--json").stdout)
             rows = {l.split()[0]: l.split(None, 1)[1] for l in
                     fh("replicate", "status", "--name", path).stdout.splitlines()[1:]}
@@ -315,11 +306,6 @@ def test_replicate_status_table_after_a_replicated_replay():
             assert rows[what] == f"{st['frames']:,} records, {st['messages']:,} messages" and st["messages"] == MESSAGES
             assert rows["provider"] == "tcp" and rows["epoch"] == str(st["epoch"])
             assert rows["lag"].startswith(f"{st['lag_messages']:,} messages, ")
-    finally:
-        sb.close()
-        for f in (segment, segment + ".wake", journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
 
 
 @pytest.mark.dpdk
@@ -328,9 +314,8 @@ def test_replay_never_touches_a_running_instance_of_its_name(tmp_path):
     running instance's segment is left alone."""
     name = f"t17b-{uuid.uuid4().hex[:6]}"
     ready = tmp_path / "ready"
-    pub = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", ROOT / "pcaps" / "synth-100k.itch",
-                            "--name", name, "--hold", "--ready-file", ready], cwd=ROOT, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    pub = fh_popen("publish", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--name", name, "--hold", "--ready-file",
+                   ready, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
             if ready.exists() or pub.poll() is not None:

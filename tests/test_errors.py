@@ -7,12 +7,11 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import fh, fh_popen
 from handler import config, errors, native, shm
 from handler.errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, FhError, InputError, main_guard
 from handler.host import ports
@@ -86,12 +85,10 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     stops with 130 and no traceback."""
     day = tmp_path / "day.itch"
     fh("synth", "itch", day, "--messages", "1000000", "--instruments", "50")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # SIGINT at its default in the child even when this run inherited it ignored (a job started with & by a
     # non-interactive shell): Python installs its KeyboardInterrupt handler only then
-    p = subprocess.Popen([sys.executable, "-m", "handler", "book", "dump", "--itch", str(day), "--engine", "reference"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = fh_popen("book", "dump", "--itch", day, "--engine", "reference", stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(1.5)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)

@@ -13,19 +13,13 @@ import uuid
 
 import pytest
 
-from conftest import fh, run_config
+from conftest import fh, fh_popen, replicate_path, run_config, why_no_af_packet, why_no_dataplane, why_no_replicate
 from handler import process, replay
 from handler import replicate as R
 
-try:
-    R.find_program()
-    process.find_dataplane()
-    READY = process.pmd_available("net_af_packet")
-    WHY = "the net_af_packet PMD is not installed"
-except (R.ReplicateError, process.DataplaneError) as e:
-    READY, WHY = False, f"fh-replicate or fh-dataplane not built: {e}"
+WHY = why_no_replicate() or why_no_dataplane() or why_no_af_packet()
 
-pytestmark = [pytest.mark.skipif(not READY, reason=WHY),
+pytestmark = [pytest.mark.skipif(WHY is not None, reason=str(WHY)),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a network namespace and a veth pair")]
 
 
@@ -98,7 +92,7 @@ def _ship_to_the_old_primary(day, journal: str) -> None:
     import socket
     import subprocess
 
-    prog = R.find_program()
+    prog = replicate_path()
     tag = uuid.uuid4().hex[:8]
     seg, sj, st, pst = (f"/dev/shm/fh-fo-old-{tag}", f"/dev/shm/fh-fo-old-{tag}.journal",
                         f"/dev/shm/fh-fo-old-{tag}.repl", f"/dev/shm/fh-fo-new-{tag}.repl")
@@ -198,10 +192,8 @@ def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
     for n, role, addr in ((pn, "primary", f'peer = "127.0.0.1:{port}"'), (sn, "standby", f'listen = "127.0.0.1:{port}"')):
         cfgs[n] = tmp_path / f"{n}.toml"
         cfgs[n].write_text(_config(n, pcap, role, addr))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = lambda n: subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]),  # noqa: E731
-                                      "--keep-segment", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+    run = lambda n: fh_popen("run", "--config", cfgs[n], "--keep-segment", "--json",  # noqa: E731
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = []
     try:
         procs.append(run(sn))

@@ -28,22 +28,15 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, fh, run_config
+from conftest import ROOT, dataplane_path, fh, replicate_path, run_config, why_no_replicate
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
 
-try:
-    PROG = R.find_program()
-except R.ReplicateError:
-    PROG = None
-try:
-    process.find_dataplane()
-    HAVE_DP = True
-except process.DataplaneError:
-    HAVE_DP = False
+PROG = replicate_path()
+HAVE_DP = dataplane_path() is not None
 
-pytestmark = pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+pytestmark = pytest.mark.skipif(PROG is None, reason=str(why_no_replicate()))
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 

@@ -9,12 +9,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, ab_lines, fh
+from conftest import ROOT, ab_lines, fh, fh_popen
 from handler import faults, native, replay
 from handler.net import pcapgen, retransmit
 from handler.net.pcapfile import PcapReader
@@ -272,10 +271,8 @@ def test_server_serves_a_faulty_capture_up_to_its_holes(day, tmp_path, messages)
 
 def test_cli_server_stops_cleanly_with_counters(clean, messages, tmp_path):
     ready, stats = tmp_path / "ready", tmp_path / "stats.json"
-    env = {"PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "handler", "retransmit-server", "--pcap", str(clean), "--listen",
-                          "127.0.0.1:0", "--max-count", "5", "--ready-file", str(ready), "--stats-json", str(stats)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    p = fh_popen("retransmit-server", "--pcap", clean, "--listen", "127.0.0.1:0", "--max-count", "5", "--ready-file",
+                 ready, "--stats-json", stats, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
         while not ready.exists() and p.poll() is None and time.monotonic() < deadline:

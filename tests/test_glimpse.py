@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, run_config
+from conftest import ROOT, fh, fh_popen, run_config
 from handler import glimpse, native
 from handler.net.retransmit import Store
 from handler.reference import ReferenceBook
@@ -30,12 +30,9 @@ def server(tmp_path, *source: str, fault: str | None = None, user: str = "fh", e
     ready = tmp_path / f"ready-{time.monotonic_ns()}.json"
     pwf = tmp_path / "pw"
     pwf.write_text(PW + "\n")
-    cmd = [sys.executable, "-m", "handler", "snapshot-server", *source, "--listen", "127.0.0.1:0", "--user", user,
-           "--password-file", str(pwf), "--ready-file", str(ready), "--json", *extra]
-    if fault:
-        cmd += ["--fault", fault]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = fh_popen("snapshot-server", *source, "--listen", "127.0.0.1:0", "--user", user, "--password-file", pwf,
+                 "--ready-file", ready, "--json", *extra, *(("--fault", fault) if fault else ()),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
             if ready.exists() or p.poll() is not None:
@@ -106,14 +103,13 @@ def test_fetch_to_a_snapshot_file_that_restore_loads(tmp_path, monkeypatch):
     assert s["proc"].summary["logins"] == 1 and s["proc"].summary["served"] == 1
 
 
+@pytest.mark.dpdk
 def test_served_from_the_journal_files_and_their_snapshots(tmp_path):
     """The state at a point between two of fh record's snapshots: the older snapshot + the journal up to it."""
     import uuid
 
-    from test_journal import _replay_with_journal, HAVE_DP
+    from test_journal import _replay_with_journal
 
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK): no journal to record")
     journal = f"/dev/shm/fh-test-gl-{uuid.uuid4().hex[:8]}.journal"
     try:
         _replay_with_journal(AB, journal)
@@ -209,10 +205,6 @@ def test_fh_run_without_a_journal_starts_from_the_snapshot_service(tmp_path):
     """No journal, no snapshot: fh run takes the book at k from fh snapshot-server, starts the data plane from it
     (--restore) and the capture fed again from its start ends with the reference's books (what the snapshot
     holds is counted as duplicates)."""
-    from test_journal import HAVE_DP
-
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     import uuid
 
     from handler import process, replay
@@ -368,11 +360,8 @@ def test_unrecoverable_gap_is_filled_by_the_snapshot_service(tmp_path):
     """A gap on both lines and no retransmission server: under on_unrecoverable = "snapshot" the data plane asks
     fh snapshot-server (polled in its loop while the feed waits, what follows held), the books are rebuilt from
     the snapshot (stale until its end) and the held messages after it applied: the clean day's books, live."""
-    from test_journal import HAVE_DP
     from handler import replay
 
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     clean, gapped, lost, after = _gap_day(tmp_path)
     k = after + 40  # the service's book is a little past the gap (the exchange's "now")
     with server(tmp_path, "--pcap", str(clean), "--at", str(k)) as s:
@@ -391,10 +380,6 @@ def test_unrecoverable_gap_is_filled_by_the_snapshot_service(tmp_path):
 def test_snapshot_service_that_fails_leaves_the_books_stale_and_counted(tmp_path):
     """The service goes silent mid-snapshot on every try: after the retries the gap is given up as under
     resume (lost, the books stale), the failure named and counted; the data plane runs on to the end."""
-    from test_journal import HAVE_DP
-
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     clean, gapped, lost, after = _gap_day(tmp_path)
     with server(tmp_path, "--pcap", str(clean), "--at", str(after + 40), fault="silent:50") as s:
         stats, (books, status, events, _, _) = _dp_with_source(tmp_path, gapped, s["listen"], ",retries=1")
@@ -411,11 +396,8 @@ def test_fh_run_on_unrecoverable_snapshot_uses_the_service(tmp_path):
     gives the data plane its --snapshot-source; the password reaches it by file, not on the command line."""
     import uuid
 
-    from test_journal import HAVE_DP
     from handler import config, process, replay
 
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     clean, gapped, lost, after = _gap_day(tmp_path)
     name = f"gl{uuid.uuid4().hex[:6]}"
     try:
@@ -511,11 +493,8 @@ def test_a_live_snapshot_is_a_hole_in_the_journal_not_messages(tmp_path):
     shadow engine's books end stale (flagged), while the data plane's are the reference's."""
     import uuid
 
-    from test_journal import HAVE_DP
     from handler import journal as J, replay
 
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     clean, gapped, lost, after = _gap_day(tmp_path)
     k = after + 40
     journal = f"/dev/shm/fh-test-gl-{uuid.uuid4().hex[:8]}.journal"
@@ -545,11 +524,8 @@ def test_a_live_snapshot_is_a_hole_in_the_journal_not_messages(tmp_path):
 def test_dataplane_snapshot_source_errors_are_one_line(tmp_path, monkeypatch):
     import uuid
 
-    from test_journal import HAVE_DP
     from handler import process, replay
 
-    if not HAVE_DP:
-        pytest.skip("fh-dataplane not built (no DPDK)")
     monkeypatch.delenv("FH_SNAPSHOT_PASSWORD", raising=False)
     (tmp_path / "long").write_text("elevenchars\n")
     name = f"gl{uuid.uuid4().hex[:6]}"

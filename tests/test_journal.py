@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ab_lines, fh, run_config
+from conftest import ROOT, ab_lines, fh, fh_popen, run_config
 from handler import journal as J
 from handler import native, process, replay
 
@@ -172,13 +172,6 @@ def test_damaged_files_are_refused_with_one_line(ring, tmp_path):
     assert p.returncode == 2 and "header's CRC" in p.stderr
 
 
-try:
-    process.find_dataplane()
-    HAVE_DP = True
-except process.DataplaneError:
-    HAVE_DP = False
-
-
 def _replay_with_journal(pcap: Path, journal: str) -> dict:
     name = f"jr-{uuid.uuid4().hex[:8]}"
     segment = f"/dev/shm/fh-{name}"
@@ -192,7 +185,7 @@ def _replay_with_journal(pcap: Path, journal: str) -> dict:
         process.remove_segment(segment)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_dataplane_journal_recorded_equals_the_reference(tmp_path):
     journal = f"/dev/shm/fh-test-dpj-{uuid.uuid4().hex[:8]}.journal"
     try:
@@ -211,7 +204,7 @@ def test_dataplane_journal_recorded_equals_the_reference(tmp_path):
             os.unlink(journal)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_dataplane_journal_under_faults(tmp_path):
     """Drops on one line and on both (lost: the journal says where), reordering, duplicates, a session
     change: the recorded journal rebuilds the data plane's own books, and its LOST records are the feed's."""
@@ -335,11 +328,8 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
                    capture_output=True, check=True)
     d = tmp_path / "rec"
     try:
-        import sys
-
-        cmd = [sys.executable, "-m", "handler", "record", "--journal", path, "--dir", str(d), "--day", "20261203",
-               "--rotate-mb", "4", "--fsync", "always", "--json"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = fh_popen("record", "--journal", path, "--dir", d, "--day", "20261203", "--rotate-mb", "4", "--fsync",
+                     "always", "--json", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
             files = J.journal_files(d) if d.exists() else []
@@ -407,7 +397,7 @@ def test_config_journal_section(tmp_path):
             config.load(f)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_dataplane_restart_from_a_snapshot(tmp_path):
     """Run 1 journals the day; fh record's shadow engine snapshots it. Run 2 starts from a mid-day snapshot
     (--restore) and is fed the day again from its start, as a feed that sends its past again would: what
@@ -453,7 +443,7 @@ def test_dataplane_restart_from_a_snapshot(tmp_path):
                 os.unlink(p)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_fh_run_restarts_from_the_recorded_day(tmp_path):
     """fh run with [journal] dir: today's newest sound snapshot + the journal after it become the data plane's
     starting state (--restore); the capture fed again ends with the reference's books."""

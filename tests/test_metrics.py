@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, publisher
+from conftest import ROOT, fh, fh_popen, publisher
 from handler import metrics, shm
 
 pytestmark = pytest.mark.slow  # each test runs fh publish and fh metrics processes
@@ -100,9 +99,8 @@ def _free_port() -> int:
 def metrics_server(name: str):
     """`fh metrics --name NAME --listen 127.0.0.1:PORT` in a subprocess; yields its base URL once it answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "handler", "metrics", "--name", name, "--listen",
-                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("metrics", "--name", name, "--listen", f"127.0.0.1:{port}", stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -220,9 +218,8 @@ def test_textfile_is_never_seen_half_written(live, run_dir, tmp_path):
     """While `fh metrics --textfile` rewrites the file every 50 ms, every read of it is a whole exposition."""
     name, _ = live
     out = tmp_path / "fh.prom"
-    proc = subprocess.Popen([sys.executable, "-m", "handler", "metrics", "--name", name, "--textfile", str(out),
-                             "--interval", "0.05"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("metrics", "--name", name, "--textfile", out, "--interval", "0.05", stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not out.exists():

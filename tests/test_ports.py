@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fh
+from conftest import fh, fh_popen
 from handler import replay
 from handler.host import ports
 
@@ -163,10 +163,8 @@ mb = 256
 
 @needs_dpdk
 def test_two_readings_at_once_do_not_collide():
-    argv = [sys.executable, "-m", "handler", "ports", "--json", "--no-huge", "--vdev", "net_null0"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    procs = [fh_popen("ports", "--json", "--no-huge", "--vdev", "net_null0", stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for pr in procs:
         out, err = pr.communicate(timeout=120)
         assert pr.returncode == 0, err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, why_no_dataplane
 from handler import config, privilege, process, replay
 from handler.host import topology
 from handler.host.check import LEVELS
@@ -25,16 +25,10 @@ USER = "nobody"  # every Debian system has it: an unprivileged user with no home
 READERS = "users"  # a group nobody is not in: the segment's readers' group in these tests
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK = 12, 13, 14
 
-try:
-    process.find_dataplane()
-    NO_DATAPLANE = None
-except process.DataplaneError as e:
-    NO_DATAPLANE = str(e)
-
 
 def _why_not() -> str | None:
-    if NO_DATAPLANE:
-        return NO_DATAPLANE
+    if why_no_dataplane():
+        return why_no_dataplane()
     if os.geteuid() != 0:
         return "needs root: the test starts the data plane as another user"
     if not shutil.which("setpriv"):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
 
 import pytest
 
-from conftest import ROOT, ab_lines
+from conftest import ab_lines, fh_env
 from test_faults import _synth  # the fault-plan captures of the fault-plan tests
 from handler import native, process, replay
 from handler.net import pcapgen, sender
@@ -180,10 +179,9 @@ def _server_lab(clean):
     tag = uuid.uuid4().hex[:6]
     with sender.Lab(tag) as lab:
         subprocess.run([*sender.netns_argv(lab.ns), "ip", "addr", "add", "10.77.0.1/24", "dev", lab.ns_if], check=True)
-        srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler", "retransmit-server", "--pcap",
-                                              str(clean), "--listen", "10.77.0.1:18000"]),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        srv = subprocess.Popen(lab.exec_argv(process.fh_argv("retransmit-server", "--pcap", clean, "--listen",
+                                                     "10.77.0.1:18000")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fh_env())
         try:
             _listening(srv)
             yield lab, ["--retrans-server", "10.77.0.1:18000", "--retrans-mac", _mac(lab), "--src-ip", "10.77.0.2",

@@ -10,29 +10,33 @@ import socket
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, replicate_path, why_no_replicate
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
 from handler.net import sender
 
-try:
-    PROG = R.find_program()
-except R.ReplicateError:
-    PROG = None
-try:
-    process.find_dataplane()
-    HAVE_DP = True
-except process.DataplaneError:
-    HAVE_DP = False
-
-pytestmark = pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+PROG = replicate_path()
+pytestmark = pytest.mark.skipif(PROG is None, reason=str(why_no_replicate()))
 AB = ROOT / "pcaps" / "synth-ab-40k.pcap"
 DAY = ROOT / "pcaps" / "synth-100k.itch"
+
+
+def _remove(*paths: str) -> None:
+    """Remove the files a test left in /dev/shm (those that are there)."""
+    for f in paths:
+        if os.path.exists(f):
+            os.unlink(f)
+
+
+def _primary_status(tag: str) -> str:
+    """The status file of the primary _primary(..., tag=tag) starts."""
+    return f"/dev/shm/fh-rp-{tag}.repl"
 
 
 def _port() -> int:
@@ -76,9 +80,7 @@ class Standby:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
-        for f in (self.segment, self.segment + ".wake", self.journal, self.status):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(self.segment, self.segment + ".wake", self.journal, self.status)
 
 
 def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=(), ns: str | None = None):
@@ -99,32 +101,38 @@ def _events(segment: str) -> list[dict]:
         return out
 
 
-def _replicated_replay(pcap: Path, tag: str, sb: Standby, segment: str, journal: str) -> tuple[dict, dict, dict]:
-    """fh-replicate (primary) started first, waiting for the journal; fh-dataplane replays pcap with --journal.
-    Returns the data plane's, the primary's and the standby's final figures."""
-    pr = _primary(journal, sb.addr, tag=tag)
-    cmd = process.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={pcap}"), segment,
-                               replay.pcap_lines(pcap), keep=True, events=1 << 18,
-                               extra=["--journal", journal, "--journal-mb", "16"])
-    dp = process.Dataplane(cmd)
-    try:
-        stats = dp.wait(120)
-    finally:
-        dp.close()
-    out, err = pr.communicate(timeout=60)
-    assert pr.returncode == 0, err
-    return stats, json.loads(out.splitlines()[-1]), sb.wait()
-
-
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
-def test_replayed_day_standby_equals_primary():
-    """fh-dataplane replays an A/B day with --journal while fh-replicate ships it: the standby's books, its
-    event sequence (every event, in order) and its journal equal the primary's; status reads back."""
+@contextmanager
+def replicated_replay(pcap: Path):
+    """fh-replicate (primary) started first, waiting for the journal, and a standby; fh-dataplane replays pcap with
+    --journal. Yields (tag, standby, the primary's segment and journal, (the data plane's, the primary's and the
+    standby's final figures)); the processes' files are removed on the way out."""
     tag = uuid.uuid4().hex[:8]
     sb = Standby(tag)
     segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
     try:
-        stats, p, s = _replicated_replay(AB, tag, sb, segment, journal)
+        pr = _primary(journal, sb.addr, tag=tag)
+        cmd = process.dataplane_cmd(replay.eal_args(f"rpd-{tag}", f"net_pcap0,rx_pcap={pcap}"), segment,
+                                   replay.pcap_lines(pcap), keep=True, events=1 << 18,
+                                   extra=["--journal", journal, "--journal-mb", "16"])
+        dp = process.Dataplane(cmd)
+        try:
+            stats = dp.wait(120)
+        finally:
+            dp.close()
+        out, err = pr.communicate(timeout=60)
+        assert pr.returncode == 0, err
+        yield tag, sb, segment, journal, (stats, json.loads(out.splitlines()[-1]), sb.wait())
+    finally:
+        sb.close()
+        process.remove_segment(segment)
+        _remove(journal, _primary_status(tag))
+
+
+@pytest.mark.dpdk
+def test_replayed_day_standby_equals_primary():
+    """fh-dataplane replays an A/B day with --journal while fh-replicate ships it: the standby's books, its
+    event sequence (every event, in order) and its journal equal the primary's; status reads back."""
+    with replicated_replay(AB) as (tag, sb, segment, journal, (stats, p, s)):
         assert stats["messages_applied"] == 40000
         assert p["messages"] == p["acked_messages"] == s["messages"] == 40000
         assert s["refused_epoch"] == 0 and s["holes"] == 0 and p["provider"] == s["provider"] == "tcp"
@@ -139,17 +147,11 @@ def test_replayed_day_standby_equals_primary():
         st = json.loads(fh("replicate", "status", "--name", sb.status, "--json").stdout)
         assert st["role"] == "standby" and st["state"] == "done" and st["messages"] == 40000
         assert st["provider"] == "tcp" and st["peer"] == sb.addr
-        st = json.loads(fh("replicate", "status", "--name", f"/dev/shm/fh-rp-{tag}.repl", "--json").stdout)
+        st = json.loads(fh("replicate", "status", "--name", _primary_status(tag), "--json").stdout)
         assert st["role"] == "primary" and st["acked_messages"] == 40000 and st["lag_messages"] == 0
-    finally:
-        sb.close()
-        process.remove_segment(segment)
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_replayed_faults_standby_equals_primary(tmp_path):
     """Drops on one line and on both (messages lost: the books go stale), reordering, duplicates and a session
     change: the standby's books and every event (the stale notices included) equal the primary's."""
@@ -164,26 +166,16 @@ def test_replayed_faults_standby_equals_primary(tmp_path):
     pcapgen.synth_faulty_pcap(pcap, day, [pcapgen.Line(*pcapgen.DEFAULT_A),
                                           pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)],
                               faults.parse_plan({"fault": plan}))
-    tag = uuid.uuid4().hex[:8]
-    sb = Standby(tag)
-    segment, journal = f"/dev/shm/fh-rpd-{tag}", f"/dev/shm/fh-rpd-{tag}.journal"
-    try:
-        stats, p, s = _replicated_replay(pcap, tag, sb, segment, journal)
+    with replicated_replay(pcap) as (_, sb, segment, _, (stats, p, s)):
         assert stats["mold"]["lost"] >= 5 and s["holes"] >= 1
         assert p["messages"] == s["messages"] == stats["mold"]["applied"]
         assert replay.segment_books(sb.segment) == replay.segment_books(segment)
         ev_p = _events(segment)
         assert sum(e["type"] == "stale" for e in ev_p) >= 10  # the loss marked the books stale, with events
         assert _events(sb.segment) == ev_p
-    finally:
-        sb.close()
-        process.remove_segment(segment)
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
 
 
-@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+@pytest.mark.dpdk
 def test_a_late_standby_starts_from_a_snapshot(tmp_path):
     """A standby that joins after the day: the primary ships a mid-day snapshot of fh record's shadow engine
     (the fh_engine_snapshot file, checked whole first), then its journal; the standby loads the snapshot,
@@ -216,9 +208,7 @@ def test_a_late_standby_starts_from_a_snapshot(tmp_path):
         if sb:
             sb.close()
         process.remove_segment(segment)
-        for f in (journal, journal + ".record", f"/dev/shm/fh-rp-{tag}.repl"):  # .record: fh record's progress
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, journal + ".record", _primary_status(tag))  # .record: fh record's progress
 
 
 def test_a_damaged_snapshot_is_never_shipped(tmp_path):
@@ -234,8 +224,7 @@ def test_a_damaged_snapshot_is_never_shipped(tmp_path):
     finally:
         sb.close()
         os.unlink(journal)
-        if os.path.exists(f"/dev/shm/fh-rp-{tag}.repl"):
-            os.unlink(f"/dev/shm/fh-rp-{tag}.repl")
+        _remove(_primary_status(tag))
 
 
 def _ring_records(path: str) -> list:
@@ -275,9 +264,7 @@ def test_a_small_ring_wraps_under_flow_control():
         assert [r.messages() for r in _ring_records(sb.journal)] == [r.messages() for r in _ring_records(journal)]
     finally:
         sb.close()
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, _primary_status(tag))
 
 
 def test_a_record_of_an_older_epoch_is_refused():
@@ -298,12 +285,10 @@ def test_a_record_of_an_older_epoch_is_refused():
         st = R.read_status(sb.status)
         assert st["refused_epoch"] >= 1 and st["messages"] == 0 and st["epoch"] == 3
         assert _ring_records(sb.journal) == []
-        assert R.read_status(f"/dev/shm/fh-rp-{tag}.repl")["state"] == "fenced"
+        assert R.read_status(_primary_status(tag))["state"] == "fenced"
     finally:
         sb.close()
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, _primary_status(tag))
 
 
 def test_verbs_without_a_device_says_what_is_missing(tmp_path):
@@ -401,9 +386,7 @@ def test_two_hosts_and_the_link_cut_and_restored(two_hosts):
         assert [r.messages() for r in _ring_records(sb.journal)] == [r.messages() for r in _ring_records(journal)]
     finally:
         sb.close()
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, _primary_status(tag))
 
 
 def test_promote_fences_the_primary():
@@ -440,13 +423,11 @@ def test_promote_fences_the_primary():
         assert recs[-1].kind == J.PROMOTED and recs[-1].arg == 2 and J.PROMOTED not in {r.kind for r in recs[:-1]}
         mine = [r.messages() for r in recs[:-1]]
         assert mine == [r.messages() for r in _ring_records(journal)][:len(mine)]
-        p = fh("promote", "--name", f"/dev/shm/fh-rp-{tag}.repl", check=False)
+        p = fh("promote", "--name", _primary_status(tag), check=False)
         assert p.returncode != 0 and "not a standby" in p.stderr
     finally:
         sb.close()
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, _primary_status(tag))
 
 
 def test_a_primary_that_joins_a_lapped_journal_marks_the_standby_stale():
@@ -473,6 +454,4 @@ def test_a_primary_that_joins_a_lapped_journal_marks_the_standby_stale():
             assert statuses == {"stale"}
     finally:
         sb.close()
-        for f in (journal, f"/dev/shm/fh-rp-{tag}.repl"):
-            if os.path.exists(f):
-                os.unlink(f)
+        _remove(journal, _primary_status(tag))

@@ -14,13 +14,9 @@ import uuid
 
 import pytest
 
-from conftest import ROOT
-from handler import replicate as R
+from conftest import ROOT, replicate_path, why_no_replicate
 
-try:
-    PROG = R.find_program()
-except R.ReplicateError:
-    PROG = None
+PROG = replicate_path()
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
 
@@ -37,7 +33,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+@pytest.mark.skipif(PROG is None, reason=str(why_no_replicate()))
 def test_trace_splits_the_lag(tmp_path):
     """A paced journal (100,000 messages in records of 32 at 200,000/s)
     shipped to a standby with --trace: every record the feed wrote is in the standby's trace once, and its times
@@ -81,7 +77,7 @@ def test_trace_splits_the_lag(tmp_path):
                 os.unlink(path)
 
 
-@pytest.mark.skipif(PROG is None, reason="fh-replicate not built (no libfabric-dev)")
+@pytest.mark.skipif(PROG is None, reason=str(why_no_replicate()))
 def test_fabric_pingpong():
     """The provider's one-way latency, a ping-pong of one write (10 rounds of warm-up, then 200), unpinned: two
     spinning processes pinned to the cores of a loaded machine wait for the scheduler at every round."""

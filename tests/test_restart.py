@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ab_lines, fh
+from conftest import ROOT, ab_lines, fh, fh_popen
 from test_faults import _synth
 from test_recovery import _mac, _run, _segment, _seq_of, _server_lab
 from handler import config, native, replay, supervise
@@ -220,9 +220,8 @@ snapshot_every = 3000
 
 
 def _start_run(cfgp: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgp), "--json",
-                             "--keep-segment"], cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "a"),
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    return fh_popen("run", "--config", cfgp, "--json", "--keep-segment", cwd=ROOT, stdout=subprocess.PIPE,
+                    stderr=open(log, "a"), text=True)
 
 
 def _dataplane_up(name: str, run: subprocess.Popen, timeout: float = 60) -> int:

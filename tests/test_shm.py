@@ -9,14 +9,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, _unique, fh, publisher, stop_process
+from conftest import ROOT, _unique, fh, fh_popen, publisher, stop_process
 from handler.segments import remove as _remove_segment
 from handler import shm
 
@@ -187,10 +186,8 @@ def test_events_follow_a_live_writer():
     it waits at the head (the C wrapper guards fh_shm_event_next against the slot being written)."""
     name = _unique()
     path = shm.segment_path(name)
-    args = [sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", name, "--hold",
-            "--pace", "0.002", "--chunk", "16384"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("publish", "--itch", DAY, "--name", name, "--hold", "--pace", "0.002", "--chunk", "16384",
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:

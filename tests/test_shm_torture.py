@@ -16,14 +16,13 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh
+from conftest import ROOT, fh, fh_popen
 from handler import segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")]
@@ -49,11 +48,6 @@ def follow() -> Path:
     return _program("examples", "fh-bbo-follow")
 
 
-def _cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "handler", *map(str, args)]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 class Instance:
@@ -67,7 +61,7 @@ class Instance:
         args = ["publish", "--itch", day, "--name", self.name, *extra]
         if ready:
             args += ["--ready-file", self.ready]
-        self.proc = subprocess.Popen(_cmd(*args), stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=ENV)
+        self.proc = fh_popen(*args, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         self.others: list[subprocess.Popen] = []
 
     def stderr(self) -> str:
@@ -229,6 +223,26 @@ def test_follow_wrong_version(follow, tmp_path):
     seg.write_bytes(b"not a segment at all" * 500)
     p = subprocess.run([follow, seg], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "not an fh segment" in p.stderr
+
+
+def test_torture_reader_join_errors(torture, tmp_path):
+    """The test readers' join (native/tests/shm_join.h): one line each, a segment of another layout naming the
+    version found and the one fh/shm.h reads."""
+    from handler._native import lib
+
+    seg = tmp_path / "fh-old"
+    seg.write_bytes(struct.pack("<QII", 0x31304D4853484646, 99, 0).ljust(4096, b"\0"))
+    p = subprocess.run([torture, seg, "info"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1, p.stderr
+    assert f"layout version 99, this program reads version {lib.FH_SHM_LAYOUT_VERSION}:" in p.stderr
+    seg.write_bytes(b"\0" * 8192)
+    p = subprocess.run([torture, seg, "info"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not ready" in p.stderr, p.stderr
+    seg.write_bytes(b"not a segment at all" * 500)
+    p = subprocess.run([torture, seg, "info"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not an fh segment" in p.stderr, p.stderr
+    p = subprocess.run([torture, tmp_path / "none", "info"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "no such segment" in p.stderr, p.stderr
 
 
 def _first_symbols(day: Path, n: int) -> list[str]:

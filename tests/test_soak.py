@@ -9,16 +9,10 @@ import json
 import pytest
 
 from conftest import fh
-from handler import process, replay, soak
-
-try:
-    process.find_dataplane()
-    NO_DATAPLANE = None
-except process.DataplaneError as e:
-    NO_DATAPLANE = str(e)
+from handler import soak
 
 
-@pytest.mark.skipif(NO_DATAPLANE is not None, reason=str(NO_DATAPLANE))
+@pytest.mark.dpdk
 def test_soak_every_plan_once():
     r = fh("soak", "--loops", len(soak.PLANS), "--messages", 8000, "--instruments", 8)
     recs = [json.loads(l) for l in r.stdout.splitlines()]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fh, run_config, stop_process
+from conftest import ROOT, fh, fh_popen, run_config, stop_process
 from handler import shm, supervise
 
 DAY = ROOT / "pcaps" / "synth-100k.itch"
@@ -43,8 +43,7 @@ def _kill_pid(pid: int | None) -> None:
 def fh_run(cfg: Path, name: str, timeout: float = 60.0):
     """`fh run --config cfg` in the background; yields (process, pidfile record) once its data plane
     publishes the whole capture. Whatever happens, the supervisor and its data plane end on the way out."""
-    proc = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("run", "--config", cfg, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rec = None
     try:
         deadline = time.monotonic() + timeout
@@ -239,10 +238,8 @@ def test_status_json(tmp_path, run_dir, instance_name):
 def test_status_and_stop_of_an_unsupervised_writer(run_dir, instance_name):
     """`fh publish --hold` (no fh run, no pidfile): running, its pid the writer's; fh stop stops it too."""
     ready = run_dir.parent / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "handler", "publish", "--itch", str(DAY), "--name", instance_name,
-                             "--hold", "--pace", "0.01", "--chunk", "4096", "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = fh_popen("publish", "--itch", DAY, "--name", instance_name, "--hold", "--pace", "0.01", "--chunk", "4096",
+                    "--ready-file", ready, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:  # status while it is still applying the day (paced): the rate is not zero

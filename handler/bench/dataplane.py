@@ -442,63 +442,68 @@ def bench_dataplane(a) -> int:
     if a.json:
         print(json.dumps(res))
         return 0
-    from ..ui import fmt_ns, fmt_rate
+    print_report(res)
+    return 0
 
-    w = sys.stdout.write
-    w(f"input: {pcap}{' (cached)' if info['cached'] else ''}: {res['messages']} messages in {res['datagrams']} "
-      f"datagrams (MTU {a.mtu}, {s['messages_per_packet']} messages/packet), A line only\n")
-    w(f"core {core}, idle {a.idle}, {a.repeats} runs; the best (least cycles, most packets) and the median run\n")
-    w(f"{'':34} {'best':>12} {'median':>12}\n")
+
+def print_report(res: dict, out=None) -> None:
+    """fh bench dataplane's report (the figures of its --json): the best and the median run of each figure in
+    tables, the drops, the target, the B copies' cost and callgrind's instructions."""
+    from ..ui import fmt_ns, fmt_rate, print_table
+
+    out = out if out is not None else sys.stdout
+    w = out.write
+    s = res["summary"]
+    w(f"input: {res['pcap']}{' (cached)' if res['cached'] else ''}: {res['messages']} messages in "
+      f"{res['datagrams']} datagrams (MTU {res['mtu']}, {s['messages_per_packet']} messages/packet), A line only\n")
+    w(f"core {res['core']}, idle {res['idle']}, {res['repeats']} runs; the best (least cycles, most packets) and the "
+      f"median run\n")
 
     def row(label, m, fmt="{:,.0f}", best="min"):
         f = fmt if callable(fmt) else fmt.format
-        w(f"{label:34} {f(m[best]):>12} {f(m['median']):>12}\n")
+        return [label, f(m[best]), f(m["median"])]
 
-    row("rx-only cycles/packet", s["rx_only_cycles_per_packet"])
-    row("rx-only packets/s", s["rx_only_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
-    row("full cycles/packet", s["full_cycles_per_packet"])
-    row("full packets/s", s["full_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max")
-    row("full messages/s", s["full_messages_per_s"], fmt_rate, best="max")
-    row("engine ns/message (apply_blocks)", s["engine_ns_per_msg"], "{:.2f}")
-    row("engine cycles/message", s["engine_cycles_per_msg"], "{:.1f}")
-    row("  one call a message (mold path)*", s["engine_mold_path_cycles_per_msg"], "{:.1f}")
-    row("own cycles/packet (target <= 50)", s["own_cycles_per_packet"])
-    w(f"{'own cycles/packet from the minima':34} {s['own_cycles_per_packet_from_minima']:>12,.0f}\n")
-    for k in ("p50", "p99", "p99.9", "max"):
-        row(f"latency rx->publish {k}", s["latency_ns"][k], fmt_ns)
+    print_table(["", "best", "median"], [
+        row("rx-only cycles/packet", s["rx_only_cycles_per_packet"]),
+        row("rx-only packets/s", s["rx_only_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max"),
+        row("full cycles/packet", s["full_cycles_per_packet"]),
+        row("full packets/s", s["full_packets_per_s"], lambda v: fmt_rate(v, "pkt"), best="max"),
+        row("full messages/s", s["full_messages_per_s"], fmt_rate, best="max"),
+        row("engine ns/message (apply_blocks)", s["engine_ns_per_msg"], "{:.2f}"),
+        row("engine cycles/message", s["engine_cycles_per_msg"], "{:.1f}"),
+        row("  one call a message (mold path)*", s["engine_mold_path_cycles_per_msg"], "{:.1f}"),
+        row(f"own cycles/packet (target <= {TARGET_CYCLES})", s["own_cycles_per_packet"]),
+        ["own cycles/packet from the minima", f"{s['own_cycles_per_packet_from_minima']:,.0f}", ""],
+        *[row(f"latency rx->publish {k}", s["latency_ns"][k], fmt_ns) for k in ("p50", "p99", "p99.9", "max")],
+    ], right=[False, True, True], out=out)
     w("* driven from Python, whose interpreter evicts the engine's cache lines between calls: an upper bound\n")
     w(f"drops: {s['drops'] or 'none'}; every message applied: {s['messages_all_applied']}\n")
     w(f"target (<= {TARGET_CYCLES} cycles/packet of its own): {'met' if s['target_met'] else 'NOT met'}\n")
-    if a.ab:
+    if res["ab"]:
         ar = s["arbitration"]
-        w(f"B copies (A+B capture, {ar['b_packets']:,} B packets, both lines listened to in every full run):\n")
-        row("  rx-only cycles/B packet", ar["rx_only_cycles_per_b_packet"])
-        row("  full cycles/B packet", ar["full_cycles_per_b_packet"])
-        row("  arbitration cycles/B packet", ar["cycles_per_b_packet"])
-        row("  arbitration ns/B packet", ar["ns_per_b_packet"], "{:.1f}")
-        w(f"{'  arbitration from the minima':34} {ar['cycles_per_b_packet_from_minima']:>12,.0f} cycles\n")
-        w(f"  every B message counted as a duplicate, the same messages applied: {ar['all_duplicates']}\n")
+        print_table(["", "best", "median"], [
+            row("rx-only cycles/B packet", ar["rx_only_cycles_per_b_packet"]),
+            row("full cycles/B packet", ar["full_cycles_per_b_packet"]),
+            row("arbitration cycles/B packet", ar["cycles_per_b_packet"]),
+            row("arbitration ns/B packet", ar["ns_per_b_packet"], "{:.1f}"),
+            ["arbitration cycles/B packet from the minima", f"{ar['cycles_per_b_packet_from_minima']:,.0f}", ""],
+        ], right=[False, True, True], out=out,
+            title=f"B copies (A+B capture, {ar['b_packets']:,} B packets, both lines listened to in every full run):")
+        w(f"every B message counted as a duplicate, the same messages applied: {ar['all_duplicates']}\n")
+
+    def instructions(per: dict) -> list[list[str]]:
+        return [[f"own: {k2}" if isinstance(v, dict) else k, f"{v2:,.1f}"]
+                for k, v in per.items() for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])]
+
     if "callgrind" in res:
-        ipp = res["callgrind"]["instructions_per_packet"]
-        w("instructions per packet (callgrind):\n")
-        for k, v in ipp.items():
-            if isinstance(v, dict):
-                for k2, v2 in v.items():
-                    w(f"  own: {k2:44} {v2:>10,.1f}\n")
-            else:
-                w(f"  {k:49} {v:>10,.1f}\n")
+        print_table(["", "instructions"], instructions(res["callgrind"]["instructions_per_packet"]),
+                    right=[False, True], out=out, title="instructions per packet (callgrind):")
         ipm = res["callgrind"]["instructions_per_message"]
         w(f"instructions per message (callgrind): mold sequencing {ipm['mold sequencing']}, engine {ipm['engine']}\n")
     if "callgrind_arbitration" in res:
         ca = res["callgrind_arbitration"]
-        w(f"instructions per B packet (callgrind, {ca['b_packets']:,} B packets):\n")
-        for k, v in ca["instructions_per_b_packet"].items():
-            if isinstance(v, dict):
-                for k2, v2 in v.items():
-                    w(f"  own: {k2:44} {v2:>10,.1f}\n")
-            else:
-                w(f"  {k:49} {v:>10,.1f}\n")
-    return 0
+        print_table(["", "instructions"], instructions(ca["instructions_per_b_packet"]), right=[False, True], out=out,
+                    title=f"instructions per B packet (callgrind, {ca['b_packets']:,} B packets):")
 
 
 def _arbitration_run(rx: dict, full: dict, ab_rx: dict, ab_full: dict) -> dict:

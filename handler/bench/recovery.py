@@ -88,10 +88,11 @@ def _env() -> dict:
 
 
 def _start_server(lab, clean: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
+    from ..process import fh_argv
+
     ready, stats = tmp / "server.ready", tmp / "server.json"
-    srv = subprocess.Popen(lab.exec_argv([sys.executable, "-m", "handler", "retransmit-server", "--pcap",
-                                          str(clean), "--listen", f"{SERVER_IP}:{PORT}", "--ready-file", str(ready),
-                                          "--stats-json", str(stats)]),
+    srv = subprocess.Popen(lab.exec_argv(fh_argv("retransmit-server", "--pcap", clean, "--listen",
+                                                 f"{SERVER_IP}:{PORT}", "--ready-file", ready, "--stats-json", stats)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
     t_end = time.monotonic() + 60
     while not ready.exists():
@@ -281,24 +282,38 @@ def bench_recovery(a) -> int:
     if a.json:
         print(json.dumps(res))
         return 0
-    w = sys.stdout.write
+    print_report(res)
+    return 0
+
+
+def print_report(res: dict, out=None) -> None:
+    """fh bench recovery's report (the figures of its --json): the best and the median run of each time in a
+    table, against the Python client's round trip, then what the last run counted."""
+    from ..ui import print_table
+
+    out = out if out is not None else sys.stdout
+    w = out.write
+    s, gap, runs, base = res["summary"], res["gap"], res["runs"], res["baseline_python_client"]
     w(f"{gap['messages']} messages lost on both lines ({gap['datagrams']} datagrams from sequence {gap['first']}), "
-      f"day of {a.messages} messages at {a.pps:g} packets/s, --gap-wait-us {a.gap_wait_us}, {a.repeats} runs\n")
-    w(f"{'':40} {'best':>10} {'median':>10}\n")
+      f"day of {res['messages']} messages at {res['pps']:g} packets/s, --gap-wait-us {res['gap_wait_us']}, "
+      f"{res['repeats']} runs\n")
 
     def row(label, mm, scale=1e6, fmt="{:.3f}"):
-        w(f"{label:40} {fmt.format(mm['min'] / scale):>10} {fmt.format(mm['median'] / scale):>10}\n")
+        return [label, fmt.format(mm["min"] / scale), fmt.format(mm["median"] / scale)]
 
-    row("gap open, first sign to filled (ms)", s["recovery_ns"])
-    row("  beyond the wait (ms)", s["beyond_wait_ns"])
-    row("requests", s["requests"], 1, "{:.0f}")
-    if "only_the_planned_gap_recovery_ns" in s:
-        w(f"{s['runs_only_the_planned_gap']} of {a.repeats} runs asked for the planned gap only (the others also for "
-          "frames the data plane missed, nic.imissed); those runs:\n")
-        row("  first sign to filled (ms)", s["only_the_planned_gap_recovery_ns"])
-        row("  beyond the wait (ms)", s["only_the_planned_gap_beyond_wait_ns"])
+    rows = [row("gap open, first sign to filled (ms)", s["recovery_ns"]),
+            row("  beyond the wait (ms)", s["beyond_wait_ns"]),
+            row("requests", s["requests"], 1, "{:.0f}")]
     if "baseline_python_client_ns" in s:
-        row("Python client <-> server, loopback (ms)", s["baseline_python_client_ns"])
+        rows.append(row("Python client <-> server, loopback (ms)", s["baseline_python_client_ns"]))
+    print_table(["", "best", "median"], rows, right=[False, True, True], out=out)
+    if "only_the_planned_gap_recovery_ns" in s:
+        print_table(["", "best", "median"], [row("first sign to filled (ms)", s["only_the_planned_gap_recovery_ns"]),
+                                             row("  beyond the wait (ms)", s["only_the_planned_gap_beyond_wait_ns"])],
+                    right=[False, True, True], out=out,
+                    title=f"{s['runs_only_the_planned_gap']} of {res['repeats']} runs asked for the planned gap only "
+                          "(the others also for frames the data plane missed, nic.imissed); those runs:")
+    if "baseline_python_client_ns" in s:
         w(f"beyond the wait / Python client's round trip (medians): {s['beyond_wait_over_baseline']}\n")
     elif "error" in base:
         w(f"baseline: the Python client failed: {base['error']}\n")
@@ -306,7 +321,6 @@ def bench_recovery(a) -> int:
     w(f"every gap filled, nothing lost: {s['all_filled']} (last run: requests {last['requests']}, request_messages "
       f"{last['request_messages']}, recovered_retrans {last['recovered_retrans']}, lost {last['lost']}, retries "
       f"{last['request_retries']}, nic imissed {runs[-1]['nic']['imissed']})\n")
-    return 0
 
 
 def register(bes, positive, nonneg) -> None:

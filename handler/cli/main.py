@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FhError, main_guard
@@ -552,14 +553,26 @@ def cmd_publish(a) -> int:
 EXIT_WRITER_DEAD = 3
 
 
-def _join(a):
-    """Join the segment named by --name (an instance name or a path); its errors become one-line FhErrors."""
+@contextmanager
+def _segment(a, *, ctrl_c_ends: bool = True):
+    """The segment --name names (an instance name or a path), joined for a with block and closed after it: a
+    ShmError in joining or reading becomes a one-line FhError; Ctrl-C (fh book --watch, fh top, fh events
+    --follow) ends the block quietly where ctrl_c_ends, the command then returning 0."""
     from .. import shm
 
     try:
-        return shm.Reader(a.name)
+        r = shm.Reader(a.name)
     except shm.ShmError as e:
         raise FhError(str(e)) from None
+    try:
+        yield r
+    except shm.ShmError as e:
+        raise FhError(str(e)) from None
+    except KeyboardInterrupt:
+        if not ctrl_c_ends:
+            raise
+    finally:
+        r.close()
 
 
 def _warn_if_dead(r) -> bool:
@@ -620,8 +633,7 @@ def cmd_book_show(a) -> int:
 
     from .. import shm
 
-    r = _join(a)
-    try:
+    with _segment(a) as r:
         depth = a.depth or r.depth
         try:
             loc = r.locate_of(a.symbol)
@@ -654,12 +666,7 @@ def cmd_book_show(a) -> int:
                 if not dead:
                     print("fh: the writer stopped; the book is final", file=sys.stderr)
                     return 0
-    except shm.ShmError as e:
-        raise FhError(str(e)) from None
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        r.close()
+    return 0  # Ctrl-C
 
 
 def _top_rows(r, prev, prev_t: float, count: int) -> tuple[list[dict], object, float]:
@@ -734,10 +741,7 @@ def print_top(r, rows: list[dict], out=None) -> None:
 def cmd_top(a) -> int:
     import time
 
-    from .. import shm
-
-    r = _join(a)
-    try:
+    with _segment(a) as r:
         dead = _warn_if_dead(r)
         tty = sys.stdout.isatty() and not a.once and not a.json
         _, prev, t = _top_rows(r, None, 0.0, 0)
@@ -760,12 +764,7 @@ def cmd_top(a) -> int:
                 return 0
             if not dead:
                 dead = _warn_if_dead(r)
-    except shm.ShmError as e:
-        raise FhError(str(e)) from None
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        r.close()
+    return 0  # Ctrl-C
 
 
 def _event_text(e: dict) -> str:
@@ -785,8 +784,7 @@ def _event_text(e: dict) -> str:
 def cmd_events(a) -> int:
     from .. import shm
 
-    r = _join(a)
-    try:
+    with _segment(a) as r:
         dead = _warn_if_dead(r)
         if a.start is not None:
             start = a.start
@@ -822,12 +820,7 @@ def cmd_events(a) -> int:
             if st.state == "stopped":
                 print(f"fh: the writer (pid {st.pid}) stopped; no more events", file=sys.stderr)
         return 0
-    except shm.ShmError as e:
-        raise FhError(str(e)) from None
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        r.close()
+    return 0  # Ctrl-C
 
 
 LATENCY_MAX_ROWS = 24
@@ -907,8 +900,7 @@ def cmd_stats(a) -> int:
     from ..metrics import line_names
     from ..native import COUNTER_NAMES
 
-    r = _join(a)
-    try:
+    with _segment(a, ctrl_c_ends=False) as r:
         st = r.writer_status()
         rec = r.stats_copy()
         counters = r.stats()
@@ -992,10 +984,6 @@ def cmd_stats(a) -> int:
             print(f"fh: warning: {r.dead_text(st)}", file=sys.stderr)
             return EXIT_WRITER_DEAD
         return 0
-    except shm.ShmError as e:
-        raise FhError(str(e)) from None
-    finally:
-        r.close()
 
 
 def _register_readers(sub, book_sub) -> None:

@@ -64,21 +64,6 @@ static _Alignas(64) _Atomic int fparked = 1; /* written by the follower */
 static _Alignas(64) uint64_t fstart, frecords, fmsgs, foverruns;
 static _Alignas(64) _Atomic uint64_t fpos; /* where the follower stands (its own line) */
 
-static int pin(long core)
-{
-    if (core < 0)
-        return 0;
-    cpu_set_t cs;
-    CPU_ZERO(&cs);
-    CPU_SET((int)core, &cs);
-    if (core >= CPU_SETSIZE || sched_setaffinity(0, sizeof cs, &cs)) {
-        fprintf(stderr, "fh-bench-journal: core %ld: not available here (0..%ld)\n", core,
-                sysconf(_SC_NPROCESSORS_ONLN) - 1);
-        return -1;
-    }
-    return 0;
-}
-
 /* Follow from pos while *run == until (or, run NULL, until the writer has stopped and every record is read):
  * every record copied out, as the primary copies it into its frame. */
 static uint64_t follow(uint64_t pos, _Atomic int *run, int until)
@@ -118,7 +103,7 @@ static long follower_core = -1;
 static void *follower_thread(void *arg)
 {
     (void)arg;
-    if (pin(follower_core))
+    if (bench_pin("fh-bench-journal", follower_core))
         exit(2);
     for (;;) {
         int st = atomic_load_explicit(&fstate, memory_order_acquire);
@@ -137,7 +122,7 @@ static void *follower_thread(void *arg)
 /* --follow PATH: a follower process on a writer's journal, until the writer has stopped and all is read. */
 static int follow_process(const char *path, long core)
 {
-    if (pin(core))
+    if (bench_pin("fh-bench-journal", core))
         return 2;
     int rc = -ENOENT;
     for (int i = 0; i < 60000 && (rc = fh_journal_join(&fjr, path)) && (rc == -ENOENT || rc == -EAGAIN || rc == -EPROTO);
@@ -181,7 +166,7 @@ static int run_rounds(fh_engine_t *e, fh_journal_t *j, uint64_t msgs, int rounds
 {
     fjr = (fh_journal_reader_t){ .base = (const uint8_t *)j->hdr, .hdr = j->hdr, .data = j->data,
                                  .capacity = j->capacity, .mask = j->mask }; /* the writer's own mapping */
-    if (pin(core))
+    if (bench_pin("fh-bench-journal", core))
         return 2;
     pthread_t th;
     if (pthread_create(&th, NULL, follower_thread, NULL)) {
@@ -304,16 +289,7 @@ int main(int argc, char **argv)
         return run_rounds(e, j, msgs, rounds, core);
     uint64_t ns[100];
     for (int r = 0; r < repeats; r++) {
-        fh_engine_reset(e);
-        memset(&feed, 0, sizeof feed); /* hold 0: in order, nothing is held */
-        fh_feed_consumer_t books;
-        fh_engine_consumer(e, &books);
-        fh_mold_feed_set_consumer(&feed, &books);
-        if (jt) {
-            fh_journal_t *jj = jt->j;
-            fh_journal_tee_init(jt, jj);
-            fh_journal_tee_attach(jt, &feed);
-        }
+        day_setup(e, jt != NULL);
         uint64_t t0 = now_ns();
         run_day(on);
         ns[r] = now_ns() - t0;

@@ -55,15 +55,8 @@ int main(int argc, char **argv)
     const uint8_t *day = bench_map_file("fh-bench-repl-feed", file, &len);
     if (!day)
         return 2;
-    if (core >= 0) {
-        cpu_set_t cs;
-        CPU_ZERO(&cs);
-        CPU_SET((int)core, &cs);
-        if (core >= CPU_SETSIZE || sched_setaffinity(0, sizeof cs, &cs)) {
-            fprintf(stderr, "fh-bench-repl-feed: --core %ld: %s\n", core, core >= CPU_SETSIZE ? "out of range" : strerror(errno));
-            return 2;
-        }
-    }
+    if (bench_pin("fh-bench-repl-feed", core))
+        return 2;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* a nap ends when asked, not up to 50 µs later */
     /* the records' publishing times: as many records as the day's blocks could make, allocated before the run */
     uint64_t (*trace)[2] = NULL, ntrace = 0, trace_cap = 0;

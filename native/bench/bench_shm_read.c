@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "bench_util.h"
+#include "../tests/shm_join.h"
 
 static const char *prog = "fh-bench-shm-read";
 
@@ -94,23 +95,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s SEGMENT [--snapshots N (100..1e8)] [--depth 1..64] [--books K] [--cpu C]\n", prog);
         return 2;
     }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set)) {
-            fprintf(stderr, "%s: cannot pin to CPU %d: %s\n", prog, cpu, strerror(errno));
-            return 2;
-        }
-    }
-    fh_shm_reader_t r = { 0 }; /* fh_shm_join leaves it untouched on failure */
-    int rc = fh_shm_join(&r, path);
-    if (rc) {
-        fprintf(stderr, "%s: %s: %s\n", prog, path,
-                rc == -ENOENT ? "no such segment (is the writer running?)"
-                : rc == -EPROTO ? "not an fh segment of this layout version" : strerror(-rc));
+    if (bench_pin(prog, cpu))
         return 2;
-    }
+    fh_shm_reader_t r;
+    if (shm_join(&r, prog, path))
+        return 2;
     if (!r.hdr->tsc_hz) {
         fprintf(stderr, "%s: %s records no TSC rate; cannot convert\n", prog, path);
         return 2;

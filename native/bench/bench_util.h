@@ -1,5 +1,5 @@
-/* Helpers shared by the benchmark programs: a monotonic clock, a sort order for samples, and a day file
- * mapped into memory. */
+/* Helpers shared by the benchmark programs: a monotonic clock, a sort order for samples, a day file mapped
+ * into memory, and (in programs built with _GNU_SOURCE) pinning to a CPU. */
 #ifndef FH_BENCH_UTIL_H
 #define FH_BENCH_UTIL_H
 
@@ -57,5 +57,29 @@ static inline void bench_unmap_file(const uint8_t *data, size_t len)
     if (data)
         munmap((void *)data, len);
 }
+
+#ifdef _GNU_SOURCE
+#include <sched.h>
+
+/* Pin the calling thread to CPU cpu (negative: leave it where it is): 0, or -1 after one line on stderr naming
+ * PROG, the CPU, the cause and the CPUs this host has. */
+static inline int bench_pin(const char *prog, long cpu)
+{
+    if (cpu < 0)
+        return 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (cpu < CPU_SETSIZE) {
+        CPU_SET((int)cpu, &set);
+        if (!sched_setaffinity(0, sizeof set, &set))
+            return 0;
+    } else {
+        errno = EINVAL;
+    }
+    fprintf(stderr, "%s: cannot pin to CPU %ld: %s (this host has CPUs 0..%ld; is it one this process may use?)\n",
+            prog, cpu, strerror(errno), sysconf(_SC_NPROCESSORS_CONF) - 1);
+    return -1;
+}
+#endif
 
 #endif

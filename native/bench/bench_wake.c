@@ -27,31 +27,12 @@
 #include "fh/itch.h"
 #include "fh/seg.h"
 #include "bench_util.h"
+#include "../tests/shm_join.h"
 
 static const char *prog = "fh-bench-wake";
 
-static int pin(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set)) {
-        fprintf(stderr, "%s: cannot pin to CPU %d: %s\n", prog, cpu, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
+static uint64_t rng(void) { return shm_xorshift64(&rng_state); }
 
 /* How long fh_shm_wait spins before it sleeps: its 2000 rounds of a head load and a pause, in TSC ticks. */
 static uint64_t spin_ticks(const fh_seg_t *seg)
@@ -72,14 +53,11 @@ static uint64_t spin_ticks(const fh_seg_t *seg)
 /* The reader: wait, stamp, read the newest event, record the latency; until n samples or the writer stops. */
 static int reader(const char *path, int cpu, uint64_t n, int ready_fd)
 {
-    if (pin(cpu))
+    if (bench_pin(prog, cpu))
         return 2;
-    fh_shm_reader_t r = { 0 }; /* fh_shm_join leaves it untouched on failure */
-    int rc = fh_shm_join(&r, path);
-    if (rc) {
-        fprintf(stderr, "%s: reader: cannot join %s: %s\n", prog, path, strerror(-rc));
+    fh_shm_reader_t r;
+    if (shm_join(&r, "fh-bench-wake: reader", path))
         return 2;
-    }
     if (!r.wake)
         fprintf(stderr, "%s: reader: %s.wake not writable: fh_shm_wait polls\n", prog, path);
     uint64_t *lat = calloc(n, sizeof *lat), m = 0, multi = 0, seen = fh_shm_head(&r);
@@ -156,7 +134,7 @@ static int run(const char *mode, uint64_t n, int wcpu, int rcpu)
     }
     fh_engine_cfg_t cfg = { 16, 1024, 1024 };
     fh_engine_t *e = fh_engine_create_on(&cfg, seg);
-    if (!e || pin(wcpu)) {
+    if (!e || bench_pin(prog, wcpu)) {
         fprintf(stderr, "%s: %s\n", prog, fh_errmsg());
         fh_seg_close(seg, 1);
         return 2;

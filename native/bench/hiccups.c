@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "fh/shm.h" /* fh_shm_lat_index, fh_shm_lat_upper */
+#include "bench_util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -92,15 +93,8 @@ int main(int argc, char **argv)
                 seconds, threshold_ns);
         return 2;
     }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) < 0) {
-            fprintf(stderr, "fh-hiccups: --cpu %d: %s: is it one of this process's CPUs?\n", cpu, strerror(errno));
-            return 2;
-        }
-    }
+    if (bench_pin("fh-hiccups", cpu))
+        return 2;
 
     /* The TSC read's own cost, back to back. */
     uint64_t prev = ticks(), sum = 0, big = 0, cmin = UINT64_MAX;

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "fh/shm.h" /* the latency histogram's buckets: fh_shm_lat_index, fh_shm_lat_upper */
+#include "bench_util.h"
 
 #define BATCH 64
 #define SPIN_NS 200000ull
@@ -366,13 +367,8 @@ int main(int argc, char **argv)
         die("--per-packet %u: 1 to 65534 messages a datagram", per_packet);
     if (mtu < 20 + 8 + MOLD_HDR + 2 + 64 || mtu > 9000)
         die("--mtu %u: 114 to 9000 bytes", mtu);
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) < 0)
-            die("--cpu %d: %s", cpu, strerror(errno));
-    }
+    if (bench_pin("fh-latency-send", cpu))
+        exit(2);
     if (realtime) {
         struct sched_param sp = { .sched_priority = 10 };
         if (sched_setscheduler(0, SCHED_FIFO, &sp) < 0)

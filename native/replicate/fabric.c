@@ -416,6 +416,9 @@ int fh_fab_peer_gone(fh_fab_t *f)
     return rd >= 0 && event == FI_SHUTDOWN;
 }
 
+/* Close order (fi_domain(3), fi_fabric(3): a domain's or a fabric's objects are released before it; fi_mr(3): an
+ * operation queued on a region being closed may touch freed memory): the endpoint first (its posted receives
+ * are discarded), then the control region they used, the CQs bound to it, the domain. */
 void fh_fab_hangup(fh_fab_t *f)
 {
     if (f->ep)
@@ -432,19 +435,13 @@ void fh_fab_hangup(fh_fab_t *f)
     f->ntxfree = 0;
 }
 
+/* The connection as fh_fab_hangup closes it, then what the fabric holds: the passive endpoint before the EQ it
+ * is bound to, the EQ before the fabric. */
 void fh_fab_close(fh_fab_t *f)
 {
-    if (f->ep)
-        fi_close(&f->ep->fid);
-    fh_fab_dereg(&f->ctl_mr);
-    if (f->txcq)
-        fi_close(&f->txcq->fid);
-    if (f->rxcq)
-        fi_close(&f->rxcq->fid);
+    fh_fab_hangup(f);
     if (f->pep)
         fi_close(&f->pep->fid);
-    if (f->domain)
-        fi_close(&f->domain->fid);
     if (f->eq)
         fi_close(&f->eq->fid);
     if (f->fabric)
@@ -453,6 +450,5 @@ void fh_fab_close(fh_fab_t *f)
         fi_freeinfo(f->info);
     if (f->hints)
         fi_freeinfo(f->hints);
-    free(f->ctl);
     memset(f, 0, sizeof *f);
 }

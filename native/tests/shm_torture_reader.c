@@ -20,6 +20,8 @@
  * check failed (the first few failures are described on stderr). Exit 2: usage or join error. */
 #include <fh/shm.h>
 
+#include "shm_join.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,14 +37,7 @@ static uint64_t mono_ns(void)
 }
 
 static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
+static uint64_t rng(void) { return shm_xorshift64(&rng_state); }
 
 /* ---- stop conditions ------------------------------------------------------------------------------ */
 
@@ -361,14 +356,10 @@ int main(int argc, char **argv)
     }
     if (!rng_state)
         rng_state = 1;
-    fh_shm_reader_t r = { 0 }; /* fh_shm_join leaves it untouched on failure */
-    int rc = fh_shm_join(&r, path);
-    if (rc) {
-        fprintf(stderr, "%s: %s: %s\n", prog, path,
-                rc == -ENOENT ? "no such segment (is the writer running?)"
-                : rc == -EPROTO ? "not an fh segment, or not of layout version 1" : strerror(-rc));
+    fh_shm_reader_t r;
+    int rc = shm_join(&r, prog, path);
+    if (rc)
         return 2;
-    }
     stopper_t st = { &r, until, mono_ns() + (uint64_t)(seconds * 1e9), 0 };
     if (strcmp(mode, "snap") == 0)
         rc = run_snap(&r, &st);

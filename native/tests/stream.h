@@ -1,14 +1,19 @@
 /* The deterministic day of the journal and standby tests (test_journal.c, test_standby.c): NMSG messages
  * (define NMSG before including), msg[s] of length mlen[s] for sequence s = 1..NMSG: five directory messages
  * (locates 1-5), then adds on locates 1-5 around a price of 100.0000 on both sides, and from s = 24 every fourth
- * message deletes the order added ten before it (same locate). */
+ * message deletes the order added ten before it (same locate). Also the MoldUDP64 datagrams that carry it and the
+ * engine the tests apply it to. */
 #ifndef FH_TEST_STREAM_H
 #define FH_TEST_STREAM_H
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "fh/book.h"
 #include "fh/common.h"
+#include "fh/mold.h"
 
 static uint8_t msg[NMSG + 1][40];
 static size_t mlen[NMSG + 1];
@@ -50,6 +55,37 @@ static void build_stream(void)
             mlen[s] = 36;
         }
     }
+}
+
+/* A MoldUDP64 datagram of session sess at out: sequence seq and count messages, those of the stream from
+ * msg_base (none for a heartbeat or the end of session). Returns its length. */
+static size_t stream_dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count, uint64_t msg_base)
+{
+    memcpy(out, sess, 10);
+    fh_put_be64(out + 10, seq);
+    fh_put_be16(out + 18, count);
+    size_t n = 20;
+    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
+        return n;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t s = msg_base + i;
+        fh_put_be16(out + n, (uint16_t)mlen[s]);
+        memcpy(out + n + 2, msg[s], mlen[s]);
+        n += 2 + mlen[s];
+    }
+    return n;
+}
+
+/* An engine for the stream: 16 books, room for cap orders and cap levels; exits 1 with the reason when it
+ * cannot be made. */
+static fh_engine_t *stream_engine(uint32_t cap)
+{
+    fh_engine_t *x = fh_engine_create(&(fh_engine_cfg_t){ 16, cap, cap });
+    if (!x) {
+        fprintf(stderr, "engine: %s\n", fh_errmsg());
+        exit(1);
+    }
+    return x;
 }
 
 #endif

@@ -240,32 +240,7 @@ static void test_torture(void)
 #define NMSG 6000
 #include "stream.h"
 
-static size_t dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count, uint64_t msg_base)
-{
-    memcpy(out, sess, 10);
-    fh_put_be64(out + 10, seq);
-    fh_put_be16(out + 18, count);
-    size_t n = 20;
-    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
-        return n;
-    for (uint64_t i = 0; i < count; i++) {
-        uint64_t s = msg_base + i;
-        fh_put_be16(out + n, (uint16_t)mlen[s]);
-        memcpy(out + n + 2, msg[s], mlen[s]);
-        n += 2 + mlen[s];
-    }
-    return n;
-}
-
-static fh_engine_t *mk(void)
-{
-    fh_engine_t *x = fh_engine_create(&(fh_engine_cfg_t){ 16, 1 << 15, 1 << 15 });
-    if (!x) {
-        fprintf(stderr, "engine: %s\n", fh_errmsg());
-        exit(1);
-    }
-    return x;
-}
+static fh_engine_t *mk(void) { return stream_engine(1 << 15); }
 
 typedef struct pending {
     uint8_t d[2048];
@@ -325,19 +300,19 @@ static void tee_run(uint64_t seed, uint32_t hold, uint64_t change, unsigned drop
                 if (rnd() % 100 < drop_pct)
                     continue;
                 pending_t *p = &q[nq++];
-                p->n = dgram(p->d, sess, seq, k, s);
+                p->n = stream_dgram(p->d, sess, seq, k, s);
                 p->line = line;
                 p->due = now + (rnd() % 10 < 2 ? rnd() % 3000 : 0);
             }
             if (rnd() % 50 == 0) { /* a heartbeat naming the next sequence */
                 pending_t *p = &q[nq++];
-                p->n = dgram(p->d, sess, seq + k, 0, 0);
+                p->n = stream_dgram(p->d, sess, seq + k, 0, 0);
                 p->line = 0;
                 p->due = now;
             }
             if (rnd() % 400 == 0) { /* unsequenced */
                 pending_t *p = &q[nq++];
-                p->n = dgram(p->d, sess, 0, 1, s);
+                p->n = stream_dgram(p->d, sess, 0, 1, s);
                 p->line = 1;
                 p->due = now;
             }

@@ -865,14 +865,18 @@ static int snap_request(void *ctx, const char session[10], uint64_t after)
     return 0;
 }
 
-static void test_snapshot(void)
+static const fh_snapshot_source_t snap_source = { snap_request, NULL };
+
+/* Policy snapshot, no retransmission: messages 1..100 on line A but the datagram of 41..50; polled past the
+ * gap's timeout, the feed has asked the source once for a snapshot after 40 and holds what came after. */
+static void snapshot_gap(void)
 {
     fh_mold_cfg_t c = cfg_server();
     c.can_request = false;
     c.policy = FH_MOLD_SNAPSHOT;
     fresh(&c, 100);
-    fh_snapshot_source_t src = { snap_request, NULL };
-    fh_mold_feed_set_snapshot_source(&f, &src);
+    fh_mold_feed_set_snapshot_source(&f, &snap_source);
+    snap_asked = 0;
     fh_mold_request_t rq[8];
     for (uint64_t s = 1; s <= 100; s += 10)
         if (s != 41)
@@ -881,6 +885,11 @@ static void test_snapshot(void)
     CHECK_EQ(snap_asked, 1);
     CHECK_EQ(snap_after, 40);
     CHECK_EQ(f.next_seq, 41); /* waiting for the snapshot, not skipping */
+}
+
+static void test_snapshot(void)
+{
+    snapshot_gap();
     CHECK_EQ(status(1), FH_BOOK_STALE);
     /* The snapshot: the reference's state at 60, as the messages that build it (here: the stream 1..60). */
     fh_mold_snapshot_begin(&f);
@@ -900,20 +909,7 @@ static void test_snapshot(void)
  * stale) and the held messages after it applied; the feed goes on. */
 static void test_snapshot_failed(void)
 {
-    fh_mold_cfg_t c = cfg_server();
-    c.can_request = false;
-    c.policy = FH_MOLD_SNAPSHOT;
-    fresh(&c, 100);
-    fh_snapshot_source_t src = { snap_request, NULL };
-    fh_mold_feed_set_snapshot_source(&f, &src);
-    snap_asked = 0;
-    fh_mold_request_t rq[8];
-    for (uint64_t s = 1; s <= 100; s += 10)
-        if (s != 41)
-            send_(0, s, 10, 0);
-    fh_mold_feed_poll(&f, 3000, rq, 8);
-    CHECK_EQ(snap_asked, 1);
-    CHECK_EQ(f.next_seq, 41);
+    snapshot_gap();
     CHECK_EQ(C(FH_M_applied), 40);
     fh_mold_snapshot_failed(&f);
     CHECK_EQ(f.next_seq, 101);
@@ -925,6 +921,7 @@ static void test_snapshot_failed(void)
     CHECK(!fh_mold_feed_busy(&f));
     fh_mold_snapshot_failed(&f); /* nothing pending: nothing happens */
     CHECK_EQ(C(FH_M_lost), 10);
+    fh_mold_request_t rq[8];
     fh_mold_feed_poll(&f, 6000, rq, 8);
     CHECK_EQ(snap_asked, 1); /* not asked again for the same gap */
 }

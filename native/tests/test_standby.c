@@ -28,30 +28,9 @@
 static const char *SESS = "SESSION001";
 
 /* Datagram k (0-based): messages k*PER+1 .. k*PER+PER. */
-static size_t dgram(uint8_t *out, uint64_t k)
-{
-    uint64_t seq = k * PER + 1;
-    memcpy(out, SESS, 10);
-    fh_put_be64(out + 10, seq);
-    fh_put_be16(out + 18, PER);
-    size_t n = 20;
-    for (uint64_t s = seq; s < seq + PER; s++) {
-        fh_put_be16(out + n, (uint16_t)mlen[s]);
-        memcpy(out + n + 2, msg[s], mlen[s]);
-        n += 2 + mlen[s];
-    }
-    return n;
-}
+static size_t dgram(uint8_t *out, uint64_t k) { return stream_dgram(out, SESS, k * PER + 1, PER, k * PER + 1); }
 
-static fh_engine_t *mk(void)
-{
-    fh_engine_t *x = fh_engine_create(&(fh_engine_cfg_t){ 16, 1 << 14, 1 << 14 });
-    if (!x) {
-        fprintf(stderr, "engine: %s\n", fh_errmsg());
-        exit(1);
-    }
-    return x;
-}
+static fh_engine_t *mk(void) { return stream_engine(1 << 14); }
 
 static void feed_on(fh_mold_feed_t *f, fh_engine_t *e)
 {
