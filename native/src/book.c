@@ -1678,6 +1678,9 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
     }
     fh_engine_clear_books(e);
     uint8_t m[16] = { 0 }; /* a message header that carries a book's timestamp into book_end */
+    uint8_t new_status = e->new_status;
+    if (e->publish || stale) /* book_create publishes the book it makes: stale, never live and empty */
+        e->new_status = FH_BOOK_STALE;
     for (uint32_t i = 0; i < h.nbooks; i++) {
         uint8_t stock[8];
         memset(stock, ' ', 8);
@@ -1704,6 +1707,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             FH_ERR("snapshot %s: order reference %llu %s", path, (unsigned long long)so[i].ref,
                    dup ? "appears twice" : "does not fit the order table: raise max_orders");
             fh_engine_clear_books(e);
+            e->new_status = new_status;
             goto out;
         }
         book_begin(e, b);
@@ -1712,6 +1716,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
                    e->cfg.max_levels);
             fh_engine_clear_books(e);
+            e->new_status = new_status;
             goto out;
         }
         order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side);
