@@ -66,9 +66,11 @@ static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra
         uint16_t loc = i < 512 ? (uint16_t)i : extra[i - 512];
         if (r->books[loc].seq & 1)
             continue;
+        memset(&snap, 0xa5, sizeof snap); /* what the call leaves is what it wrote */
         int rc = fh_shm_snapshot(r, loc, h->depth, &snap);
         FZ_ASSERT(rc >= -1);
         FZ_ASSERT(snap.nbids <= 64 && snap.nasks <= 64);
+        FZ_ASSERT(rc >= 0 || (snap.nbids == 0 && snap.nasks == 0));
     }
     uint64_t head = fh_shm_head(r), cap = h->event_capacity;
     uint64_t next = head > cap ? head - cap + 1 : 1;

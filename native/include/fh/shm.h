@@ -524,8 +524,9 @@ FH_SHM_AT(fh_shm_snapshot_t, asks, 1608);
  * changes the book. Returns the number of copies retried (>= 0), -1 if the locate has no instrument (or is
  * not below r->nbooks), or -2
  * if the book stayed mid-change for FH_SHM_BUSY_NS (a writer that died inside an update, or is stopped:
- * check fh_shm_writer_alive). Hot: no check of depth beyond clamping; the clock is read only while the
- * book stays mid-change. */
+ * check fh_shm_writer_alive). On -1 and -2, out->nbids and out->nasks are 0 (a caller that ignores the
+ * result reads no levels); out->book is the book's fields as last seen, or zeros if none was copied. Hot:
+ * no check of depth beyond clamping; the clock is read only while the book stays mid-change. */
 #define FH_SHM_BUSY_NS 200000000ull
 
 static inline uint64_t fh_shm_mono_ns(void)
@@ -537,8 +538,11 @@ static inline uint64_t fh_shm_mono_ns(void)
 
 static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
-    if (locate >= r->nbooks)
+    if (locate >= r->nbooks) {
+        memset(&out->book, 0, sizeof out->book);
+        out->nbids = out->nasks = 0;
         return -1;
+    }
     const fh_shm_book_t *b = &r->books[locate];
     const uint32_t *k32 = (const uint32_t *)r->lkey;
     const uint64_t *k64 = (const uint64_t *)r->lkey;
@@ -556,8 +560,12 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint32_t locate, uin
                 uint64_t now = fh_shm_mono_ns();
                 if (!busy_since)
                     busy_since = now;
-                else if (now - busy_since > FH_SHM_BUSY_NS)
+                else if (now - busy_since > FH_SHM_BUSY_NS) {
+                    if (!tries)
+                        memset(&out->book, 0, sizeof out->book);
+                    out->nbids = out->nasks = 0;
                     return -2;
+                }
             }
             s1 = FH_SHM_LOAD_ACQ(seqp);
         }
