@@ -2,11 +2,8 @@
 #define _GNU_SOURCE
 #include "fh/gwfmt.h"
 
-#include <linux/futex.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 static char *put_u64(char *p, uint64_t v)
 {
@@ -162,13 +159,6 @@ size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t c
     return (size_t)(o - out);
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w)
 {
     uint64_t head;
@@ -177,17 +167,17 @@ uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns
         w->ready++;
         return head;
     }
-    uint64_t t0 = mono_ns(), now = t0;
+    uint64_t t0 = fh_shm_mono_ns(), now = t0;
     if (w->spin_ns) {
         uint64_t until = t0 + w->spin_ns;
         for (uint32_t i = 1;; i++) {
             if ((head = fh_shm_head(r)) > seen) {
                 w->spin_hits++;
-                w->spun_ns += mono_ns() - t0;
+                w->spun_ns += fh_shm_mono_ns() - t0;
                 return head;
             }
             FH_SHM_PAUSE();
-            if ((i & 15) == 0 && (now = mono_ns()) >= until)
+            if ((i & 15) == 0 && (now = fh_shm_mono_ns()) >= until)
                 break;
         }
         w->spun_ns += now - t0;
@@ -195,40 +185,12 @@ uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns
     }
     uint64_t end = timeout_ns && timeout_ns < UINT64_MAX - t0 ? t0 + timeout_ns : UINT64_MAX;
     w->sleeps++;
-    for (;;) {
-        if (FH_SHM_LOAD_ACQ(&r->hdr->writer_state) == 2)
-            break;
-        now = mono_ns();
-        if (now >= end)
-            break;
-        uint64_t left = end - now;
-        if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
-            left = 100000000u;
-        if (!r->wake) {
-            if ((head = fh_shm_head(r)) > seen)
-                goto woken;
-            struct timespec nap = { 0, left < 50000 ? (long)left : 50000 };
-            nanosleep(&nap, NULL);
-            continue;
-        }
-        /* as fh_shm_wait: raise waiters (a full barrier), then re-check the head */
-        __atomic_fetch_add(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
-        uint32_t f = __atomic_load_n(&r->wake->futex, __ATOMIC_SEQ_CST);
-        if ((head = fh_shm_head(r)) > seen) {
-            __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
-            goto woken;
-        }
-        struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
-        syscall(SYS_futex, &r->wake->futex, FUTEX_WAIT, f, &ts, NULL, 0);
-        __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
-        if ((head = fh_shm_head(r)) > seen)
-            goto woken;
+    if ((head = fh_shm_sleep_until(r, seen, end)) <= seen) {
+        w->timeouts++; /* or the writer stopped */
+        return head;
     }
-    w->timeouts++;
-    return fh_shm_head(r);
-woken:
     if (w->max_spin_ns) { /* a gap a spin could have caught: spin twice that long next time */
-        uint64_t gap = mono_ns() - t0;
+        uint64_t gap = fh_shm_mono_ns() - t0;
         if (gap < w->max_spin_ns)
             w->spin_ns = gap * 2 < w->max_spin_ns ? gap * 2 : w->max_spin_ns;
     }

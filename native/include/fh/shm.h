@@ -649,36 +649,27 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
     }
 }
 
-/* Block until the head passes `seen`, the writer stops (writer_state 2), or timeout_ns elapses (0: no
- * limit). Spins briefly, then sleeps on the futex of PATH.wake, which the writer wakes only because this
- * function raised `waiters` (or, without PATH.wake, sleeps 50 us at a time), re-checking at least every
- * 100 ms. A writer that dies cannot say so: a caller that waits without a limit should check
- * fh_shm_writer_alive when this returns with nothing new. Returns the head. */
-static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns)
+/* The sleeping half of a wait (fh_shm_wait; the gateway's fh_gw_wait after its own spin): until the head
+ * passes `seen`, the writer stops (writer_state 2) or CLOCK_MONOTONIC reaches end_ns (UINT64_MAX: no limit).
+ * Sleeps on the futex of PATH.wake, which the writer wakes only because this function raised `waiters` (or,
+ * without PATH.wake, 50 us at a time), re-checking at least every 100 ms. Returns the head: a caller tells
+ * a wake (head > seen) from a stop or a timeout by it. */
+static inline uint64_t fh_shm_sleep_until(const fh_shm_reader_t *r, uint64_t seen, uint64_t end_ns)
 {
-    for (int i = 0; i < 2000; i++) {
-        uint64_t head = fh_shm_head(r);
-        if (head > seen)
-            return head;
-        FH_SHM_PAUSE();
-    }
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-    uint64_t end_ns = timeout_ns ? now_ns + timeout_ns : UINT64_MAX;
     for (;;) {
         uint64_t head;
         if (FH_SHM_LOAD_ACQ(&r->hdr->writer_state) == 2)
             return fh_shm_head(r);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        uint64_t now_ns = fh_shm_mono_ns();
         if (now_ns >= end_ns)
             return fh_shm_head(r);
         uint64_t left = end_ns - now_ns;
+        if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
+            left = 100000000u;
         if (!r->wake) {
             if ((head = fh_shm_head(r)) > seen)
                 return head;
-            struct timespec nap = { 0, 50000 };
+            struct timespec nap = { 0, left < 50000 ? (long)left : 50000 };
             nanosleep(&nap, NULL);
             continue;
         }
@@ -690,14 +681,27 @@ static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint
             __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
             return head;
         }
-        if (left > 100000000u) /* re-check at least every 100 ms (a writer that died cannot wake us) */
-            left = 100000000u;
         struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
         syscall(SYS_futex, &r->wake->futex, FUTEX_WAIT, f, &ts, NULL, 0);
         __atomic_fetch_sub(&r->wake->waiters, 1u, __ATOMIC_SEQ_CST);
         if ((head = fh_shm_head(r)) > seen)
             return head;
     }
+}
+
+/* Block until the head passes `seen`, the writer stops (writer_state 2), or timeout_ns elapses (0: no
+ * limit): spins briefly, then fh_shm_sleep_until. A writer that dies cannot say so: a caller that waits
+ * without a limit should check fh_shm_writer_alive when this returns with nothing new. Returns the head. */
+static inline uint64_t fh_shm_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns)
+{
+    for (int i = 0; i < 2000; i++) {
+        uint64_t head = fh_shm_head(r);
+        if (head > seen)
+            return head;
+        FH_SHM_PAUSE();
+    }
+    uint64_t now_ns = fh_shm_mono_ns();
+    return fh_shm_sleep_until(r, seen, timeout_ns && timeout_ns < UINT64_MAX - now_ns ? now_ns + timeout_ns : UINT64_MAX);
 }
 
 
