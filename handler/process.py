@@ -200,6 +200,18 @@ class Dataplane:
             pass
 
 
+def terminate(p: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM to a child if it still runs; SIGKILL when it has not ended within `timeout`; reaped either way."""
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def run_dataplane(eal: list[str], segment: str, lines: list[tuple[str, int]], *, keep: bool = True,
                   idle: str = "backoff", exit_idle_ms: int = 300, max_orders: int = 1 << 20,
                   max_levels: int = 1 << 20, events: int = 1 << 16, timeout: float | None = None,

@@ -1,7 +1,6 @@
 import functools
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -160,14 +159,11 @@ def _unique() -> str:
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM to a process the test started, if it still runs; SIGKILL when it has not ended within `timeout`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """SIGTERM to a process the test started, if it still runs; SIGKILL when it has not ended within `timeout`
+    (the product's own way: handler.process.terminate)."""
+    from handler.process import terminate
+
+    terminate(proc, timeout)
 
 
 # ---- a synthetic day on an A and a B line (test_faults, test_recovery, test_restart) -----------------------
