@@ -14,6 +14,7 @@
 #include "fh/book.h"
 #include "fh/common.h"
 #include "fh/mold.h"
+#include "mold_frame.h"
 
 static uint8_t msg[NMSG + 1][40];
 static size_t mlen[NMSG + 1];
@@ -61,19 +62,7 @@ static void build_stream(void)
  * msg_base (none for a heartbeat or the end of session). Returns its length. */
 static size_t stream_dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count, uint64_t msg_base)
 {
-    memcpy(out, sess, 10);
-    fh_put_be64(out + 10, seq);
-    fh_put_be16(out + 18, count);
-    size_t n = 20;
-    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
-        return n;
-    for (uint64_t i = 0; i < count; i++) {
-        uint64_t s = msg_base + i;
-        fh_put_be16(out + n, (uint16_t)mlen[s]);
-        memcpy(out + n + 2, msg[s], mlen[s]);
-        n += 2 + mlen[s];
-    }
-    return n;
+    return mold_frame(out, sess, seq, count, msg[0], sizeof msg[0], mlen, msg_base);
 }
 
 /* An engine for the stream: 16 books, room for cap orders and cap levels; exits 1 with the reason when it

@@ -6,6 +6,7 @@
 #include "fh/itch.h"
 #include "fh/mold.h"
 #include "fh/shm.h"
+#include "mold_frame.h"
 #include "msg.h"
 
 #define NMSG 5000
@@ -35,18 +36,7 @@ static void build_stream(void)
 /* A datagram of messages [seq, seq+count) of session sess into out. */
 static size_t dgram(uint8_t *out, const char *sess, uint64_t seq, uint16_t count)
 {
-    memcpy(out, sess, 10);
-    fh_put_be64(out + 10, seq);
-    fh_put_be16(out + 18, count);
-    size_t n = 20;
-    if (count == FH_MOLD_HEARTBEAT || count == FH_MOLD_END_OF_SESSION)
-        return n;
-    for (uint64_t s = seq; s < seq + count; s++) {
-        fh_put_be16(out + n, (uint16_t)mlen[s]);
-        memcpy(out + n + 2, msg[s], mlen[s]);
-        n += 2 + mlen[s];
-    }
-    return n;
+    return mold_frame(out, sess, seq, count, msg[0], sizeof msg[0], mlen, seq);
 }
 
 static uint8_t buf[65536];
