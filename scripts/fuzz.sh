@@ -13,7 +13,10 @@
 #   build-fuzz/native/fuzz/fuzz_TARGET FILE
 # and once fixed, keep it: cp FILE native/fuzz/regress/TARGET/WHAT-IT-TESTS (run by `meson test --suite fuzz`).
 #
-# CI size: `scripts/fuzz.sh 15` runs nine targets in about 4 minutes, build included (.ci/run does).
+# FUZZ_SEED=N fixes libFuzzer's seed: the same inputs in the same order on every run (up to the time limit),
+# so that a failure is reproduced by the same command; unset, every run explores from a new seed.
+# CI size: `FUZZ_SEED=1 scripts/fuzz.sh 15` runs nine targets in about 4 minutes, build included (.ci/run
+# does: a gate on regressions, reproducible; a wider search is a longer run without a seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +62,11 @@ done
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+seed=()
+if [[ -n ${FUZZ_SEED:-} ]]; then
+    [[ $FUZZ_SEED =~ ^[0-9]+$ ]] || { echo "fuzz.sh: FUZZ_SEED must be a number, not '$FUZZ_SEED'" >&2; exit 2; }
+    seed=(-seed="$FUZZ_SEED")
+fi
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p build-fuzz/corpus/$t
@@ -66,7 +74,7 @@ for t in "${targets[@]}"; do
     regress=()
     [[ -d native/fuzz/regress/$t ]] && regress=(native/fuzz/regress/$t)
     if build-fuzz/native/fuzz/fuzz_$t -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 \
-            -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/$t- \
+            -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/$t- "${seed[@]}" \
             build-fuzz/corpus/$t "${regress[@]}" >"$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
