@@ -55,6 +55,7 @@ def bench_writer(day: Path, out: Path) -> dict:
         per_table[t] = sum(f.stat().st_size for f in (out / t).rglob("*.parquet"))
     return {"messages": res["messages"], "wall_s": res["seconds"], "cpu_s": res["cpu_seconds"],
             "decode_cpu_s": res["decode_cpu_seconds"], "write_cpu_s": res["write_cpu_seconds"],
+            "write_cpu_by_stage": res["write_cpu_by_stage"],
             "decoded_s": res["decoded_seconds"], "writer_wait_s": res["writer_wait_seconds"], "tail_s": res["tail_seconds"],
             "cpu_s_per_million": round(res["cpu_seconds"] / res["messages"] * 1e6, 3), "loadavg_at_end": loadavg(),
             "messages_per_s_wall": res["messages_per_s"], "messages_per_cpu_s": round(res["messages"] / res["cpu_seconds"]),
