@@ -68,8 +68,9 @@ BYTE_STREAM_SPLIT = ("ref", "bid_price", "bid_shares", "ask_price", "ask_shares"
 ZSTD_LEVEL = 3
 ZSTD_LEVEL_LISTS = 3
 # orders at level 2: 15% less encoding time than 3 for 0.3% more bytes (an hour of the 20 M day: 236 against
-# 277 ns a row, 10.82 against 10.79 bytes); bbo stays at 3 (level 2: 6% less time, 1.4% more bytes)
-ZSTD_LEVEL_TABLE = {"orders": 2}
+# 277 ns a row, 10.82 against 10.79 bytes); bbo at level 1: 23% less (161 -> 124 ns a row) for 3.5% more bytes
+# (8.26 -> 8.55 a row), which the day's size still affords (it stays below gzip of the raw day, bench/history.md)
+ZSTD_LEVEL_TABLE = {"orders": 2, "bbo": 1}
 
 
 def day_dirs(root: Path, date: str) -> list[Path]:
