@@ -392,6 +392,9 @@ typedef struct fh_hist_cols {
     uint8_t *o_printable;
     uint8_t *o_mpid;
     uint64_t o_rows;
+    uint64_t *o_ts;
+    uint16_t *o_locate;
+    uint8_t *o_type;
 } fh_hist_cols_t;
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);

@@ -76,7 +76,8 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
                     st->sides[ref] = (uint8_t)side_code(m[FH_ITCH_OFF_A_SIDE]);
             }
         }
-        c->ts[i] = fh_be48(m + 5);
+        uint64_t ts = fh_be48(m + 5);
+        c->ts[i] = ts;
         c->locate[i] = loc;
         uint64_t v = ordinal + i;
         for (int b = 0; b < 6; b++)
@@ -144,6 +145,11 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
         c->o_match[r] = match;
         c->o_side[r] = side;
         c->o_printable[r] = printable;
+        if (c->o_ts) {
+            c->o_ts[r] = ts;
+            c->o_locate[r] = loc;
+            c->o_type[r] = t;
+        }
         r++;
     }
     c->o_rows = r;

@@ -32,7 +32,11 @@ static void test_decode(void)
     for (int k = 0; k < 5; k++)
         col[k] = malloc(n * 8);
     uint8_t *o_side = malloc(n), *o_print = malloc(n), *o_mpid = malloc(n * 4);
-    fh_hist_cols_t c = { ts, loc, type, o_idx, col[0], col[1], col[2], col[3], col[4], o_side, o_print, o_mpid, 0 };
+    uint64_t *o_ts = malloc(n * 8);
+    uint16_t *o_loc = malloc(n * 2);
+    uint8_t *o_type = malloc(n);
+    fh_hist_cols_t c = { ts, loc, type, o_idx, col[0], col[1], col[2], col[3], col[4], o_side, o_print, o_mpid, 0,
+                         o_ts, o_loc, o_type };
     uint8_t *symbols = calloc(65536, 8);
     uint64_t cap = 16;
     uint8_t *sides = calloc(cap, 1);
@@ -68,6 +72,9 @@ static void test_decode(void)
         if (!fh_itch_len[t] || l < fh_itch_len[t] || !strchr("AFECXDU", t))
             continue;
         CHECK_EQ(o_idx[r], i);
+        CHECK_EQ(o_ts[r], ts[i]);
+        CHECK_EQ(o_loc[r], loc[i]);
+        CHECK_EQ(o_type[r], type[i]);
         uint64_t ref = fh_be64(m + 11);
         CHECK_EQ((uint64_t)col[0][r], ref);
         uint8_t want_side;
@@ -112,6 +119,9 @@ static void test_decode(void)
     for (int k = 0; k < 5; k++)
         free(col[k]);
     free(o_idx);
+    free(o_type);
+    free(o_loc);
+    free(o_ts);
     free(type);
     free(loc);
     free(ts);

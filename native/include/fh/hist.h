@@ -35,6 +35,11 @@ typedef struct fh_hist_cols {
     uint8_t *o_printable;   /* C: its printable flag; others 0 */
     uint8_t *o_mpid;        /* 4 bytes a row; F: its attribution; others zero */
     uint64_t o_rows;        /* rows written so far (the caller sets 0 before the first call of a run) */
+    /* optional, NULL: not written. The message's header columns again per order row (what ts, locate and type
+     * hold at o_idx), so that the caller need not gather them */
+    uint64_t *o_ts;
+    uint16_t *o_locate;
+    uint8_t *o_type;
 } fh_hist_cols_t;
 
 /* Decode messages start .. n - 1 of the run in buf (off[i]: the offset of message i, after its 2-byte
