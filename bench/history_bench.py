@@ -42,19 +42,51 @@ def gzip_size(path: Path) -> int:
     return n + len(z.flush())
 
 
-def bench_writer(day: Path, out: Path) -> dict:
-    from handler.history.source import ItchFileSource, build_day
+def history_source_module(before: str | None):
+    """handler.history.source, or (before = a git revision) that revision's handler/history/{columns,writer,
+    source}.py loaded beside it as handler.history._before_*, on the same native library (a revision whose Python
+    calls only functions this library still has): the writer's figures before and after a change in one session."""
+    if not before:
+        from handler.history import source
 
+        return source
+    import importlib.util
+    import tempfile
+
+    import handler.history  # noqa: F401 (the package the revision's modules load into)
+
+    tmp = Path(tempfile.mkdtemp(prefix="fh-history-before-"))
+    mods = {}
+    for name in ("columns", "writer", "source"):
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{before}:handler/history/{name}.py"], check=True,
+                              capture_output=True, text=True).stdout
+        for dep in ("columns", "writer"):
+            text = text.replace(f"from .{dep} import", f"from ._before_{dep} import")
+        path = tmp / f"_before_{name}.py"
+        path.write_text(text)
+        full = f"handler.history._before_{name}"
+        spec = importlib.util.spec_from_file_location(full, path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        sys.modules[full] = mods[name]
+        spec.loader.exec_module(mods[name])
+    shutil.rmtree(tmp)
+    return mods["source"]
+
+
+def bench_writer(day: Path, out: Path, before: str | None = None) -> dict:
+    source = history_source_module(before)
     shutil.rmtree(out, ignore_errors=True)
-    src = ItchFileSource(day)
+    src = source.ItchFileSource(day)
     la = loadavg()
-    res = build_day(src, out, "2026-01-02")
+    res = source.build_day(src, out, "2026-01-02")
     src.close()
     per_table = {}
     for t in ("orders", "bbo", "trades", "books"):
         per_table[t] = sum(f.stat().st_size for f in (out / t).rglob("*.parquet"))
-    return {"messages": res["messages"], "wall_s": res["seconds"], "cpu_s": res["cpu_seconds"],
+    return {"code": f"before ({before})" if before else "this tree",
+            "messages": res["messages"], "wall_s": res["seconds"], "cpu_s": res["cpu_seconds"],
             "decode_cpu_s": res["decode_cpu_seconds"], "write_cpu_s": res["write_cpu_seconds"],
+            "write_cpu_by_stage": res.get("write_cpu_by_stage"),
             "decoded_s": res["decoded_seconds"], "writer_wait_s": res["writer_wait_seconds"], "tail_s": res["tail_seconds"],
             "cpu_s_per_million": round(res["cpu_seconds"] / res["messages"] * 1e6, 3), "loadavg_at_end": loadavg(),
             "messages_per_s_wall": res["messages_per_s"], "messages_per_cpu_s": round(res["messages"] / res["cpu_seconds"]),
@@ -345,6 +377,8 @@ def main() -> int:
     p.add_argument("--skip-throughput", action="store_true", help="gateway: only the paced latency figures")
     p.add_argument("--before", metavar="REV", help="gateway: also the paced figures of REV's handler/gateway/gateway.py "
                                                     "(e.g. HEAD~1), each rate before this tree's, in one session")
+    p.add_argument("--writer-before", metavar="REV", help="history: also REV's writer (handler/history/{columns,writer,"
+                                                           "source}.py, e.g. b2c3d26) on the same day, just before this tree's")
     p.add_argument("--queue", action="store_true", help="gateway: also this tree's paced figures with every hand-off "
                                                         "through nats-py's queue and flusher (no direct socket write)")
     a = p.parse_args()
@@ -374,6 +408,9 @@ def main() -> int:
         res["queries"] = bench_queries(work / "history")
         print(json.dumps(res, indent=1))
         return 0
+    if a.writer_before:  # that revision's writer first, on the same day, then this tree's
+        res["writer_before"] = bench_writer(day, work / "history-before", a.writer_before)
+        print(json.dumps(res["writer_before"]), file=sys.stderr, flush=True)
     res["writer"] = w = bench_writer(day, work / "history")
     res["bytes_per_message"] = {"raw_itch": round(res["raw_bytes"] / a.messages, 2),
                                 "gzip6_of_raw": round(res["gzip6_bytes"] / a.messages, 2) if "gzip6_bytes" in res else None,

@@ -392,6 +392,9 @@ typedef struct fh_hist_cols {
     uint8_t *o_printable;
     uint8_t *o_mpid;
     uint64_t o_rows;
+    uint64_t *o_ts;
+    uint16_t *o_locate;
+    uint8_t *o_type;
 } fh_hist_cols_t;
 uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, uint64_t n, uint64_t start,
                         uint64_t ordinal, fh_hist_cols_t *c);
@@ -411,6 +414,10 @@ typedef struct fh_hist_ev_cols {
 int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
                    uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
                    const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c);
+void fh_hist_sort_dest(const uint16_t *key, const uint16_t *loc, uint64_t n, uint64_t *count, int64_t *dest);
+int fh_hist_codes(const uint8_t *v, uint64_t n, const uint8_t *isnull, uint8_t *dict, int32_t *idx, uint8_t *valid,
+                  uint64_t *nulls);
+uint64_t fh_hist_valid(const uint8_t *typ, uint64_t n, const uint8_t *has, uint8_t *valid);
 
 /* gwfmt.h */
 size_t fh_gw_format(const fh_shm_event_t *ev, size_t n, const int64_t *pub_ns, uint64_t gw_ns, const char *subj,

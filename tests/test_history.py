@@ -121,6 +121,11 @@ def test_layout_partitions_and_sort(day):
         md = pq.ParquetFile(f).metadata
         assert md.row_group(0).column(0).compression == "ZSTD"
         assert md.row_group(0).column(0).statistics.has_min_max
+        # never-null columns are `required` (no definition levels); the fields a row may lack stay optional
+        sch = pq.ParquetFile(f).schema_arrow
+        assert not any(sch.field(k).nullable for k in ("symbol", "ts_ns", "seq", "locate")), f
+        if f.parts[-4] == "orders":
+            assert not sch.field("ref").nullable and all(sch.field(k).nullable for k in ("price", "side", "new_ref", "mpid"))
     assert not list(root.rglob("*.tmp"))
 
 

@@ -113,22 +113,7 @@ class ItchColumns:
         self.counters = {"messages": 0, "trades": 0, "bbo": 0, "orders": 0, "snapshots": 0}
         self._offs = np.zeros(CHUNK_MESSAGES, np.uint32)
         self._used = ffi.new("size_t *")
-        # the C decoder's output columns (fh_hist_cols_t), reused chunk after chunk
-        N = CHUNK_MESSAGES
-        self._out = {"ts": np.zeros(N, np.uint64), "locate": np.zeros(N, np.uint16), "type": np.zeros(N, np.uint8),
-                     "o_idx": np.zeros(N, np.uint32), "o_ref": np.zeros(N, np.int64), "o_new_ref": np.zeros(N, np.int64),
-                     "o_shares": np.zeros(N, np.int64), "o_price": np.zeros(N, np.int64),
-                     "o_match": np.zeros(N, np.int64), "o_side": np.zeros(N, "S1"), "o_printable": np.zeros(N, "S1"),
-                     "o_mpid": np.zeros(N, "S4")}
         self._cols = ffi.new("fh_hist_cols_t *")
-        self._keep = []
-        for k, v in self._out.items():
-            ct = {"ts": "uint64_t[]", "locate": "uint16_t[]", "o_idx": "uint32_t[]"}.get(k)
-            if ct is None:
-                ct = "int64_t[]" if v.dtype == np.int64 else "uint8_t[]"
-            b = ffi.from_buffer(ct, v)
-            self._keep.append(b)
-            setattr(self._cols, k, b)
 
     def close(self) -> None:
         if self.reader is not None:
@@ -180,11 +165,23 @@ class ItchColumns:
             k += n
         return pos
 
+    _OUT = {"ts": np.uint64, "locate": np.uint16, "type": np.uint8, "o_idx": np.uint32, "o_ref": np.int64,
+            "o_new_ref": np.int64, "o_shares": np.int64, "o_price": np.int64, "o_match": np.int64, "o_side": "S1",
+            "o_printable": "S1", "o_mpid": "S4", "o_ts": np.uint64, "o_locate": np.uint16, "o_type": "S1"}
+    _CTYPE = {np.dtype(np.uint64): "uint64_t[]", np.dtype(np.uint16): "uint16_t[]", np.dtype(np.uint32): "uint32_t[]",
+              np.dtype(np.int64): "int64_t[]"}
+
     def _decode(self, buf: np.ndarray, off: np.ndarray) -> dict[str, np.ndarray]:
-        """fh_hist_decode over the chunk: header columns, order rows (copies), ordinals stamped into buf."""
+        """fh_hist_decode over the chunk: header columns, order rows, ordinals stamped into buf. The columns are
+        new arrays each chunk, handed on as they are (no copy): the writer keeps them until their hour is written."""
         n = len(off)
         offs = self._offs  # off came from here: still the chunk's index
         c = self._cols
+        o = {k: np.empty(n, t) for k, t in self._OUT.items()}
+        keep = []
+        for k, v in o.items():
+            keep.append(ffi.from_buffer(self._CTYPE.get(v.dtype, "uint8_t[]"), v))
+            setattr(c, k, keep[-1])
         c.o_rows = 0
         cbuf = ffi.from_buffer("uint8_t[]", buf)
         coff = ffi.from_buffer("uint32_t[]", offs)
@@ -195,9 +192,10 @@ class ItchColumns:
                 break
             self.sides.grow(int(self._st.need))
         r = int(c.o_rows)
-        o = self._out
-        dec = {k: o[k][:n].copy() for k in ("ts", "locate", "type")}
-        dec.update({k: o[k][:r].copy() for k in o if k.startswith("o_")})
+        for k in o:
+            setattr(c, k, ffi.NULL)
+        dec = {k: o[k] for k in ("ts", "locate", "type")}
+        dec.update({k: o[k][:r] for k in o if k.startswith("o_")})
         return dec
 
     def _apply(self, buf, off, dec, base_ord: int, i: int, j: int, used: int, sq, rc) -> Chunk:
@@ -220,7 +218,7 @@ class ItchColumns:
         a, b = (int(x) for x in np.searchsorted(oi, [i, j]))
         if b > a:
             mi = oi[a:b].astype(np.int64) - i
-            cols = {"seq": ch.seq[mi], "ts": ts[mi], "locate": dec["locate"][i:j][mi], "type": dec["type"][i:j][mi].view("S1"),
+            cols = {"seq": ch.seq[mi], "ts": dec["o_ts"][a:b], "locate": dec["o_locate"][a:b], "type": dec["o_type"][a:b],
                     "ref": dec["o_ref"][a:b], "new_ref": dec["o_new_ref"][a:b], "side": dec["o_side"][a:b],
                     "shares": dec["o_shares"][a:b], "price": dec["o_price"][a:b], "match": dec["o_match"][a:b],
                     "printable": dec["o_printable"][a:b], "mpid": dec["o_mpid"][a:b]}

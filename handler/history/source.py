@@ -167,6 +167,7 @@ def build_day(src, root: str | os.PathLike, date: str, depth: int = 10, snapshot
             "messages_per_s": round(cols.counters["messages"] / elapsed) if elapsed > 0 else None,
             "cpu_seconds": round(cpu, 3),
             "decode_cpu_seconds": round(decode_cpu, 3), "write_cpu_seconds": round(w.write_cpu_s, 3),
+            "write_cpu_by_stage": {k: round(v, 3) for k, v in sorted(w.stage_cpu.items())},
             # the stages' overlap: the source decoded by `decoded_seconds` (of which it waited `writer_wait_seconds`
             # for writers that were behind); the writers finished `tail_seconds` after it
             "decoded_seconds": round(decoded, 3), "writer_wait_seconds": round(w.wait_s, 3),

@@ -30,14 +30,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._native import ffi, lib
 from .columns import Chunk
 from .common import TABLES, HistoryError
 
 # orders: which message types carry each numeric field (null in the others)
 ORDER_FIELD_TYPES = {"new_ref": b"U", "match": b"EC", "price": b"AFCU", "shares": b"AFECXU"}
-_HAS_FIELD = {k: np.isin(np.arange(256), np.frombuffer(v, np.uint8)) for k, v in ORDER_FIELD_TYPES.items()}
-# Parquet encodings: delta for the columns that rise within a symbol, dictionary for the few-valued ones
-DELTA = ("ts_ns", "seq", "recv_ns", "new_ref", "match")
+_HAS_FIELD = {k: np.isin(np.arange(256), np.frombuffer(v, np.uint8)).astype(np.uint8)
+              for k, v in ORDER_FIELD_TYPES.items()}
+# columns never null (Parquet `required`: no definition levels to write, 6% of the encoding of `orders`)
+REQUIRED = {"symbol", "ts_ns", "seq", "locate"}
+REQUIRED_TABLE = {"orders": {"type", "ref"}, "trades": {"price", "shares", "match"},
+                  "bbo": {"bid_price", "bid_shares", "ask_price", "ask_shares"}}
+# a one-byte code column: empty (0) or a space is null
+_NULL_CODES = np.zeros(256, np.uint8)
+_NULL_CODES[[0, 32]] = 1
+# Parquet encodings: delta for the columns that rise within a symbol (and `locate`, constant along a symbol's
+# rows: its deltas are zero, 3% less encoding time of `orders` than a dictionary and a little smaller),
+# dictionary for the few-valued ones
+DELTA = ("ts_ns", "seq", "recv_ns", "new_ref", "match", "locate")
 # min/max statistics only where a reader's filter can skip a row group: a symbol's rows are together, time and
 # sequence rise within it; `ref`, `match` and `type` span nearly their whole range in every row group (they
 # cost 3% of the encoding of `orders` and skipped nothing)
@@ -57,8 +68,9 @@ BYTE_STREAM_SPLIT = ("ref", "bid_price", "bid_shares", "ask_price", "ask_shares"
 ZSTD_LEVEL = 3
 ZSTD_LEVEL_LISTS = 3
 # orders at level 2: 15% less encoding time than 3 for 0.3% more bytes (an hour of the 20 M day: 236 against
-# 277 ns a row, 10.82 against 10.79 bytes); bbo stays at 3 (level 2: 6% less time, 1.4% more bytes)
-ZSTD_LEVEL_TABLE = {"orders": 2}
+# 277 ns a row, 10.82 against 10.79 bytes); bbo at level 1: 23% less (161 -> 124 ns a row) for 3.5% more bytes
+# (8.26 -> 8.55 a row), which the day's size still affords (it stays below gzip of the raw day, bench/history.md)
+ZSTD_LEVEL_TABLE = {"orders": 2, "bbo": 1}
 
 
 def day_dirs(root: Path, date: str) -> list[Path]:
@@ -122,12 +134,14 @@ def write_atomic(table: pa.Table, path: Path, groups: list[tuple[int, int]] | No
     if groups is None:
         groups = [(0, table.num_rows)]
     isym = names.index("symbol")
+    # write_batch_size: a row group in one batch (Arrow's default, 1,024 values, costs 6 to 8% more on orders)
     with pq.ParquetWriter(tmp, table.schema, compression="zstd", compression_level=levels, write_statistics=stats,
-                          use_dictionary=dicts, column_encoding=enc or None) as w:
+                          use_dictionary=dicts, column_encoding=enc or None,
+                          write_batch_size=max(ROW_GROUP_ROWS, max((b - a for a, b in groups), default=1))) as w:
         for a, b in groups:
             part = table.slice(a, b - a)
             if pa.types.is_dictionary(part.schema.field(isym).type):
-                part = part.set_column(isym, "symbol", _local_symbols(part.column(isym).combine_chunks()))
+                part = part.set_column(isym, part.schema.field(isym), _local_symbols(part.column(isym).combine_chunks()))
             w.write_table(part, row_group_size=max(1, b - a))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -155,14 +169,38 @@ def _dictionary(inv: np.ndarray, words: list[str | None]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(inv, mask=mask), pa.array(words, pa.string()))
 
 
+def _u8(a: np.ndarray):
+    return ffi.from_buffer("uint8_t[]", a)
+
+
+def _codes(a: np.ndarray) -> pa.DictionaryArray:
+    """A one-byte S1 column -> Arrow dictionary of strings (empty or a space: null), in one C pass
+    (fh_hist_codes): the indices and the validity bitmap made straight into the buffers Arrow takes."""
+    v = np.ascontiguousarray(a).view(np.uint8)
+    n = len(v)
+    idx, valid, words = np.empty(n, np.int32), np.empty((n + 7) // 8, np.uint8), np.empty(256, np.uint8)
+    nulls = ffi.new("uint64_t *")
+    k = lib.fh_hist_codes(_u8(v), n, _u8(_NULL_CODES), _u8(words), ffi.from_buffer("int32_t[]", idx), _u8(valid), nulls)
+    nn = int(nulls[0])
+    ind = pa.Array.from_buffers(pa.int32(), n, [pa.py_buffer(valid) if nn else None, pa.py_buffer(idx)], null_count=nn)
+    return pa.DictionaryArray.from_arrays(ind, pa.array([chr(c) for c in words[:k].tolist()], pa.string()))
+
+
+def _int64(v: np.ndarray, typ: np.ndarray | None = None, has: np.ndarray | None = None) -> pa.Array:
+    """int64 numpy -> Arrow (no copy); with typ and has: null where has[typ] is 0 (a validity bitmap made in C,
+    fh_hist_valid, instead of a boolean mask Arrow would pack)."""
+    v = v if v.dtype == np.int64 else v.astype(np.int64)
+    if typ is None:
+        return pa.array(v, pa.int64())
+    valid = np.empty((len(v) + 7) // 8, np.uint8)
+    nn = int(lib.fh_hist_valid(_u8(typ), len(v), _u8(has), _u8(valid)))
+    return pa.Array.from_buffers(pa.int64(), len(v), [pa.py_buffer(valid) if nn else None, pa.py_buffer(v)], null_count=nn)
+
+
 def _strs(a: np.ndarray) -> pa.Array:
     """S-typed numpy -> Arrow strings; empty (or, for one byte, a space) -> null."""
     if a.dtype.itemsize == 1:
-        codes = np.ascontiguousarray(a).view(np.uint8)
-        used = np.nonzero(np.bincount(codes, minlength=256))[0]
-        remap = np.zeros(256, np.int32)
-        remap[used] = np.arange(len(used))
-        return _dictionary(remap[codes], [None if i in (0, 32) else chr(i) for i in used.tolist()])
+        return _codes(a)
     kind = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(a.dtype.itemsize)
     if kind is not None and a.dtype.itemsize > 2:  # mostly empty (mpid): the distinct values of the others only
         v = np.ascontiguousarray(a).view(kind)
@@ -211,6 +249,14 @@ def _symbols(names: _Names, loc: np.ndarray) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(inv, pa.int32()), names.get().take(pa.array(uniq)))
 
 
+def _with_required(name: str, cols: dict[str, pa.Array]) -> pa.Table:
+    """The partition's table, its never-null columns marked so (REQUIRED): Parquet writes no definition levels
+    for them. A column holds a null only where the writer made it nullable."""
+    req = REQUIRED | REQUIRED_TABLE.get(name, set())
+    fields = [pa.field(k, a.type, nullable=k not in req or a.null_count > 0) for k, a in cols.items()]
+    return pa.Table.from_arrays(list(cols.values()), schema=pa.schema(fields))
+
+
 class HistoryWriter:
     """Collects Chunks and writes each table's rows, hour by hour, under ROOT for one date.
 
@@ -248,6 +294,9 @@ class HistoryWriter:
         self._lock = threading.Lock()
         self._taken: set[Path] = set()
         self.write_cpu_s = 0.0  # CPU time of the worker threads (sorting, Arrow arrays, Parquet encoding, zstd)
+        # of which per table: "TABLE.table" (the partition sorted, its Arrow arrays) and "TABLE.encode" (Parquet
+        # encoders and zstd), thread CPU seconds
+        self.stage_cpu: dict[str, float] = {}
         self.wait_s = 0.0       # wall time the source's thread waited for the writers (they were behind)
         self.rows = {t: 0 for t in TABLES}
         self.bytes = 0
@@ -321,20 +370,26 @@ class HistoryWriter:
         seqs = [p["seq"] for p in parts if len(p["seq"])]
         ascending = all(bool((q[1:] >= q[:-1]).all()) for q in seqs) and all(
             int(seqs[i][-1]) <= int(seqs[i + 1][0]) for i in range(len(seqs) - 1))
-        loc = np.concatenate([p["locate"] for p in parts])
+        loc = np.ascontiguousarray(np.concatenate([p["locate"] for p in parts]), np.uint16)
         rank = np.empty(65536, np.uint16)
         rank[np.argsort(self.symbols, kind="stable")] = np.arange(65536)
-        # rows arrive in the order they were applied (sequence order): a stable (radix) sort by symbol keeps it
-        order = np.argsort(rank[loc], kind="stable")
-        n_rows = len(order)
+        # rows arrive in the order they were applied (sequence order): a stable counting sort by symbol keeps
+        # it; dest[i]: row i's sorted place (fh_hist_sort_dest: 4 against 25 ns a row for numpy's argsort and
+        # the inverse permutation)
+        n_rows = len(loc)
+        dest = np.empty(n_rows, np.int64)
+        lib.fh_hist_sort_dest(ffi.from_buffer("uint16_t[]", rank), ffi.from_buffer("uint16_t[]", loc), n_rows,
+                              ffi.new("uint64_t[]", 65536), ffi.from_buffer("int64_t[]", dest))
+        sloc = np.empty_like(loc)
+        sloc[dest] = loc
         if name == "books":  # few rows, and lists: concatenated, then gathered
+            order = np.empty(n_rows, np.intp)
+            order[dest] = np.arange(n_rows)
             cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             srt = lambda k: cols[k][order]  # noqa: E731
         else:
             # each part's rows scattered straight to their sorted places: no concatenated copy of every column
             # first (40% less time than concatenate + gather on an hour of orders)
-            dest = np.empty(n_rows, np.intp)
-            dest[order] = np.arange(n_rows)
 
             def srt(k: str) -> np.ndarray:
                 out = np.empty(n_rows, np.result_type(*[p[k].dtype for p in parts]))
@@ -346,7 +401,6 @@ class HistoryWriter:
                 return out
 
         i64 = lambda v: v.view(np.int64) if v.dtype == np.uint64 else v.astype(np.int64)  # noqa: E731
-        sloc = loc[order]
         out: dict[str, pa.Array] = {
             "symbol": _symbols(self._names, sloc),
             "ts_ns": pa.array(i64(srt("ts")), pa.int64()),
@@ -365,7 +419,7 @@ class HistoryWriter:
                 idx = np.repeat(starts[:-1][order], k) + (np.arange(int(k.sum())) - np.repeat(offs[:-1], k))
                 for f in ("price", "shares", "orders"):
                     out[f"{side}_{f}"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(cols[f"{side}_{f}"][idx], pa.int64()))
-            return pa.table(out), ascending
+            return _with_required(name, out), ascending
         typ = srt("type").view(np.uint8) if "type" in parts[0] else None
         for k in parts[0]:
             if k in ("seq", "ts", "recv", "locate"):
@@ -373,12 +427,11 @@ class HistoryWriter:
             v = typ.view("S1") if k == "type" else srt(k)
             if v.dtype.kind == "S":
                 out[k] = _strs(v)
-                continue
-            mask = None
-            if name == "orders" and k in ORDER_FIELD_TYPES:  # a field the message type does not have: null
-                mask = ~_HAS_FIELD[k][typ]
-            out[k] = pa.array(v if v.dtype == np.int64 else v.astype(np.int64), pa.int64(), mask=mask)
-        return pa.table(out), ascending
+            elif name == "orders" and k in ORDER_FIELD_TYPES:  # a field the message type does not have: null
+                out[k] = _int64(v, typ, _HAS_FIELD[k])
+            else:
+                out[k] = _int64(v)
+        return _with_required(name, out), ascending
 
     def _write(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
         t0 = time.thread_time()
@@ -388,7 +441,7 @@ class HistoryWriter:
             with self._lock:
                 self.write_cpu_s += time.thread_time() - t0
 
-    def _encode(self, table: pa.Table, path: Path, groups: list[tuple[int, int]], level: int | None) -> int:
+    def _encode(self, name: str, table: pa.Table, path: Path, groups: list[tuple[int, int]], level: int | None) -> int:
         """One file of a partition (an encoder thread's job): its rows in `groups`, written atomically."""
         t0 = time.thread_time()
         try:
@@ -398,6 +451,11 @@ class HistoryWriter:
         finally:
             with self._lock:
                 self.write_cpu_s += time.thread_time() - t0
+                self._stage(f"{name}.encode", time.thread_time() - t0)
+
+    def _stage(self, key: str, seconds: float) -> None:
+        """(under self._lock)"""
+        self.stage_cpu[key] = self.stage_cpu.get(key, 0.0) + seconds
 
     def _paths(self, name: str, hour: int, first: int, k: int) -> list[Path]:
         """k unused file names for a partition starting at sequence `first` (a live follower's second flush of
@@ -414,7 +472,9 @@ class HistoryWriter:
                 n += 1
 
     def _write_one(self, name: str, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
+        t0 = time.thread_time()
         table, ascending = self._table(name, parts)
+        t1 = time.thread_time()
         first = int(min(int(p["seq"].min()) for p in parts if len(p["seq"])))
         last = int(max(int(p["seq"].max()) for p in parts if len(p["seq"])))
         loc = table.column("locate").to_numpy()
@@ -423,10 +483,14 @@ class HistoryWriter:
         paths = self._paths(name, hour, first, len(files))
         # the other files on the encoder threads, the first here meanwhile
         level = ZSTD_LEVEL_TABLE.get(name)
-        jobs = [self._encoders.submit(self._encode, table, p, g, level) for p, g in zip(paths[1:], files[1:])]
+        jobs = [self._encoders.submit(self._encode, name, table, p, g, level) for p, g in zip(paths[1:], files[1:])]
+        t2 = time.thread_time()
         write_atomic(table.slice(0, files[0][-1][1] if files[0] else 0), paths[0], files[0], self.portable, level)
+        t3 = time.thread_time()
         sizes = [paths[0].stat().st_size] + [j.result() for j in jobs]
         with self._lock:
+            self._stage(f"{name}.table", t1 - t0)
+            self._stage(f"{name}.encode", t3 - t2)
             self.files.extend(str(p.relative_to(self.root)) for p in paths)
             # one span a partition: its files hold disjoint symbols, so one symbol's rows are in one of them
             self._spans.append((name, str(paths[0].relative_to(self.root / name)), first, last, ascending))

@@ -76,7 +76,8 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
                     st->sides[ref] = (uint8_t)side_code(m[FH_ITCH_OFF_A_SIDE]);
             }
         }
-        c->ts[i] = fh_be48(m + 5);
+        uint64_t ts = fh_be48(m + 5);
+        c->ts[i] = ts;
         c->locate[i] = loc;
         uint64_t v = ordinal + i;
         for (int b = 0; b < 6; b++)
@@ -144,6 +145,11 @@ uint64_t fh_hist_decode(fh_hist_state_t *st, uint8_t *buf, const uint32_t *off, 
         c->o_match[r] = match;
         c->o_side[r] = side;
         c->o_printable[r] = printable;
+        if (c->o_ts) {
+            c->o_ts[r] = ts;
+            c->o_locate[r] = loc;
+            c->o_type[r] = t;
+        }
         r++;
     }
     c->o_rows = r;
@@ -198,4 +204,80 @@ int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64
     c->t_rows = t;
     c->b_rows = b;
     return 0;
+}
+
+void fh_hist_sort_dest(const uint16_t *key, const uint16_t *loc, uint64_t n, uint64_t *count, int64_t *dest)
+{
+    memset(count, 0, 65536 * sizeof *count);
+    for (uint64_t i = 0; i < n; i++)
+        count[key[loc[i]]]++;
+    uint64_t at = 0;
+    for (uint32_t k = 0; k < 65536; k++) {
+        uint64_t c = count[k];
+        count[k] = at;
+        at += c;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        dest[i] = (int64_t)count[key[loc[i]]]++;
+}
+
+int fh_hist_codes(const uint8_t *v, uint64_t n, const uint8_t *isnull, uint8_t *dict, int32_t *idx, uint8_t *valid,
+                  uint64_t *nulls)
+{
+    uint8_t seen[256] = { 0 };
+    for (uint64_t i = 0; i < n; i++)
+        seen[v[i]] = 1;
+    int32_t map[256];
+    int k = 0;
+    for (int c = 0; c < 256; c++) {
+        map[c] = 0;
+        if (seen[c] && !isnull[c]) {
+            map[c] = k;
+            dict[k++] = (uint8_t)c;
+        }
+    }
+    uint64_t bad = 0;
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint8_t bits = 0;
+        for (int b = 0; b < 8; b++) {
+            uint8_t c = v[i + b];
+            idx[i + b] = map[c];
+            bits |= (uint8_t)(!isnull[c] << b);
+        }
+        valid[i / 8] = bits;
+        bad += 8 - (uint64_t)__builtin_popcount(bits);
+    }
+    if (i < n) {
+        uint8_t bits = 0;
+        for (int b = 0; i + b < n; b++) {
+            uint8_t c = v[i + b];
+            idx[i + b] = map[c];
+            bits |= (uint8_t)(!isnull[c] << b);
+            bad += isnull[c] != 0;
+        }
+        valid[i / 8] = bits;
+    }
+    *nulls = bad;
+    return k;
+}
+
+uint64_t fh_hist_valid(const uint8_t *typ, uint64_t n, const uint8_t *has, uint8_t *valid)
+{
+    uint64_t ok = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint8_t bits = 0;
+        for (int b = 0; b < 8; b++)
+            bits |= (uint8_t)((has[typ[i + b]] != 0) << b);
+        valid[i / 8] = bits;
+        ok += (uint64_t)__builtin_popcount(bits);
+    }
+    if (i < n) {
+        uint8_t bits = 0;
+        for (int b = 0; i + b < n; b++)
+            bits |= (uint8_t)((has[typ[i + b]] != 0) << b);
+        valid[i / 8] = bits;
+        ok += (uint64_t)__builtin_popcount(bits);
+    }
+    return n - ok;
 }

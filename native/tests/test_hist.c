@@ -32,7 +32,11 @@ static void test_decode(void)
     for (int k = 0; k < 5; k++)
         col[k] = malloc(n * 8);
     uint8_t *o_side = malloc(n), *o_print = malloc(n), *o_mpid = malloc(n * 4);
-    fh_hist_cols_t c = { ts, loc, type, o_idx, col[0], col[1], col[2], col[3], col[4], o_side, o_print, o_mpid, 0 };
+    uint64_t *o_ts = malloc(n * 8);
+    uint16_t *o_loc = malloc(n * 2);
+    uint8_t *o_type = malloc(n);
+    fh_hist_cols_t c = { ts, loc, type, o_idx, col[0], col[1], col[2], col[3], col[4], o_side, o_print, o_mpid, 0,
+                         o_ts, o_loc, o_type };
     uint8_t *symbols = calloc(65536, 8);
     uint64_t cap = 16;
     uint8_t *sides = calloc(cap, 1);
@@ -68,6 +72,9 @@ static void test_decode(void)
         if (!fh_itch_len[t] || l < fh_itch_len[t] || !strchr("AFECXDU", t))
             continue;
         CHECK_EQ(o_idx[r], i);
+        CHECK_EQ(o_ts[r], ts[i]);
+        CHECK_EQ(o_loc[r], loc[i]);
+        CHECK_EQ(o_type[r], type[i]);
         uint64_t ref = fh_be64(m + 11);
         CHECK_EQ((uint64_t)col[0][r], ref);
         uint8_t want_side;
@@ -112,12 +119,81 @@ static void test_decode(void)
     for (int k = 0; k < 5; k++)
         free(col[k]);
     free(o_idx);
+    free(o_type);
+    free(o_loc);
+    free(o_ts);
     free(type);
     free(loc);
     free(ts);
     free(off);
     free(orig);
     fh_synth_free(day);
+}
+
+/* The writer's helpers against their definitions, on random rows (a length that is not a multiple of 8, so the
+ * bitmaps' last byte is a partial one). */
+static void test_writer_columns(void)
+{
+    enum { N = 100003 };
+    static uint16_t key[65536], loc[N];
+    static uint64_t count[65536];
+    static int64_t dest[N];
+    static uint8_t v[N], typ[N], valid[(N + 7) / 8];
+    static int32_t idx[N];
+    uint64_t r = 88172645463325252ull;
+#define NEXT() (r ^= r << 13, r ^= r >> 7, r ^= r << 17, r)
+    for (uint32_t k = 0; k < 65536; k++)
+        key[k] = (uint16_t)(NEXT() % 500); /* ties between locates too */
+    for (int i = 0; i < N; i++) {
+        loc[i] = (uint16_t)(NEXT() % 3000);
+        v[i] = (uint8_t)"\0 ABSXY\xe9"[NEXT() % 8];
+        typ[i] = (uint8_t)"AFECXDUP"[NEXT() % 8];
+    }
+    fh_hist_sort_dest(key, loc, N, count, dest);
+    static int64_t at[N];
+    static uint8_t hit[N];
+    for (int i = 0; i < N; i++) {
+        CHECK(dest[i] >= 0 && dest[i] < N && !hit[dest[i]]); /* a permutation */
+        hit[dest[i]] = 1;
+        at[dest[i]] = i;
+    }
+    for (int j = 1; j < N; j++) { /* sorted by key, stable */
+        uint16_t a = key[loc[at[j - 1]]], b = key[loc[at[j]]];
+        CHECK(a < b || (a == b && at[j - 1] < at[j]));
+    }
+    uint8_t isnull[256] = { 0 }, dict[256];
+    isnull[0] = isnull[' '] = 1;
+    uint64_t nulls = 99;
+    int k = fh_hist_codes(v, N, isnull, dict, idx, valid, &nulls);
+    CHECK_EQ(k, 6);
+    CHECK(memcmp(dict, "ABSXY", 5) == 0 && dict[5] == 0xe9);
+    uint64_t want = 0;
+    for (int i = 0; i < N; i++) {
+        int ok = (valid[i / 8] >> (i % 8)) & 1;
+        CHECK_EQ(ok, !isnull[v[i]]);
+        want += !ok;
+        if (ok)
+            CHECK_EQ(dict[idx[i]], v[i]);
+        else
+            CHECK_EQ(idx[i], 0);
+    }
+    CHECK_EQ(nulls, want);
+    CHECK_EQ(valid[N / 8] >> (N % 8), 0);
+    uint8_t has[256] = { 0 };
+    has['A'] = has['F'] = has['U'] = 1;
+    memset(valid, 0xff, sizeof valid);
+    uint64_t bad = fh_hist_valid(typ, N, has, valid);
+    want = 0;
+    for (int i = 0; i < N; i++) {
+        int ok = (valid[i / 8] >> (i % 8)) & 1;
+        CHECK_EQ(ok, has[typ[i]]);
+        want += !ok;
+    }
+    CHECK_EQ(bad, want);
+    CHECK_EQ(valid[N / 8] >> (N % 8), 0);
+    CHECK_EQ(fh_hist_codes(v, 0, isnull, dict, idx, valid, &nulls), 0);
+    CHECK_EQ(nulls, 0);
+#undef NEXT
 }
 
 static void test_gw_format(void)
@@ -158,6 +234,7 @@ static void test_gw_format(void)
 int main(void)
 {
     test_decode();
+    test_writer_columns();
     test_gw_format();
     if (test_failures) {
         fprintf(stderr, "test_hist: %d failures\n", test_failures);

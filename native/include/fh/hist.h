@@ -35,6 +35,11 @@ typedef struct fh_hist_cols {
     uint8_t *o_printable;   /* C: its printable flag; others 0 */
     uint8_t *o_mpid;        /* 4 bytes a row; F: its attribution; others zero */
     uint64_t o_rows;        /* rows written so far (the caller sets 0 before the first call of a run) */
+    /* optional, NULL: not written. The message's header columns again per order row (what ts, locate and type
+     * hold at o_idx), so that the caller need not gather them */
+    uint64_t *o_ts;
+    uint16_t *o_locate;
+    uint8_t *o_type;
 } fh_hist_cols_t;
 
 /* Decode messages start .. n - 1 of the run in buf (off[i]: the offset of message i, after its 2-byte
@@ -71,5 +76,25 @@ typedef struct fh_hist_ev_cols {
 int fh_hist_events(const fh_hist_state_t *st, const fh_shm_event_t *ring, uint64_t mask, uint64_t from, uint64_t to,
                    uint64_t first, uint64_t n, const uint64_t *seq, const uint64_t *ts, const int64_t *recv,
                    const uint8_t *typ, const uint8_t *buf, const uint32_t *off, fh_hist_ev_cols_t *c);
+
+/* The writer's side (handler/history/writer.py): a partition's rows put in symbol order and its columns made
+ * into Arrow arrays without a Python object or a temporary array per row. Arrow's validity bitmaps: (n + 7) / 8
+ * bytes, bit i (least significant first) set when row i is valid, the bits past n zero. */
+
+/* A stable counting sort of n rows by key[loc[i]] (a 16-bit key per locate, e.g. the rank of its symbol):
+ * dest[i] is row i's place in the sorted order (rows of one key keep their order). count: 65536 entries of
+ * scratch. */
+void fh_hist_sort_dest(const uint16_t *key, const uint16_t *loc, uint64_t n, uint64_t *count, int64_t *dest);
+
+/* A one-byte column (codes v) as the indices of a dictionary: the distinct codes of its rows, those with
+ * isnull[code] set left out, go to dict in ascending order (returns how many, at most 256); idx[i] is the index
+ * of v[i] in dict (0 for a null row), valid the rows' validity bitmap (null: isnull[v[i]]); *nulls the count of
+ * null rows. */
+int fh_hist_codes(const uint8_t *v, uint64_t n, const uint8_t *isnull, uint8_t *dict, int32_t *idx, uint8_t *valid,
+                  uint64_t *nulls);
+
+/* The validity bitmap of rows whose type (one byte) has has[type] set; returns the count of the other (null)
+ * rows. */
+uint64_t fh_hist_valid(const uint8_t *typ, uint64_t n, const uint8_t *has, uint8_t *valid);
 
 #endif
