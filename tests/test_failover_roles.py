@@ -774,3 +774,111 @@ def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path
         for f in made:
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def _oldest_seq(journal: str) -> int:
+    """The sequence of the oldest MSGS record a journal ring still holds (0: none)."""
+    r = J.JournalRing(journal)
+    try:
+        pos = r.oldest()
+        while True:
+            s, pos, rec = r.read(pos)
+            if s == J.NONE:
+                return 0
+            if s == J.OK and rec.kind == J.MSGS and rec.seq:
+                return rec.seq
+    finally:
+        r.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_fh_run(tmp_path, monkeypatch):
+    """b under fh run as standby (its fh-replicate journal-only, its data plane following that journal). A primary
+    fh-replicate (as fh run starts it: --snapshot-dir from [journal] dir) ships a paced day written into a 1 MiB
+    journal. b's fh-replicate killed mid-day (kill -9): fh run starts it again, and it says in HELLO where its journal
+    stood; by the time a primary connects again the journal has lapped that point, so the primary ships the newest of
+    fh record's snapshots the journal follows, then the journal after it. b's data plane follows the new journal,
+    loads the snapshot in place of the books it had, and ends with the books of a standby that had the whole day:
+    nothing stale, no hole. (Without --snapshot-dir the same run ends stale: "messages lost, books stale".)"""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    small, big = f"/dev/shm/fh-rsl{tag}.journal", f"/dev/shm/fh-rsb{tag}.journal"
+    rseg, rst = f"/dev/shm/fh-rsr{tag}", f"/dev/shm/fh-rsr{tag}.repl"
+    pst = f"/dev/shm/fh-rsp{tag}.repl"
+    made = [small, big, big + ".record", rseg, rseg + ".wake", rseg + ".journal", rst, pst]
+    rec = tmp_path / "rec"
+    procs: list[subprocess.Popen] = []
+
+    def primary(journal: str, port: int, status: str, *extra, err=subprocess.PIPE) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", f"127.0.0.1:{port}",
+                              "--journal", journal, "--name", f"rsp{tag}", "--status", status, "--heartbeat-ms", "50",
+                              *extra], stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(p)
+        return p
+
+    h = _Hosts(tmp_path, monkeypatch)
+    b = h.b
+    try:
+        # the reference: the whole day shipped to a standby with its own segment; fh record's snapshots of it
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", big, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        rport = _port()
+        ref = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", f"127.0.0.1:{rport}",
+                                "--journal", rseg + ".journal", "--journal-mb", "16", "--segment", rseg, "--name",
+                                f"rsr{tag}", "--status", rst, "--max-orders", "1000000", "--max-levels", "400000",
+                                "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(ref)
+        _wait(lambda: _status(rst).get("state") == "connecting", 10, "the reference standby listening")
+        out, err = primary(big, rport, pst, "--exit-when-done").communicate(timeout=60)
+        assert ref.wait(60) == 0, err
+        want = replay.segment_books(rseg)
+        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
+           "20000101")
+        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
+            if int(p.stem.rsplit("-", 1)[1]) > 99500:
+                p.unlink()
+        # b: a standby under fh run, then the day again, paced, into a 1 MiB ring, shipped to it
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, lambda: f"b listening: {h.err(b)[-800:]}")
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", small, "--mb", "1", "--rate", "30000",
+                                 "--delay-ms", "1000"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        p1 = primary(small, h.port[b], pst)
+        _wait(lambda: _status(b).get("messages", 0) >= 10000, 60, lambda: f"b following: {h.err(b)[-800:]}")
+        old = R.read_status(b)["pid"]
+        os.kill(old, signal.SIGKILL)  # b's fh-replicate: fh run starts it again
+        assert p1.wait(30) == 3  # the standby closed the connection (fh run would start the primary's again)
+        _wait(lambda: _status(b).get("pid", old) != old and _status(b).get("state") == "connecting", 30,
+              lambda: f"b's fh-replicate restarted: {h.err(b)[-800:]}")
+        _wait(lambda: "ended at session" in h.err(b), 10, lambda: h.err(b)[-800:])
+        line = [l for l in h.err(b).splitlines() if "ended at session" in l][-1]
+        point = int(line.split(" sequence ")[1].split(":")[0])
+        assert 10000 <= point < 90000, line
+        _wait(lambda: _oldest_seq(small) > point + 1, 30, "the journal lapping b's point")
+        # the primary's fh-replicate again (as fh run starts it), heartbeating until the end: a silent primary would
+        # be a failover (b promoting and taking its own lines)
+        p2err = tmp_path / "p2.err"
+        p2 = primary(small, h.port[b], pst, "--snapshot-dir", str(rec / "snapshots"), err=open(p2err, "w"))
+        assert feed.wait(60) == 0
+        _wait(lambda: h.books(b) == want, 30,
+              lambda: f"b's books: {replay.diff_books(h.books(b), want)} {p2err.read_text()[-800:]} {h.err(b)[-1500:]}")
+        err = p2err.read_text()
+        said = [l for l in err.splitlines() if "no longer reaches back to the standby's point" in l]
+        assert said and "then the journal after it" in said[0] and "books stale" not in err and p2.poll() is None, err
+        from handler.shm import STALE, Reader
+
+        with Reader(f"/dev/shm/fh-{b}") as r:  # no hole was shipped: nothing stale
+            assert not any(r.books[x["locate"]]["status"] == STALE for x in want)
+        sb = h.stop()[b]["standby"]
+        assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["rejoins"] >= 1 and not sb["promoted"], sb
+    finally:
+        h.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in made:
+            if os.path.exists(f):
+                os.unlink(f)
