@@ -15,9 +15,11 @@
  * (fh/journal.h reader, a separate process: the data plane never waits for it) and ships each record as a
  * frame: fh_repl_frame_t
  * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
- * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
- * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
- * ring's end (the rest of the lap is skipped). Flow control: at most --max-outstanding writes without a
+ * (header and body), 8-byte aligned, built in the primary's registered staging ring at the offset it will have
+ * in the standby's ring. The records ready go in one fi_writedata (a run of frames, up to --write-kb, never past
+ * the ring's end); the CQ data is the offset / 8 of the run's last frame, and the standby walks the frames from
+ * where the previous write ended to that one. A frame never straddles the ring's end (the rest of the lap is
+ * skipped, on both sides). Flow control: at most --max-outstanding writes without a
  * local completion, and at most a ring of bytes not acknowledged by the standby (ACK: the logical position
  * applied up to, frames and messages applied), so a write never lands on a frame the standby has not
  * applied. Control messages (HELLO, ACK, HEARTBEAT, REFUSED, BYE) are plain sends into posted receives.
