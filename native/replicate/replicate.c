@@ -1163,6 +1163,7 @@ next_primary:
             uint64_t last_off = (rx[i].data << 3) & (c.ring_bytes - 1);
             fh_fab_rx_done(&f, &rx[i]);
             writes++;
+            int told = 0; /* REFUSED sent for this write (once: the primary stops at the first) */
             for (int end = 0; !end;) {
                 uint64_t at = lpos, off = at & (c.ring_bytes - 1);
                 if (c.ring_bytes - off < FRAME_MAX)
@@ -1196,7 +1197,8 @@ next_primary:
                     refused++;
                     st->refused_epoch = refused;
                     fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 }, 0, 0 };
-                    send_ctl(&f, &no);
+                    if (!told++)
+                        send_ctl(&f, &no);
                     lpos = fr->lpos + fr->size; /* consumed, not applied */
                     continue;
                 }
