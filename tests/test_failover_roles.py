@@ -143,6 +143,72 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
                 os.unlink(f)
 
 
+def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
+    """A host with no listen address of its own joins as standby by connecting to its peer: fh-replicate --role
+    standby --peer (no --listen) connects to the primary's guard, which ships the data plane's journal
+    (--ship-journal) over that connection as a primary would. Killed mid-stream and started again on the same
+    journal, the standby connects again and resumes after its last message: its journal then holds every message
+    of the primary's exactly once, in order (the first journal's and the second's)."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, gj, sj = (f"/dev/shm/fh-cj-{tag}.journal", f"/dev/shm/fh-cjg-{tag}.journal",
+                       f"/dev/shm/fh-cjs-{tag}.journal")
+    st_g, st_s = f"/dev/shm/fh-cjg-{tag}.repl", f"/dev/shm/fh-cjs-{tag}.repl"
+    addr = f"127.0.0.1:{_port()}"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    procs: list[subprocess.Popen] = []
+
+    def standby(err) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--peer", addr, "--journal", sj,
+                              "--journal-mb", "64", "--name", f"cjs-{tag}", "--status", st_s, "--epoch", "1",
+                              "--ring-mb", "4"], stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(p)
+        return p
+
+    try:
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "60000",
+                                 "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        guard = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr,
+                                  "--journal", gj, "--journal-mb", "16", "--ship-journal", journal, "--name",
+                                  f"cjg-{tag}", "--status", st_g, "--epoch", "2", "--heartbeat-ms", "20"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(guard)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        s1 = standby(subprocess.DEVNULL)
+        _wait(lambda: _status(st_s).get("messages", 0) >= 30000, 30, "the guard shipping to the standby")
+        s1.kill()  # its fh-replicate dies mid-stream
+        s1.wait()
+        first = _messages(sj)  # (the restarted one writes a new journal at the path, after where this one ended)
+        s2 = standby(subprocess.PIPE)
+        assert feed.wait(60) == 0
+        _wait(lambda: _status(st_s).get("messages", 0) > 0 and _messages(sj)[-1:] == _messages(journal)[-1:], 30,
+              "the restarted standby up to the primary's last message")
+        s2.send_signal(signal.SIGTERM)
+        o, e = s2.communicate(timeout=30)
+        assert s2.returncode == 0, e
+        assert "standby connecting to the primary at" in e and "ended at session" in e, e
+        mine, theirs = first + _messages(sj), _messages(journal)
+        assert len(theirs) == 100000 and mine == theirs  # each message once, in order: nothing lost or repeated
+        fig = json.loads(o.splitlines()[-1])
+        assert fig["messages"] == 100000 - len(first) and fig["epoch"] == 2, fig  # what it lacked, at epoch 2
+        guard.send_signal(signal.SIGTERM)
+        o, e = guard.communicate(timeout=30)
+        said = [l for l in e.splitlines() if "a standby connected to this primary" in l]
+        assert len(said) == 2 and journal in said[0] and "epoch 2" in said[0], e
+        assert "the standby holds session" in e and "resuming after it" in e, e
+        assert _messages(gj) == []  # the guard applied nothing: this host is the primary
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (journal, gj, sj, st_g, st_s):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 def test_two_primaries_meet_a_guard():
     """Two primaries (split brain): a primary's guard (fh-replicate --role standby --guard, as fh run runs it on a
     primary's listen address) says in its HELLO that this host is primary. A probe learns the peer's role and epoch

@@ -104,6 +104,7 @@ typedef struct fh_repl_ctl {
     uint32_t flags, pad; /* HELLO: HELLO_PRIMARY, the listener is a primary (a guard, or a promoted standby) */
 } fh_repl_ctl_t;
 #define HELLO_PRIMARY 1u
+#define HELLO_JOIN 2u /* from a standby that connected (--peer, no --listen): ship to it over this connection */
 _Static_assert(sizeof(fh_repl_ctl_t) <= FH_FAB_CTL_SIZE, "a control message fits its slot");
 
 /* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
@@ -158,6 +159,7 @@ typedef struct opts {
     int guard, wins_ties, probe; /* split brain: docs/replication.md, "Two primaries" */
     const char *snapshot_dir;    /* primary: the newest sound snapshot here that the journal reaches, when needed */
     const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
+    const char *ship_journal; /* guard: the data plane's journal, shipped to a standby that connects (HELLO_JOIN) */
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -371,33 +373,37 @@ static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snap
     return 0;
 }
 
-static int primary(const opts_t *o)
+/* The primary: connect to --peer, read the standby's HELLO, ship --journal. Or (given: a guard on this primary's
+ * listen address, a standby having connected to it and said HELLO with HELLO_JOIN) ship --ship-journal over that
+ * connection, given_hello the standby's, given_st the guard's status; the connection is left to the caller. */
+static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello, fh_repl_status_t *given_st)
 {
     char host[256], port[32];
-    if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
+    const char *jpath = given ? o->ship_journal : o->journal;
+    if (!given && split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
         return 2;
-    if (o->probe)
+    if (!given && o->probe)
         return probe(o, host, port);
     fh_journal_reader_t jr;
     int rc;
     /* the data plane may be starting: wait for its journal as long as for the standby */
     for (uint64_t t0 = now_ns();;) {
-        rc = fh_journal_join(&jr, o->journal);
+        rc = fh_journal_join(&jr, jpath);
         if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
     }
     if (rc) {
-        fprintf(stderr, "fh-replicate: journal %s: %s\n", o->journal,
+        fprintf(stderr, "fh-replicate: journal %s: %s\n", jpath,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
                 : rc == -EPROTO ? "not an fh journal of this layout version" : strerror(-rc));
         return 2;
     }
-    fh_repl_status_t *st = status_map(o, "primary");
+    fh_repl_status_t *st = given ? given_st : status_map(o, "primary");
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
-    fh_fab_t f;
-    memset(&f, 0, sizeof f);
+    fh_fab_t f0, *fp = given ? given : &f0;
+    memset(&f0, 0, sizeof f0);
     uint8_t *snap = NULL, *stage = NULL;
     fh_fab_mr_t smr = { 0 };
     fh_fab_op_t *ops = NULL;
@@ -405,12 +411,14 @@ static int primary(const opts_t *o)
     /* a standby that is still starting (fh run starts both hosts at once): refused is tried again, every 100 ms,
      * for as long as the connect timeout; then its HELLO: its ring */
     fh_repl_ctl_t hello;
-    if (connect_hello(o, &f, host, port, &hello)) {
+    if (given)
+        hello = *given_hello;
+    else if (connect_hello(o, fp, host, port, &hello)) {
         st->state = ST_FAILED;
         { ret = 3; goto out; }
     }
-    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
-    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    snprintf(st->provider, sizeof st->provider, "%s", fp->provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", fp->fabric_name);
     /* A primary listens there (the peer's guard, or a promoted standby): two primaries. The newer epoch goes on, on
      * a tie the host with --wins-ties; the other ships nothing and stops fenced (fh run makes its host standby). */
     if (hello.flags & HELLO_PRIMARY) {
@@ -489,7 +497,7 @@ static int primary(const opts_t *o)
         { ret = 2; goto out; }
     }
     memset(stage, 0, ring);
-    if (fh_fab_reg(&f, stage, ring, FI_WRITE, &smr)) {
+    if (fh_fab_reg(fp, stage, ring, FI_WRITE, &smr)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         { ret = 3; goto out; }
     }
@@ -509,8 +517,8 @@ static int primary(const opts_t *o)
     uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
     /* a run's bytes: --write-kb (0: one record a write), at most a quarter of the ring and what one message of
      * the provider carries (ep_attr->max_msg_size), less a frame (a run stops once it reaches the cap) */
-    uint64_t wmax = (uint64_t)o->write_kb << 10, writes = 0, pmax = f.info && f.info->ep_attr ?
-                    f.info->ep_attr->max_msg_size : 0;
+    uint64_t wmax = (uint64_t)o->write_kb << 10, writes = 0, pmax = fp->info && fp->info->ep_attr ?
+                    fp->info->ep_attr->max_msg_size : 0;
     if (wmax > ring / 4)
         wmax = ring / 4;
     if (pmax && wmax + FRAME_MAX > pmax)
@@ -534,7 +542,7 @@ static int primary(const opts_t *o)
          * completions still come in */
         int ship_first = nfree > 0 && shipped_first < 4 && fh_journal_head(&jr) != pos;
         shipped_first = ship_first ? shipped_first + 1 : 0;
-        int nd = ship_first ? 0 : fh_fab_poll_tx(&f, done, 64);
+        int nd = ship_first ? 0 : fh_fab_poll_tx(fp, done, 64);
         if (nd == -2 && bye_sent)
             break; /* the standby has everything and has gone: done */
         if (nd < 0) {
@@ -546,7 +554,7 @@ static int primary(const opts_t *o)
             freeop[nfree++] = done[i]->slot;
         busy |= nd > 0;
         fh_fab_rx_t rx[16];
-        int nr = ship_first ? 0 : fh_fab_poll_rx(&f, rx, 16);
+        int nr = ship_first ? 0 : fh_fab_poll_rx(fp, rx, 16);
         if (nr == -2 && bye_sent)
             break;
         if (nr < 0) {
@@ -559,7 +567,7 @@ static int primary(const opts_t *o)
             fh_repl_ctl_t m = { 0 };
             if (!rx[i].write && rx[i].len >= sizeof m)
                 memcpy(&m, rx[i].msg, sizeof m);
-            fh_fab_rx_done(&f, &rx[i]);
+            fh_fab_rx_done(fp, &rx[i]);
             if (m.type == CTL_ACK) {
                 acked = m.a, acked_frames = m.b, acked_msgs = m.c;
                 st->last_ack_ns = now_ns();
@@ -670,7 +678,7 @@ static int primary(const opts_t *o)
             }
             int slot = freeop[--nfree];
             for (;;) {
-                int wr = fh_fab_write(&f, stage + (run & mask), wpos - run, &smr, raddr + (run & mask), rkey,
+                int wr = fh_fab_write(fp, stage + (run & mask), wpos - run, &smr, raddr + (run & mask), rkey,
                                       (last & mask) >> 3, &ops[slot]);
                 if (!wr)
                     break;
@@ -679,7 +687,7 @@ static int primary(const opts_t *o)
                     ret = 3;
                     goto out;
                 }
-                int n2 = fh_fab_poll_tx(&f, done, 64);
+                int n2 = fh_fab_poll_tx(fp, done, 64);
                 for (int i = 0; i < n2; i++)
                     freeop[nfree++] = done[i]->slot;
             }
@@ -691,21 +699,21 @@ static int primary(const opts_t *o)
          * crashed) and everything it wrote is shipped, no more (unless --exit-when-done: then BYE follows), so
          * that a standby with --promote-on-silence takes over after its failover timeout. */
         if (now - last_hb >= hb_ns && !writer_gone && !o->exit_when_done && pos == fh_journal_head(&jr) &&
-            fh_journal_writer_alive(o->journal) == 0) {
+            fh_journal_writer_alive(jpath) == 0) {
             writer_gone = 1;
             fprintf(stderr, "fh-replicate: the data plane writing %s is gone: no more heartbeats (a standby with "
-                            "--promote-on-silence takes over after its failover timeout)\n", o->journal);
+                            "--promote-on-silence takes over after its failover timeout)\n", jpath);
         }
         if (now - last_hb >= hb_ns && !writer_gone) {
             fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs, { 0 }, 0, 0 };
-            int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
+            int hr = fh_fab_send(fp, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
                 fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
                 ret = 3;
                 break;
             }
             last_hb = now;
-            if (fh_fab_peer_gone(&f)) {
+            if (fh_fab_peer_gone(fp)) {
                 fprintf(stderr, "fh-replicate: the standby closed the connection\n");
                 st->state = ST_FAILED;
                 ret = 3;
@@ -717,10 +725,10 @@ static int primary(const opts_t *o)
         st->journal_pos = pos, st->journal_head = fh_journal_head(&jr), st->updated_ns = now;
         /* (the writer's flock is asked at most every 1 ms: three syscalls, not in every idle poll) */
         if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done && now - alive_at >= 1000000 &&
-            (alive_at = now, fh_journal_writer_alive(o->journal) == 0)) {
+            (alive_at = now, fh_journal_writer_alive(jpath) == 0)) {
             if (!bye_sent) {
                 fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 }, 0, 0 };
-                if (send_ctl(&f, &bye))
+                if (send_ctl(fp, &bye))
                     break;
                 bye_sent = 1;
                 continue; /* let the send complete */
@@ -736,12 +744,13 @@ out:
         printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"bytes\": %" PRIu64 ", \"acked_frames\": %" PRIu64 ", \"acked_messages\": %" PRIu64 ", \"overruns\": %" PRIu64
            ", \"writes\": %" PRIu64 ", \"write_max\": %" PRIu64 ", \"cpu_s\": %.3f, \"exit\": %d}\n",
-           f.provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, writes, wmax, cpu_s(), ret);
+           fp->provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, writes, wmax, cpu_s(), ret);
     fflush(stdout);
     if (streaming)
         usleep(20000); /* the BYE on its way before the connection closes */
     fh_fab_dereg(&smr);
-    fh_fab_close(&f);
+    if (!given)
+        fh_fab_close(fp);
     fh_journal_leave(&jr);
     free(stage);
     free(snap);
@@ -749,6 +758,8 @@ out:
     free(freeop);
     return ret;
 }
+
+static int primary(const opts_t *o) { return primary_on(o, NULL, NULL, NULL); }
 
 /* ---- standby ------------------------------------------------------------------------------------------ */
 
@@ -958,8 +969,16 @@ static int guard_yields(const opts_t *o, int *guard, uint32_t theirs, uint32_t m
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
-    if (split_hostport(o->listen, host, sizeof host, port, sizeof port, "--listen"))
+    /* --listen: a primary connects to this standby; else --peer: this standby connects to the primary (a host that
+     * has no listen address of its own; the primary's guard ships to it) */
+    const char *where = o->listen ? o->listen : o->peer;
+    int connecting = !o->listen;
+    if (split_hostport(where, host, sizeof host, port, sizeof port, o->listen ? "--listen" : "--peer"))
         return 2;
+    if (connecting && o->guard) {
+        fprintf(stderr, "fh-replicate: --guard listens (--listen HOST:PORT): a guard does not connect\n");
+        return 2;
+    }
     if (!o->journal) {
         fprintf(stderr, "fh-replicate: the standby needs --journal PATH (its own journal) and --segment PATH (its books), "
                         "or no --segment when its data plane follows the journal (fh-dataplane --standby PATH)\n");
@@ -1011,8 +1030,9 @@ static int standby(const opts_t *o)
     fh_repl_status_t *st = status_map(o, "standby");
     st->ring_bytes = c.ring_bytes;
     fh_fab_t f;
+    memset(&f, 0, sizeof f);
     int ret = 0;
-    if (fh_fab_listen(&f, o->provider, host, port)) {
+    if (!connecting && fh_fab_listen(&f, o->provider, host, port)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         ret = 3;
         goto done;
@@ -1025,8 +1045,12 @@ static int standby(const opts_t *o)
     st->state = guard ? ST_GUARDING : ST_CONNECTING; /* listening: a primary may connect now */
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
-    fprintf(stderr, "fh-replicate: %s listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n",
-            guard ? "guard of a primary" : "standby", o->listen, f.provider, f.fabric_name, o->ring_mb, o->epoch);
+    if (connecting)
+        fprintf(stderr, "fh-replicate: standby connecting to the primary at %s (provider %s), ring %u MiB, epoch %u\n",
+                where, o->provider, o->ring_mb, o->epoch);
+    else
+        fprintf(stderr, "fh-replicate: %s listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n",
+                guard ? "guard of a primary" : "standby", o->listen, f.provider, f.fabric_name, o->ring_mb, o->epoch);
     uint32_t epoch = o->epoch;
     uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0, writes = 0, ack_lpos = 0;
     uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
@@ -1044,6 +1068,8 @@ static int standby(const opts_t *o)
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0, had_primary = 0, heard = 0; /* heard: a heartbeat or a record of a primary */
     int conn_heard = 0; /* ... on this connection */
+    int joined = 0;     /* a standby's HELLO (HELLO_JOIN) on this connection: a guard ships to it */
+    fh_repl_ctl_t join = { 0 };
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
@@ -1065,10 +1091,32 @@ next_primary:
                                    o->failover_timeout_ms);
         if (quit || (had_primary && o->exit_when_done))
             goto finished;
-        int ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
+        int ar;
+        if (!connecting)
+            ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
+        else if (fh_fab_connect(&f, o->provider, host, port, 1000)) { /* nothing there (yet): again in 100 ms */
+            if (!(k % 50) || !strstr(fh_fab_err(), "refused")) /* said every 5 s */
+                fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+            nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+            ar = 1;
+        } else if (register_ring(&f, &c)) {
+            ar = -1;
+        } else {
+            ar = 0;
+            snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+            snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+        }
         if (!ar)
             break;
-        if (ar < 0) { /* a connection request that failed (not a primary of ours?): said, and the next awaited */
+        if (ar < 0 && connecting) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            fh_fab_dereg(&c.rmr);
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+            nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+        } else if (ar < 0) { /* a connection request that failed (not a primary of ours?): said, and the next awaited */
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
             fh_fab_dereg(&c.rmr);
             fh_fab_hangup(&f);
@@ -1082,7 +1130,7 @@ next_primary:
     /* HELLO: the ring, the epoch, and where this standby's journal stands, so that a primary ships what follows
      * (the records before it are skipped, here too: a record across it gives its tail only) */
     fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, pm.next_seq, { 0 },
-                            guard || promoted ? HELLO_PRIMARY : 0, 0 };
+                            (guard || promoted ? HELLO_PRIMARY : 0) | (connecting ? HELLO_JOIN : 0), 0 };
     memcpy(hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
     if (send_ctl(&f, &hello)) {
         fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
@@ -1155,6 +1203,8 @@ next_primary:
                 } else if (m.type == CTL_BYE) {
                     bye = o->exit_when_done;
                     primary_msgs = m.c;
+                } else if (m.type == CTL_HELLO && (m.flags & HELLO_JOIN) && !joined) {
+                    join = m, joined = 1; /* a standby connected to this host: shipped to below, if a guard */
                 }
                 continue;
             }
@@ -1300,6 +1350,24 @@ next_primary:
                     unacked = 0, ack_lpos = lpos;
             }
         }
+        if (joined) {
+            /* A standby with no listen address of its own connected to this host and asks for the journal: a guard
+             * (this host the primary) ships the data plane's (--ship-journal) over this connection, as a primary
+             * would, until it closes; anything else says why not (that standby waits, and tries again) */
+            joined = 0;
+            if (guard && o->ship_journal && !promoted) {
+                fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen address): "
+                                "shipping %s to it at epoch %u\n", o->ship_journal, epoch);
+                int pr = primary_on(o, &f, &join, st);
+                fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d): listening again\n", pr);
+                st->state = ST_GUARDING;
+                gone = 1;
+                break;
+            }
+            fprintf(stderr, "fh-replicate: a standby connected to this host, which %s: nothing shipped to it\n",
+                    !guard ? "is not a primary's guard" : promoted ? "was promoted (fh run ships from a guard)"
+                                                              : "has no --ship-journal");
+        }
         if (nr == 0) {
             /* Idle: acknowledge what is applied (at most every 100 µs: not a send per record when the records
              * come one at a time), and the signs of life for readers and followers (every 1 ms) */
@@ -1339,7 +1407,11 @@ next_primary:
     st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_PEER_SILENT;
     if (gone && !ret && !quit && !o->exit_when_done) { /* the connection closed: await the next primary */
         fh_fab_dereg(&c.rmr);
-        fh_fab_hangup(&f);
+        if (connecting) {
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+        } else
+            fh_fab_hangup(&f);
         goto next_primary;
     }
 finished:
@@ -1398,7 +1470,9 @@ static void usage(void)
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
             "       two primaries (fh run): primary [--probe (what listens at --peer: a JSON line, nothing shipped)]\n"
             "                    [--snapshot-dir DIR (the newest *.snap the journal follows, for a lapped standby)];\n"
-            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)];\n"
+            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)]\n"
+            "                    [--ship-journal PATH (a guard: ship this journal to a standby that connects)];\n"
+            "                    standby --peer HOST:PORT instead of --listen: it connects to the primary's guard\n"
             "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
@@ -1419,6 +1493,7 @@ int main(int argc, char **argv)
         { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' },
         { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { "guard", 0, 0, 'G' },
         { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { "write-kb", 1, 0, 'K' },
+        { "ship-journal", 1, 0, 'H' },
         { 0, 0, 0, 0 }
     };
     int ch;
@@ -1463,6 +1538,7 @@ int main(int argc, char **argv)
         case 'Q': o.probe = 1; break;
         case 'Y': o.snapshot_dir = optarg; break;
         case 'K': bad = parse_u32(optarg, &o.write_kb, "--write-kb"); break;
+        case 'H': o.ship_journal = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
@@ -1514,7 +1590,7 @@ int main(int argc, char **argv)
     signal(SIGUSR2, on_unguard);
     if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
-    if (o.role && !strcmp(o.role, "standby") && o.listen)
+    if (o.role && !strcmp(o.role, "standby") && (o.listen || o.peer))
         return standby(&o);
     usage();
     return 2;
