@@ -948,3 +948,60 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
         for f in made:
             if os.path.exists(f):
                 os.unlink(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path, monkeypatch):
+    """a configured primary with no listen address, b its standby. a's host dies; b promotes to epoch 2 (its guard on
+    its listen address, given its data plane's journal). a restarted with its configuration unchanged runs as
+    primary (no listen: nothing to probe with), its fh-replicate meets b's guard and is fenced; a is demoted, and
+    with no address to listen on, its standby fh-replicate connects to b, whose guard ships b's journal over that
+    connection: a's books then equal b's, a applying none of its own lines. a restarted again (its state: standby)
+    is a standby from the start, connecting likewise."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
+    assert config_of(h.cfg[a]).replication.listen is None
+    try:
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        h.run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
+              lambda: f"b following a: {h.err(a)[-500:]}")
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        for pid in (R.read_status(a)["pid"], dp_a, h.procs[a].pid):  # a's host dies
+            os.kill(pid, signal.SIGKILL)
+        h.procs[a].wait()
+        _wait(lambda: not R.pid_alive(dp_a), 30, "a's data plane gone")
+        _wait(lambda: h.state(b).get("role") == "primary" and h.state(b).get("epoch") == 2, 30,
+              lambda: f"b promoted: {h.err(b)[-800:]}")
+        h.run(a)  # its configuration still says primary, with no listen address
+        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a demoted: {h.err(a)[-1500:]}")
+        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "fenced" in line[0] and "connects to the peer" in line[0], h.err(a)[-1500:]
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        assert "left running" not in h.err(a) and "cannot be its standby" not in h.err(a)
+        _wait(lambda: h.state(a)["epoch"] == 2, 10, "a adopting b's epoch")  # (fenced: learnt from b's heartbeat)
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["epoch"] == 2 and ra["state"] == "streaming", ra
+        assert len([l for l in h.err(b).splitlines() if "a standby connected to this primary" in l]) == 1
+        assert "demoted" not in h.err(b) and h.state(b)["role"] == "primary", h.err(b)[-1500:]
+        assert _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") == "guarding"
+        # a restarted now: its state says standby, and with no listen address it is one by connecting, from the start
+        old = ra["pid"]
+        h.procs[a].send_signal(signal.SIGTERM)
+        assert h.procs[a].wait(60) == 0, h.err(a)[-800:]
+        h.run(a)
+        _wait(lambda: _status(a).get("pid", old) != old and _status(a).get("messages") == 40000, 60,
+              lambda: f"a again, standby from the start: {h.err(a)[-800:]}")
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 30, "a's books from b again")
+        assert "demoted" not in h.err(a) and "running as the configured" not in h.err(a), h.err(a)[-800:]
+        assert "demoted" not in h.err(b) and "promoted (" not in h.err(a) and h.state(b)["role"] == "primary"
+        stats = h.stop()
+        sb = stats[a]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[a]["messages_applied"] == 0, sb
+    finally:
+        h.close()

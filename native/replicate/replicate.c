@@ -399,7 +399,11 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
                 : rc == -EPROTO ? "not an fh journal of this layout version" : strerror(-rc));
         return 2;
     }
-    fh_repl_status_t *st = given ? given_st : status_map(o, "primary");
+    /* a guard's own status keeps saying guarding (fh run reads a guard that streams as one that yielded): the
+     * shipping's figures go to a status of its own, not mapped; its line on stderr says it ships */
+    static fh_repl_status_t shipping;
+    (void)given_st;
+    fh_repl_status_t *st = given ? memset(&shipping, 0, sizeof shipping) : status_map(o, "primary");
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
     fh_fab_t f0, *fp = given ? given : &f0;
