@@ -14,7 +14,10 @@ on loopback:
   restarted peer of a newer epoch; a primary cut off while its standby promoted, demoted (its data plane restarted
   as standby);
 - a lapped standby given the snapshot, then the journal: under fh run (a new standby after a day that lapped a
-  1 MiB journal), and a standby lapped mid-stream (fh-replicate alone)."""
+  1 MiB journal; a standby whose fh-replicate is restarted after the journal lapped its point), and a standby
+  lapped mid-stream (fh-replicate alone);
+- a host without a listen address joins as standby by connecting to its peer's guard: fh-replicate alone, and a
+  fenced primary without listen under fh run."""
 from __future__ import annotations
 
 import json

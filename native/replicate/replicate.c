@@ -6,7 +6,8 @@
  *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--failover-timeout-ms N] [--promote-on-silence] [--exit-when-done] [--status PATH] [--name NAME]
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
- *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard]; both [--wins-ties]
+ *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard [--ship-journal PATH]];
+ *                both [--wins-ties]; a standby with no listen address: --role standby --peer HOST:PORT (it connects)
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
