@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/replication.sh [--idle spin|backoff] [--cores P,S] [--feed-core N] [--rates "R ..."] [--loops N] [ITCH_FILE]:
+# bench/replication.sh [--idle spin|backoff] [--cores P,S] [--feed-core N] [--rates "R ..."] [--loops N]
+#                      [--write-kb N] [ITCH_FILE]:
 # replication lag over libfabric's tcp provider on loopback, split into its parts, with the provider's own
 # one-way latency measured first in the same session as the baseline.
 #
@@ -18,6 +19,8 @@
 #   --idle spin: both roles busy-poll, the primary on core P and the standby on core S (--cores, default 0,1);
 #                the feed writer naps between records on --feed-core (default: the standby's core, where it
 #                only takes time the standby does not need while the record is not shipped yet).
+#   --write-kb N: the primary's cap on one write (the records ready, combined; fh-replicate's default 256 KiB;
+#                0: one record a write, as before the records were combined). Writes a message are reported.
 # Each run is short (LOOPS x the day; 2 M messages are 2 s at 1 M/s). Figures: bench/replication.md.
 #
 # Environment (or the options): RATES (default "100000 1000000 0"), LOOPS (default 20), PROVIDER (default tcp),
@@ -26,7 +29,7 @@ set -euo pipefail
 die() { echo "replication.sh: $*" >&2; exit 1; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDLE=backoff CORES="" FEED_CORE="" RATES=${RATES:-"100000 1000000 0"} LOOPS=${LOOPS:-20} PROVIDER=${PROVIDER:-tcp}
-PING_ROUNDS=${PING_ROUNDS:-20000}
+PING_ROUNDS=${PING_ROUNDS:-20000} WRITE_KB=()
 DAY=$ROOT/pcaps/synth-100k.itch
 while (($#)); do
     case $1 in
@@ -35,7 +38,8 @@ while (($#)); do
         --feed-core) FEED_CORE=${2:?}; shift 2 ;;
         --rates) RATES=${2:?}; shift 2 ;;
         --loops) LOOPS=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --write-kb) WRITE_KB=(--write-kb "${2:?}"); shift 2 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) DAY=$1; shift ;;
     esac
@@ -70,7 +74,8 @@ cleanup() { rm -f /dev/shm/fh-$TAG*; rm -rf "$TMP"; }
 trap cleanup EXIT
 port=$((20000 + $$ % 20000))
 echo "# $(date -u +%FT%TZ) $ncpu cores, load $(cut -d' ' -f1-3 /proc/loadavg), provider $PROVIDER, idle $IDLE$(
-     )${CORES:+ (primary, standby cores $CORES, feed core ${FEED_CORE:-${CORES#*,}})}, $LOOPS x $(basename "$DAY")"
+     )${CORES:+ (primary, standby cores $CORES, feed core ${FEED_CORE:-${CORES#*,}})}, $LOOPS x $(basename "$DAY")$(
+     ), write cap ${WRITE_KB[1]:-default} KiB"
 # the baseline: one write there and one back, both spinning (the provider's own one-way latency)
 "$PING" --provider "$PROVIDER" --port $((port + 1000)) --rounds "$PING_ROUNDS" "${PING_CORES[@]}" > "$TMP/ping" \
     || die "the fabric ping-pong failed"
@@ -83,13 +88,14 @@ for rate in $RATES; do
     sb=$!
     sleep 0.3
     "$REPL" --role primary --provider "$PROVIDER" --peer 127.0.0.1:$port --name $TAG-p --journal /dev/shm/fh-$TAG.journal \
-        --from oldest --exit-when-done --connect-timeout-ms 10000 --idle "$IDLE" "${P_CORE[@]}" \
+        --from oldest --exit-when-done --connect-timeout-ms 10000 --idle "$IDLE" "${P_CORE[@]}" "${WRITE_KB[@]}" \
         > "$TMP/out.primary.$rate" 2>"$TMP/err.primary" &
     pr=$!
     "$FEED" "$DAY" --journal /dev/shm/fh-$TAG.journal --mb 256 --rate "$rate" --loops "$LOOPS" --delay-ms 1000 \
         "${F_CORE[@]}" --trace "$TMP/feed.$rate" > "$TMP/out.feed.$rate"
     wait $pr || die "the primary failed: $(tail -2 "$TMP/err.primary")"
     wait $sb || die "the standby failed: $(tail -2 "$TMP/err.standby")"
+    echo "# rate $rate done $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 python3 - "$TMP" "$RATES" <<'PY'
 import json, struct, sys
@@ -116,7 +122,9 @@ for rate in rates:
     print(f"\n## {name}: feed {feed['messages']:,} messages in {feed['records']:,} records at {feed['rate']:,.0f}/s; "
           f"primary shipped {pri['messages']:,}, acknowledged {pri['acked_messages']:,}; standby applied {sby['messages']:,} "
           f"in {sby['apply_s']:.2f} s ({sby['messages'] / max(sby['apply_s'], 1e-9) / 1e6:.2f} M/s); "
-          f"CPU primary {pri['cpu_s']:.2f} s, standby {sby['cpu_s']:.2f} s; {len(rows):,} records timed")
+          f"CPU primary {pri['cpu_s']:.2f} s, standby {sby['cpu_s']:.2f} s; {len(rows):,} records timed; "
+          f"{pri['writes']:,} writes ({pri['writes'] / max(pri['messages'], 1):.4f} a message, "
+          f"{pri['frames'] / max(pri['writes'], 1):.2f} records a write, cap {pri['write_max']:,} bytes)")
     if not rows:
         continue
     print("| part (µs) | p50 | p90 | p99 | p99.9 | max | mean in the slowest 1 % |")

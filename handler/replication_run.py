@@ -190,8 +190,11 @@ def probe_cmd(cfg: config.Config, epoch: int, timeout_ms: int) -> list[str]:
 
 
 def standby_cmd(cfg: config.Config, epoch: int) -> list[str]:
+    """The standby's fh-replicate: listening on replication.listen for its primary; a host without listen (a
+    fenced primary joining as standby) connects to its peer instead, whose guard ships to it."""
     r = cfg.replication
-    return [R.find_program(), "--role", "standby", "--listen", f"{r.listen[0]}:{r.listen[1]}", "--journal",
+    where = ["--listen", f"{r.listen[0]}:{r.listen[1]}"] if r.listen else ["--peer", f"{r.peer[0]}:{r.peer[1]}"]
+    return [R.find_program(), "--role", "standby", *where, "--journal",
             standby_journal_of(cfg), "--ring-mb", str(r.ring_mb), "--failover-timeout-ms",
             str(r.failover_timeout_ms), "--promote-on-silence", *_common(cfg, epoch)]
 
@@ -272,18 +275,18 @@ class Replication:
         self.role = st["role"] if st else r.role
         why = (f"held {st['role']} at epoch {st['epoch']} before (configured {r.role})" if st
                else f"configured {r.role}")
-        if self.role == "standby" and r.listen is None:
-            self.say(f"last held standby ({st['path'] if st else ''}) but replication.listen is not set: running as "
-                     f"the configured {r.role}")
-            self.role, why = r.role, f"configured {r.role} (no listen address to be a standby on)"
+        if self.role == "standby" and r.listen is None and r.peer is None:
+            self.say(f"last held standby ({st['path'] if st else ''}) but neither replication.listen nor peer is set: "
+                     f"running as the configured {r.role}")
+            self.role, why = r.role, f"configured {r.role} (no listen address to be a standby on, no peer)"
         if self.role == "primary" and r.peer is None:
             self.say("last held primary but replication.peer is not set: running as standby")
             self.role, why = "standby", "held primary before, no peer to ship to"
         if self.role == "primary" or "--restore" not in dataplane_cmd:
             self._fresh_standby_journal()
+        self.journal = _dataplane_journal(dataplane_cmd, cfg)  # (before the guard: it ships it to a joining standby)
         if self.role == "primary" and r.listen is not None:
             self._probe(why)
-        self.journal = _dataplane_journal(dataplane_cmd, cfg)
         if self.role == "primary":  # started once the data plane has created its journal (poll)
             self.cmd = primary_cmd(cfg, self.journal, self.epoch)
             if self.state is None or self.state["role"] != "primary":
@@ -314,7 +317,8 @@ class Replication:
         return s if self.guard is not None and s["pid"] == self.guard.pid else None
 
     def _start_guard(self) -> None:
-        self.guard = self._spawn(guard_cmd(self.cfg, self.epoch))
+        ship = ["--ship-journal", self.journal] if self.journal else []  # to a standby that connects (no listen)
+        self.guard = self._spawn([*guard_cmd(self.cfg, self.epoch), *ship])
         self.guard_next, self.guard_started = None, time.monotonic()
 
     def _stop_guard(self) -> None:
@@ -435,13 +439,10 @@ class Replication:
         self.proc = None
         if rc == FENCED and self.role == "primary":
             self.fenced = True
-            if self.cfg.replication.listen is None:  # no address to be a standby on
-                self.say("fh-replicate was fenced: the peer is primary at a newer epoch, or wins the tie (its line is "
-                         "above); replication.listen is not set, so this host cannot be its standby: not restarted. "
-                         "Its data plane still takes the lines: stop it, or set listen to have it demoted")
-                return True
+            how = "" if self.cfg.replication.listen is not None else \
+                " (no listen address here: its standby fh-replicate connects to the peer, whose guard ships to it)"
             return self._demote(f"fh-replicate (pid {p.pid}) was fenced: the peer at {self.peer} is primary at a "
-                                f"newer epoch, or wins the tie (its line is above)")
+                                f"newer epoch, or wins the tie (its line is above){how}")
         self.say(f"fh-replicate (pid {p.pid}) exited with status {rc} while the data plane runs; starting it again in "
                  f"{self.backoff:g} s (restart {self.restarts + 1})")
         self.next_start = time.monotonic() + self.backoff

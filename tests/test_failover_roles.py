@@ -14,7 +14,10 @@ on loopback:
   restarted peer of a newer epoch; a primary cut off while its standby promoted, demoted (its data plane restarted
   as standby);
 - a lapped standby given the snapshot, then the journal: under fh run (a new standby after a day that lapped a
-  1 MiB journal), and a standby lapped mid-stream (fh-replicate alone)."""
+  1 MiB journal; a standby whose fh-replicate is restarted after the journal lapped its point), and a standby
+  lapped mid-stream (fh-replicate alone);
+- a host without a listen address joins as standby by connecting to its peer's guard: fh-replicate alone, and a
+  fenced primary without listen under fh run."""
 from __future__ import annotations
 
 import json
@@ -139,6 +142,72 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
                 p.kill()
                 p.wait()
         for f in (journal, sj, st_s, st_p):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
+    """A host with no listen address of its own joins as standby by connecting to its peer: fh-replicate --role
+    standby --peer (no --listen) connects to the primary's guard, which ships the data plane's journal
+    (--ship-journal) over that connection as a primary would. Killed mid-stream and started again on the same
+    journal, the standby connects again and resumes after its last message: its journal then holds every message
+    of the primary's exactly once, in order (the first journal's and the second's)."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, gj, sj = (f"/dev/shm/fh-cj-{tag}.journal", f"/dev/shm/fh-cjg-{tag}.journal",
+                       f"/dev/shm/fh-cjs-{tag}.journal")
+    st_g, st_s = f"/dev/shm/fh-cjg-{tag}.repl", f"/dev/shm/fh-cjs-{tag}.repl"
+    addr = f"127.0.0.1:{_port()}"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    procs: list[subprocess.Popen] = []
+
+    def standby(err) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--peer", addr, "--journal", sj,
+                              "--journal-mb", "64", "--name", f"cjs-{tag}", "--status", st_s, "--epoch", "1",
+                              "--ring-mb", "4"], stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(p)
+        return p
+
+    try:
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "60000",
+                                 "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        guard = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr,
+                                  "--journal", gj, "--journal-mb", "16", "--ship-journal", journal, "--name",
+                                  f"cjg-{tag}", "--status", st_g, "--epoch", "2", "--heartbeat-ms", "20"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(guard)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        s1 = standby(subprocess.DEVNULL)
+        _wait(lambda: _status(st_s).get("messages", 0) >= 30000, 30, "the guard shipping to the standby")
+        s1.kill()  # its fh-replicate dies mid-stream
+        s1.wait()
+        first = _messages(sj)  # (the restarted one writes a new journal at the path, after where this one ended)
+        s2 = standby(subprocess.PIPE)
+        assert feed.wait(60) == 0
+        _wait(lambda: _status(st_s).get("messages", 0) > 0 and _messages(sj)[-1:] == _messages(journal)[-1:], 30,
+              "the restarted standby up to the primary's last message")
+        s2.send_signal(signal.SIGTERM)
+        o, e = s2.communicate(timeout=30)
+        assert s2.returncode == 0, e
+        assert "standby connecting to the primary at" in e and "ended at session" in e, e
+        mine, theirs = first + _messages(sj), _messages(journal)
+        assert len(theirs) == 100000 and mine == theirs  # each message once, in order: nothing lost or repeated
+        fig = json.loads(o.splitlines()[-1])
+        assert fig["messages"] == 100000 - len(first) and fig["epoch"] == 2, fig  # what it lacked, at epoch 2
+        guard.send_signal(signal.SIGTERM)
+        o, e = guard.communicate(timeout=30)
+        said = [l for l in e.splitlines() if "a standby connected to this primary" in l]
+        assert len(said) == 2 and journal in said[0] and "epoch 2" in said[0], e
+        assert "the standby holds session" in e and "resuming after it" in e, e
+        assert _messages(gj) == []  # the guard applied nothing: this host is the primary
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (journal, gj, sj, st_g, st_s):
             if os.path.exists(f):
                 os.unlink(f)
 
@@ -774,3 +843,168 @@ def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path
         for f in made:
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def _oldest_seq(journal: str) -> int:
+    """The sequence of the oldest MSGS record a journal ring still holds (0: none)."""
+    r = J.JournalRing(journal)
+    try:
+        pos = r.oldest()
+        while True:
+            s, pos, rec = r.read(pos)
+            if s == J.NONE:
+                return 0
+            if s == J.OK and rec.kind == J.MSGS and rec.seq:
+                return rec.seq
+    finally:
+        r.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_fh_run(tmp_path, monkeypatch):
+    """b under fh run as standby (its fh-replicate journal-only, its data plane following that journal). A primary
+    fh-replicate (as fh run starts it: --snapshot-dir from [journal] dir) ships a paced day written into a 1 MiB
+    journal. b's fh-replicate killed mid-day (kill -9): fh run starts it again, and it says in HELLO where its journal
+    stood; by the time a primary connects again the journal has lapped that point, so the primary ships the newest of
+    fh record's snapshots the journal follows, then the journal after it. b's data plane follows the new journal,
+    loads the snapshot in place of the books it had, and ends with the books of a standby that had the whole day:
+    nothing stale, no hole. (Without --snapshot-dir the same run ends stale: "messages lost, books stale".)"""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    small, big = f"/dev/shm/fh-rsl{tag}.journal", f"/dev/shm/fh-rsb{tag}.journal"
+    rseg, rst = f"/dev/shm/fh-rsr{tag}", f"/dev/shm/fh-rsr{tag}.repl"
+    pst = f"/dev/shm/fh-rsp{tag}.repl"
+    made = [small, big, big + ".record", rseg, rseg + ".wake", rseg + ".journal", rst, pst]
+    rec = tmp_path / "rec"
+    procs: list[subprocess.Popen] = []
+
+    def primary(journal: str, port: int, status: str, *extra, err=subprocess.PIPE) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", f"127.0.0.1:{port}",
+                              "--journal", journal, "--name", f"rsp{tag}", "--status", status, "--heartbeat-ms", "50",
+                              *extra], stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(p)
+        return p
+
+    h = _Hosts(tmp_path, monkeypatch)
+    b = h.b
+    try:
+        # the reference: the whole day shipped to a standby with its own segment; fh record's snapshots of it
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", big, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        rport = _port()
+        ref = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", f"127.0.0.1:{rport}",
+                                "--journal", rseg + ".journal", "--journal-mb", "16", "--segment", rseg, "--name",
+                                f"rsr{tag}", "--status", rst, "--max-orders", "1000000", "--max-levels", "400000",
+                                "--exit-when-done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(ref)
+        _wait(lambda: _status(rst).get("state") == "connecting", 10, "the reference standby listening")
+        out, err = primary(big, rport, pst, "--exit-when-done").communicate(timeout=60)
+        assert ref.wait(60) == 0, err
+        want = replay.segment_books(rseg)
+        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
+           "20000101")
+        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
+            if int(p.stem.rsplit("-", 1)[1]) > 99500:
+                p.unlink()
+        # b: a standby under fh run, then the day again, paced, into a 1 MiB ring, shipped to it
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, lambda: f"b listening: {h.err(b)[-800:]}")
+        feed = subprocess.Popen([str(feed_prog), str(DAY), "--journal", small, "--mb", "1", "--rate", "30000",
+                                 "--delay-ms", "1000"], stdout=subprocess.PIPE, text=True)
+        procs.append(feed)
+        p1 = primary(small, h.port[b], pst)
+        _wait(lambda: _status(b).get("messages", 0) >= 10000, 60, lambda: f"b following: {h.err(b)[-800:]}")
+        old = R.read_status(b)["pid"]
+        os.kill(old, signal.SIGKILL)  # b's fh-replicate: fh run starts it again
+        assert p1.wait(30) == 3  # the standby closed the connection (fh run would start the primary's again)
+        _wait(lambda: _status(b).get("pid", old) != old and _status(b).get("state") == "connecting", 30,
+              lambda: f"b's fh-replicate restarted: {h.err(b)[-800:]}")
+        _wait(lambda: "ended at session" in h.err(b), 10, lambda: h.err(b)[-800:])
+        line = [l for l in h.err(b).splitlines() if "ended at session" in l][-1]
+        point = int(line.split(" sequence ")[1].split(":")[0])
+        assert 10000 <= point < 90000, line
+        _wait(lambda: _oldest_seq(small) > point + 1, 30, "the journal lapping b's point")
+        # the primary's fh-replicate again (as fh run starts it), heartbeating until the end: a silent primary would
+        # be a failover (b promoting and taking its own lines)
+        p2err = tmp_path / "p2.err"
+        p2 = primary(small, h.port[b], pst, "--snapshot-dir", str(rec / "snapshots"), err=open(p2err, "w"))
+        assert feed.wait(60) == 0
+        _wait(lambda: h.books(b) == want, 30,
+              lambda: f"b's books: {replay.diff_books(h.books(b), want)} {p2err.read_text()[-800:]} {h.err(b)[-1500:]}")
+        err = p2err.read_text()
+        said = [l for l in err.splitlines() if "no longer reaches back to the standby's point" in l]
+        assert said and "then the journal after it" in said[0] and "books stale" not in err and p2.poll() is None, err
+        from handler.shm import STALE, Reader
+
+        with Reader(f"/dev/shm/fh-{b}") as r:  # no hole was shipped: nothing stale
+            assert not any(r.books[x["locate"]]["status"] == STALE for x in want)
+        sb = h.stop()[b]["standby"]
+        assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["rejoins"] >= 1 and not sb["promoted"], sb
+    finally:
+        h.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in made:
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path, monkeypatch):
+    """a configured primary with no listen address, b its standby. a's host dies; b promotes to epoch 2 (its guard on
+    its listen address, given its data plane's journal). a restarted with its configuration unchanged runs as
+    primary (no listen: nothing to probe with), its fh-replicate meets b's guard and is fenced; a is demoted, and
+    with no address to listen on, its standby fh-replicate connects to b, whose guard ships b's journal over that
+    connection: a's books then equal b's, a applying none of its own lines. a restarted again (its state: standby)
+    is a standby from the start, connecting likewise."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch)
+    a, b = h.a, h.b
+    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
+    assert config_of(h.cfg[a]).replication.listen is None
+    try:
+        h.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        h.run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
+              lambda: f"b following a: {h.err(a)[-500:]}")
+        dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        for pid in (R.read_status(a)["pid"], dp_a, h.procs[a].pid):  # a's host dies
+            os.kill(pid, signal.SIGKILL)
+        h.procs[a].wait()
+        _wait(lambda: not R.pid_alive(dp_a), 30, "a's data plane gone")
+        _wait(lambda: h.state(b).get("role") == "primary" and h.state(b).get("epoch") == 2, 30,
+              lambda: f"b promoted: {h.err(b)[-800:]}")
+        h.run(a)  # its configuration still says primary, with no listen address
+        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a demoted: {h.err(a)[-1500:]}")
+        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "fenced" in line[0] and "connects to the peer" in line[0], h.err(a)[-1500:]
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        assert "left running" not in h.err(a) and "cannot be its standby" not in h.err(a)
+        _wait(lambda: h.state(a)["epoch"] == 2, 10, "a adopting b's epoch")  # (fenced: learnt from b's heartbeat)
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["epoch"] == 2 and ra["state"] == "streaming", ra
+        assert len([l for l in h.err(b).splitlines() if "a standby connected to this primary" in l]) == 1
+        assert "demoted" not in h.err(b) and h.state(b)["role"] == "primary", h.err(b)[-1500:]
+        assert _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") == "guarding"
+        # a restarted now: its state says standby, and with no listen address it is one by connecting, from the start
+        old = ra["pid"]
+        h.procs[a].send_signal(signal.SIGTERM)
+        assert h.procs[a].wait(60) == 0, h.err(a)[-800:]
+        h.run(a)
+        _wait(lambda: _status(a).get("pid", old) != old and _status(a).get("messages") == 40000, 60,
+              lambda: f"a again, standby from the start: {h.err(a)[-800:]}")
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 30, "a's books from b again")
+        assert "demoted" not in h.err(a) and "running as the configured" not in h.err(a), h.err(a)[-800:]
+        assert "demoted" not in h.err(b) and "promoted (" not in h.err(a) and h.state(b)["role"] == "primary"
+        stats = h.stop()
+        sb = stats[a]["standby"]
+        assert not sb["promoted"] and sb["messages"] == 40000 and stats[a]["messages_applied"] == 0, sb
+    finally:
+        h.close()

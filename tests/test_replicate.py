@@ -249,19 +249,29 @@ def _day_journal(tag: str) -> str:
     return path
 
 
-def test_a_small_ring_wraps_under_flow_control():
+@pytest.mark.parametrize("write_kb", [None, 64, 0], ids=["combined-256k", "combined-64k", "one-record-a-write"])
+def test_a_small_ring_wraps_under_flow_control(write_kb):
     """100,000 messages (3 MB of frames) through a 1 MiB ring: the primary waits for acknowledgements, every
-    record arrives once and in order (the standby's journal equals the primary's)."""
+    record arrives once and in order (the standby's journal equals the primary's). The journal is written before
+    the primary starts, so records are always ready: they go in runs of frames, one write each (up to --write-kb,
+    256 KiB by default, a quarter of this ring; never past the ring's end), which the standby walks; with
+    --write-kb 0, one record a write."""
     tag = uuid.uuid4().hex[:8]
     journal = _day_journal(tag)
     sb = Standby(tag, ring_mb=1, events=1 << 16)
     try:
-        pr = _primary(journal, sb.addr, tag=tag)
+        pr = _primary(journal, sb.addr, tag=tag, extra=() if write_kb is None else ("--write-kb", str(write_kb)))
         out, err = pr.communicate(timeout=60)
         assert pr.returncode == 0, err
-        s = sb.wait()
-        assert json.loads(out)["messages"] == s["messages"] == 100000
+        s, p = sb.wait(), json.loads(out)
+        assert p["messages"] == s["messages"] == 100000
         assert [r.messages() for r in _ring_records(sb.journal)] == [r.messages() for r in _ring_records(journal)]
+        assert s["frames"] == p["frames"] and s["writes"] == p["writes"], (p, s)
+        if write_kb == 0:
+            assert p["writes"] == p["frames"] and p["write_max"] == 0, p
+        else:  # a write holds at least its cap's worth (a frame more at most), but at the ring's end and the last
+            cap = (write_kb or 256) << 10
+            assert p["write_max"] == cap and p["bytes"] // (cap + 70000) <= p["writes"] < p["frames"] // 8, p
     finally:
         sb.close()
         _remove(journal, _primary_status(tag))

@@ -6,7 +6,8 @@
  *                [--ring-mb N] [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--failover-timeout-ms N] [--promote-on-silence] [--exit-when-done] [--status PATH] [--name NAME]
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
- *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard]; both [--wins-ties]
+ *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard [--ship-journal PATH]];
+ *                both [--wins-ties]; a standby with no listen address: --role standby --peer HOST:PORT (it connects)
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
@@ -15,9 +16,11 @@
  * (fh/journal.h reader, a separate process: the data plane never waits for it) and ships each record as a
  * frame: fh_repl_frame_t
  * (epoch, frame number, the frame's logical ring position, the time it was shipped), then the journal record
- * (header and body), 8-byte aligned, written with fi_writedata into the standby's ring at the same offset it
- * has in the primary's registered staging ring; the CQ data is that offset / 8. A frame never straddles the
- * ring's end (the rest of the lap is skipped). Flow control: at most --max-outstanding writes without a
+ * (header and body), 8-byte aligned, built in the primary's registered staging ring at the offset it will have
+ * in the standby's ring. The records ready go in one fi_writedata (a run of frames, up to --write-kb, never past
+ * the ring's end); the CQ data is the offset / 8 of the run's last frame, and the standby walks the frames from
+ * where the previous write ended to that one. A frame never straddles the ring's end (the rest of the lap is
+ * skipped, on both sides). Flow control: at most --max-outstanding writes without a
  * local completion, and at most a ring of bytes not acknowledged by the standby (ACK: the logical position
  * applied up to, frames and messages applied), so a write never lands on a frame the standby has not
  * applied. Control messages (HELLO, ACK, HEARTBEAT, REFUSED, BYE) are plain sends into posted receives.
@@ -102,6 +105,7 @@ typedef struct fh_repl_ctl {
     uint32_t flags, pad; /* HELLO: HELLO_PRIMARY, the listener is a primary (a guard, or a promoted standby) */
 } fh_repl_ctl_t;
 #define HELLO_PRIMARY 1u
+#define HELLO_JOIN 2u /* from a standby that connected (--peer, no --listen): ship to it over this connection */
 _Static_assert(sizeof(fh_repl_ctl_t) <= FH_FAB_CTL_SIZE, "a control message fits its slot");
 
 /* The status file both roles keep (read by `fh replicate status`, handler/replicate.py). Plain stores: a
@@ -151,11 +155,12 @@ static void idle(int spin)
 typedef struct opts {
     const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
-    uint32_t failover_timeout_ms, trace_max;
+    uint32_t failover_timeout_ms, trace_max, write_kb;
     int exit_when_done, list, spin, connect_timeout_ms, promote_on_silence, core;
     int guard, wins_ties, probe; /* split brain: docs/replication.md, "Two primaries" */
     const char *snapshot_dir;    /* primary: the newest sound snapshot here that the journal reaches, when needed */
     const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
+    const char *ship_journal; /* guard: the data plane's journal, shipped to a standby that connects (HELLO_JOIN) */
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -369,33 +374,41 @@ static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snap
     return 0;
 }
 
-static int primary(const opts_t *o)
+/* The primary: connect to --peer, read the standby's HELLO, ship --journal. Or (given: a guard on this primary's
+ * listen address, a standby having connected to it and said HELLO with HELLO_JOIN) ship --ship-journal over that
+ * connection, given_hello the standby's, given_st the guard's status; the connection is left to the caller. */
+static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello, fh_repl_status_t *given_st)
 {
     char host[256], port[32];
-    if (split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
+    const char *jpath = given ? o->ship_journal : o->journal;
+    if (!given && split_hostport(o->peer, host, sizeof host, port, sizeof port, "--peer"))
         return 2;
-    if (o->probe)
+    if (!given && o->probe)
         return probe(o, host, port);
     fh_journal_reader_t jr;
     int rc;
     /* the data plane may be starting: wait for its journal as long as for the standby */
     for (uint64_t t0 = now_ns();;) {
-        rc = fh_journal_join(&jr, o->journal);
+        rc = fh_journal_join(&jr, jpath);
         if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
     }
     if (rc) {
-        fprintf(stderr, "fh-replicate: journal %s: %s\n", o->journal,
+        fprintf(stderr, "fh-replicate: journal %s: %s\n", jpath,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
                 : rc == -EPROTO ? "not an fh journal of this layout version" : strerror(-rc));
         return 2;
     }
-    fh_repl_status_t *st = status_map(o, "primary");
+    /* a guard's own status keeps saying guarding (fh run reads a guard that streams as one that yielded): the
+     * shipping's figures go to a status of its own, not mapped; its line on stderr says it ships */
+    static fh_repl_status_t shipping;
+    (void)given_st;
+    fh_repl_status_t *st = given ? memset(&shipping, 0, sizeof shipping) : status_map(o, "primary");
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
-    fh_fab_t f;
-    memset(&f, 0, sizeof f);
+    fh_fab_t f0, *fp = given ? given : &f0;
+    memset(&f0, 0, sizeof f0);
     uint8_t *snap = NULL, *stage = NULL;
     fh_fab_mr_t smr = { 0 };
     fh_fab_op_t *ops = NULL;
@@ -403,12 +416,14 @@ static int primary(const opts_t *o)
     /* a standby that is still starting (fh run starts both hosts at once): refused is tried again, every 100 ms,
      * for as long as the connect timeout; then its HELLO: its ring */
     fh_repl_ctl_t hello;
-    if (connect_hello(o, &f, host, port, &hello)) {
+    if (given)
+        hello = *given_hello;
+    else if (connect_hello(o, fp, host, port, &hello)) {
         st->state = ST_FAILED;
         { ret = 3; goto out; }
     }
-    snprintf(st->provider, sizeof st->provider, "%s", f.provider);
-    snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+    snprintf(st->provider, sizeof st->provider, "%s", fp->provider);
+    snprintf(st->fabric, sizeof st->fabric, "%s", fp->fabric_name);
     /* A primary listens there (the peer's guard, or a promoted standby): two primaries. The newer epoch goes on, on
      * a tie the host with --wins-ties; the other ships nothing and stops fenced (fh run makes its host standby). */
     if (hello.flags & HELLO_PRIMARY) {
@@ -487,7 +502,7 @@ static int primary(const opts_t *o)
         { ret = 2; goto out; }
     }
     memset(stage, 0, ring);
-    if (fh_fab_reg(&f, stage, ring, FI_WRITE, &smr)) {
+    if (fh_fab_reg(fp, stage, ring, FI_WRITE, &smr)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         { ret = 3; goto out; }
     }
@@ -505,6 +520,14 @@ static int primary(const opts_t *o)
     streaming = 1;
 
     uint64_t wpos = 0, acked = 0, frames = 0, msgs = 0, bytes = 0, acked_frames = 0, acked_msgs = 0, overruns = 0;
+    /* a run's bytes: --write-kb (0: one record a write), at most a quarter of the ring and what one message of
+     * the provider carries (ep_attr->max_msg_size), less a frame (a run stops once it reaches the cap) */
+    uint64_t wmax = (uint64_t)o->write_kb << 10, writes = 0, pmax = fp->info && fp->info->ep_attr ?
+                    fp->info->ep_attr->max_msg_size : 0;
+    if (wmax > ring / 4)
+        wmax = ring / 4;
+    if (pmax && wmax + FRAME_MAX > pmax)
+        wmax = pmax > 2 * FRAME_MAX ? pmax - FRAME_MAX : 0;
     uint64_t pos = !strcmp(o->from, "head") ? fh_journal_head(&jr) : fh_journal_oldest(&jr);
     /* The journal has lapped before this primary joined: its first records are gone. Without a snapshot the
      * standby cannot have them: shipped as a hole first, so that its books are stale rather than wrong. */
@@ -524,7 +547,7 @@ static int primary(const opts_t *o)
          * completions still come in */
         int ship_first = nfree > 0 && shipped_first < 4 && fh_journal_head(&jr) != pos;
         shipped_first = ship_first ? shipped_first + 1 : 0;
-        int nd = ship_first ? 0 : fh_fab_poll_tx(&f, done, 64);
+        int nd = ship_first ? 0 : fh_fab_poll_tx(fp, done, 64);
         if (nd == -2 && bye_sent)
             break; /* the standby has everything and has gone: done */
         if (nd < 0) {
@@ -536,7 +559,7 @@ static int primary(const opts_t *o)
             freeop[nfree++] = done[i]->slot;
         busy |= nd > 0;
         fh_fab_rx_t rx[16];
-        int nr = ship_first ? 0 : fh_fab_poll_rx(&f, rx, 16);
+        int nr = ship_first ? 0 : fh_fab_poll_rx(fp, rx, 16);
         if (nr == -2 && bye_sent)
             break;
         if (nr < 0) {
@@ -549,7 +572,7 @@ static int primary(const opts_t *o)
             fh_repl_ctl_t m = { 0 };
             if (!rx[i].write && rx[i].len >= sizeof m)
                 memcpy(&m, rx[i].msg, sizeof m);
-            fh_fab_rx_done(&f, &rx[i]);
+            fh_fab_rx_done(fp, &rx[i]);
             if (m.type == CTL_ACK) {
                 acked = m.a, acked_frames = m.b, acked_msgs = m.c;
                 st->last_ack_ns = now_ns();
@@ -565,79 +588,103 @@ static int primary(const opts_t *o)
             break;
         }
         busy |= nr > 0;
-        /* ship what the journal holds, within the flow-control bounds */
+        /* ship what the journal holds, within the flow-control bounds: the records ready now, one frame each,
+         * contiguous in the staging ring, go in one write (a run: up to --write-kb, the ring's end, the bounds); its
+         * CQ data is the offset of its last frame / 8, and the standby walks the frames from where the previous
+         * write ended to that one */
         while (nfree > 0) {
-            uint64_t off = wpos & mask, skip = ring - off < FRAME_MAX ? ring - off : 0;
-            if (wpos + skip + FRAME_MAX - acked > ring)
-                break; /* the standby has not applied enough yet */
-            uint8_t *w = stage + ((wpos + skip) & mask);
-            fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
-            uint64_t jp = pos;
-            int r;
-            if (lost_at_start) {
-                lost_at_start = 0;
-                memset(rec, 0, sizeof *rec);
-                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = 0, rec->arg = pos;
-                r = FH_JOURNAL_OK;
-            } else if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
-                uint64_t n = snap_len - snap_off < SNAP_CHUNK ? snap_len - snap_off : SNAP_CHUNK;
-                memset(rec, 0, sizeof *rec);
-                memcpy(rec->session, smeta.session, FH_JOURNAL_SESSION_LEN);
-                rec->pos = snap_len;
-                if (n) {
-                    rec->kind = FH_RR_SNAP, rec->seq = snap_off, rec->arg = n;
-                    memcpy(rec + 1, snap + snap_off, n);
-                    snap_off += n;
+            uint64_t run = 0, nrun = 0; /* the run's first frame, and its frames so far */
+            for (;;) {
+                uint64_t off = wpos & mask, skip = ring - off < FRAME_MAX ? ring - off : 0;
+                if (nrun && (skip || wpos - run >= wmax))
+                    break; /* the run ends at the ring's end (a frame never straddles it) or at its cap */
+                if (wpos + skip + FRAME_MAX - acked > ring)
+                    break; /* the standby has not applied enough yet */
+                uint8_t *w = stage + ((wpos + skip) & mask);
+                fh_journal_rec_t *rec = (fh_journal_rec_t *)(w + sizeof(fh_repl_frame_t));
+                uint64_t jp = pos;
+                int r;
+                if (lost_at_start) {
+                    lost_at_start = 0;
+                    memset(rec, 0, sizeof *rec);
+                    rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = 0, rec->arg = pos;
+                    r = FH_JOURNAL_OK;
+                } else if (!snap_end) { /* the snapshot's chunks, then its end, before any journal record */
+                    uint64_t n = snap_len - snap_off < SNAP_CHUNK ? snap_len - snap_off : SNAP_CHUNK;
+                    memset(rec, 0, sizeof *rec);
+                    memcpy(rec->session, smeta.session, FH_JOURNAL_SESSION_LEN);
+                    rec->pos = snap_len;
+                    if (n) {
+                        rec->kind = FH_RR_SNAP, rec->seq = snap_off, rec->arg = n;
+                        memcpy(rec + 1, snap + snap_off, n);
+                        snap_off += n;
+                    } else {
+                        rec->kind = FH_RR_SNAP_END, rec->seq = smeta.next_seq;
+                        snap_end = 1;
+                    }
+                    rec->size = (uint32_t)((sizeof *rec + n + 7) & ~7ull);
+                    r = FH_JOURNAL_OK;
                 } else {
-                    rec->kind = FH_RR_SNAP_END, rec->seq = smeta.next_seq;
-                    snap_end = 1;
+                    r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
+                    if (r == FH_JOURNAL_OK && covered && held_by_standby(rec, hello.session, hello.d, &seen_session))
+                        continue; /* the standby has it: not shipped again */
+                    if (r == FH_JOURNAL_OK)
+                        covered = 0;
                 }
-                rec->size = (uint32_t)((sizeof *rec + n + 7) & ~7ull);
-                r = FH_JOURNAL_OK;
-            } else {
-                r = fh_journal_next(&jr, &pos, rec, (uint8_t *)(rec + 1));
-                if (r == FH_JOURNAL_OK && covered && held_by_standby(rec, hello.session, hello.d, &seen_session))
-                    continue; /* the standby has it: not shipped again */
-                if (r == FH_JOURNAL_OK)
-                    covered = 0;
+                if (r == FH_JOURNAL_NONE)
+                    break;
+                uint64_t seen = now_ns();
+                if (r == FH_JOURNAL_OVERRUN && o->snapshot_dir && !pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)
+                    && !read_snapshot(picked, &snap, &snap_len, &smeta)) {
+                    /* a standby the journal has lapped (it fell a ring behind): the newest snapshot the journal follows,
+                     * then the journal from its oldest record (the standby skips what the snapshot holds) */
+                    overruns++;
+                    fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64 " (the "
+                                    "standby fell that far behind): shipping snapshot %s (complete to sequence %" PRIu64
+                                    "), then the journal after it\n", jp, picked, smeta.next_seq - 1);
+                    pos = fh_journal_oldest(&jr);
+                    snap_off = 0, snap_end = 0;
+                    continue;
+                }
+                if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
+                    overruns++;
+                    st->state = ST_BEHIND;
+                    fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64
+                                    "; going on from %" PRIu64 ", the standby's books stale\n", jp, pos);
+                    memset(rec, 0, sizeof *rec);
+                    rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = jp, rec->arg = pos;
+                }
+                if (r == FH_JOURNAL_CORRUPT) {
+                    fprintf(stderr, "fh-replicate: journal position %" PRIu64 " is not on a record\n", jp);
+                    ret = 5;
+                    goto out;
+                }
+                wpos += skip;
+                if (!nrun++)
+                    run = wpos;
+                uint32_t size = (uint32_t)((sizeof(fh_repl_frame_t) + rec->size + 7) & ~7u);
+                /* sent_ns holds the time it was read until the run is posted (below) */
+                *(fh_repl_frame_t *)w = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, seen, jp, size, 0 };
+                wpos += size;
+                bytes += size;
+                if (rec->kind == FH_JR_MSGS)
+                    msgs += rec->count;
             }
-            if (r == FH_JOURNAL_NONE)
+            if (!nrun)
                 break;
-            uint64_t seen = now_ns();
-            if (r == FH_JOURNAL_OVERRUN && o->snapshot_dir && !pick_snapshot(o->snapshot_dir, &jr, picked, sizeof picked)
-                && !read_snapshot(picked, &snap, &snap_len, &smeta)) {
-                /* a standby the journal has lapped (it fell a ring behind): the newest snapshot the journal follows,
-                 * then the journal from its oldest record (the standby skips what the snapshot holds) */
-                overruns++;
-                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64 " (the "
-                                "standby fell that far behind): shipping snapshot %s (complete to sequence %" PRIu64
-                                "), then the journal after it\n", jp, picked, smeta.next_seq - 1);
-                pos = fh_journal_oldest(&jr);
-                snap_off = 0, snap_end = 0;
-                continue;
+            /* the run's frames stamped with the time it is posted (and how long each waited since it was read) */
+            uint64_t sent = now_ns(), last = run;
+            for (uint64_t p = run; p < wpos;) {
+                fh_repl_frame_t *fr = (fh_repl_frame_t *)(stage + (p & mask));
+                fr->seen_ago = sent - fr->sent_ns < UINT32_MAX ? (uint32_t)(sent - fr->sent_ns) : UINT32_MAX;
+                fr->sent_ns = sent;
+                last = p;
+                p += fr->size;
             }
-            if (r == FH_JOURNAL_OVERRUN) { /* shipped as a hole: the standby's books go stale */
-                overruns++;
-                st->state = ST_BEHIND;
-                fprintf(stderr, "fh-replicate: overrun: the journal moved a whole ring past position %" PRIu64
-                                "; going on from %" PRIu64 ", the standby's books stale\n", jp, pos);
-                memset(rec, 0, sizeof *rec);
-                rec->kind = FH_RR_OVERRUN, rec->size = sizeof *rec, rec->seq = jp, rec->arg = pos;
-            }
-            if (r == FH_JOURNAL_CORRUPT) {
-                fprintf(stderr, "fh-replicate: journal position %" PRIu64 " is not on a record\n", jp);
-                ret = 5;
-                goto out;
-            }
-            wpos += skip;
-            uint32_t size = (uint32_t)((sizeof(fh_repl_frame_t) + rec->size + 7) & ~7u);
-            fh_repl_frame_t *fr = (fh_repl_frame_t *)w;
-            uint64_t sent = now_ns();
-            *fr = (fh_repl_frame_t){ FRAME_MAGIC, o->epoch, ++frames, wpos, sent, jp, size,
-                                     sent - seen < UINT32_MAX ? (uint32_t)(sent - seen) : UINT32_MAX };
             int slot = freeop[--nfree];
             for (;;) {
-                int wr = fh_fab_write(&f, w, size, &smr, raddr + (wpos & mask), rkey, (wpos & mask) >> 3, &ops[slot]);
+                int wr = fh_fab_write(fp, stage + (run & mask), wpos - run, &smr, raddr + (run & mask), rkey,
+                                      (last & mask) >> 3, &ops[slot]);
                 if (!wr)
                     break;
                 if (wr != -FI_EAGAIN) {
@@ -645,14 +692,11 @@ static int primary(const opts_t *o)
                     ret = 3;
                     goto out;
                 }
-                int n2 = fh_fab_poll_tx(&f, done, 64);
+                int n2 = fh_fab_poll_tx(fp, done, 64);
                 for (int i = 0; i < n2; i++)
                     freeop[nfree++] = done[i]->slot;
             }
-            wpos += size;
-            bytes += size;
-            if (rec->kind == FH_JR_MSGS)
-                msgs += rec->count;
+            writes++;
             busy = 1;
         }
         uint64_t now = now_ns();
@@ -660,21 +704,21 @@ static int primary(const opts_t *o)
          * crashed) and everything it wrote is shipped, no more (unless --exit-when-done: then BYE follows), so
          * that a standby with --promote-on-silence takes over after its failover timeout. */
         if (now - last_hb >= hb_ns && !writer_gone && !o->exit_when_done && pos == fh_journal_head(&jr) &&
-            fh_journal_writer_alive(o->journal) == 0) {
+            fh_journal_writer_alive(jpath) == 0) {
             writer_gone = 1;
             fprintf(stderr, "fh-replicate: the data plane writing %s is gone: no more heartbeats (a standby with "
-                            "--promote-on-silence takes over after its failover timeout)\n", o->journal);
+                            "--promote-on-silence takes over after its failover timeout)\n", jpath);
         }
         if (now - last_hb >= hb_ns && !writer_gone) {
             fh_repl_ctl_t hb = { CTL_HEARTBEAT, o->epoch, fh_journal_head(&jr), now, frames, msgs, { 0 }, 0, 0 };
-            int hr = fh_fab_send(&f, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
+            int hr = fh_fab_send(fp, &hb, sizeof hb); /* no free slot (the link is stalled): skip this one */
             if (hr && hr != -FI_EAGAIN) {
                 fprintf(stderr, "fh-replicate: heartbeat: %s\n", fh_fab_err());
                 ret = 3;
                 break;
             }
             last_hb = now;
-            if (fh_fab_peer_gone(&f)) {
+            if (fh_fab_peer_gone(fp)) {
                 fprintf(stderr, "fh-replicate: the standby closed the connection\n");
                 st->state = ST_FAILED;
                 ret = 3;
@@ -686,10 +730,10 @@ static int primary(const opts_t *o)
         st->journal_pos = pos, st->journal_head = fh_journal_head(&jr), st->updated_ns = now;
         /* (the writer's flock is asked at most every 1 ms: three syscalls, not in every idle poll) */
         if (!busy && pos == fh_journal_head(&jr) && acked == wpos && o->exit_when_done && now - alive_at >= 1000000 &&
-            (alive_at = now, fh_journal_writer_alive(o->journal) == 0)) {
+            (alive_at = now, fh_journal_writer_alive(jpath) == 0)) {
             if (!bye_sent) {
                 fh_repl_ctl_t bye = { CTL_BYE, o->epoch, frames, wpos, msgs, 0, { 0 }, 0, 0 };
-                if (send_ctl(&f, &bye))
+                if (send_ctl(fp, &bye))
                     break;
                 bye_sent = 1;
                 continue; /* let the send complete */
@@ -704,13 +748,14 @@ out:
     if (streaming)
         printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"bytes\": %" PRIu64 ", \"acked_frames\": %" PRIu64 ", \"acked_messages\": %" PRIu64 ", \"overruns\": %" PRIu64
-           ", \"cpu_s\": %.3f, \"exit\": %d}\n",
-           f.provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, cpu_s(), ret);
+           ", \"writes\": %" PRIu64 ", \"write_max\": %" PRIu64 ", \"cpu_s\": %.3f, \"exit\": %d}\n",
+           fp->provider, o->epoch, frames, msgs, bytes, acked_frames, acked_msgs, overruns, writes, wmax, cpu_s(), ret);
     fflush(stdout);
     if (streaming)
         usleep(20000); /* the BYE on its way before the connection closes */
     fh_fab_dereg(&smr);
-    fh_fab_close(&f);
+    if (!given)
+        fh_fab_close(fp);
     fh_journal_leave(&jr);
     free(stage);
     free(snap);
@@ -718,6 +763,8 @@ out:
     free(freeop);
     return ret;
 }
+
+static int primary(const opts_t *o) { return primary_on(o, NULL, NULL, NULL); }
 
 /* ---- standby ------------------------------------------------------------------------------------------ */
 
@@ -927,8 +974,16 @@ static int guard_yields(const opts_t *o, int *guard, uint32_t theirs, uint32_t m
 static int standby(const opts_t *o)
 {
     char host[256], port[32];
-    if (split_hostport(o->listen, host, sizeof host, port, sizeof port, "--listen"))
+    /* --listen: a primary connects to this standby; else --peer: this standby connects to the primary (a host that
+     * has no listen address of its own; the primary's guard ships to it) */
+    const char *where = o->listen ? o->listen : o->peer;
+    int connecting = !o->listen;
+    if (split_hostport(where, host, sizeof host, port, sizeof port, o->listen ? "--listen" : "--peer"))
         return 2;
+    if (connecting && o->guard) {
+        fprintf(stderr, "fh-replicate: --guard listens (--listen HOST:PORT): a guard does not connect\n");
+        return 2;
+    }
     if (!o->journal) {
         fprintf(stderr, "fh-replicate: the standby needs --journal PATH (its own journal) and --segment PATH (its books), "
                         "or no --segment when its data plane follows the journal (fh-dataplane --standby PATH)\n");
@@ -980,8 +1035,9 @@ static int standby(const opts_t *o)
     fh_repl_status_t *st = status_map(o, "standby");
     st->ring_bytes = c.ring_bytes;
     fh_fab_t f;
+    memset(&f, 0, sizeof f);
     int ret = 0;
-    if (fh_fab_listen(&f, o->provider, host, port)) {
+    if (!connecting && fh_fab_listen(&f, o->provider, host, port)) {
         fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
         ret = 3;
         goto done;
@@ -994,10 +1050,14 @@ static int standby(const opts_t *o)
     st->state = guard ? ST_GUARDING : ST_CONNECTING; /* listening: a primary may connect now */
     snprintf(st->provider, sizeof st->provider, "%s", f.provider);
     snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
-    fprintf(stderr, "fh-replicate: %s listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n",
-            guard ? "guard of a primary" : "standby", o->listen, f.provider, f.fabric_name, o->ring_mb, o->epoch);
+    if (connecting)
+        fprintf(stderr, "fh-replicate: standby connecting to the primary at %s (provider %s), ring %u MiB, epoch %u\n",
+                where, o->provider, o->ring_mb, o->epoch);
+    else
+        fprintf(stderr, "fh-replicate: %s listening on %s (provider %s, fabric %s), ring %u MiB, epoch %u\n",
+                guard ? "guard of a primary" : "standby", o->listen, f.provider, f.fabric_name, o->ring_mb, o->epoch);
     uint32_t epoch = o->epoch;
-    uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0;
+    uint64_t lpos = 0, frames = 0, msgs = 0, refused = 0, unacked = 0, lag_n = 0, holes = 0, writes = 0, ack_lpos = 0;
     uint64_t last_hb = now_ns(), hb_timeout = (uint64_t)o->failover_timeout_ms * 1000000ull, primary_msgs = 0;
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
@@ -1013,6 +1073,8 @@ static int standby(const opts_t *o)
     uint64_t last_frame = 0;
     int promoted = 0, gone = 0, had_primary = 0, heard = 0; /* heard: a heartbeat or a record of a primary */
     int conn_heard = 0; /* ... on this connection */
+    int joined = 0;     /* a standby's HELLO (HELLO_JOIN) on this connection: a guard ships to it */
+    fh_repl_ctl_t join = { 0 };
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
@@ -1034,10 +1096,32 @@ next_primary:
                                    o->failover_timeout_ms);
         if (quit || (had_primary && o->exit_when_done))
             goto finished;
-        int ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
+        int ar;
+        if (!connecting)
+            ar = fh_fab_accept(&f, 1, register_ring, &c); /* 1 ms: the failover time's granularity here */
+        else if (fh_fab_connect(&f, o->provider, host, port, 1000)) { /* nothing there (yet): again in 100 ms */
+            if (!(k % 50) || !strstr(fh_fab_err(), "refused")) /* said every 5 s */
+                fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+            nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+            ar = 1;
+        } else if (register_ring(&f, &c)) {
+            ar = -1;
+        } else {
+            ar = 0;
+            snprintf(st->provider, sizeof st->provider, "%s", f.provider);
+            snprintf(st->fabric, sizeof st->fabric, "%s", f.fabric_name);
+        }
         if (!ar)
             break;
-        if (ar < 0) { /* a connection request that failed (not a primary of ours?): said, and the next awaited */
+        if (ar < 0 && connecting) {
+            fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
+            fh_fab_dereg(&c.rmr);
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+            nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+        } else if (ar < 0) { /* a connection request that failed (not a primary of ours?): said, and the next awaited */
             fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
             fh_fab_dereg(&c.rmr);
             fh_fab_hangup(&f);
@@ -1051,7 +1135,7 @@ next_primary:
     /* HELLO: the ring, the epoch, and where this standby's journal stands, so that a primary ships what follows
      * (the records before it are skipped, here too: a record across it gives its tail only) */
     fh_repl_ctl_t hello = { CTL_HELLO, epoch, c.rmr.addr, c.rmr.key, c.ring_bytes, pm.next_seq, { 0 },
-                            guard || promoted ? HELLO_PRIMARY : 0, 0 };
+                            (guard || promoted ? HELLO_PRIMARY : 0) | (connecting ? HELLO_JOIN : 0), 0 };
     memcpy(hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
     if (send_ctl(&f, &hello)) {
         fprintf(stderr, "fh-replicate: hello: %s\n", fh_fab_err());
@@ -1072,7 +1156,7 @@ next_primary:
     }
     /* (the failover clock is not reset by a connection, only by a heartbeat, once a primary was heard: a connection
      * that says nothing, fh run's --probe, does not delay a failover) */
-    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0;
+    had_primary = 1, gone = 0, bye = 0, lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0, ack_lpos = 0;
     if (!heard)
         last_hb = now_ns();
     st->connections++;
@@ -1124,133 +1208,170 @@ next_primary:
                 } else if (m.type == CTL_BYE) {
                     bye = o->exit_when_done;
                     primary_msgs = m.c;
+                } else if (m.type == CTL_HELLO && (m.flags & HELLO_JOIN) && !joined) {
+                    join = m, joined = 1; /* a standby connected to this host: shipped to below, if a guard */
                 }
                 continue;
             }
-            uint64_t off = (rx[i].data << 3) & (c.ring_bytes - 1);
+            /* one write: the frames from where the previous write ended (a lap's tail too short for a frame was
+             * skipped, as the primary did) to the one the CQ data names; each checked, and applied in order */
+            uint64_t last_off = (rx[i].data << 3) & (c.ring_bytes - 1);
             fh_fab_rx_done(&f, &rx[i]);
-            const fh_repl_frame_t *fr = (const fh_repl_frame_t *)(c.ring + off);
-            const fh_journal_rec_t *rec = (const fh_journal_rec_t *)(fr + 1);
-            if (fr->magic != FRAME_MAGIC || off + fr->size > c.ring_bytes || (fr->lpos & (c.ring_bytes - 1)) != off ||
-                fr->size < sizeof *fr + sizeof *rec || rec->size + sizeof *fr > fr->size) {
-                fprintf(stderr, "fh-replicate: a malformed frame at ring offset %" PRIu64 " (magic %08x, size %u): "
-                                "stopping; is the primary an fh-replicate of this version?\n", off, fr->magic, fr->size);
-                ret = 5;
-                goto done;
-            }
-            if (fr->frame != last_frame + 1) { /* writes completed out of order: not a provider this can use */
-                fprintf(stderr, "fh-replicate: frame %" PRIu64 " arrived after frame %" PRIu64 ": provider %s does "
-                                "not keep the order of writes (FI_ORDER_WAW); stopping\n", fr->frame, last_frame,
-                        f.provider);
-                ret = 5;
-                goto done;
-            }
-            last_frame = fr->frame;
-            if (guard)
-                guard_yields(o, &guard, fr->epoch, epoch, st);
-            if (fr->epoch < epoch || promoted || guard) { /* promoted, or guarding: this host is the primary */
-                refused++;
-                st->refused_epoch = refused;
-                fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 }, 0, 0 };
-                send_ctl(&f, &no);
-                lpos = fr->lpos + fr->size; /* consumed, not applied */
-                continue;
-            }
-            heard = conn_heard = 1;
-            if (fr->epoch > epoch) {
-                fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
-                epoch = fr->epoch;
-                st->epoch = epoch;
-            }
-            const uint8_t *body = (const uint8_t *)(rec + 1);
-            if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
-                if (standby_snapshot(o, e, j, rec, body, &snapst)) {
+            writes++;
+            int told = 0; /* REFUSED sent for this write (once: the primary stops at the first) */
+            for (int end = 0; !end;) {
+                uint64_t at = lpos, off = at & (c.ring_bytes - 1);
+                if (c.ring_bytes - off < FRAME_MAX)
+                    at += c.ring_bytes - off, off = 0;
+                end = off == last_off;
+                const fh_repl_frame_t *fr = (const fh_repl_frame_t *)(c.ring + off);
+                const fh_journal_rec_t *rec = (const fh_journal_rec_t *)(fr + 1);
+                if (fr->magic != FRAME_MAGIC || off > last_off || off + fr->size > c.ring_bytes || fr->lpos != at ||
+                    fr->size < sizeof *fr + sizeof *rec || rec->size + sizeof *fr > fr->size ||
+                    (!end && off + fr->size > last_off)) {
+                    fprintf(stderr, "fh-replicate: a malformed frame at ring offset %" PRIu64 " (magic %08x, size %u, "
+                                    "position %" PRIu64 ", expected %" PRIu64 ", the write's last frame at %" PRIu64
+                                    "): stopping; is the primary an fh-replicate of this version, over a provider that keeps "
+                                    "the order of writes (FI_ORDER_WAW)?\n", off, fr->magic,
+                            fr->size, fr->lpos, at, last_off);
                     ret = 5;
                     goto done;
                 }
-                frames++;
-                lpos = fr->lpos + fr->size;
-                unacked++;
-                continue;
-            }
-            if (snapst.skipping) { /* after a snapshot: the journal's records it already holds are skipped */
-                if (rec->kind != FH_JR_MSGS || memcmp(rec->session, snapst.session, FH_JOURNAL_SESSION_LEN) ||
-                    rec->seq + rec->count <= snapst.next_seq) {
-                    snapst.skipped++;
-                    frames++;
-                    lpos = fr->lpos + fr->size;
-                    unacked++;
+                lpos = fr->lpos + fr->size; /* consumed (each way below applies it, skips it or refuses it) */
+                if (fr->frame != last_frame + 1) { /* writes completed out of order: not a provider this can use */
+                    fprintf(stderr, "fh-replicate: frame %" PRIu64 " arrived after frame %" PRIu64 ": provider %s does "
+                                    "not keep the order of writes (FI_ORDER_WAW); stopping\n", fr->frame, last_frame,
+                            f.provider);
+                    ret = 5;
+                    goto done;
+                }
+                last_frame = fr->frame;
+                if (guard)
+                    guard_yields(o, &guard, fr->epoch, epoch, st);
+                if (fr->epoch < epoch || promoted || guard) { /* promoted, or guarding: this host is the primary */
+                    refused++;
+                    st->refused_epoch = refused;
+                    fh_repl_ctl_t no = { CTL_REFUSED, epoch, fr->epoch, fr->frame, 0, 0, { 0 }, 0, 0 };
+                    if (!told++)
+                        send_ctl(&f, &no);
+                    lpos = fr->lpos + fr->size; /* consumed, not applied */
                     continue;
                 }
-                snapst.skipping = 0;
-                if (rec->seq > snapst.next_seq) { /* the journal no longer holds what follows the snapshot */
-                    fprintf(stderr, "fh-replicate: the primary's journal starts at sequence %" PRIu64 ", after the "
-                                    "snapshot's %" PRIu64 ": messages lost, books stale\n", rec->seq, snapst.next_seq);
-                    holes++;
-                    stale_all(e);
-                } else if (rec->seq < snapst.next_seq) { /* a record across the snapshot's end: its tail only */
-                    const uint8_t *m[1024];
-                    uint16_t ml[1024];
-                    uint32_t nb = fh_journal_blocks(rec, body, m, ml, 1024), k = (uint32_t)(snapst.next_seq - rec->seq);
-                    if (k < nb && nb <= 1024) {
-                        const uint8_t *from = m[k] - 2;
-                        size_t blen = (size_t)(body + rec->arg - from);
-                        fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
-                        if (e)
-                            fh_engine_apply_blocks(e, from, blen);
-                        promo_at(&pm, rec->session, snapst.next_seq + (nb - k));
-                        msgs += nb - k;
+                heard = conn_heard = 1;
+                if (fr->epoch > epoch) {
+                    fprintf(stderr, "fh-replicate: the primary's epoch %u is newer than %u: adopted\n", fr->epoch, epoch);
+                    epoch = fr->epoch;
+                    st->epoch = epoch;
+                }
+                const uint8_t *body = (const uint8_t *)(rec + 1);
+                if (rec->kind == FH_RR_SNAP || rec->kind == FH_RR_SNAP_END) {
+                    if (standby_snapshot(o, e, j, rec, body, &snapst)) {
+                        ret = 5;
+                        goto done;
                     }
                     frames++;
                     lpos = fr->lpos + fr->size;
                     unacked++;
                     continue;
                 }
+                if (snapst.skipping) { /* after a snapshot: the journal's records it already holds are skipped */
+                    if (rec->kind != FH_JR_MSGS || memcmp(rec->session, snapst.session, FH_JOURNAL_SESSION_LEN) ||
+                        rec->seq + rec->count <= snapst.next_seq) {
+                        snapst.skipped++;
+                        frames++;
+                        lpos = fr->lpos + fr->size;
+                        unacked++;
+                        continue;
+                    }
+                    snapst.skipping = 0;
+                    if (rec->seq > snapst.next_seq) { /* the journal no longer holds what follows the snapshot */
+                        fprintf(stderr, "fh-replicate: the primary's journal starts at sequence %" PRIu64 ", after the "
+                                        "snapshot's %" PRIu64 ": messages lost, books stale\n", rec->seq, snapst.next_seq);
+                        holes++;
+                        stale_all(e);
+                    } else if (rec->seq < snapst.next_seq) { /* a record across the snapshot's end: its tail only */
+                        const uint8_t *m[1024];
+                        uint16_t ml[1024];
+                        uint32_t nb = fh_journal_blocks(rec, body, m, ml, 1024), k = (uint32_t)(snapst.next_seq - rec->seq);
+                        if (k < nb && nb <= 1024) {
+                            const uint8_t *from = m[k] - 2;
+                            size_t blen = (size_t)(body + rec->arg - from);
+                            fh_journal_append_msgs(j, rec->session, snapst.next_seq, (uint16_t)(nb - k), from, blen);
+                            if (e)
+                                fh_engine_apply_blocks(e, from, blen);
+                            promo_at(&pm, rec->session, snapst.next_seq + (nb - k));
+                            msgs += nb - k;
+                        }
+                        frames++;
+                        lpos = fr->lpos + fr->size;
+                        unacked++;
+                        continue;
+                    }
+                }
+                switch (rec->kind) {
+                case FH_JR_MSGS:
+                    fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
+                    if (e)
+                        fh_engine_apply_blocks(e, body, rec->arg);
+                    msgs += rec->count;
+                    if (rec->seq)
+                        promo_at(&pm, rec->session, rec->seq + rec->count);
+                    break;
+                case FH_RR_OVERRUN:
+                    holes++;
+                    stale_all(e);
+                    break; /* not journaled: the standby's followers see the sequences jump themselves */
+                case FH_JR_LOST:
+                case FH_JR_MISSED:
+                    /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
+                     * the books created from now on, with the same events */
+                    holes++;
+                    stale_all(e);
+                    promo_at(&pm, rec->session, rec->seq + (rec->kind == FH_JR_LOST ? rec->arg : 1));
+                    /* fallthrough */
+                default:
+                    if (rec->kind == FH_JR_HEARTBEAT)
+                        promo_at(&pm, rec->session, rec->seq);
+                    fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
+                    break;
+                }
+                frames++;
+                uint64_t applied = now_ns(); /* the lag runs to here: the record in the journal and the books */
+                if (!first_ns)
+                    first_ns = applied;
+                last_ns = applied;
+                lpos = fr->lpos + fr->size;
+                uint64_t lag = applied > fr->sent_ns ? (applied - fr->sent_ns) / 1000 : 0;
+                lag_hist[lag < LAG_BUCKETS ? lag : LAG_BUCKETS - 1]++;
+                lag_n++;
+                st->lag_ns = applied - fr->sent_ns;
+                if (trace && ntrace < o->trace_max) /* the primary's read, its post, the completion seen, applied */
+                    trace[ntrace++] = (trace_t){ rec->seq, fr->sent_ns - fr->seen_ago, fr->sent_ns, now, applied };
+                unacked++;
             }
-            switch (rec->kind) {
-            case FH_JR_MSGS:
-                fh_journal_append_msgs(j, rec->session, rec->seq, rec->count, body, rec->arg);
-                if (e)
-                    fh_engine_apply_blocks(e, body, rec->arg);
-                msgs += rec->count;
-                if (rec->seq)
-                    promo_at(&pm, rec->session, rec->seq + rec->count);
-                break;
-            case FH_RR_OVERRUN:
-                holes++;
-                stale_all(e);
-                break; /* not journaled: the standby's followers see the sequences jump themselves */
-            case FH_JR_LOST:
-            case FH_JR_MISSED:
-                /* as the primary's feed did when it gave the hole up (mold.c mark_stale): every book stale, and
-                 * the books created from now on, with the same events */
-                holes++;
-                stale_all(e);
-                promo_at(&pm, rec->session, rec->seq + (rec->kind == FH_JR_LOST ? rec->arg : 1));
-                /* fallthrough */
-            default:
-                if (rec->kind == FH_JR_HEARTBEAT)
-                    promo_at(&pm, rec->session, rec->seq);
-                fh_journal_append_mark(j, rec->kind, rec->session, rec->seq, rec->arg);
-                break;
-            }
-            frames++;
-            uint64_t applied = now_ns(); /* the lag runs to here: the record in the journal and the books */
-            if (!first_ns)
-                first_ns = applied;
-            last_ns = applied;
-            lpos = fr->lpos + fr->size;
-            uint64_t lag = applied > fr->sent_ns ? (applied - fr->sent_ns) / 1000 : 0;
-            lag_hist[lag < LAG_BUCKETS ? lag : LAG_BUCKETS - 1]++;
-            lag_n++;
-            st->lag_ns = applied - fr->sent_ns;
-            if (trace && ntrace < o->trace_max) /* the primary's read, its post, the completion seen, applied */
-                trace[ntrace++] = (trace_t){ rec->seq, fr->sent_ns - fr->seen_ago, fr->sent_ns, now, applied };
-            if (++unacked >= 64) {
+            if (unacked >= 64 || lpos - ack_lpos >= c.ring_bytes / 4) { /* the primary's bound: a ring unacknowledged */
                 fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 }, 0, 0 };
                 if (!send_ctl(&f, &ack))
-                    unacked = 0;
+                    unacked = 0, ack_lpos = lpos;
             }
+        }
+        if (joined) {
+            /* A standby with no listen address of its own connected to this host and asks for the journal: a guard
+             * (this host the primary) ships the data plane's (--ship-journal) over this connection, as a primary
+             * would, until it closes; anything else says why not (that standby waits, and tries again) */
+            joined = 0;
+            if (guard && o->ship_journal && !promoted) {
+                fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen address): "
+                                "shipping %s to it at epoch %u\n", o->ship_journal, epoch);
+                int pr = primary_on(o, &f, &join, st);
+                fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d): listening again\n", pr);
+                st->state = ST_GUARDING;
+                gone = 1;
+                break;
+            }
+            fprintf(stderr, "fh-replicate: a standby connected to this host, which %s: nothing shipped to it\n",
+                    !guard ? "is not a primary's guard" : promoted ? "was promoted (fh run ships from a guard)"
+                                                              : "has no --ship-journal");
         }
         if (nr == 0) {
             /* Idle: acknowledge what is applied (at most every 100 µs: not a send per record when the records
@@ -1258,7 +1379,7 @@ next_primary:
             if (unacked && now - ack_at >= 100000) {
                 fh_repl_ctl_t ack = { CTL_ACK, epoch, lpos, frames, msgs, 0, { 0 }, 0, 0 };
                 if (!send_ctl(&f, &ack))
-                    unacked = 0, ack_at = now;
+                    unacked = 0, ack_at = now, ack_lpos = lpos;
             }
             if (now - alive_at >= 1000000) {
                 if (e)
@@ -1291,16 +1412,20 @@ next_primary:
     st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_PEER_SILENT;
     if (gone && !ret && !quit && !o->exit_when_done) { /* the connection closed: await the next primary */
         fh_fab_dereg(&c.rmr);
-        fh_fab_hangup(&f);
+        if (connecting) {
+            fh_fab_close(&f);
+            memset(&f, 0, sizeof f);
+        } else
+            fh_fab_hangup(&f);
         goto next_primary;
     }
 finished:
     st->state = ret ? ST_FAILED : promoted ? ST_PROMOTED : gone ? ST_PEER_SILENT : ST_DONE;
     printf("{\"role\": \"standby\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
            ", \"refused_epoch\": %" PRIu64 ", \"holes\": %" PRIu64 ", \"snapshot_orders\": %" PRIu64
-           ", \"skipped_after_snapshot\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
+           ", \"skipped_after_snapshot\": %" PRIu64 ", \"writes\": %" PRIu64 ", \"lag_us_p50\": %.0f, \"lag_us_p99\": %.0f, "
            "\"lag_us_p999\": %.0f, \"lag_us_max\": %.0f, \"cpu_s\": %.3f, \"apply_s\": %.3f, \"exit\": %d}\n",
-           f.provider, epoch, frames, msgs, refused, holes, snapst.orders, snapst.skipped, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
+           f.provider, epoch, frames, msgs, refused, holes, snapst.orders, snapst.skipped, writes, lag_pct(lag_n, 0.5), lag_pct(lag_n, 0.99),
            lag_pct(lag_n, 0.999), lag_pct(lag_n, 1.0 - 1e-12), cpu_s(), (double)(last_ns - first_ns) / 1e9, ret);
     fflush(stdout);
     if (trace) {
@@ -1340,6 +1465,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: fh-replicate --role primary --journal PATH --peer HOST:PORT [--provider auto|verbs|tcp] [--epoch N]\n"
             "                    [--max-outstanding N] [--heartbeat-ms N] [--from oldest|head] [--exit-when-done]\n"
+            "                    [--write-kb N (the records ready, in one write up to N KiB; default 256, 0: one a write)]\n"
             "                    [--snapshot FILE (a late standby: this fh_engine_snapshot file first)]\n"
             "       fh-replicate --role standby --listen HOST:PORT --journal PATH --segment PATH [--ring-mb N]\n"
             "                    [--journal-mb N] [--max-orders N] [--max-levels N] [--events N] [--depth N] [--exit-when-done]\n"
@@ -1349,7 +1475,9 @@ static void usage(void)
             "       fh-replicate --list-devices [--provider auto|verbs|tcp]\n"
             "       two primaries (fh run): primary [--probe (what listens at --peer: a JSON line, nothing shipped)]\n"
             "                    [--snapshot-dir DIR (the newest *.snap the journal follows, for a lapped standby)];\n"
-            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)];\n"
+            "                    standby [--guard (this host is primary: refuse, or yield to a primary beating it)]\n"
+            "                    [--ship-journal PATH (a guard: ship this journal to a standby that connects)];\n"
+            "                    standby --peer HOST:PORT instead of --listen: it connects to the primary's guard\n"
             "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
@@ -1359,7 +1487,8 @@ int main(int argc, char **argv)
 {
     opts_t o = { .provider = "auto", .name = "fh", .from = "oldest", .epoch = 1, .ring_mb = 16, .journal_mb = 64,
                  .max_outstanding = 64, .heartbeat_ms = 100, .failover_timeout_ms = 1000, .max_orders = 8u << 20, .max_levels = 4u << 20,
-                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000, .core = -1, .trace_max = 1u << 20 };
+                 .events = 1u << 16, .depth = 10, .connect_timeout_ms = 5000, .core = -1, .trace_max = 1u << 20,
+                 .write_kb = 256 };
     static const struct option lo[] = {
         { "role", 1, 0, 'r' }, { "provider", 1, 0, 'p' }, { "journal", 1, 0, 'j' }, { "peer", 1, 0, 'P' },
         { "listen", 1, 0, 'l' }, { "segment", 1, 0, 's' }, { "status", 1, 0, 'S' }, { "name", 1, 0, 'n' },
@@ -1368,7 +1497,9 @@ int main(int argc, char **argv)
         { "max-levels", 1, 0, 'L' }, { "events", 1, 0, 'E' }, { "depth", 1, 0, 'd' }, { "exit-when-done", 0, 0, 'x' },
         { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' },
         { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { "guard", 0, 0, 'G' },
-        { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { 0, 0, 0, 0 }
+        { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { "write-kb", 1, 0, 'K' },
+        { "ship-journal", 1, 0, 'H' },
+        { 0, 0, 0, 0 }
     };
     int ch;
     uint32_t ct = 5000;
@@ -1411,6 +1542,8 @@ int main(int argc, char **argv)
         case 'W': o.wins_ties = 1; break;
         case 'Q': o.probe = 1; break;
         case 'Y': o.snapshot_dir = optarg; break;
+        case 'K': bad = parse_u32(optarg, &o.write_kb, "--write-kb"); break;
+        case 'H': o.ship_journal = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
@@ -1462,7 +1595,7 @@ int main(int argc, char **argv)
     signal(SIGUSR2, on_unguard);
     if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
-    if (o.role && !strcmp(o.role, "standby") && o.listen)
+    if (o.role && !strcmp(o.role, "standby") && (o.listen || o.peer))
         return standby(&o);
     usage();
     return 2;
