@@ -45,7 +45,7 @@ from pathlib import Path
 
 from . import config
 from . import replicate as R
-from .process import with_parent
+from .process import terminate, with_parent
 
 FENCED = 4
 BACKOFF_MIN_S, BACKOFF_MAX_S, BACKOFF_RESET_S = 0.1, 5.0, 30.0
@@ -322,7 +322,7 @@ class Replication:
         self.guard_next, self.guard_started = None, time.monotonic()
 
     def _stop_guard(self) -> None:
-        _terminate(self.guard)
+        terminate(self.guard)
         self.guard = None
         try:
             os.unlink(guard_status_of(self.cfg))
@@ -368,7 +368,7 @@ class Replication:
                         break
                 time.sleep(0.02)
         finally:
-            _terminate(pr)
+            terminate(pr)
             pr.stdout.close()
         old = self.epoch
         if yielded is not None or (answer and answer["peer_wins"]):
@@ -482,7 +482,7 @@ class Replication:
         sequence were built from this host's own lines; a standby's must equal its primary's (a consumer that fails
         over resumes by event sequence), which only a standby built from the new primary's journal (or its
         snapshot, then the journal) has."""
-        _terminate(self.proc)
+        terminate(self.proc)
         self.proc = None
         self.next_start = None
         if self.guard is not None and self.guard.poll() is None:
@@ -559,7 +559,7 @@ class Replication:
     # -- after the data plane --
 
     def _stop_proc(self, timeout: float = 10) -> None:
-        _terminate(self.proc, timeout)
+        terminate(self.proc, timeout)
 
     def stop(self) -> None:
         """After the data plane: a primary's fh-replicate first ships what the journal holds and has it
@@ -567,17 +567,6 @@ class Replication:
         self.next_start = None
         stop(self.proc, self.cfg.name)
         self._stop_guard()
-
-
-def _terminate(p: subprocess.Popen | None, timeout: float = 10) -> None:
-    if p is None or p.poll() is not None:
-        return
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def start(cfg: config.Config, dataplane_cmd: list[str], run_dir: Path) -> Replication | None:
