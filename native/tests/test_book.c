@@ -3,6 +3,7 @@
 #include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
+#include "fh/seg.h"
 #include "msg.h"
 
 static fh_engine_t *e;
@@ -386,6 +387,96 @@ static void test_bad_cfg(void)
     CHECK(fh_engine_footprint(&(fh_engine_cfg_t){ 10, 10, 1 }) == 0);
 }
 
+/* Publishing: a BBO event exactly when a side's best level (price or shares) changes, carrying both sides'
+ * best as the book has it. The prices cross the ladder's paths: on the tick near the touch (the window),
+ * off the tick and far away (the deep arrays), jumps that re-centre the window and empty sides. Publishing is
+ * turned on after a first part applied without it. */
+static void test_bbo_events(void)
+{
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1 });
+    if (!seg) {
+        fprintf(stderr, "segment: %s\n", fh_errmsg());
+        exit(1);
+    }
+    fh_engine_destroy(e);
+    e = fh_engine_create_on(&(fh_engine_cfg_t){ 4, 4000, 1 << 16 }, seg);
+    CHECK(e != NULL);
+    fh_engine_set_publish(e, false); /* the first 30,000 messages unpublished: the cached bests come when it is on */
+    enum { N = 600 };
+    static uint32_t live[N + 1], sh[N + 1];
+    APPLY(m_R(b, 1, "BBO"));
+    uint64_t x = 0x9E3779B97F4A7C15ull, events = 0, head = __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
+    fh_level_t prev[2] = { { 0 } };
+    for (int step = 0; step < 100000; step++) {
+        if (step == 30000)
+            fh_engine_set_publish(e, true);
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        uint32_t ref = 1 + (uint32_t)(x % N), r = (uint32_t)(x >> 32);
+        if (!live[ref]) {
+            uint32_t base = (step / 20000) % 2 ? 2000000 : 1000000; /* the touch moves twice: re-centring */
+            uint32_t kind = (r >> 24) % 16, price;
+            if (kind == 0)
+                price = base + 7 + (r >> 4) % 2000 * 100; /* off the tick */
+            else if (kind == 1)
+                price = base + 40000 + (r >> 4) % 300 * 100; /* beyond the window: deep */
+            else
+                price = base + (r >> 4) % 30 * 100;
+            sh[ref] = 1 + (r >> 12) % 400;
+            live[ref] = price;
+            APPLY(m_A(b, 1, ref, (r & 1) ? 'S' : 'B', sh[ref], "BBO", price));
+        } else if (r % 3 == 0 && sh[ref] > 1) {
+            uint32_t s = 1 + (r >> 4) % (sh[ref] - 1);
+            APPLY(m_X(b, 1, ref, s));
+            sh[ref] -= s;
+        } else {
+            APPLY(m_D(b, 1, ref));
+            live[ref] = 0;
+        }
+        fh_level_t top[2];
+        for (int s = 0; s < 2; s++)
+            if (fh_engine_levels(e, 1, s, &top[s], 1) == 0)
+                top[s] = (fh_level_t){ 0 };
+        uint64_t h = __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
+        bool changed = memcmp(top, prev, sizeof top) != 0;
+        if (step < 30000) {
+            CHECK_EQ(h, head);
+        } else if (h == head) {
+            CHECK(!changed);
+        } else {
+            CHECK_EQ(h, head + 1);
+            const fh_shm_event_t *ev = &seg->events[h & (seg->hdr->event_capacity - 1)];
+            CHECK_EQ(ev->type, FH_EV_BBO);
+            CHECK_EQ(ev->a, top[0].shares);
+            CHECK_EQ(ev->b, top[1].shares);
+            CHECK_EQ((uint64_t)ev->c, (uint64_t)top[0].price);
+            CHECK_EQ((uint64_t)ev->d, (uint64_t)top[1].price);
+            events++;
+        }
+        head = h;
+        memcpy(prev, top, sizeof top);
+    }
+    if (events <= 1000)
+        fprintf(stderr, "bbo events: %llu\n", (unsigned long long)events);
+    CHECK(events > 1000);
+    /* Unpublished, a new best in the window above an off-tick deep level; once published, a change at that
+     * best is an event with it. */
+    fh_engine_set_publish(e, false);
+    APPLY(m_R(b, 2, "ONB"));
+    APPLY(m_A(b, 2, N + 1, 'B', 100, "ONB", 1000000));
+    APPLY(m_A(b, 2, N + 2, 'B', 100, "ONB", 1000007));
+    APPLY(m_A(b, 2, N + 3, 'B', 100, "ONB", 1000100));
+    fh_engine_set_publish(e, true);
+    head = __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
+    APPLY(m_A(b, 2, N + 4, 'B', 50, "ONB", 1000100));
+    CHECK_EQ(__atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE), head + 1);
+    const fh_shm_event_t *ev = &seg->events[(head + 1) & (seg->hdr->event_capacity - 1)];
+    CHECK_EQ(ev->a, 150);
+    CHECK_EQ(ev->c, 1000100);
+    fh_engine_destroy(e);
+    e = NULL;
+    fh_seg_close(seg, 0);
+}
+
 int main(void)
 {
     test_add_levels();
@@ -395,6 +486,7 @@ int main(void)
     test_level_capacity();
     test_spill();
     test_random_against_model();
+    test_bbo_events();
     test_framing();
     test_bad_cfg();
     fh_engine_destroy(e);
