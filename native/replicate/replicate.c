@@ -376,8 +376,8 @@ static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snap
 
 /* The primary: connect to --peer, read the standby's HELLO, ship --journal. Or (given: a guard on this primary's
  * listen address, a standby having connected to it and said HELLO with HELLO_JOIN) ship --ship-journal over that
- * connection, given_hello the standby's, given_st the guard's status; the connection is left to the caller. */
-static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello, fh_repl_status_t *given_st)
+ * connection, given_hello the standby's; the connection is left to the caller. */
+static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello)
 {
     char host[256], port[32];
     const char *jpath = given ? o->ship_journal : o->journal;
@@ -403,7 +403,6 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
     /* a guard's own status keeps saying guarding (fh run reads a guard that streams as one that yielded): the
      * shipping's figures go to a status of its own, not mapped; its line on stderr says it ships */
     static fh_repl_status_t shipping;
-    (void)given_st;
     fh_repl_status_t *st = given ? memset(&shipping, 0, sizeof shipping) : status_map(o, "primary");
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
@@ -764,7 +763,7 @@ out:
     return ret;
 }
 
-static int primary(const opts_t *o) { return primary_on(o, NULL, NULL, NULL); }
+static int primary(const opts_t *o) { return primary_on(o, NULL, NULL); }
 
 /* ---- standby ------------------------------------------------------------------------------------------ */
 
@@ -1363,7 +1362,7 @@ next_primary:
             if (guard && o->ship_journal && !promoted) {
                 fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen address): "
                                 "shipping %s to it at epoch %u\n", o->ship_journal, epoch);
-                int pr = primary_on(o, &f, &join, st);
+                int pr = primary_on(o, &f, &join);
                 fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d): listening again\n", pr);
                 st->state = ST_GUARDING;
                 gone = 1;
