@@ -230,8 +230,8 @@ size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out)
     return k;
 }
 
-/* the longest body: its fixed part (< 160 bytes) and 54 bytes a level ("[" i64 "," u64 "," u32 "],") */
-#define BOOK_BODY_MAX (160 + 2 * 54 * 64)
+/* the longest body: its fixed part (< 160 bytes) and 55 bytes a level ("[" i64 "," u64 "," u32 "]" and a comma) */
+#define BOOK_BODY_MAX (160 + 2 * 55 * 64)
 
 static char *put_levels(char *b, const fh_shm_level_t *lv, uint32_t n)
 {

@@ -106,7 +106,7 @@ size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
  * (subj_len 0: the caller makes it and calls again from there) or that out has no room for (FH_GW_BOOK_ROOM).
  * Returns the bytes written; *done receives the locates consumed, *nbooks is incremented per command. Depth is
  * clamped to 64. Nothing is allocated; the book layout is read only through fh_shm_snapshot. */
-#define FH_GW_BOOK_ROOM(stride, depth) ((stride) + 320 + 2 * 54 * (size_t)((depth) < 64 ? (depth) : 64))
+#define FH_GW_BOOK_ROOM(stride, depth) ((stride) + 200 + 2 * 55 * (size_t)((depth) < 64 ? (depth) : 64))
 size_t fh_gw_books(const fh_shm_reader_t *r, const uint16_t *locs, size_t n, uint32_t depth, uint64_t seq,
                    uint64_t gw_ns, const char *subj, const uint8_t *subj_len, size_t stride, char *out, size_t cap,
                    size_t *done, uint64_t *nbooks);
