@@ -221,11 +221,22 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
                                stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     wakes = [0]
+    ticks = [0, 0, 0.0]  # book ticks, books sent, their CPU-s
 
     async def run_paced():
         gw = Gateway(name2, Settings(servers=tuple(c.urls), stream=False), name2, start="head")
         await gw.connect()
         loop = asyncio.get_running_loop()
+        real_books = gw._books
+
+        async def timed_books():  # the book tick's own CPU (the loop thread's, while it runs)
+            c0, b0 = time.thread_time(), gw.counters["books"]
+            await real_books()
+            ticks[0] += 1
+            ticks[1] += gw.counters["books"] - b0
+            ticks[2] += time.thread_time() - c0
+
+        gw._books = timed_books
         if before:  # the revision before waits in the executor: count its wakes there
             real = loop.run_in_executor
 
@@ -259,6 +270,9 @@ def paced_run(day: Path, work: Path, c, rate: int, seconds: float, csub: bool = 
             "cpu_share": round(gw_cpu / (wall + 1.5), 3), "wakes": wakes[0],
             "cpu_us_per_wake": round(gw_cpu * 1e6 / wakes[0], 1) if wakes[0] else None,
             "cpu_us_per_event": round(gw_cpu * 1e6 / k["events"], 2) if k["events"] else None,
+            "book_ticks": ticks[0], "books": ticks[1], "book_tick_cpu_s": round(ticks[2], 4),
+            "book_tick_cpu_share": round(ticks[2] / (wall + 1.5), 4),
+            "book_tick_us_per_book": round(ticks[2] * 1e6 / ticks[1], 2) if ticks[1] else None,
             "follower": f, "conflated": k["bbo_conflated"], "dropped_trades": k["trades_dropped"],
             "overrun": k["overrun_events"], "subscriber": "c" if csub else "python", "latency": got,
             "loadavg": la, "loadavg_end": loadavg()}
@@ -294,6 +308,39 @@ def pump_only(name: str) -> dict:
             "ns_per_event": round(best * 1e9 / p.events, 1), "events_per_cpu_s": round(p.events / best)}
 
 
+def book_tick_only(name: str) -> dict:
+    """The book tick alone over every book of a published day (no NATS): fh_gw_books (C, as Gateway._books
+    calls it) against _book_py (the Python formatting it replaced, the same bytes), thread CPU time, best of 5."""
+    import numpy as np
+
+    from handler._native import ffi, lib
+    from handler.gateway.gateway import SUBJ_STRIDE, Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    gw = Gateway(name, Settings(servers=("nats://127.0.0.1:1",), stream=False), name)
+    locs = np.sort(gw.r.locates()).astype(np.uint16)
+    assert gw._c_prefixes(locs.astype(np.int64))
+    lp, depth, gw_ns = ffi.from_buffer("uint16_t[]", locs), gw.s.book_depth, time.time_ns()
+    c_best = py_best = None
+    for _ in range(5):
+        gw._cn[0] = 0
+        c0 = time.thread_time()
+        w = lib.fh_gw_books(gw.r._r, lp, len(locs), depth, 1, gw_ns, gw._pkeep[0], gw._pkeep[1], SUBJ_STRIDE,
+                            gw._cout, len(gw._cbuf), gw._cdone, gw._cn)
+        cpu = time.thread_time() - c0
+        assert gw._cdone[0] == len(locs)
+        c_best = cpu if c_best is None else min(c_best, cpu)
+        c0 = time.thread_time()
+        py = [gw._book_py(int(loc), gw_ns) for loc in locs]
+        cpu = time.thread_time() - c0
+        py_best = cpu if py_best is None else min(py_best, cpu)
+    books = int(gw._cn[0])
+    gw.r.close()
+    return {"books": books, "depth": depth, "bytes": int(w), "py_bytes": sum(len(b) for b in py if b),
+            "c_us_per_book": round(c_best * 1e6 / books, 2), "py_us_per_book": round(py_best * 1e6 / books, 2),
+            "py_over_c": round(py_best / c_best, 1)}
+
+
 def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub: bool = False,
                   throughput: bool = True, before: str | None = None, queue: bool = False) -> dict:
     from handler import native
@@ -313,6 +360,8 @@ def bench_gateway(day: Path, work: Path, rates: list[int], seconds: float, csub:
             eng.apply_blocks(data)
             eng.publish_stats()
             out["pump_only"] = pump_only(name)
+            out["book_tick_only"] = book_tick_only(name)
+            print(json.dumps(out["book_tick_only"]), file=sys.stderr, flush=True)
             if csub:  # the C subscriber takes the BBOs (the Python one, everything, is slower than the gateway)
                 host, port = c.urls[0].rsplit("/", 1)[-1].rsplit(":", 1)
                 sub = subprocess.Popen([str(c_subscriber()), host, port, f"fh.{name}.*.bbo", "600", "2"],

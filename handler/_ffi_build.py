@@ -452,6 +452,9 @@ typedef struct fh_gw_wait {
 uint64_t fh_gw_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t timeout_ns, fh_gw_wait_t *w);
 int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
 size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
+size_t fh_gw_books(const fh_shm_reader_t *r, const uint16_t *locs, size_t n, uint32_t depth, uint64_t seq,
+                   uint64_t gw_ns, const char *subj, const uint8_t *subj_len, size_t stride, char *out, size_t cap,
+                   size_t *done, uint64_t *nbooks);
 
 /* glimpse.h: the SoupBinTCP snapshot client, delivering to an engine */
 typedef struct fh_glimpse_cfg {

@@ -506,6 +506,82 @@ def test_take_dirty():
     assert lib.fh_gw_take_dirty(ffi.from_buffer("uint8_t[]", m), len(m), ffi.from_buffer("uint16_t[]", out)) == 0
 
 
+@pytest.mark.parametrize("source,depth,cap,long_feed", [("synth", 10, 0, False), ("synth", 64, 0, False),
+                                                        ("synth", 10, 4000, False), ("synth", 10, 0, True),
+                                                        ("real", 10, 0, False)])
+def test_c_books_write_what_python_writes(tmp_path, source, depth, cap, long_feed):
+    """The book tick (Gateway._books through fh_gw_books) against the Python formatter (_book_py) on a published
+    day: every locate marked dirty (most hold no instrument: skipped), the PUB commands of every book byte for byte.
+    cap: a buffer too small for one tick: each tick sends what fits and leaves the rest dirty. long_feed: subject
+    prefixes too long for the C slots: those books go through _book_py from the tick."""
+    import numpy as np
+
+    from conftest import real_itch_files, why_no_real
+    from handler._native import ffi
+    from handler.gateway import gateway as G
+    from handler.gateway.gateway import Gateway
+    from handler.gateway.settings import Gateway as Settings
+
+    if source == "real":
+        if why_no_real():
+            pytest.skip(why_no_real())
+        day = [p for p in real_itch_files() if "0930" in p.name][0]
+    else:
+        day = tmp_path / "day.itch"
+        native.synth_file(day, 40_000, 40, seed=4345)
+    GW = 1_700_000_000_123_456_789
+    with publisher(day, "--events", str(1 << 20)) as (name, _):
+        gw = Gateway(name, Settings(servers=("nats://127.0.0.1:1",), stream=False, book_depth=depth),
+                     "f" * 130 if long_feed else name)
+        sent: list[tuple[bytes, int]] = []
+
+        async def capture(cmds, n=0):
+            sent.append((b"".join(cmds), n))
+            return True
+
+        gw._send = capture
+        gw._backlogged = lambda: False
+        gw._last_seq = gw.r.head
+        if cap:  # prefixes made beforehand: a tick stops at a full buffer, not at a missing prefix
+            assert gw._c_prefixes(gw.r.locates().astype(np.int64))
+            gw._cbuf = bytearray(cap)
+            gw._cout = ffi.from_buffer(gw._cbuf)
+        everything = set(range(65536))
+        gw._dirty_books = set(everything)
+        real_time_ns = G.time.time_ns
+        G.time.time_ns = lambda: GW
+        try:
+            ticks = 0
+            while gw._dirty_books:
+                ticks += 1
+                asyncio.run(gw._books())
+                assert ticks < 1000
+            fast = b"".join(d for d, _ in sent)
+            slow = [gw._book_py(loc, GW) for loc in sorted(everything)]
+        finally:
+            G.time.time_ns = real_time_ns
+        slow = [c for c in slow if c is not None]
+        symbols = {gw.r.symbol_of(loc) for loc in range(65536) if gw._csubj_len[loc]}
+        gw.r.close()
+    assert len(slow) >= (5 if source == "real" else 40)
+    assert fast == b"".join(slow)
+    assert sum(n for _, n in sent) == len(slow) == gw.counters["books"]
+    assert (ticks > 1) == bool(cap), (ticks, len(fast), len(slow))
+    assert (len(symbols) == 0) == long_feed and (long_feed or len(symbols) == len(slow))
+    levels = 0
+    for cmd in slow:  # the frames themselves: NATS framing, and JSON whose levels are best first
+        head, body, tail = cmd.split(b"\r\n")
+        assert tail == b"" and head.startswith(b"PUB fh.") and head.endswith(b".book %d" % len(body))
+        d = json.loads(body)
+        assert d["seq"] == gw._last_seq and d["gw_ns"] == GW and d["status"] == "live"
+        assert d["trading_state"] in ("T", "H", "P", "Q", " ", "\x00")
+        assert len(d["bids"]) <= depth and len(d["asks"]) <= depth
+        assert [b[0] for b in d["bids"]] == sorted((b[0] for b in d["bids"]), reverse=True)
+        assert [a[0] for a in d["asks"]] == sorted(a[0] for a in d["asks"])
+        levels += len(d["bids"]) + len(d["asks"])
+    assert levels > len(slow)
+
+
 def test_follower_error_reaches_the_loop(cluster, tmp_path):
     """An error in the follower thread is raised by run() (at once, not after an idle timeout): a gateway
     whose follower died must not go on waiting as if the ring were quiet."""

@@ -485,6 +485,8 @@ class Gateway:
                 self.counters["bbo"] += 1
 
     async def _books(self) -> None:
+        """The book tick: each dirty book's top book_depth levels as a .book message, formatted in C
+        (fh_gw_books, byte for byte as _book_py); a prefix too long for the C slots goes through _book_py."""
         n = lib.fh_gw_take_dirty(self._pkeep[2], len(self._dirty_map), self._dirty_out_p)  # the follower marks on
         if n:
             self._dirty_books.update(self._dirty_out[:n].tolist())
@@ -495,19 +497,49 @@ class Gateway:
             return
         dirty, self._dirty_books = self._dirty_books, set()
         gw = time.time_ns()
-        out = []
-        for loc in sorted(dirty):
+        locs = np.array(sorted(dirty), np.uint16)
+        lp = ffi.from_buffer("uint16_t[]", locs)
+        out, nb, i = [], 0, 0
+        while i < len(locs):  # _cbuf is free here: _batch_c, on this loop too, copies out of it before it awaits
+            self._cn[0] = 0
+            w = lib.fh_gw_books(self.r._r, lp + i, len(locs) - i, self.s.book_depth, self._last_seq, gw,
+                                self._pkeep[0], self._pkeep[1], SUBJ_STRIDE, self._cout, len(self._cbuf),
+                                self._cdone, self._cn)
+            if w:
+                out.append(bytes(self._cbuf[:w]))
+            nb += int(self._cn[0])
+            i += int(self._cdone[0])
+            if i == len(locs):
+                break
+            loc = int(locs[i])
+            if self._csubj_len[loc]:  # out is full: the rest stay dirty for the next tick
+                self._dirty_books.update(locs[i:].tolist())
+                break
             try:
-                snap = self.r.snapshot(loc, self.s.book_depth)
-            except Exception:  # gone, or not published
-                continue
-            bids = ",".join("[%d,%d,%d]" % t for t in snap.bids.tolist())
-            asks = ",".join("[%d,%d,%d]" % t for t in snap.asks.tolist())
-            data = ('{"seq":%d,"ts":%d,"bids":[%s],"asks":[%s],"status":"%s","trading_state":"%s","gw_ns":%d}' % (
-                self._last_seq, snap.itch_ts, bids, asks, snap.status, snap.trading_state, gw)).encode()
-            out.append(b"PUB %sbook %d\r\n%s\r\n" % (self._symbol_subject(loc), len(data), data))
-        if await self._send(out, len(out)):
-            self.counters["books"] += len(out)
+                made = self._c_prefixes(np.array([loc], np.int64))
+            except Exception:  # gone since its snapshot
+                made, i = True, i + 1
+            if not made:  # too long for a slot
+                cmd = self._book_py(loc, gw)
+                if cmd:
+                    out.append(cmd)
+                    nb += 1
+                i += 1
+        if await self._send(out, nb):
+            self.counters["books"] += nb
+
+    def _book_py(self, loc: int, gw: int) -> bytes | None:
+        """One book's PUB command, formatted in Python (what fh_gw_books writes); None if the book is gone or
+        not published."""
+        try:
+            snap = self.r.snapshot(loc, self.s.book_depth)
+        except Exception:  # gone, or not published
+            return None
+        bids = ",".join("[%d,%d,%d]" % t for t in snap.bids.tolist())
+        asks = ",".join("[%d,%d,%d]" % t for t in snap.asks.tolist())
+        data = ('{"seq":%d,"ts":%d,"bids":[%s],"asks":[%s],"status":"%s","trading_state":"%s","gw_ns":%d}' % (
+            self._last_seq, snap.itch_ts, bids, asks, snap.status, snap.trading_state, gw)).encode()
+        return b"PUB %sbook %d\r\n%s\r\n" % (self._symbol_subject(loc), len(data), data)
 
     async def _status(self, extra: dict | None = None) -> None:
         st = self.r.writer_status()

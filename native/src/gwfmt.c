@@ -229,3 +229,79 @@ size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out)
             out[k++] = (uint16_t)i;
     return k;
 }
+
+/* the longest body: its fixed part (< 160 bytes) and 55 bytes a level ("[" i64 "," u64 "," u32 "]" and a comma) */
+#define BOOK_BODY_MAX (160 + 2 * 55 * 64)
+
+static char *put_levels(char *b, const fh_shm_level_t *lv, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        if (j)
+            *b++ = ',';
+        *b++ = '[';
+        b = put_i64(b, lv[j].price);
+        *b++ = ',';
+        b = put_u64(b, lv[j].shares);
+        *b++ = ',';
+        b = put_u64(b, lv[j].orders);
+        *b++ = ']';
+    }
+    return b;
+}
+
+size_t fh_gw_books(const fh_shm_reader_t *r, const uint16_t *locs, size_t n, uint32_t depth, uint64_t seq,
+                   uint64_t gw_ns, const char *subj, const uint8_t *subj_len, size_t stride, char *out, size_t cap,
+                   size_t *done, uint64_t *nbooks)
+{
+    char *p = out, *end = out + cap;
+    char body[BOOK_BODY_MAX];
+    fh_shm_snapshot_t s;
+    size_t i;
+    if (depth > 64)
+        depth = 64;
+    for (i = 0; i < n; i++) {
+        uint16_t loc = locs[i];
+        if (fh_shm_snapshot(r, loc, depth, &s) < 0)
+            continue; /* gone, not published, or stuck mid-change */
+        size_t sl = subj_len[loc];
+        if (!sl || (size_t)(end - p) < FH_GW_BOOK_ROOM(stride, depth))
+            break;
+        char *b = body;
+        b = PUT(b, "{\"seq\":");
+        b = put_u64(b, seq);
+        b = PUT(b, ",\"ts\":");
+        b = put_u64(b, s.book.itch_ts);
+        b = PUT(b, ",\"bids\":[");
+        b = put_levels(b, s.bids, s.nbids);
+        b = PUT(b, "],\"asks\":[");
+        b = put_levels(b, s.asks, s.nasks);
+        b = PUT(b, "],\"status\":\"");
+        if (s.book.status == FH_BOOK_LIVE)
+            b = PUT(b, "live");
+        else if (s.book.status == FH_BOOK_STALE)
+            b = PUT(b, "stale");
+        else
+            b = put_u64(b, s.book.status);
+        b = PUT(b, "\",\"trading_state\":\"");
+        uint8_t ts = (uint8_t)s.book.trading_state;
+        if (ts < 0x80) {
+            *b++ = (char)ts;
+        } else { /* Latin-1 as UTF-8 */
+            *b++ = (char)(0xC0 | (ts >> 6));
+            *b++ = (char)(0x80 | (ts & 0x3F));
+        }
+        b = PUT(b, "\",\"gw_ns\":");
+        b = put_u64(b, gw_ns);
+        *b++ = '}';
+        p = PUT(p, "PUB ");
+        p = put_s(p, subj + (size_t)loc * stride, sl);
+        p = PUT(p, "book ");
+        p = put_u64(p, (uint64_t)(b - body));
+        p = PUT(p, "\r\n");
+        p = put_s(p, body, (size_t)(b - body));
+        p = PUT(p, "\r\n");
+        ++*nbooks;
+    }
+    *done = i;
+    return (size_t)(p - out);
+}

@@ -94,4 +94,21 @@ int64_t fh_gw_clock_pair(uint64_t *tsc, int64_t *ns);
  * Writes them to out (room for n) and returns how many. */
 size_t fh_gw_take_dirty(uint8_t *dirty, size_t n, uint16_t *out);
 
+/* The book tick: the top `depth` levels of each book in locs[0, n) (in that order), each copied with
+ * fh_shm_snapshot, as PUB commands written byte for byte as the gateway's Python formatting (Gateway._book_py):
+ *
+ *   PUB <prefix>book <n>\r\n{"seq":S,"ts":T,"bids":[[P,S,O],...],"asks":[...],"status":"live","trading_state":"T","gw_ns":G}\r\n
+ *
+ * S is `seq` (the last event the gateway applied), T the book's itch_ts, levels best first as [price, shares,
+ * orders], status "live" / "stale" (another value as its number), trading_state the book's character (UTF-8 of
+ * its Latin-1 reading, as Python writes it). A book that is gone, not published or stuck mid-change (snapshot
+ * < 0) is skipped (consumed, nothing written). Stops before a published book whose locate has no subject prefix
+ * (subj_len 0: the caller makes it and calls again from there) or that out has no room for (FH_GW_BOOK_ROOM).
+ * Returns the bytes written; *done receives the locates consumed, *nbooks is incremented per command. Depth is
+ * clamped to 64. Nothing is allocated; the book layout is read only through fh_shm_snapshot. */
+#define FH_GW_BOOK_ROOM(stride, depth) ((stride) + 200 + 2 * 55 * (size_t)((depth) < 64 ? (depth) : 64))
+size_t fh_gw_books(const fh_shm_reader_t *r, const uint16_t *locs, size_t n, uint32_t depth, uint64_t seq,
+                   uint64_t gw_ns, const char *subj, const uint8_t *subj_len, size_t stride, char *out, size_t cap,
+                   size_t *done, uint64_t *nbooks);
+
 #endif
