@@ -101,7 +101,8 @@ static __attribute__((noinline)) void other_frame(dp_t *dp, unsigned k, const ui
 
 /* A burst's frames from port k, received at rx: net filter, sequencing, books. Per frame: the next frame's
  * header prefetched (bufs[n] = bufs[n - 1], so without a test), the common frame's header checked inline
- * (fh_net_parse_fast; any other frame out of line), the datagram handed to the feed. Nothing a datagram: what
+ * (fh_net_parse_fast_uncounted: the frames it took are counted once a burst; any other frame out of line), the
+ * datagram handed to the feed. Nothing else a datagram: what
  * the burst applied and its latency are taken once the burst is published (full_loop). journal: a constant, so
  * that the loop is made twice, with and without the tee, and tests nothing for it per frame. Returns the burst's
  * bytes. */
@@ -112,6 +113,7 @@ static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rt
     fh_mold_feed_t *const feed = &dp->feed;
     fh_journal_tee_t *const jtee = journal ? dp->jtee : NULL;
     uint64_t bytes = 0;
+    unsigned not_fast = 0; /* frames the fast path did not take: n - not_fast were taken, counted once a burst */
     bufs[n] = bufs[n - 1];
     const uint8_t *f = rte_pktmbuf_mtod(bufs[0], const uint8_t *);
     for (uint16_t i = 0; i < n; i++) {
@@ -125,14 +127,18 @@ static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rt
         if (FH_UNLIKELY(mb->nb_segs != 1)) {
             bytes += mb->pkt_len - len;
             net->drops[FH_NET_multi_segment]++;
+            not_fast++;
             continue;
         }
         fh_net_pkt_t pkt;
-        if (FH_LIKELY(fh_net_parse_fast(net, cur, len, &pkt) >= 0))
+        if (FH_LIKELY(fh_net_parse_fast_uncounted(net, cur, len, &pkt) >= 0)) {
             feed_apply(jtee, feed, pkt.payload, pkt.len, pkt.line, rx);
-        else
-            other_frame(dp, k, cur, len, rx, journal);
+        } else {
+            other_frame(dp, k, cur, len, rx, journal); /* counts its frame itself (fh_net_parse) */
+            not_fast++;
+        }
     }
+    net->frames += n - not_fast; /* as fh_net_parse_fast would have, one frame at a time */
     return bytes;
 }
 

@@ -556,8 +556,9 @@ static void test_fuzz(long frames)
 
 /* ---- the fast paths against the full parser ----
  *
- * fh_net_parse_fast then fh_net_parse_fast_vlan (inline, the data plane's common frame, as the data plane tries
- * them) and fh_net_parse (its own fast path, then the full parser)
+ * fh_net_parse_fast (and fh_net_parse_fast_uncounted: the same result, nothing counted) then fh_net_parse_fast_vlan
+ * (inline, the data plane's common frame, as the data plane tries them) and fh_net_parse (its own fast path, then
+ * the full parser)
  * against fh_net_parse_full (every check in order, no fast path) on two nets with the same lines: the same
  * verdict, line, payload, length, source and VLAN, the same drop counted, one frame counted each; a frame
  * the fast paths do not take leaves the net untouched. Returns the fast paths' result (-1: not taken). */
@@ -573,8 +574,12 @@ static int check_fast(fh_net_t *a, fh_net_t *b, const uint8_t *f0, size_t len)
     memset(&want, 0xee, sizeof want);
     fh_net_t before;
     memcpy(&before, a, sizeof before);
+    fh_net_pkt_t unc;
+    memset(&unc, 0xee, sizeof unc);
+    int uq = fh_net_parse_fast_uncounted(a, f, len, &unc); /* the data plane's: the same, the net left untouched */
+    int bad = memcmp(&before, a, sizeof before) != 0;
     int fq = fh_net_parse_fast(a, f, len, &fast);
-    int bad = 0;
+    bad |= uq != fq || (fq >= 0 && memcmp(&unc, &fast, sizeof unc) != 0);
     if (fq < 0) {
         bad |= fq != -1 || memcmp(&before, a, sizeof before) != 0; /* nothing done: the caller goes on */
         fq = fh_net_parse_fast_vlan(a, f, len, &fast);

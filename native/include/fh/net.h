@@ -7,6 +7,8 @@
 #ifndef FH_NET_H
 #define FH_NET_H
 
+#include <stdbool.h>
+
 #include "fh/common.h"
 
 #define FH_NET_MAX_LINES 16
@@ -122,9 +124,9 @@ static inline int fh_net_common_shape_(const uint8_t *p)
 #endif
 
 /* From the EtherType before an IPv4 header of the common shape at f + off (off = 12, or 16 behind one tag), with
- * len >= off + 30: the lengths, then lines 0 and 1. */
+ * len >= off + 30: the lengths, then lines 0 and 1; count: the frame taken is counted in n->frames. */
 static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, const uint8_t *f, size_t len,
-                                                                 const size_t off, fh_net_pkt_t *out)
+                                                                 const size_t off, fh_net_pkt_t *out, const bool count)
 {
     const uint8_t *const ip = f + off + 2;
     /* plen: the UDP payload's length if the datagrams fill the frame, at most 65,507 so that the IPv4 total
@@ -143,7 +145,8 @@ static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, co
         i = 1;
     else
         return -1;
-    n->frames++;
+    if (count)
+        n->frames++;
     out->payload = ip + 28;
     out->len = (uint32_t)plen;
     out->line = i;
@@ -159,7 +162,17 @@ static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, 
                                                                    fh_net_pkt_t *out)
 {
     if (FH_LIKELY(len >= 42) && FH_LIKELY(fh_net_common_shape_(f + 12)))
-        return fh_net_fast_at_(n, f, len, 12, out);
+        return fh_net_fast_at_(n, f, len, 12, out, true);
+    return -1;
+}
+
+/* fh_net_parse_fast without counting the frame it takes: n is only read. For a caller that adds the frames it
+ * took to n->frames itself (the data plane: once a burst, from the frames it left to the other paths). */
+static inline __attribute__((always_inline)) int fh_net_parse_fast_uncounted(const fh_net_t *n, const uint8_t *f,
+                                                                             size_t len, fh_net_pkt_t *out)
+{
+    if (FH_LIKELY(len >= 42) && FH_LIKELY(fh_net_common_shape_(f + 12)))
+        return fh_net_fast_at_((fh_net_t *)n, f, len, 12, out, false);
     return -1;
 }
 
@@ -169,7 +182,7 @@ static inline __attribute__((always_inline)) int fh_net_parse_fast_vlan(fh_net_t
                                                                         fh_net_pkt_t *out)
 {
     if (len >= 46 && fh_net_ld16_(f + 12) == __builtin_bswap16(0x8100) && fh_net_common_shape_(f + 16))
-        return fh_net_fast_at_(n, f, len, 16, out);
+        return fh_net_fast_at_(n, f, len, 16, out, true);
     return -1;
 }
 
