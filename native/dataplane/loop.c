@@ -102,10 +102,9 @@ static __attribute__((noinline)) void other_frame(dp_t *dp, unsigned k, const ui
 /* A burst's frames from port k, received at rx: net filter, sequencing, books. Per frame: the next frame's
  * header prefetched (bufs[n] = bufs[n - 1], so without a test), the common frame's header checked inline
  * (fh_net_parse_fast_uncounted: the frames it took are counted once a burst; any other frame out of line), the
- * datagram handed to the feed. Nothing else a datagram: what
- * the burst applied and its latency are taken once the burst is published (full_loop). journal: a constant, so
- * that the loop is made twice, with and without the tee, and tests nothing for it per frame. Returns the burst's
- * bytes. */
+ * datagram handed to the feed. Nothing else a datagram: what the burst applied and its latency are taken once the
+ * burst is published (full_loop). journal: a constant, so that the loop is made twice, with and without the tee,
+ * and tests nothing for it per frame. Returns the burst's bytes. */
 static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rte_mbuf **bufs, uint16_t n,
                                                               unsigned k, uint64_t rx, const bool journal)
 {
