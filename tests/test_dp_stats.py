@@ -158,6 +158,39 @@ def test_bad_input_drops_in_the_segment(tmp_path):
         process.remove_segment(segment)
 
 
+@needs_dp
+def test_latency_one_stamp_a_burst(tmp_path):
+    """The latency histogram takes one TSC read a burst, once the burst is published: every message the burst
+    applied goes into the bucket of that burst's rx -> publish, an upper bound of each message's own (fh/shm.h).
+    So there are no more non-empty buckets than bursts, although the datagrams of a burst are applied one after
+    the other (their events' publish stamps, read by the engine as each datagram begins, differ), and no event's
+    own rx -> publish stamp is above the histogram's max."""
+    from handler import native
+
+    pcap = tmp_path / "a.pcap"
+    info = pcapgen.synth_pcap(pcap, native.synth_bytes(3000, 20, 3), [pcapgen.Line(*pcapgen.DEFAULT_A)], mtu=340)
+    name = f"dps-{uuid.uuid4().hex[:8]}"
+    segment, js = _run(pcap, name)
+    try:
+        st = _check_equal(segment, js)
+        assert js["messages_applied"] == 3000 and info["datagrams"] > 4 * 32  # at least four full bursts
+        buckets = st["latency"]["buckets"]
+        assert 1 <= len(buckets) <= js["busy_bursts"] < info["datagrams"], (buckets, js["busy_bursts"])
+        with shm.Reader(segment) as r:
+            evs = [ev for ev in r.events(start=1, raw=True)]
+            hz = r.tsc_hz
+        assert evs and not any(isinstance(ev, shm.Overrun) for ev in evs)
+        by_rx: dict[int, set] = {}
+        for ev in evs:
+            by_rx.setdefault(int(ev["rx_tsc"]), set()).add(int(ev["pub_tsc"]))
+        assert len(by_rx) <= js["busy_bursts"]  # the events of a burst share its rx stamp
+        assert max(len(p) for p in by_rx.values()) > 1  # ... and not their datagrams' publish stamps
+        own = max(max(p) - rx for rx, p in by_rx.items()) * 1e9 / hz
+        assert 0 <= own <= st["latency"]["max"], (own, st["latency"])
+    finally:
+        process.remove_segment(segment)
+
+
 @pytest.mark.slow
 def test_engine_only_writer_leaves_the_section_zero():
     from test_shm import DAY, publisher

@@ -2,12 +2,13 @@
  *
  * The ports in use are polled in turn by the main lcore (EAL pins it, -l); a burst's frames go net ->
  * MoldUDP64 sequencing and recovery (fh/mold.h) -> book engine -> the shared segment. Every dropped frame is
- * counted by cause; TSC stamps at rx and after each datagram is applied feed a log-linear latency histogram
- * (messages released from the hold-back buffer by a timer count from that poll's start). IGMP queries and ARP
- * are found among the frames fh_net_parse refuses, so they cost the hot path nothing. Idle: rte_pause() (--idle
- * spin), or after 1,000 empty polls short naps (--idle backoff: replay and tests); every 100 ms the line states
- * and the statistics are published. SIGINT/SIGTERM stop it within 100 ms whatever arrives, as does, with
- * --exit-idle-ms, a port that stays silent that long after traffic while no gap is open.
+ * counted by cause. A log-linear latency histogram gets one TSC read a burst: what the burst applied, from its rx
+ * stamp to the end of its publishing (messages released from the hold-back buffer by a timer count from that
+ * poll's start). IGMP queries and ARP are found among the frames fh_net_parse refuses, so they cost the hot path
+ * nothing. Idle: rte_pause() (--idle spin), or after 1,000 empty polls short naps (--idle backoff: replay and
+ * tests); every 100 ms the line states and the statistics are published. SIGINT/SIGTERM stop it within 100 ms
+ * whatever arrives, as does, with --exit-idle-ms, a port that stays silent that long after traffic while no gap
+ * is open.
  *
  * --mode rx-only receives and frees, nothing else: the PMD's own cost, to subtract from a full run's (both
  * count busy_cycles, the TSC cycles spent in non-empty bursts; fh bench dataplane).
@@ -31,12 +32,15 @@ static volatile sig_atomic_t promote_sig;
 static void on_signal(int sig) { (void)sig; dp_quit = 1; }
 static void on_promote(int sig) { (void)sig; promote_sig = 1; } /* --standby: take the lines (standby.h) */
 
-/* Messages a timer poll released from the hold-back buffer (a gap given up or closed by it): counted as
- * applied, their latency from the poll's start (their own arrival is not kept), so that the latency count
- * equals messages_applied (the histogram's sum is the loop's count of messages: dp_t.msgs_total). */
-static inline void released(uint64_t *hist, uint64_t n, uint64_t since)
+/* The latency histogram (dp_t.hist, in TSC ticks): n messages published by now, received at `since`, in one
+ * bucket, with one TSC read. Once a burst (the burst's rx to the end of its publishing: every message of the
+ * burst gets its burst's stamp, an upper bound of its own rx->publish that is exact for the burst's last
+ * datagram), and after each poll that released messages from the hold-back buffer without a burst (a gap given
+ * up or closed by a timer: from that poll's start, their own arrival is not kept). So the histogram counts
+ * every applied message once: its sum is the loop's count of messages (dp_t.msgs_total), messages_applied. */
+static inline void latency_stamp(uint64_t *hist, uint64_t n, uint64_t since)
 {
-    if (FH_UNLIKELY(n))
+    if (n)
         hist[fh_shm_lat_index(rte_rdtsc() - since)] += n;
 }
 
@@ -80,37 +84,35 @@ static __attribute__((noinline, cold)) void refused(dp_t *dp, unsigned k, int r,
 }
 
 /* A frame fh_net_parse_fast did not take: the common frame behind one 802.1Q tag (fh_net_parse_fast_vlan), else
- * fh_net_parse; then the feed if it is ours (returns what the feed applied, or -1 for a drop: counted by the
- * filter; IGMP and ARP are among these, and given back if found). */
-static __attribute__((noinline)) int other_frame(dp_t *dp, unsigned k, const uint8_t *f, size_t len, uint64_t rx,
-                                                 bool journal)
+ * fh_net_parse; then the feed if it is ours. A drop is counted by the filter; IGMP and ARP are among those, and
+ * given back if found. */
+static __attribute__((noinline)) void other_frame(dp_t *dp, unsigned k, const uint8_t *f, size_t len, uint64_t rx,
+                                                  bool journal)
 {
     fh_net_pkt_t pkt;
     int r = fh_net_parse_fast_vlan(&dp->o.net, f, len, &pkt);
     if (r < 0)
         r = fh_net_parse(&dp->o.net, f, len, &pkt);
-    if (FH_UNLIKELY(r < 0)) {
+    if (FH_UNLIKELY(r < 0))
         refused(dp, k, r, f, len, rx);
-        return -1;
-    }
-    return feed_apply(journal ? dp->jtee : NULL, &dp->feed, pkt.payload, pkt.len, pkt.line, rx);
+    else
+        feed_apply(journal ? dp->jtee : NULL, &dp->feed, pkt.payload, pkt.len, pkt.line, rx);
 }
 
 /* A burst's frames from port k, received at rx: net filter, sequencing, books. Per frame: the next frame's
  * header prefetched (bufs[n] = bufs[n - 1], so without a test), the common frame's header checked inline
- * (fh_net_parse_fast; any other frame out of line), the datagram handed to the feed. Per applied datagram one
- * TSC read: its latency from rx into the histogram (in ticks), and the publish stamp of the next datagram's
- * events, stored where the engine reads it (stamp[1], fh_engine_stamps) instead of a call per datagram.
- * journal: a constant, so that the loop is made twice, with and without the tee, and tests nothing for it per
- * frame. Returns the burst's bytes. */
+ * (fh_net_parse_fast_uncounted: the frames it took are counted once a burst; any other frame out of line), the
+ * datagram handed to the feed. Nothing else a datagram: what the burst applied and its latency are taken once the
+ * burst is published (full_loop). journal: a constant, so that the loop is made twice, with and without the tee,
+ * and tests nothing for it per frame. Returns the burst's bytes. */
 static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rte_mbuf **bufs, uint16_t n,
-                                                              unsigned k, uint64_t rx, uint64_t *stamp,
-                                                              const bool journal)
+                                                              unsigned k, uint64_t rx, const bool journal)
 {
-    fh_net_t *const net = &dp->o.net; /* net, feed and hist at fixed offsets from dp: one register for the three */
+    fh_net_t *const net = &dp->o.net; /* net and feed at fixed offsets from dp: one register for both */
     fh_mold_feed_t *const feed = &dp->feed;
     fh_journal_tee_t *const jtee = journal ? dp->jtee : NULL;
     uint64_t bytes = 0;
+    unsigned not_fast = 0; /* frames the fast path did not take: n - not_fast were taken, counted once a burst */
     bufs[n] = bufs[n - 1];
     const uint8_t *f = rte_pktmbuf_mtod(bufs[0], const uint8_t *);
     for (uint16_t i = 0; i < n; i++) {
@@ -124,27 +126,24 @@ static inline __attribute__((always_inline)) uint64_t burst_(dp_t *dp, struct rt
         if (FH_UNLIKELY(mb->nb_segs != 1)) {
             bytes += mb->pkt_len - len;
             net->drops[FH_NET_multi_segment]++;
+            not_fast++;
             continue;
         }
         fh_net_pkt_t pkt;
-        int applied;
-        if (FH_LIKELY(fh_net_parse_fast(net, cur, len, &pkt) >= 0))
-            applied = feed_apply(jtee, feed, pkt.payload, pkt.len, pkt.line, rx);
-        else if ((applied = other_frame(dp, k, cur, len, rx, journal)) < 0)
-            continue;
-        if (applied > 0) {
-            uint64_t now = __builtin_ia32_rdtsc(); /* rte_rdtsc's instruction, without its two halves' moves */
-            stamp[1] = now;
-            dp->hist[fh_shm_lat_index(now - rx)] += (uint64_t)applied;
+        if (FH_LIKELY(fh_net_parse_fast_uncounted(net, cur, len, &pkt) >= 0)) {
+            feed_apply(jtee, feed, pkt.payload, pkt.len, pkt.line, rx);
+        } else {
+            other_frame(dp, k, cur, len, rx, journal); /* counts its frame itself (fh_net_parse) */
+            not_fast++;
         }
     }
+    net->frames += n - not_fast; /* as fh_net_parse_fast would have, one frame at a time */
     return bytes;
 }
 
-static __attribute__((noinline)) uint64_t burst(dp_t *dp, struct rte_mbuf **bufs, uint16_t n, unsigned k, uint64_t rx,
-                                                uint64_t *stamp)
+static __attribute__((noinline)) uint64_t burst(dp_t *dp, struct rte_mbuf **bufs, uint16_t n, unsigned k, uint64_t rx)
 {
-    return dp->jtee ? burst_(dp, bufs, n, k, rx, stamp, true) : burst_(dp, bufs, n, k, rx, stamp, false);
+    return dp->jtee ? burst_(dp, bufs, n, k, rx, true) : burst_(dp, bufs, n, k, rx, false);
 }
 
 /* --standby: a burst's datagrams held back (fh_standby_hold), applied at promotion. */
@@ -297,7 +296,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
                 int nr = feed_poll(jtee, feed, t0, rq, FH_MOLD_MAX_OUTSTANDING);
                 if (nr)
                     dp_retrans_send(&dp->rt, rq, nr);
-                released(hist, feed->counters[FH_M_applied] - before, t0);
+                latency_stamp(hist, feed->counters[FH_M_applied] - before, t0);
                 if (FH_UNLIKELY(dp->restoring))
                     restore_settle(dp);
                 fh_engine_batch_end(e);
@@ -306,7 +305,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
             if (t0 - w.last_stats > w.stats_every) {
                 uint64_t before = feed->counters[FH_M_applied];
                 feed_poll(jtee, feed, t0, rq, 0); /* line states */
-                released(hist, feed->counters[FH_M_applied] - before, t0);
+                latency_stamp(hist, feed->counters[FH_M_applied] - before, t0);
             }
             if (FH_UNLIKELY(following != NULL) && !(following = standby_step(dp, t0)))
                 w.empty = 0;
@@ -317,23 +316,27 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         next_port = k + 1 == nports ? 0 : k + 1;
         w.empty = 0;
         uint64_t rx = rte_rdtsc();
-        stamp[0] = stamp[1] = rx; /* the events' stamps (fh_engine_stamps): rx, and the first datagram's publish */
+        /* The events' stamps (fh_engine_stamps): rx, and the publish stamp of what the engine applies without a
+         * TSC read of its own (a datagram applied whole reads one: fh_engine_apply_datagram). */
+        stamp[0] = stamp[1] = rx;
+        const uint64_t applied_before = feed->counters[FH_M_applied];
         if (FH_UNLIKELY(following != NULL)) /* a standby: held back, applied at promotion */
             hold_burst(dp, following, bufs, n, k, rx);
         else
-            ls->bytes += burst(dp, bufs, n, k, rx, stamp);
+            ls->bytes += burst(dp, bufs, n, k, rx);
         if (FH_UNLIKELY(fh_mold_feed_busy(feed))) {
-            uint64_t before = feed->counters[FH_M_applied];
             if (FH_UNLIKELY(feed->snap_pending))
                 fh_glimpse_poll(dp->glimpse);
             int nr = feed_poll(jtee, feed, rx, rq, FH_MOLD_MAX_OUTSTANDING);
             if (nr)
                 dp_retrans_send(&dp->rt, rq, nr);
-            released(hist, feed->counters[FH_M_applied] - before, rx);
         }
         if (FH_UNLIKELY(dp->restoring))
             restore_settle(dp);
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
+        /* What the burst applied (its datagrams and what they and the poll released), published by now: each
+         * message's rx->publish from this burst's rx to this one TSC read (latency_stamp). */
+        latency_stamp(hist, feed->counters[FH_M_applied] - applied_before, rx);
         if (FH_UNLIKELY(following != NULL))
             following = standby_step(dp, rx);
         ls->packets += n;
@@ -349,7 +352,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         if (FH_UNLIKELY(t1 - w.last_stats > w.stats_every)) { /* every 100 ms under continuous traffic as well */
             uint64_t before = feed->counters[FH_M_applied];
             feed_poll(jtee, feed, t1, rq, 0); /* line states */
-            released(hist, feed->counters[FH_M_applied] - before, t1);
+            latency_stamp(hist, feed->counters[FH_M_applied] - before, t1);
             fh_engine_publish_stats(e);
             dp_publish(dp);
             w.last_stats = t1;
@@ -367,7 +370,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
     {
         uint64_t t = rte_rdtsc(), before = feed->counters[FH_M_applied];
         feed_poll(jtee, feed, t, rq, 0);
-        released(hist, feed->counters[FH_M_applied] - before, t);
+        latency_stamp(hist, feed->counters[FH_M_applied] - before, t);
     }
     uint64_t msgs_total = 0;
     for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)

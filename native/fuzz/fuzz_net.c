@@ -53,7 +53,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r >= 0)
         FZ_ASSERT(slow.payload == got.payload && slow.len == got.len && slow.line == got.line &&
                   slow.src_ip == got.src_ip && slow.vlan == got.vlan);
+    fh_net_pkt_t unc = { 0 };
+    int uq = fh_net_parse_fast_uncounted(&full, frame, len, &unc); /* the same verdict, nothing counted */
+    FZ_ASSERT(full.frames == 1);
     int q = fh_net_parse_fast(&full, frame, len, &fast);
+    FZ_ASSERT(uq == q && (q < 0 || (unc.payload == fast.payload && unc.len == fast.len && unc.line == fast.line)));
     if (q < 0) {
         FZ_ASSERT(q == -1 && full.frames == 1);
         q = fh_net_parse_fast_vlan(&full, frame, len, &fast);

@@ -28,6 +28,25 @@ static inline uint16_t wire16(uint16_t host) { return __builtin_bswap16(host); }
  * can never match, so the lookup scans every slot without looking at nlines. */
 #define KEY_ANY_SPORT(w) ((w) | FH_NET_KEY_ANY_SPORT)
 
+/* fast_want and fast_ignore of line i (lines 0 and 1: fh_net_parse_fast's), from line[i]: the 16 bytes from an
+ * option-less IPv4 header's source address on (source 4, destination 4, UDP source port 2, destination port 2,
+ * length 2, checksum 2), in wire order. */
+static void fast_line(fh_net_t *n, uint32_t i)
+{
+    if (i >= 2)
+        return;
+    const fh_net_line_t *l = &n->line[i];
+    uint8_t *want = n->fast_want[i], *ignore = n->fast_ignore[i];
+    memset(want, 0, 16);
+    memset(ignore, 0xff, 16);
+    fh_put_be32(want, l->src_ip);
+    fh_put_be32(want + 4, l->dst_ip);
+    fh_put_be16(want + 10, l->dst_port);
+    memset(ignore, l->src_ip ? 0 : 0xff, 4);
+    memset(ignore + 4, 0, 4);
+    memset(ignore + 10, 0, 2);
+}
+
 int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t src_ip)
 {
     if (n->nlines >= FH_NET_MAX_LINES)
@@ -40,6 +59,7 @@ int fh_net_add_line(fh_net_t *n, uint32_t dst_ip, uint16_t dst_port, uint32_t sr
     n->src_key[i] = __builtin_bswap32(src_ip);
     n->src_mask[i] = src_ip ? UINT32_MAX : 0;
     n->line[i] = (fh_net_line_t){ dst_ip, dst_port, src_ip };
+    fast_line(n, i);
     return (int)n->nlines++;
 }
 
@@ -50,6 +70,7 @@ int fh_net_set_source(fh_net_t *n, uint32_t i, uint32_t src_ip)
     n->src_key[i] = __builtin_bswap32(src_ip);
     n->src_mask[i] = src_ip ? UINT32_MAX : 0;
     n->line[i].src_ip = src_ip;
+    fast_line(n, i);
     return 0;
 }
 

@@ -96,8 +96,8 @@ void fh_engine_batch_begin(fh_engine_t *e, uint64_t rx_tsc);
 /* The same with the publish stamp given (a TSC the caller has just read): saves a TSC read per batch. */
 void fh_engine_batch_begin_at(fh_engine_t *e, uint64_t rx_tsc, uint64_t now_tsc);
 void fh_engine_batch_end(fh_engine_t *e);
-/* Where the engine keeps those stamps, for a caller that sets them without a call (the data plane, per
- * datagram): [0] the rx TSC, [1] the publish TSC. Valid for the engine's life. */
+/* Where the engine keeps those stamps, for a caller that sets them without a call (the data plane, once a
+ * burst): [0] the rx TSC, [1] the publish TSC. Valid for the engine's life. */
 uint64_t *fh_engine_stamps(fh_engine_t *e);
 /* Copy the counters to the segment's stats region and beat the heartbeat (done every 65,536 messages by
  * fh_engine_apply_blocks; the data plane calls it when idle). */

@@ -7,6 +7,8 @@
 #ifndef FH_NET_H
 #define FH_NET_H
 
+#include <stdbool.h>
+
 #include "fh/common.h"
 
 #define FH_NET_MAX_LINES 16
@@ -36,6 +38,14 @@ typedef struct fh_net {
     uint64_t key[FH_NET_MAX_LINES];
     uint32_t src_key[FH_NET_MAX_LINES];
     uint32_t src_mask[FH_NET_MAX_LINES];
+    /* The same for lines 0 and 1 as fh_net_parse_fast compares them with SSE4.1, in one 16-byte compare: the 16
+     * bytes of an option-less IPv4 header from its source address on (source address, destination address, UDP
+     * source port, destination port, length, checksum) as the line wants them, and which of them it ignores
+     * (0xff: the source port, length and checksum, and the source address when any source is taken). A zero
+     * slot ignores nothing and wants every byte 0, a UDP length of 0 included, so it never matches a frame that
+     * fh_net_parse_fast takes. */
+    uint8_t fast_want[2][16] __attribute__((aligned(16)));
+    uint8_t fast_ignore[2][16] __attribute__((aligned(16)));
     fh_net_line_t line[FH_NET_MAX_LINES];
     uint32_t nlines;
     uint64_t drops[FH_NET_DROP_COUNT];
@@ -84,8 +94,10 @@ const char *fh_net_drop_name(int cause);
  * header is compared with what it must be in a few wide loads: one 16-byte masked compare from the EtherType to
  * the protocol, the two lengths against the frame's length (in wire order: no arithmetic on the frame's bytes),
  * the 8 bytes from the destination address to the destination port against the two lines' keys, the source
- * against the line's filter. Anything else is left to fh_net_parse, so the result, the drop counters and their
- * causes are fh_net_parse_full's on every frame. */
+ * against the line's filter. With SSE4.1 (the data plane: DPDK builds it for corei7) the IPv4 total length joins
+ * the first compare, and each line is one 16-byte test from the source address on (fast_want, fast_ignore).
+ * Anything else is left to fh_net_parse, so the result, the drop counters and their causes are
+ * fh_net_parse_full's on every frame (native/tests/test_net.c, as test_net and as test_net_sse41). */
 
 static inline uint64_t fh_net_ld64_(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static inline uint32_t fh_net_ld32_(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -100,9 +112,13 @@ static inline uint16_t fh_net_ld16_(const uint8_t *p) { uint16_t v; memcpy(&v, p
 #endif
 
 /* The 16 bytes from the last EtherType on: IPv4 (0x0800), version 4 with IHL 5, no MF flag and no fragment
- * offset (DF and the reserved bit may be set), protocol UDP. The other bytes may be anything. */
+ * offset (DF and the reserved bit may be set), protocol UDP. The other bytes may be anything.
+ * fh_net_common_shape_total_: the same and the IPv4 total length `total` (host order). */
 #if defined(__SSE2__) && !defined(FH_NET_NO_SIMD)
 #include <emmintrin.h>
+#if defined(__SSE4_1__)
+#include <smmintrin.h>
+#endif
 static inline int fh_net_common_shape_(const uint8_t *p)
 {
     const __m128i m = _mm_setr_epi8((char)0xff, (char)0xff, (char)0xff, 0, 0, 0, 0, 0, 0x3f, (char)0xff, 0,
@@ -110,6 +126,19 @@ static inline int fh_net_common_shape_(const uint8_t *p)
     const __m128i w = _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0);
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
     return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(v, m), w)) == 0xffff;
+}
+static inline int fh_net_common_shape_total_(const uint8_t *p, uint16_t total)
+{
+#if defined(__SSE4_1__)
+    /* the total length put in the wanted bytes, then one test: no difference where the mask looks */
+    const __m128i m = _mm_setr_epi8((char)0xff, (char)0xff, (char)0xff, 0, (char)0xff, (char)0xff, 0, 0, 0x3f,
+                                    (char)0xff, 0, (char)0xff, 0, 0, 0, 0);
+    const __m128i w = _mm_setr_epi8(0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0x11, 0, 0, 0, 0);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm_testz_si128(_mm_xor_si128(v, _mm_insert_epi16(w, __builtin_bswap16(total), 2)), m);
+#else
+    return fh_net_common_shape_(p) && fh_net_ld16_(p + 4) == __builtin_bswap16(total);
+#endif
 }
 #else
 static inline int fh_net_common_shape_(const uint8_t *p)
@@ -119,31 +148,47 @@ static inline int fh_net_common_shape_(const uint8_t *p)
     return !(((fh_net_ld64_(p) & fh_net_ld64_(m)) ^ fh_net_ld64_(w)) |
              ((fh_net_ld64_(p + 8) & fh_net_ld64_(m + 8)) ^ fh_net_ld64_(w + 8)));
 }
+static inline int fh_net_common_shape_total_(const uint8_t *p, uint16_t total)
+{
+    return fh_net_common_shape_(p) && fh_net_ld16_(p + 4) == __builtin_bswap16(total);
+}
 #endif
 
-/* From the EtherType before an IPv4 header of the common shape at f + off (off = 12, or 16 behind one tag), with
- * len >= off + 30: the lengths, then lines 0 and 1. */
+/* From the EtherType before an IPv4 header of the common shape and total length at f + off (off = 12, or 16 behind
+ * one tag), with len >= off + 30 and len <= 65535 + off + 2: the UDP length, then lines 0 and 1; count: the frame
+ * taken is counted in n->frames. */
 static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, const uint8_t *f, size_t len,
-                                                                 const size_t off, fh_net_pkt_t *out)
+                                                                 const size_t off, fh_net_pkt_t *out, const bool count)
 {
     const uint8_t *const ip = f + off + 2;
-    /* plen: the UDP payload's length if the datagrams fill the frame, at most 65,507 so that the IPv4 total
-     * length (plen + 28) fits its 16 bits (a test the compiler drops for a 16-bit len, as an mbuf's). */
+    /* plen: the UDP payload's length if the datagrams fill the frame, at most 65,507 (the caller's bound on len) */
     const size_t plen = len - off - 30;
-    if (FH_UNLIKELY(len > 65535 + off + 2) ||
-        FH_UNLIKELY(fh_net_ld16_(ip + 2) != __builtin_bswap16((uint16_t)(plen + 28))) ||
-        FH_UNLIKELY(fh_net_ld16_(ip + 24) != __builtin_bswap16((uint16_t)(plen + 8))))
+    if (FH_UNLIKELY(fh_net_ld16_(ip + 24) != __builtin_bswap16((uint16_t)(plen + 8))))
         return -1;
-    const uint64_t key = fh_net_ld64_(ip + 16) | FH_NET_KEY_ANY_SPORT;
     const uint32_t src = fh_net_ld32_(ip + 12);
     int i;
+#if defined(__SSE4_1__) && !defined(FH_NET_NO_SIMD)
+    /* the 16 bytes from the source address on against each line's: no difference outside what it ignores */
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(ip + 12));
+    if (_mm_testc_si128(*(const __m128i *)(const void *)n->fast_ignore[0],
+                        _mm_xor_si128(v, *(const __m128i *)(const void *)n->fast_want[0])))
+        i = 0;
+    else if (_mm_testc_si128(*(const __m128i *)(const void *)n->fast_ignore[1],
+                             _mm_xor_si128(v, *(const __m128i *)(const void *)n->fast_want[1])))
+        i = 1;
+    else
+        return -1;
+#else
+    const uint64_t key = fh_net_ld64_(ip + 16) | FH_NET_KEY_ANY_SPORT;
     if (key == n->key[0] && (src & n->src_mask[0]) == n->src_key[0])
         i = 0;
     else if (key == n->key[1] && (src & n->src_mask[1]) == n->src_key[1])
         i = 1;
     else
         return -1;
-    n->frames++;
+#endif
+    if (count)
+        n->frames++;
     out->payload = ip + 28;
     out->len = (uint32_t)plen;
     out->line = i;
@@ -152,14 +197,30 @@ static inline __attribute__((always_inline)) int fh_net_fast_at_(fh_net_t *n, co
     return i;
 }
 
+/* The common frame's shape and IPv4 total length at f + off, len within the bounds fh_net_fast_at_ wants (the
+ * upper one a test the compiler drops for a 16-bit len, as an mbuf's). */
+#define FH_NET_FAST_SHAPE_(f, len, off) \
+    (FH_LIKELY((len) >= (off) + 30) && FH_LIKELY((len) <= 65535 + (off) + 2) && \
+     FH_LIKELY(fh_net_common_shape_total_((f) + (off), (uint16_t)((len) - (off) - 2))))
+
 /* The common frame to line 0 or 1, untagged: counts the frame and returns its line (>= 0) with *out filled, as
  * fh_net_parse would; or returns -1 having done nothing, and the caller tries fh_net_parse_fast_vlan or hands
  * the frame to fh_net_parse. */
 static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, const uint8_t *f, size_t len,
                                                                    fh_net_pkt_t *out)
 {
-    if (FH_LIKELY(len >= 42) && FH_LIKELY(fh_net_common_shape_(f + 12)))
-        return fh_net_fast_at_(n, f, len, 12, out);
+    if (FH_NET_FAST_SHAPE_(f, len, 12))
+        return fh_net_fast_at_(n, f, len, 12, out, true);
+    return -1;
+}
+
+/* fh_net_parse_fast without counting the frame it takes: n is only read. For a caller that adds the frames it
+ * took to n->frames itself (the data plane: once a burst, from the frames it left to the other paths). */
+static inline __attribute__((always_inline)) int fh_net_parse_fast_uncounted(const fh_net_t *n, const uint8_t *f,
+                                                                             size_t len, fh_net_pkt_t *out)
+{
+    if (FH_NET_FAST_SHAPE_(f, len, 12))
+        return fh_net_fast_at_((fh_net_t *)n, f, len, 12, out, false);
     return -1;
 }
 
@@ -168,8 +229,8 @@ static inline __attribute__((always_inline)) int fh_net_parse_fast(fh_net_t *n, 
 static inline __attribute__((always_inline)) int fh_net_parse_fast_vlan(fh_net_t *n, const uint8_t *f, size_t len,
                                                                         fh_net_pkt_t *out)
 {
-    if (len >= 46 && fh_net_ld16_(f + 12) == __builtin_bswap16(0x8100) && fh_net_common_shape_(f + 16))
-        return fh_net_fast_at_(n, f, len, 16, out);
+    if (len >= 46 && fh_net_ld16_(f + 12) == __builtin_bswap16(0x8100) && FH_NET_FAST_SHAPE_(f, len, 16))
+        return fh_net_fast_at_(n, f, len, 16, out, true);
     return -1;
 }
 

@@ -146,7 +146,7 @@ typedef struct fh_shm_event {
     uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
     uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
     uint64_t pub_tsc;  /* TSC when the batch that made it began to be applied: a datagram (or 256 messages of a
-                        * file); the data plane reuses the TSC read after the previous datagram of its burst */
+                        * file); a message the data plane applies alone (out of order) has its burst's rx TSC */
     uint64_t a, b;     /* shares (FH_EV_BBO: bid, ask; FH_EV_TRADE: shares, match number) */
     int64_t c, d;      /* prices, in units of 10^price_exp (FH_EV_BBO: bid, ask; FH_EV_TRADE: c) */
     uint64_t reserved[7];
@@ -196,10 +196,14 @@ typedef struct fh_shm_wake {
  * this header: drop causes are fh_net_drop_name's, MoldUDP64 counters fh_mold_counter_name's, each a
  * NUL-terminated string.
  *
- * Latency: rx->publish, per message, in ns: TSC at the burst's rx to TSC after its datagram was applied,
- * converted with the data plane's TSC rate. A log-linear (HdrHistogram-style) histogram of
- * FH_SHM_LAT_BUCKETS counts: bucket i < 64 counts exactly i ns; from 64 on, each power of two [2^e,
- * 2^(e+1)), e = 6 .. 39, is cut into FH_SHM_LAT_SUB = 16 sub-buckets of 2^(e-4) ns (6.25 % of 2^e):
+ * Latency: rx->publish, per message, in ns: TSC at the burst's rx (right after the rx burst returned) to one TSC
+ * read once the burst's datagrams were applied and published, converted with the data plane's TSC rate. One
+ * stamp a burst: each message's figure is an upper bound of its own, exact for the burst's last datagram and
+ * for every message of a one-datagram burst (as at paced rates); in a full burst the first datagrams' messages
+ * count the later ones' time too. Messages released from the hold-back buffer by a timer: from that poll.
+ * A log-linear (HdrHistogram-style) histogram of FH_SHM_LAT_BUCKETS counts: bucket i < 64 counts exactly i ns;
+ * from 64 on, each power of two [2^e, 2^(e+1)), e = 6 .. 39, is cut into FH_SHM_LAT_SUB = 16 sub-buckets of
+ * 2^(e-4) ns (6.25 % of 2^e):
  *
  *     i = 64 + (e - 6) * 16 + sub            e = (i - 64) / 16 + 6, sub = (i - 64) % 16
  *     bucket i holds [(16 + sub) << (e - 4), ((16 + sub + 1) << (e - 4)) - 1]   (inclusive, in ns)
