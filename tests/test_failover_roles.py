@@ -707,6 +707,16 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
         h.close()
 
 
+def _record_snapshots(journal, rec) -> None:
+    """fh record's snapshots of the day in `journal` (every 2,000 messages) into rec/snapshots, less those past
+    sequence 99,500: not the day's end, so that the journal after the newest is shipped too."""
+    fh("record", "--journal", journal, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
+       "20000101")
+    for p in (rec / "snapshots").glob("*.snap"):
+        if int(p.stem.rsplit("-", 1)[1]) > 99500:
+            p.unlink()
+
+
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
 def test_fh_run_gives_a_lapped_standby_the_snapshot(tmp_path, monkeypatch):
     """a primary with a journal ring too small for the day ([journal] ring_mb = 1, lapped) and fh record's
@@ -801,11 +811,7 @@ def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path
         out, err = primary(big, raddr).communicate(timeout=60)
         assert ref.wait(60) == 0, err
         want = replay.segment_books(rseg)
-        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
-           "20000101")
-        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
-            if int(p.stem.rsplit("-", 1)[1]) > 99500:
-                p.unlink()
+        _record_snapshots(big, rec)
         newest = sorted((rec / "snapshots").glob("*.snap"))[-1]
         # (the 1 MiB ring below holds the day's last lap, from sequence 97,633)
         assert int(newest.stem.rsplit("-", 1)[1]) > 97700, newest
@@ -903,11 +909,7 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
         out, err = primary(big, rport, pst, "--exit-when-done").communicate(timeout=60)
         assert ref.wait(60) == 0, err
         want = replay.segment_books(rseg)
-        fh("record", "--journal", big, "--dir", rec, "--snapshot-every", "2000", "--snapshot-keep", "100", "--day",
-           "20000101")
-        for p in (rec / "snapshots").glob("*.snap"):  # not the day's end: the journal after it is shipped too
-            if int(p.stem.rsplit("-", 1)[1]) > 99500:
-                p.unlink()
+        _record_snapshots(big, rec)
         # b: a standby under fh run, then the day again, paced, into a 1 MiB ring, shipped to it
         h.run(b)
         _wait(lambda: _status(b).get("state") == "connecting", 30, lambda: f"b listening: {h.err(b)[-800:]}")
