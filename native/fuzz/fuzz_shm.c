@@ -3,7 +3,9 @@
  * trades, a halt, an event ring that has wrapped); each input patches its bytes and may cut the file
  * short, then a reader joins it and reads everything a reader reads: the header, every book of the first
  * 512 locates and a few named ones (fh_shm_snapshot), the whole event ring (fh_shm_event_next), the stats
- * (fh_shm_stats_copy). Nothing may crash, read outside the mapping or hang; join either refuses with
+ * (fh_shm_stats_copy), and the gateway's book tick over the same books (fh_gw_books: whatever values a
+ * corrupted book holds, each command fits FH_GW_BOOK_ROOM, into a heap buffer of exactly that size, and says
+ * its own length). Nothing may crash, read outside the mapping or hang; join either refuses with
  * -EPROTO / -EAGAIN or every later read stays in bounds. Books and stats left mid-change (an odd seqlock)
  * are not read here: a reader waits FH_SHM_BUSY_NS for them by design, then gives up (-2).
  *
@@ -16,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fh/gwfmt.h"
 #include "fh/itch.h"
 #include "fh/seg.h"
 #include "fh/shm.h"
@@ -57,14 +60,59 @@ static void make_template(void)
     memcpy(work, tmpl, full);
 }
 
+/* The gateway's book tick over the books read_all reads, one buffer of exactly FH_GW_BOOK_ROOM a call (so that
+ * AddressSanitizer sees a byte written past it): each call consumes the books it skips and writes at most one
+ * command, whose header states its body's length. */
+#define GW_STRIDE 16
+static char gw_subj[65536 * GW_STRIDE];
+static uint8_t gw_subj_len[65536];
+
+static void gw_books(const fh_shm_reader_t *r, const uint16_t *extra, int nextra)
+{
+    static uint16_t locs[512 + 16];
+    size_t n = 0;
+    for (int i = 0; i < 512 + nextra; i++) {
+        uint16_t loc = i < 512 ? (uint16_t)i : extra[i - 512];
+        if (loc >= r->nbooks || !(r->books[loc].seq & 1)) /* one left mid-change would be waited for (BUSY_NS) */
+            locs[n++] = loc;
+    }
+    if (!gw_subj_len[0])
+        for (uint32_t loc = 0; loc < 65536; loc++)
+            gw_subj_len[loc] = (uint8_t)snprintf(gw_subj + loc * GW_STRIDE, GW_STRIDE, "fh.f.L%u.", loc);
+    const size_t room = FH_GW_BOOK_ROOM(GW_STRIDE, 64);
+    for (size_t at = 0; at < n;) {
+        char *buf = malloc(room);
+        size_t done = 0;
+        uint64_t nb = 0;
+        size_t w = fh_gw_books(r, locs + at, n - at, 64, UINT64_MAX, UINT64_MAX, gw_subj, gw_subj_len, GW_STRIDE, buf,
+                               room, &done, &nb);
+        FZ_ASSERT(w <= room && done >= 1 && done <= n - at && nb <= 1 && (w == 0) == (nb == 0));
+        if (w) { /* PUB <subject>book <len>\r\n<body>\r\n */
+            FZ_ASSERT(w > 4 && memcmp(buf, "PUB ", 4) == 0 && memcmp(buf + w - 2, "\r\n", 2) == 0);
+            char *nl = memchr(buf, '\n', w);
+            FZ_ASSERT(nl && nl[-1] == '\r');
+            char *sp = nl - 2;
+            while (sp > buf && *sp != ' ')
+                sp--;
+            size_t len = strtoul(sp + 1, NULL, 10), hdr = (size_t)(nl + 1 - buf);
+            FZ_ASSERT(hdr + len + 2 == w && buf[hdr] == '{' && buf[hdr + len - 1] == '}');
+        }
+        free(buf);
+        at += done;
+    }
+}
+
 static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra)
 {
     const fh_shm_hdr_t *h = r->hdr;
-    FZ_ASSERT((const uint8_t *)r->books >= r->base && (const uint8_t *)(r->books + FH_SHM_BOOKS) <= r->base + r->size);
+    /* the books the join vouches for: nbooks of them (a corrupted header may say fewer than FH_SHM_BOOKS; a
+     * locate at or past nbooks is not read here, and fh_shm_snapshot refuses it without reading) */
+    FZ_ASSERT((const uint8_t *)r->books >= r->base &&
+              (const uint8_t *)(r->books + r->nbooks) <= r->base + r->size);
     fh_shm_snapshot_t snap;
     for (int i = 0; i < 512 + nextra; i++) {
         uint16_t loc = i < 512 ? (uint16_t)i : extra[i - 512];
-        if (r->books[loc].seq & 1)
+        if (loc < r->nbooks && r->books[loc].seq & 1)
             continue;
         memset(&snap, 0xa5, sizeof snap); /* what the call leaves is what it wrote */
         int rc = fh_shm_snapshot(r, loc, h->depth, &snap);
@@ -72,6 +120,7 @@ static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra
         FZ_ASSERT(snap.nbids <= 64 && snap.nasks <= 64);
         FZ_ASSERT(rc >= 0 || (snap.nbids == 0 && snap.nasks == 0));
     }
+    gw_books(r, extra, nextra);
     uint64_t head = fh_shm_head(r), cap = h->event_capacity;
     uint64_t next = head > cap ? head - cap + 1 : 1;
     fh_shm_event_t ev;
