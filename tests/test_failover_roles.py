@@ -1070,13 +1070,14 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
-def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path, monkeypatch):
+def test_a_primary_without_listen_probes_and_joins_as_standby_by_connecting(tmp_path, monkeypatch):
     """a configured primary with no listen address, b its standby. a's host dies; b promotes to epoch 2 (its guard on
-    its listen address, given its data plane's journal). a restarted with its configuration unchanged runs as
-    primary (no listen: nothing to probe with), its fh-replicate meets b's guard and is fenced; a is demoted, and
-    with no address to listen on, its standby fh-replicate connects to b, whose guard ships b's journal over that
-    connection: a's books then equal b's, a applying none of its own lines. a restarted again (its state: standby)
-    is a standby from the start, connecting likewise."""
+    its listen address, given its data plane's journal). a restarted with its configuration unchanged asks b first
+    (the probe, as a host with listen does, without a guard of its own): b is primary at epoch 2, newer, so a is a
+    standby before its data plane starts (never demoted: it never took its lines), and with no address to listen on,
+    its standby fh-replicate connects to b, whose guard ships b's journal over that connection: a's books then equal
+    b's, a applying none of its own lines. a restarted again (its state: standby) is a standby from the start,
+    connecting likewise."""
     from handler import replication_run as RR
 
     h = _Hosts(tmp_path, monkeypatch)
@@ -1097,9 +1098,10 @@ def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path
         _wait(lambda: h.state(b).get("role") == "primary" and h.state(b).get("epoch") == 2, 30,
               lambda: f"b promoted: {h.err(b)[-800:]}")
         h.run(a)  # its configuration still says primary, with no listen address
-        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a demoted: {h.err(a)[-1500:]}")
-        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
-        assert len(line) == 1 and "fenced" in line[0] and "connects to the peer" in line[0], h.err(a)[-1500:]
+        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a joining: {h.err(a)[-1500:]}")
+        line = [l for l in h.err(a).splitlines() if "joining as standby" in l]
+        assert len(line) == 1 and "is primary at epoch 2, newer than this host's 1" in line[0], h.err(a)[-1500:]
+        assert "no listen address: asking the peer at" in h.err(a) and "demoted" not in h.err(a), h.err(a)[-1500:]
         _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
               lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
         assert "left running" not in h.err(a) and "cannot be its standby" not in h.err(a)
