@@ -33,7 +33,8 @@
  * promoted standby say in HELLO that a primary listens; the newer epoch goes on, on a tie the host with
  * --wins-ties. A primary beaten at HELLO ships nothing and stops fenced; a guard refuses a primary that does not
  * beat it and yields to one that does (a standby from then on; SIGUSR2: a standby at fh run's word, its status
- * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped.
+ * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped. A guard
+ * shipping to a joined standby answers its listen address all the same (guard_side: one connection beside it).
  *
  * The standby writes every record it applies into its own journal ring (its own followers work the same),
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
