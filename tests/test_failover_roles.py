@@ -316,6 +316,34 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
         _, e = g.communicate(timeout=30)
         assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "this host is standby now" in e, e
         assert _messages(gj) == []
+
+        # the same before the shipping begins (the data plane's journal not there yet, fh run starting it): a probe
+        # answered, and SIGUSR2 heeded, within the wait for the journal (--connect-timeout-ms 20000 here)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        addr = f"127.0.0.1:{_port()}"
+        for f in (journal, gj, sj, st_g, st_s, moved):
+            if os.path.exists(f):
+                os.unlink(f)
+        g = spawn("--role", "standby", "--guard", "--listen", addr, "--journal", gj, "--journal-mb", "64",
+                  "--ship-journal", journal, "--name", f"wjg-{tag}", "--status", st_g, "--epoch", "2",
+                  "--connect-timeout-ms", "20000")
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        standby(addr, sj, st_s)
+        _wait(lambda: _status(st_s).get("connections", 0) >= 1, 10, "the standby joined")
+        time.sleep(0.3)
+        p = subprocess.run([PROG, "--role", "primary", "--probe", "--provider", "tcp", "--peer", addr, "--epoch", "1",
+                            "--connect-timeout-ms", "3000"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and json.loads(p.stdout)["role"] == "primary", p.stderr
+        t0 = time.monotonic()
+        g.send_signal(signal.SIGUSR2)
+        _wait(lambda: _status(moved).get("pid") == g.pid, 5, "the guard's status moved to the instance's")
+        assert time.monotonic() - t0 < 2
+        g.send_signal(signal.SIGTERM)
+        _, e = g.communicate(timeout=30)
+        assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "is the data plane running" not in e, e
     finally:
         for p in procs:
             if p.poll() is None:

@@ -531,8 +531,19 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
         rc = fh_journal_join(&jr, jpath);
         if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
+        if (g && unguard) { /* a guard's shipping not begun: SIGUSR2 stops it here too */
+            fprintf(stderr, "fh-replicate: guard: SIGUSR2 (this host is standby now): the shipping stops\n");
+            rc = 7;
+            break;
+        }
+        if (g && guard_side(o, given, g) == 6) /* ... and its listen address is answered meanwhile */
+            return 6;
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
     }
+    if (g && g->state && rc)
+        side_drop(g);
+    if (rc == 7)
+        return 7;
     if (rc) {
         fprintf(stderr, "fh-replicate: journal %s: %s\n", jpath,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
