@@ -21,7 +21,9 @@ The role switch:
     is primary too finds it. Before its data plane starts it also asks the peer (--probe) for
     max(failover_timeout_ms, 1 s): a peer primary that beats it (the newer epoch; on a tie the lower listen
     address, wins_ties) or a primary that ships to its guard and beats it makes it join as standby, saying so in
-    one line (the guard goes on as its standby fh-replicate); else it starts as primary;
+    one line (the guard goes on as its standby fh-replicate); else it starts as primary. A primary without listen
+    asks the peer the same way (no guard: it cannot be asked, and never wins a tie) and, beaten, is a standby that
+    connects to the peer;
   - a running primary whose guard yields, or whose fh-replicate is fenced (exit 4), is demoted: said in one line,
     its fh-replicate stopped, the guard its standby from now on, and fh run restarts the data plane as standby
     (demoted_cmd). A restart rather than in place: a standby's books and event sequence must be its primary's,
