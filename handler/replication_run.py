@@ -21,7 +21,9 @@ The role switch:
     is primary too finds it. Before its data plane starts it also asks the peer (--probe) for
     max(failover_timeout_ms, 1 s): a peer primary that beats it (the newer epoch; on a tie the lower listen
     address, wins_ties) or a primary that ships to its guard and beats it makes it join as standby, saying so in
-    one line (the guard goes on as its standby fh-replicate); else it starts as primary;
+    one line (the guard goes on as its standby fh-replicate); else it starts as primary. A primary without listen
+    asks the peer the same way (no guard: it cannot be asked, and never wins a tie) and, beaten, is a standby that
+    connects to the peer;
   - a running primary whose guard yields, or whose fh-replicate is fenced (exit 4), is demoted: said in one line,
     its fh-replicate stopped, the guard its standby from now on, and fh run restarts the data plane as standby
     (demoted_cmd). A restart rather than in place: a standby's books and event sequence must be its primary's,
@@ -285,7 +287,7 @@ class Replication:
         if self.role == "primary" or "--restore" not in dataplane_cmd:
             self._fresh_standby_journal()
         self.journal = _dataplane_journal(dataplane_cmd, cfg)  # (before the guard: it ships it to a joining standby)
-        if self.role == "primary" and r.listen is not None:
+        if self.role == "primary":
             self._probe(why)
         if self.role == "primary":  # started once the data plane has created its journal (poll)
             self.cmd = primary_cmd(cfg, self.journal, self.epoch)
@@ -346,12 +348,16 @@ class Replication:
         """Before the data plane: the guard listens (a primary that ships to this host and beats it: the peer was
         promoted while this host was away) and a probe asks the peer what it is (both hosts restarted at once, each
         holding primary: the one of the newer epoch goes on, on a tie the lower listen address). For
-        max(failover_timeout_ms, 1 s), or until the peer has answered. A peer that beats this host: standby."""
+        max(failover_timeout_ms, 1 s), or until the peer has answered. A peer that beats this host: standby. A host
+        without listen has no guard and only asks (it cannot be asked, and never wins a tie); as standby it connects
+        to the peer."""
         cfg, r = self.cfg, self.cfg.replication
         wait_s = max(r.failover_timeout_ms, 1000) / 1000
-        self.say(f"{why}: guarding {r.listen[0]}:{r.listen[1]} and asking the peer at {self.peer} for {wait_s:g} s "
+        where = f"guarding {r.listen[0]}:{r.listen[1]} and " if r.listen is not None else "no listen address: "
+        self.say(f"{why}: {where}asking the peer at {self.peer} for {wait_s:g} s "
                  f"whether a primary of an epoch newer than {self.epoch} runs there, before taking the lines")
-        self._start_guard()
+        if r.listen is not None:
+            self._start_guard()
         pr = self._spawn(probe_cmd(cfg, self.epoch, int(wait_s * 1000)), stdout=subprocess.PIPE)
         deadline, answer, yielded = time.monotonic() + wait_s, None, None
         try:
@@ -374,9 +380,12 @@ class Replication:
         if yielded is not None or (answer and answer["peer_wins"]):
             e = yielded["epoch"] if yielded is not None else answer["epoch"]
             how = (f"newer than this host's {old} (it was promoted while this host was away)" if e > old else
-                   f"the same as this host's, and the tie goes to the lower listen address, the peer's")
+                   f"the same as this host's, and the tie goes to the lower listen address, the peer's"
+                   if r.listen is not None else
+                   f"the same as this host's, and the tie goes to the peer (this host has no listen address)")
             self.role, self.epoch = "standby", max(e, old)
-            self._unguard()
+            if r.listen is not None:
+                self._unguard()
             self.say(f"configured {r.role}, but the peer at {self.peer} is primary at epoch {e}, {how}: joining as "
                      f"standby, not publishing as primary (no split brain); state in "
                      f"{state_path(cfg.name, self.run_dir)}")

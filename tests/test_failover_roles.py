@@ -212,6 +212,148 @@ def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
                 os.unlink(f)
 
 
+def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
+    """While a guard ships to a standby that joined (no listen address of its own), its listen address is answered
+    as when idle: a probe learns it is primary; an older primary is fenced (exit 4) and the shipping goes on; a
+    second joining standby is refused with its reason (one at a time); a newer primary makes it yield: the shipping
+    stops and the guard, a standby now on that primary's connection, journals everything it ships. And SIGUSR2 (fh
+    run's word: this host is standby) stops the shipping promptly, the status moved to the instance's file."""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, j2, gj, sj, sj2 = (f"/dev/shm/fh-wj-{tag}.journal", f"/dev/shm/fh-wj2-{tag}.journal",
+                                f"/dev/shm/fh-wjg-{tag}.journal", f"/dev/shm/fh-wjs-{tag}.journal",
+                                f"/dev/shm/fh-wjs2-{tag}.journal")
+    st_g, st_s, st_s2, st_p = (f"/dev/shm/fh-wjg-{tag}.guard.repl", f"/dev/shm/fh-wjs-{tag}.repl",
+                               f"/dev/shm/fh-wjs2-{tag}.repl", f"/dev/shm/fh-wjp-{tag}.repl")
+    moved = f"/dev/shm/fh-wjg-{tag}.repl"  # the guard's status after SIGUSR2: the instance's
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    procs: list[subprocess.Popen] = []
+
+    def spawn(*args, err=subprocess.PIPE) -> subprocess.Popen:
+        p = subprocess.Popen([PROG, "--provider", "tcp", *args], stdout=subprocess.PIPE, stderr=err, text=True)
+        procs.append(p)
+        return p
+
+    def guard(addr) -> subprocess.Popen:
+        return spawn("--role", "standby", "--guard", "--listen", addr, "--journal", gj, "--journal-mb", "64",
+                     "--ship-journal", journal, "--name", f"wjg-{tag}", "--status", st_g, "--epoch", "2",
+                     "--heartbeat-ms", "20", "--ring-mb", "4")
+
+    def standby(addr, path, st, err=subprocess.DEVNULL) -> subprocess.Popen:
+        return spawn("--role", "standby", "--peer", addr, "--journal", path, "--journal-mb", "64", "--name",
+                     f"wjs-{tag}", "--status", st, "--epoch", "1", "--ring-mb", "4", err=err)
+
+    def feed() -> subprocess.Popen:  # a paced day: the guard ships for about 7 s
+        for f in (journal, gj, sj, st_g, st_s, moved):  # (a round's statuses not read as the next's)
+            if os.path.exists(f):
+                os.unlink(f)
+        p = subprocess.Popen([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64", "--rate", "15000",
+                              "--delay-ms", "200"], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    try:
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", j2, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0
+        addr = f"127.0.0.1:{_port()}"
+        feed()
+        g = guard(addr)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        standby(addr, sj, st_s)
+        _wait(lambda: _status(st_s).get("messages", 0) >= 3000, 30, "the guard shipping to the joined standby")
+        p = subprocess.run([PROG, "--role", "primary", "--probe", "--provider", "tcp", "--peer", addr, "--epoch", "1",
+                            "--connect-timeout-ms", "5000"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and json.loads(p.stdout) == {"peer": addr, "role": "primary", "epoch": 2,
+                                                               "peer_wins": True}, p.stderr
+        old = spawn("--role", "primary", "--peer", addr, "--journal", j2, "--epoch", "1", "--name", f"wjp-{tag}",
+                    "--status", st_p, "--heartbeat-ms", "20", "--connect-timeout-ms", "5000")
+        out, err = old.communicate(timeout=30)
+        assert old.returncode == 4 and "is primary at epoch 2, this host at 1" in err, err
+        s2 = standby(addr, sj2, st_s2, err=subprocess.PIPE)
+        time.sleep(1.0)
+        before = _status(st_s)["messages"]
+        assert 0 < before < 100000 and _status(st_s2).get("messages", 0) == 0
+        s2.send_signal(signal.SIGTERM)
+        _, e2 = s2.communicate(timeout=30)
+        assert "ships to another standby (one at a time)" in e2, e2
+        new = spawn("--role", "primary", "--peer", addr, "--journal", j2, "--epoch", "3", "--name", f"wjp-{tag}",
+                    "--status", st_p, "--heartbeat-ms", "20", "--exit-when-done", "--connect-timeout-ms", "5000")
+        _wait(lambda: _status(st_g).get("messages", 0) == 100000, 60, "the yielded guard applying the new primary's")
+        out, err = new.communicate(timeout=60)
+        assert new.returncode == 0 and "primary too, at epoch 2" in err, err
+        s = _status(st_g)
+        assert s["state"] in ("streaming", "peer-silent") and s["epoch"] == 3, s
+        shipped = _messages(sj)
+        assert 0 < len(shipped) < 100000 and shipped == _messages(journal)[:len(shipped)]  # stopped; once, in order
+        assert _messages(gj) == _messages(j2)
+        g.send_signal(signal.SIGTERM)
+        _, e = g.communicate(timeout=30)
+        assert "a second standby joined while this guard ships to one: refused" in e, e
+        assert "a primary at epoch 3 connected while this guard ships" in e and \
+            len([l for l in e.splitlines() if "yields" in l]) == 1, e
+
+        # SIGUSR2 while shipping: the shipping stops at once; the guard is a standby like any other from then on
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        addr = f"127.0.0.1:{_port()}"
+        feed()
+        g = guard(addr)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        standby(addr, sj, st_s)
+        _wait(lambda: _status(st_s).get("messages", 0) >= 3000, 30, "the guard shipping to the joined standby")
+        t0 = time.monotonic()
+        g.send_signal(signal.SIGUSR2)
+        _wait(lambda: _status(moved).get("pid") == g.pid, 5, "the guard's status moved to the instance's")
+        took = time.monotonic() - t0
+        time.sleep(0.5)
+        n = _status(st_s)["messages"]
+        time.sleep(0.5)
+        assert _status(st_s)["messages"] == n < 100000 and took < 2, (n, took)  # nothing shipped after SIGUSR2
+        g.send_signal(signal.SIGTERM)
+        _, e = g.communicate(timeout=30)
+        assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "this host is standby now" in e, e
+        assert _messages(gj) == []
+
+        # the same before the shipping begins (the data plane's journal not there yet, fh run starting it): a probe
+        # answered, and SIGUSR2 heeded, within the wait for the journal (--connect-timeout-ms 20000 here)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        addr = f"127.0.0.1:{_port()}"
+        for f in (journal, gj, sj, st_g, st_s, moved):
+            if os.path.exists(f):
+                os.unlink(f)
+        g = spawn("--role", "standby", "--guard", "--listen", addr, "--journal", gj, "--journal-mb", "64",
+                  "--ship-journal", journal, "--name", f"wjg-{tag}", "--status", st_g, "--epoch", "2",
+                  "--connect-timeout-ms", "20000")
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        standby(addr, sj, st_s)
+        _wait(lambda: _status(st_s).get("connections", 0) >= 1, 10, "the standby joined")
+        time.sleep(0.3)
+        p = subprocess.run([PROG, "--role", "primary", "--probe", "--provider", "tcp", "--peer", addr, "--epoch", "1",
+                            "--connect-timeout-ms", "3000"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and json.loads(p.stdout)["role"] == "primary", p.stderr
+        t0 = time.monotonic()
+        g.send_signal(signal.SIGUSR2)
+        _wait(lambda: _status(moved).get("pid") == g.pid, 5, "the guard's status moved to the instance's")
+        assert time.monotonic() - t0 < 2
+        g.send_signal(signal.SIGTERM)
+        _, e = g.communicate(timeout=30)
+        assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "is the data plane running" not in e, e
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (journal, j2, gj, sj, sj2, st_g, st_s, st_s2, st_p, moved):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 def test_two_primaries_meet_a_guard():
     """Two primaries (split brain): a primary's guard (fh-replicate --role standby --guard, as fh run runs it on a
     primary's listen address) says in its HELLO that this host is primary. A probe learns the peer's role and epoch
@@ -956,13 +1098,14 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
-def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path, monkeypatch):
+def test_a_primary_without_listen_probes_and_joins_as_standby_by_connecting(tmp_path, monkeypatch):
     """a configured primary with no listen address, b its standby. a's host dies; b promotes to epoch 2 (its guard on
-    its listen address, given its data plane's journal). a restarted with its configuration unchanged runs as
-    primary (no listen: nothing to probe with), its fh-replicate meets b's guard and is fenced; a is demoted, and
-    with no address to listen on, its standby fh-replicate connects to b, whose guard ships b's journal over that
-    connection: a's books then equal b's, a applying none of its own lines. a restarted again (its state: standby)
-    is a standby from the start, connecting likewise."""
+    its listen address, given its data plane's journal). a restarted with its configuration unchanged asks b first
+    (the probe, as a host with listen does, without a guard of its own): b is primary at epoch 2, newer, so a is a
+    standby before its data plane starts (never demoted: it never took its lines), and with no address to listen on,
+    its standby fh-replicate connects to b, whose guard ships b's journal over that connection: a's books then equal
+    b's, a applying none of its own lines. a restarted again (its state: standby) is a standby from the start,
+    connecting likewise."""
     from handler import replication_run as RR
 
     h = _Hosts(tmp_path, monkeypatch)
@@ -983,9 +1126,10 @@ def test_a_fenced_primary_without_listen_joins_as_standby_by_connecting(tmp_path
         _wait(lambda: h.state(b).get("role") == "primary" and h.state(b).get("epoch") == 2, 30,
               lambda: f"b promoted: {h.err(b)[-800:]}")
         h.run(a)  # its configuration still says primary, with no listen address
-        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a demoted: {h.err(a)[-1500:]}")
-        line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
-        assert len(line) == 1 and "fenced" in line[0] and "connects to the peer" in line[0], h.err(a)[-1500:]
+        _wait(lambda: h.state(a).get("role") == "standby", 60, lambda: f"a joining: {h.err(a)[-1500:]}")
+        line = [l for l in h.err(a).splitlines() if "joining as standby" in l]
+        assert len(line) == 1 and "is primary at epoch 2, newer than this host's 1" in line[0], h.err(a)[-1500:]
+        assert "no listen address: asking the peer at" in h.err(a) and "demoted" not in h.err(a), h.err(a)[-1500:]
         _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
               lambda: f"a's books from b: {h.err(a)[-800:]} {h.err(b)[-800:]}")
         assert "left running" not in h.err(a) and "cannot be its standby" not in h.err(a)

@@ -290,6 +290,63 @@ int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, 
     return wait_event(f, FI_CONNECTED, 10000, &entry, "accepting the primary");
 }
 
+int fh_fab_event(fh_fab_t *f, uint32_t *event, struct fi_eq_cm_entry *entry, int *err)
+{
+    memset(entry, 0, sizeof *entry);
+    *err = 0;
+    ssize_t rd = fi_eq_read(f->eq, event, entry, sizeof *entry, 0);
+    if (rd == -FI_EAGAIN)
+        return 0;
+    if (rd == -FI_EAVAIL) {
+        struct fi_eq_err_entry e = { 0 };
+        fi_eq_readerr(f->eq, &e, 0);
+        entry->fid = e.fid;
+        *err = e.err ? e.err : FI_EOTHER;
+        return 2;
+    }
+    if (rd < 0)
+        return fail("fi_eq_read (provider %s): %s", f->provider, fi_strerror((int)-rd));
+    return 1;
+}
+
+int fh_fab_accept_req(fh_fab_t *lis, fh_fab_t *side, struct fi_info *info, int (*before_accept)(fh_fab_t *, void *),
+                      void *arg)
+{
+    memset(side, 0, sizeof *side);
+    side->fabric = lis->fabric, side->eq = lis->eq; /* the listener's: shared, not owned */
+    side->info = info;
+    note_info(side, info);
+    if (open_ep(side, info) || (before_accept && before_accept(side, arg)))
+        return -1;
+    int rc = fi_accept(side->ep, NULL, 0);
+    if (rc)
+        return fail("fi_accept (provider %s): %s", side->provider, fi_strerror(-rc));
+    return 0;
+}
+
+void fh_fab_side_close(fh_fab_t *side)
+{
+    fh_fab_hangup(side);
+    if (side->info)
+        fi_freeinfo(side->info);
+    side->info = NULL, side->fabric = NULL, side->eq = NULL;
+}
+
+void fh_fab_adopt(fh_fab_t *f, fh_fab_t *side)
+{
+    fh_fab_hangup(f);
+    struct fid_fabric *fabric = f->fabric;
+    struct fid_eq *eq = f->eq;
+    struct fid_pep *pep = f->pep;
+    struct fi_info *hints = f->hints, *old = f->info;
+    memcpy(f, side, sizeof *f);
+    f->fabric = fabric, f->eq = eq, f->pep = pep, f->hints = hints;
+    if (old)
+        fi_freeinfo(old);
+    side->info = NULL, side->ep = NULL, side->domain = NULL, side->txcq = side->rxcq = NULL, side->ctl = NULL;
+    side->ctl_mr.mr = NULL; /* side's rxop/txop stay: the operations posted before stay named by them */
+}
+
 int fh_fab_connect(fh_fab_t *f, const char *prov, const char *host, const char *port, int timeout_ms)
 {
     memset(f, 0, sizeof *f);
@@ -413,7 +470,7 @@ int fh_fab_peer_gone(fh_fab_t *f)
         fi_eq_readerr(f->eq, &err, 0);
         return 1;
     }
-    return rd >= 0 && event == FI_SHUTDOWN;
+    return rd >= 0 && event == FI_SHUTDOWN && (!f->ep || entry.fid == &f->ep->fid); /* not an older endpoint's */
 }
 
 /* Close order (fi_domain(3), fi_fabric(3): a domain's or a fabric's objects are released before it; fi_mr(3): an

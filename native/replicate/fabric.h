@@ -83,6 +83,19 @@ int fh_fab_list(const char *provider, char *out, size_t cap);
  * connected, 1 none yet (timeout or a signal: call again), -1 error. After fh_fab_hangup it accepts the next. */
 int fh_fab_listen(fh_fab_t *f, const char *provider, const char *host, const char *port);
 int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, void *), void *arg);
+/* The listener's EQ (its passive endpoint and every endpoint accepted from it share it), not waiting: 1 an event
+ * (*event, entry; entry->fid: whose, the passive endpoint's for FI_CONNREQ, entry->info then the request's), 2 an
+ * error entry (entry->fid whose, *err), 0 none, -1 error. Lets a listener with a connection take a second one. */
+int fh_fab_event(fh_fab_t *f, uint32_t *event, struct fi_eq_cm_entry *entry, int *err);
+/* A second connection beside lis's (a connection request read by fh_fab_event; side takes info): its own domain,
+ * queues and endpoint on lis's fabric and EQ, before_accept run, accepted; its FI_CONNECTED comes on that EQ.
+ * 0, or -1 (close side with fh_fab_side_close). */
+int fh_fab_accept_req(fh_fab_t *lis, fh_fab_t *side, struct fi_info *info, int (*before_accept)(fh_fab_t *, void *),
+                      void *arg);
+void fh_fab_side_close(fh_fab_t *side);
+/* f's connection closed (its regions deregistered first by the caller) and side's taken in its place, on f's
+ * listener. side's memory must stay as it is while f lives: the receives posted before name its operations. */
+void fh_fab_adopt(fh_fab_t *f, fh_fab_t *side);
 /* Primary: connect to host:port. */
 int fh_fab_connect(fh_fab_t *f, const char *provider, const char *host, const char *port, int timeout_ms);
 /* Register buf for access (FI_WRITE, FI_REMOTE_WRITE, ...): binds and enables it for FI_MR_ENDPOINT. */

@@ -33,7 +33,8 @@
  * promoted standby say in HELLO that a primary listens; the newer epoch goes on, on a tie the host with
  * --wins-ties. A primary beaten at HELLO ships nothing and stops fenced; a guard refuses a primary that does not
  * beat it and yields to one that does (a standby from then on; SIGUSR2: a standby at fh run's word, its status
- * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped.
+ * moved to the instance's). --probe: the listener's role and epoch, one JSON line, nothing shipped. A guard
+ * shipping to a joined standby answers its listen address all the same (guard_side: one connection beside it).
  *
  * The standby writes every record it applies into its own journal ring (its own followers work the same),
  * and (with --segment) applies FH_JR_MSGS records to its own engine publishing in its own segment, in order: its
@@ -326,6 +327,144 @@ static int probe(const opts_t *o, const char *host, const char *port)
     return rc;
 }
 
+typedef struct standby_ctx {
+    uint8_t *ring;
+    uint64_t ring_bytes;
+    fh_fab_mr_t rmr;
+} standby_ctx_t;
+
+static int register_ring(fh_fab_t *f, void *arg)
+{
+    standby_ctx_t *c = arg;
+    return fh_fab_reg(f, c->ring, c->ring_bytes, FI_REMOTE_WRITE, &c->rmr);
+}
+
+/* A guard shipping to a standby that joined (primary_on given its connection) still answers its listen address,
+ * as when idle: a connection request is accepted beside the shipped one (one at a time: its own domain and queues
+ * on the listener's EQ, the guard's ring registered on it) and told HELLO_PRIMARY at the guard's epoch. A primary
+ * that beats this host (its first heartbeat or frame says its epoch) makes the guard yield: the shipping stops and
+ * the connection, with what came on it (pend), is the standby's from then on (primary_on returns 6). One that does
+ * not is refused (REFUSED; it stops fenced at the HELLO already, as a probe just reads it and closes); a second
+ * standby joining is refused with REFUSED_BUSY (it connects again); SIGUSR2 (fh run: this host is standby now)
+ * stops the shipping (7). Polled every 1 ms of the shipping loop, never waiting. */
+#define REFUSED_BUSY 1u /* REFUSED.flags: this guard ships to another standby (one at a time): connect again */
+typedef struct guard_link {
+    fh_fab_t *side;        /* the second connection's storage (static: fh_fab_adopt keeps naming it) */
+    standby_ctx_t c2;      /* the guard's ring, registered on side */
+    fh_repl_ctl_t hello;   /* what the guard says (its ring's address and key filled in per connection) */
+    int state;             /* 0 none, 1 accepted (FI_CONNECTED awaited), 2 HELLO sent, 3 refused, closing */
+    uint64_t since;
+    fh_fab_rx_t pend[16];  /* the yielded-to primary's first completions, not yet applied */
+    int npend;
+    uint32_t theirs;       /* that primary's epoch */
+    uint64_t refused_primaries, refused_standbys, busy_requests;
+    int joiner_gone;       /* the shipped standby's endpoint shut down */
+} guard_link_t;
+
+static void side_drop(guard_link_t *g)
+{
+    fh_fab_dereg(&g->c2.rmr);
+    fh_fab_side_close(g->side);
+    g->state = 0, g->npend = 0;
+}
+
+/* 0 go on shipping, 6 yield (the side connection and g->pend for the standby's loop). */
+static int guard_side(const opts_t *o, fh_fab_t *fp, guard_link_t *g)
+{
+    uint32_t ev;
+    struct fi_eq_cm_entry en;
+    int err;
+    for (int k = 0; k < 8; k++) {
+        int r = fh_fab_event(fp, &ev, &en, &err);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            fprintf(stderr, "fh-replicate: guard: %s\n", fh_fab_err());
+            break;
+        }
+        int is_side = g->state && g->side->ep && en.fid == &g->side->ep->fid;
+        int is_joiner = fp->ep && en.fid == &fp->ep->fid;
+        if (r == 2 || ev == FI_SHUTDOWN) {
+            if (is_side)
+                side_drop(g); /* a probe that read the HELLO, a primary fenced by it, a refused standby */
+            else if (is_joiner)
+                g->joiner_gone = 1;
+            continue;
+        }
+        if (ev == FI_CONNREQ) {
+            if (g->state) { /* one connection beside the shipped one at a time: this one tries again */
+                fi_reject(fp->pep, en.info->handle, NULL, 0);
+                fi_freeinfo(en.info);
+                g->busy_requests++;
+                continue;
+            }
+            if (fh_fab_accept_req(fp, g->side, en.info, register_ring, &g->c2)) {
+                fprintf(stderr, "fh-replicate: guard: a connection while shipping: %s\n", fh_fab_err());
+                side_drop(g);
+                continue;
+            }
+            g->state = 1, g->since = now_ns();
+        } else if (ev == FI_CONNECTED && is_side) {
+            fh_repl_ctl_t h = g->hello;
+            h.a = g->c2.rmr.addr, h.b = g->c2.rmr.key;
+            if (send_ctl(g->side, &h)) {
+                fprintf(stderr, "fh-replicate: guard: hello: %s\n", fh_fab_err());
+                side_drop(g);
+                continue;
+            }
+            g->state = 2;
+        }
+    }
+    if (g->state >= 2) {
+        fh_fab_op_t *done[16];
+        fh_fab_rx_t rx[16];
+        int nt = fh_fab_poll_tx(g->side, done, 16), n = nt < 0 ? nt : fh_fab_poll_rx(g->side, rx, 16);
+        if (n < 0) {
+            side_drop(g);
+            return 0;
+        }
+        for (int i = 0; i < n; i++) {
+            fh_repl_ctl_t m = { 0 };
+            uint32_t theirs = 0;
+            int primary = 0;
+            if (!rx[i].write && rx[i].len >= sizeof m) {
+                memcpy(&m, rx[i].msg, sizeof m);
+                primary = m.type == CTL_HEARTBEAT, theirs = m.epoch;
+            } else if (rx[i].write) { /* a connection's first write starts at the ring's start */
+                const fh_repl_frame_t *fr = (const fh_repl_frame_t *)g->c2.ring;
+                primary = fr->magic == FRAME_MAGIC, theirs = fr->epoch;
+            }
+            if (g->state == 2 && primary && peer_wins(theirs, g->hello.epoch, o->wins_ties)) {
+                g->theirs = theirs;
+                for (int k = i; k < n; k++) /* kept for the standby's loop, in order */
+                    g->pend[g->npend++] = rx[k];
+                fprintf(stderr, "fh-replicate: guard: a primary at epoch %u connected while this guard ships to a "
+                                "standby that joined: the shipping stops\n", theirs);
+                return 6;
+            }
+            fh_fab_rx_done(g->side, &rx[i]);
+            if (g->state == 2 && primary) {
+                fh_repl_ctl_t no = { CTL_REFUSED, g->hello.epoch, theirs, 0, 0, 0, { 0 }, 0, 0 };
+                send_ctl(g->side, &no);
+                g->refused_primaries++, g->state = 3, g->since = now_ns();
+                fprintf(stderr, "fh-replicate: guard: a primary at epoch %u connected while this guard ships, this host "
+                                "primary at epoch %u: refused (fenced)\n", theirs, g->hello.epoch);
+            } else if (g->state == 2 && m.type == CTL_HELLO && (m.flags & HELLO_JOIN)) {
+                fh_repl_ctl_t no = { CTL_REFUSED, g->hello.epoch, 0, 0, 0, 0, { 0 }, REFUSED_BUSY, 0 };
+                send_ctl(g->side, &no);
+                if (!g->refused_standbys++)
+                    fprintf(stderr, "fh-replicate: guard: a second standby joined while this guard ships to one: "
+                                    "refused (one at a time; it connects again)\n");
+                g->state = 3, g->since = now_ns();
+            }
+        }
+    }
+    /* a refused peer closes by itself; one that says nothing (or does not close) is let go */
+    if (g->state && now_ns() - g->since > (g->state == 3 ? 200000000ull : 10000000000ull))
+        side_drop(g);
+    return 0;
+}
+
 /* --snapshot-dir: the sound snapshot (*.snap) with the highest sequence whose next sequence this journal still
  * holds (so that the journal after it follows without a hole). path gets it; 0, or -1 with nothing fit. */
 static int pick_snapshot(const char *dir, const fh_journal_reader_t *jr, char *path, size_t cap)
@@ -377,7 +516,7 @@ static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snap
 /* The primary: connect to --peer, read the standby's HELLO, ship --journal. Or (given: a guard on this primary's
  * listen address, a standby having connected to it and said HELLO with HELLO_JOIN) ship --ship-journal over that
  * connection, given_hello the standby's; the connection is left to the caller. */
-static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello)
+static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello, guard_link_t *g)
 {
     char host[256], port[32];
     const char *jpath = given ? o->ship_journal : o->journal;
@@ -392,8 +531,19 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
         rc = fh_journal_join(&jr, jpath);
         if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
+        if (g && unguard) { /* a guard's shipping not begun: SIGUSR2 stops it here too */
+            fprintf(stderr, "fh-replicate: guard: SIGUSR2 (this host is standby now): the shipping stops\n");
+            rc = 7;
+            break;
+        }
+        if (g && guard_side(o, given, g) == 6) /* ... and its listen address is answered meanwhile */
+            return 6;
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
     }
+    if (g && g->state && rc)
+        side_drop(g);
+    if (rc == 7)
+        return 7;
     if (rc) {
         fprintf(stderr, "fh-replicate: journal %s: %s\n", jpath,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
@@ -538,8 +688,29 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
     }
     uint64_t last_hb = 0, hb_ns = (uint64_t)o->heartbeat_ms * 1000000ull, alive_at = 0;
     int bye_sent = 0, writer_gone = 0, shipped_first = 0;
+    uint64_t side_at = 0;
     while (!quit) {
         int busy = 0;
+        if (g) { /* a guard's shipping: SIGUSR2 and its listen address, as when idle (guard_side) */
+            if (unguard) {
+                fprintf(stderr, "fh-replicate: guard: SIGUSR2 (this host is standby now): the shipping stops\n");
+                ret = 7;
+                break;
+            }
+            uint64_t t = now_ns();
+            if (t - side_at >= 1000000) {
+                side_at = t;
+                if (guard_side(o, fp, g) == 6) {
+                    ret = 6;
+                    break;
+                }
+            }
+            if (g->joiner_gone) {
+                fprintf(stderr, "fh-replicate: the standby closed the connection\n");
+                ret = 3;
+                break;
+            }
+        }
         fh_fab_op_t *done[64];
         /* A record waiting and an operation free: shipped before the completion queues are polled (with the tcp
          * provider each poll is a poll(2) for progress), at most 4 loops in a row so that acknowledgements and
@@ -717,7 +888,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
                 break;
             }
             last_hb = now;
-            if (fh_fab_peer_gone(fp)) {
+            if (g ? g->joiner_gone : fh_fab_peer_gone(fp)) { /* (a guard's EQ: read by guard_side) */
                 fprintf(stderr, "fh-replicate: the standby closed the connection\n");
                 st->state = ST_FAILED;
                 ret = 3;
@@ -743,6 +914,8 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
             idle(o->spin);
     }
 out:
+    if (g && ret != 6 && g->state)
+        side_drop(g);
     st->state = ret == 0 ? ST_DONE : st->state == ST_FENCED ? ST_FENCED : ST_FAILED;
     if (streaming)
         printf("{\"role\": \"primary\", \"provider\": \"%s\", \"epoch\": %u, \"frames\": %" PRIu64 ", \"messages\": %" PRIu64
@@ -763,21 +936,9 @@ out:
     return ret;
 }
 
-static int primary(const opts_t *o) { return primary_on(o, NULL, NULL); }
+static int primary(const opts_t *o) { return primary_on(o, NULL, NULL, NULL); }
 
 /* ---- standby ------------------------------------------------------------------------------------------ */
-
-typedef struct standby_ctx {
-    uint8_t *ring;
-    uint64_t ring_bytes;
-    fh_fab_mr_t rmr;
-} standby_ctx_t;
-
-static int register_ring(fh_fab_t *f, void *arg)
-{
-    standby_ctx_t *c = arg;
-    return fh_fab_reg(f, c->ring, c->ring_bytes, FI_REMOTE_WRITE, &c->rmr);
-}
 
 /* A snapshot arriving in chunks (FH_RR_SNAP), loaded into the engine at its end (FH_RR_SNAP_END); then the
  * journal's records it already holds are skipped. */
@@ -1073,6 +1234,8 @@ static int standby(const opts_t *o)
     int promoted = 0, gone = 0, had_primary = 0, heard = 0; /* heard: a heartbeat or a record of a primary */
     int conn_heard = 0; /* ... on this connection */
     int joined = 0;     /* a standby's HELLO (HELLO_JOIN) on this connection: a guard ships to it */
+    fh_fab_rx_t pend[16]; /* a guard that yielded while shipping: what the primary sent on its connection already */
+    int npend = 0, busy = 0; /* busy: a connecting standby refused by a guard shipping to another (REFUSED_BUSY) */
     fh_repl_ctl_t join = { 0 };
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
     if (rs_next) {
@@ -1166,7 +1329,9 @@ next_primary:
         if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
             promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
-        int nr = fh_fab_poll_rx(&f, rx, 16);
+        int nr = npend ? npend : fh_fab_poll_rx(&f, rx, 16); /* (pend: a yield's first completions) */
+        if (npend)
+            memcpy(rx, pend, sizeof rx), npend = 0;
         if (nr == -2) { /* the primary is gone (fenced, stopped, or died) */
             if (conn_heard)
                 fprintf(stderr, "fh-replicate: %s\n", fh_fab_err());
@@ -1207,6 +1372,11 @@ next_primary:
                 } else if (m.type == CTL_BYE) {
                     bye = o->exit_when_done;
                     primary_msgs = m.c;
+                } else if (m.type == CTL_REFUSED && connecting && (m.flags & REFUSED_BUSY)) {
+                    if (!busy++)
+                        fprintf(stderr, "fh-replicate: the primary's guard at %s ships to another standby (one at a "
+                                        "time): connecting again every 200 ms\n", where);
+                    gone = 1;
                 } else if (m.type == CTL_HELLO && (m.flags & HELLO_JOIN) && !joined) {
                     join = m, joined = 1; /* a standby connected to this host: shipped to below, if a guard */
                 }
@@ -1354,6 +1524,10 @@ next_primary:
                     unacked = 0, ack_lpos = lpos;
             }
         }
+        if (gone) { /* refused as a second standby (REFUSED_BUSY): this connection closed, the next in 200 ms */
+            nanosleep(&(struct timespec){ 0, 200000000 }, NULL);
+            break;
+        }
         if (joined) {
             /* A standby with no listen address of its own connected to this host and asks for the journal: a guard
              * (this host the primary) ships the data plane's (--ship-journal) over this connection, as a primary
@@ -1362,8 +1536,33 @@ next_primary:
             if (guard && o->ship_journal && !promoted) {
                 fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen address): "
                                 "shipping %s to it at epoch %u\n", o->ship_journal, epoch);
-                int pr = primary_on(o, &f, &join);
-                fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d): listening again\n", pr);
+                /* while it ships, its listen address answered as when idle (guard_side); side's storage static: after
+                 * a yield the receives posted on it stay named by it (no second yield: no guard after one) */
+                static fh_fab_t side;
+                guard_link_t g = { .side = &side, .c2 = { c.ring, c.ring_bytes, { 0 } },
+                                   .hello = { CTL_HELLO, epoch, 0, 0, c.ring_bytes, pm.next_seq, { 0 }, HELLO_PRIMARY, 0 } };
+                memcpy(g.hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
+                int pr = primary_on(o, &f, &join, &g);
+                if (pr == 6) {
+                    /* a primary beating this host connected meanwhile: its connection is this standby's now, what it
+                     * sent already applied first; the joined standby's closed (it connects again) */
+                    fh_fab_dereg(&c.rmr);
+                    fh_fab_adopt(&f, g.side);
+                    c.rmr = g.c2.rmr;
+                    guard_yields(o, &guard, g.theirs, epoch, st);
+                    memcpy(pend, g.pend, sizeof pend);
+                    npend = g.npend;
+                    lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0, ack_lpos = 0, joined = 0;
+                    if (pm.next_seq) {
+                        memcpy(snapst.session, pm.session, FH_JOURNAL_SESSION_LEN);
+                        snapst.next_seq = pm.next_seq;
+                        snapst.skipping = 1;
+                    }
+                    st->connections++;
+                    continue;
+                }
+                fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d%s): listening again\n", pr,
+                        pr == 7 ? ": SIGUSR2" : "");
                 st->state = ST_GUARDING;
                 gone = 1;
                 break;
