@@ -1212,7 +1212,7 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
         wp->n = n;
         if (FH_LIKELY(n >= 19)) {
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            if (m[0] == 'U' && n >= 27)
+            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
                 __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
         } else if (n == 0) {
             wp->m = empty_block;
@@ -1287,7 +1287,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         w[c].n = n;
         if (FH_LIKELY(n >= 19)) {
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            if (m[0] == 'U' && n >= 27)
+            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
                 __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
         }
         q = m + n;
