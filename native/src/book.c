@@ -1187,7 +1187,8 @@ static const uint8_t empty_block[1] = { 'A' };
  * which costs less than the test. Adds are prefetched because a real day's references are interleaved and
  * sparse (fh synth itch --shape real), so consecutive adds do not fill consecutive slots that the
  * hardware prefetcher would follow. 32 (bench/engine.md section 9): 16 spent 1.3 instructions a message more
- * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead, beyond what L1 keeps. */
+ * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
+ * distance does to L1 is not measured). */
 #define WALK_CHUNK 32
 
 typedef struct walked {
