@@ -984,13 +984,18 @@ def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path
         with Reader(seg) as r:  # nothing stale: no hole was shipped
             assert not any(r.books[b["locate"]]["status"] == STALE for b in got)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in made:
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, made)
+
+
+def _kill_and_remove(procs, made) -> None:
+    """A test's end: its processes still running killed (and reaped), the files it made removed."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for f in made:
+        if os.path.exists(f):
+            os.unlink(f)
 
 
 def _oldest_seq(journal: str) -> int:
@@ -1088,13 +1093,7 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
         assert sb["snapshots"] == 1 and sb["holes"] == 0 and sb["rejoins"] >= 1 and not sb["promoted"], sb
     finally:
         h.close()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in made:
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, made)
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
