@@ -2,7 +2,8 @@
 # Make this checkout ready: Debian packages (as root, only those missing), a virtualenv in .venv with
 # the Python dependencies, and an editable build of fh (C core + cffi binding). Safe to run again: it only
 # does what is missing. Works from a fresh Debian 12 with only python3 and git and root's default PATH: every
-# tool the demo and the tests run comes from this list or from .venv.
+# tool the demo and the tests run comes from this list or from .venv, but for the Spark test's Java and pyspark,
+# which scripts/test.sh installs (the demo does not need them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
