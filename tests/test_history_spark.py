@@ -2,7 +2,8 @@
 discovery equals what pyarrow reads from the same files, row for row and partition for partition, with the
 default files (BYTE_STREAM_SPLIT on integers, DELTA_BINARY_PACKED, zstd) and with --portable ones, through
 both of Spark's Parquet readers (vectorized and parquet-java's); aggregates equal DuckDB's; docs/history.md's
-Spark examples (python, and the spark-sql CLI) run as written, with only the root and the date replaced."""
+Spark examples (python, the timestamp column, and the spark-sql CLI) run as written, with only the root and
+the date replaced."""
 
 import re
 import shutil
@@ -218,6 +219,23 @@ def test_docs_python_example(spark, roots, files, capsys):
     assert close[0] == ["symbol", "best_bid", "best_ask"] and len(close) == 1 + min(20, len(books))
     cell = lambda v: None if v == "NULL" else int(v)
     assert all(books[s] == (cell(b), cell(a)) for s, b, a in close[1:])
+
+
+def test_docs_time_column(spark, roots):
+    """The docs' timestamp column is fh query's `time` (DuckDB: the date plus ts_ns, to the microsecond) on every
+    trade, under a session time zone that is not UTC."""
+    section = DOCS.read_text().split("\n## Spark\n", 1)[1].split("\n## ", 1)[0]
+    expr = re.search(r'```python\ntrades\.withColumn\("time", F\.expr\("([^"]+)"\)\)\n```', section).group(1)
+    root = roots["default"]
+    want = dict(duck(root).execute("SELECT seq, make_timestamp(epoch_us(CAST(date AS TIMESTAMP)) + ts_ns // 1000) "
+                                   "FROM trades").fetchall())
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        got = {r["seq"]: r["time"] for r in spark.read.parquet(str(root / "trades"))
+               .select("seq", F.expr(expr).alias("time")).collect()}
+    finally:
+        spark.conf.unset("spark.sql.session.timeZone")
+    assert got == want and len(want) > 1000
 
 
 def test_docs_spark_sql_example(spark_sql_cli, day):  # noqa: F811
