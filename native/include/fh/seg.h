@@ -18,7 +18,7 @@ typedef struct fh_seg_cfg {
     int gid;                 /* group of the files (mode 0640, .wake 0660); -1: the writer's own */
     uint32_t ladder_books;   /* books (the first the engine creates) with a price ladder of their own, 0 ..
                               * FH_SEG_MAX_LADDER_BOOKS; the others keep all their levels in the sorted arrays.
-                              * 2 x 4160 bytes a book: FH_SEG_LADDER_BOOKS (the writers' default) is 136 MiB */
+                              * 2 x 4160 bytes a book: FH_SEG_LADDER_BOOKS (the writers' default) is 130 MiB */
 } fh_seg_cfg_t;
 
 #define FH_SEG_LADDER_BOOKS 16384u
