@@ -51,7 +51,9 @@ typedef struct fh_seg_cfg {
     uint32_t event_capacity;
     uint32_t depth;
     int gid;
+    uint32_t ladder_books;
 } fh_seg_cfg_t;
+#define FH_SEG_LADDER_BOOKS ...
 size_t fh_seg_footprint(const fh_seg_cfg_t *cfg);
 fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg);
 void fh_seg_close(fh_seg_t *s, int unlink_files);
@@ -195,7 +197,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
  * and _Alignas have no names to declare); the wake page is opaque. Read the _Atomic fields through the
  * wrappers of native/src/shm_reader.c, which are the exported forms of the header's static inline readers. */
 #define FH_SHM_MAGIC 0x31304d4853484646
-#define FH_SHM_LAYOUT_VERSION 4
+#define FH_SHM_LAYOUT_VERSION 5
 #define FH_SHM_BOOKS 65536
 #define FH_SHM_MAX_COUNTERS 64
 #define FH_BOOK_EMPTY 0
@@ -214,6 +216,18 @@ typedef struct fh_shm_side {
     uint32_t off;
     uint32_t n;
 } fh_shm_side_t;
+#define FH_SHM_LADDER_BITS ...
+#define FH_SHM_LADDER_W ...
+typedef struct fh_shm_lside {
+    uint32_t lo;
+    uint32_t best;
+    uint32_t nl;
+    uint32_t tick;
+    uint32_t mul;
+    uint32_t sh;
+    uint64_t wslot;
+    uint64_t occ[4];
+} fh_shm_lside_t;
 typedef struct fh_shm_book {
     uint32_t seq;
     uint32_t locate;
@@ -222,7 +236,7 @@ typedef struct fh_shm_book {
     uint8_t flags;
     uint8_t symbol_len;
     uint8_t cls[2];
-    uint8_t pad0[2];
+    uint16_t ladder;
     fh_shm_side_t side[2];
     char symbol[8];
     int64_t last_price;
@@ -269,6 +283,10 @@ typedef struct fh_shm_hdr {
     uint32_t nbooks;
     uint32_t key_bits;
     int32_t price_exp;
+    uint64_t ladder_off;
+    uint64_t lslot_off;
+    uint32_t ladder_bits;
+    uint32_t ladder_books;
     uint64_t heartbeat_ns;
     uint32_t writer_state;
     uint64_t head;
@@ -342,6 +360,9 @@ typedef struct fh_shm_reader {
     fh_shm_wake_t *wake;
     uint32_t nbooks;
     uint32_t key_bits;
+    const fh_shm_lside_t *lside;
+    const fh_shm_agg_t *lslot;
+    uint32_t ladder_books;
 } fh_shm_reader_t;
 typedef struct fh_shm_level {
     int64_t price;
@@ -354,6 +375,7 @@ typedef struct fh_shm_snapshot {
     uint32_t nbids, nasks;
     fh_shm_level_t bids[64];
     fh_shm_level_t asks[64];
+    uint32_t nlevels[2];
 } fh_shm_snapshot_t;
 #define FH_SHM_READER_BUSY -2
 int fh_shm_reader_join(fh_shm_reader_t *r, const char *path);

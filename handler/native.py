@@ -54,9 +54,10 @@ class EngineConfig:
         return cls(orders=min(cls.orders, max(1024, adds)), levels=min(cls.levels, max(4096, 4 * adds)))
 
 
-def segment_footprint(max_levels: int = 4 << 20, event_capacity: int = 1 << 16, depth: int = 10) -> int:
+def segment_footprint(max_levels: int = 4 << 20, event_capacity: int = 1 << 16, depth: int = 10,
+                      ladder_books: int = lib.FH_SEG_LADDER_BOOKS) -> int:
     """Bytes of a segment with these capacities (0 if they are invalid)."""
-    c = ffi.new("fh_seg_cfg_t *", (ffi.NULL, ffi.NULL, max_levels, event_capacity, depth, -1))
+    c = ffi.new("fh_seg_cfg_t *", (ffi.NULL, ffi.NULL, max_levels, event_capacity, depth, -1, ladder_books))
     return lib.fh_seg_footprint(c)
 
 
@@ -65,11 +66,14 @@ class Segment:
     here; readers join it with handler.shm. Close it (or let it be collected) to mark the writer stopped."""
 
     def __init__(self, path: str | os.PathLike, name: str = "fh", max_levels: int = 4 << 20,
-                 event_capacity: int = 1 << 16, depth: int = 10, gid: int = -1):
+                 event_capacity: int = 1 << 16, depth: int = 10, gid: int = -1,
+                 ladder_books: int = lib.FH_SEG_LADDER_BOOKS):
         self._s = None
         self.path = os.fspath(path)
         self._keep = (ffi.new("char[]", os.fsencode(self.path)), ffi.new("char[]", name.encode()))
-        c = ffi.new("fh_seg_cfg_t *", (self._keep[0], self._keep[1], max_levels, event_capacity, depth, gid))
+        # ladder_books: the first books created get a price ladder (fh/seg.h; 0: every level in the sorted arrays)
+        c = ffi.new("fh_seg_cfg_t *", (self._keep[0], self._keep[1], max_levels, event_capacity, depth, gid,
+                                       ladder_books))
         self.size = lib.fh_seg_footprint(c)
         s = lib.fh_seg_create(c)
         if s == ffi.NULL:

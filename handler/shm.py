@@ -80,10 +80,17 @@ def _struct(fields: list[tuple[str, object, int]], itemsize: int) -> np.dtype:
 SIDE_DTYPE = _struct([("off", "<u4", 0), ("n", "<u4", 4)], 8)
 BOOK_DTYPE = _struct([
     ("seq", "<u4", 0), ("locate", "<u4", 4), ("trading_state", "S1", 8), ("status", "u1", 9), ("flags", "u1", 10),
-    ("symbol_len", "u1", 11), ("cls", ("u1", (2,)), 12), ("side", (SIDE_DTYPE, (2,)), 16), ("symbol", "S8", 32),
+    ("symbol_len", "u1", 11), ("cls", ("u1", (2,)), 12), ("ladder", "<u2", 14), ("side", (SIDE_DTYPE, (2,)), 16),
+    ("symbol", "S8", 32),
     ("last_price", "<i8", 40), ("last_shares", "<u4", 48), ("updates", "<u4", 52), ("itch_ts", "<u8", 56),
 ], 64)
 AGG_DTYPE = _struct([("shares", "<u8", 0), ("orders", "<u4", 8), ("next_free", "<u4", 12)], 16)
+# layout 5: a side's price ladder (fh_shm_lside_t): a window of LADDER_W ticks, its levels in slots
+LADDER_W = lib.FH_SHM_LADDER_W
+LSIDE_DTYPE = _struct([
+    ("lo", "<u4", 0), ("best", "<u4", 4), ("nl", "<u4", 8), ("tick", "<u4", 12), ("mul", "<u4", 16),
+    ("sh", "<u4", 20), ("wslot", "<u8", 24), ("occ", ("<u8", (LADDER_W // 64,)), 32),
+], 64)
 EVENT_DTYPE = _struct([
     ("seq", "<u8", 0), ("type", "u1", 8), ("trading_state", "S1", 9), ("status", "u1", 10), ("locate", "<u4", 12),
     ("itch_ts", "<u8", 16), ("rx_tsc", "<u8", 24), ("pub_tsc", "<u8", 32), ("a", "<u8", 40), ("b", "<u8", 48),
@@ -95,6 +102,7 @@ HDR_DTYPE = _struct([
     ("stats_off", "<u8", 56), ("max_levels", "<u4", 64), ("event_capacity", "<u4", 68), ("depth", "<u4", 72),
     ("writer_pid", "<u4", 76), ("start_ns", "<u8", 80), ("tsc_hz", "<u8", 88), ("name", "S32", 96),
     ("nbooks", "<u4", 128), ("key_bits", "<u4", 132), ("price_exp", "<i4", 136),
+    ("ladder_off", "<u8", 144), ("lslot_off", "<u8", 152), ("ladder_bits", "<u4", 160), ("ladder_books", "<u4", 164),
     ("heartbeat_ns", "<u8", 192), ("writer_state", "<u4", 200), ("head", "<u8", 256),
 ], 320)
 def _off(t: str, f: str) -> int:
@@ -189,7 +197,8 @@ def _check_layout() -> None:
     against fh/shm.h, and cffi verified its declarations there)."""
     pairs = [(BOOK_DTYPE, "fh_shm_book_t"), (AGG_DTYPE, "fh_shm_agg_t"), (EVENT_DTYPE, "fh_shm_event_t"),
              (HDR_DTYPE, "fh_shm_hdr_t"), (STATS_DTYPE, "fh_shm_stats_t"), (LEVEL_DTYPE, "fh_shm_level_t"),
-             (SIDE_DTYPE, "fh_shm_side_t"), (DP_DTYPE, "fh_shm_dp_stats_t"), (DP_LINE_DTYPE, "fh_shm_dp_line_t")]
+             (SIDE_DTYPE, "fh_shm_side_t"), (DP_DTYPE, "fh_shm_dp_stats_t"), (DP_LINE_DTYPE, "fh_shm_dp_line_t"),
+             (LSIDE_DTYPE, "fh_shm_lside_t")]
     for dt, ctype in pairs:
         if dt.itemsize != ffi.sizeof(ctype):
             raise ImportError(f"{ctype}: numpy {dt.itemsize} bytes, C {ffi.sizeof(ctype)}")
@@ -267,7 +276,7 @@ class Snapshot:
     last_shares = property(lambda self: self._p.book.last_shares)
     itch_ts = property(lambda self: self._p.book.itch_ts)
     updates = property(lambda self: self._p.book.updates)
-    levels = property(lambda self: (self._p.book.side[0].n, self._p.book.side[1].n))
+    levels = property(lambda self: (self._p.nlevels[0], self._p.nlevels[1]))  # window and deep (layout 5)
 
     @property
     def last_trade(self) -> tuple[int, int] | None:
@@ -389,11 +398,16 @@ class Reader:
             return f"event_capacity {cap} is not a power of two"
         if int(h["key_bits"]) not in (32, 64):
             return f"key_bits {int(h['key_bits'])}, expected 32 or 64"
+        if int(h["ladder_bits"]) != lib.FH_SHM_LADDER_BITS or int(h["ladder_books"]) > 65534:
+            return f"ladder_bits {int(h['ladder_bits'])}, ladder_books {int(h['ladder_books'])}"
+        nlad = 2 * (int(h["ladder_books"]) + 1)
         regions = [("books", "books_off", int(h["nbooks"]) * BOOK_DTYPE.itemsize),
                    ("level keys", "lkey_off", int(h["max_levels"]) * int(h["key_bits"]) // 8),
                    ("level aggregates", "lagg_off", int(h["max_levels"]) * AGG_DTYPE.itemsize),
                    ("events", "events_off", cap * EVENT_DTYPE.itemsize),
-                   ("stats", "stats_off", STATS_DTYPE.itemsize)]
+                   ("stats", "stats_off", STATS_DTYPE.itemsize),
+                   ("ladders", "ladder_off", nlad * LSIDE_DTYPE.itemsize),
+                   ("ladder slots", "lslot_off", nlad * LADDER_W * AGG_DTYPE.itemsize)]
         for what, key, nbytes in regions:
             off = int(h[key])
             if off < HDR_DTYPE.itemsize or off + nbytes > size or off % 64:
@@ -430,13 +444,19 @@ class Reader:
         self.level_keys = np.frombuffer(mm, np.dtype(f"<u{self.key_bits // 8}"), self.max_levels,
                                         int(h["lkey_off"]))
         self.level_aggs = np.frombuffer(mm, AGG_DTYPE, self.max_levels, int(h["lagg_off"]))
+        # layout 5: book b's ladders are ladders[2 * b.ladder + side], their slots ladder_slots[same]
+        self.ladder_books = int(h["ladder_books"])
+        nlad = 2 * (self.ladder_books + 1)
+        self.ladders = np.frombuffer(mm, LSIDE_DTYPE, nlad, int(h["ladder_off"]))
+        self.ladder_slots = np.frombuffer(mm, AGG_DTYPE, nlad * LADDER_W, int(h["lslot_off"])).reshape(nlad, LADDER_W)
         self.events_ring = np.frombuffer(mm, EVENT_DTYPE, self.event_capacity, int(h["events_off"]))
         self.stats_region = np.frombuffer(mm, STATS_DTYPE, 1, int(h["stats_off"]))[0]
         # the C join mapped the same file: both must agree on where things are
         r = self._r
         base = ffi.cast("const uint8_t *", r.base)
         for ptr, key in ((r.books, "books_off"), (r.lkey, "lkey_off"), (r.lagg, "lagg_off"),
-                         (r.events, "events_off"), (r.stats, "stats_off")):
+                         (r.events, "events_off"), (r.stats, "stats_off"), (r.lside, "ladder_off"),
+                         (r.lslot, "lslot_off")):
             if ffi.cast("const uint8_t *", ptr) - base != int(h[key]):
                 raise LayoutMismatch(f"{self.path} changed while joining (replaced by a new writer?): try again")
         if (r.hdr.start_ns, r.hdr.writer_pid) != (self.start_ns, self.writer_pid):
@@ -448,7 +468,8 @@ class Reader:
         if self._r is not None:
             lib.fh_shm_reader_leave(self._r)
             self._r = None
-        for name in ("header", "books", "level_keys", "level_aggs", "events_ring", "stats_region"):
+        for name in ("header", "books", "level_keys", "level_aggs", "ladders", "ladder_slots", "events_ring",
+                     "stats_region"):
             self.__dict__.pop(name, None)
         if self._mm is not None:
             try:
@@ -581,7 +602,7 @@ class Reader:
         return out
 
     @staticmethod
-    def _info(loc: int, b) -> dict:
+    def _info(loc: int, b, levels) -> dict:
         return {
             "locate": loc,
             "symbol": bytes(b["symbol"])[: int(b["symbol_len"])].decode("latin-1"),
@@ -590,14 +611,14 @@ class Reader:
             "last_trade": [int(b["last_price"]), int(b["last_shares"])] if b["last_shares"] else None,
             "itch_ts": int(b["itch_ts"]),
             "updates": int(b["updates"]),
-            "levels": [int(b["side"][0]["n"]), int(b["side"][1]["n"])],
+            "levels": [int(levels[0]), int(levels[1])],  # window and deep run (layout 5)
         }
 
     def _read_book(self, loc: int, depth: int | None) -> tuple[dict, list, list]:
         if depth is not None and depth <= SNAPSHOT_MAX_DEPTH:
             s = self.snapshot(loc, depth)
             b = np.frombuffer(ffi.buffer(s._p, BOOK_DTYPE.itemsize), BOOK_DTYPE)[0]
-            return self._info(loc, b), _rows(s.bids), _rows(s.asks)
+            return self._info(loc, b, s.levels), _rows(s.bids), _rows(s.asks)
         return self._read_deep(loc, depth)
 
     def _read_deep(self, loc: int, depth: int | None) -> tuple[dict, list, list]:
@@ -611,7 +632,7 @@ class Reader:
                 t0 = self._busy_wait(loc, t0)
                 continue
             b = rec.copy()[0]
-            sides = []
+            sides, counts = [], []
             for s in (0, 1):
                 off, n = int(b["side"][s]["off"]), int(b["side"][s]["n"])
                 if off > self.max_levels or n > self.max_levels - off:
@@ -620,14 +641,43 @@ class Reader:
                 keys = self.level_keys[off + n - k : off + n][::-1].copy()
                 aggs = self.level_aggs[off + n - k : off + n][::-1].copy()
                 prices = key_prices(keys, s, self.key_bits)
-                sides.append([[int(p), int(sh), int(o)] for p, sh, o in zip(prices, aggs["shares"], aggs["orders"])])
+                wp, wa = self._window(b, s)  # the ladder's levels, merged with the deep run's best first
+                prices, aggs = np.concatenate([wp, prices]), np.concatenate([wa[["shares", "orders"]],
+                                                                             aggs[["shares", "orders"]]])
+                order = np.argsort(prices if s else -prices, kind="stable")
+                if depth is not None:
+                    order = order[:depth]
+                sides.append([[int(p), int(sh), int(o)] for p, sh, o in
+                              zip(prices[order], aggs["shares"][order], aggs["orders"][order])])
+                counts.append(n + len(wp))
             if int(rec["seq"][0]) == s1:
                 break
         if b["status"] == EMPTY or b["flags"] & lib.FH_BOOK_F_UNPUBLISHED:
             raise UnknownInstrument(f"no instrument at locate {loc} in {self.path}"
                                     + (" (it is not among the instruments the writer publishes)"
                                        if b["status"] != EMPTY else ""))
-        return self._info(loc, b), sides[0], sides[1]
+        return self._info(loc, b, counts), sides[0], sides[1]
+
+    def _window(self, b, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """The levels of side s of book record b that its price ladder holds (layout 5), best first: their prices
+        (int64) and aggregates, read from the raw views (the caller's seqlock check rejects a torn read). A level
+        on the book's tick inside the window [lo, lo + LADDER_W) of tick indexes (price / tick, complemented for
+        asks) is in slot index % LADDER_W; every other level is in the deep run."""
+        lad = 2 * int(b["ladder"]) + s
+        none = np.zeros(0, np.int64), np.zeros(0, AGG_DTYPE)
+        if self.key_bits != 32 or int(b["ladder"]) > self.ladder_books:
+            return none
+        L = self.ladders[lad].copy()
+        lo, best, nl, tick = (int(L[f]) for f in ("lo", "best", "nl", "tick"))
+        if not nl or nl > LADDER_W or not tick or (best - lo) & 0xFFFFFFFF >= LADDER_W:
+            return none  # empty, or torn
+        slots = np.nonzero(np.unpackbits(L["occ"].view(np.uint8), bitorder="little"))[0].astype(np.int64)
+        kx = (lo + ((slots - lo) & (LADDER_W - 1))) & 0xFFFFFFFF  # the slots' tick indexes, in the window
+        order = np.argsort(-kx, kind="stable")
+        slots, kx = slots[order], kx[order]
+        q = (~kx & 0xFFFFFFFF) if s else kx
+        prices = (q * tick) & 0xFFFFFFFF
+        return prices, self.ladder_slots[lad][slots].copy()
 
     def _busy_wait(self, loc: int, t0: float | None) -> float:
         now = time.monotonic()

@@ -42,7 +42,7 @@ def _run(pcap, tmp_name, lines=None):
 
 def _check_equal(segment: str, js: dict) -> dict:
     with shm.Reader(segment) as r:
-        assert int(r.header["layout_version"]) == 4
+        assert int(r.header["layout_version"]) == 5
         st = r.stats(sections=True)
         plain = r.stats()
     assert st["dataplane"] is True
@@ -104,7 +104,7 @@ def test_segment_stats_equal_final_json(ab_run):
 def test_fh_stats_shows_the_dataplane(ab_run):
     name, segment, js = ab_run
     got = json.loads(fh("stats", "--name", segment, "--json").stdout)
-    assert got["layout_version"] == 4
+    assert got["layout_version"] == 5
     assert got["dataplane"]["drops"] == js["drops"] and got["dataplane"]["packets"] == js["packets"]
     assert got["dataplane"]["latency"]["count"] == js["messages_applied"]
     text = fh("stats", "--name", segment).stdout
@@ -209,7 +209,7 @@ def test_engine_only_writer_leaves_the_section_zero():
 
 
 def test_reader_of_version_1_refused(tmp_path):
-    """A segment of layout version 1 gets the layout-version error (and version 4 is what we write)."""
+    """A segment of layout version 1 gets the layout-version error (and version 5 is what we write)."""
     from test_shm import DAY, publisher
 
     with publisher(DAY) as (name, _):
@@ -218,5 +218,5 @@ def test_reader_of_version_1_refused(tmp_path):
     raw[8:12] = struct.pack("<I", 1)
     fake = tmp_path / "v1"
     fake.write_bytes(bytes(raw) + bytes(1 << 20))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 4"):
+    with pytest.raises(shm.LayoutMismatch, match="layout version 1, this fh reads 5"):
         shm.Reader(str(fake))

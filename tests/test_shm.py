@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, _unique, fh, fh_popen, publisher, stop_process
 from handler.segments import remove as _remove_segment
 from handler import shm
+from handler._native import lib
 
 DAY = ROOT / "pcaps" / "synth-100k.itch"
 
@@ -89,7 +90,7 @@ def test_snapshot_fields(live):
 def test_views_are_readonly_views_of_the_segment(live):
     with shm.Reader(live) as r:
         whole = np.frombuffer(r._mm, np.uint8)
-        for name in ("books", "level_keys", "level_aggs", "events_ring"):
+        for name in ("books", "level_keys", "level_aggs", "ladders", "ladder_slots", "events_ring"):
             a = getattr(r, name)
             assert np.shares_memory(a, whole), name
             assert not a.flags.owndata and not a.flags.writeable, name
@@ -106,15 +107,23 @@ def test_views_are_readonly_views_of_the_segment(live):
             r.level_keys[0] = 1
         with pytest.raises(TypeError):
             r._mm[0] = 1
-        # the raw views agree with the consistent reads (the writer is idle)
+        # the raw views agree with the consistent reads (the writer is idle): the best bid is the ladder window's
+        # best (tick index `best`, slot best % LADDER_W) or the deep run's top, whichever is higher
+        assert r.ladder_books == lib.FH_SEG_LADDER_BOOKS and len(r.ladders) == 2 * (r.ladder_books + 1)
+        assert r.ladder_slots.shape == (len(r.ladders), shm.LADDER_W)
         loc = r.locate_of("AAPL")
         b = r.books[loc]
         side = b["side"][0]
-        best = int(side["off"]) + int(side["n"]) - 1
+        lad = r.ladders[2 * int(b["ladder"])]
+        assert int(b["ladder"]) < r.ladder_books and int(lad["nl"]) > 0 and int(lad["tick"]) == 100
+        cands = [(int(lad["best"]) * 100, int(r.ladder_slots[2 * int(b["ladder"]), int(lad["best"]) % shm.LADDER_W]["shares"]))]
+        if int(side["n"]):
+            top = int(side["off"]) + int(side["n"]) - 1
+            cands.append((int(r.level_keys[top]), int(r.level_aggs[top]["shares"])))
         s = r.snapshot(loc, 1)
-        assert int(r.level_keys[best]) == int(s.bids[0]["price"])
-        assert int(r.level_aggs[best]["shares"]) == int(s.bids[0]["shares"])
-        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 4
+        assert max(cands) == (int(s.bids[0]["price"]), int(s.bids[0]["shares"]))
+        assert s.levels[0] == int(side["n"]) + int(lad["nl"])
+        assert r.header["magic"] == 0x31304D4853484646 and r.header["layout_version"] == 5
         assert r.name == live and r.writer_pid > 0
 
 
@@ -265,7 +274,7 @@ def test_cli_top_events_stats(live):
     st = json.loads(p.stdout)
     assert st["writer"]["state"] == "running" and st["counters"]["messages"] == 100_000
     assert st["events"]["head"] == head and st["books"]["live"] == st["books"]["instruments"] > 0
-    assert st["name"] == live and st["layout_version"] == 4
+    assert st["name"] == live and st["layout_version"] == 5
     p = fh("stats", "--name", live)
     assert "messages" in p.stdout and "running" in p.stdout and p.stderr == ""
 
@@ -284,18 +293,19 @@ def test_no_segment(cmd):
         shm.Reader(name)
 
 
-def test_layout_mismatch_and_foreign_files(tmp_path):
+@pytest.mark.parametrize("version", [7, 4])  # 4: the layout before the price ladders
+def test_layout_mismatch_and_foreign_files(tmp_path, version):
     fake = tmp_path / "fake-segment"
     hdr = np.zeros(1, shm.HDR_DTYPE)
     hdr["magic"] = 0x31304D4853484646
-    hdr["layout_version"] = 7
+    hdr["layout_version"] = version
     fake.write_bytes(hdr.tobytes() + bytes(4096))
-    with pytest.raises(shm.LayoutMismatch, match="layout version 7, this fh reads 4: upgrade the reader or the "):
+    with pytest.raises(shm.LayoutMismatch, match=f"layout version {version}, this fh reads 5: upgrade the reader or the "):
         shm.Reader(str(fake))
     p = fh("stats", "--name", fake, check=False)
-    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "layout version 7" in p.stderr
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and f"layout version {version}" in p.stderr
 
-    hdr["layout_version"] = 4  # the current one
+    hdr["layout_version"] = 5  # the current one
     hdr["size"] = 1 << 30  # larger than the file
     fake.write_bytes(hdr.tobytes() + bytes(4096))
     with pytest.raises(shm.LayoutMismatch, match="broken header"):

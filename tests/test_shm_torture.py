@@ -216,7 +216,7 @@ def test_follow_wrong_version(follow, tmp_path):
     seg.write_bytes(hdr)
     p = subprocess.run([follow, seg], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert "layout version 99" in p.stderr and "version 4" in p.stderr
+    assert "layout version 99" in p.stderr and "version 5" in p.stderr  # the price ladders' layout
     seg.write_bytes(b"\0" * 8192 + b"x")
     p = subprocess.run([follow, seg], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr

@@ -301,8 +301,13 @@ class ItchColumns:
         upd = books["updates"].astype(np.uint64)
         shown = (books["status"] != 0) & ((books["flags"] & lib.FH_BOOK_F_UNPUBLISHED) == 0)
         side = books["side"]
+        r = self.reader
+        # layout 5: a side's levels are its ladder's window (ladders[2 * ladder + side]) and its deep run
+        lad = np.minimum(books["ladder"].astype(np.int64), r.ladder_books)
         if every_book:
-            locs = np.nonzero(shown & ((side[:, 0]["n"] > 0) | (side[:, 1]["n"] > 0)))[0]
+            nl = r.ladders["nl"]
+            locs = np.nonzero(shown & ((side[:, 0]["n"] > 0) | (side[:, 1]["n"] > 0) | (nl[2 * lad] > 0) |
+                                       (nl[2 * lad + 1] > 0)))[0]
         else:
             locs = np.nonzero(shown & (upd != self.last_updates))[0]
         self.last_updates = upd
@@ -312,9 +317,11 @@ class ItchColumns:
         self.counters["snapshots"] += n
         tbl = {"seq": np.full(n, self.last_seq, np.uint64), "ts": np.full(n, at_ns, np.uint64),
                "locate": locs.astype(np.uint16), "kind": np.full(n, b"close" if every_book else b"interval", "S8")}
-        keys, aggs = self.reader.level_keys, self.reader.level_aggs
+        keys, aggs = r.level_keys, r.level_aggs
+        lad = lad[locs]
+        W = lib.FH_SHM_LADDER_W
         for s, name in ((0, "bid"), (1, "ask")):
-            # the top `depth` levels of each book, best first: the run of a side ends with its best level
+            # the top `depth` levels of each book's deep run, best first: the run of a side ends with its best level
             off = side[locs, s]["off"].astype(np.int64)
             cnt = side[locs, s]["n"].astype(np.int64)
             k = np.minimum(cnt, self.depth)
@@ -322,10 +329,33 @@ class ItchColumns:
             j = np.arange(int(k.sum())) - np.repeat(first, k)
             flat = np.repeat(off + cnt - 1, k) - j
             kk = keys[flat]
-            tbl[f"{name}_n"] = k
-            tbl[f"{name}_price"] = (~kk if s else kk).astype(np.int64)
-            tbl[f"{name}_shares"] = aggs["shares"][flat].astype(np.int64)
-            tbl[f"{name}_orders"] = aggs["orders"][flat].astype(np.int64)
+            grp = np.repeat(np.arange(n), k)
+            price = (~kk if s else kk).astype(np.int64)
+            shares = aggs["shares"][flat].astype(np.int64)
+            orders = aggs["orders"][flat].astype(np.int64)
+            # the window's levels: slot i of an occupied bit holds tick index lo + ((i - lo) mod W)
+            L = r.ladders[2 * lad + s]
+            used = (L["nl"] > 0) & (L["tick"] > 0)
+            bits = np.unpackbits(L["occ"].view(np.uint8).reshape(n, -1), axis=1, bitorder="little")
+            g, sl = np.nonzero(bits.astype(bool) & used[:, None])
+            lo = L["lo"][g].astype(np.int64)
+            kx = (lo + ((sl - lo) & (W - 1))) & 0xFFFFFFFF
+            q = (~kx & 0xFFFFFFFF) if s else kx
+            wagg = r.ladder_slots[2 * lad[g] + s, sl]
+            grp = np.concatenate([grp, g])
+            price = np.concatenate([price, (q * L["tick"][g].astype(np.int64)) & 0xFFFFFFFF])
+            shares = np.concatenate([shares, wagg["shares"].astype(np.int64)])
+            orders = np.concatenate([orders, wagg["orders"].astype(np.int64)])
+            # merged best first within each book (bids: highest price; asks: lowest), the top `depth` kept
+            order = np.lexsort((price if s else -price, grp))
+            grp = grp[order]
+            start = np.searchsorted(grp, np.arange(n))
+            keep = order[np.arange(len(grp)) - start[grp] < self.depth]
+            tbl[f"{name}_n"] = np.bincount(grp[np.arange(len(grp)) - start[grp] < self.depth], minlength=n).astype(
+                np.int64)
+            tbl[f"{name}_price"] = price[keep]
+            tbl[f"{name}_shares"] = shares[keep]
+            tbl[f"{name}_orders"] = orders[keep]
         ch = Chunk(self.ordinal, np.zeros(0, np.uint64), np.zeros(0, np.uint64), None)
         ch.tables["books"] = tbl
         yield ch

@@ -36,7 +36,8 @@ int main(int argc, char **argv)
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 };
     fh_seg_t *seg = NULL;
     if (publish) {
-        fh_seg_cfg_t sc = { "/dev/shm/fh-bench-engine", "bench", cfg.max_levels, 1u << 16, 10, -1 };
+        fh_seg_cfg_t sc = { "/dev/shm/fh-bench-engine", "bench", cfg.max_levels, 1u << 16, 10, -1,
+                             FH_SEG_LADDER_BOOKS };
         if (!(seg = fh_seg_create(&sc))) {
             fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
             return 2;

@@ -9,9 +9,13 @@
  * -EPROTO / -EAGAIN or every later read stays in bounds. Books and stats left mid-change (an odd seqlock)
  * are not read here: a reader waits FH_SHM_BUSY_NS for them by design, then gives up (-2).
  *
+ * Layout 5: the template's books have levels both in their ladders' windows and in their deep runs (orders
+ * off the tick, and a jump that re-centres a window), and the template's snapshots are checked against the
+ * engine's own levels once, so that the merge the fuzzed reads exercise is the one that is right.
+ *
  * Input: a flags byte (bit 0: cut the file to a u32 length, modulo its size), then patches, each a
- * selector byte (bits 6-7: the header, the first books, the event ring, anywhere; bits 0-3: 1-16 bytes),
- * a u32 offset into that region and the bytes. */
+ * selector byte (bits 6-7: the header, the first books, the event ring, anywhere, or with bit 5 also set the
+ * ladders' side headers; bits 0-3: 1-16 bytes), a u32 offset into that region and the bytes. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -36,14 +40,51 @@ static void make_template(void)
 {
     char tpath[64];
     snprintf(tpath, sizeof tpath, "/dev/shm/fh-fuzz-tmpl-%d", (int)getpid());
-    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ tpath, "fuzz", 256, 64, 10, -1 });
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ tpath, "fuzz", 256, 64, 10, -1, 16 });
     fh_engine_t *e = seg ? fh_engine_create_on(&(fh_engine_cfg_t){ 16, 1024, 256 }, seg) : NULL;
     if (!e) {
         fprintf(stderr, "fuzz_shm: %s\n", fh_errmsg());
         abort();
     }
     fz_small_day(e, 1, 0);
+    /* deep levels beside the windows: off the tick on books 1-4, and on books 5-6 a price far better than the
+     * window, which re-centres it (the levels it leaves go deep) */
+    uint8_t m[FH_ITCH_MAX_LEN];
+    for (int i = 0; i < 6; i++) {
+        memset(m, 0, sizeof m);
+        m[0] = 'A';
+        fh_put_be16(m + 1, (uint16_t)(1 + i));
+        fh_put_be64(m + FH_ITCH_OFF_REF, 1000 + (uint64_t)i);
+        int ask = (1 + i) % 2; /* the side the book has levels on (fz_small_day: odd locates asks) */
+        m[FH_ITCH_OFF_A_SIDE] = ask ? 'S' : 'B';
+        fh_put_be32(m + FH_ITCH_OFF_A_SHARES, 50);
+        fh_put_be32(m + FH_ITCH_OFF_A_PRICE, i < 4 ? 1000037u + 300u * (uint32_t)i : ask ? 700000u : 1300000u);
+        fh_engine_apply(e, m, fh_itch_len['A']);
+    }
     fh_engine_publish_stats(e);
+    /* the reader's merge of window and deep run is the engine's (fh_engine_levels), and both kinds are there */
+    fh_shm_reader_t tr;
+    if (fh_shm_join(&tr, tpath)) {
+        fprintf(stderr, "fuzz_shm: cannot join the template\n");
+        abort();
+    }
+    int mixed = 0;
+    for (uint16_t loc = 1; loc <= 8; loc++) {
+        fh_shm_snapshot_t snap;
+        fh_level_t lv[64];
+        FZ_ASSERT(fh_shm_snapshot(&tr, loc, 64, &snap) >= 0);
+        for (int sd = 0; sd < 2; sd++) {
+            uint32_t n = fh_engine_levels(e, loc, sd, lv, 64);
+            const fh_shm_level_t *got = sd ? snap.asks : snap.bids;
+            FZ_ASSERT(n == (sd ? snap.nasks : snap.nbids) && n == snap.nlevels[sd]);
+            for (uint32_t j = 0; j < n; j++)
+                FZ_ASSERT(got[j].price == (int64_t)lv[j].price && got[j].shares == lv[j].shares &&
+                          got[j].orders == lv[j].orders);
+            mixed += snap.book.side[sd].n > 0 && snap.nlevels[sd] > snap.book.side[sd].n;
+        }
+    }
+    FZ_ASSERT(mixed == 6);
+    fh_shm_leave(&tr);
     full = seg->size;
     tmpl = malloc(full);
     memcpy(tmpl, seg->hdr, full);
@@ -118,6 +159,7 @@ static void read_all(const fh_shm_reader_t *r, const uint16_t *extra, int nextra
         int rc = fh_shm_snapshot(r, loc, h->depth, &snap);
         FZ_ASSERT(rc >= -1);
         FZ_ASSERT(snap.nbids <= 64 && snap.nasks <= 64);
+        FZ_ASSERT(snap.nbids <= h->depth && snap.nasks <= h->depth); /* the window and the deep run together */
         FZ_ASSERT(rc >= 0 || (snap.nbids == 0 && snap.nasks == 0));
     }
     gw_books(r, extra, nextra);
@@ -167,7 +209,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 0: base = 0, span = sizeof(fh_shm_hdr_t); break;
         case 1: base = th->books_off, span = 512 * sizeof(fh_shm_book_t); break;
         case 2: base = th->events_off, span = th->event_capacity * sizeof(fh_shm_event_t); break;
-        default: base = 0, span = full; break;
+        default:
+            if (sel & 32)
+                base = th->ladder_off, span = 2 * ((size_t)th->ladder_books + 1) * sizeof(fh_shm_lside_t);
+            else
+                base = 0, span = full;
+            break;
         }
         size_t off = base + at % span;
         if (off + n > full)

@@ -1164,7 +1164,8 @@ static int standby(const opts_t *o)
     fh_engine_t *e = NULL; /* none without --segment: the data plane applies (fh-dataplane --standby) */
     if (o->segment) {
         fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels,
-                            .event_capacity = o->events, .depth = o->depth, .gid = -1 };
+                            .event_capacity = o->events, .depth = o->depth, .gid = -1,
+                            .ladder_books = FH_SEG_LADDER_BOOKS };
         seg = fh_seg_create(&sc);
         if (!seg) {
             fprintf(stderr, "fh-replicate: segment: %s\n", fh_errmsg());

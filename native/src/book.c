@@ -65,6 +65,42 @@ typedef fh_shm_book_t book_t;
 _Static_assert(sizeof(book_t) == 64, "one book per cache line");
 _Static_assert(offsetof(book_t, seq) == 0, "fh_engine_reset clears what follows seq");
 
+/* The price ladder (fh_shm_lside_t, in the segment: layout 5): per side a window of LAD_W slots around the
+ * touch, a ring indexed by tick index (price / tick; for asks its complement, so that on both sides the best
+ * is the highest index), an occupancy bitmap, and the side's other levels (off the tick, or outside the
+ * window) in the sorted deep arrays (side_t). lside_t is fh_shm_lside_t with the writer's slot address typed. */
+#define LAD_BITS FH_SHM_LADDER_BITS
+#define LAD_W (1u << LAD_BITS)
+#define LAD_MASK (LAD_W - 1)
+#define LAD_WORDS (LAD_W / 64)
+typedef struct lside {
+    uint32_t lo;   /* tick index of the window's lowest slot; the window is [lo, lo + LAD_W) */
+    uint32_t best; /* the highest tick index in the window that has a level, when nl > 0 */
+    uint32_t nl;   /* levels in the window */
+    uint32_t tick; /* the book's tick in price units (0: not chosen yet) */
+    uint32_t mul;  /* price / tick == (price * mul) >> sh */
+    uint32_t sh;
+    fh_shm_agg_t *slot; /* LAD_W slots: the level of tick index kx is slot[kx & LAD_MASK] (fh_shm_lside_t.wslot) */
+    uint64_t occ[LAD_WORDS];
+} lside_t;
+_Static_assert(sizeof(lside_t) == sizeof(fh_shm_lside_t), "one side header per cache line");
+_Static_assert(offsetof(lside_t, slot) == offsetof(fh_shm_lside_t, wslot) && sizeof(fh_shm_agg_t *) == 8,
+               "the writer's slot address is fh_shm_lside_t.wslot");
+_Static_assert(offsetof(lside_t, occ) == offsetof(fh_shm_lside_t, occ), "lside_t is fh_shm_lside_t");
+#define BOOK_LAD(b) ((b)->ladder) /* the book's ladders: lside[2 * id], [2 * id + 1] */
+
+/* Per book (by locate), each side's best level as the writer knows it, for emit_bbo: its aggregate (in the
+ * window's slots or at the deep arrays' top; the engine's zero_agg when the side is empty) and its key. Kept
+ * while publishing (fh_engine_set_publish computes it when publishing is turned on): the hot path updates
+ * it where a level becomes the best, the rare paths (deep levels, re-centring, the best emptied) recompute
+ * it (bbo_set). */
+typedef struct bbo {
+    const fh_shm_agg_t *g[2];
+    uint32_t key[2];
+    uint32_t pad[2];
+} bbo_t;
+_Static_assert(sizeof(bbo_t) == 32, "two a cache line");
+
 #define NO_BLOCK 0xFFu
 #define NCLASS 15 /* up to 65536 levels per side */
 #define CLASS_CAP(c) (4u << (c))
@@ -106,6 +142,11 @@ struct fh_engine {
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
     uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
+    struct lside *lside;      /* the segment's 2 x (lad_books + 1) sides: a pair per book in creation order, then
+                               * the pair of every book past lad_books, whose window nothing is ever in */
+    uint32_t lad_books;       /* the segment's ladder_books */
+    bbo_t *bbo;               /* [FH_MAX_LOCATE + 1] */
+    fh_shm_agg_t zero_agg;    /* an empty side's best: 0 shares, 0 orders */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -132,7 +173,7 @@ static uint64_t spill_slots(uint32_t max_orders) { return order_slots(max_orders
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 
 typedef struct layout {
-    size_t orders, spill, total;
+    size_t orders, spill, bbo, total;
 } layout_t;
 
 static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
@@ -148,6 +189,8 @@ static int layout(const fh_engine_cfg_t *cfg, layout_t *l)
     off = align_up(off + order_slots(cfg->max_orders) * sizeof(order_t), FH_CACHE_LINE);
     l->spill = off;
     off = align_up(off + spill_slots(cfg->max_orders) * sizeof(spill_t), FH_CACHE_LINE);
+    l->bbo = off;
+    off = align_up(off + (FH_MAX_LOCATE + 1) * sizeof(bbo_t), FH_CACHE_LINE);
     l->total = off;
     return 0;
 }
@@ -172,9 +215,16 @@ void fh_engine_clear_books(fh_engine_t *e)
             uint32_t seq = b->seq | 1; /* odd while the book is cleared */
             __atomic_store_n(&b->seq, seq, __ATOMIC_RELAXED);
             atomic_thread_fence(memory_order_release);
+            if (BOOK_LAD(b) < e->lad_books) /* its ladders, under its seqlock: readers reach them through it */
+                for (uint32_t i = 2u * BOOK_LAD(b); i < 2u * BOOK_LAD(b) + 2; i++) {
+                    memset(e->lside[i].slot, 0, LAD_W * sizeof(fh_shm_agg_t));
+                    e->lside[i] = (lside_t){ .slot = e->lside[i].slot };
+                }
             memset((uint8_t *)b + sizeof b->seq, 0, sizeof *b - sizeof b->seq);
             __atomic_store_n(&b->seq, seq + 1, __ATOMIC_RELEASE);
         }
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg } };
     e->live = 0;
     e->nbooks = 0;
     e->arena_top = 0;
@@ -221,6 +271,14 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->mask = order_slots(cfg->max_orders) - 1;
     e->spill = (spill_t *)(base + l.spill);
     e->spill_mask = spill_slots(cfg->max_orders) - 1;
+    /* the ladders are the segment's (fh_seg_create zeroed them and set the shared pair's window out of reach) */
+    e->lside = (lside_t *)seg->lside;
+    e->lad_books = seg->hdr->ladder_books;
+    for (uint32_t i = 0; i < 2 * (e->lad_books + 1); i++)
+        e->lside[i].slot = seg->lslot + (size_t)i * LAD_W;
+    e->bbo = (bbo_t *)(base + l.bbo);
+    for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg } };
     e->seg = seg;
     e->books = seg->books;
     e->lkey = seg->lkey;
@@ -272,7 +330,9 @@ fh_engine_t *fh_engine_create(const fh_engine_cfg_t *cfg)
     if (fh_engine_footprint(cfg) == 0)
         return NULL;
     fh_seg_cfg_t sc = { .path = NULL, .name = "private", .max_levels = cfg->max_levels, .event_capacity = 64,
-                        .depth = 10, .gid = -1 };
+                        .depth = 10, .gid = -1,
+                        .ladder_books = cfg->max_instruments < FH_SEG_LADDER_BOOKS ? cfg->max_instruments
+                                                                                   : FH_SEG_LADDER_BOOKS };
     fh_seg_t *seg = fh_seg_create(&sc);
     if (!seg)
         return NULL;
@@ -300,7 +360,19 @@ void fh_engine_destroy(fh_engine_t *e)
         fh_seg_close(seg, 0);
 }
 
-void fh_engine_set_publish(fh_engine_t *e, bool on) { e->publish = on; }
+static void bbo_set(fh_engine_t *e, const fh_shm_book_t *b, uint32_t side);
+
+/* A private engine (publish off) does not keep the books' cached bests (bbo_t) on its hot path: they are for
+ * emit_bbo. Turning publishing on computes them. */
+void fh_engine_set_publish(fh_engine_t *e, bool on)
+{
+    if (on && !e->publish)
+        for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
+            if (e->books[loc].status != FH_BOOK_EMPTY)
+                for (uint32_t sd = 0; sd < 2; sd++)
+                    bbo_set(e, &e->books[loc], sd);
+    e->publish = on;
+}
 
 /* ---- level arena ----------------------------------------------------------------------------------- */
 
@@ -415,8 +487,7 @@ static inline void levels_close(uint32_t *k, agg_t *g, uint32_t i, uint32_t n)
 
 /* Add shares (one order) at key on side `side` of book b. Returns 1 if the side's best level changed, 0
  * if not, -1 when out of level memory. */
-static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_t *b, int side, uint32_t key,
-                                                           uint32_t shares)
+static inline int deep_add(fh_engine_t *e, book_t *b, int side, uint32_t key, uint32_t shares)
 {
     side_t *s = &b->side[side];
     uint32_t *k = e->lkey + s->off;
@@ -439,15 +510,12 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
     k[i] = key;
     g[i] = (agg_t){ .shares = shares, .orders = 1 };
     s->n = n + 1;
-    if (++e->levels_used > e->levels_peak)
-        e->levels_peak = e->levels_used;
     return i == n;
 }
 
 /* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
  * its level. Returns whether the side's best level changed. */
-static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares,
-                                                            bool order_gone)
+static inline bool deep_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t shares, bool order_gone)
 {
     uint32_t *k = e->lkey + s->off;
     agg_t *g = e->lagg + s->off;
@@ -457,9 +525,301 @@ static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, side
     if (order_gone && --g[i].orders == 0) {
         levels_close(k, g, i, n);
         s->n = n - 1;
-        e->levels_used--;
     }
     return i == n - 1;
+}
+
+
+/* ---- price ladder ----------------------------------------------------------------------------------- */
+
+static inline lside_t *book_side(const fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    return e->lside + ((uint32_t)BOOK_LAD(b) << 1 | side);
+}
+
+/* Price of tick index kx on side `side` as a level key (price for bids, ~price for asks). */
+static inline uint32_t lad_key(const lside_t *L, uint32_t side, uint32_t kx)
+{
+    return ((kx ^ (0u - side)) * L->tick) ^ (0u - side);
+}
+
+static inline bool lad_has(const lside_t *L, uint32_t slot) { return L->occ[slot >> 6] >> (slot & 63) & 1; }
+
+/* The highest tick index with a level below kx, whose slot was just emptied (nl > 0): every level of the
+ * window lies in [lo, kx), so the first set bit going down the ring from kx's slot is it. */
+static inline uint32_t lad_next_below(const lside_t *L, uint32_t kx)
+{
+    uint32_t s = kx & LAD_MASK, w = s >> 6;
+    uint64_t m = L->occ[w] & ((1ull << (s & 63)) - 1);
+    while (!m) {
+        w = (w - 1) & (LAD_WORDS - 1);
+        m = L->occ[w];
+    }
+    uint32_t ns = w * 64 + 63 - (uint32_t)__builtin_clzll(m);
+    return kx - ((s - ns) & LAD_MASK);
+}
+
+/* Whether key (a level of the window) is above every deep level of the side. */
+static inline bool above_deep(const fh_engine_t *e, const side_t *s, uint32_t key)
+{
+    return s->n == 0 || e->lkey[s->off + s->n - 1] < key;
+}
+
+/* Whether a cached best lies in the deep arrays (not in a window, not the zero level). */
+static inline bool bbo_deep(const fh_engine_t *e, const fh_shm_agg_t *g)
+{
+    return (uintptr_t)g - (uintptr_t)e->lagg < (uintptr_t)e->cfg.max_levels * sizeof *g;
+}
+
+/* The side's best as emit_bbo reads it (bbo_t), from scratch (the rare paths: a deep level changed, a
+ * re-centring, the side's best level emptied): the window's best if it is above every deep level, else the
+ * deep top, else none. */
+static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    const lside_t *L = book_side(e, b, side);
+    const side_t *s = &b->side[side];
+    bbo_t *c = &e->bbo[b->locate];
+    uint32_t k = ((L->best ^ (0u - side)) * L->tick) ^ (0u - side);
+    if (L->nl && above_deep(e, s, k)) {
+        c->g[side] = &L->slot[L->best & LAD_MASK];
+        c->key[side] = k;
+    } else if (s->n) {
+        c->g[side] = &e->lagg[s->off + s->n - 1];
+        c->key[side] = e->lkey[s->off + s->n - 1];
+    } else {
+        c->g[side] = &e->zero_agg;
+        c->key[side] = 0;
+    }
+}
+
+/* Insert a whole level (not present) into the deep arrays; the caller has made room. */
+static void deep_insert(fh_engine_t *e, side_t *s, uint32_t key, agg_t g)
+{
+    uint32_t *k = e->lkey + s->off;
+    uint32_t n = s->n;
+    uint32_t i = n == 0 || k[n - 1] < key ? n : level_lower_bound(k, n, key);
+    if (i < n)
+        levels_open(k, e->lagg + s->off, i, n);
+    k[i] = key;
+    e->lagg[s->off + i] = g;
+    s->n = n + 1;
+}
+
+/* Move the window of side `side` to [lo, lo + LAD_W): levels leaving it go to the deep arrays, deep levels
+ * on the tick inside it come into it. A rare copy (under the book's seqlock, held by the caller). 0, or -1
+ * (nothing changed) when the deep arrays cannot take the levels that leave. */
+static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uint32_t side, uint32_t lo)
+{
+    lside_t *L = book_side(e, b, side);
+    side_t *s = &b->side[side];
+    uint32_t leave = 0;
+    for (uint32_t w = 0; L->nl && w < LAD_WORDS; w++)
+        for (uint64_t m = L->occ[w]; m; m &= m - 1) {
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            leave += (L->lo + ((i - L->lo) & LAD_MASK)) - lo >= LAD_W;
+        }
+    while (leave && (s->n + leave > e->class_cap[b->cls[side]]))
+        if (side_grow(e, s, &b->cls[side]))
+            return -1;
+    for (uint32_t w = 0; leave && w < LAD_WORDS; w++)
+        for (uint64_t m = L->occ[w]; m; m &= m - 1) {
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            uint32_t kx = L->lo + ((i - L->lo) & LAD_MASK);
+            if (kx - lo >= LAD_W) {
+                deep_insert(e, s, lad_key(L, side, kx), L->slot[i]);
+                L->slot[i] = (agg_t){ 0 };
+                L->occ[w] &= ~(1ull << (i & 63));
+                L->nl--;
+            }
+        }
+    /* deep levels on the tick inside the new window: a run at the deep arrays' top end, from the key of
+     * its lowest tick up (keys ascend with tick indexes on both sides) */
+    uint32_t klo = ((lo ^ (0u - side)) * L->tick) ^ (0u - side), top = s->n, i = top;
+    while (L->tick && i > 0 && e->lkey[s->off + i - 1] >= klo)
+        i--;
+    uint32_t j = i;
+    bool had = L->nl && L->best - lo < LAD_W; /* the old best stays in the window, and stays best unless a deep
+                                               * level above it comes in */
+    uint32_t best = had ? L->best : 0;
+    for (; i < top; i++) {
+        uint32_t key = e->lkey[s->off + i], price = key ^ (0u - side);
+        uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh), kx = q ^ (0u - side);
+        if (q * L->tick == price && kx - lo < LAD_W) {
+            uint32_t sl = kx & LAD_MASK;
+            L->slot[sl] = e->lagg[s->off + i];
+            L->slot[sl].next_free = 0;
+            L->occ[sl >> 6] |= 1ull << (sl & 63);
+            L->nl++;
+            if (!had || kx > best)
+                best = kx, had = true;
+        } else {
+            e->lkey[s->off + j] = key;
+            e->lagg[s->off + j] = e->lagg[s->off + i];
+            j++;
+        }
+    }
+    s->n = j;
+    L->lo = lo;
+    L->best = best;
+    bbo_set(e, b, side);
+    return 0;
+}
+
+static inline uint32_t lad_lo_for(uint32_t kx, uint32_t below)
+{
+    uint32_t lo = kx < below ? 0 : kx - below;
+    return lo > 0u - LAD_W ? 0u - LAD_W : lo;
+}
+
+/* A new level at kx in the window. */
+static inline int lad_open(fh_engine_t *e, book_t *b, lside_t *L, uint32_t side, uint32_t kx, uint32_t key,
+                           uint32_t shares, bool pub)
+{
+    uint32_t sl = kx & LAD_MASK;
+    L->slot[sl].orders = 1;
+    L->slot[sl].shares = shares;
+    L->occ[sl >> 6] |= 1ull << (sl & 63);
+    if (L->nl++ == 0 || kx > L->best) {
+        L->best = kx;
+        bbo_t *c = &e->bbo[b->locate];
+        if (pub && (key > c->key[side] || c->g[side]->orders == 0)) { /* the side's new best */
+            c->g[side] = &L->slot[sl];
+            c->key[side] = key;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                    uint32_t price, uint32_t shares)
+{
+    bool full = e->levels_used >= e->cfg.max_levels; /* a new level is refused, an existing one takes the order */
+    lside_t *L = book_side(e, b, side);
+    int top;
+    if (BOOK_LAD(b) != e->lad_books) {
+        if (!L->tick && price) { /* the book's tick, from its first price: NASDAQ's 1 cent at and above $1 */
+            uint32_t tick = price >= 10000 ? 100 : 1;
+            for (uint32_t sd = 0; sd < 2; sd++) {
+                book_side(e, b, sd)->tick = (uint16_t)tick;
+                book_side(e, b, sd)->mul = tick == 100 ? 1374389535u : 1;
+                book_side(e, b, sd)->sh = tick == 100 ? 37 : 0;
+            }
+        }
+        uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh), kx = q ^ (0u - side);
+        if (L->tick && q * L->tick == price) {
+            uint32_t lo = L->lo;
+            if (kx - lo < LAD_W) { /* the tick was just chosen */
+            } else if (L->nl == 0 || kx >= lo) { /* an empty window, or above it (kx - lo >= LAD_W) */
+                lo = lad_lo_for(kx, LAD_W - LAD_W / 4);
+            } else if (L->best - lad_lo_for(kx, LAD_W / 8) < LAD_W) { /* below it: down, if nothing has to leave */
+                lo = lad_lo_for(kx, LAD_W / 8);
+            }
+            if (L->nl == 0 && b->side[side].n == 0) /* nothing to move: an empty side takes its window at once */
+                L->lo = lo;
+            if (kx - lo < LAD_W && (lo == L->lo || lad_recentre(e, b, side, lo) == 0)) {
+                agg_t *g = &L->slot[kx & LAD_MASK];
+                if (g->orders) { /* a deep level that the window took in */
+                    g->orders++;
+                    g->shares += shares;
+                    return e->bbo[b->locate].g[side] == g; /* lad_recentre has set it */
+                }
+                if (full)
+                    return -1;
+                top = lad_open(e, b, L, side, kx, key, shares, true);
+                goto opened;
+            }
+        }
+    }
+    side_t *s = &b->side[side];
+    uint32_t n0 = s->n;
+    if (full) {
+        const uint32_t *k = e->lkey + s->off;
+        uint32_t i = n0 == 0 || k[n0 - 1] < key ? n0 : level_lower_bound(k, n0, key);
+        if (i == n0 || k[i] != key)
+            return -1;
+    }
+    bbo_t *c = &e->bbo[b->locate];
+    /* the cached best moves with the deep arrays if it is their top, or if this level becomes the best */
+    bool again = bbo_deep(e, c->g[side]) || key > c->key[side] || c->g[side]->orders == 0;
+    top = deep_add(e, b, (int)side, key, shares);
+    if (top < 0)
+        return -1;
+    if (again)
+        bbo_set(e, b, side);
+    top = c->key[side] == key && c->g[side]->orders; /* the level is the best */
+    if (s->n == n0) /* an existing deep level */
+        return top;
+opened:
+    if (++e->levels_used > e->levels_peak)
+        e->levels_peak = e->levels_used;
+    return top;
+}
+
+/* Add shares (one order) at price (key: price for bids, ~price for asks) on side `side` of book b. Returns
+ * 1 if the side's best level changed, 0 if not, -1 when out of level memory. */
+static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                           uint32_t price, uint32_t shares, bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t kx = q ^ (0u - side);
+    if (FH_LIKELY(q * L->tick == price && kx - L->lo < LAD_W)) {
+        agg_t *g = &L->slot[kx & LAD_MASK];
+        if (g->orders) {
+            g->orders++;
+            g->shares += shares;
+            return pub && e->bbo[b->locate].g[side] == g;
+        }
+        if (FH_LIKELY(e->levels_used < e->cfg.max_levels)) {
+            if (++e->levels_used > e->levels_peak)
+                e->levels_peak = e->levels_used;
+            return lad_open(e, b, L, side, kx, key, shares, pub);
+        }
+    }
+    return level_add_slow(e, b, side, key, price, shares);
+}
+
+static __attribute__((noinline)) bool level_sub_deep(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                     uint32_t shares, bool order_gone)
+{
+    side_t *s = &b->side[side];
+    const bbo_t *c = &e->bbo[b->locate];
+    uint32_t n0 = s->n;
+    bool top = c->key[side] == key && c->g[side]->orders; /* the level was the side's best */
+    deep_sub(e, s, key, shares, order_gone);
+    if (s->n != n0) {
+        e->levels_used--;
+        if (bbo_deep(e, c->g[side])) /* the cached best is (was) the deep top, which moved or went */
+            bbo_set(e, b, side);
+    }
+    return top;
+}
+
+/* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
+ * its level. Returns whether the side's best level changed. */
+static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                            uint32_t shares, bool order_gone, bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    uint32_t price = key ^ (0u - side);
+    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t kx = q ^ (0u - side);
+    if (FH_UNLIKELY(q * L->tick != price || kx - L->lo >= LAD_W))
+        return level_sub_deep(e, b, side, key, shares, order_gone);
+    uint32_t sl = kx & LAD_MASK;
+    agg_t *g = &L->slot[sl];
+    g->shares -= shares;
+    bool top = pub && e->bbo[b->locate].g[side] == g;
+    if (order_gone && --g->orders == 0) {
+        L->occ[sl >> 6] &= ~(1ull << (sl & 63));
+        e->levels_used--;
+        if (--L->nl && kx == L->best)
+            L->best = lad_next_below(L, kx);
+        if (top) /* the side's best level is gone: the next one is the window's or the deep top */
+            bbo_set(e, b, side);
+    }
+    return top;
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -660,11 +1020,12 @@ static inline __attribute__((always_inline)) void emit_bbo(fh_engine_t *e, const
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
     fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, m);
-    const side_t *bid = &b->side[FH_SIDE_BID], *ask = &b->side[FH_SIDE_ASK];
-    ev->a = bid->n ? e->lagg[bid->off + bid->n - 1].shares : 0;
-    ev->b = ask->n ? e->lagg[ask->off + ask->n - 1].shares : 0;
-    ev->c = bid->n ? e->lkey[bid->off + bid->n - 1] : 0;
-    ev->d = ask->n ? ~e->lkey[ask->off + ask->n - 1] : 0;
+    const bbo_t *c = &e->bbo[b->locate]; /* the bests as the writer keeps them */
+    uint64_t bid = c->g[0]->shares, ask = c->g[1]->shares;
+    ev->a = bid;
+    ev->b = ask;
+    ev->c = bid ? c->key[0] : 0;
+    ev->d = ask ? ~c->key[1] : 0;
     event_end(e, ev);
 }
 
@@ -778,6 +1139,7 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     memset(b, 0, sizeof *b);
     b->seq = seq;
     b->cls[0] = b->cls[1] = NO_BLOCK;
+    BOOK_LAD(b) = (uint16_t)(e->nbooks < e->lad_books ? e->nbooks : e->lad_books); /* zeroed (clear_books) */
     b->locate = locate;
     b->trading_state = 'T';
     b->status = e->new_status;
@@ -832,7 +1194,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     uint32_t side = side_ch == 'S';
     uint32_t key = price ^ (0u - side); /* ~price for asks */
-    int top = level_add(e, b, (int)side, key, shares);
+    int top = level_add(e, b, side, key, price, shares, publish);
     if (FH_LIKELY(top >= 0)) {
         order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
     } else {
@@ -857,24 +1219,24 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
     return o;
 }
 
-static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o)
+static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
 {
-    bool top = level_sub(e, &b->side[o->side], o->key, o->shares, true);
+    bool top = level_sub(e, b, o->side, o->key, o->shares, true, publish);
     order_free(e, o);
     return top;
 }
 
 /* Reduce order o by shares (E, C, X); over: the counter for taking more than remains. */
 static inline __attribute__((always_inline)) bool reduce_order(fh_engine_t *e, book_t *b, order_t *o,
-                                                               uint32_t shares, fh_counter_t over)
+                                                               uint32_t shares, fh_counter_t over, bool publish)
 {
     if (shares >= o->shares) {
         if (FH_UNLIKELY(shares > o->shares))
             e->counters[over]++;
-        return remove_order(e, b, o);
+        return remove_order(e, b, o, publish);
     }
     o->shares -= shares;
-    return level_sub(e, &b->side[o->side], o->key, shares, false);
+    return level_sub(e, b, o->side, o->key, shares, false, publish);
 }
 
 static inline uint32_t order_price(const order_t *o) { return o->side ? ~o->key : o->key; }
@@ -970,7 +1332,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
             return;
         b = &e->books[o->book];
         book_begin_if(b, publish);
-        top = remove_order(e, b, o);
+        top = remove_order(e, b, o, publish);
         break;
     case 'U':
         if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
@@ -979,7 +1341,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         book_begin_if(b, publish);
         {
             uint8_t side_ch = o->side ? 'S' : 'B';
-            top = remove_order(e, b, o);
+            top = remove_order(e, b, o, publish);
             top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish);
         }
@@ -989,7 +1351,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
             return;
         b = &e->books[o->book];
         book_begin_if(b, publish);
-        top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel);
+        top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel, publish);
         break;
     case 'E':
         if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
@@ -998,7 +1360,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         book_begin_if(b, publish);
         b->last_price = order_price(o);
         b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
-        top = reduce_order(e, b, o, b->last_shares, FH_C_overexecution);
+        top = reduce_order(e, b, o, b->last_shares, FH_C_overexecution, publish);
         book_end_if(b, m, publish);
         if (publish) {
             emit_trade(e, b, m, fh_be64(m + FH_ITCH_OFF_E_MATCH));
@@ -1018,7 +1380,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
                 b->last_price = fh_be32(m + FH_ITCH_OFF_C_PRICE);
                 b->last_shares = shares;
             }
-            top = reduce_order(e, b, o, shares, FH_C_overexecution);
+            top = reduce_order(e, b, o, shares, FH_C_overexecution, publish);
             book_end_if(b, m, publish);
             if (publish) {
                 if (printable)
@@ -1368,8 +1730,8 @@ int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *o
     out->symbol_len = b->symbol_len;
     out->status = b->status;
     out->trading_state = b->trading_state;
-    out->levels[0] = b->side[0].n;
-    out->levels[1] = b->side[1].n;
+    for (int sd = 0; sd < 2; sd++)
+        out->levels[sd] = b->side[sd].n + book_side(e, b, sd)->nl;
     out->last_price = b->last_price;
     out->last_shares = b->last_shares;
     out->updates = b->updates;
@@ -1380,14 +1742,23 @@ uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_le
 {
     if (e->books[locate].status == FH_BOOK_EMPTY || (side != FH_SIDE_BID && side != FH_SIDE_ASK))
         return 0;
-    const side_t *s = &e->books[locate].side[side];
+    const book_t *b = &e->books[locate];
+    const side_t *s = &b->side[side];
+    const lside_t *L = book_side(e, b, side);
     const uint32_t *k = e->lkey + s->off;
     const agg_t *g = e->lagg + s->off;
-    uint32_t n = s->n < cap ? s->n : cap;
-    for (uint32_t j = 0; j < n; j++) {
-        uint32_t i = s->n - 1 - j;
-        out[j] = (fh_level_t){ .price = side == FH_SIDE_ASK ? ~k[i] : k[i], .orders = g[i].orders,
-                               .shares = g[i].shares };
+    uint32_t sd = (uint32_t)side, n = 0, d = s->n, left = L->nl, kx = L->best;
+    while (n < cap && (d || left)) { /* merge the window (down from its best) and the deep arrays (down from the top) */
+        uint32_t lk = left ? lad_key(L, sd, kx) : 0;
+        if (left && (!d || k[d - 1] < lk)) {
+            const agg_t *a = &L->slot[kx & LAD_MASK];
+            out[n++] = (fh_level_t){ .price = lk ^ (0u - sd), .orders = a->orders, .shares = a->shares };
+            if (--left)
+                kx = lad_next_below(L, kx);
+        } else {
+            d--;
+            out[n++] = (fh_level_t){ .price = k[d] ^ (0u - sd), .orders = g[d].orders, .shares = g[d].shares };
+        }
     }
     return n;
 }
@@ -1713,7 +2084,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             goto out;
         }
         book_begin(e, b);
-        int top = level_add(e, b, so[i].side, key, so[i].shares);
+        int top = level_add(e, b, so[i].side, key, so[i].price, so[i].shares, e->publish);
         if (top < 0) {
             FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
                    e->cfg.max_levels);

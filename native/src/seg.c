@@ -18,7 +18,7 @@
 static size_t up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 
 typedef struct seg_layout {
-    size_t books, lkey, lagg, events, stats, total;
+    size_t books, lkey, lagg, ladders, lslots, events, stats, total;
 } seg_layout_t;
 
 static int seg_layout(const fh_seg_cfg_t *c, seg_layout_t *l)
@@ -31,6 +31,8 @@ static int seg_layout(const fh_seg_cfg_t *c, seg_layout_t *l)
         return FH_ERR("event_capacity must be a power of two in 64..%u, not %u", 1u << 26, c->event_capacity);
     if (c->depth < 1 || c->depth > 64)
         return FH_ERR("depth must be 1..64, not %u", c->depth);
+    if (c->ladder_books > FH_SEG_MAX_LADDER_BOOKS)
+        return FH_ERR("ladder_books must be 0..%u, not %u", FH_SEG_MAX_LADDER_BOOKS, c->ladder_books);
     size_t off = up(sizeof(fh_shm_hdr_t), 4096);
     l->books = off;
     off = up(off + FH_SHM_BOOKS * sizeof(fh_shm_book_t), 4096);
@@ -38,6 +40,11 @@ static int seg_layout(const fh_seg_cfg_t *c, seg_layout_t *l)
     off = up(off + (size_t)c->max_levels * sizeof(uint32_t), 4096);
     l->lagg = off;
     off = up(off + (size_t)c->max_levels * sizeof(fh_shm_agg_t), 4096);
+    /* a pair of ladder sides per ladder book, and the pair that every other book shares (never in use) */
+    l->ladders = off;
+    off = up(off + 2 * ((size_t)c->ladder_books + 1) * sizeof(fh_shm_lside_t), 4096);
+    l->lslots = off;
+    off = up(off + 2 * ((size_t)c->ladder_books + 1) * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t), 4096);
     l->events = off;
     off = up(off + (size_t)c->event_capacity * sizeof(fh_shm_event_t), 4096);
     l->stats = off;
@@ -187,6 +194,10 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
     s->lagg = (fh_shm_agg_t *)(base + l.lagg);
     s->events = (fh_shm_event_t *)(base + l.events);
     s->stats = (fh_shm_stats_t *)(base + l.stats);
+    s->lside = (fh_shm_lside_t *)(base + l.ladders);
+    s->lslot = (fh_shm_agg_t *)(base + l.lslots);
+    for (int sd = 0; sd < 2; sd++) /* the shared pair: neither 0 (bids' price 0) nor ~0 (asks') is in its window */
+        s->lside[2 * cfg->ladder_books + sd].lo = 1u << 31;
     h->layout_version = FH_SHM_LAYOUT_VERSION;
     h->hdr_size = sizeof *h;
     h->size = l.total;
@@ -195,6 +206,10 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
     h->lagg_off = l.lagg;
     h->events_off = l.events;
     h->stats_off = l.stats;
+    h->ladder_off = l.ladders;
+    h->lslot_off = l.lslots;
+    h->ladder_bits = FH_SHM_LADDER_BITS;
+    h->ladder_books = cfg->ladder_books;
     h->max_levels = cfg->max_levels;
     h->event_capacity = cfg->event_capacity;
     h->depth = cfg->depth;

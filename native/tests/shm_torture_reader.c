@@ -90,7 +90,7 @@ static void check_side(const fh_shm_snapshot_t *s, int side, uint16_t loc, uint3
 {
     const fh_shm_level_t *lv = side ? s->asks : s->bids;
     uint32_t n = side ? s->nasks : s->nbids;
-    uint32_t inuse = s->book.side[side].n;
+    uint32_t inuse = s->nlevels[side]; /* the window's and the deep run's (layout 5) */
     const char *name = side ? "ask" : "bid";
     if (n != (inuse < depth ? inuse : depth))
         violation("locate %u: %u %s levels copied, %u in use at depth %u", loc, n, name, inuse, depth);

@@ -511,7 +511,7 @@ static void *watch_load(void *arg)
         if (fh_shm_reader_snapshot(&w->r, LOAD_LOC, 1, &s) < 0 || !loading)
             continue;
         w->during++;
-        int part = s.book.status != FH_BOOK_EMPTY && s.book.side[0].n != w->want;
+        int part = s.book.status != FH_BOOK_EMPTY && s.nlevels[0] != w->want; /* window and deep (layout 5) */
         w->partial += part;
         if (s.book.status == FH_BOOK_LIVE) {
             w->live_during++;
@@ -550,7 +550,7 @@ static void test_snapshot_load_published(void)
     fh_snapshot_meta_t meta = { .session = "SESSION001", .next_seq = norders + 1, .day = 20261203 }, got;
     CHECK(fh_engine_snapshot_save(a, &meta, path) == 0, "save: %s", fh_errmsg());
     fh_seg_cfg_t sc = { .path = seg_path, .name = "load-test", .max_levels = 1u << 16, .event_capacity = 1u << 16,
-                        .depth = 10, .gid = -1 };
+                        .depth = 10, .gid = -1, .ladder_books = FH_SEG_LADDER_BOOKS };
     fh_seg_t *seg = fh_seg_create(&sc);
     CHECK(seg != NULL, "segment: %s", fh_errmsg());
     if (!seg)
@@ -577,9 +577,9 @@ static void test_snapshot_load_published(void)
             CHECK(nstale == (uint64_t)stale && other == 0, "load %s: %llu stale notices, %llu other events",
                   stale ? "stale" : "plain", (unsigned long long)nstale, (unsigned long long)other);
             fh_shm_snapshot_t s;
-            CHECK(fh_shm_reader_snapshot(&w.r, LOAD_LOC, 1, &s) >= 0 && s.book.side[0].n == nprices &&
+            CHECK(fh_shm_reader_snapshot(&w.r, LOAD_LOC, 1, &s) >= 0 && s.nlevels[0] == nprices &&
                   s.book.status == (stale ? FH_BOOK_STALE : FH_BOOK_LIVE), "after the load: %u levels, status %u",
-                  s.book.side[0].n, s.book.status);
+                  s.nlevels[0], s.book.status);
         }
         fprintf(stderr, "load %s into a published segment, %d loads: %llu reads during them, %llu of the book "
                         "half-loaded, %llu live (%llu of the book half-loaded)\n", stale ? "stale" : "plain", loads,

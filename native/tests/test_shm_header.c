@@ -68,12 +68,19 @@ static void test_wide_segment(void)
 {
     size_t books_off = up(sizeof(fh_shm_hdr_t)), lkey_off = up(books_off + NBOOKS * sizeof(fh_shm_book_t));
     size_t lagg_off = up(lkey_off + LEVELS * 8), events_off = up(lagg_off + LEVELS * sizeof(fh_shm_agg_t));
-    size_t stats_off = up(events_off + EVENTS * sizeof(fh_shm_event_t)), size = up(stats_off + sizeof(fh_shm_stats_t));
+    size_t stats_off = up(events_off + EVENTS * sizeof(fh_shm_event_t));
+    /* no ladder books (64-bit keys: every level deep), only the shared pair */
+    size_t ladder_off = up(stats_off + sizeof(fh_shm_stats_t)), lslot_off = up(ladder_off + 2 * sizeof(fh_shm_lside_t));
+    size_t size = up(lslot_off + 2 * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t));
     uint8_t *m = (uint8_t *)calloc(1, size);
     CHECK(m != NULL);
     if (!m)
         return;
     fh_shm_hdr_t *h = (fh_shm_hdr_t *)m;
+    h->ladder_off = ladder_off;
+    h->lslot_off = lslot_off;
+    h->ladder_bits = FH_SHM_LADDER_BITS;
+    h->ladder_books = 0;
     h->magic = FH_SHM_MAGIC;
     h->layout_version = FH_SHM_LAYOUT_VERSION;
     h->hdr_size = sizeof *h;
@@ -159,11 +166,145 @@ static void test_wide_segment(void)
     CHECK(fh_shm_join(&r, path) == -ENOENT);
 }
 
+/* Layout 5: an ITCH-like segment (32-bit keys) whose book 5 has levels in its ladders and in its deep runs, the
+ * bids' window wrapping round its ring, read back merged best first; a torn side header read within bounds;
+ * a version-4 reader's segment refused. */
+static void test_ladder_segment(void)
+{
+    const uint32_t nb = 8, lb = 1, lv = 16, nlad = 2 * (lb + 1);
+    size_t books_off = up(sizeof(fh_shm_hdr_t)), lkey_off = up(books_off + nb * sizeof(fh_shm_book_t));
+    size_t lagg_off = up(lkey_off + lv * 4), events_off = up(lagg_off + lv * sizeof(fh_shm_agg_t));
+    size_t stats_off = up(events_off + EVENTS * sizeof(fh_shm_event_t));
+    size_t ladder_off = up(stats_off + sizeof(fh_shm_stats_t)), lslot_off = up(ladder_off + nlad * sizeof(fh_shm_lside_t));
+    size_t size = up(lslot_off + nlad * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t));
+    uint8_t *m = (uint8_t *)calloc(1, size);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    fh_shm_hdr_t *h = (fh_shm_hdr_t *)m;
+    h->magic = FH_SHM_MAGIC;
+    h->layout_version = FH_SHM_LAYOUT_VERSION;
+    h->hdr_size = sizeof *h;
+    h->size = size;
+    h->books_off = books_off;
+    h->lkey_off = lkey_off;
+    h->lagg_off = lagg_off;
+    h->events_off = events_off;
+    h->stats_off = stats_off;
+    h->ladder_off = ladder_off;
+    h->lslot_off = lslot_off;
+    h->ladder_bits = FH_SHM_LADDER_BITS;
+    h->ladder_books = lb;
+    h->max_levels = lv;
+    h->event_capacity = EVENTS;
+    h->depth = 10;
+    h->nbooks = nb;
+    h->key_bits = 32;
+    h->price_exp = -4;
+    fh_shm_book_t *b = (fh_shm_book_t *)(m + books_off) + 5;
+    uint32_t *keys = (uint32_t *)(m + lkey_off);
+    fh_shm_agg_t *aggs = (fh_shm_agg_t *)(m + lagg_off);
+    fh_shm_lside_t *L = (fh_shm_lside_t *)(m + ladder_off);
+    fh_shm_agg_t *slot = (fh_shm_agg_t *)(m + lslot_off);
+    b->locate = 5;
+    b->status = FH_BOOK_LIVE;
+    b->ladder = 0;
+    /* bids: tick 100, window [1000, 1256) from slot 232, levels at tick indexes 1000, 1010 and 1030 (slot 6:
+     * past the ring's end); deep: 50 and 100007 (off the tick), 200000 (tick index 2000, above the window) */
+    L[0].lo = 1000;
+    L[0].tick = 100;
+    const uint32_t bkx[3] = { 1000, 1010, 1030 };
+    for (int i = 0; i < 3; i++) {
+        uint32_t sl = bkx[i] % FH_SHM_LADDER_W;
+        L[0].occ[sl / 64] |= 1ull << (sl % 64);
+        slot[sl].shares = 100u + (uint32_t)i;
+        slot[sl].orders = 1;
+    }
+    L[0].nl = 3;
+    L[0].best = 1030;
+    b->side[0].off = 0;
+    b->side[0].n = 3;
+    const uint32_t dbid[3] = { 50, 100007, 200000 };
+    for (int i = 0; i < 3; i++) {
+        keys[i] = dbid[i];
+        aggs[i].shares = 10u + (uint32_t)i;
+        aggs[i].orders = 2;
+    }
+    /* asks: tick indexes are complements; levels 110000 and 110100 in the window, 110050 (off the tick) and 120000
+     * (tick index ~1200, below the window) deep */
+    fh_shm_agg_t *aslot = slot + FH_SHM_LADDER_W;
+    L[1].lo = ~1101u - 10;
+    L[1].tick = 100;
+    const uint32_t akx[2] = { ~1100u, ~1101u };
+    for (int i = 0; i < 2; i++) {
+        uint32_t sl = akx[i] % FH_SHM_LADDER_W;
+        L[1].occ[sl / 64] |= 1ull << (sl % 64);
+        aslot[sl].shares = 200u + (uint32_t)i;
+        aslot[sl].orders = 3;
+    }
+    L[1].nl = 2;
+    L[1].best = ~1100u;
+    b->side[1].off = 8;
+    b->side[1].n = 2;
+    keys[8] = ~120000u; /* ascending keys: the worst ask first */
+    keys[9] = ~110050u;
+    aggs[8].shares = aggs[9].shares = 7;
+    aggs[8].orders = aggs[9].orders = 1;
+
+    char path[] = "/tmp/fh-test-shm-ladder-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        free(m);
+        return;
+    }
+    CHECK(write(fd, m, size) == (ssize_t)size);
+    fh_shm_reader_t r;
+    CHECK(fh_shm_join(&r, path) == 0);
+    if (r.base) {
+        CHECK(r.ladder_books == lb);
+        fh_shm_snapshot_t s;
+        CHECK(fh_shm_snapshot(&r, 5, 64, &s) == 0);
+        const int64_t wb[6] = { 200000, 103000, 101000, 100007, 100000, 50 };
+        const uint64_t wbs[6] = { 12, 102, 101, 11, 100, 10 };
+        CHECK(s.nbids == 6 && s.nlevels[0] == 6 && s.book.side[0].n == 3);
+        for (uint32_t i = 0; i < 6 && i < s.nbids; i++)
+            CHECK(s.bids[i].price == wb[i] && s.bids[i].shares == wbs[i]);
+        const int64_t wa[4] = { 110000, 110050, 110100, 120000 };
+        CHECK(s.nasks == 4 && s.nlevels[1] == 4);
+        for (uint32_t i = 0; i < 4 && i < s.nasks; i++)
+            CHECK(s.asks[i].price == wa[i]);
+        CHECK(s.asks[0].shares == 200 && s.asks[0].orders == 3 && s.asks[1].shares == 7);
+        CHECK(fh_shm_snapshot(&r, 5, 3, &s) == 0 && s.nbids == 3 && s.bids[2].price == 101000 && s.nlevels[0] == 6);
+        fh_shm_leave(&r);
+    }
+    /* a torn side header (its count past its bits, its best outside its window): bounded, no hang */
+    L[0].nl = 200;
+    CHECK(pwrite(fd, L, sizeof *L, (off_t)ladder_off) == (ssize_t)sizeof *L);
+    if (fh_shm_join(&r, path) == 0) {
+        fh_shm_snapshot_t s;
+        CHECK(fh_shm_snapshot(&r, 5, 64, &s) == 0 && s.nbids <= 64);
+        L[0].nl = 3;
+        L[0].best = 5000;
+        CHECK(pwrite(fd, L, sizeof *L, (off_t)ladder_off) == (ssize_t)sizeof *L);
+        CHECK(fh_shm_snapshot(&r, 5, 64, &s) == 0 && s.nbids == 3); /* the window ignored */
+        fh_shm_leave(&r);
+    }
+    /* the segment of another layout version: refused, as by a version-4 reader of this one */
+    h->layout_version = 4;
+    CHECK(pwrite(fd, h, sizeof *h, 0) == (ssize_t)sizeof *h);
+    CHECK(fh_shm_join(&r, path) == -EPROTO);
+    close(fd);
+    free(m);
+    unlink(path);
+}
+
 int main(void)
 {
     test_keys();
     test_latency_buckets();
     test_wide_segment();
+    test_ladder_segment();
 #ifdef __cplusplus
     printf("test_shm_header (C++ %ld): %s\n", (long)__cplusplus, failures ? "FAIL" : "ok");
 #else

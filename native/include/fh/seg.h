@@ -16,7 +16,13 @@ typedef struct fh_seg_cfg {
     uint32_t event_capacity; /* events kept in the ring: a power of two, 64 .. 2^26 */
     uint32_t depth;          /* top-N that readers show by default: 1 .. 64 */
     int gid;                 /* group of the files (mode 0640, .wake 0660); -1: the writer's own */
+    uint32_t ladder_books;   /* books (the first the engine creates) with a price ladder of their own, 0 ..
+                              * FH_SEG_MAX_LADDER_BOOKS; the others keep all their levels in the sorted arrays.
+                              * 2 x 4160 bytes a book: FH_SEG_LADDER_BOOKS (the writers' default) is 130 MiB */
 } fh_seg_cfg_t;
+
+#define FH_SEG_LADDER_BOOKS 16384u
+#define FH_SEG_MAX_LADDER_BOOKS 65534u
 
 #define FH_SEG_PRICE_EXP (-4) /* ITCH prices: 1/10000 of a dollar (fh_shm_hdr_t.price_exp) */
 
@@ -27,6 +33,8 @@ typedef struct fh_seg {
     fh_shm_agg_t *lagg;
     fh_shm_event_t *events;
     fh_shm_stats_t *stats;
+    fh_shm_lside_t *lside;   /* 2 * (hdr->ladder_books + 1) ladder side headers */
+    fh_shm_agg_t *lslot;     /* their slots */
     fh_shm_wake_t *wake; /* a private segment has its own */
     size_t size;
     int fd; /* -1 for a private segment */

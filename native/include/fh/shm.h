@@ -13,9 +13,14 @@
  *               nbooks 65536): per book a seqlock, symbol, trading state, book status (live / stale), last
  *               trade, and where its levels lie in the level arena.
  *   level keys  key_bits-wide keys [max_levels]: per side, a sorted run ending with the best price (bids:
- *   level aggs  fh_shm_agg_t[max_levels]  key = fh_shm_key(price); asks: its complement), so level j from
- *               the best of a side with `off` and `n` is index off + n - 1 - j. Prices are signed 64-bit
- *               integers in units of 10^price_exp (ITCH: 32-bit keys, price_exp -4, 1/10000 dollars).
+ *   level aggs  fh_shm_agg_t[max_levels]  key = fh_shm_key(price); asks: its complement): the side's "deep"
+ *               levels, those not in its ladder (below). Prices are signed 64-bit integers in units of
+ *               10^price_exp (ITCH: 32-bit keys, price_exp -4, 1/10000 dollars).
+ *   ladders     fh_shm_lside_t[2 * (ladder_books + 1)] and their slots, fh_shm_agg_t[FH_SHM_LADDER_W] each
+ *               (layout 5): the first ladder_books books created have a price ladder per side, a window of
+ *               FH_SHM_LADDER_W consecutive ticks near the touch; a level on the tick inside the window is in
+ *               its slot, every other level of the side is deep. A side's levels are the window's and the
+ *               deep run's merged best first: fh_shm_snapshot does it (see fh_shm_lside_t).
  *   events      fh_shm_event_t[2^k]: BBO changes, trades, trading-state and stale / recovered notices,
  *               each with a sequence number; a reader that falls 2^k behind is overrun and knows it.
  *   stats       counters by cause (fh_counter_name order), messages by type and, from the data plane
@@ -85,9 +90,9 @@
 #endif
 
 #define FH_SHM_MAGIC 0x31304d4853484646ull /* "FFHSHM01" */
-#define FH_SHM_LAYOUT_VERSION 4u /* 2: fh_shm_stats_t.dp; 3: line health, feed state, 32 MoldUDP64 counters;
+#define FH_SHM_LAYOUT_VERSION 5u /* 2: fh_shm_stats_t.dp; 3: line health, feed state, 32 MoldUDP64 counters;
                                   * 4: 64-bit signed prices, 32-bit instrument index, nbooks, key_bits, price_exp,
-                                  * 128-byte events */
+                                  * 128-byte events; 5: the price ladders (fh_shm_lside_t, fh_shm_book_t.ladder) */
 #define FH_SHM_BOOKS 65536u /* the ITCH writer's nbooks (one per stock locate); readers use hdr->nbooks */
 
 /* fh_shm_book_t.status */
@@ -106,9 +111,30 @@
 #define FH_EV_RECOVERED 5 /* the book's status became live again */
 
 typedef struct fh_shm_side {
-    uint32_t off; /* first level of the side's run in the arena */
-    uint32_t n;   /* levels in use; the best is at off + n - 1 */
+    uint32_t off; /* first level of the side's deep run in the arena */
+    uint32_t n;   /* deep levels in use; the deep run's best is at off + n - 1 */
 } fh_shm_side_t;
+
+/* The price ladder of one side of a book (layout 5): a window of FH_SHM_LADDER_W consecutive tick indexes
+ * [lo, lo + FH_SHM_LADDER_W), a ring of slots. The tick index of a price on the book's tick is
+ * kx = price / tick for bids and its complement ~(price / tick) for asks, so that on both sides the best
+ * level is the highest index; its level is slot[kx % FH_SHM_LADDER_W] (fh_shm_ladder_slots), occupied when
+ * bit kx % FH_SHM_LADDER_W of occ is set. A level of the side is in the window exactly when its price is on
+ * the tick and its index inside the window; every other level is in the deep run (fh_shm_side_t), so a
+ * side's levels best first are the two merged by key. Written under the book's seqlock. */
+#define FH_SHM_LADDER_BITS 8u
+#define FH_SHM_LADDER_W (1u << FH_SHM_LADDER_BITS) /* slots a side */
+#define FH_SHM_LADDER_WORDS (FH_SHM_LADDER_W / 64)
+typedef struct fh_shm_lside {
+    uint32_t lo;    /* tick index of the window's lowest slot */
+    uint32_t best;  /* the highest tick index with a level, when nl > 0 */
+    uint32_t nl;    /* levels in the window */
+    uint32_t tick;  /* the book's tick in price units; 0: none chosen (nl is 0) */
+    uint32_t mul;   /* writer's private: price / tick == (price * mul) >> sh */
+    uint32_t sh;    /* writer's private */
+    uint64_t wslot; /* writer's private: its address of the slots */
+    uint64_t occ[FH_SHM_LADDER_WORDS]; /* occupied slots */
+} fh_shm_lside_t;
 
 /* One instrument; 64 bytes, one cache line. Fields other than seq are valid only inside a seqlock read. */
 typedef struct fh_shm_book {
@@ -119,7 +145,9 @@ typedef struct fh_shm_book {
     uint8_t flags;           /* FH_BOOK_F_* */
     uint8_t symbol_len;
     uint8_t cls[2];          /* writer's private: size class of each side's run */
-    uint8_t pad0[2];
+    uint16_t ladder;         /* its ladders: lside[2 * ladder] (bids), [2 * ladder + 1] (asks), ladder <=
+                              * ladder_books (ladder_books: the pair every book past the first ladder_books
+                              * shares, whose window never holds a level) */
     fh_shm_side_t side[2];   /* [0] bids, [1] asks */
     char symbol[8];          /* trailing spaces stripped; not NUL-terminated when 8 long */
     int64_t last_price;      /* last trade; last_shares == 0: none yet */
@@ -175,6 +203,12 @@ typedef struct fh_shm_hdr {
     uint32_t key_bits;          /* 32 or 64: width of a level key (fh_shm_key_price) */
     int32_t price_exp;          /* a price p means p * 10^price_exp of the currency (ITCH: -4) */
     uint32_t pad0;
+    /* layout version 5: the price ladders */
+    uint64_t ladder_off;        /* fh_shm_lside_t[2 * (ladder_books + 1)] */
+    uint64_t lslot_off;         /* fh_shm_agg_t[2 * (ladder_books + 1) * FH_SHM_LADDER_W]: side i's slots from
+                                 * i * FH_SHM_LADDER_W */
+    uint32_t ladder_bits;       /* FH_SHM_LADDER_BITS */
+    uint32_t ladder_books;      /* books with a ladder of their own (0 .. 65534) */
     /* liveness: rewritten by the writer */
     FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) heartbeat_ns; /* CLOCK_REALTIME of the writer's last sign of life */
     FH_SHM_ATOMIC(uint32_t) writer_state;               /* 1 running, 2 stopped cleanly */
@@ -283,12 +317,17 @@ typedef struct fh_shm_stats {
 #define FH_SHM_AT(T, f, off) FH_SHM_STATIC_ASSERT(offsetof(T, f) == (off), #T "." #f " at offset " #off)
 #define FH_SHM_SIZE(T, n) FH_SHM_STATIC_ASSERT(sizeof(T) == (n), "sizeof " #T " is " #n)
 FH_SHM_SIZE(fh_shm_side_t, 8);
+FH_SHM_SIZE(fh_shm_lside_t, 64); /* one cache line */
+FH_SHM_AT(fh_shm_lside_t, tick, 12);
+FH_SHM_AT(fh_shm_lside_t, wslot, 24);
+FH_SHM_AT(fh_shm_lside_t, occ, 32);
 FH_SHM_SIZE(fh_shm_book_t, 64); /* one cache line */
 FH_SHM_AT(fh_shm_book_t, locate, 4);
 FH_SHM_AT(fh_shm_book_t, trading_state, 8);
 FH_SHM_AT(fh_shm_book_t, status, 9);
 FH_SHM_AT(fh_shm_book_t, flags, 10);
 FH_SHM_AT(fh_shm_book_t, symbol_len, 11);
+FH_SHM_AT(fh_shm_book_t, ladder, 14);
 FH_SHM_AT(fh_shm_book_t, side, 16);
 FH_SHM_AT(fh_shm_book_t, symbol, 32);
 FH_SHM_AT(fh_shm_book_t, last_price, 40);
@@ -320,6 +359,10 @@ FH_SHM_AT(fh_shm_hdr_t, name, 96);
 FH_SHM_AT(fh_shm_hdr_t, nbooks, 128);
 FH_SHM_AT(fh_shm_hdr_t, key_bits, 132);
 FH_SHM_AT(fh_shm_hdr_t, price_exp, 136);
+FH_SHM_AT(fh_shm_hdr_t, ladder_off, 144);
+FH_SHM_AT(fh_shm_hdr_t, lslot_off, 152);
+FH_SHM_AT(fh_shm_hdr_t, ladder_bits, 160);
+FH_SHM_AT(fh_shm_hdr_t, ladder_books, 164);
 FH_SHM_AT(fh_shm_hdr_t, heartbeat_ns, 192); /* the writer's liveness on a line of its own */
 FH_SHM_AT(fh_shm_hdr_t, writer_state, 200);
 FH_SHM_AT(fh_shm_hdr_t, head, 256);         /* the event head on a line of its own */
@@ -410,6 +453,9 @@ typedef struct fh_shm_reader {
     fh_shm_wake_t *wake; /* NULL when the wake page cannot be opened for writing: fh_shm_wait then polls */
     uint32_t nbooks;     /* hdr->nbooks: books[] entries, the instrument indexes 0 .. nbooks - 1 */
     uint32_t key_bits;   /* hdr->key_bits: 32 or 64 */
+    const fh_shm_lside_t *lside; /* layout 5: 2 * (ladder_books + 1) side headers */
+    const fh_shm_agg_t *lslot;   /* their slots, FH_SHM_LADDER_W a side */
+    uint32_t ladder_books;       /* hdr->ladder_books */
 } fh_shm_reader_t;
 
 /* A region of len bytes at off lies inside a mapping of size bytes, aligned for its type. Written so that no
@@ -455,7 +501,12 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
                           size) ||
         !fh_shm_region_ok(h->events_off, (uint64_t)h->event_capacity * sizeof(fh_shm_event_t),
                           FH_SHM_ALIGNOF(fh_shm_event_t), size) ||
-        !fh_shm_region_ok(h->stats_off, sizeof(fh_shm_stats_t), FH_SHM_ALIGNOF(fh_shm_stats_t), size)) {
+        !fh_shm_region_ok(h->stats_off, sizeof(fh_shm_stats_t), FH_SHM_ALIGNOF(fh_shm_stats_t), size) ||
+        h->ladder_bits != FH_SHM_LADDER_BITS || h->ladder_books > 65534u ||
+        !fh_shm_region_ok(h->ladder_off, 2 * ((uint64_t)h->ladder_books + 1) * sizeof(fh_shm_lside_t),
+                          FH_SHM_ALIGNOF(fh_shm_lside_t), size) ||
+        !fh_shm_region_ok(h->lslot_off, 2 * ((uint64_t)h->ladder_books + 1) * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t),
+                          FH_SHM_ALIGNOF(fh_shm_agg_t), size)) {
         munmap(p, (size_t)st.st_size);
         return -EPROTO; /* not an fh segment, or another layout version */
     }
@@ -469,6 +520,9 @@ static inline int fh_shm_join(fh_shm_reader_t *r, const char *path)
     r->lagg = (const fh_shm_agg_t *)(r->base + h->lagg_off);
     r->events = (const fh_shm_event_t *)(r->base + h->events_off);
     r->stats = (const fh_shm_stats_t *)(r->base + h->stats_off);
+    r->lside = (const fh_shm_lside_t *)(r->base + h->ladder_off);
+    r->lslot = (const fh_shm_agg_t *)(r->base + h->lslot_off);
+    r->ladder_books = h->ladder_books;
     r->wake = NULL;
     char wpath[4096];
     if (fh_shm_wake_path(path, wpath, sizeof wpath) == 0) {
@@ -516,6 +570,8 @@ typedef struct fh_shm_snapshot {
     uint32_t nbids, nasks;
     fh_shm_level_t bids[64]; /* best first */
     fh_shm_level_t asks[64];
+    uint32_t nlevels[2];     /* layout 5: each side's levels in the book (window and deep run: book.side[].n counts
+                              * only the deep run), of which nbids / nasks are the top */
 } fh_shm_snapshot_t;
 FH_SHM_SIZE(fh_shm_level_t, 24);
 FH_SHM_AT(fh_shm_level_t, shares, 8);
@@ -523,6 +579,7 @@ FH_SHM_AT(fh_shm_level_t, orders, 16);
 FH_SHM_AT(fh_shm_snapshot_t, nbids, 64);
 FH_SHM_AT(fh_shm_snapshot_t, bids, 72);
 FH_SHM_AT(fh_shm_snapshot_t, asks, 1608);
+FH_SHM_AT(fh_shm_snapshot_t, nlevels, 3144);
 
 /* Copy the top `depth` (<= 64) levels of each side of book `locate` into *out, retrying while the writer
  * changes the book. Returns the number of copies retried (>= 0), -1 if the locate has no instrument (or is
@@ -540,19 +597,88 @@ static inline uint64_t fh_shm_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The tick index of the window's next level below kx (a level of the window, not its lowest) into *kx: the
+ * first occupied slot going down the ring from kx's. 0, or -1 when there is none inside the window (a torn
+ * copy of the header: the caller's seqlock check retries). Bounded: FH_SHM_LADDER_WORDS + 1 words. */
+static inline int fh_shm_ladder_below(const fh_shm_lside_t *L, uint32_t *kx)
+{
+    uint32_t s = *kx & (FH_SHM_LADDER_W - 1), w = s >> 6;
+    uint64_t m = L->occ[w] & ((1ull << (s & 63)) - 1);
+    for (uint32_t i = 0; !m; i++) {
+        if (i == FH_SHM_LADDER_WORDS)
+            return -1;
+        w = (w - 1) & (FH_SHM_LADDER_WORDS - 1);
+        m = L->occ[w];
+        if (i == FH_SHM_LADDER_WORDS - 1) /* kx's word again: only its slots above kx's, the ring's far end */
+            m &= (s & 63) == 63 ? 0 : ~0ull << ((s & 63) + 1);
+    }
+    uint32_t ns = w * 64 + 63 - (uint32_t)__builtin_clzll(m);
+    uint32_t k = *kx - ((s - ns) & (FH_SHM_LADDER_W - 1));
+    if (k - L->lo >= FH_SHM_LADDER_W)
+        return -1;
+    *kx = k;
+    return 0;
+}
+
+/* Up to depth levels of side s (0 bids, 1 asks) of the book copied in *bk, best first, into lv: the window of
+ * its ladder (32-bit keys only: a writer of 64-bit keys keeps every level deep) and its deep run merged by key.
+ * Every index is bounded whatever the copy holds; a torn copy gives wrong levels, which the caller's seqlock
+ * check throws away. Returns the number of levels copied; *total: the side's levels in the book. */
+static inline uint32_t fh_shm_side_levels(const fh_shm_reader_t *r, const fh_shm_book_t *bk, int s, uint32_t depth,
+                                          fh_shm_level_t *lv, uint32_t *total)
+{
+    const uint32_t *k32 = (const uint32_t *)r->lkey;
+    const uint64_t *k64 = (const uint64_t *)r->lkey;
+    const uint32_t kb = r->key_bits, max = r->hdr->max_levels;
+    fh_shm_side_t sd = bk->side[s];
+    uint32_t d = sd.n;
+    if (sd.off > max || sd.n > max - sd.off) /* torn: off/n from different writes */
+        d = 0;
+    fh_shm_lside_t L;
+    uint32_t left = 0, lad = 2u * bk->ladder + (uint32_t)s;
+    const fh_shm_agg_t *slot = NULL;
+    if (kb == 32 && r->lside && bk->ladder <= r->ladder_books) {
+        memcpy(&L, &r->lside[lad], sizeof L);
+        slot = r->lslot + (size_t)lad * FH_SHM_LADDER_W;
+        left = L.nl;
+        if (left > FH_SHM_LADDER_W || L.best - L.lo >= FH_SHM_LADDER_W || !L.tick) /* torn, or an empty window */
+            left = 0;
+    }
+    uint32_t n = 0, kx = left ? L.best : 0;
+    *total = d + left;
+    while (n < depth && (d || left)) {
+        uint32_t wprice = left ? ((uint32_t)s ? ~kx : kx) * L.tick : 0;
+        uint64_t wkey = (uint32_t)s ? (uint32_t)~wprice : wprice;
+        uint64_t dkey = d ? (kb == 32 ? k32[sd.off + d - 1] : k64[sd.off + d - 1]) : 0;
+        if (left && (!d || dkey < wkey)) {
+            const fh_shm_agg_t *a = &slot[kx & (FH_SHM_LADDER_W - 1)];
+            lv[n].price = (int64_t)wprice;
+            lv[n].orders = a->orders;
+            lv[n].pad = 0;
+            lv[n].shares = a->shares;
+            if (--left && fh_shm_ladder_below(&L, &kx))
+                left = 0;
+        } else {
+            d--;
+            lv[n].price = fh_shm_key_price(kb, s, dkey);
+            lv[n].orders = r->lagg[sd.off + d].orders;
+            lv[n].pad = 0;
+            lv[n].shares = r->lagg[sd.off + d].shares;
+        }
+        n++;
+    }
+    return n;
+}
+
 static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint32_t locate, uint32_t depth, fh_shm_snapshot_t *out)
 {
     if (locate >= r->nbooks) {
         memset(&out->book, 0, sizeof out->book);
-        out->nbids = out->nasks = 0;
+        out->nbids = out->nasks = out->nlevels[0] = out->nlevels[1] = 0;
         return -1;
     }
     const fh_shm_book_t *b = &r->books[locate];
-    const uint32_t *k32 = (const uint32_t *)r->lkey;
-    const uint64_t *k64 = (const uint64_t *)r->lkey;
-    const uint32_t kb = r->key_bits;
     const uint32_t *seqp = &b->seq;
-    uint32_t max = r->hdr->max_levels;
     if (depth > 64)
         depth = 64;
     uint64_t busy_since = 0;
@@ -567,32 +693,18 @@ static inline int fh_shm_snapshot(const fh_shm_reader_t *r, uint32_t locate, uin
                 else if (now - busy_since > FH_SHM_BUSY_NS) {
                     if (!tries)
                         memset(&out->book, 0, sizeof out->book);
-                    out->nbids = out->nasks = 0;
+                    out->nbids = out->nasks = out->nlevels[0] = out->nlevels[1] = 0;
                     return -2;
                 }
             }
             s1 = FH_SHM_LOAD_ACQ(seqp);
         }
         memcpy(&out->book, b, sizeof *b);
-        out->nbids = out->nasks = 0;
+        out->nbids = out->nasks = out->nlevels[0] = out->nlevels[1] = 0;
         int ok = out->book.status != FH_BOOK_EMPTY && !(out->book.flags & FH_BOOK_F_UNPUBLISHED);
-        for (int s = 0; s < 2 && ok; s++) {
-            fh_shm_side_t sd = out->book.side[s];
-            uint32_t n = sd.n < depth ? sd.n : depth;
-            if (sd.off > max || sd.n > max - sd.off) /* torn: off/n from different writes */
-                n = 0;
-            fh_shm_level_t *lv = s ? out->asks : out->bids;
-            for (uint32_t j = 0; j < n; j++) {
-                uint32_t i = sd.off + sd.n - 1 - j;
-                lv[j].price = fh_shm_key_price(kb, s, kb == 32 ? k32[i] : k64[i]);
-                lv[j].orders = r->lagg[i].orders;
-                lv[j].pad = 0;
-                lv[j].shares = r->lagg[i].shares;
-            }
-            if (s)
-                out->nasks = n;
-            else
-                out->nbids = n;
+        if (ok) {
+            out->nbids = fh_shm_side_levels(r, &out->book, 0, depth, out->bids, &out->nlevels[0]);
+            out->nasks = fh_shm_side_levels(r, &out->book, 1, depth, out->asks, &out->nlevels[1]);
         }
         FH_SHM_FENCE_ACQ();
         uint32_t s2 = FH_SHM_LOAD_RLX(seqp);
