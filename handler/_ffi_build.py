@@ -54,6 +54,7 @@ typedef struct fh_seg_cfg {
     uint32_t ladder_books;
 } fh_seg_cfg_t;
 #define FH_SEG_LADDER_BOOKS ...
+#define FH_SEG_MAX_LADDER_BOOKS ...
 size_t fh_seg_footprint(const fh_seg_cfg_t *cfg);
 fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg);
 void fh_seg_close(fh_seg_t *s, int unlink_files);

@@ -103,6 +103,7 @@ class Config:
     depth: int
     events: int
     max_levels: int
+    ladder_books: int
     max_orders: int
     idle: str
     exit_idle_ms: int
@@ -133,7 +134,7 @@ _SCHEMA = {
     "nic": {"pci", "vdev"},
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
-    "shm": {"depth", "events", "max_levels", "max_orders", "dir", "group"},
+    "shm": {"depth", "events", "max_levels", "ladder_books", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms", "provider", "ring_mb",
                     "heartbeat_ms", "failover_timeout_ms"},
@@ -325,6 +326,10 @@ def load(path: str | os.PathLike) -> Config:
             raise _err(p, "shm.group", group, "no such group: create it (groupadd) or name an existing one; readers "
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
+    from .native import lib as _lib
+
+    ladder_books = _int(p, "shm.ladder_books", shm.get("ladder_books", _lib.FH_SEG_LADDER_BOOKS), 0,
+                        _lib.FH_SEG_MAX_LADDER_BOOKS)
     publish = _instruments(p, raw.get("instruments", {}))
     journal_mb = _int(p, "journal.ring_mb", raw.get("journal", {}).get("ring_mb", 256), 1, 1 << 20) \
         if "journal" in raw else 0
@@ -341,10 +346,10 @@ def load(path: str | os.PathLike) -> Config:
         path=p, name=name, lines=tuple(lines), nic_pci=pci, nic_vdev=vdev, rx_core=None if rx == "auto" else rx,
         hugepages=huge, memory_mb=_int(p, "memory.mb", mem.get("mb", 512), 64, 1 << 20),
         depth=_int(p, "shm.depth", shm.get("depth", 10), 1, 64), events=events,
-        max_levels=max_levels,
+        max_levels=max_levels, ladder_books=ladder_books,
         max_orders=_int(p, "shm.max_orders", shm.get("max_orders", 8 << 20), 1, 1 << 30),
         idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
-        segment=writer_path(name, segment_footprint(max_levels, events), shm_dir), gid=gid,
+        segment=writer_path(name, segment_footprint(max_levels, events, ladder_books=ladder_books), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
         gateway=gateway_settings.parse(p, raw.get("gateway", {}), _err), run_user=run_user, run_group=run_group,
@@ -663,7 +668,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
     [feed.retransmission], whose MAC is retrans_mac when the configuration leaves it out (fh run reads it from
     the neighbour table: resolve_retrans_mac)."""
     a = ["--segment", cfg.segment, "--name", cfg.name, "--idle", cfg.idle, "--max-orders", str(cfg.max_orders),
-         "--max-levels", str(cfg.max_levels), "--events", str(cfg.events), "--depth", str(cfg.depth)]
+         "--max-levels", str(cfg.max_levels), "--ladder-books", str(cfg.ladder_books), "--events", str(cfg.events),
+         "--depth", str(cfg.depth)]
     if cfg.exit_idle_ms:
         a += ["--exit-idle-ms", str(cfg.exit_idle_ms)]
     if cfg.gid >= 0:

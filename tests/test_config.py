@@ -33,6 +33,9 @@ def test_good_config_and_arguments(tmp_path):
     app = config.app_args(c)
     assert app[app.index("--segment") + 1] == "/dev/shm/fh-cfgtest"
     assert app.count("--line") == 2 and "--exit-idle-ms" in app
+    assert app[app.index("--ladder-books") + 1] == "16384"  # the writers' default (fh/seg.h)
+    c = config.load(write(tmp_path, good(tmp_path) + "\n[shm]\nladder_books = 0\n"))
+    assert config.app_args(c)[config.app_args(c).index("--ladder-books") + 1] == "0"
 
 
 @pytest.mark.parametrize("mutate,key,fix", [
@@ -54,6 +57,7 @@ def test_good_config_and_arguments(tmp_path):
     (lambda t: t.replace('protocol = "moldudp64-itch50"', 'protocol = "pitch"'), "feed.protocol", "only protocol"),
     (lambda t: t + "\n[cores]\nrx = 4000\n", "cores.rx = 4000", "no such CPU online"),
     (lambda t: t + "\n[shm]\nevents = 1000\n", "shm.events = 1000", "power of two"),
+    (lambda t: t + "\n[shm]\nladder_books = 70000\n", "shm.ladder_books = 70000", "from 0 to 65534"),
     (lambda t: t.replace("[[feed.lines]]", "[[feed.lines]]\ncolor = 1", 1), "feed.lines[0].color", "unknown key"),
     (lambda t: t + "\n[run\n", "not valid TOML", ""),
     (lambda t: t + '\n[shm]\ngroup = "no-such-group-fh"\n', "shm.group", "no such group"),

@@ -48,6 +48,15 @@ def test_b_line_alone_builds_the_same_books(ab_pcap):
     assert stats["drops"]["other_group"] == stats["packets"] // 2
 
 
+@pytest.mark.parametrize("ladder_books", ["0", "7"])
+def test_ladder_books_change_nothing_readers_see(ab_pcap, ladder_books):
+    """--ladder-books (shm.ladder_books): with no ladders, or ladders for the first 7 books only, the books are the
+    reference's, as with the default (every book its own ladder)."""
+    stats, got = replay.replay(ab_pcap, want_books=True, extra=["--ladder-books", ladder_books])
+    want, _ = replay.reference_books(ab_pcap)
+    assert got == want and stats["messages_applied"] == 60000
+
+
 def test_fh_verify_and_replay_cli(ab_pcap, tmp_path):
     p = fh("verify", ab_pcap)
     assert "OK:" in p.stdout and "equal the reference" in p.stdout
@@ -127,6 +136,12 @@ def test_no_port_and_bad_arguments_are_explained(tmp_path):
                         "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
                         "--line", "not-an-address"], capture_output=True, text=True)
     assert p.returncode == 2 and "expected IPV4:PORT" in p.stderr
+    p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-badarg",
+                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
+                        "--line", "233.1.1.1:1", "--ladder-books", "65535"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--ladder-books must be 0..65534" in p.stderr
+    assert [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")] == [
+        "fh-dataplane: --ladder-books must be 0..65534 (books with a price ladder; 0: none), not 65535"]
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")

@@ -68,6 +68,34 @@ def test_real_shaped_days(seed, instruments, messages, ppm):
         assert all(c.counters()[k] == 0 for k in native.COUNTER_NAMES if k != "messages")
 
 
+@pytest.mark.parametrize("ladder_books", [0, 3, 1000])
+def test_books_with_and_without_a_ladder_agree(tmp_path, ladder_books):
+    """A segment's first ladder_books books keep the levels near their touch in a price ladder; the books created
+    after them share a pair of ladders whose window never holds a level, so every level of theirs is in the sorted
+    arrays. Whatever ladder_books is (none, some books, all), the engine, the segment's readers (fh_shm_snapshot
+    merging window and deep run, handler.shm's dump) and the reference model agree, at every depth."""
+    from handler.replay import segment_books
+    from handler.shm import Reader
+
+    data = native.synth_bytes(60_000, 20, 31, shape="real")
+    seg = native.Segment(tmp_path / "seg", "lb", max_levels=1 << 16, event_capacity=1 << 10,
+                         ladder_books=ladder_books)
+    try:
+        eng = native.Engine(EngineConfig.for_input(len(data)), segment=seg)
+        eng.apply_blocks(data)
+        r = ref_engine(data)
+        assert_same(eng, r)
+        assert segment_books(seg.path) == r.books()
+        assert segment_books(seg.path, 3) == r.books(3)
+        with Reader(seg.path) as rd:
+            ladders = sorted({int(rd.books[loc]["ladder"]) for loc in eng.locates()})
+        # books past the ladders share the pair numbered ladder_books; with 1000, every book has its own
+        assert ladders == (sorted(set(range(ladder_books)) | {ladder_books}) if ladder_books < 20 else
+                           list(range(len(eng.locates()))))
+    finally:
+        seg.close(unlink=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_anomaly_heavy_days(seed):

@@ -44,6 +44,7 @@ typedef struct opts {
     const char *segment, *name;
     int port;
     uint32_t max_orders, max_levels, events, depth;
+    uint32_t ladder_books; /* books with a price ladder of their own (fh/seg.h) */
     bool spin;
     uint32_t exit_idle_ms;
     bool keep;
