@@ -191,9 +191,15 @@ class Pidfile:
         self._write()
 
     def _write(self) -> None:
+        """The record rewritten in place (the lock lives on this inode: no rename). Written over the old one, then
+        cut to its length, so that a reader never finds the file empty or holding only its first line: between
+        the two it reads the new record followed by the old one's tail on a line of its own (read_record takes
+        the first two lines), during the write a mix that read_record's JSON check refuses and reads again.
+        (Truncating first left the file empty for as long as this process was descheduled between the two
+        calls: on a loaded host long enough for read_record's retries, and fh status showed no record.)"""
         data = f"{self.record['pid']}\n{json.dumps(self.record)}\n".encode()
-        os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
 
     def update(self, **fields) -> None:
         self.record.update(fields)

@@ -117,6 +117,34 @@ def test_pidfile_lock_and_release(run_dir, instance_name):
     assert not pf.path.exists()
 
 
+def test_a_rewritten_pidfile_is_never_read_empty(run_dir, instance_name):
+    """fh run rewrites its pidfile's record in place many times (pf.update); a reader in another process must
+    never find it empty or cut short, only the old record or the new one (a read in the middle of the write may
+    see a mix, which read_record refuses and reads again). Truncating before writing left it empty while the
+    writer was descheduled between the two calls: fh status then showed no record (a CI failure under load)."""
+    with supervise.Pidfile(instance_name, {"config": "/x.toml", "n": 0}) as pf:
+        writer = subprocess.Popen([sys.executable, "-c", (
+            "import os, sys, time, json\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from handler import supervise\n"
+            "pf = supervise.Pidfile.__new__(supervise.Pidfile)\n"
+            "pf.fd = os.open(sys.argv[2], os.O_RDWR)\n"
+            "pf.record = json.loads(open(sys.argv[2]).read().splitlines()[1])\n"
+            "t0 = time.monotonic(); i = 0\n"
+            "while time.monotonic() - t0 < 1.5:\n"
+            "    i += 1\n"
+            "    pf.update(n=i, pad='x' * (i % 97))  # lengths vary: the tail of a longer record stays a moment\n"
+        ), str(ROOT), str(pf.path)])
+        short = reads = 0
+        while writer.poll() is None:
+            lines = pf.path.read_text().splitlines()
+            reads += 1
+            short += len(lines) < 2
+        assert writer.returncode == 0 and reads > 1000
+        assert short == 0, f"{short} of {reads} reads found the pidfile empty or with only its first line"
+        assert supervise.read_record(pf.path)["n"] > 0
+
+
 def test_run_dir_fallback(tmp_path, monkeypatch):
     monkeypatch.delenv("FH_RUN_DIR", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
