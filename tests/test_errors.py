@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,15 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     # non-interactive shell): Python installs its KeyboardInterrupt handler only then
     p = fh_popen("book", "dump", "--itch", day, "--engine", "reference", stdout=subprocess.DEVNULL,
                  stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(1.5)
+    # Until it works on the day: 1.5 s of its own CPU time, well past its imports (an editable install's import
+    # runs ninja first, which on a loaded host took more than a fixed 1.5 s of wall clock: SIGINT then landed in
+    # the import machinery, before fh's handler, and the test failed for a reason no user sees)
+    deadline = time.monotonic() + 120
+    while p.poll() is None and time.monotonic() < deadline:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if int(fields[11]) >= 1.5 * os.sysconf("SC_CLK_TCK"):  # utime, the 14th field
+            break
+        time.sleep(0.05)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)

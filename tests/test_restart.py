@@ -288,37 +288,48 @@ def _wait_recorder(name: str, timeout: float = 30) -> int:
     raise AssertionError(f"fh run of {name} did not start fh record within {timeout} s")
 
 
-def _wait_fill(name: str, pid: int, timeout: float) -> bool:
+def _catch_filling(name: str, pid: int, timeout: float) -> bool:
     """Until the restarted data plane `pid` is filling the gap after its restored state: an event of a message
     applied since the restart (from the retransmission server, the books still stale) and no recovered notice
     yet. Followed on the event ring, which shows it within microseconds (the feed's state in the stats is
-    published every 100 ms, slower than a fill)."""
+    published every 100 ms, slower than a fill). Then the data plane is stopped (SIGSTOP) and the ring read to
+    its head: True when it is frozen still filling (the caller kills it there), False when it had recovered
+    before the stop (on a loaded host the fill can end between the sighting and the signal; it is let go on).
+    An assertion when no fill is seen within timeout."""
     from handler import shm
 
     t0 = time.monotonic()
     r = None
-    while time.monotonic() - t0 < timeout:
-        if r is None:
-            try:
-                r = shm.Reader(f"/dev/shm/fh-{name}", wait_s=0)
-            except shm.ShmError:
-                continue
-            if r.writer_pid != pid:
-                r.close()
-                r = None
-                continue
-            nxt = r.oldest()
-        arr, nxt, _ = r.read_events(nxt)
-        t = arr["type"] if len(arr) else []
-        if len(arr) and (t == shm.lib.FH_EV_RECOVERED).any():
+    try:
+        while time.monotonic() - t0 < timeout:
+            if r is None:
+                try:
+                    r = shm.Reader(f"/dev/shm/fh-{name}", wait_s=0)
+                except shm.ShmError:
+                    continue
+                if r.writer_pid != pid:
+                    r.close()
+                    r = None
+                    continue
+                nxt = r.oldest()
+            arr, nxt, _ = r.read_events(nxt)
+            t = arr["type"] if len(arr) else []
+            if len(arr) and (t == shm.lib.FH_EV_RECOVERED).any():
+                return False  # filled before it could be caught
+            if len(arr) and ((t != shm.lib.FH_EV_STALE) & (arr["status"] == shm.STALE)).any():
+                os.kill(pid, signal.SIGSTOP)
+                while True:  # what it published before the stop
+                    arr, nxt, _ = r.read_events(nxt)
+                    if not len(arr):
+                        break
+                    if (arr["type"] == shm.lib.FH_EV_RECOVERED).any():
+                        os.kill(pid, signal.SIGCONT)
+                        return False
+                return True
+        raise AssertionError("the restart's gap was not seen being filled")
+    finally:
+        if r is not None:
             r.close()
-            return False  # filled before it could be caught
-        if len(arr) and ((t != shm.lib.FH_EV_STALE) & (arr["status"] == shm.STALE)).any():
-            r.close()
-            return True
-    if r is not None:
-        r.close()
-    return False
 
 
 # (seed, kills): "random" kills at a random time; "filling" waits until a gap of the capture is being filled
@@ -381,13 +392,17 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
                 return send()
 
             resent = []
+            uncaught = set()  # "restoring" kills that came after the recovery (see _catch_filling)
             snd = send()
             assert _wait_applied(name, 30), "the sender's first datagrams did not arrive"
             for i, how in enumerate(kills):
                 if how == "random":
                     time.sleep(rng.uniform(0.5, 2.0))
                 elif how == "restoring":  # the gap after the restored state, being filled from the server
-                    assert _wait_fill(name, dp_pid, 20), "the restart's gap was not seen being filled"
+                    if not _catch_filling(name, dp_pid, 20):
+                        uncaught.add(i)
+                        print(f"kill {i}: the restored data plane recovered before it could be stopped filling; "
+                              f"killed after its recovery instead")
                 else:  # a gap of the capture: held, then asked for from the server
                     assert _wait_feed(name, "recovering", 20), "no gap being filled to kill the data plane in"
                 os.kill(dp_pid, signal.SIGKILL)
@@ -427,7 +442,7 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
     text = [l.read_text() for l in logs]
     for i, how in enumerate(kills):  # each kill seen as one, and followed by a restart from the recorded day
         assert "killed by SIGKILL" in text[i] and "restarting from" in text[i + 1], text[i + 1]
-        if i + 1 < len(kills) and kills[i + 1] == "restoring":
+        if i + 1 < len(kills) and kills[i + 1] == "restoring" and i + 1 not in uncaught:
             assert "restart complete" not in text[i + 1]  # killed before it completed
             # ... after part of its gap was filled and journaled: the next restart starts further on
             assert _restart_point(text[i + 2]) > _restart_point(text[i + 1])
@@ -446,7 +461,8 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
     assert r["reads"]["live"] > 1000 and r["reads"]["stale"] > 0
     for i, g in enumerate(gens[1:]):  # each restart: the restored books stale first, then recovered
         assert g["stale_first"] > 0, g
-        assert g["recovered"] == (0 if i + 1 < len(kills) and kills[i + 1] == "restoring" else g["stale_first"]), g
+        killed_restoring = i + 1 < len(kills) and kills[i + 1] == "restoring" and i + 1 not in uncaught
+        assert g["recovered"] == (0 if killed_restoring else g["stale_first"]), g
 
 
 def test_restart_in_metrics_and_status_text():
