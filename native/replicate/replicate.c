@@ -392,8 +392,12 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
         got = 1, a = m;
     }
     if (got) {
+        /* asked again a heartbeat interval later, or when the witness's silence would reach the timeout if sooner
+         * (the primary's beats there need not be in phase with its heartbeats here) */
+        uint64_t again_ms = a.age_ms < w->timeout_ms && w->timeout_ms - a.age_ms < w->hb_ms ? w->timeout_ms - a.age_ms
+                                                                                             : w->hb_ms;
         w->asked_ns = 0;
-        w->next_ask_ns = now + (uint64_t)w->hb_ms * 1000000ull;
+        w->next_ask_ns = now + again_ms * 1000000ull;
         st->wit_answers++;
         st->wit_age_ms = a.age_ms, st->wit_epoch = a.epoch, st->wit_answer_ns = now;
         if (a.age_ms >= w->timeout_ms) {
