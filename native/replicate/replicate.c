@@ -8,6 +8,8 @@
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
  *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard [--ship-journal PATH]];
  *                both [--wins-ties]; a standby with no listen address: --role standby --peer HOST:PORT (it connects)
+ *   a witness (fh witness): both [--witness HOST:PORT [--pair ID]]: the primary beats to it, the standby asks it
+ *                before promoting on silence (docs/replication.md, "A witness")
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
