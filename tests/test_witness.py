@@ -120,6 +120,57 @@ def test_the_server_process():
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
 
 
+# ---- [replication] witness, pair; fh run's commands --------------------------------------------------------------
+
+def _cfg(tmp_path, extra: str):
+    from conftest import run_config
+    from handler import config
+
+    p = tmp_path / "fh.toml"
+    p.write_text(run_config("wcfg") + '[replication]\nrole = "standby"\nlisten = "10.0.0.2:7400"\n'
+                 'peer = "10.0.0.1:7400"\nheartbeat_ms = 40\n' + extra)
+    return config.load(p)
+
+
+def test_config_and_fh_run_commands(tmp_path):
+    """witness = "HOST:PORT" and pair validated (one line, the key and the fix); fh run gives both roles (and the
+    guard) --witness, --pair (the instance name by default) and the standby its --heartbeat-ms; none without."""
+    from handler import config
+    from handler import replication_run as RR
+
+    c = _cfg(tmp_path, 'witness = "fh-witness:7410"\n')
+    assert c.replication.witness == ("fh-witness", 7410) and c.replication.pair is None
+    sb, pr = RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1)
+    for cmd in (sb, pr, RR.guard_cmd(c, 1)):
+        assert cmd[cmd.index("--witness") + 1] == "fh-witness:7410" and cmd[cmd.index("--pair") + 1] == "wcfg"
+    assert sb[sb.index("--heartbeat-ms") + 1] == "40" and "--witness" not in RR.probe_cmd(c, 1, 1000)
+    c = _cfg(tmp_path, 'witness = "10.0.0.9:7410"\npair = "nasdaq-ab"\n')
+    assert RR.standby_cmd(c, 1)[RR.standby_cmd(c, 1).index("--pair") + 1] == "nasdaq-ab"
+    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1)
+    for extra, key, fix in (('witness = "fh-witness"\n', "replication.witness = 'fh-witness'", "HOST:PORT"),
+                            ('witness = "10.0.0.9:0"\n', "replication.witness", "port 1-65535"),
+                            ('witness = 7410\n', "replication.witness", "HOST:PORT"),
+                            ('pair = ""\n', "replication.pair", "1-31 letters"),
+                            ('pair = "a b"\n', "replication.pair = 'a b'", "the same on both hosts"),
+                            (f'pair = "{"x" * 32}"\n', "replication.pair", "1-31")):
+        with pytest.raises(config.ConfigError) as e:
+            _cfg(tmp_path, extra)
+        msg = str(e.value)
+        assert key in msg and fix in msg and "\n" not in msg, msg
+
+
+def test_fh_replicate_witness_arguments():
+    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long."""
+    if PROG is None:
+        pytest.skip(str(why_no_replicate()))
+    for args, said in ((["--witness", "nowhere"], "--witness nowhere: expected HOST:PORT"),
+                       (["--witness", "no-such-host.invalid:7410"], "--witness no-such-host.invalid:7410: "),
+                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp")):
+        p = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
+                            "--name", "wx", *args], capture_output=True, text=True, timeout=20)
+        assert p.returncode == 2 and said in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 # ---- three hosts ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture
