@@ -30,6 +30,7 @@ import socket
 import struct
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .errors import FhError
@@ -87,7 +88,7 @@ class Witness:
 
     def __init__(self, now_ns: int | None = None, log=None):
         self.started_ns = time.monotonic_ns() if now_ns is None else now_ns
-        self.pairs: dict[str, Pair] = {}
+        self.pairs: OrderedDict[str, Pair] = OrderedDict()  # the least recently beaten first
         self.stats = {"beats": 0, "queries": 0, "answers": 0, "malformed": 0, "unknown_pair": 0, "errors": 0}
         self.log = log or (lambda s: None)
 
@@ -117,9 +118,11 @@ class Witness:
         self.stats["beats"] += 1
         p = self.pairs.get(m["pair"])
         if p is None:
-            if len(self.pairs) >= MAX_PAIRS:
-                del self.pairs[min(self.pairs, key=lambda k: self.pairs[k].touched_ns)]
+            if len(self.pairs) >= MAX_PAIRS:  # O(1): a flood of made-up ids costs no more than beats
+                self.pairs.popitem(last=False)
             p = self.pairs[m["pair"]] = Pair()
+        else:
+            self.pairs.move_to_end(m["pair"])
         p.touched_ns = now
         h = p.hosts.get(ip)
         if h is None:

@@ -70,6 +70,7 @@ def test_malformed_datagrams_counted_and_ignored():
     for i in range(W.MAX_HOSTS + 5):
         w.handle(W.pack(W.BEAT, "p", role=W.STANDBY), (f"10.0.0.{i}", 1), 10_000 + i)
     assert len(w.pairs) <= W.MAX_PAIRS and len(w.pairs["p"].hosts) == W.MAX_HOSTS
+    assert "p0" not in w.pairs and f"p{W.MAX_PAIRS + 49}" in w.pairs and "10.0.0.0" not in w.pairs["p"].hosts
 
 
 def _ask(s: socket.socket, addr, pair: str, nonce: int) -> dict:
