@@ -42,7 +42,7 @@ HEARD = 1  # ANSWER.flags: the pair's primary was heard (else age_ms is this wit
 MSG = struct.Struct("<IBBHIIQQ32s")
 assert MSG.size == 64
 MAX_PAIRS = 4096  # a flood of made-up pair ids cannot grow the record past this (the oldest pair goes)
-MAX_HOSTS = 8  # hosts heard per pair (by address; the oldest goes)
+MAX_HOSTS = 8  # senders heard per pair (by IP and port: two hosts may share an address; the longest silent goes)
 
 
 class WitnessError(FhError):
@@ -59,7 +59,7 @@ class Host:
 
 @dataclass
 class Pair:
-    hosts: dict[str, Host] = field(default_factory=dict)  # by the sender's IP address
+    hosts: dict[str, Host] = field(default_factory=dict)  # by the sender's address, "IP:PORT"
     touched_ns: int = 0
 
 
@@ -100,7 +100,7 @@ class Witness:
             self.stats["malformed"] += 1
             return None
         if m["type"] == BEAT:
-            self._beat(m, str(addr[0]), now)
+            self._beat(m, f"{addr[0]}:{addr[1]}", now)
             return None
         self.stats["queries"] += 1
         p = self.pairs.get(m["pair"])
