@@ -388,3 +388,94 @@ def test_witness_unreachable_holds_the_promotion(three_hosts):
         errs = _stop(pr, feed, sb)
         _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
     assert "witness: no answer within 50 ms" in errs[2] and "promoted (fh promote)" in errs[2], errs[2]
+
+
+# ---- under fh run -------------------------------------------------------------------------------------------------
+
+@pytest.mark.dpdk
+def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
+    """Two fh run instances on loopback, a (primary) and b (standby), both with [replication] witness and pair: their
+    fh-replicate beat to and ask the witness; a's host dies (kill -9 of fh run, its data plane and fh-replicate): b
+    promotes once the witness too has not heard a for the failover timeout (its line says so), and is primary at
+    epoch 2."""
+    from conftest import dataplane_path, run_config
+    from handler import replication_run as RR
+    from handler import segments
+    from test_failover_roles import _port as tcp_port
+    from test_failover_roles import _status, _wait
+
+    if PROG is None or dataplane_path() is None:
+        pytest.skip("needs fh-replicate and fh-dataplane")
+    run_d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(run_d))
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"fwa{tag}", f"fwb{tag}"
+    pa, pb = tcp_port(), tcp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        wport = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    wp = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{wport}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def cfg(n, role, peer, listen):
+        return run_config(n, pcap, exit_idle_ms=0, extra=f"""[replication]
+role = "{role}"
+provider = "tcp"
+peer = "127.0.0.1:{peer}"
+listen = "127.0.0.1:{listen}"
+heartbeat_ms = 50
+failover_timeout_ms = 1000
+witness = "127.0.0.1:{wport}"
+pair = "ab-{tag}"
+""")
+
+    cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
+    cfgs[a].write_text(cfg(a, "primary", pb, pa))
+    cfgs[b].write_text(cfg(b, "standby", pa, pb))
+    errs = {a: tmp_path / "a.err", b: tmp_path / "b.err"}
+    procs = []
+
+    def run(n):
+        p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]), "--keep-segment",
+                              "--json"], stdout=subprocess.PIPE, stderr=open(errs[n], "w"), text=True, env=env)
+        procs.append(p)
+        return p
+
+    try:
+        rb = run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        ra = run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000, 60, lambda: f"b following a: {errs[a].read_text()[-500:]}")
+        first, sb = R.read_status(a), R.read_status(b)
+        assert first["witness"] == sb["witness"] == f"127.0.0.1:{wport}" and first["witness_beats"] > 0
+        assert first["witness_send_errors"] == 0 and sb["witness_queries"] == 0  # a heard: b asks nothing
+        dp_a = json.loads(fh("status", "--name", a, "--json").stdout)["dataplane_pid"]
+        for pid in (first["pid"], dp_a, ra.pid):  # a's host dies
+            os.kill(pid, signal.SIGKILL)
+        ra.wait()
+        _wait(lambda: (RR.read_state(b, run_d) or {}).get("role") == "primary", 30,
+              lambda: f"b promoted: {errs[b].read_text()[-800:]}")
+        assert RR.read_state(b, run_d)["epoch"] == 2
+        assert "the witness: none for" in errs[b].read_text(), errs[b].read_text()[-2000:]
+        assert rb.poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+        wp.send_signal(signal.SIGTERM)
+        wout, _ = wp.communicate(timeout=10)
+        for n in (a, b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+                if os.path.exists(f):
+                    os.unlink(f)
+    w = json.loads(wout.splitlines()[-1])
+    assert w["queries"] >= 1 and w["malformed"] == 0 and len(w["pairs"][f"ab-{tag}"]) >= 2, w
