@@ -312,10 +312,18 @@ static void *wit_beater(void *arg)
 {
     witness_t *w = arg;
     struct timespec iv = { w->hb_ms / 1000, (long)(w->hb_ms % 1000) * 1000000L };
+    uint64_t prev = now_ns(), late = 0;
     for (uint64_t n = 1; !quit; n++) {
         if (w->beating)
             wit_send(w, WIT_BEAT, WIT_ROLE_PRIMARY, w->epoch, n);
         nanosleep(&iv, NULL);
+        /* a beat four intervals late (this process starved of CPU, or stopped): said, since a standby whose link
+         * is cut may take such a gap at the witness for a dead primary (the first ten, then every 1000th) */
+        uint64_t t = now_ns(), gap_ms = (t - prev) / 1000000ull;
+        prev = t;
+        if (gap_ms >= 4ull * w->hb_ms && (++late <= 10 || !(late % 1000)))
+            fprintf(stderr, "fh-replicate: witness: a beat %" PRIu64 " ms after the one before (every %u ms expected; "
+                            "%" PRIu64 " late so far)\n", gap_ms, w->hb_ms, late);
     }
     return NULL;
 }
