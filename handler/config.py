@@ -80,6 +80,8 @@ class Replication:
     ring_mb: int = 16  # the standby's registered ring (MiB, a power of two)
     heartbeat_ms: int = 100  # the primary's heartbeat when idle
     failover_timeout_ms: int = 1000  # heartbeats missing this long: the primary is silent
+    witness: tuple[str, int] | None = None  # fh witness (UDP): asked before a promotion on silence
+    pair: str | None = None  # the pair's id at the witness (the same on both hosts); None: the instance name
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ _SCHEMA = {
     "shm": {"depth", "events", "max_levels", "ladder_books", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms", "provider", "ring_mb",
-                    "heartbeat_ms", "failover_timeout_ms"},
+                    "heartbeat_ms", "failover_timeout_ms", "witness", "pair"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
@@ -599,8 +601,16 @@ def _replication(path, r: dict) -> Replication:
     if fo <= hb:
         raise _err(path, "replication.failover_timeout_ms", fo, f"must be longer than heartbeat_ms ({hb}), "
                    f"e.g. {hb * 5}")
+    witness = r.get("witness")
+    if witness is not None:
+        witness = _host_port(path, "replication.witness", witness, "fh-witness:7410", "name")
+    pair = r.get("pair")
+    if pair is not None and (not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,31}", pair)):
+        raise _err(path, "replication.pair", pair, "must be 1-31 letters, digits, _ . : - (the same on both hosts of "
+                   "the pair), e.g. \"nasdaq\"")
     return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag,
-                       provider=provider, ring_mb=ring, heartbeat_ms=hb, failover_timeout_ms=fo)
+                       provider=provider, ring_mb=ring, heartbeat_ms=hb, failover_timeout_ms=fo, witness=witness,
+                       pair=pair)
 
 
 def check_textfile_dir(cfg) -> None:

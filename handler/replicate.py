@@ -25,6 +25,11 @@ _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "pee
            "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
            "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes",
            "connections")
+# then, from fh-replicate with --witness on (older status files end before it): witness[64] witness_says[96] | 8
+_WITNESS = struct.Struct("<64s96s8Q")
+_WITNESS_FIELDS = ("witness", "witness_says", "witness_state", "witness_age_ms", "witness_epoch", "witness_answer_ns",
+                   "witness_beats", "witness_send_errors", "witness_queries", "witness_answers")
+WITNESS_STATES = ["none", "asked", "primary-alive", "primary-silent", "no-answer", "error"]
 ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted",
           "guarding"]
@@ -71,8 +76,14 @@ def read_status(name_or_path: str) -> dict:
     d = dict(zip(_FIELDS, _HEAD.unpack_from(raw)))
     if d["magic"] != STATUS_MAGIC or d["version"] != 1:
         raise ReplicateError(f"{path}: not an fh-replicate status file of version 1")
-    for k in ("provider", "peer", "fabric"):
+    if len(raw) >= _HEAD.size + _WITNESS.size:
+        d.update(zip(_WITNESS_FIELDS, _WITNESS.unpack_from(raw, _HEAD.size)))
+    else:
+        d.update(dict.fromkeys(_WITNESS_FIELDS, 0), witness=b"", witness_says=b"")
+    for k in ("provider", "peer", "fabric", "witness", "witness_says"):
         d[k] = d[k].split(b"\0", 1)[0].decode(errors="replace")
+    ws = d["witness_state"]
+    d["witness_state"] = WITNESS_STATES[ws] if ws < len(WITNESS_STATES) else str(ws)
     d["path"] = path
     d["role"] = ROLES.get(d["role"], str(d["role"]))
     d["state"] = STATES[d["state"]] if d["state"] < len(STATES) else str(d["state"])
@@ -83,6 +94,7 @@ def read_status(name_or_path: str) -> dict:
     d["lag_us"] = d["lag_ns"] / 1000
     d["last_ack_age_ms"] = (now - d["last_ack_ns"]) / 1e6 if d["last_ack_ns"] else None
     d["last_heartbeat_age_ms"] = (now - d["last_heartbeat_ns"]) / 1e6 if d["last_heartbeat_ns"] else None
+    d["witness_answer_age_ms"] = (now - d["witness_answer_ns"]) / 1e6 if d["witness_answer_ns"] else None
     del d["magic"]
     return d
 
@@ -115,6 +127,14 @@ def cmd_status(a) -> int:
             ("lag", f"{fmt_int(d['lag_messages'])} messages, {fmt_ns(d['lag_ns'])} (last record)"),
             ("acked", f"{fmt_int(d['acked_messages'])} messages, last ack {age(d['last_ack_age_ms'])}"),
             ("heartbeat", age(d["last_heartbeat_age_ms"]))]
+    if d["witness"]:
+        if d["role"] == "primary":
+            rows.append(("witness", f"{d['witness']}: {fmt_int(d['witness_beats'])} beats sent, "
+                                    f"{fmt_int(d['witness_send_errors'])} send errors"))
+        else:
+            rows.append(("witness", f"{d['witness']}: {d['witness_says'] or 'not asked (the primary is heard)'}"
+                                    + (f" (answered {age(d['witness_answer_age_ms'])})"
+                                       if d["witness_answer_ns"] else "")))
     if d["role"] == "standby" and d["connections"] > 1:
         rows.append(("connections", f"{d['connections']} primaries accepted (a restarted or a new primary resumes)"))
     if d["refused_epoch"] or d["overruns"]:

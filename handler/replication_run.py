@@ -162,6 +162,15 @@ def _common(cfg: config.Config, epoch: int) -> list[str]:
     return ["--provider", cfg.replication.provider, "--name", cfg.name, "--epoch", str(epoch)]
 
 
+def _witness(cfg: config.Config) -> list[str]:
+    """[replication] witness: the primary beats to it, the standby asks it before promoting on silence (both every
+    heartbeat_ms), under the pair's id (replication.pair, else the instance name: the same on both hosts)."""
+    r = cfg.replication
+    if r.witness is None:
+        return []
+    return ["--witness", f"{r.witness[0]}:{r.witness[1]}", "--pair", r.pair or cfg.name]
+
+
 def _ties(cfg: config.Config) -> list[str]:
     return ["--wins-ties"] if wins_ties(cfg) else []
 
@@ -173,7 +182,7 @@ def primary_cmd(cfg: config.Config, journal: str, epoch: int) -> list[str]:
     snaps = ["--snapshot-dir", str(Path(cfg.journal_dir) / "snapshots")] if cfg.journal_dir else []
     return [R.find_program(), "--role", "primary", "--peer", f"{r.peer[0]}:{r.peer[1]}", "--journal", journal,
             "--heartbeat-ms", str(r.heartbeat_ms), "--connect-timeout-ms", str(CONNECT_FOREVER_MS), *snaps,
-            *_ties(cfg), *_common(cfg, epoch)]
+            *_ties(cfg), *_witness(cfg), *_common(cfg, epoch)]
 
 
 def guard_cmd(cfg: config.Config, epoch: int) -> list[str]:
@@ -198,7 +207,8 @@ def standby_cmd(cfg: config.Config, epoch: int) -> list[str]:
     where = ["--listen", f"{r.listen[0]}:{r.listen[1]}"] if r.listen else ["--peer", f"{r.peer[0]}:{r.peer[1]}"]
     return [R.find_program(), "--role", "standby", *where, "--journal",
             standby_journal_of(cfg), "--ring-mb", str(r.ring_mb), "--failover-timeout-ms",
-            str(r.failover_timeout_ms), "--promote-on-silence", *_common(cfg, epoch)]
+            str(r.failover_timeout_ms), "--promote-on-silence", "--heartbeat-ms", str(r.heartbeat_ms), *_witness(cfg),
+            *_common(cfg, epoch)]
 
 
 def _dataplane_journal(dataplane_cmd: list[str], cfg: config.Config) -> str:

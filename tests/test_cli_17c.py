@@ -151,6 +151,7 @@ NO_TABLE = {
     ("stop",): "one line",
     ("metrics",): "the Prometheus text format",
     ("soak",): "JSON Lines already (one record a loop, then a summary)",
+    ("witness",): "a server: lines on stderr, its counts in one JSON line at SIGTERM",
 }
 
 

@@ -1199,6 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.soak", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.record", fromlist=["register"]).register(sub, _positive, _nonneg)
     __import__("handler.replicate", fromlist=["register"]).register(sub, _positive, _nonneg)
+    __import__("handler.witness", fromlist=["register"]).register(sub)  # fh witness
     __import__("handler.glimpse", fromlist=["register"]).register(sub, _positive, _nonneg)  # fh snapshot-server, fh snapshot-fetch
 
     from ..bench import add_day_options

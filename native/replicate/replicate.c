@@ -8,6 +8,8 @@
  *   fh-replicate --list-devices [--provider auto|verbs|tcp]
  *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard [--ship-journal PATH]];
  *                both [--wins-ties]; a standby with no listen address: --role standby --peer HOST:PORT (it connects)
+ *   a witness (fh witness): both [--witness HOST:PORT [--pair ID]]: the primary beats to it, the standby asks it
+ *                before promoting on silence (docs/replication.md, "A witness")
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
@@ -55,6 +57,7 @@
 #include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +67,9 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <sys/socket.h>
 
 #include "fabric.h"
 #include "fh/book.h"
@@ -119,7 +125,13 @@ typedef struct fh_repl_status {
     uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
     uint64_t max_outstanding, ring_bytes;
     uint64_t connections; /* standby: primaries accepted (a new one after a restart or a failover: +1) */
+    /* --witness (a third party telling a dead primary from a cut link, docs/replication.md "A witness"): its
+     * address, the standby's last word from it (its state, the primary's age and epoch it answered, when) and the
+     * datagrams: beats sent, send errors, queries, answers. All zero without --witness. */
+    char witness[64], witness_says[96];
+    uint64_t wit_state, wit_age_ms, wit_epoch, wit_answer_ns, wit_beats, wit_send_errors, wit_queries, wit_answers;
 } fh_repl_status_t;
+_Static_assert(sizeof(fh_repl_status_t) == 568, "the status file's layout: handler/replicate.py reads it");
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
@@ -162,6 +174,7 @@ typedef struct opts {
     const char *snapshot_dir;    /* primary: the newest sound snapshot here that the journal reaches, when needed */
     const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
     const char *ship_journal; /* guard: the data plane's journal, shipped to a standby that connects (HELLO_JOIN) */
+    const char *witness, *pair; /* --witness HOST:PORT, --pair ID (default --name): docs/replication.md "A witness" */
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -188,6 +201,7 @@ static fh_repl_status_t *status_map(const opts_t *o, const char *role)
     s->pid = (uint64_t)getpid();
     s->epoch = o->epoch;
     snprintf(s->peer, sizeof s->peer, "%s", o->peer ? o->peer : o->listen ? o->listen : "");
+    snprintf(s->witness, sizeof s->witness, "%s", o->witness ? o->witness : "");
     __atomic_store_n(&s->magic, STATUS_MAGIC, __ATOMIC_RELEASE);
     return s;
 }
@@ -202,6 +216,231 @@ static int split_hostport(const char *hp, char *host, size_t hcap, char *port, s
     memcpy(host, hp, (size_t)(c - hp));
     host[c - hp] = 0;
     strcpy(port, c + 1);
+    return 0;
+}
+
+/* ---- witness (docs/replication.md, "A witness") --------------------------------------------------------------
+ * A third host (fh witness, handler/witness.py) that both hosts of a pair reach by UDP, apart from the replication
+ * link. The primary beats to it every --heartbeat-ms from a thread of its own (a blocking connect to a cut-off
+ * standby, or a stalled link, never stops the beats while this process runs, and the shipping loop never waits for
+ * them); the standby, silent primary and all, asks it before promoting on silence: it promotes only when the
+ * witness has not heard the primary for the failover timeout either. One 64-byte datagram, little-endian. */
+#define WIT_MAGIC 0x31574846u /* "FHW1" */
+enum { WIT_BEAT = 1, WIT_QUERY, WIT_ANSWER };
+enum { WIT_ROLE_PRIMARY = 1, WIT_ROLE_STANDBY };
+#define WIT_HEARD 1u /* ANSWER.flags: the pair's primary was heard (else age_ms is the witness's uptime) */
+typedef struct fh_wit_msg {
+    uint32_t magic;
+    uint8_t type, role;  /* role: BEAT, the sender's (primary, standby); QUERY: the asker's */
+    uint16_t flags;      /* ANSWER: WIT_HEARD */
+    uint32_t epoch;      /* BEAT, QUERY: the sender's; ANSWER: the epoch the primary last said */
+    uint32_t pad;
+    uint64_t nonce;      /* BEAT: the sender's count; QUERY: its number, echoed in the ANSWER */
+    uint64_t age_ms;     /* ANSWER: ms since the primary's last beat (not heard: since the witness started) */
+    char pair[32];       /* the pair's id (--pair, default --name), NUL-padded */
+} fh_wit_msg_t;
+_Static_assert(sizeof(fh_wit_msg_t) == 64, "a witness datagram: handler/witness.py packs the same");
+/* the standby's last word from the witness (fh_repl_status_t.wit_state) */
+enum { WS_NONE = 0, WS_ASKED, WS_PRIMARY_ALIVE, WS_PRIMARY_SILENT, WS_NO_ANSWER, WS_ERROR };
+
+typedef struct witness {
+    int fd;                     /* a connected, non-blocking UDP socket; -1: no --witness */
+    char pair[32];
+    uint32_t hb_ms, timeout_ms, wait_ms; /* beat interval, the failover timeout, how long an answer is awaited */
+    volatile uint32_t epoch;    /* the primary's beats: its epoch */
+    volatile int beating;       /* the primary's beats: 0 once its data plane is gone (as the link's heartbeat) */
+    fh_repl_status_t *volatile st;
+    /* the standby's asking: the silence it is about (the last heartbeat's time), the query awaited, the next */
+    uint64_t silence_of, nonce, asked_ns, next_ask_ns, beat_ns, beats;
+    int said;                   /* the last verdict said on stderr (WS_*), so that a verdict is said once */
+} witness_t;
+static witness_t wit = { .fd = -1 }; /* one role a process: the primary's beats, or the standby's asking */
+
+/* --witness HOST:PORT (resolved once, at start): 0, or -1 said in one line. */
+static int wit_open(witness_t *w, const opts_t *o)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    if (!o->witness)
+        return 0;
+    char host[256], port[32];
+    if (split_hostport(o->witness, host, sizeof host, port, sizeof port, "--witness"))
+        return -1;
+    const char *pair = o->pair ? o->pair : o->name;
+    if (!*pair || strlen(pair) >= sizeof w->pair) {
+        fprintf(stderr, "fh-replicate: --pair %s: 1 to %zu characters (both hosts of the pair give the same)\n", pair,
+                sizeof w->pair - 1);
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM }, *ai = NULL;
+    int gr = getaddrinfo(host, port, &hints, &ai);
+    if (gr) {
+        fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness, gai_strerror(gr));
+        return -1;
+    }
+    /* connected: only the witness's datagrams are read, and its ICMP port-unreachable is an error counted */
+    w->fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (w->fd < 0 || connect(w->fd, ai->ai_addr, ai->ai_addrlen)) {
+        fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness, strerror(errno));
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    memcpy(w->pair, pair, strlen(pair));
+    w->hb_ms = o->heartbeat_ms, w->timeout_ms = o->failover_timeout_ms;
+    w->wait_ms = o->heartbeat_ms > 50 ? o->heartbeat_ms : 50;
+    return 0;
+}
+
+/* One datagram, never waiting (a full socket buffer or an unreachable witness: counted, the next one goes). */
+static void wit_send(witness_t *w, uint8_t type, uint8_t role, uint32_t epoch, uint64_t nonce)
+{
+    fh_wit_msg_t m = { WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } };
+    memcpy(m.pair, w->pair, sizeof m.pair);
+    fh_repl_status_t *st = w->st;
+    if (send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m) {
+        if (st)
+            st->wit_send_errors++;
+    } else if (st && type == WIT_BEAT)
+        st->wit_beats++;
+}
+
+/* The primary's beats: every heartbeat interval while this process runs and its data plane is alive (beating),
+ * from process start (so also while it connects, or waits for the standby's HELLO). Signals stay with the main
+ * thread. */
+static void *wit_beater(void *arg)
+{
+    witness_t *w = arg;
+    struct timespec iv = { w->hb_ms / 1000, (long)(w->hb_ms % 1000) * 1000000L };
+    uint64_t prev = now_ns(), late = 0;
+    for (uint64_t n = 1; !quit; n++) {
+        if (w->beating)
+            wit_send(w, WIT_BEAT, WIT_ROLE_PRIMARY, w->epoch, n);
+        nanosleep(&iv, NULL);
+        /* a beat four intervals late (this process starved of CPU, or stopped): said, since a standby whose link
+         * is cut may take such a gap at the witness for a dead primary (the first ten, then every 1000th) */
+        uint64_t t = now_ns(), gap_ms = (t - prev) / 1000000ull;
+        prev = t;
+        if (gap_ms >= 4ull * w->hb_ms && (++late <= 10 || !(late % 1000)))
+            fprintf(stderr, "fh-replicate: witness: a beat %" PRIu64 " ms after the one before (every %u ms expected; "
+                            "%" PRIu64 " late so far)\n", gap_ms, w->hb_ms, late);
+    }
+    return NULL;
+}
+
+static int wit_start_beats(witness_t *w, uint32_t epoch)
+{
+    if (w->fd < 0)
+        return 0;
+    pthread_t t;
+    sigset_t all, old;
+    sigfillset(&all);
+    w->epoch = epoch, w->beating = 1;
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&t, NULL, wit_beater, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        fprintf(stderr, "fh-replicate: --witness: cannot start the beating thread: %s\n", strerror(rc));
+        return -1;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+/* The standby's own beat (its role and epoch, for the witness's record of the pair), at most every heartbeat
+ * interval; called where the standby is idle, never per record. */
+static void wit_standby_beat(witness_t *w, uint64_t now, int promoted, uint32_t epoch)
+{
+    if (w->fd < 0 || now - w->beat_ns < (uint64_t)w->hb_ms * 1000000ull)
+        return;
+    w->beat_ns = now;
+    wit_send(w, WIT_BEAT, promoted ? WIT_ROLE_PRIMARY : WIT_ROLE_STANDBY, epoch, ++w->beats);
+}
+
+static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *fmt, ...)
+{
+    char text[sizeof st->witness_says];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    memcpy(st->witness_says, text, sizeof text);
+    st->wit_state = (uint64_t)state;
+    if (w->said != state) /* a verdict said once, until it changes (asked again every heartbeat interval) */
+        fprintf(stderr, "fh-replicate: %s\n", text);
+    w->said = state;
+}
+
+/* The primary silent for the failover timeout since last_hb, and --promote-on-silence: may this standby promote?
+ * Without a witness, yes (today's rule: a cut link then makes two primaries until it returns). With one: only once
+ * the witness answers that it has not heard the primary for the failover timeout either. A witness that still hears
+ * it (the replication link is cut, the primary alive) or that does not answer within max(heartbeat, 50 ms) (this
+ * host may be the one cut off) holds the promotion, said in the status (witness_says); it is asked again every
+ * heartbeat interval. Never waits: a query is sent, its answer read on a later call. why gets the promotion's cause. */
+static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, uint64_t last_hb, char *why, size_t cap)
+{
+    if (w->fd < 0) {
+        snprintf(why, cap, "%s", "");
+        return 1;
+    }
+    uint64_t now = now_ns();
+    if (w->silence_of != last_hb) /* a new silence: asked afresh */
+        w->silence_of = last_hb, w->asked_ns = 0, w->next_ask_ns = 0, w->said = WS_NONE;
+    fh_wit_msg_t m, a = { 0 };
+    ssize_t n;
+    int got = 0;
+    while ((n = recv(w->fd, &m, sizeof m, MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ECONNREFUSED) {
+        if (n < 0) { /* the witness's port unreachable (ICMP) on an earlier datagram */
+            st->wit_send_errors++;
+            continue;
+        }
+        if (n != (ssize_t)sizeof m || m.magic != WIT_MAGIC || m.type != WIT_ANSWER || !w->asked_ns ||
+            m.nonce != w->nonce || memcmp(m.pair, w->pair, sizeof m.pair))
+            continue; /* a late answer to an earlier query, or not one */
+        got = 1, a = m;
+    }
+    if (got) {
+        /* asked again a heartbeat interval later, or when the witness's silence would reach the timeout if sooner
+         * (the primary's beats there need not be in phase with its heartbeats here) */
+        uint64_t again_ms = a.age_ms < w->timeout_ms && w->timeout_ms - a.age_ms < w->hb_ms ? w->timeout_ms - a.age_ms
+                                                                                             : w->hb_ms;
+        w->asked_ns = 0;
+        w->next_ask_ns = now + again_ms * 1000000ull;
+        st->wit_answers++;
+        st->wit_age_ms = a.age_ms, st->wit_epoch = a.epoch, st->wit_answer_ns = now;
+        if (a.age_ms >= w->timeout_ms) {
+            if (a.flags & WIT_HEARD)
+                snprintf(why, cap, "; the witness: none for %" PRIu64 " ms either", a.age_ms);
+            else
+                snprintf(why, cap, "; the witness never heard it (up %" PRIu64 " ms)", a.age_ms);
+            wit_say(w, st, WS_PRIMARY_SILENT, "witness: primary silent (%s %" PRIu64 " ms): promoting",
+                    a.flags & WIT_HEARD ? "heard" : "never heard; up", a.age_ms);
+            return 1;
+        }
+        if (a.flags & WIT_HEARD)
+            wit_say(w, st, WS_PRIMARY_ALIVE, "witness: primary alive (heard %" PRIu64 " ms ago, epoch %u): not "
+                    "promoting (the replication link is cut?)", a.age_ms, a.epoch);
+        else /* a witness just started knows nothing yet: not before it has listened for the failover timeout */
+            wit_say(w, st, WS_PRIMARY_ALIVE, "witness: up %" PRIu64 " ms only, no primary heard yet: not promoting "
+                    "before it has listened %u ms", a.age_ms, w->timeout_ms);
+        return 0;
+    }
+    if (w->asked_ns && now - w->asked_ns > (uint64_t)w->wait_ms * 1000000ull) {
+        w->asked_ns = 0;
+        w->next_ask_ns = now; /* already a wait longer than a heartbeat interval */
+        wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the one cut "
+                "off)", w->wait_ms);
+        return 0;
+    }
+    if (!w->asked_ns && now >= w->next_ask_ns) {
+        w->asked_ns = now;
+        wit_send(w, WIT_QUERY, WIT_ROLE_STANDBY, epoch, ++w->nonce);
+        st->wit_queries++;
+        if (w->said == WS_NONE)
+            st->wit_state = WS_ASKED;
+    }
     return 0;
 }
 
@@ -554,6 +793,8 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
      * shipping's figures go to a status of its own, not mapped; its line on stderr says it ships */
     static fh_repl_status_t shipping;
     fh_repl_status_t *st = given ? memset(&shipping, 0, sizeof shipping) : status_map(o, "primary");
+    if (!given)
+        wit.st = st; /* the beats' counts */
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
     fh_fab_t f0, *fp = given ? given : &f0;
@@ -876,6 +1117,8 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
         if (now - last_hb >= hb_ns && !writer_gone && !o->exit_when_done && pos == fh_journal_head(&jr) &&
             fh_journal_writer_alive(jpath) == 0) {
             writer_gone = 1;
+            if (!given)
+                wit.beating = 0; /* nor at the witness: the standby may promote */
             fprintf(stderr, "fh-replicate: the data plane writing %s is gone: no more heartbeats (a standby with "
                             "--promote-on-silence takes over after its failover timeout)\n", jpath);
         }
@@ -936,7 +1179,12 @@ out:
     return ret;
 }
 
-static int primary(const opts_t *o) { return primary_on(o, NULL, NULL, NULL); }
+static int primary(const opts_t *o)
+{
+    if (!o->probe && (wit_open(&wit, o) || wit_start_beats(&wit, o->epoch)))
+        return 2;
+    return primary_on(o, NULL, NULL, NULL);
+}
 
 /* ---- standby ------------------------------------------------------------------------------------------ */
 
@@ -1041,7 +1289,8 @@ static void promo_at(promo_t *p, const char *session, uint64_t next)
 }
 
 /* A new epoch (the old primary's records refused from now on) and FH_JR_PROMOTED in the journal, after every
- * record applied: the data plane following it takes its own lines from there. Returns 1. */
+ * record applied: the data plane following it takes its own lines from there. why: "fh promote", or what adds to
+ * the silence ("" without a witness). Returns 1. */
 static int promote_now(promo_t *p, const char *why, uint32_t timeout_ms)
 {
     uint32_t e = ++*p->epoch;
@@ -1055,9 +1304,9 @@ static int promote_now(promo_t *p, const char *why, uint32_t timeout_ms)
         fprintf(stderr, "fh-replicate: promoted (fh promote): epoch %u; records of an older epoch are refused from now "
                         "on; the journal marked promoted at session %s sequence %" PRIu64 "\n", e, sess, p->next_seq);
     else
-        fprintf(stderr, "fh-replicate: promoted (%s for %u ms): epoch %u; records of an older epoch are refused from "
-                        "now on; the journal marked promoted at session %s sequence %" PRIu64 "\n", why, timeout_ms, e,
-                sess, p->next_seq);
+        fprintf(stderr, "fh-replicate: promoted (no heartbeat from the primary for %u ms%s): epoch %u; records of an "
+                        "older epoch are refused from now on; the journal marked promoted at session %s sequence %"
+                        PRIu64 "\n", timeout_ms, why, e, sess, p->next_seq);
     return 1;
 }
 
@@ -1111,7 +1360,7 @@ static void unguard_now(const opts_t *o, int *guard, fh_repl_status_t **st, prom
             n->state = ST_CONNECTING;
         munmap(old, sizeof *old);
         unlink(o->status);
-        *st = pm->st = n;
+        *st = pm->st = wit.st = n;
     }
     fprintf(stderr, "fh-replicate: guard: this host is standby now: a standby like any other (status in "
                     "/dev/shm/fh-%s.repl)\n", o->name);
@@ -1144,6 +1393,8 @@ static int standby(const opts_t *o)
         fprintf(stderr, "fh-replicate: --guard listens (--listen HOST:PORT): a guard does not connect\n");
         return 2;
     }
+    if (wit_open(&wit, o))
+        return 2;
     if (!o->journal) {
         fprintf(stderr, "fh-replicate: the standby needs --journal PATH (its own journal) and --segment PATH (its books), "
                         "or no --segment when its data plane follows the journal (fh-dataplane --standby PATH)\n");
@@ -1195,6 +1446,7 @@ static int standby(const opts_t *o)
     }
     fh_repl_status_t *st = status_map(o, "standby");
     st->ring_bytes = c.ring_bytes;
+    wit.st = st;
     fh_fab_t f;
     memset(&f, 0, sizeof f);
     int ret = 0;
@@ -1239,6 +1491,7 @@ static int standby(const opts_t *o)
     int npend = 0, busy = 0; /* busy: a connecting standby refused by a guard shipping to another (REFUSED_BUSY) */
     fh_repl_ctl_t join = { 0 };
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
+    char why[128]; /* a promotion on silence: its cause (the witness's answer too) */
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, rs_session, FH_JOURNAL_SESSION_LEN);
@@ -1254,9 +1507,11 @@ next_primary:
     for (uint64_t k = 0;; k++) {
         if (unguard)
             unguard_now(o, &guard, &st, &pm);
-        if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
-            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary",
-                                   o->failover_timeout_ms);
+        if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
+                                                wit_promote_ok(&wit, st, epoch, last_hb, why, sizeof why))))
+            promoted = promote_now(&pm, promote ? "fh promote" : why, o->failover_timeout_ms);
+        if (!guard)
+            wit_standby_beat(&wit, now_ns(), promoted, epoch);
         if (quit || (had_primary && o->exit_when_done))
             goto finished;
         int ar;
@@ -1327,8 +1582,9 @@ next_primary:
     while (!quit && !bye) {
         if (unguard)
             unguard_now(o, &guard, &st, &pm);
-        if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout)))
-            promoted = promote_now(&pm, promote ? "fh promote" : "no heartbeat from the primary", o->failover_timeout_ms);
+        if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
+                                                wit_promote_ok(&wit, st, epoch, last_hb, why, sizeof why))))
+            promoted = promote_now(&pm, promote ? "fh promote" : why, o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
         int nr = npend ? npend : fh_fab_poll_rx(&f, rx, 16); /* (pend: a yield's first completions) */
         if (npend)
@@ -1586,6 +1842,8 @@ next_primary:
                 fh_journal_heartbeat(j);
                 alive_at = now;
             }
+            if (!guard)
+                wit_standby_beat(&wit, now, promoted, epoch);
             if (now - last_hb > hb_timeout) {
                 if (!promoted && !guard)
                     st->state = ST_PEER_SILENT;
@@ -1679,6 +1937,8 @@ static void usage(void)
             "                    standby --peer HOST:PORT instead of --listen: it connects to the primary's guard\n"
             "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
+            "               [--witness HOST:PORT [--pair ID] (fh witness: the primary beats to it; the standby asks it\n"
+            "                before promoting on silence, and promotes only if it has not heard the primary either)]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
 }
 
@@ -1697,7 +1957,7 @@ int main(int argc, char **argv)
         { "list-devices", 0, 0, 'D' }, { "snapshot", 1, 0, 'N' }, { "failover-timeout-ms", 1, 0, 'F' }, { "promote-on-silence", 0, 0, 'A' }, { "idle", 1, 0, 'i' }, { "connect-timeout-ms", 1, 0, 'c' },
         { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { "guard", 0, 0, 'G' },
         { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { "write-kb", 1, 0, 'K' },
-        { "ship-journal", 1, 0, 'H' },
+        { "ship-journal", 1, 0, 'H' }, { "witness", 1, 0, 'w' }, { "pair", 1, 0, 'I' },
         { 0, 0, 0, 0 }
     };
     int ch;
@@ -1743,6 +2003,8 @@ int main(int argc, char **argv)
         case 'Y': o.snapshot_dir = optarg; break;
         case 'K': bad = parse_u32(optarg, &o.write_kb, "--write-kb"); break;
         case 'H': o.ship_journal = optarg; break;
+        case 'w': o.witness = optarg; break;
+        case 'I': o.pair = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);

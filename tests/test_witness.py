@@ -1,0 +1,481 @@
+"""The witness (fh witness, handler/witness.py; fh-replicate --witness): a third host telling a dead primary from a
+cut replication link (docs/replication.md, "A witness").
+
+The server alone: its answers, an unknown pair, malformed datagrams counted and ignored, one-line errors. Then real
+processes in three network namespaces, the tcp provider: the primary's (a) and the standby's (b) joined by a veth
+pair, each also joined to the witness's (w) by a veth pair of its own, so that the a-b link can be cut while both
+still reach the witness: a cut link does not promote the standby (it says why) and it catches up once restored; a
+primary killed -9 is failed over; a witness out of reach holds the promotion (fh promote still promotes)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import ROOT, fh, replicate_path, why_no_replicate
+from handler import replicate as R
+from handler import witness as W
+from handler.net import sender
+from test_replicate import DAY, _ip, _remove, _ring_records
+
+PROG = replicate_path()
+FEED = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))
+WPORT = 7410
+
+
+# ---- the server alone ---------------------------------------------------------------------------------------------
+
+def test_answers_from_the_record():
+    """A primary's beat, then a query: the age since it and its epoch; a standby's beat is not a primary's; an
+    unknown pair, or a pair whose primary was never heard: not heard, the age is the witness's uptime."""
+    t0 = 1_000_000_000_000
+    w = W.Witness(now_ns=t0)
+    ms = 1_000_000
+    assert w.handle(W.pack(W.BEAT, "p1", role=W.STANDBY, epoch=1), ("10.0.0.2", 5), t0 + 5 * ms) is None
+    a = W.unpack(w.handle(W.pack(W.QUERY, "p1", epoch=1, nonce=7), ("10.0.0.2", 5), t0 + 20 * ms))
+    assert a == {"type": W.ANSWER, "role": 0, "flags": 0, "epoch": 0, "nonce": 7, "age_ms": 20, "pair": "p1"}
+    w.handle(W.pack(W.BEAT, "p1", role=W.PRIMARY, epoch=3), ("10.0.0.1", 9), t0 + 100 * ms)
+    a = W.unpack(w.handle(W.pack(W.QUERY, "p1", nonce=8), ("10.0.0.2", 5), t0 + 412 * ms))
+    assert (a["flags"], a["epoch"], a["age_ms"], a["nonce"], a["pair"]) == (W.HEARD, 3, 312, 8, "p1")
+    # a restarted fh-replicate (another port) is heard as a sender of its own; the newest primary beat counts
+    w.handle(W.pack(W.BEAT, "p1", role=W.PRIMARY, epoch=3), ("10.0.0.1", 10), t0 + 500 * ms)
+    assert W.unpack(w.handle(W.pack(W.QUERY, "p1"), ("x", 1), t0 + 501 * ms))["age_ms"] == 1
+    assert len(w.pairs["p1"].hosts) == 3
+    # two hosts on one address (a test on loopback, a NAT) are told apart by port: a standby's beat there does
+    # not hide the primary's
+    w.handle(W.pack(W.BEAT, "p1", role=W.STANDBY, epoch=3), ("10.0.0.1", 11), t0 + 502 * ms)
+    a = W.unpack(w.handle(W.pack(W.QUERY, "p1"), ("x", 1), t0 + 503 * ms))
+    assert (a["flags"], a["age_ms"]) == (W.HEARD, 3)
+    a = W.unpack(w.handle(W.pack(W.QUERY, "other", nonce=9), ("10.0.0.2", 5), t0 + 600 * ms))
+    assert (a["flags"], a["age_ms"], a["pair"]) == (0, 600, "other")
+    assert w.stats["unknown_pair"] == 1 and w.stats["queries"] == w.stats["answers"] == 5 and w.stats["beats"] == 4
+    assert w.table(t0 + 600 * ms)["p1"]["10.0.0.1:10"] == {"role": "primary", "epoch": 3, "age_ms": 100, "beats": 1}
+
+
+def test_malformed_datagrams_counted_and_ignored():
+    w = W.Witness(now_ns=0)
+    good = W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1)
+    bad = [b"", b"x", good[:63], good + b"\0", b"\xff" * 64, W.pack(9, "p"), W.pack(W.ANSWER, "p"),
+           W.pack(W.BEAT, "p", role=0), W.pack(W.BEAT, "p", role=7), W.pack(W.QUERY, b""),
+           W.pack(W.QUERY, b"a" * 32), W.pack(W.QUERY, b"a\0b"), W.pack(W.QUERY, b"\x01\x02"),
+           W.pack(W.QUERY, "p\xe9".encode())]
+    for d in bad:
+        assert w.handle(d, ("1.2.3.4", 1), 5) is None
+    assert w.stats["malformed"] == len(bad) and not w.pairs and w.stats["answers"] == 0
+    # bounded: a flood of made-up pairs and hosts never grows the record past its caps
+    for i in range(W.MAX_PAIRS + 50):
+        w.handle(W.pack(W.BEAT, f"p{i}", role=W.STANDBY), ("1.2.3.4", 1), 10 + i)
+    for i in range(W.MAX_HOSTS + 5):
+        w.handle(W.pack(W.BEAT, "p", role=W.STANDBY), ("10.0.0.1", 1000 + i), 10_000 + i)
+    assert len(w.pairs) <= W.MAX_PAIRS and len(w.pairs["p"].hosts) == W.MAX_HOSTS
+    assert "p0" not in w.pairs and f"p{W.MAX_PAIRS + 49}" in w.pairs and "10.0.0.1:1000" not in w.pairs["p"].hosts
+
+
+def _ask(s: socket.socket, addr, pair: str, nonce: int) -> dict:
+    s.sendto(W.pack(W.QUERY, pair, nonce=nonce), addr)
+    return W.unpack(s.recvfrom(256)[0])
+
+
+def test_the_server_process():
+    """fh witness over real UDP: a beat and a query answered; garbage of every size never stops it (counted); its
+    counts in one JSON line at SIGTERM; bad addresses and a port in use: one line each."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{port}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        addr = ("127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            for _ in range(100):  # until it listens
+                try:
+                    _ask(c, addr, "p", 0)
+                    break
+                except (TimeoutError, ConnectionRefusedError):
+                    time.sleep(0.05)
+            c.sendto(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=2), addr)
+            for n in (0, 1, 63, 65, 1400, 9000):
+                c.sendto(os.urandom(n), addr)
+            c.sendto(W.pack(W.ANSWER, "p"), addr)
+            a = _ask(c, addr, "p", 42)
+            assert (a["flags"], a["epoch"], a["nonce"]) == (W.HEARD, 2, 42) and a["age_ms"] < 400
+            a = _ask(c, addr, "nobody", 43)
+            assert a["flags"] == 0 and a["nonce"] == 43
+        r = fh("witness", "--listen", f"127.0.0.1:{port}", check=False)
+        assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+            f"fh: --listen 127.0.0.1:{port}: the port is in use (another fh witness?)"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    st = json.loads(out.splitlines()[-1])
+    assert st["malformed"] == 7 and st["beats"] == 1 and st["answers"] == st["queries"] >= 3
+    assert st["unknown_pair"] >= 1 and st["errors"] == 0 and list(st["pairs"]["p"].values())[0]["role"] == "primary"
+    for bad, said in (("1.2.3:4", "not an IPv4 address"), ("0.0.0.0:0", "expected ADDR:PORT"),
+                      ("10.254.254.254:7410", "not an address of this host"), ("nohost", "expected ADDR:PORT")):
+        r = fh("witness", "--listen", bad, check=False)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
+
+
+# ---- [replication] witness, pair; fh run's commands --------------------------------------------------------------
+
+def _cfg(tmp_path, extra: str):
+    from conftest import run_config
+    from handler import config
+
+    p = tmp_path / "fh.toml"
+    p.write_text(run_config("wcfg") + '[replication]\nrole = "standby"\nlisten = "10.0.0.2:7400"\n'
+                 'peer = "10.0.0.1:7400"\nheartbeat_ms = 40\n' + extra)
+    return config.load(p)
+
+
+def test_config_and_fh_run_commands(tmp_path):
+    """witness = "HOST:PORT" and pair validated (one line, the key and the fix); fh run gives both roles (and the
+    guard) --witness, --pair (the instance name by default) and the standby its --heartbeat-ms; none without."""
+    from handler import config
+    from handler import replication_run as RR
+
+    c = _cfg(tmp_path, 'witness = "fh-witness:7410"\n')
+    assert c.replication.witness == ("fh-witness", 7410) and c.replication.pair is None
+    sb, pr = RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1)
+    for cmd in (sb, pr, RR.guard_cmd(c, 1)):
+        assert cmd[cmd.index("--witness") + 1] == "fh-witness:7410" and cmd[cmd.index("--pair") + 1] == "wcfg"
+    assert sb[sb.index("--heartbeat-ms") + 1] == "40" and "--witness" not in RR.probe_cmd(c, 1, 1000)
+    c = _cfg(tmp_path, 'witness = "10.0.0.9:7410"\npair = "nasdaq-ab"\n')
+    assert RR.standby_cmd(c, 1)[RR.standby_cmd(c, 1).index("--pair") + 1] == "nasdaq-ab"
+    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1)
+    for extra, key, fix in (('witness = "fh-witness"\n', "replication.witness = 'fh-witness'", "HOST:PORT"),
+                            ('witness = "10.0.0.9:0"\n', "replication.witness", "port 1-65535"),
+                            ('witness = 7410\n', "replication.witness", "HOST:PORT"),
+                            ('pair = ""\n', "replication.pair", "1-31 letters"),
+                            ('pair = "a b"\n', "replication.pair = 'a b'", "the same on both hosts"),
+                            (f'pair = "{"x" * 32}"\n', "replication.pair", "1-31")):
+        with pytest.raises(config.ConfigError) as e:
+            _cfg(tmp_path, extra)
+        msg = str(e.value)
+        assert key in msg and fix in msg and "\n" not in msg, msg
+
+
+def test_fh_replicate_witness_arguments():
+    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long."""
+    if PROG is None:
+        pytest.skip(str(why_no_replicate()))
+    for args, said in ((["--witness", "nowhere"], "--witness nowhere: expected HOST:PORT"),
+                       (["--witness", "no-such-host.invalid:7410"], "--witness no-such-host.invalid:7410: "),
+                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp")):
+        p = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
+                            "--name", "wx", *args], capture_output=True, text=True, timeout=20)
+        assert p.returncode == 2 and said in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+# ---- three hosts ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def three_hosts():
+    """Three network namespaces: the primary's (a), the standby's (b) and the witness's (w). a-b: 10.81.0.1/.2 on
+    r0/r1 (the replication link); a-w: 10.81.1.1/.2 on wa/aw; b-w: 10.81.2.1/.2 on wb/bw. fh witness runs in w
+    on 0.0.0.0:7410. Yields a dict: the namespaces, each host's witness address, the witness process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates network namespaces and veth pairs")
+    if PROG is None:
+        pytest.skip(str(why_no_replicate()))
+    tag = uuid.uuid4().hex[:8]
+    a, b, w = f"fhwa-{tag}", f"fhwb-{tag}", f"fhww-{tag}"
+    made = []
+    try:
+        for ns in (a, b, w):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        for x, dx, y, dy, ax, ay in ((a, "r0", b, "r1", "10.81.0.1", "10.81.0.2"),
+                                     (a, "wa", w, "aw", "10.81.1.1", "10.81.1.2"),
+                                     (b, "wb", w, "bw", "10.81.2.1", "10.81.2.2")):
+            _ip("-n", x, "link", "add", dx, "type", "veth", "peer", "name", dy, "netns", y)
+            _ip("-n", x, "addr", "add", f"{ax}/24", "dev", dx)
+            _ip("-n", y, "addr", "add", f"{ay}/24", "dev", dy)
+            for ns, dev in ((x, dx), (y, dy)):
+                _ip("-n", ns, "link", "set", dev, "up")
+        for ns in made:
+            _ip("-n", ns, "link", "set", "lo", "up")
+    except (RuntimeError, FileNotFoundError) as e:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        pytest.skip(f"cannot build a network namespace lab here: {e}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    wp = subprocess.Popen([*sender.netns_argv(w), sys.executable, "-m", "handler", "witness", "--listen",
+                           f"0.0.0.0:{WPORT}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(0.5)  # asyncio up (a standby asking sooner gets no answer, and says so)
+        assert wp.poll() is None, wp.communicate()
+        yield {"a": a, "b": b, "w": w, "tag": tag, "wa": f"10.81.1.2:{WPORT}", "wb": f"10.81.2.2:{WPORT}", "p": wp}
+    finally:
+        if wp.poll() is None:
+            wp.send_signal(signal.SIGTERM)
+            wp.communicate(timeout=10)
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _standby(lab, *, witness: bool = True, timeout_ms: int = 300):
+    tag = lab["tag"]
+    name = f"ws-{tag}"
+    files = [f"/dev/shm/fh-{name}", f"/dev/shm/fh-{name}.wake", f"/dev/shm/fh-{name}.journal",
+             f"/dev/shm/fh-{name}.repl"]
+    wit = ["--witness", lab["wb"], "--pair", f"pair-{tag}"] if witness else []
+    p = subprocess.Popen([*sender.netns_argv(lab["b"]), PROG, "--role", "standby", "--provider", "tcp", "--listen",
+                          f"10.81.0.2:{WPORT + 1}", "--journal", files[2], "--journal-mb", "64", "--segment",
+                          files[0], "--name", name, "--ring-mb", "4", "--max-orders", "1000000", "--max-levels",
+                          "400000", "--events", str(1 << 16), "--failover-timeout-ms", str(timeout_ms),
+                          "--heartbeat-ms", "50", "--promote-on-silence", *wit],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if R.read_status(files[3])["state"] == "connecting":
+                return p, files
+        except R.ReplicateError:
+            pass
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.02)
+    raise AssertionError("the standby did not start")
+
+
+def _primary(lab, journal: str, *, witness: bool = True):
+    tag = lab["tag"]
+    wit = ["--witness", lab["wa"], "--pair", f"pair-{tag}"] if witness else []
+    return subprocess.Popen([*sender.netns_argv(lab["a"]), PROG, "--role", "primary", "--provider", "tcp", "--peer",
+                             f"10.81.0.2:{WPORT + 1}", "--journal", journal, "--name", f"wp-{tag}", "--exit-when-done",
+                             "--max-outstanding", "16", "--heartbeat-ms", "50", *wit],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _feed(journal: str, loops: int, rate: int = 100000):
+    if not FEED:
+        pytest.skip("fh-bench-repl-feed is not built")
+    return subprocess.Popen([str(FEED[-1]), str(DAY), "--journal", journal, "--mb", "128", "--rate", str(rate),
+                             "--loops", str(loops), "--delay-ms", "300"], stdout=subprocess.PIPE, text=True)
+
+
+def _wait_for(status: str, pred, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = R.read_status(status)
+        if pred(d):
+            return d
+        time.sleep(0.002)
+    raise AssertionError(f"not reached in {timeout} s: {R.read_status(status)}")
+
+
+def _stop(*procs) -> list[str]:
+    errs = []
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            errs.append(p.communicate(timeout=10)[1] or "")
+        except subprocess.TimeoutExpired:
+            p.kill()
+            errs.append(p.communicate()[1] or "")
+    return errs
+
+
+@pytest.mark.netns
+def test_cut_link_no_promotion_then_catch_up(three_hosts):
+    """A paced journal (100,000 messages/s for 3 s) shipped; the a-b link cut for 1.5 s (five failover timeouts) while both hosts reach the witness: the standby reports
+    the primary silent, asks the witness, hears that the primary is alive and does NOT promote (its status says
+    why); the link restored, it catches up: every message once and in order, epoch 1 throughout."""
+    lab = three_hosts
+    journal = f"/dev/shm/fh-wn-{lab['tag']}.journal"
+    sb, files = _standby(lab)
+    feed = _feed(journal, 3)
+    pr = _primary(lab, journal)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 20000)
+        _ip("-n", lab["a"], "link", "set", "r0", "down")
+        seen, t0, txt = [], time.monotonic(), ""
+        while time.monotonic() - t0 < 1.5:
+            seen.append(R.read_status(files[3]))
+            if not txt and time.monotonic() - t0 > 0.8:  # as an operator sees it, the link still cut
+                txt = fh("replicate", "status", "--name", files[3]).stdout
+            time.sleep(0.01)
+        _ip("-n", lab["a"], "link", "set", "r0", "up")
+        silent = [d for d in seen if d["state"] == "peer-silent"]
+        assert silent, [d["state"] for d in seen]
+        if not all(d["epoch"] == 1 and d["state"] != "promoted" for d in seen):
+            raise AssertionError(f"promoted: {_stop(pr, sb)}")
+        last = seen[-1]
+        assert last["witness_state"] == "primary-alive" and "primary alive (heard" in last["witness_says"], last
+        assert last["witness_queries"] >= 5 and last["witness_answers"] >= 5 and last["witness_age_ms"] < 300
+        assert last["witness"] == lab["wb"]
+        assert f"{lab['wb']}: witness: primary alive (heard" in txt and "peer-silent" in txt, txt
+        assert feed.wait(30) == 0
+        d = _wait_for(files[3], lambda d: d["messages"] >= 300000, 30)
+        assert d["messages"] == 300000 and d["epoch"] == 1 and d["state"] != "promoted"
+        out, err = pr.communicate(timeout=60)  # (gone, it beats no more: the standby would promote after it)
+        assert pr.returncode == 0, err
+        assert [r.messages() for r in _ring_records(files[2])] == [r.messages() for r in _ring_records(journal)]
+        pst = R.read_status(f"/dev/shm/fh-wp-{lab['tag']}.repl")
+        assert pst["witness_beats"] >= 20 and pst["witness_send_errors"] == 0
+    finally:
+        errs = _stop(pr, feed, sb)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    assert "witness: primary alive" in errs[2], errs[2]
+
+
+def _kill_and_time(lab, witness: bool) -> tuple[float, dict, str]:
+    journal = f"/dev/shm/fh-wk-{lab['tag']}.journal"
+    sb, files = _standby(lab, witness=witness)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, witness=witness)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        t0 = time.monotonic()
+        pr.kill()
+        d = _wait_for(files[3], lambda d: d["state"] == "promoted", 10)
+        took = (time.monotonic() - t0) * 1000
+        beyond = (time.time_ns() - d["last_heartbeat_ns"]) / 1e6 - 300  # past the timeout since the last heartbeat
+    finally:
+        errs = _stop(pr, feed, sb)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    return took, beyond, d, errs[2]
+
+
+@pytest.mark.netns
+def test_primary_killed_promotes_with_a_witness(three_hosts):
+    """The primary's fh-replicate killed -9: its beats to the witness stop with it; the standby, silent primary for
+    its failover timeout (300 ms), asks the witness, which has not heard it for as long either: promoted at epoch 2.
+    The time from the kill to the promotion with the witness and without (printed: bench figures)."""
+    took, beyond, d, err = _kill_and_time(three_hosts, True)
+    assert d["epoch"] == 2 and d["witness_state"] == "primary-silent" and d["witness_age_ms"] >= 300, d
+    assert "promoted (no heartbeat from the primary for 300 ms; the witness: none for" in err, err
+    assert 250 <= took < 3000 and beyond >= 0  # (the last heartbeat came up to 50 ms before the kill)
+    took0, beyond0, d0, _ = _kill_and_time(three_hosts, False)
+    assert d0["epoch"] == 2 and d0["witness"] == "" and d0["witness_queries"] == 0
+    print(f"\nkill -9 -> promoted: {took:.0f} ms with a witness, {took0:.0f} ms without; beyond the timeout since the "
+          f"last heartbeat: {beyond:.0f} ms with, {beyond0:.0f} ms without (failover timeout 300 ms, heartbeat 50 ms)")
+
+
+@pytest.mark.netns
+def test_witness_unreachable_holds_the_promotion(three_hosts):
+    """The standby cut off from the witness (b-w down), then its primary killed -9: silent primary, no answer from
+    the witness: no promotion, said (this host may be the one cut off); fh promote still promotes."""
+    lab = three_hosts
+    journal = f"/dev/shm/fh-wu-{lab['tag']}.journal"
+    sb, files = _standby(lab)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        _ip("-n", lab["b"], "link", "set", "wb", "down")
+        pr.kill()
+        d = _wait_for(files[3], lambda d: d["witness_state"] == "no-answer", 5)
+        time.sleep(1.2)  # four failover timeouts
+        d = R.read_status(files[3])
+        assert d["state"] == "peer-silent" and d["epoch"] == 1, d
+        assert d["witness_state"] == "no-answer" and "no answer within 50 ms: not promoting" in d["witness_says"]
+        assert d["witness_queries"] >= 5 and d["witness_answers"] == 0
+        p = fh("promote", "--name", files[3], "--json")
+        assert json.loads(p.stdout)["epoch"] == 2
+    finally:
+        errs = _stop(pr, feed, sb)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    assert "witness: no answer within 50 ms" in errs[2] and "promoted (fh promote)" in errs[2], errs[2]
+
+
+# ---- under fh run -------------------------------------------------------------------------------------------------
+
+@pytest.mark.dpdk
+def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
+    """Two fh run instances on loopback, a (primary) and b (standby), both with [replication] witness and pair: their
+    fh-replicate beat to and ask the witness; a's host dies (kill -9 of fh run, its data plane and fh-replicate): b
+    promotes once the witness too has not heard a for the failover timeout (its line says so), and is primary at
+    epoch 2."""
+    from conftest import dataplane_path, run_config
+    from handler import replication_run as RR
+    from handler import segments
+    from test_failover_roles import _port as tcp_port
+    from test_failover_roles import _status, _wait
+
+    if PROG is None or dataplane_path() is None:
+        pytest.skip("needs fh-replicate and fh-dataplane")
+    run_d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(run_d))
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"fwa{tag}", f"fwb{tag}"
+    pa, pb = tcp_port(), tcp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        wport = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    wp = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{wport}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def cfg(n, role, peer, listen):
+        return run_config(n, pcap, exit_idle_ms=0, extra=f"""[replication]
+role = "{role}"
+provider = "tcp"
+peer = "127.0.0.1:{peer}"
+listen = "127.0.0.1:{listen}"
+heartbeat_ms = 50
+failover_timeout_ms = 1000
+witness = "127.0.0.1:{wport}"
+pair = "ab-{tag}"
+""")
+
+    cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
+    cfgs[a].write_text(cfg(a, "primary", pb, pa))
+    cfgs[b].write_text(cfg(b, "standby", pa, pb))
+    errs = {a: tmp_path / "a.err", b: tmp_path / "b.err"}
+    procs = []
+
+    def run(n):
+        p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]), "--keep-segment",
+                              "--json"], stdout=subprocess.PIPE, stderr=open(errs[n], "w"), text=True, env=env)
+        procs.append(p)
+        return p
+
+    try:
+        rb = run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        ra = run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000, 60, lambda: f"b following a: {errs[a].read_text()[-500:]}")
+        first, sb = R.read_status(a), R.read_status(b)
+        assert first["witness"] == sb["witness"] == f"127.0.0.1:{wport}" and first["witness_beats"] > 0
+        assert first["witness_send_errors"] == 0 and sb["witness_queries"] == 0  # a heard: b asks nothing
+        dp_a = json.loads(fh("status", "--name", a, "--json").stdout)["dataplane_pid"]
+        for pid in (first["pid"], dp_a, ra.pid):  # a's host dies
+            os.kill(pid, signal.SIGKILL)
+        ra.wait()
+        _wait(lambda: (RR.read_state(b, run_d) or {}).get("role") == "primary", 30,
+              lambda: f"b promoted: {errs[b].read_text()[-800:]}")
+        assert RR.read_state(b, run_d)["epoch"] == 2
+        assert "the witness: none for" in errs[b].read_text(), errs[b].read_text()[-2000:]
+        assert rb.poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+        wp.send_signal(signal.SIGTERM)
+        wout, _ = wp.communicate(timeout=10)
+        for n in (a, b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+                if os.path.exists(f):
+                    os.unlink(f)
+    w = json.loads(wout.splitlines()[-1])
+    assert w["queries"] >= 1 and w["malformed"] == 0 and len(w["pairs"][f"ab-{tag}"]) >= 2, w
