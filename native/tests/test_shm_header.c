@@ -64,38 +64,59 @@ static void test_latency_buckets(void)
 
 static size_t up(size_t x) { return (x + 4095) & ~(size_t)4095; }
 
-static void test_wide_segment(void)
+/* A hand-built segment: its regions laid out as fh_seg_create lays them (page-aligned, in the same order) and its
+ * header filled in; the caller writes books, levels and ladders at the offsets in *l. NULL if calloc fails. */
+typedef struct hand_seg {
+    size_t books, lkey, lagg, events, stats, ladder, lslot, size;
+} hand_seg_t;
+
+static uint8_t *hand_segment(hand_seg_t *l, uint32_t nbooks, uint32_t levels, uint32_t key_bits, int32_t price_exp,
+                             uint32_t ladder_books)
 {
-    size_t books_off = up(sizeof(fh_shm_hdr_t)), lkey_off = up(books_off + NBOOKS * sizeof(fh_shm_book_t));
-    size_t lagg_off = up(lkey_off + LEVELS * 8), events_off = up(lagg_off + LEVELS * sizeof(fh_shm_agg_t));
-    size_t stats_off = up(events_off + EVENTS * sizeof(fh_shm_event_t));
-    /* no ladder books (64-bit keys: every level deep), only the shared pair */
-    size_t ladder_off = up(stats_off + sizeof(fh_shm_stats_t)), lslot_off = up(ladder_off + 2 * sizeof(fh_shm_lside_t));
-    size_t size = up(lslot_off + 2 * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t));
-    uint8_t *m = (uint8_t *)calloc(1, size);
+    size_t nlad = 2 * ((size_t)ladder_books + 1);
+    l->books = up(sizeof(fh_shm_hdr_t));
+    l->lkey = up(l->books + nbooks * sizeof(fh_shm_book_t));
+    l->lagg = up(l->lkey + (size_t)levels * key_bits / 8);
+    l->events = up(l->lagg + levels * sizeof(fh_shm_agg_t));
+    l->stats = up(l->events + EVENTS * sizeof(fh_shm_event_t));
+    l->ladder = up(l->stats + sizeof(fh_shm_stats_t));
+    l->lslot = up(l->ladder + nlad * sizeof(fh_shm_lside_t));
+    l->size = up(l->lslot + nlad * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t));
+    uint8_t *m = (uint8_t *)calloc(1, l->size);
     CHECK(m != NULL);
     if (!m)
-        return;
+        return NULL;
     fh_shm_hdr_t *h = (fh_shm_hdr_t *)m;
-    h->ladder_off = ladder_off;
-    h->lslot_off = lslot_off;
-    h->ladder_bits = FH_SHM_LADDER_BITS;
-    h->ladder_books = 0;
     h->magic = FH_SHM_MAGIC;
     h->layout_version = FH_SHM_LAYOUT_VERSION;
     h->hdr_size = sizeof *h;
-    h->size = size;
-    h->books_off = books_off;
-    h->lkey_off = lkey_off;
-    h->lagg_off = lagg_off;
-    h->events_off = events_off;
-    h->stats_off = stats_off;
-    h->max_levels = LEVELS;
+    h->size = l->size;
+    h->books_off = l->books;
+    h->lkey_off = l->lkey;
+    h->lagg_off = l->lagg;
+    h->events_off = l->events;
+    h->stats_off = l->stats;
+    h->ladder_off = l->ladder;
+    h->lslot_off = l->lslot;
+    h->ladder_bits = FH_SHM_LADDER_BITS;
+    h->ladder_books = ladder_books;
+    h->max_levels = levels;
     h->event_capacity = EVENTS;
     h->depth = 10;
-    h->nbooks = NBOOKS;
-    h->key_bits = 64;
-    h->price_exp = -8;
+    h->nbooks = nbooks;
+    h->key_bits = key_bits;
+    h->price_exp = price_exp;
+    return m;
+}
+
+static void test_wide_segment(void)
+{
+    hand_seg_t l; /* no ladder books (64-bit keys: every level deep), only the shared pair */
+    uint8_t *m = hand_segment(&l, NBOOKS, LEVELS, 64, -8, 0);
+    if (!m)
+        return;
+    fh_shm_hdr_t *h = (fh_shm_hdr_t *)m;
+    const size_t books_off = l.books, lkey_off = l.lkey, lagg_off = l.lagg, events_off = l.events, size = l.size;
     /* book 69,999: two bid levels at negative prices (a spread instrument), one ask */
     const uint32_t loc = NBOOKS - 1;
     fh_shm_book_t *b = (fh_shm_book_t *)(m + books_off) + loc;
@@ -171,36 +192,14 @@ static void test_wide_segment(void)
  * a version-4 reader's segment refused. */
 static void test_ladder_segment(void)
 {
-    const uint32_t nb = 8, lb = 1, lv = 16, nlad = 2 * (lb + 1);
-    size_t books_off = up(sizeof(fh_shm_hdr_t)), lkey_off = up(books_off + nb * sizeof(fh_shm_book_t));
-    size_t lagg_off = up(lkey_off + lv * 4), events_off = up(lagg_off + lv * sizeof(fh_shm_agg_t));
-    size_t stats_off = up(events_off + EVENTS * sizeof(fh_shm_event_t));
-    size_t ladder_off = up(stats_off + sizeof(fh_shm_stats_t)), lslot_off = up(ladder_off + nlad * sizeof(fh_shm_lside_t));
-    size_t size = up(lslot_off + nlad * FH_SHM_LADDER_W * sizeof(fh_shm_agg_t));
-    uint8_t *m = (uint8_t *)calloc(1, size);
-    CHECK(m != NULL);
+    const uint32_t nb = 8, lb = 1, lv = 16;
+    hand_seg_t l;
+    uint8_t *m = hand_segment(&l, nb, lv, 32, -4, lb);
     if (!m)
         return;
     fh_shm_hdr_t *h = (fh_shm_hdr_t *)m;
-    h->magic = FH_SHM_MAGIC;
-    h->layout_version = FH_SHM_LAYOUT_VERSION;
-    h->hdr_size = sizeof *h;
-    h->size = size;
-    h->books_off = books_off;
-    h->lkey_off = lkey_off;
-    h->lagg_off = lagg_off;
-    h->events_off = events_off;
-    h->stats_off = stats_off;
-    h->ladder_off = ladder_off;
-    h->lslot_off = lslot_off;
-    h->ladder_bits = FH_SHM_LADDER_BITS;
-    h->ladder_books = lb;
-    h->max_levels = lv;
-    h->event_capacity = EVENTS;
-    h->depth = 10;
-    h->nbooks = nb;
-    h->key_bits = 32;
-    h->price_exp = -4;
+    const size_t books_off = l.books, lkey_off = l.lkey, lagg_off = l.lagg, ladder_off = l.ladder, lslot_off = l.lslot,
+                 size = l.size;
     fh_shm_book_t *b = (fh_shm_book_t *)(m + books_off) + 5;
     uint32_t *keys = (uint32_t *)(m + lkey_off);
     fh_shm_agg_t *aggs = (fh_shm_agg_t *)(m + lagg_off);
