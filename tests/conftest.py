@@ -1,6 +1,7 @@
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -164,6 +165,20 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     from handler.process import terminate
 
     terminate(proc, timeout)
+
+
+def stop_all(procs, timeout: float = 30.0) -> None:
+    """SIGTERM to every process of a test still running, all at once (instances that watch each other stop
+    together), then each waited for with its pipes drained; SIGKILL to one not ended within `timeout`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
 
 
 # ---- a synthetic day on an A and a B line (test_faults, test_recovery, test_restart) -----------------------

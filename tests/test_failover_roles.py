@@ -31,7 +31,8 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, dataplane_path, fh, replicate_path, run_config, why_no_replicate
+from conftest import (ROOT, dataplane_path, fh, replicate_path, run_config, stop_all,
+                      why_no_replicate)
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
@@ -137,13 +138,7 @@ def test_a_standby_takes_a_restarted_primary_and_refuses_an_older_one():
         assert len(theirs) == 300000 and mine == theirs  # each message once, in order: nothing lost or repeated
         assert json.loads(out)["messages"] < 300000  # the restarted primary shipped only what the standby lacked
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in (journal, sj, st_s, st_p):
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, (journal, sj, st_s, st_p))
 
 
 def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
@@ -203,13 +198,7 @@ def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
         assert "the standby holds session" in e and "resuming after it" in e, e
         assert _messages(gj) == []  # the guard applied nothing: this host is the primary
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in (journal, gj, sj, st_g, st_s):
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, (journal, gj, sj, st_g, st_s))
 
 
 def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
@@ -345,13 +334,7 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
         _, e = g.communicate(timeout=30)
         assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "is the data plane running" not in e, e
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in (journal, j2, gj, sj, sj2, st_g, st_s, st_s2, st_p, moved):
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, (journal, j2, gj, sj, sj2, st_g, st_s, st_s2, st_p, moved))
 
 
 def test_two_primaries_meet_a_guard():
@@ -414,13 +397,7 @@ def test_two_primaries_meet_a_guard():
         assert len([l for l in e.splitlines() if "yields" in l]) == 1, e
         assert _messages(gj) == _messages(journal)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in (journal, gj, st_g, st_p):
-            if os.path.exists(f):
-                os.unlink(f)
+        _kill_and_remove(procs, (journal, gj, st_g, st_p))
 
 
 def test_the_tie_rule_has_one_winner_seen_from_either_host():
@@ -564,15 +541,7 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         assert sb["rejoins"] == 1 and sb["skipped"] == 0 and sb["messages"] == 40000 and not sb["promoted"], sb
         assert replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}")
     finally:
-        for p in procs:  # fh run stops its data plane and fh-replicate on SIGTERM; killed, it would leave them
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+        stop_all(procs, 30)  # fh run stops its data plane and fh-replicate on SIGTERM; killed, it would leave them
         for n in (a, b):
             segments.remove(f"/dev/shm/fh-{n}")
             for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):

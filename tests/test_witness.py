@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, fh, replicate_path, why_no_replicate
+from conftest import ROOT, fh, replicate_path, stop_all, why_no_replicate
 from handler import replicate as R
 from handler import witness as W
 from handler.net import sender
@@ -461,15 +461,7 @@ pair = "ab-{tag}"
         assert "the witness: none for" in errs[b].read_text(), errs[b].read_text()[-2000:]
         assert rb.poll() is None
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+        stop_all(procs, 30)
         wp.send_signal(signal.SIGTERM)
         wout, _ = wp.communicate(timeout=10)
         for n in (a, b):
