@@ -642,6 +642,15 @@ class _Hosts:
     def err(self, n: str) -> str:
         return self.errs[n].read_text()
 
+    def standby_then_primary(self) -> None:
+        """fh run of b (the standby) until it listens, then of a (the primary), until b has the whole day."""
+        a, b = self.a, self.b
+        self.run(b)
+        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
+        self.run(a)
+        _wait(lambda: _status(b).get("messages", 0) == 40000 and self.messages(b) == 40000, 60,
+              lambda: f"b following a: {self.err(a)[-500:]}")
+
     def messages(self, n: str) -> int:
         from handler.shm import Reader
 
@@ -784,11 +793,7 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
     h = _Hosts(tmp_path, monkeypatch)
     a, b = h.a, h.b
     try:
-        h.run(b)
-        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
-        h.run(a)
-        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
-              lambda: f"b following a: {h.err(a)[-500:]}")
+        h.standby_then_primary()
         dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
         rep_a = R.read_status(a)["pid"]
         os.kill(rep_a, signal.SIGSTOP)  # the cut: a's replication silent, its data plane goes on
@@ -1081,11 +1086,7 @@ def test_a_primary_without_listen_probes_and_joins_as_standby_by_connecting(tmp_
     h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
     assert config_of(h.cfg[a]).replication.listen is None
     try:
-        h.run(b)
-        _wait(lambda: _status(b).get("state") == "connecting", 30, "b's standby listening")
-        h.run(a)
-        _wait(lambda: _status(b).get("messages", 0) == 40000 and h.messages(b) == 40000, 60,
-              lambda: f"b following a: {h.err(a)[-500:]}")
+        h.standby_then_primary()
         dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
         for pid in (R.read_status(a)["pid"], dp_a, h.procs[a].pid):  # a's host dies
             os.kill(pid, signal.SIGKILL)
