@@ -598,6 +598,15 @@ static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
     }
 }
 
+/* bbo_set on the rare paths (re-centring, deep levels), only while publishing: a private engine's hot path does
+ * not keep the cached bests (lad_open, level_sub), so keeping them on its rare paths is work for nothing, and
+ * fh_engine_set_publish computes them all when publishing is turned on. */
+static inline void bbo_set_rare(fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    if (e->publish)
+        bbo_set(e, b, side);
+}
+
 /* Insert a whole level (not present) into the deep arrays; the caller has made room. */
 static void deep_insert(fh_engine_t *e, side_t *s, uint32_t key, agg_t g)
 {
@@ -667,7 +676,7 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
     s->n = j;
     L->lo = lo;
     L->best = best;
-    bbo_set(e, b, side);
+    bbo_set_rare(e, b, side);
     return 0;
 }
 
@@ -728,7 +737,7 @@ static inline int level_add_place(fh_engine_t *e, book_t *b, uint32_t side, uint
                 if (g->orders) { /* a deep level that the window took in */
                     g->orders++;
                     g->shares += shares;
-                    return e->bbo[b->locate].g[side] == g; /* lad_recentre has set it */
+                    return e->bbo[b->locate].g[side] == g; /* lad_recentre has set it (read only while publishing) */
                 }
                 if (full)
                     return -1;
@@ -752,8 +761,8 @@ static inline int level_add_place(fh_engine_t *e, book_t *b, uint32_t side, uint
     if (top < 0)
         return -1;
     if (again)
-        bbo_set(e, b, side);
-    top = c->key[side] == key && c->g[side]->orders; /* the level is the best */
+        bbo_set_rare(e, b, side);
+    top = c->key[side] == key && c->g[side]->orders; /* the level is the best (read only while publishing) */
     if (s->n == n0) /* an existing deep level */
         return top;
 opened:
@@ -809,12 +818,12 @@ static __attribute__((noinline)) bool level_sub_deep(fh_engine_t *e, book_t *b, 
     side_t *s = &b->side[side];
     const bbo_t *c = &e->bbo[b->locate];
     uint32_t n0 = s->n;
-    bool top = c->key[side] == key && c->g[side]->orders; /* the level was the side's best */
+    bool top = c->key[side] == key && c->g[side]->orders; /* the level was the best (read only while publishing) */
     deep_sub(e, s, key, shares, order_gone);
     if (s->n != n0) {
         e->levels_used--;
         if (bbo_deep(e, c->g[side])) /* the cached best is (was) the deep top, which moved or went */
-            bbo_set(e, b, side);
+            bbo_set_rare(e, b, side);
     }
     return top;
 }
