@@ -627,12 +627,17 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
 {
     lside_t *L = book_side(e, b, side);
     side_t *s = &b->side[side];
+    /* the levels that leave: all of them when the window moves up past its best (a real day's opening: a side's
+     * first levels far from where quoting settles), else counted */
     uint32_t leave = 0;
-    for (uint32_t w = 0; L->nl && w < LAD_WORDS; w++)
-        for (uint64_t m = L->occ[w]; m; m &= m - 1) {
-            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-            leave += (L->lo + ((i - L->lo) & LAD_MASK)) - lo >= LAD_W;
-        }
+    if (lo > L->lo && L->best < lo)
+        leave = L->nl;
+    else
+        for (uint32_t w = 0; L->nl && w < LAD_WORDS; w++)
+            for (uint64_t m = L->occ[w]; m; m &= m - 1) {
+                uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+                leave += (L->lo + ((i - L->lo) & LAD_MASK)) - lo >= LAD_W;
+            }
     while (leave && (s->n + leave > e->class_cap[b->cls[side]]))
         if (side_grow(e, s, &b->cls[side]))
             return -1;
