@@ -833,22 +833,11 @@ static __attribute__((noinline)) bool level_sub_deep(fh_engine_t *e, book_t *b, 
     return top;
 }
 
-/* Take shares (and, if gone, one order) off the level of an order (lv, and whether it is a key: order_t).
- * The level exists: every live order is on its level. Returns whether the side's best level changed. */
-static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t side, uint32_t lv,
-                                                            bool is_key, uint32_t shares, bool order_gone, bool pub)
+/* Take shares (and, if gone, one order) off window level kx of side `side` (L). Returns whether the side's best
+ * level changed. */
+static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, book_t *b, lside_t *L, uint32_t side,
+                                                               uint32_t kx, uint32_t shares, bool order_gone, bool pub)
 {
-    lside_t *L = book_side(e, b, side);
-    uint32_t kx = lv;
-    if (FH_UNLIKELY(is_key)) { /* off the tick when added: on it now only if the tick was chosen since */
-        uint32_t price = lv ^ (0u - side);
-        uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
-        if (q * L->tick != price)
-            return level_sub_deep(e, b, side, lv, shares, order_gone);
-        kx = q ^ (0u - side);
-    }
-    if (FH_UNLIKELY(kx - L->lo >= LAD_W))
-        return level_sub_deep(e, b, side, is_key ? lv : lad_key(L, side, kx), shares, order_gone);
     uint32_t sl = kx & LAD_MASK;
     agg_t *g = &L->slot[sl];
     g->shares -= shares;
@@ -862,6 +851,33 @@ static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book
             bbo_set(e, b, side);
     }
     return top;
+}
+
+/* level_sub for an order whose price was off the tick when added (O_KEY: lv is its key): on the tick now only if
+ * the book's tick was chosen since. */
+static __attribute__((noinline)) bool level_sub_key(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                    uint32_t shares, bool order_gone, bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    uint32_t price = key ^ (0u - side);
+    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t kx = q ^ (0u - side);
+    if (q * L->tick != price || kx - L->lo >= LAD_W)
+        return level_sub_deep(e, b, side, key, shares, order_gone);
+    return level_sub_at(e, b, L, side, kx, shares, order_gone, pub);
+}
+
+/* Take shares (and, if gone, one order) off the level of an order (its side byte sb and lv: order_t). The level
+ * exists: every live order is on its level. Returns whether the side's best level changed. */
+static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t sb, uint32_t lv,
+                                                            uint32_t shares, bool order_gone, bool pub)
+{
+    if (FH_UNLIKELY(sb & O_KEY))
+        return level_sub_key(e, b, sb & 1u, lv, shares, order_gone, pub);
+    lside_t *L = book_side(e, b, sb); /* sb is the side */
+    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
+        return level_sub_deep(e, b, sb, lad_key(L, sb, lv), shares, order_gone);
+    return level_sub_at(e, b, L, sb, lv, shares, order_gone, pub);
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -1260,7 +1276,7 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
 
 static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
 {
-    bool top = level_sub(e, b, o->side & 1u, o->lv, o->side & O_KEY, o->shares, true, publish);
+    bool top = level_sub(e, b, o->side, o->lv, o->shares, true, publish);
     order_free(e, o);
     return top;
 }
@@ -1275,7 +1291,7 @@ static inline __attribute__((always_inline)) bool reduce_order(fh_engine_t *e, b
         return remove_order(e, b, o, publish);
     }
     o->shares -= shares;
-    return level_sub(e, b, o->side & 1u, o->lv, o->side & O_KEY, shares, false, publish);
+    return level_sub(e, b, o->side, o->lv, shares, false, publish);
 }
 
 /* The order's price (rare: an execution's last price, snapshots): from its key, or its tick index times the tick. */
