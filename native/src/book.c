@@ -39,12 +39,18 @@
 
 typedef struct order {
     uint32_t tag;    /* reference >> TAG_SHIFT (in the spill table: unused, the full reference is beside it) */
-    uint32_t key;    /* level key: price for bids, ~price for asks */
+    uint32_t lv;     /* its level: the price's tick index on the book's ladder (kx), or with O_KEY its level key
+                      * (price for bids, ~price for asks) when the price was off the book's tick */
     uint32_t shares; /* remaining; 0 marks an empty slot */
     uint16_t book;   /* the order's stock locate */
-    uint8_t side;
+    uint8_t side;    /* 0 bid, 1 ask; | O_KEY: lv is a key */
     uint8_t spilled; /* lives in the spill table */
 } order_t;
+/* An order on the tick keeps its tick index, so that a reduction finds its window slot without dividing by the
+ * tick again. The index cannot go stale: a book's tick is chosen once, at its first price other than 0 (before
+ * it only price 0 is on the tick, whose index is 0 under any tick), and an index does not depend on where the
+ * window is. */
+#define O_KEY 2u
 _Static_assert(sizeof(order_t) == 16, "four orders per cache line");
 
 /* A home slot's tag holds the reference's bits from TAG_SHIFT up: a constant (the smallest table has 2^10
@@ -592,6 +598,15 @@ static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
     }
 }
 
+/* bbo_set on the rare paths (re-centring, deep levels), only while publishing: a private engine's hot path does
+ * not keep the cached bests (lad_open, level_sub), so keeping them on its rare paths is work for nothing, and
+ * fh_engine_set_publish computes them all when publishing is turned on. */
+static inline void bbo_set_rare(fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    if (e->publish)
+        bbo_set(e, b, side);
+}
+
 /* Insert a whole level (not present) into the deep arrays; the caller has made room. */
 static void deep_insert(fh_engine_t *e, side_t *s, uint32_t key, agg_t g)
 {
@@ -612,12 +627,17 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
 {
     lside_t *L = book_side(e, b, side);
     side_t *s = &b->side[side];
+    /* the levels that leave: all of them when the window moves up past its best (a real day's opening: a side's
+     * first levels far from where quoting settles), else counted */
     uint32_t leave = 0;
-    for (uint32_t w = 0; L->nl && w < LAD_WORDS; w++)
-        for (uint64_t m = L->occ[w]; m; m &= m - 1) {
-            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-            leave += (L->lo + ((i - L->lo) & LAD_MASK)) - lo >= LAD_W;
-        }
+    if (lo > L->lo && L->best < lo)
+        leave = L->nl;
+    else
+        for (uint32_t w = 0; L->nl && w < LAD_WORDS; w++)
+            for (uint64_t m = L->occ[w]; m; m &= m - 1) {
+                uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+                leave += (L->lo + ((i - L->lo) & LAD_MASK)) - lo >= LAD_W;
+            }
     while (leave && (s->n + leave > e->class_cap[b->cls[side]]))
         if (side_grow(e, s, &b->cls[side]))
             return -1;
@@ -661,7 +681,7 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
     s->n = j;
     L->lo = lo;
     L->best = best;
-    bbo_set(e, b, side);
+    bbo_set_rare(e, b, side);
     return 0;
 }
 
@@ -691,8 +711,8 @@ static inline int lad_open(fh_engine_t *e, book_t *b, lside_t *L, uint32_t side,
     return 0;
 }
 
-static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
-                                                    uint32_t price, uint32_t shares)
+static inline int level_add_place(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key, uint32_t price,
+                                  uint32_t shares)
 {
     bool full = e->levels_used >= e->cfg.max_levels; /* a new level is refused, an existing one takes the order */
     lside_t *L = book_side(e, b, side);
@@ -722,7 +742,7 @@ static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, u
                 if (g->orders) { /* a deep level that the window took in */
                     g->orders++;
                     g->shares += shares;
-                    return e->bbo[b->locate].g[side] == g; /* lad_recentre has set it */
+                    return e->bbo[b->locate].g[side] == g; /* lad_recentre has set it (read only while publishing) */
                 }
                 if (full)
                     return -1;
@@ -746,8 +766,8 @@ static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, u
     if (top < 0)
         return -1;
     if (again)
-        bbo_set(e, b, side);
-    top = c->key[side] == key && c->g[side]->orders; /* the level is the best */
+        bbo_set_rare(e, b, side);
+    top = c->key[side] == key && c->g[side]->orders; /* the level is the best (read only while publishing) */
     if (s->n == n0) /* an existing deep level */
         return top;
 opened:
@@ -756,16 +776,33 @@ opened:
     return top;
 }
 
-/* Add shares (one order) at price (key: price for bids, ~price for asks) on side `side` of book b. Returns
- * 1 if the side's best level changed, 0 if not, -1 when out of level memory. */
+static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                    uint32_t price, uint32_t shares, order_t *o)
+{
+    int top = level_add_place(e, b, side, key, price, shares);
+    /* the order's level as level_sub will take it: with the book's tick as it is now (chosen above, if ever) */
+    const lside_t *L = book_side(e, b, side);
+    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    bool on = q * L->tick == price;
+    o->lv = on ? q ^ (0u - side) : key;
+    o->side = (uint8_t)(side | (on ? 0 : O_KEY));
+    return top;
+}
+
+/* Add shares (one order) at price (key: price for bids, ~price for asks) on side `side` of book b, and store
+ * where in order o (from order_place: its level and side; order_commit fills the rest, or order_unplace gives
+ * the slot back, empty whatever these say). Returns 1 if the side's best level changed, 0 if not, -1 when out
+ * of level memory. */
 static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
-                                                           uint32_t price, uint32_t shares, bool pub)
+                                                           uint32_t price, uint32_t shares, bool pub, order_t *o)
 {
     lside_t *L = book_side(e, b, side);
     uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
     uint32_t kx = q ^ (0u - side);
     if (FH_LIKELY(q * L->tick == price && kx - L->lo < LAD_W)) {
         agg_t *g = &L->slot[kx & LAD_MASK];
+        o->lv = kx;
+        o->side = (uint8_t)side;
         if (g->orders) {
             g->orders++;
             g->shares += shares;
@@ -777,7 +814,7 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
             return lad_open(e, b, L, side, kx, key, shares, pub);
         }
     }
-    return level_add_slow(e, b, side, key, price, shares);
+    return level_add_slow(e, b, side, key, price, shares, o);
 }
 
 static __attribute__((noinline)) bool level_sub_deep(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
@@ -786,27 +823,21 @@ static __attribute__((noinline)) bool level_sub_deep(fh_engine_t *e, book_t *b, 
     side_t *s = &b->side[side];
     const bbo_t *c = &e->bbo[b->locate];
     uint32_t n0 = s->n;
-    bool top = c->key[side] == key && c->g[side]->orders; /* the level was the side's best */
+    bool top = c->key[side] == key && c->g[side]->orders; /* the level was the best (read only while publishing) */
     deep_sub(e, s, key, shares, order_gone);
     if (s->n != n0) {
         e->levels_used--;
         if (bbo_deep(e, c->g[side])) /* the cached best is (was) the deep top, which moved or went */
-            bbo_set(e, b, side);
+            bbo_set_rare(e, b, side);
     }
     return top;
 }
 
-/* Take shares (and, if gone, one order) off the level at key. The level exists: every live order is on
- * its level. Returns whether the side's best level changed. */
-static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
-                                                            uint32_t shares, bool order_gone, bool pub)
+/* Take shares (and, if gone, one order) off window level kx of side `side` (L). Returns whether the side's best
+ * level changed. */
+static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, book_t *b, lside_t *L, uint32_t side,
+                                                               uint32_t kx, uint32_t shares, bool order_gone, bool pub)
 {
-    lside_t *L = book_side(e, b, side);
-    uint32_t price = key ^ (0u - side);
-    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
-    uint32_t kx = q ^ (0u - side);
-    if (FH_UNLIKELY(q * L->tick != price || kx - L->lo >= LAD_W))
-        return level_sub_deep(e, b, side, key, shares, order_gone);
     uint32_t sl = kx & LAD_MASK;
     agg_t *g = &L->slot[sl];
     g->shares -= shares;
@@ -820,6 +851,33 @@ static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book
             bbo_set(e, b, side);
     }
     return top;
+}
+
+/* level_sub for an order whose price was off the tick when added (O_KEY: lv is its key): on the tick now only if
+ * the book's tick was chosen since. */
+static __attribute__((noinline)) bool level_sub_key(fh_engine_t *e, book_t *b, uint32_t side, uint32_t key,
+                                                    uint32_t shares, bool order_gone, bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    uint32_t price = key ^ (0u - side);
+    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t kx = q ^ (0u - side);
+    if (q * L->tick != price || kx - L->lo >= LAD_W)
+        return level_sub_deep(e, b, side, key, shares, order_gone);
+    return level_sub_at(e, b, L, side, kx, shares, order_gone, pub);
+}
+
+/* Take shares (and, if gone, one order) off the level of an order (its side byte sb and lv: order_t). The level
+ * exists: every live order is on its level. Returns whether the side's best level changed. */
+static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t sb, uint32_t lv,
+                                                            uint32_t shares, bool order_gone, bool pub)
+{
+    if (FH_UNLIKELY(sb & O_KEY))
+        return level_sub_key(e, b, sb & 1u, lv, shares, order_gone, pub);
+    lside_t *L = book_side(e, b, sb); /* sb is the side */
+    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
+        return level_sub_deep(e, b, sb, lad_key(L, sb, lv), shares, order_gone);
+    return level_sub_at(e, b, L, sb, lv, shares, order_gone, pub);
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -941,15 +999,12 @@ static __attribute__((noinline)) void order_unplace(fh_engine_t *e, order_t *o)
         e->spill_max = 0;
 }
 
-/* Fill slot o (from order_place) with order ref; `spilled` is the slot's already. */
-static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t key, uint32_t shares,
-                                uint16_t book, uint8_t side)
+/* Fill slot o (from order_place) with order ref; `spilled` is the slot's already, its level and side level_add's. */
+static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t shares, uint16_t book)
 {
     o->tag = (uint32_t)(ref >> TAG_SHIFT);
-    o->key = key;
     o->shares = shares;
     o->book = book;
-    o->side = side;
     e->live++;
 }
 
@@ -1194,9 +1249,9 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     uint32_t side = side_ch == 'S';
     uint32_t key = price ^ (0u - side); /* ~price for asks */
-    int top = level_add(e, b, side, key, price, shares, publish);
+    int top = level_add(e, b, side, key, price, shares, publish, o);
     if (FH_LIKELY(top >= 0)) {
-        order_commit(e, o, ref, key, shares, (uint16_t)b->locate, (uint8_t)side);
+        order_commit(e, o, ref, shares, (uint16_t)b->locate);
     } else {
         order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
@@ -1221,7 +1276,7 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
 
 static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
 {
-    bool top = level_sub(e, b, o->side, o->key, o->shares, true, publish);
+    bool top = level_sub(e, b, o->side, o->lv, o->shares, true, publish);
     order_free(e, o);
     return top;
 }
@@ -1236,10 +1291,17 @@ static inline __attribute__((always_inline)) bool reduce_order(fh_engine_t *e, b
         return remove_order(e, b, o, publish);
     }
     o->shares -= shares;
-    return level_sub(e, b, o->side, o->key, shares, false, publish);
+    return level_sub(e, b, o->side, o->lv, shares, false, publish);
 }
 
-static inline uint32_t order_price(const order_t *o) { return o->side ? ~o->key : o->key; }
+/* The order's price (rare: an execution's last price, snapshots): from its key, or its tick index times the tick. */
+static uint32_t order_price(const fh_engine_t *e, const order_t *o)
+{
+    uint32_t side = o->side & 1u;
+    if (o->side & O_KEY)
+        return o->lv ^ (0u - side);
+    return (o->lv ^ (0u - side)) * book_side(e, &e->books[o->book], side)->tick;
+}
 
 /* ---- messages -------------------------------------------------------------------------------------- */
 
@@ -1340,7 +1402,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         b = &e->books[o->book];
         book_begin_if(b, publish);
         {
-            uint8_t side_ch = o->side ? 'S' : 'B';
+            uint8_t side_ch = o->side & 1u ? 'S' : 'B';
             top = remove_order(e, b, o, publish);
             top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish);
@@ -1358,7 +1420,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
             return;
         b = &e->books[o->book];
         book_begin_if(b, publish);
-        b->last_price = order_price(o);
+        b->last_price = order_price(e, o);
         b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
         top = reduce_order(e, b, o, b->last_shares, FH_C_overexecution, publish);
         book_end_if(b, m, publish);
@@ -1908,8 +1970,8 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
         const order_t *q = &e->orders[i];
         if (!q->shares)
             continue;
-        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << TAG_SHIFT) | TAG_LOW(i), .price = order_price(q),
-                               .shares = q->shares, .locate = q->book, .side = q->side };
+        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << TAG_SHIFT) | TAG_LOW(i), .price = order_price(e, q),
+                               .shares = q->shares, .locate = q->book, .side = q->side & 1u };
         snap_put(&o, &so, sizeof so);
         norders++;
     }
@@ -1917,8 +1979,8 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
         const spill_t *sp = &e->spill[i];
         if (!sp->o.shares)
             continue;
-        fh_snap_order_t so = { .ref = sp->ref, .price = order_price(&sp->o), .shares = sp->o.shares,
-                               .locate = sp->o.book, .side = sp->o.side };
+        fh_snap_order_t so = { .ref = sp->ref, .price = order_price(e, &sp->o),
+                               .shares = sp->o.shares, .locate = sp->o.book, .side = sp->o.side & 1u };
         snap_put(&o, &so, sizeof so);
         norders++;
     }
@@ -2084,7 +2146,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             goto out;
         }
         book_begin(e, b);
-        int top = level_add(e, b, so[i].side, key, so[i].price, so[i].shares, e->publish);
+        int top = level_add(e, b, so[i].side, key, so[i].price, so[i].shares, e->publish, o);
         if (top < 0) {
             FH_ERR("snapshot %s: more price levels than the engine holds (%u): raise max_levels", path,
                    e->cfg.max_levels);
@@ -2092,7 +2154,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             e->new_status = new_status;
             goto out;
         }
-        order_commit(e, o, so[i].ref, key, so[i].shares, so[i].locate, so[i].side);
+        order_commit(e, o, so[i].ref, so[i].shares, so[i].locate);
         b->updates--; /* restoring is not an update */
         book_end(e, b, m);
         b->itch_ts = 0;
