@@ -843,7 +843,7 @@ static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, b
     g->shares -= shares;
     bool top = pub && e->bbo[b->locate].g[side] == g;
     if (order_gone && --g->orders == 0) {
-        L->occ[sl >> 6] &= ~(1ull << (sl & 63));
+        L->occ[sl >> 6] ^= 1ull << (sl & 63); /* the bit is set (the level had an order): one xor clears it */
         e->levels_used--;
         if (--L->nl && kx == L->best)
             L->best = lad_next_below(L, kx);
