@@ -641,6 +641,15 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
     while (leave && (s->n + leave > e->class_cap[b->cls[side]]))
         if (side_grow(e, s, &b->cls[side]))
             return -1;
+    if (leave == 1 && L->nl == 1 && L->best - lo >= LAD_W) {
+        /* the one level, the best, leaves (most of a real day's re-centrings): its slot is known, no walk */
+        uint32_t i = L->best & LAD_MASK;
+        deep_insert(e, s, lad_key(L, side, L->best), L->slot[i]);
+        L->slot[i] = (agg_t){ 0 };
+        L->occ[i >> 6] ^= 1ull << (i & 63);
+        L->nl = 0;
+        leave = 0;
+    }
     for (uint32_t w = 0; leave && w < LAD_WORDS; w++)
         for (uint64_t m = L->occ[w]; m; m &= m - 1) {
             uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
@@ -843,7 +852,7 @@ static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, b
     g->shares -= shares;
     bool top = pub && e->bbo[b->locate].g[side] == g;
     if (order_gone && --g->orders == 0) {
-        L->occ[sl >> 6] &= ~(1ull << (sl & 63));
+        L->occ[sl >> 6] ^= 1ull << (sl & 63); /* the bit is set (the level had an order): one xor clears it */
         e->levels_used--;
         if (--L->nl && kx == L->best)
             L->best = lad_next_below(L, kx);
