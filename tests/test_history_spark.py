@@ -5,6 +5,7 @@ both of Spark's Parquet readers (vectorized and parquet-java's); aggregates equa
 Spark examples (python, the timestamp column, and the spark-sql CLI) run as written, with only the root and
 the date replaced."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,12 @@ if shutil.which("java") is None:
 pytest.importorskip("pyspark", reason="needs pyspark in .venv (scripts/test.sh installs it)")
 
 from pyspark.sql import SparkSession, functions as F  # noqa: E402
+
+# Spark finds its own address from the host's name, and a host whose name does not resolve (a minimal Debian root
+# without it in /etc/hosts: the README's fresh-machine check) stops it before it starts (UnknownHostException).
+# Loopback, where the session binds anyway; the spark-sql CLI below inherits it.
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
 
 pytestmark = pytest.mark.slow  # a JVM, ~20 Spark jobs and a spark-sql CLI run: a minute or more
 
