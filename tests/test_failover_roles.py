@@ -74,6 +74,24 @@ def _wait(cond, timeout: float, what):
         time.sleep(0.02)
 
 
+def _messages_published(n: str) -> int:
+    """The messages in instance n's segment, counted only once its writer is the data plane of n's running fh run
+    (FH_RUN_DIR): a killed run's segment stays in /dev/shm, whole, until the next data plane replaces it, and a test
+    that counted it would go on before the new data plane had started (seen on a loaded host: it started after the
+    test's next steps, and missed what they were about)."""
+    from handler import supervise
+    from handler.shm import Reader
+
+    try:
+        rec = supervise.lookup(n)[1] or {}
+        with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
+            if not rec.get("dataplane_pid") or r.writer_pid != rec["dataplane_pid"]:
+                return 0
+            return r.stats(types=False).get("messages", 0)
+    except Exception:  # noqa: BLE001 - not there yet
+        return 0
+
+
 def _status(path: str) -> dict:
     try:
         return R.read_status(path)
@@ -445,7 +463,6 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
     then equal b's. b's fh-replicate killed: fh run restarts it (counted) and a's standby takes it back without
     a restart (fh run starts it again within a few hundred ms, inside the failover timeout: a longer silence
     would be a failover, which a standby cannot tell from its primary's host dying)."""
-    from handler.shm import Reader
 
     run_d = tmp_path / "run"
     monkeypatch.setenv("FH_RUN_DIR", str(run_d))
@@ -466,12 +483,7 @@ def test_the_old_primary_returns_as_standby_under_fh_run(tmp_path, monkeypatch):
         procs.append(p)
         return p
 
-    def messages(n: str) -> int:
-        try:
-            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
-                return r.stats(types=False).get("messages", 0)
-        except Exception:  # noqa: BLE001 - not there yet
-            return 0
+    messages = _messages_published
 
     from handler import replication_run as RR
     from handler import segments
@@ -652,13 +664,7 @@ class _Hosts:
               lambda: f"b following a: {self.err(a)[-500:]}")
 
     def messages(self, n: str) -> int:
-        from handler.shm import Reader
-
-        try:
-            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
-                return r.stats(types=False).get("messages", 0)
-        except Exception:  # noqa: BLE001 - not there yet
-            return 0
+        return _messages_published(n)
 
     def state(self, n: str) -> dict:
         from handler import replication_run as RR
