@@ -8,6 +8,7 @@ the date replaced."""
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -25,14 +26,19 @@ if shutil.which("java") is None:
     pytest.skip("needs java: apt-get install openjdk-17-jre-headless (scripts/test.sh does, as root)",
                 allow_module_level=True)
 pytest.importorskip("pyspark", reason="needs pyspark in .venv (scripts/test.sh installs it)")
+try:
+    socket.getaddrinfo("localhost", 0)
+except socket.gaierror:
+    pytest.skip("needs the name localhost to resolve (pyspark binds a server of its own to it): add "
+                "'127.0.0.1 localhost' to /etc/hosts", allow_module_level=True)
 
 from pyspark.sql import SparkSession, functions as F  # noqa: E402
 
 # Spark finds its own address from the host's name, and a host whose name does not resolve (a minimal Debian root
-# without it in /etc/hosts: the README's fresh-machine check) stops it before it starts (UnknownHostException).
-# Loopback, where the session binds anyway; the spark-sql CLI below inherits it.
+# without /etc/hosts: the README's fresh-machine check) stops it before it starts (UnknownHostException).
+# Loopback by address, where the session binds anyway; the spark-sql CLI below inherits it.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
+os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "127.0.0.1")
 
 pytestmark = pytest.mark.slow  # a JVM, ~20 Spark jobs and a spark-sql CLI run: a minute or more
 
