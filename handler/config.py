@@ -328,7 +328,7 @@ def load(path: str | os.PathLike) -> Config:
             raise _err(p, "shm.group", group, "no such group: create it (groupadd) or name an existing one; readers "
                        "in that group may read the segment (mode 0640)") from None
     max_levels = _int(p, "shm.max_levels", shm.get("max_levels", 4 << 20), 8, 1 << 30)
-    from .native import lib as _lib
+    from .native import lib as _lib, segment_footprint
 
     ladder_books = _int(p, "shm.ladder_books", shm.get("ladder_books", _lib.FH_SEG_LADDER_BOOKS), 0,
                         _lib.FH_SEG_MAX_LADDER_BOOKS)
@@ -341,7 +341,6 @@ def load(path: str | os.PathLike) -> Config:
     if journal_dir is not None and (not isinstance(journal_dir, str) or not journal_dir):
         raise _err(p, "journal.dir", journal_dir, "must be a directory path: where fh record --dir writes")
     journal_record = _journal_record(p, raw.get("journal", {}), journal_dir)
-    from .native import segment_footprint
     from .segments import writer_path
 
     return Config(
