@@ -109,6 +109,17 @@ static uint8_t *hand_segment(hand_seg_t *l, uint32_t nbooks, uint32_t levels, ui
     return m;
 }
 
+/* A hand-built segment written to a new temporary file (path: a mkstemp template, filled in): the file's
+ * descriptor, or -1 (checked and said). */
+static int segment_file(char *path, const uint8_t *m, size_t size)
+{
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        CHECK(write(fd, m, size) == (ssize_t)size);
+    return fd;
+}
+
 static void test_wide_segment(void)
 {
     hand_seg_t l; /* no ladder books (64-bit keys: every level deep), only the shared pair */
@@ -153,15 +164,11 @@ static void test_wide_segment(void)
     __atomic_store_n(&h->head, 1, __ATOMIC_RELEASE);
 
     char path[] = "/tmp/fh-test-shm-header-XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    if (fd < 0) {
-        free(m);
-        return;
-    }
-    CHECK(write(fd, m, size) == (ssize_t)size);
-    close(fd);
+    int fd = segment_file(path, m, size);
     free(m);
+    if (fd < 0)
+        return;
+    close(fd);
 
     fh_shm_reader_t r;
     CHECK(fh_shm_join(&r, path) == 0);
@@ -251,13 +258,11 @@ static void test_ladder_segment(void)
     aggs[8].orders = aggs[9].orders = 1;
 
     char path[] = "/tmp/fh-test-shm-ladder-XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
+    int fd = segment_file(path, m, size);
     if (fd < 0) {
         free(m);
         return;
     }
-    CHECK(write(fd, m, size) == (ssize_t)size);
     fh_shm_reader_t r;
     CHECK(fh_shm_join(&r, path) == 0);
     if (r.base) {
