@@ -83,15 +83,21 @@ def _ask(s: socket.socket, addr, pair: str, nonce: int) -> dict:
     return W.unpack(s.recvfrom(256)[0])
 
 
-def test_the_server_process():
-    """fh witness over real UDP: a beat and a query answered; garbage of every size never stops it (counted); its
-    counts in one JSON line at SIGTERM; bad addresses and a port in use: one line each."""
+def _witness_server() -> tuple[subprocess.Popen, int]:
+    """`fh witness` on a free UDP port of loopback, its output piped; (the process, the port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{port}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return p, port
+
+
+def test_the_server_process():
+    """fh witness over real UDP: a beat and a query answered; garbage of every size never stops it (counted); its
+    counts in one JSON line at SIGTERM; bad addresses and a port in use: one line each."""
+    p, port = _witness_server()
     try:
         addr = ("127.0.0.1", port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
@@ -412,12 +418,7 @@ def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
     tag = uuid.uuid4().hex[:6]
     a, b = f"fwa{tag}", f"fwb{tag}"
     pa, pb = tcp_port(), tcp_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        wport = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    wp = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{wport}"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wp, wport = _witness_server()
 
     def cfg(n, role, peer, listen):
         return run_config(n, pcap, exit_idle_ms=0, extra=f"""[replication]
@@ -439,7 +440,8 @@ pair = "ab-{tag}"
 
     def run(n):
         p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfgs[n]), "--keep-segment",
-                              "--json"], stdout=subprocess.PIPE, stderr=open(errs[n], "w"), text=True, env=env)
+                              "--json"], stdout=subprocess.PIPE, stderr=open(errs[n], "w"), text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
         procs.append(p)
         return p
 
