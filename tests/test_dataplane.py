@@ -127,18 +127,17 @@ def test_bad_input_is_counted_never_fatal(tmp_path):
 
 
 def test_no_port_and_bad_arguments_are_explained(tmp_path):
-    p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-noport",
-                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment",
-                        str(tmp_path / "seg"), "--line", "233.1.1.1:1"], capture_output=True, text=True)
+    def dataplane(prefix: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", prefix,
+                               "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", *args],
+                              capture_output=True, text=True)
+
+    p = dataplane("fh-noport", "--segment", str(tmp_path / "seg"), "--line", "233.1.1.1:1")
     assert p.returncode == 2
     assert "no DPDK port: bind a NIC to vfio-pci" in p.stderr
-    p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-badarg",
-                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
-                        "--line", "not-an-address"], capture_output=True, text=True)
+    p = dataplane("fh-badarg", "--segment", "x", "--line", "not-an-address")
     assert p.returncode == 2 and "expected IPV4:PORT" in p.stderr
-    p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-badarg",
-                        "-l", str(process.poll_core()), "--log-level", "lib.eal:error", "--", "--segment", "x",
-                        "--line", "233.1.1.1:1", "--ladder-books", "65535"], capture_output=True, text=True)
+    p = dataplane("fh-badarg", "--segment", "x", "--line", "233.1.1.1:1", "--ladder-books", "65535")
     assert p.returncode == 2 and "--ladder-books must be 0..65534" in p.stderr
     assert [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")] == [
         "fh-dataplane: --ladder-books must be 0..65534 (books with a price ladder; 0: none), not 65535"]
