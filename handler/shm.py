@@ -166,6 +166,19 @@ def key_prices(keys: np.ndarray, side: int, key_bits: int) -> np.ndarray:
     return (k ^ np.uint64(1 << 63)).view(np.int64)
 
 
+def window_levels(ladders: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every level that the windows of the ladder sides `ladders` (LSIDE_DTYPE records of one side, layout 5) hold:
+    (the record's index, the slot, the price as int64). An occupied slot i of a window [lo, lo + LADDER_W) of tick
+    indexes holds index lo + ((i - lo) mod LADDER_W), the price's tick index (price / tick, complemented for asks);
+    a record with no level or no tick holds none. Torn records are the caller's to refuse (or retry)."""
+    bits = np.unpackbits(ladders["occ"].view(np.uint8).reshape(len(ladders), -1), axis=1, bitorder="little")
+    g, slot = np.nonzero(bits.astype(bool) & ((ladders["nl"] > 0) & (ladders["tick"] > 0))[:, None])
+    lo = ladders["lo"][g].astype(np.int64)
+    kx = (lo + ((slot - lo) & (LADDER_W - 1))) & 0xFFFFFFFF
+    q = (~kx & 0xFFFFFFFF) if side else kx
+    return g, slot, (q * ladders["tick"][g].astype(np.int64)) & 0xFFFFFFFF
+
+
 def lat_lower_ns(i: int) -> int:
     """Inclusive lower bound, in ns, of latency bucket i."""
     return i if i < 64 else lat_upper_ns(i - 1) + 1
@@ -667,17 +680,13 @@ class Reader:
         none = np.zeros(0, np.int64), np.zeros(0, AGG_DTYPE)
         if self.key_bits != 32 or int(b["ladder"]) > self.ladder_books:
             return none
-        L = self.ladders[lad].copy()
-        lo, best, nl, tick = (int(L[f]) for f in ("lo", "best", "nl", "tick"))
+        L = self.ladders[lad : lad + 1].copy()
+        lo, best, nl, tick = (int(L[0][f]) for f in ("lo", "best", "nl", "tick"))
         if not nl or nl > LADDER_W or not tick or (best - lo) & 0xFFFFFFFF >= LADDER_W:
             return none  # empty, or torn
-        slots = np.nonzero(np.unpackbits(L["occ"].view(np.uint8), bitorder="little"))[0].astype(np.int64)
-        kx = (lo + ((slots - lo) & (LADDER_W - 1))) & 0xFFFFFFFF  # the slots' tick indexes, in the window
-        order = np.argsort(-kx, kind="stable")
-        slots, kx = slots[order], kx[order]
-        q = (~kx & 0xFFFFFFFF) if s else kx
-        prices = (q * tick) & 0xFFFFFFFF
-        return prices, self.ladder_slots[lad][slots].copy()
+        _, slots, prices = window_levels(L, s)
+        order = np.argsort(prices if s else -prices, kind="stable")  # best first
+        return prices[order], self.ladder_slots[lad][slots[order]].copy()
 
     def _busy_wait(self, loc: int, t0: float | None) -> float:
         now = time.monotonic()

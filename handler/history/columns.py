@@ -297,6 +297,8 @@ class ItchColumns:
     def _snapshots(self, at_ns: int, every_book: bool = False):
         """A snapshot of each book changed since the last one (every non-empty book if every_book), stamped
         at_ns. Yields one Chunk holding the `books` table (nothing if none)."""
+        from ..shm import window_levels
+
         books = self.reader.books
         upd = books["updates"].astype(np.uint64)
         shown = (books["status"] != 0) & ((books["flags"] & lib.FH_BOOK_F_UNPUBLISHED) == 0)
@@ -319,7 +321,6 @@ class ItchColumns:
                "locate": locs.astype(np.uint16), "kind": np.full(n, b"close" if every_book else b"interval", "S8")}
         keys, aggs = r.level_keys, r.level_aggs
         lad = lad[locs]
-        W = lib.FH_SHM_LADDER_W
         for s, name in ((0, "bid"), (1, "ask")):
             # the top `depth` levels of each book's deep run, best first: the run of a side ends with its best level
             off = side[locs, s]["off"].astype(np.int64)
@@ -333,17 +334,11 @@ class ItchColumns:
             price = (~kk if s else kk).astype(np.int64)
             shares = aggs["shares"][flat].astype(np.int64)
             orders = aggs["orders"][flat].astype(np.int64)
-            # the window's levels: slot i of an occupied bit holds tick index lo + ((i - lo) mod W)
-            L = r.ladders[2 * lad + s]
-            used = (L["nl"] > 0) & (L["tick"] > 0)
-            bits = np.unpackbits(L["occ"].view(np.uint8).reshape(n, -1), axis=1, bitorder="little")
-            g, sl = np.nonzero(bits.astype(bool) & used[:, None])
-            lo = L["lo"][g].astype(np.int64)
-            kx = (lo + ((sl - lo) & (W - 1))) & 0xFFFFFFFF
-            q = (~kx & 0xFFFFFFFF) if s else kx
+            # the window's levels (the writer is this process's engine: nothing torn)
+            g, sl, wprice = window_levels(r.ladders[2 * lad + s], s)
             wagg = r.ladder_slots[2 * lad[g] + s, sl]
             grp = np.concatenate([grp, g])
-            price = np.concatenate([price, (q * L["tick"][g].astype(np.int64)) & 0xFFFFFFFF])
+            price = np.concatenate([price, wprice])
             shares = np.concatenate([shares, wagg["shares"].astype(np.int64)])
             orders = np.concatenate([orders, wagg["orders"].astype(np.int64)])
             # merged best first within each book (bids: highest price; asks: lowest), the top `depth` kept
