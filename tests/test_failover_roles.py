@@ -437,15 +437,17 @@ def test_the_tie_rule_has_one_winner_seen_from_either_host():
     assert not RR.wins_ties(cfg(None, ("127.0.0.1", 7400)))  # no listen address: cannot be asked, never wins
 
 
-def _config(name, pcap, role, peer, listen) -> str:
+def _config(name, pcap, role, peer, listen, failover_timeout_ms: int = 1500, more: str = "") -> str:
+    """fh.toml of one of two fh run instances on loopback, each the other's peer; `more`: further
+    [replication] keys."""
     return run_config(name, pcap, exit_idle_ms=0, extra=f"""[replication]
 role = "{role}"
 provider = "tcp"
 peer = "127.0.0.1:{peer}"
 listen = "127.0.0.1:{listen}"
 heartbeat_ms = 50
-failover_timeout_ms = 1500
-""")
+failover_timeout_ms = {failover_timeout_ms}
+{more}""")
 
 
 def _fh_json(*args) -> dict:

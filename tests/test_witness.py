@@ -404,9 +404,10 @@ def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
     fh-replicate beat to and ask the witness; a's host dies (kill -9 of fh run, its data plane and fh-replicate): b
     promotes once the witness too has not heard a for the failover timeout (its line says so), and is primary at
     epoch 2."""
-    from conftest import dataplane_path, run_config
+    from conftest import dataplane_path
     from handler import replication_run as RR
     from handler import segments
+    from test_failover_roles import _config
     from test_failover_roles import _port as tcp_port
     from test_failover_roles import _status, _wait
 
@@ -421,16 +422,8 @@ def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
     wp, wport = _witness_server()
 
     def cfg(n, role, peer, listen):
-        return run_config(n, pcap, exit_idle_ms=0, extra=f"""[replication]
-role = "{role}"
-provider = "tcp"
-peer = "127.0.0.1:{peer}"
-listen = "127.0.0.1:{listen}"
-heartbeat_ms = 50
-failover_timeout_ms = 1000
-witness = "127.0.0.1:{wport}"
-pair = "ab-{tag}"
-""")
+        return _config(n, pcap, role, peer, listen, failover_timeout_ms=1000,
+                       more=f'witness = "127.0.0.1:{wport}"\npair = "ab-{tag}"\n')
 
     cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
     cfgs[a].write_text(cfg(a, "primary", pb, pa))
