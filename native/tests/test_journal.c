@@ -605,9 +605,32 @@ static void test_snapshot_load_published(void)
     unlink(path);
 }
 
+/* A journal file shorter than a header: still being created while it is empty or its writer holds its lock
+ * (fh_journal_create creates, locks, then sizes it): -EAGAIN, which a follower waits on; short and unlocked, a
+ * dead writer's remains: -EPROTO. (fh-replicate started before its data plane took the file for another
+ * layout's while the data plane was between the two.) */
+static void test_join_while_created(void)
+{
+    char path[] = "/tmp/fh-test-journal-creating-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
+    if (fd < 0)
+        return;
+    fh_journal_reader_t r;
+    CHECK(fh_journal_join(&r, path) == -EAGAIN, "an empty journal file is being created");
+    CHECK(flock(fd, LOCK_EX | LOCK_NB) == 0, "flock: %s", strerror(errno));
+    CHECK(write(fd, "FHJ", 3) == 3, "write");
+    CHECK(fh_journal_join(&r, path) == -EAGAIN, "a short journal file its writer holds is being created");
+    CHECK(flock(fd, LOCK_UN) == 0, "unlock");
+    CHECK(fh_journal_join(&r, path) == -EPROTO, "a short journal file nobody holds is not a journal");
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     test_footprint();
+    test_join_while_created();
     test_roundtrip();
     test_overrun();
     test_tee();

@@ -303,12 +303,33 @@ static void test_ladder_segment(void)
     unlink(path);
 }
 
+/* A segment file shorter than a header: still being created while it is empty or its writer holds its lock
+ * (a writer creates, locks, then sizes it): -EAGAIN; short and unlocked, a dead writer's remains: -EPROTO. */
+static void test_join_while_created(void)
+{
+    char path[] = "/tmp/fh-test-shm-creating-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    fh_shm_reader_t r;
+    CHECK(fh_shm_join(&r, path) == -EAGAIN);
+    CHECK(flock(fd, LOCK_EX | LOCK_NB) == 0);
+    CHECK(write(fd, "FFHSHM", 6) == 6);
+    CHECK(fh_shm_join(&r, path) == -EAGAIN);
+    CHECK(flock(fd, LOCK_UN) == 0);
+    CHECK(fh_shm_join(&r, path) == -EPROTO);
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     test_keys();
     test_latency_buckets();
     test_wide_segment();
     test_ladder_segment();
+    test_join_while_created();
 #ifdef __cplusplus
     printf("test_shm_header (C++ %ld): %s\n", (long)__cplusplus, failures ? "FAIL" : "ok");
 #else

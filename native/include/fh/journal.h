@@ -137,9 +137,16 @@ static inline int fh_journal_join(fh_journal_reader_t *r, const char *path)
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) || (size_t)st.st_size < sizeof(fh_journal_hdr_t)) {
+    if (fstat(fd, &st)) {
+        int err = errno;
         close(fd);
-        return -EPROTO;
+        return -err;
+    }
+    if ((size_t)st.st_size < sizeof(fh_journal_hdr_t)) {
+        /* a writer creates the file, locks it, then sizes it: empty or locked, it is still being created */
+        int creating = !st.st_size || (flock(fd, LOCK_SH | LOCK_NB) && errno == EWOULDBLOCK);
+        close(fd);
+        return creating ? -EAGAIN : -EPROTO;
     }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     int err = errno;
