@@ -153,7 +153,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
             "segment": cfg.segment, "started_ns": rec["started_ns"], "stopped_ns": now,
             "uptime_s": round((now - rec["started_ns"]) / 1e9, 3), "rc": rc,
             "signal": signal.Signals(-rc).name if rc < 0 else None, "reason": reason, "stats": stats,
-            "restart": pf.record.get("restart")})
+            "restart": pf.record.get("restart"), "recorder_pid": pf.record.get("recorder_pid")})
         out_path.unlink(missing_ok=True)
     except OSError as e:
         print(f"fh run: {cfg.name}: cannot write the exit record next to {pf.path}: {e}", file=sys.stderr)

@@ -485,6 +485,7 @@ def status(name: str, sample_s: float = 0.5) -> dict:
             ex = None  # from an earlier run than the one whose stale pidfile is there
         if ex:
             out["restart"] = ex.get("restart")
+            out["recorder_pid"] = out["recorder_pid"] or ex.get("recorder_pid")  # the ended run's fh record
             out["last_exit"] = {k: ex.get(k) for k in ("reason", "rc", "signal", "stopped_ns", "uptime_s", "pid")}
             out["last_exit"]["stopped_utc"] = _utc(ex.get("stopped_ns"))
             stats = ex.get("stats") or {}

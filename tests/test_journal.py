@@ -373,6 +373,27 @@ def test_fh_status_shows_the_journal_and_its_recorder(tmp_path):
                 os.unlink(p)
 
 
+def test_fh_status_after_the_run_names_its_recorder(tmp_path):
+    """fh run with [journal] record = true replays the capture to its end: fh status of the ended instance names
+    the recorder that run started (the exit record keeps it), the one whose progress is under journal.recorder."""
+    name = f"jre{uuid.uuid4().hex[:6]}"
+    d = tmp_path / "rec"
+    cfgp = tmp_path / "fh.toml"
+    cfgp.write_text(run_config(name, AB, extra=f'[journal]\nring_mb = 16\ndir = "{d}"\nrecord = true\n'))
+    try:
+        p = fh("run", "--config", cfgp, "--json")
+        started = int(p.stderr.split(": fh record (pid ", 1)[1].split(")", 1)[0])
+        s = json.loads(fh("status", "--name", name, "--json", check=False).stdout)
+        assert s["state"] == "stopped" and s["last_exit"]["rc"] == 0, s
+        assert s["recorder_pid"] == started == s["journal"]["recorder"]["pid"], s
+        assert s["journal"]["recorder"]["next_seq"] == 40001 and s["journal"]["recorder"]["alive"] is False, s
+    finally:
+        process.remove_segment(f"/dev/shm/fh-{name}")
+        for f in (f"/dev/shm/fh-{name}.journal", f"/dev/shm/fh-{name}.journal.record"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 def test_config_journal_section(tmp_path):
     from handler import config
 
