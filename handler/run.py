@@ -186,8 +186,8 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                 pf.update(recorder_pid=pid)
             if repl is not None and repl.poll(child.pid):
                 pf.update(replication=repl.record())
-                if repl.demoting:  # stopped cleanly (its books stay whole for readers), then started as standby
-                    child.send_signal(signal.SIGTERM)
+                if repl.demoting:  # stopped cleanly, every book marked stale (SIGUSR2), then started as standby
+                    child.send_signal(signal.SIGUSR2)
                     child.wait()
                     break
             if watch is not None and watch.poll(child.pid):

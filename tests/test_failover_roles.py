@@ -796,13 +796,21 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
     """a primary, b its standby. a's replication is cut off (its fh-replicate stopped: no heartbeat, its data plane
     still publishing): b promotes to epoch 2 and ships to a's listen address, where a's guard yields; the cut
     healed, a's own fh-replicate meets b's guard and is fenced. a is demoted in one line: its data plane stops
-    cleanly (its books whole) and starts again as standby; its books are rebuilt from b's journal and equal b's;
-    fh status shows it."""
+    cleanly with every book marked stale (a reader still mapping the old segment finds them whole and stale, each
+    with its stale event) and starts again as standby; its books are rebuilt from b's journal and equal b's; fh
+    status shows it."""
+    from handler import shm
+
     h = _Hosts(tmp_path, monkeypatch)
     a, b = h.a, h.b
+    old = None
     try:
         h.standby_then_primary()
         dp_a = _fh_json("status", "--name", a)["dataplane_pid"]
+        old = shm.Reader(f"/dev/shm/fh-{a}")  # a's segment as a primary: kept mapped across the demotion
+        before = {loc: old.book(int(loc)) for loc in old.locates()}
+        assert before and all(bk["status"] == "live" for bk in before.values())
+        head = old.head
         rep_a = R.read_status(a)["pid"]
         os.kill(rep_a, signal.SIGSTOP)  # the cut: a's replication silent, its data plane goes on
         try:
@@ -814,6 +822,13 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
         line = [l for l in h.err(a).splitlines() if "demoted to standby" in l]
         assert len(line) == 1 and "epoch 2" in line[0], h.err(a)[-1500:]
         _wait(lambda: _fh_json("status", "--name", a).get("dataplane_pid") not in (None, dp_a), 30, "restarted")
+        assert old.writer_status().state == "stopped" and "book(s) marked stale" in h.err(a), h.err(a)[-1500:]
+        after = {loc: old.book(int(loc)) for loc in before}
+        assert all(bk["status"] == "stale" for bk in after.values())
+        assert {loc: (bk["bids"], bk["asks"]) for loc, bk in after.items()} == \
+            {loc: (bk["bids"], bk["asks"]) for loc, bk in before.items()}  # whole: the levels as they were
+        notices = [ev for ev in old.events(head + 1) if ev["type"] == "stale"]
+        assert sorted(ev["locate"] for ev in notices) == sorted(int(loc) for loc in before), notices[:5]
         _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
               lambda: f"a's books from b: {h.err(a)[-800:]}")
         st = h.state(a)
@@ -828,6 +843,8 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
         sb = stats[a]["standby"]
         assert not sb["promoted"] and sb["messages"] == 40000 and stats[a]["messages_applied"] == 0, sb
     finally:
+        if old is not None:
+            old.close()
         h.close()
 
 

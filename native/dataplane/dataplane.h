@@ -134,7 +134,8 @@ typedef struct dp {
     fh_shm_dp_stats_t out; /* 5.6 KiB: what dp_publish copies into the segment */
 } dp_t;
 
-extern volatile sig_atomic_t dp_quit; /* SIGINT/SIGTERM */
+extern volatile sig_atomic_t dp_quit;       /* SIGINT/SIGTERM/SIGUSR2 */
+extern volatile sig_atomic_t dp_quit_stale; /* SIGUSR2: stop with every book marked stale (a demoted primary) */
 
 /* options.c */
 void dp_usage(const char *prog);
@@ -150,7 +151,7 @@ void dp_arp_rx(arp_t *a, fh_net_t *net, uint16_t port, struct rte_mempool *pool,
                size_t len);                                                                /* cold */
 
 /* loop.c */
-void dp_signals(void); /* SIGINT, SIGTERM: dp_quit */
+void dp_signals(void); /* SIGINT, SIGTERM: dp_quit; SIGUSR2: dp_quit_stale too */
 int dp_run(dp_t *dp);
 
 /* report.c */

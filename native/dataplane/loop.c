@@ -28,8 +28,10 @@
 #include "fh/shm.h" /* fh_shm_lat_index */
 
 volatile sig_atomic_t dp_quit;
+volatile sig_atomic_t dp_quit_stale;
 static volatile sig_atomic_t promote_sig;
 static void on_signal(int sig) { (void)sig; dp_quit = 1; }
+static void on_quit_stale(int sig) { (void)sig; dp_quit_stale = dp_quit = 1; } /* SIGUSR2: demoted */
 static void on_promote(int sig) { (void)sig; promote_sig = 1; } /* --standby: take the lines (standby.h) */
 
 /* The latency histogram (dp_t.hist, in TSC ticks): n messages published by now, received at `since`, in one
@@ -372,6 +374,13 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         feed_poll(jtee, feed, t, rq, 0);
         latency_stamp(hist, feed->counters[FH_M_applied] - before, t);
     }
+    if (dp_quit_stale) {
+        /* SIGUSR2: fh run demotes this host (a peer primary beats it). These books were built from this host's
+         * own lines and are no longer the pair's: readers still mapping the segment find every book stale, each
+         * with its notice, instead of books that look live and stop changing. A standby rebuilds them. */
+        int n = fh_engine_set_all_status(e, FH_BOOK_STALE);
+        fprintf(stderr, "fh-dataplane: SIGUSR2 (demoted): %d book(s) marked stale; stopping\n", n);
+    }
     uint64_t msgs_total = 0;
     for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)
         msgs_total += hist[i];
@@ -414,4 +423,5 @@ void dp_signals(void)
 {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR2, on_quit_stale);
 }

@@ -40,6 +40,8 @@ void dp_usage(const char *prog)
             "       [--restore SNAPSHOT] (start from a snapshot's books and feed position: a restart)\n"
             "       [--standby JOURNAL [--standby-hold N]] (a standby: apply that journal, hold the lines back; take\n"
             "       them at its promotion mark or SIGUSR1)\n"
+            "       signals: SIGINT/SIGTERM stop (books left as they are); SIGUSR2 stops with every book marked stale\n"
+            "       (fh run: a demoted primary)\n"
             "       [--snapshot-source A.B.C.D:PORT,user=U[,password-file=F][,idle-ms=N][,retries=N]...] (SoupBinTCP, "
             "for --unrecoverable snapshot)\n",
             prog);
