@@ -41,4 +41,4 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     meson test -C build-asan --print-errorlogs
 
 echo "== Python tests"
-exec python -m pytest -q -rs "$@"   # -rs: every skip with its reason
+exec python -m pytest -q -rs --durations=25 "$@"   # -rs: every skip with its reason; the 25 slowest tests
