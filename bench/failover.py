@@ -69,8 +69,15 @@ def main() -> int:
                        (sb["first_own_ns"] - r["status"]["last_heartbeat_ns"]) / 1e6 - a.timeout_ms,
                    "held_replayed": sb["replayed"], "messages_from_held": sb["replay_applied"]}
             if a.witness:
+                # where a late promotion's time went: before the standby read the witness's last answer (its loop), or
+                # between that and the data plane reading the promotion mark
                 row.update(witness_queries=st["witness_queries"], witness_answers=st["witness_answers"],
-                           witness_age_ms=st["witness_age_ms"])
+                           witness_age_ms=st["witness_age_ms"],
+                           answer_read_beyond_timeout_ms=(st["witness_answer_ns"] - st["last_heartbeat_ns"]) / 1e6
+                           - a.timeout_ms,
+                           answer_to_promoted_ms=(sb["promoted_ns"] - st["witness_answer_ns"]) / 1e6)
+            if row["beyond_timeout_ms"] > 2 * a.heartbeat_ms:  # a late one: what the standby said, for the reader
+                row["standby_said"] = r["replicate_err"].strip().splitlines()[-8:]
             rows.append(row)
             print(json.dumps(row), flush=True)
     keys = ("kill_to_promoted_ms", "kill_to_own_lines_ms", "beyond_timeout_ms", "own_lines_beyond_timeout_ms")
