@@ -4,7 +4,8 @@ standby (--standby: it follows the standby fh-replicate's journal and holds its 
 primary's data plane and fh-replicate mid-replay. The standby promotes after its failover timeout, takes the
 lines after the last replicated message, fills the hole from what it held back, and ends with the reference's
 books; a consumer following its event ring from the start sees every event once, in sequence, equal to those of
-a data plane that never failed over. See handler/failover_lab.py."""
+a data plane that never failed over; the same with a witness asked before the promotion. See
+handler/failover_lab.py."""
 from __future__ import annotations
 
 import json
