@@ -12,8 +12,8 @@ from what it held back. A consumer follows the standby's event ring throughout.
 With `witness=True` a witness (`fh witness`, handler/witness.py) listens on a loopback port of its own and both
 fh-replicate get `--witness ADDR:PORT --pair ID`: the primary beats to it every heartbeat, and the standby, its
 primary silent for the timeout, promotes only once the witness too has not heard the primary for the timeout (one
-query round trip, and up to a heartbeat more when the beats to the witness lag those on the link). Loopback is apart
-from nothing here (the replication link is loopback too): the lab times the kill, it does not cut a link.
+query round trip, and up to a heartbeat more when the beats to the witness lag those on the link). The witness shares
+loopback with the replication link here: the lab times a kill, it does not cut a link (tests/test_witness.py does).
 
 `run` returns what happened: the standby data plane's final statistics (its "standby" part holds the
 promotion's figures), the events the consumer saw, the books at the end, the time of the kill (CLOCK_REALTIME
