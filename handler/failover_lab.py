@@ -9,9 +9,16 @@ standby's fh-replicate (--promote-on-silence) hears no heartbeat for the failove
 its journal; the standby data plane resumes its own lines after the last journaled message and fills the hole
 from what it held back. A consumer follows the standby's event ring throughout.
 
+With `witness=True` a witness (`fh witness`, handler/witness.py) listens on a loopback port of its own and both
+fh-replicate get `--witness ADDR:PORT --pair ID`: the primary beats to it every heartbeat, and the standby, its
+primary silent for the timeout, promotes only once the witness too has not heard the primary for the timeout (one
+query round trip, and up to a heartbeat more when the beats to the witness lag those on the link). The witness shares
+loopback with the replication link here: the lab times a kill, it does not cut a link (tests/test_witness.py does).
+
 `run` returns what happened: the standby data plane's final statistics (its "standby" part holds the
 promotion's figures), the events the consumer saw, the books at the end, the time of the kill (CLOCK_REALTIME
-ns, the clock the data plane stamps promotion with) and the standby fh-replicate's status and summary."""
+ns, the clock the data plane stamps promotion with), the standby fh-replicate's status and summary, and with a
+witness its address, the pair's id and its counts at exit (`witness`: its JSON line)."""
 from __future__ import annotations
 
 import json
@@ -19,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +53,32 @@ def _wait(cond, timeout: float, what: str, proc_check=None) -> None:
             proc_check()
         time.sleep(0.01)
     raise TimeoutError(f"{what}: not within {timeout:g} s")
+
+
+def _udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _witness_up(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Until `fh witness` on 127.0.0.1:port answers a query (a standby asking sooner would get no answer and hold its
+    promotion: not what the lab measures)."""
+    from . import witness as W
+
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(0.1)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"fh witness stopped: {proc.communicate()[1].strip()[-300:]}")
+            try:
+                c.sendto(W.pack(W.QUERY, "lab-probe"), ("127.0.0.1", port))
+                if W.unpack(c.recvfrom(256)[0]) is not None:
+                    return
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+    raise TimeoutError(f"fh witness on 127.0.0.1:{port}: no answer within {timeout:g} s")
 
 
 def _status(path: str) -> dict | None:
@@ -78,9 +112,10 @@ class _Consumer(threading.Thread):
 
 def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_timeout_ms: int = 300,
         heartbeat_ms: int = 50, hold: int = 1 << 16, events: int = 1 << 18, tag: str | None = None,
-        journal_out: str | None = None) -> dict:
+        journal_out: str | None = None, witness: bool = False) -> dict:
     """One failover (see the module's text). kill_at: the fraction of the capture's frames sent before the kill.
-    journal_out: the standby data plane's own journal (--journal), left for the caller (who removes it)."""
+    journal_out: the standby data plane's own journal (--journal), left for the caller (who removes it).
+    witness: fh witness on loopback, asked by the standby before it promotes (the module's text)."""
     prog = R.find_program()
     pcap = str(Path(pcap).resolve())
     tag = tag or uuid.uuid4().hex[:8]
@@ -94,12 +129,27 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
     procs: list[subprocess.Popen] = []
     dps: list[Dataplane] = []
     out: dict = {}
+    wit: list[str] = []  # both fh-replicate's witness arguments
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                                      os.environ.get("PYTHONPATH")]))}
     try:
         lab.up()
+        if witness:
+            wport = _udp_port()
+            wp = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{wport}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                  preexec_fn=with_parent(signal.SIGTERM))
+            procs.append(wp)
+            _witness_up(wport, wp)
+            wit = ["--witness", f"127.0.0.1:{wport}", "--pair", f"fo-{tag}"]
+            out.update(witness_addr=f"127.0.0.1:{wport}", witness_pair=f"fo-{tag}")
         vdev = f"net_af_packet0,iface={lab.dp_if},framecnt=4096"
         rs = subprocess.Popen([prog, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal", j_s,
                                "--journal-mb", "16", "--name", sn, "--status", st_s, "--ring-mb", "4",
-                               "--promote-on-silence", "--failover-timeout-ms", str(failover_timeout_ms)],
+                               "--promote-on-silence", "--failover-timeout-ms", str(failover_timeout_ms),
+                               # with a witness the standby's heartbeat too, as fh run gives it: its beat interval and
+                               # how often it asks again (the witness's silence need not be in phase with the link's)
+                               *([*wit, "--heartbeat-ms", str(heartbeat_ms)] if wit else [])],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=with_parent(signal.SIGTERM))
         procs.append(rs)
@@ -118,12 +168,10 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
         dp_p.wait_running()
         rp = subprocess.Popen([prog, "--role", "primary", "--provider", "tcp", "--peer", addr, "--journal", j_p,
                                "--epoch", "1", "--name", pn, "--status", st_p, "--heartbeat-ms", str(heartbeat_ms),
-                               "--max-outstanding", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=with_parent(signal.SIGTERM))
+                               "--max-outstanding", "16", *wit], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, preexec_fn=with_parent(signal.SIGTERM))
         procs.append(rp)
         _wait(lambda: (_status(st_s) or {}).get("state") == "streaming", 10, "the primary connected")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                                          os.environ.get("PYTHONPATH")]))}
         sp = subprocess.Popen(lab.sender_argv(pcap, snd.Pace("pps", pps=pps), 1, other_cpu()),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env, preexec_fn=with_parent(signal.SIGTERM))
@@ -155,6 +203,10 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
         o, e = rs.communicate(timeout=30)
         out["replicate"] = json.loads(o.splitlines()[-1]) if o.strip() else None
         out["replicate_err"] = e
+        if witness:
+            wp.send_signal(signal.SIGTERM)
+            o, e = wp.communicate(timeout=30)
+            out["witness"] = json.loads(o.splitlines()[-1]) if o.strip() else None
         out.update(events=consumer.events, overruns=consumer.overruns, kill_ns=kill_ns, sender=summary,
                    shipped_at_kill=shipped_at_kill, primary_err=dp_p.err, standby_err=dp_s.err)
         return out

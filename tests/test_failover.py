@@ -4,7 +4,8 @@ standby (--standby: it follows the standby fh-replicate's journal and holds its 
 primary's data plane and fh-replicate mid-replay. The standby promotes after its failover timeout, takes the
 lines after the last replicated message, fills the hole from what it held back, and ends with the reference's
 books; a consumer following its event ring from the start sees every event once, in sequence, equal to those of
-a data plane that never failed over. See handler/failover_lab.py."""
+a data plane that never failed over; the same with a witness asked before the promotion. See
+handler/failover_lab.py."""
 from __future__ import annotations
 
 import json
@@ -85,6 +86,24 @@ def test_kill_9_of_the_primary_mid_replay(day):
     finally:
         if os.path.exists(j2):
             os.unlink(j2)
+
+
+def test_kill_9_of_the_primary_with_a_witness(day):
+    """The same failover with a witness (fh witness on loopback, both fh-replicate --witness --pair): the standby,
+    its primary silent for the timeout, asks it, hears that the primary has been silent there too, and promotes;
+    everything the plain failover checks holds (books, the consumer's events, nothing lost)."""
+    from handler import failover_lab
+
+    r = failover_lab.run(day, pps=300, kill_at=0.4, failover_timeout_ms=300, heartbeat_ms=50, witness=True)
+    _check_failover(day, r, 300, 50)
+    st = r["status"]
+    assert st["witness"] == r["witness_addr"] and st["witness_state"] == "primary-silent", st
+    assert st["witness_answers"] >= 1 and st["witness_age_ms"] >= 300, st
+    assert "the witness: none for" in r["replicate_err"], r["replicate_err"]
+    # the witness heard both hosts of the one pair (the primary's beats until the kill, the standby's) and was asked
+    w = r["witness"]
+    assert w["queries"] >= 1 and w["malformed"] == 0 and list(w["pairs"]) == [r["witness_pair"]], w
+    assert len(w["pairs"][r["witness_pair"]]) == 2, w
 
 
 def _ship_to_the_old_primary(day, journal: str) -> None:

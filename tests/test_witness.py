@@ -466,3 +466,148 @@ def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
                     os.unlink(f)
     w = json.loads(wout.splitlines()[-1])
     assert w["queries"] >= 1 and w["malformed"] == 0 and len(w["pairs"][f"ab-{tag}"]) >= 2, w
+
+
+@pytest.mark.dpdk
+@pytest.mark.netns
+def test_fh_run_cut_link_no_promotion_then_catch_up(tmp_path, monkeypatch):
+    """Two fh run instances, each in a network namespace of its own, on a paced feed: a (primary) and b (standby)
+    replicate over one veth pair (a-b) and each reaches the witness (in a third namespace) over a veth pair of its
+    own; a fourth namespace sends the day to both, paced (net_af_packet on each host's feed end), so that the feed
+    still runs through the cut. The a-b link cut for 1.5 s beyond the failover timeout: b is peer-silent and does
+    NOT promote (the witness still hears a, said in its status and `fh replicate status`), a stays primary; the
+    link restored, b catches up: at the end b's books equal a's (the whole day on both) and both are at epoch 1."""
+    from conftest import run_config
+    from handler import config, replay, segments, supervise
+    from handler import replication_run as RR
+    from handler.shm import Reader
+    from test_failover_roles import _messages_published, _status, _wait
+
+    if PROG is None:
+        pytest.skip(str(why_no_replicate()))
+    run_d = tmp_path / "run"
+    monkeypatch.setenv("FH_RUN_DIR", str(run_d))
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"  # 40,000 messages, 855 datagrams a line
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"fca{tag}", f"fcb{tag}"
+    ns = {k: f"fhc{k}-{tag}" for k in ("a", "b", "w", "s")}
+    timeout_ms, cut_s = 500, 2.0  # the cut: 1.5 s beyond the failover timeout
+    made, procs = [], []
+    errs = {a: tmp_path / "a.err", b: tmp_path / "b.err"}
+
+    def cfg(n, role, me, peer, wit):
+        # the feed from the host's own end of the feed veth pair (paced by the sender), not from the capture file
+        text = run_config(n, pcap, exit_idle_ms=0, extra=f"""[replication]
+role = "{role}"
+provider = "tcp"
+peer = "{peer}:7400"
+listen = "{me}:7400"
+heartbeat_ms = 50
+failover_timeout_ms = {timeout_ms}
+witness = "{wit}:{WPORT}"
+pair = "cut-{tag}"
+""")
+        pcap_vdev = f'vdev = "net_pcap0,rx_pcap={pcap}"'
+        assert pcap_vdev in text
+        return text.replace(pcap_vdev, 'vdev = "net_af_packet0,iface=feed,framecnt=4096"')
+
+    cfgs = {a: tmp_path / "a.toml", b: tmp_path / "b.toml"}
+    cfgs[a].write_text(cfg(a, "primary", "10.84.0.1", "10.84.0.2", "10.84.1.2"))
+    cfgs[b].write_text(cfg(b, "standby", "10.84.0.2", "10.84.0.1", "10.84.2.2"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(n, host):
+        p = subprocess.Popen([*sender.netns_argv(ns[host]), sys.executable, "-m", "handler", "run", "--config",
+                              str(cfgs[n]), "--keep-segment", "--json"], stdout=subprocess.PIPE,
+                             stderr=open(errs[n], "w"), text=True, env=env)
+        procs.append(p)
+        return p
+
+    def log(n):
+        return errs[n].read_text()[-800:]
+
+    def dataplane_up(n):  # n's segment written by the data plane of n's running fh run
+        try:
+            with Reader(f"/dev/shm/fh-{n}", wait_s=0) as r:
+                return r.writer_pid == (supervise.lookup(n)[1] or {}).get("dataplane_pid")
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+
+    wp = None
+    try:
+        for k in ("a", "b", "w", "s"):
+            _ip("netns", "add", ns[k])
+            made.append(ns[k])
+            _ip("-n", ns[k], "link", "set", "lo", "up")
+            # no IPv6 (its router solicitations and MLD reports would be frames on the feed ends too)
+            subprocess.run([*sender.netns_argv(ns[k]), "sh", "-c", "for f in all default; do "
+                            "echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done"], capture_output=True)
+        for x, dx, y, dy, ax, ay in (("a", "r0", "b", "r1", "10.84.0.1", "10.84.0.2"),  # the replication link
+                                     ("a", "wa", "w", "aw", "10.84.1.1", "10.84.1.2"),
+                                     ("b", "wb", "w", "bw", "10.84.2.1", "10.84.2.2"),
+                                     ("a", "feed", "s", "sa", None, None),  # the feed: raw frames, no addresses
+                                     ("b", "feed", "s", "sb", None, None)):
+            _ip("-n", ns[x], "link", "add", dx, "type", "veth", "peer", "name", dy, "netns", ns[y])
+            for h, dev, addr in ((x, dx, ax), (y, dy, ay)):
+                if addr:
+                    _ip("-n", ns[h], "addr", "add", f"{addr}/24", "dev", dev)
+                _ip("-n", ns[h], "link", "set", dev, "multicast", "on", "allmulticast", "on", "up")
+        wp = subprocess.Popen([*sender.netns_argv(ns["w"]), sys.executable, "-m", "handler", "witness", "--listen",
+                               f"0.0.0.0:{WPORT}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
+        rb = run(b, "b")
+        _wait(lambda: _status(b).get("state") == "connecting", 30, lambda: f"b's standby listening: {log(b)}")
+        ra = run(a, "a")
+        _wait(lambda: _status(b).get("state") == "streaming" and dataplane_up(a) and dataplane_up(b), 30,
+              lambda: f"a shipping to b, both data planes up: {log(a)} {log(b)}")
+        senders = [subprocess.Popen([*sender.netns_argv(ns["s"]), sys.executable, "-m", "handler.net.sender",
+                                     str(pcap), "--iface", dev, "--pps", "250"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env) for dev in ("sa", "sb")]
+        procs += senders
+        _wait(lambda: _status(b).get("messages", 0) >= 8000, 30, lambda: f"b following a: {log(a)} {log(b)}")
+        _ip("-n", ns["a"], "link", "set", "r0", "down")
+        seen, t0, txt = [], time.monotonic(), ""
+        while time.monotonic() - t0 < cut_s:
+            seen.append((R.read_status(b), _status(a), RR.read_state(a, run_d), RR.read_state(b, run_d)))
+            if not txt and time.monotonic() - t0 > timeout_ms / 1000 + 1.0:  # as an operator sees it, still cut
+                txt = fh("replicate", "status", "--name", b).stdout
+            time.sleep(0.01)
+        _ip("-n", ns["a"], "link", "set", "r0", "up")
+        a_at_end_of_cut = _messages_published(a)
+        assert any(s[0]["state"] == "peer-silent" for s in seen), [s[0]["state"] for s in seen]
+        for sb, sa, st_a, st_b in seen:  # b never promoted; a primary at epoch 1 throughout
+            assert sb["state"] != "promoted" and sb["epoch"] == 1, (sb, log(b))
+            assert st_b["role"] == "standby" and st_b["epoch"] == 1, st_b
+            assert st_a["role"] == "primary" and st_a["epoch"] == 1 and sa.get("state") != "fenced", (st_a, sa)
+        last = seen[-1][0]
+        assert last["state"] == "peer-silent" and last["witness_state"] == "primary-alive", last
+        assert "primary alive (heard" in last["witness_says"] and last["witness_age_ms"] < timeout_ms, last
+        assert "peer-silent" in txt and "witness: primary alive (heard" in txt, txt
+        # nothing reached b while cut (once silent), and the feed went on at a meanwhile (b held its own lines)
+        first_silent = next(i for i, s in enumerate(seen) if s[0]["state"] == "peer-silent")
+        silent = [s[0]["messages"] for s in seen[first_silent:]]
+        assert len(set(silent)) == 1 and a_at_end_of_cut > silent[0], (silent[0], a_at_end_of_cut)
+        assert ra.poll() is None and rb.poll() is None
+        print(f"\ncut {cut_s:g} s: b peer-silent in {len(seen) - first_silent} of {len(seen)} looks, at "
+              f"{silent[0]} messages while a reached {a_at_end_of_cut}; b's last word: {last['witness_says']}")
+        for p in senders:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        _wait(lambda: _messages_published(a) == 40000 and _messages_published(b) == 40000
+              and replay.segment_books(f"/dev/shm/fh-{a}") == replay.segment_books(f"/dev/shm/fh-{b}"), 30,
+              lambda: f"b caught up with a: {_messages_published(a)} {_messages_published(b)} {log(a)} {log(b)}")
+        sa, sb = R.read_status(a), R.read_status(b)
+        assert sa["epoch"] == sb["epoch"] == 1 and sb["state"] == "streaming" and sb["messages"] == 40000, (sa, sb)
+        assert RR.read_state(a, run_d)["role"] == "primary" and RR.read_state(b, run_d)["role"] == "standby"
+        assert "promoted" not in errs[b].read_text()
+    finally:
+        stop_all(procs, 30)
+        if wp is not None:
+            wp.send_signal(signal.SIGTERM)
+            wp.communicate(timeout=10)
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        for n in (a, b):
+            segments.remove(f"/dev/shm/fh-{n}")
+            _remove(f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
+                    RR.guard_status_of(config.load(str(cfgs[n]))))
