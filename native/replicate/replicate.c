@@ -361,12 +361,13 @@ static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *f
     __attribute__((format(printf, 4, 5)));
 static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *fmt, ...)
 {
-    char text[sizeof st->witness_says];
+    char text[256]; /* the log line whole; the status field holds what fits (every verdict fits it today) */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    memcpy(st->witness_says, text, sizeof text);
+    memcpy(st->witness_says, text, sizeof st->witness_says - 1);
+    st->witness_says[sizeof st->witness_says - 1] = 0;
     st->wit_state = (uint64_t)state;
     if (w->said != state) /* a verdict said once, until it changes (asked again every heartbeat interval) */
         fprintf(stderr, "fh-replicate: %s\n", text);
@@ -421,7 +422,7 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
         }
         if (a.flags & WIT_HEARD)
             wit_say(w, st, WS_PRIMARY_ALIVE, "witness: primary alive (heard %" PRIu64 " ms ago, epoch %u): not "
-                    "promoting (the replication link is cut?)", a.age_ms, a.epoch);
+                    "promoting (replication link cut?)", a.age_ms, a.epoch);
         else /* a witness just started knows nothing yet: not before it has listened for the failover timeout */
             wit_say(w, st, WS_PRIMARY_ALIVE, "witness: up %" PRIu64 " ms only, no primary heard yet: not promoting "
                     "before it has listened %u ms", a.age_ms, w->timeout_ms);
