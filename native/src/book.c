@@ -581,11 +581,9 @@ static inline bool bbo_deep(const fh_engine_t *e, const fh_shm_agg_t *g)
 /* The side's best as emit_bbo reads it (bbo_t), from scratch (the rare paths: a deep level changed, a
  * re-centring, the side's best level emptied): the window's best if it is above every deep level, else the
  * deep top, else none. */
-static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
+static inline __attribute__((always_inline)) void bbo_fill(fh_engine_t *e, bbo_t *c, const lside_t *L,
+                                                            const side_t *s, uint32_t side)
 {
-    const lside_t *L = book_side(e, b, side);
-    const side_t *s = &b->side[side];
-    bbo_t *c = &e->bbo[b->locate];
     uint32_t k = ((L->best ^ (0u - side)) * L->tick) ^ (0u - side);
     if (L->nl && above_deep(e, s, k)) {
         c->g[side] = &L->slot[L->best & LAD_MASK];
@@ -597,6 +595,18 @@ static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
         c->g[side] = &e->zero_agg;
         c->key[side] = 0u - side; /* emit_bbo's price 0: ~key for asks */
     }
+}
+
+static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    bbo_fill(e, &e->bbo[b->locate], book_side(e, b, side), &b->side[side], side);
+}
+
+/* bbo_set where a side's best window level emptied (level_sub_at, 0.13 a message), with the side's ladder, deep
+ * run and cached bests that the caller has already found. */
+static __attribute__((noinline)) void bbo_set_at(fh_engine_t *e, const book_t *b, const lside_t *L, uint32_t side)
+{
+    bbo_fill(e, &e->bbo[b->locate], L, &b->side[side], side);
 }
 
 /* bbo_set on the rare paths (re-centring, deep levels), only while publishing: a private engine's hot path does
@@ -858,7 +868,7 @@ static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, b
         if (--L->nl && kx == L->best)
             L->best = lad_next_below(L, kx);
         if (top) /* the side's best level is gone: the next one is the window's or the deep top */
-            bbo_set(e, b, side);
+            bbo_set_at(e, b, L, side);
     }
     return top;
 }
