@@ -128,9 +128,9 @@ struct fh_engine {
     /* events */
     fh_shm_event_t *events;
     uint64_t ev_mask;
-    uint64_t head;  /* last event published */
     uint64_t woken; /* head at the last fh_seg_wake */
-    uint64_t *hdr_head; /* &seg->hdr->head: stored once an event, without the two loads */
+    uint64_t *hdr_head; /* &seg->hdr->head, the last event published: the engine is its only writer and keeps no
+                         * copy of its own (one store an event, not two) */
     uint64_t rx_tsc, now_tsc;
     fh_seg_t *seg;
     bool owns_seg;
@@ -293,8 +293,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->events = seg->events;
     e->ev_mask = seg->hdr->event_capacity - 1;
     e->hdr_head = &seg->hdr->head;
-    e->head = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
-    e->woken = e->head;
+    e->woken = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
@@ -1077,9 +1076,10 @@ _Static_assert(offsetof(fh_shm_event_t, trading_state) == offsetof(fh_shm_event_
                    offsetof(fh_shm_event_t, pad) == offsetof(fh_shm_event_t, type) + 3,
                "the event's type, state, status and pad: 4 bytes");
 static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b,
-                                                                         uint64_t ts, uint64_t *h)
+                                                                         uint64_t ts, uint64_t *h, uint64_t **hhp)
 {
-    uint64_t head = e->head + 1, rx = e->rx_tsc, now = e->now_tsc;
+    uint64_t *hh = e->hdr_head;
+    uint64_t head = __atomic_load_n(hh, __ATOMIC_RELAXED) + 1, rx = e->rx_tsc, now = e->now_tsc;
     fh_shm_event_t *ev = &e->events[head & e->ev_mask];
     uint16_t st;
     memcpy(&st, &b->trading_state, 2);
@@ -1097,13 +1097,12 @@ static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engi
     ev->rx_tsc = rx;
     ev->pub_tsc = now;
     *h = head;
+    *hhp = hh;
     return ev;
 }
 
-static inline __attribute__((always_inline)) void event_end(fh_engine_t *e, fh_shm_event_t *ev, uint64_t head)
+static inline __attribute__((always_inline)) void event_end(uint64_t *hdr_head, fh_shm_event_t *ev, uint64_t head)
 {
-    uint64_t *hdr_head = e->hdr_head;
-    e->head = head;
     __atomic_store_n(&ev->seq, head, __ATOMIC_RELEASE);
     __atomic_store_n(hdr_head, head, __ATOMIC_RELEASE);
 }
@@ -1117,37 +1116,37 @@ static inline __attribute__((always_inline)) void emit_bbo(fh_engine_t *e, const
     const bbo_t *c = &e->bbo[b->locate]; /* the bests as the writer keeps them */
     uint64_t bid = c->g[0]->shares, ask = c->g[1]->shares;
     uint32_t bk = c->key[0], ak = ~c->key[1];
-    uint64_t h;
-    fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, b->itch_ts, &h);
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, b->itch_ts, &h, &hh);
     ev->a = bid;
     ev->b = ask;
     ev->c = bk;
     ev->d = ak;
-    event_end(e, ev, h);
+    event_end(hh, ev, h);
 }
 
 static __attribute__((noinline)) void emit_trade(fh_engine_t *e, const book_t *b, const uint8_t *m, uint64_t match)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
-    uint64_t h;
-    fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, msg_ts(m), &h);
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, msg_ts(m), &h, &hh);
     ev->a = b->last_shares;
     ev->b = match;
     ev->c = b->last_price;
     ev->d = 0;
-    event_end(e, ev, h);
+    event_end(hh, ev, h);
 }
 
 static __attribute__((noinline)) void emit_simple(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
-    uint64_t h;
-    fh_shm_event_t *ev = event_begin(e, type, b, msg_ts(m), &h);
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, type, b, msg_ts(m), &h, &hh);
     ev->a = ev->b = 0;
     ev->c = ev->d = 0;
-    event_end(e, ev, h);
+    event_end(hh, ev, h);
 }
 
 static uint64_t symbol_key(const uint8_t *stock8)
@@ -1522,9 +1521,10 @@ static inline uint64_t tsc_now(void)
 /* End of a batch: wake readers that sleep on the event ring, if any event was published. */
 static inline void batch_end(fh_engine_t *e)
 {
-    if (e->publish && e->head != e->woken) {
+    uint64_t head = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
+    if (e->publish && head != e->woken) {
         fh_seg_wake(e->seg);
-        e->woken = e->head;
+        e->woken = head;
     }
 }
 
