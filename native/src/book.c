@@ -1068,13 +1068,14 @@ static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m) { book_
 /* Append an event: the slot's seq is cleared first so that a reader of the previous lap sees it change.
  * event_begin reads every engine field the event needs (its head, the ring, the stamps, the header's address)
  * before the first store, so that none is loaded again after the fence; event_end publishes head h. The
- * header's first four bytes (type, trading_state, status, pad 0) are one store: the book keeps trading_state
- * and status side by side. ts is the message's timestamp (msg_ts). */
+ * header's first eight bytes (type, trading_state, status, pad 0, locate) are one store: the book keeps
+ * trading_state and status side by side. ts is the message's timestamp (msg_ts). */
 _Static_assert(offsetof(book_t, status) == offsetof(book_t, trading_state) + 1, "the book's state and status: 2 bytes");
 _Static_assert(offsetof(fh_shm_event_t, trading_state) == offsetof(fh_shm_event_t, type) + 1 &&
                    offsetof(fh_shm_event_t, status) == offsetof(fh_shm_event_t, type) + 2 &&
-                   offsetof(fh_shm_event_t, pad) == offsetof(fh_shm_event_t, type) + 3,
-               "the event's type, state, status and pad: 4 bytes");
+                   offsetof(fh_shm_event_t, pad) == offsetof(fh_shm_event_t, type) + 3 &&
+                   offsetof(fh_shm_event_t, locate) == offsetof(fh_shm_event_t, type) + 4,
+               "the event's type, state, status, pad and locate: 8 bytes");
 static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b,
                                                                          uint64_t ts, uint64_t *h, uint64_t **hhp)
 {
@@ -1084,15 +1085,13 @@ static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engi
     uint16_t st;
     memcpy(&st, &b->trading_state, 2);
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint32_t w = type | (uint32_t)st << 8; /* pad 0 */
+    uint64_t w = type | (uint32_t)st << 8 | (uint64_t)b->locate << 32; /* pad 0 */
 #else
-    uint32_t w = (uint32_t)type << 24 | (uint32_t)st << 8;
+    uint64_t w = ((uint64_t)type << 24 | (uint32_t)st << 8) << 32 | b->locate;
 #endif
-    uint32_t locate = b->locate;
     __atomic_store_n(&ev->seq, UINT64_MAX, __ATOMIC_RELAXED);
     atomic_thread_fence(memory_order_release);
-    memcpy(&ev->type, &w, 4);
-    ev->locate = locate;
+    memcpy(&ev->type, &w, 8);
     ev->itch_ts = ts;
     ev->rx_tsc = rx;
     ev->pub_tsc = now;
