@@ -96,7 +96,8 @@ _Static_assert(offsetof(lside_t, occ) == offsetof(fh_shm_lside_t, occ), "lside_t
 #define BOOK_LAD(b) ((b)->ladder) /* the book's ladders: lside[2 * id], [2 * id + 1] */
 
 /* Per book (by locate), each side's best level as the writer knows it, for emit_bbo: its aggregate (in the
- * window's slots or at the deep arrays' top; the engine's zero_agg when the side is empty) and its key. Kept
+ * window's slots or at the deep arrays' top; the engine's zero_agg when the side is empty) and its key (an empty
+ * side's: 0 for bids, ~0 for asks, so that emit_bbo's price, key or ~key, is 0 with no test). Kept
  * while publishing (fh_engine_set_publish computes it when publishing is turned on): the hot path updates
  * it where a level becomes the best, the rare paths (deep levels, re-centring, the best emptied) recompute
  * it (bbo_set). */
@@ -127,9 +128,9 @@ struct fh_engine {
     /* events */
     fh_shm_event_t *events;
     uint64_t ev_mask;
-    uint64_t head;  /* last event published */
     uint64_t woken; /* head at the last fh_seg_wake */
-    uint64_t *hdr_head; /* &seg->hdr->head: stored once an event, without the two loads */
+    uint64_t *hdr_head; /* &seg->hdr->head, the last event published: the engine is its only writer and keeps no
+                         * copy of its own (one store an event, not two) */
     uint64_t rx_tsc, now_tsc;
     fh_seg_t *seg;
     bool owns_seg;
@@ -230,7 +231,7 @@ void fh_engine_clear_books(fh_engine_t *e)
             __atomic_store_n(&b->seq, seq + 1, __ATOMIC_RELEASE);
         }
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg } };
+        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg }, .key = { 0, ~0u } }; /* as bbo_set */
     e->live = 0;
     e->nbooks = 0;
     e->arena_top = 0;
@@ -284,7 +285,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
         e->lside[i].slot = seg->lslot + (size_t)i * LAD_W;
     e->bbo = (bbo_t *)(base + l.bbo);
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
-        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg } };
+        e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg }, .key = { 0, ~0u } }; /* as bbo_set */
     e->seg = seg;
     e->books = seg->books;
     e->lkey = seg->lkey;
@@ -292,8 +293,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->events = seg->events;
     e->ev_mask = seg->hdr->event_capacity - 1;
     e->hdr_head = &seg->hdr->head;
-    e->head = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
-    e->woken = e->head;
+    e->woken = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
@@ -580,11 +580,9 @@ static inline bool bbo_deep(const fh_engine_t *e, const fh_shm_agg_t *g)
 /* The side's best as emit_bbo reads it (bbo_t), from scratch (the rare paths: a deep level changed, a
  * re-centring, the side's best level emptied): the window's best if it is above every deep level, else the
  * deep top, else none. */
-static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
+static inline __attribute__((always_inline)) void bbo_fill(fh_engine_t *e, bbo_t *c, const lside_t *L,
+                                                            const side_t *s, uint32_t side)
 {
-    const lside_t *L = book_side(e, b, side);
-    const side_t *s = &b->side[side];
-    bbo_t *c = &e->bbo[b->locate];
     uint32_t k = ((L->best ^ (0u - side)) * L->tick) ^ (0u - side);
     if (L->nl && above_deep(e, s, k)) {
         c->g[side] = &L->slot[L->best & LAD_MASK];
@@ -594,8 +592,20 @@ static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
         c->key[side] = e->lkey[s->off + s->n - 1];
     } else {
         c->g[side] = &e->zero_agg;
-        c->key[side] = 0;
+        c->key[side] = 0u - side; /* emit_bbo's price 0: ~key for asks */
     }
+}
+
+static void bbo_set(fh_engine_t *e, const book_t *b, uint32_t side)
+{
+    bbo_fill(e, &e->bbo[b->locate], book_side(e, b, side), &b->side[side], side);
+}
+
+/* bbo_set where a side's best window level emptied (level_sub_at, 0.13 a message), with the side's ladder, deep
+ * run and cached bests that the caller has already found. */
+static __attribute__((noinline)) void bbo_set_at(fh_engine_t *e, const book_t *b, const lside_t *L, uint32_t side)
+{
+    bbo_fill(e, &e->bbo[b->locate], L, &b->side[side], side);
 }
 
 /* bbo_set on the rare paths (re-centring, deep levels), only while publishing: a private engine's hot path does
@@ -857,7 +867,7 @@ static inline __attribute__((always_inline)) bool level_sub_at(fh_engine_t *e, b
         if (--L->nl && kx == L->best)
             L->best = lad_next_below(L, kx);
         if (top) /* the side's best level is gone: the next one is the window's or the deep top */
-            bbo_set(e, b, side);
+            bbo_set_at(e, b, L, side);
     }
     return top;
 }
@@ -1055,64 +1065,87 @@ static inline void book_end_if(book_t *b, const uint8_t *m, bool publish)
 static inline void book_begin(fh_engine_t *e, book_t *b) { book_begin_if(b, e->publish); }
 static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m) { book_end_if(b, m, e->publish); }
 
-/* Append an event: the slot's seq is cleared first so that a reader of the previous lap sees it change. */
-static inline fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
+/* Append an event: the slot's seq is cleared first so that a reader of the previous lap sees it change.
+ * event_begin reads every engine field the event needs (its head, the ring, the stamps, the header's address)
+ * before the first store, so that none is loaded again after the fence; event_end publishes head h. The
+ * header's first eight bytes (type, trading_state, status, pad 0, locate) are one store: the book keeps
+ * trading_state and status side by side. ts is the message's timestamp (msg_ts). */
+_Static_assert(offsetof(book_t, status) == offsetof(book_t, trading_state) + 1, "the book's state and status: 2 bytes");
+_Static_assert(offsetof(fh_shm_event_t, trading_state) == offsetof(fh_shm_event_t, type) + 1 &&
+                   offsetof(fh_shm_event_t, status) == offsetof(fh_shm_event_t, type) + 2 &&
+                   offsetof(fh_shm_event_t, pad) == offsetof(fh_shm_event_t, type) + 3 &&
+                   offsetof(fh_shm_event_t, locate) == offsetof(fh_shm_event_t, type) + 4,
+               "the event's type, state, status, pad and locate: 8 bytes");
+static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b,
+                                                                         uint64_t ts, uint64_t *h, uint64_t **hhp)
 {
-    fh_shm_event_t *ev = &e->events[(e->head + 1) & e->ev_mask];
+    uint64_t *hh = e->hdr_head;
+    uint64_t head = __atomic_load_n(hh, __ATOMIC_RELAXED) + 1, rx = e->rx_tsc, now = e->now_tsc;
+    fh_shm_event_t *ev = &e->events[head & e->ev_mask];
+    uint16_t st;
+    memcpy(&st, &b->trading_state, 2);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t w = type | (uint32_t)st << 8 | (uint64_t)b->locate << 32; /* pad 0 */
+#else
+    uint64_t w = ((uint64_t)type << 24 | (uint32_t)st << 8) << 32 | b->locate;
+#endif
     __atomic_store_n(&ev->seq, UINT64_MAX, __ATOMIC_RELAXED);
     atomic_thread_fence(memory_order_release);
-    ev->type = type;
-    ev->trading_state = b->trading_state;
-    ev->locate = b->locate;
-    ev->status = b->status;
-    ev->itch_ts = msg_ts(m);
-    ev->rx_tsc = e->rx_tsc;
-    ev->pub_tsc = e->now_tsc;
+    memcpy(&ev->type, &w, 8);
+    ev->itch_ts = ts;
+    ev->rx_tsc = rx;
+    ev->pub_tsc = now;
+    *h = head;
+    *hhp = hh;
     return ev;
 }
 
-static inline void event_end(fh_engine_t *e, fh_shm_event_t *ev)
+static inline __attribute__((always_inline)) void event_end(uint64_t *hdr_head, fh_shm_event_t *ev, uint64_t head)
 {
-    uint64_t head = e->head + 1;
-    e->head = head;
     __atomic_store_n(&ev->seq, head, __ATOMIC_RELEASE);
-    __atomic_store_n(e->hdr_head, head, __ATOMIC_RELEASE);
+    __atomic_store_n(hdr_head, head, __ATOMIC_RELEASE);
 }
 
-static inline __attribute__((always_inline)) void emit_bbo(fh_engine_t *e, const book_t *b, const uint8_t *m)
+/* A BBO event, right after the message's book_end (whose stamp it takes from the book). An empty side's cached
+ * best is the zero level with key 0 for bids and ~0 for asks (bbo_set), so its price comes out 0 with no test. */
+static inline __attribute__((always_inline)) void emit_bbo(fh_engine_t *e, const book_t *b)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
-    fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, m);
     const bbo_t *c = &e->bbo[b->locate]; /* the bests as the writer keeps them */
     uint64_t bid = c->g[0]->shares, ask = c->g[1]->shares;
+    uint32_t bk = c->key[0], ak = ~c->key[1];
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, FH_EV_BBO, b, b->itch_ts, &h, &hh);
     ev->a = bid;
     ev->b = ask;
-    ev->c = bid ? c->key[0] : 0;
-    ev->d = ask ? ~c->key[1] : 0;
-    event_end(e, ev);
+    ev->c = bk;
+    ev->d = ak;
+    event_end(hh, ev, h);
 }
 
 static __attribute__((noinline)) void emit_trade(fh_engine_t *e, const book_t *b, const uint8_t *m, uint64_t match)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
-    fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, m);
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, FH_EV_TRADE, b, msg_ts(m), &h, &hh);
     ev->a = b->last_shares;
     ev->b = match;
     ev->c = b->last_price;
     ev->d = 0;
-    event_end(e, ev);
+    event_end(hh, ev, h);
 }
 
 static __attribute__((noinline)) void emit_simple(fh_engine_t *e, uint8_t type, const book_t *b, const uint8_t *m)
 {
     if (FH_UNLIKELY(b->flags & FH_BOOK_F_UNPUBLISHED))
         return;
-    fh_shm_event_t *ev = event_begin(e, type, b, m);
+    uint64_t h, *hh;
+    fh_shm_event_t *ev = event_begin(e, type, b, msg_ts(m), &h, &hh);
     ev->a = ev->b = 0;
     ev->c = ev->d = 0;
-    event_end(e, ev);
+    event_end(hh, ev, h);
 }
 
 static uint64_t symbol_key(const uint8_t *stock8)
@@ -1229,10 +1262,12 @@ static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *s
 
 /* Add an order to book b, or (b == NULL, for A and F) to the book of locate, created from stock on first
  * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
- * Returns 1 if a best level changed. The caller holds b's seqlock when b != NULL. */
+ * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
+ * locate). The caller holds b's seqlock when b != NULL. */
 static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint16_t locate,
                                                            const uint8_t *m, uint64_t ref, uint8_t side_ch,
-                                                           uint32_t shares, uint32_t price, bool publish)
+                                                           uint32_t shares, uint32_t price, bool publish,
+                                                           book_t **bp)
 {
     if (FH_UNLIKELY(side_ch != 'B' && side_ch != 'S')) {
         e->counters[FH_C_bad_side]++;
@@ -1267,6 +1302,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     if (own)
         book_end_if(b, m, publish);
+    *bp = b;
     return top > 0;
 }
 
@@ -1393,9 +1429,9 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
     case 'F':
     add:
         top = add_order(e, NULL, fh_itch_locate(m), m, fh_be64(m + FH_ITCH_OFF_REF), m[FH_ITCH_OFF_A_SIDE],
-                        fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE), publish);
+                        fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE), publish, &b);
         if (top && publish)
-            emit_bbo(e, &e->books[fh_itch_locate(m)], m);
+            emit_bbo(e, b);
         return;
     case 'D':
     delete:
@@ -1414,7 +1450,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
             uint8_t side_ch = o->side & 1u ? 'S' : 'B';
             top = remove_order(e, b, o, publish);
             top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
-                             fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish);
+                             fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish, &b);
         }
         break;
     case 'X':
@@ -1436,7 +1472,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         if (publish) {
             emit_trade(e, b, m, fh_be64(m + FH_ITCH_OFF_E_MATCH));
             if (top)
-                emit_bbo(e, b, m);
+                emit_bbo(e, b);
         }
         return;
     case 'C':
@@ -1457,7 +1493,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
                 if (printable)
                     emit_trade(e, b, m, fh_be64(m + FH_ITCH_OFF_E_MATCH));
                 if (top)
-                    emit_bbo(e, b, m);
+                    emit_bbo(e, b);
             }
         }
         return;
@@ -1467,7 +1503,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
     }
     book_end_if(b, m, publish);
     if (top && publish)
-        emit_bbo(e, b, m);
+        emit_bbo(e, b);
 }
 
 void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish, false); }
@@ -1484,9 +1520,10 @@ static inline uint64_t tsc_now(void)
 /* End of a batch: wake readers that sleep on the event ring, if any event was published. */
 static inline void batch_end(fh_engine_t *e)
 {
-    if (e->publish && e->head != e->woken) {
+    uint64_t head = __atomic_load_n(e->hdr_head, __ATOMIC_RELAXED);
+    if (e->publish && head != e->woken) {
         fh_seg_wake(e->seg);
-        e->woken = e->head;
+        e->woken = head;
     }
 }
 
