@@ -582,8 +582,18 @@ class Replication:
 
     def stop(self) -> None:
         """After the data plane: a primary's fh-replicate first ships what the journal holds and has it
-        acknowledged (up to 5 s), then it stops (SIGTERM), or is killed after 10 s; the guard stops."""
+        acknowledged (up to 5 s), then it stops (SIGTERM), or is killed after 10 s; the guard stops. A standby's
+        fh-replicate that promoted once this instance was stopping (its primary stopped first: both hosts stopped
+        at once) is not taken: the data plane was stopping, and the role and epoch stay as they were."""
         self.next_start = None
+        if self.role == "standby" and self.proc is not None:
+            try:
+                s = R.read_status(self.cfg.name)
+            except R.ReplicateError:
+                s = None
+            if s and s["pid"] == self.proc.pid and s["state"] == "promoted":
+                self.say(f"the standby's fh-replicate promoted (epoch {s['epoch']}) while this instance was stopping: "
+                         f"not taken; this host stays standby at epoch {self.epoch}")
         stop(self.proc, self.cfg.name)
         self._stop_guard()
 

@@ -132,7 +132,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
                 child.send_signal(forwarded[-1])
             pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
                       restart=restart)
-            _follow(cfg, child, pf, restart, repl)
+            _follow(cfg, child, pf, restart, repl, forwarded)
             if repl is None or not repl.demoting or forwarded:
                 break
             # a primary beaten by its peer (handler/replication_run.py, Replication._demote): the data plane, stopped
@@ -171,10 +171,11 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
 
 
 def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, restart: dict | None,
-            repl=None) -> None:
+            repl=None, stopping: list[int] | None = None) -> None:
     """Wait for the data plane; meanwhile run fh record ([journal] record = true), watch a restart's
-    recovery (handler/followers.py) and supervise fh-replicate (handler/replication_run.py); after it, let the
-    recorder finish."""
+    recovery (handler/followers.py) and supervise fh-replicate (handler/replication_run.py) until this instance is
+    asked to stop (`stopping`: the signals forwarded; from then on a standby's promotion, which its peer's own stop
+    can set off, is not taken: Replication.stop says so); after it, let the recorder finish."""
     from .followers import POLL_S, RecorderProc, RestartWatch
     from .ui import fmt_seconds
 
@@ -184,7 +185,7 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
         while child.poll() is None:
             if rec is not None and (pid := rec.poll(child.pid)):
                 pf.update(recorder_pid=pid)
-            if repl is not None and repl.poll(child.pid):
+            if repl is not None and not stopping and repl.poll(child.pid):
                 pf.update(replication=repl.record())
                 if repl.demoting:  # stopped cleanly, every book marked stale (SIGUSR2), then started as standby
                     child.send_signal(signal.SIGUSR2)
