@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, fh, replicate_path, stop_all, why_no_replicate
+from handler import journal as J
 from handler import replicate as R
 from handler import witness as W
 from handler.net import sender
@@ -327,7 +328,12 @@ def test_cut_link_no_promotion_then_catch_up(three_hosts):
         assert d["messages"] == 300000 and d["epoch"] == 1 and d["state"] != "promoted"
         out, err = pr.communicate(timeout=60)  # (gone, it beats no more: the standby would promote after it)
         assert pr.returncode == 0, err
-        assert [r.messages() for r in _ring_records(files[2])] == [r.messages() for r in _ring_records(journal)]
+        # once the primary is gone nothing beats any more, the witness hears none either, and the standby may promote
+        # (a loaded CI host took 300 ms to get here): its mark, then, ends its journal after every shipped record
+        recs = _ring_records(files[2])
+        if recs and recs[-1].kind == J.PROMOTED:
+            recs = recs[:-1]
+        assert [r.messages() for r in recs] == [r.messages() for r in _ring_records(journal)]
         pst = R.read_status(f"/dev/shm/fh-wp-{lab['tag']}.repl")
         assert pst["witness_beats"] >= 20 and pst["witness_send_errors"] == 0
     finally:
