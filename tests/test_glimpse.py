@@ -147,7 +147,9 @@ def test_bad_login_silent_server_truncated_stream_each_one_line_and_counted(tmp_
         t0 = time.monotonic()
         with pytest.raises(glimpse.GlimpseError) as ei:
             glimpse.fetch(s["listen"], "fh", PW, idle_timeout_ms=400)
-        assert time.monotonic() - t0 < 10
+        # the fetch gives up rather than hang (its message names the 400 ms); a generous bound, not a timing: a CI run
+        # beside a fresh-root run on a slow host took 13.4 s here
+        assert time.monotonic() - t0 < 60
         assert "silent for 400 ms" in str(ei.value) and ei.value.counters["silent"] == 1
         assert ei.value.counters["messages"] == 200 and ei.value.counters["completed"] == 0
 
