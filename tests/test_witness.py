@@ -467,7 +467,8 @@ def test_fh_run_fails_over_through_the_witness(tmp_path, monkeypatch):
         wout, _ = wp.communicate(timeout=10)
         for n in (a, b):
             segments.remove(f"/dev/shm/fh-{n}")
-            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n)):
+            for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
+                      f"/dev/shm/fh-{n}.guard.repl"):  # (RR.guard_status_of: a's guard, as primary)
                 if os.path.exists(f):
                     os.unlink(f)
     w = json.loads(wout.splitlines()[-1])
