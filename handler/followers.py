@@ -46,6 +46,10 @@ class RecorderProc:
         started now."""
         if self.proc is not None and self.proc.poll() is None:
             return None
+        if self.proc is not None and self.proc.returncode == 0 and not J.writer_alive(self.ring):
+            # It drained the ring after the data plane closed its journal (which the data plane does before its
+            # process exits): done, not to be started again on a ring no one writes.
+            return None
         if self.proc is not None:
             print(f"fh run: {self.name}: fh record (pid {self.proc.pid}) exited with status {self.proc.returncode} "
                   f"while the data plane runs (its output: {self.out_path}); starting it again",

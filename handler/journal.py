@@ -125,19 +125,7 @@ class JournalRing:
                 "writer_alive": self.writer_alive()}
 
     def writer_alive(self) -> bool:
-        import fcntl
-
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return writer_alive(self.path)
 
     def read(self, pos: int) -> tuple[int, int, Record | None]:
         """The record at pos: (OK, the position after it, the record), (NONE, pos, None) when nothing is
@@ -354,6 +342,24 @@ class JournalFileWriter:
 
 
 # ---- status (fh status): the ring and its recorder ---------------------------------------------------------
+
+def writer_alive(path: str) -> bool:
+    """Whether a writer holds the journal ring at PATH open: the data plane holds its lock from creating the ring
+    until it closes its journal, which it does before its process exits."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
 
 def ring_written_by(path: str, pid: int) -> bool:
     """Whether the journal ring at PATH is there and was created by process PID (a follower started beside a

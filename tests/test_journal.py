@@ -352,6 +352,44 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
         os.unlink(path)
 
 
+def test_a_recorder_that_drained_a_closed_ring_is_not_started_again(tmp_path):
+    """fh run's RecorderProc: a recorder that exited 0 after the data plane closed its journal (the data plane does
+    so before its process exits, so fh run may still see it running) is done. Starting it again put a second
+    recorder's pid in the pidfile before it had written anything (test_restart's kill -9 cases, under load)."""
+    import io
+    import time
+
+    from handler.followers import RecorderProc
+
+    name = f"jrp{uuid.uuid4().hex[:6]}"
+    ring = J.ring_path(name)
+    subprocess.run([str(_program("fh-bench-journal")), str(DAY), "on", "--journal", ring, "--mb", "8"],
+                   capture_output=True, check=True)
+    try:
+        r = J.JournalRing(ring)
+        writer = r.writer_pid
+        r.close()
+        assert not J.writer_alive(ring)
+        log = io.StringIO()
+        rec = RecorderProc(name, str(tmp_path / "rec"), {"snapshot_every": 0, "snapshot_keep": 2, "fsync": "none"},
+                           log=log)
+        assert rec.poll(writer + 1) is None and rec.proc is None  # another process's ring: not followed
+        pid = rec.poll(writer)
+        assert pid is not None and rec.starts == 1
+        assert rec.proc.wait(60) == 0, (tmp_path / "rec" / "record.log").read_text()
+        for _ in range(3):
+            assert rec.poll(writer) is None
+            time.sleep(0.05)
+        assert rec.starts == 1 and "starting it again" not in log.getvalue(), log.getvalue()
+        assert rec.finish() == 0
+        seqs = [seq for _, seq, _ in J.journal_messages(tmp_path / "rec")]
+        assert seqs == list(range(1, 100001))
+    finally:
+        for p in (ring, ring + ".record"):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
 def test_fh_status_shows_the_journal_and_its_recorder(tmp_path):
     name = f"jst{uuid.uuid4().hex[:6]}"
     ring = f"/dev/shm/fh-{name}.journal"
