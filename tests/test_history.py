@@ -363,6 +363,7 @@ def test_journal_ring_and_files_equal_offline(day, tmp_path):
         fh("record", "--journal", ring, "--dir", rec, "--day", "20260302")
     finally:
         Path(ring).unlink()
+        Path(ring + ".record").unlink(missing_ok=True)
     assert res["source"] == "journal" and res["messages"] == 60_000
     assert res["counters"]["lost_messages"] == res["counters"]["gap_messages"] == res["counters"]["overruns"] == 0
     files = tmp_path / "files"

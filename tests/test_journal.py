@@ -38,11 +38,18 @@ def _ring_of_day(mb: int = 64) -> str:
     return path
 
 
+def _unlink_ring(path: str) -> None:
+    """A test's journal ring and the state file fh record writes beside it."""
+    for p in (path, J.recorder_state_path(path)):
+        if os.path.exists(p):
+            os.unlink(p)
+
+
 @pytest.fixture
 def ring():
     path = _ring_of_day()
     yield path
-    os.unlink(path)
+    _unlink_ring(path)
 
 
 def _day_messages():
@@ -152,7 +159,7 @@ def test_record_writes_a_hole_when_the_ring_moved_on(tmp_path):
         assert [(r.seq, r.arg) for r in lost] == [(10, first - 10)]
         assert [seq for _, seq, _ in J.journal_messages(d2)] == list(range(1, 10)) + list(range(first, 100001))
     finally:
-        os.unlink(path)
+        _unlink_ring(path)
 
 
 def test_damaged_files_are_refused_with_one_line(ring, tmp_path):
@@ -200,8 +207,7 @@ def test_dataplane_journal_recorded_equals_the_reference(tmp_path):
         assert {r.kind for r in recs} <= {J.MSGS, J.HEARTBEAT, J.END}
         assert any(r.kind == J.END for r in recs)
     finally:
-        if os.path.exists(journal):
-            os.unlink(journal)
+        _unlink_ring(journal)
 
 
 @pytest.mark.dpdk
@@ -231,8 +237,7 @@ def test_dataplane_journal_under_faults(tmp_path):
         want, _ = replay.reference_books(pcap)
         assert _dump("--journal", d) == want
     finally:
-        if os.path.exists(journal):
-            os.unlink(journal)
+        _unlink_ring(journal)
 
 
 # ---- snapshots: the shadow engine of fh record, and a restart's state ----------------------------------
@@ -349,7 +354,7 @@ def test_recorder_killed_and_restarted_leaves_no_gap(tmp_path):
         assert seqs == list(range(1, 600001))
         assert _dump("--journal", d) == _dump("--itch", day)
     finally:
-        os.unlink(path)
+        _unlink_ring(path)
 
 
 def test_a_recorder_that_drained_a_closed_ring_is_not_started_again(tmp_path):

@@ -72,7 +72,7 @@ def test_trace_splits_the_lag(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for path in (journal, sj, seg, f"/dev/shm/fh-rts-{tag}.repl", f"/dev/shm/fh-rt-{tag}.repl"):
+        for path in (journal, sj, seg, seg + ".wake", f"/dev/shm/fh-rts-{tag}.repl", f"/dev/shm/fh-rt-{tag}.repl"):
             if os.path.exists(path):
                 os.unlink(path)
 
