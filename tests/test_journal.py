@@ -503,8 +503,7 @@ def test_dataplane_restart_from_a_snapshot(tmp_path):
         assert p.returncode == 2 and "--restore" in p.stderr and "truncated" in p.stderr
     finally:
         for p in (journal, j2):
-            if os.path.exists(p):
-                os.unlink(p)
+            _unlink_ring(p)
 
 
 @pytest.mark.dpdk
@@ -549,5 +548,4 @@ def test_fh_run_restarts_from_the_recorded_day(tmp_path):
     finally:
         process.remove_segment(f"/dev/shm/fh-{name}")
         for p in (journal, f"/dev/shm/fh-{name}.journal"):
-            if os.path.exists(p):
-                os.unlink(p)
+            _unlink_ring(p)
