@@ -152,14 +152,14 @@ def test_config_and_fh_run_commands(tmp_path):
     from handler import replication_run as RR
 
     c = _cfg(tmp_path, 'witness = "fh-witness:7410"\n')
-    assert c.replication.witness == ("fh-witness", 7410) and c.replication.pair is None
+    assert c.replication.witness == (("fh-witness", 7410),) and c.replication.pair is None
     sb, pr = RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1)
     for cmd in (sb, pr, RR.guard_cmd(c, 1)):
         assert cmd[cmd.index("--witness") + 1] == "fh-witness:7410" and cmd[cmd.index("--pair") + 1] == "wcfg"
     assert sb[sb.index("--heartbeat-ms") + 1] == "40" and "--witness" not in RR.probe_cmd(c, 1, 1000)
     c = _cfg(tmp_path, 'witness = "10.0.0.9:7410"\npair = "nasdaq-ab"\n')
     assert RR.standby_cmd(c, 1)[RR.standby_cmd(c, 1).index("--pair") + 1] == "nasdaq-ab"
-    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1)
+    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1) and _cfg(tmp_path, "").replication.witness == ()
     for extra, key, fix in (('witness = "fh-witness"\n', "replication.witness = 'fh-witness'", "HOST:PORT"),
                             ('witness = "10.0.0.9:0"\n', "replication.witness", "port 1-65535"),
                             ('witness = 7410\n', "replication.witness", "HOST:PORT"),
@@ -172,13 +172,49 @@ def test_config_and_fh_run_commands(tmp_path):
         assert key in msg and fix in msg and "\n" not in msg, msg
 
 
+def test_config_witness_quorum(tmp_path):
+    """witness = a list of 1 to 5 distinct HOST:PORT (a quorum): a tuple of (host, port) in the order given; fh run
+    gives fh-replicate one --witness each, in that order (w1, w2, ...), for every role. One-line errors: an empty
+    list, more than 5, a duplicate (naming both indexes), a bad entry (naming its index), not a string nor a list."""
+    from handler import config
+    from handler import replication_run as RR
+
+    c = _cfg(tmp_path, 'witness = ["w1:7410", "10.0.0.9:7411", "w1:7412"]\n')
+    assert c.replication.witness == (("w1", 7410), ("10.0.0.9", 7411), ("w1", 7412))
+    for cmd in (RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1), RR.guard_cmd(c, 1)):
+        assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--witness"] == ["w1:7410", "10.0.0.9:7411", "w1:7412"]
+        assert cmd[cmd.index("--pair") + 1] == "wcfg"
+    assert _cfg(tmp_path, 'witness = ["fh-witness:7410"]\n').replication.witness == (("fh-witness", 7410),)
+    five = ", ".join(f'"w{i}:7410"' for i in range(5))
+    assert len(_cfg(tmp_path, f"witness = [{five}]\n").replication.witness) == 5
+    six = ", ".join(f'"w{i}:7410"' for i in range(6))
+    for extra, key, fix in (("witness = []\n", "replication.witness = []", "an empty list"),
+                            (f"witness = [{six}]\n", "replication.witness", "6 witnesses: 5 at most"),
+                            ('witness = ["a:1", "b:2", "a:1"]\n', "replication.witness[2] = 'a:1'",
+                             "the same witness as replication.witness[0]"),
+                            ('witness = ["a:1", "b"]\n', "replication.witness[1] = 'b'", "HOST:PORT"),
+                            ('witness = ["a:1", 7410]\n', "replication.witness[1] = 7410", "HOST:PORT"),
+                            ('witness = ["a:1", "b:0"]\n', "replication.witness[1]", "port 1-65535"),
+                            ('witness = {a = 1}\n', "replication.witness", "or a list of 1 to 5")):
+        with pytest.raises(config.ConfigError) as e:
+            _cfg(tmp_path, extra)
+        msg = str(e.value)
+        assert key in msg and fix in msg and "\n" not in msg, msg
+
+
 def test_fh_replicate_witness_arguments():
-    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long."""
+    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long;
+    a quorum: one witness given twice, a sixth witness, a bad second one."""
     if PROG is None:
         pytest.skip(str(why_no_replicate()))
+    six = [a for i in range(6) for a in ("--witness", f"127.0.0.1:{7410 + i}")]
     for args, said in ((["--witness", "nowhere"], "--witness nowhere: expected HOST:PORT"),
                        (["--witness", "no-such-host.invalid:7410"], "--witness no-such-host.invalid:7410: "),
-                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp")):
+                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp"),
+                       (["--witness", "127.0.0.1:7410", "--witness", "127.0.0.1:7411", "--witness", "127.0.0.1:7410"],
+                        "--witness 127.0.0.1:7410: given twice"),
+                       (six, "--witness 127.0.0.1:7415: 5 witnesses at most"),
+                       (["--witness", "127.0.0.1:7410", "--witness", "nowhere"], "--witness nowhere: expected")):
         p = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
                             "--name", "wx", *args], capture_output=True, text=True, timeout=20)
         assert p.returncode == 2 and said in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
