@@ -80,7 +80,9 @@ class Replication:
     ring_mb: int = 16  # the standby's registered ring (MiB, a power of two)
     heartbeat_ms: int = 100  # the primary's heartbeat when idle
     failover_timeout_ms: int = 1000  # heartbeats missing this long: the primary is silent
-    witness: tuple[str, int] | None = None  # fh witness (UDP): asked before a promotion on silence
+    # fh witness (UDP) hosts, (host, port) each, 1 to 5: a majority of them asked before a promotion on silence;
+    # (): none
+    witness: tuple[tuple[str, int], ...] = ()
     pair: str | None = None  # the pair's id at the witness (the same on both hosts); None: the instance name
 
 
@@ -440,6 +442,36 @@ def _host_port(path, key, v, example: str, kind: str) -> tuple[str, int]:
     return host, int(port)
 
 
+WITNESS_MAX = 5  # fh-replicate's own limit too (native/replicate/replicate.c, WIT_MAX)
+
+
+def _witnesses(path, v) -> tuple[tuple[str, int], ...]:
+    """[replication] witness: "HOST:PORT" (one witness) or a list of 1 to 5 distinct ones (a quorum: the standby
+    promotes on silence only when a majority of them have not heard the primary either). () when not given."""
+    key, example = "replication.witness", "fh-witness:7410"
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (_host_port(path, key, v, example, "name"),)
+    if not isinstance(v, list):
+        raise _err(path, key, v, f"must be \"HOST:PORT\" or a list of 1 to {WITNESS_MAX} of them, e.g. "
+                   f"[\"w1:7410\", \"w2:7410\", \"w3:7410\"]")
+    if not v:
+        raise _err(path, key, v, f"an empty list: give 1 to {WITNESS_MAX} \"HOST:PORT\" (a majority of them asked "
+                   f"before a promotion), or remove witness for none")
+    if len(v) > WITNESS_MAX:
+        raise _err(path, key, v, f"{len(v)} witnesses: {WITNESS_MAX} at most (a majority of 3 of 5 rides out two "
+                   f"down)")
+    out: list[tuple[str, int]] = []
+    for i, e in enumerate(v):
+        hp = _host_port(path, f"{key}[{i}]", e, example, "name")
+        if hp in out:
+            raise _err(path, f"{key}[{i}]", e, f"the same witness as {key}[{out.index(hp)}]: each once (one witness "
+                       f"twice would count twice in the majority)")
+        out.append(hp)
+    return tuple(out)
+
+
 def _unknown(path, section: str, table, keys: set[str]) -> dict:
     if not isinstance(table, dict):
         raise _err(path, section, table, f"must be a table ([{section}])")
@@ -600,9 +632,7 @@ def _replication(path, r: dict) -> Replication:
     if fo <= hb:
         raise _err(path, "replication.failover_timeout_ms", fo, f"must be longer than heartbeat_ms ({hb}), "
                    f"e.g. {hb * 5}")
-    witness = r.get("witness")
-    if witness is not None:
-        witness = _host_port(path, "replication.witness", witness, "fh-witness:7410", "name")
+    witness = _witnesses(path, r.get("witness"))
     pair = r.get("pair")
     if pair is not None and (not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,31}", pair)):
         raise _err(path, "replication.pair", pair, "must be 1-31 letters, digits, _ . : - (the same on both hosts of "

@@ -25,10 +25,14 @@ _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "pee
            "bytes", "acked_frames", "acked_messages", "refused_epoch", "overruns", "last_ack_ns", "last_heartbeat_ns",
            "lag_ns", "lag_messages", "updated_ns", "journal_pos", "journal_head", "max_outstanding", "ring_bytes",
            "connections")
-# then, from fh-replicate with --witness on (older status files end before it): witness[64] witness_says[96] | 8
-_WITNESS = struct.Struct("<64s96s8Q")
+# then the witnesses (older status files end before it): witness[192] (the addresses, comma-separated: w1, w2, ...)
+# witness_says[256] | 8 | witness_count, witness_needed (a majority), witness_dead (said so in the last verdict).
+# A status file of 568 bytes is of an fh-replicate of one witness at most: witness[64] witness_says[96] | 8.
+_WITNESS = struct.Struct("<192s256s8Q3Q")
+_WITNESS_ONE = struct.Struct("<64s96s8Q")
 _WITNESS_FIELDS = ("witness", "witness_says", "witness_state", "witness_age_ms", "witness_epoch", "witness_answer_ns",
-                   "witness_beats", "witness_send_errors", "witness_queries", "witness_answers")
+                   "witness_beats", "witness_send_errors", "witness_queries", "witness_answers", "witness_count",
+                   "witness_needed", "witness_dead")
 WITNESS_STATES = ["none", "asked", "primary-alive", "primary-silent", "no-answer", "error"]
 ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted",
@@ -78,6 +82,10 @@ def read_status(name_or_path: str) -> dict:
         raise ReplicateError(f"{path}: not an fh-replicate status file of version 1")
     if len(raw) >= _HEAD.size + _WITNESS.size:
         d.update(zip(_WITNESS_FIELDS, _WITNESS.unpack_from(raw, _HEAD.size)))
+    elif len(raw) >= _HEAD.size + _WITNESS_ONE.size:
+        d.update(zip(_WITNESS_FIELDS, _WITNESS_ONE.unpack_from(raw, _HEAD.size)))
+        n = 1 if d["witness"].strip(b"\0") else 0
+        d.update(witness_count=n, witness_needed=n, witness_dead=int(d["witness_state"] == 3))
     else:
         d.update(dict.fromkeys(_WITNESS_FIELDS, 0), witness=b"", witness_says=b"")
     for k in ("provider", "peer", "fabric", "witness", "witness_says"):

@@ -163,12 +163,13 @@ def _common(cfg: config.Config, epoch: int) -> list[str]:
 
 
 def _witness(cfg: config.Config) -> list[str]:
-    """[replication] witness: the primary beats to it, the standby asks it before promoting on silence (both every
-    heartbeat_ms), under the pair's id (replication.pair, else the instance name: the same on both hosts)."""
+    """[replication] witness: the primary beats to each, the standby asks them all before promoting on silence (both
+    every heartbeat_ms; a majority must not have heard the primary), under the pair's id (replication.pair, else the
+    instance name: the same on both hosts). --witness once per witness, in the order configured (w1, w2, ...)."""
     r = cfg.replication
-    if r.witness is None:
+    if not r.witness:
         return []
-    return ["--witness", f"{r.witness[0]}:{r.witness[1]}", "--pair", r.pair or cfg.name]
+    return [*(a for h, p in r.witness for a in ("--witness", f"{h}:{p}")), "--pair", r.pair or cfg.name]
 
 
 def _ties(cfg: config.Config) -> list[str]:

@@ -152,14 +152,14 @@ def test_config_and_fh_run_commands(tmp_path):
     from handler import replication_run as RR
 
     c = _cfg(tmp_path, 'witness = "fh-witness:7410"\n')
-    assert c.replication.witness == ("fh-witness", 7410) and c.replication.pair is None
+    assert c.replication.witness == (("fh-witness", 7410),) and c.replication.pair is None
     sb, pr = RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1)
     for cmd in (sb, pr, RR.guard_cmd(c, 1)):
         assert cmd[cmd.index("--witness") + 1] == "fh-witness:7410" and cmd[cmd.index("--pair") + 1] == "wcfg"
     assert sb[sb.index("--heartbeat-ms") + 1] == "40" and "--witness" not in RR.probe_cmd(c, 1, 1000)
     c = _cfg(tmp_path, 'witness = "10.0.0.9:7410"\npair = "nasdaq-ab"\n')
     assert RR.standby_cmd(c, 1)[RR.standby_cmd(c, 1).index("--pair") + 1] == "nasdaq-ab"
-    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1)
+    assert "--witness" not in RR.standby_cmd(_cfg(tmp_path, ""), 1) and _cfg(tmp_path, "").replication.witness == ()
     for extra, key, fix in (('witness = "fh-witness"\n', "replication.witness = 'fh-witness'", "HOST:PORT"),
                             ('witness = "10.0.0.9:0"\n', "replication.witness", "port 1-65535"),
                             ('witness = 7410\n', "replication.witness", "HOST:PORT"),
@@ -172,13 +172,49 @@ def test_config_and_fh_run_commands(tmp_path):
         assert key in msg and fix in msg and "\n" not in msg, msg
 
 
+def test_config_witness_quorum(tmp_path):
+    """witness = a list of 1 to 5 distinct HOST:PORT (a quorum): a tuple of (host, port) in the order given; fh run
+    gives fh-replicate one --witness each, in that order (w1, w2, ...), for every role. One-line errors: an empty
+    list, more than 5, a duplicate (naming both indexes), a bad entry (naming its index), not a string nor a list."""
+    from handler import config
+    from handler import replication_run as RR
+
+    c = _cfg(tmp_path, 'witness = ["w1:7410", "10.0.0.9:7411", "w1:7412"]\n')
+    assert c.replication.witness == (("w1", 7410), ("10.0.0.9", 7411), ("w1", 7412))
+    for cmd in (RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1), RR.guard_cmd(c, 1)):
+        assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--witness"] == ["w1:7410", "10.0.0.9:7411", "w1:7412"]
+        assert cmd[cmd.index("--pair") + 1] == "wcfg"
+    assert _cfg(tmp_path, 'witness = ["fh-witness:7410"]\n').replication.witness == (("fh-witness", 7410),)
+    five = ", ".join(f'"w{i}:7410"' for i in range(5))
+    assert len(_cfg(tmp_path, f"witness = [{five}]\n").replication.witness) == 5
+    six = ", ".join(f'"w{i}:7410"' for i in range(6))
+    for extra, key, fix in (("witness = []\n", "replication.witness = []", "an empty list"),
+                            (f"witness = [{six}]\n", "replication.witness", "6 witnesses: 5 at most"),
+                            ('witness = ["a:1", "b:2", "a:1"]\n', "replication.witness[2] = 'a:1'",
+                             "the same witness as replication.witness[0]"),
+                            ('witness = ["a:1", "b"]\n', "replication.witness[1] = 'b'", "HOST:PORT"),
+                            ('witness = ["a:1", 7410]\n', "replication.witness[1] = 7410", "HOST:PORT"),
+                            ('witness = ["a:1", "b:0"]\n', "replication.witness[1]", "port 1-65535"),
+                            ('witness = {a = 1}\n', "replication.witness", "or a list of 1 to 5")):
+        with pytest.raises(config.ConfigError) as e:
+            _cfg(tmp_path, extra)
+        msg = str(e.value)
+        assert key in msg and fix in msg and "\n" not in msg, msg
+
+
 def test_fh_replicate_witness_arguments():
-    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long."""
+    """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long;
+    a quorum: one witness given twice, a sixth witness, a bad second one."""
     if PROG is None:
         pytest.skip(str(why_no_replicate()))
+    six = [a for i in range(6) for a in ("--witness", f"127.0.0.1:{7410 + i}")]
     for args, said in ((["--witness", "nowhere"], "--witness nowhere: expected HOST:PORT"),
                        (["--witness", "no-such-host.invalid:7410"], "--witness no-such-host.invalid:7410: "),
-                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp")):
+                       (["--witness", "127.0.0.1:7410", "--pair", "p" * 40], "--pair ppp"),
+                       (["--witness", "127.0.0.1:7410", "--witness", "127.0.0.1:7411", "--witness", "127.0.0.1:7410"],
+                        "--witness 127.0.0.1:7410: given twice"),
+                       (six, "--witness 127.0.0.1:7415: 5 witnesses at most"),
+                       (["--witness", "127.0.0.1:7410", "--witness", "nowhere"], "--witness nowhere: expected")):
         p = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
                             "--name", "wx", *args], capture_output=True, text=True, timeout=20)
         assert p.returncode == 2 and said in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -231,12 +267,13 @@ def three_hosts():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _standby(lab, *, witness: bool = True, timeout_ms: int = 300):
+def _standby(lab, *, witness: bool = True, timeout_ms: int = 300, ports: tuple[int, ...] = (WPORT,)):
+    """ports: the witnesses' ports in w (a quorum: fh witness on each, _quorum), asked at its address on b's side."""
     tag = lab["tag"]
     name = f"ws-{tag}"
     files = [f"/dev/shm/fh-{name}", f"/dev/shm/fh-{name}.wake", f"/dev/shm/fh-{name}.journal",
              f"/dev/shm/fh-{name}.repl"]
-    wit = ["--witness", lab["wb"], "--pair", f"pair-{tag}"] if witness else []
+    wit = [*(a for p in ports for a in ("--witness", f"10.81.2.2:{p}")), "--pair", f"pair-{tag}"] if witness else []
     p = subprocess.Popen([*sender.netns_argv(lab["b"]), PROG, "--role", "standby", "--provider", "tcp", "--listen",
                           f"10.81.0.2:{WPORT + 1}", "--journal", files[2], "--journal-mb", "64", "--segment",
                           files[0], "--name", name, "--ring-mb", "4", "--max-orders", "1000000", "--max-levels",
@@ -255,9 +292,9 @@ def _standby(lab, *, witness: bool = True, timeout_ms: int = 300):
     raise AssertionError("the standby did not start")
 
 
-def _primary(lab, journal: str, *, witness: bool = True):
+def _primary(lab, journal: str, *, witness: bool = True, ports: tuple[int, ...] = (WPORT,)):
     tag = lab["tag"]
-    wit = ["--witness", lab["wa"], "--pair", f"pair-{tag}"] if witness else []
+    wit = [*(a for p in ports for a in ("--witness", f"10.81.1.2:{p}")), "--pair", f"pair-{tag}"] if witness else []
     return subprocess.Popen([*sender.netns_argv(lab["a"]), PROG, "--role", "primary", "--provider", "tcp", "--peer",
                              f"10.81.0.2:{WPORT + 1}", "--journal", journal, "--name", f"wp-{tag}", "--exit-when-done",
                              "--max-outstanding", "16", "--heartbeat-ms", "50", *wit],
@@ -400,6 +437,92 @@ def test_witness_unreachable_holds_the_promotion(three_hosts):
         errs = _stop(pr, feed, sb)
         _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
     assert "witness: no answer within 50 ms" in errs[2] and "promoted (fh promote)" in errs[2], errs[2]
+
+
+# ---- a quorum of three witnesses -----------------------------------------------------------------------------------
+
+QUORUM = (WPORT, WPORT + 10, WPORT + 11)  # w1 (the lab's), w2, w3: three fh witness processes in w
+
+
+def _quorum(lab) -> list[subprocess.Popen]:
+    """w2 and w3: two more fh witness processes in w (w1 is the lab's), each answering once up."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ps = [subprocess.Popen([*sender.netns_argv(lab["w"]), sys.executable, "-m", "handler", "witness", "--listen",
+                            f"0.0.0.0:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+          for port in QUORUM[1:]]
+    time.sleep(0.5)  # asyncio up, as the lab's
+    for p in ps:
+        assert p.poll() is None, p.communicate()
+    return ps
+
+
+def _quorum_kill(lab, stop) -> tuple[dict, list[dict], str]:
+    """Standby and primary with the three witnesses; stop(w) for the witness processes [w1, w2, w3] once the standby
+    streams, then the primary killed -9 and the standby's status read for 1.2 s (four failover timeouts)."""
+    journal = f"/dev/shm/fh-wq-{lab['tag']}.journal"
+    ws = [lab["p"], *_quorum(lab)]
+    sb, files = _standby(lab, ports=QUORUM)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=QUORUM)
+    try:
+        d = _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        assert (d["witness_count"], d["witness_needed"]) == (3, 2), d
+        assert d["witness"] == ",".join(f"10.81.2.2:{p}" for p in QUORUM), d
+        stop(ws)
+        pr.kill()
+        t0, seen = time.monotonic(), []
+        while time.monotonic() - t0 < 1.2:
+            seen.append(R.read_status(files[3]))
+            time.sleep(0.01)
+    finally:
+        errs = _stop(pr, feed, sb)
+        for w in ws[1:]:
+            w.send_signal(signal.SIGCONT)  # (a witness stopped with SIGSTOP: SIGTERM waits for it)
+        _stop(*ws[1:])
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    return seen[-1], seen, errs[2]
+
+
+@pytest.mark.netns
+def test_quorum_one_of_three_down_promotes(three_hosts):
+    """Three witnesses, one of them stopped (w2, SIGTERM: its port unreachable), then the primary killed -9: w1 and
+    w3 have not heard the primary for the timeout either, 2 of 3 (a majority): promoted at epoch 2, said naming each
+    witness's answer."""
+    def stop(ws):
+        ws[1].send_signal(signal.SIGTERM)
+        ws[1].wait(10)
+
+    d, seen, err = _quorum_kill(three_hosts, stop)
+    assert d["state"] == "promoted" and d["epoch"] == 2, d
+    assert d["witness_state"] == "primary-silent" and d["witness_dead"] == 2 and d["witness_age_ms"] >= 300, d
+    assert d["witness_says"].startswith("witnesses: 2 of 3 say dead (w1: dead ") and "; w2: no answer" in \
+        d["witness_says"] and "; w3: dead " in d["witness_says"] and d["witness_says"].endswith("): promoting"), d
+    assert "promoted (no heartbeat from the primary for 300 ms; witnesses: 2 of 3 say dead (w1: dead" in err, err
+    assert "witnesses w1 10.81.2.2:7410, w2 10.81.2.2:7420, w3 10.81.2.2:7421: a promotion on silence needs 2 of " \
+           "them" in err, err
+    print(f"\n{d['witness_says']}")
+
+
+@pytest.mark.netns
+def test_quorum_two_of_three_down_holds(three_hosts):
+    """Three witnesses, two of them stopped (w1 SIGTERM: its port unreachable; w3 SIGSTOP: silent), then the primary
+    killed -9: only w2 says dead, 1 of 3, no majority: no promotion for four failover timeouts, its status naming
+    each witness's answer."""
+    def stop(ws):
+        ws[0].send_signal(signal.SIGTERM)
+        ws[0].wait(10)
+        ws[2].send_signal(signal.SIGSTOP)
+
+    lab = three_hosts
+    d, seen, err = _quorum_kill(lab, stop)
+    assert all(x["state"] != "promoted" and x["epoch"] == 1 for x in seen), [x["state"] for x in seen]
+    assert d["state"] == "peer-silent", d
+    assert d["witness_state"] == "no-answer" and d["witness_dead"] == 1 and d["witness_queries"] >= 5, d
+    says = d["witness_says"]
+    assert says.startswith("witnesses: 1 of 3 say dead (w1: no answer") and "; w2: dead " in says, says
+    assert "; w3: no answer)" in says and says.endswith(": not promoting (2 needed; this host cut off?)"), says
+    assert "witnesses: 1 of 3 say dead" in err and "promoted" not in err, err
+    print(f"\n{says}")
 
 
 # ---- under fh run -------------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@
  *   two primaries (fh run): primary [--probe] [--snapshot-dir DIR]; standby [--guard [--ship-journal PATH]];
  *                both [--wins-ties]; a standby with no listen address: --role standby --peer HOST:PORT (it connects)
  *   a witness (fh witness): both [--witness HOST:PORT [--pair ID]]: the primary beats to it, the standby asks it
- *                before promoting on silence (docs/replication.md, "A witness")
+ *                before promoting on silence (docs/replication.md, "A witness"); a quorum: --witness once per
+ *                witness (up to 5, each HOST:PORT once): beats go to all, and the standby promotes on silence only
+ *                when a majority of them (n/2 + 1) have not heard the primary for the failover timeout either
  *
  * Protocol. The standby registers a ring (--ring-mb) for remote writes and, once connected, sends HELLO
  * (its ring's address and key, size, epoch, and the session and sequence its journal stands at: the primary
@@ -125,13 +127,17 @@ typedef struct fh_repl_status {
     uint64_t last_ack_ns, last_heartbeat_ns, lag_ns, lag_messages, updated_ns, journal_pos, journal_head;
     uint64_t max_outstanding, ring_bytes;
     uint64_t connections; /* standby: primaries accepted (a new one after a restart or a failover: +1) */
-    /* --witness (a third party telling a dead primary from a cut link, docs/replication.md "A witness"): its
-     * address, the standby's last word from it (its state, the primary's age and epoch it answered, when) and the
-     * datagrams: beats sent, send errors, queries, answers. All zero without --witness. */
-    char witness[64], witness_says[96];
+    /* --witness (third parties telling a dead primary from a cut link, docs/replication.md "A witness"): their
+     * addresses (comma-separated, in the order given: w1, w2, ...), the standby's last word from them (its state, the
+     * primary's age and epoch the verdict rests on, when) and the datagrams (all witnesses together): beats sent, send
+     * errors, queries, answers; then how many witnesses, how many must say "dead" to promote (a majority), and how
+     * many said so in the last verdict. All zero without --witness. (Before the quorum: witness[64], witness_says[96]
+     * and no counts, 568 bytes in all; handler/replicate.py reads both.) */
+    char witness[192], witness_says[256];
     uint64_t wit_state, wit_age_ms, wit_epoch, wit_answer_ns, wit_beats, wit_send_errors, wit_queries, wit_answers;
+    uint64_t wit_count, wit_needed, wit_dead;
 } fh_repl_status_t;
-_Static_assert(sizeof(fh_repl_status_t) == 568, "the status file's layout: handler/replicate.py reads it");
+_Static_assert(sizeof(fh_repl_status_t) == 880, "the status file's layout: handler/replicate.py reads it");
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
@@ -165,6 +171,7 @@ static void idle(int spin)
         nanosleep(&(struct timespec){ 0, 20000 }, NULL);
 }
 
+#define WIT_MAX 5 /* witnesses at most (--witness given once each): a majority of 3 of 5 rides out two down */
 typedef struct opts {
     const char *role, *provider, *journal, *peer, *listen, *segment, *status, *name, *from, *snapshot;
     uint32_t epoch, ring_mb, journal_mb, max_outstanding, heartbeat_ms, max_orders, max_levels, events, depth;
@@ -174,7 +181,10 @@ typedef struct opts {
     const char *snapshot_dir;    /* primary: the newest sound snapshot here that the journal reaches, when needed */
     const char *trace; /* standby: per-record times (bench/replication.sh) written here at exit */
     const char *ship_journal; /* guard: the data plane's journal, shipped to a standby that connects (HELLO_JOIN) */
-    const char *witness, *pair; /* --witness HOST:PORT, --pair ID (default --name): docs/replication.md "A witness" */
+    /* --witness HOST:PORT (given once a witness, up to WIT_MAX), --pair ID (default --name): docs/replication.md
+     * "A witness" */
+    const char *witness[WIT_MAX], *pair;
+    int nwitness;
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -201,7 +211,14 @@ static fh_repl_status_t *status_map(const opts_t *o, const char *role)
     s->pid = (uint64_t)getpid();
     s->epoch = o->epoch;
     snprintf(s->peer, sizeof s->peer, "%s", o->peer ? o->peer : o->listen ? o->listen : "");
-    snprintf(s->witness, sizeof s->witness, "%s", o->witness ? o->witness : "");
+    for (int i = 0, at = 0; i < o->nwitness; i++) { /* a list too long for the field ends with "..." */
+        int w = snprintf(s->witness + at, sizeof s->witness - (size_t)at, "%s%s", i ? "," : "", o->witness[i]);
+        if (w < 0 || (size_t)(at += w) >= sizeof s->witness) {
+            memcpy(s->witness + sizeof s->witness - 4, "...", 4);
+            break;
+        }
+    }
+    s->wit_count = (uint64_t)o->nwitness, s->wit_needed = o->nwitness ? (uint64_t)o->nwitness / 2 + 1 : 0;
     __atomic_store_n(&s->magic, STATUS_MAGIC, __ATOMIC_RELEASE);
     return s;
 }
@@ -220,11 +237,12 @@ static int split_hostport(const char *hp, char *host, size_t hcap, char *port, s
 }
 
 /* ---- witness (docs/replication.md, "A witness") --------------------------------------------------------------
- * A third host (fh witness, handler/witness.py) that both hosts of a pair reach by UDP, apart from the replication
- * link. The primary beats to it every --heartbeat-ms from a thread of its own (a blocking connect to a cut-off
- * standby, or a stalled link, never stops the beats while this process runs, and the shipping loop never waits for
- * them); the standby, silent primary and all, asks it before promoting on silence: it promotes only when the
- * witness has not heard the primary for the failover timeout either. One 64-byte datagram, little-endian. */
+ * Third hosts (fh witness, handler/witness.py) that both hosts of a pair reach by UDP, apart from the replication
+ * link: one, or a quorum of up to WIT_MAX (one witness down must not stop every failover). The primary beats to each
+ * every --heartbeat-ms from a thread of its own (a blocking connect to a cut-off standby, or a stalled link, never
+ * stops the beats while this process runs, and the shipping loop never waits for them); the standby, silent primary
+ * and all, asks them all before promoting on silence: it promotes only when a majority of the witnesses given
+ * (n/2 + 1) have not heard the primary for the failover timeout either. One 64-byte datagram, little-endian. */
 #define WIT_MAGIC 0x31574846u /* "FHW1" */
 enum { WIT_BEAT = 1, WIT_QUERY, WIT_ANSWER };
 enum { WIT_ROLE_PRIMARY = 1, WIT_ROLE_STANDBY };
@@ -240,69 +258,91 @@ typedef struct fh_wit_msg {
     char pair[32];       /* the pair's id (--pair, default --name), NUL-padded */
 } fh_wit_msg_t;
 _Static_assert(sizeof(fh_wit_msg_t) == 64, "a witness datagram: handler/witness.py packs the same");
-/* the standby's last word from the witness (fh_repl_status_t.wit_state) */
+/* the standby's last word from the witnesses (fh_repl_status_t.wit_state) */
 enum { WS_NONE = 0, WS_ASKED, WS_PRIMARY_ALIVE, WS_PRIMARY_SILENT, WS_NO_ANSWER, WS_ERROR };
 
 typedef struct witness {
-    int fd;                     /* a connected, non-blocking UDP socket; -1: no --witness */
+    int n;                      /* witnesses (--witness given n times); 0: none */
+    int fd[WIT_MAX];            /* each a connected, non-blocking UDP socket */
     char pair[32];
-    uint32_t hb_ms, timeout_ms, wait_ms; /* beat interval, the failover timeout, how long an answer is awaited */
+    uint32_t hb_ms, timeout_ms, wait_ms; /* beat interval, the failover timeout, how long answers are awaited */
     volatile uint32_t epoch;    /* the primary's beats: its epoch */
     volatile int beating;       /* the primary's beats: 0 once its data plane is gone (as the link's heartbeat) */
     fh_repl_status_t *volatile st;
-    /* the standby's asking: the silence it is about (the last heartbeat's time), the query awaited, the next */
+    /* the standby's asking: the silence it is about (the last heartbeat's time), the query awaited (one nonce for
+     * all the witnesses), the next */
     uint64_t silence_of, nonce, asked_ns, next_ask_ns, beat_ns, beats;
+    /* the query awaited: each witness's answer, once (got), and whether its port was unreachable (ICMP) meanwhile */
+    uint8_t got[WIT_MAX], refused[WIT_MAX];
+    fh_wit_msg_t ans[WIT_MAX];
     int said;                   /* the last verdict said on stderr (WS_*), so that a verdict is said once */
 } witness_t;
-static witness_t wit = { .fd = -1 }; /* one role a process: the primary's beats, or the standby's asking */
+static witness_t wit = { .n = 0 }; /* one role a process: the primary's beats, or the standby's asking */
 
-/* --witness HOST:PORT (resolved once, at start): 0, or -1 said in one line. */
+/* --witness HOST:PORT, each (resolved once, at start): 0, or -1 said in one line. */
 static int wit_open(witness_t *w, const opts_t *o)
 {
     memset(w, 0, sizeof *w);
-    w->fd = -1;
-    if (!o->witness)
+    if (!o->nwitness)
         return 0;
-    char host[256], port[32];
-    if (split_hostport(o->witness, host, sizeof host, port, sizeof port, "--witness"))
-        return -1;
     const char *pair = o->pair ? o->pair : o->name;
     if (!*pair || strlen(pair) >= sizeof w->pair) {
         fprintf(stderr, "fh-replicate: --pair %s: 1 to %zu characters (both hosts of the pair give the same)\n", pair,
                 sizeof w->pair - 1);
         return -1;
     }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM }, *ai = NULL;
-    int gr = getaddrinfo(host, port, &hints, &ai);
-    if (gr) {
-        fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness, gai_strerror(gr));
-        return -1;
-    }
-    /* connected: only the witness's datagrams are read, and its ICMP port-unreachable is an error counted */
-    w->fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (w->fd < 0 || connect(w->fd, ai->ai_addr, ai->ai_addrlen)) {
-        fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness, strerror(errno));
+    for (int i = 0; i < o->nwitness; i++) {
+        char host[256], port[32];
+        if (split_hostport(o->witness[i], host, sizeof host, port, sizeof port, "--witness"))
+            return -1;
+        for (int k = 0; k < i; k++)
+            if (!strcmp(o->witness[k], o->witness[i])) { /* one witness twice would count twice in the majority */
+                fprintf(stderr, "fh-replicate: --witness %s: given twice (each witness once)\n", o->witness[i]);
+                return -1;
+            }
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM }, *ai = NULL;
+        int gr = getaddrinfo(host, port, &hints, &ai);
+        if (gr) {
+            fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness[i], gai_strerror(gr));
+            return -1;
+        }
+        /* connected: only this witness's datagrams are read on it, and its ICMP port-unreachable is an error counted */
+        int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen)) {
+            fprintf(stderr, "fh-replicate: --witness %s: %s\n", o->witness[i], strerror(errno));
+            freeaddrinfo(ai);
+            return -1;
+        }
         freeaddrinfo(ai);
-        return -1;
+        w->fd[w->n++] = fd;
     }
-    freeaddrinfo(ai);
     memcpy(w->pair, pair, strlen(pair));
     w->hb_ms = o->heartbeat_ms, w->timeout_ms = o->failover_timeout_ms;
     w->wait_ms = o->heartbeat_ms > 50 ? o->heartbeat_ms : 50;
+    if (w->n > 1) { /* w1, w2, ... in the verdicts: said once which is which */
+        char list[WIT_MAX * 300]; /* each HOST:PORT checked under 290 characters above */
+        size_t at = 0;
+        for (int i = 0; i < w->n; i++)
+            at += (size_t)snprintf(list + at, sizeof list - at, "%sw%d %s", i ? ", " : "", i + 1, o->witness[i]);
+        fprintf(stderr, "fh-replicate: witnesses %s: a promotion on silence needs %d of them\n", list, w->n / 2 + 1);
+    }
     return 0;
 }
 
-/* One datagram, never waiting (a full socket buffer or an unreachable witness: counted, the next one goes). */
+/* One datagram to each witness, never waiting (a full socket buffer or an unreachable witness: counted, the next one
+ * goes). */
 static void wit_send(witness_t *w, uint8_t type, uint8_t role, uint32_t epoch, uint64_t nonce)
 {
     fh_wit_msg_t m = { WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } };
     memcpy(m.pair, w->pair, sizeof m.pair);
     fh_repl_status_t *st = w->st;
-    if (send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m) {
-        if (st)
-            st->wit_send_errors++;
-    } else if (st && type == WIT_BEAT)
-        st->wit_beats++;
+    for (int i = 0; i < w->n; i++) {
+        if (send(w->fd[i], &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m) {
+            if (st)
+                st->wit_send_errors++;
+        } else if (st && type == WIT_BEAT)
+            st->wit_beats++;
+    }
 }
 
 /* The primary's beats: every heartbeat interval while this process runs and its data plane is alive (beating),
@@ -330,7 +370,7 @@ static void *wit_beater(void *arg)
 
 static int wit_start_beats(witness_t *w, uint32_t epoch)
 {
-    if (w->fd < 0)
+    if (!w->n)
         return 0;
     pthread_t t;
     sigset_t all, old;
@@ -347,11 +387,11 @@ static int wit_start_beats(witness_t *w, uint32_t epoch)
     return 0;
 }
 
-/* The standby's own beat (its role and epoch, for the witness's record of the pair), at most every heartbeat
+/* The standby's own beat (its role and epoch, for the witnesses' record of the pair), at most every heartbeat
  * interval; called where the standby is idle, never per record. */
 static void wit_standby_beat(witness_t *w, uint64_t now, int promoted, uint32_t epoch)
 {
-    if (w->fd < 0 || now - w->beat_ns < (uint64_t)w->hb_ms * 1000000ull)
+    if (!w->n || now - w->beat_ns < (uint64_t)w->hb_ms * 1000000ull)
         return;
     w->beat_ns = now;
     wit_send(w, WIT_BEAT, promoted ? WIT_ROLE_PRIMARY : WIT_ROLE_STANDBY, epoch, ++w->beats);
@@ -361,7 +401,7 @@ static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *f
     __attribute__((format(printf, 4, 5)));
 static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *fmt, ...)
 {
-    char text[256]; /* the log line whole; the status field holds what fits (every verdict fits it today) */
+    char text[384]; /* the log line whole; the status field holds what fits (every verdict of 5 witnesses fits it) */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
@@ -374,69 +414,144 @@ static void wit_say(witness_t *w, fh_repl_status_t *st, int state, const char *f
     w->said = state;
 }
 
+/* A witness's answer to the query awaited, in a few words ("w2: dead 900 ms"), appended at out + *at. */
+static void wit_word(const witness_t *w, int i, uint32_t timeout_ms, char *out, size_t cap, size_t *at)
+{
+    const fh_wit_msg_t *a = &w->ans[i];
+    int k;
+    if (*at >= cap)
+        return;
+    if (!w->got[i])
+        k = snprintf(out + *at, cap - *at, "%sw%d: %s", i ? "; " : "", i + 1,
+                     w->refused[i] ? "no answer (port unreachable)" : "no answer");
+    else if (a->age_ms >= timeout_ms)
+        k = snprintf(out + *at, cap - *at, "%sw%d: %s %" PRIu64 " ms", i ? "; " : "", i + 1,
+                     a->flags & WIT_HEARD ? "dead" : "never heard, up", a->age_ms);
+    else if (a->flags & WIT_HEARD)
+        k = snprintf(out + *at, cap - *at, "%sw%d: alive %" PRIu64 " ms ago, epoch %u", i ? "; " : "", i + 1,
+                     a->age_ms, a->epoch);
+    else
+        k = snprintf(out + *at, cap - *at, "%sw%d: up %" PRIu64 " ms only", i ? "; " : "", i + 1, a->age_ms);
+    *at += k > 0 ? (size_t)k : 0;
+}
+
 /* The primary silent for the failover timeout since last_hb, and --promote-on-silence: may this standby promote?
- * Without a witness, yes (today's rule: a cut link then makes two primaries until it returns). With one: only once
- * the witness answers that it has not heard the primary for the failover timeout either. A witness that still hears
- * it (the replication link is cut, the primary alive) or that does not answer within max(heartbeat, 50 ms) (this
- * host may be the one cut off) holds the promotion, said in the status (witness_says); it is asked again every
- * heartbeat interval. Never waits: a query is sent, its answer read on a later call. why gets the promotion's cause. */
+ * Without a witness, yes (today's rule: a cut link then makes two primaries until it returns). With witnesses: only
+ * once a majority of them (n/2 + 1 of the n given) answer that they have not heard the primary for the failover
+ * timeout either; an answer that still hears it (the replication link is cut, the primary alive), a witness just
+ * started, and no answer within max(heartbeat, 50 ms) (a witness down, or this host the one cut off) all count
+ * against. Decided as soon as a majority says dead (promote) or can no longer say it (hold, said in the status,
+ * witness_says, naming each witness's answer); held, all are asked again every heartbeat interval. One query (one
+ * nonce) goes to every witness; an answer counts for the socket it came on, once. Never waits: the query is sent,
+ * its answers read on later calls. why gets the promotion's cause. */
 static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, uint64_t last_hb, char *why, size_t cap)
 {
-    if (w->fd < 0) {
+    if (!w->n) {
         snprintf(why, cap, "%s", "");
         return 1;
     }
     uint64_t now = now_ns();
     if (w->silence_of != last_hb) /* a new silence: asked afresh */
         w->silence_of = last_hb, w->asked_ns = 0, w->next_ask_ns = 0, w->said = WS_NONE;
-    fh_wit_msg_t m, a = { 0 };
-    ssize_t n;
-    int got = 0;
-    while ((n = recv(w->fd, &m, sizeof m, MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ECONNREFUSED) {
-        if (n < 0) { /* the witness's port unreachable (ICMP) on an earlier datagram */
-            st->wit_send_errors++;
-            continue;
+    for (int i = 0; i < w->n; i++) {
+        fh_wit_msg_t m;
+        ssize_t n;
+        while ((n = recv(w->fd[i], &m, sizeof m, MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ECONNREFUSED) {
+            if (n < 0) { /* the witness's port unreachable (ICMP) on an earlier datagram */
+                if (errno == ECONNREFUSED) {
+                    st->wit_send_errors++;
+                    w->refused[i] = 1;
+                }
+                continue;
+            }
+            if (n != (ssize_t)sizeof m || m.magic != WIT_MAGIC || m.type != WIT_ANSWER || !w->asked_ns ||
+                m.nonce != w->nonce || memcmp(m.pair, w->pair, sizeof m.pair) || w->got[i])
+                continue; /* a late answer to an earlier query, a second one, or not one */
+            w->got[i] = 1, w->ans[i] = m;
+            st->wit_answers++;
         }
-        if (n != (ssize_t)sizeof m || m.magic != WIT_MAGIC || m.type != WIT_ANSWER || !w->asked_ns ||
-            m.nonce != w->nonce || memcmp(m.pair, w->pair, sizeof m.pair))
-            continue; /* a late answer to an earlier query, or not one */
-        got = 1, a = m;
     }
-    if (got) {
-        /* asked again a heartbeat interval later, or when the witness's silence would reach the timeout if sooner
-         * (the primary's beats there need not be in phase with its heartbeats here) */
-        uint64_t again_ms = a.age_ms < w->timeout_ms && w->timeout_ms - a.age_ms < w->hb_ms ? w->timeout_ms - a.age_ms
-                                                                                             : w->hb_ms;
+    if (w->asked_ns) {
+        /* the count: dead (not heard for the timeout: heard that long ago, or never by a witness up that long),
+         * against (alive, or a witness up less than the timeout); the rest not answered (yet) */
+        int dead = 0, against = 0, answered = 0, need = w->n / 2 + 1;
+        int fresh = -1, stale = -1; /* the answers a verdict rests on: the youngest "alive", the youngest "dead" */
+        uint64_t again_ms = w->hb_ms;
+        for (int i = 0; i < w->n; i++) {
+            if (!w->got[i])
+                continue;
+            const fh_wit_msg_t *a = &w->ans[i];
+            answered++;
+            if (a->age_ms >= w->timeout_ms) {
+                dead++;
+                if (stale < 0 || a->age_ms < w->ans[stale].age_ms)
+                    stale = i;
+                continue;
+            }
+            against++;
+            if (fresh < 0 || a->age_ms < w->ans[fresh].age_ms)
+                fresh = i;
+            /* asked again when this witness's silence would reach the timeout, if sooner than a heartbeat interval
+             * (the primary's beats there need not be in phase with its heartbeats here) */
+            if (w->timeout_ms - a->age_ms < again_ms)
+                again_ms = w->timeout_ms - a->age_ms;
+        }
+        int expired = now - w->asked_ns > (uint64_t)w->wait_ms * 1000000ull;
+        if (dead < need && w->n - against >= need && !expired)
+            return 0; /* a majority may still say dead: its answers awaited */
         w->asked_ns = 0;
-        w->next_ask_ns = now + again_ms * 1000000ull;
-        st->wit_answers++;
-        st->wit_age_ms = a.age_ms, st->wit_epoch = a.epoch, st->wit_answer_ns = now;
-        if (a.age_ms >= w->timeout_ms) {
-            if (a.flags & WIT_HEARD)
-                snprintf(why, cap, "; the witness: none for %" PRIu64 " ms either", a.age_ms);
-            else
-                snprintf(why, cap, "; the witness never heard it (up %" PRIu64 " ms)", a.age_ms);
-            wit_say(w, st, WS_PRIMARY_SILENT, "witness: primary silent (%s %" PRIu64 " ms): promoting",
-                    a.flags & WIT_HEARD ? "heard" : "never heard; up", a.age_ms);
+        /* no answer within the wait: already a wait longer than a heartbeat interval, asked again at once */
+        w->next_ask_ns = expired && answered < w->n ? now : now + again_ms * 1000000ull;
+        st->wit_dead = (uint64_t)dead;
+        int rest = dead >= need || fresh < 0 ? stale : fresh;
+        if (rest >= 0)
+            st->wit_age_ms = w->ans[rest].age_ms, st->wit_epoch = w->ans[rest].epoch;
+        if (answered)
+            st->wit_answer_ns = now;
+        if (w->n == 1) { /* one witness: its own words */
+            const fh_wit_msg_t *a = &w->ans[0];
+            if (!answered) {
+                wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the one "
+                        "cut off)", w->wait_ms);
+                return 0;
+            }
+            if (dead) {
+                if (a->flags & WIT_HEARD)
+                    snprintf(why, cap, "; the witness: none for %" PRIu64 " ms either", a->age_ms);
+                else
+                    snprintf(why, cap, "; the witness never heard it (up %" PRIu64 " ms)", a->age_ms);
+                wit_say(w, st, WS_PRIMARY_SILENT, "witness: primary silent (%s %" PRIu64 " ms): promoting",
+                        a->flags & WIT_HEARD ? "heard" : "never heard; up", a->age_ms);
+                return 1;
+            }
+            if (a->flags & WIT_HEARD)
+                wit_say(w, st, WS_PRIMARY_ALIVE, "witness: primary alive (heard %" PRIu64 " ms ago, epoch %u): not "
+                        "promoting (replication link cut?)", a->age_ms, a->epoch);
+            else /* a witness just started knows nothing yet: not before it has listened for the failover timeout */
+                wit_say(w, st, WS_PRIMARY_ALIVE, "witness: up %" PRIu64 " ms only, no primary heard yet: not "
+                        "promoting before it has listened %u ms", a->age_ms, w->timeout_ms);
+            return 0;
+        }
+        char each[224];
+        size_t at = 0;
+        each[0] = 0;
+        for (int i = 0; i < w->n; i++)
+            wit_word(w, i, w->timeout_ms, each, sizeof each, &at);
+        if (dead >= need) {
+            snprintf(why, cap, "; witnesses: %d of %d say dead (%s)", dead, w->n, each);
+            wit_say(w, st, WS_PRIMARY_SILENT, "witnesses: %d of %d say dead (%s): promoting", dead, w->n, each);
             return 1;
         }
-        if (a.flags & WIT_HEARD)
-            wit_say(w, st, WS_PRIMARY_ALIVE, "witness: primary alive (heard %" PRIu64 " ms ago, epoch %u): not "
-                    "promoting (replication link cut?)", a.age_ms, a.epoch);
-        else /* a witness just started knows nothing yet: not before it has listened for the failover timeout */
-            wit_say(w, st, WS_PRIMARY_ALIVE, "witness: up %" PRIu64 " ms only, no primary heard yet: not promoting "
-                    "before it has listened %u ms", a.age_ms, w->timeout_ms);
+        /* held: by a witness that hears the primary (or one just started), else by silence (witnesses down, or
+         * this host the one cut off) */
+        wit_say(w, st, against ? WS_PRIMARY_ALIVE : WS_NO_ANSWER, "witnesses: %d of %d say dead (%s): not promoting "
+                "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?" : "; this host cut off?");
         return 0;
     }
-    if (w->asked_ns && now - w->asked_ns > (uint64_t)w->wait_ms * 1000000ull) {
-        w->asked_ns = 0;
-        w->next_ask_ns = now; /* already a wait longer than a heartbeat interval */
-        wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the one cut "
-                "off)", w->wait_ms);
-        return 0;
-    }
-    if (!w->asked_ns && now >= w->next_ask_ns) {
+    if (now >= w->next_ask_ns) {
         w->asked_ns = now;
+        memset(w->got, 0, sizeof w->got);
+        memset(w->refused, 0, sizeof w->refused);
         wit_send(w, WIT_QUERY, WIT_ROLE_STANDBY, epoch, ++w->nonce);
         st->wit_queries++;
         if (w->said == WS_NONE)
@@ -1492,7 +1607,7 @@ static int standby(const opts_t *o)
     int npend = 0, busy = 0; /* busy: a connecting standby refused by a guard shipping to another (REFUSED_BUSY) */
     fh_repl_ctl_t join = { 0 };
     promo_t pm = { .j = j, .st = st, .epoch = &epoch };
-    char why[128]; /* a promotion on silence: its cause (the witness's answer too) */
+    char why[320]; /* a promotion on silence: its cause (the witnesses' answers too) */
     if (rs_next) {
         char sess[FH_JOURNAL_SESSION_LEN + 1] = { 0 };
         memcpy(sess, rs_session, FH_JOURNAL_SESSION_LEN);
@@ -1939,7 +2054,8 @@ static void usage(void)
             "                    both [--wins-ties (this host goes on when both primaries are at the same epoch)]\n"
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "               [--witness HOST:PORT [--pair ID] (fh witness: the primary beats to it; the standby asks it\n"
-            "                before promoting on silence, and promotes only if it has not heard the primary either)]\n"
+            "                before promoting on silence, and promotes only if it has not heard the primary either;\n"
+            "                --witness again for each witness of a quorum, up to 5: a majority must say so)]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
 }
 
@@ -2004,7 +2120,13 @@ int main(int argc, char **argv)
         case 'Y': o.snapshot_dir = optarg; break;
         case 'K': bad = parse_u32(optarg, &o.write_kb, "--write-kb"); break;
         case 'H': o.ship_journal = optarg; break;
-        case 'w': o.witness = optarg; break;
+        case 'w':
+            if (o.nwitness == WIT_MAX) {
+                fprintf(stderr, "fh-replicate: --witness %s: %d witnesses at most\n", optarg, WIT_MAX);
+                return 2;
+            }
+            o.witness[o.nwitness++] = optarg;
+            break;
         case 'I': o.pair = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
