@@ -112,10 +112,11 @@ class _Consumer(threading.Thread):
 
 def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_timeout_ms: int = 300,
         heartbeat_ms: int = 50, hold: int = 1 << 16, events: int = 1 << 18, tag: str | None = None,
-        journal_out: str | None = None, witness: bool = False) -> dict:
+        journal_out: str | None = None, witness: bool | int = False) -> dict:
     """One failover (see the module's text). kill_at: the fraction of the capture's frames sent before the kill.
     journal_out: the standby data plane's own journal (--journal), left for the caller (who removes it).
-    witness: fh witness on loopback, asked by the standby before it promotes (the module's text)."""
+    witness: fh witness on loopback, asked by the standby before it promotes (the module's text); a number: that
+    many witnesses, a quorum (the standby promotes when a majority of them say the primary is dead)."""
     prog = R.find_program()
     pcap = str(Path(pcap).resolve())
     tag = tag or uuid.uuid4().hex[:8]
@@ -134,15 +135,19 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
                                                                       os.environ.get("PYTHONPATH")]))}
     try:
         lab.up()
-        if witness:
+        wps: list[subprocess.Popen] = []
+        for _ in range(int(witness)):
             wport = _udp_port()
             wp = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{wport}"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                   preexec_fn=with_parent(signal.SIGTERM))
             procs.append(wp)
+            wps.append(wp)
             _witness_up(wport, wp)
-            wit = ["--witness", f"127.0.0.1:{wport}", "--pair", f"fo-{tag}"]
-            out.update(witness_addr=f"127.0.0.1:{wport}", witness_pair=f"fo-{tag}")
+            wit += ["--witness", f"127.0.0.1:{wport}"]
+        if wps:
+            wit += ["--pair", f"fo-{tag}"]
+            out.update(witness_addr=",".join(wit[i + 1] for i in range(0, len(wit) - 2, 2)), witness_pair=f"fo-{tag}")
         vdev = f"net_af_packet0,iface={lab.dp_if},framecnt=4096"
         rs = subprocess.Popen([prog, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal", j_s,
                                "--journal-mb", "16", "--name", sn, "--status", st_s, "--ring-mb", "4",
@@ -203,10 +208,13 @@ def run(pcap: str | Path, *, pps: float = 300.0, kill_at: float = 0.4, failover_
         o, e = rs.communicate(timeout=30)
         out["replicate"] = json.loads(o.splitlines()[-1]) if o.strip() else None
         out["replicate_err"] = e
-        if witness:
-            wp.send_signal(signal.SIGTERM)
-            o, e = wp.communicate(timeout=30)
-            out["witness"] = json.loads(o.splitlines()[-1]) if o.strip() else None
+        if wps:  # each witness's counts at exit (witness: the first's)
+            out["witnesses"] = []
+            for wp in wps:
+                wp.send_signal(signal.SIGTERM)
+                o, e = wp.communicate(timeout=30)
+                out["witnesses"].append(json.loads(o.splitlines()[-1]) if o.strip() else None)
+            out["witness"] = out["witnesses"][0]
         out.update(events=consumer.events, overruns=consumer.overruns, kill_ns=kill_ns, sender=summary,
                    shipped_at_kill=shipped_at_kill, primary_err=dp_p.err, standby_err=dp_s.err)
         return out
