@@ -693,6 +693,144 @@ def test_quorum_two_of_three_down_holds(three_hosts):
     print(f"\n{says}")
 
 
+# ---- keyed (--witness-key-file) ------------------------------------------------------------------------------------
+
+KPORT = WPORT + 20  # a keyed fh witness in w, beside the lab's unkeyed one
+
+
+def _keyed_witness(lab, key_file: str) -> subprocess.Popen:
+    p = subprocess.Popen([*sender.netns_argv(lab["w"]), sys.executable, "-m", "handler", "witness", "--listen",
+                          f"0.0.0.0:{KPORT}", "--key-file", key_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(0.5)  # asyncio up, as the lab's
+    assert p.poll() is None, p.communicate()
+    return p
+
+
+def _witness_stats(p: subprocess.Popen) -> dict:
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    return json.loads(out.splitlines()[-1])
+
+
+def _in_ns(ns: str, code: str) -> subprocess.Popen:
+    """python code run in namespace ns (a forger: handler.witness at hand as W)."""
+    return subprocess.Popen([*sender.netns_argv(ns), sys.executable, "-c", "from handler import witness as W\n" + code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.netns
+def test_keyed_primary_killed_promotes_forged_beats_refused(three_hosts, tmp_path):
+    """Both hosts and the witness keyed alike: the primary killed -9, while a forger on the primary's side beats to
+    the witness as the pair's primary under another key, and replays (from its own port) a beat of its own signed
+    with another key too: the witness counts them bad_auth and hears none, so the standby promotes (epoch 2) as
+    unkeyed; its status counts no bad answer."""
+    lab = three_hosts
+    kf = _key_file(tmp_path)
+    wk = _keyed_witness(lab, kf)
+    journal = f"/dev/shm/fh-wkk-{lab['tag']}.journal"
+    sb, files = _standby(lab, ports=(KPORT,), key=kf)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=kf)
+    forger = None
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        forger = _in_ns(lab["a"], f"""
+import os, socket, time
+k, s, n, t = os.urandom(32), socket.socket(socket.AF_INET, socket.SOCK_DGRAM), time.time_ns() * 2, time.monotonic()
+while time.monotonic() - t < 2:
+    s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n, key=k), ("10.81.1.2", {KPORT}))
+    s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n), ("10.81.1.2", {KPORT}))
+    n += 1
+    time.sleep(0.01)
+""")
+        time.sleep(0.2)
+        pr.kill()
+        d = _wait_for(files[3], lambda d: d["state"] == "promoted", 10)
+        assert forger.poll() is None  # the forger still at it when the standby promoted
+    finally:
+        errs = _stop(pr, feed, sb, *([forger] if forger else []))
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+        st = _witness_stats(wk)
+    assert d["epoch"] == 2 and d["witness_state"] == "primary-silent" and d["witness_age_ms"] >= 300, d
+    assert d["witness_bad_auth"] == 0 and d["witness_answers"] >= 1, d
+    assert "promoted (no heartbeat from the primary for 300 ms; the witness: none for" in errs[2], errs[2]
+    assert st["bad_auth"] >= 20 and st["replayed"] == 0 and st["malformed"] == 0 and st["beats"] >= 5, st
+    hosts = st["pairs"][f"pair-{lab['tag']}"]
+    assert len([h for h in hosts if h.startswith("10.81.1.1:")]) == 1, hosts  # the real primary only
+
+
+@pytest.mark.netns
+def test_keyed_standby_ignores_forged_answers(three_hosts, tmp_path):
+    """A forger in the witness's place (its address and port, the real one not running) answering every query "the
+    primary is dead" under another key: the standby, its primary killed, counts the answers (witness_bad_auth) and
+    does not promote, saying so; with no forger (the witness gone) it holds as before."""
+    lab = three_hosts
+    kf = _key_file(tmp_path)
+    journal = f"/dev/shm/fh-wkf-{lab['tag']}.journal"
+    forger = _in_ns(lab["w"], f"""
+import os, socket
+k, s = os.urandom(32), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {KPORT}))
+while True:
+    d, a = s.recvfrom(256)
+    m = W.MSG.unpack(d[:64])
+    s.sendto(W.pack(W.ANSWER, "pair-{lab['tag']}", flags=W.HEARD, epoch=1, nonce=m[6], age_ms=99999, key=k), a)
+""")
+    time.sleep(0.3)
+    sb, files = _standby(lab, ports=(KPORT,), key=kf)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=kf)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        pr.kill()
+        _wait_for(files[3], lambda d: d["witness_bad_auth"] >= 1 and d["witness_state"] == "no-answer", 5)
+        time.sleep(1.2)  # four failover timeouts
+        d = R.read_status(files[3])
+        table = fh("replicate", "status", "--name", files[3]).stdout
+    finally:
+        errs = _stop(pr, feed, sb, forger)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    assert d["state"] == "peer-silent" and d["epoch"] == 1 and d["witness_answers"] == 0, d
+    assert d["witness_bad_auth"] >= 5 and "answers with a bad tag" in d["witness_says"], d
+    assert "witness: no authentic answer within 50 ms (answers with a bad tag" in errs[2], errs[2]
+    assert "promoted" not in errs[2], errs[2]
+    assert "answers with a bad tag ignored" in table, table
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("pair_key", ["another", "none"])
+def test_keyed_witness_other_pair_key_holds(three_hosts, tmp_path, pair_key):
+    """The witness keyed, the pair keyed with another secret (or not keyed): the witness hears none of the primary's
+    beats and answers none of the standby's queries (all counted bad_auth), so the standby, its primary killed,
+    holds (no authentic answer: said, naming the key when keyed)."""
+    lab = three_hosts
+    wk = _keyed_witness(lab, _key_file(tmp_path))
+    hk = _key_file(tmp_path, "other.key") if pair_key == "another" else None
+    journal = f"/dev/shm/fh-wko-{lab['tag']}.journal"
+    sb, files = _standby(lab, ports=(KPORT,), key=hk)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=hk)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        pr.kill()
+        _wait_for(files[3], lambda d: d["witness_state"] == "no-answer", 5)
+        time.sleep(1.2)  # four failover timeouts
+        d = R.read_status(files[3])
+    finally:
+        errs = _stop(pr, feed, sb)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+        st = _witness_stats(wk)
+    assert d["state"] == "peer-silent" and d["epoch"] == 1 and d["witness_answers"] == 0, d
+    assert d["witness_queries"] >= 5 and d["witness_bad_auth"] == 0, d
+    said = "no answer within 50 ms: not promoting (this host may be the one cut off"
+    assert said in d["witness_says"] and "promoted" not in errs[2], (d, errs[2])
+    assert ("not keyed with this --witness-key-file" in d["witness_says"]) == (hk is not None), d
+    assert st["beats"] == 0 and st["answers"] == 0 and st["bad_auth"] >= 10 and not st["pairs"], st
+
+
 # ---- under fh run -------------------------------------------------------------------------------------------------
 
 @pytest.mark.dpdk

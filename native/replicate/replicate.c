@@ -626,9 +626,10 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
                 if (w->badtag[0])
                     wit_say(w, st, WS_NO_ANSWER, "witness: no authentic answer within %u ms (answers with a bad tag: "
                             "is it keyed with the same --witness-key-file?): not promoting", w->wait_ms);
-                else
+                else /* keyed: a witness keyed otherwise (or not) answers nothing; it counts the queries bad_auth */
                     wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the "
-                            "one cut off)", w->wait_ms);
+                            "one cut off%s)", w->wait_ms,
+                            w->keylen ? ", or the witness not keyed with this --witness-key-file: its bad_auth" : "");
                 return 0;
             }
             if (dead) {
@@ -661,7 +662,8 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
         /* held: by a witness that hears the primary (or one just started), else by silence (witnesses down, or
          * this host the one cut off) */
         wit_say(w, st, against ? WS_PRIMARY_ALIVE : WS_NO_ANSWER, "witnesses: %d of %d say dead (%s): not promoting "
-                "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?" : "; this host cut off?");
+                "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?"
+                : w->keylen ? "; this host cut off, or the witnesses keyed otherwise?" : "; this host cut off?");
         return 0;
     }
     if (now >= w->next_ask_ns) {
