@@ -272,6 +272,18 @@ def test_keyed_server_with_fh_replicate_beats(tmp_path):
     assert q.returncode == 2 and "without --witness (give both, or neither)" in q.stderr, q.stderr
 
 
+def test_status_layouts_with_and_without_bad_auth(tmp_path):
+    """fh replicate status reads the status file with witness_bad_auth (888 bytes) and the one before it (880: 0)."""
+    head = R._HEAD.pack(R.STATUS_MAGIC, 1, 2, os.getpid(), 0, 1, b"tcp", b"", b"", *([0] * 17))
+    wit = R._WITNESS.pack(b"10.0.0.9:7410", b"witness: asked", 1, 0, 0, 0, 0, 0, 3, 0, 1, 1, 0)
+    for raw, bad in ((head + wit + (7).to_bytes(8, "little"), 7), (head + wit, 0)):
+        p = tmp_path / "s.repl"
+        p.write_bytes(raw)
+        d = R.read_status(str(p))
+        assert (d["witness"], d["witness_queries"], d["witness_bad_auth"]) == ("10.0.0.9:7410", 3, bad), d
+    assert len(head + wit) + 8 == 888
+
+
 # ---- [replication] witness, pair; fh run's commands --------------------------------------------------------------
 
 def _cfg(tmp_path, extra: str):
