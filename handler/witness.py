@@ -135,10 +135,13 @@ def check(data: bytes, key: bytes | None) -> tuple[int, bytes]:
 
 def unpack(data: bytes, key: bytes | None = None) -> dict | None:
     """A datagram's fields, or None if it is not one of ours (keyed: its tag verified)."""
-    ok, data = check(data, key)
-    if ok != AUTH_OK:
-        return None
-    magic, type_, role, flags, epoch, _, nonce, age_ms, pair = MSG.unpack(data)
+    ok, body = check(data, key)
+    return _fields(body, key) if ok == AUTH_OK else None
+
+
+def _fields(body: bytes, key: bytes | None) -> dict | None:
+    """The 64 bytes' fields (its tag, if keyed, already verified), or None if it is not one of ours."""
+    magic, type_, role, flags, epoch, _, nonce, age_ms, pair = MSG.unpack(body)
     if magic != (MAGIC_KEYED if key else MAGIC) or type_ not in (BEAT, QUERY, ANSWER):
         return None
     name, nul, rest = pair.partition(b"\0")
@@ -162,10 +165,11 @@ class Witness:
     def handle(self, data: bytes, addr, now_ns: int | None = None) -> bytes | None:
         """One datagram from addr (ip, port): the answer to send back, or None."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        if check(data, self.key)[0] == AUTH_BAD:
+        ok, body = check(data, self.key)  # the tag computed once a datagram
+        if ok == AUTH_BAD:
             self.stats["bad_auth"] += 1
             return None
-        m = unpack(data, self.key)
+        m = _fields(body, self.key) if ok == AUTH_OK else None
         if m is None or m["type"] == ANSWER or (m["type"] == BEAT and m["role"] not in (PRIMARY, STANDBY)):
             self.stats["malformed"] += 1
             return None
