@@ -84,6 +84,8 @@ class Replication:
     # (): none
     witness: tuple[tuple[str, int], ...] = ()
     pair: str | None = None  # the pair's id at the witness (the same on both hosts); None: the instance name
+    # a shared secret for the witnesses (HMAC-SHA256 on every datagram, fh witness --key-file the same): None, unkeyed
+    witness_key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ _SCHEMA = {
     "shm": {"depth", "events", "max_levels", "ladder_books", "max_orders", "dir", "group"},
     "run": {"idle", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms", "provider", "ring_mb",
-                    "heartbeat_ms", "failover_timeout_ms", "witness", "pair"},
+                    "heartbeat_ms", "failover_timeout_ms", "witness", "pair",
+                    "witness_key_file"},
     "metrics": {"listen", "textfile", "interval_s"},
     "instruments": {"publish", "publish_file"},
     "gateway": gateway_settings.KEYS,
@@ -637,9 +640,23 @@ def _replication(path, r: dict) -> Replication:
     if pair is not None and (not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,31}", pair)):
         raise _err(path, "replication.pair", pair, "must be 1-31 letters, digits, _ . : - (the same on both hosts of "
                    "the pair), e.g. \"nasdaq\"")
+    key_file = r.get("witness_key_file")
+    if key_file is not None:
+        from .witness import KeyFileError, load_key
+
+        if not isinstance(key_file, str) or not key_file:
+            raise _err(path, "replication.witness_key_file", key_file, "must be the path of a file of at least 32 "
+                       "bytes of secret, e.g. \"/etc/fh/witness.key\"")
+        if not witness:
+            raise _err(path, "replication.witness_key_file", key_file, "given without witness: set witness too, or "
+                       "remove witness_key_file")
+        try:
+            load_key(key_file)  # said here, not at fh run's failover
+        except KeyFileError as e:
+            raise _err(path, "replication.witness_key_file", key_file, str(e).removeprefix(f"{key_file}: ")) from None
     return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag,
                        provider=provider, ring_mb=ring, heartbeat_ms=hb, failover_timeout_ms=fo, witness=witness,
-                       pair=pair)
+                       pair=pair, witness_key_file=key_file)
 
 
 def check_textfile_dir(cfg) -> None:

@@ -165,11 +165,13 @@ def _common(cfg: config.Config, epoch: int) -> list[str]:
 def _witness(cfg: config.Config) -> list[str]:
     """[replication] witness: the primary beats to each, the standby asks them all before promoting on silence (both
     every heartbeat_ms; a majority must not have heard the primary), under the pair's id (replication.pair, else the
-    instance name: the same on both hosts). --witness once per witness, in the order configured (w1, w2, ...)."""
+    instance name: the same on both hosts). --witness once per witness, in the order configured (w1, w2, ...); the
+    shared key's file (replication.witness_key_file) when keyed."""
     r = cfg.replication
     if not r.witness:
         return []
-    return [*(a for h, p in r.witness for a in ("--witness", f"{h}:{p}")), "--pair", r.pair or cfg.name]
+    key = ["--witness-key-file", r.witness_key_file] if r.witness_key_file else []
+    return [*(a for h, p in r.witness for a in ("--witness", f"{h}:{p}")), "--pair", r.pair or cfg.name, *key]
 
 
 def _ties(cfg: config.Config) -> list[str]:

@@ -19,11 +19,21 @@ failover timeout. Anything else (a wrong size, magic, type or role, an empty or 
 ignored. The witness keeps its record in memory only: a restart forgets it, which costs a standby asking then at most
 one failover timeout (above).
 
+Keyed (--key-file, the same secret as [replication] witness_key_file on both hosts): every datagram is the 64 bytes
+above with magic "FHW2", then a 32-byte HMAC-SHA256 tag over those 64 bytes (96 in all), answers too. A keyed witness
+counts and ignores an unkeyed datagram or a wrong tag (bad_auth), and a beat whose nonce is not greater than the last
+one accepted from its sender (IP:PORT) under that pair (replayed): the beaters' nonces start from the wall clock and
+increase. An unkeyed witness takes a keyed datagram for a malformed one.
+
 Off every hot path: plain asyncio, one process."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
+import os
+import stat
 import json
 import signal
 import socket
@@ -36,6 +46,10 @@ from dataclasses import dataclass, field
 from .errors import FhError
 
 MAGIC = 0x31574846  # "FHW1"
+MAGIC_KEYED = 0x32574846  # "FHW2": the same 64 bytes, then their HMAC-SHA256 tag
+TAG_LEN = 32
+KEY_MIN = 32  # bytes of secret in a key file at least (HMAC-SHA256's own output size)
+KEY_MAX = 1024  # and at most (fh-replicate's WIT_KEY_MAX: both sides read the same files)
 BEAT, QUERY, ANSWER = 1, 2, 3
 PRIMARY, STANDBY = 1, 2
 HEARD = 1  # ANSWER.flags: the pair's primary was heard (else age_ms is this witness's uptime)
@@ -55,6 +69,7 @@ class Host:
     epoch: int
     heard_ns: int
     beats: int = 0
+    nonce: int = 0  # keyed: the last beat's nonce accepted (a beat not above it is a replay)
 
 
 @dataclass
@@ -63,18 +78,71 @@ class Pair:
     touched_ns: int = 0
 
 
+class KeyFileError(WitnessError):
+    pass
+
+
+def load_key(path: str) -> bytes:
+    """A key file's secret (its bytes as they are: the same file on both hosts and the witness), else one line: it
+    must exist, hold KEY_MIN to KEY_MAX bytes and be readable by its owner only."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{path}: not a regular file (a file of at least {KEY_MIN} bytes of secret)")
+        if st.st_mode & 0o077:
+            raise KeyFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, readable by group or others: "
+                               f"chmod 600 {path}")
+        with open(path, "rb") as f:
+            key = f.read(KEY_MAX + 1)
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror} (a file of at least {KEY_MIN} bytes of secret, e.g. head -c 32 "
+                           f"/dev/urandom > {path}; chmod 600 {path})") from None
+    if not KEY_MIN <= len(key) <= KEY_MAX:
+        raise KeyFileError(f"{path}: {'more than ' if len(key) > KEY_MAX else ''}{min(len(key), KEY_MAX)} bytes: "
+                           f"{KEY_MIN} to {KEY_MAX} bytes of secret (e.g. head -c 32 /dev/urandom > {path}; "
+                           f"chmod 600 {path})")
+    return key
+
+
+def tag(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
 def pack(type_: int, pair: str | bytes, *, role: int = 0, flags: int = 0, epoch: int = 0, nonce: int = 0,
-         age_ms: int = 0) -> bytes:
+         age_ms: int = 0, key: bytes | None = None) -> bytes:
+    """A datagram; with key, keyed: magic FHW2 and the tag after the 64 bytes."""
     p = pair.encode() if isinstance(pair, str) else pair
-    return MSG.pack(MAGIC, type_, role, flags, epoch, 0, nonce, age_ms, p)
+    body = MSG.pack(MAGIC_KEYED if key else MAGIC, type_, role, flags, epoch, 0, nonce, age_ms, p)
+    return body + tag(key, body) if key else body
 
 
-def unpack(data: bytes) -> dict | None:
-    """A datagram's fields, or None if it is not one of ours."""
-    if len(data) != MSG.size:
-        return None
-    magic, type_, role, flags, epoch, _, nonce, age_ms, pair = MSG.unpack(data)
-    if magic != MAGIC or type_ not in (BEAT, QUERY, ANSWER):
+AUTH_OK, AUTH_BAD, AUTH_MALFORMED = 0, 1, 2  # check()
+
+
+def check(data: bytes, key: bytes | None) -> tuple[int, bytes]:
+    """(AUTH_OK, the 64 bytes), or why not: unkeyed, a 64-byte FHW1 datagram; keyed, 96 bytes of FHW2 whose tag
+    verifies (constant time), an unkeyed datagram or a wrong tag being AUTH_BAD; anything else AUTH_MALFORMED."""
+    magic = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
+    if key is None:
+        return (AUTH_OK, data) if len(data) == MSG.size else (AUTH_MALFORMED, b"")
+    if len(data) == MSG.size and magic == MAGIC:
+        return AUTH_BAD, b""
+    if len(data) != MSG.size + TAG_LEN or magic != MAGIC_KEYED:
+        return AUTH_MALFORMED, b""
+    body = data[:MSG.size]
+    return (AUTH_OK, body) if hmac.compare_digest(tag(key, body), data[MSG.size:]) else (AUTH_BAD, b"")
+
+
+def unpack(data: bytes, key: bytes | None = None) -> dict | None:
+    """A datagram's fields, or None if it is not one of ours (keyed: its tag verified)."""
+    ok, body = check(data, key)
+    return _fields(body, key) if ok == AUTH_OK else None
+
+
+def _fields(body: bytes, key: bytes | None) -> dict | None:
+    """The 64 bytes' fields (its tag, if keyed, already verified), or None if it is not one of ours."""
+    magic, type_, role, flags, epoch, _, nonce, age_ms, pair = MSG.unpack(body)
+    if magic != (MAGIC_KEYED if key else MAGIC) or type_ not in (BEAT, QUERY, ANSWER):
         return None
     name, nul, rest = pair.partition(b"\0")
     if not name or not nul or rest.strip(b"\0") or not name.isascii() or not name.decode().isprintable():
@@ -86,16 +154,22 @@ def unpack(data: bytes) -> dict | None:
 class Witness:
     """The record and the rules, without a socket (the unit tests drive handle() directly)."""
 
-    def __init__(self, now_ns: int | None = None, log=None):
+    def __init__(self, now_ns: int | None = None, log=None, key: bytes | None = None):
         self.started_ns = time.monotonic_ns() if now_ns is None else now_ns
         self.pairs: OrderedDict[str, Pair] = OrderedDict()  # the least recently beaten first
-        self.stats = {"beats": 0, "queries": 0, "answers": 0, "malformed": 0, "unknown_pair": 0, "errors": 0}
+        self.stats = {"beats": 0, "queries": 0, "answers": 0, "malformed": 0, "unknown_pair": 0, "errors": 0,
+                      "bad_auth": 0, "replayed": 0}
         self.log = log or (lambda s: None)
+        self.key = key  # None: unkeyed (FHW1)
 
     def handle(self, data: bytes, addr, now_ns: int | None = None) -> bytes | None:
         """One datagram from addr (ip, port): the answer to send back, or None."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        m = unpack(data)
+        ok, body = check(data, self.key)  # the tag computed once a datagram
+        if ok == AUTH_BAD:
+            self.stats["bad_auth"] += 1
+            return None
+        m = _fields(body, self.key) if ok == AUTH_OK else None
         if m is None or m["type"] == ANSWER or (m["type"] == BEAT and m["role"] not in (PRIMARY, STANDBY)):
             self.stats["malformed"] += 1
             return None
@@ -111,12 +185,17 @@ class Witness:
         if prim:
             last = max(prim, key=lambda h: h.heard_ns)  # any primary of the pair heard counts: the safe side
             return pack(ANSWER, m["pair"], flags=HEARD, epoch=last.epoch, nonce=m["nonce"],
-                        age_ms=max(0, now - last.heard_ns) // 1_000_000)
-        return pack(ANSWER, m["pair"], nonce=m["nonce"], age_ms=max(0, now - self.started_ns) // 1_000_000)
+                        age_ms=max(0, now - last.heard_ns) // 1_000_000, key=self.key)
+        return pack(ANSWER, m["pair"], nonce=m["nonce"], age_ms=max(0, now - self.started_ns) // 1_000_000,
+                    key=self.key)
 
     def _beat(self, m: dict, ip: str, now: int) -> None:
-        self.stats["beats"] += 1
         p = self.pairs.get(m["pair"])
+        if self.key is not None and p is not None and ip in p.hosts and m["nonce"] <= p.hosts[ip].nonce:
+            # keyed: an authentic beat seen before (captured and sent again) must not make a dead primary alive
+            self.stats["replayed"] += 1
+            return
+        self.stats["beats"] += 1
         if p is None:
             if len(self.pairs) >= MAX_PAIRS:  # O(1): a flood of made-up ids costs no more than beats
                 self.pairs.popitem(last=False)
@@ -133,7 +212,7 @@ class Witness:
         elif (h.role, h.epoch) != (m["role"], m["epoch"]):
             self.log(f"pair {m['pair']}: {ip} is {_role(m['role'])} at epoch {m['epoch']} now "
                      f"({_role(h.role)} at epoch {h.epoch} before)")
-        h.role, h.epoch, h.heard_ns = m["role"], m["epoch"], now
+        h.role, h.epoch, h.heard_ns, h.nonce = m["role"], m["epoch"], now, m["nonce"]
         h.beats += 1
 
     def table(self, now_ns: int | None = None) -> dict:
@@ -208,15 +287,19 @@ async def serve(sock: socket.socket, w: Witness, stop: asyncio.Event) -> None:
 
 def cmd_witness(a) -> int:
     try:
+        key = load_key(a.key_file) if a.key_file else None
         sock = bind(a.listen)
+    except KeyFileError as e:
+        raise FhError(f"--key-file {e}") from None
     except WitnessError as e:
         raise FhError(str(e)) from None
 
     def log(s: str) -> None:
         print(f"fh witness: {s}", file=sys.stderr, flush=True)
 
-    w = Witness(log=log)
-    log(f"listening on {a.listen} (UDP; its record is in memory only: a restart forgets it)")
+    w = Witness(log=log, key=key)
+    log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}; its record is in memory only: a "
+        f"restart forgets it)")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -238,6 +321,10 @@ def register(sub, positive=None, nonneg=None) -> None:
                        description="Answer a standby asking whether the primary of its pair still beats here, so that "
                                    "a cut replication link does not make two primaries ([replication] witness, "
                                    "docs/replication.md). Stops at SIGTERM/SIGINT with one JSON line of counts.",
-                       epilog=examples("fh witness --listen 0.0.0.0:7410"))
+                       epilog=examples("fh witness --listen 0.0.0.0:7410",
+                                       "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key"))
     p.add_argument("--listen", required=True, metavar="ADDR:PORT", help="the UDP address to answer on")
+    p.add_argument("--key-file", metavar="PATH",
+                   help="a shared secret (at least 32 bytes, mode 600; the same as [replication] witness_key_file on "
+                        "both hosts): datagrams signed with HMAC-SHA256, unsigned or replayed ones counted and ignored")
     p.set_defaults(func=cmd_witness)

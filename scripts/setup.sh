@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # gcc..libdpdk-dev: the build (g++: the C++ compile tests of fh/shm.h); tshark: pcaps checked by an independent dissector; iproute2: network namespaces
 # and veth pairs of the live tests; valgrind: callgrind figures (fh bench --callgrind and its tests); systemd:
 # systemd-analyze checks the unit file; debootstrap: the root the Ansible roles converge into;
-# nats-server: the fh gateway tests run a real NATS cluster; libfabric-dev: fh-replicate (tcp provider in tests).
-APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd debootstrap nats-server libfabric-dev)
+# nats-server: the fh gateway tests run a real NATS cluster; libfabric-dev: fh-replicate (tcp provider in tests);
+# libssl-dev: fh-replicate's HMAC-SHA256 on the witness datagrams (libcrypto; libdpdk-dev already pulls it in, named
+# here since fh-replicate needs it of its own).
+APT_PACKAGES=(gcc g++ libc6-dev pkg-config python3-venv python3-dev git libdpdk-dev tshark iproute2 valgrind systemd debootstrap nats-server libfabric-dev libssl-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -133,6 +133,157 @@ def test_the_server_process():
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
 
 
+# ---- keyed (--key-file, [replication] witness_key_file) ----------------------------------------------------------
+
+def _key_file(tmp_path, name: str = "witness.key", data: bytes | None = None, mode: int = 0o600) -> str:
+    p = tmp_path / name
+    p.write_bytes(os.urandom(32) if data is None else data)
+    p.chmod(mode)
+    return str(p)
+
+
+def test_keyed_witness_refuses_unkeyed_forged_and_replayed():
+    """A keyed witness: a beat with its key heard; an unkeyed one, one with another key and one altered after
+    signing counted bad_auth and not heard; the same beat again, or an older one of its sender, counted replayed and
+    not heard; a newer one heard, and a new sender (a restarted beater's other port) from any nonce. Its answers are
+    keyed (96 bytes, FHW2, the tag verifies); an unkeyed or wrongly keyed query gets none. An unkeyed witness takes a
+    keyed datagram for a malformed one."""
+    key, other, ms = os.urandom(32), os.urandom(32), 1_000_000
+    w = W.Witness(now_ns=0, key=key)
+    a = ("10.0.0.1", 9)
+    beat = W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=100, key=key)
+    assert len(beat) == 96 and beat[:4] == b"FHW2" and w.handle(beat, a, 1 * ms) is None
+    altered = bytearray(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=200, key=key))
+    altered[8] = 2  # the epoch, after signing
+    for d in (W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=200),
+              W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=200, key=other), bytes(altered)):
+        assert w.handle(d, a, 300 * ms) is None
+    assert w.stats["bad_auth"] == 3 and w.stats["beats"] == 1 and w.pairs["p"].hosts["10.0.0.1:9"].heard_ns == 1 * ms
+    for d in (beat, W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=99, key=key)):
+        assert w.handle(d, a, 500 * ms) is None
+    assert w.stats["replayed"] == 2 and w.stats["beats"] == 1 and w.pairs["p"].hosts["10.0.0.1:9"].heard_ns == 1 * ms
+    r = w.handle(W.pack(W.QUERY, "p", nonce=5, key=key), ("10.0.0.2", 5), 600 * ms)
+    assert len(r) == 96 and W.unpack(r) is None and W.unpack(r, other) is None
+    assert W.unpack(r, key) == {"type": W.ANSWER, "role": 0, "flags": W.HEARD, "epoch": 1, "nonce": 5, "age_ms": 599,
+                                "pair": "p"}
+    assert w.handle(W.pack(W.QUERY, "p", nonce=6), ("10.0.0.2", 5), 600 * ms) is None
+    assert w.handle(W.pack(W.QUERY, "p", nonce=6, key=other), ("10.0.0.2", 5), 600 * ms) is None
+    assert w.stats["bad_auth"] == 5 and w.stats["answers"] == 1
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=101, key=key), a, 700 * ms)
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=3, key=key), ("10.0.0.1", 10), 710 * ms)
+    assert w.stats["beats"] == 3 and w.stats["replayed"] == 2 and w.pairs["p"].hosts["10.0.0.1:9"].heard_ns == 700 * ms
+    for d in (beat[:95], beat + b"\0", os.urandom(96), b"FHW2" + os.urandom(92)):
+        w.handle(d, a, 800 * ms)
+    assert w.stats["malformed"] == 3 and w.stats["bad_auth"] == 6  # FHW2 and a random tag: a bad tag
+    w0 = W.Witness(now_ns=0)
+    assert w0.handle(beat, a, 1) is None and w0.stats["malformed"] == 1 and not w0.pairs and w0.stats["bad_auth"] == 0
+
+
+def test_key_file_rules(tmp_path):
+    """A key file: its bytes as they are, 32 to 1024 of them, readable by its owner only; else one line, the fix."""
+    k = _key_file(tmp_path, data=b"x" * 32)
+    assert W.load_key(k) == b"x" * 32
+    for path, said in ((str(tmp_path / "none"), "No such file or directory"),
+                       (_key_file(tmp_path, "short", b"x" * 31), "31 bytes: 32 to 1024 bytes of secret"),
+                       (_key_file(tmp_path, "long", b"x" * 1025), "more than 1024 bytes"),
+                       (_key_file(tmp_path, "open", mode=0o644), "mode 644, readable by group or others: chmod 600"),
+                       (_key_file(tmp_path, "group", mode=0o640), "chmod 600"),
+                       (str(tmp_path), "not a regular file")):
+        with pytest.raises(W.KeyFileError) as e:
+            W.load_key(path)
+        assert said in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith(path), e.value
+
+
+def _keyed_server(key_file: str) -> tuple[subprocess.Popen, int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{port}", "--key-file",
+                          key_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return p, port
+
+
+def test_keyed_server_with_fh_replicate_beats(tmp_path):
+    """fh-replicate --witness-key-file beats keyed (96 bytes, its HMAC verified here; its nonces increasing, from the
+    wall clock); a real keyed fh witness hears one of them, counts it sent again from the same address and port
+    replayed, a forged one (another key) and an unkeyed one bad_auth, and answers a keyed query only. Its one-line
+    errors for a bad key file; fh-replicate's too (and a key without --witness)."""
+    if PROG is None:
+        pytest.skip(str(why_no_replicate()))
+    kf = _key_file(tmp_path)
+    key, other = W.load_key(kf), os.urandom(32)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as cap:
+        cap.bind(("127.0.0.1", 0))
+        cap.settimeout(5)
+        pr = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", "127.0.0.1:9", "--journal",
+                               "/dev/shm/fh-wkcap-none.journal", "--name", "wkcap", "--status",
+                               str(tmp_path / "wkcap.repl"), "--heartbeat-ms", "20", "--connect-timeout-ms", "3000",
+                               "--witness", f"127.0.0.1:{cap.getsockname()[1]}", "--pair", "pk",
+                               "--witness-key-file", kf], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            beats = [cap.recvfrom(256)[0] for _ in range(3)]
+        finally:
+            _stop(pr)
+    ms = [W.unpack(b, key) for b in beats]
+    assert all(len(b) == 96 and W.unpack(b) is None and W.unpack(b, other) is None for b in beats)
+    assert [m["type"] for m in ms] == [W.BEAT] * 3 and ms[0]["role"] == W.PRIMARY and ms[0]["pair"] == "pk"
+    assert ms[1]["nonce"] == ms[0]["nonce"] + 1 and abs(ms[0]["nonce"] - time.time_ns()) < 60e9  # the wall clock
+    p, port = _keyed_server(kf)
+    try:
+        addr = ("127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            for _ in range(100):  # until it listens
+                try:
+                    c.sendto(W.pack(W.QUERY, "pk", nonce=1, key=key), addr)
+                    c.recvfrom(256)
+                    break
+                except (TimeoutError, ConnectionRefusedError):
+                    time.sleep(0.05)
+            c.sendto(beats[1], addr)
+            c.sendto(beats[1], addr)  # replayed
+            c.sendto(beats[0], addr)  # older: replayed
+            c.sendto(W.pack(W.BEAT, "pk", role=W.PRIMARY, epoch=1, nonce=ms[2]["nonce"] + 5, key=other), addr)
+            c.sendto(W.pack(W.BEAT, "pk", role=W.PRIMARY, epoch=1, nonce=ms[2]["nonce"] + 6), addr)
+            c.sendto(W.pack(W.QUERY, "pk", nonce=2), addr)  # unkeyed: no answer
+            c.sendto(W.pack(W.QUERY, "pk", nonce=3, key=key), addr)
+            a = W.unpack(c.recvfrom(256)[0], key)
+            assert (a["type"], a["flags"], a["epoch"], a["nonce"]) == (W.ANSWER, W.HEARD, 1, 3) and a["age_ms"] < 400
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    assert p.returncode == 0 and "keyed: HMAC-SHA256" in err, err
+    st = json.loads(out.splitlines()[-1])
+    assert (st["beats"], st["replayed"], st["bad_auth"], st["malformed"]) == (1, 2, 3, 0), st
+    assert st["answers"] == st["queries"] == 2, st
+    bad = (_key_file(tmp_path, "open.key", mode=0o644), "readable by group or others: chmod 600")
+    for kf2, said in (bad, (_key_file(tmp_path, "short.key", b"x" * 8), "32 to 1024 bytes"),
+                      (str(tmp_path / "none.key"), "No such file")):
+        r = fh("witness", "--listen", "127.0.0.1:0", "--key-file", kf2, check=False)
+        assert r.returncode != 0 and r.stderr.strip().splitlines() == [f"fh: --key-file {kf2}: " + r.stderr.split(
+            f"{kf2}: ", 1)[1].strip()] and said in r.stderr, r.stderr
+        q = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
+                            "--name", "wx", "--witness", "127.0.0.1:7410", "--witness-key-file", kf2],
+                           capture_output=True, text=True, timeout=20)
+        assert q.returncode == 2 and said in q.stderr and len(q.stderr.strip().splitlines()) == 1, q.stderr
+    q = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
+                        "--name", "wx", "--witness-key-file", kf], capture_output=True, text=True, timeout=20)
+    assert q.returncode == 2 and "without --witness (give both, or neither)" in q.stderr, q.stderr
+
+
+def test_status_layouts_with_and_without_bad_auth(tmp_path):
+    """fh replicate status reads the status file with witness_bad_auth (888 bytes) and the one before it (880: 0)."""
+    head = R._HEAD.pack(R.STATUS_MAGIC, 1, 2, os.getpid(), 0, 1, b"tcp", b"", b"", *([0] * 17))
+    wit = R._WITNESS.pack(b"10.0.0.9:7410", b"witness: asked", 1, 0, 0, 0, 0, 0, 3, 0, 1, 1, 0)
+    for raw, bad in ((head + wit + (7).to_bytes(8, "little"), 7), (head + wit, 0)):
+        p = tmp_path / "s.repl"
+        p.write_bytes(raw)
+        d = R.read_status(str(p))
+        assert (d["witness"], d["witness_queries"], d["witness_bad_auth"]) == ("10.0.0.9:7410", 3, bad), d
+    assert len(head + wit) + 8 == 888
+
+
 # ---- [replication] witness, pair; fh run's commands --------------------------------------------------------------
 
 def _cfg(tmp_path, extra: str):
@@ -202,6 +353,31 @@ def test_config_witness_quorum(tmp_path):
         assert key in msg and fix in msg and "\n" not in msg, msg
 
 
+def test_config_witness_key_file(tmp_path):
+    """witness_key_file: fh run gives every role --witness-key-file; one-line errors at load (the file missing, too
+    short, readable by others: the fix chmod 600; a key without witness; not a string)."""
+    from handler import config
+    from handler import replication_run as RR
+
+    kf = _key_file(tmp_path)
+    c = _cfg(tmp_path, f'witness = "w:7410"\nwitness_key_file = "{kf}"\n')
+    assert c.replication.witness_key_file == kf
+    for cmd in (RR.standby_cmd(c, 1), RR.primary_cmd(c, "/dev/shm/j", 1), RR.guard_cmd(c, 1)):
+        assert cmd[cmd.index("--witness-key-file") + 1] == kf
+    assert "--witness-key-file" not in RR.standby_cmd(_cfg(tmp_path, 'witness = "w:7410"\n'), 1)
+    for extra, said in ((f'witness_key_file = "{tmp_path}/none"\n', "No such file"),
+                        (f'witness_key_file = "{_key_file(tmp_path, "s", b"x" * 31)}"\n', "31 bytes: 32 to 1024"),
+                        (f'witness_key_file = "{_key_file(tmp_path, "o", mode=0o644)}"\n', "chmod 600"),
+                        ("witness_key_file = 1\n", "must be the path of a file")):
+        with pytest.raises(config.ConfigError) as e:
+            _cfg(tmp_path, 'witness = "w:7410"\n' + extra)
+        msg = str(e.value)
+        assert "replication.witness_key_file" in msg and said in msg and "\n" not in msg, msg
+    with pytest.raises(config.ConfigError) as e:
+        _cfg(tmp_path, f'witness_key_file = "{kf}"\n')
+    assert "given without witness" in str(e.value), e.value
+
+
 def test_fh_replicate_witness_arguments():
     """fh-replicate's own one-line errors: --witness not HOST:PORT, a name that does not resolve, a pair too long;
     a quorum: one witness given twice, a sixth witness, a bad second one."""
@@ -267,13 +443,16 @@ def three_hosts():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _standby(lab, *, witness: bool = True, timeout_ms: int = 300, ports: tuple[int, ...] = (WPORT,)):
-    """ports: the witnesses' ports in w (a quorum: fh witness on each, _quorum), asked at its address on b's side."""
+def _standby(lab, *, witness: bool = True, timeout_ms: int = 300, ports: tuple[int, ...] = (WPORT,),
+             key: str | None = None):
+    """ports: the witnesses' ports in w (a quorum: fh witness on each, _quorum), asked at its address on b's side;
+    key: --witness-key-file."""
     tag = lab["tag"]
     name = f"ws-{tag}"
     files = [f"/dev/shm/fh-{name}", f"/dev/shm/fh-{name}.wake", f"/dev/shm/fh-{name}.journal",
              f"/dev/shm/fh-{name}.repl"]
     wit = [*(a for p in ports for a in ("--witness", f"10.81.2.2:{p}")), "--pair", f"pair-{tag}"] if witness else []
+    wit += ["--witness-key-file", key] if key else []
     p = subprocess.Popen([*sender.netns_argv(lab["b"]), PROG, "--role", "standby", "--provider", "tcp", "--listen",
                           f"10.81.0.2:{WPORT + 1}", "--journal", files[2], "--journal-mb", "64", "--segment",
                           files[0], "--name", name, "--ring-mb", "4", "--max-orders", "1000000", "--max-levels",
@@ -292,9 +471,10 @@ def _standby(lab, *, witness: bool = True, timeout_ms: int = 300, ports: tuple[i
     raise AssertionError("the standby did not start")
 
 
-def _primary(lab, journal: str, *, witness: bool = True, ports: tuple[int, ...] = (WPORT,)):
+def _primary(lab, journal: str, *, witness: bool = True, ports: tuple[int, ...] = (WPORT,), key: str | None = None):
     tag = lab["tag"]
     wit = [*(a for p in ports for a in ("--witness", f"10.81.1.2:{p}")), "--pair", f"pair-{tag}"] if witness else []
+    wit += ["--witness-key-file", key] if key else []
     return subprocess.Popen([*sender.netns_argv(lab["a"]), PROG, "--role", "primary", "--provider", "tcp", "--peer",
                              f"10.81.0.2:{WPORT + 1}", "--journal", journal, "--name", f"wp-{tag}", "--exit-when-done",
                              "--max-outstanding", "16", "--heartbeat-ms", "50", *wit],
@@ -523,6 +703,144 @@ def test_quorum_two_of_three_down_holds(three_hosts):
     assert "; w3: no answer)" in says and says.endswith(": not promoting (2 needed; this host cut off?)"), says
     assert "witnesses: 1 of 3 say dead" in err and "promoted" not in err, err
     print(f"\n{says}")
+
+
+# ---- keyed (--witness-key-file) ------------------------------------------------------------------------------------
+
+KPORT = WPORT + 20  # a keyed fh witness in w, beside the lab's unkeyed one
+
+
+def _keyed_witness(lab, key_file: str) -> subprocess.Popen:
+    p = subprocess.Popen([*sender.netns_argv(lab["w"]), sys.executable, "-m", "handler", "witness", "--listen",
+                          f"0.0.0.0:{KPORT}", "--key-file", key_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(0.5)  # asyncio up, as the lab's
+    assert p.poll() is None, p.communicate()
+    return p
+
+
+def _witness_stats(p: subprocess.Popen) -> dict:
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    return json.loads(out.splitlines()[-1])
+
+
+def _in_ns(ns: str, code: str) -> subprocess.Popen:
+    """python code run in namespace ns (a forger: handler.witness at hand as W)."""
+    return subprocess.Popen([*sender.netns_argv(ns), sys.executable, "-c", "from handler import witness as W\n" + code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.netns
+def test_keyed_primary_killed_promotes_forged_beats_refused(three_hosts, tmp_path):
+    """Both hosts and the witness keyed alike: the primary killed -9, while a forger on the primary's side beats to
+    the witness as the pair's primary under another key, and replays (from its own port) a beat of its own signed
+    with another key too: the witness counts them bad_auth and hears none, so the standby promotes (epoch 2) as
+    unkeyed; its status counts no bad answer."""
+    lab = three_hosts
+    kf = _key_file(tmp_path)
+    wk = _keyed_witness(lab, kf)
+    journal = f"/dev/shm/fh-wkk-{lab['tag']}.journal"
+    sb, files = _standby(lab, ports=(KPORT,), key=kf)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=kf)
+    forger = None
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        forger = _in_ns(lab["a"], f"""
+import os, socket, time
+k, s, n, t = os.urandom(32), socket.socket(socket.AF_INET, socket.SOCK_DGRAM), time.time_ns() * 2, time.monotonic()
+while time.monotonic() - t < 2:
+    s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n, key=k), ("10.81.1.2", {KPORT}))
+    s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n), ("10.81.1.2", {KPORT}))
+    n += 1
+    time.sleep(0.01)
+""")
+        time.sleep(0.2)
+        pr.kill()
+        d = _wait_for(files[3], lambda d: d["state"] == "promoted", 10)
+        assert forger.poll() is None  # the forger still at it when the standby promoted
+    finally:
+        errs = _stop(pr, feed, sb, *([forger] if forger else []))
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+        st = _witness_stats(wk)
+    assert d["epoch"] == 2 and d["witness_state"] == "primary-silent" and d["witness_age_ms"] >= 300, d
+    assert d["witness_bad_auth"] == 0 and d["witness_answers"] >= 1, d
+    assert "promoted (no heartbeat from the primary for 300 ms; the witness: none for" in errs[2], errs[2]
+    assert st["bad_auth"] >= 20 and st["replayed"] == 0 and st["malformed"] == 0 and st["beats"] >= 5, st
+    hosts = st["pairs"][f"pair-{lab['tag']}"]
+    assert len([h for h in hosts if h.startswith("10.81.1.1:")]) == 1, hosts  # the real primary only
+
+
+@pytest.mark.netns
+def test_keyed_standby_ignores_forged_answers(three_hosts, tmp_path):
+    """A forger in the witness's place (its address and port, the real one not running) answering every query "the
+    primary is dead" under another key: the standby, its primary killed, counts the answers (witness_bad_auth) and
+    does not promote, saying so; with no forger (the witness gone) it holds as before."""
+    lab = three_hosts
+    kf = _key_file(tmp_path)
+    journal = f"/dev/shm/fh-wkf-{lab['tag']}.journal"
+    forger = _in_ns(lab["w"], f"""
+import os, socket
+k, s = os.urandom(32), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {KPORT}))
+while True:
+    d, a = s.recvfrom(256)
+    m = W.MSG.unpack(d[:64])
+    s.sendto(W.pack(W.ANSWER, "pair-{lab['tag']}", flags=W.HEARD, epoch=1, nonce=m[6], age_ms=99999, key=k), a)
+""")
+    time.sleep(0.3)
+    sb, files = _standby(lab, ports=(KPORT,), key=kf)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=kf)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        pr.kill()
+        _wait_for(files[3], lambda d: d["witness_bad_auth"] >= 1 and d["witness_state"] == "no-answer", 5)
+        time.sleep(1.2)  # four failover timeouts
+        d = R.read_status(files[3])
+        table = fh("replicate", "status", "--name", files[3]).stdout
+    finally:
+        errs = _stop(pr, feed, sb, forger)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+    assert d["state"] == "peer-silent" and d["epoch"] == 1 and d["witness_answers"] == 0, d
+    assert d["witness_bad_auth"] >= 5 and "answers with a bad tag" in d["witness_says"], d
+    assert "witness: no authentic answer within 50 ms (answers with a bad tag" in errs[2], errs[2]
+    assert "promoted" not in errs[2], errs[2]
+    assert "answers with a bad tag ignored" in table, table
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("pair_key", ["another", "none"])
+def test_keyed_witness_other_pair_key_holds(three_hosts, tmp_path, pair_key):
+    """The witness keyed, the pair keyed with another secret (or not keyed): the witness hears none of the primary's
+    beats and answers none of the standby's queries (all counted bad_auth), so the standby, its primary killed,
+    holds (no authentic answer: said, naming the key when keyed)."""
+    lab = three_hosts
+    wk = _keyed_witness(lab, _key_file(tmp_path))
+    hk = _key_file(tmp_path, "other.key") if pair_key == "another" else None
+    journal = f"/dev/shm/fh-wko-{lab['tag']}.journal"
+    sb, files = _standby(lab, ports=(KPORT,), key=hk)
+    feed = _feed(journal, 20, 20000)
+    pr = _primary(lab, journal, ports=(KPORT,), key=hk)
+    try:
+        _wait_for(files[3], lambda d: d["messages"] >= 5000)
+        pr.kill()
+        _wait_for(files[3], lambda d: d["witness_state"] == "no-answer", 5)
+        time.sleep(1.2)  # four failover timeouts
+        d = R.read_status(files[3])
+    finally:
+        errs = _stop(pr, feed, sb)
+        _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
+        st = _witness_stats(wk)
+    assert d["state"] == "peer-silent" and d["epoch"] == 1 and d["witness_answers"] == 0, d
+    assert d["witness_queries"] >= 5 and d["witness_bad_auth"] == 0, d
+    said = "no answer within 50 ms: not promoting (this host may be the one cut off"
+    assert said in d["witness_says"] and "promoted" not in errs[2], (d, errs[2])
+    assert ("not keyed with this --witness-key-file" in d["witness_says"]) == (hk is not None), d
+    assert st["beats"] == 0 and st["answers"] == 0 and st["bad_auth"] >= 10 and not st["pairs"], st
 
 
 # ---- under fh run -------------------------------------------------------------------------------------------------

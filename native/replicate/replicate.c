@@ -71,7 +71,12 @@
 #include <dirent.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "fabric.h"
 #include "fh/book.h"
@@ -132,12 +137,14 @@ typedef struct fh_repl_status {
      * primary's age and epoch the verdict rests on, when) and the datagrams (all witnesses together): beats sent, send
      * errors, queries, answers; then how many witnesses, how many must say "dead" to promote (a majority), and how
      * many said so in the last verdict. All zero without --witness. (Before the quorum: witness[64], witness_says[96]
-     * and no counts, 568 bytes in all; handler/replicate.py reads both.) */
+     * and no counts, 568 bytes in all; handler/replicate.py reads both.) Then (--witness-key-file) the answers
+     * ignored for their tag: a wrong one, or one keyed differently from this host (880 bytes before it). */
     char witness[192], witness_says[256];
     uint64_t wit_state, wit_age_ms, wit_epoch, wit_answer_ns, wit_beats, wit_send_errors, wit_queries, wit_answers;
     uint64_t wit_count, wit_needed, wit_dead;
+    uint64_t wit_bad_auth;
 } fh_repl_status_t;
-_Static_assert(sizeof(fh_repl_status_t) == 880, "the status file's layout: handler/replicate.py reads it");
+_Static_assert(sizeof(fh_repl_status_t) == 888, "the status file's layout: handler/replicate.py reads it");
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
@@ -185,6 +192,7 @@ typedef struct opts {
      * "A witness" */
     const char *witness[WIT_MAX], *pair;
     int nwitness;
+    const char *witness_key_file; /* --witness-key-file: a shared secret, HMAC-SHA256 on every witness datagram */
 } opts_t;
 
 static fh_repl_status_t *status_map(const opts_t *o, const char *role)
@@ -242,8 +250,16 @@ static int split_hostport(const char *hp, char *host, size_t hcap, char *port, s
  * every --heartbeat-ms from a thread of its own (a blocking connect to a cut-off standby, or a stalled link, never
  * stops the beats while this process runs, and the shipping loop never waits for them); the standby, silent primary
  * and all, asks them all before promoting on silence: it promotes only when a majority of the witnesses given
- * (n/2 + 1) have not heard the primary for the failover timeout either. One 64-byte datagram, little-endian. */
-#define WIT_MAGIC 0x31574846u /* "FHW1" */
+ * (n/2 + 1) have not heard the primary for the failover timeout either. One 64-byte datagram, little-endian.
+ * Keyed (--witness-key-file, fh witness --key-file the same secret): magic "FHW2" and the HMAC-SHA256 tag of those
+ * 64 bytes after them (96 in all), both ways: a forged beat cannot make a dead primary alive, nor a forged answer a
+ * live one dead; the witness refuses a beat whose nonce is not above its sender's last (a replay), and answers
+ * echo the query's nonce, which starts at a random value (a restart does not ask with a nonce answered before). */
+#define WIT_MAGIC 0x31574846u       /* "FHW1" */
+#define WIT_MAGIC_KEYED 0x32574846u /* "FHW2" */
+#define WIT_TAG 32u                 /* HMAC-SHA256 */
+#define WIT_KEY_MIN 32u             /* bytes of secret at least (handler/witness.py, KEY_MIN) */
+#define WIT_KEY_MAX 1024u           /* and at most (KEY_MAX) */
 enum { WIT_BEAT = 1, WIT_QUERY, WIT_ANSWER };
 enum { WIT_ROLE_PRIMARY = 1, WIT_ROLE_STANDBY };
 #define WIT_HEARD 1u /* ANSWER.flags: the pair's primary was heard (else age_ms is the witness's uptime) */
@@ -263,6 +279,8 @@ enum { WS_NONE = 0, WS_ASKED, WS_PRIMARY_ALIVE, WS_PRIMARY_SILENT, WS_NO_ANSWER,
 
 typedef struct witness {
     int n;                      /* witnesses (--witness given n times); 0: none */
+    size_t keylen;              /* --witness-key-file: its secret's length; 0: unkeyed (FHW1) */
+    uint8_t key[WIT_KEY_MAX];
     int fd[WIT_MAX];            /* each a connected, non-blocking UDP socket */
     char pair[32];
     uint32_t hb_ms, timeout_ms, wait_ms; /* beat interval, the failover timeout, how long answers are awaited */
@@ -273,18 +291,77 @@ typedef struct witness {
      * all the witnesses), the next */
     uint64_t silence_of, nonce, asked_ns, next_ask_ns, beat_ns, beats;
     /* the query awaited: each witness's answer, once (got), and whether its port was unreachable (ICMP) meanwhile */
-    uint8_t got[WIT_MAX], refused[WIT_MAX];
+    uint8_t got[WIT_MAX], refused[WIT_MAX], badtag[WIT_MAX]; /* badtag: an answer came, but not authentic */
     fh_wit_msg_t ans[WIT_MAX];
     int said;                   /* the last verdict said on stderr (WS_*), so that a verdict is said once */
 } witness_t;
 static witness_t wit = { .n = 0 }; /* one role a process: the primary's beats, or the standby's asking */
 
+/* --witness-key-file PATH: its secret in w->key (the file's bytes as they are), the same rules as fh witness
+ * --key-file (handler/witness.py, load_key): a regular file of WIT_KEY_MIN to WIT_KEY_MAX bytes that group and
+ * others cannot read. 0, or -1 said in one line. */
+static int wit_load_key(witness_t *w, const char *path)
+{
+    const char *fix = "e.g. head -c 32 /dev/urandom > PATH; chmod 600 PATH";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb)) {
+        fprintf(stderr, "fh-replicate: --witness-key-file %s: %s (a file of at least %u bytes of secret, %s)\n", path,
+                strerror(errno), WIT_KEY_MIN, fix);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    const char *why = !S_ISREG(sb.st_mode) ? "not a regular file"
+                    : sb.st_mode & 077     ? "readable by group or others"
+                    : sb.st_size < (off_t)WIT_KEY_MIN ? "too short" : sb.st_size > (off_t)WIT_KEY_MAX ? "too long" : NULL;
+    ssize_t n = why ? -1 : read(fd, w->key, WIT_KEY_MAX);
+    close(fd);
+    if (!why && n != sb.st_size)
+        why = "cannot be read whole";
+    if (why) {
+        if (sb.st_mode & 077 && S_ISREG(sb.st_mode))
+            fprintf(stderr, "fh-replicate: --witness-key-file %s: mode %o, readable by group or others: chmod 600 %s\n",
+                    path, (unsigned)(sb.st_mode & 07777), path);
+        else
+            fprintf(stderr, "fh-replicate: --witness-key-file %s: %s (%lld bytes): %u to %u bytes of secret, %s\n", path,
+                    why, (long long)sb.st_size, WIT_KEY_MIN, WIT_KEY_MAX, fix);
+        OPENSSL_cleanse(w->key, sizeof w->key);
+        return -1;
+    }
+    w->keylen = (size_t)n;
+    return 0;
+}
+
+/* A keyed datagram's tag: HMAC-SHA256 of its 64 bytes under the shared secret. */
+static void wit_tag(const witness_t *w, const fh_wit_msg_t *m, uint8_t tag[WIT_TAG])
+{
+    unsigned int len = WIT_TAG;
+    HMAC(EVP_sha256(), w->key, (int)w->keylen, (const unsigned char *)m, sizeof *m, tag, &len);
+}
+
 /* --witness HOST:PORT, each (resolved once, at start): 0, or -1 said in one line. */
 static int wit_open(witness_t *w, const opts_t *o)
 {
     memset(w, 0, sizeof *w);
+    if (o->witness_key_file && !o->nwitness) {
+        fprintf(stderr, "fh-replicate: --witness-key-file %s: without --witness (give both, or neither)\n",
+                o->witness_key_file);
+        return -1;
+    }
     if (!o->nwitness)
         return 0;
+    if (o->witness_key_file && wit_load_key(w, o->witness_key_file))
+        return -1;
+    /* the queries' nonces from a random start: a restarted standby does not ask with a nonce that an answer
+     * captured before (a replay) would match */
+    if (getrandom(&w->nonce, sizeof w->nonce, 0) != (ssize_t)sizeof w->nonce) {
+        fprintf(stderr, "fh-replicate: --witness: getrandom: %s\n", strerror(errno));
+        return -1;
+    }
+    /* the standby's beats' nonces from the wall clock in ns, one more a beat: above every nonce this host beat with
+     * before a restart (a witness refuses a beat not above its sender's last: a replay) */
+    w->beats = now_ns();
     const char *pair = o->pair ? o->pair : o->name;
     if (!*pair || strlen(pair) >= sizeof w->pair) {
         fprintf(stderr, "fh-replicate: --pair %s: 1 to %zu characters (both hosts of the pair give the same)\n", pair,
@@ -333,11 +410,20 @@ static int wit_open(witness_t *w, const opts_t *o)
  * goes). */
 static void wit_send(witness_t *w, uint8_t type, uint8_t role, uint32_t epoch, uint64_t nonce)
 {
-    fh_wit_msg_t m = { WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } };
-    memcpy(m.pair, w->pair, sizeof m.pair);
+    struct {
+        fh_wit_msg_t m;
+        uint8_t tag[WIT_TAG];
+    } d = { { w->keylen ? WIT_MAGIC_KEYED : WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } }, { 0 } };
+    _Static_assert(sizeof d == sizeof(fh_wit_msg_t) + WIT_TAG, "a keyed datagram: the 64 bytes, then the tag");
+    memcpy(d.m.pair, w->pair, sizeof d.m.pair);
+    size_t len = sizeof d.m;
+    if (w->keylen) {
+        wit_tag(w, &d.m, d.tag);
+        len = sizeof d;
+    }
     fh_repl_status_t *st = w->st;
     for (int i = 0; i < w->n; i++) {
-        if (send(w->fd[i], &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m) {
+        if (send(w->fd[i], &d, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len) {
             if (st)
                 st->wit_send_errors++;
         } else if (st && type == WIT_BEAT)
@@ -353,7 +439,10 @@ static void *wit_beater(void *arg)
     witness_t *w = arg;
     struct timespec iv = { w->hb_ms / 1000, (long)(w->hb_ms % 1000) * 1000000L };
     uint64_t prev = now_ns(), late = 0;
-    for (uint64_t n = 1; !quit; n++) {
+    /* the nonce: from the wall clock in ns, one more a beat, so above every beat this host sent before a restart
+     * (one beat a ms at most: a restart's new start is past them); a witness refuses a beat not above its sender's
+     * last (a captured beat sent again) */
+    for (uint64_t n = prev; !quit; n++) {
         if (w->beating)
             wit_send(w, WIT_BEAT, WIT_ROLE_PRIMARY, w->epoch, n);
         nanosleep(&iv, NULL);
@@ -423,7 +512,8 @@ static void wit_word(const witness_t *w, int i, uint32_t timeout_ms, char *out, 
         return;
     if (!w->got[i])
         k = snprintf(out + *at, cap - *at, "%sw%d: %s", i ? "; " : "", i + 1,
-                     w->refused[i] ? "no answer (port unreachable)" : "no answer");
+                     w->refused[i] ? "no answer (port unreachable)"
+                     : w->badtag[i] ? "no authentic answer (a bad tag: another key?)" : "no answer");
     else if (a->age_ms >= timeout_ms)
         k = snprintf(out + *at, cap - *at, "%sw%d: %s %" PRIu64 " ms", i ? "; " : "", i + 1,
                      a->flags & WIT_HEARD ? "dead" : "never heard, up", a->age_ms);
@@ -454,9 +544,13 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
     if (w->silence_of != last_hb) /* a new silence: asked afresh */
         w->silence_of = last_hb, w->asked_ns = 0, w->next_ask_ns = 0, w->said = WS_NONE;
     for (int i = 0; i < w->n; i++) {
+        struct {
+            fh_wit_msg_t m;
+            uint8_t tag[WIT_TAG], more[32]; /* more: a longer datagram is seen as such, not cut to size */
+        } d;
         fh_wit_msg_t m;
         ssize_t n;
-        while ((n = recv(w->fd[i], &m, sizeof m, MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ECONNREFUSED) {
+        while ((n = recv(w->fd[i], &d, sizeof d, MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ECONNREFUSED) {
             if (n < 0) { /* the witness's port unreachable (ICMP) on an earlier datagram */
                 if (errno == ECONNREFUSED) {
                     st->wit_send_errors++;
@@ -464,7 +558,25 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
                 }
                 continue;
             }
-            if (n != (ssize_t)sizeof m || m.magic != WIT_MAGIC || m.type != WIT_ANSWER || !w->asked_ns ||
+            /* authentic (keyed: FHW2, its tag checked in constant time; else FHW1), else ignored; one of the other
+             * kind, or a wrong tag, counted (wit_bad_auth): a forgery, or the key on one side only, or another key */
+            int keyed = n == (ssize_t)(sizeof d.m + WIT_TAG) && d.m.magic == WIT_MAGIC_KEYED;
+            int plain = n == (ssize_t)sizeof d.m && d.m.magic == WIT_MAGIC;
+            if (!keyed && !plain)
+                continue; /* not one of ours */
+            int ok = !w->keylen ? plain : 0;
+            if (w->keylen && keyed) {
+                uint8_t t[WIT_TAG];
+                wit_tag(w, &d.m, t);
+                ok = !CRYPTO_memcmp(t, d.tag, WIT_TAG);
+            }
+            if (!ok) {
+                st->wit_bad_auth++;
+                w->badtag[i] = 1;
+                continue;
+            }
+            m = d.m;
+            if (m.type != WIT_ANSWER || !w->asked_ns ||
                 m.nonce != w->nonce || memcmp(m.pair, w->pair, sizeof m.pair) || w->got[i])
                 continue; /* a late answer to an earlier query, a second one, or not one */
             w->got[i] = 1, w->ans[i] = m;
@@ -511,8 +623,13 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
         if (w->n == 1) { /* one witness: its own words */
             const fh_wit_msg_t *a = &w->ans[0];
             if (!answered) {
-                wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the one "
-                        "cut off)", w->wait_ms);
+                if (w->badtag[0])
+                    wit_say(w, st, WS_NO_ANSWER, "witness: no authentic answer within %u ms (answers with a bad tag: "
+                            "is it keyed with the same --witness-key-file?): not promoting", w->wait_ms);
+                else /* keyed: a witness keyed otherwise (or not) answers nothing; it counts the queries bad_auth */
+                    wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the "
+                            "one cut off%s)", w->wait_ms,
+                            w->keylen ? ", or the witness not keyed with this --witness-key-file: its bad_auth" : "");
                 return 0;
             }
             if (dead) {
@@ -545,13 +662,15 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
         /* held: by a witness that hears the primary (or one just started), else by silence (witnesses down, or
          * this host the one cut off) */
         wit_say(w, st, against ? WS_PRIMARY_ALIVE : WS_NO_ANSWER, "witnesses: %d of %d say dead (%s): not promoting "
-                "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?" : "; this host cut off?");
+                "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?"
+                : w->keylen ? "; this host cut off, or the witnesses keyed otherwise?" : "; this host cut off?");
         return 0;
     }
     if (now >= w->next_ask_ns) {
         w->asked_ns = now;
         memset(w->got, 0, sizeof w->got);
         memset(w->refused, 0, sizeof w->refused);
+        memset(w->badtag, 0, sizeof w->badtag);
         wit_send(w, WIT_QUERY, WIT_ROLE_STANDBY, epoch, ++w->nonce);
         st->wit_queries++;
         if (w->said == WS_NONE)
@@ -2055,7 +2174,9 @@ static void usage(void)
             "       common: [--name NAME] [--status PATH] [--idle spin|backoff] [--connect-timeout-ms N] [--core N]\n"
             "               [--witness HOST:PORT [--pair ID] (fh witness: the primary beats to it; the standby asks it\n"
             "                before promoting on silence, and promotes only if it has not heard the primary either;\n"
-            "                --witness again for each witness of a quorum, up to 5: a majority must say so)]\n"
+            "                --witness again for each witness of a quorum, up to 5: a majority must say so)\n"
+            "               [--witness-key-file PATH (a shared secret, 32+ bytes, mode 600: HMAC-SHA256 on every\n"
+            "                witness datagram; fh witness --key-file the same)]]\n"
             "       standby, measuring: [--trace PATH (each record's times, bench/replication.sh)] [--trace-max N]\n");
 }
 
@@ -2075,6 +2196,7 @@ int main(int argc, char **argv)
         { "core", 1, 0, 'C' }, { "trace", 1, 0, 'T' }, { "trace-max", 1, 0, 'M' }, { "guard", 0, 0, 'G' },
         { "wins-ties", 0, 0, 'W' }, { "probe", 0, 0, 'Q' }, { "snapshot-dir", 1, 0, 'Y' }, { "write-kb", 1, 0, 'K' },
         { "ship-journal", 1, 0, 'H' }, { "witness", 1, 0, 'w' }, { "pair", 1, 0, 'I' },
+        { "witness-key-file", 1, 0, 'k' },
         { 0, 0, 0, 0 }
     };
     int ch;
@@ -2128,6 +2250,7 @@ int main(int argc, char **argv)
             o.witness[o.nwitness++] = optarg;
             break;
         case 'I': o.pair = optarg; break;
+        case 'k': o.witness_key_file = optarg; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
                 fprintf(stderr, "fh-replicate: --idle %s: spin or backoff\n", optarg);
