@@ -22,8 +22,9 @@ one failover timeout (above).
 Keyed (--key-file, the same secret as [replication] witness_key_file on both hosts): every datagram is the 64 bytes
 above with magic "FHW2", then a 32-byte HMAC-SHA256 tag over those 64 bytes (96 in all), answers too. A keyed witness
 counts and ignores an unkeyed datagram or a wrong tag (bad_auth), and a beat whose nonce is not greater than the last
-one accepted from its sender (IP:PORT) under that pair (replayed): the beaters' nonces start from the wall clock and
-increase. An unkeyed witness takes a keyed datagram for a malformed one.
+one accepted from its sender (IP:PORT) under that pair, or a primary's beat whose nonce is not greater than the last
+primary beat of that pair and epoch from any sender (replayed: a captured beat sent again from another port): the
+beaters' nonces start from the wall clock and increase. An unkeyed witness takes a keyed datagram for a malformed one.
 
 Off every hot path: plain asyncio, one process."""
 from __future__ import annotations
@@ -56,6 +57,7 @@ HEARD = 1  # ANSWER.flags: the pair's primary was heard (else age_ms is this wit
 MSG = struct.Struct("<IBBHIIQQ32s")
 assert MSG.size == 64
 MAX_PAIRS = 4096  # a flood of made-up pair ids cannot grow the record past this (the oldest pair goes)
+MAX_EPOCHS = 8  # keyed: epochs whose highest primary beat nonce a pair keeps (Pair.top)
 MAX_HOSTS = 8  # senders heard per pair (by IP and port: two hosts may share an address; the longest silent goes)
 
 
@@ -76,6 +78,9 @@ class Host:
 class Pair:
     hosts: dict[str, Host] = field(default_factory=dict)  # by the sender's address, "IP:PORT"
     touched_ns: int = 0
+    # keyed: per epoch, the highest nonce of a primary beat accepted from any sender of the pair (a captured beat
+    # sent again from another port is refused too); the newest MAX_EPOCHS epochs
+    top: dict[int, int] = field(default_factory=dict)
 
 
 class KeyFileError(WitnessError):
@@ -191,8 +196,13 @@ class Witness:
 
     def _beat(self, m: dict, ip: str, now: int) -> None:
         p = self.pairs.get(m["pair"])
-        if self.key is not None and p is not None and ip in p.hosts and m["nonce"] <= p.hosts[ip].nonce:
-            # keyed: an authentic beat seen before (captured and sent again) must not make a dead primary alive
+        if self.key is not None and p is not None and (
+                (ip in p.hosts and m["nonce"] <= p.hosts[ip].nonce)
+                or (m["role"] == PRIMARY and m["nonce"] <= p.top.get(m["epoch"], -1))):
+            # keyed: an authentic beat seen before (captured and sent again, from its sender's address or another)
+            # must not make a dead primary alive. A restarted beater starts its nonces at the wall clock in ns, above
+            # its earlier beats; the primaries of one epoch are one host (two only in a tie, which the witness then
+            # hears one of: the safe side)
             self.stats["replayed"] += 1
             return
         self.stats["beats"] += 1
@@ -213,6 +223,10 @@ class Witness:
             self.log(f"pair {m['pair']}: {ip} is {_role(m['role'])} at epoch {m['epoch']} now "
                      f"({_role(h.role)} at epoch {h.epoch} before)")
         h.role, h.epoch, h.heard_ns, h.nonce = m["role"], m["epoch"], now, m["nonce"]
+        if self.key is not None and m["role"] == PRIMARY:
+            p.top[m["epoch"]] = m["nonce"]  # above the epoch's last (checked above)
+            if len(p.top) > MAX_EPOCHS:
+                del p.top[min(p.top)]
         h.beats += 1
 
     def table(self, now_ns: int | None = None) -> dict:

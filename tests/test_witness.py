@@ -170,8 +170,15 @@ def test_keyed_witness_refuses_unkeyed_forged_and_replayed():
     assert w.handle(W.pack(W.QUERY, "p", nonce=6, key=other), ("10.0.0.2", 5), 600 * ms) is None
     assert w.stats["bad_auth"] == 5 and w.stats["answers"] == 1
     w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=101, key=key), a, 700 * ms)
-    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=3, key=key), ("10.0.0.1", 10), 710 * ms)
-    assert w.stats["beats"] == 3 and w.stats["replayed"] == 2 and w.pairs["p"].hosts["10.0.0.1:9"].heard_ns == 700 * ms
+    # a new sender (a restarted beater's other port): its nonces start above (the wall clock); the primary's captured
+    # beat sent from another port is a replay all the same (the epoch's highest primary nonce is the pair's)
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=3, key=key), ("10.0.0.3", 10), 705 * ms)
+    assert w.stats["replayed"] == 3 and "10.0.0.3:10" not in w.pairs["p"].hosts
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=102, key=key), ("10.0.0.1", 10), 710 * ms)
+    w.handle(W.pack(W.BEAT, "p", role=W.STANDBY, epoch=1, nonce=3, key=key), ("10.0.0.3", 10), 711 * ms)
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=2, nonce=4, key=key), ("10.0.0.3", 11), 712 * ms)  # promoted
+    assert w.stats["beats"] == 5 and w.stats["replayed"] == 3 and w.pairs["p"].hosts["10.0.0.1:9"].heard_ns == 700 * ms
+    assert w.pairs["p"].top == {1: 102, 2: 4}
     for d in (beat[:95], beat + b"\0", os.urandom(96), b"FHW2" + os.urandom(92)):
         w.handle(d, a, 800 * ms)
     assert w.stats["malformed"] == 3 and w.stats["bad_auth"] == 6  # FHW2 and a random tag: a bad tag
