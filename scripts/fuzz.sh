@@ -15,7 +15,7 @@
 #
 # FUZZ_SEED=N fixes libFuzzer's seed: the same inputs in the same order on every run (up to the time limit),
 # so that a failure is reproduced by the same command; unset, every run explores from a new seed.
-# CI size: `FUZZ_SEED=1 scripts/fuzz.sh 15` runs nine targets in about 4 minutes, build included (.ci/run
+# CI size: `FUZZ_SEED=1 scripts/fuzz.sh 10` runs nine targets in about 3 minutes, build included (.ci/run
 # does: a gate on regressions, reproducible; a wider search is a longer run without a seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
