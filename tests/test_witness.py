@@ -79,9 +79,19 @@ def test_malformed_datagrams_counted_and_ignored():
     assert "p0" not in w.pairs and f"p{W.MAX_PAIRS + 49}" in w.pairs and "10.0.0.1:1000" not in w.pairs["p"].hosts
 
 
-def _ask(s: socket.socket, addr, pair: str, nonce: int) -> dict:
-    s.sendto(W.pack(W.QUERY, pair, nonce=nonce), addr)
-    return W.unpack(s.recvfrom(256)[0])
+def _ask(s: socket.socket, addr, pair: str, nonce: int, key: bytes | None = None) -> dict:
+    s.sendto(W.pack(W.QUERY, pair, nonce=nonce, key=key), addr)
+    return W.unpack(s.recvfrom(256)[0], key)
+
+
+def _until_answered(s: socket.socket, addr, pair: str, key: bytes | None = None) -> None:
+    """Until the witness at addr answers a query (nonce 0 unkeyed, 1 keyed): it is listening."""
+    for _ in range(100):
+        try:
+            _ask(s, addr, pair, 1 if key else 0, key)
+            return
+        except (TimeoutError, ConnectionRefusedError):
+            time.sleep(0.05)
 
 
 def _witness_server() -> tuple[subprocess.Popen, int]:
@@ -103,12 +113,7 @@ def test_the_server_process():
         addr = ("127.0.0.1", port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
             c.settimeout(0.5)
-            for _ in range(100):  # until it listens
-                try:
-                    _ask(c, addr, "p", 0)
-                    break
-                except (TimeoutError, ConnectionRefusedError):
-                    time.sleep(0.05)
+            _until_answered(c, addr, "p")
             c.sendto(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=2), addr)
             for n in (0, 1, 63, 65, 1400, 9000):
                 c.sendto(os.urandom(n), addr)
@@ -241,13 +246,7 @@ def test_keyed_server_with_fh_replicate_beats(tmp_path):
         addr = ("127.0.0.1", port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
             c.settimeout(0.5)
-            for _ in range(100):  # until it listens
-                try:
-                    c.sendto(W.pack(W.QUERY, "pk", nonce=1, key=key), addr)
-                    c.recvfrom(256)
-                    break
-                except (TimeoutError, ConnectionRefusedError):
-                    time.sleep(0.05)
+            _until_answered(c, addr, "pk", key)
             c.sendto(beats[1], addr)
             c.sendto(beats[1], addr)  # replayed
             c.sendto(beats[0], addr)  # older: replayed
