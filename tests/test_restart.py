@@ -392,12 +392,15 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
                 return send()
 
             resent = []
+            ended_before = []  # kills that came after the sender had sent the whole day
             uncaught = set()  # "restoring" kills that came after the recovery (see _catch_filling)
             snd = send()
             assert _wait_applied(name, 30), "the sender's first datagrams did not arrive"
             for i, how in enumerate(kills):
-                if how == "random":
-                    time.sleep(rng.uniform(0.5, 2.0))
+                if how == "random":  # ... while the day is still being sent, if it still is (see below)
+                    until = time.monotonic() + rng.uniform(0.5, 2.0)
+                    while time.monotonic() < until and snd.poll() is None:
+                        time.sleep(0.02)
                 elif how == "restoring":  # the gap after the restored state, being filled from the server
                     if not _catch_filling(name, dp_pid, 20):
                         uncaught.add(i)
@@ -408,7 +411,11 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
                 os.kill(dp_pid, signal.SIGKILL)
                 runs[-1].communicate(timeout=60)
                 assert runs[-1].returncode == 1, logs[i].read_text()
-                assert snd.poll() is None, "the sender ended before the kill: slow the pace"
+                if snd.poll() is not None:
+                    # the day was sent out before this kill (a slow restart before it on a loaded host: CI once saw
+                    # this for the second kill of seed 3): the kill still lands in an unfinished run, and feed_on
+                    # sends the day again for the next data plane to learn its gap from
+                    ended_before.append(i)
                 runs.append(_start_run(cfgp, logs[i + 1]))
                 dp_pid = _dataplane_up(name, runs[-1])
                 snd = feed_on(snd)
@@ -418,7 +425,8 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
             recorded = supervise.lookup(name)
             status = json.loads(fh("status", "--name", name, "--json", check=False).stdout)
             if resent:
-                print(f"the day sent again for the data plane of run(s) {resent}: it had ended while they started")
+                print(f"the day sent again for the data plane of run(s) {resent}: it had ended while they started"
+                      + (f" (it had ended before kill(s) {ended_before})" if ended_before else ""))
             assert snd.wait(120) == 0, snd.stderr.read()
             out, _ = runs[-1].communicate(timeout=300)
             (tmp_path / "stats.json").write_text(out)  # the last data plane's statistics, kept for a failure
