@@ -16,8 +16,8 @@ BEAT: the sender's role and epoch, under its pair id. QUERY: answered with ANSWE
 epoch the pair's primary last said and the ms since its last beat (flags 1), or, none heard, the ms since this
 witness started (flags 0): a witness just started does not let a standby promote before it has listened for the
 failover timeout. Anything else (a wrong size, magic, type or role, an empty or unterminated pair id) is counted and
-ignored. The witness keeps its record in memory only: a restart forgets it, which costs a standby asking then at most
-one failover timeout (above).
+ignored. The witness keeps its record in memory: a restart forgets who it heard, which costs a standby asking then at
+most one failover timeout (above).
 
 Keyed (--key-file, the same secret as [replication] witness_key_file on both hosts): every datagram is the 64 bytes
 above with magic "FHW2", then a 32-byte HMAC-SHA256 tag over those 64 bytes (96 in all), answers too. A keyed witness
@@ -26,6 +26,19 @@ one accepted from its sender (IP:PORT) under that pair, or a primary's beat whos
 primary beat of that pair and epoch from any sender (replayed: a captured beat sent again from another port): the
 beaters' nonces start from the wall clock and increase. An unkeyed witness takes a keyed datagram for a malformed one.
 
+That replay record survives a restart only with --state PATH (keyed only: unkeyed, anyone can forge a beat, so there
+is no replay to refuse). Without it a restarted witness forgets the last nonces and every authentic beat captured
+before could be sent again once and count as the primary heard (a dead primary kept "alive", no failover). With it
+the witness saves the record (per pair: each sender's last nonce, role and epoch, and Pair.top) to PATH, replaced
+atomically (a temp file in the same directory, then os.replace; mode 600: it names the pairs and hosts), at most once
+every SAVE_S (0.5 s) while beats change it, from a loop timer (not per datagram), and at SIGTERM/SIGINT; at start it
+loads PATH, whose nonces are floors only: a beat at or below one is replayed, but a loaded sender is not "heard" (a
+restarted witness still answers "not heard, up N ms" until a real beat comes). What it leaves: after a crash
+(kill -9, a power cut) the beats accepted in the last save interval, 0.5 s at most (5 beats a sender at the default
+heartbeat_ms of 100), were not saved and can each be replayed once after the restart. A save that fails at run time
+(a full disk) is counted (state_errors), logged once a minute at most, and retried at the next tick; the witness keeps
+answering.
+
 Off every hot path: plain asyncio, one process."""
 from __future__ import annotations
 
@@ -33,13 +46,14 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import os
-import stat
 import json
+import os
 import signal
 import socket
+import stat
 import struct
 import sys
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -59,6 +73,10 @@ assert MSG.size == 64
 MAX_PAIRS = 4096  # a flood of made-up pair ids cannot grow the record past this (the oldest pair goes)
 MAX_EPOCHS = 8  # keyed: epochs whose highest primary beat nonce a pair keeps (Pair.top)
 MAX_HOSTS = 8  # senders heard per pair (by IP and port: two hosts may share an address; the longest silent goes)
+SAVE_S = 0.5  # --state: the replay record saved at most this often while beats change it (the window a crash leaves)
+STATE_VERSION = 1
+STATE_MAX_BYTES = 16 << 20  # a state file at its bounds (4096 pairs of 8 senders and 8 epochs) is ~4 MB
+LOG_EVERY_NS = 60_000_000_000  # a failing save is said once a minute at most
 
 
 class WitnessError(FhError):
@@ -69,7 +87,7 @@ class WitnessError(FhError):
 class Host:
     role: int
     epoch: int
-    heard_ns: int
+    heard_ns: int | None  # None: loaded from --state, a replay floor only, not heard since this witness started
     beats: int = 0
     nonce: int = 0  # keyed: the last beat's nonce accepted (a beat not above it is a replay)
 
@@ -107,6 +125,109 @@ def load_key(path: str) -> bytes:
                            f"{KEY_MIN} to {KEY_MAX} bytes of secret (e.g. head -c 32 /dev/urandom > {path}; "
                            f"chmod 600 {path})")
     return key
+
+
+class StateFileError(WitnessError):
+    pass
+
+
+REMOVE = "remove it to start with an empty record (beats captured before can then be replayed once each)"
+
+
+def _pair_ok(name) -> bool:  # as a datagram's pair id: 1-31 printable ASCII
+    return isinstance(name, str) and 0 < len(name) < 32 and name.isascii() and name.isprintable()
+
+
+def _uint(v, bits: int) -> bool:
+    return type(v) is int and 0 <= v < 1 << bits
+
+
+def _check_state(d) -> str | None:
+    """What is wrong with a parsed state file (None: nothing): the shape state() writes, within the record's bounds."""
+    if not isinstance(d, dict) or set(d) != {"version", "pairs"}:
+        return "not an object of version and pairs"
+    if d["version"] != STATE_VERSION:
+        return f"version {d['version']!r}, this fh writes {STATE_VERSION}"
+    pairs = d["pairs"]
+    if not isinstance(pairs, dict) or len(pairs) > MAX_PAIRS:
+        return f"pairs: not an object of at most {MAX_PAIRS} pairs"
+    for name, p in pairs.items():
+        if not _pair_ok(name):
+            return f"pair {name!r}: not a pair id (1-31 printable characters)"
+        if not isinstance(p, dict) or set(p) != {"hosts", "top"}:
+            return f"pair {name}: not an object of hosts and top"
+        hosts, top = p["hosts"], p["top"]
+        if not isinstance(hosts, dict) or len(hosts) > MAX_HOSTS:
+            return f"pair {name}: hosts: not an object of at most {MAX_HOSTS} senders"
+        for ip, h in hosts.items():
+            a, sep, port = ip.rpartition(":")
+            if not sep or not port.isdigit() or not a or len(ip) > 64:
+                return f"pair {name}: sender {ip!r}: not IP:PORT"
+            if not (isinstance(h, list) and len(h) == 3 and h[0] in (PRIMARY, STANDBY) and _uint(h[1], 32)
+                    and _uint(h[2], 64)):
+                return f"pair {name}: sender {ip}: not [role 1 or 2, epoch, nonce]"
+        if not isinstance(top, list) or len(top) > MAX_EPOCHS:
+            return f"pair {name}: top: not a list of at most {MAX_EPOCHS} [epoch, nonce]"
+        if not all(isinstance(t, list) and len(t) == 2 and _uint(t[0], 32) and _uint(t[1], 64) for t in top):
+            return f"pair {name}: top: not a list of [epoch, nonce]"
+        if len({t[0] for t in top}) != len(top):
+            return f"pair {name}: top: an epoch twice"
+    return None
+
+
+def read_state(path: str) -> dict | None:
+    """--state PATH's replay record (checked: _check_state), None if there is no such file; else one line: the file,
+    what is wrong and the fix. Like a key file, it must be this user's and not open to group or others: floors planted
+    by someone else (a huge nonce) would make the witness refuse every real beat, a live primary then looking dead."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StateFileError(f"{path}: {e.strerror}: {REMOVE}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StateFileError(f"{path}: not a regular file (the witness's replay record, written by fh witness "
+                             f"--state): give the path of a file")
+    if st.st_uid != os.geteuid():
+        raise StateFileError(f"{path}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): chown it to "
+                             f"the user running fh witness, or {REMOVE}")
+    if st.st_mode & 0o077:
+        raise StateFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, open to group or others (it names the pairs "
+                             f"and hosts): chmod 600 {path}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(STATE_MAX_BYTES + 1)
+    except OSError as e:
+        raise StateFileError(f"{path}: {e.strerror}: {REMOVE}") from None
+    if len(raw) > STATE_MAX_BYTES:
+        why = f"more than {STATE_MAX_BYTES} bytes"
+    else:
+        try:
+            d = json.loads(raw)
+            why = _check_state(d)
+        except (ValueError, RecursionError) as e:  # not UTF-8, not JSON
+            why = f"not JSON ({str(e).splitlines()[0]})" if raw.strip() else "empty"
+    if why:
+        raise StateFileError(f"{path}: not a witness replay record: {why}: {REMOVE}")
+    return d
+
+
+def write_state(path: str, state: dict) -> None:
+    """The record to path, atomically: a temp file in its directory (mode 600, from mkstemp), then os.replace; no
+    fsync (a crash of the process loses nothing written; a power cut may, like the last save interval). OSError as
+    it comes (the caller says it)."""
+    d, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def tag(key: bytes, body: bytes) -> bytes:
@@ -166,6 +287,8 @@ class Witness:
                       "bad_auth": 0, "replayed": 0}
         self.log = log or (lambda s: None)
         self.key = key  # None: unkeyed (FHW1)
+        self.stats["state_errors"] = 0  # --state: saves that failed (the record kept in memory, retried)
+        self.dirty = False  # keyed: the replay record changed since it was last saved (--state)
 
     def handle(self, data: bytes, addr, now_ns: int | None = None) -> bytes | None:
         """One datagram from addr (ip, port): the answer to send back, or None."""
@@ -183,7 +306,8 @@ class Witness:
             return None
         self.stats["queries"] += 1
         p = self.pairs.get(m["pair"])
-        prim = [h for h in p.hosts.values() if h.role == PRIMARY] if p else []
+        # a sender loaded from --state is a replay floor only: not heard by this witness (it answers its uptime)
+        prim = [h for h in p.hosts.values() if h.role == PRIMARY and h.heard_ns is not None] if p else []
         if p is None:
             self.stats["unknown_pair"] += 1
         self.stats["answers"] += 1
@@ -214,10 +338,11 @@ class Witness:
             self.pairs.move_to_end(m["pair"])
         p.touched_ns = now
         h = p.hosts.get(ip)
-        if h is None:
-            if len(p.hosts) >= MAX_HOSTS:
-                del p.hosts[min(p.hosts, key=lambda k: p.hosts[k].heard_ns)]
-            h = p.hosts[ip] = Host(m["role"], m["epoch"], now)
+        if h is None or h.heard_ns is None:  # new, or a floor loaded from --state: heard now
+            if h is None:
+                if len(p.hosts) >= MAX_HOSTS:  # the longest silent goes, a loaded floor never heard first
+                    del p.hosts[min(p.hosts, key=lambda k: -1 if p.hosts[k].heard_ns is None else p.hosts[k].heard_ns)]
+                h = p.hosts[ip] = Host(m["role"], m["epoch"], now)
             self.log(f"pair {m['pair']}: {ip} heard, {_role(m['role'])} at epoch {m['epoch']}")
         elif (h.role, h.epoch) != (m["role"], m["epoch"]):
             self.log(f"pair {m['pair']}: {ip} is {_role(m['role'])} at epoch {m['epoch']} now "
@@ -228,11 +353,32 @@ class Witness:
             if len(p.top) > MAX_EPOCHS:
                 del p.top[min(p.top)]
         h.beats += 1
+        if self.key is not None:
+            self.dirty = True
 
     def table(self, now_ns: int | None = None) -> dict:
+        """The senders heard since this witness started, by pair (the floors loaded from --state are not)."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        return {name: {ip: {"role": _role(h.role), "epoch": h.epoch, "age_ms": (now - h.heard_ns) // 1_000_000,
-                            "beats": h.beats} for ip, h in p.hosts.items()} for name, p in self.pairs.items()}
+        t = {name: {ip: {"role": _role(h.role), "epoch": h.epoch, "age_ms": (now - h.heard_ns) // 1_000_000,
+                         "beats": h.beats} for ip, h in p.hosts.items() if h.heard_ns is not None}
+             for name, p in self.pairs.items()}
+        return {name: hosts for name, hosts in t.items() if hosts}
+
+    def state(self) -> dict:
+        """The replay record (--state): per pair, the least recently beaten first, each sender's last nonce, role and
+        epoch, and the newest primary nonce per epoch. No times: monotonic ones mean nothing after a restart."""
+        return {"version": STATE_VERSION,
+                "pairs": {name: {"hosts": {ip: [h.role, h.epoch, h.nonce] for ip, h in p.hosts.items()},
+                                 "top": [[e, n] for e, n in p.top.items()]} for name, p in self.pairs.items()}}
+
+    def load(self, state: dict) -> None:
+        """A record from state() (read_state checked it) as replay floors: its senders not heard (heard_ns None)."""
+        self.pairs.clear()
+        for name, d in state["pairs"].items():
+            p = self.pairs[name] = Pair()
+            p.hosts = {ip: Host(role, epoch, None, nonce=nonce) for ip, (role, epoch, nonce) in d["hosts"].items()}
+            p.top = {e: n for e, n in d["top"]}
+        self.dirty = False
 
 
 def _role(r: int) -> str:
@@ -290,39 +436,114 @@ def bind(listen: str) -> socket.socket:
     return s
 
 
-async def serve(sock: socket.socket, w: Witness, stop: asyncio.Event) -> None:
+async def serve(sock: socket.socket, w: Witness, stop: asyncio.Event, saver=None) -> None:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(w), sock=sock)
+    tick = asyncio.create_task(_save_every(saver)) if saver else None
     try:
         await stop.wait()
     finally:
         transport.close()
+        if tick:
+            tick.cancel()
+
+
+async def _save_every(saver) -> None:
+    """--state: the record saved at most every SAVE_S, when beats changed it (a timer: a flood of beats costs no
+    more saves)."""
+    while True:
+        await asyncio.sleep(SAVE_S)
+        saver.save()
+
+
+class Saver:
+    """--state PATH for a keyed Witness: save() writes its record if changed; a failure is counted (state_errors),
+    said once a minute at most, and the record stays dirty, so the next tick tries again."""
+
+    def __init__(self, w: Witness, path: str):
+        self.w, self.path, self.said_ns = w, path, None
+
+    def save(self, final: bool = False) -> bool:
+        """final: at exit, a failure said whenever (the last word on what a restart will refuse)."""
+        if not self.w.dirty:
+            return True
+        try:
+            write_state(self.path, self.w.state())
+        except OSError as e:
+            self.w.stats["state_errors"] += 1
+            now = time.monotonic_ns()
+            if final or self.said_ns is None or now - self.said_ns >= LOG_EVERY_NS:
+                self.said_ns = now
+                self.w.log(f"--state {self.path}: not saved ({e.strerror}; {self.w.stats['state_errors']} failed "
+                           f"saves so far): " + ("at exit: the beats since the last save can be replayed once "
+                                                 "after a restart" if final else "still answering, from the record in "
+                                                 f"memory; retried every {SAVE_S:g} s"))
+            return False
+        self.w.dirty = False
+        return True
+
+
+def open_state(path: str, w: Witness, saved: dict | None) -> Saver:
+    """--state at start: the record read (read_state: None, no file yet) loaded into w, and written back at once, so
+    that a directory that cannot be written fails now, in one line, before listening, not at the first save."""
+    if saved is not None:
+        w.load(saved)
+    try:
+        write_state(path, w.state())
+    except OSError as e:
+        d = os.path.dirname(os.path.abspath(path))
+        raise StateFileError(f"{path}: cannot write in {d} ({e.strerror}): a directory this user can write "
+                             f"(e.g. /var/lib/fh, mode 700)") from None
+    return Saver(w, path)
 
 
 def cmd_witness(a) -> int:
-    try:
-        key = load_key(a.key_file) if a.key_file else None
-        sock = bind(a.listen)
-    except KeyFileError as e:
-        raise FhError(f"--key-file {e}") from None
-    except WitnessError as e:
-        raise FhError(str(e)) from None
+    state = a.state
+    if state and not a.key_file:
+        raise FhError(f"--state {state}: only with --key-file: it keeps the replay record of keyed beats (their "
+                      f"nonces) across a restart, and unkeyed anyone can forge a beat anyway")
 
     def log(s: str) -> None:
         print(f"fh witness: {s}", file=sys.stderr, flush=True)
 
-    w = Witness(log=log, key=key)
-    log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}; its record is in memory only: a "
-        f"restart forgets it)")
+    try:
+        key = load_key(a.key_file) if a.key_file else None
+        w = Witness(log=log, key=key)
+        saved = read_state(state) if state else None  # before binding: a bad file is said without touching the port
+        sock = bind(a.listen)
+    except KeyFileError as e:
+        raise FhError(f"--key-file {e}") from None
+    except StateFileError as e:
+        raise FhError(f"--state {e}") from None
+    except WitnessError as e:
+        raise FhError(str(e)) from None
+    saver = None
+    if state:
+        try:  # bound: a second witness on the port fails above, without writing over the first's record
+            saver = open_state(state, w, saved)
+        except StateFileError as e:
+            sock.close()
+            raise FhError(f"--state {e}") from None
+    if saver:
+        n = sum(len(p.hosts) for p in w.pairs.values())
+        kept = (f"its replay record saved to {state} every {SAVE_S:g} s while beats change it and at exit (loaded: "
+                f"{len(w.pairs)} pairs, {n} senders: floors, not heard)")
+    elif key:
+        kept = "its record is in memory only: a restart forgets the beats' nonces (--state PATH keeps them)"
+    else:
+        kept = "its record is in memory only: a restart forgets it"
+    log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}; {kept})")
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, stop.set)
-        await serve(sock, w, stop)
+        await serve(sock, w, stop, saver)
 
     asyncio.run(main())
+    if saver:
+        saver.save(final=True)
     print(json.dumps({**w.stats, "pairs": w.table()}), flush=True)
     return 0
 
@@ -336,9 +557,15 @@ def register(sub, positive=None, nonneg=None) -> None:
                                    "a cut replication link does not make two primaries ([replication] witness, "
                                    "docs/replication.md). Stops at SIGTERM/SIGINT with one JSON line of counts.",
                        epilog=examples("fh witness --listen 0.0.0.0:7410",
-                                       "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key"))
+                                       "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key",
+                                       "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key "
+                                       "--state /var/lib/fh/witness.state"))
     p.add_argument("--listen", required=True, metavar="ADDR:PORT", help="the UDP address to answer on")
     p.add_argument("--key-file", metavar="PATH",
                    help="a shared secret (at least 32 bytes, mode 600; the same as [replication] witness_key_file on "
                         "both hosts): datagrams signed with HMAC-SHA256, unsigned or replayed ones counted and ignored")
+    p.add_argument("--state", metavar="PATH",
+                   help="keyed only: keep the replay record (the beats' last nonces) in this file (mode 600, replaced "
+                        f"atomically every {SAVE_S:g} s while beats change it, and at exit), so that beats captured "
+                        "before a restart are refused after it, e.g. /var/lib/fh/witness.state")
     p.set_defaults(func=cmd_witness)
