@@ -181,10 +181,10 @@ def read_state(path: str) -> dict | None:
     by someone else (a huge nonce) would make the witness refuse every real beat, a live primary then looking dead."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none yet (a directory that cannot hold one: said at the write)
         return None
     except OSError as e:
-        raise StateFileError(f"{path}: {e.strerror}: {REMOVE}") from None
+        raise StateFileError(f"{path}: {e.strerror}: give a path this user can read and write") from None
     if not stat.S_ISREG(st.st_mode):
         raise StateFileError(f"{path}: not a regular file (the witness's replay record, written by fh witness "
                              f"--state): give the path of a file")

@@ -206,12 +206,12 @@ def test_key_file_rules(tmp_path):
         assert said in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith(path), e.value
 
 
-def _keyed_server(key_file: str) -> tuple[subprocess.Popen, int]:
+def _keyed_server(key_file: str, *more: str) -> tuple[subprocess.Popen, int]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     p = subprocess.Popen([sys.executable, "-m", "handler", "witness", "--listen", f"127.0.0.1:{port}", "--key-file",
-                          key_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          key_file, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     return p, port
 
@@ -276,6 +276,197 @@ def test_keyed_server_with_fh_replicate_beats(tmp_path):
     q = subprocess.run([PROG, "--role", "standby", "--listen", "127.0.0.1:0", "--journal", "/dev/shm/fh-wx.j",
                         "--name", "wx", "--witness-key-file", kf], capture_output=True, text=True, timeout=20)
     assert q.returncode == 2 and "without --witness (give both, or neither)" in q.stderr, q.stderr
+
+
+# ---- keyed, --state: the replay record across a restart -----------------------------------------------------------
+
+def test_state_floors_a_new_witness(tmp_path):
+    """A keyed witness's replay record saved (mode 600) and loaded into a new one: the same beats, from their sender or
+    another port, are replayed there; its senders are floors, not heard (a query: not heard, its uptime) until a
+    higher beat comes; the record round-trips whole. Saved only when beats changed it; an unkeyed witness never."""
+    key, ms, path = os.urandom(32), 1_000_000, str(tmp_path / "w.state")
+    w = W.Witness(now_ns=0, key=key)
+    a, a2, b = ("10.0.0.1", 9), ("10.0.0.1", 10), ("10.0.0.2", 5)
+    beats = [W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=n, key=key) for n in (100, 101)]
+    for i, d in enumerate(beats):
+        w.handle(d, a, (i + 1) * ms)
+    w.handle(W.pack(W.BEAT, "p", role=W.STANDBY, epoch=1, nonce=50, key=key), b, 3 * ms)
+    w.handle(W.pack(W.BEAT, "q", role=W.PRIMARY, epoch=4, nonce=7, key=key), a2, 4 * ms)
+    assert w.dirty and w.stats["beats"] == 4
+    saver = W.open_state(path, W.Witness(key=key), None)  # no file yet: an empty record written
+    assert W.read_state(path) == {"version": 1, "pairs": {}}
+    saver.w = w
+    assert saver.save() and not w.dirty and os.stat(path).st_mode & 0o777 == 0o600
+    assert [f for f in os.listdir(tmp_path)] == ["w.state"]  # the temp file renamed
+    os.unlink(path)
+    assert saver.save() and not os.path.exists(path)  # unchanged: not written
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=102, key=key), a, 5 * ms)
+    assert w.dirty and saver.save() and W.read_state(path) == w.state()
+    assert w.state()["pairs"]["p"] == {"hosts": {"10.0.0.1:9": [1, 1, 102], "10.0.0.2:5": [2, 1, 50]},
+                                       "top": [[1, 102]]}
+    t1 = 10_000 * ms
+    w2 = W.Witness(now_ns=t1, key=key)
+    W.open_state(path, w2, W.read_state(path))
+    assert w2.state() == w.state() and not w2.dirty and list(w2.pairs) == ["q", "p"]  # the least recently beaten first
+    a_ = W.unpack(w2.handle(W.pack(W.QUERY, "p", nonce=1, key=key), b, t1 + 250 * ms), key)
+    assert (a_["flags"], a_["age_ms"]) == (0, 250) and w2.table() == {}  # floors only: not heard, its uptime
+    for d, src in ((beats[1], a), (beats[0], a), (beats[1], ("10.0.0.3", 77)),
+                   (W.pack(W.BEAT, "p", role=W.STANDBY, epoch=1, nonce=50, key=key), b),
+                   (W.pack(W.BEAT, "q", role=W.PRIMARY, epoch=4, nonce=7, key=key), ("10.0.0.9", 1))):
+        assert w2.handle(d, src, t1 + 300 * ms) is None
+    assert w2.stats["replayed"] == 5 and w2.stats["beats"] == 0 and not w2.dirty
+    a_ = W.unpack(w2.handle(W.pack(W.QUERY, "p", nonce=2, key=key), b, t1 + 400 * ms), key)
+    assert (a_["flags"], a_["age_ms"]) == (0, 400)
+    w2.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=103, key=key), a, t1 + 500 * ms)
+    w2.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=2, nonce=1, key=key), ("10.0.0.2", 6), t1 + 510 * ms)
+    a_ = W.unpack(w2.handle(W.pack(W.QUERY, "p", nonce=3, key=key), b, t1 + 520 * ms), key)
+    assert (a_["flags"], a_["epoch"], a_["age_ms"]) == (W.HEARD, 2, 10) and w2.stats["beats"] == 2 and w2.dirty
+    assert set(w2.table()["p"]) == {"10.0.0.1:9", "10.0.0.2:6"} and w2.pairs["p"].top == {1: 103, 2: 1}
+    # a loaded floor never heard goes first when a pair's senders are at their bound
+    for i in range(W.MAX_HOSTS - 2):  # 3 senders, MAX_HOSTS - 3 more: the last one pushes one out
+        w2.handle(W.pack(W.BEAT, "p", role=W.STANDBY, epoch=2, nonce=1, key=key), ("10.0.1.1", i), t1 + 600 * ms)
+    assert len(w2.pairs["p"].hosts) == W.MAX_HOSTS and "10.0.0.2:5" not in w2.pairs["p"].hosts
+    w0 = W.Witness(now_ns=0)
+    w0.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1), a, 1)
+    assert not w0.dirty and w0.stats["beats"] == 1
+
+
+def _until_saved(path: str, nonce: int) -> None:
+    """Until the witness's state file holds a beat of this nonce (its timer saved it)."""
+    for _ in range(100):
+        try:
+            if any(h[2] == nonce for p in W.read_state(path)["pairs"].values() for h in p["hosts"].values()):
+                return
+        except (TypeError, W.StateFileError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{path}: no beat of nonce {nonce} saved")
+
+
+def test_state_server_restarts(tmp_path):
+    """fh witness --key-file K --state S over real UDP: keyed beats heard, SIGTERM (saved at exit), started again on
+    the same state: not heard (up N ms) until a real beat; a captured beat sent again, from its sender's port or
+    another, is replayed (its exit JSON counts them), a higher one heard. The same after a kill -9 once the timer
+    has saved (within SAVE_S of the beat); a beat accepted since the last save is the window a crash leaves."""
+    kf, st = _key_file(tmp_path), str(tmp_path / "w.state")
+    key = W.load_key(kf)
+
+    def beat(n):
+        return W.pack(W.BEAT, "ps", role=W.PRIMARY, epoch=1, nonce=n, key=key)
+
+    def run(c, sends, asks=()):
+        """A witness on st: beats sent, then each query's expected (flags) checked; (the process, its address)."""
+        p, port = _keyed_server(kf, "--state", st)
+        addr = ("127.0.0.1", port)
+        _until_answered(c, addr, "ps", key)
+        for f, n in asks:
+            assert _ask(c, addr, "ps", 5, key)["flags"] == f
+        for sock, d in sends:
+            sock.sendto(d, addr)
+        return p, addr
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as o:
+        c.settimeout(0.5)
+        p, addr = run(c, [(c, beat(n)) for n in (1000, 1001, 1002)])
+        a = _ask(c, addr, "ps", 6, key)
+        assert a["flags"] == W.HEARD and a["epoch"] == 1
+        st1 = _witness_stats(p)
+        assert st1["beats"] == 3 and st1["state_errors"] == 0 and os.stat(st).st_mode & 0o777 == 0o600
+        assert W.read_state(st)["pairs"]["ps"]["top"] == [[1, 1002]]
+        # restarted: the captured beats refused, from c's port or o's; not heard until 1003
+        p, addr = run(c, [(c, beat(1002)), (o, beat(1002)), (c, beat(1000))], asks=[(0, None)])
+        a = _ask(c, addr, "ps", 7, key)
+        assert a["flags"] == 0, a  # the replays made nothing heard
+        c.sendto(beat(1003), addr)
+        a = _ask(c, addr, "ps", 8, key)
+        assert a["flags"] == W.HEARD and a["age_ms"] < 400
+        _until_saved(st, 1003)
+        p.kill()  # kill -9, after the timer saved 1003
+        p.communicate(timeout=10)
+        p, addr = run(c, [(o, beat(1003)), (c, beat(1001))], asks=[(0, None)])
+        a = _ask(c, addr, "ps", 9, key)
+        assert a["flags"] == 0, a
+        c.sendto(beat(1004), addr)
+        assert _ask(c, addr, "ps", 10, key)["flags"] == W.HEARD
+        st2 = _witness_stats(p)
+        mine = f"127.0.0.1:{c.getsockname()[1]}"
+    assert (st2["beats"], st2["replayed"], st2["bad_auth"], st2["state_errors"]) == (1, 2, 0, 0), st2
+    assert list(st2["pairs"]["ps"]) == [mine] and st2["pairs"]["ps"][mine]["beats"] == 1, st2  # o's replays: nobody
+    assert st1["replayed"] == 0
+
+
+def test_state_file_errors(tmp_path):
+    """--state's one-line errors, before listening: without --key-file; a corrupt file (not JSON, empty, another
+    shape, beyond the record's bounds); open to group or others; another user's; a directory that cannot be
+    written. A save failing at run time: counted (state_errors), said once, the witness still answering."""
+    kf = _key_file(tmp_path)
+    key = W.load_key(kf)
+    r = fh("witness", "--listen", "127.0.0.1:0", "--state", str(tmp_path / "s"), check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"fh: --state {tmp_path / 's'}: only with --key-file: it keeps the replay record of keyed beats (their nonces) "
+        "across a restart, and unkeyed anyone can forge a beat anyway"], r.stderr
+    many = {"version": 1, "pairs": {"p": {"hosts": {f"1.2.3.4:{i}": [1, 1, 1] for i in range(W.MAX_HOSTS + 1)},
+                                          "top": []}}}
+    for name, data, said in (("junk", b"{", "not JSON"), ("empty", b"", ": empty: "),
+                             ("list", b"[]", "not an object of version and pairs"),
+                             ("ver", b'{"version": 2, "pairs": {}}', "version 2, this fh writes 1"),
+                             ("role", b'{"version": 1, "pairs": {"p": {"hosts": {"1.2.3.4:5": [3, 1, 1]}, "top": []}}}',
+                              "pair p: sender 1.2.3.4:5: not [role 1 or 2, epoch, nonce]"),
+                             ("nonce", b'{"version": 1, "pairs": {"p": {"hosts": {}, "top": [[1, -1]]}}}',
+                              "pair p: top: not a list of [epoch, nonce]"),
+                             ("many", json.dumps(many).encode(), f"not an object of at most {W.MAX_HOSTS} senders")):
+        f = tmp_path / name
+        f.write_bytes(data)
+        f.chmod(0o600)
+        r = fh("witness", "--listen", "127.0.0.1:0", "--key-file", kf, "--state", str(f), check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"fh: --state {f}: not a witness replay "
+                                                                               "record: ") and said in lines[0], lines
+        assert lines[0].endswith(": remove it to start with an empty record (beats captured before can then be "
+                                 "replayed once each)"), lines
+    good = tmp_path / "good"
+    good.write_text('{"version": 1, "pairs": {}}')
+    good.chmod(0o644)
+    r = fh("witness", "--listen", "127.0.0.1:0", "--key-file", kf, "--state", str(good), check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"fh: --state {good}: mode 644, open to group or others (it names the pairs and hosts): chmod 600 {good}"]
+    good.chmod(0o600)
+    if os.geteuid() == 0:  # another user's file (root can make one)
+        os.chown(good, 65534, -1)
+        r = fh("witness", "--listen", "127.0.0.1:0", "--key-file", kf, "--state", str(good), check=False)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"{good}: owned by uid 65534, not by this user (uid 0): chown it" in r.stderr, r.stderr
+        os.chown(good, 0, -1)
+    for bad in (tmp_path / "none" / "w.state", tmp_path / "good" / "w.state"):  # no such directory; a file
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        r = fh("witness", "--listen", f"127.0.0.1:{port}", "--key-file", kf, "--state", str(bad), check=False)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"fh: --state {bad}: cannot write in {bad.parent} (" in r.stderr and "a directory this user can" in r.stderr
+    # at run time: its directory gone (a disk full says the same way), the beats go on being heard and answered
+    d = tmp_path / "gone"
+    d.mkdir()
+    p, port = _keyed_server(kf, "--state", str(d / "w.state"))
+    try:
+        addr = ("127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            _until_answered(c, addr, "pg", key)
+            (d / "w.state").unlink()
+            d.rmdir()
+            for n in range(4):
+                c.sendto(W.pack(W.BEAT, "pg", role=W.PRIMARY, epoch=1, nonce=10 + n, key=key), addr)
+                time.sleep(W.SAVE_S)
+            a = _ask(c, addr, "pg", 11, key)
+            assert a["flags"] == W.HEARD and a["age_ms"] < 1000
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    st = json.loads(out.splitlines()[-1])
+    assert p.returncode == 0 and st["beats"] == 4 and st["state_errors"] >= 4, (st, err)
+    said = [x for x in err.splitlines() if "not saved" in x]
+    assert len(said) == 2 and "still answering" in said[0] and "at exit" in said[1], err  # once a minute, and at exit
 
 
 def test_status_layouts_with_and_without_bad_auth(tmp_path):
