@@ -30,16 +30,15 @@ That replay record survives a restart only with --state PATH (keyed only: unkeye
 is no replay to refuse). Without it a restarted witness forgets the last nonces and every authentic beat captured
 before could be sent again once and count as the primary heard (a dead primary kept "alive", no failover). With it
 the witness saves the record (per pair: each sender's last nonce, role and epoch, and Pair.top) to PATH, replaced
-atomically (a temp file in the same directory, then os.replace; mode 600: it names the pairs and hosts), at most once
-every SAVE_S (0.5 s) while beats change it, from a loop timer (not per datagram), and at SIGTERM/SIGINT; at start it
+atomically (a temp file in the same directory, then os.replace; mode 600: it names the pairs and hosts), every SAVE_S
+(0.5 s, a loop timer on a fixed schedule, not per datagram) when beats changed it, and at SIGTERM/SIGINT; at start it
 loads PATH, whose nonces are floors only: a beat at or below one is replayed, but a loaded sender is not "heard" (a
-restarted witness still answers "not heard, up N ms" until a real beat comes). What it leaves: after a crash
-(kill -9, a power cut) the beats accepted in the last save interval, 0.5 s at most (5 beats a sender at the default
-heartbeat_ms of 100; plus however late the loop runs its timer: at most 6 beats, 0.6 s, in 40 kills measured by
-bench/witness_state.py on a shared host), were not saved and can each be replayed once after the restart,
-in order (spaced out, they hold a failover for that many failover timeouts at most, against as long as the captured
-beats last without --state). A save that fails at run time
-(a full disk) is counted (state_errors), logged once a minute at most, and retried at the next tick; the witness keeps
+restarted witness still answers "not heard, up N ms" until a real beat comes). What it leaves: after a crash (kill -9,
+a power cut) the beats accepted since the last save, 0.5 s of them (5 a sender at the default heartbeat_ms of 100),
+plus however late the loop runs its timer (at most 6 beats, 0.6 s, in 40 kills: bench/witness_state.py), were not
+saved and can each be replayed once after the restart, in order: spaced out, they hold a failover for that many
+failover timeouts at most (without --state: for as long as the captured beats last). A save that fails at run time (a
+full disk) is counted (state_errors), said once a minute at most and tried again at the next tick; the witness keeps
 answering.
 
 Off every hot path: plain asyncio, one process."""

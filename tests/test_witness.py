@@ -286,6 +286,8 @@ def test_state_floors_a_new_witness(tmp_path):
     higher beat comes; the record round-trips whole. Saved only when beats changed it; an unkeyed witness never."""
     key, ms, path = os.urandom(32), 1_000_000, str(tmp_path / "w.state")
     w = W.Witness(now_ns=0, key=key)
+    saver = W.open_state(path, w, None)  # no file yet: the empty record written at once (the directory checked)
+    assert W.read_state(path) == {"version": 1, "pairs": {}} and not w.dirty
     a, a2, b = ("10.0.0.1", 9), ("10.0.0.1", 10), ("10.0.0.2", 5)
     beats = [W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=n, key=key) for n in (100, 101)]
     for i, d in enumerate(beats):
@@ -293,9 +295,6 @@ def test_state_floors_a_new_witness(tmp_path):
     w.handle(W.pack(W.BEAT, "p", role=W.STANDBY, epoch=1, nonce=50, key=key), b, 3 * ms)
     w.handle(W.pack(W.BEAT, "q", role=W.PRIMARY, epoch=4, nonce=7, key=key), a2, 4 * ms)
     assert w.dirty and w.stats["beats"] == 4
-    saver = W.open_state(path, W.Witness(key=key), None)  # no file yet: an empty record written
-    assert W.read_state(path) == {"version": 1, "pairs": {}}
-    saver.w = w
     assert saver.save() and not w.dirty and os.stat(path).st_mode & 0o777 == 0o600
     assert [f for f in os.listdir(tmp_path)] == ["w.state"]  # the temp file renamed
     os.unlink(path)
@@ -443,7 +442,8 @@ def test_state_file_errors(tmp_path):
             port = s.getsockname()[1]
         r = fh("witness", "--listen", f"127.0.0.1:{port}", "--key-file", kf, "--state", str(bad), check=False)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert f"fh: --state {bad}: cannot write in {bad.parent} (" in r.stderr and "a directory this user can" in r.stderr
+        assert f"fh: --state {bad}: cannot write in {bad.parent} (" in r.stderr, r.stderr
+        assert "a directory this user can write" in r.stderr, r.stderr
     # at run time: its directory gone (a disk full says the same way), the beats go on being heard and answered
     d = tmp_path / "gone"
     d.mkdir()
@@ -464,7 +464,7 @@ def test_state_file_errors(tmp_path):
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=10)
     st = json.loads(out.splitlines()[-1])
-    assert p.returncode == 0 and st["beats"] == 4 and st["state_errors"] >= 4, (st, err)
+    assert p.returncode == 0 and st["beats"] == 4 and st["state_errors"] >= 2, (st, err)  # a tick or more, and exit
     said = [x for x in err.splitlines() if "not saved" in x]
     assert len(said) == 2 and "still answering" in said[0] and "at exit" in said[1], err  # once a minute, and at exit
 
