@@ -45,6 +45,7 @@ Off every hot path: plain asyncio, one process."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
 import hmac
 import ipaddress
@@ -493,6 +494,12 @@ def open_state(path: str, w: Witness, saved: dict | None) -> Saver:
     that a directory that cannot be written fails now, in one line, before listening, not at the first save."""
     if saved is not None:
         w.load(saved)
+    d, base = os.path.split(os.path.abspath(path))
+    for t in glob.glob(os.path.join(glob.escape(d), glob.escape(f".{base}.") + "*.tmp")):
+        try:  # a save's temp file left by a kill mid-write (write_state's mkstemp names): this path's only
+            os.unlink(t)
+        except OSError:
+            pass
     try:
         write_state(path, w.state())
     except OSError as e:
