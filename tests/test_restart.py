@@ -335,7 +335,8 @@ def _catch_filling(name: str, pid: int, timeout: float) -> bool:
 # (seed, kills): "random" kills at a random time; "filling" waits until a gap of the capture is being filled
 # from the retransmission server (the feed recovering) and kills then; "restoring" kills a restarted data plane
 # while the gap after its restored state is being filled.
-KILLS = [(1, ["random"]), (2, ["random", "restoring"]), (3, ["filling", "random"])]
+# (A single random kill, seed 1, was a third case until CI's time came near its limit: both cases kill at random.)
+KILLS = [(2, ["random", "restoring"]), (3, ["filling", "random"])]
 
 
 @pytest.mark.netns
