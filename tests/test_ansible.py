@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 HERE = Path(__file__).resolve().parent / "ansible"
 HOST = "fh-nasdaq-1"
+WITNESS = "fh-witness-1"
 BIN = Path(sys.executable).parent
 
 
@@ -120,9 +122,11 @@ def _wheelhouse(cache: Path) -> Path:
     return wh
 
 
-def _playbook(root: Path, wheelhouse: Path, *args: str, extra: dict | None = None, playbook: str = "site.yml") -> dict:
-    """ansible-playbook against the chroot, with the JSON callback: {'rc', 'stats', 'msgs', 'tasks', 'out'}."""
-    cmd = [_tool("ansible-playbook"), "-i", "inventory/example", playbook, "--limit", HOST,
+def _playbook(root: Path, wheelhouse: Path, *args: str, extra: dict | None = None, playbook: str = "site.yml",
+              host: str = HOST) -> dict:
+    """ansible-playbook against the chroot for one inventory host, with the JSON callback: {'rc', 'stats', 'msgs',
+    'tasks', 'out'}."""
+    cmd = [_tool("ansible-playbook"), "-i", "inventory/example", playbook, "--limit", host,
            "-e", f"@{HERE / 'chroot.yml'}", "-e", f"ansible_host={root}", "-e", f"fh_service_wheelhouse={wheelhouse}",
            "-e", f"fh_service_version={_version(wheelhouse)}", *args]
     if extra:
@@ -136,12 +140,12 @@ def _playbook(root: Path, wheelhouse: Path, *args: str, extra: dict | None = Non
     tasks, msgs = [], []
     for play in out["plays"]:
         for t in play["tasks"]:
-            res = t["hosts"].get(HOST, {})
+            res = t["hosts"].get(host, {})
             tasks.append((t["task"]["name"], res))
             for item in [res] + list(res.get("results", [])):
                 if isinstance(item.get("msg"), str):
                     msgs.append(item["msg"])
-    return {"rc": r.returncode, "stats": out["stats"][HOST], "msgs": msgs, "tasks": tasks,
+    return {"rc": r.returncode, "stats": out["stats"][host], "msgs": msgs, "tasks": tasks,
             "out": r.stdout[-6000:] + r.stderr[-3000:]}
 
 
@@ -295,12 +299,15 @@ def test_fh_toml_equals_the_expected_file_and_loads(converged):
     assert rendered == (HERE / "expected" / "fh-nasdaq-1.toml").read_text()
     st = (r / "etc/fh/nasdaq.toml").stat()
     assert oct(st.st_mode & 0o777) == "0o640"
-    # fh's own validator, here ...
+    # fh's own validator, here (its witness_key_file read from the root) ...
     from handler import config
 
-    cfg = config.load(r / "etc/fh/nasdaq.toml")
+    here = r.parent / "nasdaq-here.toml"
+    here.write_text(rendered.replace('"/etc/fh/witness.key"', json.dumps(str(r / "etc/fh/witness.key"))))
+    cfg = config.load(here)
     assert cfg.name == "nasdaq" and [l.group for l in cfg.lines] == ["233.54.12.111", "233.49.196.111"]
     assert cfg.retransmission is not None and cfg.replication.role == "primary"
+    assert cfg.replication.witness == (("10.10.1.31", 7410),) and cfg.replication.witness_key_file.endswith("witness.key")
     # ... and with the fh installed on the host, as the role's template validation ran it
     p = subprocess.run(["chroot", str(r), "/opt/fh/venv/bin/python", "-c",
                         "from handler import config; c = config.load('/etc/fh/nasdaq.toml'); print(c.name, c.memory_mb)"],
@@ -322,6 +329,39 @@ def test_fh_installed_and_the_unit_enabled(converged):
     # fh-dataplane's DPDK libraries are installed: the dynamic loader resolves every one of them
     p = subprocess.run(["chroot", str(r), "ldd", "/usr/local/bin/fh-dataplane"], capture_output=True, text=True)
     assert p.returncode == 0 and "not found" not in p.stdout and "librte_ethdev" in p.stdout, p.stdout
+
+
+def _fh_ids(root: Path) -> tuple[int, int]:
+    """The fh user's uid and gid in the root (created there by fh_service's install steps)."""
+    line = next(l for l in (root / "etc/passwd").read_text().splitlines() if l.startswith("fh:"))
+    return int(line.split(":")[2]), int(line.split(":")[3])
+
+
+def _example_key() -> str:
+    """The example inventory's witness secret (group_vars/all.yml; ansible-vault in production)."""
+    import yaml
+
+    return yaml.safe_load((ANSIBLE / "inventory/example/group_vars/all.yml").read_text())["fh_witness_key"]
+
+
+def test_the_pairs_witness_key_file(converged):
+    """[replication] witness_key_file: fh_witness_key written there before fh.toml (whose validation, fh's loader,
+    reads it), mode 0600 and the fh user's, readable by fh-replicate's user and kept out of the play's output."""
+    r = converged["root"]
+    key = r / "etc/fh/witness.key"
+    st = key.stat()
+    assert oct(st.st_mode & 0o777) == "0o600" and (st.st_uid, st.st_gid) == _fh_ids(r)
+    assert key.read_text() == _example_key() and len(_example_key()) >= 32
+    names = [n.split(" : ")[-1] for n, _ in converged["first"]["tasks"]]
+    assert names.index("Write the witness key ([replication] witness_key_file), readable by the fh user only") < \
+        names.index("Write the configuration, checked by fh's own loader first")
+    assert _example_key() not in json.dumps(converged["first"]["tasks"])  # no_log
+    # the fh user (fh-replicate's, under fh@.service) reads it through /etc/fh (0750, group fh), as fh's loader does
+    uid, gid = _fh_ids(r)
+    p = subprocess.run(["chroot", f"--userspec={uid}:{gid}", str(r), "/opt/fh/venv/bin/python", "-c",
+                        "from handler.witness import load_key; print(len(load_key('/etc/fh/witness.key')))"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.split() == [str(len(_example_key()))], p.stderr
 
 
 def _results(run: dict, task: str) -> list[dict]:
@@ -415,3 +455,127 @@ def test_a_bad_config_value_is_refused_by_fhs_own_validator(converged):
     assert "feed.lines[0].port" in json.dumps(failed), failed
     # the file on the host is still the good one
     assert "port = 70000" not in (converged["root"] / "etc/fh/nasdaq.toml").read_text()
+
+
+# --- the witness (site.yml's second play, role fh_witness) -----------------------------------------------------
+
+WITNESS_EXEC = ("/usr/local/bin/fh witness --listen 10.10.1.31:7410 --key-file /etc/fh/witness.key "
+                "--state /var/lib/fh/witness.state")
+
+
+@pytest.fixture(scope="module")
+def witnessed(converged):
+    """The witness play converged into the pair's converged root (--limit fh-witness-1): fh is installed there
+    already (the same install steps), so what it adds is its own. The pair's key file is removed first, so that the
+    witness's role writes it (the same secret, the same path); then a second run, which must change nothing."""
+    r = converged["root"]
+    key = r / "etc/fh/witness.key"
+    saved = key.read_bytes()
+    key.unlink()
+    try:
+        first = _playbook(r, converged["wheelhouse"], host=WITNESS)
+        assert first["rc"] == 0 and first["stats"]["failures"] == 0, first["out"]
+        second = _playbook(r, converged["wheelhouse"], host=WITNESS)
+    finally:  # the pair's tests after this one read it
+        if not key.exists():
+            key.write_bytes(saved)
+            key.chmod(0o600)
+            os.chown(key, *_fh_ids(r))
+    return {"root": r, "first": first, "second": second}
+
+
+def test_witness_converge_writes_its_unit_key_and_state_directory(witnessed):
+    r, first = witnessed["root"], witnessed["first"]
+    unit = (r / "etc/systemd/system/fh-witness.service").read_text().splitlines()
+    assert [l for l in unit if l.startswith("ExecStart=")] == [f"ExecStart={WITNESS_EXEC}"]
+    assert {"User=fh", "Group=fh", "Restart=always", "ReadWritePaths=/var/lib/fh"} <= set(unit)
+    assert not [l for l in unit if "UNKEYED" in l]
+    link = r / "etc/systemd/system/multi-user.target.wants/fh-witness.service"
+    assert link.is_symlink() and os.readlink(link) == "/etc/systemd/system/fh-witness.service"
+    key = r / "etc/fh/witness.key"
+    st = key.stat()
+    assert oct(st.st_mode & 0o777) == "0o600" and (st.st_uid, st.st_gid) == _fh_ids(r)
+    assert key.read_text() == _example_key()
+    st = (r / "var/lib/fh").stat()
+    assert (r / "var/lib/fh").is_dir() and oct(st.st_mode & 0o777) == "0o700" and (st.st_uid, st.st_gid) == _fh_ids(r)
+    # what a chroot cannot do, reported with its command
+    assert f"fh_witness: NOT RUN (fh_witness_start is false): systemctl start fh-witness.service ({WITNESS_EXEC})" \
+        in first["msgs"]
+    assert ("fh_witness: NOT RUN (fh_witness_start is false): systemctl daemon-reload && systemctl restart "
+            "fh-witness.service") in first["msgs"]
+    assert not [m for m in first["msgs"] if "UNKEYED" in m]
+    # fh came from fh_service's install steps (already done by the pair's converge), and nothing else of fh_service
+    assert [res.get("changed") for res in _results(first, "Install fh into its venv")] == [False]
+    assert not _results(first, "Write the configuration, checked by fh's own loader first")
+    assert first["stats"]["changed"] >= 4  # the state directory, the key (removed before), the unit, its link
+    assert _example_key() not in json.dumps(first["tasks"])  # no_log
+
+
+def test_witness_second_converge_changes_nothing(witnessed):
+    r = witnessed["second"]
+    changed = [name for name, res in r["tasks"] if res.get("changed")]
+    assert r["rc"] == 0 and r["stats"]["changed"] == 0 and r["stats"]["failures"] == 0, changed
+
+
+def test_the_witness_runs_from_its_unit_as_the_fh_user(witnessed):
+    """The unit's command, run in the root as the fh user (on a port of loopback instead of 10.10.1.31): it reads the
+    key the role wrote, answers a query signed with that key after a beat signed with it, and saves its replay record
+    in the state directory at SIGTERM."""
+    from handler import witness as wit
+
+    r = witnessed["root"]
+    uid, gid = _fh_ids(r)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cmd = WITNESS_EXEC.replace("10.10.1.31:7410", f"127.0.0.1:{port}").split()
+    p = subprocess.Popen(["chroot", f"--userspec={uid}:{gid}", str(r), *cmd], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert "listening on" in line and "keyed: HMAC-SHA256" in line, line + p.stderr.read()
+        key = _example_key().encode()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(wit.pack(wit.BEAT, "nasdaq", role=wit.PRIMARY, epoch=1, nonce=time.time_ns(), key=key),
+                 ("127.0.0.1", port))
+        time.sleep(0.2)
+        s.sendto(wit.pack(wit.QUERY, "nasdaq", role=wit.STANDBY, nonce=7, key=key), ("127.0.0.1", port))
+        answer = wit.unpack(s.recv(256), key)
+        s.close()
+        assert answer and answer["type"] == wit.ANSWER and answer["nonce"] == 7 and answer["flags"] == wit.HEARD
+        assert answer["epoch"] == 1
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["bad_auth"] == 0
+    state = r / "var/lib/fh/witness.state"
+    st = state.stat()
+    assert oct(st.st_mode & 0o777) == "0o600" and st.st_uid == uid
+    assert "nasdaq" in json.loads(state.read_text())["pairs"]
+    state.unlink()
+
+
+def test_witness_unit_unkeyed(tmp_path):
+    """Without fh_witness_key the unit runs fh witness without --key-file and --state (it refuses --state unkeyed),
+    and says it is unkeyed: the role's own template and vars, rendered by Ansible on the controller; and systemd
+    finds nothing wrong in it."""
+    role = ANSIBLE / "roles" / "fh_witness"
+    dest = tmp_path / "fh-witness.service"
+    r = subprocess.run([_tool("ansible"), "localhost", "-c", "local", "-m", "ansible.builtin.template",
+                        "-a", f"src={role / 'templates/fh-witness.service.j2'} dest={dest}",
+                        "-e", f"@{role / 'defaults/main.yml'}", "-e", f"@{role / 'vars/main.yml'}",
+                        "-e", "fh_witness_listen=0.0.0.0:7410"],
+                       cwd=ANSIBLE, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    unit = dest.read_text().splitlines()
+    assert [l for l in unit if l.startswith("ExecStart=")] == ["ExecStart=/usr/local/bin/fh witness --listen 0.0.0.0:7410"]
+    assert "# UNKEYED (fh_witness_key is empty): anyone on its network can forge a beat or an answer." in unit
+    sa = shutil.which("systemd-analyze")  # setup.sh installs systemd
+    assert sa, "systemd-analyze not found: bash scripts/setup.sh installs systemd"
+    v = subprocess.run([sa, "verify", "--man=no", str(dest)], capture_output=True, text=True)
+    complaints = [l for l in (v.stdout + v.stderr).splitlines()
+                  if l.strip() and "/usr/local/bin/fh" not in l and "fh-witness.service" in l]
+    assert not complaints, complaints  # no unknown key, no bad value (the missing /usr/local/bin/fh aside)
