@@ -28,20 +28,22 @@ beaters' nonces start from the wall clock and increase. An unkeyed witness takes
 
 That replay record survives a restart only with --state PATH (keyed only: unkeyed, anyone can forge a beat, so there
 is no replay to refuse). Without it a restarted witness forgets the last nonces and every authentic beat captured
-before could be sent again once and count as the primary heard (a dead primary kept "alive", no failover). With it
-the witness saves the record (per pair: each sender's last nonce, role and epoch, and Pair.top) to PATH, replaced
-atomically (a temp file in the same directory, then os.replace; mode 600: it names the pairs and hosts), every SAVE_S
-(0.5 s, a loop timer on a fixed schedule, not per datagram) when beats changed it, and at SIGTERM/SIGINT; at start it
-loads PATH, whose nonces are floors only: a beat at or below one is replayed, but a loaded sender is not "heard" (a
-restarted witness still answers "not heard, up N ms" until a real beat comes). What it leaves: after a crash (kill -9,
-a power cut) the beats accepted since the last save, 0.5 s of them (5 a sender at the default heartbeat_ms of 100),
-plus however late the loop runs its timer (at most 6 beats, 0.6 s, in 40 kills: bench/witness_state.py), were not
-saved and can each be replayed once after the restart, in order: spaced out, they hold a failover for that many
-failover timeouts at most (without --state: for as long as the captured beats last). A save that fails at run time (a
-full disk) is counted (state_errors), said once a minute at most and tried again at the next tick; the witness keeps
+before could be sent again once and count as the primary heard (a dead primary kept "alive", no failover). With it the
+witness saves the record (per pair: each sender's last nonce, role and epoch, and Pair.top) to PATH, replaced
+atomically and durably (a temp file in the same directory, fsync, os.replace, fsync of the directory; mode 600: it
+names the pairs and hosts), every SAVE_S (0.5 s, a loop timer on a fixed schedule, not per datagram) when beats
+changed it, in a forked child (a copy-on-write snapshot: the loop answers on while it writes; Saver), and at
+SIGTERM/SIGINT, in line once that child is done; at start it loads PATH, whose nonces are floors only: a beat at or
+below one is replayed, but a loaded sender is not "heard" (a restarted witness still answers "not heard, up N ms"
+until a real beat comes). What it leaves: after a crash (kill -9, a power cut) the beats accepted since the last save,
+0.5 s of them (5 a sender at the default heartbeat_ms of 100), plus however late the loop runs its timer and what the
+save takes (at most 6 beats, 0.6 s, in 40 kills before saves ran in a child: bench/witness_state.py), were not saved
+and can each be replayed once after the restart, in order: spaced out, they hold a failover for that many failover
+timeouts at most (without --state: for as long as the captured beats last). A save that fails at run time (a full
+disk) is counted (state_errors), said once a minute at most and tried again at the next tick; the witness keeps
 answering.
 
-Off every hot path: plain asyncio, one process."""
+Off every hot path: plain asyncio, one process (and with --state, a short-lived child for each save)."""
 from __future__ import annotations
 
 import asyncio
@@ -216,14 +218,16 @@ def read_state(path: str) -> dict | None:
 
 
 def write_state(path: str, state: dict) -> None:
-    """The record to path, atomically: a temp file in its directory (mode 600, from mkstemp), then os.replace; no
-    fsync (a crash of the process loses nothing written; a power cut may, like the last save interval). OSError as
-    it comes (the caller says it)."""
+    """The record to path, atomically and durably: a temp file in its directory (mode 600, from mkstemp), fsync, then
+    os.replace and an fsync of the directory, so that a power cut leaves the old record or the new one, whole. OSError
+    as it comes (the caller says it)."""
     d, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "w") as f:  # dumps, one C call: json.dump's chunk by chunk writes took 2.7 times as long
             f.write(json.dumps(state, separators=(",", ":")))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -231,6 +235,21 @@ def write_state(path: str, state: dict) -> None:
         except OSError:
             pass
         raise
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def remove_temps(path: str) -> None:
+    """The temp files of saves to path that a kill mid-write left (write_state's mkstemp names): path's only."""
+    d, base = os.path.split(os.path.abspath(path))
+    for t in glob.glob(os.path.join(glob.escape(d), glob.escape(f".{base}.") + "*.tmp")):
+        try:
+            os.unlink(t)
+        except OSError:
+            pass
 
 
 def tag(key: bytes, body: bytes) -> bytes:
@@ -464,49 +483,106 @@ async def _save_every(saver) -> None:
 
 class Saver:
     """--state PATH for a keyed Witness: save() writes its record if changed; a failure is counted (state_errors),
-    said once a minute at most, and the record stays dirty, so the next tick tries again."""
+    said once a minute at most, and the record is dirty again, so the next tick tries again.
 
-    def __init__(self, w: Witness, path: str):
-        self.w, self.path, self.said_ns = w, path, None
+    background (fh witness): a tick's save runs in a forked child (a copy-on-write snapshot of the record, as Redis's
+    BGSAVE does), so the loop answers on while the record is encoded, written and fsynced: a save at the record's
+    bounds (3.2 MB) took the loop 80 ms in line, a fork takes it ~1-3 ms (bench/witness_state.py). The child is
+    reaped at the next tick (a tick that finds it still writing waits for the one after; the crash window grows by
+    what a save takes) and at exit, where the last save is made in line once the child is done."""
+
+    def __init__(self, w: Witness, path: str, background: bool = False):
+        self.w, self.path, self.said_ns, self.background = w, path, None, background
+        self.child: int | None = None  # the pid of a save in progress (background)
 
     def save(self, final: bool = False) -> bool:
-        """final: at exit, a failure said whenever (the last word on what a restart will refuse)."""
+        """final: at exit (in line, after waiting for a save in progress), a failure said whenever (the last word on
+        what a restart will refuse). False: a save failed (this one, or the background one reaped now)."""
+        ok = True
+        if self.child is not None:
+            done = self._reap(block=final)
+            if done is None:  # still writing: this tick's changes go with the next tick's save
+                return True
+            ok = done
         if not self.w.dirty:
-            return True
+            return ok
+        if self.background and not final:
+            try:
+                pid = os.fork()
+            except OSError:  # no memory or process for a child: this once, in line
+                pid = None
+            if pid == 0:
+                os._exit(_child_save(self.path, self.w))
+            if pid is not None:
+                self.child, self.w.dirty = pid, False
+                return ok
         try:
             write_state(self.path, self.w.state())
         except OSError as e:
-            self.w.stats["state_errors"] += 1
-            now = time.monotonic_ns()
-            if final or self.said_ns is None or now - self.said_ns >= LOG_EVERY_NS:
-                self.said_ns = now
-                self.w.log(f"--state {self.path}: not saved ({e.strerror}; {self.w.stats['state_errors']} failed "
-                           f"saves so far): " + ("at exit: the beats since the last save can be replayed once "
-                                                 "after a restart" if final else "still answering, from the record in "
-                                                 f"memory; retried every {SAVE_S:g} s"))
+            self._failed(e.strerror, final)
             return False
         self.w.dirty = False
-        return True
+        return ok
+
+    def _reap(self, block: bool) -> bool | None:
+        """The background save's outcome: True saved, False failed (said, the record dirty again), None running."""
+        pid, status = os.waitpid(self.child, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return None
+        self.child = None
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            return True
+        self.w.dirty = True
+        remove_temps(self.path)
+        self._failed(os.strerror(code) if 0 < code < 255 else "the saving child's error, above" if code == 255
+                     else f"the saving child killed by signal {-code}", False)
+        return False
+
+    def _failed(self, why: str, final: bool) -> None:
+        self.w.stats["state_errors"] += 1
+        now = time.monotonic_ns()
+        if final or self.said_ns is None or now - self.said_ns >= LOG_EVERY_NS:
+            self.said_ns = now
+            self.w.log(f"--state {self.path}: not saved ({why}; {self.w.stats['state_errors']} failed saves so far): "
+                       + ("at exit: the beats since the last save can be replayed once after a restart" if final
+                          else f"still answering, from the record in memory; retried every {SAVE_S:g} s"))
 
 
-def open_state(path: str, w: Witness, saved: dict | None) -> Saver:
+def _child_save(path: str, w: Witness) -> int:
+    """In the forked child: the record written; its exit status (0, errno, 255 for anything else). A SIGTERM or
+    SIGINT for the whole group (systemd's stop) does not cut the write short: the parent waits for it, then saves.
+    Every descriptor but stdio closed first: a witness restarted after a kill -9 must not find its port still held
+    by the child of the one before."""
+    try:
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        write_state(path, w.state())
+        return 0
+    except OSError as e:
+        return e.errno if e.errno and 0 < e.errno < 255 else 255
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        return 255
+    finally:
+        sys.stderr.flush()
+
+
+def open_state(path: str, w: Witness, saved: dict | None, background: bool = False) -> Saver:
     """--state at start: the record read (read_state: None, no file yet) loaded into w, and written back at once, so
     that a directory that cannot be written fails now, in one line, before listening, not at the first save."""
     if saved is not None:
         w.load(saved)
-    d, base = os.path.split(os.path.abspath(path))
-    for t in glob.glob(os.path.join(glob.escape(d), glob.escape(f".{base}.") + "*.tmp")):
-        try:  # a save's temp file left by a kill mid-write (write_state's mkstemp names): this path's only
-            os.unlink(t)
-        except OSError:
-            pass
+    remove_temps(path)
     try:
         write_state(path, w.state())
     except OSError as e:
         d = os.path.dirname(os.path.abspath(path))
         raise StateFileError(f"{path}: cannot write in {d} ({e.strerror}): a directory this user can write "
                              f"(e.g. /var/lib/fh, mode 700)") from None
-    return Saver(w, path)
+    return Saver(w, path, background)
 
 
 def cmd_witness(a) -> int:
@@ -532,7 +608,7 @@ def cmd_witness(a) -> int:
     saver = None
     if state:
         try:  # bound: a second witness on the port fails above, without writing over the first's record
-            saver = open_state(state, w, saved)
+            saver = open_state(state, w, saved, background=True)
         except StateFileError as e:
             sock.close()
             raise FhError(f"--state {e}") from None

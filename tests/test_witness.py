@@ -330,6 +330,53 @@ def test_state_floors_a_new_witness(tmp_path):
     assert not w0.dirty and w0.stats["beats"] == 1
 
 
+def test_state_saved_in_a_child(tmp_path):
+    """fh witness's saver (background): a tick forks a child that writes the record as it was at the fork (a
+    copy-on-write snapshot: a beat handled meanwhile is not in that file, and goes with the next save), fsynced and
+    renamed; the parent reaps it at the next tick. A child that fails (its directory gone) or is killed: counted,
+    said with its cause, its temp file removed, the record dirty again and saved by the next tick. At exit the
+    save in progress is waited for, then the last one made in line."""
+    key, ms, path, said = os.urandom(32), 1_000_000, str(tmp_path / "w.state"), []
+    w = W.Witness(now_ns=0, key=key, log=lambda x: said.append(x) if "not saved" in x else None)
+    saver = W.open_state(path, w, None, background=True)
+
+    def beat(n):
+        w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=n, key=key), ("10.0.0.1", 9), n * ms)
+
+    def top():
+        return W.read_state(path)["pairs"]["p"]["top"]
+
+    beat(1)
+    assert saver.save() and saver.child is not None and not w.dirty
+    child = saver.child
+    beat(2)  # after the fork: not in the child's record
+    assert w.dirty
+    os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # the child done, not yet reaped
+    assert top() == [[1, 1]] and os.stat(path).st_mode & 0o777 == 0o600
+    assert saver.save() and saver.child not in (None, child)  # reaped, and beat 2's save forked
+    assert saver.save(final=True) and saver.child is None and top() == [[1, 2]] and not w.dirty
+    assert sorted(os.listdir(tmp_path)) == ["w.state"] and w.stats["state_errors"] == 0 and said == []
+    # a child killed mid-save: counted, said, its temp file removed, and the record saved again at once
+    beat(3)
+    assert saver.save() and saver.child is not None
+    os.kill(saver.child, signal.SIGKILL)
+    os.waitid(os.P_PID, saver.child, os.WEXITED | os.WNOWAIT)
+    (tmp_path / ".w.state.killed.tmp").write_text("{")  # as a kill mid-write leaves it
+    assert not saver.save() and w.stats["state_errors"] == 1 and saver.child is not None and not w.dirty
+    assert len(said) == 1 and "not saved (the saving child killed by signal 9; 1 failed saves so far)" in said[0]
+    assert saver.save(final=True) and top() == [[1, 3]] and sorted(os.listdir(tmp_path)) == ["w.state"]
+    # its directory gone: the child's ENOENT counted and said; the exit's own save in line fails too, and says so
+    (tmp_path / "d").mkdir()
+    saver2 = W.open_state(str(tmp_path / "d" / "w.state"), w, None, background=True)
+    (tmp_path / "d" / "w.state").unlink()
+    (tmp_path / "d").rmdir()
+    beat(4)
+    assert saver2.save() and saver2.child is not None
+    assert not saver2.save(final=True) and w.stats["state_errors"] == 3 and w.dirty and saver2.child is None
+    assert len(said) == 3 and all("No such file or directory" in x for x in said[1:]), said
+    assert "still answering" in said[1] and "at exit" in said[2], said
+
+
 def _until_saved(path: str, nonce: int) -> None:
     """Until the witness's state file holds a beat of this nonce (its timer saved it)."""
     for _ in range(100):
