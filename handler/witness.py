@@ -25,6 +25,9 @@ counts and ignores an unkeyed datagram or a wrong tag (bad_auth), and a beat who
 one accepted from its sender (IP:PORT) under that pair, or a primary's beat whose nonce is not greater than the last
 primary beat of that pair and epoch from any sender (replayed: a captured beat sent again from another port): the
 beaters' nonces start from the wall clock and increase. An unkeyed witness takes a keyed datagram for a malformed one.
+A key is rotated in service: --key-file given again (the next key; a later file not written yet is skipped), a
+datagram taken under any key and a query answered under its own, SIGHUP reading the files again (fh-replicate re-reads
+its key at SIGHUP too): add the next key, move the pair's hosts to it, drop the old one (docs/replication.md).
 
 That replay record survives a restart only with --state PATH (keyed only: unkeyed, anyone can forge a beat, so there
 is no replay to refuse). Without it a restarted witness forgets the last nonces and every authentic beat captured
@@ -95,6 +98,7 @@ class Host:
     heard_ns: int | None  # None: loaded from --state, a replay floor only, not heard since this witness started
     beats: int = 0
     nonce: int = 0  # keyed: the last beat's nonce accepted (a beat not above it is a replay)
+    key: int = -1  # keyed: the index of the key its last beat was signed with (-1: none since the keys were read)
 
 
 @dataclass
@@ -130,6 +134,25 @@ def load_key(path: str) -> bytes:
                            f"{KEY_MIN} to {KEY_MAX} bytes of secret (e.g. head -c 32 /dev/urandom > {path}; "
                            f"chmod 600 {path})")
     return key
+
+
+MAX_KEYS = 4  # --key-file given at most this often (a rotation needs two: the key in use and the next)
+
+
+def load_keys(paths: list[str]) -> tuple[tuple[bytes, ...], list[str]]:
+    """--key-file, once or more: (the keys, the paths skipped). The first must be a key file (load_key's rules); a
+    later one that does not exist is skipped (the next key of a rotation, not written yet), any other fault is one
+    line as load_key says it."""
+    if len(paths) > MAX_KEYS:
+        raise KeyFileError(f"{paths[MAX_KEYS]}: more than {MAX_KEYS} key files (a rotation needs two: the key in use "
+                           "and the next)")
+    keys, skipped = [], []
+    for i, p in enumerate(paths):
+        if i and not os.path.lexists(p):
+            skipped.append(p)
+            continue
+        keys.append(load_key(p))
+    return tuple(keys), skipped
 
 
 class StateFileError(WitnessError):
@@ -281,6 +304,22 @@ def check(data: bytes, key: bytes | None) -> tuple[int, bytes]:
     return (AUTH_OK, body) if hmac.compare_digest(tag(key, body), data[MSG.size:]) else (AUTH_BAD, b"")
 
 
+def check_keys(data: bytes, keys: tuple[bytes, ...]) -> tuple[int, bytes, int]:
+    """check() under each of keys in turn (a key being rotated: the one in use and the next): (AUTH_OK, the 64 bytes,
+    the index of the key whose tag it carries), else as check() says, index -1. No keys: unkeyed."""
+    if not keys:
+        ok, body = check(data, None)
+        return ok, body, -1
+    ok, body = check(data, keys[0])
+    if ok != AUTH_BAD or len(data) != MSG.size + TAG_LEN:
+        return ok, body, 0 if ok == AUTH_OK else -1
+    body, t = data[:MSG.size], data[MSG.size:]
+    for i, k in enumerate(keys[1:], 1):
+        if hmac.compare_digest(tag(k, body), t):
+            return AUTH_OK, body, i
+    return AUTH_BAD, b"", -1
+
+
 def unpack(data: bytes, key: bytes | None = None) -> dict | None:
     """A datagram's fields, or None if it is not one of ours (keyed: its tag verified)."""
     ok, body = check(data, key)
@@ -302,29 +341,51 @@ def _fields(body: bytes, key: bytes | None) -> dict | None:
 class Witness:
     """The record and the rules, without a socket (the unit tests drive handle() directly)."""
 
-    def __init__(self, now_ns: int | None = None, log=None, key: bytes | None = None):
+    def __init__(self, now_ns: int | None = None, log=None, key: bytes | None = None,
+                 keys: tuple[bytes, ...] = ()):
         self.started_ns = time.monotonic_ns() if now_ns is None else now_ns
         self.pairs: OrderedDict[str, Pair] = OrderedDict()  # the least recently beaten first
         self.stats = {"beats": 0, "queries": 0, "answers": 0, "malformed": 0, "unknown_pair": 0, "errors": 0,
                       "bad_auth": 0, "replayed": 0}
         self.log = log or (lambda s: None)
-        self.key = key  # None: unkeyed (FHW1)
+        self.keys: tuple[bytes, ...] = ()  # none: unkeyed (FHW1); more than one while a key is rotated
+        self.by_key: list[int] = []  # keyed: datagrams whose tag verified under each key
+        self.rekey(tuple(keys) if keys else (key,) if key is not None else ())
         self.stats["state_errors"] = 0  # --state: saves that failed (the record kept in memory, retried)
         self.dirty = False  # keyed: the replay record changed since it was last saved (--state)
 
+    @property
+    def key(self) -> bytes | None:
+        """The first key (None: unkeyed)."""
+        return self.keys[0] if self.keys else None
+
+    def rekey(self, keys: tuple[bytes, ...]) -> None:
+        """The keys datagrams are verified under (each in turn; the same bytes twice count once): a key is rotated by
+        adding the next one, moving the pair's hosts to it, then dropping the old one. Keyed stays keyed."""
+        keys = tuple(dict.fromkeys(keys))
+        if keys != self.keys:
+            self.keys, self.by_key = keys, [0] * len(keys)
+            for p in self.pairs.values():
+                for h in p.hosts.values():
+                    h.key = -1
+
     def handle(self, data: bytes, addr, now_ns: int | None = None) -> bytes | None:
-        """One datagram from addr (ip, port): the answer to send back, or None."""
+        """One datagram from addr (ip, port): the answer to send back, or None. Keyed, the answer is signed with the
+        key the query was."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        ok, body = check(data, self.key)  # the tag computed once a datagram
+        ok, body, ix = check_keys(data, self.keys)  # the tag computed once a datagram (a key a try)
         if ok == AUTH_BAD:
             self.stats["bad_auth"] += 1
             return None
-        m = _fields(body, self.key) if ok == AUTH_OK else None
+        key = self.keys[ix] if ix >= 0 else None
+        m = _fields(body, key) if ok == AUTH_OK else None
         if m is None or m["type"] == ANSWER or (m["type"] == BEAT and m["role"] not in (PRIMARY, STANDBY)):
             self.stats["malformed"] += 1
             return None
+        if ix >= 0:
+            self.by_key[ix] += 1
         if m["type"] == BEAT:
-            self._beat(m, f"{addr[0]}:{addr[1]}", now)
+            self._beat(m, f"{addr[0]}:{addr[1]}", now, ix)
             return None
         self.stats["queries"] += 1
         p = self.pairs.get(m["pair"])
@@ -336,11 +397,10 @@ class Witness:
         if prim:
             last = max(prim, key=lambda h: h.heard_ns)  # any primary of the pair heard counts: the safe side
             return pack(ANSWER, m["pair"], flags=HEARD, epoch=last.epoch, nonce=m["nonce"],
-                        age_ms=max(0, now - last.heard_ns) // 1_000_000, key=self.key)
-        return pack(ANSWER, m["pair"], nonce=m["nonce"], age_ms=max(0, now - self.started_ns) // 1_000_000,
-                    key=self.key)
+                        age_ms=max(0, now - last.heard_ns) // 1_000_000, key=key)
+        return pack(ANSWER, m["pair"], nonce=m["nonce"], age_ms=max(0, now - self.started_ns) // 1_000_000, key=key)
 
-    def _beat(self, m: dict, ip: str, now: int) -> None:
+    def _beat(self, m: dict, ip: str, now: int, ix: int = -1) -> None:
         p = self.pairs.get(m["pair"])
         if self.key is not None and p is not None and (
                 (ip in p.hosts and m["nonce"] <= p.hosts[ip].nonce)
@@ -369,7 +429,10 @@ class Witness:
         elif (h.role, h.epoch) != (m["role"], m["epoch"]):
             self.log(f"pair {m['pair']}: {ip} is {_role(m['role'])} at epoch {m['epoch']} now "
                      f"({_role(h.role)} at epoch {h.epoch} before)")
-        h.role, h.epoch, h.heard_ns, h.nonce = m["role"], m["epoch"], now, m["nonce"]
+        if len(self.keys) > 1 and h.key != ix:  # a key being rotated: who has moved to which (said once a move)
+            self.log(f"pair {m['pair']}: {ip} signs with key {ix + 1} of {len(self.keys)}"
+                     + (f" now (key {h.key + 1} before)" if h.key >= 0 else ""))
+        h.role, h.epoch, h.heard_ns, h.nonce, h.key = m["role"], m["epoch"], now, m["nonce"], ix
         if self.key is not None and m["role"] == PRIMARY:
             p.top[m["epoch"]] = m["nonce"]  # above the epoch's last (checked above)
             if len(p.top) > MAX_EPOCHS:
@@ -556,7 +619,7 @@ def _child_save(path: str, w: Witness) -> int:
     by the child of the one before."""
     try:
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
         write_state(path, w.state())
         return 0
@@ -595,8 +658,9 @@ def cmd_witness(a) -> int:
         print(f"fh witness: {s}", file=sys.stderr, flush=True)
 
     try:
-        key = load_key(a.key_file) if a.key_file else None
-        w = Witness(log=log, key=key)
+        keys, skipped = load_keys(a.key_file) if a.key_file else ((), [])
+        key = keys[0] if keys else None
+        w = Witness(log=log, keys=keys)
         saved = read_state(state) if state else None  # before binding: a bad file is said without touching the port
         sock = bind(a.listen)
     except KeyFileError as e:
@@ -620,20 +684,43 @@ def cmd_witness(a) -> int:
         kept = "its record is in memory only: a restart forgets the beats' nonces (--state PATH keeps them)"
     else:
         kept = "its record is in memory only: a restart forgets it"
-    log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}; {kept})")
+    log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}{_keys_said(keys, skipped)}; {kept})")
+
+    def reread() -> None:
+        """SIGHUP: the key files read again (a rotation: the next key added, or the old one dropped), all or none."""
+        if not keys:
+            log("SIGHUP: unkeyed (no --key-file): nothing to read again")
+            return
+        try:
+            new, gone = load_keys(a.key_file)
+        except KeyFileError as e:
+            log(f"SIGHUP: --key-file {e}: the keys in use stay")
+            return
+        w.rekey(new)
+        log(f"SIGHUP: --key-file read again: {len(w.keys)} key{'s' if len(w.keys) > 1 else ''} in use"
+            + "".join(f", {p}: no such file, skipped" for p in gone))
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reread)
         await serve(sock, w, stop, saver)
 
     asyncio.run(main())
     if saver:
         saver.save(final=True)
-    print(json.dumps({**w.stats, "pairs": w.table()}), flush=True)
+    print(json.dumps({**w.stats, "pairs": w.table(), **({"by_key": w.by_key} if w.keys else {})}), flush=True)
     return 0
+
+
+def _keys_said(keys: tuple[bytes, ...], skipped: list[str]) -> str:
+    """A start or SIGHUP line's word on the keys when there is more than one --key-file."""
+    if len(keys) <= 1 and not skipped:
+        return ""
+    return (f", {len(keys)} keys, a datagram taken under any and answered under its own" if len(keys) > 1 else "") \
+        + "".join(f", {p}: no such file, skipped (the next key, not written yet)" for p in skipped)
 
 
 def register(sub, positive=None, nonneg=None) -> None:
@@ -643,15 +730,21 @@ def register(sub, positive=None, nonneg=None) -> None:
                        formatter_class=HelpFormatter,
                        description="Answer a standby asking whether the primary of its pair still beats here, so that "
                                    "a cut replication link does not make two primaries ([replication] witness, "
-                                   "docs/replication.md). Stops at SIGTERM/SIGINT with one JSON line of counts.",
+                                   "docs/replication.md). Stops at SIGTERM/SIGINT with one JSON line of counts; "
+                                   "SIGHUP reads the key files again (a key rotation).",
                        epilog=examples("fh witness --listen 0.0.0.0:7410",
                                        "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key",
                                        "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key "
-                                       "--state /var/lib/fh/witness.state"))
+                                       "--state /var/lib/fh/witness.state",
+                                       "fh witness --listen 0.0.0.0:7410 --key-file /etc/fh/witness.key "
+                                       "--key-file /etc/fh/witness.next.key --state /var/lib/fh/witness.state"))
     p.add_argument("--listen", required=True, metavar="ADDR:PORT", help="the UDP address to answer on")
-    p.add_argument("--key-file", metavar="PATH",
+    p.add_argument("--key-file", metavar="PATH", action="append",
                    help="a shared secret (at least 32 bytes, mode 600; the same as [replication] witness_key_file on "
-                        "both hosts): datagrams signed with HMAC-SHA256, unsigned or replayed ones counted and ignored")
+                        "both hosts): datagrams signed with HMAC-SHA256, unsigned or replayed ones counted and ignored. "
+                        f"Given again (at most {MAX_KEYS}), each key is taken and an answer signed with the query's: "
+                        "a key is rotated by adding the next (a later file that does not exist yet is skipped), "
+                        "moving the pair's hosts to it, then dropping the old; SIGHUP reads the files again")
     p.add_argument("--state", metavar="PATH",
                    help="keyed only: keep the replay record (the beats' last nonces) in this file (mode 600, replaced "
                         f"atomically every {SAVE_S:g} s while beats change it, and at exit), so that beats captured "

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -279,6 +280,91 @@ def test_keyed_server_with_fh_replicate_beats(tmp_path):
 
 
 # ---- keyed, --state: the replay record across a restart -----------------------------------------------------------
+
+def test_keys_rotated():
+    """Two keys (the one in use and the next): a datagram under either is taken and an answer signed with the query's
+    own; a third key is bad_auth; each host's move to another key said once; the replay record holds across keys and
+    across rekey(), which drops the old key (its datagrams bad_auth from then on) and counts afresh."""
+    k1, k2, k3, ms, said = os.urandom(32), os.urandom(40), os.urandom(32), 1_000_000, []
+    w = W.Witness(now_ns=0, keys=(k1, k2, k1), log=said.append)
+    assert w.keys == (k1, k2) and w.key == k1 and w.by_key == [0, 0]
+    a, b = ("10.0.0.1", 9), ("10.0.0.2", 9)
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=10, key=k1), a, 1 * ms)
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=11, key=k2), a, 2 * ms)  # a moved to the next key
+    for k in (k1, k2):  # the standby asks under either: answered under its own, heard
+        ans = w.handle(W.pack(W.QUERY, "p", nonce=5, key=k), b, 3 * ms)
+        assert W.unpack(ans, k)["flags"] == W.HEARD and W.unpack(ans, k1 if k is k2 else k2) is None
+    assert w.handle(W.pack(W.QUERY, "p", nonce=6, key=k3), b, 3 * ms) is None
+    assert w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=11, key=k1), a, 4 * ms) is None
+    assert (w.stats["bad_auth"], w.stats["replayed"], w.stats["beats"], w.by_key) == (1, 1, 2, [3, 2]), (w.stats,
+                                                                                                         w.by_key)
+    assert [x for x in said if "signs" in x] == ["pair p: 10.0.0.1:9 signs with key 1 of 2",
+                                                 "pair p: 10.0.0.1:9 signs with key 2 of 2 now (key 1 before)"], said
+    w.rekey((k2,))  # the old key dropped
+    assert w.keys == (k2,) and w.by_key == [0]
+    assert w.handle(W.pack(W.QUERY, "p", nonce=7, key=k1), b, 5 * ms) is None and w.stats["bad_auth"] == 2
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=11, key=k2), a, 6 * ms)  # a replay still
+    w.handle(W.pack(W.BEAT, "p", role=W.PRIMARY, epoch=1, nonce=12, key=k2), a, 7 * ms)
+    assert (w.stats["replayed"], w.stats["beats"], w.by_key) == (2, 3, [2])
+    assert len([x for x in said if "signs" in x]) == 2, said  # one key: no move to say
+    u = W.Witness(now_ns=0)
+    assert u.keys == () and u.key is None and W.unpack(u.handle(W.pack(W.QUERY, "p", nonce=1), b, 1), None)
+
+
+def test_key_files_rotated_at_sighup(tmp_path):
+    """fh witness --key-file K --key-file NEXT, NEXT not written yet: skipped, said; NEXT written and SIGHUP: both
+    taken, a query under either answered under its own; K replaced by NEXT's key and NEXT removed, SIGHUP: the old
+    key refused; a bad file at SIGHUP: one line, the keys in use stay. Its exit JSON counts by key. One-line errors:
+    the first key file missing, more than four."""
+    kf, nxt = _key_file(tmp_path), str(tmp_path / "witness.next.key")
+    k1 = W.load_key(kf)
+    r = fh("witness", "--listen", "127.0.0.1:0", "--key-file", nxt, check=False)
+    assert r.returncode == 2 and r.stderr.startswith(f"fh: --key-file {nxt}: No such file or directory"), r.stderr
+    r = fh("witness", "--listen", "127.0.0.1:0", *[x for _ in range(5) for x in ("--key-file", kf)], check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (f"fh: --key-file {kf}: more than 4 key files (a rotation needs "
+                                                      "two: the key in use and the next)"), r.stderr
+    p, port = _keyed_server(kf, "--key-file", nxt)
+    addr, out, err = ("127.0.0.1", port), "", ""
+
+    def hup_said(n: int) -> str:
+        p.send_signal(signal.SIGHUP)
+        for _ in range(100):  # its log line: the re-read is done
+            lines = [x for x in p.stderr_lines if "SIGHUP" in x]
+            if len(lines) >= n:
+                return lines[n - 1]
+            time.sleep(0.05)
+        raise AssertionError(f"no SIGHUP line {n}: {p.stderr_lines}")
+
+    p.stderr_lines = []
+    t = threading.Thread(target=lambda: p.stderr_lines.extend(x.rstrip("\n") for x in iter(p.stderr.readline, "")),
+                         daemon=True)
+    t.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            _until_answered(c, addr, "pr", k1)
+            assert any(f"{nxt}: no such file, skipped (the next key, not written yet)" in x for x in p.stderr_lines)
+            k2 = W.load_key(_key_file(tmp_path, "witness.next.key"))
+            assert hup_said(1) == "fh witness: SIGHUP: --key-file read again: 2 keys in use"
+            assert _ask(c, addr, "pr", 2, k2)["nonce"] == 2 and _ask(c, addr, "pr", 3, k1)["nonce"] == 3
+            os.replace(nxt, kf)  # the rotation's end: the next key is the key
+            assert hup_said(2) == f"fh witness: SIGHUP: --key-file read again: 1 key in use, {nxt}: no such file, skipped"
+            assert _ask(c, addr, "pr", 4, k2)["nonce"] == 4
+            c.sendto(W.pack(W.QUERY, "pr", nonce=5, key=k1), addr)
+            with pytest.raises(TimeoutError):
+                c.recvfrom(256)
+            os.chmod(kf, 0o644)
+            assert hup_said(3) == (f"fh witness: SIGHUP: --key-file {kf}: mode 644, readable by group or others: "
+                                   f"chmod 600 {kf}: the keys in use stay")
+            assert _ask(c, addr, "pr", 6, k2)["nonce"] == 6
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.stdout.read()
+        p.wait(timeout=10)
+        t.join(timeout=5)
+    st = json.loads(out.splitlines()[-1])
+    assert p.returncode == 0 and st["bad_auth"] == 1 and st["by_key"] == [2], (st, p.stderr_lines)
+
 
 def test_state_floors_a_new_witness(tmp_path):
     """A keyed witness's replay record saved (mode 600) and loaded into a new one: the same beats, from their sender or
