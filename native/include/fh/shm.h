@@ -50,7 +50,7 @@
 #define FH_SHM_H
 
 #if !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
-#define _DEFAULT_SOURCE 1 /* flock, syscall, MAP_*, clock_gettime under strict -std=c11 */
+#define _DEFAULT_SOURCE 1 /* flock, syscall, MAP_*, clock_gettime, realpath under strict -std=c11 */
 #endif
 
 #include <errno.h>
