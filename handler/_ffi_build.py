@@ -393,6 +393,7 @@ uint64_t fh_shm_lat_upper(unsigned i);
 unsigned fh_shm_lat_index(uint64_t v);
 uint64_t fh_shm_key(uint32_t key_bits, int side, int64_t price);
 int64_t fh_shm_key_price(uint32_t key_bits, int side, uint64_t key);
+int fh_shm_wake_path(const char *path, char *out, size_t cap);
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
 

@@ -750,7 +750,7 @@ class Reader:
         """Events from sequence `start` (default: the next one published, as fh/shm.h advises; use
         oldest() for what the ring still holds), as dicts (raw: numpy records). An Overrun marker stands in
         for events lost to the ring's wrap, and reading goes on at the oldest one left. Without follow, stops
-        once caught up; with follow, waits for more (on the futex of PATH.wake), until `timeout` seconds
+        once caught up; with follow, waits for more (on the futex of its wake page, segments.wake_path), until `timeout` seconds
         pass with none, or the writer stops or dies."""
         nxt = self.head + 1 if start is None else max(1, int(start))
         last_event = time.monotonic()

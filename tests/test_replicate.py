@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, fh, replicate_path, why_no_replicate
 from handler import journal as J
-from handler import process, replay
+from handler import process, replay, segments
 from handler import replicate as R
 from handler.net import sender
 
@@ -80,7 +80,7 @@ class Standby:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
-        _remove(self.segment, self.segment + ".wake", self.journal, self.status)
+        _remove(self.segment, segments.wake_path(self.segment), self.journal, self.status)
 
 
 def _primary(journal: str, peer: str, *, epoch: int = 1, tag: str, extra=(), ns: str | None = None):
@@ -304,13 +304,17 @@ def test_a_record_of_an_older_epoch_is_refused():
 def test_verbs_without_a_device_says_what_is_missing(tmp_path):
     if R.list_devices("tcp") and any(d["provider"] == "verbs" for d in R.list_devices("auto")):
         pytest.skip("this host has an RDMA device")
+    seg = str(tmp_path / "seg")
     for args in (["--role", "primary", "--journal", str(tmp_path / "none"), "--peer", "127.0.0.1:1"],
                  ["--role", "standby", "--listen", f"127.0.0.1:{_port()}", "--journal", str(tmp_path / "j"),
-                  "--segment", str(tmp_path / "seg"), "--max-orders", "1000", "--max-levels", "1000"]):
+                  "--segment", seg, "--max-orders", "1000", "--max-levels", "1000"]):
         if args[1] == "primary":  # a journal to follow, so that the provider is what fails
             args[3] = _day_journal(uuid.uuid4().hex[:8])
-        p = subprocess.run([PROG, *args, "--provider", "verbs", "--status", str(tmp_path / "st"),
-                            "--connect-timeout-ms", "200"], capture_output=True, text=True, timeout=30)
+        try:
+            p = subprocess.run([PROG, *args, "--provider", "verbs", "--status", str(tmp_path / "st"),
+                                "--connect-timeout-ms", "200"], capture_output=True, text=True, timeout=30)
+        finally:  # the standby keeps its segment for readers, and its wake page is in /dev/shm, not tmp_path
+            segments.remove(seg)
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 3 and len(lines) == 1, p.stderr
         assert "provider verbs: no RDMA device" in lines[0] and "rdma-core" in lines[0]

@@ -191,7 +191,7 @@ def test_torture(case, days, torture, tmp_path):
         # A clean stop: state 2, exit 0, files removed.
         inst.proc.send_signal(signal.SIGINT)
         assert inst.proc.wait(timeout=10) == 0, inst.stderr()
-        assert not inst.seg.exists() and not Path(f"{inst.seg}.wake").exists()
+        assert not inst.seg.exists() and not Path(segments.wake_path(inst.seg)).exists()
         # (after_kill["waiters"] is typically 2 here: an events reader killed asleep in fh_shm_wait never
         # lowers it, so the writer makes a FUTEX_WAKE syscall per batch from then on; see bench/shm.md)
         print(json.dumps({"case": case, "killed_mid_write": killed_mid_write,

@@ -65,7 +65,7 @@ class ProgressBar:
 def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
-    from ..segments import instance_name
+    from ..segments import instance_name, wake_path
     from ..ui import fmt_seconds
 
     pcap = _input(a.pcap, "pcap", "PCAP")
@@ -103,8 +103,9 @@ def cmd_replay(a) -> int:
     if books is not None:
         Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
     stats["rate"] = process.replay_rate(stats)
+    segment = f"/dev/shm/fh-{name}"  # replay.py's: replays write to /dev/shm
     if a.keep_segment:
-        stats["segment"] = f"/dev/shm/fh-{name}"
+        stats["segment"] = segment
     if a.json:
         from ..ui import print_json
 
@@ -115,8 +116,8 @@ def cmd_replay(a) -> int:
         if books is not None:
             print(f"books: {len(books):,} written to {a.dump_books}")
         if a.keep_segment:
-            print(f"segment kept: /dev/shm/fh-{name}: fh book SYMBOL --name {name}, fh stats --name {name}; "
-                  f"remove it with: rm /dev/shm/fh-{name} /dev/shm/fh-{name}.wake")
+            print(f"segment kept: {segment}: fh book SYMBOL --name {name}, fh stats --name {name}; "
+                  f"remove it with: rm {segment} {wake_path(segment)}")
     return 0
 
 

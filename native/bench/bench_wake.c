@@ -58,8 +58,12 @@ static int reader(const char *path, int cpu, uint64_t n, int ready_fd)
     fh_shm_reader_t r;
     if (shm_join(&r, "fh-bench-wake: reader", path))
         return 2;
-    if (!r.wake)
-        fprintf(stderr, "%s: reader: %s.wake not writable: fh_shm_wait polls\n", prog, path);
+    if (!r.wake) {
+        char wpath[4096 + 32];
+        if (fh_shm_wake_path(path, wpath, sizeof wpath))
+            snprintf(wpath, sizeof wpath, "the wake page of %s", path);
+        fprintf(stderr, "%s: reader: %s not writable: fh_shm_wait polls\n", prog, wpath);
+    }
     uint64_t *lat = calloc(n, sizeof *lat), m = 0, multi = 0, seen = fh_shm_head(&r);
     if (!lat)
         return 2;

@@ -157,8 +157,14 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
         fchmod(s->fd, 0640);
         if (!(base = map_file(s->fd, l.total, cfg->path)))
             goto fail_unlink;
-        char wpath[sizeof s->path + 16];
-        fh_shm_wake_path(cfg->path, wpath, sizeof wpath);
+        /* the wake page of this segment alone (its directory's hash in the name unless it is /dev/shm): one
+         * left by a dead writer of this very segment is replaced, never another directory's */
+        char *wpath = s->wake_path;
+        if (fh_shm_wake_path(cfg->path, wpath, sizeof s->wake_path)) {
+            FH_ERR("segment path too long for its wake page: %s", cfg->path);
+            munmap(base, l.total);
+            goto fail_unlink;
+        }
         unlink(wpath);
         int wfd = open(wpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
         if (wfd < 0 || (cfg->gid >= 0 && fchown(wfd, (uid_t)-1, (gid_t)cfg->gid)) || fchmod(wfd, 0660) ||
@@ -249,10 +255,8 @@ void fh_seg_close(fh_seg_t *s, int unlink_files)
         munmap(s->wake, 4096);
         munmap(s->hdr, s->size);
         if (unlink_files) {
-            char wpath[sizeof s->path + 16];
-            fh_shm_wake_path(s->path, wpath, sizeof wpath);
             unlink(s->path);
-            unlink(wpath);
+            unlink(s->wake_path);
         }
         close(s->fd); /* releases the lock */
     } else {

@@ -61,7 +61,7 @@ typedef struct fh_gw_pump {
 size_t fh_gw_pump(const fh_shm_reader_t *r, fh_gw_pump_t *p, char *out, size_t cap);
 
 /* The gateway follower's wait for new events: fh_shm_wait's protocol (raise `waiters`, re-check the head, sleep
- * on PATH.wake's futex, which the writer wakes only while waiters != 0) with an adaptive spin in front instead
+ * on the wake page's futex, which the writer wakes only while waiters != 0) with an adaptive spin in front instead
  * of a fixed one. fh_shm_wait spins 2000 pause rounds (~90 us on a VM) before every sleep: at a paced feed
  * (a datagram each millisecond) the spin never catches the next event and costs 90 us of CPU a wake. Here the
  * spin lasts spin_ns, which follows the gaps seen: a sleep that ended after a gap shorter than max_spin_ns sets
@@ -73,7 +73,7 @@ typedef struct fh_gw_wait {
     uint64_t waits;         /* calls */
     uint64_t ready;         /* returned at once: the head had already passed `seen` */
     uint64_t spin_hits;     /* an event came during the spin */
-    uint64_t sleeps;        /* went to sleep on the futex (or, without PATH.wake, polled) */
+    uint64_t sleeps;        /* went to sleep on the futex (or, without a wake page, polled) */
     uint64_t timeouts;      /* returned with nothing new */
     uint64_t spun_ns;       /* time spent spinning, in all */
 } fh_gw_wait_t;

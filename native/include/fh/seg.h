@@ -41,6 +41,7 @@ typedef struct fh_seg {
     uint32_t idle_wakes;   /* consecutive wakes that woke no one (fh_seg_wake) */
     uint64_t last_wake_ns;
     char path[4096];
+    char wake_path[4096 + 32]; /* fh_shm_wake_path(path), named once at create: close unlinks that very page */
 } fh_seg_t;
 
 /* Bytes of a segment for cfg (0 with an error message if cfg is invalid). */

@@ -27,10 +27,12 @@
  *               only, its section (fh_shm_dp_stats_t: drops by cause, MoldUDP64 counters, per-line figures,
  *               packets, bytes and the rx->publish latency histogram), all under one seqlock.
  *
- * With it, /dev/shm/BASENAME.wake (mode 0660; fh_shm_wake_path) holds the futex word and the waiter count:
+ * With it, a wake page in /dev/shm (mode 0660; fh_shm_wake_path) holds the futex word and the waiter count:
  * the one page a reader writes, so that the segment itself can be mapped read-only. It lives in /dev/shm
- * even when the segment is in hugetlbfs, where a 4 KiB file cannot be sized or mapped. The writer holds an exclusive flock on the
- * segment for its lifetime: a second writer is refused, and a reader that can take a shared lock knows the
+ * even when the segment is in hugetlbfs, where a 4 KiB file cannot be sized or mapped: /dev/shm/BASENAME.wake
+ * for a segment in /dev/shm, /dev/shm/BASENAME.HASH.wake (HASH: of its resolved directory) for one elsewhere,
+ * so that segments of one basename in two directories have a page each. The writer holds an exclusive flock on
+ * the segment for its lifetime: a second writer is refused, and a reader that can take a shared lock knows the
  * writer is gone.
  *
  * Seqlock protocol (book and stats): the writer makes `seq` odd, writes, makes it even again; a reader
@@ -48,7 +50,7 @@
 #define FH_SHM_H
 
 #if !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
-#define _DEFAULT_SOURCE 1 /* flock, syscall, MAP_*, clock_gettime under strict -std=c11 */
+#define _DEFAULT_SOURCE 1 /* flock, syscall, MAP_*, clock_gettime, realpath under strict -std=c11 */
 #endif
 
 #include <errno.h>
@@ -56,6 +58,7 @@
 #include <linux/futex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -216,7 +219,7 @@ typedef struct fh_shm_hdr {
     FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) head; /* sequence of the last event published */
 } fh_shm_hdr_t;
 
-/* PATH.wake: the futex word is bumped and woken by the writer only while waiters != 0. */
+/* The wake page (fh_shm_wake_path): the futex word is bumped and woken by the writer only while waiters != 0. */
 typedef struct fh_shm_wake {
     FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint32_t) futex;
     FH_SHM_ATOMIC(uint32_t) waiters;
@@ -425,17 +428,60 @@ static inline int64_t fh_shm_key_price(uint32_t key_bits, int side, uint64_t key
     return (int64_t)((side ? ~key : key) ^ (1ull << 63));
 }
 
-/* The wake page of the segment at path: /dev/shm/BASENAME.wake. 0, or -1 if it does not fit in cap. */
+/* FNV-1a 64 of n bytes (fh_shm_wake_path's directory hash). */
+static inline uint64_t fh_shm_fnv1a64(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The wake page of the segment at path, always in /dev/shm: /dev/shm/BASENAME.wake when the segment's directory
+ * resolves (realpath) to /dev/shm, else /dev/shm/BASENAME.HASH.wake, HASH the 16 lowercase hex digits of FNV-1a 64
+ * over the resolved directory's bytes, so that segments of one basename in two directories (two hugetlbfs mounts,
+ * /dev/shm and a mount) never share one. The directory is the path up to its last '/' without trailing '/'s ("/"
+ * at the root, "." without a '/'); one that cannot be resolved is hashed as given. handler/segments.py's
+ * wake_path names the same file. 0, or -1 if the name does not fit in cap (NUL included). Cold: a realpath. */
 static inline int fh_shm_wake_path(const char *path, char *out, size_t cap)
 {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    size_t n = strlen(base);
-    if (n + sizeof "/dev/shm/" + sizeof ".wake" > cap)
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    const char *dir = ".";
+    size_t dn = 1;
+    if (slash) {
+        dn = (size_t)(slash - path);
+        while (dn && path[dn - 1] == '/')
+            dn--;
+        dir = dn ? path : "/";
+        dn = dn ? dn : 1;
+    }
+    char *given = (char *)malloc(dn + 1), *res = NULL;
+    if (given) {
+        memcpy(given, dir, dn);
+        given[dn] = '\0';
+        res = realpath(given, NULL);
+        free(given);
+    }
+    const char *rd = res ? res : dir;
+    size_t rn = res ? strlen(res) : dn;
+    int in_shm = rn == 8 && !memcmp(rd, "/dev/shm", 8);
+    uint64_t h = in_shm ? 0 : fh_shm_fnv1a64(rd, rn);
+    free(res);
+    size_t bn = strlen(base), hn = in_shm ? 0 : 17; /* ".%016x" */
+    if (cap < 9 + bn + hn + sizeof ".wake")
         return -1;
     memcpy(out, "/dev/shm/", 9);
-    memcpy(out + 9, base, n);
-    memcpy(out + 9 + n, ".wake", 6);
+    memcpy(out + 9, base, bn);
+    char *q = out + 9 + bn;
+    if (!in_shm) {
+        *q++ = '.';
+        for (int i = 15; i >= 0; i--)
+            *q++ = "0123456789abcdef"[(h >> (4 * i)) & 15];
+    }
+    memcpy(q, ".wake", sizeof ".wake");
     return 0;
 }
 
@@ -775,8 +821,8 @@ static inline int fh_shm_event_next(const fh_shm_reader_t *r, uint64_t *next, fh
 
 /* The sleeping half of a wait (fh_shm_wait; the gateway's fh_gw_wait after its own spin): until the head
  * passes `seen`, the writer stops (writer_state 2) or CLOCK_MONOTONIC reaches end_ns (UINT64_MAX: no limit).
- * Sleeps on the futex of PATH.wake, which the writer wakes only because this function raised `waiters` (or,
- * without PATH.wake, 50 us at a time), re-checking at least every 100 ms. Returns the head: a caller tells
+ * Sleeps on the futex of the wake page, which the writer wakes only because this function raised `waiters` (or,
+ * without a wake page, 50 us at a time), re-checking at least every 100 ms. Returns the head: a caller tells
  * a wake (head > seen) from a stop or a timeout by it. */
 static inline uint64_t fh_shm_sleep_until(const fh_shm_reader_t *r, uint64_t seen, uint64_t end_ns)
 {
