@@ -10,6 +10,7 @@ reach the Debian archive."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -460,7 +461,7 @@ def test_a_bad_config_value_is_refused_by_fhs_own_validator(converged):
 # --- the witness (site.yml's second play, role fh_witness) -----------------------------------------------------
 
 WITNESS_EXEC = ("/usr/local/bin/fh witness --listen 10.10.1.31:7410 --key-file /etc/fh/witness.key "
-                "--state /var/lib/fh/witness.state")
+                "--key-file /etc/fh/witness.next.key --state /var/lib/fh/witness.state")
 
 
 @pytest.fixture(scope="module")
@@ -488,7 +489,9 @@ def test_witness_converge_writes_its_unit_key_and_state_directory(witnessed):
     r, first = witnessed["root"], witnessed["first"]
     unit = (r / "etc/systemd/system/fh-witness.service").read_text().splitlines()
     assert [l for l in unit if l.startswith("ExecStart=")] == [f"ExecStart={WITNESS_EXEC}"]
-    assert {"User=fh", "Group=fh", "Restart=always", "ReadWritePaths=/var/lib/fh"} <= set(unit)
+    assert {"User=fh", "Group=fh", "Restart=always", "ReadWritePaths=/var/lib/fh",
+            "ExecReload=/bin/kill -HUP $MAINPID"} <= set(unit)
+    assert not (r / "etc/fh/witness.next.key").exists()  # no rotation under way: the next key's file skipped
     assert not [l for l in unit if "UNKEYED" in l]
     link = r / "etc/systemd/system/multi-user.target.wants/fh-witness.service"
     assert link.is_symlink() and os.readlink(link) == "/etc/systemd/system/fh-witness.service"
@@ -556,6 +559,32 @@ def test_the_witness_runs_from_its_unit_as_the_fh_user(witnessed):
     assert oct(st.st_mode & 0o777) == "0o600" and st.st_uid == uid
     assert "nasdaq" in json.loads(state.read_text())["pairs"]
     state.unlink()
+
+
+def test_witness_key_rotation_reloads(witnessed, converged):
+    """A rotation's first step (fh_witness_key_next set): the next key written (0600, the fh user's) and the witness
+    reloaded, not restarted (fh witness reads its key files again at SIGHUP); its end (fh_witness_key_next empty
+    again): the file removed and reloaded again. Nothing else changes either time."""
+    r, nxt = witnessed["root"], witnessed["root"] / "etc/fh/witness.next.key"
+    new = base64.b64encode(os.urandom(36)).decode()
+    reload_, restart = ("fh_witness: NOT RUN (fh_witness_start is false): systemctl reload fh-witness.service",
+                        "fh_witness: NOT RUN (fh_witness_start is false): systemctl daemon-reload && systemctl restart "
+                        "fh-witness.service")
+    try:
+        first = _playbook(r, converged["wheelhouse"], host=WITNESS, extra={"fh_witness_key_next": new})
+        changed = [name for name, res in first["tasks"] if res.get("changed")]
+        assert first["rc"] == 0 and changed == ["Write the next witness key (a rotation under way), readable by the fh "
+                                                "user only"], (changed, first["out"])
+        assert reload_ in first["msgs"] and restart not in first["msgs"], first["msgs"]
+        st = nxt.stat()
+        assert nxt.read_text() == new and oct(st.st_mode & 0o777) == "0o600" and (st.st_uid, st.st_gid) == _fh_ids(r)
+        assert new not in json.dumps(first["tasks"])  # no_log
+        end = _playbook(r, converged["wheelhouse"], host=WITNESS)
+        changed = [name for name, res in end["tasks"] if res.get("changed")]
+        assert end["rc"] == 0 and changed == ["Remove the next witness key (no rotation under way)"], changed
+        assert reload_ in end["msgs"] and restart not in end["msgs"] and not nxt.exists(), end["msgs"]
+    finally:
+        nxt.unlink(missing_ok=True)
 
 
 def test_witness_unit_unkeyed(tmp_path):
