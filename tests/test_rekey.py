@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,12 +46,12 @@ def _lines(err_path) -> list[str]:
         return f.read().splitlines()
 
 
-def _said(err_path, what: str, after: int = 0, timeout: float = 10) -> list[str]:
-    """The stderr lines (from line `after` on) once one of them holds `what`."""
+def _said(err_path, what: str, after: int = 0, timeout: float = 10, times: int = 1) -> list[str]:
+    """The stderr lines (from line `after` on) once `times` of them hold `what`."""
     deadline = time.monotonic() + timeout
     while True:
         new = _lines(err_path)[after:]
-        if any(what in line for line in new):
+        if sum(what in line for line in new) >= times:
             return new
         assert time.monotonic() < deadline, f"not said in {timeout} s: {what!r}; said: {new}"
         time.sleep(0.01)
@@ -62,7 +63,8 @@ def _primary_beating(tmp_path, name: str, cap_port: int, key_file: str | None, *
     err = tmp_path / f"{name}.err"
     wit = ["--witness", f"127.0.0.1:{cap_port}", "--pair", "pk"] if witness else []
     p = subprocess.Popen([PROG, "--role", "primary", "--provider", "tcp", "--peer", "127.0.0.1:9", "--journal",
-                          f"/dev/shm/fh-{name}-none.journal", "--name", name, "--status", str(tmp_path / f"{name}.repl"),
+                          f"/dev/shm/fh-{name}-none.journal", "--name", name, "--status",
+                          str(tmp_path / f"{name}.repl"),
                           "--heartbeat-ms", "20", "--connect-timeout-ms", "60000", *wit,
                           *(["--witness-key-file", key_file] if key_file else [])],
                          stdout=subprocess.DEVNULL, stderr=open(err, "w"))
@@ -244,3 +246,135 @@ def test_status_layouts_with_and_without_rekeys(tmp_path):
         d = R.read_status(str(p))
         assert (d["witness"], d["witness_beats"], d["witness_rekeys"]) == ("10.0.0.9:7410", 12, n), d
     assert len(head + wit) + 8 == 896
+
+
+# ---- fh run ----------------------------------------------------------------------------------------------------------
+
+def _record(name: str) -> dict:
+    from handler import supervise
+
+    return supervise.lookup(name)[1] or {}
+
+
+@pytest.mark.dpdk
+def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatch):
+    """fh run, primary with replication (its peer not there: its fh-replicate waits for it, beating to the witness, a
+    UDP socket here; its guard on the listen address), keyed: its key file replaced and SIGHUP to fh run: fh run
+    checks the file and says so in one line, its fh-replicate and its guard each say the re-read line, the beats
+    verify under the new key from then on; fh run, its data plane (the same pid) and both fh-replicate (the same
+    pids, not restarted) run on. Then the file made mode 644 and SIGHUP: fh run's one line (the loader's words, the
+    fix), nothing forwarded (no fh-replicate line), the beats still under the key in use."""
+    from conftest import ROOT, dataplane_path, stop_all
+    from handler import replication_run as RR
+    from handler import segments
+    from test_failover_roles import _config
+    from test_failover_roles import _port as tcp_port
+
+    if dataplane_path() is None:
+        pytest.skip("needs fh-dataplane")
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    k1, k2 = os.urandom(32), os.urandom(48)
+    kf = str(tmp_path / "witness.key")
+    _replace_key(kf, k1)
+    name = f"rkr{uuid.uuid4().hex[:6]}"
+    cap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cap.bind(("127.0.0.1", 0))
+    cap.settimeout(5)
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(_config(name, ROOT / "pcaps" / "synth-ab-40k.pcap", "primary", tcp_port(), tcp_port(),
+                           failover_timeout_ms=300, more=f'witness = "127.0.0.1:{cap.getsockname()[1]}"\n'
+                           f'pair = "rk"\nwitness_key_file = "{kf}"\n'))
+    err = tmp_path / "run.err"
+    run = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
+                           stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    guard_status = f"/dev/shm/fh-{name}.guard.repl"
+
+    def up() -> bool:  # both fh-replicate started, each past its signal handlers (its status file written)
+        rep = _record(name).get("replication") or {}
+        return bool(rep.get("pid") and rep.get("guard_pid")) and _status(name).get("pid") == rep["pid"] \
+            and _status(guard_status).get("pid") == rep["guard_pid"]
+
+    try:
+        deadline = time.monotonic() + 30
+        while not up():
+            assert run.poll() is None and time.monotonic() < deadline, _lines(err)
+            time.sleep(0.05)
+        rec = _record(name)
+        dp, pid, gpid = rec["dataplane_pid"], rec["replication"]["pid"], rec["replication"]["guard_pid"]
+        assert W.unpack(cap.recvfrom(256)[0], k1)["type"] == W.BEAT
+        n0 = len(_lines(err))
+        _replace_key(kf, k2)
+        run.send_signal(signal.SIGHUP)
+        _said(err, "re-read at SIGHUP", n0, times=2)  # the replicator's and the guard's
+        time.sleep(0.3)  # (a third line would be a fault)
+        said = [x for x in _lines(err)[n0:] if "SIGHUP" in x]
+        cap.setblocking(False)
+        try:
+            while True:
+                cap.recvfrom(256)  # the beats sent before the swap
+        except BlockingIOError:
+            pass
+        cap.settimeout(5)
+        after = [cap.recvfrom(256)[0] for _ in range(3)]
+        n1 = len(_lines(err))
+        os.chmod(kf, 0o644)
+        run.send_signal(signal.SIGHUP)
+        _said(err, "the key in use stays", n1)
+        time.sleep(0.5)  # a forwarded SIGHUP would be said by now
+        bad = [x for x in _lines(err)[n1:] if "SIGHUP" in x]
+        still = [cap.recvfrom(256)[0] for _ in range(3)]
+        rec2 = _record(name)
+        assert run.poll() is None and rec2["dataplane_pid"] == dp and os.kill(dp, 0) is None
+        assert (rec2["replication"]["pid"], rec2["replication"]["guard_pid"]) == (pid, gpid), rec2
+        assert rec2["replication"]["restarts"] == 0, rec2
+    finally:
+        stop_all([run], 30)
+        cap.close()
+        segments.remove(f"/dev/shm/fh-{name}")
+        _remove(f"/dev/shm/fh-{name}.journal", f"/dev/shm/fh-{name}.standby.journal", R.status_path(name),
+                guard_status)
+    assert run.returncode == 0, _lines(err)[-20:]
+    rr = f"fh-replicate: --witness-key-file {kf}: " + REREAD.format(n=48)
+    assert said == [f"fh run: {name}: SIGHUP: {kf} checked: fh-replicate (pid {pid}) and its guard (pid {gpid}) told "
+                    "to re-read it (each says so in a line of its own)", rr, rr], said
+    assert all(W.unpack(b, k2) and not W.unpack(b, k1) for b in after + still)
+    assert bad == [f"fh run: {name}: SIGHUP: {cfg}: replication.witness_key_file = '{kf}': mode 644, readable by "
+                   f"group or others: chmod 600 {kf}: nothing forwarded, the key in use stays"], bad
+    assert RR.read_state(name, tmp_path / "run")["role"] == "primary"
+
+
+@pytest.mark.dpdk
+def test_fh_run_sighup_without_replication_has_nothing_to_re_read(tmp_path, monkeypatch):
+    """fh run without [replication]: SIGHUP says in one line that there is nothing to re-read; fh run and its data
+    plane (the same pid: SIGHUP never reaches it) run on, and stop cleanly after."""
+    from conftest import ROOT, dataplane_path, run_config, stop_all
+    from handler import segments
+
+    if dataplane_path() is None:
+        pytest.skip("needs fh-dataplane")
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    name = f"rkn{uuid.uuid4().hex[:6]}"
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(run_config(name, ROOT / "pcaps" / "synth-ab-40k.pcap", exit_idle_ms=0))
+    err = tmp_path / "run.err"
+    run = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
+                           stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        while not _record(name).get("dataplane_pid"):
+            assert run.poll() is None and time.monotonic() < deadline, _lines(err)
+            time.sleep(0.05)
+        dp = _record(name)["dataplane_pid"]
+        n0 = len(_lines(err))
+        run.send_signal(signal.SIGHUP)
+        _said(err, "SIGHUP", n0)
+        time.sleep(0.3)
+        said = [x for x in _lines(err)[n0:] if "SIGHUP" in x]
+        assert run.poll() is None and _record(name)["dataplane_pid"] == dp and os.kill(dp, 0) is None
+    finally:
+        stop_all([run], 30)
+        segments.remove(f"/dev/shm/fh-{name}")
+    assert said == [f"fh run: {name}: SIGHUP: no [replication]: nothing to re-read"], said
+    assert run.returncode == 0 and "the data plane stopped cleanly on SIGTERM" in _lines(err)[-1], _lines(err)[-5:]
