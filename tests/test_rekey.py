@@ -378,3 +378,13 @@ def test_fh_run_sighup_without_replication_has_nothing_to_re_read(tmp_path, monk
         segments.remove(f"/dev/shm/fh-{name}")
     assert said == [f"fh run: {name}: SIGHUP: no [replication]: nothing to re-read"], said
     assert run.returncode == 0 and "the data plane stopped cleanly on SIGTERM" in _lines(err)[-1], _lines(err)[-5:]
+
+
+def test_the_unit_reloads_with_sighup_to_fh_run():
+    """systemctl reload fh@NAME: SIGHUP to fh run alone ($MAINPID), which rotates the key (above); the unit's other
+    checks and systemd-analyze verify: test_supervise.test_systemd_unit_verifies."""
+    from conftest import ROOT
+
+    text = (ROOT / "deploy" / "fh@.service").read_text()
+    assert [line for line in text.splitlines() if line.startswith("ExecReload=")] == [
+        "ExecReload=/bin/kill -HUP $MAINPID"]
