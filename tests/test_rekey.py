@@ -148,6 +148,62 @@ def test_primary_beats_under_the_new_key_after_sighup(tmp_path):
         "fh-replicate: SIGHUP: no --witness-key-file given: nothing to re-read (no --witness either)"]
 
 
+@pytest.mark.netns
+def test_primary_connecting_to_a_silent_peer_re_reads_at_once(tmp_path):
+    """A primary whose connect to its standby hangs (a namespace where the peer's address leads nowhere: its SYNs are
+    never answered, TCP retries for minutes; under fh run the connect timeout is a day): SIGHUP re-reads the key
+    while the connect still waits (fabric.c's wait calls fh-replicate back when a signal interrupts it), not
+    once TCP gives up; its status counts the re-read."""
+    from handler.net import sender
+    from test_replicate import _ip
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a network namespace")
+    tag = uuid.uuid4().hex[:8]
+    ns = f"fhrk-{tag}"
+    try:
+        _ip("netns", "add", ns)
+    except (RuntimeError, FileNotFoundError) as e:
+        pytest.skip(f"cannot make a network namespace here: {e}")
+    journal, status, err = None, str(tmp_path / "p.repl"), tmp_path / "p.err"
+    kf = str(tmp_path / "witness.key")
+    _replace_key(kf, os.urandom(32))
+    pr = None
+    try:
+        # the peer 10.99.0.2 behind a veth whose far end has no address: a permanent neighbour entry, so that the
+        # SYNs go out (no ARP failure) and are never answered
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        _ip("-n", ns, "addr", "add", "10.99.0.1/24", "dev", "v0")
+        for dev in ("v0", "v1"):
+            _ip("-n", ns, "link", "set", dev, "up")
+        _ip("-n", ns, "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:02", "dev", "v0", "nud", "permanent")
+        journal = _day_journal(tag)
+        pr = subprocess.Popen([*sender.netns_argv(ns), PROG, "--role", "primary", "--provider", "tcp", "--peer",
+                               "10.99.0.2:7400", "--journal", journal, "--name", f"rkc-{tag}", "--status", status,
+                               "--heartbeat-ms", "50", "--connect-timeout-ms", "60000", "--witness", "127.0.0.1:9",
+                               "--pair", "pk", "--witness-key-file", kf],
+                              stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+        _until(status, lambda d: d["state"] == "connecting", 10, lambda: _lines(err))
+        time.sleep(0.5)  # in the connect's wait
+        _replace_key(kf, os.urandom(40))
+        t0 = time.monotonic()
+        pr.send_signal(signal.SIGHUP)
+        said = _said(err, "re-read at SIGHUP", timeout=5)
+        took = time.monotonic() - t0
+        d = R.read_status(status)
+        assert pr.poll() is None, _lines(err)
+    finally:
+        if pr is not None:
+            pr.kill()
+            pr.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if journal:
+            _remove(journal)
+    assert said == [f"fh-replicate: --witness-key-file {kf}: " + REREAD.format(n=40)], said  # nothing else said
+    assert took < 2 and d["state"] == "connecting" and d["witness_rekeys"] == 1, (took, d)
+
+
 def test_standby_queries_refused_after_its_key_changes(tmp_path):
     """A standby, its primary gone (shipped a day, then exited), asks a keyed fh witness (one key) that hears the
     pair's primary (beats sent from here under that key): authentic answers, "primary alive", not promoting. Its

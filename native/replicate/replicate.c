@@ -383,6 +383,9 @@ static void wit_rekey(witness_t *w)
                     "signed with it from now on\n", w->key_path, len);
 }
 
+/* A signal during a blocking wait in fabric.c (a connect to a silent peer): SIGHUP's re-read there too. */
+static void on_interrupted(void) { wit_rekey(&wit); }
+
 /* A keyed datagram's tag: HMAC-SHA256 of its 64 bytes under the shared secret (the key in use, under keylock: the
  * beating thread and the main thread, the key swapped at SIGHUP). */
 static void wit_tag(witness_t *w, const fh_wit_msg_t *m, uint8_t tag[WIT_TAG])
@@ -2361,6 +2364,7 @@ int main(int argc, char **argv)
     signal(SIGUSR1, on_promote);
     signal(SIGUSR2, on_unguard);
     signal(SIGHUP, on_rekey);
+    fh_fab_interrupted = on_interrupted;
     if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
     if (o.role && !strcmp(o.role, "standby") && (o.listen || o.peer))
