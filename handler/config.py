@@ -642,21 +642,28 @@ def _replication(path, r: dict) -> Replication:
                    "the pair), e.g. \"nasdaq\"")
     key_file = r.get("witness_key_file")
     if key_file is not None:
-        from .witness import KeyFileError, load_key
-
         if not isinstance(key_file, str) or not key_file:
             raise _err(path, "replication.witness_key_file", key_file, "must be the path of a file of at least 32 "
                        "bytes of secret, e.g. \"/etc/fh/witness.key\"")
         if not witness:
             raise _err(path, "replication.witness_key_file", key_file, "given without witness: set witness too, or "
                        "remove witness_key_file")
-        try:
-            load_key(key_file)  # said here, not at fh run's failover
-        except KeyFileError as e:
-            raise _err(path, "replication.witness_key_file", key_file, str(e).removeprefix(f"{key_file}: ")) from None
+        check_witness_key_file(path, key_file)  # said here, not at fh run's failover
     return Replication(role=role, transport=transport, peer=peer, listen=listen, device=device, max_lag_ms=lag,
                        provider=provider, ring_mb=ring, heartbeat_ms=hb, failover_timeout_ms=fo, witness=witness,
                        pair=pair, witness_key_file=key_file)
+
+
+def check_witness_key_file(path: str, key_file: str) -> None:
+    """replication.witness_key_file's rules (fh witness --key-file's, fh-replicate --witness-key-file's): a regular
+    file of 32 to 1024 bytes that group and others cannot read; else ConfigError, one line with the fix. The loader
+    checks it, and fh run again at SIGHUP before it has its fh-replicate re-read the file."""
+    from .witness import KeyFileError, load_key
+
+    try:
+        load_key(key_file)
+    except KeyFileError as e:
+        raise _err(path, "replication.witness_key_file", key_file, str(e).removeprefix(f"{key_file}: ")) from None
 
 
 def check_textfile_dir(cfg) -> None:

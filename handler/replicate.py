@@ -31,10 +31,12 @@ _FIELDS = ("magic", "version", "role", "pid", "state", "epoch", "provider", "pee
 _WITNESS = struct.Struct("<192s256s8Q3Q")
 # then witness_bad_auth: answers ignored for a missing or wrong HMAC tag (--witness-key-file; older files end before it)
 _WITNESS_AUTH = struct.Struct("<192s256s8Q4Q")
+# then witness_rekeys: the key file's re-reads at SIGHUP that took (older files end before it: 0)
+_WITNESS_REKEYS = struct.Struct("<192s256s8Q5Q")
 _WITNESS_ONE = struct.Struct("<64s96s8Q")
 _WITNESS_FIELDS = ("witness", "witness_says", "witness_state", "witness_age_ms", "witness_epoch", "witness_answer_ns",
                    "witness_beats", "witness_send_errors", "witness_queries", "witness_answers", "witness_count",
-                   "witness_needed", "witness_dead", "witness_bad_auth")
+                   "witness_needed", "witness_dead", "witness_bad_auth", "witness_rekeys")
 WITNESS_STATES = ["none", "asked", "primary-alive", "primary-silent", "no-answer", "error"]
 ROLES = {1: "primary", 2: "standby"}
 STATES = ["starting", "connecting", "streaming", "behind", "done", "fenced", "failed", "peer-silent", "promoted",
@@ -82,14 +84,17 @@ def read_status(name_or_path: str) -> dict:
     d = dict(zip(_FIELDS, _HEAD.unpack_from(raw)))
     if d["magic"] != STATUS_MAGIC or d["version"] != 1:
         raise ReplicateError(f"{path}: not an fh-replicate status file of version 1")
-    if len(raw) >= _HEAD.size + _WITNESS_AUTH.size:
-        d.update(zip(_WITNESS_FIELDS, _WITNESS_AUTH.unpack_from(raw, _HEAD.size)))
+    if len(raw) >= _HEAD.size + _WITNESS_REKEYS.size:
+        d.update(zip(_WITNESS_FIELDS, _WITNESS_REKEYS.unpack_from(raw, _HEAD.size)))
+    elif len(raw) >= _HEAD.size + _WITNESS_AUTH.size:
+        d.update(zip(_WITNESS_FIELDS, _WITNESS_AUTH.unpack_from(raw, _HEAD.size)), witness_rekeys=0)
     elif len(raw) >= _HEAD.size + _WITNESS.size:
-        d.update(zip(_WITNESS_FIELDS, _WITNESS.unpack_from(raw, _HEAD.size)), witness_bad_auth=0)
+        d.update(zip(_WITNESS_FIELDS, _WITNESS.unpack_from(raw, _HEAD.size)), witness_bad_auth=0, witness_rekeys=0)
     elif len(raw) >= _HEAD.size + _WITNESS_ONE.size:
         d.update(zip(_WITNESS_FIELDS, _WITNESS_ONE.unpack_from(raw, _HEAD.size)))
         n = 1 if d["witness"].strip(b"\0") else 0
-        d.update(witness_count=n, witness_needed=n, witness_dead=int(d["witness_state"] == 3), witness_bad_auth=0)
+        d.update(witness_count=n, witness_needed=n, witness_dead=int(d["witness_state"] == 3), witness_bad_auth=0,
+                 witness_rekeys=0)
     else:
         d.update(dict.fromkeys(_WITNESS_FIELDS, 0), witness=b"", witness_says=b"")
     for k in ("provider", "peer", "fabric", "witness", "witness_says"):
@@ -140,15 +145,17 @@ def cmd_status(a) -> int:
             ("acked", f"{fmt_int(d['acked_messages'])} messages, last ack {age(d['last_ack_age_ms'])}"),
             ("heartbeat", age(d["last_heartbeat_age_ms"]))]
     if d["witness"]:
+        rekeys = (f"; the key file re-read {fmt_int(d['witness_rekeys'])} times at SIGHUP"
+                  if d["witness_rekeys"] else "")
         if d["role"] == "primary":
             rows.append(("witness", f"{d['witness']}: {fmt_int(d['witness_beats'])} beats sent, "
-                                    f"{fmt_int(d['witness_send_errors'])} send errors"))
+                                    f"{fmt_int(d['witness_send_errors'])} send errors" + rekeys))
         else:
             rows.append(("witness", f"{d['witness']}: {d['witness_says'] or 'not asked (the primary is heard)'}"
                                     + (f" (answered {age(d['witness_answer_age_ms'])})"
                                        if d["witness_answer_ns"] else "")
                                     + (f"; {fmt_int(d['witness_bad_auth'])} answers with a bad tag ignored"
-                                       if d["witness_bad_auth"] else "")))
+                                       if d["witness_bad_auth"] else "") + rekeys))
     if d["role"] == "standby" and d["connections"] > 1:
         rows.append(("connections", f"{d['connections']} primaries accepted (a restarted or a new primary resumes)"))
     if d["refused_epoch"] or d["overruns"]:

@@ -267,8 +267,16 @@ class Replication:
         print(f"fh run: {self.cfg.name}: {msg}", file=self.log, flush=True)
 
     def _spawn(self, cmd: list[str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
-                                preexec_fn=with_parent(signal.SIGTERM))
+        arm = with_parent(signal.SIGTERM)
+
+        def preexec() -> None:
+            if arm is not None:
+                arm()
+            # SIGHUP (rekey) ignored until fh-replicate's own handler is installed: one forwarded while it starts
+            # must not end it (the default action); it reads the key file at its start anyway
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, preexec_fn=preexec)
 
     def _persist(self, why: str) -> None:
         self.why = why
@@ -420,6 +428,27 @@ class Replication:
         self.started_at = time.monotonic()
         if self.starts == 1:
             self.say(f"replication {self.role} at epoch {self.epoch}: {' '.join(self.cmd)}")
+
+    def rekey(self) -> None:
+        """fh run's SIGHUP (systemctl reload): the witnesses' key file checked with the configuration's rules, then
+        SIGHUP to the fh-replicate processes running (the replicator and a primary's guard), which read it again and
+        sign with it from then on (never to the data plane). One line; a file that fails: said, nothing forwarded."""
+        key = self.cfg.replication.witness_key_file
+        try:
+            config.check_witness_key_file(self.cfg.path, key)
+        except config.ConfigError as e:
+            self.say(f"SIGHUP: {e}: nothing forwarded, the key in use stays")
+            return
+        procs = [(what, p) for what, p in (("fh-replicate", self.proc), ("its guard", self.guard))
+                 if p is not None and p.poll() is None]
+        if not procs:
+            self.say(f"SIGHUP: {key} checked; no fh-replicate runs now (the next one reads it at its start)")
+            return
+        # said before it is sent: their lines come after this one, not inside it
+        self.say(f"SIGHUP: {key} checked: {' and '.join(f'{what} (pid {p.pid})' for what, p in procs)} told to "
+                 "re-read it (each says so in a line of its own)")
+        for _, p in procs:
+            p.send_signal(signal.SIGHUP)
 
     def record(self) -> dict:
         return {"role": self.role, "epoch": self.epoch, "pid": self.proc.pid if self.proc else None,

@@ -1,7 +1,8 @@
 """`fh run --config fh.toml`: start the data plane in the foreground from a validated configuration, keep the
 instance's pidfile (one `fh run` per instance name: handler/supervise.py), forward SIGINT/SIGTERM to the
 data plane, and report why and how it stopped, on stderr and in RUN_DIR/NAME.exit.json (read by
-`fh status`)."""
+`fh status`). SIGHUP (systemctl reload) has the fh-replicate processes re-read the witnesses' key file
+([replication] witness_key_file), checked here first; it never reaches the data plane."""
 
 from __future__ import annotations
 
@@ -39,6 +40,28 @@ def eal_args(cfg: config.Config) -> list[str]:
 
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
     cfg = config.load(cfg_path)
+    rekey: list[int] = []  # SIGHUPs to act on (_follow: Replication.rekey)
+    old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: _on_sighup(cfg, rekey))
+    try:
+        return _run(cfg, keep_segment, json_out, rekey)
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)
+
+
+def _on_sighup(cfg: config.Config, rekey: list[int]) -> None:
+    """SIGHUP (systemctl reload: ExecReload=/bin/kill -HUP $MAINPID): its default action would end fh run while the
+    data plane runs on. With [replication] witness_key_file: taken up by the supervision loop (the file checked, then
+    SIGHUP to fh-replicate: Replication.rekey); else one line, nothing to re-read. Written with os.write: a print
+    here could land inside one of the main code's."""
+    r = cfg.replication
+    if r.role != "off" and r.witness_key_file:
+        rekey.append(signal.SIGHUP)
+        return
+    why = "no [replication]" if r.role == "off" else "[replication] has no witness_key_file"
+    os.write(2, f"fh run: {cfg.name}: SIGHUP: {why}: nothing to re-read\n".encode())
+
+
+def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int]) -> int:
     for d in config.devices(cfg):
         if not d.pci and "rx_pcap=" in d.spec:
             pcap = d.spec.split("rx_pcap=", 1)[1].split(",", 1)[0]
@@ -102,14 +125,14 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
         if repl is not None:
             pf.update(replication=repl.record())
         try:
-            return _supervise(cfg, cmd, pf, json_out, restart, repl)
+            return _supervise(cfg, cmd, pf, json_out, restart, repl, rekey)
         finally:
             if repl is not None:
                 repl.stop()
 
 
 def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_out: bool,
-               restart: dict | None = None, repl=None) -> int:
+               restart: dict | None = None, repl=None, rekey: list[int] | None = None) -> int:
     forwarded: list[int] = []
     child: subprocess.Popen | None = None
 
@@ -132,7 +155,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
                 child.send_signal(forwarded[-1])
             pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
                       restart=restart)
-            _follow(cfg, child, pf, restart, repl, forwarded)
+            _follow(cfg, child, pf, restart, repl, forwarded, rekey)
             if repl is None or not repl.demoting or forwarded:
                 break
             # a primary beaten by its peer (handler/replication_run.py, Replication._demote): the data plane, stopped
@@ -171,11 +194,12 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
 
 
 def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, restart: dict | None,
-            repl=None, stopping: list[int] | None = None) -> None:
+            repl=None, stopping: list[int] | None = None, rekey: list[int] | None = None) -> None:
     """Wait for the data plane; meanwhile run fh record ([journal] record = true), watch a restart's
     recovery (handler/followers.py) and supervise fh-replicate (handler/replication_run.py) until this instance is
     asked to stop (`stopping`: the signals forwarded; from then on a standby's promotion, which its peer's own stop
-    can set off, is not taken: Replication.stop says so); after it, let the recorder finish."""
+    can set off, is not taken: Replication.stop says so), and pass on a SIGHUP (`rekey`: the key file re-read by
+    fh-replicate); after it, let the recorder finish."""
     from .followers import POLL_S, RecorderProc, RestartWatch
     from .ui import fmt_seconds
 
@@ -185,6 +209,9 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
         while child.poll() is None:
             if rec is not None and (pid := rec.poll(child.pid)):
                 pf.update(recorder_pid=pid)
+            if repl is not None and rekey:
+                rekey.clear()
+                repl.rekey()
             if repl is not None and not stopping and repl.poll(child.pid):
                 pf.update(replication=repl.record())
                 if repl.demoting:  # stopped cleanly, every book marked stale (SIGUSR2), then started as standby

@@ -204,13 +204,19 @@ static int open_ep(fh_fab_t *f, struct fi_info *info)
     return 0;
 }
 
+void (*fh_fab_interrupted)(void);
+
 static int wait_event(fh_fab_t *f, uint32_t want, int timeout_ms, struct fi_eq_cm_entry *entry, const char *what)
 {
     uint32_t event;
     ssize_t rd;
-    do /* a signal (fh promote, say) while waiting is not an error */
+    for (;;) { /* a signal (fh promote, say) while waiting is not an error: the caller's hook, then on waiting */
         rd = fi_eq_sread(f->eq, &event, entry, sizeof *entry, timeout_ms, 0);
-    while (rd == -FI_EINTR || rd == -EINTR);
+        if (rd != -FI_EINTR && rd != -EINTR)
+            break;
+        if (fh_fab_interrupted)
+            fh_fab_interrupted();
+    }
     if (rd == -FI_EAVAIL) {
         struct fi_eq_err_entry err = { 0 };
         fi_eq_readerr(f->eq, &err, 0);

@@ -74,6 +74,10 @@ typedef struct fh_fab_rx {
 } fh_fab_rx_t;
 
 const char *fh_fab_err(void);
+/* Called, when set, each time a signal interrupts a blocking wait for a connection event (fh_fab_connect; the
+ * accepted connection's establishment in fh_fab_accept); the wait then goes on. fh-replicate re-reads its witness
+ * key there at SIGHUP: a connect held by a silent peer (TCP's SYN retries: minutes) must not hold a key rotation. */
+extern void (*fh_fab_interrupted)(void);
 /* Set the message fh_fab_err returns; -1. */
 int fh_fab_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The devices a provider offers (fi_getinfo, FI_EP_MSG with RMA): writes a JSON list to out. provider: "auto",

@@ -138,18 +138,23 @@ typedef struct fh_repl_status {
      * errors, queries, answers; then how many witnesses, how many must say "dead" to promote (a majority), and how
      * many said so in the last verdict. All zero without --witness. (Before the quorum: witness[64], witness_says[96]
      * and no counts, 568 bytes in all; handler/replicate.py reads both.) Then (--witness-key-file) the answers
-     * ignored for their tag: a wrong one, or one keyed differently from this host (880 bytes before it). */
+     * ignored for their tag: a wrong one, or one keyed differently from this host (880 bytes before it). Then the
+     * key file's re-reads at SIGHUP that took (its new key in use; 888 bytes before it). */
     char witness[192], witness_says[256];
     uint64_t wit_state, wit_age_ms, wit_epoch, wit_answer_ns, wit_beats, wit_send_errors, wit_queries, wit_answers;
     uint64_t wit_count, wit_needed, wit_dead;
     uint64_t wit_bad_auth;
+    uint64_t wit_rekeys;
 } fh_repl_status_t;
-_Static_assert(sizeof(fh_repl_status_t) == 888, "the status file's layout: handler/replicate.py reads it");
+_Static_assert(sizeof(fh_repl_status_t) == 896, "the status file's layout: handler/replicate.py reads it");
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
-static volatile sig_atomic_t quit, promote, unguard;
+static volatile sig_atomic_t quit, promote, unguard, rekey;
 static void on_signal(int s) { (void)s; quit = 1; }
+/* SIGHUP (fh run's, after systemctl reload): the witnesses' key file read again (wit_rekey, from the loops that
+ * look at quit), so that the key is rotated without a restart (a restarted primary's beats would pause). */
+static void on_rekey(int s) { (void)s; rekey = 1; }
 /* fh promote: the standby takes a new epoch (fencing its primary: every later record of the old epoch is
  * refused) and marks its journal promoted: the data plane following it takes the feed lines. */
 static void on_promote(int s) { (void)s; promote = 1; }
@@ -279,8 +284,15 @@ enum { WS_NONE = 0, WS_ASKED, WS_PRIMARY_ALIVE, WS_PRIMARY_SILENT, WS_NO_ANSWER,
 
 typedef struct witness {
     int n;                      /* witnesses (--witness given n times); 0: none */
-    size_t keylen;              /* --witness-key-file: its secret's length; 0: unkeyed (FHW1) */
-    uint8_t key[WIT_KEY_MAX];
+    /* --witness-key-file: its path (NULL: unkeyed, FHW1, for good) and its secret, key[cur] of keylen bytes. The
+     * beating thread and the main thread sign and check with it, the main thread swaps it at SIGHUP (wit_rekey):
+     * cur and keylen read and changed under keylock only, and a new key written to the other slot first. */
+    const char *key_path;
+    pthread_mutex_t keylock;
+    int cur;
+    size_t keylen;
+    uint8_t key[2][WIT_KEY_MAX];
+    uint64_t rekeys;            /* re-reads that took (fh_repl_status_t.wit_rekeys) */
     int fd[WIT_MAX];            /* each a connected, non-blocking UDP socket */
     char pair[32];
     uint32_t hb_ms, timeout_ms, wait_ms; /* beat interval, the failover timeout, how long answers are awaited */
@@ -297,17 +309,18 @@ typedef struct witness {
 } witness_t;
 static witness_t wit = { .n = 0 }; /* one role a process: the primary's beats, or the standby's asking */
 
-/* --witness-key-file PATH: its secret in w->key (the file's bytes as they are), the same rules as fh witness
- * --key-file (handler/witness.py, load_key): a regular file of WIT_KEY_MIN to WIT_KEY_MAX bytes that group and
- * others cannot read. 0, or -1 said in one line. */
-static int wit_load_key(witness_t *w, const char *path)
+/* --witness-key-file PATH: its secret in key (the file's bytes as they are, *len of them), the same rules as fh
+ * witness --key-file (handler/witness.py, load_key): a regular file of WIT_KEY_MIN to WIT_KEY_MAX bytes that group
+ * and others cannot read. 0, or -1 said in one line: "PATH: " then at (at start "", at SIGHUP "at SIGHUP: "), the
+ * cause and its fix, then tail; key cleared. */
+static int wit_read_key(const char *path, uint8_t key[WIT_KEY_MAX], size_t *len, const char *at, const char *tail)
 {
     const char *fix = "e.g. head -c 32 /dev/urandom > PATH; chmod 600 PATH";
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb)) {
-        fprintf(stderr, "fh-replicate: --witness-key-file %s: %s (a file of at least %u bytes of secret, %s)\n", path,
-                strerror(errno), WIT_KEY_MIN, fix);
+        fprintf(stderr, "fh-replicate: --witness-key-file %s: %s%s (a file of at least %u bytes of secret, %s)%s\n",
+                path, at, strerror(errno), WIT_KEY_MIN, fix, tail);
         if (fd >= 0)
             close(fd);
         return -1;
@@ -315,35 +328,79 @@ static int wit_load_key(witness_t *w, const char *path)
     const char *why = !S_ISREG(sb.st_mode) ? "not a regular file"
                     : sb.st_mode & 077     ? "readable by group or others"
                     : sb.st_size < (off_t)WIT_KEY_MIN ? "too short" : sb.st_size > (off_t)WIT_KEY_MAX ? "too long" : NULL;
-    ssize_t n = why ? -1 : read(fd, w->key, WIT_KEY_MAX);
+    ssize_t n = why ? -1 : read(fd, key, WIT_KEY_MAX);
     close(fd);
     if (!why && n != sb.st_size)
         why = "cannot be read whole";
     if (why) {
         if (sb.st_mode & 077 && S_ISREG(sb.st_mode))
-            fprintf(stderr, "fh-replicate: --witness-key-file %s: mode %o, readable by group or others: chmod 600 %s\n",
-                    path, (unsigned)(sb.st_mode & 07777), path);
+            fprintf(stderr, "fh-replicate: --witness-key-file %s: %smode %o, readable by group or others: chmod 600 "
+                    "%s%s\n", path, at, (unsigned)(sb.st_mode & 07777), path, tail);
         else
-            fprintf(stderr, "fh-replicate: --witness-key-file %s: %s (%lld bytes): %u to %u bytes of secret, %s\n", path,
-                    why, (long long)sb.st_size, WIT_KEY_MIN, WIT_KEY_MAX, fix);
-        OPENSSL_cleanse(w->key, sizeof w->key);
+            fprintf(stderr, "fh-replicate: --witness-key-file %s: %s%s (%lld bytes): %u to %u bytes of secret, %s%s\n",
+                    path, at, why, (long long)sb.st_size, WIT_KEY_MIN, WIT_KEY_MAX, fix, tail);
+        OPENSSL_cleanse(key, WIT_KEY_MAX);
         return -1;
     }
-    w->keylen = (size_t)n;
+    *len = (size_t)n;
     return 0;
 }
 
-/* A keyed datagram's tag: HMAC-SHA256 of its 64 bytes under the shared secret. */
-static void wit_tag(const witness_t *w, const fh_wit_msg_t *m, uint8_t tag[WIT_TAG])
+static int wit_load_key(witness_t *w, const char *path)
+{
+    if (wit_read_key(path, w->key[0], &w->keylen, "", ""))
+        return -1;
+    w->cur = 0, w->key_path = path;
+    return 0;
+}
+
+/* SIGHUP: --witness-key-file read again, with the rules of the start (wit_read_key); the new key in use from the
+ * next datagram on (both ways: the beats and queries signed, the answers checked), the old one cleared. A file
+ * that does not pass changes nothing (the key in use stays); neither does SIGHUP without a key file. Each said in
+ * one line. Called by the main thread only (the one writer of cur and keylen), from its loops. */
+static void wit_rekey(witness_t *w)
+{
+    if (!rekey)
+        return;
+    rekey = 0;
+    if (!w->key_path) {
+        fprintf(stderr, "fh-replicate: SIGHUP: no --witness-key-file given: nothing to re-read (%s)\n",
+                w->n ? "the witness datagrams stay unkeyed" : "no --witness either");
+        return;
+    }
+    int next = !w->cur; /* the slot not in use: nobody reads it */
+    size_t len;
+    if (wit_read_key(w->key_path, w->key[next], &len, "at SIGHUP: ", ": the key in use stays"))
+        return;
+    pthread_mutex_lock(&w->keylock);
+    w->cur = next, w->keylen = len;
+    pthread_mutex_unlock(&w->keylock);
+    OPENSSL_cleanse(w->key[!next], sizeof w->key[!next]);
+    w->rekeys++;
+    if (w->st)
+        w->st->wit_rekeys = w->rekeys;
+    fprintf(stderr, "fh-replicate: --witness-key-file %s: re-read at SIGHUP (%zu bytes): the witness datagrams are "
+                    "signed with it from now on\n", w->key_path, len);
+}
+
+/* A signal during a blocking wait in fabric.c (a connect to a silent peer): SIGHUP's re-read there too. */
+static void on_interrupted(void) { wit_rekey(&wit); }
+
+/* A keyed datagram's tag: HMAC-SHA256 of its 64 bytes under the shared secret (the key in use, under keylock: the
+ * beating thread and the main thread, the key swapped at SIGHUP). */
+static void wit_tag(witness_t *w, const fh_wit_msg_t *m, uint8_t tag[WIT_TAG])
 {
     unsigned int len = WIT_TAG;
-    HMAC(EVP_sha256(), w->key, (int)w->keylen, (const unsigned char *)m, sizeof *m, tag, &len);
+    pthread_mutex_lock(&w->keylock);
+    HMAC(EVP_sha256(), w->key[w->cur], (int)w->keylen, (const unsigned char *)m, sizeof *m, tag, &len);
+    pthread_mutex_unlock(&w->keylock);
 }
 
 /* --witness HOST:PORT, each (resolved once, at start): 0, or -1 said in one line. */
 static int wit_open(witness_t *w, const opts_t *o)
 {
     memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->keylock, NULL);
     if (o->witness_key_file && !o->nwitness) {
         fprintf(stderr, "fh-replicate: --witness-key-file %s: without --witness (give both, or neither)\n",
                 o->witness_key_file);
@@ -413,11 +470,11 @@ static void wit_send(witness_t *w, uint8_t type, uint8_t role, uint32_t epoch, u
     struct {
         fh_wit_msg_t m;
         uint8_t tag[WIT_TAG];
-    } d = { { w->keylen ? WIT_MAGIC_KEYED : WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } }, { 0 } };
+    } d = { { w->key_path ? WIT_MAGIC_KEYED : WIT_MAGIC, type, role, 0, epoch, 0, nonce, 0, { 0 } }, { 0 } };
     _Static_assert(sizeof d == sizeof(fh_wit_msg_t) + WIT_TAG, "a keyed datagram: the 64 bytes, then the tag");
     memcpy(d.m.pair, w->pair, sizeof d.m.pair);
     size_t len = sizeof d.m;
-    if (w->keylen) {
+    if (w->key_path) {
         wit_tag(w, &d.m, d.tag);
         len = sizeof d;
     }
@@ -564,8 +621,8 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
             int plain = n == (ssize_t)sizeof d.m && d.m.magic == WIT_MAGIC;
             if (!keyed && !plain)
                 continue; /* not one of ours */
-            int ok = !w->keylen ? plain : 0;
-            if (w->keylen && keyed) {
+            int ok = !w->key_path ? plain : 0;
+            if (w->key_path && keyed) {
                 uint8_t t[WIT_TAG];
                 wit_tag(w, &d.m, t);
                 ok = !CRYPTO_memcmp(t, d.tag, WIT_TAG);
@@ -629,7 +686,7 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
                 else /* keyed: a witness keyed otherwise (or not) answers nothing; it counts the queries bad_auth */
                     wit_say(w, st, WS_NO_ANSWER, "witness: no answer within %u ms: not promoting (this host may be the "
                             "one cut off%s)", w->wait_ms,
-                            w->keylen ? ", or the witness not keyed with this --witness-key-file: its bad_auth" : "");
+                            w->key_path ? ", or the witness not keyed with this --witness-key-file: its bad_auth" : "");
                 return 0;
             }
             if (dead) {
@@ -663,7 +720,7 @@ static int wit_promote_ok(witness_t *w, fh_repl_status_t *st, uint32_t epoch, ui
          * this host the one cut off) */
         wit_say(w, st, against ? WS_PRIMARY_ALIVE : WS_NO_ANSWER, "witnesses: %d of %d say dead (%s): not promoting "
                 "(%d needed%s)", dead, w->n, each, need, against ? "; replication link cut?"
-                : w->keylen ? "; this host cut off, or the witnesses keyed otherwise?" : "; this host cut off?");
+                : w->key_path ? "; this host cut off, or the witnesses keyed otherwise?" : "; this host cut off?");
         return 0;
     }
     if (now >= w->next_ask_ns) {
@@ -745,6 +802,7 @@ static int connect_hello(const opts_t *o, fh_fab_t *f, const char *host, const c
     int crc;
     for (uint64_t t1 = now_ns();;) {
         crc = fh_fab_connect(f, o->provider, host, port, o->connect_timeout_ms);
+        wit_rekey(&wit);
         if (!crc || quit || !strstr(fh_fab_err(), "refused") ||
             now_ns() - t1 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
@@ -758,6 +816,7 @@ static int connect_hello(const opts_t *o, fh_fab_t *f, const char *host, const c
     }
     memset(hello, 0, sizeof *hello);
     for (uint64_t t0 = now_ns(); !quit;) {
+        wit_rekey(&wit);
         fh_fab_rx_t rx[16];
         int n = fh_fab_poll_rx(f, rx, 16);
         if (n < 0) {
@@ -1003,6 +1062,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
     /* the data plane may be starting: wait for its journal as long as for the standby */
     for (uint64_t t0 = now_ns();;) {
         rc = fh_journal_join(&jr, jpath);
+        wit_rekey(&wit);
         if ((rc != -ENOENT && rc != -EAGAIN) || quit || now_ns() - t0 > (uint64_t)o->connect_timeout_ms * 1000000ull)
             break;
         if (g && unguard) { /* a guard's shipping not begun: SIGUSR2 stops it here too */
@@ -1029,7 +1089,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
     static fh_repl_status_t shipping;
     fh_repl_status_t *st = given ? memset(&shipping, 0, sizeof shipping) : status_map(o, "primary");
     if (!given)
-        wit.st = st; /* the beats' counts */
+        wit.st = st, st->wit_rekeys = wit.rekeys; /* the beats' counts */
     st->state = ST_CONNECTING;
     st->max_outstanding = o->max_outstanding;
     fh_fab_t f0, *fp = given ? given : &f0;
@@ -1167,6 +1227,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
     uint64_t side_at = 0;
     while (!quit) {
         int busy = 0;
+        wit_rekey(&wit); /* (a flag's load a loop unless SIGHUP came) */
         if (g) { /* a guard's shipping: SIGUSR2 and its listen address, as when idle (guard_side) */
             if (unguard) {
                 fprintf(stderr, "fh-replicate: guard: SIGUSR2 (this host is standby now): the shipping stops\n");
@@ -1740,6 +1801,7 @@ static int standby(const opts_t *o)
      * streaming loop, rather than a loop around it, keeps that loop as it is.) */
 next_primary:
     for (uint64_t k = 0;; k++) {
+        wit_rekey(&wit);
         if (unguard)
             unguard_now(o, &guard, &st, &pm);
         if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
@@ -1815,6 +1877,7 @@ next_primary:
     st->connections++;
     st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_STREAMING;
     while (!quit && !bye) {
+        wit_rekey(&wit);
         if (unguard)
             unguard_now(o, &guard, &st, &pm);
         if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
@@ -2300,6 +2363,8 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_promote);
     signal(SIGUSR2, on_unguard);
+    signal(SIGHUP, on_rekey);
+    fh_fab_interrupted = on_interrupted;
     if (o.role && !strcmp(o.role, "primary") && (o.journal || o.probe) && o.peer)
         return primary(&o);
     if (o.role && !strcmp(o.role, "standby") && (o.listen || o.peer))
