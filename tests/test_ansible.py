@@ -573,15 +573,15 @@ def test_witness_key_rotation_reloads(witnessed, converged):
     try:
         first = _playbook(r, converged["wheelhouse"], host=WITNESS, extra={"fh_witness_key_next": new})
         changed = [name for name, res in first["tasks"] if res.get("changed")]
-        assert first["rc"] == 0 and changed == ["Write the next witness key (a rotation under way), readable by the fh "
-                                                "user only"], (changed, first["out"])
+        assert first["rc"] == 0 and changed == ["fh_witness : Write the next witness key (a rotation under way), "
+                                                "readable by the fh user only"], (changed, first["out"])
         assert reload_ in first["msgs"] and restart not in first["msgs"], first["msgs"]
         st = nxt.stat()
         assert nxt.read_text() == new and oct(st.st_mode & 0o777) == "0o600" and (st.st_uid, st.st_gid) == _fh_ids(r)
         assert new not in json.dumps(first["tasks"])  # no_log
         end = _playbook(r, converged["wheelhouse"], host=WITNESS)
         changed = [name for name, res in end["tasks"] if res.get("changed")]
-        assert end["rc"] == 0 and changed == ["Remove the next witness key (no rotation under way)"], changed
+        assert end["rc"] == 0 and changed == ["fh_witness : Remove the next witness key (no rotation under way)"], changed
         assert reload_ in end["msgs"] and restart not in end["msgs"] and not nxt.exists(), end["msgs"]
     finally:
         nxt.unlink(missing_ok=True)
