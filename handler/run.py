@@ -49,7 +49,7 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
 
 
 def _on_sighup(cfg: config.Config, rekey: list[int]) -> None:
-    """SIGHUP (systemctl reload: ExecReload=/bin/kill -HUP $MAINPID): its default action would end fh run while the
+    """SIGHUP (systemctl reload: the unit's ExecReload kills -HUP $MAINPID): its default action would end fh run while the
     data plane runs on. With [replication] witness_key_file: taken up by the supervision loop (the file checked, then
     SIGHUP to fh-replicate: Replication.rekey); else one line, nothing to re-read. Written with os.write: a print
     here could land inside one of the main code's."""

@@ -2,6 +2,7 @@ import functools
 import os
 import shutil
 import signal
+import sys
 import subprocess
 import time
 import uuid
@@ -153,6 +154,29 @@ def fh_popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     from handler.process import fh_argv
 
     return subprocess.Popen(fh_argv(*args), env=fh_env(env), **kw)
+
+
+def exec_reload_signals(unit_text: str) -> list[int]:
+    """A unit's ExecReload= run as systemd runs it (its $$ a literal $, MAINPID in the environment: systemd.service)
+    against a Python process standing in for the main process: the signals that process got (it reports them on a
+    pipe), within 5 s."""
+    import shlex
+
+    (line,) = [x for x in unit_text.splitlines() if x.startswith("ExecReload=")]
+    argv = shlex.split(line.removeprefix("ExecReload=").replace("$$", "$"))
+    main = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                             "signal.signal(signal.SIGHUP, lambda s, f: print(s, flush=True))\n"
+                             "print('ready', flush=True)\ntime.sleep(10)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert main.stdout.readline().strip() == "ready"
+        r = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "MAINPID": str(main.pid)}, capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, (argv, r.stderr)
+        got = main.stdout.readline().strip()
+        return [int(got)] if got.isdigit() else []
+    finally:
+        main.kill()
+        main.wait()
 
 
 def _unique() -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 import importlib.util
 
 import pytest
+from conftest import exec_reload_signals
 
 pytestmark = pytest.mark.slow  # lint, and converges into a debootstrap'ed root: minutes, not seconds
 
@@ -490,7 +492,7 @@ def test_witness_converge_writes_its_unit_key_and_state_directory(witnessed):
     unit = (r / "etc/systemd/system/fh-witness.service").read_text().splitlines()
     assert [l for l in unit if l.startswith("ExecStart=")] == [f"ExecStart={WITNESS_EXEC}"]
     assert {"User=fh", "Group=fh", "Restart=always", "ReadWritePaths=/var/lib/fh",
-            "ExecReload=/bin/kill -HUP $MAINPID"} <= set(unit)
+            "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'"} <= set(unit)
     assert not (r / "etc/fh/witness.next.key").exists()  # no rotation under way: the next key's file skipped
     assert not [l for l in unit if "UNKEYED" in l]
     link = r / "etc/systemd/system/multi-user.target.wants/fh-witness.service"
@@ -602,6 +604,7 @@ def test_witness_unit_unkeyed(tmp_path):
     unit = dest.read_text().splitlines()
     assert [l for l in unit if l.startswith("ExecStart=")] == ["ExecStart=/usr/local/bin/fh witness --listen 0.0.0.0:7410"]
     assert "# UNKEYED (fh_witness_key is empty): anyone on its network can forge a beat or an answer." in unit
+    assert exec_reload_signals(dest.read_text()) == [signal.SIGHUP]  # systemctl reload: SIGHUP to $MAINPID
     sa = shutil.which("systemd-analyze")  # setup.sh installs systemd
     assert sa, "systemd-analyze not found: bash scripts/setup.sh installs systemd"
     v = subprocess.run([sa, "verify", "--man=no", str(dest)], capture_output=True, text=True)

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from conftest import why_no_replicate
+from conftest import exec_reload_signals, why_no_replicate
 from handler import replicate as R
 from handler import witness as W
 from test_replicate import _day_journal, _primary, _remove
@@ -443,4 +443,5 @@ def test_the_unit_reloads_with_sighup_to_fh_run():
 
     text = (ROOT / "deploy" / "fh@.service").read_text()
     assert [line for line in text.splitlines() if line.startswith("ExecReload=")] == [
-        "ExecReload=/bin/kill -HUP $MAINPID"]
+        "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'"]  # the shell's kill: /bin/kill (procps) is not everywhere
+    assert exec_reload_signals(text) == [signal.SIGHUP]  # run as systemd runs it: SIGHUP to $MAINPID
