@@ -164,7 +164,10 @@ def test_torture(case, days, torture, tmp_path):
         for r in res[:2]:
             assert r["snapshots"] > 0, r
             assert r["spin_limit"] == 0, f"fh_shm_snapshot gave up on a book while its writer was alive: {r}"
-        assert sum(r["retries"] for r in res[:2]) > 0, "no snapshot ever retried: the writer and readers never met"
+        # that the writer and the readers met is certain only if it was still writing 0.15 s after they started: the
+        # quick day's three passes can end first on a loaded host (CI once saw 0 retries there), the full day's not
+        if killed_mid_write:
+            assert sum(r["retries"] for r in res[:2]) > 0, "no snapshot ever retried: the writer and readers never met"
         ev = res[2]
         assert ev["overruns"] > 0, f"a {ev['capacity']}-event ring was never overrun: {ev}"
         assert ev["overruns_backwards"] == 0, ev
