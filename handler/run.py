@@ -42,6 +42,8 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
     cfg = config.load(cfg_path)
     rekey: list[int] = []  # SIGHUPs to act on (_follow: Replication.rekey)
     old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: _on_sighup(cfg, rekey))
+    # a SIGHUP blocked by whatever started fh run (the mask is inherited) would leave systemctl reload pending forever
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         return _run(cfg, keep_segment, json_out, rekey)
     finally:
