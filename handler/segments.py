@@ -79,29 +79,18 @@ def reader_path(name: str, root: str = "/") -> str:
     return f"{SHM_DIR}/fh-{name}"
 
 
-def _fnv1a64(data: bytes) -> int:
-    h = 0xcbf29ce484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
 def wake_path(segment: str | os.PathLike) -> str:
-    """The wake page of a segment, the very name fh_shm_wake_path (fh/shm.h) gives it: /dev/shm/BASENAME.wake when
-    the segment's directory resolves (realpath) to /dev/shm, else /dev/shm/BASENAME.HASH.wake, HASH the 16 hex
-    digits of FNV-1a 64 over the resolved directory's bytes: segments of one basename in two directories (two
-    hugetlbfs mounts) have a page each. The directory is the path up to its last '/' without trailing '/'s ('/'
-    at the root, '.' without a '/'); one that cannot be resolved is hashed as given."""
+    """The wake page of a segment: fh_shm_wake_path (fh/shm.h) itself, so that C and Python cannot disagree.
+    /dev/shm/BASENAME.wake when the segment's directory resolves (realpath) to /dev/shm, else
+    /dev/shm/BASENAME.HASH.wake, HASH the 16 hex digits of FNV-1a 64 over the resolved directory's bytes: segments of
+    one basename in two directories (two hugetlbfs mounts) have a page each."""
+    from ._native import ffi, lib
+
     p = os.fsencode(segment)
-    i = p.rfind(b"/")
-    base = p[i + 1:]
-    d = b"." if i < 0 else p[:i].rstrip(b"/") or b"/"
-    try:
-        d = os.path.realpath(d, strict=True)
-    except OSError:
-        pass
-    tag = b"" if d == b"/dev/shm" else b".%016x" % _fnv1a64(d)
-    return os.fsdecode(b"/dev/shm/" + base + tag + b".wake")
+    out = ffi.new("char[]", len(p) + 4096 + 32)  # the resolved directory is at most PATH_MAX
+    if lib.fh_shm_wake_path(p, out, len(out)):
+        raise InputError(f"{os.fsdecode(p)!r}: the wake page's name does not fit in {len(out)} bytes")
+    return os.fsdecode(ffi.string(out))
 
 
 def remove(segment: str) -> None:

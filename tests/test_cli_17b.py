@@ -21,6 +21,7 @@ import pytest
 from conftest import ROOT, fh, fh_popen, why_no_replicate
 from handler.cli.main import build_parser, main
 from handler.net import sender
+from handler.segments import wake_path
 
 PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
 FRAMES, MESSAGES = 1712, 40_000
@@ -159,10 +160,10 @@ def test_replay_keeps_a_named_segment_and_ends_with_a_rate_line():
         assert r["mbps"] == pytest.approx(nbytes * 8 / r["elapsed_s"] / 1e6, rel=1e-3)
         assert r["pps"] == pytest.approx(n / r["elapsed_s"], rel=1e-3)
     finally:
-        for f in (seg, Path(f"{seg}.wake")):
+        for f in (seg, Path(wake_path(seg))):
             f.unlink(missing_ok=True)
     p = fh("replay", PCAP, "--name", name)  # without --keep-segment nothing is left behind
-    assert "segment kept" not in p.stdout and not seg.exists() and not Path(f"{seg}.wake").exists()
+    assert "segment kept" not in p.stdout and not seg.exists() and not Path(wake_path(seg)).exists()
 
 
 @pytest.mark.dpdk

@@ -36,6 +36,7 @@ from conftest import (ROOT, dataplane_path, fh, replicate_path, run_config, stop
 from handler import journal as J
 from handler import process, replay
 from handler import replicate as R
+from handler.segments import wake_path
 
 PROG = replicate_path()
 HAVE_DP = dataplane_path() is not None
@@ -959,7 +960,7 @@ def test_a_standby_lapped_mid_stream_gets_the_snapshot_then_the_journal(tmp_path
     def standby(name: str, ring_mb: int) -> tuple[subprocess.Popen, str, str]:
         addr, seg = f"127.0.0.1:{_port()}", f"/dev/shm/fh-{name}"
         st = f"{seg}.repl"
-        made.extend([seg, seg + ".wake", f"{seg}.journal", st, seg + ".snapshot"])
+        made.extend([seg, wake_path(seg), f"{seg}.journal", st, seg + ".snapshot"])
         p = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--listen", addr, "--journal",
                               f"{seg}.journal", "--journal-mb", "16", "--segment", seg, "--name", name, "--status", st,
                               "--ring-mb", str(ring_mb), "--max-orders", "1000000", "--max-levels", "400000",
@@ -1061,7 +1062,7 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
     small, big = f"/dev/shm/fh-rsl{tag}.journal", f"/dev/shm/fh-rsb{tag}.journal"
     rseg, rst = f"/dev/shm/fh-rsr{tag}", f"/dev/shm/fh-rsr{tag}.repl"
     pst = f"/dev/shm/fh-rsp{tag}.repl"
-    made = [small, big, big + ".record", rseg, rseg + ".wake", rseg + ".journal", rst, pst]
+    made = [small, big, big + ".record", rseg, wake_path(rseg), rseg + ".journal", rst, pst]
     rec = tmp_path / "rec"
     procs: list[subprocess.Popen] = []
 

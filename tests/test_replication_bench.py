@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, replicate_path, why_no_replicate
+from handler.segments import wake_path
 
 PROG = replicate_path()
 DAY = ROOT / "pcaps" / "synth-100k.itch"
@@ -72,7 +73,7 @@ def test_trace_splits_the_lag(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for path in (journal, sj, seg, seg + ".wake", f"/dev/shm/fh-rts-{tag}.repl", f"/dev/shm/fh-rt-{tag}.repl"):
+        for path in (journal, sj, seg, wake_path(seg), f"/dev/shm/fh-rts-{tag}.repl", f"/dev/shm/fh-rt-{tag}.repl"):
             if os.path.exists(path):
                 os.unlink(path)
 

@@ -31,6 +31,7 @@ from handler import config, native, replay, supervise
 from handler import journal as J
 from handler.net import pcapgen, sender
 from handler.reference import ReferenceBook
+from handler.segments import wake_path
 
 SESSION = pcapgen.DEFAULT_SESSION
 
@@ -446,7 +447,7 @@ def test_kill9_of_the_dataplane_then_fh_run_again(seed, kills, tmp_path):
             os.kill(rec["dataplane_pid"], signal.SIGKILL)
         if snd is not None and snd.poll() is None:
             snd.kill()
-        for p in (seg, f"{seg}.journal", f"{seg}.journal.record", f"{seg}.wake"):
+        for p in (seg, f"{seg}.journal", f"{seg}.journal.record", wake_path(seg)):
             if os.path.exists(p):
                 os.unlink(p)
     text = [l.read_text() for l in logs]

@@ -1,6 +1,6 @@
 """Where segments live: hugetlbfs when mounted with room, else /dev/shm; readers find either. Read under a
 root directory shaped like /proc and /sys (as tests/fixtures/hosts are), never mocked. And each segment's wake page:
-named alike by C (fh_shm_wake_path) and Python (segments.wake_path), never shared by two directories."""
+named by fh_shm_wake_path (fh/shm.h; segments.wake_path calls it), never shared by two directories."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_page_size_option_and_wake_path(tmp_path):
     root = host(tmp_path, "nodev /mnt/h1g hugetlbfs rw,pagesize=1024M 0 0\nnodev /mnt/h2 hugetlbfs rw 0 0\n")
     assert segments.hugetlbfs_mounts(root) == [("/mnt/h1g", 1 << 30), ("/mnt/h2", 2 << 20)]
     # the wake page of a segment in a mount has the mount's hash in its name (/mnt/h2 need not exist: as given)
-    assert segments.wake_path("/mnt/h2/fh-x") == f"/dev/shm/fh-x.{segments._fnv1a64(b'/mnt/h2'):016x}.wake"
+    assert segments.wake_path("/mnt/h2/fh-x") == f"/dev/shm/fh-x.{_fnv1a64(b'/mnt/h2'):016x}.wake"
     assert segments.wake_path("/dev/shm/fh-x") == "/dev/shm/fh-x.wake"
 
 
@@ -63,10 +63,18 @@ def _c_wake_path(path: str, cap: int = 8192) -> str | None:
     return None if lib.fh_shm_wake_path(os.fsencode(path), out, cap) else os.fsdecode(ffi.string(out))
 
 
+def _fnv1a64(data: bytes) -> int:
+    """FNV-1a 64, written here from its definition: the reference both names are checked against."""
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
 def test_fnv1a64_vectors():
-    assert segments._fnv1a64(b"") == 0xcbf29ce484222325
-    assert segments._fnv1a64(b"a") == 0xaf63dc4c8601ec8c
-    assert segments._fnv1a64(b"foobar") == 0x85944171f73967e8
+    assert _fnv1a64(b"") == 0xcbf29ce484222325
+    assert _fnv1a64(b"a") == 0xaf63dc4c8601ec8c
+    assert _fnv1a64(b"foobar") == 0x85944171f73967e8
 
 
 @pytest.fixture
@@ -90,7 +98,7 @@ def places(tmp_path, monkeypatch):
 def test_wake_path_same_in_c_and_python(places):
     for path, d in places:
         base = path.rsplit("/", 1)[-1]
-        want = f"/dev/shm/{base}.wake" if d is None else f"/dev/shm/{base}.{segments._fnv1a64(d.encode()):016x}.wake"
+        want = f"/dev/shm/{base}.wake" if d is None else f"/dev/shm/{base}.{_fnv1a64(d.encode()):016x}.wake"
         assert segments.wake_path(path) == want, path
         assert _c_wake_path(path) == want, path
         # the C cap: the name and its NUL exactly, or -1

@@ -25,6 +25,7 @@ from handler import journal as J
 from handler import replicate as R
 from handler import witness as W
 from handler.net import sender
+from handler.segments import wake_path
 from test_replicate import DAY, _ip, _remove, _ring_records
 
 PROG = replicate_path()
@@ -782,7 +783,7 @@ def _standby(lab, *, witness: bool = True, timeout_ms: int = 300, ports: tuple[i
     key: --witness-key-file."""
     tag = lab["tag"]
     name = f"ws-{tag}"
-    files = [f"/dev/shm/fh-{name}", f"/dev/shm/fh-{name}.wake", f"/dev/shm/fh-{name}.journal",
+    files = [f"/dev/shm/fh-{name}", wake_path(f"/dev/shm/fh-{name}"), f"/dev/shm/fh-{name}.journal",
              f"/dev/shm/fh-{name}.repl"]
     wit = [*(a for p in ports for a in ("--witness", f"10.81.2.2:{p}")), "--pair", f"pair-{tag}"] if witness else []
     wit += ["--witness-key-file", key] if key else []

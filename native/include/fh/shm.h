@@ -444,7 +444,7 @@ static inline uint64_t fh_shm_fnv1a64(const char *p, size_t n)
  * over the resolved directory's bytes, so that segments of one basename in two directories (two hugetlbfs mounts,
  * /dev/shm and a mount) never share one. The directory is the path up to its last '/' without trailing '/'s ("/"
  * at the root, "." without a '/'); one that cannot be resolved is hashed as given. handler/segments.py's
- * wake_path names the same file. 0, or -1 if the name does not fit in cap (NUL included). Cold: a realpath. */
+ * wake_path calls this one. 0, or -1 if the name does not fit in cap (NUL included). Cold: a realpath. */
 static inline int fh_shm_wake_path(const char *path, char *out, size_t cap)
 {
     const char *slash = strrchr(path, '/');
