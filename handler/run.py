@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from . import config, process, replication_run, supervise
+from . import config, process, replication_run, sdnotify, supervise
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -39,11 +39,15 @@ def eal_args(cfg: config.Config) -> list[str]:
 
 
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
+    sdnotify.take()  # the data plane and fh-replicate do not speak for the unit
     cfg = config.load(cfg_path)
     rekey: list[int] = []  # SIGHUPs to act on (_follow: Replication.rekey)
     old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: _on_sighup(cfg, rekey))
     # a SIGHUP blocked by whatever started fh run (the mask is inherited) would leave systemctl reload pending forever
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    # Type=notify (deploy/fh@.service): started now, so systemd lets `systemctl reload` through from here on; a
+    # SIGHUP before this line would have ended fh run (Type=exec let one through while Python was still starting)
+    sdnotify.notify("READY=1", f"STATUS=starting {cfg.name}")
     try:
         return _run(cfg, keep_segment, json_out, rekey)
     finally:

@@ -66,6 +66,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from . import sdnotify
 from .errors import FhError
 
 MAGIC = 0x31574846  # "FHW1"
@@ -657,6 +658,7 @@ def cmd_witness(a) -> int:
     def log(s: str) -> None:
         print(f"fh witness: {s}", file=sys.stderr, flush=True)
 
+    sdnotify.take()  # not for the saving children
     try:
         keys, skipped = load_keys(a.key_file) if a.key_file else ((), [])
         key = keys[0] if keys else None
@@ -706,6 +708,8 @@ def cmd_witness(a) -> int:
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reread)
+        # Type=notify (fh-witness.service): systemd holds `systemctl reload` until now, when SIGHUP is handled
+        sdnotify.notify("READY=1", f"STATUS=listening on {a.listen}")
         await serve(sock, w, stop, saver)
 
     asyncio.run(main())
