@@ -281,6 +281,14 @@ exit_idle_ms = {exit_idle_ms}
 {extra}"""
 
 
+def fh_run_popen(cfg: Path, err: Path, env: dict | None = None) -> subprocess.Popen:
+    """`fh run --config CFG --keep-segment` from this checkout, in the background: stdout dropped, stderr to ERR (read
+    it while it runs), the environment this process's plus ENV."""
+    return subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
+                            stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch) -> Path:
     """FH_RUN_DIR (pidfiles, exit records) in the test's own directory, for this process and every fh it starts."""

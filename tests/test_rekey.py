@@ -13,14 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import exec_reload_signals, why_no_replicate
+from conftest import exec_reload_signals, fh_run_popen, why_no_replicate
 from handler import replicate as R
 from handler import witness as W
 from test_replicate import _day_journal, _primary, _remove
@@ -341,9 +340,7 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
                            failover_timeout_ms=300, more=f'witness = "127.0.0.1:{cap.getsockname()[1]}"\n'
                            f'pair = "rk"\nwitness_key_file = "{kf}"\n'))
     err = tmp_path / "run.err"
-    run = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
-                           stdout=subprocess.DEVNULL, stderr=open(err, "w"),
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = fh_run_popen(cfg, err)
     guard_status = f"/dev/shm/fh-{name}.guard.repl"
 
     def up() -> bool:  # both fh-replicate started, each past its signal handlers (its status file written)
@@ -398,42 +395,6 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
     assert bad == [f"fh run: {name}: SIGHUP: {cfg}: replication.witness_key_file = '{kf}': mode 644, readable by "
                    f"group or others: chmod 600 {kf}: nothing forwarded, the key in use stays"], bad
     assert RR.read_state(name, tmp_path / "run")["role"] == "primary"
-
-
-@pytest.mark.dpdk
-def test_fh_run_sighup_without_replication_has_nothing_to_re_read(tmp_path, monkeypatch):
-    """fh run without [replication]: SIGHUP says in one line that there is nothing to re-read; fh run and its data
-    plane (the same pid: SIGHUP never reaches it) run on, and stop cleanly after."""
-    from conftest import ROOT, dataplane_path, run_config, stop_all
-    from handler import segments
-
-    if dataplane_path() is None:
-        pytest.skip("needs fh-dataplane")
-    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
-    name = f"rkn{uuid.uuid4().hex[:6]}"
-    cfg = tmp_path / "fh.toml"
-    cfg.write_text(run_config(name, ROOT / "pcaps" / "synth-ab-40k.pcap", exit_idle_ms=0))
-    err = tmp_path / "run.err"
-    run = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
-                           stdout=subprocess.DEVNULL, stderr=open(err, "w"),
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 30
-        while not _record(name).get("dataplane_pid"):
-            assert run.poll() is None and time.monotonic() < deadline, _lines(err)
-            time.sleep(0.05)
-        dp = _record(name)["dataplane_pid"]
-        n0 = len(_lines(err))
-        run.send_signal(signal.SIGHUP)
-        _said(err, "SIGHUP", n0)
-        time.sleep(0.3)
-        said = [x for x in _lines(err)[n0:] if "SIGHUP" in x]
-        assert run.poll() is None and _record(name)["dataplane_pid"] == dp and os.kill(dp, 0) is None
-    finally:
-        stop_all([run], 30)
-        segments.remove(f"/dev/shm/fh-{name}")
-    assert said == [f"fh run: {name}: SIGHUP: no [replication]: nothing to re-read"], said
-    assert run.returncode == 0 and "the data plane stopped cleanly on SIGTERM" in _lines(err)[-1], _lines(err)[-5:]
 
 
 def test_the_unit_reloads_with_sighup_to_fh_run():

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, dataplane_path, run_config, stop_all
+from conftest import ROOT, dataplane_path, fh_run_popen, run_config, stop_all
 from handler import sdnotify, segments, supervise
 
 
@@ -29,15 +29,6 @@ def _notify_socket(where: str) -> tuple[socket.socket, str]:
     return s, where
 
 
-def _ready(s: socket.socket, proc: subprocess.Popen) -> list[str]:
-    """The lines of the first datagram, which must say READY=1 (within 30 s, the process still running)."""
-    data = s.recv(4096).decode()
-    assert proc.poll() is None
-    lines = data.split("\n")
-    assert "READY=1" in lines, lines
-    return lines
-
-
 def _lines(path) -> list[str]:
     with open(path) as f:
         return f.read().splitlines()
@@ -48,6 +39,17 @@ def _until(what, timeout: float = 10) -> None:
     while not what():
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def _ready_then_sighup(s: socket.socket, proc: subprocess.Popen, err) -> list[str]:
+    """The first datagram, which must say READY=1 (within 30 s, the process still running); SIGHUP sent the moment
+    it came, and the process's line about it waited for. The datagram's lines."""
+    lines = s.recv(4096).decode().split("\n")
+    proc.send_signal(signal.SIGHUP)
+    assert "READY=1" in lines, lines
+    _until(lambda: any("SIGHUP" in x for x in _lines(err)) or proc.poll() is not None)
+    assert proc.poll() is None, _lines(err)
+    return lines
 
 
 def test_notify_outside_systemd_sends_nothing(monkeypatch):
@@ -73,9 +75,10 @@ def test_notify_takes_the_socket_from_the_environment(tmp_path, monkeypatch):
 
 @pytest.mark.dpdk
 def test_fh_run_ready_then_sighup_at_once(tmp_path, monkeypatch):
-    """fh run under a notify socket: READY=1 (with its STATUS); a SIGHUP sent the moment it arrives is taken (one
-    line, nothing to re-read) and fh run and its data plane run on; the data plane did not inherit $NOTIFY_SOCKET;
-    SIGTERM stops both cleanly."""
+    """fh run (without [replication]) under a notify socket: READY=1 (with its STATUS); a SIGHUP sent the moment it
+    arrives is taken (one line: nothing to re-read) and fh run and its data plane (the same pid: SIGHUP never reaches
+    it) run on; the data plane did not inherit $NOTIFY_SOCKET; SIGTERM stops both cleanly. (With replication, SIGHUP
+    re-reads the witness key: test_rekey.)"""
     if dataplane_path() is None:
         pytest.skip("needs fh-dataplane")
     monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
@@ -84,19 +87,14 @@ def test_fh_run_ready_then_sighup_at_once(tmp_path, monkeypatch):
     cfg.write_text(run_config(name, ROOT / "pcaps" / "synth-ab-40k.pcap", exit_idle_ms=0))
     err = tmp_path / "run.err"
     s, where = _notify_socket(str(tmp_path / "notify"))
-    run = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(cfg), "--keep-segment"],
-                           stdout=subprocess.DEVNULL, stderr=open(err, "w"),
-                           env={**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": where})
+    run = fh_run_popen(cfg, err, {"NOTIFY_SOCKET": where})
     try:
-        lines = _ready(s, run)
-        run.send_signal(signal.SIGHUP)
-        assert f"STATUS=starting {name}" in lines
-        _until(lambda: any("SIGHUP" in x for x in _lines(err)))
+        assert f"STATUS=starting {name}" in _ready_then_sighup(s, run, err)
         _until(lambda: (supervise.lookup(name)[1] or {}).get("dataplane_pid"), 30)
         dp = supervise.lookup(name)[1]["dataplane_pid"]
         env = open(f"/proc/{dp}/environ", "rb").read().split(b"\0")
         time.sleep(0.3)
-        assert run.poll() is None and os.kill(dp, 0) is None
+        assert run.poll() is None and os.kill(dp, 0) is None and supervise.lookup(name)[1]["dataplane_pid"] == dp
     finally:
         stop_all([run], 30)
         s.close()
@@ -119,10 +117,7 @@ def test_fh_witness_ready_then_sighup_at_once(tmp_path):
                          stdout=subprocess.PIPE, stderr=open(err, "w"), text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": where})
     try:
-        lines = _ready(s, p)
-        p.send_signal(signal.SIGHUP)
-        assert f"STATUS=listening on 127.0.0.1:{port}" in lines
-        _until(lambda: any("SIGHUP" in x for x in _lines(err)))
+        assert f"STATUS=listening on 127.0.0.1:{port}" in _ready_then_sighup(s, p, err)
         time.sleep(0.2)
         assert p.poll() is None
     finally:
