@@ -832,6 +832,19 @@ def _wait_for(status: str, pred, timeout: float = 10) -> dict:
     raise AssertionError(f"not reached in {timeout} s: {R.read_status(status)}")
 
 
+def _held_after_kill(status: str, pr: subprocess.Popen, silent, before=None) -> dict:
+    """The primary killed -9 once the standby has 5,000 messages (`before()` run just before the kill), then, once
+    the standby's status says `silent` (its witness's verdict reached), four failover timeouts (300 ms) waited: a
+    standby that holds is still holding after them. Its status then."""
+    _wait_for(status, lambda d: d["messages"] >= 5000)
+    if before:
+        before()
+    pr.kill()
+    _wait_for(status, silent, 5)
+    time.sleep(1.2)
+    return R.read_status(status)
+
+
 def _stop(*procs) -> list[str]:
     errs = []
     for p in procs:
@@ -936,12 +949,8 @@ def test_witness_unreachable_holds_the_promotion(three_hosts):
     feed = _feed(journal, 20, 20000)
     pr = _primary(lab, journal)
     try:
-        _wait_for(files[3], lambda d: d["messages"] >= 5000)
-        _ip("-n", lab["b"], "link", "set", "wb", "down")
-        pr.kill()
-        d = _wait_for(files[3], lambda d: d["witness_state"] == "no-answer", 5)
-        time.sleep(1.2)  # four failover timeouts
-        d = R.read_status(files[3])
+        d = _held_after_kill(files[3], pr, lambda d: d["witness_state"] == "no-answer",
+                             lambda: _ip("-n", lab["b"], "link", "set", "wb", "down"))
         assert d["state"] == "peer-silent" and d["epoch"] == 1, d
         assert d["witness_state"] == "no-answer" and "no answer within 50 ms: not promoting" in d["witness_says"]
         assert d["witness_queries"] >= 5 and d["witness_answers"] == 0
@@ -1130,11 +1139,7 @@ while True:
     feed = _feed(journal, 20, 20000)
     pr = _primary(lab, journal, ports=(KPORT,), key=kf)
     try:
-        _wait_for(files[3], lambda d: d["messages"] >= 5000)
-        pr.kill()
-        _wait_for(files[3], lambda d: d["witness_bad_auth"] >= 1 and d["witness_state"] == "no-answer", 5)
-        time.sleep(1.2)  # four failover timeouts
-        d = R.read_status(files[3])
+        d = _held_after_kill(files[3], pr, lambda d: d["witness_bad_auth"] >= 1 and d["witness_state"] == "no-answer")
         table = fh("replicate", "status", "--name", files[3]).stdout
     finally:
         errs = _stop(pr, feed, sb, forger)
@@ -1160,11 +1165,7 @@ def test_keyed_witness_other_pair_key_holds(three_hosts, tmp_path, pair_key):
     feed = _feed(journal, 20, 20000)
     pr = _primary(lab, journal, ports=(KPORT,), key=hk)
     try:
-        _wait_for(files[3], lambda d: d["messages"] >= 5000)
-        pr.kill()
-        _wait_for(files[3], lambda d: d["witness_state"] == "no-answer", 5)
-        time.sleep(1.2)  # four failover timeouts
-        d = R.read_status(files[3])
+        d = _held_after_kill(files[3], pr, lambda d: d["witness_state"] == "no-answer")
     finally:
         errs = _stop(pr, feed, sb)
         _remove(journal, f"/dev/shm/fh-wp-{lab['tag']}.repl", *files)
