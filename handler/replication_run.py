@@ -429,26 +429,42 @@ class Replication:
         if self.starts == 1:
             self.say(f"replication {self.role} at epoch {self.epoch}: {' '.join(self.cmd)}")
 
-    def rekey(self) -> None:
+    def rekey(self) -> dict:
         """fh run's SIGHUP (systemctl reload): the witnesses' key file checked with the configuration's rules, then
         SIGHUP to the fh-replicate processes running (the replicator and a primary's guard), which read it again and
-        sign with it from then on (never to the data plane). One line; a file that fails: said, nothing forwarded."""
+        sign with it from then on (never to the data plane). One line; a file that fails: said, nothing forwarded.
+        The outcome, for fh run's record (`fh reload` waits on it): ok, the line, and `wait`: each process told,
+        with its status file and its count of re-reads (witness_rekeys) before, which a re-read that took raises. A
+        process whose status file is not written yet is still starting: it reads the file at its start."""
         key = self.cfg.replication.witness_key_file
         try:
             config.check_witness_key_file(self.cfg.path, key)
         except config.ConfigError as e:
-            self.say(f"SIGHUP: {e}: nothing forwarded, the key in use stays")
-            return
-        procs = [(what, p) for what, p in (("fh-replicate", self.proc), ("its guard", self.guard))
+            said = f"SIGHUP: {e}: nothing forwarded, the key in use stays"
+            self.say(said)
+            return {"ok": False, "said": said, "wait": []}
+        procs = [(what, p, path) for what, p, path in (("fh-replicate", self.proc, R.status_path(self.cfg.name)),
+                                                       ("its guard", self.guard, guard_status_of(self.cfg)))
                  if p is not None and p.poll() is None]
         if not procs:
-            self.say(f"SIGHUP: {key} checked; no fh-replicate runs now (the next one reads it at its start)")
-            return
+            said = f"SIGHUP: {key} checked; no fh-replicate runs now (the next one reads it at its start)"
+            self.say(said)
+            return {"ok": True, "said": said, "wait": []}
+        wait = []
+        for what, p, path in procs:
+            try:
+                st = R.read_status(path)
+            except R.ReplicateError:
+                continue
+            if st["pid"] == p.pid:
+                wait.append({"what": what, "pid": p.pid, "status": path, "rekeys": st["witness_rekeys"]})
         # said before it is sent: their lines come after this one, not inside it
-        self.say(f"SIGHUP: {key} checked: {' and '.join(f'{what} (pid {p.pid})' for what, p in procs)} told to "
-                 "re-read it (each says so in a line of its own)")
-        for _, p in procs:
+        said = (f"SIGHUP: {key} checked: {' and '.join(f'{what} (pid {p.pid})' for what, p, _ in procs)} told to "
+                "re-read it (each says so in a line of its own)")
+        self.say(said)
+        for _, p, _ in procs:
             p.send_signal(signal.SIGHUP)
+        return {"ok": True, "said": said, "wait": wait}
 
     def record(self) -> dict:
         return {"role": self.role, "epoch": self.epoch, "pid": self.proc.pid if self.proc else None,

@@ -16,6 +16,7 @@ from . import config, process, replication_run, sdnotify, supervise
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
+RELOAD_POLL_S = 0.25  # how soon an idle supervision loop takes up a SIGHUP (a wait is not cut short by one)
 
 
 def eal_args(cfg: config.Config) -> list[str]:
@@ -41,8 +42,8 @@ def eal_args(cfg: config.Config) -> list[str]:
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:
     sdnotify.take()  # the data plane and fh-replicate do not speak for the unit
     cfg = config.load(cfg_path)
-    rekey: list[int] = []  # SIGHUPs to act on (_follow: Replication.rekey)
-    old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: _on_sighup(cfg, rekey))
+    rekey: list[int] = []  # SIGHUPs to act on (_follow: _reload)
+    old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: rekey.append(signum))
     # a SIGHUP blocked by whatever started fh run (the mask is inherited) would leave systemctl reload pending forever
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     # Type=notify (deploy/fh@.service): started now, so systemd lets `systemctl reload` through from here on; a
@@ -54,17 +55,19 @@ def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> in
         signal.signal(signal.SIGHUP, old_hup)
 
 
-def _on_sighup(cfg: config.Config, rekey: list[int]) -> None:
-    """SIGHUP (systemctl reload: the unit's ExecReload kills -HUP $MAINPID): its default action would end fh run while the
-    data plane runs on. With [replication] witness_key_file: taken up by the supervision loop (the file checked, then
-    SIGHUP to fh-replicate: Replication.rekey); else one line, nothing to re-read. Written with os.write: a print
-    here could land inside one of the main code's."""
+def _reload(cfg: config.Config, pf: supervise.Pidfile, repl) -> None:
+    """A SIGHUP (systemctl reload: the unit's ExecReload is `fh reload`), taken up by the supervision loop (its
+    default action would end fh run while the data plane runs on). With [replication] witness_key_file: the file
+    checked, then SIGHUP to fh-replicate (Replication.rekey); else one line, nothing to re-read. The outcome goes into
+    the pidfile's record as `reload` (n: the reloads taken so far), which `fh reload` waits for."""
     r = cfg.replication
-    if r.role != "off" and r.witness_key_file:
-        rekey.append(signal.SIGHUP)
-        return
-    why = "no [replication]" if r.role == "off" else "[replication] has no witness_key_file"
-    os.write(2, f"fh run: {cfg.name}: SIGHUP: {why}: nothing to re-read\n".encode())
+    if repl is not None and r.witness_key_file:
+        out = repl.rekey()
+    else:
+        why = "no [replication]" if repl is None else "[replication] has no witness_key_file"
+        out = {"ok": True, "said": f"SIGHUP: {why}: nothing to re-read", "wait": []}
+        print(f"fh run: {cfg.name}: {out['said']}", file=sys.stderr, flush=True)
+    pf.update(reload={**out, "n": (pf.record.get("reload") or {}).get("n", 0) + 1})
 
 
 def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int]) -> int:
@@ -215,9 +218,9 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
         while child.poll() is None:
             if rec is not None and (pid := rec.poll(child.pid)):
                 pf.update(recorder_pid=pid)
-            if repl is not None and rekey:
-                rekey.clear()
-                repl.rekey()
+            while rekey:
+                rekey.pop()
+                _reload(cfg, pf, repl)
             if repl is not None and not stopping and repl.poll(child.pid):
                 pf.update(replication=repl.record())
                 if repl.demoting:  # stopped cleanly, every book marked stale (SIGUSR2), then started as standby
@@ -236,7 +239,7 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
                           "stay stale", file=sys.stderr, flush=True)
             try:
                 busy = rec is not None or repl is not None or (watch and watch.state["state"] == "restoring")
-                child.wait(POLL_S if busy else None)
+                child.wait(POLL_S if busy else RELOAD_POLL_S)
             except subprocess.TimeoutExpired:
                 pass
     finally:

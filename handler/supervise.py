@@ -385,6 +385,58 @@ def stop(name: str, timeout: float = 10.0) -> tuple[int, str]:
                       if rec.get("segment") else "")
 
 
+# ---- fh reload ------------------------------------------------------------------------------------------
+
+
+def reload(name: str, timeout: float = 30.0) -> tuple[int, str]:
+    """SIGHUP to instance NAME's fh run (systemctl reload's ExecReload), then wait until it is done: fh run takes it
+    up (the outcome in its record's `reload`), and each fh-replicate it told re-reads the witnesses' key file (its
+    status's witness_rekeys rises). (exit status, one line): 0 once done; 1 when fh run refused the key file (it
+    says why; the key in use stays), when the instance does not run, or when `timeout` seconds pass first, so
+    that `systemctl reload` and the Ansible handler behind it fail where the reload did not take."""
+    from . import replicate as R
+
+    path, rec, locked = lookup(name)
+    rec = rec or {}
+    sup = rec.get("pid") if locked and pid_is(rec.get("pid"), rec.get("boot_s")) else None
+    if sup is None:
+        return 1, (f"instance {name} is not running under fh run (no live pidfile in {', '.join(map(str, run_dirs()))})"
+                   f": nothing to reload; start it (systemctl start fh@{name}, or fh run --config ...)")
+    n0 = (rec.get("reload") or {}).get("n", 0)
+    deadline = time.monotonic() + timeout
+    if not _signal(sup, signal.SIGHUP):
+        return 1, f"instance {name}: fh run (pid {sup}) is gone"
+    while True:
+        out = (read_record(path) or {}).get("reload") or {}
+        if out.get("n", 0) > n0:
+            break
+        if time.monotonic() >= deadline:
+            return 1, (f"instance {name}: fh run (pid {sup}) did not take the SIGHUP up within {timeout:g} s (still "
+                       f"starting, or an fh run older than fh reload): see its log (journalctl -u fh@{name})")
+        time.sleep(0.02)
+    said = out.get("said", "")
+    if not out.get("ok"):
+        return 1, f"instance {name}: {said}"
+    waiting = list(out.get("wait") or [])
+    while waiting:
+        for w in list(waiting):
+            try:
+                st = R.read_status(w["status"])
+            except R.ReplicateError:
+                st = None
+            if not R.pid_alive(w["pid"]) or (st and st["pid"] != w["pid"]):
+                waiting.remove(w)  # gone, or replaced: a new fh-replicate reads the key at its start
+            elif st and st["witness_rekeys"] > w["rekeys"]:
+                waiting.remove(w)
+        if waiting and time.monotonic() >= deadline:
+            who = " and ".join(f"{w['what']} (pid {w['pid']})" for w in waiting)
+            return 1, (f"instance {name}: {who} did not re-read the key within {timeout:g} s (its status counts no "
+                       f"re-read; its line in journalctl -u fh@{name} says why): the key in use there stays")
+        if waiting:
+            time.sleep(0.02)
+    return 0, f"instance {name} reloaded: {said}"
+
+
 def _stop_unsupervised(name: str, timeout: float) -> tuple[int, str]:
     """No fh run for NAME: a writer that holds the segment without one (fh publish, a replay) is stopped
     the same way."""

@@ -184,6 +184,18 @@ def exec_reload_signals(unit_text: str) -> list[int]:
         main.wait()
 
 
+def unit_exec_reload(unit_text: str, instance: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """fh@INSTANCE's ExecReload= run as systemd would run it (%i the instance), with this checkout's fh in place of
+    /usr/local/bin/fh and this process's environment (its FH_RUN_DIR standing in for the unit's /run/fh)."""
+    import shlex
+
+    (line,) = [x for x in unit_text.splitlines() if x.startswith("ExecReload=")]
+    argv = shlex.split(line.removeprefix("ExecReload=").replace("%i", instance))
+    assert argv[0] == "/usr/local/bin/fh", argv
+    return subprocess.run([sys.executable, "-m", "handler", *argv[1:]], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def _unique() -> str:
     return f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 

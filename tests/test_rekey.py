@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import exec_reload_signals, fh_run_popen, why_no_replicate
+from conftest import fh_run_popen, unit_exec_reload, why_no_replicate
 from handler import replicate as R
 from handler import witness as W
 from test_replicate import _day_journal, _primary, _remove
@@ -318,7 +318,9 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
     checks the file and says so in one line, its fh-replicate and its guard each say the re-read line, the beats
     verify under the new key from then on; fh run, its data plane (the same pid) and both fh-replicate (the same
     pids, not restarted) run on. Then the file made mode 644 and SIGHUP: fh run's one line (the loader's words, the
-    fix), nothing forwarded (no fh-replicate line), the beats still under the key in use."""
+    fix), nothing forwarded (no fh-replicate line), the beats still under the key in use. Each SIGHUP is sent by the
+    unit's ExecReload (`fh reload`), which returns once the reload has taken (both status files count the re-read
+    when it returns, exit 0) and fails, with fh run's line, when the file was refused (exit 1)."""
     from conftest import ROOT, dataplane_path, stop_all
     from handler import replication_run as RR
     from handler import segments
@@ -358,7 +360,9 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
         assert W.unpack(cap.recvfrom(256)[0], k1)["type"] == W.BEAT
         n0 = len(_lines(err))
         _replace_key(kf, k2)
-        run.send_signal(signal.SIGHUP)
+        unit = (ROOT / "deploy" / "fh@.service").read_text()
+        ok = unit_exec_reload(unit, name)
+        rekeys = (_status(name).get("witness_rekeys"), _status(guard_status).get("witness_rekeys"))
         _said(err, "re-read at SIGHUP", n0, times=2)  # the replicator's and the guard's
         time.sleep(0.3)  # (a third line would be a fault)
         said = [x for x in _lines(err)[n0:] if "SIGHUP" in x]
@@ -372,7 +376,7 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
         after = [cap.recvfrom(256)[0] for _ in range(3)]
         n1 = len(_lines(err))
         os.chmod(kf, 0o644)
-        run.send_signal(signal.SIGHUP)
+        refused = unit_exec_reload(unit, name)
         _said(err, "the key in use stays", n1)
         time.sleep(0.5)  # a forwarded SIGHUP would be said by now
         bad = [x for x in _lines(err)[n1:] if "SIGHUP" in x]
@@ -388,6 +392,10 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
         _remove(f"/dev/shm/fh-{name}.journal", f"/dev/shm/fh-{name}.standby.journal", R.status_path(name),
                 guard_status)
     assert run.returncode == 0, _lines(err)[-20:]
+    assert ok.returncode == 0 and rekeys == (1, 1), (ok, rekeys)  # taken by both when fh reload returned
+    assert ok.stdout == f"fh reload: instance {name} reloaded: {said[0].split(': ', 2)[2]}\n", ok.stdout
+    assert refused.returncode == 1 and refused.stderr == f"fh reload: instance {name}: {bad[0].split(': ', 2)[2]}\n", \
+        refused
     rr = f"fh-replicate: --witness-key-file {kf}: " + REREAD.format(n=48)
     assert said == [f"fh run: {name}: SIGHUP: {kf} checked: fh-replicate (pid {pid}) and its guard (pid {gpid}) told "
                     "to re-read it (each says so in a line of its own)", rr, rr], said
@@ -397,12 +405,17 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
     assert RR.read_state(name, tmp_path / "run")["role"] == "primary"
 
 
-def test_the_unit_reloads_with_sighup_to_fh_run():
-    """systemctl reload fh@NAME: SIGHUP to fh run alone ($MAINPID), which rotates the key (above); the unit's other
-    checks and systemd-analyze verify: test_supervise.test_systemd_unit_verifies."""
+def test_the_unit_reloads_with_fh_reload(tmp_path, monkeypatch):
+    """systemctl reload fh@NAME runs `fh reload --name NAME`: SIGHUP to fh run, waiting until it has taken (above);
+    an instance that does not run fails in one line. The unit's other checks and systemd-analyze verify:
+    test_supervise.test_systemd_unit_verifies."""
     from conftest import ROOT
 
     text = (ROOT / "deploy" / "fh@.service").read_text()
     assert [line for line in text.splitlines() if line.startswith("ExecReload=")] == [
-        "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'"]  # the shell's kill: /bin/kill (procps) is not everywhere
-    assert exec_reload_signals(text) == [signal.SIGHUP]  # run as systemd runs it: SIGHUP to $MAINPID
+        "ExecReload=/usr/local/bin/fh reload --name %i"]
+    monkeypatch.setenv("FH_RUN_DIR", str(tmp_path / "run"))
+    r = unit_exec_reload(text, "nosuch")
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.splitlines() == [
+        f"fh reload: instance nosuch is not running under fh run (no live pidfile in {tmp_path / 'run'}): nothing "
+        "to reload; start it (systemctl start fh@nosuch, or fh run --config ...)"], r.stderr

@@ -114,6 +114,18 @@ def cmd_stop(a) -> int:
     return rc
 
 
+def cmd_reload(a) -> int:
+    from .. import supervise
+
+    if a.timeout <= 0:
+        raise FhError(f"--timeout {a.timeout:g}: must be more than 0 seconds")
+    name = _instance(a.name)
+    check_access(name)
+    rc, msg = supervise.reload(name, a.timeout)
+    print(f"fh reload: {msg}", file=sys.stderr if rc else sys.stdout)
+    return rc
+
+
 def _named_lines(s: dict) -> None:
     """Name the data plane's lines as the configuration does (A/B where it says nothing: handler.metrics), the
     same names fh stats and fh metrics use."""
@@ -369,6 +381,19 @@ def register(sub, positive, nonneg) -> None:
     sp.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                     help="wait this long for a clean stop before SIGKILL (default 10)")
     sp.set_defaults(func=cmd_stop)
+
+    rl = sub.add_parser("reload", help="have a running instance re-read the witnesses' key file (SIGHUP to fh run), "
+                                       "and wait until it has",
+                        description="SIGHUP to the instance's fh run (the unit's ExecReload: systemctl reload "
+                                    "fh@NAME), which checks [replication] witness_key_file and has its fh-replicate "
+                                    "processes read it again; waits until each has. Exit 0 once done, 1 if the file "
+                                    "was refused (the key in use stays), the instance does not run, or --timeout "
+                                    "passed first. Nothing else is re-read: a changed fh.toml needs a restart.",
+                        epilog=examples("fh reload --name nasdaq", "systemctl reload fh@nasdaq"))
+    rl.add_argument("--name", default="fh", help=name_help)
+    rl.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="wait this long for fh run and its fh-replicate processes (default 30)")
+    rl.set_defaults(func=cmd_reload)
 
     m = sub.add_parser("metrics", help="serve an instance's counters and states to Prometheus, or write a "
                                        "node-exporter textfile",
