@@ -149,6 +149,7 @@ NO_TABLE = {
     ("publish",): "progress lines on stderr",
     ("retransmit-server",): "a few lines on stderr; --stats-json FILE writes its counters",
     ("stop",): "one line",
+    ("reload",): "one line",
     ("metrics",): "the Prometheus text format",
     ("soak",): "JSON Lines already (one record a loop, then a summary)",
     ("witness",): "a server: lines on stderr, its counts in one JSON line at SIGTERM",
