@@ -488,7 +488,8 @@ def status(name: str, sample_s: float = 0.5) -> dict:
                  "segment": rec.get("segment") or shm.segment_path(name), "uptime_s": None, "started_utc": None,
                  "writer": None, "events": None, "books": None, "messages": None, "anomalies": None, "rates": None,
                  "drops": None, "feed": None, "line_state": None, "last_exit": None, "notes": [],
-                 "restart": rec.get("restart") if locked else None, "recorder_pid": rec.get("recorder_pid")}
+                 "restart": rec.get("restart") if locked else None, "recorder_pid": rec.get("recorder_pid"),
+                 "reload": rec.get("reload") if locked else None}
     sup = dp = None
     if locked:
         sup, dp = _live_pids(rec)

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import fh_run_popen, unit_exec_reload, why_no_replicate
+from conftest import fh, fh_run_popen, unit_exec_reload, why_no_replicate
 from handler import replicate as R
 from handler import witness as W
 from test_replicate import _day_journal, _primary, _remove
@@ -382,6 +382,8 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
         bad = [x for x in _lines(err)[n1:] if "SIGHUP" in x]
         still = [cap.recvfrom(256)[0] for _ in range(3)]
         rec2 = _record(name)
+        shown = [x for x in fh("status", "--name", name, "--sample", "0", check=False).stdout.splitlines()
+                 if x.startswith("reload")]
         assert run.poll() is None and rec2["dataplane_pid"] == dp and os.kill(dp, 0) is None
         assert (rec2["replication"]["pid"], rec2["replication"]["guard_pid"]) == (pid, gpid), rec2
         assert rec2["replication"]["restarts"] == 0, rec2
@@ -393,6 +395,8 @@ def test_fh_run_sighup_has_its_fh_replicate_re_read_the_key(tmp_path, monkeypatc
                 guard_status)
     assert run.returncode == 0, _lines(err)[-20:]
     assert ok.returncode == 0 and rekeys == (1, 1), (ok, rekeys)  # taken by both when fh reload returned
+    assert (rec2["reload"]["n"], rec2["reload"]["ok"]) == (2, False) and len(shown) == 1, (rec2["reload"], shown)
+    assert shown[0].startswith("reload    2x since the start; the last refused: ") and "chmod 600" in shown[0], shown
     assert ok.stdout == f"fh reload: instance {name} reloaded: {said[0].split(': ', 2)[2]}\n", ok.stdout
     assert refused.returncode == 1 and refused.stderr == f"fh reload: instance {name}: {bad[0].split(': ', 2)[2]}\n", \
         refused

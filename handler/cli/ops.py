@@ -224,6 +224,10 @@ def _status_text(s: dict, out=None) -> None:
             text += (f"; started {sup['starts']}x, restarted {sup['restarts']}x" + (", fenced" if sup["fenced"] else "")
                      + (f", demoted {sup['demotions']}x" if sup.get("demotions") else ""))
         lines.append(text)
+    rl = s.get("reload")
+    if rl:  # fh run's SIGHUPs (fh reload, systemctl reload): how many, and how the last went
+        lines.append(f"reload    {rl['n']}x since the start; the last {'taken' if rl['ok'] else 'refused'}: "
+                     f"{rl['said'].removeprefix('SIGHUP: ')}")
     rs = s.get("restart")
     if rs:
         lines.append(f"restart   {rs['state']}: from {rs['snapshot'] or 'the journal'} + {rs['journal_messages']} "
