@@ -103,7 +103,8 @@ HDR_DTYPE = _struct([
     ("writer_pid", "<u4", 76), ("start_ns", "<u8", 80), ("tsc_hz", "<u8", 88), ("name", "S32", 96),
     ("nbooks", "<u4", 128), ("key_bits", "<u4", 132), ("price_exp", "<i4", 136),
     ("ladder_off", "<u8", 144), ("lslot_off", "<u8", 152), ("ladder_bits", "<u4", 160), ("ladder_books", "<u4", 164),
-    ("heartbeat_ns", "<u8", 192), ("writer_state", "<u4", 200), ("head", "<u8", 256),
+    ("heartbeat_ns", "<u8", 192), ("writer_state", "<u4", 200),
+    ("standby", "<u4", 204), ("behind_msgs", "<u8", 208), ("head", "<u8", 256),
 ], 320)
 def _off(t: str, f: str) -> int:
     return ffi.offsetof(t, f)
@@ -314,6 +315,8 @@ class Overrun(namedtuple("Overrun", "lost next")):
 
 
 WriterStatus = namedtuple("WriterStatus", "state pid alive heartbeat_ns heartbeat_age started_ns replaced")
+STANDBY_STATES = {lib.FH_SHM_STANDBY_NO: None, lib.FH_SHM_STANDBY_CURRENT: "current",
+                  lib.FH_SHM_STANDBY_BEHIND: "behind", lib.FH_SHM_STANDBY_NO_LINES: "no-lines"}
 WriterStatus.__doc__ = """state: 'running', 'stopped' (cleanly) or 'dead' (gone without stopping); alive: the
 writer still holds the segment's lock; heartbeat_age: seconds since its last sign of life; replaced: the
 path now holds another segment (a new writer) or none, while this reader still maps the old one."""
@@ -877,6 +880,15 @@ class Reader:
             state = "dead"
         return WriterStatus(state, self.writer_pid, alive, hb, max(0.0, time.time() - hb / 1e9), self.start_ns,
                             not same)
+
+    def standby(self) -> tuple[str | None, int]:
+        """How current a standby's books are against its own feed lines (fh_shm_hdr_t.standby): (None, 0) for a
+        writer that is not a standby (a primary, a replay), else ("current", 0), ("behind", messages its lines have
+        delivered that its journal has not given yet: the books are its primary's as of an earlier point, filling
+        in order) or ("no-lines", 0: its lines have delivered nothing yet, so it cannot tell)."""
+        behind = ffi.new("uint64_t *")
+        st = lib.fh_shm_reader_standby(self._joined(), behind)
+        return STANDBY_STATES.get(st, f"state {st}"), int(behind[0])
 
     def dead_text(self, st: WriterStatus) -> str:
         """The one-line WriterDead message for status st."""

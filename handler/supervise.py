@@ -564,8 +564,9 @@ def _segment_status(r, out: dict, sample_s: float) -> None:
     from . import shm
 
     st = r.writer_status()
+    sb, behind = r.standby()
     out["writer"] = {"state": st.state, "pid": st.pid, "alive": st.alive, "heartbeat_age_s": round(st.heartbeat_age, 3),
-                     "replaced": st.replaced}
+                     "replaced": st.replaced, "standby": sb, "behind_msgs": behind}
     out["uptime_s"] = round(max(0.0, (time.time_ns() - r.start_ns) / 1e9), 3)
     out["started_utc"] = shm.utc_text(r.start_ns)
     if out["dataplane_pid"] is None and st.alive:

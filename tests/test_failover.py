@@ -309,3 +309,67 @@ def test_sigusr1_promotes_a_standby_data_plane_whose_journal_has_everything():
             process.remove_segment(seg)
         if os.path.exists(journal):
             os.unlink(journal)
+
+
+def test_a_standby_data_plane_says_how_current_its_books_are():
+    """A standby's segment says whether its books (its primary's, from the journal) are current against its own
+    lines: fh-dataplane --standby on a journal that does not exist yet, its lines (net_pcap, the whole capture)
+    delivering at once: "behind" by every message the lines carried (40,000), its books empty and not taken for
+    current (fh status's writer: standby "behind", 40,000); then the primary's data plane writes that journal: the standby follows it
+    and says "current" (behind 0) once the journal covers every held datagram; SIGUSR1 promotes it: no longer a
+    standby (None), its books the primary's. The segment says "no-lines" from its creation until the lines deliver
+    (fh_seg_cfg_t.standby: never 0 on a standby's new segment)."""
+    import signal
+    import time
+
+    from conftest import ROOT
+    from handler import supervise
+    from handler.shm import Reader
+
+    pcap = ROOT / "pcaps" / "synth-ab-40k.pcap"
+    tag = uuid.uuid4().hex[:8]
+    pseg, sseg = f"/dev/shm/fh-fc-p-{tag}", f"/dev/shm/fh-fc-s-{tag}"
+    journal = f"{pseg}.journal"
+    lines = replay.pcap_lines(pcap)
+    dp = None
+
+    def standby_until(want: tuple[str | None, int], timeout: float = 60) -> tuple[str | None, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with Reader(sseg) as r:
+                got = r.standby()
+            if got == want:
+                return got
+            assert time.monotonic() < deadline and dp.p.poll() is None, (got, dp.err[-3:])
+            time.sleep(0.02)
+
+    try:
+        dp = process.Dataplane(process.dataplane_cmd(replay.eal_args(f"fc-s-{tag}", f"net_pcap0,rx_pcap={pcap}"),
+                                                     sseg, lines, events=1 << 18, extra=["--standby", journal]))
+        dp.wait_running()
+        with Reader(sseg) as r:
+            first = r.standby()[0]
+        assert first in ("no-lines", "behind"), first  # never None: from the segment's creation
+        standby_until(("behind", 40000))  # once the lines have delivered the whole capture
+        st = {"writer": None, "dataplane_pid": None}
+        with Reader(sseg) as r:
+            supervise._segment_status(r, st, 0)
+            assert r.stats(types=False).get("messages", 0) == 0  # nothing applied: the journal is not there
+        assert (st["writer"]["standby"], st["writer"]["behind_msgs"]) == ("behind", 40000), st["writer"]
+        process.run_dataplane(replay.eal_args(f"fc-p-{tag}", f"net_pcap0,rx_pcap={pcap}"), pseg, lines,
+                              events=1 << 18, timeout=120, extra=["--journal", journal, "--journal-mb", "16"])
+        standby_until(("current", 0))
+        with Reader(sseg) as r:
+            assert r.stats(types=False).get("messages") == 40000
+        dp.p.send_signal(signal.SIGUSR1)
+        standby_until((None, 0))
+        stats = dp.wait(60)
+        assert stats["standby"]["promoted"] and stats["messages_applied"] == 0
+        assert replay.segment_books(sseg) == replay.segment_books(pseg)
+    finally:
+        if dp is not None:
+            dp.close()
+        for seg in (pseg, sseg):
+            process.remove_segment(seg)
+        if os.path.exists(journal):
+            os.unlink(journal)

@@ -159,6 +159,14 @@ def _status_text(s: dict, out=None) -> None:
     if w:
         lines.append(f"segment   {s['segment']}: writer pid {w['pid']} {w['state']}, last heartbeat "
                      f"{age_text(w['heartbeat_age_s'])} ago")
+        sb = w.get("standby")
+        if sb:  # a standby's data plane: how current its books (its primary's) are against its own lines
+            lines.append("standby   " + {
+                "current": "the books are current: the journal covers what this host's lines delivered",
+                "behind": f"catching up: the books are the primary's as of {fmt_int(w['behind_msgs'])} messages ago "
+                          "(what this host's lines delivered and the journal has not given yet)",
+                "no-lines": "this host's lines have delivered nothing yet: whether the books are current is not "
+                            "known"}.get(sb, sb))
     else:
         lines.append(f"segment   {s['segment']}: none")
     if s["events"]:

@@ -37,7 +37,7 @@ int main(int argc, char **argv)
     fh_seg_t *seg = NULL;
     if (publish) {
         fh_seg_cfg_t sc = { "/dev/shm/fh-bench-engine", "bench", cfg.max_levels, 1u << 16, 10, -1,
-                             FH_SEG_LADDER_BOOKS };
+                             FH_SEG_LADDER_BOOKS, 0 };
         if (!(seg = fh_seg_create(&sc))) {
             fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
             return 2;

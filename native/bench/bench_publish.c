@@ -59,7 +59,7 @@ int main(int argc, char **argv)
     fh_engine_cfg_t cfg = { 65535, 8u << 20, 4u << 20 }; /* as fh-bench-engine */
     char path[64];
     snprintf(path, sizeof path, "/dev/shm/fh-bench-publish-%d", (int)getpid());
-    fh_seg_cfg_t sc = { path, "bench-publish", cfg.max_levels, events_cap, 10, -1, FH_SEG_LADDER_BOOKS };
+    fh_seg_cfg_t sc = { path, "bench-publish", cfg.max_levels, events_cap, 10, -1, FH_SEG_LADDER_BOOKS, 0 };
     fh_seg_t *seg = fh_seg_create(&sc);
     fh_engine_t *e = seg ? fh_engine_create_on(&cfg, seg) : NULL;
     if (!e) {

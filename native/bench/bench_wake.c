@@ -130,7 +130,7 @@ static int run(const char *mode, uint64_t n, int wcpu, int rcpu)
 {
     char path[64];
     snprintf(path, sizeof path, "/dev/shm/fh-bench-wake-%d", (int)getpid());
-    fh_seg_cfg_t sc = { path, "bench-wake", 1024, 1024, 10, -1, 0 };
+    fh_seg_cfg_t sc = { path, "bench-wake", 1024, 1024, 10, -1, 0, 0 };
     fh_seg_t *seg = fh_seg_create(&sc);
     if (!seg) {
         fprintf(stderr, "%s: %s\n", prog, fh_errmsg());

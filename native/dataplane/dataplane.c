@@ -63,7 +63,8 @@ int dp_open_feed(dp_t *dp)
     if (o->rx_only)
         return 0;
     fh_seg_cfg_t sc = { .path = o->segment, .name = o->name, .max_levels = o->max_levels, .event_capacity = o->events,
-                        .depth = o->depth, .gid = o->gid, .ladder_books = o->ladder_books };
+                        .depth = o->depth, .gid = o->gid, .ladder_books = o->ladder_books,
+                        .standby = o->standby ? FH_SHM_STANDBY_NO_LINES : FH_SHM_STANDBY_NO };
     if (!(dp->seg = fh_seg_create(&sc))) {
         fprintf(stderr, "fh-dataplane: %s\n", fh_errmsg());
         return -1;

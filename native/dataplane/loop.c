@@ -165,7 +165,7 @@ static __attribute__((noinline, cold)) void hold_burst(dp_t *dp, fh_standby_t *s
         if (r < 0)
             refused(dp, k, r, f, mb->data_len, rx);
         else
-            fh_standby_hold(sb, pkt.payload, pkt.len, pkt.line);
+            fh_standby_hold(sb, pkt.payload, pkt.len, pkt.line, rx);
     }
 }
 
@@ -175,7 +175,11 @@ static __attribute__((noinline, cold)) fh_standby_t *standby_step(dp_t *dp, uint
 {
     if (promote_sig)
         fh_standby_promote(dp->sb);
-    return fh_standby_poll(dp->sb, &dp->feed, now, 256, standby_apply, dp) ? NULL : dp->sb;
+    int promoted = fh_standby_poll(dp->sb, &dp->feed, now, 256, standby_apply, dp);
+    uint64_t behind;
+    uint32_t st = fh_standby_currency(dp->sb, now, &behind); /* the segment says how current its books are */
+    fh_seg_set_standby(dp->seg, st, behind);
+    return promoted ? NULL : dp->sb;
 }
 
 /* --restore: the restored books are stale (with events) until the feed has caught up with the lines

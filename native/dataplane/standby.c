@@ -18,7 +18,8 @@ typedef struct slot {
     uint32_t len;
     uint16_t line;
     uint16_t pad;
-    uint8_t d[FH_STANDBY_SLOT - 8];
+    uint64_t at; /* TSC of its arrival: how long the journal has left it uncovered (fh_standby_currency) */
+    uint8_t d[FH_STANDBY_SLOT - 16];
 } slot_t;
 _Static_assert(sizeof(slot_t) == FH_STANDBY_SLOT, "a held datagram's slot");
 
@@ -48,6 +49,7 @@ struct fh_standby {
     uint64_t replayed, replay_applied;
     int promote_req, mark_seen, promoted; /* promote_req: SIGUSR1; mark_seen: FH_JR_PROMOTED read */
     uint64_t epoch, promoted_ns, first_own_ns, resumed_seq;
+    uint64_t slack_tsc; /* FH_SHM_STANDBY_SLACK_NS in TSC ticks */
     fh_journal_rec_t rec;
     uint8_t body[FH_JOURNAL_MAX_BODY];
 };
@@ -85,6 +87,7 @@ fh_standby_t *fh_standby_open(const char *journal, uint32_t hold, void *ring_mem
     strcpy(s->path, journal);
     s->cap = hold, s->mask = hold - 1;
     s->e = e, s->tee = tee, s->tsc_hz = tsc_hz;
+    s->slack_tsc = (uint64_t)((double)tsc_hz * (double)FH_SHM_STANDBY_SLACK_NS / 1e9);
     return s;
 }
 
@@ -141,7 +144,7 @@ static void release_covered(fh_standby_t *s)
     }
 }
 
-void fh_standby_hold(fh_standby_t *s, const uint8_t *d, size_t len, int line)
+void fh_standby_hold(fh_standby_t *s, const uint8_t *d, size_t len, int line, uint64_t now)
 {
     unsigned l = (unsigned)line < FH_MOLD_MAX_LINES ? (unsigned)line : 0;
     if (FH_UNLIKELY(len > sizeof s->ring[0].d)) {
@@ -158,6 +161,7 @@ void fh_standby_hold(fh_standby_t *s, const uint8_t *d, size_t len, int line)
     slot_t *sl = &s->ring[s->tail & s->mask];
     sl->len = (uint32_t)len;
     sl->line = (uint16_t)l;
+    sl->at = now;
     memcpy(sl->d, d, len);
     s->tail++;
     s->held[l]++;
@@ -380,6 +384,33 @@ int fh_standby_poll(fh_standby_t *s, fh_mold_feed_t *feed, uint64_t now, uint32_
         return 1;
     }
     return 0;
+}
+
+uint32_t fh_standby_currency(const fh_standby_t *s, uint64_t now, uint64_t *behind)
+{
+    *behind = 0;
+    if (s->promoted)
+        return FH_SHM_STANDBY_NO;
+    if (s->head == s->tail) { /* every datagram held was covered (released), or none came */
+        uint64_t any = 0;
+        for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
+            any |= s->held[i];
+        return any ? FH_SHM_STANDBY_CURRENT : FH_SHM_STANDBY_NO_LINES;
+    }
+    /* the oldest held datagram is the oldest the journal has not covered (release_covered stops at it); a journal
+     * that has given nothing yet is behind whatever the lines delivered, however recently */
+    if (s->have_session && now - s->ring[s->head & s->mask].at <= s->slack_tsc)
+        return FH_SHM_STANDBY_CURRENT;
+    /* the messages the lines have delivered past the journal's end, by the newest held datagram: of the
+     * journal's session, its end less the journal's; of another session (the journal not there yet), all of it */
+    const slot_t *sl = &s->ring[(s->tail - 1) & s->mask];
+    if (sl->len >= FH_MOLD_HDR_LEN) {
+        uint32_t count = (uint32_t)sl->d[18] << 8 | sl->d[19];
+        uint64_t end = be64(sl->d + 10) + (count == 0xFFFF ? 0 : count);
+        uint64_t from = s->have_session && !memcmp(sl->d, s->session, FH_MOLD_SESSION_LEN) ? s->next_seq : 1;
+        *behind = end > from ? end - from : 0;
+    }
+    return FH_SHM_STANDBY_BEHIND;
 }
 
 void fh_standby_json(const fh_standby_t *s, FILE *out)

@@ -40,7 +40,7 @@ static void make_template(void)
 {
     char tpath[64];
     snprintf(tpath, sizeof tpath, "/dev/shm/fh-fuzz-tmpl-%d", (int)getpid());
-    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ tpath, "fuzz", 256, 64, 10, -1, 16 });
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ tpath, "fuzz", 256, 64, 10, -1, 16, 0 });
     fh_engine_t *e = seg ? fh_engine_create_on(&(fh_engine_cfg_t){ 16, 1024, 256 }, seg) : NULL;
     if (!e) {
         fprintf(stderr, "fuzz_shm: %s\n", fh_errmsg());

@@ -230,6 +230,7 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
     h->price_exp = FH_SEG_PRICE_EXP;
     __atomic_store_n(&h->heartbeat_ns, h->start_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&h->writer_state, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->standby, cfg->standby, __ATOMIC_RELAXED);
     __atomic_store_n(&h->magic, FH_SHM_MAGIC, __ATOMIC_RELEASE); /* last */
     return s;
 
@@ -240,6 +241,15 @@ fail:
         close(s->fd);
     free(s);
     return NULL;
+}
+
+void fh_seg_set_standby(fh_seg_t *s, uint32_t state, uint64_t behind_msgs)
+{
+    fh_shm_hdr_t *h = s->hdr;
+    if (__atomic_load_n(&h->behind_msgs, __ATOMIC_RELAXED) != behind_msgs)
+        __atomic_store_n(&h->behind_msgs, behind_msgs, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&h->standby, __ATOMIC_RELAXED) != state)
+        __atomic_store_n(&h->standby, state, __ATOMIC_RELEASE);
 }
 
 void fh_seg_close(fh_seg_t *s, int unlink_files)

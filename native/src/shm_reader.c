@@ -76,3 +76,5 @@ uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r)
 {
     return __atomic_load_n(&r->hdr->writer_state, __ATOMIC_ACQUIRE);
 }
+
+uint32_t fh_shm_reader_standby(const fh_shm_reader_t *r, uint64_t *behind) { return fh_shm_standby_state(r, behind); }

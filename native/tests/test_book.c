@@ -393,7 +393,7 @@ static void test_bad_cfg(void)
  * turned on after a first part applied without it. */
 static void test_bbo_events(void)
 {
-    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1, 64 });
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1, 64, 0 });
     if (!seg) {
         fprintf(stderr, "segment: %s\n", fh_errmsg());
         exit(1);

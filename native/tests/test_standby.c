@@ -19,6 +19,7 @@
 #include "fh/book.h"
 #include "fh/journal_mold.h"
 #include "fh/mold.h"
+#include "fh/shm.h"
 #include "standby.h"
 
 #define NMSG 3000
@@ -85,8 +86,10 @@ static uint64_t stat_of(fh_standby_t *s, const char *key)
 
 /* One failover: `junk` (0 none, 1 a runt, 2 a heartbeat of another session) arrives first on line A; the
  * primary applies datagram k - lag when the lines deliver datagram k; it dies after datagram kill; the standby
- * sees the mark one datagram later. */
-static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
+ * sees the mark one datagram later. A datagram every 1,000 ticks of a clock of hz ticks a second: at 1e9 (1 µs
+ * apart) any lag is within FH_SHM_STANDBY_SLACK_NS (1 ms), and the standby says CURRENT; at 1e6 (1 ms apart) a
+ * lag of 3 datagrams leaves the oldest uncovered one 2 ms old, and it says BEHIND by the lag's messages. */
+static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold, uint64_t hz)
 {
     char path[64];
     snprintf(path, sizeof path, "/dev/shm/fh-test-standby-%d.journal", (int)getpid());
@@ -107,18 +110,21 @@ static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
     if (!ring)
         return;
     memset(ring, 0, fh_standby_ring_bytes(hold));
-    fh_standby_t *s = fh_standby_open(path, hold, ring, se, NULL, 1000000000ull);
+    fh_standby_t *s = fh_standby_open(path, hold, ring, se, NULL, hz);
     CHECK(s, "fh_standby_open");
     if (!s)
         return;
     uint8_t d[2048];
-    uint64_t now = 1000, ndg = NMSG / PER, promoted_at = 0;
+    uint64_t now = 1000, ndg = NMSG / PER, promoted_at = 0, behind = 99, wrong = 0;
+    uint32_t want_st = hz >= 1000000000ull || lag < 3 ? FH_SHM_STANDBY_CURRENT : FH_SHM_STANDBY_BEHIND;
+    CHECK(fh_standby_currency(s, now, &behind) == FH_SHM_STANDBY_NO_LINES && behind == 0,
+          "junk %d: nothing held yet: not NO_LINES", junk);
     if (junk) {
         memset(d, 0, sizeof d);
         memcpy(d, junk == 1 ? "RUNT" : "OTHERSESS1", junk == 1 ? 4 : 10);
         if (junk == 2)
             fh_put_be64(d + 10, 7); /* count 0: a heartbeat */
-        fh_standby_hold(s, d, junk == 1 ? 4 : 20, 0);
+        fh_standby_hold(s, d, junk == 1 ? 4 : 20, 0, now);
     }
     for (uint64_t k = 0; k < ndg; k++, now += 1000) {
         size_t n = dgram(d, k);
@@ -128,7 +134,7 @@ static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
             if (live)
                 fh_mold_feed_apply(&sfeed, d, n, line, now);
             else
-                fh_standby_hold(s, d, n, line);
+                fh_standby_hold(s, d, n, line, now);
         }
         if (k >= lag && k - lag <= kill) { /* the primary, lag datagrams behind, until it dies */
             size_t pn = dgram(d, k - lag);
@@ -141,7 +147,17 @@ static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
             fh_journal_append_mark(j, FH_JR_PROMOTED, SESS, (kill + 1) * PER + 1, 2);
         if (!live && fh_standby_poll(s, &sfeed, now, 256, apply_own, NULL))
             promoted_at = k + 1;
+        uint32_t st = fh_standby_currency(s, now, &behind);
+        if (k > lag && k < kill && (st != want_st || behind != (want_st == FH_SHM_STANDBY_BEHIND ? lag * PER : 0)) &&
+            !wrong++)
+            fprintf(stderr, "junk %d lag %llu hz %llu: after datagram %llu: standby state %u, %llu behind; expected "
+                            "%u\n", junk, (unsigned long long)lag, (unsigned long long)hz, (unsigned long long)k, st,
+                    (unsigned long long)behind, want_st);
+        if (promoted_at && st != FH_SHM_STANDBY_NO && !wrong++)
+            fprintf(stderr, "junk %d: promoted, yet standby state %u\n", junk, st);
     }
+    CHECK(!wrong, "junk %d lag %llu: %llu polls with the wrong standby state", junk, (unsigned long long)lag,
+          (unsigned long long)wrong);
     CHECK(promoted_at == kill + lag + 2, "junk %d: promoted after datagram %llu, expected %llu", junk,
           (unsigned long long)promoted_at, (unsigned long long)(kill + lag + 2));
     /* uncovered at promotion: the datagrams after the last one journaled (kill), both lines */
@@ -170,11 +186,14 @@ static void failover(int junk, uint64_t lag, uint64_t kill, uint32_t hold)
 int main(void)
 {
     build_stream();
-    failover(0, 2, 400, 8);  /* the lab: the primary 2 datagrams behind, killed at datagram 400 of 750 */
-    failover(0, 0, 600, 8);  /* keeping up */
-    failover(1, 2, 400, 8);  /* a runt first */
-    failover(2, 2, 400, 8);  /* a heartbeat of another session first */
-    failover(1, 2, 400, 2048); /* a ring that does not fill: every datagram after a stuck head would be replayed */
+    failover(0, 2, 400, 8, 1000000000ull);  /* the lab: the primary 2 datagrams behind, killed at datagram 400 of 750 */
+    failover(0, 0, 600, 8, 1000000000ull);  /* keeping up */
+    failover(1, 2, 400, 8, 1000000000ull);  /* a runt first */
+    failover(2, 2, 400, 8, 1000000000ull);  /* a heartbeat of another session first */
+    failover(1, 2, 400, 2048, 1000000000ull); /* a ring that does not fill: every datagram after a stuck head would be
+                                               * replayed */
+    failover(0, 3, 400, 8, 1000000ull);     /* the journal 3 ms behind the lines: BEHIND by 3 datagrams' messages */
+    failover(0, 2, 400, 8, 1000000ull);     /* 2 ms behind: the oldest uncovered 1 ms old, within the slack */
     if (failures)
         fprintf(stderr, "test_standby: %d failure(s)\n", failures);
     return failures != 0;

@@ -19,6 +19,8 @@ typedef struct fh_seg_cfg {
     uint32_t ladder_books;   /* books (the first the engine creates) with a price ladder of their own, 0 ..
                               * FH_SEG_MAX_LADDER_BOOKS; the others keep all their levels in the sorted arrays.
                               * 2 x 4160 bytes a book: FH_SEG_LADDER_BOOKS (the writers' default) is 130 MiB */
+    uint32_t standby;        /* the header's standby state from the start (FH_SHM_STANDBY_*; 0: not a standby), so
+                              * that no reader of a standby's new segment ever takes its empty books for current */
 } fh_seg_cfg_t;
 
 #define FH_SEG_LADDER_BOOKS 16384u
@@ -54,6 +56,9 @@ void fh_seg_close(fh_seg_t *s, int unlink_files);
 
 /* Writer's signs of life and wake-ups; cheap, but not per message. */
 void fh_seg_heartbeat(fh_seg_t *s);
+/* A standby's currency (fh_shm_hdr_t.standby, behind_msgs): stored when it changed only (the header line is the
+ * readers'); behind_msgs at most every call it changes while BEHIND, for the caller to pace. */
+void fh_seg_set_standby(fh_seg_t *s, uint32_t state, uint64_t behind_msgs);
 /* After publishing events: wake readers blocked in fh_shm_wait, if any (a full barrier, then one load;
  * a syscall only when someone waits). */
 void fh_seg_wake(fh_seg_t *s);

@@ -215,6 +215,12 @@ typedef struct fh_shm_hdr {
     /* liveness: rewritten by the writer */
     FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) heartbeat_ns; /* CLOCK_REALTIME of the writer's last sign of life */
     FH_SHM_ATOMIC(uint32_t) writer_state;               /* 1 running, 2 stopped cleanly */
+    /* (zero in segments of writers before it: a plain writer's, FH_SHM_STANDBY_NO) A standby's data plane,
+     * which builds its books from its primary's journal while its own feed lines are held back, says how current
+     * they are against those lines: FH_SHM_STANDBY_*; behind_msgs: messages the lines have delivered that the
+     * journal has not yet given (0 when current). Read with fh_shm_standby_state. */
+    FH_SHM_ATOMIC(uint32_t) standby;
+    FH_SHM_ATOMIC(uint64_t) behind_msgs;
     /* event ring head: written by the writer only */
     FH_SHM_ALIGNAS(64) FH_SHM_ATOMIC(uint64_t) head; /* sequence of the last event published */
 } fh_shm_hdr_t;
@@ -256,6 +262,17 @@ typedef struct fh_shm_wake {
 #define FH_SHM_DP_NAME 24
 #define FH_SHM_LAT_SUB 16
 #define FH_SHM_LAT_BUCKETS (64 + (40 - 6) * FH_SHM_LAT_SUB) /* 608 */
+
+/* fh_shm_hdr_t.standby: how current a standby's books are (a primary's, and any other writer's: NO) */
+#define FH_SHM_STANDBY_NO 0          /* not a standby: the books are the writer's own, from its feed */
+#define FH_SHM_STANDBY_CURRENT 1     /* a standby whose journal covers every datagram its lines delivered more than
+                                      * FH_SHM_STANDBY_SLACK_NS ago: the books are its primary's, as of now */
+#define FH_SHM_STANDBY_BEHIND 2      /* a standby catching up: its lines delivered, that long ago, messages its
+                                      * journal has not given yet (behind_msgs of them): the books are its
+                                      * primary's as of an earlier point (a standby started mid-day, a demoted
+                                      * primary rebuilding, a slow link); they fill in order, never torn */
+#define FH_SHM_STANDBY_NO_LINES 3    /* a standby whose lines have delivered nothing yet: cannot tell */
+#define FH_SHM_STANDBY_SLACK_NS 1000000ull /* 1 ms: the replication lag that still counts as current */
 
 /* fh_shm_dp_line_t.state: from the time since the line's last datagram (heartbeats count) */
 #define FH_SHM_LINE_DOWN 0     /* never heard, or silent longer than the down threshold */
@@ -368,6 +385,8 @@ FH_SHM_AT(fh_shm_hdr_t, ladder_bits, 160);
 FH_SHM_AT(fh_shm_hdr_t, ladder_books, 164);
 FH_SHM_AT(fh_shm_hdr_t, heartbeat_ns, 192); /* the writer's liveness on a line of its own */
 FH_SHM_AT(fh_shm_hdr_t, writer_state, 200);
+FH_SHM_AT(fh_shm_hdr_t, standby, 204);
+FH_SHM_AT(fh_shm_hdr_t, behind_msgs, 208);
 FH_SHM_AT(fh_shm_hdr_t, head, 256);         /* the event head on a line of its own */
 FH_SHM_SIZE(fh_shm_wake_t, 64);
 FH_SHM_AT(fh_shm_wake_t, waiters, 4);
@@ -600,6 +619,16 @@ static inline int fh_shm_writer_alive(const char *path)
     int alive = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
     close(fd); /* releases a shared lock we may have taken */
     return alive;
+}
+
+/* How current a standby's books are (FH_SHM_STANDBY_*; FH_SHM_STANDBY_NO for any other writer), and, when
+ * behind is not NULL, the messages its lines have delivered that its journal has not given yet. */
+static inline uint32_t fh_shm_standby_state(const fh_shm_reader_t *r, uint64_t *behind)
+{
+    uint32_t st = FH_SHM_LOAD_ACQ(&r->hdr->standby);
+    if (behind)
+        *behind = FH_SHM_LOAD_ACQ(&r->hdr->behind_msgs);
+    return st;
 }
 
 static inline void fh_shm_leave(fh_shm_reader_t *r)

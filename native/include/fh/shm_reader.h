@@ -21,5 +21,6 @@ uint64_t fh_shm_reader_wait(const fh_shm_reader_t *r, uint64_t seen, uint64_t ti
 int fh_shm_reader_stats(const fh_shm_reader_t *r, uint64_t *counters, uint32_t cap, uint64_t *type_counts);
 uint64_t fh_shm_reader_heartbeat_ns(const fh_shm_reader_t *r);
 uint32_t fh_shm_reader_writer_state(const fh_shm_reader_t *r);
+uint32_t fh_shm_reader_standby(const fh_shm_reader_t *r, uint64_t *behind); /* fh_shm_standby_state */
 
 #endif
