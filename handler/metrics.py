@@ -306,6 +306,15 @@ class Collector:
             fams.append(Family("fh_event_head", "gauge", "sequence of the last event published to the ring")
                         .add(head))
             fams.append(Family("fh_event_capacity", "gauge", "event ring capacity").add(r.event_capacity))
+            sb, behind = r.standby()
+            if sb is not None:  # a standby's data plane: how current its books are against its own lines
+                sbf = Family("fh_standby_state", "gauge", "a standby's books against its own lines: 1 for the current "
+                                                          "state (current, behind, no-lines)")
+                for s in ("current", "behind", "no-lines"):
+                    sbf.add(int(s == sb), state=s)
+                fams += [sbf, Family("fh_standby_behind_messages", "gauge", "messages a standby's lines delivered that "
+                                                                             "its journal has not given yet")
+                         .add(behind)]
             fams.append(Family("fh_books", "gauge", "instruments with a book (live or stale)").add(live + stale))
             fams.append(Family("fh_books_stale", "gauge", "books marked stale (a gap not yet recovered)").add(stale))
             fams.append(Family("fh_books_live", "gauge", "books that are live").add(live))
