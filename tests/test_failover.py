@@ -357,9 +357,10 @@ def test_a_standby_data_plane_says_how_current_its_books_are():
             assert r.stats(types=False).get("messages", 0) == 0  # nothing applied: the journal is not there
         assert (st["writer"]["standby"], st["writer"]["behind_msgs"]) == ("behind", 40000), st["writer"]
         m = [x for x in fh("metrics", "--name", sseg, "--once").stdout.splitlines() if x.startswith("fh_standby_")]
-        assert sorted(m) == sorted([
-            f'fh_standby_state{{fh_instance="fc-s-{tag}",state="{s}"}} {int(s == "behind")}'
-            for s in ("current", "behind", "no-lines")] + [f'fh_standby_behind_messages{{fh_instance="fc-s-{tag}"}} 40000']), m
+        inst = f'fh_instance="fc-s-{tag}"'
+        assert sorted(m) == sorted([f'fh_standby_state{{{inst},state="{s}"}} {int(s == "behind")}'
+                                    for s in ("current", "behind", "no-lines")]
+                                   + [f"fh_standby_behind_messages{{{inst}}} 40000"]), m
         process.run_dataplane(replay.eal_args(f"fc-p-{tag}", f"net_pcap0,rx_pcap={pcap}"), pseg, lines,
                               events=1 << 18, timeout=120, extra=["--journal", journal, "--journal-mb", "16"])
         standby_until(("current", 0))
