@@ -798,8 +798,8 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
     still publishing): b promotes to epoch 2 and ships to a's listen address, where a's guard yields; the cut
     healed, a's own fh-replicate meets b's guard and is fenced. a is demoted in one line: its data plane stops
     cleanly with every book marked stale (a reader still mapping the old segment finds them whole and stale, each
-    with its stale event) and starts again as standby; its books are rebuilt from b's journal and equal b's; fh
-    status shows it."""
+    with its stale event) and starts again as standby; its books are rebuilt from b's journal and equal b's, and its
+    new segment says they are current (a standby's header); fh status shows it."""
     from handler import shm
 
     h = _Hosts(tmp_path, monkeypatch)
@@ -838,6 +838,10 @@ def test_a_primary_cut_off_is_demoted_when_its_peer_was_promoted(tmp_path, monke
         assert sa["state"] == "running" and sa["replication"]["role"] == "standby" and \
             sa["replication"]["supervised"]["demotions"] == 1, sa["replication"]
         assert "demoted 1x" in fh("status", "--name", a, check=False).stdout
+        # the new segment is a standby's, current against a's own lines once b's journal covers them; the old one
+        # was a primary's
+        assert (sa["writer"]["standby"], sa["writer"]["behind_msgs"]) == ("current", 0), sa["writer"]
+        assert old.standby() == (None, 0)
         ra = _fh_json("replicate", "status", "--name", a)
         assert ra["role"] == "standby" and ra["epoch"] == 2 and ra["state"] == "streaming", ra
         stats = h.stop()
