@@ -256,6 +256,16 @@ def test_fh_run_starts_replication_for_both_roles(tmp_path, monkeypatch):
                     os.unlink(f)
 
 
+def _clean_pair(dp, pseg: str, sseg: str, journal: str) -> None:
+    """After a standby data plane test: the standby closed, both segments and the primary's journal removed."""
+    if dp is not None:
+        dp.close()
+    for seg in (pseg, sseg):
+        process.remove_segment(seg)
+    if os.path.exists(journal):
+        os.unlink(journal)
+
+
 def test_sigusr1_promotes_a_standby_data_plane_whose_journal_has_everything():
     """fh-dataplane --standby on a finished primary's journal (no fh-replicate): it builds the primary's books
     from the journal while holding its own lines (net_pcap, the same capture) back; SIGUSR1 promotes it once the
@@ -303,12 +313,7 @@ def test_sigusr1_promotes_a_standby_data_plane_whose_journal_has_everything():
                 evs.append([{k: v for k, v in e.items() if k != "rx_to_pub_ns"} for e in r.events(start=1)])
         assert len(evs[0]) > 10000 and evs[0] == evs[1]
     finally:
-        if dp is not None:
-            dp.close()
-        for seg in (pseg, sseg):
-            process.remove_segment(seg)
-        if os.path.exists(journal):
-            os.unlink(journal)
+        _clean_pair(dp, pseg, sseg, journal)
 
 
 def test_a_standby_data_plane_says_how_current_its_books_are():
@@ -372,9 +377,4 @@ def test_a_standby_data_plane_says_how_current_its_books_are():
         assert stats["standby"]["promoted"] and stats["messages_applied"] == 0
         assert replay.segment_books(sseg) == replay.segment_books(pseg)
     finally:
-        if dp is not None:
-            dp.close()
-        for seg in (pseg, sseg):
-            process.remove_segment(seg)
-        if os.path.exists(journal):
-            os.unlink(journal)
+        _clean_pair(dp, pseg, sseg, journal)

@@ -102,28 +102,26 @@ def check_access(name: str) -> None:
             raise NoAccess(problem)
 
 
-def cmd_stop(a) -> int:
+def _signal_cmd(a, what: str, zero_ok: bool) -> int:
+    """fh stop and fh reload: the instance's fh run signalled (handler/supervise.py's function of that name), one
+    line on stdout, or on stderr with exit status 1 when it failed."""
     from .. import supervise
 
-    if a.timeout < 0:
-        raise FhError(f"--timeout {a.timeout:g}: must be 0 or more seconds")
+    if a.timeout < 0 or (a.timeout == 0 and not zero_ok):
+        raise FhError(f"--timeout {a.timeout:g}: must be {'0 or more' if zero_ok else 'more than 0'} seconds")
     name = _instance(a.name)
     check_access(name)
-    rc, msg = supervise.stop(name, a.timeout)
-    print(f"fh stop: {msg}", file=sys.stderr if rc else sys.stdout)
+    rc, msg = getattr(supervise, what)(name, a.timeout)
+    print(f"fh {what}: {msg}", file=sys.stderr if rc else sys.stdout)
     return rc
+
+
+def cmd_stop(a) -> int:
+    return _signal_cmd(a, "stop", True)
 
 
 def cmd_reload(a) -> int:
-    from .. import supervise
-
-    if a.timeout <= 0:
-        raise FhError(f"--timeout {a.timeout:g}: must be more than 0 seconds")
-    name = _instance(a.name)
-    check_access(name)
-    rc, msg = supervise.reload(name, a.timeout)
-    print(f"fh reload: {msg}", file=sys.stderr if rc else sys.stdout)
-    return rc
+    return _signal_cmd(a, "reload", False)
 
 
 def _named_lines(s: dict) -> None:
