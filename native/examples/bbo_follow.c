@@ -204,6 +204,12 @@ int main(int argc, char **argv)
     double ns_per_tsc = h->tsc_hz ? 1e9 / (double)h->tsc_hz : 0;
     printf("%s: joined %s (instance \"%.32s\", writer pid %u, %u-event ring)\n", prog, path, h->name, h->writer_pid,
            h->event_capacity);
+    uint64_t behind;
+    uint32_t sb = fh_shm_standby_state(&r, &behind); /* a standby's books may be its primary's of a while ago */
+    if (sb == FH_SHM_STANDBY_BEHIND)
+        printf("%s: a standby catching up: its books are %" PRIu64 " messages behind its own lines\n", prog, behind);
+    else if (sb == FH_SHM_STANDBY_NO_LINES)
+        printf("%s: a standby whose lines have delivered nothing yet: its books may not be current\n", prog);
     uint64_t next = fh_shm_head(&r) + 1;
     print_books(&r, &f, "current");
     fflush(stdout);
