@@ -58,8 +58,9 @@ void fh_standby_hold(fh_standby_t *s, const uint8_t *d, size_t len, int line, ui
 
 /* How current the books are against the lines, for the segment's header (fh_shm_hdr_t.standby): CURRENT when
  * every datagram the lines delivered more than FH_SHM_STANDBY_SLACK_NS before now is covered by the journal
- * (and the journal has given something: one that has not is behind any datagram held), BEHIND otherwise (*behind: the messages the lines delivered past the journal's end), NO_LINES when the lines
- * have delivered nothing yet, NO once promoted. Reads only what fh_standby_poll left. */
+ * (and the journal has given something: one that has not is behind any datagram held), BEHIND otherwise
+ * (*behind: the messages the lines delivered past the journal's end), NO_LINES when the lines have delivered
+ * nothing yet, NO once promoted. Reads only what fh_standby_poll left. */
 uint32_t fh_standby_currency(const fh_standby_t *s, uint64_t now, uint64_t *behind);
 
 /* Apply what the journal has (at most max_records), release the held datagrams it covers; on a promotion

@@ -56,8 +56,8 @@ void fh_seg_close(fh_seg_t *s, int unlink_files);
 
 /* Writer's signs of life and wake-ups; cheap, but not per message. */
 void fh_seg_heartbeat(fh_seg_t *s);
-/* A standby's currency (fh_shm_hdr_t.standby, behind_msgs): stored when it changed only (the header line is the
- * readers'); behind_msgs at most every call it changes while BEHIND, for the caller to pace. */
+/* A standby's currency (fh_shm_hdr_t.standby, behind_msgs), each stored only when it changed: the header's line
+ * is read by every reader, and a standby calls this at every poll. */
 void fh_seg_set_standby(fh_seg_t *s, uint32_t state, uint64_t behind_msgs);
 /* After publishing events: wake readers blocked in fh_shm_wait, if any (a full barrier, then one load;
  * a syscall only when someone waits). */
