@@ -645,6 +645,17 @@ class _Hosts:
                                            self.port[n]))
         self.procs: dict[str, subprocess.Popen] = {}
         self.errs: dict[str, object] = {}
+        self.names = [self.a, self.b]
+
+    def third(self, role: str, peer: str) -> str:
+        """A third instance c, configured `role`, its peer instance `peer` (a or b), listening on a port of its own;
+        its name."""
+        c = f"fhc{self.a[3:]}"
+        self.port[c] = _port()
+        self.cfg[c] = self.tmp / f"{c}.toml"
+        self.cfg[c].write_text(_config(c, ROOT / "pcaps" / "synth-ab-40k.pcap", role, self.port[peer], self.port[c]))
+        self.names.append(c)
+        return c
 
     def run(self, n: str) -> subprocess.Popen:
         self.errs[n] = self.tmp / f"{n}.{len(self.errs)}.err"
@@ -701,7 +712,7 @@ class _Hosts:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
-        for n in (self.a, self.b):
+        for n in self.names:
             segments.remove(f"/dev/shm/fh-{n}")
             for f in (f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
                       RR.guard_status_of(config_of(self.cfg[n]))):
@@ -1131,6 +1142,59 @@ def test_a_standby_restarted_after_its_point_is_lapped_gets_the_snapshot_under_f
     finally:
         h.close()
         _kill_and_remove(procs, made)
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_guard_yields_mid_shipment_to_a_newer_primary(tmp_path, monkeypatch):
+    """Three fh run instances. b is primary, with its guard on its listen address; a, configured primary too but
+    with no listen address, finds b primary at its own epoch when it starts (a tie, which a host without listen never
+    wins) and joins as standby by connecting there: b's guard ships b's journal to it (a's books equal b's). Then c, a primary
+    at a newer epoch (its persisted state: primary at epoch 5) whose peer is b, starts: its probe finds b at epoch 1,
+    older, and its fh-replicate ships to b's listen address, where b's guard, mid-shipment to a, yields. So b is
+    demoted (its data plane restarted as standby, its books rebuilt from c's journal, equal to c's); a is told its
+    primary moved on (REFUSED_YIELDED) before its connection closes, adopts epoch 5 and waits, connecting again,
+    keeping its books as they were (nothing applied twice, none of its own lines taken), and does not promote on
+    the silence that follows (before, it promoted after its failover timeout: a second primary, at epoch 2, while c
+    was primary at 5; and the yielded guard, its failover clock still at its last heartbeat, promoted at once);
+    c stays primary at epoch 5. Every instance then stops cleanly."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    a, b = h.a, h.b
+    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
+    c = h.third("primary", b)
+    RR.write_state(c, h.run_d, "primary", 5, "test: a primary of a newer epoch")
+    try:
+        h.run(b)
+        _wait(lambda: h.messages(b) == 40000 and _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") ==
+              "guarding", 30, lambda: f"b's guard: {h.err(b)[-800:]}")
+        h.run(a)
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b's guard: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        books_a = h.books(a)
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, h.err(a)[-2500:])
+        conns = ra["connections"]
+        h.run(c)
+        _wait(lambda: h.state(b).get("role") == "standby" and h.state(b).get("epoch") == 5, 60,
+              lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
+        line = [l for l in h.err(b).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "epoch 5" in line[0], h.err(b)[-1500:]
+        _wait(lambda: h.messages(b) == 40000 and h.books(b) == h.books(c), 60,
+              lambda: f"b's books from c: {h.err(b)[-800:]} {h.err(c)[-800:]}")
+        _wait(lambda: "yields to a primary at epoch 5" in h.err(a), 30, lambda: f"a told: {h.err(a)[-1500:]}")
+        time.sleep(2.5)  # beyond a's failover timeout (1.5 s): a standby whose primary moved on does not promote
+        assert "promoted (" not in h.err(a) and h.state(a).get("role") == "standby", h.err(a)[-1500:]
+        ra = _status(a)
+        assert ra["role"] == "standby" and ra["epoch"] == 5 and ra["connections"] == conns, ra  # waiting, the epoch adopted
+        assert h.books(a) == books_a and h.messages(a) == 40000  # kept whole, nothing applied twice
+        assert h.state(c) == {**h.state(c), "role": "primary", "epoch": 5}, h.state(c)
+        assert "demoted" not in h.err(c) and "demoted" not in h.err(a), (h.err(c)[-800:], h.err(a)[-800:])
+        stats = h.stop()
+        assert not stats[a]["standby"]["promoted"] and stats[a]["messages_applied"] == 0, stats[a]["standby"]
+        assert not stats[b]["standby"]["promoted"] and stats[b]["standby"]["messages"] == 40000, stats[b]["standby"]
+    finally:
+        h.close()
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")

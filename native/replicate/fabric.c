@@ -221,7 +221,7 @@ static int wait_event(fh_fab_t *f, uint32_t want, int timeout_ms, struct fi_eq_c
         struct fi_eq_err_entry err = { 0 };
         fi_eq_readerr(f->eq, &err, 0);
         return fail("%s (provider %s): %s%s%s", what, f->provider, fi_strerror(err.err),
-                    err.err == FI_ECONNREFUSED ? ": is the standby listening there?" : "",
+                    err.err == FI_ECONNREFUSED ? ": is the peer's fh-replicate listening there?" : "",
                     err.err == FI_ETIMEDOUT ? ": is the peer reachable?" : "");
     }
     if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT)
@@ -364,7 +364,7 @@ int fh_fab_connect(fh_fab_t *f, const char *prov, const char *host, const char *
     if (rc)
         return fail("fi_connect %s:%s (provider %s): %s", host, port, f->provider, fi_strerror(-rc));
     char what[160];
-    snprintf(what, sizeof what, "connecting to the standby at %s:%s", host, port);
+    snprintf(what, sizeof what, "connecting to the peer at %s:%s", host, port);
     return wait_event(f, FI_CONNECTED, timeout_ms, &(struct fi_eq_cm_entry){ 0 }, what);
 }
 

@@ -881,6 +881,8 @@ static int register_ring(fh_fab_t *f, void *arg)
  * standby joining is refused with REFUSED_BUSY (it connects again); SIGUSR2 (fh run: this host is standby now)
  * stops the shipping (7). Polled every 1 ms of the shipping loop, never waiting. */
 #define REFUSED_BUSY 1u /* REFUSED.flags: this guard ships to another standby (one at a time): connect again */
+#define REFUSED_YIELDED 2u /* REFUSED.flags: this guard, shipping to the standby that joined, yields to a primary of
+                            * epoch a that connected to it: the joined standby's primary moved on to another host */
 typedef struct guard_link {
     fh_fab_t *side;        /* the second connection's storage (static: fh_fab_adopt keeps naming it) */
     standby_ctx_t c2;      /* the guard's ring, registered on side */
@@ -1880,7 +1882,9 @@ next_primary:
         wit_rekey(&wit);
         if (unguard)
             unguard_now(o, &guard, &st, &pm);
-        if (!promoted && !guard && (promote || (o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
+        /* on silence only once a primary was heard (as between connections): a connection that never carried a
+         * heartbeat or a record (a joined standby's to a guard that stopped shipping, a probe) is no primary gone */
+        if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
                                                 wit_promote_ok(&wit, st, epoch, last_hb, why, sizeof why))))
             promoted = promote_now(&pm, promote ? "fh promote" : why, o->failover_timeout_ms);
         fh_fab_rx_t rx[16];
@@ -1927,6 +1931,18 @@ next_primary:
                 } else if (m.type == CTL_BYE) {
                     bye = o->exit_when_done;
                     primary_msgs = m.c;
+                } else if (m.type == CTL_REFUSED && connecting && (m.flags & REFUSED_YIELDED)) {
+                    /* the guard that shipped to this standby yielded to a newer primary on another host, which this
+                     * standby cannot reach (its peer is that guard's host): not a primary gone, so no promotion on
+                     * the silence that follows until a primary is heard again (heard 0); fh promote still promotes */
+                    fprintf(stderr, "fh-replicate: the primary at %s yields to a primary at epoch %" PRIu64 " that "
+                                    "connected to it: this standby keeps its books and waits, connecting again; it "
+                                    "does not promote on silence until a primary ships to it again (fh promote "
+                                    "still promotes)\n", where, m.a);
+                    if (m.a > epoch && m.a <= UINT32_MAX)
+                        epoch = (uint32_t)m.a, st->epoch = epoch;
+                    heard = 0;
+                    gone = 1;
                 } else if (m.type == CTL_REFUSED && connecting && (m.flags & REFUSED_BUSY)) {
                     if (!busy++)
                         fprintf(stderr, "fh-replicate: the primary's guard at %s ships to another standby (one at a "
@@ -2100,13 +2116,26 @@ next_primary:
                 int pr = primary_on(o, &f, &join, &g);
                 if (pr == 6) {
                     /* a primary beating this host connected meanwhile: its connection is this standby's now, what it
-                     * sent already applied first; the joined standby's closed (it connects again) */
+                     * sent already applied first; the joined standby's closed (it connects again), told first that
+                     * its primary moved on, so that it does not take the silence that follows for a primary gone
+                     * (it would promote: a second primary), the send's completion awaited up to 100 ms */
+                    fh_repl_ctl_t yl = { CTL_REFUSED, epoch, g.theirs, 0, 0, 0, { 0 }, REFUSED_YIELDED, 0 };
+                    int n0 = f.ntxfree;
+                    if (!send_ctl(&f, &yl))
+                        for (uint64_t t0 = now_ns(); f.ntxfree < n0 && now_ns() - t0 < 100000000ull;) {
+                            fh_fab_op_t *done[64];
+                            if (fh_fab_poll_tx(&f, done, 64) < 0)
+                                break;
+                        }
                     fh_fab_dereg(&c.rmr);
                     fh_fab_adopt(&f, g.side);
                     c.rmr = g.c2.rmr;
                     guard_yields(o, &guard, g.theirs, epoch, st);
                     memcpy(pend, g.pend, sizeof pend);
                     npend = g.npend;
+                    /* the failover clock from now: that primary has just spoken (pend); the last heartbeat before was
+                     * another's, or none (a guard hears none), and would promote this host at once on silence */
+                    last_hb = now_ns();
                     lpos = 0, last_frame = 0, unacked = 0, conn_heard = 0, ack_lpos = 0, joined = 0;
                     if (pm.next_seq) {
                         memcpy(snapst.session, pm.session, FH_JOURNAL_SESSION_LEN);
