@@ -1664,8 +1664,30 @@ static const uint8_t empty_block[1] = { 'A' };
 typedef struct walked {
     const uint8_t *m;
     uint32_t n;
-    uint32_t loc; /* the message's stock locate when n >= 19, else 0 (book 0's ladder index: any is harmless) */
+    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when n >= 19, else 0 (book 0's ladder index:
+                  * any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
 } walked_t;
+
+/* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
+ * book line. */
+static inline __attribute__((always_inline)) void walk_one(const order_t *orders, uint64_t mask, const book_t *books,
+                                                           walked_t *wp, const uint8_t *m, uint32_t n)
+{
+    wp->m = m;
+    wp->n = n;
+    if (FH_LIKELY(n >= 19)) {
+        uint32_t bk = (uint32_t)fh_be16(m + 1) * sizeof(book_t); /* every ITCH message's stock locate: its book */
+        wp->bk = bk;
+        __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
+        __builtin_prefetch((const uint8_t *)books + bk, 1);
+        if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
+            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+    } else {
+        wp->bk = 0;
+        if (n == 0)
+            wp->m = empty_block;
+    }
+}
 
 static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
                                                                  const uint8_t *end, walked_t *w)
@@ -1676,49 +1698,52 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     const book_t *books = e->books;
     uint64_t mask = e->mask;
     walked_t *wp = w, *wend = w + WALK_CHUNK;
-    while (wp < wend && q + 2 <= stop) {
-        size_t n = fh_be16((const uint8_t *)q);
-        uintptr_t next = q + 2 + n;
-        if (FH_UNLIKELY(next > stop))
+    /* One bound test a block (bench/engine.md section 16): a block that leaves room for the next one's length
+     * (next <= stop - 2) is whole and the next length is readable; only a buffer's last block takes a second test.
+     * stop - 2 is not computed before stop - q >= 2 is known (an empty buffer may be at address 0). */
+    uintptr_t stop2, next;
+    uint32_t n;
+    if (FH_UNLIKELY(stop - q < 2))
+        goto done;
+    stop2 = stop - 2;
+    for (;;) {
+        n = fh_be16((const uint8_t *)q);
+        next = q + 2 + n;
+        if (FH_UNLIKELY(next > stop2))
             break;
-        const uint8_t *m = (const uint8_t *)q + 2;
-        wp->m = m;
-        wp->n = (uint32_t)n;
-        wp->loc = 0;
-        if (FH_LIKELY(n >= 19)) {
-            uint32_t loc = fh_be16(m + 1); /* every ITCH message's stock locate: its book's line */
-            wp->loc = loc;
-            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            __builtin_prefetch(&books[loc], 1);
-            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
-                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
-        } else if (n == 0) {
-            wp->m = empty_block;
-        }
-        wp++;
+        walk_one(orders, mask, books, wp++, (const uint8_t *)q + 2, n);
+        q = next;
+        if (wp == wend)
+            goto done;
+    }
+    if (next <= stop) { /* the last block, ending at stop or a byte before it */
+        walk_one(orders, mask, books, wp++, (const uint8_t *)q + 2, n);
         q = next;
     }
+done:
     wp->m = NULL;
     *qp = (const uint8_t *)q;
     return (uint32_t)(wp - w);
 }
 
 /* The ladders (both sides' headers, two lines) of a chunk's books, whose lines the walker prefetched a chunk ago,
- * so that reading each book's ladder index here seldom waits. The walker kept each block's locate (walked_t.loc), so
- * this pass does not read the blocks again (-2.2 instructions a message, section 15). bench/engine.md section 14: the book, ladder and level
+ * so that reading each book's ladder index here seldom waits. The walker kept each block's book (walked_t.bk), so
+ * this pass does not read the blocks again (-2.2 instructions a message, section 15), and kept it scaled, so that the
+ * pass shifts nothing (-1, section 16). bench/engine.md section 14: the book, ladder and level
  * lines are most of a message's misses once the order slots are prefetched; this pass costs ~24 instructions a
  * message and saves 6-10% of the wall clock on the 2 M days (the walker's book prefetch 3-5% of it). */
-static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t loc)
+static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t bk)
 {
-    const lside_t *ls = e->lside + ((uint32_t)BOOK_LAD(&e->books[loc]) << 1);
+    const book_t *b = (const book_t *)((const uint8_t *)e->books + bk);
+    const lside_t *ls = e->lside + (size_t)BOOK_LAD(b) * 2; /* size_t: one shift, not two */
     __builtin_prefetch(ls, 1);
     __builtin_prefetch(ls + 1, 1);
 }
 
 static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w)
 {
-    for (const walked_t *c = w; c->m; c++) /* the walker kept each locate (0 for a short message): no test */
-        ladder_prefetch(e, c->loc);
+    for (const walked_t *c = w; c->m; c++) /* the walker kept each book (0 for a short message): no test */
+        ladder_prefetch(e, c->bk);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
@@ -1781,17 +1806,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         size_t want = e->msg_len[m[0]];
         if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
             return -1;
-        w[c].m = m;
-        w[c].n = (uint32_t)n;
-        w[c].loc = 0;
-        if (FH_LIKELY(n >= 19)) {
-            uint32_t loc = fh_be16(m + 1);
-            w[c].loc = loc;
-            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            __builtin_prefetch(&books[loc], 1);
-            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
-                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
-        }
+        walk_one(orders, mask, books, &w[c], m, (uint32_t)n);
         q = m + n;
     }
     return q == end ? 0 : -1;
@@ -1802,7 +1817,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
  * by the ladder prefetch of the message LAD_AHEAD on (its book line asked for by the walk); a longer one checked by
  * fh_blocks_framed first, then applied by the block loop. LAD_AHEAD (bench/engine.md section 15, fh-bench-mold
  * --consumer engine, 2 M days): 2, 4 and 8 all 0.91-0.98 of the time without, none better across MTUs and days;
- * +15 instructions a message. The entries past count read book 0's ladder index (loc 0): no test in the loop. */
+ * +15 instructions a message. The entries past count read book 0's ladder index (bk 0): no test in the loop. */
 #define DATAGRAM_WALK 128
 #define LAD_AHEAD 4
 static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len,
@@ -1819,11 +1834,11 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         return -1;
     e->now_tsc = tsc_now();
     for (uint32_t i = count; i < count + LAD_AHEAD; i++)
-        w[i].loc = 0;
+        w[i].bk = 0;
     for (uint32_t i = 0; i < LAD_AHEAD && i < count; i++)
-        ladder_prefetch(e, w[i].loc);
+        ladder_prefetch(e, w[i].bk);
     for (uint32_t i = 0; i < count; i++) {
-        ladder_prefetch(e, w[i + LAD_AHEAD].loc); /* its book line prefetched by the walk: LAD_AHEAD ahead */
+        ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
         apply_one(e, w[i].m, w[i].n, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
