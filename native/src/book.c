@@ -148,6 +148,8 @@ struct fh_engine {
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
+    uint8_t side_of[256]; /* an add's side byte as a side: 0 for 'B', 1 for 'S', 2 for any other (bad_side): one
+                           * load gives both the test and the side (bench/engine.md section 16) */
     uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
     struct lside *lside;      /* the segment's 2 x (lad_books + 1) sides: a pair per book in creation order, then
                                * the pair of every book past lad_books, whose window nothing is ever in */
@@ -297,6 +299,9 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
+    memset(e->side_of, 2, sizeof e->side_of);
+    e->side_of['B'] = 0;
+    e->side_of['S'] = 1;
     for (uint32_t c = 0; c < NCLASS; c++)
         e->class_cap[c] = CLASS_CAP(c);
     fh_engine_reset(e);
@@ -1248,28 +1253,29 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     return b;
 }
 
-/* The book of a message that names its stock (A, F, H): created on first sight, counted. */
-static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock, const uint8_t *m)
+/* The book at offset bk of e->books (its locate x sizeof(book_t), as the walker keeps it: walked_t.bk) for a message
+ * that names its stock (A, F, H): created on first sight, counted. */
+static inline book_t *book_for(fh_engine_t *e, uint32_t bk, const uint8_t *stock, const uint8_t *m)
 {
-    book_t *b = &e->books[locate];
+    book_t *b = (book_t *)((uint8_t *)e->books + bk);
     if (FH_LIKELY(b->status != FH_BOOK_EMPTY))
         return b;
-    b = book_create(e, locate, stock, m); /* counts instrument_capacity when full */
+    b = book_create(e, (uint16_t)(bk / sizeof(book_t)), stock, m); /* counts instrument_capacity when full */
     if (b)
         e->counters[FH_C_unknown_locate]++;
     return b;
 }
 
-/* Add an order to book b, or (b == NULL, for A and F) to the book of locate, created from stock on first
- * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
+/* Add an order to book b, or (b == NULL, for A and F) to the book at offset bk (book_for), created from stock on
+ * first sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
  * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
  * locate). The caller holds b's seqlock when b != NULL. */
-static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint16_t locate,
-                                                           const uint8_t *m, uint64_t ref, uint8_t side_ch,
+static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint32_t bk,
+                                                           const uint8_t *m, uint64_t ref, uint32_t side,
                                                            uint32_t shares, uint32_t price, bool publish,
                                                            book_t **bp)
 {
-    if (FH_UNLIKELY(side_ch != 'B' && side_ch != 'S')) {
+    if (FH_UNLIKELY(side > 1)) { /* side_of's 2: neither 'B' nor 'S' */
         e->counters[FH_C_bad_side]++;
         return 0;
     }
@@ -1287,11 +1293,10 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     bool own = !b;
     if (own) {
-        if (FH_UNLIKELY(!(b = book_for(e, locate, m + FH_ITCH_OFF_A_STOCK, m))))
+        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m))))
             return 0;
         book_begin_if(b, publish);
     }
-    uint32_t side = side_ch == 'S';
     uint32_t key = price ^ (0u - side); /* ~price for asks */
     int top = level_add(e, b, side, key, price, shares, publish, o);
     if (FH_LIKELY(top >= 0)) {
@@ -1306,16 +1311,21 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     return top > 0;
 }
 
-/* The live order a message refers to, checked against the message's locate; NULL if unknown. */
-static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, const uint8_t *m, uint64_t ref)
+/* The live order a message refers to, checked against the message's book (bk: its locate x sizeof(book_t), as the
+ * walker keeps it), and in *bp the order's book; NULL if unknown. Compared as offsets: the order's is the one its
+ * book is found at, and the message's is not read again. */
+static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, uint64_t ref, uint32_t bk,
+                                                                 book_t **bp)
 {
     order_t *o = order_find(e, ref);
     if (FH_UNLIKELY(!o)) {
         e->counters[FH_C_unknown_ref]++;
         return NULL;
     }
-    if (FH_UNLIKELY(o->book != fh_itch_locate(m))) /* o->book is the order's locate */
+    uint32_t ob = (uint32_t)o->book * sizeof(book_t); /* o->book is the order's locate */
+    if (FH_UNLIKELY(ob != bk))
         e->counters[FH_C_locate_mismatch]++;
+    *bp = (book_t *)((uint8_t *)e->books + ob);
     return o;
 }
 
@@ -1382,7 +1392,7 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
         }
         break;
     case 'H':
-        if ((b = book_for(e, locate, m + FH_ITCH_OFF_H_STOCK, m))) {
+        if ((b = book_for(e, (uint32_t)locate * sizeof(book_t), m + FH_ITCH_OFF_H_STOCK, m))) {
             book_begin(e, b);
             b->trading_state = (char)m[FH_ITCH_OFF_H_STATE];
             book_end(e, b, m);
@@ -1405,8 +1415,10 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
     }
 }
 
-/* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. */
-static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len,
+/* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. A walked message
+ * comes with its book's offset (walked_t.bk: its locate x sizeof(book_t); every message applied here that has a
+ * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. */
+static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len, uint32_t bk,
                                                              bool publish, bool walked)
 {
     /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A walked
@@ -1414,6 +1426,8 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
      * more), so the block loop needs no test of len == 0. */
     if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
+    if (!walked) /* every message that gets here has its 11-byte header */
+        bk = (uint32_t)fh_itch_locate(m) * sizeof(book_t);
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
     order_t *o;
@@ -1428,42 +1442,38 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
     case 'A':
     case 'F':
     add:
-        top = add_order(e, NULL, fh_itch_locate(m), m, fh_be64(m + FH_ITCH_OFF_REF), m[FH_ITCH_OFF_A_SIDE],
+        top = add_order(e, NULL, bk, m, fh_be64(m + FH_ITCH_OFF_REF), e->side_of[m[FH_ITCH_OFF_A_SIDE]],
                         fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE), publish, &b);
         if (top && publish)
             emit_bbo(e, b);
         return;
     case 'D':
     delete:
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         top = remove_order(e, b, o, publish);
         break;
     case 'U':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         {
-            uint8_t side_ch = o->side & 1u ? 'S' : 'B';
+            uint32_t side = o->side & 1u;
             top = remove_order(e, b, o, publish);
-            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
+            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish, &b);
         }
         break;
     case 'X':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel, publish);
         break;
     case 'E':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         b->last_price = order_price(e, o);
         b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
@@ -1476,9 +1486,8 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         }
         return;
     case 'C':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         {
             uint32_t shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
@@ -1506,7 +1515,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         emit_bbo(e, b);
 }
 
-void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish, false); }
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, 0, e->publish, false); }
 
 static inline uint64_t tsc_now(void)
 {
@@ -1768,7 +1777,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
         ladders_prefetch(e, w[x]);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
-            apply_one(e, c->m, c->n, publish, true);
+            apply_one(e, c->m, c->n, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
@@ -1839,7 +1848,7 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         ladder_prefetch(e, w[i].bk);
     for (uint32_t i = 0; i < count; i++) {
         ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
-        apply_one(e, w[i].m, w[i].n, publish, true); /* walked: no empty block gets here */
+        apply_one(e, w[i].m, w[i].n, w[i].bk, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
     return 0;
