@@ -37,6 +37,10 @@
 #include "fh/itch.h"
 #include "fh/seg.h"
 
+/* ITCH's lengths of A and D (fh_itch_len), as constants for apply_one's first tests; fh_engine_new checks them. */
+#define ITCH_LEN_A 36
+#define ITCH_LEN_D 19
+
 typedef struct order {
     uint32_t tag;    /* reference >> TAG_SHIFT (in the spill table: unused, the full reference is beside it) */
     uint32_t lv;     /* its level: the price's tick index on the book's ladder (kx), or with O_KEY its level key
@@ -156,6 +160,7 @@ struct fh_engine {
     uint32_t lad_books;       /* the segment's ladder_books */
     bbo_t *bbo;               /* [FH_MAX_LOCATE + 1] */
     fh_shm_agg_t zero_agg;    /* an empty side's best: 0 shares, 0 orders */
+    uint8_t one_block[256][4]; /* a 1-byte block of type t, as the walker records it: { 0, 1, t, 0 } (len_type) */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -299,6 +304,12 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
+    if (fh_itch_len['A'] != ITCH_LEN_A || fh_itch_len['D'] != ITCH_LEN_D) { /* apply_one's fast tests */
+        FH_ERR("fh_itch_len and book.c disagree on the lengths of A and D");
+        return NULL;
+    }
+    for (uint32_t t = 0; t < 256; t++)
+        memcpy(e->one_block[t], (const uint8_t[4]){ 0, 1, (uint8_t)t, 0 }, 4);
     memset(e->side_of, 2, sizeof e->side_of);
     e->side_of['B'] = 0;
     e->side_of['S'] = 1;
@@ -1415,29 +1426,60 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
     }
 }
 
+/* A walked message's length and type as one value: the walker records a message right after its block's 2-byte
+ * length (big-endian), so one 4-byte load from m - 2 has both (and m[1], masked off; a block of 0 or 1 bytes is
+ * recorded as a copy that has it: walk_one). LEN_TYPE(n, t) is the value of an n-byte message of type t. ITCH's
+ * lengths of A and D: ITCH_LEN_A, ITCH_LEN_D. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LEN_TYPE(n, t) ((uint32_t)(n) >> 8 | ((uint32_t)(n) & 0xFF) << 8 | (uint32_t)(t) << 16)
+#define LEN_TYPE_MASK 0xFFFFFFu
+#else
+#define LEN_TYPE(n, t) ((uint32_t)(n) << 16 | (uint32_t)(t) << 8)
+#define LEN_TYPE_MASK 0xFFFFFF00u
+#endif
+static inline uint32_t len_type(const uint8_t *m)
+{
+    uint32_t w;
+    memcpy(&w, m - 2, 4);
+    return w & LEN_TYPE_MASK;
+}
+
 /* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. A walked message
  * comes with its book's offset (walked_t.bk: its locate x sizeof(book_t); every message applied here that has a
  * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. */
 static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len, uint32_t bk,
                                                              bool publish, bool walked)
 {
-    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A walked
-     * message's first byte is always readable (the walker points an empty block at a byte whose type wants
-     * more), so the block loop needs no test of len == 0. */
+    order_t *o;
+    book_t *b;
+    bool top = false;
+    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A and D are 80-85 %
+     * of a day: a walked one is told by its length and type together (len_type), which is its length check too. */
+    if (walked) {
+        uint32_t lt = len_type(m);
+        if (FH_LIKELY(lt == LEN_TYPE(ITCH_LEN_A, 'A'))) {
+            e->type_counts['A']++;
+            goto add;
+        }
+        if (FH_LIKELY(lt == LEN_TYPE(ITCH_LEN_D, 'D'))) {
+            e->type_counts['D']++;
+            goto delete;
+        }
+    }
+    /* A walked message's first byte is always readable (the walker points an empty block at a byte whose type
+     * wants more), so the block loop needs no test of len == 0. */
     if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     if (!walked) /* every message that gets here has its 11-byte header */
         bk = (uint32_t)fh_itch_locate(m) * sizeof(book_t);
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
-    order_t *o;
-    book_t *b;
-    bool top = false;
-    /* A and D are 80-85 % of a day: two tests before the jump table */
-    if (FH_LIKELY(t == 'A'))
-        goto add;
-    if (FH_LIKELY(t == 'D'))
-        goto delete;
+    if (!walked) {
+        if (FH_LIKELY(t == 'A'))
+            goto add;
+        if (FH_LIKELY(t == 'D'))
+            goto delete;
+    }
     switch (t) {
     case 'A':
     case 'F':
@@ -1654,8 +1696,9 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
 }
 
 /* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
- * sends it to check_slow, which counts it short without reading it. */
-static const uint8_t empty_block[1] = { 'A' };
+ * sends it to check_slow, which counts it short without reading it; after its length (0) and before a pad byte, as
+ * len_type reads it (the walker records empty_block + 2). */
+static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
 
 /* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length, then an
  * entry with m NULL that ends the chunk) and
@@ -1679,8 +1722,9 @@ typedef struct walked {
 
 /* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
  * book line. */
-static inline __attribute__((always_inline)) void walk_one(const order_t *orders, uint64_t mask, const book_t *books,
-                                                           walked_t *wp, const uint8_t *m, uint32_t n)
+static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e, const order_t *orders, uint64_t mask,
+                                                           const book_t *books, walked_t *wp, const uint8_t *m,
+                                                           uint32_t n)
 {
     wp->m = m;
     wp->n = n;
@@ -1693,8 +1737,8 @@ static inline __attribute__((always_inline)) void walk_one(const order_t *orders
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
     } else {
         wp->bk = 0;
-        if (n == 0)
-            wp->m = empty_block;
+        if (n <= 1) /* len_type reads a message's first 2 bytes: these get a copy that has them */
+            wp->m = n ? e->one_block[m[0]] + 2 : empty_block + 2;
     }
 }
 
@@ -1720,13 +1764,13 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
         next = q + 2 + n;
         if (FH_UNLIKELY(next > stop2))
             break;
-        walk_one(orders, mask, books, wp++, (const uint8_t *)q + 2, n);
+        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
         q = next;
         if (wp == wend)
             goto done;
     }
     if (next <= stop) { /* the last block, ending at stop or a byte before it */
-        walk_one(orders, mask, books, wp++, (const uint8_t *)q + 2, n);
+        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
         q = next;
     }
 done:
@@ -1815,7 +1859,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         size_t want = e->msg_len[m[0]];
         if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
             return -1;
-        walk_one(orders, mask, books, &w[c], m, (uint32_t)n);
+        walk_one(e, orders, mask, books, &w[c], m, (uint32_t)n);
         q = m + n;
     }
     return q == end ? 0 : -1;
