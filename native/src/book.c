@@ -904,15 +904,23 @@ static __attribute__((noinline)) bool level_sub_key(fh_engine_t *e, book_t *b, u
 
 /* Take shares (and, if gone, one order) off the level of an order (its side byte sb and lv: order_t). The level
  * exists: every live order is on its level. Returns whether the side's best level changed. */
+/* level_sub of an order on the tick (its side byte without O_KEY: the side). */
+static inline __attribute__((always_inline)) bool level_sub_tick(fh_engine_t *e, book_t *b, uint32_t side,
+                                                                 uint32_t lv, uint32_t shares, bool order_gone,
+                                                                 bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
+        return level_sub_deep(e, b, side, lad_key(L, side, lv), shares, order_gone);
+    return level_sub_at(e, b, L, side, lv, shares, order_gone, pub);
+}
+
 static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t sb, uint32_t lv,
                                                             uint32_t shares, bool order_gone, bool pub)
 {
     if (FH_UNLIKELY(sb & O_KEY))
         return level_sub_key(e, b, sb & 1u, lv, shares, order_gone, pub);
-    lside_t *L = book_side(e, b, sb); /* sb is the side */
-    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
-        return level_sub_deep(e, b, sb, lad_key(L, sb, lv), shares, order_gone);
-    return level_sub_at(e, b, L, sb, lv, shares, order_gone, pub);
+    return level_sub_tick(e, b, sb, lv, shares, order_gone, pub); /* sb is the side */
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -1340,10 +1348,31 @@ static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e,
     return o;
 }
 
-static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
+/* An order's side byte and `spilled` as one 16-bit value (adjacent in order_t): an order off the tick (O_KEY) or in
+ * the spill table, both rare, is told by one test when it is removed (remove_order; bench/engine.md section 16). */
+_Static_assert(offsetof(order_t, spilled) == offsetof(order_t, side) + 1, "side and spilled: 2 bytes");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define O_RARE (O_KEY | 1u << 8)
+#else
+#define O_RARE (O_KEY << 8 | 1u)
+#endif
+
+static __attribute__((noinline)) bool remove_order_rare(fh_engine_t *e, book_t *b, order_t *o, bool publish)
 {
     bool top = level_sub(e, b, o->side, o->lv, o->shares, true, publish);
     order_free(e, o);
+    return top;
+}
+
+static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
+{
+    uint16_t sr;
+    memcpy(&sr, &o->side, 2);
+    if (FH_UNLIKELY(sr & O_RARE))
+        return remove_order_rare(e, b, o, publish);
+    bool top = level_sub_tick(e, b, o->side, o->lv, o->shares, true, publish); /* order_free of a home slot: */
+    e->live--;
+    o->shares = 0;
     return top;
 }
 
