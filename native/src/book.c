@@ -127,7 +127,8 @@ struct fh_engine {
     book_t *books;
     uint32_t *lkey;
     fh_shm_agg_t *lagg;
-    uint64_t live;
+    uint64_t room; /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
+                    * the limit) */
     bool publish;   /* seqlocks and events on: the segment has readers */
     /* events */
     fh_shm_event_t *events;
@@ -239,7 +240,7 @@ void fh_engine_clear_books(fh_engine_t *e)
         }
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
         e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg }, .key = { 0, ~0u } }; /* as bbo_set */
-    e->live = 0;
+    e->room = e->cfg.max_orders;
     e->nbooks = 0;
     e->arena_top = 0;
     e->levels_used = 0;
@@ -1048,12 +1049,12 @@ static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32
     o->tag = (uint32_t)(ref >> TAG_SHIFT);
     o->shares = shares;
     o->book = book;
-    e->live++;
+    e->room--;
 }
 
 static inline void order_free(fh_engine_t *e, order_t *o)
 {
-    e->live--;
+    e->room++;
     if (FH_LIKELY(!o->spilled))
         o->shares = 0;
     else
@@ -1304,7 +1305,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     int dup;
     order_t *o = order_place(e, ref, &dup);
-    if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
+    if (FH_UNLIKELY(!o || e->room == 0)) { /* a duplicate is reported before capacity */
         if (o)
             order_unplace(e, o);
         e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
@@ -1371,7 +1372,7 @@ static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, b
     if (FH_UNLIKELY(sr & O_RARE))
         return remove_order_rare(e, b, o, publish);
     bool top = level_sub_tick(e, b, o->side, o->lv, o->shares, true, publish); /* order_free of a home slot: */
-    e->live--;
+    e->room++;
     o->shares = 0;
     return top;
 }
@@ -1948,7 +1949,7 @@ void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT])
     out[FH_C_messages] = n;
 }
 const uint64_t *fh_engine_type_counts(const fh_engine_t *e) { return e->type_counts; }
-uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->live; }
+uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->cfg.max_orders - e->room; }
 uint64_t fh_engine_levels_used(const fh_engine_t *e) { return e->levels_peak; }
 
 uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
