@@ -557,7 +557,7 @@ static inline bool deep_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t sh
 
 static inline lside_t *book_side(const fh_engine_t *e, const book_t *b, uint32_t side)
 {
-    return e->lside + ((uint32_t)BOOK_LAD(b) << 1 | side);
+    return e->lside + ((size_t)BOOK_LAD(b) * 2 + side); /* size_t: an lea, no zero-extension */
 }
 
 /* Price of tick index kx on side `side` as a level key (price for bids, ~price for asks). */
