@@ -1476,7 +1476,8 @@ static inline uint32_t len_type(const uint8_t *m)
 
 /* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. A walked message
  * comes with its book's offset (walked_t.bk: its locate x sizeof(book_t); every message applied here that has a
- * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. */
+ * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. A walked message's len is
+ * not passed (0): it is read from the block's length before m, past the tests of A and D (len_type). */
 static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len, uint32_t bk,
                                                              bool publish, bool walked)
 {
@@ -1497,7 +1498,9 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         }
     }
     /* A walked message's first byte is always readable (the walker points an empty block at a byte whose type
-     * wants more), so the block loop needs no test of len == 0. */
+     * wants more), so the block loop needs no test of len == 0; its length is read here, where A and D never get. */
+    if (walked)
+        len = fh_be16(m - 2);
     if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
     if (!walked) /* every message that gets here has its 11-byte header */
@@ -1744,10 +1747,10 @@ static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
 #define WALK_CHUNK 32
 
 typedef struct walked {
-    const uint8_t *m;
-    uint32_t n;
-    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when n >= 19, else 0 (book 0's ladder index:
-                  * any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
+    const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
+                       * kept here: A and D, most of a day, need no more than len_type) */
+    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
+                  * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
 } walked_t;
 
 /* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
@@ -1757,7 +1760,6 @@ static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e,
                                                            uint32_t n)
 {
     wp->m = m;
-    wp->n = n;
     if (FH_LIKELY(n >= 19)) {
         uint32_t bk = (uint32_t)fh_be16(m + 1) * sizeof(book_t); /* every ITCH message's stock locate: its book */
         wp->bk = bk;
@@ -1851,7 +1853,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
         ladders_prefetch(e, w[x]);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
-            apply_one(e, c->m, c->n, c->bk, publish, true);
+            apply_one(e, c->m, 0, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
@@ -1922,7 +1924,7 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         ladder_prefetch(e, w[i].bk);
     for (uint32_t i = 0; i < count; i++) {
         ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
-        apply_one(e, w[i].m, w[i].n, w[i].bk, publish, true); /* walked: no empty block gets here */
+        apply_one(e, w[i].m, 0, w[i].bk, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
     return 0;
