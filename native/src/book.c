@@ -1733,7 +1733,7 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
  * len_type reads it (the walker records empty_block + 2). */
 static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
 
-/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length, then an
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and book, then an
  * entry with m NULL that ends the chunk) and
  * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
  * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
