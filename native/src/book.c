@@ -37,6 +37,10 @@
 #include "fh/itch.h"
 #include "fh/seg.h"
 
+/* ITCH's lengths of A and D (fh_itch_len), as constants for apply_one's first tests; fh_engine_new checks them. */
+#define ITCH_LEN_A 36
+#define ITCH_LEN_D 19
+
 typedef struct order {
     uint32_t tag;    /* reference >> TAG_SHIFT (in the spill table: unused, the full reference is beside it) */
     uint32_t lv;     /* its level: the price's tick index on the book's ladder (kx), or with O_KEY its level key
@@ -123,7 +127,8 @@ struct fh_engine {
     book_t *books;
     uint32_t *lkey;
     fh_shm_agg_t *lagg;
-    uint64_t live;
+    uint64_t room; /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
+                    * the limit) */
     bool publish;   /* seqlocks and events on: the segment has readers */
     /* events */
     fh_shm_event_t *events;
@@ -148,12 +153,15 @@ struct fh_engine {
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
+    uint8_t side_of[256]; /* an add's side byte as a side: 0 for 'B', 1 for 'S', 2 for any other (bad_side): one
+                           * load gives both the test and the side (bench/engine.md section 16) */
     uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
     struct lside *lside;      /* the segment's 2 x (lad_books + 1) sides: a pair per book in creation order, then
                                * the pair of every book past lad_books, whose window nothing is ever in */
     uint32_t lad_books;       /* the segment's ladder_books */
     bbo_t *bbo;               /* [FH_MAX_LOCATE + 1] */
     fh_shm_agg_t zero_agg;    /* an empty side's best: 0 shares, 0 orders */
+    uint8_t one_block[256][4]; /* a 1-byte block of type t, as the walker records it: { 0, 1, t, 0 } (len_type) */
 };
 
 static const char *const counter_names[FH_C_COUNT] = {
@@ -232,7 +240,7 @@ void fh_engine_clear_books(fh_engine_t *e)
         }
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
         e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg }, .key = { 0, ~0u } }; /* as bbo_set */
-    e->live = 0;
+    e->room = e->cfg.max_orders;
     e->nbooks = 0;
     e->arena_top = 0;
     e->levels_used = 0;
@@ -297,6 +305,15 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
+    if (fh_itch_len['A'] != ITCH_LEN_A || fh_itch_len['D'] != ITCH_LEN_D) { /* apply_one's fast tests */
+        FH_ERR("fh_itch_len and book.c disagree on the lengths of A and D");
+        return NULL;
+    }
+    for (uint32_t t = 0; t < 256; t++)
+        memcpy(e->one_block[t], (const uint8_t[4]){ 0, 1, (uint8_t)t, 0 }, 4);
+    memset(e->side_of, 2, sizeof e->side_of);
+    e->side_of['B'] = 0;
+    e->side_of['S'] = 1;
     for (uint32_t c = 0; c < NCLASS; c++)
         e->class_cap[c] = CLASS_CAP(c);
     fh_engine_reset(e);
@@ -540,7 +557,7 @@ static inline bool deep_sub(fh_engine_t *e, side_t *s, uint32_t key, uint32_t sh
 
 static inline lside_t *book_side(const fh_engine_t *e, const book_t *b, uint32_t side)
 {
-    return e->lside + ((uint32_t)BOOK_LAD(b) << 1 | side);
+    return e->lside + ((size_t)BOOK_LAD(b) * 2 + side); /* size_t: an lea, no zero-extension */
 }
 
 /* Price of tick index kx on side `side` as a level key (price for bids, ~price for asks). */
@@ -888,15 +905,23 @@ static __attribute__((noinline)) bool level_sub_key(fh_engine_t *e, book_t *b, u
 
 /* Take shares (and, if gone, one order) off the level of an order (its side byte sb and lv: order_t). The level
  * exists: every live order is on its level. Returns whether the side's best level changed. */
+/* level_sub of an order on the tick (its side byte without O_KEY: the side). */
+static inline __attribute__((always_inline)) bool level_sub_tick(fh_engine_t *e, book_t *b, uint32_t side,
+                                                                 uint32_t lv, uint32_t shares, bool order_gone,
+                                                                 bool pub)
+{
+    lside_t *L = book_side(e, b, side);
+    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
+        return level_sub_deep(e, b, side, lad_key(L, side, lv), shares, order_gone);
+    return level_sub_at(e, b, L, side, lv, shares, order_gone, pub);
+}
+
 static inline __attribute__((always_inline)) bool level_sub(fh_engine_t *e, book_t *b, uint32_t sb, uint32_t lv,
                                                             uint32_t shares, bool order_gone, bool pub)
 {
     if (FH_UNLIKELY(sb & O_KEY))
         return level_sub_key(e, b, sb & 1u, lv, shares, order_gone, pub);
-    lside_t *L = book_side(e, b, sb); /* sb is the side */
-    if (FH_UNLIKELY(lv - L->lo >= LAD_W))
-        return level_sub_deep(e, b, sb, lad_key(L, sb, lv), shares, order_gone);
-    return level_sub_at(e, b, L, sb, lv, shares, order_gone, pub);
+    return level_sub_tick(e, b, sb, lv, shares, order_gone, pub); /* sb is the side */
 }
 
 /* ---- order table ----------------------------------------------------------------------------------- */
@@ -1024,12 +1049,12 @@ static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32
     o->tag = (uint32_t)(ref >> TAG_SHIFT);
     o->shares = shares;
     o->book = book;
-    e->live++;
+    e->room--;
 }
 
 static inline void order_free(fh_engine_t *e, order_t *o)
 {
-    e->live--;
+    e->room++;
     if (FH_LIKELY(!o->spilled))
         o->shares = 0;
     else
@@ -1248,28 +1273,29 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     return b;
 }
 
-/* The book of a message that names its stock (A, F, H): created on first sight, counted. */
-static inline book_t *book_for(fh_engine_t *e, uint16_t locate, const uint8_t *stock, const uint8_t *m)
+/* The book at offset bk of e->books (its locate x sizeof(book_t), as the walker keeps it: walked_t.bk) for a message
+ * that names its stock (A, F, H): created on first sight, counted. */
+static inline book_t *book_for(fh_engine_t *e, uint32_t bk, const uint8_t *stock, const uint8_t *m)
 {
-    book_t *b = &e->books[locate];
+    book_t *b = (book_t *)((uint8_t *)e->books + bk);
     if (FH_LIKELY(b->status != FH_BOOK_EMPTY))
         return b;
-    b = book_create(e, locate, stock, m); /* counts instrument_capacity when full */
+    b = book_create(e, (uint16_t)(bk / sizeof(book_t)), stock, m); /* counts instrument_capacity when full */
     if (b)
         e->counters[FH_C_unknown_locate]++;
     return b;
 }
 
-/* Add an order to book b, or (b == NULL, for A and F) to the book of locate, created from stock on first
- * sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
+/* Add an order to book b, or (b == NULL, for A and F) to the book at offset bk (book_for), created from stock on
+ * first sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
  * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
  * locate). The caller holds b's seqlock when b != NULL. */
-static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint16_t locate,
-                                                           const uint8_t *m, uint64_t ref, uint8_t side_ch,
+static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint32_t bk,
+                                                           const uint8_t *m, uint64_t ref, uint32_t side,
                                                            uint32_t shares, uint32_t price, bool publish,
                                                            book_t **bp)
 {
-    if (FH_UNLIKELY(side_ch != 'B' && side_ch != 'S')) {
+    if (FH_UNLIKELY(side > 1)) { /* side_of's 2: neither 'B' nor 'S' */
         e->counters[FH_C_bad_side]++;
         return 0;
     }
@@ -1279,7 +1305,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     int dup;
     order_t *o = order_place(e, ref, &dup);
-    if (FH_UNLIKELY(!o || e->live >= e->cfg.max_orders)) { /* a duplicate is reported before capacity */
+    if (FH_UNLIKELY(!o || e->room == 0)) { /* a duplicate is reported before capacity */
         if (o)
             order_unplace(e, o);
         e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
@@ -1287,11 +1313,10 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     bool own = !b;
     if (own) {
-        if (FH_UNLIKELY(!(b = book_for(e, locate, m + FH_ITCH_OFF_A_STOCK, m))))
+        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m))))
             return 0;
         book_begin_if(b, publish);
     }
-    uint32_t side = side_ch == 'S';
     uint32_t key = price ^ (0u - side); /* ~price for asks */
     int top = level_add(e, b, side, key, price, shares, publish, o);
     if (FH_LIKELY(top >= 0)) {
@@ -1306,23 +1331,49 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     return top > 0;
 }
 
-/* The live order a message refers to, checked against the message's locate; NULL if unknown. */
-static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, const uint8_t *m, uint64_t ref)
+/* The live order a message refers to, checked against the message's book (bk: its locate x sizeof(book_t), as the
+ * walker keeps it), and in *bp the order's book; NULL if unknown. Compared as offsets: the order's is the one its
+ * book is found at, and the message's is not read again. */
+static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, uint64_t ref, uint32_t bk,
+                                                                 book_t **bp)
 {
     order_t *o = order_find(e, ref);
     if (FH_UNLIKELY(!o)) {
         e->counters[FH_C_unknown_ref]++;
         return NULL;
     }
-    if (FH_UNLIKELY(o->book != fh_itch_locate(m))) /* o->book is the order's locate */
+    uint32_t ob = (uint32_t)o->book * sizeof(book_t); /* o->book is the order's locate */
+    if (FH_UNLIKELY(ob != bk))
         e->counters[FH_C_locate_mismatch]++;
+    *bp = (book_t *)((uint8_t *)e->books + ob);
     return o;
+}
+
+/* An order's side byte and `spilled` as one 16-bit value (adjacent in order_t): an order off the tick (O_KEY) or in
+ * the spill table, both rare, is told by one test when it is removed (remove_order; bench/engine.md section 16). */
+_Static_assert(offsetof(order_t, spilled) == offsetof(order_t, side) + 1, "side and spilled: 2 bytes");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define O_RARE (O_KEY | 1u << 8)
+#else
+#define O_RARE (O_KEY << 8 | 1u)
+#endif
+
+static __attribute__((noinline)) bool remove_order_rare(fh_engine_t *e, book_t *b, order_t *o, bool publish)
+{
+    bool top = level_sub(e, b, o->side, o->lv, o->shares, true, publish);
+    order_free(e, o);
+    return top;
 }
 
 static inline __attribute__((always_inline)) bool remove_order(fh_engine_t *e, book_t *b, order_t *o, bool publish)
 {
-    bool top = level_sub(e, b, o->side, o->lv, o->shares, true, publish);
-    order_free(e, o);
+    uint16_t sr;
+    memcpy(&sr, &o->side, 2);
+    if (FH_UNLIKELY(sr & O_RARE))
+        return remove_order_rare(e, b, o, publish);
+    bool top = level_sub_tick(e, b, o->side, o->lv, o->shares, true, publish); /* order_free of a home slot: */
+    e->room++;
+    o->shares = 0;
     return top;
 }
 
@@ -1382,7 +1433,7 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
         }
         break;
     case 'H':
-        if ((b = book_for(e, locate, m + FH_ITCH_OFF_H_STOCK, m))) {
+        if ((b = book_for(e, (uint32_t)locate * sizeof(book_t), m + FH_ITCH_OFF_H_STOCK, m))) {
             book_begin(e, b);
             b->trading_state = (char)m[FH_ITCH_OFF_H_STATE];
             book_end(e, b, m);
@@ -1405,65 +1456,99 @@ static __attribute__((noinline)) void apply_rare(fh_engine_t *e, const uint8_t *
     }
 }
 
-/* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. */
-static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len,
+/* A walked message's length and type as one value: the walker records a message right after its block's 2-byte
+ * length (big-endian), so one 4-byte load from m - 2 has both (and m[1], masked off; a block of 0 or 1 bytes is
+ * recorded as a copy that has it: walk_one). LEN_TYPE(n, t) is the value of an n-byte message of type t. ITCH's
+ * lengths of A and D: ITCH_LEN_A, ITCH_LEN_D. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LEN_TYPE(n, t) ((uint32_t)(n) >> 8 | ((uint32_t)(n) & 0xFF) << 8 | (uint32_t)(t) << 16)
+#define LEN_TYPE_MASK 0xFFFFFFu
+#else
+#define LEN_TYPE(n, t) ((uint32_t)(n) << 16 | (uint32_t)(t) << 8)
+#define LEN_TYPE_MASK 0xFFFFFF00u
+#endif
+static inline uint32_t len_type(const uint8_t *m)
+{
+    uint32_t w;
+    memcpy(&w, m - 2, 4);
+    return w & LEN_TYPE_MASK;
+}
+
+/* One message: the body of fh_engine_apply, inlined into the block loop of fh_engine_apply_blocks. A walked message
+ * comes with its book's offset (walked_t.bk: its locate x sizeof(book_t); every message applied here that has a
+ * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. A walked message's len is
+ * not passed (0): it is read from the block's length before m, past the tests of A and D (len_type). */
+static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len, uint32_t bk,
                                                              bool publish, bool walked)
 {
-    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A walked
-     * message's first byte is always readable (the walker points an empty block at a byte whose type wants
-     * more), so the block loop needs no test of len == 0. */
-    if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
-        return;
-    uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
-    e->type_counts[t]++;
     order_t *o;
     book_t *b;
     bool top = false;
-    /* A and D are 80-85 % of a day: two tests before the jump table */
-    if (FH_LIKELY(t == 'A'))
-        goto add;
-    if (FH_LIKELY(t == 'D'))
-        goto delete;
+    /* `messages` is not counted here: fh_engine_counters derives it from the per-type counts. A and D are 80-85 %
+     * of a day: a walked one is told by its length and type together (len_type), which is its length check too. */
+    if (walked) {
+        uint32_t lt = len_type(m);
+        if (FH_LIKELY(lt == LEN_TYPE(ITCH_LEN_A, 'A'))) {
+            e->type_counts['A']++;
+            goto add;
+        }
+        if (FH_LIKELY(lt == LEN_TYPE(ITCH_LEN_D, 'D'))) {
+            e->type_counts['D']++;
+            goto delete;
+        }
+    }
+    /* A walked message's first byte is always readable (the walker points an empty block at a byte whose type
+     * wants more), so the block loop needs no test of len == 0; its length is read here, where A and D never get. */
+    if (walked)
+        len = fh_be16(m - 2);
+    if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
+        return;
+    if (!walked) /* every message that gets here has its 11-byte header */
+        bk = (uint32_t)fh_itch_locate(m) * sizeof(book_t);
+    uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
+    e->type_counts[t]++;
+    if (!walked) {
+        if (FH_LIKELY(t == 'A'))
+            goto add;
+        if (FH_LIKELY(t == 'D'))
+            goto delete;
+    }
     switch (t) {
     case 'A':
     case 'F':
     add:
-        top = add_order(e, NULL, fh_itch_locate(m), m, fh_be64(m + FH_ITCH_OFF_REF), m[FH_ITCH_OFF_A_SIDE],
+        top = add_order(e, NULL, bk, m, fh_be64(m + FH_ITCH_OFF_REF), e->side_of[m[FH_ITCH_OFF_A_SIDE]],
                         fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE), publish, &b);
         if (top && publish)
             emit_bbo(e, b);
         return;
     case 'D':
     delete:
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         top = remove_order(e, b, o, publish);
         break;
     case 'U':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         {
-            uint8_t side_ch = o->side & 1u ? 'S' : 'B';
+            uint32_t side = o->side & 1u;
             top = remove_order(e, b, o, publish);
-            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side_ch,
+            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish, &b);
         }
         break;
     case 'X':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel, publish);
         break;
     case 'E':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         b->last_price = order_price(e, o);
         b->last_shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
@@ -1476,9 +1561,8 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         }
         return;
     case 'C':
-        if (!(o = find_order(e, m, fh_be64(m + FH_ITCH_OFF_REF))))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
             return;
-        b = &e->books[o->book];
         book_begin_if(b, publish);
         {
             uint32_t shares = fh_be32(m + FH_ITCH_OFF_E_SHARES);
@@ -1506,7 +1590,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         emit_bbo(e, b);
 }
 
-void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, e->publish, false); }
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, 0, e->publish, false); }
 
 static inline uint64_t tsc_now(void)
 {
@@ -1645,10 +1729,11 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
 }
 
 /* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
- * sends it to check_slow, which counts it short without reading it. */
-static const uint8_t empty_block[1] = { 'A' };
+ * sends it to check_slow, which counts it short without reading it; after its length (0) and before a pad byte, as
+ * len_type reads it (the walker records empty_block + 2). */
+static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
 
-/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and length, then an
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and book, then an
  * entry with m NULL that ends the chunk) and
  * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
  * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
@@ -1662,10 +1747,32 @@ static const uint8_t empty_block[1] = { 'A' };
 #define WALK_CHUNK 32
 
 typedef struct walked {
-    const uint8_t *m;
-    uint32_t n;
-    uint32_t loc; /* the message's stock locate when n >= 19, else 0 (book 0's ladder index: any is harmless) */
+    const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
+                       * kept here: A and D, most of a day, need no more than len_type) */
+    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
+                  * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
 } walked_t;
+
+/* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
+ * book line. */
+static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e, const order_t *orders, uint64_t mask,
+                                                           const book_t *books, walked_t *wp, const uint8_t *m,
+                                                           uint32_t n)
+{
+    wp->m = m;
+    if (FH_LIKELY(n >= 19)) {
+        uint32_t bk = (uint32_t)fh_be16(m + 1) * sizeof(book_t); /* every ITCH message's stock locate: its book */
+        wp->bk = bk;
+        __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
+        __builtin_prefetch((const uint8_t *)books + bk, 1);
+        if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
+            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+    } else {
+        wp->bk = 0;
+        if (n <= 1) /* len_type reads a message's first 2 bytes: these get a copy that has them */
+            wp->m = n ? e->one_block[m[0]] + 2 : empty_block + 2;
+    }
+}
 
 static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine_t *e, const uint8_t **qp,
                                                                  const uint8_t *end, walked_t *w)
@@ -1676,49 +1783,52 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     const book_t *books = e->books;
     uint64_t mask = e->mask;
     walked_t *wp = w, *wend = w + WALK_CHUNK;
-    while (wp < wend && q + 2 <= stop) {
-        size_t n = fh_be16((const uint8_t *)q);
-        uintptr_t next = q + 2 + n;
-        if (FH_UNLIKELY(next > stop))
+    /* One bound test a block (bench/engine.md section 16): a block that leaves room for the next one's length
+     * (next <= stop - 2) is whole and the next length is readable; only a buffer's last block takes a second test.
+     * stop - 2 is not computed before stop - q >= 2 is known (an empty buffer may be at address 0). */
+    uintptr_t stop2, next;
+    uint32_t n;
+    if (FH_UNLIKELY(stop - q < 2))
+        goto done;
+    stop2 = stop - 2;
+    for (;;) {
+        n = fh_be16((const uint8_t *)q);
+        next = q + 2 + n;
+        if (FH_UNLIKELY(next > stop2))
             break;
-        const uint8_t *m = (const uint8_t *)q + 2;
-        wp->m = m;
-        wp->n = (uint32_t)n;
-        wp->loc = 0;
-        if (FH_LIKELY(n >= 19)) {
-            uint32_t loc = fh_be16(m + 1); /* every ITCH message's stock locate: its book's line */
-            wp->loc = loc;
-            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            __builtin_prefetch(&books[loc], 1);
-            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
-                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
-        } else if (n == 0) {
-            wp->m = empty_block;
-        }
-        wp++;
+        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
+        q = next;
+        if (wp == wend)
+            goto done;
+    }
+    if (next <= stop) { /* the last block, ending at stop or a byte before it */
+        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
         q = next;
     }
+done:
     wp->m = NULL;
     *qp = (const uint8_t *)q;
     return (uint32_t)(wp - w);
 }
 
 /* The ladders (both sides' headers, two lines) of a chunk's books, whose lines the walker prefetched a chunk ago,
- * so that reading each book's ladder index here seldom waits. The walker kept each block's locate (walked_t.loc), so
- * this pass does not read the blocks again (-2.2 instructions a message, section 15). bench/engine.md section 14: the book, ladder and level
+ * so that reading each book's ladder index here seldom waits. The walker kept each block's book (walked_t.bk), so
+ * this pass does not read the blocks again (-2.2 instructions a message, section 15), and kept it scaled, so that the
+ * pass shifts nothing (-1, section 16). bench/engine.md section 14: the book, ladder and level
  * lines are most of a message's misses once the order slots are prefetched; this pass costs ~24 instructions a
  * message and saves 6-10% of the wall clock on the 2 M days (the walker's book prefetch 3-5% of it). */
-static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t loc)
+static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t bk)
 {
-    const lside_t *ls = e->lside + ((uint32_t)BOOK_LAD(&e->books[loc]) << 1);
+    const book_t *b = (const book_t *)((const uint8_t *)e->books + bk);
+    const lside_t *ls = e->lside + (size_t)BOOK_LAD(b) * 2; /* size_t: one shift, not two */
     __builtin_prefetch(ls, 1);
     __builtin_prefetch(ls + 1, 1);
 }
 
 static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w)
 {
-    for (const walked_t *c = w; c->m; c++) /* the walker kept each locate (0 for a short message): no test */
-        ladder_prefetch(e, c->loc);
+    for (const walked_t *c = w; c->m; c++) /* the walker kept each book (0 for a short message): no test */
+        ladder_prefetch(e, c->bk);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
@@ -1743,7 +1853,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
         ladders_prefetch(e, w[x]);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
-            apply_one(e, c->m, c->n, publish, true);
+            apply_one(e, c->m, 0, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
@@ -1781,17 +1891,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         size_t want = e->msg_len[m[0]];
         if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
             return -1;
-        w[c].m = m;
-        w[c].n = (uint32_t)n;
-        w[c].loc = 0;
-        if (FH_LIKELY(n >= 19)) {
-            uint32_t loc = fh_be16(m + 1);
-            w[c].loc = loc;
-            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
-            __builtin_prefetch(&books[loc], 1);
-            if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
-                __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
-        }
+        walk_one(e, orders, mask, books, &w[c], m, (uint32_t)n);
         q = m + n;
     }
     return q == end ? 0 : -1;
@@ -1802,7 +1902,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
  * by the ladder prefetch of the message LAD_AHEAD on (its book line asked for by the walk); a longer one checked by
  * fh_blocks_framed first, then applied by the block loop. LAD_AHEAD (bench/engine.md section 15, fh-bench-mold
  * --consumer engine, 2 M days): 2, 4 and 8 all 0.91-0.98 of the time without, none better across MTUs and days;
- * +15 instructions a message. The entries past count read book 0's ladder index (loc 0): no test in the loop. */
+ * +15 instructions a message. The entries past count read book 0's ladder index (bk 0): no test in the loop. */
 #define DATAGRAM_WALK 128
 #define LAD_AHEAD 4
 static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len,
@@ -1819,12 +1919,12 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         return -1;
     e->now_tsc = tsc_now();
     for (uint32_t i = count; i < count + LAD_AHEAD; i++)
-        w[i].loc = 0;
+        w[i].bk = 0;
     for (uint32_t i = 0; i < LAD_AHEAD && i < count; i++)
-        ladder_prefetch(e, w[i].loc);
+        ladder_prefetch(e, w[i].bk);
     for (uint32_t i = 0; i < count; i++) {
-        ladder_prefetch(e, w[i + LAD_AHEAD].loc); /* its book line prefetched by the walk: LAD_AHEAD ahead */
-        apply_one(e, w[i].m, w[i].n, publish, true); /* walked: no empty block gets here */
+        ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
+        apply_one(e, w[i].m, 0, w[i].bk, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
     return 0;
@@ -1851,7 +1951,7 @@ void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT])
     out[FH_C_messages] = n;
 }
 const uint64_t *fh_engine_type_counts(const fh_engine_t *e) { return e->type_counts; }
-uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->live; }
+uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->cfg.max_orders - e->room; }
 uint64_t fh_engine_levels_used(const fh_engine_t *e) { return e->levels_peak; }
 
 uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
