@@ -220,6 +220,51 @@ def test_a_standby_without_a_listen_address_connects_to_the_primarys_guard():
         _kill_and_remove(procs, (journal, gj, sj, st_g, st_s))
 
 
+def test_a_joined_standby_told_nothing_connects_again_and_never_promotes(tmp_path):
+    """A standby that joined a guard by connecting (no listen address) while the guard's data plane has not started
+    (its journal not there: the guard waits for it and says nothing): after its failover timeout of silence on that
+    connection it closes it and connects again, said in one line, and it does not promote (it never heard a primary);
+    once the journal is written the guard ships it and the standby's journal holds every message, once, in order.
+    (Before: the standby stayed on the silent connection and promoted itself after its failover timeout, a second
+    primary beside the guard's host.)"""
+    import handler._native  # noqa: F401  (rebuilds an editable install, programs included)
+
+    tag = uuid.uuid4().hex[:8]
+    journal, gj, sj = (f"/dev/shm/fh-sj-{tag}.journal", f"/dev/shm/fh-sjg-{tag}.journal",
+                       f"/dev/shm/fh-sjs-{tag}.journal")
+    st_g, st_s = f"/dev/shm/fh-sjg-{tag}.repl", f"/dev/shm/fh-sjs-{tag}.repl"
+    addr = f"127.0.0.1:{_port()}"
+    feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
+    err = tmp_path / "standby.err"
+    procs: list[subprocess.Popen] = []
+    try:
+        guard = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr,
+                                  "--journal", gj, "--journal-mb", "16", "--ship-journal", journal, "--name",
+                                  f"sjg-{tag}", "--status", st_g, "--epoch", "1", "--heartbeat-ms", "20",
+                                  "--connect-timeout-ms", "60000"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(guard)
+        _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
+        sb = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--peer", addr, "--journal", sj,
+                               "--journal-mb", "64", "--name", f"sjs-{tag}", "--status", st_s, "--epoch", "1",
+                               "--ring-mb", "4", "--failover-timeout-ms", "300", "--promote-on-silence"],
+                              stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+        procs.append(sb)
+        _wait(lambda: "said nothing on this connection for 300 ms: connecting again" in err.read_text(), 10,
+              lambda: err.read_text()[-800:])
+        time.sleep(1.0)  # more than three failover timeouts: still a standby
+        st = _status(st_s)
+        assert st["state"] != "promoted" and st["epoch"] == 1 and "promoted" not in err.read_text(), \
+            (st, err.read_text()[-800:])
+        assert subprocess.run([str(feed_prog), str(DAY), "--journal", journal, "--mb", "64"], capture_output=True,
+                              timeout=60).returncode == 0  # the data plane's journal, at last: shipped
+        _wait(lambda: _status(st_s).get("messages", 0) == 100000, 60, lambda: err.read_text()[-800:])
+        assert _messages(sj) == _messages(journal)
+        assert sb.poll() is None and "promoted" not in err.read_text(), err.read_text()[-800:]
+    finally:
+        _kill_and_remove(procs, (journal, gj, sj, st_g, st_s))
+
+
 def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
     """While a guard ships to a standby that joined (no listen address of its own), its listen address is answered
     as when idle: a probe learns it is primary; an older primary is fenced (exit 4) and the shipping goes on; a

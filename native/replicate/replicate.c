@@ -1773,6 +1773,7 @@ static int standby(const opts_t *o)
     int bye = 0;
     snap_state_t snapst = { .fd = -1 };
     uint64_t first_ns = 0, last_ns = 0; /* the first and last record applied */
+    uint64_t conn_at = 0, silent_conns = 0; /* this connection's start; connections closed for saying nothing */
     uint64_t ack_at = 0, alive_at = 0;    /* the last idle acknowledgement, the last signs of life */
     trace = o->trace ? calloc(o->trace_max, sizeof *trace) : NULL; /* before the loop: none in it */
     uint64_t ntrace = 0;
@@ -1877,6 +1878,7 @@ next_primary:
     if (!heard)
         last_hb = now_ns();
     st->connections++;
+    conn_at = now_ns();
     st->state = guard ? ST_GUARDING : promoted ? ST_PROMOTED : ST_STREAMING;
     while (!quit && !bye) {
         wit_rekey(&wit);
@@ -1887,6 +1889,17 @@ next_primary:
         if (!promoted && !guard && (promote || (heard && o->promote_on_silence && now_ns() - last_hb > hb_timeout &&
                                                 wit_promote_ok(&wit, st, epoch, last_hb, why, sizeof why))))
             promoted = promote_now(&pm, promote ? "fh promote" : why, o->failover_timeout_ms);
+        if (connecting && !conn_heard && !promoted && now_ns() - conn_at > hb_timeout) {
+            /* a standby that joined by connecting, told nothing (no heartbeat, no record) for the failover timeout:
+             * the guard's end may have closed without this side seeing it, or its shipping not begun (its data
+             * plane's journal not there yet): closed, and connected again (a silent connection never promotes) */
+            if (!silent_conns++ || !(silent_conns % 20))
+                fprintf(stderr, "fh-replicate: the primary at %s said nothing on this connection for %u ms: connecting "
+                                "again (%" PRIu64 " such connection%s)\n", where, o->failover_timeout_ms, silent_conns,
+                        silent_conns > 1 ? "s" : "");
+            gone = 1;
+            break;
+        }
         fh_fab_rx_t rx[16];
         int nr = npend ? npend : fh_fab_poll_rx(&f, rx, 16); /* (pend: a yield's first completions) */
         if (npend)
