@@ -235,14 +235,14 @@ def test_a_joined_standby_told_nothing_connects_again_and_never_promotes(tmp_pat
     st_g, st_s = f"/dev/shm/fh-sjg-{tag}.repl", f"/dev/shm/fh-sjs-{tag}.repl"
     addr = f"127.0.0.1:{_port()}"
     feed_prog = sorted(ROOT.glob("build/cp3*/native/bench/fh-bench-repl-feed"))[-1]
-    err = tmp_path / "standby.err"
+    err, gerr = tmp_path / "standby.err", tmp_path / "guard.err"
     procs: list[subprocess.Popen] = []
     try:
         guard = subprocess.Popen([PROG, "--role", "standby", "--guard", "--provider", "tcp", "--listen", addr,
                                   "--journal", gj, "--journal-mb", "16", "--ship-journal", journal, "--name",
                                   f"sjg-{tag}", "--status", st_g, "--epoch", "1", "--heartbeat-ms", "20",
                                   "--connect-timeout-ms", "60000"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=open(gerr, "w"))
         procs.append(guard)
         _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
         sb = subprocess.Popen([PROG, "--role", "standby", "--provider", "tcp", "--peer", addr, "--journal", sj,
@@ -261,6 +261,11 @@ def test_a_joined_standby_told_nothing_connects_again_and_never_promotes(tmp_pat
         _wait(lambda: _status(st_s).get("messages", 0) == 100000, 60, lambda: err.read_text()[-800:])
         assert _messages(sj) == _messages(journal)
         assert sb.poll() is None and "promoted" not in err.read_text(), err.read_text()[-800:]
+        # the guard saw the standby leave while it waited and listened again (it did not wait on, then find the
+        # connection dead at its first transmit)
+        said = gerr.read_text()
+        assert "closed its connection while this guard waited for the data plane's journal" in said, said[-800:]
+        assert "is gone (3)" not in said and "not connected" not in said, said[-800:]
     finally:
         _kill_and_remove(procs, (journal, gj, sj, st_g, st_s))
 

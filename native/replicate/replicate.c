@@ -922,8 +922,10 @@ static int guard_side(const opts_t *o, fh_fab_t *fp, guard_link_t *g)
         if (r == 2 || ev == FI_SHUTDOWN) {
             if (is_side)
                 side_drop(g); /* a probe that read the HELLO, a primary fenced by it, a refused standby */
-            else if (is_joiner)
+            else if (is_joiner) {
                 g->joiner_gone = 1;
+                break; /* what follows (that standby connecting again) left in the queue for the listening loop */
+            }
             continue;
         }
         if (ev == FI_CONNREQ) {
@@ -1050,7 +1052,8 @@ static int read_snapshot(const char *path, uint8_t **buf, uint64_t *len, fh_snap
 
 /* The primary: connect to --peer, read the standby's HELLO, ship --journal. Or (given: a guard on this primary's
  * listen address, a standby having connected to it and said HELLO with HELLO_JOIN) ship --ship-journal over that
- * connection, given_hello the standby's; the connection is left to the caller. */
+ * connection, given_hello the standby's; the connection is left to the caller. A guard's returns: 6 yield (a newer
+ * primary connected), 7 SIGUSR2, 8 the joined standby left before anything was shipped (its journal awaited). */
 static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *given_hello, guard_link_t *g)
 {
     char host[256], port[32];
@@ -1074,12 +1077,20 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
         }
         if (g && guard_side(o, given, g) == 6) /* ... and its listen address is answered meanwhile */
             return 6;
+        fh_fab_op_t *done[16]; /* (the joined standby's connection progressed: its close seen; nothing is posted) */
+        if (g && fh_fab_poll_tx(given, done, 16) < 0)
+            g->joiner_gone = 1;
+        if (g && g->joiner_gone) { /* the standby that joined left before anything was shipped: listen again (a
+                                    * joined standby told nothing for its failover timeout connects again) */
+            rc = 8;
+            break;
+        }
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
     }
     if (g && g->state && rc)
         side_drop(g);
-    if (rc == 7)
-        return 7;
+    if (rc == 7 || rc == 8)
+        return rc;
     if (rc) {
         fprintf(stderr, "fh-replicate: journal %s: %s\n", jpath,
                 rc == -ENOENT ? "none: is the data plane running with --journal?"
@@ -2117,9 +2128,11 @@ next_primary:
              * (this host the primary) ships the data plane's (--ship-journal) over this connection, as a primary
              * would, until it closes; anything else says why not (that standby waits, and tries again) */
             joined = 0;
+            static uint64_t left_waiting; /* the joined standby left while the journal was awaited: said 1 in 20 */
             if (guard && o->ship_journal && !promoted) {
-                fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen address): "
-                                "shipping %s to it at epoch %u\n", o->ship_journal, epoch);
+                if (!(left_waiting % 20))
+                    fprintf(stderr, "fh-replicate: guard: a standby connected to this primary (it has no listen "
+                                    "address): shipping %s to it at epoch %u\n", o->ship_journal, epoch);
                 /* while it ships, its listen address answered as when idle (guard_side); side's storage static: after
                  * a yield the receives posted on it stay named by it (no second yield: no guard after one) */
                 static fh_fab_t side;
@@ -2158,8 +2171,14 @@ next_primary:
                     st->connections++;
                     continue;
                 }
-                fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d%s): listening again\n", pr,
-                        pr == 7 ? ": SIGUSR2" : "");
+                if (pr != 8) {
+                    fprintf(stderr, "fh-replicate: guard: the standby that connected is gone (%d%s): listening again\n",
+                            pr, pr == 7 ? ": SIGUSR2" : "");
+                    left_waiting = 0;
+                } else if (!(left_waiting++ % 20)) /* one line, then every 20th (it connects again each timeout) */
+                    fprintf(stderr, "fh-replicate: guard: the standby that connected closed its connection while this "
+                                    "guard waited for the data plane's journal %s (%" PRIu64 " times): listening "
+                                    "again\n", o->ship_journal, left_waiting);
                 st->state = ST_GUARDING;
                 gone = 1;
                 break;
