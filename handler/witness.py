@@ -659,6 +659,8 @@ def cmd_witness(a) -> int:
         print(f"fh witness: {s}", file=sys.stderr, flush=True)
 
     sdnotify.take()  # not for the saving children
+    early_hup: list[int] = []  # a SIGHUP before the loop handles it (fh reload --witness as it starts): taken up then
+    signal.signal(signal.SIGHUP, lambda *_: early_hup.append(1))
     try:
         keys, skipped = load_keys(a.key_file) if a.key_file else ((), [])
         key = keys[0] if keys else None
@@ -686,21 +688,39 @@ def cmd_witness(a) -> int:
         kept = "its record is in memory only: a restart forgets the beats' nonces (--state PATH keeps them)"
     else:
         kept = "its record is in memory only: a restart forgets it"
+    status = {"pid": os.getpid(), "boot_s": _boot_s(), "listen": a.listen, "reloads": 0, "reload_ok": None,
+              "said": ""}
+    if a.status:
+        try:  # before READY=1: a reload (fh reload --witness) finds the file from then on
+            write_state(a.status, status)
+        except OSError as e:
+            sock.close()
+            raise FhError(f"--status {a.status}: cannot write in {os.path.dirname(os.path.abspath(a.status))} "
+                          f"({e.strerror}): a directory this user can write (the unit's RuntimeDirectory, "
+                          f"/run/fh-witness)") from None
     log(f"listening on {a.listen} (UDP{', keyed: HMAC-SHA256' if key else ''}{_keys_said(keys, skipped)}; {kept})")
 
     def reread() -> None:
-        """SIGHUP: the key files read again (a rotation: the next key added, or the old one dropped), all or none."""
+        """SIGHUP: the key files read again (a rotation: the next key added, or the old one dropped), all or none;
+        the outcome in --status (fh reload --witness waits for it)."""
+        ok = True
         if not keys:
-            log("SIGHUP: unkeyed (no --key-file): nothing to read again")
-            return
-        try:
-            new, gone = load_keys(a.key_file)
-        except KeyFileError as e:
-            log(f"SIGHUP: --key-file {e}: the keys in use stay")
-            return
-        w.rekey(new)
-        log(f"SIGHUP: --key-file read again: {len(w.keys)} key{'s' if len(w.keys) > 1 else ''} in use"
-            + "".join(f", {p}: no such file, skipped" for p in gone))
+            said = "SIGHUP: unkeyed (no --key-file): nothing to read again"
+        else:
+            try:
+                new, gone = load_keys(a.key_file)
+                w.rekey(new)
+                said = (f"SIGHUP: --key-file read again: {len(w.keys)} key{'s' if len(w.keys) > 1 else ''} in use"
+                        + "".join(f", {p}: no such file, skipped" for p in gone))
+            except KeyFileError as e:
+                ok, said = False, f"SIGHUP: --key-file {e}: the keys in use stay"
+        log(said)
+        if a.status:
+            status.update(reloads=status["reloads"] + 1, reload_ok=ok, said=said)
+            try:
+                write_state(a.status, status)
+            except OSError as e:  # (fh reload --witness times out and says to read this line)
+                log(f"--status {a.status}: not written ({e.strerror}): fh reload --witness cannot see this reload")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -708,6 +728,8 @@ def cmd_witness(a) -> int:
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reread)
+        if early_hup:
+            reread()
         # Type=notify (fh-witness.service): systemd holds `systemctl reload` until now, when SIGHUP is handled
         sdnotify.notify("READY=1", f"STATUS=listening on {a.listen}")
         await serve(sock, w, stop, saver)
@@ -753,4 +775,72 @@ def register(sub, positive=None, nonneg=None) -> None:
                    help="keyed only: keep the replay record (the beats' last nonces) in this file (mode 600, replaced "
                         f"atomically every {SAVE_S:g} s while beats change it, and at exit), so that beats captured "
                         "before a restart are refused after it, e.g. /var/lib/fh/witness.state")
+    p.add_argument("--status", metavar="PATH",
+                   help="write this process's pid and the outcome of each SIGHUP to PATH (JSON), so that `fh reload "
+                        "--witness PATH` (the unit's ExecReload) waits for a reload to be done and fails when the key "
+                        "files were refused, e.g. /run/fh-witness/status.json")
     p.set_defaults(func=cmd_witness)
+
+
+def _boot_s() -> float:
+    from .supervise import boot_s
+
+    return boot_s()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Without /proc (a chroot without it): the pid alone, not its start time."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
+    """SIGHUP to the fh witness whose --status is `status` (fh-witness.service's ExecReload), then wait until it
+    has taken it up: (exit status, one line). 0 once its key files are read again (or it is unkeyed: nothing to
+    read); 1 when it refused them (the keys in use stay: it says why), when no witness runs there, or when `timeout`
+    seconds pass first, so that `systemctl reload` and the Ansible handler behind it fail where the reload did not
+    take. (Before, ExecReload was a shell's kill: systemctl reload returned before the witness had read anything, and
+    a host moved to the next key at once could have its beats refused meanwhile.)"""
+    from .supervise import pid_is
+
+    def read() -> dict | None:
+        try:
+            with open(status) as f:
+                doc = json.load(f)
+            return doc if isinstance(doc, dict) and isinstance(doc.get("pid"), int) else None
+        except (OSError, ValueError):
+            return None
+
+    doc = read()
+    if doc is None:
+        why = "no such file" if not os.path.exists(status) else "not an fh witness status file"
+        return 1, (f"{status}: {why}: no fh witness runs with --status {status} (systemctl start fh-witness, or "
+                   f"fh witness --listen ADDR:PORT --status {status})")
+    pid, n0 = doc["pid"], doc.get("reloads", 0)
+    if not (pid_is(pid, doc.get("boot_s")) if os.path.exists("/proc/self/stat") else _pid_alive(pid)):  # (a chroot)
+        return 1, (f"fh witness (pid {pid}, {status}) is not running: nothing to reload; start it (systemctl start "
+                   f"fh-witness)")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return 1, f"fh witness (pid {pid}) is gone"
+    except PermissionError:
+        return 1, f"fh witness (pid {pid}): not allowed to signal it: run this as its user ({status}'s owner) or root"
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = read()
+        if doc and doc["pid"] == pid and doc.get("reloads", 0) > n0:
+            said = str(doc.get("said", "")).removeprefix("SIGHUP: ")
+            return (0, f"fh witness (pid {pid}) reloaded: {said}") if doc.get("reload_ok") else \
+                (1, f"fh witness (pid {pid}) refused the reload: {said}")
+        if doc and doc["pid"] != pid:
+            return 1, f"fh witness (pid {pid}) was replaced by pid {doc['pid']} meanwhile: a new one reads its keys at start"
+        if time.monotonic() >= deadline:
+            return 1, (f"fh witness (pid {pid}) did not take the SIGHUP up within {timeout:g} s (its log says why: "
+                       f"journalctl -u fh-witness)")
+        time.sleep(0.02)

@@ -156,34 +156,6 @@ def fh_popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(fh_argv(*args), env=fh_env(env), **kw)
 
 
-def exec_reload_signals(unit_text: str) -> list[int]:
-    """A unit's ExecReload= run as systemd runs it (its $$ a literal $, MAINPID in the environment: systemd.service)
-    against a stand-in main process (sleep, SIGHUP at its default action and unblocked, whatever this process
-    inherited): the signal that ended it ([] if none within 5 s)."""
-    import shlex
-
-    (line,) = [x for x in unit_text.splitlines() if x.startswith("ExecReload=")]
-    argv = shlex.split(line.removeprefix("ExecReload=").replace("$$", "$"))
-
-    def default_hup() -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-
-    main = subprocess.Popen(["sleep", "30"], preexec_fn=default_hup)
-    try:
-        r = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "MAINPID": str(main.pid)}, capture_output=True,
-                           text=True, timeout=10)
-        assert r.returncode == 0, (argv, r.stderr)
-        try:
-            rc = main.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return []
-        return [-rc] if rc < 0 else []
-    finally:
-        main.kill()
-        main.wait()
-
-
 def unit_exec_reload(unit_text: str, instance: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """fh@INSTANCE's ExecReload= run as systemd would run it (%i the instance), with this checkout's fh in place of
     /usr/local/bin/fh and this process's environment (its FH_RUN_DIR standing in for the unit's /run/fh)."""

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from pathlib import Path
 import importlib.util
 
 import pytest
-from conftest import exec_reload_signals
 
 pytestmark = pytest.mark.slow  # lint, and converges into a debootstrap'ed root: minutes, not seconds
 
@@ -462,7 +460,8 @@ def test_a_bad_config_value_is_refused_by_fhs_own_validator(converged):
 
 # --- the witness (site.yml's second play, role fh_witness) -----------------------------------------------------
 
-WITNESS_EXEC = ("/usr/local/bin/fh witness --listen 10.10.1.31:7410 --key-file /etc/fh/witness.key "
+WITNESS_STATUS = "/run/fh-witness/status.json"
+WITNESS_EXEC = (f"/usr/local/bin/fh witness --listen 10.10.1.31:7410 --status {WITNESS_STATUS} --key-file /etc/fh/witness.key "
                 "--key-file /etc/fh/witness.next.key --state /var/lib/fh/witness.state")
 
 
@@ -492,7 +491,7 @@ def test_witness_converge_writes_its_unit_key_and_state_directory(witnessed):
     unit = (r / "etc/systemd/system/fh-witness.service").read_text().splitlines()
     assert [l for l in unit if l.startswith("ExecStart=")] == [f"ExecStart={WITNESS_EXEC}"]
     assert {"User=fh", "Group=fh", "Restart=always", "ReadWritePaths=/var/lib/fh",
-            "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'"} <= set(unit)
+            f"ExecReload=/usr/local/bin/fh reload --witness {WITNESS_STATUS}", "RuntimeDirectory=fh-witness"} <= set(unit)
     assert not (r / "etc/fh/witness.next.key").exists()  # no rotation under way: the next key's file skipped
     assert not [l for l in unit if "UNKEYED" in l]
     link = r / "etc/systemd/system/multi-user.target.wants/fh-witness.service"
@@ -535,6 +534,9 @@ def test_the_witness_runs_from_its_unit_as_the_fh_user(witnessed):
     port = probe.getsockname()[1]
     probe.close()
     cmd = WITNESS_EXEC.replace("10.10.1.31:7410", f"127.0.0.1:{port}").split()
+    run = r / WITNESS_STATUS.lstrip("/").rsplit("/", 1)[0]  # what the unit's RuntimeDirectory= makes, the fh user's
+    run.mkdir(mode=0o755)
+    os.chown(run, uid, gid)
     p = subprocess.Popen(["chroot", f"--userspec={uid}:{gid}", str(r), *cmd], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -551,9 +553,16 @@ def test_the_witness_runs_from_its_unit_as_the_fh_user(witnessed):
         s.close()
         assert answer and answer["type"] == wit.ANSWER and answer["nonce"] == 7 and answer["flags"] == wit.HEARD
         assert answer["epoch"] == 1
+        # systemctl reload: the unit's ExecReload, as the fh user, returns once the witness has read its keys again
+        rl = subprocess.run(["chroot", f"--userspec={uid}:{gid}", str(r), "/usr/local/bin/fh", "reload", "--witness",
+                             WITNESS_STATUS], capture_output=True, text=True, timeout=60)
+        assert rl.returncode == 0 and rl.stdout.strip() == (f"fh reload: fh witness (pid {p.pid}) reloaded: --key-file "
+                                                            "read again: 1 key in use, /etc/fh/witness.next.key: no "
+                                                            "such file, skipped"), rl
     finally:
         p.terminate()
         out, err = p.communicate(timeout=30)
+        shutil.rmtree(run, ignore_errors=True)
     assert p.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["bad_auth"] == 0
     state = r / "var/lib/fh/witness.state"
@@ -602,9 +611,33 @@ def test_witness_unit_unkeyed(tmp_path):
                        cwd=ANSIBLE, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     unit = dest.read_text().splitlines()
-    assert [l for l in unit if l.startswith("ExecStart=")] == ["ExecStart=/usr/local/bin/fh witness --listen 0.0.0.0:7410"]
+    assert [l for l in unit if l.startswith("ExecStart=")] == [f"ExecStart=/usr/local/bin/fh witness --listen "
+                                                               f"0.0.0.0:7410 --status {WITNESS_STATUS}"]
     assert "# UNKEYED (fh_witness_key is empty): anyone on its network can forge a beat or an answer." in unit
-    assert exec_reload_signals(dest.read_text()) == [signal.SIGHUP]  # systemctl reload: SIGHUP to $MAINPID
+    # systemctl reload, as systemd runs it: its ExecReload against its ExecStart (this checkout's fh, a loopback port,
+    # the status in this test's directory): it returns once the witness has taken the SIGHUP up, and says so
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    status = str(tmp_path / "status.json")
+
+    def argv(key: str) -> list[str]:
+        (line,) = [x for x in unit if x.startswith(key)]
+        words = line.removeprefix(key).replace("0.0.0.0:7410", f"127.0.0.1:{port}").replace(WITNESS_STATUS, status)
+        assert words.startswith("/usr/local/bin/fh "), line
+        return [sys.executable, "-m", "handler", *words.split()[1:]]
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    w = subprocess.Popen(argv("ExecStart="), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert "listening on" in w.stderr.readline()
+        rl = subprocess.run(argv("ExecReload="), capture_output=True, text=True, timeout=60, env=env)
+        assert rl.returncode == 0 and rl.stdout.strip() == (f"fh reload: fh witness (pid {w.pid}) reloaded: unkeyed "
+                                                            "(no --key-file): nothing to read again"), rl
+    finally:
+        w.terminate()
+        w.communicate(timeout=30)
     sa = shutil.which("systemd-analyze")  # setup.sh installs systemd
     assert sa, "systemd-analyze not found: bash scripts/setup.sh installs systemd"
     v = subprocess.run([sa, "verify", "--man=no", str(dest)], capture_output=True, text=True)

@@ -367,6 +367,53 @@ def test_key_files_rotated_at_sighup(tmp_path):
     assert p.returncode == 0 and st["bad_auth"] == 1 and st["by_key"] == [2], (st, p.stderr_lines)
 
 
+def test_fh_reload_witness_waits_for_the_reload(tmp_path):
+    """fh reload --witness STATUS (fh-witness.service's ExecReload): SIGHUP to the witness whose --status file that
+    is, exit 0 once it has read its key files again (a query under the next key answered right after, with no
+    wait); exit 1 with its reason when it refused them (the keys in use stay), when it does not run, or when there
+    is no status file; a --status that cannot be written is a one-line error at start."""
+    kf, nxt, status = _key_file(tmp_path), str(tmp_path / "witness.next.key"), str(tmp_path / "run" / "status.json")
+    k1 = W.load_key(kf)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    r = fh("witness", "--listen", f"127.0.0.1:{free}", "--key-file", kf, "--status", status, check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"fh: --status {status}: cannot write in {tmp_path / 'run'} (No such file or directory): a directory this "
+        "user can write (the unit's RuntimeDirectory, /run/fh-witness)"), r.stderr
+    r = fh("reload", "--witness", status, check=False)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"fh reload: {status}: no such file: no fh witness runs with --status {status} (systemctl start fh-witness, "
+        f"or fh witness --listen ADDR:PORT --status {status})"), r.stderr
+    (tmp_path / "run").mkdir()
+    p, port = _keyed_server(kf, "--key-file", nxt, "--status", status)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            _until_answered(c, ("127.0.0.1", port), "pr", k1)
+            assert json.load(open(status))["pid"] == p.pid
+            k2 = W.load_key(_key_file(tmp_path, "witness.next.key"))
+            r = fh("reload", "--witness", status, check=False)
+            assert r.returncode == 0 and r.stdout.strip() == (f"fh reload: fh witness (pid {p.pid}) reloaded: "
+                                                              "--key-file read again: 2 keys in use"), r
+            c.sendto(W.pack(W.QUERY, "pr", nonce=2, key=k2), ("127.0.0.1", port))  # taken now: no wait, no retry
+            assert W.unpack(c.recvfrom(256)[0], k2)["nonce"] == 2
+            os.chmod(nxt, 0o644)
+            r = fh("reload", "--witness", status, check=False)
+            assert r.returncode == 1 and r.stderr.strip() == (
+                f"fh reload: fh witness (pid {p.pid}) refused the reload: --key-file {nxt}: mode 644, readable by "
+                f"group or others: chmod 600 {nxt}: the keys in use stay"), r.stderr
+            assert _ask(c, ("127.0.0.1", port), "pr", 3, k2)["nonce"] == 3  # the keys in use stayed
+            assert json.load(open(status))["reloads"] == 2
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=10)
+    assert p.returncode == 0
+    r = fh("reload", "--witness", status, check=False)
+    assert r.returncode == 1 and r.stderr.strip() == (f"fh reload: fh witness (pid {p.pid}, {status}) is not running: "
+                                                      "nothing to reload; start it (systemctl start fh-witness)"), r
+
+
 def test_state_floors_a_new_witness(tmp_path):
     """A keyed witness's replay record saved (mode 600) and loaded into a new one: the same beats, from their sender or
     another port, are replayed there; its senders are floors, not heard (a query: not heard, its uptime) until a

@@ -121,7 +121,15 @@ def cmd_stop(a) -> int:
 
 
 def cmd_reload(a) -> int:
-    return _signal_cmd(a, "reload", False)
+    if a.witness is None:
+        return _signal_cmd(a, "reload", False)
+    from .. import witness
+
+    if a.timeout <= 0:
+        raise FhError(f"--timeout {a.timeout:g}: must be more than 0 seconds")
+    rc, msg = witness.reload(a.witness, a.timeout)
+    print(f"fh reload: {msg}", file=sys.stderr if rc else sys.stdout)
+    return rc
 
 
 def _named_lines(s: dict) -> None:
@@ -398,9 +406,14 @@ def register(sub, positive, nonneg) -> None:
                                     "fh@NAME), which checks [replication] witness_key_file and has its fh-replicate "
                                     "processes read it again; waits until each has. Exit 0 once done, 1 if the file "
                                     "was refused (the key in use stays), the instance does not run, or --timeout "
-                                    "passed first. Nothing else is re-read: a changed fh.toml needs a restart.",
-                        epilog=examples("fh reload --name nasdaq", "systemctl reload fh@nasdaq"))
+                                    "passed first. Nothing else is re-read: a changed fh.toml needs a restart. "
+                                    "With --witness: the same for an fh witness (fh-witness.service's ExecReload), "
+                                    "which reads its --key-file files again.",
+                        epilog=examples("fh reload --name nasdaq", "systemctl reload fh@nasdaq",
+                                        "fh reload --witness /run/fh-witness/status.json"))
     rl.add_argument("--name", default="fh", help=name_help)
+    rl.add_argument("--witness", metavar="STATUS",
+                    help="reload the fh witness that writes this status file (its --status) instead of an instance")
     rl.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                     help="wait this long for fh run and its fh-replicate processes (default 30)")
     rl.set_defaults(func=cmd_reload)
