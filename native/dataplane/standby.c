@@ -391,12 +391,8 @@ uint32_t fh_standby_currency(const fh_standby_t *s, uint64_t now, uint64_t *behi
     *behind = 0;
     if (s->promoted)
         return FH_SHM_STANDBY_NO;
-    if (s->head == s->tail) { /* every datagram held was covered (released), or none came */
-        uint64_t any = 0;
-        for (int i = 0; i < FH_MOLD_MAX_LINES; i++)
-            any |= s->held[i];
-        return any ? FH_SHM_STANDBY_CURRENT : FH_SHM_STANDBY_NO_LINES;
-    }
+    if (s->head == s->tail) /* every datagram held was covered (released), or none came (tail: every one held) */
+        return s->tail ? FH_SHM_STANDBY_CURRENT : FH_SHM_STANDBY_NO_LINES;
     /* the oldest held datagram is the oldest the journal has not covered (release_covered stops at it); a journal
      * that has given nothing yet is behind whatever the lines delivered, however recently */
     if (s->have_session && now - s->ring[s->head & s->mask].at <= s->slack_tsc)
