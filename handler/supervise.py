@@ -95,6 +95,10 @@ def pid_is(pid: int | None, not_after_boot_s: float | None) -> bool:
         return False
     start = _proc_start_s(pid)
     if start is None:
+        if not os.path.exists("/proc/self/stat"):  # no /proc (a chroot without it): the pid alone
+            from .replicate import pid_alive
+
+            return pid_alive(pid)
         return False
     return not_after_boot_s is None or start <= not_after_boot_s + 0.05
 

@@ -688,7 +688,9 @@ def cmd_witness(a) -> int:
         kept = "its record is in memory only: a restart forgets the beats' nonces (--state PATH keeps them)"
     else:
         kept = "its record is in memory only: a restart forgets it"
-    status = {"pid": os.getpid(), "boot_s": _boot_s(), "listen": a.listen, "reloads": 0, "reload_ok": None,
+    from .supervise import boot_s
+
+    status = {"pid": os.getpid(), "boot_s": boot_s(), "listen": a.listen, "reloads": 0, "reload_ok": None,
               "said": ""}
     if a.status:
         try:  # before READY=1: a reload (fh reload --witness) finds the file from then on
@@ -782,23 +784,6 @@ def register(sub, positive=None, nonneg=None) -> None:
     p.set_defaults(func=cmd_witness)
 
 
-def _boot_s() -> float:
-    from .supervise import boot_s
-
-    return boot_s()
-
-
-def _pid_alive(pid: int) -> bool:
-    """Without /proc (a chroot without it): the pid alone, not its start time."""
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
     """SIGHUP to the fh witness whose --status is `status` (fh-witness.service's ExecReload), then wait until it
     has taken it up: (exit status, one line). 0 once its key files are read again (or it is unkeyed: nothing to
@@ -822,7 +807,7 @@ def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
         return 1, (f"{status}: {why}: no fh witness runs with --status {status} (systemctl start fh-witness, or "
                    f"fh witness --listen ADDR:PORT --status {status})")
     pid, n0 = doc["pid"], doc.get("reloads", 0)
-    if not (pid_is(pid, doc.get("boot_s")) if os.path.exists("/proc/self/stat") else _pid_alive(pid)):  # (a chroot)
+    if not pid_is(pid, doc.get("boot_s")):
         return 1, (f"fh witness (pid {pid}, {status}) is not running: nothing to reload; start it (systemctl start "
                    f"fh-witness)")
     try:
