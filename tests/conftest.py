@@ -156,6 +156,23 @@ def fh_popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(fh_argv(*args), env=fh_env(env), **kw)
 
 
+def ring_records(path: str) -> list:
+    """Every record of a journal ring (handler.journal.JournalRing), oldest first."""
+    from handler import journal as J
+
+    r = J.JournalRing(path)
+    pos, out = r.oldest(), []
+    try:
+        while True:
+            s, pos, rec = r.read(pos)
+            if s == J.NONE:
+                return out
+            assert s == J.OK
+            out.append(rec)
+    finally:
+        r.close()
+
+
 def unit_exec_reload(unit_text: str, instance: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """fh@INSTANCE's ExecReload= run as systemd would run it (%i the instance), with this checkout's fh in place of
     /usr/local/bin/fh and this process's environment (its FH_RUN_DIR standing in for the unit's /run/fh)."""

@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from conftest import fh, fh_popen, replicate_path, run_config, why_no_af_packet, why_no_dataplane, why_no_replicate
+from conftest import (fh, fh_popen, replicate_path, ring_records, run_config, why_no_af_packet, why_no_dataplane,
+                      why_no_replicate)
 from handler import process, replay
 from handler import replicate as R
 
@@ -54,18 +55,7 @@ def _events_of_a_plain_replay(pcap) -> list[dict]:
 def _ring_messages(path: str) -> list[tuple[int, bytes]]:
     from handler import journal as J
 
-    ring = J.JournalRing(path)
-    pos, out = ring.oldest(), []
-    try:
-        while True:
-            s, pos, rec = ring.read(pos)
-            if s == J.NONE:
-                return out
-            assert s == J.OK
-            if rec.kind == J.MSGS:
-                out += [(rec.seq + i, m) for i, m in enumerate(rec.messages())]
-    finally:
-        ring.close()
+    return [(rec.seq + i, m) for rec in ring_records(path) if rec.kind == J.MSGS for i, m in enumerate(rec.messages())]
 
 
 def test_kill_9_of_the_primary_mid_replay(day):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fh, replicate_path, why_no_replicate
+from conftest import ring_records as _ring_records
 from handler import journal as J
 from handler import process, replay, segments
 from handler import replicate as R
@@ -225,19 +226,6 @@ def test_a_damaged_snapshot_is_never_shipped(tmp_path):
         sb.close()
         os.unlink(journal)
         _remove(_primary_status(tag))
-
-
-def _ring_records(path: str) -> list:
-    r = J.JournalRing(path)
-    pos, out = r.oldest(), []
-    while True:
-        s, pos, rec = r.read(pos)
-        if s == J.NONE:
-            break
-        assert s == J.OK
-        out.append(rec)
-    r.close()
-    return out
 
 
 def _day_journal(tag: str) -> str:
