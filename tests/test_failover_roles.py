@@ -269,7 +269,7 @@ def test_a_joined_standby_told_nothing_connects_again_and_never_promotes(tmp_pat
         _kill_and_remove(procs, (journal, gj, sj, st_g, st_s))
 
 
-def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
+def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle(tmp_path):
     """While a guard ships to a standby that joined (no listen address of its own), its listen address is answered
     as when idle: a probe learns it is primary; an older primary is fenced (exit 4) and the shipping goes on; a
     second joining standby is refused with its reason (one at a time); a newer primary makes it yield: the shipping
@@ -297,9 +297,9 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
                      "--ship-journal", journal, "--name", f"wjg-{tag}", "--status", st_g, "--epoch", "2",
                      "--heartbeat-ms", "20", "--ring-mb", "4")
 
-    def standby(addr, path, st, err=subprocess.DEVNULL) -> subprocess.Popen:
+    def standby(addr, path, st, *more, err=subprocess.DEVNULL) -> subprocess.Popen:
         return spawn("--role", "standby", "--peer", addr, "--journal", path, "--journal-mb", "64", "--name",
-                     f"wjs-{tag}", "--status", st, "--epoch", "1", "--ring-mb", "4", err=err)
+                     f"wjs-{tag}", "--status", st, "--epoch", "1", "--ring-mb", "4", *more, err=err)
 
     def feed() -> subprocess.Popen:  # a paced day: the guard ships for about 7 s
         for f in (journal, gj, sj, st_g, st_s, moved):  # (a round's statuses not read as the next's)
@@ -350,7 +350,10 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
         assert "a primary at epoch 3 connected while this guard ships" in e and \
             len([l for l in e.splitlines() if "yields" in l]) == 1, e
 
-        # SIGUSR2 while shipping: the shipping stops at once; the guard is a standby like any other from then on
+        # SIGUSR2 while shipping: the shipping stops at once; the guard is a standby like any other from then on;
+        # the joined standby is told its primary moved on (this host is standby now): it keeps its books, waits and
+        # does not promote on the silence that follows (before, it promoted after its failover timeout: a second
+        # primary beside the one that beat this host)
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -359,7 +362,8 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
         feed()
         g = guard(addr)
         _wait(lambda: _status(st_g).get("state") == "guarding", 10, "the guard listening")
-        standby(addr, sj, st_s)
+        serr = tmp_path / "joined.err"
+        sb = standby(addr, sj, st_s, "--promote-on-silence", "--failover-timeout-ms", "300", err=open(serr, "w"))
         _wait(lambda: _status(st_s).get("messages", 0) >= 3000, 30, "the guard shipping to the joined standby")
         t0 = time.monotonic()
         g.send_signal(signal.SIGUSR2)
@@ -367,8 +371,12 @@ def test_a_guard_shipping_to_a_joined_standby_answers_as_when_idle():
         took = time.monotonic() - t0
         time.sleep(0.5)
         n = _status(st_s)["messages"]
-        time.sleep(0.5)
+        time.sleep(0.5)  # (1 s since SIGUSR2: more than three of the joined standby's failover timeouts)
         assert _status(st_s)["messages"] == n < 100000 and took < 2, (n, took)  # nothing shipped after SIGUSR2
+        said = serr.read_text()
+        assert f"the primary at {addr} is a standby now (a primary beat it elsewhere): this standby keeps its books " \
+               "and waits" in said and "promoted" not in said and sb.poll() is None, said[-1500:]
+        assert _status(st_s)["state"] != "promoted" and _status(st_s)["epoch"] == 2  # the guard's, adopted
         g.send_signal(signal.SIGTERM)
         _, e = g.communicate(timeout=30)
         assert "SIGUSR2 (this host is standby now): the shipping stops" in e and "this host is standby now" in e, e

@@ -896,6 +896,21 @@ typedef struct guard_link {
     int joiner_gone;       /* the shipped standby's endpoint shut down */
 } guard_link_t;
 
+/* Tell a standby that joined this guard that its primary moved on (REFUSED with REFUSED_YIELDED; theirs: the new
+ * primary's epoch, 0 not known here: this host is standby now), the send's completion awaited up to 100 ms so that
+ * it goes before the connection closes. */
+static void tell_moved_on(fh_fab_t *f, uint32_t epoch, uint64_t theirs)
+{
+    fh_repl_ctl_t yl = { CTL_REFUSED, epoch, theirs, 0, 0, 0, { 0 }, REFUSED_YIELDED, 0 };
+    int n0 = f->ntxfree;
+    if (!send_ctl(f, &yl))
+        for (uint64_t t0 = now_ns(); f->ntxfree < n0 && now_ns() - t0 < 100000000ull;) {
+            fh_fab_op_t *done[64];
+            if (fh_fab_poll_tx(f, done, 64) < 0)
+                break;
+        }
+}
+
 static void side_drop(guard_link_t *g)
 {
     fh_fab_dereg(&g->c2.rmr);
@@ -1959,10 +1974,16 @@ next_primary:
                     /* the guard that shipped to this standby yielded to a newer primary on another host, which this
                      * standby cannot reach (its peer is that guard's host): not a primary gone, so no promotion on
                      * the silence that follows until a primary is heard again (heard 0); fh promote still promotes */
-                    fprintf(stderr, "fh-replicate: the primary at %s yields to a primary at epoch %" PRIu64 " that "
-                                    "connected to it: this standby keeps its books and waits, connecting again; it "
-                                    "does not promote on silence until a primary ships to it again (fh promote "
-                                    "still promotes)\n", where, m.a);
+                    if (m.a)
+                        fprintf(stderr, "fh-replicate: the primary at %s yields to a primary at epoch %" PRIu64 " that "
+                                        "connected to it: this standby keeps its books and waits, connecting again; "
+                                        "it does not promote on silence until a primary ships to it again (fh "
+                                        "promote still promotes)\n", where, m.a);
+                    else /* its host demoted (SIGUSR2 from fh run): a primary of a newer epoch elsewhere */
+                        fprintf(stderr, "fh-replicate: the primary at %s is a standby now (a primary beat it "
+                                        "elsewhere): this standby keeps its books and waits, connecting again; it "
+                                        "does not promote on silence until a primary ships to it again (fh promote "
+                                        "still promotes)\n", where);
                     if (m.a > epoch && m.a <= UINT32_MAX)
                         epoch = (uint32_t)m.a, st->epoch = epoch;
                     heard = 0;
@@ -2140,19 +2161,15 @@ next_primary:
                                    .hello = { CTL_HELLO, epoch, 0, 0, c.ring_bytes, pm.next_seq, { 0 }, HELLO_PRIMARY, 0 } };
                 memcpy(g.hello.session, pm.session, FH_JOURNAL_SESSION_LEN);
                 int pr = primary_on(o, &f, &join, &g);
+                /* 6: a primary beating this host connected meanwhile; 7: SIGUSR2, fh run's word that this host is
+                 * standby now (a primary beat it elsewhere). Either way the joined standby's primary has moved on to
+                 * a host it cannot reach: told so before its connection closes, it keeps its books and waits rather
+                 * than take the silence that follows for a primary gone (it would promote: a second primary) */
+                if (pr == 6 || pr == 7)
+                    tell_moved_on(&f, epoch, pr == 6 ? g.theirs : 0);
                 if (pr == 6) {
-                    /* a primary beating this host connected meanwhile: its connection is this standby's now, what it
-                     * sent already applied first; the joined standby's closed (it connects again), told first that
-                     * its primary moved on, so that it does not take the silence that follows for a primary gone
-                     * (it would promote: a second primary), the send's completion awaited up to 100 ms */
-                    fh_repl_ctl_t yl = { CTL_REFUSED, epoch, g.theirs, 0, 0, 0, { 0 }, REFUSED_YIELDED, 0 };
-                    int n0 = f.ntxfree;
-                    if (!send_ctl(&f, &yl))
-                        for (uint64_t t0 = now_ns(); f.ntxfree < n0 && now_ns() - t0 < 100000000ull;) {
-                            fh_fab_op_t *done[64];
-                            if (fh_fab_poll_tx(&f, done, 64) < 0)
-                                break;
-                        }
+                    /* that primary's connection is this standby's now, what it sent already applied first; the
+                     * joined standby's closed (it connects again) */
                     fh_fab_dereg(&c.rmr);
                     fh_fab_adopt(&f, g.side);
                     c.rmr = g.c2.rmr;
