@@ -1255,6 +1255,56 @@ def test_a_guard_yields_mid_shipment_to_a_newer_primary(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
+def test_a_host_demoted_mid_shipment_tells_the_standby_that_joined_it(tmp_path, monkeypatch):
+    """Three fh run instances. b is primary, its guard shipping b's journal to a (configured primary with no listen
+    address: a standby by connecting, as above). b's peer is c, where nothing listens at first. Then c starts, a
+    primary at a newer epoch (its state: primary at 5) whose own peer answers nothing: b's fh-replicate reaches c's
+    guard and is fenced there, so fh run demotes b, which stops its guard mid-shipment to a with SIGUSR2. The guard
+    tells a that its primary moved on: a keeps its books (nothing applied twice, none of its own lines taken), waits,
+    and does not promote on the silence that follows (before, it promoted after its failover timeout: a second
+    primary, at epoch 2, beside c at 5). c stays primary at 5. Every instance then stops cleanly."""
+    from handler import replication_run as RR
+
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    a, b = h.a, h.b
+    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
+    c = h.third("primary", b)
+    nowhere = _port()  # c's peer: nothing there (so c never connects to b's guard: no yield, only the fence)
+    h.cfg[c].write_text(h.cfg[c].read_text().replace(f'peer = "127.0.0.1:{h.port[b]}"', f'peer = "127.0.0.1:{nowhere}"'))
+    h.cfg[b].write_text(h.cfg[b].read_text().replace(f'peer = "127.0.0.1:{h.port[a]}"', f'peer = "127.0.0.1:{h.port[c]}"'))
+    assert config_of(h.cfg[b]).replication.peer == ("127.0.0.1", h.port[c])
+    RR.write_state(c, h.run_d, "primary", 5, "test: a primary of a newer epoch")
+    try:
+        h.run(b)
+        _wait(lambda: h.messages(b) == 40000 and _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") ==
+              "guarding", 30, lambda: f"b's guard: {h.err(b)[-800:]}")
+        h.run(a)
+        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
+              lambda: f"a's books from b's guard: {h.err(a)[-800:]} {h.err(b)[-800:]}")
+        books_a = h.books(a)
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, h.err(a)[-2500:])
+        h.run(c)
+        _wait(lambda: h.state(b).get("role") == "standby", 60, lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
+        line = [l for l in h.err(b).splitlines() if "demoted to standby" in l]
+        assert len(line) == 1 and "was fenced" in line[0], h.err(b)[-1500:]
+        assert "is primary at epoch 5, this host at 1" in h.err(b) and "guard: SIGUSR2" in h.err(b), h.err(b)[-1500:]
+        _wait(lambda: "is a standby now (a primary beat it elsewhere)" in h.err(a), 30,
+              lambda: f"a told: {h.err(a)[-1500:]} b: {h.err(b)[-1500:]}")
+        time.sleep(2.5)  # beyond a's failover timeout (1.5 s): a standby whose primary moved on does not promote
+        assert "promoted (" not in h.err(a) and h.state(a).get("role") == "standby", h.err(a)[-1500:]
+        ra = _status(a)
+        assert ra["role"] == "standby" and ra["state"] != "promoted" and ra["epoch"] == 1, ra
+        assert h.books(a) == books_a and h.messages(a) == 40000  # kept whole, nothing applied twice
+        assert h.state(c) == {**h.state(c), "role": "primary", "epoch": 5}, h.state(c)
+        assert "demoted to standby" not in h.err(c) + h.err(a), (h.err(c)[-800:], h.err(a)[-800:])
+        stats = h.stop()
+        assert not stats[a]["standby"]["promoted"] and stats[a]["messages_applied"] == 0, stats[a]["standby"]
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not HAVE_DP, reason="fh-dataplane not built (no DPDK)")
 def test_a_primary_without_listen_probes_and_joins_as_standby_by_connecting(tmp_path, monkeypatch):
     """a configured primary with no listen address, b its standby. a's host dies; b promotes to epoch 2 (its guard on
     its listen address, given its data plane's journal). a restarted with its configuration unchanged asks b first
