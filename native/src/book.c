@@ -127,8 +127,8 @@ struct fh_engine {
     book_t *books;
     uint32_t *lkey;
     fh_shm_agg_t *lagg;
-    uint64_t room; /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
-                    * the limit) */
+    int64_t room;   /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
+                     * the limit; signed, so that add_order's decrement is its test: section 17) */
     bool publish;   /* seqlocks and events on: the segment has readers */
     /* events */
     fh_shm_event_t *events;
@@ -1044,12 +1044,11 @@ static __attribute__((noinline)) void order_unplace(fh_engine_t *e, order_t *o)
 }
 
 /* Fill slot o (from order_place) with order ref; `spilled` is the slot's already, its level and side level_add's. */
-static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t shares, uint16_t book)
+static inline void order_commit(order_t *o, uint64_t ref, uint32_t shares, uint16_t book)
 {
     o->tag = (uint32_t)(ref >> TAG_SHIFT);
     o->shares = shares;
-    o->book = book;
-    e->room--;
+    o->book = book; /* its room was taken by add_order's test */
 }
 
 static inline void order_free(fh_engine_t *e, order_t *o)
@@ -1315,23 +1314,30 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     int dup;
     order_t *o = order_place(e, ref, &dup);
-    if (FH_UNLIKELY(!o || e->room == 0)) { /* a duplicate is reported before capacity */
-        if (o)
+    /* the order's room taken by the test itself (one decrement of memory and its sign: bench/engine.md section 17),
+     * given back where the add goes no further */
+    if (FH_UNLIKELY(!o || --e->room < 0)) { /* a duplicate before capacity */
+        if (o) {
+            e->room = 0; /* it was 0: the decrement made it -1 */
             order_unplace(e, o);
+        }
         e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
         return 0;
     }
     bool own = !b;
     if (own) {
-        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m))))
+        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m)))) {
+            e->room++;
             return 0;
+        }
         book_begin_if(b, publish);
     }
     uint32_t key = price ^ (0u - side); /* ~price for asks */
     int top = level_add(e, b, side, key, price, shares, publish, o);
     if (FH_LIKELY(top >= 0)) {
-        order_commit(e, o, ref, shares, (uint16_t)b->locate);
+        order_commit(o, ref, shares, (uint16_t)b->locate);
     } else {
+        e->room++;
         order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
     }
@@ -2350,7 +2356,8 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             e->new_status = new_status;
             goto out;
         }
-        order_commit(e, o, so[i].ref, so[i].shares, so[i].locate);
+        order_commit(o, so[i].ref, so[i].shares, so[i].locate);
+        e->room--; /* add_order's test takes it on the hot path */
         b->updates--; /* restoring is not an update */
         book_end(e, b, m);
         b->itch_ts = 0;
