@@ -1774,7 +1774,7 @@ typedef struct walked {
  * book line. */
 static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e, const order_t *orders, uint64_t mask,
                                                            const book_t *books, walked_t *wp, const uint8_t *m,
-                                                           uint32_t n)
+                                                           size_t n)
 {
     wp->m = m;
     if (FH_LIKELY(n >= 19)) {
@@ -1803,8 +1803,7 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     /* One bound test a block (bench/engine.md section 16): a block that leaves room for the next one's length
      * (next <= stop - 2) is whole and the next length is readable; only a buffer's last block takes a second test.
      * stop - 2 is not computed before stop - q >= 2 is known (an empty buffer may be at address 0). */
-    uintptr_t stop2, next;
-    uint32_t n;
+    uintptr_t stop2, next, n; /* n in the width of the addresses: one zero-extension of a length, not two */
     if (FH_UNLIKELY(stop - q < 2))
         goto done;
     stop2 = stop - 2;
@@ -1926,7 +1925,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         size_t want = e->msg_len[m[0]];
         if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
             return -1;
-        walk_one(e, orders, mask, books, &w[c], m, (uint32_t)n);
+        walk_one(e, orders, mask, books, &w[c], m, n);
         q = m + n;
     }
     return q == end ? 0 : -1;
