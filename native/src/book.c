@@ -127,8 +127,8 @@ struct fh_engine {
     book_t *books;
     uint32_t *lkey;
     fh_shm_agg_t *lagg;
-    uint64_t room; /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
-                    * the limit) */
+    int64_t room;   /* orders that may still be added: cfg.max_orders less the live ones (one test an add, no load of
+                     * the limit; signed, so that add_order's decrement is its test: section 17) */
     bool publish;   /* seqlocks and events on: the segment has readers */
     /* events */
     fh_shm_event_t *events;
@@ -1044,12 +1044,11 @@ static __attribute__((noinline)) void order_unplace(fh_engine_t *e, order_t *o)
 }
 
 /* Fill slot o (from order_place) with order ref; `spilled` is the slot's already, its level and side level_add's. */
-static inline void order_commit(fh_engine_t *e, order_t *o, uint64_t ref, uint32_t shares, uint16_t book)
+static inline void order_commit(order_t *o, uint64_t ref, uint32_t shares, uint16_t book)
 {
     o->tag = (uint32_t)(ref >> TAG_SHIFT);
     o->shares = shares;
-    o->book = book;
-    e->room--;
+    o->book = book; /* its room was taken by add_order's test */
 }
 
 static inline void order_free(fh_engine_t *e, order_t *o)
@@ -1067,28 +1066,46 @@ static inline void order_free(fh_engine_t *e, order_t *o)
  * tracking number's bytes shifted out): every message the engine applies has the 11-byte header. */
 static inline uint64_t msg_ts(const uint8_t *m) { return fh_be64(m + 3) & 0xFFFFFFFFFFFFull; }
 
+/* The same for a message of 13 bytes or more, as one 8-byte load from offset 5 shifted (no 48-bit mask to form):
+ * apply_one's book_end_if, whose messages with a book are 19 bytes or more (bench/engine.md section 17). */
+static inline uint64_t msg_ts13(const uint8_t *m) { return fh_be64(m + 5) >> 16; }
+
+/* A book's seq + 1, stored: the writer is its only one. On x86-64 one `add` to memory (a load and a 32-bit store,
+ * which TSO keeps in order with the writer's other stores) instead of the load, add and store that gcc makes of a
+ * relaxed atomic store of seq + 1 (bench/engine.md section 17); the asm is a compiler barrier as the fences are.
+ * Elsewhere the atomic store, with the ordering the caller asks for. */
+#if defined(__x86_64__)
+#define SEQ_BUMP(p, order) __asm__ volatile("addl $1, %0" : "+m"(*(p)) : : "memory")
+#else
+#define SEQ_BUMP(p, order) __atomic_store_n((p), *(p) + 1, (order))
+#endif
+
 /* The writer's half of a book's seqlock (fh/shm.h): odd while the book changes. */
 static inline void book_begin_if(book_t *b, bool publish)
 {
     if (publish) {
-        __atomic_store_n(&b->seq, b->seq + 1, __ATOMIC_RELAXED);
+        SEQ_BUMP(&b->seq, __ATOMIC_RELAXED);
         atomic_thread_fence(memory_order_release);
     }
 }
 
-static inline void book_end_if(book_t *b, const uint8_t *m, bool publish)
+static inline void book_end_ts(book_t *b, uint64_t ts, bool publish)
 {
     if (publish) {
         b->updates++;
-        b->itch_ts = msg_ts(m);
-        __atomic_store_n(&b->seq, b->seq + 1, __ATOMIC_RELEASE);
+        b->itch_ts = ts;
+        SEQ_BUMP(&b->seq, __ATOMIC_RELEASE);
     }
 }
+
+/* book_end_ts for a message of 13 bytes or more (apply_one's: msg_ts13); book_end below for any that has the 11-byte
+ * header (fh_engine_set_status, snapshot_load). */
+static inline void book_end_if(book_t *b, const uint8_t *m, bool publish) { book_end_ts(b, msg_ts13(m), publish); }
 
 /* The same, publishing as the engine is set to (the block loop passes a constant instead, so that a
  * private engine's hot path carries no publishing test). */
 static inline void book_begin(fh_engine_t *e, book_t *b) { book_begin_if(b, e->publish); }
-static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m) { book_end_if(b, m, e->publish); }
+static inline void book_end(fh_engine_t *e, book_t *b, const uint8_t *m) { book_end_ts(b, msg_ts(m), e->publish); }
 
 /* Append an event: the slot's seq is cleared first so that a reader of the previous lap sees it change.
  * event_begin reads every engine field the event needs (its head, the ring, the stamps, the header's address)
@@ -1101,11 +1118,15 @@ _Static_assert(offsetof(fh_shm_event_t, trading_state) == offsetof(fh_shm_event_
                    offsetof(fh_shm_event_t, pad) == offsetof(fh_shm_event_t, type) + 3 &&
                    offsetof(fh_shm_event_t, locate) == offsetof(fh_shm_event_t, type) + 4,
                "the event's type, state, status, pad and locate: 8 bytes");
+_Static_assert(offsetof(struct fh_engine, now_tsc) == offsetof(struct fh_engine, rx_tsc) + 8 &&
+                   offsetof(fh_shm_event_t, pub_tsc) == offsetof(fh_shm_event_t, rx_tsc) + 8,
+               "the stamps: 16 bytes in the engine and in the event");
 static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engine_t *e, uint8_t type, const book_t *b,
                                                                          uint64_t ts, uint64_t *h, uint64_t **hhp)
 {
     uint64_t *hh = e->hdr_head;
-    uint64_t head = __atomic_load_n(hh, __ATOMIC_RELAXED) + 1, rx = e->rx_tsc, now = e->now_tsc;
+    uint64_t head = __atomic_load_n(hh, __ATOMIC_RELAXED) + 1, stamps[2];
+    memcpy(stamps, &e->rx_tsc, 16); /* rx_tsc and now_tsc: one 16-byte load, and below one store (section 17) */
     fh_shm_event_t *ev = &e->events[head & e->ev_mask];
     uint16_t st;
     memcpy(&st, &b->trading_state, 2);
@@ -1118,8 +1139,7 @@ static inline __attribute__((always_inline)) fh_shm_event_t *event_begin(fh_engi
     atomic_thread_fence(memory_order_release);
     memcpy(&ev->type, &w, 8);
     ev->itch_ts = ts;
-    ev->rx_tsc = rx;
-    ev->pub_tsc = now;
+    memcpy(&ev->rx_tsc, stamps, 16); /* rx_tsc, pub_tsc */
     *h = head;
     *hhp = hh;
     return ev;
@@ -1305,23 +1325,30 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     }
     int dup;
     order_t *o = order_place(e, ref, &dup);
-    if (FH_UNLIKELY(!o || e->room == 0)) { /* a duplicate is reported before capacity */
-        if (o)
+    /* the order's room taken by the test itself (one decrement of memory and its sign: bench/engine.md section 17),
+     * given back where the add goes no further */
+    if (FH_UNLIKELY(!o || --e->room < 0)) { /* a duplicate before capacity */
+        if (o) {
+            e->room = 0; /* it was 0: the decrement made it -1 */
             order_unplace(e, o);
+        }
         e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
         return 0;
     }
     bool own = !b;
     if (own) {
-        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m))))
+        if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m)))) {
+            e->room++;
             return 0;
+        }
         book_begin_if(b, publish);
     }
     uint32_t key = price ^ (0u - side); /* ~price for asks */
     int top = level_add(e, b, side, key, price, shares, publish, o);
     if (FH_LIKELY(top >= 0)) {
-        order_commit(e, o, ref, shares, (uint16_t)b->locate);
+        order_commit(o, ref, shares, (uint16_t)b->locate);
     } else {
+        e->room++;
         order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
     }
@@ -1745,6 +1772,7 @@ static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
  * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
  * distance does to L1 is not measured). */
 #define WALK_CHUNK 32
+_Static_assert(WALK_CHUNK % 4 == 0, "walk_chunk fills a chunk four blocks a turn");
 
 typedef struct walked {
     const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
@@ -1757,7 +1785,7 @@ typedef struct walked {
  * book line. */
 static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e, const order_t *orders, uint64_t mask,
                                                            const book_t *books, walked_t *wp, const uint8_t *m,
-                                                           uint32_t n)
+                                                           size_t n)
 {
     wp->m = m;
     if (FH_LIKELY(n >= 19)) {
@@ -1786,18 +1814,25 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     /* One bound test a block (bench/engine.md section 16): a block that leaves room for the next one's length
      * (next <= stop - 2) is whole and the next length is readable; only a buffer's last block takes a second test.
      * stop - 2 is not computed before stop - q >= 2 is known (an empty buffer may be at address 0). */
-    uintptr_t stop2, next;
-    uint32_t n;
+    uintptr_t stop2, next, n; /* n in the width of the addresses: one zero-extension of a length, not two */
     if (FH_UNLIKELY(stop - q < 2))
         goto done;
     stop2 = stop - 2;
+    /* Four blocks a turn: WALK_CHUNK is a multiple of 4, so the chunk can only fill after a fourth (one test of wp a
+     * turn, not one a block: bench/engine.md section 17, -2.4 a message; two a turn -1.6). */
     for (;;) {
-        n = fh_be16((const uint8_t *)q);
-        next = q + 2 + n;
-        if (FH_UNLIKELY(next > stop2))
-            break;
-        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
-        q = next;
+#define WALK_STEP                                                                                                      \
+    n = fh_be16((const uint8_t *)q);                                                                                   \
+    next = q + 2 + n;                                                                                                  \
+    if (FH_UNLIKELY(next > stop2))                                                                                     \
+        break;                                                                                                         \
+    walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);                                                 \
+    q = next;
+        WALK_STEP
+        WALK_STEP
+        WALK_STEP
+        WALK_STEP
+#undef WALK_STEP
         if (wp == wend)
             goto done;
     }
@@ -1825,9 +1860,23 @@ static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engin
     __builtin_prefetch(ls + 1, 1);
 }
 
-static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w)
+static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n)
 {
-    for (const walked_t *c = w; c->m; c++) /* the walker kept each book (0 for a short message): no test */
+    /* the walker kept each book (0 for a short message): no test. Eight entries a turn, so that the loop's own test
+     * and step are paid once for eight (bench/engine.md section 17: -2.6 a message; four a turn -2.2, two -1.3); the
+     * chunk's count (not its NULL end) bounds it, and the last n % 8 follow: the same prefetches in the same order. */
+    const walked_t *c = w, *eights = w + (n & ~7u);
+    for (; c != eights; c += 8) {
+        ladder_prefetch(e, c[0].bk);
+        ladder_prefetch(e, c[1].bk);
+        ladder_prefetch(e, c[2].bk);
+        ladder_prefetch(e, c[3].bk);
+        ladder_prefetch(e, c[4].bk);
+        ladder_prefetch(e, c[5].bk);
+        ladder_prefetch(e, c[6].bk);
+        ladder_prefetch(e, c[7].bk);
+    }
+    for (; n & 7; n--, c++)
         ladder_prefetch(e, c->bk);
 }
 
@@ -1851,7 +1900,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
     uint64_t count = 0;
     while (cur) {
         uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
-        ladders_prefetch(e, w[x]);
+        ladders_prefetch(e, w[x], cur);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
             apply_one(e, c->m, 0, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
@@ -1891,7 +1940,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         size_t want = e->msg_len[m[0]];
         if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
             return -1;
-        walk_one(e, orders, mask, books, &w[c], m, (uint32_t)n);
+        walk_one(e, orders, mask, books, &w[c], m, n);
         q = m + n;
     }
     return q == end ? 0 : -1;
@@ -2340,7 +2389,8 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
             e->new_status = new_status;
             goto out;
         }
-        order_commit(e, o, so[i].ref, so[i].shares, so[i].locate);
+        order_commit(o, so[i].ref, so[i].shares, so[i].locate);
+        e->room--; /* add_order's test takes it on the hot path */
         b->updates--; /* restoring is not an update */
         book_end(e, b, m);
         b->itch_ts = 0;
