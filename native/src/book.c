@@ -1339,6 +1339,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     if (own) {
         if (FH_UNLIKELY(!(b = book_for(e, bk, m + FH_ITCH_OFF_A_STOCK, m)))) {
             e->room++;
+            order_unplace(e, o); /* a spill slot given back (before, kept: the table a slot short for each) */
             return 0;
         }
         book_begin_if(b, publish);

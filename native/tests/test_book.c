@@ -221,6 +221,24 @@ static void test_level_capacity(void)
 /* Orders that outlive 2^k later references (k: the order table's size): the newer order takes the home
  * slot and the older one moves to the spill table, where it stays findable; duplicates are caught in both
  * places; a reference too big for a home slot's tag lives in the spill table. 100 orders: 1024 slots. */
+/* An add whose reference is too big for a home slot (a spill slot taken) on an instrument the full table cannot
+ * create gives its spill slot back: the spill table still holds its whole half (512 of 1,024 slots). Before, each
+ * such add kept its slot for good, and the table refused spills that many early. */
+static void test_spill_slot_given_back_when_the_book_cannot_be_made(void)
+{
+    fresh(1, 1000, 1024); /* one instrument; 1,000 orders: 1,024 spill slots, half of them usable */
+    APPLY(m_R(b, 1, "OLD"));
+    const uint64_t huge = 1ull << 42;
+    for (uint64_t r = 0; r < 10; r++) /* locate 2: no room for its book */
+        APPLY(m_A(b, 2, huge + 10000 + r, 'B', 100, "NEW", 1000));
+    CHECK_EQ(ctr(FH_C_instrument_capacity), 10);
+    CHECK_EQ(fh_engine_live_orders(e), 0);
+    for (uint64_t r = 0; r < 600; r++)
+        APPLY(m_A(b, 1, huge + r, 'B', 1, "OLD", 1000 + (uint32_t)r));
+    CHECK_EQ(fh_engine_live_orders(e), 512);
+    CHECK_EQ(ctr(FH_C_order_capacity), 88);
+}
+
 static void test_spill(void)
 {
     fresh(2, 100, 1024);
@@ -485,6 +503,7 @@ int main(void)
     test_anomalies();
     test_level_capacity();
     test_spill();
+    test_spill_slot_given_back_when_the_book_cannot_be_made();
     test_random_against_model();
     test_bbo_events();
     test_framing();
