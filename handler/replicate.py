@@ -33,6 +33,9 @@ _WITNESS = struct.Struct("<192s256s8Q3Q")
 _WITNESS_AUTH = struct.Struct("<192s256s8Q4Q")
 # then witness_rekeys: the key file's re-reads at SIGHUP that took (older files end before it: 0)
 _WITNESS_REKEYS = struct.Struct("<192s256s8Q5Q")
+# then fenced_by: a primary fenced (exit 4), the epoch that fenced it (older files end before it: 0)
+_FENCED_BY = struct.Struct("<Q")
+_FENCED_AT = _HEAD.size + _WITNESS_REKEYS.size
 _WITNESS_ONE = struct.Struct("<64s96s8Q")
 _WITNESS_FIELDS = ("witness", "witness_says", "witness_state", "witness_age_ms", "witness_epoch", "witness_answer_ns",
                    "witness_beats", "witness_send_errors", "witness_queries", "witness_answers", "witness_count",
@@ -97,6 +100,7 @@ def read_status(name_or_path: str) -> dict:
                  witness_rekeys=0)
     else:
         d.update(dict.fromkeys(_WITNESS_FIELDS, 0), witness=b"", witness_says=b"")
+    d["fenced_by"] = _FENCED_BY.unpack_from(raw, _FENCED_AT)[0] if len(raw) >= _FENCED_AT + _FENCED_BY.size else 0
     for k in ("provider", "peer", "fabric", "witness", "witness_says"):
         d[k] = d[k].split(b"\0", 1)[0].decode(errors="replace")
     ws = d["witness_state"]
@@ -137,7 +141,8 @@ def cmd_status(a) -> int:
         return 0
     age = lambda v: "never" if v is None else f"{fmt_ns(v * 1e6)} ago"  # noqa: E731
     rows = [("role", d["role"]), ("state", f"{d['state']} (pid {d['pid']}{'' if d['alive'] else ', exited'})"),
-            ("epoch", str(d["epoch"])), ("peer", d["peer"] or "-"), ("provider", d["provider"] or "-"),
+            ("epoch", str(d["epoch"]) + (f" (fenced by epoch {d['fenced_by']})" if d["fenced_by"] else "")),
+            ("peer", d["peer"] or "-"), ("provider", d["provider"] or "-"),
             ("fabric", d["fabric"] or "-"),
             ("shipped" if d["role"] == "primary" else "applied",
              f"{fmt_int(d['frames'])} records, {fmt_int(d['messages'])} messages"),

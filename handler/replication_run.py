@@ -508,8 +508,11 @@ class Replication:
             self.fenced = True
             how = "" if self.cfg.replication.listen is not None else \
                 " (no listen address here: its standby fh-replicate connects to the peer, whose guard ships to it)"
-            return self._demote(f"fh-replicate (pid {p.pid}) was fenced: the peer at {self.peer} is primary at a "
-                                f"newer epoch, or wins the tie (its line is above){how}")
+            by = self._fenced_by(p.pid)
+            at = f"at epoch {by}, newer than this host's {self.epoch}" if by > self.epoch else \
+                f"at epoch {by}, a tie it wins" if by else "at a newer epoch, or wins the tie"
+            return self._demote(f"fh-replicate (pid {p.pid}) was fenced: the peer at {self.peer} is {at} (its line "
+                                f"is above){how}", by or None)
         self.say(f"fh-replicate (pid {p.pid}) exited with status {rc} while the data plane runs; starting it again in "
                  f"{self.backoff:g} s (restart {self.restarts + 1})")
         self.next_start = time.monotonic() + self.backoff
@@ -542,6 +545,15 @@ class Replication:
         elif time.monotonic() - self.guard_started > BACKOFF_RESET_S:
             self.guard_backoff = BACKOFF_MIN_S
         return False
+
+    def _fenced_by(self, pid: int) -> int:
+        """The epoch that fenced fh-replicate `pid` (its status's fenced_by: the peer primary's, or the refusing
+        standby's), 0 if its status does not say."""
+        try:
+            s = R.read_status(self.cfg.name)
+        except R.ReplicateError:
+            return 0
+        return int(s["fenced_by"]) if s["pid"] == pid else 0
 
     def _demote(self, why: str, epoch: int | None = None) -> bool:
         """A primary beaten by its peer: its fh-replicate and guard stopped; fh run stops the data plane and starts it

@@ -459,6 +459,8 @@ def test_two_primaries_meet_a_guard():
         assert old.returncode == 4, err
         line = [l for l in err.splitlines() if "fenced" in l]
         assert len(line) == 1 and "is primary at epoch 2, this host at 1" in line[0] and "standby" in line[0], err
+        fenced = _status(st_p)
+        assert fenced["state"] == "fenced" and fenced["fenced_by"] == 2, fenced  # what fh run demotes this host to
         time.sleep(0.5)  # no promotion of a guard by silence: it is the primary
         s = _status(st_g)
         assert s["state"] == "guarding" and s["messages"] == 0 and s["epoch"] == 2, s
@@ -1287,7 +1289,9 @@ def test_a_host_demoted_mid_shipment_tells_the_standby_that_joined_it(tmp_path, 
         h.run(c)
         _wait(lambda: h.state(b).get("role") == "standby", 60, lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
         line = [l for l in h.err(b).splitlines() if "demoted to standby" in l]
-        assert len(line) == 1 and "was fenced" in line[0], h.err(b)[-1500:]
+        assert len(line) == 1 and "was fenced: the peer at" in line[0] and "is at epoch 5, newer than this host's 1" \
+            in line[0], h.err(b)[-1500:]
+        assert h.state(b)["epoch"] == 5, h.state(b)  # the fencing epoch (fh-replicate's status: fenced_by)
         assert "is primary at epoch 5, this host at 1" in h.err(b) and "guard: SIGUSR2" in h.err(b), h.err(b)[-1500:]
         _wait(lambda: "is a standby now (a primary beat it elsewhere)" in h.err(a), 30,
               lambda: f"a told: {h.err(a)[-1500:]} b: {h.err(b)[-1500:]}")

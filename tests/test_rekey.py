@@ -292,15 +292,18 @@ def _until(status: str, pred, timeout: float, what) -> dict:
 
 
 def test_status_layouts_with_and_without_rekeys(tmp_path):
-    """fh replicate status reads the status file with witness_rekeys (896 bytes) and the one before it (888: 0)."""
+    """fh replicate status reads the status file with fenced_by (904 bytes), the one before it with witness_rekeys
+    (896: fenced_by 0) and the one before that (888: both 0)."""
     head = R._HEAD.pack(R.STATUS_MAGIC, 1, 1, os.getpid(), 0, 1, b"tcp", b"", b"", *([0] * 17))
     wit = R._WITNESS_AUTH.pack(b"10.0.0.9:7410", b"", 0, 0, 0, 0, 12, 0, 0, 0, 1, 1, 0, 0)
-    for raw, n in ((head + wit + (3).to_bytes(8, "little"), 3), (head + wit, 0)):
+    rk = (3).to_bytes(8, "little")
+    for raw, n, by in ((head + wit + rk + (5).to_bytes(8, "little"), 3, 5), (head + wit + rk, 3, 0), (head + wit, 0, 0)):
         p = tmp_path / "s.repl"
         p.write_bytes(raw)
         d = R.read_status(str(p))
-        assert (d["witness"], d["witness_beats"], d["witness_rekeys"]) == ("10.0.0.9:7410", 12, n), d
-    assert len(head + wit) + 8 == 896
+        assert (d["witness"], d["witness_beats"], d["witness_rekeys"], d["fenced_by"]) == ("10.0.0.9:7410", 12, n,
+                                                                                          by), d
+    assert len(head + wit) + 8 == 896 and len(head + wit) + 16 == 904
 
 
 # ---- fh run ----------------------------------------------------------------------------------------------------------

@@ -139,14 +139,16 @@ typedef struct fh_repl_status {
      * many said so in the last verdict. All zero without --witness. (Before the quorum: witness[64], witness_says[96]
      * and no counts, 568 bytes in all; handler/replicate.py reads both.) Then (--witness-key-file) the answers
      * ignored for their tag: a wrong one, or one keyed differently from this host (880 bytes before it). Then the
-     * key file's re-reads at SIGHUP that took (its new key in use; 888 bytes before it). */
+     * key file's re-reads at SIGHUP that took (its new key in use; 888 bytes before it). Then, a primary fenced
+     * (exit 4), the epoch that fenced it: the peer primary's, or the standby's that refused it (896 bytes before it). */
     char witness[192], witness_says[256];
     uint64_t wit_state, wit_age_ms, wit_epoch, wit_answer_ns, wit_beats, wit_send_errors, wit_queries, wit_answers;
     uint64_t wit_count, wit_needed, wit_dead;
     uint64_t wit_bad_auth;
     uint64_t wit_rekeys;
+    uint64_t fenced_by;
 } fh_repl_status_t;
-_Static_assert(sizeof(fh_repl_status_t) == 896, "the status file's layout: handler/replicate.py reads it");
+_Static_assert(sizeof(fh_repl_status_t) == 904, "the status file's layout: handler/replicate.py reads it");
 enum { ST_STARTING = 0, ST_CONNECTING, ST_STREAMING, ST_BEHIND, ST_DONE, ST_FENCED, ST_FAILED, ST_PEER_SILENT,
        ST_PROMOTED, ST_GUARDING };
 
@@ -1145,6 +1147,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
                             "shipping; this host is to join as standby (no split brain)\n", o->peer, hello.epoch,
                     o->epoch, hello.epoch > o->epoch ? "the newer epoch goes on" : "a tie: the peer wins it");
             st->state = ST_FENCED;
+            st->fenced_by = hello.epoch;
             ret = 4;
             goto out;
         }
@@ -1315,6 +1318,7 @@ static int primary_on(const opts_t *o, fh_fab_t *given, const fh_repl_ctl_t *giv
                 fprintf(stderr, "fh-replicate: fenced: the standby refused epoch %u, it is at epoch %u (restart this "
                                 "host as standby, or promote it with a newer epoch)\n", o->epoch, m.epoch);
                 fenced = 1;
+                st->fenced_by = m.epoch;
             }
         }
         if (fenced) {
