@@ -824,7 +824,8 @@ def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
             return (0, f"fh witness (pid {pid}) reloaded: {said}") if doc.get("reload_ok") else \
                 (1, f"fh witness (pid {pid}) refused the reload: {said}")
         if doc and doc["pid"] != pid:
-            return 1, f"fh witness (pid {pid}) was replaced by pid {doc['pid']} meanwhile: a new one reads its keys at start"
+            return 1, (f"fh witness (pid {pid}) was replaced by pid {doc['pid']} meanwhile: a new one reads its keys "
+                       "at start")
         if time.monotonic() >= deadline:
             return 1, (f"fh witness (pid {pid}) did not take the SIGHUP up within {timeout:g} s (its log says why: "
                        f"journalctl -u fh-witness)")

@@ -1272,8 +1272,8 @@ def test_a_host_demoted_mid_shipment_tells_the_standby_that_joined_it(tmp_path, 
     h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
     c = h.third("primary", b)
     nowhere = _port()  # c's peer: nothing there (so c never connects to b's guard: no yield, only the fence)
-    h.cfg[c].write_text(h.cfg[c].read_text().replace(f'peer = "127.0.0.1:{h.port[b]}"', f'peer = "127.0.0.1:{nowhere}"'))
-    h.cfg[b].write_text(h.cfg[b].read_text().replace(f'peer = "127.0.0.1:{h.port[a]}"', f'peer = "127.0.0.1:{h.port[c]}"'))
+    for n, was, now in ((c, h.port[b], nowhere), (b, h.port[a], h.port[c])):
+        h.cfg[n].write_text(h.cfg[n].read_text().replace(f'peer = "127.0.0.1:{was}"', f'peer = "127.0.0.1:{now}"'))
     assert config_of(h.cfg[b]).replication.peer == ("127.0.0.1", h.port[c])
     RR.write_state(c, h.run_d, "primary", 5, "test: a primary of a newer epoch")
     try:
@@ -1287,7 +1287,8 @@ def test_a_host_demoted_mid_shipment_tells_the_standby_that_joined_it(tmp_path, 
         ra = _fh_json("replicate", "status", "--name", a)
         assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, h.err(a)[-2500:])
         h.run(c)
-        _wait(lambda: h.state(b).get("role") == "standby", 60, lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
+        _wait(lambda: h.state(b).get("role") == "standby", 60,
+              lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
         line = [l for l in h.err(b).splitlines() if "demoted to standby" in l]
         assert len(line) == 1 and "was fenced: the peer at" in line[0] and "is at epoch 5, newer than this host's 1" \
             in line[0], h.err(b)[-1500:]
