@@ -716,6 +716,23 @@ class _Hosts:
         self.names.append(c)
         return c
 
+    def a_joins_b(self) -> tuple:
+        """fh run of b (primary, its guard on its listen address) until its day is replayed, then of a (configured
+        primary with no listen address: a standby by connecting to b, whose guard ships b's journal to it) until a's
+        books equal b's; (a's books, a's fh replicate status)."""
+        from handler import replication_run as RR
+
+        a, b = self.a, self.b
+        self.run(b)
+        _wait(lambda: self.messages(b) == 40000 and _status(RR.guard_status_of(config_of(self.cfg[b]))).get("state") ==
+              "guarding", 30, lambda: f"b's guard: {self.err(b)[-800:]}")
+        self.run(a)
+        _wait(lambda: self.messages(a) == 40000 and self.books(a) == self.books(b), 60,
+              lambda: f"a's books from b's guard: {self.err(a)[-800:]} {self.err(b)[-800:]}")
+        ra = _fh_json("replicate", "status", "--name", a)
+        assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, self.err(a)[-2500:])
+        return self.books(a), ra
+
     def run(self, n: str) -> subprocess.Popen:
         self.errs[n] = self.tmp / f"{n}.{len(self.errs)}.err"
         p = subprocess.Popen([sys.executable, "-m", "handler", "run", "--config", str(self.cfg[n]), "--keep-segment",
@@ -777,6 +794,14 @@ class _Hosts:
                       RR.guard_status_of(config_of(self.cfg[n]))):
                 if os.path.exists(f):
                     os.unlink(f)
+
+
+def _trio(tmp_path, monkeypatch) -> tuple:
+    """Three fh run instances (none started): a configured primary without a listen address (its peer b), b
+    configured primary (its peer a), c configured primary (its peer b); (the hosts, a, b, c)."""
+    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
+    h.cfg[h.a].write_text("\n".join(l for l in h.cfg[h.a].read_text().splitlines() if not l.startswith("listen =")))
+    return h, h.a, h.b, h.third("primary", h.b)
 
 
 def config_of(path):
@@ -1218,21 +1243,10 @@ def test_a_guard_yields_mid_shipment_to_a_newer_primary(tmp_path, monkeypatch):
     c stays primary at epoch 5. Every instance then stops cleanly."""
     from handler import replication_run as RR
 
-    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
-    a, b = h.a, h.b
-    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
-    c = h.third("primary", b)
+    h, a, b, c = _trio(tmp_path, monkeypatch)
     RR.write_state(c, h.run_d, "primary", 5, "test: a primary of a newer epoch")
     try:
-        h.run(b)
-        _wait(lambda: h.messages(b) == 40000 and _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") ==
-              "guarding", 30, lambda: f"b's guard: {h.err(b)[-800:]}")
-        h.run(a)
-        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
-              lambda: f"a's books from b's guard: {h.err(a)[-800:]} {h.err(b)[-800:]}")
-        books_a = h.books(a)
-        ra = _fh_json("replicate", "status", "--name", a)
-        assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, h.err(a)[-2500:])
+        books_a, ra = h.a_joins_b()
         conns = ra["connections"]
         h.run(c)
         _wait(lambda: h.state(b).get("role") == "standby" and h.state(b).get("epoch") == 5, 60,
@@ -1267,25 +1281,14 @@ def test_a_host_demoted_mid_shipment_tells_the_standby_that_joined_it(tmp_path, 
     primary, at epoch 2, beside c at 5). c stays primary at 5. Every instance then stops cleanly."""
     from handler import replication_run as RR
 
-    h = _Hosts(tmp_path, monkeypatch, roles=("primary", "primary"))
-    a, b = h.a, h.b
-    h.cfg[a].write_text("\n".join(l for l in h.cfg[a].read_text().splitlines() if not l.startswith("listen =")))
-    c = h.third("primary", b)
+    h, a, b, c = _trio(tmp_path, monkeypatch)
     nowhere = _port()  # c's peer: nothing there (so c never connects to b's guard: no yield, only the fence)
     for n, was, now in ((c, h.port[b], nowhere), (b, h.port[a], h.port[c])):
         h.cfg[n].write_text(h.cfg[n].read_text().replace(f'peer = "127.0.0.1:{was}"', f'peer = "127.0.0.1:{now}"'))
     assert config_of(h.cfg[b]).replication.peer == ("127.0.0.1", h.port[c])
     RR.write_state(c, h.run_d, "primary", 5, "test: a primary of a newer epoch")
     try:
-        h.run(b)
-        _wait(lambda: h.messages(b) == 40000 and _status(RR.guard_status_of(config_of(h.cfg[b]))).get("state") ==
-              "guarding", 30, lambda: f"b's guard: {h.err(b)[-800:]}")
-        h.run(a)
-        _wait(lambda: h.messages(a) == 40000 and h.books(a) == h.books(b), 60,
-              lambda: f"a's books from b's guard: {h.err(a)[-800:]} {h.err(b)[-800:]}")
-        books_a = h.books(a)
-        ra = _fh_json("replicate", "status", "--name", a)
-        assert ra["role"] == "standby" and ra["state"] == "streaming" and ra["epoch"] == 1, (ra, h.err(a)[-2500:])
+        books_a, ra = h.a_joins_b()
         h.run(c)
         _wait(lambda: h.state(b).get("role") == "standby", 60,
               lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
