@@ -19,6 +19,50 @@ from .errors import FhError
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (its build/ holds fh-dataplane)
 
 
+# ---- processes: alive, and the one that was there (a pid reused is not it) ----------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """pid is a live process (one this user may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def boot_s() -> float:
+    """Seconds since boot (CLOCK_BOOTTIME), the clock /proc/PID/stat's start time is counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _proc_start_s(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_is(pid: int | None, not_after_boot_s: float | None) -> bool:
+    """pid is alive and is the process that was there at not_after_boot_s (it started no later: a pid
+    reused by a newer process is not it)."""
+    if not pid or pid <= 0:
+        return False
+    start = _proc_start_s(pid)
+    if start is None:
+        if not os.path.exists("/proc/self/stat"):  # no /proc (a chroot without it): the pid alone
+            return pid_alive(pid)
+        return False
+    return not_after_boot_s is None or start <= not_after_boot_s + 0.05
+
+
 def fh_argv(*args) -> list[str]:
     """The command line of `fh ARGS` as this fh runs: this Python, -m handler (fh run's fh record, the
     benchmarks' servers, the tests)."""

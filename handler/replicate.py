@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
+from .process import pid_alive  # noqa: F401  (R.pid_alive: its callers')
 
 
 STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"
@@ -63,16 +64,6 @@ def find_program() -> str:
 
 def status_path(name_or_path: str) -> str:
     return name_or_path if "/" in name_or_path else f"/dev/shm/fh-{name_or_path}.repl"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def read_status(name_or_path: str) -> dict:

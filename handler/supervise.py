@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
+from .process import boot_s, pid_is  # noqa: F401  (handler.process's: this module's callers name them here)
 
 DEFAULT_RUN_DIR = "/run/fh"
 FALLBACK_RUN_DIR = "/tmp/fh-run"
@@ -67,40 +68,6 @@ def pidfile_paths(name: str) -> list[Path]:
 
     instance_name(name)
     return [d / f"{name}.pid" for d in run_dirs()]
-
-
-# ---- processes ------------------------------------------------------------------------------------------
-
-
-def boot_s() -> float:
-    """Seconds since boot (CLOCK_BOOTTIME), the clock /proc/PID/stat's start time is counted on."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def _proc_start_s(pid: int) -> float | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has exited
-        return None
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
-def pid_is(pid: int | None, not_after_boot_s: float | None) -> bool:
-    """pid is alive and is the process that was there at not_after_boot_s (it started no later: a pid
-    reused by a newer process is not it)."""
-    if not pid or pid <= 0:
-        return False
-    start = _proc_start_s(pid)
-    if start is None:
-        if not os.path.exists("/proc/self/stat"):  # no /proc (a chroot without it): the pid alone
-            from .replicate import pid_alive
-
-            return pid_alive(pid)
-        return False
-    return not_after_boot_s is None or start <= not_after_boot_s + 0.05
 
 
 # ---- the pidfile ----------------------------------------------------------------------------------------

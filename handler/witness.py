@@ -688,7 +688,7 @@ def cmd_witness(a) -> int:
         kept = "its record is in memory only: a restart forgets the beats' nonces (--state PATH keeps them)"
     else:
         kept = "its record is in memory only: a restart forgets it"
-    from .supervise import boot_s
+    from .process import boot_s
 
     status = {"pid": os.getpid(), "boot_s": boot_s(), "listen": a.listen, "reloads": 0, "reload_ok": None,
               "said": ""}
@@ -791,7 +791,7 @@ def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
     seconds pass first, so that `systemctl reload` and the Ansible handler behind it fail where the reload did not
     take. (Before, ExecReload was a shell's kill: systemctl reload returned before the witness had read anything, and
     a host moved to the next key at once could have its beats refused meanwhile.)"""
-    from .supervise import pid_is
+    from .process import pid_is
 
     def read() -> dict | None:
         try:
