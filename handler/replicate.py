@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
-from .process import pid_alive  # noqa: F401  (R.pid_alive: its callers')
+from .process import pid_alive
 
 
 STATUS_MAGIC = 0x31304C5045524646  # "FFREPL01"

@@ -266,7 +266,7 @@ int fh_fab_listen(fh_fab_t *f, const char *prov, const char *host, const char *p
 int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, void *), void *arg)
 {
     struct fi_eq_cm_entry entry;
-    uint32_t event = 0; /* (an error entry passed over leaves it so: the loop reads on, never a stale FI_CONNREQ) */
+    uint32_t event = 0; /* an error entry passed over leaves it as it was: never FI_CONNREQ, so the loop reads on */
     ssize_t rd;
     do { /* events of an earlier connection's endpoint (its FI_SHUTDOWN) are passed over */
         rd = fi_eq_sread(f->eq, &event, &entry, sizeof entry, timeout_ms, 0);
@@ -275,10 +275,8 @@ int fh_fab_accept(fh_fab_t *f, int timeout_ms, int (*before_accept)(fh_fab_t *, 
         if (rd == -FI_EAVAIL) {
             struct fi_eq_err_entry err = { 0 };
             fi_eq_readerr(f->eq, &err, 0);
-            if (err.fid != &f->pep->fid) {
-                event = 0;
+            if (err.fid != &f->pep->fid)
                 continue; /* an error of the old endpoint */
-            }
             return fail("waiting for the primary (provider %s): %s", f->provider, fi_strerror(err.err));
         }
         if (rd < 0)
