@@ -1780,6 +1780,8 @@ typedef struct walked {
                        * kept here: A and D, most of a day, need no more than len_type) */
     uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
                   * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
+    uint32_t slot; /* its reference's home slot in e->orders when its length is 19 or more, else 0: the level pass
+                    * reads the order there (a hint: any slot is harmless) */
 } walked_t;
 
 /* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
@@ -1792,12 +1794,15 @@ static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e,
     if (FH_LIKELY(n >= 19)) {
         uint32_t bk = (uint32_t)fh_be16(m + 1) * sizeof(book_t); /* every ITCH message's stock locate: its book */
         wp->bk = bk;
-        __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_REF) & mask], 1);
+        uint64_t sl = fh_be64(m + FH_ITCH_OFF_REF) & mask;
+        wp->slot = (uint32_t)sl;
+        __builtin_prefetch(&orders[sl], 1);
         __builtin_prefetch((const uint8_t *)books + bk, 1);
         if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
             __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
     } else {
         wp->bk = 0;
+        wp->slot = 0;
         if (n <= 1) /* len_type reads a message's first 2 bytes: these get a copy that has them */
             wp->m = n ? e->one_block[m[0]] + 2 : empty_block + 2;
     }
@@ -1881,6 +1886,37 @@ static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engi
         ladder_prefetch(e, c->bk);
 }
 
+/* The level line a message will touch, once its book line and ladder headers are in (the level pass: bench/engine.md
+ * section 18): an add's from its price and side on the book's ladder, any other's from the order in its reference's
+ * home slot (prefetched by the walker), whose level and side it reads. A hint: an order not in its home slot, a
+ * level off the tick or outside the window, a message that is neither (its slot 0, its book 0) prefetch a line for
+ * nothing, and every address is inside the slots. The level's line is what add, reduce and delete read first (g->orders:
+ * new or existing level, emptied or not, the branches that mispredict most), after a chain of three loads; with it
+ * in, a 2 M day runs in 0.79-0.87 of the time for +28 instructions a message. Either half alone gains 0-7 %. The
+ * branch on the type is kept: a version without it (both computed, one chosen by masks) ran 4-6 % slower. */
+static inline __attribute__((always_inline)) void level_prefetch(const fh_engine_t *e, const walked_t *c)
+{
+    const uint8_t *m = c->m;
+    const book_t *b = (const book_t *)((const uint8_t *)e->books + c->bk);
+    const lside_t *L = e->lside + (size_t)BOOK_LAD(b) * 2;
+    uint32_t side, kx;
+    if (len_type(m) == LEN_TYPE(ITCH_LEN_A, 'A')) { /* its price and side: m is 36 bytes */
+        side = m[FH_ITCH_OFF_A_SIDE] == 'S';
+        kx = (uint32_t)(((uint64_t)fh_be32(m + FH_ITCH_OFF_A_PRICE) * L->mul) >> L->sh) ^ (0u - side);
+    } else {
+        const order_t *o = e->orders + c->slot;
+        side = o->side & 1u;
+        kx = o->lv;
+    }
+    __builtin_prefetch(&L[side].slot[kx & LAD_MASK], 1);
+}
+
+static inline __attribute__((always_inline)) void levels_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        level_prefetch(e, &w[i]);
+}
+
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
  * stats and heartbeat refreshed, so that a reader follows even a single call over a whole day. Checked once
  * a chunk: a multiple of WALK_CHUNK. */
@@ -1888,20 +1924,25 @@ static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engi
 #define STATS_SHIFT 16
 _Static_assert((1u << BATCH_SHIFT) % WALK_CHUNK == 0, "the batch counter is checked once a chunk");
 
-/* The block loop, for publish on or off (a constant: two copies, each without the other's tests). The
- * walker runs one chunk ahead (32 to 64 messages): it records the next chunk, then the loop applies the
- * current one. */
+/* The block loop, for publish on or off (a constant: two copies, each without the other's tests). A pipeline of
+ * three chunks (32 messages each): the walker records chunk N + 2 (its order slots and book lines prefetched), the
+ * ladder pass reads chunk N + 1's books (prefetching their ladder headers), the level pass reads chunk N's books,
+ * ladders and orders (prefetching their level lines), then the loop applies chunk N. */
 static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len,
                                                                  bool publish)
 {
     const uint8_t *end = p + len, *q = p;
-    walked_t w[2][WALK_CHUNK + 1];
+    walked_t w[3][WALK_CHUNK + 1];
     uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
+    uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[1]) : 0;
+    ladders_prefetch(e, w[0], cur);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (cur) {
-        uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[x ^ 1]) : 0;
-        ladders_prefetch(e, w[x], cur);
+        uint32_t x1 = x == 2 ? 0 : x + 1, x2 = x1 == 2 ? 0 : x1 + 1;
+        uint32_t after = next == WALK_CHUNK ? walk_chunk(e, &q, end, w[x2]) : 0;
+        ladders_prefetch(e, w[x1], next);
+        levels_prefetch(e, w[x], cur);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
             apply_one(e, c->m, 0, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
@@ -1910,8 +1951,9 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
             if ((count & ((1u << STATS_SHIFT) - 1)) == 0)
                 fh_engine_publish_stats(e);
         }
-        x ^= 1;
+        x = x1;
         cur = next;
+        next = after;
     }
     if (q != end)
         e->counters[FH_C_truncated]++;
@@ -1949,12 +1991,15 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
 
 /* fh_engine_apply_datagram: a datagram of up to DATAGRAM_WALK messages (an MTU of 1500 carries at most 105 ITCH
  * messages) walked (checked, order slots and book lines prefetched) once, then applied, each message's apply preceded
- * by the ladder prefetch of the message LAD_AHEAD on (its book line asked for by the walk); a longer one checked by
- * fh_blocks_framed first, then applied by the block loop. LAD_AHEAD (bench/engine.md section 15, fh-bench-mold
- * --consumer engine, 2 M days): 2, 4 and 8 all 0.91-0.98 of the time without, none better across MTUs and days;
- * +15 instructions a message. The entries past count read book 0's ladder index (bk 0): no test in the loop. */
+ * by the ladder prefetch of the message LAD_AHEAD on (its book line asked for by the walk) and the level prefetch of
+ * the message LVL_AHEAD on (its ladder headers asked for LAD_AHEAD - LVL_AHEAD messages ago); a longer one checked by
+ * fh_blocks_framed first, then applied by the block loop. The distances (bench/engine.md sections 15 and 18,
+ * fh-bench-mold --consumer engine, 2 M days, MTUs 1500 and 340): 6 and 3 ran in 0.81-0.95 of the time of the ladder
+ * prefetch alone at 4; 4 and 2 in 0.88-0.96, 8 and 4 in 0.78-1.0 (at MTU 340, ~10 messages a datagram, 8 is most of
+ * one). The entries past count are an empty block's (book 0, slot 0): no test in the loop. */
 #define DATAGRAM_WALK 128
-#define LAD_AHEAD 4
+#define LAD_AHEAD 6
+#define LVL_AHEAD 3
 static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len,
                                                                 uint32_t count, bool publish)
 {
@@ -1969,11 +2014,14 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
         return -1;
     e->now_tsc = tsc_now();
     for (uint32_t i = count; i < count + LAD_AHEAD; i++)
-        w[i].bk = 0;
+        w[i] = (walked_t){ empty_block + 2, 0, 0 };
     for (uint32_t i = 0; i < LAD_AHEAD && i < count; i++)
         ladder_prefetch(e, w[i].bk);
+    for (uint32_t i = 0; i < LVL_AHEAD && i < count; i++)
+        level_prefetch(e, &w[i]);
     for (uint32_t i = 0; i < count; i++) {
         ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
+        level_prefetch(e, &w[i + LVL_AHEAD]);
         apply_one(e, w[i].m, 0, w[i].bk, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
