@@ -1913,8 +1913,16 @@ static inline __attribute__((always_inline)) void level_prefetch(const fh_engine
 
 static inline __attribute__((always_inline)) void levels_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++)
-        level_prefetch(e, &w[i]);
+    /* four a turn (bench/engine.md section 18: -1.8 instructions a message), the last n % 4 after */
+    const walked_t *c = w, *fours = w + (n & ~3u);
+    for (; c != fours; c += 4) {
+        level_prefetch(e, &c[0]);
+        level_prefetch(e, &c[1]);
+        level_prefetch(e, &c[2]);
+        level_prefetch(e, &c[3]);
+    }
+    for (; n & 3; n--, c++)
+        level_prefetch(e, c);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
