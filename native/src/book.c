@@ -1890,7 +1890,8 @@ static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engi
  * section 18): an add's from its price and side on the book's ladder, any other's from the order in its reference's
  * home slot (prefetched by the walker), whose level and side it reads. A hint: an order not in its home slot, a
  * level off the tick or outside the window, a message that is neither (its slot 0, its book 0) prefetch a line for
- * nothing, and every address is inside the slots. The level's line is what add, reduce and delete read first (g->orders:
+ * nothing, and every address is inside the slots. A U (8 % of a day) also prefetches its new price's level, on the
+ * order's side (0.98-1.0 of the time for 3.5 instructions a message). The level's line is what add, reduce and delete read first (g->orders:
  * new or existing level, emptied or not, the branches that mispredict most), after a chain of three loads; with it
  * in, a 2 M day runs in 0.79-0.87 of the time for +28 instructions a message. Either half alone gains 0-7 %. The
  * branch on the type is kept: a version without it (both computed, one chosen by masks) ran 4-6 % slower. */
@@ -1907,6 +1908,10 @@ static inline __attribute__((always_inline)) void level_prefetch(const fh_engine
         const order_t *o = e->orders + c->slot;
         side = o->side & 1u;
         kx = o->lv;
+        if (len_type(m) == LEN_TYPE(35, 'U')) { /* a replace: also its new price's level, on the order's side */
+            uint32_t nk = (uint32_t)(((uint64_t)fh_be32(m + FH_ITCH_OFF_U_PRICE) * L->mul) >> L->sh) ^ (0u - side);
+            __builtin_prefetch(&L[side].slot[nk & LAD_MASK], 1);
+        }
     }
     __builtin_prefetch(&L[side].slot[kx & LAD_MASK], 1);
 }
@@ -2008,6 +2013,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
 #define DATAGRAM_WALK 128
 #define LAD_AHEAD 6
 #define LVL_AHEAD 3
+_Static_assert(LVL_AHEAD < LAD_AHEAD, "a level is prefetched after its ladder headers, and within the entries walked");
 static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len,
                                                                 uint32_t count, bool publish)
 {
