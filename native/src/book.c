@@ -111,6 +111,7 @@ typedef struct bbo {
     uint32_t pad[2];
 } bbo_t;
 _Static_assert(sizeof(bbo_t) == 32, "two a cache line");
+_Static_assert(sizeof(book_t) == 2 * sizeof(bbo_t), "a book's bbo_t is at its offset in e->books / 2");
 
 #define NO_BLOCK 0xFFu
 #define NCLASS 15 /* up to 65536 levels per side */
@@ -1858,32 +1859,35 @@ done:
  * pass shifts nothing (-1, section 16). bench/engine.md section 14: the book, ladder and level
  * lines are most of a message's misses once the order slots are prefetched; this pass costs ~24 instructions a
  * message and saves 6-10% of the wall clock on the 2 M days (the walker's book prefetch 3-5% of it). */
-static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t bk)
+static inline __attribute__((always_inline)) void ladder_prefetch(const fh_engine_t *e, uint32_t bk, bool publish)
 {
     const book_t *b = (const book_t *)((const uint8_t *)e->books + bk);
+    if (publish) /* the book's cached bests (e->bbo[locate]: bk / 2), read by the level pass (bench/engine.md 18) */
+        __builtin_prefetch((const uint8_t *)e->bbo + bk / 2, 1);
     const lside_t *ls = e->lside + (size_t)BOOK_LAD(b) * 2; /* size_t: one shift, not two */
     __builtin_prefetch(ls, 1);
     __builtin_prefetch(ls + 1, 1);
 }
 
-static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n)
+static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n,
+                                                                    bool publish)
 {
     /* the walker kept each book (0 for a short message): no test. Eight entries a turn, so that the loop's own test
      * and step are paid once for eight (bench/engine.md section 17: -2.6 a message; four a turn -2.2, two -1.3); the
      * chunk's count (not its NULL end) bounds it, and the last n % 8 follow: the same prefetches in the same order. */
     const walked_t *c = w, *eights = w + (n & ~7u);
     for (; c != eights; c += 8) {
-        ladder_prefetch(e, c[0].bk);
-        ladder_prefetch(e, c[1].bk);
-        ladder_prefetch(e, c[2].bk);
-        ladder_prefetch(e, c[3].bk);
-        ladder_prefetch(e, c[4].bk);
-        ladder_prefetch(e, c[5].bk);
-        ladder_prefetch(e, c[6].bk);
-        ladder_prefetch(e, c[7].bk);
+        ladder_prefetch(e, c[0].bk, publish);
+        ladder_prefetch(e, c[1].bk, publish);
+        ladder_prefetch(e, c[2].bk, publish);
+        ladder_prefetch(e, c[3].bk, publish);
+        ladder_prefetch(e, c[4].bk, publish);
+        ladder_prefetch(e, c[5].bk, publish);
+        ladder_prefetch(e, c[6].bk, publish);
+        ladder_prefetch(e, c[7].bk, publish);
     }
     for (; n & 7; n--, c++)
-        ladder_prefetch(e, c->bk);
+        ladder_prefetch(e, c->bk, publish);
 }
 
 /* The level line a message will touch, once its book line and ladder headers are in (the level pass: bench/engine.md
@@ -1891,12 +1895,19 @@ static inline __attribute__((always_inline)) void ladders_prefetch(const fh_engi
  * home slot (prefetched by the walker), whose level and side it reads. A hint: an order not in its home slot, a
  * level off the tick or outside the window, a message that is neither (its slot 0, its book 0) prefetch a line for
  * nothing, and every address is inside the slots. A U (8 % of a day) also prefetches its new price's level, on the
- * order's side (0.98-1.0 of the time for 3.5 instructions a message). The level's line is what add, reduce and delete read first (g->orders:
- * new or existing level, emptied or not, the branches that mispredict most), after a chain of three loads; with it
- * in, a 2 M day runs in 0.79-0.87 of the time for +28 instructions a message. Either half alone gains 0-7 %. The
- * branch on the type is kept: a version without it (both computed, one chosen by masks) ran 4-6 % slower. */
-static inline __attribute__((always_inline)) void level_prefetch(const fh_engine_t *e, const walked_t *c)
+ * order's side (0.98-1.0 of the time for 3.5 instructions a message). While publishing, both sides' best levels
+ * too (from the book's bbo_t, prefetched by the ladder pass): 0.93-0.95 of the time for 10.6 instructions.
+ * The level's line is what add, reduce and delete read first (g->orders: new or existing level, emptied or not,
+ * the branches that mispredict most), after a chain of three loads; with it in, a 2 M day runs in 0.79-0.87 of the
+ * time for +28 instructions a message. Either half (adds, references) alone gains 0-7 %. The branch on the type is
+ * kept: a version without it (both computed, one chosen by masks) ran 4-6 % slower. */
+static inline __attribute__((always_inline)) void level_prefetch(const fh_engine_t *e, const walked_t *c, bool publish)
 {
+    if (publish) { /* both sides' best levels, which every add and removal tests and a BBO event reads */
+        const bbo_t *cb = (const bbo_t *)((const uint8_t *)e->bbo + c->bk / 2);
+        __builtin_prefetch(cb->g[0], 1);
+        __builtin_prefetch(cb->g[1], 1);
+    }
     const uint8_t *m = c->m;
     const book_t *b = (const book_t *)((const uint8_t *)e->books + c->bk);
     const lside_t *L = e->lside + (size_t)BOOK_LAD(b) * 2;
@@ -1916,18 +1927,19 @@ static inline __attribute__((always_inline)) void level_prefetch(const fh_engine
     __builtin_prefetch(&L[side].slot[kx & LAD_MASK], 1);
 }
 
-static inline __attribute__((always_inline)) void levels_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n)
+static inline __attribute__((always_inline)) void levels_prefetch(const fh_engine_t *e, const walked_t *w, uint32_t n,
+                                                                   bool publish)
 {
     /* four a turn (bench/engine.md section 18: -1.8 instructions a message), the last n % 4 after */
     const walked_t *c = w, *fours = w + (n & ~3u);
     for (; c != fours; c += 4) {
-        level_prefetch(e, &c[0]);
-        level_prefetch(e, &c[1]);
-        level_prefetch(e, &c[2]);
-        level_prefetch(e, &c[3]);
+        level_prefetch(e, &c[0], publish);
+        level_prefetch(e, &c[1], publish);
+        level_prefetch(e, &c[2], publish);
+        level_prefetch(e, &c[3], publish);
     }
     for (; n & 3; n--, c++)
-        level_prefetch(e, c);
+        level_prefetch(e, c, publish);
 }
 
 /* Every 2^BATCH_SHIFT messages of a long run of blocks, readers are woken and (every 2^STATS_SHIFT) the
@@ -1948,14 +1960,14 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
     walked_t w[3][WALK_CHUNK + 1];
     uint32_t x = 0, cur = walk_chunk(e, &q, end, w[0]);
     uint32_t next = cur == WALK_CHUNK ? walk_chunk(e, &q, end, w[1]) : 0;
-    ladders_prefetch(e, w[0], cur);
+    ladders_prefetch(e, w[0], cur, publish);
     e->now_tsc = tsc_now();
     uint64_t count = 0;
     while (cur) {
         uint32_t x1 = x == 2 ? 0 : x + 1, x2 = x1 == 2 ? 0 : x1 + 1;
         uint32_t after = next == WALK_CHUNK ? walk_chunk(e, &q, end, w[x2]) : 0;
-        ladders_prefetch(e, w[x1], next);
-        levels_prefetch(e, w[x], cur);
+        ladders_prefetch(e, w[x1], next, publish);
+        levels_prefetch(e, w[x], cur, publish);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
             apply_one(e, c->m, 0, c->bk, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
@@ -2030,12 +2042,12 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
     for (uint32_t i = count; i < count + LAD_AHEAD; i++)
         w[i] = (walked_t){ empty_block + 2, 0, 0 };
     for (uint32_t i = 0; i < LAD_AHEAD && i < count; i++)
-        ladder_prefetch(e, w[i].bk);
+        ladder_prefetch(e, w[i].bk, publish);
     for (uint32_t i = 0; i < LVL_AHEAD && i < count; i++)
-        level_prefetch(e, &w[i]);
+        level_prefetch(e, &w[i], publish);
     for (uint32_t i = 0; i < count; i++) {
-        ladder_prefetch(e, w[i + LAD_AHEAD].bk); /* its book line prefetched by the walk: LAD_AHEAD ahead */
-        level_prefetch(e, &w[i + LVL_AHEAD]);
+        ladder_prefetch(e, w[i + LAD_AHEAD].bk, publish); /* its book line prefetched by the walk: LAD_AHEAD ahead */
+        level_prefetch(e, &w[i + LVL_AHEAD], publish);
         apply_one(e, w[i].m, 0, w[i].bk, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
