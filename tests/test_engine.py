@@ -129,6 +129,43 @@ def test_prefix_by_prefix():
     assert_same(c, r)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pieces_and_datagrams_agree_with_the_whole_day(seed):
+    """The engine's prefetch pipelines at every boundary. The block loop works in three 32-block chunks (walked,
+    ladders, levels, applied) and the datagram path prefetches ladders 6 and levels 3 messages ahead: a day applied
+    in pieces of random length (each piece's cut last block carried into the next, as a reader of a growing file
+    does) and as MoldUDP64 datagrams of 1 to 150 messages (past 128, the block loop) must give the books and
+    counters of the day applied at once, and the reference's."""
+    rng = random.Random(seed)
+    data = native.synth_bytes(40_000, 30, seed, anomaly_ppm=5_000, shape="real")
+    whole, r = c_engine(data), ref_engine(data)
+    assert_same(whole, r, depth=3)
+    cfg = EngineConfig.for_input(len(data))
+
+    pieces, carry, pos, cuts = Engine(cfg), b"", 0, 0
+    while pos < len(data):
+        k = rng.choice([rng.randrange(1, 80), rng.randrange(1, 40 * 36), rng.randrange(1, 200 * 36)])
+        buf = carry + data[pos:pos + k]
+        pos += k
+        carry = buf[pieces.apply_blocks(buf):]
+        cuts += bool(carry)
+    assert carry == b"" and cuts > 100
+    counters = pieces.counters()
+    assert counters.pop("truncated") == cuts  # each cut block counted once, then applied whole
+    assert pieces.dump(3) == whole.dump(3)
+    assert counters == {k: v for k, v in whole.counters().items() if k != "truncated"}
+
+    msgs, _ = ref.split_daily_file(data)
+    dgrams, i, seq = Engine(cfg), 0, 1
+    while i < len(msgs):
+        group = msgs[i:i + rng.choice([1, 2, 3, 5, 8, rng.randrange(1, 151)])]
+        body = b"".join(struct.pack(">H", len(m)) + m for m in group)
+        assert dgrams.apply_mold(b"SESSION001" + struct.pack(">QH", seq, len(group)) + body) == len(group)
+        i += len(group)
+        seq += len(group)
+    assert_same(dgrams, r, depth=3)
+
+
 def test_random_garbage_is_counted_never_fatal():
     """Random bytes framed as blocks and as MoldUDP64 datagrams: the engines agree on what they count."""
     rng = random.Random(5)
