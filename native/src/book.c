@@ -99,6 +99,12 @@ _Static_assert(offsetof(lside_t, slot) == offsetof(fh_shm_lside_t, wslot) && siz
 _Static_assert(offsetof(lside_t, occ) == offsetof(fh_shm_lside_t, occ), "lside_t is fh_shm_lside_t");
 #define BOOK_LAD(b) ((b)->ladder) /* the book's ladders: lside[2 * id], [2 * id + 1] */
 
+/* price / tick on side header L (its mul and sh): the price's tick index before the ask side's complement. */
+static inline uint32_t lad_q(const lside_t *L, uint32_t price)
+{
+    return (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+}
+
 /* Per book (by locate), each side's best level as the writer knows it, for emit_bbo: its aggregate (in the
  * window's slots or at the deep arrays' top; the engine's zero_agg when the side is empty) and its key (an empty
  * side's: 0 for bids, ~0 for asks, so that emit_bbo's price, key or ~key, is 0 with no test). Kept
@@ -700,7 +706,7 @@ static __attribute__((noinline)) int lad_recentre(fh_engine_t *e, book_t *b, uin
     uint32_t best = had ? L->best : 0;
     for (; i < top; i++) {
         uint32_t key = e->lkey[s->off + i], price = key ^ (0u - side);
-        uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh), kx = q ^ (0u - side);
+        uint32_t q = lad_q(L, price), kx = q ^ (0u - side);
         if (q * L->tick == price && kx - lo < LAD_W) {
             uint32_t sl = kx & LAD_MASK;
             L->slot[sl] = e->lagg[s->off + i];
@@ -763,7 +769,7 @@ static inline int level_add_place(fh_engine_t *e, book_t *b, uint32_t side, uint
                 book_side(e, b, sd)->sh = tick == 100 ? 37 : 0;
             }
         }
-        uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh), kx = q ^ (0u - side);
+        uint32_t q = lad_q(L, price), kx = q ^ (0u - side);
         if (L->tick && q * L->tick == price) {
             uint32_t lo = L->lo;
             if (kx - lo < LAD_W) { /* the tick was just chosen */
@@ -819,7 +825,7 @@ static __attribute__((noinline)) int level_add_slow(fh_engine_t *e, book_t *b, u
     int top = level_add_place(e, b, side, key, price, shares);
     /* the order's level as level_sub will take it: with the book's tick as it is now (chosen above, if ever) */
     const lside_t *L = book_side(e, b, side);
-    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t q = lad_q(L, price);
     bool on = q * L->tick == price;
     o->lv = on ? q ^ (0u - side) : key;
     o->side = (uint8_t)(side | (on ? 0 : O_KEY));
@@ -834,7 +840,7 @@ static inline __attribute__((always_inline)) int level_add(fh_engine_t *e, book_
                                                            uint32_t price, uint32_t shares, bool pub, order_t *o)
 {
     lside_t *L = book_side(e, b, side);
-    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t q = lad_q(L, price);
     uint32_t kx = q ^ (0u - side);
     if (FH_LIKELY(q * L->tick == price && kx - L->lo < LAD_W)) {
         agg_t *g = &L->slot[kx & LAD_MASK];
@@ -897,7 +903,7 @@ static __attribute__((noinline)) bool level_sub_key(fh_engine_t *e, book_t *b, u
 {
     lside_t *L = book_side(e, b, side);
     uint32_t price = key ^ (0u - side);
-    uint32_t q = (uint32_t)(((uint64_t)price * L->mul) >> L->sh);
+    uint32_t q = lad_q(L, price);
     uint32_t kx = q ^ (0u - side);
     if (q * L->tick != price || kx - L->lo >= LAD_W)
         return level_sub_deep(e, b, side, key, shares, order_gone);
@@ -1911,16 +1917,16 @@ static inline __attribute__((always_inline)) void level_prefetch(const fh_engine
     const uint8_t *m = c->m;
     const book_t *b = (const book_t *)((const uint8_t *)e->books + c->bk);
     const lside_t *L = e->lside + (size_t)BOOK_LAD(b) * 2;
-    uint32_t side, kx;
-    if (len_type(m) == LEN_TYPE(ITCH_LEN_A, 'A')) { /* its price and side: m is 36 bytes */
+    uint32_t side, kx, lt = len_type(m);
+    if (lt == LEN_TYPE(ITCH_LEN_A, 'A')) { /* its price and side: m is 36 bytes */
         side = m[FH_ITCH_OFF_A_SIDE] == 'S';
-        kx = (uint32_t)(((uint64_t)fh_be32(m + FH_ITCH_OFF_A_PRICE) * L->mul) >> L->sh) ^ (0u - side);
+        kx = lad_q(L, fh_be32(m + FH_ITCH_OFF_A_PRICE)) ^ (0u - side);
     } else {
         const order_t *o = e->orders + c->slot;
         side = o->side & 1u;
         kx = o->lv;
-        if (len_type(m) == LEN_TYPE(35, 'U')) { /* a replace: also its new price's level, on the order's side */
-            uint32_t nk = (uint32_t)(((uint64_t)fh_be32(m + FH_ITCH_OFF_U_PRICE) * L->mul) >> L->sh) ^ (0u - side);
+        if (lt == LEN_TYPE(35, 'U')) { /* a replace: also its new price's level, on the order's side */
+            uint32_t nk = lad_q(L, fh_be32(m + FH_ITCH_OFF_U_PRICE)) ^ (0u - side);
             __builtin_prefetch(&L[side].slot[nk & LAD_MASK], 1);
         }
     }
