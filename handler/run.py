@@ -162,7 +162,7 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
                 child = subprocess.Popen(cmd, stdout=out, pass_fds=(pf.fileno(),))
             if forwarded:  # a signal that came while it was being started
                 child.send_signal(forwarded[-1])
-            pf.update(dataplane_pid=child.pid, dataplane_boot_s=supervise.boot_s(), stdout=str(out_path),
+            pf.update(dataplane_pid=child.pid, dataplane_boot_s=process.boot_s(), stdout=str(out_path),
                       restart=restart)
             _follow(cfg, child, pf, restart, repl, forwarded, rekey)
             if repl is None or not repl.demoting or forwarded:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
-from .process import boot_s, pid_is  # noqa: F401  (handler.process's: this module's callers name them here)
+from .process import boot_s, pid_alive, pid_is
 
 DEFAULT_RUN_DIR = "/run/fh"
 FALLBACK_RUN_DIR = "/tmp/fh-run"
@@ -395,7 +395,7 @@ def reload(name: str, timeout: float = 30.0) -> tuple[int, str]:
                 st = R.read_status(w["status"])
             except R.ReplicateError:
                 st = None
-            if not R.pid_alive(w["pid"]) or (st and st["pid"] != w["pid"]):
+            if not pid_alive(w["pid"]) or (st and st["pid"] != w["pid"]):
                 waiting.remove(w)  # gone, or replaced: a new fh-replicate reads the key at its start
             elif st and st["witness_rekeys"] > w["rekeys"]:
                 waiting.remove(w)
