@@ -1,5 +1,5 @@
-/* fh-bench-mold FILE [a|ab] [--mtu N] [--consumer none|checking|engine|engine-blocks]: MoldUDP64 sequencing
- * alone, or with the book engine, for callgrind (bench/sequencing.md).
+/* fh-bench-mold FILE [a|ab] [--mtu N] [--consumer none|checking|engine|engine-blocks|engine-staged] [--burst N]:
+ * MoldUDP64 sequencing alone, or with the book engine, for callgrind (bench/sequencing.md).
  *
  * FILE, a daily ITCH file, is cut into MoldUDP64 datagrams filled to the MTU (blocks up to MTU - 48 bytes, as
  * fh pcap synth fills them: IPv4 + UDP 28, MoldUDP64 header 20) in memory. run_day() then hands every
@@ -16,8 +16,12 @@
  * feed's fast path leaves the check to it (the sequencing's own part when the engine checks); "engine" is the
  * book engine's consumer (fh_engine_consumer: fh_engine_apply_datagram checks the framing in its walk; a private
  * segment, publishing off), "engine-blocks" the same consumer without its apply_datagram: the feed checks, then
- * fh_engine_apply_blocks walks (the division of labour before the engine checked).
- * With an engine the count is sequencing and engine together, in the same run.
+ * fh_engine_apply_blocks walks (the division of labour before the engine checked); "engine-staged" is the data
+ * plane's consumer (fh_engine_consumer_staged: each datagram checked and walked into the engine's staged run,
+ * applied once 128 messages are staged or at fh_engine_batch_end). With an engine, fh_engine_batch_end ends every
+ * burst of --burst frames (32, the data plane's; an A and its B copy are two), as the data plane's loop does.
+ * With an engine the count is sequencing and engine together, in the same run (with engine-staged, also toggle
+ * fh_engine_batch_end: a burst's last run is applied there).
  * bench/sequencing.sh runs both and prints instructions a message (A) and a B datagram. Prints one JSON line:
  * messages, datagrams, applied and duplicate counters (checked: every message applied once, every B message a
  * duplicate), and ns a message (min of the repeats; indicative only on a shared machine). */
@@ -59,18 +63,23 @@ static void c_begin(void *c, const char *s) { (void)c, (void)s; }
 static void c_end(void *c, const char *s, uint64_t q) { (void)c, (void)s, (void)q; }
 
 static fh_mold_feed_t feed;
+static fh_engine_t *eng;
+static unsigned burst = 32; /* frames a burst: the engine's batch ends after each, as the data plane's loop ends it */
 
 __attribute__((noinline)) void run_day(int ab)
 {
-    if (ab) {
-        for (size_t k = 0; k < ndg; k++) {
-            fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 0, 2 * k + 1);
+    unsigned frames = 0;
+    for (size_t k = 0; k < ndg; k++) {
+        fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 0, (ab ? 2 * k : k) + 1);
+        if (ab)
             fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 1, 2 * k + 2);
+        if (eng && (frames += 1u + (unsigned)ab) >= burst) {
+            fh_engine_batch_end(eng);
+            frames = 0;
         }
-    } else {
-        for (size_t k = 0; k < ndg; k++)
-            fh_mold_feed_apply(&feed, dgrams + dg[k].off, dg[k].len, 0, k + 1);
     }
+    if (eng)
+        fh_engine_batch_end(eng);
 }
 
 int main(int argc, char **argv)
@@ -86,6 +95,8 @@ int main(int argc, char **argv)
             mtu = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--consumer") && i + 1 < argc)
             consumer = argv[++i];
+        else if (!strcmp(argv[i], "--burst") && i + 1 < argc)
+            burst = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
             repeats = atoi(argv[++i]);
         else if (!file && argv[i][0] != '-')
@@ -94,10 +105,10 @@ int main(int argc, char **argv)
             file = NULL, i = argc;
     }
     int kind = !strcmp(consumer, "none") ? 0 : !strcmp(consumer, "checking") ? 1 : !strcmp(consumer, "engine") ? 2
-             : !strcmp(consumer, "engine-blocks") ? 3 : -1;
+             : !strcmp(consumer, "engine-blocks") ? 3 : !strcmp(consumer, "engine-staged") ? 4 : -1;
     if (!file || mtu < 120 || mtu > 9000 || repeats < 1 || repeats > 100 || kind < 0) {
         fprintf(stderr, "usage: %s FILE [a|ab] [--mtu 120..9000] [--repeats 1..100] "
-                "[--consumer none|checking|engine|engine-blocks]\n", argv[0]);
+                "[--consumer none|checking|engine|engine-blocks|engine-staged] [--burst FRAMES]\n", argv[0]);
         return 2;
     }
     size_t len;
@@ -111,14 +122,16 @@ int main(int argc, char **argv)
     mc.msg_len = fh_itch_len;
     fh_feed_consumer_t none = { NULL, c_blocks, c_apply, c_lost, c_begin, c_end, kind == 1 ? c_datagram : NULL,
                                 kind == 1 ? fh_itch_len : NULL };
-    fh_engine_t *eng = NULL;
     if (kind >= 2) {
         fh_engine_cfg_t ec = { 65535, 8u << 20, 4u << 20 };
         if (!(eng = fh_engine_create(&ec))) {
             fprintf(stderr, "fh-bench-mold: %s\n", fh_errmsg());
             return 2;
         }
-        fh_engine_consumer(eng, &none);
+        if (kind == 4)
+            fh_engine_consumer_staged(eng, &none);
+        else
+            fh_engine_consumer(eng, &none);
         if (kind == 3) /* apply_blocks only (fh_engine_apply_blocks): the feed checks the framing first */
             none.apply_datagram = NULL, none.framing = NULL;
     }

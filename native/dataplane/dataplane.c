@@ -113,7 +113,9 @@ int dp_open_feed(dp_t *dp)
     }
     dp->feed_ok = true;
     fh_feed_consumer_t books;
-    fh_engine_consumer(dp->e, &books); /* the feed delivers to the engine (--journal: through the journal's tee) */
+    /* the feed delivers to the engine (--journal: through the journal's tee); a burst's datagrams are staged and
+     * applied together, by the burst's fh_engine_batch_end at the latest */
+    fh_engine_consumer_staged(dp->e, &books);
     fh_mold_feed_set_consumer(&dp->feed, &books);
     if (o->restore) { /* a restart: the snapshot's books, and the feed goes on after its sequence (what came since
                        * is asked for again or arrives as the feed's later datagrams; earlier ones are duplicates) */

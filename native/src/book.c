@@ -119,6 +119,38 @@ typedef struct bbo {
 _Static_assert(sizeof(bbo_t) == 32, "two a cache line");
 _Static_assert(sizeof(book_t) == 2 * sizeof(bbo_t), "a book's bbo_t is at its offset in e->books / 2");
 
+/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and book, then an
+ * entry with m NULL that ends the chunk) and
+ * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
+ * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
+ * which it leaves at *qp: the caller applies only what it recorded, so the block loop itself checks no
+ * bounds. The type is not tested: the few other messages of 19 bytes or more prefetch a slot for nothing,
+ * which costs less than the test. Adds are prefetched because a real day's references are interleaved and
+ * sparse (fh synth itch --shape real), so consecutive adds do not fill consecutive slots that the
+ * hardware prefetcher would follow. 32 (bench/engine.md section 9): 16 spent 1.3 instructions a message more
+ * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
+ * distance does to L1 is not measured). */
+#define WALK_CHUNK 32
+_Static_assert(WALK_CHUNK % 4 == 0, "walk_chunk fills a chunk four blocks a turn");
+
+typedef struct walked {
+    const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
+                       * kept here: A and D, most of a day, need no more than len_type) */
+    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
+                  * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
+    uint32_t slot; /* its reference's home slot in e->orders when its length is 19 or more, else 0: the level pass
+                    * reads the order there (a hint: any slot is harmless) */
+} walked_t;
+
+/* The staged consumer's run (fh_engine_consumer_staged): up to STAGE_CAP walked messages of whole datagrams, applied
+ * as later ones are staged (all but the last STAGE_LEAD, once STAGE_LEAD + STAGE_STEP are waiting), and all of them
+ * at the next fh_engine_batch_end or other call that reads or changes the books (flush_staged). */
+#define STAGE_CAP 1024
+#define STAGE_LEAD 32 /* messages walked (order slots and book lines prefetched) ahead of the one applied */
+#define STAGE_STEP 32 /* applied at least this many at a time */
+#define STAGE_LAD 12  /* the ladder headers prefetched 12 messages ahead of the one applied, the level line 6 */
+#define STAGE_LVL 6
+
 #define NO_BLOCK 0xFFu
 #define NCLASS 15 /* up to 65536 levels per side */
 #define CLASS_CAP(c) (4u << (c))
@@ -169,7 +201,19 @@ struct fh_engine {
     bbo_t *bbo;               /* [FH_MAX_LOCATE + 1] */
     fh_shm_agg_t zero_agg;    /* an empty side's best: 0 shares, 0 orders */
     uint8_t one_block[256][4]; /* a 1-byte block of type t, as the walker records it: { 0, 1, t, 0 } (len_type) */
+    uint32_t nstaged;          /* the staged run's end in staged[] (0: nothing staged) */
+    uint32_t shead;            /* the next staged message to apply */
+    walked_t staged[STAGE_CAP + STAGE_LAD] FH_ALIGNED; /* + staged_flush's padding past the run */
 };
+
+static void staged_flush(fh_engine_t *e);
+/* The staged run applied, if any: first in every call that reads or changes the books, so that what the staged
+ * consumer took is applied before anything that follows it. */
+static inline void flush_staged(fh_engine_t *e)
+{
+    if (FH_UNLIKELY(e->nstaged))
+        staged_flush(e);
+}
 
 static const char *const counter_names[FH_C_COUNT] = {
 #define FH_X(n) #n,
@@ -227,6 +271,7 @@ size_t fh_engine_footprint(const fh_engine_cfg_t *cfg)
 
 void fh_engine_clear_books(fh_engine_t *e)
 {
+    flush_staged(e);
     memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
     memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
     e->spill_live = 0;
@@ -256,7 +301,7 @@ void fh_engine_clear_books(fh_engine_t *e)
 
 void fh_engine_reset(fh_engine_t *e)
 {
-    fh_engine_clear_books(e);
+    fh_engine_clear_books(e); /* which applies a staged run first */
     e->levels_peak = 0;
     e->new_status = FH_BOOK_LIVE;
     memset(e->counters, 0, sizeof e->counters);
@@ -265,6 +310,7 @@ void fh_engine_reset(fh_engine_t *e)
 
 int fh_engine_set_new_book_status(fh_engine_t *e, int status)
 {
+    flush_staged(e);
     if (status != FH_BOOK_LIVE && status != FH_BOOK_STALE)
         return -1;
     e->new_status = (uint8_t)status;
@@ -396,6 +442,7 @@ static void bbo_set(fh_engine_t *e, const fh_shm_book_t *b, uint32_t side);
  * emit_bbo. Turning publishing on computes them. */
 void fh_engine_set_publish(fh_engine_t *e, bool on)
 {
+    flush_staged(e);
     if (on && !e->publish)
         for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
             if (e->books[loc].status != FH_BOOK_EMPTY)
@@ -1227,6 +1274,7 @@ static int cmp_u64(const void *a, const void *b)
 
 int fh_engine_set_publish_filter(fh_engine_t *e, const char *const *symbols, uint32_t n)
 {
+    flush_staged(e);
     uint64_t *keys = NULL;
     if (n) {
         if (!(keys = malloc(n * sizeof *keys))) {
@@ -1625,7 +1673,11 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         emit_bbo(e, b);
 }
 
-void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len) { apply_one(e, m, len, 0, e->publish, false); }
+void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len)
+{
+    flush_staged(e);
+    apply_one(e, m, len, 0, e->publish, false);
+}
 
 static inline uint64_t tsc_now(void)
 {
@@ -1660,13 +1712,18 @@ void fh_engine_batch_begin_at(fh_engine_t *e, uint64_t rx_tsc, uint64_t now_tsc)
     e->now_tsc = now_tsc;
 }
 
-void fh_engine_batch_end(fh_engine_t *e) { batch_end(e); }
+void fh_engine_batch_end(fh_engine_t *e)
+{
+    flush_staged(e);
+    batch_end(e);
+}
 
 _Static_assert(offsetof(fh_engine_t, now_tsc) == offsetof(fh_engine_t, rx_tsc) + 8, "fh_engine_stamps: rx, now");
 uint64_t *fh_engine_stamps(fh_engine_t *e) { return &e->rx_tsc; }
 
 void fh_engine_publish_stats(fh_engine_t *e)
 {
+    flush_staged(e);
     uint64_t c[FH_C_COUNT];
     fh_engine_counters(e, c);
     fh_seg_publish_stats(e->seg, c, FH_C_COUNT, e->type_counts);
@@ -1675,6 +1732,7 @@ void fh_engine_publish_stats(fh_engine_t *e)
 
 int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m)
 {
+    flush_staged(e);
     book_t *b = &e->books[locate];
     if (b->status == FH_BOOK_EMPTY || (status != FH_BOOK_LIVE && status != FH_BOOK_STALE))
         return -1;
@@ -1694,6 +1752,7 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
 
 int fh_engine_set_all_status(fh_engine_t *e, int status)
 {
+    flush_staged(e);
     if (status != FH_BOOK_LIVE && status != FH_BOOK_STALE)
         return -1;
     static const uint8_t none[FH_ITCH_HDR_LEN];
@@ -1755,6 +1814,14 @@ static void c_snapshot_end(void *ctx, const char *session, uint64_t seq)
     fh_engine_set_all_status((fh_engine_t *)ctx, FH_BOOK_LIVE);
 }
 
+static int stage_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t count);
+static int c_stage_datagram(void *ctx, const char *session, uint64_t first_seq, uint32_t count, const uint8_t *p,
+                            size_t len)
+{
+    (void)session, (void)first_seq;
+    return stage_datagram((fh_engine_t *)ctx, p, len, count);
+}
+
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
 {
     /* apply_datagram checks a datagram's framing with ITCH's lengths as it walks it (a feed with the same table
@@ -1763,33 +1830,16 @@ void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out)
                                  c_apply_datagram, fh_itch_len };
 }
 
+void fh_engine_consumer_staged(fh_engine_t *e, fh_feed_consumer_t *out)
+{
+    fh_engine_consumer(e, out);
+    out->apply_datagram = c_stage_datagram;
+}
+
 /* An empty block's message, for the block loop: a type whose length is not 0, so that the length check
  * sends it to check_slow, which counts it short without reading it; after its length (0) and before a pad byte, as
  * len_type reads it (the walker records empty_block + 2). */
 static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
-
-/* The walker: records up to WALK_CHUNK whole blocks from *qp (each message's start and book, then an
- * entry with m NULL that ends the chunk) and
- * prefetches the order slot each will touch (A F C D E U X, 98 % of a day, carry an order reference at
- * offset 11; a U's new reference too); *qp moves past them. It stops at the end and at a truncated block,
- * which it leaves at *qp: the caller applies only what it recorded, so the block loop itself checks no
- * bounds. The type is not tested: the few other messages of 19 bytes or more prefetch a slot for nothing,
- * which costs less than the test. Adds are prefetched because a real day's references are interleaved and
- * sparse (fh synth itch --shape real), so consecutive adds do not fill consecutive slots that the
- * hardware prefetcher would follow. 32 (bench/engine.md section 9): 16 spent 1.3 instructions a message more
- * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
- * distance does to L1 is not measured). */
-#define WALK_CHUNK 32
-_Static_assert(WALK_CHUNK % 4 == 0, "walk_chunk fills a chunk four blocks a turn");
-
-typedef struct walked {
-    const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
-                       * kept here: A and D, most of a day, need no more than len_type) */
-    uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
-                  * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
-    uint32_t slot; /* its reference's home slot in e->orders when its length is 19 or more, else 0: the level pass
-                    * reads the order there (a hint: any slot is harmless) */
-} walked_t;
 
 /* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
  * book line. */
@@ -1994,6 +2044,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
 
 size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
 {
+    flush_staged(e);
     return e->publish ? apply_blocks(e, p, len, true) : apply_blocks(e, p, len, false);
 }
 
@@ -2062,7 +2113,89 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
 
 int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t count)
 {
+    flush_staged(e);
     return e->publish ? apply_datagram(e, p, len, count, true) : apply_datagram(e, p, len, count, false);
+}
+
+/* The staged run (fh_engine_consumer_staged): whole datagrams walked (checked, their order slots and book lines
+ * prefetched) into staged[] as the feed hands them over, and applied behind the walk as apply_datagram applies one
+ * datagram, each message's apply preceded by the ladder prefetch of the message STAGE_LAD on and the level prefetch
+ * of the message STAGE_LVL on; the run keeps STAGE_LEAD messages walked ahead of the one applied, across datagrams,
+ * so that a burst of datagrams of a few messages each is applied with the lead of one long run. bench/engine.md
+ * section 19 (fh-bench-mold, bursts of 32 datagrams): 0.81-0.83 of the time of one datagram at a time at MTU 340
+ * (~10 messages a datagram), 0.89-0.95 at MTU 1500 (~47). Applying the whole run at once at the burst's end or at
+ * 128 messages gained less on the real-shaped day (0.87 / 0.98); leads of 16, 64 and 96 were no better than 32.
+ *
+ * staged_run applies [shead, upto): every entry it prefetches for (up to upto - 1 + STAGE_LAD) is a staged message,
+ * or (staged_flush) the padding written past the run's end. A run's first apply (shead 0) first prefetches its first
+ * ladders and levels. */
+_Static_assert(STAGE_LVL < STAGE_LAD && STAGE_LAD <= STAGE_LEAD, "prefetched in order, and within the staged run");
+static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uint32_t upto, bool publish)
+{
+    walked_t *w = e->staged;
+    uint32_t i = e->shead;
+    if (i == 0) {
+        for (uint32_t k = 0; k < STAGE_LAD; k++)
+            ladder_prefetch(e, w[k].bk, publish);
+        for (uint32_t k = 0; k < STAGE_LVL; k++)
+            level_prefetch(e, &w[k], publish);
+    }
+    e->now_tsc = tsc_now(); /* the events' publish stamp */
+    for (; i < upto; i++) {
+        ladder_prefetch(e, w[i + STAGE_LAD].bk, publish);
+        level_prefetch(e, &w[i + STAGE_LVL], publish);
+        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
+    }
+    e->shead = i;
+}
+
+/* The whole run applied (flush_staged). */
+static __attribute__((noinline)) void staged_flush(fh_engine_t *e)
+{
+    uint32_t n = e->nstaged;
+    for (uint32_t i = n; i < n + STAGE_LAD; i++)
+        e->staged[i] = (walked_t){ empty_block + 2, 0, 0 }; /* book 0, slot 0: prefetched for nothing */
+    e->nstaged = 0; /* first: nothing below stages, and a call that flushes finds nothing */
+    if (e->publish)
+        staged_run(e, n, true);
+    else
+        staged_run(e, n, false);
+    e->shead = 0;
+}
+
+/* All but the run's last STAGE_LEAD applied. */
+static __attribute__((noinline)) void staged_advance(fh_engine_t *e)
+{
+    if (e->publish)
+        staged_run(e, e->nstaged - STAGE_LEAD, true);
+    else
+        staged_run(e, e->nstaged - STAGE_LEAD, false);
+}
+
+/* fh_engine_apply_datagram for the staged consumer: the datagram walked onto the run (its framing checked as
+ * fh_engine_apply_datagram checks it: -1, nothing staged, when misframed), the run applied up to STAGE_LEAD from its
+ * end once STAGE_LEAD + STAGE_STEP messages wait. When the datagram does not fit after the run, what waits (at most
+ * STAGE_LEAD + STAGE_STEP) is moved to the start (its first apply prefetches again, harmlessly), or the run is applied
+ * whole first; a datagram of more than STAGE_CAP messages is applied alone. */
+static int stage_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t count)
+{
+    if (FH_UNLIKELY(count > STAGE_CAP - e->nstaged)) {
+        uint32_t h = e->shead, t = e->nstaged;
+        if (h && count <= STAGE_CAP - (t - h)) {
+            memmove(e->staged, e->staged + h, (t - h) * sizeof(walked_t));
+            e->nstaged = t - h;
+            e->shead = 0;
+        } else {
+            flush_staged(e);
+            if (count > STAGE_CAP)
+                return fh_engine_apply_datagram(e, p, len, count);
+        }
+    }
+    if (FH_UNLIKELY(walk_datagram(e, p, p + len, count, e->staged + e->nstaged)))
+        return -1;
+    if ((e->nstaged += count) - e->shead > STAGE_LEAD + STAGE_STEP)
+        staged_advance(e);
+    return 0;
 }
 
 /* ---- readers --------------------------------------------------------------------------------------- */
@@ -2254,6 +2387,7 @@ static void snap_put(snap_out_t *o, const void *p, size_t n)
 
 int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, const char *path)
 {
+    flush_staged(e);
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return FH_ERR("snapshot path too long");

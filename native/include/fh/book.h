@@ -115,6 +115,14 @@ int fh_engine_set_all_status(fh_engine_t *e, int status);
  * needed here), lost marks every book stale (and the books created
  * after), snapshot_begin clears the books (stale until the end), snapshot_end marks every book live. */
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
+/* The same, staging whole datagrams: apply_datagram checks a datagram's framing and walks it (prefetching its
+ * order slots and book lines) onto the engine's staged run, and returns; the run is applied in order behind the
+ * walk, all but its last 32 messages once 64 wait, and whole by fh_engine_batch_end and every other call that
+ * changes or publishes the books (the consumer's other calls among them), before what that call does. The data
+ * plane's consumer: the datagrams of a burst are applied with the prefetching lead of one long run, however few
+ * messages each carries. The caller keeps a staged datagram's bytes until the next fh_engine_batch_end; the readers
+ * below (counters, book_info) see a staged message only once it is applied. */
+void fh_engine_consumer_staged(fh_engine_t *e, fh_feed_consumer_t *out);
 
 /* Publish only these instruments (n symbols, 1-8 characters each; n = 0: all). The others' books are built
  * as ever (orders, levels) but flagged FH_BOOK_F_UNPUBLISHED: no events, and readers treat them as absent.
