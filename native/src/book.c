@@ -2132,21 +2132,22 @@ int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint3
 _Static_assert(STAGE_LVL < STAGE_LAD && STAGE_LAD <= STAGE_LEAD, "prefetched in order, and within the staged run");
 static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uint32_t upto, bool publish)
 {
-    walked_t *w = e->staged;
-    uint32_t i = e->shead;
-    if (i == 0) {
+    /* restrict: nothing the loop calls writes the run, so its entries are not loaded again after each apply's stores
+     * (as the datagram path's own array on the stack is not) */
+    const walked_t *restrict w = e->staged;
+    if (e->shead == 0) {
         for (uint32_t k = 0; k < STAGE_LAD; k++)
             ladder_prefetch(e, w[k].bk, publish);
         for (uint32_t k = 0; k < STAGE_LVL; k++)
             level_prefetch(e, &w[k], publish);
     }
     e->now_tsc = tsc_now(); /* the events' publish stamp */
-    for (; i < upto; i++) {
-        ladder_prefetch(e, w[i + STAGE_LAD].bk, publish);
-        level_prefetch(e, &w[i + STAGE_LVL], publish);
-        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
+    for (const walked_t *restrict c = w + e->shead, *end = w + upto; c != end; c++) {
+        ladder_prefetch(e, c[STAGE_LAD].bk, publish);
+        level_prefetch(e, &c[STAGE_LVL], publish);
+        apply_one(e, c->m, 0, c->bk, publish, true);
     }
-    e->shead = i;
+    e->shead = upto;
 }
 
 /* The whole run applied (flush_staged). */
