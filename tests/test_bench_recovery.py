@@ -93,3 +93,31 @@ def test_bench_dataplane_ab_smoke(tmp_path):
     assert rows["own cycles/packet (target <= 50)"] == cyc(s["own_cycles_per_packet"])
     assert rows["arbitration cycles/B packet"] == cyc(ar["cycles_per_b_packet"])
     assert rows["engine ns/message (apply_blocks)"] == [f"{s['engine_ns_per_msg'][k]:.2f}" for k in ("min", "median")]
+
+
+def test_callgrind_pass_gives_the_engine_its_staged_run(tmp_path):
+    """`fh bench dataplane --callgrind`'s attribution: the data plane's consumer stages each datagram
+    (c_stage_datagram) and fh_engine_batch_end applies what is left of the run at the burst's end (its call of
+    staged_flush, taken from callgrind's call arcs); both are the engine's, and fh_engine_batch_end keeps only its
+    test and the readers' wake. Counted, not timed: instructions are exact."""
+    import shutil
+
+    from handler import native
+    from handler.bench import dataplane
+    from handler.net import pcapgen
+
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    pcap = tmp_path / "a.pcap"
+    info = pcapgen.synth_pcap(pcap, native.synth_bytes(3000, 20, 7), [pcapgen.Line(*pcapgen.DEFAULT_A)], mtu=340)
+    raw: dict = {}
+    res = dataplane.callgrind_pass(pcap, raw=raw, exit_idle_ms=1)
+    assert res["messages"] == 3000 and res["packets"] >= info["datagrams"]
+    arcs = raw["full"]["arcs"]
+    flushed = arcs[("fh_engine_batch_end", "staged_flush")]
+    assert flushed > 0 and ("apply_next", "c_stage_datagram") in arcs  # the run: staged, and ended by the burst
+    per_packet = res["instructions_per_packet"]
+    engine_per_msg = res["instructions_per_message"]["engine"]
+    assert 100 < engine_per_msg < 1000  # the books' work, all of it (a private engine's is ~150-250)
+    assert per_packet["own"]["fh_engine_batch_end (+ fh_seg_wake)"] < 20  # its own part only
+    assert per_packet["own"]["fh_engine_batch_end (+ fh_seg_wake)"] * res["packets"] < flushed
