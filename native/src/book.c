@@ -203,7 +203,7 @@ struct fh_engine {
     uint8_t one_block[256][4]; /* a 1-byte block of type t, as the walker records it: { 0, 1, t, 0 } (len_type) */
     uint32_t nstaged;          /* the staged run's end in staged[] (0: nothing staged) */
     uint32_t shead;            /* the next staged message to apply */
-    walked_t staged[STAGE_CAP + STAGE_LAD] FH_ALIGNED; /* + staged_flush's padding past the run */
+    walked_t staged[STAGE_CAP] FH_ALIGNED;
 };
 
 static void staged_flush(fh_engine_t *e);
@@ -2126,27 +2126,40 @@ int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint3
  * (~10 messages a datagram), 0.89-0.95 at MTU 1500 (~47). Applying the whole run at once at the burst's end or at
  * 128 messages gained less on the real-shaped day (0.87 / 0.98); leads of 16, 64 and 96 were no better than 32.
  *
- * staged_run applies [shead, upto): every entry it prefetches for (up to upto - 1 + STAGE_LAD) is a staged message,
- * or (staged_flush) the padding written past the run's end. A run's first apply (shead 0) first prefetches its first
- * ladders and levels. */
+ * staged_run applies [shead, upto) of a run whose staged messages end at end: the messages STAGE_LAD and STAGE_LVL
+ * on are prefetched while they are in the run (behind the walk always; at a flush the run's last messages apply
+ * without them), and a run's first apply (shead 0) first prefetches its first ladders and levels. Nothing is
+ * prefetched past the run, so that a flush of one small datagram (a paced feed's burst) costs what
+ * fh_engine_apply_datagram does. */
 _Static_assert(STAGE_LVL < STAGE_LAD && STAGE_LAD <= STAGE_LEAD, "prefetched in order, and within the staged run");
-static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uint32_t upto, bool publish)
+static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uint32_t upto, uint32_t end,
+                                                             bool publish)
 {
     /* restrict: nothing the loop calls writes the run, so its entries are not loaded again after each apply's stores
      * (as the datagram path's own array on the stack is not) */
     const walked_t *restrict w = e->staged;
-    if (e->shead == 0) {
-        for (uint32_t k = 0; k < STAGE_LAD; k++)
+    uint32_t i = e->shead;
+    if (i == 0) {
+        for (uint32_t k = 0; k < STAGE_LAD && k < end; k++)
             ladder_prefetch(e, w[k].bk, publish);
-        for (uint32_t k = 0; k < STAGE_LVL; k++)
+        for (uint32_t k = 0; k < STAGE_LVL && k < end; k++)
             level_prefetch(e, &w[k], publish);
     }
     e->now_tsc = tsc_now(); /* the events' publish stamp */
-    for (const walked_t *restrict c = w + e->shead, *end = w + upto; c != end; c++) {
+    uint32_t both = end > STAGE_LAD ? end - STAGE_LAD : 0, lvl = end > STAGE_LVL ? end - STAGE_LVL : 0;
+    both = upto < both ? upto : both;
+    lvl = upto < lvl ? upto : lvl;
+    for (const walked_t *restrict c = w + i, *stop = w + both; c < stop; c++) {
         ladder_prefetch(e, c[STAGE_LAD].bk, publish);
         level_prefetch(e, &c[STAGE_LVL], publish);
         apply_one(e, c->m, 0, c->bk, publish, true);
     }
+    for (i = i > both ? i : both; i < lvl; i++) {
+        level_prefetch(e, &w[i + STAGE_LVL], publish);
+        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
+    }
+    for (; i < upto; i++)
+        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
     e->shead = upto;
 }
 
@@ -2154,23 +2167,22 @@ static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uin
 static __attribute__((noinline)) void staged_flush(fh_engine_t *e)
 {
     uint32_t n = e->nstaged;
-    for (uint32_t i = n; i < n + STAGE_LAD; i++)
-        e->staged[i] = (walked_t){ empty_block + 2, 0, 0 }; /* book 0, slot 0: prefetched for nothing */
     e->nstaged = 0; /* first: nothing below stages, and a call that flushes finds nothing */
     if (e->publish)
-        staged_run(e, n, true);
+        staged_run(e, n, n, true);
     else
-        staged_run(e, n, false);
+        staged_run(e, n, n, false);
     e->shead = 0;
 }
 
 /* All but the run's last STAGE_LEAD applied. */
 static __attribute__((noinline)) void staged_advance(fh_engine_t *e)
 {
+    uint32_t n = e->nstaged;
     if (e->publish)
-        staged_run(e, e->nstaged - STAGE_LEAD, true);
+        staged_run(e, n - STAGE_LEAD, n, true);
     else
-        staged_run(e, e->nstaged - STAGE_LEAD, false);
+        staged_run(e, n - STAGE_LEAD, n, false);
 }
 
 /* fh_engine_apply_datagram for the staged consumer: the datagram walked onto the run (its framing checked as
