@@ -2122,9 +2122,10 @@ int fh_engine_apply_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint3
  * datagram, each message's apply preceded by the ladder prefetch of the message STAGE_LAD on and the level prefetch
  * of the message STAGE_LVL on; the run keeps STAGE_LEAD messages walked ahead of the one applied, across datagrams,
  * so that a burst of datagrams of a few messages each is applied with the lead of one long run. bench/engine.md
- * section 19 (fh-bench-mold, bursts of 32 datagrams): 0.81-0.83 of the time of one datagram at a time at MTU 340
- * (~10 messages a datagram), 0.89-0.95 at MTU 1500 (~47). Applying the whole run at once at the burst's end or at
- * 128 messages gained less on the real-shaped day (0.87 / 0.98); leads of 16, 64 and 96 were no better than 32.
+ * section 19 (fh-bench-mold, bursts of 32 datagrams): 0.78-0.90 of the time of one datagram at a time at MTU 340
+ * (~9 messages a datagram) and 0.87 of the instructions, 0.87-1.01 of the time at MTU 1500 (~47) and 0.97 of the
+ * instructions. Applying the whole run at once at the burst's end or at 128 messages did as well on the uniform day
+ * and worse on the real-shaped one at MTU 1500 (0.97-1.03); leads of 16, 64 and 96 were no better than 32.
  *
  * staged_run applies [shead, upto) of a run whose staged messages end at end: the messages STAGE_LAD and STAGE_LVL
  * on are prefetched while they are in the run (behind the walk always; at a flush the run's last messages apply
