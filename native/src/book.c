@@ -427,6 +427,7 @@ void fh_engine_destroy(fh_engine_t *e)
 {
     if (!e)
         return;
+    flush_staged(e); /* a staged run is applied, not lost: its segment may outlive the engine */
     fh_seg_t *seg = e->owns_seg ? e->seg : NULL;
     free(e->filter);
     e->filter = NULL;
@@ -2490,6 +2491,7 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
 /* stale: every book ends stale, each with a stale event when publishing (fh_engine_snapshot_load_stale). */
 static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta, bool stale)
 {
+    flush_staged(e); /* what was staged before the snapshot, applied before it replaces the books */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return FH_ERR("cannot open snapshot %s: %s", path, strerror(errno));
