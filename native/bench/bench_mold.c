@@ -17,8 +17,8 @@
  * book engine's consumer (fh_engine_consumer: fh_engine_apply_datagram checks the framing in its walk; a private
  * segment, publishing off), "engine-blocks" the same consumer without its apply_datagram: the feed checks, then
  * fh_engine_apply_blocks walks (the division of labour before the engine checked); "engine-staged" is the data
- * plane's consumer (fh_engine_consumer_staged: each datagram checked and walked into the engine's staged run,
- * applied once 128 messages are staged or at fh_engine_batch_end). With an engine, fh_engine_batch_end ends every
+ * plane's consumer (fh_engine_consumer_staged: each datagram checked and walked onto the engine's staged run, applied
+ * 32 messages behind the walk across datagrams, the rest at fh_engine_batch_end). With an engine, fh_engine_batch_end ends every
  * burst of --burst frames (32, the data plane's; an A and its B copy are two), as the data plane's loop does.
  * With an engine the count is sequencing and engine together, in the same run (with engine-staged, also toggle
  * fh_engine_batch_end: a burst's last run is applied there).

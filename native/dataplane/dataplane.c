@@ -113,8 +113,8 @@ int dp_open_feed(dp_t *dp)
     }
     dp->feed_ok = true;
     fh_feed_consumer_t books;
-    /* the feed delivers to the engine (--journal: through the journal's tee); a burst's datagrams are staged and
-     * applied together, by the burst's fh_engine_batch_end at the latest */
+    /* the feed delivers to the engine (--journal: through the journal's tee); a burst's datagrams are staged, applied
+     * behind the walk across them, the rest by the burst's fh_engine_batch_end */
     fh_engine_consumer_staged(dp->e, &books);
     fh_mold_feed_set_consumer(&dp->feed, &books);
     if (o->restore) { /* a restart: the snapshot's books, and the feed goes on after its sequence (what came since
