@@ -15,7 +15,10 @@
  * two must agree on what they deliver, return and count (the fast path decides as the full path would). With
  * ITCH lengths, the fuzzed feed's fast path leaves a datagram's framing to the engine's walk
  * (fh_engine_apply_datagram), the twin checks it itself (framed()): the same answers, or the two disagree. With
- * bit 6 of the configuration clear, the feed checks ITCH lengths (cfg.msg_len), as the data plane's does.
+ * bit 6 of the configuration clear, the feed checks ITCH lengths (cfg.msg_len), as the data plane's does. With bit
+ * 7 set, the engine's consumer is the data plane's (fh_engine_consumer_staged): a datagram it takes is applied
+ * later, behind the walk or by fh_engine_batch_end, which ends a "burst" after each timer operation (6) and at the
+ * end; the datagrams' bytes are freed only then (under ASan a run applied after its bytes were freed is caught).
  * After each operation: the hold-back buffer holds at most its size, the requests in flight at most
  * max_outstanding, the sequence to apply never goes back within a session; at the end the books keep
  * their invariants (fuzz.h). Time only moves forward, as the data plane's TSC does. */
@@ -241,7 +244,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_ASSERT(fh_mold_feed_init(&twin, &cfg) == 0);
     fh_feed_consumer_t c;
     tap_f = (tap_t){ 0 }, tap_t2 = (tap_t){ 0 };
-    fh_engine_consumer(eng, &tap_f.next);
+    const bool staged = b & 128;
+    if (staged)
+        fh_engine_consumer_staged(eng, &tap_f.next);
+    else
+        fh_engine_consumer(eng, &tap_f.next);
+    static uint8_t *burst[4096]; /* a staged burst's datagrams, freed when it ends */
+    size_t nburst = 0;
     tap_consumer(&tap_f, &c);
     fh_mold_feed_set_consumer(&f, &c);
     tap_consumer(&tap_t2, &c);
@@ -260,7 +269,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t *d = fz_take(&in, fz_u16(&in) % 1500, &len);
             now += fz_u8(&in);
             FZ_ASSERT(feed_apply(&f, d, len, op, now) >= 0);
-            free(d);
+            if (staged)
+                burst[nburst++] = d;
+            else
+                free(d);
         } else if (op <= 5) {
             uint8_t c = fz_u8(&in);
             memcpy(dg, sess[c & 1], 10);
@@ -281,8 +293,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcpy(d, dg, len);
             now += fz_u8(&in);
             FZ_ASSERT(feed_apply(&f, d, len, op - 3, now) >= 0);
-            free(d);
+            if (staged)
+                burst[nburst++] = d;
+            else
+                free(d);
         } else if (op == 6) {
+            fh_engine_batch_end(eng); /* the burst ends */
+            while (nburst)
+                free(burst[--nburst]);
             now += fz_u16(&in);
             fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
             int k = feed_poll(&f, now, rq, FH_MOLD_MAX_OUTSTANDING);
@@ -307,6 +325,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(!cfg.can_request || f.outstanding <= cfg.max_outstanding);
         FZ_ASSERT(f.next_seq >= next_before || f.counters[FH_M_session_changes] != changes_before || op == 7);
     }
+    fh_engine_batch_end(eng);
+    while (nburst)
+        free(burst[--nburst]);
     fz_check_engine(eng, LEVELS);
     fh_mold_feed_free(&f);
     fh_mold_feed_free(&twin);
