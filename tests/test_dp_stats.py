@@ -162,10 +162,10 @@ def test_bad_input_drops_in_the_segment(tmp_path):
 def test_latency_one_stamp_a_burst(tmp_path):
     """The latency histogram takes one TSC read a burst, once the burst is published: every message the burst
     applied goes into the bucket of that burst's rx -> publish, an upper bound of each message's own (fh/shm.h).
-    So there are no more non-empty buckets than bursts, although a full burst's datagrams are applied in runs one
-    after the other (the engine stages them and applies them together once ~128 messages are staged and at the
-    burst's end, reading the publish stamp as each run begins, so these differ within a burst), and no event's own
-    rx -> publish stamp is above the histogram's max."""
+    So there are no more non-empty buckets than bursts, although a full burst's datagrams are applied in steps one
+    after the other (the engine stages them and applies them 32 messages behind its walk, 32 or more at a time, and
+    the rest at the burst's end, reading the publish stamp as each step begins, so these differ within a burst), and
+    no event's own rx -> publish stamp is above the histogram's max."""
     from handler import native
 
     pcap = tmp_path / "a.pcap"

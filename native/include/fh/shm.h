@@ -176,9 +176,10 @@ typedef struct fh_shm_event {
     uint32_t locate;   /* the book's index */
     uint64_t itch_ts;  /* exchange timestamp, ns since midnight */
     uint64_t rx_tsc;   /* TSC when the packet arrived (0 when not from a NIC) */
-    uint64_t pub_tsc;  /* TSC when the batch that made it began to be applied: the data plane's run of a burst's
-                        * datagrams (fh_engine_consumer_staged: up to ~128 messages), a datagram, or 256 messages of
-                        * a file; a message the data plane applies alone (out of order) has its burst's rx TSC */
+    uint64_t pub_tsc;  /* TSC when the batch that made it began to be applied: a step of the data plane's staged
+                        * run (fh_engine_consumer_staged: 32 or more messages applied behind the walk, or what is left
+                        * at the burst's end), a datagram, or 256 messages of a file; a message the data plane applies
+                        * alone (out of order) has its burst's rx TSC */
     uint64_t a, b;     /* shares (FH_EV_BBO: bid, ask; FH_EV_TRADE: shares, match number) */
     int64_t c, d;      /* prices, in units of 10^price_exp (FH_EV_BBO: bid, ask; FH_EV_TRADE: c) */
     uint64_t reserved[7];
