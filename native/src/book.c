@@ -2491,7 +2491,8 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
 /* stale: every book ends stale, each with a stale event when publishing (fh_engine_snapshot_load_stale). */
 static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *meta, bool stale)
 {
-    flush_staged(e); /* what was staged before the snapshot, applied before it replaces the books */
+    if (e) /* NULL: the metadata only */
+        flush_staged(e); /* what was staged before the snapshot, applied before it replaces the books */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return FH_ERR("cannot open snapshot %s: %s", path, strerror(errno));
