@@ -121,3 +121,35 @@ def test_callgrind_pass_gives_the_engine_its_staged_run(tmp_path):
     assert 100 < engine_per_msg < 1000  # the books' work, all of it (a private engine's is ~150-250)
     assert per_packet["own"]["fh_engine_batch_end (+ fh_seg_wake)"] < 20  # its own part only
     assert per_packet["own"]["fh_engine_batch_end (+ fh_seg_wake)"] * res["packets"] < flushed
+
+
+def test_arbitration_callgrind_keeps_the_staged_run_out_of_the_b_copies_cost(tmp_path):
+    """`fh bench dataplane --ab --callgrind`'s B-packet figures: the staged consumer applies the run partly inside
+    MoldUDP64's calls and the rest in fh_engine_batch_end, and a burst of the A+B capture holds half as many A
+    datagrams as one of the A-only capture, so the two runs split the same engine work differently between those
+    two functions. Their rows must not carry that difference: fh_engine_batch_end's is its test and wake only,
+    MoldUDP64's is the duplicate path (each B copy is only counted), and what the rows leave out is the engine's.
+    Counted, not timed."""
+    import shutil
+
+    from handler import native
+    from handler.bench import dataplane
+    from handler.net import pcapgen
+
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    day = native.synth_bytes(3000, 20, 7)
+    a, ab = tmp_path / "a.pcap", tmp_path / "ab.pcap"
+    pcapgen.synth_pcap(a, day, dataplane._lines(False), mtu=340)
+    info = pcapgen.synth_pcap(ab, day, dataplane._lines(True), mtu=340)
+    raw: dict = {}
+    dataplane.callgrind_pass(a, ab=True, raw=raw, exit_idle_ms=1)
+    res = dataplane.arbitration_callgrind(ab, raw, exit_idle_ms=1)
+    assert res["messages_applied"] == {"a_only": 3000, "a_and_b": 3000}
+    assert res["b_packets"] >= info["datagrams"] // 2
+    per = res["instructions_per_b_packet"]
+    own = per["own"]
+    assert own["fh_engine_batch_end (less the staged run)"] < 5  # before the fix: the A run's bigger flushes, ~+200
+    assert 20 < own["MoldUDP64 (fh_mold_feed_apply + _poll, less the engine)"] < 200  # before: negative
+    engine = per["engine (its entry points and the staged run)"]
+    assert abs(engine) < 0.2 * per["own_total"]  # a B copy applies nothing; only the runs' steps move
