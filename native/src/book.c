@@ -2165,15 +2165,22 @@ static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uin
     e->shead = upto;
 }
 
+/* [shead, upto) of a run whose staged messages end at end, publishing as the engine is set to (staged_run's copy for
+ * each, as the block loop keeps one). */
+static inline __attribute__((always_inline)) void staged_apply(fh_engine_t *e, uint32_t upto, uint32_t end)
+{
+    if (e->publish)
+        staged_run(e, upto, end, true);
+    else
+        staged_run(e, upto, end, false);
+}
+
 /* The whole run applied (flush_staged). */
 static __attribute__((noinline)) void staged_flush(fh_engine_t *e)
 {
     uint32_t n = e->nstaged;
     e->nstaged = 0; /* first: nothing below stages, and a call that flushes finds nothing */
-    if (e->publish)
-        staged_run(e, n, n, true);
-    else
-        staged_run(e, n, n, false);
+    staged_apply(e, n, n);
     e->shead = 0;
 }
 
@@ -2181,10 +2188,7 @@ static __attribute__((noinline)) void staged_flush(fh_engine_t *e)
 static __attribute__((noinline)) void staged_advance(fh_engine_t *e)
 {
     uint32_t n = e->nstaged;
-    if (e->publish)
-        staged_run(e, n - STAGE_LEAD, n, true);
-    else
-        staged_run(e, n - STAGE_LEAD, n, false);
+    staged_apply(e, n - STAGE_LEAD, n);
 }
 
 /* fh_engine_apply_datagram for the staged consumer: the datagram walked onto the run (its framing checked as
