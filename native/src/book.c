@@ -130,6 +130,8 @@ _Static_assert(sizeof(book_t) == 2 * sizeof(bbo_t), "a book's bbo_t is at its of
  * hardware prefetcher would follow. 32 (bench/engine.md section 9): 16 spent 1.3 instructions a message more
  * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
  * distance does to L1 is not measured). */
+/* walk_len's value for an unknown type: no ITCH message has this length (fh_itch_len's are all below it). */
+#define WALK_ANY_LEN 255
 #define WALK_CHUNK 32
 _Static_assert(WALK_CHUNK % 4 == 0, "walk_chunk fills a chunk four blocks a turn");
 
@@ -192,6 +194,7 @@ struct fh_engine {
     uint64_t counters[FH_C_COUNT] FH_ALIGNED;
     uint64_t type_counts[256];
     uint8_t msg_len[256]; /* fh_itch_len, copied: read beside the engine's other fields, with no PIC load */
+    uint8_t walk_len[256]; /* the same with WALK_ANY_LEN for an unknown type (0 in msg_len): walk_datagram's one test */
     uint8_t side_of[256]; /* an add's side byte as a side: 0 for 'B', 1 for 'S', 2 for any other (bad_side): one
                            * load gives both the test and the side (bench/engine.md section 16) */
     uint32_t class_cap[256]; /* levels a block of size class c holds (CLASS_CAP); 0 for NO_BLOCK */
@@ -358,8 +361,13 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->publish = seg->fd >= 0;
     e->new_status = FH_BOOK_LIVE;
     memcpy(e->msg_len, fh_itch_len, sizeof e->msg_len);
-    if (fh_itch_len['A'] != ITCH_LEN_A || fh_itch_len['D'] != ITCH_LEN_D) { /* apply_one's fast tests */
-        FH_ERR("fh_itch_len and book.c disagree on the lengths of A and D");
+    bool any_len = false;
+    for (int t = 0; t < 256; t++) {
+        e->walk_len[t] = fh_itch_len[t] ? fh_itch_len[t] : WALK_ANY_LEN;
+        any_len |= fh_itch_len[t] == WALK_ANY_LEN;
+    }
+    if (fh_itch_len['A'] != ITCH_LEN_A || fh_itch_len['D'] != ITCH_LEN_D || any_len) { /* apply_one's fast tests */
+        FH_ERR("fh_itch_len and book.c disagree on the lengths of A and D, or a known type has WALK_ANY_LEN's");
         return NULL;
     }
     for (uint32_t t = 0; t < 256; t++)
@@ -2049,27 +2057,43 @@ size_t fh_engine_apply_blocks(fh_engine_t *e, const uint8_t *p, size_t len)
     return e->publish ? apply_blocks(e, p, len, true) : apply_blocks(e, p, len, false);
 }
 
-/* walk_chunk for one whole datagram of count <= DATAGRAM_WALK blocks, with its framing checked on the way: each
- * block non-empty, within [p, end), of its type's length when the type is known (msg_len, ITCH's), and exactly
- * count of them ending at end (fh_blocks_framed's answer with fh_itch_len). Returns 0, or -1: misframed. */
-static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t *e, const uint8_t *q,
+/* walk_chunk for one whole datagram of count blocks (w has room for count), with its framing checked on the way:
+ * each block non-empty, within [p, end), of its type's length when the type is known (msg_len, ITCH's), and exactly
+ * count of them ending at end (fh_blocks_framed's answer with fh_itch_len). Returns 0, or -1: misframed.
+ *
+ * Two tests a block on the common path, as walk_chunk's one bound test: its length against walk_len (an unknown
+ * type's WALK_ANY_LEN, which no known type has: a block of that length is any length's, one of another length is
+ * checked apart for being empty), and its end against end - 3, which leaves room for the next block's length and
+ * type (so both are readable without a test); a block that ends past it must be the count-th and end at end. */
+static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t *e, const uint8_t *p,
                                                                const uint8_t *end, uint32_t count, walked_t *w)
 {
     const order_t *orders = e->orders;
     const book_t *books = e->books;
     uint64_t mask = e->mask;
-    for (uint32_t c = 0; c < count; c++) {
-        if (FH_UNLIKELY(end - q < 3))
+    /* Addresses as integers: a block's claimed end may lie past the buffer's, and is only compared. */
+    uintptr_t q = (uintptr_t)p, stop = (uintptr_t)end;
+    if (FH_UNLIKELY(stop - q < 3 || count == 0))
+        return count == 0 && q == stop ? 0 : -1;
+    uintptr_t stop3 = stop - 3;
+    for (walked_t *wp = w, *last = w + count - 1;; wp++) {
+        size_t n = fh_be16((const uint8_t *)q);
+        const uint8_t *m = (const uint8_t *)q + 2;
+        size_t want = e->walk_len[m[0]];
+        uintptr_t next = q + 2 + n;
+        if (FH_UNLIKELY(n != want) && (want != WALK_ANY_LEN || n == 0))
             return -1;
-        size_t n = fh_be16(q), left = (size_t)(end - q) - 2;
-        const uint8_t *m = q + 2;
-        size_t want = e->msg_len[m[0]];
-        if (FH_UNLIKELY(n != want || n - 1 >= left) && (want || n - 1 >= left)) /* n - 1 >= left: empty, or past end */
+        if (FH_UNLIKELY(next > stop3)) { /* the last block, or misframed */
+            if (next != stop || wp != last)
+                return -1;
+            walk_one(e, orders, mask, books, wp, m, n);
+            return 0;
+        }
+        walk_one(e, orders, mask, books, wp, m, n);
+        q = next;
+        if (FH_UNLIKELY(wp == last)) /* count blocks, and bytes after them */
             return -1;
-        walk_one(e, orders, mask, books, &w[c], m, n);
-        q = m + n;
     }
-    return q == end ? 0 : -1;
 }
 
 /* fh_engine_apply_datagram: a datagram of up to DATAGRAM_WALK messages (an MTU of 1500 carries at most 105 ITCH

@@ -67,7 +67,7 @@ static fh_engine_t *mk(void)
 }
 
 /* The engine's consumer in fresh(): fh_engine_consumer, or (staged) fh_engine_consumer_staged, whose datagrams are
- * applied by the next fh_engine_batch_end (or once 128 messages are staged): its caller keeps them until then. */
+ * applied behind the walk or by the next fh_engine_batch_end: its caller keeps them until then. */
 static bool staged;
 
 /* A fresh feed (cfg may be NULL) and engines; the reference gets messages 1..upto in order. */
@@ -637,16 +637,19 @@ static void test_misframed(void)
     CHECK_EQ(f.state, FH_FEED_LIVE);
 }
 
-/* The fast path with the engine checking the framing (fh/consumer.h's `framing`, fh_engine_apply_datagram): an
- * in-order datagram is handed over unchecked, and a misframed one is refused by the engine's walk before any of
- * its messages is applied, counted malformed as the full path counts it; the fast path stays open. */
-static void test_engine_frames(void)
+/* The fast path with the engine checking the framing (fh/consumer.h's `framing`, fh_engine_apply_datagram, or the
+ * staged consumer's walk): an in-order datagram is handed over unchecked, and a misframed one is refused by the
+ * engine's walk before any of its messages is applied (or staged), counted malformed as the full path counts it; the
+ * fast path stays open. Each burst is ended at once: buf is written again by the next datagram. */
+static void test_engine_frames(bool st)
 {
     fh_mold_cfg_t c = cfg_server();
     c.msg_len = fh_itch_len;
+    staged = st;
     fresh(&c, 40);
     CHECK(f.consumer_frames);
     CHECK_EQ(send_(0, 1, 10, 0), 10);
+    fh_engine_batch_end(e);
     CHECK_EQ(send_(1, 1, 10, 0), 0); /* the session seen on two lines: believed, the fast path opens */
     CHECK(f.fast);
     uint64_t cnt[FH_C_COUNT];
@@ -661,6 +664,10 @@ static void test_engine_frames(void)
     CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 0); /* a count that overruns */
     buf[n] = 0, buf[n + 1] = 0;
     CHECK_EQ(fh_mold_feed_apply(&f, buf, n + 2, 0, 0), 0); /* the eleventh block empty */
+    size_t n200 = dgram(buf, SESSION, 11, 200);
+    fh_put_be16(buf + 18, 1);
+    CHECK_EQ(fh_mold_feed_apply(&f, buf, n200, 0, 0), 0); /* a count of 1 on 200 blocks: the walk stops at the count */
+    CHECK_EQ(dgram(buf, SESSION, 11, 10), n);
     fh_put_be16(buf + 18, 10);
     uint8_t t = buf[22];
     buf[22] = t == 'D' ? 'A' : 'D'; /* the first block's length no longer its type's */
@@ -668,15 +675,19 @@ static void test_engine_frames(void)
     buf[22] = t;
     fh_engine_counters(e, cnt);
     CHECK_EQ(cnt[FH_C_messages], before); /* nothing of them applied */
-    CHECK_EQ(C(FH_M_malformed), 5);
+    CHECK_EQ(C(FH_M_malformed), 6);
     CHECK(f.fast);
     CHECK_EQ(fh_mold_feed_apply(&f, buf, n, 0, 0), 10);
-    for (uint64_t s = 21; s <= 40; s += 10)
+    fh_engine_batch_end(e);
+    for (uint64_t s = 21; s <= 40; s += 10) {
         CHECK_EQ(send_(0, s, 10, 0), 10);
+        fh_engine_batch_end(e);
+    }
     CHECK(books_equal());
     CHECK_EQ(C(FH_M_applied), 40);
     CHECK_EQ(f.line[0].won, 40);
     CHECK_EQ(f.line[0].messages, 40);
+    staged = false;
 }
 
 /* The staged consumer (the data plane's) over the whole stream in order, in datagrams of 1 to 150 messages and one
@@ -1089,7 +1100,8 @@ int main(void)
     test_far_jumps();
     test_late_join();
     test_misframed();
-    test_engine_frames();
+    test_engine_frames(false);
+    test_engine_frames(true);
     test_gap_counting();
     int direct = test_random_property(false), staged_run = test_random_property(true);
     CHECK_EQ(direct, staged_run); /* the same scenarios, the same outcome */
