@@ -114,6 +114,7 @@ typedef struct fh_feed_consumer {
     const uint8_t *framing;
 } fh_feed_consumer_t;
 void fh_engine_consumer(fh_engine_t *e, fh_feed_consumer_t *out);
+void fh_engine_consumer_staged(fh_engine_t *e, fh_feed_consumer_t *out);
 int fh_engine_set_all_status(fh_engine_t *e, int status);
 
 /* mold.h: a feed's sequencing */

@@ -43,6 +43,7 @@ from pathlib import Path
 from ..errors import FhError
 
 TARGET_CYCLES = 50
+BURST = 32  # the data plane's rx burst (native/dataplane/dataplane.h)
 
 
 def _cache_dir() -> Path:
@@ -122,7 +123,8 @@ def _datagrams(pcap: Path) -> list[bytes]:
 def engine_pass(data: bytes, dgrams: list[bytes], core: int, tsc_hz: int) -> dict:
     """The engine alone, pinned to the data plane's core, publishing into a fresh shared segment as the data
     plane does (and, like it, on a new engine: no warm-up pass): ns and TSC cycles per message over the day
-    (fh_engine_apply_blocks) and over the datagrams (fh_mold_feed_apply, minus the cost of calling it from
+    (fh_engine_apply_blocks) and over the datagrams as the data plane applies them (fh_mold_feed_apply into the
+    staged consumer, a burst of BURST datagrams ended by fh_engine_batch_end; minus the cost of those calls from
     Python, measured on empty datagrams)."""
     from .. import native
     from .._native import ffi, lib
@@ -150,17 +152,31 @@ def engine_pass(data: bytes, dgrams: list[bytes], core: int, tsc_hz: int) -> dic
         return time.perf_counter_ns() - t
 
     def mold(items):
+        # as the data plane: the feed leaves an in-order datagram's framing to the engine (msg_len), the engine's
+        # consumer is the staged one, and a burst of BURST datagrams ends with fh_engine_batch_end (the baseline on
+        # empty datagrams makes the same calls, so that only the work on the datagrams is left)
+        bursts = [items[i:i + BURST] for i in range(0, len(items), BURST)]
+
         def run(eng) -> int:
             feed = ffi.new("fh_mold_feed_t *")
-            lib.fh_mold_feed_init(feed, ffi.NULL)
+            cfg = ffi.new("fh_mold_cfg_t *")
+            lib.fh_mold_cfg_defaults(cfg, 1)
+            cfg.msg_len = lib.fh_itch_len
+            if lib.fh_mold_feed_init(feed, cfg):
+                raise native.NativeError(native._errmsg())
             books = ffi.new("fh_feed_consumer_t *")
-            lib.fh_engine_consumer(eng._e, books)
+            lib.fh_engine_consumer_staged(eng._e, books)
             lib.fh_mold_feed_set_consumer(feed, books)
-            apply = lib.fh_mold_feed_apply
-            t = time.perf_counter_ns()
-            for p, n in items:
-                apply(feed, p, n, 0, 0)
-            return time.perf_counter_ns() - t
+            apply, end, e = lib.fh_mold_feed_apply, lib.fh_engine_batch_end, eng._e
+            try:
+                t = time.perf_counter_ns()
+                for burst in bursts:
+                    for p, n in burst:
+                        apply(feed, p, n, 0, 0)
+                    end(e)
+                return time.perf_counter_ns() - t
+            finally:
+                lib.fh_mold_feed_free(feed)
         return run
 
     before = os.sched_getaffinity(0)
