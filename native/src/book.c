@@ -130,10 +130,11 @@ _Static_assert(sizeof(book_t) == 2 * sizeof(bbo_t), "a book's bbo_t is at its of
  * hardware prefetcher would follow. 32 (bench/engine.md section 9): 16 spent 1.3 instructions a message more
  * on the chunks' set-up; 64 saves 0.6 more but prefetches up to 128 messages ahead (not kept: what that
  * distance does to L1 is not measured). */
-/* walk_len's value for an unknown type: no ITCH message has this length (fh_itch_len's are all below it). */
-#define WALK_ANY_LEN 255
 #define WALK_CHUNK 32
 _Static_assert(WALK_CHUNK % 4 == 0, "walk_chunk fills a chunk four blocks a turn");
+
+/* walk_len's value for an unknown type (walk_datagram): no ITCH message is this long (fh_engine_new checks). */
+#define WALK_ANY_LEN 255
 
 typedef struct walked {
     const uint8_t *m; /* right after its block's 2-byte length, which apply_one reads (len_type; its length is not
@@ -367,7 +368,7 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
         any_len |= fh_itch_len[t] == WALK_ANY_LEN;
     }
     if (fh_itch_len['A'] != ITCH_LEN_A || fh_itch_len['D'] != ITCH_LEN_D || any_len) { /* apply_one's fast tests */
-        FH_ERR("fh_itch_len and book.c disagree on the lengths of A and D, or a known type has WALK_ANY_LEN's");
+        FH_ERR("fh_itch_len and book.c disagree: A's and D's lengths, or a known type of length 255 (WALK_ANY_LEN)");
         return NULL;
     }
     for (uint32_t t = 0; t < 256; t++)
