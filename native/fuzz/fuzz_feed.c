@@ -209,6 +209,31 @@ static int snap_request(void *ctx, const char session[FH_MOLD_SESSION_LEN], uint
 }
 static const fh_snapshot_source_t snap_src = { snap_request, NULL };
 
+/* Operations an input runs at most; so also the datagrams a staged burst can hold. */
+#define MAX_OPS 4096
+
+/* A staged burst's datagrams (bit 7): the engine's run may point into them until fh_engine_batch_end. */
+static uint8_t *burst[MAX_OPS];
+static size_t nburst;
+
+/* A datagram the feed has been given: freed now, or (staged) kept until its burst ends. */
+static void keep_or_free(bool staged, uint8_t *d)
+{
+    if (staged)
+        burst[nburst++] = d;
+    else
+        free(d);
+}
+
+/* The burst ends: the engine applies what it staged, then its datagrams are freed (under ASan a run applied
+ * after its bytes were freed is caught). */
+static void end_burst(fh_engine_t *eng)
+{
+    fh_engine_batch_end(eng);
+    while (nburst)
+        free(burst[--nburst]);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!eng) {
@@ -249,8 +274,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fh_engine_consumer_staged(eng, &tap_f.next);
     else
         fh_engine_consumer(eng, &tap_f.next);
-    static uint8_t *burst[4096]; /* a staged burst's datagrams, freed when it ends */
-    size_t nburst = 0;
     tap_consumer(&tap_f, &c);
     fh_mold_feed_set_consumer(&f, &c);
     tap_consumer(&tap_t2, &c);
@@ -261,7 +284,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char sess[2][11] = { "SESSION001", "SESSION002" };
     uint8_t dg[1500];
     uint64_t now = 1;
-    for (int ops = 0; in.n && ops < 4096; ops++) {
+    for (int ops = 0; in.n && ops < MAX_OPS; ops++) {
         uint8_t opb = fz_u8(&in), op = opb & 7;
         uint64_t next_before = f.next_seq, changes_before = f.counters[FH_M_session_changes];
         if (op <= 2) {
@@ -269,10 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t *d = fz_take(&in, fz_u16(&in) % 1500, &len);
             now += fz_u8(&in);
             FZ_ASSERT(feed_apply(&f, d, len, op, now) >= 0);
-            if (staged)
-                burst[nburst++] = d;
-            else
-                free(d);
+            keep_or_free(staged, d);
         } else if (op <= 5) {
             uint8_t c = fz_u8(&in);
             memcpy(dg, sess[c & 1], 10);
@@ -293,14 +313,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcpy(d, dg, len);
             now += fz_u8(&in);
             FZ_ASSERT(feed_apply(&f, d, len, op - 3, now) >= 0);
-            if (staged)
-                burst[nburst++] = d;
-            else
-                free(d);
+            keep_or_free(staged, d);
         } else if (op == 6) {
-            fh_engine_batch_end(eng); /* the burst ends */
-            while (nburst)
-                free(burst[--nburst]);
+            end_burst(eng);
             now += fz_u16(&in);
             fh_mold_request_t rq[FH_MOLD_MAX_OUTSTANDING];
             int k = feed_poll(&f, now, rq, FH_MOLD_MAX_OUTSTANDING);
@@ -325,9 +340,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(!cfg.can_request || f.outstanding <= cfg.max_outstanding);
         FZ_ASSERT(f.next_seq >= next_before || f.counters[FH_M_session_changes] != changes_before || op == 7);
     }
-    fh_engine_batch_end(eng);
-    while (nburst)
-        free(burst[--nburst]);
+    end_burst(eng);
     fz_check_engine(eng, LEVELS);
     fh_mold_feed_free(&f);
     fh_mold_feed_free(&twin);
