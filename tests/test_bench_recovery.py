@@ -90,9 +90,34 @@ def test_bench_dataplane_ab_smoke(tmp_path):
     rows = _report_rows(dataplane.print_report, res)
     cyc = lambda mm: [f"{mm['min']:,.0f}", f"{mm['median']:,.0f}"]  # noqa: E731
     assert rows["full cycles/packet"] == cyc(s["full_cycles_per_packet"])
-    assert rows["own cycles/packet (target <= 50)"] == cyc(s["own_cycles_per_packet"])
+    assert rows["own cycles/packet, at most (target <= 50)"] == cyc(s["own_cycles_per_packet"])
+    assert rows["own cycles/packet, at least (vs mold path*)"] == cyc(s["own_cycles_per_packet_vs_mold_path"])
+    assert s["target_by"] == "clock" and s["target_met"] in (True, False, None)  # no --callgrind
     assert rows["arbitration cycles/B packet"] == cyc(ar["cycles_per_b_packet"])
     assert rows["engine ns/message (apply_blocks)"] == [f"{s['engine_ns_per_msg'][k]:.2f}" for k in ("min", "median")]
+
+
+def test_dataplane_target_is_judged_by_callgrind_when_counted_and_by_the_clock_only_within_its_bounds():
+    """The clock gives the data plane's own cycles only as bounds (beyond the block loop: at most; beyond the
+    Python-driven mold path: at least), so it can say met or not met only when both sit on one side of the
+    target; with --callgrind's count the target is judged by its instructions, whatever the clock says."""
+    from handler.bench import dataplane
+
+    def summary(at_most, at_least):
+        return {"own_cycles_per_packet": {"median": at_most}, "own_cycles_per_packet_vs_mold_path": {"median": at_least}}
+
+    cg = lambda own: {"instructions_per_packet": {"own_total": own}}  # noqa: E731
+    cases = [((40, -300), None, True, "clock"), ((400, 60), None, False, "clock"), ((400, -30), None, None, "clock"),
+             ((-227, -900), cg(43.9), True, "callgrind"), ((30, 10), cg(105.7), False, "callgrind")]
+    for (hi, lo), counted, met, by in cases:
+        s = summary(hi, lo)
+        v = dataplane.judge_target(s, counted)
+        assert (v["target_met"], v["target_by"]) == (met, by), (hi, lo, counted)
+        assert v["own_cycles_per_packet_bounds"] == {"at_least": lo, "at_most": hi}
+        line = dataplane.target_line({**s, **v})
+        word = {True: ": met", False: ": NOT met", None: ": unresolved"}[met]
+        assert word in line and (("instructions" in line) == (by == "callgrind")), line
+    assert "105.7 instructions" in dataplane.target_line({**summary(30, 10), **dataplane.judge_target(summary(30, 10), cg(105.7))})
 
 
 def test_callgrind_pass_gives_the_engine_its_staged_run(tmp_path):

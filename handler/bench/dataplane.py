@@ -7,15 +7,19 @@ Each repeat runs three passes over the same messages:
   engine   the C engine in this process on the same messages, pinned to the same core, on a new engine
            publishing into a new shared segment as the data plane's does: fh_engine_apply_blocks over the day
            (the engine's own best path, as in `fh bench engine`), and fh_mold_feed_apply over the datagrams
-           (the data plane's path: sequencing, one call a message, no prefetch).
+           into the staged consumer, in bursts ended by fh_engine_batch_end (the data plane's path: sequencing
+           and the engine, driven from Python).
 The data plane reports the TSC cycles it spent in non-empty bursts (busy_cycles), so
 
   own cycles per packet = full - rx-only - engine cycles per message x messages per packet
 
-is what the data plane adds beyond the PMD's and the engine's cost (the issue's target: <= 50). Figures are
-the minimum and the median of the repeats: this is a shared machine, and one run can lose the core. With
---callgrind, one full and one rx-only run under valgrind count the instructions per packet of each part:
-the same figure without the noise (instructions, not cycles).
+is what the data plane adds beyond the PMD's and the engine's cost (the issue's target: <= 50). The clock
+gives it as bounds: with the block loop's cycles it is at most that (the block loop costs less a message than
+sequencing and the staged consumer), with the mold path's at least that (Python's calls between datagrams
+evict the engine's lines). Figures are the minimum and the median of the repeats: this is a shared machine,
+and one run can lose the core. With --callgrind, one full and one rx-only run under valgrind count the
+instructions per packet of each part: the same figure without the noise (instructions, not cycles), and the
+one the target is judged by (judge_target).
 
 With --ab, each repeat also runs rx-only and full on the same day sent on the A and the B line (each datagram
 on A, then its copy on B), every full run listening to both lines; what the B copies cost is
@@ -501,17 +505,18 @@ def bench_dataplane(a) -> int:
     s["own_cycles_per_packet_from_minima_vs_mold_path"] = round(
         s["full_cycles_per_packet"]["min"] - s["rx_only_cycles_per_packet"]["min"]
         - s["engine_mold_path_cycles_per_msg"]["min"] * s["messages_per_packet"], 1)
-    s["target_cycles"] = TARGET_CYCLES
-    s["target_met"] = s["own_cycles_per_packet"]["median"] <= TARGET_CYCLES
     if a.ab:
         s["arbitration"] = _arbitration_summary(runs)
     if a.callgrind:
         log("callgrind: one full and one rx-only run (about a minute for 5,000,000 messages) ...")
         raw: dict = {}
-        res["callgrind"] = callgrind_pass(pcap, ab=a.ab, raw=raw)
+        # exit after 1 ms of silence: the idle polls after the capture are timing-dependent, and the default's
+        # 500 ms of them move the loop's own figure by several instructions a packet between runs
+        res["callgrind"] = callgrind_pass(pcap, ab=a.ab, raw=raw, exit_idle_ms=1)
         if a.ab:
             log("callgrind: the same two runs on the A+B capture ...")
-            res["callgrind_arbitration"] = arbitration_callgrind(ab_pcap, raw)
+            res["callgrind_arbitration"] = arbitration_callgrind(ab_pcap, raw, exit_idle_ms=1)
+    s.update(judge_target(s, res.get("callgrind")))
     if a.plot:
         plot.dataplane(res, a.plot)
     if a.json:
@@ -519,6 +524,39 @@ def bench_dataplane(a) -> int:
         return 0
     print_report(res)
     return 0
+
+
+def judge_target(s: dict, cg: dict | None) -> dict:
+    """Whether the data plane's own part is within TARGET_CYCLES a packet, and by which measure. The clock gives
+    it only as bounds: own_cycles_per_packet subtracts the engine's block loop (cheaper a message than what the
+    data plane runs: sequencing and the staged consumer), so it is at most that; the figure vs the mold path
+    subtracts that path driven from Python (whose calls evict the engine's lines, so it costs more than in the
+    data plane), so it is at least that. With callgrind's count (cg), the target is judged by its own
+    instructions a packet, which repeat to the instruction; without it, met if the upper bound's median is within
+    the target, not met if the lower bound's is beyond it, and otherwise unresolved by the clock (target_met
+    None)."""
+    hi = s["own_cycles_per_packet"]["median"]
+    lo = s["own_cycles_per_packet_vs_mold_path"]["median"]
+    out = {"target_cycles": TARGET_CYCLES, "own_cycles_per_packet_bounds": {"at_least": lo, "at_most": hi}}
+    if cg is not None:
+        own = cg["instructions_per_packet"]["own_total"]
+        return {**out, "target_met": own <= TARGET_CYCLES, "target_by": "callgrind", "target_figure": own}
+    met = True if hi <= TARGET_CYCLES else False if lo > TARGET_CYCLES else None
+    return {**out, "target_met": met, "target_by": "clock", "target_figure": hi if met else lo}
+
+
+def target_line(s: dict) -> str:
+    """The report's line on the target (judge_target's verdict)."""
+    t = TARGET_CYCLES
+    if s["target_by"] == "callgrind":
+        return (f"target (<= {t} a packet of its own): {'met' if s['target_met'] else 'NOT met'} by callgrind's "
+                f"count, {s['target_figure']:,.1f} instructions a packet (the clock's cycles are only bounds)\n")
+    b = s["own_cycles_per_packet_bounds"]
+    if s["target_met"] is None:
+        return (f"target (<= {t} cycles a packet of its own): unresolved by the clock (median between "
+                f"{b['at_least']:,.0f} and {b['at_most']:,.0f}); --callgrind counts it\n")
+    return (f"target (<= {t} cycles a packet of its own): {'met' if s['target_met'] else 'NOT met'} by the clock "
+            f"(median between {b['at_least']:,.0f} and {b['at_most']:,.0f})\n")
 
 
 def print_report(res: dict, out=None) -> None:
@@ -547,13 +585,18 @@ def print_report(res: dict, out=None) -> None:
         row("engine ns/message (apply_blocks)", s["engine_ns_per_msg"], "{:.2f}"),
         row("engine cycles/message", s["engine_cycles_per_msg"], "{:.1f}"),
         row("  one call a message (mold path)*", s["engine_mold_path_cycles_per_msg"], "{:.1f}"),
-        row(f"own cycles/packet (target <= {TARGET_CYCLES})", s["own_cycles_per_packet"]),
-        ["own cycles/packet from the minima", f"{s['own_cycles_per_packet_from_minima']:,.0f}", ""],
+        row(f"own cycles/packet, at most (target <= {TARGET_CYCLES})", s["own_cycles_per_packet"]),
+        ["own cycles/packet, at most, from the minima", f"{s['own_cycles_per_packet_from_minima']:,.0f}", ""],
+        row("own cycles/packet, at least (vs mold path*)", s["own_cycles_per_packet_vs_mold_path"]),
+        ["own cycles/packet, at least, from the minima",
+         f"{s['own_cycles_per_packet_from_minima_vs_mold_path']:,.0f}", ""],
         *[row(f"latency rx->publish {k}", s["latency_ns"][k], fmt_ns) for k in ("p50", "p99", "p99.9", "max")],
     ], right=[False, True, True], out=out)
     w("* driven from Python, whose interpreter evicts the engine's cache lines between calls: an upper bound\n")
     w(f"drops: {s['drops'] or 'none'}; every message applied: {s['messages_all_applied']}\n")
-    w(f"target (<= {TARGET_CYCLES} cycles/packet of its own): {'met' if s['target_met'] else 'NOT met'}\n")
+    w("own, at most: beyond the block loop (so it holds sequencing and the staged consumer's extra); at least: "
+      "beyond the mold path\n")
+    w(target_line(s))
     if res["ab"]:
         ar = s["arbitration"]
         print_table(["", "best", "median"], [
