@@ -95,3 +95,32 @@ def test_bench_engine_small_json():
     one = json.loads(fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "1", "--json",
                         "--no-itch-book", "--shape", "real").stdout)
     assert one["shape"] == "real" and one["messages"] == 30000
+
+
+def test_bench_engine_callgrind_counts_as_a_run_instrumented_throughout(tmp_path):
+    """`fh bench engine --callgrind`: instructions a message of the engine, the engine publishing and the parse-only
+    pass, instrumented only around the measured call (fh-bench-engine's client requests); a run instrumented from
+    the start (bench/callgrind.sh's way) counts the same."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    day = tmp_path / "d.itch"
+    fh("synth", "itch", day, "--messages", "30000", "--instruments", "20", "--seed", "1")
+    res = json.loads(fh("bench", "engine", "--itch", day, "--repeats", "1", "--no-itch-book", "--callgrind",
+                        "--json").stdout)
+    c = res["callgrind"]
+    assert c["messages"] == res["messages"] == 30000
+    assert 0 < c["parse_only"] < c["engine"] < c["publish"]
+    assert c["publishing"] == round(c["publish"] - c["engine"], 2) > 0
+    assert c["engine_target_met"] == (c["engine"] <= 100) and c["publishing_target_met"] == (c["publishing"] <= 30)
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        "--toggle-collect=fh_engine_apply_blocks", c["program"], str(day), "1", "engine"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-500:]
+    assert round(int(re.findall(r"Collected : (\d+)", p.stderr)[-1]) / 30000, 2) == c["engine"]
+    text = fh("bench", "engine", "--itch", day, "--repeats", "1", "--no-itch-book", "--callgrind").stdout
+    assert "engine (fh_engine_apply_blocks)" in text and f"{c['engine']:.2f}" in text
+    assert "publishing (the difference)" in text and "targets: engine <= 100:" in text

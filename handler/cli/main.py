@@ -1210,6 +1210,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="The C book engine's speed on one pinned core, against a parse-only pass and "
                                       "itch-book in the same run (bench/README.md).",
                           epilog=examples("fh bench engine --messages 2000000 --shape uniform --repeats 3",
+                                          "fh bench engine --messages 2000000 --callgrind",
                                           "fh bench engine --itch day.itch --no-itch-book --json"))
     add_day_options(beng, _positive, _nonneg, messages=20_000_000, instruments=8000)
     beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
@@ -1219,6 +1220,9 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--repeats", type=_positive, default=5, help="runs of each measurement (min and median are reported)")
     beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")
+    beng.add_argument("--callgrind", action="store_true",
+                      help="also count instructions a message under callgrind: the engine, the engine publishing and "
+                           "the parse-only pass, against the targets (needs valgrind; about 5 s a million messages)")
     add_json_flag(beng, "fh bench engine")
     __import__("handler.bench.plot", fromlist=["add_plot_flag"]).add_plot_flag(beng)  # --plot FILE.png
     beng.set_defaults(func=cmd_bench_engine)
