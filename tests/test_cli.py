@@ -95,6 +95,12 @@ def test_bench_engine_small_json():
     one = json.loads(fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "1", "--json",
                         "--no-itch-book", "--shape", "real").stdout)
     assert one["shape"] == "real" and one["messages"] == 30000
+    assert "itch_book" not in one and "itch_book_skipped" not in one  # --no-itch-book: not asked for
+    # without --no-itch-book the peer runs, or the result says why it did not
+    peer = json.loads(fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "1", "--json",
+                         "--shape", "uniform").stdout)
+    assert ("itch_book" in peer) != ("itch_book_skipped" in peer)
+    assert "pip install itch-book" in peer.get("itch_book_skipped", "pip install itch-book")
 
 
 def test_bench_engine_callgrind_counts_as_a_run_instrumented_throughout(tmp_path):

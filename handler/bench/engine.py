@@ -189,6 +189,8 @@ def _bench_one(a, shape: str | None, collect: bool = False):
         ib["messages_decoded"] = sessions[0].stats()["messages"]
         res["itch_book"] = ib
         res["speedup_vs_itch_book"] = round(ib["median_ns_per_msg"] / res["engine"]["median_ns_per_msg"], 2)
+    elif not a.no_itch_book:
+        res["itch_book_skipped"] = "itch-book is not installed: pip install itch-book (or fh[bench]) to compare"
     res["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if getattr(a, "callgrind", False):
         if not a.json:
@@ -211,6 +213,8 @@ def _bench_one(a, shape: str | None, collect: bool = False):
                   fmt_rate(res[name]["msgs_per_s"])) for name in ("parse_only", "engine", "itch_book") if name in res])
     if "speedup_vs_itch_book" in res:
         w(f"engine vs itch-book {res['itch_book']['version']}: {res['speedup_vs_itch_book']}x the throughput\n")
+    elif "itch_book_skipped" in res:
+        w(f"no peer: {res['itch_book_skipped']}\n")
     e = res["engine"]
     w(f"engine memory: {e['footprint_mb']} MiB preallocated; {e['live_orders_at_end']:,} live orders at the end, "
       f"{e['levels_peak']:,} levels at the peak; process max RSS {res['max_rss_mb']} MiB\n")
