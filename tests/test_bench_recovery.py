@@ -148,6 +148,34 @@ def test_callgrind_pass_gives_the_engine_its_staged_run(tmp_path):
     assert per_packet["own"]["fh_engine_batch_end (+ fh_seg_wake)"] * res["packets"] < flushed
 
 
+def test_callgrind_instruments_the_data_planes_loops_only_and_counts_them_as_a_whole_run_does(tmp_path):
+    """`fh bench dataplane --callgrind` runs fh-dataplane under `valgrind --instr-atstart=no`, and dp_run turns
+    instrumentation on around its loops (callgrind's client requests): start-up and shut-down (EAL, ports, the
+    engine writing every page of its tables) are not instrumented, and the loops count what a run instrumented
+    throughout counts for them, to the instruction where nothing depends on timing (the engine, sequencing)."""
+    import shutil
+
+    from handler import native
+    from handler.bench import dataplane
+    from handler.net import pcapgen
+
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    pcap = tmp_path / "a.pcap"
+    pcapgen.synth_pcap(pcap, native.synth_bytes(3000, 20, 7), [pcapgen.Line(*pcapgen.DEFAULT_A)], mtu=340)
+    late = dataplane._callgrind_run(pcap, "full", str(tmp_path), exit_idle_ms=1)
+    whole = dataplane._callgrind_run(pcap, "full", str(tmp_path), exit_idle_ms=1, late=False)
+    assert late["packets"] == whole["packets"] > 0 and late["messages"] == whole["messages"] == 3000
+    # only the loops: dp_run holds nearly every instruction counted, and the whole run counts 5x more and more
+    assert late["incl"]["dp_run"] >= 0.95 * late["self"]["*total*"]
+    assert whole["self"]["*total*"] > 5 * late["self"]["*total*"]
+    assert "fh_engine_create_on" not in late["incl"] and "fh_engine_create_on" in whole["incl"]
+    # the loops' work counted alike
+    assert dataplane._engine(late) == dataplane._engine(whole)
+    mold = lambda r: sum(r["self"].get(fn, 0) for fn in dataplane._MOLD_FUNCS)  # noqa: E731
+    assert mold(late) == mold(whole) > 0
+
+
 def test_arbitration_callgrind_keeps_the_staged_run_out_of_the_b_copies_cost(tmp_path):
     """`fh bench dataplane --ab --callgrind`'s B-packet figures: the staged consumer applies the run partly inside
     MoldUDP64's calls and the rest in fh_engine_batch_end, and a burst of the A+B capture holds half as many A

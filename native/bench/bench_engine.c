@@ -12,9 +12,9 @@
 /* Callgrind's client requests, where valgrind's header is installed: under `valgrind --instr-atstart=no` only the
  * measured call is instrumented (`fh bench engine --callgrind`), not the engine's creation, which faults in (writes)
  * every page of its tables and took ~15 of a run's ~16 s under callgrind. Outside valgrind each is a few
- * instructions; without the header (or with FH_BENCH_NO_CLIENT_REQUESTS), none, and a run under --instr-atstart=no
+ * instructions; without the header (or with FH_NO_CALLGRIND_REQUESTS), none, and a run under --instr-atstart=no
  * counts nothing. */
-#if defined(__has_include) && !defined(FH_BENCH_NO_CLIENT_REQUESTS)
+#if defined(__has_include) && !defined(FH_NO_CALLGRIND_REQUESTS)
 #if __has_include(<valgrind/callgrind.h>)
 #include <valgrind/callgrind.h>
 #endif
