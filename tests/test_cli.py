@@ -106,7 +106,7 @@ def test_bench_engine_small_json():
 def test_bench_engine_callgrind_counts_as_a_run_instrumented_throughout(tmp_path):
     """`fh bench engine --callgrind`: instructions a message of the engine, the engine publishing and the parse-only
     pass, instrumented only around the measured call (fh-bench-engine's client requests); a run instrumented from
-    the start (bench/callgrind.sh's way) counts the same."""
+    the start counts the same."""
     import re
     import shutil
     import subprocess
