@@ -93,6 +93,7 @@ def callgrind_counts(day: Path, program: str | None = None) -> dict:
                       "FH_BENCH_ENGINE")
     seg = f"/dev/shm/fh-bench-engine-{uuid.uuid4().hex[:8]}"
     out: dict = {"program": prog}
+
     def run(mode: str, fn: str, late: bool) -> tuple[int, int]:
         p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--toggle-collect={fn}",
                             *(["--instr-atstart=no"] if late else []), prog, str(day), "1", mode],
