@@ -9,22 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* Callgrind's client requests, where valgrind's header is installed: under `valgrind --instr-atstart=no` only the
- * measured call is instrumented (`fh bench engine --callgrind`), not the engine's creation, which faults in (writes)
- * every page of its tables and took ~15 of a run's ~16 s under callgrind. Outside valgrind each is a few
- * instructions; without the header (or with FH_NO_CALLGRIND_REQUESTS), none, and a run under --instr-atstart=no
- * counts nothing. */
-#if defined(__has_include) && !defined(FH_NO_CALLGRIND_REQUESTS)
-#if __has_include(<valgrind/callgrind.h>)
-#include <valgrind/callgrind.h>
-#endif
-#endif
-#ifndef CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_STOP_INSTRUMENTATION
-#endif
-
 #include "fh/book.h"
+#include "fh/instrument.h" /* CALLGRIND_START_INSTRUMENTATION around the measured call */
 #include "fh/itch.h"
 #include "fh/seg.h"
 #include "bench_util.h"

@@ -25,23 +25,8 @@
 #include <rte_prefetch.h>
 
 #include "dataplane.h"
+#include "fh/instrument.h" /* dp_run: CALLGRIND_START_INSTRUMENTATION around the loops */
 #include "fh/shm.h" /* fh_shm_lat_index */
-
-/* Callgrind's client requests, where valgrind's header is installed: `fh bench dataplane --callgrind` runs the data
- * plane under `valgrind --instr-atstart=no`, and dp_run turns instrumentation on for its loops only. Start-up
- * (EAL, ports, the engine writing every page of its tables) and shut-down were ~96 % of a short run's
- * instructions and ~80 % of its time under callgrind; the figures are the loops'. Each request is a few
- * instructions, once a run; without the header (or with FH_NO_CALLGRIND_REQUESTS) there are none, a run under
- * --instr-atstart=no counts nothing, and the bench runs it again instrumented throughout. */
-#if defined(__has_include) && !defined(FH_NO_CALLGRIND_REQUESTS)
-#if __has_include(<valgrind/callgrind.h>)
-#include <valgrind/callgrind.h>
-#endif
-#endif
-#ifndef CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_START_INSTRUMENTATION
-#define CALLGRIND_STOP_INSTRUMENTATION
-#endif
 
 volatile sig_atomic_t dp_quit;
 volatile sig_atomic_t dp_quit_stale;
@@ -409,6 +394,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
 
 static int run_loops(dp_t *dp);
 
+/* The loops; under `valgrind --tool=callgrind --instr-atstart=no` the only part instrumented (fh/instrument.h). */
 int dp_run(dp_t *dp)
 {
     CALLGRIND_START_INSTRUMENTATION;
