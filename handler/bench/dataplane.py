@@ -516,7 +516,7 @@ def bench_dataplane(a) -> int:
     if a.ab:
         s["arbitration"] = _arbitration_summary(runs)
     if a.callgrind:
-        log("callgrind: one full and one rx-only run (about a minute for 5,000,000 messages) ...")
+        log("callgrind: one full and one rx-only run (about 15 s for 5,000,000 messages) ...")
         raw: dict = {}
         # exit after 1 ms of silence: the idle polls after the capture are timing-dependent, and the default's
         # 500 ms of them move the loop's own figure by several instructions a packet between runs
@@ -692,7 +692,8 @@ def register(bes, positive, nonneg) -> None:
                    help="the poll loop when the ring is empty: spin (as in production) or backoff")
     b.add_argument("--cpu", type=int, default=None, help="poll core (default: the last one)")
     b.add_argument("--callgrind", action="store_true",
-                   help="also count instructions per packet under callgrind (needs valgrind; about a minute)")
+                   help="also count instructions per packet under callgrind (needs valgrind; about 15 s for the "
+                        "default day)")
     b.add_argument("--ab", action="store_true",
                    help="also the same day on the A and the B line: what the B copies cost (arbitration), in "
                         "cycles and ns per B packet, and with --callgrind in instructions")
