@@ -273,11 +273,15 @@ size_t fh_engine_footprint(const fh_engine_cfg_t *cfg)
     return layout(cfg, &l) ? 0 : l.total;
 }
 
-void fh_engine_clear_books(fh_engine_t *e)
+/* fh_engine_clear_books; tables: the order and spill tables too (false only for memory known to be zeros: an
+ * engine engine_map formats, whose tables are most of its hundreds of MiB) */
+static void clear_books(fh_engine_t *e, bool tables)
 {
     flush_staged(e);
-    memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
-    memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
+    if (tables) {
+        memset(e->orders, 0, (e->mask + 1) * sizeof(order_t));
+        memset(e->spill, 0, (e->spill_mask + 1) * sizeof(spill_t));
+    }
     e->spill_live = 0;
     e->spill_max = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++)
@@ -303,14 +307,18 @@ void fh_engine_clear_books(fh_engine_t *e)
     memset(e->free_head, 0, sizeof e->free_head);
 }
 
-void fh_engine_reset(fh_engine_t *e)
+void fh_engine_clear_books(fh_engine_t *e) { clear_books(e, true); }
+
+static void engine_reset(fh_engine_t *e, bool tables)
 {
-    fh_engine_clear_books(e); /* which applies a staged run first */
+    clear_books(e, tables); /* which applies a staged run first */
     e->levels_peak = 0;
     e->new_status = FH_BOOK_LIVE;
     memset(e->counters, 0, sizeof e->counters);
     memset(e->type_counts, 0, sizeof e->type_counts);
 }
+
+void fh_engine_reset(fh_engine_t *e) { engine_reset(e, true); }
 
 int fh_engine_set_new_book_status(fh_engine_t *e, int status)
 {
@@ -321,7 +329,9 @@ int fh_engine_set_new_book_status(fh_engine_t *e, int status)
     return 0;
 }
 
-fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
+/* fh_engine_new; zeroed: mem is known to be zeros (engine_map's fresh mapping), so that its tables are not
+ * cleared a second time */
+static fh_engine_t *engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool zeroed)
 {
     layout_t l;
     if (!mem || ((uintptr_t)mem & (FH_CACHE_LINE - 1))) {
@@ -378,8 +388,13 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     e->side_of['S'] = 1;
     for (uint32_t c = 0; c < NCLASS; c++)
         e->class_cap[c] = CLASS_CAP(c);
-    fh_engine_reset(e);
+    engine_reset(e, !zeroed);
     return e;
+}
+
+fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
+{
+    return engine_new(mem, cfg, seg, false);
 }
 
 static fh_engine_t *engine_map(const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool owns)
@@ -398,9 +413,9 @@ static fh_engine_t *engine_map(const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool o
             return NULL;
         }
         madvise(mem, len, MADV_HUGEPAGE); /* transparent hugepages where enabled; harmless otherwise */
-        memset(mem, 0, len);              /* fault every page in now, not on the hot path */
+        fh_prefault(mem, len);            /* every page in now, not on the hot path */
     }
-    fh_engine_t *e = fh_engine_new(mem, cfg, seg);
+    fh_engine_t *e = engine_new(mem, cfg, seg, true); /* a fresh anonymous mapping: zeros */
     if (!e) {
         munmap(mem, len);
         return NULL;

@@ -54,6 +54,11 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg);
 /* Mark the writer stopped, unmap, unlock, and (if unlink_files) remove the files. */
 void fh_seg_close(fh_seg_t *s, int unlink_files);
 
+/* Fault in every page of [p, p + len), a fresh private anonymous mapping, writable, so that the hot path takes no
+ * page fault: madvise(MADV_POPULATE_WRITE) (Linux 5.14), the kernel filling the page tables in one call, or on an
+ * older kernel a memset. The memory reads as zeros either way. */
+void fh_prefault(void *p, size_t len);
+
 /* Writer's signs of life and wake-ups; cheap, but not per message. */
 void fh_seg_heartbeat(fh_seg_t *s);
 /* A standby's currency (fh_shm_hdr_t.standby, behind_msgs), each stored only when it changed: the header's line
