@@ -141,7 +141,7 @@ def test_node_killed_mid_stream_and_jetstream_replay(tmp_path):
     from handler.gateway.settings import Gateway as Settings
 
     day = tmp_path / "day.itch"
-    native.synth_file(day, 150_000, 50, seed=6262)
+    native.synth_file(day, 60_000, 50, seed=6262)  # ~32 k BBOs: killed after 5 k
     with start_cluster(3, tmp_path / "nats") as c, publisher(day, "--events", str(1 << 20)) as (name, _):
         stream = f"FH_{name}"
 
