@@ -12,6 +12,8 @@
 #   FH_BENCH_DIR   keep the generated days and the peer's binary here (default: a temporary directory)
 #   FH_BENCH_CPU   the CPU both programs are pinned to (default 1)
 #   FH_BENCH_SHAPES  the day shapes (default "uniform real": fh synth itch --shape)
+#   FH_BENCH_SEED  the days' seed (default 1, the days fh's engine was tuned on; another seed gives held-out days
+#                  of the same shapes, kept under their own names)
 #
 # Each round: the day is read once into the page cache, then `itch-order-book < DAY` (it times itself from
 # its first Add Order to the end and prints "N packets in T nanos"), then `fh-bench-engine DAY 1` (one pass
@@ -30,12 +32,16 @@ INSTRUMENTS=${3:-8000}
 ROUNDS=${4:-7}
 CPU=${FH_BENCH_CPU:-1}
 SHAPES=${FH_BENCH_SHAPES:-uniform real}
+SEED=${FH_BENCH_SEED:-1}
 [[ -f $PEER_DIR/main.cpp && -f $PEER_DIR/order_book.h ]] ||
     die "$PEER_DIR is not an itch-order-book checkout (no main.cpp, order_book.h); fix: git clone https://github.com/charles-cooper/itch-order-book"
 [[ $MESSAGES =~ ^[1-9][0-9]*$ ]] || die "MESSAGES must be a positive integer, not '$MESSAGES'"
 [[ $INSTRUMENTS =~ ^[1-9][0-9]*$ ]] && ((INSTRUMENTS <= 8000)) ||
     die "INSTRUMENTS must be 1..8000 (the peer holds 16,384 books; fh synth's days use locates up to INSTRUMENTS), not '$INSTRUMENTS'"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
+[[ $SEED =~ ^[0-9]+$ ]] || die "FH_BENCH_SEED must be a non-negative integer, not '$SEED'"
+# seed 1's days keep the names they always had, so that a kept FH_BENCH_DIR is reused
+TAG=$([[ $SEED == 1 ]] || echo "-seed$SEED")
 command -v g++ >/dev/null || die "g++ not found; fix: apt-get install g++"
 command -v taskset >/dev/null || die "taskset not found; fix: apt-get install util-linux"
 
@@ -66,9 +72,9 @@ fi
 # The peer stops at a message type it does not know (it has no 'h', Operational Halt, of ITCH 5.0): both
 # programs get the day without those messages, so they apply the same input.
 for shape in $SHAPES; do
-    full=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape.itch
-    day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape-peer.itch
-    [[ -s $full ]] || "$FH" synth itch "$full" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed 1 \
+    full=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG.itch
+    day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG-peer.itch
+    [[ -s $full ]] || "$FH" synth itch "$full" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" \
         --shape "$shape" >/dev/null || die "fh synth itch failed for the $shape day"
     [[ -s $day ]] || python3 - "$full" "$day" <<'EOF'
 import sys
@@ -90,7 +96,7 @@ results=$WORK/peer-results.txt
 : >"$results"
 for ((r = 1; r <= ROUNDS; r++)); do
     for shape in $SHAPES; do
-        day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape-peer.itch
+        day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG-peer.itch
         cat "$day" >/dev/null
         out=$(taskset -c "$CPU" "$PEER" <"$day") || die "the peer failed on $day"
         ns=$(sed -n 's/.* packets in \([0-9]*\) nanos.*/\1/p' <<<"$out")
@@ -102,14 +108,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-python3 - "$results" "$MESSAGES" "$INSTRUMENTS" "$ROUNDS" "$CPU" <<'EOF'
+python3 - "$results" "$MESSAGES" "$INSTRUMENTS" "$ROUNDS" "$CPU" "$SEED" <<'EOF'
 import collections, statistics, sys
-path, messages, instruments, rounds, cpu = sys.argv[1:]
+path, messages, instruments, rounds, cpu, seed = sys.argv[1:]
 runs = collections.defaultdict(list)
 for line in open(path):
     shape, who, ns = line.split()
     runs[shape, who].append(float(ns))
-print(f"{int(messages):,} messages, {int(instruments):,} instruments, {rounds} interleaved rounds, CPU {cpu}")
+print(f"{int(messages):,} messages, {int(instruments):,} instruments, seed {seed}, {rounds} interleaved rounds, "
+      f"CPU {cpu}")
 print(f"{'day':8} {'peer median':>12} {'peer min':>9} {'fh median':>10} {'fh min':>7} {'peer/fh':>8}")
 for shape in dict.fromkeys(s for s, _ in runs):
     p, f = runs[shape, "peer"], runs[shape, "fh"]
