@@ -48,6 +48,8 @@ int main(int argc, char **argv)
     fh_engine_t *e = seg ? fh_engine_create_on(&cfg, seg) : fh_engine_create(&cfg);
     if (!e) {
         fprintf(stderr, "%s: %s\n", argv[0], fh_errmsg());
+        if (seg)
+            fh_seg_close(seg, 1); /* its file and wake page */
         return 2;
     }
     uint64_t t[1000], msgs = 0, sum = 0;

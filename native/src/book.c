@@ -413,7 +413,11 @@ static fh_engine_t *engine_map(const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool o
             return NULL;
         }
         madvise(mem, len, MADV_HUGEPAGE); /* transparent hugepages where enabled; harmless otherwise */
-        fh_prefault(mem, len);            /* every page in now, not on the hot path */
+        if (fh_prefault(mem, len)) {      /* every page in now, not on the hot path */
+            fh_err_append("the engine's tables: lower max_orders or free memory");
+            munmap(mem, len);
+            return NULL;
+        }
     }
     fh_engine_t *e = engine_new(mem, cfg, seg, true); /* a fresh anonymous mapping: zeros */
     if (!e) {

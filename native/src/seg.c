@@ -133,12 +133,17 @@ static void *map_file(int fd, size_t size, const char *path)
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14's value: a C library older than the kernel may not define it */
 #endif
 
-void fh_prefault(void *p, size_t len)
+int fh_prefault(void *p, size_t len)
 {
     /* The kernel populates without a fault a page, and a program under valgrind does not run the memset
      * instrumented (it was 99 % of a short run's instructions). EINVAL before Linux 5.14. */
-    if (madvise(p, len, MADV_POPULATE_WRITE) != 0)
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno == EINVAL) {
         memset(p, 0, len);
+        return 0;
+    }
+    return FH_ERR("cannot fault in %zu bytes: %s", len, strerror(errno));
 }
 
 fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
@@ -202,7 +207,11 @@ fh_seg_t *fh_seg_create(const fh_seg_cfg_t *cfg)
             goto fail;
         }
         madvise(base, l.total, MADV_HUGEPAGE);
-        fh_prefault(base, l.total + 4096);
+        if (fh_prefault(base, l.total + 4096)) {
+            fh_err_append("lower the capacities or free memory");
+            munmap(base, l.total + 4096);
+            goto fail;
+        }
         s->wake = (fh_shm_wake_t *)(base + l.total);
     }
     fh_shm_hdr_t *h = (fh_shm_hdr_t *)base;

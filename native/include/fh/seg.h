@@ -56,8 +56,10 @@ void fh_seg_close(fh_seg_t *s, int unlink_files);
 
 /* Fault in every page of [p, p + len), a fresh private anonymous mapping, writable, so that the hot path takes no
  * page fault: madvise(MADV_POPULATE_WRITE) (Linux 5.14), the kernel filling the page tables in one call, or on an
- * older kernel a memset. The memory reads as zeros either way. */
-void fh_prefault(void *p, size_t len);
+ * older kernel (EINVAL) a memset. The memory reads as zeros either way. -1 with the error set when the kernel
+ * cannot populate it (ENOMEM: not enough memory; the caller unmaps it and says so, where a memset would have
+ * been killed by the OOM killer). */
+int fh_prefault(void *p, size_t len);
 
 /* Writer's signs of life and wake-ups; cheap, but not per message. */
 void fh_seg_heartbeat(fh_seg_t *s);
