@@ -113,6 +113,13 @@ class Engine:
         self._e = ffi.gc(e, lib.fh_engine_destroy)
         self._books = None  # the engine as a feed's consumer, made by apply_mold when first needed
 
+    def close(self) -> None:
+        """Destroy the engine now (it applies what it has staged first), not when it is collected: before the
+        Segment it publishes into is closed, which unmaps the books it would write."""
+        if self._e is not None:
+            ffi.release(self._e)
+            self._e = None
+
     def set_publish(self, on: bool) -> None:
         lib.fh_engine_set_publish(self._e, on)
 

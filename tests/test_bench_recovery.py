@@ -106,14 +106,18 @@ def test_dataplane_target_is_judged_by_callgrind_when_counted_and_by_the_clock_o
     def summary(at_most, at_least):
         return {"own_cycles_per_packet": {"median": at_most}, "own_cycles_per_packet_vs_mold_path": {"median": at_least}}
 
-    cg = lambda own: {"instructions_per_packet": {"own_total": own}}  # noqa: E731
+    cg = lambda own, exact=None: {"instructions_per_packet": {"own_total": own, "own_total_exact": exact or own}}  # noqa: E731
     cases = [((40, -300), None, True, "clock"), ((400, 60), None, False, "clock"), ((400, -30), None, None, "clock"),
-             ((-227, -900), cg(43.9), True, "callgrind"), ((30, 10), cg(105.7), False, "callgrind")]
+             ((-227, -900), cg(43.9), True, "callgrind"), ((30, 10), cg(105.7), False, "callgrind"),
+             # two noisy medians inverted (the lower bound above the upper one) straddle the target: unresolved
+             ((48, 52), None, None, "clock"),
+             # the verdict is taken on the unrounded count: 50.04 shows as 50.0 and is not within 50
+             ((30, 10), cg(50.0, 50.04), False, "callgrind"), ((30, 10), cg(50.0, 49.96), True, "callgrind")]
     for (hi, lo), counted, met, by in cases:
         s = summary(hi, lo)
         v = dataplane.judge_target(s, counted)
         assert (v["target_met"], v["target_by"]) == (met, by), (hi, lo, counted)
-        assert v["own_cycles_per_packet_bounds"] == {"at_least": lo, "at_most": hi}
+        assert v["own_cycles_per_packet_bounds"] == {"at_least": min(lo, hi), "at_most": max(lo, hi)}
         line = dataplane.target_line({**s, **v})
         word = {True: ": met", False: ": NOT met", None: ": unresolved"}[met]
         assert word in line and (("instructions" in line) == (by == "callgrind")), line
