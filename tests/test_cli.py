@@ -120,7 +120,7 @@ def test_bench_engine_callgrind_counts_as_a_run_instrumented_throughout(tmp_path
     c = res["callgrind"]
     assert c["messages"] == res["messages"] == 30000
     assert 0 < c["parse_only"] < c["engine"] < c["publish"]
-    assert c["publishing"] == round(c["publish"] - c["engine"], 2) > 0
+    assert abs(c["publishing"] - (c["publish"] - c["engine"])) <= 0.011 and c["publishing"] > 0  # of the counts
     assert c["engine_target_met"] == (c["engine"] <= 100) and c["publishing_target_met"] == (c["publishing"] <= 30)
     p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                         "--toggle-collect=fh_engine_apply_blocks", c["program"], str(day), "1", "engine"],
@@ -150,3 +150,40 @@ def test_bench_engine_callgrind_counts_as_a_run_instrumented_throughout(tmp_path
     met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     assert (f"targets: engine <= 100: {met(c['engine_target_met'])}; publishing <= 30: "
             f"{met(c['publishing_target_met'])}") in text
+
+
+def test_bench_engine_callgrind_verdicts_are_taken_unrounded_and_a_failure_names_the_programs_own_error(monkeypatch,
+                                                                                                         tmp_path):
+    """callgrind_counts rounds its figures for the report but judges the targets on the counts: an engine at
+    100.004 a message shows as 100.0 and is NOT within 100. A run that fails says the program's own last line,
+    not valgrind's summary. (valgrind's runs are stood in for: the counting itself is tested above.)"""
+    import subprocess
+
+    from handler.bench import dataplane as bench_dataplane
+    from handler.bench import engine as bench_engine
+    from handler.errors import FhError
+
+    monkeypatch.setattr(bench_dataplane, "_need_valgrind", lambda: None)
+    counts = {"engine": 200_008, "publish": 260_024, "scan": 84_000}  # a day of 2,000 messages
+    fail = {}
+
+    def run(cmd, **kw):
+        mode = cmd[-1]
+        if mode in fail:
+            return subprocess.CompletedProcess(cmd, 2, "", f"==7== Callgrind\n{fail[mode]}\n==7== I   refs: 0\n")
+        return subprocess.CompletedProcess(cmd, 0, '{"mode": "x", "messages": 2000}\n',
+                                           f"==7== Events    : Ir\n==7== Collected : {counts[mode]}\n")
+
+    monkeypatch.setattr(bench_engine.subprocess, "run", run)
+    day = tmp_path / "d.itch"
+    day.write_bytes(b"")
+    c = bench_engine.callgrind_counts(day, program="/bin/true")
+    assert (c["engine"], c["publish"], c["publishing"]) == (100.0, 130.01, 30.01)
+    assert c["engine_target_met"] is False and c["publishing_target_met"] is False
+    counts.update(engine=199_992, publish=260_000)  # 99.996 and 30.004: the engine within, publishing not
+    c = bench_engine.callgrind_counts(day, program="/bin/true")
+    assert (c["engine"], c["publishing"]) == (100.0, 30.0)
+    assert c["engine_target_met"] is True and c["publishing_target_met"] is False
+    fail["publish"] = "fh-bench-engine: fh_seg_create:120: cannot size segment: No space left on device"
+    with pytest.raises(FhError, match=r"\(publish\) failed \(exit status 2\): fh-bench-engine: fh_seg_create.*No space"):
+        bench_engine.callgrind_counts(day, program="/bin/true")
