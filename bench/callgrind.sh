@@ -13,7 +13,7 @@
 #   FH_BENCH_SEED     generator seed (default 1, as `fh bench engine`)
 #   FH_BENCH_PROGRAM  the benchmark program (default: the newest build/cp3*/native/[bench/]fh-bench-engine,
 #                     built by meson)
-#   FH_BENCH_KEEP     set to 1 to keep callgrind's output files (callgrind.engine.out, callgrind.scan.out)
+#   FH_BENCH_KEEP     set to 1 to keep callgrind's output files (callgrind.engine.PID.out, callgrind.scan.PID.out)
 #                     beside the day, for callgrind_annotate
 #   FH_BENCH_SCAN     set to 0 to skip the parse-only run (it does not depend on the engine's build)
 #   FH_BENCH_CACHE    set to 1 to simulate the caches too (--cache-sim=yes, the host's cache sizes): adds
@@ -89,6 +89,8 @@ cleanup() {
     [[ -z ${TMPWORK:-} ]] || rm -rf "$TMPWORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT # so that cleanup runs on Ctrl-C and on kill too
+trap 'exit 143' TERM
 DAY=$WORK/day-$MESSAGES-$INSTRUMENTS-s$SEED.itch
 [[ $SHAPE == uniform ]] || DAY=$WORK/day-$MESSAGES-$INSTRUMENTS-s$SEED-$SHAPE.itch
 if [[ -s $DAY ]]; then
@@ -102,9 +104,10 @@ else
         die "no fh command (neither $ROOT/.venv/bin/fh nor fh on PATH); run: bash scripts/setup.sh"
     fi
     echo "callgrind.sh: generating $MESSAGES messages, $INSTRUMENTS instruments, seed $SEED into $DAY" >&2
-    "$FH" synth itch "$DAY.part" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" --shape "$SHAPE" ||
-        { rm -f "$DAY.part"; die "fh synth itch failed"; }
-    mv "$DAY.part" "$DAY"
+    # a part of this run's own (two runs sharing FH_BENCH_DIR may generate the same day at once)
+    "$FH" synth itch "$DAY.part.$$" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" \
+        --shape "$SHAPE" || { rm -f "$DAY.part.$$"; die "fh synth itch failed"; }
+    mv "$DAY.part.$$" "$DAY"
 fi
 
 # ---- the program, checked and copied ----
@@ -148,12 +151,13 @@ BIN_SHA=$(sha256sum "$BIN" | cut -c1-12)
 # uninstrumented (about ten times faster, the same count). A program built without the header counts nothing so,
 # and is run again instrumented throughout.
 run() {
-    local mode=$1 fn=$2 log=$WORK/callgrind.$1.log out=$WORK/callgrind.$1.out json args=("$DAY" 1) vg=() late
+    # this run's own files (a shared FH_BENCH_DIR may have another run in it at once)
+    local mode=$1 fn=$2 log=$WORK/callgrind.$1.$$.log out=$WORK/callgrind.$1.$$.out json args=("$DAY" 1) vg=() late
     [[ $mode == scan ]] && args+=(scan)
     [[ $CACHE == 1 ]] && vg+=(--cache-sim=yes)
     for late in --instr-atstart=no --instr-atstart=yes; do
         echo "callgrind.sh: valgrind --tool=callgrind ${vg[*]} $late --toggle-collect=$fn $(basename "$PROGRAM") ${args[*]}" >&2
-        if ! json=$(valgrind --tool=callgrind "${vg[@]}" "$late" --toggle-collect="$fn" --callgrind-out-file="$out" \
+        if ! json=$(valgrind --tool=callgrind ${vg[@]+"${vg[@]}"} "$late" --toggle-collect="$fn" --callgrind-out-file="$out" \
                     "$BIN" "${args[@]}" 2>"$log"); then
             tail -n 20 "$log" >&2
             die "valgrind or the program failed in mode $mode (log above, full log: $log)"
@@ -168,7 +172,7 @@ run() {
     ((COLLECTED > 0)) || die "callgrind collected 0 instructions in $fn: is the symbol missing or inlined?"
     MSGS=$(sed -n 's/.*"messages": *\([0-9][0-9]*\).*/\1/p' <<<"$json")
     [[ -n $MSGS && $MSGS -gt 0 ]] || die "no message count in the program's output: $json"
-    [[ ${FH_BENCH_KEEP:-0} == 1 ]] || rm -f "$out"
+    [[ ${FH_BENCH_KEEP:-0} == 1 ]] || rm -f "$out" "$log"
 }
 
 run engine fh_engine_apply_blocks
@@ -204,5 +208,5 @@ awk -v m="$MESSAGES" -v k="$INSTRUMENTS" -v s="$SEED" -v n="$ENGINE_MSGS" -v ei=
     }
 }'
 if [[ ${FH_BENCH_KEEP:-0} == 1 ]]; then
-    echo "callgrind output kept in $WORK (callgrind_annotate --auto=yes $WORK/callgrind.engine.out)" >&2
+    echo "callgrind output kept in $WORK (callgrind_annotate --auto=yes $WORK/callgrind.engine.$$.out)" >&2
 fi

@@ -52,7 +52,8 @@ shopt -s nullglob
 candidates=("$ROOT"/build/cp3*/native/bench/fh-bench-engine)
 shopt -u nullglob
 ((${#candidates[@]})) || die "no build/cp3*/native/bench/fh-bench-engine; fix: bash scripts/setup.sh"
-PROGRAM=${candidates[-1]}
+PROGRAM=${candidates[0]} # the newest, if there are builds for several Pythons
+for c in "${candidates[@]}"; do [[ $c -nt $PROGRAM ]] && PROGRAM=$c; done
 
 if [[ -n ${FH_BENCH_DIR:-} ]]; then
     WORK=$FH_BENCH_DIR
@@ -63,10 +64,13 @@ else
 fi
 
 PEER=$WORK/itch-order-book
-if [[ ! -x $PEER || $PEER_DIR/main.cpp -nt $PEER ]]; then
+stale=
+for f in "$PEER_DIR"/*.cpp "$PEER_DIR"/*.h; do [[ $f -nt $PEER ]] && stale=1; done
+if [[ ! -x $PEER || -n $stale ]]; then
     echo "building the peer: g++ -O3 -march=native -std=c++1y (its build.sh) -> $PEER" >&2
-    g++ -O3 -march=native -std=c++1y -o "$PEER" "$PEER_DIR/main.cpp" "$PEER_DIR/bufferedreader.cpp" ||
+    g++ -O3 -march=native -std=c++1y -o "$PEER.$$" "$PEER_DIR/main.cpp" "$PEER_DIR/bufferedreader.cpp" ||
         die "the peer did not build (above)"
+    mv "$PEER.$$" "$PEER"
 fi
 
 # The peer stops at a message type it does not know (it has no 'h', Operational Halt, of ITCH 5.0): both
@@ -74,9 +78,13 @@ fi
 for shape in $SHAPES; do
     full=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG.itch
     day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG-peer.itch
-    [[ -s $full ]] || "$FH" synth itch "$full" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" \
-        --shape "$shape" >/dev/null || die "fh synth itch failed for the $shape day"
-    [[ -s $day ]] || python3 - "$full" "$day" <<'EOF'
+    # each file written aside and renamed, so that an interrupted run leaves no partial day to be reused
+    if [[ ! -s $full ]]; then
+        "$FH" synth itch "$full.part.$$" --messages "$MESSAGES" --instruments "$INSTRUMENTS" --seed "$SEED" \
+            --shape "$shape" >/dev/null || { rm -f "$full.part.$$"; die "fh synth itch failed for the $shape day"; }
+        mv "$full.part.$$" "$full"
+    fi
+    [[ -s $day && ! $full -nt $day ]] || python3 - "$full" "$day.part.$$" <<'EOF'
 import sys
 known = set(b"SRHYLVWKAFECXDUPQBINJ")
 data, out, i, dropped = open(sys.argv[1], "rb").read(), bytearray(), 0, 0
@@ -90,10 +98,10 @@ while i + 3 <= len(data):
 open(sys.argv[2], "wb").write(out)
 print(f"{sys.argv[2]}: {dropped:,} messages of types the peer does not know left out", file=sys.stderr)
 EOF
+    [[ ! -e $day.part.$$ ]] || mv "$day.part.$$" "$day"
 done
 
-results=$WORK/peer-results.txt
-: >"$results"
+results=$(mktemp "$WORK/peer-results.XXXXXX") # this run's own: another may share FH_BENCH_DIR
 for ((r = 1; r <= ROUNDS; r++)); do
     for shape in $SHAPES; do
         day=$WORK/day-$MESSAGES-$INSTRUMENTS-$shape$TAG-peer.itch

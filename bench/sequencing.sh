@@ -30,15 +30,17 @@ declare -A IR
 for mode in a ab; do
     valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply --callgrind-out-file="$TMP/cg.$mode" \
         "$PROGRAM" "$DAY" $mode --mtu "$MTU" --consumer "$CONSUMER" >"$TMP/out.$mode" 2>"$TMP/err.$mode" \
-        || die "valgrind failed: $(tail -3 "$TMP/err.$mode")"
+        || die "valgrind failed: $(grep -v '^==[0-9]*==' "$TMP/err.$mode" | tail -3)"
     IR[$mode]=$(grep -E '^(summary|totals):' "$TMP/cg.$mode" | head -1 | awk '{print $2}')
 done
-callgrind_annotate "$TMP/cg.a" 2>/dev/null | grep -E ':(fh_mold_feed_apply|apply_next|apply_next_framed|apply_slow|block_slow) ' >"$TMP/self.a" || true
+# every function (--threshold=100: the default leaves out the last 1 %), their .cold parts too
+callgrind_annotate --threshold=100 "$TMP/cg.a" 2>/dev/null |
+    grep -E ':(fh_mold_feed_apply|apply_next|apply_next_framed|apply_slow|block_slow)(\.cold)? ' >"$TMP/self.a" || true
 if [[ -z ${3:-} ]]; then
     for c in engine engine-blocks; do
         valgrind --tool=callgrind --toggle-collect=fh_mold_feed_apply --callgrind-out-file="$TMP/cg.$c" \
             "$PROGRAM" "$DAY" a --mtu "$MTU" --consumer $c >"$TMP/out.$c" 2>"$TMP/err.$c" \
-            || die "valgrind failed ($c): $(tail -3 "$TMP/err.$c")"
+            || die "valgrind failed ($c): $(grep -v '^==[0-9]*==' "$TMP/err.$c" | tail -3)"
         IR[$c]=$(grep -E '^(summary|totals):' "$TMP/cg.$c" | head -1 | awk '{print $2}')
     done
 else
