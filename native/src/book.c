@@ -397,14 +397,21 @@ fh_engine_t *fh_engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *seg)
     return engine_new(mem, cfg, seg, false);
 }
 
+/* 2 MB hugetlb pages by name, not the host's default size: a host provisioned for DPDK has 1 GB as its default
+ * (default_hugepagesz=1G, the pages its mempools need), which this mapping must not take, and whose length (a
+ * multiple of 2 MB) munmap would refuse. */
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
+
 static fh_engine_t *engine_map(const fh_engine_cfg_t *cfg, fh_seg_t *seg, bool owns)
 {
     size_t fp = fh_engine_footprint(cfg);
     if (!fp)
         return NULL;
     size_t huge = 2u << 20, len = align_up(fp, huge);
-    void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE,
-                     -1, 0);
+    void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB | MAP_POPULATE, -1, 0);
     if (mem == MAP_FAILED) {
         mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (mem == MAP_FAILED) {
