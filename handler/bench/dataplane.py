@@ -646,7 +646,8 @@ def print_report(res: dict, out=None) -> None:
 
     def instructions(per: dict) -> list[list[str]]:
         return [[f"own: {k2}" if isinstance(v, dict) else k, f"{v2:,.1f}"]
-                for k, v in per.items() for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])]
+                for k, v in per.items() if not k.endswith("_exact")  # the verdict's figure: own_total shows it
+                for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])]
 
     if "callgrind" in res:
         print_table(["", "instructions"], instructions(res["callgrind"]["instructions_per_packet"]),
