@@ -106,7 +106,9 @@ def test_dataplane_target_is_judged_by_callgrind_when_counted_and_by_the_clock_o
     def summary(at_most, at_least):
         return {"own_cycles_per_packet": {"median": at_most}, "own_cycles_per_packet_vs_mold_path": {"median": at_least}}
 
-    cg = lambda own, exact=None: {"instructions_per_packet": {"own_total": own, "own_total_exact": exact or own}}  # noqa: E731
+    def cg(own, exact=None):
+        return {"instructions_per_packet": {"own_total": own, "own_total_exact": exact or own}}
+
     cases = [((40, -300), None, True, "clock"), ((400, 60), None, False, "clock"), ((400, -30), None, None, "clock"),
              ((-227, -900), cg(43.9), True, "callgrind"), ((30, 10), cg(105.7), False, "callgrind"),
              # two noisy medians inverted (the lower bound above the upper one) straddle the target: unresolved

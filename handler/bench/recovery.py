@@ -114,7 +114,7 @@ def one_run(lab, pcap: Path, lines, mac: str, a, core: int, sender_cpu: int | No
     seg = f"/dev/shm/fh-{name}"
     eal = ["--no-pci", "--no-shconf", "--no-huge", "-m", "256", "--file-prefix", f"fh-{name}", "-l", str(core),
            "--log-level", "lib.eal:error", "--no-telemetry",
-           "--vdev", f"net_af_packet0,iface={lab.dp_if},framecnt=4096"]  # the ring a paced `fh replay` takes (replay.py)
+           "--vdev", f"net_af_packet0,iface={lab.dp_if},framecnt=4096"]  # a paced `fh replay`'s ring (replay.py)
     extra = ["--retrans-server", f"{SERVER_IP}:{PORT}", "--retrans-mac", mac, "--src-ip", DP_IP, "--src-port",
              "40000", "--gap-wait-us", str(a.gap_wait_us), "--igmp", "off"]
     dp = process.Dataplane(process.dataplane_cmd(eal, seg, lines, keep=False, idle="spin", exit_idle_ms=500,

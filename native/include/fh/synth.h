@@ -78,7 +78,8 @@ typedef struct fh_synth_cfg {
  *   - references: not 1, 2, 3, ... but drawn from REAL_STREAMS (4) concurrent counters, as in the real
  *     09:30 slice of 2019-12-30 (NASDAQ's 1,000-message sample, which the real-data tests read: four
  *     interleaved runs at 5.7 M, 7.5 M, 7.9 M and 9.9 M, each instrument's orders in one run (289 of 293
- *     instruments), steps within a run multiples of 4, mostly 4..16). Each instrument is served by one counter (locate % 4); a counter steps by
+ *     instruments), steps within a run multiples of 4, mostly 4..16). Each instrument is served by one
+ *     counter (locate % 4); a counter steps by
  *     4 * (1 + uniform), and when its block of references is used up it takes the next block at the
  *     day's frontier. Steps are scaled to the day's size, so that whatever the message count the frontier
  *     is about 10 M at 09:30 (the slice's 9.9 M) and about 184 M at 16:00 (a real day's last reference,
