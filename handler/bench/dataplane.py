@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -72,17 +73,10 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
     # the cached capture is used only if it was made from these very bytes: a capture left by an older generator
     # would give the data plane another day than the engine pass times
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    info = None
-    if pcap.is_file() and meta.is_file():
-        try:
-            info = json.loads(meta.read_text())
-        except ValueError:
-            info = None
-        if info is not None and info.get("day_digest") == digest:
-            info["cached"] = True
-        else:
-            info = None
-    if info is None:
+    info = _cached_meta(meta) if pcap.is_file() else None
+    if info is not None and info.get("day_digest") == digest:
+        info["cached"] = True
+    else:
         log(f"generating {pcap} ({messages} messages, {instruments} instruments, MTU {mtu}) ...")
         tmp = pcap.with_suffix(f".tmp{os.getpid()}")
         info = pcapgen.synth_pcap(tmp, data, _lines(ab), mtu=mtu)
@@ -94,6 +88,14 @@ def day_and_pcap(messages: int, instruments: int, seed: int, mtu: int, log=print
         info["cached"] = False
     info["prepare_s"] = round(time.perf_counter() - t0, 2)
     return data, pcap, info
+
+
+def _cached_meta(meta: Path) -> dict | None:
+    """A cached capture's metadata, or None when there is none or it cannot be read."""
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _lines(ab: bool) -> list:
@@ -297,7 +299,9 @@ def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False, exit_idle_
         process.remove_segment(f"/dev/shm/fh-{name}")
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
     if p.returncode != 0 or not lines:
-        raise process.DataplaneError(p.stderr.strip()[-600:] or f"exit status {p.returncode} and no statistics")
+        # the data plane's own lines, not valgrind's summary
+        raise process.DataplaneError("\n".join(program_stderr(p.stderr))[-600:]
+                                     or f"exit status {p.returncode} and no statistics")
     stats = json.loads(lines[-1])
     incl = _cg_table(out, True)
     if late and not incl.get("dp_run"):
@@ -309,6 +313,15 @@ def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False, exit_idle_
 def _need_valgrind() -> None:
     if not shutil.which("valgrind") or not shutil.which("callgrind_annotate"):
         raise FhError("--callgrind needs valgrind (apt-get install valgrind)")
+
+
+_VALGRIND_LINE = re.compile(r"^==\d+==")
+
+
+def program_stderr(stderr: str) -> list[str]:
+    """The lines a program under valgrind wrote to stderr itself: without valgrind's (==PID==) lines, whose last
+    is always its summary, so that an error shows the program's cause."""
+    return [x for x in stderr.strip().splitlines() if x.strip() and not _VALGRIND_LINE.match(x)]
 
 
 # The data plane's own loop: main and dp_run (phases) and the loops of loop.c (full_loop, rx_only_loop, and the

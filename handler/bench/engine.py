@@ -23,7 +23,6 @@ from ..errors import FhError
 TARGET_ENGINE = 100      # instructions a message, fh_engine_apply_blocks with private books
 TARGET_PUBLISHING = 30   # instructions a message, publishing on less publishing off
 _COLLECTED = re.compile(r"^==\d+== Collected : (\d+)", re.M)
-_VALGRIND_LINE = re.compile(r"^==\d+==")
 CALLGRIND_TIMEOUT_S = 7200  # a 20 M-message day is about 30 s instrumented late
 
 
@@ -86,7 +85,7 @@ def callgrind_counts(day: Path, program: str | None = None) -> dict:
     and creating the engine are left out; the same build and day give the same counts (bench/callgrind.sh's
     method)."""
     from .. import process, segments
-    from .dataplane import _need_valgrind
+    from .dataplane import _need_valgrind, program_stderr
 
     _need_valgrind()
     prog = program or process.find_program("fh-bench-engine", "FH_BENCH_ENGINE", "bench")
@@ -114,9 +113,8 @@ def callgrind_counts(day: Path, program: str | None = None) -> dict:
         except ValueError:  # e.g. its ns figures inf or nan on a day of no messages
             msgs = None
         if p.returncode != 0 or not got or msgs is None:
-            # the program's own last line, not valgrind's summary (==PID== lines)
-            own = [x for x in p.stderr.strip().splitlines() if x.strip() and not _VALGRIND_LINE.match(x)]
-            raise FhError(f"{name} failed (exit status {p.returncode}): {(own or ['no output'])[-1]}")
+            cause = (program_stderr(p.stderr) or ["no output"])[-1]  # the program's, not valgrind's summary
+            raise FhError(f"{name} failed (exit status {p.returncode}): {cause}")
         return int(got[-1]), msgs
 
     try:
