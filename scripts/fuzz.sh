@@ -15,8 +15,9 @@
 #
 # FUZZ_SEED=N fixes libFuzzer's seed: the same inputs in the same order on every run (up to the time limit),
 # so that a failure is reproduced by the same command; unset, every run explores from a new seed.
-# CI size: `FUZZ_SEED=1 scripts/fuzz.sh 10` runs nine targets in about 3 minutes, build included (.ci/run
-# does: a gate on regressions, reproducible; a wider search is a longer run without a seed).
+# CI size: `FUZZ_SEED=1 scripts/fuzz.sh 10` runs nine targets, two at a time on two CPUs (FUZZ_JOBS), in about
+# two minutes, build included (.ci/run does: a gate on regressions, reproducible; a wider search is a longer run
+# without a seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,23 +68,47 @@ if [[ -n ${FUZZ_SEED:-} ]]; then
     [[ $FUZZ_SEED =~ ^[0-9]+$ ]] || { echo "fuzz.sh: FUZZ_SEED must be a number, not '$FUZZ_SEED'" >&2; exit 2; }
     seed=(-seed="$FUZZ_SEED")
 fi
-failed=()
-for t in "${targets[@]}"; do
+# The targets run side by side, FUZZ_JOBS at a time (default: one a CPU); each still runs SECONDS of its own.
+# Their lines are printed in the targets' order once all have ended.
+jobs=${FUZZ_JOBS:-$(nproc)}
+[[ $jobs =~ ^[0-9]+$ && $jobs -gt 0 ]] || { echo "fuzz.sh: FUZZ_JOBS must be a positive integer, not '$jobs'" >&2; exit 2; }
+run_target() {
+    local t=$1 log=build-fuzz/artifacts/$1.log res=build-fuzz/artifacts/$1.result regress=()
     mkdir -p build-fuzz/corpus/$t
-    log=build-fuzz/artifacts/$t.log
-    regress=()
     [[ -d native/fuzz/regress/$t ]] && regress=(native/fuzz/regress/$t)
     if build-fuzz/native/fuzz/fuzz_$t -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 \
             -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/$t- "${seed[@]}" \
             build-fuzz/corpus/$t "${regress[@]}" >"$log" 2>&1; then
+        local runs cov
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-        echo "fuzz.sh: $t: ok, $runs inputs in ${secs}s, $cov edges, corpus $(ls build-fuzz/corpus/$t | wc -l)"
+        echo "fuzz.sh: $t: ok, $runs inputs in ${secs}s, $cov edges, corpus $(ls build-fuzz/corpus/$t | wc -l)" >"$res"
     else
+        local art
         art=$(grep -o "Test unit written to [^ ]*" "$log" | tail -1 | sed 's/Test unit written to //')
-        echo "fuzz.sh: $t: FAILED: $(grep -m1 -E 'ERROR|invariant failed|runtime error' "$log" || tail -1 "$log")" >&2
-        echo "fuzz.sh: $t: input ${art:-(none)}; log $log" >&2
+        { echo "fuzz.sh: $t: FAILED: $(grep -m1 -E 'ERROR|invariant failed|runtime error' "$log" || tail -1 "$log")"
+          echo "fuzz.sh: $t: input ${art:-(none)}; log $log"; } >"$res"
+        touch "build-fuzz/artifacts/$t.failed"
+    fi
+}
+running=0
+for t in "${targets[@]}"; do
+    rm -f "build-fuzz/artifacts/$t.failed" "build-fuzz/artifacts/$t.result"
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_target "$t" &
+    running=$((running + 1))
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
+    if [[ -f build-fuzz/artifacts/$t.failed || ! -f build-fuzz/artifacts/$t.result ]]; then
+        cat "build-fuzz/artifacts/$t.result" >&2 2>/dev/null || echo "fuzz.sh: $t: FAILED: no result (log build-fuzz/artifacts/$t.log)" >&2
         failed+=("$t")
+    else
+        cat "build-fuzz/artifacts/$t.result"
     fi
 done
 if ((${#failed[@]})); then

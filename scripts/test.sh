@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
+# The Ansible converge test (tests/test_ansible.py) runs in a Debian root that debootstrap builds once and
+# tests/ansible/bookworm_root.py caches (as root, /var/cache/fh-test). Where none is cached, the build (about a
+# minute and a half, mostly downloads) starts now, beside the installs and the C tests below, and the test waits
+# for it (a lock) instead of building it inside pytest. Only for the whole suite (no pytest arguments), so that a
+# chosen test starts nothing it may not need. Its output goes to $TMPDIR/fh-test-root.log; if it fails, the test
+# builds again and says why.
+if [[ $# -eq 0 && $(id -u) -eq 0 ]] && command -v debootstrap >/dev/null; then
+    python tests/ansible/bookworm_root.py >/dev/null 2>"${TMPDIR:-/tmp}/fh-test-root.log" &
+fi
+
 # Spark 4 runs on Java 17 or later. Without root the Spark test skips (its reason is printed at the end).
 JAVA_PACKAGE=openjdk-17-jre-headless
 if ! dpkg-query -W -f='${Status}' "$JAVA_PACKAGE" 2>/dev/null | grep -q "install ok installed"; then
@@ -30,15 +40,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$SPARK_REQ" ]]; then
 fi
 
 build=$(ls -d build/cp3* 2>/dev/null | head -n 1)
-echo "== C tests ($build)"
+echo "== C tests ($build; ${SECONDS} s since the start)"
 meson test -C "$build" --print-errorlogs --no-rebuild -q || meson test -C "$build" --print-errorlogs
 
-echo "== C tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "== C tests under AddressSanitizer + UndefinedBehaviorSanitizer (${SECONDS} s since the start)"
 if [[ ! -d build-asan ]]; then
     meson setup build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     meson test -C build-asan --print-errorlogs
 
-echo "== Python tests"
+echo "== Python tests (${SECONDS} s since the start)"
 exec python -m pytest -q -rs --durations=25 "$@"   # -rs: every skip with its reason; the 25 slowest tests

@@ -7,6 +7,7 @@ systemd for units, ca-certificates), cached as a tarball, and unpacked fresh for
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import os
@@ -60,6 +61,16 @@ def build(cache: Path, log) -> Path:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed: bash scripts/setup.sh installs it (apt-get install debootstrap)")
     cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time: scripts/test.sh starts one ahead of pytest (beside the C tests), and the test waits for
+    # it here rather than building a second root.
+    with open(cache / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file() and out.stat().st_size > 0:
+            return out
+        return _build(cache, out, log)
+
+
+def _build(cache: Path, out: Path, log) -> Path:
     work = Path(cache / f"build-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), mirror()],
@@ -79,7 +90,8 @@ def build(cache: Path, log) -> Path:
     for deb in (work / "var/cache/apt/archives").glob("*.deb"):  # what debootstrap downloaded: not the root's
         deb.unlink()
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    with tarfile.open(tmp, "w:gz") as t:
+    # gzip level 1: 2.5 s for the ~250 MB root, against 25 s at tarfile's default 9 (95 MB against 86 MB)
+    with tarfile.open(tmp, "w:gz", compresslevel=1) as t:
         t.add(work, arcname=".")
     os.replace(tmp, out)
     shutil.rmtree(work, ignore_errors=True)
