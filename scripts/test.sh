@@ -18,26 +18,32 @@ if [[ $# -eq 0 && $(id -u) -eq 0 ]] && command -v debootstrap >/dev/null; then
     python tests/ansible/bookworm_root.py >/dev/null 2>"${TMPDIR:-/tmp}/fh-test-root.log" &
 fi
 
-# Spark 4 runs on Java 17 or later. Without root the Spark test skips (its reason is printed at the end).
-JAVA_PACKAGE=openjdk-17-jre-headless
-if ! dpkg-query -W -f='${Status}' "$JAVA_PACKAGE" 2>/dev/null | grep -q "install ok installed"; then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "test: missing Debian package: $JAVA_PACKAGE (tests/test_history_spark.py skips); run this script as root, or: sudo apt-get install $JAVA_PACKAGE" >&2
-    else
-        echo "test: installing $JAVA_PACKAGE"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "$JAVA_PACKAGE" >/dev/null
+# What the Spark test needs is installed beside the C tests (which use neither), and pytest starts once it is in:
+# its output is printed then (a failure stops the script there, as before).
+spark_log=$(mktemp)
+(
+    # Spark 4 runs on Java 17 or later. Without root the Spark test skips (its reason is printed at the end).
+    JAVA_PACKAGE=openjdk-17-jre-headless
+    if ! dpkg-query -W -f='${Status}' "$JAVA_PACKAGE" 2>/dev/null | grep -q "install ok installed"; then
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "test: missing Debian package: $JAVA_PACKAGE (tests/test_history_spark.py skips); run this script as root, or: sudo apt-get install $JAVA_PACKAGE" >&2
+        else
+            echo "test: installing $JAVA_PACKAGE"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends "$JAVA_PACKAGE" >/dev/null
+        fi
     fi
-fi
-# The version docs/history.md says was run; the stamp (as setup.sh's) records what .venv has.
-SPARK_REQ="pyspark==4.3.0"
-stamp=.venv/.fh-test-deps
-if [[ ! -f $stamp || $(cat "$stamp") != "$SPARK_REQ" ]]; then
-    echo "test: installing $SPARK_REQ into .venv"
-    .venv/bin/python -m pip install -q "$SPARK_REQ"
-    echo "$SPARK_REQ" > "$stamp"
-fi
+    # The version docs/history.md says was run; the stamp (as setup.sh's) records what .venv has.
+    SPARK_REQ="pyspark==4.3.0"
+    stamp=.venv/.fh-test-deps
+    if [[ ! -f $stamp || $(cat "$stamp") != "$SPARK_REQ" ]]; then
+        echo "test: installing $SPARK_REQ into .venv"
+        .venv/bin/python -m pip install -q "$SPARK_REQ"
+        echo "$SPARK_REQ" > "$stamp"
+    fi
+) >"$spark_log" 2>&1 &
+spark_pid=$!
 
 build=$(ls -d build/cp3* 2>/dev/null | head -n 1)
 echo "== C tests ($build; ${SECONDS} s since the start)"
@@ -50,5 +56,12 @@ fi
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     meson test -C build-asan --print-errorlogs
 
+if ! wait "$spark_pid"; then
+    cat "$spark_log" >&2
+    echo "test: installing what the Spark test needs failed (above)" >&2
+    exit 1
+fi
+cat "$spark_log"
+rm -f "$spark_log"
 echo "== Python tests (${SECONDS} s since the start)"
 exec python -m pytest -q -rs --durations=25 "$@"   # -rs: every skip with its reason; the 25 slowest tests
