@@ -181,12 +181,17 @@ def test_node_killed_mid_stream_and_jetstream_replay(tmp_path):
                 res = await run
                 await sub.settle()
             live = [bbo_tuple(s, d) for s, d in sub.msgs]
-            # late joiner: the whole stream from the start, through JetStream (on the surviving n1)
+            # late joiner: the whole stream from the start, through JetStream (on the surviving n1). If the killed
+            # node led the JetStream meta group, a new leader is elected first (5-7 s here), and the API requests
+            # sent meanwhile go unanswered: short attempts, retried, find the new leader within a second of its
+            # election. With the 15 s of `js`, a request sent just after the election could still wait out its
+            # whole timeout, twice (subscribed 31-51 s after the kill, against 5-8 s with 2 s attempts).
+            jsr = nc.jetstream(timeout=2)
             replay = []
             deadline = time.monotonic() + 90
-            while True:  # if the killed node led the JetStream meta group, a new leader is elected first
+            while True:
                 try:
-                    psub = await js.subscribe(f"fh.{name}.*.bbo", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+                    psub = await jsr.subscribe(f"fh.{name}.*.bbo", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
                     break
                 except Exception:
                     assert time.monotonic() < deadline, "no consumer could be created on the surviving nodes"
@@ -199,7 +204,7 @@ def test_node_killed_mid_stream_and_jetstream_replay(tmp_path):
                 replay.append(bbo_tuple(m.subject, json.loads(m.data)))
             for _ in range(30):
                 try:
-                    info = await js.stream_info(stream)
+                    info = await jsr.stream_info(stream)
                     break
                 except Exception:
                     await asyncio.sleep(1)
