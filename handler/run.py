@@ -91,6 +91,8 @@ def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int
     cmd = [*drop_prefix(cfg), process.find_dataplane(), *eal_args(cfg), "--", *config.app_args(cfg, mac)]
     if keep_segment:
         cmd.append("--keep-segment")
+    if cfg.journal_dir:
+        _check_journal_dir(cfg)
     restart, t_start = None, time.time_ns()
     if cfg.journal_dir:  # a restart: today's recorded state (newest sound snapshot + the journal after it)
         import time as _time
@@ -164,7 +166,11 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
                 child.send_signal(forwarded[-1])
             pf.update(dataplane_pid=child.pid, dataplane_boot_s=process.boot_s(), stdout=str(out_path),
                       restart=restart)
-            _follow(cfg, child, pf, restart, repl, forwarded, rekey)
+            try:
+                _follow(cfg, child, pf, restart, repl, forwarded, rekey)
+            except BaseException:
+                _stop_child(cfg, child)  # fh run is failing: its data plane does not run on unsupervised
+                raise
             if repl is None or not repl.demoting or forwarded:
                 break
             # a primary beaten by its peer (handler/replication_run.py, Replication._demote): the data plane, stopped
@@ -247,6 +253,39 @@ def _follow(cfg: config.Config, child: subprocess.Popen, pf: supervise.Pidfile, 
             watch.close()
         if rec is not None:
             rec.finish()
+
+
+def _check_journal_dir(cfg: config.Config) -> None:
+    """[journal] dir, before anything starts: a directory, and with record = true one that fh record can write
+    (made now if it is missing). Found only once the data plane ran, it stopped fh run with its data plane left
+    running."""
+    d = cfg.journal_dir
+    where = f"{cfg.path}: journal.dir = {d!r}"
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise config.ConfigError(f"{where}: not a directory; name the directory fh record writes the day into "
+                                 "(and fh run restarts from)")
+    if not cfg.journal_record:
+        return
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        raise config.ConfigError(f"{where}: cannot be made: {e.strerror}; create it, or name one that can be")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise config.ConfigError(f"{where}: not writable by this user; fh record writes the day there")
+
+
+def _stop_child(cfg: config.Config, child: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Stop the data plane (SIGTERM: it stops cleanly; SIGKILL after timeout_s) when fh run itself fails."""
+    if child.poll() is not None:
+        return
+    print(f"fh run: {cfg.name}: stopping the data plane (pid {child.pid}): fh run is failing", file=sys.stderr,
+          flush=True)
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _why(cfg: config.Config, rc: int, forwarded: list[int], stats: dict | None) -> tuple[str, int]:

@@ -152,6 +152,27 @@ def test_journal_record_config(tmp_path):
             config.load(f)
 
 
+def test_fh_run_refuses_a_journal_dir_it_cannot_record_into(tmp_path):
+    """[journal] dir checked before the data plane starts: a regular file there (or a directory that cannot be
+    made) once let the data plane start, and then fh run failed on fh record's start and exited, leaving the data
+    plane running unsupervised."""
+    from conftest import run_config
+
+    name = f"jd{uuid.uuid4().hex[:6]}"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for d, why in ((a_file, "not a directory"), ("/proc/no/such/dir", "cannot be made")):
+        f = tmp_path / "fh.toml"
+        f.write_text(run_config(name) + f'\n[journal]\ndir = "{d}"\nrecord = true\n')
+        p = fh("run", "--config", f, check=False, timeout=60)
+        assert p.returncode == 2, p.stderr
+        err = p.stderr.strip().splitlines()
+        assert len(err) == 1 and f"journal.dir = '{d}'" in err[0] and why in err[0], p.stderr
+        assert not os.path.exists(f"/dev/shm/fh-{name}"), "a data plane was started"
+    _, rec, _ = supervise.lookup(name)
+    assert rec is None
+
+
 # ---- kill -9 of the data plane during a live replay, fh run again --------------------------------------
 
 
