@@ -1,13 +1,14 @@
 """The C core through cffi: the book engine, the ITCH decoder and the day generator.
 
-Errors from C arrive as NativeError carrying the C side's message (function, line, cause); this module
-is the one place where they become Python exceptions.
+Errors from C arrive as NativeError carrying the C side's message (its cause; _errmsg leaves out the C function
+and line it starts with); this module is the one place where they become Python exceptions.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,12 @@ class NativeError(FhError, RuntimeError):
 
 
 def _errmsg() -> str:
-    return ffi.string(lib.fh_errmsg()).decode(errors="replace")
+    """The C core's last error, as a user reads it: without the `function:line: ` it starts with (the C core's
+    own diagnostics, not the user's business: the C programs print them whole)."""
+    return _ERR_WHERE.sub("", ffi.string(lib.fh_errmsg()).decode(errors="replace"), count=1)
+
+
+_ERR_WHERE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*:[0-9]+: ")
 
 
 def _counter_names() -> list[str]:
