@@ -390,9 +390,7 @@ def journal_file_apply(engine: "Engine | None", path: str | os.PathLike, after: 
     line when the file is truncated or damaged (the records before the fault are applied by then)."""
     r = ffi.new("fh_jfile_result_t *")
     if lib.fh_jfile_apply(engine._e if engine is not None else ffi.NULL, os.fsencode(path), after, r):
-        msg = _errmsg()
-        raise NativeError(msg.split(": ", 1)[1] if msg.startswith("walk:") or msg.startswith("check_header:")
-                          or msg.startswith("fh_jfile_apply:") else msg)
+        raise NativeError(_errmsg())
     return {"session": ffi.unpack(r.session, 10).decode("latin-1"), "day": r.day, "part": r.part,
             "first_seq": r.first_seq, "stepped": r.stepped, "records": r.records, "msgs_records": r.msgs_records,
             "holes": r.holes, "messages": r.messages, "end_seq": r.end_seq, "bytes": r.bytes}
