@@ -187,3 +187,73 @@ def test_bench_engine_callgrind_verdicts_are_taken_unrounded_and_a_failure_names
     fail["publish"] = "fh-bench-engine: fh_seg_create:120: cannot size segment: No space left on device"
     with pytest.raises(FhError, match=r"\(publish\) failed \(exit status 2\): fh-bench-engine: fh_seg_create.*No sp"):
         bench_engine.callgrind_counts(day, program="/bin/true")
+
+
+# ---- bad input: one line naming the cause and the fix, exit 2, never a traceback or a hang ----------------------
+
+DAY = ROOT / "pcaps" / "synth-100k.itch"
+PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
+
+
+def one_line_error(p, *want: str) -> str:
+    """fh's own error: exit 2, no traceback, one line on stderr holding each of want."""
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for w in want:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def usage_error(p, option: str, *want: str) -> str:
+    """argparse's usage error: exit 2, no traceback, the usage and then one line `fh CMD: error: argument OPTION:
+    ...` holding each of want."""
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    errors = [l for l in p.stderr.splitlines() if ": error: " in l]
+    assert errors == p.stderr.strip().splitlines()[-1:], p.stderr
+    assert f"error: argument {option}: " in errors[0], errors[0]
+    for w in want:
+        assert w in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("args, option, want", [
+    (["publish", "--itch", DAY, "--name", "fhbad", "--events", "99999999999"], "--events", "from 64 to 67108864"),
+    (["publish", "--itch", DAY, "--name", "fhbad", "--max-levels", "99999999999999"], "--max-levels",
+     "from 8 to 1073741824"),
+    (["publish", "--itch", DAY, "--name", "fhbad", "--depth", "99999999999"], "--depth", "from 1 to 64"),
+    (["publish", "--itch", DAY, "--name", "fhbad", "--chunk", "99999999999999999999999", "--pace", "0.01"],
+     "--chunk", "99999999999999999999999"),
+    (["publish", "--itch", DAY, "--name", "fhbad", "--pace", "-1"], "--pace", "0 to 3600 seconds, got -1"),
+    (["publish", "--itch", DAY, "--name", "fhbad", "--pace", "nan"], "--pace", "got nan"),
+    (["synth", "itch", "OUT", "--messages", "99999999999999999999"], "--messages", "18446744073709551615"),
+    (["synth", "itch", "OUT", "--seed", "99999999999999999999"], "--seed", "from 0 to 18446744073709551615"),
+    (["synth", "itch", "OUT", "--anomaly-ppm", "99999999999"], "--anomaly-ppm", "from 0 to 1000000"),
+    (["pcap", "synth", "OUT", "--messages", "99999999999999999999"], "--messages", "18446744073709551615"),
+    (["pcap", "synth", "OUT", "--seed", "99999999999999999999"], "--seed", "18446744073709551615"),
+    (["events", "--name", "fhbad", "--from", "99999999999999999999999"], "--from", "18446744073709551615"),
+    (["top", "--name", "fhbad", "--once", "--interval", "-1"], "--interval", "more than 0"),
+    (["top", "--name", "fhbad", "--once", "--interval", "nan"], "--interval", "got nan"),
+    (["book", "AAPL", "--name", "fhbad", "--watch", "--interval", "inf"], "--interval", "got inf"),
+    (["history", "--itch", DAY, "--date", "2020-01-02", "--out", "OUT", "--snapshot-every", "nan"],
+     "--snapshot-every", "got nan"),
+    (["history", "--itch", DAY, "--date", "2020-01-02", "--out", "OUT", "--depth", "-1"], "--depth", ">= 1"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_numbers_out_of_range_are_usage_errors(args, option, want, tmp_path):
+    """A number beyond what the C side's field holds (OverflowError) or that time.sleep refuses (ValueError) was
+    a traceback: now argparse's one-line usage error, before anything is written or created."""
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    usage_error(fh(*args, check=False), option, want)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, want", [
+    (["stop", "--name", "fhbad", "--timeout", "nan"], "--timeout nan: must be 0 or more seconds"),
+    (["status", "--name", "fhbad", "--sample", "nan"], "--sample nan"),
+    (["metrics", "--name", "fhbad", "--once", "--interval", "inf"], "--interval inf"),
+])
+def test_nan_and_inf_seconds_are_refused(args, want):
+    """nan passed the `< 0` checks: fh stop --timeout nan sent SIGKILL at once."""
+    one_line_error(fh(*args, check=False), want)

@@ -313,6 +313,7 @@ def _ms(text: str) -> float:
 
 def register(sub, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
+    from .main import U64_MAX, _bounded
 
     r = sub.add_parser(
         "replay", help="replay a pcap through the DPDK data plane into shared memory", formatter_class=HelpFormatter,
@@ -381,9 +382,9 @@ def register(sub, positive, nonneg) -> None:
     s.add_argument("out", metavar="OUT", help="the pcap to write")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--itch", metavar="FILE", help="a daily ITCH file, gzipped or not (default: generate a day)")
-    s.add_argument("--messages", type=positive, default=100_000, help="messages of the generated day")
+    s.add_argument("--messages", type=_bounded(1, U64_MAX), default=100_000, help="messages of the generated day")
     s.add_argument("--instruments", type=positive, default=40, help="instruments of the generated day")
-    s.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")
+    s.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="seed of the generated day")
     s.add_argument("--session", type=_session, default="FHSYNTH001",
                    help="the MoldUDP64 session, 1-10 printable ASCII characters")
     s.add_argument("--mtu", type=_ranged(128, 9216, "an MTU"), default=1500,

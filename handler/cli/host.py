@@ -117,16 +117,24 @@ def cmd_ports(a) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
+def seconds(high: float = 3600, *, zero: bool = True):
+    """An argparse type: a number of seconds from 0 (above it, without zero) to high; nan and inf are refused
+    (time.sleep would raise on them, or never return)."""
     import argparse
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= v <= 3600:
-        raise argparse.ArgumentTypeError(f"expected 0 to 3600 seconds, got {text}")
-    return v
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not (0 <= v if zero else 0 < v) or not v <= high:  # (nan fails every comparison)
+            raise argparse.ArgumentTypeError(f"expected {'0 to' if zero else 'more than 0 and at most'} {high:g} "
+                                             f"seconds, got {text}")
+        return v
+    return parse
+
+
+_seconds = seconds()
 
 
 def register(sub, positive, nonneg) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import FhError, main_guard
 from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, print_json, print_table
+from .host import seconds
 
 
 def _itch(path: str) -> Path:
@@ -26,14 +27,27 @@ def _pcap(path: str, option: str = "--pcap") -> Path:
     return inputs.require(path, "pcap", option)
 
 
-def _whole(text: str, low: int) -> int:
+def _whole(text: str, low: int, high: int | None = None) -> int:
     try:
         v = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if v < low:
         raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {v}")
+    if high is not None and v > high:
+        raise argparse.ArgumentTypeError(f"expected a number from {low} to {high}, got {v}")
     return v
+
+
+U64_MAX = (1 << 64) - 1  # a uint64_t's largest
+
+
+def _bounded(low: int, high: int):
+    """An argparse type: a whole number from low to high (the range the C side takes: a value beyond it
+    would not fit its field, or is refused there)."""
+    def parse(text: str) -> int:
+        return _whole(text, low, high)
+    return parse
 
 
 def _positive(text: str) -> int:
@@ -999,7 +1013,8 @@ def _register_readers(sub, book_sub) -> None:
     bsh.add_argument("--name", default="fh", help=name_help)
     bsh.add_argument("--depth", type=_positive, default=None, help="levels per side (default: the segment's)")
     bsh.add_argument("--watch", action="store_true", help="redraw as the book changes, until Ctrl-C")
-    bsh.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="poll period with --watch")
+    bsh.add_argument("--interval", type=seconds(zero=False), default=0.5, metavar="SECONDS",
+                     help="poll period with --watch")
     add_json_flag(bsh, "fh book show")
     bsh.add_argument("--strict", action="store_true", help="exit 3 if the writer is dead")
     bsh.set_defaults(func=cmd_book_show)
@@ -1011,7 +1026,7 @@ def _register_readers(sub, book_sub) -> None:
                                        "fh top --name demo --once --json"))
     t.add_argument("--name", default="fh", help=name_help)
     t.add_argument("--count", type=_positive, default=20, help="rows")
-    t.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="between refreshes")
+    t.add_argument("--interval", type=seconds(zero=False), default=1.0, metavar="SECONDS", help="between refreshes")
     t.add_argument("--once", action="store_true", help="print one frame (after one interval) and exit")
     add_json_flag(t, "fh top")
     t.set_defaults(func=cmd_top)
@@ -1024,7 +1039,7 @@ def _register_readers(sub, book_sub) -> None:
     e.add_argument("--follow", "-f", action="store_true", help="wait for new events (until Ctrl-C or the writer ends)")
     e.add_argument("--count", "-n", type=_positive, default=None,
                    help="print this many (default: the last 20; with --follow, no limit)")
-    e.add_argument("--from", dest="start", type=_positive, default=None, metavar="SEQ",
+    e.add_argument("--from", dest="start", type=_bounded(1, U64_MAX), default=None, metavar="SEQ",
                    help="start at this sequence (1: the first; an overrun is reported if it is gone; default: the "
                         "last --count, or the next with --follow)")
     add_json_flag(e, "fh events")
@@ -1091,10 +1106,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "fh synth itch real.itch --messages 20000000 --instruments 8000 --shape real",
                                        "fh synth itch dirty.itch --messages 100000 --anomaly-ppm 500 --seed 7"))
     si.add_argument("out", help="output file")
-    si.add_argument("--messages", type=_positive, default=1_000_000, help="messages in the day, prelude included")
+    si.add_argument("--messages", type=_bounded(1, U64_MAX), default=1_000_000,
+                    help="messages in the day, prelude included")
     si.add_argument("--instruments", type=_positive, default=100, help="instruments (1-65535)")
-    si.add_argument("--seed", type=_nonneg, default=1, help="random seed: the same seed, the same day")
-    si.add_argument("--anomaly-ppm", type=_nonneg, default=0,
+    si.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="random seed: the same seed, the same day")
+    si.add_argument("--anomaly-ppm", type=_bounded(0, 1_000_000), default=0,
                     help="inject about this many anomalies per million messages (default 0: a clean day)")
     si.add_argument("--shape", choices=("uniform", "real"), default="uniform",
                     help="real: a real day's reference range (to ~184 M, interleaved), orders resting from the open "
@@ -1163,12 +1179,15 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--name", default="fh", help="instance name (segment fh-NAME in hugetlbfs or /dev/shm)")
     pb.add_argument("--segment", metavar="PATH",
                     help="segment file (default: fh-NAME in a hugetlbfs mount with room for it, else /dev/shm)")
-    pb.add_argument("--depth", type=_positive, default=10, help="top-N levels readers show by default")
-    pb.add_argument("--events", type=_positive, default=1 << 16, help="event ring capacity (a power of two)")
-    pb.add_argument("--max-levels", type=_positive, default=4 << 20, help="price levels the segment holds")
-    pb.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
+    pb.add_argument("--depth", type=_bounded(1, 64), default=10, help="top-N levels readers show by default (1-64)")
+    pb.add_argument("--events", type=_bounded(64, 1 << 26), default=1 << 16,
+                    help="event ring capacity (a power of two, 64-67108864)")
+    pb.add_argument("--max-levels", type=_bounded(8, 1 << 30), default=4 << 20,
+                    help="price levels the segment holds (8-1073741824)")
+    pb.add_argument("--pace", type=seconds(), default=0.0, metavar="SECONDS",
                     help="sleep this long after every chunk (default: full speed, one pass)")
-    pb.add_argument("--chunk", type=_positive, default=64 << 10, metavar="BYTES", help="chunk size with --pace")
+    pb.add_argument("--chunk", type=_bounded(1, U64_MAX), default=64 << 10, metavar="BYTES",
+                    help="chunk size with --pace")
     pb.add_argument("--loop", type=_positive, default=1, help="apply the day this many times (reset between)")
     pb.add_argument("--hold", action="store_true", help="keep the segment (and heartbeat) until SIGINT/SIGTERM")
     pb.add_argument("--keep", action="store_true", help="leave the segment file behind on exit")

@@ -4,6 +4,7 @@ in handler/cli/main.py."""
 from __future__ import annotations
 
 import grp
+import math
 import os
 import pwd
 import sys
@@ -107,7 +108,7 @@ def _signal_cmd(a, what: str, zero_ok: bool) -> int:
     line on stdout, or on stderr with exit status 1 when it failed."""
     from .. import supervise
 
-    if a.timeout < 0 or (a.timeout == 0 and not zero_ok):
+    if not math.isfinite(a.timeout) or a.timeout < 0 or (a.timeout == 0 and not zero_ok):
         raise FhError(f"--timeout {a.timeout:g}: must be {'0 or more' if zero_ok else 'more than 0'} seconds")
     name = _instance(a.name)
     check_access(name)
@@ -125,7 +126,7 @@ def cmd_reload(a) -> int:
         return _signal_cmd(a, "reload", False)
     from .. import witness
 
-    if a.timeout <= 0:
+    if not (math.isfinite(a.timeout) and a.timeout > 0):
         raise FhError(f"--timeout {a.timeout:g}: must be more than 0 seconds")
     rc, msg = witness.reload(a.witness, a.timeout)
     print(f"fh reload: {msg}", file=sys.stderr if rc else sys.stdout)
@@ -319,7 +320,7 @@ def _status_all(a) -> int:
 def cmd_status(a) -> int:
     from .. import supervise
 
-    if a.sample < 0:
+    if not (math.isfinite(a.sample) and a.sample >= 0):
         raise FhError(f"--sample {a.sample:g}: must be 0 or more seconds")
     if a.all:
         return _status_all(a)
@@ -363,7 +364,7 @@ def cmd_metrics(a) -> int:
             metrics.parse_listen(listen)
         except ValueError as e:
             raise FhError(str(e)) from None
-    if a.interval <= 0:
+    if not (math.isfinite(a.interval) and a.interval > 0):
         raise FhError(f"--interval {a.interval:g}: must be more than 0 seconds")
     if a.textfile and not a.textfile.endswith(".prom"):
         print(f"fh metrics: warning: {a.textfile}: node-exporter's textfile collector reads *.prom files only",

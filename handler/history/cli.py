@@ -139,6 +139,8 @@ def cmd_query(a) -> int:
 
 
 def register(sub) -> None:
+    from ..cli.host import seconds
+    from ..cli.main import _bounded
     from ..ui import HelpFormatter, add_json_flag, examples
 
     h = sub.add_parser("history", help="write a day as Parquet (trades, bbo, orders, book snapshots) for DuckDB, Spark, Trino",
@@ -156,12 +158,13 @@ def register(sub) -> None:
                      "(a directory or a file: a recorded day)")
     h.add_argument("--out", default=default_root(), help="the history tree ($FH_HISTORY when set)")
     h.add_argument("--date", help="the trading date, YYYY-MM-DD (default: from the file name; today with --follow)")
-    h.add_argument("--depth", type=int, default=10, help="levels per side in book snapshots")
-    h.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
+    h.add_argument("--depth", type=_bounded(1, 64), default=10, help="levels per side in book snapshots (1-64)")
+    h.add_argument("--snapshot-every", type=seconds(86_400), default=300.0, metavar="SECONDS",
                    help="book snapshots of the changed books every this many seconds of exchange time "
                         "(0: only the end-of-day one)")
-    h.add_argument("--flush-every", type=float, default=10.0, metavar="SECONDS", help="--follow/--journal RING: write files this often")
-    h.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+    h.add_argument("--flush-every", type=seconds(zero=False), default=10.0, metavar="SECONDS",
+                   help="--follow/--journal RING: write files this often")
+    h.add_argument("--idle-timeout", type=seconds(86_400, zero=False), default=None, metavar="SECONDS",
                    help="--follow/--journal RING: stop after this long with nothing new (default: until the writer stops)")
     h.add_argument("--replace", action="store_true", help="write a day the history already holds again")
     h.add_argument("--portable", action="store_true",
