@@ -66,11 +66,46 @@ def explain_os_error(e: OSError) -> str | None:
     return f"{where}{what}; {fix}"
 
 
+class ClosedStdout:
+    """sys.stdout of an fh started with its standard output closed (`fh ... >&-`: Python then has None there):
+    the first output is a one-line FhError naming the cause and the fix, not an AttributeError on None.write
+    (print() alone would drop it silently). A command that prints nothing (fh publish --hold) still runs."""
+
+    def __init__(self, argv0: str = "fh") -> None:
+        self.argv0 = argv0
+
+    def write(self, text: str) -> int:
+        raise FhError("standard output is closed (>&-): give it somewhere to go, e.g. > FILE, or > /dev/null to "
+                      "discard what it prints")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _guard_closed_stdout(argv0: str) -> None:
+    """When fd 1 is closed, put /dev/null there (else the next file fh opens would become fd 1, and a child's
+    output, the data plane's statistics, would be written into it) and a ClosedStdout in sys.stdout."""
+    try:
+        os.fstat(1)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 1:
+            os.dup2(fd, 1)
+            os.close(fd)
+        sys.stdout = ClosedStdout(argv0)
+
+
 def main_guard(run, argv0: str = "fh") -> int:
     """Run `run()` (a command) and turn how it ended into an exit status: FhError and the OS errors fh can
-    explain as one line; Ctrl-C as 130 without a traceback; a closed stdout (fh ... | head) as success; any
-    other exception as a bug, its traceback and a request to report it."""
+    explain as one line; Ctrl-C as 130 without a traceback; a closed stdout (fh ... | head) as success, one
+    closed before fh started (fh ... >&-) as an FhError once there is something to print; any other exception
+    as a bug, its traceback and a request to report it."""
     try:
+        if sys.stdout is None:
+            _guard_closed_stdout(argv0)
         return run()
     except FhError as e:
         print(f"{argv0}: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fh, fh_popen
+from conftest import ROOT, fh, fh_env, fh_popen
 from handler import config, errors, native, shm
 from handler.errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, FhError, InputError, main_guard
 from handler.host import ports
@@ -104,3 +104,26 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [("pcap", "inspect", ROOT / "pcaps" / "synth-ab-40k.pcap"),
+                                  ("decode", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap", "--limit", "3"),
+                                  ("--version",)], ids=lambda a: a[0])
+def test_a_closed_stdout_is_one_line(args):
+    """fh started with its standard output closed (fh ... >&-): Python's sys.stdout is None, and writing to it
+    was an AttributeError and a traceback; now one line naming the cause and the fix, exit 2."""
+    p = subprocess.run(process.fh_argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       env=fh_env(), preexec_fn=lambda: os.close(1), timeout=120)
+    assert p.returncode == EXIT_ERROR and "Traceback" not in p.stderr
+    assert p.stderr == ("fh: standard output is closed (>&-): give it somewhere to go, e.g. > FILE, or > /dev/null "
+                        "to discard what it prints\n")
+
+
+def test_a_closed_stdout_does_not_stop_a_command_that_prints_nothing_there(tmp_path):
+    """fh synth itch writes its file and its summary goes to stderr: it runs as before."""
+    out = tmp_path / "d.itch"
+    p = subprocess.run(process.fh_argv("synth", "itch", out, "--messages", "1000", "--instruments", "5"),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=fh_env(),
+                       preexec_fn=lambda: os.close(1), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert out.stat().st_size > 0
