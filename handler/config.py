@@ -192,8 +192,21 @@ def _int(path, key, v, lo, hi) -> int:
     return v
 
 
+def check_file(path: str | os.PathLike) -> None:
+    """A configuration path that exists but is no regular file (a directory; a FIFO, whose read would block
+    until something writes to it): ConfigError, one line. (A missing one is load's to word.)"""
+    from .inputs import InputError, regular_file
+
+    if os.path.exists(path):
+        try:
+            regular_file(path, "the instance's fh.toml (docs/config.md)")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+
+
 def load(path: str | os.PathLike) -> Config:
     p = str(path)
+    check_file(p)
     try:
         raw = tomllib.loads(Path(p).read_text())
     except FileNotFoundError:
@@ -537,7 +550,8 @@ def _snapshot(path, t) -> Snapshot | None:
     if pf is not None and env is not None:
         raise _err(path, f"{k}.password_env", env, "give the password one way: password_file or password_env")
     if pf is not None and (not isinstance(pf, str) or not os.path.isfile(pf)):
-        raise _err(path, f"{k}.password_file", pf, "no such file: a file holding the password (mode 0600)")
+        why = "not a regular file" if isinstance(pf, str) and os.path.exists(pf) else "no such file"
+        raise _err(path, f"{k}.password_file", pf, f"{why}: give a file holding the password (mode 0600)")
     if env is not None and (not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env)):
         raise _err(path, f"{k}.password_env", env, "must be an environment variable's name, e.g. \"FH_SNAPSHOT_PASSWORD\"")
     at_start = t.get("at_start", True)
@@ -558,8 +572,13 @@ def snapshot_password(cfg: Config) -> str:
     """[feed.snapshot]'s password, read now (not at load: fh status needs no secret). ConfigError, one line."""
     s = cfg.snapshot
     if s.password_file:
+        from .inputs import InputError, regular_file
+
         try:
+            regular_file(s.password_file, "the file holding the password")
             pw = open(s.password_file).readline().strip()
+        except InputError as e:  # a FIFO would block fh run here
+            raise ConfigError(f"{cfg.path}: feed.snapshot.password_file = {e}") from None
         except OSError as e:
             raise ConfigError(f"{cfg.path}: feed.snapshot.password_file = {s.password_file!r}: {e.strerror}; make "
                               "it readable by fh run") from None

@@ -144,10 +144,20 @@ def parse_plan(obj) -> list[Fault]:
 
 
 def load_plan(path: str | Path) -> list[Fault]:
+    from .inputs import InputError, regular_file
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FaultPlanError(f"{path}: no such fault plan; check the path")
-    text = p.read_text()
+    what = "a fault plan (TOML or JSON, docs/fault-plans.md)"
+    try:
+        regular_file(p, what)  # a directory; a FIFO, whose read would block
+        text = p.read_text()
+    except InputError as e:
+        raise FaultPlanError(str(e)) from None
+    except UnicodeDecodeError as e:  # a capture or another binary file given as the plan
+        raise FaultPlanError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); give "
+                             f"{what}") from None
     try:
         if p.suffix.lower() == ".json":
             obj = json.loads(text)

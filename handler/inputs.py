@@ -10,6 +10,7 @@ import atexit
 import gzip
 import os
 import shutil
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -65,14 +66,50 @@ def _gunzip_head(path: Path) -> bytes:
         return f.read(SNIFF_BYTES)
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def regular_file(path: str | os.PathLike, what: str = "a file", option: str | None = None) -> Path:
+    """path, when it names a regular file (or a link to one); else an InputError naming what it is and that
+    `what` is wanted, with `option` ("--config") before the path when given. Checked before a file is opened: a
+    FIFO with no writer would block its reader forever, and a directory or device would fail late or be read
+    as something it is not."""
+    p = Path(path)
+    where = f"{option} {path}" if option else f"{path}"
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{where}: no such file; check the path") from None
+    except OSError as e:
+        raise InputError(f"{where}: cannot read it: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a file")
+        raise InputError(f"{where}: not a regular file ({kind}); give {what}")
+    return p
+
+
+def journal_files(path: str | os.PathLike, option: str = "--journal") -> list[Path]:
+    """fh record's journal files at path, a directory of them or one of them, in order (journal.journal_files);
+    an InputError when there are none there, or when path is neither a directory nor a regular file (a FIFO
+    would block the reader)."""
+    from . import journal as J
+
+    want = f"fh record's journal directory (its --dir) or one of its *{J.SUFFIX} files"
+    if Path(path).is_dir():
+        files = J.journal_files(path)
+        if not files:
+            raise InputError(f"{option} {path}: no journal files (*{J.SUFFIX}) in this directory; give {want}")
+        for f in files:
+            regular_file(f, want, option)
+        return files
+    return [regular_file(path, want, option)]
+
+
 def sniff(path: str | os.PathLike) -> str:
     """What the file holds: "itch", "pcap", "pcapng", "gzip:itch", "gzip:pcap", "gzip:pcapng", "gzip:unknown",
-    "empty" or "unknown". Raises InputError when it is missing or unreadable."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if not p.is_file():
-        raise InputError(f"{path}: not a regular file")
+    "empty" or "unknown". Raises InputError when it is missing or unreadable, or not a regular file."""
+    p = regular_file(path)
     try:
         with open(p, "rb") as f:
             head = f.read(SNIFF_BYTES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -257,3 +258,44 @@ def test_numbers_out_of_range_are_usage_errors(args, option, want, tmp_path):
 def test_nan_and_inf_seconds_are_refused(args, want):
     """nan passed the `< 0` checks: fh stop --timeout nan sent SIGKILL at once."""
     one_line_error(fh(*args, check=False), want)
+
+
+def test_journal_paths_that_hold_no_journal_are_named(tmp_path):
+    """fh decode and fh book dump --journal: an empty directory gave exit 0 and no output, a FIFO blocked forever;
+    --snapshots naming nothing (or a file) was taken for "no snapshot yet", and with --itch it was ignored."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fifo = tmp_path / "j.fhj"
+    os.mkfifo(fifo)
+    want = "give fh record's journal directory (its --dir) or one of its *.fhj files"
+    for cmd in (["decode"], ["book", "dump"], ["book", "dump", "--engine", "reference"]):
+        line = one_line_error(fh(*cmd, "--journal", empty, check=False, timeout=120))
+        assert line == f"fh: --journal {empty}: no journal files (*.fhj) in this directory; {want}"
+        line = one_line_error(fh(*cmd, "--journal", fifo, check=False, timeout=120))
+        assert line == f"fh: --journal {fifo}: not a regular file (a FIFO); {want}"
+    for snaps, why in [(tmp_path / "none", "no such directory"), (DAY, "not a directory")]:
+        one_line_error(fh("book", "dump", "--journal", empty, "--snapshots", snaps, check=False),
+                       f"--snapshots {snaps}: {why}; give the directory fh record writes its snapshots into")
+    one_line_error(fh("book", "dump", "--itch", DAY, "--snapshots", empty, check=False),
+                   f"--snapshots {empty}: give fh record's journal with it (--journal DIR)")
+    one_line_error(fh("book", "dump", "--journal", empty, "--snapshots", empty, "--engine", "reference",
+                      check=False), "the reference engine loads no snapshot")
+
+
+def test_snapshot_server_files_that_are_no_regular_files_are_refused(tmp_path):
+    """fh snapshot-server and snapshot-fetch read --password-file (and the server --snapshot) as given: a FIFO
+    blocked them forever."""
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    pw = tmp_path / "pw.txt"
+    pw.write_text("secret\n")
+    p = fh("snapshot-server", "--itch", DAY, "--user", "fh", "--listen", "127.0.0.1:0", "--password-file", fifo,
+           check=False, timeout=120)
+    assert one_line_error(p) == f"fh: --password-file {fifo}: not a regular file (a FIFO); give the file holding " \
+                                "the password"
+    p = fh("snapshot-fetch", "--server", "127.0.0.1:1", "--user", "fh", "--password-file", tmp_path, "--out",
+           tmp_path / "s.snap", check=False, timeout=120)
+    one_line_error(p, f"--password-file {tmp_path}: not a regular file (a directory)")
+    p = fh("snapshot-server", "--snapshot", fifo, "--user", "fh", "--listen", "127.0.0.1:0", "--password-file", pw,
+           check=False, timeout=120)
+    one_line_error(p, f"--snapshot {fifo}: not a regular file (a FIFO); give a snapshot file of fh record")

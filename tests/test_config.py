@@ -105,6 +105,28 @@ def test_missing_config_file(tmp_path):
     assert p.returncode == 2 and "no such file; write one from docs/config.md" in p.stderr
 
 
+@pytest.mark.parametrize("cmd", [["run"], ["plan"], ["check"], ["metrics", "--once"]])
+def test_a_config_that_is_no_regular_file_is_refused(tmp_path, cmd):
+    """A FIFO given as --config blocked the read forever (fh run, fh plan ...); a directory failed late. Refused
+    as --pcap is, before it is opened: one line, exit 2."""
+    fifo = tmp_path / "fh.toml"
+    os.mkfifo(fifo)
+    for path, kind in [(fifo, "a FIFO"), (tmp_path, "a directory")]:
+        p = fh(*cmd, "--config", path, check=False, timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr == f"fh: {path}: not a regular file ({kind}); give the instance's fh.toml (docs/config.md)\n"
+
+
+def test_a_snapshot_password_file_that_is_no_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    cfg = write(tmp_path, good(tmp_path) + f'\n[feed.snapshot]\nserver = "127.0.0.1:1"\nuser = "fh"\n'
+                                         f'password_file = "{fifo}"\n')
+    with pytest.raises(config.ConfigError, match="feed.snapshot.password_file .*: not a regular file: give a file "
+                                                 "holding the password"):
+        config.load(cfg)
+
+
 @pytest.mark.dpdk
 def test_fh_run_replays_the_configured_capture(tmp_path):
     p = fh("run", "--config", write(tmp_path, good(tmp_path, f"cfgrun{os.getpid()}")), "--json")

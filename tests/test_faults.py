@@ -137,6 +137,20 @@ def test_bad_plans_are_explained(tmp_path):
     assert p.returncode == 2 and "beyond the day" in p.stderr
 
 
+def test_a_plan_that_is_no_text_file_is_named_as_such(tmp_path):
+    """A capture given as the plan was a UnicodeDecodeError and a traceback; a directory or a FIFO was "no such
+    fault plan". Each is now one line saying what it is, before a day is generated and with no file written."""
+    fifo = tmp_path / "plan.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "x.pcap"
+    for plan, why in [(ROOT / "pcaps" / "synth-ab-40k.pcap", "not UTF-8 text (byte 0xb2 at offset 2)"),
+                      (tmp_path, "not a regular file (a directory)"), (fifo, "not a regular file (a FIFO)")]:
+        p = fh("pcap", "synth", out, "--faults", plan, "--messages", "2000", check=False, timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr == f"fh: {plan}: {why}; give a fault plan (TOML or JSON, docs/fault-plans.md)\n"
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_cli_synth_with_faults(tmp_path):
     plan = tmp_path / "plan.toml"

@@ -165,6 +165,14 @@ def cmd_pcap_synth(a) -> int:
     from ..net import pcapgen
     from ..ui import progress
 
+    plan = None
+    if a.faults:  # read before the day is made: a plan it cannot use is said at once
+        from .. import faults
+
+        try:
+            plan = faults.load_plan(a.faults)
+        except faults.FaultPlanError as e:
+            raise FhError(str(e)) from None
     if a.itch:
         data = _input(a.itch, "itch", "--itch").read_bytes()
     else:  # one C call (the GIL released): a bar without a total, moving while it runs
@@ -173,8 +181,8 @@ def cmd_pcap_synth(a) -> int:
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A, vlan=a.vlan)]
     if not a.a_only:
         lines.append(pcapgen.Line(*pcapgen.DEFAULT_B, vlan=a.vlan, delay_ns=3000))
-    if a.faults:
-        return _synth_with_faults(a, data, lines)
+    if plan is not None:
+        return _synth_with_faults(a, data, lines, plan)
     s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns,
                            progress=progress)
     print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s) "
@@ -193,13 +201,12 @@ def _synth_json(a, s: dict, lines, injected: dict | None) -> dict:
             "vlan": a.vlan, "faults": injected}
 
 
-def _synth_with_faults(a, data: bytes, lines) -> int:
+def _synth_with_faults(a, data: bytes, lines, plan) -> int:
     from .. import faults
     from ..net import pcapgen
     from ..ui import progress
 
     try:
-        plan = faults.load_plan(a.faults)
         s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
                                            burst_ns=a.burst_ns, progress=progress)
     except faults.FaultPlanError as e:

@@ -15,6 +15,10 @@ def _host_and_config(a):
     if not os.path.isdir(a.root):
         raise FhError(f"--root {a.root}: no such directory; give the root of a host's tree (default /)")
     host = read_host(a.root)
+    if a.config:
+        from ..config import check_file
+
+        check_file(a.config)  # (load_config reads another host's configuration itself)
     cfg = load_config(a.config, host) if a.config else None
     return host, cfg
 

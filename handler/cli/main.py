@@ -27,6 +27,14 @@ def _pcap(path: str, option: str = "--pcap") -> Path:
     return inputs.require(path, "pcap", option)
 
 
+def _journal(path: str) -> list[Path]:
+    """--journal PATH: fh record's journal files (a directory of them, or one), checked: none there, or a path that
+    is neither a directory nor a regular file, is an InputError (handler/inputs.py)."""
+    from .. import inputs
+
+    return inputs.journal_files(path, "--journal")
+
+
 def _whole(text: str, low: int, high: int | None = None) -> int:
     try:
         v = int(text.replace("_", ""))
@@ -162,6 +170,7 @@ def _dump_reference(a) -> tuple[list[dict], dict]:
     if getattr(a, "journal", None):  # fh record's files: the messages in the order they were applied
         from ..journal import journal_messages
 
+        _journal(a.journal)
         ref = reference.ReferenceBook()
         for _, _, m in journal_messages(a.journal):
             ref.apply(m)
@@ -189,9 +198,9 @@ def _dump_c(a) -> tuple[list[dict], dict]:
               file=sys.stderr)
         return eng.dump(a.depth), eng.counters()
     if getattr(a, "journal", None):
-        from ..journal import MSGS, journal_files, journal_records
+        from ..journal import MSGS, journal_records
 
-        eng = native.Engine(native.EngineConfig.for_input(sum(f.stat().st_size for f in journal_files(a.journal))))
+        eng = native.Engine(native.EngineConfig.for_input(sum(f.stat().st_size for f in _journal(a.journal))))
         for r in journal_records(a.journal):
             if r.kind == MSGS:
                 eng.apply_blocks(r.body)
@@ -206,7 +215,25 @@ def _dump_c(a) -> tuple[list[dict], dict]:
     return eng.dump(a.depth), {**eng.counters(), **{f"pcap_{k}": v for k, v in extra.items()}}
 
 
+def _check_snapshots(a) -> None:
+    """--snapshots DIR: a directory (empty: no snapshot yet, the journal from its start), with --journal (the
+    records after the snapshot) and the C engine (the reference model loads no snapshot)."""
+    if a.snapshots is None:
+        return
+    if not a.journal:
+        raise FhError(f"--snapshots {a.snapshots}: give fh record's journal with it (--journal DIR): the books start "
+                      f"from a snapshot and the journal after it, not from --itch or --pcap")
+    if a.engine != "c":
+        raise FhError(f"--snapshots {a.snapshots}: the reference engine loads no snapshot; leave out --engine "
+                      f"reference (or --snapshots, to build the books from the whole journal)")
+    if not os.path.isdir(a.snapshots):
+        why = "not a directory" if os.path.exists(a.snapshots) else "no such directory"
+        raise FhError(f"--snapshots {a.snapshots}: {why}; give the directory fh record writes its snapshots into "
+                      f"(its --snapshots, by default DIR/snapshots of its --dir DIR)")
+
+
 def cmd_book_dump(a) -> int:
+    _check_snapshots(a)
     books, counters = (_dump_reference if a.engine == "reference" else _dump_c)(a)
     out = sys.stdout
     for b in books:
@@ -421,6 +448,7 @@ def cmd_decode(a) -> int:
     if a.journal:  # fh record's files (docs/journal.md)
         from ..journal import journal_messages
 
+        _journal(a.journal)
         for session, seq, msg in journal_messages(a.journal):
             if dec.done():
                 break
@@ -1260,6 +1288,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 BOOK_COMMANDS = ("dump", "show")
 
+# Files that commands registered from outside handler/cli open as given (fh snapshot-server and snapshot-fetch,
+# handler/glimpse.py): checked before the command runs, as inputs.require checks --itch and --pcap, since a FIFO
+# there would block the read forever and a directory fail late. (commands, dest, option, what it must be)
+READ_FILES = [(("snapshot-server", "snapshot-fetch"), "password_file", "--password-file",
+               "the file holding the password"),
+              (("snapshot-server",), "snapshot", "--snapshot", "a snapshot file of fh record")]
+
 
 def main(argv: list[str] | None = None) -> int:
     """fh's entry point: FhError and the OS errors fh can explain end as one line `fh: ...` and exit status 2,
@@ -1274,6 +1309,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd is None:  # `fh` alone: the command list, as kubectl does (asking for nothing is not an error)
             parser.print_help()
             return 0
+        for commands, dest, option, what in READ_FILES:
+            if args.cmd in commands and getattr(args, dest, None):
+                from .. import inputs
+
+                inputs.regular_file(getattr(args, dest), what, option)
         return args.func(args)
 
     return main_guard(run)
