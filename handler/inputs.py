@@ -161,15 +161,24 @@ def _inflate(p: Path) -> Path:
     return Path(tmp)
 
 
-def require(path: str | os.PathLike, want: str, option: str) -> Path:
+# what to do with a file of the other kind, for a command with no option that takes it
+_OTHER_KIND_FIX = {
+    "itch": "this command reads daily files only; a capture is read by fh replay PCAP (into a segment: --name NAME "
+            "--keep-segment), fh decode --pcap and fh book dump --pcap",
+    "pcap": "this command reads captures only; make one of a daily file with fh pcap synth OUT.pcap --itch FILE",
+}
+
+
+def require(path: str | os.PathLike, want: str, option: str, other: str | None = None) -> Path:
     """The path to read for `option` (e.g. "--itch"), which takes `want` ("itch" or "pcap"): the file itself,
-    or its inflated copy when it is gzipped. Anything else is an InputError naming what it seems to be."""
+    or its inflated copy when it is gzipped. Anything else is an InputError naming what it seems to be. `other`
+    is the command's option that takes the other kind ("--pcap" beside --itch), None when it has none: a file of
+    that kind is then told where it can go instead."""
     kind = sniff(path)
     if kind == want:
         return Path(path)
     if kind == "gzip:" + want:
         return _inflate(Path(path))
-    other = {"itch": "--pcap", "pcap": "--itch"}[want]
     fix = {
         "pcapng": "convert it to pcap first (editcap -F pcap IN OUT)",
         "gzip:pcapng": "inflate it and convert it to pcap first (editcap -F pcap IN OUT)",
@@ -178,7 +187,7 @@ def require(path: str | os.PathLike, want: str, option: str) -> Path:
     if fix is None:
         base = kind.removeprefix("gzip:")
         if base in ("itch", "pcap") and base != want:
-            fix = f"give it as {other} instead"
+            fix = f"give it as {other} instead" if other else _OTHER_KIND_FIX[want]
         else:
             fix = f"give {'an ITCH 5.0 daily file (NASDAQ format, gzipped or not)' if want == 'itch' else 'a pcap of MoldUDP64 datagrams (gzipped or not)'}"
     raise InputError(f"{option} {path}: this file is {_DESCRIBE[kind]}, not "

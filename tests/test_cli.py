@@ -299,3 +299,21 @@ def test_snapshot_server_files_that_are_no_regular_files_are_refused(tmp_path):
     p = fh("snapshot-server", "--snapshot", fifo, "--user", "fh", "--listen", "127.0.0.1:0", "--password-file", pw,
            check=False, timeout=120)
     one_line_error(p, f"--snapshot {fifo}: not a regular file (a FIFO); give a snapshot file of fh record")
+
+
+def test_a_file_of_the_other_kind_is_sent_where_this_command_can_take_it(tmp_path):
+    """"give it as --pcap instead" was said by fh publish, which has no --pcap (and "--itch instead" by fh pcap
+    inspect): a command without the other option now says which commands read that kind."""
+    line = one_line_error(fh("publish", "--itch", PCAP, "--name", "fhbad", check=False))
+    assert "--pcap instead" not in line and "a capture is read by fh replay PCAP" in line
+    line = one_line_error(fh("pcap", "inspect", DAY, check=False))
+    assert "--itch instead" not in line and "make one of a daily file with fh pcap synth OUT.pcap --itch FILE" in line
+    one_line_error(fh("decode", "--itch", PCAP, check=False), "give it as --pcap instead")  # decode has --pcap
+
+
+def test_an_empty_or_directory_output_name_is_a_usage_error(tmp_path):
+    """fh synth itch '' said "open .: Is a directory" (the C writer opened "."), fh pcap synth '' ": No such file"."""
+    usage_error(fh("synth", "itch", "", check=False), "out", "an empty file name; give the file to write")
+    usage_error(fh("synth", "itch", tmp_path, check=False), "out", f"{tmp_path} is a directory")
+    usage_error(fh("pcap", "synth", "", check=False), "OUT", "an empty file name")
+    usage_error(fh("pcap", "synth", tmp_path, check=False), "OUT", f"{tmp_path} is a directory")

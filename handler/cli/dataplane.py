@@ -320,7 +320,7 @@ def _ms(text: str) -> float:
 
 def register(sub, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
-    from .main import U64_MAX, _bounded
+    from .main import U64_MAX, _bounded, _out_file
 
     r = sub.add_parser(
         "replay", help="replay a pcap through the DPDK data plane into shared memory", formatter_class=HelpFormatter,
@@ -386,7 +386,7 @@ def register(sub, positive, nonneg) -> None:
                       epilog=examples("fh pcap synth day.pcap --messages 100000 --instruments 40",
                                       "fh pcap synth day.pcap --itch 01302019.NASDAQ_ITCH50.gz --vlan 100",
                                       "fh pcap synth faulty.pcap --faults plan.toml"))
-    s.add_argument("out", metavar="OUT", help="the pcap to write")
+    s.add_argument("out", metavar="OUT", type=_out_file("day.pcap"), help="the pcap to write")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--itch", metavar="FILE", help="a daily ITCH file, gzipped or not (default: generate a day)")
     s.add_argument("--messages", type=_bounded(1, U64_MAX), default=100_000, help="messages of the generated day")

@@ -14,17 +14,18 @@ from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, p
 from .host import seconds
 
 
-def _itch(path: str) -> Path:
-    """--itch FILE: an ITCH 5.0 daily file, gzipped or not (checked by content: handler/inputs.py)."""
+def _itch(path: str, other: str | None = "--pcap") -> Path:
+    """--itch FILE: an ITCH 5.0 daily file, gzipped or not (checked by content: handler/inputs.py); `other`: the
+    command's option for a capture (None: it has none)."""
     from .. import inputs
 
-    return inputs.require(path, "itch", "--itch")
+    return inputs.require(path, "itch", "--itch", other)
 
 
 def _pcap(path: str, option: str = "--pcap") -> Path:
     from .. import inputs
 
-    return inputs.require(path, "pcap", option)
+    return inputs.require(path, "pcap", option, "--itch")
 
 
 def _journal(path: str) -> list[Path]:
@@ -64,6 +65,19 @@ def _positive(text: str) -> int:
 
 def _nonneg(text: str) -> int:
     return _whole(text, 0)
+
+
+def _out_file(example: str):
+    """An argparse type: an output file to write, a name that is not empty (the C writer opened "." for "") and
+    not a directory; `example` (day.itch) shows one."""
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty file name; give the file to write, e.g. {example}")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write in it, e.g. "
+                                             f"{os.path.join(text, example)}")
+        return text
+    return parse
 
 
 def _use_fh_help(parser: argparse.ArgumentParser) -> None:
@@ -545,7 +559,7 @@ def cmd_publish(a) -> int:
 
     from .. import native
 
-    path = _itch(a.itch)
+    path = _itch(a.itch, other=None)  # (no --pcap: a capture goes to fh replay)
     seg_path = a.segment or default_segment_path(a.name, a.max_levels, a.events)
     data = path.read_bytes()
     seg = native.Segment(seg_path, a.name, max_levels=a.max_levels, event_capacity=a.events, depth=a.depth)
@@ -1133,7 +1147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=examples("fh synth itch day.itch --messages 1000000 --instruments 100",
                                        "fh synth itch real.itch --messages 20000000 --instruments 8000 --shape real",
                                        "fh synth itch dirty.itch --messages 100000 --anomaly-ppm 500 --seed 7"))
-    si.add_argument("out", help="output file")
+    si.add_argument("out", type=_out_file("day.itch"), help="output file")
     si.add_argument("--messages", type=_bounded(1, U64_MAX), default=1_000_000,
                     help="messages in the day, prelude included")
     si.add_argument("--instruments", type=_positive, default=100, help="instruments (1-65535)")
