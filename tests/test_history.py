@@ -287,6 +287,62 @@ def test_bad_input_one_line(day, tmp_path):
     _one_line_error(fh("history", "--itch", f, "--out", root, "--date", DATE, check=False), "already holds", "--replace")
 
 
+def test_history_checks_what_its_input_holds(tmp_path):
+    """fh history --itch took any file: a pcap, a pcapng, garbage or an empty file gave exit 0 and junk or empty
+    Parquet (and a gzipped day was read as its compressed bytes). Now the content check every command makes."""
+    empty, junk, ng = tmp_path / "empty", tmp_path / "junk", tmp_path / "x.pcapng"
+    empty.write_bytes(b"")
+    junk.write_bytes(b"garbage garbage garbage\n")
+    ng.write_bytes(b"\x0a\x0d\x0d\x0a" + bytes(60))
+    out = tmp_path / "h"
+    for f, why in [(ROOT / "pcaps" / "synth-ab-40k.pcap", "a pcap capture, not an ITCH 5.0 daily file: give it as "
+                                                         "--pcap instead"),
+                   (ng, "a pcapng capture"), (junk, "neither an ITCH 5.0 daily file nor a capture"),
+                   (empty, "empty, not an ITCH 5.0 daily file: give a file with data in it")]:
+        _one_line_error(fh("history", "--itch", f, "--date", DATE, "--out", out, check=False), f"--itch {f}: ", why)
+    _one_line_error(fh("history", "--pcap", ROOT / "pcaps" / "synth-100k.itch", "--date", DATE, "--out", out,
+                       check=False), "an ITCH 5.0 daily file, not a pcap capture: give it as --itch instead")
+    assert not out.exists()
+    empty_dir = tmp_path / "rec"
+    empty_dir.mkdir()
+    _one_line_error(fh("history", "--journal", empty_dir, "--out", out, check=False), "no journal files (*.fhj)")
+
+
+def test_history_of_a_gzipped_day_is_the_day_s(day, tmp_path):
+    import gzip
+
+    path, _, res = day
+    gz = tmp_path / "day.itch.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes(), 1))
+    got = json.loads(fh("history", "--itch", gz, "--date", DATE, "--out", tmp_path / "h", "--snapshot-every", "600",
+                        "--json").stdout)
+    assert got["rows"] == res["rows"] and got["messages"] == res["messages"]
+
+
+def test_history_out_that_is_a_file_is_one_line(tmp_path):
+    """--out naming a file was the writer's NotADirectoryError, hidden by a BufferError from closing the mapped
+    day (exit 70)."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out, why in [(f, f"--out {f}: not a directory; give a directory for the history tree"),
+                     (f / "a" / "b", f"--out {f / 'a' / 'b'}: not a directory ({f} on the way to it is a file)")]:
+        _one_line_error(fh("history", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--date", DATE, "--out", out,
+                           check=False), why)
+    assert f.read_text() == "x"
+
+
+def test_a_mapped_day_closes_while_a_view_of_it_lives(tmp_path):
+    """A build that failed keeps a view of the mapped day in its traceback: close() must not raise BufferError
+    over the error that ended it."""
+    from handler.history.source import ItchFileSource
+
+    src = ItchFileSource(ROOT / "pcaps" / "synth-100k.itch")
+    view = memoryview(src.data)
+    src.close()
+    assert view[0] == 0
+    view.release()
+
+
 def test_follow_a_segment_equals_offline(tmp_path):
     """fh history --follow: the trades and BBO changes of a published day, from the segment's event ring,
     equal those of the offline build of the same day (the ring carries no order events and no message

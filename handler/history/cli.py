@@ -18,8 +18,9 @@ def default_root() -> str:
 
 
 def cmd_history(a) -> int:
-    from .source import (ItchFileSource, JournalFollower, PcapSource, SegmentFollower, build_day, check_input_error,
-                         date_from_name)
+    from .source import ItchFileSource, JournalFollower, PcapSource, SegmentFollower, build_day, date_from_name
+
+    _check_out(a.out)
 
     if a.follow or a.journal:
         import datetime as dt
@@ -34,7 +35,9 @@ def cmd_history(a) -> int:
                     portable=a.portable)
         ring_path = a.journal or f"/dev/shm/fh-{a.follow}.journal"
         if a.journal and not _is_ring(a.journal):  # fh record's files: a recorded day
-            files = J.journal_files(a.journal)
+            from ..inputs import journal_files
+
+            files = journal_files(a.journal, "--journal")  # none there, or a FIFO: one line
             if not a.date and files and date_from_name(files[0]):
                 date = date_from_name(files[0])
             f = JournalFollower(a.out, date, records=J.journal_records(a.journal),
@@ -55,12 +58,17 @@ def cmd_history(a) -> int:
             f = SegmentFollower(a.follow, a.out, date, **opts)
             res = f.run(timeout=a.idle_timeout, stop=lambda: bool(stop))
     else:
+        from .. import inputs
+
         path = a.itch or a.pcap
-        check_input_error(path)
+        # what the file holds, as every command checks it (a capture, garbage or an empty file given as --itch
+        # made junk or empty tables); a gzipped one is inflated
+        data = (inputs.require(path, "itch", "--itch", "--pcap") if a.itch
+                else inputs.require(path, "pcap", "--pcap", "--itch"))
         date = a.date or date_from_name(path)
         if date is None:
             raise HistoryError(f"{path}: no date in the file name (YYYYMMDD or MMDDYYYY); pass --date YYYY-MM-DD")
-        src = ItchFileSource(path) if a.itch else PcapSource(path)
+        src = ItchFileSource(data) if a.itch else PcapSource(data)
         try:
             res = build_day(src, a.out, date, depth=a.depth, snapshot_every_s=a.snapshot_every, replace=a.replace,
                             portable=a.portable)
@@ -78,6 +86,19 @@ def cmd_history(a) -> int:
               + ", ".join(f"{k} {v:,}" for k, v in res["rows"].items()) + f" rows in {res['files']:,} files{rate}",
               file=sys.stderr)
     return 0
+
+
+def _check_out(out: str) -> None:
+    """--out: the history tree, a directory (made when missing). A file there, or where a directory on the way to
+    it should be, is one line here rather than an error of the writer's thread part-way through the day."""
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                where = "" if q == p else f" ({q} on the way to it is a file)"
+                raise HistoryError(f"--out {out}: not a directory{where}; give a directory for the history tree (it "
+                                   f"is made when missing)")
+            return
 
 
 def _is_ring(path: str) -> bool:

@@ -55,7 +55,10 @@ class ItchFileSource:
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
-            self.data.close()
+            try:
+                self.data.close()
+            except BufferError:  # a view of it lives on (a build that failed holds one in its traceback): it is
+                pass             # unmapped when the last goes; the error that ended the build is the one to show
         self._f.close()
 
 
@@ -443,10 +446,3 @@ class SegmentFollower:
         return {"date": self.w.date, "root": str(self.root), "rows": self.w.rows, "files": len(self.w.files),
                 "counters": self.counters}
 
-
-def check_input_error(path: str) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise HistoryError(f"{path}: no such file; check the path")
-    if not p.is_file():
-        raise HistoryError(f"{path}: not a regular file")
