@@ -31,6 +31,11 @@ class AlreadyRunning(FhError):
     """Another `fh run` (or its data plane) holds the instance's pidfile."""
 
 
+class StateFileError(FhError):
+    """A pidfile or exit record that fh run did not write (valid JSON of another shape: hand-edited, or another
+    program's): unreadable, said in one line naming the file and the fix. Nothing is signalled on its say-so."""
+
+
 # ---- where pidfiles live -------------------------------------------------------------------------------
 
 
@@ -68,6 +73,117 @@ def pidfile_paths(name: str) -> list[Path]:
 
     instance_name(name)
     return [d / f"{name}.pid" for d in run_dirs()]
+
+
+# ---- what the records must hold ---------------------------------------------------------------------------
+# fh status and fh stop act on these records (signal their pids, open their paths, print their numbers): a record
+# of another shape is refused whole, with the first field found wrong, rather than trusted field by field.
+
+
+def _opt(test, what: str):
+    return lambda v: None if v is None or test(v) else f"not {what}"
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_PID = _opt(lambda v: _whole(v) and v > 0, "a process id (a whole number above 0)")
+_INT = _opt(_whole, "a whole number")
+_NUM = _opt(_number, "a number")
+_STR = _opt(lambda v: isinstance(v, str), "a string")
+_BOOL = _opt(lambda v: isinstance(v, bool), "true or false")
+
+
+def _object(fields: dict):
+    """A check of a JSON object (None allowed) whose fields pass their checks."""
+    return lambda v: None if v is None else _fields_problem(v, fields)
+
+
+def _list_of(item):
+    """A check of a list (None allowed) whose items pass `item`."""
+    def check(v):
+        if v is None:
+            return None
+        if not isinstance(v, list):
+            return "not a list"
+        for i, x in enumerate(v):
+            why = item(x)
+            if why:
+                return f"[{i}]{why}" if why.startswith((".", "[")) else f"[{i}] = {_text(x)}: {why}"
+        return None
+    return check
+
+
+def _text(v) -> str:
+    t = json.dumps(v)
+    return t if len(t) <= 40 else t[:37] + "..."
+
+
+def _fields_problem(rec, fields: dict) -> str | None:
+    """What is wrong with a JSON object whose keys must pass `fields`' checks, as a path to the first field found
+    wrong (`.stats.nic = 5: not a JSON object`); "not a JSON object" when it is none; None when it is sound."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for key, check in fields.items():
+        why = check(rec.get(key))
+        if why:
+            return f".{key}{why}" if why.startswith((".", "[")) else f".{key} = {_text(rec.get(key))}: {why}"
+    return None
+
+
+def _shape_problem(rec, fields: dict, required: tuple = ()) -> str | None:
+    """What is wrong with a whole record (a JSON object, `required` keys present, fields as `fields` says), or
+    None."""
+    if not isinstance(rec, dict):
+        return f"it holds {_text(rec)}, not a JSON object"
+    missing = next((k for k in required if rec.get(k) is None), None)
+    return f"no {missing}" if missing else _fields_problem(rec, fields)
+
+
+_RESTART = _object({"state": _STR, "snapshot": _STR, "journal_messages": _INT, "next_seq": _INT, "session": _STR,
+                    "prepare_s": _NUM, "up_s": _NUM, "recovered_s": _NUM, "started_ns": _INT})
+_PIDFILE_FIELDS = {
+    "pid": _PID, "dataplane_pid": _PID, "recorder_pid": _PID, "boot_s": _NUM, "dataplane_boot_s": _NUM,
+    "started_ns": _INT, "name": _STR, "config": _STR, "segment": _STR, "stdout": _STR,
+    "lines": _list_of(_object({"name": _STR, "group": _STR, "port": _INT})),
+    "reload": _object({"n": _INT, "ok": _BOOL, "said": _STR}), "restart": _RESTART,
+    "replication": _object({"starts": _INT, "restarts": _INT, "fenced": _BOOL, "demotions": _INT}),
+}
+_EXIT_FIELDS = {
+    "pid": _PID, "dataplane_pid": _PID, "recorder_pid": _PID, "name": _STR, "config": _STR, "segment": _STR,
+    "started_ns": _INT, "stopped_ns": _INT, "uptime_s": _NUM, "rc": _INT, "signal": _STR, "reason": _STR,
+    "restart": _RESTART,
+    "stats": _object({"drops": _object({}), "nic": _object({"imissed": _INT, "ierrors": _INT}),
+                      "mold": _object({"gaps": _INT})}),
+}
+
+
+def pidfile_problem(rec: dict) -> str | None:
+    """What makes a pidfile's record one fh run did not write (a field of the wrong type; a pid that is not
+    a process id: -5 would signal a process group), or None."""
+    return _shape_problem(rec, _PIDFILE_FIELDS, ("pid",))
+
+
+def exit_record_problem(rec) -> str | None:
+    """What makes NAME.exit.json one fh run did not write, or None."""
+    problem = _shape_problem(rec, _EXIT_FIELDS)
+    if problem is None:
+        drops = (rec.get("stats") or {}).get("drops") or {}
+        bad = next((k for k, v in drops.items() if not _whole(v)), None)
+        if bad is not None:
+            problem = f".stats.drops.{bad} = {_text(drops[bad])}: not a whole number"
+    return problem
+
+
+def _malformed_pidfile(path: Path, problem: str) -> StateFileError:
+    fix = (f"a process holds its lock: find it with fuser -v {path}, stop it, then remove the file" if is_locked(path)
+           else f"remove it (rm {path}); the next fh run writes a new one")
+    return StateFileError(f"{path}: not a pidfile fh run wrote ({problem}); {fix}")
 
 
 # ---- the pidfile ----------------------------------------------------------------------------------------
@@ -118,7 +234,7 @@ def _utc(ns: int | None) -> str:
 
 
 def already_running_text(name: str, rec: dict | None) -> str:
-    rec = rec or {}
+    rec = rec if rec and not pidfile_problem(rec) else {}
     pid = rec.get("pid", "?")
     return (f"instance {name} is already running (pid {pid}, started {_utc(rec.get('started_ns'))}"
             f"{', config ' + rec['config'] if rec.get('config') else ''}): fh stop --name {name} first")
@@ -156,7 +272,8 @@ class Pidfile:
             os.close(fd)
         self.fd = fd
         if os.fstat(fd).st_size:
-            self.previous = read_record(self.path)
+            prev = read_record(self.path)
+            self.previous = prev if prev and not pidfile_problem(prev) else None
         self.record = {"pid": os.getpid(), "name": name, "started_ns": time.time_ns(), "boot_s": boot_s(),
                        "dataplane_pid": None, "dataplane_boot_s": None, **record}
         self._write()
@@ -226,13 +343,21 @@ def write_exit_record(pidfile: Path, rec: dict) -> None:
 
 
 def read_exit_record(name: str) -> dict | None:
-    """The newest NAME.exit.json among the run directories."""
+    """The newest NAME.exit.json among the run directories. One that is not JSON, or not of the shape fh run
+    writes, is a StateFileError naming it (its fields would be trusted by fh status otherwise)."""
     best = None
     for pf in pidfile_paths(name):
+        path = exit_path(pf)
         try:
-            rec = json.loads(exit_path(pf).read_text())
-        except (FileNotFoundError, PermissionError, json.JSONDecodeError):
+            rec = json.loads(path.read_text())
+        except (FileNotFoundError, PermissionError):
             continue
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            rec, problem = None, f"not JSON: {e}"
+        else:
+            problem = exit_record_problem(rec)
+        if problem:
+            raise StateFileError(f"{path}: not an exit record fh run wrote ({problem}); remove it (rm {path})")
         if best is None or rec.get("stopped_ns", 0) > best.get("stopped_ns", 0):
             best = rec
     return best
@@ -249,11 +374,20 @@ def lookup(name: str) -> tuple[Path | None, dict | None, bool]:
         if not p.exists():
             continue
         if is_locked(p):
-            return p, read_record(p), True
+            return p, _checked_record(p), True
         found = found or p
     if found is None:
         return None, None, False
-    return found, read_record(found), False
+    return found, _checked_record(found), False
+
+
+def _checked_record(path: Path) -> dict | None:
+    """read_record, and a StateFileError when the record is not of the shape fh run writes."""
+    rec = read_record(path)
+    problem = pidfile_problem(rec) if rec is not None else None
+    if problem:
+        raise _malformed_pidfile(path, problem)
+    return rec
 
 
 def _live_pids(rec: dict) -> tuple[int | None, int | None]:
@@ -337,7 +471,10 @@ def stop(name: str, timeout: float = 10.0) -> tuple[int, str]:
                                      "uptime_s": _uptime(rec)})
             out.unlink(missing_ok=True)
             _remove_unlocked(path)
-        ex = read_exit_record(name)
+        try:
+            ex = read_exit_record(name)
+        except StateFileError:  # (one left in another run directory: fh status names it)
+            ex = None
         if ex and ex.get("started_ns") == rec.get("started_ns") and ex.get("reason"):
             msg += f": {ex['reason']}"
         return 0, msg

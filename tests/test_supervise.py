@@ -301,6 +301,62 @@ def test_status_of_an_unknown_instance(run_dir, instance_name):
     assert p.returncode == 2 and "--name 'bad name'" in p.stderr
 
 
+# ---- records fh run did not write ----------------------------------------------------------------------------
+
+
+def _one_line(p) -> str:
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("text, why", [("[1,2]", "it holds [1, 2], not a JSON object"),
+                                       ('{"stopped_ns":"x"}', '.stopped_ns = "x": not a whole number'),
+                                       ('{"stats":7}', ".stats = 7: not a JSON object"),
+                                       ('{"stats":{"nic":{"imissed":"many"}}}', '.stats.nic.imissed = "many"'),
+                                       ("not json", "not JSON")])
+def test_a_malformed_exit_record_is_named_with_its_fix(run_dir, instance_name, text, why):
+    """NAME.exit.json of another shape was an AttributeError or TypeError in fh status (exit 70)."""
+    run_dir.mkdir()
+    ex = run_dir / f"{instance_name}.exit.json"
+    ex.write_text(text + "\n")
+    for args in (["--sample", "0"], ["--json", "--sample", "0"]):
+        line = _one_line(fh("status", "--name", instance_name, *args, check=False))
+        assert line.startswith(f"fh: {ex}: not an exit record fh run wrote ({why}")
+        assert line.endswith(f"); remove it (rm {ex})")
+
+
+def test_a_malformed_pidfile_is_named_and_nothing_is_signalled(run_dir, instance_name):
+    """A pidfile {"pid": -5, "config": 7, "segment": 9} was a TypeError in fh status and fh stop; a record of
+    another shape must never have its pid signalled (-5 would be a process group). Locked, as by a live fh run,
+    with the pid of a live process: fh stop refuses it and that process lives on."""
+    import fcntl
+
+    run_dir.mkdir()
+    pf = run_dir / f"{instance_name}.pid"
+    pf.write_text('1\n{"pid": -5, "config": 7, "segment": 9}\n')
+    want = f"fh: {pf}: not a pidfile fh run wrote (.pid = -5: not a process id (a whole number above 0)); remove it " \
+           f"(rm {pf}); the next fh run writes a new one"
+    for cmd in (["status", "--sample", "0"], ["stop"], ["reload"]):
+        assert _one_line(fh(*cmd, "--name", instance_name, check=False)) == want
+    p = fh("status", "--all", "--json", "--sample", "0", check=False)
+    assert p.returncode == 4 and "Traceback" not in p.stderr
+    assert json.loads(p.stdout)["instances"] == [{"name": instance_name, "state": "unreadable", "error": want[4:]}]
+    sleeper = subprocess.Popen(["sleep", "60"])
+    fd = os.open(pf, os.O_RDONLY)
+    try:
+        pf.write_text(f'{sleeper.pid}\n{{"pid": {sleeper.pid}, "config": 7, "segment": 9}}\n')
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        line = _one_line(fh("stop", "--name", instance_name, "--timeout", "1", check=False))
+        assert ".config = 7: not a string" in line and f"find it with fuser -v {pf}" in line
+        assert sleeper.poll() is None
+    finally:
+        os.close(fd)
+        sleeper.kill()
+        sleeper.wait()
+
+
 # ---- the systemd unit -------------------------------------------------------------------------------------
 
 

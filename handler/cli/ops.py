@@ -292,8 +292,8 @@ def _status_all(a) -> int:
             s = supervise.status(name, a.sample)
             _named_lines(s)
             code = _exit_of(s)
-        except NoAccess as e:
-            s = {"name": name, "state": "unreadable", "error": str(e)}
+        except (NoAccess, supervise.StateFileError) as e:  # cannot tell: this user may not read its files, or
+            s = {"name": name, "state": "unreadable", "error": str(e)}  # one is not what fh run writes
             code = STATUS_NO_ACCESS
         worst = max(worst, code)
         docs.append(s)
