@@ -171,8 +171,9 @@ def register(sub) -> None:
                                        "fh history --pcap day.pcap --date 2019-01-30",
                                        "fh history --follow nasdaq --out /var/lib/fh/history"))
     src = h.add_mutually_exclusive_group(required=True)
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file")
-    src.add_argument("--pcap", metavar="FILE", help="a capture of MoldUDP64 datagrams (sequenced, first copy wins)")
+    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file, gzipped or not")
+    src.add_argument("--pcap", metavar="FILE", help="a capture of MoldUDP64 datagrams, gzipped or not (sequenced, "
+                                                   "first copy wins)")
     src.add_argument("--follow", metavar="NAME", help="a running instance: its journal /dev/shm/fh-NAME.journal (every "
                      "table), or without one its segment's event ring (trades, bbo, books; no orders)")
     src.add_argument("--journal", metavar="PATH", help="a journal ring (followed live) or fh record's journal files "
