@@ -64,10 +64,12 @@ def test_gzipped_inputs_give_the_same_books(files):
     (["decode", "--itch"], "text", "is neither an ITCH 5.0 daily file nor a capture, not an ITCH 5.0 daily file"),
     (["decode", "--pcap"], "random", "is neither an ITCH 5.0 daily file nor a capture"),
     (["decode", "--itch"], "empty", "is empty"),
-    (["publish", "--itch"], "pcap", "give it as --pcap instead"),
-    (["pcap", "synth", "/dev/null", "--itch"], "pcap", "give it as --pcap instead"),
-    (["pcap", "inspect"], "itch", "give it as --itch instead"),
-    (["replay"], "itch", "give it as --itch instead"),
+    # commands without an option for the other kind say which commands read it (they said "give it as --pcap
+    # instead", an option they do not have)
+    (["publish", "--itch"], "pcap", "this command reads daily files only; a capture is read by fh replay PCAP"),
+    (["pcap", "synth", "/dev/null", "--itch"], "pcap", "this command reads daily files only"),
+    (["pcap", "inspect"], "itch", "this command reads captures only; make one of a daily file with fh pcap synth"),
+    (["replay"], "itch", "this command reads captures only"),
     (["bench", "engine", "--itch"], "text", "neither an ITCH 5.0 daily file nor a capture"),
 ])
 def test_wrong_kind_is_one_line_naming_the_file(files, cmd, key, want):
