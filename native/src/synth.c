@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fh/common.h"
@@ -1698,6 +1699,10 @@ int fh_synth_file_ex(const fh_synth_cfg_t *cfg, const char *path, fh_synth_stats
         free(g);
         SYNTH_ERR(rc, "open %s: %s", path, strerror(-rc));
     }
+    /* a partial day is removed on failure, but only from a regular file: a device (/dev/null, /dev/full), a FIFO or
+     * a socket given as the output is never unlinked */
+    struct stat st;
+    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     g->out.fd = fd;
     rc = run(g, cfg, stats);
     if (!rc) {
@@ -1709,7 +1714,8 @@ int fh_synth_file_ex(const fh_synth_cfg_t *cfg, const char *path, fh_synth_stats
     free(g->out.buf);
     free(g);
     if (rc) {
-        unlink(path);
+        if (regular)
+            unlink(path);
         SYNTH_ERR(rc, "writing %s: %s", path, strerror(-rc));
     }
     return 0;

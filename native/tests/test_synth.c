@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -711,6 +712,13 @@ static void test_args(void)
     cfg.messages = 1000;
     CHECK(fh_synth_file(&cfg, NULL) == -EINVAL, "file: NULL path");
     CHECK(fh_synth_file(&cfg, "/nonexistent-dir/x.itch") == -ENOENT, "file: bad directory");
+    /* a write that fails removes a partial day only from a regular file: a device given as the output stays (it
+     * once unlinked /dev/full) */
+    struct stat st;
+    if (stat("/dev/full", &st) == 0 && S_ISCHR(st.st_mode)) {
+        CHECK(fh_synth_file(&cfg, "/dev/full") == -ENOSPC, "file: /dev/full is full");
+        CHECK(stat("/dev/full", &st) == 0 && S_ISCHR(st.st_mode), "file: /dev/full unlinked after a failed write");
+    }
     fh_synth_free(NULL);
 }
 
