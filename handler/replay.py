@@ -25,12 +25,28 @@ from .process import (ROOT, Dataplane, DataplaneError, dataplane_cmd, other_cpu,
 
 def pcap_lines(path: str | Path) -> list[tuple[str, int]]:
     """The (destination, port) of each UDP flow of a capture, in order of first appearance."""
+    return pcap_survey(path)[0]
+
+
+def pcap_survey(path: str | Path) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """pcap_lines and the reader's counters (handler/net/pcapfile.py: frames, datagrams, truncated_file, ...) in
+    one pass: what a replay's data plane cannot tell (net_pcap stops at a cut-off last record as at the end)."""
     from .net.pcapfile import PcapReader
 
     seen: dict[tuple[str, int], None] = {}
-    for d in PcapReader(path).datagrams():
+    r = PcapReader(path)
+    for d in r.datagrams():
         seen.setdefault((d.dst, d.dport), None)
-    return list(seen)
+    return list(seen), dict(r.counters)
+
+
+def truncated_capture_line(prog: str, path: str | Path, counters: dict[str, int], what: str) -> str | None:
+    """The one line a command prints on stderr for a capture whose last record is cut off (None: it is whole):
+    what it did with the frames before it (`what`)."""
+    if not counters.get("truncated_file"):
+        return None
+    return (f"{prog}: {path}: truncated: its last record is cut off (after {counters.get('frames', 0):,} whole "
+            f"frames); {what}")
 
 
 def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256) -> list[str]:
@@ -538,7 +554,8 @@ def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None
                     confirm: int | None = None) -> tuple[list[dict], dict]:
     """The reference model's books for the datagrams the data plane would take, sequenced by the data plane's
     rules (Sequencer). Returns (books, counters): the reference book's counters plus "sequencing", the
-    Sequencer's (malformed, bogus_session, suspect, lost, missing ranges, late joins, stale)."""
+    Sequencer's (malformed, bogus_session, suspect, lost, missing ranges, late joins, stale), and the capture's
+    "pcap_frames" and "pcap_truncated_file" (1: its last record is cut off)."""
     from .net.pcapfile import PcapReader
     from .reference import ReferenceBook
 
@@ -546,12 +563,15 @@ def reference_books(pcap: str | Path, lines: list[tuple[str, int]] | None = None
     index = {k: i for i, k in enumerate(lines)}
     ref = ReferenceBook()
     seq = Sequencer(ref, max_ahead, confirm)
-    for d in PcapReader(pcap).datagrams():
+    reader = PcapReader(pcap)
+    for d in reader.datagrams():
         line = index.get((d.dst, d.dport))
         if line is not None:
             seq.datagram(bytes(d.payload), line)
     counters = dict(ref.counters)
     counters["sequencing"] = seq.finish()
+    counters["pcap_frames"] = reader.counters["frames"]
+    counters["pcap_truncated_file"] = reader.counters["truncated_file"]
     return ref.books(depth), counters
 
 

@@ -317,3 +317,46 @@ def test_an_empty_or_directory_output_name_is_a_usage_error(tmp_path):
     usage_error(fh("synth", "itch", tmp_path, check=False), "out", f"{tmp_path} is a directory")
     usage_error(fh("pcap", "synth", "", check=False), "OUT", "an empty file name")
     usage_error(fh("pcap", "synth", tmp_path, check=False), "OUT", f"{tmp_path} is a directory")
+
+
+def _cut(src, dst, drop: int):
+    data = src.read_bytes()
+    dst.write_bytes(data[:len(data) - drop])
+    return dst
+
+
+def test_a_cut_off_input_is_said_on_stderr(tmp_path):
+    """A daily file or capture whose last message or record is cut off: what comes before it is used (exit 0),
+    and one stderr line says so; a whole file says nothing."""
+    itch = _cut(ROOT / "pcaps" / "synth-100k.itch", tmp_path / "cut.itch", 7)
+    pcap = _cut(ROOT / "pcaps" / "synth-ab-40k.pcap", tmp_path / "cut.pcap", 301)
+    runs = [(["book", "dump", "--itch", itch], "its last message is cut off"),
+            (["book", "dump", "--itch", itch, "--engine", "reference"], "its last message is cut off"),
+            (["book", "dump", "--pcap", pcap], "its last record is cut off"),
+            (["book", "dump", "--pcap", pcap, "--engine", "reference"], "its last record is cut off"),
+            (["publish", "--itch", itch, "--name", f"cut{os.getpid()}"], "its last message is cut off"),
+            (["publish", "--itch", itch, "--name", f"cut{os.getpid()}", "--pace", "0.001", "--chunk", "200000"],
+             "its last message is cut off"),
+            (["pcap", "synth", tmp_path / "out.pcap", "--itch", itch], "its last message is cut off")]
+    for args, said in runs:
+        p = fh(*args)
+        lines = [l for l in p.stderr.splitlines() if "truncated" in l]
+        path = args[args.index("--itch" if "--itch" in args else "--pcap") + 1]
+        assert len(lines) == 1 and said in lines[0] and str(path) in lines[0], (args, p.stderr)
+    synth = fh("pcap", "synth", tmp_path / "out.pcap", "--itch", itch, "--json").stdout
+    assert json.loads(synth)["messages"] == 99999
+    for args in (["book", "dump", "--itch", ROOT / "pcaps" / "synth-100k.itch"],
+                 ["book", "dump", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap", "--engine", "reference"]):
+        assert "truncated" not in fh(*args).stderr
+
+
+def test_messages_no_line_carried_are_said_by_book_dump(tmp_path):
+    """A capture with a gap that no line fills: the books lack its messages, and book dump says how many."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[fault]]\nline = "both"\nkind = "drop"\nat = 10\ncount = 2\n')
+    cap = tmp_path / "gap.pcap"
+    fh("pcap", "synth", cap, "--messages", "20000", "--instruments", "20", "--faults", plan)
+    for engine in ("c", "reference"):
+        p = fh("book", "dump", "--pcap", cap, "--engine", engine)
+        lines = [l for l in p.stderr.splitlines() if "messages missing" in l]
+        assert len(lines) == 1 and "no line of the capture carried" in lines[0], p.stderr

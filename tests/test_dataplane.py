@@ -66,7 +66,24 @@ def test_fh_verify_and_replay_cli(ab_pcap, tmp_path):
     rows = [json.loads(l) for l in books.read_text().splitlines()]
     assert rows and all(len(r["bids"]) <= 3 and len(r["asks"]) <= 3 for r in rows)
     js = json.loads(fh("replay", ab_pcap, "--json").stdout)
-    assert js["messages_applied"] == 60000
+    assert js["messages_applied"] == 60000 and js["capture_truncated"] is False
+
+
+def test_a_cut_off_capture_is_replayed_and_said(ab_pcap, tmp_path):
+    """net_pcap stops at a cut-off last record as at the end of the file: fh replay and fh verify say it (one
+    line on stderr, capture_truncated in their JSON) and use the frames before it."""
+    data = ab_pcap.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:len(data) - 123])
+    for cmd in ("replay", "verify"):
+        p = fh(cmd, cut, "--json")
+        said = [l for l in p.stderr.splitlines() if "truncated" in l]
+        assert len(said) == 1 and f"fh {cmd}: {cut}: truncated: its last record is cut off" in said[0], p.stderr
+        js = json.loads(p.stdout)
+        assert js["capture_truncated"] is True
+        # the record cut off is the last datagram's B copy: its A copy, before it, carried every message
+        assert (js if cmd == "replay" else js["stats"])["messages_applied"] == 60000
+    assert json.loads(fh("verify", cut, "--json").stdout)["verdict"] == "OK"
 
 
 @pytest.mark.parametrize("path", real_itch_pcaps(), ids=lambda p: p.name)

@@ -77,6 +77,8 @@ def cmd_replay(a) -> int:
     if a.keep_segment and name is None:
         raise FhError("--keep-segment: give the instance a name with --name NAME, to open its segment afterwards "
                       "(fh book SYMBOL --name NAME)")
+    lines, survey = replay.pcap_survey(pcap)
+    cut = replay.truncated_capture_line("fh replay", a.pcap, survey, "the frames before it are replayed")
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
@@ -88,10 +90,10 @@ def cmd_replay(a) -> int:
 
             stats, books = replay.replay_live(pcap, pace, loop=a.loop, name=name, depth=a.depth, want_books=want,
                                               progress=bar, realtime=a.realtime, plan=plan,
-                                              keep_segment=a.keep_segment)
+                                              keep_segment=a.keep_segment, lines=lines)
         else:
             stats, books = replay.replay(pcap, name=name, depth=a.depth, want_books=want, loop=a.loop, progress=bar,
-                                         keep_segment=a.keep_segment)
+                                         keep_segment=a.keep_segment, lines=lines)
     except sender.SenderError as e:
         raise FhError(str(e)) from None
     except KeyboardInterrupt:
@@ -103,6 +105,9 @@ def cmd_replay(a) -> int:
     if books is not None:
         Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
     stats["rate"] = process.replay_rate(stats)
+    stats["capture_truncated"] = bool(cut)
+    if cut:
+        print(cut, file=sys.stderr)
     segment = f"/dev/shm/fh-{name}"  # replay.py's: replays write to /dev/shm
     if a.keep_segment:
         stats["segment"] = segment
@@ -128,7 +133,9 @@ def cmd_verify(a) -> int:
     from .. import process, replay
 
     pcap = _input(a.pcap, "pcap", "PCAP")
-    lines = replay.pcap_lines(pcap)
+    lines, survey = replay.pcap_survey(pcap)
+    cut = replay.truncated_capture_line("fh verify", a.pcap, survey,
+                                        "the books of the frames before it are verified, on both sides")
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, counters = replay.reference_books(pcap, lines, a.depth)
     diffs = replay.diff_books(got, want)
@@ -149,7 +156,7 @@ def cmd_verify(a) -> int:
 
         seq = counters["sequencing"]
         print_json({"verdict": verdict, "books": len(got), "reference_books": len(want), "differences": diffs,
-                    "stale_reason": why or None, "feed_state": state,
+                    "stale_reason": why or None, "feed_state": state, "capture_truncated": bool(cut),
                     "reference": {k: seq[k] for k in ("applied", "lost", "malformed", "bogus_session", "suspect",
                                                       "old_session", "session_changes", "unsequenced", "stale")},
                     "stats": stats})
@@ -157,6 +164,8 @@ def cmd_verify(a) -> int:
         for line in process.summary_lines(stats):
             print(line)
         print(text)
+    if cut:
+        print(cut, file=sys.stderr)
     return 0 if verdict == "OK" else 1
 
 
@@ -175,6 +184,11 @@ def cmd_pcap_synth(a) -> int:
             raise FhError(str(e)) from None
     if a.itch:
         data = _input(a.itch, "itch", "--itch").read_bytes()
+        whole = native.blocks_prefix(data, len(data))
+        if whole < len(data):  # packed, the cut-off message would be dropped without a word
+            print(f"fh pcap synth: {a.itch}: truncated: its last message is cut off (at byte {whole:,} of "
+                  f"{len(data):,}); the capture carries the messages before it", file=sys.stderr)
+            data = data[:whole]
     else:  # one C call (the GIL released): a bar without a total, moving while it runs
         with progress(None, f"generating a day of {a.messages:,} messages"):
             data = native.synth_bytes(a.messages, a.instruments, a.seed)

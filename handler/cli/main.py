@@ -254,7 +254,32 @@ def cmd_book_dump(a) -> int:
         out.write(json.dumps(b) + "\n")
     if a.stats:
         _print_counters(counters)
+    for line in _dump_losses(a, counters):
+        print(line, file=sys.stderr)
     return 0
+
+
+def _dump_losses(a, counters: dict) -> list[str]:
+    """One stderr line for each way the input lost messages that the books therefore lack: a daily file or
+    capture cut off, sequences no line of a capture carried. Counted either way (--stats), but not silent."""
+    out = []
+    if a.itch and counters.get("truncated"):
+        out.append(f"fh book dump: {a.itch}: truncated: its last message is cut off; the books hold the messages "
+                   f"before it")
+    if a.pcap:
+        from ..replay import truncated_capture_line
+
+        seq = counters.get("sequencing") or {}
+        cut = truncated_capture_line("fh book dump", a.pcap, {"truncated_file": counters.get("pcap_truncated_file"),
+                                                               "frames": counters.get("pcap_frames", 0)},
+                                     "the books hold the frames before it")
+        if cut:
+            out.append(cut)
+        lost = counters.get("pcap_mold_lost", 0) or seq.get("lost", 0)
+        if lost:
+            out.append(f"fh book dump: {a.pcap}: {lost:,} messages missing: sequence numbers no line of the capture "
+                       f"carried (a data plane would mark every book stale); the books lack them")
+    return out
 
 
 # ---- fh decode ------------------------------------------------------------------------------------------
@@ -582,8 +607,10 @@ def cmd_publish(a) -> int:
                 n = native.blocks_prefix(memoryview(data)[off:], a.chunk) if a.pace else len(data) - off
                 if n == 0:
                     break
-                eng.apply_blocks(memoryview(data)[off:off + n])
-                off += n
+                used = eng.apply_blocks(memoryview(data)[off:off + n])
+                off += used
+                if used < n:  # a cut-off last block
+                    break
                 if a.pace:
                     eng.publish_stats()
                     time.sleep(a.pace)
@@ -594,6 +621,9 @@ def cmd_publish(a) -> int:
         c = eng.counters()
         print(f"fh publish: {c['messages']} messages in {secs:.2f} s; {len(eng.locates())} books; "
               f"{eng.live_orders} live orders", file=sys.stderr, flush=True)
+        if not stop and off < len(data):
+            print(f"fh publish: {path}: truncated: its last message is cut off (at byte {off:,} of "
+                  f"{len(data):,}); the books hold the messages before it", file=sys.stderr, flush=True)
         if a.ready_file:
             Path(a.ready_file).write_text(str(os.getpid()))
         while a.hold and not stop:
