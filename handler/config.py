@@ -153,6 +153,7 @@ _SCHEMA = {
 _LINE_KEYS = {"name", "group", "port", "nic", "source"}
 _RETRANS_KEYS = {"server", "source", "mac", "nic", "gap_wait_us", "timeout_ms", "retries", "max_messages",
                  "max_outstanding", "hold_messages"}
+_LINE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,31}")
 _PCI = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 _VDEV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
@@ -271,8 +272,13 @@ def load(path: str | os.PathLike) -> Config:
             except (ipaddress.AddressValueError, ValueError, TypeError):
                 raise _err(p, f"{key}.source", src, "must be the IPv4 address the exchange sends the line from, "
                            "e.g. \"206.200.1.1\" (leave it out to take the line from any source)") from None
-        lines.append(Line(str(l.get("name", "AB"[i] if i < 2 else str(i))), l["group"],
-                          _int(p, f"{key}.port", l.get("port"), 1, 65535), source=src))
+        lname = l.get("name", "AB"[i] if i < 2 else str(i))
+        if not isinstance(lname, str) or not _LINE_NAME.fullmatch(lname):
+            raise _err(p, f"{key}.name", lname, "must be 1-31 letters, digits, '-', '_' or '.', e.g. \"A\": it names "
+                       "the line in fh status, fh stats and the metrics")
+        if lname in (m.name for m in lines):
+            raise _err(p, f"{key}.name", lname, "another line has this name; give each line its own")
+        lines.append(Line(lname, l["group"], _int(p, f"{key}.port", l.get("port"), 1, 65535), source=src))
     if len({(l.group, l.port) for l in lines}) != len(lines):
         raise _err(p, "feed.lines", None, "two lines have the same group and port; each line needs its own")
     if len(lines) > 16:
@@ -281,11 +287,14 @@ def load(path: str | os.PathLike) -> Config:
     if bool(pci) == bool(vdev):
         raise _err(p, "nic", None, "set exactly one of nic.pci (a NIC bound to vfio-pci, e.g. \"0000:3b:00.0\") "
                    "or nic.vdev (e.g. \"net_pcap0,rx_pcap=day.pcap\")")
-    if pci is not None and (not isinstance(pci, str) or pci.count(":") != 2 or "." not in pci):
-        raise _err(p, "nic.pci", pci, "must be a PCI address DDDD:BB:DD.F, as lspci -D or dpdk-devbind.py -s shows")
-    if vdev is not None and not isinstance(vdev, str):
-        raise _err(p, "nic.vdev", vdev, "must be a DPDK virtual device, e.g. \"net_pcap0,rx_pcap=day.pcap\"")
-    first = Device(pci.strip().lower(), pci.strip().lower(), True) if pci else Device(vdev, vdev.split(",", 1)[0], False)
+    first = _device(p, "nic.pci" if pci else "nic.vdev", pci or vdev)  # "3b:00.0": domain 0000, as in a line's nic
+    if pci and not first.pci:
+        raise _err(p, "nic.pci", pci, "must be a PCI address DDDD:BB:DD.F, as lspci -D or dpdk-devbind.py -s shows "
+                   "(a virtual device goes in nic.vdev)")
+    if vdev and first.pci:
+        raise _err(p, "nic.vdev", vdev, "must be a DPDK virtual device, e.g. \"net_pcap0,rx_pcap=day.pcap\" (a NIC "
+                   "goes in nic.pci)")
+    pci, vdev = (first.spec, None) if first.pci else (None, vdev)
     devices = {first.name: (first, "nic.pci" if pci else "nic.vdev")}
 
     def device(key: str, v) -> Device:
@@ -341,6 +350,8 @@ def load(path: str | os.PathLike) -> Config:
         import grp
 
         try:
+            if isinstance(group, bool):  # TOML's true is no gid 1
+                raise TypeError
             gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else grp.getgrgid(group).gr_gid
         except (KeyError, TypeError, OverflowError):
             raise _err(p, "shm.group", group, "no such group: create it (groupadd) or name an existing one; readers "

@@ -41,6 +41,15 @@ def test_good_config_and_arguments(tmp_path):
 @pytest.mark.parametrize("mutate,key,fix", [
     (lambda t: t + "\n[shm]\ndepht = 3\n", "shm.depht", "unknown key; shm takes depth"),
     (lambda t: t + "\n[bogus]\n", "bogus", "unknown section"),
+    (lambda t: t + "\n[shm]\ngroup = true\n", "shm.group = True", "no such group"),  # not gid 1
+    (lambda t: t.replace('name = "A"', "name = [1, 2]", 1), "feed.lines[0].name = [1, 2]", "1-31 letters"),
+    (lambda t: t.replace('name = "B"', 'name = "A"', 1), "feed.lines[1].name = 'A'", "another line has this name"),
+    (lambda t: t.replace('vdev = "net_pcap0', 'vdev = "   "\n# "', 1), "nic.vdev = '   '", "DPDK virtual device"),
+    (lambda t: t.replace('vdev = "net_pcap0', 'pci = "zz:yy:xx.q"\n# "', 1), "nic.pci = 'zz:yy:xx.q'",
+     "PCI address"),
+    (lambda t: t.replace('vdev = "net_pcap0', 'vdev = "0000:3b:00.0"\n# "', 1), "nic.vdev", "a NIC goes in nic.pci"),
+    (lambda t: t.replace('vdev = "net_pcap0', 'pci = "net_pcap0"\n# "', 1), "nic.pci",
+     "a virtual device goes in nic.vdev"),
     (lambda t: t.replace("port = 26477", "port = 70000", 1), "feed.lines[0].port = 70000", "from 1 to 65535"),
     (lambda t: t.replace('group = "233.54.12.111"', 'group = "233.54.12"'), "feed.lines[0].group", "IPv4 multicast"),
     (lambda t: t.replace('group = "233.54.12.111"', 'group = 233'), "feed.lines[0].group = 233", "as a string"),
@@ -68,6 +77,11 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path, mutate, key, fix):
         config.load(write(tmp_path, mutate(good(tmp_path))))
     msg = str(e.value)
     assert key in msg and fix in msg and "\n" not in msg
+
+
+def test_a_pci_address_without_its_domain_is_domain_0000(tmp_path):
+    c = config.load(write(tmp_path, good(tmp_path).replace('vdev = "net_pcap0', 'pci = "AF:00.1"\n# "', 1)))
+    assert c.nic_pci == "0000:af:00.1" and config.eal_args(c)[config.eal_args(c).index("-a") + 1] == "0000:af:00.1"
 
 
 def test_integrity_keys_reach_the_data_plane(tmp_path):
