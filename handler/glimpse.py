@@ -406,6 +406,17 @@ def password_from(file: str | None, env: str | None = "FH_SNAPSHOT_PASSWORD", wh
     return pw
 
 
+def check_credentials(user: str, password: str) -> None:
+    """SoupBinTCP's login fields: a username of 1-6 and a password of up to 10 ASCII characters (space-padded on
+    the wire, so that neither may end in a space). A server given longer ones could never be logged in to."""
+    if not 1 <= len(user) <= 6 or not user.isascii() or not user.isprintable() or user != user.rstrip():
+        raise GlimpseError(f"snapshot username {user!r}: SoupBinTCP's is 1 to 6 ASCII characters, not ending in a "
+                           "space")
+    if len(password) > 10 or not password.isascii() or not password.isprintable() or password != password.rstrip():
+        raise GlimpseError("the snapshot password: SoupBinTCP's is up to 10 ASCII characters, not ending in a space "
+                           f"(this one: {len(password)} characters)")
+
+
 def fetch(server: str, user: str, password: str, session: str | None = None, *, connect_timeout_ms: int = 2000,
           idle_timeout_ms: int = 15000, total_timeout_ms: int = 600000, retries: int = 0,
           retry_delay_ms: int = 1000, engine: native.Engine | None = None) -> tuple[native.Engine, dict]:
@@ -415,10 +426,7 @@ def fetch(server: str, user: str, password: str, session: str | None = None, *, 
     cfg = ffi.new("fh_glimpse_cfg_t *")
     if lib.fh_glimpse_parse_addr(cfg, server.encode()):
         raise GlimpseError(f"{native._errmsg()}")
-    if len(user) > 6:
-        raise GlimpseError(f"snapshot username {user!r} is longer than SoupBinTCP's 6 characters")
-    if len(password) > 10:
-        raise GlimpseError("the snapshot password is longer than SoupBinTCP's 10 characters")
+    check_credentials(user, password)
     cfg.user = user.encode("latin-1")
     cfg.password = password.encode("latin-1")
     cfg.connect_timeout_ms, cfg.idle_timeout_ms, cfg.total_timeout_ms = connect_timeout_ms, idle_timeout_ms, \
@@ -471,6 +479,7 @@ def cmd_server(args) -> int:
 
     fault = _parse_fault(args.fault)
     password = password_from(args.password_file)
+    check_credentials(args.user, password)  # before the day is read: a login no client could give
     if args.pcap:
         e, session, nxt = engine_from_pcap(args.pcap, args.at, args.session)
         stream, count, meta = served_state(e, session, nxt)

@@ -183,6 +183,12 @@ def test_server_refuses_bad_arguments_in_one_line(tmp_path, monkeypatch):
         p = fh("snapshot-server", *args, "--user", "fh", "--listen", "127.0.0.1:0", check=False, timeout=60)
         assert p.returncode != 0 and want in p.stderr, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # a login no client could give (SoupBinTCP: a 6-character username, a 10-character password)
+    for user, pw, want in [("toolong", PW, "snapshot username 'toolong'"), ("fh", "x" * 21, "snapshot password")]:
+        monkeypatch.setenv("FH_SNAPSHOT_PASSWORD", pw)
+        p = fh("snapshot-server", "--pcap", str(AB), "--user", user, "--listen", "127.0.0.1:0", check=False,
+               timeout=60)
+        assert p.returncode == 2 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     monkeypatch.delenv("FH_SNAPSHOT_PASSWORD")
     p = fh("snapshot-server", "--pcap", str(AB), "--user", "fh", check=False, timeout=60)
     assert p.returncode != 0 and "FH_SNAPSHOT_PASSWORD" in p.stderr
