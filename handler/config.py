@@ -254,7 +254,7 @@ def load(path: str | os.PathLike) -> Config:
             raise _err(p, key, l, "must be a table with name, group and port")
         extra = set(l) - _LINE_KEYS
         if extra:
-            raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group, port and nic")
+            raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group, port, nic and source")
         try:
             if not isinstance(l.get("group"), str):
                 raise TypeError
@@ -424,7 +424,9 @@ def _instruments(p: str, ins: dict) -> str | None:
         return ",".join(pub)
     if path is not None:
         if not isinstance(path, str) or not os.path.isfile(path):
-            raise _err(p, "instruments.publish_file", path, "no such file: one symbol a line (# comments)")
+            raise _err(p, "instruments.publish_file", path,
+                       f"{'not a regular file' if isinstance(path, str) and os.path.exists(path) else 'no such file'}: "
+                       "give a file of one symbol a line (# comments)")
         return "@" + os.path.abspath(path)
     return None
 

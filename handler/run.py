@@ -80,7 +80,8 @@ def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int
                 key = "nic.vdev" if d.spec == cfg.nic_vdev else next(
                     (f"feed.lines[{i}].nic" for i, l in enumerate(cfg.lines) if l.dev == d.name),
                     "feed.retransmission.nic")
-                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} does not exist")
+                why = "is not a regular file" if Path(pcap).exists() else "does not exist"
+                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} {why}; give a pcap")
     mac = config.resolve_retrans_mac(cfg)  # before anything starts: a missing neighbour refuses the run
     if cfg.retransmission and not cfg.retransmission.mac:
         print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "

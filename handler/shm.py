@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 from collections import namedtuple
 from datetime import datetime, timezone
@@ -366,7 +367,7 @@ class Reader:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO: no wait for a writer
             except FileNotFoundError:
                 raise NoSegment(f"no segment at {self.path}: {_instance_hint(self.path)}") from None
             except PermissionError:
@@ -374,7 +375,12 @@ class Reader:
                 raise ShmError(f"cannot read {self.path}: permission denied (owner uid {st.st_uid}, group gid "
                                f"{st.st_gid}, mode {st.st_mode & 0o777:o}): run as the writer's user or in its "
                                f"group") from None
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a directory opens read-only, then fails its read with no name
+                os.close(fd)
+                raise NotASegment(f"{self.path} is {'a directory' if stat.S_ISDIR(st.st_mode) else 'no regular file'}, "
+                                  f"not an fh segment: give an instance name or a segment's path")
+            size = st.st_size
             head = os.pread(fd, HDR_DTYPE.itemsize, 0)
             if len(head) == HDR_DTYPE.itemsize:
                 h = np.frombuffer(head, HDR_DTYPE)[0]

@@ -360,3 +360,17 @@ def test_messages_no_line_carried_are_said_by_book_dump(tmp_path):
         p = fh("book", "dump", "--pcap", cap, "--engine", engine)
         lines = [l for l in p.stderr.splitlines() if "messages missing" in l]
         assert len(lines) == 1 and "no line of the capture carried" in lines[0], p.stderr
+
+
+def test_a_directory_or_fifo_where_a_segment_or_file_goes_is_named(tmp_path):
+    """fh stats --name DIR (a directory opens read-only and then fails its read with no name) and a FIFO (whose
+    open waited for a writer); fh replay --dump-books DIR (said before the replay, not after it)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, what in ((tmp_path, "is a directory"), (fifo, "is no regular file")):
+        p = fh("stats", "--name", path, check=False, timeout=20)
+        assert p.returncode == 2 and p.stderr.strip() == (f"fh: {path} {what}, not an fh segment: give an instance "
+                                                          "name or a segment's path"), p.stderr
+    p = fh("replay", ROOT / "pcaps" / "synth-ab-40k.pcap", "--dump-books", tmp_path, check=False, timeout=20)
+    assert p.returncode == 2 and p.stderr.strip() == f"fh: --dump-books {tmp_path}: a directory; give the file to " \
+                                                     "write the books to", p.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def cmd_replay(a) -> int:
     except sender.SenderError as e:
         raise FhError(str(e)) from None
     name = instance_name(a.name) if a.name else None
+    if a.dump_books and os.path.isdir(a.dump_books):  # said before the replay, not after it
+        raise FhError(f"--dump-books {a.dump_books}: a directory; give the file to write the books to")
     if a.keep_segment and name is None:
         raise FhError("--keep-segment: give the instance a name with --name NAME, to open its segment afterwards "
                       "(fh book SYMBOL --name NAME)")

@@ -13,7 +13,8 @@ def _host_and_config(a):
     from ..host.topology import read_host
 
     if not os.path.isdir(a.root):
-        raise FhError(f"--root {a.root}: no such directory; give the root of a host's tree (default /)")
+        why = "not a directory" if os.path.exists(a.root) else "no such directory"
+        raise FhError(f"--root {a.root}: {why}; give the root of a host's tree (default /)")
     host = read_host(a.root)
     if a.config:
         from ..config import check_file
