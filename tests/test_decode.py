@@ -114,6 +114,27 @@ def test_fh_decode_bad_blocks_are_reported_not_fatal(tmp_path):
     assert "short message (type byte 0x44, 10 bytes)" in p.stderr
 
 
+def test_fh_decode_says_which_frames_it_left_out(tmp_path):
+    """Frames whose datagram cannot be read (a UDP length past the frame, a cut-off frame) are said and make the
+    exit status 1; a capture of another link type, none of whose frames is UDP/IPv4, is said too."""
+    data = bytearray((ROOT / "pcaps" / "synth-ab-40k.pcap").read_bytes())
+    assert struct.unpack_from("<I", data, 20)[0] == 1 and data[24 + 16 + 12:24 + 16 + 14] == b"\x08\x00"
+    ip = 24 + 16 + 14
+    udp = ip + (data[ip] & 0x0F) * 4
+    struct.pack_into(">H", data, udp + 4, 0xFFFF)  # the first frame's UDP length: past the IPv4 payload
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(data))
+    p = fh("decode", "--pcap", bad, check=False)
+    assert p.returncode == 1 and f"fh decode: {bad}: frames left out: bad_udp_length 1" in p.stderr, p.stderr
+    struct.pack_into(">H", data, udp + 4, 0)
+    struct.pack_into("<I", data, 20, 113)  # Linux cooked capture: every frame read as SLL
+    sll = tmp_path / "sll.pcap"
+    sll.write_bytes(bytes(data))
+    p = fh("decode", "--pcap", sll, check=False)
+    assert "fh decode: " + str(sll) + ": none of its " in p.stderr and "is a UDP/IPv4 datagram" in p.stderr, p.stderr
+    assert "frames left out" not in fh("decode", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap").stderr
+
+
 def test_decode_all_types_roundtrip_synthetic():
     """Every type with every byte distinct: C, reference and the doc-driven decoder agree."""
     for t, fields in SPEC.items():

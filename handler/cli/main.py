@@ -560,10 +560,21 @@ def cmd_decode(a) -> int:
                     tail["line"] = f"{d.dst}:{d.dport}"
                 dec.emit(msg, f"{where} message {i}", s, tail)
     dec.summary(str(a.pcap))
-    if reader.counters.get("truncated_file"):
+    c = reader.counters
+    damaged = {k: c.get(k, 0) for k in ("truncated_frame", "bad_ip_header", "bad_udp_length") if c.get(k)}
+    if damaged or c.get("ip_fragment"):  # frames whose datagrams were left out: damage, or fragments
+        print(f"fh decode: {a.pcap}: frames left out: "
+              + ", ".join(f"{k} {fmt_int(v)}" for k, v in {**damaged, "ip_fragment": c.get("ip_fragment", 0)}.items()
+                          if v)
+              + (" (IPv4 fragments are not reassembled)" if c.get("ip_fragment") else ""), file=sys.stderr)
+    elif c.get("frames") and not c.get("datagrams"):  # e.g. another link type's frames, or no IPv4 at all
+        print(f"fh decode: {a.pcap}: none of its {fmt_int(c['frames'])} frames is a UDP/IPv4 datagram ("
+              + ", ".join(f"{k} {fmt_int(c[k])}" for k in ("not_ipv4", "not_udp") if c.get(k)) + ")",
+              file=sys.stderr)
+    if c.get("truncated_file"):
         print(f"fh decode: {a.pcap}: truncated: the last record is cut off", file=sys.stderr)
         return 1
-    return 1 if dec.bad or malformed else 0
+    return 1 if dec.bad or malformed or damaged else 0
 
 
 # ---- fh publish ---------------------------------------------------------------------------------------
