@@ -654,6 +654,9 @@ def status(name: str, sample_s: float = 0.5) -> dict:
                 out["drops"] = {"net": stats.get("drops"), "nic_missed": (stats.get("nic") or {}).get("imissed"),
                                 "nic_errors": (stats.get("nic") or {}).get("ierrors"),
                                 "mold_gaps": (stats.get("mold") or {}).get("gaps")}
+    if out["state"] == "stopped" and path is None and w is None and not out.get("last_exit"):
+        out["notes"].append("nothing of this name on this host: no pidfile, exit record or segment (never run here "
+                            "under this name? fh status --all lists the instances)")
     if out["state"] == "running" and out["drops"] is None:
         out["notes"].append("drop counters are in the data plane's final statistics only (fh status shows them "
                             "once it stops)")

@@ -297,6 +297,7 @@ def test_status_of_an_unknown_instance(run_dir, instance_name):
     p = fh("status", "--name", instance_name, "--json", check=False)
     s = json.loads(p.stdout)
     assert p.returncode == 1 and s["state"] == "stopped" and s["writer"] is None and s["last_exit"] is None
+    assert any(n.startswith("nothing of this name on this host") for n in s["notes"]), s["notes"]
     p = fh("status", "--name", "bad name", check=False)
     assert p.returncode == 2 and "--name 'bad name'" in p.stderr
 
