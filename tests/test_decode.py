@@ -133,6 +133,20 @@ def test_fh_decode_says_which_frames_it_left_out(tmp_path):
     p = fh("decode", "--pcap", sll, check=False)
     assert "fh decode: " + str(sll) + ": none of its " in p.stderr and "is a UDP/IPv4 datagram" in p.stderr, p.stderr
     assert "frames left out" not in fh("decode", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap").stderr
+    # a damaged record header (the second's length beyond any frame): the frames after it cannot be found
+    struct.pack_into("<I", data, 20, 1)
+    second = ip - 14 + struct.unpack_from("<I", data, 24 + 8)[0]
+    struct.pack_into("<I", data, second + 8, 0x7FFFFFFF)
+    dam = tmp_path / "damaged.pcap"
+    dam.write_bytes(bytes(data))
+    p = fh("decode", "--pcap", dam, check=False)
+    assert p.returncode == 1 and f"damaged: the record header at byte {second:,} claims more" in p.stderr, p.stderr
+    data[24 + 8:24 + 12] = struct.pack("<I", 0x7FFFFFFF)  # the first: nothing to replay
+    dam.write_bytes(bytes(data))
+    for cmd in ("replay", "verify"):
+        p = fh(cmd, dam, check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "damaged: the record header at byte 24" in p.stderr and f"no UDP datagram before it to {cmd}" in p.stderr
 
 
 def test_decode_all_types_roundtrip_synthetic():

@@ -82,6 +82,8 @@ def cmd_replay(a) -> int:
                       "(fh book SYMBOL --name NAME)")
     lines, survey = replay.pcap_survey(pcap)
     cut = replay.truncated_capture_line("fh replay", a.pcap, survey, "the frames before it are replayed")
+    if cut and not survey["datagrams"]:
+        raise FhError(replay.truncated_capture_line("", a.pcap, survey, "no UDP datagram before it to replay")[2:])
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
@@ -139,6 +141,8 @@ def cmd_verify(a) -> int:
     lines, survey = replay.pcap_survey(pcap)
     cut = replay.truncated_capture_line("fh verify", a.pcap, survey,
                                         "the books of the frames before it are verified, on both sides")
+    if cut and not survey["datagrams"]:
+        raise FhError(replay.truncated_capture_line("", a.pcap, survey, "no UDP datagram before it to verify")[2:])
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, counters = replay.reference_books(pcap, lines, a.depth)
     diffs = replay.diff_books(got, want)

@@ -571,6 +571,10 @@ def cmd_decode(a) -> int:
         print(f"fh decode: {a.pcap}: none of its {fmt_int(c['frames'])} frames is a UDP/IPv4 datagram ("
               + ", ".join(f"{k} {fmt_int(c[k])}" for k in ("not_ipv4", "not_udp") if c.get(k)) + ")",
               file=sys.stderr)
+    if c.get("bad_record"):
+        print(f"fh decode: {a.pcap}: damaged: the record header at byte {reader.bad_record_at:,} claims more than a "
+              f"frame can hold; the frames after it cannot be found", file=sys.stderr)
+        return 1
     if c.get("truncated_file"):
         print(f"fh decode: {a.pcap}: truncated: the last record is cut off", file=sys.stderr)
         return 1

@@ -24,7 +24,9 @@ Every frame that is not yielded is counted in ``counters`` under its cause:
 
 plus ``frames`` (records read), ``datagrams`` (datagrams yielded) and
 ``truncated_file`` (1 when the last record is cut off: reading stops there; a
-truncated tail never raises). A file that is not a classic pcap at all raises
+truncated tail never raises) and ``bad_record`` (1 when a record header claims
+more than MAX_RECORD bytes and the snap length: damaged, reading stops there,
+``bad_record_at`` is its offset). A file that is not a classic pcap at all raises
 ``PcapError`` (an ``InputError``, a ``ValueError``) naming the path.
 
 Checksums are not verified (anonymised captures carry zero checksums).
@@ -74,7 +76,12 @@ COUNTER_NAMES = (
     "bad_ip_header",
     "bad_udp_length",
     "truncated_file",
+    "bad_record",
 )
+
+# A record may hold at most this many bytes, whatever the header's snap length says (libpcap's and Wireshark's
+# limit for Ethernet, 256 KiB): a record header claiming more is damaged, not a frame.
+MAX_RECORD = 262144
 
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 # magic bytes as they appear in the file -> (struct byte-order prefix, nanosecond?)
@@ -136,6 +143,7 @@ class PcapReader:
                 f"{self.path}: unsupported pcap link type {self.linktype} "
                 f"(supported: 1 Ethernet, 113 Linux cooked SLL)")
         self._record = struct.Struct(order + "IIII")
+        self.bad_record_at: int | None = None  # the byte offset of a damaged record header (bad_record)
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -164,6 +172,10 @@ class PcapReader:
                 c["truncated_file"] += 1
                 return
             ts_sec, ts_frac, incl_len, _orig_len = rec.unpack_from(buf, pos)
+            if incl_len > max(self.snaplen, MAX_RECORD):  # a damaged record header: no frame after it can be found
+                c["bad_record"] += 1
+                self.bad_record_at = pos
+                return
             start = pos + _RECORD_HEADER_LEN
             end = start + incl_len
             if end > size:
