@@ -374,3 +374,10 @@ def test_a_directory_or_fifo_where_a_segment_or_file_goes_is_named(tmp_path):
     p = fh("replay", ROOT / "pcaps" / "synth-ab-40k.pcap", "--dump-books", tmp_path, check=False, timeout=20)
     assert p.returncode == 2 and p.stderr.strip() == f"fh: --dump-books {tmp_path}: a directory; give the file to " \
                                                      "write the books to", p.stderr
+
+
+def test_options_that_do_nothing_with_the_others_given_are_refused():
+    p = fh("decode", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--both-lines", check=False)
+    assert p.returncode == 2 and p.stderr.strip().startswith("fh: --both-lines: only with --pcap"), p.stderr
+    p = fh("replay", ROOT / "pcaps" / "synth-ab-40k.pcap", "--realtime", check=False)
+    assert p.returncode == 2 and p.stderr.strip().startswith("fh: --realtime: only with a paced replay"), p.stderr

@@ -74,6 +74,9 @@ def cmd_replay(a) -> int:
         pace = sender.parse_pace(a.speed, a.pps, a.mbps, a.maxsleep)
     except sender.SenderError as e:
         raise FhError(str(e)) from None
+    if a.realtime and not pace.paced:
+        raise FhError("--realtime: only with a paced replay (--speed recorded or xN, --pps, --mbps): at top speed "
+                      "no sender runs")
     name = instance_name(a.name) if a.name else None
     if a.dump_books and os.path.isdir(a.dump_books):  # said before the replay, not after it
         raise FhError(f"--dump-books {a.dump_books}: a directory; give the file to write the books to")

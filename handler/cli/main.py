@@ -458,6 +458,9 @@ def cmd_decode(a) -> int:
     from .. import native
     from ..ui import progress
 
+    if a.both_lines and not a.pcap:
+        raise FhError("--both-lines: only with --pcap (a capture's lines carry copies; a daily file or journal holds "
+                      "each message once)")
     dec = _Decoder(a, sys.stdout)
     if a.itch:
         path = _itch(a.itch)
