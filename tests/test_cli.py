@@ -381,3 +381,9 @@ def test_options_that_do_nothing_with_the_others_given_are_refused():
     assert p.returncode == 2 and p.stderr.strip().startswith("fh: --both-lines: only with --pcap"), p.stderr
     p = fh("replay", ROOT / "pcaps" / "synth-ab-40k.pcap", "--realtime", check=False)
     assert p.returncode == 2 and p.stderr.strip().startswith("fh: --realtime: only with a paced replay"), p.stderr
+
+
+def test_stats_reads_its_config_first_whatever_the_writer(tmp_path):
+    """fh stats --config is read before the segment: once ignored when the writer (fh publish) has no lines."""
+    p = fh("stats", "--name", f"nosuch{os.getpid()}", "--config", tmp_path / "none.toml", check=False)
+    assert p.returncode == 2 and "none.toml: no such file" in p.stderr, p.stderr

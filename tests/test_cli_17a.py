@@ -387,6 +387,8 @@ def test_stats_names_lines_as_the_configuration(dp_segment, tmp_path):
     assert rows["west"][5] == "0" and rows["east"][5] == "40,000"
     lat = re.search(r"^latency   rx->publish of ([\d,]+) messages: p50 (\S+ \S+)  p99 (\S+ \S+)", text, re.M)
     assert lat and lat.group(1) == "40,000" and lat.group(2).endswith(("ns", "µs", "ms"))
+    p = fh("stats", "--name", segment, "--config", tmp_path / "none.toml", check=False)  # said, whatever the writer
+    assert p.returncode == 2 and "none.toml: no such file" in p.stderr
 
 
 @pytest.mark.dpdk

@@ -1004,6 +1004,8 @@ def cmd_stats(a) -> int:
     from ..metrics import line_names
     from ..native import COUNTER_NAMES
 
+    if a.config:  # read first, whatever the writer: a configuration that cannot name the lines is said, not ignored
+        _configured_line_names(a, None)
     with _segment(a, ctrl_c_ends=False) as r:
         st = r.writer_status()
         rec = r.stats_copy()
