@@ -281,12 +281,7 @@ def _stop_child(cfg: config.Config, child: subprocess.Popen, timeout_s: float = 
         return
     print(f"fh run: {cfg.name}: stopping the data plane (pid {child.pid}): fh run is failing", file=sys.stderr,
           flush=True)
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    process.terminate(child, timeout_s)
 
 
 def _why(cfg: config.Config, rc: int, forwarded: list[int], stats: dict | None) -> tuple[str, int]:

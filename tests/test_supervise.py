@@ -376,3 +376,30 @@ def test_systemd_unit_verifies(tmp_path):
     p = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     complaints = [l for l in (p.stdout + p.stderr).splitlines() if "fh@" in l]
     assert p.returncode == 0 and not complaints, p.stdout + p.stderr
+
+
+def test_a_failing_fh_run_stops_its_data_plane(run_dir, instance_name, monkeypatch):
+    """When fh run's own supervision fails (here: its loop raises), the data plane it started is stopped, not left
+    running unsupervised with the pidfile's lock."""
+    import subprocess
+    import types
+
+    from handler import run, supervise
+
+    def broken(*a, **kw):
+        raise OSError(17, "File exists", "/some/journal/dir")
+
+    monkeypatch.setattr(run, "_follow", broken)
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **kw):
+        started.append(real_popen(*a, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    cfg = types.SimpleNamespace(name=instance_name)
+    with supervise.Pidfile(instance_name, {}) as pf:
+        with pytest.raises(OSError):
+            run._supervise(cfg, ["sleep", "60"], pf, False)
+    assert started and started[0].poll() == -15  # SIGTERM: stopped, and reaped
