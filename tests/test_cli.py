@@ -387,3 +387,12 @@ def test_stats_reads_its_config_first_whatever_the_writer(tmp_path):
     """fh stats --config is read before the segment: once ignored when the writer (fh publish) has no lines."""
     p = fh("stats", "--name", f"nosuch{os.getpid()}", "--config", tmp_path / "none.toml", check=False)
     assert p.returncode == 2 and "none.toml: no such file" in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this host")
+def test_a_full_device_is_named_and_left_alone():
+    """A write that fails (ENOSPC carries no file name) names the output; a device is never removed."""
+    p = fh("pcap", "synth", "/dev/full", "--messages", "20000", "--instruments", "10", check=False)
+    assert p.returncode == 2 and p.stderr.strip() == ("fh: /dev/full: No space left on device; the device is full; "
+                                                      "free space or choose another place"), p.stderr
+    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")

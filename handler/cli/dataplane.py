@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FhError
@@ -63,6 +64,21 @@ class ProgressBar:
             self.shown = False
 
 
+@contextmanager
+def _writing(path):
+    """Around the writing of an output file: an OS error of a write (ENOSPC, EIO) carries no file name, so it is
+    given this one, and the partial file it leaves is removed (a regular file only: never /dev/null). An error of
+    the open, which names its file, removes nothing: the file was not ours to remove."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+            if os.path.isfile(path):
+                os.unlink(path)
+        raise
+
+
 def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
@@ -111,7 +127,8 @@ def cmd_replay(a) -> int:
     finally:
         bar.close()
     if books is not None:
-        Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
+        with _writing(a.dump_books):
+            Path(a.dump_books).write_text("".join(json.dumps(b) + "\n" for b in books))
     stats["rate"] = process.replay_rate(stats)
     stats["capture_truncated"] = bool(cut)
     if cut:
@@ -207,8 +224,9 @@ def cmd_pcap_synth(a) -> int:
         lines.append(pcapgen.Line(*pcapgen.DEFAULT_B, vlan=a.vlan, delay_ns=3000))
     if plan is not None:
         return _synth_with_faults(a, data, lines, plan)
-    s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns,
-                           progress=progress)
+    with _writing(a.out):
+        s = pcapgen.synth_pcap(a.out, data, lines, session=a.session, mtu=a.mtu, burst_ns=a.burst_ns,
+                               progress=progress)
     print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s) "
           f"({', '.join(f'{l.group}:{l.port}' for l in lines)}), session {a.session}", file=sys.stderr)
     if a.json:
@@ -231,8 +249,9 @@ def _synth_with_faults(a, data: bytes, lines, plan) -> int:
     from ..ui import progress
 
     try:
-        s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
-                                           burst_ns=a.burst_ns, progress=progress)
+        with _writing(a.out):
+            s, inj = pcapgen.synth_faulty_pcap(a.out, data, lines, plan, session=a.session, mtu=a.mtu,
+                                               burst_ns=a.burst_ns, progress=progress)
     except faults.FaultPlanError as e:
         raise FhError(str(e)) from None
     print(f"{a.out}: {s['messages']:,} messages in {s['datagrams']:,} datagrams on {s['lines']} line(s), "
