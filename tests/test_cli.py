@@ -371,6 +371,8 @@ def test_a_directory_or_fifo_where_a_segment_or_file_goes_is_named(tmp_path):
         p = fh("stats", "--name", path, check=False, timeout=20)
         assert p.returncode == 2 and p.stderr.strip() == (f"fh: {path} {what}, not an fh segment: give an instance "
                                                           "name or a segment's path"), p.stderr
+    p = fh("publish", "--itch", ROOT / "pcaps" / "synth-100k.itch", "--segment", tmp_path, check=False, timeout=20)
+    assert p.returncode == 2 and p.stderr.strip().startswith(f"fh: --segment {tmp_path}: a directory"), p.stderr
     p = fh("replay", ROOT / "pcaps" / "synth-ab-40k.pcap", "--dump-books", tmp_path, check=False, timeout=20)
     assert p.returncode == 2 and p.stderr.strip() == f"fh: --dump-books {tmp_path}: a directory; give the file to " \
                                                      "write the books to", p.stderr

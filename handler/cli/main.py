@@ -603,6 +603,9 @@ def cmd_publish(a) -> int:
     from .. import native
 
     path = _itch(a.itch, other=None)  # (no --pcap: a capture goes to fh replay)
+    if a.segment and os.path.isdir(a.segment):
+        raise FhError(f"--segment {a.segment}: a directory; give the segment's file, e.g. "
+                      f"{os.path.join(a.segment, 'fh-' + a.name)}")
     seg_path = a.segment or default_segment_path(a.name, a.max_levels, a.events)
     data = path.read_bytes()
     seg = native.Segment(seg_path, a.name, max_levels=a.max_levels, event_capacity=a.events, depth=a.depth)
