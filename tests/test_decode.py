@@ -133,8 +133,16 @@ def test_fh_decode_says_which_frames_it_left_out(tmp_path):
     p = fh("decode", "--pcap", sll, check=False)
     assert "fh decode: " + str(sll) + ": none of its " in p.stderr and "is a UDP/IPv4 datagram" in p.stderr, p.stderr
     assert "frames left out" not in fh("decode", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap").stderr
-    # a damaged record header (the second's length beyond any frame): the frames after it cannot be found
+    # a sequence number in the top quarter of the 64-bit range: malformed, as the data plane says
     struct.pack_into("<I", data, 20, 1)
+    struct.pack_into(">H", data, udp + 4, struct.unpack_from(">H", data, ip + 2)[0] - (udp - ip))
+    struct.pack_into(">Q", data, udp + 8 + 10, (1 << 64) - 1)
+    seqmax = tmp_path / "seqmax.pcap"
+    seqmax.write_bytes(bytes(data))
+    p = fh("decode", "--pcap", seqmax, check=False)
+    assert p.returncode == 1 and "sequence 18,446,744,073,709,551,615 is in the top quarter" in p.stderr, p.stderr
+    assert "not matching the filters" not in p.stderr
+    # a damaged record header (the second's length beyond any frame): the frames after it cannot be found
     second = ip - 14 + struct.unpack_from("<I", data, 24 + 8)[0]
     struct.pack_into("<I", data, second + 8, 0x7FFFFFFF)
     dam = tmp_path / "damaged.pcap"

@@ -522,6 +522,11 @@ def cmd_decode(a) -> int:
                       file=sys.stderr)
                 continue
             session_raw, sequence, count = struct.unpack_from(">10sQH", d.payload)
+            if sequence >> 62:  # as the data plane and the reference: malformed (its messages' numbers would wrap)
+                malformed += 1
+                print(f"fh decode: {where}: sequence {sequence:,} is in the top quarter of the 64-bit range: "
+                      f"malformed (the data plane refuses it)", file=sys.stderr)
+                continue
             if count in (0, 0xFFFF):  # heartbeat, end of session
                 continue
             msgs = []
