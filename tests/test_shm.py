@@ -269,6 +269,9 @@ def test_cli_top_events_stats(live):
     assert [int(x.split()[0]) for x in lines] == list(range(head - 4, head + 1))
     p = fh("events", "--name", live, "--count", "5", "--json", "--from", "1")
     assert [json.loads(x)["seq"] for x in p.stdout.splitlines()] == [1, 2, 3, 4, 5]
+    p = fh("events", "--name", live, "--from", str(head + 10))  # past the newest: said, not an empty silence
+    assert p.stdout == "" and p.stderr.strip() == (f"fh events: nothing from {head + 10:,}: the newest event is "
+                                                   f"{head:,} (--follow waits for more)")
 
     p = fh("stats", "--name", live, "--json")
     st = json.loads(p.stdout)

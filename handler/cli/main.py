@@ -924,6 +924,9 @@ def cmd_events(a) -> int:
             n += 1
             if limit is not None and n >= limit:
                 break
+        if not a.follow and n == 0 and a.start is not None and a.start > r.head:  # not silent: nothing that far yet
+            print(f"fh events: nothing from {a.start:,}: the newest event is {r.head:,} (--follow waits for more)",
+                  file=sys.stderr)
         if a.follow and n != limit:
             st = r.writer_status()
             if st.state == "dead":
