@@ -163,6 +163,7 @@ def test_decode_text_is_readable(tmp_path):
     (["--type", "Z"], "argument --type: Z: not an ITCH 5.0 message type"),
     (["--type", "a"], "argument --type: a: not an ITCH 5.0 message type"),
     (["--seq", "9:3"], "argument --seq: '9:3': FROM must be 0 or more and not above TO"),
+    (["--seq", "99999999999999999999999:"], "a sequence number is at most 18446744073709551615"),
     (["--seq", "x"], "argument --seq: 'x': expected FROM:TO"),
     (["--symbol", "TOOLONGSYM"], "argument --symbol: 'TOOLONGSYM': an ITCH symbol is 1-8 printable ASCII characters"),
     (["--limit", "0"], "argument --limit: expected a number >= 1, got 0"),

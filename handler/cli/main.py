@@ -311,6 +311,8 @@ def _seq_range(text: str) -> tuple[int, int]:
         b = (int(hi.replace("_", "")) if hi.strip() else (1 << 64) - 1) if sep else a
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FROM:TO, FROM:, :TO or N (sequence numbers)") from None
+    if max(a, b) > U64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: a sequence number is at most {U64_MAX} (MoldUDP64's 64 bits)")
     if a < 0 or b < a:
         raise argparse.ArgumentTypeError(f"{text!r}: FROM must be 0 or more and not above TO")
     return a, b
