@@ -25,6 +25,8 @@ def eal_args(cfg: config.Config) -> list[str]:
     printed; its failures refuse the start, with their fixes. Virtual devices only (labs, replays) keep the
     simple arguments of config.eal_args."""
     if not any(d.pci for d in config.devices(cfg)):
+        if cfg.hugepages:
+            _check_hugepages(cfg)
         return config.eal_args(cfg)
     from .host import plan
     from .host.topology import read_host
@@ -37,6 +39,19 @@ def eal_args(cfg: config.Config) -> list[str]:
         raise config.ConfigError(f"{cfg.path}: this host cannot run it as configured (fh plan --config {cfg.path} "
                                  "shows the failures and their fixes)")
     return [*p.eal_args, "--log-level", "lib.eal:error", "--no-telemetry"]
+
+
+def _check_hugepages(cfg: config.Config) -> None:
+    """memory.hugepages = true with virtual devices only (a NIC's run is placed by fh plan, which checks its node's
+    pools): the host's free hugepages must hold memory.mb, else EAL fails its start with its own lines."""
+    from .host.topology import read_host
+
+    free_mb = sum(p.free * p.size_kb for p in read_host("/").hugepages) >> 10
+    if free_mb < cfg.memory_mb:
+        raise config.ConfigError(
+            f"{cfg.path}: memory.hugepages = true and memory.mb = {cfg.memory_mb}, but this host has {free_mb} MB of "
+            f"free hugepages: reserve them (echo {-(-cfg.memory_mb // 2)} > /proc/sys/vm/nr_hugepages for 2 MB pages; "
+            "ansible/ reserves them at boot) or set memory.hugepages = false (ordinary pages, for labs)")
 
 
 def run(cfg_path: str, keep_segment: bool = False, json_out: bool = False) -> int:

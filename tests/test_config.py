@@ -114,6 +114,16 @@ def test_segment_group_and_directory(tmp_path):
     assert app[app.index("--group") + 1] == "0"
 
 
+def test_fh_run_with_hugepages_the_host_does_not_have_is_refused_first(tmp_path):
+    """memory.hugepages = true on virtual devices: the host's free hugepages are checked before EAL starts (which
+    failed with lines of its own, and a hint naming the data plane's flags, not the configuration's keys)."""
+    text = good(tmp_path).replace("hugepages = false", "hugepages = true").replace("mb = 256", f"mb = {1 << 20}")
+    p = fh("run", "--config", write(tmp_path, text), check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert f"memory.hugepages = true and memory.mb = {1 << 20}, but this host has" in p.stderr
+    assert "or set memory.hugepages = false" in p.stderr
+
+
 def test_missing_config_file(tmp_path):
     p = fh("run", "--config", tmp_path / "none.toml", check=False)
     assert p.returncode == 2 and "no such file; write one from docs/config.md" in p.stderr
