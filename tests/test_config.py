@@ -124,6 +124,15 @@ def test_fh_run_with_hugepages_the_host_does_not_have_is_refused_first(tmp_path)
     assert "or set memory.hugepages = false" in p.stderr
 
 
+def test_fh_run_refuses_an_rx_pcap_that_is_no_pcap(tmp_path):
+    """net_pcap reads a classic pcap only; anything else made EAL create no port ("bind a NIC to vfio-pci")."""
+    itch = ROOT / "pcaps" / "synth-100k.itch"
+    p = fh("run", "--config", write(tmp_path, good(tmp_path).replace("synth-ab-40k.pcap", "synth-100k.itch")),
+           check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert f"rx_pcap file {itch} is an ITCH 5.0 daily file, not a pcap: give a classic pcap" in p.stderr
+
+
 def test_missing_config_file(tmp_path):
     p = fh("run", "--config", tmp_path / "none.toml", check=False)
     assert p.returncode == 2 and "no such file; write one from docs/config.md" in p.stderr
