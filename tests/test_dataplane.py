@@ -158,6 +158,12 @@ def test_no_port_and_bad_arguments_are_explained(tmp_path):
     assert p.returncode == 2 and "--ladder-books must be 0..65534" in p.stderr
     assert [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")] == [
         "fh-dataplane: --ladder-books must be 0..65534 (books with a price ladder; 0: none), not 65535"]
+    # EAL refuses a driver that does not exist: with --no-huge given, no hint about hugepages
+    p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-bogus",
+                        "-l", str(process.poll_core()), "--vdev", "net_bogus0", "--", "--segment", "x", "--line",
+                        "233.1.1.1:1"], capture_output=True, text=True)
+    assert p.returncode != 0 and "EAL init failed" in p.stderr and "net_bogus0" in p.stderr, p.stderr
+    assert "no hugepages?" not in p.stderr and "EAL's own lines above say why" in p.stderr
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")

@@ -39,10 +39,17 @@
 
 int dp_init(dp_t *dp, int argc, char **argv)
 {
+    bool no_huge = false; /* the hint below: hugepages only when EAL was to use them */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        no_huge |= strcmp(argv[i], "--no-huge") == 0;
     int eal = rte_eal_init(argc, argv);
     if (eal < 0) {
-        fprintf(stderr, "fh-dataplane: EAL init failed: %s (no hugepages? add --no-huge -m 512, or reserve "
-                        "some: echo 512 > /proc/sys/vm/nr_hugepages)\n", rte_strerror(rte_errno));
+        if (no_huge)
+            fprintf(stderr, "fh-dataplane: EAL init failed: %s (EAL's own lines above say why: a --vdev driver that "
+                            "does not exist, a core that is not online, ...)\n", rte_strerror(rte_errno));
+        else
+            fprintf(stderr, "fh-dataplane: EAL init failed: %s (no hugepages? add --no-huge -m 512, or reserve "
+                            "some: echo 512 > /proc/sys/vm/nr_hugepages)\n", rte_strerror(rte_errno));
         return -1;
     }
     dp->eal = true;
