@@ -254,7 +254,8 @@ def load(path: str | os.PathLike) -> Config:
             raise _err(p, key, l, "must be a table with name, group and port")
         extra = set(l) - _LINE_KEYS
         if extra:
-            raise _err(p, f"{key}.{sorted(extra)[0]}", None, "unknown key; a line takes name, group, port, nic and source")
+            raise _err(p, f"{key}.{sorted(extra)[0]}", None,
+                       "unknown key; a line takes name, group, port, nic and source")
         try:
             if not isinstance(l.get("group"), str):
                 raise TypeError

@@ -138,6 +138,7 @@ _DESCRIBE = {
     "gzip:unknown": "gzip of something that is neither an ITCH 5.0 daily file nor a capture",
 }
 
+
 def describe(kind: str) -> str:
     """What a sniff() kind is, in words ("a pcapng capture")."""
     return _DESCRIBE.get(kind, kind)

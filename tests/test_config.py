@@ -337,7 +337,8 @@ def _line_b(t: str, extra: str) -> str:
     (lambda t: _line_b(t, "nic = 1"), "feed.lines[1].nic = 1", "PCI address"),
     (lambda t: _line_b(t, 'nic = "net_pcap0,rx_pcap=other.pcap"'), "feed.lines[1].nic",
      "DPDK would name it net_pcap0, as it names nic.vdev"),
-    (lambda t: _line_b(t, 'nics = "net_null0"'), "feed.lines[1].nics", "a line takes name, group, port, nic and source"),
+    (lambda t: _line_b(t, 'nics = "net_null0"'), "feed.lines[1].nics",
+     "a line takes name, group, port, nic and source"),
     (lambda t: t.replace('vdev = "net_pcap0,rx_pcap=', 'vdev = 5\n#'), "nic.vdev = 5", "virtual device"),
     # [replication]
     (lambda t: t + '[replication]\nrole = "master"\n', "replication.role = 'master'", '"primary"'),
