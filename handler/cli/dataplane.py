@@ -363,7 +363,7 @@ def _ms(text: str) -> float:
 
 def register(sub, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
-    from .main import U64_MAX, _bounded, _out_file
+    from .argtypes import U64_MAX, _bounded, _out_file
 
     r = sub.add_parser(
         "replay", help="replay a pcap through the DPDK data plane into shared memory", formatter_class=HelpFormatter,

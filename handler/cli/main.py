@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import FhError, main_guard
 from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, print_json, print_table
+from .argtypes import U64_MAX, _bounded, _nonneg, _out_file, _positive
 from .host import seconds
 
 
@@ -34,50 +35,6 @@ def _journal(path: str) -> list[Path]:
     from .. import inputs
 
     return inputs.journal_files(path, "--journal")
-
-
-def _whole(text: str, low: int, high: int | None = None) -> int:
-    try:
-        v = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < low:
-        raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {v}")
-    if high is not None and v > high:
-        raise argparse.ArgumentTypeError(f"expected a number from {low} to {high}, got {v}")
-    return v
-
-
-U64_MAX = (1 << 64) - 1  # a uint64_t's largest
-
-
-def _bounded(low: int, high: int):
-    """An argparse type: a whole number from low to high (the range the C side takes: a value beyond it
-    would not fit its field, or is refused there)."""
-    def parse(text: str) -> int:
-        return _whole(text, low, high)
-    return parse
-
-
-def _positive(text: str) -> int:
-    return _whole(text, 1)
-
-
-def _nonneg(text: str) -> int:
-    return _whole(text, 0)
-
-
-def _out_file(example: str):
-    """An argparse type: an output file to write, a name that is not empty (the C writer opened "." for "") and
-    not a directory; `example` (day.itch) shows one."""
-    def parse(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError(f"an empty file name; give the file to write, e.g. {example}")
-        if os.path.isdir(text):
-            raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write in it, e.g. "
-                                             f"{os.path.join(text, example)}")
-        return text
-    return parse
 
 
 def _use_fh_help(parser: argparse.ArgumentParser) -> None:

@@ -161,7 +161,7 @@ def cmd_query(a) -> int:
 
 def register(sub) -> None:
     from ..cli.host import seconds
-    from ..cli.main import _bounded
+    from ..cli.argtypes import _bounded
     from ..ui import HelpFormatter, add_json_flag, examples
 
     h = sub.add_parser("history", help="write a day as Parquet (trades, bbo, orders, book snapshots) for DuckDB, Spark, Trino",
