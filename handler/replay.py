@@ -40,17 +40,18 @@ def pcap_survey(path: str | Path) -> tuple[list[tuple[str, int]], dict[str, int]
     return list(seen), {**r.counters, "bad_record_at": r.bad_record_at}
 
 
-def truncated_capture_line(prog: str, path: str | Path, counters: dict[str, int], what: str) -> str | None:
-    """The one line a command prints on stderr for a capture whose last record is cut off, or whose record header
-    is damaged (None: it is whole): what it did with the frames before it (`what`)."""
+def capture_cut(path: str | Path, counters: dict, what: str) -> str | None:
+    """What a command says of a capture whose last record is cut off, or whose record header is damaged (None: it
+    is whole), from PcapReader's counters (and `bad_record_at`): `PATH: truncated: ...; {what}`, `what` being what
+    it did with the frames before it."""
     n = counters.get("frames", 0)
     frames = f"{n:,} whole frame{'' if n == 1 else 's'}"
     if counters.get("bad_record"):
-        return (f"{prog}: {path}: damaged: the record header at byte {counters.get('bad_record_at') or 0:,} claims "
-                f"more than a frame can hold, and the frames after it cannot be found (after {frames}); {what}")
+        return (f"{path}: damaged: the record header at byte {counters.get('bad_record_at') or 0:,} claims more than "
+                f"a frame can hold, and the frames after it cannot be found (after {frames}); {what}")
     if not counters.get("truncated_file"):
         return None
-    return f"{prog}: {path}: truncated: its last record is cut off (after {frames}); {what}"
+    return f"{path}: truncated: its last record is cut off (after {frames}); {what}"
 
 
 def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256) -> list[str]:

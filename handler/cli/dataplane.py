@@ -79,6 +79,18 @@ def _writing(path):
         raise
 
 
+def _survey(given: str, pcap: Path, cmd: str, used: str) -> tuple[list[tuple[str, int]], str | None]:
+    """The capture's lines, and the stderr line fh replay / fh verify print when it is cut off or damaged (`used`:
+    what they do with the frames before the cut); an FhError when no datagram comes before it."""
+    from .. import replay
+
+    lines, survey = replay.pcap_survey(pcap)
+    if not survey["datagrams"] and replay.capture_cut(given, survey, ""):
+        raise FhError(replay.capture_cut(given, survey, f"no UDP datagram before it to {cmd}"))
+    cut = replay.capture_cut(given, survey, used)
+    return lines, cut and f"fh {cmd}: {cut}"
+
+
 def cmd_replay(a) -> int:
     from .. import process, replay
     from ..net import sender
@@ -99,10 +111,7 @@ def cmd_replay(a) -> int:
     if a.keep_segment and name is None:
         raise FhError("--keep-segment: give the instance a name with --name NAME, to open its segment afterwards "
                       "(fh book SYMBOL --name NAME)")
-    lines, survey = replay.pcap_survey(pcap)
-    cut = replay.truncated_capture_line("fh replay", a.pcap, survey, "the frames before it are replayed")
-    if cut and not survey["datagrams"]:
-        raise FhError(replay.truncated_capture_line("", a.pcap, survey, "no UDP datagram before it to replay")[2:])
+    lines, cut = _survey(a.pcap, pcap, "replay", "the frames before it are replayed")
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
@@ -158,11 +167,7 @@ def cmd_verify(a) -> int:
     from .. import process, replay
 
     pcap = _input(a.pcap, "pcap", "PCAP")
-    lines, survey = replay.pcap_survey(pcap)
-    cut = replay.truncated_capture_line("fh verify", a.pcap, survey,
-                                        "the books of the frames before it are verified, on both sides")
-    if cut and not survey["datagrams"]:
-        raise FhError(replay.truncated_capture_line("", a.pcap, survey, "no UDP datagram before it to verify")[2:])
+    lines, cut = _survey(a.pcap, pcap, "verify", "the books of the frames before it are verified, on both sides")
     stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
     want, counters = replay.reference_books(pcap, lines, a.depth)
     diffs = replay.diff_books(got, want)

@@ -224,14 +224,13 @@ def _dump_losses(a, counters: dict) -> list[str]:
         out.append(f"fh book dump: {a.itch}: truncated: its last message is cut off; the books hold the messages "
                    f"before it")
     if a.pcap:
-        from ..replay import truncated_capture_line
+        from ..replay import capture_cut
 
         seq = counters.get("sequencing") or {}
-        cut = truncated_capture_line("fh book dump", a.pcap, {"truncated_file": counters.get("pcap_truncated_file"),
-                                                               "frames": counters.get("pcap_frames", 0)},
-                                     "the books hold the frames before it")
+        cut = capture_cut(a.pcap, {"truncated_file": counters.get("pcap_truncated_file"),
+                                   "frames": counters.get("pcap_frames", 0)}, "the books hold the frames before it")
         if cut:
-            out.append(cut)
+            out.append(f"fh book dump: {cut}")
         lost = counters.get("pcap_mold_lost", 0) or seq.get("lost", 0)
         if lost:
             out.append(f"fh book dump: {a.pcap}: {lost:,} messages missing: sequence numbers no line of the capture "
@@ -539,8 +538,10 @@ def cmd_decode(a) -> int:
               + ", ".join(f"{k} {fmt_int(c[k])}" for k in ("not_ipv4", "not_udp") if c.get(k)) + ")",
               file=sys.stderr)
     if c.get("bad_record"):
-        print(f"fh decode: {a.pcap}: damaged: the record header at byte {reader.bad_record_at:,} claims more than a "
-              f"frame can hold; the frames after it cannot be found", file=sys.stderr)
+        from ..replay import capture_cut
+
+        cut = capture_cut(a.pcap, {**c, "bad_record_at": reader.bad_record_at}, "the messages before it are decoded")
+        print(f"fh decode: {cut}", file=sys.stderr)
         return 1
     if c.get("truncated_file"):
         print(f"fh decode: {a.pcap}: truncated: the last record is cut off", file=sys.stderr)
