@@ -45,7 +45,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     "$VPY" -m pip install -q --upgrade pip
     # Editable installs rebuild the C core on import, so the build tools live in the venv itself.
     "$VPY" -m pip install -q "meson-python>=0.15" "meson>=1.1" ninja "cffi>=1.15" "numpy>=1.24" \
-        "pytest>=7" "scapy>=2.5" "pyroute2>=0.7" "hypothesis>=6" "ansible>=11" "ansible-lint>=25" \
+        "pytest>=7" "pytest-xdist>=3" "scapy>=2.5" "pyroute2>=0.7" "hypothesis>=6" "ansible>=11" "ansible-lint>=25" \
         "pyarrow>=14" "duckdb>=1.0" "nats-py>=2.6" \
         "rich>=13" "matplotlib>=3.6"  # fh history, fh query, fh gateway; terminal tables; --plot
     "$VPY" -m pip install -q --no-build-isolation --no-deps -e .

@@ -1,9 +1,11 @@
+import fcntl
 import functools
 import os
 import shutil
 import signal
 import sys
 import subprocess
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -113,6 +115,47 @@ def pytest_runtest_setup(item):
            or (item.get_closest_marker("real_data") and why_no_real()))
     if why:
         pytest.skip(why)
+
+
+# ---- two workers at once (scripts/test.sh runs pytest -n 2 --dist loadfile, with pytest-xdist) -----------------
+# Each worker runs whole files. A test marked solo needs the machine to itself (a paced feed through a data plane
+# that must receive every datagram, a busy-polling benchmark): it waits until the other worker's current test is
+# done, and the other worker's next test waits for it. Two flock(2) locks in a directory the controller makes before
+# it starts its workers: RUN, held shared by every test and exclusively by a solo one, from its setup to its
+# teardown; and GATE, held only while RUN is taken, so that a solo test waiting for RUN keeps the other worker from
+# slipping its next test in ahead of it. Without workers (plain pytest, or -n 0) nothing is locked.
+LOCKS_ENV = "FH_TEST_LOCKS"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None) \
+            and LOCKS_ENV not in os.environ:
+        config.fh_locks = tempfile.mkdtemp(prefix="fh-test-locks-")
+        os.environ[LOCKS_ENV] = config.fh_locks  # the workers, started after this, inherit it
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "fh_locks", None):
+        shutil.rmtree(config.fh_locks, ignore_errors=True)
+        os.environ.pop(LOCKS_ENV, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    d = os.environ.get(LOCKS_ENV)
+    if not d or getattr(item.config, "workerinput", None) is None:
+        yield
+        return
+    with open(os.path.join(d, "gate"), "a") as gate, open(os.path.join(d, "run"), "a") as run:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if item.get_closest_marker("solo") else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

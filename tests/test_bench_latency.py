@@ -64,6 +64,7 @@ def test_hiccup_scan_reports_itself():
     assert bad.returncode == 2 and "--seconds" in bad.stderr
 
 
+@pytest.mark.solo  # a paced feed on pinned cores: every message must arrive
 @pytest.mark.dpdk
 @pytest.mark.netns
 @pytest.mark.slow
@@ -106,6 +107,7 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     assert res["target"]["met"] is None  # 1M msg/s was not run
 
 
+@pytest.mark.solo  # a paced feed on pinned cores: every message must arrive
 @pytest.mark.dpdk
 @pytest.mark.netns
 @pytest.mark.slow

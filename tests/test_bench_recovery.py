@@ -37,6 +37,7 @@ def _report_rows(print_report, res: dict) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.solo  # a live feed on a veth pair that must lose nothing but the gap it makes
 def test_bench_recovery_fills_the_gap():
     if os.geteuid() != 0:
         p = _fh("bench", "recovery", "--repeats", "1", "--messages", "20000", "--json")

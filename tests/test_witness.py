@@ -1142,12 +1142,17 @@ def test_keyed_primary_killed_promotes_forged_beats_refused(three_hosts, tmp_pat
         forger = _in_ns(lab["a"], f"""
 import os, socket, time
 k, s, n, t = os.urandom(32), socket.socket(socket.AF_INET, socket.SOCK_DGRAM), time.time_ns() * 2, time.monotonic()
+first = n
 while time.monotonic() - t < 2:
     s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n, key=k), ("10.81.1.2", {KPORT}))
     s.sendto(W.pack(W.BEAT, "pair-{lab['tag']}", role=W.PRIMARY, epoch=1, nonce=n), ("10.81.1.2", {KPORT}))
+    if n == first:
+        print("sending", flush=True)  # its first beats are out
     n += 1
     time.sleep(0.01)
 """)
+        # (its Python may take a second to start on a loaded host: the primary is killed once it is sending)
+        assert forger.stdout.readline() == "sending\n", forger.communicate()
         time.sleep(0.2)
         pr.kill()
         d = _wait_for(files[3], lambda d: d["state"] == "promoted", 10)
