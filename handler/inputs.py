@@ -196,5 +196,6 @@ def require(path: str | os.PathLike, want: str, option: str, other: str | None =
             fix = f"give it as {other} instead" if other else _OTHER_KIND_FIX[want]
         else:
             fix = f"give {'an ITCH 5.0 daily file (NASDAQ format, gzipped or not)' if want == 'itch' else 'a pcap of MoldUDP64 datagrams (gzipped or not)'}"
-    raise InputError(f"{option} {path}: this file is {_DESCRIBE[kind]}, not "
-                     f"{_DESCRIBE[want]}: {fix}")
+    # "not a pcap capture" after "neither an ITCH 5.0 daily file nor a capture" says nothing more
+    wrong = _DESCRIBE[kind] if kind in ("unknown", "gzip:unknown") else f"{_DESCRIBE[kind]}, not {_DESCRIBE[want]}"
+    raise InputError(f"{option} {path}: this file is {wrong}: {fix}")

@@ -61,7 +61,7 @@ def test_gzipped_inputs_give_the_same_books(files):
     (["book", "dump", "--itch"], "pcap_gz", "is a gzipped pcap capture, not an ITCH 5.0 daily file"),
     (["book", "dump", "--pcap"], "itch", "is an ITCH 5.0 daily file, not a pcap capture: give it as --itch instead"),
     (["book", "dump", "--pcap"], "pcapng", "is a pcapng capture, not a pcap capture: convert it to pcap first"),
-    (["decode", "--itch"], "text", "is neither an ITCH 5.0 daily file nor a capture, not an ITCH 5.0 daily file"),
+    (["decode", "--itch"], "text", "is neither an ITCH 5.0 daily file nor a capture: give an ITCH 5.0 daily file (NASDAQ format, gzipped or not)"),
     (["decode", "--pcap"], "random", "is neither an ITCH 5.0 daily file nor a capture"),
     (["decode", "--itch"], "empty", "is empty"),
     # commands without an option for the other kind say which commands read it (they said "give it as --pcap
@@ -77,6 +77,8 @@ def test_wrong_kind_is_one_line_naming_the_file(files, cmd, key, want):
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert p.stderr.count("\n") == 1 and str(files[key]) in p.stderr and want in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+    if key in ("text", "random"):  # what it is not (a capture, a daily file) is said already
+        assert ", not " not in p.stderr, p.stderr
 
 
 def test_damaged_gzip_is_refused(files):
