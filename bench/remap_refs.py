@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""bench/remap_refs.py IN OUT [--slots N] [--seed S]: a daily ITCH 5.0 file with its order references rewritten,
+to measure what the spread of references over the engine's order table costs (bench/engine.md section 25). The
+messages, books and order lifetimes stay the day's own (fh book dump --stats gives the same output for both
+files); only the reference numbers, and so the order slots the engine touches (reference mod 2^24, 16 bytes
+each), change:
+
+  (no --slots)  dense: 1, 2, 3, ... in the order the orders are added (A, F, a U's new reference), as on a
+                uniform day: consecutive adds take consecutive slots;
+  --slots N     compact: each new order takes a free slot chosen at random among the first N (a power of two
+                above the day's peak of live orders), its reference slot + 2^24 x (times that slot was taken
+                before): the slots an order table sized to the live orders would touch. What a hash table would
+                add (hashing the exchange's reference, probing) is not in it.
+
+E, C, X, D, U and P follow the references of the orders they name; an order leaves its slot when D, U or
+executions and cancels that reach its shares remove it."""
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import sys
+
+Q, I = struct.Struct(">Q"), struct.Struct(">I")
+A, F, E, C, X, D, U, P = (ord(c) for c in "AFECXDUP")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("inp")
+    ap.add_argument("out")
+    ap.add_argument("--slots", type=int, help="compact: a power of two above the day's peak of live orders")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    if a.slots is not None and (a.slots < 1 or a.slots & (a.slots - 1) or a.slots > 1 << 24):
+        ap.error(f"--slots {a.slots}: a power of two from 1 to 2^24")
+    data = memoryview(open(a.inp, "rb").read())
+    out = bytearray(data)
+    rng = random.Random(a.seed)
+    free = list(range(a.slots or 0))
+    rng.shuffle(free)
+    gen = [0] * (a.slots or 0)
+    live: dict[int, list[int]] = {}  # the exchange's reference -> [new reference, slot, shares left]
+    peak, count = 0, 0
+
+    def take(old: int, shares: int) -> int:
+        nonlocal peak, count
+        count += 1
+        if a.slots is None:
+            new, s = count, -1
+        else:
+            if not free:
+                sys.exit(f"remap_refs.py: more than {a.slots:,} live orders: give more --slots")
+            i = rng.randrange(len(free))
+            free[i], free[-1] = free[-1], free[i]
+            s = free.pop()
+            new = s + (gen[s] << 24)
+            gen[s] += 1
+        live[old] = [new, s, shares]
+        peak = max(peak, len(live))
+        return new
+
+    def drop(old: int) -> None:
+        s = live.pop(old)[1]
+        if s >= 0:
+            free.append(s)
+
+    pos, n = 0, len(data)
+    while pos + 2 <= n:
+        m = pos + 2
+        t = data[m]
+        if t in (A, F):
+            Q.pack_into(out, m + 11, take(Q.unpack_from(data, m + 11)[0], I.unpack_from(data, m + 20)[0]))
+        elif t in (E, C, X, D, P):
+            o = live.get(r := Q.unpack_from(data, m + 11)[0])
+            if o is not None:  # (a P's reference is often 0: no order)
+                Q.pack_into(out, m + 11, o[0])
+                if t == D:
+                    drop(r)
+                elif t != P:
+                    o[2] -= I.unpack_from(data, m + 19)[0]
+                    if o[2] <= 0:
+                        drop(r)
+        elif t == U:
+            r = Q.unpack_from(data, m + 11)[0]
+            if r in live:
+                Q.pack_into(out, m + 11, live[r][0])
+                drop(r)
+            Q.pack_into(out, m + 19, take(Q.unpack_from(data, m + 19)[0], I.unpack_from(data, m + 27)[0]))
+        pos = m + ((data[pos] << 8) | data[pos + 1])
+    with open(a.out, "wb") as f:
+        f.write(out)
+    what = f"in {a.slots:,} slots, a slot taken at most {max(gen):,} times" if a.slots else "dense"
+    print(f"remap_refs.py: {a.out}: {count:,} orders, peak {peak:,} live, {what}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
