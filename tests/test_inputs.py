@@ -61,7 +61,8 @@ def test_gzipped_inputs_give_the_same_books(files):
     (["book", "dump", "--itch"], "pcap_gz", "is a gzipped pcap capture, not an ITCH 5.0 daily file"),
     (["book", "dump", "--pcap"], "itch", "is an ITCH 5.0 daily file, not a pcap capture: give it as --itch instead"),
     (["book", "dump", "--pcap"], "pcapng", "is a pcapng capture, not a pcap capture: convert it to pcap first"),
-    (["decode", "--itch"], "text", "is neither an ITCH 5.0 daily file nor a capture: give an ITCH 5.0 daily file (NASDAQ format, gzipped or not)"),
+    (["decode", "--itch"], "text",
+     "is neither an ITCH 5.0 daily file nor a capture: give an ITCH 5.0 daily file (NASDAQ format, gzipped or not)"),
     (["decode", "--pcap"], "random", "is neither an ITCH 5.0 daily file nor a capture"),
     (["decode", "--itch"], "empty", "is empty"),
     # commands without an option for the other kind say which commands read it (they said "give it as --pcap
