@@ -144,6 +144,13 @@ def describe(kind: str) -> str:
     return _DESCRIBE.get(kind, kind)
 
 
+def describe_against(kind: str, want: str) -> str:
+    """What a file of a sniff() kind is, said against what was wanted (`want` in words): "a pcapng capture, not a
+    pcap capture"; a file of no known kind only "neither an ITCH 5.0 daily file nor a capture", which says already
+    what it is not."""
+    return describe(kind) if kind.endswith("unknown") else f"{describe(kind)}, not {want}"
+
+
 _temps: list[str] = []
 
 
@@ -196,6 +203,4 @@ def require(path: str | os.PathLike, want: str, option: str, other: str | None =
             fix = f"give it as {other} instead" if other else _OTHER_KIND_FIX[want]
         else:
             fix = f"give {'an ITCH 5.0 daily file (NASDAQ format, gzipped or not)' if want == 'itch' else 'a pcap of MoldUDP64 datagrams (gzipped or not)'}"
-    # "not a pcap capture" after "neither an ITCH 5.0 daily file nor a capture" says nothing more
-    wrong = _DESCRIBE[kind] if kind in ("unknown", "gzip:unknown") else f"{_DESCRIBE[kind]}, not {_DESCRIBE[want]}"
-    raise InputError(f"{option} {path}: this file is {wrong}: {fix}")
+    raise InputError(f"{option} {path}: this file is {describe_against(kind, _DESCRIBE[want])}: {fix}")

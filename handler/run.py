@@ -101,9 +101,9 @@ def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int
                 raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} {why}; give a pcap")
             kind = inputs.sniff(pcap)
             if kind != "pcap":  # net_pcap (libpcap) reads a classic pcap only: else EAL makes no port at all
-                what = inputs.describe(kind) + ("" if kind.endswith("unknown") else ", not a pcap")
-                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} is {what}: give a "
-                                         "classic pcap (a pcapng: editcap -F pcap IN OUT; gzipped: gunzip it)")
+                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} is "
+                                         f"{inputs.describe_against(kind, 'a pcap')}: give a classic pcap (a pcapng: "
+                                         "editcap -F pcap IN OUT; gzipped: gunzip it)")
     mac = config.resolve_retrans_mac(cfg)  # before anything starts: a missing neighbour refuses the run
     if cfg.retransmission and not cfg.retransmission.mac:
         print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "

@@ -85,9 +85,9 @@ def _survey(given: str, pcap: Path, cmd: str, used: str) -> tuple[list[tuple[str
     from .. import replay
 
     lines, survey = replay.pcap_survey(pcap)
-    if not survey["datagrams"] and replay.capture_cut(given, survey, ""):
-        raise FhError(replay.capture_cut(given, survey, f"no UDP datagram before it to {cmd}"))
     cut = replay.capture_cut(given, survey, used)
+    if cut and not survey["datagrams"]:
+        raise FhError(replay.capture_cut(given, survey, f"no UDP datagram before it to {cmd}"))
     return lines, cut and f"fh {cmd}: {cut}"
 
 
