@@ -1248,11 +1248,16 @@ def test_a_guard_yields_mid_shipment_to_a_newer_primary(tmp_path, monkeypatch):
     try:
         books_a, ra = h.a_joins_b()
         conns = ra["connections"]
+        dp_b = _fh_json("status", "--name", b)["dataplane_pid"]
         h.run(c)
         _wait(lambda: h.state(b).get("role") == "standby" and h.state(b).get("epoch") == 5, 60,
               lambda: f"b demoted: {h.err(b)[-1500:]} c: {h.err(c)[-800:]}")
         line = [l for l in h.err(b).splitlines() if "demoted to standby" in l]
         assert len(line) == 1 and "epoch 5" in line[0], h.err(b)[-1500:]
+        # b's old data plane had the same day's books: wait for the standby one (a SIGTERM before it started would
+        # stop b with the old one's statistics, which have no "standby")
+        _wait(lambda: _fh_json("status", "--name", b).get("dataplane_pid") not in (None, dp_b), 30,
+              lambda: f"b's data plane restarted as standby: {h.err(b)[-800:]}")
         _wait(lambda: h.messages(b) == 40000 and h.books(b) == h.books(c), 60,
               lambda: f"b's books from c: {h.err(b)[-800:]} {h.err(c)[-800:]}")
         _wait(lambda: "yields to a primary at epoch 5" in h.err(a), 30, lambda: f"a told: {h.err(a)[-1500:]}")
