@@ -332,9 +332,39 @@ def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int, sha
     return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm, SYNTH_SHAPES[shape]))
 
 
+SYNTH_BYTES_A_MESSAGE = 31  # a generated day's size a message, about (synth.c sizes its buffer by it; 29-32 measured)
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _synth_room(messages: int, instruments: int, have: int | None, where: str, fix: str, copies: int = 1) -> None:
+    """InputError when `copies` of a day of `messages` cannot fit in `have` bytes (a day grows ~31 bytes a message: a
+    count typed with a few digits too many ran until the disk was full, or the host ran out of memory). `where`
+    says what `have` is, with {} for the amount."""
+    from .ui import fmt_bytes, fmt_int
+
+    one = messages * SYNTH_BYTES_A_MESSAGE + instruments * 70
+    if have is not None and copies * one > have:
+        fit = max(0, (have // copies - instruments * 70) // SYNTH_BYTES_A_MESSAGE)
+        twice = f" ({copies} copies of it while it is made)" if copies > 1 else ""
+        raise InputError(f"a day of {fmt_int(messages)} messages takes about {fmt_bytes(one)}{twice}; "
+                         f"{where.format(fmt_bytes(have))}: give fewer --messages (about {fmt_int(fit)} fit){fix}")
+
+
 def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0, shape: str = "uniform") -> bytes:
     """A generated day in the daily file format (shape: "uniform" or "real", fh/synth.h)."""
     cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm, shape)
+    avail = _mem_available()  # the generator's buffer and the copy returned here
+    _synth_room(messages, instruments, avail, "this host has {} of memory available", "", copies=2)
     out, n = ffi.new("uint8_t **"), ffi.new("size_t *")
     if lib.fh_synth_buffer(cfg, out, n):
         raise NativeError(_errmsg())
@@ -347,6 +377,15 @@ def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int
 def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0,
                shape: str = "uniform") -> None:
     cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm, shape)
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.statvfs(d)
+        free = st.f_bavail * st.f_frsize
+        if os.path.isfile(path):  # (replaced: its room comes back)
+            free += os.path.getsize(path)
+    except OSError:  # (a directory that is not there: the generator's own error names it)
+        free = None
+    _synth_room(messages, instruments, free, f"{d} has {{}} free", " or write it on a larger file system")
     if lib.fh_synth_file(cfg, os.fsencode(Path(path))):
         raise NativeError(_errmsg())
 

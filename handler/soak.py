@@ -120,6 +120,30 @@ def _check(plan: str, books, status: dict, stats: dict, clean_books, pcap_books)
     return bad
 
 
+def _datagrams_needed() -> int:
+    """The datagrams a day must have for every plan's faults to fall inside it."""
+    return max(f.get("at", 0) + f.get("count", 1) for _, plan in PLANS for f in plan)
+
+
+def _enough_datagrams(day: bytes, messages: int, instruments: int) -> None:
+    """InputError, naming a --messages that is enough, when the day is too short for the plans (the fault plan's
+    own "at 10 is beyond the day's 3 datagrams" named neither the plans nor the fix)."""
+    from . import native
+    from .errors import InputError
+    from .net import pcapgen
+
+    need, have = _datagrams_needed(), len(pcapgen.packetize(day))
+    if have >= need:
+        return
+    m = messages
+    while have < need:  # (a day's datagrams grow with its messages: a few tries of small days)
+        m = max(m + 1, -(-m * need // max(have, 1)))
+        have = len(pcapgen.packetize(native.synth_bytes(m, instruments, 7)))
+    raise InputError(f"the fault plans act on datagrams up to {need}, and a day of {messages} messages of "
+                     f"{instruments} instrument{'s' if instruments > 1 else ''} makes {len(pcapgen.packetize(day))}: "
+                     f"give --messages {m} or more")
+
+
 def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: int | None = None,
          out=sys.stdout, events: int = 1 << 16) -> int:
     from . import faults, native, process, replay
@@ -128,6 +152,7 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
     from .ui import print_json
 
     day = native.synth_bytes(messages, instruments, 7)
+    _enough_datagrams(day, messages, instruments)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
     tmp = Path(tempfile.mkdtemp(prefix="fh-soak-"))
     caps = {}
@@ -213,9 +238,21 @@ def register(sub, positive, nonneg) -> None:
                        "with a reader attached; books checked after each loop; RSS, drops, overruns over time",
                        formatter_class=HelpFormatter,
                        epilog=examples("fh soak --minutes 10", "fh soak --loops 5 --messages 50000"))
-    s.add_argument("--minutes", type=float, default=None, help="run this long, whole loops (default: 1)")
-    s.add_argument("--loops", type=positive, default=None,
-                   help="run this many loops instead of --minutes (one per fault plan: 5 make a round)")
+    def minutes(text: str) -> float:
+        import argparse
+
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected minutes, got {text!r}") from None
+        if not 0 < v <= 7 * 24 * 60:  # (nan fails the comparison; a week is the longest soak taken)
+            raise argparse.ArgumentTypeError(f"expected more than 0 and at most 10080 minutes (a week), got {text}")
+        return v
+
+    how_long = s.add_mutually_exclusive_group()
+    how_long.add_argument("--minutes", type=minutes, default=None, help="run this long, whole loops (default: 1)")
+    how_long.add_argument("--loops", type=positive, default=None,
+                          help="run this many loops instead of --minutes (one per fault plan: 5 make a round)")
     s.add_argument("--messages", type=positive, default=20000, help="messages in the day")
     s.add_argument("--instruments", type=positive, default=20, help="instruments in the day")
     s.set_defaults(func=cmd_soak)

@@ -398,3 +398,22 @@ def test_a_full_device_is_named_and_left_alone():
     assert p.returncode == 2 and p.stderr.strip() == ("fh: /dev/full: No space left on device; the device is full; "
                                                       "free space or choose another place"), p.stderr
     assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
+
+
+def test_a_day_larger_than_the_room_for_it_is_refused_before_it_is_made(tmp_path):
+    """fh synth itch --messages 99999999999999 wrote until the file system was full (70 GB here, failing what else
+    ran), and fh soak / fh pcap synth said "out of memory for a 3100000000005465-byte buffer": now the size is
+    weighed against the free space or the available memory first, and the error names a count that fits."""
+    out = tmp_path / "day.itch"
+    line = one_line_error(fh("synth", "itch", out, "--messages", "99999999999999", check=False),
+                          f"fh: a day of 99,999,999,999,999 messages takes about ", f"; {tmp_path} has ",
+                          " free: give fewer --messages (about ", " fit) or write it on a larger file system")
+    fit = int(line.split("(about ")[1].split()[0].replace(",", ""))
+    assert fit > 0 and not out.exists()
+    for cmd in (["soak", "--loops", "1"], ["pcap", "synth", tmp_path / "day.pcap"]):
+        one_line_error(fh(*cmd, "--messages", "99999999999999", check=False),
+                       "fh: a day of 99,999,999,999,999 messages takes about ", " (2 copies of it while it is made); "
+                       "this host has ", " of memory available: give fewer --messages (about ")
+    assert not (tmp_path / "day.pcap").exists()
+    fh("synth", "itch", out, "--messages", "1000", "--instruments", "10")  # a day that fits is made as before
+    assert out.stat().st_size > 1000 * 20

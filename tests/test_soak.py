@@ -47,3 +47,35 @@ def test_soak_check_catches_what_is_wrong():
     assert soak._check("both-loss", BOOK, {1: "stale"}, _stats(lost=2, unrecoverable=1), BOOK, BOOK) == []
     dropped = {**_stats(), "drops": {"truncated_frame": 1}}
     assert soak._check("clean", BOOK, {1: "live"}, dropped, BOOK, BOOK)
+
+
+@pytest.mark.parametrize("args, want", [
+    (["--minutes", "0"], "argument --minutes: expected more than 0 and at most 10080 minutes (a week), got 0"),
+    (["--minutes", "-1"], "got -1"),
+    (["--minutes", "nan"], "got nan"),
+    (["--minutes", "inf"], "got inf"),
+    (["--minutes", "1", "--loops", "2"], "argument --loops: not allowed with argument --minutes"),
+])
+def test_soak_refuses_a_length_it_cannot_run(args, want):
+    """--minutes 0, -1 and nan ran no loop and exited 0 as if the soak had passed; inf never ended; --loops beside
+    --minutes silently won."""
+    p = fh("soak", *args, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("fh soak: error: ") and want in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("instruments, messages", [(1, 100), (20, 60), (8, 1500)])
+def test_a_day_too_short_for_the_plans_names_enough_messages(instruments, messages):
+    """The plans' faults reach datagram 62; a shorter day failed with the fault plan's "fault 1 (drop): at 10 is
+    beyond the day's 3 datagrams". Now the error names a --messages that is enough, and it is."""
+    from handler import native
+    from handler.net import pcapgen
+
+    p = fh("soak", "--loops", "1", "--instruments", instruments, "--messages", messages, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    line = p.stderr.strip()
+    assert line.startswith(f"fh: the fault plans act on datagrams up to {soak._datagrams_needed()}, and a day of "
+                           f"{messages} messages of {instruments} instrument"), line
+    enough = int(line.split("give --messages ")[1].split()[0])
+    assert len(pcapgen.packetize(native.synth_bytes(enough, instruments, 7))) >= soak._datagrams_needed() == 62
+    soak._enough_datagrams(native.synth_bytes(enough, instruments, 7), enough, instruments)  # (no error)
