@@ -401,9 +401,9 @@ def test_a_full_device_is_named_and_left_alone():
 
 
 def test_a_day_larger_than_the_room_for_it_is_refused_before_it_is_made(tmp_path):
-    """fh synth itch --messages 99999999999999 wrote until the file system was full (70 GB here, failing what else
-    ran), and fh soak / fh pcap synth said "out of memory for a 3100000000005465-byte buffer": now the size is
-    weighed against the free space or the available memory first, and the error names a count that fits."""
+    """fh synth itch --messages 99999999999999 wrote until the file system was full (70 GB here), and fh soak /
+    fh pcap synth said "out of memory for a 3100000000005465-byte buffer": now the size is weighed against the free
+    space or the available memory first, and the error names a count that fits."""
     out = tmp_path / "day.itch"
     line = one_line_error(fh("synth", "itch", out, "--messages", "99999999999999", check=False),
                           f"fh: a day of 99,999,999,999,999 messages takes about ", f"; {tmp_path} has ",
