@@ -18,6 +18,7 @@ The plans (docs/fault-plans.md), each checked its own way:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -154,6 +155,9 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
     day = native.synth_bytes(messages, instruments, 7)
     _enough_datagrams(day, messages, instruments)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
+    old_term = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM, like ^C, removes the loop's segment and
+        old_term = signal.signal(signal.SIGTERM, replay._term_as_interrupt)  # the captures (they were left behind)
     tmp = Path(tempfile.mkdtemp(prefix="fh-soak-"))
     caps = {}
     try:
@@ -223,6 +227,8 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
         for p in tmp.iterdir():
             p.unlink()
         tmp.rmdir()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def cmd_soak(a) -> int:

@@ -4,11 +4,15 @@ book left stale or live when it should not be, a dropped frame."""
 
 from __future__ import annotations
 
+import glob
 import json
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import fh
+from conftest import fh, fh_popen
 from handler import soak
 
 
@@ -79,3 +83,26 @@ def test_a_day_too_short_for_the_plans_names_enough_messages(instruments, messag
     enough = int(line.split("give --messages ")[1].split()[0])
     assert len(pcapgen.packetize(native.synth_bytes(enough, instruments, 7))) >= soak._datagrams_needed() == 62
     soak._enough_datagrams(native.synth_bytes(enough, instruments, 7), enough, instruments)  # (no error)
+
+
+@pytest.mark.dpdk
+def test_sigterm_leaves_no_segment_and_no_capture_behind(tmp_path):
+    """fh soak stopped by SIGTERM (a timeout, systemd) left its loop's segment in /dev/shm and its five captures in
+    a temporary directory: now SIGTERM ends it as ^C does (exit 130), its data plane stopped, both removed."""
+    before = set(glob.glob("/dev/shm/fh-soak-*"))
+    p = fh_popen("soak", "--minutes", "5", "--messages", "8000", "--instruments", "8", env={"TMPDIR": str(tmp_path)},
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not set(glob.glob("/dev/shm/fh-soak-*")) - before and p.poll() is None:
+            assert time.monotonic() < deadline, "no soak segment appeared"
+            time.sleep(0.05)
+        assert list(tmp_path.glob("fh-soak-*/*.pcap")), list(tmp_path.iterdir())
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert not set(glob.glob("/dev/shm/fh-soak-*")) - before and not list(tmp_path.iterdir())
