@@ -279,7 +279,10 @@ def _as_nobody(argv: list[str], env: dict | None = None) -> tuple[int, str, str]
     from handler.cli import main as cli
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        cli.main(["status", *argv[1:]] if argv[0] == "stop" else argv)  # (not fh stop: root would stop it)
+        try:
+            cli.main(["status", *argv[1:]] if argv[0] == "stop" else argv)  # (not fh stop: root would stop it)
+        except SystemExit:  # argparse's usage errors
+            pass
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -292,7 +295,10 @@ def _as_nobody(argv: list[str], env: dict | None = None) -> tuple[int, str, str]
             os.setuid(nobody.pw_uid)
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                rc = cli.main(argv)
+                try:
+                    rc = cli.main(argv)
+                except SystemExit as e:  # argparse's usage errors
+                    rc = e.code
             os.write(w, json.dumps([rc, out.getvalue(), err.getvalue()]).encode())
         finally:
             os._exit(0)
@@ -333,6 +339,42 @@ def test_unreadable_segment_is_said_not_absent(live):
     rc, out, _ = _as_nobody(["status", "--all", "--sample", "0", "--json"])
     doc = next(d for d in json.loads(out)["instances"] if d["name"] == name)
     assert rc == 4 and doc == {"name": name, "state": "unreadable", "error": want[4:-1]}
+
+
+@needs_root
+def test_an_output_file_nobody_may_write_is_a_usage_error():
+    """fh synth itch and fh pcap synth into a directory the user may not write said "fh: open X: Permission denied"
+    (from the C writer), with no way out named; a directory that is not there, "No such file or directory"."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="fh17a-"))
+    try:
+        os.chmod(top, 0o755)
+        _nobody_writes_no_output(top)
+        hidden = top / "hidden"
+        hidden.mkdir(mode=0o700)
+        rc, _, err = _as_nobody(["synth", "itch", str(hidden / "d.itch"), "--messages", "1000"])
+        assert rc == 2 and f"cannot write {hidden}/d.itch: permission denied" in err, err  # not "no directory"
+    finally:
+        shutil.rmtree(top)
+
+
+def _nobody_writes_no_output(tmp_path: Path) -> None:
+    for cmd, out in ((["synth", "itch"], tmp_path / "d.itch"), (["pcap", "synth"], tmp_path / "d.pcap")):
+        argv = [*cmd, str(out), "--messages", "1000", "--instruments", "4"]
+        rc, _, err = _as_nobody(argv)  # (root first, in _as_nobody: so the file is there, root's, 0644)
+        assert rc == 2 and err.strip().splitlines()[-1].endswith(
+            f"cannot write {out}: permission denied; write it in a directory you may write to, or run as root"), err
+        out.unlink()
+        rc, _, err = _as_nobody([*cmd, str(tmp_path / "no" / "d"), "--messages", "1000", "--instruments", "4"])
+        assert rc == 2 and err.strip().splitlines()[-1].endswith(
+            f"cannot write {tmp_path}/no/d: there is no directory {tmp_path}/no; create it first (mkdir -p "
+            f"{tmp_path}/no) or give another path"), err
+    # no file there (root's run of it fails too: too few messages), so the directory is what nobody may not write
+    rc, _, err = _as_nobody(["synth", "itch", str(tmp_path / "d.itch"), "--messages", "1", "--instruments", "4"])
+    assert rc == 2 and f"cannot write {tmp_path}/d.itch: permission denied" in err, err
+    assert not (tmp_path / "d.itch").exists()
 
 
 @needs_root

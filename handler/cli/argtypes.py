@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 
 
 def _whole(text: str, low: int, high: int | None = None) -> int:
@@ -48,5 +49,19 @@ def _out_file(example: str):
         if os.path.isdir(text):
             raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write in it, e.g. "
                                              f"{os.path.join(text, example)}")
+        d = os.path.dirname(os.path.abspath(text))
+        try:  # (the C writer said "open X: No such file or directory", or "Permission denied")
+            there: bool | None = stat.S_ISDIR(os.stat(d).st_mode)
+        except PermissionError:  # a directory on the way that this user may not enter
+            there = None
+        except OSError:
+            there = False
+        if there is False:
+            raise argparse.ArgumentTypeError(f"cannot write {text}: there is no directory {d}; create it first "
+                                             f"(mkdir -p {d}) or give another path")
+        if there is None or (not os.access(d, os.W_OK | os.X_OK) if not os.path.exists(text)
+                             else not os.access(text, os.W_OK)):
+            raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied; write it in a directory "
+                                             f"you may write to, or run as root")
         return text
     return parse
