@@ -542,15 +542,20 @@ def cmd_fetch(args) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
+    from .cli.argtypes import _given
     from .ui import add_json_flag
     s = sub.add_parser("snapshot-server", help="serve a recorded day's book at a point over SoupBinTCP, as NASDAQ "
                                                "GLIMPSE 5.0 does (docs/recovery.md)")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pcap", metavar="PCAP", help="a MoldUDP64 capture of the day")
-    src.add_argument("--itch", metavar="FILE", help="a NASDAQ daily ITCH 5.0 file (message k is sequence k)")
-    src.add_argument("--journal", metavar="DIR", help="fh record's journal files (and DIR/snapshots)")
+    src.add_argument("--pcap", metavar="PCAP", type=_given("a MoldUDP64 capture"),
+                     help="a MoldUDP64 capture of the day")
+    src.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                     help="a NASDAQ daily ITCH 5.0 file (message k is sequence k)")
+    src.add_argument("--journal", metavar="DIR", type=_given("fh record's journal directory"),
+                     help="fh record's journal files (and DIR/snapshots)")
     src.add_argument("--snapshot", metavar="FILE", help="one snapshot file, served at its own sequence")
-    s.add_argument("--snapshots", metavar="DIR", help="with --journal: where its snapshots are (DIR/snapshots)")
+    s.add_argument("--snapshots", metavar="DIR", type=_given("the snapshots directory"),
+                   help="with --journal: where its snapshots are (DIR/snapshots)")
     s.add_argument("--at", type=positive, metavar="SEQ",
                    help="serve the state before this sequence (the 'G' message's); default: the whole day")
     s.add_argument("--session", help="with --pcap: the MoldUDP64 session (when the capture has several); with --itch: the "

@@ -246,6 +246,7 @@ def cmd_record(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
+    from .cli.argtypes import _given
     from .ui import HelpFormatter, add_json_flag, examples
 
     r = sub.add_parser("record", help="follow an instance's journal ring and write the day's messages to disk",
@@ -260,7 +261,8 @@ def register(sub, positive, nonneg) -> None:
                                        "/var/lib/fh/journal/snapshots"))
     src = r.add_mutually_exclusive_group()
     src.add_argument("--name", default="fh", help="instance name: the journal /dev/shm/fh-NAME.journal")
-    src.add_argument("--journal", metavar="PATH", help="the journal ring file (instead of --name)")
+    src.add_argument("--journal", metavar="PATH", type=_given("the journal ring file"),
+                     help="the journal ring file (instead of --name)")
     r.add_argument("--dir", required=True, metavar="DIR", help="where the journal files go (DIR/DAY/...)")
     r.add_argument("--rotate-mb", type=positive, default=1024, help="start a new file past this size (MiB)")
     r.add_argument("--fsync", choices=("always", "interval", "none"), default="interval",
@@ -272,7 +274,8 @@ def register(sub, positive, nonneg) -> None:
     r.add_argument("--snapshot-every", type=nonneg, default=0, metavar="MESSAGES",
                    help="a shadow engine applies the journal and saves its whole state every this many messages "
                         "(and at the end); 0: no snapshots")
-    r.add_argument("--snapshots", metavar="DIR", help="where snapshots go (default: DIR/snapshots)")
+    r.add_argument("--snapshots", metavar="DIR", type=_given("the directory for snapshots"),
+                   help="where snapshots go (default: DIR/snapshots)")
     r.add_argument("--snapshot-keep", type=positive, default=3, help="snapshots kept (the newest)")
     add_json_flag(r, "fh record")
     r.set_defaults(func=cmd_record)

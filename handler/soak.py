@@ -238,6 +238,7 @@ def cmd_soak(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
+    from .cli.argtypes import U64_MAX, _bounded
     from .ui import HelpFormatter, examples
 
     s = sub.add_parser("soak", help="replay a day in loops under rotating fault plans through the data plane, "
@@ -259,6 +260,6 @@ def register(sub, positive, nonneg) -> None:
     how_long.add_argument("--minutes", type=minutes, default=None, help="run this long, whole loops (default: 1)")
     how_long.add_argument("--loops", type=positive, default=None,
                           help="run this many loops instead of --minutes (one per fault plan: 5 make a round)")
-    s.add_argument("--messages", type=positive, default=20000, help="messages in the day")
+    s.add_argument("--messages", type=_bounded(1, U64_MAX), default=20000, help="messages in the day")
     s.add_argument("--instruments", type=positive, default=20, help="instruments in the day")
     s.set_defaults(func=cmd_soak)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -417,3 +418,51 @@ def test_a_day_larger_than_the_room_for_it_is_refused_before_it_is_made(tmp_path
     assert not (tmp_path / "day.pcap").exists()
     fh("synth", "itch", out, "--messages", "1000", "--instruments", "10")  # a day that fits is made as before
     assert out.stat().st_size > 1000 * 20
+
+
+@pytest.mark.parametrize("args, option", [
+    (["book", "dump", "--itch", ""], "--itch"), (["book", "dump", "--journal", ""], "--journal"),
+    (["book", "dump", "--pcap", ""], "--pcap"), (["decode", "--itch", ""], "--itch"),
+    (["decode", "--journal", ""], "--journal"), (["history", "--itch", "", "--out", "OUT"], "--itch"),
+    (["history", "--follow", "", "--out", "OUT"], "--follow"),
+    (["history", "--journal", "", "--out", "OUT"], "--journal"),
+    (["publish", "--itch", ""], "--itch"), (["record", "--journal", "", "--dir", "OUT"], "--journal"),
+    (["snapshot-server", "--itch", ""], "--itch"), (["retransmit-server", "--pcap", ""], "--pcap"),
+    (["pcap", "synth", "OUT", "--itch", ""], "--itch"), (["bench", "engine", "--itch", ""], "--itch"),
+    (["bench", "latency", "--pcap", ""], "--pcap"), (["bench", "engine", "--plot", ""], "--plot"),
+    (["run", "--config", ""], "--config"), (["check", "--config", ""], "--config"),
+    (["plan", "--config", ""], "--config"),
+    (["ports", "--config", ""], "--config"), (["stats", "--config", ""], "--config"),
+    (["metrics", "--once", "--config", ""], "--config"), (["metrics", "--once", "--textfile", ""], "--textfile"),
+    (["gateway", "--config", ""], "--config"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_an_empty_path_is_a_usage_error(args, option, tmp_path):
+    """--itch "" was taken for no --itch: fh book dump, fh decode and fh history fell through to another source with
+    None (a traceback), fh bench latency --pcap "" and fh bench --plot "" ran the benchmark without them, and
+    --config "" read no configuration (fh run: "fh: : cannot read it (Is a directory)")."""
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    usage_error(fh(*args, check=False, timeout=60), option, "an empty ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["soak", "--messages", "99999999999999999999999"], "--messages"),
+    (["bench", "engine", "--messages", "99999999999999999999999"], "--messages"),
+    (["bench", "engine", "--seed", "99999999999999999999999"], "--seed"),
+    (["bench", "dataplane", "--seed", "99999999999999999999999"], "--seed"),
+    (["bench", "latency", "--messages", "99999999999999999999999"], "--messages"),
+])
+def test_a_day_beyond_64_bits_is_a_usage_error(args, option):
+    """The bench commands' and fh soak's --messages / --seed beyond a uint64_t were cffi's OverflowError (exit 70)."""
+    usage_error(fh(*args, check=False), option, "expected a number from ", " to 18446744073709551615")
+
+
+def test_the_synth_day_config_refuses_what_its_fields_cannot_hold():
+    from handler import native
+    from handler.errors import InputError
+
+    for kw, want in (({"messages": 1 << 64}, "messages 18446744073709551616 is out of range"),
+                     ({"seed": -1}, "seed -1 is out of range"),
+                     ({"anomaly_ppm": 1 << 32}, "anomaly_ppm 4294967296 is out of range (at most 4294967295)")):
+        with pytest.raises(InputError, match=re.escape(want)):
+            native._synth_cfg(**{"messages": 1000, "instruments": 3, "seed": 1, "anomaly_ppm": 0, **kw})

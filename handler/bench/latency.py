@@ -498,6 +498,7 @@ def print_report(res: dict, out=None) -> None:
 
 
 def register(bes, positive, nonneg) -> None:
+    from ..cli.argtypes import U64_MAX, _bounded, _given
     from ..ui import HelpFormatter, add_json_flag, examples
 
     def rate_list(text: str) -> str:
@@ -523,10 +524,10 @@ def register(bes, positive, nonneg) -> None:
                                        "fh bench latency --rates 2k --seconds 2 --idle backoff"))
     b.add_argument("--rates", type=rate_list, default="100k,1M,5M", help="messages a second, one run each")
     b.add_argument("--seconds", type=seconds, default=2.0, help="length of each run (rate x seconds messages)")
-    b.add_argument("--pcap", metavar="FILE",
+    b.add_argument("--pcap", metavar="FILE", type=_given("a MoldUDP64 capture"),
                    help="send this capture as captured (every line; the data plane listens to each) instead of a "
                         "generated day: e.g. pcaps/synth-ab-40k.pcap")
-    b.add_argument("--messages", type=positive, default=None,
+    b.add_argument("--messages", type=_bounded(1, U64_MAX), default=None,
                    help="messages of the generated day (default: the largest rate x --seconds)")
     b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")
     b.add_argument("--seed", type=nonneg, default=1, help="seed of the generated day")

@@ -20,7 +20,9 @@ MISSING = "--plot needs matplotlib: pip install 'fh[plot]'"
 
 def add_plot_flag(parser) -> None:
     """The one --plot option of the bench commands (fh bench engine's parser in cli/main.py calls this too)."""
-    parser.add_argument("--plot", metavar="FILE.png", default=None,
+    from ..cli.argtypes import _out_file
+
+    parser.add_argument("--plot", metavar="FILE.png", default=None, type=_out_file("bench.png"),
                         help=f"also draw the figures as a {WIDTH}x{HEIGHT} PNG chart (matplotlib: "
                              "pip install 'fh[plot]')")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import struct
@@ -88,12 +89,13 @@ def _env() -> dict:
 
 
 def _start_server(lab, clean: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
-    from ..process import fh_argv
+    from ..process import fh_argv, with_parent
 
     ready, stats = tmp / "server.ready", tmp / "server.json"
     srv = subprocess.Popen(lab.exec_argv(fh_argv("retransmit-server", "--pcap", clean, "--listen",
                                                  f"{SERVER_IP}:{PORT}", "--ready-file", ready, "--stats-json", stats)),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(),
+                           preexec_fn=with_parent(signal.SIGTERM))  # (it outlived a killed fh bench recovery)
     t_end = time.monotonic() + 60
     while not ready.exists():
         if srv.poll() is not None:

@@ -40,6 +40,16 @@ def _nonneg(text: str) -> int:
     return _whole(text, 0)
 
 
+def _given(what: str):
+    """An argparse type: a path or a name that is not empty (--itch "" was taken for no --itch at all, and the
+    command fell through to another source with None: a traceback); `what` names what to give."""
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty value; give {what}")
+        return text
+    return parse
+
+
 def _out_file(example: str):
     """An argparse type: an output file to write, a name that is not empty (the C writer opened "." for "") and
     not a directory; `example` (day.itch) shows one."""

@@ -368,7 +368,7 @@ def _ms(text: str) -> float:
 
 def register(sub, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
-    from .argtypes import U64_MAX, _bounded, _out_file
+    from .argtypes import U64_MAX, _bounded, _given, _out_file
 
     r = sub.add_parser(
         "replay", help="replay a pcap through the DPDK data plane into shared memory", formatter_class=HelpFormatter,
@@ -436,7 +436,8 @@ def register(sub, positive, nonneg) -> None:
                                       "fh pcap synth faulty.pcap --faults plan.toml"))
     s.add_argument("out", metavar="OUT", type=_out_file("day.pcap"), help="the pcap to write")
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH file, gzipped or not (default: generate a day)")
+    src.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                     help="a daily ITCH file, gzipped or not (default: generate a day)")
     s.add_argument("--messages", type=_bounded(1, U64_MAX), default=100_000, help="messages of the generated day")
     s.add_argument("--instruments", type=positive, default=40, help="instruments of the generated day")
     s.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="seed of the generated day")
@@ -462,7 +463,8 @@ def register(sub, positive, nonneg) -> None:
                     "requested messages in downstream packets, unicast to the address that asked. Counters are "
                     "printed on SIGINT/SIGTERM.",
         epilog=examples("fh retransmit-server --pcap day.pcap --listen 127.0.0.1:0 --ready-file addr"))
-    rt.add_argument("--pcap", required=True, metavar="DAY.pcap", help="the capture to serve (a clean one)")
+    rt.add_argument("--pcap", required=True, metavar="DAY.pcap", type=_given("the capture to serve"),
+                    help="the capture to serve (a clean one)")
     rt.add_argument("--listen", default="127.0.0.1:26478", metavar="ADDR:PORT",
                     help="where to listen (port 0 takes a free one, printed at start)")
     rt.add_argument("--max-count", type=positive, default=1000, metavar="N",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .argtypes import _given
+
 
 def _host_and_config(a):
     from ..errors import FhError
@@ -153,7 +155,8 @@ def register(sub, positive, nonneg) -> None:
                        "with --strict).",
                        epilog=examples("fh plan --config /etc/fh/nasdaq.toml", "fh plan --pci 0000:3b:00.0 --lcores 2",
                                        "fh plan --config fh.toml --strict --json | jq .eal_args"))
-    p.add_argument("--config", metavar="FILE", help="fh.toml (nic, cores.rx, memory, instance name)")
+    p.add_argument("--config", metavar="FILE", type=_given("an fh.toml"),
+                   help="fh.toml (nic, cores.rx, memory, instance name)")
     p.add_argument("--pci", metavar="ADDR", help="the NIC's PCI address (overrides nic.pci)")
     p.add_argument("--root", default="/", metavar="DIR", help=root_help)
     p.add_argument("--lcores", type=positive, default=1, help="how many poll lcores to place")
@@ -167,7 +170,7 @@ def register(sub, positive, nonneg) -> None:
                        "Exit 0: all OK; 1: warnings; 2: failures.",
                        epilog=examples("fh check", "fh check --config /etc/fh/nasdaq.toml",
                                        "fh check --pci 0000:3b:00.0 --json | jq '.results[] | select(.level != \"OK\")'"))
-    c.add_argument("--config", metavar="FILE", help="fh.toml (nic, cores.rx, memory)")
+    c.add_argument("--config", metavar="FILE", type=_given("an fh.toml"), help="fh.toml (nic, cores.rx, memory)")
     c.add_argument("--pci", metavar="ADDR", help="the NIC's PCI address (overrides nic.pci)")
     c.add_argument("--root", default="/", metavar="DIR", help=root_help)
     add_json_flag(c, "fh check")
@@ -181,7 +184,8 @@ def register(sub, positive, nonneg) -> None:
                         "hugepages, DPDK bindings not built).",
                         epilog=examples("fh ports --config /etc/fh/nasdaq.toml", "fh ports --pci 0000:3b:00.0",
                                         "fh ports --no-huge --vdev net_pcap0,rx_pcap=day.pcap --start 1 --json"))
-    pt.add_argument("--config", metavar="FILE", help="fh.toml: the NIC (nic.pci or nic.vdev) and memory.hugepages")
+    pt.add_argument("--config", metavar="FILE", type=_given("an fh.toml"),
+                    help="fh.toml: the NIC (nic.pci or nic.vdev) and memory.hugepages")
     pt.add_argument("--vdev", action="append", metavar="SPEC",
                     help="a virtual device, e.g. net_pcap0,rx_pcap=day.pcap or net_af_packet0,iface=eth1 "
                     "(repeatable; replaces the configuration's NIC)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import FhError, main_guard
 from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, print_json, print_table
-from .argtypes import U64_MAX, _bounded, _nonneg, _out_file, _positive
+from .argtypes import U64_MAX, _bounded, _given, _nonneg, _out_file, _positive
 from .host import seconds
 
 
@@ -1115,8 +1115,9 @@ def _register_readers(sub, book_sub) -> None:
                         epilog=examples("fh stats --name demo", "fh stats --name demo --latency",
                                         "fh stats --name /dev/shm/fh-demo --config fh.toml --json"))
     st.add_argument("--name", default="fh", help=name_help)
-    st.add_argument("--config", metavar="FH_TOML", help="name the lines as this configuration does (default: as the "
-                                                        "instance's fh run was configured, else A, B, ...)")
+    st.add_argument("--config", metavar="FH_TOML", type=_given("an fh.toml"),
+                    help="name the lines as this configuration does (default: as the "
+                         "instance's fh run was configured, else A, B, ...)")
     st.add_argument("--latency", action="store_true", help="draw the rx->publish latency histogram (one bar per "
                                                            "bucket) with p50/p99/p99.9/max")
     add_json_flag(st, "fh stats")
@@ -1191,11 +1192,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "fh book dump --pcap pcaps/synth-ab-40k.pcap --engine reference",
                                        "fh book dump --snapshots rec/snapshots --journal rec --stats"))
     src = bd.add_mutually_exclusive_group(required=True)
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file (2-byte length framing), gzipped or not")
-    src.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams, gzipped or not")
-    src.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
-    bd.add_argument("--snapshots", metavar="DIR", help="start from the newest sound snapshot here (fh record "
-                                                       "--snapshot-every), then apply --journal after it")
+    src.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                     help="a daily ITCH 5.0 file (2-byte length framing), gzipped or not")
+    src.add_argument("--pcap", metavar="FILE", type=_given("a MoldUDP64 capture"),
+                     help="a pcap of MoldUDP64 datagrams, gzipped or not")
+    src.add_argument("--journal", metavar="FILE", type=_given("fh record's journal files"),
+                     help="journal files of fh record (a file or a directory)")
+    bd.add_argument("--snapshots", metavar="DIR", type=_given("fh record's snapshots directory"),
+                    help="start from the newest sound snapshot here (fh record "
+                         "--snapshot-every), then apply --journal after it")
     bd.add_argument("--depth", type=_positive, default=None, help="levels per side (default: all)")
     bd.add_argument("--engine", choices=("c", "reference"), default="c",
                     help="c: the book engine; reference: the pure-Python oracle (slow)")
@@ -1215,10 +1220,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "fh decode --pcap pcaps/synth-ab-40k.pcap --seq 1000:1010 --json",
                         "fh decode --pcap pcaps/synth-ab-40k.pcap --seq 1000:1001 --both-lines"))
     dsrc = d.add_mutually_exclusive_group(required=True)
-    dsrc.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file, gzipped or not (a message's sequence "
-                                                     "is its position in the file, from 1)")
-    dsrc.add_argument("--pcap", metavar="FILE", help="a pcap of MoldUDP64 datagrams, gzipped or not")
-    dsrc.add_argument("--journal", metavar="FILE", help="journal files of fh record (a file or a directory)")
+    dsrc.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                      help="a daily ITCH 5.0 file, gzipped or not (a message's sequence "
+                           "is its position in the file, from 1)")
+    dsrc.add_argument("--pcap", metavar="FILE", type=_given("a MoldUDP64 capture"),
+                      help="a pcap of MoldUDP64 datagrams, gzipped or not")
+    dsrc.add_argument("--journal", metavar="FILE", type=_given("fh record's journal files"),
+                      help="journal files of fh record (a file or a directory)")
     d.add_argument("--type", type=_types, default=None, metavar="T[,T...]",
                    help="only these message types, e.g. A,F,E (case matters: H trading action, h operational halt; "
                         "default: all)")
@@ -1238,7 +1246,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "live feed, for readers (fh book, top, events, stats, C programs) to follow.",
                         epilog=examples("fh publish --itch day.itch --name demo --hold",
                                         "fh publish --itch day.itch --name demo --pace 0.01 --loop 10"))
-    pb.add_argument("--itch", metavar="FILE", required=True, help="a daily ITCH 5.0 file, gzipped or not")
+    pb.add_argument("--itch", metavar="FILE", required=True, type=_given("a daily ITCH 5.0 file"),
+                    help="a daily ITCH 5.0 file, gzipped or not")
     pb.add_argument("--name", default="fh", help="instance name (segment fh-NAME in hugetlbfs or /dev/shm)")
     pb.add_argument("--segment", metavar="PATH",
                     help="segment file (default: fh-NAME in a hugetlbfs mount with room for it, else /dev/shm)")
@@ -1262,7 +1271,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "instance per name: a pidfile), until it stops or fh stop.",
                         epilog=examples("fh run --config examples/fh.toml",
                                         "fh run --config fh.toml --keep-segment --json"))
-    rn.add_argument("--config", required=True, metavar="FILE", help="the instance's fh.toml (docs/config.md)")
+    rn.add_argument("--config", required=True, metavar="FILE", type=_given("an fh.toml"),
+                    help="the instance's fh.toml (docs/config.md)")
     rn.add_argument("--keep-segment", action="store_true", help="leave the segment behind when it stops")
     add_json_flag(rn, "fh run")
     rn.set_defaults(func=cmd_run)
@@ -1298,7 +1308,8 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
                       help="day shape of the generated day (fh synth itch --shape); both: one after the other; "
                            "default both")
-    beng.add_argument("--itch", metavar="FILE", help="use this daily file instead of generating a day")
+    beng.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                      help="use this daily file instead of generating a day")
     beng.add_argument("--repeats", type=_positive, default=5, help="runs of each measurement (min and median are reported)")
     beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..errors import FhError
+from .argtypes import _given, _out_file
 from ..ui import add_json_flag, examples, fmt_int, fmt_ns, fmt_rate, print_json, print_table
 
 # fh status exit statuses, as scripts and monitoring read them
@@ -425,13 +426,14 @@ def register(sub, positive, nonneg) -> None:
                                         "fh metrics --name demo --listen 0.0.0.0:9377",
                                         "fh metrics --name demo --textfile /var/lib/node_exporter/fh.prom",
                                         "fh metrics --name demo --once"))
-    m.add_argument("--config", metavar="FH_TOML", help="take the instance name and the [metrics] defaults "
-                                                       "(listen, textfile, interval_s) from this config")
+    m.add_argument("--config", metavar="FH_TOML", type=_given("an fh.toml"),
+                   help="take the instance name and the [metrics] defaults "
+                        "(listen, textfile, interval_s) from this config")
     m.add_argument("--name", default=None, help=name_help + ", or a segment path (default: fh)")
     m.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help=f"serve GET /metrics here (default {DEFAULT_LISTEN_TEXT} unless --textfile or --once)")
-    m.add_argument("--textfile", metavar="PATH", help="write the metrics to this file (atomically), every "
-                                                     "--interval seconds, or once with --once")
+    m.add_argument("--textfile", metavar="PATH", type=_out_file("fh.prom"),
+                   help="write the metrics to this file (atomically), every --interval seconds, or once with --once")
     m.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                    help="textfile rewrite period (default 15)")
     m.add_argument("--once", action="store_true", help="print the metrics (or write --textfile) once and exit")

@@ -8,6 +8,8 @@ import json
 import signal
 import sys
 
+from ..cli.argtypes import _given
+
 
 def cmd_gateway(a) -> int:
     from .gateway import Gateway, GatewayError
@@ -74,7 +76,8 @@ def register(sub) -> None:
                        epilog=examples("fh gateway --name nasdaq --server nats://127.0.0.1:4222",
                                        "fh gateway --config /etc/fh/nasdaq.toml",
                                        "fh gateway --name lab --server nats://a:4222 --server nats://b:4222 --no-stream"))
-    g.add_argument("--config", metavar="FILE", help="fh.toml: the instance and its [gateway] table")
+    g.add_argument("--config", metavar="FILE", type=_given("an fh.toml"),
+                   help="fh.toml: the instance and its [gateway] table")
     g.add_argument("--name", help="instance name (segment /dev/shm/fh-NAME; default: the config's, else fh)")
     g.add_argument("--segment", metavar="PATH", help="the segment file, if not /dev/shm/fh-NAME")
     g.add_argument("--server", action="append", metavar="URL",

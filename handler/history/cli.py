@@ -161,7 +161,7 @@ def cmd_query(a) -> int:
 
 def register(sub) -> None:
     from ..cli.host import seconds
-    from ..cli.argtypes import _bounded
+    from ..cli.argtypes import _bounded, _given
     from ..ui import HelpFormatter, add_json_flag, examples
 
     h = sub.add_parser("history", help="write a day as Parquet (trades, bbo, orders, book snapshots) for DuckDB, Spark, Trino",
@@ -171,13 +171,17 @@ def register(sub) -> None:
                                        "fh history --pcap day.pcap --date 2019-01-30",
                                        "fh history --follow nasdaq --out /var/lib/fh/history"))
     src = h.add_mutually_exclusive_group(required=True)
-    src.add_argument("--itch", metavar="FILE", help="a daily ITCH 5.0 file, gzipped or not")
-    src.add_argument("--pcap", metavar="FILE", help="a capture of MoldUDP64 datagrams, gzipped or not (sequenced, "
-                                                   "first copy wins)")
-    src.add_argument("--follow", metavar="NAME", help="a running instance: its journal /dev/shm/fh-NAME.journal (every "
-                     "table), or without one its segment's event ring (trades, bbo, books; no orders)")
-    src.add_argument("--journal", metavar="PATH", help="a journal ring (followed live) or fh record's journal files "
-                     "(a directory or a file: a recorded day)")
+    src.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
+                     help="a daily ITCH 5.0 file, gzipped or not")
+    src.add_argument("--pcap", metavar="FILE", type=_given("a MoldUDP64 capture"),
+                     help="a capture of MoldUDP64 datagrams, gzipped or not (sequenced, "
+                          "first copy wins)")
+    src.add_argument("--follow", metavar="NAME", type=_given("a running instance's name"),
+                     help="a running instance: its journal /dev/shm/fh-NAME.journal (every "
+                          "table), or without one its segment's event ring (trades, bbo, books; no orders)")
+    src.add_argument("--journal", metavar="PATH", type=_given("a journal ring or fh record's journal files"),
+                     help="a journal ring (followed live) or fh record's journal files "
+                          "(a directory or a file: a recorded day)")
     h.add_argument("--out", default=default_root(), help="the history tree ($FH_HISTORY when set)")
     h.add_argument("--date", help="the trading date, YYYY-MM-DD (default: from the file name; today with --follow)")
     h.add_argument("--depth", type=_bounded(1, 64), default=10, help="levels per side in book snapshots (1-64)")
