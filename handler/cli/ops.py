@@ -11,8 +11,8 @@ import sys
 import time
 
 from ..errors import FhError
-from .argtypes import _given, _out_file
 from ..ui import add_json_flag, examples, fmt_int, fmt_ns, fmt_rate, print_json, print_table
+from .argtypes import _given
 
 # fh status exit statuses, as scripts and monitoring read them
 STATUS_RUNNING, STATUS_STOPPED, STATUS_DEAD, STATUS_NO_ACCESS = 0, 1, 3, 4
@@ -432,7 +432,7 @@ def register(sub, positive, nonneg) -> None:
     m.add_argument("--name", default=None, help=name_help + ", or a segment path (default: fh)")
     m.add_argument("--listen", default=None, metavar="HOST:PORT",
                    help=f"serve GET /metrics here (default {DEFAULT_LISTEN_TEXT} unless --textfile or --once)")
-    m.add_argument("--textfile", metavar="PATH", type=_out_file("fh.prom"),
+    m.add_argument("--textfile", metavar="PATH", type=_given("the file to write the metrics to"),
                    help="write the metrics to this file (atomically), every --interval seconds, or once with --once")
     m.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                    help="textfile rewrite period (default 15)")
