@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import fh, fh_popen
+from conftest import fh, fh_popen, stop_process
 from handler import soak
 
 
@@ -101,8 +101,6 @@ def test_sigterm_leaves_no_segment_and_no_capture_behind(tmp_path):
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
+        stop_process(p)  # (only if the test failed before its own SIGTERM ended it)
     assert p.returncode == 130 and "Traceback" not in err, err
     assert not set(glob.glob("/dev/shm/fh-soak-*")) - before and not list(tmp_path.iterdir())
