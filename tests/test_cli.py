@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -466,3 +467,40 @@ def test_the_synth_day_config_refuses_what_its_fields_cannot_hold():
                      ({"anomaly_ppm": 1 << 32}, "anomaly_ppm 4294967296 is out of range (at most 4294967295)")):
         with pytest.raises(InputError, match=re.escape(want)):
             native._synth_cfg(**{"messages": 1000, "instruments": 3, "seed": 1, "anomaly_ppm": 0, **kw})
+
+
+@pytest.mark.parametrize("args, option, want", [
+    (["bench", "engine", "--cpu", "-1"], "--cpu", "expected a number >= 0, got -1"),
+    (["bench", "engine", "--cpu", "99999999999999999999999"], "--cpu", "is not one this process may run on"),
+    (["bench", "dataplane", "--cpu", str(os.cpu_count())], "--cpu", f"CPU {os.cpu_count()} is not one"),
+    (["bench", "latency", "--sender-cpu", "-1"], "--sender-cpu", ">= 0"),
+    (["bench", "dataplane", "--mtu", "99999999999999999999999"], "--mtu", "from 128 to 9216"),
+    (["bench", "latency", "--mtu", "100"], "--mtu", ">= 128"),
+])
+def test_bench_cpus_and_mtus_out_of_range_are_usage_errors(args, option, want):
+    """fh bench engine --cpu -1 was sched_setaffinity's ValueError, a CPU past the host's an OverflowError, and
+    fh bench dataplane --mtu 10^23 an OverflowError: tracebacks (exit 70)."""
+    usage_error(fh(*args, check=False), option, want)
+
+
+def test_a_bench_command_takes_sigterm_as_ctrl_c():
+    """fh bench latency stopped by SIGTERM left its network namespace and its segment behind: the bench commands now
+    take SIGTERM as ^C while they run (their finally blocks take the lab down), and put the old handler back."""
+    import signal
+
+    from handler.bench import term_as_interrupt
+
+    seen = []
+
+    def cmd(a):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            seen.append(a)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        term_as_interrupt(cmd)("args")
+    assert seen == ["args"] and signal.getsignal(signal.SIGTERM) is before

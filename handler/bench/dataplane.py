@@ -714,8 +714,9 @@ def _arbitration_summary(runs: list[dict]) -> dict:
 
 
 def register(bes, positive, nonneg) -> None:
+    from ..cli.argtypes import _cpu
     from ..ui import HelpFormatter, add_json_flag, examples
-    from . import add_day_options
+    from . import add_day_options, term_as_interrupt
     from .plot import add_plot_flag
 
     b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes",
@@ -731,7 +732,7 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--repeats", type=positive, default=3, help="runs of each pass")
     b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
                    help="the poll loop when the ring is empty: spin (as in production) or backoff")
-    b.add_argument("--cpu", type=int, default=None, help="poll core (default: the last one)")
+    b.add_argument("--cpu", type=_cpu, default=None, help="poll core (default: the last one)")
     b.add_argument("--callgrind", action="store_true",
                    help="also count instructions per packet under callgrind (needs valgrind; about 15 s for the "
                         "default day)")
@@ -740,4 +741,4 @@ def register(bes, positive, nonneg) -> None:
                         "cycles and ns per B packet, and with --callgrind in instructions")
     add_json_flag(b, "fh bench dataplane")
     add_plot_flag(b)
-    b.set_defaults(func=bench_dataplane)
+    b.set_defaults(func=term_as_interrupt(bench_dataplane))

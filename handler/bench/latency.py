@@ -498,8 +498,9 @@ def print_report(res: dict, out=None) -> None:
 
 
 def register(bes, positive, nonneg) -> None:
-    from ..cli.argtypes import U64_MAX, _bounded, _given
+    from ..cli.argtypes import U64_MAX, _bounded, _cpu, _given
     from ..ui import HelpFormatter, add_json_flag, examples
+    from . import term_as_interrupt
 
     def rate_list(text: str) -> str:
         parse_rates(text)
@@ -538,11 +539,11 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--window-us", type=seconds, default=4.0,
                    help="the exchange's packing window: a datagram holds the messages made within it (rate x window, "
                         "at least 1, at most what --mtu holds) unless --per-packet is given")
-    b.add_argument("--mtu", type=positive, default=1500, help="datagram size limit of the generated day")
+    b.add_argument("--mtu", type=_bounded(128, 9216), default=1500, help="datagram size limit of the generated day")
     b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
                    help="the data plane's idle strategy: spin (production) or backoff (tests)")
-    b.add_argument("--cpu", type=int, default=None, help="the data plane's poll core (default: the last CPU)")
-    b.add_argument("--sender-cpu", type=int, default=None, help="the sender's CPU (default: another one)")
+    b.add_argument("--cpu", type=_cpu, default=None, help="the data plane's poll core (default: the last CPU)")
+    b.add_argument("--sender-cpu", type=_cpu, default=None, help="the sender's CPU (default: another one)")
     b.add_argument("--realtime", action="store_true",
                    help="run the data plane and the sender under SCHED_FIFO: other tasks no longer preempt them (as "
                         "on isolated cores); the kernel's RT throttling still takes what "
@@ -552,4 +553,4 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--ring-frames", type=positive, default=16384,
                    help="net_af_packet's ring (framecnt): frames the kernel holds while the data plane is away")
     add_json_flag(b, "fh bench latency")
-    b.set_defaults(func=bench_latency)
+    b.set_defaults(func=term_as_interrupt(bench_latency))

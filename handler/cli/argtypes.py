@@ -40,6 +40,25 @@ def _nonneg(text: str) -> int:
     return _whole(text, 0)
 
 
+def _cpu(text: str) -> int:
+    """An argparse type: a CPU this process may run on (fh bench --cpu -1 was a ValueError from sched_setaffinity,
+    a CPU past the host's an OverflowError or an EINVAL: tracebacks)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    v = _whole(text, 0)
+    if v not in allowed:
+        spans, run = [], [allowed[0]]
+        for c in allowed[1:]:
+            if c == run[-1] + 1:
+                run.append(c)
+            else:
+                spans.append(run)
+                run = [c]
+        spans.append(run)
+        text_allowed = ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in spans)
+        raise argparse.ArgumentTypeError(f"CPU {v} is not one this process may run on ({text_allowed})")
+    return v
+
+
 def _given(what: str):
     """An argparse type: a path or a name that is not empty (--itch "" was taken for no --itch at all, and the
     command fell through to another source with None: a traceback); `what` names what to give."""

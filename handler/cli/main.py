@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import FhError, main_guard
 from ..ui import HelpFormatter, add_json_flag, bar, examples, fmt_int, fmt_ns, print_json, print_table
-from .argtypes import U64_MAX, _bounded, _given, _nonneg, _out_file, _positive
+from .argtypes import U64_MAX, _bounded, _cpu, _given, _nonneg, _out_file, _positive
 from .host import seconds
 
 
@@ -1294,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.witness", fromlist=["register"]).register(sub)  # fh witness
     __import__("handler.glimpse", fromlist=["register"]).register(sub, _positive, _nonneg)  # fh snapshot-server, fh snapshot-fetch
 
-    from ..bench import add_day_options
+    from ..bench import add_day_options, term_as_interrupt
 
     be = sub.add_parser("bench", help="benchmarks", epilog=examples("fh bench engine --messages 2000000"))
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -1311,14 +1311,14 @@ def build_parser() -> argparse.ArgumentParser:
     beng.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
                       help="use this daily file instead of generating a day")
     beng.add_argument("--repeats", type=_positive, default=5, help="runs of each measurement (min and median are reported)")
-    beng.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
+    beng.add_argument("--cpu", type=_cpu, default=None, help="pin to this CPU (default: the last one)")
     beng.add_argument("--no-itch-book", action="store_true", help="skip the itch-book comparison")
     beng.add_argument("--callgrind", action="store_true",
                       help="also count instructions a message under callgrind: the engine, the engine publishing and "
                            "the parse-only pass, against the targets (needs valgrind; about 5 s a million messages)")
     add_json_flag(beng, "fh bench engine")
     __import__("handler.bench.plot", fromlist=["add_plot_flag"]).add_plot_flag(beng)  # --plot FILE.png
-    beng.set_defaults(func=cmd_bench_engine)
+    beng.set_defaults(func=term_as_interrupt(cmd_bench_engine))
     from ..bench.dataplane import register as register_bench_dataplane
     from ..bench.recovery import register as register_bench_recovery
 
