@@ -58,6 +58,7 @@ def _ring_messages(path: str) -> list[tuple[int, bytes]]:
     return [(rec.seq + i, m) for rec in ring_records(path) if rec.kind == J.MSGS for i, m in enumerate(rec.messages())]
 
 
+@pytest.mark.solo  # a paced feed on a veth pair taken over mid-day: every message must arrive once
 def test_kill_9_of_the_primary_mid_replay(day):
     """... and the promoted standby's own journal (--journal) holds the whole day, followed and own alike: shipped
     at the new epoch to the old primary's host restarted as standby (epoch 1), which adopts epoch 2 and ends
@@ -78,6 +79,7 @@ def test_kill_9_of_the_primary_mid_replay(day):
             os.unlink(j2)
 
 
+@pytest.mark.solo  # a paced feed on a veth pair taken over mid-day: every message must arrive once
 def test_kill_9_of_the_primary_with_a_witness(day):
     """The same failover with a witness (fh witness on loopback, both fh-replicate --witness --pair): the standby,
     its primary silent for the timeout, asks it, hears that the primary has been silent there too, and promotes;
