@@ -327,9 +327,9 @@ def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int, sha
     low = synth_min_messages(instruments)
     if messages < low:
         raise InputError(f"{instruments} instruments need at least {low} messages (the prelude alone), not {messages}")
-    for what, v in (("messages", messages), ("seed", seed), ("anomaly_ppm", anomaly_ppm)):
-        if not 0 <= v < 1 << (32 if what == "anomaly_ppm" else 64):  # (cffi's OverflowError was a traceback)
-            raise InputError(f"{what} {v} is out of range (at most {(1 << (32 if what == 'anomaly_ppm' else 64)) - 1})")
+    for what, v, bits in (("messages", messages, 64), ("seed", seed, 64), ("anomaly_ppm", anomaly_ppm, 32)):
+        if not 0 <= v < 1 << bits:  # (cffi's OverflowError was a traceback)
+            raise InputError(f"{what} {v} is out of range (at most {(1 << bits) - 1})")
     if shape not in SYNTH_SHAPES:
         raise InputError(f"shape must be one of {', '.join(SYNTH_SHAPES)}, not {shape!r}")
     return ffi.new("fh_synth_cfg_t *", (messages, instruments, seed, anomaly_ppm, SYNTH_SHAPES[shape]))

@@ -41,21 +41,16 @@ def _nonneg(text: str) -> int:
 
 
 def _cpu(text: str) -> int:
-    """An argparse type: a CPU this process may run on (fh bench --cpu -1 was a ValueError from sched_setaffinity,
-    a CPU past the host's an OverflowError or an EINVAL: tracebacks)."""
-    allowed = sorted(os.sched_getaffinity(0))
+    """An argparse type: an online CPU (fh bench --cpu -1 was a ValueError from sched_setaffinity, a CPU past the
+    host's an OverflowError or an EINVAL: tracebacks). Online, not this process's affinity: an isolated core, the
+    one to measure on, lies outside the default affinity, and pinning to it works."""
+    from ..config import online_cpus  # (in the function: this module imports nothing of the package at load)
+    from ..host.topology import format_cpulist
+
     v = _whole(text, 0)
-    if v not in allowed:
-        spans, run = [], [allowed[0]]
-        for c in allowed[1:]:
-            if c == run[-1] + 1:
-                run.append(c)
-            else:
-                spans.append(run)
-                run = [c]
-        spans.append(run)
-        text_allowed = ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in spans)
-        raise argparse.ArgumentTypeError(f"CPU {v} is not one this process may run on ({text_allowed})")
+    online = online_cpus()
+    if v not in online:
+        raise argparse.ArgumentTypeError(f"CPU {v} is not an online CPU of this host ({format_cpulist(online)})")
     return v
 
 
