@@ -136,6 +136,27 @@ def dataplane_cmd(eal: list[str], segment: str, lines: list[tuple[str, int]], *,
     return [*cmd, *extra]
 
 
+def _term_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt(cmd):
+    """A command with SIGTERM taken as ^C while it runs, so that its finally blocks take down what it set up (fh soak
+    and fh bench latency killed by SIGTERM left their segments, captures and network namespace behind)."""
+    import functools
+
+    @functools.wraps(cmd)
+    def run(a) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return cmd(a)
+        old = signal.signal(signal.SIGTERM, _term_as_interrupt)
+        try:
+            return cmd(a)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+    return run
+
+
 def with_parent(sig: int):
     """A preexec_fn: the child gets sig when this process dies (PR_SET_PDEATHSIG), so that a data plane, which
     polls forever without --exit-idle-ms, does not outlive an fh that was killed."""

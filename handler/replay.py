@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .process import (ROOT, Dataplane, DataplaneError, dataplane_cmd, other_cpu, poll_core, remove_segment,
-                      with_parent)
+from .process import (ROOT, Dataplane, DataplaneError, _term_as_interrupt, dataplane_cmd, other_cpu, poll_core,
+                      remove_segment, with_parent)
 
 
 def pcap_lines(path: str | Path) -> list[tuple[str, int]]:
@@ -372,10 +372,6 @@ def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = Non
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return stats, books
-
-
-def _term_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def mold_defaults() -> dict[str, int]:

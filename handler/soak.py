@@ -18,7 +18,6 @@ The plans (docs/fault-plans.md), each checked its own way:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -155,9 +154,6 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
     day = native.synth_bytes(messages, instruments, 7)
     _enough_datagrams(day, messages, instruments)
     lines = [pcapgen.Line(*pcapgen.DEFAULT_A), pcapgen.Line(*pcapgen.DEFAULT_B, delay_ns=3000)]
-    old_term = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM, like ^C, removes the loop's segment and
-        old_term = signal.signal(signal.SIGTERM, replay._term_as_interrupt)  # the captures (they were left behind)
     tmp = Path(tempfile.mkdtemp(prefix="fh-soak-"))
     caps = {}
     try:
@@ -227,8 +223,6 @@ def soak(minutes: float, messages: int = 20000, instruments: int = 20, loops: in
         for p in tmp.iterdir():
             p.unlink()
         tmp.rmdir()
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
 
 
 def cmd_soak(a) -> int:
@@ -239,6 +233,7 @@ def cmd_soak(a) -> int:
 
 def register(sub, positive, nonneg) -> None:
     from .cli.argtypes import U64_MAX, _bounded
+    from .process import sigterm_as_interrupt
     from .ui import HelpFormatter, examples
 
     s = sub.add_parser("soak", help="replay a day in loops under rotating fault plans through the data plane, "
@@ -262,4 +257,4 @@ def register(sub, positive, nonneg) -> None:
                           help="run this many loops instead of --minutes (one per fault plan: 5 make a round)")
     s.add_argument("--messages", type=_bounded(1, U64_MAX), default=20000, help="messages in the day")
     s.add_argument("--instruments", type=positive, default=20, help="instruments in the day")
-    s.set_defaults(func=cmd_soak)
+    s.set_defaults(func=sigterm_as_interrupt(cmd_soak))  # (SIGTERM left the loop's segment and captures behind)

@@ -489,7 +489,7 @@ def test_a_bench_command_takes_sigterm_as_ctrl_c():
     import signal
     import threading
 
-    from handler.bench import term_as_interrupt
+    from handler.process import sigterm_as_interrupt
 
     if threading.current_thread() is not threading.main_thread():  # (a SIGTERM would end the test process)
         pytest.skip("signal handlers are set only in the main thread, and this test runs in another")
@@ -505,5 +505,5 @@ def test_a_bench_command_takes_sigterm_as_ctrl_c():
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        term_as_interrupt(cmd)("args")
+        sigterm_as_interrupt(cmd)("args")
     assert seen == ["args"] and signal.getsignal(signal.SIGTERM) is before

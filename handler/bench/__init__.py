@@ -14,23 +14,3 @@ def add_day_options(b, positive, nonneg, *, messages: int, instruments: int, mtu
     if mtu is not None:
         b.add_argument("--mtu", type=_bounded(128, 9216), default=mtu, help="datagram size limit of the capture")
 
-
-def term_as_interrupt(cmd):
-    """A bench command with SIGTERM taken as ^C while it runs, so that its finally blocks take down what it set up
-    (fh bench latency killed by SIGTERM left its network namespace and its segment behind)."""
-    import functools
-    import signal
-    import threading
-
-    @functools.wraps(cmd)
-    def run(a) -> int:
-        if threading.current_thread() is not threading.main_thread():
-            return cmd(a)
-        from ..replay import _term_as_interrupt
-
-        old = signal.signal(signal.SIGTERM, _term_as_interrupt)
-        try:
-            return cmd(a)
-        finally:
-            signal.signal(signal.SIGTERM, old)
-    return run

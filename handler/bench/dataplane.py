@@ -716,7 +716,8 @@ def _arbitration_summary(runs: list[dict]) -> dict:
 def register(bes, positive, nonneg) -> None:
     from ..cli.argtypes import _cpu
     from ..ui import HelpFormatter, add_json_flag, examples
-    from . import add_day_options, term_as_interrupt
+    from ..process import sigterm_as_interrupt
+    from . import add_day_options
     from .plot import add_plot_flag
 
     b = bes.add_parser("dataplane", help="the DPDK data plane on net_pcap: rx-only, full and engine-alone passes",
@@ -741,4 +742,4 @@ def register(bes, positive, nonneg) -> None:
                         "cycles and ns per B packet, and with --callgrind in instructions")
     add_json_flag(b, "fh bench dataplane")
     add_plot_flag(b)
-    b.set_defaults(func=term_as_interrupt(bench_dataplane))
+    b.set_defaults(func=sigterm_as_interrupt(bench_dataplane))

@@ -500,7 +500,7 @@ def print_report(res: dict, out=None) -> None:
 def register(bes, positive, nonneg) -> None:
     from ..cli.argtypes import U64_MAX, _bounded, _cpu, _given
     from ..ui import HelpFormatter, add_json_flag, examples
-    from . import term_as_interrupt
+    from ..process import sigterm_as_interrupt
 
     def rate_list(text: str) -> str:
         parse_rates(text)
@@ -553,4 +553,4 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--ring-frames", type=positive, default=16384,
                    help="net_af_packet's ring (framecnt): frames the kernel holds while the data plane is away")
     add_json_flag(b, "fh bench latency")
-    b.set_defaults(func=term_as_interrupt(bench_latency))
+    b.set_defaults(func=sigterm_as_interrupt(bench_latency))

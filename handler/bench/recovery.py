@@ -327,7 +327,8 @@ def print_report(res: dict, out=None) -> None:
 
 def register(bes, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
-    from . import add_day_options, term_as_interrupt
+    from ..process import sigterm_as_interrupt
+    from . import add_day_options
     from .plot import add_plot_flag
 
     b = bes.add_parser("recovery", help="live: a gap of about 1,000 messages lost on both lines, filled through "
@@ -348,7 +349,7 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--pps", type=float, default=20000, help="the sender's rate, frames per second")
     add_json_flag(b, "fh bench recovery")
     add_plot_flag(b)
-    b.set_defaults(func=term_as_interrupt(bench_recovery))
+    b.set_defaults(func=sigterm_as_interrupt(bench_recovery))
 
 
 def main(argv: list[str] | None = None) -> int:

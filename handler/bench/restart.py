@@ -184,7 +184,8 @@ def bench_restart(a) -> int:
 def register(sub, positive, nonneg) -> None:
     b = sub.add_parser("restart", help="restart preparation time (snapshot load + journal apply) by the day's "
                                        "position")
-    from . import add_day_options, term_as_interrupt
+    from ..process import sigterm_as_interrupt
+    from . import add_day_options
 
     add_day_options(b, positive, nonneg, messages=2_000_000, instruments=500)
     b.add_argument("--shape", choices=("uniform", "real"), default="uniform")
@@ -195,7 +196,7 @@ def register(sub, positive, nonneg) -> None:
     from ..ui import add_json_flag
 
     add_json_flag(b, "fh bench restart")
-    b.set_defaults(func=term_as_interrupt(bench_restart))
+    b.set_defaults(func=sigterm_as_interrupt(bench_restart))
 
 
 if __name__ == "__main__":

@@ -1294,7 +1294,8 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("handler.witness", fromlist=["register"]).register(sub)  # fh witness
     __import__("handler.glimpse", fromlist=["register"]).register(sub, _positive, _nonneg)  # fh snapshot-server, fh snapshot-fetch
 
-    from ..bench import add_day_options, term_as_interrupt
+    from ..bench import add_day_options
+    from ..process import sigterm_as_interrupt
 
     be = sub.add_parser("bench", help="benchmarks", epilog=examples("fh bench engine --messages 2000000"))
     bes = be.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -1318,7 +1319,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "the parse-only pass, against the targets (needs valgrind; about 5 s a million messages)")
     add_json_flag(beng, "fh bench engine")
     __import__("handler.bench.plot", fromlist=["add_plot_flag"]).add_plot_flag(beng)  # --plot FILE.png
-    beng.set_defaults(func=term_as_interrupt(cmd_bench_engine))
+    beng.set_defaults(func=sigterm_as_interrupt(cmd_bench_engine))
     from ..bench.dataplane import register as register_bench_dataplane
     from ..bench.recovery import register as register_bench_recovery
 
