@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/remap_refs.py IN OUT [--slots N] [--seed S]: a daily ITCH 5.0 file with its order references rewritten,
+"""bench/remap_refs.py IN OUT [--slots N | --streams] [--seed S]: a daily ITCH 5.0 file with its order references rewritten,
 to measure what the spread of references over the engine's order table costs (bench/engine.md section 25). The
 messages, books and order lifetimes stay the day's own (fh book dump --stats gives the same output for both
 files); only the reference numbers, and so the order slots the engine touches (reference mod 2^24, 16 bytes
@@ -10,7 +10,12 @@ each), change:
   --slots N     compact: each new order takes a free slot chosen at random among the first N (a power of two
                 above the day's peak of live orders), its reference slot + 2^24 x (times that slot was taken
                 before): the slots an order table sized to the live orders would touch. What a hash table would
-                add (hashing the exchange's reference, probing) is not in it.
+                add (hashing the exchange's reference, probing) is not in it;
+  --streams     NASDAQ's: four counters, one for each residue mod 4, which new orders take in the shares and
+                steps of a real day's 09:30 (../shared/data/real's 1,000-message slice, bench/engine.md section 26:
+                85 % of its new references come from four such counters, 33/29/20/18 % of them, each stepping by
+                4 (44 %), 8 (21 %), 12 (13 %), 16 (8 %) or more: the exchange's references of hidden orders fall
+                between); each counter starts where the slice's does.
 
 E, C, X, D, U and P follow the references of the orders they name; an order leaves its slot when D, U or
 executions and cancels that reach its shares remove it."""
@@ -23,6 +28,12 @@ import sys
 
 Q, I = struct.Struct(">Q"), struct.Struct(">I")
 A, F, E, C, X, D, U, P = (ord(c) for c in "AFECXDUP")
+# --streams: the four counters of 30 Dec 2019 at 09:30 (their first references, residues 2, 0, 3 and 1), the share
+# of new orders each took (217, 196, 132, 120 of 665) and the steps between a counter's consecutive new orders.
+STREAM_START = (5_676_634 - 4, 9_899_132 - 4, 7_508_039 - 4, 7_856_425 - 4)
+STREAM_SHARE = (217, 196, 132, 120)
+STEPS = (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 56)
+STEP_COUNT = (291, 139, 89, 56, 25, 18, 15, 4, 7, 8, 9)
 
 
 def main() -> int:
@@ -30,8 +41,11 @@ def main() -> int:
     ap.add_argument("inp")
     ap.add_argument("out")
     ap.add_argument("--slots", type=int, help="compact: a power of two above the day's peak of live orders")
+    ap.add_argument("--streams", action="store_true", help="NASDAQ's four counters, as a real day's 09:30 shows them")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    if a.slots is not None and a.streams:
+        ap.error("--slots and --streams are two modes: give one")
     if a.slots is not None and (a.slots < 1 or a.slots & (a.slots - 1) or a.slots > 1 << 24):
         ap.error(f"--slots {a.slots}: a power of two from 1 to 2^24")
     data = memoryview(open(a.inp, "rb").read())
@@ -42,11 +56,16 @@ def main() -> int:
     gen = [0] * (a.slots or 0)
     live: dict[int, list[int]] = {}  # the exchange's reference -> [new reference, slot, shares left]
     peak, count = 0, 0
+    counters = list(STREAM_START)
 
     def take(old: int, shares: int) -> int:
         nonlocal peak, count
         count += 1
-        if a.slots is None:
+        if a.streams:
+            k = rng.choices(range(4), STREAM_SHARE)[0]
+            counters[k] += rng.choices(STEPS, STEP_COUNT)[0]
+            new, s = counters[k], -1
+        elif a.slots is None:
             new, s = count, -1
         else:
             if not free:
@@ -90,7 +109,8 @@ def main() -> int:
         pos = m + ((data[pos] << 8) | data[pos + 1])
     with open(a.out, "wb") as f:
         f.write(out)
-    what = f"in {a.slots:,} slots, a slot taken at most {max(gen):,} times" if a.slots else "dense"
+    what = (f"in {a.slots:,} slots, a slot taken at most {max(gen):,} times" if a.slots
+            else f"in four counters, up to {max(counters):,}" if a.streams else "dense")
     print(f"remap_refs.py: {a.out}: {count:,} orders, peak {peak:,} live, {what}", file=sys.stderr)
     return 0
 

@@ -84,6 +84,7 @@ uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap);
 int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *out);
 uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap);
 uint64_t fh_engine_live_orders(const fh_engine_t *e);
+uint64_t fh_engine_spilled(const fh_engine_t *e);
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 typedef struct fh_snapshot_meta {
     char session[10]; uint64_t next_seq; uint32_t day; uint32_t flags; uint64_t created_ns; uint64_t orders;

@@ -230,6 +230,11 @@ class Engine:
         return lib.fh_engine_live_orders(self._e)
 
     @property
+    def spilled(self) -> int:
+        """Live orders in the spill table: lapped in their home slot by a newer reference (or above 2^42 - 1)."""
+        return lib.fh_engine_spilled(self._e)
+
+    @property
     def levels_peak(self) -> int:
         return lib.fh_engine_levels_used(self._e)
 

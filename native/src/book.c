@@ -1,14 +1,16 @@
 /* The book engine: docs/book-semantics.md in C, for speed.
  *
- * Orders: a direct-mapped table of 2^k 16-byte slots (at least twice max_orders), slot = reference & mask,
- * tagged with reference >> k. NASDAQ assigns references in increasing order, so consecutive adds fill
- * consecutive slots (four to a cache line) and an add, a lookup and a delete each touch one slot, with no
- * probing and no clean-up on delete. Only an order that outlives 2^k later references meets a newer one
- * on its slot; the newer one takes the slot and moves the old one to a small spill table (open addressing
- * with multiplicative hashing), so the day's new orders always find their home slot. The spill table is
- * consulted only for references not above the highest one it holds (spill_max): on a real day (references
- * to ~184 M, many orders resting all day) it fills with old orders early, and the adds and lookups of
- * current orders, whose references are all above spill_max, never touch it.
+ * Orders: a direct-mapped table of 2^k 16-byte slots (at least twice max_orders), each reference's home slot a
+ * permutation of its low k bits (order_home), tagged with reference >> TAG_SHIFT. NASDAQ hands out references from
+ * four counters, one for each residue mod 4, each in increasing order and 4 or a few times 4 apart; order_home gives
+ * each residue a quarter of the table, so a counter's consecutive adds take slots 1-14 apart (at a real 09:30,
+ * about 1.5 orders a cache line rather than 1), and a uniform day's 1, 2, 3, ... four neighbouring runs. An add,
+ * a lookup and a delete each touch one slot, with no probing and no clean-up on delete. Only an order that
+ * outlives about 2^k later references meets a newer one on its slot; the newer one takes the slot and moves the
+ * old one to a small spill table (open addressing with multiplicative hashing), so the day's new orders always
+ * find their home slot. The spill table is consulted only for references not above the highest one it holds
+ * (spill_max): on a real day (references to ~184 M, many orders resting all day) it fills with old orders early,
+ * and the adds and lookups of current orders, whose references are all above spill_max, never touch it.
  *
  * Books: an array indexed by stock locate (65,536 x 64 bytes; only the books in use are ever touched), so
  * an order stores its locate and no lookup table stands between a message and its book.
@@ -63,7 +65,26 @@ _Static_assert(sizeof(order_t) == 16, "four orders per cache line");
  * spill table. */
 #define TAG_SHIFT 10
 #define REF_TAGGED_MAX ((1ull << (32 + TAG_SHIFT)) - 1)
-#define TAG_LOW(i) ((uint64_t)(i) & ((1u << TAG_SHIFT) - 1))
+
+/* The home slot of reference ref in a table of mask + 1 = 2^k slots (sh = k - 2): ref's bits 2 .. k - 1 below, and
+ * above them its bits 0 and 1 xored with its bits k and k + 1. NASDAQ hands out references from four counters, one
+ * for each residue mod 4, each stepping by 4 or a few times 4 (bench/engine.md section 26): so each counter has a
+ * quarter of the table, in which its consecutive orders are neighbours (1-14 slots apart, mostly 1-3) rather than a
+ * cache line apart, as with ref mod 2^k. Two references share a slot only if their bits 2 .. k - 1 agree, so only if
+ * they are at least 2^k - 3 apart (two of one residue: a multiple of 2^(k + 2)); slot and tag together give the
+ * reference back (home_ref). */
+static inline uint64_t order_home(uint64_t ref, uint64_t mask, uint32_t sh)
+{
+    return ((ref >> 2) ^ (ref << sh)) & mask;
+}
+
+/* The reference whose tag is tag in home slot i (sh = k - 2): the inverse of order_home. The tag holds the bits from
+ * TAG_SHIFT up, which include bits k and k + 1 (k >= TAG_SHIFT); i's low TAG_SHIFT - 2 bits are the bits 2 .. 9. */
+static inline uint64_t home_ref(uint64_t i, uint32_t tag, uint32_t sh)
+{
+    uint64_t hi = (uint64_t)tag << TAG_SHIFT;
+    return hi | (i & ((1u << (TAG_SHIFT - 2)) - 1)) << 2 | (((i >> sh) ^ (hi >> (sh + 2))) & 3);
+}
 
 typedef struct spill {
     uint64_t ref;
@@ -141,8 +162,10 @@ typedef struct walked {
                        * kept here: A and D, most of a day, need no more than len_type) */
     uint32_t bk; /* its book's offset in e->books (stock locate x 64) when its length is 19 or more, else 0 (book 0's
                   * ladder index: any is harmless): kept scaled, so that the ladder pass reads the book with no shift */
-    uint32_t slot; /* its reference's home slot in e->orders when its length is 19 or more, else 0: the level pass
-                    * reads the order there (a hint: any slot is harmless) */
+    uint32_t slot; /* its reference's home slot in e->orders (order_home of the 8 bytes at offset 11) when its length is
+                    * 19 or more, else 0: the level pass reads the order there (a hint: any slot is harmless), and
+                    * apply_one finds or places the message's order there (exact: the same bytes). A uint32_t:
+                    * max_orders <= 2^30 makes at most 2^31 slots */
 } walked_t;
 
 /* The staged consumer's run (fh_engine_consumer_staged): up to STAGE_CAP walked messages of whole datagrams, applied
@@ -162,6 +185,7 @@ struct fh_engine {
     /* read on every message */
     order_t *orders;
     uint64_t mask;  /* slots - 1 (2^k slots, k >= TAG_SHIFT) */
+    uint32_t home_sh; /* k - 2: order_home */
     uint32_t spill_live;
     spill_t *spill;
     uint64_t spill_mask;
@@ -351,6 +375,7 @@ static fh_engine_t *engine_new(void *mem, const fh_engine_cfg_t *cfg, fh_seg_t *
     e->cfg.max_levels = seg->hdr->max_levels; /* the segment's arena decides */
     e->orders = (order_t *)(base + l.orders);
     e->mask = order_slots(cfg->max_orders) - 1;
+    e->home_sh = (uint32_t)__builtin_ctzll(e->mask + 1) - 2;
     e->spill = (spill_t *)(base + l.spill);
     e->spill_mask = spill_slots(cfg->max_orders) - 1;
     /* the ladders are the segment's (fh_seg_create zeroed them and set the shared pair's window out of reach) */
@@ -1051,10 +1076,10 @@ static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
         e->spill_max = 0;
 }
 
-/* The live order ref, or NULL. */
-static inline order_t *order_find(fh_engine_t *e, uint64_t ref)
+/* The live order ref (home: its home slot, order_home), or NULL. */
+static inline order_t *order_find(fh_engine_t *e, uint64_t ref, uint64_t home)
 {
-    order_t *o = &e->orders[ref & e->mask];
+    order_t *o = &e->orders[home];
     if (FH_LIKELY(o->shares && o->tag == (ref >> TAG_SHIFT)))
         return o;
     if (FH_LIKELY(ref > e->spill_max))
@@ -1069,7 +1094,7 @@ static int spill_evict(fh_engine_t *e, order_t *o)
 {
     if (2 * (uint64_t)(e->spill_live + 1) > e->spill_mask + 1)
         return -1;
-    uint64_t ref = (uint64_t)o->tag << TAG_SHIFT | TAG_LOW(o - e->orders);
+    uint64_t ref = home_ref((uint64_t)(o - e->orders), o->tag, e->home_sh);
     spill_t *sp = &e->spill[spill_slot(e, ref)];
     sp->ref = ref;
     sp->o = *o;
@@ -1094,9 +1119,8 @@ static order_t *spill_take(fh_engine_t *e, spill_t *sp, uint64_t ref)
     return &sp->o;
 }
 
-static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint64_t ref, int *dup)
+static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint64_t ref, order_t *o, int *dup)
 {
-    order_t *o = &e->orders[ref & e->mask];
     *dup = 0;
     if (o->shares && o->tag == (ref >> TAG_SHIFT)) {
         *dup = 1;
@@ -1117,13 +1141,14 @@ static __attribute__((noinline)) order_t *order_place_slow(fh_engine_t *e, uint6
 /* Where a new order ref goes (an empty slot: its home slot, after moving an older order there to the
  * spill table, or a spill slot, already counted as the spill table's, when its tag does not fit), or NULL
  * when ref is live already (*dup = 1) or the spill table is full (*dup = 0; *dup is written only when
- * NULL is returned). order_commit fills the slot, or order_unplace gives it back. */
-static inline order_t *order_place(fh_engine_t *e, uint64_t ref, int *dup)
+ * NULL is returned). order_commit fills the slot, or order_unplace gives it back. home: ref's home slot
+ * (order_home). */
+static inline order_t *order_place(fh_engine_t *e, uint64_t ref, uint64_t home, int *dup)
 {
-    order_t *o = &e->orders[ref & e->mask];
+    order_t *o = &e->orders[home];
     if (FH_LIKELY(!o->shares && ref > e->spill_max && ref <= REF_TAGGED_MAX))
         return o; /* a home slot: its `spilled` is 0 */
-    return order_place_slow(e, ref, dup);
+    return order_place_slow(e, ref, o, dup);
 }
 
 /* Give back a slot from order_place that was not filled. */
@@ -1402,9 +1427,9 @@ static inline book_t *book_for(fh_engine_t *e, uint32_t bk, const uint8_t *stock
  * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
  * locate). The caller holds b's seqlock when b != NULL. */
 static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_t *b, uint32_t bk,
-                                                           const uint8_t *m, uint64_t ref, uint32_t side,
-                                                           uint32_t shares, uint32_t price, bool publish,
-                                                           book_t **bp)
+                                                           const uint8_t *m, uint64_t ref, uint64_t home,
+                                                           uint32_t side, uint32_t shares, uint32_t price,
+                                                           bool publish, book_t **bp)
 {
     if (FH_UNLIKELY(side > 1)) { /* side_of's 2: neither 'B' nor 'S' */
         e->counters[FH_C_bad_side]++;
@@ -1415,7 +1440,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
         return 0;
     }
     int dup;
-    order_t *o = order_place(e, ref, &dup);
+    order_t *o = order_place(e, ref, home, &dup);
     /* the order's room taken by the test itself (one decrement of memory and its sign: bench/engine.md section 17),
      * given back where the add goes no further */
     if (FH_UNLIKELY(!o || --e->room < 0)) { /* a duplicate before capacity */
@@ -1453,10 +1478,10 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
 /* The live order a message refers to, checked against the message's book (bk: its locate x sizeof(book_t), as the
  * walker keeps it), and in *bp the order's book; NULL if unknown. Compared as offsets: the order's is the one its
  * book is found at, and the message's is not read again. */
-static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, uint64_t ref, uint32_t bk,
-                                                                 book_t **bp)
+static inline __attribute__((always_inline)) order_t *find_order(fh_engine_t *e, uint64_t ref, uint64_t home,
+                                                                 uint32_t bk, book_t **bp)
 {
-    order_t *o = order_find(e, ref);
+    order_t *o = order_find(e, ref, home);
     if (FH_UNLIKELY(!o)) {
         e->counters[FH_C_unknown_ref]++;
         return NULL;
@@ -1598,7 +1623,7 @@ static inline uint32_t len_type(const uint8_t *m)
  * book is 19 bytes or more, so the walker has read it); fh_engine_apply's is read here. A walked message's len is
  * not passed (0): it is read from the block's length before m, past the tests of A and D (len_type). */
 static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, const uint8_t *m, size_t len, uint32_t bk,
-                                                             bool publish, bool walked)
+                                                             uint64_t home, bool publish, bool walked)
 {
     order_t *o;
     book_t *b;
@@ -1622,8 +1647,10 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         len = fh_be16(m - 2);
     if (FH_UNLIKELY((!walked && len == 0) || len != e->msg_len[m[0]]) && !check_slow(e, m, len))
         return;
-    if (!walked) /* every message that gets here has its 11-byte header */
+    if (!walked) { /* every message that gets here has its 11-byte header; those with a reference, 19 bytes or more */
         bk = (uint32_t)fh_itch_locate(m) * sizeof(book_t);
+        home = len >= 19 ? order_home(fh_be64(m + FH_ITCH_OFF_REF), e->mask, e->home_sh) : 0;
+    }
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
     if (!walked) {
@@ -1636,37 +1663,38 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
     case 'A':
     case 'F':
     add:
-        top = add_order(e, NULL, bk, m, fh_be64(m + FH_ITCH_OFF_REF), e->side_of[m[FH_ITCH_OFF_A_SIDE]],
+        top = add_order(e, NULL, bk, m, fh_be64(m + FH_ITCH_OFF_REF), home, e->side_of[m[FH_ITCH_OFF_A_SIDE]],
                         fh_be32(m + FH_ITCH_OFF_A_SHARES), fh_be32(m + FH_ITCH_OFF_A_PRICE), publish, &b);
         if (top && publish)
             emit_bbo(e, b);
         return;
     case 'D':
     delete:
-        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), home, bk, &b)))
             return;
         book_begin_if(b, publish);
         top = remove_order(e, b, o, publish);
         break;
     case 'U':
-        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), home, bk, &b)))
             return;
         book_begin_if(b, publish);
         {
             uint32_t side = o->side & 1u;
             top = remove_order(e, b, o, publish);
-            top |= add_order(e, b, 0, m, fh_be64(m + FH_ITCH_OFF_U_NEWREF), side,
+            uint64_t nref = fh_be64(m + FH_ITCH_OFF_U_NEWREF);
+            top |= add_order(e, b, 0, m, nref, order_home(nref, e->mask, e->home_sh), side,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish, &b);
         }
         break;
     case 'X':
-        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), home, bk, &b)))
             return;
         book_begin_if(b, publish);
         top = reduce_order(e, b, o, fh_be32(m + FH_ITCH_OFF_X_SHARES), FH_C_overcancel, publish);
         break;
     case 'E':
-        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), home, bk, &b)))
             return;
         book_begin_if(b, publish);
         b->last_price = order_price(e, o);
@@ -1680,7 +1708,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         }
         return;
     case 'C':
-        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), bk, &b)))
+        if (!(o = find_order(e, fh_be64(m + FH_ITCH_OFF_REF), home, bk, &b)))
             return;
         book_begin_if(b, publish);
         {
@@ -1712,7 +1740,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
 void fh_engine_apply(fh_engine_t *e, const uint8_t *m, size_t len)
 {
     flush_staged(e);
-    apply_one(e, m, len, 0, e->publish, false);
+    apply_one(e, m, len, 0, 0, e->publish, false);
 }
 
 static inline uint64_t tsc_now(void)
@@ -1880,19 +1908,19 @@ static const uint8_t empty_block[4] = { 0, 0, 'A', 0 };
 /* One whole block of the walker (walk_chunk, walk_datagram): its entry, and the prefetches of its order slot(s) and
  * book line. */
 static inline __attribute__((always_inline)) void walk_one(const fh_engine_t *e, const order_t *orders, uint64_t mask,
-                                                           const book_t *books, walked_t *wp, const uint8_t *m,
-                                                           size_t n)
+                                                           uint32_t sh, const book_t *books, walked_t *wp,
+                                                           const uint8_t *m, size_t n)
 {
     wp->m = m;
     if (FH_LIKELY(n >= 19)) {
         uint32_t bk = (uint32_t)fh_be16(m + 1) * sizeof(book_t); /* every ITCH message's stock locate: its book */
         wp->bk = bk;
-        uint64_t sl = fh_be64(m + FH_ITCH_OFF_REF) & mask;
+        uint64_t sl = order_home(fh_be64(m + FH_ITCH_OFF_REF), mask, sh);
         wp->slot = (uint32_t)sl;
         __builtin_prefetch(&orders[sl], 1);
         __builtin_prefetch((const uint8_t *)books + bk, 1);
         if (n == 35) /* U's length (a V or a J, the others of 35 bytes, prefetch for nothing) */
-            __builtin_prefetch(&orders[fh_be64(m + FH_ITCH_OFF_U_NEWREF) & mask], 1);
+            __builtin_prefetch(&orders[order_home(fh_be64(m + FH_ITCH_OFF_U_NEWREF), mask, sh)], 1);
     } else {
         wp->bk = 0;
         wp->slot = 0;
@@ -1909,6 +1937,7 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     const order_t *orders = e->orders;
     const book_t *books = e->books;
     uint64_t mask = e->mask;
+    uint32_t sh = e->home_sh;
     walked_t *wp = w, *wend = w + WALK_CHUNK;
     /* One bound test a block (bench/engine.md section 16): a block that leaves room for the next one's length
      * (next <= stop - 2) is whole and the next length is readable; only a buffer's last block takes a second test.
@@ -1925,7 +1954,7 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
     next = q + 2 + n;                                                                                                  \
     if (FH_UNLIKELY(next > stop2))                                                                                     \
         break;                                                                                                         \
-    walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);                                                 \
+    walk_one(e, orders, mask, sh, books, wp++, (const uint8_t *)q + 2, n);                                             \
     q = next;
         WALK_STEP
         WALK_STEP
@@ -1936,7 +1965,7 @@ static inline __attribute__((always_inline)) uint32_t walk_chunk(const fh_engine
             goto done;
     }
     if (next <= stop) { /* the last block, ending at stop or a byte before it */
-        walk_one(e, orders, mask, books, wp++, (const uint8_t *)q + 2, n);
+        walk_one(e, orders, mask, sh, books, wp++, (const uint8_t *)q + 2, n);
         q = next;
     }
 done:
@@ -2061,7 +2090,7 @@ static inline __attribute__((always_inline)) size_t apply_blocks(fh_engine_t *e,
         ladders_prefetch(e, w[x1], next, publish);
         levels_prefetch(e, w[x], cur, publish);
         for (const walked_t *c = w[x]; c->m; c++) /* the loop keeps no count: the chunk ends with m NULL */
-            apply_one(e, c->m, 0, c->bk, publish, true);
+            apply_one(e, c->m, 0, c->bk, c->slot, publish, true);
         if (publish && FH_UNLIKELY(((count += cur) & ((1u << BATCH_SHIFT) - 1)) == 0)) {
             batch_end(e);
             e->now_tsc = tsc_now();
@@ -2098,6 +2127,7 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
     const order_t *orders = e->orders;
     const book_t *books = e->books;
     uint64_t mask = e->mask;
+    uint32_t sh = e->home_sh;
     /* Addresses as integers: a block's claimed end may lie past the buffer's, and is only compared. */
     uintptr_t q = (uintptr_t)p, stop = (uintptr_t)end;
     if (FH_UNLIKELY(stop - q < 3 || count == 0))
@@ -2113,10 +2143,10 @@ static inline __attribute__((always_inline)) int walk_datagram(const fh_engine_t
         if (FH_UNLIKELY(next > stop3)) { /* the last block, or misframed */
             if (next != stop || wp != last)
                 return -1;
-            walk_one(e, orders, mask, books, wp, m, n);
+            walk_one(e, orders, mask, sh, books, wp, m, n);
             return 0;
         }
-        walk_one(e, orders, mask, books, wp, m, n);
+        walk_one(e, orders, mask, sh, books, wp, m, n);
         q = next;
         if (FH_UNLIKELY(wp == last)) /* count blocks, and bytes after them */
             return -1;
@@ -2157,7 +2187,7 @@ static inline __attribute__((always_inline)) int apply_datagram(fh_engine_t *e, 
     for (uint32_t i = 0; i < count; i++) {
         ladder_prefetch(e, w[i + LAD_AHEAD].bk, publish); /* its book line prefetched by the walk: LAD_AHEAD ahead */
         level_prefetch(e, &w[i + LVL_AHEAD], publish);
-        apply_one(e, w[i].m, 0, w[i].bk, publish, true); /* walked: no empty block gets here */
+        apply_one(e, w[i].m, 0, w[i].bk, w[i].slot, publish, true); /* walked: no empty block gets here */
     }
     batch_end(e);
     return 0;
@@ -2205,14 +2235,14 @@ static inline __attribute__((always_inline)) void staged_run(fh_engine_t *e, uin
     for (const walked_t *restrict c = w + i, *stop = w + both; c < stop; c++) {
         ladder_prefetch(e, c[STAGE_LAD].bk, publish);
         level_prefetch(e, &c[STAGE_LVL], publish);
-        apply_one(e, c->m, 0, c->bk, publish, true);
+        apply_one(e, c->m, 0, c->bk, c->slot, publish, true);
     }
     for (i = i > both ? i : both; i < lvl; i++) {
         level_prefetch(e, &w[i + STAGE_LVL], publish);
-        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
+        apply_one(e, w[i].m, 0, w[i].bk, w[i].slot, publish, true);
     }
     for (; i < upto; i++)
-        apply_one(e, w[i].m, 0, w[i].bk, publish, true);
+        apply_one(e, w[i].m, 0, w[i].bk, w[i].slot, publish, true);
     e->shead = upto;
 }
 
@@ -2285,6 +2315,7 @@ void fh_engine_counters(const fh_engine_t *e, uint64_t out[FH_C_COUNT])
 }
 const uint64_t *fh_engine_type_counts(const fh_engine_t *e) { return e->type_counts; }
 uint64_t fh_engine_live_orders(const fh_engine_t *e) { return e->cfg.max_orders - e->room; }
+uint64_t fh_engine_spilled(const fh_engine_t *e) { return e->spill_live; }
 uint64_t fh_engine_levels_used(const fh_engine_t *e) { return e->levels_peak; }
 
 uint32_t fh_engine_locates(const fh_engine_t *e, uint16_t *out, uint32_t cap)
@@ -2490,7 +2521,7 @@ int fh_engine_snapshot_save(fh_engine_t *e, const fh_snapshot_meta_t *meta, cons
         const order_t *q = &e->orders[i];
         if (!q->shares)
             continue;
-        fh_snap_order_t so = { .ref = ((uint64_t)q->tag << TAG_SHIFT) | TAG_LOW(i), .price = order_price(e, q),
+        fh_snap_order_t so = { .ref = home_ref(i, q->tag, e->home_sh), .price = order_price(e, q),
                                .shares = q->shares, .locate = q->book, .side = q->side & 1u };
         snap_put(&o, &so, sizeof so);
         norders++;
@@ -2658,7 +2689,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
     for (uint64_t i = 0; i < h.norders; i++) {
         book_t *b = &e->books[so[i].locate];
         int dup;
-        order_t *o = order_place(e, so[i].ref, &dup);
+        order_t *o = order_place(e, so[i].ref, order_home(so[i].ref, e->mask, e->home_sh), &dup);
         uint32_t key = so[i].side ? ~so[i].price : so[i].price;
         if (!o) {
             FH_ERR("snapshot %s: order reference %llu %s", path, (unsigned long long)so[i].ref,

@@ -1,5 +1,8 @@
 /* Unit tests of the book engine: every message type's effect and every anomaly counter
  * (docs/book-semantics.md). Exit 0 on success, 1 on failure. */
+#include <stdio.h>
+#include <unistd.h>
+
 #include "fh/book.h"
 #include "fh/itch.h"
 #include "fh/mold.h"
@@ -243,10 +246,23 @@ static void test_spill(void)
 {
     fresh(2, 100, 1024);
     APPLY(m_R(b, 1, "OLD"));
-    const uint64_t old = 5, newer = 5 + 1024, newest = 5 + 2048, huge = (1ull << 42) + 5;
+    /* 1,024 slots (k = 10): references 4 x 1,024 apart share a home slot (order_home: bits 0 .. 11 alike), and
+     * so do 5 and 4 + 1,024 (bits 2 .. 9 alike, bits 10-11 xor bits 0-1 both 1); 5 and 5 + 1,024 do not */
+    const uint64_t old = 5, newer = 5 + 4096, newest = 5 + 8192, huge = (1ull << 42) + 5;
+    APPLY(m_A(b, 1, old, 'B', 100, "OLD", 1000));
+    APPLY(m_A(b, 1, 5 + 1024, 'B', 1, "OLD", 1000)); /* another slot */
+    CHECK_EQ(fh_engine_spilled(e), 0);
+    APPLY(m_A(b, 1, 4 + 1024, 'B', 1, "OLD", 1000)); /* old's slot: old moves to the spill table */
+    CHECK_EQ(fh_engine_spilled(e), 1);
+    APPLY(m_D(b, 1, old)); /* found there, and gone */
+    APPLY(m_D(b, 1, 5 + 1024));
+    APPLY(m_D(b, 1, 4 + 1024));
+    CHECK_EQ(fh_engine_spilled(e), 0);
+    CHECK_EQ(ctr(FH_C_unknown_ref), 0);
     APPLY(m_A(b, 1, old, 'B', 100, "OLD", 1000));
     APPLY(m_A(b, 1, newer, 'B', 200, "OLD", 1000)); /* same slot: old moves to the spill table */
     CHECK_EQ(fh_engine_live_orders(e), 2);
+    CHECK_EQ(fh_engine_spilled(e), 1);
     CHECK_EQ(lvl(1, FH_SIDE_BID, 0).orders, 2);
     APPLY(m_X(b, 1, old, 30)); /* found in the spill table */
     APPLY(m_X(b, 1, newer, 50)); /* found at home */
@@ -275,14 +291,52 @@ static void test_spill(void)
     for (uint64_t r = 1; r <= 40; r++)
         APPLY(m_A(b, 1, r + 100, 'B', (uint32_t)r, "OLD", 500));
     for (uint64_t r = 1; r <= 40; r++)
-        APPLY(m_A(b, 1, r + 100 + 3 * 1024, 'S', (uint32_t)r, "OLD", 5000));
+        APPLY(m_A(b, 1, r + 100 + 3 * 4096, 'S', (uint32_t)r, "OLD", 5000));
+    CHECK_EQ(fh_engine_spilled(e), 40);
     for (uint64_t r = 1; r <= 40; r++) {
         APPLY(m_D(b, 1, r + 100));
-        APPLY(m_D(b, 1, r + 100 + 3 * 1024));
+        APPLY(m_D(b, 1, r + 100 + 3 * 4096));
     }
+    CHECK_EQ(fh_engine_spilled(e), 0);
     CHECK_EQ(ctr(FH_C_unknown_ref), 2);
     CHECK_EQ(fh_engine_live_orders(e), 1);
     CHECK_EQ(ctr(FH_C_order_capacity), 0);
+}
+
+/* Every reference finds its order again after a snapshot round trip: the save gives a home slot's reference back
+ * from its slot and tag (home_ref, order_home's inverse), for references of every residue mod 4 and every width up
+ * to 2^42 - 1, some of them lapped into the spill table and some beyond it (kept there whole). */
+static void test_snapshot_refs_round_trip(void)
+{
+    enum { N = 3000 };
+    static uint64_t refs[N];
+    fresh(2, 4000, 1 << 14); /* 8,192 slots: k = 13 */
+    APPLY(m_R(b, 1, "RTR"));
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        uint32_t width = 1 + (uint32_t)(x % 43); /* 1 .. 43 bits: a few above 2^42 - 1 */
+        refs[i] = i < 100 ? (uint64_t)i * 8192 * 4 + 7 : (x >> 20) & ((1ull << width) - 1); /* the first 100 lap */
+        if (!refs[i])
+            refs[i] = 1;
+        APPLY(m_A(b, 1, refs[i], (i & 1) ? 'S' : 'B', 1 + (uint32_t)i % 7, "RTR", 10000 + (uint32_t)(x % 500) * 100));
+    }
+    uint64_t live = fh_engine_live_orders(e), spilled = fh_engine_spilled(e), dup = ctr(FH_C_duplicate_ref);
+    CHECK(spilled >= 99);
+    CHECK_EQ(live, (uint64_t)N - dup);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/fh-test-book-refs-%d.snap", (int)getpid());
+    fh_snapshot_meta_t m = { .session = "SESSION001", .next_seq = 1, .day = 20261207 };
+    CHECK(fh_engine_snapshot_save(e, &m, path) == 0);
+    fresh(2, 4000, 1 << 14);
+    CHECK(fh_engine_snapshot_load(e, path, &m) == 0);
+    unlink(path);
+    CHECK_EQ(fh_engine_live_orders(e), live);
+    for (int i = 0; i < N; i++)
+        APPLY(m_D(b, 1, refs[i]));
+    CHECK_EQ(ctr(FH_C_unknown_ref), dup); /* each duplicate's second delete only */
+    CHECK_EQ(fh_engine_live_orders(e), 0);
+    CHECK_EQ(fh_engine_spilled(e), 0);
 }
 
 /* Many levels and orders in random order against a brute-force model of one book. */
@@ -504,6 +558,7 @@ int main(void)
     test_level_capacity();
     test_spill();
     test_spill_slot_given_back_when_the_book_cannot_be_made();
+    test_snapshot_refs_round_trip();
     test_random_against_model();
     test_bbo_events();
     test_framing();

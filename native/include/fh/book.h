@@ -161,6 +161,9 @@ int fh_engine_book_info(const fh_engine_t *e, uint16_t locate, fh_book_info_t *o
 uint32_t fh_engine_levels(const fh_engine_t *e, uint16_t locate, int side, fh_level_t *out, uint32_t cap);
 /* Live orders in the table. */
 uint64_t fh_engine_live_orders(const fh_engine_t *e);
+/* Of them, those in the spill table: lapped in their home slot by a newer reference, or with a reference above
+ * 2^42 - 1 (bench/engine.md section 2). */
+uint64_t fh_engine_spilled(const fh_engine_t *e);
 /* Highest number of levels in use at once (of max_levels). */
 uint64_t fh_engine_levels_used(const fh_engine_t *e);
 
