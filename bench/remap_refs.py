@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""bench/remap_refs.py IN OUT [--slots N | --streams] [--seed S]: a daily ITCH 5.0 file with its order references rewritten,
-to measure what the spread of references over the engine's order table costs (bench/engine.md section 25). The
-messages, books and order lifetimes stay the day's own (fh book dump --stats gives the same output for both
-files); only the reference numbers, and so the order slots the engine touches (reference mod 2^24, 16 bytes
-each), change:
+"""bench/remap_refs.py IN OUT [--slots N | --streams] [--seed S]: a daily ITCH 5.0 file with its order references
+rewritten, to measure what the spread of references over the engine's order table costs (bench/engine.md sections
+25 and 26). The messages, books and order lifetimes stay the day's own (fh book dump --stats gives the same output
+for both files); only the reference numbers, and so the order slots the engine touches (16 bytes each, the home
+slot a permutation of the reference's low 24 bits on a 2 M day: section 26), change:
 
   (no --slots)  dense: 1, 2, 3, ... in the order the orders are added (A, F, a U's new reference), as on a
                 uniform day: consecutive adds take consecutive slots;
   --slots N     compact: each new order takes a free slot chosen at random among the first N (a power of two
-                above the day's peak of live orders), its reference slot + 2^24 x (times that slot was taken
-                before): the slots an order table sized to the live orders would touch. What a hash table would
-                add (hashing the exchange's reference, probing) is not in it;
+                above the day's peak of live orders), its reference slot + 2^26 x (times that slot was taken
+                before): N home slots (the first N under reference mod 2^24, four runs of N / 4 under section
+                26's), the slots an order table sized to the live orders would touch, none shared by two live
+                orders. What a hash table would add (hashing the exchange's reference, probing) is not in it;
   --streams     NASDAQ's: four counters, one for each residue mod 4, which new orders take in the shares and
                 steps of a real day's 09:30 (../shared/data/real's 1,000-message slice, bench/engine.md section 26:
                 85 % of its new references come from four such counters, 33/29/20/18 % of them, each stepping by
@@ -73,7 +74,7 @@ def main() -> int:
             i = rng.randrange(len(free))
             free[i], free[-1] = free[-1], free[i]
             s = free.pop()
-            new = s + (gen[s] << 24)
+            new = s + (gen[s] << 26)  # bits 24-25 left 0: under order_home too, one slot for each s
             gen[s] += 1
         live[old] = [new, s, shares]
         peak = max(peak, len(live))

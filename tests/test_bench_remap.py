@@ -58,7 +58,7 @@ def test_remapped_day_has_the_same_books(tmp_path, slots):
             assert steps <= {4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 56} and 4 in steps and 8 in steps
             assert 5_000_000 < v[0] < 10_000_000 and v == sorted(v)
     else:
-        assert all(r & ((1 << 24) - 1) < slots for r in refs) and max(refs) < len(refs) << 24
+        assert all(r & ((1 << 26) - 1) < slots for r in refs) and max(refs) < len(refs) << 26
     assert f"{len(refs):,} orders" in p.stderr
 
 
