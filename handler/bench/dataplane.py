@@ -729,7 +729,7 @@ def register(bes, positive, nonneg) -> None:
                        epilog=examples("fh bench dataplane --messages 1000000 --repeats 3",
                                        "fh bench dataplane --idle backoff --callgrind --json > dp.json",
                                        "fh bench dataplane --plot bench/dataplane.png"))
-    add_day_options(b, positive, nonneg, messages=5_000_000, instruments=8000, mtu=1500)
+    add_day_options(b, positive, messages=5_000_000, instruments=8000, mtu=1500)
     b.add_argument("--repeats", type=positive, default=3, help="runs of each pass")
     b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
                    help="the poll loop when the ring is empty: spin (as in production) or backoff")

@@ -341,7 +341,7 @@ def register(bes, positive, nonneg) -> None:
                        epilog=examples("fh bench recovery --repeats 5",
                                        "fh bench recovery --gap 500 --pps 50000 --json > rec.json",
                                        "fh bench recovery --plot bench/recovery.png"))
-    add_day_options(b, positive, nonneg, messages=200_000, instruments=500, mtu=1500)
+    add_day_options(b, positive, messages=200_000, instruments=500, mtu=1500)
     b.add_argument("--gap", type=positive, default=1000, help="messages to lose on both lines (about)")
     b.add_argument("--repeats", type=positive, default=5, help="runs, each a new data plane")
     b.add_argument("--gap-wait-us", type=nonneg, default=2000,

@@ -187,7 +187,7 @@ def register(sub, positive, nonneg) -> None:
     from ..process import sigterm_as_interrupt
     from . import add_day_options
 
-    add_day_options(b, positive, nonneg, messages=2_000_000, instruments=500)
+    add_day_options(b, positive, messages=2_000_000, instruments=500)
     b.add_argument("--shape", choices=("uniform", "real"), default="uniform")
     b.add_argument("--snapshot-every", type=positive, default=250_000, metavar="MESSAGES")
     b.add_argument("--rotate-mb", type=positive, default=64, help="journal file size (fh record --rotate-mb)")

@@ -1305,7 +1305,7 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=examples("fh bench engine --messages 2000000 --shape uniform --repeats 3",
                                           "fh bench engine --messages 2000000 --callgrind",
                                           "fh bench engine --itch day.itch --no-itch-book --json"))
-    add_day_options(beng, _positive, _nonneg, messages=20_000_000, instruments=8000)
+    add_day_options(beng, _positive, messages=20_000_000, instruments=8000)
     beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
                       help="day shape of the generated day (fh synth itch --shape); both: one after the other; "
                            "default both")
