@@ -5,7 +5,7 @@
 #
 #   MESSAGES     messages in the day (default 20000000)
 #   INSTRUMENTS  instruments in the day (default 8000)
-#   SHAPE        uniform (default) or real: fh synth itch --shape (fh/synth.h)
+#   SHAPE        uniform (default), real or real-late: fh synth itch --shape (fh/synth.h)
 #
 # Environment:
 #   FH_BENCH_DIR      keep the generated day in this directory and reuse it on later runs (the file is
@@ -38,7 +38,7 @@ usage() {
 MESSAGES=${1:-20000000}
 INSTRUMENTS=${2:-8000}
 SHAPE=${3:-uniform}
-[[ $SHAPE == uniform || $SHAPE == real ]] || die "SHAPE must be uniform or real, not '$SHAPE'"
+[[ $SHAPE == uniform || $SHAPE == real || $SHAPE == real-late ]] || die "SHAPE must be uniform, real or real-late, not '$SHAPE'"
 CACHE=${FH_BENCH_CACHE:-0}
 SEED=${FH_BENCH_SEED:-1}
 [[ $MESSAGES =~ ^[1-9][0-9]*$ ]] || die "MESSAGES must be a positive integer, not '$MESSAGES'"

@@ -323,7 +323,7 @@ def synth_min_messages(instruments: int) -> int:
     return lib.fh_synth_min_messages(instruments)
 
 
-SYNTH_SHAPES = {"uniform": 0, "real": 1}  # fh/synth.h: FH_SYNTH_SHAPE_*
+SYNTH_SHAPES = {"uniform": 0, "real": 1, "real-late": 2}  # fh/synth.h: FH_SYNTH_SHAPE_*
 
 
 def _synth_cfg(messages: int, instruments: int, seed: int, anomaly_ppm: int, shape: str = "uniform"):
@@ -369,7 +369,7 @@ def _synth_room(messages: int, instruments: int, have: int | None, where: str, f
 
 
 def synth_bytes(messages: int, instruments: int, seed: int = 1, anomaly_ppm: int = 0, shape: str = "uniform") -> bytes:
-    """A generated day in the daily file format (shape: "uniform" or "real", fh/synth.h)."""
+    """A generated day in the daily file format (shape: "uniform", "real" or "real-late", fh/synth.h)."""
     cfg = _synth_cfg(messages, instruments, seed, anomaly_ppm, shape)
     avail = _mem_available()  # the generator's buffer and the copy returned here
     _synth_room(messages, instruments, avail, "this host has {} of memory available", "", copies=2)

@@ -25,6 +25,26 @@ def test_synth_is_deterministic(tmp_path):
     assert len(msgs) == 20000 and trunc is None
 
 
+def test_synth_shapes(tmp_path):
+    """--shape picks the day (fh/synth.h): the real shapes differ from the uniform day and from each other only in
+    their references and the open's resting orders; real-late's new references step as a real feed's do."""
+    from handler import native
+
+    days = {}
+    for shape in ("uniform", "real", "real-late"):
+        out = tmp_path / f"{shape}.itch"
+        fh("synth", "itch", out, "--messages", "20000", "--instruments", "30", "--seed", "4", "--shape", shape)
+        days[shape] = out.read_bytes()
+        assert days[shape] == native.synth_bytes(20000, 30, 4, shape=shape)
+    assert len(set(days.values())) == 3
+    msgs, _ = ref.split_daily_file(days["real-late"])
+    refs = [int.from_bytes(m[11:19] if m[:1] in b"AF" else m[19:27], "big") for m in msgs if m[:1] in b"AFU"]
+    assert all(r % 4 == int.from_bytes(m[1:3], "big") % 4 for r, m in zip(refs, (m for m in msgs if m[:1] in b"AFU")))
+    assert max(refs) > 150_000_000 and min(refs) < 10_000_000
+    p = fh("synth", "itch", tmp_path / "x", "--shape", "late", check=False)
+    assert p.returncode == 2 and "real-late" in p.stderr
+
+
 def test_synth_rejects_bad_arguments(tmp_path):
     p = fh("synth", "itch", tmp_path / "x", "--messages", "10", "--instruments", "1000", check=False)
     assert p.returncode == 2 and "need at least" in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -89,8 +109,8 @@ def test_bundled_day_matches_manifest():
 def test_bench_engine_small_json():
     p = fh("bench", "engine", "--messages", "30000", "--instruments", "20", "--repeats", "2", "--json",
            "--no-itch-book")
-    days = json.loads(p.stdout)["days"]  # --shape both, the default
-    assert [d["shape"] for d in days] == ["uniform", "real"]
+    days = json.loads(p.stdout)["days"]  # --shape all, the default
+    assert [d["shape"] for d in days] == ["uniform", "real", "real-late"]
     for res in days:
         assert res["messages"] == 30000
         assert res["engine"]["median_ns_per_msg"] > 0 and res["parse_only"]["median_ns_per_msg"] > 0

@@ -55,12 +55,14 @@ def test_generated_days(seed, instruments, messages):
     assert len(c.dump()) >= min(instruments, 5)
 
 
-@pytest.mark.parametrize("seed,instruments,messages,ppm", [(6, 20, 60_000, 0), (7, 300, 150_000, 0),
-                                                        (8, 50, 100_000, 20_000)])
-def test_real_shaped_days(seed, instruments, messages, ppm):
+@pytest.mark.parametrize("seed,instruments,messages,ppm,shape", [
+    (6, 20, 60_000, 0, "real"), (7, 300, 150_000, 0, "real"), (8, 50, 100_000, 20_000, "real"),
+    (9, 300, 150_000, 0, "real-late"), (10, 50, 100_000, 20_000, "real-late")])
+def test_real_shaped_days(seed, instruments, messages, ppm, shape):
     """fh synth itch --shape real: references to ~184 M, interleaved, orders resting all day (the order table's
-    collisions and spill path), against the reference."""
-    data = native.synth_bytes(messages, instruments, seed, anomaly_ppm=ppm, shape="real")
+    collisions and spill path), against the reference; --shape real-late: the same with a real feed's steps, the
+    open's orders ~160 M references older than the body's."""
+    data = native.synth_bytes(messages, instruments, seed, anomaly_ppm=ppm, shape=shape)
     c, r = c_engine(data), ref_engine(data)
     assert c.spilled > 0  # orders lapped in their home slots live on in the spill table, and are found there
     assert_same(c, r)

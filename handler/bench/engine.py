@@ -22,6 +22,7 @@ from ..errors import FhError
 
 TARGET_ENGINE = 100      # instructions a message, fh_engine_apply_blocks with private books
 TARGET_PUBLISHING = 30   # instructions a message, publishing on less publishing off
+SHAPE_SETS = {"both": ("uniform", "real"), "all": ("uniform", "real", "real-late")}  # --shape: several days
 _COLLECTED = re.compile(r"^==\d+== Collected : (\d+)", re.M)
 CALLGRIND_TIMEOUT_S = 7200  # a 20 M-message day is about 30 s instrumented late
 
@@ -55,17 +56,18 @@ def _stats(ns: list[float], messages: int) -> dict:
 
 
 def bench_engine(a) -> int:
-    """One day (--itch, or --shape uniform/real), or both shapes one after the other (--shape both)."""
+    """One day (--itch, or --shape uniform/real/real-late), or several shapes one after the other (--shape both:
+    uniform and real; all: the three)."""
     from . import plot
 
     shape = getattr(a, "shape", "uniform")
     chart = getattr(a, "plot", None)
     plot.check(chart)
-    if a.itch or shape != "both":
+    if a.itch or shape not in SHAPE_SETS:
         res = _bench_one(a, None if a.itch else shape)
     else:
         days = []
-        for s in ("uniform", "real"):
+        for s in SHAPE_SETS[shape]:
             days.append(_bench_one(a, s, collect=a.json))
             if not a.json:
                 sys.stdout.write("\n")

@@ -532,7 +532,8 @@ def register(bes, positive, nonneg) -> None:
                    help="messages of the generated day (default: the largest rate x --seconds)")
     b.add_argument("--instruments", type=positive, default=8000, help="instruments of the generated day")
     b.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="seed of the generated day")
-    b.add_argument("--shape", choices=("uniform", "real"), default="real", help="day shape (fh synth itch --shape)")
+    b.add_argument("--shape", choices=("uniform", "real", "real-late"), default="real",
+                   help="day shape (fh synth itch --shape)")
     b.add_argument("--per-packet", type=positive, default=None,
                    help="messages a datagram of the generated day (default: what the exchange makes in --window-us "
                         "at each rate)")

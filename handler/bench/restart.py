@@ -188,7 +188,7 @@ def register(sub, positive, nonneg) -> None:
     from . import add_day_options
 
     add_day_options(b, positive, messages=2_000_000, instruments=500)
-    b.add_argument("--shape", choices=("uniform", "real"), default="uniform")
+    b.add_argument("--shape", choices=("uniform", "real", "real-late"), default="uniform")
     b.add_argument("--snapshot-every", type=positive, default=250_000, metavar="MESSAGES")
     b.add_argument("--rotate-mb", type=positive, default=64, help="journal file size (fh record --rotate-mb)")
     b.add_argument("--points", type=positive, default=5, help="positions: 1/N, 2/N, ... of the day")

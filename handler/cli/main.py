@@ -1176,9 +1176,10 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="random seed: the same seed, the same day")
     si.add_argument("--anomaly-ppm", type=_bounded(0, 1_000_000), default=0,
                     help="inject about this many anomalies per million messages (default 0: a clean day)")
-    si.add_argument("--shape", choices=("uniform", "real"), default="uniform",
+    si.add_argument("--shape", choices=("uniform", "real", "real-late"), default="uniform",
                     help="real: a real day's reference range (to ~184 M, interleaved), orders resting from the open "
-                         "to the close, deep books (fh/synth.h); default uniform")
+                         "to the close, deep books; real-late: the same with a real feed's reference steps, the body "
+                         "a window late in the day (fh/synth.h); default uniform")
     si.set_defaults(func=cmd_synth_itch)
 
     b = sub.add_parser("book", help="order books: fh book SYMBOL (a live one), fh book dump (offline)",
@@ -1306,9 +1307,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "fh bench engine --messages 2000000 --callgrind",
                                           "fh bench engine --itch day.itch --no-itch-book --json"))
     add_day_options(beng, _positive, messages=20_000_000, instruments=8000)
-    beng.add_argument("--shape", choices=("uniform", "real", "both"), default="both",
-                      help="day shape of the generated day (fh synth itch --shape); both: one after the other; "
-                           "default both")
+    beng.add_argument("--shape", choices=("uniform", "real", "real-late", "both", "all"), default="all",
+                      help="day shape of the generated day (fh synth itch --shape); all: the three one after the "
+                           "other, both: uniform and real; default all")
     beng.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
                       help="use this daily file instead of generating a day")
     beng.add_argument("--repeats", type=_positive, default=5, help="runs of each measurement (min and median are reported)")

@@ -73,6 +73,13 @@
 #define REAL_BLOCKS         64u           /* blocks of references between the two */
 #define REAL_NEWREF_PPM     520000u       /* new references per body message (A/F and U), for the step */
 #define REAL_REST_TICKS     200u          /* resting orders: up to this many ticks beyond the mid's range */
+/* FH_SYNTH_SHAPE_REAL_LATE: the steps between a counter's consecutive new orders in the 09:30 slice (661 of them:
+ * 291 of 4, 139 of 8, ..., 9 of 44-104, counted here as 56), as cumulative counts; their mean is 6,796 / 661. */
+static const uint8_t LATE_STEP[] = { 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 56 };
+static const uint16_t LATE_STEP_CUM[] = { 291, 430, 519, 575, 600, 618, 633, 637, 644, 652, 661 };
+#define LATE_STEP_TOTAL     661u
+#define LATE_STEP_SUM       6796u
+#define LATE_BLK            (1ull << 21)  /* a counter's block of references (the slice's four are 0.4-2 M apart) */
 
 enum { L_S = 12, L_R = 39, L_H = 25, L_Y = 20, L_L = 26, L_V = 35, L_W = 12, L_K = 28, L_J = 35, L_h = 21,
        L_A = 36, L_F = 40, L_E = 31, L_C = 36, L_X = 23, L_D = 19, L_U = 35, L_P = 44, L_Q = 40, L_B = 19,
@@ -180,7 +187,9 @@ typedef struct rstream { uint64_t next, end; } rstream_t;   /* a reference count
 
 typedef struct gen {
     rng_t rng;
-    int real;              /* FH_SYNTH_SHAPE_REAL */
+    int real;              /* FH_SYNTH_SHAPE_REAL or FH_SYNTH_SHAPE_REAL_LATE */
+    int late;              /* FH_SYNTH_SHAPE_REAL_LATE: the slice's steps, the body's references a late window */
+    uint64_t late_start;   /* ... which starts here */
     rstream_t rs[REAL_STREAMS];
     uint64_t frontier;     /* the next free block of references */
     uint64_t blk, rq;      /* block size; steps are 4 * (1 + uniform [0, 2 rq - 1)) */
@@ -718,13 +727,23 @@ static uint32_t part_of(gen_t *g, uint32_t rem)
 
 /* ---- order messages ---------------------------------------------------------------------------- */
 
-/* A new order reference for instrument loc: 1, 2, 3, ... (UNIFORM), or the next of its counter (REAL). */
+/* A step between a counter's consecutive new orders, drawn from the 09:30 slice's (REAL_LATE). */
+static uint64_t late_step(gen_t *g)
+{
+    uint64_t u = rng_below(&g->rng, LATE_STEP_TOTAL);
+    uint32_t i = 0;
+    while (u >= LATE_STEP_CUM[i])
+        i++;
+    return LATE_STEP[i];
+}
+
+/* A new order reference for instrument loc: 1, 2, 3, ... (UNIFORM), or the next of its counter (REAL, REAL_LATE). */
 static uint64_t new_ref(gen_t *g, uint16_t loc)
 {
     if (!g->real)
         return g->next_ref++;
     rstream_t *s = &g->rs[loc % REAL_STREAMS];
-    uint64_t r = s->next + 4 * (1 + rng_below(&g->rng, 2 * g->rq - 1));
+    uint64_t r = s->next + (g->late ? late_step(g) : 4 * (1 + rng_below(&g->rng, 2 * g->rq - 1)));
     if (r >= s->end) { /* the block is used up: the next one at the frontier, same residue mod 4 */
         r = g->frontier + 4 + (r & 3);
         s->end = g->frontier + g->blk;
@@ -736,7 +755,19 @@ static uint64_t new_ref(gen_t *g, uint16_t loc)
     return r;
 }
 
-/* The resting orders of the open (REAL): rest_count(target) per instrument, never touched again. */
+/* REAL_LATE: the counters leave the open's references for the late window, counter k at residue k, each part-way
+ * through a block of its own; the frontier (where a used-up block's successor is taken) above the four. */
+static void late_window(gen_t *g)
+{
+    for (uint32_t k = 0; k < REAL_STREAMS; k++) {
+        uint64_t b0 = g->late_start + k * LATE_BLK;
+        g->rs[k].next = b0 + 4 * rng_below(&g->rng, LATE_BLK / 8) + k;
+        g->rs[k].end = b0 + LATE_BLK;
+    }
+    g->frontier = g->late_start + REAL_STREAMS * LATE_BLK;
+}
+
+/* The resting orders of the open (REAL, REAL_LATE): rest_count(target) per instrument, never touched again. */
 static inline uint32_t rest_count(const inst_t *in) { return 1 + in->target / 4; }
 
 static void do_rest(gen_t *g)
@@ -764,8 +795,9 @@ static void do_rest(gen_t *g)
     if (++g->live > g->st.live_orders_peak)
         g->st.live_orders_peak = g->live;
     g->st.resting_orders++;
-    g->rest_left--;
     g->reserved--;
+    if (!--g->rest_left && g->late)
+        late_window(g);
 }
 
 static void do_add(gen_t *g, uint16_t loc)
@@ -1512,17 +1544,27 @@ static int gen_setup(gen_t *g, const fh_synth_cfg_t *cfg)
         g->inst[loc].state = 'H';
     }
     g->reserved = h0;
-    if (cfg->shape == FH_SYNTH_SHAPE_REAL) {
+    if (cfg->shape == FH_SYNTH_SHAPE_REAL || cfg->shape == FH_SYNTH_SHAPE_REAL_LATE) {
         g->real = 1;
+        g->late = cfg->shape == FH_SYNTH_SHAPE_REAL_LATE;
         uint64_t newrefs = (uint64_t)(((unsigned __int128)g->B * REAL_NEWREF_PPM) / PPM) + 1;
         g->rq = (REAL_REF_CLOSE - REAL_REF_OPEN) / (4 * newrefs);
         g->rq = g->rq ? g->rq : 1;
-        g->blk = (REAL_REF_CLOSE - REAL_REF_OPEN) / REAL_BLOCKS;
+        g->blk = g->late ? LATE_BLK : (REAL_REF_CLOSE - REAL_REF_OPEN) / REAL_BLOCKS;
         g->frontier = REAL_REF_OPEN;
         for (uint32_t k = 0; k < REAL_STREAMS; k++) { /* each part-way through a block below the frontier */
             uint64_t b0 = REAL_REF_OPEN * k / REAL_STREAMS, len = REAL_REF_OPEN / REAL_STREAMS;
             g->rs[k].next = b0 + rng_below(&g->rng, len / 2);
+            if (g->late) /* counter k at residue k, as the slice's four are at four residues */
+                g->rs[k].next = (g->rs[k].next & ~3ull) + k;
             g->rs[k].end = b0 + len;
+        }
+        if (g->late) { /* the window: the blocks its new references take (at the slice's mean step, with a
+                        * margin), ending below the close's last reference, or from twice the open's on a
+                        * day too long for that */
+            uint64_t span = newrefs / LATE_STEP_TOTAL * LATE_STEP_SUM + LATE_STEP_SUM;
+            uint64_t need = (span / LATE_BLK + 2 * REAL_STREAMS) * LATE_BLK;
+            g->late_start = need + 2 * REAL_REF_OPEN < REAL_REF_CLOSE ? REAL_REF_CLOSE - need : 2 * REAL_REF_OPEN;
         }
         uint64_t rest = 0;
         for (uint32_t loc = 1; loc <= n; loc++)
@@ -1532,6 +1574,8 @@ static int gen_setup(gen_t *g, const fh_synth_cfg_t *cfg)
             g->rest_loc = 1;
             g->reserved += rest;
         }
+        if (g->late && !g->rest_left)
+            late_window(g);
     }
     for (int i = 0; i < ZQ; i++) {
         g->zq[i] = zipf_draw(g);
@@ -1593,9 +1637,10 @@ static int check_cfg(const fh_synth_cfg_t *cfg)
         SYNTH_ERR(-EINVAL, "cfg is NULL");
     if (cfg->instruments == 0 || cfg->instruments > 65535)
         SYNTH_ERR(-EINVAL, "instruments must be 1..65535, not %u", cfg->instruments);
-    if (cfg->shape != FH_SYNTH_SHAPE_UNIFORM && cfg->shape != FH_SYNTH_SHAPE_REAL)
-        SYNTH_ERR(-EINVAL, "shape must be %d (uniform) or %d (real), not %u", FH_SYNTH_SHAPE_UNIFORM,
-                  FH_SYNTH_SHAPE_REAL, cfg->shape);
+    if (cfg->shape != FH_SYNTH_SHAPE_UNIFORM && cfg->shape != FH_SYNTH_SHAPE_REAL &&
+        cfg->shape != FH_SYNTH_SHAPE_REAL_LATE)
+        SYNTH_ERR(-EINVAL, "shape must be %d (uniform), %d (real) or %d (real-late), not %u", FH_SYNTH_SHAPE_UNIFORM,
+                  FH_SYNTH_SHAPE_REAL, FH_SYNTH_SHAPE_REAL_LATE, cfg->shape);
     uint64_t m = fh_synth_min_messages(cfg->instruments);
     if (cfg->messages < m)
         SYNTH_ERR(-EINVAL, "%u instruments need at least %llu messages, not %llu", cfg->instruments,

@@ -48,7 +48,7 @@ typedef struct counters {
 
 typedef struct model {
     uint32_t n_inst;
-    int clean, real;             /* real: FH_SYNTH_SHAPE_REAL (references unique, not consecutive) */
+    int clean, real;             /* real: FH_SYNTH_SHAPE_REAL or _REAL_LATE (references unique, not consecutive) */
     ord_t *ord;                  /* every reference ever added, by open addressing on key */
     uint64_t *key;               /* reference + 1; 0: empty */
     uint64_t mask;
@@ -413,7 +413,7 @@ static void check_day(const char *name, const fh_synth_cfg_t *cfg, const uint8_t
 {
     uint32_t n = cfg->instruments;
     int clean = cfg->anomaly_ppm == 0;
-    model_init(m, n, cfg->messages, clean, cfg->shape == FH_SYNTH_SHAPE_REAL);
+    model_init(m, n, cfg->messages, clean, cfg->shape != FH_SYNTH_SHAPE_UNIFORM);
     memset(d, 0, sizeof *d);
     d->adds_by_loc = calloc(n + 1, sizeof *d->adds_by_loc);
     uint64_t last_ts = 0, first_ts = 0;
@@ -571,7 +571,7 @@ static void check_day(const char *name, const fh_synth_cfg_t *cfg, const uint8_t
         if (clean)
             CHECK(st->last_ref == m->last_ref, "%s: last reference %llu vs %llu", name,
                   (unsigned long long)st->last_ref, (unsigned long long)m->last_ref);
-        if (cfg->shape != FH_SYNTH_SHAPE_REAL)
+        if (cfg->shape == FH_SYNTH_SHAPE_UNIFORM)
             CHECK(st->resting_orders == 0, "%s: resting orders on a uniform day", name);
     }
 }
@@ -787,14 +787,14 @@ static void test_edges(void)
     printf("edges: ok\n");
 }
 
-/* FH_SYNTH_SHAPE_REAL (fh/synth.h): the reference range and its interleaving, orders resting from the
- * open to the close, the mix, determinism. */
-static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t seed)
+/* FH_SYNTH_SHAPE_REAL and _REAL_LATE (fh/synth.h): the reference range and its interleaving, orders resting from
+ * the open to the close, the mix, determinism; for REAL_LATE also the slice's steps, residues and the window. */
+static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t seed, uint32_t shape)
 {
-    fh_synth_cfg_t cfg = { .messages = messages, .instruments = instruments, .seed = seed,
-                           .shape = FH_SYNTH_SHAPE_REAL };
+    fh_synth_cfg_t cfg = { .messages = messages, .instruments = instruments, .seed = seed, .shape = shape };
+    int late = shape == FH_SYNTH_SHAPE_REAL_LATE;
     char name[64];
-    snprintf(name, sizeof name, "real %llu/%u", (unsigned long long)messages, instruments);
+    snprintf(name, sizeof name, "%s %llu/%u", late ? "real-late" : "real", (unsigned long long)messages, instruments);
     uint8_t *buf, *again;
     size_t len, len2;
     fh_synth_stats_t st;
@@ -812,6 +812,9 @@ static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t se
           (unsigned long long)m.ref_min);
     /* interleaved counters: not increasing overall, increasing per instrument (one counter each) */
     uint64_t *last = calloc(instruments + 1u, sizeof *last), prev = 0, down = 0, adds = 0, inst_down = 0;
+    /* REAL_LATE: each counter's steps (one counter per residue, serving locate % 4), the open's references
+     * below 10 M and the body's from 20 M on */
+    uint64_t cnt_last[4] = { 0 }, steps = 0, in_slice = 0, step4 = 0, wrong_residue = 0, open_refs = 0, mid_refs = 0;
     for (size_t off = 0; off + 2 <= len;) {
         uint32_t bl = be16(buf + off);
         const uint8_t *b = buf + off + 2;
@@ -820,6 +823,21 @@ static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t se
             continue;
         uint64_t ref = be64(b + (b[0] == 'U' ? 19 : 11));
         uint16_t loc = be16(b + 1);
+        if (late) {
+            wrong_residue += ref % 4 != loc % 4u;
+            if (adds < st.resting_orders)
+                open_refs += ref < 10000000ull;
+            else
+                mid_refs += ref < 20000000ull;
+            uint64_t *cl = &cnt_last[loc % 4u];
+            if (*cl && adds != st.resting_orders) { /* not the jump from the open to the window */
+                uint64_t dstep = ref - *cl;
+                steps++;
+                in_slice += ref > *cl && dstep <= 56 && dstep % 4 == 0 && dstep != 44 && dstep != 48 && dstep != 52;
+                step4 += dstep == 4;
+            }
+            *cl = ref;
+        }
         adds++;
         down += ref < prev;
         inst_down += ref <= last[loc];
@@ -827,6 +845,21 @@ static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t se
         last[loc] = ref;
     }
     free(last);
+    if (late) {
+        printf("  %s: %.2f%% of %llu steps the slice's, %.1f%% of 4; %llu of %llu resting orders below 10 M\n", name,
+               pct(in_slice, steps), (unsigned long long)steps, pct(step4, steps), (unsigned long long)open_refs,
+               (unsigned long long)st.resting_orders);
+        CHECK(wrong_residue == 0, "%s: %llu new references not at their locate's residue mod 4", name,
+              (unsigned long long)wrong_residue);
+        /* the others: a used-up block's successor taken at the frontier, a few in a day */
+        CHECK(steps > adds / 2 && steps - in_slice <= 16, "%s: %llu of %llu steps not the slice's", name,
+              (unsigned long long)(steps - in_slice), (unsigned long long)steps);
+        CHECK(pct(step4, steps) > 40 && pct(step4, steps) < 48, "%s: %.1f%% of steps 4, not ~44%%", name,
+              pct(step4, steps));
+        CHECK(open_refs == st.resting_orders && mid_refs == 0, "%s: %llu of %llu open references below 10 M, %llu of "
+              "the body's below 20 M", name, (unsigned long long)open_refs, (unsigned long long)st.resting_orders,
+              (unsigned long long)mid_refs);
+    }
     printf("  %s: references %llu..%llu, %.1f%% of new ones below the one before, %llu below their instrument's "
            "previous\n", name, (unsigned long long)m.ref_min, (unsigned long long)st.last_ref, pct(down, adds),
            (unsigned long long)inst_down);
@@ -861,8 +894,47 @@ static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t se
     gen(&cfg, &again, &len2, NULL);
     CHECK(len != len2 || memcmp(buf, again, len), "%s: same output as the uniform shape", name);
     fh_synth_free(again);
-    cfg.shape = 2;
-    CHECK(fh_synth_buffer(&cfg, &again, &len2) == -EINVAL, "%s: shape 2 accepted", name);
+    cfg.shape = late ? FH_SYNTH_SHAPE_REAL : FH_SYNTH_SHAPE_REAL_LATE;
+    gen(&cfg, &again, &len2, NULL);
+    CHECK(len != len2 || memcmp(buf, again, len), "%s: same output as the other real shape", name);
+    fh_synth_free(again);
+    cfg.shape = 3;
+    CHECK(fh_synth_buffer(&cfg, &again, &len2) == -EINVAL, "%s: shape 3 accepted", name);
+    fh_synth_free(buf);
+}
+
+/* REAL_LATE on a day too short for the open's book (its resting orders would be more than an eighth of the body):
+ * no resting orders, the window from the first new order on. */
+static void test_late_no_open(void)
+{
+    fh_synth_cfg_t cfg = { .messages = 3000, .instruments = 400, .seed = 12, .shape = FH_SYNTH_SHAPE_REAL_LATE };
+    uint8_t *buf;
+    size_t len;
+    fh_synth_stats_t st;
+    gen(&cfg, &buf, &len, &st);
+    model_t m;
+    day_t d;
+    check_day("real-late, no open book", &cfg, buf, len, &st, &m, &d);
+    uint64_t adds = 0, low = 0, wrong_residue = 0;
+    for (size_t off = 0; off + 2 <= len;) {
+        uint32_t bl = be16(buf + off);
+        const uint8_t *b = buf + off + 2;
+        off += 2 + bl;
+        if (!bl || (b[0] != 'A' && b[0] != 'F' && b[0] != 'U'))
+            continue;
+        uint64_t ref = be64(b + (b[0] == 'U' ? 19 : 11));
+        adds++;
+        low += ref < 20000000ull;
+        wrong_residue += ref % 4 != be16(b + 1) % 4u;
+    }
+    CHECK(st.resting_orders == 0 && adds > 100 && low == 0 && wrong_residue == 0 && st.last_ref > 150000000ull,
+          "real-late, no open book: %llu resting orders, %llu of %llu new references below 20 M, %llu at another "
+          "residue, last %llu", (unsigned long long)st.resting_orders, (unsigned long long)low,
+          (unsigned long long)adds, (unsigned long long)wrong_residue, (unsigned long long)st.last_ref);
+    printf("  real-late, no open book: %llu new references from %llu to %llu\n", (unsigned long long)adds,
+           (unsigned long long)m.ref_min, (unsigned long long)st.last_ref);
+    model_free(&m);
+    free(d.adds_by_loc);
     fh_synth_free(buf);
 }
 
@@ -878,10 +950,15 @@ int main(int argc, char **argv)
     day_test("anomalies-dense", (fh_synth_cfg_t){ .messages = 300000, .instruments = 200, .seed = 5, .anomaly_ppm = 50000 }, 0);
     day_test("anomalies-only", (fh_synth_cfg_t){ .messages = 50000, .instruments = 20, .seed = 6, .anomaly_ppm = 4000000 }, 0);
     day_test("many-instruments", (fh_synth_cfg_t){ .messages = 400000, .instruments = 65535, .seed = 8 }, 0);
-    test_real_shape(1000000, 2000, 9);
-    test_real_shape(100000, 50, 10);
+    test_real_shape(1000000, 2000, 9, FH_SYNTH_SHAPE_REAL);
+    test_real_shape(100000, 50, 10, FH_SYNTH_SHAPE_REAL);
+    test_real_shape(1000000, 2000, 9, FH_SYNTH_SHAPE_REAL_LATE);
+    test_real_shape(100000, 50, 10, FH_SYNTH_SHAPE_REAL_LATE);
+    test_late_no_open();
     day_test("real-anomalies", (fh_synth_cfg_t){ .messages = 200000, .instruments = 100, .seed = 11,
                                                  .anomaly_ppm = 5000, .shape = FH_SYNTH_SHAPE_REAL }, 0);
+    day_test("real-late-anomalies", (fh_synth_cfg_t){ .messages = 200000, .instruments = 100, .seed = 11,
+                                                      .anomaly_ppm = 5000, .shape = FH_SYNTH_SHAPE_REAL_LATE }, 0);
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         fh_synth_cfg_t cfg = { .messages = 20000000, .instruments = 8000, .seed = 1 };
         day_test("bench", cfg, 1);

@@ -70,7 +70,7 @@ typedef struct fh_synth_cfg {
     uint32_t instruments;   /* 1..65535; locates 1..instruments */
     uint64_t seed;          /* same cfg => byte-identical output, on any machine */
     uint32_t anomaly_ppm;   /* 0: a clean, consistent stream. >0: about this many per million messages are anomalies (values above 10^6 act as 10^6) */
-    uint32_t shape;         /* FH_SYNTH_SHAPE_UNIFORM (0, the default) or FH_SYNTH_SHAPE_REAL; others: -EINVAL */
+    uint32_t shape;         /* FH_SYNTH_SHAPE_UNIFORM (0, the default), _REAL or _REAL_LATE; others: -EINVAL */
 } fh_synth_cfg_t;
 
 /* Day shapes. UNIFORM is the day described above. REAL keeps all of it (mix, prices, instruments, book
@@ -98,9 +98,23 @@ typedef struct fh_synth_cfg {
  *     about 1 % of a 2 M-message, 8,000-instrument day). The body mix is UNIFORM's, which is the order of
  *     a real day's (a real day at 09:30 is heavier in U and F: the slice has A 37 %, U 23 %, F 19 %,
  *     D 17 %, E 3 %; over a whole day adds and deletes dominate). */
+/* REAL_LATE is REAL with the references a real day's consecutive messages show (REAL spreads a whole day's range
+ * over the N messages, so its counters step ~40 times further than a real feed's on a 2 M-message day, and an
+ * order table sees every add on a cache line of its own):
+ *   - steps: a counter's consecutive new orders are 4 (44 %), 8 (21 %), 12 (13 %), 16 (8 %) ... 56 apart, drawn
+ *     from the slice's 661 steps (mean 10.3); counter k is at residue k mod 4 (the slice's four are at four
+ *     residues) and serves the instruments of locate % 4 == k. A counter's block is 2 Mi references (the slice's
+ *     counters are 0.4-2 M apart); a used-up block's successor is taken at the frontier, above all four.
+ *   - the window: the resting orders of the open take references below 10 M, as REAL's; the body is a window of
+ *     a real day late enough that its references end near the close's 184 M (its start is 184 M less the blocks
+ *     its new orders take at the mean step, with 8 blocks' margin; 20 M at the least, for days of more than about
+ *     20 M messages, whose references then go past 184 M). So the open's orders are ~170 M references older than
+ *     the body's, and the range is a real day's, with a real feed's steps in between. Timestamps, mix, prices,
+ *     lifetimes and depth are REAL's. */
 typedef enum fh_synth_shape {
     FH_SYNTH_SHAPE_UNIFORM = 0,
     FH_SYNTH_SHAPE_REAL = 1,
+    FH_SYNTH_SHAPE_REAL_LATE = 2,
 } fh_synth_shape_t;
 
 /* Anomaly kinds, and the docs/book-semantics.md counter each raises in the engine. */
@@ -134,7 +148,7 @@ typedef struct fh_synth_stats {
     uint64_t mid_moves;           /* one-cent steps of the mids */
     uint64_t clearing_messages;   /* E/C/D sent to clear a level before its mid stepped */
     uint64_t halts;               /* H pauses/halts in the body (each is resumed later) */
-    uint64_t resting_orders;      /* REAL: orders resting from the open to the close (0 in UNIFORM) */
+    uint64_t resting_orders;      /* REAL, REAL_LATE: orders resting from the open to the close (0 in UNIFORM) */
 } fh_synth_stats_t;
 
 /* Messages the fixed parts of a day need: 2 * instruments + 6 + the number of instruments that start
