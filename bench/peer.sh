@@ -11,7 +11,7 @@
 # Environment:
 #   FH_BENCH_DIR   keep the generated days and the peer's binary here (default: a temporary directory)
 #   FH_BENCH_CPU   the CPU both programs are pinned to (default 1)
-#   FH_BENCH_SHAPES  the day shapes (default "uniform real": fh synth itch --shape)
+#   FH_BENCH_SHAPES  the day shapes (default "uniform real real-late": fh synth itch --shape)
 #   FH_BENCH_SEED  the days' seed (default 1, the days fh's engine was tuned on; another seed gives held-out days
 #                  of the same shapes, kept under their own names)
 #
@@ -31,7 +31,7 @@ MESSAGES=${2:-2000000}
 INSTRUMENTS=${3:-8000}
 ROUNDS=${4:-7}
 CPU=${FH_BENCH_CPU:-1}
-SHAPES=${FH_BENCH_SHAPES:-uniform real}
+SHAPES=${FH_BENCH_SHAPES:-uniform real real-late}
 SEED=${FH_BENCH_SEED:-1}
 [[ -f $PEER_DIR/main.cpp && -f $PEER_DIR/order_book.h ]] ||
     die "$PEER_DIR is not an itch-order-book checkout (no main.cpp, order_book.h); fix: git clone https://github.com/charles-cooper/itch-order-book"
