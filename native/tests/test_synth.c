@@ -787,6 +787,23 @@ static void test_edges(void)
     printf("edges: ok\n");
 }
 
+/* The next block at or after *off that introduces a reference (A, F, a U's new one): 1 with its reference and stock
+ * locate, 0 at the end of buf. */
+static int next_new_ref(const uint8_t *buf, size_t len, size_t *off, uint64_t *ref, uint16_t *loc)
+{
+    while (*off + 2 <= len) {
+        uint32_t bl = be16(buf + *off);
+        const uint8_t *b = buf + *off + 2;
+        *off += 2 + bl;
+        if (bl && (b[0] == 'A' || b[0] == 'F' || b[0] == 'U')) {
+            *ref = be64(b + (b[0] == 'U' ? 19 : 11));
+            *loc = be16(b + 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* FH_SYNTH_SHAPE_REAL and _REAL_LATE (fh/synth.h): the reference range and its interleaving, orders resting from
  * the open to the close, the mix, determinism; for REAL_LATE also the slice's steps, residues and the window. */
 static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t seed, uint32_t shape)
@@ -815,14 +832,9 @@ static void test_real_shape(uint64_t messages, uint32_t instruments, uint64_t se
     /* REAL_LATE: each counter's steps (one counter per residue, serving locate % 4), the open's references
      * below 10 M and the body's from 20 M on */
     uint64_t cnt_last[4] = { 0 }, steps = 0, in_slice = 0, step4 = 0, wrong_residue = 0, open_refs = 0, mid_refs = 0;
-    for (size_t off = 0; off + 2 <= len;) {
-        uint32_t bl = be16(buf + off);
-        const uint8_t *b = buf + off + 2;
-        off += 2 + bl;
-        if (!bl || (b[0] != 'A' && b[0] != 'F' && b[0] != 'U'))
-            continue;
-        uint64_t ref = be64(b + (b[0] == 'U' ? 19 : 11));
-        uint16_t loc = be16(b + 1);
+    uint64_t ref;
+    uint16_t loc;
+    for (size_t off = 0; next_new_ref(buf, len, &off, &ref, &loc);) {
         if (late) {
             wrong_residue += ref % 4 != loc % 4u;
             if (adds < st.resting_orders)
@@ -915,17 +927,12 @@ static void test_late_no_open(void)
     model_t m;
     day_t d;
     check_day("real-late, no open book", &cfg, buf, len, &st, &m, &d);
-    uint64_t adds = 0, low = 0, wrong_residue = 0;
-    for (size_t off = 0; off + 2 <= len;) {
-        uint32_t bl = be16(buf + off);
-        const uint8_t *b = buf + off + 2;
-        off += 2 + bl;
-        if (!bl || (b[0] != 'A' && b[0] != 'F' && b[0] != 'U'))
-            continue;
-        uint64_t ref = be64(b + (b[0] == 'U' ? 19 : 11));
+    uint64_t adds = 0, low = 0, wrong_residue = 0, ref;
+    uint16_t loc;
+    for (size_t off = 0; next_new_ref(buf, len, &off, &ref, &loc);) {
         adds++;
         low += ref < 20000000ull;
-        wrong_residue += ref % 4 != be16(b + 1) % 4u;
+        wrong_residue += ref % 4 != loc % 4u;
     }
     CHECK(st.resting_orders == 0 && adds > 100 && low == 0 && wrong_residue == 0 && st.last_ref > 150000000ull,
           "real-late, no open book: %llu resting orders, %llu of %llu new references below 20 M, %llu at another "
