@@ -108,9 +108,9 @@ typedef struct fh_synth_cfg {
  *   - the window: the resting orders of the open take references below 10 M, as REAL's; the body is a window of
  *     a real day late enough that its references end near the close's 184 M (its start is 184 M less the blocks
  *     its new orders take at the mean step, with 8 blocks' margin; 20 M at the least, for days of more than about
- *     20 M messages, whose references then go past 184 M). So the open's orders are ~170 M references older than
- *     the body's, and the range is a real day's, with a real feed's steps in between. Timestamps, mix, prices,
- *     lifetimes and depth are REAL's. */
+ *     20 M messages, whose references then go past 184 M). So the open's orders are ~150 M references older than
+ *     the body's on a 2 M-message day, and the range is a real day's, with a real feed's steps in between.
+ *     Timestamps, mix, prices, lifetimes and depth are REAL's. */
 typedef enum fh_synth_shape {
     FH_SYNTH_SHAPE_UNIFORM = 0,
     FH_SYNTH_SHAPE_REAL = 1,
