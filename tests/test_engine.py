@@ -61,7 +61,7 @@ def test_generated_days(seed, instruments, messages):
 def test_real_shaped_days(seed, instruments, messages, ppm, shape):
     """fh synth itch --shape real: references to ~184 M, interleaved, orders resting all day (the order table's
     collisions and spill path), against the reference; --shape real-late: the same with a real feed's steps, the
-    open's orders ~160 M references older than the body's."""
+    open's orders ~150 M references older than the body's."""
     data = native.synth_bytes(messages, instruments, seed, anomaly_ppm=ppm, shape=shape)
     c, r = c_engine(data), ref_engine(data)
     assert c.spilled > 0  # orders lapped in their home slots live on in the spill table, and are found there
