@@ -26,8 +26,8 @@ def test_synth_is_deterministic(tmp_path):
 
 
 def test_synth_shapes(tmp_path):
-    """--shape picks the day (fh/synth.h): the real shapes differ from the uniform day and from each other only in
-    their references and the open's resting orders; real-late's new references step as a real feed's do."""
+    """--shape picks the day (fh/synth.h), the same bytes as the library's for that shape, three different days;
+    real-late's new references are at their locate's residue mod 4 and span the open's to a late-day window's."""
     from handler import native
 
     days = {}
@@ -38,9 +38,10 @@ def test_synth_shapes(tmp_path):
         assert days[shape] == native.synth_bytes(20000, 30, 4, shape=shape)
     assert len(set(days.values())) == 3
     msgs, _ = ref.split_daily_file(days["real-late"])
-    refs = [int.from_bytes(m[11:19] if m[:1] in b"AF" else m[19:27], "big") for m in msgs if m[:1] in b"AFU"]
-    assert all(r % 4 == int.from_bytes(m[1:3], "big") % 4 for r, m in zip(refs, (m for m in msgs if m[:1] in b"AFU")))
-    assert max(refs) > 150_000_000 and min(refs) < 10_000_000
+    new = [(int.from_bytes(m[11:19] if m[:1] in b"AF" else m[19:27], "big"), int.from_bytes(m[1:3], "big"))
+           for m in msgs if m[:1] in b"AFU"]  # (the new reference, the stock locate)
+    assert len(new) > 5000 and all(r % 4 == loc % 4 for r, loc in new)
+    assert max(r for r, _ in new) > 150_000_000 and min(r for r, _ in new) < 10_000_000
     p = fh("synth", "itch", tmp_path / "x", "--shape", "late", check=False)
     assert p.returncode == 2 and "real-late" in p.stderr
 
