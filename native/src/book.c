@@ -1076,6 +1076,13 @@ static __attribute__((noinline)) void spill_erase(fh_engine_t *e, uint64_t i)
         e->spill_max = 0;
 }
 
+/* ref's home slot in e's order table (order_home with the table's mask and shift), where the walker has not
+ * computed it already (walked_t.slot). */
+static inline uint64_t engine_home(const fh_engine_t *e, uint64_t ref)
+{
+    return order_home(ref, e->mask, e->home_sh);
+}
+
 /* The live order ref (home: its home slot, order_home), or NULL. */
 static inline order_t *order_find(fh_engine_t *e, uint64_t ref, uint64_t home)
 {
@@ -1649,7 +1656,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
         return;
     if (!walked) { /* every message that gets here has its 11-byte header; those with a reference, 19 bytes or more */
         bk = (uint32_t)fh_itch_locate(m) * sizeof(book_t);
-        home = len >= 19 ? order_home(fh_be64(m + FH_ITCH_OFF_REF), e->mask, e->home_sh) : 0;
+        home = len >= 19 ? engine_home(e, fh_be64(m + FH_ITCH_OFF_REF)) : 0;
     }
     uint8_t t = m[0]; /* read once: the stores below may alias the message bytes */
     e->type_counts[t]++;
@@ -1683,7 +1690,7 @@ static inline __attribute__((always_inline)) void apply_one(fh_engine_t *e, cons
             uint32_t side = o->side & 1u;
             top = remove_order(e, b, o, publish);
             uint64_t nref = fh_be64(m + FH_ITCH_OFF_U_NEWREF);
-            top |= add_order(e, b, 0, m, nref, order_home(nref, e->mask, e->home_sh), side,
+            top |= add_order(e, b, 0, m, nref, engine_home(e, nref), side,
                              fh_be32(m + FH_ITCH_OFF_U_SHARES), fh_be32(m + FH_ITCH_OFF_U_PRICE), publish, &b);
         }
         break;
@@ -2689,7 +2696,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
     for (uint64_t i = 0; i < h.norders; i++) {
         book_t *b = &e->books[so[i].locate];
         int dup;
-        order_t *o = order_place(e, so[i].ref, order_home(so[i].ref, e->mask, e->home_sh), &dup);
+        order_t *o = order_place(e, so[i].ref, engine_home(e, so[i].ref), &dup);
         uint32_t key = so[i].side ? ~so[i].price : so[i].price;
         if (!o) {
             FH_ERR("snapshot %s: order reference %llu %s", path, (unsigned long long)so[i].ref,
