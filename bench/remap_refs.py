@@ -30,7 +30,8 @@ import sys
 Q, I = struct.Struct(">Q"), struct.Struct(">I")
 A, F, E, C, X, D, U, P = (ord(c) for c in "AFECXDUP")
 # --streams: the four counters of 30 Dec 2019 at 09:30 (their first references, residues 2, 0, 3 and 1), the share
-# of new orders each took (217, 196, 132, 120 of 665) and the steps between a counter's consecutive new orders.
+# of new orders each took (217, 196, 132, 120 of 665) and the steps between a counter's consecutive new orders
+# (native/src/synth.c's LATE_STEP and LATE_STEP_CUM, for fh synth itch --shape real-late, hold the same counts).
 STREAM_START = (5_676_634 - 4, 9_899_132 - 4, 7_508_039 - 4, 7_856_425 - 4)
 STREAM_SHARE = (217, 196, 132, 120)
 STEPS = (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 56)

@@ -74,11 +74,13 @@
 #define REAL_NEWREF_PPM     520000u       /* new references per body message (A/F and U), for the step */
 #define REAL_REST_TICKS     200u          /* resting orders: up to this many ticks beyond the mid's range */
 /* FH_SYNTH_SHAPE_REAL_LATE: the steps between a counter's consecutive new orders in the 09:30 slice (661 of them:
- * 291 of 4, 139 of 8, ..., 9 of 44-104, counted here as 56), as cumulative counts; their mean is 6,796 / 661. */
+ * 291 of 4, 139 of 8, ..., 9 of 44-104, counted here as 56), as cumulative counts (the counts of bench/remap_refs.py's
+ * STEPS, STEP_COUNT: keep the two alike). */
 static const uint8_t LATE_STEP[] = { 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 56 };
 static const uint16_t LATE_STEP_CUM[] = { 291, 430, 519, 575, 600, 618, 633, 637, 644, 652, 661 };
-#define LATE_STEP_TOTAL     661u
-#define LATE_STEP_SUM       6796u
+#define LATE_STEPS          (sizeof LATE_STEP / sizeof LATE_STEP[0])
+_Static_assert(sizeof LATE_STEP_CUM / sizeof LATE_STEP_CUM[0] == LATE_STEPS, "a cumulative count for each step");
+#define LATE_STEP_TOTAL     LATE_STEP_CUM[LATE_STEPS - 1]
 #define LATE_BLK            (1ull << 21)  /* a counter's block of references (the slice's four are 0.4-2 M apart) */
 
 enum { L_S = 12, L_R = 39, L_H = 25, L_Y = 20, L_L = 26, L_V = 35, L_W = 12, L_K = 28, L_J = 35, L_h = 21,
@@ -1562,7 +1564,10 @@ static int gen_setup(gen_t *g, const fh_synth_cfg_t *cfg)
         if (g->late) { /* the window: the blocks its new references take (at the slice's mean step, with a
                         * margin), ending below the close's last reference, or from twice the open's on a
                         * day too long for that */
-            uint64_t span = newrefs / LATE_STEP_TOTAL * LATE_STEP_SUM + LATE_STEP_SUM;
+            uint64_t sum = 0; /* of the slice's steps: the mean step is sum / LATE_STEP_TOTAL (6,796 / 661) */
+            for (uint32_t i = 0; i < LATE_STEPS; i++)
+                sum += (uint64_t)LATE_STEP[i] * (LATE_STEP_CUM[i] - (i ? LATE_STEP_CUM[i - 1] : 0));
+            uint64_t span = newrefs / LATE_STEP_TOTAL * sum + sum;
             uint64_t need = (span / LATE_BLK + 2 * REAL_STREAMS) * LATE_BLK;
             g->late_start = need + 2 * REAL_REF_OPEN < REAL_REF_CLOSE ? REAL_REF_CLOSE - need : 2 * REAL_REF_OPEN;
         }
