@@ -192,6 +192,33 @@ def test_latency_one_stamp_a_burst(tmp_path):
         process.remove_segment(segment)
 
 
+@needs_dp
+@pytest.mark.parametrize("mtu", [1500, 240])
+def test_one_frame_histogram_counts_datagrams_that_arrived_alone(tmp_path, mtu):
+    """latency_one_frame_ns counts the messages of bursts of one frame only: a capture of one datagram is one burst of
+    one frame (all its messages there, with the same percentiles as latency_ns); net_pcap hands a few datagrams over
+    in one burst of as many frames (none there)."""
+    from handler import native
+
+    pcap = tmp_path / "a.pcap"
+    info = pcapgen.synth_pcap(pcap, native.synth_bytes(20, 2, 3), [pcapgen.Line(*pcapgen.DEFAULT_A)], mtu=mtu,
+                              end_of_session=False)
+    frames = info["datagrams"]
+    assert (frames == 1) == (mtu == 1500) and frames <= 32  # one burst either way
+    name = f"dps-{uuid.uuid4().hex[:8]}"
+    segment, js = _run(pcap, name)
+    try:
+        lat, one = js["latency_ns"], js["latency_one_frame_ns"]
+        assert js["packets"] == frames and js["busy_bursts"] == 1
+        assert lat["count"] == js["messages_applied"] == info["messages"]
+        if frames == 1:
+            assert one == lat and 0 < one["p50"] <= one["max"]
+        else:
+            assert one == {"count": 0, "p50": 0, "p99": 0, "p99.9": 0, "max": 0}
+    finally:
+        process.remove_segment(segment)
+
+
 @pytest.mark.slow
 def test_engine_only_writer_leaves_the_section_zero():
     from test_shm import DAY, publisher

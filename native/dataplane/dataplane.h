@@ -131,6 +131,9 @@ typedef struct dp {
     /* Log-linear latency histogram (HdrHistogram-style) in TSC ticks, converted to ns only when reported: the
      * one scheme of fh/shm.h (fh_shm_lat_index, fh_shm_lat_upper), here applied to ticks. */
     uint64_t hist[FH_SHM_LAT_BUCKETS];
+    /* The same for the messages of bursts of one frame only: a datagram that arrived alone, so that its rx->publish
+     * is its own, without the frames that arrived with it ahead of it (fh bench latency's "what fh adds"). */
+    uint64_t hist1[FH_SHM_LAT_BUCKETS];
     fh_shm_dp_stats_t out; /* 5.6 KiB: what dp_publish copies into the segment */
 } dp_t;
 

@@ -47,6 +47,17 @@ static inline void latency_stamp(uint64_t *hist, uint64_t n, uint64_t since)
         hist[fh_shm_lat_index(rte_rdtsc() - since)] += n;
 }
 
+/* latency_stamp for what a burst of `frames` frames applied: also counted in hist1 when the burst was one frame. */
+static inline void latency_stamp_burst(uint64_t *hist, uint64_t *hist1, uint64_t n, uint64_t since, uint16_t frames)
+{
+    if (n) {
+        unsigned i = fh_shm_lat_index(rte_rdtsc() - since);
+        hist[i] += n;
+        if (frames == 1)
+            hist1[i] += n;
+    }
+}
+
 /* The journal (--journal): what the feed applied, after each datagram and each poll, through the tee
  * (fh/journal_mold.h). NULL: no journal, one predicted branch. */
 static inline int feed_apply(fh_journal_tee_t *jtee, fh_mold_feed_t *f, const uint8_t *d, size_t len, int line,
@@ -261,7 +272,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
     fh_mold_feed_t *const feed = &dp->feed;
     fh_engine_t *const e = dp->e;
     fh_journal_tee_t *const jtee = dp->jtee;
-    uint64_t *const hist = dp->hist;
+    uint64_t *const hist = dp->hist, *const hist1 = dp->hist1;
     loop_stats_t *const ls = &dp->ls;
     igmp_t *const ig = dp->ig;
     const uint16_t *const ports = dp->ports;
@@ -343,7 +354,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         fh_engine_batch_end(e); /* wake blocked readers once a burst: a fence per burst, not per datagram */
         /* What the burst applied (its datagrams and what they and the poll released), published by now: each
          * message's rx->publish from this burst's rx to this one TSC read (latency_stamp). */
-        latency_stamp(hist, feed->counters[FH_M_applied] - applied_before, rx);
+        latency_stamp_burst(hist, hist1, feed->counters[FH_M_applied] - applied_before, rx, n);
         if (FH_UNLIKELY(following != NULL))
             following = standby_step(dp, rx);
         ls->packets += n;

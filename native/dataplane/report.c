@@ -35,6 +35,17 @@ static uint64_t hist_pct(const uint64_t *hist, double p, uint64_t total)
     return fh_shm_lat_upper(FH_SHM_LAT_BUCKETS - 1);
 }
 
+/* A tick histogram of `total` messages as the final line's latency object: count and percentiles in ns. */
+static void print_latency(const uint64_t *h, uint64_t total, double ns_per_tsc)
+{
+    printf("{\"count\": %" PRIu64 ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p99.9\": %" PRIu64
+           ", \"max\": %" PRIu64 "}",
+           total, (uint64_t)((double)hist_pct(h, 0.5, total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(h, 0.99, total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(h, 0.999, total) * ns_per_tsc),
+           (uint64_t)((double)hist_pct(h, 1.0, total) * ns_per_tsc));
+}
+
 /* Fill the data plane's section of the stats region and publish it (fh_seg_publish_dataplane). Cold: from
  * the loop every 100 ms and at exit. The tick histogram is re-bucketed into the ns scheme of fh/shm.h, each
  * tick bucket by its upper bound (as hist_pct reports it). */
@@ -182,15 +193,16 @@ void dp_report(dp_t *dp)
     printf("\"engine\": {");
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
-    const uint64_t *h = dp->hist;
-    printf("}, \"latency_ns\": {\"count\": %" PRIu64 ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64
-           ", \"p99.9\": %" PRIu64 ", \"max\": %" PRIu64 "}, \"busy_cycles\": %" PRIu64 ", \"busy_bursts\": %" PRIu64
-           ", \"tsc_hz\": %" PRIu64 ", \"active_ns\": %" PRIu64 "}\n",
-           msgs_total, (uint64_t)((double)hist_pct(h, 0.5, msgs_total) * ns_per_tsc),
-           (uint64_t)((double)hist_pct(h, 0.99, msgs_total) * ns_per_tsc),
-           (uint64_t)((double)hist_pct(h, 0.999, msgs_total) * ns_per_tsc),
-           (uint64_t)((double)hist_pct(h, 1.0, msgs_total) * ns_per_tsc), ls->busy_cycles, ls->busy_bursts, dp->hz,
-           (uint64_t)((double)(ls->last_tsc - ls->first_tsc) * ns_per_tsc));
+    printf("}, \"latency_ns\": ");
+    print_latency(dp->hist, msgs_total, ns_per_tsc);
+    uint64_t one = 0;
+    for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)
+        one += dp->hist1[i];
+    printf(", \"latency_one_frame_ns\": ");
+    print_latency(dp->hist1, one, ns_per_tsc);
+    printf(", \"busy_cycles\": %" PRIu64 ", \"busy_bursts\": %" PRIu64 ", \"tsc_hz\": %" PRIu64
+           ", \"active_ns\": %" PRIu64 "}\n",
+           ls->busy_cycles, ls->busy_bursts, dp->hz, (uint64_t)((double)(ls->last_tsc - ls->first_tsc) * ns_per_tsc));
     fflush(stdout);
     if (dp->jtee) /* the file stays for the followers that have not read it all */
         fprintf(stderr, "fh-dataplane: journal: %" PRIu64 " records, %" PRIu64 " bytes, next sequence %" PRIu64
