@@ -42,6 +42,37 @@ def test_packing_follows_the_window():
     assert latency.per_packet(a, 5_000_000) == 7
 
 
+def test_segment_placed_as_fh_run_places_one(tmp_path):
+    """The run's segment: in a hugetlbfs mount with free hugepages for it (as fh run places an instance's, shm.dir
+    auto), else /dev/shm, or where --segment-dir says; its page size is the mount's. A root shaped like /proc and /sys
+    (tests/test_segments.py's), never mocked."""
+    from handler import native
+
+    mnt = tmp_path / "huge"
+    mnt.mkdir()
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "mounts").write_text(f"tmpfs /dev/shm tmpfs rw 0 0\n"
+                                              f"hugetlbfs {mnt} hugetlbfs rw,relatime,pagesize=2M 0 0\n")
+    free = tmp_path / "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+    free.parent.mkdir(parents=True)
+    size = native.segment_footprint(latency.SEG_LEVELS, latency.SEG_EVENTS)
+    assert size > 0
+    root = str(tmp_path)
+    free.write_text(f"{-(-size // (2 << 20))}\n")  # room for exactly one
+    assert latency.segment_path("lat-1", "auto", root) == f"{mnt}/fh-lat-1"
+    assert latency.segment_pages(f"{mnt}/fh-lat-1", root) == 2 << 20
+    free.write_text(f"{size // (2 << 20) - 1}\n")  # too few free pages: /dev/shm and its base pages
+    assert latency.segment_path("lat-1", "auto", root) == "/dev/shm/fh-lat-1"
+    assert latency.segment_pages("/dev/shm/fh-lat-1", root) == os.sysconf("SC_PAGE_SIZE")
+    assert latency.segment_path("lat-1", str(tmp_path), root) == f"{tmp_path}/fh-lat-1"
+
+
+def test_bad_segment_dir_refused(tmp_path):
+    p = fh("bench", "latency", "--segment-dir", str(tmp_path / "nowhere"), "--rates", "1k", check=False)
+    assert p.returncode != 0
+    assert "--segment-dir" in p.stderr and "not a writable directory" in p.stderr
+
+
 def test_bad_rates_refused_on_the_command_line():
     p = fh("bench", "latency", "--rates", "1M,lots", check=False)
     assert p.returncode == 2 and "--rates" in p.stderr and "lots" in p.stderr
@@ -105,6 +136,11 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     assert 0 <= m["measured_messages_above"] <= recv["messages_applied"]
     assert m["scan"]["cpu"] == res["core"] and m["during_run"]["seconds"] > 0
     assert res["target"]["met"] is None  # 1M msg/s was not run
+    assert res["segment_dir"] == "auto" and r["segment"]["dir"] and r["segment"]["page_size"] >= 4096
+    # the messages of datagrams that arrived alone: some of them (a frame every 500 µs), none beyond the whole
+    one = r["latency_one_frame_ns"]
+    assert 0 < one["count"] <= lat["count"] and r["one_frame_share"] == round(one["count"] / lat["count"], 6)
+    assert 0 < one["p50"] <= one["p99"] <= one["p99.9"] <= one["max"] <= lat["max"]
 
 
 @pytest.mark.solo  # a paced feed on pinned cores: every message must arrive

@@ -246,10 +246,11 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     send = find_bench_program("fh-latency-send", "FH_LATENCY_SEND")
     scan = run_hiccups(core, a.scan_seconds, a.hiccup_ns, a.realtime)
     name = f"lat-{uuid.uuid4().hex[:8]}"
-    segment = f"/dev/shm/fh-{name}"
+    segment = segment_path(name, a.segment_dir)
     vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
     cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]],
-                                idle=a.idle, exit_idle_ms=0, extra=["--name", name])
+                                idle=a.idle, exit_idle_ms=0, max_levels=SEG_LEVELS, events=SEG_EVENTS,
+                                extra=["--name", name])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
     if source["kind"] == "itch":
         argv += ["--itch", str(source["path"]), "--per-packet", str(per_packet(a, rate)), "--mtu", str(a.mtu)]
@@ -278,6 +279,7 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
             seg_lat = r.dataplane_stats()["latency"]
         finally:
             r.close()
+        pages = segment_pages(segment)
     finally:
         dp.close()
         process.remove_segment(segment)
@@ -300,6 +302,7 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     cpu_d = _delta(cpu1, cpu0)
     sw = _delta(sw1, sw0)
     lat = stats["latency_ns"]
+    one = stats["latency_one_frame_ns"]
     hz = stats["tsc_hz"]
     active_s = stats["active_ns"] / 1e9
     busy_share = (stats["busy_cycles"] / hz) / active_s if active_s > 0 else 0.0
@@ -325,6 +328,11 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
         "foreign_frames": sum(foreign.values()),
         "link": {"iface": lab.dp_if, **link, "unseen": unseen},
         "latency_ns": lat,
+        # the messages of datagrams that arrived alone (bursts of one frame): their rx->publish is their own, with
+        # no frame ahead of them in the burst; the rest arrived with others (a backlog, or frames sent together)
+        "latency_one_frame_ns": one,
+        "one_frame_share": round(one["count"] / applied, 6) if applied else 0.0,
+        "segment": {"dir": os.path.dirname(segment), "page_size": pages},
         "histogram": {"count": seg_lat["count"], "buckets": seg_lat["buckets"],
                       "p50": seg_lat["p50"], "p99": seg_lat["p99"], "p99.9": seg_lat["p99.9"], "max": seg_lat["max"]},
         "dataplane": {"tsc_hz": hz, "busy_cycles": stats["busy_cycles"], "busy_bursts": stats["busy_bursts"],
@@ -356,6 +364,37 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     return res
 
 
+# The data plane's segment: its capacities (those of fh replay's), and where it lives.
+SEG_LEVELS = 1 << 20
+SEG_EVENTS = 1 << 16
+
+
+def segment_path(name: str, directory: str, root: str = "/") -> str:
+    """The segment of a run: where `fh run` would put an instance's (shm.dir "auto": a writable hugetlbfs mount with
+    free hugepages for it, else /dev/shm; handler.segments), or in `directory`."""
+    from .. import native
+    from ..segments import writer_path
+
+    return writer_path(name, native.segment_footprint(SEG_LEVELS, SEG_EVENTS), directory, root)
+
+
+def segment_pages(path: str, root: str = "/") -> int:
+    """The page size of the file system `path` is on: a hugetlbfs mount's, else the base page (tmpfs: /dev/shm)."""
+    from ..segments import hugetlbfs_mounts
+
+    d = os.path.dirname(os.path.realpath(path))
+    for mount, page in hugetlbfs_mounts(root):
+        if d == os.path.realpath(mount):
+            return page
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+def check_segment_dir(directory: str) -> None:
+    if directory != "auto" and not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+        raise LatencyBenchError(f"--segment-dir {directory}: not a writable directory (give one, e.g. a hugetlbfs "
+                                "mount, or auto)")
+
+
 def bench_latency(a) -> int:
     from .. import process
     from ..net import pcapgen
@@ -363,6 +402,7 @@ def bench_latency(a) -> int:
 
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     rates = parse_rates(a.rates)
+    check_segment_dir(a.segment_dir)
     if os.geteuid() != 0:
         raise LatencyBenchError("fh bench latency needs root: it creates a network namespace and a veth pair, and the "
                                 "data plane opens a packet socket (run it as root)")
@@ -403,7 +443,7 @@ def bench_latency(a) -> int:
                  "window_us": a.window_us if source["kind"] == "itch" and not a.per_packet else None,
                  "mtu": a.mtu if source["kind"] == "itch" else None, "idle": a.idle, "core": core,
                  "sender_cpu": sender_cpu, "hiccup_ns": a.hiccup_ns, "scan_seconds": a.scan_seconds,
-                 "ring_frames": a.ring_frames, "runs": []}
+                 "ring_frames": a.ring_frames, "segment_dir": a.segment_dir, "runs": []}
     lab = Lab(f"lat{uuid.uuid4().hex[:6]}", mtu=max(1500, a.mtu))
     try:
         try:
@@ -435,6 +475,10 @@ def _target(runs: list[dict]) -> dict:
     return out
 
 
+def _pages(size: int) -> str:
+    return f"{size >> 30} GB" if size >= 1 << 30 else f"{size >> 20} MB" if size >= 1 << 20 else f"{size >> 10} kB"
+
+
 def print_report(res: dict, out=None) -> None:
     from ..ui import fmt_int, fmt_ns, fmt_rate, print_table
 
@@ -446,8 +490,13 @@ def print_report(res: dict, out=None) -> None:
         what = f"{src['path']} packed {packing} (at most MTU {res['mtu']})"
     else:
         what = f"{src['path']} as captured ({len(src['lines'])} line(s))"
+    segs = sorted({(r["segment"]["dir"], r["segment"]["page_size"]) for r in res["runs"]})
+    where = ", ".join(f"{d} ({_pages(p)} pages)" for d, p in segs)
     out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}), sender on CPU "
-              f"{res['sender_cpu']}, net_af_packet on a veth pair\n")
+              f"{res['sender_cpu']}, net_af_packet on a veth pair; segment in {where}\n")
+    if any(p < 2 << 20 for _, p in segs):
+        out.write("  (base pages: the books' lines cost TLB misses that a hugetlbfs segment, where fh run puts it on a "
+                  "host with a mount and free hugepages, does not have; --segment-dir, bench/latency.md)\n")
     rows = []
     for r in res["runs"]:
         s, lat, lost = r["sender"], r["latency_ns"], r["lost"]
@@ -458,6 +507,13 @@ def print_report(res: dict, out=None) -> None:
                      fmt_ns(lat["p99.9"]), fmt_ns(lat["max"]), fmt_ns(s["late_ns"]["p99"])])
     print_table(["rate", "achieved", "msg/dgram", "sent", "received", "lost", "p50", "p99", "p99.9", "max",
                  "sender late p99"], rows, out=out, title="rx -> publish, per message (fh-dataplane's histogram)")
+    rows = [[fmt_rate(r["rate"]), f"{fmt_int(r['latency_one_frame_ns']['count'])} "
+             f"({100 * r['one_frame_share']:.1f}%)", fmt_ns(r["latency_one_frame_ns"]["p50"]),
+             fmt_ns(r["latency_one_frame_ns"]["p99"]), fmt_ns(r["latency_one_frame_ns"]["p99.9"]),
+             fmt_ns(r["latency_one_frame_ns"]["max"])] for r in res["runs"]]
+    print_table(["rate", "messages", "p50", "p99", "p99.9", "max"], rows, out=out,
+                title="rx -> publish of the datagrams that arrived alone (bursts of one frame: no frame ahead of "
+                      "them; the others arrived with frames ahead of them, a backlog or frames sent together)")
     for r in res["runs"]:
         lost = {k: v for k, v in r["lost"].items() if v}
         if lost:
@@ -551,6 +607,9 @@ def register(bes, positive, nonneg) -> None:
                         "/proc/sys/kernel/sched_rt_runtime_us leaves (50 ms a second by default)")
     b.add_argument("--scan-seconds", type=seconds, default=1.0, help="hiccup scan before each run")
     b.add_argument("--hiccup-ns", type=positive, default=1000, help="a gap longer than this is a hiccup")
+    b.add_argument("--segment-dir", default="auto", metavar="DIR",
+                   help="where the data plane's segment lives: auto (as fh run places an instance's: a writable "
+                        "hugetlbfs mount with free hugepages for it, else /dev/shm) or a directory")
     b.add_argument("--ring-frames", type=positive, default=16384,
                    help="net_af_packet's ring (framecnt): frames the kernel holds while the data plane is away")
     add_json_flag(b, "fh bench latency")
