@@ -47,6 +47,30 @@ def test_hugetlbfs_with_room_is_chosen(tmp_path):
     assert segments.reader_path("x", root=root) == f"{mnt}/fh-x"
 
 
+def test_hugetlbfs_without_room_says_so(tmp_path):
+    """A hugetlbfs file is sized without its pages and mapped with them: a mount that cannot hold the segment (here a
+    2 MB-page mount capped at 4 MB) fails the writer with one line naming hugepages and the fix, and leaves no file."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "huge"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a hugetlbfs needs root and mount(8)")
+    p = subprocess.run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M,size=4M", "none", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a hugetlbfs here: {p.stderr.strip()}")
+    try:
+        with pytest.raises(native.NativeError) as e:
+            native.Segment(mnt / "fh-x", max_levels=1 << 20)
+        msg = str(e.value)
+        assert "cannot map segment" in msg and "too few free hugepages" in msg and "vm.nr_hugepages" in msg
+        assert "\n" not in msg and list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def test_page_size_option_and_wake_path(tmp_path):
     root = host(tmp_path, "nodev /mnt/h1g hugetlbfs rw,pagesize=1024M 0 0\nnodev /mnt/h2 hugetlbfs rw 0 0\n")
     assert segments.hugetlbfs_mounts(root) == [("/mnt/h1g", 1 << 30), ("/mnt/h2", 2 << 20)]

@@ -122,8 +122,10 @@ static void *map_file(int fd, size_t size, const char *path)
         return NULL;
     }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) {
-        FH_ERR("cannot map segment %s (%zu bytes): %s", path, size, strerror(errno));
+    if (p == MAP_FAILED) { /* a hugetlbfs file is sized without its pages; they are taken here */
+        FH_ERR("cannot map segment %s (%zu bytes): %s%s", path, size, strerror(errno),
+               errno == ENOMEM ? " (on hugetlbfs: too few free hugepages for it; raise vm.nr_hugepages or the "
+                                 "mount's size=, or use /dev/shm; else free memory)" : "");
         return NULL;
     }
     return p;
