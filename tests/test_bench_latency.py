@@ -155,6 +155,7 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     one = r["latency_one_frame_ns"]
     assert 0 < one["count"] <= lat["count"] and r["one_frame_share"] == round(one["count"] / lat["count"], 6)
     assert 0 < one["p50"] <= one["p99"] <= one["p99.9"] <= one["max"] <= lat["max"]
+    assert r["sent_behind_another"] == s["sent"] - s["send_calls"] >= 0
 
 
 @pytest.mark.solo  # a paced feed on pinned cores: every message must arrive
