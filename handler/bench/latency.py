@@ -482,12 +482,8 @@ def _target(runs: list[dict]) -> dict:
     return out
 
 
-def _pages(size: int) -> str:
-    return f"{size >> 30} GB" if size >= 1 << 30 else f"{size >> 20} MB" if size >= 1 << 20 else f"{size >> 10} kB"
-
-
 def print_report(res: dict, out=None) -> None:
-    from ..ui import fmt_int, fmt_ns, fmt_rate, print_table
+    from ..ui import fmt_bytes, fmt_int, fmt_ns, fmt_rate, print_table
 
     out = out if out is not None else sys.stdout
     src = res["source"]
@@ -498,7 +494,7 @@ def print_report(res: dict, out=None) -> None:
     else:
         what = f"{src['path']} as captured ({len(src['lines'])} line(s))"
     segs = sorted({(r["segment"]["dir"], r["segment"]["page_size"]) for r in res["runs"]})
-    where = ", ".join(f"{d} ({_pages(p)} pages)" for d, p in segs)
+    where = ", ".join(f"{d} ({fmt_bytes(p)} pages)" for d, p in segs)
     out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}), sender on CPU "
               f"{res['sender_cpu']}, net_af_packet on a veth pair; segment in {where}\n")
     if any(p < 2 << 20 for _, p in segs):

@@ -35,9 +35,12 @@ static uint64_t hist_pct(const uint64_t *hist, double p, uint64_t total)
     return fh_shm_lat_upper(FH_SHM_LAT_BUCKETS - 1);
 }
 
-/* A tick histogram of `total` messages as the final line's latency object: count and percentiles in ns. */
-static void print_latency(const uint64_t *h, uint64_t total, double ns_per_tsc)
+/* A tick histogram as the final line's latency object: its count and percentiles in ns. */
+static void print_latency(const uint64_t *h, double ns_per_tsc)
 {
+    uint64_t total = 0;
+    for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)
+        total += h[i];
     printf("{\"count\": %" PRIu64 ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p99.9\": %" PRIu64
            ", \"max\": %" PRIu64 "}",
            total, (uint64_t)((double)hist_pct(h, 0.5, total) * ns_per_tsc),
@@ -194,12 +197,9 @@ void dp_report(dp_t *dp)
     for (int i = 0; i < FH_C_COUNT; i++)
         printf("%s\"%s\": %" PRIu64, i ? ", " : "", fh_counter_name(i), c[i]);
     printf("}, \"latency_ns\": ");
-    print_latency(dp->hist, msgs_total, ns_per_tsc);
-    uint64_t one = 0;
-    for (unsigned i = 0; i < FH_SHM_LAT_BUCKETS; i++)
-        one += dp->hist1[i];
+    print_latency(dp->hist, ns_per_tsc); /* its count is msgs_total, the loop's sum of the same buckets */
     printf(", \"latency_one_frame_ns\": ");
-    print_latency(dp->hist1, one, ns_per_tsc);
+    print_latency(dp->hist1, ns_per_tsc);
     printf(", \"busy_cycles\": %" PRIu64 ", \"busy_bursts\": %" PRIu64 ", \"tsc_hz\": %" PRIu64
            ", \"active_ns\": %" PRIu64 "}\n",
            ls->busy_cycles, ls->busy_bursts, dp->hz, (uint64_t)((double)(ls->last_tsc - ls->first_tsc) * ns_per_tsc));
