@@ -229,6 +229,8 @@ struct fh_engine {
     bbo_t *bbo;               /* [FH_MAX_LOCATE + 1] */
     fh_shm_agg_t zero_agg;    /* an empty side's best: 0 shares, 0 orders */
     uint8_t one_block[256][4]; /* a 1-byte block of type t, as the walker records it: { 0, 1, t, 0 } (len_type) */
+    uint32_t warm_at;          /* fh_engine_warm's next book, in made[] */
+    uint16_t made[FH_MAX_LOCATE + 1]; /* the books' locates in creation order: [0, nbooks) (fh_engine_warm) */
     uint32_t nstaged;          /* the staged run's end in staged[] (0: nothing staged) */
     uint32_t shead;            /* the next staged message to apply */
     walked_t staged[STAGE_CAP] FH_ALIGNED;
@@ -326,6 +328,7 @@ static void clear_books(fh_engine_t *e, bool tables)
         e->bbo[loc] = (bbo_t){ .g = { &e->zero_agg, &e->zero_agg }, .key = { 0, ~0u } }; /* as bbo_set */
     e->room = e->cfg.max_orders;
     e->nbooks = 0;
+    e->warm_at = 0;
     e->arena_top = 0;
     e->levels_used = 0;
     memset(e->free_head, 0, sizeof e->free_head);
@@ -1412,7 +1415,7 @@ static __attribute__((noinline)) book_t *book_create(fh_engine_t *e, uint16_t lo
     if (e->nfilter && !in_filter(e, stock))
         b->flags |= FH_BOOK_F_UNPUBLISHED;
     book_end(e, b, m);
-    e->nbooks++;
+    e->made[e->nbooks++] = locate;
     return b;
 }
 
@@ -2303,6 +2306,37 @@ static int stage_datagram(fh_engine_t *e, const uint8_t *p, size_t len, uint32_t
     if ((e->nstaged += count) - e->shead > STAGE_LEAD + STAGE_STEP)
         staged_advance(e);
     return 0;
+}
+
+/* Idle warming (fh_engine_warm): book made[c]'s lines are read here, where the call WARM_AHEAD books earlier
+ * prefetched its book line and cached bests, so that the loads seldom wait (a load that waits delays the poll that
+ * follows, and with it the next frame's rx). What an apply reads first: the book line, the cached bests (bbo_t) and
+ * the two best levels they point to, and the two ladder headers; the order slots, spread over the order table, are
+ * not worth it. */
+#define WARM_AHEAD 16
+uint32_t fh_engine_warm(fh_engine_t *e, uint32_t books)
+{
+    uint32_t n = e->nbooks, c = e->warm_at;
+    if (!n)
+        return 0;
+    for (; books; books--) {
+        uint32_t a = c + WARM_AHEAD;
+        a = a < n ? a : a % n;
+        __builtin_prefetch(&e->books[e->made[a]]);
+        __builtin_prefetch(&e->bbo[e->made[a]]);
+        const book_t *b = &e->books[e->made[c]];
+        const bbo_t *cb = &e->bbo[e->made[c]];
+        __builtin_prefetch(cb->g[0]);
+        __builtin_prefetch(cb->g[1]);
+        if (BOOK_LAD(b) < e->lad_books) { /* its own ladders (books past ladder_books share an empty pair) */
+            const lside_t *ls = e->lside + (size_t)BOOK_LAD(b) * 2;
+            __builtin_prefetch(ls);
+            __builtin_prefetch(ls + 1);
+        }
+        c = c + 1 < n ? c + 1 : 0;
+    }
+    e->warm_at = c;
+    return n;
 }
 
 /* ---- readers --------------------------------------------------------------------------------------- */

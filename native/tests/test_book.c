@@ -1,6 +1,8 @@
 /* Unit tests of the book engine: every message type's effect and every anomaly counter
  * (docs/book-semantics.md). Exit 0 on success, 1 on failure. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "fh/book.h"
@@ -549,6 +551,56 @@ static void test_bbo_events(void)
     fh_seg_close(seg, 0);
 }
 
+/* fh_engine_warm: prefetches only. With 0, 1, 3, 20 and 40 books (fewer and more than its look-ahead of 16), any
+ * number of books a call, and after the books are cleared, the segment's every byte, the counters and the books'
+ * levels are as before, and the books that come after a clear are warmed from the new ones. */
+static void test_warm_changes_nothing(void)
+{
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1, 64, 0 });
+    if (!seg) {
+        fprintf(stderr, "segment: %s\n", fh_errmsg());
+        exit(1);
+    }
+    fh_engine_destroy(e);
+    e = fh_engine_create_on(&(fh_engine_cfg_t){ 64, 4000, 1 << 16 }, seg);
+    CHECK(e != NULL);
+    uint8_t *before = malloc(seg->size);
+    CHECK(before != NULL);
+    uint64_t c0[FH_C_COUNT], c1[FH_C_COUNT];
+    uint32_t ref = 1, made = 0;
+    const uint32_t stages[] = { 0, 1, 3, 20, 40 };
+    for (int round = 0; round < 2; round++) {
+        for (size_t k = 0; k < sizeof stages / sizeof *stages; k++) {
+            for (; made < stages[k]; made++) { /* a book a locate, with a level on each side */
+                char sym[9];
+                snprintf(sym, sizeof sym, "W%u", made);
+                APPLY(m_R(b, (uint16_t)(made + 1), sym));
+                APPLY(m_A(b, (uint16_t)(made + 1), ref++, 'B', 100, sym, 100000 + made * 100));
+                APPLY(m_A(b, (uint16_t)(made + 1), ref++, 'S', 200, sym, 110000 + made * 100));
+            }
+            fh_engine_batch_end(e);
+            memcpy(before, seg->hdr, seg->size);
+            fh_engine_counters(e, c0);
+            for (uint32_t calls = 0; calls < 200; calls++)
+                CHECK_EQ(fh_engine_warm(e, 1 + calls % 64), made); /* the books, for the caller's pacing */
+            fh_engine_counters(e, c1);
+            CHECK(memcmp(before, seg->hdr, seg->size) == 0);
+            CHECK(memcmp(c0, c1, sizeof c0) == 0);
+            for (uint32_t i = 0; i < made; i++) {
+                CHECK_EQ(lvl((uint16_t)(i + 1), 0, 0).shares, 100);
+                CHECK_EQ(lvl((uint16_t)(i + 1), 1, 0).shares, 200);
+            }
+        }
+        fh_engine_clear_books(e); /* the second round warms the books made after it */
+        made = 0;
+    }
+    CHECK_EQ(fh_engine_warm(e, 64), 0); /* no book: nothing to warm */
+    free(before);
+    fh_engine_destroy(e);
+    e = NULL;
+    fh_seg_close(seg, 0);
+}
+
 int main(void)
 {
     test_add_levels();
@@ -561,6 +613,7 @@ int main(void)
     test_snapshot_refs_round_trip();
     test_random_against_model();
     test_bbo_events();
+    test_warm_changes_nothing();
     test_framing();
     test_bad_cfg();
     fh_engine_destroy(e);

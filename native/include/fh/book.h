@@ -102,6 +102,14 @@ uint64_t *fh_engine_stamps(fh_engine_t *e);
 /* Copy the counters to the segment's stats region and beat the heartbeat (done every 65,536 messages by
  * fh_engine_apply_blocks; the data plane calls it when idle). */
 void fh_engine_publish_stats(fh_engine_t *e);
+/* Idle warming, for a poll loop with nothing to do (the data plane's empty polls, --warm-us): pull into the cache
+ * the lines a message's apply reads first (the book, its cached bests and their two levels, its two ladder headers)
+ * of the next `books` books, in creation order, round and round. A datagram that arrives alone after a quiet spell
+ * then finds them in the cache rather than in memory, where other tasks on the host (and the engine's own order
+ * table) evict them to. Prefetches only, and loads of lines a call WARM_AHEAD books earlier prefetched: changes
+ * nothing, takes no lock, bounded (~25 instructions a book). Returns the engine's books, so that the caller can
+ * pace a whole round (the data plane: one book every warm_us / books). bench/latency.md, "Idle warming". */
+uint32_t fh_engine_warm(fh_engine_t *e, uint32_t books);
 /* Mark a book FH_BOOK_STALE or FH_BOOK_LIVE, with a stale / recovered event. m: the message that caused it
  * (for its timestamp), or NULL. 0, or -1 if the locate has no book or status is not one of the two. */
 int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint8_t *m);
