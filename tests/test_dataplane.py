@@ -57,6 +57,18 @@ def test_ladder_books_change_nothing_readers_see(ab_pcap, ladder_books):
     assert got == want and stats["messages_applied"] == 60000
 
 
+@pytest.mark.parametrize("warm_us", [None, "0", "1"])
+def test_warm_reported_and_books_unchanged(ab_pcap, warm_us):
+    """--warm-us N (run.warm_us): idle warming's round, in the final statistics (by default 0, none, under --idle
+    backoff, as replays run; 1000 under spin), with the empty polls that followed another and their mean period; the
+    books are the reference's whatever it warms (1 µs: a book every empty poll)."""
+    stats, got = replay.replay(ab_pcap, want_books=True, extra=["--warm-us", warm_us] if warm_us else [])
+    want, _ = replay.reference_books(ab_pcap)
+    assert got == want and stats["messages_applied"] == 60000
+    assert stats["warm_us"] == (int(warm_us) if warm_us else 0)
+    assert stats["empty_polls"] > 0 and 0 < stats["empty_poll_ns"] < 1e9, stats
+
+
 def test_fh_verify_and_replay_cli(ab_pcap, tmp_path):
     p = fh("verify", ab_pcap)
     assert "OK:" in p.stdout and "equal the reference" in p.stdout
@@ -158,6 +170,9 @@ def test_no_port_and_bad_arguments_are_explained(tmp_path):
     assert p.returncode == 2 and "--ladder-books must be 0..65534" in p.stderr
     assert [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")] == [
         "fh-dataplane: --ladder-books must be 0..65534 (books with a price ladder; 0: none), not 65535"]
+    p = dataplane("fh-badarg", "--segment", "x", "--line", "233.1.1.1:1", "--warm-us", "10000001")
+    assert p.returncode == 2 and [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")] == [
+        "fh-dataplane: --warm-us must be 0..10000000 (µs to warm every book once while idle; 0: none), not 10000001"]
     # EAL refuses a driver that does not exist: with --no-huge given, no hint about hugepages
     p = subprocess.run([DATAPLANE, "--no-pci", "--no-shconf", "--no-huge", "-m", "128", "--file-prefix", "fh-bogus",
                         "-l", str(process.poll_core()), "--vdev", "net_bogus0", "--", "--segment", "x", "--line",

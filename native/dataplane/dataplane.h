@@ -38,6 +38,8 @@
 #define MBUF_CACHE 256
 #define NB_TX_MBUF 63 /* IGMP reports only; a pool of their own so that rx can never starve them */
 #define MAX_PORTS (FH_NET_MAX_LINES + 1)
+#define DP_WARM_US 1000      /* --warm-us's default with --idle spin (bench/latency.md, "Idle warming") */
+#define DP_WARM_US_MAX 10000000
 
 /* Our options (after EAL's and `--`): options.c. */
 typedef struct opts {
@@ -46,6 +48,8 @@ typedef struct opts {
     uint32_t max_orders, max_levels, events, depth;
     uint32_t ladder_books; /* books with a price ladder of their own (fh/seg.h) */
     bool spin;
+    int64_t warm_us; /* --warm-us: every book warmed once in this many µs while idle (fh_engine_warm; 0: none); -1
+                      * until parsed: DP_WARM_US with --idle spin, 0 with backoff */
     uint32_t exit_idle_ms;
     bool keep;
     int gid; /* group of the segment files, -1: ours */
@@ -77,6 +81,9 @@ typedef struct opts {
 
 typedef struct loop_stats {
     uint64_t packets, bytes;
+    uint64_t empty_polls, empty_cycles; /* empty polls that followed another, and the TSC cycles from each one's start
+                                         * to the next's: an empty poll's period, the longest a frame waits to be seen
+                                         * (full mode) */
     uint64_t busy_cycles, busy_bursts; /* TSC cycles from before rx_burst to the end of non-empty bursts */
     uint64_t first_tsc, last_tsc;      /* start of the first non-empty burst, end of the last */
 } loop_stats_t;

@@ -292,6 +292,11 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
      * (fh/mold.h), so it answers within 100 ms whatever arrives. */
     unsigned next_port = 0; /* round robin: the port after the last one that had frames is polled first */
     const uint64_t drain_limit = hz / 20;
+    /* idle warming: one book every warm_cycle / books TSC ticks of empty polls, at most one an empty poll, so that
+     * every book is warmed about once a warm_us (bench/latency.md, "Idle warming"); 0: none */
+    const uint64_t warm_cycle = (uint64_t)((double)o->warm_us * (double)hz / 1e6);
+    uint64_t warm_next = 0;
+    uint64_t empty_t0 = 0; /* the start of the last poll if it was empty, else 0: ls->empty_cycles */
     uint64_t quit_at = 0;
     for (uint32_t drained = 0;;) {
         uint64_t t0 = rte_rdtsc();
@@ -303,6 +308,15 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         if (n == 0) {
             if (dp_quit)
                 break;
+            if (empty_t0) { /* an empty poll's period: from one's start to the next's */
+                ls->empty_polls++;
+                ls->empty_cycles += t0 - empty_t0;
+            }
+            empty_t0 = t0;
+            if (warm_cycle && t0 >= warm_next) { /* the next book's first lines back in the cache */
+                uint32_t books = fh_engine_warm(e, 1);
+                warm_next = t0 + warm_cycle / (books ? books : 1);
+            }
             for (unsigned j = 0; j < nports; j++)
                 if (FH_UNLIKELY(ig[j].join | ig[j].answer))
                     igmp_flush(&ig[j], t0);
@@ -333,6 +347,7 @@ static __attribute__((noinline)) void full_loop(dp_t *dp, uint64_t start)
         }
         next_port = k + 1 == nports ? 0 : k + 1;
         w.empty = 0;
+        empty_t0 = 0;
         uint64_t rx = rte_rdtsc();
         /* The events' stamps (fh_engine_stamps): rx, and the publish stamp of what the engine applies without a
          * TSC read of its own (a datagram applied whole reads one: fh_engine_apply_datagram). */

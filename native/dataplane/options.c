@@ -3,7 +3,7 @@
  *   fh-dataplane [EAL args] -- --segment PATH --line GROUP:PORT[@DEV] [--line GROUP:PORT[@DEV] ...]
  *                [--name NAME] [--port N] [--max-orders N] [--max-levels N] [--events N] [--depth N]
  *                [--ladder-books N]
- *                [--idle spin|backoff] [--exit-idle-ms MS] [--keep-segment] [--group GID]
+ *                [--idle spin|backoff] [--warm-us N] [--exit-idle-ms MS] [--keep-segment] [--group GID]
  *                [--igmp v2|v3|off] [--src-ip A.B.C.D] [--mode full|rx-only]
  *                [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] [--src-port N]]
  *                [--gap-wait-us N] [--request-timeout-ms N] [--request-retries N] [--request-max N]
@@ -27,7 +27,7 @@ void dp_usage(const char *prog)
     fprintf(stderr,
             "usage: %s [EAL args] -- --segment PATH --line GROUP:PORT [--line ...] [--name NAME] [--port N]\n"
             "       [--max-orders N] [--max-levels N] [--events N] [--depth N] [--ladder-books N] [--idle spin|backoff]\n"
-            "       [--exit-idle-ms MS] [--keep-segment] [--group GID] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
+            "       [--warm-us N] [--exit-idle-ms MS] [--keep-segment] [--group GID] [--igmp v2|v3|off] [--src-ip A.B.C.D]\n"
             "       [--mode full|rx-only]\n"
             "       lines: --line GROUP:PORT[@DEV] (DEV: a DPDK device name, e.g. 0000:3b:00.1 or net_pcap1)\n"
             "       recovery: [--retrans-server IP:PORT --retrans-mac MAC [--retrans-dev DEV] --src-ip A.B.C.D\n"
@@ -95,13 +95,13 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         { "snapshot-source", required_argument, 0, 279 },
         { "restore", required_argument, 0, 276 },
         { "standby", required_argument, 0, 277 }, { "standby-hold", required_argument, 0, 278 },
-        { "ladder-books", required_argument, 0, 280 },
+        { "ladder-books", required_argument, 0, 280 }, { "warm-us", required_argument, 0, 281 },
         { 0, 0, 0, 0 },
     };
     fh_mold_cfg_t d; /* the feed's defaults, in ms: one source (fh_mold_cfg_defaults), not a copy */
     fh_mold_cfg_defaults(&d, 1);
     *o = (opts_t){ .name = "fh", .port = -1, .gid = -1, .max_orders = 8u << 20, .max_levels = 4u << 20, .events = 1u << 16,
-                   .depth = 10, .ladder_books = FH_SEG_LADDER_BOOKS, .spin = true, .igmp = 2, .src_port = 40000, .gap_wait_us = (uint32_t)(d.gap_wait * 1000),
+                   .depth = 10, .ladder_books = FH_SEG_LADDER_BOOKS, .spin = true, .warm_us = -1, .igmp = 2, .src_port = 40000, .gap_wait_us = (uint32_t)(d.gap_wait * 1000),
                    .request_timeout_ms = (uint32_t)d.request_timeout, .request_retries = d.retries,
                    .request_max = d.request_max, .max_outstanding = d.max_outstanding, .hold = d.hold,
                    .line_stale_ms = (uint32_t)d.line_stale, .line_down_ms = (uint32_t)d.line_down,
@@ -138,6 +138,18 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
                 return -1;
             }
             break;
+        case 281: {
+            uint32_t v;
+            if (parse_u32(optarg, &v, "--warm-us"))
+                return -1;
+            if (v > DP_WARM_US_MAX) {
+                fprintf(stderr, "fh-dataplane: --warm-us must be 0..%u (µs to warm every book once while idle; 0: "
+                                "none), not %s\n", DP_WARM_US_MAX, optarg);
+                return -1;
+            }
+            o->warm_us = v;
+            break;
+        }
         case 'x': if (parse_u32(optarg, &o->exit_idle_ms, "--exit-idle-ms")) return -1; break;
         case 'i':
             if (strcmp(optarg, "spin") && strcmp(optarg, "backoff")) {
@@ -280,6 +292,8 @@ int dp_parse_opts(int argc, char **argv, opts_t *o)
         return -1;
     }
     o->nfeed = o->net.nlines;
+    if (o->warm_us < 0) /* warming is for a spinning core: a napping one has left its cache to others anyway */
+        o->warm_us = o->spin ? DP_WARM_US : 0;
     if (o->retrans_ip) {
         if (!o->src_ip) {
             fprintf(stderr, "fh-dataplane: --retrans-server needs --src-ip, the address the replies come back to\n");

@@ -201,8 +201,10 @@ void dp_report(dp_t *dp)
     printf(", \"latency_one_frame_ns\": ");
     print_latency(dp->hist1, ns_per_tsc);
     printf(", \"busy_cycles\": %" PRIu64 ", \"busy_bursts\": %" PRIu64 ", \"tsc_hz\": %" PRIu64
-           ", \"active_ns\": %" PRIu64 "}\n",
-           ls->busy_cycles, ls->busy_bursts, dp->hz, (uint64_t)((double)(ls->last_tsc - ls->first_tsc) * ns_per_tsc));
+           ", \"active_ns\": %" PRIu64 ", \"warm_us\": %" PRId64 ", \"empty_polls\": %" PRIu64 ", \"empty_poll_ns\": %.1f}\n",
+           ls->busy_cycles, ls->busy_bursts, dp->hz, (uint64_t)((double)(ls->last_tsc - ls->first_tsc) * ns_per_tsc),
+           o->warm_us, ls->empty_polls,
+           ls->empty_polls ? (double)ls->empty_cycles / (double)ls->empty_polls * ns_per_tsc : 0.0);
     fflush(stdout);
     if (dp->jtee) /* the file stays for the followers that have not read it all */
         fprintf(stderr, "fh-dataplane: journal: %" PRIu64 " records, %" PRIu64 " bytes, next sequence %" PRIu64
