@@ -114,6 +114,7 @@ class Config:
     idle: str
     exit_idle_ms: int
     segment: str = field(default="")
+    warm_us: int | None = None  # run.warm_us: every book warmed once in this many µs while idle (None: the default)
     gid: int = -1
     devices: tuple[Device, ...] = ()  # every distinct port, the [nic] one first
     retransmission: Retransmission | None = None
@@ -141,7 +142,7 @@ _SCHEMA = {
     "cores": {"rx"},
     "memory": {"hugepages", "mb"},
     "shm": {"depth", "events", "max_levels", "ladder_books", "max_orders", "dir", "group"},
-    "run": {"idle", "exit_idle_ms", "user", "group"},
+    "run": {"idle", "warm_us", "exit_idle_ms", "user", "group"},
     "replication": {"role", "transport", "peer", "listen", "device", "max_lag_ms", "provider", "ring_mb",
                     "heartbeat_ms", "failover_timeout_ms", "witness", "pair",
                     "witness_key_file"},
@@ -336,6 +337,7 @@ def load(path: str | os.PathLike) -> Config:
     idle = run.get("idle", "spin")
     if idle not in ("spin", "backoff"):
         raise _err(p, "run.idle", idle, "must be \"spin\" (production: a whole core) or \"backoff\" (tests, labs)")
+    warm_us = _int(p, "run.warm_us", run["warm_us"], 0, 10_000_000) if "warm_us" in run else None
 
     run_user, run_group = run_identity(p, run)
     events = _int(p, "shm.events", shm.get("events", 1 << 16), 64, 1 << 26)
@@ -379,7 +381,7 @@ def load(path: str | os.PathLike) -> Config:
         depth=_int(p, "shm.depth", shm.get("depth", 10), 1, 64), events=events,
         max_levels=max_levels, ladder_books=ladder_books,
         max_orders=_int(p, "shm.max_orders", shm.get("max_orders", 8 << 20), 1, 1 << 30),
-        idle=idle, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
+        idle=idle, warm_us=warm_us, exit_idle_ms=_int(p, "run.exit_idle_ms", run.get("exit_idle_ms", 0), 0, 86_400_000),
         segment=writer_path(name, segment_footprint(max_levels, events, ladder_books=ladder_books), shm_dir), gid=gid,
         devices=tuple(d for d, _ in devices.values()), retransmission=retrans, on_unrecoverable=unrec,
         line_stale_ms=stale, line_down_ms=down, integrity=integrity, replication=replication, metrics=metrics, publish=publish,
@@ -766,6 +768,8 @@ def app_args(cfg: Config, retrans_mac: str | None = None) -> list[str]:
     a = ["--segment", cfg.segment, "--name", cfg.name, "--idle", cfg.idle, "--max-orders", str(cfg.max_orders),
          "--max-levels", str(cfg.max_levels), "--ladder-books", str(cfg.ladder_books), "--events", str(cfg.events),
          "--depth", str(cfg.depth)]
+    if cfg.warm_us is not None:
+        a += ["--warm-us", str(cfg.warm_us)]
     if cfg.exit_idle_ms:
         a += ["--exit-idle-ms", str(cfg.exit_idle_ms)]
     if cfg.gid >= 0:

@@ -117,9 +117,9 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_BENCH_CACHE", str(tmp_path))
     rate, seconds = 2000, 2
     p = fh("bench", "latency", "--rates", "2k", "--seconds", seconds, "--idle", "backoff", "--scan-seconds", "0.1",
-           "--instruments", "20", "--json")
+           "--instruments", "20", "--warm-us", "300", "--json")
     res = json.loads(p.stdout)
-    assert res["rates"] == [rate] and res["idle"] == "backoff" and len(res["runs"]) == 1
+    assert res["rates"] == [rate] and res["idle"] == "backoff" and len(res["runs"]) == 1 and res["warm_us"] == 300
     r = res["runs"][0]
     s, recv, lost = r["sender"], r["received"], r["lost"]
     # the sender: every frame of the first rate x seconds messages, packed one a datagram at this rate (4 µs window)
@@ -132,6 +132,8 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     # the data plane dropped nothing of ours: only the kernel's own frames on the veth (IGMP, ARP), if any
     assert set(r["drops"]) <= {"not_ipv4", "not_udp"} and r["foreign_frames"] == sum(r["drops"].values())
     assert r["dataplane"]["messages_per_datagram"] == 1.0 and r["dataplane"]["feed"] == "live"
+    # --warm-us reached the data plane; its empty polls (500 µs between frames) were counted, each a period
+    assert r["dataplane"]["warm_us"] == 300 and r["dataplane"]["empty_polls"] > 0 and r["dataplane"]["empty_poll_ns"] > 0
     # the histogram: every applied message once, and the percentiles of the final statistics within its buckets
     lat, h = r["latency_ns"], r["histogram"]
     assert lat["count"] == h["count"] == sum(c for _, c in h["buckets"]) == recv["messages_applied"]

@@ -36,6 +36,11 @@ def test_good_config_and_arguments(tmp_path):
     assert app[app.index("--ladder-books") + 1] == "16384"  # the writers' default (fh/seg.h)
     c = config.load(write(tmp_path, good(tmp_path) + "\n[shm]\nladder_books = 0\n"))
     assert config.app_args(c)[config.app_args(c).index("--ladder-books") + 1] == "0"
+    assert "--warm-us" not in app  # the data plane's default: 1000 with spin, 0 with backoff
+    text = good(tmp_path).replace("[run]\n", "[run]\nwarm_us = 400\n", 1)
+    assert text != good(tmp_path)
+    app = config.app_args(config.load(write(tmp_path, text)))
+    assert app[app.index("--warm-us") + 1] == "400"
 
 
 @pytest.mark.parametrize("mutate,key,fix", [
@@ -61,6 +66,7 @@ def test_good_config_and_arguments(tmp_path):
     (lambda t: t.replace('vdev = ', 'pci = "0000:3b:00.0"\nvdev = '), "nic", "exactly one of nic.pci"),
     (lambda t: t.replace('vdev = "net_pcap0', 'pci = "3b:00"\n#'), "nic.pci", "PCI address"),
     (lambda t: t.replace('idle = "backoff"', 'idle = "sleep"'), "run.idle", "spin"),
+    (lambda t: t.replace('[run]\n', '[run]\nwarm_us = -1\n', 1), "run.warm_us = -1", "a whole number from 0 to 10000000"),
     (lambda t: t.replace('hugepages = false', 'hugepages = "no"'), "memory.hugepages", "true or false"),
     (lambda t: t.replace('name = "cfgtest"', 'name = "a b"'), "instance.name", "letters, digits"),
     (lambda t: t.replace('protocol = "moldudp64-itch50"', 'protocol = "pitch"'), "feed.protocol", "only protocol"),

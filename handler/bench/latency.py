@@ -250,7 +250,7 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
     cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]],
                                 idle=a.idle, exit_idle_ms=0, max_levels=SEG_LEVELS, events=SEG_EVENTS,
-                                extra=["--name", name])
+                                extra=["--name", name, *(["--warm-us", str(a.warm_us)] if a.warm_us is not None else [])])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
     if source["kind"] == "itch":
         argv += ["--itch", str(source["path"]), "--per-packet", str(per_packet(a, rate)), "--mtu", str(a.mtu)]
@@ -342,7 +342,11 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
                       "active_ns": stats["active_ns"], "busy_share": round(busy_share, 6),
                       "messages_per_burst": round(per_burst, 3),
                       "messages_per_datagram": round(applied / mold["datagrams"], 3) if mold.get("datagrams") else 0.0,
-                      "feed": stats.get("feed", {}).get("state")},
+                      "feed": stats.get("feed", {}).get("state"),
+                      # idle warming's round (fh-dataplane --warm-us), and an empty poll's period: the longest a
+                      # frame waits to be seen, which rx -> publish does not count (its rx is the poll that sees it)
+                      "warm_us": stats["warm_us"], "empty_polls": stats["empty_polls"],
+                      "empty_poll_ns": stats["empty_poll_ns"]},
         "machine": {
             "scan": scan,
             "during_run": {"seconds": round(during_s, 3), "irq": cpu_d["irq"], "softirq": cpu_d["softirq"],
@@ -444,7 +448,7 @@ def bench_latency(a) -> int:
                  "realtime": a.realtime,
                  "per_packet": a.per_packet if source["kind"] == "itch" else None,
                  "window_us": a.window_us if source["kind"] == "itch" and not a.per_packet else None,
-                 "mtu": a.mtu if source["kind"] == "itch" else None, "idle": a.idle, "core": core,
+                 "mtu": a.mtu if source["kind"] == "itch" else None, "idle": a.idle, "warm_us": a.warm_us, "core": core,
                  "sender_cpu": sender_cpu, "hiccup_ns": a.hiccup_ns, "scan_seconds": a.scan_seconds,
                  "ring_frames": a.ring_frames, "segment_dir": a.segment_dir, "runs": []}
     lab = Lab(f"lat{uuid.uuid4().hex[:6]}", mtu=max(1500, a.mtu))
@@ -495,7 +499,10 @@ def print_report(res: dict, out=None) -> None:
         what = f"{src['path']} as captured ({len(src['lines'])} line(s))"
     segs = sorted({(r["segment"]["dir"], r["segment"]["page_size"]) for r in res["runs"]})
     where = ", ".join(f"{d} ({fmt_bytes(p)} pages)" for d, p in segs)
-    out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}), sender on CPU "
+    warm = sorted({r["dataplane"]["warm_us"] for r in res["runs"]})
+    polls = ", ".join(f"{r['dataplane']['empty_poll_ns']:.0f} ns at {fmt_rate(r['rate'])}" for r in res["runs"])
+    out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}, --warm-us "
+              f"{'/'.join(map(str, warm)) or '-'}; an empty poll: {polls or '-'}), sender on CPU "
               f"{res['sender_cpu']}, net_af_packet on a veth pair; segment in {where}\n")
     if any(p < 2 << 20 for _, p in segs):
         out.write("  (base pages: the books' lines cost TLB misses that a hugetlbfs segment, where fh run puts it on a "
@@ -610,6 +617,10 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--mtu", type=_bounded(128, 9216), default=1500, help="datagram size limit of the generated day")
     b.add_argument("--idle", choices=("spin", "backoff"), default="spin",
                    help="the data plane's idle strategy: spin (production) or backoff (tests)")
+    b.add_argument("--warm-us", type=_bounded(0, 10_000_000), default=None, metavar="US",
+                   help="the data plane's idle warming: every book's first lines pulled back into the cache once "
+                        "in this many µs of empty polls (fh-dataplane --warm-us; default: 1000 with --idle spin, 0 "
+                        "with backoff; 0 measures without)")
     b.add_argument("--cpu", type=_cpu, default=None, help="the data plane's poll core (default: the last CPU)")
     b.add_argument("--sender-cpu", type=_cpu, default=None, help="the sender's CPU (default: another one)")
     b.add_argument("--realtime", action="store_true",
