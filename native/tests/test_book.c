@@ -461,11 +461,8 @@ static void test_bad_cfg(void)
     CHECK(fh_engine_footprint(&(fh_engine_cfg_t){ 10, 10, 1 }) == 0);
 }
 
-/* Publishing: a BBO event exactly when a side's best level (price or shares) changes, carrying both sides'
- * best as the book has it. The prices cross the ladder's paths: on the tick near the touch (the window),
- * off the tick and far away (the deep arrays), jumps that re-centre the window and empty sides. Publishing is
- * turned on after a first part applied without it. */
-static void test_bbo_events(void)
+/* A publishing engine of `instruments` books (4,000 orders, 65,536 levels) on a private segment of its own, as e. */
+static fh_seg_t *fresh_on_segment(uint32_t instruments)
 {
     fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1, 64, 0 });
     if (!seg) {
@@ -473,8 +470,18 @@ static void test_bbo_events(void)
         exit(1);
     }
     fh_engine_destroy(e);
-    e = fh_engine_create_on(&(fh_engine_cfg_t){ 4, 4000, 1 << 16 }, seg);
+    e = fh_engine_create_on(&(fh_engine_cfg_t){ instruments, 4000, 1 << 16 }, seg);
     CHECK(e != NULL);
+    return seg;
+}
+
+/* Publishing: a BBO event exactly when a side's best level (price or shares) changes, carrying both sides'
+ * best as the book has it. The prices cross the ladder's paths: on the tick near the touch (the window),
+ * off the tick and far away (the deep arrays), jumps that re-centre the window and empty sides. Publishing is
+ * turned on after a first part applied without it. */
+static void test_bbo_events(void)
+{
+    fh_seg_t *seg = fresh_on_segment(4);
     fh_engine_set_publish(e, false); /* the first 30,000 messages unpublished: the cached bests come when it is on */
     enum { N = 600 };
     static uint32_t live[N + 1], sh[N + 1];
@@ -556,14 +563,7 @@ static void test_bbo_events(void)
  * levels are as before, and the books that come after a clear are warmed from the new ones. */
 static void test_warm_changes_nothing(void)
 {
-    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 1 << 16, 1 << 10, 10, -1, 64, 0 });
-    if (!seg) {
-        fprintf(stderr, "segment: %s\n", fh_errmsg());
-        exit(1);
-    }
-    fh_engine_destroy(e);
-    e = fh_engine_create_on(&(fh_engine_cfg_t){ 64, 4000, 1 << 16 }, seg);
-    CHECK(e != NULL);
+    fh_seg_t *seg = fresh_on_segment(64);
     uint8_t *before = malloc(seg->size);
     CHECK(before != NULL);
     uint64_t c0[FH_C_COUNT], c1[FH_C_COUNT];
