@@ -572,7 +572,7 @@ static void test_warm_changes_nothing(void)
     for (int round = 0; round < 2; round++) {
         for (size_t k = 0; k < sizeof stages / sizeof *stages; k++) {
             for (; made < stages[k]; made++) { /* a book a locate, with a level on each side */
-                char sym[9];
+                char sym[16];
                 snprintf(sym, sizeof sym, "W%u", made);
                 APPLY(m_R(b, (uint16_t)(made + 1), sym));
                 APPLY(m_A(b, (uint16_t)(made + 1), ref++, 'B', 100, sym, 100000 + made * 100));
