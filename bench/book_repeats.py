@@ -4,30 +4,27 @@ book-changing messages (A F D X E C U) whose book appears again later in the sam
 messages, or a block of the engine's walk). Conflating each book's BBO events to one a window drops at most that
 share of them (a repeat saves an event only when both messages moved the top).
 
-    python3 bench/book_repeats.py DAY [DAY ...] [--windows 4,10,32,47]
+    .venv/bin/python bench/book_repeats.py DAY [DAY ...] [--windows 4,10,32,47]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from handler.native import iter_blocks  # noqa: E402
 
 BOOK_TYPES = frozenset(b"AFDXECU")
 
 
 def locates(path: str) -> np.ndarray:
-    """Stock locates of the book-changing messages, in order (a cut-off last message is ignored)."""
-    b = open(path, "rb").read()
-    out, i, n = [], 0, len(b)
-    while i + 5 <= n:
-        size = b[i] << 8 | b[i + 1]
-        if i + 2 + size > n:
-            break
-        if b[i + 2] in BOOK_TYPES:
-            out.append(b[i + 3] << 8 | b[i + 4])
-        i += 2 + size
+    """Stock locates of the book-changing messages, in order (a cut-off last message is ignored, and so is a
+    message too short to hold its locate)."""
+    out = [m[1] << 8 | m[2] for _, m in iter_blocks(Path(path).read_bytes()) if len(m) >= 3 and m[0] in BOOK_TYPES]
     return np.array(out, dtype=np.uint32)
 
 
