@@ -173,6 +173,31 @@ def with_parent(sig: int):
     return arm
 
 
+def thread_states(pid: int) -> str:
+    """Each thread of a process as "name state on CPU n in wchan" (from /proc), for an error about a process that
+    stopped answering: where a stalled start-up waits (a lock, a sleep, running on its CPU). "gone" if it exited."""
+    out = []
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return "gone"
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/stat") as f:
+                stat = f.read()
+            with open(f"{base}/wchan") as f:
+                wchan = f.read().strip()
+        except OSError:
+            continue
+        # comm is in parentheses and may hold spaces: the fields after it are split from the last ')'
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        state, cpu = fields[0], fields[36] if len(fields) > 36 else "?"
+        out.append(f"{comm} {state} on CPU {cpu}" + (f" in {wchan}" if wchan not in ("", "0") else ""))
+    return ", ".join(out) or "gone"
+
+
 class Dataplane:
     """One fh-dataplane process: started, seen to print its "running" line, stopped (SIGINT, or on its own with
     --exit-idle-ms), its final statistics parsed. `close` ends it if it still runs."""
@@ -208,7 +233,8 @@ class Dataplane:
         """Until the poll loop runs; raises the data plane's own error if it exits first."""
         if not self._running.wait(timeout):
             raise DataplaneError(f"fh-dataplane printed no 'running' line in {timeout:g} s: "
-                                 f"{' | '.join(self.err[-3:]) or 'no output'}")
+                                 f"{' | '.join(self.err[-3:]) or 'no output'}; its threads: "
+                                 f"{thread_states(self.p.pid)}")
         if self.p.poll() is not None:
             self.p.wait()
             for t in self._threads:
