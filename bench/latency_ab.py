@@ -2,9 +2,10 @@
 """Paired rounds of `fh bench latency`: two variants (a data plane binary, extra arguments, or both) run in
 interleaved rounds, A then B in odd rounds and B then A in even ones, and compared round by round. What the
 latency sections of bench/latency.md report: per rate, the medians of the rounds' lone-datagram p50 / p99 / p99.9,
-every message's p99, the lone share and the empty poll's period for each variant, the median of the per-round ratios
-(B / A), in how many rounds B was lower and higher, and a two-sided sign test's p on that split. Run as root, with the segment's directory ready (a hugetlbfs mount for
-the figures of bench/latency.md), nothing else running:
+every message's p99, the lone share, the empty poll's period and the hiccup scan's loop period on the poll core right
+before the run (how fast the core was, whatever the variant) for each variant, the median of the per-round ratios
+(B / A), in how many rounds B was lower and higher, and a two-sided sign test's p on that split. Run as root, with
+the segment's directory ready (a hugetlbfs mount for the figures of bench/latency.md), nothing else running:
 
     .venv/bin/python bench/latency_ab.py --rounds 10 --out /tmp/ab \\
         --a base --a-bin /tmp/fh-dataplane.before --b new --b-bin build/cp311/native/dataplane/fh-dataplane \\
@@ -42,11 +43,15 @@ METRICS = (
     ("every p99 ns", lambda r: r["latency_ns"]["p99"]),
     ("lone share", lambda r: r["one_frame_share"]),
     ("empty poll ns", lambda r: (r.get("dataplane") or {}).get("empty_poll_ns")),
+    # the hiccup scan's TSC loop on the poll core right before the run: how fast the core was then, whatever the
+    # variant (a binary against itself: its rank correlation with the lone p50 0.53 at 100 k, 0.79 at 1 M)
+    ("scan loop ns", lambda r: ((r.get("machine") or {}).get("scan") or {}).get("loop_ns")),
 )
 
 
 def load_series(out: Path, name: str) -> dict[int, dict[int, dict]]:
-    """{round: {rate: run row}} of OUT/NAME.ROUND.json (a file that is not JSON, as a round that failed, is left out)."""
+    """{round: {rate: run row}} of OUT/NAME.ROUND.json (a file that is not JSON, as a round that failed, is left
+    out)."""
     series: dict[int, dict[int, dict]] = {}
     for f in out.glob(f"{name}.*.json"):
         tail = f.name[len(name) + 1:-len(".json")]
