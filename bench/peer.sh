@@ -18,13 +18,15 @@
 # Each round: the day is read once into the page cache, then `itch-order-book < DAY` (it times itself from
 # its first Add Order to the end and prints "N packets in T nanos"), then `fh-bench-engine DAY 1` (one pass
 # of fh_engine_apply_blocks over the mapped day, its median line). Reported per shape: the median and
-# minimum ns a message of each, and the ratio of medians (the peer's time / fh's: above 1 means fh is faster).
+# minimum ns a message of each, and the ratio of medians (the peer's time / fh's: above 1 means fh is faster);
+# then the same ratio round by round (a round's peer against the same round's fh): its median, its lowest and in how
+# many rounds it reached 2x.
 # The peer reads its input with read(2) through a buffer, fh from a mapping: the peer's figure includes its
 # reads, as its README measures it. Wall-clock figures: run on a quiet machine with FH_BENCH_CPU isolated.
 set -euo pipefail
 
 die() { echo "peer.sh: $*" >&2; exit 1; }
-[[ ${1:-} == -h || ${1:-} == --help || $# -lt 1 || $# -gt 4 ]] && { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ ${1:-} == -h || ${1:-} == --help || $# -lt 1 || $# -gt 4 ]] && { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 PEER_DIR=$1
 MESSAGES=${2:-2000000}
@@ -125,9 +127,13 @@ for line in open(path):
     runs[shape, who].append(float(ns))
 print(f"{int(messages):,} messages, {int(instruments):,} instruments, seed {seed}, {rounds} interleaved rounds, "
       f"CPU {cpu}")
-print(f"{'day':8} {'peer median':>12} {'peer min':>9} {'fh median':>10} {'fh min':>7} {'peer/fh':>8}")
+print(f"{'day':9} {'peer median':>12} {'peer min':>9} {'fh median':>10} {'fh min':>7} {'peer/fh':>8}   "
+      f"{'per round: median':>17} {'lowest':>7} {'rounds >= 2x':>12}")
 for shape in dict.fromkeys(s for s, _ in runs):
     p, f = runs[shape, "peer"], runs[shape, "fh"]
-    print(f"{shape:8} {statistics.median(p):10.2f}ns {min(p):7.2f}ns {statistics.median(f):8.2f}ns "
-          f"{min(f):5.2f}ns {statistics.median(p) / statistics.median(f):7.2f}x")
+    # the same round's pair (each round runs the peer, then fh, on the day): how often the 2x holds within a round
+    per = [x / y for x, y in zip(p, f)]
+    print(f"{shape:9} {statistics.median(p):10.2f}ns {min(p):7.2f}ns {statistics.median(f):8.2f}ns "
+          f"{min(f):5.2f}ns {statistics.median(p) / statistics.median(f):7.2f}x   "
+          f"{statistics.median(per):16.2f}x {min(per):6.2f}x {sum(r >= 2 for r in per):>7d} of {len(per)}")
 EOF
