@@ -38,13 +38,21 @@ def boot_s() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def stat_fields(path: str) -> tuple[str, list[str]]:
+    """A /proc stat file (/proc/PID/stat, /proc/PID/task/TID/stat): the name and the fields after it, the state
+    first (field 3 of proc(5) at index 0). The name is in parentheses and may hold spaces and ')': the fields are
+    split from the last ')'. Raises OSError as open does."""
+    with open(path) as f:
+        raw = f.read()
+    end = raw.rindex(")")
+    return raw[raw.index("(") + 1 : end], raw[end + 2 :].split()
+
+
 def _proc_start_s(pid: int) -> float | None:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            raw = f.read()
+        _, fields = stat_fields(f"/proc/{pid}/stat")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
     if fields[0] == "Z":  # a zombie has exited
         return None
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
@@ -184,16 +192,12 @@ def thread_states(pid: int) -> str:
     for tid in tids:
         base = f"/proc/{pid}/task/{tid}"
         try:
-            with open(f"{base}/stat") as f:
-                stat = f.read()
+            comm, fields = stat_fields(f"{base}/stat")
             with open(f"{base}/wchan") as f:
                 wchan = f.read().strip()
-        except OSError:
+        except (OSError, ValueError):
             continue
-        # comm is in parentheses and may hold spaces: the fields after it are split from the last ')'
-        comm = stat[stat.find("(") + 1:stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2:].split()
-        state, cpu = fields[0], fields[36] if len(fields) > 36 else "?"
+        state, cpu = fields[0], fields[36] if len(fields) > 36 else "?"  # field 39 of proc(5): the CPU last run on
         out.append(f"{comm} {state} on CPU {cpu}" + (f" in {wchan}" if wchan not in ("", "0") else ""))
     return ", ".join(out) or "gone"
 

@@ -162,10 +162,11 @@ def cpu_counters(cpu: int) -> dict:
 def thread_switches(pid: int) -> dict:
     """Context switches of a process's main thread (the data plane's poll thread: EAL's main lcore), and its
     page faults (minor: a page touched for the first time, or taken back by the kernel; major: read from disk)."""
+    from ..process import stat_fields
+
     out = {"voluntary": 0, "involuntary": 0, "minor_faults": 0, "major_faults": 0}
     try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        _, fields = stat_fields(f"/proc/{pid}/task/{pid}/stat")
         out["minor_faults"], out["major_faults"] = int(fields[7]), int(fields[9])
     except (OSError, IndexError, ValueError):
         pass
