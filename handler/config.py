@@ -737,8 +737,9 @@ def eal_args(cfg: Config) -> list[str]:
     core = poll_core() if cfg.rx_core is None else cfg.rx_core
     args = ["--file-prefix", f"fh-{cfg.name}", "-l", str(core), "--log-level", "lib.eal:error", "--no-telemetry", "-m",
             str(cfg.memory_mb)]
-    if not cfg.hugepages:
-        args += ["--no-huge", "--no-shconf"]
+    # hugepages: --in-memory (no runtime files, the hugepage files unlinked once mapped), so that a stop or a crash
+    # gives the pages back to the host; no fh process attaches to the data plane's EAL as a secondary
+    args += ["--in-memory"] if cfg.hugepages else ["--no-huge", "--no-shconf"]
     return args + device_args(cfg)
 
 

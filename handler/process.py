@@ -283,16 +283,20 @@ class Dataplane:
         self._remove_runtime_dir()
 
     def _remove_runtime_dir(self) -> None:
-        """EAL leaves an empty runtime directory per --file-prefix behind; every replay has a prefix of its own,
-        so they would pile up. Only an empty one goes (rmdir)."""
-        if "--file-prefix" not in self.cmd:
-            return
-        prefix = self.cmd[self.cmd.index("--file-prefix") + 1]
-        base = "/var/run/dpdk" if os.geteuid() == 0 else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
-        try:
-            os.rmdir(os.path.join(base, prefix))
-        except OSError:
-            pass
+        remove_runtime_dir(self.cmd)
+
+
+def remove_runtime_dir(cmd: list[str]) -> None:
+    """After an EAL program `cmd` has ended: EAL leaves an empty runtime directory per --file-prefix behind; every
+    replay and benchmark run has a prefix of its own, so they would pile up. Only an empty one goes (rmdir)."""
+    if "--file-prefix" not in cmd:
+        return
+    prefix = cmd[cmd.index("--file-prefix") + 1]
+    base = "/var/run/dpdk" if os.geteuid() == 0 else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
+    try:
+        os.rmdir(os.path.join(base, prefix))
+    except OSError:
+        pass
 
 
 def terminate(p: subprocess.Popen | None, timeout: float = 10.0) -> None:

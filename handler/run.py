@@ -203,6 +203,8 @@ def _supervise(cfg: config.Config, cmd: list[str], pf: supervise.Pidfile, json_o
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if child is not None and child.poll() is not None:
+            process.remove_runtime_dir(cmd)  # EAL's empty runtime directory (/var/run/dpdk/fh-NAME)
     rc = child.returncode
     stats = supervise.final_stats(out_path) if rc == 0 else None
     reason, status = _why(cfg, rc, forwarded, stats)

@@ -30,6 +30,11 @@ def test_good_config_and_arguments(tmp_path):
     assert c.name == "cfgtest" and [l.name for l in c.lines] == ["A", "B"]
     eal = config.eal_args(c)
     assert "--no-huge" in eal and eal[eal.index("--vdev") + 1].startswith("net_pcap0,rx_pcap=")
+    assert "--in-memory" not in eal  # EAL refuses --in-memory with --no-huge; --no-shconf leaves no file there
+    # on hugepages, --in-memory: no runtime files and the page files unlinked once mapped, so that a stop (or a
+    # crash) gives the host its pages back
+    huge = config.eal_args(config.load(write(tmp_path, good(tmp_path).replace("hugepages = false", "hugepages = true"))))
+    assert "--in-memory" in huge and "--no-huge" not in huge and "--no-shconf" not in huge
     app = config.app_args(c)
     assert app[app.index("--segment") + 1] == "/dev/shm/fh-cfgtest"
     assert app.count("--line") == 2 and "--exit-idle-ms" in app

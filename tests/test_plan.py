@@ -151,7 +151,7 @@ def test_two_socket_plan_is_clean():
     (lc,) = p.lcores
     assert h.cpus[lc].node == 1 and lc in h.isolated and lc != 0 and h.cpus[lc].siblings <= h.isolated
     assert p.page_kb == 1 << 20 and p.socket_mem == {0: 0, 1: 1024}  # 512 MB rounds up to one 1G page
-    assert p.eal_args == ["-l", str(lc), "--socket-mem", "0,1024", "-a", E810, "--file-prefix", "fh-fh"]
+    assert p.eal_args == ["-l", str(lc), "--socket-mem", "0,1024", "--in-memory", "-a", E810, "--file-prefix", "fh-fh"]
 
 
 def test_two_socket_several_lcores_are_isolated_and_not_siblings():

@@ -132,6 +132,7 @@ def run_dataplane(pcap: Path, mode: str, core: int, idle: str = "spin", ab: bool
                       f"(--messages)") from None
     finally:
         process.remove_segment(segment)
+        process.remove_runtime_dir(cmd)
     if p.returncode != 0 or not p.stdout.strip():
         raise process.DataplaneError(p.stderr.strip()[-600:] or f"exit status {p.returncode} and no statistics")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -297,6 +298,7 @@ def _callgrind_run(pcap: Path, mode: str, tmp: str, ab: bool = False, exit_idle_
                       f"(--messages)") from None
     finally:
         process.remove_segment(f"/dev/shm/fh-{name}")
+        process.remove_runtime_dir(cmd)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
     if p.returncode != 0 or not lines:
         # the data plane's own lines, not valgrind's summary

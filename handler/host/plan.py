@@ -529,7 +529,9 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
         mb_r = pages * page_kb // 1024
         socket_mem = {n: 0 for n in range(max(host.nodes, default=0) + 1)}
         socket_mem[node] = mb_r
-        eal_mem = ["--socket-mem", ",".join(str(socket_mem[n]) for n in sorted(socket_mem))]
+        # --in-memory: no runtime files, the hugepage files unlinked once mapped, so that a stop or a crash gives the
+        # pages back (config.eal_args)
+        eal_mem = ["--socket-mem", ",".join(str(socket_mem[n]) for n in sorted(socket_mem)), "--in-memory"]
         if not ok:
             have = ", ".join(f"{p.free} x {size_text(p.size_kb)}" for p in pools) or "no hugepage pools"
             elsewhere = [f"node {p.node} has {p.free} x {size_text(p.size_kb)} free" for p in host.hugepages
