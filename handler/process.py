@@ -369,6 +369,29 @@ def line_names(lines: list[dict], configured: list[str] | None = None) -> list[s
 
 
 
+# What to raise when an engine's table is full: in a configuration (fh run, fh replay's data plane), and as an option
+# of the commands that size an engine themselves (fh publish)
+CAPACITY_FIX_CONFIG = {"order_capacity": "raise shm.max_orders (--max-orders)",
+                       "level_capacity": "raise shm.max_levels (--max-levels)",
+                       "instrument_capacity": "the feed names more instruments than a segment holds (65,535)"}
+CAPACITY_WHAT = {"order_capacity": ("adds", "the order table was full"),
+                 "level_capacity": ("adds", "the price-level memory was full"),
+                 "instrument_capacity": ("messages of new instruments", "the book table was full")}
+
+
+def capacity_lines(counters: dict, fixes: dict[str, str]) -> list[str]:
+    """One line for each engine table that filled up (counters: the engine's, by name): what was skipped, why, that
+    the books it concerns are incomplete from then on, and the fix. Nothing when none did."""
+    from .ui import fmt_int
+
+    out = []
+    for k, (what, why) in CAPACITY_WHAT.items():
+        if counters.get(k):
+            books = "no book was made for them" if k == "instrument_capacity" else "the books they were for are incomplete"
+            out.append(f"capacity: {fmt_int(counters[k])} {what} skipped ({k}): {why}, so {books}; {fixes[k]}")
+    return out
+
+
 def summary_lines(stats: dict, names: list[str] | None = None) -> list[str]:
     """A data plane's final statistics for a person: counts with separators, latency and times in their units,
     lines by name (names: the configuration's feed lines, in order; else A, B, ...). "messages applied" is
@@ -394,6 +417,7 @@ def summary_lines(stats: dict, names: list[str] | None = None) -> list[str]:
         f"latency rx->publish: p50 {fmt_ns(lat['p50'])}, p99 {fmt_ns(lat['p99'])}, p99.9 {fmt_ns(lat['p99.9'])}, "
         f"max {fmt_ns(lat['max'])} over {n(lat['count'])} messages",
     ]
+    out += capacity_lines(stats.get("engine", {}), CAPACITY_FIX_CONFIG)
     ignored = {k: mold.get(k, 0) for k in ("malformed", "bogus_session", "suspect", "old_session") if mold.get(k)}
     if ignored:
         out.append("ignored datagrams: " + ", ".join(f"{k.replace('_', ' ')} {n(v)}" for k, v in ignored.items()))

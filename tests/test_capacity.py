@@ -1,0 +1,39 @@
+"""An engine table that fills up (orders, price levels, instruments) is said, one line each, with what was skipped,
+that the books concerned are incomplete, and the fix: by fh run's (and fh replay's) summary and by fh publish. The
+counters themselves are docs/book-semantics.md's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import AB_PCAP, fh, run_config
+from handler import process
+
+
+def test_capacity_lines():
+    fixes = process.CAPACITY_FIX_CONFIG
+    assert process.capacity_lines({"level_capacity": 0, "unknown_ref": 5}, fixes) == []
+    lines = process.capacity_lines({"order_capacity": 3, "level_capacity": 43_308, "instrument_capacity": 1}, fixes)
+    assert lines == [
+        "capacity: 3 adds skipped (order_capacity): the order table was full, so the books they were for are "
+        "incomplete; raise shm.max_orders (--max-orders)",
+        "capacity: 43,308 adds skipped (level_capacity): the price-level memory was full, so the books they were for "
+        "are incomplete; raise shm.max_levels (--max-levels)",
+        "capacity: 1 messages of new instruments skipped (instrument_capacity): the book table was full, so no book "
+        "was made for them; the feed names more instruments than a segment holds (65,535)"]
+
+
+@pytest.mark.dpdk
+def test_run_says_when_the_levels_ran_out(tmp_path, run_dir, instance_name):
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(run_config(instance_name, AB_PCAP, extra="[shm]\nmax_levels = 8\n"))
+    p = fh("run", "--config", cfg, timeout=120)
+    m = re.search(r"^capacity: ([\d,]+) adds skipped \(level_capacity\): the price-level memory was full, so the "
+                  r"books they were for are incomplete; raise shm.max_levels \(--max-levels\)$", p.stdout, re.M)
+    assert m, p.stdout
+    assert int(m[1].replace(",", "")) > 0
+    ok = tmp_path / "ok.toml"
+    ok.write_text(run_config(instance_name, AB_PCAP))
+    assert "capacity:" not in fh("run", "--config", ok, timeout=120).stdout
