@@ -287,6 +287,44 @@ def test_bad_input_one_line(day, tmp_path):
     _one_line_error(fh("history", "--itch", f, "--out", root, "--date", DATE, check=False), "already holds", "--replace")
 
 
+@pytest.mark.parametrize("sql", ["", "   ", "-- c"])
+def test_no_sql_statement_is_one_line(day, sql):
+    """fh query '' (or blanks, or only a comment) was an AttributeError on DuckDB's None result (a traceback)."""
+    _, root, _ = day
+    _one_line_error(fh("query", sql, "--root", root, check=False), "no SQL statement given to fh query",
+                    'fh query "SELECT count(*) FROM trades"')
+
+
+def test_query_arguments_are_checked_before_duckdb(day, tmp_path):
+    """--limit -1 and --top -3 reached DuckDB ("LIMIT/OFFSET cannot be negative"); --from after --to gave an empty
+    table; an empty history directory was DuckDB's "Table with name trades does not exist!"; a symbol the history
+    does not hold an empty table without a word."""
+    _, root, _ = day
+    for args, option in ((["trades", "AAPL", "--limit", "-1"], "--limit"), (["quotes", "AAPL", "--limit", "x"], "--limit"),
+                         (["movers", "--top", "-3"], "--top")):
+        r = fh("query", *args, "--root", root, check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "Binder Error" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].endswith(f"error: argument {option}: expected a number >= 0, got "
+                                                          f"{args[-1]}" if args[-1] != "x" else
+                                                          "error: argument --limit: expected a whole number, got 'x'")
+    _one_line_error(fh("query", "trades", "AAPL", "--from", "10:00", "--to", "09:00", "--root", root, check=False),
+                    "--from 10:00 is not before --to 09:00", "give a FROM earlier than TO")
+    empty = tmp_path / "e"
+    empty.mkdir()
+    _one_line_error(fh("query", "SELECT 1 FROM trades", "--root", empty, check=False), f"{empty}: no history here",
+                    f"fh history --itch FILE --out {empty}")
+    _one_line_error(fh("query", "vwap", "--root", empty, check=False), f"{empty}: no complete day",
+                    f"fh history --itch FILE --out {empty}")
+    r = fh("query", "trades", "NOSUCH", "--root", root, "--date", DATE, "--format", "json")
+    assert r.stdout == "" and r.stderr.strip().splitlines() == [
+        f"fh query: NOSUCH has no rows in trades of {root} on {DATE} (symbols are as the feed spells them, e.g. AAPL; "
+        f"list them with fh query \"SELECT DISTINCT symbol FROM trades\" --root {root})"]
+    sym = _q(root, "SELECT symbol FROM trades LIMIT 1")[0]["symbol"]
+    r = fh("query", "trades", sym, "--from", "00:00", "--to", "00:01", "--root", root, "--format", "json")
+    assert r.stdout == "" and r.stderr == ""  # held, just not in that range: nothing to say
+    assert len(_q(root, "movers", "--top", "0")) == 0 and len(_q(root, "trades", sym, "--limit", "2")) == 2
+
+
 def test_history_checks_what_its_input_holds(tmp_path):
     """fh history --itch took any file: a pcap, a pcapng, garbage or an empty file gave exit 0 and junk or empty
     Parquet (and a gzipped day was read as its compressed bytes). Now the content check every command makes."""

@@ -8,9 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .common import HistoryError
-
-QUERIES = ("trades", "quotes", "bars", "vwap", "spread", "depth", "movers")
+from .common import QUERIES, HistoryError
 
 
 def default_root() -> str:
@@ -116,8 +114,10 @@ def cmd_query(a) -> int:
     from . import query
 
     what = a.what
+    from ..cli.argtypes import _bounded
     from ..ui import HelpFormatter, add_json_flag, examples
 
+    I64_MAX = (1 << 63) - 1  # DuckDB's LIMIT is a BIGINT
     ex = {"trades": "fh query trades AAPL --from 09:30 --to 10:00", "quotes": "fh query quotes AAPL --limit 100",
           "bars": "fh query bars AAPL --interval 5m", "vwap": "fh query vwap --format csv",
           "spread": "fh query spread MSFT", "depth": "fh query depth AAPL", "movers": "fh query movers --top 20"}
@@ -137,25 +137,34 @@ def cmd_query(a) -> int:
         p.add_argument("--date", help="YYYY-MM-DD (default: the one day held)")
         p.add_argument("--from", dest="start", metavar="HH:MM[:SS]", help="exchange time, inclusive")
         p.add_argument("--to", dest="end", metavar="HH:MM[:SS]", help="exchange time, exclusive")
-        if what in ("trades", "quotes"):
-            p.add_argument("--limit", type=int, default=1_000_000, help="at most this many rows")
+        if what in ("trades", "quotes"):  # (a negative one reached DuckDB: "LIMIT/OFFSET cannot be negative")
+            p.add_argument("--limit", type=_bounded(0, I64_MAX), default=1_000_000, help="at most this many rows")
         if what == "bars":
             p.add_argument("--interval", default="1m", help="bar length: 500ms, 30s, 5m, 1h ...")
         if what == "movers":
-            p.add_argument("--top", type=int, default=10, help="this many instruments each way")
+            p.add_argument("--top", type=_bounded(0, I64_MAX), default=10, help="this many instruments each way")
     b = p.parse_args(a.rest)
     if b.json:
         b.format = "json"
     root = Path(b.root)
     con = query.connect(root)
     if what in QUERIES:
+        if b.start and b.end and query.clock_ns(b.start) >= query.clock_ns(b.end):
+            raise HistoryError(f"--from {b.start} is not before --to {b.end}: the range is from FROM (inclusive) to "
+                               f"TO (exclusive); give a FROM earlier than TO")
         b.date = query.need_day(root, b.date)
         sql, params, view = query.sql_for(what, b, query.seq_ordered(root, b.date))
         query._need_view(con, view, root)
     else:
         sql, params = what, []
+        query.need_tables(con, root)
     cols, rows = query.run_sql(con, sql, params)
     query.render(cols, rows, b.format, sys.stdout)
+    if what in QUERIES and not rows and getattr(b, "symbol", None) and not query.has_symbol(con, view, b.date,
+                                                                                          b.symbol):
+        print(f"fh query: {b.symbol} has no rows in {view} of {root} on {b.date} (symbols are as the feed spells "
+              f"them, e.g. AAPL; list them with fh query \"SELECT DISTINCT symbol FROM {view}\" --root {root})",
+              file=sys.stderr)
     return 0
 
 

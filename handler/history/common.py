@@ -3,6 +3,7 @@
 from ..errors import InputError
 
 TABLES = ("trades", "bbo", "orders", "books")
+QUERIES = ("trades", "quotes", "bars", "vwap", "spread", "depth", "movers")  # fh query NAME
 
 
 class HistoryError(InputError):

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .common import TABLES, HistoryError
+from .common import QUERIES, TABLES, HistoryError
 
 
 def days(root: Path) -> list[str]:
@@ -40,6 +40,15 @@ def connect(root: str | Path):
                         FROM read_parquet('{glob}', hive_partitioning = true,
                                           hive_types = {{'date': DATE, 'hour': INTEGER}})""")
     return con
+
+
+def need_tables(con, root: Path) -> None:
+    """For SQL: at least one view. In a directory with no Parquet file of any table (empty, or a first day
+    whose writer was killed) DuckDB said "Catalog Error: Table with name trades does not exist!"."""
+    if not con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name IN ({', '.join('?' * len(TABLES))})",
+                       list(TABLES)).fetchone()[0]:
+        raise HistoryError(f"{root}: no history here (no Parquet file of {', '.join(TABLES)}); build one with "
+                           f"fh history --itch FILE --out {root}")
 
 
 def need_day(root: Path, date: str | None) -> str:
@@ -108,6 +117,13 @@ def _need_view(con, t: str, root: Path) -> None:
         raise HistoryError(f"{root}: the history has no {t} table yet")
 
 
+def has_symbol(con, view: str, date: str, symbol: str) -> bool:
+    """Whether the view holds any row of the symbol on the date (whatever the time range): a query that found no
+    rows says when the symbol itself is not in the history (a typo, lower case)."""
+    return con.execute(f"SELECT 1 FROM {view} WHERE date = ? AND symbol = ? LIMIT 1", [date, symbol]).fetchone() \
+        is not None
+
+
 def seq_ordered(root: Path, date: str) -> dict[str, bool]:
     """Per table, whether the writer found one symbol's rows of the day in sequence order when read file after
     file (the manifest's seq_order, HistoryWriter.seq_order); absent (an older tree): every table false."""
@@ -170,6 +186,10 @@ def run_sql(con, sql: str, params: list | None = None):
 
     try:
         cur = con.execute(sql, params or [])
+        if cur is None:  # nothing to run: "", blanks, or only comments (DuckDB returns no result at all)
+            shown = f" ({sql.strip()[:40]!r} holds none)" if sql.strip() else ""
+            raise HistoryError(f"no SQL statement given to fh query{shown}: give one, e.g. fh query \"SELECT "
+                               f"count(*) FROM trades\", or a query name ({', '.join(QUERIES)})")
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall()
     except duckdb.Error as e:
