@@ -263,6 +263,15 @@ def test_no_server_is_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.parametrize("url", ["notaurl", "nats://:abc", "nats://h:99999", "http://h:4222"])
+def test_bad_server_url_is_one_line(url):
+    """--server notaurl was an IndexError, nats://:abc a ValueError (tracebacks): now the check [gateway] servers
+    has, before anything is opened."""
+    r = fh("gateway", "--name", "fh-no-such-instance-19", "--server", url, check=False, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"argument --server: {url!r} must be a NATS URL" in r.stderr and "nats://10.0.0.1:4222" in r.stderr
+
+
 def test_gateway_config_section(tmp_path):
     from handler.config import ConfigError, load
 
@@ -275,7 +284,8 @@ def test_gateway_config_section(tmp_path):
     f.write_text(base)
     assert load(f).gateway.servers == ("nats://127.0.0.1:4222",)
     for bad, key in (('servers = ["10.0.0.1"]', "gateway.servers"), ("book_depth = 0", "gateway.book_depth"),
-                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour"), ("spin_us = -1", "gateway.spin_us")):
+                     ('feed = "a.b"', "gateway.feed"), ("colour = 1", "gateway.colour"), ("spin_us = -1", "gateway.spin_us"),
+                     ('servers = ["nats://h:99999"]', "gateway.servers")):
         f.write_text(base + "[gateway]\n" + bad + "\n")
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load(f)

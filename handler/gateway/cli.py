@@ -11,6 +11,19 @@ import sys
 from ..cli.argtypes import _given
 
 
+def _server(text: str) -> str:
+    """An argparse type: --server, a NATS URL as [gateway] servers takes it (notaurl was an IndexError, nats://:abc
+    a ValueError: tracebacks)."""
+    import argparse
+
+    from .settings import URL_EXAMPLE, is_url
+
+    if not is_url(text):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a NATS URL (nats:// or tls://, a host, a port 1-65535), "
+                                         f"e.g. {URL_EXAMPLE}")
+    return text
+
+
 def cmd_gateway(a) -> int:
     from .gateway import Gateway, GatewayError
     from .settings import Gateway as Settings
@@ -80,7 +93,7 @@ def register(sub) -> None:
                    help="fh.toml: the instance and its [gateway] table")
     g.add_argument("--name", help="instance name (segment /dev/shm/fh-NAME; default: the config's, else fh)")
     g.add_argument("--segment", metavar="PATH", help="the segment file, if not /dev/shm/fh-NAME")
-    g.add_argument("--server", action="append", metavar="URL",
+    g.add_argument("--server", action="append", metavar="URL", type=_server,
                    help="a NATS server (repeat for a cluster); overrides [gateway] servers (default: [gateway]'s, "
                         f"else {' '.join(d.servers)})")
     g.add_argument("--feed", help="the <feed> subject token (default: the instance name)")

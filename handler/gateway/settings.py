@@ -11,6 +11,18 @@ _URL = re.compile(r"^(nats|tls)://[^\s/:]+(:\d{1,5})?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
+URL_EXAMPLE = "nats://10.0.0.1:4222"
+
+
+def is_url(text) -> bool:
+    """A NATS server URL the gateway can dial: nats:// or tls://, a host, an optional port 1-65535 (the same check
+    for [gateway] servers and --server)."""
+    if not isinstance(text, str) or not _URL.match(text):
+        return False
+    port = text.split("://", 1)[1].partition(":")[2]
+    return not port or 1 <= int(port) <= 65535
+
+
 @dataclass(frozen=True)
 class Gateway:
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
@@ -31,7 +43,7 @@ def parse(path: str, g: dict, err) -> Gateway:
     servers = g.get("servers", list(Gateway.servers))
     if isinstance(servers, str):
         servers = [servers]
-    if not isinstance(servers, list) or not servers or not all(isinstance(s, str) and _URL.match(s) for s in servers):
+    if not isinstance(servers, list) or not servers or not all(is_url(s) for s in servers):
         raise err(path, "gateway.servers", servers, "must be a list of NATS URLs, e.g. [\"nats://10.0.0.1:4222\", "
                   "\"nats://10.0.0.2:4222\"]")
     feed = g.get("feed")
