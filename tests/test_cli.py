@@ -342,6 +342,26 @@ def test_an_empty_or_directory_output_name_is_a_usage_error(tmp_path):
     usage_error(fh("pcap", "synth", tmp_path, check=False), "OUT", f"{tmp_path} is a directory")
 
 
+def test_pcap_synth_refuses_its_input_as_output_and_options_it_would_ignore(tmp_path):
+    """fh pcap synth day.itch --itch day.itch overwrote its own input (exit 0); --messages with --itch was ignored
+    without a word. Both are one line now, and the day is left as it was."""
+    day = tmp_path / "day.itch"
+    day.write_bytes(DAY.read_bytes())
+    (tmp_path / "link.itch").symlink_to(day)
+    for out in (day, tmp_path / "." / "day.itch", tmp_path / "link.itch"):
+        one_line_error(fh("pcap", "synth", out, "--itch", day, check=False), f"OUT {out} is the --itch file itself",
+                       "give another OUT")
+    assert day.read_bytes() == DAY.read_bytes()
+    out = tmp_path / "out.pcap"
+    one_line_error(fh("pcap", "synth", out, "--itch", day, "--messages", "5", check=False),
+                   "--messages describes a generated day", "drop --messages")
+    one_line_error(fh("pcap", "synth", out, "--itch", day, "--instruments", "3", "--seed", "2", check=False),
+                   "--instruments and --seed describe a generated day", "drop --instruments --seed")
+    assert not out.exists()
+    assert json.loads(fh("pcap", "synth", out, "--itch", day, "--json").stdout)["messages"] == 100_000
+    assert json.loads(fh("pcap", "synth", out, "--messages", "1000", "--json").stdout)["messages"] == 1000
+
+
 def _cut(src, dst, drop: int):
     data = src.read_bytes()
     dst.write_bytes(data[:len(data) - drop])

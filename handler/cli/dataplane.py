@@ -206,6 +206,7 @@ def cmd_pcap_synth(a) -> int:
     from ..net import pcapgen
     from ..ui import progress
 
+    _synth_source(a)
     plan = None
     if a.faults:  # read before the day is made: a plan it cannot use is said at once
         from .. import faults
@@ -239,6 +240,32 @@ def cmd_pcap_synth(a) -> int:
 
         print_json(_synth_json(a, s, lines, None))
     return 0
+
+
+_SYNTH_DEFAULTS = {"messages": 100_000, "instruments": 40, "seed": 1}
+
+
+def _synth_source(a) -> None:
+    """fh pcap synth: the options of the generated day are refused with --itch (--messages 5 was ignored without a
+    word), else given their defaults; OUT may not be the --itch file (it was overwritten by its own capture)."""
+    given = [f"--{k}" for k in _SYNTH_DEFAULTS if getattr(a, k) is not None]
+    if a.itch and given:
+        raise FhError(f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} a generated day, and --itch "
+                      f"{a.itch} gives the day: drop {' '.join(given)}, or --itch to generate one")
+    for k, v in _SYNTH_DEFAULTS.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.itch and _same_file(a.out, a.itch):
+        raise FhError(f"OUT {a.out} is the --itch file itself: writing the capture would overwrite the day it is "
+                      f"made of; give another OUT, e.g. {Path(a.itch).with_suffix('.pcap').name}")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths a and b name one file: the same inode when both exist, else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _synth_json(a, s: dict, lines, injected: dict | None) -> dict:
@@ -438,9 +465,10 @@ def register(sub, positive, nonneg) -> None:
     src = s.add_mutually_exclusive_group()
     src.add_argument("--itch", metavar="FILE", type=_given("a daily ITCH 5.0 file"),
                      help="a daily ITCH file, gzipped or not (default: generate a day)")
-    s.add_argument("--messages", type=_bounded(1, U64_MAX), default=100_000, help="messages of the generated day")
-    s.add_argument("--instruments", type=positive, default=40, help="instruments of the generated day")
-    s.add_argument("--seed", type=_bounded(0, U64_MAX), default=1, help="seed of the generated day")
+    # (no argparse default: cmd_pcap_synth tells them given from not given, to refuse them with --itch)
+    s.add_argument("--messages", type=_bounded(1, U64_MAX), help="messages of the generated day (default: 100000)")
+    s.add_argument("--instruments", type=positive, help="instruments of the generated day (default: 40)")
+    s.add_argument("--seed", type=_bounded(0, U64_MAX), help="seed of the generated day (default: 1)")
     s.add_argument("--session", type=_session, default="FHSYNTH001",
                    help="the MoldUDP64 session, 1-10 printable ASCII characters")
     s.add_argument("--mtu", type=_ranged(128, 9216, "an MTU"), default=1500,
