@@ -384,10 +384,24 @@ def lookup(name: str) -> tuple[Path | None, dict | None, bool]:
 def _checked_record(path: Path) -> dict | None:
     """read_record, and a StateFileError when the record is not of the shape fh run writes."""
     rec = read_record(path)
-    problem = pidfile_problem(rec) if rec is not None else None
+    problem = pidfile_problem(rec) if rec is not None else _unparsed_problem(path)
     if problem:
         raise _malformed_pidfile(path, problem)
     return rec
+
+
+def _unparsed_problem(path: Path) -> str | None:
+    """Why a pidfile that read_record found no record in is not one fh run wrote (garbage, one line that is not a
+    pid, an empty file no one holds: it was reported as a stale pidfile of "pid None"), or None: gone meanwhile,
+    or empty and locked (an fh run starting: it writes its record once it holds the lock)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return None if is_locked(path) else "it is empty"
+    first = text.splitlines()[0][:40].decode("utf-8", "replace")
+    return f"it holds {first!r}, not a pid and its JSON record"
 
 
 def _live_pids(rec: dict) -> tuple[int | None, int | None]:

@@ -360,6 +360,20 @@ def test_a_malformed_pidfile_is_named_and_nothing_is_signalled(run_dir, instance
         sleeper.wait()
 
 
+@pytest.mark.parametrize("text, why", [("garbage\n", "it holds 'garbage', not a pid and its JSON record"),
+                                       ("", "it is empty")])
+def test_a_pidfile_of_garbage_is_named_not_called_stale(run_dir, instance_name, text, why):
+    """A pidfile holding no record at all (echo garbage > NAME.pid) was reported as the stale pidfile of "pid None"
+    (fh status exit 3, fh stop exit 0): docs/cli.md promises the one line naming the file and the fix, exit 2."""
+    run_dir.mkdir()
+    pf = run_dir / f"{instance_name}.pid"
+    pf.write_text(text)
+    want = f"fh: {pf}: not a pidfile fh run wrote ({why}); remove it (rm {pf}); the next fh run writes a new one"
+    for cmd in (["status", "--sample", "0"], ["stop"]):
+        assert _one_line(fh(*cmd, "--name", instance_name, check=False)) == want
+    assert pf.exists()
+
+
 # ---- the systemd unit -------------------------------------------------------------------------------------
 
 
