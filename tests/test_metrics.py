@@ -295,3 +295,21 @@ def test_bad_arguments(run_dir):
     assert p.returncode == 2 and "--listen 'nowhere': expected HOST:PORT" in p.stderr
     p = fh("metrics", "--textfile", "/nonexistent-dir/x.prom", "--once", check=False)
     assert p.returncode == 2 and "--textfile /nonexistent-dir/x.prom" in p.stderr
+
+
+def test_a_textfile_it_cannot_write_is_refused_before_it_is_announced(run_dir, tmp_path):
+    """--textfile DIR, or a file in a directory that does not exist: fh metrics said "writing DIR every 15 s" and
+    then "Is a directory" / "No such file or directory". Now one line naming the cause and the fix, before that."""
+    name = _unique()
+    d = tmp_path / "d"
+    d.mkdir()
+    for path, want in [(d, f"a directory, not a file; give the file to write in it, e.g. {d}/fh.prom"),
+                       (f"{d}/", "a directory, not a file"),
+                       (tmp_path / "nodir" / "x.prom", f"there is no directory {tmp_path / 'nodir'}; create it first "
+                                                       f"(mkdir -p {tmp_path / 'nodir'})")]:
+        for once in ([], ["--once"]):
+            p = fh("metrics", "--name", name, "--textfile", path, *once, check=False, timeout=30)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+            assert lines[0].startswith(f"fh: --textfile {path}: ") and want in lines[0], lines[0]
+    assert os.listdir(d) == [] and not (tmp_path / "nodir").exists()

@@ -340,6 +340,7 @@ def cmd_metrics(a) -> int:
     from .. import metrics
 
     names = None
+    textfile_from = "--textfile"
     if a.config:  # the instance, its line names and the [metrics] defaults from fh.toml; options still win
         from .. import config
 
@@ -351,6 +352,8 @@ def cmd_metrics(a) -> int:
             raise FhError(str(e)) from None
         a.name = cfg.name if a.name is None else a.name
         a.listen = cfg.metrics.listen if a.listen is None else a.listen
+        if a.textfile is None and cfg.metrics.textfile is not None:
+            textfile_from = f"metrics.textfile of {a.config}"
         a.textfile = cfg.metrics.textfile if a.textfile is None else a.textfile
         a.interval = cfg.metrics.interval_s if a.interval is None else a.interval
         names = [l.name for l in cfg.lines]
@@ -367,6 +370,8 @@ def cmd_metrics(a) -> int:
             raise FhError(str(e)) from None
     if not (math.isfinite(a.interval) and a.interval > 0):
         raise FhError(f"--interval {a.interval:g}: must be more than 0 seconds")
+    if a.textfile:  # before "writing X every 15 s" is announced: a directory, or none to write in, said at once
+        _check_textfile(a.textfile, textfile_from)
     if a.textfile and not a.textfile.endswith(".prom"):
         print(f"fh metrics: warning: {a.textfile}: node-exporter's textfile collector reads *.prom files only",
               file=sys.stderr)
@@ -376,6 +381,22 @@ def cmd_metrics(a) -> int:
     except OSError as e:
         where = f"--listen {listen}" if listen else f"--textfile {a.textfile}"
         raise FhError(f"{where}: {e.strerror or e}") from None
+
+
+def _check_textfile(path: str, option: str) -> None:
+    """The textfile fh metrics writes (a temporary file in its directory, renamed over it): not a directory, in a
+    directory that exists and this user may write to. (It said "writing d every 15 s", then "Is a directory".)"""
+    example = "fh.prom"
+    if os.path.isdir(path) or path.endswith("/"):
+        raise FhError(f"{option} {path}: a directory, not a file; give the file to write in it, e.g. "
+                      f"{os.path.join(path, example)}")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise FhError(f"{option} {path}: there is no directory {d}; create it first (mkdir -p {d}) or name a file in "
+                      f"an existing one (node-exporter's --collector.textfile.directory)")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise FhError(f"{option} {path}: this user may not write in {d}; name a file in a directory you may write "
+                      f"to, or run as a user who may write there")
 
 
 def register(sub, positive, nonneg) -> None:
