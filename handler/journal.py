@@ -170,6 +170,18 @@ class JournalFileError(JournalError):
     pass
 
 
+class NotAJournalFile(JournalFileError):
+    """A file whose first 8 bytes are not FILE_MAGIC: not a journal file at all (rather than a damaged one)."""
+
+
+def not_a_journal_text(where: str, magic: bytes) -> str:
+    """The one line for a file that does not begin as a journal file does (was "magic b'\\xa0r...'", a Python
+    bytes repr and no fix); the C reader (native/src/journal_file.c) says the same."""
+    return (f"{where}: not an fh journal file: it begins with the bytes {magic.hex(' ') or '(none)'}, a journal "
+            f"file begins with {FILE_MAGIC.decode()} ({FILE_MAGIC.hex(' ')}); give fh record's *.fhj files (its "
+            f"--dir), or move this file out of the journal directory")
+
+
 def file_name(day: str, session: str, part: int) -> str:
     return f"{day}-{session.strip() or '_'}-{part:04d}{SUFFIX}"
 
@@ -194,7 +206,7 @@ def _unpack_header(raw: bytes, where: str) -> FileHeader:
         raise JournalFileError(f"{where}: {len(raw)} bytes, shorter than a journal file header (64): truncated")
     magic, version, hsize, session, day, part, first, created = FILE_HDR.unpack_from(raw)
     if magic != FILE_MAGIC:
-        raise JournalFileError(f"{where}: not an fh journal file (magic {magic!r})")
+        raise NotAJournalFile(not_a_journal_text(where, magic))
     if version != FILE_VERSION or hsize != FILE_HDR_SIZE:
         raise JournalFileError(f"{where}: journal file version {version}, this fh reads {FILE_VERSION}")
     if struct.unpack_from("<I", raw, 60)[0] != zlib.crc32(raw[:60]):

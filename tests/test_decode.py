@@ -166,3 +166,57 @@ def test_decode_all_types_roundtrip_synthetic():
         assert _check_all([m]) == 1
         assert json.loads(native.itch_json(m + b"xyz")) == doc_decode(m)  # long: the known prefix
         assert native.itch_json(m[:-1]) is None
+
+
+def test_a_capture_of_no_datagram_and_an_unknown_symbol_are_said(tmp_path):
+    """A capture that is only a pcap file header gave fh decode and fh book dump exit 0 and no output at all (fh
+    replay refuses it: "the capture holds no UDP datagram"); --symbol NOSUCH only "N not matching the filters"."""
+    head = tmp_path / "h.pcap"
+    head.write_bytes((ROOT / "pcaps" / "synth-ab-40k.pcap").read_bytes()[:24])
+    want = f"{head}: the capture holds no UDP datagram (no frame after its file header)"
+    p = fh("decode", "--pcap", head)
+    assert p.stdout == "" and p.stderr.strip().splitlines() == [f"fh decode: {want}; nothing to decode"]
+    for engine in ("c", "reference"):
+        p = fh("book", "dump", "--pcap", head, "--engine", engine)
+        assert p.stdout == "" and p.stderr.strip().splitlines() == [f"fh book dump: {want}; no book to dump"]
+    assert "no UDP datagram" not in fh("book", "dump", "--pcap", ROOT / "pcaps" / "synth-ab-40k.pcap").stderr
+    itch = ROOT / "pcaps" / "synth-100k.itch"
+    p = fh("decode", "--itch", itch, "--symbol", "NOSUCH")
+    assert p.stdout == "" and p.stderr.strip().splitlines() == [
+        f"fh decode: {itch}: 0 messages printed; 100,000 not matching the filters; no stock directory message (R) "
+        f"read names NOSUCH (check the symbol, or give its stock locate)"]
+    p = fh("decode", "--itch", itch, "--symbol", "AAPL", "--limit", "1")
+    assert p.stdout and "stock directory" not in p.stderr
+
+
+def _journal_dir(d):
+    from handler import journal as J
+
+    w = J.JournalFileWriter(d, day="20261203", fsync="none")
+    msgs = [bytes(m) for _, m in native.iter_blocks(native.synth_bytes(50, 5, 5))]
+    body = b"".join(len(m).to_bytes(2, "big") + m for m in msgs)
+    w.write([J.Record(J.MSGS, "TESTJF0001", 1, len(msgs), len(body), body)])
+    w.close()
+    return d
+
+
+def test_a_file_that_is_not_a_journal_is_named_in_hex_with_the_fix(tmp_path):
+    """A junk *.fhj said "not an fh journal file (magic b'\\xa0r...')", a Python bytes repr and no fix; in a
+    directory it stopped the decoding of every good file. Now the bytes in hex and what the file should be, and in
+    a directory fh decode skips it with a warning (exit 1); fh book dump, whose books would lack it, refuses."""
+    d = _journal_dir(tmp_path / "rec")
+    junk = d / "junk.fhj"
+    junk.write_bytes(b"\xa0r" + bytes(range(6)) + bytes(100))
+    text = (f"{junk}: not an fh journal file: it begins with the bytes a0 72 00 01 02 03 04 05, a journal file "
+            f"begins with FHJFILE1 (46 48 4a 46 49 4c 45 31); give fh record's *.fhj files (its --dir), or move "
+            f"this file out of the journal directory")
+    p = fh("decode", "--journal", junk, check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [f"fh: {text}"]
+    p = fh("decode", "--journal", d, "--json", check=False)
+    assert p.returncode == 1 and len(p.stdout.splitlines()) == 50
+    assert p.stderr.strip().splitlines() == [f"fh decode: warning: {text}; skipped"]
+    p = fh("book", "dump", "--journal", d, check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [f"fh: {text}"]
+    with pytest.raises(native.NativeError) as e:  # the C reader's line is the same
+        native.journal_file_apply(None, junk)
+    assert str(e.value) == text

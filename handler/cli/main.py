@@ -231,11 +231,22 @@ def _dump_losses(a, counters: dict) -> list[str]:
                                    "frames": counters.get("pcap_frames", 0)}, "the books hold the frames before it")
         if cut:
             out.append(f"fh book dump: {cut}")
+        frames = counters.get("pcap_frames", 0)
+        grams = counters.get("pcap_datagrams", 0 if not frames else None)  # (the reference's counters: frames only)
+        if not cut and grams == 0:  # it printed nothing and exited 0, as if the books were empty
+            out.append(f"fh book dump: {no_datagram_text(a.pcap, frames)}; no book to dump")
         lost = counters.get("pcap_mold_lost", 0) or seq.get("lost", 0)
         if lost:
             out.append(f"fh book dump: {a.pcap}: {lost:,} messages missing: sequence numbers no line of the capture "
                        f"carried (a data plane would mark every book stale); the books lack them")
     return out
+
+
+def no_datagram_text(path, frames: int) -> str:
+    """What fh decode and fh book dump say of a capture without a UDP datagram (as fh replay refuses it: "the
+    capture holds no UDP datagram"), e.g. only a pcap file header."""
+    why = "no frame after its file header" if not frames else f"none of its {fmt_int(frames)} frames is UDP/IPv4"
+    return f"{path}: the capture holds no UDP datagram ({why})"
 
 
 # ---- fh decode ------------------------------------------------------------------------------------------
@@ -354,6 +365,7 @@ class _Decoder:
         self.lo, self.hi = a.seq if a.seq else (0, (1 << 64) - 1)
         self.limit = a.limit
         self.printed = self.bad = self.filtered = self.duplicates = 0
+        self.named: set[str] = set()  # the --symbol symbols a stock directory message (R) read has named
 
     def done(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
@@ -362,8 +374,10 @@ class _Decoder:
         """Every message passes here first, wanted or not: a stock directory message (R) of a wanted symbol
         gives its locate."""
         if self.symbols and len(msg) >= 19 and msg[0] == 0x52:
-            if bytes(msg[11:19]).decode("latin-1").rstrip(" ") in self.symbols:
+            sym = bytes(msg[11:19]).decode("latin-1").rstrip(" ")
+            if sym in self.symbols:
                 self.locates.add((msg[1] << 8) | msg[2])
+                self.named.add(sym)
 
     def wanted(self, msg, seq: int | None) -> bool:
         if self.symbols is not None or self.locates:
@@ -405,6 +419,10 @@ class _Decoder:
             parts.append(f"{fmt_int(self.filtered)} not matching the filters")
         if parts and self.limit is not None and self.printed >= self.limit:
             parts.append(f"stopped at --limit {self.limit}")
+        unnamed = sorted((self.symbols or set()) - self.named)
+        if unnamed:  # (NOSUCH printed nothing, and said only "N not matching the filters")
+            parts.append(f"no stock directory message (R) read names {', '.join(unnamed)} (check the symbol, "
+                         f"or give its stock locate)")
         if parts:
             print(f"fh decode: {what}: {fmt_int(self.printed)} messages printed; " + "; ".join(parts),
                   file=sys.stderr)
@@ -446,16 +464,30 @@ def cmd_decode(a) -> int:
         dec.summary(str(path))
         return 1 if dec.bad else 0
     if a.journal:  # fh record's files (docs/journal.md)
-        from ..journal import journal_messages
+        from itertools import chain
 
-        _journal(a.journal)
-        for session, seq, msg in journal_messages(a.journal):
+        from ..journal import NotAJournalFile, journal_messages
+
+        skipped = 0
+        for f in _journal(a.journal):
             if dec.done():
                 break
-            dec.emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}", seq,
-                     {"session": session.rstrip(" "), "sequence": seq})
+            got = journal_messages(f)
+            try:  # (the file is read, its header checked, at the first message)
+                first = next(got, None)
+            except NotAJournalFile as e:  # in a directory: another program's file, said and stepped over
+                if not os.path.isdir(a.journal):
+                    raise
+                skipped += 1
+                print(f"fh decode: warning: {e}; skipped", file=sys.stderr)
+                continue
+            for session, seq, msg in chain([first] if first is not None else [], got):
+                if dec.done():
+                    break
+                dec.emit(msg, f"{a.journal}: session {session.strip()} sequence {seq}", seq,
+                         {"session": session.rstrip(" "), "sequence": seq})
         dec.summary(str(a.journal))
-        return 1 if dec.bad else 0
+        return 1 if dec.bad or skipped else 0
 
     from ..net.pcapfile import PcapReader
 
@@ -537,6 +569,8 @@ def cmd_decode(a) -> int:
         print(f"fh decode: {a.pcap}: none of its {fmt_int(c['frames'])} frames is a UDP/IPv4 datagram ("
               + ", ".join(f"{k} {fmt_int(c[k])}" for k in ("not_ipv4", "not_udp") if c.get(k)) + ")",
               file=sys.stderr)
+    elif not c.get("frames") and not c.get("truncated_file") and not c.get("bad_record"):  # only a file header
+        print(f"fh decode: {no_datagram_text(a.pcap, 0)}; nothing to decode", file=sys.stderr)
     if c.get("bad_record"):
         from ..replay import capture_cut
 

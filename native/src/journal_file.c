@@ -150,12 +150,13 @@ static int check_header(const uint8_t *d, size_t len, const char *path, fh_jfile
     if (len < FH_JFILE_HDR_SIZE)
         return FH_ERR("%s: %zu bytes, shorter than a journal file header (64): truncated", path, len);
     if (memcmp(d, "FHJFILE1", 8)) {
-        char m[8 * 4 + 1], *o = m;  /* as Python's repr of the bytes would, roughly: printable or \xNN */
+        char m[8 * 3]; /* its first 8 bytes in hex, a space between (handler/journal.py: not_a_journal_text) */
         for (int i = 0; i < 8; i++)
-            o += d[i] >= 0x20 && d[i] < 0x7f && d[i] != '\\' && d[i] != '\'' ? (*o = (char)d[i], 1)
-                                                                               : snprintf(o, 5, "\\x%02x", d[i]);
-        *o = 0;
-        return FH_ERR("%s: not an fh journal file (magic b'%s')", path, m);
+            snprintf(m + 3 * i, 4, i < 7 ? "%02x " : "%02x", d[i]);
+        return FH_ERR("%s: not an fh journal file: it begins with the bytes %s, a journal file begins with FHJFILE1 "
+                      "(46 48 4a 46 49 4c 45 31); give fh record's *.fhj files (its --dir), or move this file out of "
+                      "the journal directory",
+                      path, m);
     }
     uint32_t version = le32(d + 8), hsize = le32(d + 12);
     if (version != 1 || hsize != FH_JFILE_HDR_SIZE)
