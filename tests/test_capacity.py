@@ -8,8 +8,10 @@ import re
 
 import pytest
 
-from conftest import AB_PCAP, fh, run_config
+from conftest import AB_PCAP, ROOT, fh, run_config
 from handler import process
+
+AB_ITCH = ROOT / "pcaps" / "synth-100k.itch"  # the bundled day
 
 
 def test_capacity_lines():
@@ -37,3 +39,11 @@ def test_run_says_when_the_levels_ran_out(tmp_path, run_dir, instance_name):
     ok = tmp_path / "ok.toml"
     ok.write_text(run_config(instance_name, AB_PCAP))
     assert "capacity:" not in fh("run", "--config", ok, timeout=120).stdout
+
+
+def test_publish_says_when_the_levels_ran_out(tmp_path):
+    seg = tmp_path / "fh-cap"
+    p = fh("publish", "--itch", AB_ITCH, "--segment", seg, "--max-levels", "8")
+    assert re.search(r"^fh publish: capacity: [\d,]+ adds skipped \(level_capacity\): the price-level memory was full, "
+                     r"so the books they were for are incomplete; raise --max-levels$", p.stderr, re.M), p.stderr
+    assert "capacity:" not in fh("publish", "--itch", AB_ITCH, "--segment", seg).stderr

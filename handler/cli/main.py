@@ -641,6 +641,13 @@ def cmd_publish(a) -> int:
         c = eng.counters()
         print(f"fh publish: {c['messages']} messages in {secs:.2f} s; {len(eng.locates())} books; "
               f"{eng.live_orders} live orders", file=sys.stderr, flush=True)
+        from ..process import capacity_lines
+
+        for line in capacity_lines(c, {"order_capacity": "its order table is sized from the file, so this is fh's defect: report it",
+                                       "level_capacity": "raise --max-levels",
+                                       "instrument_capacity": "the file names more instruments than a segment holds "
+                                                              "(65,535)"}):
+            print(f"fh publish: {line}", file=sys.stderr, flush=True)
         if not stop and off < len(data):
             print(f"fh publish: {path}: truncated: its last message is cut off (at byte {off:,} of "
                   f"{len(data):,}); the books hold the messages before it", file=sys.stderr, flush=True)
