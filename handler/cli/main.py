@@ -643,7 +643,8 @@ def cmd_publish(a) -> int:
               f"{eng.live_orders} live orders", file=sys.stderr, flush=True)
         from ..process import capacity_lines
 
-        for line in capacity_lines(c, {"order_capacity": "its order table is sized from the file, so this is fh's defect: report it",
+        for line in capacity_lines(c, {"order_capacity": "its order table is sized from the file, so this is fh's "
+                                                         "defect: report it",
                                        "level_capacity": "raise --max-levels",
                                        "instrument_capacity": "the file names more instruments than a segment holds "
                                                               "(65,535)"}):
