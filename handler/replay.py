@@ -193,11 +193,14 @@ def _fd_position(pid: int, path: str, cache: dict) -> int | None:
 def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = None, want_books: bool = False,
            lines: list[tuple[str, int]] | None = None, loop: int = 1, progress=None,
            timeout: float | None = None, extra: list[str] | tuple = (),
-           keep_segment: bool = False) -> tuple[dict, list[dict] | None]:
+           keep_segment: bool = False, upto: int | None = None) -> tuple[dict, list[dict] | None]:
     """Replay a capture through the data plane on net_pcap at top speed; return (statistics, books or None).
     loop > 1 sends the capture that many times in a row (through a FIFO); progress(done, total, elapsed_s),
     in frames, is called about ten times a second. extra: more fh-dataplane arguments. keep_segment leaves the
-    segment /dev/shm/fh-NAME after a replay that succeeded (readers open it by name)."""
+    segment /dev/shm/fh-NAME after a replay that succeeded (readers open it by name). upto: the byte offset of a
+    damaged record header (pcap_survey's bad_record_at): only the frames before it are replayed, from a copy of
+    them (net_pcap's libpcap reads on past such a header, into frames the reference model and fh decode never
+    see)."""
     if loop < 1:
         raise DataplaneError(f"loop {loop}: must be at least 1")
     pcap = str(Path(pcap).resolve())
@@ -207,19 +210,22 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
     segment = f"/dev/shm/fh-{name}"
     refuse_if_held(segment)
     lines = lines if lines is not None else pcap_lines(pcap)
+    tmp = tempfile.mkdtemp(prefix="fh-loop-") if loop > 1 or upto is not None else None
+    given = pcap
+    if upto is not None:
+        pcap = _whole_prefix(pcap, upto, os.path.join(tmp, "whole.pcap"))
     frames, end = pcap_extent(pcap) if (loop > 1 or progress is not None) else (0, 0)
     total = frames * loop
-    tmp = tempfile.mkdtemp(prefix="fh-loop-") if loop > 1 else None
-    source = os.path.join(tmp, "loop.pcap") if tmp else pcap
+    source = os.path.join(tmp, "loop.pcap") if loop > 1 else pcap
     t0 = time.perf_counter()
     dp = feed = None
     kept = False
     try:
-        if tmp:
+        if loop > 1:
             os.mkfifo(source, 0o600)
         dp = Dataplane(dataplane_cmd(eal_args(name, f"net_pcap0,rx_pcap={source}"), segment, lines,
                                      extra=["--name", name, *extra]))
-        if tmp:
+        if loop > 1:
             feed = _FifoFeed(source, pcap, loop, end, dp)
         fdcache: dict = {}
 
@@ -233,7 +239,7 @@ def replay(pcap: str | Path, *, name: str | None = None, depth: int | None = Non
 
         stats = dp.wait(timeout, tick if progress is not None else None)
         if feed is not None and feed.error is not None:
-            raise DataplaneError(f"feeding {pcap} to net_pcap: {feed.error}")
+            raise DataplaneError(f"feeding {given} to net_pcap: {feed.error}")
         if progress is not None:
             progress(total, total, time.perf_counter() - t0)
         stats["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -280,6 +286,19 @@ def _settle(segment: str, dp: Dataplane, quiet_s: float = 0.25, limit_s: float =
             time.sleep(0.05)
     finally:
         r.close()
+
+
+def _whole_prefix(pcap: str, upto: int, out: str) -> str:
+    """A copy of the first `upto` bytes of pcap (its file header and the whole records before a damaged one) at out."""
+    with open(pcap, "rb") as src, open(out, "wb") as dst:
+        left = upto
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+    return out
 
 
 def replay_live(pcap: str | Path, pace, *, loop: int = 1, name: str | None = None, depth: int | None = None,

@@ -79,16 +79,18 @@ def _writing(path):
         raise
 
 
-def _survey(given: str, pcap: Path, cmd: str, used: str) -> tuple[list[tuple[str, int]], str | None]:
-    """The capture's lines, and the stderr line fh replay / fh verify print when it is cut off or damaged (`used`:
-    what they do with the frames before the cut); an FhError when no datagram comes before it."""
+def _survey(given: str, pcap: Path, cmd: str, used: str) -> tuple[list[tuple[str, int]], str | None, int | None]:
+    """The capture's lines, the stderr line fh replay / fh verify print when it is cut off or damaged (`used`:
+    what they do with the frames before the cut), and where a damaged record header is (None: none is; the
+    replay then takes only the frames before it, as the survey and the reference model do); an FhError when no
+    datagram comes before it."""
     from .. import replay
 
     lines, survey = replay.pcap_survey(pcap)
     cut = replay.capture_cut(given, survey, used)
     if cut and not survey["datagrams"]:
         raise FhError(replay.capture_cut(given, survey, f"no UDP datagram before it to {cmd}"))
-    return lines, cut and f"fh {cmd}: {cut}"
+    return lines, cut and f"fh {cmd}: {cut}", survey["bad_record_at"] if survey.get("bad_record") else None
 
 
 def cmd_replay(a) -> int:
@@ -111,7 +113,7 @@ def cmd_replay(a) -> int:
     if a.keep_segment and name is None:
         raise FhError("--keep-segment: give the instance a name with --name NAME, to open its segment afterwards "
                       "(fh book SYMBOL --name NAME)")
-    lines, cut = _survey(a.pcap, pcap, "replay", "the frames before it are replayed")
+    lines, cut, upto = _survey(a.pcap, pcap, "replay", "the frames before it are replayed")
     bar = ProgressBar(enabled=False if a.quiet else None)
     want = bool(a.dump_books)
     try:
@@ -126,7 +128,7 @@ def cmd_replay(a) -> int:
                                               keep_segment=a.keep_segment, lines=lines)
         else:
             stats, books = replay.replay(pcap, name=name, depth=a.depth, want_books=want, loop=a.loop, progress=bar,
-                                         keep_segment=a.keep_segment, lines=lines)
+                                         keep_segment=a.keep_segment, lines=lines, upto=upto)
     except sender.SenderError as e:
         raise FhError(str(e)) from None
     except KeyboardInterrupt:
@@ -167,8 +169,8 @@ def cmd_verify(a) -> int:
     from .. import process, replay
 
     pcap = _input(a.pcap, "pcap", "PCAP")
-    lines, cut = _survey(a.pcap, pcap, "verify", "the books of the frames before it are verified, on both sides")
-    stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines)
+    lines, cut, upto = _survey(a.pcap, pcap, "verify", "the books of the frames before it are verified, on both sides")
+    stats, got = replay.replay(pcap, depth=a.depth, want_books=True, lines=lines, upto=upto)
     want, counters = replay.reference_books(pcap, lines, a.depth)
     diffs = replay.diff_books(got, want)
     why = "" if diffs else replay.stale_reason(counters["sequencing"])
