@@ -223,6 +223,9 @@ def _dump_losses(a, counters: dict) -> list[str]:
     if a.itch and counters.get("truncated"):
         out.append(f"fh book dump: {a.itch}: truncated: its last message is cut off; the books hold the messages "
                    f"before it")
+    bad = malformed_text(counters)
+    if bad:
+        out.append(f"fh book dump: {a.itch or a.pcap or getattr(a, 'journal', None)}: {bad}")
     if a.pcap:
         from ..replay import capture_cut
 
@@ -240,6 +243,20 @@ def _dump_losses(a, counters: dict) -> list[str]:
             out.append(f"fh book dump: {a.pcap}: {lost:,} messages missing: sequence numbers no line of the capture "
                        f"carried (a data plane would mark every book stale); the books lack them")
     return out
+
+
+MALFORMED = ("unknown_type", "short_message", "long_message")  # docs/book-semantics.md, "Message checks"
+
+
+def malformed_text(counters: dict) -> str | None:
+    """What a command says of messages that are not ITCH 5.0 as framed (a damaged or foreign file: a real day has
+    none), from an engine's counters; None when there were none. A garbled file said only "truncated"."""
+    n = {k: counters.get(k, 0) for k in MALFORMED if counters.get(k, 0)}
+    if not n:
+        return None
+    return (f"{fmt_int(sum(n.values()))} malformed messages (" + ", ".join(f"{k} {fmt_int(v)}" for k, v in n.items())
+            + "): skipped, a long one applied by its known fields (docs/book-semantics.md); the input may be damaged "
+              "or not ITCH 5.0, and the books may be wrong: --stats gives every counter")
 
 
 def no_datagram_text(path, frames: int) -> str:
@@ -649,6 +666,9 @@ def cmd_publish(a) -> int:
                                        "instrument_capacity": "the file names more instruments than a segment holds "
                                                               "(65,535)"}):
             print(f"fh publish: {line}", file=sys.stderr, flush=True)
+        bad = malformed_text(c)
+        if bad:
+            print(f"fh publish: {path}: {bad}", file=sys.stderr, flush=True)
         if not stop and off < len(data):
             print(f"fh publish: {path}: truncated: its last message is cut off (at byte {off:,} of "
                   f"{len(data):,}); the books hold the messages before it", file=sys.stderr, flush=True)
