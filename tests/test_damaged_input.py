@@ -43,3 +43,31 @@ def test_book_dump_says_malformed_messages(garbled, engine):
 def test_publish_says_malformed_messages(garbled, tmp_path):
     p = fh("publish", "--itch", garbled, "--segment", tmp_path / "fh-g")
     assert LINE.search(p.stderr), p.stderr
+
+
+PCAP = ROOT / "pcaps" / "synth-ab-40k.pcap"
+
+
+@pytest.mark.parametrize("kind", ["itch", "pcap"])
+def test_history_says_a_cut_off_file(tmp_path, kind):
+    """fh history of a daily file or capture cut off: the summary and then one line saying what was lost (it said
+    nothing: truncated_bytes was in --json's counters only)."""
+    src = DAY if kind == "itch" else PCAP
+    cut = tmp_path / f"t.{kind}"
+    cut.write_bytes(src.read_bytes()[:1_000_001])
+    p = fh("history", f"--{kind}", cut, "--out", tmp_path / "h", "--date", "2025-12-04")
+    last = p.stderr.strip().splitlines()[-1]
+    if kind == "itch":
+        assert re.fullmatch(rf"fh history: {cut}: truncated: its last message is cut off \([\d,]+ bytes after the "
+                            r"last whole one\); the history holds the messages before it", last), p.stderr
+    else:
+        assert re.fullmatch(rf"fh history: {cut}: truncated: its last record is cut off \(after [\d,]+ whole frames\); "
+                            r"the history holds the frames before it", last), p.stderr
+    p = fh("history", f"--{kind}", src, "--out", tmp_path / "whole", "--date", "2025-12-04")
+    assert len(p.stderr.strip().splitlines()) == 1 and "truncated" not in p.stderr
+
+
+def test_history_says_malformed_messages(garbled, tmp_path):
+    p = fh("history", "--itch", garbled, "--out", tmp_path / "h", "--date", "2025-12-04")
+    assert re.search(rf"^fh history: {garbled}: [\d,]+ malformed messages \(.*\): .*its tables may be wrong", p.stderr,
+                     re.M), p.stderr

@@ -20,6 +20,7 @@ def cmd_history(a) -> int:
 
     _check_out(a.out)
 
+    losses: list[str] = []  # (the day's file only: fh history --itch / --pcap)
     if a.follow or a.journal:
         import datetime as dt
 
@@ -72,6 +73,7 @@ def cmd_history(a) -> int:
                             portable=a.portable)
         finally:
             src.close()
+        losses = _input_losses(path, bool(a.itch), res.get("counters", {}))
     if a.json:
         from ..ui import print_json
 
@@ -83,7 +85,31 @@ def cmd_history(a) -> int:
         print(f"fh history: {res['root']} {res['date']}: "
               + ", ".join(f"{k} {v:,}" for k, v in res["rows"].items()) + f" rows in {res['files']:,} files{rate}",
               file=sys.stderr)
+    for line in losses:
+        print(f"fh history: {line}", file=sys.stderr)
     return 0
+
+
+def _input_losses(path: str, itch: bool, c: dict) -> list[str]:
+    """What the day's file lost, as fh book dump says it (a cut-off or damaged end, malformed messages): counted in
+    --json's counters, but not silent."""
+    from ..cli.main import malformed_text
+    from ..replay import capture_cut
+
+    out = []
+    if itch and c.get("truncated_bytes"):
+        out.append(f"{path}: truncated: its last message is cut off ({c['truncated_bytes']:,} bytes after the last "
+                   f"whole one); the history holds the messages before it")
+    if not itch:
+        cut = capture_cut(path, {"truncated_file": c.get("pcap_truncated_file"), "bad_record": c.get("pcap_bad_record"),
+                                 "bad_record_at": c.get("pcap_bad_record_at"), "frames": c.get("pcap_frames", 0)},
+                          "the history holds the frames before it")
+        if cut:
+            out.append(cut)
+    bad = malformed_text(c)
+    if bad:
+        out.append(f"{path}: {bad.replace('the books may be wrong', 'its tables may be wrong')}")
+    return out
 
 
 def _check_out(out: str) -> None:

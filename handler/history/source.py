@@ -115,6 +115,8 @@ class PcapSource:
             recvs.append(np.full(n - skip, ts, np.int64))
             nxt[s] = seq + n
         c.update({f"pcap_{k}": v for k, v in reader.counters.items() if v})
+        if reader.bad_record_at:
+            c["pcap_bad_record_at"] = reader.bad_record_at
         self.data = b"".join(parts)
         self.nbytes = len(self.data)
         self.seq = np.concatenate(seqs) if seqs else np.zeros(0, np.uint64)
