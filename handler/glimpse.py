@@ -125,7 +125,12 @@ def engine_from_pcap(pcap: str | os.PathLike, at: int | None, session: str | Non
     (engine, session, next_seq)."""
     from .net.retransmit import Store
 
+    from .replay import capture_cut
+
     st = Store.from_pcap(pcap)
+    cut = capture_cut(pcap, st.reader, "the state served is that of the frames before it")
+    if cut:
+        print(f"fh snapshot-server: {cut}", file=sys.stderr)
     key = _session_of(st.sessions, session)
     msgs = st.sessions[key]
     last = max(msgs) if msgs else 0
@@ -157,6 +162,9 @@ def engine_from_itch(path: str | os.PathLike, at: int | None, session: str | Non
             break
         off += 2 + ln
         n += 1
+    if at is None and off < ends:  # stopped at a block cut off, not at the end
+        print(f"fh snapshot-server: {path}: truncated: its last message is cut off (at byte {off:,} of {ends:,}); the "
+              f"state served is that of the messages before it", file=sys.stderr)
     total = n if at is not None and n < at - 1 else n + sum(1 for _ in native.iter_blocks(data[off:]))
     nxt = total + 1 if at is None else at
     if nxt < 1 or nxt > total + 1:

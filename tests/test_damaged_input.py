@@ -71,3 +71,39 @@ def test_history_says_malformed_messages(garbled, tmp_path):
     p = fh("history", "--itch", garbled, "--out", tmp_path / "h", "--date", "2025-12-04")
     assert re.search(rf"^fh history: {garbled}: [\d,]+ malformed messages \(.*\): .*its tables may be wrong", p.stderr,
                      re.M), p.stderr
+
+
+def _first_lines(args: list, until: str, env: dict | None = None) -> list[str]:
+    """The stderr lines a server prints up to the one containing `until` (it then serves: stopped here)."""
+    import subprocess
+
+    from conftest import fh_popen, stop_process
+
+    p = fh_popen(*args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in p.stderr:
+            lines.append(line.rstrip("\n"))
+            if until in line or len(lines) > 20:
+                break
+    finally:
+        stop_process(p)
+    return lines
+
+
+@pytest.mark.parametrize("server", ["retransmit", "snapshot-pcap", "snapshot-itch"])
+def test_servers_say_a_cut_off_source(tmp_path, server):
+    """fh retransmit-server and fh snapshot-server of a cut-off capture or daily file say so before they serve (they
+    said nothing: requests past the cut were answered as beyond the session's end)."""
+    kind = "itch" if server == "snapshot-itch" else "pcap"
+    cut = tmp_path / f"t.{kind}"
+    cut.write_bytes((DAY if kind == "itch" else PCAP).read_bytes()[:1_000_001])
+    if server == "retransmit":
+        args, until, name = ["retransmit-server", "--pcap", cut, "--listen", "127.0.0.1:0"], "listening", server
+    else:
+        args, until, name = (["snapshot-server", f"--{kind}", cut, "--user", "u", "--listen", "127.0.0.1:0"], "serving",
+                             "snapshot")
+    lines = _first_lines(args, until, {"FH_SNAPSHOT_PASSWORD": "x"})
+    said = [l for l in lines if "truncated" in l]
+    assert len(said) == 1 and said[0].startswith(f"fh {name}-server: {cut}: truncated: its last "), lines
+    assert until in lines[-1], lines

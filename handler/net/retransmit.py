@@ -47,6 +47,7 @@ class Store:
 
     def __init__(self):
         self.sessions: dict[bytes, dict[int, bytes]] = {}
+        self.reader: dict = {}  # from_pcap: the capture reader's counters (and bad_record_at), for replay.capture_cut
 
     @classmethod
     def from_pcap(cls, path: str | Path) -> "Store":
@@ -56,7 +57,8 @@ class Store:
         if not Path(path).is_file():
             raise RetransmitError(f"{path}: no such capture; check the path")
         st = cls()
-        for d in PcapReader(path).datagrams():
+        reader = PcapReader(path)
+        for d in reader.datagrams():
             dg = iter_mold(d.payload)
             h = dg.header
             if h is None or h.count in (0, 0xFFFF) or h.sequence == 0:
@@ -64,6 +66,7 @@ class Store:
             sess = st.sessions.setdefault(h.session.encode("latin-1").ljust(10), {})
             for i, m in enumerate(dg.messages):
                 sess.setdefault(h.sequence + i, m)
+        st.reader = {**reader.counters, "bad_record_at": reader.bad_record_at}
         return st
 
     def summary(self) -> dict:
@@ -201,6 +204,11 @@ def serve_cli(a) -> int:
     store = Store.from_pcap(a.pcap)
     if not store.sessions:
         raise RetransmitError(f"{a.pcap}: no MoldUDP64 messages in this capture")
+    from ..replay import capture_cut
+
+    cut = capture_cut(a.pcap, store.reader, "it answers for the frames before it")
+    if cut:  # (it said nothing: a request past the cut is answered as beyond the session's end)
+        print(f"fh retransmit-server: {cut}", file=sys.stderr)
     srv = RetransmitServer(store, parse_addr(a.listen), a.max_count, a.mtu, a.stats_json)
     host, port = srv.address
     for s, r in store.summary().items():
