@@ -743,6 +743,31 @@ def eal_args(cfg: Config) -> list[str]:
     return args + device_args(cfg)
 
 
+def rx_pcap_problems(cfg: Config) -> list[tuple[str, str]]:
+    """(problem, fix) for each net_pcap device whose rx_pcap file is missing or not a classic pcap: EAL would make no
+    port of it (fh run refuses to start; fh plan fails the configuration)."""
+    from pathlib import Path
+
+    from . import inputs
+
+    out = []
+    for d in devices(cfg):
+        if d.pci or "rx_pcap=" not in d.spec:
+            continue
+        pcap = d.spec.split("rx_pcap=", 1)[1].split(",", 1)[0]
+        key = "nic.vdev" if d.spec == cfg.nic_vdev else next(
+            (f"feed.lines[{i}].nic" for i, l in enumerate(cfg.lines) if l.dev == d.name), "feed.retransmission.nic")
+        where = f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap}"
+        if not Path(pcap).is_file():
+            out.append((f"{where} {'is not a regular file' if Path(pcap).exists() else 'does not exist'}", "give a pcap"))
+            continue
+        kind = inputs.sniff(pcap)
+        if kind != "pcap":  # net_pcap (libpcap) reads a classic pcap only: else EAL makes no port at all
+            out.append((f"{where} is {inputs.describe_against(kind, 'a pcap')}",
+                        "give a classic pcap (a pcapng: editcap -F pcap IN OUT; gzipped: gunzip it)"))
+    return out
+
+
 def devices(cfg: Config) -> tuple[Device, ...]:
     if cfg.devices:
         return cfg.devices

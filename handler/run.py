@@ -86,24 +86,8 @@ def _reload(cfg: config.Config, pf: supervise.Pidfile, repl) -> None:
 
 
 def _run(cfg: config.Config, keep_segment: bool, json_out: bool, rekey: list[int]) -> int:
-    for d in config.devices(cfg):
-        if not d.pci and "rx_pcap=" in d.spec:
-            pcap = d.spec.split("rx_pcap=", 1)[1].split(",", 1)[0]
-            from pathlib import Path
-
-            from . import inputs
-
-            key = "nic.vdev" if d.spec == cfg.nic_vdev else next(
-                (f"feed.lines[{i}].nic" for i, l in enumerate(cfg.lines) if l.dev == d.name),
-                "feed.retransmission.nic")
-            if not Path(pcap).is_file():
-                why = "is not a regular file" if Path(pcap).exists() else "does not exist"
-                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} {why}; give a pcap")
-            kind = inputs.sniff(pcap)
-            if kind != "pcap":  # net_pcap (libpcap) reads a classic pcap only: else EAL makes no port at all
-                raise config.ConfigError(f"{cfg.path}: {key} = {d.spec!r}: rx_pcap file {pcap} is "
-                                         f"{inputs.describe_against(kind, 'a pcap')}: give a classic pcap (a pcapng: "
-                                         "editcap -F pcap IN OUT; gzipped: gunzip it)")
+    for problem, fix in config.rx_pcap_problems(cfg):
+        raise config.ConfigError(f"{problem}; {fix}")
     mac = config.resolve_retrans_mac(cfg)  # before anything starts: a missing neighbour refuses the run
     if cfg.retransmission and not cfg.retransmission.mac:
         print(f"fh run: {cfg.name}: feed.retransmission.mac = {mac} (the next hop to the request server, from "

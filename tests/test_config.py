@@ -141,13 +141,13 @@ def test_fh_run_refuses_an_rx_pcap_that_is_no_pcap(tmp_path):
     p = fh("run", "--config", write(tmp_path, good(tmp_path).replace("synth-ab-40k.pcap", "synth-100k.itch")),
            check=False)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert f"rx_pcap file {itch} is an ITCH 5.0 daily file, not a pcap: give a classic pcap" in p.stderr
+    assert f"rx_pcap file {itch} is an ITCH 5.0 daily file, not a pcap; give a classic pcap" in p.stderr
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"not a capture at all\n")
     p = fh("run", "--config", write(tmp_path, good(tmp_path).replace(str(ROOT / "pcaps" / "synth-ab-40k.pcap"),
                                                                      str(junk))), check=False)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert f"rx_pcap file {junk} is neither an ITCH 5.0 daily file nor a capture: give a classic pcap" in p.stderr
+    assert f"rx_pcap file {junk} is neither an ITCH 5.0 daily file nor a capture; give a classic pcap" in p.stderr
 
 
 def test_missing_config_file(tmp_path):

@@ -133,6 +133,34 @@ def test_read_laptop_and_vm():
     assert not vm.hugetlbfs(2048) and vm.cpu_vendor == "AuthenticAMD"
 
 
+def test_more_lcores_than_cpus_fails():
+    """--lcores beyond the host's CPUs: a failure naming how many it could plan (it planned fewer without a word)."""
+    vm = topology.read_host(VM)
+    p = plan.plan(vm, lcores=99)
+    f = [x for x in p.findings if x.item == "cores" and x.level == "FAIL"]
+    assert len(f) == 1 and f[0].message == "99 lcores asked for, but this host has 2 online CPUs: planned 2"
+    assert f[0].fix == "ask for at most 2 (--lcores)" and p.refused
+    assert not [x for x in plan.plan(vm, lcores=2).findings if "asked for" in x.message]
+
+
+def test_a_missing_rx_pcap_fails_the_plan(tmp_path):
+    """A lab's net_pcap file that is missing or not a pcap fails fh plan as it refuses fh run (fh plan said nothing,
+    exit 0); checked on this host only (the file is this host's)."""
+    from conftest import run_config
+
+    from handler import config
+
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(run_config("plantest", tmp_path / "none.pcap"))
+    p = plan.plan(topology.read_host("/"), config.load(str(cfg)))
+    f = [x for x in p.findings if x.item == "nic" and x.level == "FAIL"]
+    assert len(f) == 1 and f[0].message.endswith(f"rx_pcap file {tmp_path / 'none.pcap'} does not exist") and p.refused
+    assert not [x for x in plan.plan(topology.read_host(VM), config.load(str(cfg))).findings
+                if "rx_pcap" in x.message]  # another root's host: this host's files say nothing of it
+    cfg.write_text(run_config("plantest"))  # the bundled capture
+    assert not [x for x in plan.plan(topology.read_host("/"), config.load(str(cfg))).findings if x.item == "nic"]
+
+
 def test_missing_root_reads_as_empty(tmp_path):
     h = topology.read_host(str(tmp_path))
     assert h.pci == {} and h.hugepages == [] and h.cmdline.params == {}

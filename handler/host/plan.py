@@ -425,6 +425,10 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
             part = host.partitioned
             node = max(sorted(host.nodes), key=lambda n: len(host.nodes[n] & part))
 
+    if cfg is not None and host.real:  # a lab's capture, as fh run checks it (the files are this host's)
+        for problem, fix in config.rx_pcap_problems(cfg):
+            findings.append(Finding("nic", "FAIL", problem, fix))
+
     # ---- the lcores
     fixed = rx
     if rx is not None and (rx not in host.cpus or rx not in host.online):
@@ -436,6 +440,10 @@ def plan(host: Host, cfg: config.Config | None = None, *, pci: str | None = None
     if not chosen:
         findings.append(Finding("cores", "FAIL", f"no CPU found under {host.path('/sys/devices/system/cpu')}",
                                 "point --root at a host's root directory (the one holding sys/ and proc/)"))
+    elif len(chosen) < lcores:  # (it planned fewer without a word)
+        findings.append(Finding("cores", "FAIL", f"{lcores} lcores asked for, but this host has {len(host.online)} "
+                                f"online CPU{'s' if len(host.online) != 1 else ''}: planned {len(chosen)}",
+                                f"ask for at most {len(chosen)} (--lcores)"))
     part, nohz, rcu = host.partitioned, host.nohz_full_cpus, host.rcu_nocbs_cpus
     node_cpus = host.nodes.get(node, frozenset())
     best_auto = (_choose(host, node, 1, None) or [0])[0]
