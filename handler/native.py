@@ -388,8 +388,8 @@ def synth_file(path: str | os.PathLike, messages: int, instruments: int, seed: i
     d = os.path.dirname(os.path.abspath(path))
     try:
         st = os.statvfs(d)
-        free = st.f_bavail * st.f_frsize
-        if os.path.isfile(path):  # (replaced: its room comes back)
+        free = st.f_bavail * st.f_frsize if st.f_blocks else None  # (no blocks: /proc, /sys: its own error says it)
+        if free is not None and os.path.isfile(path):  # (replaced: its room comes back)
             free += os.path.getsize(path)
     except OSError:  # (a directory that is not there: the generator's own error names it)
         free = None

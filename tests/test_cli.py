@@ -460,6 +460,9 @@ def test_a_day_larger_than_the_room_for_it_is_refused_before_it_is_made(tmp_path
     assert not (tmp_path / "day.pcap").exists()
     fh("synth", "itch", out, "--messages", "1000", "--instruments", "10")  # a day that fits is made as before
     assert out.stat().st_size > 1000 * 20
+    # a file system with no blocks at all (/proc) is not one that is full: its own error, not "0 B free"
+    p = fh("synth", "itch", "/proc/fh-x.itch", "--messages", "1000", "--instruments", "10", check=False)
+    assert p.returncode == 2 and "/proc/fh-x.itch" in p.stderr and "free" not in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("args, option", [
