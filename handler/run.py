@@ -33,7 +33,11 @@ def eal_args(cfg: config.Config) -> list[str]:
 
     host = read_host("/")
     p = plan.plan(host, cfg)
-    for f in p.findings:
+    fails = [f for f in p.findings if f.level == "FAIL"]
+    if len(fails) == 1:  # the one line: the failure and its fix (the host's warnings wait for a run that starts)
+        raise config.ConfigError(f"{cfg.path}: this host cannot run it as configured: {fails[0].item}: "
+                                 f"{fails[0].message}; fix: {fails[0].fix}")
+    for f in fails if p.refused and fails else p.findings:
         print(f"fh run: {f.level} {f.item}: {f.message}; fix: {f.fix}", file=sys.stderr)
     if p.refused:
         raise config.ConfigError(f"{cfg.path}: this host cannot run it as configured (fh plan --config {cfg.path} "

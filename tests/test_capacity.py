@@ -47,3 +47,4 @@ def test_publish_says_when_the_levels_ran_out(tmp_path):
     assert re.search(r"^fh publish: capacity: [\d,]+ adds skipped \(level_capacity\): the price-level memory was full, "
                      r"so the books they were for are incomplete; raise --max-levels$", p.stderr, re.M), p.stderr
     assert "capacity:" not in fh("publish", "--itch", AB_ITCH, "--segment", seg).stderr
+

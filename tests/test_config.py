@@ -562,3 +562,17 @@ def test_defaults_agree_with_the_c_core(tmp_path):
         c.gap_wait * 1000, c.request_timeout, c.retries, c.request_max, c.max_outstanding, c.hold)
     assert (config.DEFAULT_LINE_STALE_MS, config.DEFAULT_LINE_DOWN_MS) == (c.line_stale, c.line_down)
     assert replay.mold_defaults() == {"max_ahead": c.max_ahead, "confirm": c.confirm, "recover_max": c.recover_max}
+
+
+def test_run_with_a_missing_nic_is_one_line(tmp_path, run_dir, instance_name):
+    """fh run of a PCI NIC this host does not have: one line, the failure and its fix (it printed the host's
+    isolation and hugepage warnings too, then a second line pointing to fh plan)."""
+    text = run_config(instance_name).replace("[nic]\n", '[nic]\npci = "0000:ff:1f.7"\n')
+    text = "\n".join(l for l in text.splitlines() if not l.startswith("vdev = "))
+    cfg = tmp_path / "fh.toml"
+    cfg.write_text(text)
+    p = fh("run", "--config", cfg, check=False, timeout=60)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "this host cannot run it as configured: nic: there is no PCI device 0000:ff:1f.7" in \
+        lines[0] and "; fix: " in lines[0], p.stderr
