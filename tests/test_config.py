@@ -190,12 +190,14 @@ def test_fh_run_replays_the_configured_capture(tmp_path):
 @pytest.mark.slow
 def test_fh_run_with_a_nic_goes_through_the_plan(tmp_path):
     """A PCI NIC is placed by fh plan: on this host the named device does not exist, so the run is refused
-    before anything starts, with the plan's failure and its fix."""
+    before anything starts, in one line with the plan's failure and its fix (it printed the host's isolation and
+    hugepage warnings too, then a second line pointing to fh plan)."""
     text = good(tmp_path).replace('vdev = "', 'pci = "0000:99:00.0"\n# vdev = "')
     p = fh("run", "--config", write(tmp_path, text), check=False)
     assert p.returncode == 2
-    assert "FAIL nic: there is no PCI device 0000:99:00.0" in p.stderr and "fix:" in p.stderr
-    assert "fh plan --config" in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "this host cannot run it as configured: nic: there is no PCI device 0000:99:00.0" in \
+        lines[0] and "; fix: " in lines[0], p.stderr
 
 
 # ---- retransmission, two ports, replication, metrics (issue 6) ----------------------------------------------
@@ -563,16 +565,3 @@ def test_defaults_agree_with_the_c_core(tmp_path):
     assert (config.DEFAULT_LINE_STALE_MS, config.DEFAULT_LINE_DOWN_MS) == (c.line_stale, c.line_down)
     assert replay.mold_defaults() == {"max_ahead": c.max_ahead, "confirm": c.confirm, "recover_max": c.recover_max}
 
-
-def test_run_with_a_missing_nic_is_one_line(tmp_path, run_dir, instance_name):
-    """fh run of a PCI NIC this host does not have: one line, the failure and its fix (it printed the host's
-    isolation and hugepage warnings too, then a second line pointing to fh plan)."""
-    text = run_config(instance_name).replace("[nic]\n", '[nic]\npci = "0000:ff:1f.7"\n')
-    text = "\n".join(l for l in text.splitlines() if not l.startswith("vdev = "))
-    cfg = tmp_path / "fh.toml"
-    cfg.write_text(text)
-    p = fh("run", "--config", cfg, check=False, timeout=60)
-    assert p.returncode == 2
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "this host cannot run it as configured: nic: there is no PCI device 0000:ff:1f.7" in \
-        lines[0] and "; fix: " in lines[0], p.stderr
