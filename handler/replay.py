@@ -54,8 +54,11 @@ def capture_cut(path: str | Path, counters: dict, what: str) -> str | None:
     return f"{path}: truncated: its last record is cut off (after {frames}); {what}"
 
 
-def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256) -> list[str]:
-    return ["--no-pci", "--no-shconf", "--no-huge", "-m", str(memory_mb), "--file-prefix", f"fh-{name}",
+def eal_args(name: str, vdev: str, core: int | None = None, memory_mb: int = 256, huge: bool = False) -> list[str]:
+    """EAL's arguments for a lab's data plane on virtual devices: memory from ordinary pages (--no-huge), or with
+    huge from hugepages as fh run takes it with memory.hugepages = true (--in-memory: no file left behind)."""
+    mem = ["--in-memory"] if huge else ["--no-shconf", "--no-huge"]
+    return ["--no-pci", *mem, "-m", str(memory_mb), "--file-prefix", f"fh-{name}",
             "-l", str(poll_core() if core is None else core), "--log-level", "lib.eal:error", "--no-telemetry",
             "--log-level", "pmd.net.pcap:error", "--vdev", vdev]
 

@@ -67,6 +67,29 @@ def test_segment_placed_as_fh_run_places_one(tmp_path):
     assert latency.segment_path("lat-1", str(tmp_path), root) == f"{tmp_path}/fh-lat-1"
 
 
+def test_dpdk_memory_follows_the_free_hugepages(tmp_path):
+    """--dpdk-memory auto: DPDK's mbufs and rings on hugepages (as fh run takes them with memory.hugepages = true)
+    when the free 2 MB pages hold them beside the segment's, else ordinary pages; huge without them is refused in one
+    line that says how many to reserve."""
+    from handler.bench import latency as L
+
+    def meminfo(free: int, size: int = 2048):
+        p = tmp_path / f"meminfo-{free}-{size}"
+        p.write_text(f"MemTotal:       24000000 kB\nHugePages_Total:    {free}\nHugePages_Free:     {free}\n"
+                     f"Hugepagesize:       {size} kB\n")
+        return str(p)
+
+    need = (L.DPDK_MB + L.SEG_HUGE_MB) // 2
+    assert L.dpdk_memory("auto", meminfo(need)) == "huge"
+    assert L.dpdk_memory("auto", meminfo(need - 1)) == "base"
+    assert L.dpdk_memory("auto", meminfo(4, 1 << 20)) == "base"  # 1 GB default pages: not the 2 MB ones counted
+    assert L.dpdk_memory("base", meminfo(need)) == "base" and L.dpdk_memory("huge", meminfo(need)) == "huge"
+    with pytest.raises(L.LatencyBenchError, match=rf"--dpdk-memory huge: DPDK takes {L.DPDK_MB} MB of 2 MB hugepages, "
+                       rf"and this host has 2 MB free: reserve them \(echo {need} > /proc/sys/vm/nr_hugepages\)"):
+        L.dpdk_memory("huge", meminfo(1))
+    assert L.dpdk_memory("auto", str(tmp_path / "none")) == "base"
+
+
 def test_bad_segment_dir_refused(tmp_path):
     p = fh("bench", "latency", "--segment-dir", str(tmp_path / "nowhere"), "--rates", "1k", check=False)
     assert p.returncode != 0
@@ -153,6 +176,7 @@ def test_tiny_rate_counts_add_up(tmp_path, monkeypatch):
     assert m["scan"]["cpu"] == res["core"] and m["during_run"]["seconds"] > 0
     assert res["target"]["met"] is None and "one_frame" not in res["target"]  # 1M msg/s was not run
     assert res["segment_dir"] == "auto" and r["segment"]["dir"] and r["segment"]["page_size"] >= 4096
+    assert res["dpdk_memory"] in ("huge", "base")  # auto, resolved by the host's free hugepages
     # the messages of datagrams that arrived alone: some of them (a frame every 500 µs), none beyond the whole
     one = r["latency_one_frame_ns"]
     assert 0 < one["count"] <= lat["count"] and r["one_frame_share"] == round(one["count"] / lat["count"], 6)

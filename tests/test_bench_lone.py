@@ -34,13 +34,14 @@ def day(tmp_path_factory):
     return path, data
 
 
-@pytest.mark.parametrize("mode", ["publish", "engine"])
-def test_cuts_the_whole_day_into_datagrams(day, tmp_path, mode):
+@pytest.mark.parametrize("mode, staged", [("publish", False), ("engine", False), ("publish", True)])
+def test_cuts_the_whole_day_into_datagrams(day, tmp_path, mode, staged):
+    """Whole (fh_engine_apply_datagram) or --staged (the staged consumer fh-dataplane uses, flushed by batch_end)."""
     path, data = day
     types = _types(data)
     samples = tmp_path / "samples.txt"
     r = _run(str(path), "--per", "4", "--gap-us", "0", "--warm-us", "0", "--datagrams", "100000", "--mode", mode,
-             "--samples", str(samples))
+             "--samples", str(samples), *(["--staged"] if staged else []))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     n = len(types)

@@ -47,6 +47,8 @@ from pathlib import Path
 
 from ..errors import FhError
 
+DPDK_MB = 512  # the data plane's EAL memory (-m)
+SEG_HUGE_MB = 256  # room left for the segment (164 MB) when DPDK's memory goes on hugepages too (--dpdk-memory auto)
 RT_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the data plane (the sender's is its own, also 10)
 FOREIGN_DROPS = ("not_ipv4", "not_udp")
 TARGET_RATE = 1_000_000
@@ -249,7 +251,7 @@ def run_rate(lab, source: dict, rate: int, messages: int, a, core: int, sender_c
     name = f"lat-{uuid.uuid4().hex[:8]}"
     segment = segment_path(name, a.segment_dir)
     vdev = f"net_af_packet0,iface={lab.dp_if},framecnt={a.ring_frames},blocksz=4096,framesz=2048"
-    cmd = process.dataplane_cmd(eal_args(name, vdev, core, 512), segment, [tuple(l) for l in source["lines"]],
+    cmd = process.dataplane_cmd(eal_args(name, vdev, core, DPDK_MB, huge=a.dpdk_memory == "huge"), segment, [tuple(l) for l in source["lines"]],
                                 idle=a.idle, exit_idle_ms=0, max_levels=SEG_LEVELS, events=SEG_EVENTS,
                                 extra=["--name", name, *(["--warm-us", str(a.warm_us)] if a.warm_us is not None else [])])
     argv = [send, "--iface", lab.ns_if, "--rate", str(rate), "--messages", str(messages)]
@@ -403,6 +405,33 @@ def check_segment_dir(directory: str) -> None:
                                 "mount, or auto)")
 
 
+def free_hugepages_2m(meminfo: str = "/proc/meminfo") -> int:
+    """Free 2 MB hugepages of the host's default size (0 when the default size is another)."""
+    info = {}
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info[k.strip()] = v.split()[0] if v.split() else "0"
+    except OSError:
+        return 0
+    return int(info.get("HugePages_Free", 0)) if info.get("Hugepagesize") == "2048" else 0
+
+
+def dpdk_memory(choice: str, meminfo: str = "/proc/meminfo") -> str:
+    """--dpdk-memory resolved: auto is huge when the free 2 MB hugepages hold DPDK's memory beside the segment's
+    (SEG_HUGE_MB, when it goes to a hugetlbfs mount), else base; huge asked for without them is refused here rather
+    than by EAL's own lines."""
+    free_mb = 2 * free_hugepages_2m(meminfo)
+    if choice == "auto":
+        return "huge" if free_mb >= DPDK_MB + SEG_HUGE_MB else "base"
+    if choice == "huge" and free_mb < DPDK_MB:
+        raise LatencyBenchError(f"--dpdk-memory huge: DPDK takes {DPDK_MB} MB of 2 MB hugepages, and this host has "
+                                f"{free_mb} MB free: reserve them (echo {(DPDK_MB + SEG_HUGE_MB) // 2} > "
+                                "/proc/sys/vm/nr_hugepages) or use --dpdk-memory base")
+    return choice
+
+
 def bench_latency(a) -> int:
     from .. import process
     from ..net import pcapgen
@@ -411,6 +440,7 @@ def bench_latency(a) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     rates = parse_rates(a.rates)
     check_segment_dir(a.segment_dir)
+    a.dpdk_memory = dpdk_memory(a.dpdk_memory)
     if os.geteuid() != 0:
         raise LatencyBenchError("fh bench latency needs root: it creates a network namespace and a veth pair, and the "
                                 "data plane opens a packet socket (run it as root)")
@@ -451,7 +481,7 @@ def bench_latency(a) -> int:
                  "window_us": a.window_us if source["kind"] == "itch" and not a.per_packet else None,
                  "mtu": a.mtu if source["kind"] == "itch" else None, "idle": a.idle, "warm_us": a.warm_us, "core": core,
                  "sender_cpu": sender_cpu, "hiccup_ns": a.hiccup_ns, "scan_seconds": a.scan_seconds,
-                 "ring_frames": a.ring_frames, "segment_dir": a.segment_dir, "runs": []}
+                 "ring_frames": a.ring_frames, "segment_dir": a.segment_dir, "dpdk_memory": a.dpdk_memory, "runs": []}
     lab = Lab(f"lat{uuid.uuid4().hex[:6]}", mtu=max(1500, a.mtu))
     try:
         try:
@@ -504,7 +534,8 @@ def print_report(res: dict, out=None) -> None:
     polls = ", ".join(f"{r['dataplane']['empty_poll_ns']:.0f} ns at {fmt_rate(r['rate'])}" for r in res["runs"])
     out.write(f"fh bench latency: {what}; data plane on CPU {res['core']} (--idle {res['idle']}, --warm-us "
               f"{'/'.join(map(str, warm)) or '-'}; an empty poll: {polls or '-'}), sender on CPU "
-              f"{res['sender_cpu']}, net_af_packet on a veth pair; segment in {where}\n")
+              f"{res['sender_cpu']}, net_af_packet on a veth pair; segment in {where}; DPDK's memory on "
+              f"{'hugepages' if res.get('dpdk_memory') == 'huge' else 'base pages (--no-huge)'}\n")
     if any(p < 2 << 20 for _, p in segs):
         out.write("  (base pages: the books' lines cost TLB misses that a hugetlbfs segment, where fh run puts it on a "
                   "host with a mount and free hugepages, does not have; --segment-dir, bench/latency.md)\n")
@@ -633,6 +664,10 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--segment-dir", default="auto", metavar="DIR",
                    help="where the data plane's segment lives: auto (as fh run places an instance's: a writable "
                         "hugetlbfs mount with free hugepages for it, else /dev/shm) or a directory")
+    b.add_argument("--dpdk-memory", choices=("auto", "huge", "base"), default="auto",
+                   help="DPDK's own memory (mbufs, rings): huge (hugepages, as fh run takes them with "
+                        "memory.hugepages = true), base (ordinary pages, --no-huge) or auto (huge when the host has "
+                        f"{DPDK_MB} MB of free 2 MB hugepages besides the segment's, else base)")
     b.add_argument("--ring-frames", type=positive, default=16384,
                    help="net_af_packet's ring (framecnt): frames the kernel holds while the data plane is away")
     add_json_flag(b, "fh bench latency")

@@ -1,5 +1,5 @@
 /* fh-bench-lone FILE [--per K] [--gap-us G] [--warm-us W] [--datagrams N] [--mode publish|engine] [--segment PATH]
- *              [--samples OUT]
+ *              [--samples OUT] [--staged]
  *
  * A lone datagram's apply, in process: a day's messages cut into datagrams of K messages, each applied by
  * fh_engine_apply_datagram + fh_engine_batch_end (what fh-dataplane runs for a burst of one frame) G µs after the
@@ -7,7 +7,9 @@
  * default 1000; 0: none). Each apply is timed with the TSC; the output is one JSON line of percentiles. This is the
  * engine's part of `fh bench latency`'s "arrived alone" figure (bench/latency.md), without the NIC, the kernel, the
  * sender or the MoldUDP64 layer: what fh adds to a lone datagram, apart from what the network path and the VM add.
- * --samples OUT writes each datagram's ns and message types ("ns TYPES" a line), for attribution.
+ * --samples OUT writes each datagram's ns and message types ("ns TYPES" a line), for attribution. --staged applies
+ * through the staged consumer (fh_engine_consumer_staged, as fh-dataplane does: walked when handed over, applied at
+ * batch_end) rather than whole (fh_engine_consumer).
  * Pin it (taskset -c 1): it spins one core for about N x G µs. */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "fh/book.h"
+#include "fh/consumer.h"
 #include "fh/seg.h"
 #include "bench_util.h"
 
@@ -45,7 +48,7 @@ static void usage(const char *prog)
 {
     fprintf(stderr,
             "usage: %s FILE [--per K] [--gap-us G] [--warm-us W] [--datagrams N] [--mode publish|engine]\n"
-            "       [--segment PATH] [--samples OUT]\n",
+            "       [--segment PATH] [--samples OUT] [--staged]\n",
             prog);
 }
 
@@ -55,10 +58,12 @@ int main(int argc, char **argv)
     const char *segpath = getenv("FH_BENCH_SEGMENT");
     double gap_us = 4, warm_us = 1000;
     long per = 4, ndg = 500000;
+    bool staged = false;
     static const struct option opts[] = { { "per", 1, 0, 'k' },     { "gap-us", 1, 0, 'g' },
                                           { "warm-us", 1, 0, 'w' }, { "datagrams", 1, 0, 'n' },
                                           { "mode", 1, 0, 'm' },    { "segment", 1, 0, 's' },
-                                          { "samples", 1, 0, 'o' }, { 0, 0, 0, 0 } };
+                                          { "samples", 1, 0, 'o' }, { "staged", 0, 0, 'S' },
+                                          { 0, 0, 0, 0 } };
     for (int c, i = 0; (c = getopt_long(argc, argv, "", opts, &i)) != -1; i = 0) {
         char *end = NULL;
         switch (c) {
@@ -69,6 +74,7 @@ int main(int argc, char **argv)
         case 'm': mode = optarg; break;
         case 's': segpath = optarg; break;
         case 'o': samples = optarg; break;
+        case 'S': staged = true; break;
         default: usage(prog); return 2;
         }
         if (end && *end) {
@@ -109,6 +115,11 @@ int main(int argc, char **argv)
         return 2;
     }
     fh_engine_set_publish(e, publish);
+    fh_feed_consumer_t con; /* as fh-dataplane applies a datagram: staged (--staged), else whole */
+    if (staged)
+        fh_engine_consumer_staged(e, &con);
+    else
+        fh_engine_consumer(e, &con);
     uint32_t *ns = malloc((size_t)ndg * sizeof *ns);
     char *types = samples ? malloc((size_t)ndg * 106) : NULL;
     if (!ns || (samples && !types)) {
@@ -143,7 +154,7 @@ int main(int argc, char **argv)
             }
         uint64_t t0 = tsc();
         stamp[0] = stamp[1] = t0;
-        misframed += fh_engine_apply_datagram(e, p, (size_t)(q - p), (uint32_t)c) != 0;
+        misframed += con.apply_datagram(con.ctx, NULL, 0, (uint32_t)c, p, (size_t)(q - p)) != 0;
         fh_engine_batch_end(e);
         uint64_t t1 = tsc();
         double v = (double)(t1 - t0) * 1e9 / hz;
