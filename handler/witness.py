@@ -797,7 +797,11 @@ def reload(status: str, timeout: float = 30.0) -> tuple[int, str]:
         try:
             with open(status) as f:
                 doc = json.load(f)
-            return doc if isinstance(doc, dict) and isinstance(doc.get("pid"), int) else None
+            # what fh witness --status writes: its pid and when it started (boot_s), so that a pid reused by another
+            # process is never signalled (a file without boot_s, or pid 1, sent SIGHUP to whatever ran there)
+            ok = (isinstance(doc, dict) and type(doc.get("pid")) is int and doc["pid"] > 1
+                  and type(doc.get("boot_s")) in (int, float) and type(doc.get("reloads", 0)) is int)
+            return doc if ok else None
         except (OSError, ValueError):
             return None
 

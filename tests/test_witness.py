@@ -1446,3 +1446,23 @@ pair = "cut-{tag}"
             segments.remove(f"/dev/shm/fh-{n}")
             _remove(f"/dev/shm/fh-{n}.journal", f"/dev/shm/fh-{n}.standby.journal", R.status_path(n),
                     RR.guard_status_of(config.load(str(cfgs[n]))))
+
+
+def test_fh_reload_witness_never_signals_a_process_its_status_file_does_not_prove(tmp_path):
+    """A status file without the witness's start time (boot_s), or naming pid 1 or a pid of another type, is not an
+    fh witness status file: fh reload --witness said nothing of that and sent SIGHUP to whatever ran at that pid
+    (pid 1, here a sleep that the SIGHUP killed)."""
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        for doc in ({"pid": victim.pid}, {"pid": victim.pid, "boot_s": "x"}, {"pid": 1, "boot_s": 0.0},
+                    {"pid": True, "boot_s": 0.0}, {"pid": victim.pid, "boot_s": 1e12, "reloads": "2"}):
+            status = tmp_path / "status.json"
+            status.write_text(json.dumps(doc))
+            r = fh("reload", "--witness", str(status), "--timeout", "0.3", check=False)
+            assert r.returncode == 1 and r.stderr.strip() == (
+                f"fh reload: {status}: not an fh witness status file: no fh witness runs with --status {status} "
+                f"(systemctl start fh-witness, or fh witness --listen ADDR:PORT --status {status})"), (doc, r.stderr)
+            assert victim.poll() is None, f"{doc}: the SIGHUP reached pid {victim.pid}"
+    finally:
+        victim.kill()
+        victim.wait()
