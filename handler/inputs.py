@@ -70,6 +70,14 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
+def not_regular(mode: int) -> str | None:
+    """What a file of this st_mode is when it is not a regular file ("a directory", "a FIFO", ...); None when it is
+    one."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
 def regular_file(path: str | os.PathLike, what: str = "a file", option: str | None = None) -> Path:
     """path, when it names a regular file (or a link to one); else an InputError naming what it is and that
     `what` is wanted, with `option` ("--config") before the path when given. Checked before a file is opened: a
@@ -83,8 +91,8 @@ def regular_file(path: str | os.PathLike, what: str = "a file", option: str | No
         raise InputError(f"{where}: no such file; check the path") from None
     except OSError as e:
         raise InputError(f"{where}: cannot read it: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a file")
+    kind = not_regular(st.st_mode)
+    if kind:
         raise InputError(f"{where}: not a regular file ({kind}); give {what}")
     return p
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .inputs import not_regular
 
 # ---- the ring (fh/journal.h) ---------------------------------------------------------------------------
 
@@ -77,12 +78,17 @@ class JournalRing:
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO blocked the open forever)
         except FileNotFoundError:
             raise JournalError(f"no journal at {self.path}: is the data plane running with --journal "
                                f"(fh run with [journal] in fh.toml)?") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            kind = not_regular(st.st_mode)
+            if kind:
+                raise JournalError(f"{self.path}: {kind}, not a journal ring: give the data plane's ring "
+                                   "(/dev/shm/fh-NAME.journal, or --name NAME)")
+            size = st.st_size
             if size < HDR_SIZE:
                 raise JournalError(f"{self.path}: {size} bytes, too short for a journal header")
             self.m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -261,7 +267,12 @@ def journal_files(path: str | os.PathLike) -> list[Path]:
     """A file, or the journal files of a directory (recursively) in name order: day, session, part."""
     p = Path(path)
     if p.is_dir():
-        return sorted(p.rglob(f"*{SUFFIX}"), key=lambda f: f.name)
+        found = sorted(p.rglob(f"*{SUFFIX}"), key=lambda f: f.name)
+        for f in found:  # a FIFO named *.fhj blocked every reader of the directory (fh run's restart) forever
+            kind = not_regular(f.stat().st_mode)
+            if kind:
+                raise JournalFileError(f"{f}: {kind}, not a journal file, in the journal directory {p}: move it out")
+        return found
     if not p.exists():
         raise JournalFileError(f"{p}: no such file or directory")
     return [p]

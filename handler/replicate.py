@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
+from .inputs import not_regular
 from .process import pid_alive
 
 
@@ -69,7 +70,12 @@ def status_path(name_or_path: str) -> str:
 def read_status(name_or_path: str) -> dict:
     path = status_path(name_or_path)
     try:
-        raw = Path(path).read_bytes()
+        kind = not_regular(os.stat(path).st_mode)
+        if kind:  # a FIFO blocked the read forever, /dev/zero filled the memory
+            raise ReplicateError(f"{path}: {kind}, not an fh-replicate status file: give an instance name or the "
+                                 "path of the file fh-replicate --status writes")
+        with open(path, "rb") as f:
+            raw = f.read(1 << 20)
     except FileNotFoundError:
         raise ReplicateError(f"no replication status at {path}: is fh-replicate running for this instance "
                              f"(--name, or --status PATH)?") from None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import journal as J
 from . import native
+from .inputs import not_regular
 
 SUFFIX = ".snap"
 
@@ -23,7 +24,12 @@ def snapshot_name(day: str, session: str, next_seq: int) -> str:
 def list_snapshots(directory: str | Path) -> list[Path]:
     """Snapshot files, oldest first (by name: day, session, sequence)."""
     d = Path(directory)
-    return sorted(d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+    found = sorted(d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+    for p in found:  # a FIFO named *.snap blocked the snapshot reader (fh run's restart) forever
+        kind = not_regular(p.stat().st_mode)
+        if kind:
+            raise J.JournalFileError(f"{p}: {kind}, not a snapshot file, in the snapshot directory {d}: move it out")
+    return found
 
 
 def prune(directory: str | Path, keep: int) -> list[Path]:

@@ -549,3 +549,64 @@ def test_fh_run_restarts_from_the_recorded_day(tmp_path):
         process.remove_segment(f"/dev/shm/fh-{name}")
         for p in (journal, f"/dev/shm/fh-{name}.journal"):
             _unlink_ring(p)
+
+
+def test_record_refuses_a_bad_day_idle_time_or_dir_before_it_writes(tmp_path):
+    """fh record --day abc was a traceback (ValueError) after its first file had been written under DIR/abc/;
+    --day 99999999999 would not fit the header's 32-bit day; --idle-exit-s -1 or nan were taken; a --dir that is a
+    file was reported as a damaged journal file. Each is one line, exit 2, and nothing is written."""
+    out = tmp_path / "out"
+    for day in ("abc", "20261399", "2026", "99999999999", "../../x"):
+        r = fh("record", "--journal", "/nonexistent.journal", "--dir", out, "--day", day, check=False)
+        assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+            f"fh record: error: argument --day: expected a date as YYYYMMDD, e.g. 20240315, got {day!r}"), r.stderr
+        assert "Traceback" not in r.stderr
+    for s in ("-1", "0", "nan", "inf"):
+        r = fh("record", "--journal", "/nonexistent.journal", "--dir", out, f"--idle-exit-s={s}", check=False)
+        assert r.returncode == 2 and "argument --idle-exit-s: expected more than 0" in r.stderr, r.stderr
+    f = tmp_path / "a-file"
+    f.write_bytes(b"\x00\x0cS")
+    r = fh("record", "--journal", "/nonexistent.journal", "--dir", f, check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"fh: --dir {f}: not a directory: give the directory the journal files go into (it is created when "
+        "missing)"), r.stderr
+    assert not out.exists()
+
+
+def test_a_ring_that_is_a_fifo_or_a_directory_is_refused_at_once(tmp_path):
+    """fh record --journal FIFO blocked forever in open(); a directory was "40 bytes, too short for a journal
+    header". Both are one line naming what the path is."""
+    fifo = tmp_path / "ring.journal"
+    os.mkfifo(fifo)
+    r = fh("record", "--journal", fifo, "--dir", tmp_path / "out", check=False, timeout=20)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"fh: {fifo}: a FIFO, not a journal ring: give the data plane's ring (/dev/shm/fh-NAME.journal, or --name "
+        "NAME)"), r.stderr
+    with pytest.raises(J.JournalError, match="a directory, not a journal ring"):
+        J.JournalRing(tmp_path)
+
+
+def test_a_fifo_in_the_journal_or_snapshot_directory_is_named_not_waited_on(tmp_path):
+    """fh run's restart (snapshot.restart_snapshot) and fh record's resume read every *.fhj and *.snap of the journal
+    directory: a FIFO of that name blocked them forever (fh run never started), a directory of that name was an
+    IsADirectoryError. Each is now one line naming the file and what to do."""
+    import sys
+    import time
+
+    day = time.strftime("%Y%m%d", time.gmtime())
+    cases = []
+    for what, rel in (("journal", f"{day}/{day}-X-0000.fhj"), ("snapshot", f"snapshots/{day}-X-000000000001.snap")):
+        for kind in ("a FIFO", "a directory"):
+            d = tmp_path / f"{what}-{kind[2:]}"
+            f = d / rel
+            f.parent.mkdir(parents=True)
+            os.mkfifo(f) if kind == "a FIFO" else f.mkdir()
+            cases.append((d, f"{f}: {kind}, not a {what} file, in the {what} directory "
+                             f"{f.parent if what == 'snapshot' else d}: move it out"))
+    for d, said in cases:
+        p = subprocess.run([sys.executable, "-c", "import sys; from handler.snapshot import restart_snapshot\n"
+                            "from handler.errors import FhError\n"
+                            "try:\n    restart_snapshot(sys.argv[1], sys.argv[2])\n"
+                            "except FhError as e:\n    print(e)\n", str(d), day],
+                           capture_output=True, text=True, timeout=20, cwd=ROOT)
+        assert p.stdout.strip() == said, (d, p.stdout, p.stderr)

@@ -457,3 +457,16 @@ def test_a_primary_that_joins_a_lapped_journal_marks_the_standby_stale():
     finally:
         sb.close()
         _remove(journal, _primary_status(tag))
+
+
+def test_a_status_path_that_is_no_regular_file_is_refused_at_once(tmp_path):
+    """fh replicate status / fh promote --name PATH: a FIFO blocked the read forever, /dev/zero read without end, a
+    directory said its errno twice. Each is one line naming what the path is, exit 2."""
+    fifo = tmp_path / "status.repl"
+    os.mkfifo(fifo)
+    for path, kind in ((str(fifo), "a FIFO"), ("/dev/zero", "a character device"), (str(tmp_path), "a directory")):
+        for cmd in (("replicate", "status"), ("promote",)):
+            r = fh(*cmd, "--name", path, check=False, timeout=20)
+            assert r.returncode == 2 and r.stderr.strip() == (
+                f"fh: {path}: {kind}, not an fh-replicate status file: give an instance name or the path of the "
+                "file fh-replicate --status writes"), (cmd, r.stderr)
