@@ -598,6 +598,9 @@ def snapshot_password(cfg: Config) -> str:
         except OSError as e:
             raise ConfigError(f"{cfg.path}: feed.snapshot.password_file = {s.password_file!r}: {e.strerror}; make "
                               "it readable by fh run") from None
+        except UnicodeDecodeError:  # (a binary file was a traceback)
+            raise ConfigError(f"{cfg.path}: feed.snapshot.password_file = {s.password_file!r}: not text; its first "
+                              "line must be the password (up to 10 ASCII characters)") from None
         where = f"the file {s.password_file}"
     else:
         pw, where = os.environ.get(s.password_env, ""), f"the environment variable {s.password_env}"

@@ -408,6 +408,9 @@ def password_from(file: str | None, env: str | None = "FH_SNAPSHOT_PASSWORD", wh
             return Path(file).read_text().strip()
         except OSError as e:
             raise GlimpseError(f"{what} {file}: {e.strerror}; give a readable file holding the password") from None
+        except UnicodeDecodeError:  # (a binary file was a traceback)
+            raise GlimpseError(f"{what} {file}: not text (a password is up to 10 ASCII characters); give the file "
+                               "holding the password") from None
     pw = os.environ.get(env or "", "")
     if not pw:
         raise GlimpseError(f"no snapshot password: give {what} FILE or set the environment variable {env}")
@@ -530,8 +533,20 @@ def cmd_server(args) -> int:
     return 0
 
 
+def _session_arg(text: str) -> str:
+    """An argparse type: --session, a MoldUDP64 session of 1 to 10 printable ASCII characters (a longer one was
+    cut to 10 without a word, one outside latin-1 a traceback)."""
+    import argparse
+
+    if not 1 <= len(text) <= 10 or not text.isascii() or not text.isprintable() or text != text.strip():
+        raise argparse.ArgumentTypeError(f"expected a MoldUDP64 session: 1 to 10 ASCII characters, e.g. 000012345A, "
+                                         f"got {text!r}")
+    return text
+
+
 def cmd_fetch(args) -> int:
     password = password_from(args.password_file)
+    check_credentials(args.user, password)  # before connecting: a login no server could accept
     try:
         got = fetch_to_file(args.out, args.server, args.user, password, args.session, args.day or 0,
                             connect_timeout_ms=args.connect_timeout_ms, idle_timeout_ms=args.idle_timeout_ms,
@@ -550,7 +565,7 @@ def cmd_fetch(args) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
-    from .cli.argtypes import _given
+    from .cli.argtypes import _bounded, _given, _out_file, _yyyymmdd
     from .ui import add_json_flag
     s = sub.add_parser("snapshot-server", help="serve a recorded day's book at a point over SoupBinTCP, as NASDAQ "
                                                "GLIMPSE 5.0 does (docs/recovery.md)")
@@ -584,13 +599,15 @@ def register(sub, positive, nonneg) -> None:
     f.add_argument("--server", required=True, metavar="ADDR:PORT")
     f.add_argument("--user", required=True)
     f.add_argument("--password-file", metavar="FILE", help="default: $FH_SNAPSHOT_PASSWORD")
-    f.add_argument("--session", help="the MoldUDP64 session wanted (default: the server's)")
-    f.add_argument("--out", required=True, metavar="FILE")
-    f.add_argument("--day", type=int, metavar="YYYYMMDD")
-    f.add_argument("--connect-timeout-ms", type=positive, default=2000)
-    f.add_argument("--idle-timeout-ms", type=positive, default=15000)
-    f.add_argument("--total-timeout-ms", type=positive, default=600000)
-    f.add_argument("--retries", type=nonneg, default=0)
+    f.add_argument("--session", type=_session_arg, help="the MoldUDP64 session wanted (default: the server's)")
+    f.add_argument("--out", required=True, metavar="FILE", type=_out_file("day.snap"))
+    f.add_argument("--day", type=lambda t: int(_yyyymmdd(t)), metavar="YYYYMMDD")
+    # the bounds of [feed.snapshot]'s keys (handler/config.py): a value past the C client's 32-bit fields was an
+    # OverflowError traceback
+    f.add_argument("--connect-timeout-ms", type=_bounded(1, 600_000), default=2000)
+    f.add_argument("--idle-timeout-ms", type=_bounded(10, 600_000), default=15000)
+    f.add_argument("--total-timeout-ms", type=_bounded(100, 86_400_000), default=600000)
+    f.add_argument("--retries", type=_bounded(0, 100), default=0)
     add_json_flag(f, "fh snapshot-fetch")
     f.set_defaults(func=cmd_fetch)
 

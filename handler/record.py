@@ -219,6 +219,9 @@ class Recorder:
 def cmd_record(a) -> int:
     import signal
 
+    if os.path.exists(a.dir) and not os.path.isdir(a.dir):
+        raise J.JournalError(f"--dir {a.dir}: not a directory: give the directory the journal files go into (it is "
+                             "created when missing)")
     path = a.journal or f"/dev/shm/fh-{a.name}.journal"
     ring = J.JournalRing(path)
     directory = Path(a.dir)
@@ -246,7 +249,8 @@ def cmd_record(a) -> int:
 
 
 def register(sub, positive, nonneg) -> None:
-    from .cli.argtypes import _given
+    from .cli.argtypes import _given, _yyyymmdd
+    from .cli.host import seconds
     from .ui import HelpFormatter, add_json_flag, examples
 
     r = sub.add_parser("record", help="follow an instance's journal ring and write the day's messages to disk",
@@ -268,8 +272,9 @@ def register(sub, positive, nonneg) -> None:
     r.add_argument("--fsync", choices=("always", "interval", "none"), default="interval",
                    help="always: after every write; interval: every --fsync-ms; none: the kernel's choice")
     r.add_argument("--fsync-ms", type=nonneg, default=1000, help="with --fsync interval: milliseconds between fsyncs")
-    r.add_argument("--day", metavar="YYYYMMDD", help="the day the files are named for (default: today, UTC)")
-    r.add_argument("--idle-exit-s", type=float, default=None,
+    r.add_argument("--day", metavar="YYYYMMDD", type=_yyyymmdd,
+                   help="the day the files are named for (default: today, UTC)")
+    r.add_argument("--idle-exit-s", type=seconds(7 * 86400, zero=False), default=None,
                    help="stop after this long with nothing new (default: when the writer is gone)")
     r.add_argument("--snapshot-every", type=nonneg, default=0, metavar="MESSAGES",
                    help="a shadow engine applies the journal and saves its whole state every this many messages "

@@ -177,6 +177,17 @@ def test_a_snapshot_password_file_that_is_no_regular_file_is_refused(tmp_path):
         config.load(cfg)
 
 
+
+def test_a_snapshot_password_file_that_is_not_text_is_refused(tmp_path):
+    """A binary feed.snapshot.password_file was a UnicodeDecodeError (a traceback from fh run) when read."""
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"\xaa\xff\x00secret\n")
+    c = config.load(write(tmp_path, good(tmp_path) + f'\n[feed.snapshot]\nserver = "127.0.0.1:1"\nuser = "fh"\n'
+                                                     f'password_file = "{pw}"\n'))
+    with pytest.raises(config.ConfigError, match=r"feed.snapshot.password_file = .*: not text; its first line must "
+                                                 r"be the password \(up to 10 ASCII characters\)$"):
+        config.snapshot_password(c)
+
 @pytest.mark.dpdk
 def test_fh_run_replays_the_configured_capture(tmp_path):
     p = fh("run", "--config", write(tmp_path, good(tmp_path, f"cfgrun{os.getpid()}")), "--json")

@@ -549,3 +549,42 @@ def test_dataplane_snapshot_source_errors_are_one_line(tmp_path, monkeypatch):
                            text=True, timeout=60)
         lines = [l for l in p.stderr.splitlines() if l.startswith("fh-dataplane")]
         assert p.returncode == 2 and any(want in l for l in lines), (spec, p.stderr)
+
+
+def test_fetch_refuses_bad_arguments_before_it_connects(tmp_path):
+    """fh snapshot-fetch: --day 99999999999 or -5 was an OverflowError after the whole snapshot had been fetched
+    (the file never written), a timeout or --retries past 32 bits one before connecting; --session longer than
+    MoldUDP64's 10 characters was cut without a word (one outside latin-1 a traceback); --out in a missing directory or a directory failed only after the fetch; a binary
+    --password-file was a UnicodeDecodeError. Each is now one line, exit 2, before any connection (nothing listens
+    on the port given)."""
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    base = ["snapshot-fetch", "--server", "127.0.0.1:1", "--user", "u", "--password-file", str(pw)]
+    out = str(tmp_path / "day.snap")
+    cases = [
+        (["--out", out, "--day", "99999999999"], "argument --day: expected a date as YYYYMMDD, e.g. 20240315, got "
+                                                 "'99999999999'"),
+        (["--out", out, "--day=-5"], "argument --day: expected a date as YYYYMMDD"),
+        (["--out", out, "--session", "waytoolongsession"], "argument --session: expected a MoldUDP64 session: 1 to "
+                                                           "10 ASCII characters"),
+        (["--out", out, "--session", "\u20ac"], "argument --session: expected a MoldUDP64 session"),
+        (["--out", str(tmp_path / "no" / "day.snap")], "argument --out: cannot write"),
+        (["--out", str(tmp_path)], "argument --out: " + str(tmp_path) + " is a directory"),
+        (["--out", out, "--connect-timeout-ms", "99999999999"], "argument --connect-timeout-ms: expected a number "
+                                                                "from 1 to 600000"),
+        (["--out", out, "--idle-timeout-ms", "99999999999"], "argument --idle-timeout-ms: expected a number"),
+        (["--out", out, "--total-timeout-ms", "99999999999"], "argument --total-timeout-ms: expected a number"),
+        (["--out", out, "--retries", "99999999999"], "argument --retries: expected a number from 0 to 100"),
+    ]
+    for extra, said in cases:
+        r = fh(*base, *extra, check=False)
+        assert r.returncode == 2 and said in r.stderr.splitlines()[-1], (extra, r.stderr)
+        assert "cannot connect" not in r.stderr and "Traceback" not in r.stderr
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xaa\xff\x00\x01")
+    r = fh("snapshot-fetch", "--server", "127.0.0.1:1", "--user", "u", "--password-file", str(binary), "--out", out,
+           check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"fh: --password-file {binary}: not text (a password is up to 10 ASCII characters); give the file holding "
+        "the password"), r.stderr
+    assert not os.path.exists(out)

@@ -89,3 +89,19 @@ def _out_file(example: str):
                                              f"you may write to, or run as root")
         return text
     return parse
+
+
+def _yyyymmdd(text: str) -> str:
+    """An argparse type: a day as YYYYMMDD, a real date (fh record --day, fh snapshot-fetch --day: it names files and
+    goes into 32-bit header fields, where "abc", 2026 or 99999999999 were tracebacks or wrong files)."""
+    import datetime
+
+    try:
+        datetime.datetime.strptime(text, "%Y%m%d")
+        ok = len(text) == 8 and text.isdigit()
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYYMMDD, e.g. 20240315, got {text!r}")
+    return text
+
