@@ -553,3 +553,26 @@ def test_big_partitions_split_into_symbol_range_files(day, tmp_path, monkeypatch
     for sym, in con.execute("SELECT DISTINCT symbol FROM orders").fetchall()[:10]:
         seqs = [r[0] for r in con.execute("SELECT seq FROM orders WHERE symbol = ?", [sym]).fetchall()]
         assert seqs == sorted(seqs) and len(seqs) > 100, sym
+
+
+def test_follow_a_segment_counts_the_events_gone_before_it_started(tmp_path):
+    """fh history --follow of a segment whose event ring had already wrapped began at the oldest event left and
+    said nothing of the ones before it (exit 0, overrun_events 0): they are now counted as missed_at_start and said
+    on stderr."""
+    day = tmp_path / "day.itch"
+    native.synth_file(day, 5_000, 5, seed=8081)
+    seg = tmp_path / "fh-wrapped"
+    from handler.segments import wake_path
+
+    try:
+        fh("publish", "--itch", day, "--segment", seg, "--name", "wrapped", "--events", "64", "--max-levels", "1024",
+           "--keep")
+        p = fh("history", "--follow", seg, "--date", DATE, "--out", tmp_path / "h", "--idle-timeout", "1", "--json",
+               timeout=120)
+    finally:
+        Path(wake_path(seg)).unlink(missing_ok=True)
+    res = json.loads(p.stdout)
+    missed = res["counters"]["missed_at_start"]
+    assert missed > 0 and res["counters"]["events"] <= 64 and res["counters"]["overrun_events"] == 0
+    assert (f"fh history: {seg}: events 1..{missed} were overwritten in its event ring before fh history started "
+            f"following (counted as missed_at_start): the history begins at event {missed + 1}") in p.stderr

@@ -56,6 +56,11 @@ def cmd_history(a) -> int:
                   file=sys.stderr)
             f = SegmentFollower(a.follow, a.out, date, **opts)
             res = f.run(timeout=a.idle_timeout, stop=lambda: bool(stop))
+            missed = res.get("counters", {}).get("missed_at_start", 0)
+            if missed:
+                print(f"fh history: {a.follow}: events 1..{missed} were overwritten in its event ring before fh "
+                      f"history started following (counted as missed_at_start): the history begins at event "
+                      f"{missed + 1}; run the instance with a journal for the whole day", file=sys.stderr)
     else:
         from .. import inputs
 

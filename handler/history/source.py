@@ -350,7 +350,8 @@ class SegmentFollower:
         self.depth = depth
         self.snap_every = snapshot_every_s
         self.flush_every = flush_every_s
-        self.counters = {"events": 0, "trades": 0, "bbo": 0, "snapshots": 0, "overrun_events": 0}
+        self.counters = {"events": 0, "trades": 0, "bbo": 0, "snapshots": 0, "overrun_events": 0,
+                         "missed_at_start": 0}
         self.changed: set[int] = set()
 
     def _symbol(self, loc: int) -> None:
@@ -417,6 +418,8 @@ class SegmentFollower:
     def run(self, start: int | None = None, timeout: float | None = None, stop=lambda: False) -> dict:
         """Follow until the writer stops, `timeout` seconds pass with no event, or stop() is true."""
         nxt = self.r.oldest() if start is None else start
+        if start is None and nxt > 1:  # events the ring had already overwritten: counted, never hidden
+            self.counters["missed_at_start"] = nxt - 1
         last_flush = last_snap = last_event = time.monotonic()
         last_seq = last_ts = 0
         while not stop():
