@@ -213,3 +213,11 @@ def test_arbitration_callgrind_keeps_the_staged_run_out_of_the_b_copies_cost(tmp
     assert 20 < own["MoldUDP64 (fh_mold_feed_apply + _poll, less the engine)"] < 200  # before: negative
     engine = per["engine (its entry points and the staged run)"]
     assert abs(engine) < 0.2 * per["own_total"]  # a B copy applies nothing; only the runs' steps move
+
+
+def test_bench_recovery_refuses_a_bad_rate_before_anything_runs():
+    """--pps 0, -1, nan or inf were refused only after the day had been generated, its captures written and the
+    lab's namespace set up: now argparse refuses them, exit 2, before anything runs."""
+    for v in ("0", "-1", "nan", "inf", "abc"):
+        r = _fh("bench", "recovery", f"--pps={v}", timeout=30)
+        assert r.returncode == 2 and "argument --pps: expected" in r.stderr.splitlines()[-1], (v, r.stderr)

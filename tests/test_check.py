@@ -173,3 +173,11 @@ def test_the_nic_with_the_default_route_is_never_offered_for_binding():
     nic = [l for l in r.stdout.splitlines() if re.match(r"FAIL +nic ", l)]
     assert nic and "default route on eno1" in nic[0] and "must not be handed to DPDK" in nic[0]
     assert "ip link set eno1 down" not in r.stdout and "dpdk-devbind.py -b vfio-pci 0000:17:00.0" not in r.stdout
+
+
+def test_an_empty_pci_address_is_refused():
+    """fh check --pci "" checked the host against a NIC of no name (exit 2 for its failures, the empty value never
+    named): the parser refuses it in one line."""
+    r = fh("check", "--pci=", check=False, timeout=60)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+        "fh check: error: argument --pci: an empty value; give the NIC's PCI address, e.g. 0000:3b:00.0"), r.stderr

@@ -249,3 +249,13 @@ def test_no_hugepages_is_one_line():
         pytest.skip("this host has free hugepages")
     line = _one_line_error(fh("ports", "--vdev", "net_null0", check=False))
     assert "no free hugepages" in line and "--no-huge" in line
+
+
+def test_an_empty_device_is_refused_before_eal_starts():
+    """fh ports --vdev "" started EAL with nothing and said "fh: no DPDK port from " (the cause cut off); --pci ""
+    looked up a PCI device of no name. Both are refused by the parser, in one line, exit 2."""
+    for opt, said in (("--vdev", "give a virtual device, e.g. net_pcap0,rx_pcap=day.pcap"),
+                      ("--pci", "give a PCI address, e.g. 0000:01:00.0")):
+        r = fh("ports", "--no-huge", f"{opt}=", check=False, timeout=60)
+        assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+            f"fh ports: error: argument {opt}: an empty value; {said}"), r.stderr

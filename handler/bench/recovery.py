@@ -325,6 +325,21 @@ def print_report(res: dict, out=None) -> None:
       f"{last['request_retries']}, nic imissed {runs[-1]['nic']['imissed']})\n")
 
 
+def _pps(text: str) -> float:
+    """An argparse type: --pps, a positive finite rate (0, -1, nan or inf were refused only after the day had been
+    generated, its captures written and the lab's network namespace set up)."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected frames a second, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive rate in frames a second, e.g. 20000, got {text}")
+    return v
+
+
 def register(bes, positive, nonneg) -> None:
     from ..ui import HelpFormatter, add_json_flag, examples
     from ..process import sigterm_as_interrupt
@@ -346,7 +361,7 @@ def register(bes, positive, nonneg) -> None:
     b.add_argument("--repeats", type=positive, default=5, help="runs, each a new data plane")
     b.add_argument("--gap-wait-us", type=nonneg, default=2000,
                    help="how long the data plane waits for the other line before asking")
-    b.add_argument("--pps", type=float, default=20000, help="the sender's rate, frames per second")
+    b.add_argument("--pps", type=_pps, default=20000, help="the sender's rate, frames per second")
     add_json_flag(b, "fh bench recovery")
     add_plot_flag(b)
     b.set_defaults(func=sigterm_as_interrupt(bench_recovery))

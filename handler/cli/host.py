@@ -171,7 +171,8 @@ def register(sub, positive, nonneg) -> None:
                        epilog=examples("fh check", "fh check --config /etc/fh/nasdaq.toml",
                                        "fh check --pci 0000:3b:00.0 --json | jq '.results[] | select(.level != \"OK\")'"))
     c.add_argument("--config", metavar="FILE", type=_given("an fh.toml"), help="fh.toml (nic, cores.rx, memory)")
-    c.add_argument("--pci", metavar="ADDR", help="the NIC's PCI address (overrides nic.pci)")
+    c.add_argument("--pci", metavar="ADDR", type=_given("the NIC's PCI address, e.g. 0000:3b:00.0"),
+                   help="the NIC's PCI address (overrides nic.pci)")
     c.add_argument("--root", default="/", metavar="DIR", help=root_help)
     add_json_flag(c, "fh check")
     c.set_defaults(func=cmd_check)
@@ -187,9 +188,10 @@ def register(sub, positive, nonneg) -> None:
     pt.add_argument("--config", metavar="FILE", type=_given("an fh.toml"),
                     help="fh.toml: the NIC (nic.pci or nic.vdev) and memory.hugepages")
     pt.add_argument("--vdev", action="append", metavar="SPEC",
+                    type=_given("a virtual device, e.g. net_pcap0,rx_pcap=day.pcap"),
                     help="a virtual device, e.g. net_pcap0,rx_pcap=day.pcap or net_af_packet0,iface=eth1 "
                     "(repeatable; replaces the configuration's NIC)")
-    pt.add_argument("--pci", action="append", metavar="ADDR",
+    pt.add_argument("--pci", action="append", metavar="ADDR", type=_given("a PCI address, e.g. 0000:01:00.0"),
                     help="a NIC bound to vfio-pci, e.g. 0000:01:00.0 (repeatable; replaces the configuration's NIC)")
     pt.add_argument("--no-huge", action="store_true", help="ordinary pages instead of hugepages (labs)")
     pt.add_argument("--start", type=_seconds, default=0, metavar="SECONDS",
