@@ -207,6 +207,7 @@ int fh_synth_file(const fh_synth_cfg_t *cfg, const char *path);
 #define FH_BOOK_LIVE 1
 #define FH_BOOK_STALE 2
 #define FH_BOOK_F_UNPUBLISHED 1
+#define FH_BOOK_F_INCOMPLETE 2
 #define FH_EV_BBO 1
 #define FH_EV_TRADE 2
 #define FH_EV_STATE 3

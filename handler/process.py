@@ -388,7 +388,7 @@ def capacity_lines(counters: dict, fixes: dict[str, str]) -> list[str]:
     for k, (what, why) in CAPACITY_WHAT.items():
         if counters.get(k):
             books = ("no book was made for them" if k == "instrument_capacity"
-                     else "the books they were for are incomplete")
+                     else "the books they were for lack them (marked stale)")
             out.append(f"capacity: {fmt_int(counters[k])} {what} skipped ({k}): {why}, so {books}; {fixes[k]}")
     return out
 

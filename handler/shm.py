@@ -629,6 +629,8 @@ class Reader:
             "locate": loc,
             "symbol": bytes(b["symbol"])[: int(b["symbol_len"])].decode("latin-1"),
             "status": STATUS_NAMES.get(int(b["status"]), str(int(b["status"]))),
+            # the writer skipped a message of it for want of room (order_capacity, level_capacity): stale for good
+            "incomplete": bool(int(b["flags"]) & lib.FH_BOOK_F_INCOMPLETE),
             "trading_state": bytes(b["trading_state"]).decode("latin-1") or " ",
             "last_trade": [int(b["last_price"]), int(b["last_shares"])] if b["last_shares"] else None,
             "itch_ts": int(b["itch_ts"]),

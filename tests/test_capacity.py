@@ -19,10 +19,10 @@ def test_capacity_lines():
     assert process.capacity_lines({"level_capacity": 0, "unknown_ref": 5}, fixes) == []
     lines = process.capacity_lines({"order_capacity": 3, "level_capacity": 43_308, "instrument_capacity": 1}, fixes)
     assert lines == [
-        "capacity: 3 adds skipped (order_capacity): the order table was full, so the books they were for are "
-        "incomplete; raise shm.max_orders (--max-orders)",
+        "capacity: 3 adds skipped (order_capacity): the order table was full, so the books they were for lack "
+        "them (marked stale); raise shm.max_orders (--max-orders)",
         "capacity: 43,308 adds skipped (level_capacity): the price-level memory was full, so the books they were for "
-        "are incomplete; raise shm.max_levels (--max-levels)",
+        "lack them (marked stale); raise shm.max_levels (--max-levels)",
         "capacity: 1 messages of new instruments skipped (instrument_capacity): the book table was full, so no book "
         "was made for them; the feed names more instruments than a segment holds (65,535)"]
 
@@ -33,7 +33,8 @@ def test_run_says_when_the_levels_ran_out(tmp_path, run_dir, instance_name):
     cfg.write_text(run_config(instance_name, AB_PCAP, extra="[shm]\nmax_levels = 8\n"))
     p = fh("run", "--config", cfg, timeout=120)
     m = re.search(r"^capacity: ([\d,]+) adds skipped \(level_capacity\): the price-level memory was full, so the "
-                  r"books they were for are incomplete; raise shm.max_levels \(--max-levels\)$", p.stdout, re.M)
+                  r"books they were for lack them \(marked stale\); raise shm.max_levels \(--max-levels\)$", p.stdout,
+                  re.M)
     assert m, p.stdout
     assert int(m[1].replace(",", "")) > 0
     ok = tmp_path / "ok.toml"
@@ -42,9 +43,25 @@ def test_run_says_when_the_levels_ran_out(tmp_path, run_dir, instance_name):
 
 
 def test_publish_says_when_the_levels_ran_out(tmp_path):
+    """...and the books that lost an add are stale and flagged incomplete in the segment (they were called live),
+    the others live."""
+    from handler.shm import Reader
+
     seg = tmp_path / "fh-cap"
-    p = fh("publish", "--itch", AB_ITCH, "--segment", seg, "--max-levels", "8")
+    p = fh("publish", "--itch", AB_ITCH, "--segment", seg, "--max-levels", "8", "--keep")
     assert re.search(r"^fh publish: capacity: [\d,]+ adds skipped \(level_capacity\): the price-level memory was full, "
-                     r"so the books they were for are incomplete; raise --max-levels$", p.stderr, re.M), p.stderr
-    assert "capacity:" not in fh("publish", "--itch", AB_ITCH, "--segment", seg).stderr
+                     r"so the books they were for lack them \(marked stale\); raise --max-levels$", p.stderr,
+                     re.M), p.stderr
+    r = Reader(str(seg))
+    try:
+        books = [r.book(int(loc)) for loc in r.locates()]
+    finally:
+        r.close()
+    hit = [b for b in books if b["incomplete"]]
+    assert hit and all(b["status"] == "stale" for b in hit)
+    assert all(b["status"] == "live" for b in books if not b["incomplete"])
+    assert "stale (incomplete: the writer ran out of room for it)" in fh("book", hit[0]["symbol"], "--segment",
+                                                                           seg).stdout
+    p = fh("publish", "--itch", AB_ITCH, "--segment", tmp_path / "fh-ok")
+    assert "capacity:" not in p.stderr
 

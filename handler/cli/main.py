@@ -733,7 +733,8 @@ def _book_head(b: dict) -> str:
     state = TRADING_STATES.get(b["trading_state"], repr(b["trading_state"]))
     last = (f"last {_dollars(b['last_trade'][0])} x {fmt_int(b['last_trade'][1])}" if b["last_trade"]
             else "no trade yet")
-    return (f"{b['symbol']}  locate {b['locate']}  {b['status']}  {state}  {last}  levels {b['levels'][0]} x "
+    status = f"{b['status']} (incomplete: the writer ran out of room for it)" if b.get("incomplete") else b["status"]
+    return (f"{b['symbol']}  locate {b['locate']}  {status}  {state}  {last}  levels {b['levels'][0]} x "
             f"{b['levels'][1]}  updates {fmt_int(b['updates'])}  at {_clock(b['itch_ts'])}")
 
 

@@ -1432,6 +1432,25 @@ static inline book_t *book_for(fh_engine_t *e, uint32_t bk, const uint8_t *stock
     return b;
 }
 
+/* Book b lacks a message the engine had no room for (add_order: order_capacity, level_capacity): flagged
+ * FH_BOOK_F_INCOMPLETE and marked stale, once, with a stale event when publishing; no recovery of the lines makes it
+ * live again (fh_engine_set_status, fh_engine_set_all_status), a snapshot's rebuild does (clear_books). held: the
+ * caller holds b's seqlock. Cold: capacity is configured well above a day's peak. */
+static __attribute__((noinline, cold)) void book_incomplete(fh_engine_t *e, book_t *b, const uint8_t *m, bool held)
+{
+    if (b->flags & FH_BOOK_F_INCOMPLETE)
+        return;
+    bool was_live = b->status == FH_BOOK_LIVE;
+    if (e->publish && !held)
+        book_begin(e, b);
+    b->flags |= FH_BOOK_F_INCOMPLETE;
+    b->status = FH_BOOK_STALE;
+    if (e->publish && !held)
+        book_end(e, b, m);
+    if (e->publish && was_live)
+        emit_simple(e, FH_EV_STALE, b, m);
+}
+
 /* Add an order to book b, or (b == NULL, for A and F) to the book at offset bk (book_for), created from stock on
  * first sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
  * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
@@ -1459,6 +1478,11 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
             order_unplace(e, o);
         }
         e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
+        if (o || !dup) { /* the order table full: its book (if it has one yet) lacks the order */
+            book_t *ob = b ? b : (book_t *)((uint8_t *)e->books + bk);
+            if (ob->status != FH_BOOK_EMPTY)
+                book_incomplete(e, ob, m, b != NULL);
+        }
         return 0;
     }
     bool own = !b;
@@ -1478,6 +1502,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
         e->room++;
         order_unplace(e, o);
         e->counters[FH_C_level_capacity]++;
+        book_incomplete(e, b, m, true); /* own: book_begin_if above; else the caller's */
     }
     if (own)
         book_end_if(b, m, publish);
@@ -1810,8 +1835,8 @@ int fh_engine_set_status(fh_engine_t *e, uint16_t locate, int status, const uint
     book_t *b = &e->books[locate];
     if (b->status == FH_BOOK_EMPTY || (status != FH_BOOK_LIVE && status != FH_BOOK_STALE))
         return -1;
-    if (b->status == status)
-        return 0;
+    if (b->status == status || (status == FH_BOOK_LIVE && (b->flags & FH_BOOK_F_INCOMPLETE)))
+        return 0; /* (an incomplete book stays stale: book_incomplete) */
     static const uint8_t none[FH_ITCH_HDR_LEN];
     m = m ? m : none;
     book_begin(e, b);
@@ -1833,7 +1858,8 @@ int fh_engine_set_all_status(fh_engine_t *e, int status)
     int n = 0;
     for (uint32_t loc = 0; loc <= FH_MAX_LOCATE; loc++) {
         book_t *b = &e->books[loc];
-        if (b->status == FH_BOOK_EMPTY || b->status == status)
+        if (b->status == FH_BOOK_EMPTY || b->status == status ||
+            (status == FH_BOOK_LIVE && (b->flags & FH_BOOK_F_INCOMPLETE))) /* stays stale: book_incomplete */
             continue;
         book_begin(e, b);
         b->status = (uint8_t)status;
@@ -2760,6 +2786,7 @@ static int snapshot_load(fh_engine_t *e, const char *path, fh_snapshot_meta_t *m
         fh_put_be48(m + 5, sb[i].itch_ts);
         book_begin(e, b);
         b->status = stale ? FH_BOOK_STALE : sb[i].status;
+        b->flags |= sb[i].flags & FH_BOOK_F_INCOMPLETE; /* (saved stale: it lacked a message when saved) */
         b->updates = sb[i].updates - (e->publish ? 1 : 0);
         book_end(e, b, m);
         b->itch_ts = sb[i].itch_ts;

@@ -223,6 +223,65 @@ static void test_level_capacity(void)
     CHECK_EQ(nlevels(1, FH_SIDE_BID), placed);
 }
 
+/* A book the engine had no room for a message of (its level memory or order table full) lacks it: flagged
+ * incomplete and stale, with one stale event while publishing; a recovery of the lines (set_all_status LIVE,
+ * set_status LIVE) revives the other books but not it; clearing the books (a snapshot's rebuild) makes it whole.
+ * Before, such a book went on being called live. */
+static void test_capacity_marks_the_book_incomplete(void)
+{
+    fh_seg_t *seg = fh_seg_create(&(fh_seg_cfg_t){ NULL, "test", 64, 1 << 10, 10, -1, 64, 0 });
+    CHECK(seg != NULL);
+    fh_engine_destroy(e);
+    e = fh_engine_create_on(&(fh_engine_cfg_t){ 4, 1000, 64 }, seg);
+    CHECK(e != NULL);
+    fh_engine_set_publish(e, true); /* (a private segment's engine publishes only when told) */
+    APPLY(m_R(b, 1, "FULL"));
+    APPLY(m_R(b, 2, "OK"));
+    APPLY(m_A(b, 2, 5000, 'B', 10, "OK", 100));
+    uint64_t h0 = __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < 200; i++) /* each far from the others: a level of the arena each (deep) */
+        APPLY(m_A(b, 1, i + 1, 'B', 10, "FULL", 1000000 + i * 70001));
+    uint64_t h1 = __atomic_load_n(&seg->hdr->head, __ATOMIC_ACQUIRE);
+    CHECK(ctr(FH_C_level_capacity) > 0);
+    fh_book_info_t bi;
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0 && bi.status == FH_BOOK_STALE);
+    CHECK(fh_engine_book_info(e, 2, &bi) == 0 && bi.status == FH_BOOK_LIVE);
+    CHECK(seg->books[1].flags & FH_BOOK_F_INCOMPLETE);
+    int stale_events = 0;
+    for (uint64_t h = h0 + 1; h <= h1; h++) {
+        const fh_shm_event_t *ev = &seg->events[h & (seg->hdr->event_capacity - 1)];
+        stale_events += ev->type == FH_EV_STALE;
+        if (ev->type == FH_EV_STALE)
+            CHECK(ev->locate == 1 && ev->status == FH_BOOK_STALE);
+    }
+    CHECK_EQ(stale_events, 1); /* once, however many adds it lost */
+    CHECK_EQ(fh_engine_set_all_status(e, FH_BOOK_STALE), 1); /* a gap: book 2 too */
+    CHECK_EQ(fh_engine_set_all_status(e, FH_BOOK_LIVE), 1);  /* recovered: book 2 only */
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0 && bi.status == FH_BOOK_STALE);
+    CHECK(fh_engine_book_info(e, 2, &bi) == 0 && bi.status == FH_BOOK_LIVE);
+    CHECK_EQ(fh_engine_set_status(e, 1, FH_BOOK_LIVE, NULL), 0);
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0 && bi.status == FH_BOOK_STALE);
+    fh_engine_clear_books(e); /* a snapshot's rebuild: whole again */
+    APPLY(m_R(b, 1, "FULL"));
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0 && bi.status == FH_BOOK_LIVE && !(seg->books[1].flags & FH_BOOK_F_INCOMPLETE));
+    fh_engine_destroy(e);
+    e = NULL;
+    fh_seg_close(seg, 1);
+    /* the order table full (private books): the book that lost the add is stale, the others not; a duplicate
+     * reference (the feed's error, not a capacity) leaves it live */
+    fresh(4, 3, 1024);
+    APPLY(m_R(b, 1, "ORD"));
+    APPLY(m_R(b, 2, "DUP"));
+    APPLY(m_A(b, 2, 100, 'S', 10, "DUP", 500));
+    APPLY(m_A(b, 2, 100, 'S', 10, "DUP", 500));
+    CHECK_EQ(ctr(FH_C_duplicate_ref), 1);
+    for (uint32_t i = 0; i < 4; i++)
+        APPLY(m_A(b, 1, i + 1, 'B', 10, "ORD", 100 + i));
+    CHECK_EQ(ctr(FH_C_order_capacity), 2);
+    CHECK(fh_engine_book_info(e, 1, &bi) == 0 && bi.status == FH_BOOK_STALE);
+    CHECK(fh_engine_book_info(e, 2, &bi) == 0 && bi.status == FH_BOOK_LIVE);
+}
+
 /* Orders that outlive 2^k later references (k: the order table's size): the newer order takes the home
  * slot and the older one moves to the spill table, where it stays findable; duplicates are caught in both
  * places; a reference too big for a home slot's tag lives in the spill table. 100 orders: 1024 slots. */
@@ -608,6 +667,7 @@ int main(void)
     test_replace();
     test_anomalies();
     test_level_capacity();
+    test_capacity_marks_the_book_incomplete();
     test_spill();
     test_spill_slot_given_back_when_the_book_cannot_be_made();
     test_snapshot_refs_round_trip();

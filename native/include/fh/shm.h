@@ -103,6 +103,10 @@
 /* fh_shm_book_t.flags */
 #define FH_BOOK_F_UNPUBLISHED 1 /* not among the instruments the writer publishes ([instruments] publish): the
                                  * writer keeps its orders but emits no event for it; readers treat it as absent */
+#define FH_BOOK_F_INCOMPLETE 2 /* the writer skipped a message of this book for want of room (its order table or
+                                * level memory full: counters order_capacity, level_capacity): the book lacks it, so
+                                * it is FH_BOOK_STALE until a snapshot rebuilds it; a recovery of the lines does not
+                                * make it live */
 #define FH_BOOK_LIVE 1  /* built from a gap-free stream */
 #define FH_BOOK_STALE 2 /* a gap may have been applied across: do not trust until recovered */
 
