@@ -1451,6 +1451,26 @@ static __attribute__((noinline, cold)) void book_incomplete(fh_engine_t *e, book
         emit_simple(e, FH_EV_STALE, b, m);
 }
 
+/* add_order's order table full: counted, and the book the add was for (b, whose seqlock the caller holds, or the
+ * book at offset bk, if it has been made) lacks the order. */
+static __attribute__((noinline, cold)) void order_room_out(fh_engine_t *e, book_t *b, uint32_t bk, const uint8_t *m)
+{
+    e->counters[FH_C_order_capacity]++;
+    book_t *ob = b ? b : (book_t *)((uint8_t *)e->books + bk);
+    if (ob->status != FH_BOOK_EMPTY)
+        book_incomplete(e, ob, m, b != NULL);
+}
+
+/* add_order's level memory full: the order given back, counted, and book b (whose seqlock is held: add_order's own
+ * book_begin_if, or the caller's) lacks it. */
+static __attribute__((noinline, cold)) void level_room_out(fh_engine_t *e, book_t *b, order_t *o, const uint8_t *m)
+{
+    e->room++;
+    order_unplace(e, o);
+    e->counters[FH_C_level_capacity]++;
+    book_incomplete(e, b, m, true);
+}
+
 /* Add an order to book b, or (b == NULL, for A and F) to the book at offset bk (book_for), created from stock on
  * first sight. The checks run in the order of docs/book-semantics.md; a skipped add never creates a book.
  * Returns 1 if a best level changed, and then *bp is the book (for emit_bbo, without finding it again by
@@ -1477,12 +1497,10 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
             e->room = 0; /* it was 0: the decrement made it -1 */
             order_unplace(e, o);
         }
-        e->counters[o || !dup ? FH_C_order_capacity : FH_C_duplicate_ref]++;
-        if (o || !dup) { /* the order table full: its book (if it has one yet) lacks the order */
-            book_t *ob = b ? b : (book_t *)((uint8_t *)e->books + bk);
-            if (ob->status != FH_BOOK_EMPTY)
-                book_incomplete(e, ob, m, b != NULL);
-        }
+        if (o || !dup) /* the order table full: its book (if it has one yet) lacks the order */
+            order_room_out(e, b, bk, m);
+        else
+            e->counters[FH_C_duplicate_ref]++;
         return 0;
     }
     bool own = !b;
@@ -1499,10 +1517,7 @@ static inline __attribute__((always_inline)) int add_order(fh_engine_t *e, book_
     if (FH_LIKELY(top >= 0)) {
         order_commit(o, ref, shares, (uint16_t)b->locate);
     } else {
-        e->room++;
-        order_unplace(e, o);
-        e->counters[FH_C_level_capacity]++;
-        book_incomplete(e, b, m, true); /* own: book_begin_if above; else the caller's */
+        level_room_out(e, b, o, m);
     }
     if (own)
         book_end_if(b, m, publish);
