@@ -60,7 +60,7 @@ def test_publish_says_when_the_levels_ran_out(tmp_path):
     hit = [b for b in books if b["incomplete"]]
     assert hit and all(b["status"] == "stale" for b in hit)
     assert all(b["status"] == "live" for b in books if not b["incomplete"])
-    assert "stale (incomplete: the writer ran out of room for it)" in fh("book", hit[0]["symbol"], "--segment",
+    assert "stale (incomplete: the writer ran out of room for it)" in fh("book", hit[0]["symbol"], "--name",
                                                                            seg).stdout
     p = fh("publish", "--itch", AB_ITCH, "--segment", tmp_path / "fh-ok")
     assert "capacity:" not in p.stderr
