@@ -405,7 +405,10 @@ class Server:
 def password_from(file: str | None, env: str | None = "FH_SNAPSHOT_PASSWORD", what: str = "--password-file") -> str:
     if file:
         try:
-            return Path(file).read_text().strip()
+            pw = Path(file).read_text().strip()
+            if not pw:  # (it sent an empty password and reported "login rejected")
+                raise GlimpseError(f"{what} {file}: empty; its first line must be the password")
+            return pw
         except OSError as e:
             raise GlimpseError(f"{what} {file}: {e.strerror}; give a readable file holding the password") from None
         except UnicodeDecodeError:  # (a binary file was a traceback)

@@ -25,7 +25,10 @@ def good(tmp_path, name="cfgtest"):
     return run_config(name)
 
 
-def test_good_config_and_arguments(tmp_path):
+def test_good_config_and_arguments(tmp_path, monkeypatch):
+    from handler import segments
+
+    monkeypatch.setattr(segments, "hugetlbfs_mounts", lambda root="/": [])  # (shm.dir auto: /dev/shm on any host)
     c = config.load(write(tmp_path, good(tmp_path)))
     assert c.name == "cfgtest" and [l.name for l in c.lines] == ["A", "B"]
     eal = config.eal_args(c)

@@ -588,3 +588,14 @@ def test_fetch_refuses_bad_arguments_before_it_connects(tmp_path):
         f"fh: --password-file {binary}: not text (a password is up to 10 ASCII characters); give the file holding "
         "the password"), r.stderr
     assert not os.path.exists(out)
+
+
+def test_an_empty_password_file_is_named(tmp_path):
+    """--password-file of an empty file: said before connecting (it sent an empty password and reported the login
+    rejected)."""
+    pw = tmp_path / "empty.pw"
+    pw.write_text("\n")
+    p = fh("snapshot-fetch", "--server", "127.0.0.1:1", "--user", "u", "--password-file", pw, "--out",
+           tmp_path / "x.snap", check=False, timeout=30)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"fh: --password-file {pw}: empty; its first line must be the password"

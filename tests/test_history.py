@@ -576,3 +576,13 @@ def test_follow_a_segment_counts_the_events_gone_before_it_started(tmp_path):
     assert missed > 0 and res["counters"]["events"] <= 64 and res["counters"]["overrun_events"] == 0
     assert (f"fh history: {seg}: events 1..{missed} were overwritten in its event ring before fh history started "
             f"following (counted as missed_at_start): the history begins at event {missed + 1}") in p.stderr
+
+
+def test_follow_a_segment_path_names_its_instance(tmp_path):
+    """fh history --follow /dev/shm/fh-NAME: the instance NAME and its ring /dev/shm/fh-NAME.journal (the path was
+    taken for a name: /dev/shm/fh-/dev/shm/fh-NAME.journal)."""
+    p = fh("history", "--follow", "/dev/shm/fh-nosuchfollow", "--out", tmp_path / "h", check=False, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("fh: no journal at /dev/shm/fh-nosuchfollow.journal and no segment at "
+                                "/dev/shm/fh-nosuchfollow: is fh running with instance name nosuchfollow? (fh run, "
+                                "with --journal for every table)"), p.stderr

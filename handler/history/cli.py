@@ -32,7 +32,7 @@ def cmd_history(a) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.append(1))
         opts = dict(depth=a.depth, snapshot_every_s=a.snapshot_every, flush_every_s=a.flush_every, replace=a.replace,
                     portable=a.portable)
-        ring_path = a.journal or f"/dev/shm/fh-{a.follow}.journal"
+        ring_path = a.journal or J.ring_path(_instance_of(a.follow))
         if a.journal and not _is_ring(a.journal):  # fh record's files: a recorded day
             from ..inputs import journal_files
 
@@ -49,8 +49,9 @@ def cmd_history(a) -> int:
             from ..shm import segment_path
 
             if not os.path.exists(segment_path(a.follow)):
-                raise HistoryError(f"no journal at {ring_path} and no segment at {segment_path(a.follow)}: is fh running "
-                                   f"with instance name {a.follow}? (fh run, with --journal for every table)")
+                raise HistoryError(f"no journal at {ring_path} and no segment at {segment_path(a.follow)}: is fh "
+                                   f"running with instance name {_instance_of(a.follow)}? (fh run, with --journal for "
+                                   "every table)")
             print(f"fh history: {a.follow} writes no journal ({ring_path}): following its event ring instead "
                   f"(trades, BBO, books; no order events, event sequence numbers); run it with --journal for all",
                   file=sys.stderr)
@@ -115,6 +116,15 @@ def _input_losses(path: str, itch: bool, c: dict) -> list[str]:
     if bad:
         out.append(f"{path}: {bad.replace('the books may be wrong', 'its tables may be wrong')}")
     return out
+
+
+def _instance_of(follow: str) -> str:
+    """--follow NAME or a segment's path (/dev/shm/fh-NAME, a hugetlbfs mount's fh-NAME): the instance name, whose
+    journal ring is /dev/shm/fh-NAME.journal (a path made /dev/shm/fh-/dev/shm/fh-NAME.journal)."""
+    if "/" not in follow:
+        return follow
+    base = os.path.basename(follow.rstrip("/"))
+    return base[3:] if base.startswith("fh-") else base
 
 
 def _check_out(out: str) -> None:
