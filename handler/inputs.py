@@ -10,12 +10,12 @@ import atexit
 import gzip
 import os
 import shutil
-import stat
 import tempfile
 import zlib
 from pathlib import Path
 
 from .errors import InputError  # noqa: F401  (raised by require(): one line, names the fix)
+from .filekind import not_regular
 
 PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -64,18 +64,6 @@ def _kind_of(head: bytes) -> str:
 def _gunzip_head(path: Path) -> bytes:
     with gzip.open(path, "rb") as f:
         return f.read(SNIFF_BYTES)
-
-
-_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def not_regular(mode: int) -> str | None:
-    """What a file of this st_mode is when it is not a regular file ("a directory", "a FIFO", ...); None when it is
-    one."""
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
 
 
 def regular_file(path: str | os.PathLike, what: str = "a file", option: str | None = None) -> Path:

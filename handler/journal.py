@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .inputs import not_regular
+from .filekind import not_regular
 
 # ---- the ring (fh/journal.h) ---------------------------------------------------------------------------
 

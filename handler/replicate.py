@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import FhError
-from .inputs import not_regular
+from .filekind import not_regular
 from .process import pid_alive
 
 

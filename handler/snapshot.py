@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import journal as J
 from . import native
-from .inputs import not_regular
+from .filekind import not_regular
 
 SUFFIX = ".snap"
 
